@@ -1,0 +1,82 @@
+"""The ``tidelog`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from tidelog import __version__
+from tidelog.config import BrokerConfig, ConfigError
+
+logger = logging.getLogger("tidelog")
+
+
+def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
+    overrides = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected name=value, got {item!r}", param_hint="--set")
+        overrides[name.strip()] = value.strip()
+    return overrides
+
+
+@click.group()
+@click.version_option(__version__, prog_name="tidelog")
+def main() -> None:
+    """Tidelog: a durable message queue that speaks the Kafka protocol."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=9092, show_default=True, type=int, help="Kafka listener port (0 picks a free one).")
+@click.option("--data-dir", default="./tidelog-data", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="TOML file of broker settings.")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="A broker setting, by its Kafka name (repeatable).")
+@click.option("--log-level", default=os.environ.get("TIDELOG_LOG_LEVEL", "INFO"), show_default=True)
+@click.option("--port-file", type=click.Path(dir_okay=False, path_type=Path), help="Write the bound port here once listening.")
+def serve(host: str, port: int, data_dir: Path, config_file: Path | None, sets: tuple[str, ...], log_level: str, port_file: Path | None) -> None:
+    """Start a broker."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = BrokerConfig.load(config_file, overrides=_parse_sets(sets))
+    except (ConfigError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        import uvloop
+    except ImportError:  # not on every platform
+        uvloop = None
+    runner = asyncio.Runner(loop_factory=uvloop.new_event_loop if uvloop else None)
+    with runner:
+        runner.run(_serve(config, data_dir, host, port, port_file))
+
+
+async def _serve(config: BrokerConfig, data_dir: Path, host: str, port: int, port_file: Path | None) -> None:
+    from tidelog.server.broker import Broker
+
+    broker = Broker(config, data_dir, host, port)
+    await broker.start()
+    if port_file is not None:
+        tmp = port_file.with_suffix(".tmp")
+        tmp.write_text(str(broker.port))
+        os.replace(tmp, port_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await broker.stop()
+
+
+if __name__ == "__main__":
+    main()

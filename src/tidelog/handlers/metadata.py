@@ -1,0 +1,108 @@
+"""Metadata (key 3).
+
+Behaviour: returns this broker as the only broker and controller, and for each requested topic
+(all topics when the list is null, or empty in v0) its id and partitions, each led by this
+broker with leader epoch 0. An unknown topic is created when the request allows it (always
+before v4) and ``auto.create.topics.enable`` is on; otherwise UNKNOWN_TOPIC_OR_PARTITION.
+Topics requested by id (v10+) that do not exist get UNKNOWN_TOPIC_ID.
+Versions: 0-13. Errors: UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, INVALID_TOPIC_EXCEPTION.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+
+from tidelog.cluster.metadata import TopicRecord
+from tidelog.handlers.registry import RequestContext, handles
+from tidelog.protocol.apis import build, response_module
+from tidelog.protocol.errors import ErrorCode, KafkaError
+
+API_KEY = 3
+AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
+ZERO_UUID = uuid.UUID(int=0)
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+
+
+def describe_topic(module, ctx: RequestContext, record: TopicRecord):
+    node = ctx.broker.node_id
+    partitions = tuple(
+        build(
+            module.MetadataResponsePartition,
+            error_code=ErrorCode.none,
+            partition_index=index,
+            leader_id=node,
+            leader_epoch=0,
+            replica_nodes=(node,),
+            isr_nodes=(node,),
+            offline_replicas=(),
+        )
+        for index in range(record.partitions)
+    )
+    return build(
+        module.MetadataResponseTopic,
+        error_code=ErrorCode.none,
+        name=record.name,
+        topic_id=record.topic_id,
+        is_internal=record.name in INTERNAL_TOPICS,
+        partitions=partitions,
+        topic_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+    )
+
+
+def topic_error(module, error_code: ErrorCode, name: str | None, topic_id: uuid.UUID | None = None):
+    return build(
+        module.MetadataResponseTopic,
+        error_code=error_code,
+        name=name,
+        topic_id=topic_id or ZERO_UUID,
+        is_internal=False,
+        partitions=(),
+        topic_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+    )
+
+
+@handles(API_KEY)
+async def handle(ctx: RequestContext, request) -> object:
+    broker = ctx.broker
+    version = ctx.api_version
+    module = response_module(API_KEY, version)
+    allow_auto_create = getattr(request, "allow_auto_topic_creation", True)
+    requested = request.topics
+    if requested is None or (version == 0 and not requested):
+        topics = [describe_topic(module, ctx, record) for record in broker.metadata.topics.values()]
+    else:
+        topics = []
+        for wanted in requested:
+            name = getattr(wanted, "name", None)
+            topic_id = getattr(wanted, "topic_id", None)
+            if name is None and topic_id is not None and topic_id != ZERO_UUID:
+                record = broker.topic_by_id(topic_id)
+                topics.append(
+                    describe_topic(module, ctx, record) if record else topic_error(module, ErrorCode.unknown_topic_id, None, topic_id)
+                )
+                continue
+            record = broker.metadata.topics.get(name)
+            if record is None and allow_auto_create:
+                try:
+                    record = await broker.auto_create_topic(name)
+                except KafkaError as e:
+                    topics.append(topic_error(module, e.error_code, name))
+                    continue
+            if record is None:
+                topics.append(topic_error(module, ErrorCode.unknown_topic_or_partition, name))
+            else:
+                topics.append(describe_topic(module, ctx, record))
+    brokers = (
+        build(module.MetadataResponseBroker, node_id=broker.node_id, host=broker.advertised_host, port=broker.port, rack=None),
+    )
+    return build(
+        module.MetadataResponse,
+        throttle_time=datetime.timedelta(0),
+        brokers=brokers,
+        cluster_id=broker.cluster_id,
+        controller_id=broker.node_id,
+        topics=tuple(topics),
+        cluster_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+        error_code=ErrorCode.none,
+    )

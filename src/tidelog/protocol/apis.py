@@ -1,0 +1,104 @@
+"""The API keys Tidelog serves, the versions Kafka 4.0 advertises for them, and kio codecs.
+
+``KAFKA_4_0`` is the version range each API has in Apache Kafka 4.0. Handlers register the
+range they serve (``tidelog.handlers.registry``); a unit test checks that each registered range
+equals Kafka 4.0's, so ApiVersions always describes one coherent release and clients that infer
+the broker version from it (kafka-python) pick the right request versions.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from kio.index import load_request_schema, load_response_schema
+from kio.serial import entity_reader, entity_writer
+
+# api_key -> (name, min_version, max_version) as advertised by Apache Kafka 4.0.
+KAFKA_4_0: dict[int, tuple[str, int, int]] = {
+    0: ("Produce", 0, 12),  # v0-2 are advertised but answered with UNSUPPORTED_VERSION
+    1: ("Fetch", 4, 17),
+    2: ("ListOffsets", 1, 10),
+    3: ("Metadata", 0, 13),
+    8: ("OffsetCommit", 2, 9),
+    9: ("OffsetFetch", 1, 9),
+    10: ("FindCoordinator", 0, 6),
+    11: ("JoinGroup", 2, 9),
+    12: ("Heartbeat", 0, 4),
+    13: ("LeaveGroup", 0, 5),
+    14: ("SyncGroup", 0, 5),
+    15: ("DescribeGroups", 0, 6),
+    16: ("ListGroups", 0, 5),
+    17: ("SaslHandshake", 0, 1),
+    18: ("ApiVersions", 0, 4),
+    19: ("CreateTopics", 2, 7),
+    20: ("DeleteTopics", 1, 6),
+    21: ("DeleteRecords", 0, 2),
+    22: ("InitProducerId", 0, 5),
+    23: ("OffsetForLeaderEpoch", 2, 4),
+    24: ("AddPartitionsToTxn", 0, 5),
+    25: ("AddOffsetsToTxn", 0, 4),
+    26: ("EndTxn", 0, 5),
+    28: ("TxnOffsetCommit", 0, 5),
+    32: ("DescribeConfigs", 1, 4),
+    33: ("AlterConfigs", 0, 2),
+    36: ("SaslAuthenticate", 0, 2),
+    37: ("CreatePartitions", 0, 3),
+    42: ("DeleteGroups", 0, 2),
+    44: ("IncrementalAlterConfigs", 0, 1),
+    47: ("OffsetDelete", 0, 0),
+    60: ("DescribeCluster", 0, 2),
+    68: ("ConsumerGroupHeartbeat", 0, 1),
+    69: ("ConsumerGroupDescribe", 0, 1),
+}
+
+API_VERSIONS_KEY = 18
+
+
+@functools.cache
+def is_flexible(api_key: int, api_version: int) -> bool:
+    """Whether (key, version) uses the flexible encoding (compact types, tagged fields)."""
+    try:
+        return bool(load_request_schema(api_key, api_version).__flexible__)
+    except Exception:
+        return False
+
+
+@functools.cache
+def request_reader(api_key: int, api_version: int) -> Callable[[memoryview, int], tuple[Any, int]]:
+    """kio's decoder for a request body: ``reader(readonly_buffer, offset) -> (request, end)``."""
+    return entity_reader(load_request_schema(api_key, api_version))
+
+
+@functools.cache
+def response_type(api_key: int, api_version: int) -> type:
+    return load_response_schema(api_key, api_version)
+
+
+@functools.cache
+def response_writer(api_key: int, api_version: int) -> Callable[[Any, Any], None]:
+    return entity_writer(load_response_schema(api_key, api_version))
+
+
+@functools.cache
+def response_module(api_key: int, api_version: int):
+    """The kio module of a response version; its nested types are attributes of it."""
+    import sys
+
+    return sys.modules[response_type(api_key, api_version).__module__]
+
+
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(cls.__dataclass_fields__)
+
+
+def build(cls: type, **values: Any) -> Any:
+    """Construct a kio dataclass, dropping fields this version does not have.
+
+    Lets a handler describe its response once for all versions: fields added in later
+    versions are simply left out of older ones.
+    """
+    names = _field_names(cls)
+    return cls(**{name: value for name, value in values.items() if name in names})

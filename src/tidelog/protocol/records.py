@@ -1,0 +1,373 @@
+"""RecordBatch v2 (magic 2): header parsing, produce-time validation, in-place offset
+assignment, and (off the hot path) record iteration and batch building. Pure functions, no I/O.
+
+Layout (big-endian), offsets in bytes::
+
+    0 baseOffset int64 | 8 batchLength int32 | 12 partitionLeaderEpoch int32 | 16 magic int8
+    17 crc uint32 (CRC-32C of bytes 21..end) | 21 attributes int16 | 23 lastOffsetDelta int32
+    27 baseTimestamp int64 | 35 maxTimestamp int64 | 43 producerId int64 | 51 producerEpoch int16
+    53 baseSequence int32 | 57 recordCount int32 | 61 records...
+
+The hot path (validate_batches, set_base_offset) never looks at individual records.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Iterator, NamedTuple, Sequence
+
+import cramjam
+import crc32c
+
+from tidelog.protocol.errors import ErrorCode
+
+__all__ = [
+    "BATCH_HEADER_SIZE",
+    "LOG_OVERHEAD",
+    "BatchInfo",
+    "InvalidBatch",
+    "Record",
+    "parse_batch_header",
+    "batch_crc_ok",
+    "validate_batches",
+    "set_base_offset",
+    "set_partition_leader_epoch",
+    "set_log_append_time",
+    "iter_records",
+    "build_batch",
+]
+
+BATCH_HEADER_SIZE = 61  # bytes through recordCount
+LOG_OVERHEAD = 12  # baseOffset + batchLength: the part not counted by batchLength
+_MIN_BATCH_LENGTH = BATCH_HEADER_SIZE - LOG_OVERHEAD  # 49
+_CRC_START = 21  # the CRC covers attributes .. end of batch
+_ATTRIBUTES_OFFSET = 21
+_MAX_TIMESTAMP_OFFSET = 35
+
+COMPRESSION_NONE, COMPRESSION_GZIP, COMPRESSION_SNAPPY, COMPRESSION_LZ4, COMPRESSION_ZSTD = range(5)
+_COMPRESSION_MASK = 0x07
+_TIMESTAMP_TYPE_BIT = 0x08
+_TRANSACTIONAL_BIT = 0x10
+_CONTROL_BIT = 0x20
+
+_HEADER = struct.Struct(">qiibIhiqqqhii")
+_LENGTH = struct.Struct(">i")
+_INT64 = struct.Struct(">q")
+_UINT32 = struct.Struct(">I")
+_INT16 = struct.Struct(">h")
+assert _HEADER.size == BATCH_HEADER_SIZE
+
+
+class BatchInfo(NamedTuple):
+    """The parsed 61-byte header of one batch."""
+
+    base_offset: int
+    batch_length: int  # the int32 field: batch size minus LOG_OVERHEAD
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    record_count: int
+
+    @property
+    def size(self) -> int:
+        return self.batch_length + LOG_OVERHEAD
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def compression(self) -> int:
+        return self.attributes & _COMPRESSION_MASK
+
+    @property
+    def timestamp_type(self) -> int:
+        """0 = CreateTime, 1 = LogAppendTime."""
+        return 1 if self.attributes & _TIMESTAMP_TYPE_BIT else 0
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & _TRANSACTIONAL_BIT)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & _CONTROL_BIT)
+
+
+class Record(NamedTuple):
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+
+
+class InvalidBatch(Exception):
+    """A batch the broker must reject; ``error_code`` is what the Produce response carries."""
+
+    def __init__(self, error_code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+def parse_batch_header(buf, pos: int = 0) -> BatchInfo:
+    """Parse the header at ``pos``; raises struct.error if fewer than 61 bytes remain."""
+    return BatchInfo._make(_HEADER.unpack_from(buf, pos))
+
+
+def batch_crc_ok(buf, info: BatchInfo, pos: int = 0) -> bool:
+    """True if the CRC-32C stored in the header matches the batch at ``pos`` (whole batch in buf)."""
+    return crc32c.crc32c(memoryview(buf)[pos + _CRC_START : pos + info.size]) == info.crc
+
+
+def validate_batches(buf, max_message_bytes: int, exactly_one: bool = True) -> list[BatchInfo]:
+    """Validate a Produce request's ``records`` for one partition; return the batch headers.
+
+    Follows Kafka (ProduceRequest.validateRecords, UnifiedLog.analyzeAndValidateRecords,
+    LogValidator for client appends): framing, size and CRC errors are CORRUPT_MESSAGE; a batch
+    over max.message.bytes is MESSAGE_TOO_LARGE; magic 0/1, bad offset/count fields, control
+    batches from clients, a producer id without a sequence, a non-zero base offset and (for
+    produce v3+, ``exactly_one``) anything but one batch are INVALID_RECORD. An unknown
+    compression codec (5..7) is CORRUPT_MESSAGE (Kafka fails it with an unchecked exception).
+    The zstd-needs-produce-v7 rule is version-dependent and left to the Produce handler.
+    No per-record work.
+    """
+    view = memoryview(buf)
+    end = len(view)
+    pos = 0
+    batches: list[BatchInfo] = []
+    while pos < end:
+        if end - pos < BATCH_HEADER_SIZE:
+            raise InvalidBatch(ErrorCode.corrupt_message, f"{end - pos} trailing bytes are not a batch")
+        info = BatchInfo._make(_HEADER.unpack_from(view, pos))
+        size = info.batch_length + LOG_OVERHEAD
+        if info.batch_length < _MIN_BATCH_LENGTH:
+            raise InvalidBatch(ErrorCode.corrupt_message, f"batch length {info.batch_length} is below the minimum")
+        if pos + size > end:
+            raise InvalidBatch(ErrorCode.corrupt_message, f"batch of {size} bytes is truncated to {end - pos}")
+        if info.magic != 2:
+            if info.magic in (0, 1):
+                raise InvalidBatch(ErrorCode.invalid_record, "produce v3+ requires record batches with magic 2")
+            raise InvalidBatch(ErrorCode.corrupt_message, f"invalid magic {info.magic}")
+        if info.base_offset != 0:
+            raise InvalidBatch(ErrorCode.invalid_record, f"base offset of a produced batch must be 0, not {info.base_offset}")
+        if size > max_message_bytes:
+            raise InvalidBatch(ErrorCode.message_too_large, f"batch of {size} bytes exceeds max.message.bytes {max_message_bytes}")
+        if crc32c.crc32c(view[pos + _CRC_START : pos + size]) != info.crc:
+            raise InvalidBatch(ErrorCode.corrupt_message, "CRC-32C mismatch")
+        attributes = info.attributes
+        if attributes & _COMPRESSION_MASK > COMPRESSION_ZSTD:
+            raise InvalidBatch(ErrorCode.corrupt_message, f"unknown compression codec {attributes & _COMPRESSION_MASK}")
+        if info.record_count <= 0 or info.last_offset_delta != info.record_count - 1:
+            raise InvalidBatch(
+                ErrorCode.invalid_record,
+                f"record count {info.record_count} does not match last offset delta {info.last_offset_delta}",
+            )
+        if attributes & _CONTROL_BIT:
+            raise InvalidBatch(ErrorCode.invalid_record, "clients may not write control batches")
+        if info.producer_id >= 0 and info.base_sequence < 0:
+            raise InvalidBatch(ErrorCode.invalid_record, f"invalid sequence {info.base_sequence} for producer {info.producer_id}")
+        batches.append(info)
+        pos += size
+    if exactly_one and len(batches) != 1:
+        raise InvalidBatch(ErrorCode.invalid_record, f"produce v3+ requires exactly one batch per partition, got {len(batches)}")
+    return batches
+
+
+def set_base_offset(buf, base_offset: int) -> None:
+    """Assign the batch's base offset in place (outside the CRC)."""
+    _INT64.pack_into(buf, 0, base_offset)
+
+
+def set_partition_leader_epoch(buf, epoch: int) -> None:
+    """Stamp the leader epoch in place (outside the CRC)."""
+    _LENGTH.pack_into(buf, 12, epoch)
+
+
+def set_log_append_time(buf, timestamp_ms: int) -> None:
+    """Mark the batch LogAppendTime with ``timestamp_ms`` as its maxTimestamp; recompute the CRC."""
+    view = memoryview(buf)
+    attributes = _INT16.unpack_from(view, _ATTRIBUTES_OFFSET)[0]
+    _INT16.pack_into(view, _ATTRIBUTES_OFFSET, attributes | _TIMESTAMP_TYPE_BIT)
+    _INT64.pack_into(view, _MAX_TIMESTAMP_OFFSET, timestamp_ms)
+    size = _LENGTH.unpack_from(view, 8)[0] + LOG_OVERHEAD
+    _UINT32.pack_into(view, 17, crc32c.crc32c(view[_CRC_START:size]))
+
+
+# ---- records: off the hot path -------------------------------------------------------------
+
+_XERIAL_MAGIC = b"\x82SNAPPY\x00"
+_XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)
+
+
+def _decompress(codec: int, data) -> bytes:
+    if codec == COMPRESSION_GZIP:
+        return bytes(cramjam.gzip.decompress(data))
+    if codec == COMPRESSION_SNAPPY:
+        if bytes(data[:8]) == _XERIAL_MAGIC:  # Java's xerial framing: header, then int32-sized blocks
+            out = bytearray()
+            pos = 16
+            while pos < len(data):
+                (block_size,) = _LENGTH.unpack_from(data, pos)
+                out += cramjam.snappy.decompress_raw(bytes(data[pos + 4 : pos + 4 + block_size]))
+                pos += 4 + block_size
+            return bytes(out)
+        return bytes(cramjam.snappy.decompress_raw(bytes(data)))
+    if codec == COMPRESSION_LZ4:
+        return bytes(cramjam.lz4.decompress(bytes(data)))
+    if codec == COMPRESSION_ZSTD:
+        return bytes(cramjam.zstd.decompress(bytes(data)))
+    raise ValueError(f"unknown compression codec {codec}")
+
+
+def _compress(codec: int, data: bytes) -> bytes:
+    if codec == COMPRESSION_GZIP:
+        return bytes(cramjam.gzip.compress(data))
+    if codec == COMPRESSION_SNAPPY:  # xerial framing, one block: what the Java producer writes
+        block = bytes(cramjam.snappy.compress_raw(data))
+        return _XERIAL_HEADER + _LENGTH.pack(len(block)) + block
+    if codec == COMPRESSION_LZ4:
+        return bytes(cramjam.lz4.compress(data))
+    if codec == COMPRESSION_ZSTD:
+        return bytes(cramjam.zstd.compress(data))
+    raise ValueError(f"unknown compression codec {codec}")
+
+
+def _read_varint(buf, pos: int) -> tuple[int, int]:
+    """Zigzag varint (varlong too) at ``pos``; returns (value, next position)."""
+    result = 0
+    shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _write_varint(out: bytearray, value: int) -> None:
+    value = (value << 1) ^ (value >> 63)
+    while value & ~0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def _read_bytes(buf, pos: int) -> tuple[bytes | None, int]:
+    length, pos = _read_varint(buf, pos)
+    if length < 0:
+        return None, pos
+    if pos + length > len(buf):
+        raise ValueError("record field runs past the batch")
+    return bytes(buf[pos : pos + length]), pos + length
+
+
+def iter_records(buf) -> Iterator[Record]:
+    """Decode every record of every batch in ``buf`` (decompressing as needed).
+
+    For features and tests, not the hot path. Raises ValueError on malformed records.
+    """
+    view = memoryview(buf)
+    pos = 0
+    while len(view) - pos >= BATCH_HEADER_SIZE:
+        info = parse_batch_header(view, pos)
+        size = info.size
+        if pos + size > len(view):
+            return
+        body = view[pos + BATCH_HEADER_SIZE : pos + size]
+        if info.compression:
+            body = memoryview(_decompress(info.compression, body))
+        log_append_time = info.max_timestamp if info.timestamp_type == 1 else None
+        rpos = 0
+        for _ in range(info.record_count):
+            length, rpos = _read_varint(body, rpos)
+            record_end = rpos + length
+            rpos += 1  # record attributes, unused
+            timestamp_delta, rpos = _read_varint(body, rpos)
+            offset_delta, rpos = _read_varint(body, rpos)
+            key, rpos = _read_bytes(body, rpos)
+            value, rpos = _read_bytes(body, rpos)
+            header_count, rpos = _read_varint(body, rpos)
+            headers = []
+            for _ in range(header_count):
+                header_key, rpos = _read_bytes(body, rpos)
+                header_value, rpos = _read_bytes(body, rpos)
+                headers.append(((header_key or b"").decode("utf-8", "replace"), header_value))
+            if rpos != record_end:
+                raise ValueError("record length does not match its fields")
+            timestamp = log_append_time if log_append_time is not None else info.base_timestamp + timestamp_delta
+            yield Record(info.base_offset + offset_delta, timestamp, key, value, headers)
+        pos += size
+
+
+def _encode_bytes(out: bytearray, data: bytes | str | None) -> None:
+    if data is None:
+        _write_varint(out, -1)
+        return
+    if isinstance(data, str):
+        data = data.encode()
+    _write_varint(out, len(data))
+    out += data
+
+
+def build_batch(
+    records: Sequence[tuple],
+    base_offset: int = 0,
+    timestamp_ms: int | None = None,
+    compression: int = COMPRESSION_NONE,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    partition_leader_epoch: int = -1,
+    *,
+    is_transactional: bool = False,
+    is_control: bool = False,
+) -> bytes:
+    """Build one valid v2 batch from ``(key, value, headers)`` or ``(key, value, headers, timestamp_ms)``.
+
+    ``headers`` is a list of ``(str, bytes | None)``. Records without their own timestamp get
+    ``timestamp_ms`` (default: now).
+    """
+    if not records:
+        raise ValueError("a batch needs at least one record")
+    if timestamp_ms is None:
+        import time
+
+        timestamp_ms = int(time.time() * 1000)
+    timestamps = [r[3] if len(r) > 3 and r[3] is not None else timestamp_ms for r in records]
+    base_timestamp = min(timestamps)
+    body = bytearray()
+    for offset_delta, (record, timestamp) in enumerate(zip(records, timestamps)):
+        key, value, headers = record[0], record[1], record[2] or []
+        rec = bytearray(b"\x00")  # attributes
+        _write_varint(rec, timestamp - base_timestamp)
+        _write_varint(rec, offset_delta)
+        _encode_bytes(rec, key)
+        _encode_bytes(rec, value)
+        _write_varint(rec, len(headers))
+        for header_key, header_value in headers:
+            _encode_bytes(rec, header_key)
+            _encode_bytes(rec, header_value)
+        _write_varint(body, len(rec))
+        body += rec
+    payload = _compress(compression, bytes(body)) if compression else bytes(body)
+    attributes = compression | (_TRANSACTIONAL_BIT if is_transactional else 0) | (_CONTROL_BIT if is_control else 0)
+    batch = bytearray(BATCH_HEADER_SIZE + len(payload))
+    _HEADER.pack_into(
+        batch, 0, base_offset, BATCH_HEADER_SIZE - LOG_OVERHEAD + len(payload), partition_leader_epoch, 2, 0,
+        attributes, len(records) - 1, base_timestamp, max(timestamps), producer_id, producer_epoch,
+        base_sequence, len(records),
+    )  # fmt: skip
+    batch[BATCH_HEADER_SIZE:] = payload
+    _UINT32.pack_into(batch, 17, crc32c.crc32c(memoryview(batch)[_CRC_START:]))
+    return bytes(batch)

@@ -1,0 +1,204 @@
+"""One client connection: frames in, handlers run, responses out in request order.
+
+Reading: a 256 KiB scratch buffer takes small frames; a frame larger than that gets its own
+bytearray that the socket fills directly (``asyncio.BufferedProtocol``), so record bytes are
+copied once, from the kernel, and stay writable for in-place offset assignment.
+Processing: each request becomes a task started in arrival order (so produce appends happen in
+order); responses are written in request order as their tasks finish. At most
+``queued.max.requests`` requests are in flight per connection; beyond that reading pauses.
+A frame that cannot be a request (size out of bounds, unknown API key, unsupported version,
+undecodable body) closes the connection with a log line saying why, as Kafka does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import struct
+from typing import TYPE_CHECKING, Any
+
+from tidelog.handlers.registry import REGISTRY, RequestContext
+from tidelog.protocol import apis
+from tidelog.protocol.wire import MalformedFrame, parse_request_header, peek_api_key_version, response_header
+
+if TYPE_CHECKING:
+    from tidelog.server.broker import Broker
+
+logger = logging.getLogger(__name__)
+
+_SIZE = struct.Struct(">i")
+_SCRATCH_BYTES = 256 * 1024
+_NO_RESPONSE = object()
+
+
+class KafkaConnection(asyncio.BufferedProtocol):
+    def __init__(self, broker: "Broker") -> None:
+        self.broker = broker
+        self.max_frame_bytes: int = broker.config["socket.request.max.bytes"]
+        self.max_in_flight: int = broker.config["queued.max.requests"]
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self._scratch = bytearray(_SCRATCH_BYTES)
+        self._scratch_view = memoryview(self._scratch)
+        self._scratch_start = 0  # first unconsumed byte
+        self._scratch_end = 0  # end of received bytes
+        self._big_frame: bytearray | None = None  # a frame being filled directly by the socket
+        self._big_filled = 0
+        self._pending: collections.deque[tuple[int, bool, asyncio.Future]] = collections.deque()
+        self._paused = False
+        self._closed = False
+
+    # --- asyncio protocol -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.broker.connections.add(self)
+        self.broker.metrics.connections.inc()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.broker.connections.discard(self)
+        self.broker.metrics.connections.dec()
+        for _, _, task in self._pending:
+            task.cancel()
+        self._pending.clear()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._big_frame is not None:
+            return memoryview(self._big_frame)[self._big_filled :]
+        if self._scratch_end == _SCRATCH_BYTES:
+            self._compact_scratch()
+        return self._scratch_view[self._scratch_end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._big_frame is not None:
+            self._big_filled += nbytes
+            if self._big_filled == len(self._big_frame):
+                frame, self._big_frame = self._big_frame, None
+                self._dispatch(frame)
+            return
+        self._scratch_end += nbytes
+        self._drain_scratch()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    # --- framing ----------------------------------------------------------------------
+    def _compact_scratch(self) -> None:
+        remaining = self._scratch_end - self._scratch_start
+        self._scratch[:remaining] = self._scratch[self._scratch_start : self._scratch_end]
+        self._scratch_start, self._scratch_end = 0, remaining
+
+    def _drain_scratch(self) -> None:
+        while not self._closed:
+            available = self._scratch_end - self._scratch_start
+            if available < 4:
+                break
+            (size,) = _SIZE.unpack_from(self._scratch, self._scratch_start)
+            if size < 8 or size > self.max_frame_bytes:
+                self._close(f"frame size {size} outside 8..{self.max_frame_bytes} (socket.request.max.bytes)")
+                return
+            start = self._scratch_start + 4
+            if available - 4 >= size:
+                frame = self._scratch[start : start + size]
+                self._scratch_start = start + size
+                self._dispatch(frame)
+                continue
+            if size + 4 > _SCRATCH_BYTES // 2:
+                # Large frame: give it its own buffer that the socket fills from here on.
+                frame = bytearray(size)
+                have = available - 4
+                frame[:have] = self._scratch[start : start + have]
+                self._scratch_start = self._scratch_end = 0
+                self._big_frame, self._big_filled = frame, have
+            break
+        if self._scratch_start == self._scratch_end:
+            self._scratch_start = self._scratch_end = 0
+
+    # --- requests ---------------------------------------------------------------------
+    def _dispatch(self, frame: bytearray) -> None:
+        view = memoryview(frame)
+        try:
+            api_key, api_version, correlation_id = peek_api_key_version(view)
+        except MalformedFrame as e:
+            self._close(str(e))
+            return
+        api = REGISTRY.get(api_key)
+        if api is None:
+            self._close(f"unknown API key {api_key} (correlation id {correlation_id})")
+            return
+        if not api.min_version <= api_version <= api.max_version and api_key != apis.API_VERSIONS_KEY:
+            self._close(f"unsupported {api.name} version {api_version} (supported {api.min_version}-{api.max_version})")
+            return
+        flexible = apis.is_flexible(api_key, api_version)
+        try:
+            header, body_offset = parse_request_header(view, flexible)
+            if api.raw or api_version > api.max_version:
+                request: Any = view[body_offset:]
+            else:
+                request, end = apis.request_reader(api_key, api_version)(view.toreadonly(), body_offset)
+        except Exception as e:  # kio raises several types (decode errors, KeyError for unknown tags)
+            self._close(f"cannot decode {api.name} v{api_version} request: {type(e).__name__}: {e}")
+            return
+        self.broker.metrics.count_request(api.name)
+        ctx = RequestContext(header=header, broker=self.broker, peer=self.peer, flexible=flexible)
+        task = asyncio.ensure_future(api.handler(ctx, request))
+        self._pending.append((correlation_id, flexible and api_key != apis.API_VERSIONS_KEY, task))
+        task.add_done_callback(self._on_response_ready)
+        if len(self._pending) >= self.max_in_flight and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def _on_response_ready(self, _task: asyncio.Future) -> None:
+        while self._pending and self._pending[0][2].done():
+            correlation_id, flexible_header, task = self._pending.popleft()
+            if task.cancelled() or self._closed:
+                return
+            exc = task.exception()
+            if exc is not None:
+                logger.error("handler failed for %s, closing the connection", self.peer, exc_info=exc)
+                self._close("internal error")
+                return
+            self._write_response(correlation_id, flexible_header, task.result(), task)
+        if self._paused and len(self._pending) < self.max_in_flight // 2 and not self._closed:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def _write_response(self, correlation_id: int, flexible_header: bool, response: Any, task: Any) -> None:
+        if response is None:
+            return  # acks=0 produce: no response at all
+        header = response_header(correlation_id, flexible_header)
+        if isinstance(response, list):
+            size = len(header) + sum(len(part) for part in response)
+            self.transport.writelines([_SIZE.pack(size) + header, *response])
+            return
+        body = encode_response(response)
+        self.transport.write(_SIZE.pack(len(header) + len(body)) + header + body)
+
+    def _close(self, reason: str) -> None:
+        if self._closed:
+            return
+        logger.warning("closing connection from %s: %s", self.peer, reason)
+        self.broker.metrics.connection_errors.inc()
+        self._closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _Sink:
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+
+def encode_response(response: Any) -> bytes:
+    """Encode a kio response dataclass body."""
+    sink = _Sink()
+    apis.response_writer(response.__api_key__, response.__version__)(sink, response)
+    return b"".join(sink.parts)
