@@ -157,6 +157,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
             if task.cancelled() or self._closed:
                 return
             exc = task.exception()
+            if isinstance(exc, MalformedFrame):
+                self._close(f"malformed request: {exc}")
+                return
             if exc is not None:
                 logger.error("handler failed for %s, closing the connection", self.peer, exc_info=exc)
                 self._close("internal error")

@@ -1,0 +1,102 @@
+"""Fetch (key 1).
+
+Behaviour: for each requested partition, returns whole record batches from ``fetch_offset`` (the
+batch containing it first) up to the high watermark, within ``partition_max_bytes`` and the
+response's ``max_bytes``; the first batch of the response is returned even when larger than
+those limits (KIP-74), so a consumer never gets stuck. When fewer than ``min_bytes`` are
+available, the request waits up to ``max_wait_ms`` and is woken by the next append to one of
+its partitions. Records are read from the segment files as byte ranges and written to the
+socket as separate buffers. Fetch sessions (KIP-227) are not kept: every response has session
+id 0, which clients treat as sessionless, and every request is a full fetch.
+Versions: 4-17; topics named by id from v13. Errors: OFFSET_OUT_OF_RANGE,
+UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, UNKNOWN_LEADER_EPOCH, KAFKA_STORAGE_ERROR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from tidelog.handlers.registry import RequestContext, handles
+from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.protocol.fetch import TOPIC_IDS_FROM, PartitionData, encode_fetch_response
+
+logger = logging.getLogger(__name__)
+
+API_KEY = 1
+LEADER_EPOCH = 0
+
+
+@handles(API_KEY)
+async def handle(ctx: RequestContext, request) -> list:
+    broker = ctx.broker
+    version = ctx.api_version
+    max_wait_s = request.max_wait.total_seconds()
+    deadline = time.monotonic() + max_wait_s
+    wanted = _resolve(ctx, request)
+    watched = [(name, p.partition) for name, _, partitions, _ in wanted if name for p in partitions]
+    while True:
+        topics, total_bytes, any_error = _read(ctx, request, wanted)
+        remaining_s = deadline - time.monotonic()
+        if total_bytes >= request.min_bytes or any_error or remaining_s <= 0 or not watched:
+            break
+        await broker.wait_for_append(watched, remaining_s)
+    return encode_fetch_response(version, topics)
+
+
+def _resolve(ctx: RequestContext, request) -> list:
+    """(name or None, topic_id, partitions, name as asked) per topic; a None name marks an unknown topic."""
+    broker = ctx.broker
+    resolved = []
+    for topic in request.topics:
+        if ctx.api_version >= TOPIC_IDS_FROM:
+            record = broker.topic_by_id(topic.topic_id)
+            resolved.append((record.name if record else None, topic.topic_id, topic.partitions, record.name if record else ""))
+        else:
+            record = broker.metadata.topics.get(topic.topic)
+            resolved.append((topic.topic if record else None, record.topic_id if record else None, topic.partitions, topic.topic))
+    return resolved
+
+
+def _read(ctx: RequestContext, request, wanted: list) -> tuple[list, int, bool]:
+    broker = ctx.broker
+    version = ctx.api_version
+    budget = request.max_bytes if version >= 3 else 2**31 - 1
+    total_bytes = 0
+    any_error = False
+    topics = []
+    for name, topic_id, partitions, label in wanted:
+        results = []
+        for p in partitions:
+            log = broker.partition_log(name, p.partition) if name is not None else None
+            if log is None:
+                unknown = ErrorCode.unknown_topic_id if version >= TOPIC_IDS_FROM else ErrorCode.unknown_topic_or_partition
+                results.append(PartitionData(p.partition, unknown))
+                any_error = True
+                continue
+            high_watermark = log.log_end_offset
+            if getattr(p, "current_leader_epoch", -1) > LEADER_EPOCH:
+                results.append(PartitionData(p.partition, ErrorCode.unknown_leader_epoch, high_watermark, high_watermark, log.log_start_offset))
+                any_error = True
+                continue
+            try:
+                records = log.read(
+                    p.fetch_offset,
+                    max(0, min(p.partition_max_bytes, budget - total_bytes)),
+                    min_one_batch=total_bytes == 0,
+                    max_offset=high_watermark,
+                )
+                error = ErrorCode.none
+            except KafkaError as e:
+                records = b""
+                error = e.error_code
+                any_error = True
+                if error != ErrorCode.offset_out_of_range:
+                    logger.error("fetch from %s-%d failed: %s", name, p.partition, e)
+            total_bytes += len(records)
+            if records:
+                broker.metrics.topic_counter(broker.metrics.fetched_bytes, "fetched", name).inc(len(records))
+            results.append(PartitionData(p.partition, error, high_watermark, high_watermark, log.log_start_offset, records))
+        topics.append((label, topic_id, results))
+    return topics, total_bytes, any_error

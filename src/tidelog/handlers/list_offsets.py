@@ -1,0 +1,64 @@
+"""ListOffsets (key 2).
+
+Behaviour: per partition, the offset for a timestamp: -2 earliest (log start offset), -1 latest
+(high watermark; also for read_committed, as there are no transactions yet), -3 the record
+with the largest timestamp (v7+), -4 earliest local (v8+, same as earliest), -5 latest tiered
+(v9+, none: offset -1), otherwise the first offset whose timestamp is at or after the given one
+(offset -1 when there is none).
+Versions: 1-10. Errors: UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_LEADER_EPOCH, KAFKA_STORAGE_ERROR.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from tidelog.handlers.registry import RequestContext, handles
+from tidelog.protocol.apis import build, response_module
+from tidelog.protocol.errors import ErrorCode
+
+API_KEY = 2
+LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL, LATEST_TIERED = -1, -2, -3, -4, -5
+LEADER_EPOCH = 0
+
+
+def _lookup(log, timestamp: int) -> tuple[int, int]:
+    """(offset, timestamp) answering one partition's query."""
+    if timestamp == LATEST:
+        return log.log_end_offset, -1
+    if timestamp in (EARLIEST, EARLIEST_LOCAL):
+        return log.log_start_offset, -1
+    if timestamp == MAX_TIMESTAMP:
+        found = log.max_timestamp_offset()
+        return found if found is not None else (-1, -1)
+    if timestamp == LATEST_TIERED:
+        return -1, -1
+    found = log.offset_for_timestamp(timestamp)
+    return found if found is not None else (-1, -1)
+
+
+@handles(API_KEY)
+async def handle(ctx: RequestContext, request) -> object:
+    module = response_module(API_KEY, ctx.api_version)
+    topics = []
+    for topic in request.topics:
+        partitions = []
+        for p in topic.partitions:
+            log = ctx.broker.partition_log(topic.name, p.partition_index)
+            if log is None:
+                error, (offset, timestamp) = ErrorCode.unknown_topic_or_partition, (-1, -1)
+            elif getattr(p, "current_leader_epoch", -1) > LEADER_EPOCH:
+                error, (offset, timestamp) = ErrorCode.unknown_leader_epoch, (-1, -1)
+            else:
+                error, (offset, timestamp) = ErrorCode.none, _lookup(log, p.timestamp)
+            partitions.append(
+                build(
+                    module.ListOffsetsPartitionResponse,
+                    partition_index=p.partition_index,
+                    error_code=error,
+                    timestamp=timestamp,
+                    offset=offset,
+                    leader_epoch=LEADER_EPOCH if error == ErrorCode.none else -1,
+                )
+            )
+        topics.append(build(module.ListOffsetsTopicResponse, name=topic.name, partitions=tuple(partitions)))
+    return build(module.ListOffsetsResponse, throttle_time=datetime.timedelta(0), topics=tuple(topics))

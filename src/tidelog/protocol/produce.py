@@ -1,0 +1,179 @@
+"""Produce request decoding and response encoding, by hand: the hot path.
+
+The request decoder returns each partition's records as a memoryview into the request frame
+(no copy; the frame is a bytearray, so the view is writable and the broker assigns offsets in
+place). Versions 0-12; flexible (compact types, tagged fields) from v9. Tested byte for byte
+against kio's schema-driven codec.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from tidelog.protocol.wire import MalformedFrame, read_uvarint, skip_tagged_fields
+
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_I16_I32 = struct.Struct(">hi")
+_PARTITION_V0 = struct.Struct(">ihq")  # index, error_code, base_offset
+_I64 = struct.Struct(">q")
+_I64_I64 = struct.Struct(">qq")
+
+FLEXIBLE_FROM = 9
+
+
+class ProducePartition(NamedTuple):
+    index: int
+    records: memoryview | None
+
+
+class ProduceTopic(NamedTuple):
+    name: str
+    partitions: list[ProducePartition]
+
+
+class ProduceRequest(NamedTuple):
+    transactional_id: str | None
+    acks: int
+    timeout_ms: int
+    topics: list[ProduceTopic]
+
+
+class PartitionResult(NamedTuple):
+    index: int
+    error_code: int
+    base_offset: int = -1
+    log_append_time_ms: int = -1
+    log_start_offset: int = -1
+    error_message: str | None = None
+
+
+class _Reader:
+    __slots__ = ("buf", "pos", "flexible")
+
+    def __init__(self, buf: memoryview, flexible: bool) -> None:
+        self.buf = buf
+        self.pos = 0
+        self.flexible = flexible
+
+    def need(self, size: int) -> int:
+        start = self.pos
+        end = start + size
+        if end > len(self.buf) or size < 0:
+            raise MalformedFrame("produce request truncated")
+        self.pos = end
+        return start
+
+    def int16(self) -> int:
+        return _I16.unpack_from(self.buf, self.need(2))[0]
+
+    def int32(self) -> int:
+        return _I32.unpack_from(self.buf, self.need(4))[0]
+
+    def array_length(self) -> int:
+        if self.flexible:
+            value, self.pos = read_uvarint(self.buf, self.pos)
+            return value - 1
+        return self.int32()
+
+    def string(self) -> str | None:
+        if self.flexible:
+            value, self.pos = read_uvarint(self.buf, self.pos)
+            size = value - 1
+        else:
+            size = self.int16()
+        if size < 0:
+            return None
+        start = self.need(size)
+        return str(self.buf[start : start + size], "utf-8")
+
+    def nullable_bytes(self) -> memoryview | None:
+        if self.flexible:
+            value, self.pos = read_uvarint(self.buf, self.pos)
+            size = value - 1
+        else:
+            size = self.int32()
+        if size < 0:
+            return None
+        start = self.need(size)
+        return self.buf[start : start + size]
+
+    def tagged_fields(self) -> None:
+        if self.flexible:
+            self.pos = skip_tagged_fields(self.buf, self.pos)
+
+
+def decode_produce_request(body: memoryview, version: int) -> ProduceRequest:
+    """Decode a Produce request body (after the header). Raises MalformedFrame."""
+    r = _Reader(body, version >= FLEXIBLE_FROM)
+    transactional_id = r.string() if version >= 3 else None
+    acks = r.int16()
+    timeout_ms = r.int32()
+    topics = []
+    topic_count = r.array_length()
+    if topic_count > len(body):
+        raise MalformedFrame(f"produce topic count {topic_count} exceeds the frame")
+    for _ in range(max(topic_count, 0)):
+        name = r.string()
+        if name is None:
+            raise MalformedFrame("null topic name in produce request")
+        partitions = []
+        partition_count = r.array_length()
+        if partition_count > len(body):
+            raise MalformedFrame(f"produce partition count {partition_count} exceeds the frame")
+        for _ in range(max(partition_count, 0)):
+            index = r.int32()
+            records = r.nullable_bytes()
+            r.tagged_fields()
+            partitions.append(ProducePartition(index, records))
+        r.tagged_fields()
+        topics.append(ProduceTopic(name, partitions))
+    r.tagged_fields()
+    if r.pos != len(body):
+        raise MalformedFrame(f"{len(body) - r.pos} bytes after the end of the produce request")
+    return ProduceRequest(transactional_id, acks, timeout_ms, topics)
+
+
+def _uvarint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _string(text: str | None, flexible: bool) -> bytes:
+    if text is None:
+        return b"\x00" if flexible else b"\xff\xff"
+    data = text.encode()
+    return (_uvarint(len(data) + 1) if flexible else _I16.pack(len(data))) + data
+
+
+def encode_produce_response(version: int, topics: list[tuple[str, list[PartitionResult]]], throttle_time_ms: int = 0) -> list[bytes]:
+    """Encode a Produce response body for ``version`` (0-12) as a list of buffers."""
+    flexible = version >= FLEXIBLE_FROM
+    array = (lambda n: _uvarint(n + 1)) if flexible else _I32.pack
+    out = [array(len(topics))]
+    for name, partitions in topics:
+        out.append(_string(name, flexible))
+        out.append(array(len(partitions)))
+        for p in partitions:
+            out.append(_PARTITION_V0.pack(p.index, p.error_code, p.base_offset))
+            if version >= 2:
+                out.append(_I64.pack(p.log_append_time_ms))
+            if version >= 5:
+                out.append(_I64.pack(p.log_start_offset))
+            if version >= 8:
+                out.append(array(0))  # record_errors
+                out.append(_string(p.error_message, flexible))
+            if flexible:
+                out.append(b"\x00")
+        if flexible:
+            out.append(b"\x00")
+    if version >= 1:
+        out.append(_I32.pack(throttle_time_ms))
+    if flexible:
+        out.append(b"\x00")
+    return [b"".join(out)]
