@@ -1,0 +1,132 @@
+"""Sparse indexes of one segment: offset -> file position, and timestamp -> offset.
+
+On disk each is a flat file of fixed-size big-endian entries, appended as the segment grows:
+
+- ``<base>.index``: int32 relative offset, int32 file position. The relative offset is the base
+  offset of the batch that starts at that position. One entry every ``index_interval_bytes``.
+- ``<base>.timeindex``: int64 timestamp T, int32 relative offset o, meaning "every record below
+  offset o has a timestamp <= T". Written beside an offset-index entry when the segment's
+  max timestamp has grown, and once more when the segment is sealed. T is nondecreasing.
+
+The entries are also kept in memory (arrays) and looked up by bisection. Not thread-safe; the
+event loop owns them.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from array import array
+from bisect import bisect_left, bisect_right
+from pathlib import Path
+
+__all__ = ["OffsetIndex", "TimeIndex"]
+
+
+class _Index:
+    _entry = struct.Struct(">ii")
+    _key_type = "i"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.keys = array(self._key_type)
+        self.values = array("i")
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def load(self) -> bool:
+        """Read the entries from disk; False if the file is torn (size not a multiple of an entry)."""
+        data = os.pread(self.fd, os.fstat(self.fd).st_size, 0)
+        self.keys = array(self._key_type)
+        self.values = array("i")
+        if len(data) % self._entry.size:
+            return False
+        for key, value in self._entry.iter_unpack(data):
+            self.keys.append(key)
+            self.values.append(value)
+        return True
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def append(self, key: int, value: int) -> None:
+        os.write(self.fd, self._entry.pack(key, value))
+        self.keys.append(key)
+        self.values.append(value)
+
+    def truncate_entries(self, count: int) -> None:
+        """Keep only the first ``count`` entries."""
+        del self.keys[count:]
+        del self.values[count:]
+        os.ftruncate(self.fd, count * self._entry.size)
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class OffsetIndex(_Index):
+    """Relative offset -> file position (see the module docstring)."""
+
+    _entry = struct.Struct(">ii")
+    _key_type = "i"
+
+    def load(self) -> bool:  # the fast path: one frombytes, no per-entry Python work
+        data = os.pread(self.fd, os.fstat(self.fd).st_size, 0)
+        if len(data) % 8:
+            self.keys, self.values = array("i"), array("i")
+            return False
+        flat = array("i")
+        flat.frombytes(data)
+        if sys.byteorder == "little":
+            flat.byteswap()
+        self.keys, self.values = flat[0::2], flat[1::2]
+        return True
+
+    def lookup(self, relative_offset: int) -> int:
+        """File position of the last indexed batch starting at or below ``relative_offset``."""
+        slot = bisect_right(self.keys, relative_offset) - 1
+        return self.values[slot] if slot >= 0 else 0
+
+    def sane(self, log_size_bytes: int, max_relative_offset: int) -> bool:
+        if not self.keys:
+            return True
+        if len(self.keys) > 1 and (self.keys[-1] <= self.keys[-2] or self.values[-1] <= self.values[-2]):
+            return False
+        return 0 <= self.values[-1] < log_size_bytes and 0 <= self.keys[-1] <= max_relative_offset
+
+    def truncate_to_position(self, position: int) -> None:
+        self.truncate_entries(bisect_left(self.values, position))
+
+
+class TimeIndex(_Index):
+    """Timestamp -> relative offset (see the module docstring)."""
+
+    _entry = struct.Struct(">qi")
+    _key_type = "q"
+
+    @property
+    def last_timestamp(self) -> int:
+        return self.keys[-1] if self.keys else -1
+
+    def maybe_append(self, timestamp: int, relative_offset: int) -> None:
+        if timestamp > self.last_timestamp:
+            self.append(timestamp, relative_offset)
+
+    def lookup(self, timestamp: int) -> int:
+        """A relative offset below which every record is older than ``timestamp`` (0 if none known)."""
+        slot = bisect_left(self.keys, timestamp) - 1
+        return self.values[slot] if slot >= 0 else 0
+
+    def sane(self, max_relative_offset: int) -> bool:
+        if not self.keys:
+            return True
+        if len(self.keys) > 1 and (self.keys[-1] < self.keys[-2] or self.values[-1] < self.values[-2]):
+            return False
+        return 0 <= self.values[-1] <= max_relative_offset
+
+    def truncate_to_offset(self, relative_offset: int) -> None:
+        """Drop entries that speak about offsets at or above ``relative_offset``'s successor."""
+        self.truncate_entries(bisect_right(self.values, relative_offset))

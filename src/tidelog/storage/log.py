@@ -1,0 +1,456 @@
+"""PartitionLog: one partition's log, a list of segments ordered by base offset.
+
+On disk, ``<data_dir>/<topic>-<partition>/`` holds the segments (see segment.py and index.py)
+and two checkpoint files, each one decimal number written atomically (tmp, fsync, rename):
+``log-start-offset`` (moved by DeleteRecords) and ``recovery-point`` (every segment wholly
+below it was fsynced, so recovery after a crash rescans only from its segment on).
+
+Not thread-safe; the event loop owns it. The only work done elsewhere is fsync of file
+descriptors duplicated by ``start_flush``, so a segment deleted meanwhile cannot be hurt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from bisect import bisect_right
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+from tidelog.protocol.records import BatchInfo, iter_records, set_base_offset
+from tidelog.storage.errors import OffsetOutOfRange, StorageError
+from tidelog.storage.faults import faults
+from tidelog.storage.segment import LogSegment
+
+__all__ = ["LogConfig", "PartitionLog", "PendingFlush", "SegmentSummary"]
+
+logger = logging.getLogger(__name__)
+
+LOG_START_OFFSET_FILE = "log-start-offset"
+RECOVERY_POINT_FILE = "recovery-point"
+DURABILITY_PROFILES = ("throughput", "balanced", "durable")
+
+
+@dataclass
+class LogConfig:
+    segment_bytes: int = 1 << 30
+    segment_ms: int = 7 * 24 * 3600 * 1000
+    index_interval_bytes: int = 4096
+    retention_ms: int = 14 * 24 * 3600 * 1000  # -1 = unlimited
+    retention_bytes: int = -1  # -1 = unlimited, per partition
+    durability: str = "balanced"  # "throughput" | "balanced" | "durable"
+    flush_interval_ms: int = 5  # balanced: the group-commit window
+
+    def __post_init__(self) -> None:
+        if self.durability not in DURABILITY_PROFILES:
+            raise ValueError(f"durability must be one of {DURABILITY_PROFILES}, not {self.durability!r}")
+
+
+class SegmentSummary(NamedTuple):
+    base_offset: int
+    next_offset: int
+    size_bytes: int
+    max_timestamp: int
+
+
+class PendingFlush(NamedTuple):
+    """An fsync in progress: the offset it makes durable and duplicated descriptors to sync."""
+
+    target_offset: int
+    fds: list[int]
+    segments: list[LogSegment]
+
+
+def write_checkpoint(path: Path, value: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, f"{value}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_checkpoint(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class PartitionLog:
+    """One partition's log; see the module docstring for its files and ownership."""
+
+    def __init__(self, dir: Path, topic: str, partition: int, config: LogConfig) -> None:
+        self.dir = dir
+        self.topic = topic
+        self.partition = partition
+        self.config = config
+        self.segments: list[LogSegment] = []
+        self._base_offsets: list[int] = []
+        self.log_start_offset = 0
+        self.log_end_offset = 0
+        self.durable_offset = 0
+        self._recovery_point = 0
+        self._unflushed: list[LogSegment] = []
+        self._syncing: dict[LogSegment, int] = {}  # segment -> flushes in flight covering it
+        self.on_roll: Callable[[PartitionLog], None] | None = None  # set by the LogManager
+
+    # ---- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, dir: Path, topic: str, partition: int, config: LogConfig, recover: bool) -> PartitionLog:
+        """Open (or create) the log in ``dir``; ``recover`` after an unclean shutdown."""
+        log = cls(Path(dir), topic, partition, config)
+        try:
+            log._load(recover)
+        except OSError as e:
+            logger.error("%s: cannot open the log: %s", log.dir, e)
+            raise StorageError(f"cannot open {log.dir}: {e}") from e
+        return log
+
+    def _load(self, recover: bool) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for tmp in self.dir.glob("*.tmp"):
+            tmp.unlink()
+        base_offsets = sorted(int(p.stem) for p in self.dir.glob("*.log") if p.stem.isdigit())
+        checkpointed_start = read_checkpoint(self.dir / LOG_START_OFFSET_FILE)
+        recovery_point = read_checkpoint(self.dir / RECOVERY_POINT_FILE) or 0
+        if not base_offsets:
+            base_offsets = [checkpointed_start or 0]
+        interval = self.config.index_interval_bytes
+        recovered = False
+        for i, base_offset in enumerate(base_offsets):
+            segment = LogSegment(self.dir, base_offset)
+            self.segments.append(segment)
+            next_base = base_offsets[i + 1] if i + 1 < len(base_offsets) else None
+            if recover and (next_base is None or next_base > recovery_point):
+                recovered = True
+                cut = segment.recover(interval)
+                if cut and next_base is not None:
+                    self._drop_segments_after(segment, base_offsets[i + 1 :])
+                    break
+            else:
+                segment.load(next_base, interval)
+        self._base_offsets = [s.base_offset for s in self.segments]
+        self.log_end_offset = self.segments[-1].next_offset
+        self.log_start_offset = min(max(checkpointed_start or 0, self.segments[0].base_offset), self.log_end_offset)
+        if recovered:  # what we read back may still sit only in the page cache
+            for segment in self.segments:
+                segment.sync(include_indexes=True)
+        self.durable_offset = self.log_end_offset
+        self._recovery_point = recovery_point
+        self._checkpoint_recovery_point(self.log_end_offset)
+        logger.info("%s: opened %d segments, log_start_offset=%d log_end_offset=%d%s", self.dir,
+                    len(self.segments), self.log_start_offset, self.log_end_offset, " (recovered)" if recovered else "")
+
+    def _drop_segments_after(self, torn: LogSegment, base_offsets: list[int]) -> None:
+        logger.warning("%s: segment %d was torn; deleting the %d segments after it", self.dir,
+                       torn.base_offset, len(base_offsets))
+        for base_offset in base_offsets:
+            LogSegment(self.dir, base_offset).delete()
+
+    def set_config(self, config: LogConfig) -> None:
+        """Applies to future rolls, retention and flushes."""
+        self.config = config
+
+    # ---- appending -----------------------------------------------------------------------
+
+    @property
+    def active_segment(self) -> LogSegment:
+        return self.segments[-1]
+
+    def append(self, batch: memoryview, info: BatchInfo, now_ms: int | None = None) -> int:
+        """Append one validated batch, assigning its base offset in place; return that offset."""
+        base_offset = self.log_end_offset
+        segment = self.segments[-1]
+        if segment.size_bytes and (
+            segment.size_bytes + info.batch_length + 12 > self.config.segment_bytes
+            or (now_ms if now_ms is not None else _now_ms()) - segment.created_ms >= self.config.segment_ms
+            or not segment.fits(info, base_offset)
+        ):
+            segment = self.roll()
+        set_base_offset(batch, base_offset)
+        try:
+            segment.append(batch, info._replace(base_offset=base_offset), self.config.index_interval_bytes)
+        except OSError as e:
+            logger.error("%s: append at offset %d failed: %s", self.dir, base_offset, e)
+            raise StorageError(f"append to {self.topic}-{self.partition} failed: {e}") from e
+        if not self._unflushed or self._unflushed[-1] is not segment:
+            self._unflushed.append(segment)
+        self.log_end_offset = base_offset + info.last_offset_delta + 1
+        return base_offset
+
+    def append_many(self, batches: list[tuple[memoryview, BatchInfo]], now_ms: int | None = None) -> int:
+        """Append several batches in order; return the base offset of the first."""
+        first = self.log_end_offset
+        for batch, info in batches:
+            self.append(batch, info, now_ms)
+        return first
+
+    def roll(self) -> LogSegment:
+        """Seal the active segment and start a new one at log_end_offset."""
+        old = self.segments[-1]
+        try:
+            old.seal()
+            segment = LogSegment(self.dir, self.log_end_offset)
+        except OSError as e:
+            logger.error("%s: cannot roll a new segment: %s", self.dir, e)
+            raise StorageError(f"cannot roll {self.topic}-{self.partition}: {e}") from e
+        self.segments.append(segment)
+        self._base_offsets.append(segment.base_offset)
+        if old not in self._unflushed:  # its sealed indexes must reach the disk too
+            self._unflushed.append(old)
+        logger.info("%s: rolled segment %d (%d bytes) -> %d", self.dir, old.base_offset, old.size_bytes,
+                    segment.base_offset)
+        if self.on_roll is not None:
+            self.on_roll(self)
+        return segment
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def read(self, fetch_offset: int, max_bytes: int, min_one_batch: bool, max_offset: int | None = None):
+        """Whole batches from the one containing ``fetch_offset``, at most one segment's worth.
+
+        Up to ``max_bytes`` without cutting a batch, except that with ``min_one_batch`` the
+        first batch comes whole whatever its size (KIP-74). ``max_offset`` (exclusive, e.g. the
+        high watermark) bounds the batches returned. Empty at the end of the log.
+        """
+        if fetch_offset < self.log_start_offset or fetch_offset > self.log_end_offset:
+            raise OffsetOutOfRange(
+                f"offset {fetch_offset} is outside [{self.log_start_offset}, {self.log_end_offset}] "
+                f"of {self.topic}-{self.partition}"
+            )
+        if fetch_offset == self.log_end_offset or (max_offset is not None and fetch_offset >= max_offset):
+            return b""
+        interval = self.config.index_interval_bytes
+        try:
+            for segment in self.segments[max(bisect_right(self._base_offsets, fetch_offset) - 1, 0) :]:
+                data = segment.read(max(fetch_offset, segment.base_offset), max_bytes, min_one_batch, max_offset,
+                                    interval)
+                if data is not None:
+                    return data
+        except OSError as e:
+            logger.error("%s: read at offset %d failed: %s", self.dir, fetch_offset, e)
+            raise StorageError(f"read from {self.topic}-{self.partition} failed: {e}") from e
+        return b""
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record at or after log_start_offset with timestamp >= ts."""
+        for segment in self.segments:
+            if segment.max_timestamp >= timestamp_ms and segment.next_offset > self.log_start_offset:
+                found = self._first_record_at_or_after(segment, timestamp_ms)
+                if found is not None:
+                    return found
+        return None
+
+    def max_timestamp_offset(self) -> tuple[int, int] | None:
+        """(offset, timestamp) of the earliest record with the largest timestamp (ListOffsets -3)."""
+        best = None
+        for segment in self.segments:
+            if segment.next_offset > self.log_start_offset and (best is None or segment.max_timestamp > best.max_timestamp):
+                best = segment
+        if best is None or best.max_timestamp < 0:
+            return None
+        return self._first_record_at_or_after(best, best.max_timestamp)
+
+    def _first_record_at_or_after(self, segment: LogSegment, timestamp_ms: int) -> tuple[int, int] | None:
+        relative_offset = segment.time_index.lookup(timestamp_ms)
+        start = segment.offset_index.lookup(relative_offset)
+        for position, info in segment.batches(start):
+            if info.max_timestamp >= timestamp_ms and info.base_offset + info.last_offset_delta >= self.log_start_offset:
+                for record in iter_records(segment.read_batch_at(position, info)):
+                    if record.timestamp >= timestamp_ms and record.offset >= self.log_start_offset:
+                        return record.offset, record.timestamp
+        return None
+
+    # ---- deleting ------------------------------------------------------------------------
+
+    def delete_records_before(self, offset: int) -> int:
+        """DeleteRecords: move log_start_offset up to ``offset``; drop segments wholly below it."""
+        if offset > self.log_end_offset or offset < 0:
+            raise OffsetOutOfRange(f"offset {offset} is beyond log_end_offset {self.log_end_offset}")
+        if offset <= self.log_start_offset:
+            return self.log_start_offset
+        if offset == self.log_end_offset and self.active_segment.size_bytes and self.active_segment.base_offset < offset:
+            self.roll()
+        self.log_start_offset = offset
+        deletable = [s for i, s in enumerate(self.segments[:-1]) if self.segments[i + 1].base_offset <= offset]
+        self._delete_segments(deletable, "delete records")
+        try:
+            write_checkpoint(self.dir / LOG_START_OFFSET_FILE, self.log_start_offset)
+        except OSError as e:
+            raise StorageError(f"cannot checkpoint log start offset of {self.topic}-{self.partition}: {e}") from e
+        return self.log_start_offset
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Delete the oldest whole segments past retention_ms or retention_bytes; return bytes freed."""
+        deletable: list[LogSegment] = []
+        retention_ms, retention_bytes = self.config.retention_ms, self.config.retention_bytes
+        if retention_ms >= 0:
+            for segment in self.segments[:-1]:
+                if now_ms - segment.largest_timestamp_ms() <= retention_ms:
+                    break
+                deletable.append(segment)
+        if retention_bytes >= 0:
+            remaining = self.size_bytes - sum(s.size_bytes for s in deletable)
+            for segment in self.segments[len(deletable) : -1]:
+                if remaining - segment.size_bytes < retention_bytes:
+                    break
+                deletable.append(segment)
+                remaining -= segment.size_bytes
+        freed = sum(s.size_bytes for s in deletable)
+        self._delete_segments(deletable, "retention")
+        return freed
+
+    def _delete_segments(self, deletable: list[LogSegment], reason: str) -> None:
+        if not deletable:
+            return
+        for segment in deletable:
+            logger.info("%s: %s deletes segment %d (offsets %d..%d, %d bytes)", self.dir, reason,
+                        segment.base_offset, segment.base_offset, segment.next_offset - 1, segment.size_bytes)
+            segment.delete()
+        gone = set(map(id, deletable))
+        self.segments = [s for s in self.segments if id(s) not in gone]
+        self._unflushed = [s for s in self._unflushed if id(s) not in gone]
+        for segment in deletable:
+            self._syncing.pop(segment, None)
+        self._base_offsets = [s.base_offset for s in self.segments]
+        self.log_start_offset = max(self.log_start_offset, self.segments[0].base_offset)
+
+    def truncate_to(self, offset: int) -> None:
+        """Drop everything at or above ``offset``, whole batches (a batch containing it goes)."""
+        if offset >= self.log_end_offset:
+            return
+        if offset <= self.segments[0].base_offset:
+            for segment in self.segments:
+                segment.delete()
+            self.segments = [LogSegment(self.dir, offset)]
+            self.log_start_offset = offset
+            write_checkpoint(self.dir / LOG_START_OFFSET_FILE, offset)
+        else:
+            keep = bisect_right(self._base_offsets, offset - 1)  # segments holding offsets below `offset`
+            for segment in self.segments[keep:]:
+                segment.delete()
+            self.segments = self.segments[:keep]
+            self.segments[-1].truncate_to(offset)
+        self._base_offsets = [s.base_offset for s in self.segments]
+        self._unflushed = [self.segments[-1]]
+        self._syncing = {s: n for s, n in self._syncing.items() if s in self.segments}
+        self.log_end_offset = self.segments[-1].next_offset
+        self.log_start_offset = min(self.log_start_offset, self.log_end_offset)
+        self.durable_offset = min(self.durable_offset, self.log_end_offset)
+        self._recovery_point = min(self._recovery_point, self.log_end_offset)
+        write_checkpoint(self.dir / RECOVERY_POINT_FILE, self._recovery_point)
+        logger.info("%s: truncated to offset %d, log_end_offset=%d", self.dir, offset, self.log_end_offset)
+
+    # ---- durability ----------------------------------------------------------------------
+
+    def start_flush(self) -> PendingFlush | None:
+        """Hand out what an fsync must cover (duplicated fds, safe to sync from a thread)."""
+        # Segments another flush is still syncing are synced again: this flush's target may
+        # only be claimed once all their bytes are on disk, whichever fsync finishes first.
+        segments = list(self._syncing) + [s for s in self._unflushed if s not in self._syncing]
+        if not segments:
+            return None
+        self._unflushed = []
+        for segment in segments:
+            self._syncing[segment] = self._syncing.get(segment, 0) + 1
+        active = self.segments[-1]
+        fds = []
+        for segment in segments:
+            fds.append(os.dup(segment.fd))
+            if segment is not active:  # a sealed segment's indexes are not rebuilt by recovery
+                fds += (os.dup(segment.offset_index.fd), os.dup(segment.time_index.fd))
+        return PendingFlush(self.log_end_offset, fds, segments)
+
+    @staticmethod
+    def sync_fds(fds: list[int]) -> None:
+        """fsync and close duplicated descriptors; runs in an executor thread."""
+        try:
+            for fd in fds:
+                if faults.armed:
+                    faults.check("fsync")
+                os.fsync(fd)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def finish_flush(self, pending: PendingFlush, error: BaseException | None = None) -> None:
+        for segment in pending.segments:
+            count = self._syncing.pop(segment, 0) - 1
+            if count > 0:
+                self._syncing[segment] = count
+        if error is not None:  # retry these segments on the next flush
+            live = set(map(id, self.segments))
+            self._unflushed[:0] = [s for s in pending.segments if id(s) in live and s not in self._unflushed]
+            logger.error("%s: fsync failed: %s", self.dir, error)
+            return
+        self.durable_offset = max(self.durable_offset, min(pending.target_offset, self.log_end_offset))
+        self._checkpoint_recovery_point(self.durable_offset)
+
+    def _checkpoint_recovery_point(self, offset: int) -> None:
+        """Persist a new recovery point only when it crosses into a later segment (rare)."""
+        if bisect_right(self._base_offsets, offset) != bisect_right(self._base_offsets, self._recovery_point) or \
+                not (self.dir / RECOVERY_POINT_FILE).exists():
+            write_checkpoint(self.dir / RECOVERY_POINT_FILE, offset)
+        self._recovery_point = offset
+
+    def flush(self) -> None:
+        """fsync everything appended so far (synchronously)."""
+        pending = self.start_flush()
+        if pending is None:
+            return
+        try:
+            self.sync_fds(pending.fds)
+        except OSError as e:
+            self.finish_flush(pending, e)
+            raise StorageError(f"fsync of {self.topic}-{self.partition} failed: {e}") from e
+        self.finish_flush(pending)
+
+    # ---- describing and closing ----------------------------------------------------------
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(s.size_bytes for s in self.segments)
+
+    def segment_summaries(self) -> list[SegmentSummary]:
+        return [SegmentSummary(s.base_offset, s.next_offset, s.size_bytes, s.max_timestamp) for s in self.segments]
+
+    def close(self) -> None:
+        """Flush the log and all indexes, then close every file."""
+        try:
+            self.segments[-1].seal()
+            self.flush()
+            self.segments[-1].sync(include_indexes=True)
+        finally:
+            for segment in self.segments:
+                segment.close()
+            self.segments = []
+
+    def delete(self) -> None:
+        """Remove the partition from disk (renamed first, so a crash midway leaves a `-delete` dir)."""
+        for segment in self.segments:
+            segment.close()
+        self.segments = []
+        doomed = self.dir.with_name(f"{self.dir.name}.{os.urandom(8).hex()}-delete")
+        os.rename(self.dir, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+        logger.info("%s: deleted", self.dir)
+
+    def __repr__(self) -> str:
+        return (f"PartitionLog({self.topic}-{self.partition}, log_start_offset={self.log_start_offset}, "
+                f"log_end_offset={self.log_end_offset}, segments={len(self.segments)})")

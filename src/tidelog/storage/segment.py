@@ -1,0 +1,300 @@
+"""One log segment: a file of whole RecordBatch v2 batches plus its two sparse indexes.
+
+On disk: ``<20-digit base offset>.log`` holds batches back to back, exactly as produced except
+for the base offset (and leader epoch) the broker assigned; ``.index`` and ``.timeindex`` are
+described in ``index.py``. Not thread-safe; the event loop owns it (fsyncs of duplicated file
+descriptors may run in an executor, see PartitionLog.start_flush).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+from pathlib import Path
+from typing import Iterator
+
+from tidelog.protocol.records import BATCH_HEADER_SIZE, BatchInfo, batch_crc_ok, parse_batch_header
+from tidelog.storage.faults import faults
+from tidelog.storage.index import OffsetIndex, TimeIndex
+
+__all__ = ["LogSegment", "segment_file_name"]
+
+logger = logging.getLogger(__name__)
+
+_BASE_AND_LENGTH = struct.Struct(">qi")
+_INT32 = struct.Struct(">i")
+_LAST_OFFSET_DELTA_POS = 23
+_MAX_TIMESTAMP_POS = 35
+_INT64 = struct.Struct(">q")
+_SCAN_BLOCK_BYTES = 1 << 20
+_MAX_RELATIVE_OFFSET = 0x7FFFFFFF
+
+
+def segment_file_name(base_offset: int, suffix: str) -> str:
+    return f"{base_offset:020d}{suffix}"
+
+
+class LogSegment:
+    """A segment file and its indexes; see the module docstring for format and ownership."""
+
+    def __init__(self, dir: Path, base_offset: int) -> None:
+        self.dir = dir
+        self.base_offset = base_offset
+        self.log_path = dir / segment_file_name(base_offset, ".log")
+        self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        index_paths = (dir / segment_file_name(base_offset, ".index"), dir / segment_file_name(base_offset, ".timeindex"))
+        self.indexes_existed = all(path.exists() for path in index_paths)
+        self.offset_index = OffsetIndex(dir / segment_file_name(base_offset, ".index"))
+        self.time_index = TimeIndex(dir / segment_file_name(base_offset, ".timeindex"))
+        self.size_bytes = os.fstat(self.fd).st_size
+        self.next_offset = base_offset  # one past the last offset held
+        self.max_timestamp = -1
+        self.bytes_since_last_index_entry = 0
+        self.created_ms = int(time.time() * 1000)  # for segment.ms; the first batch's time once loaded
+        self.unflushed = False
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def append(self, batch: memoryview, info: BatchInfo, index_interval_bytes: int) -> None:
+        """Write one batch (its base offset already assigned) and index it. Raises OSError."""
+        position = self.size_bytes
+        self._write(batch, position)
+        if self.size_bytes == 0:
+            self.created_ms = int(time.time() * 1000)
+        self.size_bytes = position + len(batch)
+        self._index(info, position, index_interval_bytes)
+        self.unflushed = True
+
+    def _write(self, batch: memoryview, position: int) -> None:
+        length = len(batch)
+        written = 0
+        try:
+            while written < length:
+                if faults.armed:
+                    faults.check("write")
+                    chunk = batch[written : written + faults.take_short_write(length - written)]
+                else:
+                    chunk = batch[written:] if written else batch
+                written += os.write(self.fd, chunk)
+        except OSError:
+            if written:  # undo a partial batch so the file stays a sequence of whole batches
+                os.ftruncate(self.fd, position)
+            raise
+
+    def _index(self, info: BatchInfo, position: int, index_interval_bytes: int) -> None:
+        relative_offset = info.base_offset - self.base_offset
+        if self.bytes_since_last_index_entry > index_interval_bytes:
+            self.offset_index.append(relative_offset, position)
+            self.time_index.maybe_append(self.max_timestamp, relative_offset)
+            self.bytes_since_last_index_entry = 0
+        self.bytes_since_last_index_entry += info.batch_length + 12
+        if info.max_timestamp > self.max_timestamp:
+            self.max_timestamp = info.max_timestamp
+        self.next_offset = info.base_offset + info.last_offset_delta + 1
+
+    def fits(self, info: BatchInfo, next_offset: int) -> bool:
+        """Whether the batch's offsets are still addressable relative to this segment's base."""
+        return next_offset + info.last_offset_delta - self.base_offset < _MAX_RELATIVE_OFFSET
+
+    def seal(self) -> None:
+        """Record the final max timestamp, so a clean open knows it without scanning."""
+        self.time_index.maybe_append(self.max_timestamp, self.next_offset - self.base_offset)
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def read(
+        self, fetch_offset: int, max_bytes: int, min_one_batch: bool, max_offset: int | None,
+        index_interval_bytes: int,
+    ) -> memoryview | bytes | None:
+        """Whole batches from the one containing ``fetch_offset``; None if no batch here holds it.
+
+        One pread in the common case: the block from the index position covers the scan to the
+        first batch and the batches returned; the headers are walked in memory.
+        """
+        end = self.size_bytes
+        position = self.offset_index.lookup(fetch_offset - self.base_offset)
+        block_start = position
+        block = os.pread(self.fd, min(end - position, index_interval_bytes + max_bytes + BATCH_HEADER_SIZE), position)
+        while True:  # find the batch that contains fetch_offset
+            if position + BATCH_HEADER_SIZE > end:
+                return None
+            if position + BATCH_HEADER_SIZE > block_start + len(block):
+                block_start = position
+                block = os.pread(self.fd, min(end - position, max_bytes + BATCH_HEADER_SIZE), position)
+            rel = position - block_start
+            base_offset, batch_length = _BASE_AND_LENGTH.unpack_from(block, rel)
+            if base_offset + _INT32.unpack_from(block, rel + _LAST_OFFSET_DELTA_POS)[0] >= fetch_offset:
+                break
+            position += batch_length + 12
+        start = position
+        limit = start + max_bytes
+        while position + BATCH_HEADER_SIZE <= end:  # take whole batches up to max_bytes
+            rel = position - block_start
+            if rel + BATCH_HEADER_SIZE <= len(block):
+                base_offset, batch_length = _BASE_AND_LENGTH.unpack_from(block, rel)
+            else:
+                base_offset, batch_length = _BASE_AND_LENGTH.unpack(os.pread(self.fd, 12, position))
+            if max_offset is not None and base_offset >= max_offset:
+                break
+            next_position = position + batch_length + 12
+            if next_position > limit and not (position == start and min_one_batch):
+                break
+            position = next_position
+        if position == start:
+            return b""
+        if position - block_start > len(block):
+            return os.pread(self.fd, position - start, start)
+        return memoryview(block)[start - block_start : position - block_start]
+
+    def read_batch_at(self, position: int, info: BatchInfo) -> bytes:
+        return os.pread(self.fd, info.size, position)
+
+    def batches(self, position: int = 0, verify: bool = False) -> Iterator[tuple[int, BatchInfo]]:
+        """(position, header) of each batch from ``position``; stops at the first bad one.
+
+        ``verify`` also checks each CRC (recovery). Offsets must not go backwards.
+        """
+        end = self.size_bytes
+        block_start, block = position, b""
+        min_base_offset = self.base_offset
+        while position + BATCH_HEADER_SIZE <= end:
+            rel = position - block_start
+            if rel + BATCH_HEADER_SIZE > len(block):
+                block_start, rel = position, 0
+                block = os.pread(self.fd, min(end - position, _SCAN_BLOCK_BYTES), position)
+                if len(block) < BATCH_HEADER_SIZE:
+                    return
+            info = parse_batch_header(block, rel)
+            size = info.batch_length + 12
+            if (
+                info.batch_length < BATCH_HEADER_SIZE - 12 or info.magic != 2 or position + size > end
+                or info.base_offset < min_base_offset or info.last_offset_delta < 0
+            ):
+                return
+            if verify:
+                if rel + size > len(block):
+                    block_start, rel = position, 0
+                    block = os.pread(self.fd, min(end - position, max(size, _SCAN_BLOCK_BYTES)), position)
+                    if len(block) < size:
+                        return
+                if not batch_crc_ok(block, info, rel):
+                    return
+            yield position, info
+            min_base_offset = info.base_offset + info.last_offset_delta + 1
+            position += size
+
+    def first_batch(self) -> BatchInfo | None:
+        for _, info in self.batches():
+            return info
+        return None
+
+    # ---- loading and recovery -------------------------------------------------------------
+
+    def load(self, next_segment_base: int | None, index_interval_bytes: int) -> None:
+        """Open a cleanly closed segment: trust sane indexes, rebuild insane ones.
+
+        A sealed segment (``next_segment_base`` given) ends at the next base; the last one is
+        scanned from its last index entry, and a garbage tail is cut.
+        """
+        loaded = self.indexes_existed and self.offset_index.load() and self.time_index.load()
+        max_relative = (next_segment_base if next_segment_base is not None else 1 << 62) - self.base_offset
+        if not (loaded and self.offset_index.sane(max(self.size_bytes, 1), max_relative)
+                and self.time_index.sane(max_relative)):
+            logger.warning("%s: index files missing or inconsistent, rebuilding them", self.log_path)
+            self.recover(index_interval_bytes, verify=False)
+            return
+        self.max_timestamp = self.time_index.last_timestamp
+        if next_segment_base is not None:
+            self.next_offset = next_segment_base
+            self._load_created_ms()
+            return
+        self._scan_tail()
+
+    def _scan_tail(self) -> None:
+        position, self.next_offset = 0, self.base_offset
+        if len(self.offset_index):
+            position = self.offset_index.values[-1]
+            self.next_offset = self.base_offset + self.offset_index.keys[-1]
+        self.max_timestamp = self.time_index.last_timestamp
+        end = position
+        for end, info in self.batches(position):
+            self.next_offset = info.base_offset + info.last_offset_delta + 1
+            self.max_timestamp = max(self.max_timestamp, info.max_timestamp)
+            end += info.batch_length + 12
+        self.bytes_since_last_index_entry = end - position
+        self._cut_tail(end)
+        self._load_created_ms()
+
+    def recover(self, index_interval_bytes: int, verify: bool = True) -> int:
+        """Rebuild both indexes by scanning every batch; cut the file at the first bad batch.
+
+        Returns how many bytes were cut.
+        """
+        self.offset_index.truncate_entries(0)
+        self.time_index.truncate_entries(0)
+        self.next_offset, self.max_timestamp, self.bytes_since_last_index_entry = self.base_offset, -1, 0
+        end = 0
+        for position, info in self.batches(0, verify=verify):
+            self._index(info, position, index_interval_bytes)
+            end = position + info.batch_length + 12
+        cut = self._cut_tail(end)
+        self._load_created_ms()
+        return cut
+
+    def _cut_tail(self, end: int) -> int:
+        cut = self.size_bytes - end
+        if cut:
+            logger.warning("%s: cutting %d bytes of torn or invalid data at position %d", self.log_path, cut, end)
+            os.ftruncate(self.fd, end)
+            self.size_bytes = end
+        return cut
+
+    def _load_created_ms(self) -> None:
+        first = self.first_batch()
+        if first is not None and first.max_timestamp > 0:
+            self.created_ms = min(first.max_timestamp, int(time.time() * 1000))
+
+    def truncate_to(self, offset: int) -> None:
+        """Drop every batch that ends at or above ``offset``'s containing batch (whole batches)."""
+        for position, info in self.batches(self.offset_index.lookup(offset - self.base_offset)):
+            if info.base_offset + info.last_offset_delta >= offset:
+                break
+        else:
+            return
+        os.ftruncate(self.fd, position)
+        self.size_bytes = position
+        self.offset_index.truncate_to_position(position)
+        self.time_index.truncate_to_offset(info.base_offset - self.base_offset)
+        self._scan_tail()
+        self.unflushed = True
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def largest_timestamp_ms(self) -> int:
+        """For retention: the largest record timestamp, or the file's mtime if none."""
+        if self.max_timestamp >= 0:
+            return self.max_timestamp
+        return int(os.fstat(self.fd).st_mtime * 1000)
+
+    def sync(self, include_indexes: bool) -> None:
+        if faults.armed:
+            faults.check("fsync")
+        os.fsync(self.fd)
+        if include_indexes:
+            self.offset_index.sync()
+            self.time_index.sync()
+
+    def close(self) -> None:
+        os.close(self.fd)
+        self.offset_index.close()
+        self.time_index.close()
+
+    def delete(self) -> None:
+        self.close()
+        for path in (self.log_path, self.offset_index.path, self.time_index.path):
+            path.unlink(missing_ok=True)
+
+    def __repr__(self) -> str:
+        return f"LogSegment({self.log_path.name}, size_bytes={self.size_bytes}, next_offset={self.next_offset})"

@@ -1,0 +1,178 @@
+"""LogManager: discovery, clean/unclean start, durability profiles, retention, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+
+import pytest
+
+from tidelog.storage.errors import StorageError
+from tidelog.storage.faults import faults
+from tidelog.storage.log import LogConfig
+from tidelog.storage.manager import CLEAN_SHUTDOWN_FILE, LogManager
+
+from .storage_helpers import all_offsets, append, open_log
+
+
+@pytest.fixture(autouse=True)
+def reset_faults():
+    faults.reset()
+    yield
+    faults.reset()
+
+
+def count_fsyncs(monkeypatch) -> list[int]:
+    calls = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        calls.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return calls
+
+
+def test_open_all_discovers_logs_and_detects_unclean_shutdown(tmp_path):
+    async def run():
+        manager = LogManager(tmp_path, LogConfig())
+        manager.open_all({})
+        for partition in range(2):
+            append(manager.create("my-topic.v2", partition), count=2)
+        await manager.close()
+        assert (tmp_path / CLEAN_SHUTDOWN_FILE).exists()
+
+    asyncio.run(run())
+    (tmp_path / "old-0.0123abcd-delete").mkdir()
+    (tmp_path / "__tidelog_metadata").mkdir()
+    manager = LogManager(tmp_path, LogConfig())
+    manager.open_all({"my-topic.v2": LogConfig(retention_ms=5)})
+    assert not (tmp_path / CLEAN_SHUTDOWN_FILE).exists()
+    assert not (tmp_path / "old-0.0123abcd-delete").exists()
+    assert sorted((log.topic, log.partition) for log in manager.logs()) == [("my-topic.v2", 0), ("my-topic.v2", 1)]
+    assert manager.get("my-topic.v2", 1).log_end_offset == 2
+    assert manager.get("my-topic.v2", 1).config.retention_ms == 5
+    manager.delete_topic("my-topic.v2")
+    assert list(manager.logs()) == [] and not list(tmp_path.glob("my-topic*"))
+
+
+def test_throughput_profile_never_fsyncs(tmp_path, monkeypatch):
+    async def run():
+        manager = LogManager(tmp_path, LogConfig(durability="throughput"))
+        await manager.start()
+        log = manager.create("t", 0)
+        fsyncs = count_fsyncs(monkeypatch)
+        append(log)
+        await manager.wait_durable(log, log.log_end_offset)
+        assert fsyncs == []
+        await manager.close()
+
+    asyncio.run(run())
+
+
+def test_durable_profile_fsyncs_before_returning_and_coalesces(tmp_path, monkeypatch):
+    async def run():
+        manager = LogManager(tmp_path, LogConfig(durability="durable"))
+        await manager.start()
+        log = manager.create("t", 0)
+        fsyncs = count_fsyncs(monkeypatch)
+        append(log)
+        await manager.wait_durable(log, log.log_end_offset)
+        assert log.durable_offset == log.log_end_offset == 3 and len(fsyncs) == 1
+        for _ in range(10):
+            append(log)
+        await asyncio.gather(*(manager.wait_durable(log, 3 * (i + 2)) for i in range(10)))
+        assert log.durable_offset == 33 and len(fsyncs) <= 3
+        await manager.close()
+
+    asyncio.run(run())
+
+
+def test_balanced_profile_group_commits_many_logs_in_one_job(tmp_path, monkeypatch):
+    async def run():
+        manager = LogManager(tmp_path, LogConfig(durability="balanced", flush_interval_ms=20))
+        await manager.start()
+        logs = [manager.create("t", p) for p in range(4)]
+        fsyncs = count_fsyncs(monkeypatch)
+        waits = []
+        for log in logs:
+            append(log)
+            waits.append(asyncio.ensure_future(manager.wait_durable(log, log.log_end_offset)))
+        await asyncio.sleep(0.005)
+        assert not any(w.done() for w in waits) and fsyncs == []  # still inside the window
+        await asyncio.wait_for(asyncio.gather(*waits), 2)
+        assert len(fsyncs) == 4 and all(log.durable_offset == 3 for log in logs)
+        await manager.close()
+
+    asyncio.run(run())
+
+
+def test_failed_fsync_reaches_the_waiter_and_a_retry_succeeds(tmp_path):
+    async def run():
+        manager = LogManager(tmp_path, LogConfig(durability="durable"))
+        await manager.start()
+        log = manager.create("t", 0)
+        append(log)
+        faults.fail_next_fsync(errno.EIO)
+        with pytest.raises(StorageError):
+            await manager.wait_durable(log, log.log_end_offset)
+        assert log.durable_offset == 0
+        await manager.wait_durable(log, log.log_end_offset)
+        assert log.durable_offset == 3
+        await manager.close()
+
+    asyncio.run(run())
+
+
+def test_failed_write_raises_and_leaves_the_log_consistent(tmp_path):
+    log = open_log(tmp_path)
+    append(log)
+    faults.fail_next_write(errno.ENOSPC)
+    with pytest.raises(StorageError) as e:
+        append(log)
+    assert e.value.error_code.name == "kafka_storage_error"
+    assert log.log_end_offset == 3
+    faults.short_next_write(10)  # a short write is completed, not torn
+    assert append(log) == 3
+    assert all_offsets(log) == list(range(6))
+    log.close()
+    assert all_offsets(open_log(tmp_path, recover=True)) == list(range(6))
+
+
+def test_retention_by_time(tmp_path):
+    log = open_log(tmp_path, segment_bytes=500, retention_ms=1_000)
+    for i in range(20):
+        append(log, count=2, timestamp_ms=10_000 + 100 * i, tag=i)
+    segments = log.segment_summaries()
+    now_ms = segments[2].max_timestamp + 1_001  # the first three segments have expired
+    freed = log.apply_retention(now_ms)
+    assert freed == sum(s.size_bytes for s in segments[:3])
+    assert log.log_start_offset == segments[3].base_offset
+    assert log.apply_retention(10**12) > 0
+    assert len(log.segments) == 1  # never the active segment
+
+
+def test_retention_by_bytes(tmp_path):
+    log = open_log(tmp_path, segment_bytes=500, retention_bytes=1_000, retention_ms=-1)
+    for i in range(20):
+        append(log, count=2, tag=i)
+    log.apply_retention(0)
+    assert log.size_bytes >= 1_000
+    assert log.size_bytes - log.segments[0].size_bytes < 1_000
+    assert all_offsets(log) == list(range(log.log_start_offset, 40))
+
+
+def test_manager_retention_task_runs(tmp_path):
+    async def run():
+        manager = LogManager(tmp_path, LogConfig(segment_bytes=300, retention_bytes=0), retention_check_interval_ms=10)
+        await manager.start()
+        log = manager.create("t", 0)
+        for i in range(10):
+            append(log, tag=i)
+        await asyncio.sleep(0.1)
+        assert len(log.segments) == 1 and log.log_start_offset == log.active_segment.base_offset
+        await manager.close()
+
+    asyncio.run(run())
