@@ -57,6 +57,7 @@ class MetadataStore(Protocol):
     async def delete_topic(self, name: str) -> None: ...
     async def set_partitions(self, name: str, partitions: int) -> None: ...
     async def set_configs(self, name: str, configs: dict[str, str]) -> None: ...
+    async def allocate_producer_ids(self, count: int) -> int: ...
 
 
 def new_topic_id() -> uuid.UUID:
@@ -75,6 +76,7 @@ class EmbeddedMetadataStore:
         self.path = self.dir / "metadata.json"
         self.cluster_id = ""
         self.topics: dict[str, TopicRecord] = {}
+        self.next_producer_id_block = 0  # ids below this may have been handed out
 
     def load(self, cluster_id: str = "") -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -82,6 +84,7 @@ class EmbeddedMetadataStore:
             data = json.loads(self.path.read_text())
             self.cluster_id = data["cluster_id"]
             self.topics = {t["name"]: TopicRecord.from_json(t) for t in data.get("topics", [])}
+            self.next_producer_id_block = int(data.get("next_producer_id_block", 0))
             if cluster_id and cluster_id != self.cluster_id:
                 raise RuntimeError(
                     f"data directory belongs to cluster {self.cluster_id}, not {cluster_id}"
@@ -107,8 +110,19 @@ class EmbeddedMetadataStore:
         self.topics[name].configs = dict(configs)
         self._save()
 
+    async def allocate_producer_ids(self, count: int) -> int:
+        """Reserve ``count`` producer ids, never handed out before; return the first."""
+        first = self.next_producer_id_block
+        self.next_producer_id_block = first + count
+        self._save()
+        return first
+
     def _save(self) -> None:
-        data = {"cluster_id": self.cluster_id, "topics": [t.to_json() for t in self.topics.values()]}
+        data = {
+            "cluster_id": self.cluster_id,
+            "next_producer_id_block": self.next_producer_id_block,
+            "topics": [t.to_json() for t in self.topics.values()],
+        }
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w") as f:
             json.dump(data, f, indent=1)

@@ -10,7 +10,9 @@ broker, so acks=1 and acks=-1 wait for the same thing). Topics with
 Versions: 0-12 advertised; 0-2 answered with UNSUPPORTED_VERSION as Kafka 4 does.
 Errors: UNSUPPORTED_VERSION, INVALID_REQUIRED_ACKS, UNKNOWN_TOPIC_OR_PARTITION,
 CORRUPT_MESSAGE, INVALID_RECORD, MESSAGE_TOO_LARGE, UNSUPPORTED_FOR_MESSAGE_FORMAT,
-KAFKA_STORAGE_ERROR, REQUEST_TIMED_OUT.
+OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE, KAFKA_STORAGE_ERROR.
+Idempotence: a batch with a producer id is checked against that producer's last five batches
+on the partition; a retried duplicate is answered with the offset it got the first time.
 """
 
 from __future__ import annotations
@@ -65,7 +67,16 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
                 if broker.topic_value(topic.name, "message.timestamp.type") == "LogAppendTime":
                     append_time = int(time.time() * 1000)
                     set_log_append_time(partition.records, append_time)
-                base_offset = log.append(partition.records, info)
+                if info.is_transactional:
+                    raise KafkaError(ErrorCode.invalid_txn_state, "transactional batches are not supported yet")
+                producer_state = broker.producer_state(log)
+                base_offset = producer_state.check(info)
+                if base_offset is not None:
+                    logger.info("duplicate batch from producer %d to %s-%d answered with its offset %d",
+                                info.producer_id, topic.name, partition.index, base_offset)
+                else:
+                    base_offset = log.append(partition.records, info)
+                    producer_state.update(info, base_offset)
             except (InvalidBatch, KafkaError) as e:
                 logger.info("produce to %s-%d from %s rejected: %s", topic.name, partition.index, ctx.peer, e)
                 broker.metrics.produce_errors.labels(e.error_code.name).inc()
