@@ -1,6 +1,8 @@
 """Sparse indexes of one segment: offset -> file position, and timestamp -> offset.
 
-On disk each is a flat file of fixed-size big-endian entries, appended as the segment grows:
+On disk each is a flat file of fixed-size big-endian entries, appended as the segment grows
+(written in bulk before each flush, seal and close, not per entry: after a crash, recovery
+rebuilds the indexes of every segment it rescans):
 
 - ``<base>.index``: int32 relative offset, int32 file position. The relative offset is the base
   offset of the batch that starts at that position. One entry every ``index_interval_bytes``.
@@ -33,6 +35,7 @@ class _Index:
         self.keys = array(self._key_type)
         self.values = array("i")
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self.persisted_entries = 0  # entries beyond this exist only in memory until write_pending
 
     def load(self) -> bool:
         """Read the entries from disk; False if the file is torn (size not a multiple of an entry)."""
@@ -44,26 +47,40 @@ class _Index:
         for key, value in self._entry.iter_unpack(data):
             self.keys.append(key)
             self.values.append(value)
+        self.persisted_entries = len(self.keys)
         return True
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def append(self, key: int, value: int) -> None:
-        os.write(self.fd, self._entry.pack(key, value))
+        """Add an entry in memory; the file catches up in write_pending (no syscall here)."""
         self.keys.append(key)
         self.values.append(value)
+
+    def write_pending(self) -> None:
+        """Append the entries not yet in the file (before a flush, a seal or a close)."""
+        count = len(self.keys)
+        if count > self.persisted_entries:
+            pack = self._entry.pack
+            data = b"".join(pack(self.keys[i], self.values[i]) for i in range(self.persisted_entries, count))
+            os.write(self.fd, data)
+            self.persisted_entries = count
 
     def truncate_entries(self, count: int) -> None:
         """Keep only the first ``count`` entries."""
         del self.keys[count:]
         del self.values[count:]
-        os.ftruncate(self.fd, count * self._entry.size)
+        if count < self.persisted_entries:
+            os.ftruncate(self.fd, count * self._entry.size)
+            self.persisted_entries = count
 
     def sync(self) -> None:
+        self.write_pending()
         os.fsync(self.fd)
 
     def close(self) -> None:
+        self.write_pending()
         os.close(self.fd)
 
 
@@ -83,6 +100,7 @@ class OffsetIndex(_Index):
         if sys.byteorder == "little":
             flat.byteswap()
         self.keys, self.values = flat[0::2], flat[1::2]
+        self.persisted_entries = len(self.keys)
         return True
 
     def lookup(self, relative_offset: int) -> int:

@@ -132,13 +132,13 @@ class PartitionLog:
         if not base_offsets:
             base_offsets = [checkpointed_start or 0]
         interval = self.config.index_interval_bytes
-        recovered = False
+        recovered: list[LogSegment] = []
         for i, base_offset in enumerate(base_offsets):
             segment = LogSegment(self.dir, base_offset)
             self.segments.append(segment)
             next_base = base_offsets[i + 1] if i + 1 < len(base_offsets) else None
             if recover and (next_base is None or next_base > recovery_point):
-                recovered = True
+                recovered.append(segment)
                 cut = segment.recover(interval)
                 if cut and next_base is not None:
                     self._drop_segments_after(segment, base_offsets[i + 1 :])
@@ -148,9 +148,8 @@ class PartitionLog:
         self._base_offsets = [s.base_offset for s in self.segments]
         self.log_end_offset = self.segments[-1].next_offset
         self.log_start_offset = min(max(checkpointed_start or 0, self.segments[0].base_offset), self.log_end_offset)
-        if recovered:  # what we read back may still sit only in the page cache
-            for segment in self.segments:
-                segment.sync(include_indexes=True)
+        for segment in recovered:  # what we read back may still sit only in the page cache
+            segment.sync(include_indexes=True)
         self.durable_offset = self.log_end_offset
         self._recovery_point = recovery_point
         self._checkpoint_recovery_point(self.log_end_offset)
@@ -185,7 +184,7 @@ class PartitionLog:
             segment = self.roll()
         set_base_offset(batch, base_offset)
         try:
-            segment.append(batch, info._replace(base_offset=base_offset), self.config.index_interval_bytes)
+            segment.append(batch, info, base_offset, self.config.index_interval_bytes)
         except OSError as e:
             logger.error("%s: append at offset %d failed: %s", self.dir, base_offset, e)
             raise StorageError(f"append to {self.topic}-{self.partition} failed: {e}") from e
@@ -372,6 +371,7 @@ class PartitionLog:
         active = self.segments[-1]
         fds = []
         for segment in segments:
+            segment.write_indexes()
             fds.append(os.dup(segment.fd))
             if segment is not active:  # a sealed segment's indexes are not rebuilt by recovery
                 fds += (os.dup(segment.offset_index.fd), os.dup(segment.time_index.fd))

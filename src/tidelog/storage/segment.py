@@ -53,19 +53,17 @@ class LogSegment:
         self.max_timestamp = -1
         self.bytes_since_last_index_entry = 0
         self.created_ms = int(time.time() * 1000)  # for segment.ms; the first batch's time once loaded
-        self.unflushed = False
 
     # ---- writing -------------------------------------------------------------------------
 
-    def append(self, batch: memoryview, info: BatchInfo, index_interval_bytes: int) -> None:
-        """Write one batch (its base offset already assigned) and index it. Raises OSError."""
+    def append(self, batch: memoryview, info: BatchInfo, base_offset: int, index_interval_bytes: int) -> None:
+        """Write one batch (``base_offset`` already assigned in it) and index it. Raises OSError."""
         position = self.size_bytes
         self._write(batch, position)
-        if self.size_bytes == 0:
+        if position == 0:
             self.created_ms = int(time.time() * 1000)
         self.size_bytes = position + len(batch)
-        self._index(info, position, index_interval_bytes)
-        self.unflushed = True
+        self._index(info, base_offset, position, index_interval_bytes)
 
     def _write(self, batch: memoryview, position: int) -> None:
         length = len(batch)
@@ -83,8 +81,8 @@ class LogSegment:
                 os.ftruncate(self.fd, position)
             raise
 
-    def _index(self, info: BatchInfo, position: int, index_interval_bytes: int) -> None:
-        relative_offset = info.base_offset - self.base_offset
+    def _index(self, info: BatchInfo, base_offset: int, position: int, index_interval_bytes: int) -> None:
+        relative_offset = base_offset - self.base_offset
         if self.bytes_since_last_index_entry > index_interval_bytes:
             self.offset_index.append(relative_offset, position)
             self.time_index.maybe_append(self.max_timestamp, relative_offset)
@@ -92,7 +90,7 @@ class LogSegment:
         self.bytes_since_last_index_entry += info.batch_length + 12
         if info.max_timestamp > self.max_timestamp:
             self.max_timestamp = info.max_timestamp
-        self.next_offset = info.base_offset + info.last_offset_delta + 1
+        self.next_offset = base_offset + info.last_offset_delta + 1
 
     def fits(self, info: BatchInfo, next_offset: int) -> bool:
         """Whether the batch's offsets are still addressable relative to this segment's base."""
@@ -101,6 +99,11 @@ class LogSegment:
     def seal(self) -> None:
         """Record the final max timestamp, so a clean open knows it without scanning."""
         self.time_index.maybe_append(self.max_timestamp, self.next_offset - self.base_offset)
+        self.write_indexes()
+
+    def write_indexes(self) -> None:
+        self.offset_index.write_pending()
+        self.time_index.write_pending()
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -185,11 +188,6 @@ class LogSegment:
             min_base_offset = info.base_offset + info.last_offset_delta + 1
             position += size
 
-    def first_batch(self) -> BatchInfo | None:
-        for _, info in self.batches():
-            return info
-        return None
-
     # ---- loading and recovery -------------------------------------------------------------
 
     def load(self, next_segment_base: int | None, index_interval_bytes: int) -> None:
@@ -198,7 +196,7 @@ class LogSegment:
         A sealed segment (``next_segment_base`` given) ends at the next base; the last one is
         scanned from its last index entry, and a garbage tail is cut.
         """
-        loaded = self.indexes_existed and self.offset_index.load() and self.time_index.load()
+        loaded = (self.indexes_existed or self.size_bytes == 0) and self.offset_index.load() and self.time_index.load()
         max_relative = (next_segment_base if next_segment_base is not None else 1 << 62) - self.base_offset
         if not (loaded and self.offset_index.sane(max(self.size_bytes, 1), max_relative)
                 and self.time_index.sane(max_relative)):
@@ -208,7 +206,6 @@ class LogSegment:
         self.max_timestamp = self.time_index.last_timestamp
         if next_segment_base is not None:
             self.next_offset = next_segment_base
-            self._load_created_ms()
             return
         self._scan_tail()
 
@@ -237,7 +234,7 @@ class LogSegment:
         self.next_offset, self.max_timestamp, self.bytes_since_last_index_entry = self.base_offset, -1, 0
         end = 0
         for position, info in self.batches(0, verify=verify):
-            self._index(info, position, index_interval_bytes)
+            self._index(info, info.base_offset, position, index_interval_bytes)
             end = position + info.batch_length + 12
         cut = self._cut_tail(end)
         self._load_created_ms()
@@ -252,9 +249,11 @@ class LogSegment:
         return cut
 
     def _load_created_ms(self) -> None:
-        first = self.first_batch()
-        if first is not None and first.max_timestamp > 0:
-            self.created_ms = min(first.max_timestamp, int(time.time() * 1000))
+        """For segment.ms after a restart: the first batch's max timestamp, if plausible."""
+        if self.size_bytes >= BATCH_HEADER_SIZE:
+            first = parse_batch_header(os.pread(self.fd, BATCH_HEADER_SIZE, 0))
+            if first.max_timestamp > 0:
+                self.created_ms = min(first.max_timestamp, int(time.time() * 1000))
 
     def truncate_to(self, offset: int) -> None:
         """Drop every batch that ends at or above ``offset``'s containing batch (whole batches)."""
@@ -268,7 +267,6 @@ class LogSegment:
         self.offset_index.truncate_to_position(position)
         self.time_index.truncate_to_offset(info.base_offset - self.base_offset)
         self._scan_tail()
-        self.unflushed = True
 
     # ---- lifecycle -----------------------------------------------------------------------
 
