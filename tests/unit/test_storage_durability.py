@@ -176,3 +176,29 @@ def test_manager_retention_task_runs(tmp_path):
         await manager.close()
 
     asyncio.run(run())
+
+
+def test_rolled_segments_are_flushed_in_every_profile(tmp_path):
+    async def run():
+        manager = LogManager(tmp_path, LogConfig(durability="throughput", segment_bytes=400))
+        await manager.start()
+        log = manager.create("t", 0)
+        for i in range(10):
+            append(log, tag=i)
+        await asyncio.sleep(0.05)
+        assert log.durable_offset >= log.active_segment.base_offset > 0
+        assert int((log.dir / "recovery-point").read_text()) >= log.segments[-2].base_offset
+        await manager.close()
+
+    asyncio.run(run())
+
+
+def test_set_config_applies_to_future_rolls(tmp_path):
+    log = open_log(tmp_path)
+    for i in range(5):
+        append(log, tag=i)
+    assert len(log.segments) == 1
+    log.set_config(LogConfig(segment_bytes=200))
+    append(log)
+    append(log)
+    assert len(log.segments) == 3

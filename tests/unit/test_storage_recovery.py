@@ -105,3 +105,15 @@ def test_empty_partition_dir(tmp_path):
     log = open_log(tmp_path, recover=True)
     assert (log.log_start_offset, log.log_end_offset) == (0, 0)
     assert log.read(0, 100, True) == b""
+
+
+def test_crash_without_any_flush_recovers_every_segment(tmp_path):
+    log = open_log(tmp_path, segment_bytes=600, index_interval_bytes=64)
+    for i in range(40):
+        append(log, count=2, tag=i)
+    assert len(log.segments) > 3
+    # crash: the process dies, nothing flushed or closed; the recovery point is still 0
+    reopened = open_log(tmp_path, recover=True, segment_bytes=600, index_interval_bytes=64)
+    assert reopened.log_end_offset == 80
+    assert all_offsets(reopened) == list(range(80))
+    assert [len(s.offset_index) for s in reopened.segments] == [len(s.offset_index) for s in log.segments]
