@@ -57,6 +57,10 @@ class Broker:
         self._server: asyncio.base_events.Server | None = None
         self._fetch_waiters: dict[tuple[str, int], set[asyncio.Future]] = {}
         self._creating: dict[str, asyncio.Future] = {}
+        from tidelog.groups.coordinator import GroupCoordinator, GroupSettings
+        from tidelog.groups.offsets_topic import ConsumerOffsetsTopic
+
+        self.groups = GroupCoordinator(GroupSettings.from_config(config), ConsumerOffsetsTopic(self))
 
     @property
     def cluster_id(self) -> str:
@@ -79,6 +83,7 @@ class Broker:
                 if self.logs.get(topic.name, partition) is None:
                     self.logs.create(topic.name, partition, self.log_config(topic.configs))
         await self.logs.start()
+        await self.groups.start()
         from tidelog.server.connection import KafkaConnection
 
         loop = asyncio.get_running_loop()
@@ -102,6 +107,7 @@ class Broker:
                 connection.transport.close()
         if self._server is not None:
             await self._server.wait_closed()
+        self.groups.stop()
         if self.logs is not None:
             await self.logs.close()
         logger.info("shutdown complete: logs flushed, checkpoints written")

@@ -1,0 +1,79 @@
+"""The internal ``__consumer_offsets`` topic: where the coordinator's records live.
+
+One partition (a single node coordinates every group; Kafka's default is 50 partitions, which
+only matter to spread coordinators over brokers), ``cleanup.policy=compact`` so the last
+record per key is what survives. Records are built with ``build_batch`` (encoding in
+groups/records.py), appended through the topic's PartitionLog, and a write returns only once
+``LogManager.wait_durable`` says they are durable. Not thread-safe; the event loop owns it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Iterator
+
+from tidelog.protocol.records import BATCH_HEADER_SIZE, build_batch, iter_records, parse_batch_header
+
+if TYPE_CHECKING:
+    from tidelog.server.broker import Broker
+    from tidelog.storage.log import PartitionLog
+
+logger = logging.getLogger(__name__)
+
+TOPIC = "__consumer_offsets"
+PARTITIONS = 1
+TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": str(100 * 1024 * 1024)}
+_READ_BYTES = 1 << 20
+
+
+class ConsumerOffsetsTopic:
+    """A GroupLog over partition 0 of ``__consumer_offsets``."""
+
+    def __init__(self, broker: "Broker") -> None:
+        self.broker = broker
+        self._log: "PartitionLog | None" = None
+
+    async def open(self) -> None:
+        """Create the topic on first start (internally, never by auto-creation)."""
+        if TOPIC not in self.broker.metadata.topics:
+            await self.broker.create_topic(TOPIC, PARTITIONS, 1, dict(TOPIC_CONFIGS))
+        self._log = self.broker.partition_log(TOPIC, 0)
+        if self._log is None:
+            self._log = self.broker.logs.create(TOPIC, 0, self.broker.log_config(dict(TOPIC_CONFIGS)))
+
+    @property
+    def log(self) -> "PartitionLog":
+        if self._log is None:
+            raise RuntimeError("ConsumerOffsetsTopic.open() was not called")
+        return self._log
+
+    async def write(self, records: list[tuple[bytes, bytes | None]]) -> None:
+        batch = bytearray(build_batch([(key, value, []) for key, value in records]))
+        view = memoryview(batch)
+        info = parse_batch_header(view)
+        log = self.log
+        base_offset = log.append(view, info)
+        self.broker.notify_append(TOPIC, 0)
+        await self.broker.logs.wait_durable(log, base_offset + info.last_offset_delta + 1)
+
+    def replay(self) -> Iterator[tuple[bytes, bytes | None]]:
+        log = self.log
+        offset = log.log_start_offset
+        while offset < log.log_end_offset:
+            data = log.read(offset, _READ_BYTES, True)
+            if not data:
+                break
+            view = memoryview(data)
+            pos, last = 0, offset - 1
+            while len(view) - pos >= BATCH_HEADER_SIZE:
+                info = parse_batch_header(view, pos)
+                if pos + info.size > len(view):
+                    break
+                last = info.last_offset
+                pos += info.size
+            for record in iter_records(data):
+                if record.offset >= offset:
+                    yield record.key, record.value
+            if last < offset:
+                break
+            offset = last + 1

@@ -1,0 +1,215 @@
+"""The records of the ``__consumer_offsets`` topic: keys and values, encoded like Kafka's.
+
+Kafka's own (non-flexible) schemas, so a Kafka tool reading the topic understands them:
+
+    OffsetCommitKey v1      int16 version=1 | string group | string topic | int32 partition
+    OffsetCommitValue v3    int16 version=3 | int64 offset | int32 leader_epoch | string metadata
+                            | int64 commit_timestamp
+    OffsetCommitValue v1    (when the commit carried a retention time, OffsetCommit v2-v4)
+                            int16 version=1 | int64 offset | string metadata | int64 commit_timestamp
+                            | int64 expire_timestamp
+    GroupMetadataKey v2     int16 version=2 | string group
+    GroupMetadataValue v3   int16 version=3 | string protocol_type | int32 generation
+                            | nullable string protocol | nullable string leader
+                            | int64 current_state_timestamp | int32 count, then per member:
+                              string member_id | nullable string group_instance_id | string client_id
+                              | string client_host | int32 rebalance_timeout | int32 session_timeout
+                              | bytes subscription | bytes assignment
+
+Strings are int16 length + UTF-8 (-1 = null), bytes are int32 length + data. A null value
+(tombstone) deletes the key; compaction keeps the last record per key. Pure functions.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_I64 = struct.Struct(">q")
+
+OFFSET_KEY_VERSION = 1
+GROUP_KEY_VERSION = 2
+OFFSET_VALUE_VERSION = 3
+OFFSET_VALUE_VERSION_WITH_EXPIRY = 1
+GROUP_VALUE_VERSION = 3
+
+
+@dataclass(frozen=True)
+class OffsetKey:
+    group_id: str
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True)
+class GroupKey:
+    group_id: str
+
+
+@dataclass
+class OffsetValue:
+    offset: int
+    leader_epoch: int  # -1 when unknown
+    metadata: str
+    commit_timestamp_ms: int
+    expire_timestamp_ms: int | None = None  # explicit retention (OffsetCommit v2-v4)
+
+
+@dataclass
+class MemberValue:
+    member_id: str
+    group_instance_id: str | None
+    client_id: str
+    client_host: str
+    rebalance_timeout_ms: int
+    session_timeout_ms: int
+    subscription: bytes
+    assignment: bytes
+
+
+@dataclass
+class GroupValue:
+    protocol_type: str
+    generation_id: int
+    protocol_name: str | None
+    leader_id: str | None
+    state_timestamp_ms: int
+    members: list[MemberValue] = field(default_factory=list)
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.out = bytearray()
+
+    def i16(self, v: int) -> "_Writer":
+        self.out += _I16.pack(v)
+        return self
+
+    def i32(self, v: int) -> "_Writer":
+        self.out += _I32.pack(v)
+        return self
+
+    def i64(self, v: int) -> "_Writer":
+        self.out += _I64.pack(v)
+        return self
+
+    def string(self, v: str | None) -> "_Writer":
+        if v is None:
+            return self.i16(-1)
+        data = v.encode()
+        self.i16(len(data))
+        self.out += data
+        return self
+
+    def bytes_(self, v: bytes | None) -> "_Writer":
+        if v is None:
+            return self.i32(-1)
+        self.i32(len(v))
+        self.out += v
+        return self
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+        self.pos = 0
+
+    def _take(self, s: struct.Struct) -> int:
+        (v,) = s.unpack_from(self.data, self.pos)
+        self.pos += s.size
+        return v
+
+    def i16(self) -> int:
+        return self._take(_I16)
+
+    def i32(self) -> int:
+        return self._take(_I32)
+
+    def i64(self) -> int:
+        return self._take(_I64)
+
+    def string(self) -> str | None:
+        n = self.i16()
+        if n < 0:
+            return None
+        v = bytes(self.data[self.pos : self.pos + n]).decode()
+        self.pos += n
+        return v
+
+    def bytes_(self) -> bytes | None:
+        n = self.i32()
+        if n < 0:
+            return None
+        v = bytes(self.data[self.pos : self.pos + n])
+        self.pos += n
+        return v
+
+
+def encode_offset_key(key: OffsetKey) -> bytes:
+    return bytes(_Writer().i16(OFFSET_KEY_VERSION).string(key.group_id).string(key.topic).i32(key.partition).out)
+
+
+def encode_group_key(key: GroupKey) -> bytes:
+    return bytes(_Writer().i16(GROUP_KEY_VERSION).string(key.group_id).out)
+
+
+def encode_offset_value(value: OffsetValue) -> bytes:
+    w = _Writer()
+    if value.expire_timestamp_ms is not None:
+        w.i16(OFFSET_VALUE_VERSION_WITH_EXPIRY).i64(value.offset).string(value.metadata)
+        w.i64(value.commit_timestamp_ms).i64(value.expire_timestamp_ms)
+    else:
+        w.i16(OFFSET_VALUE_VERSION).i64(value.offset).i32(value.leader_epoch).string(value.metadata)
+        w.i64(value.commit_timestamp_ms)
+    return bytes(w.out)
+
+
+def encode_group_value(value: GroupValue) -> bytes:
+    w = _Writer().i16(GROUP_VALUE_VERSION).string(value.protocol_type).i32(value.generation_id)
+    w.string(value.protocol_name).string(value.leader_id).i64(value.state_timestamp_ms).i32(len(value.members))
+    for m in value.members:
+        w.string(m.member_id).string(m.group_instance_id).string(m.client_id).string(m.client_host)
+        w.i32(m.rebalance_timeout_ms).i32(m.session_timeout_ms).bytes_(m.subscription).bytes_(m.assignment)
+    return bytes(w.out)
+
+
+def decode_key(data: bytes) -> OffsetKey | GroupKey | None:
+    """The key of a ``__consumer_offsets`` record; None for kinds this broker does not know."""
+    r = _Reader(data)
+    version = r.i16()
+    if version in (0, 1):
+        return OffsetKey(r.string() or "", r.string() or "", r.i32())
+    if version == 2:
+        return GroupKey(r.string() or "")
+    return None
+
+
+def decode_offset_value(data: bytes) -> OffsetValue:
+    r = _Reader(data)
+    version = r.i16()
+    if version in (0, 1):
+        offset, metadata, commit = r.i64(), r.string() or "", r.i64()
+        expire = r.i64() if version == 1 else None
+        return OffsetValue(offset, -1, metadata, commit, expire if expire is not None and expire >= 0 else None)
+    if version == 2:
+        return OffsetValue(r.i64(), -1, r.string() or "", r.i64())
+    return OffsetValue(r.i64(), r.i32(), r.string() or "", r.i64())
+
+
+def decode_group_value(data: bytes) -> GroupValue:
+    r = _Reader(data)
+    version = r.i16()
+    value = GroupValue(r.string() or "", r.i32(), r.string(), r.string(), r.i64() if version >= 2 else -1)
+    for _ in range(r.i32()):
+        member_id = r.string() or ""
+        instance_id = r.string() if version >= 3 else None
+        client_id, client_host = r.string() or "", r.string() or ""
+        rebalance_timeout = r.i32() if version >= 1 else 0
+        session_timeout = r.i32()
+        value.members.append(
+            MemberValue(member_id, instance_id, client_id, client_host, rebalance_timeout, session_timeout,
+                        r.bytes_() or b"", r.bytes_() or b"")
+        )
+    return value

@@ -1,0 +1,27 @@
+"""DeleteGroups (key 42).
+
+Behaviour: deletes Empty groups with their committed offsets (tombstones in
+``__consumer_offsets``, durable before the answer).
+Versions: 0-2 (v2 flexible). Errors (per group): GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP,
+INVALID_GROUP_ID.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from tidelog.handlers.registry import RequestContext, handles
+from tidelog.protocol.apis import build, response_module
+
+API_KEY = 42
+
+
+@handles(API_KEY)
+async def handle(ctx: RequestContext, request) -> object:
+    module = response_module(API_KEY, ctx.api_version)
+    results = await ctx.broker.groups.delete_groups(list(dict.fromkeys(request.groups_names)))
+    return build(
+        module.DeleteGroupsResponse,
+        throttle_time=datetime.timedelta(0),
+        results=tuple(build(module.DeletableGroupResult, group_id=g, error_code=e) for g, e in results.items()),
+    )

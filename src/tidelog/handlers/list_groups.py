@@ -1,0 +1,29 @@
+"""ListGroups (key 16).
+
+Behaviour: lists the groups this coordinator knows (every group, single node), with their
+protocol type; v4+ also their state, filtered by ``states_filter`` (case-insensitive);
+v5+ their type ("classic"), filtered by ``types_filter``.
+Versions: 0-5 (v3 flexible). Errors: none beyond NONE here (COORDINATOR_LOAD_IN_PROGRESS in
+Kafka while loading; this broker loads before it listens).
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from tidelog.handlers.registry import RequestContext, handles
+from tidelog.protocol.apis import build, response_module
+from tidelog.protocol.errors import ErrorCode
+
+API_KEY = 16
+
+
+@handles(API_KEY)
+async def handle(ctx: RequestContext, request) -> object:
+    module = response_module(API_KEY, ctx.api_version)
+    listed = ctx.broker.groups.list_groups(getattr(request, "states_filter", ()), getattr(request, "types_filter", ()))
+    groups = tuple(
+        build(module.ListedGroup, group_id=group_id, protocol_type=protocol_type, group_state=state, group_type=group_type)
+        for group_id, protocol_type, state, group_type in listed
+    )
+    return build(module.ListGroupsResponse, throttle_time=datetime.timedelta(0), error_code=ErrorCode.none, groups=groups)

@@ -1,0 +1,60 @@
+"""OffsetFetch (key 9).
+
+Behaviour: returns a group's committed offsets: for the listed partitions (offset -1 and
+metadata "" where nothing is committed), or every committed partition when the topic list is
+null (v2+). v8+ asks for several groups at once. ``require_stable`` (v7+) would wait out
+pending transactional commits; there are none yet, so it changes nothing. A group that does
+not exist simply has no offsets (no error), as in Kafka.
+Versions: 1-9 (v2 top-level error and null topics, v5 leader epoch, v6 flexible, v7
+require_stable, v8 groups, v9 member id/epoch for KIP-848 groups, ignored for classic ones).
+Errors: INVALID_GROUP_ID, COORDINATOR_LOAD_IN_PROGRESS (not while this broker serves).
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from tidelog.handlers.registry import RequestContext, handles
+from tidelog.protocol.apis import build, response_module
+from tidelog.protocol.errors import ErrorCode
+
+API_KEY = 9
+
+
+def _group_topics(ctx: RequestContext, module, group_id: str, topics, partition_cls, topic_cls):
+    """(error, topic entries) for one group."""
+    if topics is None:
+        wanted = None
+    else:
+        wanted = [(t.name, p) for t in topics for p in t.partition_indexes]
+    if not group_id and ctx.api_version >= 2:
+        return ErrorCode.invalid_group_id, ()
+    entries = ctx.broker.groups.fetch_offsets(group_id, wanted)
+    by_topic: dict[str, list] = {}
+    for topic, partition, committed in entries:
+        by_topic.setdefault(topic, []).append(
+            build(
+                partition_cls,
+                partition_index=partition,
+                committed_offset=committed.offset if committed else -1,
+                committed_leader_epoch=committed.leader_epoch if committed else -1,
+                metadata=committed.metadata if committed else "",
+                error_code=ErrorCode.none,
+            )
+        )
+    return ErrorCode.none, tuple(build(topic_cls, name=name, partitions=tuple(parts)) for name, parts in by_topic.items())
+
+
+@handles(API_KEY)
+async def handle(ctx: RequestContext, request) -> object:
+    module = response_module(API_KEY, ctx.api_version)
+    if ctx.api_version >= 8:
+        groups = []
+        for group in request.groups:
+            error, topics = _group_topics(ctx, module, group.group_id, group.topics, module.OffsetFetchResponsePartitions,
+                                          module.OffsetFetchResponseTopics)
+            groups.append(build(module.OffsetFetchResponseGroup, group_id=group.group_id, topics=topics, error_code=error))
+        return build(module.OffsetFetchResponse, throttle_time=datetime.timedelta(0), groups=tuple(groups))
+    error, topics = _group_topics(ctx, module, request.group_id, request.topics, module.OffsetFetchResponsePartition,
+                                  module.OffsetFetchResponseTopic)
+    return build(module.OffsetFetchResponse, throttle_time=datetime.timedelta(0), topics=topics, error_code=error)
