@@ -19,6 +19,7 @@ class BrokerProcess:
         self.settings = dict(settings or {})
         self.port = port
         self.proc: subprocess.Popen | None = None
+        self.metrics_port = -1
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-broker.log"
 
     @property
@@ -43,7 +44,8 @@ class BrokerProcess:
                 self.kill()
                 raise RuntimeError(f"broker did not start within {timeout_s}s:\n{self.log()}")
             time.sleep(0.02)
-        self.port = int(port_file.read_text())
+        kafka_port, http_port = port_file.read_text().split()
+        self.port, self.metrics_port = int(kafka_port), int(http_port)
         _wait_listening(self.port, deadline)
         return self
 

@@ -6,7 +6,7 @@ from tests.brokerproc import BrokerProcess
 
 # Settings every test broker gets: what client test suites expect (auto-creation, several
 # partitions is opt-in per test) and a quick retention check.
-TEST_SETTINGS = {"log.retention.check.interval.ms": "1000"}
+TEST_SETTINGS = {"log.retention.check.interval.ms": "1000", "http.port": "0"}
 
 
 @pytest.fixture

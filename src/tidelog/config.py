@@ -97,6 +97,7 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("broker.id", "INT", 1, "Alias of node.id.", read_only=True),
         ConfigDef("cluster.id", "STRING", "", "The cluster id; generated on first start when empty.", read_only=True),
         ConfigDef("advertised.host", "STRING", "", "Host advertised to clients; the listen host when empty.", read_only=True),
+        ConfigDef("http.port", "INT", 8092, "HTTP port for /metrics and /health (0 picks a free one, -1 disables).", minimum=-1, read_only=True),
         ConfigDef("num.partitions", "INT", 1, "Default partition count of auto-created topics.", minimum=1),
         ConfigDef("default.replication.factor", "INT", 1, "Default replication factor of auto-created topics.", minimum=1),
         ConfigDef("auto.create.topics.enable", "BOOLEAN", True, "Create a topic on first Metadata or Produce request."),

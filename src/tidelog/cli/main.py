@@ -68,7 +68,8 @@ async def _serve(config: BrokerConfig, data_dir: Path, host: str, port: int, por
     await broker.start()
     if port_file is not None:
         tmp = port_file.with_suffix(".tmp")
-        tmp.write_text(str(broker.port))
+        http_port = broker.http.port if broker.http is not None else -1
+        tmp.write_text(f"{broker.port}\n{http_port}\n")
         os.replace(tmp, port_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

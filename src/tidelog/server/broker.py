@@ -20,12 +20,14 @@ from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.server.metrics import BrokerMetrics
 from tidelog.storage.log import LogConfig, PartitionLog
 from tidelog.storage.manager import LogManager
+from tidelog.storage.producer_state import ProducerState
 
 logger = logging.getLogger(__name__)
 
 _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
 MAX_TOPIC_NAME_LENGTH = 249
 MAX_PARTITIONS = 10000
+PRODUCER_ID_BLOCK = 1000
 
 
 def validate_topic_name(name: str) -> None:
@@ -61,6 +63,9 @@ class Broker:
         from tidelog.groups.offsets_topic import ConsumerOffsetsTopic
 
         self.groups = GroupCoordinator(GroupSettings.from_config(config), ConsumerOffsetsTopic(self))
+        self._producer_states: dict[tuple[str, int], ProducerState] = {}
+        self._producer_ids: range = range(0)
+        self._producer_id_lock = asyncio.Lock()
 
     @property
     def cluster_id(self) -> str:
@@ -93,6 +98,12 @@ class Broker:
         sockets = self._server.sockets or []
         if sockets and self.port == 0:
             self.port = sockets[0].getsockname()[1]
+        self.http = None
+        if self.config["http.port"] >= 0:
+            from tidelog.http.server import HttpServer
+
+            self.http = HttpServer(self, self.host, self.config["http.port"])
+            await self.http.start()
         logger.info(
             "Tidelog broker %d listening on %s:%d, data in %s, cluster %s",
             self.node_id, self.host, self.port, self.data_dir, self.cluster_id,
@@ -102,6 +113,8 @@ class Broker:
         logger.info("shutting down: closing listener and %d connections", len(self.connections))
         if self._server is not None:
             self._server.close()
+        if getattr(self, "http", None) is not None:
+            await self.http.stop()
         for connection in list(self.connections):
             if connection.transport is not None:
                 connection.transport.close()
@@ -109,6 +122,10 @@ class Broker:
             await self._server.wait_closed()
         self.groups.stop()
         if self.logs is not None:
+            for (topic, partition), state in self._producer_states.items():
+                log = self.logs.get(topic, partition)
+                if log is not None:
+                    state.save(log.dir, log.log_end_offset)
             await self.logs.close()
         logger.info("shutdown complete: logs flushed, checkpoints written")
 
@@ -130,14 +147,33 @@ class Broker:
         return self.config.topic_value(record.configs if record else {}, name)
 
     def check_new_topic(self, name: str, partitions: int, replication_factor: int, configs: dict[str, str | None]) -> dict[str, str]:
-        """Kafka's CreateTopics validation, in its order; returns the normalised configs."""
+        """Kafka's CreateTopics validation, in its order; returns the normalised configs.
+
+        Order as in Kafka's ReplicationControlManager: name, existence, configs, replication
+        factor, partition count, then placement. ``partitions`` / ``replication_factor`` of -1
+        mean the broker defaults (``num.partitions`` / ``default.replication.factor``).
+        """
         validate_topic_name(name)
+        if name == "__cluster_metadata":
+            raise KafkaError(ErrorCode.invalid_request, f"Creation of internal topic {name} is prohibited.")
         if name in self.metadata.topics or name in self._creating:
             raise KafkaError(ErrorCode.topic_already_exists, f"Topic '{name}' already exists.")
-        if partitions < 1 or partitions > MAX_PARTITIONS:
-            raise KafkaError(ErrorCode.invalid_partitions, f"Number of partitions must be between 1 and {MAX_PARTITIONS}, got {partitions}.")
-        if replication_factor < 1:
-            raise KafkaError(ErrorCode.invalid_replication_factor, "Replication factor must be larger than 0.")
+        colliding = self._colliding_topic(name)
+        if colliding is not None:
+            raise KafkaError(ErrorCode.invalid_topic_exception, f"Topic '{name}' collides with existing topic: {colliding}")
+        null_configs = [config for config, value in configs.items() if value is None]
+        if null_configs:
+            raise KafkaError(ErrorCode.invalid_config, f"Null value not supported for topic configs: {','.join(null_configs)}")
+        normalised = validate_topic_configs(configs)
+        if replication_factor < -1 or replication_factor == 0:
+            raise KafkaError(
+                ErrorCode.invalid_replication_factor, "Replication factor must be larger than 0, or -1 to use the default value."
+            )
+        if partitions < -1 or partitions == 0:
+            raise KafkaError(ErrorCode.invalid_partitions, "Number of partitions was set to an invalid non-positive value.")
+        partitions, replication_factor = self.resolve_topic_defaults(partitions, replication_factor)
+        if partitions > MAX_PARTITIONS:
+            raise KafkaError(ErrorCode.invalid_partitions, f"Number of partitions must be at most {MAX_PARTITIONS}, got {partitions}.")
         live_brokers = 1
         if replication_factor > live_brokers:
             raise KafkaError(
@@ -145,7 +181,27 @@ class Broker:
                 f"Unable to replicate the partition {replication_factor} time(s): The target replication factor of "
                 f"{replication_factor} cannot be reached because only {live_brokers} broker(s) are registered.",
             )
-        return validate_topic_configs(configs)
+        return normalised
+
+    validate_topic_name = staticmethod(validate_topic_name)
+
+    def resolve_topic_defaults(self, partitions: int, replication_factor: int) -> tuple[int, int]:
+        """Replace -1 (use the default) by ``num.partitions`` / ``default.replication.factor``."""
+        if partitions == -1:
+            partitions = self.config["num.partitions"]
+        if replication_factor == -1:
+            replication_factor = self.config["default.replication.factor"]
+        return partitions, replication_factor
+
+    def _colliding_topic(self, name: str) -> str | None:
+        """Kafka forbids two topics whose names differ only by '.' versus '_' (metric names collide)."""
+        if "." not in name and "_" not in name:
+            return None
+        key = name.replace(".", "_")
+        for existing in self.metadata.topics:
+            if existing != name and existing.replace(".", "_") == key:
+                return existing
+        return None
 
     async def create_topic(self, name: str, partitions: int, replication_factor: int, configs: dict[str, str]) -> TopicRecord:
         """Create a validated topic: metadata first, then its partition logs."""
@@ -175,10 +231,38 @@ class Broker:
         return await self.create_topic(name, self.config["num.partitions"], replication_factor, {})
 
     async def delete_topic(self, name: str) -> None:
+        """Remove a topic: metadata first (so it is gone after a crash), then its partition data."""
         record = self.metadata.topics[name]
         await self.metadata.delete_topic(name)
         self.logs.delete_topic(name)
+        for partition in range(record.partitions):
+            self._producer_states.pop((name, partition), None)
+        # Fetches parked on the topic's partitions return now rather than at their timeout.
+        for partition in range(record.partitions):
+            self.notify_append(name, partition)
         logger.info("deleted topic %s (id %s)", name, record.topic_id)
+
+    async def create_partitions(self, name: str, count: int) -> None:
+        """Grow a topic to ``count`` partitions (validated by the caller): metadata, then new logs."""
+        record = self.metadata.topics[name]
+        old_count = record.partitions
+        await self.metadata.set_partitions(name, count)
+        log_config = self.log_config(record.configs)
+        for partition in range(old_count, count):
+            if self.logs.get(name, partition) is None:
+                self.logs.create(name, partition, log_config)
+        logger.info("topic %s: partitions %d -> %d", name, old_count, count)
+
+    async def set_topic_configs(self, name: str, configs: dict[str, str]) -> None:
+        """Replace a topic's config overrides (validated by the caller) and apply them to its live logs."""
+        record = self.metadata.topics[name]
+        await self.metadata.set_configs(name, configs)
+        log_config = self.log_config(configs)
+        for partition in range(record.partitions):
+            log = self.partition_log(name, partition)
+            if log is not None:
+                log.set_config(log_config)
+        logger.info("topic %s: configs set to %s", name, configs or "{}")
 
     def topic_by_id(self, topic_id) -> TopicRecord | None:
         for record in self.metadata.topics.values():
@@ -188,6 +272,35 @@ class Broker:
 
     def partition_log(self, topic: str, partition: int) -> PartitionLog | None:
         return self.logs.get(topic, partition)
+
+    def refresh_gauges(self) -> None:
+        """Update the gauges that are read off the logs at scrape time."""
+        metrics = self.metrics
+        metrics.partitions.set(sum(t.partitions for t in self.metadata.topics.values()))
+        for log in self.logs.logs():
+            labels = (log.topic, str(log.partition))
+            metrics.log_end_offset.labels(*labels).set(log.log_end_offset)
+            metrics.log_start_offset.labels(*labels).set(log.log_start_offset)
+            metrics.log_size_bytes.labels(*labels).set(log.size_bytes)
+
+    # --- idempotent producers ----------------------------------------------------------
+    def producer_state(self, log: PartitionLog) -> ProducerState:
+        """The partition's idempotent-producer state, loaded (snapshot + replay) on first use."""
+        key = (log.topic, log.partition)
+        state = self._producer_states.get(key)
+        if state is None:
+            state = self._producer_states[key] = ProducerState.load(log)
+        return state
+
+    async def new_producer_id(self) -> int:
+        """A producer id never used before in this cluster (ids are reserved in blocks of 1000)."""
+        async with self._producer_id_lock:
+            if not self._producer_ids:
+                first = await self.metadata.allocate_producer_ids(PRODUCER_ID_BLOCK)
+                self._producer_ids = range(first, first + PRODUCER_ID_BLOCK)
+            producer_id = self._producer_ids[0]
+            self._producer_ids = self._producer_ids[1:]
+            return producer_id
 
     # --- fetch wake-up -----------------------------------------------------------------
     def notify_append(self, topic: str, partition: int) -> None:

@@ -28,6 +28,11 @@ class BrokerMetrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5),
             registry=r,
         )
+        self.partitions = Gauge("tidelog_partitions", "Partitions hosted.", registry=r)
+        partition_labels = ["topic", "partition"]
+        self.log_end_offset = Gauge("tidelog_log_end_offset", "Next offset to be written.", partition_labels, registry=r)
+        self.log_start_offset = Gauge("tidelog_log_start_offset", "First offset kept.", partition_labels, registry=r)
+        self.log_size_bytes = Gauge("tidelog_log_size_bytes", "Bytes of segment files.", partition_labels, registry=r)
         self._request_children: dict[str, Counter] = {}
         self._topic_children: dict[tuple[str, str], Counter] = {}
 

