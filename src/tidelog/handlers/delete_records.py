@@ -1,0 +1,66 @@
+"""DeleteRecords (key 21).
+
+Behaviour: for each partition, moves its log start offset (the low watermark) up to the given
+offset; -1 means the high watermark (on a single node, the log end offset). Segments wholly
+below the new start are deleted; consumers reading from "earliest" then start there. An offset
+at or below the current start changes nothing. The result is the partition's low watermark.
+An offset above the high watermark, or negative other than -1, is OFFSET_OUT_OF_RANGE; a topic
+whose ``cleanup.policy`` lacks ``delete`` is POLICY_VIOLATION ("Records of partition ... can not
+be deleted due to the configured policy"), as in Kafka; an unknown topic or partition is
+UNKNOWN_TOPIC_OR_PARTITION. Failed partitions report low watermark -1.
+Versions: 0-2. Errors (per partition): OFFSET_OUT_OF_RANGE, POLICY_VIOLATION,
+UNKNOWN_TOPIC_OR_PARTITION, KAFKA_STORAGE_ERROR.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from tidelog.handlers.registry import RequestContext, handles
+from tidelog.protocol.apis import build, response_module
+from tidelog.protocol.errors import ErrorCode, KafkaError
+
+API_KEY = 21
+HIGH_WATERMARK = -1
+INVALID_LOW_WATERMARK = -1
+
+
+def delete_before(ctx: RequestContext, topic: str, partition: int, offset: int) -> int:
+    """Apply one partition's deletion; return its new low watermark."""
+    log = ctx.broker.partition_log(topic, partition)
+    if log is None:
+        raise KafkaError(ErrorCode.unknown_topic_or_partition, None)
+    if "delete" not in str(ctx.broker.topic_value(topic, "cleanup.policy")).split(","):
+        raise KafkaError(
+            ErrorCode.policy_violation, f"Records of partition {topic}-{partition} can not be deleted due to the configured policy"
+        )
+    high_watermark = log.log_end_offset
+    if offset == HIGH_WATERMARK:
+        offset = high_watermark
+    if offset < 0:
+        raise KafkaError(ErrorCode.offset_out_of_range, f"The offset {offset} for partition {topic}-{partition} is not valid")
+    if offset > high_watermark:
+        raise KafkaError(
+            ErrorCode.offset_out_of_range,
+            f"Cannot increment the log start offset to {offset} of partition {topic}-{partition} since it is larger than "
+            f"the high watermark {high_watermark}",
+        )
+    return log.delete_records_before(offset)
+
+
+@handles(API_KEY)
+async def handle(ctx: RequestContext, request) -> object:
+    module = response_module(API_KEY, ctx.api_version)
+    topics = []
+    for topic in request.topics:
+        partitions = []
+        for p in topic.partitions:
+            try:
+                low_watermark, error = delete_before(ctx, topic.name, p.partition_index, p.offset), ErrorCode.none
+            except KafkaError as e:
+                low_watermark, error = INVALID_LOW_WATERMARK, e.error_code
+            partitions.append(
+                build(module.DeleteRecordsPartitionResult, partition_index=p.partition_index, low_watermark=low_watermark, error_code=error)
+            )
+        topics.append(build(module.DeleteRecordsTopicResult, name=topic.name, partitions=tuple(partitions)))
+    return build(module.DeleteRecordsResponse, throttle_time=datetime.timedelta(0), topics=tuple(topics))

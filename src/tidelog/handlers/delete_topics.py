@@ -1,0 +1,83 @@
+"""DeleteTopics (key 20).
+
+Behaviour: deletes topics by name (v1-6) or by topic id (v6): the metadata entry first, then
+every partition's data; fetches waiting on the topic return. A topic re-created with the same
+name is a new topic with a new id and empty logs.
+When ``delete.topic.enable`` is false every topic gets TOPIC_DELETION_DISABLED (INVALID_REQUEST
+before v3, which predates that code), as Kafka does. A name or id given twice is
+INVALID_REQUEST ("Duplicate topic name." / "Duplicate topic id."); giving both a name and an
+id, or neither, is INVALID_REQUEST. An unknown name is UNKNOWN_TOPIC_OR_PARTITION, an unknown
+id UNKNOWN_TOPIC_ID. Results carry both the name and the id when the topic was found.
+Versions: 1-6. Errors (per topic): TOPIC_DELETION_DISABLED, INVALID_REQUEST,
+UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import uuid
+
+from tidelog.handlers.registry import RequestContext, handles
+from tidelog.protocol.apis import build, response_module
+from tidelog.protocol.errors import ErrorCode
+
+API_KEY = 20
+ZERO_UUID = uuid.UUID(int=0)
+
+UNKNOWN_TOPIC_MESSAGE = "This server does not host this topic-partition."
+UNKNOWN_TOPIC_ID_MESSAGE = "This server does not host this topic ID."
+
+
+@handles(API_KEY)
+async def handle(ctx: RequestContext, request) -> object:
+    broker = ctx.broker
+    version = ctx.api_version
+    module = response_module(API_KEY, version)
+    if version >= 6:
+        wanted = [(state.name, state.topic_id or ZERO_UUID) for state in request.topics]
+    else:
+        wanted = [(name, ZERO_UUID) for name in request.topic_names]
+
+    def result(name, topic_id, error_code=ErrorCode.none, message=None):
+        return build(
+            module.DeletableTopicResult, name=name, topic_id=topic_id, error_code=error_code, error_message=message
+        )
+
+    if not broker.config["delete.topic.enable"]:
+        if version < 3:
+            error, message = ErrorCode.invalid_request, "Topic deletion is disabled."
+        else:
+            error, message = ErrorCode.topic_deletion_disabled, "Topic deletion is disabled."
+        responses = tuple(result(name, topic_id, error, message) for name, topic_id in wanted)
+        return build(module.DeleteTopicsResponse, throttle_time=datetime.timedelta(0), responses=responses)
+
+    name_counts = collections.Counter(name for name, topic_id in wanted if name is not None)
+    id_counts = collections.Counter(topic_id for name, topic_id in wanted if topic_id != ZERO_UUID)
+    responses = []
+    for name, topic_id in wanted:
+        if name is not None and topic_id != ZERO_UUID:
+            responses.append(result(name, topic_id, ErrorCode.invalid_request, "You may not specify both topic name and topic id."))
+            continue
+        if name is None and topic_id == ZERO_UUID:
+            responses.append(result(name, topic_id, ErrorCode.invalid_request, "Neither topic name nor id were specified."))
+            continue
+        if name is not None and name_counts[name] > 1:
+            responses.append(result(name, topic_id, ErrorCode.invalid_request, "Duplicate topic name."))
+            continue
+        if name is None and id_counts[topic_id] > 1:
+            responses.append(result(name, topic_id, ErrorCode.invalid_request, "Duplicate topic id."))
+            continue
+        if name is not None:
+            record = broker.metadata.topics.get(name)
+            if record is None:
+                responses.append(result(name, topic_id, ErrorCode.unknown_topic_or_partition, UNKNOWN_TOPIC_MESSAGE))
+                continue
+        else:
+            record = broker.topic_by_id(topic_id)
+            if record is None:
+                responses.append(result(None, topic_id, ErrorCode.unknown_topic_id, UNKNOWN_TOPIC_ID_MESSAGE))
+                continue
+        await broker.delete_topic(record.name)
+        responses.append(result(record.name, record.topic_id))
+    return build(module.DeleteTopicsResponse, throttle_time=datetime.timedelta(0), responses=tuple(responses))
