@@ -66,6 +66,11 @@ def is_flexible(api_key: int, api_version: int) -> bool:
 
 
 @functools.cache
+def request_type(api_key: int, api_version: int) -> type:
+    return load_request_schema(api_key, api_version)
+
+
+@functools.cache
 def request_reader(api_key: int, api_version: int) -> Callable[[memoryview, int], tuple[Any, int]]:
     """kio's decoder for a request body: ``reader(readonly_buffer, offset) -> (request, end)``."""
     return entity_reader(load_request_schema(api_key, api_version))

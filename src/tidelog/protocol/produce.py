@@ -86,7 +86,10 @@ class _Reader:
         if size < 0:
             return None
         start = self.need(size)
-        return str(self.buf[start : start + size], "utf-8")
+        try:
+            return str(self.buf[start : start + size], "utf-8")
+        except UnicodeDecodeError:
+            raise MalformedFrame("produce request string is not UTF-8") from None
 
     def nullable_bytes(self) -> memoryview | None:
         if self.flexible:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from tidelog.handlers.registry import REGISTRY, RequestContext
 from tidelog.protocol import apis
+from tidelog.protocol.guard import check_request
 from tidelog.protocol.wire import MalformedFrame, parse_request_header, peek_api_key_version, response_header
 
 if TYPE_CHECKING:
@@ -138,6 +139,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
             if api.raw or api_version > api.max_version:
                 request: Any = view[body_offset:]
             else:
+                # kio aborts the process on absurd array counts: check the bounds first.
+                check_request(apis.request_type(api_key, api_version), view, body_offset)
                 request, end = apis.request_reader(api_key, api_version)(view.toreadonly(), body_offset)
         except Exception as e:  # kio raises several types (decode errors, KeyError for unknown tags)
             self._close(f"cannot decode {api.name} v{api_version} request: {type(e).__name__}: {e}")

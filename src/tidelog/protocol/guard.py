@@ -1,0 +1,127 @@
+"""A bounds check of a request body against its schema, run before kio decodes it.
+
+kio 0.6.5 sizes arrays from the untrusted count in the frame, so a count of 2**31 makes the
+process abort (not raise) inside its native reader. This walks the same schema (kio's
+dataclasses and field metadata) without building anything, checking that every array count,
+string and byte length fits in the bytes left, and raises MalformedFrame otherwise. Tagged
+fields are checked within their declared size. Plans are compiled once per schema class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import struct
+
+from kio.serial._introspect import EntityField, EntityTupleField, PrimitiveTupleField, classify_field, get_field_tag
+
+from tidelog.protocol.wire import MalformedFrame, read_uvarint
+
+_FIXED = {
+    "bool": 1, "int8": 1, "int16": 2, "uint16": 2, "error_code": 2, "int32": 4, "timedelta_i32": 4,
+    "int64": 8, "timedelta_i64": 8, "datetime_i64": 8, "float64": 8, "uuid": 16,
+}
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+
+# A step: (kind, fixed size or kafka type, nested plan or None)
+#   ("fixed", n, None) | ("var", "string"/"bytes", None) | ("array", elem_kind, nested)
+#   ("entity", None, nested)
+
+
+def check_request(cls: type, body: memoryview, offset: int) -> None:
+    """Raise MalformedFrame if ``body[offset:]`` cannot be a ``cls`` without overrunning."""
+    end = _walk(_plan(cls), body, offset, len(body), cls.__flexible__)
+    if end > len(body):
+        raise MalformedFrame("request body truncated")
+
+
+@functools.cache
+def _plan(cls: type) -> tuple[tuple, dict[int, tuple]]:
+    """(steps for the untagged fields in order, {tag: step} for tagged ones)."""
+    steps = []
+    tagged = {}
+    for field in dataclasses.fields(cls):
+        step = _step(field)
+        tag = get_field_tag(field)
+        if tag is None:
+            steps.append(step)
+        else:
+            tagged[tag] = step
+    return tuple(steps), tagged
+
+
+def _step(field: dataclasses.Field) -> tuple:
+    kind = classify_field(field)
+    if isinstance(kind, EntityField):
+        return ("entity", None, kind.type_)
+    if isinstance(kind, EntityTupleField):
+        return ("array", "entity", kind.type_)
+    kafka_type = field.metadata["kafka_type"]
+    if isinstance(kind, PrimitiveTupleField):
+        return ("array", kafka_type, None)
+    if kafka_type in _FIXED:
+        return ("fixed", _FIXED[kafka_type], None)
+    return ("var", kafka_type, None)
+
+
+def _length(buf: memoryview, pos: int, limit: int, flexible: bool, wide: bool) -> tuple[int, int]:
+    """A length prefix: compact (uvarint n+1) when flexible, else int16 (strings) or int32."""
+    if flexible:
+        value, pos = read_uvarint(buf, pos)
+        return value - 1, pos
+    size = 4 if wide else 2
+    if pos + size > limit:
+        raise MalformedFrame("request body truncated")
+    return (_I32 if wide else _I16).unpack_from(buf, pos)[0], pos + size
+
+
+def _walk(plan: tuple, buf: memoryview, pos: int, limit: int, flexible: bool) -> int:
+    steps, tagged = plan
+    for kind, arg, nested in steps:
+        pos = _walk_step(kind, arg, nested, buf, pos, limit, flexible)
+        if pos > limit:
+            raise MalformedFrame("request body truncated")
+    if flexible:
+        count, pos = read_uvarint(buf, pos)
+        if count > limit - pos:
+            raise MalformedFrame(f"{count} tagged fields in {limit - pos} bytes")
+        for _ in range(count):
+            tag, pos = read_uvarint(buf, pos)
+            size, pos = read_uvarint(buf, pos)
+            end = pos + size
+            if end > limit:
+                raise MalformedFrame("tagged field runs past the end of the request")
+            step = tagged.get(tag)
+            if step is not None:
+                _walk_step(*step, buf, pos, end, flexible)
+            pos = end
+    return pos
+
+
+def _walk_step(kind: str, arg, nested, buf: memoryview, pos: int, limit: int, flexible: bool) -> int:
+    if kind == "fixed":
+        return pos + arg
+    if kind == "var":
+        size, pos = _length(buf, pos, limit, flexible, wide=arg != "string")
+        if size > limit - pos:
+            raise MalformedFrame(f"{arg} of {size} bytes in {limit - pos} bytes left")
+        return pos + max(size, 0)
+    if kind == "entity":
+        return _walk(_plan(nested), buf, pos, limit, flexible)
+    # array
+    count, pos = _length(buf, pos, limit, flexible, wide=True)
+    if count > limit - pos:
+        raise MalformedFrame(f"array of {count} elements in {limit - pos} bytes left")
+    if arg == "entity":
+        plan = _plan(nested)
+        for _ in range(count):
+            pos = _walk(plan, buf, pos, limit, flexible)
+            if pos > limit:
+                raise MalformedFrame("request body truncated")
+        return pos
+    if arg in _FIXED:
+        return pos + max(count, 0) * _FIXED[arg]
+    for _ in range(count):
+        pos = _walk_step("var", arg, None, buf, pos, limit, flexible)
+    return pos
