@@ -95,13 +95,14 @@ class Tidelog(KafkaTarget):
         return f"{tidelog.__version__} ({commit})"
 
     def settings(self) -> dict[str, str]:
-        return {"log.durability.profile": self.profile, "log level": "WARNING", "other settings": "defaults"}
+        return {"log.durability.profile": self.profile, "http.port": "-1 (no HTTP listener)", "log level": "WARNING",
+                "other settings": "defaults"}
 
     def start(self, workdir: Path) -> ServerProcess:
         port_file = workdir / "port"
         args = [sys.executable, "-m", "tidelog", "serve", "--host", "127.0.0.1", "--port", "0",
                 "--port-file", str(port_file), "--data-dir", str(workdir / "data"), "--log-level", "WARNING",
-                "--set", f"log.durability.profile={self.profile}"]
+                "--set", f"log.durability.profile={self.profile}", "--set", "http.port=-1"]
         server = ServerProcess(self.name, args, workdir)
 
         def ready() -> bool:

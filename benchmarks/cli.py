@@ -1,0 +1,233 @@
+"""``python -m benchmarks``: run every workload against every target, several times, in one
+invocation, and write the results (JSON, a markdown table, a PNG) to benchmarks/results/.
+
+Each (run, target, workload) gets a fresh server process on a free loopback port with a
+fresh data directory; it is stopped by PID and its directory removed before the next."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import machine, references, report
+from benchmarks.peers import ALL_TARGETS, Target, make_target
+from benchmarks.procs import ServerProcess
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    record_bytes: int
+    acks: str
+
+
+WORKLOADS = {w.name: w for w in (
+    Workload("1k-acks-all", 1024, "all"),
+    Workload("100b-acks-1", 100, "1"),
+    Workload("1k-acks-1", 1024, "1"),
+    Workload("100b-acks-all", 100, "all"),
+)}
+DEFAULT_WORKLOADS = "1k-acks-all,100b-acks-1"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--records", type=int, help="records per workload (default 1,000,000; 2,000 with --quick)")
+    p.add_argument("--runs", type=int, help="repetitions; medians and min-max are reported (default 3; 1 with --quick)")
+    p.add_argument("--targets", help=f"comma-separated subset of: {','.join(ALL_TARGETS)} (default all; "
+                                     "tidelog-balanced with --quick)")
+    p.add_argument("--workloads", help=f"comma-separated subset of: {','.join(WORKLOADS)} "
+                                       f"(default {DEFAULT_WORKLOADS}; 1k-acks-all with --quick)")
+    p.add_argument("--quick", action="store_true", help="a small smoke run: few records, one run, Tidelog only, no references")
+    p.add_argument("--no-references", action="store_true", help="skip the disk and client-ceiling references")
+    p.add_argument("--disk-mib", type=int, help="size of the disk reference writes (default 512; 8 with --quick)")
+    p.add_argument("--profile", action="store_true", help="also sample the Tidelog broker with py-spy during a produce run")
+    p.add_argument("--phase-timeout", type=float, default=300.0, help="bound on each produce or consume phase (s)")
+    p.add_argument("--out", type=Path, default=HERE / "results", help="where results go (default benchmarks/results)")
+    p.add_argument("--tmp-dir", type=Path, default=None, help="parent of the temporary data directories")
+    p.add_argument("--update-doc", action="store_true",
+                   help="write the generated tables into BENCHMARKS.md and the plot to benchmarks/throughput.png")
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.records = args.records or (2_000 if quick else 1_000_000)
+    args.runs = args.runs or (1 if quick else 3)
+    args.targets = [t for t in (args.targets or ("tidelog-balanced" if quick else ",".join(ALL_TARGETS))).split(",") if t]
+    workloads = args.workloads or ("1k-acks-all" if quick else DEFAULT_WORKLOADS)
+    args.workloads = [WORKLOADS[w] for w in workloads.split(",") if w]
+    args.references = not (args.no_references or quick)
+    args.disk_mib = args.disk_mib or (8 if quick else 512)
+    return args
+
+
+def _stat_busy_seconds() -> float:
+    """Busy CPU seconds of the whole machine so far (all cores), from /proc/stat."""
+    import os
+
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def run_phase(server: ServerProcess, fn, *args) -> dict:
+    """Run one phase and add the broker's CPU and memory and everyone else's CPU to its result."""
+    cpu0 = server.cpu_seconds()
+    busy0 = _stat_busy_seconds()
+    result = fn(*args)
+    broker_cpu = server.cpu_seconds() - cpu0
+    busy = _stat_busy_seconds() - busy0
+    gigabytes = result["bytes"] / 1e9
+    result.update(
+        broker_cpu_s=broker_cpu,
+        broker_cpu_s_per_gb=broker_cpu / gigabytes if gigabytes else None,
+        broker_peak_rss_bytes=server.peak_rss_bytes(),
+        others_cpu_s=max(0.0, busy - broker_cpu - result["client_cpu_s"]),
+    )
+    return result
+
+
+def run_target(target: Target, workload: Workload, run: int, records: int, tmp_root: Path, timeout_s: float) -> list[dict]:
+    """Start a fresh server, produce, consume, stop it; one row per phase."""
+    base = {"run": run, "target": target.name, "kind": target.kind, "workload": workload.name,
+            "record_bytes": workload.record_bytes, "acks": workload.acks}
+    workdir = Path(tempfile.mkdtemp(prefix=f"{target.name}-{workload.name}-", dir=tmp_root))
+    rows = []
+    server = None
+    phase = "start"
+    try:
+        server = target.start(workdir)
+        topic = "bench"
+        target.prepare(topic)
+        phase = "produce"
+        rows.append({**base, "phase": "produce",
+                     **run_phase(server, target.produce, topic, records, workload.record_bytes, workload.acks, timeout_s)})
+        phase = "consume"
+        rows.append({**base, "phase": "consume",
+                     **run_phase(server, target.consume, topic, records, workload.record_bytes, timeout_s)})
+    except Exception as e:  # one failing target must not stop the others
+        tail = server.log_tail(1500) if server else ""
+        rows.append({**base, "phase": phase, "status": f"failed: {type(e).__name__}: {e}", "errors": [tail]})
+        traceback.print_exc()
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return rows
+
+
+def run_references(args, run: int, tmp_root: Path) -> list[dict]:
+    rows = []
+    for name, sync in (("disk-fdatasync-per-MiB", True), ("disk-sequential", False)):
+        rows.append({"run": run, "target": name, "kind": "reference", "workload": "-", "record_bytes": 1_048_576,
+                     "acks": "-", "phase": "write", **references.disk_write(tmp_root, args.disk_mib, sync)})
+    for workload in args.workloads:
+        rows.append({"run": run, "target": "client-ceiling", "kind": "reference", "workload": workload.name,
+                     "record_bytes": workload.record_bytes, "acks": "-", "phase": "produce",
+                     **references.client_ceiling(args.records, workload.record_bytes)})
+    return rows
+
+
+def run_profile(args, tmp_root: Path) -> dict | None:
+    from benchmarks import profile
+    from benchmarks.peers import Tidelog
+
+    if profile.py_spy() is None:
+        return {"skipped": "py-spy is not installed (pip install py-spy)"}
+    workload = args.workloads[0]
+    target = Tidelog("balanced")
+    workdir = Path(tempfile.mkdtemp(prefix="profile-", dir=tmp_root))
+    out = args.out / "profile-produce.txt"
+    server = target.start(workdir)
+    try:
+        target.prepare("bench")
+        seconds, result = profile.record(server.pid, out, lambda: target.produce(
+            "bench", args.records, workload.record_bytes, workload.acks, args.phase_timeout))
+        summary = profile.summarise(out, seconds)
+        summary.update(target=target.name, workload=workload.name, records=result["records"],
+                       records_per_s_under_profiler=result["records_per_s"], raw=str(out.name))
+        return summary
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix="tidelog-bench-", dir=args.tmp_dir))
+    started = dt.datetime.now(dt.timezone.utc)
+    targets, skipped = [], []
+    for name in args.targets:
+        target = make_target(name)
+        reason = target.unavailable()
+        if reason:
+            skipped.append({"target": name, "reason": reason})
+            print(f"skipping {name}: {reason}", flush=True)
+        else:
+            targets.append(target)
+    results = {
+        "started": started.isoformat(timespec="seconds"),
+        "machine": machine.machine_info(tmp_root),
+        "versions": {**machine.client_versions(), **{t.name: t.version() for t in targets}},
+        "settings": {
+            "records": args.records, "runs": args.runs,
+            "workloads": [vars(w) for w in args.workloads],
+            "producer": _kafka_settings("producer"), "consumer": _kafka_settings("consumer"),
+            "targets": {t.name: t.settings() for t in targets},
+            "disk_reference_mib": args.disk_mib, "phase_timeout_s": args.phase_timeout,
+        },
+        "skipped": skipped,
+        "rows": [],
+        "profile": None,
+    }
+    try:
+        for run in range(1, args.runs + 1):
+            if args.references:
+                print(f"run {run}: references", flush=True)
+                results["rows"] += run_references(args, run, tmp_root)
+            for target in targets:
+                for workload in args.workloads:
+                    t0 = time.monotonic()
+                    rows = run_target(target, workload, run, args.records, tmp_root, args.phase_timeout)
+                    results["rows"] += rows
+                    print(f"run {run}: {target.name} {workload.name}: " + "; ".join(
+                        f"{r['phase']} {r.get('records_per_s') or 0:,.0f} rec/s {r['status']}" for r in rows)
+                        + f" ({time.monotonic() - t0:.0f}s)", flush=True)
+        if args.profile:
+            print("profiling the broker with py-spy", flush=True)
+            results["profile"] = run_profile(args, tmp_root)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+        results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        stamp = started.strftime("%Y%m%dT%H%M%SZ")
+        json_path = args.out / f"results-{stamp}.json"
+        json_path.write_text(json.dumps(results, indent=1))
+        shutil.copyfile(json_path, args.out / "latest.json")
+    markdown = report.markdown(results)
+    (args.out / "results.md").write_text(markdown)
+    png = report.plot(results, args.out / "throughput.png")
+    if args.update_doc:
+        report.update_doc(HERE.parent / "BENCHMARKS.md", results, markdown)
+        if png:
+            shutil.copyfile(png, HERE / "throughput.png")
+    print(markdown)
+    print(f"results: {json_path}")
+    failed = [r for r in results["rows"] if r["status"] != "ok"]
+    return 1 if failed else 0
+
+
+def _kafka_settings(which: str) -> dict:
+    from benchmarks import kafka_load
+
+    if which == "producer":
+        return {**{k: v for k, v in kafka_load.PRODUCER_SETTINGS.items()}, "acks": "per workload"}
+    return {**kafka_load.CONSUMER_SETTINGS, "assignment": "assign() to partition 0 from offset 0: no group join, no commits"}

@@ -1,0 +1,164 @@
+"""The Kafka workloads, driven by confluent-kafka (librdkafka) against any Kafka-compatible
+broker: produce N records of a fixed size to one partition, then read them all back with
+one consumer using assign() (no consumer group)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import confluent_kafka as ck
+from confluent_kafka.admin import AdminClient, NewTopic
+
+# Settings of the issue: linger 5 ms, ~1 MiB batches, no compression. librdkafka also caps a
+# batch at message.max.bytes (default 1,000,000), so batches are ~1 MB.
+PRODUCER_SETTINGS = {
+    "linger.ms": 5,
+    "batch.size": 1_048_576,
+    "compression.type": "none",
+    "queue.buffering.max.messages": 1_000_000,
+    "queue.buffering.max.kbytes": 1_048_576,
+    "delivery.report.only.error": True,  # no Python callback per delivered record
+    "message.timeout.ms": 120_000,
+}
+CONSUMER_SETTINGS = {
+    # librdkafka insists on a group.id even for assign(); nothing is committed or joined.
+    "group.id": "benchmark-assign-only",
+    "enable.auto.commit": False,
+    "enable.partition.eof": False,
+    "fetch.max.bytes": 52_428_800,
+    "max.partition.fetch.bytes": 1_048_576,
+    "fetch.wait.max.ms": 500,
+}
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int = 1, timeout_s: float = 30.0) -> None:
+    """CreateTopics; if the broker refuses or lacks it, fall back to auto-creation by Metadata."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        admin.create_topics([NewTopic(topic, partitions, 1)], request_timeout=timeout_s)[topic].result(timeout_s)
+    except ck.KafkaException as e:
+        if e.args[0].code() != ck.KafkaError.TOPIC_ALREADY_EXISTS:
+            admin.list_topics(topic, timeout=timeout_s)  # auto-creates where enabled
+    deadline = time.monotonic() + timeout_s
+    while True:
+        meta = admin.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if meta is not None and meta.error is None and len(meta.partitions) >= partitions:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topic {topic} not ready: {meta.error if meta else 'missing'}")
+        time.sleep(0.05)
+
+
+def phase_result(records: int, record_bytes: int, seconds: float, client_cpu_s: float, status: str,
+                 errors: list[str] | None = None) -> dict:
+    seconds = max(seconds, 1e-9)
+    return {
+        "records": records,
+        "bytes": records * record_bytes,
+        "seconds": seconds,
+        "records_per_s": records / seconds,
+        "mb_per_s": records * record_bytes / seconds / 1e6,
+        "client_cpu_s": client_cpu_s,
+        "status": status,
+        "errors": errors or [],
+    }
+
+
+def produce_into(producer: ck.Producer, topic: str, value: bytes, records: int, deadline: float) -> int:
+    """Hand ``records`` copies of ``value`` to the producer; wait for queue space when full."""
+    produce = producer.produce
+    poll = producer.poll
+    sent = 0
+    while sent < records:
+        try:
+            produce(topic, value, partition=0)
+        except BufferError:
+            poll(0.005)
+            if time.monotonic() > deadline:
+                break
+            continue
+        sent += 1
+        if sent & 1023 == 0:
+            poll(0)
+    return sent
+
+
+def produce(bootstrap: str, topic: str, records: int, record_bytes: int, acks: str, timeout_s: float) -> dict:
+    """Produce ``records`` values of ``record_bytes`` (random, so incompressible); time from
+    the first produce() call until flush() returns, i.e. until every record is acknowledged."""
+    value = os.urandom(record_bytes)
+    failures: list[str] = []
+    failed = 0
+
+    def on_delivery(err, msg):  # called for failures only (delivery.report.only.error)
+        nonlocal failed
+        failed += 1
+        if len(failures) < 5:
+            failures.append(str(err))
+
+    producer = ck.Producer({"bootstrap.servers": bootstrap, "acks": acks, **PRODUCER_SETTINGS,
+                            "on_delivery": on_delivery, "error_cb": lambda err: None})
+    deadline = time.monotonic() + timeout_s
+    cpu0 = time.process_time()
+    start = time.perf_counter()
+    sent = produce_into(producer, topic, value, records, deadline)
+    remaining = producer.flush(max(0.0, deadline - time.monotonic()))
+    seconds = time.perf_counter() - start
+    client_cpu = time.process_time() - cpu0
+    if remaining:
+        producer.purge()
+        producer.flush(1)
+    acked = sent - remaining - failed
+    status = "ok" if acked == records else ("errors" if failed else "timeout")
+    return phase_result(acked, record_bytes, seconds, client_cpu, status, failures)
+
+
+def consume(bootstrap: str, topic: str, records: int, record_bytes: int, timeout_s: float) -> dict:
+    """Read partition 0 from offset 0 until ``records`` records have arrived."""
+    consumer = ck.Consumer({"bootstrap.servers": bootstrap, **CONSUMER_SETTINGS, "error_cb": lambda err: None})
+    errors: list[str] = []
+    received = 0
+    deadline = time.monotonic() + timeout_s
+    cpu0 = time.process_time()
+    start = time.perf_counter()
+    consumer.assign([ck.TopicPartition(topic, 0, 0)])
+    try:
+        while received < records and time.monotonic() < deadline:
+            for message in consumer.consume(10_000, 0.5):
+                if message.error() is None:
+                    received += 1
+                elif len(errors) < 5:
+                    errors.append(str(message.error()))
+        seconds = time.perf_counter() - start
+        client_cpu = time.process_time() - cpu0
+    finally:
+        consumer.close()
+    return phase_result(received, record_bytes, seconds, client_cpu, "ok" if received >= records else "timeout", errors)
+
+
+def client_ceiling(records: int, record_bytes: int) -> dict:
+    """The producer with no broker reachable: bootstrap is a loopback port nothing listens on,
+    the queue is large enough for every record, and we time produce() accepting them all.
+    That is the rate at which this Python loop and librdkafka's enqueue path can take records
+    (no batching, no sending): no broker driven by this client can be measured above it."""
+    from benchmarks.procs import free_port
+
+    value = os.urandom(record_bytes)
+    producer = ck.Producer({
+        "bootstrap.servers": f"127.0.0.1:{free_port()}",
+        **PRODUCER_SETTINGS,
+        "queue.buffering.max.messages": records + 1,
+        "queue.buffering.max.kbytes": min(2_147_483_647, records * (record_bytes + 200) // 1024 + 1024),
+        "message.timeout.ms": 300_000,
+        "error_cb": lambda err: None,
+        "log_level": 0,
+    })
+    cpu0 = time.process_time()
+    start = time.perf_counter()
+    sent = produce_into(producer, "ceiling", value, records, time.monotonic() + 300)
+    seconds = time.perf_counter() - start
+    client_cpu = time.process_time() - cpu0
+    producer.purge()
+    producer.flush(0)
+    return phase_result(sent, record_bytes, seconds, client_cpu, "ok" if sent == records else "timeout")

@@ -1,0 +1,91 @@
+"""Where the broker's time goes: py-spy samples the Tidelog broker process while it takes
+a produce workload, and we summarise the collapsed stacks by function."""
+
+from __future__ import annotations
+
+import collections
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.procs import wait_until
+
+RATE_HZ = 100
+
+
+def py_spy() -> str | None:
+    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+
+
+def record(pid: int, raw_path: Path, workload) -> tuple[float, object]:
+    """Sample ``pid`` while ``workload()`` runs; returns (seconds sampled, workload's result)."""
+    raw_path.unlink(missing_ok=True)
+    spy = subprocess.Popen([py_spy(), "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--format", "raw",
+                            "-o", str(raw_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.5)  # py-spy has no readiness signal; it attaches within a few ms
+        start = time.perf_counter()
+        result = workload()
+        seconds = time.perf_counter() - start
+    finally:
+        spy.send_signal(signal.SIGINT)
+        try:
+            spy.wait(30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+    wait_until(raw_path.exists, 10, "py-spy output")
+    return seconds, result
+
+
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
+
+
+def _short(frame: str) -> str:
+    m = _FRAME.match(frame.strip())
+    if not m:
+        return frame.strip()
+    path = m.group("file")
+    for marker in ("site-packages/", "/src/", "lib/python3."):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            if marker == "lib/python3.":
+                path = "stdlib/" + path.split("/", 1)[-1]
+            break
+    return f"{m.group('func')} ({path})"
+
+
+def summarise(raw_path: Path, seconds: float, top: int = 15) -> dict:
+    """Top functions by own samples (where the CPU is) and by inclusive samples (what calls it)."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw_path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = [_short(f) for f in stack.split(";") if f and not f.startswith("process ") and not f.startswith("thread ")]
+        if not frames:
+            continue
+        total += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+
+    def table(counter):
+        return [{"function": f, "samples": n, "percent": round(100.0 * n / total, 1) if total else 0.0}
+                for f, n in counter.most_common(top)]
+
+    return {
+        "samples": total,
+        "seconds": round(seconds, 2),
+        "rate_hz": RATE_HZ,
+        "busy_percent": round(100.0 * total / (seconds * RATE_HZ), 1) if seconds else None,
+        "own": table(own),
+        "inclusive": table(inclusive),
+    }
