@@ -260,3 +260,17 @@ def test_configs_survive_restart(broker):
     assert configs["retention.ms"].value == "3600000"
     assert configs["cleanup.policy"].value == "compact"
     assert configs["retention.ms"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+
+
+def test_altered_config_applies_to_the_live_log(broker):
+    from tests.integration.clients import produce
+
+    admin = confluent_admin(broker)
+    create(admin, "rolling")
+    resource = ConfigResource(ResourceType.TOPIC, "rolling", incremental_configs=[
+        ConfigEntry("segment.bytes", "1024", incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([resource], request_timeout=TIMEOUT_S)[resource].result(TIMEOUT_S)
+    # Without a restart, the open log now rolls at 1 KiB.
+    produce("confluent", broker.bootstrap, "rolling", [(None, b"x" * 600, [], None)] * 6, **{"batch.num.messages": 1})
+    segments = sorted((broker.data_dir / "rolling-0").glob("*.log"))
+    assert len(segments) >= 3, segments
