@@ -44,9 +44,11 @@ SHIM_DIR = HERE / "kafka_python_shim"
 EXPECTED_FAILURES_PATH = HERE / "kafka_python_expected_failures.txt"
 
 # What kafka-python's test broker template (servers/resources/default/kafka.properties, with
-# the fixture's partitions=4) sets and Tidelog knows: topics appear on first use with 4
-# partitions, groups rebalance without the initial delay, short test session timeouts are allowed.
+# the fixture's partitions=4) sets and Tidelog knows: the broker is node 0 (KafkaFixture.instance(0);
+# tests assign replicas to broker 0 by id), topics appear on first use with 4 partitions, groups
+# rebalance without the initial delay, short test session timeouts are allowed.
 BROKER_SETTINGS = {
+    "node.id": "0",
     "auto.create.topics.enable": "true",
     "num.partitions": "4",
     "default.replication.factor": "1",
@@ -184,10 +186,21 @@ def run_suite(root: Path, work_dir: Path, pytest_args: tuple[str, ...] = ()) -> 
     finally:
         duration_s = time.monotonic() - started
         broker.stop()
+        _keep_artifacts(work_dir, [junit_path, output_path, broker.log_path])
     if not junit_path.exists():
         raise AssertionError(f"pytest wrote no junit report (exit {returncode}):\n{_tail(output_path)}")
     outcomes, messages = parse_junit(junit_path, root)
     return SuiteRun(outcomes, messages, returncode, _tail(output_path), broker.log()[-5000:], duration_s)
+
+
+def _keep_artifacts(work_dir: Path, paths: list[Path]) -> None:
+    """Copy the last run's reports to <cache>/last-run/ (temp dirs are gone when you look)."""
+    keep = cache_dir() / "last-run"
+    shutil.rmtree(keep, ignore_errors=True)
+    keep.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        if path.exists():
+            shutil.copyfile(path, keep / path.name)
 
 
 def _tail(path: Path, limit: int = 8000) -> str:
