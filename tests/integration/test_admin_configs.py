@@ -5,7 +5,6 @@ errors, validate_only, and persistence across a restart (confluent-kafka and kaf
 from __future__ import annotations
 
 import kafka.errors as kerrors
-import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource, NewTopic,
                                    ResourceType)
