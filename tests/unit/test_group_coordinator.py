@@ -270,3 +270,14 @@ def test_records_round_trip():
                        [MemberValue("m1", "i1", "c", "/h", 300, 6000, b"sub", b"asg"), MemberValue("m2", None, "c", "/h", 1, 2, b"", b"")])
     assert decode_group_value(encode_group_value(group)) == group
     assert parse_consumer_subscription(subscription("a", "bb")) == ["a", "bb"]
+
+
+def test_lag_is_log_end_minus_committed():
+    async def scenario(c):
+        await c.commit_offsets("lagging", -1, "", None, {("t", 0): (4, -1, None), ("t", 1): (10, -1, None), ("gone", 0): (1, -1, None)})
+        ends = {("t", 0): 10, ("t", 1): 10}
+        lag = c.lag("lagging", lambda topic, partition: ends.get((topic, partition)))
+        assert [(x.topic, x.partition, x.committed_offset, x.log_end_offset, x.lag) for x in lag] == [
+            ("t", 0, 4, 10, 6), ("t", 1, 10, 10, 0)]
+
+    run(scenario)
