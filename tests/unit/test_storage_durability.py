@@ -209,3 +209,33 @@ def test_set_config_applies_to_future_rolls(tmp_path):
     append(log)
     append(log)
     assert len(log.segments) == 3
+
+
+def test_durable_waiters_interleaved_with_appends_all_finish(tmp_path):
+    """Appends keep arriving while fsyncs finish: every waiter returns (no spin on a done flush)."""
+
+    async def run():
+        manager = LogManager(tmp_path, LogConfig(durability="durable"))
+        manager.open_all({})
+        await manager.start()
+        log = manager.create("t", 0)
+
+        async def produce_one(i):
+            offset = append(log, count=1, tag=i)
+            await manager.wait_durable(log, offset + 1)
+            return offset
+
+        async def stream():
+            waiters = []
+            for i in range(300):
+                waiters.append(asyncio.ensure_future(produce_one(i)))
+                if i % 7 == 0:
+                    await asyncio.sleep(0)  # let some fsyncs complete between appends
+            return await asyncio.gather(*waiters)
+
+        offsets = await asyncio.wait_for(stream(), 30)
+        assert sorted(offsets) == list(range(300))
+        assert log.durable_offset == 300
+        await manager.close()
+
+    asyncio.run(run())

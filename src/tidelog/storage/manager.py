@@ -209,11 +209,12 @@ class LogManager:
             return
         if durability == "durable":
             while min(offset, log.log_end_offset) > log.durable_offset:
+                # Join the fsync in flight, or start one. A finished one is never awaited
+                # again: awaiting a done future does not yield, so that would spin forever.
                 flush = self._durable_flushes.get(log)
-                if flush is None:
+                if flush is None or flush.done():
                     flush = asyncio.ensure_future(self._flush_logs([log]))
                     self._durable_flushes[log] = flush
-                    flush.add_done_callback(lambda _, log=log: self._durable_flushes.pop(log, None))
                 await asyncio.shield(flush)
             return
         if self._wakeup is None:
