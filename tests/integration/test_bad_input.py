@@ -163,7 +163,6 @@ def test_unsupported_metadata_version_closes(broker, good, version):
     assert_still_serving(broker, good, f"unsupported Metadata version {version}")
 
 
-@pytest.mark.xfail(strict=True, reason="connection._close drops responses still pending for earlier requests")
 def test_requests_pipelined_before_a_bad_frame_are_answered(broker, good):
     """Kafka answers what came before the bad frame in order, then closes."""
     conn = Conn(broker)

@@ -47,7 +47,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._big_frame: bytearray | None = None  # a frame being filled directly by the socket
         self._big_filled = 0
         self._pending: collections.deque[tuple[int, bool, asyncio.Future]] = collections.deque()
-        self._paused = False
+        # Why reading is paused: "in-flight" (too many requests unanswered), "writing" (the
+        # client is not reading its responses), "closing" (a bad frame; answer what came before).
+        self._pause_reasons: set[str] = set()
+        self._closing = False
         self._closed = False
 
     # --- asyncio protocol -------------------------------------------------------------
@@ -86,6 +89,25 @@ class KafkaConnection(asyncio.BufferedProtocol):
     def eof_received(self) -> bool | None:
         return None
 
+    def pause_writing(self) -> None:
+        self._pause("writing")
+
+    def resume_writing(self) -> None:
+        self._resume("writing")
+
+    def _pause(self, reason: str) -> None:
+        if not self._pause_reasons and self.transport is not None:
+            self.transport.pause_reading()
+        self._pause_reasons.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        if reason not in self._pause_reasons:
+            return
+        self._pause_reasons.discard(reason)
+        if not self._pause_reasons and not self._closed:
+            self.transport.resume_reading()
+            self._drain_scratch()  # frames received before the pause
+
     # --- framing ----------------------------------------------------------------------
     def _compact_scratch(self) -> None:
         remaining = self._scratch_end - self._scratch_start
@@ -93,7 +115,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._scratch_start, self._scratch_end = 0, remaining
 
     def _drain_scratch(self) -> None:
-        while not self._closed:
+        while not self._closed and not self._pause_reasons:
             available = self._scratch_end - self._scratch_start
             if available < 4:
                 break
@@ -150,9 +172,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
         task = asyncio.ensure_future(api.handler(ctx, request))
         self._pending.append((correlation_id, flexible and api_key != apis.API_VERSIONS_KEY, task))
         task.add_done_callback(self._on_response_ready)
-        if len(self._pending) >= self.max_in_flight and not self._paused:
-            self._paused = True
-            self.transport.pause_reading()
+        if len(self._pending) >= self.max_in_flight:
+            self._pause("in-flight")
 
     def _on_response_ready(self, _task: asyncio.Future) -> None:
         while self._pending and self._pending[0][2].done():
@@ -162,15 +183,17 @@ class KafkaConnection(asyncio.BufferedProtocol):
             exc = task.exception()
             if isinstance(exc, MalformedFrame):
                 self._close(f"malformed request: {exc}")
-                return
-            if exc is not None:
+            elif exc is not None:
                 logger.error("handler failed for %s, closing the connection", self.peer, exc_info=exc)
                 self._close("internal error")
-                return
-            self._write_response(correlation_id, flexible_header, task.result(), task)
-        if self._paused and len(self._pending) < self.max_in_flight // 2 and not self._closed:
-            self._paused = False
-            self.transport.resume_reading()
+            else:
+                self._write_response(correlation_id, flexible_header, task.result(), task)
+        if self._closing:
+            if not self._pending:
+                self.transport.close()
+            return
+        if len(self._pending) < self.max_in_flight // 2:
+            self._resume("in-flight")
 
     def _write_response(self, correlation_id: int, flexible_header: bool, response: Any, task: Any) -> None:
         if response is None:
@@ -184,12 +207,14 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.transport.write(_SIZE.pack(len(header) + len(body)) + header + body)
 
     def _close(self, reason: str) -> None:
-        if self._closed:
+        """Stop reading, answer the requests that came before, then close (as Kafka does)."""
+        if self._closing or self._closed:
             return
         logger.warning("closing connection from %s: %s", self.peer, reason)
         self.broker.metrics.connection_errors.inc()
-        self._closed = True
-        if self.transport is not None:
+        self._closing = True
+        self._pause("closing")
+        if not self._pending and self.transport is not None:
             self.transport.close()
 
 
