@@ -97,7 +97,7 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("broker.id", "INT", 1, "Alias of node.id.", read_only=True),
         ConfigDef("cluster.id", "STRING", "", "The cluster id; generated on first start when empty.", read_only=True),
         ConfigDef("advertised.host", "STRING", "", "Host advertised to clients; the listen host when empty.", read_only=True),
-        ConfigDef("http.port", "INT", 8092, "HTTP port for /metrics and /health (0 picks a free one, -1 disables).", minimum=-1, read_only=True),
+        ConfigDef("http.port", "INT", 9644, "HTTP port for /metrics and /health (0 picks a free one, -1 disables).", minimum=-1, read_only=True),
         ConfigDef("num.partitions", "INT", 1, "Default partition count of auto-created topics.", minimum=1),
         ConfigDef("default.replication.factor", "INT", 1, "Default replication factor of auto-created topics.", minimum=1),
         ConfigDef("auto.create.topics.enable", "BOOLEAN", True, "Create a topic on first Metadata or Produce request."),
@@ -119,6 +119,9 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("queued.max.requests", "INT", 500, "Requests read ahead of responses per connection before reading pauses.", minimum=1),
         ConfigDef("group.initial.rebalance.delay.ms", "INT", 3000, "Delay of a new group's first rebalance.", minimum=0),
         ConfigDef("offsets.retention.minutes", "INT", 10080, "Committed offsets of empty groups expire after this.", minimum=1),
+        ConfigDef("offsets.retention.check.interval.ms", "LONG", 600000, "How often expired offsets are removed.", minimum=1),
+        ConfigDef("offset.metadata.max.bytes", "INT", 4096, "Largest metadata string of a committed offset.", minimum=0),
+        ConfigDef("group.max.size", "INT", 2147483647, "Most members a consumer group may have.", minimum=1),
         ConfigDef("group.min.session.timeout.ms", "INT", 6000, "Smallest session timeout a member may ask for.", minimum=0),
         ConfigDef("group.max.session.timeout.ms", "INT", 1800000, "Largest session timeout a member may ask for.", minimum=0),
     )
@@ -214,7 +217,7 @@ class BrokerConfig:
 
 
 # Environment variables of ours that are not broker settings.
-_NON_CONFIG_ENV = {"TIDELOG_FAULTS", "TIDELOG_LOG_LEVEL", "TIDELOG_DATA_DIR"}
+_NON_CONFIG_ENV = {"TIDELOG_FAULTS", "TIDELOG_LOG_LEVEL", "TIDELOG_DATA_DIR", "TIDELOG_VENV"}
 
 
 def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -36,12 +36,13 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=9092, show_default=True, type=int, help="Kafka listener port (0 picks a free one).")
+@click.option("--http-port", type=int, default=None, help="HTTP port for /metrics, /health, the API and console (default 9644; 0 picks a free one, -1 disables).")
 @click.option("--data-dir", default="./tidelog-data", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="TOML file of broker settings.")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="A broker setting, by its Kafka name (repeatable).")
 @click.option("--log-level", default=os.environ.get("TIDELOG_LOG_LEVEL", "INFO"), show_default=True)
 @click.option("--port-file", type=click.Path(dir_okay=False, path_type=Path), help="Write the bound port here once listening.")
-def serve(host: str, port: int, data_dir: Path, config_file: Path | None, sets: tuple[str, ...], log_level: str, port_file: Path | None) -> None:
+def serve(host: str, port: int, http_port: int | None, data_dir: Path, config_file: Path | None, sets: tuple[str, ...], log_level: str, port_file: Path | None) -> None:
     """Start a broker."""
     logging.basicConfig(
         level=log_level.upper(),
@@ -49,7 +50,10 @@ def serve(host: str, port: int, data_dir: Path, config_file: Path | None, sets: 
         stream=sys.stderr,
     )
     try:
-        config = BrokerConfig.load(config_file, overrides=_parse_sets(sets))
+        overrides = _parse_sets(sets)
+        if http_port is not None:
+            overrides["http.port"] = str(http_port)
+        config = BrokerConfig.load(config_file, overrides=overrides)
     except (ConfigError, OSError) as e:
         raise click.ClickException(str(e)) from None
     try:
