@@ -35,6 +35,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 from tests.brokerproc import BrokerProcess
+from tests.conftest import TEST_SETTINGS
 
 KAFKA_PYTHON_VERSION = "3.0.12"
 # The Kafka release whose API versions Tidelog advertises; the suite gates features on it.
@@ -48,13 +49,13 @@ EXPECTED_FAILURES_PATH = HERE / "kafka_python_expected_failures.txt"
 # tests assign replicas to broker 0 by id), topics appear on first use with 4 partitions, groups
 # rebalance without the initial delay, short test session timeouts are allowed.
 BROKER_SETTINGS = {
+    **TEST_SETTINGS,  # what every test broker gets (free HTTP port, quick retention checks)
     "node.id": "0",
     "auto.create.topics.enable": "true",
     "num.partitions": "4",
     "default.replication.factor": "1",
     "group.initial.rebalance.delay.ms": "0",
     "group.min.session.timeout.ms": "1000",
-    "log.retention.check.interval.ms": "1000",
 }
 
 # Knobs are CONFORMANCE_*, not TIDELOG_*: the broker reads every TIDELOG_* variable as a setting.
