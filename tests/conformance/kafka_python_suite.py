@@ -3,8 +3,8 @@
 Steps, each its own function so a developer can run them by hand
 (``python -m tests.conformance.kafka_python_suite`` prints every outcome):
 
-1. ``fetch_sdist``: ``pip download`` the exact sdist into a cache folder outside the source tree
-   (``$CONFORMANCE_CACHE_DIR``, default ``~/.cache/tidelog/conformance``) and unpack it once.
+1. ``fetch_sdist``: ``pip download`` the exact sdist (once) into a cache folder outside the source
+   tree (``$CONFORMANCE_CACHE_DIR``, default ``~/.cache/tidelog/conformance``), unpack it afresh there.
 2. ``add_missing_files``: the sdist lacks ``test/__init__.py``, ``test/conftest.py`` and
    ``test/service.py``; copy our own stand-ins from ``kafka_python_shim/``.
 3. ``install_test_requirements``: pip-install what the sdist's ``testing`` and compression extras
@@ -18,6 +18,7 @@ Steps, each its own function so a developer can run them by hand
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import shutil
 import signal
@@ -38,6 +39,8 @@ from tests.brokerproc import BrokerProcess
 from tests.conftest import TEST_SETTINGS
 
 KAFKA_PYTHON_VERSION = "3.0.12"
+# The sdist PyPI serves for that version, so every run tests the same upstream code.
+KAFKA_PYTHON_SDIST_SHA256 = "4ccda3616b9aa5c353d74a97f2770d6cd1b950890d77ab0e8890e09a48eeed65"
 # The Kafka release whose API versions Tidelog advertises; the suite gates features on it.
 KAFKA_VERSION = "4.0.0"
 HERE = Path(__file__).resolve().parent
@@ -76,22 +79,27 @@ def cache_dir() -> Path:
 
 
 def fetch_sdist(cache: Path | None = None) -> Path:
-    """Download and unpack the kafka-python sdist once; return the unpacked root folder."""
+    """Download the kafka-python sdist once and unpack it afresh; return the unpacked root folder.
+
+    Unpacked on every run (a fraction of a second), so edits or stray files left in the tree by
+    a previous session never change what runs.
+    """
     cache = cache or cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    root = cache / f"kafka_python-{KAFKA_PYTHON_VERSION}"
-    marker = root / ".tidelog-unpacked"
-    if marker.exists():
-        return root
-    archives = sorted(cache.glob(f"kafka[_-]python-{KAFKA_PYTHON_VERSION}.tar.gz"))
+    pattern = f"kafka[_-]python-{KAFKA_PYTHON_VERSION}.tar.gz"
+    archives = sorted(cache.glob(pattern))
     if not archives:
-        subprocess.run(
+        download = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps",
              "--no-binary", ":all:", f"kafka-python=={KAFKA_PYTHON_VERSION}", "-d", str(cache)],
-            check=True, timeout=300, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        archives = sorted(cache.glob(f"kafka[_-]python-{KAFKA_PYTHON_VERSION}.tar.gz"))
-    if not archives:
-        raise RuntimeError(f"pip download left no kafka-python {KAFKA_PYTHON_VERSION} sdist in {cache}")
+            timeout=300, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        archives = sorted(cache.glob(pattern))
+        if download.returncode != 0 or not archives:
+            raise RuntimeError(f"pip download of the kafka-python {KAFKA_PYTHON_VERSION} sdist failed:\n{download.stdout}")
+    digest = hashlib.sha256(archives[0].read_bytes()).hexdigest()
+    if digest != KAFKA_PYTHON_SDIST_SHA256:
+        raise RuntimeError(f"{archives[0]} has sha256 {digest}, expected {KAFKA_PYTHON_SDIST_SHA256}; delete it to download again")
+    root = cache / f"kafka_python-{KAFKA_PYTHON_VERSION}"
     # Unpack beside the target and rename, so a half-unpacked tree is never mistaken for a whole one.
     staging = Path(tempfile.mkdtemp(prefix="unpack-", dir=cache))
     try:
@@ -102,7 +110,6 @@ def fetch_sdist(cache: Path | None = None) -> Path:
         unpacked.rename(root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    marker.touch()
     return root
 
 
