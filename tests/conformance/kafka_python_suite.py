@@ -195,8 +195,11 @@ def run_suite(root: Path, work_dir: Path, pytest_args: tuple[str, ...] = ()) -> 
                     f"{_tail(output_path)}\n--- broker log ---\n{broker.log()[-5000:]}") from None
     finally:
         duration_s = time.monotonic() - started
+        died = not broker.alive
         broker.stop()
         _keep_artifacts(work_dir, [junit_path, output_path, broker.log_path])
+    if died:
+        raise AssertionError(f"the broker died during the suite (exit {broker.proc.returncode}):\n{broker.log()[-8000:]}")
     if not junit_path.exists():
         raise AssertionError(f"pytest wrote no junit report (exit {returncode}):\n{_tail(output_path)}")
     outcomes, messages = parse_junit(junit_path, root)
