@@ -227,7 +227,7 @@ class Redis(Target):
 
 class Nats(Target):
     """NATS JetStream, file storage: js.publish_async with a window of pending acks,
-    then a pull consumer (AckPolicy none) fetching in batches."""
+    then an ordered push consumer."""
 
     kind = name = "nats"
     PENDING = 4000
@@ -248,7 +248,7 @@ class Nats(Target):
 
     def settings(self) -> dict[str, str]:
         return {"jetstream": "file storage, default sync_interval (2 min): acks come before fsync",
-                "client": f"nats-py publish_async, max {self.PENDING} pending acks; pull consumer fetch batches ~1 MiB, AckPolicy none"}
+                "client": f"nats-py publish_async, max {self.PENDING} pending acks; ordered push consumer (AckPolicy none)"}
 
     def start(self, workdir: Path) -> ServerProcess:
         self.port = free_port()
@@ -296,23 +296,26 @@ class Nats(Target):
         return asyncio.run(run())
 
     def consume(self, topic, records, record_bytes, timeout_s):
-        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
         async def run():
             nc = await self._connect()
-            js = nc.jetstream()
-            batch = _records_per_batch(record_bytes)
-            deadline = time.monotonic() + timeout_s
             received = 0
+            done = asyncio.Event()
+
+            async def on_message(message):
+                nonlocal received
+                received += 1
+                if received >= records:
+                    done.set()
+
             cpu0 = time.process_time()
             start = time.perf_counter()
-            sub = await js.pull_subscribe(topic, config=ConsumerConfig(ack_policy=AckPolicy.NONE,
-                                                                       deliver_policy=DeliverPolicy.ALL))
-            while received < records and time.monotonic() < deadline:
-                try:
-                    received += len(await sub.fetch(batch, timeout=2))
-                except asyncio.TimeoutError:
-                    pass
+            # An ordered push consumer (flow-controlled, AckPolicy none): nats-py's fastest way to
+            # read a stream; a pull consumer's fetch() measured 5x slower here.
+            await nc.jetstream().subscribe(topic, cb=on_message, ordered_consumer=True)
+            try:
+                await asyncio.wait_for(done.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                pass
             seconds = time.perf_counter() - start
             cpu = time.process_time() - cpu0
             await nc.close()

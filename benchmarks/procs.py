@@ -91,6 +91,7 @@ class ServerProcess:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.log_path = self.workdir / f"{name}.log"
+        self.companions: list[ServerProcess] = []  # helpers started for it, stopped after it
 
     @property
     def pid(self) -> int:
@@ -132,6 +133,13 @@ class ServerProcess:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM to the process group we created (pgid == our child's PID), then SIGKILL."""
+        try:
+            self._stop(timeout_s)
+        finally:
+            for companion in self.companions:
+                companion.stop(timeout_s)
+
+    def _stop(self, timeout_s: float) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
         try:

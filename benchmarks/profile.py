@@ -59,8 +59,15 @@ def _short(frame: str) -> str:
     return f"{m.group('func')} ({path})"
 
 
+# Frames that every sample shares (interpreter start-up, click, asyncio.run): not informative.
+_ROOTS = ("<frozen runpy>", "click/", "tidelog/__main__.py", "tidelog/cli/main.py")
+
+
 def summarise(raw_path: Path, seconds: float, top: int = 15) -> dict:
-    """Top functions by own samples (where the CPU is) and by inclusive samples (what calls it)."""
+    """Top functions by own samples (where the CPU is) and, for Tidelog's own functions, by
+    inclusive samples (what the time is spent for). Time inside uvloop's C code (socket
+    reads and writes, epoll) is attributed to ``Runner.run``, and time in C calls made by
+    Python code (os.write, os.fsync, crc32c) to the Python function that made them."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
@@ -69,13 +76,15 @@ def summarise(raw_path: Path, seconds: float, top: int = 15) -> dict:
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        frames = [_short(f) for f in stack.split(";") if f and not f.startswith("process ") and not f.startswith("thread ")]
+        frames = [_short(f) for f in stack.split(";") if f and not f.startswith(("process ", "thread "))]
+        frames = [f for f in frames if not any(root in f for root in _ROOTS)]
         if not frames:
             continue
         total += n
         own[frames[-1]] += n
         for frame in set(frames):
-            inclusive[frame] += n
+            if "(tidelog/" in frame:
+                inclusive[frame] += n
 
     def table(counter):
         return [{"function": f, "samples": n, "percent": round(100.0 * n / total, 1) if total else 0.0}

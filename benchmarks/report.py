@@ -121,12 +121,18 @@ def markdown(results) -> str:
     if prof and "own" in prof:
         lines += ["", f"Profile: py-spy at {prof['rate_hz']} Hz on the {prof['target']} broker during a {prof['workload']} "
                       f"produce of {prof['records']:,} records ({prof['records_per_s_under_profiler']:,.0f} records/s under "
-                      f"the profiler); {prof['samples']:,} samples in {prof['seconds']} s, main thread busy "
-                      f"{prof['busy_percent']}% of the time (idle waits are not sampled). Raw stacks: "
+                      f"the profiler); {prof['samples']:,} non-idle samples over all threads in {prof['seconds']} s, i.e. "
+                      f"{prof['busy_percent']}% of one core (idle waits are not sampled). Raw stacks: "
                       f"benchmarks/results/{prof['raw']}.", "",
-                  "| own time (where the CPU is) | % | inclusive (what it is for) | % |", "| --- | ---: | --- | ---: |"]
-        for own, inc in zip(prof["own"], prof["inclusive"]):
-            lines.append(f"| `{own['function']}` | {own['percent']} | `{inc['function']}` | {inc['percent']} |")
+                  "Own time is where the CPU is (C calls count for the Python function making them; "
+                  "`Runner.run` is time inside uvloop's C event loop: socket I/O and epoll). Inclusive "
+                  "is Tidelog's own functions with everything they call.", "",
+                  "| own time | % | inclusive (Tidelog functions) | % |", "| --- | ---: | --- | ---: |"]
+        for i in range(max(len(prof["own"]), len(prof["inclusive"]))):
+            own = prof["own"][i] if i < len(prof["own"]) else None
+            inc = prof["inclusive"][i] if i < len(prof["inclusive"]) else None
+            lines.append((f"| `{own['function']}` | {own['percent']} |" if own else "| | |")
+                         + (f" `{inc['function']}` | {inc['percent']} |" if inc else " | |"))
     elif prof:
         lines += ["", f"Profile skipped: {prof.get('skipped')}"]
     return "\n".join(lines) + "\n"
