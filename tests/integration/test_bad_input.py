@@ -237,6 +237,16 @@ def test_produce_bad_crc_is_corrupt_message_and_connection_stays_usable(broker, 
     assert_still_serving(broker, good, "CRC-32C mismatch")
 
 
+def test_produce_zstd_before_v7_is_unsupported_compression_type(broker, good):
+    conn = Conn(broker)
+    create_topic(conn, "zstd-old")
+    batch = build_batch([(b"k", b"value" * 10, [])], compression=4)
+    assert produce(conn, "zstd-old", batch, version=6).error_code == 76  # UNSUPPORTED_COMPRESSION_TYPE
+    ok = produce(conn, "zstd-old", batch, version=7)
+    assert (ok.error_code, ok.base_offset) == (0, 0)
+    assert_still_serving(broker, good, "zstd needs Produce v7")
+
+
 def test_produce_batch_larger_than_max_message_bytes(broker, good):
     conn = Conn(broker)
     create_topic(conn, "big")
@@ -270,7 +280,6 @@ def test_huge_compact_array_count_does_not_kill_the_broker(broker, good):
     assert_still_serving(broker, good, "cannot decode Metadata v9 request")
 
 
-@pytest.mark.xfail(strict=True, reason="kio raises KeyError on unknown tagged fields in a body; Kafka skips them")
 def test_unknown_tagged_field_in_request_body_is_skipped(broker, good):
     conn = Conn(broker)
     body = b"\x04kpy\x041.0" + b"\x01\x63\x03abc"  # ApiVersions v3 + unknown tag 99

@@ -78,3 +78,20 @@ def test_consume_from_the_middle_and_from_the_end(broker):
         messages = consume(consumer, broker.bootstrap, topic, 30, offset=70)
         assert [m.offset for m in messages] == list(range(70, 100))
         assert [m.value for m in messages] == [f"v{i}".encode() for i in range(70, 100)]
+
+
+@pytest.mark.parametrize("consumer", ["confluent", "kafka-python"])
+def test_topic_compression_type_recompresses(broker, consumer):
+    """A topic with compression.type=gzip stores gzip batches whatever the producer sent."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from tidelog.protocol.records import parse_batch_header
+
+    topic = f"gzip-topic-{consumer}"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1, config={"compression.type": "gzip"})])[topic].result(10)
+    records = [(b"k%d" % i, b"v" * 300, [("h", b"1")], NOW_MS + i) for i in range(50)]
+    produce("confluent", broker.bootstrap, topic, records, compression="lz4")
+    _check_round_trip(consume(consumer, broker.bootstrap, topic, 50), records)
+    segment = next((broker.data_dir / f"{topic}-0").glob("*.log")).read_bytes()
+    assert parse_batch_header(segment).compression == 1  # gzip

@@ -60,3 +60,37 @@ def test_guard_then_kio_never_aborts(key_version, body):
         apis.request_reader(api_key, version)(memoryview(body).toreadonly(), 0)
     except Exception:
         pass
+
+
+def test_unknown_tagged_fields_are_stripped_at_every_level():
+    """Kafka skips tagged fields it does not know; kio raises, so they are removed before kio."""
+    import io
+    import uuid
+
+    from kio.serial import entity_writer
+
+    from tidelog.protocol.guard import strip_unknown_tags
+
+    cls = apis.request_type(3, 12)
+    import sys
+
+    module = sys.modules[cls.__module__]
+    request = apis.build(cls, topics=(apis.build(module.MetadataRequestTopic, topic_id=uuid.UUID(int=0), name="orders"),),
+                         allow_auto_topic_creation=True, include_topic_authorized_operations=False)
+    out = io.BytesIO()
+    entity_writer(cls)(out, request)
+    body = bytearray(out.getvalue())
+    # body: topics compact array (1 entry: uuid, name, tags=0), auto-create bool, include-ops bool, tags=0
+    # Give the topic entry an unknown tag 7 ("xy") and the request an unknown tag 99 ("abc").
+    topic_tags_at = 1 + 16 + 1 + len("orders")
+    body[topic_tags_at : topic_tags_at + 1] = b"\x01\x07\x02xy"
+    assert body[-1] == 0
+    body[-1:] = b"\x01\x63\x03abc"
+    view = memoryview(bytes(body))
+    with pytest.raises(KeyError):
+        apis.request_reader(3, 12)(view, 0)
+    edits = check_request(cls, view, 0)
+    assert len(edits) == 2
+    decoded, end = apis.request_reader(3, 12)(memoryview(strip_unknown_tags(view, edits)), 0)
+    assert [t.name for t in decoded.topics] == ["orders"]  # kio reads the zero uuid back as None
+    assert decoded.allow_auto_topic_creation is True and decoded.include_topic_authorized_operations is False

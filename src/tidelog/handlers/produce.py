@@ -6,9 +6,11 @@ v3+); it is validated (sizes, magic, CRC-32C, offset delta, record count,
 decompressed. acks=0 gets no response; acks=1 and acks=-1 are answered once every appended
 partition is durable under the topic's durability profile (on a single node the ISR is this
 broker, so acks=1 and acks=-1 wait for the same thing). Topics with
-``message.timestamp.type=LogAppendTime`` get the broker's time stamped into the batch.
+``message.timestamp.type=LogAppendTime`` get the broker's time stamped into the batch; topics
+whose ``compression.type`` names a codec (not ``producer``) get batches in another codec
+recompressed, the only produce path that decodes records.
 Versions: 0-12 advertised; 0-2 answered with UNSUPPORTED_VERSION as Kafka 4 does.
-Errors: UNSUPPORTED_VERSION, INVALID_REQUIRED_ACKS, UNKNOWN_TOPIC_OR_PARTITION,
+Errors: UNSUPPORTED_VERSION, INVALID_REQUIRED_ACKS, UNSUPPORTED_COMPRESSION_TYPE (zstd before v7), UNKNOWN_TOPIC_OR_PARTITION,
 CORRUPT_MESSAGE, INVALID_RECORD, MESSAGE_TOO_LARGE, UNSUPPORTED_FOR_MESSAGE_FORMAT,
 OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE, KAFKA_STORAGE_ERROR.
 Idempotence: a batch with a producer id is checked against that producer's last five batches
@@ -24,12 +26,26 @@ import time
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.produce import PartitionResult, decode_produce_request, encode_produce_response
-from tidelog.protocol.records import InvalidBatch, set_log_append_time, validate_batches
+from tidelog.protocol.records import (
+    BATCH_HEADER_SIZE,
+    COMPRESSION_CODECS,
+    InvalidBatch,
+    parse_batch_header,
+    recompress_batch,
+    set_log_append_time,
+    validate_batches,
+)
 
 logger = logging.getLogger(__name__)
 
 API_KEY = 0
 OLDEST_SUPPORTED_VERSION = 3
+ZSTD = 4
+ZSTD_MIN_PRODUCE_VERSION = 7
+
+
+def _is_zstd(records) -> bool:
+    return records is not None and len(records) >= BATCH_HEADER_SIZE and parse_batch_header(records).compression == ZSTD
 
 
 @handles(API_KEY, raw=True)
@@ -58,34 +74,14 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
             if record is None or not 0 <= partition.index < record.partitions:
                 topic_results.append(PartitionResult(partition.index, ErrorCode.unknown_topic_or_partition))
                 continue
-            log = broker.partition_log(topic.name, partition.index)
             try:
-                if partition.records is None:
-                    raise InvalidBatch(ErrorCode.invalid_record, "null records")
-                info = validate_batches(partition.records, broker.topic_value(topic.name, "max.message.bytes"))[0]
-                append_time = -1
-                if broker.topic_value(topic.name, "message.timestamp.type") == "LogAppendTime":
-                    append_time = int(time.time() * 1000)
-                    set_log_append_time(partition.records, append_time)
-                if info.is_transactional:
-                    raise KafkaError(ErrorCode.invalid_txn_state, "transactional batches are not supported yet")
-                producer_state = broker.producer_state(log)
-                base_offset = producer_state.check(info)
-                if base_offset is not None:
-                    logger.info("duplicate batch from producer %d to %s-%d answered with its offset %d",
-                                info.producer_id, topic.name, partition.index, base_offset)
-                else:
-                    base_offset = log.append(partition.records, info)
-                    producer_state.update(info, base_offset)
+                if version < ZSTD_MIN_PRODUCE_VERSION and _is_zstd(partition.records):
+                    raise InvalidBatch(ErrorCode.unsupported_compression_type, "zstd needs Produce v7 or later")
+                log, base_offset, append_time, info = append_batch(broker, topic.name, partition.index, partition.records)
             except (InvalidBatch, KafkaError) as e:
                 logger.info("produce to %s-%d from %s rejected: %s", topic.name, partition.index, ctx.peer, e)
-                broker.metrics.produce_errors.labels(e.error_code.name).inc()
                 topic_results.append(PartitionResult(partition.index, e.error_code, error_message=str(e)))
                 continue
-            metrics = broker.metrics
-            metrics.topic_counter(metrics.produced_bytes, "bytes", topic.name).inc(len(partition.records))
-            metrics.topic_counter(metrics.produced_records, "records", topic.name).inc(info.record_count)
-            broker.notify_append(topic.name, partition.index)
             if request.acks != 0:
                 durable_waits.append(broker.logs.wait_durable(log, base_offset + info.last_offset_delta + 1))
             topic_results.append(PartitionResult(partition.index, ErrorCode.none, base_offset, append_time, log.log_start_offset))
@@ -101,3 +97,48 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
             results = everywhere(ErrorCode.kafka_storage_error)
     broker.metrics.produce_latency.observe(time.perf_counter() - started)
     return encode_produce_response(version, results)
+
+
+def append_batch(broker, topic: str, partition: int, records) -> tuple:
+    """Validate one RecordBatch v2 for ``topic``-``partition`` and append it, as Produce does.
+
+    ``records`` must be writable (offsets and LogAppendTime are stamped in place). Checks the
+    topic's ``max.message.bytes``, applies ``message.timestamp.type``, dedups idempotent
+    retries, counts the produce metrics and wakes waiting fetches. The caller waits for
+    durability (``broker.logs.wait_durable(log, base_offset + info.last_offset_delta + 1)``).
+    Returns ``(log, base_offset, append_time, info)``; raises InvalidBatch or KafkaError (the
+    partition must exist; counted in ``tidelog_produce_errors``). Used by the HTTP API too.
+    """
+    log = broker.partition_log(topic, partition)
+    try:
+        if log is None:
+            raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{topic}-{partition} is not hosted here")
+        if records is None:
+            raise InvalidBatch(ErrorCode.invalid_record, "null records")
+        info = validate_batches(records, broker.topic_value(topic, "max.message.bytes"))[0]
+        topic_codec = broker.topic_value(topic, "compression.type")
+        if topic_codec != "producer" and COMPRESSION_CODECS[topic_codec] != info.compression:
+            records = memoryview(recompress_batch(records, info, COMPRESSION_CODECS[topic_codec]))
+            info = parse_batch_header(records)
+        append_time = -1
+        if broker.topic_value(topic, "message.timestamp.type") == "LogAppendTime":
+            append_time = int(time.time() * 1000)
+            set_log_append_time(records, append_time)
+        if info.is_transactional:
+            raise KafkaError(ErrorCode.invalid_txn_state, "transactional batches are not supported yet")
+        producer_state = broker.producer_state(log)
+        base_offset = producer_state.check(info)
+        if base_offset is not None:
+            logger.info("duplicate batch from producer %d to %s-%d answered with its offset %d",
+                        info.producer_id, topic, partition, base_offset)
+        else:
+            base_offset = log.append(records, info)
+            producer_state.update(info, base_offset)
+    except (InvalidBatch, KafkaError) as e:
+        broker.metrics.produce_errors.labels(e.error_code.name).inc()
+        raise
+    metrics = broker.metrics
+    metrics.topic_counter(metrics.produced_bytes, "bytes", topic).inc(len(records))
+    metrics.topic_counter(metrics.produced_records, "records", topic).inc(info.record_count)
+    broker.notify_append(topic, partition)
+    return log, base_offset, append_time, info

@@ -5,6 +5,9 @@ process abort (not raise) inside its native reader. This walks the same schema (
 dataclasses and field metadata) without building anything, checking that every array count,
 string and byte length fits in the bytes left, and raises MalformedFrame otherwise. Tagged
 fields are checked within their declared size. Plans are compiled once per schema class.
+
+kio also raises on tagged fields it does not know, where Kafka skips them; the walk notes where
+such fields are, and ``strip_unknown_tags`` returns a copy of the body without them.
 """
 
 from __future__ import annotations
@@ -29,11 +32,45 @@ _I32 = struct.Struct(">i")
 #   ("entity", None, nested)
 
 
-def check_request(cls: type, body: memoryview, offset: int) -> None:
-    """Raise MalformedFrame if ``body[offset:]`` cannot be a ``cls`` without overrunning."""
-    end = _walk(_plan(cls), body, offset, len(body), cls.__flexible__)
+# An unknown tagged-field section to rewrite: (count start, count end, count of known tags,
+# [(start, end) of each unknown field]).
+Edit = tuple[int, int, int, list[tuple[int, int]]]
+
+
+def check_request(cls: type, body: memoryview, offset: int) -> list[Edit]:
+    """Raise MalformedFrame if ``body[offset:]`` cannot be a ``cls`` without overrunning.
+
+    Returns where unknown tagged fields are (empty almost always), for ``strip_unknown_tags``.
+    """
+    edits: list[Edit] = []
+    end = _walk(_plan(cls), body, offset, len(body), cls.__flexible__, edits)
     if end > len(body):
         raise MalformedFrame("request body truncated")
+    return edits
+
+
+def strip_unknown_tags(body: memoryview, edits: list[Edit]) -> bytes:
+    """A copy of ``body`` without the unknown tagged fields found by ``check_request``."""
+    out = bytearray()
+    pos = 0
+    for count_start, count_end, known, spans in sorted(edits):
+        out += body[pos:count_start]
+        out += _uvarint(known)
+        pos = count_end
+        for start, end in spans:
+            out += body[pos:start]
+            pos = end
+    out += body[pos:]
+    return bytes(out)
+
+
+def _uvarint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 @functools.cache
@@ -76,17 +113,21 @@ def _length(buf: memoryview, pos: int, limit: int, flexible: bool, wide: bool) -
     return (_I32 if wide else _I16).unpack_from(buf, pos)[0], pos + size
 
 
-def _walk(plan: tuple, buf: memoryview, pos: int, limit: int, flexible: bool) -> int:
+def _walk(plan: tuple, buf: memoryview, pos: int, limit: int, flexible: bool, edits: list[Edit]) -> int:
     steps, tagged = plan
     for kind, arg, nested in steps:
-        pos = _walk_step(kind, arg, nested, buf, pos, limit, flexible)
+        pos = _walk_step(kind, arg, nested, buf, pos, limit, flexible, edits)
         if pos > limit:
             raise MalformedFrame("request body truncated")
     if flexible:
+        count_start = pos
         count, pos = read_uvarint(buf, pos)
+        count_end = pos
         if count > limit - pos:
             raise MalformedFrame(f"{count} tagged fields in {limit - pos} bytes")
+        unknown = []
         for _ in range(count):
+            field_start = pos
             tag, pos = read_uvarint(buf, pos)
             size, pos = read_uvarint(buf, pos)
             end = pos + size
@@ -94,12 +135,16 @@ def _walk(plan: tuple, buf: memoryview, pos: int, limit: int, flexible: bool) ->
                 raise MalformedFrame("tagged field runs past the end of the request")
             step = tagged.get(tag)
             if step is not None:
-                _walk_step(*step, buf, pos, end, flexible)
+                _walk_step(*step, buf, pos, end, flexible, edits)
+            else:
+                unknown.append((field_start, end))
             pos = end
+        if unknown:
+            edits.append((count_start, count_end, count - len(unknown), unknown))
     return pos
 
 
-def _walk_step(kind: str, arg, nested, buf: memoryview, pos: int, limit: int, flexible: bool) -> int:
+def _walk_step(kind: str, arg, nested, buf: memoryview, pos: int, limit: int, flexible: bool, edits: list[Edit]) -> int:
     if kind == "fixed":
         return pos + arg
     if kind == "var":
@@ -108,7 +153,7 @@ def _walk_step(kind: str, arg, nested, buf: memoryview, pos: int, limit: int, fl
             raise MalformedFrame(f"{arg} of {size} bytes in {limit - pos} bytes left")
         return pos + max(size, 0)
     if kind == "entity":
-        return _walk(_plan(nested), buf, pos, limit, flexible)
+        return _walk(_plan(nested), buf, pos, limit, flexible, edits)
     # array
     count, pos = _length(buf, pos, limit, flexible, wide=True)
     if count > limit - pos:
@@ -116,12 +161,12 @@ def _walk_step(kind: str, arg, nested, buf: memoryview, pos: int, limit: int, fl
     if arg == "entity":
         plan = _plan(nested)
         for _ in range(count):
-            pos = _walk(plan, buf, pos, limit, flexible)
+            pos = _walk(plan, buf, pos, limit, flexible, edits)
             if pos > limit:
                 raise MalformedFrame("request body truncated")
         return pos
     if arg in _FIXED:
         return pos + max(count, 0) * _FIXED[arg]
     for _ in range(count):
-        pos = _walk_step("var", arg, None, buf, pos, limit, flexible)
+        pos = _walk_step("var", arg, None, buf, pos, limit, flexible, edits)
     return pos

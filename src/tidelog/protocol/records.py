@@ -371,3 +371,25 @@ def build_batch(
     batch[BATCH_HEADER_SIZE:] = payload
     _UINT32.pack_into(batch, 17, crc32c.crc32c(memoryview(batch)[_CRC_START:]))
     return bytes(batch)
+
+
+COMPRESSION_CODECS = {"uncompressed": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+
+
+def recompress_batch(buf, info: BatchInfo, compression: int) -> bytearray:
+    """The same records in a new batch compressed with ``compression`` (a topic's compression.type).
+
+    Keeps keys, values, headers, timestamps and the producer id, epoch and sequence, so
+    idempotence still holds. Decodes every record: not for the default (``producer``) path.
+    """
+    records = [(r.key, r.value, r.headers, r.timestamp) for r in iter_records(buf)]
+    return bytearray(
+        build_batch(
+            records,
+            compression=compression,
+            producer_id=info.producer_id,
+            producer_epoch=info.producer_epoch,
+            base_sequence=info.base_sequence,
+            partition_leader_epoch=info.partition_leader_epoch,
+        )
+    )

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import struct
+import time
 from typing import TYPE_CHECKING, Any
 
 from tidelog.handlers.registry import REGISTRY, RequestContext
 from tidelog.protocol import apis
-from tidelog.protocol.guard import check_request
+from tidelog.protocol.guard import check_request, strip_unknown_tags
 from tidelog.protocol.wire import MalformedFrame, parse_request_header, peek_api_key_version, response_header
 
 if TYPE_CHECKING:
@@ -60,6 +62,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.broker.connections.add(self)
         self.broker.metrics.connections.inc()
+        self.broker.metrics.connections_accepted.inc()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -142,6 +145,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     # --- requests ---------------------------------------------------------------------
     def _dispatch(self, frame: bytearray) -> None:
+        started = time.perf_counter()
         view = memoryview(frame)
         try:
             api_key, api_version, correlation_id = peek_api_key_version(view)
@@ -162,8 +166,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 request: Any = view[body_offset:]
             else:
                 # kio aborts the process on absurd array counts: check the bounds first.
-                check_request(apis.request_type(api_key, api_version), view, body_offset)
-                request, end = apis.request_reader(api_key, api_version)(view.toreadonly(), body_offset)
+                edits = check_request(apis.request_type(api_key, api_version), view, body_offset)
+                body = view.toreadonly() if not edits else memoryview(strip_unknown_tags(view, edits))
+                request, end = apis.request_reader(api_key, api_version)(body, body_offset)
         except Exception as e:  # kio raises several types (decode errors, KeyError for unknown tags)
             self._close(f"cannot decode {api.name} v{api_version} request: {type(e).__name__}: {e}")
             return
@@ -172,6 +177,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         task = asyncio.ensure_future(api.handler(ctx, request))
         self._pending.append((correlation_id, flexible and api_key != apis.API_VERSIONS_KEY, task))
         task.add_done_callback(self._on_response_ready)
+        task.add_done_callback(functools.partial(self.broker.metrics.observe_request, api.name, started))
         if len(self._pending) >= self.max_in_flight:
             self._pause("in-flight")
 
