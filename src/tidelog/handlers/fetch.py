@@ -96,7 +96,7 @@ def _read(ctx: RequestContext, request, wanted: list) -> tuple[list, int, bool]:
                     logger.error("fetch from %s-%d failed: %s", name, p.partition, e)
             total_bytes += len(records)
             if records:
-                broker.metrics.topic_counter(broker.metrics.fetched_bytes, "fetched", name).inc(len(records))
+                broker.metrics.count_fetched(name, records)
             results.append(PartitionData(p.partition, error, high_watermark, high_watermark, log.log_start_offset, records))
         topics.append((label, topic_id, results))
     return topics, total_bytes, any_error

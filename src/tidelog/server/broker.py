@@ -97,6 +97,7 @@ class Broker:
         )
         sockets = self._server.sockets or []
         if sockets and self.port == 0:
+        self.logs.fsync_observer = self._observe_fsync
             self.port = sockets[0].getsockname()[1]
         self.http = None
         if self.config["http.port"] >= 0:
@@ -274,9 +275,17 @@ class Broker:
         return self.logs.get(topic, partition)
 
     def refresh_gauges(self) -> None:
-        """Update the gauges that are read off the logs at scrape time."""
+        """Set the state gauges from the broker's objects (at scrape time); stale label sets are cleared."""
         metrics = self.metrics
-        metrics.partitions.set(sum(t.partitions for t in self.metadata.topics.values()))
+        topics = self.metadata.topics
+        metrics.topics.set(len(topics))
+        metrics.partitions.set(sum(t.partitions for t in topics.values()))
+        metrics.uptime.set(time.time() - self.started_at_ms / 1000)
+        for gauge in (metrics.log_end_offset, metrics.log_start_offset, metrics.log_size_bytes, metrics.log_segments,
+                      metrics.groups, metrics.group_members, metrics.committed_offset, metrics.consumer_lag,
+                      metrics.consumer_lag_total):
+            gauge.clear()
+        hosted = 0
         for log in self.logs.logs():
             labels = (log.topic, str(log.partition))
             metrics.log_end_offset.labels(*labels).set(log.log_end_offset)
@@ -291,6 +300,40 @@ class Broker:
         if state is None:
             state = self._producer_states[key] = ProducerState.load(log)
         return state
+            metrics.log_segments.labels(*labels).set(len(log.segments))
+            hosted += log.topic in topics
+        metrics.offline.set(max(sum(t.partitions for t in topics.values()) - hosted, 0))
+        metrics.under_replicated.set(0)  # one node: every replica is the leader, always in sync
+        metrics.fetch_purgatory.set(len({w for waiters in self._fetch_waiters.values() for w in waiters}))
+        metrics.produce_purgatory.set(self.logs.pending_durability_waits())
+        states: dict[str, int] = {}
+        for group_id, _protocol_type, state, _type in self.groups.list_groups():
+            states[state] = states.get(state, 0) + 1
+            description = self.groups.describe_group(group_id)
+            metrics.group_members.labels(group_id).set(len(description.members) if description else 0)
+            total = 0
+            for lag in self.groups.lag(group_id, self._log_end_offset):
+                labels = (group_id, lag.topic, str(lag.partition))
+                metrics.committed_offset.labels(*labels).set(lag.committed_offset)
+                metrics.consumer_lag.labels(*labels).set(lag.lag)
+                total += lag.lag
+            metrics.consumer_lag_total.labels(group_id).set(total)
+        for state, count in states.items():
+            metrics.groups.labels(state).set(count)
+
+    def _observe_fsync(self, seconds: float, ok: bool) -> None:
+        self.metrics.fsync_latency.observe(seconds)
+        if not ok:
+            self.metrics.fsyncs_failed.inc()
+
+    def _log_end_offset(self, topic: str, partition: int) -> int | None:
+        log = self.logs.get(topic, partition)
+        return log.log_end_offset if log is not None else None
+
+    @property
+    def ready(self) -> bool:
+        """Accepting Kafka connections, with groups and offsets loaded."""
+        return self._server is not None and self._server.is_serving() and self.groups.loaded
 
     async def new_producer_id(self) -> int:
         """A producer id never used before in this cluster (ids are reserved in blocks of 1000)."""

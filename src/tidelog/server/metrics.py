@@ -2,11 +2,24 @@
 
 Names follow Prometheus conventions with a ``tidelog_`` prefix; what Kafka calls
 ``MessagesInPerSec`` is ``tidelog_produced_records_total`` here (rates come from the scraper).
+Counters and histograms are updated where things happen (the connection, the handlers, the
+log manager's fsyncs); gauges that describe state (logs, groups, lag, waiting requests) are
+set from the broker's objects at scrape time by ``Broker.refresh_gauges``, cleared first so a
+deleted topic or group disappears from the scrape.
 """
 
 from __future__ import annotations
 
+import struct
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5, 30)
+_FSYNC_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5)
+_BATCH_LENGTH = struct.Struct(">i")  # at byte 8 of a batch: bytes after the first 12
+_RECORD_COUNT = struct.Struct(">i")  # at byte 57 of a batch
+_BATCH_OVERHEAD = 12
 
 
 class BrokerMetrics:
@@ -14,7 +27,13 @@ class BrokerMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("tidelog_requests", "Requests received, by API.", ["api"], registry=r)
+        self.request_latency = Histogram(
+            "tidelog_request_latency_seconds",
+            "Request time by API, from decoding to the response being ready (includes long-poll and durability waits).",
+            ["api"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
         self.connections = Gauge("tidelog_connections", "Open client connections.", registry=r)
+        self.connections_accepted = Counter("tidelog_connections_accepted", "Client connections accepted.", registry=r)
         self.connection_errors = Counter(
             "tidelog_connections_closed_on_error", "Connections closed for a malformed or unsupported request.", registry=r
         )
@@ -22,18 +41,48 @@ class BrokerMetrics:
         self.produced_records = Counter("tidelog_produced_records", "Records appended.", ["topic"], registry=r)
         self.produce_errors = Counter("tidelog_produce_errors", "Partitions answered with an error.", ["error"], registry=r)
         self.fetched_bytes = Counter("tidelog_fetched_bytes", "Record bytes returned by Fetch.", ["topic"], registry=r)
+        self.fetched_records = Counter(
+            "tidelog_fetched_records", "Records in the batches returned by Fetch and the HTTP API.", ["topic"], registry=r
+        )
         self.produce_latency = Histogram(
             "tidelog_produce_latency_seconds",
             "Produce request time, receipt to response (includes the durability wait).",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5),
             registry=r,
         )
+        self.fsync_latency = Histogram(
+            "tidelog_fsync_latency_seconds", "Time of one fsync job (every log flushed together).",
+            buckets=_FSYNC_BUCKETS, registry=r,
+        )
+        self.fsyncs_failed = Counter("tidelog_fsync_errors", "fsync jobs that failed.", registry=r)
+        self.fetch_purgatory = Gauge("tidelog_fetch_purgatory_size", "Fetches waiting for data (long poll).", registry=r)
+        self.produce_purgatory = Gauge(
+            "tidelog_produce_purgatory_size", "Produce acknowledgements waiting for a group commit (balanced profile).", registry=r
+        )
         self.partitions = Gauge("tidelog_partitions", "Partitions hosted.", registry=r)
+        self.topics = Gauge("tidelog_topics", "Topics, internal ones included.", registry=r)
+        self.under_replicated = Gauge(
+            "tidelog_under_replicated_partitions", "Partitions with fewer in-sync replicas than replicas.", registry=r
+        )
+        self.offline = Gauge("tidelog_offline_partitions", "Partitions without a log on their leader.", registry=r)
         partition_labels = ["topic", "partition"]
         self.log_end_offset = Gauge("tidelog_log_end_offset", "Next offset to be written.", partition_labels, registry=r)
         self.log_start_offset = Gauge("tidelog_log_start_offset", "First offset kept.", partition_labels, registry=r)
         self.log_size_bytes = Gauge("tidelog_log_size_bytes", "Bytes of segment files.", partition_labels, registry=r)
+        self.log_segments = Gauge("tidelog_log_segments", "Segment files.", partition_labels, registry=r)
+        self.groups = Gauge("tidelog_consumer_groups", "Consumer groups, by state.", ["state"], registry=r)
+        self.group_members = Gauge("tidelog_consumer_group_members", "Members of a consumer group.", ["group"], registry=r)
+        group_labels = ["group", "topic", "partition"]
+        self.committed_offset = Gauge(
+            "tidelog_consumer_committed_offset", "A group's committed offset.", group_labels, registry=r
+        )
+        self.consumer_lag = Gauge(
+            "tidelog_consumer_lag", "Log end offset minus the group's committed offset.", group_labels, registry=r
+        )
+        self.consumer_lag_total = Gauge("tidelog_consumer_lag_sum", "A group's lag over all its partitions.", ["group"], registry=r)
+        self.uptime = Gauge("tidelog_uptime_seconds", "Seconds since the broker started.", registry=r)
         self._request_children: dict[str, Counter] = {}
+        self._latency_children: dict[str, Histogram] = {}
         self._topic_children: dict[tuple[str, str], Counter] = {}
 
     # Cached label children: a labels() lookup per request is measurable on the hot path.
@@ -43,9 +92,27 @@ class BrokerMetrics:
             child = self._request_children[api] = self.requests.labels(api)
         child.inc()
 
+    def observe_request(self, api: str, started: float, _task=None) -> None:
+        """Record a request's latency; usable as a task done-callback via functools.partial."""
+        child = self._latency_children.get(api)
+        if child is None:
+            child = self._latency_children[api] = self.request_latency.labels(api)
+        child.observe(time.perf_counter() - started)
+
     def topic_counter(self, counter: Counter, kind: str, topic: str) -> Counter:
         key = (kind, topic)
         child = self._topic_children.get(key)
         if child is None:
             child = self._topic_children[key] = counter.labels(topic)
         return child
+
+    def count_fetched(self, topic: str, batches) -> None:
+        """Count the bytes and records of whole v2 batches read from a log (headers only)."""
+        size = len(batches)
+        records = 0
+        pos = 0
+        while pos + 61 <= size:
+            records += _RECORD_COUNT.unpack_from(batches, pos + 57)[0]
+            pos += _BATCH_OVERHEAD + _BATCH_LENGTH.unpack_from(batches, pos + 8)[0]
+        self.topic_counter(self.fetched_bytes, "fetched", topic).inc(size)
+        self.topic_counter(self.fetched_records, "fetched-records", topic).inc(records)

@@ -59,6 +59,8 @@ class LogManager:
         self._durable_flushes: dict[PartitionLog, asyncio.Future] = {}
         self._wakeup: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
+        # Called with (seconds, ok) after each fsync job: the broker's fsync latency metric.
+        self.fsync_observer = None
 
     # ---- the set of logs -----------------------------------------------------------------
 
@@ -192,13 +194,18 @@ class LogManager:
         if not pendings:
             return
         fds = [fd for _, pending in pendings for fd in pending.fds]
+        started = time.perf_counter()
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, PartitionLog.sync_fds, fds)
         except OSError as e:
+            if self.fsync_observer is not None:
+                self.fsync_observer(time.perf_counter() - started, False)
             for log, pending in pendings:
                 log.finish_flush(pending, e)
                 self._fail_waiters(log, StorageError(f"fsync of {log.topic}-{log.partition} failed: {e}"))
             raise StorageError(f"fsync failed: {e}") from e
+        if self.fsync_observer is not None:
+            self.fsync_observer(time.perf_counter() - started, True)
         for log, pending in pendings:
             log.finish_flush(pending)
 
@@ -223,6 +230,10 @@ class LogManager:
         self._balanced_waiters.setdefault(log, []).append((offset, future))
         self._wakeup.set()
         await future
+
+    def pending_durability_waits(self) -> int:
+        """Acknowledgements waiting for a group commit (the produce purgatory)."""
+        return sum(len(waiters) for waiters in self._balanced_waiters.values())
 
     # ---- closing -------------------------------------------------------------------------
 

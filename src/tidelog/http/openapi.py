@@ -1,0 +1,270 @@
+"""The OpenAPI 3.1 document of the HTTP API (served at ``/api/v1/openapi.json``).
+
+Kept as data next to the handlers in api.py; tests/integration/test_http_api.py checks every
+response against it and runs schemathesis over every operation.
+"""
+
+from __future__ import annotations
+
+from tidelog import __version__
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(properties: dict, required: list[str] | None = None, **extra) -> dict:
+    schema = {"type": "object", "properties": properties, **extra}
+    if required is None:
+        required = list(properties)
+    if required:
+        schema["required"] = required
+    return schema
+
+
+INT = {"type": "integer"}
+STR = {"type": "string"}
+NULLABLE_STR = {"type": ["string", "null"]}
+BOOL = {"type": "boolean"}
+NUMBER = {"type": "number"}
+ENCODING = {"type": "string", "enum": ["text", "base64"]}
+SCALAR = {"type": ["string", "number", "boolean"]}
+
+SCHEMAS = {
+    "Error": _obj({
+        "error_code": {**STR, "description": "Kafka's error name in upper case (UNKNOWN_TOPIC_OR_PARTITION, "
+                       "TOPIC_ALREADY_EXISTS, ...) or BAD_REQUEST / NOT_FOUND / METHOD_NOT_ALLOWED / INTERNAL_ERROR."},
+        "message": STR,
+    }),
+    "Cluster": _obj({
+        "cluster_id": STR, "controller_id": INT, "version": STR,
+        "brokers": {"type": "array", "items": _obj({"node_id": INT, "host": STR, "port": INT,
+                                                      "http_port": {"type": ["integer", "null"]}})},
+        "started_at_ms": INT, "uptime_ms": INT, "ready": BOOL, "topics": INT, "partitions": INT,
+        "under_replicated_partitions": INT, "groups": INT, "connections": INT,
+        "totals": _obj({"produced_bytes": NUMBER, "produced_records": NUMBER, "fetched_bytes": NUMBER,
+                        "fetched_records": NUMBER, "requests": NUMBER},
+                       description="Counters since start; poll twice for rates."),
+        "now_ms": INT,
+    }),
+    "Partition": _obj({
+        "partition": INT, "leader": INT, "replicas": {"type": "array", "items": INT},
+        "isr": {"type": "array", "items": INT}, "log_start_offset": INT, "log_end_offset": INT,
+        "high_watermark": INT, "size_bytes": INT, "segments": INT, "offline": BOOL,
+    }),
+    "TopicSummary": _obj({
+        "name": STR, "topic_id": STR, "internal": BOOL, "partitions": INT, "replication_factor": INT,
+        "size_bytes": INT, "records": {**INT, "description": "Sum of log end minus log start offsets."},
+        "configs": {"type": "object", "additionalProperties": STR, "description": "Topic overrides only."},
+    }),
+    "TopicList": _obj({"topics": {"type": "array", "items": _ref("TopicSummary")}}),
+    "TopicConfig": _obj({
+        "name": STR, "value": NULLABLE_STR, "source": {"type": "string", "enum": ["topic", "broker", "default"]},
+        "documentation": STR,
+    }),
+    "TopicDetail": _obj({
+        "name": STR, "topic_id": STR, "internal": BOOL, "partition_count": INT, "replication_factor": INT,
+        "size_bytes": INT, "records": INT,
+        "partitions": {"type": "array", "items": _ref("Partition")},
+        "configs": {"type": "array", "items": _ref("TopicConfig"), "description": "Every topic config, effective value."},
+    }),
+    "NewTopic": _obj({
+        "name": {**STR, "description": "1-249 of [a-zA-Z0-9._-]."},
+        "partitions": {**INT, "minimum": -1, "maximum": 10000, "description": "-1 or absent: num.partitions."},
+        "replication_factor": {**INT, "minimum": -1, "description": "-1 or absent: default.replication.factor."},
+        "configs": {"type": "object", "additionalProperties": SCALAR},
+    }, required=["name"]),
+    "ConfigChanges": _obj({
+        "configs": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
+                    "description": "name -> new value; null removes the topic's override."},
+    }),
+    "Deleted": _obj({"deleted": STR}),
+    "Header": _obj({
+        "key": STR,
+        "value": {"oneOf": [{"type": ["string", "null"]},
+                            _obj({"base64": {**STR, "contentEncoding": "base64"}}, additionalProperties=False)]},
+    }, required=["key"]),
+    "ProduceRecord": _obj({
+        "key": {"description": "A string is stored as UTF-8, null as null, any other JSON as its JSON text."},
+        "value": {"description": "As key."},
+        "key_base64": {"type": ["string", "null"], "contentEncoding": "base64", "description": "Binary key instead of key."},
+        "value_base64": {"type": ["string", "null"], "contentEncoding": "base64", "description": "Binary value instead of value."},
+        "headers": {"oneOf": [{"type": "array", "items": _ref("Header")},
+                              {"type": "object", "additionalProperties": {"type": ["string", "null"]}}]},
+        "partition": {**INT, "minimum": 0, "description": "Absent: murmur2 of the key as Kafka's Java client "
+                      "does; no key: one partition per request, round robin."},
+        "timestamp": {**INT, "minimum": 0, "description": "CreateTime in ms; absent: now."},
+    }, required=[]),
+    "ProduceRequest": _obj({"records": {"type": "array", "items": _ref("ProduceRecord"), "minItems": 1, "maxItems": 10000}}),
+    "RecordOffset": _obj({
+        "partition": INT, "offset": {**INT, "description": "-1 when the record's partition failed."},
+        "timestamp": INT, "error_code": STR, "message": STR,
+    }, required=["partition", "offset"]),
+    "ProduceResponse": _obj({"topic": STR, "offsets": {"type": "array", "items": _ref("RecordOffset"),
+                                                       "description": "One per record, in request order."}}),
+    "RecordHeader": _obj({"key": STR, "value": NULLABLE_STR, "value_encoding": ENCODING}),
+    "Record": _obj({
+        "partition": INT, "offset": INT, "timestamp": INT,
+        "timestamp_type": {"type": "string", "enum": ["CreateTime", "LogAppendTime"]},
+        "key": NULLABLE_STR, "key_encoding": ENCODING, "value": NULLABLE_STR, "value_encoding": ENCODING,
+        "headers": {"type": "array", "items": _ref("RecordHeader")},
+    }, required=["offset", "timestamp", "timestamp_type", "key", "key_encoding", "value", "value_encoding", "headers"],
+        description="Bytes that are valid UTF-8 are given as text (encoding text), others as base64."),
+    "Records": _obj({
+        "topic": STR, "partition": INT, "log_start_offset": INT, "high_watermark": INT,
+        "next_offset": {**INT, "description": "Where the next read should start."},
+        "records": {"type": "array", "items": _ref("Record")},
+    }),
+    "GroupSummary": _obj({
+        "group_id": STR, "state": STR, "protocol_type": STR, "type": STR, "members": INT, "lag": INT,
+        "topics": {"type": "array", "items": STR},
+    }),
+    "GroupList": _obj({"groups": {"type": "array", "items": _ref("GroupSummary")}}),
+    "GroupOffset": _obj({
+        "topic": STR, "partition": INT, "committed_offset": INT, "log_end_offset": INT, "lag": INT,
+        "metadata": STR, "commit_timestamp_ms": INT,
+    }),
+    "GroupMember": _obj({
+        "member_id": STR, "group_instance_id": NULLABLE_STR, "client_id": STR, "client_host": STR,
+        "assignment": {"type": "array", "items": _obj({"topic": STR, "partitions": {"type": "array", "items": INT}})},
+    }),
+    "GroupDetail": _obj({
+        "group_id": STR, "state": STR, "protocol_type": STR, "protocol": STR, "generation_id": INT,
+        "leader_id": NULLABLE_STR,
+        "members": {"type": "array", "items": _ref("GroupMember")},
+        "offsets": {"type": "array", "items": _ref("GroupOffset")}, "lag": INT,
+    }),
+    "CommitRequest": _obj({"offsets": {"type": "array", "minItems": 1, "items": _obj({
+        "topic": STR, "partition": {**INT, "minimum": 0}, "offset": {**INT, "minimum": 0}})}}),
+    "GroupOffsets": _obj({"group_id": STR, "offsets": {"type": "array", "items": _ref("GroupOffset")}}),
+    "GroupFetchRequest": _obj({
+        "topic": STR,
+        "partitions": {"type": "array", "items": {**INT, "minimum": 0}, "description": "Absent: every partition."},
+        "max_records": {**INT, "minimum": 1, "maximum": 1000, "default": 100},
+        "timeout_ms": {**INT, "minimum": 0, "maximum": 30000, "default": 0,
+                       "description": "Wait this long for a record when there is none."},
+        "commit": {**BOOL, "default": True, "description": "Commit the new positions before answering (at-most-once)."},
+        "auto_offset_reset": {"type": "string", "enum": ["earliest", "latest"], "default": "earliest"},
+    }, required=["topic"]),
+    "GroupFetchResponse": _obj({
+        "group_id": STR, "topic": STR, "committed": BOOL,
+        "positions": {"type": "array", "items": _obj({"partition": INT, "offset": INT})},
+        "records": {"type": "array", "items": _ref("Record")},
+    }),
+}
+
+_ERROR_CONTENT = {"application/json": {"schema": _ref("Error")}}
+_STATUS_TEXT = {400: "Invalid request", 404: "Not found", 409: "Conflict", 413: "Too large",
+                416: "Offset out of range", 500: "Internal error", 503: "Storage or coordinator unavailable"}
+
+
+def _responses(ok_status: int, ok_schema: str, description: str, errors: tuple[int, ...]) -> dict:
+    responses = {str(ok_status): {"description": description, "content": {"application/json": {"schema": _ref(ok_schema)}}}}
+    for status in sorted({400, *errors}):
+        responses[str(status)] = {"description": _STATUS_TEXT[status], "content": _ERROR_CONTENT}
+    return responses
+
+
+def _body(schema: str) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _path_param(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
+
+
+def _query(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+TOPIC = _path_param("topic", STR, "Topic name.")
+GROUP = _path_param("group", STR, "Consumer group id.")
+
+
+def openapi_document() -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tidelog HTTP API",
+            "version": __version__,
+            "description": "Topics, records and consumer groups of a Tidelog broker as JSON. Errors are "
+                           "{error_code, message}. Values read back are text when valid UTF-8, else base64.",
+        },
+        "servers": [{"url": "/api/v1"}],
+        "paths": {
+            "/cluster": {"get": {
+                "operationId": "getCluster", "summary": "Cluster overview and traffic totals",
+                "responses": _responses(200, "Cluster", "The cluster", ()),
+            }},
+            "/topics": {
+                "get": {
+                    "operationId": "listTopics", "summary": "List topics",
+                    "parameters": [_query("internal", {"type": "boolean", "default": True}, "Include __ topics.")],
+                    "responses": _responses(200, "TopicList", "Topics by name", ()),
+                },
+                "post": {
+                    "operationId": "createTopic", "summary": "Create a topic (Kafka's CreateTopics rules)",
+                    "requestBody": _body("NewTopic"),
+                    "responses": _responses(201, "TopicDetail", "Created", (409, 503)),
+                },
+            },
+            "/topics/{topic}": {
+                "parameters": [TOPIC],
+                "get": {"operationId": "describeTopic", "summary": "Partitions with offsets, sizes, leader, ISR; configs",
+                        "responses": _responses(200, "TopicDetail", "The topic", (404,))},
+                "delete": {"operationId": "deleteTopic", "summary": "Delete a topic and its data",
+                           "responses": _responses(200, "Deleted", "Deleted", (404, 503))},
+            },
+            "/topics/{topic}/configs": {
+                "parameters": [TOPIC],
+                "put": {"operationId": "alterTopicConfigs", "summary": "Set or remove topic config overrides",
+                        "requestBody": _body("ConfigChanges"),
+                        "responses": _responses(200, "TopicDetail", "The topic after the change", (404, 503))},
+            },
+            "/topics/{topic}/records": {
+                "parameters": [TOPIC],
+                "post": {"operationId": "produce", "summary": "Append records; answered once durable",
+                         "requestBody": _body("ProduceRequest"),
+                         "responses": _responses(200, "ProduceResponse", "Offsets, one per record", (404, 413, 503))},
+            },
+            "/topics/{topic}/partitions/{partition}/records": {
+                "parameters": [TOPIC, _path_param("partition", {**INT, "minimum": 0}, "Partition index.")],
+                "get": {
+                    "operationId": "consume", "summary": "Read records by offset or time",
+                    "parameters": [
+                        _query("offset", {**INT, "minimum": 0}, "First offset (default: the log start)."),
+                        _query("timestamp", {**INT, "minimum": 0}, "Start at the first record with this timestamp (ms) or later."),
+                        _query("limit", {**INT, "minimum": 1, "maximum": 1000, "default": 100}, "Most records returned."),
+                        _query("timeout_ms", {**INT, "minimum": 0, "maximum": 30000, "default": 0},
+                               "Wait up to this long for a record when there is none."),
+                        _query("encoding", {"type": "string", "enum": ["auto", "base64"], "default": "auto"},
+                               "auto: text when valid UTF-8, else base64; base64: always base64."),
+                    ],
+                    "responses": _responses(200, "Records", "Records", (404, 416, 503)),
+                },
+            },
+            "/groups": {"get": {"operationId": "listGroups", "summary": "Consumer groups with their total lag",
+                                "responses": _responses(200, "GroupList", "Groups", ())}},
+            "/groups/{group}": {
+                "parameters": [GROUP],
+                "get": {"operationId": "describeGroup", "summary": "Members, assignments, committed offsets and lag",
+                        "responses": _responses(200, "GroupDetail", "The group", (404,))},
+                "delete": {"operationId": "deleteGroup", "summary": "Delete an empty group and its offsets",
+                           "responses": _responses(200, "Deleted", "Deleted", (404, 409, 503))},
+            },
+            "/groups/{group}/offsets": {
+                "parameters": [GROUP],
+                "post": {"operationId": "commitOffsets", "summary": "Commit offsets as an assign() consumer does",
+                         "requestBody": _body("CommitRequest"),
+                         "responses": _responses(200, "GroupOffsets", "The group's offsets", (404, 409, 503))},
+            },
+            "/groups/{group}/fetch": {
+                "parameters": [GROUP],
+                "post": {"operationId": "groupFetch",
+                         "summary": "Read a topic from the group's committed offsets, committing the new positions",
+                         "requestBody": _body("GroupFetchRequest"),
+                         "responses": _responses(200, "GroupFetchResponse", "Records", (404, 409, 503))},
+            },
+        },
+        "components": {"schemas": SCHEMAS},
+    }
