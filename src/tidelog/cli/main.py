@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from tidelog import __version__
+from tidelog.cli.lazy import LazyGroup
 from tidelog.config import BrokerConfig, ConfigError
 
 logger = logging.getLogger("tidelog")
@@ -27,7 +28,7 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
     return overrides
 
 
-@click.group()
+@click.group(cls=LazyGroup)
 @click.version_option(__version__, prog_name="tidelog")
 def main() -> None:
     """Tidelog: a durable message queue that speaks the Kafka protocol."""

@@ -1,0 +1,202 @@
+"""``tidelog topics``: list, create, describe, alter and delete topics (like kafka-topics)."""
+
+from __future__ import annotations
+
+import click
+from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka.admin import (
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ConfigSource,
+    NewPartitions,
+    NewTopic,
+    OffsetSpec,
+    ResourceType,
+)
+
+from tidelog.cli.connection import CliError, Client, client_command, parse_pairs
+from tidelog.cli.output import note
+
+
+@click.group()
+def topics() -> None:
+    """List, create, describe, alter and delete topics."""
+
+
+def is_internal(name: str) -> bool:
+    return name.startswith("__")
+
+
+def watermarks(client: Client, admin, partitions: list[TopicPartition]) -> dict[tuple[str, int], tuple[int, int]]:
+    """(log start offset, high watermark) of each partition, two ListOffsets requests in all."""
+    if not partitions:
+        return {}
+    low = client.results(admin.list_offsets({tp: OffsetSpec.earliest() for tp in partitions}, request_timeout=client.timeout_s))
+    high = client.results(admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions}, request_timeout=client.timeout_s))
+    return {(tp.topic, tp.partition): (low[tp].offset, high[tp].offset) for tp in partitions}
+
+
+@topics.command("list")
+@click.option("--internal", is_flag=True, help="Include internal topics (__consumer_offsets, ...).")
+@client_command()
+def list_topics(client: Client, internal: bool) -> None:
+    """List topics with their partition counts."""
+    md = client.metadata(client.admin())
+    rows = []
+    for name in sorted(md.topics):
+        tmd = md.topics[name]
+        if is_internal(name) and not internal:
+            continue
+        rf = max((len(p.replicas) for p in tmd.partitions.values()), default=0)
+        rows.append({"name": name, "partitions": len(tmd.partitions), "replication_factor": rf, "internal": is_internal(name)})
+    if client.out.as_json:
+        client.out.json(rows)
+    elif client.out.rich:
+        client.out.table(["topic", "partitions", "replication factor"],
+                         [(r["name"], r["partitions"], r["replication_factor"]) for r in rows])
+    else:
+        for r in rows:  # one name a line, as kafka-topics --list
+            click.echo(r["name"])
+
+
+@topics.command()
+@click.argument("topic")
+@click.option("--partitions", "-p", type=click.IntRange(min=1), default=None, help="Partition count (default: the broker's num.partitions).")
+@click.option("--replication-factor", "-r", type=click.IntRange(min=1), default=None, help="Replicas per partition (default: the broker's default.replication.factor).")
+@click.option("--config", "-c", "configs", multiple=True, metavar="NAME=VALUE", help="A topic config, e.g. retention.ms=86400000 (repeatable).")
+@click.option("--if-not-exists", is_flag=True, help="Succeed if the topic exists already.")
+@client_command()
+def create(client: Client, topic: str, partitions: int | None, replication_factor: int | None, configs: tuple[str, ...], if_not_exists: bool) -> None:
+    """Create a topic."""
+    new = NewTopic(topic, num_partitions=partitions or -1, replication_factor=replication_factor or -1,
+                   config=parse_pairs(configs, "--config"))
+    admin = client.admin()
+    client.metadata(admin)  # a clear error when no broker answers
+    future = admin.create_topics([new], request_timeout=client.timeout_s)[topic]
+    try:
+        client.result(future)
+        created = True
+    except CliError as e:
+        if not (if_not_exists and "TOPIC_ALREADY_EXISTS" in e.message):
+            raise
+        created = False
+    if client.out.as_json:
+        client.out.json({"topic": topic, "created": created})
+    else:
+        client.out.done(f"Created topic {topic}." if created else f"Topic {topic} exists already.", topic)
+
+
+@topics.command()
+@click.argument("topic_names", metavar="TOPIC...", nargs=-1, required=True)
+@click.option("--if-exists", is_flag=True, help="Succeed if a topic does not exist.")
+@client_command()
+def delete(client: Client, topic_names: tuple[str, ...], if_exists: bool) -> None:
+    """Delete topics and all their records."""
+    admin = client.admin()
+    client.metadata(admin)
+    futures = admin.delete_topics(list(topic_names), operation_timeout=client.timeout_s, request_timeout=client.timeout_s)
+    deleted = []
+    for name, future in futures.items():
+        try:
+            client.result(future)
+            deleted.append(name)
+        except CliError as e:
+            if not (if_exists and "UNKNOWN_TOPIC" in e.message):
+                raise CliError(f"{name}: {e.message}") from None
+    if client.out.as_json:
+        client.out.json({"deleted": deleted})
+    else:
+        for name in deleted:
+            client.out.done(f"Deleted topic {name}.", name)
+
+
+@topics.command()
+@click.argument("topic_names", metavar="TOPIC...", nargs=-1, required=True)
+@click.option("--all-configs", is_flag=True, help="Show every config, not only those set on the topic or broker.")
+@client_command()
+def describe(client: Client, topic_names: tuple[str, ...], all_configs: bool) -> None:
+    """Partitions (leader, replicas, ISR, watermarks) and configs (with their sources)."""
+    admin = client.admin()
+    described = []
+    for name in topic_names:
+        tmd = client.topic_metadata(admin, name)
+        tps = [TopicPartition(name, p) for p in sorted(tmd.partitions)]
+        marks = watermarks(client, admin, tps)
+        resource = ConfigResource(ResourceType.TOPIC, name)
+        entries = client.result(admin.describe_configs([resource], request_timeout=client.timeout_s)[resource])
+        partitions = []
+        for p in sorted(tmd.partitions):
+            pmd = tmd.partitions[p]
+            low, high = marks[(name, p)]
+            partitions.append({
+                "partition": p, "leader": pmd.leader, "replicas": list(pmd.replicas), "isr": list(pmd.isrs),
+                "log_start_offset": low, "high_watermark": high, "records": high - low,
+                "error": None if pmd.error is None or pmd.error.code() == KafkaError.NO_ERROR else pmd.error.str(),
+            })
+        configs = [
+            {"name": e.name, "value": None if e.is_sensitive else e.value, "source": ConfigSource(e.source).name.lower(),
+             "default": e.is_default, "read_only": e.is_read_only, "sensitive": e.is_sensitive}
+            for e in sorted(entries.values(), key=lambda e: e.name)
+        ]
+        described.append({
+            "name": name, "internal": is_internal(name), "partition_count": len(partitions),
+            "replication_factor": max((len(p["replicas"]) for p in partitions), default=0),
+            "partitions": partitions, "configs": configs,
+        })
+    if client.out.as_json:
+        client.out.json(described if len(described) > 1 else described[0])
+        return
+    out = client.out
+    for t in described:
+        out.fields([("topic", t["name"]), ("partitions", t["partition_count"]), ("replication factor", t["replication_factor"])],
+                   title=f"Topic {t['name']}")
+        out.table(
+            ["partition", "leader", "replicas", "isr", "log start", "high watermark", "records"],
+            [(p["partition"], p["leader"], p["replicas"], p["isr"], p["log_start_offset"], p["high_watermark"], p["records"])
+             for p in t["partitions"]],
+            title="Partitions",
+            row_styles=["red" if p["leader"] < 0 else "yellow" if len(p["isr"]) < len(p["replicas"]) else None
+                        for p in t["partitions"]],
+        )
+        shown = [c for c in t["configs"] if all_configs or not c["default"]]
+        out.table(["config", "value", "source"], [(c["name"], c["value"], c["source"]) for c in shown],
+                  title="Configs", caption=None if all_configs else "set on the topic or broker; --all-configs shows all",
+                  row_styles=["dim" if c["default"] else None for c in shown])
+
+
+@topics.command()
+@click.argument("topic")
+@click.option("--partitions", "-p", type=click.IntRange(min=1), default=None, help="Increase the partition count to this.")
+@click.option("--config", "-c", "configs", multiple=True, metavar="NAME=VALUE", help="Set a topic config (repeatable).")
+@click.option("--delete-config", "delete_configs", multiple=True, metavar="NAME", help="Remove a topic config override (repeatable).")
+@client_command()
+def alter(client: Client, topic: str, partitions: int | None, configs: tuple[str, ...], delete_configs: tuple[str, ...]) -> None:
+    """Add partitions or change topic configs."""
+    to_set = parse_pairs(configs, "--config")
+    if partitions is None and not to_set and not delete_configs:
+        raise click.UsageError("nothing to alter: give --partitions, --config or --delete-config")
+    admin = client.admin()
+    tmd = client.topic_metadata(admin, topic)
+    changes = {}
+    if partitions is not None:
+        current = len(tmd.partitions)
+        if partitions < current:
+            raise CliError(f"topic {topic} has {current} partitions; partitions can only be added")
+        if partitions > current:
+            client.result(admin.create_partitions([NewPartitions(topic, partitions)], request_timeout=client.timeout_s)[topic])
+            changes["partitions"] = {"from": current, "to": partitions}
+        else:
+            note(f"topic {topic} has {current} partitions already")
+    if to_set or delete_configs:
+        resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+            *(ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in to_set.items()),
+            *(ConfigEntry(k, None, incremental_operation=AlterConfigOpType.DELETE) for k in delete_configs),
+        ])
+        client.result(admin.incremental_alter_configs([resource], request_timeout=client.timeout_s)[resource])
+        changes["set"] = to_set
+        changes["deleted"] = list(delete_configs)
+    if client.out.as_json:
+        client.out.json({"topic": topic, **changes})
+    else:
+        client.out.done(f"Altered topic {topic}.", topic)
