@@ -96,7 +96,7 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("node.id", "INT", 1, "This broker's id.", read_only=True),
         ConfigDef("broker.id", "INT", 1, "Alias of node.id.", read_only=True),
         ConfigDef("cluster.id", "STRING", "", "The cluster id; generated on first start when empty.", read_only=True),
-        ConfigDef("advertised.host", "STRING", "", "Host advertised to clients; the listen host when empty.", read_only=True),
+        ConfigDef("advertised.listeners", "STRING", "", "Where clients reach this broker, PLAINTEXT://host:port; the listener when empty.", read_only=True),
         ConfigDef("http.port", "INT", 9644, "HTTP port for /metrics and /health (0 picks a free one, -1 disables).", minimum=-1, read_only=True),
         ConfigDef("num.partitions", "INT", 1, "Default partition count of auto-created topics.", minimum=1),
         ConfigDef("default.replication.factor", "INT", 1, "Default replication factor of auto-created topics.", minimum=1),
@@ -124,6 +124,14 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("group.max.size", "INT", 2147483647, "Most members a consumer group may have.", minimum=1),
         ConfigDef("group.min.session.timeout.ms", "INT", 6000, "Smallest session timeout a member may ask for.", minimum=0),
         ConfigDef("group.max.session.timeout.ms", "INT", 1800000, "Largest session timeout a member may ask for.", minimum=0),
+        ConfigDef("group.consumer.heartbeat.interval.ms", "INT", 5000, "Heartbeat interval given to consumer-protocol (KIP-848) members.", minimum=1),
+        ConfigDef("group.consumer.min.heartbeat.interval.ms", "INT", 5000, "Smallest allowed group.consumer.heartbeat.interval.ms.", minimum=1),
+        ConfigDef("group.consumer.max.heartbeat.interval.ms", "INT", 15000, "Largest allowed group.consumer.heartbeat.interval.ms.", minimum=1),
+        ConfigDef("group.consumer.session.timeout.ms", "INT", 45000, "A consumer-protocol member without a heartbeat for this long is removed.", minimum=1),
+        ConfigDef("group.consumer.min.session.timeout.ms", "INT", 45000, "Smallest allowed group.consumer.session.timeout.ms.", minimum=1),
+        ConfigDef("group.consumer.max.session.timeout.ms", "INT", 60000, "Largest allowed group.consumer.session.timeout.ms.", minimum=1),
+        ConfigDef("group.consumer.max.size", "INT", 2147483647, "Most members a consumer-protocol group may have.", minimum=1),
+        ConfigDef("group.consumer.assignors", "LIST", "uniform,range", "Server-side assignors of consumer-protocol groups; the first is the default.", read_only=True),
     )
 }
 

@@ -61,7 +61,7 @@ async def handle(ctx: RequestContext, request) -> object:
             module.DescribeClusterBroker,
             broker_id=broker.node_id,
             host=broker.advertised_host,
-            port=broker.port,
+            port=broker.advertised_port,
             rack=None,
             is_fenced=False,
         ),

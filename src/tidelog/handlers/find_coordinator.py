@@ -42,7 +42,7 @@ async def handle(ctx: RequestContext, request) -> object:
                 key=key,
                 node_id=broker.node_id if error is ErrorCode.none else -1,
                 host=broker.advertised_host if error is ErrorCode.none else "",
-                port=broker.port if error is ErrorCode.none else -1,
+                port=broker.advertised_port if error is ErrorCode.none else -1,
                 error_code=error,
                 error_message=message,
             )
@@ -58,5 +58,5 @@ async def handle(ctx: RequestContext, request) -> object:
         error_message=message,
         node_id=broker.node_id if ok else -1,
         host=broker.advertised_host if ok else "",
-        port=broker.port if ok else -1,
+        port=broker.advertised_port if ok else -1,
     )

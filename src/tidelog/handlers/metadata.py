@@ -94,7 +94,7 @@ async def handle(ctx: RequestContext, request) -> object:
             else:
                 topics.append(describe_topic(module, ctx, record))
     brokers = (
-        build(module.MetadataResponseBroker, node_id=broker.node_id, host=broker.advertised_host, port=broker.port, rack=None),
+        build(module.MetadataResponseBroker, node_id=broker.node_id, host=broker.advertised_host, port=broker.advertised_port, rack=None),
     )
     return build(
         module.MetadataResponse,

@@ -50,7 +50,7 @@ class Broker:
         self.host = host
         self.port = port
         self.node_id: int = config["node.id"]
-        self.advertised_host: str = config["advertised.host"] or host
+        self._advertised = parse_advertised_listener(config["advertised.listeners"])
         self.metrics = BrokerMetrics()
         self.metadata = EmbeddedMetadataStore(self.data_dir)
         self.logs: LogManager | None = None
@@ -66,6 +66,15 @@ class Broker:
         self._producer_states: dict[tuple[str, int], ProducerState] = {}
         self._producer_ids: range = range(0)
         self._producer_id_lock = asyncio.Lock()
+
+    @property
+    def advertised_host(self) -> str:
+        """The host clients are told to connect to (``advertised.listeners``, else the listen host)."""
+        return self._advertised[0] if self._advertised else self.host
+
+    @property
+    def advertised_port(self) -> int:
+        return self._advertised[1] if self._advertised else self.port
 
     @property
     def cluster_id(self) -> str:
@@ -88,6 +97,7 @@ class Broker:
                 if self.logs.get(topic.name, partition) is None:
                     self.logs.create(topic.name, partition, self.log_config(topic.configs))
         await self.logs.start()
+        self.logs.fsync_observer = self._observe_fsync
         await self.groups.start()
         from tidelog.server.connection import KafkaConnection
 
@@ -97,7 +107,6 @@ class Broker:
         )
         sockets = self._server.sockets or []
         if sockets and self.port == 0:
-        self.logs.fsync_observer = self._observe_fsync
             self.port = sockets[0].getsockname()[1]
         self.http = None
         if self.config["http.port"] >= 0:
@@ -291,15 +300,6 @@ class Broker:
             metrics.log_end_offset.labels(*labels).set(log.log_end_offset)
             metrics.log_start_offset.labels(*labels).set(log.log_start_offset)
             metrics.log_size_bytes.labels(*labels).set(log.size_bytes)
-
-    # --- idempotent producers ----------------------------------------------------------
-    def producer_state(self, log: PartitionLog) -> ProducerState:
-        """The partition's idempotent-producer state, loaded (snapshot + replay) on first use."""
-        key = (log.topic, log.partition)
-        state = self._producer_states.get(key)
-        if state is None:
-            state = self._producer_states[key] = ProducerState.load(log)
-        return state
             metrics.log_segments.labels(*labels).set(len(log.segments))
             hosted += log.topic in topics
         metrics.offline.set(max(sum(t.partitions for t in topics.values()) - hosted, 0))
@@ -335,6 +335,15 @@ class Broker:
         """Accepting Kafka connections, with groups and offsets loaded."""
         return self._server is not None and self._server.is_serving() and self.groups.loaded
 
+    # --- idempotent producers ----------------------------------------------------------
+    def producer_state(self, log: PartitionLog) -> ProducerState:
+        """The partition's idempotent-producer state, loaded (snapshot + replay) on first use."""
+        key = (log.topic, log.partition)
+        state = self._producer_states.get(key)
+        if state is None:
+            state = self._producer_states[key] = ProducerState.load(log)
+        return state
+
     async def new_producer_id(self) -> int:
         """A producer id never used before in this cluster (ids are reserved in blocks of 1000)."""
         async with self._producer_id_lock:
@@ -369,6 +378,17 @@ class Broker:
                     waiters.discard(waiter)
                     if not waiters:
                         del self._fetch_waiters[key]
+
+
+def parse_advertised_listener(value: str) -> tuple[str, int] | None:
+    """``PLAINTEXT://host:port`` (the first of a comma-separated list) -> (host, port)."""
+    if not value:
+        return None
+    first = value.split(",")[0].strip()
+    match = re.fullmatch(r"(?:[A-Za-z_]+://)?\[?([^\]]*)\]?:(\d+)", first)
+    if not match:
+        raise ValueError(f"advertised.listeners: cannot parse {first!r}, expected PLAINTEXT://host:port")
+    return match.group(1), int(match.group(2))
 
 
 def now_ms() -> int:
