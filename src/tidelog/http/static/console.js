@@ -1,0 +1,404 @@
+// Tidelog web console: a small single-page app over the broker's /api/v1 (no build step, no libraries).
+// Routes (location.hash): #/ overview, #/topics, #/topics/NAME, #/topics/NAME/messages, #/groups, #/groups/ID.
+"use strict";
+
+const API = "/api/v1";
+const view = document.getElementById("view");
+let timers = [];  // polling of the current page; cleared on navigation
+
+function clearTimers() { timers.forEach(clearInterval); timers = []; }
+function every(ms, fn) { fn(); timers.push(setInterval(fn, ms)); }
+
+async function api(method, path, body) {
+  const init = { method, headers: {} };
+  if (body !== undefined) { init.body = JSON.stringify(body); init.headers["Content-Type"] = "application/json"; }
+  const response = await fetch(API + path, init);
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(`${data.error_code || response.status}: ${data.message || response.statusText}`);
+  return data;
+}
+
+// --- DOM helpers -------------------------------------------------------------------
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) el.append(c instanceof Node ? c : String(c));
+  return el;
+}
+function table(columns, rows, opts = {}) {
+  const head = h("tr", {}, columns.map(c => h("th", { class: c.num ? "num" : "" }, c.label)));
+  const body = rows.map(row => h("tr", { class: opts.onRow ? "clickable" : "", onclick: opts.onRow ? () => opts.onRow(row) : null,
+    "data-row": opts.key ? opts.key(row) : null },
+    columns.map(c => h("td", { class: c.num ? "num" : "" }, c.render ? c.render(row) : row[c.key]))));
+  return h("table", { "data-testid": opts.testid }, h("thead", {}, head), h("tbody", {}, body.length ? body :
+    h("tr", {}, h("td", { colspan: columns.length, class: "muted" }, opts.empty || "Nothing here yet."))));
+}
+function card(label, value, testid) { return h("div", { class: "card" }, h("div", { class: "label" }, label), h("div", { class: "value", "data-testid": testid }, value)); }
+function fmtBytes(n) {
+  if (n < 10 && n > 0 && n !== Math.round(n)) return `${n.toFixed(1)} B`;
+  if (n < 1024) return `${Math.round(n)} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"]; let i = -1;
+  do { n /= 1024; i++; } while (n >= 1024 && i < units.length - 1);
+  return `${n.toFixed(n < 10 ? 1 : 0)} ${units[i]}`;
+}
+function fmtNum(n) { return Math.round(n).toLocaleString("en-US"); }
+function fmtTime(ms) { return ms < 0 ? "-" : new Date(ms).toISOString().replace("T", " ").replace("Z", ""); }
+function fmtDuration(ms) {
+  const s = Math.floor(ms / 1000), d = Math.floor(s / 86400), hh = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);
+  return d ? `${d}d ${hh}h` : hh ? `${hh}h ${m}m` : m ? `${m}m ${s % 60}s` : `${s}s`;
+}
+function errorBox(e) { return h("div", { class: "error", "data-testid": "error" }, String(e.message || e)); }
+function link(href, text) { return h("a", { href }, text); }
+const enc = encodeURIComponent;
+
+// --- a line chart on a canvas --------------------------------------------------------
+class Chart {
+  constructor(series, formatY) {  // series: [{name, color}]
+    this.series = series.map(s => ({ ...s, points: [] }));
+    this.formatY = formatY || fmtNum;
+    this.canvas = h("canvas", { class: "chart", "data-testid": "chart" });
+    this.el = h("div", { class: "chart-wrap" }, this.canvas,
+      h("div", { class: "legend" }, this.series.map(s => h("span", {}, h("i", { style: `background:${s.color}` }), s.name))));
+    this.windowMs = 120000;
+  }
+  add(t, values) {
+    this.series.forEach((s, i) => { s.points.push([t, values[i]]); while (s.points.length && s.points[0][0] < t - this.windowMs) s.points.shift(); });
+    this.draw();
+  }
+  draw() {
+    const c = this.canvas, ratio = window.devicePixelRatio || 1;
+    const width = c.clientWidth || 600, height = c.clientHeight || 240;
+    c.width = width * ratio; c.height = height * ratio;
+    const g = c.getContext("2d"); g.scale(ratio, ratio); g.clearRect(0, 0, width, height);
+    const left = 70, right = 10, top = 10, bottom = 22, plotW = width - left - right, plotH = height - top - bottom;
+    const all = this.series.flatMap(s => s.points);
+    const now = all.length ? Math.max(...all.map(p => p[0])) : Date.now();
+    const maxY = Math.max(1, ...all.map(p => p[1])) * 1.1;
+    g.font = "11px system-ui, sans-serif"; g.fillStyle = "#667085"; g.strokeStyle = "#e3e6eb"; g.lineWidth = 1;
+    for (let i = 0; i <= 4; i++) {
+      const y = top + plotH - plotH * i / 4;
+      g.beginPath(); g.moveTo(left, y); g.lineTo(left + plotW, y); g.stroke();
+      g.textAlign = "right"; g.fillText(this.formatY(maxY * i / 4), left - 6, y + 4);
+    }
+    g.textAlign = "center";
+    for (let s = 0; s <= this.windowMs / 1000; s += 30) {
+      const x = left + plotW - plotW * s * 1000 / this.windowMs;
+      g.fillText(s ? `-${s}s` : "now", x, height - 6);
+    }
+    for (const s of this.series) {
+      if (!s.points.length) continue;
+      g.strokeStyle = s.color; g.lineWidth = 2; g.beginPath();
+      s.points.forEach(([t, v], i) => {
+        const x = left + plotW - plotW * (now - t) / this.windowMs, y = top + plotH - plotH * v / maxY;
+        i ? g.lineTo(x, y) : g.moveTo(x, y);
+      });
+      g.stroke();
+    }
+  }
+}
+
+// --- pages -------------------------------------------------------------------------
+let throughputChart = null, lastTotals = null;  // kept across visits so the chart has history
+
+async function overview() {
+  const cards = h("div", { class: "cards", "data-testid": "overview-cards" });
+  const rates = h("div", { class: "cards" });
+  if (!throughputChart) throughputChart = new Chart([{ name: "produced B/s", color: "#0f6bdc" }, { name: "fetched B/s", color: "#e8590c" }], fmtBytes);
+  const recordsLine = h("div", { class: "muted", "data-testid": "rates" });
+  view.replaceChildren(h("h1", {}, "Cluster overview"), cards,
+    h("h2", {}, "Throughput now"), h("div", { class: "panel" }, rates, recordsLine, throughputChart.el));
+  every(1000, async () => {
+    try {
+      const c = await api("GET", "/cluster");
+      const b = c.brokers[0];
+      cards.replaceChildren(
+        card("Cluster id", c.cluster_id, "cluster-id"), card("Broker", `#${b.node_id} ${b.host}:${b.port}`, "broker"),
+        card("Controller", `#${c.controller_id}`), card("Topics", c.topics, "topic-count"), card("Partitions", c.partitions, "partition-count"),
+        card("Under-replicated", c.under_replicated_partitions), card("Consumer groups", c.groups, "group-count"),
+        card("Connections", c.connections), card("Uptime", fmtDuration(c.uptime_ms)), card("Version", c.version));
+      const t = c.totals;
+      if (lastTotals) {
+        const dt = Math.max((c.now_ms - lastTotals.now) / 1000, 0.001);
+        const r = k => Math.max(0, (t[k] - lastTotals.t[k]) / dt);
+        throughputChart.add(c.now_ms, [r("produced_bytes"), r("fetched_bytes")]);
+        rates.replaceChildren(card("Produced", `${fmtBytes(r("produced_bytes"))}/s`, "produced-rate"), card("Fetched", `${fmtBytes(r("fetched_bytes"))}/s`, "fetched-rate"));
+        recordsLine.textContent = `${fmtNum(r("produced_records"))} records/s in · ${fmtNum(r("fetched_records"))} records/s out · totals ${fmtNum(t.produced_records)} in, ${fmtNum(t.fetched_records)} out`;
+      } else throughputChart.draw();
+      lastTotals = { now: c.now_ms, t };
+    } catch (e) { cards.replaceChildren(errorBox(e)); }
+  });
+}
+
+function parseConfigs(text) {
+  const configs = {};
+  for (const line of text.split("\n").map(l => l.trim()).filter(Boolean)) {
+    const i = line.indexOf("=");
+    if (i < 1) throw new Error(`config lines are name=value, not ${JSON.stringify(line)}`);
+    configs[line.slice(0, i).trim()] = line.slice(i + 1).trim();
+  }
+  return configs;
+}
+
+async function topics() {
+  const list = h("div", {}, "Loading…");
+  const message = h("div");
+  const showInternal = h("input", { type: "checkbox", "data-testid": "show-internal", onchange: () => load() });
+  const form = h("form", { class: "inline", "data-testid": "create-topic-form" },
+    h("label", {}, "Name", h("input", { name: "name", required: true, placeholder: "orders", "data-testid": "topic-name" })),
+    h("label", {}, "Partitions", h("input", { name: "partitions", type: "number", min: 1, value: 1, style: "width:90px", "data-testid": "topic-partitions" })),
+    h("label", {}, "Replication factor", h("input", { name: "rf", type: "number", min: 1, value: 1, style: "width:90px" })),
+    h("label", {}, "Configs (name=value per line)", h("textarea", { name: "configs", rows: 2, cols: 34, placeholder: "retention.ms=86400000", "data-testid": "topic-configs" })),
+    h("button", { type: "submit", "data-testid": "create-topic" }, "Create topic"));
+  form.addEventListener("submit", async ev => {
+    ev.preventDefault();
+    const f = new FormData(form);
+    try {
+      const created = await api("POST", "/topics", { name: f.get("name"), partitions: Number(f.get("partitions")),
+        replication_factor: Number(f.get("rf")), configs: parseConfigs(f.get("configs") || "") });
+      message.replaceChildren(h("div", { class: "notice", "data-testid": "notice" }, `Created topic ${created.name}.`));
+      form.reset(); load();
+    } catch (e) { message.replaceChildren(errorBox(e)); }
+  });
+  async function load() {
+    try {
+      const data = await api("GET", `/topics?internal=${showInternal.checked}`);
+      list.replaceChildren(table([
+        { label: "Topic", render: t => link(`#/topics/${enc(t.name)}`, t.name) },
+        { label: "Partitions", key: "partitions", num: true }, { label: "Replication", key: "replication_factor", num: true },
+        { label: "Records", render: t => fmtNum(t.records), num: true }, { label: "Size", render: t => fmtBytes(t.size_bytes), num: true },
+        { label: "Config overrides", render: t => Object.entries(t.configs).map(([k, v]) => h("span", { class: "tag" }, `${k}=${v}`)) },
+        { label: "", render: t => link(`#/topics/${enc(t.name)}/messages`, "messages") },
+      ], data.topics, { testid: "topics-table", key: t => t.name, empty: "No topics yet: create one above." }));
+    } catch (e) { list.replaceChildren(errorBox(e)); }
+  }
+  view.replaceChildren(h("h1", {}, "Topics"), h("div", { class: "panel" }, h("h2", { style: "margin-top:0" }, "Create a topic"), form, message),
+    h("label", { style: "flex-direction:row;align-items:center;gap:6px;margin-bottom:8px" }, showInternal, "Show internal topics"), list);
+  timers.push(setInterval(load, 5000));
+  await load();
+}
+
+async function topicDetail(name) {
+  const body = h("div", {}, "Loading…");
+  const message = h("div");
+  view.replaceChildren(h("h1", {}, "Topic ", h("span", { "data-testid": "topic-title" }, name)),
+    h("p", {}, link(`#/topics/${enc(name)}/messages`, "Browse messages →"), " · ", link("#/topics", "all topics")), message, body);
+  async function load() {
+    const t = await api("GET", `/topics/${enc(name)}`);
+    const configForm = h("form", { class: "inline", "data-testid": "config-form" },
+      h("label", {}, "Config", h("select", { name: "config" }, t.configs.map(c => h("option", { value: c.name }, c.name)))),
+      h("label", {}, "Value (empty removes the override)", h("input", { name: "value", "data-testid": "config-value" })),
+      h("button", { type: "submit" }, "Set"));
+    configForm.addEventListener("submit", async ev => {
+      ev.preventDefault();
+      const f = new FormData(configForm);
+      try {
+        await api("PUT", `/topics/${enc(name)}/configs`, { configs: { [f.get("config")]: f.get("value") === "" ? null : f.get("value") } });
+        message.replaceChildren(h("div", { class: "notice" }, `Updated ${f.get("config")}.`)); await load();
+      } catch (e) { message.replaceChildren(errorBox(e)); }
+    });
+    const produceForm = h("form", { class: "inline", "data-testid": "produce-form" },
+      h("label", {}, "Partition", h("select", { name: "partition" }, h("option", { value: "" }, "by key"), t.partitions.map(p => h("option", { value: p.partition }, p.partition)))),
+      h("label", {}, "Key", h("input", { name: "key", "data-testid": "produce-key" })),
+      h("label", {}, "Value", h("textarea", { name: "value", rows: 2, cols: 40, "data-testid": "produce-value" })),
+      h("button", { type: "submit", "data-testid": "produce" }, "Produce"));
+    produceForm.addEventListener("submit", async ev => {
+      ev.preventDefault();
+      const f = new FormData(produceForm);
+      const record = { key: f.get("key") === "" ? null : f.get("key"), value: f.get("value") };
+      if (f.get("partition") !== "") record.partition = Number(f.get("partition"));
+      try {
+        const r = await api("POST", `/topics/${enc(name)}/records`, { records: [record] });
+        message.replaceChildren(h("div", { class: "notice", "data-testid": "notice" }, `Produced at partition ${r.offsets[0].partition}, offset ${r.offsets[0].offset}.`));
+        await load();
+      } catch (e) { message.replaceChildren(errorBox(e)); }
+    });
+    const del = h("button", { class: "danger", "data-testid": "delete-topic", onclick: async () => {
+      if (!confirm(`Delete topic ${name} and all its data?`)) return;
+      try { await api("DELETE", `/topics/${enc(name)}`); location.hash = "#/topics"; } catch (e) { message.replaceChildren(errorBox(e)); }
+    } }, "Delete topic");
+    body.replaceChildren(
+      h("div", { class: "cards" }, card("Topic id", t.topic_id), card("Partitions", t.partition_count), card("Replication factor", t.replication_factor),
+        card("Records", fmtNum(t.records)), card("Size", fmtBytes(t.size_bytes))),
+      h("h2", {}, "Partitions"),
+      table([
+        { label: "Partition", key: "partition", num: true }, { label: "Leader", key: "leader", num: true },
+        { label: "Replicas", render: p => p.replicas.join(", ") }, { label: "ISR", render: p => p.isr.join(", ") },
+        { label: "Start offset", key: "log_start_offset", num: true }, { label: "End offset", key: "log_end_offset", num: true },
+        { label: "High watermark", key: "high_watermark", num: true }, { label: "Size", render: p => fmtBytes(p.size_bytes), num: true },
+        { label: "Segments", key: "segments", num: true },
+      ], t.partitions, { testid: "partitions-table", onRow: p => { location.hash = `#/topics/${enc(name)}/messages?partition=${p.partition}`; } }),
+      h("h2", {}, "Produce a record"), h("div", { class: "panel" }, produceForm),
+      h("h2", {}, "Configs"), h("div", { class: "panel" }, configForm),
+      table([
+        { label: "Name", render: c => h("code", {}, c.name) }, { label: "Value", render: c => h("code", {}, c.value ?? "null") },
+        { label: "Source", render: c => h("span", { class: "tag" }, c.source) }, { label: "", render: c => h("span", { class: "muted" }, c.documentation) },
+      ], t.configs, { testid: "configs-table" }),
+      h("h2", {}, "Danger zone"), t.internal ? h("p", { class: "muted" }, "Internal topic.") : del);
+  }
+  try { await load(); } catch (e) { body.replaceChildren(errorBox(e)); }
+}
+
+// Bytes of a record field as the API gave it (text or base64).
+function fieldBytes(value, encoding) {
+  if (value === null) return null;
+  if (encoding === "base64") return Uint8Array.from(atob(value), c => c.charCodeAt(0));
+  return new TextEncoder().encode(value);
+}
+function renderValue(value, encoding, mode, quiet) {
+  if (value === null) return h("span", { class: "muted" }, "null");
+  const bytes = fieldBytes(value, encoding);
+  if (mode === "hex") {
+    const lines = [];
+    for (let i = 0; i < bytes.length; i += 16) {
+      const chunk = Array.from(bytes.slice(i, i + 16));
+      lines.push(i.toString(16).padStart(6, "0") + "  " + chunk.map(b => b.toString(16).padStart(2, "0")).join(" ").padEnd(48) + "  " +
+        chunk.map(b => b >= 32 && b < 127 ? String.fromCharCode(b) : ".").join(""));
+    }
+    return h("pre", { "data-testid": "value-hex" }, lines.join("\n"));
+  }
+  const text = encoding === "base64" ? new TextDecoder("utf-8", { fatal: false }).decode(bytes) : value;
+  if (mode === "json") {
+    try { return h("pre", { "data-testid": "value-json" }, JSON.stringify(JSON.parse(text), null, 2)); }
+    catch { return quiet ? h("pre", {}, text) : h("div", {}, h("div", { class: "muted" }, "Not JSON; shown as text."), h("pre", {}, text)); }
+  }
+  return h("pre", { "data-testid": "value-text" }, encoding === "base64" ? `(binary, base64) ${value}` : text);
+}
+
+async function messages(name, params) {
+  let t;
+  try { t = await api("GET", `/topics/${enc(name)}`); } catch (e) { view.replaceChildren(errorBox(e)); return; }
+  const partition = h("select", { name: "partition", "data-testid": "browse-partition" }, t.partitions.map(p => h("option", { value: p.partition }, `${p.partition} (${p.log_start_offset}–${p.log_end_offset})`)));
+  partition.value = params.get("partition") || "0";
+  const mode = h("select", { name: "mode", "data-testid": "browse-mode" }, h("option", { value: "offset" }, "from offset"), h("option", { value: "time" }, "from time"), h("option", { value: "latest" }, "latest"));
+  const offset = h("input", { name: "offset", type: "number", min: 0, value: params.get("offset") || "", placeholder: "start", style: "width:110px", "data-testid": "browse-offset" });
+  const time = h("input", { name: "time", type: "datetime-local", step: 1, "data-testid": "browse-time" });
+  const limit = h("input", { name: "limit", type: "number", min: 1, max: 1000, value: 50, style: "width:80px" });
+  const valueMode = h("select", { "data-testid": "value-mode" }, h("option", { value: "text" }, "text"), h("option", { value: "json" }, "JSON"), h("option", { value: "hex" }, "hex"));
+  const results = h("div");
+  const form = h("form", { class: "inline", "data-testid": "browse-form" },
+    h("label", {}, "Partition", partition), h("label", {}, "Start", mode), h("label", {}, "Offset", offset), h("label", {}, "Time (UTC)", time),
+    h("label", {}, "Limit", limit), h("label", {}, "Show values as", valueMode), h("button", { type: "submit", "data-testid": "browse" }, "Load"));
+  let last = null;
+  function render() {
+    if (!last) return;
+    const rows = last.records;
+    const detail = h("div", { "data-testid": "record-detail" });
+    results.replaceChildren(
+      h("p", { class: "muted", "data-testid": "browse-summary" }, `${rows.length} records · log ${last.log_start_offset}–${last.high_watermark} · next offset ${last.next_offset}`),
+      table([
+        { label: "Offset", key: "offset", num: true }, { label: "Timestamp (UTC)", render: r => fmtTime(r.timestamp) },
+        { label: "Key", render: r => r.key === null ? h("span", { class: "muted" }, "null") : h("div", { class: "truncate mono" }, r.key_encoding === "base64" ? `b64:${r.key}` : r.key) },
+        { label: "Headers", render: r => r.headers.map(x => h("span", { class: "tag" }, `${x.key}=${x.value ?? "null"}`)) },
+        { label: "Value", render: r => r.value === null ? h("span", { class: "muted" }, "null") : h("div", { class: "truncate mono" }, r.value_encoding === "base64" ? `b64:${r.value}` : r.value) },
+      ], rows, { testid: "records-table", key: r => r.offset, empty: "No records there.", onRow: r => showRecord(r, detail) }),
+      detail,
+      last.next_offset < last.high_watermark ? h("button", { class: "secondary", "data-testid": "next-page", onclick: () => { mode.value = "offset"; offset.value = last.next_offset; load(); } }, "Next page →") : "");
+    if (rows.length === 1) showRecord(rows[0], detail);
+  }
+  function showRecord(r, detail) {
+    detail.replaceChildren(h("div", { class: "panel" },
+      h("h2", { style: "margin-top:0" }, `Offset ${r.offset}`),
+      h("p", {}, `Partition ${partition.value} · ${r.timestamp_type} ${fmtTime(r.timestamp)}`),
+      h("div", {}, h("strong", {}, "Key"), renderValue(r.key, r.key_encoding, valueMode.value, true)),
+      h("div", {}, h("strong", {}, "Headers"), r.headers.length ? table([{ label: "Key", key: "key" }, { label: "Value", render: x => renderValue(x.value, x.value_encoding, valueMode.value, true) }], r.headers) : h("span", { class: "muted" }, " none")),
+      h("div", {}, h("strong", {}, "Value"), renderValue(r.value, r.value_encoding, valueMode.value))));
+    detail.dataset.offset = r.offset;
+  }
+  async function load() {
+    const q = new URLSearchParams({ limit: limit.value || "50" });
+    const p = t.partitions[Number(partition.value)];
+    if (mode.value === "offset" && offset.value !== "") q.set("offset", offset.value);
+    if (mode.value === "time" && time.value) q.set("timestamp", String(Date.parse(time.value + "Z")));
+    if (mode.value === "latest") q.set("offset", String(Math.max(p.log_start_offset, p.high_watermark - Number(limit.value || 50))));
+    try {
+      last = await api("GET", `/topics/${enc(name)}/partitions/${partition.value}/records?${q}`);
+      render();
+    } catch (e) { results.replaceChildren(errorBox(e)); }
+  }
+  form.addEventListener("submit", ev => { ev.preventDefault(); load(); });
+  valueMode.addEventListener("change", () => { const d = results.querySelector("[data-testid=record-detail]"); const o = d && d.dataset.offset; render(); if (o !== undefined && o !== null) { const r = last.records.find(x => String(x.offset) === o); if (r) showRecord(r, results.querySelector("[data-testid=record-detail]")); } });
+  view.replaceChildren(h("h1", {}, "Messages in ", link(`#/topics/${enc(name)}`, name)), h("div", { class: "panel" }, form), results);
+  await load();
+}
+
+async function groups() {
+  const list = h("div", {}, "Loading…");
+  view.replaceChildren(h("h1", {}, "Consumer groups"), list);
+  every(3000, async () => {
+    try {
+      const data = await api("GET", "/groups");
+      list.replaceChildren(table([
+        { label: "Group", render: g => link(`#/groups/${enc(g.group_id)}`, g.group_id) }, { label: "State", render: g => h("span", { class: "tag" }, g.state) },
+        { label: "Protocol", key: "protocol_type" }, { label: "Members", key: "members", num: true },
+        { label: "Topics", render: g => g.topics.join(", ") }, { label: "Lag", render: g => fmtNum(g.lag), num: true },
+      ], data.groups, { testid: "groups-table", key: g => g.group_id, empty: "No consumer groups yet." }));
+    } catch (e) { list.replaceChildren(errorBox(e)); }
+  });
+}
+
+const lagCharts = {};
+async function groupDetail(id) {
+  const body = h("div", {}, "Loading…");
+  if (!lagCharts[id]) lagCharts[id] = new Chart([{ name: "total lag (records)", color: "#e8590c" }]);
+  const chart = lagCharts[id];
+  view.replaceChildren(h("h1", {}, "Group ", h("span", { "data-testid": "group-title" }, id)), body, h("h2", {}, "Lag over time"), h("div", { class: "panel" }, chart.el));
+  every(2000, async () => {
+    try {
+      const g = await api("GET", `/groups/${enc(id)}`);
+      chart.add(Date.now(), [g.lag]);
+      body.replaceChildren(
+        h("div", { class: "cards" }, card("State", g.state, "group-state"), card("Protocol", `${g.protocol_type || "-"} ${g.protocol || ""}`),
+          card("Generation", g.generation_id), card("Members", g.members.length), card("Total lag", fmtNum(g.lag), "group-lag")),
+        h("h2", {}, "Members and assignments"),
+        table([
+          { label: "Member", render: m => h("code", {}, m.member_id) }, { label: "Instance", render: m => m.group_instance_id || "-" },
+          { label: "Client", key: "client_id" }, { label: "Host", key: "client_host" },
+          { label: "Assignment", render: m => m.assignment.map(a => h("span", { class: "tag" }, `${a.topic}: ${a.partitions.join(",")}`)) },
+        ], g.members, { testid: "members-table", empty: "No active members (offsets only)." }),
+        h("h2", {}, "Committed offsets and lag"),
+        table([
+          { label: "Topic", render: o => link(`#/topics/${enc(o.topic)}`, o.topic) }, { label: "Partition", key: "partition", num: true },
+          { label: "Committed", key: "committed_offset", num: true }, { label: "Log end", key: "log_end_offset", num: true },
+          { label: "Lag", key: "lag", num: true }, { label: "Committed at (UTC)", render: o => fmtTime(o.commit_timestamp_ms) },
+        ], g.offsets, { testid: "offsets-table", empty: "No committed offsets." }));
+    } catch (e) { body.replaceChildren(errorBox(e)); }
+  });
+}
+
+// --- routing -----------------------------------------------------------------------
+async function route() {
+  clearTimers();
+  const [path, query] = (location.hash.slice(1) || "/").split("?");
+  const params = new URLSearchParams(query || "");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  const section = parts[0] || "overview";
+  document.querySelectorAll("nav a").forEach(a => a.classList.toggle("active", a.dataset.nav === section));
+  view.dataset.page = "";
+  let page;
+  if (parts[0] === "topics" && parts.length === 1) page = ["topics", topics()];
+  else if (parts[0] === "topics" && parts[2] === "messages") page = ["messages", messages(parts[1], params)];
+  else if (parts[0] === "topics") page = ["topic", topicDetail(parts[1])];
+  else if (parts[0] === "groups" && parts.length === 1) page = ["groups", groups()];
+  else if (parts[0] === "groups") page = ["group", groupDetail(parts[1])];
+  else page = ["overview", overview()];
+  await page[1];
+  view.dataset.page = page[0];
+}
+
+async function readiness() {
+  const el = document.getElementById("status");
+  try {
+    const r = await fetch("/ready");
+    el.textContent = r.ok ? "ready" : "starting"; el.className = "status " + (r.ok ? "ok" : "bad");
+  } catch { el.textContent = "unreachable"; el.className = "status bad"; }
+}
+
+window.addEventListener("hashchange", route);
+setInterval(readiness, 5000);
+readiness();
+route();
