@@ -39,16 +39,22 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Protocol
 
+from tidelog.groups.assignors import parse_assignor_list
+from tidelog.groups.consumer_group import GROUP_TYPE_CONSUMER, PROTOCOL_TYPE_CONSUMER, ConsumerGroup
+from tidelog.groups.consumer_protocol import ConsumerGroupProtocol
 from tidelog.groups.offsets import CommittedOffset, OffsetStore, PartitionLag, compute_lag
 from tidelog.groups.records import (
+    ConsumerGroupKey,
     GroupKey,
     GroupValue,
     MemberValue,
     OffsetKey,
     OffsetValue,
+    decode_consumer_group_value,
     decode_group_value,
     decode_key,
     decode_offset_value,
+    encode_consumer_group_key,
     encode_group_key,
     encode_group_value,
     encode_offset_key,
@@ -327,12 +333,35 @@ class GroupSettings:
     offsets_retention_ms: int = 7 * 24 * 3600 * 1000
     offsets_retention_check_interval_ms: int = 600000
     offset_metadata_max_bytes: int = 4096
+    # The consumer protocol (KIP-848).
+    consumer_heartbeat_interval_ms: int = 5000
+    consumer_session_timeout_ms: int = 45000
+    consumer_max_size: int = 2147483647
+    consumer_assignors: tuple[str, ...] = ("uniform", "range")
 
     @classmethod
     def from_config(cls, config) -> "GroupSettings":
         values = config.values
         defaults = cls()
+
+        def bounded(name: str, default: int) -> int:
+            value = values.get(name, default)
+            low = values.get(name.replace("group.consumer.", "group.consumer.min."), value)
+            high = values.get(name.replace("group.consumer.", "group.consumer.max."), value)
+            if not low <= value <= high:
+                raise ValueError(f"{name}={value} must be between {low} and {high} "
+                                 f"(group.consumer.min/max.{name[len('group.consumer.'):]})")
+            return value
+
+        heartbeat_ms = bounded("group.consumer.heartbeat.interval.ms", defaults.consumer_heartbeat_interval_ms)
+        session_ms = bounded("group.consumer.session.timeout.ms", defaults.consumer_session_timeout_ms)
+        if heartbeat_ms >= session_ms:
+            raise ValueError("group.consumer.heartbeat.interval.ms must be less than group.consumer.session.timeout.ms")
         return cls(
+            consumer_heartbeat_interval_ms=heartbeat_ms,
+            consumer_session_timeout_ms=session_ms,
+            consumer_max_size=values.get("group.consumer.max.size", defaults.consumer_max_size),
+            consumer_assignors=tuple(parse_assignor_list(values.get("group.consumer.assignors", "uniform,range"))),
             initial_rebalance_delay_ms=values.get("group.initial.rebalance.delay.ms", defaults.initial_rebalance_delay_ms),
             min_session_timeout_ms=values.get("group.min.session.timeout.ms", defaults.min_session_timeout_ms),
             max_session_timeout_ms=values.get("group.max.session.timeout.ms", defaults.max_session_timeout_ms),
@@ -350,6 +379,8 @@ class GroupCoordinator:
         self.settings = settings
         self.log = log
         self.groups: dict[str, ClassicGroup] = {}
+        self.consumer_groups: dict[str, ConsumerGroup] = {}  # a group id is in one of the two
+        self.consumer = ConsumerGroupProtocol(self)
         self.offsets = OffsetStore()
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -361,6 +392,7 @@ class GroupCoordinator:
         """Rebuild groups and offsets from the log (the last record per key wins)."""
         self._loop = asyncio.get_running_loop()
         group_values: dict[str, GroupValue | None] = {}
+        consumer_values: dict[str, bytes | None] = {}
         count = 0
         for key_bytes, value_bytes in self.log.replay():
             if key_bytes is None:
@@ -375,14 +407,26 @@ class GroupCoordinator:
                                          CommittedOffset.from_value(decode_offset_value(value_bytes)))
                 elif isinstance(key, GroupKey):
                     group_values[key.group_id] = decode_group_value(value_bytes) if value_bytes is not None else None
+                elif isinstance(key, ConsumerGroupKey):
+                    consumer_values[key.group_id] = value_bytes
             except (ValueError, UnicodeDecodeError, struct.error) as e:
                 logger.warning("skipping an unreadable __consumer_offsets record: %s", e)
             count += 1
+        for group_id, value_bytes in consumer_values.items():
+            if value_bytes is None:
+                continue
+            try:
+                group = decode_consumer_group_value(group_id, value_bytes)
+            except (ValueError, KeyError, TypeError) as e:
+                logger.warning("skipping unreadable consumer group %s: %s", group_id, e)
+                continue
+            self.consumer_groups[group_id] = group
+            self.consumer.start_timers(group)
         for group_id, value in group_values.items():
-            if value is not None:
+            if value is not None and group_id not in self.consumer_groups:
                 self.groups[group_id] = self._group_from_value(group_id, value)
         for group_id in self.offsets.group_ids():
-            if group_id not in self.groups:
+            if group_id not in self.groups and group_id not in self.consumer_groups:
                 self.groups[group_id] = ClassicGroup(group_id)
         self.loaded = True
         logger.info("loaded %d groups and %d records from __consumer_offsets", len(self.groups), count)
@@ -422,6 +466,8 @@ class GroupCoordinator:
             self._expiry_timer.cancel()
         for group in self.groups.values():
             self._cancel_group_timers(group)
+        for consumer_group in self.consumer_groups.values():
+            self.consumer.stop_timers(consumer_group)
         for task in self._tasks:
             task.cancel()
 
@@ -450,6 +496,12 @@ class GroupCoordinator:
             return JoinResult(ErrorCode.invalid_group_id, member_id)
         if not self.settings.min_session_timeout_ms <= session_timeout_ms <= self.settings.max_session_timeout_ms:
             return JoinResult(ErrorCode.invalid_session_timeout, member_id)
+        consumer_group = self.consumer_groups.get(group_id)
+        if consumer_group is not None:
+            if consumer_group.members:
+                # Kafka 4.0 could migrate classic members into it; Tidelog keeps the protocols apart.
+                return JoinResult(ErrorCode.inconsistent_group_protocol, member_id)
+            self.drop_consumer_group(consumer_group)  # empty: it becomes a classic group, offsets kept
         group = self.groups.get(group_id)
         if group is None:
             if member_id != UNKNOWN_MEMBER_ID:
@@ -863,11 +915,17 @@ class GroupCoordinator:
 
     # --- offsets --------------------------------------------------------------------------
     def validate_offset_commit(self, group_id: str, generation_id: int, member_id: str,
-                               group_instance_id: str | None) -> tuple[ErrorCode, ClassicGroup | None]:
+                               group_instance_id: str | None, api_version: int | None = None
+                               ) -> tuple[ErrorCode, ClassicGroup | None]:
+        consumer_group = self.consumer_groups.get(group_id)
+        if consumer_group is not None:
+            return self.consumer.validate_offset_commit(consumer_group, member_id, generation_id, api_version), None
         group = self.groups.get(group_id)
         if group is None:
             if generation_id < 0:
                 return ErrorCode.none, None  # an assign() consumer: the group is created on commit
+            if api_version is not None and api_version >= 9:
+                return ErrorCode.group_id_not_found, None
             return ErrorCode.illegal_generation, None
         if group.state == DEAD:
             return ErrorCode.coordinator_not_available, group
@@ -888,11 +946,14 @@ class GroupCoordinator:
     async def commit_offsets(
         self, group_id: str, generation_id: int, member_id: str, group_instance_id: str | None,
         offsets: dict[tuple[str, int], tuple[int, int, str | None]], retention_ms: int | None = None,
+        api_version: int | None = None,
     ) -> dict[tuple[str, int], ErrorCode]:
-        """Commit ``(topic, partition) -> (offset, leader_epoch, metadata)``; an error per partition."""
+        """Commit ``(topic, partition) -> (offset, leader_epoch, metadata)``; an error per partition.
+
+        ``generation_id`` is the member epoch for a consumer-protocol group (OffsetCommit v9+)."""
         if not group_id:
             return {key: ErrorCode.invalid_group_id for key in offsets}
-        error, group = self.validate_offset_commit(group_id, generation_id, member_id, group_instance_id)
+        error, group = self.validate_offset_commit(group_id, generation_id, member_id, group_instance_id, api_version)
         if error is not ErrorCode.none:
             return {key: error for key in offsets}
         if group is not None and member_id in group.members:
@@ -919,12 +980,19 @@ class GroupCoordinator:
             for key, _ in accepted:
                 results[key] = ErrorCode.coordinator_not_available
             return results
-        if group_id not in self.groups:
+        if group_id not in self.groups and group_id not in self.consumer_groups:
             self.groups[group_id] = ClassicGroup(group_id)
         for (topic, partition), committed in accepted:
             self.offsets.put(group_id, topic, partition, committed)
             results[(topic, partition)] = ErrorCode.none
         return results
+
+    def validate_offset_fetch(self, group_id: str, member_id: str | None, member_epoch: int) -> ErrorCode:
+        """OffsetFetch v9+ names the member of a consumer-protocol group: check its epoch."""
+        consumer_group = self.consumer_groups.get(group_id)
+        if consumer_group is None:
+            return ErrorCode.none
+        return self.consumer.validate_offset_fetch(consumer_group, member_id, member_epoch)
 
     def fetch_offsets(self, group_id: str, partitions: list[tuple[str, int]] | None) -> list[tuple[str, int, CommittedOffset | None]]:
         """Committed offsets of the given partitions (None: every partition the group has committed)."""
@@ -935,11 +1003,17 @@ class GroupCoordinator:
 
     async def delete_offsets(self, group_id: str, partitions: list[tuple[str, int]]) -> tuple[ErrorCode, dict[tuple[str, int], ErrorCode]]:
         """OffsetDelete: forget offsets of topics the group no longer subscribes to."""
+        consumer_group = self.consumer_groups.get(group_id)
         group = self.groups.get(group_id)
-        if group is None or group.state == DEAD:
-            return ErrorCode.group_id_not_found, {}
         subscribed: set[str] = set()
-        if group.state != EMPTY:
+        if consumer_group is not None:
+            if consumer_group.members:
+                subscribed = set(consumer_group.subscription_metadata)
+                for member in consumer_group.members.values():
+                    subscribed.update(member.subscribed_topic_names)
+        elif group is None or group.state == DEAD:
+            return ErrorCode.group_id_not_found, {}
+        elif group.state != EMPTY:
             topics = group.subscribed_topics()
             if topics is None:
                 return ErrorCode.non_empty_group, {}
@@ -969,15 +1043,23 @@ class GroupCoordinator:
         """(group id, protocol type, state, group type) of the groups matching the filters."""
         wanted_states = {s.lower() for s in states}
         wanted_types = {t.lower() for t in types}
-        if wanted_types and GROUP_TYPE_CLASSIC not in wanted_types:
-            return []
-        return [
-            (g.group_id, g.protocol_type or "", g.state, GROUP_TYPE_CLASSIC)
-            for g in self.groups.values()
-            if g.state != DEAD and (not wanted_states or g.state.lower() in wanted_states)
-        ]
+        listed = []
+        if not wanted_types or GROUP_TYPE_CLASSIC in wanted_types:
+            listed += [
+                (g.group_id, g.protocol_type or "", g.state, GROUP_TYPE_CLASSIC)
+                for g in self.groups.values()
+                if g.state != DEAD and (not wanted_states or g.state.lower() in wanted_states)
+            ]
+        if not wanted_types or GROUP_TYPE_CONSUMER in wanted_types:
+            listed += [
+                (g.group_id, PROTOCOL_TYPE_CONSUMER, g.state, GROUP_TYPE_CONSUMER)
+                for g in self.consumer_groups.values()
+                if not wanted_states or g.state.lower() in wanted_states
+            ]
+        return listed
 
     def describe_group(self, group_id: str) -> GroupDescription | None:
+        """A classic group's description (DescribeGroups); None for unknown and consumer-protocol groups."""
         group = self.groups.get(group_id)
         return group.describe() if group is not None and group.state != DEAD else None
 
@@ -985,10 +1067,19 @@ class GroupCoordinator:
         results: dict[str, ErrorCode] = {}
         records: list[tuple[bytes, bytes | None]] = []
         deletable: list[ClassicGroup] = []
+        consumer_deletable: list[ConsumerGroup] = []
         for group_id in group_ids:
             group = self.groups.get(group_id)
+            consumer_group = self.consumer_groups.get(group_id)
             if not group_id:
                 results[group_id] = ErrorCode.invalid_group_id
+            elif consumer_group is not None:
+                if consumer_group.members:
+                    results[group_id] = ErrorCode.non_empty_group
+                else:
+                    consumer_deletable.append(consumer_group)
+                    records += self._consumer_tombstones(consumer_group)
+                    results[group_id] = ErrorCode.none
             elif group is None or group.state == DEAD:
                 results[group_id] = ErrorCode.group_id_not_found
             elif group.state != EMPTY:
@@ -1001,7 +1092,41 @@ class GroupCoordinator:
             await self.log.write(records)
         for group in deletable:
             self._remove_group(group)
+        for consumer_group in consumer_deletable:
+            self._remove_consumer_group(consumer_group)
         return results
+
+    def _consumer_tombstones(self, group: ConsumerGroup) -> list[tuple[bytes, bytes | None]]:
+        records: list[tuple[bytes, bytes | None]] = [
+            (encode_offset_key(OffsetKey(group.group_id, topic, partition)), None)
+            for topic, partition in self.offsets.group_offsets(group.group_id)
+        ]
+        records.append((encode_consumer_group_key(ConsumerGroupKey(group.group_id)), None))
+        return records
+
+    def _remove_consumer_group(self, group: ConsumerGroup) -> None:
+        self.consumer.stop_timers(group)
+        group.deleted = True
+        self.offsets.drop_group(group.group_id)
+        if self.consumer_groups.get(group.group_id) is group:
+            del self.consumer_groups[group.group_id]
+        logger.info("consumer group %s deleted", group.group_id)
+
+    def drop_classic_group(self, group: ClassicGroup) -> None:
+        """Forget an empty classic group (its offsets stay) so a consumer group can take the id."""
+        self._cancel_group_timers(group)
+        if self.groups.get(group.group_id) is group:
+            del self.groups[group.group_id]
+        if group.protocol_type is not None or group.generation_id:
+            self._spawn(self.log.write([(encode_group_key(GroupKey(group.group_id)), None)]))
+
+    def drop_consumer_group(self, group: ConsumerGroup) -> None:
+        """Forget an empty consumer group (its offsets stay) so a classic group can take the id."""
+        self.consumer.stop_timers(group)
+        group.deleted = True
+        if self.consumer_groups.get(group.group_id) is group:
+            del self.consumer_groups[group.group_id]
+        self._spawn(self.log.write([(encode_consumer_group_key(ConsumerGroupKey(group.group_id)), None)]))
 
     def _tombstones(self, group: ClassicGroup) -> list[tuple[bytes, bytes | None]]:
         records: list[tuple[bytes, bytes | None]] = [
@@ -1055,6 +1180,18 @@ class GroupCoordinator:
             if len(keys) == len(self.offsets.group_offsets(group.group_id)):
                 dead.append(group)
                 records.append((encode_group_key(GroupKey(group.group_id)), None))
+        consumer_dead: list[ConsumerGroup] = []
+        for consumer_group in list(self.consumer_groups.values()):
+            if consumer_group.members:
+                continue
+            keys = self.offsets.expired(consumer_group.group_id, at_ms, self.settings.offsets_retention_ms,
+                                        consumer_group.state_timestamp_ms)
+            for topic, partition in keys:
+                records.append((encode_offset_key(OffsetKey(consumer_group.group_id, topic, partition)), None))
+                expired.append((consumer_group.group_id, (topic, partition)))
+            if len(keys) == len(self.offsets.group_offsets(consumer_group.group_id)):
+                consumer_dead.append(consumer_group)
+                records.append((encode_consumer_group_key(ConsumerGroupKey(consumer_group.group_id)), None))
         if not records:
             return 0
         await self.log.write(records)
@@ -1063,6 +1200,9 @@ class GroupCoordinator:
         for group in dead:
             if group.state == EMPTY and not self.offsets.has_offsets(group.group_id):
                 self._remove_group(group)
+        for consumer_group in consumer_dead:
+            if not consumer_group.members and not self.offsets.has_offsets(consumer_group.group_id):
+                self._remove_consumer_group(consumer_group)
         if expired:
             logger.info("expired %d committed offsets; removed %d empty groups", len(expired), len(dead))
         return len(expired)

@@ -16,6 +16,18 @@ Kafka's own (non-flexible) schemas, so a Kafka tool reading the topic understand
                               | string client_host | int32 rebalance_timeout | int32 session_timeout
                               | bytes subscription | bytes assignment
 
+Consumer-protocol groups (KIP-848) use Tidelog's own compact record instead of Kafka's seven
+record types (ConsumerGroupMetadata, ...TargetAssignmentMember, ...CurrentMemberAssignment...):
+one snapshot of the whole group per change, so a group is always loaded consistently:
+
+    ConsumerGroupKey        int16 version=100 | string group      (100: not a Kafka key version)
+    ConsumerGroupValue v0   int16 version=0 | UTF-8 JSON of ConsumerGroup.to_json() (the rest of the
+                            value): group_epoch, assignment_epoch, assignor, state_timestamp_ms,
+                            metadata {topic: [topic id, partitions]}, members [{member_id, instance_id,
+                            rack_id, client_id, client_host, rebalance_timeout_ms, topics, regex,
+                            server_assignor, epoch, previous_epoch, state, assigned, pending_revocation}],
+                            target {member id: {topic id: [partitions]}}
+
 Strings are int16 length + UTF-8 (-1 = null), bytes are int32 length + data. A null value
 (tombstone) deletes the key; compaction keeps the last record per key. Pure functions.
 """
@@ -34,6 +46,8 @@ GROUP_KEY_VERSION = 2
 OFFSET_VALUE_VERSION = 3
 OFFSET_VALUE_VERSION_WITH_EXPIRY = 1
 GROUP_VALUE_VERSION = 3
+CONSUMER_GROUP_KEY_VERSION = 100
+CONSUMER_GROUP_VALUE_VERSION = 0
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,11 @@ class OffsetKey:
 
 @dataclass(frozen=True)
 class GroupKey:
+    group_id: str
+
+
+@dataclass(frozen=True)
+class ConsumerGroupKey:
     group_id: str
 
 
@@ -175,7 +194,27 @@ def encode_group_value(value: GroupValue) -> bytes:
     return bytes(w.out)
 
 
-def decode_key(data: bytes) -> OffsetKey | GroupKey | None:
+def encode_consumer_group_key(key: ConsumerGroupKey) -> bytes:
+    return bytes(_Writer().i16(CONSUMER_GROUP_KEY_VERSION).string(key.group_id).out)
+
+
+def encode_consumer_group_value(group) -> bytes:
+    """A ``ConsumerGroup`` (groups/consumer_group.py) as a ConsumerGroupValue."""
+    from tidelog.groups.consumer_group import encode_group_snapshot
+
+    return _I16.pack(CONSUMER_GROUP_VALUE_VERSION) + encode_group_snapshot(group)
+
+
+def decode_consumer_group_value(group_id: str, data: bytes):
+    from tidelog.groups.consumer_group import decode_group_snapshot
+
+    (version,) = _I16.unpack_from(data, 0)
+    if version != CONSUMER_GROUP_VALUE_VERSION:
+        raise ValueError(f"unknown ConsumerGroupValue version {version}")
+    return decode_group_snapshot(group_id, bytes(data[2:]))
+
+
+def decode_key(data: bytes) -> OffsetKey | GroupKey | ConsumerGroupKey | None:
     """The key of a ``__consumer_offsets`` record; None for kinds this broker does not know."""
     r = _Reader(data)
     version = r.i16()
@@ -183,6 +222,8 @@ def decode_key(data: bytes) -> OffsetKey | GroupKey | None:
         return OffsetKey(r.string() or "", r.string() or "", r.i32())
     if version == 2:
         return GroupKey(r.string() or "")
+    if version == CONSUMER_GROUP_KEY_VERSION:
+        return ConsumerGroupKey(r.string() or "")
     return None
 
 

@@ -1,6 +1,6 @@
 """DeleteGroups (key 42).
 
-Behaviour: deletes Empty groups with their committed offsets (tombstones in
+Behaviour: deletes Empty groups (classic or consumer-protocol) with their committed offsets (tombstones in
 ``__consumer_offsets``, durable before the answer).
 Versions: 0-2 (v2 flexible). Errors (per group): GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP,
 INVALID_GROUP_ID.

@@ -2,8 +2,8 @@
 
 Behaviour: describes classic groups: state, protocol type, and members (client id, host,
 instance id). In a Stable group the selected protocol and each member's metadata and
-assignment are included; in other states they are empty, as in Kafka. An unknown group is
-described as Dead with no error before v6, and with GROUP_ID_NOT_FOUND from v6 (KIP-1043).
+assignment are included; in other states they are empty, as in Kafka. An unknown group, or
+a consumer-protocol (KIP-848) group (described by ConsumerGroupDescribe), is described as Dead with no error before v6, and with GROUP_ID_NOT_FOUND from v6 (KIP-1043).
 Authorized operations are not computed (INT32_MIN).
 Versions: 0-6 (v3 authorized operations, v4 group_instance_id, v5 flexible, v6 error
 message). Errors: GROUP_ID_NOT_FOUND (v6+), INVALID_GROUP_ID.

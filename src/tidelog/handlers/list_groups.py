@@ -2,7 +2,8 @@
 
 Behaviour: lists the groups this coordinator knows (every group, single node), with their
 protocol type; v4+ also their state, filtered by ``states_filter`` (case-insensitive);
-v5+ their type ("classic"), filtered by ``types_filter``.
+v5+ their type ("classic", or "consumer" for KIP-848 groups, whose protocol type is
+"consumer" and states Empty/Assigning/Reconciling/Stable), filtered by ``types_filter``.
 Versions: 0-5 (v3 flexible). Errors: none beyond NONE here (COORDINATOR_LOAD_IN_PROGRESS in
 Kafka while loading; this broker loads before it listens).
 """

@@ -4,9 +4,11 @@ Behaviour: stores a group's committed offsets in ``__consumer_offsets`` and ackn
 they are durable. Members of a classic group commit with their generation and member id;
 ``assign()`` consumers and admin tools commit with generation -1 and no member id, which
 creates an Empty group with no protocol when there is none. A commit from a member also
-counts as a heartbeat. Partitions of unknown topics are refused before the coordinator sees them.
+counts as a heartbeat. Members of a consumer-protocol group (KIP-848) commit with v9+ and their
+current member epoch in ``generation_id_or_member_epoch`` (STALE_MEMBER_EPOCH otherwise). Partitions of unknown topics are refused before the coordinator sees them.
 Versions: 2-9 (v2-4 carry retention_time, -1 = broker default; v6 leader epoch; v7
-group_instance_id; v8 flexible). Errors (per partition): UNKNOWN_TOPIC_OR_PARTITION,
+group_instance_id; v8 flexible). Errors (per partition): UNKNOWN_TOPIC_OR_PARTITION, STALE_MEMBER_EPOCH, GROUP_ID_NOT_FOUND
+(v9+, a member commit to an unknown group), UNSUPPORTED_VERSION (a consumer-protocol member below v9),
 OFFSET_METADATA_TOO_LARGE (``offset.metadata.max.bytes``, 4096), ILLEGAL_GENERATION,
 UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS, FENCED_INSTANCE_ID, INVALID_GROUP_ID,
 COORDINATOR_NOT_AVAILABLE.
@@ -54,6 +56,7 @@ async def handle(ctx: RequestContext, request) -> object:
                 getattr(request, "group_instance_id", None),
                 offsets,
                 _retention_ms(request),
+                api_version=ctx.api_version,
             )
         )
     topics = tuple(

@@ -2,7 +2,8 @@
 
 Behaviour: deletes a group's committed offsets for the given partitions (tombstones in
 ``__consumer_offsets``). Allowed for an Empty group, or for topics that no member of a
-consumer-protocol group subscribes to.
+live group subscribes to (classic groups of protocol type "consumer"; KIP-848 consumer groups,
+by name or by regex).
 Versions: 0. Errors: GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP (a live group whose subscriptions
 cannot be read), INVALID_GROUP_ID; per partition GROUP_SUBSCRIBED_TO_TOPIC,
 UNKNOWN_TOPIC_OR_PARTITION.

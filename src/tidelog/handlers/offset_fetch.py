@@ -6,8 +6,9 @@ null (v2+). v8+ asks for several groups at once. ``require_stable`` (v7+) would 
 pending transactional commits; there are none yet, so it changes nothing. A group that does
 not exist simply has no offsets (no error), as in Kafka.
 Versions: 1-9 (v2 top-level error and null topics, v5 leader epoch, v6 flexible, v7
-require_stable, v8 groups, v9 member id/epoch for KIP-848 groups, ignored for classic ones).
-Errors: INVALID_GROUP_ID, COORDINATOR_LOAD_IN_PROGRESS (not while this broker serves).
+require_stable, v8 groups, v9 member id/epoch: checked for consumer-protocol (KIP-848) groups,
+ignored for classic ones). Errors: INVALID_GROUP_ID, UNKNOWN_MEMBER_ID and STALE_MEMBER_EPOCH
+(v9, consumer-protocol groups), COORDINATOR_LOAD_IN_PROGRESS (not while this broker serves).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from tidelog.protocol.errors import ErrorCode
 API_KEY = 9
 
 
-def _group_topics(ctx: RequestContext, module, group_id: str, topics, partition_cls, topic_cls):
+def _group_topics(ctx: RequestContext, module, group_id: str, topics, partition_cls, topic_cls,
+                  member_id: str | None = None, member_epoch: int = -1):
     """(error, topic entries) for one group."""
     if topics is None:
         wanted = None
@@ -29,6 +31,10 @@ def _group_topics(ctx: RequestContext, module, group_id: str, topics, partition_
         wanted = [(t.name, p) for t in topics for p in t.partition_indexes]
     if not group_id and ctx.api_version >= 2:
         return ErrorCode.invalid_group_id, ()
+    if ctx.api_version >= 9:
+        error = ctx.broker.groups.validate_offset_fetch(group_id, member_id, member_epoch)
+        if error is not ErrorCode.none:
+            return error, ()
     entries = ctx.broker.groups.fetch_offsets(group_id, wanted)
     by_topic: dict[str, list] = {}
     for topic, partition, committed in entries:
@@ -52,7 +58,8 @@ async def handle(ctx: RequestContext, request) -> object:
         groups = []
         for group in request.groups:
             error, topics = _group_topics(ctx, module, group.group_id, group.topics, module.OffsetFetchResponsePartitions,
-                                          module.OffsetFetchResponseTopics)
+                                          module.OffsetFetchResponseTopics, getattr(group, "member_id", None),
+                                          getattr(group, "member_epoch", -1))
             groups.append(build(module.OffsetFetchResponseGroup, group_id=group.group_id, topics=topics, error_code=error))
         return build(module.OffsetFetchResponse, throttle_time=datetime.timedelta(0), groups=tuple(groups))
     error, topics = _group_topics(ctx, module, request.group_id, request.topics, module.OffsetFetchResponsePartition,
