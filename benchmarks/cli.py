@@ -13,30 +13,16 @@ import shutil
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import machine, references, report
 from benchmarks.peers import ALL_TARGETS, Target, make_target
 from benchmarks.procs import ServerProcess
+from benchmarks.workloads import DEFAULT_WORKLOADS, WORKLOADS, Workload
 
 HERE = Path(__file__).resolve().parent
 
 
-@dataclass(frozen=True)
-class Workload:
-    name: str
-    record_bytes: int
-    acks: str
-
-
-WORKLOADS = {w.name: w for w in (
-    Workload("1k-acks-all", 1024, "all"),
-    Workload("100b-acks-1", 100, "1"),
-    Workload("1k-acks-1", 1024, "1"),
-    Workload("100b-acks-all", 100, "all"),
-)}
-DEFAULT_WORKLOADS = "1k-acks-all,100b-acks-1"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -96,7 +82,8 @@ def run_phase(server: ServerProcess, fn, *args) -> dict:
 
 
 def run_target(target: Target, workload: Workload, run: int, records: int, tmp_root: Path, timeout_s: float) -> list[dict]:
-    """Start a fresh server, produce, consume, stop it; one row per phase."""
+    """Start a fresh server, run the workload's phases (produce then consume, or one latency
+    phase), stop it; one row per phase."""
     base = {"run": run, "target": target.name, "kind": target.kind, "workload": workload.name,
             "record_bytes": workload.record_bytes, "acks": workload.acks}
     workdir = Path(tempfile.mkdtemp(prefix=f"{target.name}-{workload.name}-", dir=tmp_root))
@@ -106,16 +93,18 @@ def run_target(target: Target, workload: Workload, run: int, records: int, tmp_r
     try:
         server = target.start(workdir)
         topic = "bench"
-        target.prepare(topic)
+        target.prepare(topic, workload)
+        if workload.is_latency:
+            phase = "latency"
+            rows.append({**base, "phase": phase, **run_phase(server, target.latency, topic, workload, timeout_s)})
+            return rows
         phase = "produce"
-        rows.append({**base, "phase": "produce",
-                     **run_phase(server, target.produce, topic, records, workload.record_bytes, workload.acks, timeout_s)})
+        rows.append({**base, "phase": phase, **run_phase(server, target.produce, topic, records, workload, timeout_s)})
         phase = "consume"
         if rows[-1]["status"] != "ok":
-            rows.append({**base, "phase": "consume", "status": "not run: the produce phase did not complete", "errors": []})
+            rows.append({**base, "phase": phase, "status": "not run: the produce phase did not complete", "errors": []})
         else:
-            rows.append({**base, "phase": "consume",
-                         **run_phase(server, target.consume, topic, records, workload.record_bytes, timeout_s)})
+            rows.append({**base, "phase": phase, **run_phase(server, target.consume, topic, records, workload, timeout_s)})
     except Exception as e:  # one failing target must not stop the others
         tail = server.log_tail(1500) if server else ""
         rows.append({**base, "phase": phase, "status": f"failed: {type(e).__name__}: {e}", "errors": [tail]})
@@ -133,6 +122,8 @@ def run_references(args, run: int, tmp_root: Path) -> list[dict]:
         rows.append({"run": run, "target": name, "kind": "reference", "workload": "-", "record_bytes": 1_048_576,
                      "acks": "-", "phase": "write", **references.disk_write(tmp_root, args.disk_mib, sync)})
     for workload in args.workloads:
+        if not workload.is_basic:
+            continue
         rows.append({"run": run, "target": "client-ceiling", "kind": "reference", "workload": workload.name,
                      "record_bytes": workload.record_bytes, "acks": "-", "phase": "produce",
                      **references.client_ceiling(args.records, workload.record_bytes)})
@@ -145,21 +136,20 @@ def run_profile(args, tmp_root: Path) -> dict | None:
 
     if profile.py_spy() is None:
         return {"skipped": "py-spy is not installed (pip install py-spy)"}
-    workload = args.workloads[0]
+    workload = next((w for w in args.workloads if w.is_basic), WORKLOADS["1k-acks-all"])
     target = Tidelog("balanced")
     workdir = Path(tempfile.mkdtemp(prefix="profile-", dir=tmp_root))
     out = args.out / "profile-produce.txt"
     server = target.start(workdir)
     try:
-        target.prepare("bench")
+        target.prepare("bench", workload)
 
         def produce_for_a_while():
             # Enough samples even when one pass is short: repeat up to 10 s (and 20 passes).
             results = []
             start = time.monotonic()
             while time.monotonic() - start < 10 and len(results) < 20:
-                results.append(target.produce("bench", args.records, workload.record_bytes, workload.acks,
-                                              args.phase_timeout))
+                results.append(target.produce("bench", args.records, workload, args.phase_timeout))
                 if results[-1]["status"] != "ok":
                     break
             return results
@@ -195,12 +185,14 @@ def main(argv=None) -> int:
         "versions": {**machine.client_versions(), **{t.name: t.version() for t in targets}},
         "settings": {
             "records": args.records, "runs": args.runs,
-            "workloads": [vars(w) for w in args.workloads],
+            "workloads": [{**vars(w), "description": w.describe()} for w in args.workloads],
             "producer": _kafka_settings("producer"), "consumer": _kafka_settings("consumer"),
             "targets": {t.name: t.settings() for t in targets},
             "disk_reference_mib": args.disk_mib, "phase_timeout_s": args.phase_timeout,
         },
         "skipped": skipped,
+        "not_supported": {t.name: [w.name for w in args.workloads if not t.supports(w)] for t in targets
+                          if any(not t.supports(w) for w in args.workloads)},
         "rows": [],
         "profile": None,
     }
@@ -211,11 +203,15 @@ def main(argv=None) -> int:
                 results["rows"] += run_references(args, run, tmp_root)
             for target in targets:
                 for workload in args.workloads:
+                    if not target.supports(workload):
+                        continue
                     t0 = time.monotonic()
                     rows = run_target(target, workload, run, args.records, tmp_root, args.phase_timeout)
                     results["rows"] += rows
                     print(f"run {run}: {target.name} {workload.name}: " + "; ".join(
-                        f"{r['phase']} {r.get('records_per_s') or 0:,.0f} rec/s {r['status']}" for r in rows)
+                        f"{r['phase']} {r.get('records_per_s') or 0:,.0f} rec/s"
+                        + (f" p99 {r['latency_ms']['p99']:.1f} ms" if "latency_ms" in r else "") + f" {r['status']}"
+                        for r in rows)
                         + f" ({time.monotonic() - t0:.0f}s)", flush=True)
         if args.profile:
             print("profiling the broker with py-spy", flush=True)

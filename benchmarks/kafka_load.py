@@ -65,14 +65,18 @@ def phase_result(records: int, record_bytes: int, seconds: float, client_cpu_s: 
     }
 
 
-def produce_into(producer: ck.Producer, topic: str, value: bytes, records: int, deadline: float) -> int:
-    """Hand ``records`` copies of ``value`` to the producer; wait for queue space when full."""
+def produce_into(producer: ck.Producer, topic: str, value: bytes, records: int, deadline: float,
+                 partitions: int = 1) -> int:
+    """Hand ``records`` copies of ``value`` to the producer; wait for queue space when full.
+    One partition: partition 0. Several: no partition given, so librdkafka's sticky
+    partitioner for keyless records picks one per batch."""
     produce = producer.produce
     poll = producer.poll
+    kwargs = {"partition": 0} if partitions == 1 else {}
     sent = 0
     while sent < records:
         try:
-            produce(topic, value, partition=0)
+            produce(topic, value, **kwargs)
         except BufferError:
             poll(0.005)
             if time.monotonic() > deadline:
@@ -84,7 +88,8 @@ def produce_into(producer: ck.Producer, topic: str, value: bytes, records: int, 
     return sent
 
 
-def produce(bootstrap: str, topic: str, records: int, record_bytes: int, acks: str, timeout_s: float) -> dict:
+def produce(bootstrap: str, topic: str, records: int, record_bytes: int, acks: str, timeout_s: float,
+            partitions: int = 1) -> dict:
     """Produce ``records`` values of ``record_bytes`` (random, so incompressible); time from
     the first produce() call until flush() returns, i.e. until every record is acknowledged."""
     value = os.urandom(record_bytes)
@@ -102,7 +107,7 @@ def produce(bootstrap: str, topic: str, records: int, record_bytes: int, acks: s
     deadline = time.monotonic() + timeout_s
     cpu0 = time.process_time()
     start = time.perf_counter()
-    sent = produce_into(producer, topic, value, records, deadline)
+    sent = produce_into(producer, topic, value, records, deadline, partitions)
     remaining = producer.flush(max(0.0, deadline - time.monotonic()))
     seconds = time.perf_counter() - start
     client_cpu = time.process_time() - cpu0
@@ -114,18 +119,20 @@ def produce(bootstrap: str, topic: str, records: int, record_bytes: int, acks: s
     return phase_result(acked, record_bytes, seconds, client_cpu, status, failures)
 
 
-def consume(bootstrap: str, topic: str, records: int, record_bytes: int, timeout_s: float) -> dict:
-    """Read partition 0 from offset 0 until ``records`` records have arrived."""
+def consume(bootstrap: str, topic: str, records: int, record_bytes: int, timeout_s: float, partitions: int = 1) -> dict:
+    """Read every partition from offset 0 until ``records`` records have arrived."""
     consumer = ck.Consumer({"bootstrap.servers": bootstrap, **CONSUMER_SETTINGS, "error_cb": lambda err: None})
     errors: list[str] = []
     received = 0
     deadline = time.monotonic() + timeout_s
     cpu0 = time.process_time()
     start = time.perf_counter()
-    consumer.assign([ck.TopicPartition(topic, 0, 0)])
+    consumer.assign([ck.TopicPartition(topic, p, 0) for p in range(partitions)])
     try:
         while received < records and time.monotonic() < deadline:
-            for message in consumer.consume(10_000, 0.5):
+            # consume(n, timeout) returns when it has n messages or the timeout passed: ask for
+            # no more than are still due, or the last call would wait out its timeout.
+            for message in consumer.consume(min(10_000, records - received), 0.5):
                 if message.error() is None:
                     received += 1
                 elif len(errors) < 5:
@@ -162,3 +169,125 @@ def client_ceiling(records: int, record_bytes: int) -> dict:
     producer.purge()
     producer.flush(0)
     return phase_result(sent, record_bytes, seconds, client_cpu, "ok" if sent == records else "timeout")
+
+
+def consume_group(bootstrap: str, topic: str, records: int, record_bytes: int, timeout_s: float, consumers: int) -> dict:
+    """``consumers`` members of one new consumer group subscribe() to the topic, each polled by
+    its own thread (librdkafka releases the GIL while it waits); the clock runs from the
+    subscribe() calls, so the group join and first rebalance are part of the time."""
+    import threading
+    import uuid
+
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    lock = threading.Lock()
+    received = 0
+    errors: list[str] = []
+    done = threading.Event()
+    deadline = time.monotonic() + timeout_s
+
+    def member():
+        nonlocal received
+        consumer = ck.Consumer({"bootstrap.servers": bootstrap, **CONSUMER_SETTINGS, "group.id": group,
+                                "auto.offset.reset": "earliest", "error_cb": lambda err: None})
+        try:
+            consumer.subscribe([topic])
+            while not done.is_set() and time.monotonic() < deadline:
+                count = 0
+                for message in consumer.consume(1_000, 0.05):
+                    if message.error() is None:
+                        count += 1
+                    elif len(errors) < 5:
+                        errors.append(str(message.error()))
+                with lock:
+                    received += count
+                    if received >= records:
+                        done.set()
+        finally:
+            consumer.close()
+
+    cpu0 = time.process_time()
+    start = time.perf_counter()
+    threads = [threading.Thread(target=member, daemon=True) for _ in range(consumers)]
+    for t in threads:
+        t.start()
+    done.wait(max(0.0, deadline - time.monotonic()))
+    seconds = time.perf_counter() - start
+    client_cpu = time.process_time() - cpu0
+    done.set()
+    for t in threads:
+        t.join(30)
+    return phase_result(received, record_bytes, seconds, client_cpu, "ok" if received >= records else "timeout", errors)
+
+
+def latency(bootstrap: str, topic: str, rate: int, seconds: float, record_bytes: int, acks: str, timeout_s: float) -> dict:
+    """End-to-end latency at a fixed rate: a producer paced to ``rate`` records/s for
+    ``seconds`` (linger.ms=0), each value stamped with perf_counter_ns; a consumer in a
+    thread of the same process, assigned to partition 0, subtracts the stamp on arrival."""
+    import struct
+    import threading
+
+    records = int(rate * seconds)
+    latencies_ns: list[int] = []
+    errors: list[str] = []
+    ready = threading.Event()
+    stop = threading.Event()
+
+    def consume_stamps():
+        consumer = ck.Consumer({"bootstrap.servers": bootstrap, **CONSUMER_SETTINGS, "error_cb": lambda err: None})
+        consumer.assign([ck.TopicPartition(topic, 0, 0)])
+        try:
+            consumer.consume(1, 0.5)  # connected and fetching before the producer starts
+            ready.set()
+            while len(latencies_ns) < records and not stop.is_set():
+                message = consumer.poll(0.1)  # returns as soon as one record is there
+                if message is None:
+                    continue
+                now = time.perf_counter_ns()
+                if message.error() is None:
+                    latencies_ns.append(now - struct.unpack_from(">q", message.value())[0])
+                elif len(errors) < 5:
+                    errors.append(str(message.error()))
+        finally:
+            ready.set()
+            consumer.close()
+
+    thread = threading.Thread(target=consume_stamps, daemon=True)
+    thread.start()
+    ready.wait(30)
+    producer = ck.Producer({"bootstrap.servers": bootstrap, "acks": acks, **PRODUCER_SETTINGS, "linger.ms": 0,
+                            "error_cb": lambda err: None})
+    padding = os.urandom(max(0, record_bytes - 8))
+    pack = struct.Struct(">q").pack
+    cpu0 = time.process_time()
+    start = time.perf_counter()
+    sent = 0
+    interval = 1.0 / rate
+    while sent < records:
+        due = int((time.perf_counter() - start) / interval) + 1
+        while sent < min(due, records):
+            producer.produce(topic, pack(time.perf_counter_ns()) + padding, partition=0)
+            sent += 1
+        producer.poll(0)
+        next_at = start + sent * interval
+        pause = next_at - time.perf_counter()
+        if pause > 0:
+            time.sleep(min(pause, 0.001))
+    producer.flush(timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while len(latencies_ns) < records and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - start
+    stop.set()
+    thread.join(10)
+    client_cpu = time.process_time() - cpu0
+    received = len(latencies_ns)
+    result = phase_result(received, record_bytes, elapsed, client_cpu, "ok" if received >= records else "timeout", errors)
+    if latencies_ns:
+        ordered = sorted(latencies_ns)
+
+        def pct(q):
+            return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
+
+        result["latency_ms"] = {"p50": pct(0.50), "p99": pct(0.99), "p99.9": pct(0.999), "max": ordered[-1] / 1e6}
+    result["target_rate"] = rate
+    return result

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from benchmarks import kafka_load
 from benchmarks.procs import ServerProcess, free_port, port_open
+from benchmarks.workloads import Workload
 
 VENV_BIN = Path(sys.executable).parent
 # One batch of a non-Kafka client carries about what one librdkafka batch does (~1 MiB).
@@ -57,27 +58,44 @@ class Target:
     def start(self, workdir: Path) -> ServerProcess:
         raise NotImplementedError
 
-    def prepare(self, topic: str) -> None:
+    def supports(self, workload: Workload) -> bool:
+        return workload.is_basic
+
+    def prepare(self, topic: str, workload: Workload) -> None:
         pass
 
-    def produce(self, topic: str, records: int, record_bytes: int, acks: str, timeout_s: float) -> dict:
+    def produce(self, topic: str, records: int, workload: Workload, timeout_s: float) -> dict:
         raise NotImplementedError
 
-    def consume(self, topic: str, records: int, record_bytes: int, timeout_s: float) -> dict:
+    def consume(self, topic: str, records: int, workload: Workload, timeout_s: float) -> dict:
+        raise NotImplementedError
+
+    def latency(self, topic: str, workload: Workload, timeout_s: float) -> dict:
         raise NotImplementedError
 
 
 class KafkaTarget(Target):
     bootstrap = ""
 
-    def prepare(self, topic: str) -> None:
-        kafka_load.create_topic(self.bootstrap, topic, 1)
+    def supports(self, workload: Workload) -> bool:
+        return True
 
-    def produce(self, topic, records, record_bytes, acks, timeout_s):
-        return kafka_load.produce(self.bootstrap, topic, records, record_bytes, acks, timeout_s)
+    def prepare(self, topic, workload):
+        kafka_load.create_topic(self.bootstrap, topic, workload.partitions)
 
-    def consume(self, topic, records, record_bytes, timeout_s):
-        return kafka_load.consume(self.bootstrap, topic, records, record_bytes, timeout_s)
+    def produce(self, topic, records, workload, timeout_s):
+        return kafka_load.produce(self.bootstrap, topic, records, workload.record_bytes, workload.acks, timeout_s,
+                                  workload.partitions)
+
+    def consume(self, topic, records, workload, timeout_s):
+        if workload.consumers:
+            return kafka_load.consume_group(self.bootstrap, topic, records, workload.record_bytes, timeout_s,
+                                            workload.consumers)
+        return kafka_load.consume(self.bootstrap, topic, records, workload.record_bytes, timeout_s, workload.partitions)
+
+    def latency(self, topic, workload, timeout_s):
+        return kafka_load.latency(self.bootstrap, topic, workload.rate, workload.seconds, workload.record_bytes,
+                                  workload.acks, timeout_s)
 
 
 class Tidelog(KafkaTarget):
@@ -183,9 +201,10 @@ class Redis(Target):
 
         return redis.Redis(host="127.0.0.1", port=self.port)
 
-    def produce(self, topic, records, record_bytes, acks, timeout_s):
+    def produce(self, topic, records, workload, timeout_s):
         import os
 
+        record_bytes = workload.record_bytes
         value = os.urandom(record_bytes)
         client = self._client()
         per_batch = _records_per_batch(record_bytes)
@@ -205,7 +224,8 @@ class Redis(Target):
         client.close()
         return result
 
-    def consume(self, topic, records, record_bytes, timeout_s):
+    def consume(self, topic, records, workload, timeout_s):
+        record_bytes = workload.record_bytes
         client = self._client()
         per_page = _records_per_batch(record_bytes)
         deadline = time.monotonic() + timeout_s
@@ -260,7 +280,7 @@ class Nats(Target):
 
         return await nats.connect(f"nats://127.0.0.1:{self.port}", allow_reconnect=False)
 
-    def prepare(self, topic: str) -> None:
+    def prepare(self, topic, workload):
         from nats.js.api import StorageType, StreamConfig
 
         async def run():
@@ -272,9 +292,10 @@ class Nats(Target):
 
         asyncio.run(run())
 
-    def produce(self, topic, records, record_bytes, acks, timeout_s):
+    def produce(self, topic, records, workload, timeout_s):
         import os
 
+        record_bytes = workload.record_bytes
         value = os.urandom(record_bytes)
 
         async def run():
@@ -295,7 +316,9 @@ class Nats(Target):
 
         return asyncio.run(run())
 
-    def consume(self, topic, records, record_bytes, timeout_s):
+    def consume(self, topic, records, workload, timeout_s):
+        record_bytes = workload.record_bytes
+
         async def run():
             nc = await self._connect()
             received = 0

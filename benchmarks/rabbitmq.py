@@ -69,7 +69,7 @@ class RabbitMQ(Target):
     def _kwargs(self):
         return {"username": "guest", "password": "guest"}
 
-    def prepare(self, topic: str) -> None:
+    def prepare(self, topic, workload):
         from rstream import Producer
 
         async def run():
@@ -78,9 +78,10 @@ class RabbitMQ(Target):
 
         asyncio.run(run())
 
-    def produce(self, topic, records, record_bytes, acks, timeout_s):
+    def produce(self, topic, records, workload, timeout_s):
         from rstream import Producer
 
+        record_bytes = workload.record_bytes
         value = os.urandom(record_bytes)
         per_batch = _records_per_batch(record_bytes)
 
@@ -116,9 +117,10 @@ class RabbitMQ(Target):
 
         return asyncio.run(run())
 
-    def consume(self, topic, records, record_bytes, timeout_s):
+    def consume(self, topic, records, workload, timeout_s):
         from rstream import Consumer, ConsumerOffsetSpecification, OffsetType
 
+        record_bytes = workload.record_bytes
         async def run():
             received = 0
             done = asyncio.Event()

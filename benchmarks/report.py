@@ -60,7 +60,7 @@ def ratio_rows(results) -> list[dict]:
     out = []
     for tidelog in tidelogs:
         for (target, workload, phase), runs in by_key.items():
-            if target != tidelog:
+            if target != tidelog or phase == "latency":
                 continue
             for peer in peers:
                 if peer.startswith("disk-"):
@@ -99,6 +99,17 @@ def markdown(results) -> str:
                      f"{_spread(g['mb_per_s'], '{:,.1f}')} | {_spread(g['cpu_per_gb'], '{:,.1f}')} | "
                      f"{_spread(g['peak_rss_mb'], '{:,.0f}')} | {_spread(g['client_cpu'], '{:,.1f}')} | "
                      f"{_spread(g['others_cpu'], '{:,.1f}')} | {ok} |")
+    latency = [r for r in results["rows"] if r.get("phase") == "latency"]
+    if latency:
+        lines += ["", "End-to-end latency (producer `produce()` call to the record in the consumer's hands, same "
+                  "process, one partition, linger.ms=0), ms, median over runs (min–max):", "",
+                  "| target | workload | achieved records/s | p50 | p99 | p99.9 | max | ok runs |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for (target, workload, phase), rows in _groups(latency).items():
+            ok = [r for r in _ok(rows) if "latency_ms" in r]
+            cells = [_spread([r["latency_ms"][q] for r in ok], "{:,.2f}") for q in ("p50", "p99", "p99.9", "max")]
+            lines.append(f"| {target} | {workload} | {_spread([r['records_per_s'] for r in ok])} | " + " | ".join(cells)
+                         + f" | {len(ok)}/{len(rows)} |")
     ratios = ratio_rows(results)
     if ratios:
         lines += ["", "Ratios, Tidelog / peer (records/s; MB/s against the disk references), per run then median (min–max). "
@@ -111,6 +122,9 @@ def markdown(results) -> str:
             table[(r["tidelog"], r["workload"], r["phase"])][r["peer"]] = _spread(r["ratios"], "{:.2f}")
         for (tidelog, workload, phase), cells in table.items():
             lines.append(f"| {tidelog} | {workload} | {phase} | " + " | ".join(cells.get(p, "–") for p in peers) + " |")
+    if results.get("not_supported"):
+        lines += ["", "Not run (workload not implemented for that peer's client): "
+                  + "; ".join(f"{t}: {', '.join(ws)}" for t, ws in results["not_supported"].items()) + "."]
     if results.get("skipped"):
         lines += ["", "Skipped:"] + [f"- {x['target']}: {x['reason']}" for x in results["skipped"]]
     failures = [r for r in results["rows"] if r.get("status") != "ok"]
@@ -147,12 +161,32 @@ def plot(results, path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    groups = [g for g in summary_rows(results) if g["kind"] != "reference" or g["target"] == "client-ceiling"]
+    groups = [g for g in summary_rows(results) if (g["kind"] != "reference" or g["target"] == "client-ceiling")
+              and g["phase"] != "latency"]
     workloads = list(dict.fromkeys(g["workload"] for g in groups if g["workload"] != "-"))
-    if not workloads:
+    latency_groups = _groups([r for r in _ok(results["rows"]) if "latency_ms" in r])
+    latency_workloads = list(dict.fromkeys(w for _, w, _ in latency_groups))
+    panels = len(workloads) + len(latency_workloads)
+    if not panels:
         return None
-    fig, axes = plt.subplots(1, len(workloads), figsize=(6.5 * len(workloads), 4.8), squeeze=False)
-    for ax, workload in zip(axes[0], workloads):
+    columns = min(3, panels)
+    rows_n = -(-panels // columns)
+    fig, axes = plt.subplots(rows_n, columns, figsize=(6.5 * columns, 4.8 * rows_n), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[panels:]:
+        ax.axis("off")
+    for ax, workload in zip(flat[len(workloads):], latency_workloads):
+        targets = [t for t, w, _ in latency_groups if w == workload]
+        for offset, q in ((-0.27, "p50"), (0.0, "p99"), (0.27, "p99.9")):
+            meds = [statistics.median(r["latency_ms"][q] for r in latency_groups[(t, workload, "latency")]) for t in targets]
+            ax.bar([i + offset for i in range(len(targets))], meds, width=0.27, label=q)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(targets)))
+        ax.set_xticklabels(targets, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{workload}: end-to-end latency, ms (median of runs)")
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    for ax, workload in zip(flat, workloads):
         items = [g for g in groups if g["workload"] == workload and g["records_per_s"]]
         targets = list(dict.fromkeys(g["target"] for g in items))
         for offset, phase in ((-0.2, "produce"), (0.2, "consume")):

@@ -1,0 +1,46 @@
+"""The workloads: what is produced and how it is read back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    record_bytes: int
+    acks: str
+    partitions: int = 1
+    consumers: int = 0  # 0: one consumer with assign(); N: a group of N subscribe()d consumers
+    rate: int = 0  # >0: an end-to-end latency run at this many records/s ...
+    seconds: float = 0.0  # ... for this long
+
+    @property
+    def is_latency(self) -> bool:
+        return self.rate > 0
+
+    @property
+    def is_basic(self) -> bool:
+        """One partition, one consumer, throughput: what every peer's client can run."""
+        return self.partitions == 1 and self.consumers == 0 and not self.is_latency
+
+    def describe(self) -> str:
+        if self.is_latency:
+            return (f"{self.record_bytes} B records, acks={self.acks}, {self.rate:,}/s for {self.seconds:g} s, "
+                    "producer linger.ms=0, end-to-end latency to a consumer in the same process")
+        reader = f"a group of {self.consumers} consumers (subscribe)" if self.consumers else "one consumer (assign)"
+        return (f"{self.record_bytes} B records, acks={self.acks}, {self.partitions} partition(s), read by {reader}")
+
+
+WORKLOADS = {w.name: w for w in (
+    Workload("1k-acks-all", 1024, "all"),
+    Workload("100b-acks-1", 100, "1"),
+    Workload("1k-acks-1", 1024, "1"),
+    Workload("100b-acks-all", 100, "all"),
+    Workload("1k-acks-all-p16", 1024, "all", partitions=16),
+    Workload("1k-acks-all-p256", 1024, "all", partitions=256),
+    Workload("1k-p6-group3", 1024, "all", partitions=6, consumers=3),
+    Workload("lat-5k", 1024, "all", rate=5_000, seconds=10),
+    Workload("lat-50k", 1024, "all", rate=50_000, seconds=10),
+)}
+DEFAULT_WORKLOADS = "1k-acks-all,100b-acks-1,1k-acks-all-p16,1k-acks-all-p256,1k-p6-group3,lat-5k,lat-50k"
