@@ -78,6 +78,9 @@ class Chart {
     const left = 70, right = 10, top = 10, bottom = 22, plotW = width - left - right, plotH = height - top - bottom;
     const all = this.series.flatMap(s => s.points);
     const now = all.length ? Math.max(...all.map(p => p[0])) : Date.now();
+    const first = all.length ? Math.min(...all.map(p => p[0])) : now;
+    // The time axis grows with the history, from 20 s up to the full window.
+    const span = Math.min(this.windowMs, Math.max(20000, now - first));
     const maxY = Math.max(1, ...all.map(p => p[1])) * 1.1;
     g.font = "11px system-ui, sans-serif"; g.fillStyle = "#667085"; g.strokeStyle = "#e3e6eb"; g.lineWidth = 1;
     for (let i = 0; i <= 4; i++) {
@@ -86,19 +89,20 @@ class Chart {
       g.textAlign = "right"; g.fillText(this.formatY(maxY * i / 4), left - 6, y + 4);
     }
     g.textAlign = "center";
-    for (let s = 0; s <= this.windowMs / 1000; s += 30) {
-      const x = left + plotW - plotW * s * 1000 / this.windowMs;
-      g.fillText(s ? `-${s}s` : "now", x, height - 6);
+    for (let i = 0; i <= 4; i++) {
+      const ago = Math.round(span * i / 4000), x = left + plotW - plotW * i / 4;
+      g.fillText(ago ? `-${ago}s` : "now", x, height - 6);
     }
     for (const s of this.series) {
       if (!s.points.length) continue;
-      g.strokeStyle = s.color; g.lineWidth = 2; g.beginPath();
+      g.strokeStyle = s.color; g.lineWidth = 2; g.setLineDash(s.dash || []); g.beginPath();
       s.points.forEach(([t, v], i) => {
-        const x = left + plotW - plotW * (now - t) / this.windowMs, y = top + plotH - plotH * v / maxY;
+        const x = left + plotW - plotW * (now - t) / span, y = top + plotH - plotH * v / maxY;
         i ? g.lineTo(x, y) : g.moveTo(x, y);
       });
       g.stroke();
     }
+    g.setLineDash([]);
   }
 }
 
@@ -108,7 +112,7 @@ let throughputChart = null, lastTotals = null;  // kept across visits so the cha
 async function overview() {
   const cards = h("div", { class: "cards", "data-testid": "overview-cards" });
   const rates = h("div", { class: "cards" });
-  if (!throughputChart) throughputChart = new Chart([{ name: "produced B/s", color: "#0f6bdc" }, { name: "fetched B/s", color: "#e8590c" }], fmtBytes);
+  if (!throughputChart) throughputChart = new Chart([{ name: "produced B/s", color: "#0f6bdc" }, { name: "fetched B/s", color: "#e8590c", dash: [6, 4] }], fmtBytes);
   const recordsLine = h("div", { class: "muted", "data-testid": "rates" });
   view.replaceChildren(h("h1", {}, "Cluster overview"), cards,
     h("h2", {}, "Throughput now"), h("div", { class: "panel" }, rates, recordsLine, throughputChart.el));

@@ -1,0 +1,182 @@
+"""The web console in a real browser: Debian's chromium, headless, driven by Playwright.
+
+Loads every page against a broker with traffic, creates a topic through the form, produces
+through the topic page and browses the records (text, JSON, hex). Screenshots go to the
+test's tmp dir; the overview is copied to docs/console.png for the README.
+Needs /usr/bin/chromium (installed here with apt-get when running as root) and the
+``playwright`` package (the test extra); the browser build Playwright downloads is never used.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.brokerproc import wait_until
+from tests.integration.clients import produce
+from tests.integration.group_clients import confluent_consumer, poll_until
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "console.png"
+
+
+def _ensure_chromium() -> None:
+    if CHROMIUM.exists():
+        return
+    if os.geteuid() != 0:
+        pytest.skip("needs Debian's chromium: sudo apt-get install -y chromium")
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
+        result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, f"apt-get install chromium failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert CHROMIUM.exists()
+
+
+@pytest.fixture
+def page(tmp_path):
+    _ensure_chromium()
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' (playwright)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.set_default_timeout(20_000)
+            page.errors = []
+            page.on("pageerror", lambda error: page.errors.append(str(error)))
+            # Console errors, except the failed load of the 409 the test provokes on purpose.
+            page.on("console", lambda message: message.type == "error" and "status of 409" not in message.text
+                    and page.errors.append(message.text))
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.mark.timeout(1500)
+def test_console_pages(broker, page, tmp_path):
+    base = f"http://127.0.0.1:{broker.metrics_port}"
+    api = base + "/api/v1"
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+
+    def shot(name: str) -> Path:
+        path = shots / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    # A group with a live member and lag: 6 records in "jobs", 2 committed.
+    produce("confluent", broker.bootstrap, "jobs", [(None, b"job-%d" % i, None, None) for i in range(6)], partition=0)
+    consumer = confluent_consumer(broker.bootstrap, "billing")
+    consumer.subscribe(["jobs"])
+    poll_until([consumer], lambda: consumer.assignment(), message="the consumer's assignment")
+    from confluent_kafka import TopicPartition
+
+    consumer.commit(offsets=[TopicPartition("jobs", 0, 2)], asynchronous=False)
+    # Traffic for the throughput chart while the overview is open.
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            requests.post(api + "/topics/jobs/records", json={"records": [{"value": "x" * 200}] * 20}, timeout=10)
+            stop.wait(0.2)
+
+    try:
+        # Overview.
+        cluster_id = requests.get(api + "/cluster", timeout=10).json()["cluster_id"]
+        page.goto(base + "/")
+        page.wait_for_selector("[data-testid=cluster-id]")
+        assert page.inner_text("[data-testid=cluster-id]") == cluster_id
+        assert page.inner_text("#status") == "ready"
+        sender = threading.Thread(target=traffic)
+        sender.start()
+        page.wait_for_function("() => { const el = document.querySelector('[data-testid=produced-rate]');"
+                               " return el && !el.textContent.startsWith('0 B'); }")
+        page.wait_for_timeout(3000)  # a few more points on the live chart for the screenshot
+        stop.set()
+        sender.join(10)
+        overview = shot("overview")
+        DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(overview, DOCS_SCREENSHOT)
+
+        # Topics: create one through the form.
+        page.click("nav >> text=Topics")
+        page.wait_for_selector("[data-testid=topics-table] [data-row=jobs]")
+        page.fill("[data-testid=topic-name]", "console-topic")
+        page.fill("[data-testid=topic-partitions]", "3")
+        page.fill("[data-testid=topic-configs]", "retention.ms=3600000")
+        page.click("[data-testid=create-topic]")
+        page.wait_for_selector("[data-testid=notice] >> text=Created topic console-topic")
+        page.wait_for_selector("[data-testid=topics-table] [data-row=console-topic]")
+        created = requests.get(api + "/topics/console-topic", timeout=10).json()
+        assert created["partition_count"] == 3
+        assert {c["name"]: c["value"] for c in created["configs"] if c["source"] == "topic"} == {"retention.ms": "3600000"}
+        # The form reports the broker's error.
+        page.fill("[data-testid=topic-name]", "console-topic")
+        page.click("[data-testid=create-topic]")
+        page.wait_for_selector("[data-testid=error] >> text=TOPIC_ALREADY_EXISTS")
+        shot("topics")
+
+        # Topic detail: partitions, produce through the form.
+        page.click("[data-testid=topics-table] [data-row=console-topic] a >> nth=0")
+        page.wait_for_selector("[data-testid=partitions-table]")
+        assert page.locator("[data-testid=partitions-table] tbody tr").count() == 3
+        page.select_option("[data-testid=produce-form] select[name=partition]", "1")
+        page.fill("[data-testid=produce-key]", "order-1")
+        page.fill("[data-testid=produce-value]", '{"id": 42, "item": "book"}')
+        page.click("[data-testid=produce]")
+        page.wait_for_selector("[data-testid=notice] >> text=Produced at partition 1, offset 0")
+        shot("topic")
+        produce("confluent", broker.bootstrap, "console-topic", [(b"bin", b"\x00\x01\x02binary", [("trace", b"abc")], None)], partition=1)
+
+        # Message browser: the produced records, as JSON and hex.
+        page.goto(base + "/#/topics/console-topic/messages?partition=1")
+        page.wait_for_selector("[data-testid=records-table] [data-row='1']")
+        assert page.locator("[data-testid=records-table] tbody tr").count() == 2
+        page.click("[data-testid=records-table] [data-row='0']")
+        page.select_option("[data-testid=value-mode]", "json")
+        page.wait_for_selector("[data-testid=value-json]")
+        assert '"id": 42' in page.inner_text("[data-testid=value-json]")
+        shot("messages")
+        page.click("[data-testid=records-table] [data-row='1']")
+        page.select_option("[data-testid=value-mode]", "hex")
+        page.wait_for_function("() => document.querySelector('[data-testid=record-detail]').dataset.offset === '1'")
+        hex_dump = page.locator("[data-testid=value-hex]").last.inner_text()
+        assert "00 01 02 62 69 6e 61 72 79" in hex_dump
+        assert "trace" in page.inner_text("[data-testid=record-detail]")
+        shot("messages-hex")
+        # From an offset.
+        page.fill("[data-testid=browse-offset]", "1")
+        page.click("[data-testid=browse]")
+        page.wait_for_function("() => document.querySelectorAll('[data-testid=records-table] tbody tr').length === 1")
+        assert "1 records" in page.inner_text("[data-testid=browse-summary]")
+
+        # Consumer groups: the member, its assignment and the lag.
+        page.click("nav >> text=Consumer groups")
+        page.wait_for_selector("[data-testid=groups-table] [data-row=billing]")
+        shot("groups")
+        page.click("[data-testid=groups-table] [data-row=billing] a")
+        page.wait_for_selector("[data-testid=members-table] >> text=jobs: 0")
+        lag = int(page.inner_text("[data-testid=group-lag]").replace(",", ""))
+        expected = requests.get(api + "/groups/billing", timeout=10).json()["lag"]
+        assert lag > 0 and abs(lag - expected) <= 400  # traffic may still be landing between the two reads
+        assert page.inner_text("[data-testid=group-state]") == "Stable"
+        wait_until(lambda: page.locator("[data-testid=offsets-table] tbody tr").count() == 1, message="the offsets table")
+        shot("group")
+    finally:
+        stop.set()
+        consumer.close()
+    assert page.errors == []
+    assert sorted(p.name for p in shots.iterdir()) == [
+        "group.png", "groups.png", "messages-hex.png", "messages.png", "overview.png", "topic.png", "topics.png"]
