@@ -100,9 +100,9 @@ def _start_offset(offset: str | None, from_beginning: bool, group: str | None) -
             return int(offset)
         except ValueError:
             raise click.BadParameter(f"expected beginning, end or a number, got {offset!r}", param_hint="--offset") from None
-    if from_beginning:
-        return "beginning"
-    return None if group else "end"
+    if group:  # the committed offsets; --from-beginning only where there are none
+        return None
+    return "beginning" if from_beginning else "end"
 
 
 def _resolve(consumer, client: Client, tps: list[TopicPartition], start, from_time_ms: int | None) -> list[TopicPartition]:
