@@ -80,6 +80,12 @@ def test_metrics_after_traffic(broker):
     samples = scrape(broker)
     assert ("tidelog_log_end_offset", (("partition", "0"), ("topic", "metered"))) not in samples
     assert not any(name == "tidelog_consumer_lag" for name, _ in samples)
+    # HTTP requests by route template and status; unknown paths share one label.
+    requests.get(f"http://127.0.0.1:{broker.metrics_port}/no/such/path/{time.time()}", timeout=10)
+    samples = scrape(broker)
+    assert value(samples, "tidelog_http_requests_total", method="DELETE", route="/api/v1/topics/{topic}", status="200") == 1
+    assert value(samples, "tidelog_http_requests_total", method="GET", route="/metrics", status="200") >= 3
+    assert value(samples, "tidelog_http_requests_total", method="GET", route="unmatched", status="404") == 1
 
 
 def test_fetch_purgatory_counts_waiting_fetches(broker):

@@ -27,6 +27,27 @@ logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 
 
+def count_requests(broker: "Broker"):
+    """Count every HTTP request by method, route template (not the raw path) and status."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as e:
+            status = e.status
+            raise
+        finally:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            broker.metrics.http_requests.labels(request.method, route, str(status)).inc()
+
+    return middleware
+
+
 def make_app(broker: "Broker") -> web.Application:
     async def metrics(_request: web.Request) -> web.Response:
         broker.refresh_gauges()
@@ -49,7 +70,7 @@ def make_app(broker: "Broker") -> web.Application:
     async def console(_request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
-    app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[count_requests(broker), json_errors], client_max_size=64 * 1024 * 1024)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)

@@ -80,6 +80,10 @@ class BrokerMetrics:
             "tidelog_consumer_lag", "Log end offset minus the group's committed offset.", group_labels, registry=r
         )
         self.consumer_lag_total = Gauge("tidelog_consumer_lag_sum", "A group's lag over all its partitions.", ["group"], registry=r)
+        self.http_requests = Counter(
+            "tidelog_http_requests", "HTTP requests (API, console, metrics), by route and status.", ["method", "route", "status"],
+            registry=r,
+        )
         self.uptime = Gauge("tidelog_uptime_seconds", "Seconds since the broker started.", registry=r)
         self._request_children: dict[str, Counter] = {}
         self._latency_children: dict[str, Histogram] = {}

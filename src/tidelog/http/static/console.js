@@ -101,6 +101,9 @@ class Chart {
         i ? g.lineTo(x, y) : g.moveTo(x, y);
       });
       g.stroke();
+      const [t, v] = s.points[s.points.length - 1];  // the latest value as a dot (visible from the first poll)
+      g.fillStyle = s.color; g.beginPath();
+      g.arc(left + plotW - plotW * (now - t) / span, top + plotH - plotH * v / maxY, 3, 0, 2 * Math.PI); g.fill();
     }
     g.setLineDash([]);
   }
