@@ -99,3 +99,17 @@ def test_fetch_response_encodes_like_kio(version):
     assert p2.error_code == ErrorCode.unknown_topic_or_partition and p2.records is None
     if version >= 5:
         assert p0.log_start_offset == 2
+
+
+def test_frame_pool_reuses_buffers_and_stays_bounded():
+    from tidelog.server.connection import FramePool
+
+    pool = FramePool(max_pooled_bytes=3 << 20)
+    first = pool.acquire(1_000_000)
+    assert len(first) == 1 << 20  # power-of-two capacity
+    pool.release(first)
+    assert pool.acquire(700_000) is first  # same capacity class: reused, no fresh zero-filled pages
+    buffers = [pool.acquire(1 << 20) for _ in range(5)]
+    for buffer in buffers:
+        pool.release(buffer)
+    assert pool._pooled_bytes <= 3 << 20
