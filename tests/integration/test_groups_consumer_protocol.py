@@ -160,20 +160,32 @@ def test_every_record_consumed_exactly_once_across_joins_and_leaves(broker_848):
         c.subscribe(["once"])
         return c
 
+    def commit(c: Consumer, msg) -> bool:
+        """Commit after processing; a commit refused with STALE_MEMBER_EPOCH (the epoch moved on in
+        flight) is retried while the partition is still ours, and given up once it moved away (its
+        next owner re-reads the record from the last commit)."""
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                c.commit(message=msg, asynchronous=False)
+                return True
+            except KafkaException as e:
+                stale.append(e.args[0].name())
+                owned = {(tp.topic, tp.partition) for tp in c.assignment()}
+                if (msg.topic(), msg.partition()) not in owned or time.monotonic() > deadline:
+                    return False
+                time.sleep(0.05)
+
     def consume(consumers, until, timeout_s=15):
         deadline = time.monotonic() + timeout_s
         while len(seen) < until:
-            assert time.monotonic() < deadline, f"consumed {len(seen)} of {until}"
+            assert time.monotonic() < deadline, f"consumed {len(seen)} of {until}; commit errors {stale}"
             for c in consumers:
                 msg = c.poll(0.02)
                 if msg is None or msg.error():
                     continue
-                try:
-                    c.commit(message=msg, asynchronous=False)
-                except KafkaException as e:  # STALE_MEMBER_EPOCH: the next owner re-reads the record
-                    stale.append(e)
-                    continue
-                seen.append(msg.value())
+                if commit(c, msg):
+                    seen.append(msg.value())
 
     consumers = [member(), member()]
     try:
@@ -315,5 +327,31 @@ def test_assignments_survive_a_broker_restart(broker_848):
         final = admin.describe_consumer_groups(["restart-848"])["restart-848"].result(10)
         assert {m.member_id: sorted(tp.partition for tp in m.assignment.topic_partitions)
                 for m in final.members} == members_before
+    finally:
+        close_all(consumers)
+
+
+def test_static_member_restart_gets_its_partitions_back(broker_848):
+    bootstrap = broker_848.bootstrap
+    create_topic(bootstrap, "static")
+    other = consumer_848(bootstrap, "static-848")
+    static = consumer_848(bootstrap, "static-848", **{"group.instance.id": "instance-1"})
+    consumers = [other, static]
+    try:
+        for c in consumers:
+            c.subscribe(["static"])
+        poll_until(consumers, lambda: balanced([partitions_of(c) for c in consumers]), message="3 partitions each")
+        held, others = partitions_of(static), partitions_of(other)
+        static.close()  # a static member leaves with epoch -2: its partitions wait for it
+        consumers.remove(static)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            other.poll(0.05)
+        assert partitions_of(other) == others
+        static = consumer_848(bootstrap, "static-848", **{"group.instance.id": "instance-1"})
+        consumers.append(static)
+        static.subscribe(["static"])
+        poll_until(consumers, lambda: partitions_of(static) == held, timeout_s=10, message="the same partitions back")
+        assert partitions_of(other) == others
     finally:
         close_all(consumers)
