@@ -331,3 +331,30 @@ def test_schemathesis_every_operation(broker, http):
     assert any(s < 300 for codes in statuses.values() for s in codes)
     assert any(400 <= s < 500 for codes in statuses.values() for s in codes)
     assert requests.get(http.root + "/health", timeout=10).status_code == 200
+
+
+def test_consumer_protocol_group_kip848(broker_factory):
+    """A group of librdkafka members on the new protocol: members, server-side assignment, lag."""
+    broker = broker_factory({"group.consumer.heartbeat.interval.ms": "300", "group.consumer.min.heartbeat.interval.ms": "100"})
+    http = HttpApi(broker)
+    http.call("POST", "/topics", 201, json_body={"name": "tasks", "partitions": 2})
+    http.call("POST", "/topics/{topic}/records", 200, topic="tasks",
+              json_body={"records": [{"value": f"t{i}", "partition": i % 2} for i in range(4)]})
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "new-style", "group.protocol": "consumer",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    try:
+        consumer.subscribe(["tasks"])
+        poll_until([consumer], lambda: len(consumer.assignment()) == 2, message="the server-side assignment")
+        consumer.commit(offsets=[TopicPartition("tasks", 0, 1), TopicPartition("tasks", 1, 2)], asynchronous=False)
+        group = http.call("GET", "/groups/{group}", 200, group="new-style")
+        assert group["type"] == "consumer" and group["protocol_type"] == "consumer" and group["state"] == "Stable"
+        assert [m["assignment"] for m in group["members"]] == [[{"topic": "tasks", "partitions": [0, 1]}]]
+        assert {(o["partition"], o["lag"]) for o in group["offsets"]} == {(0, 1), (1, 0)} and group["lag"] == 1
+        listed = {g["group_id"]: g for g in http.call("GET", "/groups", 200)["groups"]}
+        assert listed["new-style"]["members"] == 1 and listed["new-style"]["type"] == "consumer"
+        http.error("POST", "/groups/{group}/fetch", 409, "UNKNOWN_MEMBER_ID", group="new-style", json_body={"topic": "tasks"})
+        http.error("DELETE", "/groups/{group}", 409, "NON_EMPTY_GROUP", group="new-style")
+    finally:
+        consumer.close()
+    wait_until(lambda: http.call("GET", "/groups/{group}", 200, group="new-style")["members"] == [], message="the member to leave")
+    assert http.call("DELETE", "/groups/{group}", 200, group="new-style") == {"deleted": "new-style"}

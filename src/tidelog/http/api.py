@@ -56,6 +56,8 @@ _STATUS = {
     ErrorCode.rebalance_in_progress: 409,
     ErrorCode.unknown_member_id: 409,
     ErrorCode.illegal_generation: 409,
+    ErrorCode.fenced_member_epoch: 409,
+    ErrorCode.stale_member_epoch: 409,
     ErrorCode.message_too_large: 413,
     ErrorCode.record_list_too_large: 413,
     ErrorCode.offset_out_of_range: 416,
@@ -473,15 +475,23 @@ class Api:
     async def list_groups(self, _request: web.Request) -> web.Response:
         groups = []
         for group_id, protocol_type, state, group_type in sorted(self.broker.groups.list_groups()):
-            description = self.broker.groups.describe_group(group_id)
             offsets = self._group_offsets(group_id)
             groups.append({
                 "group_id": group_id, "state": state, "protocol_type": protocol_type, "type": group_type,
-                "members": len(description.members) if description else 0,
+                "members": self.member_count(group_id),
                 "lag": sum(o["lag"] for o in offsets),
                 "topics": sorted({o["topic"] for o in offsets}),
             })
         return web.json_response({"groups": groups})
+
+    def member_count(self, group_id: str) -> int:
+        """Members of a classic or consumer-protocol (KIP-848) group; 0 for an unknown one."""
+        coordinator = self.broker.groups
+        consumer_group = coordinator.consumer_groups.get(group_id)
+        if consumer_group is not None:
+            return len(consumer_group.members)
+        description = coordinator.describe_group(group_id)
+        return len(description.members) if description is not None else 0
 
     def _group(self, group_id: str):
         description = self.broker.groups.describe_group(group_id)
@@ -489,8 +499,30 @@ class Api:
             raise KafkaError(ErrorCode.group_id_not_found, f"group {group_id!r} does not exist")
         return description
 
+    def _consumer_group_detail(self, group) -> dict:
+        """A KIP-848 group: members with their current assignment (topic ids resolved to names)."""
+        members = []
+        for member in group.members.values():
+            assignment = []
+            for topic_id, partitions in member.assigned.items():
+                record = self.broker.topic_by_id(topic_id)
+                assignment.append({"topic": record.name if record else str(topic_id), "partitions": sorted(partitions)})
+            members.append({
+                "member_id": member.member_id, "group_instance_id": member.instance_id, "client_id": member.client_id,
+                "client_host": member.client_host, "assignment": sorted(assignment, key=lambda a: a["topic"]),
+            })
+        offsets = self._group_offsets(group.group_id)
+        return {
+            "group_id": group.group_id, "type": "consumer", "state": group.state, "protocol_type": "consumer",
+            "protocol": group.assignor_name or "", "generation_id": group.group_epoch, "leader_id": None,
+            "members": members, "offsets": offsets, "lag": sum(o["lag"] for o in offsets),
+        }
+
     async def describe_group(self, request: web.Request) -> web.Response:
         group_id = request.match_info["group"]
+        consumer_group = self.broker.groups.consumer_groups.get(group_id)
+        if consumer_group is not None:
+            return web.json_response(self._consumer_group_detail(consumer_group))
         description = self._group(group_id)
         group = self.broker.groups.groups.get(group_id)
         members = []
@@ -503,7 +535,7 @@ class Api:
             })
         offsets = self._group_offsets(group_id)
         return web.json_response({
-            "group_id": group_id, "state": description.state, "protocol_type": description.protocol_type,
+            "group_id": group_id, "type": "classic", "state": description.state, "protocol_type": description.protocol_type,
             "protocol": description.protocol_name,
             "generation_id": group.generation_id if group is not None else -1,
             "leader_id": (group.leader_id or None) if group is not None else None,
@@ -576,9 +608,8 @@ class Api:
             raise KafkaError(ErrorCode.invalid_group_id, "the group id must not be empty")
         if commit:
             # Fail before reading if the group's members own its offsets.
-            description = self.broker.groups.describe_group(group_id)
-            if description is not None and description.members:
-                raise KafkaError(ErrorCode.rebalance_in_progress if description.state != "Stable" else ErrorCode.unknown_member_id,
+            if self.member_count(group_id):
+                raise KafkaError(ErrorCode.unknown_member_id,
                                  f"group {group_id!r} has active members; it cannot be consumed over HTTP")
         committed = self.broker.groups.offsets.group_offsets(group_id)
         positions = {}

@@ -129,7 +129,9 @@ SCHEMAS = {
         "assignment": {"type": "array", "items": _obj({"topic": STR, "partitions": {"type": "array", "items": INT}})},
     }),
     "GroupDetail": _obj({
-        "group_id": STR, "state": STR, "protocol_type": STR, "protocol": STR, "generation_id": INT,
+        "group_id": STR, "type": {"type": "string", "enum": ["classic", "consumer"],
+                                  "description": "classic (JoinGroup/SyncGroup) or consumer (KIP-848)."},
+        "state": STR, "protocol_type": STR, "protocol": STR, "generation_id": INT,
         "leader_id": NULLABLE_STR,
         "members": {"type": "array", "items": _ref("GroupMember")},
         "offsets": {"type": "array", "items": _ref("GroupOffset")}, "lag": INT,

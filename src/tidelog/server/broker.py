@@ -52,7 +52,7 @@ class Broker:
         self.node_id: int = config["node.id"]
         self._advertised = parse_advertised_listener(config["advertised.listeners"])
         self.metrics = BrokerMetrics()
-        self.metadata = EmbeddedMetadataStore(self.data_dir)
+        self.metadata = EmbeddedMetadataStore(self.data_dir, self.node_id)
         self.logs: LogManager | None = None
         self.connections: set = set()
         self.started_at_ms = int(time.time() * 1000)
@@ -309,7 +309,8 @@ class Broker:
         states: dict[str, int] = {}
         for group_id, _protocol_type, state, _type in self.groups.list_groups():
             states[state] = states.get(state, 0) + 1
-            description = self.groups.describe_group(group_id)
+            consumer_group = self.groups.consumer_groups.get(group_id)
+            description = self.groups.describe_group(group_id) if consumer_group is None else consumer_group
             metrics.group_members.labels(group_id).set(len(description.members) if description else 0)
             total = 0
             for lag in self.groups.lag(group_id, self._log_end_offset):
