@@ -52,7 +52,7 @@ class Broker:
         self.node_id: int = config["node.id"]
         self._advertised = parse_advertised_listener(config["advertised.listeners"])
         self.metrics = BrokerMetrics()
-        self.metadata = EmbeddedMetadataStore(self.data_dir, self.node_id)
+        self.metadata = EmbeddedMetadataStore(self.data_dir)
         self.logs: LogManager | None = None
         self.connections: set = set()
         self.started_at_ms = int(time.time() * 1000)
