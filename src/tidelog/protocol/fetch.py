@@ -11,6 +11,8 @@ import struct
 import uuid
 from typing import NamedTuple
 
+from tidelog.protocol.wire import uvarint as _uvarint
+
 _I32 = struct.Struct(">i")
 _HEAD_V7 = struct.Struct(">ihi")  # throttle_time_ms, error_code, session_id
 _PARTITION = struct.Struct(">ihqq")  # index, error_code, high_watermark, last_stable_offset
@@ -29,14 +31,6 @@ class PartitionData(NamedTuple):
     records: bytes | memoryview | None = None
     preferred_read_replica: int = -1
 
-
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def encode_fetch_response(

@@ -19,6 +19,7 @@ import struct
 from kio.serial._introspect import EntityField, EntityTupleField, PrimitiveTupleField, classify_field, get_field_tag
 
 from tidelog.protocol.wire import MalformedFrame, read_uvarint
+from tidelog.protocol.wire import uvarint as _uvarint
 
 _FIXED = {
     "bool": 1, "int8": 1, "int16": 2, "uint16": 2, "error_code": 2, "int32": 4, "timedelta_i32": 4,
@@ -63,14 +64,6 @@ def strip_unknown_tags(body: memoryview, edits: list[Edit]) -> bytes:
     out += body[pos:]
     return bytes(out)
 
-
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 @functools.cache

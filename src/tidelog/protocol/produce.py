@@ -12,6 +12,7 @@ import struct
 from typing import NamedTuple
 
 from tidelog.protocol.wire import MalformedFrame, read_uvarint, skip_tagged_fields
+from tidelog.protocol.wire import uvarint as _uvarint
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
@@ -137,14 +138,6 @@ def decode_produce_request(body: memoryview, version: int) -> ProduceRequest:
         raise MalformedFrame(f"{len(body) - r.pos} bytes after the end of the produce request")
     return ProduceRequest(transactional_id, acks, timeout_ms, topics)
 
-
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _string(text: str | None, flexible: bool) -> bytes:

@@ -44,6 +44,16 @@ def read_uvarint(buf: memoryview | bytes, pos: int) -> tuple[int, int]:
             raise MalformedFrame("varint longer than 5 bytes")
 
 
+def uvarint(value: int) -> bytes:
+    """Encode an unsigned varint (compact lengths and counts are uvarint(n + 1))."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def skip_tagged_fields(buf: memoryview | bytes, pos: int) -> int:
     """Skip a tagged-field section (count, then tag + size + bytes each); return the next position."""
     count, pos = read_uvarint(buf, pos)
