@@ -59,12 +59,13 @@ def duplicate_keys(names: list[str]) -> None:
         raise KafkaError(ErrorCode.invalid_request, "Error due to duplicate config keys")
 
 
-async def alter_resource(broker, resource, validate_only: bool) -> None:
+async def alter_resource(broker, resource, validate_only: bool, new_topic_configs) -> None:
+    """Check and apply one resource's change; ``new_topic_configs(record, configs)`` gives the new overrides."""
     names = [config.name for config in resource.configs]
     duplicate_keys(names)
     if resource.resource_type == RESOURCE_TOPIC:
         record = topic_for_alter(broker, resource.resource_name)
-        configs = check_topic_configs({config.name: config.value for config in resource.configs})
+        configs = check_topic_configs(new_topic_configs(record, resource.configs))
         if not validate_only:
             await broker.set_topic_configs(record.name, configs)
     elif resource.resource_type == RESOURCE_BROKER:
@@ -73,9 +74,9 @@ async def alter_resource(broker, resource, validate_only: bool) -> None:
         raise KafkaError(ErrorCode.invalid_request, f"Unsupported resource type: {resource.resource_type}")
 
 
-@handles(API_KEY)
-async def handle(ctx: RequestContext, request) -> object:
-    module = response_module(API_KEY, ctx.api_version)
+async def alter_all(ctx: RequestContext, request, response_name: str, new_topic_configs) -> object:
+    """The response of AlterConfigs or IncrementalAlterConfigs: each resource altered on its own."""
+    module = response_module(ctx.header.api_key, ctx.api_version)
     counts = collections.Counter((r.resource_type, r.resource_name) for r in request.resources)
     responses = []
     for resource in request.resources:
@@ -83,7 +84,7 @@ async def handle(ctx: RequestContext, request) -> object:
         try:
             if counts[(resource.resource_type, resource.resource_name)] > 1:
                 raise KafkaError(ErrorCode.invalid_request, "Duplicate resource.")
-            await alter_resource(ctx.broker, resource, request.validate_only)
+            await alter_resource(ctx.broker, resource, request.validate_only, new_topic_configs)
         except KafkaError as e:
             error, message = e.error_code, e.message
         responses.append(
@@ -95,4 +96,11 @@ async def handle(ctx: RequestContext, request) -> object:
                 resource_name=resource.resource_name,
             )
         )
-    return build(module.AlterConfigsResponse, throttle_time=datetime.timedelta(0), responses=tuple(responses))
+    return build(getattr(module, response_name), throttle_time=datetime.timedelta(0), responses=tuple(responses))
+
+
+@handles(API_KEY)
+async def handle(ctx: RequestContext, request) -> object:
+    # Legacy semantics: the request's configs replace the topic's whole override set.
+    return await alter_all(ctx, request, "AlterConfigsResponse",
+                           lambda _record, configs: {config.name: config.value for config in configs})

@@ -18,14 +18,9 @@ UNKNOWN_TOPIC_OR_PARTITION, INVALID_TOPIC_EXCEPTION.
 
 from __future__ import annotations
 
-import collections
-import datetime
-
 from tidelog.config import render, topic_config_def
-from tidelog.handlers.alter_configs import check_topic_configs, duplicate_keys, reject_broker_change, topic_for_alter
-from tidelog.handlers.describe_configs import RESOURCE_BROKER, RESOURCE_TOPIC
+from tidelog.handlers.alter_configs import alter_all
 from tidelog.handlers.registry import RequestContext, handles
-from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
 
 API_KEY = 44
@@ -65,40 +60,7 @@ def new_topic_configs(broker, record, alterations) -> dict[str, str | None]:
     return configs
 
 
-async def alter_resource(broker, resource, validate_only: bool) -> None:
-    names = [config.name for config in resource.configs]
-    duplicate_keys(names)
-    if resource.resource_type == RESOURCE_TOPIC:
-        record = topic_for_alter(broker, resource.resource_name)
-        configs = check_topic_configs(new_topic_configs(broker, record, resource.configs))
-        if not validate_only:
-            await broker.set_topic_configs(record.name, configs)
-    elif resource.resource_type == RESOURCE_BROKER:
-        reject_broker_change(broker, resource.resource_name, names)
-    else:
-        raise KafkaError(ErrorCode.invalid_request, f"Unsupported resource type: {resource.resource_type}")
-
-
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
-    module = response_module(API_KEY, ctx.api_version)
-    counts = collections.Counter((r.resource_type, r.resource_name) for r in request.resources)
-    responses = []
-    for resource in request.resources:
-        error, message = ErrorCode.none, None
-        try:
-            if counts[(resource.resource_type, resource.resource_name)] > 1:
-                raise KafkaError(ErrorCode.invalid_request, "Duplicate resource.")
-            await alter_resource(ctx.broker, resource, request.validate_only)
-        except KafkaError as e:
-            error, message = e.error_code, e.message
-        responses.append(
-            build(
-                module.AlterConfigsResourceResponse,
-                error_code=error,
-                error_message=message,
-                resource_type=resource.resource_type,
-                resource_name=resource.resource_name,
-            )
-        )
-    return build(module.IncrementalAlterConfigsResponse, throttle_time=datetime.timedelta(0), responses=tuple(responses))
+    return await alter_all(ctx, request, "IncrementalAlterConfigsResponse",
+                           lambda record, alterations: new_topic_configs(ctx.broker, record, alterations))
