@@ -232,8 +232,8 @@ def test_bootstrap_from_environment_and_unreachable_broker(broker):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{s.getsockname()[1]}"
-    commands = (["topics", "list"], ["topics", "describe", "x"], ["cluster"], ["groups", "list"],
-                ["consume", "x"], ["produce", "x"])
+    # (The admin commands share one connection path; consume and produce have their own.)
+    commands = (["groups", "list"], ["consume", "x"], ["produce", "x"])
     started = time.monotonic()
     procs = [subprocess.Popen([sys.executable, "-m", "tidelog", *args, "--timeout", "1", "-b", dead],
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for args in commands]

@@ -159,6 +159,8 @@ def consume(client: Client, topic: str, from_beginning: bool, offset: str | None
         "enable.auto.commit": group is not None,
         "auto.offset.reset": "earliest" if from_beginning else "latest",
         "enable.partition.eof": exit_at_end,
+        # The end is known when a fetch comes back empty: do not let the broker hold it long.
+        "fetch.wait.max.ms": 100 if exit_at_end else 500,
         "socket.connection.setup.timeout.ms": max(1000, int(client.timeout_s * 1000)),
     })
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from typing import BinaryIO, Iterator
 
@@ -17,6 +19,21 @@ def _lines(stream: BinaryIO) -> Iterator[bytes]:
         if line.endswith(b"\n"):
             line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
         yield line
+
+
+@contextlib.contextmanager
+def _progress(path: str):
+    """A progress bar over the file's bytes, for a person watching (stderr a terminal)."""
+    if path == "-" or not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    with Progress("[cyan]producing", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("produce", total=os.path.getsize(path))
+        yield lambda n: progress.advance(task, n)
 
 
 def _split(line: bytes, separator: bytes | None, number: int) -> tuple[bytes | None, bytes]:
@@ -80,11 +97,12 @@ def produce(client: Client, topic: str, path: str, key_separator: str | None, he
         note(f"Type records for {topic}, one a line; Ctrl-D to finish.", "cyan")
     sent = 0
     try:
-        with click.open_file(path, "rb") as stream:
+        with click.open_file(path, "rb") as stream, _progress(path) as advance:
             for number, line in enumerate(_lines(stream), 1):
                 key, value = _split(line, separator, number)
                 _produce(producer, topic, value, key, header_list, partition, on_delivery)
                 sent += 1
+                advance(len(line) + 1)
                 if errors:
                     break
     except KeyboardInterrupt:  # keep what was sent so far
