@@ -49,7 +49,6 @@ from tidelog.groups.records import (
     GroupValue,
     MemberValue,
     OffsetKey,
-    OffsetValue,
     decode_consumer_group_value,
     decode_group_value,
     decode_key,

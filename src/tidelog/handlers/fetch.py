@@ -14,7 +14,6 @@ UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, UNKNOWN_LEADER_EPOCH, KAFKA_STORAG
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -63,6 +62,10 @@ def _read(ctx: RequestContext, request, wanted: list) -> tuple[list, int, bool]:
     broker = ctx.broker
     version = ctx.api_version
     budget = request.max_bytes if version >= 3 else 2**31 - 1
+    replication = broker.replication  # None on a single node
+    if replication is not None:
+        replica_state = getattr(request, "replica_state", None)
+        replica_id = replica_state.replica_id if replica_state is not None else getattr(request, "replica_id", -1)
     total_bytes = 0
     any_error = False
     topics = []
@@ -75,8 +78,19 @@ def _read(ctx: RequestContext, request, wanted: list) -> tuple[list, int, bool]:
                 results.append(PartitionData(p.partition, unknown))
                 any_error = True
                 continue
-            high_watermark = log.log_end_offset
-            if getattr(p, "current_leader_epoch", -1) > LEADER_EPOCH:
+            high_watermark = max_offset = log.log_end_offset
+            if replication is not None:
+                error = replication.leader_error(name, p.partition, getattr(p, "current_leader_epoch", -1))
+                if error is not None:
+                    results.append(PartitionData(p.partition, error))
+                    any_error = True
+                    continue
+                if replica_id >= 0:  # a follower reads up to the log end offset
+                    replication.follower_fetch(name, p.partition, replica_id, p.fetch_offset)
+                    high_watermark = replication.high_watermark(name, p.partition)
+                else:  # a consumer reads only what the whole ISR has
+                    high_watermark = max_offset = replication.high_watermark(name, p.partition)
+            elif getattr(p, "current_leader_epoch", -1) > LEADER_EPOCH:
                 results.append(PartitionData(p.partition, ErrorCode.unknown_leader_epoch, high_watermark, high_watermark, log.log_start_offset))
                 any_error = True
                 continue
@@ -85,7 +99,7 @@ def _read(ctx: RequestContext, request, wanted: list) -> tuple[list, int, bool]:
                     p.fetch_offset,
                     max(0, min(p.partition_max_bytes, budget - total_bytes)),
                     min_one_batch=total_bytes == 0,
-                    max_offset=high_watermark,
+                    max_offset=max_offset,
                 )
                 error = ErrorCode.none
             except KafkaError as e:
