@@ -23,7 +23,7 @@ import itertools
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -46,7 +46,6 @@ DEFAULT_LIMIT = 100
 MAX_TIMEOUT_MS = 30_000
 MAX_READ_BYTES = 4 * 1024 * 1024
 MAX_RECORDS_PER_REQUEST = 10_000
-BROKER_KEY = web.AppKey("broker", object)
 
 _STATUS = {
     ErrorCode.unknown_topic_or_partition: 404,
