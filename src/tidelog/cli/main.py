@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
 
 import click
@@ -14,6 +13,7 @@ import click
 from tidelog import __version__
 from tidelog.cli.lazy import LazyGroup
 from tidelog.config import BrokerConfig, ConfigError
+from tidelog.logging import configure_logging
 
 logger = logging.getLogger("tidelog")
 
@@ -42,14 +42,12 @@ def main() -> None:
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="TOML file of broker settings.")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="A broker setting, by its Kafka name (repeatable).")
 @click.option("--log-level", default=os.environ.get("TIDELOG_LOG_LEVEL", "INFO"), show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=os.environ.get("TIDELOG_LOG_FORMAT", "text"),
+              show_default=True, help="json: one JSON object a line, for log shippers.")
 @click.option("--port-file", type=click.Path(dir_okay=False, path_type=Path), help="Write the bound port here once listening.")
-def serve(host: str, port: int, http_port: int | None, data_dir: Path, config_file: Path | None, sets: tuple[str, ...], log_level: str, port_file: Path | None) -> None:
+def serve(host: str, port: int, http_port: int | None, data_dir: Path, config_file: Path | None, sets: tuple[str, ...], log_level: str, log_format: str, port_file: Path | None) -> None:
     """Start a broker."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(log_level.upper(), log_format)
     try:
         overrides = _parse_sets(sets)
         if http_port is not None:
