@@ -210,6 +210,7 @@ def test_consume_with_group_commits_and_groups_describe_shows_lag(broker_factory
 
     assert ok_json("groups", "delete", "app", "cli-group", broker=broker) == {"deleted": ["app", "cli-group"]}
     assert "GROUP_ID_NOT_FOUND" in fails("groups", "delete", "app", broker=broker)
+    assert fails("groups", "describe", "app", broker=broker) == "error: unknown group: app\n"
 
 
 def test_cluster(broker):

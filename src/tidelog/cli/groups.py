@@ -60,6 +60,9 @@ def list_groups(client: Client) -> None:
 
 def describe_group(client: Client, admin, group: str) -> dict:
     desc = client.result(admin.describe_consumer_groups([group], request_timeout=client.timeout_s)[group])
+    committed = committed_offsets(client, admin, group)
+    if desc.state == ConsumerGroupState.DEAD and not desc.members and not committed:
+        raise CliError(f"unknown group: {group}")
     members = []
     owner: dict[tuple[str, int], dict] = {}
     for m in desc.members:
@@ -70,7 +73,6 @@ def describe_group(client: Client, admin, group: str) -> dict:
         members.append(member)
         for key in assigned:
             owner[key] = member
-    committed = committed_offsets(client, admin, group)
     keys = sorted(set(committed) | set(owner))
     high = list_offsets(client, admin, keys, OffsetSpec.latest())
     offsets = []
