@@ -78,6 +78,48 @@ def ratio_rows(results) -> list[dict]:
     return out
 
 
+def _by_run(results, target, workload, phase) -> dict:
+    return {r["run"]: r for r in _ok(results["rows"])
+            if r["target"] == target and r["workload"] == workload and r["phase"] == phase}
+
+
+def issue_targets(results) -> list[dict]:
+    """The targets of issue 5, each checked on the medians of per-run figures."""
+    checks = []
+
+    def ratio(label, goal, a, b, metric="records_per_s"):
+        ra, rb = _by_run(results, *a), _by_run(results, *b)
+        values = [ra[i][metric] / rb[i][metric] for i in ra if i in rb and rb[i][metric]]
+        if values:
+            med = statistics.median(values)
+            checks.append({"target": label, "goal": f">= {goal:g}x", "measured": f"{_spread(values, '{:.2f}')}x",
+                           "met": med >= goal, "gap": None if med >= goal else f"{med / goal:.0%} of the goal"})
+
+    balanced = "tidelog-balanced"
+    ratio("produce 1 KiB acks=all, balanced vs Tansu", 1.5, (balanced, "1k-acks-all", "produce"), ("tansu", "1k-acks-all", "produce"))
+    ratio("produce 1 KiB acks=all, balanced vs RabbitMQ streams", 1.2, (balanced, "1k-acks-all", "produce"),
+          ("rabbitmq", "1k-acks-all", "produce"))
+    ratio("consume 1 KiB, balanced vs Tansu", 1.5, (balanced, "1k-acks-all", "consume"), ("tansu", "1k-acks-all", "consume"))
+    ratio("produce 100 B acks=1, balanced vs Tansu", 1.0, (balanced, "100b-acks-1", "produce"), ("tansu", "100b-acks-1", "produce"))
+    ratio("consume 100 B, balanced vs Tansu", 1.0, (balanced, "100b-acks-1", "consume"), ("tansu", "100b-acks-1", "consume"))
+    ratio("produce with 256 partitions vs 1 partition, balanced", 0.7, (balanced, "1k-acks-all-p256", "produce"),
+          (balanced, "1k-acks-all", "produce"))
+    lat = _by_run(results, balanced, "lat-5k", "latency")
+    p99s = [r["latency_ms"]["p99"] for r in lat.values() if "latency_ms" in r]
+    if p99s:
+        med = statistics.median(p99s)
+        checks.append({"target": "end-to-end p99 at 5,000 records/s, acks=all, balanced", "goal": "< 5 ms",
+                       "measured": f"{_spread(p99s, '{:.2f}')} ms", "met": med < 5,
+                       "gap": None if med < 5 else f"{med / 5:.1f}x the goal"})
+    rss = [r["broker_peak_rss_bytes"] / 2**20 for r in _ok(results["rows"])
+           if r["kind"] == "tidelog" and r.get("broker_peak_rss_bytes")]
+    if rss:
+        checks.append({"target": "peak broker RSS, every Tidelog row", "goal": "< 300 MB",
+                       "measured": f"max {max(rss):,.0f} MB", "met": max(rss) < 300,
+                       "gap": None if max(rss) < 300 else f"{max(rss) - 300:,.0f} MB over"})
+    return checks
+
+
 def markdown(results) -> str:
     m = results["machine"]
     s = results["settings"]
@@ -102,7 +144,7 @@ def markdown(results) -> str:
     latency = [r for r in results["rows"] if r.get("phase") == "latency"]
     if latency:
         lines += ["", "End-to-end latency (producer `produce()` call to the record in the consumer's hands, same "
-                  "process, one partition, linger.ms=0), ms, median over runs (min–max):", "",
+                  "process, one partition, linger.ms=1), ms, median over runs (min–max):", "",
                   "| target | workload | achieved records/s | p50 | p99 | p99.9 | max | ok runs |",
                   "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
         for (target, workload, phase), rows in _groups(latency).items():
@@ -110,6 +152,13 @@ def markdown(results) -> str:
             cells = [_spread([r["latency_ms"][q] for r in ok], "{:,.2f}") for q in ("p50", "p99", "p99.9", "max")]
             lines.append(f"| {target} | {workload} | {_spread([r['records_per_s'] for r in ok])} | " + " | ".join(cells)
                          + f" | {len(ok)}/{len(rows)} |")
+    checks = issue_targets(results)
+    if checks:
+        lines += ["", "The targets of issue 5 (2-core machine, client and broker sharing it):", "",
+                  "| target | goal | measured, median (min–max) | met? |", "| --- | --- | --- | --- |"]
+        for c in checks:
+            lines.append(f"| {c['target']} | {c['goal']} | {c['measured']} | "
+                         + ("yes" if c["met"] else f"**no** ({c['gap']})") + " |")
     ratios = ratio_rows(results)
     if ratios:
         lines += ["", "Ratios, Tidelog / peer (records/s; MB/s against the disk references), per run then median (min–max). "
@@ -209,7 +258,7 @@ def plot(results, path: Path) -> Path | None:
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{results['settings']['records']:,} records, {results['settings']['runs']} runs, "
                  f"{results['machine']['cores']} cores, {results['started']}", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -27,7 +27,7 @@ class Workload:
     def describe(self) -> str:
         if self.is_latency:
             return (f"{self.record_bytes} B records, acks={self.acks}, {self.rate:,}/s for {self.seconds:g} s, "
-                    "producer linger.ms=0, end-to-end latency to a consumer in the same process")
+                    "producer linger.ms=1, end-to-end latency to a consumer in the same process")
         reader = f"a group of {self.consumers} consumers (subscribe)" if self.consumers else "one consumer (assign)"
         return (f"{self.record_bytes} B records, acks={self.acks}, {self.partitions} partition(s), read by {reader}")
 
