@@ -115,6 +115,11 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("log.flush.interval.ms", "LONG", 5, "Group-commit window of the balanced profile.", minimum=0),
         ConfigDef("compression.type", "STRING", "producer", "Topic compression; producer keeps what the producer sent.", choices=("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd")),
         ConfigDef("min.insync.replicas", "INT", 1, "Replicas that must acknowledge acks=all produces.", minimum=1),
+        ConfigDef("unclean.leader.election.enable", "BOOLEAN", False, "Cluster: let an out-of-sync replica lead when no in-sync one is left (may lose acknowledged records)."),
+        ConfigDef("replica.lag.time.max.ms", "LONG", 30000, "Cluster: a follower not caught up for this long leaves the ISR.", minimum=1, read_only=True),
+        ConfigDef("broker.session.timeout.ms", "INT", 9000, "Cluster: the etcd lease of a broker; it is declared dead this long after its last renewal.", minimum=1000, read_only=True),
+        ConfigDef("broker.rack", "STRING", "", "Cluster: this broker's rack, for rack-aware replica placement.", read_only=True),
+        ConfigDef("offsets.topic.replication.factor", "INT", 3, "Cluster: replication factor of __consumer_offsets (created once this many brokers are live).", minimum=1, read_only=True),
         ConfigDef("socket.request.max.bytes", "INT", 104857600, "Largest request frame accepted; larger closes the connection.", minimum=1),
         ConfigDef("queued.max.requests", "INT", 500, "Requests read ahead of responses per connection before reading pauses.", minimum=1),
         ConfigDef("group.initial.rebalance.delay.ms", "INT", 3000, "Delay of a new group's first rebalance.", minimum=0),
@@ -149,6 +154,7 @@ TOPIC_CONFIG_DEFAULTS: dict[str, str] = {
     "flush.ms": "log.flush.interval.ms",
     "compression.type": "compression.type",
     "min.insync.replicas": "min.insync.replicas",
+    "unclean.leader.election.enable": "unclean.leader.election.enable",
 }
 
 

@@ -15,6 +15,7 @@ CLIENT_COMMANDS = {
     "groups": "tidelog.cli.groups:groups",
     "cluster": "tidelog.cli.cluster:cluster",
     "bench": "tidelog.cli.bench:bench",
+    "dev-cluster": "tidelog.cli.dev_cluster:dev_cluster",
 }
 
 

@@ -45,15 +45,24 @@ def main() -> None:
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=os.environ.get("TIDELOG_LOG_FORMAT", "text"),
               show_default=True, help="json: one JSON object a line, for log shippers.")
 @click.option("--port-file", type=click.Path(dir_okay=False, path_type=Path), help="Write the bound port here once listening.")
-def serve(host: str, port: int, http_port: int | None, data_dir: Path, config_file: Path | None, sets: tuple[str, ...], log_level: str, log_format: str, port_file: Path | None) -> None:
+@click.option("--cluster", metavar="etcd://HOST:PORT[,HOST:PORT...]", help="Join a cluster coordinated by etcd (default: a single node).")
+@click.option("--broker-id", type=int, default=None, help="This broker's id in the cluster (node.id).")
+def serve(host: str, port: int, http_port: int | None, data_dir: Path, config_file: Path | None, sets: tuple[str, ...], log_level: str, log_format: str, port_file: Path | None,
+          cluster: str | None, broker_id: int | None) -> None:
     """Start a broker."""
     configure_logging(log_level.upper(), log_format)
     try:
         overrides = _parse_sets(sets)
         if http_port is not None:
             overrides["http.port"] = str(http_port)
+        if broker_id is not None:
+            overrides["node.id"] = str(broker_id)
+        if cluster:
+            from tidelog.cluster.etcd_store import parse_cluster_url
+
+            parse_cluster_url(cluster)
         config = BrokerConfig.load(config_file, overrides=overrides)
-    except (ConfigError, OSError) as e:
+    except (ConfigError, OSError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     try:
         import uvloop
@@ -61,13 +70,13 @@ def serve(host: str, port: int, http_port: int | None, data_dir: Path, config_fi
         uvloop = None
     runner = asyncio.Runner(loop_factory=uvloop.new_event_loop if uvloop else None)
     with runner:
-        runner.run(_serve(config, data_dir, host, port, port_file))
+        runner.run(_serve(config, data_dir, host, port, port_file, cluster))
 
 
-async def _serve(config: BrokerConfig, data_dir: Path, host: str, port: int, port_file: Path | None) -> None:
+async def _serve(config: BrokerConfig, data_dir: Path, host: str, port: int, port_file: Path | None, cluster: str | None = None) -> None:
     from tidelog.server.broker import Broker
 
-    broker = Broker(config, data_dir, host, port)
+    broker = Broker(config, data_dir, host, port, cluster=cluster)
     await broker.start()
     if port_file is not None:
         tmp = port_file.with_suffix(".tmp")

@@ -1,9 +1,23 @@
-"""Cluster metadata: topics (name, id, partition count, config overrides) and the cluster id.
+"""Cluster metadata: brokers, the controller, topics, partition states, producer-id blocks.
 
-``MetadataStore`` is the interface the broker uses; ``EmbeddedMetadataStore`` keeps it in one
-JSON file in the data directory (``__tidelog_meta/metadata.json``), replaced atomically (write a
-temporary file, fsync, rename, fsync the directory) on every change. Not thread-safe; the event
-loop owns it. The etcd store (cluster mode) implements the same interface.
+``MetadataStore`` is the interface the broker uses, with two implementations that pass one
+contract-test suite (tests/integration/test_metadata_store_contract.py):
+
+- ``EmbeddedMetadataStore`` (single node, the default): one JSON file in the data directory
+  (``__tidelog_meta/metadata.json``), replaced atomically (write a temporary file, fsync,
+  rename, fsync the directory) on every change. This broker is the only live broker, the
+  controller (epoch 1) and the leader of every partition.
+- ``EtcdMetadataStore`` (cluster/etcd_store.py): the same state in etcd v3, brokers registered
+  under a lease, the controller elected by create-if-absent.
+
+The reads are plain attributes kept current by the store (``topics``, ``partitions``,
+``brokers``, ``controller_id``, ``controller_epoch``); every write is a coroutine. Partition
+states change only by compare-and-swap: ``compare_and_set_partition`` succeeds only if the
+stored state's ``version`` (the store revision of its last write) is still the caller's, and,
+when a controller epoch is given, only while that controller still holds the election.
+Listeners (``add_listener``) are called after each change with ``(kind, key)``: kind is
+"broker" (key node id), "controller" (None), "topic" (name) or "partition" ((topic, index)).
+Not thread-safe; the event loop owns a store.
 """
 
 from __future__ import annotations
@@ -12,13 +26,15 @@ import json
 import logging
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 logger = logging.getLogger(__name__)
 
 META_DIR = "__tidelog_meta"
+
+Listener = Callable[[str, object], None]
 
 
 @dataclass
@@ -49,15 +65,83 @@ class TopicRecord:
         )
 
 
+@dataclass(frozen=True)
+class BrokerInfo:
+    """A live broker: where clients and followers reach it, and its rack (``broker.rack``)."""
+
+    node_id: int
+    host: str
+    port: int
+    rack: str | None = None
+
+    def to_json(self) -> dict:
+        return {"node_id": self.node_id, "host": self.host, "port": self.port, "rack": self.rack}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "BrokerInfo":
+        return cls(int(data["node_id"]), data["host"], int(data["port"]), data.get("rack"))
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """One partition's replication state. ``leader`` -1 means offline (no eligible replica).
+
+    ``leader_epoch`` grows with every leader change; ``partition_epoch`` with every change at
+    all (leader or ISR). ``version`` is the store revision of the write that produced this
+    state: the token ``compare_and_set_partition`` compares.
+    """
+
+    replicas: tuple[int, ...]
+    leader: int
+    leader_epoch: int = 0
+    isr: tuple[int, ...] = ()
+    partition_epoch: int = 0
+    version: int = 0
+
+    def to_json(self) -> dict:
+        return {"replicas": list(self.replicas), "leader": self.leader, "leader_epoch": self.leader_epoch,
+                "isr": list(self.isr), "partition_epoch": self.partition_epoch}
+
+    @classmethod
+    def from_json(cls, data: dict, version: int = 0) -> "PartitionState":
+        return cls(tuple(data["replicas"]), int(data["leader"]), int(data.get("leader_epoch", 0)),
+                   tuple(data.get("isr", ())), int(data.get("partition_epoch", 0)), version)
+
+    def changed(self, **fields) -> "PartitionState":
+        """A successor state: the given fields replaced and ``partition_epoch`` bumped."""
+        return replace(self, partition_epoch=self.partition_epoch + 1, **fields)
+
+    @classmethod
+    def initial(cls, replicas: list[int] | tuple[int, ...]) -> "PartitionState":
+        """A new partition: the first replica leads, every replica is in sync (all are empty)."""
+        return cls(tuple(replicas), replicas[0], 0, tuple(replicas), 0)
+
+
 class MetadataStore(Protocol):
     cluster_id: str
     topics: dict[str, TopicRecord]
+    partitions: dict[tuple[str, int], PartitionState]
+    brokers: dict[int, BrokerInfo]
+    controller_id: int  # -1 while there is none
+    controller_epoch: int
 
-    async def create_topic(self, record: TopicRecord) -> None: ...
+    async def start(self, cluster_id: str = "") -> None: ...
+    async def close(self) -> None: ...
+    async def register_broker(self, broker: BrokerInfo) -> None: ...
+    async def elect_controller(self, node_id: int) -> bool: ...
+    def add_listener(self, listener: Listener) -> None: ...
+
+    async def create_topic(self, record: TopicRecord, assignment: list[PartitionState] | None = None) -> None: ...
     async def delete_topic(self, name: str) -> None: ...
-    async def set_partitions(self, name: str, partitions: int) -> None: ...
+    async def set_partitions(self, name: str, partitions: int, new_states: list[PartitionState] | None = None) -> None: ...
     async def set_configs(self, name: str, configs: dict[str, str]) -> None: ...
+    async def compare_and_set_partition(self, topic: str, partition: int, state: PartitionState,
+                                        controller_epoch: int | None = None) -> PartitionState | None: ...
     async def allocate_producer_ids(self, count: int) -> int: ...
+
+
+class TopicExists(Exception):
+    """create_topic of a name the store already holds (another broker created it first)."""
 
 
 def new_topic_id() -> uuid.UUID:
@@ -69,14 +153,22 @@ def new_topic_id() -> uuid.UUID:
 
 
 class EmbeddedMetadataStore:
-    """Single-node metadata in a JSON file: ``{"cluster_id": str, "topics": [TopicRecord...]}``."""
+    """Single-node metadata in a JSON file: ``{"cluster_id", "revision", "next_producer_id_block",
+    "topics": [TopicRecord...], "partitions": {topic: [PartitionState...]}}``."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, node_id: int = 1) -> None:
         self.dir = Path(data_dir) / META_DIR
         self.path = self.dir / "metadata.json"
+        self.node_id = node_id
         self.cluster_id = ""
         self.topics: dict[str, TopicRecord] = {}
+        self.partitions: dict[tuple[str, int], PartitionState] = {}
+        self.brokers: dict[int, BrokerInfo] = {}
+        self.controller_id = -1
+        self.controller_epoch = 0
+        self.revision = 0
         self.next_producer_id_block = 0  # ids below this may have been handed out
+        self._listeners: list[Listener] = []
 
     def load(self, cluster_id: str = "") -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -85,30 +177,95 @@ class EmbeddedMetadataStore:
             self.cluster_id = data["cluster_id"]
             self.topics = {t["name"]: TopicRecord.from_json(t) for t in data.get("topics", [])}
             self.next_producer_id_block = int(data.get("next_producer_id_block", 0))
+            self.revision = int(data.get("revision", 0))
+            for name, states in data.get("partitions", {}).items():
+                for index, state in enumerate(states):
+                    self.partitions[(name, index)] = PartitionState.from_json(state, self.revision)
             if cluster_id and cluster_id != self.cluster_id:
                 raise RuntimeError(
                     f"data directory belongs to cluster {self.cluster_id}, not {cluster_id}"
                 )
         else:
             self.cluster_id = cluster_id or _new_cluster_id()
-            self._save()
+        # This broker is the only replica of everything (also of topics from before partition
+        # states were kept, or after node.id changed).
+        for record in self.topics.values():
+            for index in range(record.partitions):
+                state = self.partitions.get((record.name, index))
+                if state is None or state.replicas != (self.node_id,):
+                    self.partitions[(record.name, index)] = PartitionState.initial([self.node_id])
+        self._save()
         logger.info("metadata loaded: cluster %s, %d topics", self.cluster_id, len(self.topics))
 
-    async def create_topic(self, record: TopicRecord) -> None:
+    async def start(self, cluster_id: str = "") -> None:
+        self.load(cluster_id)
+
+    async def close(self) -> None:
+        pass
+
+    async def register_broker(self, broker: BrokerInfo) -> None:
+        self.brokers = {broker.node_id: broker}
+        self._notify("broker", broker.node_id)
+
+    async def elect_controller(self, node_id: int) -> bool:
+        self.controller_id, self.controller_epoch = node_id, 1
+        self._notify("controller", None)
+        return True
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _notify(self, kind: str, key: object) -> None:
+        for listener in self._listeners:
+            listener(kind, key)
+
+    async def create_topic(self, record: TopicRecord, assignment: list[PartitionState] | None = None) -> None:
+        if record.name in self.topics:
+            raise TopicExists(record.name)
+        self.revision += 1
         self.topics[record.name] = record
+        for index in range(record.partitions):
+            state = assignment[index] if assignment else PartitionState.initial([self.node_id])
+            self.partitions[(record.name, index)] = replace(state, version=self.revision)
         self._save()
+        self._notify("topic", record.name)
 
     async def delete_topic(self, name: str) -> None:
-        del self.topics[name]
+        record = self.topics.pop(name)
+        for index in range(record.partitions):
+            self.partitions.pop((name, index), None)
+        self.revision += 1
         self._save()
+        self._notify("topic", name)
 
-    async def set_partitions(self, name: str, partitions: int) -> None:
-        self.topics[name].partitions = partitions
+    async def set_partitions(self, name: str, partitions: int, new_states: list[PartitionState] | None = None) -> None:
+        record = self.topics[name]
+        self.revision += 1
+        for i, index in enumerate(range(record.partitions, partitions)):
+            state = new_states[i] if new_states else PartitionState.initial([self.node_id])
+            self.partitions[(name, index)] = replace(state, version=self.revision)
+        record.partitions = partitions
         self._save()
+        self._notify("topic", name)
 
     async def set_configs(self, name: str, configs: dict[str, str]) -> None:
         self.topics[name].configs = dict(configs)
+        self.revision += 1
         self._save()
+        self._notify("topic", name)
+
+    async def compare_and_set_partition(self, topic: str, partition: int, state: PartitionState,
+                                        controller_epoch: int | None = None) -> PartitionState | None:
+        current = self.partitions.get((topic, partition))
+        if current is None or current.version != state.version:
+            return None
+        if controller_epoch is not None and controller_epoch != self.controller_epoch:
+            return None
+        self.revision += 1
+        stored = self.partitions[(topic, partition)] = replace(state, version=self.revision)
+        self._save()
+        self._notify("partition", (topic, partition))
+        return stored
 
     async def allocate_producer_ids(self, count: int) -> int:
         """Reserve ``count`` producer ids, never handed out before; return the first."""
@@ -118,10 +275,15 @@ class EmbeddedMetadataStore:
         return first
 
     def _save(self) -> None:
+        partitions: dict[str, list[dict]] = {}
+        for record in self.topics.values():
+            partitions[record.name] = [self.partitions[(record.name, i)].to_json() for i in range(record.partitions)]
         data = {
             "cluster_id": self.cluster_id,
+            "revision": self.revision,
             "next_producer_id_block": self.next_producer_id_block,
             "topics": [t.to_json() for t in self.topics.values()],
+            "partitions": partitions,
         }
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w") as f:

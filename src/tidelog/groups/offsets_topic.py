@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Iterator
 
-from tidelog.protocol.records import BATCH_HEADER_SIZE, build_batch, iter_records, parse_batch_header
+from tidelog.protocol.records import BATCH_HEADER_SIZE, build_batch, iter_records, parse_batch_header, set_partition_leader_epoch
 
 if TYPE_CHECKING:
     from tidelog.server.broker import Broker
@@ -24,6 +24,7 @@ TOPIC = "__consumer_offsets"
 PARTITIONS = 1
 TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": str(100 * 1024 * 1024)}
 _READ_BYTES = 1 << 20
+REPLICATION_TIMEOUT_S = 30.0
 
 
 class ConsumerOffsetsTopic:
@@ -52,9 +53,17 @@ class ConsumerOffsetsTopic:
         view = memoryview(batch)
         info = parse_batch_header(view)
         log = self.log
+        replication = self.broker.replication  # cluster mode: written as acks=all
+        if replication is not None:
+            set_partition_leader_epoch(view, replication.leader_epoch(TOPIC, 0))
         base_offset = log.append(view, info)
         self.broker.notify_append(TOPIC, 0)
         await self.broker.logs.wait_durable(log, base_offset + info.last_offset_delta + 1)
+        if replication is not None:
+            replication.on_local_append(TOPIC, 0)
+            error = await replication.wait_for_isr(TOPIC, 0, base_offset + info.last_offset_delta + 1, REPLICATION_TIMEOUT_S)
+            if error:
+                logger.warning("__consumer_offsets write at %d not replicated: %s", base_offset, error.name)
 
     def replay(self) -> Iterator[tuple[bytes, bytes | None]]:
         log = self.log

@@ -41,7 +41,8 @@ async def handle(ctx: RequestContext, request) -> object:
             error_message=message,
             endpoint_type=endpoint_type,
             cluster_id=broker.cluster_id,
-            controller_id=broker.node_id if error_code == ErrorCode.none else -1,
+            controller_id=(broker.metadata.controller_id if broker.replication is not None else broker.node_id)
+            if error_code == ErrorCode.none else -1,
             brokers=brokers,
             cluster_authorized_operations=CLUSTER_OPERATIONS
             if request.include_cluster_authorized_operations
@@ -56,6 +57,12 @@ async def handle(ctx: RequestContext, request) -> object:
             ErrorCode.mismatched_endpoint_type,
             "The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER",
         )
+    if broker.replication is not None:  # the live brokers, as registered in the metadata store
+        brokers = tuple(
+            build(module.DescribeClusterBroker, broker_id=b.node_id, host=b.host, port=b.port, rack=b.rack, is_fenced=False)
+            for b in sorted(broker.metadata.brokers.values(), key=lambda b: b.node_id)
+        )
+        return response(brokers=brokers)
     brokers = (
         build(
             module.DescribeClusterBroker,

@@ -21,9 +21,27 @@ KEY_TYPE_GROUP = 0
 KEY_TYPE_TRANSACTION = 1
 
 
+def _coordinator(ctx: RequestContext) -> tuple[int, str, int]:
+    """(node id, host, port) of the coordinator: this broker, or in a cluster the leader of
+    ``__consumer_offsets`` partition 0 (where the group coordinator lives)."""
+    broker = ctx.broker
+    if broker.replication is None:
+        return broker.node_id, broker.advertised_host, broker.advertised_port
+    state = broker.metadata.partitions.get(("__consumer_offsets", 0))
+    leader = broker.metadata.brokers.get(state.leader) if state is not None else None
+    if leader is None:
+        return -1, "", -1
+    return leader.node_id, leader.host, leader.port
+
+
 def _lookup(ctx: RequestContext, key_type: int) -> tuple[ErrorCode, str | None]:
     if key_type not in (KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION):
         return ErrorCode.invalid_request, f"Unknown key type {key_type}"
+    if ctx.broker.replication is not None:
+        node_id = _coordinator(ctx)[0]
+        if node_id == -1 or (node_id == ctx.broker.node_id and not ctx.broker.groups.loaded):
+            return ErrorCode.coordinator_not_available, "The coordinator is not available"
+        return ErrorCode.none, None
     if key_type == KEY_TYPE_GROUP and not ctx.broker.groups.loaded:
         return ErrorCode.coordinator_not_available, "The coordinator is loading"
     return ErrorCode.none, None
@@ -34,15 +52,16 @@ async def handle(ctx: RequestContext, request) -> object:
     broker = ctx.broker
     module = response_module(API_KEY, ctx.api_version)
     key_type = getattr(request, "key_type", KEY_TYPE_GROUP)
+    node_id, host, port = _coordinator(ctx)
     if ctx.api_version >= 4:
         error, message = _lookup(ctx, key_type)
         coordinators = tuple(
             build(
                 module.Coordinator,
                 key=key,
-                node_id=broker.node_id if error is ErrorCode.none else -1,
-                host=broker.advertised_host if error is ErrorCode.none else "",
-                port=broker.advertised_port if error is ErrorCode.none else -1,
+                node_id=node_id if error is ErrorCode.none else -1,
+                host=host if error is ErrorCode.none else "",
+                port=port if error is ErrorCode.none else -1,
                 error_code=error,
                 error_message=message,
             )
@@ -56,7 +75,7 @@ async def handle(ctx: RequestContext, request) -> object:
         throttle_time=datetime.timedelta(0),
         error_code=error,
         error_message=message,
-        node_id=broker.node_id if ok else -1,
-        host=broker.advertised_host if ok else "",
-        port=broker.advertised_port if ok else -1,
+        node_id=node_id if ok else -1,
+        host=host if ok else "",
+        port=port if ok else -1,
     )

@@ -44,8 +44,19 @@ async def handle(ctx: RequestContext, request) -> object:
         partitions = []
         for p in topic.partitions:
             log = ctx.broker.partition_log(topic.name, p.partition_index)
+            replication = ctx.broker.replication
+            leader_epoch = LEADER_EPOCH
             if log is None:
                 error, (offset, timestamp) = ErrorCode.unknown_topic_or_partition, (-1, -1)
+            elif replication is not None:
+                error = replication.leader_error(topic.name, p.partition_index, getattr(p, "current_leader_epoch", -1))
+                if error is not None:
+                    offset, timestamp = -1, -1
+                elif p.timestamp == LATEST:
+                    error, (offset, timestamp) = ErrorCode.none, (replication.high_watermark(topic.name, p.partition_index), -1)
+                else:
+                    error, (offset, timestamp) = ErrorCode.none, _lookup(log, p.timestamp)
+                leader_epoch = replication.leader_epoch(topic.name, p.partition_index)
             elif getattr(p, "current_leader_epoch", -1) > LEADER_EPOCH:
                 error, (offset, timestamp) = ErrorCode.unknown_leader_epoch, (-1, -1)
             else:
@@ -57,7 +68,7 @@ async def handle(ctx: RequestContext, request) -> object:
                     error_code=error,
                     timestamp=timestamp,
                     offset=offset,
-                    leader_epoch=LEADER_EPOCH if error == ErrorCode.none else -1,
+                    leader_epoch=leader_epoch if error == ErrorCode.none else -1,
                 )
             )
         topics.append(build(module.ListOffsetsTopicResponse, name=topic.name, partitions=tuple(partitions)))

@@ -24,8 +24,37 @@ ZERO_UUID = uuid.UUID(int=0)
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 
 
+def _cluster_partition(module, broker, record: TopicRecord, index: int):
+    """A partition as the metadata store has it (cluster mode)."""
+    state = broker.metadata.partitions.get((record.name, index))
+    if state is None:
+        return build(module.MetadataResponsePartition, error_code=ErrorCode.leader_not_available, partition_index=index,
+                     leader_id=-1, leader_epoch=-1, replica_nodes=(), isr_nodes=(), offline_replicas=())
+    live = broker.metadata.brokers
+    return build(
+        module.MetadataResponsePartition,
+        error_code=ErrorCode.none if state.leader in live else ErrorCode.leader_not_available,
+        partition_index=index,
+        leader_id=state.leader if state.leader in live else -1,
+        leader_epoch=state.leader_epoch,
+        replica_nodes=state.replicas,
+        isr_nodes=state.isr,
+        offline_replicas=tuple(r for r in state.replicas if r not in live),
+    )
+
+
 def describe_topic(module, ctx: RequestContext, record: TopicRecord):
     node = ctx.broker.node_id
+    if ctx.broker.replication is not None:
+        return build(
+            module.MetadataResponseTopic,
+            error_code=ErrorCode.none,
+            name=record.name,
+            topic_id=record.topic_id,
+            is_internal=record.name in INTERNAL_TOPICS,
+            partitions=tuple(_cluster_partition(module, ctx.broker, record, i) for i in range(record.partitions)),
+            topic_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+        )
     partitions = tuple(
         build(
             module.MetadataResponsePartition,
@@ -93,15 +122,23 @@ async def handle(ctx: RequestContext, request) -> object:
                 topics.append(topic_error(module, ErrorCode.unknown_topic_or_partition, name))
             else:
                 topics.append(describe_topic(module, ctx, record))
-    brokers = (
-        build(module.MetadataResponseBroker, node_id=broker.node_id, host=broker.advertised_host, port=broker.advertised_port, rack=None),
-    )
+    controller_id = broker.node_id
+    if broker.replication is not None:
+        brokers = tuple(
+            build(module.MetadataResponseBroker, node_id=b.node_id, host=b.host, port=b.port, rack=b.rack)
+            for b in sorted(broker.metadata.brokers.values(), key=lambda b: b.node_id)
+        )
+        controller_id = broker.metadata.controller_id
+    else:
+        brokers = (
+            build(module.MetadataResponseBroker, node_id=broker.node_id, host=broker.advertised_host, port=broker.advertised_port, rack=None),
+        )
     return build(
         module.MetadataResponse,
         throttle_time=datetime.timedelta(0),
         brokers=brokers,
         cluster_id=broker.cluster_id,
-        controller_id=broker.node_id,
+        controller_id=controller_id,
         topics=tuple(topics),
         cluster_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
         error_code=ErrorCode.none,

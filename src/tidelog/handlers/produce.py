@@ -33,6 +33,7 @@ from tidelog.protocol.records import (
     parse_batch_header,
     recompress_batch,
     set_log_append_time,
+    set_partition_leader_epoch,
     validate_batches,
 )
 
@@ -67,6 +68,8 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
 
     results: list[tuple[str, list[PartitionResult]]] = []
     durable_waits = []
+    replication = broker.replication  # None on a single node
+    replication_waits = []  # cluster, acks=all: (topic position, partition position, wait)
     for topic in request.topics:
         record = broker.metadata.topics.get(topic.name)
         topic_results = []
@@ -77,6 +80,10 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
             try:
                 if version < ZSTD_MIN_PRODUCE_VERSION and _is_zstd(partition.records):
                     raise InvalidBatch(ErrorCode.unsupported_compression_type, "zstd needs Produce v7 or later")
+                if replication is not None and request.acks == -1:
+                    error = replication.leader_error(topic.name, partition.index) or replication.check_min_isr(topic.name, partition.index)
+                    if error is not None:
+                        raise KafkaError(error, f"{topic.name}-{partition.index}: {error.name}")
                 log, base_offset, append_time, info = append_batch(broker, topic.name, partition.index, partition.records)
             except (InvalidBatch, KafkaError) as e:
                 logger.info("produce to %s-%d from %s rejected: %s", topic.name, partition.index, ctx.peer, e)
@@ -84,6 +91,9 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
                 continue
             if request.acks != 0:
                 durable_waits.append(broker.logs.wait_durable(log, base_offset + info.last_offset_delta + 1))
+            if replication is not None and request.acks == -1:
+                replication_waits.append((len(results), len(topic_results), replication.wait_for_isr(
+                    topic.name, partition.index, base_offset + info.last_offset_delta + 1, request.timeout_ms / 1000)))
             topic_results.append(PartitionResult(partition.index, ErrorCode.none, base_offset, append_time, log.log_start_offset))
         results.append((topic.name, topic_results))
 
@@ -95,6 +105,11 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
         if failed:
             logger.error("durability wait failed for a produce from %s: %s", ctx.peer, failed[0])
             results = everywhere(ErrorCode.kafka_storage_error)
+    if replication_waits:
+        errors = await asyncio.gather(*(wait for _, _, wait in replication_waits))
+        for (t, p, _), error in zip(replication_waits, errors):
+            if error != ErrorCode.none and results[t][1][p].error_code == ErrorCode.none:
+                results[t][1][p] = PartitionResult(results[t][1][p].index, error, error_message=error.name)
     broker.metrics.produce_latency.observe(time.perf_counter() - started)
     return encode_produce_response(version, results)
 
@@ -111,6 +126,11 @@ def append_batch(broker, topic: str, partition: int, records) -> tuple:
     """
     log = broker.partition_log(topic, partition)
     try:
+        replication = broker.replication
+        if replication is not None:
+            error = replication.leader_error(topic, partition)
+            if error is not None:
+                raise KafkaError(error, f"broker {broker.node_id} does not lead {topic}-{partition}")
         if log is None:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{topic}-{partition} is not hosted here")
         if records is None:
@@ -132,8 +152,12 @@ def append_batch(broker, topic: str, partition: int, records) -> tuple:
             logger.info("duplicate batch from producer %d to %s-%d answered with its offset %d",
                         info.producer_id, topic, partition, base_offset)
         else:
+            if replication is not None:
+                set_partition_leader_epoch(records, replication.leader_epoch(topic, partition))
             base_offset = log.append(records, info)
             producer_state.update(info, base_offset)
+            if replication is not None:
+                replication.on_local_append(topic, partition)
     except (InvalidBatch, KafkaError) as e:
         broker.metrics.produce_errors.labels(e.error_code.name).inc()
         raise

@@ -13,7 +13,7 @@ import re
 import time
 from pathlib import Path
 
-from tidelog.cluster.metadata import EmbeddedMetadataStore, TopicRecord, new_topic_id
+from tidelog.cluster.metadata import BrokerInfo, EmbeddedMetadataStore, TopicExists, TopicRecord, new_topic_id
 from tidelog.config import BrokerConfig, validate_topic_configs
 from tidelog.handlers.registry import load_all
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -44,7 +44,8 @@ def validate_topic_name(name: str) -> None:
 
 
 class Broker:
-    def __init__(self, config: BrokerConfig, data_dir: Path, host: str = "127.0.0.1", port: int = 9092) -> None:
+    def __init__(self, config: BrokerConfig, data_dir: Path, host: str = "127.0.0.1", port: int = 9092,
+                 cluster: str | None = None) -> None:
         self.config = config
         self.data_dir = Path(data_dir)
         self.host = host
@@ -52,7 +53,21 @@ class Broker:
         self.node_id: int = config["node.id"]
         self._advertised = parse_advertised_listener(config["advertised.listeners"])
         self.metrics = BrokerMetrics()
-        self.metadata = EmbeddedMetadataStore(self.data_dir)
+        # Cluster mode (``cluster`` = etcd://...): metadata in etcd, replication, a controller.
+        # Single-node mode keeps ``replication`` None, which the hot paths test first.
+        self.replication = None
+        self.controller = None
+        if cluster:
+            from tidelog.cluster.controller import Controller
+            from tidelog.cluster.etcd_store import EtcdMetadataStore, parse_cluster_url
+            from tidelog.server.replica_manager import ReplicaManager
+
+            endpoints, prefix = parse_cluster_url(cluster)
+            self.metadata = EtcdMetadataStore(endpoints, prefix, max(1, round(config["broker.session.timeout.ms"] / 1000)))
+            self.replication = ReplicaManager(self)
+            self.controller = Controller(self)
+        else:
+            self.metadata = EmbeddedMetadataStore(self.data_dir, self.node_id)
         self.logs: LogManager | None = None
         self.connections: set = set()
         self.started_at_ms = int(time.time() * 1000)
@@ -83,7 +98,7 @@ class Broker:
     # --- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.metadata.load(self.config["cluster.id"])
+        await self.metadata.start(self.config["cluster.id"])
         load_all()
         self.logs = LogManager(
             self.data_dir,
@@ -94,11 +109,12 @@ class Broker:
         # A topic whose partition directories are missing (new, or lost) gets empty logs.
         for topic in self.metadata.topics.values():
             for partition in range(topic.partitions):
-                if self.logs.get(topic.name, partition) is None:
+                if self.logs.get(topic.name, partition) is None and self.hosts_replica(topic.name, partition):
                     self.logs.create(topic.name, partition, self.log_config(topic.configs))
         await self.logs.start()
         self.logs.fsync_observer = self._observe_fsync
-        await self.groups.start()
+        if self.replication is None:
+            await self.groups.start()
         from tidelog.server.connection import KafkaConnection
 
         loop = asyncio.get_running_loop()
@@ -114,13 +130,68 @@ class Broker:
 
             self.http = HttpServer(self, self.host, self.config["http.port"])
             await self.http.start()
+        if self.replication is not None:
+            await self._join_cluster()
         logger.info(
             "Tidelog broker %d listening on %s:%d, data in %s, cluster %s",
             self.node_id, self.host, self.port, self.data_dir, self.cluster_id,
         )
 
+    async def _join_cluster(self) -> None:
+        """Register under a lease, take up this broker's replicas, stand for controller."""
+        rack = self.config["broker.rack"] or None
+        await self.metadata.register_broker(BrokerInfo(self.node_id, self.advertised_host, self.advertised_port, rack))
+        self.replication.on_leadership.append(self._on_leadership)
+        self.replication.start()
+        self.metadata.add_listener(self._on_cluster_change)
+        await self._stand_for_controller()
+
+    async def _stand_for_controller(self) -> None:
+        try:
+            if await self.metadata.elect_controller(self.node_id) and not self.controller.active:
+                self.controller.start(self.metadata.controller_epoch)
+        except Exception as e:  # etcd unreachable: the next controller change tries again
+            logger.warning("controller election failed: %s", e)
+
+    def _on_cluster_change(self, kind: str, key: object) -> None:
+        if self.controller.active:
+            if kind == "controller" and self.metadata.controller_id != self.node_id:
+                self.controller.stop()
+            else:
+                self.controller.on_change(kind, key)
+        if kind == "controller" and self.metadata.controller_id == -1:
+            asyncio.get_running_loop().create_task(self._stand_for_controller())
+
+    def _on_leadership(self, topic: str, partition: int, leading: bool) -> None:
+        """The group coordinator lives with the leadership of ``__consumer_offsets``."""
+        from tidelog.groups.offsets_topic import TOPIC
+
+        if topic != TOPIC or partition != 0:
+            return
+        from tidelog.groups.coordinator import GroupCoordinator, GroupSettings
+        from tidelog.groups.offsets_topic import ConsumerOffsetsTopic
+
+        self.groups.stop()
+        self.groups = GroupCoordinator(GroupSettings.from_config(self.config), ConsumerOffsetsTopic(self))
+        if leading:
+            logger.info("broker %d is now the group coordinator", self.node_id)
+            asyncio.get_running_loop().create_task(self.groups.start())
+
+    def hosts_replica(self, topic: str, partition: int) -> bool:
+        """Whether this broker keeps a replica of the partition (always, on a single node)."""
+        if self.replication is None:
+            return True
+        state = self.metadata.partitions.get((topic, partition))
+        return state is not None and self.node_id in state.replicas
+
+    def live_broker_count(self) -> int:
+        return len(self.metadata.brokers) if self.replication is not None else 1
+
     async def stop(self) -> None:
         logger.info("shutting down: closing listener and %d connections", len(self.connections))
+        if self.replication is not None:
+            self.controller.stop()
+            await self.replication.stop()
         if self._server is not None:
             self._server.close()
         if getattr(self, "http", None) is not None:
@@ -137,6 +208,8 @@ class Broker:
                 if log is not None:
                     state.save(log.dir, log.log_end_offset)
             await self.logs.close()
+        if self.replication is not None:
+            await self.metadata.close()
         logger.info("shutdown complete: logs flushed, checkpoints written")
 
     # --- topics -----------------------------------------------------------------------
@@ -184,7 +257,7 @@ class Broker:
         partitions, replication_factor = self.resolve_topic_defaults(partitions, replication_factor)
         if partitions > MAX_PARTITIONS:
             raise KafkaError(ErrorCode.invalid_partitions, f"Number of partitions must be at most {MAX_PARTITIONS}, got {partitions}.")
-        live_brokers = 1
+        live_brokers = self.live_broker_count()
         if replication_factor > live_brokers:
             raise KafkaError(
                 ErrorCode.invalid_replication_factor,
@@ -219,10 +292,20 @@ class Broker:
         done = asyncio.get_running_loop().create_future()
         self._creating[name] = done
         try:
-            await self.metadata.create_topic(record)
-            log_config = self.log_config(configs)
-            for partition in range(partitions):
-                self.logs.create(name, partition, log_config)
+            if self.replication is None:
+                await self.metadata.create_topic(record)
+                log_config = self.log_config(configs)
+                for partition in range(partitions):
+                    self.logs.create(name, partition, log_config)
+            else:
+                from tidelog.cluster.controller import assign_replicas
+
+                assignment = assign_replicas(list(self.metadata.brokers.values()), partitions, replication_factor)
+                try:
+                    await self.metadata.create_topic(record, assignment)
+                except TopicExists:
+                    raise KafkaError(ErrorCode.topic_already_exists, f"Topic '{name}' already exists.") from None
+                self.replication.refresh(name)
         finally:
             del self._creating[name]
             done.set_result(None)
@@ -236,7 +319,7 @@ class Broker:
         record = self.metadata.topics.get(name)
         if record is not None or not self.config["auto.create.topics.enable"]:
             return record
-        replication_factor = min(self.config["default.replication.factor"], 1)
+        replication_factor = min(self.config["default.replication.factor"], self.live_broker_count())
         self.check_new_topic(name, self.config["num.partitions"], replication_factor, {})
         return await self.create_topic(name, self.config["num.partitions"], replication_factor, {})
 
@@ -256,6 +339,14 @@ class Broker:
         """Grow a topic to ``count`` partitions (validated by the caller): metadata, then new logs."""
         record = self.metadata.topics[name]
         old_count = record.partitions
+        if self.replication is not None:
+            from tidelog.cluster.controller import assign_replicas
+
+            new_states = assign_replicas(list(self.metadata.brokers.values()), count - old_count,
+                                         record.replication_factor, first_partition=old_count)
+            await self.metadata.set_partitions(name, count, new_states)
+            self.replication.refresh(name)
+            return
         await self.metadata.set_partitions(name, count)
         log_config = self.log_config(record.configs)
         for partition in range(old_count, count):

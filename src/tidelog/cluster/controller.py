@@ -1,0 +1,179 @@
+"""The controller: replica placement, and leader election when brokers come and go.
+
+One broker of the cluster is the controller at a time (``MetadataStore.elect_controller``:
+create-if-absent on the store, bound to the broker's lease). It writes partition states only by
+compare-and-swap fenced by its controller epoch, so a controller that lost the election (it
+was paused past its lease) cannot overwrite its successor's decisions.
+
+What it does, on every change of the live broker set (and once on taking over):
+- a partition whose leader is not live gets a new leader: the first live replica in the ISR
+  (in replica order). With none, the partition goes offline (leader -1, ISR kept, so the last
+  in-sync replica may lead again when it returns), unless the topic's
+  ``unclean.leader.election.enable`` lets any live replica lead (ISR = that replica).
+  Every leader change bumps ``leader_epoch``.
+- dead brokers are removed from the ISR of partitions whose leader lives (so acks=all stops
+  waiting for them at once rather than after ``replica.lag.time.max.ms``).
+- an offline partition whose last in-sync replica is back gets it as leader.
+Growing the ISR back is the leader's job (replica_manager.py), as it sees followers catch up.
+
+Replica placement (``assign_replicas``) is used by whichever broker serves CreateTopics /
+CreatePartitions: the write is one compare-and-swap transaction in the store, so it needs no
+detour through the controller. Not thread-safe; the event loop owns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import TYPE_CHECKING
+
+from tidelog.cluster.metadata import BrokerInfo, PartitionState
+from tidelog.protocol.errors import ErrorCode, KafkaError
+
+if TYPE_CHECKING:
+    from tidelog.server.broker import Broker
+
+logger = logging.getLogger(__name__)
+
+RETRY_S = 0.05
+
+
+def rack_alternated(brokers: list[BrokerInfo]) -> list[BrokerInfo]:
+    """Brokers ordered so that neighbours sit in different racks where possible (Kafka's order)."""
+    by_rack: dict[str | None, list[BrokerInfo]] = {}
+    for broker in sorted(brokers, key=lambda b: b.node_id):
+        by_rack.setdefault(broker.rack, []).append(broker)
+    if len(by_rack) <= 1:
+        return sorted(brokers, key=lambda b: b.node_id)
+    racks = sorted(by_rack, key=lambda r: (r is None, r or ""))
+    ordered: list[BrokerInfo] = []
+    for i in range(max(len(v) for v in by_rack.values())):
+        ordered += [by_rack[rack][i] for rack in racks if i < len(by_rack[rack])]
+    return ordered
+
+
+def assign_replicas(brokers: list[BrokerInfo], partitions: int, replication_factor: int,
+                    first_partition: int = 0, start: int | None = None) -> list[PartitionState]:
+    """Round-robin replica lists over the live brokers, rack-aware when racks are set.
+
+    Partition p's replicas are ``replication_factor`` consecutive brokers of the rack-alternated
+    order from position ``start + p``: leaders spread evenly, and with as many racks as
+    replicas no two replicas of a partition share a rack.
+    """
+    if replication_factor > len(brokers):
+        raise KafkaError(
+            ErrorCode.invalid_replication_factor,
+            f"Unable to replicate the partition {replication_factor} time(s): The target replication factor of "
+            f"{replication_factor} cannot be reached because only {len(brokers)} broker(s) are registered.",
+        )
+    ordered = rack_alternated(brokers)
+    n = len(ordered)
+    start = random.randrange(n) if start is None else start
+    states = []
+    for p in range(first_partition, first_partition + partitions):
+        replicas = [ordered[(start + p + i) % n].node_id for i in range(replication_factor)]
+        states.append(PartitionState.initial(replicas))
+    return states
+
+
+def elect(state: PartitionState, live: set[int], unclean_allowed: bool) -> PartitionState | None:
+    """The state the controller wants for a partition given the live brokers; None if unchanged."""
+    if state.leader in live:
+        isr = tuple(r for r in state.isr if r in live)
+        return state.changed(isr=isr) if isr != state.isr and state.leader in isr else None
+    candidates = [r for r in state.replicas if r in state.isr and r in live]
+    if candidates:
+        leader = candidates[0]
+        return state.changed(leader=leader, leader_epoch=state.leader_epoch + 1,
+                             isr=tuple(r for r in state.isr if r in live))
+    if unclean_allowed:
+        live_replicas = [r for r in state.replicas if r in live]
+        if live_replicas:
+            logger.warning("unclean leader election: %d leads with ISR %s gone", live_replicas[0], state.isr)
+            return state.changed(leader=live_replicas[0], leader_epoch=state.leader_epoch + 1, isr=(live_replicas[0],))
+    if state.leader != -1:
+        # Offline: keep the ISR as it was, so only a replica that was in sync may lead again.
+        return state.changed(leader=-1, leader_epoch=state.leader_epoch + 1)
+    return None
+
+
+class Controller:
+    """Runs on the elected broker; see the module docstring."""
+
+    def __init__(self, broker: "Broker") -> None:
+        self.broker = broker
+        self.store = broker.metadata
+        self.epoch = 0
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self, epoch: int) -> None:
+        self.epoch = epoch
+        self._dirty.set()
+        self._task = asyncio.create_task(self._run(), name="controller")
+        logger.info("broker %d is the controller (epoch %d)", self.broker.node_id, epoch)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+            logger.info("broker %d is no longer the controller", self.broker.node_id)
+
+    def on_change(self, kind: str, key: object) -> None:
+        if kind in ("broker", "topic") or kind == "partition":
+            self._dirty.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                if not await self.reconcile():
+                    await asyncio.sleep(RETRY_S)  # a lost compare-and-swap: look again at fresher state
+                    self._dirty.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("controller pass failed; retrying")
+                await asyncio.sleep(0.5)
+                self._dirty.set()
+
+    async def reconcile(self) -> bool:
+        """One pass over every partition; False when a write lost a compare-and-swap."""
+        live = set(self.store.brokers)
+        await self._create_offsets_topic(len(live))
+        all_done = True
+        for (topic, index), state in list(self.store.partitions.items()):
+            record = self.store.topics.get(topic)
+            if record is None:
+                continue
+            wanted = elect(state, live, self.broker.config.topic_value(record.configs, "unclean.leader.election.enable"))
+            if wanted is None:
+                continue
+            stored = await self.store.compare_and_set_partition(topic, index, wanted, self.epoch)
+            if stored is None:
+                if self.store.controller_id != self.broker.node_id:
+                    return True  # deposed; the broker stops us
+                all_done = False
+                continue
+            logger.info("controller: %s-%d leader %d -> %d (epoch %d), isr %s -> %s", topic, index, state.leader,
+                        stored.leader, stored.leader_epoch, list(state.isr), list(stored.isr))
+        return all_done
+
+    async def _create_offsets_topic(self, live_count: int) -> None:
+        """``__consumer_offsets`` appears once ``offsets.topic.replication.factor`` brokers are live."""
+        from tidelog.groups.offsets_topic import PARTITIONS, TOPIC, TOPIC_CONFIGS
+
+        replication_factor = self.broker.config["offsets.topic.replication.factor"]
+        if TOPIC in self.store.topics or live_count < replication_factor:
+            return
+        try:
+            await self.broker.create_topic(TOPIC, PARTITIONS, replication_factor, dict(TOPIC_CONFIGS))
+        except KafkaError as e:
+            if e.error_code != ErrorCode.topic_already_exists:
+                raise

@@ -1,0 +1,650 @@
+"""Replication (cluster mode): this broker's replicas, as leader or follower.
+
+Leader side, per partition this broker leads (``LeaderPartition``):
+- produce batches are stamped with the leader epoch; followers fetch with the Fetch API
+  (replica id set); each follower's fetch offset is what it has, so the high watermark is the
+  smallest log end offset over the ISR and only moves forward. Consumers read below it,
+  ListOffsets latest answers it, acks=all produces complete when it passes their batch.
+- a follower that has not caught up with the log end offset for ``replica.lag.time.max.ms``
+  leaves the ISR; one that reaches the high watermark (and the current epoch's start) joins
+  again. Both are compare-and-swap writes of the partition state in the metadata store: a
+  stale leader's write fails, as its version is old.
+Follower side: one ``Fetcher`` task per leader broker, fetching all the partitions followed
+from it in one long-polling Fetch, appending the leader's batches with their offsets as they
+are. Before fetching after a leader change it asks the leader (OffsetForLeaderEpoch) where its
+own last epoch ends there and truncates a divergent tail.
+Leader epochs (``LeaderEpochCache``): epoch -> first offset, kept in
+``<partition dir>/leader-epoch-checkpoint`` (one "epoch offset" line each), rebuilt from the
+batches' partition_leader_epoch when missing.
+
+Roles follow the partition states in the metadata store: every change notification marks the
+partition, and ``_apply`` makes the local role match. Not thread-safe; the event loop owns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kio.serial import entity_reader, entity_writer
+
+from tidelog.cluster.metadata import PartitionState
+from tidelog.protocol.apis import load_request_schema, load_response_schema
+from tidelog.protocol.errors import ErrorCode
+from tidelog.protocol.records import BATCH_HEADER_SIZE, parse_batch_header
+
+if TYPE_CHECKING:
+    from tidelog.server.broker import Broker
+    from tidelog.storage.log import PartitionLog
+
+logger = logging.getLogger(__name__)
+
+EPOCH_FILE = "leader-epoch-checkpoint"
+FETCH_VERSION = 11  # names, replica_id, current_leader_epoch; not flexible
+EPOCH_VERSION = 3  # OffsetForLeaderEpoch with replica_id; not flexible
+FETCH_MAX_WAIT_MS = 500
+FETCH_PARTITION_MAX_BYTES = 1 << 20
+FETCH_MAX_BYTES = 16 << 20
+UNDEFINED = -1
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+class LeaderEpochCache:
+    """(epoch, start offset) pairs, ascending; see the module docstring for the file."""
+
+    def __init__(self, log: "PartitionLog") -> None:
+        self.path = log.dir / EPOCH_FILE
+        self.entries: list[tuple[int, int]] = []
+        try:
+            for line in self.path.read_text().split("\n"):
+                if line.strip():
+                    epoch, offset = line.split()
+                    self.entries.append((int(epoch), int(offset)))
+        except FileNotFoundError:
+            self._rebuild(log)
+
+    def _rebuild(self, log: "PartitionLog") -> None:
+        offset = log.log_start_offset
+        while offset < log.log_end_offset:
+            chunk = memoryview(log.read(offset, 1 << 20, min_one_batch=True))
+            if not chunk:
+                break
+            pos = 0
+            while pos + BATCH_HEADER_SIZE <= len(chunk):
+                info = parse_batch_header(chunk, pos)
+                if info.partition_leader_epoch >= 0 and (not self.entries or info.partition_leader_epoch > self.entries[-1][0]):
+                    self.entries.append((info.partition_leader_epoch, info.base_offset))
+                pos += info.size
+                offset = info.base_offset + info.last_offset_delta + 1
+        self._save()
+
+    @property
+    def latest_epoch(self) -> int:
+        return self.entries[-1][0] if self.entries else UNDEFINED
+
+    def start_offset(self, epoch: int) -> int | None:
+        for entry_epoch, offset in self.entries:
+            if entry_epoch == epoch:
+                return offset
+        return None
+
+    def assign(self, epoch: int, start_offset: int) -> None:
+        if epoch >= 0 and (not self.entries or epoch > self.entries[-1][0]):
+            self.entries.append((epoch, start_offset))
+            self._save()
+
+    def end_offset_for(self, epoch: int, log_end_offset: int) -> tuple[int, int]:
+        """(largest epoch <= ``epoch``, the offset where it ends), or (-1, -1) if none."""
+        if not self.entries or epoch < self.entries[0][0]:
+            return UNDEFINED, UNDEFINED
+        if epoch >= self.entries[-1][0]:
+            return self.entries[-1][0], log_end_offset
+        for i, (entry_epoch, _) in enumerate(self.entries):
+            if self.entries[i + 1][0] > epoch:
+                return entry_epoch, self.entries[i + 1][1]
+        return UNDEFINED, UNDEFINED
+
+    def truncate_from(self, offset: int) -> None:
+        """Forget epochs starting at or above ``offset`` (the log was truncated there)."""
+        kept = [e for e in self.entries if e[1] < offset]
+        if kept != self.entries:
+            self.entries = kept
+            self._save()
+
+    def _save(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write("".join(f"{epoch} {offset}\n" for epoch, offset in self.entries))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+@dataclass
+class LeaderPartition:
+    topic: str
+    partition: int
+    log: "PartitionLog"
+    state: PartitionState
+    high_watermark: int
+    follower_end_offsets: dict[int, int] = field(default_factory=dict)
+    caught_up_ms: dict[int, int] = field(default_factory=dict)
+    last_fetch: dict[int, tuple[int, int]] = field(default_factory=dict)  # follower -> (leader LEO, ms)
+    waiters: list[tuple[int, asyncio.Future]] = field(default_factory=list)
+    isr_change_pending: bool = False
+
+
+class ReplicaManager:
+    """This broker's replicas in cluster mode; see the module docstring."""
+
+    def __init__(self, broker: "Broker") -> None:
+        self.broker = broker
+        self.node_id = broker.node_id
+        self.store = broker.metadata
+        self.leading: dict[tuple[str, int], LeaderPartition] = {}
+        self.following: dict[tuple[str, int], PartitionState] = {}
+        self.follower_high_watermarks: dict[tuple[str, int], int] = {}
+        self.epoch_caches: dict[tuple[str, int], LeaderEpochCache] = {}
+        self.fetchers: dict[int, Fetcher] = {}
+        self.lag_max_ms = broker.config["replica.lag.time.max.ms"]
+        self._dirty: set[tuple[str, int]] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self.on_leadership: list = []  # callbacks (topic, partition, leading: bool)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self.store.add_listener(self._on_change)
+        self._dirty.update(self.store.partitions)
+        self._wake.set()
+        self._tasks = [asyncio.create_task(self._apply_loop(), name="replica-apply"),
+                       asyncio.create_task(self._isr_shrink_loop(), name="isr-shrink")]
+
+    async def stop(self) -> None:
+        for fetcher in self.fetchers.values():
+            fetcher.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *(f.task for f in self.fetchers.values() if f.task), return_exceptions=True)
+        for leader in self.leading.values():
+            self._fail_waiters(leader, ErrorCode.not_leader_or_follower)
+
+    def refresh(self, topic: str) -> None:
+        """Apply the topic's partition states now (after this broker wrote them)."""
+        self._on_change("topic", topic)
+
+    def _on_change(self, kind: str, key: object) -> None:
+        if kind == "partition":
+            self._dirty.add(key)
+        elif kind == "topic":
+            record = self.store.topics.get(key)
+            self._dirty.update(k for k in list(self.store.partitions) if k[0] == key)
+            self._dirty.update(k for k in list(self.leading) + list(self.following) if k[0] == key)
+            if record is None:
+                self._drop_topic(key)
+        elif kind == "broker":
+            return
+        self._wake.set()
+
+    def _drop_topic(self, name: str) -> None:
+        for key in [k for k in list(self.leading) + list(self.following) if k[0] == name]:
+            self._stop_leading(key)
+            self._stop_following(key)
+            self.epoch_caches.pop(key, None)
+        if any(log.topic == name for log in self.broker.logs.logs()):
+            self.broker.logs.delete_topic(name)
+            logger.info("topic %s deleted: removed its local replicas", name)
+
+    async def _apply_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            for key in sorted(dirty):
+                try:
+                    self._apply(key)
+                except Exception:
+                    logger.exception("applying the state of %s-%d failed", *key)
+
+    # ---- roles -----------------------------------------------------------------------------
+    def _apply(self, key: tuple[str, int]) -> None:
+        state = self.store.partitions.get(key)
+        record = self.store.topics.get(key[0])
+        if state is None or record is None or self.node_id not in state.replicas:
+            self._stop_leading(key)
+            self._stop_following(key)
+            return
+        log = self.broker.logs.get(*key)
+        if log is None:
+            log = self.broker.logs.create(key[0], key[1], self.broker.log_config(record.configs))
+        if state.leader == self.node_id:
+            self._stop_following(key)
+            leader = self.leading.get(key)
+            if leader is None or leader.state.leader_epoch != state.leader_epoch:
+                self._become_leader(key, log, state)
+            elif state.version >= leader.state.version:
+                leader.state = state
+                self._advance_high_watermark(leader)
+            return
+        self._stop_leading(key)
+        current = self.following.get(key)
+        if current is not None and current.leader == state.leader and current.leader_epoch == state.leader_epoch:
+            self.following[key] = state
+            return
+        self._stop_following(key)
+        if state.leader >= 0:
+            self.following[key] = state
+            fetcher = self.fetchers.get(state.leader)
+            if fetcher is None:
+                fetcher = self.fetchers[state.leader] = Fetcher(self, state.leader)
+                fetcher.start()
+            fetcher.add(key, state.leader_epoch)
+            logger.info("%s-%d: following leader %d (epoch %d)", key[0], key[1], state.leader, state.leader_epoch)
+
+    def epoch_cache(self, key: tuple[str, int], log: "PartitionLog") -> LeaderEpochCache:
+        cache = self.epoch_caches.get(key)
+        if cache is None:
+            cache = self.epoch_caches[key] = LeaderEpochCache(log)
+        return cache
+
+    def _become_leader(self, key, log, state: PartitionState) -> None:
+        self.epoch_cache(key, log).assign(state.leader_epoch, log.log_end_offset)
+        high_watermark = min(self.follower_high_watermarks.get(key, 0), log.log_end_offset)
+        old = self.leading.get(key)
+        if old is not None:
+            high_watermark = max(high_watermark, old.high_watermark)
+            self._fail_waiters(old, ErrorCode.not_leader_or_follower)
+        now = _now_ms()
+        leader = self.leading[key] = LeaderPartition(key[0], key[1], log, state, high_watermark,
+                                                     caught_up_ms={r: now for r in state.replicas})
+        self._advance_high_watermark(leader)
+        logger.info("%s-%d: leader (epoch %d), isr %s, high watermark %d, log end offset %d", key[0], key[1],
+                    state.leader_epoch, list(state.isr), leader.high_watermark, log.log_end_offset)
+        if old is None:
+            for callback in self.on_leadership:
+                callback(key[0], key[1], True)
+
+    def _stop_leading(self, key) -> None:
+        leader = self.leading.pop(key, None)
+        if leader is not None:
+            self.follower_high_watermarks[key] = leader.high_watermark
+            self._fail_waiters(leader, ErrorCode.not_leader_or_follower)
+            self.broker.notify_append(*key)  # parked consumer fetches answer NOT_LEADER now
+            logger.info("%s-%d: no longer the leader", *key)
+            for callback in self.on_leadership:
+                callback(key[0], key[1], False)
+
+    def _stop_following(self, key) -> None:
+        state = self.following.pop(key, None)
+        if state is not None:
+            fetcher = self.fetchers.get(state.leader)
+            if fetcher is not None:
+                fetcher.remove(key)
+
+    # ---- what the handlers ask -------------------------------------------------------------
+    def leader_error(self, topic: str, partition: int, current_leader_epoch: int = -1) -> ErrorCode | None:
+        """None when this broker leads the partition at ``current_leader_epoch`` (-1: any)."""
+        leader = self.leading.get((topic, partition))
+        if leader is None:
+            return ErrorCode.not_leader_or_follower
+        if current_leader_epoch >= 0:
+            if current_leader_epoch < leader.state.leader_epoch:
+                return ErrorCode.fenced_leader_epoch
+            if current_leader_epoch > leader.state.leader_epoch:
+                return ErrorCode.unknown_leader_epoch
+        return None
+
+    def leader_epoch(self, topic: str, partition: int) -> int:
+        leader = self.leading.get((topic, partition))
+        return leader.state.leader_epoch if leader is not None else -1
+
+    def high_watermark(self, topic: str, partition: int) -> int:
+        leader = self.leading.get((topic, partition))
+        return leader.high_watermark if leader is not None else self.follower_high_watermarks.get((topic, partition), 0)
+
+    def check_min_isr(self, topic: str, partition: int) -> ErrorCode | None:
+        leader = self.leading[(topic, partition)]
+        if len(leader.state.isr) < self.broker.topic_value(topic, "min.insync.replicas"):
+            return ErrorCode.not_enough_replicas
+        return None
+
+    async def wait_for_isr(self, topic: str, partition: int, end_offset: int, timeout_s: float) -> ErrorCode:
+        """acks=all: wait until the high watermark reaches ``end_offset``."""
+        leader = self.leading.get((topic, partition))
+        if leader is None:
+            return ErrorCode.not_leader_or_follower
+        if leader.high_watermark < end_offset:
+            waiter = asyncio.get_running_loop().create_future()
+            leader.waiters.append((end_offset, waiter))
+            try:
+                error = await asyncio.wait_for(waiter, timeout_s)
+            except asyncio.TimeoutError:
+                return ErrorCode.request_timed_out
+            if error is not ErrorCode.none:
+                return error
+        if len(leader.state.isr) < self.broker.topic_value(topic, "min.insync.replicas"):
+            return ErrorCode.not_enough_replicas_after_append
+        return ErrorCode.none
+
+    def _fail_waiters(self, leader: LeaderPartition, error: ErrorCode) -> None:
+        for _, waiter in leader.waiters:
+            if not waiter.done():
+                waiter.set_result(error)
+        leader.waiters = []
+
+    # ---- leader: followers' fetches and the ISR --------------------------------------------
+    def follower_fetch(self, topic: str, partition: int, replica_id: int, fetch_offset: int) -> None:
+        """A follower fetching from ``fetch_offset`` has every offset below it."""
+        leader = self.leading.get((topic, partition))
+        if leader is None or replica_id not in leader.state.replicas:
+            return
+        now = _now_ms()
+        log_end_offset = leader.log.log_end_offset
+        previous = leader.last_fetch.get(replica_id)
+        if fetch_offset >= log_end_offset:
+            leader.caught_up_ms[replica_id] = now
+        elif previous is not None and fetch_offset >= previous[0]:
+            leader.caught_up_ms[replica_id] = max(leader.caught_up_ms.get(replica_id, 0), previous[1])
+        leader.last_fetch[replica_id] = (log_end_offset, now)
+        leader.follower_end_offsets[replica_id] = fetch_offset
+        if replica_id not in leader.state.isr:
+            epoch_start = self.epoch_cache((topic, partition), leader.log).start_offset(leader.state.leader_epoch) or 0
+            if fetch_offset >= leader.high_watermark and fetch_offset >= epoch_start and not leader.isr_change_pending:
+                self._change_isr(leader, tuple(leader.state.isr) + (replica_id,))
+        self._advance_high_watermark(leader)
+
+    def _advance_high_watermark(self, leader: LeaderPartition) -> None:
+        ends = [leader.log.log_end_offset]
+        for replica in leader.state.isr:
+            if replica != self.node_id:
+                ends.append(leader.follower_end_offsets.get(replica, -1))
+        candidate = min(ends)
+        if candidate > leader.high_watermark:
+            leader.high_watermark = candidate
+            still_waiting = []
+            for end_offset, waiter in leader.waiters:
+                if end_offset <= candidate:
+                    if not waiter.done():
+                        waiter.set_result(ErrorCode.none)
+                else:
+                    still_waiting.append((end_offset, waiter))
+            leader.waiters = still_waiting
+            self.broker.notify_append(leader.topic, leader.partition)
+
+    def on_local_append(self, topic: str, partition: int) -> None:
+        """A single-replica ISR moves the high watermark with every append."""
+        leader = self.leading.get((topic, partition))
+        if leader is not None and len(leader.state.isr) <= 1:
+            self._advance_high_watermark(leader)
+
+    def _change_isr(self, leader: LeaderPartition, isr: tuple[int, ...]) -> None:
+        leader.isr_change_pending = True
+
+        async def write() -> None:
+            old_isr = list(leader.state.isr)
+            try:
+                stored = await self.store.compare_and_set_partition(leader.topic, leader.partition, leader.state.changed(isr=isr))
+                if stored is None:
+                    logger.info("%s-%d: ISR change to %s lost a compare-and-swap", leader.topic, leader.partition, list(isr))
+                    return
+                logger.info("%s-%d: ISR %s -> %s", leader.topic, leader.partition, old_isr, list(isr))
+                if self.leading.get((leader.topic, leader.partition)) is leader:
+                    leader.state = stored
+                    self._advance_high_watermark(leader)
+            except Exception:
+                logger.exception("%s-%d: ISR change failed", leader.topic, leader.partition)
+            finally:
+                leader.isr_change_pending = False
+
+        asyncio.create_task(write())
+
+    async def _isr_shrink_loop(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.lag_max_ms / 4, 50) / 1000)
+            now = _now_ms()
+            for leader in list(self.leading.values()):
+                if leader.isr_change_pending:
+                    continue
+                lagging = [r for r in leader.state.isr if r != self.node_id
+                           and now - leader.caught_up_ms.get(r, 0) > self.lag_max_ms]
+                if lagging:
+                    logger.info("%s-%d: replicas %s lag more than %d ms", leader.topic, leader.partition, lagging, self.lag_max_ms)
+                    self._change_isr(leader, tuple(r for r in leader.state.isr if r not in lagging))
+
+    def offset_for_leader_epoch(self, topic: str, partition: int, epoch: int) -> tuple[int, int]:
+        leader = self.leading[(topic, partition)]
+        return self.epoch_cache((topic, partition), leader.log).end_offset_for(epoch, leader.log.log_end_offset)
+
+    # ---- follower: appending the leader's batches ------------------------------------------
+    def append_as_follower(self, key: tuple[str, int], records, leader_high_watermark: int) -> int:
+        """Append whole batches at the offsets the leader gave them; return the bytes appended."""
+        log = self.broker.logs.get(*key)
+        if log is None:
+            return 0
+        view = memoryview(bytearray(records))
+        cache = self.epoch_cache(key, log)
+        producer_state = self.broker.producer_state(log)
+        pos = appended = 0
+        while pos + BATCH_HEADER_SIZE <= len(view):
+            info = parse_batch_header(view, pos)
+            if pos + info.size > len(view):
+                break
+            batch = view[pos:pos + info.size]
+            pos += info.size
+            if info.base_offset < log.log_end_offset:
+                continue  # already here (a retried fetch)
+            if info.base_offset > log.log_end_offset:
+                logger.error("%s-%d: leader batch at %d leaves a gap after %d", key[0], key[1], info.base_offset, log.log_end_offset)
+                break
+            cache.assign(info.partition_leader_epoch, info.base_offset)
+            log.append(batch, info)
+            producer_state.update(info, info.base_offset)
+            appended += info.size
+        self.follower_high_watermarks[key] = min(leader_high_watermark, log.log_end_offset)
+        return appended
+
+    def truncate(self, key: tuple[str, int], offset: int) -> None:
+        log = self.broker.logs.get(*key)
+        if log is None or offset >= log.log_end_offset:
+            return
+        logger.warning("%s-%d: truncating the divergent tail %d..%d", key[0], key[1], offset, log.log_end_offset)
+        log.truncate_to(offset)
+        self.epoch_cache(key, log).truncate_from(offset)
+        self.broker._producer_states.pop(key, None)  # rebuilt from the log on next use
+
+
+class BrokerChannel:
+    """One connection to another broker, for requests this broker makes (fetch, epochs)."""
+
+    def __init__(self, host: str, port: int, client_id: str) -> None:
+        self.host, self.port = host, port
+        self.client_id = client_id.encode()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.correlation_id = 0
+
+    async def request(self, api_key: int, version: int, request, timeout_s: float):
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), timeout_s)
+        self.correlation_id += 1
+        out = io.BytesIO()
+        entity_writer(load_request_schema(api_key, version))(out, request)
+        header = struct.pack(">hhih", api_key, version, self.correlation_id, len(self.client_id)) + self.client_id
+        body = header + out.getvalue()
+        self.writer.write(struct.pack(">i", len(body)) + body)
+        size = struct.unpack(">i", await asyncio.wait_for(self.reader.readexactly(4), timeout_s))[0]
+        frame = await asyncio.wait_for(self.reader.readexactly(size), timeout_s)
+        (correlation_id,) = struct.unpack_from(">i", frame)
+        if correlation_id != self.correlation_id:
+            raise ConnectionError(f"response {correlation_id} to request {self.correlation_id}")
+        response, _ = entity_reader(load_response_schema(api_key, version))(memoryview(frame), 4)
+        return response
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+class Fetcher:
+    """Fetches every partition this broker follows from one leader broker."""
+
+    def __init__(self, manager: ReplicaManager, leader_id: int) -> None:
+        self.manager = manager
+        self.leader_id = leader_id
+        self.partitions: dict[tuple[str, int], int] = {}  # -> leader epoch
+        self.needs_truncation: set[tuple[str, int]] = set()
+        self.task: asyncio.Task | None = None
+        self._changed = asyncio.Event()
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"fetcher-{self.leader_id}")
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def add(self, key, leader_epoch: int) -> None:
+        self.partitions[key] = leader_epoch
+        self.needs_truncation.add(key)
+        self._changed.set()
+
+    def remove(self, key) -> None:
+        self.partitions.pop(key, None)
+        self.needs_truncation.discard(key)
+
+    async def _run(self) -> None:
+        from kio.schema.fetch.v11 import request as fetch_request
+        from kio.schema.offset_for_leader_epoch.v3 import request as epoch_request
+
+        manager = self.manager
+        channel: BrokerChannel | None = None
+        while True:
+            if not self.partitions:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            leader = manager.store.brokers.get(self.leader_id)
+            if leader is None:
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                if channel is None or (channel.host, channel.port) != (leader.host, leader.port):
+                    if channel is not None:
+                        channel.close()
+                    channel = BrokerChannel(leader.host, leader.port, f"tidelog-replica-{manager.node_id}")
+                if self.needs_truncation:
+                    await self._truncate(channel, epoch_request)
+                await self._fetch(channel, fetch_request)
+            except asyncio.CancelledError:
+                if channel is not None:
+                    channel.close()
+                raise
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError) as e:
+                logger.info("replica fetcher for leader %d: %s", self.leader_id, e or type(e).__name__)
+                if channel is not None:
+                    channel.close()
+                channel = None
+                await asyncio.sleep(0.1)
+            except Exception:
+                logger.exception("replica fetcher for leader %d failed", self.leader_id)
+                if channel is not None:
+                    channel.close()
+                channel = None
+                await asyncio.sleep(0.5)
+
+    async def _truncate(self, channel: BrokerChannel, schema) -> None:
+        manager = self.manager
+        wanted = {}
+        for key in list(self.needs_truncation):
+            log = manager.broker.logs.get(*key)
+            if log is None or key not in self.partitions:
+                self.needs_truncation.discard(key)
+                continue
+            wanted[key] = manager.epoch_cache(key, log).latest_epoch
+        by_topic: dict[str, list] = {}
+        for (topic, partition), epoch in wanted.items():
+            by_topic.setdefault(topic, []).append(schema.OffsetForLeaderPartition(
+                partition=partition, current_leader_epoch=self.partitions[(topic, partition)], leader_epoch=max(epoch, 0)))
+        request = schema.OffsetForLeaderEpochRequest(
+            replica_id=manager.node_id,
+            topics=tuple(schema.OffsetForLeaderTopic(topic=t, partitions=tuple(ps)) for t, ps in by_topic.items()))
+        response = await channel.request(23, EPOCH_VERSION, request, 10.0)
+        for topic in response.topics:
+            for p in topic.partitions:
+                key = (topic.topic, p.partition)
+                if key not in wanted or key not in self.partitions:
+                    continue
+                if p.error_code != ErrorCode.none:
+                    logger.info("%s-%d: OffsetForLeaderEpoch from %d: %s", key[0], key[1], self.leader_id, p.error_code.name)
+                    continue
+                log = manager.broker.logs.get(*key)
+                cache = manager.epoch_cache(key, log)
+                my_epoch = wanted[key]
+                if my_epoch < 0:
+                    target = log.log_end_offset if log.log_end_offset == 0 else manager.follower_high_watermarks.get(key, 0)
+                elif p.leader_epoch < 0 or p.end_offset < 0:
+                    target = manager.follower_high_watermarks.get(key, 0)
+                elif p.leader_epoch == my_epoch:
+                    target = p.end_offset
+                else:
+                    _, my_end = cache.end_offset_for(p.leader_epoch, log.log_end_offset)
+                    target = min(p.end_offset, my_end) if my_end >= 0 else p.end_offset
+                manager.truncate(key, min(target, log.log_end_offset))
+                self.needs_truncation.discard(key)
+
+    async def _fetch(self, channel: BrokerChannel, schema) -> None:
+        manager = self.manager
+        by_topic: dict[str, list] = {}
+        for key, epoch in self.partitions.items():
+            if key in self.needs_truncation:
+                continue
+            log = manager.broker.logs.get(*key)
+            if log is None:
+                continue
+            by_topic.setdefault(key[0], []).append(schema.FetchPartition(
+                partition=key[1], current_leader_epoch=epoch, fetch_offset=log.log_end_offset,
+                log_start_offset=log.log_start_offset, partition_max_bytes=FETCH_PARTITION_MAX_BYTES))
+        if not by_topic:
+            await asyncio.sleep(0.05)
+            return
+        import datetime
+
+        request = schema.FetchRequest(
+            replica_id=manager.node_id, max_wait=datetime.timedelta(milliseconds=FETCH_MAX_WAIT_MS), min_bytes=1,
+            max_bytes=FETCH_MAX_BYTES, isolation_level=0, session_id=0, session_epoch=-1,
+            topics=tuple(schema.FetchTopic(topic=t, partitions=tuple(ps)) for t, ps in by_topic.items()),
+            forgotten_topics_data=(), rack_id="")
+        response = await channel.request(1, FETCH_VERSION, request, FETCH_MAX_WAIT_MS / 1000 + 10)
+        backoff = False
+        for topic in response.responses:
+            for p in topic.partitions:
+                key = (topic.topic, p.partition_index)
+                if key not in self.partitions or key in self.needs_truncation:
+                    continue
+                if p.error_code == ErrorCode.none:
+                    if p.records:
+                        manager.append_as_follower(key, p.records, p.high_watermark)
+                    else:
+                        log = manager.broker.logs.get(*key)
+                        if log is not None:
+                            manager.follower_high_watermarks[key] = min(p.high_watermark, log.log_end_offset)
+                elif p.error_code == ErrorCode.offset_out_of_range:
+                    logger.warning("%s-%d: fetch offset out of range at leader %d; truncating to its high watermark",
+                                   key[0], key[1], self.leader_id)
+                    manager.truncate(key, min(p.high_watermark, manager.follower_high_watermarks.get(key, 0)))
+                    self.needs_truncation.add(key)
+                    backoff = True
+                else:
+                    backoff = True  # not the leader yet/anymore: metadata will catch up
+        if backoff:
+            await asyncio.sleep(0.05)

@@ -1,0 +1,87 @@
+"""A Tidelog cluster of real processes for tests: one etcd and N ``tidelog serve --cluster``
+brokers on loopback ports, each stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.brokerproc import BrokerProcess, _wait_listening
+from tests.etcdproc import EtcdProcess, free_port
+
+# Quick failure detection for tests: a dead broker's lease lapses after 2 s.
+CLUSTER_TEST_SETTINGS = {"broker.session.timeout.ms": "2000", "replica.lag.time.max.ms": "2000",
+                         "http.port": "-1", "log.retention.check.interval.ms": "1000"}
+
+
+class ClusterBrokerProcess(BrokerProcess):
+    """A broker of a cluster: fixed port (so it comes back where clients know it), ``--broker-id``."""
+
+    def __init__(self, data_dir: Path, cluster: str, broker_id: int, settings: dict[str, str] | None = None) -> None:
+        super().__init__(data_dir, {**CLUSTER_TEST_SETTINGS, **(settings or {})}, port=free_port())
+        self.cluster = cluster
+        self.broker_id = broker_id
+
+    def start(self, timeout_s: float = 30.0) -> "ClusterBrokerProcess":
+        port_file = self.data_dir.parent / f"{self.data_dir.name}.port"
+        port_file.unlink(missing_ok=True)
+        args = [sys.executable, "-m", "tidelog", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                "--data-dir", str(self.data_dir), "--port-file", str(port_file),
+                "--cluster", self.cluster, "--broker-id", str(self.broker_id)]
+        for name, value in self.settings.items():
+            args += ["--set", f"{name}={value}"]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + timeout_s
+        while not port_file.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"broker exited with {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"broker did not start within {timeout_s}s:\n{self.log()}")
+            time.sleep(0.02)
+        _wait_listening(self.port, deadline)
+        return self
+
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+        super().kill()
+
+
+class Cluster:
+    def __init__(self, root: Path, brokers: int = 3, settings: dict[str, str] | None = None) -> None:
+        self.etcd = EtcdProcess(root / "etcd")
+        self.root = root
+        self.count = brokers
+        self.settings = settings or {}
+        self.brokers: dict[int, ClusterBrokerProcess] = {}
+
+    def start(self) -> "Cluster":
+        self.etcd.start()
+        for node_id in range(1, self.count + 1):
+            self.brokers[node_id] = ClusterBrokerProcess(self.root / f"broker-{node_id}", f"etcd://{self.etcd.endpoint}",
+                                                         node_id, self.settings).start()
+        return self
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(b.bootstrap for b in self.brokers.values())
+
+    def stop(self) -> None:
+        for broker in self.brokers.values():
+            broker.kill()
+        self.etcd.kill()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- broker {i}\n{b.log()[-4000:]}" for i, b in self.brokers.items())

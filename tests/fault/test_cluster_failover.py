@@ -1,0 +1,211 @@
+"""A 3-broker cluster (real processes, real etcd), replication factor 3, min.insync.replicas=2.
+
+An idempotent acks=all producer writes numbered records continuously while the leader of
+partition 0 is SIGKILLed, then a surviving broker is SIGSTOPped and resumed, then the killed
+broker restarts. Every acknowledged record must then be in the log exactly once, at the offset
+it was acknowledged with, in order per partition, readable from the new leaders; the ISR of
+every partition must heal to all three brokers. Failover time (leader death to the first
+record acknowledged on that partition afterwards) is measured and printed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.brokerproc import wait_until
+from tests.clusterproc import Cluster
+
+pytestmark = pytest.mark.slow
+
+TOPIC = "failover"
+PARTITIONS = 3
+MAX_PRODUCE_S = 90
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    cluster = Cluster(tmp_path, 3).start()
+    yield cluster
+    cluster.stop()
+
+
+def partition_metadata(admin: AdminClient):
+    return admin.list_topics(TOPIC, timeout=5).topics[TOPIC].partitions
+
+
+class Writer(threading.Thread):
+    """Produce numbered records round-robin over the partitions; note each acknowledgement."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(daemon=True)
+        self.producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                                  "linger.ms": 5, "message.timeout.ms": 60000, "retry.backoff.ms": 50,
+                                  "retry.backoff.max.ms": 200, "topic.metadata.refresh.interval.ms": 1000})
+        self.acked: dict[int, list[tuple[int, int, float]]] = {p: [] for p in range(PARTITIONS)}  # offset, n, when
+        self.failed: list[str] = []
+        self.stop = threading.Event()
+
+    def delivered(self, err, msg) -> None:
+        if err is None:
+            self.acked[msg.partition()].append((msg.offset(), int(msg.value()), time.monotonic()))
+        else:
+            self.failed.append(str(err))
+
+    def run(self) -> None:
+        deadline = time.monotonic() + MAX_PRODUCE_S
+        n = 0
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                self.producer.produce(TOPIC, value=b"%d" % n, partition=n % PARTITIONS, on_delivery=self.delivered)
+                n += 1
+            except BufferError:
+                pass
+            self.producer.poll(0.001 if n % 50 else 0.005)
+        self.producer.flush(60)
+
+    def count(self, partition: int | None = None) -> int:
+        return sum(len(v) for p, v in self.acked.items() if partition is None or p == partition)
+
+
+def test_acknowledged_records_survive_leader_kill_pause_and_return(cluster):
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    admin.create_topics([NewTopic(TOPIC, PARTITIONS, 3, config={"min.insync.replicas": "2"})])[TOPIC].result(10)
+    wait_until(lambda: all(len(p.isrs) == 3 and p.leader > 0 for p in partition_metadata(admin).values()),
+               15, message="topic led with a full ISR")
+    writer = Writer(cluster.bootstrap)
+    writer.start()
+    try:
+        wait_until(lambda: writer.count(0) > 200, 20, message="records acknowledged before the kill")
+
+        # 1. SIGKILL the leader of partition 0.
+        leader = partition_metadata(admin)[0].leader
+        cluster.brokers[leader].kill()
+        killed_at = time.monotonic()
+        before = writer.count(0)
+        wait_until(lambda: writer.count(0) > before + 100, 30, message="produce to partition 0 after the leader died")
+        failover_s = min(when for _, _, when in writer.acked[0][before:]) - killed_at
+        print(f"\nfailover: leader {leader} SIGKILLed, first acknowledged produce on its partition {failover_s:.2f} s later")
+        new_leader = partition_metadata(admin)[0].leader
+        assert new_leader not in (leader, -1)
+
+        # 2. SIGSTOP a surviving broker past its lease, then let it go on.
+        paused = next(i for i in cluster.brokers if i not in (leader,) and i != new_leader)
+        cluster.brokers[paused].pause()
+        time.sleep(3)  # the fault itself: longer than the 2 s lease, so the cluster must act
+        cluster.brokers[paused].resume()
+        before = writer.count()
+        wait_until(lambda: writer.count() > before + 300, 40, message="produce after the paused broker resumed")
+
+        # 3. The killed broker comes back, catches up, and every ISR is whole again.
+        cluster.brokers[leader].restart()
+        wait_until(lambda: all(len(p.isrs) == 3 for p in partition_metadata(admin).values()), 40,
+                   interval_s=0.2, message="every ISR back to three brokers")
+        before = writer.count()
+        wait_until(lambda: writer.count() > before + 300, 30, message="produce with the healed cluster")
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        writer.stop.set()
+        writer.join(90)
+    assert not writer.failed, writer.failed[:5]
+
+    # Every acknowledged record: exactly once, at its acknowledged offset, in order, from the leaders.
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "checker", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest"})
+    try:
+        for partition in range(PARTITIONS):
+            acked = writer.acked[partition]
+            low, high = consumer.get_watermark_offsets(TopicPartition(TOPIC, partition), timeout=10)
+            consumer.assign([TopicPartition(TOPIC, partition, 0)])
+            seen: dict[int, int] = {}
+            deadline = time.monotonic() + 30
+            while len(seen) < high and time.monotonic() < deadline:
+                message = consumer.poll(0.5)
+                if message is None:
+                    continue
+                if message.error():
+                    raise KafkaException(message.error())
+                seen[message.offset()] = int(message.value())
+            values = [seen[o] for o in sorted(seen)]
+            assert len(values) == len(set(values)), f"partition {partition}: duplicates"
+            assert values == sorted(values), f"partition {partition}: out of order"
+            for offset, n, _ in acked:
+                assert seen.get(offset) == n, f"partition {partition}: acknowledged record {n} at {offset} lost"
+            print(f"partition {partition}: {len(acked)} acknowledged, {len(values)} in the log, all present once in order")
+    finally:
+        consumer.close()
+
+
+def test_group_commits_survive_coordinator_kill(cluster):
+    """A consumer group commits throughout while the group coordinator's broker (the leader of
+    __consumer_offsets) is SIGKILLed: no committed offset is lost, no record is skipped."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    admin.create_topics([NewTopic("grouped", PARTITIONS, 3, config={"min.insync.replicas": "2"})])["grouped"].result(10)
+    total = 3000
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": True})
+    errors = []
+    for n in range(total):
+        producer.produce("grouped", value=b"%d" % n, partition=n % PARTITIONS, on_delivery=lambda err, _: err and errors.append(err))
+    producer.flush(30)
+    assert not errors
+    wait_until(lambda: admin.list_topics("__consumer_offsets", timeout=5).topics["__consumer_offsets"].partitions[0].leader > 0,
+               15, message="a group coordinator")
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "survivors", "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False, "session.timeout.ms": 6000, "max.poll.interval.ms": 60000,
+                         "max.partition.fetch.bytes": 2000})
+    consumer.subscribe(["grouped"])
+    seen: set[int] = set()
+    committed_before_kill: dict[int, int] = {}
+    killed = None
+    deadline = time.monotonic() + 60
+    try:
+        while len(seen) < total and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is None or message.error():
+                continue
+            seen.add(int(message.value()))
+            if len(seen) % 50 == 0:
+                try:
+                    for tp in consumer.commit(asynchronous=False) or []:
+                        if killed is None and tp.error is None:
+                            committed_before_kill[tp.partition] = tp.offset
+                except KafkaException:
+                    pass  # the coordinator is moving; the next commit covers these offsets
+            if killed is None and len(seen) >= total // 3:
+                killed = admin.list_topics("__consumer_offsets", timeout=5).topics["__consumer_offsets"].partitions[0].leader
+                cluster.brokers[killed].kill()
+        assert killed is not None
+        assert seen == set(range(total)), f"{total - len(seen)} records never consumed"
+        committed_at_end = False
+        for _ in range(50):
+            try:
+                consumer.commit(asynchronous=False)
+                committed_at_end = True
+                break
+            except KafkaException as e:
+                if e.args[0].code() == KafkaError._NO_OFFSET:  # everything consumed is committed already
+                    committed_at_end = True
+                    break
+                time.sleep(0.2)
+        assert committed_at_end
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        consumer.close()
+    # A new member of the group resumes from offsets the new coordinator kept.
+    checker = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "survivors"})
+    try:
+        committed = {tp.partition: tp.offset for tp in
+                     checker.committed([TopicPartition("grouped", p) for p in range(PARTITIONS)], timeout=15)}
+    finally:
+        checker.close()
+    for partition, offset in committed_before_kill.items():
+        assert committed[partition] >= offset, f"partition {partition}: commit {offset} lost"
+    assert sum(committed.values()) == total

@@ -1,0 +1,108 @@
+"""A 3-broker cluster (real processes, real etcd) seen by clients: brokers, controller, replica
+placement, leaders and ISR in Metadata, DescribeCluster, replication-factor checks, requests to a
+non-leader, replicated produce/consume and the group coordinator on the offsets leader."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.brokerproc import wait_until
+from tests.clusterproc import Cluster
+from tidelog.protocol.errors import ErrorCode
+from tidelog.server.replica_manager import BrokerChannel
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"), 3).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def admin(cluster):
+    return AdminClient({"bootstrap.servers": cluster.bootstrap})
+
+
+def create(admin, name, partitions, replication_factor, **configs):
+    admin.create_topics([NewTopic(name, partitions, replication_factor, config=configs)])[name].result(10)
+    wait_until(lambda: all(p.leader > 0 and len(p.isrs) == replication_factor
+                           for p in admin.list_topics(name, timeout=5).topics[name].partitions.values()),
+               15, message=f"{name} led with a full ISR")
+    return admin.list_topics(name, timeout=5).topics[name].partitions
+
+
+def test_metadata_and_describe_cluster_list_every_broker(cluster, admin):
+    wait_until(lambda: len(admin.list_topics(timeout=5).brokers) == 3, 15, message="three brokers registered")
+    metadata = admin.list_topics(timeout=5)
+    assert {b.port for b in metadata.brokers.values()} == {b.port for b in cluster.brokers.values()}
+    assert metadata.controller_id in cluster.brokers
+    described = admin.describe_cluster().result(10)
+    assert {n.id for n in described.nodes} == {1, 2, 3}
+    assert described.controller.id == metadata.controller_id
+
+
+def test_replicas_placed_on_distinct_brokers_with_leaders_spread(admin):
+    partitions = create(admin, "placed", 6, 3)
+    assert all(sorted(p.replicas) == [1, 2, 3] and p.leader == p.replicas[0] for p in partitions.values())
+    assert {p.leader for p in partitions.values()} == {1, 2, 3}
+    partitions = create(admin, "placed-rf2", 3, 2)
+    assert all(len(set(p.replicas)) == 2 for p in partitions.values())
+
+
+def test_replication_factor_above_the_live_brokers_is_refused(admin):
+    with pytest.raises(KafkaException) as e:
+        admin.create_topics([NewTopic("too-many", 1, 4)])["too-many"].result(10)
+    assert e.value.args[0].name() == "INVALID_REPLICATION_FACTOR"
+
+
+def test_non_leader_answers_not_leader_or_follower(cluster, admin):
+    from kio.schema.list_offsets.v1 import request as list_offsets
+
+    partitions = create(admin, "leadership", 1, 3)
+    leader = partitions[0].leader
+    for node_id, broker in cluster.brokers.items():
+        async def ask():
+            channel = BrokerChannel("127.0.0.1", broker.port, "test")
+            try:
+                request = list_offsets.ListOffsetsRequest(replica_id=-1, topics=(list_offsets.ListOffsetsTopic(
+                    name="leadership", partitions=(list_offsets.ListOffsetsPartition(partition_index=0, timestamp=-1),)),))
+                return (await channel.request(2, 1, request, 10)).topics[0].partitions[0].error_code
+            finally:
+                channel.close()
+
+        import asyncio
+
+        error = asyncio.run(ask())
+        assert error == (ErrorCode.none if node_id == leader else ErrorCode.not_leader_or_follower)
+
+
+def test_replicated_produce_consume_and_commit(cluster, admin):
+    create(admin, "replicated", 3, 3, **{"min.insync.replicas": "2"})
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": True})
+    acked = []
+    for n in range(600):
+        producer.produce("replicated", value=b"%d" % n, on_delivery=lambda err, msg: acked.append(err))
+    producer.flush(30)
+    assert len(acked) == 600 and not any(acked)
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "cluster-group",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe(["replicated"])
+    values = set()
+    deadline = time.monotonic() + 30
+    while len(values) < 600 and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and not message.error():
+            values.add(int(message.value()))
+    assert values == set(range(600))
+    consumer.commit(asynchronous=False)
+    committed = consumer.committed([TopicPartition("replicated", p) for p in range(3)], timeout=10)
+    assert sum(tp.offset for tp in committed) == 600
+    consumer.close()
+    # The coordinator is the leader of __consumer_offsets, which the controller replicated to all.
+    offsets = admin.list_topics("__consumer_offsets", timeout=5).topics["__consumer_offsets"].partitions[0]
+    assert sorted(offsets.replicas) == [1, 2, 3]
