@@ -239,3 +239,36 @@ def test_durable_waiters_interleaved_with_appends_all_finish(tmp_path):
         await manager.close()
 
     asyncio.run(run())
+
+
+def test_many_dirty_logs_are_synced_with_one_syncfs(tmp_path, monkeypatch):
+    """A group commit over many partitions: one syncfs, not an fsync per file, and all durable."""
+    import tidelog.storage.log as log_module
+
+    calls = {"syncfs": 0}
+    real_syncfs = log_module._syncfs
+    if real_syncfs is None:
+        pytest.skip("no syncfs on this platform")
+
+    def counting_syncfs(fd):
+        calls["syncfs"] += 1
+        return real_syncfs(fd)
+
+    monkeypatch.setattr(log_module, "_syncfs", counting_syncfs)
+    fsyncs = count_fsyncs(monkeypatch)
+
+    async def run():
+        manager = LogManager(tmp_path, LogConfig(durability="balanced", flush_interval_ms=1))
+        manager.open_all({})
+        await manager.start()
+        logs = [manager.create("wide", p) for p in range(32)]
+        offsets = [append(log, count=1) for log in logs]
+        await asyncio.wait_for(asyncio.gather(*(manager.wait_durable(log, o + 1) for log, o in zip(logs, offsets))), 10)
+        assert all(log.durable_offset == 1 for log in logs)
+        fsyncs_before_close = len(fsyncs)
+        await manager.close()
+        return fsyncs_before_close
+
+    fsyncs_in_group_commits = asyncio.run(run())
+    assert calls["syncfs"] >= 1
+    assert fsyncs_in_group_commits < 32, "one fsync per partition: syncfs was not used"

@@ -11,6 +11,7 @@ descriptors duplicated by ``start_flush``, so a segment deleted meanwhile cannot
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -32,6 +33,19 @@ logger = logging.getLogger(__name__)
 LOG_START_OFFSET_FILE = "log-start-offset"
 RECOVERY_POINT_FILE = "recovery-point"
 DURABILITY_PROFILES = ("throughput", "balanced", "durable")
+SYNCFS_MIN_FILES = 8  # from this many files on, one syncfs beats an fsync each
+
+
+def _load_syncfs():
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):  # not Linux/glibc: fsync each file
+        return None
+    syncfs.argtypes = [ctypes.c_int]
+    return syncfs
+
+
+_syncfs = _load_syncfs()
 
 
 @dataclass
@@ -379,8 +393,21 @@ class PartitionLog:
 
     @staticmethod
     def sync_fds(fds: list[int]) -> None:
-        """fsync and close duplicated descriptors; runs in an executor thread."""
+        """Make the files behind duplicated descriptors durable, then close them; runs in an executor.
+
+        Many files (a group commit over many partitions) are synced with one ``syncfs`` per
+        filesystem instead of one fsync each: one journal commit instead of hundreds. Since
+        Linux 5.8 syncfs reports writeback errors like fsync does.
+        """
         try:
+            if len(fds) >= SYNCFS_MIN_FILES and _syncfs is not None:
+                for fd in {os.fstat(fd).st_dev: fd for fd in fds}.values():
+                    if faults.armed:
+                        faults.check("fsync")
+                    if _syncfs(fd) != 0:
+                        error = ctypes.get_errno()
+                        raise OSError(error, f"syncfs: {os.strerror(error)}")
+                return
             for fd in fds:
                 if faults.armed:
                     faults.check("fsync")
@@ -403,9 +430,12 @@ class PartitionLog:
         self._checkpoint_recovery_point(self.durable_offset)
 
     def _checkpoint_recovery_point(self, offset: int) -> None:
-        """Persist a new recovery point only when it crosses into a later segment (rare)."""
-        if bisect_right(self._base_offsets, offset) != bisect_right(self._base_offsets, self._recovery_point) or \
-                not (self.dir / RECOVERY_POINT_FILE).exists():
+        """Persist a new recovery point only when it crosses into a later segment (rare).
+
+        A missing file reads as 0 (recover from the first segment), which is always safe, so a
+        new partition writes none: creating a topic of 256 partitions costs no fsync each.
+        """
+        if bisect_right(self._base_offsets, offset) != bisect_right(self._base_offsets, self._recovery_point):
             write_checkpoint(self.dir / RECOVERY_POINT_FILE, offset)
         self._recovery_point = offset
 
