@@ -41,6 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--phase-timeout", type=float, default=300.0, help="bound on each produce or consume phase (s)")
     p.add_argument("--out", type=Path, default=HERE / "results", help="where results go (default benchmarks/results)")
     p.add_argument("--tmp-dir", type=Path, default=None, help="parent of the temporary data directories")
+    p.add_argument("--tidelog-ref", help="run Tidelog from this commit's src/ (git archive) instead of the working tree")
     p.add_argument("--update-doc", action="store_true",
                    help="write the generated tables into BENCHMARKS.md and the plot to benchmarks/throughput.png")
     args = p.parse_args(argv)
@@ -165,11 +166,23 @@ def run_profile(args, tmp_root: Path) -> dict | None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _exit_on_sigterm(signum, frame):
+    # SystemExit unwinds through the finally blocks, which stop every server by PID.
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None) -> int:
+    import signal
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     tmp_root = Path(tempfile.mkdtemp(prefix="tidelog-bench-", dir=args.tmp_dir))
     started = dt.datetime.now(dt.timezone.utc)
+    if args.tidelog_ref:
+        from benchmarks.peers import Tidelog
+
+        Tidelog.use_ref(args.tidelog_ref, tmp_root / "tidelog-src")
     targets, skipped = [], []
     for name in args.targets:
         target = make_target(name)

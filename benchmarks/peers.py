@@ -101,16 +101,39 @@ class KafkaTarget(Target):
 class Tidelog(KafkaTarget):
     kind = "tidelog"
 
+    # Set by --tidelog-ref: run the broker from an export of that commit's src/ instead of the
+    # working tree (which may hold other people's unfinished edits).
+    src_dir: Path | None = None
+    commit: str | None = None
+
     def __init__(self, profile: str) -> None:
         self.profile = profile
         self.name = f"tidelog-{profile}"
 
+    @classmethod
+    def use_ref(cls, ref: str, into: Path) -> None:
+        """Export ``ref``'s src/ with git archive (read-only for the repository)."""
+        repo = Path(__file__).resolve().parent.parent
+        cls.commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", ref], capture_output=True,
+                                    text=True, check=True).stdout.strip()
+        into.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(repo), "archive", ref, "src"], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+        cls.src_dir = into / "src"
+
     def version(self) -> str:
         import tidelog
 
+        if self.commit:
+            return f"{tidelog.__version__} (commit {self.commit}, exported clean with git archive)"
         repo = Path(__file__).resolve().parent.parent
         commit = _run_version(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
-        return f"{tidelog.__version__} ({commit})"
+        try:
+            dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "src"],
+                                   capture_output=True, text=True, timeout=20).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            dirty = ""
+        return f"{tidelog.__version__} (commit {commit}{', with uncommitted changes in src/' if dirty else ''})"
 
     def settings(self) -> dict[str, str]:
         return {"log.durability.profile": self.profile, "http.port": "-1 (no HTTP listener)", "log level": "WARNING",
@@ -121,7 +144,8 @@ class Tidelog(KafkaTarget):
         args = [sys.executable, "-m", "tidelog", "serve", "--host", "127.0.0.1", "--port", "0",
                 "--port-file", str(port_file), "--data-dir", str(workdir / "data"), "--log-level", "WARNING",
                 "--set", f"log.durability.profile={self.profile}", "--set", "http.port=-1"]
-        server = ServerProcess(self.name, args, workdir)
+        env = {"PYTHONPATH": str(self.src_dir)} if self.src_dir else None
+        server = ServerProcess(self.name, args, workdir, env)
 
         def ready() -> bool:
             if not port_file.exists():
