@@ -90,7 +90,7 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
                 topic_results.append(PartitionResult(partition.index, e.error_code, error_message=str(e)))
                 continue
             if request.acks != 0:
-                durable_waits.append(broker.logs.wait_durable(log, base_offset + info.last_offset_delta + 1))
+                durable_waits.append((log, base_offset + info.last_offset_delta + 1))
             if replication is not None and request.acks == -1:
                 replication_waits.append((len(results), len(topic_results), replication.wait_for_isr(
                     topic.name, partition.index, base_offset + info.last_offset_delta + 1, request.timeout_ms / 1000)))
@@ -100,10 +100,10 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
     if request.acks == 0:
         return None
     if durable_waits:
-        outcomes = await asyncio.gather(*durable_waits, return_exceptions=True)
-        failed = [o for o in outcomes if isinstance(o, BaseException)]
-        if failed:
-            logger.error("durability wait failed for a produce from %s: %s", ctx.peer, failed[0])
+        try:
+            await broker.logs.wait_durable_many(durable_waits)
+        except KafkaError as e:  # StorageError: an fsync failed
+            logger.error("durability wait failed for a produce from %s: %s", ctx.peer, e)
             results = everywhere(ErrorCode.kafka_storage_error)
     if replication_waits:
         errors = await asyncio.gather(*(wait for _, _, wait in replication_waits))

@@ -28,6 +28,7 @@ _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
 MAX_TOPIC_NAME_LENGTH = 249
 MAX_PARTITIONS = 10000
 PRODUCER_ID_BLOCK = 1000
+_NO_CONFIGS: dict[str, str] = {}
 
 
 def validate_topic_name(name: str) -> None:
@@ -79,6 +80,7 @@ class Broker:
 
         self.groups = GroupCoordinator(GroupSettings.from_config(config), ConsumerOffsetsTopic(self))
         self._producer_states: dict[tuple[str, int], ProducerState] = {}
+        self._topic_values: dict[tuple[str, str], tuple[dict, object]] = {}
         self._producer_ids: range = range(0)
         self._producer_id_lock = asyncio.Lock()
 
@@ -226,8 +228,20 @@ class Broker:
         )
 
     def topic_value(self, topic: str, name: str):
+        """A topic config's effective value, cached while the topic's config dict is the same object.
+
+        Produce asks for several per partition per request; parsing them each time showed in
+        profiles. Config changes replace a topic's dict (they never mutate it), which the
+        identity check notices; the cache holds the dict, so its id cannot be reused meanwhile.
+        """
         record = self.metadata.topics.get(topic)
-        return self.config.topic_value(record.configs if record else {}, name)
+        configs = record.configs if record is not None else _NO_CONFIGS
+        cached = self._topic_values.get((topic, name))
+        if cached is not None and cached[0] is configs:
+            return cached[1]
+        value = self.config.topic_value(configs, name)
+        self._topic_values[(topic, name)] = (configs, value)
+        return value
 
     def check_new_topic(self, name: str, partitions: int, replication_factor: int, configs: dict[str, str | None]) -> dict[str, str]:
         """Kafka's CreateTopics validation, in its order; returns the normalised configs.
@@ -327,6 +341,7 @@ class Broker:
         """Remove a topic: metadata first (so it is gone after a crash), then its partition data."""
         record = self.metadata.topics[name]
         await self.metadata.delete_topic(name)
+        self._topic_values = {key: value for key, value in self._topic_values.items() if key[0] != name}
         self.logs.delete_topic(name)
         for partition in range(record.partitions):
             self._producer_states.pop((name, partition), None)

@@ -231,6 +231,32 @@ class LogManager:
         self._wakeup.set()
         await future
 
+    async def wait_durable_many(self, targets: list[tuple[PartitionLog, int]]) -> None:
+        """``wait_durable`` for many partitions at once (a produce request's).
+
+        Registers one future per partition still waiting, instead of a coroutine and a task each:
+        with hundreds of partitions per request that difference showed in profiles.
+        """
+        futures: list[asyncio.Future] = []
+        registered = False
+        for log, offset in targets:
+            durability = log.config.durability
+            if durability == "throughput" or offset <= log.durable_offset:
+                continue
+            if durability == "durable":
+                futures.append(asyncio.ensure_future(self.wait_durable(log, offset)))
+                continue
+            if self._wakeup is None:
+                raise RuntimeError("LogManager.start() was not called")
+            future = asyncio.get_running_loop().create_future()
+            self._balanced_waiters.setdefault(log, []).append((offset, future))
+            futures.append(future)
+            registered = True
+        if registered:
+            self._wakeup.set()
+        if futures:
+            await asyncio.gather(*futures)
+
     def pending_durability_waits(self) -> int:
         """Acknowledgements waiting for a group commit (the produce purgatory)."""
         return sum(len(waiters) for waiters in self._balanced_waiters.values())
