@@ -22,6 +22,7 @@ import hashlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -47,16 +48,18 @@ HERE = Path(__file__).resolve().parent
 SHIM_DIR = HERE / "kafka_python_shim"
 EXPECTED_FAILURES_PATH = HERE / "kafka_python_expected_failures.txt"
 
-# What kafka-python's test broker template (servers/resources/default/kafka.properties, with
-# the fixture's partitions=4) sets and Tidelog knows: the broker is node 0 (KafkaFixture.instance(0);
-# tests assign replicas to broker 0 by id), topics appear on first use with 4 partitions, groups
-# rebalance without the initial delay, short test session timeouts are allowed.
+# What kafka-python's Kafka 4.0 test broker template (servers/4.0.0/resources/kafka.properties in
+# its repository, with the fixture's partitions=4) sets and Tidelog knows: the broker is node 0
+# (KafkaFixture.instance(0); tests assign replicas to broker 0 by id), advertised.listeners is set
+# explicitly (see start_broker), topics appear on first use with 4 partitions, groups rebalance
+# without the initial delay, short test session timeouts are allowed.
 BROKER_SETTINGS = {
     **TEST_SETTINGS,  # what every test broker gets (free HTTP port, quick retention checks)
     "node.id": "0",
     "auto.create.topics.enable": "true",
     "num.partitions": "4",
     "default.replication.factor": "1",
+    "offsets.topic.replication.factor": "1",
     "group.initial.rebalance.delay.ms": "0",
     "group.min.session.timeout.ms": "1000",
 }
@@ -161,7 +164,7 @@ def run_suite(root: Path, work_dir: Path, pytest_args: tuple[str, ...] = ()) -> 
     junit_path = work_dir / "kafka-python-junit.xml"
     junit_path.unlink(missing_ok=True)
     output_path = work_dir / "kafka-python-pytest.out"
-    broker = BrokerProcess(work_dir / "broker-data", BROKER_SETTINGS).start()
+    broker = start_broker(work_dir)
     started = time.monotonic()
     try:
         env = {
@@ -204,6 +207,31 @@ def run_suite(root: Path, work_dir: Path, pytest_args: tuple[str, ...] = ()) -> 
         raise AssertionError(f"pytest wrote no junit report (exit {returncode}):\n{_tail(output_path)}")
     outcomes, messages = parse_junit(junit_path, root)
     return SuiteRun(outcomes, messages, returncode, _tail(output_path), broker.log()[-5000:], duration_s)
+
+
+def start_broker(work_dir: Path, attempts: int = 3) -> BrokerProcess:
+    """A fresh broker on a free port, advertising that port as the suite's template does.
+
+    advertised.listeners needs the port before the broker binds it, so a free port is picked
+    first; if another process takes it in between, start again on another.
+    """
+    for attempt in range(attempts):
+        port = _free_port()
+        settings = {**BROKER_SETTINGS, "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}"}
+        broker = BrokerProcess(work_dir / f"broker-data-{attempt}", settings, port=port)
+        try:
+            return broker.start()
+        except RuntimeError:
+            broker.kill()
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _keep_artifacts(work_dir: Path, paths: list[Path]) -> None:
@@ -285,6 +313,7 @@ class Comparison:
     unexpected_passes: list[str]     # listed, passed: take it off the list
     stale: list[str]                 # listed, but skipped or not collected at all
     expected_by_reason: dict[str, list[str]]
+    flaky_passed: list[str] = dataclasses.field(default_factory=list)  # listed as flaky, passed this time
 
     @property
     def ok(self) -> bool:
@@ -292,7 +321,7 @@ class Comparison:
 
 
 def compare(outcomes: dict[str, str], expected: dict[str, str]) -> Comparison:
-    unexpected_failures, unexpected_passes, stale = [], [], []
+    unexpected_failures, unexpected_passes, stale, flaky_passed = [], [], [], []
     by_reason: dict[str, list[str]] = defaultdict(list)
     for test_id, outcome in sorted(outcomes.items()):
         reason = expected.get(test_id)
@@ -303,10 +332,12 @@ def compare(outcomes: dict[str, str], expected: dict[str, str]) -> Comparison:
                 by_reason[reason].append(test_id)
         elif reason is not None:
             if reason.startswith(FLAKY_PREFIX):
+                if outcome == "passed":
+                    flaky_passed.append(test_id)
                 continue
             (unexpected_passes if outcome == "passed" else stale).append(test_id)
     stale += sorted(set(expected) - set(outcomes))
-    return Comparison(unexpected_failures, unexpected_passes, stale, dict(by_reason))
+    return Comparison(unexpected_failures, unexpected_passes, stale, dict(by_reason), flaky_passed)
 
 
 def summary(run: SuiteRun, comparison: Comparison) -> str:
@@ -322,6 +353,8 @@ def summary(run: SuiteRun, comparison: Comparison) -> str:
         lines.append("  expected failures by reason:")
         for reason, ids in sorted(comparison.expected_by_reason.items(), key=lambda kv: -len(kv[1])):
             lines.append(f"    {len(ids):3d}  {reason}")
+    if comparison.flaky_passed:
+        lines.append(f"  listed as flaky and passed this time: {len(comparison.flaky_passed)}")
     skip_reasons = Counter(run.messages[t] for t, o in run.outcomes.items() if o == "skipped")
     if skip_reasons:
         lines.append("  skipped by reason:")

@@ -47,6 +47,7 @@ def test_compare_accepts_either_outcome_for_flaky_entries():
     comparison = suite.compare({"t.py::a": "passed", "t.py::b": "failed"}, expected)
     assert comparison.ok
     assert comparison.expected_by_reason == {"flaky: broker bug X": ["t.py::b"]}
+    assert comparison.flaky_passed == ["t.py::a"]
 
 
 def test_junit_report_maps_to_upstream_test_ids(tmp_path):
