@@ -5,6 +5,7 @@ non-leader, replicated produce/consume and the group coordinator on the offsets 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -106,3 +107,68 @@ def test_replicated_produce_consume_and_commit(cluster, admin):
     # The coordinator is the leader of __consumer_offsets, which the controller replicated to all.
     offsets = admin.list_topics("__consumer_offsets", timeout=5).topics["__consumer_offsets"].partitions[0]
     assert sorted(offsets.replicas) == [1, 2, 3]
+
+
+def raw_request(port: int, api_key: int, version: int, request):
+    """One request over a plain (non-flexible header) connection to one broker."""
+    import asyncio
+
+    async def ask():
+        channel = BrokerChannel("127.0.0.1", port, "test")
+        try:
+            return await channel.request(api_key, version, request, 10)
+        finally:
+            channel.close()
+
+    return asyncio.run(ask())
+
+
+def test_group_requests_to_a_non_coordinator_answer_not_coordinator(cluster, admin):
+    from kio.schema.heartbeat.v3 import request as heartbeat
+    from kio.schema.join_group.v5 import request as join_group
+    from kio.schema.offset_commit.v7 import request as offset_commit
+    from kio.schema.offset_fetch.v5 import request as offset_fetch
+
+    create(admin, "coordinated", 1, 3)
+    wait_until(lambda: admin.list_topics("__consumer_offsets", timeout=5).topics["__consumer_offsets"].partitions[0].leader > 0,
+               15, message="a group coordinator")
+    coordinator = admin.list_topics("__consumer_offsets", timeout=5).topics["__consumer_offsets"].partitions[0].leader
+    join = join_group.JoinGroupRequest(group_id="g", session_timeout=timedelta(seconds=6), rebalance_timeout=timedelta(seconds=6), member_id="",
+                                       group_instance_id=None, protocol_type="consumer",
+                                       protocols=(join_group.JoinGroupRequestProtocol(name="range", metadata=b""),))
+    commit = offset_commit.OffsetCommitRequest(group_id="g", generation_id_or_member_epoch=-1, member_id="",
+                                               group_instance_id=None, topics=(offset_commit.OffsetCommitRequestTopic(
+                                                   name="coordinated", partitions=(offset_commit.OffsetCommitRequestPartition(
+                                                       partition_index=0, committed_offset=5, committed_metadata=None),)),))
+    fetch = offset_fetch.OffsetFetchRequest(group_id="g", topics=None)
+    beat = heartbeat.HeartbeatRequest(group_id="g", generation_id=1, member_id="m", group_instance_id=None)
+    for node_id, broker in cluster.brokers.items():
+        if node_id == coordinator:
+            continue
+        assert raw_request(broker.port, 11, 5, join).error_code == ErrorCode.not_coordinator
+        assert raw_request(broker.port, 8, 7, commit).topics[0].partitions[0].error_code == ErrorCode.not_coordinator
+        assert raw_request(broker.port, 9, 5, fetch).error_code == ErrorCode.not_coordinator
+        assert raw_request(broker.port, 12, 3, beat).error_code == ErrorCode.not_coordinator
+    # The coordinator itself takes the commit, and every broker's FindCoordinator names it.
+    port = cluster.brokers[coordinator].port
+    assert raw_request(port, 8, 7, commit).topics[0].partitions[0].error_code == ErrorCode.none
+    fetched = raw_request(port, 9, 5, fetch)
+    assert fetched.error_code == ErrorCode.none and fetched.topics[0].partitions[0].committed_offset == 5
+
+
+def test_topic_config_change_reaches_every_replica(cluster, admin):
+    """AlterConfigs is served by one broker; the open logs of the others take the new config too."""
+    from confluent_kafka.admin import ConfigResource
+
+    create(admin, "reconfigured", 1, 3)
+    resource = ConfigResource("topic", "reconfigured", set_config={"segment.bytes": "2000"})
+    admin.alter_configs([resource])[resource].result(10)
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 0})
+    for _ in range(30):
+        producer.produce("reconfigured", value=b"x" * 500)
+        producer.flush(10)
+
+    def segments(node_id):
+        return len(list((cluster.brokers[node_id].data_dir / "reconfigured-0").glob("*.log")))
+
+    wait_until(lambda: all(segments(n) >= 3 for n in cluster.brokers), 15, message="every replica rolled at 2000 bytes")

@@ -59,7 +59,7 @@ from tidelog.groups.records import (
     encode_offset_key,
     encode_offset_value,
 )
-from tidelog.protocol.errors import ErrorCode
+from tidelog.protocol.errors import ErrorCode, KafkaError
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,11 @@ UNKNOWN_GENERATION = -1
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _write_error(e: Exception) -> ErrorCode:
+    """The error a group request answers when its ``__consumer_offsets`` write failed."""
+    return e.error_code if isinstance(e, KafkaError) else ErrorCode.coordinator_not_available
 
 
 class GroupLog(Protocol):
@@ -806,7 +811,7 @@ class GroupCoordinator:
             await self.log.write([(encode_group_key(GroupKey(group.group_id)), encode_group_value(value))])
         except Exception as e:  # noqa: BLE001 - any storage failure fails this generation's sync
             logger.error("group %s: cannot store group metadata: %s", group.group_id, e)
-            error = ErrorCode.coordinator_not_available
+            error = _write_error(e)
         if group.state != COMPLETING_REBALANCE or group.generation_id != generation_id:
             return  # a rebalance started meanwhile; the members were told
         if error is not ErrorCode.none:
@@ -977,7 +982,7 @@ class GroupCoordinator:
         except Exception as e:  # noqa: BLE001 - the commit is not acknowledged
             logger.error("group %s: cannot store offsets: %s", group_id, e)
             for key, _ in accepted:
-                results[key] = ErrorCode.coordinator_not_available
+                results[key] = _write_error(e)
             return results
         if group_id not in self.groups and group_id not in self.consumer_groups:
             self.groups[group_id] = ClassicGroup(group_id)

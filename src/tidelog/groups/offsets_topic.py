@@ -4,7 +4,9 @@ One partition (a single node coordinates every group; Kafka's default is 50 part
 only matter to spread coordinators over brokers), ``cleanup.policy=compact`` so the last
 record per key is what survives. Records are built with ``build_batch`` (encoding in
 groups/records.py), appended through the topic's PartitionLog, and a write returns only once
-``LogManager.wait_durable`` says they are durable. Not thread-safe; the event loop owns it.
+``LogManager.wait_durable`` says they are durable. In a cluster a write is acks=all: it raises
+KafkaError (with the error a group request answers) when this broker no longer leads the
+partition, the ISR is below ``min.insync.replicas``, or the ISR does not get it in time. Not thread-safe; the event loop owns it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Iterator
 
+from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import BATCH_HEADER_SIZE, build_batch, iter_records, parse_batch_header, set_partition_leader_epoch
 
 if TYPE_CHECKING:
@@ -24,7 +27,16 @@ TOPIC = "__consumer_offsets"
 PARTITIONS = 1
 TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": str(100 * 1024 * 1024)}
 _READ_BYTES = 1 << 20
-REPLICATION_TIMEOUT_S = 30.0
+
+
+def coordinator_error(error: ErrorCode) -> ErrorCode:
+    """What a group request answers when its ``__consumer_offsets`` write failed with ``error``
+    (Kafka's mapping in the group coordinator's append path)."""
+    if error in (ErrorCode.not_leader_or_follower, ErrorCode.kafka_storage_error, ErrorCode.fenced_leader_epoch):
+        return ErrorCode.not_coordinator
+    if error in (ErrorCode.request_timed_out, ErrorCode.not_coordinator, ErrorCode.coordinator_load_in_progress):
+        return error
+    return ErrorCode.coordinator_not_available  # NOT_ENOUGH_REPLICAS(_AFTER_APPEND), UNKNOWN_TOPIC_OR_PARTITION, ...
 
 
 class ConsumerOffsetsTopic:
@@ -55,15 +67,20 @@ class ConsumerOffsetsTopic:
         log = self.log
         replication = self.broker.replication  # cluster mode: written as acks=all
         if replication is not None:
+            error = replication.leader_error(TOPIC, 0) or replication.check_min_isr(TOPIC, 0)
+            if error:
+                raise KafkaError(coordinator_error(error), f"__consumer_offsets not writable here: {error.name}")
             set_partition_leader_epoch(view, replication.leader_epoch(TOPIC, 0))
         base_offset = log.append(view, info)
         self.broker.notify_append(TOPIC, 0)
         await self.broker.logs.wait_durable(log, base_offset + info.last_offset_delta + 1)
         if replication is not None:
             replication.on_local_append(TOPIC, 0)
-            error = await replication.wait_for_isr(TOPIC, 0, base_offset + info.last_offset_delta + 1, REPLICATION_TIMEOUT_S)
+            timeout_s = self.broker.config["offsets.commit.timeout.ms"] / 1000
+            error = await replication.wait_for_isr(TOPIC, 0, base_offset + info.last_offset_delta + 1, timeout_s)
             if error:
                 logger.warning("__consumer_offsets write at %d not replicated: %s", base_offset, error.name)
+                raise KafkaError(coordinator_error(error), f"__consumer_offsets write not replicated: {error.name}")
 
     def replay(self) -> Iterator[tuple[bytes, bytes | None]]:
         log = self.log

@@ -43,7 +43,11 @@ async def handle(ctx: RequestContext, request) -> object:
         ))
 
     described = []
+    coordinator_error = ctx.broker.group_coordinator_error()
     for group_id in request.group_ids:
+        if coordinator_error is not None:
+            described.append(_not_found(module, group_id, coordinator_error, None))
+            continue
         if not group_id:
             described.append(_not_found(module, group_id, ErrorCode.invalid_group_id, "GroupId can't be empty."))
             continue

@@ -37,9 +37,11 @@ def _ms(value) -> int:
 async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, ctx.api_version)
     groups = ctx.broker.groups
-    if not groups.loaded:
+    error = ctx.broker.group_coordinator_error()
+    if error is not None:
+        message = "This is not the group coordinator" if error is ErrorCode.not_coordinator else "The coordinator is loading"
         return build(module.ConsumerGroupHeartbeatResponse, throttle_time=datetime.timedelta(0),
-                     error_code=ErrorCode.coordinator_not_available, error_message="The coordinator is loading",
+                     error_code=error, error_message=message,
                      member_id=None, member_epoch=0, heartbeat_interval=datetime.timedelta(0), assignment=None)
     owned = None
     if request.topic_partitions is not None:

@@ -19,7 +19,12 @@ API_KEY = 42
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, ctx.api_version)
-    results = await ctx.broker.groups.delete_groups(list(dict.fromkeys(request.groups_names)))
+    group_ids = list(dict.fromkeys(request.groups_names))
+    error = ctx.broker.group_coordinator_error()
+    if error is not None:
+        results = {group_id: error for group_id in group_ids}
+    else:
+        results = await ctx.broker.groups.delete_groups(group_ids)
     return build(
         module.DeleteGroupsResponse,
         throttle_time=datetime.timedelta(0),

@@ -7,9 +7,11 @@ at or below the current start changes nothing. The result is the partition's low
 An offset above the high watermark, or negative other than -1, is OFFSET_OUT_OF_RANGE; a topic
 whose ``cleanup.policy`` lacks ``delete`` is POLICY_VIOLATION ("Records of partition ... can not
 be deleted due to the configured policy"), as in Kafka; an unknown topic or partition is
-UNKNOWN_TOPIC_OR_PARTITION. Failed partitions report low watermark -1.
+UNKNOWN_TOPIC_OR_PARTITION. Failed partitions report low watermark -1. In a cluster only the
+leader deletes (others answer NOT_LEADER_OR_FOLLOWER) up to its high watermark; followers move
+their log start with the leader's as they fetch.
 Versions: 0-2. Errors (per partition): OFFSET_OUT_OF_RANGE, POLICY_VIOLATION,
-UNKNOWN_TOPIC_OR_PARTITION, KAFKA_STORAGE_ERROR.
+UNKNOWN_TOPIC_OR_PARTITION, KAFKA_STORAGE_ERROR, NOT_LEADER_OR_FOLLOWER.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ def delete_before(ctx: RequestContext, topic: str, partition: int, offset: int) 
             ErrorCode.policy_violation, f"Records of partition {topic}-{partition} can not be deleted due to the configured policy"
         )
     high_watermark = log.log_end_offset
+    replication = ctx.broker.replication
+    if replication is not None:  # only the leader moves the log start; followers follow its fetch answers
+        error = replication.leader_error(topic, partition)
+        if error is not None:
+            raise KafkaError(error, None)
+        high_watermark = replication.high_watermark(topic, partition)
     if offset == HIGH_WATERMARK:
         offset = high_watermark
     if offset < 0:

@@ -30,7 +30,11 @@ def _dead(module, group_id: str, error: ErrorCode, message: str | None):
 async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, ctx.api_version)
     described = []
+    coordinator_error = ctx.broker.group_coordinator_error()
     for group_id in request.groups:
+        if coordinator_error is not None:
+            described.append(_dead(module, group_id, coordinator_error, None))
+            continue
         description = ctx.broker.groups.describe_group(group_id)
         if description is None:
             if ctx.api_version >= 6:

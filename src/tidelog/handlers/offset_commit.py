@@ -47,7 +47,10 @@ async def handle(ctx: RequestContext, request) -> object:
                 errors[key] = ErrorCode.unknown_topic_or_partition
             else:
                 offsets[key] = (p.committed_offset, getattr(p, "committed_leader_epoch", -1), p.committed_metadata)
-    if offsets:
+    coordinator_error = broker.group_coordinator_error()
+    if coordinator_error is not None:
+        errors.update((key, coordinator_error) for key in offsets)
+    elif offsets:
         errors.update(
             await broker.groups.commit_offsets(
                 request.group_id,

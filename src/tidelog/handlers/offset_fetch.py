@@ -31,6 +31,15 @@ def _group_topics(ctx: RequestContext, module, group_id: str, topics, partition_
         wanted = [(t.name, p) for t in topics for p in t.partition_indexes]
     if not group_id and ctx.api_version >= 2:
         return ErrorCode.invalid_group_id, ()
+    coordinator_error = ctx.broker.group_coordinator_error()
+    if coordinator_error is not None:
+        if ctx.api_version >= 2 or wanted is None:
+            return coordinator_error, ()
+        by_topic: dict[str, list] = {}
+        for topic, partition in wanted:  # v1 has no top-level error: one per partition
+            by_topic.setdefault(topic, []).append(build(partition_cls, partition_index=partition, committed_offset=-1,
+                                                        committed_leader_epoch=-1, metadata="", error_code=coordinator_error))
+        return ErrorCode.none, tuple(build(topic_cls, name=name, partitions=tuple(ps)) for name, ps in by_topic.items())
     if ctx.api_version >= 9:
         error = ctx.broker.groups.validate_offset_fetch(group_id, member_id, member_epoch)
         if error is not ErrorCode.none:

@@ -21,6 +21,10 @@ API_KEY = 14
 
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
+    error = ctx.broker.group_coordinator_error()
+    if error is not None:
+        return build(response_module(API_KEY, ctx.api_version).SyncGroupResponse, throttle_time=datetime.timedelta(0),
+                     error_code=error, protocol_type=None, protocol_name=None, assignment=b"")
     result = await ctx.broker.groups.sync_group(
         request.group_id,
         request.generation_id,

@@ -179,6 +179,22 @@ class Broker:
             logger.info("broker %d is now the group coordinator", self.node_id)
             asyncio.get_running_loop().create_task(self.groups.start())
 
+    def group_coordinator_error(self) -> ErrorCode | None:
+        """Why this broker cannot serve a group request now, or None.
+
+        In a cluster the group coordinator lives with the leadership of ``__consumer_offsets``
+        partition 0: any other broker answers NOT_COORDINATOR (the client looks the coordinator
+        up again), and the leader answers COORDINATOR_LOAD_IN_PROGRESS until it has replayed
+        the partition (Kafka's two answers)."""
+        if self.replication is not None:
+            from tidelog.groups.offsets_topic import TOPIC
+
+            if self.replication.leader_error(TOPIC, 0) is not None:
+                return ErrorCode.not_coordinator
+        if not self.groups.loaded:
+            return ErrorCode.coordinator_load_in_progress
+        return None
+
     def hosts_replica(self, topic: str, partition: int) -> bool:
         """Whether this broker keeps a replica of the partition (always, on a single node)."""
         if self.replication is None:

@@ -13,6 +13,8 @@ Follower side: one ``Fetcher`` task per leader broker, fetching all the partitio
 from it in one long-polling Fetch, appending the leader's batches with their offsets as they
 are. Before fetching after a leader change it asks the leader (OffsetForLeaderEpoch) where its
 own last epoch ends there and truncates a divergent tail.
+High watermarks: every ``replica.high.watermark.checkpoint.interval.ms`` and at shutdown into
+``<data dir>/replication-offset-checkpoint`` (Kafka's file), read back at start.
 Leader epochs (``LeaderEpochCache``): epoch -> first offset, kept in
 ``<partition dir>/leader-epoch-checkpoint`` (one "epoch offset" line each), rebuilt from the
 batches' partition_leader_epoch when missing.
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EPOCH_FILE = "leader-epoch-checkpoint"
+HW_CHECKPOINT_FILE = "replication-offset-checkpoint"
 FETCH_VERSION = 11  # names, replica_id, current_leader_epoch; not flexible
 EPOCH_VERSION = 3  # OffsetForLeaderEpoch with replica_id; not flexible
 FETCH_MAX_WAIT_MS = 500
@@ -157,17 +160,20 @@ class ReplicaManager:
         self.fetchers: dict[int, Fetcher] = {}
         self.lag_max_ms = broker.config["replica.lag.time.max.ms"]
         self._dirty: set[tuple[str, int]] = set()
+        self._applied_configs: dict[str, dict] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.on_leadership: list = []  # callbacks (topic, partition, leading: bool)
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
+        self._load_high_watermarks()
         self.store.add_listener(self._on_change)
         self._dirty.update(self.store.partitions)
         self._wake.set()
         self._tasks = [asyncio.create_task(self._apply_loop(), name="replica-apply"),
-                       asyncio.create_task(self._isr_shrink_loop(), name="isr-shrink")]
+                       asyncio.create_task(self._isr_shrink_loop(), name="isr-shrink"),
+                       asyncio.create_task(self._checkpoint_loop(), name="hw-checkpoint")]
 
     async def stop(self) -> None:
         for fetcher in self.fetchers.values():
@@ -177,6 +183,59 @@ class ReplicaManager:
         await asyncio.gather(*self._tasks, *(f.task for f in self.fetchers.values() if f.task), return_exceptions=True)
         for leader in self.leading.values():
             self._fail_waiters(leader, ErrorCode.not_leader_or_follower)
+        self._write_high_watermarks(self._high_watermark_text())
+
+    # ---- high watermark checkpoint ---------------------------------------------------------
+    @property
+    def _checkpoint_path(self):
+        return self.broker.data_dir / HW_CHECKPOINT_FILE
+
+    def _load_high_watermarks(self) -> None:
+        """Read ``replication-offset-checkpoint`` (Kafka's format: version 0, a count, then
+        "topic partition high_watermark" lines), so that a broker leading again after a restart
+        serves what was committed before it, not nothing until its followers fetch again."""
+        try:
+            lines = self._checkpoint_path.read_text().split("\n")
+        except FileNotFoundError:
+            return
+        for line in lines[2:]:
+            parts = line.rsplit(" ", 2)
+            if len(parts) == 3 and parts[1].isdigit():
+                log = self.broker.logs.get(parts[0], int(parts[1]))
+                if log is not None:
+                    self.follower_high_watermarks[(parts[0], int(parts[1]))] = min(int(parts[2]), log.log_end_offset)
+
+    def _high_watermark_text(self) -> str:
+        entries = []
+        for log in self.broker.logs.logs():
+            key = (log.topic, log.partition)
+            leader = self.leading.get(key)
+            high_watermark = leader.high_watermark if leader is not None else self.follower_high_watermarks.get(key)
+            if high_watermark is not None:
+                entries.append(f"{log.topic} {log.partition} {min(high_watermark, log.log_end_offset)}\n")
+        return f"0\n{len(entries)}\n" + "".join(sorted(entries))
+
+    def _write_high_watermarks(self, text: str) -> None:
+        tmp = self._checkpoint_path.with_name(HW_CHECKPOINT_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._checkpoint_path)
+
+    async def _checkpoint_loop(self) -> None:
+        interval_s = self.broker.config["replica.high.watermark.checkpoint.interval.ms"] / 1000
+        written = None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval_s)
+            text = self._high_watermark_text()
+            if text != written:
+                try:
+                    await loop.run_in_executor(None, self._write_high_watermarks, text)
+                    written = text
+                except OSError as e:
+                    logger.error("cannot write %s: %s", self._checkpoint_path, e)
 
     def refresh(self, topic: str) -> None:
         """Apply the topic's partition states now (after this broker wrote them)."""
@@ -191,9 +250,24 @@ class ReplicaManager:
             self._dirty.update(k for k in list(self.leading) + list(self.following) if k[0] == key)
             if record is None:
                 self._drop_topic(key)
+            else:
+                self._apply_topic_configs(record)
         elif kind == "broker":
             return
         self._wake.set()
+
+    def _apply_topic_configs(self, record) -> None:
+        """A topic's config change (AlterConfigs served by any broker) reaches this broker's
+        open logs of it; configs dicts are replaced on change, never mutated."""
+        if self._applied_configs.get(record.name) is record.configs:
+            return
+        self._applied_configs[record.name] = record.configs
+        log_config = self.broker.log_config(record.configs)
+        for index in range(record.partitions):
+            log = self.broker.logs.get(record.name, index)
+            if log is not None and log.config != log_config:
+                log.set_config(log_config)
+                logger.info("%s-%d: log config updated", record.name, index)
 
     def _drop_topic(self, name: str) -> None:
         for key in [k for k in list(self.leading) + list(self.following) if k[0] == name]:
@@ -452,6 +526,22 @@ class ReplicaManager:
         self.follower_high_watermarks[key] = min(leader_high_watermark, log.log_end_offset)
         return appended
 
+    def truncate_fully_and_start_at(self, key: tuple[str, int], offset: int) -> None:
+        log = self.broker.logs.get(*key)
+        if log is None:
+            return
+        log.truncate_fully_and_start_at(offset)
+        self.epoch_cache(key, log).truncate_from(0)
+        self.follower_high_watermarks[key] = offset
+        self.broker._producer_states.pop(key, None)
+
+    def follow_log_start(self, key: tuple[str, int], leader_log_start_offset: int) -> None:
+        """Move our log start up with the leader's (its retention or DeleteRecords), as Kafka's
+        followers do, so a new leader never serves records its predecessor had deleted."""
+        log = self.broker.logs.get(*key)
+        if log is not None and log.log_start_offset < leader_log_start_offset <= log.log_end_offset:
+            log.delete_records_before(leader_log_start_offset)
+
     def truncate(self, key: tuple[str, int], offset: int) -> None:
         log = self.broker.logs.get(*key)
         if log is None or offset >= log.log_end_offset:
@@ -638,11 +728,21 @@ class Fetcher:
                         log = manager.broker.logs.get(*key)
                         if log is not None:
                             manager.follower_high_watermarks[key] = min(p.high_watermark, log.log_end_offset)
+                    manager.follow_log_start(key, p.log_start_offset)
                 elif p.error_code == ErrorCode.offset_out_of_range:
-                    logger.warning("%s-%d: fetch offset out of range at leader %d; truncating to its high watermark",
-                                   key[0], key[1], self.leader_id)
-                    manager.truncate(key, min(p.high_watermark, manager.follower_high_watermarks.get(key, 0)))
-                    self.needs_truncation.add(key)
+                    log = manager.broker.logs.get(*key)
+                    if log is not None and 0 <= log.log_end_offset < p.log_start_offset:
+                        # Behind the leader's log start (retention or DeleteRecords removed what we
+                        # lack): nothing we have can be continued; start again where the leader starts.
+                        logger.warning("%s-%d: log end offset %d is below leader %d's log start offset %d; "
+                                       "starting again there", key[0], key[1], log.log_end_offset, self.leader_id,
+                                       p.log_start_offset)
+                        manager.truncate_fully_and_start_at(key, p.log_start_offset)
+                    else:
+                        logger.warning("%s-%d: fetch offset out of range at leader %d; truncating to its high watermark",
+                                       key[0], key[1], self.leader_id)
+                        manager.truncate(key, min(p.high_watermark, manager.follower_high_watermarks.get(key, 0)))
+                        self.needs_truncation.add(key)
                     backoff = True
                 else:
                     backoff = True  # not the leader yet/anymore: metadata will catch up

@@ -344,22 +344,38 @@ class PartitionLog:
         self._base_offsets = [s.base_offset for s in self.segments]
         self.log_start_offset = max(self.log_start_offset, self.segments[0].base_offset)
 
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Drop every segment and go on empty at ``offset`` (a follower whose log ends below
+        its leader's log start offset: what it has can never be fetched onto)."""
+        logger.warning("%s: dropping offsets %d..%d, starting again at %d", self.dir, self.log_start_offset,
+                       self.log_end_offset, offset)
+        self._truncate_all(offset)
+
     def truncate_to(self, offset: int) -> None:
         """Drop everything at or above ``offset``, whole batches (a batch containing it goes)."""
         if offset >= self.log_end_offset:
             return
-        if offset <= self.segments[0].base_offset:
-            for segment in self.segments:
-                segment.delete()
-            self.segments = [LogSegment(self.dir, offset)]
-            self.log_start_offset = offset
-            write_checkpoint(self.dir / LOG_START_OFFSET_FILE, offset)
-        else:
-            keep = bisect_right(self._base_offsets, offset - 1)  # segments holding offsets below `offset`
-            for segment in self.segments[keep:]:
-                segment.delete()
-            self.segments = self.segments[:keep]
-            self.segments[-1].truncate_to(offset)
+        self._truncate_all(offset) if offset <= self.segments[0].base_offset else self._truncate_tail(offset)
+        logger.info("%s: truncated to offset %d, log_end_offset=%d", self.dir, offset, self.log_end_offset)
+
+    def _truncate_all(self, offset: int) -> None:
+        for segment in self.segments:
+            segment.delete()
+        self.segments = [LogSegment(self.dir, offset)]
+        self.log_start_offset = offset
+        write_checkpoint(self.dir / LOG_START_OFFSET_FILE, offset)
+        self.durable_offset = offset  # nothing left to be durable below it
+        self._after_truncation()
+
+    def _truncate_tail(self, offset: int) -> None:
+        keep = bisect_right(self._base_offsets, offset - 1)  # segments holding offsets below `offset`
+        for segment in self.segments[keep:]:
+            segment.delete()
+        self.segments = self.segments[:keep]
+        self.segments[-1].truncate_to(offset)
+        self._after_truncation()
+
+    def _after_truncation(self) -> None:
         self._base_offsets = [s.base_offset for s in self.segments]
         self._unflushed = [self.segments[-1]]
         self._syncing = {s: n for s, n in self._syncing.items() if s in self.segments}
@@ -368,7 +384,6 @@ class PartitionLog:
         self.durable_offset = min(self.durable_offset, self.log_end_offset)
         self._recovery_point = min(self._recovery_point, self.log_end_offset)
         write_checkpoint(self.dir / RECOVERY_POINT_FILE, self._recovery_point)
-        logger.info("%s: truncated to offset %d, log_end_offset=%d", self.dir, offset, self.log_end_offset)
 
     # ---- durability ----------------------------------------------------------------------
 
