@@ -102,7 +102,8 @@ def test_replicated_produce_consume_and_commit(cluster, admin):
     assert values == set(range(600))
     consumer.commit(asynchronous=False)
     committed = consumer.committed([TopicPartition("replicated", p) for p in range(3)], timeout=10)
-    assert sum(tp.offset for tp in committed) == 600
+    # Sticky partitioning may put every record in one or two partitions: the others have no commit (-1001).
+    assert sum(max(tp.offset, 0) for tp in committed) == 600, [(tp.partition, tp.offset, tp.error) for tp in committed]
     consumer.close()
     # The coordinator is the leader of __consumer_offsets, which the controller replicated to all.
     offsets = admin.list_topics("__consumer_offsets", timeout=5).topics["__consumer_offsets"].partitions[0]

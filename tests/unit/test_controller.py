@@ -57,3 +57,26 @@ def test_dead_follower_leaves_the_isr_and_live_state_is_left_alone():
     shrunk = elect(state, {1, 3}, unclean_allowed=False)
     assert shrunk.leader == 1 and shrunk.leader_epoch == 2 and shrunk.isr == (1, 3)
     assert elect(state, {1, 2, 3}, unclean_allowed=False) is None
+
+
+def test_controlled_shutdown_hands_leadership_to_another_in_sync_replica():
+    from tidelog.cluster.controller import elect
+
+    state = PartitionState((1, 2, 3), 1, 3, (1, 2, 3), 7)
+    moved = elect(state, {1, 2, 3}, unclean_allowed=False, shutting_down={1})
+    assert moved.leader == 2 and moved.leader_epoch == 4 and moved.isr == (2, 3)
+    follower_stopping = elect(state, {1, 2, 3}, unclean_allowed=False, shutting_down={3})
+    assert follower_stopping.leader == 1 and follower_stopping.isr == (1, 2) and follower_stopping.leader_epoch == 3
+    alone = PartitionState((1, 2), 1, 0, (1,), 0)
+    assert elect(alone, {1, 2}, unclean_allowed=False, shutting_down={1}) is None  # nobody else in sync: it stays
+
+
+def test_preferred_replica_leads_again_once_in_sync():
+    from tidelog.cluster.controller import preferred
+
+    state = PartitionState((1, 2, 3), 2, 5, (2, 3), 9)
+    assert preferred(state, {1, 2, 3}) is None  # not in sync yet
+    back = preferred(state.changed(isr=(2, 3, 1)), {1, 2, 3})
+    assert back.leader == 1 and back.leader_epoch == 6
+    assert preferred(state.changed(isr=(2, 3, 1)), {1, 2, 3}, shutting_down={1}) is None
+    assert preferred(PartitionState((1, 2, 3), 1, 0, (1, 2, 3), 0), {1, 2, 3}) is None

@@ -14,6 +14,10 @@ What it does, on every change of the live broker set (and once on taking over):
 - dead brokers are removed from the ISR of partitions whose leader lives (so acks=all stops
   waiting for them at once rather than after ``replica.lag.time.max.ms``).
 - an offline partition whose last in-sync replica is back gets it as leader.
+- a broker in controlled shutdown (``store.shutting_down``) leaves every ISR and hands each
+  leadership to the first other live in-sync replica; where there is none it keeps leading.
+- every ``leader.imbalance.check.interval.seconds`` (``auto.leader.rebalance.enable``),
+  leadership goes back to each partition's preferred (first) replica once it is in sync.
 Growing the ISR back is the leader's job (replica_manager.py), as it sees followers catch up.
 
 Replica placement (``assign_replicas``) is used by whichever broker serves CreateTopics /
@@ -77,12 +81,22 @@ def assign_replicas(brokers: list[BrokerInfo], partitions: int, replication_fact
     return states
 
 
-def elect(state: PartitionState, live: set[int], unclean_allowed: bool) -> PartitionState | None:
-    """The state the controller wants for a partition given the live brokers; None if unchanged."""
-    if state.leader in live:
-        isr = tuple(r for r in state.isr if r in live)
+def elect(state: PartitionState, live: set[int], unclean_allowed: bool,
+          shutting_down: set[int] | frozenset[int] = frozenset()) -> PartitionState | None:
+    """The state the controller wants for a partition given the live brokers and those in
+    controlled shutdown; None if unchanged."""
+    eligible = live - shutting_down
+    if state.leader in eligible:
+        isr = tuple(r for r in state.isr if r in eligible)
         return state.changed(isr=isr) if isr != state.isr and state.leader in isr else None
-    candidates = [r for r in state.replicas if r in state.isr and r in live]
+    if state.leader in live:  # in controlled shutdown: hand over to another in-sync replica if any
+        candidates = [r for r in state.replicas if r in state.isr and r in eligible]
+        if not candidates:
+            return None  # it keeps leading until it stops
+        return state.changed(leader=candidates[0], leader_epoch=state.leader_epoch + 1,
+                             isr=tuple(r for r in state.isr if r in eligible))
+    candidates = ([r for r in state.replicas if r in state.isr and r in eligible]
+                  or [r for r in state.replicas if r in state.isr and r in live])
     if candidates:
         leader = candidates[0]
         return state.changed(leader=leader, leader_epoch=state.leader_epoch + 1,
@@ -98,6 +112,14 @@ def elect(state: PartitionState, live: set[int], unclean_allowed: bool) -> Parti
     return None
 
 
+def preferred(state: PartitionState, live: set[int], shutting_down: set[int] | frozenset[int] = frozenset()) -> PartitionState | None:
+    """Leadership back to the preferred (first) replica when it is live and in sync; else None."""
+    first = state.replicas[0] if state.replicas else -1
+    if state.leader in (first, -1) or first not in state.isr or first not in live or first in shutting_down:
+        return None
+    return state.changed(leader=first, leader_epoch=state.leader_epoch + 1)
+
+
 class Controller:
     """Runs on the elected broker; see the module docstring."""
 
@@ -107,6 +129,7 @@ class Controller:
         self.epoch = 0
         self._dirty = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._rebalance_task: asyncio.Task | None = None
 
     @property
     def active(self) -> bool:
@@ -116,9 +139,14 @@ class Controller:
         self.epoch = epoch
         self._dirty.set()
         self._task = asyncio.create_task(self._run(), name="controller")
+        if self.broker.config["auto.leader.rebalance.enable"]:
+            self._rebalance_task = asyncio.create_task(self._rebalance_loop(), name="leader-rebalance")
         logger.info("broker %d is the controller (epoch %d)", self.broker.node_id, epoch)
 
     def stop(self) -> None:
+        if self._rebalance_task is not None:
+            self._rebalance_task.cancel()
+            self._rebalance_task = None
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -152,7 +180,8 @@ class Controller:
             record = self.store.topics.get(topic)
             if record is None:
                 continue
-            wanted = elect(state, live, self.broker.config.topic_value(record.configs, "unclean.leader.election.enable"))
+            wanted = elect(state, live, self.broker.config.topic_value(record.configs, "unclean.leader.election.enable"),
+                           self.store.shutting_down)
             if wanted is None:
                 continue
             stored = await self.store.compare_and_set_partition(topic, index, wanted, self.epoch)
@@ -164,6 +193,38 @@ class Controller:
             logger.info("controller: %s-%d leader %d -> %d (epoch %d), isr %s -> %s", topic, index, state.leader,
                         stored.leader, stored.leader_epoch, list(state.isr), list(stored.isr))
         return all_done
+
+    async def _rebalance_loop(self) -> None:
+        interval_s = self.broker.config["leader.imbalance.check.interval.seconds"]
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.rebalance_leaders()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("preferred-leader election failed; retrying at the next check")
+
+    async def rebalance_leaders(self) -> int:
+        """Preferred-leader election over every partition; the number of leaders moved.
+
+        Kafka moves leaders only on brokers whose share of non-preferred leaders passes
+        ``leader.imbalance.per.broker.percentage``; we move every one whose preferred replica
+        is back in sync (one threshold less, and leaders spread as placement intended)."""
+        live = set(self.store.brokers)
+        moved = 0
+        for (topic, index), state in list(self.store.partitions.items()):
+            if topic not in self.store.topics:
+                continue
+            wanted = preferred(state, live, self.store.shutting_down)
+            if wanted is None:
+                continue
+            stored = await self.store.compare_and_set_partition(topic, index, wanted, self.epoch)
+            if stored is not None:
+                moved += 1
+                logger.info("controller: %s-%d leader %d -> preferred replica %d (epoch %d)", topic, index,
+                            state.leader, stored.leader, stored.leader_epoch)
+        return moved
 
     async def _create_offsets_topic(self, live_count: int) -> None:
         """``__consumer_offsets`` appears once ``offsets.topic.replication.factor`` brokers are live."""

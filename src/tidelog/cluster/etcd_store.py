@@ -12,6 +12,7 @@ current endpoint and moves on to the next one after a connection error or ``time
 Keys, under ``prefix`` (default ``/tidelog``):
   cluster_id                  the cluster id, created once (create-if-absent)
   brokers/<id>                BrokerInfo JSON, bound to the broker's lease
+  shutdown/<id>               present while broker <id> is in controlled shutdown (same lease)
   controller                  {"node_id": id}, created if absent, bound to the lease of the
                               broker that created it; its create revision is the controller
                               epoch, which fences the writes of a controller that lost it
@@ -193,6 +194,7 @@ class EtcdMetadataStore:
         self.topics: dict[str, TopicRecord] = {}
         self.partitions: dict[tuple[str, int], PartitionState] = {}
         self.brokers: dict[int, BrokerInfo] = {}
+        self.shutting_down: set[int] = set()
         self.controller_id = -1
         self.controller_epoch = 0
         self.revision = 0
@@ -219,7 +221,8 @@ class EtcdMetadataStore:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2)  # bounded: see ReplicaManager.stop
         self._tasks = []
         if self._lease is not None:
             try:
@@ -242,6 +245,7 @@ class EtcdMetadataStore:
     async def _reload(self) -> None:
         kvs, revision = await self.client.range(self.prefix, prefix=True)
         self.topics, self.partitions, self.brokers = {}, {}, {}
+        self.shutting_down = set()
         self.controller_id, self.controller_epoch = -1, 0
         for kv in kvs:
             self._apply(kv, deleted=False)
@@ -272,7 +276,7 @@ class EtcdMetadataStore:
         """Apply one key's new value (or deletion) to the cache; return (kind, key) changed."""
         key = _unb64(kv["key"]).decode()[len(self.prefix):]
         kind, _, rest = key.partition("/")
-        if kind not in ("brokers", "controller", "topics", "partitions"):
+        if kind not in ("brokers", "controller", "topics", "partitions", "shutdown"):
             return None
         value = None if deleted else json.loads(_unb64(kv.get("value", "")) or b"null")
         mod_revision = int(kv.get("mod_revision", 0))
@@ -283,6 +287,9 @@ class EtcdMetadataStore:
             else:
                 self.brokers[node_id] = BrokerInfo.from_json(value)
             return "broker", node_id
+        if kind == "shutdown":
+            (self.shutting_down.discard if value is None else self.shutting_down.add)(int(rest))
+            return "broker", int(rest)
         if kind == "controller":
             if value is None:
                 self.controller_id, self.controller_epoch = -1, 0
@@ -331,6 +338,11 @@ class EtcdMetadataStore:
                     await self._register()
             except EtcdUnavailable as e:
                 logger.warning("lease keepalive failed: %s", e)
+
+    async def announce_shutdown(self, node_id: int) -> None:
+        """Put ``shutdown/<id>`` under our lease: the controller moves our leaderships away."""
+        await self.client.txn([], [_put(self.prefix + f"shutdown/{node_id}", {"node_id": node_id}, self._lease)])
+        self.shutting_down.add(node_id)
 
     async def elect_controller(self, node_id: int) -> bool:
         """Create ``controller`` bound to our lease if absent; True when we hold it now."""

@@ -15,8 +15,10 @@ The reads are plain attributes kept current by the store (``topics``, ``partitio
 states change only by compare-and-swap: ``compare_and_set_partition`` succeeds only if the
 stored state's ``version`` (the store revision of its last write) is still the caller's, and,
 when a controller epoch is given, only while that controller still holds the election.
+A broker about to stop (controlled shutdown) says so with ``announce_shutdown``: it joins
+``shutting_down`` (until its registration goes) and the controller moves its leaderships away.
 Listeners (``add_listener``) are called after each change with ``(kind, key)``: kind is
-"broker" (key node id), "controller" (None), "topic" (name) or "partition" ((topic, index)).
+"broker" (key node id; also for a shutdown announcement), "controller" (None), "topic" (name) or "partition" ((topic, index)).
 Not thread-safe; the event loop owns a store.
 """
 
@@ -122,6 +124,7 @@ class MetadataStore(Protocol):
     topics: dict[str, TopicRecord]
     partitions: dict[tuple[str, int], PartitionState]
     brokers: dict[int, BrokerInfo]
+    shutting_down: set[int]  # live brokers in controlled shutdown: they may lead nothing
     controller_id: int  # -1 while there is none
     controller_epoch: int
 
@@ -129,6 +132,7 @@ class MetadataStore(Protocol):
     async def close(self) -> None: ...
     async def register_broker(self, broker: BrokerInfo) -> None: ...
     async def elect_controller(self, node_id: int) -> bool: ...
+    async def announce_shutdown(self, node_id: int) -> None: ...
     def add_listener(self, listener: Listener) -> None: ...
 
     async def create_topic(self, record: TopicRecord, assignment: list[PartitionState] | None = None) -> None: ...
@@ -164,6 +168,7 @@ class EmbeddedMetadataStore:
         self.topics: dict[str, TopicRecord] = {}
         self.partitions: dict[tuple[str, int], PartitionState] = {}
         self.brokers: dict[int, BrokerInfo] = {}
+        self.shutting_down: set[int] = set()
         self.controller_id = -1
         self.controller_epoch = 0
         self.revision = 0
@@ -211,6 +216,10 @@ class EmbeddedMetadataStore:
         self.controller_id, self.controller_epoch = node_id, 1
         self._notify("controller", None)
         return True
+
+    async def announce_shutdown(self, node_id: int) -> None:
+        self.shutting_down.add(node_id)
+        self._notify("broker", node_id)
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)

@@ -36,6 +36,8 @@ async def handle(ctx: RequestContext, request) -> object:
                 wanted.append(key)
     if not request.group_id:
         error = ErrorCode.invalid_group_id
+    elif broker.group_coordinator_error() is not None:
+        error = broker.group_coordinator_error()
     else:
         error, results = await broker.groups.delete_offsets(request.group_id, wanted)
         errors.update(results)

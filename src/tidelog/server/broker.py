@@ -205,7 +205,35 @@ class Broker:
     def live_broker_count(self) -> int:
         return len(self.metadata.brokers) if self.replication is not None else 1
 
+    async def controlled_shutdown(self) -> None:
+        """Move this broker's leaderships to other in-sync replicas before stopping (Kafka's
+        controlled shutdown): announce it in the metadata store, then keep serving (clients get
+        NOT_LEADER_OR_FOLLOWER and look the new leaders up) until this broker leads nothing that
+        another live in-sync replica could lead, or ``controlled.shutdown.timeout.ms`` passes."""
+        timeout_s = self.config["controlled.shutdown.timeout.ms"] / 1000
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(self.metadata.announce_shutdown(self.node_id), timeout_s)
+        except Exception as e:  # etcd unreachable: stop anyway, the lease will lapse
+            logger.warning("controlled shutdown: cannot announce it (%s); stopping", e)
+            return
+        while time.monotonic() - started < timeout_s:
+            movable = self._movable_leaderships()
+            if not movable:
+                logger.info("controlled shutdown: leaderships moved in %.2f s", time.monotonic() - started)
+                return
+            await asyncio.sleep(0.05)
+        logger.warning("controlled shutdown: still leading %d partitions after %.0f s; stopping",
+                       len(self._movable_leaderships()), timeout_s)
+
+    def _movable_leaderships(self) -> list[tuple[str, int]]:
+        live = set(self.metadata.brokers) - self.metadata.shutting_down
+        return [key for key, state in list(self.metadata.partitions.items())
+                if state.leader == self.node_id and any(r != self.node_id and r in live for r in state.isr)]
+
     async def stop(self) -> None:
+        if self.replication is not None and self.config["controlled.shutdown.enable"]:
+            await self.controlled_shutdown()
         logger.info("shutting down: closing listener and %d connections", len(self.connections))
         if self.replication is not None:
             self.controller.stop()

@@ -180,7 +180,11 @@ class ReplicaManager:
             fetcher.stop()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, *(f.task for f in self.fetchers.values() if f.task), return_exceptions=True)
+        # Bounded: Python 3.11's wait_for can swallow a cancellation that lands as its inner
+        # read completes, and a task that missed it must not hold the shutdown up.
+        tasks = [*self._tasks, *(f.task for f in self.fetchers.values() if f.task)]
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
         for leader in self.leading.values():
             self._fail_waiters(leader, ErrorCode.not_leader_or_follower)
         self._write_high_watermarks(self._high_watermark_text())
@@ -430,7 +434,7 @@ class ReplicaManager:
             leader.caught_up_ms[replica_id] = max(leader.caught_up_ms.get(replica_id, 0), previous[1])
         leader.last_fetch[replica_id] = (log_end_offset, now)
         leader.follower_end_offsets[replica_id] = fetch_offset
-        if replica_id not in leader.state.isr:
+        if replica_id not in leader.state.isr and replica_id not in self.store.shutting_down:
             epoch_start = self.epoch_cache((topic, partition), leader.log).start_offset(leader.state.leader_epoch) or 0
             if fetch_offset >= leader.high_watermark and fetch_offset >= epoch_start and not leader.isr_change_pending:
                 self._change_isr(leader, tuple(leader.state.isr) + (replica_id,))
@@ -515,7 +519,13 @@ class ReplicaManager:
             batch = view[pos:pos + info.size]
             pos += info.size
             if info.base_offset < log.log_end_offset:
-                continue  # already here (a retried fetch)
+                if info.last_offset >= log.log_end_offset == log.log_start_offset:
+                    # An empty log started at the leader's log start, which falls inside this
+                    # batch: start at the batch instead (Kafka does the same), the log start
+                    # offset then moves up to the leader's again.
+                    log.truncate_fully_and_start_at(info.base_offset)
+                else:
+                    continue  # already here (a retried fetch)
             if info.base_offset > log.log_end_offset:
                 logger.error("%s-%d: leader batch at %d leaves a gap after %d", key[0], key[1], info.base_offset, log.log_end_offset)
                 break
@@ -594,12 +604,14 @@ class Fetcher:
         self.partitions: dict[tuple[str, int], int] = {}  # -> leader epoch
         self.needs_truncation: set[tuple[str, int]] = set()
         self.task: asyncio.Task | None = None
+        self.stopped = False
         self._changed = asyncio.Event()
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"fetcher-{self.leader_id}")
 
     def stop(self) -> None:
+        self.stopped = True
         if self.task is not None:
             self.task.cancel()
 
@@ -618,7 +630,7 @@ class Fetcher:
 
         manager = self.manager
         channel: BrokerChannel | None = None
-        while True:
+        while not self.stopped:
             if not self.partitions:
                 self._changed.clear()
                 await self._changed.wait()

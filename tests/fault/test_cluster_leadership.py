@@ -1,0 +1,183 @@
+"""Leadership moves in a 3-broker cluster (real processes, real etcd) while a producer writes:
+controlled shutdown on SIGTERM, preferred-leader balancing when the broker returns, the high
+watermark checkpoint it leaves behind, a follower that fell below its leader's log start, and
+an offset commit that cannot be replicated."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.brokerproc import wait_until
+from tests.clusterproc import Cluster
+
+pytestmark = pytest.mark.slow
+
+SETTINGS = {"leader.imbalance.check.interval.seconds": "1", "offsets.commit.timeout.ms": "1000"}
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    cluster = Cluster(tmp_path, 3, SETTINGS).start()
+    yield cluster
+    cluster.stop()
+
+
+def partitions(admin: AdminClient, topic: str):
+    return admin.list_topics(topic, timeout=5).topics[topic].partitions
+
+
+def isr_size(admin: AdminClient, topic: str, partition: int = 0) -> int:
+    """The ISR size Metadata reports; -1 while the broker asked is unreachable (it was just killed)."""
+    try:
+        return len(partitions(admin, topic)[partition].isrs)
+    except KafkaException:
+        return -1
+
+
+def create(admin: AdminClient, topic: str, count: int, replication_factor: int, **configs):
+    admin.create_topics([NewTopic(topic, count, replication_factor, config=configs)])[topic].result(10)
+    wait_until(lambda: all(p.leader > 0 and len(p.isrs) == replication_factor for p in partitions(admin, topic).values()),
+               15, message=f"{topic} led with a full ISR")
+
+
+class Writer(threading.Thread):
+    """acks=all idempotent producer, round-robin over the partitions; acknowledgement times."""
+
+    def __init__(self, bootstrap: str, topic: str, count: int) -> None:
+        super().__init__(daemon=True)
+        self.topic, self.count = topic, count
+        self.producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                                  "linger.ms": 5, "retry.backoff.ms": 20, "retry.backoff.max.ms": 100,
+                                  "topic.metadata.refresh.interval.ms": 1000})
+        self.acked: list[tuple[int, float]] = []  # (partition, when)
+        self.failed: list[str] = []
+        self.stop = threading.Event()
+
+    def delivered(self, err, msg) -> None:
+        if err is None:
+            self.acked.append((msg.partition(), time.monotonic()))
+        else:
+            self.failed.append(str(err))
+
+    def run(self) -> None:
+        n = 0
+        deadline = time.monotonic() + 60
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                self.producer.produce(self.topic, value=b"%d" % n, partition=n % self.count, on_delivery=self.delivered)
+                n += 1
+            except BufferError:
+                pass
+            self.producer.poll(0.002)
+        self.producer.flush(30)
+
+    def longest_gap(self, partition: int, since: float) -> float:
+        times = [since] + [when for p, when in self.acked if p == partition and when >= since]
+        return max((b - a for a, b in zip(times, times[1:])), default=float("inf"))
+
+
+def test_controlled_shutdown_then_preferred_leader_returns(cluster):
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    create(admin, "moving", 3, 3, **{"min.insync.replicas": "2"})
+    writer = Writer(cluster.bootstrap, "moving", 3)
+    writer.start()
+    try:
+        wait_until(lambda: len(writer.acked) > 300, 20, message="records acknowledged before the shutdown")
+        state = partitions(admin, "moving")[0]
+        stopping, preferred = state.leader, state.replicas[0]
+        assert stopping == preferred
+        since = time.monotonic()
+        assert cluster.brokers[stopping].stop() == 0  # SIGTERM: controlled shutdown, then exit
+        log = cluster.brokers[stopping].log()
+        assert "controlled shutdown: leaderships moved" in log, log[-3000:]
+        assert all(p.leader != stopping for p in partitions(admin, "moving").values())
+        acked = len(writer.acked)
+        wait_until(lambda: len(writer.acked) > acked + 300, 20, message="produce after the controlled shutdown")
+        gaps = [writer.longest_gap(p, since) for p in range(3)]
+        print(f"\ncontrolled shutdown of broker {stopping}: longest gap between acknowledgements per partition "
+              + ", ".join(f"{g:.2f} s" for g in gaps))
+        assert max(gaps) < 5, gaps
+
+        # The high watermarks it leads or follows were checkpointed (Kafka's file format).
+        lines = (cluster.brokers[stopping].data_dir / "replication-offset-checkpoint").read_text().split("\n")
+        assert lines[0] == "0" and int(lines[1]) == len([line for line in lines[2:] if line])
+        assert any(line.startswith("moving 0 ") and int(line.split()[2]) > 0 for line in lines[2:])
+
+        # Back again: once in sync, the preferred replica leads again (checked every second).
+        cluster.brokers[stopping].restart()
+        wait_until(lambda: partitions(admin, "moving")[0].leader == preferred, 20, interval_s=0.2,
+                   message="leadership back on the preferred replica")
+        assert all(p.leader == p.replicas[0] for p in partitions(admin, "moving").values())
+        acked = len(writer.acked)
+        wait_until(lambda: len(writer.acked) > acked + 300, 20, message="produce after the preferred leader returned")
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        writer.stop.set()
+        writer.join(40)
+    assert not writer.failed, writer.failed[:5]
+
+
+def test_follower_below_leader_log_start_starts_again_there(cluster):
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    create(admin, "trimmed", 1, 2)
+    state = partitions(admin, "trimmed")[0]
+    follower = next(r for r in state.replicas if r != state.leader)
+    cluster.brokers[follower].kill()
+    wait_until(lambda: isr_size(admin, "trimmed") == 1, 15, message="the dead follower out of the ISR")
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "1"})
+    for n in range(200):
+        producer.produce("trimmed", value=b"%d" % n, partition=0)
+    producer.flush(10)
+    deleted = admin.delete_records([TopicPartition("trimmed", 0, 150)])
+    assert list(deleted.values())[0].result(10).low_watermark == 150
+    cluster.brokers[follower].restart()
+    wait_until(lambda: isr_size(admin, "trimmed") == 2, 20, message="the follower back in the ISR")
+    # Its log starts where the leader's does (checkpointed by the storage layer).
+    start_file = cluster.brokers[follower].data_dir / "trimmed-0" / "log-start-offset"
+    wait_until(lambda: start_file.exists() and start_file.read_text().strip() == "150", 10,
+               message="the follower's log start offset at 150")
+
+
+def test_commit_the_isr_cannot_take_fails(cluster):
+    """Both followers of __consumer_offsets paused: the coordinator does not acknowledge the commit
+    (REQUEST_TIMED_OUT after offsets.commit.timeout.ms, as Kafka) and OffsetFetch does not show it."""
+    from kio.schema.offset_commit.v7 import request as offset_commit
+    from kio.schema.offset_fetch.v5 import request as offset_fetch
+
+    from tests.integration.test_cluster import raw_request
+    from tidelog.protocol.errors import ErrorCode
+
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    create(admin, "committed", 1, 3)
+    wait_until(lambda: isr_size(admin, "__consumer_offsets") == 3, 15, message="offsets fully replicated")
+    coordinator = partitions(admin, "__consumer_offsets")[0].leader
+    port = cluster.brokers[coordinator].port
+
+    def commit(offset: int):
+        request = offset_commit.OffsetCommitRequest(
+            group_id="stuck", generation_id_or_member_epoch=-1, member_id="", group_instance_id=None,
+            topics=(offset_commit.OffsetCommitRequestTopic(name="committed", partitions=(
+                offset_commit.OffsetCommitRequestPartition(partition_index=0, committed_offset=offset, committed_metadata=None),)),))
+        return raw_request(port, 8, 7, request).topics[0].partitions[0].error_code
+
+    def committed() -> int:
+        response = raw_request(port, 9, 5, offset_fetch.OffsetFetchRequest(group_id="stuck", topics=None))
+        return response.topics[0].partitions[0].committed_offset
+
+    assert commit(7) == ErrorCode.none
+    others = [i for i in cluster.brokers if i != coordinator]
+    for i in others:
+        cluster.brokers[i].pause()
+    try:
+        assert commit(9) in (ErrorCode.request_timed_out, ErrorCode.coordinator_not_available)
+        assert committed() == 7
+    finally:
+        for i in others:
+            cluster.brokers[i].resume()
