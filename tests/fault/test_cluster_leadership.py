@@ -181,3 +181,50 @@ def test_commit_the_isr_cannot_take_fails(cluster):
     finally:
         for i in others:
             cluster.brokers[i].resume()
+
+
+def test_partition_reassignment_moves_replicas_under_a_producer(cluster):
+    """AlterPartitionReassignments (kafka-python's admin) moves a partition off its leader's
+    broker onto the third broker while an acks=all producer writes: no failed delivery, the new
+    replica catches up and joins the ISR, leadership moves, the old replica is deleted."""
+    from kafka import KafkaAdminClient
+    from kafka import TopicPartition as KafkaTopicPartition
+    from kafka.errors import InvalidReplicationAssignmentError, NoReassignmentInProgressError
+
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    create(admin, "moved", 1, 2)
+    state = partitions(admin, "moved")[0]
+    leaving, staying = state.leader, next(r for r in state.replicas if r != state.leader)
+    joining = next(i for i in cluster.brokers if i not in state.replicas)
+    target = [joining, staying]
+    writer = Writer(cluster.bootstrap, "moved", 1)
+    writer.start()
+    reassigner = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, request_timeout_ms=10000)
+    tp = KafkaTopicPartition("moved", 0)
+    try:
+        wait_until(lambda: len(writer.acked) > 500, 20, message="records acknowledged before the move")
+        assert reassigner.alter_partition_reassignments({tp: [99, staying]})[tp] is InvalidReplicationAssignmentError
+        assert reassigner.alter_partition_reassignments({tp: None})[tp] is NoReassignmentInProgressError
+        assert reassigner.alter_partition_reassignments({tp: target}) == {tp: None}
+        wait_until(lambda: (lambda p: list(p.replicas) == target and sorted(p.isrs) == sorted(target)
+                            and p.leader in target)(partitions(admin, "moved")[0]),
+                   20, interval_s=0.1, message="replicas moved, in sync, led by a target replica")
+        assert reassigner.list_partition_reassignments() == {}
+        acked = len(writer.acked)
+        wait_until(lambda: len(writer.acked) > acked + 300, 20, message="produce after the move")
+        wait_until(lambda: not (cluster.brokers[leaving].data_dir / "moved-0").exists(), 10,
+                   message="the old replica deleted")
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        writer.stop.set()
+        writer.join(40)
+        reassigner.close()
+    assert not writer.failed, writer.failed[:5]
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "mover-check", "auto.offset.reset": "earliest"})
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition("moved", 0), timeout=10)
+        assert low == 0 and high >= len(writer.acked)
+    finally:
+        consumer.close()

@@ -16,6 +16,9 @@ What it does, on every change of the live broker set (and once on taking over):
 - an offline partition whose last in-sync replica is back gets it as leader.
 - a broker in controlled shutdown (``store.shutting_down``) leaves every ISR and hands each
   leadership to the first other live in-sync replica; where there is none it keeps leading.
+- a reassignment (AlterPartitionReassignments wrote target replicas, the new ones in
+  ``adding``) completes once every target replica is in the ISR: leadership moves to a target
+  replica if the leader is leaving, then the leaving replicas go (their brokers delete them).
 - every ``leader.imbalance.check.interval.seconds`` (``auto.leader.rebalance.enable``),
   leadership goes back to each partition's preferred (first) replica once it is in sync.
 Growing the ISR back is the leader's job (replica_manager.py), as it sees followers catch up.
@@ -112,6 +115,27 @@ def elect(state: PartitionState, live: set[int], unclean_allowed: bool,
     return None
 
 
+def advance_reassignment(state: PartitionState, live: set[int],
+                         shutting_down: set[int] | frozenset[int] = frozenset()) -> PartitionState | None:
+    """Finish a reassignment once every target replica is in the ISR: the leaving replicas go
+    (leadership first moves to a target replica if the leader is leaving); None if not yet."""
+    target = state.target_replicas
+    if not state.reassigning:
+        if state.leader == -1 or state.leader in state.replicas:
+            return None
+        target = state.replicas  # a cancelled reassignment took the leader's replica away
+    elif not all(r in state.isr for r in target):
+        return None
+    isr = tuple(r for r in state.isr if r in target)
+    if state.leader in target:
+        return state.changed(replicas=target, isr=isr, adding=(), removing=())
+    candidates = [r for r in target if r in isr and r in live and r not in shutting_down]
+    if not candidates:
+        return None
+    return state.changed(replicas=target, isr=isr, leader=candidates[0], leader_epoch=state.leader_epoch + 1,
+                         adding=(), removing=())
+
+
 def preferred(state: PartitionState, live: set[int], shutting_down: set[int] | frozenset[int] = frozenset()) -> PartitionState | None:
     """Leadership back to the preferred (first) replica when it is live and in sync; else None."""
     first = state.replicas[0] if state.replicas else -1
@@ -180,8 +204,9 @@ class Controller:
             record = self.store.topics.get(topic)
             if record is None:
                 continue
-            wanted = elect(state, live, self.broker.config.topic_value(record.configs, "unclean.leader.election.enable"),
-                           self.store.shutting_down)
+            wanted = (elect(state, live, self.broker.config.topic_value(record.configs, "unclean.leader.election.enable"),
+                            self.store.shutting_down)
+                      or advance_reassignment(state, live, self.store.shutting_down))
             if wanted is None:
                 continue
             stored = await self.store.compare_and_set_partition(topic, index, wanted, self.epoch)

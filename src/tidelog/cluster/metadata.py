@@ -90,7 +90,9 @@ class PartitionState:
 
     ``leader_epoch`` grows with every leader change; ``partition_epoch`` with every change at
     all (leader or ISR). ``version`` is the store revision of the write that produced this
-    state: the token ``compare_and_set_partition`` compares.
+    state: the token ``compare_and_set_partition`` compares. During a reassignment (as in
+    Kafka) ``replicas`` holds the target replicas followed by those leaving, ``adding`` the
+    target replicas that were not replicas before and ``removing`` those leaving.
     """
 
     replicas: tuple[int, ...]
@@ -99,15 +101,42 @@ class PartitionState:
     isr: tuple[int, ...] = ()
     partition_epoch: int = 0
     version: int = 0
+    adding: tuple[int, ...] = ()
+    removing: tuple[int, ...] = ()
 
     def to_json(self) -> dict:
-        return {"replicas": list(self.replicas), "leader": self.leader, "leader_epoch": self.leader_epoch,
+        data = {"replicas": list(self.replicas), "leader": self.leader, "leader_epoch": self.leader_epoch,
                 "isr": list(self.isr), "partition_epoch": self.partition_epoch}
+        if self.adding or self.removing:
+            data["adding"], data["removing"] = list(self.adding), list(self.removing)
+        return data
 
     @classmethod
     def from_json(cls, data: dict, version: int = 0) -> "PartitionState":
         return cls(tuple(data["replicas"]), int(data["leader"]), int(data.get("leader_epoch", 0)),
-                   tuple(data.get("isr", ())), int(data.get("partition_epoch", 0)), version)
+                   tuple(data.get("isr", ())), int(data.get("partition_epoch", 0)), version,
+                   tuple(data.get("adding", ())), tuple(data.get("removing", ())))
+
+    @property
+    def reassigning(self) -> bool:
+        return bool(self.adding or self.removing)
+
+    @property
+    def target_replicas(self) -> tuple[int, ...]:
+        return tuple(r for r in self.replicas if r not in self.removing)
+
+    def reassigned(self, target: list[int] | tuple[int, ...]) -> "PartitionState":
+        """Start moving to ``target`` replicas: the new ones join as followers first."""
+        original = tuple(r for r in self.replicas if r not in self.adding)  # as before any reassignment
+        target = tuple(target)
+        if target == original:
+            return self.changed(replicas=original, isr=tuple(r for r in self.isr if r in original), adding=(), removing=())
+        return self.changed(replicas=target + tuple(r for r in original if r not in target),
+                            adding=tuple(r for r in target if r not in original),
+                            removing=tuple(r for r in original if r not in target))
+
+    def cancelled_reassignment(self) -> "PartitionState":
+        return self.reassigned(tuple(r for r in self.replicas if r not in self.adding))
 
     def changed(self, **fields) -> "PartitionState":
         """A successor state: the given fields replaced and ``partition_epoch`` bumped."""

@@ -47,6 +47,8 @@ KAFKA_4_0: dict[int, tuple[str, int, int]] = {
     37: ("CreatePartitions", 0, 3),
     42: ("DeleteGroups", 0, 2),
     44: ("IncrementalAlterConfigs", 0, 1),
+    45: ("AlterPartitionReassignments", 0, 0),
+    46: ("ListPartitionReassignments", 0, 0),
     47: ("OffsetDelete", 0, 0),
     60: ("DescribeCluster", 0, 2),
     68: ("ConsumerGroupHeartbeat", 0, 1),

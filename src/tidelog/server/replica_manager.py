@@ -300,6 +300,13 @@ class ReplicaManager:
         if state is None or record is None or self.node_id not in state.replicas:
             self._stop_leading(key)
             self._stop_following(key)
+            if state is not None and record is not None and self.broker.logs.get(*key) is not None:
+                # Reassigned away: the replica is no longer ours.
+                self.epoch_caches.pop(key, None)
+                self.follower_high_watermarks.pop(key, None)
+                self.broker._producer_states.pop(key, None)
+                self.broker.logs.delete_partition(*key)
+                logger.info("%s-%d: replica moved to other brokers; deleted here", *key)
             return
         log = self.broker.logs.get(*key)
         if log is None:

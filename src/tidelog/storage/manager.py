@@ -109,6 +109,13 @@ class LogManager:
             self._fail_waiters(log, StorageError(f"{topic}-{key[1]} was deleted"))
             log.delete()
 
+    def delete_partition(self, topic: str, partition: int) -> None:
+        """Remove one partition's log (a replica moved to another broker)."""
+        log = self._logs.pop((topic, partition), None)
+        if log is not None:
+            self._fail_waiters(log, StorageError(f"{topic}-{partition} was deleted"))
+            log.delete()
+
     def logs(self) -> Iterable[PartitionLog]:
         return list(self._logs.values())
 
