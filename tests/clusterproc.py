@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tests.brokerproc import BrokerProcess, _wait_listening
-from tests.etcdproc import EtcdProcess, free_port
+from tests.etcdproc import EtcdCluster, EtcdProcess, free_port
 
 # Quick failure detection for tests: a dead broker's lease lapses after 2 s.
 CLUSTER_TEST_SETTINGS = {"broker.session.timeout.ms": "2000", "replica.lag.time.max.ms": "2000",
@@ -60,8 +60,9 @@ class ClusterBrokerProcess(BrokerProcess):
 
 
 class Cluster:
-    def __init__(self, root: Path, brokers: int = 3, settings: dict[str, str] | None = None) -> None:
-        self.etcd = EtcdProcess(root / "etcd")
+    def __init__(self, root: Path, brokers: int = 3, settings: dict[str, str] | None = None,
+                 etcd_members: int = 1) -> None:
+        self.etcd = EtcdProcess(root / "etcd") if etcd_members == 1 else EtcdCluster(root, etcd_members)
         self.root = root
         self.count = brokers
         self.settings = settings or {}

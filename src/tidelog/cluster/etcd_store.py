@@ -39,6 +39,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 
 from tidelog.cluster.metadata import BrokerInfo, Listener, PartitionState, TopicExists, TopicRecord, _new_cluster_id
+from tidelog.protocol.errors import ErrorCode, KafkaError
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,13 @@ DEFAULT_PREFIX = "/tidelog"
 MAX_TXN_OPS = 100  # etcd's --max-txn-ops defaults to 128
 
 
-class EtcdUnavailable(Exception):
-    """No endpoint answered."""
+class EtcdUnavailable(KafkaError):
+    """No endpoint answered (etcd down, or without quorum). A KafkaError: a request that needed
+    a metadata write answers REQUEST_TIMED_OUT, which clients retry, as Kafka does when its
+    controller quorum does not answer in time."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.request_timed_out, message)
 
 
 class WatchCompacted(Exception):
