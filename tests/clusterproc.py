@@ -44,6 +44,7 @@ class ClusterBrokerProcess(BrokerProcess):
                 self.kill()
                 raise RuntimeError(f"broker did not start within {timeout_s}s:\n{self.log()}")
             time.sleep(0.02)
+        self.metrics_port = int(port_file.read_text().split()[1])
         _wait_listening(self.port, deadline)
         return self
 

@@ -17,7 +17,7 @@ from tests.clusterproc import Cluster
 
 pytestmark = pytest.mark.slow
 
-SETTINGS = {"leader.imbalance.check.interval.seconds": "1", "offsets.commit.timeout.ms": "1000"}
+SETTINGS = {"leader.imbalance.check.interval.seconds": "1", "offsets.commit.timeout.ms": "1000", "http.port": "0"}
 
 
 @pytest.fixture
@@ -228,3 +228,49 @@ def test_partition_reassignment_moves_replicas_under_a_producer(cluster):
         assert low == 0 and high >= len(writer.acked)
     finally:
         consumer.close()
+
+
+def scrape(broker) -> dict[tuple[str, tuple], float]:
+    """A broker's /metrics as {(name, sorted label items): value}."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"http://127.0.0.1:{broker.metrics_port}/metrics", timeout=10).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_cluster_metrics(cluster):
+    """Controller gauge and changes, under-replicated and offline partitions, ISR shrinks and
+    expands, replication lag per follower, as a follower dies and comes back."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    create(admin, "measured", 1, 3)
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+    for n in range(100):
+        producer.produce("measured", value=b"%d" % n, partition=0)
+    producer.flush(10)
+    state = partitions(admin, "measured")[0]
+    leader = cluster.brokers[state.leader]
+    metrics = {i: scrape(b) for i, b in cluster.brokers.items()}
+    assert sum(m[("tidelog_active_controller", ())] for m in metrics.values()) == 1
+    assert all(m[("tidelog_controller_changes_total", ())] >= 1 for m in metrics.values())
+    assert all(m[("tidelog_under_replicated_partitions", ())] == 0 for m in metrics.values())
+    assert all(m[("tidelog_offline_partitions", ())] == 0 for m in metrics.values())
+    follower = next(r for r in state.replicas if r != state.leader)
+    lag_key = ("tidelog_replica_lag_records", (("partition", "0"), ("replica", str(follower)), ("topic", "measured")))
+    wait_until(lambda: scrape(leader).get(lag_key) == 0, 10, message="followers caught up, lag 0")
+
+    cluster.brokers[follower].kill()
+    wait_until(lambda: isr_size(admin, "measured") == 2, 15, message="the dead follower out of the ISR")
+    for n in range(50):
+        producer.produce("measured", value=b"%d" % n, partition=0)
+    producer.flush(10)
+    after = scrape(leader)
+    assert after[("tidelog_under_replicated_partitions", ())] >= 1
+    assert after[("tidelog_isr_shrinks_total", ())] >= 1
+    assert after[lag_key] >= 50
+    cluster.brokers[follower].restart()
+    wait_until(lambda: isr_size(admin, "measured") == 3, 20, message="the follower back in the ISR")
+    wait_until(lambda: scrape(leader)[("tidelog_isr_expands_total", ())] >= 1 and scrape(leader).get(lag_key) == 0, 10,
+               message="an ISR expansion counted and the lag back to 0")
+    assert scrape(leader)[("tidelog_under_replicated_partitions", ())] == 0

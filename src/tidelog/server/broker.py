@@ -83,6 +83,7 @@ class Broker:
         self._topic_values: dict[tuple[str, str], tuple[dict, object]] = {}
         self._producer_ids: range = range(0)
         self._producer_id_lock = asyncio.Lock()
+        self._seen_controller = -1
 
     @property
     def advertised_host(self) -> str:
@@ -150,12 +151,21 @@ class Broker:
 
     async def _stand_for_controller(self) -> None:
         try:
-            if await self.metadata.elect_controller(self.node_id) and not self.controller.active:
+            elected = await self.metadata.elect_controller(self.node_id)
+            self._note_controller()
+            if elected and not self.controller.active:
                 self.controller.start(self.metadata.controller_epoch)
         except Exception as e:  # etcd unreachable: the next controller change tries again
             logger.warning("controller election failed: %s", e)
 
+    def _note_controller(self) -> None:
+        if self.metadata.controller_id != self._seen_controller:
+            self._seen_controller = self.metadata.controller_id
+            self.metrics.controller_changes.inc()
+
     def _on_cluster_change(self, kind: str, key: object) -> None:
+        if kind == "controller":
+            self._note_controller()
         if self.controller.active:
             if kind == "controller" and self.metadata.controller_id != self.node_id:
                 self.controller.stop()
@@ -452,8 +462,11 @@ class Broker:
             metrics.log_size_bytes.labels(*labels).set(log.size_bytes)
             metrics.log_segments.labels(*labels).set(len(log.segments))
             hosted += log.topic in topics
-        metrics.offline.set(max(sum(t.partitions for t in topics.values()) - hosted, 0))
-        metrics.under_replicated.set(0)  # one node: every replica is the leader, always in sync
+        if self.replication is None:
+            metrics.offline.set(max(sum(t.partitions for t in topics.values()) - hosted, 0))
+            metrics.under_replicated.set(0)  # one node: every replica is the leader, always in sync
+        else:
+            self._refresh_cluster_gauges()
         metrics.fetch_purgatory.set(len({w for waiters in self._fetch_waiters.values() for w in waiters}))
         metrics.produce_purgatory.set(self.logs.pending_durability_waits())
         states: dict[str, int] = {}
@@ -471,6 +484,19 @@ class Broker:
             metrics.consumer_lag_total.labels(group_id).set(total)
         for state, count in states.items():
             metrics.groups.labels(state).set(count)
+
+    def _refresh_cluster_gauges(self) -> None:
+        metrics, store, replication = self.metrics, self.metadata, self.replication
+        is_controller = self.controller.active and store.controller_id == self.node_id
+        metrics.active_controller.set(1 if is_controller else 0)
+        states = list(store.partitions.items())
+        metrics.offline.set(sum(1 for key, s in states if s.leader == -1 and key[0] in store.topics) if is_controller else 0)
+        led = [s for key, s in states if key in replication.leading]
+        metrics.leader_partitions.set(len(led))
+        metrics.under_replicated.set(sum(1 for s in led if len(s.isr) < len(s.target_replicas)))
+        metrics.replica_lag.clear()
+        for topic, partition, replica, lag in replication.replica_lags():
+            metrics.replica_lag.labels(topic, str(partition), str(replica)).set(lag)
 
     def _observe_fsync(self, seconds: float, ok: bool) -> None:
         self.metrics.fsync_latency.observe(seconds)

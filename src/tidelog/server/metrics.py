@@ -62,9 +62,26 @@ class BrokerMetrics:
         self.partitions = Gauge("tidelog_partitions", "Partitions hosted.", registry=r)
         self.topics = Gauge("tidelog_topics", "Topics, internal ones included.", registry=r)
         self.under_replicated = Gauge(
-            "tidelog_under_replicated_partitions", "Partitions with fewer in-sync replicas than replicas.", registry=r
+            "tidelog_under_replicated_partitions",
+            "Partitions this broker leads with fewer in-sync replicas than replicas (a single node: 0).", registry=r
         )
-        self.offline = Gauge("tidelog_offline_partitions", "Partitions without a log on their leader.", registry=r)
+        self.offline = Gauge(
+            "tidelog_offline_partitions",
+            "Partitions without a leader (reported by the controller, 0 elsewhere; a single node: without a log).",
+            registry=r,
+        )
+        # Cluster mode: replication and the controller.
+        self.isr_shrinks = Counter("tidelog_isr_shrinks", "ISR shrinks of partitions this broker leads.", registry=r)
+        self.isr_expands = Counter("tidelog_isr_expands", "ISR expansions of partitions this broker leads.", registry=r)
+        self.controller_changes = Counter(
+            "tidelog_controller_changes", "Controller changes this broker saw (a new controller, or none).", registry=r
+        )
+        self.active_controller = Gauge("tidelog_active_controller", "1 on the broker that is the controller, else 0.", registry=r)
+        self.replica_lag = Gauge(
+            "tidelog_replica_lag_records", "Records a follower lacks behind this leader's log end offset.",
+            ["topic", "partition", "replica"], registry=r,
+        )
+        self.leader_partitions = Gauge("tidelog_leader_partitions", "Partitions this broker leads.", registry=r)
         partition_labels = ["topic", "partition"]
         self.log_end_offset = Gauge("tidelog_log_end_offset", "Next offset to be written.", partition_labels, registry=r)
         self.log_start_offset = Gauge("tidelog_log_start_offset", "First offset kept.", partition_labels, registry=r)

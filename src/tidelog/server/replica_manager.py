@@ -317,6 +317,7 @@ class ReplicaManager:
             if leader is None or leader.state.leader_epoch != state.leader_epoch:
                 self._become_leader(key, log, state)
             elif state.version >= leader.state.version:
+                self._count_isr_change(leader.state.isr, state.isr)
                 leader.state = state
                 self._advance_high_watermark(leader)
             return
@@ -483,6 +484,7 @@ class ReplicaManager:
                     return
                 logger.info("%s-%d: ISR %s -> %s", leader.topic, leader.partition, old_isr, list(isr))
                 if self.leading.get((leader.topic, leader.partition)) is leader:
+                    self._count_isr_change(leader.state.isr, stored.isr)
                     leader.state = stored
                     self._advance_high_watermark(leader)
             except Exception:
@@ -491,6 +493,20 @@ class ReplicaManager:
                 leader.isr_change_pending = False
 
         asyncio.create_task(write())
+
+    def _count_isr_change(self, old: tuple[int, ...], new: tuple[int, ...]) -> None:
+        if set(new) < set(old):
+            self.broker.metrics.isr_shrinks.inc()
+        elif set(new) > set(old):
+            self.broker.metrics.isr_expands.inc()
+
+    def replica_lags(self):
+        """(topic, partition, follower, records behind the log end offset) for partitions led here."""
+        for (topic, partition), leader in list(self.leading.items()):
+            end = leader.log.log_end_offset
+            for replica in leader.state.replicas:
+                if replica != self.node_id:
+                    yield topic, partition, replica, max(end - leader.follower_end_offsets.get(replica, 0), 0)
 
     async def _isr_shrink_loop(self) -> None:
         while True:
