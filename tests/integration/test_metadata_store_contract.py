@@ -184,3 +184,31 @@ def test_etcd_endpoint_failover(make_store, etcd):
         await store.close()
 
     run(scenario())
+
+
+def test_reassignment_fields_and_shutdown_announcement(make_store):
+    """A partition state's adding/removing replicas survive the store; a shutdown announcement
+    is seen by another store over the same state (etcd) and disappears with the broker's lease."""
+    async def scenario():
+        store = await make_store()
+        await store.create_topic(topic("moving", 1), [PartitionState.initial([NODE])])
+        state = store.partitions[("moving", 0)]
+        moving = state.reassigned((NODE, 7))
+        assert moving.adding == (7,) and moving.removing == () and moving.target_replicas == (NODE, 7)
+        stored = await store.compare_and_set_partition("moving", 0, moving)
+        assert stored is not None and stored.reassigning
+        if make_store.kind == "etcd":
+            other = await make_store()
+            assert other.partitions[("moving", 0)].adding == (7,)
+            await store.register_broker(BrokerInfo(NODE, "127.0.0.1", 1001))
+            await store.announce_shutdown(NODE)
+            await wait_for(lambda: NODE in other.shutting_down)
+            await store.close()  # revokes the lease: the announcement goes with it
+            await wait_for(lambda: NODE not in other.shutting_down)
+            await other.close()
+        else:
+            await store.announce_shutdown(NODE)
+            assert NODE in store.shutting_down
+            await store.close()
+
+    run(scenario())
