@@ -281,3 +281,19 @@ def test_lag_is_log_end_minus_committed():
             ("t", 0, 4, 10, 6), ("t", 1, 10, 10, 0)]
 
     run(scenario)
+
+
+def test_only_member_rejoining_a_stable_group_completes_at_once():
+    """The leader rejoining its stable one-member group gets a new generation right away, not
+    after the rebalance timeout (found by kafka-python's suite: consumers re-subscribing)."""
+
+    async def scenario(c):
+        (result,), _ = await form_group(c, 1, rebalance_ms=5000)
+        assert c.groups["g"].state == STABLE
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        rejoin = await join(c, member_id=result.member_id, rebalance_ms=5000)
+        assert rejoin.error is ErrorCode.none and rejoin.generation_id == result.generation_id + 1
+        assert loop.time() - started < 1.0, "waited for the rebalance timeout"
+
+    run(scenario)

@@ -666,8 +666,9 @@ class GroupCoordinator:
     def _maybe_prepare_rebalance(self, group: ClassicGroup, reason: str) -> None:
         if group.state in (STABLE, COMPLETING_REBALANCE, EMPTY):
             self._prepare_rebalance(group, reason)
-        elif group.state == PREPARING_REBALANCE:
-            self._try_complete_join(group)
+        # Complete at once when every member has already joined (a group's only member
+        # rejoining), as Kafka's tryCompleteElseWatch does, rather than at the rebalance timeout.
+        self._try_complete_join(group)
 
     def _prepare_rebalance(self, group: ClassicGroup, reason: str) -> None:
         if group.state == COMPLETING_REBALANCE:
