@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import json
 import shutil
+import sys
 import tempfile
 import time
 import traceback
@@ -174,6 +175,11 @@ def _exit_on_sigterm(signum, frame):
 def main(argv=None) -> int:
     import signal
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["replicated"]:  # python -m benchmarks replicated ...: the 3-broker RF 3 workload
+        from benchmarks import replicated
+
+        return replicated.main(argv[1:])
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
