@@ -237,7 +237,8 @@ class BrokerConfig:
 
 
 # Environment variables of ours that are not broker settings.
-_NON_CONFIG_ENV = {"TIDELOG_FAULTS", "TIDELOG_LOG_LEVEL", "TIDELOG_LOG_FORMAT", "TIDELOG_DATA_DIR", "TIDELOG_VENV", "TIDELOG_BOOTSTRAP_SERVER"}
+_NON_CONFIG_ENV = {"TIDELOG_FAULTS", "TIDELOG_LOG_LEVEL", "TIDELOG_LOG_FORMAT", "TIDELOG_DATA_DIR", "TIDELOG_VENV", "TIDELOG_BOOTSTRAP_SERVER",
+                   "TIDELOG_UPDATE_SCREENSHOTS"}
 
 
 def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -354,3 +354,21 @@ def test_describe_cluster(broker):
     assert [(b["broker_id"], b["port"], b["is_fenced"]) for b in cluster["brokers"]] == [(1, broker.port, False)]
     # All cluster operations: what Kafka reports when no authorizer is configured.
     assert cluster["authorized_operations"]
+
+
+def test_reassignment_to_the_current_replicas_on_one_node_is_a_no_op(broker):
+    """Found by kafka-python's suite: a single node used to answer INVALID_REPLICA_ASSIGNMENT
+    ("broker 1 is not registered") because its store registers no brokers; Kafka answers NONE."""
+    from kafka import KafkaAdminClient, TopicPartition
+    from kafka.admin import NewTopic as KPNewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        admin.create_topics([KPNewTopic("reassign-self", 1, 1)])
+        tp = TopicPartition("reassign-self", 0)
+        assert admin.alter_partition_reassignments({tp: [1]}) == {tp: None}
+        result = admin.alter_partition_reassignments({TopicPartition("reassign-self", 0): [2]})
+        assert result[tp] is not None and result[tp].errno == 39  # INVALID_REPLICA_ASSIGNMENT: no broker 2
+        assert admin.list_partition_reassignments() == {}
+    finally:
+        admin.close()

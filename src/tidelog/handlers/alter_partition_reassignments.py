@@ -53,7 +53,9 @@ async def reassign(broker, topic: str, partition: int, replicas: tuple[int, ...]
         state = store.partitions.get((topic, partition))
         if record is None or state is None or not 0 <= partition < record.partitions:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, "This server does not host this topic-partition.")
-        wanted = wanted_state(state, replicas, set(store.brokers))
+        # A single node registers no brokers in its store: it is the only live one.
+        live = set(store.brokers) if broker.replication is not None else {broker.node_id}
+        wanted = wanted_state(state, replicas, live)
         if wanted is None or await store.compare_and_set_partition(topic, partition, wanted) is not None:
             if broker.replication is not None:
                 broker.replication.refresh(topic)
