@@ -70,10 +70,15 @@ class Cluster:
         self.brokers: dict[int, ClusterBrokerProcess] = {}
 
     def start(self) -> "Cluster":
-        self.etcd.start()
-        for node_id in range(1, self.count + 1):
-            self.brokers[node_id] = ClusterBrokerProcess(self.root / f"broker-{node_id}", f"etcd://{self.etcd.endpoint}",
-                                                         node_id, self.settings).start()
+        try:
+            self.etcd.start()
+            for node_id in range(1, self.count + 1):
+                self.brokers[node_id] = ClusterBrokerProcess(self.root / f"broker-{node_id}", f"etcd://{self.etcd.endpoint}",
+                                                             node_id, self.settings)
+                self.brokers[node_id].start()
+        except BaseException:
+            self.stop()  # the fixture never yields: nothing else would stop what did start
+            raise
         return self
 
     @property
