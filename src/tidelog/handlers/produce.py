@@ -69,7 +69,7 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
     results: list[tuple[str, list[PartitionResult]]] = []
     durable_waits = []
     replication = broker.replication  # None on a single node
-    replication_waits = []  # cluster, acks=all: (topic position, partition position, wait)
+    replication_waits = []  # cluster, acks=all: (topic position, partition position, topic, partition, end offset)
     for topic in request.topics:
         record = broker.metadata.topics.get(topic.name)
         topic_results = []
@@ -92,8 +92,8 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
             if request.acks != 0:
                 durable_waits.append((log, base_offset + info.last_offset_delta + 1))
             if replication is not None and request.acks == -1:
-                replication_waits.append((len(results), len(topic_results), replication.wait_for_isr(
-                    topic.name, partition.index, base_offset + info.last_offset_delta + 1, request.timeout_ms / 1000)))
+                replication_waits.append((len(results), len(topic_results), topic.name, partition.index,
+                                          base_offset + info.last_offset_delta + 1))
             topic_results.append(PartitionResult(partition.index, ErrorCode.none, base_offset, append_time, log.log_start_offset))
         results.append((topic.name, topic_results))
 
@@ -106,8 +106,10 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
             logger.error("durability wait failed for a produce from %s: %s", ctx.peer, e)
             results = everywhere(ErrorCode.kafka_storage_error)
     if replication_waits:
-        errors = await asyncio.gather(*(wait for _, _, wait in replication_waits))
-        for (t, p, _), error in zip(replication_waits, errors):
+        timeout_s = request.timeout_ms / 1000
+        errors = await asyncio.gather(*(replication.wait_for_isr(name, index, end, timeout_s)
+                                        for _, _, name, index, end in replication_waits))
+        for (t, p, *_), error in zip(replication_waits, errors):
             if error != ErrorCode.none and results[t][1][p].error_code == ErrorCode.none:
                 results[t][1][p] = PartitionResult(results[t][1][p].index, error, error_message=error.name)
     broker.metrics.produce_latency.observe(time.perf_counter() - started)
