@@ -43,9 +43,12 @@ KAFKA_4_0: dict[int, tuple[str, int, int]] = {
     28: ("TxnOffsetCommit", 0, 5),
     32: ("DescribeConfigs", 1, 4),
     33: ("AlterConfigs", 0, 2),
+    34: ("AlterReplicaLogDirs", 1, 2),
+    35: ("DescribeLogDirs", 1, 4),
     36: ("SaslAuthenticate", 0, 2),
     37: ("CreatePartitions", 0, 3),
     42: ("DeleteGroups", 0, 2),
+    43: ("ElectLeaders", 0, 2),
     44: ("IncrementalAlterConfigs", 0, 1),
     45: ("AlterPartitionReassignments", 0, 0),
     46: ("ListPartitionReassignments", 0, 0),
@@ -53,6 +56,7 @@ KAFKA_4_0: dict[int, tuple[str, int, int]] = {
     60: ("DescribeCluster", 0, 2),
     68: ("ConsumerGroupHeartbeat", 0, 1),
     69: ("ConsumerGroupDescribe", 0, 1),
+    75: ("DescribeTopicPartitions", 0, 0),
 }
 
 API_VERSIONS_KEY = 18

@@ -16,7 +16,8 @@ import dataclasses
 import functools
 import struct
 
-from kio.serial._introspect import EntityField, EntityTupleField, PrimitiveTupleField, classify_field, get_field_tag
+from kio.serial._introspect import (EntityField, EntityTupleField, PrimitiveTupleField, classify_field, get_field_tag,
+                                   is_optional)
 
 from tidelog.protocol.wire import MalformedFrame, read_uvarint
 from tidelog.protocol.wire import uvarint as _uvarint
@@ -30,7 +31,7 @@ _I32 = struct.Struct(">i")
 
 # A step: (kind, fixed size or kafka type, nested plan or None)
 #   ("fixed", n, None) | ("var", "string"/"bytes", None) | ("array", elem_kind, nested)
-#   ("entity", None, nested)
+#   ("entity", None, nested) | ("nullable_entity", None, nested): an int8 marker (-1 null) first
 
 
 # An unknown tagged-field section to rewrite: (count start, count end, count of known tags,
@@ -75,6 +76,8 @@ def _plan(cls: type) -> tuple[tuple, dict[int, tuple]]:
         step = _step(field)
         tag = get_field_tag(field)
         if tag is None:
+            if step[0] == "entity" and is_optional(field):  # a nullable struct (KIP-893), e.g. a cursor
+                step = ("nullable_entity", None, step[2])
             steps.append(step)
         else:
             tagged[tag] = step
@@ -147,6 +150,12 @@ def _walk_step(kind: str, arg, nested, buf: memoryview, pos: int, limit: int, fl
         return pos + max(size, 0)
     if kind == "entity":
         return _walk(_plan(nested), buf, pos, limit, flexible, edits)
+    if kind == "nullable_entity":
+        if pos >= limit:
+            raise MalformedFrame("request body truncated")
+        if buf[pos] == 0xFF:  # -1: null
+            return pos + 1
+        return _walk(_plan(nested), buf, pos + 1, limit, flexible, edits)
     # array
     count, pos = _length(buf, pos, limit, flexible, wide=True)
     if count > limit - pos:
