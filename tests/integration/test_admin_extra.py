@@ -2,7 +2,9 @@
 node, through kafka-python's KafkaAdminClient (their newest versions), confluent-kafka
 (ElectLeaders, the only one of these librdkafka has; its binding refuses a request_timeout
 keyword for it) and kafka-python's protocol classes sent
-over a plain socket at older or edge-case versions (null lists, cursors, unknown election types)."""
+over a plain socket at older or edge-case versions (null lists, cursors, unknown election types);
+and in a 3-broker cluster: offline replicas, a preferred leader that is not available, then
+moved back by ElectLeaders."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ import socket
 import struct
 
 import kafka.errors as kerrors
+import pytest
 from confluent_kafka import ElectionType, TopicPartition
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import NewTopic as NewConfluentTopic
 from kafka import KafkaAdminClient, TopicPartitionReplica
 from kafka.admin import NewTopic
 from kafka.protocol.admin.cluster import (AlterReplicaLogDirsRequest, AlterReplicaLogDirsResponse, DescribeLogDirsRequest,
@@ -20,11 +24,13 @@ from kafka.protocol.admin.cluster import (AlterReplicaLogDirsRequest, AlterRepli
 from kafka.protocol.admin.topics import (DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, ElectLeadersRequest,
                                          ElectLeadersResponse)
 
+from tests.brokerproc import wait_until
+from tests.clusterproc import Cluster
 from tests.integration.clients import produce
 
 TIMEOUT_S = 15
 NONE, UNKNOWN_TOPIC_OR_PARTITION, INVALID_TOPIC_EXCEPTION, INVALID_REQUEST = 0, 3, 17, 42
-LOG_DIR_NOT_FOUND, ELECTION_NOT_NEEDED = 57, 84
+LOG_DIR_NOT_FOUND, PREFERRED_LEADER_NOT_AVAILABLE, ELECTION_NOT_NEEDED = 57, 80, 84
 # Every TOPIC operation (READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS).
 TOPIC_OPERATIONS = sum(1 << code for code in (3, 4, 5, 6, 7, 8, 10, 11))
 
@@ -289,3 +295,65 @@ def test_elect_leaders_v0_all_partitions_and_unknown_election_type(broker):
     finally:
         conn.close()
         admin.close()
+
+
+# --- cluster mode -----------------------------------------------------------------------------
+
+@pytest.fixture
+def cluster(tmp_path):
+    # No automatic preferred-leader balancing: ElectLeaders is what moves leadership back here.
+    cluster = Cluster(tmp_path, 3, {"auto.leader.rebalance.enable": "false"}).start()
+    yield cluster
+    cluster.stop()
+
+
+def kp_partition(admin: KafkaAdminClient, topic: str) -> dict:
+    (described,) = admin.describe_topic_partitions([topic])["topics"]
+    return described["partitions"][0]
+
+
+@pytest.mark.slow
+def test_cluster_elect_preferred_leader_and_describe(cluster):
+    confluent = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    confluent.create_topics([NewConfluentTopic("pl", 1, 3)])["pl"].result(TIMEOUT_S)
+    admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, request_timeout_ms=10000)
+    try:
+        state = wait_until(lambda: (p := kp_partition(admin, "pl"))["leader_id"] > 0 and len(p["isr_nodes"]) == 3 and p,
+                           TIMEOUT_S, interval_s=0.1, message="pl led with a full ISR")
+        preferred = state["replica_nodes"][0]
+        assert state["leader_id"] == preferred and state["offline_replicas"] == []
+        follower = state["replica_nodes"][1]
+        follower_admin = kp_admin(cluster.brokers[follower])
+        try:
+            (follower_dirs,) = follower_admin.describe_log_dirs(brokers=[follower])
+        finally:
+            follower_admin.close()
+        assert "pl" in [t["name"] for t in follower_dirs["log_dirs"][0]["topics"]]
+
+        # The preferred replica dies: another replica leads, the dead one is offline.
+        cluster.brokers[preferred].kill()
+        state = wait_until(lambda: (p := kp_partition(admin, "pl"))["leader_id"] not in (-1, preferred) and p,
+                           TIMEOUT_S, interval_s=0.1, message="a new leader")
+        assert state["offline_replicas"] == [preferred] and state["leader_epoch"] >= 1
+        response = admin.elect_leaders(0, {"pl": [0]}, raise_errors=False)
+        assert [p.error_code for p in response.replica_election_results[0].partition_result] == [PREFERRED_LEADER_NOT_AVAILABLE]
+        response = admin.elect_leaders(1, {"pl": [0]}, raise_errors=False)
+        assert [p.error_code for p in response.replica_election_results[0].partition_result] == [ELECTION_NOT_NEEDED]
+
+        # Back and in sync, but not leading (no automatic balancing) until ElectLeaders asks for it.
+        cluster.brokers[preferred].restart()
+        wait_until(lambda: preferred in kp_partition(admin, "pl")["isr_nodes"], 20, interval_s=0.2,
+                   message="the preferred replica back in the ISR")
+        assert kp_partition(admin, "pl")["leader_id"] != preferred
+        results = confluent.elect_leaders(ElectionType.PREFERRED, [TopicPartition("pl", 0)]).result(TIMEOUT_S)
+        assert results == {TopicPartition("pl", 0): None}
+        wait_until(lambda: kp_partition(admin, "pl")["leader_id"] == preferred, TIMEOUT_S, interval_s=0.1,
+                   message="leadership on the preferred replica")
+        response = admin.elect_leaders(0, {"pl": [0]}, raise_errors=False)
+        assert [p.error_code for p in response.replica_election_results[0].partition_result] == [ELECTION_NOT_NEEDED]
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        admin.close()
+
