@@ -353,7 +353,11 @@ def test_describe_cluster(broker):
     assert cluster["controller_id"] == 1
     assert [(b["broker_id"], b["port"], b["is_fenced"]) for b in cluster["brokers"]] == [(1, broker.port, False)]
     # All cluster operations: what Kafka reports when no authorizer is configured.
-    assert cluster["authorized_operations"]
+    from kafka.admin import ACLOperation
+
+    names = {op.name if hasattr(op, "name") else str(op) for op in cluster["authorized_operations"]}
+    assert names == {"CREATE", "ALTER", "DESCRIBE", "CLUSTER_ACTION", "DESCRIBE_CONFIGS", "ALTER_CONFIGS",
+                     "IDEMPOTENT_WRITE"}, (names, list(ACLOperation))
 
 
 def test_reassignment_to_the_current_replicas_on_one_node_is_a_no_op(broker):
