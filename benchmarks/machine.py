@@ -59,7 +59,7 @@ def client_versions() -> dict:
 
     versions = {
         "python": sys.version.split()[0],
-        "confluent-kafka": confluent_kafka.version()[0],
+        "confluent-kafka": confluent_kafka.__version__,
         "librdkafka": confluent_kafka.libversion()[0],
     }
     try:
