@@ -176,6 +176,10 @@ def main(argv=None) -> int:
     import signal
 
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["micro"]:  # python -m benchmarks micro: the hot functions, no broker
+        from benchmarks import micro
+
+        return micro.main(argv[1:])
     if argv[:1] == ["replicated"]:  # python -m benchmarks replicated ...: the 3-broker RF 3 workload
         from benchmarks import replicated
 
