@@ -16,7 +16,7 @@ from tidelog.protocol.wire import uvarint as _uvarint
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
-_I16_I32 = struct.Struct(">hi")
+_I32_I32 = struct.Struct(">ii")
 _PARTITION_V0 = struct.Struct(">ihq")  # index, error_code, base_offset
 _I64 = struct.Struct(">q")
 _I64_I64 = struct.Struct(">qq")
@@ -108,6 +108,41 @@ class _Reader:
             self.pos = skip_tagged_fields(self.buf, self.pos)
 
 
+def _read_partitions(buf: memoryview, pos: int, count: int, flexible: bool) -> tuple[list[ProducePartition], int]:
+    """The partition entries of one topic: the per-partition loop, kept flat (no method calls)."""
+    size_of_buf = len(buf)
+    partitions: list[ProducePartition] = []
+    append = partitions.append
+    for _ in range(count):
+        if flexible:
+            if pos + 5 > size_of_buf:
+                raise MalformedFrame("produce request truncated")
+            index = _I32.unpack_from(buf, pos)[0]
+            pos += 4
+            size, pos = read_uvarint(buf, pos)
+            size -= 1
+        else:
+            if pos + 8 > size_of_buf:
+                raise MalformedFrame("produce request truncated")
+            index, size = _I32_I32.unpack_from(buf, pos)
+            pos += 8
+        if size < 0:
+            records = None
+        else:
+            end = pos + size
+            if end > size_of_buf:
+                raise MalformedFrame("produce request truncated")
+            records = buf[pos:end]
+            pos = end
+        if flexible:
+            if pos < size_of_buf and buf[pos] == 0:  # no tagged fields: the usual case
+                pos += 1
+            else:
+                pos = skip_tagged_fields(buf, pos)
+        append(ProducePartition(index, records))
+    return partitions, pos
+
+
 def decode_produce_request(body: memoryview, version: int) -> ProduceRequest:
     """Decode a Produce request body (after the header). Raises MalformedFrame."""
     r = _Reader(body, version >= FLEXIBLE_FROM)
@@ -126,11 +161,7 @@ def decode_produce_request(body: memoryview, version: int) -> ProduceRequest:
         partition_count = r.array_length()
         if partition_count > len(body):
             raise MalformedFrame(f"produce partition count {partition_count} exceeds the frame")
-        for _ in range(max(partition_count, 0)):
-            index = r.int32()
-            records = r.nullable_bytes()
-            r.tagged_fields()
-            partitions.append(ProducePartition(index, records))
+        partitions, r.pos = _read_partitions(body, r.pos, max(partition_count, 0), r.flexible)
         r.tagged_fields()
         topics.append(ProduceTopic(name, partitions))
     r.tagged_fields()
