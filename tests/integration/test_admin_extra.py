@@ -312,13 +312,24 @@ def kp_partition(admin: KafkaAdminClient, topic: str) -> dict:
     return described["partitions"][0]
 
 
+def polled_partition(admin: KafkaAdminClient, topic: str) -> dict:
+    """kp_partition for wait_until: while a broker is down the admin client may pick it and
+    fail to connect; that is "not yet", not a failure."""
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError
+
+    try:
+        return kp_partition(admin, topic)
+    except (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError):
+        return {"leader_id": -1, "isr_nodes": [], "replica_nodes": [], "offline_replicas": []}
+
+
 @pytest.mark.slow
 def test_cluster_elect_preferred_leader_and_describe(cluster):
     confluent = AdminClient({"bootstrap.servers": cluster.bootstrap})
     confluent.create_topics([NewConfluentTopic("pl", 1, 3)])["pl"].result(TIMEOUT_S)
     admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, request_timeout_ms=10000)
     try:
-        state = wait_until(lambda: (p := kp_partition(admin, "pl"))["leader_id"] > 0 and len(p["isr_nodes"]) == 3 and p,
+        state = wait_until(lambda: (p := polled_partition(admin, "pl"))["leader_id"] > 0 and len(p["isr_nodes"]) == 3 and p,
                            TIMEOUT_S, interval_s=0.1, message="pl led with a full ISR")
         preferred = state["replica_nodes"][0]
         assert state["leader_id"] == preferred and state["offline_replicas"] == []
@@ -332,7 +343,7 @@ def test_cluster_elect_preferred_leader_and_describe(cluster):
 
         # The preferred replica dies: another replica leads, the dead one is offline.
         cluster.brokers[preferred].kill()
-        state = wait_until(lambda: (p := kp_partition(admin, "pl"))["leader_id"] not in (-1, preferred) and p,
+        state = wait_until(lambda: (p := polled_partition(admin, "pl"))["leader_id"] not in (-1, preferred) and p,
                            TIMEOUT_S, interval_s=0.1, message="a new leader")
         assert state["offline_replicas"] == [preferred] and state["leader_epoch"] >= 1
         response = admin.elect_leaders(0, {"pl": [0]}, raise_errors=False)
@@ -342,12 +353,12 @@ def test_cluster_elect_preferred_leader_and_describe(cluster):
 
         # Back and in sync, but not leading (no automatic balancing) until ElectLeaders asks for it.
         cluster.brokers[preferred].restart()
-        wait_until(lambda: preferred in kp_partition(admin, "pl")["isr_nodes"], 20, interval_s=0.2,
+        wait_until(lambda: preferred in polled_partition(admin, "pl")["isr_nodes"], 20, interval_s=0.2,
                    message="the preferred replica back in the ISR")
         assert kp_partition(admin, "pl")["leader_id"] != preferred
         results = confluent.elect_leaders(ElectionType.PREFERRED, [TopicPartition("pl", 0)]).result(TIMEOUT_S)
         assert results == {TopicPartition("pl", 0): None}
-        wait_until(lambda: kp_partition(admin, "pl")["leader_id"] == preferred, TIMEOUT_S, interval_s=0.1,
+        wait_until(lambda: polled_partition(admin, "pl")["leader_id"] == preferred, TIMEOUT_S, interval_s=0.1,
                    message="leadership on the preferred replica")
         response = admin.elect_leaders(0, {"pl": [0]}, raise_errors=False)
         assert [p.error_code for p in response.replica_election_results[0].partition_result] == [ELECTION_NOT_NEEDED]
