@@ -81,6 +81,7 @@ class Broker:
         self.groups = GroupCoordinator(GroupSettings.from_config(config), ConsumerOffsetsTopic(self))
         self._producer_states: dict[tuple[str, int], ProducerState] = {}
         self._topic_values: dict[tuple[str, str], tuple[dict, object]] = {}
+        self._topic_names_by_id: dict = {}
         self._producer_ids: range = range(0)
         self._producer_id_lock = asyncio.Lock()
         self._seen_controller = -1
@@ -435,9 +436,17 @@ class Broker:
         logger.info("topic %s: configs set to %s", name, configs or "{}")
 
     def topic_by_id(self, topic_id) -> TopicRecord | None:
-        for record in self.metadata.topics.values():
-            if record.topic_id == topic_id:
+        """The topic with this id (Fetch v13+ names topics by id, once per topic per request).
+
+        An id -> name index checked against the store on every hit and rebuilt on a miss, so
+        topics created or deleted in either store need no hook to keep it right.
+        """
+        for attempt in range(2):
+            record = self.metadata.topics.get(self._topic_names_by_id.get(topic_id))
+            if record is not None and record.topic_id == topic_id:
                 return record
+            if attempt == 0:
+                self._topic_names_by_id = {r.topic_id: r.name for r in self.metadata.topics.values()}
         return None
 
     def partition_log(self, topic: str, partition: int) -> PartitionLog | None:
