@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import struct
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .storage_helpers import all_offsets, append, open_log
+from .storage_helpers import all_offsets, append, batch_spans, open_log
 
 
 def fill(dir, batches=20, **config):
@@ -117,3 +118,87 @@ def test_crash_without_any_flush_recovers_every_segment(tmp_path):
     assert reopened.log_end_offset == 80
     assert all_offsets(reopened) == list(range(80))
     assert [len(s.offset_index) for s in reopened.segments] == [len(s.offset_index) for s in log.segments]
+
+
+def _index_entries(path, entry_size=8) -> int:
+    size = path.stat().st_size
+    assert size % entry_size == 0, f"{path.name} is torn: {size} bytes"
+    return size // entry_size
+
+
+def test_recovery_replaces_the_stale_index_file_and_a_clean_restart_reads_right(tmp_path):
+    """Issue 10.1: the rebuilt index used to be appended after the stale entries."""
+    path, ends = fill(tmp_path, batches=25, index_interval_bytes=64)
+    index_path = path.with_suffix(".index")
+    assert _index_entries(index_path) > 5  # the flush wrote the index: recovery has a stale file to replace
+    cut = ends[14][0] + 10  # inside the 16th batch
+    os.truncate(path, cut)
+    log = open_log(tmp_path, recover=True, index_interval_bytes=64)
+    expected = list(range(ends[14][1]))
+    assert all_offsets(log) == expected
+    in_memory = len(log.active_segment.offset_index)
+    log.close()
+    assert _index_entries(index_path) == in_memory
+    clean = open_log(tmp_path, index_interval_bytes=64)  # a clean start trusts the index it finds
+    assert all_offsets(clean) == expected
+    for offset in expected:  # every offset is found where it is, not only a scan from the start
+        first = batch_spans(clean.read(offset, 1, True))[0]
+        assert first[0] <= offset <= first[1]
+
+
+def test_a_torn_index_file_heals(tmp_path, caplog):
+    log = open_log(tmp_path, index_interval_bytes=64)
+    for i in range(30):
+        append(log, count=2, tag=i)
+    log.close()
+    index_path = sorted(log.dir.glob("*.index"))[-1]
+    timeindex_path = index_path.with_suffix(".timeindex")
+    entries = _index_entries(index_path)
+    for path in (index_path, timeindex_path):
+        with open(path, "ab") as f:
+            f.write(b"\x01\x02\x03")
+    open_log(tmp_path, index_interval_bytes=64).close()
+    assert _index_entries(index_path) == entries
+    _index_entries(timeindex_path, 12)
+    caplog.clear()
+    reopened = open_log(tmp_path, index_interval_bytes=64)
+    assert "rebuilding" not in caplog.text
+    assert all_offsets(reopened) == list(range(60))
+
+
+def _rewrite_entry(path, slot, entry):
+    data = bytearray(path.read_bytes())
+    data[slot * len(entry) : (slot + 1) * len(entry)] = entry
+    path.write_bytes(bytes(data))
+
+
+def test_an_index_unsorted_in_the_middle_is_rebuilt(tmp_path):
+    log = open_log(tmp_path, segment_bytes=4_000, index_interval_bytes=64)
+    for i in range(80):
+        append(log, count=2, timestamp_ms=10_000 + i, tag=i)
+    before = [(list(s.offset_index.keys), list(s.offset_index.values)) for s in log.segments]
+    by_time = [log.offset_for_timestamp(10_000 + i) for i in range(0, 80, 7)]
+    log.close()
+    index_path = sorted(log.dir.glob("*.index"))[0]
+    assert _index_entries(index_path) > 6
+    _rewrite_entry(index_path, 2, struct.pack(">ii", 1 << 20, 1 << 20))  # the last two stay in order
+    timeindex_path = sorted(log.dir.glob("*.timeindex"))[1]
+    assert _index_entries(timeindex_path, 12) > 3
+    _rewrite_entry(timeindex_path, 1, struct.pack(">qi", 1 << 50, 1))  # timestamps go backwards after it
+    reopened = open_log(tmp_path, segment_bytes=4_000, index_interval_bytes=64)
+    assert [(list(s.offset_index.keys), list(s.offset_index.values)) for s in reopened.segments] == before
+    assert [reopened.offset_for_timestamp(10_000 + i) for i in range(0, 80, 7)] == by_time
+    assert all_offsets(reopened) == list(range(160))
+
+
+def test_an_index_entry_outside_its_segment_is_rebuilt(tmp_path):
+    log = open_log(tmp_path, segment_bytes=4_000, index_interval_bytes=64)
+    for i in range(80):
+        append(log, count=2, tag=i)
+    before = [(list(s.offset_index.keys), list(s.offset_index.values)) for s in log.segments]
+    log.close()
+    index_path = sorted(log.dir.glob("*.index"))[0]
+    # a negative first entry: monotonic, but outside the segment
+    _rewrite_entry(index_path, 0, struct.pack(">ii", -5, -100))
+    reopened = open_log(tmp_path, segment_bytes=4_000, index_interval_bytes=64)
+    assert [(list(s.offset_index.keys), list(s.offset_index.values)) for s in reopened.segments] == before

@@ -2,7 +2,8 @@
 
 On disk each is a flat file of fixed-size big-endian entries, appended as the segment grows
 (written in bulk before each flush, seal and close, not per entry: after a crash, recovery
-rebuilds the indexes of every segment it rescans):
+rebuilds the indexes of every segment it rescans, replacing their files). Every open checks a
+whole index (each entry inside the segment, the order below) and rebuilds one that fails:
 
 - ``<base>.index``: int32 relative offset, int32 file position. The relative offset is the base
   offset of the batch that starts at that position. One entry every ``index_interval_bytes``.
@@ -16,14 +17,21 @@ event loop owns them.
 
 from __future__ import annotations
 
+import operator
 import os
 import struct
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
+from itertools import islice
 from pathlib import Path
 
 __all__ = ["OffsetIndex", "TimeIndex"]
+
+
+def _increasing(values: array, order) -> bool:
+    """Whether ``order(a, b)`` holds for each neighbouring pair (a C-speed pass, no list built)."""
+    return all(map(order, values, islice(values, 1, None)))
 
 
 class _Index:
@@ -68,12 +76,16 @@ class _Index:
             self.persisted_entries = count
 
     def truncate_entries(self, count: int) -> None:
-        """Keep only the first ``count`` entries."""
+        """Keep only the first ``count`` entries, in memory and in the file.
+
+        The file is measured, not trusted to hold ``persisted_entries``: an index that was never
+        loaded (recovery rebuilds it) or failed to load (torn) holds stale bytes to replace.
+        """
         del self.keys[count:]
         del self.values[count:]
-        if count < self.persisted_entries:
+        if count < self.persisted_entries or os.fstat(self.fd).st_size > count * self._entry.size:
             os.ftruncate(self.fd, count * self._entry.size)
-            self.persisted_entries = count
+        self.persisted_entries = min(self.persisted_entries, count)
 
     def sync(self) -> None:
         self.write_pending()
@@ -109,11 +121,12 @@ class OffsetIndex(_Index):
         return self.values[slot] if slot >= 0 else 0
 
     def sane(self, log_size_bytes: int, max_relative_offset: int) -> bool:
+        """Every entry inside the segment, offsets and positions strictly increasing (one pass)."""
         if not self.keys:
             return True
-        if len(self.keys) > 1 and (self.keys[-1] <= self.keys[-2] or self.values[-1] <= self.values[-2]):
-            return False
-        return 0 <= self.values[-1] < log_size_bytes and 0 <= self.keys[-1] <= max_relative_offset
+        return (0 <= self.keys[0] and self.keys[-1] <= max_relative_offset
+                and 0 <= self.values[0] and self.values[-1] < log_size_bytes
+                and _increasing(self.keys, operator.lt) and _increasing(self.values, operator.lt))
 
     def truncate_to_position(self, position: int) -> None:
         self.truncate_entries(bisect_left(self.values, position))
@@ -139,11 +152,11 @@ class TimeIndex(_Index):
         return self.values[slot] if slot >= 0 else 0
 
     def sane(self, max_relative_offset: int) -> bool:
+        """Every offset inside the segment, timestamps and offsets nondecreasing (one pass)."""
         if not self.keys:
             return True
-        if len(self.keys) > 1 and (self.keys[-1] < self.keys[-2] or self.values[-1] < self.values[-2]):
-            return False
-        return 0 <= self.values[-1] <= max_relative_offset
+        return (0 <= self.values[0] and self.values[-1] <= max_relative_offset
+                and _increasing(self.keys, operator.le) and _increasing(self.values, operator.le))
 
     def truncate_to_offset(self, relative_offset: int) -> None:
         """Drop entries that speak about offsets at or above ``relative_offset``'s successor."""
