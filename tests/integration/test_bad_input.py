@@ -175,6 +175,19 @@ def test_requests_pipelined_before_a_bad_frame_are_answered(broker, good):
     assert_still_serving(broker, good, "unknown API key 999")
 
 
+def test_nothing_after_a_failed_request_is_answered(broker, good):
+    """A request that cannot be answered closes the connection before anything pipelined behind
+    it is answered (the fuzz campaign got answers to the last two of [bad, ApiVersions,
+    Metadata]). DescribeConfigs v1 with a null ``resources`` array (not nullable) is the bad one."""
+    conn = Conn(broker)
+    describe_configs_null_resources = struct.pack(">ib", -1, 0)
+    conn.send(frame(32, 1, 1, describe_configs_null_resources) + frame(18, 0, 2, b"") + frame(3, 1, 3, struct.pack(">i", -1)))
+    with pytest.raises(ConnectionError):
+        data = conn.recv_frame()
+        pytest.fail(f"answered correlation id {struct.unpack_from('>i', data)[0]} after a request that got no answer")
+    assert_still_serving(broker, good, "closing connection from")
+
+
 # --- requests the broker must answer with an error --------------------------------------------
 
 

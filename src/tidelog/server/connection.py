@@ -235,12 +235,14 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 return
             exc = task.exception()
             if isinstance(exc, MalformedFrame):
-                self._close(f"malformed request: {exc}")
-            elif exc is not None:
+                self._abort(f"malformed request: {exc}")
+                return
+            if exc is not None:
                 logger.error("handler failed for %s, closing the connection", self.peer, exc_info=exc)
-                self._close("internal error")
-            else:
-                self._write_response(correlation_id, flexible_header, task.result(), task)
+                self._abort("internal error")
+                return
+            if not self._write_response(correlation_id, flexible_header, task.result()):
+                return
         if self._closing:
             if not self._pending:
                 self.transport.close()
@@ -248,16 +250,24 @@ class KafkaConnection(asyncio.BufferedProtocol):
         if len(self._pending) < self.max_in_flight // 2:
             self._resume("in-flight")
 
-    def _write_response(self, correlation_id: int, flexible_header: bool, response: Any, task: Any) -> None:
+    def _write_response(self, correlation_id: int, flexible_header: bool, response: Any) -> bool:
+        """Write one response; False (the connection is being closed) if it cannot be encoded."""
         if response is None:
-            return  # acks=0 produce: no response at all
+            return True  # acks=0 produce: no response at all
         header = response_header(correlation_id, flexible_header)
         if isinstance(response, list):
             size = len(header) + sum(len(part) for part in response)
             self.transport.writelines([_SIZE.pack(size) + header, *response])
-            return
-        body = encode_response(response)
+            return True
+        try:
+            body = encode_response(response)
+        except Exception as e:  # a response the schema cannot carry: a bug, but the client must not hang
+            logger.debug("cannot encode %s", type(response).__qualname__, exc_info=e)
+            self._abort(f"cannot encode the {type(response).__qualname__} v{response.__version__} to correlation id "
+                        f"{correlation_id}: {type(e).__name__}: {e}")
+            return False
         self.transport.write(_SIZE.pack(len(header) + len(body)) + header + body)
+        return True
 
     def _close(self, reason: str) -> None:
         """Stop reading, answer the requests that came before, then close (as Kafka does)."""
@@ -268,6 +278,18 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._closing = True
         self._pause("closing")
         if not self._pending and self.transport is not None:
+            self.transport.close()
+
+    def _abort(self, reason: str) -> None:
+        """Close now: a request got no answer, so nothing pipelined behind it may be answered.
+
+        What was written before is still sent (``transport.close`` flushes); the requests behind
+        are cancelled."""
+        self._close(reason)
+        for _, _, task in self._pending:
+            task.cancel()
+        self._pending.clear()
+        if self.transport is not None:
             self.transport.close()
 
 
