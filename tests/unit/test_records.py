@@ -85,12 +85,14 @@ def test_in_place_edits():
     batch = bytearray(build_batch(RECORDS, timestamp_ms=1_000))
     view = memoryview(batch)
     set_base_offset(view, 42)
-    set_partition_leader_epoch(view, 3)
+    stamped = set_partition_leader_epoch(view, parse_batch_header(batch), 3)
+    assert stamped == parse_batch_header(batch), "the returned header is the rewritten one"
     info = validate_batches(batch[:0] + rewrite_base_zero(batch), 1 << 20)[0]  # CRC unaffected by both
     assert info.crc == parse_batch_header(batch).crc
     assert parse_batch_header(batch).base_offset == 42 and parse_batch_header(batch).partition_leader_epoch == 3
-    set_log_append_time(view, 9_999)
+    stamped = set_log_append_time(view, parse_batch_header(batch), 9_999)
     info = parse_batch_header(batch)
+    assert stamped == info, "the returned header is the rewritten one"
     assert info.timestamp_type == 1 and info.max_timestamp == 9_999
     assert crc32c.crc32c(bytes(batch[21:])) == info.crc
     assert [r.timestamp for r in iter_records(batch)] == [9_999] * 3

@@ -70,7 +70,7 @@ class ConsumerOffsetsTopic:
             error = replication.leader_error(TOPIC, 0) or replication.check_min_isr(TOPIC, 0)
             if error:
                 raise KafkaError(coordinator_error(error), f"__consumer_offsets not writable here: {error.name}")
-            set_partition_leader_epoch(view, replication.leader_epoch(TOPIC, 0))
+            info = set_partition_leader_epoch(view, info, replication.leader_epoch(TOPIC, 0))
         base_offset = log.append(view, info)
         self.broker.notify_append(TOPIC, 0)
         await self.broker.logs.wait_durable(log, base_offset + info.last_offset_delta + 1)

@@ -145,7 +145,7 @@ def append_batch(broker, topic: str, partition: int, records) -> tuple:
         append_time = -1
         if broker.topic_value(topic, "message.timestamp.type") == "LogAppendTime":
             append_time = int(time.time() * 1000)
-            set_log_append_time(records, append_time)
+            info = set_log_append_time(records, info, append_time)
         if info.is_transactional:
             raise KafkaError(ErrorCode.invalid_txn_state, "transactional batches are not supported yet")
         producer_state = broker.producer_state(log)
@@ -155,7 +155,7 @@ def append_batch(broker, topic: str, partition: int, records) -> tuple:
                         info.producer_id, topic, partition, base_offset)
         else:
             if replication is not None:
-                set_partition_leader_epoch(records, replication.leader_epoch(topic, partition))
+                info = set_partition_leader_epoch(records, info, replication.leader_epoch(topic, partition))
             base_offset = log.append(records, info)
             producer_state.update(info, base_offset)
             if replication is not None:

@@ -186,19 +186,27 @@ def set_base_offset(buf, base_offset: int) -> None:
     _INT64.pack_into(buf, 0, base_offset)
 
 
-def set_partition_leader_epoch(buf, epoch: int) -> None:
-    """Stamp the leader epoch in place (outside the CRC)."""
+# The rewriting functions below return the batch's new header: whoever appends the batch must
+# hand the log that one (the segment's max timestamp and time index come from it), not the
+# header it parsed before the rewrite.
+
+
+def set_partition_leader_epoch(buf, info: BatchInfo, epoch: int) -> BatchInfo:
+    """Stamp the leader epoch in place (outside the CRC); return the new header."""
     _LENGTH.pack_into(buf, 12, epoch)
+    return info._replace(partition_leader_epoch=epoch)
 
 
-def set_log_append_time(buf, timestamp_ms: int) -> None:
-    """Mark the batch LogAppendTime with ``timestamp_ms`` as its maxTimestamp; recompute the CRC."""
+def set_log_append_time(buf, info: BatchInfo, timestamp_ms: int) -> BatchInfo:
+    """Mark the batch LogAppendTime with ``timestamp_ms`` as its maxTimestamp, recompute the CRC;
+    return the new header."""
     view = memoryview(buf)
-    attributes = _INT16.unpack_from(view, _ATTRIBUTES_OFFSET)[0]
-    _INT16.pack_into(view, _ATTRIBUTES_OFFSET, attributes | _TIMESTAMP_TYPE_BIT)
+    attributes = info.attributes | _TIMESTAMP_TYPE_BIT
+    _INT16.pack_into(view, _ATTRIBUTES_OFFSET, attributes)
     _INT64.pack_into(view, _MAX_TIMESTAMP_OFFSET, timestamp_ms)
-    size = _LENGTH.unpack_from(view, 8)[0] + LOG_OVERHEAD
-    _UINT32.pack_into(view, 17, crc32c.crc32c(view[_CRC_START:size]))
+    crc = crc32c.crc32c(view[_CRC_START : info.size])
+    _UINT32.pack_into(view, 17, crc)
+    return info._replace(attributes=attributes, max_timestamp=timestamp_ms, crc=crc)
 
 
 # ---- records: off the hot path -------------------------------------------------------------
