@@ -92,3 +92,18 @@ class Cluster:
 
     def logs(self) -> str:
         return "\n".join(f"--- broker {i}\n{b.log()[-4000:]}" for i, b in self.brokers.items())
+
+
+async def start_in_process_broker(data_dir: Path, etcd_endpoint: str, prefix: str, node_id: int,
+                                  settings: dict[str, str] | None = None):
+    """A real broker in cluster mode on the caller's event loop (port 0), for replication races
+    a test must hold still at one point (the test then drives it over real sockets).
+    ``prefix`` keeps clusters sharing one etcd apart. Stop it with ``await broker.stop()``."""
+    from tidelog.config import BrokerConfig
+    from tidelog.server.broker import Broker
+
+    overrides = {**CLUSTER_TEST_SETTINGS, "controlled.shutdown.enable": "false", **(settings or {}), "node.id": str(node_id)}
+    config = BrokerConfig.load(env={}, overrides=overrides)
+    broker = Broker(config, data_dir, "127.0.0.1", 0, cluster=f"etcd://{etcd_endpoint}{prefix}")
+    await broker.start()
+    return broker

@@ -80,21 +80,19 @@ def _read(ctx: RequestContext, request, wanted: list) -> tuple[list, int, bool]:
                 continue
             high_watermark = max_offset = log.log_end_offset
             if replication is not None:
-                error = replication.leader_error(name, p.partition, getattr(p, "current_leader_epoch", -1))
+                error = replication.leader_error(name, p.partition, getattr(p, "current_leader_epoch", -1), replica_id)
                 if error is not None:
                     results.append(PartitionData(p.partition, error))
                     any_error = True
                     continue
-                if replica_id >= 0:  # a follower reads up to the log end offset
-                    replication.follower_fetch(name, p.partition, replica_id, p.fetch_offset)
-                    high_watermark = replication.high_watermark(name, p.partition)
-                else:  # a consumer reads only what the whole ISR has
+                if replica_id < 0:  # a consumer reads only what the whole ISR has; a follower up to the log end
                     high_watermark = max_offset = replication.high_watermark(name, p.partition)
             elif getattr(p, "current_leader_epoch", -1) > LEADER_EPOCH:
                 results.append(PartitionData(p.partition, ErrorCode.unknown_leader_epoch, high_watermark, high_watermark, log.log_start_offset))
                 any_error = True
                 continue
             try:
+                log_end_offset = log.log_end_offset
                 records = log.read(
                     p.fetch_offset,
                     max(0, min(p.partition_max_bytes, budget - total_bytes)),
@@ -102,12 +100,16 @@ def _read(ctx: RequestContext, request, wanted: list) -> tuple[list, int, bool]:
                     max_offset=max_offset,
                 )
                 error = ErrorCode.none
+                if replication is not None and replica_id >= 0:  # a follower's position counts once its read succeeded
+                    replication.follower_fetch(name, p.partition, replica_id, p.fetch_offset, log_end_offset)
             except KafkaError as e:
                 records = b""
                 error = e.error_code
                 any_error = True
                 if error != ErrorCode.offset_out_of_range:
                     logger.error("fetch from %s-%d failed: %s", name, p.partition, e)
+            if replication is not None and replica_id >= 0:
+                high_watermark = replication.high_watermark(name, p.partition)
             total_bytes += len(records)
             if records:
                 broker.metrics.count_fetched(name, records)

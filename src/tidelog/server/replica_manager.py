@@ -2,13 +2,15 @@
 
 Leader side, per partition this broker leads (``LeaderPartition``):
 - produce batches are stamped with the leader epoch; followers fetch with the Fetch API
-  (replica id set); each follower's fetch offset is what it has, so the high watermark is the
-  smallest log end offset over the ISR and only moves forward. Consumers read below it,
-  ListOffsets latest answers it, acks=all produces complete when it passes their batch.
+  (replica id set); each follower's fetch offset, once its read succeeded, is what it has, so
+  the high watermark is the smallest log end offset over the ISR and only moves forward.
+  Consumers read below it, ListOffsets latest answers it, acks=all produces complete when it
+  passes their batch.
 - a follower that has not caught up with the log end offset for ``replica.lag.time.max.ms``
   leaves the ISR; one that reaches the high watermark (and the current epoch's start) joins
   again. Both are compare-and-swap writes of the partition state in the metadata store: a
-  stale leader's write fails, as its version is old.
+  stale leader's write fails, as its version is old. While a write adding a follower is in
+  flight, the high watermark already waits for that follower (Kafka's "maximal ISR").
 Follower side: one ``Fetcher`` task per leader broker, fetching all the partitions followed
 from it in one long-polling Fetch, appending the leader's batches with their offsets as they
 are. Before fetching after a leader change it asks the leader (OffsetForLeaderEpoch) where its
@@ -143,7 +145,18 @@ class LeaderPartition:
     caught_up_ms: dict[int, int] = field(default_factory=dict)
     last_fetch: dict[int, tuple[int, int]] = field(default_factory=dict)  # follower -> (leader LEO, ms)
     waiters: list[tuple[int, asyncio.Future]] = field(default_factory=list)
-    isr_change_pending: bool = False
+    pending_isr: tuple[int, ...] | None = None  # the ISR a compare-and-swap in flight is writing
+
+    @property
+    def maximal_isr(self) -> tuple[int, ...]:
+        """The ISR the high watermark and acks=all count (Kafka's "maximal ISR", KIP-497): the
+        stored ISR plus a replica whose joining is being written. Waiting for one replica more
+        is safe; committing without one that may be in the ISR a moment later is not. During a
+        pending shrink the stored ISR is the larger one, so it stays counted until the write lands."""
+        pending = self.pending_isr
+        if pending is None:
+            return self.state.isr
+        return self.state.isr + tuple(r for r in pending if r not in self.state.isr)
 
 
 class ReplicaManager:
@@ -377,8 +390,11 @@ class ReplicaManager:
                 fetcher.remove(key)
 
     # ---- what the handlers ask -------------------------------------------------------------
-    def leader_error(self, topic: str, partition: int, current_leader_epoch: int = -1) -> ErrorCode | None:
-        """None when this broker leads the partition at ``current_leader_epoch`` (-1: any)."""
+    def leader_error(self, topic: str, partition: int, current_leader_epoch: int = -1, replica_id: int = -1) -> ErrorCode | None:
+        """None when this broker leads the partition at ``current_leader_epoch`` (-1: any) and
+        ``replica_id`` (a follower's fetch; -1: a client) is one of its replicas. A broker that
+        is no replica gets Kafka's answer: UNKNOWN_LEADER_EPOCH (it may be one soon, as during a
+        reassignment), or NOT_LEADER_OR_FOLLOWER when it sent no epoch."""
         leader = self.leading.get((topic, partition))
         if leader is None:
             return ErrorCode.not_leader_or_follower
@@ -387,6 +403,8 @@ class ReplicaManager:
                 return ErrorCode.fenced_leader_epoch
             if current_leader_epoch > leader.state.leader_epoch:
                 return ErrorCode.unknown_leader_epoch
+        if replica_id >= 0 and replica_id not in leader.state.replicas:
+            return ErrorCode.unknown_leader_epoch if current_leader_epoch >= 0 else ErrorCode.not_leader_or_follower
         return None
 
     def leader_epoch(self, topic: str, partition: int) -> int:
@@ -398,6 +416,7 @@ class ReplicaManager:
         return leader.high_watermark if leader is not None else self.follower_high_watermarks.get((topic, partition), 0)
 
     def check_min_isr(self, topic: str, partition: int) -> ErrorCode | None:
+        """NOT_ENOUGH_REPLICAS before an acks=all append: counts the stored ISR, as Kafka does."""
         leader = self.leading[(topic, partition)]
         if len(leader.state.isr) < self.broker.topic_value(topic, "min.insync.replicas"):
             return ErrorCode.not_enough_replicas
@@ -417,7 +436,7 @@ class ReplicaManager:
                 return ErrorCode.request_timed_out
             if error is not ErrorCode.none:
                 return error
-        if len(leader.state.isr) < self.broker.topic_value(topic, "min.insync.replicas"):
+        if len(leader.maximal_isr) < self.broker.topic_value(topic, "min.insync.replicas"):
             return ErrorCode.not_enough_replicas_after_append
         return ErrorCode.none
 
@@ -428,13 +447,15 @@ class ReplicaManager:
         leader.waiters = []
 
     # ---- leader: followers' fetches and the ISR --------------------------------------------
-    def follower_fetch(self, topic: str, partition: int, replica_id: int, fetch_offset: int) -> None:
-        """A follower fetching from ``fetch_offset`` has every offset below it."""
+    def follower_fetch(self, topic: str, partition: int, replica_id: int, fetch_offset: int, log_end_offset: int) -> None:
+        """A follower whose read from ``fetch_offset`` succeeded has every offset below it;
+        ``log_end_offset`` is the leader's as the read began (Kafka's Replica.updateFetchState).
+        Called only after the read, so an offset outside the log (OFFSET_OUT_OF_RANGE) never
+        counts as replicated."""
         leader = self.leading.get((topic, partition))
         if leader is None or replica_id not in leader.state.replicas:
             return
         now = _now_ms()
-        log_end_offset = leader.log.log_end_offset
         previous = leader.last_fetch.get(replica_id)
         if fetch_offset >= log_end_offset:
             leader.caught_up_ms[replica_id] = now
@@ -444,13 +465,13 @@ class ReplicaManager:
         leader.follower_end_offsets[replica_id] = fetch_offset
         if replica_id not in leader.state.isr and replica_id not in self.store.shutting_down:
             epoch_start = self.epoch_cache((topic, partition), leader.log).start_offset(leader.state.leader_epoch) or 0
-            if fetch_offset >= leader.high_watermark and fetch_offset >= epoch_start and not leader.isr_change_pending:
+            if fetch_offset >= leader.high_watermark and fetch_offset >= epoch_start and leader.pending_isr is None:
                 self._change_isr(leader, tuple(leader.state.isr) + (replica_id,))
         self._advance_high_watermark(leader)
 
     def _advance_high_watermark(self, leader: LeaderPartition) -> None:
         ends = [leader.log.log_end_offset]
-        for replica in leader.state.isr:
+        for replica in leader.maximal_isr:
             if replica != self.node_id:
                 ends.append(leader.follower_end_offsets.get(replica, -1))
         candidate = min(ends)
@@ -469,11 +490,11 @@ class ReplicaManager:
     def on_local_append(self, topic: str, partition: int) -> None:
         """A single-replica ISR moves the high watermark with every append."""
         leader = self.leading.get((topic, partition))
-        if leader is not None and len(leader.state.isr) <= 1:
+        if leader is not None and len(leader.maximal_isr) <= 1:
             self._advance_high_watermark(leader)
 
     def _change_isr(self, leader: LeaderPartition, isr: tuple[int, ...]) -> None:
-        leader.isr_change_pending = True
+        leader.pending_isr = isr
 
         async def write() -> None:
             old_isr = list(leader.state.isr)
@@ -486,11 +507,12 @@ class ReplicaManager:
                 if self.leading.get((leader.topic, leader.partition)) is leader:
                     self._count_isr_change(leader.state.isr, stored.isr)
                     leader.state = stored
-                    self._advance_high_watermark(leader)
             except Exception:
                 logger.exception("%s-%d: ISR change failed", leader.topic, leader.partition)
             finally:
-                leader.isr_change_pending = False
+                leader.pending_isr = None
+                if self.leading.get((leader.topic, leader.partition)) is leader:
+                    self._advance_high_watermark(leader)  # a joiner that did not join holds it no more
 
         asyncio.create_task(write())
 
@@ -513,7 +535,7 @@ class ReplicaManager:
             await asyncio.sleep(max(self.lag_max_ms / 4, 50) / 1000)
             now = _now_ms()
             for leader in list(self.leading.values()):
-                if leader.isr_change_pending:
+                if leader.pending_isr is not None:
                     continue
                 lagging = [r for r in leader.state.isr if r != self.node_id
                            and now - leader.caught_up_ms.get(r, 0) > self.lag_max_ms]

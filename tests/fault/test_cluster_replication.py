@@ -1,0 +1,183 @@
+"""Replication races held still at the moment that matters.
+
+A real broker in cluster mode runs in the test's event loop on a real etcd and leads a
+partition whose other replica (broker 2) is played by the test: registered in etcd under its
+own lease, it fetches with Fetch requests carrying its replica id over a real socket, as a
+follower broker does. Producers send real Produce requests. Where a race needs a metadata
+write to stay pending, the test holds the broker's compare-and-swap until it lets it go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import uuid
+
+import pytest
+
+from tests.clusterproc import start_in_process_broker
+from tests.etcdproc import EtcdProcess
+from tidelog.cluster.metadata import BrokerInfo, PartitionState, TopicRecord, new_topic_id
+from tidelog.protocol.errors import ErrorCode
+from tidelog.protocol.records import build_batch
+from tidelog.server.replica_manager import BrokerChannel
+
+TOPIC = "replicated"
+KEY = (TOPIC, 0)
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory):
+    proc = EtcdProcess(tmp_path_factory.mktemp("etcd") / "member").start()
+    yield proc
+    proc.kill()
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def wait_for(condition, timeout_s: float = 10.0, message: str = "condition"):
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {message}")
+        await asyncio.sleep(0.01)
+
+
+class Scenario:
+    """Broker 1 (in process) leads ``TOPIC``-0 with replicas (1, 2); broker 2 is the test."""
+
+    def __init__(self, broker, peer, prefix: str) -> None:
+        self.broker, self.peer, self.prefix = broker, peer, prefix
+        self.channels: list[BrokerChannel] = []
+
+    @classmethod
+    async def start(cls, tmp_path, etcd, isr=(1,), settings=None, configs=None) -> "Scenario":
+        from tidelog.cluster.etcd_store import EtcdMetadataStore
+
+        prefix = f"/repl-{uuid.uuid4().hex[:8]}"
+        broker = await start_in_process_broker(tmp_path / "broker-1", etcd.endpoint, prefix, 1, settings)
+        peer = EtcdMetadataStore([f"http://{etcd.endpoint}"], prefix, lease_ttl_s=2)
+        await peer.start()
+        await peer.register_broker(BrokerInfo(2, "127.0.0.1", 1))
+        scenario = cls(broker, peer, prefix)
+        await wait_for(lambda: 2 in broker.metadata.brokers, message="broker 2 registered")
+        await broker.metadata.create_topic(TopicRecord(TOPIC, new_topic_id(), 1, 2, dict(configs or {})),
+                                           [PartitionState((1, 2), 1, 0, tuple(isr))])
+        broker.replication.refresh(TOPIC)
+        await wait_for(lambda: KEY in broker.replication.leading, message="broker 1 leading")
+        return scenario
+
+    async def stop(self) -> None:
+        for channel in self.channels:
+            channel.close()
+        await self.broker.stop()
+        await self.peer.close()
+
+    @property
+    def leader(self):
+        return self.broker.replication.leading[KEY]
+
+    @property
+    def log(self):
+        return self.broker.logs.get(*KEY)
+
+    def channel(self) -> BrokerChannel:
+        channel = BrokerChannel("127.0.0.1", self.broker.port, "test")
+        self.channels.append(channel)
+        return channel
+
+    async def produce(self, channel: BrokerChannel, values: list[bytes], acks: int = -1, timeout_ms: int = 10000):
+        """One Produce v8 of one batch; (error code, base offset)."""
+        from kio.schema.produce.v8 import request as produce
+
+        batch = build_batch([(None, v, []) for v in values])
+        request = produce.ProduceRequest(transactional_id=None, acks=acks, timeout=datetime.timedelta(milliseconds=timeout_ms),
+                                         topic_data=(produce.TopicProduceData(name=TOPIC, partition_data=(
+                                             produce.PartitionProduceData(index=0, records=batch),)),))
+        response = await channel.request(0, 8, request, timeout_ms / 1000 + 10)
+        partition = response.responses[0].partition_responses[0]
+        return partition.error_code, partition.base_offset
+
+    async def fetch(self, channel: BrokerChannel, offset: int, replica_id: int = 2, leader_epoch: int = 0):
+        """One Fetch v11 as follower ``replica_id`` (max wait 0); the partition's response."""
+        from kio.schema.fetch.v11 import request as fetch
+
+        request = fetch.FetchRequest(
+            replica_id=replica_id, max_wait=datetime.timedelta(0), min_bytes=0, max_bytes=1 << 20, isolation_level=0,
+            session_id=0, session_epoch=-1, forgotten_topics_data=(), rack_id="",
+            topics=(fetch.FetchTopic(topic=TOPIC, partitions=(fetch.FetchPartition(
+                partition=0, current_leader_epoch=leader_epoch, fetch_offset=offset, log_start_offset=0,
+                partition_max_bytes=1 << 20),)),))
+        response = await channel.request(1, 11, request, 10)
+        return response.responses[0].partitions[0]
+
+    def hold_isr_writes(self) -> asyncio.Event:
+        """Hold the leader's ISR compare-and-swap writes (not the controller's) until the event is set."""
+        store = self.broker.metadata
+        original = store.compare_and_set_partition
+        release = asyncio.Event()
+
+        async def held(topic, partition, state, controller_epoch=None):
+            if controller_epoch is None:
+                await release.wait()
+            return await original(topic, partition, state, controller_epoch)
+
+        store.compare_and_set_partition = held
+        return release
+
+
+def test_acks_all_waits_for_a_follower_joining_the_isr(tmp_path, etcd):
+    """While the write adding a follower to the ISR is pending, the high watermark counts the
+    follower (Kafka's "maximal ISR"): an acks=all produce is not answered until it has the
+    records, so the replica that joins the ISR never lacks an acknowledged record."""
+
+    async def scenario():
+        s = await Scenario.start(tmp_path, etcd, isr=(1,))
+        try:
+            producer, follower = s.channel(), s.channel()
+            assert await s.produce(producer, [b"a", b"b", b"c"]) == (ErrorCode.none, 0)
+            assert len((await s.fetch(follower, 0)).records) > 0  # the follower copies 0..2
+            release = s.hold_isr_writes()
+            assert (await s.fetch(follower, 3)).error_code == ErrorCode.none  # caught up: the ISR write starts
+            assert s.leader.state.isr == (1,)
+            pending = asyncio.create_task(s.produce(producer, [b"d"]))
+            await wait_for(lambda: s.log.log_end_offset == 4, message="the produce appended")
+            assert s.broker.replication.high_watermark(*KEY) == 3, "offset 3 is committed before the joining follower has it"
+            assert not pending.done()
+            release.set()
+            await wait_for(lambda: s.leader.state.isr == (1, 2), message="the ISR write completed")
+            assert not pending.done()
+            await s.fetch(follower, 4)  # the follower now has offset 3
+            assert await pending == (ErrorCode.none, 3)
+            assert s.broker.replication.high_watermark(*KEY) == 4
+        finally:
+            await s.stop()
+
+    run(scenario())
+
+
+def test_a_follower_fetch_past_the_log_end_neither_counts_nor_joins_the_isr(tmp_path, etcd):
+    """A follower's position is recorded only after its read succeeded (Kafka's order): a
+    fetch offset beyond the leader's log end is OFFSET_OUT_OF_RANGE and neither moves the high
+    watermark nor adds the follower to the ISR; nor does a fetch by a broker that is no replica."""
+
+    async def scenario():
+        s = await Scenario.start(tmp_path, etcd, isr=(1,))
+        try:
+            producer, follower = s.channel(), s.channel()
+            assert await s.produce(producer, [b"a", b"b"]) == (ErrorCode.none, 0)
+            response = await s.fetch(follower, 100)
+            assert response.error_code == ErrorCode.offset_out_of_range
+            assert s.leader.pending_isr is None and s.leader.state.isr == (1,)
+            assert 2 not in s.leader.follower_end_offsets
+            stranger = await s.fetch(s.channel(), 2, replica_id=3)
+            assert stranger.error_code == ErrorCode.unknown_leader_epoch and not stranger.records
+            # It stays out: acks=all is answered on the leader alone (min.insync.replicas 1).
+            assert await s.produce(producer, [b"c"]) == (ErrorCode.none, 2)
+            assert s.leader.state.isr == (1,) and s.leader.pending_isr is None
+        finally:
+            await s.stop()
+
+    run(scenario())
