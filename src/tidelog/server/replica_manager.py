@@ -76,6 +76,21 @@ class LeaderEpochCache:
                     self.entries.append((int(epoch), int(offset)))
         except FileNotFoundError:
             self._rebuild(log)
+        self._clamp(log.log_start_offset, log.log_end_offset)
+
+    def _clamp(self, log_start_offset: int, log_end_offset: int) -> None:
+        """Fit the entries to the log as it opened, as Kafka's log loading does: recovery may
+        have cut the log below where an (fsynced) entry says an epoch began, and the log start
+        may have moved past the first epochs' starts."""
+        kept = [e for e in self.entries if e[1] < log_end_offset]
+        below = [i for i, e in enumerate(kept) if e[1] <= log_start_offset]
+        if below:
+            kept = [(kept[below[-1]][0], log_start_offset)] + kept[below[-1] + 1:]
+        if kept != self.entries:
+            logger.info("%s: leader epochs %s clamped to the log [%d, %d): %s", self.path.parent.name, self.entries,
+                        log_start_offset, log_end_offset, kept)
+            self.entries = kept
+            self._save()
 
     def _rebuild(self, log: "PartitionLog") -> None:
         offset = log.log_start_offset
