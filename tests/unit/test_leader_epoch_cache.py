@@ -12,8 +12,8 @@ from .storage_helpers import make_batch, open_log
 
 def append_in_epoch(log, epoch: int, count: int = 2) -> int:
     batch = make_batch(count)
-    set_partition_leader_epoch(batch, epoch)
-    return log.append(memoryview(batch), parse_batch_header(batch))
+    info = set_partition_leader_epoch(batch, parse_batch_header(batch), epoch)
+    return log.append(memoryview(batch), info)
 
 
 def test_entries_past_a_recovery_cut_are_dropped_at_load(tmp_path):
