@@ -207,6 +207,26 @@ def test_api_versions_v99_gets_v0_body_with_unsupported_version(broker, good):
     assert_still_serving(broker, good, "")
 
 
+@pytest.mark.parametrize("version", [10, 11])
+@pytest.mark.parametrize("name", [None, "by-name"])
+def test_metadata_v10_v11_topic_id_is_invalid_request(broker, good, version, name):
+    """Kafka serves topic ids in Metadata from v12; v10/v11 with a null name or a topic id get
+    INVALID_REQUEST on every topic (name "" where it was null), as Kafka's error response does.
+    A null name used to make the response encoder raise: no answer, the connection left open."""
+    conn = Conn(broker)
+    topic_id = bytes(range(1, 17))
+    name_bytes = b"\x00" if name is None else bytes([len(name) + 1]) + name.encode()
+    body = b"\x02" + topic_id + name_bytes + b"\x00" + b"\x01\x00\x00\x00"
+    header = struct.pack(">hhih", 3, version, 7, 1) + b"x" + b"\x00"
+    conn.send(struct.pack(">i", len(header) + len(body)) + header + body)
+    response = MetadataResponse.decode(conn.recv_frame(), version=version, header=True)
+    assert response.header.correlation_id == 7
+    (topic,) = response.topics
+    assert (topic.error_code, topic.name) == (42, name or "")
+    conn.api_versions(0)  # the connection stays usable
+    assert_still_serving(broker, good, "")
+
+
 def create_topic(conn: Conn, name: str) -> None:
     request = MetadataRequest[9](topics=[MetadataRequest.MetadataRequestTopic(name=name)], allow_auto_topic_creation=True)
     response = conn.roundtrip(request, MetadataResponse, 9)

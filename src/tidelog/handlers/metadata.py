@@ -4,13 +4,18 @@ Behaviour: returns this broker as the only broker and controller, and for each r
 (all topics when the list is null, or empty in v0) its id and partitions, each led by this
 broker with leader epoch 0. An unknown topic is created when the request allows it (always
 before v4) and ``auto.create.topics.enable`` is on; otherwise UNKNOWN_TOPIC_OR_PARTITION.
-Topics requested by id (v10+) that do not exist get UNKNOWN_TOPIC_ID.
-Versions: 0-13. Errors: UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, INVALID_TOPIC_EXCEPTION.
+Topics requested by id (v12+) that do not exist get UNKNOWN_TOPIC_ID. v10 and v11 carry a topic
+id field but Kafka serves ids only from v12: a v10/v11 topic with a null name or a non-zero id
+makes the whole request INVALID_REQUEST (every topic answered with it, a null name as "", as
+Kafka's error response does).
+Versions: 0-13. Errors: UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, INVALID_TOPIC_EXCEPTION,
+INVALID_REQUEST.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import uuid
 
 from tidelog.cluster.metadata import TopicRecord
@@ -18,7 +23,10 @@ from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
 
+logger = logging.getLogger(__name__)
+
 API_KEY = 3
+TOPIC_IDS_FROM = 12
 AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
 ZERO_UUID = uuid.UUID(int=0)
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
@@ -98,7 +106,11 @@ async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, version)
     allow_auto_create = getattr(request, "allow_auto_topic_creation", True)
     requested = request.topics
-    if requested is None or (version == 0 and not requested):
+    invalid = _topic_id_misuse(requested, version)
+    if invalid is not None:
+        logger.warning("Metadata v%d from %s is INVALID_REQUEST: %s", version, ctx.peer, invalid)
+        topics = [topic_error(module, ErrorCode.invalid_request, wanted.name or "", wanted.topic_id) for wanted in requested]
+    elif requested is None or (version == 0 and not requested):
         topics = [describe_topic(module, ctx, record) for record in broker.metadata.topics.values()]
     else:
         topics = []
@@ -122,6 +134,22 @@ async def handle(ctx: RequestContext, request) -> object:
                 topics.append(topic_error(module, ErrorCode.unknown_topic_or_partition, name))
             else:
                 topics.append(describe_topic(module, ctx, record))
+    return _response(module, broker, topics)
+
+
+def _topic_id_misuse(requested, version: int) -> str | None:
+    """Why a v10/v11 request names topics in a way only v12+ may (Kafka's check), or None."""
+    if requested is None or version < 10 or version >= TOPIC_IDS_FROM:
+        return None
+    for wanted in requested:
+        if wanted.name is None:
+            return f"Topic name can not be null for version {version}"
+        if wanted.topic_id is not None and wanted.topic_id != ZERO_UUID:
+            return f"Topic IDs are not supported in requests for version {version}"
+    return None
+
+
+def _response(module, broker, topics: list):
     controller_id = broker.node_id
     if broker.replication is not None:
         brokers = tuple(
