@@ -9,6 +9,7 @@ Broker settings resolve, later winning: built-in default < TOML file (``--config
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,7 @@ class ConfigDef:
     choices: tuple[str, ...] | None = None
     minimum: int | None = None
     read_only: bool = False
+    maximum: int | None = None
 
     def parse(self, value: Any) -> Any:
         parsed = _PARSERS[self.type](value) if isinstance(value, str) else value
@@ -78,6 +80,8 @@ class ConfigDef:
             raise ConfigError(f"{self.name}: {parsed!r} is not one of {', '.join(self.choices)}")
         if self.minimum is not None and parsed < self.minimum:
             raise ConfigError(f"{self.name}: {parsed} is below the minimum {self.minimum}")
+        if self.maximum is not None and parsed > self.maximum:
+            raise ConfigError(f"{self.name}: {parsed} is above the maximum {self.maximum}")
         return parsed
 
 
@@ -143,6 +147,28 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("group.consumer.max.session.timeout.ms", "INT", 60000, "Largest allowed group.consumer.session.timeout.ms.", minimum=1),
         ConfigDef("group.consumer.max.size", "INT", 2147483647, "Most members a consumer-protocol group may have.", minimum=1),
         ConfigDef("group.consumer.assignors", "LIST", "uniform,range", "Server-side assignors of consumer-protocol groups; the first is the default.", read_only=True),
+        # Share groups (KIP-932), Kafka 4.2's names, defaults and ranges; the min/max pairs bound the group configs.
+        ConfigDef("group.share.enable", "BOOLEAN", True, "Serve share groups (Kafka 4.2 turns them on with the share.version feature).", read_only=True),
+        ConfigDef("group.share.session.timeout.ms", "INT", 45000, "A share group member without a heartbeat for this long is removed (default of share.session.timeout.ms).", minimum=1),
+        ConfigDef("group.share.min.session.timeout.ms", "INT", 45000, "Smallest allowed share.session.timeout.ms.", minimum=1),
+        ConfigDef("group.share.max.session.timeout.ms", "INT", 60000, "Largest allowed share.session.timeout.ms.", minimum=1),
+        ConfigDef("group.share.heartbeat.interval.ms", "INT", 5000, "Heartbeat interval given to share group members (default of share.heartbeat.interval.ms).", minimum=1),
+        ConfigDef("group.share.min.heartbeat.interval.ms", "INT", 5000, "Smallest allowed share.heartbeat.interval.ms.", minimum=1),
+        ConfigDef("group.share.max.heartbeat.interval.ms", "INT", 15000, "Largest allowed share.heartbeat.interval.ms.", minimum=1),
+        ConfigDef("group.share.max.size", "INT", 200, "Most members a share group may have.", minimum=1, maximum=1000),
+        ConfigDef("group.share.assignors", "LIST", "simple", "Server-side assignor of share groups (Kafka's SimpleAssignor).", read_only=True, choices=("simple",)),
+        ConfigDef("group.share.record.lock.duration.ms", "INT", 30000, "How long a share consumer holds an acquired record before it becomes available again (default of share.record.lock.duration.ms).", minimum=1000, maximum=3600000),
+        ConfigDef("group.share.min.record.lock.duration.ms", "INT", 15000, "Smallest allowed share.record.lock.duration.ms.", minimum=1000, maximum=30000),
+        ConfigDef("group.share.max.record.lock.duration.ms", "INT", 60000, "Largest allowed share.record.lock.duration.ms.", minimum=30000, maximum=3600000),
+        ConfigDef("group.share.delivery.count.limit", "INT", 5, "Delivery attempts of a record before it is archived (default of share.delivery.count.limit).", minimum=2, maximum=10),
+        ConfigDef("group.share.min.delivery.count.limit", "INT", 2, "Smallest allowed share.delivery.count.limit.", minimum=2, maximum=10),
+        ConfigDef("group.share.max.delivery.count.limit", "INT", 10, "Largest allowed share.delivery.count.limit.", minimum=2, maximum=10),
+        ConfigDef("group.share.partition.max.record.locks", "INT", 2000, "Records in flight (acquired or not yet past the start offset) per share-partition (default of share.partition.max.record.locks).", minimum=100, maximum=10000),
+        ConfigDef("group.share.max.share.sessions", "INT", 2000, "Share sessions (ShareFetch sessions) this broker keeps; more are refused with SHARE_SESSION_LIMIT_REACHED.", minimum=1),
+        ConfigDef("share.coordinator.snapshot.update.records.per.snapshot", "INT", 500, "ShareUpdate records written per share-partition between two ShareSnapshot records of __share_group_state.", minimum=0, maximum=500),
+        ConfigDef("share.coordinator.state.topic.replication.factor", "INT", 3, "Cluster: replication factor of __share_group_state (created once this many brokers are live).", minimum=1, read_only=True),
+        ConfigDef("share.coordinator.write.timeout.ms", "INT", 5000, "Cluster: a share-state write fails when the ISR of __share_group_state does not have it by then.", minimum=1, read_only=True),
+        ConfigDef("errors.deadletterqueue.topic.name.prefix", "STRING", "dlq.", "KIP-1191: a share group's dead-letter topic must start with this prefix.", read_only=True),
     )
 }
 
@@ -187,6 +213,125 @@ def validate_topic_configs(configs: dict[str, str | None]) -> dict[str, str]:
     return result
 
 
+# --- group configs (the GROUP config resource of DescribeConfigs / IncrementalAlterConfigs) ---------------
+# group config name -> broker config that supplies its default (None: the group config's own default). The
+# share.* names are Kafka's (share.delivery.count.limit and share.partition.max.record.locks are Kafka 4.3's,
+# KIP-1240); errors.deadletterqueue.* are KIP-1191's dead-letter settings of a share group.
+GROUP_CONFIG_DEFAULTS: dict[str, str | None] = {
+    "share.auto.offset.reset": None,
+    "share.isolation.level": None,
+    "share.record.lock.duration.ms": "group.share.record.lock.duration.ms",
+    "share.session.timeout.ms": "group.share.session.timeout.ms",
+    "share.heartbeat.interval.ms": "group.share.heartbeat.interval.ms",
+    "share.delivery.count.limit": "group.share.delivery.count.limit",
+    "share.partition.max.record.locks": "group.share.partition.max.record.locks",
+    "errors.deadletterqueue.topic.name": None,
+    "errors.deadletterqueue.copy.record.enable": None,
+}
+
+_GROUP_ONLY_CONFIGS = {
+    d.name: d
+    for d in (
+        ConfigDef("share.auto.offset.reset", "STRING", "latest", "Where a share group starts on a partition it has no state for: latest, earliest or by_duration:<ISO 8601 duration>."),
+        ConfigDef("share.isolation.level", "STRING", "read_uncommitted", "read_committed delivers only committed transactional records.", choices=("read_uncommitted", "read_committed")),
+        ConfigDef("errors.deadletterqueue.topic.name", "STRING", "", "The share group's dead-letter topic (KIP-1191); empty for none."),
+        ConfigDef("errors.deadletterqueue.copy.record.enable", "BOOLEAN", False, "Copy the record's key, value and headers into its dead-letter record, not only the context headers."),
+    )
+}
+
+# group config -> (broker config of its smallest, of its largest allowed value)
+_GROUP_CONFIG_BOUNDS = {
+    "share.record.lock.duration.ms": ("group.share.min.record.lock.duration.ms", "group.share.max.record.lock.duration.ms"),
+    "share.session.timeout.ms": ("group.share.min.session.timeout.ms", "group.share.max.session.timeout.ms"),
+    "share.heartbeat.interval.ms": ("group.share.min.heartbeat.interval.ms", "group.share.max.heartbeat.interval.ms"),
+    "share.delivery.count.limit": ("group.share.min.delivery.count.limit", "group.share.max.delivery.count.limit"),
+}
+
+
+def group_config_def(name: str) -> ConfigDef:
+    """The definition of a group config. Raises INVALID_CONFIG for an unknown name."""
+    if name not in GROUP_CONFIG_DEFAULTS:
+        raise KafkaError(ErrorCode.invalid_config, f"Unknown group config name: {name}")
+    broker_name = GROUP_CONFIG_DEFAULTS[name]
+    if broker_name is None:
+        return _GROUP_ONLY_CONFIGS[name]
+    d = BROKER_CONFIGS[broker_name]
+    return ConfigDef(name, d.type, d.default, d.doc, d.choices, d.minimum, maximum=d.maximum)
+
+
+def parse_share_auto_offset_reset(value: str) -> tuple[str, int]:
+    """``latest`` / ``earliest`` -> (strategy, 0); ``by_duration:PnDTnHnMn.nS`` -> ("by_duration", ms)."""
+    text = value.strip().lower()
+    if text in ("latest", "earliest"):
+        return text, 0
+    if text.startswith("by_duration:"):
+        return "by_duration", _iso8601_duration_ms(value.strip()[len("by_duration:"):])
+    raise ConfigError(f"{value!r} is not latest, earliest or by_duration:<ISO 8601 duration>")
+
+
+def _iso8601_duration_ms(text: str) -> int:
+    """Java's Duration.parse subset Kafka accepts: PnDTnHnMn.nS (days, hours, minutes, seconds), not negative."""
+    match = re.fullmatch(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d{1,9})?)S)?)?", text.strip().upper())
+    if match is None or text.strip().upper() in ("P", "PT") or text.strip().upper().endswith("T"):
+        raise ConfigError(f"{text!r} is not an ISO 8601 duration like P1DT2H3M4.5S (a negative one is not allowed)")
+    days, hours, minutes, seconds = match.groups()
+    total_s = int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes or 0) * 60
+    return total_s * 1000 + int(round(float(seconds or 0) * 1000))
+
+
+def validate_group_configs(configs: dict[str, str | None], broker: "BrokerConfig") -> dict[str, str]:
+    """Check group config overrides (names, values, and the broker's min/max bounds, as Kafka's
+    GroupConfig.validate does); return them normalised. Raises INVALID_CONFIG with the reason."""
+    result: dict[str, str] = {}
+    for name, value in configs.items():
+        definition = group_config_def(name)
+        if value is None:
+            raise KafkaError(ErrorCode.invalid_config, f"Null value for group config {name}")
+        try:
+            parsed = definition.parse(value)
+            if name == "share.auto.offset.reset":
+                parse_share_auto_offset_reset(parsed)
+        except ConfigError as e:
+            raise KafkaError(ErrorCode.invalid_config, f"Invalid value {value} for configuration {name}: {e}") from None
+        bounds = _GROUP_CONFIG_BOUNDS.get(name)
+        if bounds is not None:
+            low, high = broker[bounds[0]], broker[bounds[1]]
+            if parsed < low:
+                raise KafkaError(ErrorCode.invalid_config, f"{name} must be greater than or equal to {bounds[0]} ({low})")
+            if parsed > high:
+                raise KafkaError(ErrorCode.invalid_config, f"{name} must be less than or equal to {bounds[1]} ({high})")
+        result[name] = render(parsed)
+    session = broker.group_value(result, "share.session.timeout.ms")
+    heartbeat = broker.group_value(result, "share.heartbeat.interval.ms")
+    if session <= heartbeat:
+        raise KafkaError(ErrorCode.invalid_config,
+                         "share.session.timeout.ms must be greater than share.heartbeat.interval.ms")
+    return result
+
+
+def _validate_share_settings(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """Kafka's cross-checks of the group.share.* broker settings (ShareGroupConfig / GroupCoordinatorConfig)."""
+    def where(name: str) -> str:
+        return f"{name} (from {sources.get(name, 'default')})"
+
+    for base, low, high in (
+        ("group.share.record.lock.duration.ms", "group.share.min.record.lock.duration.ms", "group.share.max.record.lock.duration.ms"),
+        ("group.share.session.timeout.ms", "group.share.min.session.timeout.ms", "group.share.max.session.timeout.ms"),
+        ("group.share.heartbeat.interval.ms", "group.share.min.heartbeat.interval.ms", "group.share.max.heartbeat.interval.ms"),
+        ("group.share.delivery.count.limit", "group.share.min.delivery.count.limit", "group.share.max.delivery.count.limit"),
+    ):
+        if values[base] < values[low]:
+            raise ConfigError(f"{where(base)} must be greater than or equal to {where(low)}")
+        if values[base] > values[high]:
+            raise ConfigError(f"{where(base)} must be less than or equal to {where(high)}")
+    if values["group.share.heartbeat.interval.ms"] >= values["group.share.session.timeout.ms"]:
+        raise ConfigError(f"{where('group.share.heartbeat.interval.ms')} must be less than "
+                          f"{where('group.share.session.timeout.ms')}")
+    if values["group.share.max.share.sessions"] < values["group.share.max.size"]:
+        raise ConfigError(f"{where('group.share.max.share.sessions')} must be greater than or equal to "
+                          f"{where('group.share.max.size')}")
+
+
 class BrokerConfig:
     """The broker's resolved settings; ``sources`` says where each non-default value came from."""
 
@@ -226,6 +371,7 @@ class BrokerConfig:
         if "node.id" not in sources and "broker.id" in sources:
             values["node.id"] = values["broker.id"]
         values["broker.id"] = values["node.id"]
+        _validate_share_settings(values, sources)
         return cls(values, sources)
 
     def topic_value(self, topic_configs: dict[str, str], name: str) -> Any:
@@ -234,6 +380,14 @@ class BrokerConfig:
         if name in topic_configs:
             return definition.parse(topic_configs[name])
         return self.values[TOPIC_CONFIG_DEFAULTS[name]]
+
+    def group_value(self, group_configs: dict[str, str], name: str) -> Any:
+        """A group config's effective value: the group override, else its broker default."""
+        definition = group_config_def(name)
+        if name in group_configs:
+            return definition.parse(group_configs[name])
+        broker_name = GROUP_CONFIG_DEFAULTS[name]
+        return definition.default if broker_name is None else self.values[broker_name]
 
 
 # Environment variables of ours that are not broker settings.
