@@ -14,7 +14,9 @@ Errors: UNSUPPORTED_VERSION, INVALID_REQUIRED_ACKS, UNSUPPORTED_COMPRESSION_TYPE
 CORRUPT_MESSAGE, INVALID_RECORD, MESSAGE_TOO_LARGE, UNSUPPORTED_FOR_MESSAGE_FORMAT,
 OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE, KAFKA_STORAGE_ERROR.
 Idempotence: a batch with a producer id is checked against that producer's last five batches
-on the partition; a retried duplicate is answered with the offset it got the first time.
+on the partition; a retried duplicate is answered with the offset it got the first time. A
+producer without state on the partition (new, expired, or its batches deleted) may start at any
+sequence (KIP-360), see storage/producer_state.py.
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ def append_batch(broker, topic: str, partition: int, records) -> tuple:
             if replication is not None:
                 info = set_partition_leader_epoch(records, info, replication.leader_epoch(topic, partition))
             base_offset = log.append(records, info)
-            producer_state.update(info, base_offset)
+            producer_state.update(info, base_offset, int(time.time() * 1000))
             if replication is not None:
                 replication.on_local_append(topic, partition)
     except (InvalidBatch, KafkaError) as e:

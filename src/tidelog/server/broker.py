@@ -80,6 +80,7 @@ class Broker:
 
         self.groups = GroupCoordinator(GroupSettings.from_config(config), ConsumerOffsetsTopic(self))
         self._producer_states: dict[tuple[str, int], ProducerState] = {}
+        self._producer_expiry: asyncio.Task | None = None
         self._topic_values: dict[tuple[str, str], tuple[dict, object]] = {}
         self._topic_names_by_id: dict = {}
         self._producer_ids: range = range(0)
@@ -116,6 +117,7 @@ class Broker:
                 if self.logs.get(topic.name, partition) is None and self.hosts_replica(topic.name, partition):
                     self.logs.create(topic.name, partition, self.log_config(topic.configs))
         await self.logs.start()
+        self._producer_expiry = asyncio.create_task(self._expire_producers(), name="tidelog-producer-expiry")
         self.logs.fsync_observer = self._observe_fsync
         if self.replication is None:
             await self.groups.start()
@@ -259,6 +261,8 @@ class Broker:
         if self._server is not None:
             await self._server.wait_closed()
         self.groups.stop()
+        if self._producer_expiry is not None:
+            self._producer_expiry.cancel()
         if self.logs is not None:
             for (topic, partition), state in self._producer_states.items():
                 log = self.logs.get(topic, partition)
@@ -477,6 +481,7 @@ class Broker:
         else:
             self._refresh_cluster_gauges()
         metrics.fetch_purgatory.set(len({w for waiters in self._fetch_waiters.values() for w in waiters}))
+        metrics.producer_ids.set(sum(len(state.producers) for state in self._producer_states.values()))
         metrics.produce_purgatory.set(self.logs.pending_durability_waits())
         states: dict[str, int] = {}
         for group_id, _protocol_type, state, _type in self.groups.list_groups():
@@ -527,8 +532,17 @@ class Broker:
         key = (log.topic, log.partition)
         state = self._producer_states.get(key)
         if state is None:
-            state = self._producer_states[key] = ProducerState.load(log)
+            state = self._producer_states[key] = ProducerState.load(log, self.config["producer.id.expiration.ms"])
         return state
+
+    async def _expire_producers(self) -> None:
+        """Forget idempotent producers idle for ``producer.id.expiration.ms`` (Kafka's check)."""
+        while True:
+            await asyncio.sleep(self.config["producer.id.expiration.check.interval.ms"] / 1000)
+            expiration_ms = self.config["producer.id.expiration.ms"]
+            expired = sum(state.remove_expired(now_ms(), expiration_ms) for state in self._producer_states.values())
+            if expired:
+                logger.info("forgot %d idempotent producer states idle for %d ms", expired, expiration_ms)
 
     async def new_producer_id(self) -> int:
         """A producer id never used before in this cluster (ids are reserved in blocks of 1000)."""

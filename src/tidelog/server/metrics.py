@@ -82,6 +82,7 @@ class BrokerMetrics:
             ["topic", "partition", "replica"], registry=r,
         )
         self.leader_partitions = Gauge("tidelog_leader_partitions", "Partitions this broker leads.", registry=r)
+        self.producer_ids = Gauge("tidelog_producer_ids", "Idempotent producer states kept, summed over partitions.", registry=r)
         partition_labels = ["topic", "partition"]
         self.log_end_offset = Gauge("tidelog_log_end_offset", "Next offset to be written.", partition_labels, registry=r)
         self.log_start_offset = Gauge("tidelog_log_start_offset", "First offset kept.", partition_labels, registry=r)

@@ -2,12 +2,20 @@
 
 Used by Produce to deduplicate retried batches (answered with the offsets they got the first
 time) and to reject gaps (OUT_OF_ORDER_SEQUENCE_NUMBER) and stale epochs
-(INVALID_PRODUCER_EPOCH), as Kafka's ProducerStateManager does.
+(INVALID_PRODUCER_EPOCH), as Kafka's ProducerStateManager / ProducerAppendInfo do. A producer
+this partition has no state for (new, expired, or whose batches were all deleted by retention
+or DeleteRecords before a restart) may start at any sequence (KIP-360): refusing it would be
+fatal to the client. An entry expires ``producer.id.expiration.ms`` after the producer's last
+batch (``remove_expired``, run by the broker every
+``producer.id.expiration.check.interval.ms``), so memory does not grow with every producer id
+ever seen. The time of a batch is when it was appended here; batches replayed from the log or
+appended as a follower count by their max timestamp (not later than now), as Kafka's do.
 
 On disk: ``producer-state.json`` in the partition directory, written on clean shutdown:
-``{"offset": N, "producers": {pid: [epoch, [[first_seq, last_seq, base_offset, last_offset_delta], ...]]}}``,
-the state of the log below offset N. On open the state is loaded and the batches from N to the
-log end are replayed from their headers, so an unclean shutdown only costs a longer scan.
+``{"offset": N, "producers": {pid: [epoch, [[first_seq, last_seq, base_offset, last_offset_delta], ...],
+last_timestamp_ms]}}``, the state of the log below offset N. On open the state is loaded
+(expired entries dropped) and the batches from N to the log end are replayed from their
+headers, so an unclean shutdown only costs a longer scan.
 Not thread-safe; the event loop owns it.
 """
 
@@ -16,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections import deque
 from pathlib import Path
 
@@ -31,16 +40,21 @@ SCAN_CHUNK_BYTES = 8 << 20
 
 
 class ProducerEntry:
-    __slots__ = ("epoch", "batches")
+    __slots__ = ("epoch", "batches", "last_timestamp_ms")
 
-    def __init__(self, epoch: int) -> None:
+    def __init__(self, epoch: int, last_timestamp_ms: int = -1) -> None:
         self.epoch = epoch
         # (first_seq, last_seq, base_offset, last_offset_delta), oldest first
         self.batches: deque[tuple[int, int, int, int]] = deque(maxlen=BATCHES_KEPT)
+        self.last_timestamp_ms = last_timestamp_ms
 
 
 def _last_sequence(info: BatchInfo) -> int:
     return (info.base_sequence + info.last_offset_delta) % SEQUENCE_WRAP
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class ProducerState:
@@ -56,12 +70,7 @@ class ProducerState:
         if info.producer_id < 0:
             return None
         entry = self.producers.get(info.producer_id)
-        if entry is None:
-            if info.base_sequence != 0:
-                raise KafkaError(
-                    ErrorCode.out_of_order_sequence_number,
-                    f"producer {info.producer_id} is unknown here and its first batch has sequence {info.base_sequence}, not 0",
-                )
+        if entry is None:  # no state (KIP-360): any sequence starts it
             return None
         if info.producer_epoch < entry.epoch:
             raise KafkaError(
@@ -88,20 +97,35 @@ class ProducerState:
                 )
         return None
 
-    def update(self, info: BatchInfo, base_offset: int) -> None:
-        """Record an appended batch of an idempotent producer."""
+    def update(self, info: BatchInfo, base_offset: int, now_ms: int | None = None) -> None:
+        """Record an appended batch of an idempotent producer.
+
+        ``now_ms`` is the time of a batch appended as leader; without it (replay, follower) the
+        batch counts by its max timestamp, not later than now.
+        """
         if info.producer_id < 0:
             return
         entry = self.producers.get(info.producer_id)
         if entry is None or info.producer_epoch > entry.epoch:
             entry = self.producers[info.producer_id] = ProducerEntry(info.producer_epoch)
         entry.batches.append((info.base_sequence, _last_sequence(info), base_offset, info.last_offset_delta))
+        timestamp_ms = now_ms if now_ms is not None else min(info.max_timestamp, _now_ms())
+        if timestamp_ms > entry.last_timestamp_ms:
+            entry.last_timestamp_ms = timestamp_ms
+
+    def remove_expired(self, now_ms: int, expiration_ms: int) -> int:
+        """Forget producers whose last batch is ``expiration_ms`` old or older; return how many."""
+        expired = [pid for pid, e in self.producers.items() if now_ms - e.last_timestamp_ms >= expiration_ms]
+        for pid in expired:
+            del self.producers[pid]
+        return len(expired)
 
     # --- persistence -----------------------------------------------------------------
     def save(self, partition_dir: Path, offset: int) -> None:
         data = {
             "offset": offset,
-            "producers": {str(pid): [e.epoch, [list(b) for b in e.batches]] for pid, e in self.producers.items()},
+            "producers": {str(pid): [e.epoch, [list(b) for b in e.batches], e.last_timestamp_ms]
+                          for pid, e in self.producers.items()},
         }
         path = Path(partition_dir) / SNAPSHOT_FILE
         tmp = path.with_name(path.name + ".tmp")
@@ -112,16 +136,19 @@ class ProducerState:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, log) -> "ProducerState":
-        """The state of ``log``: its snapshot, if any, plus a replay of the batches after it."""
+    def load(cls, log, expiration_ms: int | None = None) -> "ProducerState":
+        """The state of ``log``: its snapshot, if any, plus a replay of the batches after it,
+        without the producers already expired (``expiration_ms``)."""
         state = cls()
         start = log.log_start_offset
         path = Path(log.dir) / SNAPSHOT_FILE
+        now_ms = _now_ms()
         try:
             data = json.loads(path.read_text())
             if log.log_start_offset <= data["offset"] <= log.log_end_offset:
-                for pid, (epoch, batches) in data["producers"].items():
-                    entry = state.producers[int(pid)] = ProducerEntry(epoch)
+                for pid, (epoch, batches, *rest) in data["producers"].items():
+                    # A snapshot written before entries had a time: count them as seen now.
+                    entry = state.producers[int(pid)] = ProducerEntry(epoch, int(rest[0]) if rest else now_ms)
                     entry.batches.extend(tuple(b) for b in batches)
                 start = data["offset"]
         except FileNotFoundError:
@@ -131,6 +158,8 @@ class ProducerState:
         replayed = state._replay(log, start)
         if replayed:
             logger.info("%s: producer state rebuilt from %d batches after offset %d", log.dir, replayed, start)
+        if expiration_ms is not None:
+            state.remove_expired(now_ms, expiration_ms)
         return state
 
     def _replay(self, log, offset: int) -> int:
