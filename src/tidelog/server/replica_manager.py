@@ -31,6 +31,7 @@ import asyncio
 import io
 import logging
 import os
+import random
 import struct
 import time
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from kio.serial import entity_reader, entity_writer
 from tidelog.cluster.metadata import PartitionState
 from tidelog.protocol.apis import load_request_schema, load_response_schema
 from tidelog.protocol.errors import ErrorCode
-from tidelog.protocol.records import BATCH_HEADER_SIZE, parse_batch_header
+from tidelog.protocol.records import BATCH_HEADER_SIZE, InvalidBatch, batch_crc_ok, parse_batch_header
 
 if TYPE_CHECKING:
     from tidelog.server.broker import Broker
@@ -57,6 +58,7 @@ FETCH_MAX_WAIT_MS = 500
 FETCH_PARTITION_MAX_BYTES = 1 << 20
 FETCH_MAX_BYTES = 16 << 20
 UNDEFINED = -1
+MIN_BATCH_LENGTH = BATCH_HEADER_SIZE - 12  # a batch's length field counts what follows it
 
 
 def _now_ms() -> int:
@@ -564,7 +566,12 @@ class ReplicaManager:
 
     # ---- follower: appending the leader's batches ------------------------------------------
     def append_as_follower(self, key: tuple[str, int], records, leader_high_watermark: int) -> int:
-        """Append whole batches at the offsets the leader gave them; return the bytes appended."""
+        """Append whole batches at the offsets the leader gave them; return the bytes appended.
+
+        Each batch is checked as recovery checks a segment (length, magic, CRC-32C) before it
+        is appended, as Kafka's followers do: a batch corrupted on the leader's disk raises
+        InvalidBatch (CORRUPT_MESSAGE) after the intact batches before it were appended, so
+        corruption stays on the broker where it happened."""
         log = self.broker.logs.get(*key)
         if log is None:
             return 0
@@ -574,8 +581,13 @@ class ReplicaManager:
         pos = appended = 0
         while pos + BATCH_HEADER_SIZE <= len(view):
             info = parse_batch_header(view, pos)
+            if info.batch_length < MIN_BATCH_LENGTH or info.magic != 2 or (pos == 0 and info.size > len(view)):
+                raise InvalidBatch(ErrorCode.corrupt_message, f"the batch at offset {info.base_offset} has length "
+                                   f"{info.batch_length} and magic {info.magic}")
             if pos + info.size > len(view):
-                break
+                break  # a partial batch after whole ones: fetched again next time
+            if not batch_crc_ok(view, info, pos):
+                raise InvalidBatch(ErrorCode.corrupt_message, f"the batch at offset {info.base_offset} fails its CRC-32C check")
             batch = view[pos:pos + info.size]
             pos += info.size
             if info.base_offset < log.log_end_offset:
@@ -656,16 +668,27 @@ class BrokerChannel:
 
 
 class Fetcher:
-    """Fetches every partition this broker follows from one leader broker."""
+    """Fetches every partition this broker follows from one leader broker.
+
+    A leader it cannot reach is retried with exponential back-off (50 ms doubling up to
+    ``replica.fetch.backoff.ms``, with jitter); the first failure and the recovery are logged,
+    not every retry. A partition whose data cannot be appended (a corrupt batch) is left out of
+    the fetches for ``replica.fetch.backoff.ms`` at a time, its error logged once per offset.
+    """
 
     def __init__(self, manager: ReplicaManager, leader_id: int) -> None:
         self.manager = manager
         self.leader_id = leader_id
         self.partitions: dict[tuple[str, int], int] = {}  # -> leader epoch
         self.needs_truncation: set[tuple[str, int]] = set()
+        self.delayed: dict[tuple[str, int], float] = {}  # partition -> monotonic time it is fetched again
         self.task: asyncio.Task | None = None
         self.stopped = False
+        self.backoff_max_s = manager.broker.config["replica.fetch.backoff.ms"] / 1000
         self._changed = asyncio.Event()
+        self._failures = 0
+        self._failing_since = 0.0
+        self._reported: dict[tuple[str, int], str] = {}  # partition -> the append error last logged
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"fetcher-{self.leader_id}")
@@ -678,11 +701,42 @@ class Fetcher:
     def add(self, key, leader_epoch: int) -> None:
         self.partitions[key] = leader_epoch
         self.needs_truncation.add(key)
+        self.delayed.pop(key, None)
         self._changed.set()
 
     def remove(self, key) -> None:
         self.partitions.pop(key, None)
         self.needs_truncation.discard(key)
+        self.delayed.pop(key, None)
+        self._reported.pop(key, None)
+
+    def _connection_failed(self, leader, error: BaseException) -> float:
+        """Note a failed round trip to the leader; the seconds to wait before the next one."""
+        self._failures += 1
+        if self._failures == 1:
+            self._failing_since = time.monotonic()
+            logger.warning("replica fetcher for leader %d (%s:%d): %s; retrying with back-off up to %d ms",
+                           self.leader_id, leader.host, leader.port, error or type(error).__name__,
+                           self.backoff_max_s * 1000)
+        else:
+            logger.debug("replica fetcher for leader %d: attempt %d: %s", self.leader_id, self._failures,
+                         error or type(error).__name__)
+        backoff_s = min(0.05 * 2 ** min(self._failures - 1, 16), self.backoff_max_s)
+        return backoff_s * random.uniform(0.8, 1.0)
+
+    def _note_progress(self) -> None:
+        if self._failures:
+            logger.info("replica fetcher for leader %d: reached it again after %d failed attempts in %.1f s",
+                        self.leader_id, self._failures, time.monotonic() - self._failing_since)
+            self._failures = 0
+
+    async def _idle(self) -> None:
+        if self._failures:
+            logger.info("replica fetcher for leader %d: nothing left to fetch from it (%d failed attempts in %.1f s)",
+                        self.leader_id, self._failures, time.monotonic() - self._failing_since)
+            self._failures = 0
+        self._changed.clear()
+        await self._changed.wait()
 
     async def _run(self) -> None:
         from kio.schema.fetch.v11 import request as fetch_request
@@ -692,11 +746,10 @@ class Fetcher:
         channel: BrokerChannel | None = None
         while not self.stopped:
             if not self.partitions:
-                self._changed.clear()
-                await self._changed.wait()
+                await self._idle()
                 continue
             leader = manager.store.brokers.get(self.leader_id)
-            if leader is None:
+            if leader is None:  # not registered (yet, or any more): the metadata will move on
                 await asyncio.sleep(0.1)
                 continue
             try:
@@ -707,16 +760,16 @@ class Fetcher:
                 if self.needs_truncation:
                     await self._truncate(channel, epoch_request)
                 await self._fetch(channel, fetch_request)
+                self._note_progress()
             except asyncio.CancelledError:
                 if channel is not None:
                     channel.close()
                 raise
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError) as e:
-                logger.info("replica fetcher for leader %d: %s", self.leader_id, e or type(e).__name__)
                 if channel is not None:
                     channel.close()
                 channel = None
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(self._connection_failed(leader, e))
             except Exception:
                 logger.exception("replica fetcher for leader %d failed", self.leader_id)
                 if channel is not None:
@@ -767,8 +820,9 @@ class Fetcher:
     async def _fetch(self, channel: BrokerChannel, schema) -> None:
         manager = self.manager
         by_topic: dict[str, list] = {}
+        now = time.monotonic()
         for key, epoch in self.partitions.items():
-            if key in self.needs_truncation:
+            if key in self.needs_truncation or self.delayed.get(key, 0) > now:
                 continue
             log = manager.broker.logs.get(*key)
             if log is None:
@@ -776,7 +830,7 @@ class Fetcher:
             by_topic.setdefault(key[0], []).append(schema.FetchPartition(
                 partition=key[1], current_leader_epoch=epoch, fetch_offset=log.log_end_offset,
                 log_start_offset=log.log_start_offset, partition_max_bytes=FETCH_PARTITION_MAX_BYTES))
-        if not by_topic:
+        if not by_topic:  # every partition delayed or being truncated
             await asyncio.sleep(0.05)
             return
         import datetime
@@ -795,7 +849,12 @@ class Fetcher:
                     continue
                 if p.error_code == ErrorCode.none:
                     if p.records:
-                        manager.append_as_follower(key, p.records, p.high_watermark)
+                        try:
+                            manager.append_as_follower(key, p.records, p.high_watermark)
+                        except InvalidBatch as e:
+                            self._append_failed(key, e)
+                            continue
+                        self._reported.pop(key, None)
                     else:
                         log = manager.broker.logs.get(*key)
                         if log is not None:
@@ -820,3 +879,12 @@ class Fetcher:
                     backoff = True  # not the leader yet/anymore: metadata will catch up
         if backoff:
             await asyncio.sleep(0.05)
+
+    def _append_failed(self, key: tuple[str, int], error: InvalidBatch) -> None:
+        """Leave the partition out of the fetches for a while; log the error once per cause."""
+        self.delayed[key] = time.monotonic() + self.backoff_max_s
+        message = str(error)
+        if self._reported.get(key) != message:
+            self._reported[key] = message
+            logger.error("%s-%d: not appending what leader %d sent, %s (corrupt on the leader?); retrying every %d ms",
+                         key[0], key[1], self.leader_id, message, self.backoff_max_s * 1000)

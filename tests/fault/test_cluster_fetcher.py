@@ -1,0 +1,107 @@
+"""The replica fetcher (real brokers, real etcd): it validates what it copies, so a batch
+corrupted on the leader's disk (one flipped byte, its CRC-32C no longer matching) stays on one
+broker instead of spreading to every replica; and it backs off from a dead leader, logging
+the change of state rather than every retry."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.brokerproc import wait_until
+from tests.clusterproc import Cluster
+from tidelog.protocol.records import BATCH_HEADER_SIZE, batch_crc_ok, parse_batch_header
+
+pytestmark = pytest.mark.slow
+
+TOPIC = "copied"
+
+
+def batches(path):
+    """(file position, header, CRC ok) of each whole batch in a segment file."""
+    data = path.read_bytes()
+    found, pos = [], 0
+    while pos + BATCH_HEADER_SIZE <= len(data):
+        info = parse_batch_header(data, pos)
+        if info.size < BATCH_HEADER_SIZE or pos + info.size > len(data):
+            break
+        found.append((pos, info, batch_crc_ok(data, info, pos)))
+        pos += info.size
+    return found
+
+
+def segment(cluster: Cluster, broker_id: int):
+    return cluster.brokers[broker_id].data_dir / f"{TOPIC}-0" / "00000000000000000000.log"
+
+
+def produce(bootstrap: str, first: int, count: int, acks: str) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": acks, "linger.ms": 0})
+    errors = []
+    for n in range(first, first + count):
+        producer.produce(TOPIC, value=b"%d" % n, partition=0, on_delivery=lambda err, _: err and errors.append(err))
+        producer.flush(10)  # one batch a record: the corrupt one sits between good ones
+    assert not errors, errors
+
+
+def test_a_batch_corrupted_on_the_leader_is_not_copied(tmp_path):
+    cluster = Cluster(tmp_path, 2).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        admin.create_topics([NewTopic(TOPIC, 1, 2)])[TOPIC].result(10)
+        wait_until(lambda: len(admin.list_topics(TOPIC, timeout=5).topics[TOPIC].partitions[0].isrs) == 2, 15,
+                   message="a full ISR")
+        leader = admin.list_topics(TOPIC, timeout=5).topics[TOPIC].partitions[0].leader
+        follower = next(i for i in cluster.brokers if i != leader)
+        produce(cluster.bootstrap, 0, 5, "all")
+        cluster.brokers[follower].kill()
+        produce(cluster.brokers[leader].bootstrap, 5, 10, "1")
+
+        # Flip one byte inside the records of the batch at offset 8, on the leader's disk.
+        position, info, _ = next(b for b in batches(segment(cluster, leader)) if b[1].base_offset == 8)
+        with open(segment(cluster, leader), "r+b") as f:
+            f.seek(position + info.size - 2)
+            byte = f.read(1)
+            f.seek(position + info.size - 2)
+            f.write(bytes([byte[0] ^ 0xFF]))
+
+        cluster.brokers[follower].restart()
+        wait_until(lambda: "not appending what leader" in cluster.brokers[follower].log()
+                   or any(b[1].base_offset >= 8 for b in batches(segment(cluster, follower))),
+                   30, message="the follower fetching the corrupt batch")
+        copied = batches(segment(cluster, follower))
+        assert all(ok for _, _, ok in copied), "the follower appended a batch whose CRC does not match"
+        assert [b[1].base_offset for b in copied] == list(range(8))
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
+
+
+def test_a_dead_leader_is_retried_with_back_off_and_logged_once(tmp_path):
+    """Until a killed leader's lease lapses (4 s here) every survivor's fetcher for it fails
+    to connect: that is logged when it starts, not at every retry (it was ~10 lines a second)."""
+    cluster = Cluster(tmp_path, 3, {"broker.session.timeout.ms": "4000"}).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        admin.create_topics([NewTopic(TOPIC, 3, 3)])[TOPIC].result(10)
+        partitions = lambda: admin.list_topics(TOPIC, timeout=5).topics[TOPIC].partitions.values()  # noqa: E731
+        wait_until(lambda: all(len(p.isrs) == 3 for p in partitions()) and {p.leader for p in partitions()} == {1, 2, 3},
+                   15, message="full ISRs, broker 1 leading a partition")
+        survivors = [cluster.brokers[2], cluster.brokers[3]]
+        skip = [len(b.log_path.read_text().splitlines()) for b in survivors]
+        cluster.brokers[1].kill()
+        admin = AdminClient({"bootstrap.servers": f"{survivors[0].bootstrap},{survivors[1].bootstrap}"})
+        wait_until(lambda: all(p.leader in (2, 3) for p in partitions()), 15, interval_s=0.2,
+                   message="the controller moving broker 1's leadership")
+        for broker, old in zip(survivors, skip):
+            lines = [line for line in broker.log_path.read_text().splitlines()[old:] if "fetcher for leader 1" in line]
+            assert 1 <= len(lines) <= 3, "\n".join(lines)
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
