@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tidelog.protocol.records import build_batch, iter_records, parse_batch_header
@@ -43,3 +44,17 @@ def all_offsets(log: PartitionLog) -> list[int]:
         offsets += [r.offset for r in records if r.offset >= next_offset]
         next_offset = batch_spans(data)[-1][1] + 1
     return offsets
+
+
+def spy_fsyncs(monkeypatch) -> list[tuple[str, bool]]:
+    """(path, whether it still exists) of each fsync from now on; directories end with "/"."""
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        synced.append(path + "/" if os.path.isdir(path) else path)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced

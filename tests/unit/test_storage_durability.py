@@ -13,7 +13,7 @@ from tidelog.storage.faults import faults
 from tidelog.storage.log import LogConfig
 from tidelog.storage.manager import CLEAN_SHUTDOWN_FILE, LogManager
 
-from .storage_helpers import all_offsets, append, open_log
+from .storage_helpers import all_offsets, append, open_log, spy_fsyncs
 
 
 @pytest.fixture(autouse=True)
@@ -272,3 +272,30 @@ def test_many_dirty_logs_are_synced_with_one_syncfs(tmp_path, monkeypatch):
     fsyncs_in_group_commits = asyncio.run(run())
     assert calls["syncfs"] >= 1
     assert fsyncs_in_group_commits < 32, "one fsync per partition: syncfs was not used"
+
+
+def test_removing_the_clean_shutdown_marker_is_made_durable(tmp_path, monkeypatch):
+    """Else a power loss after the start could bring the marker back and skip the next recovery."""
+    async def close_cleanly():
+        manager = LogManager(tmp_path, LogConfig())
+        manager.open_all({})
+        await manager.close()
+
+    asyncio.run(close_cleanly())
+    synced = spy_fsyncs(monkeypatch)
+    manager = LogManager(tmp_path, LogConfig())
+    manager.open_all({})
+    assert not (tmp_path / CLEAN_SHUTDOWN_FILE).exists()
+    assert f"{tmp_path}/" in synced
+
+
+def test_writing_the_clean_shutdown_marker_is_failable(tmp_path):
+    async def run():
+        manager = LogManager(tmp_path, LogConfig())
+        manager.open_all({})
+        faults.fail_next_write(errno.EIO, target="checkpoint")
+        with pytest.raises(OSError):
+            await manager.close()
+
+    asyncio.run(run())
+    assert not (tmp_path / CLEAN_SHUTDOWN_FILE).exists()

@@ -4,9 +4,9 @@
 contract-test suite (tests/integration/test_metadata_store_contract.py):
 
 - ``EmbeddedMetadataStore`` (single node, the default): one JSON file in the data directory
-  (``__tidelog_meta/metadata.json``), replaced atomically (write a temporary file, fsync,
-  rename, fsync the directory) on every change. This broker is the only live broker, the
-  controller (epoch 1) and the leader of every partition.
+  (``__tidelog_meta/metadata.json``), replaced atomically and durably on every change
+  (storage/checkpoint.py: temporary file, fsync, rename, fsync the directory). This broker is
+  the only live broker, the controller (epoch 1) and the leader of every partition.
 - ``EtcdMetadataStore`` (cluster/etcd_store.py): the same state in etcd v3, brokers registered
   under a lease, the controller elected by create-if-absent.
 
@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Protocol
+
+from tidelog.storage.checkpoint import write_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
@@ -323,17 +324,7 @@ class EmbeddedMetadataStore:
             "topics": [t.to_json() for t in self.topics.values()],
             "partitions": partitions,
         }
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_checkpoint_file(self.path, json.dumps(data, indent=1))
 
 
 def _new_cluster_id() -> str:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import os
 import random
 import struct
 import time
@@ -43,6 +42,7 @@ from tidelog.cluster.metadata import PartitionState
 from tidelog.protocol.apis import load_request_schema, load_response_schema
 from tidelog.protocol.errors import ErrorCode
 from tidelog.protocol.records import BATCH_HEADER_SIZE, InvalidBatch, batch_crc_ok, parse_batch_header
+from tidelog.storage.checkpoint import write_checkpoint_file
 
 if TYPE_CHECKING:
     from tidelog.server.broker import Broker
@@ -143,12 +143,7 @@ class LeaderEpochCache:
             self._save()
 
     def _save(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write("".join(f"{epoch} {offset}\n" for epoch, offset in self.entries))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_checkpoint_file(self.path, "".join(f"{epoch} {offset}\n" for epoch, offset in self.entries))
 
 
 @dataclass
@@ -250,12 +245,7 @@ class ReplicaManager:
         return f"0\n{len(entries)}\n" + "".join(sorted(entries))
 
     def _write_high_watermarks(self, text: str) -> None:
-        tmp = self._checkpoint_path.with_name(HW_CHECKPOINT_FILE + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._checkpoint_path)
+        write_checkpoint_file(self._checkpoint_path, text)
 
     async def _checkpoint_loop(self) -> None:
         interval_s = self.broker.config["replica.high.watermark.checkpoint.interval.ms"] / 1000

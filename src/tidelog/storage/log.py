@@ -1,7 +1,7 @@
 """PartitionLog: one partition's log, a list of segments ordered by base offset.
 
 On disk, ``<data_dir>/<topic>-<partition>/`` holds the segments (see segment.py and index.py)
-and two checkpoint files, each one decimal number written atomically (tmp, fsync, rename):
+and two checkpoint files, each one decimal number (written by storage/checkpoint.py):
 ``log-start-offset`` (moved by DeleteRecords) and ``recovery-point`` (every segment wholly
 below it was fsynced, so recovery after a crash rescans only from its segment on).
 
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from tidelog.protocol.records import BatchInfo, iter_records, set_base_offset
+from tidelog.storage.checkpoint import read_checkpoint, write_checkpoint
 from tidelog.storage.errors import OffsetOutOfRange, StorageError
 from tidelog.storage.faults import faults
 from tidelog.storage.segment import LogSegment
@@ -76,29 +77,6 @@ class PendingFlush(NamedTuple):
     target_offset: int
     fds: list[int]
     segments: list[LogSegment]
-
-
-def write_checkpoint(path: Path, value: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, f"{value}\n".encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def read_checkpoint(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 def _now_ms() -> int:

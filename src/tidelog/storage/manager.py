@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
+from tidelog.storage.checkpoint import remove_file, write_checkpoint_file
 from tidelog.storage.errors import StorageError
 from tidelog.storage.log import LogConfig, PartitionLog, PendingFlush
 
@@ -66,11 +66,9 @@ class LogManager:
 
     def open_all(self, topic_configs: dict[str, LogConfig]) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        marker = self.data_dir / CLEAN_SHUTDOWN_FILE
-        clean = marker.exists()
-        if clean:
-            marker.unlink()
-        else:
+        # The removal must survive a power loss, or the next start would skip recovery.
+        clean = remove_file(self.data_dir / CLEAN_SHUTDOWN_FILE)
+        if not clean:
             logger.warning("%s: no clean-shutdown marker, recovering every log", self.data_dir)
         for entry in sorted(self.data_dir.iterdir()):
             if not entry.is_dir() or entry.name.startswith("__tidelog"):
@@ -291,10 +289,4 @@ class LogManager:
         self._logs.clear()
         self._executor.shutdown(wait=True)
         if not failed:
-            marker = self.data_dir / CLEAN_SHUTDOWN_FILE
-            marker.touch()
-            fd = os.open(self.data_dir, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            write_checkpoint_file(self.data_dir / CLEAN_SHUTDOWN_FILE, b"")

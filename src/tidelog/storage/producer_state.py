@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import deque
 from pathlib import Path
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import BATCH_HEADER_SIZE, BatchInfo, parse_batch_header
+from tidelog.storage.checkpoint import write_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
@@ -127,13 +127,7 @@ class ProducerState:
             "producers": {str(pid): [e.epoch, [list(b) for b in e.batches], e.last_timestamp_ms]
                           for pid, e in self.producers.items()},
         }
-        path = Path(partition_dir) / SNAPSHOT_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_checkpoint_file(Path(partition_dir) / SNAPSHOT_FILE, json.dumps(data))
 
     @classmethod
     def load(cls, log, expiration_ms: int | None = None) -> "ProducerState":
