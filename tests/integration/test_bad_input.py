@@ -12,6 +12,7 @@ from kafka.protocol.metadata import ApiVersionsRequest, ApiVersionsResponse, Met
 from kafka.protocol.producer import ProduceRequest, ProduceResponse
 
 from tests.brokerproc import wait_until
+from tidelog.protocol import apis
 from tidelog.protocol.records import build_batch
 
 TIMEOUT_S = 10.0
@@ -186,6 +187,37 @@ def test_nothing_after_a_failed_request_is_answered(broker, good):
         data = conn.recv_frame()
         pytest.fail(f"answered correlation id {struct.unpack_from('>i', data)[0]} after a request that got no answer")
     assert_still_serving(broker, good, "closing connection from")
+
+
+def null_array_body(api_key: int, version: int) -> tuple[str, bytes]:
+    """A well-formed body but for its first array that the schema does not let be null."""
+    from tests.schema_requests import RequestWriter
+
+    for null_at in range(50):
+        writer = RequestWriter(null_at=null_at)
+        body = writer.body(api_key, version)
+        if writer.nulled_array:
+            return writer.nulled_field, body
+    raise AssertionError(f"no non-nullable array in api {api_key} v{version}")
+
+
+# Found by the fuzz campaign: each handler iterated over the None that kio decoded.
+NULL_ARRAY_CASES = [(32, 1), (32, 4), (33, 0), (15, 0), (15, 5), (42, 2), (8, 2), (8, 9), (2, 1), (2, 10), (19, 2),
+                    (19, 7), (20, 6), (21, 2), (37, 3), (44, 1), (9, 1), (35, 4), (23, 4), (47, 0)]
+
+
+@pytest.mark.parametrize("api_key, version", NULL_ARRAY_CASES)
+def test_null_non_nullable_array_closes_with_a_warning(broker, good, api_key, version):
+    """Kafka fails to parse such a request and closes the connection; so does Tidelog, with a
+    WARNING that names the field, never an ERROR traceback from the handler."""
+    field, body = null_array_body(api_key, version)
+    conn = Conn(broker)
+    flexible_tags = b"\x00" if apis.is_flexible(api_key, version) else b""
+    header = struct.pack(">hhih", api_key, version, 3, 1) + b"x" + flexible_tags
+    conn.send(struct.pack(">i", len(header) + len(body)) + header + body)
+    assert conn.closed_by_broker()
+    assert_still_serving(broker, good, f"non-nullable field {field} was serialized as null")
+    assert " ERROR " not in broker.log()
 
 
 # --- requests the broker must answer with an error --------------------------------------------

@@ -6,6 +6,10 @@ dataclasses and field metadata) without building anything, checking that every a
 string and byte length fits in the bytes left, and raises MalformedFrame otherwise. Tagged
 fields are checked within their declared size. Plans are compiled once per schema class.
 
+A null (a negative length or count) where the schema does not allow one is malformed too:
+Kafka's generated readers throw ("non-nullable field X was serialized as null"), the request
+fails to parse and the connection is closed. kio let null arrays through to the handlers.
+
 kio also raises on tagged fields it does not know, where Kafka skips them; the walk notes where
 such fields are, and ``strip_unknown_tags`` returns a copy of the body without them.
 """
@@ -29,9 +33,10 @@ _FIXED = {
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 
-# A step: (kind, fixed size or kafka type, nested plan or None)
+# A step: (kind, fixed size or kafka type, nested class or None, nullable, field name)
 #   ("fixed", n, None) | ("var", "string"/"bytes", None) | ("array", elem_kind, nested)
 #   ("entity", None, nested) | ("nullable_entity", None, nested): an int8 marker (-1 null) first
+# ``nullable`` matters for "var" and "array" steps; array elements are never null.
 
 
 # An unknown tagged-field section to rewrite: (count start, count end, count of known tags,
@@ -76,8 +81,8 @@ def _plan(cls: type) -> tuple[tuple, dict[int, tuple]]:
         step = _step(field)
         tag = get_field_tag(field)
         if tag is None:
-            if step[0] == "entity" and is_optional(field):  # a nullable struct (KIP-893), e.g. a cursor
-                step = ("nullable_entity", None, step[2])
+            if step[0] == "entity" and step[3]:  # a nullable struct (KIP-893), e.g. a cursor
+                step = ("nullable_entity", *step[1:])
             steps.append(step)
         else:
             tagged[tag] = step
@@ -86,16 +91,17 @@ def _plan(cls: type) -> tuple[tuple, dict[int, tuple]]:
 
 def _step(field: dataclasses.Field) -> tuple:
     kind = classify_field(field)
+    nullable = is_optional(field)
     if isinstance(kind, EntityField):
-        return ("entity", None, kind.type_)
+        return ("entity", None, kind.type_, nullable, field.name)
     if isinstance(kind, EntityTupleField):
-        return ("array", "entity", kind.type_)
+        return ("array", "entity", kind.type_, nullable, field.name)
     kafka_type = field.metadata["kafka_type"]
     if isinstance(kind, PrimitiveTupleField):
-        return ("array", kafka_type, None)
+        return ("array", kafka_type, None, nullable, field.name)
     if kafka_type in _FIXED:
-        return ("fixed", _FIXED[kafka_type], None)
-    return ("var", kafka_type, None)
+        return ("fixed", _FIXED[kafka_type], None, False, field.name)
+    return ("var", kafka_type, None, nullable, field.name)
 
 
 def _length(buf: memoryview, pos: int, limit: int, flexible: bool, wide: bool) -> tuple[int, int]:
@@ -111,8 +117,8 @@ def _length(buf: memoryview, pos: int, limit: int, flexible: bool, wide: bool) -
 
 def _walk(plan: tuple, buf: memoryview, pos: int, limit: int, flexible: bool, edits: list[Edit]) -> int:
     steps, tagged = plan
-    for kind, arg, nested in steps:
-        pos = _walk_step(kind, arg, nested, buf, pos, limit, flexible, edits)
+    for step in steps:
+        pos = _walk_step(step, buf, pos, limit, flexible, edits)
         if pos > limit:
             raise MalformedFrame("request body truncated")
     if flexible:
@@ -131,7 +137,7 @@ def _walk(plan: tuple, buf: memoryview, pos: int, limit: int, flexible: bool, ed
                 raise MalformedFrame("tagged field runs past the end of the request")
             step = tagged.get(tag)
             if step is not None:
-                _walk_step(*step, buf, pos, end, flexible, edits)
+                _walk_step(step, buf, pos, end, flexible, edits)
             else:
                 unknown.append((field_start, end))
             pos = end
@@ -140,11 +146,14 @@ def _walk(plan: tuple, buf: memoryview, pos: int, limit: int, flexible: bool, ed
     return pos
 
 
-def _walk_step(kind: str, arg, nested, buf: memoryview, pos: int, limit: int, flexible: bool, edits: list[Edit]) -> int:
+def _walk_step(step: tuple, buf: memoryview, pos: int, limit: int, flexible: bool, edits: list[Edit]) -> int:
+    kind, arg, nested, nullable, name = step
     if kind == "fixed":
         return pos + arg
     if kind == "var":
         size, pos = _length(buf, pos, limit, flexible, wide=arg != "string")
+        if size < 0 and not nullable:
+            raise MalformedFrame(f"non-nullable field {name} was serialized as null")
         if size > limit - pos:
             raise MalformedFrame(f"{arg} of {size} bytes in {limit - pos} bytes left")
         return pos + max(size, 0)
@@ -158,6 +167,8 @@ def _walk_step(kind: str, arg, nested, buf: memoryview, pos: int, limit: int, fl
         return _walk(_plan(nested), buf, pos + 1, limit, flexible, edits)
     # array
     count, pos = _length(buf, pos, limit, flexible, wide=True)
+    if count < 0 and not nullable:
+        raise MalformedFrame(f"non-nullable field {name} was serialized as null")
     if count > limit - pos:
         raise MalformedFrame(f"array of {count} elements in {limit - pos} bytes left")
     if arg == "entity":
@@ -169,6 +180,7 @@ def _walk_step(kind: str, arg, nested, buf: memoryview, pos: int, limit: int, fl
         return pos
     if arg in _FIXED:
         return pos + max(count, 0) * _FIXED[arg]
+    element = ("var", arg, None, False, name)
     for _ in range(count):
-        pos = _walk_step("var", arg, None, buf, pos, limit, flexible, edits)
+        pos = _walk_step(element, buf, pos, limit, flexible, edits)
     return pos
