@@ -181,3 +181,60 @@ def test_a_follower_fetch_past_the_log_end_neither_counts_nor_joins_the_isr(tmp_
             await s.stop()
 
     run(scenario())
+
+
+def test_http_produce_is_answered_once_the_isr_has_the_records(tmp_path, etcd):
+    """The HTTP API's produce waits as Produce acks=all does: for the in-sync replicas, and
+    with min.insync.replicas checked; a follower that never fetches makes it fail, not succeed."""
+    import aiohttp
+
+    async def scenario():
+        s = await Scenario.start(tmp_path, etcd, isr=(1, 2), settings={"http.port": "0"},
+                                 configs={"min.insync.replicas": "2"})
+        url = f"http://127.0.0.1:{s.broker.http.port}/api/v1/topics/{TOPIC}/records"
+        body = {"records": [{"value": "one", "partition": 0}]}
+        try:
+            async with aiohttp.ClientSession() as http:
+                follower = s.channel()
+                pending = asyncio.create_task(http.post(url, json=body))
+                await wait_for(lambda: s.log.log_end_offset == 1, message="the HTTP produce appended")
+                await s.fetch(follower, 0)
+                await s.fetch(follower, 1)  # the follower has offset 0: the high watermark passes it
+                response = await pending
+                assert response.status == 200, await response.text()
+                assert [(r["partition"], r["offset"]) for r in (await response.json())["offsets"]] == [(0, 0)]
+
+                # The follower fetches no more: after replica.lag.time.max.ms it leaves the ISR,
+                # and the record is not acknowledged (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND).
+                response = await http.post(url, json=body)
+                assert response.status == 503, await response.text()
+                assert (await response.json())["error_code"] == "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
+                response = await http.post(url, json=body)  # and now refused before the append
+                assert (await response.json())["error_code"] == "NOT_ENOUGH_REPLICAS"
+                assert s.log.log_end_offset == 2
+        finally:
+            await s.stop()
+
+    run(scenario())
+
+
+def test_http_consume_reads_only_below_the_high_watermark(tmp_path, etcd):
+    """Like a Kafka consumer, the HTTP API reads only what the whole ISR has."""
+    import aiohttp
+
+    async def scenario():
+        s = await Scenario.start(tmp_path, etcd, isr=(1, 2), settings={"http.port": "0"})
+        url = f"http://127.0.0.1:{s.broker.http.port}/api/v1/topics/{TOPIC}/partitions/0/records?offset=0"
+        try:
+            async with aiohttp.ClientSession() as http:
+                producer, follower = s.channel(), s.channel()
+                assert await s.produce(producer, [b"a", b"b"], acks=1) == (ErrorCode.none, 0)
+                answer = await (await http.get(url)).json()
+                assert (answer["records"], answer["high_watermark"]) == ([], 0)
+                await s.fetch(follower, 2)
+                answer = await (await http.get(url)).json()
+                assert ([r["value"] for r in answer["records"]], answer["high_watermark"]) == (["a", "b"], 2)
+        finally:
+            await s.stop()
+
+    run(scenario())

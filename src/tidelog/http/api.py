@@ -3,8 +3,9 @@
 It runs in the broker's event loop and works on the broker's own objects: topic admin through
 ``Broker.check_new_topic`` / ``create_topic`` / ``delete_topic`` (the CreateTopics rules),
 records appended through ``handlers.produce.append_batch`` (the Produce path: same
-validation, metrics, fetch wake-up) and acknowledged once durable under the topic's profile,
-records read from the partition logs, groups from the GroupCoordinator. Errors are
+validation, metrics, fetch wake-up) and acknowledged once durable under the topic's profile
+(in a cluster: once the in-sync replicas have them, as Produce acks=all), records read from the
+partition logs (in a cluster: below the high watermark), groups from the GroupCoordinator. Errors are
 ``{"error_code": NAME, "message": ...}`` with the HTTP status of ``_STATUS`` (Kafka error
 names, upper case, or BAD_REQUEST / NOT_FOUND / METHOD_NOT_ALLOWED / INTERNAL_ERROR).
 
@@ -46,6 +47,7 @@ DEFAULT_LIMIT = 100
 MAX_TIMEOUT_MS = 30_000
 MAX_READ_BYTES = 4 * 1024 * 1024
 MAX_RECORDS_PER_REQUEST = 10_000
+PRODUCE_TIMEOUT_S = 30  # cluster: the longest a produce waits for the ISR (a Kafka producer's request.timeout.ms)
 
 _STATUS = {
     ErrorCode.unknown_topic_or_partition: 404,
@@ -61,6 +63,9 @@ _STATUS = {
     ErrorCode.record_list_too_large: 413,
     ErrorCode.offset_out_of_range: 416,
     ErrorCode.kafka_storage_error: 503,
+    ErrorCode.not_enough_replicas: 503,
+    ErrorCode.not_enough_replicas_after_append: 503,
+    ErrorCode.request_timed_out: 503,
     ErrorCode.coordinator_not_available: 503,
     ErrorCode.coordinator_load_in_progress: 503,
     ErrorCode.unknown_server_error: 500,
@@ -342,18 +347,30 @@ class Api:
         waits = []
         errors: list[KafkaError | InvalidBatch] = []
         broker = self.broker
+        replication = broker.replication  # cluster: acknowledged as Produce acks=all is
+        replicated = []  # (partition, end offset, items)
+
+        def reject(partition: int, items: list, error: KafkaError | InvalidBatch) -> None:
+            errors.append(error)
+            for index, _ in items:
+                results[index] = {"partition": partition, "offset": -1, "error_code": error.error_code.name.upper(),
+                                  "message": str(error)}
+
         for partition, items in sorted(by_partition.items()):
             batch = bytearray(build_batch([r for _, r in items]))
             try:
+                if replication is not None:
+                    error = replication.leader_error(record.name, partition) or replication.check_min_isr(record.name, partition)
+                    if error is not None:
+                        raise KafkaError(error, f"{record.name}-{partition}: {error.name}")
                 log, base_offset, append_time, info = append_batch(broker, record.name, partition, batch)
             except (KafkaError, InvalidBatch) as e:
                 logger.info("HTTP produce to %s-%d rejected: %s", record.name, partition, e)
-                errors.append(e)
-                for index, _ in items:
-                    results[index] = {"partition": partition, "offset": -1, "error_code": e.error_code.name.upper(),
-                                      "message": str(e)}
+                reject(partition, items, e)
                 continue
             waits.append(broker.logs.wait_durable(log, base_offset + info.last_offset_delta + 1))
+            if replication is not None:
+                replicated.append((partition, base_offset + info.last_offset_delta + 1, items))
             for delta, (index, r) in enumerate(items):
                 timestamp = append_time if append_time >= 0 else (r[3] if r[3] is not None else info.max_timestamp)
                 results[index] = {"partition": partition, "offset": base_offset + delta, "timestamp": timestamp}
@@ -363,7 +380,14 @@ class Api:
             if failed:
                 logger.error("durability wait failed for an HTTP produce: %s", failed[0])
                 raise KafkaError(ErrorCode.kafka_storage_error, f"the records may not be durable: {failed[0]}")
-        if errors and not waits:
+        if replicated:
+            outcomes = await asyncio.gather(*(replication.wait_for_isr(record.name, partition, end_offset, PRODUCE_TIMEOUT_S)
+                                              for partition, end_offset, _ in replicated))
+            for (partition, _, items), error in zip(replicated, outcomes):
+                if error != ErrorCode.none:
+                    logger.info("HTTP produce to %s-%d not acknowledged: %s", record.name, partition, error.name)
+                    reject(partition, items, KafkaError(error, f"{record.name}-{partition}: {error.name}"))
+        if errors and len(errors) == len(by_partition):
             return kafka_error_response(errors[0])
         return web.json_response({"topic": record.name, "offsets": results})
 
@@ -381,6 +405,11 @@ class Api:
             "headers": headers,
         }
 
+    def _high_watermark(self, log) -> int:
+        """What readers may see: in a cluster only what the whole ISR has (as Fetch serves)."""
+        replication = self.broker.replication
+        return log.log_end_offset if replication is None else replication.high_watermark(log.topic, log.partition)
+
     def read_records(self, topic: str, partition: int, offset: int, limit: int, force_base64: bool) -> tuple[list[dict], int]:
         """Up to ``limit`` records from ``offset`` (control batches skipped); and the next offset to read."""
         log = self.broker.partition_log(topic, partition)
@@ -388,7 +417,7 @@ class Api:
         position = offset
         budget = MAX_READ_BYTES
         while len(out) < limit and budget > 0:
-            high_watermark = log.log_end_offset
+            high_watermark = self._high_watermark(log)
             data = log.read(position, min(budget, 1024 * 1024), min_one_batch=True, max_offset=high_watermark)
             if not data:
                 break
@@ -450,7 +479,7 @@ class Api:
             await self.broker.wait_for_append([(record.name, partition)], remaining)
         return web.json_response({
             "topic": record.name, "partition": partition, "log_start_offset": log.log_start_offset,
-            "high_watermark": log.log_end_offset, "next_offset": next_offset, "records": records,
+            "high_watermark": self._high_watermark(log), "next_offset": next_offset, "records": records,
         })
 
     # --- groups ----------------------------------------------------------------------------
