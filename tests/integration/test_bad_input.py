@@ -259,6 +259,30 @@ def test_metadata_v10_v11_topic_id_is_invalid_request(broker, good, version, nam
     assert_still_serving(broker, good, "")
 
 
+@pytest.mark.parametrize("version", [13, 17])
+def test_fetch_with_the_zero_topic_id_is_unknown_topic_id(broker, good, version):
+    """Fetch v13+ names topics by id; the all-zero id is no topic's (Kafka: UNKNOWN_TOPIC_ID).
+    It used to fail in the response encoder."""
+    from kio.serial import entity_reader
+
+    partition = struct.pack(">iiqiqi", 0, -1, 0, -1, -1, 1 << 20) + b"\x00"
+    topic = bytes(16) + b"\x02" + partition + b"\x00"
+    replica_id = struct.pack(">i", -1) if version < 15 else b""
+    body = replica_id + struct.pack(">iiibii", 0, 0, 1 << 20, 0, 0, -1) + b"\x02" + topic + b"\x01" + b"\x01" + b"\x00"
+    conn = Conn(broker)
+    header = struct.pack(">hhih", 1, version, 5, 1) + b"x" + b"\x00"
+    conn.send(struct.pack(">i", len(header) + len(body)) + header + body)
+    data = conn.recv_frame()
+    assert struct.unpack_from(">i", data)[0] == 5
+    response, _ = entity_reader(apis.response_type(1, version))(memoryview(data[5:]).toreadonly(), 0)
+    (topic_response,) = response.responses
+    assert topic_response.topic_id is None  # kio's reading of the zero uuid
+    (partition_response,) = topic_response.partitions
+    assert partition_response.error_code == 100  # UNKNOWN_TOPIC_ID
+    conn.api_versions(0)
+    assert_still_serving(broker, good, "")
+
+
 def create_topic(conn: Conn, name: str) -> None:
     request = MetadataRequest[9](topics=[MetadataRequest.MetadataRequestTopic(name=name)], allow_auto_topic_creation=True)
     response = conn.roundtrip(request, MetadataResponse, 9)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 API_KEY = 1
 LEADER_EPOCH = 0
+ZERO_UUID = uuid.UUID(int=0)
 
 
 @handles(API_KEY)
@@ -50,8 +52,9 @@ def _resolve(ctx: RequestContext, request) -> list:
     resolved = []
     for topic in request.topics:
         if ctx.api_version >= TOPIC_IDS_FROM:
-            record = broker.topic_by_id(topic.topic_id)
-            resolved.append((record.name if record else None, topic.topic_id, topic.partitions, record.name if record else ""))
+            topic_id = topic.topic_id or ZERO_UUID  # kio reads the zero uuid as None; no topic has it
+            record = broker.topic_by_id(topic_id)
+            resolved.append((record.name if record else None, topic_id, topic.partitions, record.name if record else ""))
         else:
             record = broker.metadata.topics.get(topic.topic)
             resolved.append((topic.topic if record else None, record.topic_id if record else None, topic.partitions, topic.topic))
