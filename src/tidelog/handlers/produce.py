@@ -104,9 +104,12 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
     if durable_waits:
         try:
             await broker.logs.wait_durable_many(durable_waits)
-        except KafkaError as e:  # StorageError: an fsync failed
-            logger.error("durability wait failed for a produce from %s: %s", ctx.peer, e)
-            results = everywhere(ErrorCode.kafka_storage_error)
+        except KafkaError as e:  # StorageError: an fsync failed; or a partition was deleted meanwhile
+            if e.error_code == ErrorCode.kafka_storage_error:
+                logger.error("durability wait failed for a produce from %s: %s", ctx.peer, e)
+            else:
+                logger.info("produce from %s answered %s: %s", ctx.peer, e.error_code.name, e)
+            results = everywhere(e.error_code)
     if replication_waits:
         timeout_s = request.timeout_ms / 1000
         errors = await asyncio.gather(*(replication.wait_for_isr(name, index, end, timeout_s)

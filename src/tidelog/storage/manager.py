@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
+from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.storage.checkpoint import remove_file, write_checkpoint_file
 from tidelog.storage.errors import StorageError
 from tidelog.storage.log import LogConfig, PartitionLog, PendingFlush
@@ -104,14 +105,17 @@ class LogManager:
     def delete_topic(self, topic: str) -> None:
         for key in [key for key in self._logs if key[0] == topic]:
             log = self._logs.pop(key)
-            self._fail_waiters(log, StorageError(f"{topic}-{key[1]} was deleted"))
+            # What Kafka answers a produce whose partition went away: not a storage failure.
+            self._fail_waiters(log, KafkaError(ErrorCode.unknown_topic_or_partition,
+                                               f"{topic}-{key[1]} was deleted while the produce waited for its flush"))
             log.delete()
 
     def delete_partition(self, topic: str, partition: int) -> None:
         """Remove one partition's log (a replica moved to another broker)."""
         log = self._logs.pop((topic, partition), None)
         if log is not None:
-            self._fail_waiters(log, StorageError(f"{topic}-{partition} was deleted"))
+            self._fail_waiters(log, KafkaError(ErrorCode.not_leader_or_follower,
+                                               f"{topic}-{partition} was deleted while the produce waited for its flush"))
             log.delete()
 
     def logs(self) -> Iterable[PartitionLog]:
