@@ -160,30 +160,25 @@ def test_scram_unknown_user_and_missing_mechanism_fail_at_the_first_message(stor
     assert scramp_login(session_for(store), "SCRAM-SHA-512", "bob", "bob-secret").outcome is Outcome.AUTHENTICATED
 
 
-def test_scram_authzid_equal_to_the_user_is_accepted_and_another_refused_as_kafka_does(store):
+def manual_login(store, client):
+    """Handshake, first and final messages of a ManualScramClient; returns the last reply."""
     session = session_for(store)
-    handshake(session, "SCRAM-SHA-256")
-    client = ManualScramClient(SHA256, "alice", "alice-secret", gs2="n,a=alice,")
+    handshake(session, client.mechanism.mechanism_name)
     reply = authenticate(session, client.first())
-    assert authenticate(session, client.final(reply.auth_bytes)).outcome is Outcome.AUTHENTICATED
+    return reply if reply.error_code != ErrorCode.none else authenticate(session, client.final(reply.auth_bytes))
 
-    session = session_for(store)
-    handshake(session, "SCRAM-SHA-256")
-    reply = authenticate(session, ManualScramClient(SHA256, "alice", "alice-secret", gs2="n,a=bob,").first())
+
+def test_scram_authzid_equal_to_the_user_is_accepted_and_another_refused_as_kafka_does(store):
+    assert manual_login(store, ManualScramClient(SHA256, "alice", "alice-secret", gs2="n,a=alice,")).outcome is Outcome.AUTHENTICATED
+    reply = manual_login(store, ManualScramClient(SHA256, "alice", "alice-secret", gs2="n,a=bob,"))
     assert reply.error_code == ErrorCode.sasl_authentication_failed
     assert reply.error_message == "Authentication failed: Client requested an authorization id that is different from username"
 
 
 def test_scram_extensions_are_ignored_but_tokenauth_is_refused(store):
-    session = session_for(store)
-    handshake(session, "SCRAM-SHA-512")
     client = ManualScramClient(SHA512, "alice", "alice-secret", extensions=",tokenauth=false,traceid=abc")
-    reply = authenticate(session, client.first())
-    assert authenticate(session, client.final(reply.auth_bytes)).outcome is Outcome.AUTHENTICATED
-
-    session = session_for(store)
-    handshake(session, "SCRAM-SHA-512")
-    reply = authenticate(session, ManualScramClient(SHA512, "alice", "alice-secret", extensions=",tokenauth=true").first())
+    assert manual_login(store, client).outcome is Outcome.AUTHENTICATED
+    reply = manual_login(store, ManualScramClient(SHA512, "alice", "alice-secret", extensions=",tokenauth=true"))
     assert reply.error_code == ErrorCode.sasl_authentication_failed and reply.close
     assert "tokenauth" not in reply.error_message  # the client gets Kafka's generic text; the log says why
 
