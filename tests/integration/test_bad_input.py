@@ -283,6 +283,23 @@ def test_fetch_with_the_zero_topic_id_is_unknown_topic_id(broker, good, version)
     assert_still_serving(broker, good, "")
 
 
+def test_deleting_the_offsets_topic_is_refused_and_groups_keep_working(broker, good):
+    """Found by the fuzz campaign: DeleteTopics of __consumer_offsets left the group coordinator
+    appending to a deleted log (an ERROR traceback on every group write). Kafka's own tools
+    refuse to delete an internal topic; the broker refuses here, since its coordinator cannot
+    reload from a re-created one."""
+    from kafka.protocol.admin import DeleteTopicsRequest, DeleteTopicsResponse
+    from kafka.protocol.admin import DeleteGroupsRequest, DeleteGroupsResponse
+
+    conn = Conn(broker)
+    response = conn.roundtrip(DeleteTopicsRequest[4](topic_names=["__consumer_offsets"], timeout_ms=5000), DeleteTopicsResponse, 4)
+    assert response.responses[0].error_code == 42  # INVALID_REQUEST
+    groups = conn.roundtrip(DeleteGroupsRequest[2](groups_names=["no-such-group"]), DeleteGroupsResponse, 2)
+    assert groups.results[0].error_code == 69  # GROUP_ID_NOT_FOUND: the coordinator still answers
+    assert_still_serving(broker, good, "internal topic")
+    assert " ERROR " not in broker.log()
+
+
 def create_topic(conn: Conn, name: str) -> None:
     request = MetadataRequest[9](topics=[MetadataRequest.MetadataRequestTopic(name=name)], allow_auto_topic_creation=True)
     response = conn.roundtrip(request, MetadataResponse, 9)

@@ -8,6 +8,9 @@ before v3, which predates that code), as Kafka does. A name or id given twice is
 INVALID_REQUEST ("Duplicate topic name." / "Duplicate topic id."); giving both a name and an
 id, or neither, is INVALID_REQUEST. An unknown name is UNKNOWN_TOPIC_OR_PARTITION, an unknown
 id UNKNOWN_TOPIC_ID. Results carry both the name and the id when the topic was found.
+An internal topic (``__consumer_offsets``) is not deleted: INVALID_REQUEST. Kafka's broker would
+delete it (its tools refuse to), but Tidelog's group coordinator cannot reload from a re-created
+one, so the broker refuses.
 Versions: 1-6. Errors (per topic): TOPIC_DELETION_DISABLED, INVALID_REQUEST,
 UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID.
 """
@@ -16,13 +19,17 @@ from __future__ import annotations
 
 import collections
 import datetime
+import logging
 import uuid
 
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode
 
+logger = logging.getLogger(__name__)
+
 API_KEY = 20
+INTERNAL_TOPICS = frozenset({"__consumer_offsets"})
 ZERO_UUID = uuid.UUID(int=0)
 
 UNKNOWN_TOPIC_MESSAGE = "This server does not host this topic-partition."
@@ -78,6 +85,11 @@ async def handle(ctx: RequestContext, request) -> object:
             if record is None:
                 responses.append(result(None, topic_id, ErrorCode.unknown_topic_id, UNKNOWN_TOPIC_ID_MESSAGE))
                 continue
+        if record.name in INTERNAL_TOPICS:
+            logger.warning("refusing to delete internal topic %s (asked by %s)", record.name, ctx.peer)
+            responses.append(result(record.name, topic_id, ErrorCode.invalid_request,
+                                    f"Topic {record.name} is an internal topic and is not allowed to be deleted."))
+            continue
         await broker.delete_topic(record.name)
         responses.append(result(record.name, record.topic_id))
     return build(module.DeleteTopicsResponse, throttle_time=datetime.timedelta(0), responses=tuple(responses))
