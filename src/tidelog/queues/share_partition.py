@@ -1,0 +1,799 @@
+"""A share-partition: one share group's delivery state of one topic-partition (KIP-932's SharePartition).
+
+Records between the **start offset** and the **next offset** (the in-flight window) are held as
+*runs*: contiguous offsets sharing a state, a delivery count, an owner and timers. Records below
+the start offset are done (acknowledged or archived); records at and above the next offset have
+never been acquired. Memory is bounded by the window (``max_in_flight_records``,
+``group.share.partition.max.record.locks``), never by the log: runs split only where states differ
+and merge back when neighbours become equal.
+
+States (Kafka's RecordState and their persisted ids): Available (0), Acquired (1, persisted as
+Available with its delivery count), Acknowledged (2), Archived (4).
+
+- ``acquire``: Available records become Acquired by a member, delivery count + 1, locked until
+  now + ``record_lock_duration_ms``. Which Available records are taken is the job of a
+  ``SelectionPolicy`` (default ``OffsetOrder``) over the records the caller read from the log;
+  ``batch_optimized`` mode cuts at log-batch boundaries (MaxRecords may be exceeded to finish a
+  batch), ``record_limit`` mode acquires at most MaxRecords. New records enter the window in whole
+  log batches. A record near the delivery limit is delivered in smaller groups, alone on its last
+  attempt (Kafka 4.2's throttling), so one poison record does not take its batch to the archive.
+- ``acknowledge``: ACCEPT -> Acknowledged, RELEASE -> Available (after an optional delay) or
+  Archived at the delivery limit, REJECT -> Archived, GAP -> Archived, RENEW -> a fresh lock.
+  Every offset must be Acquired by the acknowledging member, else INVALID_RECORD_STATE and nothing
+  changes; malformed batches are INVALID_REQUEST.
+- ``expire_locks``: Acquired records past their lock become Available, or Archived at the limit.
+- ``release_member``: a member's Acquired records become Available (a clean close does not count
+  the delivery, as Kafka 4.2; a failed member's does).
+- ``move_log_start``: records deleted from the log are archived and the start offset follows.
+
+Every change except RENEW is a ``Transition``: applied at once but *pending* (its records cannot be
+acquired or acknowledged) until the caller has made it durable and calls ``commit``, or
+``rollback`` if that failed. A transition lists the state batches to persist and the records to
+dead-letter, which must be written before the transition is made durable. After a commit the
+start offset advances past the leading Acknowledged/Archived records.
+
+Not thread-safe: the event loop owns it; it does no I/O and reads no clock (times are passed in).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, NamedTuple, Protocol, Sequence
+
+from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.queues.state_records import StateBatch
+
+NO_MEMBER = ""
+
+
+class RecordState(enum.IntEnum):
+    AVAILABLE = 0
+    ACQUIRED = 1
+    ACKNOWLEDGED = 2
+    ARCHIVED = 4
+
+
+TERMINAL = (RecordState.ACKNOWLEDGED, RecordState.ARCHIVED)
+
+
+class AcknowledgeType(enum.IntEnum):
+    GAP = 0
+    ACCEPT = 1
+    RELEASE = 2
+    REJECT = 3
+    RENEW = 4
+
+
+class AcquireMode(enum.IntEnum):
+    """ShareFetch v2's ShareAcquireMode (KIP-1206); v1 requests are batch_optimized."""
+
+    BATCH_OPTIMIZED = 0
+    RECORD_LIMIT = 1
+
+
+class ArchiveReason(str, enum.Enum):
+    REJECTED = "rejected"  # the consumer rejected it
+    DELIVERY_LIMIT = "delivery_limit"  # delivered share.delivery.count.limit times without acceptance
+    GAP = "gap"  # the consumer reported no record at the offset
+    LOG_START = "log_start_moved"  # deleted from the log (retention, DeleteRecords) before completion
+    MISSING = "missing"  # no record at the offset in the log (compaction, transaction markers)
+    ABORTED = "aborted_transaction"  # read_committed: part of an aborted transaction
+
+
+DEAD_LETTER_REASONS = frozenset({ArchiveReason.REJECTED, ArchiveReason.DELIVERY_LIMIT})
+
+
+class LogBatch(NamedTuple):
+    """A record batch read from the partition's log: its offsets and what acquisition must know of it.
+
+    ``control`` batches (transaction markers) are never delivered. ``aborted`` is the read_committed
+    seam: the reader marks batches of aborted transactions (it knows the aborted transactions index);
+    they are archived instead of delivered. Under read_uncommitted both come as False except control.
+    """
+
+    base_offset: int
+    last_offset: int
+    control: bool = False
+    aborted: bool = False
+
+
+class AcquiredRecords(NamedTuple):
+    first_offset: int
+    last_offset: int
+    delivery_count: int
+
+
+class AckBatch(NamedTuple):
+    """One AcknowledgementBatch of ShareFetch/ShareAcknowledge: one type for the range, or one per offset."""
+
+    first_offset: int
+    last_offset: int
+    acknowledge_types: tuple[int, ...]
+
+
+class DeadLetter(NamedTuple):
+    """Records archived for a reason that sends them to the group's dead-letter topic (KIP-1191)."""
+
+    first_offset: int
+    last_offset: int
+    delivery_count: int
+    reason: ArchiveReason
+
+
+class Candidate(NamedTuple):
+    """Available records a selection policy may choose from: due now, inside what was read."""
+
+    first_offset: int
+    last_offset: int
+    delivery_count: int
+
+
+class SelectionPolicy(Protocol):
+    """Chooses which Available records an acquisition takes, and in what order.
+
+    ``order`` gets the candidates in offset order and yields (first, last) ranges inside them, most
+    wanted first; acquisition takes them in that order until MaxRecords, applying the mode's cut
+    rules and the delivery-count throttling. A policy may leave records out (a record not yet due,
+    filtered out, ...); they stay Available. ``lookahead_records`` is how many records past the
+    ones MaxRecords needs should enter the window, so that the policy has a choice (bounded by the
+    in-flight limit). Issue 14's priority/delay/TTL/filters plug in here.
+    """
+
+    lookahead_records: int
+
+    def order(self, candidates: Sequence[Candidate], now_ms: int) -> Iterable[tuple[int, int]]: ...
+
+
+class OffsetOrder:
+    """Kafka's order: the lowest offsets first."""
+
+    lookahead_records = 0
+
+    def order(self, candidates: Sequence[Candidate], now_ms: int) -> Iterable[tuple[int, int]]:
+        return ((c.first_offset, c.last_offset) for c in candidates)
+
+
+OFFSET_ORDER = OffsetOrder()
+
+
+@dataclass(frozen=True)
+class SharePartitionConfig:
+    """The share group's settings a share-partition needs (group configs over broker defaults)."""
+
+    delivery_count_limit: int = 5
+    record_lock_duration_ms: int = 30000
+    max_in_flight_records: int = 2000
+    # Delay before a released or lock-expired record is Available again, by its delivery count
+    # (issue 14's retry back-off). None: at once, as Kafka.
+    redelivery_delay_ms: Callable[[int], int] | None = None
+
+    @property
+    def throttle_delivery_count(self) -> int:
+        """Records delivered this often are acquired in shrinking groups (Kafka: half the limit, at least 2)."""
+        return max(2, math.ceil(self.delivery_count_limit / 2))
+
+
+class _Run:
+    """Offsets first..last (inclusive) with one state. ``pending`` is the unfinished Transition that
+    changed it, ``saved`` what rollback restores."""
+
+    __slots__ = ("first", "last", "state", "delivery_count", "member_id", "lock_deadline_ms", "available_at_ms",
+                 "pending", "saved")
+
+    def __init__(self, first: int, last: int, state: RecordState, delivery_count: int, member_id: str = NO_MEMBER,
+                 lock_deadline_ms: int = 0, available_at_ms: int = 0) -> None:
+        self.first = first
+        self.last = last
+        self.state = state
+        self.delivery_count = delivery_count
+        self.member_id = member_id
+        self.lock_deadline_ms = lock_deadline_ms
+        self.available_at_ms = available_at_ms
+        self.pending: Transition | None = None
+        self.saved: tuple | None = None
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+    def fields(self) -> tuple:
+        return (self.state, self.delivery_count, self.member_id, self.lock_deadline_ms, self.available_at_ms)
+
+    def set_fields(self, values: tuple) -> None:
+        self.state, self.delivery_count, self.member_id, self.lock_deadline_ms, self.available_at_ms = values
+
+    def copy(self, first: int, last: int) -> "_Run":
+        run = _Run(first, last, self.state, self.delivery_count, self.member_id, self.lock_deadline_ms,
+                   self.available_at_ms)
+        run.pending, run.saved = self.pending, self.saved
+        return run
+
+    def __repr__(self) -> str:
+        extra = f" by {self.member_id!r} until {self.lock_deadline_ms}" if self.state == RecordState.ACQUIRED else ""
+        return (f"<{self.first}-{self.last} {self.state.name} x{self.delivery_count}{extra}"
+                f"{' pending' if self.pending else ''}>")
+
+
+@dataclass(eq=False)
+class Transition:
+    """A change waiting to be made durable: write ``dead_letters`` (if any), then ``state_batches``,
+    then ``SharePartition.commit``; or ``rollback`` when a write failed."""
+
+    state_batches: list[StateBatch] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    acquired: list[AcquiredRecords] = field(default_factory=list)
+    # Counts for metrics, by what happened: acquired, redelivered, acknowledged, released, rejected,
+    # archived, lock_expired, renewed (records).
+    counts: dict[str, int] = field(default_factory=dict)
+    _runs: list[_Run] = field(default_factory=list, repr=False)
+    done: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not self.state_batches
+
+    def _count(self, name: str, n: int) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+
+def _persisted_state(state: RecordState) -> int:
+    return 0 if state == RecordState.ACQUIRED else int(state)
+
+
+class SharePartition:
+    def __init__(self, config: SharePartitionConfig, start_offset: int, state_epoch: int = 0) -> None:
+        self.config = config
+        self.start_offset = start_offset
+        self.next_offset = start_offset
+        self.state_epoch = state_epoch
+        self._runs: list[_Run] = []
+
+    # --- loading ------------------------------------------------------------------------------
+    @classmethod
+    def from_state(cls, config: SharePartitionConfig, start_offset: int, batches: Iterable[StateBatch],
+                   state_epoch: int, now_ms: int) -> "SharePartition":
+        """The share-partition as its durable state describes it. Records persisted Available that
+        have used up their deliveries were acquired when the broker stopped: they come back Acquired
+        with an expired lock, so the next ``expire_locks`` archives (and dead-letters) them."""
+        sp = cls(config, start_offset, state_epoch)
+        position = start_offset
+        for b in sorted(batches):
+            first = max(b.first_offset, position)
+            if b.last_offset < first:
+                continue
+            if first > position:
+                sp._runs.append(_Run(position, first - 1, RecordState.AVAILABLE, 0))
+            state = RecordState(b.delivery_state) if b.delivery_state in (0, 2, 4) else RecordState.AVAILABLE
+            if state == RecordState.AVAILABLE and b.delivery_count >= config.delivery_count_limit:
+                sp._runs.append(_Run(first, b.last_offset, RecordState.ACQUIRED, b.delivery_count, NO_MEMBER, now_ms))
+            else:
+                sp._runs.append(_Run(first, b.last_offset, state, max(0, b.delivery_count)))
+            position = b.last_offset + 1
+        sp.next_offset = position
+        sp._advance_start()
+        sp._coalesce()
+        return sp
+
+    # --- queries ------------------------------------------------------------------------------
+    @property
+    def in_flight_records(self) -> int:
+        return max(0, self.next_offset - self.start_offset)
+
+    def runs(self) -> list[tuple[int, int, RecordState, int, str]]:
+        """(first, last, state, delivery count, member) of every run, for describing and tests."""
+        return [(r.first, r.last, r.state, r.delivery_count, r.member_id) for r in self._runs]
+
+    def state_of(self, offset: int) -> tuple[RecordState, int, str] | None:
+        run = self._find(offset)
+        return None if run is None else (run.state, run.delivery_count, run.member_id)
+
+    def fetch_offset(self, now_ms: int) -> int | None:
+        """Where a log read for an acquisition should start now: the first Available record that is
+        due, else the next offset while the window has room; None when nothing can be acquired."""
+        for run in self._runs:
+            if run.last < self.start_offset:
+                continue
+            if run.state == RecordState.AVAILABLE and run.pending is None and run.available_at_ms <= now_ms:
+                return max(run.first, self.start_offset)
+        if self.in_flight_records < self.config.max_in_flight_records:
+            return self.next_offset
+        return None
+
+    def next_deadline_ms(self) -> int | None:
+        """The earliest future moment something changes by itself: a lock expiring or a delayed record
+        becoming available. The owner arms one timer for it."""
+        deadline = None
+        for run in self._runs:
+            if run.pending is not None:
+                continue
+            if run.state == RecordState.ACQUIRED:
+                moment = run.lock_deadline_ms
+            elif run.state == RecordState.AVAILABLE and run.available_at_ms:
+                moment = run.available_at_ms
+            else:
+                continue
+            if deadline is None or moment < deadline:
+                deadline = moment
+        return deadline
+
+    def delivery_complete_count(self) -> int:
+        """Acknowledged or Archived records at or after the start offset (KIP-1226's lag input)."""
+        total = 0
+        for run in self._runs:
+            if run.state in TERMINAL and run.last >= self.start_offset:
+                total += run.last - max(run.first, self.start_offset) + 1
+        return total
+
+    def counts_by_state(self) -> dict[str, int]:
+        counts = {state.name.lower(): 0 for state in RecordState}
+        for run in self._runs:
+            if run.last >= self.start_offset:
+                counts[run.state.name.lower()] += run.last - max(run.first, self.start_offset) + 1
+        return counts
+
+    def state_batches(self) -> list[StateBatch]:
+        """The whole window as it would be persisted (pending changes included)."""
+        return [StateBatch(max(r.first, self.start_offset), r.last, _persisted_state(r.state), r.delivery_count)
+                for r in self._runs if r.last >= self.start_offset]
+
+    def acquired_by(self, member_id: str) -> list[tuple[int, int]]:
+        return [(r.first, r.last) for r in self._runs if r.state == RecordState.ACQUIRED and r.member_id == member_id]
+
+    # --- acquisition --------------------------------------------------------------------------
+    def acquire(self, member_id: str, batches: Sequence[LogBatch], max_records: int, now_ms: int, *,
+                batch_size: int | None = None, mode: AcquireMode = AcquireMode.BATCH_OPTIMIZED,
+                policy: SelectionPolicy = OFFSET_ORDER) -> Transition:
+        """Acquire up to ``max_records`` Available records among ``batches`` (read from the log at
+        ``fetch_offset``) for ``member_id``. ``transition.acquired`` lists the ranges to return."""
+        t = Transition()
+        if not batches or max_records <= 0:
+            return t
+        read_first = max(batches[0].base_offset, self.start_offset)
+        read_last = batches[-1].last_offset
+        if read_last < read_first:
+            return t
+        if read_last >= self.next_offset:
+            due = self._due_available(read_first, min(read_last, self.next_offset - 1), now_ms)
+            wanted = max(0, max_records - due) + max(0, policy.lookahead_records)
+            room = self.config.max_in_flight_records - self.in_flight_records
+            if min(wanted, room) > 0:
+                self._enter_window(batches, min(wanted, room))
+        candidates = [Candidate(max(r.first, read_first), min(r.last, read_last), r.delivery_count)
+                      for r in self._overlapping(read_first, read_last)
+                      if r.state == RecordState.AVAILABLE and r.pending is None and r.available_at_ms <= now_ms]
+        if not candidates:
+            return t
+        bounds = _BatchBounds(batches)
+        deadline = now_ms + self.config.record_lock_duration_ms
+        acquired_count = 0
+        taken: list[_Run] = []
+        for first, last in policy.order(candidates, now_ms):
+            if acquired_count >= max_records:
+                break
+            stop = False
+            for run in list(self._overlapping(max(first, read_first), min(last, read_last))):
+                if acquired_count >= max_records:
+                    break
+                if run.state != RecordState.AVAILABLE or run.pending is not None or run.available_at_ms > now_ms:
+                    continue
+                seg_first = max(run.first, first, read_first)
+                seg_last = min(run.last, last, read_last)
+                remaining = max_records - acquired_count
+                limit = self._throttled_limit(run.delivery_count, bounds.batch_size_at(seg_first))
+                if limit is not None and acquired_count > 0:
+                    stop = True  # a much-redelivered record waits for a fetch of its own
+                    break
+                take = seg_last - seg_first + 1
+                if limit is not None:
+                    take = min(take, limit)
+                if take > remaining:
+                    if mode == AcquireMode.RECORD_LIMIT or limit is not None:
+                        take = remaining
+                    else:
+                        take = min(take, bounds.end_of_batch(seg_first + remaining - 1) - seg_first + 1)
+                piece = self._isolate(seg_first, seg_first + take - 1)
+                for part in piece:
+                    self._begin(t, part)
+                    if part.delivery_count > 0:
+                        t._count("redelivered", part.size)
+                    part.state = RecordState.ACQUIRED
+                    part.delivery_count += 1
+                    part.member_id = member_id
+                    part.lock_deadline_ms = deadline
+                    part.available_at_ms = 0
+                    taken.append(part)
+                acquired_count += take
+                if limit is not None:
+                    stop = True
+                    break
+            if stop:
+                break
+        if not taken:
+            return t
+        taken.sort(key=lambda r: r.first)
+        t._count("acquired", acquired_count)
+        t.state_batches = _joined(StateBatch(r.first, r.last, 0, r.delivery_count) for r in taken)
+        t.acquired = _ranges(taken, bounds, batch_size if mode == AcquireMode.BATCH_OPTIMIZED else None)
+        return t
+
+    def _throttled_limit(self, delivery_count: int, batch_size: int) -> int | None:
+        """How many records delivered ``delivery_count`` times, in a log batch of ``batch_size``, one
+        acquisition may take (halved per delivery past the throttle count); None: not throttled."""
+        limit = self.config.delivery_count_limit
+        if limit > 2 and delivery_count >= limit - 1:
+            return 1  # the last attempt: alone
+        throttle = self.config.throttle_delivery_count
+        if delivery_count < throttle:
+            return None
+        return max(1, batch_size >> (delivery_count - throttle + 1))
+
+    def _due_available(self, first: int, last: int, now_ms: int) -> int:
+        total = 0
+        for run in self._overlapping(first, last):
+            if run.state == RecordState.AVAILABLE and run.pending is None and run.available_at_ms <= now_ms:
+                total += min(run.last, last) - max(run.first, first) + 1
+        return total
+
+    def _enter_window(self, batches: Sequence[LogBatch], wanted: int) -> None:
+        """New records enter the window in whole log batches until ``wanted`` can be acquired. Offsets
+        the log does not have (a gap before or between batches), transaction markers and aborted
+        records enter Archived, as the broker knows they will never be delivered."""
+        added = 0
+        for batch in batches:
+            if batch.last_offset < self.next_offset:
+                continue
+            first = max(batch.base_offset, self.next_offset)
+            if first > self.next_offset:
+                self._append(_Run(self.next_offset, first - 1, RecordState.ARCHIVED, 0))
+            if batch.control or batch.aborted:
+                self._append(_Run(first, batch.last_offset, RecordState.ARCHIVED, 0))
+            else:
+                self._append(_Run(first, batch.last_offset, RecordState.AVAILABLE, 0))
+                added += batch.last_offset - first + 1
+            self.next_offset = batch.last_offset + 1
+            if added >= wanted:
+                break
+        self._advance_start()
+
+    def _append(self, run: _Run) -> None:
+        last = self._runs[-1] if self._runs else None
+        if last is not None and last.pending is None and run.state in TERMINAL and last.fields() == run.fields() \
+                and last.last + 1 == run.first:
+            last.last = run.last
+        else:
+            self._runs.append(run)
+
+    # --- acknowledgement ----------------------------------------------------------------------
+    def acknowledge(self, member_id: str, acks: Sequence[AckBatch], now_ms: int, *,
+                    release_delay_ms: int = 0) -> Transition:
+        """Apply a member's acknowledgements; all or nothing. Raises KafkaError INVALID_REQUEST for a
+        malformed batch, INVALID_RECORD_STATE when a record is not Acquired by this member."""
+        self._validate_acks(member_id, acks)
+        t = Transition()
+        renewed: list[_Run] = []
+        for ack in acks:
+            first = max(ack.first_offset, self.start_offset)
+            if ack.last_offset < first:
+                continue
+            for sub_first, sub_last, ack_type in _ack_ranges(ack):
+                if sub_last < first:
+                    continue
+                for run in self._isolate(max(sub_first, first), sub_last):
+                    if ack_type == AcknowledgeType.RENEW:
+                        run.lock_deadline_ms = now_ms + self.config.record_lock_duration_ms
+                        t._count("renewed", run.size)
+                        renewed.append(run)
+                        continue
+                    self._begin(t, run)
+                    if ack_type == AcknowledgeType.ACCEPT:
+                        _finish(run, RecordState.ACKNOWLEDGED)
+                        t._count("acknowledged", run.size)
+                    elif ack_type == AcknowledgeType.RELEASE:
+                        t._count("released", run.size)
+                        self._make_available(t, run, now_ms, delay_ms=release_delay_ms)
+                    elif ack_type == AcknowledgeType.REJECT:
+                        t._count("rejected", run.size)
+                        self._archive(t, run, ArchiveReason.REJECTED)
+                    else:
+                        self._archive(t, run, ArchiveReason.GAP)
+        self._record(t)
+        if renewed:
+            self._coalesce()
+        return t
+
+    def _validate_acks(self, member_id: str, acks: Sequence[AckBatch]) -> None:
+        previous_last = None
+        for ack in acks:  # the request's shape first (INVALID_REQUEST), as Kafka's handler checks it
+            first, last, types = ack.first_offset, ack.last_offset, ack.acknowledge_types
+            if last < first:
+                raise KafkaError(ErrorCode.invalid_request, f"Acknowledgement batch {first}-{last} ends before it starts.")
+            if previous_last is not None and first <= previous_last:
+                raise KafkaError(ErrorCode.invalid_request, "Acknowledgement batches overlap or are not in offset order.")
+            previous_last = last
+            if len(types) != 1 and len(types) != last - first + 1:
+                raise KafkaError(ErrorCode.invalid_request,
+                                 f"Acknowledgement batch {first}-{last} has {len(types)} acknowledge types; 1 or "
+                                 f"{last - first + 1} expected.")
+            for ack_type in types:
+                if ack_type not in AcknowledgeType._value2member_map_:
+                    raise KafkaError(ErrorCode.invalid_request, f"Invalid acknowledge type: {ack_type}.")
+            if last >= self.start_offset and last >= self.next_offset:
+                raise KafkaError(ErrorCode.invalid_request,
+                                 f"Batch record not found. Offsets {first}-{last} are past the acquired records "
+                                 f"(next offset {self.next_offset}).")
+        for ack in acks:  # then the records' states (INVALID_RECORD_STATE)
+            if ack.last_offset < self.start_offset:
+                continue  # already archived
+            first = max(ack.first_offset, self.start_offset)
+            for run in self._overlapping(first, ack.last_offset):
+                if run.pending is not None:
+                    raise KafkaError(ErrorCode.invalid_record_state,
+                                     "The record state is invalid. The acknowledgement of delivery could not be "
+                                     "completed.")
+                if run.state != RecordState.ACQUIRED:
+                    raise KafkaError(ErrorCode.invalid_record_state,
+                                     f"The records {max(run.first, first)}-{min(run.last, ack.last_offset)} are not "
+                                     "acquired.")
+                if run.member_id != member_id:
+                    raise KafkaError(ErrorCode.invalid_record_state, "Member is not the owner of the records.")
+
+    # --- records coming back ------------------------------------------------------------------
+    def expire_locks(self, now_ms: int) -> Transition:
+        """Acquired records whose lock has run out become Available again, or Archived at the limit."""
+        t = Transition()
+        for run in list(self._runs):
+            if run.state != RecordState.ACQUIRED or run.pending is not None or run.lock_deadline_ms > now_ms:
+                continue
+            for part in self._split_at_start(run):
+                self._begin(t, part)
+                t._count("lock_expired", part.size)
+                self._return(t, part, now_ms)
+        self._record(t)
+        return t
+
+    def release_member(self, member_id: str, now_ms: int, *, count_delivery: bool) -> Transition:
+        """A member's Acquired records become Available: its share session closed or it left the group.
+        ``count_delivery`` False (a clean close, Kafka 4.2) takes back the delivery count of the
+        unfinished delivery; True (the member failed) keeps it, so a record that crashes its
+        consumers still reaches the delivery limit."""
+        t = Transition()
+        for run in list(self._runs):
+            if run.state != RecordState.ACQUIRED or run.member_id != member_id or run.pending is not None:
+                continue
+            for part in self._split_at_start(run):
+                self._begin(t, part)
+                t._count("released", part.size)
+                if count_delivery or part.last < self.start_offset:
+                    self._return(t, part, now_ms)
+                else:
+                    part.delivery_count = max(0, part.delivery_count - 1)
+                    _finish(part, RecordState.AVAILABLE)
+        self._record(t)
+        return t
+
+    def move_log_start(self, log_start_offset: int) -> None:
+        """The log lost its records below ``log_start_offset``: Available ones there are archived (no
+        write now: the next one carries the new start offset); Acquired ones finish as Archived."""
+        if log_start_offset <= self.start_offset:
+            return
+        self.start_offset = log_start_offset
+        self.next_offset = max(self.next_offset, log_start_offset)
+        self._advance_start()
+        self._coalesce()
+
+    def _return(self, t: Transition, run: _Run, now_ms: int) -> None:
+        if run.last < self.start_offset:
+            self._archive(t, run, ArchiveReason.LOG_START)
+        else:
+            self._make_available(t, run, now_ms)
+
+    def _make_available(self, t: Transition, run: _Run, now_ms: int, delay_ms: int = 0) -> None:
+        if run.delivery_count >= self.config.delivery_count_limit:
+            self._archive(t, run, ArchiveReason.DELIVERY_LIMIT)
+            return
+        backoff = self.config.redelivery_delay_ms
+        delay_ms = max(delay_ms, backoff(run.delivery_count) if backoff is not None else 0)
+        _finish(run, RecordState.AVAILABLE)
+        run.available_at_ms = now_ms + delay_ms if delay_ms > 0 else 0
+
+    def _archive(self, t: Transition, run: _Run, reason: ArchiveReason) -> None:
+        _finish(run, RecordState.ARCHIVED)
+        t._count("archived", run.size)
+        if reason in DEAD_LETTER_REASONS:
+            t.dead_letters.append(DeadLetter(run.first, run.last, run.delivery_count, reason))
+
+    # --- durability ---------------------------------------------------------------------------
+    def commit(self, t: Transition) -> None:
+        """The transition is durable: its records are free for the next change; the start offset advances."""
+        self._end(t, restore=False)
+
+    def rollback(self, t: Transition) -> None:
+        """The transition could not be made durable: its records go back to where they were."""
+        self._end(t, restore=True)
+
+    def _end(self, t: Transition, restore: bool) -> None:
+        if t.done:
+            raise RuntimeError("transition already committed or rolled back")
+        t.done = True
+        for run in t._runs:
+            if restore and run.saved is not None:
+                run.set_fields(run.saved)
+            run.pending = None
+            run.saved = None
+        self._advance_start()
+        self._coalesce()
+
+    def _begin(self, t: Transition, run: _Run) -> None:
+        run.saved = run.fields()
+        run.pending = t
+        t._runs.append(run)
+
+    def _record(self, t: Transition) -> None:
+        t.state_batches = _joined(StateBatch(r.first, r.last, _persisted_state(r.state), r.delivery_count)
+                                  for r in sorted(t._runs, key=lambda r: r.first))
+        t.dead_letters = _joined(sorted(t.dead_letters))
+
+    # --- the run list -------------------------------------------------------------------------
+    def _index(self, offset: int) -> int:
+        """Index of the run containing ``offset``, or of the first run after it."""
+        i = bisect_right(self._runs, offset, key=lambda r: r.first) - 1
+        if i >= 0 and self._runs[i].last >= offset:
+            return i
+        return i + 1
+
+    def _find(self, offset: int) -> _Run | None:
+        i = self._index(offset)
+        if i < len(self._runs) and self._runs[i].first <= offset <= self._runs[i].last:
+            return self._runs[i]
+        return None
+
+    def _overlapping(self, first: int, last: int) -> Iterable[_Run]:
+        i = self._index(first)
+        runs = self._runs
+        while i < len(runs) and runs[i].first <= last:
+            yield runs[i]
+            i += 1
+
+    def _split(self, offset: int) -> None:
+        """Make ``offset`` the first offset of a run (when a run spans it)."""
+        i = self._index(offset)
+        if i >= len(self._runs):
+            return
+        run = self._runs[i]
+        if run.first < offset <= run.last:
+            if run.pending is not None:
+                raise RuntimeError(f"cannot split pending run {run!r}")
+            tail = run.copy(offset, run.last)
+            run.last = offset - 1
+            self._runs.insert(i + 1, tail)
+
+    def _isolate(self, first: int, last: int) -> list[_Run]:
+        """The runs exactly covering first..last, splitting at both ends."""
+        self._split(first)
+        self._split(last + 1)
+        return list(self._overlapping(first, last))
+
+    def _split_at_start(self, run: _Run) -> list[_Run]:
+        """A run straddling the start offset splits there (the part below it is finished differently)."""
+        first, last = run.first, run.last
+        if first < self.start_offset <= last:
+            return self._isolate(first, self.start_offset - 1) + self._isolate(self.start_offset, last)
+        return [run]
+
+    def _advance_start(self) -> None:
+        """Move the start offset past leading finished records; archive Available records left below it
+        (deleted from the log); drop finished runs below it."""
+        i = self._index(self.start_offset)
+        while i < len(self._runs):
+            run = self._runs[i]
+            if run.first > self.start_offset or run.state not in TERMINAL or run.pending is not None:
+                break
+            self.start_offset = run.last + 1
+            i += 1
+        for run in list(self._overlapping(self._runs[0].first if self._runs else 0, self.start_offset - 1)):
+            if run.state == RecordState.AVAILABLE and run.pending is None:
+                for part in self._isolate(run.first, min(run.last, self.start_offset - 1)):
+                    _finish(part, RecordState.ARCHIVED)
+        while self._runs:
+            head = self._runs[0]
+            if head.last >= self.start_offset or head.state not in TERMINAL or head.pending is not None:
+                break
+            self._runs.pop(0)
+        if not self._runs:
+            self.start_offset = self.next_offset = max(self.start_offset, self.next_offset)
+        elif self.next_offset < self.start_offset:
+            self.next_offset = self.start_offset
+
+    def _coalesce(self) -> None:
+        """Merge neighbouring runs that are alike, so the run list stays as short as the states allow."""
+        runs = self._runs
+        if len(runs) < 2:
+            return
+        merged = [runs[0]]
+        for run in runs[1:]:
+            last = merged[-1]
+            if last.pending is None and run.pending is None and last.last + 1 == run.first \
+                    and last.fields() == run.fields():
+                last.last = run.last
+            else:
+                merged.append(run)
+        self._runs = merged
+
+    def __repr__(self) -> str:
+        return f"SharePartition(start={self.start_offset}, next={self.next_offset}, runs={self._runs})"
+
+
+class _BatchBounds:
+    """Where the log batches of a read end, to cut acquisitions at batch boundaries."""
+
+    def __init__(self, batches: Sequence[LogBatch]) -> None:
+        self.firsts = [b.base_offset for b in batches]
+        self.lasts = [b.last_offset for b in batches]
+
+    def batch_size_at(self, offset: int) -> int:
+        i = bisect_right(self.firsts, offset) - 1
+        if i >= 0 and self.lasts[i] >= offset:
+            return self.lasts[i] - self.firsts[i] + 1
+        return 1
+
+    def end_of_batch(self, offset: int) -> int:
+        i = bisect_right(self.firsts, offset) - 1
+        if i >= 0 and self.lasts[i] >= offset:
+            return self.lasts[i]
+        return offset
+
+
+def _joined(items: Iterable) -> list:
+    """Sorted (first, last, *rest) tuples with neighbours that differ only in offsets joined."""
+    out: list = []
+    for item in items:
+        if out and out[-1][1] + 1 == item[0] and out[-1][2:] == item[2:]:
+            out[-1] = out[-1]._replace(last_offset=item[1])
+        else:
+            out.append(item)
+    return out
+
+
+def _finish(run: _Run, state: RecordState) -> None:
+    """The run leaves Acquired (or a delay): no owner, no lock, no due time."""
+    run.state = state
+    run.member_id = NO_MEMBER
+    run.lock_deadline_ms = 0
+    run.available_at_ms = 0
+
+
+def _ranges(runs: list[_Run], bounds: _BatchBounds, batch_size: int | None) -> list[AcquiredRecords]:
+    """AcquiredRecords for the acquired runs (in offset order): neighbours with equal delivery counts
+    join; with a batch size, a range is cut at the end of the log batch where it reaches that size."""
+    segments: list[list[int]] = []
+    for run in runs:
+        if segments and segments[-1][1] + 1 == run.first and segments[-1][2] == run.delivery_count:
+            segments[-1][1] = run.last
+        else:
+            segments.append([run.first, run.last, run.delivery_count])
+    result = []
+    for first, last, count in segments:
+        while batch_size is not None and last - first + 1 > batch_size:
+            cut = bounds.end_of_batch(first + batch_size - 1)
+            if cut >= last:
+                break
+            result.append(AcquiredRecords(first, cut, count))
+            first = cut + 1
+        result.append(AcquiredRecords(first, last, count))
+    return result
+
+
+def _ack_ranges(ack: AckBatch) -> Iterable[tuple[int, int, int]]:
+    """(first, last, type) sub-ranges of an acknowledgement batch, consecutive equal types joined."""
+    types = ack.acknowledge_types
+    if len(types) == 1:
+        yield ack.first_offset, ack.last_offset, types[0]
+        return
+    start = ack.first_offset
+    for i in range(1, len(types) + 1):
+        if i == len(types) or types[i] != types[i - 1]:
+            yield start, ack.first_offset + i - 1, types[i - 1]
+            start = ack.first_offset + i

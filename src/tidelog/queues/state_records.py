@@ -1,0 +1,237 @@
+"""The records of the ``__share_group_state`` topic, encoded as Kafka 4.2's share coordinator writes them.
+
+Kafka's coordinator record framing (CoordinatorRecordSerde): the key is the record type (int16)
+followed by the key message at version 0 (not flexible); the value is its version (int16) followed
+by the value message (flexible: compact arrays, tagged fields). A null value is a tombstone.
+
+    key      int16 record_type (0 = ShareSnapshot, 1 = ShareUpdate) | string group_id
+             | uuid topic_id (16 bytes) | int32 partition
+    ShareSnapshotValue v0
+             int16 version=0 | int32 snapshot_epoch | int32 state_epoch | int32 leader_epoch
+             | int64 start_offset | int64 create_timestamp | int64 write_timestamp
+             | compact array state_batches | tagged fields (tag 0: int32 delivery_complete_count, KIP-1226)
+    ShareUpdateValue v0
+             int16 version=0 | int32 snapshot_epoch | int32 leader_epoch | int64 start_offset (-1: unchanged)
+             | compact array state_batches | tagged fields (tag 0: int32 delivery_complete_count)
+    state batch
+             int64 first_offset | int64 last_offset | int8 delivery_state (0 Available, 2 Acknowledged,
+             4 Archived) | int16 delivery_count | tagged fields
+
+A compact array is an unsigned varint of length + 1, then the elements; tagged fields are an
+unsigned varint count, then (varint tag, varint size, data) each. A snapshot carries the whole
+state of a share-partition; an update carries only the state batches that changed since, and is
+merged into the state by the reader (``state_store.combine_state_batches``). Pure functions.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+SNAPSHOT_RECORD_TYPE = 0
+UPDATE_RECORD_TYPE = 1
+VALUE_VERSION = 0
+DELIVERY_COMPLETE_COUNT_TAG = 0
+
+_I8 = struct.Struct(">b")
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_I64 = struct.Struct(">q")
+_BATCH = struct.Struct(">qqbh")
+
+
+class StateRecordError(ValueError):
+    """A ``__share_group_state`` record this broker cannot read."""
+
+
+class StateBatch(NamedTuple):
+    """A run of offsets with one persisted delivery state (0, 2 or 4) and delivery count."""
+
+    first_offset: int
+    last_offset: int
+    delivery_state: int
+    delivery_count: int
+
+
+@dataclass(frozen=True)
+class ShareStateKey:
+    """Whose state a record holds: a share group's view of one topic-partition."""
+
+    group_id: str
+    topic_id: uuid.UUID
+    partition: int
+
+
+@dataclass
+class ShareSnapshotValue:
+    snapshot_epoch: int
+    state_epoch: int
+    leader_epoch: int
+    start_offset: int
+    create_timestamp_ms: int
+    write_timestamp_ms: int
+    state_batches: list[StateBatch] = field(default_factory=list)
+    delivery_complete_count: int = -1
+
+
+@dataclass
+class ShareUpdateValue:
+    snapshot_epoch: int
+    leader_epoch: int
+    start_offset: int  # -1: not changed by this update
+    state_batches: list[StateBatch] = field(default_factory=list)
+    delivery_complete_count: int = -1
+
+
+def _uvarint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes | memoryview) -> None:
+        self.data = memoryview(data)
+        self.pos = 0
+
+    def take(self, s: struct.Struct) -> tuple:
+        if self.pos + s.size > len(self.data):
+            raise StateRecordError("record ends early")
+        values = s.unpack_from(self.data, self.pos)
+        self.pos += s.size
+        return values
+
+    def i16(self) -> int:
+        return self.take(_I16)[0]
+
+    def i32(self) -> int:
+        return self.take(_I32)[0]
+
+    def i64(self) -> int:
+        return self.take(_I64)[0]
+
+    def uvarint(self) -> int:
+        value = shift = 0
+        while True:
+            if self.pos >= len(self.data):
+                raise StateRecordError("record ends early")
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+            if shift > 35:
+                raise StateRecordError("varint too long")
+
+    def raw(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise StateRecordError("record ends early")
+        value = bytes(self.data[self.pos:self.pos + n])
+        self.pos += n
+        return value
+
+    def tagged_fields(self) -> dict[int, bytes]:
+        fields = {}
+        for _ in range(self.uvarint()):
+            tag = self.uvarint()
+            fields[tag] = self.raw(self.uvarint())
+        return fields
+
+    def state_batches(self) -> list[StateBatch]:
+        count = self.uvarint() - 1
+        if count < 0:
+            return []
+        batches = []
+        for _ in range(count):
+            batches.append(StateBatch(*self.take(_BATCH)))
+            self.tagged_fields()  # a batch's own tagged fields: none known, skipped
+        return batches
+
+
+def _state_batches(batches: list[StateBatch]) -> bytes:
+    parts = [_uvarint(len(batches) + 1)]
+    for b in batches:
+        parts.append(_BATCH.pack(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count))
+        parts.append(b"\x00")
+    return b"".join(parts)
+
+
+def _tagged_delivery_complete_count(count: int) -> bytes:
+    if count == -1:
+        return b"\x00"
+    return _uvarint(1) + _uvarint(DELIVERY_COMPLETE_COUNT_TAG) + _uvarint(4) + _I32.pack(count)
+
+
+def encode_key(record_type: int, key: ShareStateKey) -> bytes:
+    group = key.group_id.encode()
+    return _I16.pack(record_type) + _I16.pack(len(group)) + group + key.topic_id.bytes + _I32.pack(key.partition)
+
+
+def encode_snapshot_value(value: ShareSnapshotValue) -> bytes:
+    return b"".join((
+        _I16.pack(VALUE_VERSION),
+        _I32.pack(value.snapshot_epoch), _I32.pack(value.state_epoch), _I32.pack(value.leader_epoch),
+        _I64.pack(value.start_offset), _I64.pack(value.create_timestamp_ms), _I64.pack(value.write_timestamp_ms),
+        _state_batches(value.state_batches),
+        _tagged_delivery_complete_count(value.delivery_complete_count),
+    ))
+
+
+def encode_update_value(value: ShareUpdateValue) -> bytes:
+    return b"".join((
+        _I16.pack(VALUE_VERSION),
+        _I32.pack(value.snapshot_epoch), _I32.pack(value.leader_epoch), _I64.pack(value.start_offset),
+        _state_batches(value.state_batches),
+        _tagged_delivery_complete_count(value.delivery_complete_count),
+    ))
+
+
+def decode_key(data: bytes | memoryview) -> tuple[int, ShareStateKey]:
+    """(record type, key). Raises StateRecordError for a record type this broker does not know."""
+    r = _Reader(data)
+    record_type = r.i16()
+    if record_type not in (SNAPSHOT_RECORD_TYPE, UPDATE_RECORD_TYPE):
+        raise StateRecordError(f"unknown __share_group_state record type {record_type}")
+    length = r.i16()
+    if length < 0:
+        raise StateRecordError("null group id")
+    group_id = r.raw(length).decode()
+    topic_id = uuid.UUID(bytes=r.raw(16))
+    (partition,) = r.take(_I32)
+    return record_type, ShareStateKey(group_id, topic_id, partition)
+
+
+def _delivery_complete_count(tagged: dict[int, bytes]) -> int:
+    data = tagged.get(DELIVERY_COMPLETE_COUNT_TAG)
+    if data is None or len(data) != 4:
+        return -1
+    return _I32.unpack(data)[0]
+
+
+def decode_snapshot_value(data: bytes | memoryview) -> ShareSnapshotValue:
+    r = _Reader(data)
+    version = r.i16()
+    if version != VALUE_VERSION:
+        raise StateRecordError(f"unknown ShareSnapshotValue version {version}")
+    snapshot_epoch, state_epoch, leader_epoch = r.i32(), r.i32(), r.i32()
+    start_offset, create_ts, write_ts = r.i64(), r.i64(), r.i64()
+    batches = r.state_batches()
+    count = _delivery_complete_count(r.tagged_fields())
+    return ShareSnapshotValue(snapshot_epoch, state_epoch, leader_epoch, start_offset, create_ts, write_ts, batches, count)
+
+
+def decode_update_value(data: bytes | memoryview) -> ShareUpdateValue:
+    r = _Reader(data)
+    version = r.i16()
+    if version != VALUE_VERSION:
+        raise StateRecordError(f"unknown ShareUpdateValue version {version}")
+    snapshot_epoch, leader_epoch, start_offset = r.i32(), r.i32(), r.i64()
+    batches = r.state_batches()
+    count = _delivery_complete_count(r.tagged_fields())
+    return ShareUpdateValue(snapshot_epoch, leader_epoch, start_offset, batches, count)
