@@ -213,3 +213,68 @@ def test_group_commits_survive_coordinator_kill(cluster):
     for partition, offset in committed_before_kill.items():
         assert committed[partition] >= offset, f"partition {partition}: commit {offset} lost"
     assert sum(committed.values()) == total
+
+
+def cut_last_batches(segment_path, count: int) -> int:
+    """Cut the last ``count`` whole batches off a segment file (a write the disk lost); the
+    new end offset of that file."""
+    from tidelog.protocol.records import BATCH_HEADER_SIZE, parse_batch_header
+
+    data = segment_path.read_bytes()
+    starts, pos = [], 0
+    while pos + BATCH_HEADER_SIZE <= len(data):
+        info = parse_batch_header(data, pos)
+        starts.append((pos, info.base_offset))
+        pos += info.size
+    position, base_offset = starts[-count]
+    with open(segment_path, "r+b") as f:
+        f.truncate(position)
+    return base_offset
+
+
+def test_a_leader_restarted_within_its_lease_leads_only_when_elected_again(tmp_path):
+    """A broker killed and restarted before its lease lapsed is the leader in the metadata
+    still, with a log that lost its tail (a torn write, a disk that lied): it must not lead on
+    in the old epoch, or its followers truncate to it and acknowledged records are gone. The
+    controller elects another in-sync replica (Kafka fences a broker that comes back, KIP-966)."""
+    cluster = Cluster(tmp_path, 3, {"broker.session.timeout.ms": "15000"}).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        admin.create_topics([NewTopic("torn", 1, 3, config={"min.insync.replicas": "2"})])["torn"].result(10)
+        wait_until(lambda: len(admin.list_topics("torn", timeout=5).topics["torn"].partitions[0].isrs) == 3, 15,
+                   message="a full ISR")
+        leader = admin.list_topics("torn", timeout=5).topics["torn"].partitions[0].leader
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 0})
+        acked = []
+        for n in range(40):
+            producer.produce("torn", value=b"%d" % n, partition=0, on_delivery=lambda err, msg: acked.append((err, msg.offset())))
+            producer.flush(10)
+        assert len(acked) == 40 and not any(err for err, _ in acked)
+
+        cluster.brokers[leader].kill()
+        cut_last_batches(cluster.brokers[leader].data_dir / "torn-0" / "00000000000000000000.log", 10)
+        cluster.brokers[leader].restart()  # well within its 15 s lease
+        wait_until(lambda: admin.list_topics("torn", timeout=5).topics["torn"].partitions[0].leader not in (leader, -1),
+                   20, message="another in-sync replica elected")
+        for n in range(40, 50):
+            producer.produce("torn", value=b"%d" % n, partition=0, on_delivery=lambda err, msg: acked.append((err, msg.offset())))
+        producer.flush(30)
+        assert not any(err for err, _ in acked), [err for err, _ in acked if err][:3]
+
+        consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "torn-check", "auto.offset.reset": "earliest"})
+        try:
+            consumer.assign([TopicPartition("torn", 0, 0)])
+            seen = {}
+            deadline = time.monotonic() + 30
+            while len(seen) < 50 and time.monotonic() < deadline:
+                message = consumer.poll(0.5)
+                if message is not None and not message.error():
+                    seen[message.offset()] = int(message.value())
+        finally:
+            consumer.close()
+        assert [seen.get(offset) for offset in range(50)] == list(range(50))
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()

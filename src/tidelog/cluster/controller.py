@@ -13,6 +13,10 @@ What it does, on every change of the live broker set (and once on taking over):
   Every leader change bumps ``leader_epoch``.
 - dead brokers are removed from the ISR of partitions whose leader lives (so acks=all stops
   waiting for them at once rather than after ``replica.lag.time.max.ms``).
+- a broker that registers again (a restart, or a lease that lapsed while it was paused) counts
+  as dead for one pass: it leaves every ISR and its leaderships move, since its log may have
+  lost what it had; then it catches up and rejoins as any follower does (KIP-966's fencing).
+  Its own side: it never leads in a state written before its registration.
 - an offline partition whose last in-sync replica is back gets it as leader.
 - a broker in controlled shutdown (``store.shutting_down``) leaves every ISR and hands each
   leadership to the first other live in-sync replica; where there is none it keeps leading.
@@ -151,6 +155,8 @@ class Controller:
         self.broker = broker
         self.store = broker.metadata
         self.epoch = 0
+        # Broker epochs this controller has fenced (None until the first pass sets them).
+        self._known_epochs: dict[int, int] | None = None
         self._dirty = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._rebalance_task: asyncio.Task | None = None
@@ -161,6 +167,7 @@ class Controller:
 
     def start(self, epoch: int) -> None:
         self.epoch = epoch
+        self._known_epochs = None
         self._dirty.set()
         self._task = asyncio.create_task(self._run(), name="controller")
         if self.broker.config["auto.leader.rebalance.enable"]:
@@ -195,9 +202,27 @@ class Controller:
                 await asyncio.sleep(0.5)
                 self._dirty.set()
 
+    def _registering(self) -> set[int]:
+        """Live brokers whose current registration this controller has not fenced yet.
+
+        A broker that registers again (it restarted, or its lease lapsed) may have lost the
+        tail of its log: until one pass has taken it out of every ISR and moved its
+        leaderships, as if it had died (Kafka fences a broker that comes back, KIP-966), it
+        counts as not live. A controller taking over knows no epochs: a broker named leader or
+        in-sync by a state older than its registration is fenced, the others are known."""
+        brokers = self.store.brokers
+        if self._known_epochs is None:
+            states = list(self.store.partitions.values())
+            self._known_epochs = {
+                node_id: info.epoch for node_id, info in brokers.items()
+                if not any(s.version < info.epoch and (s.leader == node_id or node_id in s.isr) for s in states)}
+        return {node_id for node_id, info in brokers.items() if self._known_epochs.get(node_id) != info.epoch}
+
     async def reconcile(self) -> bool:
         """One pass over every partition; False when a write lost a compare-and-swap."""
-        live = set(self.store.brokers)
+        registering = self._registering()
+        epochs = {node_id: info.epoch for node_id, info in self.store.brokers.items()}
+        live = set(epochs) - registering
         await self._create_offsets_topic(len(live))
         all_done = True
         for (topic, index), state in list(self.store.partitions.items()):
@@ -217,6 +242,11 @@ class Controller:
                 continue
             logger.info("controller: %s-%d leader %d -> %d (epoch %d), isr %s -> %s", topic, index, state.leader,
                         stored.leader, stored.leader_epoch, list(state.isr), list(stored.isr))
+        if all_done and registering:
+            self._known_epochs.update({node_id: epochs[node_id] for node_id in registering})
+            logger.info("controller: brokers %s (re)registered, fenced out of the ISRs and leaderships they had "
+                        "before; live again", sorted(registering))
+            self._dirty.set()  # now live: the partitions they may lead again (their last in-sync replica)
         return all_done
 
     async def _rebalance_loop(self) -> None:
@@ -236,7 +266,7 @@ class Controller:
         Kafka moves leaders only on brokers whose share of non-preferred leaders passes
         ``leader.imbalance.per.broker.percentage``; we move every one whose preferred replica
         is back in sync (one threshold less, and leaders spread as placement intended)."""
-        live = set(self.store.brokers)
+        live = set(self.store.brokers) - self._registering()
         moved = 0
         for (topic, index), state in list(self.store.partitions.items()):
             if topic not in self.store.topics:

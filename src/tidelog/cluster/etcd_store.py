@@ -11,7 +11,9 @@ current endpoint and moves on to the next one after a connection error or ``time
 
 Keys, under ``prefix`` (default ``/tidelog``):
   cluster_id                  the cluster id, created once (create-if-absent)
-  brokers/<id>                BrokerInfo JSON, bound to the broker's lease
+  brokers/<id>                BrokerInfo JSON, bound to the broker's lease; its mod revision is
+                              the broker epoch, which a partition state naming the broker
+                              leader or in sync is written under (compare-and-swap)
   shutdown/<id>               present while broker <id> is in controlled shutdown (same lease)
   controller                  {"node_id": id}, created if absent, bound to the lease of the
                               broker that created it; its create revision is the controller
@@ -200,6 +202,7 @@ class EtcdMetadataStore:
         self.topics: dict[str, TopicRecord] = {}
         self.partitions: dict[tuple[str, int], PartitionState] = {}
         self.brokers: dict[int, BrokerInfo] = {}
+        self.broker_epoch = 0
         self.shutting_down: set[int] = set()
         self.controller_id = -1
         self.controller_epoch = 0
@@ -291,7 +294,7 @@ class EtcdMetadataStore:
             if value is None:
                 self.brokers.pop(node_id, None)
             else:
-                self.brokers[node_id] = BrokerInfo.from_json(value)
+                self.brokers[node_id] = BrokerInfo.from_json(value, mod_revision)
             return "broker", node_id
         if kind == "shutdown":
             (self.shutting_down.discard if value is None else self.shutting_down.add)(int(rest))
@@ -331,8 +334,10 @@ class EtcdMetadataStore:
     async def _register(self) -> None:
         self._lease, ttl = await self.client.lease_grant(self.lease_ttl_s)
         _, data = await self.client.txn([], [_put(self.prefix + f"brokers/{self._me.node_id}", self._me.to_json(), self._lease)])
-        self.brokers[self._me.node_id] = self._me
-        logger.info("registered broker %d in etcd under lease %s (ttl %ds)", self._me.node_id, self._lease, ttl)
+        self.broker_epoch = int(data["header"]["revision"])
+        self.brokers[self._me.node_id] = replace(self._me, epoch=self.broker_epoch)
+        logger.info("registered broker %d in etcd under lease %s (ttl %ds), broker epoch %d", self._me.node_id, self._lease,
+                    ttl, self.broker_epoch)
 
     async def _keep_alive(self) -> None:
         interval_s = max(self.lease_ttl_s / 3, 0.2)
@@ -416,6 +421,12 @@ class EtcdMetadataStore:
         compare = [_compare(key, "MOD", state.version)]
         if controller_epoch is not None:
             compare.append(_compare(self.prefix + "controller", "CREATE", controller_epoch))
+        # The brokers the state names leader or in sync must still be registered as the writer
+        # saw them: a broker that restarted meanwhile is fenced by the controller first.
+        for node_id in {state.leader, *state.isr}:
+            info = self.brokers.get(node_id)
+            if info is not None and info.epoch:
+                compare.append(_compare(self.prefix + f"brokers/{node_id}", "MOD", info.epoch))
         succeeded, data = await self.client.txn(compare, [_put(key, state.to_json())])
         if not succeeded:
             return None

@@ -70,19 +70,24 @@ class TopicRecord:
 
 @dataclass(frozen=True)
 class BrokerInfo:
-    """A live broker: where clients and followers reach it, and its rack (``broker.rack``)."""
+    """A live broker: where clients and followers reach it, and its rack (``broker.rack``).
+
+    ``epoch`` (Kafka's broker epoch) is the store revision of the broker's registration: it
+    grows every time the broker registers again (a restart, or a lapsed lease). Not part of
+    the stored JSON; the store sets it."""
 
     node_id: int
     host: str
     port: int
     rack: str | None = None
+    epoch: int = 0
 
     def to_json(self) -> dict:
         return {"node_id": self.node_id, "host": self.host, "port": self.port, "rack": self.rack}
 
     @classmethod
-    def from_json(cls, data: dict) -> "BrokerInfo":
-        return cls(int(data["node_id"]), data["host"], int(data["port"]), data.get("rack"))
+    def from_json(cls, data: dict, epoch: int = 0) -> "BrokerInfo":
+        return cls(int(data["node_id"]), data["host"], int(data["port"]), data.get("rack"), epoch)
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,7 @@ class MetadataStore(Protocol):
     topics: dict[str, TopicRecord]
     partitions: dict[tuple[str, int], PartitionState]
     brokers: dict[int, BrokerInfo]
+    broker_epoch: int  # this broker's registration (BrokerInfo.epoch); 0 before it registers
     shutting_down: set[int]  # live brokers in controlled shutdown: they may lead nothing
     controller_id: int  # -1 while there is none
     controller_epoch: int
@@ -198,6 +204,7 @@ class EmbeddedMetadataStore:
         self.topics: dict[str, TopicRecord] = {}
         self.partitions: dict[tuple[str, int], PartitionState] = {}
         self.brokers: dict[int, BrokerInfo] = {}
+        self.broker_epoch = 0  # a single node never meets a state from before its registration
         self.shutting_down: set[int] = set()
         self.controller_id = -1
         self.controller_epoch = 0

@@ -186,6 +186,8 @@ class ReplicaManager:
         self.lag_max_ms = broker.config["replica.lag.time.max.ms"]
         self._dirty: set[tuple[str, int]] = set()
         self._applied_configs: dict[str, dict] = {}
+        self._applied_broker_epoch = 0
+        self._awaiting_election: set[tuple[str, int]] = set()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.on_leadership: list = []  # callbacks (topic, partition, leading: bool)
@@ -193,6 +195,7 @@ class ReplicaManager:
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         self._load_high_watermarks()
+        self._applied_broker_epoch = self.store.broker_epoch
         self.store.add_listener(self._on_change)
         self._dirty.update(self.store.partitions)
         self._wake.set()
@@ -277,7 +280,10 @@ class ReplicaManager:
             else:
                 self._apply_topic_configs(record)
         elif kind == "broker":
-            return
+            if key != self.node_id or self.store.broker_epoch == self._applied_broker_epoch:
+                return
+            self._applied_broker_epoch = self.store.broker_epoch  # registered again: look at every partition
+            self._dirty.update(self.store.partitions)
         self._wake.set()
 
     def _apply_topic_configs(self, record) -> None:
@@ -331,6 +337,18 @@ class ReplicaManager:
         log = self.broker.logs.get(*key)
         if log is None:
             log = self.broker.logs.create(key[0], key[1], self.broker.log_config(record.configs))
+        if state.leader == self.node_id and state.version < self.store.broker_epoch:
+            # Elected before this broker registered (it restarted, or its lease lapsed): its log
+            # may lack what it had then. The controller elects again (controller.py); till then
+            # this broker neither leads nor follows the partition.
+            if key in self.leading or key in self.following or key not in self._awaiting_election:
+                logger.info("%s-%d: led by this broker before it registered (epoch %d); waiting for the controller "
+                            "to elect a leader", key[0], key[1], self.store.broker_epoch)
+            self._awaiting_election.add(key)
+            self._stop_leading(key)
+            self._stop_following(key)
+            return
+        self._awaiting_election.discard(key)
         if state.leader == self.node_id:
             self._stop_following(key)
             leader = self.leading.get(key)
