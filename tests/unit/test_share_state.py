@@ -39,6 +39,8 @@ from tidelog.queues.state_records import (
 )
 from tidelog.queues.state_store import ShareStateStore, combine_state_batches
 
+from .share_helpers import FakeStateLog
+
 TOPIC_ID = uuid.UUID("00000000-0000-0000-0000-0000000000ab")
 KEY = ShareStateKey("g", TOPIC_ID, 3)
 
@@ -142,34 +144,6 @@ def test_combine_matches_a_per_offset_model(writes, start_offset):
 
 
 # --- the store ----------------------------------------------------------------------------------------------
-class FakeStateLog:
-    """An in-memory __share_group_state partition: appends get offsets; it can be told to fail."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[bytes, bytes | None]] = []
-        self.calls = 0
-        self.fail_next = 0
-
-    async def append(self, records):
-        self.calls += 1
-        await asyncio.sleep(0)
-        if self.fail_next:
-            self.fail_next -= 1
-            self.records.extend(records[: len(records) // 2])  # a torn append: part of it reached the log
-            raise KafkaError(ErrorCode.request_timed_out, "not replicated in time")
-        base = len(self.records)
-        self.records.extend(records)
-        return base
-
-    def replay_into(self, store: ShareStateStore) -> ShareStateStore:
-        for offset, (key, value) in enumerate(self.records):
-            store.replay(key, value, offset)
-        return store
-
-    def kinds(self) -> list[int]:
-        return [decode_key(key)[0] for key, _ in self.records]
-
-
 def clock():
     return 1234
 
