@@ -25,6 +25,7 @@ class ClusterBrokerProcess(BrokerProcess):
         super().__init__(data_dir, {**CLUSTER_TEST_SETTINGS, **(settings or {})}, port=free_port())
         self.cluster = cluster
         self.broker_id = broker_id
+        self.env: dict[str, str] = {}  # extra environment for the next start (TIDELOG_FAULTS, ...)
 
     def start(self, timeout_s: float = 30.0) -> "ClusterBrokerProcess":
         port_file = self.data_dir.parent / f"{self.data_dir.name}.port"
@@ -35,7 +36,7 @@ class ClusterBrokerProcess(BrokerProcess):
         for name, value in self.settings.items():
             args += ["--set", f"{name}={value}"]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
         deadline = time.monotonic() + timeout_s
         while not port_file.exists():
             if self.proc.poll() is not None:
