@@ -2,8 +2,9 @@
 
 ``python -m benchmarks micro [--json]`` times, with timeit (best of 5 repeats), each function the
 produce and fetch paths run per request or per batch: the Produce decoder, batch validation
-(header checks + CRC-32C), the pre-decode bounds check and kio decode of a Fetch request, the
-Fetch response encoder, and a log append and read (on a temporary directory, page cache only).
+(header checks, CRC-32C and the walk over every record; a compressed batch is decompressed to
+be walked), the pre-decode bounds check and kio decode of a Fetch request, the Fetch response
+encoder, and a log append and read (on a temporary directory, page cache only).
 """
 
 from __future__ import annotations
@@ -67,9 +68,14 @@ def run(scale: float = 1.0) -> dict[str, float]:
     for partitions in (1, 100):
         body = memoryview(bytearray(_produce_body(batch_16k, partitions)))
         results[f"decode Produce v9, {partitions} x 16 KiB batch"] = _time(lambda: decode_produce_request(body, 9), 2000)
-    for name, batch in (("16 KiB", batch_16k), ("1 MiB", batch_1m)):
+    batch_small_records = build_batch([(None, b"x" * 100, [])] * 10_000, timestamp_ms=1_700_000_000_000)
+    batch_zstd = build_batch([(None, bytes(range(256)) * 4, [])] * 16, timestamp_ms=1_700_000_000_000, compression=4)
+    for name, batch, number in (("16 KiB (16 x 1 KiB records)", batch_16k, 2000),
+                                ("1 MiB (1,000 x 1 KiB records)", batch_1m, 500),
+                                ("1 MiB (10,000 x 100 B records)", batch_small_records, 200),
+                                ("16 KiB zstd (16 x 1 KiB records)", batch_zstd, 2000)):
         view = memoryview(bytearray(batch))
-        results[f"validate_batches, {name}"] = _time(lambda: validate_batches(view, 2 << 20), 2000)
+        results[f"validate_batches, {name}"] = _time(lambda: validate_batches(view, 2 << 20), number)
     fetch_cls = apis.request_type(1, 12)
     reader = apis.request_reader(1, 12)
     for partitions in (1, 16):

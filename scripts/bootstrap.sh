@@ -23,8 +23,9 @@ bootstrap_venv() {
     local spec="$ROOT"
     [ -n "$extras" ] && spec="$ROOT[$extras]"
     local stamp="$VENV/.tidelog-installed-$extras"
-    # Reinstall only when pyproject.toml changed since the last install.
-    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+    # Reinstall only when pyproject.toml, setup.py or the C extension changed since the last install.
+    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/setup.py" -nt "$stamp" ] \
+        || [ "$ROOT/src/tidelog/protocol/_recordwalk.c" -nt "$stamp" ]; then
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" >&2
         touch "$stamp"

@@ -58,19 +58,23 @@ def test_produce_response_encodes_like_kio(version):
     body = b"".join(encode_produce_response(version, [("orders", [
         PartitionResult(0, ErrorCode.none, 42, 1700000000000, 7),
         PartitionResult(1, ErrorCode.corrupt_message, error_message="bad crc"),
+        PartitionResult(2, ErrorCode.invalid_timestamp, error_message="One or more records have been rejected",
+                        record_errors=((0, "too old"), (3, None))),
     ])], throttle_time_ms=5))
     cls = load_response_schema(0, version)
     response, end = entity_reader(cls)(memoryview(body).toreadonly(), 0)
     assert end == len(body)
     (topic,) = response.responses
     assert topic.name == "orders"
-    p0, p1 = topic.partition_responses
+    p0, p1, p2 = topic.partition_responses
     assert (p0.index, p0.error_code, p0.base_offset) == (0, ErrorCode.none, 42)
     assert p1.error_code == ErrorCode.corrupt_message
     if version >= 5:
         assert p0.log_start_offset == 7
     if version >= 8:
         assert p1.error_message == "bad crc"
+        assert [(e.batch_index, e.batch_index_error_message) for e in p2.record_errors] == [(0, "too old"), (3, None)]
+        assert p2.error_message == "One or more records have been rejected"
     assert response.throttle_time == datetime.timedelta(milliseconds=5)
 
 

@@ -10,8 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidelog.protocol.errors import ErrorCode
+from tidelog.protocol import records as records_module
 from tidelog.protocol.records import (
     BATCH_HEADER_SIZE,
+    CorruptRecords,
     InvalidBatch,
     build_batch,
     iter_records,
@@ -40,7 +42,8 @@ def error_of(buf, max_message_bytes=1 << 20, exactly_one=True):
 def test_build_validate_and_iterate_round_trip(compression):
     batch = build_batch(RECORDS, timestamp_ms=1_700_000_000_000, compression=compression, producer_id=7,
                         producer_epoch=1, base_sequence=5)
-    [info] = validate_batches(memoryview(batch), 1 << 20)
+    [(info, min_timestamp, max_timestamp)] = validate_batches(memoryview(batch), 1 << 20)
+    assert (min_timestamp, max_timestamp) == (1_700_000_000_000, 1_700_000_000_000)
     assert (info.record_count, info.last_offset_delta, info.compression, info.size) == (3, 2, compression, len(batch))
     assert (info.producer_id, info.producer_epoch, info.base_sequence) == (7, 1, 5)
     records = list(iter_records(batch))
@@ -87,7 +90,7 @@ def test_in_place_edits():
     set_base_offset(view, 42)
     stamped = set_partition_leader_epoch(view, parse_batch_header(batch), 3)
     assert stamped == parse_batch_header(batch), "the returned header is the rewritten one"
-    info = validate_batches(batch[:0] + rewrite_base_zero(batch), 1 << 20)[0]  # CRC unaffected by both
+    info = validate_batches(batch[:0] + rewrite_base_zero(batch), 1 << 20)[0].info  # CRC unaffected by both
     assert info.crc == parse_batch_header(batch).crc
     assert parse_batch_header(batch).base_offset == 42 and parse_batch_header(batch).partition_leader_epoch == 3
     stamped = set_log_append_time(view, parse_batch_header(batch), 9_999)
@@ -164,15 +167,12 @@ def test_fuzz_mutated_batches(edits, cut, fix_crc):
     if fix_crc and len(batch) > 21:
         rewrite_crc(batch)
     try:
-        [info] = validate_batches(memoryview(batch), 1 << 20)
+        [(info, *_)] = validate_batches(memoryview(batch), 1 << 20)
     except InvalidBatch:
         return
     assert info.size == len(batch)
-    # accepted batches are framed consistently; decoding may still fail on record bytes
-    try:
-        list(iter_records(batch))
-    except (ValueError, IndexError, struct.error, Exception):
-        pass
+    # an accepted batch decodes: every record, at the offsets its header promises
+    assert [r.offset for r in iter_records(batch)] == list(range(info.record_count))
 
 
 def test_validate_is_fast_for_16_kib():
@@ -181,3 +181,180 @@ def test_validate_is_fast_for_16_kib():
     batch = memoryview(build_batch([(None, b"x" * 1000, [])] * 16, timestamp_ms=1))
     per_call = min(timeit.repeat(lambda: validate_batches(batch, 1 << 20), number=2_000, repeat=3)) / 2_000
     assert per_call < 20e-6  # ~2 us on the reference machine; generous for CI noise
+
+
+# --- the record walk: what validate_batches finds inside a batch ------------------------------
+
+
+def varint(value: int) -> bytes:
+    raw, out = (value << 1) ^ (value >> 63), bytearray()
+    while raw & ~0x7F:
+        out.append((raw & 0x7F) | 0x80)
+        raw >>= 7
+    out.append(raw)
+    return bytes(out)
+
+
+def field(data: bytes | None) -> bytes:
+    return varint(-1) if data is None else varint(len(data)) + data
+
+
+def record(offset_delta: int, key: bytes | None = b"k", value: bytes | None = b"v", headers=(), timestamp_delta: int = 0,
+           fields: bytes | None = None, extra_length: int = 0) -> bytes:
+    """One record; ``fields`` replaces what follows the attributes byte, ``extra_length`` lies."""
+    if fields is None:
+        fields = varint(timestamp_delta) + varint(offset_delta) + field(key) + field(value) + varint(len(headers))
+        fields += b"".join(varint(len(k)) + k + field(v) for k, v in headers)
+    body = b"\x00" + fields
+    return varint(len(body) + extra_length) + body
+
+
+def batch_of(body: bytes, count: int, compression: int = 0, timestamp_ms: int = 1_000) -> bytearray:
+    """A batch around ``body`` with a correct header and CRC, whatever the body holds."""
+    payload = records_module._compress(compression, body) if compression else body
+    batch = bytearray(BATCH_HEADER_SIZE) + payload
+    struct.pack_into(">qiibIhiqqqhii", batch, 0, 0, len(batch) - 12, -1, 2, 0, compression, count - 1,
+                     timestamp_ms, timestamp_ms, -1, -1, -1, count)
+    return rewrite_crc(batch)
+
+
+def test_walk_accepts_what_build_batch_writes_and_reports_record_timestamps():
+    body = record(0, timestamp_delta=5) + record(1, key=None, value=None, timestamp_delta=-3) + record(
+        2, headers=[(b"h", b"x"), (b"", None)], timestamp_delta=1_000_000_000_000)
+    for compression in range(5):
+        [(info, low, high)] = validate_batches(batch_of(body, 3, compression), 1 << 20)
+        assert (low, high) == (1_000 - 3, 1_000 + 1_000_000_000_000)
+        assert info.max_timestamp == 1_000, "the header's claim is returned as sent"
+
+
+MALFORMED = {
+    "length past the batch": (record(0, extra_length=1), 1),
+    "length short of its fields": (record(0, extra_length=-1) + b"\x00", 1),
+    "negative length": (varint(-3) + b"\x00" * 8, 1),
+    "offset delta varint of six bytes": (record(0, fields=varint(0) + b"\x80\x80\x80\x80\x80\x00" + b"\x00" * 3), 1),
+    "timestamp varlong of eleven bytes": (record(0, fields=b"\x80" * 10 + b"\x00" + b"\x00" * 4), 1),
+    "offset delta not its index": (record(0) + record(5), 2),
+    "key length -2": (record(0, fields=varint(0) + varint(0) + varint(-2) + field(b"v") + varint(0)), 1),
+    "value past the record": (record(0, fields=varint(0) + varint(0) + field(b"k") + varint(50) + b"v" + varint(0)), 1),
+    "negative header count": (record(0, fields=varint(0) + varint(0) + field(b"k") + field(b"v") + varint(-1)), 1),
+    "header count past the record": (record(0, fields=varint(0) + varint(0) + field(None) + field(None) + varint(9)), 1),
+    "null header key": (record(0, fields=varint(0) + varint(0) + field(None) + field(None) + varint(1) + varint(-1)
+                               + field(b"x")), 1),
+    "fewer records than the count": (record(0), 2),
+    "bytes after the last record": (record(0) + b"\x00", 1),
+    "garbage": (bytes(range(200, 256)) * 3, 3),
+}
+
+
+@pytest.mark.parametrize("compression", range(5))
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_records_are_invalid_record(case, compression):
+    body, count = MALFORMED[case]
+    with pytest.raises(InvalidBatch) as e:
+        validate_batches(batch_of(body, count, compression), 1 << 20)
+    assert e.value.error_code == ErrorCode.invalid_record, e.value
+    assert "record" in str(e.value)
+
+
+@pytest.mark.parametrize("compression", [1, 2, 3, 4])
+def test_a_payload_its_codec_cannot_decompress_is_corrupt_message(compression):
+    plain = record(0) + record(1)
+    batch = batch_of(plain, 2)  # the records, uncompressed, flagged with a codec
+    struct.pack_into(">h", batch, 21, compression)
+    with pytest.raises(InvalidBatch) as e:
+        validate_batches(rewrite_crc(batch), 1 << 20)
+    assert e.value.error_code == ErrorCode.corrupt_message
+    assert "cannot decompress" in str(e.value)
+
+
+def test_decompressed_size_is_bounded(monkeypatch):
+    import mmap
+
+    monkeypatch.setattr(records_module, "_scratch", mmap.mmap(-1, 4096))
+    values = [(None, b"x" * 1000, [])] * 3
+    validate_batches(build_batch(values[:1], compression=4), 1 << 20)  # 1 KiB fits
+    with pytest.raises(InvalidBatch) as e:
+        validate_batches(build_batch(values * 2, compression=4), 1 << 20)  # 6 KiB do not
+    assert e.value.error_code == ErrorCode.corrupt_message
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.none() | st.binary(max_size=40), st.none() | st.binary(max_size=300),
+                          st.lists(st.tuples(st.text(max_size=5), st.none() | st.binary(max_size=10)), max_size=3),
+                          st.integers(-10**12, 10**12)), min_size=1, max_size=20),
+       st.sampled_from(range(5)))
+def test_walk_agrees_with_the_decoder(rows, compression):
+    batch = build_batch(rows, timestamp_ms=10**12, compression=compression)
+    [(_, low, high)] = validate_batches(memoryview(batch), 1 << 30)
+    timestamps = [r.timestamp for r in iter_records(batch)]
+    assert (low, high) == (min(timestamps), max(timestamps))
+
+
+@pytest.mark.parametrize("case", ["garbage", "length past the batch", "offset delta not its index"])
+def test_iter_records_raises_only_corrupt_records(case):
+    body, count = MALFORMED[case]
+    for compression in range(5):
+        with pytest.raises(CorruptRecords) if case != "offset delta not its index" else _no_error():
+            list(iter_records(batch_of(body, count, compression)))
+    flagged = batch_of(record(0), 1)
+    struct.pack_into(">h", flagged, 21, 2)  # snappy flag on a payload that is not snappy
+    with pytest.raises(CorruptRecords):
+        list(iter_records(flagged))
+
+
+class _no_error:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# --- the C walk and the Python walk are the same walk -----------------------------------------
+
+needs_c_walk = pytest.mark.skipif(records_module._walk_in_c is None, reason="the C extension was not built")
+
+
+def test_the_c_walk_is_built_where_a_compiler_is():
+    import shutil
+    import sysconfig
+    from pathlib import Path
+
+    if shutil.which("cc") is None or not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
+        pytest.skip("no C compiler or no Python headers: the Python walk is expected")
+    assert records_module.RECORD_WALK == "C", "pip install -e . should have built tidelog.protocol._recordwalk"
+
+
+def _both_walks(body: bytes, count: int):
+    outcomes = []
+    for walk in (records_module._walk_in_c, records_module._walk_records_python):
+        try:
+            outcomes.append(("ok", walk(memoryview(body), count)))
+        except (ValueError, InvalidBatch):
+            outcomes.append(("invalid", None))
+    return outcomes
+
+
+@needs_c_walk
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.none() | st.binary(max_size=20), st.none() | st.binary(max_size=200),
+                          st.lists(st.tuples(st.text(max_size=4), st.none() | st.binary(max_size=8)), max_size=2),
+                          st.integers(-2**62, 2**62)), min_size=1, max_size=8),
+       st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=3),
+       st.integers(-2, 2), st.integers(0, 3))
+def test_c_and_python_walks_agree(rows, edits, count_change, cut):
+    body = bytearray(build_batch(rows, timestamp_ms=0)[BATCH_HEADER_SIZE:])
+    for position, value in edits:
+        if body:
+            body[position % len(body)] = value
+    body = body[: len(body) - cut]
+    count = max(len(rows) + count_change, 0)
+    c_outcome, python_outcome = _both_walks(bytes(body), count)
+    assert c_outcome == python_outcome
+
+
+@needs_c_walk
+@pytest.mark.parametrize("case", MALFORMED)
+def test_c_walk_refuses_each_malformation(case):
+    body, count = MALFORMED[case]
+    assert _both_walks(body, count) == [("invalid", None)] * 2

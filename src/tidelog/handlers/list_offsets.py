@@ -5,24 +5,39 @@ Behaviour: per partition, the offset for a timestamp: -2 earliest (log start off
 with the largest timestamp (v7+), -4 earliest local (v8+, same as earliest), -5 latest tiered
 (v9+, none: offset -1), otherwise the first offset whose timestamp is at or after the given one
 (offset -1 when there is none).
-Versions: 1-10. Errors: UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_LEADER_EPOCH, KAFKA_STORAGE_ERROR.
+Versions: 1-10. Errors: UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_LEADER_EPOCH, KAFKA_STORAGE_ERROR
+(also when a lookup by time meets records on disk that cannot be decoded: a WARNING, not a
+traceback).
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode
+from tidelog.protocol.records import CorruptRecords
+
+logger = logging.getLogger(__name__)
 
 API_KEY = 2
 LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL, LATEST_TIERED = -1, -2, -3, -4, -5
 LEADER_EPOCH = 0
 
 
-def _lookup(log, timestamp: int) -> tuple[int, int]:
-    """(offset, timestamp) answering one partition's query."""
+def _lookup(log, timestamp: int) -> tuple[ErrorCode, tuple[int, int]]:
+    """The error code and (offset, timestamp) answering one partition's query."""
+    try:
+        return ErrorCode.none, _find(log, timestamp)
+    except CorruptRecords as e:
+        logger.warning("ListOffsets for timestamp %d on %s-%d: cannot decode the records on disk: %s",
+                       timestamp, log.topic, log.partition, e)
+        return ErrorCode.kafka_storage_error, (-1, -1)
+
+
+def _find(log, timestamp: int) -> tuple[int, int]:
     if timestamp == LATEST:
         return log.log_end_offset, -1
     if timestamp in (EARLIEST, EARLIEST_LOCAL):
@@ -55,12 +70,12 @@ async def handle(ctx: RequestContext, request) -> object:
                 elif p.timestamp == LATEST:
                     error, (offset, timestamp) = ErrorCode.none, (replication.high_watermark(topic.name, p.partition_index), -1)
                 else:
-                    error, (offset, timestamp) = ErrorCode.none, _lookup(log, p.timestamp)
+                    error, (offset, timestamp) = _lookup(log, p.timestamp)
                 leader_epoch = replication.leader_epoch(topic.name, p.partition_index)
             elif getattr(p, "current_leader_epoch", -1) > LEADER_EPOCH:
                 error, (offset, timestamp) = ErrorCode.unknown_leader_epoch, (-1, -1)
             else:
-                error, (offset, timestamp) = ErrorCode.none, _lookup(log, p.timestamp)
+                error, (offset, timestamp) = _lookup(log, p.timestamp)
             partitions.append(
                 build(
                     module.ListOffsetsPartitionResponse,

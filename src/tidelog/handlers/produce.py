@@ -1,17 +1,22 @@
 """Produce (key 0).
 
 Behaviour: each partition's records must be exactly one RecordBatch v2 (as Kafka requires for
-v3+); it is validated (sizes, magic, CRC-32C, offset delta, record count,
-``max.message.bytes``) and appended as sent, its offsets assigned in place. Nothing is
-decompressed. acks=0 gets no response; acks=1 and acks=-1 are answered once every appended
+v3+); it is validated as Kafka's LogValidator does (sizes, magic, CRC-32C, offset delta, record
+count, ``max.message.bytes``, then every record walked in place, a compressed batch
+decompressed into a bounded buffer to walk it) and appended as sent, its offsets assigned in
+place. acks=0 gets no response; acks=1 and acks=-1 are answered once every appended
 partition is durable under the topic's durability profile (on a single node the ISR is this
-broker, so acks=1 and acks=-1 wait for the same thing). Topics with
-``message.timestamp.type=LogAppendTime`` get the broker's time stamped into the batch; topics
-whose ``compression.type`` names a codec (not ``producer``) get batches in another codec
-recompressed, the only produce path that decodes records.
+broker, so acks=1 and acks=-1 wait for the same thing). On CreateTime topics every record's
+timestamp must lie within ``message.timestamp.before.max.ms`` / ``message.timestamp.after.max.ms``
+of now (INVALID_TIMESTAMP with one record error per record, as Kafka answers), and a header
+whose maxTimestamp is not its records' largest is corrected. Topics with
+``message.timestamp.type=LogAppendTime`` get the broker's time stamped into the batch (a batch a
+producer marked LogAppendTime is INVALID_TIMESTAMP there); topics whose ``compression.type``
+names a codec (not ``producer``) get batches in another codec recompressed.
 Versions: 0-12 advertised; 0-2 answered with UNSUPPORTED_VERSION as Kafka 4 does.
 Errors: UNSUPPORTED_VERSION, INVALID_REQUIRED_ACKS, UNSUPPORTED_COMPRESSION_TYPE (zstd before v7), UNKNOWN_TOPIC_OR_PARTITION,
-CORRUPT_MESSAGE, INVALID_RECORD, MESSAGE_TOO_LARGE, UNSUPPORTED_FOR_MESSAGE_FORMAT,
+CORRUPT_MESSAGE (framing, CRC, a payload its codec cannot decompress), INVALID_RECORD (a malformed
+record, as Kafka), INVALID_TIMESTAMP, MESSAGE_TOO_LARGE, UNSUPPORTED_FOR_MESSAGE_FORMAT,
 OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE, KAFKA_STORAGE_ERROR.
 Idempotence: a batch with a producer id is checked against that producer's last five batches
 on the partition; a retried duplicate is answered with the offset it got the first time. A
@@ -32,6 +37,7 @@ from tidelog.protocol.records import (
     BATCH_HEADER_SIZE,
     COMPRESSION_CODECS,
     InvalidBatch,
+    apply_create_time,
     parse_batch_header,
     recompress_batch,
     set_log_append_time,
@@ -89,7 +95,8 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
                 log, base_offset, append_time, info = append_batch(broker, topic.name, partition.index, partition.records)
             except (InvalidBatch, KafkaError) as e:
                 logger.info("produce to %s-%d from %s rejected: %s", topic.name, partition.index, ctx.peer, e)
-                topic_results.append(PartitionResult(partition.index, e.error_code, error_message=str(e)))
+                topic_results.append(PartitionResult(partition.index, e.error_code, error_message=str(e),
+                                                     record_errors=getattr(e, "record_errors", ())))
                 continue
             if request.acks != 0:
                 durable_waits.append((log, base_offset + info.last_offset_delta + 1))
@@ -142,14 +149,23 @@ def append_batch(broker, topic: str, partition: int, records) -> tuple:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{topic}-{partition} is not hosted here")
         if records is None:
             raise InvalidBatch(ErrorCode.invalid_record, "null records")
-        info = validate_batches(records, broker.topic_value(topic, "max.message.bytes"))[0]
+        (batch,) = validate_batches(records, broker.topic_value(topic, "max.message.bytes"))
+        info = batch.info
+        now_ms = int(time.time() * 1000)
+        log_append_time = broker.topic_value(topic, "message.timestamp.type") == "LogAppendTime"
+        if not log_append_time:
+            info = apply_create_time(records, batch, now_ms, broker.topic_value(topic, "message.timestamp.before.max.ms"),
+                                     broker.topic_value(topic, "message.timestamp.after.max.ms"))
+        elif info.timestamp_type == 1:
+            raise InvalidBatch(ErrorCode.invalid_timestamp, "Invalid timestamp type in the batch: producers should not "
+                               "set the timestamp type to LogAppendTime", ((0, "Producer should not set timestamp type to LogAppendTime."),))
         topic_codec = broker.topic_value(topic, "compression.type")
         if topic_codec != "producer" and COMPRESSION_CODECS[topic_codec] != info.compression:
             records = memoryview(recompress_batch(records, info, COMPRESSION_CODECS[topic_codec]))
             info = parse_batch_header(records)
         append_time = -1
-        if broker.topic_value(topic, "message.timestamp.type") == "LogAppendTime":
-            append_time = int(time.time() * 1000)
+        if log_append_time:
+            append_time = now_ms
             info = set_log_append_time(records, info, append_time)
         if info.is_transactional:
             raise KafkaError(ErrorCode.invalid_txn_state, "transactional batches are not supported yet")
@@ -162,7 +178,7 @@ def append_batch(broker, topic: str, partition: int, records) -> tuple:
             if replication is not None:
                 info = set_partition_leader_epoch(records, info, replication.leader_epoch(topic, partition))
             base_offset = log.append(records, info)
-            producer_state.update(info, base_offset, int(time.time() * 1000))
+            producer_state.update(info, base_offset, now_ms)
             if replication is not None:
                 replication.on_local_append(topic, partition)
     except (InvalidBatch, KafkaError) as e:

@@ -48,6 +48,7 @@ class PartitionResult(NamedTuple):
     log_append_time_ms: int = -1
     log_start_offset: int = -1
     error_message: str | None = None
+    record_errors: tuple[tuple[int, str | None], ...] = ()  # (batch index, message), v8+
 
 
 class _Reader:
@@ -193,7 +194,12 @@ def encode_produce_response(version: int, topics: list[tuple[str, list[Partition
             if version >= 5:
                 out.append(_I64.pack(p.log_start_offset))
             if version >= 8:
-                out.append(array(0))  # record_errors
+                out.append(array(len(p.record_errors)))
+                for batch_index, message in p.record_errors:
+                    out.append(_I32.pack(batch_index))
+                    out.append(_string(message, flexible))
+                    if flexible:
+                        out.append(b"\x00")
                 out.append(_string(p.error_message, flexible))
             if flexible:
                 out.append(b"\x00")

@@ -142,6 +142,11 @@ class Broker:
             "Tidelog broker %d listening on %s:%d, data in %s, cluster %s",
             self.node_id, self.host, self.port, self.data_dir, self.cluster_id,
         )
+        from tidelog.protocol.records import RECORD_WALK
+
+        if RECORD_WALK != "C":
+            logger.warning("produce validation walks records in Python: the C extension tidelog.protocol._recordwalk "
+                           "was not built (no C compiler at install?); expect about twice the CPU per produced byte")
 
     async def _join_cluster(self) -> None:
         """Register under a lease, take up this broker's replicas, stand for controller."""
