@@ -72,10 +72,6 @@ class Writer(threading.Thread):
         return sum(len(v) for p, v in self.acked.items() if partition is None or p == partition)
 
 
-# One rerun, and only here: about 1 run in 11 under heavy machine load the producer timed out
-# (_MSG_TIMED_OUT) with the cause not yet found (see the closing note of the cluster issue).
-# A real loss of acknowledged data fails both attempts.
-@pytest.mark.flaky(reruns=1)
 def test_acknowledged_records_survive_leader_kill_pause_and_return(cluster):
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
     admin.create_topics([NewTopic(TOPIC, PARTITIONS, 3, config={"min.insync.replicas": "2"})])[TOPIC].result(10)

@@ -238,3 +238,31 @@ def test_http_consume_reads_only_below_the_high_watermark(tmp_path, etcd):
             await s.stop()
 
     run(scenario())
+
+
+def test_a_produce_waiting_for_a_flush_is_answered_when_its_records_are_truncated(tmp_path, etcd):
+    """A leader that loses its leadership while a produce waits for the group commit, then
+    truncates the divergent tail holding that produce's records (as its fetcher does), still
+    answers the produce (NOT_LEADER_OR_FOLLOWER: the client retries on the new leader). It used
+    to wait for the flush of offsets that no longer exist, forever, and an idempotent producer
+    cannot send past an unanswered request: its records timed out (the failover test's rare
+    _MSG_TIMED_OUT)."""
+
+    async def scenario():
+        s = await Scenario.start(tmp_path, etcd, isr=(1,), configs={"flush.ms": "300"})
+        try:
+            producer = s.channel()
+            assert await s.produce(producer, [b"a"]) == (ErrorCode.none, 0)
+            pending = asyncio.create_task(s.produce(producer, [b"b", b"c"]))
+            await wait_for(lambda: s.log.log_end_offset == 3, message="the produce appended")
+            state = s.broker.metadata.partitions[KEY]
+            assert await s.broker.metadata.compare_and_set_partition(TOPIC, 0, state.changed(
+                leader=2, leader_epoch=1, isr=(2,))) is not None  # as the controller would, broker 1 paused
+            await wait_for(lambda: KEY not in s.broker.replication.leading, message="broker 1 following")
+            s.broker.replication.truncate(KEY, 1)  # what its fetcher does with the divergent tail
+            error, _ = await asyncio.wait_for(pending, 10)
+            assert error == ErrorCode.not_leader_or_follower
+        finally:
+            await s.stop()
+
+    run(scenario())

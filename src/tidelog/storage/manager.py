@@ -160,7 +160,9 @@ class LogManager:
             return
         still_waiting = []
         for offset, future in waiters:
-            if offset <= log.durable_offset:
+            # Past the log end: truncated away (a leader that lost its leadership cut its
+            # divergent tail). Nothing is left to sync; the replication wait answers for them.
+            if offset <= log.durable_offset or offset > log.log_end_offset:
                 if not future.done():
                     future.set_result(None)
             else:
