@@ -187,8 +187,9 @@ def test_etcd_endpoint_failover(make_store, etcd):
 
 
 def test_reassignment_fields_and_shutdown_announcement(make_store):
-    """A partition state's adding/removing replicas survive the store; a shutdown announcement
-    is seen by another store over the same state (etcd) and disappears with the broker's lease."""
+    """A partition state's adding/removing replicas survive the store; shutdown and offline
+    announcements are seen by another store over the same state (etcd) and disappear with the
+    broker's lease."""
     async def scenario():
         store = await make_store()
         await store.create_topic(topic("moving", 1), [PartitionState.initial([NODE])])
@@ -202,13 +203,15 @@ def test_reassignment_fields_and_shutdown_announcement(make_store):
             assert other.partitions[("moving", 0)].adding == (7,)
             await store.register_broker(BrokerInfo(NODE, "127.0.0.1", 1001))
             await store.announce_shutdown(NODE)
-            await wait_for(lambda: NODE in other.shutting_down)
-            await store.close()  # revokes the lease: the announcement goes with it
-            await wait_for(lambda: NODE not in other.shutting_down)
+            await store.announce_offline(NODE)
+            await wait_for(lambda: NODE in other.shutting_down and NODE in other.offline)
+            await store.close()  # revokes the lease: the announcements go with it
+            await wait_for(lambda: NODE not in other.shutting_down and NODE not in other.offline)
             await other.close()
         else:
             await store.announce_shutdown(NODE)
-            assert NODE in store.shutting_down
+            await store.announce_offline(NODE)
+            assert NODE in store.shutting_down and NODE in store.offline
             await store.close()
 
     run(scenario())

@@ -13,6 +13,9 @@ What it does, on every change of the live broker set (and once on taking over):
   Every leader change bumps ``leader_epoch``.
 - dead brokers are removed from the ISR of partitions whose leader lives (so acks=all stops
   waiting for them at once rather than after ``replica.lag.time.max.ms``).
+- a broker whose log directory went offline (``store.offline``: an I/O error) counts as dead:
+  its replicas lead nothing and leave every ISR, as Kafka's offline replicas do, until it
+  restarts (and recovers its log).
 - a broker that registers again (a restart, or a lease that lapsed while it was paused) counts
   as dead for one pass: it leaves every ISR and its leaderships move, since its log may have
   lost what it had; then it catches up and rejoins as any follower does (KIP-966's fencing).
@@ -222,7 +225,7 @@ class Controller:
         """One pass over every partition; False when a write lost a compare-and-swap."""
         registering = self._registering()
         epochs = {node_id: info.epoch for node_id, info in self.store.brokers.items()}
-        live = set(epochs) - registering
+        live = set(epochs) - registering - self.store.offline  # an offline log directory: as if dead
         await self._create_offsets_topic(len(live))
         all_done = True
         for (topic, index), state in list(self.store.partitions.items()):
@@ -266,7 +269,7 @@ class Controller:
         Kafka moves leaders only on brokers whose share of non-preferred leaders passes
         ``leader.imbalance.per.broker.percentage``; we move every one whose preferred replica
         is back in sync (one threshold less, and leaders spread as placement intended)."""
-        live = set(self.store.brokers) - self._registering()
+        live = set(self.store.brokers) - self._registering() - self.store.offline
         moved = 0
         for (topic, index), state in list(self.store.partitions.items()):
             if topic not in self.store.topics:

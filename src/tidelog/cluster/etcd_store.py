@@ -15,6 +15,7 @@ Keys, under ``prefix`` (default ``/tidelog``):
                               the broker epoch, which a partition state naming the broker
                               leader or in sync is written under (compare-and-swap)
   shutdown/<id>               present while broker <id> is in controlled shutdown (same lease)
+  offline/<id>                present while broker <id>'s log directory is offline (same lease)
   controller                  {"node_id": id}, created if absent, bound to the lease of the
                               broker that created it; its create revision is the controller
                               epoch, which fences the writes of a controller that lost it
@@ -204,6 +205,7 @@ class EtcdMetadataStore:
         self.brokers: dict[int, BrokerInfo] = {}
         self.broker_epoch = 0
         self.shutting_down: set[int] = set()
+        self.offline: set[int] = set()
         self.controller_id = -1
         self.controller_epoch = 0
         self.revision = 0
@@ -255,6 +257,7 @@ class EtcdMetadataStore:
         kvs, revision = await self.client.range(self.prefix, prefix=True)
         self.topics, self.partitions, self.brokers = {}, {}, {}
         self.shutting_down = set()
+        self.offline = set()
         self.controller_id, self.controller_epoch = -1, 0
         for kv in kvs:
             self._apply(kv, deleted=False)
@@ -285,7 +288,7 @@ class EtcdMetadataStore:
         """Apply one key's new value (or deletion) to the cache; return (kind, key) changed."""
         key = _unb64(kv["key"]).decode()[len(self.prefix):]
         kind, _, rest = key.partition("/")
-        if kind not in ("brokers", "controller", "topics", "partitions", "shutdown"):
+        if kind not in ("brokers", "controller", "topics", "partitions", "shutdown", "offline"):
             return None
         value = None if deleted else json.loads(_unb64(kv.get("value", "")) or b"null")
         mod_revision = int(kv.get("mod_revision", 0))
@@ -298,6 +301,9 @@ class EtcdMetadataStore:
             return "broker", node_id
         if kind == "shutdown":
             (self.shutting_down.discard if value is None else self.shutting_down.add)(int(rest))
+            return "broker", int(rest)
+        if kind == "offline":
+            (self.offline.discard if value is None else self.offline.add)(int(rest))
             return "broker", int(rest)
         if kind == "controller":
             if value is None:
@@ -349,6 +355,11 @@ class EtcdMetadataStore:
                     await self._register()
             except EtcdUnavailable as e:
                 logger.warning("lease keepalive failed: %s", e)
+
+    async def announce_offline(self, node_id: int) -> None:
+        """Put ``offline/<id>`` under our lease: our replicas are offline to the controller."""
+        await self.client.txn([], [_put(self.prefix + f"offline/{node_id}", {"node_id": node_id}, self._lease)])
+        self.offline.add(node_id)
 
     async def announce_shutdown(self, node_id: int) -> None:
         """Put ``shutdown/<id>`` under our lease: the controller moves our leaderships away."""

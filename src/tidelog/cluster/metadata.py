@@ -17,6 +17,9 @@ stored state's ``version`` (the store revision of its last write) is still the c
 when a controller epoch is given, only while that controller still holds the election.
 A broker about to stop (controlled shutdown) says so with ``announce_shutdown``: it joins
 ``shutting_down`` (until its registration goes) and the controller moves its leaderships away.
+A broker whose log directory went offline after an I/O error says so with ``announce_offline``:
+it joins ``offline`` (until its registration goes) and its replicas are offline to the
+controller: they lead nothing and count in no ISR (Kafka's offline replicas).
 Listeners (``add_listener``) are called after each change with ``(kind, key)``: kind is
 "broker" (key node id; also for a shutdown announcement), "controller" (None), "topic" (name) or "partition" ((topic, index)).
 Not thread-safe; the event loop owns a store.
@@ -161,6 +164,7 @@ class MetadataStore(Protocol):
     brokers: dict[int, BrokerInfo]
     broker_epoch: int  # this broker's registration (BrokerInfo.epoch); 0 before it registers
     shutting_down: set[int]  # live brokers in controlled shutdown: they may lead nothing
+    offline: set[int]  # live brokers whose log directory is offline: their replicas are offline
     controller_id: int  # -1 while there is none
     controller_epoch: int
 
@@ -169,6 +173,7 @@ class MetadataStore(Protocol):
     async def register_broker(self, broker: BrokerInfo) -> None: ...
     async def elect_controller(self, node_id: int) -> bool: ...
     async def announce_shutdown(self, node_id: int) -> None: ...
+    async def announce_offline(self, node_id: int) -> None: ...
     def add_listener(self, listener: Listener) -> None: ...
 
     async def create_topic(self, record: TopicRecord, assignment: list[PartitionState] | None = None) -> None: ...
@@ -206,6 +211,7 @@ class EmbeddedMetadataStore:
         self.brokers: dict[int, BrokerInfo] = {}
         self.broker_epoch = 0  # a single node never meets a state from before its registration
         self.shutting_down: set[int] = set()
+        self.offline: set[int] = set()
         self.controller_id = -1
         self.controller_epoch = 0
         self.revision = 0
@@ -256,6 +262,10 @@ class EmbeddedMetadataStore:
 
     async def announce_shutdown(self, node_id: int) -> None:
         self.shutting_down.add(node_id)
+        self._notify("broker", node_id)
+
+    async def announce_offline(self, node_id: int) -> None:
+        self.offline.add(node_id)
         self._notify("broker", node_id)
 
     def add_listener(self, listener: Listener) -> None:
