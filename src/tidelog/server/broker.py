@@ -18,6 +18,7 @@ from tidelog.config import BrokerConfig, validate_topic_configs
 from tidelog.handlers.registry import load_all
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.server.metrics import BrokerMetrics
+from tidelog.server.request_memory import RequestMemory
 from tidelog.storage.log import LogConfig, PartitionLog
 from tidelog.storage.manager import LogManager
 from tidelog.storage.producer_state import ProducerState
@@ -54,6 +55,8 @@ class Broker:
         self.node_id: int = config["node.id"]
         self._advertised = parse_advertised_listener(config["advertised.listeners"])
         self.metrics = BrokerMetrics()
+        self.request_memory = RequestMemory(config["queued.max.request.bytes"],
+                                            1 << (config["socket.request.max.bytes"] - 1).bit_length(), self.metrics)
         # Cluster mode (``cluster`` = etcd://...): metadata in etcd, replication, a controller.
         # Single-node mode keeps ``replication`` None, which the hot paths test first.
         self.replication = None

@@ -1,13 +1,20 @@
 """One client connection: frames in, handlers run, responses out in request order.
 
-Reading: a 256 KiB scratch buffer takes small frames; a frame larger than that gets its own
-bytearray that the socket fills directly (``asyncio.BufferedProtocol``), so record bytes are
-copied once, from the kernel, and stay writable for in-place offset assignment.
+Reading: a 256 KiB scratch buffer takes small frames; a frame larger than half of it gets its
+own pooled bytearray that the socket fills directly (``asyncio.BufferedProtocol``), so record
+bytes are copied once, from the kernel, and stay writable for in-place offset assignment. That
+buffer is taken once half a scratch buffer of the frame has arrived, starts at 1 MiB at most and
+doubles as the bytes come: a frame's announced size reserves nothing.
+Memory: the bytes of every request read and not yet answered count against the broker-wide
+``queued.max.request.bytes`` (request_memory.py); at the cap a connection with requests in
+flight stops reading until others are answered.
 Processing: each request becomes a task started in arrival order (so produce appends happen in
 order); responses are written in request order as their tasks finish. At most
 ``queued.max.requests`` requests are in flight per connection; beyond that reading pauses.
 A frame that cannot be a request (size out of bounds, unknown API key, unsupported version,
-undecodable body) closes the connection with a log line saying why, as Kafka does.
+undecodable body) closes the connection with a log line saying why, as Kafka does; so does a
+request that cannot be answered (its handler failed, or its response cannot be encoded), before
+anything pipelined behind it is answered.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from tidelog.handlers.registry import REGISTRY, RequestContext
 from tidelog.protocol import apis
 from tidelog.protocol.guard import check_request, strip_unknown_tags
 from tidelog.protocol.wire import MalformedFrame, parse_request_header, peek_api_key_version, response_header
+from tidelog.server.request_memory import RequestMemory
 
 if TYPE_CHECKING:
     from tidelog.server.broker import Broker
@@ -50,7 +58,7 @@ class FramePool:
         self._pooled_bytes = 0
 
     def acquire(self, size: int) -> bytearray:
-        capacity = 1 << (size - 1).bit_length()
+        capacity = _capacity(size)
         free = self._free.get(capacity)
         if free:
             self._pooled_bytes -= capacity
@@ -64,7 +72,11 @@ class FramePool:
 
 
 FRAME_POOL = FramePool()
-_NO_RESPONSE = object()
+_FIRST_BIG_BUFFER_BYTES = 1 << 20  # a large frame's first buffer; it doubles as its bytes arrive
+
+
+def _capacity(size: int) -> int:
+    return 1 << (size - 1).bit_length()  # FramePool's capacities are powers of two
 
 
 class KafkaConnection(asyncio.BufferedProtocol):
@@ -72,18 +84,22 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.broker = broker
         self.max_frame_bytes: int = broker.config["socket.request.max.bytes"]
         self.max_in_flight: int = broker.config["queued.max.requests"]
+        self.memory: RequestMemory = broker.request_memory
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self._scratch = bytearray(_SCRATCH_BYTES)
         self._scratch_view = memoryview(self._scratch)
         self._scratch_start = 0  # first unconsumed byte
         self._scratch_end = 0  # end of received bytes
-        self._big_frame: memoryview | None = None  # a frame being filled directly by the socket
-        self._big_buffer: bytearray | None = None  # the pooled buffer behind it
+        # A large frame being filled directly by the socket: a pooled buffer that grows as the
+        # frame's bytes arrive (charged to ``memory``), never allocated at the announced size.
+        self._big_buffer: bytearray | None = None
+        self._big_size = 0
         self._big_filled = 0
         self._pending: collections.deque[tuple[int, bool, asyncio.Future]] = collections.deque()
         # Why reading is paused: "in-flight" (too many requests unanswered), "writing" (the
-        # client is not reading its responses), "closing" (a bad frame; answer what came before).
+        # client is not reading its responses), "closing" (a bad frame; answer what came before),
+        # "memory" (queued.max.request.bytes reached; see request_memory.py).
         self._pause_reasons: set[str] = set()
         self._closing = False
         self._closed = False
@@ -104,21 +120,29 @@ class KafkaConnection(asyncio.BufferedProtocol):
         for _, _, task in self._pending:
             task.cancel()
         self._pending.clear()
+        if self._big_buffer is not None:
+            self.memory.release(len(self._big_buffer))
+            FRAME_POOL.release(self._big_buffer)
+            self._big_buffer = None
+        self.memory.forget(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if self._big_frame is not None:
-            return self._big_frame[self._big_filled :]
+        if self._big_buffer is not None:
+            return memoryview(self._big_buffer)[self._big_filled : min(len(self._big_buffer), self._big_size)]
         if self._scratch_end == _SCRATCH_BYTES:
             self._compact_scratch()
         return self._scratch_view[self._scratch_end :]
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self._big_frame is not None:
+        if self._big_buffer is not None:
             self._big_filled += nbytes
-            if self._big_filled == len(self._big_frame):
-                frame, buffer = self._big_frame, self._big_buffer
-                self._big_frame = self._big_buffer = None
-                self._dispatch(frame, buffer)
+            if self._big_filled == self._big_size:
+                buffer, size = self._big_buffer, self._big_size
+                self._big_buffer = None
+                self.memory.frame_done(self)
+                self._dispatch(memoryview(buffer)[:size], len(buffer), buffer)
+            elif self._big_filled == len(self._big_buffer) and not self._grow_big_frame():
+                self._wait_for_memory()
             return
         self._scratch_end += nbytes
         self._drain_scratch()
@@ -131,6 +155,19 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._resume("writing")
+
+    def memory_available(self) -> None:
+        """Called by ``memory`` when bytes were released: try again what was waiting."""
+        if self._closed:
+            return
+        if self._big_buffer is not None and self._big_filled == len(self._big_buffer) and not self._grow_big_frame():
+            self._wait_for_memory()
+            return
+        self._resume("memory")
+
+    def _wait_for_memory(self) -> None:
+        self._pause("memory")
+        self.memory.wait(self)
 
     def _pause(self, reason: str) -> None:
         if not self._pause_reasons and self.transport is not None:
@@ -162,35 +199,61 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 return
             start = self._scratch_start + 4
             if available - 4 >= size:
+                if self._pending and self.memory.exhausted:
+                    self._wait_for_memory()  # the frame stays in the scratch buffer meanwhile
+                    break
                 frame = self._scratch[start : start + size]
                 self._scratch_start = start + size
-                self._dispatch(frame)
+                self.memory.charge(size)
+                self._dispatch(frame, size)
                 continue
-            if size + 4 > _SCRATCH_BYTES // 2:
-                # Large frame: a pooled buffer that the socket fills from here on.
-                buffer = FRAME_POOL.acquire(size)
-                frame = memoryview(buffer)[:size]
-                have = available - 4
-                frame[:have] = self._scratch_view[start : start + have]
-                self._scratch_start = self._scratch_end = 0
-                self._big_frame, self._big_buffer, self._big_filled = frame, buffer, have
+            if size + 4 > _SCRATCH_BYTES // 2 and available >= _SCRATCH_BYTES // 2:
+                # Large frame, and half a scratch buffer of it has arrived (announcing a size
+                # costs nothing): a pooled buffer that the socket fills from here on.
+                if not self._start_big_frame(size, start, available - 4):
+                    self._wait_for_memory()
             break
         if self._scratch_start == self._scratch_end:
             self._scratch_start = self._scratch_end = 0
 
+    def _start_big_frame(self, size: int, start: int, have: int) -> bool:
+        capacity = min(_capacity(size), _FIRST_BIG_BUFFER_BYTES)
+        if not self.memory.try_grow(self, capacity, _capacity(size)):
+            return False
+        buffer = FRAME_POOL.acquire(capacity)
+        buffer[:have] = self._scratch_view[start : start + have]
+        self._scratch_start = self._scratch_end = 0
+        self._big_buffer, self._big_size, self._big_filled = buffer, size, have
+        return True
+
+    def _grow_big_frame(self) -> bool:
+        """Double the large frame's buffer (full, its frame not); False if memory says wait."""
+        old = self._big_buffer
+        capacity = min(2 * len(old), _capacity(self._big_size))
+        if not self.memory.try_grow(self, capacity, _capacity(self._big_size)):
+            return False
+        buffer = FRAME_POOL.acquire(capacity)
+        buffer[: self._big_filled] = old[: self._big_filled]
+        self._big_buffer = buffer
+        FRAME_POOL.release(old)
+        self.memory.release(len(old))
+        return True
+
     # --- requests ---------------------------------------------------------------------
-    def _dispatch(self, frame: bytearray | memoryview, pooled: bytearray | None = None) -> None:
-        """Decode one request and start its handler; ``pooled`` goes back to FRAME_POOL after it."""
+    def _dispatch(self, frame: bytearray | memoryview, charged: int, pooled: bytearray | None = None) -> None:
+        """Decode one request and start its handler. When it has finished, the ``charged``
+        bytes go back to ``memory`` and ``pooled`` to FRAME_POOL."""
         started = time.perf_counter()
-        view = memoryview(frame)
+        task = self._start_request(memoryview(frame), started)
+        if task is None:
+            self._frame_finished(charged, pooled)
+        else:
+            task.add_done_callback(lambda _task: self._frame_finished(charged, pooled))
+
+    def _frame_finished(self, charged: int, pooled: bytearray | None) -> None:
         if pooled is not None:
-            task = self._start_request(view, started)
-            if task is None:
-                FRAME_POOL.release(pooled)
-            else:
-                task.add_done_callback(lambda _task: FRAME_POOL.release(pooled))
-            return
-        self._start_request(view, started)
+            FRAME_POOL.release(pooled)
+        self.memory.release(charged)
 
     def _start_request(self, view: memoryview, started: float) -> asyncio.Future | None:
         try:

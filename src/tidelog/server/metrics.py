@@ -34,6 +34,17 @@ class BrokerMetrics:
         )
         self.connections = Gauge("tidelog_connections", "Open client connections.", registry=r)
         self.connections_accepted = Counter("tidelog_connections_accepted", "Client connections accepted.", registry=r)
+        self.queued_request_bytes = Gauge(
+            "tidelog_queued_request_bytes",
+            "Bytes of requests read and not yet answered, all connections (capped by queued.max.request.bytes).", registry=r,
+        )
+        self.request_memory_waiting = Gauge(
+            "tidelog_request_memory_waiting_connections",
+            "Connections whose reading is paused because queued.max.request.bytes is reached.", registry=r,
+        )
+        self.request_memory_waits = Counter(
+            "tidelog_request_memory_waits", "Times a connection paused reading at queued.max.request.bytes.", registry=r
+        )
         self.connection_errors = Counter(
             "tidelog_connections_closed_on_error", "Connections closed for a malformed or unsupported request.", registry=r
         )

@@ -1,0 +1,129 @@
+"""Memory held for requests is bounded: nothing is reserved for the size a frame announces before
+its bytes arrive, and ``queued.max.request.bytes`` caps the bytes of requests read and not yet
+answered across all connections (reading pauses at the cap, and resumes as requests are answered)."""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+import threading
+import time
+
+import requests
+from kafka.protocol.producer import ProduceRequest, ProduceResponse
+
+from tests.brokerproc import wait_until
+from tests.integration.test_bad_input import Conn, create_topic, rss_kib
+from tidelog.protocol.records import build_batch
+
+MIB = 1 << 20
+
+
+def metric(broker, name: str) -> float:
+    text = requests.get(f"http://127.0.0.1:{broker.metrics_port}/metrics", timeout=10).text
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert match, f"no {name} in /metrics"
+    return float(match.group(1))
+
+
+def settled_rss_kib(pid: int) -> int:
+    samples = [rss_kib(pid)]
+
+    def settled() -> bool:
+        time.sleep(0.2)
+        samples.append(rss_kib(pid))
+        return abs(samples[-1] - samples[-2]) < 256
+
+    wait_until(settled, 20, message="broker memory to settle")
+    return samples[-1]
+
+
+def test_frames_announcing_100_mib_hold_no_memory(broker):
+    """Four 12-byte frames announcing 100 MiB each took a broker from 38 to 551 MiB (the whole
+    announced size was allocated and zero-filled at once). Now a large frame's buffer grows
+    with the bytes that arrive: announcing costs nothing, 300 KiB sent costs about 1 MiB."""
+    before = settled_rss_kib(broker.proc.pid)
+    header = struct.pack(">hhih", 0, 9, 1, -1) + b"\x00\x00"
+    announcers = []
+    for sent in (0, 0, 300 * 1024, 300 * 1024):
+        sock = socket.create_connection(("127.0.0.1", broker.port), timeout=10)
+        sock.sendall(struct.pack(">i", 100 * MIB) + header + b"\x00" * sent)
+        announcers.append(sock)
+    try:
+        good = Conn(broker)
+        good.api_versions(0)  # the broker has read what came before on the other connections
+        growth_kib = settled_rss_kib(broker.proc.pid) - before
+        assert growth_kib < 16 * 1024, f"broker grew {growth_kib} KiB for frames that announced 400 MiB"
+        good.api_versions(3)
+    finally:
+        for sock in announcers:
+            sock.close()
+
+
+def produce_frame(correlation_id: int, topic: str, value_bytes: int) -> bytes:
+    data = ProduceRequest.TopicProduceData.PartitionProduceData(index=0, records=build_batch([(None, b"x" * value_bytes, [])]))
+    request = ProduceRequest[9](transactional_id=None, acks=1, timeout_ms=30000,
+                                topic_data=[ProduceRequest.TopicProduceData(name=topic, partition_data=[data])])
+    request.with_header(correlation_id=correlation_id, client_id="memory")
+    return bytes(request.encode(version=9, header=True, framed=True))
+
+
+def test_queued_max_request_bytes_pauses_reading_at_the_cap(broker_factory):
+    """Twelve connections each send a 3 MiB produce while the group commit holds every answer
+    for a while. With queued.max.request.bytes at 4 MiB the broker holds at most the cap plus
+    the one frame allowed to finish past it (a 4 MiB buffer: socket.request.max.bytes is 4 MiB),
+    pauses reading on the others, and answers all twelve."""
+    broker = broker_factory({"queued.max.request.bytes": str(4 * MIB), "socket.request.max.bytes": str(4 * MIB),
+                             "message.max.bytes": str(4 * MIB), "log.flush.interval.ms": "500"})
+    admin = Conn(broker)
+    create_topic(admin, "big")
+    conns = [Conn(broker) for _ in range(12)]
+    frames = [produce_frame(1, "big", 3 * MIB) for _ in conns]
+    peak = [0.0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], metric(broker, "tidelog_queued_request_bytes"))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        senders = [threading.Thread(target=conn.send, args=(data,)) for conn, data in zip(conns, frames)]
+        for sender in senders:
+            sender.start()
+        for conn in conns:
+            response = ProduceResponse.decode(conn.recv_frame(), version=9, header=True)
+            assert response.responses[0].partition_responses[0].error_code == 0
+        for sender in senders:
+            sender.join()
+    finally:
+        stop.set()
+        sampler.join()
+    print(f"peak {peak[0] / MIB:.1f} MiB of requests held")
+    assert 0 < peak[0] <= 4 * MIB + 4 * MIB, f"{peak[0] / MIB:.1f} MiB of requests held"
+    assert metric(broker, "tidelog_request_memory_waits_total") > 0
+    wait_until(lambda: metric(broker, "tidelog_queued_request_bytes") == 0, message="every request's bytes released")
+    assert "queued.max.request.bytes" in broker.log()
+    admin.api_versions(0)
+
+
+def test_small_requests_go_on_while_the_cap_is_reached(broker_factory):
+    """A connection with nothing in flight still gets its small requests read when others'
+    large ones fill queued.max.request.bytes (a follower's fetch, a heartbeat)."""
+    broker = broker_factory({"queued.max.request.bytes": str(1 * MIB), "socket.request.max.bytes": str(4 * MIB),
+                             "message.max.bytes": str(4 * MIB), "log.flush.interval.ms": "2000"})
+    admin = Conn(broker)
+    create_topic(admin, "big")
+    producers = [Conn(broker) for _ in range(3)]
+    for conn in producers:
+        conn.send(produce_frame(1, "big", 2 * MIB))
+    wait_until(lambda: metric(broker, "tidelog_queued_request_bytes") >= 1 * MIB, message="the cap to be reached")
+    started = time.monotonic()
+    admin.api_versions(0)
+    assert time.monotonic() - started < 1.0  # not behind the 2 s group commit
+    for conn in producers:
+        response = ProduceResponse.decode(conn.recv_frame(), version=9, header=True)
+        assert response.responses[0].partition_responses[0].error_code == 0
