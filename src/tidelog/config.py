@@ -311,6 +311,10 @@ def validate_group_configs(configs: dict[str, str | None], broker: "BrokerConfig
                 parse_share_auto_offset_reset(parsed)
         except ConfigError as e:
             raise KafkaError(ErrorCode.invalid_config, f"Invalid value {value} for configuration {name}: {e}") from None
+        prefix = broker["errors.deadletterqueue.topic.name.prefix"]
+        if name == "errors.deadletterqueue.topic.name" and parsed and not parsed.startswith(prefix):
+            raise KafkaError(ErrorCode.invalid_config, f"{name} must start with {prefix!r} "
+                                                       "(errors.deadletterqueue.topic.name.prefix)")
         bounds = _GROUP_CONFIG_BOUNDS.get(name)
         if bounds is not None:
             low, high = broker[bounds[0]], broker[bounds[1]]

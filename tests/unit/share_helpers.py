@@ -51,16 +51,19 @@ class FakeLogs:
         self.batches: dict[tuple[uuid.UUID, int], list[tuple[int, bytes]]] = {}
         self.log_start: dict[tuple[uuid.UUID, int], int] = {}
         self.lso: dict[tuple[uuid.UUID, int], int] = {}
+        self.aborted: dict[tuple[uuid.UUID, int], list[tuple[int, int]]] = {}
         self.reads = 0
 
     def produce(self, topic_id: uuid.UUID, partition: int, count: int, *, control: bool = False,
-                timestamp_ms: int | None = None) -> int:
+                timestamp_ms: int | None = None, producer_id: int = -1, transactional: bool = False) -> int:
         """Append one batch of ``count`` records (values b"<offset>"); returns its base offset."""
         key = (topic_id, partition)
         base = self.log_end(topic_id, partition)
         records = [(None, str(base + i).encode(), []) for i in range(count)]
         self.batches.setdefault(key, []).append(
-            (base, build_batch(records, base_offset=base, timestamp_ms=timestamp_ms, is_control=control)))
+            (base, build_batch(records, base_offset=base, timestamp_ms=timestamp_ms, is_control=control,
+                               producer_id=producer_id, producer_epoch=0 if producer_id >= 0 else -1,
+                               is_transactional=transactional)))
         return base
 
     def log_end(self, topic_id: uuid.UUID, partition: int) -> int:
@@ -79,6 +82,9 @@ class FakeLogs:
 
     def last_stable_offset(self, topic_id, partition):
         return self.lso.get((topic_id, partition), self.high_watermark(topic_id, partition))
+
+    def aborted_transactions(self, topic_id, partition, fetch_offset, upper_bound_offset):
+        return [(pid, first) for pid, first in self.aborted.get((topic_id, partition), []) if first < upper_bound_offset]
 
     def offset_for_timestamp(self, topic_id, partition, timestamp_ms):
         for base, data in self.batches.get((topic_id, partition), []):

@@ -73,9 +73,12 @@ def test_group_values_fall_back_to_broker_settings():
 def test_group_config_validation():
     config = BrokerConfig.load(env={})
     assert validate_group_configs({"share.delivery.count.limit": "4", "share.auto.offset.reset": "by_duration:PT1H",
-                                   "errors.deadletterqueue.copy.record.enable": "TRUE"}, config) == {
+                                   "errors.deadletterqueue.copy.record.enable": "TRUE",
+                                   "errors.deadletterqueue.topic.name": "dlq.orders"}, config) == {
         "share.delivery.count.limit": "4", "share.auto.offset.reset": "by_duration:PT1H",
-        "errors.deadletterqueue.copy.record.enable": "true"}
+        "errors.deadletterqueue.copy.record.enable": "true", "errors.deadletterqueue.topic.name": "dlq.orders"}
+    assert validate_group_configs({"errors.deadletterqueue.topic.name": ""}, config) == {
+        "errors.deadletterqueue.topic.name": ""}
     for bad, reason in (
         ({"share.delivery.count.limit": "11"}, "maximum"),
         ({"share.record.lock.duration.ms": "1000"}, "group.share.min.record.lock.duration.ms"),
@@ -85,6 +88,7 @@ def test_group_config_validation():
         ({"share.auto.offset.reset": "soonest"}, "by_duration"),
         ({"consumer.session.timeout.ms": "45000"}, "Unknown group config"),
         ({"share.delivery.count.limit": None}, "Null value"),
+        ({"errors.deadletterqueue.topic.name": "orders"}, "must start with 'dlq.'"),
     ):
         with pytest.raises(KafkaError, match=reason) as info:
             validate_group_configs(bad, config)

@@ -256,6 +256,30 @@ def test_read_committed_reads_up_to_the_last_stable_offset():
     run(scenario())
 
 
+def test_read_committed_never_delivers_aborted_transactions_or_markers():
+    async def scenario():
+        s = Setup(isolation="read_committed")
+        s.logs.produce(TOPIC, 0, 3, producer_id=5, transactional=True)  # 0-2, aborted
+        s.logs.produce(TOPIC, 0, 2, producer_id=6, transactional=True)  # 3-4, committed
+        s.logs.produce(TOPIC, 0, 1, producer_id=5, transactional=True, control=True)  # 5: ABORT
+        s.logs.produce(TOPIC, 0, 1, producer_id=6, transactional=True, control=True)  # 6: COMMIT
+        s.logs.produce(TOPIC, 0, 2, producer_id=5, transactional=True)  # 7-8: pid 5's next transaction
+        s.logs.produce(TOPIC, 0, 1, producer_id=5, transactional=True, control=True)  # 9: COMMIT
+        s.logs.aborted[(TOPIC, 0)] = [(5, 0)]
+        await s.manager.initialize("g", {TOPIC: [0]})
+        result = await s.fetch("a")
+        assert result.acquired == [AcquiredRecords(3, 4, 1), AcquiredRecords(7, 8, 1)]
+        assert offsets(result) == [3, 4, 7, 8]
+        await s.ack("a", 3, 4, ACCEPT)
+        await s.ack("a", 7, 8, ACCEPT)
+        assert s.manager.describe_offsets("g", [(TOPIC, 0)]) == [(TOPIC, 0, 10, 0)]
+        uncommitted = Setup(logs=s.logs)  # read_uncommitted: the aborted records too, never the markers
+        await uncommitted.manager.initialize("g", {TOPIC: [0]})
+        assert (await uncommitted.fetch("a")).acquired == [AcquiredRecords(0, 4, 1), AcquiredRecords(7, 8, 1)]
+
+    run(scenario())
+
+
 def test_alter_and_delete_offsets():
     async def scenario():
         s = Setup()

@@ -69,6 +69,11 @@ class PartitionSource(Protocol):
 
     def offset_for_timestamp(self, topic_id: uuid.UUID, partition: int, timestamp_ms: int) -> int | None: ...
 
+    def aborted_transactions(self, topic_id: uuid.UUID, partition: int, fetch_offset: int,
+                             upper_bound_offset: int) -> Iterable[tuple[int, int]]:
+        """(producer id, first offset) of the aborted transactions a read_committed read of
+        [fetch_offset, upper_bound_offset) must skip (the .txnindex entries)."""
+
     def read(self, topic_id: uuid.UUID, partition: int, offset: int, max_bytes: int, max_offset: int) -> bytes | memoryview:
         """Whole batches from the one holding ``offset``, below ``max_offset``, at least one batch
         even past ``max_bytes`` (KIP-74). Raises KafkaError (UNKNOWN_TOPIC_OR_PARTITION,
@@ -119,16 +124,29 @@ class AcquireResult(NamedTuple):
 EMPTY_RESULT = AcquireResult([], [])
 
 
-def parse_log_batches(data) -> list[tuple[int, int, LogBatch]]:
-    """(position, size, LogBatch) of each whole batch in ``data``."""
+def parse_log_batches(data, aborted: Iterable[tuple[int, int]] = ()) -> list[tuple[int, int, LogBatch]]:
+    """(position, size, LogBatch) of each whole batch in ``data``. ``aborted`` lists the aborted
+    transactions as (producer id, first offset): their records are marked ``aborted`` the way Kafka
+    filters them (SharePartition.fetchAbortedTransactionRecordBatches): a transaction counts as
+    aborted from its first offset until its producer's next control batch, its ABORT marker."""
     view = memoryview(data)
+    pending = sorted(aborted, key=lambda a: a[1])
+    aborted_producers: set[int] = set()
     out = []
     pos = 0
     while len(view) - pos >= BATCH_HEADER_SIZE:
         info = parse_batch_header(view, pos)
         if info.size < BATCH_HEADER_SIZE or pos + info.size > len(view):
             break
-        out.append((pos, info.size, LogBatch(info.base_offset, info.last_offset, control=info.is_control)))
+        while pending and pending[0][1] <= info.last_offset:
+            aborted_producers.add(pending.pop(0)[0])
+        is_aborted = False
+        if info.is_control:
+            aborted_producers.discard(info.producer_id)
+        elif info.is_transactional and info.producer_id in aborted_producers:
+            is_aborted = True
+        out.append((pos, info.size, LogBatch(info.base_offset, info.last_offset, control=info.is_control,
+                                             aborted=is_aborted)))
         pos += info.size
     return out
 
@@ -267,7 +285,9 @@ class ShareManager:
         if offset >= upper:
             return EMPTY_RESULT
         data = self.source.read(key.topic_id, key.partition, offset, max_bytes, upper)
-        batches = parse_log_batches(data)
+        aborted = () if config.isolation_level != "read_committed" else \
+            self.source.aborted_transactions(key.topic_id, key.partition, offset, upper)
+        batches = parse_log_batches(data, aborted)
         if not batches:
             return EMPTY_RESULT
         t = sp.acquire(member_id, [b for _, _, b in batches], max_records, now, batch_size=batch_size, mode=mode,

@@ -89,9 +89,9 @@ DEAD_LETTER_REASONS = frozenset({ArchiveReason.REJECTED, ArchiveReason.DELIVERY_
 class LogBatch(NamedTuple):
     """A record batch read from the partition's log: its offsets and what acquisition must know of it.
 
-    ``control`` batches (transaction markers) are never delivered. ``aborted`` is the read_committed
-    seam: the reader marks batches of aborted transactions (it knows the aborted transactions index);
-    they are archived instead of delivered. Under read_uncommitted both come as False except control.
+    ``control`` batches (transaction markers) are never delivered. ``aborted`` marks batches of
+    aborted transactions under read_committed (manager.parse_log_batches, from the aborted
+    transactions index); they are archived instead of delivered.
     """
 
     base_offset: int

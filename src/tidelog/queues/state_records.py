@@ -30,6 +30,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from tidelog.protocol.wire import MalformedFrame, read_uvarint, uvarint
+
 SNAPSHOT_RECORD_TYPE = 0
 UPDATE_RECORD_TYPE = 1
 VALUE_VERSION = 0
@@ -85,15 +87,6 @@ class ShareUpdateValue:
     delivery_complete_count: int = -1
 
 
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 class _Reader:
     def __init__(self, data: bytes | memoryview) -> None:
         self.data = memoryview(data)
@@ -116,18 +109,11 @@ class _Reader:
         return self.take(_I64)[0]
 
     def uvarint(self) -> int:
-        value = shift = 0
-        while True:
-            if self.pos >= len(self.data):
-                raise StateRecordError("record ends early")
-            byte = self.data[self.pos]
-            self.pos += 1
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value
-            shift += 7
-            if shift > 35:
-                raise StateRecordError("varint too long")
+        try:
+            value, self.pos = read_uvarint(self.data, self.pos)
+        except MalformedFrame as e:
+            raise StateRecordError(str(e)) from None
+        return value
 
     def raw(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
@@ -155,7 +141,7 @@ class _Reader:
 
 
 def _state_batches(batches: list[StateBatch]) -> bytes:
-    parts = [_uvarint(len(batches) + 1)]
+    parts = [uvarint(len(batches) + 1)]
     for b in batches:
         parts.append(_BATCH.pack(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count))
         parts.append(b"\x00")
@@ -165,7 +151,7 @@ def _state_batches(batches: list[StateBatch]) -> bytes:
 def _tagged_delivery_complete_count(count: int) -> bytes:
     if count == -1:
         return b"\x00"
-    return _uvarint(1) + _uvarint(DELIVERY_COMPLETE_COUNT_TAG) + _uvarint(4) + _I32.pack(count)
+    return uvarint(1) + uvarint(DELIVERY_COMPLETE_COUNT_TAG) + uvarint(4) + _I32.pack(count)
 
 
 def encode_key(record_type: int, key: ShareStateKey) -> bytes:
