@@ -280,6 +280,21 @@ def test_read_committed_never_delivers_aborted_transactions_or_markers():
     run(scenario())
 
 
+def test_forget_partition_drops_it_from_memory_and_reloads_it_from_the_state():
+    async def scenario():
+        s = Setup()
+        s.logs.produce(TOPIC, 0, 4)
+        await s.manager.initialize("g", {TOPIC: [0]})
+        await s.fetch("a")
+        assert await s.manager.acknowledge(KEY, "a", [AckBatch(0, 3, (AcknowledgeType.RENEW,))],
+                                           renew_allowed=False) == ErrorCode.invalid_request
+        s.manager.forget_partition(TOPIC, 0)  # leadership moved away and back
+        assert s.manager.loaded() == []
+        assert (await s.fetch("b")).acquired == [AcquiredRecords(0, 3, 2)]  # a's acquisition was durable
+
+    run(scenario())
+
+
 def test_alter_and_delete_offsets():
     async def scenario():
         s = Setup()

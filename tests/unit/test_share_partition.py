@@ -194,6 +194,15 @@ def test_bad_acknowledgements_change_nothing(acks, error):
     assert sp.runs() == before
 
 
+def test_renew_only_where_the_request_allows_it():
+    sp = sp_with()
+    acquire(sp, "a", batches(5), 5)
+    with pytest.raises(KafkaError) as info:
+        sp.acknowledge("a", [AckBatch(0, 4, (RENEW,))], 0, renew_allowed=False)
+    assert info.value.error_code == ErrorCode.invalid_request
+    assert sp.acknowledge("a", [AckBatch(0, 4, (RENEW,))], 0).counts == {"renewed": 5}
+
+
 def test_acknowledging_released_records_is_invalid_record_state():
     sp = sp_with()
     acquire(sp, "a", batches(10), 10)

@@ -299,11 +299,13 @@ class ShareManager:
 
     # --- ShareAcknowledge / piggy-backed acknowledgements -----------------------------------------
     async def acknowledge(self, key: ShareStateKey, member_id: str, acks: Sequence[AckBatch], *,
-                          release_delay_ms: int = 0) -> ErrorCode:
-        """Apply a member's acknowledgements of one share-partition; the AcknowledgeErrorCode."""
+                          release_delay_ms: int = 0, renew_allowed: bool = True) -> ErrorCode:
+        """Apply a member's acknowledgements of one share-partition; the AcknowledgeErrorCode.
+        ``renew_allowed``: RENEW (type 4) is valid only in v2 requests with IsRenewAck set."""
         try:
             sp = await self._partition(key)
-            t = sp.acknowledge(member_id, acks, self._clock_ms(), release_delay_ms=release_delay_ms)
+            t = sp.acknowledge(member_id, acks, self._clock_ms(), release_delay_ms=release_delay_ms,
+                               renew_allowed=renew_allowed)
             await self._settle(key, sp, t)
         except KafkaError as e:
             if e.error_code in (ErrorCode.invalid_record_state, ErrorCode.invalid_request):
@@ -503,6 +505,12 @@ class ShareManager:
         return {"start_offset": sp.start_offset, "next_offset": sp.next_offset, "state_epoch": sp.state_epoch,
                 "in_flight": sp.in_flight_records, "records": sp.counts_by_state(), "acquired_by": acquired,
                 "loaded": True}
+
+    def forget_partition(self, topic_id: uuid.UUID, partition: int) -> None:
+        """This broker no longer leads the topic-partition (or it was deleted): drop every group's
+        share-partition of it from memory; its durable state stays for the next leader."""
+        for key in [k for k in self._loaded if k.topic_id == topic_id and k.partition == partition]:
+            self._unload(key)
 
     def _unload(self, key: ShareStateKey) -> None:
         loaded = self._loaded.pop(key, None)

@@ -468,10 +468,11 @@ class SharePartition:
 
     # --- acknowledgement ----------------------------------------------------------------------
     def acknowledge(self, member_id: str, acks: Sequence[AckBatch], now_ms: int, *,
-                    release_delay_ms: int = 0) -> Transition:
+                    release_delay_ms: int = 0, renew_allowed: bool = True) -> Transition:
         """Apply a member's acknowledgements; all or nothing. Raises KafkaError INVALID_REQUEST for a
-        malformed batch, INVALID_RECORD_STATE when a record is not Acquired by this member."""
-        self._validate_acks(member_id, acks)
+        malformed batch (or RENEW where ``renew_allowed`` is False: v1, or v2 without IsRenewAck),
+        INVALID_RECORD_STATE when a record is not Acquired by this member."""
+        self._validate_acks(member_id, acks, renew_allowed)
         t = Transition()
         renewed: list[_Run] = []
         for ack in acks:
@@ -504,7 +505,7 @@ class SharePartition:
             self._coalesce()
         return t
 
-    def _validate_acks(self, member_id: str, acks: Sequence[AckBatch]) -> None:
+    def _validate_acks(self, member_id: str, acks: Sequence[AckBatch], renew_allowed: bool) -> None:
         previous_last = None
         for ack in acks:  # the request's shape first (INVALID_REQUEST), as Kafka's handler checks it
             first, last, types = ack.first_offset, ack.last_offset, ack.acknowledge_types
@@ -518,7 +519,8 @@ class SharePartition:
                                  f"Acknowledgement batch {first}-{last} has {len(types)} acknowledge types; 1 or "
                                  f"{last - first + 1} expected.")
             for ack_type in types:
-                if ack_type not in AcknowledgeType._value2member_map_:
+                if ack_type not in AcknowledgeType._value2member_map_ or (
+                        ack_type == AcknowledgeType.RENEW and not renew_allowed):
                     raise KafkaError(ErrorCode.invalid_request, f"Invalid acknowledge type: {ack_type}.")
             if last >= self.start_offset and last >= self.next_offset:
                 raise KafkaError(ErrorCode.invalid_request,
