@@ -361,9 +361,8 @@ class SharePartition:
             room = self.config.max_in_flight_records - self.in_flight_records
             if min(wanted, room) > 0:
                 self._enter_window(batches, min(wanted, room))
-        candidates = [Candidate(max(r.first, read_first), min(r.last, read_last), r.delivery_count)
-                      for r in self._overlapping(read_first, read_last)
-                      if r.state == RecordState.AVAILABLE and r.pending is None and r.available_at_ms <= now_ms]
+        candidates = self._candidates(read_first, read_last, now_ms,
+                                      max_records if isinstance(policy, OffsetOrder) else None)
         if not candidates:
             return t
         bounds = _BatchBounds(batches)
@@ -418,6 +417,20 @@ class SharePartition:
         t.state_batches = _joined(StateBatch(r.first, r.last, 0, r.delivery_count) for r in taken)
         t.acquired = _ranges(taken, bounds, batch_size if mode == AcquireMode.BATCH_OPTIMIZED else None)
         return t
+
+    def _candidates(self, first: int, last: int, now_ms: int, enough: int | None) -> list[Candidate]:
+        """Due Available records within first..last; in offset order only as many as ``enough``
+        records need (MaxRecords may be met without the rest), when given."""
+        candidates = []
+        total = 0
+        for run in self._overlapping(first, last):
+            if run.state == RecordState.AVAILABLE and run.pending is None and run.available_at_ms <= now_ms:
+                candidate = Candidate(max(run.first, first), min(run.last, last), run.delivery_count)
+                candidates.append(candidate)
+                total += candidate.last_offset - candidate.first_offset + 1
+                if enough is not None and total >= enough:
+                    break
+        return candidates
 
     def _throttled_limit(self, delivery_count: int, batch_size: int) -> int | None:
         """How many records delivered ``delivery_count`` times, in a log batch of ``batch_size``, one
@@ -501,8 +514,8 @@ class SharePartition:
                     else:
                         self._archive(t, run, ArchiveReason.GAP)
         self._record(t)
-        if renewed:
-            self._coalesce()
+        for first in sorted({run.first for run in renewed}):
+            self._merge_at(first)
         return t
 
     def _validate_acks(self, member_id: str, acks: Sequence[AckBatch], renew_allowed: bool) -> None:
@@ -625,8 +638,10 @@ class SharePartition:
                 run.set_fields(run.saved)
             run.pending = None
             run.saved = None
+        firsts = sorted({run.first for run in t._runs})
         self._advance_start()
-        self._coalesce()
+        for first in firsts:
+            self._merge_at(first)
 
     def _begin(self, t: Transition, run: _Run) -> None:
         run.saved = run.fields()
@@ -716,13 +731,25 @@ class SharePartition:
             return
         merged = [runs[0]]
         for run in runs[1:]:
-            last = merged[-1]
-            if last.pending is None and run.pending is None and last.last + 1 == run.first \
-                    and last.fields() == run.fields():
-                last.last = run.last
+            if _mergeable(merged[-1], run):
+                merged[-1].last = run.last
             else:
                 merged.append(run)
         self._runs = merged
+
+    def _merge_at(self, offset: int) -> None:
+        """Merge the run holding ``offset`` with its neighbours where they are alike (a local _coalesce)."""
+        runs = self._runs
+        i = self._index(offset)
+        if i >= len(runs) or runs[i].first > offset:
+            return
+        while i > 0 and _mergeable(runs[i - 1], runs[i]):
+            runs[i - 1].last = runs[i].last
+            del runs[i]
+            i -= 1
+        while i + 1 < len(runs) and _mergeable(runs[i], runs[i + 1]):
+            runs[i].last = runs[i + 1].last
+            del runs[i + 1]
 
     def __repr__(self) -> str:
         return f"SharePartition(start={self.start_offset}, next={self.next_offset}, runs={self._runs})"
@@ -746,6 +773,13 @@ class _BatchBounds:
         if i >= 0 and self.lasts[i] >= offset:
             return self.lasts[i]
         return offset
+
+
+def _mergeable(left: _Run, right: _Run) -> bool:
+    return (left.pending is None and right.pending is None and left.last + 1 == right.first
+            and left.state == right.state and left.delivery_count == right.delivery_count
+            and left.member_id == right.member_id and left.lock_deadline_ms == right.lock_deadline_ms
+            and left.available_at_ms == right.available_at_ms)
 
 
 def _joined(items: Iterable) -> list:
