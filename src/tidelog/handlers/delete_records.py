@@ -36,7 +36,7 @@ def delete_before(ctx: RequestContext, topic: str, partition: int, offset: int) 
         raise KafkaError(
             ErrorCode.policy_violation, f"Records of partition {topic}-{partition} can not be deleted due to the configured policy"
         )
-    high_watermark = log.log_end_offset
+    high_watermark = log.durable_end_offset
     replication = ctx.broker.replication
     if replication is not None:  # only the leader moves the log start; followers follow its fetch answers
         error = replication.leader_error(topic, partition)

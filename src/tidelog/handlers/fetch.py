@@ -3,13 +3,16 @@
 Behaviour: for each requested partition, returns whole record batches from ``fetch_offset`` (the
 batch containing it first) up to the high watermark, within ``partition_max_bytes`` and the
 response's ``max_bytes``; the first batch of the response is returned even when larger than
-those limits (KIP-74), so a consumer never gets stuck. When fewer than ``min_bytes`` are
+those limits (KIP-74), so a consumer never gets stuck. The high watermark never passes what
+is durable under the topic's durability profile (on a single node the log's durable end; in a
+cluster the ISR's, bounded by the leader's own durable end). When fewer than ``min_bytes`` are
 available, the request waits up to ``max_wait_ms`` and is woken by the next append to one of
-its partitions. Records are read from the segment files as byte ranges and written to the
+its partitions or the flush that makes records readable. Records are read from the segment files as byte ranges and written to the
 socket as separate buffers. Fetch sessions (KIP-227) are not kept: every response has session
 id 0, which clients treat as sessionless, and every request is a full fetch.
 Versions: 4-17; topics named by id from v13. Errors: OFFSET_OUT_OF_RANGE,
-UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, UNKNOWN_LEADER_EPOCH, KAFKA_STORAGE_ERROR.
+UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, UNKNOWN_LEADER_EPOCH, KAFKA_STORAGE_ERROR (the
+log directory is offline after an I/O error), CORRUPT_MESSAGE (a batch on disk cannot be read).
 """
 
 from __future__ import annotations
@@ -81,7 +84,9 @@ def _read(ctx: RequestContext, request, wanted: list) -> tuple[list, int, bool]:
                 results.append(PartitionData(p.partition, unknown))
                 any_error = True
                 continue
-            high_watermark = max_offset = log.log_end_offset
+            # A single node serves what its durability profile has made durable (below it, a
+            # consumer could read, and commit past, records a power loss would take back).
+            high_watermark = max_offset = log.durable_end_offset
             if replication is not None:
                 error = replication.leader_error(name, p.partition, getattr(p, "current_leader_epoch", -1), replica_id)
                 if error is not None:
@@ -109,7 +114,7 @@ def _read(ctx: RequestContext, request, wanted: list) -> tuple[list, int, bool]:
                 records = b""
                 error = e.error_code
                 any_error = True
-                if error != ErrorCode.offset_out_of_range:
+                if error != ErrorCode.offset_out_of_range and not log.log_dir.offline:  # offline: logged once
                     logger.error("fetch from %s-%d failed: %s", name, p.partition, e)
             if replication is not None and replica_id >= 0:
                 high_watermark = replication.high_watermark(name, p.partition)

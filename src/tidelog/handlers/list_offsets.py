@@ -17,7 +17,7 @@ import logging
 
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
-from tidelog.protocol.errors import ErrorCode
+from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import CorruptRecords
 
 logger = logging.getLogger(__name__)
@@ -28,18 +28,23 @@ LEADER_EPOCH = 0
 
 
 def _lookup(log, timestamp: int) -> tuple[ErrorCode, tuple[int, int]]:
-    """The error code and (offset, timestamp) answering one partition's query."""
+    """The error code and (offset, timestamp) answering one partition's query
+    (KAFKA_STORAGE_ERROR while the log directory is offline)."""
     try:
         return ErrorCode.none, _find(log, timestamp)
     except CorruptRecords as e:
         logger.warning("ListOffsets for timestamp %d on %s-%d: cannot decode the records on disk: %s",
                        timestamp, log.topic, log.partition, e)
         return ErrorCode.kafka_storage_error, (-1, -1)
+    except KafkaError as e:
+        return e.error_code, (-1, -1)
 
 
 def _find(log, timestamp: int) -> tuple[int, int]:
-    if timestamp == LATEST:
-        return log.log_end_offset, -1
+    if log.log_dir.offline:
+        raise log.log_dir.error()
+    if timestamp == LATEST:  # the high watermark: a single node's durable end
+        return log.durable_end_offset, -1
     if timestamp in (EARLIEST, EARLIEST_LOCAL):
         return log.log_start_offset, -1
     if timestamp == MAX_TIMESTAMP:

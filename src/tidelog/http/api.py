@@ -224,8 +224,8 @@ class Api:
         return {
             "partition": partition, "leader": node, "replicas": [node], "isr": [node],
             "log_start_offset": log.log_start_offset, "log_end_offset": log.log_end_offset,
-            "high_watermark": log.log_end_offset, "size_bytes": log.size_bytes, "segments": len(log.segments),
-            "offline": False,
+            "high_watermark": self._high_watermark(log), "size_bytes": log.size_bytes, "segments": len(log.segments),
+            "offline": self.broker.logs.offline,
         }
 
     def _topic_summary(self, record) -> dict:
@@ -406,9 +406,8 @@ class Api:
         }
 
     def _high_watermark(self, log) -> int:
-        """What readers may see: in a cluster only what the whole ISR has (as Fetch serves)."""
-        replication = self.broker.replication
-        return log.log_end_offset if replication is None else replication.high_watermark(log.topic, log.partition)
+        """What readers may see, as Fetch serves (the ISR's in a cluster, the durable end on one node)."""
+        return self.broker.high_watermark(log.topic, log.partition)
 
     def read_records(self, topic: str, partition: int, offset: int, limit: int, force_base64: bool) -> tuple[list[dict], int]:
         """Up to ``limit`` records from ``offset`` (control batches skipped); and the next offset to read."""
@@ -485,7 +484,7 @@ class Api:
     # --- groups ----------------------------------------------------------------------------
     def _log_end_offset(self, topic: str, partition: int) -> int | None:
         log = self.broker.partition_log(topic, partition)
-        return log.log_end_offset if log is not None else None
+        return self._high_watermark(log) if log is not None else None  # lag: to what consumers can read
 
     def _group_offsets(self, group_id: str) -> list[dict]:
         offsets = self.broker.groups.offsets.group_offsets(group_id)

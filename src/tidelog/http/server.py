@@ -2,7 +2,8 @@
 
 - ``GET /metrics``: Prometheus text format (state gauges refreshed at each scrape).
 - ``GET /health``: 200 while the process serves HTTP (liveness).
-- ``GET /ready``: 200 once the Kafka listener accepts connections and groups are loaded, else 503.
+- ``GET /ready``: 200 once the Kafka listener accepts connections and groups are loaded, else 503
+  with the reason ("starting", or "log directory offline: ..." after an I/O error).
 - ``/api/v1/...``: the JSON API (api.py), its OpenAPI 3.1 document at ``/api/v1/openapi.json``.
 - ``GET /``: the web console, static files from this package's ``static/`` (no build step, no CDN).
 """
@@ -60,7 +61,7 @@ def make_app(broker: "Broker") -> web.Application:
     async def ready(_request: web.Request) -> web.Response:
         if broker.ready:
             return web.json_response({"status": "ready"})
-        return web.json_response({"status": "starting"}, status=503)
+        return web.json_response({"status": broker.status}, status=503)
 
     document = openapi_document()
 

@@ -122,6 +122,7 @@ class Broker:
         await self.logs.start()
         self._producer_expiry = asyncio.create_task(self._expire_producers(), name="tidelog-producer-expiry")
         self.logs.fsync_observer = self._observe_fsync
+        self.logs.on_durable = self._on_durable
         if self.replication is None:
             await self.groups.start()
         from tidelog.server.connection import KafkaConnection
@@ -274,8 +275,11 @@ class Broker:
         if self.logs is not None:
             for (topic, partition), state in self._producer_states.items():
                 log = self.logs.get(topic, partition)
-                if log is not None:
-                    state.save(log.dir, log.log_end_offset)
+                if log is not None and not self.logs.offline:  # offline: the next start recovers
+                    try:
+                        state.save(log.dir, log.log_end_offset)
+                    except OSError as e:
+                        self.logs.take_offline(e, f"{topic}-{partition}: saving producer state")
             await self.logs.close()
         if self.replication is not None:
             await self.metadata.close()
@@ -475,6 +479,7 @@ class Broker:
                       metrics.groups, metrics.group_members, metrics.committed_offset, metrics.consumer_lag,
                       metrics.consumer_lag_total):
             gauge.clear()
+        metrics.log_dir_offline.set(1 if self.logs.offline else 0)
         hosted = 0
         for log in self.logs.logs():
             labels = (log.topic, str(log.partition))
@@ -526,13 +531,37 @@ class Broker:
             self.metrics.fsyncs_failed.inc()
 
     def _log_end_offset(self, topic: str, partition: int) -> int | None:
+        """For consumer lag: the end a consumer can read to (the high watermark)."""
         log = self.logs.get(topic, partition)
-        return log.log_end_offset if log is not None else None
+        return self.high_watermark(topic, partition) if log is not None else None
+
+    def high_watermark(self, topic: str, partition: int) -> int:
+        """What consumers may read up to: the ISR's in a cluster; on a single node what the
+        durability profile counts as durable (never records not yet acknowledgeable)."""
+        if self.replication is not None:
+            return self.replication.high_watermark(topic, partition)
+        log = self.logs.get(topic, partition)
+        return log.durable_end_offset if log is not None else 0
+
+    def _on_durable(self, log: PartitionLog) -> None:
+        """A flush moved a log's durable offset: the high watermark may follow, and fetches
+        parked for data wake (under balanced and durable, an append alone shows them nothing)."""
+        if self.replication is not None:
+            self.replication.on_local_flush(log.topic, log.partition)
+        self.notify_append(log.topic, log.partition)
 
     @property
     def ready(self) -> bool:
-        """Accepting Kafka connections, with groups and offsets loaded."""
-        return self._server is not None and self._server.is_serving() and self.groups.loaded
+        """Accepting Kafka connections, with groups and offsets loaded, and the log directory online."""
+        return (self._server is not None and self._server.is_serving() and self.groups.loaded
+                and not (self.logs is not None and self.logs.offline))
+
+    @property
+    def status(self) -> str:
+        """"ready", "starting", or why the broker cannot serve (for ``/ready``)."""
+        if self.logs is not None and self.logs.offline:
+            return f"log directory offline: {self.logs.offline_reason}"
+        return "ready" if self.ready else "starting"
 
     # --- idempotent producers ----------------------------------------------------------
     def producer_state(self, log: PartitionLog) -> ProducerState:

@@ -66,6 +66,11 @@ class BrokerMetrics:
             buckets=_FSYNC_BUCKETS, registry=r,
         )
         self.fsyncs_failed = Counter("tidelog_fsync_errors", "fsync jobs that failed.", registry=r)
+        self.log_dir_offline = Gauge(
+            "tidelog_log_dir_offline",
+            "1 while an I/O error keeps the data directory offline (KAFKA_STORAGE_ERROR until a restart), else 0.",
+            registry=r,
+        )
         self.fetch_purgatory = Gauge("tidelog_fetch_purgatory_size", "Fetches waiting for data (long poll).", registry=r)
         self.produce_purgatory = Gauge(
             "tidelog_produce_purgatory_size", "Produce acknowledgements waiting for a group commit (balanced profile).", registry=r

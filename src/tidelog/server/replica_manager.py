@@ -495,7 +495,7 @@ class ReplicaManager:
         self._advance_high_watermark(leader)
 
     def _advance_high_watermark(self, leader: LeaderPartition) -> None:
-        ends = [leader.log.log_end_offset]
+        ends = [leader.log.durable_end_offset]  # never past what the leader itself has made durable
         for replica in leader.maximal_isr:
             if replica != self.node_id:
                 ends.append(leader.follower_end_offsets.get(replica, -1))
@@ -511,6 +511,12 @@ class ReplicaManager:
                     still_waiting.append((end_offset, waiter))
             leader.waiters = still_waiting
             self.broker.notify_append(leader.topic, leader.partition)
+
+    def on_local_flush(self, topic: str, partition: int) -> None:
+        """The leader's durable offset moved (balanced, durable): the high watermark may follow."""
+        leader = self.leading.get((topic, partition))
+        if leader is not None:
+            self._advance_high_watermark(leader)
 
     def on_local_append(self, topic: str, partition: int) -> None:
         """A single-replica ISR moves the high watermark with every append."""

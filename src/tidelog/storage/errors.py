@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
 
-__all__ = ["StorageError", "OffsetOutOfRange"]
+__all__ = ["CorruptSegment", "StorageError", "OffsetOutOfRange"]
 
 
 class StorageError(KafkaError):
@@ -19,3 +19,11 @@ class OffsetOutOfRange(KafkaError):
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(ErrorCode.offset_out_of_range, message)
+
+
+class CorruptSegment(KafkaError):
+    """A batch header on disk that cannot be walked (its length is impossible): the read stops
+    there and answers CORRUPT_MESSAGE, as Kafka's fetch does for a CorruptRecordException."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(ErrorCode.corrupt_message, message)

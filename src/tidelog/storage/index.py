@@ -17,6 +17,7 @@ event loop owns them.
 
 from __future__ import annotations
 
+import errno
 import operator
 import os
 import struct
@@ -25,6 +26,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 from itertools import islice
 from pathlib import Path
+
+from tidelog.storage.faults import faults
 
 __all__ = ["OffsetIndex", "TimeIndex"]
 
@@ -72,7 +75,12 @@ class _Index:
         if count > self.persisted_entries:
             pack = self._entry.pack
             data = b"".join(pack(self.keys[i], self.values[i]) for i in range(self.persisted_entries, count))
-            os.write(self.fd, data)
+            if faults.armed:
+                faults.check("write", "index")
+            written = os.write(self.fd, data)
+            if written != len(data):  # O_APPEND: a short write leaves a torn entry; undo it
+                os.ftruncate(self.fd, self.persisted_entries * self._entry.size)
+                raise OSError(errno.EIO, f"short write to {self.path.name} ({written} of {len(data)} bytes)")
             self.persisted_entries = count
 
     def truncate_entries(self, count: int) -> None:
@@ -89,11 +97,15 @@ class _Index:
 
     def sync(self) -> None:
         self.write_pending()
+        if faults.armed:
+            faults.check("fsync", "index")
         os.fsync(self.fd)
 
     def close(self) -> None:
-        self.write_pending()
-        os.close(self.fd)
+        try:
+            self.write_pending()
+        finally:
+            os.close(self.fd)
 
 
 class OffsetIndex(_Index):

@@ -5,6 +5,9 @@ and two checkpoint files, each one decimal number (written by storage/checkpoint
 ``log-start-offset`` (moved by DeleteRecords) and ``recovery-point`` (every segment wholly
 below it was fsynced, so recovery after a crash rescans only from its segment on).
 
+Every I/O error takes the log directory offline (log_dir.py): from then on the log refuses
+appends, reads and flushes with KAFKA_STORAGE_ERROR, and ``durable_offset`` never moves again.
+
 Not thread-safe; the event loop owns it. The only work done elsewhere is fsync of file
 descriptors duplicated by ``start_flush``, so a segment deleted meanwhile cannot be hurt.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import platform
 import shutil
 import time
 from bisect import bisect_right
@@ -25,6 +29,7 @@ from tidelog.protocol.records import BatchInfo, iter_records, set_base_offset
 from tidelog.storage.checkpoint import read_checkpoint, write_checkpoint
 from tidelog.storage.errors import OffsetOutOfRange, StorageError
 from tidelog.storage.faults import faults
+from tidelog.storage.log_dir import LogDirState
 from tidelog.storage.segment import LogSegment
 
 __all__ = ["LogConfig", "PartitionLog", "PendingFlush", "SegmentSummary"]
@@ -38,9 +43,13 @@ SYNCFS_MIN_FILES = 8  # from this many files on, one syncfs beats an fsync each
 
 
 def _load_syncfs():
+    """libc's syncfs, where it reports write-back errors (Linux 5.8+); else None: fsync each file."""
     try:
+        major, minor = (int(part) for part in platform.release().split(".")[:2])
+        if (major, minor) < (5, 8):
+            return None
         syncfs = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):  # not Linux/glibc: fsync each file
+    except (OSError, AttributeError, ValueError):
         return None
     syncfs.argtypes = [ctypes.c_int]
     return syncfs
@@ -72,11 +81,14 @@ class SegmentSummary(NamedTuple):
 
 
 class PendingFlush(NamedTuple):
-    """An fsync in progress: the offset it makes durable and duplicated descriptors to sync."""
+    """An fsync in progress: the offset it makes durable and what it syncs."""
 
     target_offset: int
-    fds: list[int]
+    fds: list[tuple[int, str]]  # duplicated descriptors, each with its fault target
     segments: list[LogSegment]
+    dir_changes: int  # the partition directory's entries as of this count are synced
+    new_dir: bool  # the data directory's entry for the partition directory is synced
+    truncations: int  # a truncation since start_flush voids the target
 
 
 def _now_ms() -> int:
@@ -86,11 +98,14 @@ def _now_ms() -> int:
 class PartitionLog:
     """One partition's log; see the module docstring for its files and ownership."""
 
-    def __init__(self, dir: Path, topic: str, partition: int, config: LogConfig) -> None:
+    def __init__(self, dir: Path, topic: str, partition: int, config: LogConfig,
+                 log_dir: LogDirState | None = None) -> None:
         self.dir = dir
         self.topic = topic
         self.partition = partition
         self.config = config
+        self.log_dir = log_dir if log_dir is not None else LogDirState(dir.parent)
+        self.closed = False
         self.segments: list[LogSegment] = []
         self._base_offsets: list[int] = []
         self.log_start_offset = 0
@@ -99,22 +114,43 @@ class PartitionLog:
         self._recovery_point = 0
         self._unflushed: list[LogSegment] = []
         self._syncing: dict[LogSegment, int] = {}  # segment -> flushes in flight covering it
+        # Files created or removed in ``dir`` (counted; the first flush syncs the directory once,
+        # as the files opened at start may be new) and whether ``dir`` itself is new.
+        self._dir_changes = 1
+        self._dir_synced = 0
+        self._new_dir = False
+        self._truncations = 0
         self.on_roll: Callable[[PartitionLog], None] | None = None  # set by the LogManager
+        self.on_dirty: Callable[[PartitionLog], None] | None = None  # likewise
 
     # ---- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, dir: Path, topic: str, partition: int, config: LogConfig, recover: bool) -> PartitionLog:
+    def open(cls, dir: Path, topic: str, partition: int, config: LogConfig, recover: bool,
+             log_dir: LogDirState | None = None) -> PartitionLog:
         """Open (or create) the log in ``dir``; ``recover`` after an unclean shutdown."""
-        log = cls(Path(dir), topic, partition, config)
+        log = cls(Path(dir), topic, partition, config, log_dir)
+        if log.log_dir.offline:
+            raise log.log_dir.error()
         try:
             log._load(recover)
         except OSError as e:
-            logger.error("%s: cannot open the log: %s", log.dir, e)
-            raise StorageError(f"cannot open {log.dir}: {e}") from e
+            for segment in log.segments:
+                segment.close()
+            raise log._io_error(e, "opening the log") from e
         return log
 
+    def _io_error(self, error: OSError, what: str) -> StorageError:
+        """The StorageError for an I/O error; it takes the log directory offline."""
+        return self.log_dir.fail(error, f"{self.topic}-{self.partition}: {what}")
+
+    def _check_online(self) -> None:
+        if self.log_dir.offline_reason is not None or self.closed:
+            raise self.log_dir.error() if not self.closed else StorageError(f"{self.topic}-{self.partition} is closed")
+
     def _load(self, recover: bool) -> None:
+        if not self.dir.exists():
+            self._new_dir = True
         self.dir.mkdir(parents=True, exist_ok=True)
         for tmp in self.dir.glob("*.tmp"):
             tmp.unlink()
@@ -153,6 +189,7 @@ class PartitionLog:
                        torn.base_offset, len(base_offsets))
         for base_offset in base_offsets:
             LogSegment(self.dir, base_offset).delete()
+        self._dir_changes += 1
 
     def set_config(self, config: LogConfig) -> None:
         """Applies to future rolls, retention and flushes."""
@@ -166,6 +203,8 @@ class PartitionLog:
 
     def append(self, batch: memoryview, info: BatchInfo, now_ms: int | None = None) -> int:
         """Append one validated batch, assigning its base offset in place; return that offset."""
+        if self.log_dir.offline_reason is not None or self.closed:
+            self._check_online()
         base_offset = self.log_end_offset
         segment = self.segments[-1]
         if segment.size_bytes and (
@@ -178,11 +217,12 @@ class PartitionLog:
         try:
             segment.append(batch, info, base_offset, self.config.index_interval_bytes)
         except OSError as e:
-            logger.error("%s: append at offset %d failed: %s", self.dir, base_offset, e)
-            raise StorageError(f"append to {self.topic}-{self.partition} failed: {e}") from e
+            raise self._io_error(e, f"append at offset {base_offset}") from e
+        self.log_end_offset = base_offset + info.last_offset_delta + 1
         if not self._unflushed or self._unflushed[-1] is not segment:
             self._unflushed.append(segment)
-        self.log_end_offset = base_offset + info.last_offset_delta + 1
+            if self.on_dirty is not None:  # the first append since a flush (or in a new segment)
+                self.on_dirty(self)
         return base_offset
 
     def append_many(self, batches: list[tuple[memoryview, BatchInfo]], now_ms: int | None = None) -> int:
@@ -199,8 +239,8 @@ class PartitionLog:
             old.seal()
             segment = LogSegment(self.dir, self.log_end_offset)
         except OSError as e:
-            logger.error("%s: cannot roll a new segment: %s", self.dir, e)
-            raise StorageError(f"cannot roll {self.topic}-{self.partition}: {e}") from e
+            raise self._io_error(e, "rolling a new segment") from e
+        self._dir_changes += 1
         self.segments.append(segment)
         self._base_offsets.append(segment.base_offset)
         if old not in self._unflushed:  # its sealed indexes must reach the disk too
@@ -220,6 +260,8 @@ class PartitionLog:
         first batch comes whole whatever its size (KIP-74). ``max_offset`` (exclusive, e.g. the
         high watermark) bounds the batches returned. Empty at the end of the log.
         """
+        if self.log_dir.offline_reason is not None or self.closed:
+            self._check_online()
         if fetch_offset < self.log_start_offset or fetch_offset > self.log_end_offset:
             raise OffsetOutOfRange(
                 f"offset {fetch_offset} is outside [{self.log_start_offset}, {self.log_end_offset}] "
@@ -235,12 +277,12 @@ class PartitionLog:
                 if data is not None:
                     return data
         except OSError as e:
-            logger.error("%s: read at offset %d failed: %s", self.dir, fetch_offset, e)
-            raise StorageError(f"read from {self.topic}-{self.partition} failed: {e}") from e
+            raise self._io_error(e, f"read at offset {fetch_offset}") from e
         return b""
 
     def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record at or after log_start_offset with timestamp >= ts."""
+        self._check_online()
         for segment in self.segments:
             if segment.max_timestamp >= timestamp_ms and segment.next_offset > self.log_start_offset:
                 found = self._first_record_at_or_after(segment, timestamp_ms)
@@ -250,6 +292,7 @@ class PartitionLog:
 
     def max_timestamp_offset(self) -> tuple[int, int] | None:
         """(offset, timestamp) of the earliest record with the largest timestamp (ListOffsets -3)."""
+        self._check_online()
         best = None
         for segment in self.segments:
             if segment.next_offset > self.log_start_offset and (best is None or segment.max_timestamp > best.max_timestamp):
@@ -261,17 +304,21 @@ class PartitionLog:
     def _first_record_at_or_after(self, segment: LogSegment, timestamp_ms: int) -> tuple[int, int] | None:
         relative_offset = segment.time_index.lookup(timestamp_ms)
         start = segment.offset_index.lookup(relative_offset)
-        for position, info in segment.batches(start):
-            if info.max_timestamp >= timestamp_ms and info.base_offset + info.last_offset_delta >= self.log_start_offset:
-                for record in iter_records(segment.read_batch_at(position, info)):
-                    if record.timestamp >= timestamp_ms and record.offset >= self.log_start_offset:
-                        return record.offset, record.timestamp
+        try:
+            for position, info in segment.batches(start):
+                if info.max_timestamp >= timestamp_ms and info.base_offset + info.last_offset_delta >= self.log_start_offset:
+                    for record in iter_records(segment.read_batch_at(position, info)):
+                        if record.timestamp >= timestamp_ms and record.offset >= self.log_start_offset:
+                            return record.offset, record.timestamp
+        except OSError as e:
+            raise self._io_error(e, f"reading segment {segment.base_offset} by timestamp") from e
         return None
 
     # ---- deleting ------------------------------------------------------------------------
 
     def delete_records_before(self, offset: int) -> int:
         """DeleteRecords: move log_start_offset up to ``offset``; drop segments wholly below it."""
+        self._check_online()
         if offset > self.log_end_offset or offset < 0:
             raise OffsetOutOfRange(f"offset {offset} is beyond log_end_offset {self.log_end_offset}")
         if offset <= self.log_start_offset:
@@ -280,15 +327,17 @@ class PartitionLog:
             self.roll()
         self.log_start_offset = offset
         deletable = [s for i, s in enumerate(self.segments[:-1]) if self.segments[i + 1].base_offset <= offset]
-        self._delete_segments(deletable, "delete records")
         try:
+            self._delete_segments(deletable, "delete records")
             write_checkpoint(self.dir / LOG_START_OFFSET_FILE, self.log_start_offset)
         except OSError as e:
-            raise StorageError(f"cannot checkpoint log start offset of {self.topic}-{self.partition}: {e}") from e
+            raise self._io_error(e, f"deleting records below {offset}") from e
         return self.log_start_offset
 
     def apply_retention(self, now_ms: int) -> int:
         """Delete the oldest whole segments past retention_ms or retention_bytes; return bytes freed."""
+        if self.log_dir.offline or self.closed:
+            return 0
         deletable: list[LogSegment] = []
         retention_ms, retention_bytes = self.config.retention_ms, self.config.retention_bytes
         if retention_ms >= 0:
@@ -304,12 +353,16 @@ class PartitionLog:
                 deletable.append(segment)
                 remaining -= segment.size_bytes
         freed = sum(s.size_bytes for s in deletable)
-        self._delete_segments(deletable, "retention")
+        try:
+            self._delete_segments(deletable, "retention")
+        except OSError as e:
+            raise self._io_error(e, "deleting segments past retention") from e
         return freed
 
     def _delete_segments(self, deletable: list[LogSegment], reason: str) -> None:
         if not deletable:
             return
+        self._dir_changes += 1
         for segment in deletable:
             logger.info("%s: %s deletes segment %d (offsets %d..%d, %d bytes)", self.dir, reason,
                         segment.base_offset, segment.base_offset, segment.next_offset - 1, segment.size_bytes)
@@ -325,15 +378,23 @@ class PartitionLog:
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Drop every segment and go on empty at ``offset`` (a follower whose log ends below
         its leader's log start offset: what it has can never be fetched onto)."""
+        self._check_online()
         logger.warning("%s: dropping offsets %d..%d, starting again at %d", self.dir, self.log_start_offset,
                        self.log_end_offset, offset)
-        self._truncate_all(offset)
+        try:
+            self._truncate_all(offset)
+        except OSError as e:
+            raise self._io_error(e, f"starting again at {offset}") from e
 
     def truncate_to(self, offset: int) -> None:
         """Drop everything at or above ``offset``, whole batches (a batch containing it goes)."""
+        self._check_online()
         if offset >= self.log_end_offset:
             return
-        self._truncate_all(offset) if offset <= self.segments[0].base_offset else self._truncate_tail(offset)
+        try:
+            self._truncate_all(offset) if offset <= self.segments[0].base_offset else self._truncate_tail(offset)
+        except OSError as e:
+            raise self._io_error(e, f"truncating to {offset}") from e
         logger.info("%s: truncated to offset %d, log_end_offset=%d", self.dir, offset, self.log_end_offset)
 
     def _truncate_all(self, offset: int) -> None:
@@ -354,8 +415,12 @@ class PartitionLog:
         self._after_truncation()
 
     def _after_truncation(self) -> None:
+        self._truncations += 1  # an fsync in flight no longer speaks for the offsets it aimed at
+        self._dir_changes += 1
         self._base_offsets = [s.base_offset for s in self.segments]
         self._unflushed = [self.segments[-1]]
+        if self.on_dirty is not None:
+            self.on_dirty(self)
         self._syncing = {s: n for s, n in self._syncing.items() if s in self.segments}
         self.log_end_offset = self.segments[-1].next_offset
         self.log_start_offset = min(self.log_start_offset, self.log_end_offset)
@@ -365,62 +430,102 @@ class PartitionLog:
 
     # ---- durability ----------------------------------------------------------------------
 
+    @property
+    def durable_end_offset(self) -> int:
+        """The end of what this log's durability profile counts as durable: what a producer can
+        have been acknowledged for, and so the most a consumer may read (the high watermark of a
+        single node; a leader's own bound in a cluster). ``durable_offset`` under balanced and
+        durable; the log end offset under throughput, which acknowledges page-cache writes."""
+        if self.config.durability == "throughput":
+            return self.log_end_offset
+        return self.durable_offset
+
     def start_flush(self) -> PendingFlush | None:
-        """Hand out what an fsync must cover (duplicated fds, safe to sync from a thread)."""
+        """Hand out what an fsync must cover (duplicated fds, safe to sync from a thread).
+
+        Raises StorageError when the directory is offline: nothing is synced, so nothing more
+        can become durable, after an I/O error.
+        """
+        self._check_online()
         # Segments another flush is still syncing are synced again: this flush's target may
         # only be claimed once all their bytes are on disk, whichever fsync finishes first.
         segments = list(self._syncing) + [s for s in self._unflushed if s not in self._syncing]
-        if not segments:
+        dir_changes = self._dir_changes
+        if not segments and dir_changes == self._dir_synced and not self._new_dir:
             return None
+        active = self.segments[-1]
+        fds: list[tuple[int, str]] = []
+        try:
+            for segment in segments:
+                segment.write_indexes()
+                fds.append((os.dup(segment.fd), "segment"))
+                if segment is not active:  # a sealed segment's indexes are not rebuilt by recovery
+                    fds += ((os.dup(segment.offset_index.fd), "index"), (os.dup(segment.time_index.fd), "index"))
+            if dir_changes != self._dir_synced:
+                fds.append((os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY), "dir"))
+            if self._new_dir:
+                fds.append((os.open(self.dir.parent, os.O_RDONLY | os.O_DIRECTORY), "dir"))
+        except OSError as e:
+            for fd, _ in fds:
+                os.close(fd)
+            raise self._io_error(e, "starting a flush") from e
         self._unflushed = []
         for segment in segments:
             self._syncing[segment] = self._syncing.get(segment, 0) + 1
-        active = self.segments[-1]
-        fds = []
-        for segment in segments:
-            segment.write_indexes()
-            fds.append(os.dup(segment.fd))
-            if segment is not active:  # a sealed segment's indexes are not rebuilt by recovery
-                fds += (os.dup(segment.offset_index.fd), os.dup(segment.time_index.fd))
-        return PendingFlush(self.log_end_offset, fds, segments)
+        return PendingFlush(self.log_end_offset, fds, segments, dir_changes, self._new_dir, self._truncations)
 
     @staticmethod
-    def sync_fds(fds: list[int]) -> None:
+    def sync_fds(fds: list[tuple[int, str]]) -> None:
         """Make the files behind duplicated descriptors durable, then close them; runs in an executor.
 
         Many files (a group commit over many partitions) are synced with one ``syncfs`` per
-        filesystem instead of one fsync each: one journal commit instead of hundreds. Since
-        Linux 5.8 syncfs reports writeback errors like fsync does.
+        filesystem instead of one fsync each: one journal commit instead of hundreds. syncfs
+        reports a write-back error of any file of the filesystem that this descriptor's open
+        file has not seen yet (Linux 5.8+; older kernels fsync each file), so an error of any
+        file it covers fails the whole job. The fault hook is asked for every file either way.
         """
         try:
             if len(fds) >= SYNCFS_MIN_FILES and _syncfs is not None:
-                for fd in {os.fstat(fd).st_dev: fd for fd in fds}.values():
-                    if faults.armed:
-                        faults.check("fsync")
+                if faults.armed:
+                    for _, target in fds:
+                        faults.check("fsync", target)
+                for fd in {os.fstat(fd).st_dev: fd for fd, _ in fds}.values():
                     if _syncfs(fd) != 0:
                         error = ctypes.get_errno()
                         raise OSError(error, f"syncfs: {os.strerror(error)}")
                 return
-            for fd in fds:
+            for fd, target in fds:
                 if faults.armed:
-                    faults.check("fsync")
+                    faults.check("fsync", target)
                 os.fsync(fd)
         finally:
-            for fd in fds:
+            for fd, _ in fds:
                 os.close(fd)
 
     def finish_flush(self, pending: PendingFlush, error: BaseException | None = None) -> None:
+        """Account for a finished fsync job. A failed one takes the log directory offline (and
+        raises nothing: the caller answers its waiters); a successful one moves durable_offset,
+        unless the directory went offline meanwhile or a truncation voided its target."""
         for segment in pending.segments:
             count = self._syncing.pop(segment, 0) - 1
             if count > 0:
                 self._syncing[segment] = count
-        if error is not None:  # retry these segments on the next flush
-            live = set(map(id, self.segments))
-            self._unflushed[:0] = [s for s in pending.segments if id(s) in live and s not in self._unflushed]
-            logger.error("%s: fsync failed: %s", self.dir, error)
+        if error is not None:
+            self.log_dir.fail(error, f"{self.topic}-{self.partition}: fsync")
             return
-        self.durable_offset = max(self.durable_offset, min(pending.target_offset, self.log_end_offset))
-        self._checkpoint_recovery_point(self.durable_offset)
+        if self.log_dir.offline or self.closed:
+            return
+        self._dir_synced = max(self._dir_synced, pending.dir_changes)
+        if pending.new_dir:
+            self._new_dir = False
+        if pending.truncations != self._truncations:
+            return  # the bytes now below the target may be newer than what was synced
+        durable_offset = max(self.durable_offset, min(pending.target_offset, self.log_end_offset))
+        try:
+            self._checkpoint_recovery_point(durable_offset)
+        except OSError as e:
+            raise self._io_error(e, "writing the recovery point") from e
+        self.durable_offset = durable_offset
 
     def _checkpoint_recovery_point(self, offset: int) -> None:
         """Persist a new recovery point only when it crosses into a later segment (rare).
@@ -433,7 +538,7 @@ class PartitionLog:
         self._recovery_point = offset
 
     def flush(self) -> None:
-        """fsync everything appended so far (synchronously)."""
+        """fsync everything appended so far (synchronously); raises StorageError if it failed."""
         pending = self.start_flush()
         if pending is None:
             return
@@ -441,7 +546,7 @@ class PartitionLog:
             self.sync_fds(pending.fds)
         except OSError as e:
             self.finish_flush(pending, e)
-            raise StorageError(f"fsync of {self.topic}-{self.partition} failed: {e}") from e
+            raise self.log_dir.error() from e
         self.finish_flush(pending)
 
     # ---- describing and closing ----------------------------------------------------------
@@ -454,23 +559,38 @@ class PartitionLog:
         return [SegmentSummary(s.base_offset, s.next_offset, s.size_bytes, s.max_timestamp) for s in self.segments]
 
     def close(self) -> None:
-        """Flush the log and all indexes, then close every file."""
+        """Flush the log and all indexes, then close every file. In an offline directory
+        nothing is flushed: the next start recovers."""
         try:
-            self.segments[-1].seal()
-            self.flush()
-            self.segments[-1].sync(include_indexes=True)
+            if not self.log_dir.offline and not self.closed:
+                try:
+                    self.segments[-1].seal()
+                    self.flush()
+                    self.segments[-1].sync(include_indexes=True)
+                except OSError as e:
+                    raise self._io_error(e, "closing") from e
         finally:
-            for segment in self.segments:
+            self._close_files()
+
+    def _close_files(self) -> None:
+        for segment in self.segments:
+            try:
                 segment.close()
-            self.segments = []
+            except OSError as e:  # a close can report a write-back error too
+                self._io_error(e, f"closing segment {segment.base_offset}")
+        self.segments = []
+        self.closed = True
 
     def delete(self) -> None:
-        """Remove the partition from disk (renamed first, so a crash midway leaves a `-delete` dir)."""
-        for segment in self.segments:
-            segment.close()
-        self.segments = []
+        """Remove the partition from disk (renamed first, so a crash midway leaves a `-delete` dir).
+
+        The caller makes the rename durable (an fsync of the data directory, once for many)."""
+        self._close_files()
         doomed = self.dir.with_name(f"{self.dir.name}.{os.urandom(8).hex()}-delete")
-        os.rename(self.dir, doomed)
+        try:
+            os.rename(self.dir, doomed)
+        except OSError as e:
+            raise self._io_error(e, "deleting the partition") from e
         shutil.rmtree(doomed, ignore_errors=True)
         logger.info("%s: deleted", self.dir)
 

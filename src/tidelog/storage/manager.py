@@ -9,26 +9,35 @@ start: if it is missing at start, every log is opened with recovery.
 Durability profiles, per log (``LogConfig.durability``):
 - throughput: acknowledge at once; the page cache and replication carry the data.
 - balanced: group commit. Waiters register; a flusher task waits ``flush_interval_ms`` after
-  the first one, then fsyncs every waiting log in ONE executor job and wakes the waiters.
-- durable: fsync before acknowledging; concurrent waiters of one log share an fsync.
-All fsyncs run in one ThreadPoolExecutor(max_workers=2). Not thread-safe: the event loop owns
-the manager and its logs.
+  the first one, then fsyncs every waiting log in ONE job and wakes the waiters.
+- durable: fsync before acknowledging; concurrent waiters share fsync jobs.
+fsync jobs run one at a time, in a one-thread executor: a job asked for while one runs covers
+every log asked for meanwhile, and starts only after the running job's outcome is known. So a
+flush that succeeds can never hide the error of a concurrent flush of the same file (Linux
+reports a write-back error once): the first error takes the directory offline (log_dir.py)
+before another job can start, and nothing is acknowledged after it. ``on_durable`` is called
+for each log whose durable offset moved (parked fetches wait for it); ``on_offline`` listeners
+learn that the directory went offline. Not thread-safe: the event loop owns the manager and
+its logs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
+from weakref import WeakKeyDictionary
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
-from tidelog.storage.checkpoint import remove_file, write_checkpoint_file
+from tidelog.storage.checkpoint import fsync_dir, remove_file, write_checkpoint_file
 from tidelog.storage.errors import StorageError
 from tidelog.storage.log import LogConfig, PartitionLog, PendingFlush
+from tidelog.storage.log_dir import LogDirState
 
 __all__ = ["LogManager", "CLEAN_SHUTDOWN_FILE"]
 
@@ -54,21 +63,47 @@ class LogManager:
         self.retention_check_interval_ms = retention_check_interval_ms
         self._loop = loop
         self._logs: dict[tuple[str, int], PartitionLog] = {}
-        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tidelog-fsync")
+        self.log_dir = LogDirState(self.data_dir)
+        self.log_dir.listeners.append(self._on_offline)
+        self.on_offline: list[Callable[[str], None]] = self.log_dir.listeners  # called with the reason
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidelog-fsync")
         self._balanced_waiters: dict[PartitionLog, list[tuple[int, asyncio.Future]]] = {}
-        self._rolled: set[PartitionLog] = set()
-        self._durable_flushes: dict[PartitionLog, asyncio.Future] = {}
+        self._flush_soon: set[PartitionLog] = set()  # rolled or shrunk: flushed in every profile
+        self._dirty: set[PartitionLog] = set()  # appended to since their last flush (not throughput)
+        self._sync_requested: dict[PartitionLog, None] = {}  # for the next job (ordered set)
+        self._next_sync: asyncio.Future | None = None  # its outcome: None or a StorageError
+        self._sync_runner: asyncio.Task | None = None
+        self._closed = False
+        self._deleted: WeakKeyDictionary[PartitionLog, KafkaError] = WeakKeyDictionary()  # why a log went
         self._wakeup: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
         # Called with (seconds, ok) after each fsync job: the broker's fsync latency metric.
         self.fsync_observer = None
+        self.on_durable: Callable[[PartitionLog], None] | None = None
+
+    @property
+    def offline(self) -> bool:
+        """Whether an I/O error took the data directory offline (until a restart)."""
+        return self.log_dir.offline
+
+    @property
+    def offline_reason(self) -> str | None:
+        return self.log_dir.offline_reason
+
+    def take_offline(self, error: BaseException, what: str) -> StorageError:
+        """For other writers of files in the data directory (checkpoints): an I/O error of
+        theirs takes the directory offline too. Returns the StorageError to raise."""
+        return self.log_dir.fail(error, what)
 
     # ---- the set of logs -----------------------------------------------------------------
 
     def open_all(self, topic_configs: dict[str, LogConfig]) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # The removal must survive a power loss, or the next start would skip recovery.
-        clean = remove_file(self.data_dir / CLEAN_SHUTDOWN_FILE)
+        try:
+            clean = remove_file(self.data_dir / CLEAN_SHUTDOWN_FILE)
+        except OSError as e:
+            raise self.log_dir.fail(e, "removing the clean-shutdown marker") from e
         if not clean:
             logger.warning("%s: no clean-shutdown marker, recovering every log", self.data_dir)
         for entry in sorted(self.data_dir.iterdir()):
@@ -84,10 +119,11 @@ class LogManager:
                 continue
             topic, partition = parsed
             config = topic_configs.get(topic, self.default_config)
-            self._add(PartitionLog.open(entry, topic, partition, config, recover=not clean))
+            self._add(PartitionLog.open(entry, topic, partition, config, recover=not clean, log_dir=self.log_dir))
 
     def _add(self, log: PartitionLog) -> PartitionLog:
         log.on_roll = self._on_roll
+        log.on_dirty = self._on_dirty
         self._logs[(log.topic, log.partition)] = log
         return log
 
@@ -95,28 +131,42 @@ class LogManager:
         return self._logs.get((topic, partition))
 
     def create(self, topic: str, partition: int, config: LogConfig | None = None) -> PartitionLog:
-        """Create the log (or return the one already open)."""
+        """Create the log (or return the one already open); StorageError while offline."""
         log = self._logs.get((topic, partition))
         if log is not None:
             return log
         dir = self.data_dir / f"{topic}-{partition}"
-        return self._add(PartitionLog.open(dir, topic, partition, config or self.default_config, recover=False))
+        return self._add(PartitionLog.open(dir, topic, partition, config or self.default_config, recover=False,
+                                           log_dir=self.log_dir))
 
     def delete_topic(self, topic: str) -> None:
-        for key in [key for key in self._logs if key[0] == topic]:
-            log = self._logs.pop(key)
-            # What Kafka answers a produce whose partition went away: not a storage failure.
-            self._fail_waiters(log, KafkaError(ErrorCode.unknown_topic_or_partition,
-                                               f"{topic}-{key[1]} was deleted while the produce waited for its flush"))
-            log.delete()
+        # What Kafka answers a produce whose partition went away: not a storage failure.
+        self._delete([key for key in self._logs if key[0] == topic], ErrorCode.unknown_topic_or_partition)
 
     def delete_partition(self, topic: str, partition: int) -> None:
         """Remove one partition's log (a replica moved to another broker)."""
-        log = self._logs.pop((topic, partition), None)
-        if log is not None:
-            self._fail_waiters(log, KafkaError(ErrorCode.not_leader_or_follower,
-                                               f"{topic}-{partition} was deleted while the produce waited for its flush"))
-            log.delete()
+        self._delete([(topic, partition)] if (topic, partition) in self._logs else [], ErrorCode.not_leader_or_follower)
+
+    def _delete(self, keys: list[tuple[str, int]], error_code: ErrorCode) -> None:
+        """Remove logs from disk, then make the removals durable with one directory fsync; a
+        produce still waiting for a flush of one gets ``error_code``. In an offline directory
+        the files are only closed (the disk is not touched)."""
+        for key in keys:
+            log = self._logs.pop(key)
+            error = KafkaError(error_code, f"{key[0]}-{key[1]} was deleted while the produce waited for its flush")
+            self._deleted[log] = error
+            self._fail_waiters(log, error)
+            self._flush_soon.discard(log)
+            self._dirty.discard(log)
+            if self.offline:
+                log.close()
+            else:
+                log.delete()
+        if keys and not self.offline:
+            try:
+                fsync_dir(self.data_dir)
+            except OSError as e:
+                raise self.log_dir.fail(e, "syncing the data directory after a delete") from e
 
     def logs(self) -> Iterable[PartitionLog]:
         return list(self._logs.values())
@@ -133,28 +183,44 @@ class LogManager:
 
     def _on_roll(self, log: PartitionLog) -> None:
         # Flush sealed segments soon in every profile, so the recovery point moves on.
-        self._rolled.add(log)
+        self._flush_later(log)
+
+    def _flush_later(self, log: PartitionLog) -> None:
+        self._flush_soon.add(log)
         if self._wakeup is not None:
             self._wakeup.set()
+
+    def _on_dirty(self, log: PartitionLog) -> None:
+        # Unflushed records are invisible to consumers under balanced and durable (the high
+        # watermark stops at the durable offset): flush them within the window even when no
+        # producer waits (acks=0, follower appends).
+        if log.config.durability != "throughput":
+            self._dirty.add(log)
+            if self._wakeup is not None:
+                self._wakeup.set()
 
     async def _flusher(self) -> None:
         assert self._wakeup is not None
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            if self._balanced_waiters:
-                window_ms = min(log.config.flush_interval_ms for log in self._balanced_waiters)
+            windowed = self._dirty.union(self._balanced_waiters)
+            if windowed:
+                window_ms = min(log.config.flush_interval_ms for log in windowed)
                 await asyncio.sleep(window_ms / 1000)
-            logs = set(self._balanced_waiters) | self._rolled
-            self._rolled.clear()
-            try:
-                await self._flush_logs(list(logs))
-            except Exception:  # waiters got their error; keep flushing
-                logger.exception("group commit failed")
+            logs = self._dirty.union(self._balanced_waiters, self._flush_soon)
+            self._dirty.clear()
+            self._flush_soon.clear()
+            if not logs:
+                continue
+            error = await asyncio.shield(self._sync(logs))
             for log in logs:
-                self._wake_waiters(log)
+                self._wake_waiters(log, error)
 
-    def _wake_waiters(self, log: PartitionLog) -> None:
+    def _wake_waiters(self, log: PartitionLog, error: StorageError | None = None) -> None:
+        if error is not None:
+            self._fail_waiters(log, error)
+            return
         waiters = self._balanced_waiters.get(log)
         if not waiters:
             return
@@ -169,7 +235,8 @@ class LogManager:
                 still_waiting.append((offset, future))
         if still_waiting:
             self._balanced_waiters[log] = still_waiting
-            self._wakeup.set()
+            if self._wakeup is not None:
+                self._wakeup.set()
         else:
             del self._balanced_waiters[log]
 
@@ -177,6 +244,11 @@ class LogManager:
         for _, future in self._balanced_waiters.pop(log, []):
             if not future.done():
                 future.set_exception(error)
+
+    def _on_offline(self, reason: str) -> None:
+        error = self.log_dir.error()
+        for log in list(self._balanced_waiters):
+            self._fail_waiters(log, error)
 
     async def _retention_checker(self) -> None:
         while True:
@@ -188,20 +260,63 @@ class LogManager:
         freed = 0
         for log in self.logs():
             try:
-                freed += log.apply_retention(now_ms)
-            except OSError:
-                logger.exception("%s: retention failed", log.dir)
+                freed_here = log.apply_retention(now_ms)
+            except StorageError:  # logged when the directory went offline
+                break
+            if freed_here:
+                freed += freed_here
+                self._flush_later(log)  # the removals, in the partition directory
         return freed
 
     # ---- durability ----------------------------------------------------------------------
 
+    def _sync(self, logs: Iterable[PartitionLog]) -> asyncio.Future:
+        """The outcome (None, or the StorageError) of the next fsync job, which covers ``logs``."""
+        if self._closed:
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(StorageError("log manager closed"))
+            return future
+        self._sync_requested.update(dict.fromkeys(logs))
+        if self._next_sync is None:
+            self._next_sync = asyncio.get_running_loop().create_future()
+        future = self._next_sync
+        if self._sync_runner is None or self._sync_runner.done():
+            self._sync_runner = asyncio.ensure_future(self._run_syncs())
+        return future
+
+    async def _run_syncs(self) -> None:
+        """Run the requested fsync jobs one after another (see the module docstring)."""
+        while self._sync_requested:
+            logs = list(self._sync_requested)
+            self._sync_requested.clear()
+            outcome, self._next_sync = self._next_sync, None
+            error: StorageError | None = None
+            try:
+                await self._flush_logs(logs)
+            except StorageError as e:
+                error = e
+            except Exception as e:  # a bug: answer the waiters rather than leave them hanging
+                logger.exception("fsync job failed")
+                error = StorageError(f"fsync job failed: {e}")
+            outcome.set_result(error)
+
     async def _flush_logs(self, logs: list[PartitionLog]) -> None:
         """fsync the given logs in one executor job; raise StorageError if it failed."""
+        if self.offline:
+            raise self.log_dir.error()
         pendings: list[tuple[PartitionLog, PendingFlush]] = []
-        for log in logs:
-            pending = log.start_flush()
-            if pending is not None:
-                pendings.append((log, pending))
+        try:
+            for log in logs:
+                if not log.closed:
+                    pending = log.start_flush()
+                    if pending is not None:
+                        pendings.append((log, pending))
+        except StorageError as e:
+            for log, pending in pendings:
+                for fd, _ in pending.fds:
+                    os.close(fd)
+                log.finish_flush(pending, e)
+            raise
         if not pendings:
             return
         fds = [fd for _, pending in pendings for fd in pending.fds]
@@ -213,30 +328,41 @@ class LogManager:
                 self.fsync_observer(time.perf_counter() - started, False)
             for log, pending in pendings:
                 log.finish_flush(pending, e)
-                self._fail_waiters(log, StorageError(f"fsync of {log.topic}-{log.partition} failed: {e}"))
-            raise StorageError(f"fsync failed: {e}") from e
+            raise self.log_dir.error() from e
         if self.fsync_observer is not None:
             self.fsync_observer(time.perf_counter() - started, True)
+        failed: StorageError | None = None
         for log, pending in pendings:
-            log.finish_flush(pending)
+            before = log.durable_offset
+            try:
+                log.finish_flush(pending)
+            except StorageError as e:
+                failed = e
+            if log.durable_offset > before and self.on_durable is not None:
+                self.on_durable(log)
+        if failed is not None:
+            raise failed
 
     async def wait_durable(self, log: PartitionLog, offset: int) -> None:
-        """Return once every offset below ``offset`` of ``log`` is durable under its profile."""
+        """Return once every offset below ``offset`` of ``log`` is durable under its profile.
+
+        Raises StorageError if it cannot be: the directory went offline, or the log was closed
+        or deleted first."""
         durability = log.config.durability
         if durability == "throughput" or offset <= log.durable_offset:
             return
         if durability == "durable":
             while min(offset, log.log_end_offset) > log.durable_offset:
-                # Join the fsync in flight, or start one. A finished one is never awaited
-                # again: awaiting a done future does not yield, so that would spin forever.
-                flush = self._durable_flushes.get(log)
-                if flush is None or flush.done():
-                    flush = asyncio.ensure_future(self._flush_logs([log]))
-                    self._durable_flushes[log] = flush
-                await asyncio.shield(flush)
+                if log.closed:
+                    raise self._deleted.get(log) or StorageError(f"{log.topic}-{log.partition} was closed first")
+                error = await asyncio.shield(self._sync([log]))
+                if error is not None:
+                    raise error
             return
         if self._wakeup is None:
             raise RuntimeError("LogManager.start() was not called")
+        if self.offline:
+            raise self.log_dir.error()
         future = asyncio.get_running_loop().create_future()
         self._balanced_waiters.setdefault(log, []).append((offset, future))
         self._wakeup.set()
@@ -259,6 +385,8 @@ class LogManager:
                 continue
             if self._wakeup is None:
                 raise RuntimeError("LogManager.start() was not called")
+            if self.offline:
+                raise self.log_dir.error()
             future = asyncio.get_running_loop().create_future()
             self._balanced_waiters.setdefault(log, []).append((offset, future))
             futures.append(future)
@@ -275,7 +403,10 @@ class LogManager:
     # ---- closing -------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Stop the tasks, flush and close every log, then mark the shutdown clean."""
+        """Stop the tasks, flush and close every log, then mark the shutdown clean.
+
+        Waiters whose offsets the final flush made durable are answered with success; the
+        marker is not written when the directory is offline (the next start recovers)."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -284,15 +415,20 @@ class LogManager:
             except asyncio.CancelledError:
                 pass
         self._tasks = []
-        failed = False
+        if self._sync_runner is not None:
+            await asyncio.shield(self._sync_runner)  # the job in flight finishes first
+        self._closed = True
         for log in self.logs():
             try:
                 log.close()
-            except (OSError, StorageError):
-                failed = True
-                logger.exception("%s: close failed", log.dir)
-            self._fail_waiters(log, StorageError("log manager closed"))
+            except StorageError:
+                pass  # logged when the directory went offline
+            self._wake_waiters(log)
+            self._fail_waiters(log, self.log_dir.error() if self.offline else StorageError("log manager closed"))
         self._logs.clear()
         self._executor.shutdown(wait=True)
-        if not failed:
-            write_checkpoint_file(self.data_dir / CLEAN_SHUTDOWN_FILE, b"")
+        if not self.offline:
+            try:
+                write_checkpoint_file(self.data_dir / CLEAN_SHUTDOWN_FILE, b"")
+            except OSError as e:
+                self.log_dir.fail(e, "writing the clean-shutdown marker")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from tidelog.protocol.records import BATCH_HEADER_SIZE, BatchInfo, batch_crc_ok, parse_batch_header
+from tidelog.storage.errors import CorruptSegment
 from tidelog.storage.faults import faults
 from tidelog.storage.index import OffsetIndex, TimeIndex
 
@@ -30,6 +31,7 @@ _MAX_TIMESTAMP_POS = 35
 _INT64 = struct.Struct(">q")
 _SCAN_BLOCK_BYTES = 1 << 20
 _MAX_RELATIVE_OFFSET = 0x7FFFFFFF
+_MIN_BATCH_LENGTH = BATCH_HEADER_SIZE - 12  # the length field counts from after itself
 
 
 def segment_file_name(base_offset: int, suffix: str) -> str:
@@ -128,6 +130,8 @@ class LogSegment:
                 block = os.pread(self.fd, min(end - position, max_bytes + BATCH_HEADER_SIZE), position)
             rel = position - block_start
             base_offset, batch_length = _BASE_AND_LENGTH.unpack_from(block, rel)
+            if not _MIN_BATCH_LENGTH <= batch_length <= end - position - 12:
+                raise self._corrupt(position, batch_length)
             if base_offset + _INT32.unpack_from(block, rel + _LAST_OFFSET_DELTA_POS)[0] >= fetch_offset:
                 break
             position += batch_length + 12
@@ -141,6 +145,10 @@ class LogSegment:
                 base_offset, batch_length = _BASE_AND_LENGTH.unpack(os.pread(self.fd, 12, position))
             if max_offset is not None and base_offset >= max_offset:
                 break
+            if not _MIN_BATCH_LENGTH <= batch_length <= end - position - 12:
+                if position == start:
+                    raise self._corrupt(position, batch_length)
+                break  # serve the good batches before it; the next read reports it
             next_position = position + batch_length + 12
             if next_position > limit and not (position == start and min_one_batch):
                 break
@@ -150,6 +158,10 @@ class LogSegment:
         if position - block_start > len(block):
             return os.pread(self.fd, position - start, start)
         return memoryview(block)[start - block_start : position - block_start]
+
+    def _corrupt(self, position: int, batch_length: int) -> CorruptSegment:
+        return CorruptSegment(f"{self.log_path}: batch at position {position} has an impossible length "
+                              f"{batch_length} (file size {self.size_bytes})")
 
     def read_batch_at(self, position: int, info: BatchInfo) -> bytes:
         return os.pread(self.fd, info.size, position)
@@ -172,7 +184,7 @@ class LogSegment:
             info = parse_batch_header(block, rel)
             size = info.batch_length + 12
             if (
-                info.batch_length < BATCH_HEADER_SIZE - 12 or info.magic != 2 or position + size > end
+                info.batch_length < _MIN_BATCH_LENGTH or info.magic != 2 or position + size > end
                 or info.base_offset < min_base_offset or info.last_offset_delta < 0
             ):
                 return
@@ -278,16 +290,20 @@ class LogSegment:
 
     def sync(self, include_indexes: bool) -> None:
         if faults.armed:
-            faults.check("fsync")
+            faults.check("fsync", "segment")
         os.fsync(self.fd)
         if include_indexes:
             self.offset_index.sync()
             self.time_index.sync()
 
     def close(self) -> None:
-        os.close(self.fd)
-        self.offset_index.close()
-        self.time_index.close()
+        try:
+            os.close(self.fd)
+        finally:
+            try:
+                self.offset_index.close()
+            finally:
+                self.time_index.close()
 
     def delete(self) -> None:
         self.close()
