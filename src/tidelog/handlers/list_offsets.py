@@ -4,7 +4,8 @@ Behaviour: per partition, the offset for a timestamp: -2 earliest (log start off
 (high watermark; also for read_committed, as there are no transactions yet), -3 the record
 with the largest timestamp (v7+), -4 earliest local (v8+, same as earliest), -5 latest tiered
 (v9+, none: offset -1), otherwise the first offset whose timestamp is at or after the given one
-(offset -1 when there is none).
+(offset -1 when there is none). A record found at or past the high watermark is not found
+(consumers cannot read it yet), as in Kafka.
 Versions: 1-10. Errors: UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_LEADER_EPOCH, KAFKA_STORAGE_ERROR
 (also when a lookup by time meets records on disk that cannot be decoded: a WARNING, not a
 traceback).
@@ -27,11 +28,11 @@ LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL, LATEST_TIERED = -1, -2, -3, -4,
 LEADER_EPOCH = 0
 
 
-def _lookup(log, timestamp: int) -> tuple[ErrorCode, tuple[int, int]]:
+def _lookup(log, timestamp: int, high_watermark: int) -> tuple[ErrorCode, tuple[int, int]]:
     """The error code and (offset, timestamp) answering one partition's query
     (KAFKA_STORAGE_ERROR while the log directory is offline)."""
     try:
-        return ErrorCode.none, _find(log, timestamp)
+        return ErrorCode.none, _find(log, timestamp, high_watermark)
     except CorruptRecords as e:
         logger.warning("ListOffsets for timestamp %d on %s-%d: cannot decode the records on disk: %s",
                        timestamp, log.topic, log.partition, e)
@@ -40,20 +41,18 @@ def _lookup(log, timestamp: int) -> tuple[ErrorCode, tuple[int, int]]:
         return e.error_code, (-1, -1)
 
 
-def _find(log, timestamp: int) -> tuple[int, int]:
+def _find(log, timestamp: int, high_watermark: int) -> tuple[int, int]:
     if log.log_dir.offline:
         raise log.log_dir.error()
-    if timestamp == LATEST:  # the high watermark: a single node's durable end
-        return log.durable_end_offset, -1
+    if timestamp == LATEST:
+        return high_watermark, -1
     if timestamp in (EARLIEST, EARLIEST_LOCAL):
         return log.log_start_offset, -1
-    if timestamp == MAX_TIMESTAMP:
-        found = log.max_timestamp_offset()
-        return found if found is not None else (-1, -1)
     if timestamp == LATEST_TIERED:
         return -1, -1
-    found = log.offset_for_timestamp(timestamp)
-    return found if found is not None else (-1, -1)
+    found = log.max_timestamp_offset() if timestamp == MAX_TIMESTAMP else log.offset_for_timestamp(timestamp)
+    # As Kafka: a record consumers cannot read yet (at or past the high watermark) is not found.
+    return found if found is not None and found[0] < high_watermark else (-1, -1)
 
 
 @handles(API_KEY)
@@ -72,15 +71,13 @@ async def handle(ctx: RequestContext, request) -> object:
                 error = replication.leader_error(topic.name, p.partition_index, getattr(p, "current_leader_epoch", -1))
                 if error is not None:
                     offset, timestamp = -1, -1
-                elif p.timestamp == LATEST:
-                    error, (offset, timestamp) = ErrorCode.none, (replication.high_watermark(topic.name, p.partition_index), -1)
                 else:
-                    error, (offset, timestamp) = _lookup(log, p.timestamp)
+                    error, (offset, timestamp) = _lookup(log, p.timestamp, ctx.broker.high_watermark(topic.name, p.partition_index))
                 leader_epoch = replication.leader_epoch(topic.name, p.partition_index)
             elif getattr(p, "current_leader_epoch", -1) > LEADER_EPOCH:
                 error, (offset, timestamp) = ErrorCode.unknown_leader_epoch, (-1, -1)
             else:
-                error, (offset, timestamp) = _lookup(log, p.timestamp)
+                error, (offset, timestamp) = _lookup(log, p.timestamp, ctx.broker.high_watermark(topic.name, p.partition_index))
             partitions.append(
                 build(
                     module.ListOffsetsPartitionResponse,

@@ -463,7 +463,8 @@ class Api:
             raise bad_request("give offset or timestamp, not both")
         if timestamp is not None:
             found = log.offset_for_timestamp(timestamp)
-            offset = found[0] if found is not None else log.log_end_offset
+            high_watermark = self._high_watermark(log)
+            offset = found[0] if found is not None and found[0] < high_watermark else high_watermark
         if offset is None:
             offset = log.log_start_offset
         if not log.log_start_offset <= offset <= log.log_end_offset:
@@ -647,7 +648,7 @@ class Api:
             c = committed.get((record.name, p))
             position = c.offset if c is not None else -1
             if not log.log_start_offset <= position <= log.log_end_offset:
-                position = log.log_start_offset if reset == "earliest" else log.log_end_offset
+                position = log.log_start_offset if reset == "earliest" else self._high_watermark(log)
             positions[p] = position
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
