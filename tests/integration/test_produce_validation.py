@@ -14,7 +14,7 @@ import requests
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.integration.clients import consume, produce
-from tests.integration.test_bad_input import Conn, assert_still_serving, create_topic
+from tests.integration.test_bad_input import Conn, assert_still_serving, create_topic, good  # noqa: F401 (fixture)
 from tests.integration.test_bad_input import produce as produce_raw
 from tidelog.protocol.errors import ErrorCode
 from tidelog.protocol.records import BATCH_HEADER_SIZE, build_batch
@@ -42,14 +42,6 @@ def not_snappy_batch(base_offset: int = 0, timestamp_ms: int | None = None) -> b
     struct.pack_into(">h", batch, 21, SNAPPY)
     struct.pack_into(">q", batch, 0, base_offset)
     return with_crc(batch)
-
-
-@pytest.fixture
-def good(broker):
-    conn = Conn(broker)
-    conn.api_versions(0)
-    yield conn
-    conn.close()
 
 
 @pytest.mark.parametrize("client", ["confluent", "kafka-python"])

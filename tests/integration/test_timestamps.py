@@ -6,28 +6,17 @@ from __future__ import annotations
 import time
 
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KPTopicPartition
 
 from tests.brokerproc import wait_until
 from tests.integration.clients import consume, produce
+from tests.integration.test_retention import _create
+from tests.integration.test_retention import _low_watermark_confluent as _low_watermark
 
 HOUR_MS = 3600 * 1000
 DAY_MS = 24 * HOUR_MS
-
-
-def _create(broker, topic: str, **configs: str) -> None:
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    admin.create_topics([NewTopic(topic, 1, 1, config=configs)])[topic].result(10)
-
-
-def _low_watermark(broker, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "timestamps"})
-    try:
-        return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[0]
-    finally:
-        consumer.close()
 
 
 def _offset_for_time_confluent(broker, topic: str, timestamp_ms: int) -> int:

@@ -59,6 +59,15 @@ static PyObject *varint_error(Py_ssize_t index, int status, int max_bytes)
         }                                                                  \
     } while (0)
 
+#define SKIP(size)                                                         \
+    do {                                                                   \
+        if ((size) > end - pos) {                                          \
+            PyBuffer_Release(&view);                                       \
+            return fail(index, "runs past the end of the batch");          \
+        }                                                                  \
+        pos += (Py_ssize_t)(size);                                         \
+    } while (0)
+
 #define FAIL(...)                                                          \
     do {                                                                   \
         PyBuffer_Release(&view);                                           \
@@ -100,13 +109,8 @@ static PyObject *walk(PyObject *module, PyObject *args)
             READ(size, 5);
             if (size < -1)
                 FAIL("record %zd has a key or value of length %lld", index, (long long)size);
-            if (size > 0) {
-                if (size > end - pos) {
-                    PyBuffer_Release(&view);
-                    return fail(index, "runs past the end of the batch");
-                }
-                pos += (Py_ssize_t)size;
-            }
+            if (size > 0)
+                SKIP(size);
         }
         READ(headers, 5);
         if (headers < 0 || (headers > 0 && headers > record_end - pos))
@@ -115,21 +119,12 @@ static PyObject *walk(PyObject *module, PyObject *args)
             READ(size, 5);
             if (size < 0)
                 FAIL("record %zd has a header key of length %lld", index, (long long)size);
-            if (size > end - pos) {
-                PyBuffer_Release(&view);
-                return fail(index, "runs past the end of the batch");
-            }
-            pos += (Py_ssize_t)size;
+            SKIP(size);
             READ(size, 5);
             if (size < -1)
                 FAIL("record %zd has a header value of length %lld", index, (long long)size);
-            if (size > 0) {
-                if (size > end - pos) {
-                    PyBuffer_Release(&view);
-                    return fail(index, "runs past the end of the batch");
-                }
-                pos += (Py_ssize_t)size;
-            }
+            if (size > 0)
+                SKIP(size);
         }
         if (pos != record_end)
             FAIL("record %zd has length %lld but its fields take %lld", index, (long long)length,
