@@ -18,7 +18,7 @@ from tidelog.protocol.records import build_batch, iter_records, parse_batch_head
 from tidelog.storage.log import LogConfig, PartitionLog
 from tidelog.storage.producer_txn import ProducerTransactions
 from tidelog.txn import log_records
-from tidelog.txn.coordinator import TransactionConfig, TransactionCoordinator, client_error
+from tidelog.txn.coordinator import TransactionConfig, TransactionCoordinator, client_error, verification_error
 from tidelog.txn.markers import NO_LEADER, UNKNOWN_LEADER, MarkerEntry, TransactionMarkerChannel
 from tidelog.txn.state import MAX_PRODUCER_EPOCH, TopicPartition, TransactionState
 
@@ -328,6 +328,29 @@ def test_a_failed_fence_is_not_bumped_twice():
         await settle(coordinator)
         assert parts.markers[A0] == [(pid, 1, False, 0)], "epoch 1, not 2: the failed fence's epoch is reused"
         assert (await coordinator.init_producer_id("tx", 30_000)).producer_epoch == 2
+    run(main())
+
+
+def test_verification_of_a_producers_first_batch_kip_890_part_1():
+    async def main():
+        coordinator, parts, log, _ = make()
+        assert coordinator.verify_partitions("tx", 1, 0, [A0]) == {A0: E.not_coordinator}
+        await elected(coordinator)
+        assert coordinator.verify_partitions("tx", 1, 0, [A0]) == {A0: E.invalid_producer_id_mapping}
+        pid = (await coordinator.init_producer_id("tx", 30_000)).producer_id
+        await coordinator.add_partitions("tx", pid, 0, [A0])
+        assert coordinator.verify_partitions("tx", pid, 0, [A0, A1]) == {A0: E.none, A1: E.transaction_abortable}
+        assert coordinator.verify_partitions("tx", pid, 1, [A0]) == {A0: E.producer_fenced}
+        assert coordinator.verify_partitions("", pid, 0, [A0]) == {A0: E.invalid_request}
+        parts.gate = asyncio.Event()
+        await coordinator.end_txn("tx", pid, 0, committed=True)
+        assert coordinator.verify_partitions("tx", pid, 0, [A0]) == {A0: E.concurrent_transactions}
+        parts.gate.set()
+        await settle(coordinator)
+        assert verification_error(E.transaction_abortable, 9) is E.invalid_txn_state
+        assert verification_error(E.transaction_abortable, 11) is E.transaction_abortable
+        assert verification_error(E.producer_fenced, 11) is E.invalid_producer_epoch
+        assert verification_error(E.concurrent_transactions, 9) is E.not_enough_replicas
     run(main())
 
 

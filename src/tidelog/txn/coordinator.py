@@ -16,6 +16,9 @@ the ones the Python clients send):
   markers go out (txn/markers.py) and, once every leader wrote its marker, CompleteCommit /
   CompleteAbort is written. A retried EndTxn of a completed transaction is answered NONE.
 - ``describe`` (DescribeTransactions) and ``list_transactions`` (ListTransactions v0-1 filters).
+- ``verify_partitions`` (AddPartitionsToTxn v4 verify_only, KIP-890 part 1): whether partitions
+  are in the transaction, asked by a partition leader before a producer's first transactional
+  batch there (``verification_error`` maps the answer for the Produce response).
 
 Every state change is prepared (the id's ``pending_state`` blocks others: CONCURRENT_TRANSACTIONS),
 appended to the id's partition through the injected ``append_state`` (durable in the ISR, or a
@@ -68,6 +71,7 @@ __all__ = [
     "TransactionConfig",
     "TransactionCoordinator",
     "client_error",
+    "verification_error",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,6 +92,19 @@ def client_error(error: ErrorCode, api_key: int, api_version: int) -> ErrorCode:
     """The error a response of this API version carries (Kafka's KafkaApis mapping for old clients)."""
     if error is ErrorCode.producer_fenced and api_version < _PRODUCER_FENCED_SINCE.get(api_key, 0):
         return ErrorCode.invalid_producer_epoch
+    return error
+
+
+def verification_error(error: ErrorCode, produce_version: int) -> ErrorCode:
+    """What a Produce answers for a partition whose transaction verification failed with ``error``
+    (Kafka's ReplicaManager and AddPartitionsToTxnManager mapping; v11+ clients know the new codes)."""
+    if error is ErrorCode.producer_fenced:
+        return ErrorCode.invalid_producer_epoch
+    if error is ErrorCode.transaction_abortable and produce_version <= 10:
+        return ErrorCode.invalid_txn_state
+    if error in (ErrorCode.concurrent_transactions, ErrorCode.network_exception, ErrorCode.coordinator_load_in_progress,
+                 ErrorCode.coordinator_not_available, ErrorCode.not_coordinator):
+        return ErrorCode.not_enough_replicas  # retried by every client without a metadata refresh
     return error
 
 
@@ -386,6 +403,30 @@ class TransactionCoordinator:
         partition_for(group_id)) joins the transaction, so its offsets get a marker too."""
         return await self.add_partitions(transactional_id, producer_id, producer_epoch,
                                          [TopicPartition(OFFSETS_TOPIC, offsets_partition)])
+
+    def verify_partitions(self, transactional_id: str | None, producer_id: int, producer_epoch: int,
+                          partitions: Iterable[TopicPartition]) -> dict[TopicPartition, ErrorCode]:
+        """AddPartitionsToTxn v4+ with verify_only (KIP-890 part 1, a leader asking before it appends
+        the first transactional batch of a producer): NONE for a partition in the transaction,
+        TRANSACTION_ABORTABLE for one that is not; one error for all when the transaction does not
+        match. Changes nothing."""
+        partitions = [TopicPartition(*tp) for tp in partitions]
+        if not transactional_id:
+            return dict.fromkeys(partitions, ErrorCode.invalid_request)
+        try:
+            _, metadata = self._state(transactional_id)
+        except KafkaError as e:
+            return dict.fromkeys(partitions, e.error_code)
+        if metadata is None or metadata.producer_id != producer_id:
+            error = ErrorCode.invalid_producer_id_mapping
+        elif metadata.producer_epoch != producer_epoch:
+            error = ErrorCode.producer_fenced
+        elif metadata.state in (S.PREPARE_COMMIT, S.PREPARE_ABORT):
+            error = ErrorCode.concurrent_transactions
+        else:
+            return {tp: ErrorCode.none if tp in metadata.partitions else ErrorCode.transaction_abortable
+                    for tp in partitions}
+        return dict.fromkeys(partitions, error)
 
     # ---- EndTxn ------------------------------------------------------------------------------
 
