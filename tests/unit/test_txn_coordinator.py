@@ -150,6 +150,14 @@ async def settle(coordinator) -> None:
         await asyncio.gather(*list(coordinator._marker_tasks.values()), return_exceptions=True)
 
 
+async def with_producer(transactional_id: str = "tx"):
+    """A coordinator leading partition 0 and one producer initialised on it."""
+    coordinator, parts, log, clock = make()
+    await elected(coordinator)
+    pid = (await coordinator.init_producer_id(transactional_id, 30_000)).producer_id
+    return coordinator, parts, log, clock, pid
+
+
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 10))
 
@@ -286,9 +294,7 @@ def test_exhausted_epochs_move_to_a_new_producer_id():
 
 def test_requests_during_a_write_get_concurrent_transactions():
     async def main():
-        coordinator, _, log, _ = make()
-        await elected(coordinator)
-        pid = (await coordinator.init_producer_id("tx", 30_000)).producer_id
+        coordinator, _, log, _, pid = await with_producer()
         log.gate = asyncio.Event()
         adding = asyncio.ensure_future(coordinator.add_partitions("tx", pid, 0, [A0]))
         await asyncio.sleep(0)
@@ -305,9 +311,7 @@ def test_requests_during_a_write_get_concurrent_transactions():
     (E.message_too_large, E.unknown_server_error)])
 def test_failed_writes_are_mapped_and_leave_the_state_unchanged(append_error, answered):
     async def main():
-        coordinator, _, log, _ = make()
-        await elected(coordinator)
-        pid = (await coordinator.init_producer_id("tx", 30_000)).producer_id
+        coordinator, _, log, _, pid = await with_producer()
         log.failures.append(append_error)
         assert await coordinator.add_partitions("tx", pid, 0, [A0]) is answered
         assert coordinator.describe("tx").state == "Empty"
@@ -317,9 +321,7 @@ def test_failed_writes_are_mapped_and_leave_the_state_unchanged(append_error, an
 
 def test_a_failed_fence_is_not_bumped_twice():
     async def main():
-        coordinator, parts, log, _ = make()
-        await elected(coordinator)
-        pid = (await coordinator.init_producer_id("tx", 30_000)).producer_id
+        coordinator, parts, log, _, pid = await with_producer()
         await coordinator.add_partitions("tx", pid, 0, [A0])
         log.failures.append(E.not_enough_replicas)
         assert (await coordinator.init_producer_id("tx", 30_000)).error is E.coordinator_not_available
@@ -382,9 +384,7 @@ def test_end_txn_errors():
 
 def test_markers_are_retried_through_leader_moves_unreachable_brokers_and_errors():
     async def main():
-        coordinator, parts, log, _ = make()
-        await elected(coordinator)
-        pid = (await coordinator.init_producer_id("tx", 30_000)).producer_id
+        coordinator, parts, log, _, pid = await with_producer()
         await coordinator.add_partitions("tx", pid, 0, [A0, A1, B0])
         parts.leaders[A1] = UNKNOWN_LEADER  # mid-election
         parts.unreachable.add(3)  # B0's leader is down
@@ -405,9 +405,7 @@ def test_markers_are_retried_through_leader_moves_unreachable_brokers_and_errors
 
 def test_a_deleted_partition_is_skipped_and_a_fenced_marker_ends_the_sending():
     async def main():
-        coordinator, parts, log, _ = make()
-        await elected(coordinator)
-        pid = (await coordinator.init_producer_id("tx", 30_000)).producer_id
+        coordinator, parts, log, _, pid = await with_producer()
         await coordinator.add_partitions("tx", pid, 0, [A0, A1])
         del parts.leaders[A1]
         await coordinator.end_txn("tx", pid, 0, committed=True)
@@ -545,9 +543,7 @@ def test_an_ongoing_transaction_survives_failover_and_can_be_committed():
 
 def test_a_write_that_lands_after_the_coordinator_moved_is_not_applied():
     async def main():
-        coordinator, _, log, _ = make()
-        await elected(coordinator)
-        pid = (await coordinator.init_producer_id("tx", 30_000)).producer_id
+        coordinator, _, log, _, pid = await with_producer()
         log.gate = asyncio.Event()
         adding = asyncio.ensure_future(coordinator.add_partitions("tx", pid, 0, [A0]))
         await asyncio.sleep(0)

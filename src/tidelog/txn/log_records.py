@@ -28,6 +28,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from tidelog.protocol.wire import MalformedFrame, read_uvarint, uvarint
 from tidelog.txn.state import TopicPartition, TransactionState
 
 __all__ = [
@@ -108,15 +109,6 @@ def _string(text: str) -> bytes:
     return _I16.pack(len(data)) + data
 
 
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _by_topic(partitions: frozenset[TopicPartition]) -> list[tuple[str, list[int]]]:
     topics: dict[str, list[int]] = {}
     for tp in sorted(partitions):
@@ -148,14 +140,14 @@ def encode_value(value: TransactionLogValue, version: int = 0) -> bytes:
     if version != 1:
         raise TransactionLogError(f"unknown __transaction_state value version {version}")
     if topics is None:
-        out += _uvarint(0)
+        out += uvarint(0)
     else:
-        out += _uvarint(len(topics) + 1)
+        out += uvarint(len(topics) + 1)
         for topic, partition_ids in topics:
             data = topic.encode()
-            out += _uvarint(len(data) + 1) + data + _uvarint(len(partition_ids) + 1)
+            out += uvarint(len(data) + 1) + data + uvarint(len(partition_ids) + 1)
             out += struct.pack(f">{len(partition_ids)}i", *partition_ids)
-            out += _uvarint(0)  # no tagged fields
+            out += uvarint(0)  # no tagged fields
     out += _TAIL.pack(value.txn_last_update_timestamp_ms, value.txn_start_timestamp_ms)
     tags = []
     if value.previous_producer_id != -1:
@@ -164,9 +156,9 @@ def encode_value(value: TransactionLogValue, version: int = 0) -> bytes:
         tags.append((_NEXT_PRODUCER_ID_TAG, _I64.pack(value.next_producer_id)))
     if value.client_transaction_version != 0:
         tags.append((_CLIENT_TRANSACTION_VERSION_TAG, _I16.pack(value.client_transaction_version)))
-    out += _uvarint(len(tags))
+    out += uvarint(len(tags))
     for tag, data in tags:
-        out += _uvarint(tag) + _uvarint(len(data)) + data
+        out += uvarint(tag) + uvarint(len(data)) + data
     return bytes(out)
 
 
@@ -194,18 +186,11 @@ class _Reader:
         return data
 
     def uvarint(self) -> int:
-        result = shift = 0
-        while True:
-            if self.pos >= len(self.data):
-                raise TransactionLogError("record ends early")
-            byte = self.data[self.pos]
-            self.pos += 1
-            result |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return result
-            shift += 7
-            if shift > 28:
-                raise TransactionLogError("varint too long")
+        try:
+            value, self.pos = read_uvarint(self.data, self.pos)
+        except MalformedFrame as e:
+            raise TransactionLogError(str(e)) from None
+        return value
 
     def string(self) -> str:
         (length,) = self.take(_I16)
