@@ -304,3 +304,16 @@ class _Prefix:
 
     def read(self, offset, max_bytes, min_one_batch):
         return self._log.read(offset, max_bytes, min_one_batch, max_offset=self.log_end_offset)
+
+
+def test_a_damaged_index_makes_the_replay_start_at_the_log_start(tmp_path):
+    log, model = write_transactional_log(tmp_path)
+    written = index_contents(model.segments)
+    ProducerTransactions().save(log.dir, log.log_end_offset)  # a snapshot that would skip everything
+    damaged = next(index for _, index in model.segments if len(index))
+    damaged.close()
+    damaged.path.write_bytes(b"\x00\x07" + damaged.path.read_bytes()[2:])  # an unknown entry version
+    reopened = [(base, TransactionIndex(log.dir / f"{base:020d}.txnindex", base)) for base, _ in model.segments]
+    state = ProducerTransactions.load(log, reopened)
+    assert index_contents(reopened) == written
+    assert state.open_transactions == model.state.open_transactions

@@ -267,15 +267,21 @@ class ProducerTransactions:
         at the log start. ``indexes`` are (segment base offset, its TransactionIndex) for every
         segment, in order: each is cut at the replay start and receives the aborted
         transactions whose markers the replay finds in its segment, so after a crash, a torn
-        ``.txnindex`` or a truncation the indexes agree with the log again.
+        ``.txnindex`` or a truncation the indexes agree with the log again. A damaged index
+        (``sane`` false) makes the whole replay start at the log start.
         """
         state = cls()
         start = log.log_start_offset
+        index_list = list(indexes)
+        insane = [index for _, index in index_list if not index.sane]
+        for index in insane:
+            logger.warning("%s: %s is damaged; every index is rebuilt from the log start", log.dir, index.path)
+            index.reset()
         path = Path(log.dir) / SNAPSHOT_FILE
         try:
             data = json.loads(path.read_text())
             offset = data["offset"]
-            if log.log_start_offset <= offset <= log.log_end_offset and (
+            if log.log_start_offset <= offset <= log.log_end_offset and not insane and (
                     snapshot_usable_below is None or offset <= snapshot_usable_below):
                 for pid, (epoch, coordinator_epoch, first_offset, last_timestamp_ms) in data["producers"].items():
                     state._restore(int(pid), epoch, coordinator_epoch, None if first_offset < 0 else first_offset,
@@ -286,7 +292,6 @@ class ProducerTransactions:
         except (ValueError, KeyError, TypeError) as e:
             logger.warning("%s: unreadable transaction state snapshot (%s), rebuilding from the log", log.dir, e)
             state = cls()
-        index_list = list(indexes)
         for _, index in index_list:
             index.truncate_to(start)
         bases = [base for base, _ in index_list]
