@@ -274,3 +274,42 @@ def test_a_leader_restarted_within_its_lease_leads_only_when_elected_again(tmp_p
         raise
     finally:
         cluster.stop()
+
+
+def test_leadership_leaves_a_broker_whose_log_directory_fails(tmp_path):
+    """A broker whose fsyncs fail (TIDELOG_FAULTS) takes its log directory offline: its
+    replicas are offline to the controller (Kafka's behaviour), which elects leaders among the
+    other in-sync replicas and takes it out of every ISR, so acks=all producers go on. Restarted
+    without the fault, it recovers and rejoins every ISR."""
+    cluster = Cluster(tmp_path, 3).start()
+    try:
+        failing = cluster.brokers[1]
+        failing.stop()
+        failing.env = {"TIDELOG_FAULTS": "fsync.segment:EIO:1"}
+        failing.start()
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        admin.create_topics([NewTopic("disk", 3, 3, config={"min.insync.replicas": "2"})])["disk"].result(10)
+        partitions = lambda: admin.list_topics("disk", timeout=5).topics["disk"].partitions.values()  # noqa: E731
+        wait_until(lambda: {p.leader for p in partitions()} == {1, 2, 3}, 15, message="broker 1 leading a partition")
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": True,
+                            "linger.ms": 5, "message.timeout.ms": 30000})
+        errors = []
+        for n in range(300):
+            producer.produce("disk", value=b"%d" % n, partition=n % 3, on_delivery=lambda err, _: err and errors.append(err))
+        assert producer.flush(40) == 0 and not errors, errors[:3]
+        assert "OFFLINE" in failing.log()
+        wait_until(lambda: all(p.leader in (2, 3) and 1 not in p.isrs for p in partitions()), 15,
+                   message="leadership and ISRs leaving broker 1")
+
+        failing.kill()
+        failing.env = {}
+        failing.restart()
+        wait_until(lambda: all(len(p.isrs) == 3 for p in partitions()), 30, interval_s=0.2, message="broker 1 back in every ISR")
+        for n in range(300, 330):
+            producer.produce("disk", value=b"%d" % n, partition=n % 3, on_delivery=lambda err, _: err and errors.append(err))
+        assert producer.flush(30) == 0 and not errors, errors[:3]
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()

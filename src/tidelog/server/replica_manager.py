@@ -22,7 +22,9 @@ Leader epochs (``LeaderEpochCache``): epoch -> first offset, kept in
 batches' partition_leader_epoch when missing.
 
 Roles follow the partition states in the metadata store: every change notification marks the
-partition, and ``_apply`` makes the local role match. Not thread-safe; the event loop owns it.
+partition, and ``_apply`` makes the local role match. When the log directory goes offline (an
+I/O error) every local replica is given up and the controller is told (``announce_offline``).
+Not thread-safe; the event loop owns it.
 """
 
 from __future__ import annotations
@@ -188,6 +190,8 @@ class ReplicaManager:
         self._applied_configs: dict[str, dict] = {}
         self._applied_broker_epoch = 0
         self._awaiting_election: set[tuple[str, int]] = set()
+        self.log_dir_offline = False  # after an I/O error: every replica here is offline
+        self._announcing: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.on_leadership: list = []  # callbacks (topic, partition, leading: bool)
@@ -197,6 +201,7 @@ class ReplicaManager:
         self._load_high_watermarks()
         self._applied_broker_epoch = self.store.broker_epoch
         self.store.add_listener(self._on_change)
+        self.broker.logs.on_offline.append(self._on_log_dir_offline)
         self._dirty.update(self.store.partitions)
         self._wake.set()
         self._tasks = [asyncio.create_task(self._apply_loop(), name="replica-apply"),
@@ -213,9 +218,12 @@ class ReplicaManager:
         tasks = [*self._tasks, *(f.task for f in self.fetchers.values() if f.task)]
         if tasks:
             await asyncio.wait(tasks, timeout=2)
+        if self._announcing is not None:
+            self._announcing.cancel()
         for leader in self.leading.values():
             self._fail_waiters(leader, ErrorCode.not_leader_or_follower)
-        self._write_high_watermarks(self._high_watermark_text())
+        if not self.log_dir_offline:  # offline: the next start recovers from the logs
+            self._write_high_watermarks(self._high_watermark_text())
 
     # ---- high watermark checkpoint ---------------------------------------------------------
     @property
@@ -257,7 +265,7 @@ class ReplicaManager:
         while True:
             await asyncio.sleep(interval_s)
             text = self._high_watermark_text()
-            if text != written:
+            if text != written and not self.log_dir_offline:
                 try:
                     await loop.run_in_executor(None, self._write_high_watermarks, text)
                     written = text
@@ -284,6 +292,8 @@ class ReplicaManager:
                 return
             self._applied_broker_epoch = self.store.broker_epoch  # registered again: look at every partition
             self._dirty.update(self.store.partitions)
+            if self.log_dir_offline:  # the announcement went with the old lease
+                self._announce_offline()
         self._wake.set()
 
     def _apply_topic_configs(self, record) -> None:
@@ -321,6 +331,10 @@ class ReplicaManager:
 
     # ---- roles -----------------------------------------------------------------------------
     def _apply(self, key: tuple[str, int]) -> None:
+        if self.log_dir_offline:
+            self._stop_leading(key, ErrorCode.kafka_storage_error)
+            self._stop_following(key)
+            return
         state = self.store.partitions.get(key)
         record = self.store.topics.get(key[0])
         if state is None or record is None or self.node_id not in state.replicas:
@@ -397,15 +411,49 @@ class ReplicaManager:
             for callback in self.on_leadership:
                 callback(key[0], key[1], True)
 
-    def _stop_leading(self, key) -> None:
+    def _stop_leading(self, key, error: ErrorCode = ErrorCode.not_leader_or_follower) -> None:
         leader = self.leading.pop(key, None)
         if leader is not None:
             self.follower_high_watermarks[key] = leader.high_watermark
-            self._fail_waiters(leader, ErrorCode.not_leader_or_follower)
+            self._fail_waiters(leader, error)
             self.broker.notify_append(*key)  # parked consumer fetches answer NOT_LEADER now
             logger.info("%s-%d: no longer the leader", *key)
             for callback in self.on_leadership:
                 callback(key[0], key[1], False)
+
+    def _on_log_dir_offline(self, reason: str) -> None:
+        """The log directory went offline (an I/O error, storage/log_dir.py): every replica
+        here is offline until a restart. Leaderships are given up (acknowledgements waiting
+        here answer KAFKA_STORAGE_ERROR), fetchers stop, and the controller is told, so that it
+        elects leaders among the other in-sync replicas and takes this broker out of every ISR
+        (Kafka's offline replicas)."""
+        if self.log_dir_offline:
+            return
+        self.log_dir_offline = True
+        logger.error("log directory offline (%s): giving up %d leaderships and %d followed partitions", reason,
+                     len(self.leading), len(self.following))
+        for key in list(self.leading):
+            self._stop_leading(key, ErrorCode.kafka_storage_error)
+        for key in list(self.following):
+            self._stop_following(key)
+        self._announce_offline()
+
+    def _announce_offline(self) -> None:
+        async def announce() -> None:
+            delay_s = 0.1
+            while True:  # until the store has it: the controller must hear of it
+                try:
+                    await self.store.announce_offline(self.node_id)
+                    logger.info("broker %d announced its offline log directory to the controller", self.node_id)
+                    return
+                except Exception as e:
+                    logger.warning("cannot announce the offline log directory yet (%s); retrying", e)
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(delay_s * 2, 2.0)
+
+        if self._announcing is not None:
+            self._announcing.cancel()
+        self._announcing = asyncio.get_running_loop().create_task(announce(), name="announce-offline")
 
     def _stop_following(self, key) -> None:
         state = self.following.pop(key, None)
