@@ -266,3 +266,25 @@ def test_a_produce_waiting_for_a_flush_is_answered_when_its_records_are_truncate
             await s.stop()
 
     run(scenario())
+
+
+def test_the_high_watermark_waits_for_the_leaders_own_flush(tmp_path, etcd):
+    """In a cluster the high watermark is bounded by the leader's own durable offset (balanced
+    and durable profiles): followers having a record is not enough while the leader has it only
+    in its page cache; the leader's flush moves it on."""
+
+    async def scenario():
+        s = await Scenario.start(tmp_path, etcd, isr=(1, 2), configs={"flush.ms": "2000"})
+        try:
+            producer, follower = s.channel(), s.channel()
+            first = asyncio.create_task(s.produce(producer, [b"a"], acks=1))
+            await wait_for(lambda: s.log.log_end_offset == 1, message="the first record appended")
+            await s.fetch(follower, 1)  # the follower has it; the leader's group commit is pending
+            assert s.broker.replication.high_watermark(*KEY) == 0, "a record not durable on the leader is committed"
+            assert not first.done()
+            assert await first == (ErrorCode.none, 0)  # answered once the leader's flush made it durable
+            assert s.broker.replication.high_watermark(*KEY) == 1
+        finally:
+            await s.stop()
+
+    run(scenario())
