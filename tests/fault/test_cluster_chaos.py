@@ -5,7 +5,10 @@ committing consumer group, through rounds of random faults:
 - kill-follower: SIGKILL a follower of a random partition, restart it a moment later;
 - pause: SIGSTOP a random broker for longer than its session timeout, then SIGCONT;
 - torn-tail: SIGKILL a random broker, cut the tail of its active segments mid-batch (a write
-  the disk never finished), restart it (recovery).
+  the disk never finished), restart it (recovery);
+- fsync-failure: restart a random broker with ``TIDELOG_FAULTS`` failing its segment fsyncs
+  (EIO): its log directory goes offline, its leaderships and ISR places move to the others;
+  then it restarts without the fault (recovery) and rejoins.
 
 After every round the cluster must heal (every partition led, every ISR whole) and the producer
 must make progress. At the end every acknowledged record is in the log exactly once, at its
@@ -40,7 +43,7 @@ PARTITIONS = 3
 GROUP = "chaos-group"
 SESSION_TIMEOUT_MS = 2000  # the brokers' etcd lease (tests/clusterproc.py)
 MAX_IN_FLIGHT = 2000  # records produced but not yet acknowledged or failed
-FAULTS = ("kill-leader", "kill-follower", "pause", "torn-tail")
+FAULTS = ("kill-leader", "kill-follower", "pause", "torn-tail", "fsync-failure")
 HEAL_S = 60
 PROGRESS_RECORDS = 200
 
@@ -217,6 +220,24 @@ class Chaos:
         cuts = cut_tails(self.cluster.brokers[broker].data_dir, self.rng)
         self.cluster.brokers[broker].restart()
         return f"broker {broker}: {'; '.join(cuts) or 'nothing to cut'}"
+
+    def fsync_failure(self) -> str:
+        broker_id = self.rng.choice(list(self.cluster.brokers))
+        broker = self.cluster.brokers[broker_id]
+        offline_before = broker.log_path.read_text(errors="replace").count("is OFFLINE")
+        broker.stop()  # clean, so the next start runs no recovery (whose fsyncs would fail)
+        broker.env = {"TIDELOG_FAULTS": "fsync.segment:EIO:0.2"}
+        try:
+            broker.restart()
+            wait_until(lambda: broker.log_path.read_text(errors="replace").count("is OFFLINE") > offline_before, HEAL_S,
+                       interval_s=0.1, message=f"broker {broker_id}'s log directory offline")
+            wait_until(lambda: all(p.leader != broker_id and broker_id not in p.isrs for p in partitions(self.admin).values()),
+                       HEAL_S, interval_s=0.1, message=f"leadership and ISRs leaving broker {broker_id}")
+        finally:
+            broker.kill()
+            broker.env = {}
+        broker.restart()
+        return f"broker {broker_id}: log directory offline after an injected fsync EIO, then restarted"
 
 
 def test_acknowledged_records_and_commits_survive_random_faults(tmp_path):
