@@ -312,3 +312,17 @@ def batch_count(data) -> int:
     from .storage_helpers import batch_spans
 
     return len(batch_spans(data))
+
+
+def test_a_job_shares_its_files_out_without_syncing_one_twice(monkeypatch):
+    import tidelog.storage.log as log_module
+    from tidelog.storage.log import PartitionLog
+
+    fds = [(fd, "segment") for fd in range(100, 105)]
+    monkeypatch.setattr(log_module, "_syncfs", None)  # per-file fsyncs, spread over the threads
+    parts = PartitionLog.split_sync(fds, 4)
+    assert len(parts) == 4 and sorted(fd for part in parts for fd in part) == fds
+    assert PartitionLog.split_sync(fds[:1], 4) == [fds[:1]]
+    monkeypatch.setattr(log_module, "_syncfs", lambda fd: 0)
+    many = [(fd, "segment") for fd in range(100, 100 + log_module.SYNCFS_MIN_FILES)]
+    assert PartitionLog.split_sync(many, 4) == [many]  # one syncfs call

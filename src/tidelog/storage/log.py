@@ -475,6 +475,16 @@ class PartitionLog:
         return PendingFlush(self.log_end_offset, fds, segments, dir_changes, self._new_dir, self._truncations)
 
     @staticmethod
+    def split_sync(fds: list[tuple[int, str]], threads: int) -> list[list[tuple[int, str]]]:
+        """How one fsync job's files are shared out among ``threads`` executor threads: many
+        files go to one syncfs call; fewer are spread out, as fsyncs of different files running
+        side by side are committed together by the filesystem's journal (one after another,
+        each pays a commit). A file appears once in a job, so no fsync can hide another's error."""
+        if len(fds) <= 1 or (len(fds) >= SYNCFS_MIN_FILES and _syncfs is not None):
+            return [fds]
+        return [fds[i::threads] for i in range(min(threads, len(fds)))]
+
+    @staticmethod
     def sync_fds(fds: list[tuple[int, str]]) -> None:
         """Make the files behind duplicated descriptors durable, then close them; runs in an executor.
 

@@ -11,11 +11,11 @@ Durability profiles, per log (``LogConfig.durability``):
 - balanced: group commit. Waiters register; a flusher task waits ``flush_interval_ms`` after
   the first one, then fsyncs every waiting log in ONE job and wakes the waiters.
 - durable: fsync before acknowledging; concurrent waiters share fsync jobs.
-fsync jobs run one at a time, in a one-thread executor: a job asked for while one runs covers
-every log asked for meanwhile, and starts only after the running job's outcome is known. So a
-flush that succeeds can never hide the error of a concurrent flush of the same file (Linux
-reports a write-back error once): the first error takes the directory offline (log_dir.py)
-before another job can start, and nothing is acknowledged after it. ``on_durable`` is called
+fsync jobs run one at a time (their files side by side in a few executor threads): a job asked
+for while one runs covers every log asked for meanwhile, and starts only after the running
+job's outcome is known. So a flush that succeeds can never hide the error of a concurrent flush
+of the same file (Linux reports a write-back error once): the first error takes the directory
+offline (log_dir.py) before another job can start, and nothing is acknowledged after it. ``on_durable`` is called
 for each log whose durable offset moved (parked fetches wait for it); ``on_offline`` listeners
 learn that the directory went offline. Not thread-safe: the event loop owns the manager and
 its logs.
@@ -44,6 +44,7 @@ __all__ = ["LogManager", "CLEAN_SHUTDOWN_FILE"]
 logger = logging.getLogger(__name__)
 
 CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
+FSYNC_THREADS = 4  # the files of one fsync job are synced side by side (PartitionLog.split_sync)
 
 
 def parse_partition_dir(name: str) -> tuple[str, int] | None:
@@ -66,7 +67,7 @@ class LogManager:
         self.log_dir = LogDirState(self.data_dir)
         self.log_dir.listeners.append(self._on_offline)
         self.on_offline: list[Callable[[str], None]] = self.log_dir.listeners  # called with the reason
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidelog-fsync")
+        self._executor = ThreadPoolExecutor(max_workers=FSYNC_THREADS, thread_name_prefix="tidelog-fsync")
         self._balanced_waiters: dict[PartitionLog, list[tuple[int, asyncio.Future]]] = {}
         self._flush_soon: set[PartitionLog] = set()  # rolled or shrunk: flushed in every profile
         self._dirty: set[PartitionLog] = set()  # appended to since their last flush (not throughput)
@@ -322,7 +323,7 @@ class LogManager:
         fds = [fd for _, pending in pendings for fd in pending.fds]
         started = time.perf_counter()
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, PartitionLog.sync_fds, fds)
+            await self._sync_files(fds)
         except OSError as e:
             if self.fsync_observer is not None:
                 self.fsync_observer(time.perf_counter() - started, False)
@@ -342,6 +343,16 @@ class LogManager:
                 self.on_durable(log)
         if failed is not None:
             raise failed
+
+    async def _sync_files(self, fds: list[tuple[int, str]]) -> None:
+        """Sync (and close) the job's descriptors; every thread finishes before an error is raised."""
+        loop = asyncio.get_running_loop()
+        parts = PartitionLog.split_sync(fds, FSYNC_THREADS)
+        outcomes = await asyncio.gather(*(loop.run_in_executor(self._executor, PartitionLog.sync_fds, part)
+                                          for part in parts), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def wait_durable(self, log: PartitionLog, offset: int) -> None:
         """Return once every offset below ``offset`` of ``log`` is durable under its profile.
