@@ -4,7 +4,6 @@ produce and fetch answer KAFKA_STORAGE_ERROR, nothing more is acknowledged, ``/r
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import json
 import urllib.error
@@ -16,22 +15,12 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaProducer
 from kafka.errors import KafkaStorageError
 
+from tests.integration.test_cluster import raw_request
+
 from tidelog.protocol.errors import ErrorCode
 from tidelog.protocol.records import build_batch
-from tidelog.server.replica_manager import BrokerChannel
 
 TOPIC = "disk"
-
-
-def _request(port: int, api_key: int, version: int, request):
-    async def ask():
-        channel = BrokerChannel("127.0.0.1", port, "offline-test")
-        try:
-            return await channel.request(api_key, version, request, 15)
-        finally:
-            channel.close()
-
-    return asyncio.run(ask())
 
 
 def _produce(port: int, value: bytes) -> int:
@@ -41,7 +30,7 @@ def _produce(port: int, value: bytes) -> int:
         transactional_id=None, acks=-1, timeout=datetime.timedelta(seconds=10),
         topic_data=(produce.TopicProduceData(name=TOPIC, partition_data=(
             produce.PartitionProduceData(index=0, records=build_batch([(None, value, [])])),)),))
-    return _request(port, 0, 8, request).responses[0].partition_responses[0].error_code
+    return raw_request(port, 0, 8, request).responses[0].partition_responses[0].error_code
 
 
 def _fetch(port: int, offset: int = 0):
@@ -53,7 +42,7 @@ def _fetch(port: int, offset: int = 0):
         topics=(fetch.FetchTopic(topic=TOPIC, partitions=(fetch.FetchPartition(
             partition=0, current_leader_epoch=-1, fetch_offset=offset, log_start_offset=0,
             partition_max_bytes=1 << 20),)),))
-    return _request(port, 1, 11, request).responses[0].partitions[0]
+    return raw_request(port, 1, 11, request).responses[0].partitions[0]
 
 
 def _http(broker, path: str) -> tuple[int, str]:
@@ -92,7 +81,7 @@ def test_an_fsync_error_takes_the_log_dir_offline_until_a_restart(broker_factory
         kafka_python.close()
     from kio.schema.list_offsets.v5 import request as list_offsets
 
-    latest = _request(broker.port, 2, 5, list_offsets.ListOffsetsRequest(
+    latest = raw_request(broker.port, 2, 5, list_offsets.ListOffsetsRequest(
         replica_id=-1, isolation_level=0, topics=(list_offsets.ListOffsetsTopic(name=TOPIC, partitions=(
             list_offsets.ListOffsetsPartition(partition_index=0, current_leader_epoch=-1, timestamp=-1),)),)))
     assert latest.topics[0].partitions[0].error_code == ErrorCode.kafka_storage_error
