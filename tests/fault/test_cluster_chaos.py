@@ -240,8 +240,12 @@ class Chaos:
         return f"broker {broker_id}: log directory offline after an injected fsync EIO, then restarted"
 
 
+ROUNDS = int(os.environ.get("CHAOS_ROUNDS", "10"))
+
+
+@pytest.mark.timeout(120 + 30 * ROUNDS)  # a round takes 3-8 s; its waits are bounded by HEAL_S
 def test_acknowledged_records_and_commits_survive_random_faults(tmp_path):
-    rounds = int(os.environ.get("CHAOS_ROUNDS", "10"))
+    rounds = ROUNDS
     seed = int(os.environ.get("CHAOS_SEED", str(random.randrange(1 << 32))))
     kinds = os.environ.get("CHAOS_FAULTS", ",".join(FAULTS)).split(",")
     assert set(kinds) <= set(FAULTS), f"CHAOS_FAULTS: known faults are {', '.join(FAULTS)}"
