@@ -136,7 +136,8 @@ class LogSegment:
                 break
             position += batch_length + 12
         start = position
-        limit = start + max_bytes
+        limit = min(start + max_bytes, end)  # so a length running past the file also stops the walk
+        min_batch_length = _MIN_BATCH_LENGTH
         while position + BATCH_HEADER_SIZE <= end:  # take whole batches up to max_bytes
             rel = position - block_start
             if rel + BATCH_HEADER_SIZE <= len(block):
@@ -145,13 +146,16 @@ class LogSegment:
                 base_offset, batch_length = _BASE_AND_LENGTH.unpack(os.pread(self.fd, 12, position))
             if max_offset is not None and base_offset >= max_offset:
                 break
-            if not _MIN_BATCH_LENGTH <= batch_length <= end - position - 12:
+            next_position = position + batch_length + 12
+            if next_position > limit:
+                if position != start or not min_one_batch:
+                    break
+                if next_position > end:  # KIP-74's whole first batch, but it runs past the file
+                    raise self._corrupt(position, batch_length)
+            if batch_length < min_batch_length:  # would not move on (a length of -12 looped forever)
                 if position == start:
                     raise self._corrupt(position, batch_length)
                 break  # serve the good batches before it; the next read reports it
-            next_position = position + batch_length + 12
-            if next_position > limit and not (position == start and min_one_batch):
-                break
             position = next_position
         if position == start:
             return b""
