@@ -60,7 +60,7 @@ def test_garbage_records_are_refused_and_consumers_go_on(broker, good, client):
     produce(client, broker.bootstrap, topic, [(b"b", b"after", [], None)])
     for reader in ("confluent", "kafka-python"):
         assert [m.value for m in consume(reader, broker.bootstrap, topic, 2)] == [b"before", b"after"]
-    assert_still_serving(broker, good, "rejected: record 0")
+    assert_still_serving(broker, good, "rejected: INVALID_RECORD: record 0")
 
 
 def test_malformed_record_under_topic_recompression_is_answered(broker, good):

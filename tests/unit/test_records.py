@@ -267,6 +267,21 @@ def test_a_payload_its_codec_cannot_decompress_is_corrupt_message(compression):
     assert "cannot decompress" in str(e.value)
 
 
+def test_xerial_snappy_blocks_must_fit_the_payload():
+    plain = record(0)
+    block = records_module._compress(2, plain)  # xerial framing: header, int32 size, block
+    for size in (len(block) + 100, -1):
+        bad = bytearray(block)
+        struct.pack_into(">i", bad, 16, size)
+        batch = batch_of(plain, 1)
+        batch[BATCH_HEADER_SIZE:] = bad
+        struct.pack_into(">i", batch, 8, len(batch) - 12)
+        struct.pack_into(">h", batch, 21, 2)
+        with pytest.raises(InvalidBatch) as e:
+            validate_batches(rewrite_crc(batch), 1 << 20)
+        assert e.value.error_code == ErrorCode.corrupt_message
+
+
 def test_decompressed_size_is_bounded(monkeypatch):
     import mmap
 

@@ -94,7 +94,11 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
                         raise KafkaError(error, f"{topic.name}-{partition.index}: {error.name}")
                 log, base_offset, append_time, info = append_batch(broker, topic.name, partition.index, partition.records)
             except (InvalidBatch, KafkaError) as e:
-                logger.info("produce to %s-%d from %s rejected: %s", topic.name, partition.index, ctx.peer, e)
+                # Bad input (a batch Kafka would refuse) is a WARNING; a state answer (not the
+                # leader, an unknown partition, a fenced producer) is routine.
+                logger.log(logging.WARNING if isinstance(e, InvalidBatch) else logging.INFO,
+                           "produce to %s-%d from %s rejected: %s: %s", topic.name, partition.index, ctx.peer,
+                           e.error_code.name.upper(), e)
                 topic_results.append(PartitionResult(partition.index, e.error_code, error_message=str(e),
                                                      record_errors=getattr(e, "record_errors", ())))
                 continue
