@@ -304,14 +304,17 @@ def read_partition(bootstrap: str, partition: int) -> dict[int, int]:
         low, high = consumer.get_watermark_offsets(TopicPartition(TOPIC, partition), timeout=30)
         consumer.assign([TopicPartition(TOPIC, partition, low)])
         log: dict[int, int] = {}
-        deadline = time.monotonic() + 60
-        while (not log or max(log) < high - 1) and high > low and time.monotonic() < deadline:
+        last = low - 1
+        deadline = time.monotonic() + 120
+        while last < high - 1 and time.monotonic() < deadline:
             message = consumer.poll(0.5)
             if message is None:
                 continue
             if message.error():
                 raise KafkaException(message.error())
             log[message.offset()] = int(message.value())
+            last = max(last, message.offset())
+        assert last >= high - 1, f"partition {partition}: read to {last} of [{low}, {high}) in 120 s"
         return log
     finally:
         consumer.close()
