@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -14,10 +15,12 @@ from pathlib import Path
 class BrokerProcess:
     """A ``tidelog serve`` subprocess on a free loopback port with its own data dir."""
 
-    def __init__(self, data_dir: Path, settings: dict[str, str] | None = None, port: int = 0) -> None:
+    def __init__(self, data_dir: Path, settings: dict[str, str] | None = None, port: int = 0,
+                 nofile: tuple[int, int] | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.settings = dict(settings or {})
         self.port = port
+        self.nofile = nofile  # (soft, hard) RLIMIT_NOFILE for the broker process
         self.proc: subprocess.Popen | None = None
         self.metrics_port = -1
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-broker.log"
@@ -34,7 +37,9 @@ class BrokerProcess:
         for name, value in self.settings.items():
             args += ["--set", f"{name}={value}"]
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        limits = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)) if self.nofile else None
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                     preexec_fn=limits)
         log.close()
         deadline = time.monotonic() + timeout_s
         while not port_file.exists():

@@ -14,8 +14,8 @@ def broker_factory(tmp_path):
     """Make brokers with given settings; every one started is stopped (by PID) at teardown."""
     started: list[BrokerProcess] = []
 
-    def make(settings: dict[str, str] | None = None, name: str = "data") -> BrokerProcess:
-        proc = BrokerProcess(tmp_path / name, {**TEST_SETTINGS, **(settings or {})})
+    def make(settings: dict[str, str] | None = None, name: str = "data", nofile: tuple[int, int] | None = None) -> BrokerProcess:
+        proc = BrokerProcess(tmp_path / name, {**TEST_SETTINGS, **(settings or {})}, nofile=nofile)
         started.append(proc)
         return proc.start()
 

@@ -134,6 +134,7 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("auto.leader.rebalance.enable", "BOOLEAN", True, "Cluster: move leadership back to each partition's preferred (first) replica once it is in sync.", read_only=True),
         ConfigDef("leader.imbalance.check.interval.seconds", "LONG", 300, "Cluster: how often the controller checks for partitions not led by their preferred replica.", minimum=1, read_only=True),
         ConfigDef("socket.request.max.bytes", "INT", 104857600, "Largest request frame accepted; larger closes the connection.", minimum=1),
+        ConfigDef("max.broker.partitions", "INT", -1, "Most partition replicas this broker holds; CreateTopics and CreatePartitions beyond it get POLICY_VIOLATION. -1 derives it from the open files limit and memory (KIP-578's name).", minimum=-1, read_only=True),
         ConfigDef("queued.max.request.bytes", "LONG", 128 << 20, "Bytes of requests read and not yet answered, all connections together, before reading pauses (Kafka's default -1, unlimited, is not accepted: memory stays bounded).", minimum=1 << 20),
         ConfigDef("queued.max.requests", "INT", 500, "Requests read ahead of responses per connection before reading pauses.", minimum=1),
         ConfigDef("group.initial.rebalance.delay.ms", "INT", 3000, "Delay of a new group's first rebalance.", minimum=0),

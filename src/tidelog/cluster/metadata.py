@@ -283,7 +283,13 @@ class EmbeddedMetadataStore:
         for index in range(record.partitions):
             state = assignment[index] if assignment else PartitionState.initial([self.node_id])
             self.partitions[(record.name, index)] = replace(state, version=self.revision)
-        self._save()
+        try:
+            self._save()
+        except OSError:  # not written (a full disk): the store stays as the file has it
+            del self.topics[record.name]
+            for index in range(record.partitions):
+                del self.partitions[(record.name, index)]
+            raise
         self._notify("topic", record.name)
 
     async def delete_topic(self, name: str) -> None:
@@ -297,11 +303,18 @@ class EmbeddedMetadataStore:
     async def set_partitions(self, name: str, partitions: int, new_states: list[PartitionState] | None = None) -> None:
         record = self.topics[name]
         self.revision += 1
+        old_count = record.partitions
         for i, index in enumerate(range(record.partitions, partitions)):
             state = new_states[i] if new_states else PartitionState.initial([self.node_id])
             self.partitions[(name, index)] = replace(state, version=self.revision)
         record.partitions = partitions
-        self._save()
+        try:
+            self._save()
+        except OSError:  # not written (a full disk): the store stays as the file has it
+            record.partitions = old_count
+            for index in range(old_count, partitions):
+                del self.partitions[(name, index)]
+            raise
         self._notify("topic", name)
 
     async def set_configs(self, name: str, configs: dict[str, str]) -> None:

@@ -7,9 +7,12 @@ INVALID_PARTITIONS ("... would not be an increase."), above 10000 INVALID_PARTIT
 ``assignments`` must list one replica set per new partition (else INVALID_REPLICA_ASSIGNMENT)
 and name only this broker, once, as many times as the topic's replication factor (else
 INVALID_REPLICA_ASSIGNMENT). A topic named twice is INVALID_REQUEST ("Duplicate topic name.");
-an unknown topic UNKNOWN_TOPIC_OR_PARTITION. ``validate_only`` checks and changes nothing.
+an unknown topic UNKNOWN_TOPIC_OR_PARTITION. More partitions than the broker can hold
+(``max.broker.partitions``) is POLICY_VIOLATION, before anything is made; running out of
+descriptors or disk part way removes the new partitions again: KAFKA_STORAGE_ERROR.
+``validate_only`` checks and changes nothing.
 Versions: 0-3. Errors (per topic): INVALID_PARTITIONS, INVALID_REPLICA_ASSIGNMENT,
-INVALID_REQUEST, UNKNOWN_TOPIC_OR_PARTITION.
+INVALID_REQUEST, UNKNOWN_TOPIC_OR_PARTITION, POLICY_VIOLATION, KAFKA_STORAGE_ERROR.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def check_new_count(ctx: RequestContext, topic) -> None:
     if topic.count > MAX_PARTITIONS:
         raise KafkaError(ErrorCode.invalid_partitions, f"Number of partitions must be at most {MAX_PARTITIONS}, got {topic.count}.")
     additional = topic.count - current
+    ctx.broker.check_partition_capacity(additional * record.replication_factor)
     if topic.assignments is None:
         return
     if len(topic.assignments) != additional:

@@ -5,7 +5,10 @@ INVALID_REQUEST ("Duplicate topic name.") for that name; then the name (INVALID_
 existence (TOPIC_ALREADY_EXISTS), the configs (INVALID_CONFIG: unknown name, bad or null value),
 the replication factor (INVALID_REPLICATION_FACTOR: 0, < -1, or more than the one live broker)
 and the partition count (INVALID_PARTITIONS: 0, < -1, or above 10000). -1 for either means the
-broker default (``num.partitions``, ``default.replication.factor``).
+broker default (``num.partitions``, ``default.replication.factor``). Last, more partitions than
+the broker can hold (``max.broker.partitions``, derived from the open files limit and memory)
+is POLICY_VIOLATION, as Kafka 4 refuses a request over its own partition limit. Running out of
+descriptors or disk while creating removes what was made: KAFKA_STORAGE_ERROR.
 A manual assignment (``assignments``) needs num_partitions and replication_factor at -1
 (else INVALID_REQUEST), partitions 0..n-1 each exactly once (else INVALID_REPLICA_ASSIGNMENT),
 and only this broker as replica, once (else INVALID_REPLICA_ASSIGNMENT: we cannot place a
@@ -15,7 +18,7 @@ v5+ results carry the partition count, replication factor and every topic config
 value and source (as DescribeConfigs would report it); v7 the topic id.
 Versions: 2-7. Errors (per topic): INVALID_REQUEST, INVALID_TOPIC_EXCEPTION,
 TOPIC_ALREADY_EXISTS, INVALID_CONFIG, INVALID_REPLICATION_FACTOR, INVALID_PARTITIONS,
-INVALID_REPLICA_ASSIGNMENT.
+INVALID_REPLICA_ASSIGNMENT, POLICY_VIOLATION, KAFKA_STORAGE_ERROR.
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ async def handle(ctx: RequestContext, request) -> object:
                 configs = broker.check_new_topic(topic.name, 1, 1, configs)
                 partitions = manual_partition_count(ctx, topic)
                 replication_factor = 1
+                broker.check_partition_capacity(partitions)
             else:
                 configs = broker.check_new_topic(topic.name, topic.num_partitions, topic.replication_factor, configs)
                 partitions, replication_factor = broker.resolve_topic_defaults(topic.num_partitions, topic.replication_factor)

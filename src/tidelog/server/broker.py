@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from tidelog.handlers.registry import load_all
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.server.metrics import BrokerMetrics
 from tidelog.server.request_memory import RequestMemory
+from tidelog.server.resources import (RESOURCES, ResourceMonitor, memory_limit_bytes, open_file_count,
+                                      partition_capacity, raise_open_files_limit)
 from tidelog.storage.log import LogConfig, PartitionLog
 from tidelog.storage.manager import LogManager
 from tidelog.storage.producer_state import ProducerState
@@ -78,12 +82,16 @@ class Broker:
         self._server: asyncio.base_events.Server | None = None
         self._fetch_waiters: dict[tuple[str, int], set[asyncio.Future]] = {}
         self._creating: dict[str, asyncio.Future] = {}
+        self._reserved_replicas = 0  # partition replicas being created (counted against the capacity)
+        self.resources = ResourceMonitor(resource.getrlimit(resource.RLIMIT_NOFILE)[0], self.data_dir, self.metrics)
+        self.partition_capacity = MAX_PARTITIONS
         from tidelog.groups.coordinator import GroupCoordinator, GroupSettings
         from tidelog.groups.offsets_topic import ConsumerOffsetsTopic
 
         self.groups = GroupCoordinator(GroupSettings.from_config(config), ConsumerOffsetsTopic(self))
         self._producer_states: dict[tuple[str, int], ProducerState] = {}
         self._producer_expiry: asyncio.Task | None = None
+        self._resource_watch: asyncio.Task | None = None
         self._topic_values: dict[tuple[str, str], tuple[dict, object]] = {}
         self._topic_names_by_id: dict = {}
         self._producer_ids: range = range(0)
@@ -107,6 +115,7 @@ class Broker:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         await self.metadata.start(self.config["cluster.id"])
+        self._size_resources()
         load_all()
         self.logs = LogManager(
             self.data_dir,
@@ -114,13 +123,17 @@ class Broker:
             retention_check_interval_ms=self.config["log.retention.check.interval.ms"],
         )
         self.logs.open_all({name: self.log_config(t.configs) for name, t in self.metadata.topics.items()})
+        if self.replication is None:
+            self._remove_partitions_unknown_to_metadata()
         # A topic whose partition directories are missing (new, or lost) gets empty logs.
         for topic in self.metadata.topics.values():
             for partition in range(topic.partitions):
                 if self.logs.get(topic.name, partition) is None and self.hosts_replica(topic.name, partition):
                     self.logs.create(topic.name, partition, self.log_config(topic.configs))
+        self.logs.on_offline.append(self.resources.log_dir_offline)
         await self.logs.start()
         self._producer_expiry = asyncio.create_task(self._expire_producers(), name="tidelog-producer-expiry")
+        self._resource_watch = asyncio.create_task(self.resources.watch(), name="tidelog-resource-watch")
         self.logs.fsync_observer = self._observe_fsync
         self.logs.on_durable = self._on_durable
         if self.replication is None:
@@ -151,6 +164,36 @@ class Broker:
         if RECORD_WALK != "C":
             logger.warning("produce validation walks records in Python: the C extension tidelog.protocol._recordwalk "
                            "was not built (no C compiler at install?); expect about twice the CPU per produced byte")
+
+    def _size_resources(self) -> None:
+        """Raise the open files limit, and size the partition capacity from it and memory."""
+        before, open_files = raise_open_files_limit()
+        if open_files > before:
+            logger.info("open files limit raised from %d to %d (the hard limit)", before, open_files)
+        self.resources = ResourceMonitor(open_files, self.data_dir, self.metrics)
+        derived, why = partition_capacity(open_files, memory_limit_bytes())
+        configured = self.config["max.broker.partitions"]
+        if configured < 0:
+            self.partition_capacity = derived
+            logger.info("partition capacity %d (%s; max.broker.partitions sets it)", derived, why)
+        else:
+            self.partition_capacity = configured
+            if configured > derived:
+                logger.warning("max.broker.partitions %d is above the %d partitions the %s allows: creating "
+                               "partitions may run out of them", configured, derived, why.split(":")[0])
+        metrics = self.metrics
+        metrics.open_files_limit.set(open_files)
+        metrics.open_files.set_function(open_file_count)
+        metrics.partition_capacity.set(self.partition_capacity)
+
+    def _remove_partitions_unknown_to_metadata(self) -> None:
+        """Single node: partition directories whose topic the metadata does not have are what a
+        creation or deletion cut short by a crash left; they go, so disk and metadata agree."""
+        for log in self.logs.logs():
+            if log.topic not in self.metadata.topics:
+                logger.warning("removing %s: topic %s is not in the metadata (a creation or deletion was cut short)",
+                               log.dir, log.topic)
+                self.logs.delete_partition(log.topic, log.partition)
 
     async def _join_cluster(self) -> None:
         """Register under a lease, take up this broker's replicas, stand for controller."""
@@ -272,6 +315,8 @@ class Broker:
         self.groups.stop()
         if self._producer_expiry is not None:
             self._producer_expiry.cancel()
+        if self._resource_watch is not None:
+            self._resource_watch.cancel()
         if self.logs is not None:
             for (topic, partition), state in self._producer_states.items():
                 log = self.logs.get(topic, partition)
@@ -349,7 +394,24 @@ class Broker:
                 f"Unable to replicate the partition {replication_factor} time(s): The target replication factor of "
                 f"{replication_factor} cannot be reached because only {live_brokers} broker(s) are registered.",
             )
+        self.check_partition_capacity(partitions * replication_factor)
         return normalised
+
+    def check_partition_capacity(self, new_replicas: int) -> None:
+        """POLICY_VIOLATION when ``new_replicas`` more partition replicas would not fit.
+
+        The capacity (``max.broker.partitions``, else derived from the open-files limit and
+        memory, see resources.py) is per broker; a cluster is taken as brokers alike. Kafka 4
+        refuses a CreateTopics above its own partition limit with POLICY_VIOLATION too
+        (INVALID_PARTITIONS would say the count itself is wrong)."""
+        hosted = sum(t.partitions * t.replication_factor for t in self.metadata.topics.values()) + self._reserved_replicas
+        capacity = self.partition_capacity * self.live_broker_count()
+        if hosted + new_replicas > capacity:
+            raise KafkaError(
+                ErrorCode.policy_violation,
+                f"Adding {new_replicas} partition replica(s) to the {hosted} hosted would exceed the broker capacity of "
+                f"{capacity} (max.broker.partitions, derived from the open files limit and memory when unset).",
+            )
 
     validate_topic_name = staticmethod(validate_topic_name)
 
@@ -372,16 +434,24 @@ class Broker:
         return None
 
     async def create_topic(self, name: str, partitions: int, replication_factor: int, configs: dict[str, str]) -> TopicRecord:
-        """Create a validated topic: metadata first, then its partition logs."""
+        """Create a validated topic. Single node: its partition logs first, then the metadata; a
+        failure on the way (out of descriptors, a full disk) removes what was made and answers
+        KAFKA_STORAGE_ERROR, and a crash on the way leaves logs that the next start removes."""
         record = TopicRecord(name, new_topic_id(), partitions, replication_factor, configs)
         done = asyncio.get_running_loop().create_future()
         self._creating[name] = done
+        self._reserved_replicas += partitions * replication_factor
         try:
             if self.replication is None:
-                await self.metadata.create_topic(record)
                 log_config = self.log_config(configs)
-                for partition in range(partitions):
-                    self.logs.create(name, partition, log_config)
+                created = []
+                try:
+                    for partition in range(partitions):
+                        created.append(self.logs.create(name, partition, log_config))
+                    await self.metadata.create_topic(record)
+                except (OSError, KafkaError) as e:
+                    self._undo_partitions(created, name, len(created))
+                    raise self._creation_error(e, f"creating topic {name} ({len(created)} of {partitions} partitions made)")
             else:
                 from tidelog.cluster.controller import assign_replicas
 
@@ -393,9 +463,30 @@ class Broker:
                 self.replication.refresh(name)
         finally:
             del self._creating[name]
+            self._reserved_replicas -= partitions * replication_factor
             done.set_result(None)
         logger.info("created topic %s (id %s) with %d partitions, configs %s", name, record.topic_id, partitions, configs or "{}")
         return record
+
+    def _undo_partitions(self, logs: list, topic: str, failed: int) -> None:
+        """Remove the logs a failed creation made, and the directory of the one it failed in."""
+        for log in logs:
+            try:
+                self.logs.delete_partition(log.topic, log.partition)
+            except (OSError, KafkaError) as e:  # the next start removes what is left
+                logger.warning("cannot remove %s after a failed creation: %s", log.dir, e)
+        if self.logs.get(topic, failed) is None:
+            shutil.rmtree(self.data_dir / f"{topic}-{failed}", ignore_errors=True)
+
+    def _creation_error(self, error: BaseException, what: str) -> KafkaError:
+        """The error a client gets when creating partitions failed part way (all undone)."""
+        cause = error.__cause__ if isinstance(error, KafkaError) and isinstance(error.__cause__, OSError) else error
+        if isinstance(error, KafkaError) and cause is error:
+            return error
+        if self.resources.report(cause, what) is None:
+            logger.error("%s failed: %s", what, cause)
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+        return KafkaError(ErrorCode.kafka_storage_error, f"{what.split(' (')[0]} failed: {reason}")
 
     async def auto_create_topic(self, name: str) -> TopicRecord | None:
         """Create a topic on first use when auto.create.topics.enable; None when not allowed."""
@@ -422,7 +513,8 @@ class Broker:
         logger.info("deleted topic %s (id %s)", name, record.topic_id)
 
     async def create_partitions(self, name: str, count: int) -> None:
-        """Grow a topic to ``count`` partitions (validated by the caller): metadata, then new logs."""
+        """Grow a topic to ``count`` partitions (validated by the caller). Single node: the new
+        logs, then the metadata; a failure on the way removes the new logs (KAFKA_STORAGE_ERROR)."""
         record = self.metadata.topics[name]
         old_count = record.partitions
         if self.replication is not None:
@@ -433,11 +525,19 @@ class Broker:
             await self.metadata.set_partitions(name, count, new_states)
             self.replication.refresh(name)
             return
-        await self.metadata.set_partitions(name, count)
         log_config = self.log_config(record.configs)
-        for partition in range(old_count, count):
-            if self.logs.get(name, partition) is None:
-                self.logs.create(name, partition, log_config)
+        created = []
+        self._reserved_replicas += count - old_count
+        try:
+            for partition in range(old_count, count):
+                if self.logs.get(name, partition) is None:
+                    created.append(self.logs.create(name, partition, log_config))
+            await self.metadata.set_partitions(name, count)
+        except (OSError, KafkaError) as e:
+            self._undo_partitions(created, name, old_count + len(created))
+            raise self._creation_error(e, f"adding partitions to {name} ({len(created)} of {count - old_count} made)")
+        finally:
+            self._reserved_replicas -= count - old_count
         logger.info("topic %s: partitions %d -> %d", name, old_count, count)
 
     async def set_topic_configs(self, name: str, configs: dict[str, str]) -> None:
@@ -480,6 +580,9 @@ class Broker:
                       metrics.consumer_lag_total):
             gauge.clear()
         metrics.log_dir_offline.set(1 if self.logs.offline else 0)
+        exhausted = self.resources.exhausted()
+        for kind in RESOURCES:
+            metrics.resource_out.labels(kind).set(1 if kind in exhausted else 0)
         hosted = 0
         for log in self.logs.logs():
             labels = (log.topic, str(log.partition))
@@ -554,13 +657,15 @@ class Broker:
     def ready(self) -> bool:
         """Accepting Kafka connections, with groups and offsets loaded, and the log directory online."""
         return (self._server is not None and self._server.is_serving() and self.groups.loaded
-                and not (self.logs is not None and self.logs.offline))
+                and not (self.logs is not None and self.logs.offline) and not self.resources.exhausted())
 
     @property
     def status(self) -> str:
         """"ready", "starting", or why the broker cannot serve (for ``/ready``)."""
         if self.logs is not None and self.logs.offline:
             return f"log directory offline: {self.logs.offline_reason}"
+        for kind, detail in self.resources.exhausted().items():
+            return f"out of {kind}: {detail}"
         return "ready" if self.ready else "starting"
 
     # --- idempotent producers ----------------------------------------------------------

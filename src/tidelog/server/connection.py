@@ -220,7 +220,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
         capacity = min(_capacity(size), _FIRST_BIG_BUFFER_BYTES)
         if not self.memory.try_grow(self, capacity, _capacity(size)):
             return False
-        buffer = FRAME_POOL.acquire(capacity)
+        buffer = self._acquire(capacity, size)
+        if buffer is None:
+            return True
         buffer[:have] = self._scratch_view[start : start + have]
         self._scratch_start = self._scratch_end = 0
         self._big_buffer, self._big_size, self._big_filled = buffer, size, have
@@ -232,12 +234,28 @@ class KafkaConnection(asyncio.BufferedProtocol):
         capacity = min(2 * len(old), _capacity(self._big_size))
         if not self.memory.try_grow(self, capacity, _capacity(self._big_size)):
             return False
-        buffer = FRAME_POOL.acquire(capacity)
+        buffer = self._acquire(capacity, self._big_size)
+        if buffer is None:
+            return True
         buffer[: self._big_filled] = old[: self._big_filled]
         self._big_buffer = buffer
         FRAME_POOL.release(old)
         self.memory.release(len(old))
         return True
+
+    def _acquire(self, capacity: int, frame_size: int) -> bytearray | None:
+        """A frame buffer already charged to ``memory``; None if the process is out of memory
+        (reported, and this connection closed: its request cannot be read)."""
+        try:
+            return FRAME_POOL.acquire(capacity)
+        except MemoryError as e:
+            self.memory.release(capacity)
+            self._out_of_memory(e, f"reading a {frame_size}-byte request from {self.peer}")
+            return None
+
+    def _out_of_memory(self, error: MemoryError, what: str) -> None:
+        self.broker.resources.report(error, what)
+        self._abort(f"out of memory {what.split(' from ')[0]}")
 
     # --- requests ---------------------------------------------------------------------
     def _dispatch(self, frame: bytearray | memoryview, charged: int, pooled: bytearray | None = None) -> None:
@@ -278,6 +296,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 edits = check_request(apis.request_type(api_key, api_version), view, body_offset)
                 body = view.toreadonly() if not edits else memoryview(strip_unknown_tags(view, edits))
                 request, end = apis.request_reader(api_key, api_version)(body, body_offset)
+        except MemoryError as e:
+            self._out_of_memory(e, f"decoding a {api.name} request from {self.peer}")
+            return None
         except Exception as e:  # kio raises several types (decode errors, KeyError for unknown tags)
             self._close(f"cannot decode {api.name} v{api_version} request: {type(e).__name__}: {e}")
             return None
@@ -299,6 +320,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
             exc = task.exception()
             if isinstance(exc, MalformedFrame):
                 self._abort(f"malformed request: {exc}")
+                return
+            if isinstance(exc, MemoryError):
+                self._out_of_memory(exc, f"handling a request (correlation id {correlation_id}) from {self.peer}")
                 return
             if exc is not None:
                 logger.error("handler failed for %s, closing the connection", self.peer, exc_info=exc)

@@ -45,6 +45,22 @@ class BrokerMetrics:
         self.request_memory_waits = Counter(
             "tidelog_request_memory_waits", "Times a connection paused reading at queued.max.request.bytes.", registry=r
         )
+        self.open_files_limit = Gauge("tidelog_open_files_limit", "The open files limit (RLIMIT_NOFILE, raised to the hard limit at start).", registry=r)
+        self.open_files = Gauge("tidelog_open_files", "File descriptors open.", registry=r)
+        self.partition_capacity = Gauge(
+            "tidelog_partition_capacity",
+            "Partition replicas this broker may hold (max.broker.partitions, else from the open files limit and memory).",
+            registry=r,
+        )
+        self.resource_out = Gauge(
+            "tidelog_resource_out",
+            "1 while a resource has run out (file descriptors, disk space, memory; /ready is 503 meanwhile), else 0.",
+            ["resource"], registry=r,
+        )
+        self.resource_exhausted = Counter(
+            "tidelog_resource_exhausted",
+            "Operations that failed because a resource ran out (file descriptors, disk space, memory).", ["resource"], registry=r,
+        )
         self.connection_errors = Counter(
             "tidelog_connections_closed_on_error", "Connections closed for a malformed or unsupported request.", registry=r
         )
