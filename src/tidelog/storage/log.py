@@ -18,6 +18,7 @@ import ctypes
 import logging
 import os
 import platform
+import random
 import shutil
 import time
 from bisect import bisect_right
@@ -31,6 +32,7 @@ from tidelog.storage.errors import OffsetOutOfRange, StorageError
 from tidelog.storage.faults import faults
 from tidelog.storage.log_dir import LogDirState
 from tidelog.storage.segment import LogSegment
+from tidelog.storage.segment_files import recover_segment_files, retire_files, segment_paths, swap_in
 
 __all__ = ["LogConfig", "PartitionLog", "PendingFlush", "SegmentSummary"]
 
@@ -67,10 +69,31 @@ class LogConfig:
     retention_bytes: int = -1  # -1 = unlimited, per partition
     durability: str = "balanced"  # "throughput" | "balanced" | "durable"
     flush_interval_ms: int = 5  # balanced: the group-commit window
+    segment_jitter_ms: int = 0
+    file_delete_delay_ms: int = 60_000
+    # cleanup.policy: delete (retention) and/or compact (storage/cleaner.py); neither keeps everything
+    delete: bool = True
+    compact: bool = False
+    delete_retention_ms: int = 24 * 3600 * 1000
+    min_compaction_lag_ms: int = 0
+    max_compaction_lag_ms: int = (1 << 63) - 1
+    min_cleanable_dirty_ratio: float = 0.5
+    segment_index_bytes: int = 10 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.durability not in DURABILITY_PROFILES:
             raise ValueError(f"durability must be one of {DURABILITY_PROFILES}, not {self.durability!r}")
+
+    @property
+    def max_segment_ms(self) -> int:
+        """segment.ms, or max.compaction.lag.ms when shorter on a compacted log (the active
+        segment is never cleaned, so it must roll for its records to be), as Kafka's."""
+        return min(self.segment_ms, self.max_compaction_lag_ms) if self.compact else self.segment_ms
+
+    def random_segment_jitter_ms(self) -> int:
+        """How much sooner than max_segment_ms a new segment rolls (segment.jitter.ms), so that
+        the partitions of a topic do not all roll at once."""
+        return random.randrange(min(self.segment_jitter_ms, self.segment_ms)) if self.segment_jitter_ms > 0 else 0
 
 
 class SegmentSummary(NamedTuple):
@@ -120,6 +143,7 @@ class PartitionLog:
         self._dir_synced = 0
         self._new_dir = False
         self._truncations = 0
+        self._roll_jitter_ms = config.random_segment_jitter_ms()
         self.on_roll: Callable[[PartitionLog], None] | None = None  # set by the LogManager
         self.on_dirty: Callable[[PartitionLog], None] | None = None  # likewise
 
@@ -154,6 +178,7 @@ class PartitionLog:
         self.dir.mkdir(parents=True, exist_ok=True)
         for tmp in self.dir.glob("*.tmp"):
             tmp.unlink()
+        recover_segment_files(self.dir, self.config.index_interval_bytes)  # a swap or deletion a crash interrupted
         base_offsets = sorted(int(p.stem) for p in self.dir.glob("*.log") if p.stem.isdigit())
         checkpointed_start = read_checkpoint(self.dir / LOG_START_OFFSET_FILE)
         recovery_point = read_checkpoint(self.dir / RECOVERY_POINT_FILE) or 0
@@ -209,7 +234,8 @@ class PartitionLog:
         segment = self.segments[-1]
         if segment.size_bytes and (
             segment.size_bytes + info.batch_length + 12 > self.config.segment_bytes
-            or (now_ms if now_ms is not None else _now_ms()) - segment.created_ms >= self.config.segment_ms
+            or (now_ms if now_ms is not None else _now_ms()) - segment.created_ms
+                >= self.config.max_segment_ms - self._roll_jitter_ms
             or not segment.fits(info, base_offset)
         ):
             segment = self.roll()
@@ -241,6 +267,7 @@ class PartitionLog:
         except OSError as e:
             raise self._io_error(e, "rolling a new segment") from e
         self._dir_changes += 1
+        self._roll_jitter_ms = self.config.random_segment_jitter_ms()
         self.segments.append(segment)
         self._base_offsets.append(segment.base_offset)
         if old not in self._unflushed:  # its sealed indexes must reach the disk too
@@ -336,7 +363,7 @@ class PartitionLog:
 
     def apply_retention(self, now_ms: int) -> int:
         """Delete the oldest whole segments past retention_ms or retention_bytes; return bytes freed."""
-        if self.log_dir.offline or self.closed:
+        if self.log_dir.offline or self.closed or not self.config.delete:
             return 0
         deletable: list[LogSegment] = []
         retention_ms, retention_bytes = self.config.retention_ms, self.config.retention_bytes
@@ -366,7 +393,8 @@ class PartitionLog:
         for segment in deletable:
             logger.info("%s: %s deletes segment %d (offsets %d..%d, %d bytes)", self.dir, reason,
                         segment.base_offset, segment.base_offset, segment.next_offset - 1, segment.size_bytes)
-            segment.delete()
+            segment.close()
+            retire_files(segment_paths(self.dir, segment.base_offset), self.config.file_delete_delay_ms)
         gone = set(map(id, deletable))
         self.segments = [s for s in self.segments if id(s) not in gone]
         self._unflushed = [s for s in self._unflushed if id(s) not in gone]
@@ -374,6 +402,36 @@ class PartitionLog:
             self._syncing.pop(segment, None)
         self._base_offsets = [s.base_offset for s in self.segments]
         self.log_start_offset = max(self.log_start_offset, self.segments[0].base_offset)
+
+    @property
+    def truncations(self) -> int:
+        """How many times the log was truncated since it was opened (a cleaning planned before
+        one is void: the records it kept or dropped keys for may be gone)."""
+        return self._truncations
+
+    def replace_segments(self, old: list[LogSegment]) -> LogSegment:
+        """Swap in the cleaned segment written for ``old``, consecutive sealed segments of this
+        log (storage/cleaner.py names it by the first one's base offset); see segment_files.py."""
+        self._check_online()
+        first = next((i for i, s in enumerate(self.segments) if s is old[0]), len(self.segments))
+        end = first + len(old)
+        if end >= len(self.segments) or any(a is not b for a, b in zip(self.segments[first:end], old)):
+            raise ValueError(f"{self.dir}: segments {[s.base_offset for s in old]} are not consecutive sealed ones")
+        base_offset = old[0].base_offset
+        try:
+            swap_in(self.dir, base_offset, [s.base_offset for s in old], self.config.file_delete_delay_ms)
+            segment = LogSegment(self.dir, base_offset)
+            segment.load(self.segments[end].base_offset, self.config.index_interval_bytes)
+        except OSError as e:
+            raise self._io_error(e, f"swapping in cleaned segment {base_offset}") from e
+        self.segments[first:end] = [segment]
+        self._base_offsets = [s.base_offset for s in self.segments]
+        gone = set(map(id, old))
+        self._unflushed = [s for s in self._unflushed if id(s) not in gone]
+        for s in old:
+            self._syncing.pop(s, None)
+            s.close()
+        return segment
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Drop every segment and go on empty at ``offset`` (a follower whose log ends below

@@ -35,9 +35,11 @@ from weakref import WeakKeyDictionary
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.storage.checkpoint import fsync_dir, remove_file, write_checkpoint_file
+from tidelog.storage.cleaner_manager import CleanerConfig, LogCleaner
 from tidelog.storage.errors import StorageError
 from tidelog.storage.log import LogConfig, PartitionLog, PendingFlush
 from tidelog.storage.log_dir import LogDirState
+from tidelog.storage.segment_files import flush_deletions
 
 __all__ = ["LogManager", "CLEAN_SHUTDOWN_FILE"]
 
@@ -58,7 +60,7 @@ class LogManager:
     """All partition logs of one data directory; see the module docstring."""
 
     def __init__(self, data_dir: Path, default_config: LogConfig, *, loop: asyncio.AbstractEventLoop | None = None,
-                 retention_check_interval_ms: int = 300_000) -> None:
+                 retention_check_interval_ms: int = 300_000, cleaner_config: CleanerConfig | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.default_config = default_config
         self.retention_check_interval_ms = retention_check_interval_ms
@@ -81,6 +83,7 @@ class LogManager:
         # Called with (seconds, ok) after each fsync job: the broker's fsync latency metric.
         self.fsync_observer = None
         self.on_durable: Callable[[PartitionLog], None] | None = None
+        self.cleaner = LogCleaner(self, cleaner_config or CleanerConfig())  # compacts cleanup.policy=compact logs
 
     @property
     def offline(self) -> bool:
@@ -181,10 +184,13 @@ class LogManager:
             asyncio.create_task(self._flusher(), name="tidelog-log-flusher"),
             asyncio.create_task(self._retention_checker(), name="tidelog-retention"),
         ]
+        self.cleaner.start()
 
     def _on_roll(self, log: PartitionLog) -> None:
         # Flush sealed segments soon in every profile, so the recovery point moves on.
         self._flush_later(log)
+        if log.config.compact:
+            self.cleaner.wake()
 
     def _flush_later(self, log: PartitionLog) -> None:
         self._flush_soon.add(log)
@@ -418,6 +424,7 @@ class LogManager:
 
         Waiters whose offsets the final flush made durable are answered with success; the
         marker is not written when the directory is offline (the next start recovers)."""
+        await self.cleaner.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -438,6 +445,7 @@ class LogManager:
             self._fail_waiters(log, self.log_dir.error() if self.offline else StorageError("log manager closed"))
         self._logs.clear()
         self._executor.shutdown(wait=True)
+        flush_deletions()
         if not self.offline:
             try:
                 write_checkpoint_file(self.data_dir / CLEAN_SHUTDOWN_FILE, b"")

@@ -41,15 +41,17 @@ def segment_file_name(base_offset: int, suffix: str) -> str:
 class LogSegment:
     """A segment file and its indexes; see the module docstring for format and ownership."""
 
-    def __init__(self, dir: Path, base_offset: int) -> None:
+    def __init__(self, dir: Path, base_offset: int, suffix: str = "") -> None:
+        """``suffix`` names the files of a segment being built or swapped in (``.cleaned``, ``.swap``)."""
         self.dir = dir
         self.base_offset = base_offset
-        self.log_path = dir / segment_file_name(base_offset, ".log")
+        self.log_path = dir / (segment_file_name(base_offset, ".log") + suffix)
         self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        index_paths = (dir / segment_file_name(base_offset, ".index"), dir / segment_file_name(base_offset, ".timeindex"))
+        index_paths = (dir / (segment_file_name(base_offset, ".index") + suffix),
+                       dir / (segment_file_name(base_offset, ".timeindex") + suffix))
         self.indexes_existed = all(path.exists() for path in index_paths)
-        self.offset_index = OffsetIndex(dir / segment_file_name(base_offset, ".index"))
-        self.time_index = TimeIndex(dir / segment_file_name(base_offset, ".timeindex"))
+        self.offset_index = OffsetIndex(index_paths[0])
+        self.time_index = TimeIndex(index_paths[1])
         self.size_bytes = os.fstat(self.fd).st_size
         self.next_offset = base_offset  # one past the last offset held
         self.max_timestamp = -1
