@@ -110,20 +110,34 @@ def test_queued_max_request_bytes_pauses_reading_at_the_cap(broker_factory):
     admin.api_versions(0)
 
 
+def unanswered(conn: Conn) -> bool:
+    """Nothing has come back on ``conn`` yet (a peek that does not wait)."""
+    timeout = conn.sock.gettimeout()
+    conn.sock.settimeout(0)  # with a timeout, Python polls for data before it reads
+    try:
+        return not conn.sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return True
+    finally:
+        conn.sock.settimeout(timeout)
+
+
 def test_small_requests_go_on_while_the_cap_is_reached(broker_factory):
     """A connection with nothing in flight still gets its small requests read when others'
-    large ones fill queued.max.request.bytes (a follower's fetch, a heartbeat)."""
+    large ones fill queued.max.request.bytes (a follower's fetch, a heartbeat): ApiVersions is
+    answered while one 2 MiB produce holds the cap (its answer waits for a 4 s group commit)
+    and another waits to be read."""
     broker = broker_factory({"queued.max.request.bytes": str(1 * MIB), "socket.request.max.bytes": str(4 * MIB),
-                             "message.max.bytes": str(4 * MIB), "log.flush.interval.ms": "2000"})
+                             "message.max.bytes": str(4 * MIB), "log.flush.interval.ms": "4000"})
     admin = Conn(broker)
     create_topic(admin, "big")
-    producers = [Conn(broker) for _ in range(3)]
-    for conn in producers:
-        conn.send(produce_frame(1, "big", 2 * MIB))
-    wait_until(lambda: metric(broker, "tidelog_queued_request_bytes") >= 1 * MIB, message="the cap to be reached")
-    started = time.monotonic()
+    first, second = Conn(broker), Conn(broker)
+    first.send(produce_frame(1, "big", 2 * MIB))
+    wait_until(lambda: metric(broker, "tidelog_queued_request_bytes") >= 2 * MIB, message="the first produce read whole")
+    second.send(produce_frame(1, "big", 2 * MIB))
+    wait_until(lambda: metric(broker, "tidelog_request_memory_waiting_connections") >= 1, message="the second one paused")
     admin.api_versions(0)
-    assert time.monotonic() - started < 1.0  # not behind the 2 s group commit
-    for conn in producers:
+    assert unanswered(first) and unanswered(second)  # ApiVersions did not wait for them
+    for conn in (first, second):
         response = ProduceResponse.decode(conn.recv_frame(), version=9, header=True)
         assert response.responses[0].partition_responses[0].error_code == 0
