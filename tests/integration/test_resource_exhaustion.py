@@ -105,8 +105,10 @@ def test_running_out_of_descriptors_mid_create_leaves_no_half_created_topic(brok
     assert "max.broker.partitions 1000 is above the 64 partitions" in broker.log()
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     assert create_error(admin, NewTopic("small", 2, 1)) is None
+    open_before = metric(broker, "tidelog_open_files")
     assert create_error(admin, NewTopic("huge", 300, 1)) == KAFKA_STORAGE_ERROR
     assert partition_dirs(broker, "huge") == []
+    assert metric(broker, "tidelog_open_files") == open_before  # none leaked by the half-opened partition
     assert "huge" not in admin.list_topics(timeout=TIMEOUT_S).topics
     assert broker.log().count("out of file descriptors") == 1
     assert metric(broker, "tidelog_resource_exhausted_total", '{resource="file descriptors"}') == 1

@@ -38,3 +38,30 @@ def test_which_resource_an_error_names():
     assert resource_of(OSError(errno.ENOSPC, "No space left on device")) == resources.DISK_SPACE
     assert resource_of(MemoryError()) == resources.MEMORY
     assert resource_of(OSError(errno.EIO, "Input/output error")) is None
+
+
+def test_a_segment_that_cannot_open_its_indexes_closes_its_log_file(tmp_path, monkeypatch):
+    """Running out of descriptors between a segment's .log and its indexes leaked the .log's."""
+    import os
+
+    import pytest
+
+    from tidelog.storage import segment as segment_module
+
+    opened: list[int] = []
+    real_open = os.open
+
+    def open_twice(path, *args):
+        if len(opened) == 2:
+            raise OSError(errno.EMFILE, "Too many open files")
+        fd = real_open(path, *args)
+        opened.append(fd)
+        return fd
+
+    monkeypatch.setattr(os, "open", open_twice)
+    with pytest.raises(OSError):
+        segment_module.LogSegment(tmp_path, 0)
+    monkeypatch.undo()
+    for fd in opened:
+        with pytest.raises(OSError):  # EBADF: closed
+            os.fstat(fd)

@@ -50,8 +50,16 @@ class LogSegment:
         index_paths = (dir / (segment_file_name(base_offset, ".index") + suffix),
                        dir / (segment_file_name(base_offset, ".timeindex") + suffix))
         self.indexes_existed = all(path.exists() for path in index_paths)
-        self.offset_index = OffsetIndex(index_paths[0])
-        self.time_index = TimeIndex(index_paths[1])
+        offset_index = None
+        try:
+            offset_index = OffsetIndex(index_paths[0])
+            self.time_index = TimeIndex(index_paths[1])
+        except BaseException:  # out of descriptors half way: close what this opened
+            if offset_index is not None:
+                os.close(offset_index.fd)
+            os.close(self.fd)
+            raise
+        self.offset_index = offset_index
         self.size_bytes = os.fstat(self.fd).st_size
         self.next_offset = base_offset  # one past the last offset held
         self.max_timestamp = -1
