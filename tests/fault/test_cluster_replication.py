@@ -288,3 +288,33 @@ def test_the_high_watermark_waits_for_the_leaders_own_flush(tmp_path, etcd):
             await s.stop()
 
     run(scenario())
+
+
+def test_a_pending_join_is_answered_when_the_coordinator_moves(tmp_path, etcd):
+    """A JoinGroup waiting for its rebalance on a broker that stops leading __consumer_offsets
+    is answered NOT_COORDINATOR at once (Kafka answers pending joins and syncs when it unloads
+    a group), so the member looks the new coordinator up. It used to wait forever: its client
+    waited max.poll.interval.ms for an answer and consumed nothing meanwhile."""
+    from kio.schema.join_group.v3 import request as join_group
+
+    async def scenario():
+        s = await Scenario.start(tmp_path, etcd, isr=(1,), settings={"group.initial.rebalance.delay.ms": "20000"})
+        try:
+            await s.broker.metadata.create_topic(TopicRecord("__consumer_offsets", new_topic_id(), 1, 2, {}),
+                                                 [PartitionState((1, 2), 1, 0, (1,))])
+            s.broker.replication.refresh("__consumer_offsets")
+            await wait_for(lambda: s.broker.group_coordinator_error() is None, message="broker 1 the group coordinator")
+            join = join_group.JoinGroupRequest(
+                group_id="moving", session_timeout=datetime.timedelta(seconds=10), rebalance_timeout=datetime.timedelta(seconds=30),
+                member_id="", protocol_type="consumer", protocols=(join_group.JoinGroupRequestProtocol(name="range", metadata=b""),))
+            pending = asyncio.create_task(s.channel().request(11, 3, join, 40))
+            await wait_for(lambda: "moving" in s.broker.groups.groups, message="the join waiting for the initial rebalance delay")
+            state = s.broker.metadata.partitions[("__consumer_offsets", 0)]
+            assert await s.broker.metadata.compare_and_set_partition("__consumer_offsets", 0, state.changed(
+                leader=2, leader_epoch=1, isr=(2,))) is not None  # the coordinator moves to broker 2
+            response = await asyncio.wait_for(pending, 5)
+            assert response.error_code == ErrorCode.not_coordinator
+        finally:
+            await s.stop()
+
+    run(scenario())

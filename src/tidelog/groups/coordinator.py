@@ -466,10 +466,16 @@ class GroupCoordinator:
         self._schedule_expiry()
 
     def stop(self) -> None:
+        """Stop the timers and answer the joins and syncs still waiting NOT_COORDINATOR (this
+        broker no longer coordinates: the members look the new coordinator up, as Kafka's
+        group unload answers them), rather than leaving them waiting with no timer to end it."""
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
         for group in self.groups.values():
             self._cancel_group_timers(group)
+            for member in group.members.values():
+                member.complete_join(JoinResult(ErrorCode.not_coordinator, member.member_id))
+                member.complete_sync(SyncResult(ErrorCode.not_coordinator))
         for consumer_group in self.consumer_groups.values():
             self.consumer.stop_timers(consumer_group)
         for task in self._tasks:
