@@ -1,3 +1,3 @@
 from tidelog.cli.main import main
 
-main()
+main(prog_name="tidelog")

@@ -71,11 +71,16 @@ class ConfigDef:
     maximum: int | None = None
 
     def parse(self, value: Any) -> Any:
-        parsed = _PARSERS[self.type](value) if isinstance(value, str) else value
-        if self.type in ("INT", "LONG") and not isinstance(parsed, int):
-            parsed = _parse_int(str(parsed))
-        if self.type == "BOOLEAN" and not isinstance(parsed, bool):
-            parsed = _parse_bool(str(parsed))
+        """The typed value, or ConfigError naming the setting and what is wrong with the value
+        (``num.partitions: expected an integer, got 'abc'``; callers add where it came from)."""
+        try:
+            parsed = _PARSERS[self.type](value) if isinstance(value, str) else value
+            if self.type in ("INT", "LONG") and (not isinstance(parsed, int) or isinstance(parsed, bool)):
+                parsed = _parse_int(str(parsed))
+            if self.type == "BOOLEAN" and not isinstance(parsed, bool):
+                parsed = _parse_bool(str(parsed))
+        except (ConfigError, ValueError) as e:  # float() says ValueError
+            raise ConfigError(f"{self.name}: {e}") from None
         if self.choices is not None and parsed not in self.choices:
             raise ConfigError(f"{self.name}: {parsed!r} is not one of {', '.join(self.choices)}")
         if self.minimum is not None and parsed < self.minimum:
@@ -101,7 +106,10 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("broker.id", "INT", 1, "Alias of node.id.", read_only=True),
         ConfigDef("cluster.id", "STRING", "", "The cluster id; generated on first start when empty.", read_only=True),
         ConfigDef("advertised.listeners", "STRING", "", "Where clients reach this broker, PLAINTEXT://host:port; the listener when empty.", read_only=True),
-        ConfigDef("http.port", "INT", 9644, "HTTP port for /metrics and /health (0 picks a free one, -1 disables).", minimum=-1, read_only=True),
+        ConfigDef("http.port", "INT", 9644, "HTTP port for the console, the API, /metrics, /health and /ready (0 picks a free one, -1 disables).",
+                  minimum=-1, maximum=65535, read_only=True),
+        ConfigDef("http.host", "STRING", "127.0.0.1", "Address the HTTP listener binds; loopback unless set (the API has no authentication yet).",
+                  read_only=True),
         ConfigDef("num.partitions", "INT", 1, "Default partition count of auto-created topics.", minimum=1),
         ConfigDef("default.replication.factor", "INT", 1, "Default replication factor of auto-created topics.", minimum=1),
         ConfigDef("auto.create.topics.enable", "BOOLEAN", True, "Create a topic on first Metadata or Produce request."),
@@ -228,7 +236,7 @@ def validate_topic_configs(configs: dict[str, str | None]) -> dict[str, str]:
         try:
             result[name] = render(definition.parse(value))
         except ConfigError as e:
-            raise KafkaError(ErrorCode.invalid_config, f"Invalid value {value} for configuration {name}: {e}") from None
+            raise KafkaError(ErrorCode.invalid_config, f"Invalid value {value} for configuration {name}: {str(e).removeprefix(f'{name}: ')}") from None
     return result
 
 
@@ -311,7 +319,7 @@ def validate_group_configs(configs: dict[str, str | None], broker: "BrokerConfig
             if name == "share.auto.offset.reset":
                 parse_share_auto_offset_reset(parsed)
         except ConfigError as e:
-            raise KafkaError(ErrorCode.invalid_config, f"Invalid value {value} for configuration {name}: {e}") from None
+            raise KafkaError(ErrorCode.invalid_config, f"Invalid value {value} for configuration {name}: {str(e).removeprefix(f'{name}: ')}") from None
         prefix = broker["errors.deadletterqueue.topic.name.prefix"]
         if name == "errors.deadletterqueue.topic.name" and parsed and not parsed.startswith(prefix):
             raise KafkaError(ErrorCode.invalid_config, f"{name} must start with {prefix!r} "
@@ -356,14 +364,21 @@ def _validate_share_settings(values: dict[str, Any], sources: dict[str, str]) ->
 
 
 class BrokerConfig:
-    """The broker's resolved settings; ``sources`` says where each non-default value came from."""
+    """The broker's resolved settings; ``sources`` says where each non-default value came from
+    ("file" | "env" | "flag" | "dynamic", as DescribeConfigs reports it) and ``origins`` how an
+    operator would find it (the file's name, the environment variable, the flag)."""
 
-    def __init__(self, values: dict[str, Any], sources: dict[str, str]) -> None:
+    def __init__(self, values: dict[str, Any], sources: dict[str, str], origins: dict[str, str] | None = None) -> None:
         self.values = values
-        self.sources = sources  # name -> "file" | "env" | "flag" | "dynamic"
+        self.sources = sources
+        self.origins = origins or {}
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
+
+    def describe(self, name: str) -> str:
+        """``http.port=9644 from --http-port``: a setting's value and where it came from, for errors."""
+        return f"{name}={render(self.values[name])} {self.origins.get(name, 'by default')}"
 
     @classmethod
     def load(
@@ -371,31 +386,39 @@ class BrokerConfig:
         config_file: Path | None = None,
         env: dict[str, str] | None = None,
         overrides: dict[str, str] | None = None,
+        flags: dict[str, str] | None = None,
     ) -> "BrokerConfig":
+        """Resolve the settings (see the module docstring). ``flags`` names the command-line option
+        that gave an override (default ``--set``). Raises ConfigError, one line naming the
+        setting and where its value came from."""
         values = {name: d.default for name, d in BROKER_CONFIGS.items()}
         sources: dict[str, str] = {}
+        origins: dict[str, str] = {}
 
-        def apply(name: str, raw: Any, source: str) -> None:
+        def apply(name: str, raw: Any, source: str, origin: str) -> None:
             definition = BROKER_CONFIGS.get(name)
             if definition is None:
-                raise ConfigError(f"unknown broker setting {name!r} (from {source})")
-            values[name] = definition.parse(raw)
+                raise ConfigError(f"unknown broker setting {name!r} ({origin})")
+            try:
+                values[name] = definition.parse(raw)
+            except ConfigError as e:
+                raise ConfigError(f"{e} ({origin})") from None
             sources[name] = source
+            origins[name] = origin
 
         if config_file is not None:
-            with open(config_file, "rb") as f:
-                for name, raw in _flatten(tomllib.load(f)).items():
-                    apply(name, raw, "file")
+            for name, raw in _flatten(read_toml(config_file)).items():
+                apply(name, raw, "file", f"in {config_file}")
         for key, raw in (os.environ if env is None else env).items():
             if key.startswith("TIDELOG_") and key not in _NON_CONFIG_ENV:
-                apply(key[len("TIDELOG_"):].lower().replace("_", "."), raw, "env")
+                apply(key[len("TIDELOG_"):].lower().replace("_", "."), raw, "env", f"from environment variable {key}")
         for name, raw in (overrides or {}).items():
-            apply(name, raw, "flag")
+            apply(name, raw, "flag", f"from {(flags or {}).get(name, '--set')}")
         if "node.id" not in sources and "broker.id" in sources:
             values["node.id"] = values["broker.id"]
         values["broker.id"] = values["node.id"]
         _validate_share_settings(values, sources)
-        return cls(values, sources)
+        return cls(values, sources, origins)
 
     def topic_value(self, topic_configs: dict[str, str], name: str) -> Any:
         """A topic config's effective value: the topic override, else the broker default."""
@@ -413,8 +436,20 @@ class BrokerConfig:
         return definition.default if broker_name is None else self.values[broker_name]
 
 
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML settings file; ConfigError (naming the file, the line and column) if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+
+
 # Environment variables of ours that are not broker settings.
 _NON_CONFIG_ENV = {"TIDELOG_FAULTS", "TIDELOG_LOG_LEVEL", "TIDELOG_LOG_FORMAT", "TIDELOG_DATA_DIR", "TIDELOG_VENV", "TIDELOG_BOOTSTRAP_SERVER",
+                   "TIDELOG_HOST", "TIDELOG_PORT", "TIDELOG_CLUSTER",
                    "TIDELOG_UPDATE_SCREENSHOTS"}
 
 

@@ -14,6 +14,7 @@ import logging
 import sys
 
 FORMATS = ("text", "json")
+LEVELS = ("debug", "info", "warning", "error", "critical")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.

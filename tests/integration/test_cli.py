@@ -49,8 +49,7 @@ def fails(*args: str, code: int = ERROR, **kwargs) -> str:
     stderr = result.stderr.decode()
     assert result.returncode == code, (args, result.returncode, stderr, result.stdout.decode())
     assert "Traceback" not in stderr
-    if code == ERROR:
-        assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
     return stderr
 
 
@@ -282,3 +281,30 @@ def test_serve_does_not_load_kafka_clients_and_bench_forwards():
     assert subprocess.run([sys.executable, "-c", code], timeout=CLI_TIMEOUT_S).returncode == 0
     help_text = ok("bench", "--help")
     assert "python -m benchmarks" in help_text and "--records" in help_text
+
+
+def test_version_help_and_completion():
+    from tidelog import __version__
+
+    assert ok("version").startswith(f"tidelog {__version__} ")
+    assert ok("--version") == f"tidelog, version {__version__}\n"
+    assert ok("-h") == ok("--help") and "serve" in ok("-h")
+    assert "Start a broker." in ok("serve", "-h") and "--data-dir" in ok("serve", "-h")
+    assert "_tidelog_completion" in ok("completion", "bash")
+    assert "#compdef tidelog" in ok("completion", "zsh")
+    assert "complete" in ok("completion", "fish")
+    completed = tidelog(env={"_TIDELOG_COMPLETE": "bash_complete", "COMP_WORDS": "tidelog to", "COMP_CWORD": "1"})
+    assert completed.returncode == 0 and completed.stdout.decode().split() == ["plain,topics"]
+    completed = tidelog("serve", env={"_TIDELOG_COMPLETE": "bash_complete", "COMP_WORDS": "tidelog serve --data", "COMP_CWORD": "2"})
+    assert "plain,--data-dir" in completed.stdout.decode().split()
+
+
+def test_usage_errors_are_one_line_and_name_the_option():
+    assert fails("consume", "x", "--from-time", "yesterday", code=USAGE) == (
+        "error: Invalid value for --from-time: expected milliseconds since the epoch or an ISO 8601 date-time, "
+        "got 'yesterday' (see 'tidelog consume --help')\n")
+    assert fails("groups", "reset-offsets", "g", "--all-topics", "--to-datetime", "soon", code=USAGE).startswith(
+        "error: Invalid value for --to-datetime: ")
+    message = fails("topics", "list", "--no-such-option", code=USAGE)
+    assert message.startswith("error: No such option") and "--no-such-option" in message  # click's words vary by version
+    assert message.endswith(" (see 'tidelog topics list --help')\n")

@@ -18,20 +18,16 @@ import click
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from tidelog.cli.errors import CliError
 from tidelog.cli.output import Output
+
+__all__ = ["CliError", "Client", "client_command", "describe_error", "parse_pairs"]
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_TIMEOUT_S = 10.0
 # librdkafka errors meaning "no broker answered": reported as unreachable, not as a failure.
 _UNREACHABLE = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT,
                 KafkaError._RESOLVE, KafkaError._MSG_TIMED_OUT}
-
-
-class CliError(click.ClickException):
-    """A one-line error, printed without a traceback; exit code 1."""
-
-    def show(self, file=None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
 
 
 def parse_pairs(values: tuple[str, ...], option: str) -> dict[str, str]:

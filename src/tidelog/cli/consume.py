@@ -23,14 +23,16 @@ from tidelog.cli.output import note
 _TEMPLATE_CODES = re.compile(r"%[tpoTkvhKS%]|\\[ntr\\]")
 
 
-def parse_time_ms(text: str) -> int:
-    """Milliseconds since the epoch, or an ISO 8601 date-time (UTC unless it says otherwise)."""
+def parse_time_ms(text: str, option: str) -> int:
+    """Milliseconds since the epoch, or an ISO 8601 date-time (UTC unless it says otherwise);
+    a usage error naming ``option`` otherwise."""
     if re.fullmatch(r"-?\d+", text):
         return int(text)
     try:
         moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise click.BadParameter(f"expected milliseconds since the epoch or an ISO 8601 date-time, got {text!r}") from None
+        raise click.BadParameter(f"expected milliseconds since the epoch or an ISO 8601 date-time, got {text!r}",
+                                 param_hint=option) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.timezone.utc)
     return int(moment.timestamp() * 1000)
@@ -149,7 +151,7 @@ def consume(client: Client, topic: str, from_beginning: bool, offset: str | None
         raise click.UsageError("--json and --format are exclusive")
     if sum(x is not None and x is not False for x in (offset, from_time, from_beginning or None)) > 1:
         raise click.UsageError("give one of --from-beginning, --offset, --from-time")
-    from_time_ms = parse_time_ms(from_time) if from_time is not None else None
+    from_time_ms = parse_time_ms(from_time, "--from-time") if from_time is not None else None
     start = _start_offset(offset, from_beginning, group)
     if template is not None and not template.endswith("\\n"):
         template += "\\n"

@@ -170,7 +170,7 @@ def reset_offsets(client: Client, group: str, topic_specs: tuple[str, ...], all_
         raise click.UsageError("give exactly one of --to-earliest, --to-latest, --to-offset, --to-datetime, --shift-by")
     if execute and dry_run:
         raise click.UsageError("--execute and --dry-run are exclusive")
-    timestamp_ms = parse_time_ms(to_datetime) if to_datetime is not None else None
+    timestamp_ms = parse_time_ms(to_datetime, "--to-datetime") if to_datetime is not None else None
     admin = client.admin()
     client.metadata(admin)
     desc = client.result(admin.describe_consumer_groups([group], request_timeout=client.timeout_s)[group])

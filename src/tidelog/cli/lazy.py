@@ -1,11 +1,14 @@
-"""The ``tidelog`` group loads a client command's module only when that command runs, so
-``tidelog serve`` never imports confluent-kafka (~100 ms and librdkafka in the broker)."""
+"""The ``tidelog`` group: client commands are imported on first use, so ``tidelog serve`` never
+imports confluent-kafka (~100 ms and librdkafka in the broker); errors are one line (errors.py)."""
 
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
+
+from tidelog.cli.errors import USAGE_EXIT, show_usage_error
 
 # command name -> "module:attribute"
 CLIENT_COMMANDS = {
@@ -30,3 +33,23 @@ class LazyGroup(click.Group):
             module, _, attribute = CLIENT_COMMANDS[name].partition(":")
             self.add_command(getattr(importlib.import_module(module), attribute), name)
         return super().get_command(ctx, name)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """click's main, with usage errors shown as one line (``error: ...``, exit code 2)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:  # `tidelog topics`: the help text
+            e.show()
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            show_usage_error(e)
+            sys.exit(USAGE_EXIT)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)

@@ -35,13 +35,14 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import random
 from dataclasses import replace
 from typing import Any, AsyncIterator
 
 import aiohttp
 
-from tidelog.cluster.metadata import BrokerInfo, Listener, PartitionState, TopicExists, TopicRecord, _new_cluster_id
+from tidelog.cluster.metadata import BrokerInfo, ClusterIdMismatch, Listener, PartitionState, TopicExists, TopicRecord, _new_cluster_id
 from tidelog.protocol.errors import ErrorCode, KafkaError
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,14 @@ def _prefix_end(key: str) -> str:
     return _b64(bytes(raw))
 
 
+def _connect_error(error: Exception) -> str:
+    """``connection refused`` rather than aiohttp's ``Cannot connect to host ... [Connect call failed ...]``."""
+    os_error = getattr(error, "os_error", None)
+    if isinstance(os_error, OSError) and os_error.errno and os_error.errno > 0:
+        return os.strerror(os_error.errno).lower()
+    return str(error) or type(error).__name__
+
+
 class EtcdClient:
     """The few etcd v3 calls the store needs, over the JSON gateway, with endpoint failover."""
 
@@ -111,7 +120,7 @@ class EtcdClient:
 
     async def call(self, path: str, body: dict, timeout_s: float | None = None) -> dict:
         """POST ``body`` to ``/v3/<path>`` on the current endpoint, then on each other one."""
-        last_error: Exception | None = None
+        failures: list[str] = []
         for attempt in range(len(self.endpoints)):
             endpoint = self.endpoints[(self._current + attempt) % len(self.endpoints)]
             try:
@@ -121,13 +130,15 @@ class EtcdClient:
                 ) as response:
                     data = await response.json(content_type=None)
                     if response.status != 200:
-                        raise EtcdUnavailable(f"etcd {endpoint} answered {response.status} to {path}: {data}")
+                        raise EtcdUnavailable(f"answered {response.status}: {data}")
                     self._current = (self._current + attempt) % len(self.endpoints)
+                    if failures:
+                        logger.warning("etcd failed for %s (%s); %s answered", path, "; ".join(failures), endpoint)
                     return data
             except (aiohttp.ClientError, asyncio.TimeoutError, EtcdUnavailable) as e:
-                last_error = e
-                logger.warning("etcd %s failed for %s: %s", endpoint, path, e or type(e).__name__)
-        raise EtcdUnavailable(f"no etcd endpoint of {self.endpoints} answered {path}: {last_error}")
+                failures.append(f"{endpoint}: {_connect_error(e)}")
+        # The caller logs or raises this; every endpoint's reason is in it.
+        raise EtcdUnavailable(f"no etcd endpoint answered {path}: {'; '.join(failures)}")
 
     async def range(self, key: str, prefix: bool = False) -> tuple[list[dict], int]:
         body: dict[str, Any] = {"key": _b64(key)}
@@ -223,7 +234,7 @@ class EtcdMetadataStore:
         kvs = data.get("responses", [{}])[0].get("response_range", {}).get("kvs", [])
         self.cluster_id = _unb64(kvs[0]["value"]).decode() if kvs else wanted
         if cluster_id and cluster_id != self.cluster_id:
-            raise RuntimeError(f"etcd holds cluster {self.cluster_id}, not {cluster_id}")
+            raise ClusterIdMismatch(f"etcd holds cluster {self.cluster_id}, not {cluster_id}")
         await self._reload()
         self._tasks.append(asyncio.create_task(self._watch_forever(), name="etcd-watch"))
         logger.info("etcd metadata loaded: cluster %s, %d topics, %d brokers, revision %d",

@@ -189,6 +189,10 @@ class TopicExists(Exception):
     """create_topic of a name the store already holds (another broker created it first)."""
 
 
+class ClusterIdMismatch(RuntimeError):
+    """The store (data directory or etcd) belongs to another cluster than ``cluster.id`` says."""
+
+
 def new_topic_id() -> uuid.UUID:
     """A random, non-zero topic id (Kafka reserves the zero UUID and the 'metadata' id 1)."""
     while True:
@@ -230,7 +234,7 @@ class EmbeddedMetadataStore:
                 for index, state in enumerate(states):
                     self.partitions[(name, index)] = PartitionState.from_json(state, self.revision)
             if cluster_id and cluster_id != self.cluster_id:
-                raise RuntimeError(
+                raise ClusterIdMismatch(
                     f"data directory belongs to cluster {self.cluster_id}, not {cluster_id}"
                 )
         else:

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import resource
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
-from tidelog.cluster.metadata import BrokerInfo, EmbeddedMetadataStore, TopicExists, TopicRecord, new_topic_id
+from tidelog import __version__
+from tidelog.cluster.etcd_store import EtcdUnavailable
+from tidelog.cluster.metadata import BrokerInfo, ClusterIdMismatch, EmbeddedMetadataStore, TopicExists, TopicRecord, new_topic_id
 from tidelog.config import BrokerConfig, validate_topic_configs
 from tidelog.handlers.registry import load_all
 from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.server.data_dir import DataDirError, DataDirLock
 from tidelog.server.metrics import BrokerMetrics
 from tidelog.server.request_memory import RequestMemory
 from tidelog.server.resources import (RESOURCES, ResourceMonitor, memory_limit_bytes, open_file_count,
@@ -34,6 +39,10 @@ MAX_TOPIC_NAME_LENGTH = 249
 MAX_PARTITIONS = 10000
 PRODUCER_ID_BLOCK = 1000
 _NO_CONFIGS: dict[str, str] = {}
+
+
+class StartupError(Exception):
+    """Why the broker cannot start: one line naming the cause and the setting (the CLI prints it)."""
 
 
 def validate_topic_name(name: str) -> None:
@@ -58,6 +67,14 @@ class Broker:
         self.port = port
         self.node_id: int = config["node.id"]
         self._advertised = parse_advertised_listener(config["advertised.listeners"])
+        self._cluster_url = cluster
+        self._lock = DataDirLock(self.data_dir)
+        # What the start is doing now (/ready reports it); None once started.
+        self.startup_phase: str | None = "binding listeners"
+        # /ready is 200 when every check returns None; each other answer is a reason it is not.
+        self.readiness_checks: list[Callable[[], str | None]] = [lambda: self.startup_phase, self._log_dir_check,
+                                                                      self._resources_check]
+        self.http = None
         self.metrics = BrokerMetrics()
         self.request_memory = RequestMemory(config["queued.max.request.bytes"],
                                             1 << (config["socket.request.max.bytes"] - 1).bit_length(), self.metrics)
@@ -74,6 +91,7 @@ class Broker:
             self.metadata = EtcdMetadataStore(endpoints, prefix, max(1, round(config["broker.session.timeout.ms"] / 1000)))
             self.replication = ReplicaManager(self)
             self.controller = Controller(self)
+            self.readiness_checks += [self._registration_check, self._metadata_applied_check]
         else:
             self.metadata = EmbeddedMetadataStore(self.data_dir, self.node_id)
         self.logs: LogManager | None = None
@@ -113,10 +131,32 @@ class Broker:
 
     # --- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        await self.metadata.start(self.config["cluster.id"])
+        """Lock the data directory, bind every listener, load metadata, recover the logs, then
+        serve Kafka (and, in a cluster, register). HTTP serves as soon as it is bound, so that
+        /health answers and /ready says what the broker waits for while it recovers.
+
+        Raises StartupError (one line naming the cause and the setting) when it cannot start;
+        whatever it had opened by then is closed again and the lock released."""
+        try:
+            self._lock.acquire()
+        except DataDirError as e:
+            raise StartupError(f"{e} (--data-dir)") from None
+        try:
+            await self._start()
+        except BaseException:
+            await self._abort_start()
+            raise
+
+    async def _start(self) -> None:
+        await self._bind_listeners()
+        self.startup_phase = "loading metadata"
+        await self._start_metadata()
         self._size_resources()
+        logger.info("Tidelog %s: broker %d, data dir %s", __version__, self.node_id, self.data_dir.absolute())
+        if self.http is not None:
+            await self.http.start()
         load_all()
+        self.startup_phase = "recovering logs"
         self.logs = LogManager(
             self.data_dir,
             self.log_config({}),
@@ -137,28 +177,19 @@ class Broker:
         self.logs.fsync_observer = self._observe_fsync
         self.logs.on_durable = self._on_durable
         if self.replication is None:
+            self.startup_phase = "loading consumer groups"
             await self.groups.start()
-        from tidelog.server.connection import KafkaConnection
-
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: KafkaConnection(self), self.host, self.port, reuse_address=True, backlog=1024
-        )
-        sockets = self._server.sockets or []
-        if sockets and self.port == 0:
-            self.port = sockets[0].getsockname()[1]
-        self.http = None
-        if self.config["http.port"] >= 0:
-            from tidelog.http.server import HttpServer
-
-            self.http = HttpServer(self, self.host, self.config["http.port"])
-            await self.http.start()
+        await self._server.start_serving()
+        logger.info("Kafka listener on %s:%d%s", self.host, self.port,
+                    f" (advertised as {self.advertised_host}:{self.advertised_port})" if self._advertised else "")
         if self.replication is not None:
-            await self._join_cluster()
-        logger.info(
-            "Tidelog broker %d listening on %s:%d, data in %s, cluster %s",
-            self.node_id, self.host, self.port, self.data_dir, self.cluster_id,
-        )
+            self.startup_phase = "joining the cluster"
+            try:
+                await self._join_cluster()
+            except EtcdUnavailable as e:
+                raise StartupError(f"cannot register in the cluster (--cluster): {e}") from None
+        self.startup_phase = None
+        logger.info("broker %d started (cluster %s)", self.node_id, self.cluster_id)
         from tidelog.protocol.records import RECORD_WALK
 
         if RECORD_WALK != "C":
@@ -194,6 +225,58 @@ class Broker:
                 logger.warning("removing %s: topic %s is not in the metadata (a creation or deletion was cut short)",
                                log.dir, log.topic)
                 self.logs.delete_partition(log.topic, log.partition)
+
+    async def _bind_listeners(self) -> None:
+        """Bind the Kafka and HTTP sockets without serving either, so that a port in use stops
+        the start before any client gets an answer."""
+        from tidelog.server.connection import KafkaConnection
+
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(
+                lambda: KafkaConnection(self), self.host, self.port, reuse_address=True, backlog=1024, start_serving=False
+            )
+        except OSError as e:
+            raise StartupError(f"cannot listen for Kafka on {self.host}:{self.port} (--host, --port): {_why(e)}") from None
+        sockets = self._server.sockets or []
+        if sockets and self.port == 0:
+            self.port = sockets[0].getsockname()[1]
+        if self.config["http.port"] >= 0:
+            from tidelog.http.server import HttpServer
+
+            self.http = HttpServer(self, self.config["http.host"], self.config["http.port"])
+            try:
+                self.http.bind()
+            except OSError as e:
+                settings = ", ".join(self.config.describe(name) for name in ("http.host", "http.port"))
+                raise StartupError(f"cannot listen for HTTP on {self.http.host}:{self.http.port} ({settings}): {_why(e)}") from None
+
+    async def _start_metadata(self) -> None:
+        try:
+            await self.metadata.start(self.config["cluster.id"])
+        except EtcdUnavailable as e:
+            raise StartupError(f"cannot reach etcd (--cluster {self._cluster_url}): {e}") from None
+        except ClusterIdMismatch as e:
+            raise StartupError(f"{e} ({self.config.describe('cluster.id')})") from None
+
+    async def _abort_start(self) -> None:
+        """Undo a start that failed: stop serving, close the metadata store, release the lock.
+        The logs are left as they are (the next start recovers them)."""
+        if self._server is not None:
+            self._server.close()
+        if self.http is not None:
+            await self.http.stop()
+        if self.replication is not None:
+            try:
+                await self.metadata.close()
+            except Exception as e:  # noqa: BLE001 - the start failed already; say why that did
+                logger.debug("closing the metadata store after a failed start: %s", e)
+        self._lock.release()
+
+    @property
+    def serving(self) -> bool:
+        """The logs are open and the Kafka listener serves (the HTTP API may use the broker)."""
+        return self._server is not None and self._server.is_serving()
 
     async def _join_cluster(self) -> None:
         """Register under a lease, take up this broker's replicas, stand for controller."""
@@ -305,7 +388,7 @@ class Broker:
             await self.replication.stop()
         if self._server is not None:
             self._server.close()
-        if getattr(self, "http", None) is not None:
+        if self.http is not None:
             await self.http.stop()
         for connection in list(self.connections):
             if connection.transport is not None:
@@ -328,6 +411,7 @@ class Broker:
             await self.logs.close()
         if self.replication is not None:
             await self.metadata.close()
+        self._lock.release()
         logger.info("shutdown complete: logs flushed, checkpoints written")
 
     # --- topics -----------------------------------------------------------------------
@@ -655,18 +739,33 @@ class Broker:
 
     @property
     def ready(self) -> bool:
-        """Accepting Kafka connections, with groups and offsets loaded, and the log directory online."""
-        return (self._server is not None and self._server.is_serving() and self.groups.loaded
-                and not (self.logs is not None and self.logs.offline) and not self.resources.exhausted())
+        return not self.not_ready_reasons()
 
-    @property
-    def status(self) -> str:
-        """"ready", "starting", or why the broker cannot serve (for ``/ready``)."""
+    def not_ready_reasons(self) -> list[str]:
+        """Why /ready says 503 (empty when ready): still starting, or a readiness check's reason.
+
+        Ready means: listeners bound, metadata loaded, logs recovered, (single node) consumer
+        groups loaded, Kafka served, the log directory online (an I/O error takes it offline
+        until a restart), and in a cluster registered and caught up with the metadata store. A
+        component adds a condition by appending to ``readiness_checks``."""
+        return [reason for check in self.readiness_checks if (reason := check()) is not None]
+
+    def _registration_check(self) -> str | None:
+        return None if self.node_id in self.metadata.brokers else "not registered in the cluster"
+
+    def _metadata_applied_check(self) -> str | None:
+        pending = self.replication.pending_changes()
+        return f"applying {pending} partition changes from the metadata store" if pending else None
+
+    def _log_dir_check(self) -> str | None:
         if self.logs is not None and self.logs.offline:
             return f"log directory offline: {self.logs.offline_reason}"
+        return None
+
+    def _resources_check(self) -> str | None:
         for kind, detail in self.resources.exhausted().items():
             return f"out of {kind}: {detail}"
-        return "ready" if self.ready else "starting"
+        return None
 
     # --- idempotent producers ----------------------------------------------------------
     def producer_state(self, log: PartitionLog) -> ProducerState:
@@ -720,6 +819,13 @@ class Broker:
                     waiters.discard(waiter)
                     if not waiters:
                         del self._fetch_waiters[key]
+
+
+def _why(error: OSError) -> str:
+    """``Address already in use``: the system's words for a failed bind (asyncio's are longer)."""
+    if error.errno and error.errno > 0:
+        return os.strerror(error.errno).lower()
+    return (error.strerror or str(error)).lower()  # getaddrinfo's: "name or service not known"
 
 
 def parse_advertised_listener(value: str) -> tuple[str, int] | None:

@@ -272,6 +272,10 @@ class ReplicaManager:
                 except OSError as e:
                     logger.error("cannot write %s: %s", self._checkpoint_path, e)
 
+    def pending_changes(self) -> int:
+        """Partition states changed in the store and not yet applied here (broker readiness)."""
+        return len(self._dirty)
+
     def refresh(self, topic: str) -> None:
         """Apply the topic's partition states now (after this broker wrote them)."""
         self._on_change("topic", topic)

@@ -108,9 +108,10 @@ class LogManager:
             clean = remove_file(self.data_dir / CLEAN_SHUTDOWN_FILE)
         except OSError as e:
             raise self.log_dir.fail(e, "removing the clean-shutdown marker") from e
-        if not clean:
+        entries = sorted(self.data_dir.iterdir())
+        if not clean and any(entry.is_dir() and parse_partition_dir(entry.name) for entry in entries):
             logger.warning("%s: no clean-shutdown marker, recovering every log", self.data_dir)
-        for entry in sorted(self.data_dir.iterdir()):
+        for entry in entries:
             if not entry.is_dir() or entry.name.startswith("__tidelog"):
                 continue
             if entry.name.endswith("-delete"):
