@@ -112,7 +112,7 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
                   read_only=True),
         ConfigDef("num.partitions", "INT", 1, "Default partition count of auto-created topics.", minimum=1),
         ConfigDef("default.replication.factor", "INT", 1, "Default replication factor of auto-created topics.", minimum=1),
-        ConfigDef("auto.create.topics.enable", "BOOLEAN", True, "Create a topic on first Metadata or Produce request."),
+        ConfigDef("auto.create.topics.enable", "BOOLEAN", True, "Create a missing topic (num.partitions, default.replication.factor) when a Metadata request that allows it names it (Kafka producers and consumers do) or an HTTP produce writes to it."),
         ConfigDef("delete.topic.enable", "BOOLEAN", True, "Allow DeleteTopics."),
         ConfigDef("message.max.bytes", "INT", 1048588, "Largest record batch accepted (default for max.message.bytes).", minimum=0),
         ConfigDef("log.segment.bytes", "INT", 1 << 30, "Segment file size before rolling.", minimum=14),

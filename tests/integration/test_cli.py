@@ -113,14 +113,17 @@ def test_produce_then_consume_round_trip(broker, tmp_path):
 
     records = json_lines(ok("consume", "events", "--from-beginning", "--exit-at-end", "--json", broker=broker))
     assert sorted((r["partition"], r["offset"], r["key"], r["value"]) for r in records) == [
-        (0, 0, "k1", "first"), (0, 1, "k2", "second:with:colons"), (0, 2, "k3", ""), (0, 3, "k4", None),
+        (0, 0, "k1", "first"), (0, 1, "k2", "second:with:colons"), (0, 2, "k3", ""), (0, 3, "k4", "//4="),
         (1, 0, None, "one"), (1, 1, None, "two"), (1, 2, None, "three"),
     ]
     first = next(r for r in records if r["key"] == "k1")
-    assert first["headers"] == {"source": "cli", "v": "1"} and first["topic"] == "events"
-    assert first["timestamp_type"] == "create_time" and abs(first["timestamp"] - before) < 600_000
+    assert first["headers"] == [{"key": "source", "value": "cli", "value_encoding": "text"},
+                                {"key": "v", "value": "1", "value_encoding": "text"}]
+    assert first["topic"] == "events"
+    assert first["timestamp_type"] == "CreateTime" and abs(first["timestamp"] - before) < 600_000
     # Bytes that are not UTF-8 come back in base64.
-    assert next(r for r in records if r["key"] == "k4")["value_base64"] == "//4="
+    k4 = next(r for r in records if r["key"] == "k4")
+    assert (k4["value"], k4["value_encoding"], k4["key_encoding"]) == ("//4=", "base64", "text")
 
     # Default format: values only, a line each.
     assert ok("consume", "events", "--partition", "1", "--from-beginning", "-e", broker=broker) == "one\ntwo\nthree\n"
@@ -281,6 +284,27 @@ def test_serve_does_not_load_kafka_clients_and_bench_forwards():
     assert subprocess.run([sys.executable, "-c", code], timeout=CLI_TIMEOUT_S).returncode == 0
     help_text = ok("bench", "--help")
     assert "python -m benchmarks" in help_text and "--records" in help_text
+
+
+def test_cli_and_http_api_give_a_record_the_same_shape(broker):
+    """consume --json and GET .../records agree: timestamp_type names, headers a list, encodings."""
+    import urllib.request
+
+    from tests.integration.clients import produce
+
+    produce("confluent", broker.bootstrap, "shapes", [(b"k", b"\x00binary", [("trace", b"abc"), ("trace", b"\xff"), ("none", None)],
+                                                       1_700_000_000_000)], partition=0)
+    [cli] = json_lines(ok("consume", "shapes", "--from-beginning", "--exit-at-end", "--json", broker=broker))
+    url = f"http://127.0.0.1:{broker.metrics_port}/api/v1/topics/shapes/partitions/0/records?offset=0"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        [http] = json.loads(response.read())["records"]
+    assert cli.pop("topic") == "shapes" and cli.pop("partition") == 0
+    assert cli == http
+    assert http["timestamp_type"] == "CreateTime" and http["timestamp"] == 1_700_000_000_000
+    assert http["headers"] == [{"key": "trace", "value": "abc", "value_encoding": "text"},
+                               {"key": "trace", "value": "/w==", "value_encoding": "base64"},
+                               {"key": "none", "value": None, "value_encoding": "text"}]
+    assert (http["value"], http["value_encoding"]) == ("AGJpbmFyeQ==", "base64")
 
 
 def test_version_help_and_completion():

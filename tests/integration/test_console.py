@@ -180,3 +180,79 @@ def test_console_pages(broker, page, tmp_path):
     assert page.errors == []
     assert sorted(p.name for p in shots.iterdir()) == [
         "group.png", "groups.png", "messages-hex.png", "messages.png", "overview.png", "topic.png", "topics.png"]
+
+
+@pytest.mark.timeout(600)
+def test_console_of_any_cluster_broker_shows_the_whole_cluster(page, tmp_path):
+    """On a broker of a 3-broker cluster: every broker and the real controller, partitions led
+    by the others with their offsets, records read from another broker's partition, and a dead
+    broker's partitions shown offline with leader "none"."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from tests.clusterproc import Cluster
+    from tests.etcdproc import etcd_binary
+
+    etcd_binary()  # skips without etcd
+    (tmp_path / "cluster").mkdir()
+    cluster = Cluster(tmp_path / "cluster", 3, settings={"http.port": "0"}).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        wait_until(lambda: len(admin.list_topics(timeout=5).brokers) == 3, 20, message="three brokers")
+        for future in admin.create_topics([NewTopic("shared", 3, 3), NewTopic("single", 3, 1)]).values():
+            future.result(10)
+        for topic, replicas in (("shared", 3), ("single", 1)):
+            wait_until(lambda: all(p.leader > 0 and len(p.isrs) == replicas
+                                   for p in admin.list_topics(topic, timeout=5).topics[topic].partitions.values()),
+                       20, message=f"{topic} led with a full ISR")
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+        for partition in range(3):
+            producer.produce("shared", value=b"from-p%d" % partition, partition=partition)
+        assert producer.flush(30) == 0
+        controller = admin.describe_cluster().result(10).controller.id
+        leaders = {p: m.leader for p, m in admin.list_topics("shared", timeout=5).topics["shared"].partitions.items()}
+        viewer = cluster.brokers[3]
+        base = f"http://127.0.0.1:{viewer.metrics_port}"
+
+        page.goto(base + "/")
+        page.wait_for_selector("[data-testid=brokers-table] [data-row='3']")
+        assert page.locator("[data-testid=brokers-table] tbody tr").count() == 3
+        assert page.inner_text("[data-testid=controller]") == f"#{controller}"
+        assert page.inner_text("[data-testid=broker-count]") == "3"
+        assert page.inner_text("[data-testid=under-replicated]") == "0"
+
+        page.goto(base + "/#/topics/shared")
+        page.wait_for_selector("[data-testid=partitions-table] [data-row='2']")
+        for partition, leader in leaders.items():
+            cells = page.locator(f"[data-testid=partitions-table] [data-row='{partition}'] td").all_inner_texts()
+            assert cells[1] == str(leader) and cells[5] == "ok", cells
+            assert cells[8] == "1", (cells, viewer.log())  # the high watermark, from the leader wherever it is
+        other = next(p for p, leader in leaders.items() if leader != 3)
+        page.goto(base + f"/#/topics/shared/messages?partition={other}")
+        page.wait_for_selector("[data-testid=records-table] [data-row='0']")
+        assert f"from-p{other}" in page.inner_text("[data-testid=records-table]")
+
+        # A broker dies: its single-replica partitions are offline, with leader "none".
+        single = {p: m.leader for p, m in admin.list_topics("single", timeout=5).topics["single"].partitions.items()}
+        victim = next(b for b in (1, 2) if b in single.values())
+        cluster.brokers[victim].kill()
+        lost = [p for p, leader in single.items() if leader == victim]
+        page.goto(base + "/#/topics/single")
+        page.wait_for_selector("[data-testid=partitions-table]")
+        row = f"[data-testid=partitions-table] [data-row='{lost[0]}']"
+
+        def offline_row() -> list[str] | None:
+            page.reload()
+            page.wait_for_selector(row)
+            cells = page.locator(row + " td").all_inner_texts()
+            return cells if cells[1] == "none" else None
+
+        cells = wait_until(offline_row, 30, interval_s=0.5, message="the dead broker's partition shown offline")
+        assert cells[4] == str(victim) and cells[5] == "offline", cells
+        page.goto(base + "/")
+        wait_until(lambda: page.inner_text("[data-testid=broker-count]") == "2", 30, interval_s=0.5, message="two brokers")
+        assert int(page.inner_text("[data-testid=offline]")) >= len(lost)
+        page.screenshot(path=str(tmp_path / "cluster-overview.png"), full_page=True)
+    finally:
+        cluster.stop()
+    assert page.errors == []

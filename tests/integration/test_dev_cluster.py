@@ -67,7 +67,7 @@ def test_dev_cluster_serves_a_console_per_broker_and_names_a_broker_that_exits(t
         assert f"bootstrap: 127.0.0.1:{kafka_ports[0]},127.0.0.1:{kafka_ports[1]}" in out.lines
         assert f"etcd:      etcd://127.0.0.1:{etcd_port} (log: {tmp_path / 'dev' / 'etcd.log'})" in out.lines
 
-        # Each broker serves its console, metrics and /ready.
+        # Each broker serves its console, metrics and /ready; each sees both brokers.
         for node_id, match in brokers.items():
             http = f"http://127.0.0.1:{match.group(3)}"
             wait_until(lambda: get_json(http + "/ready")[0] == 200, timeout_s=30, message=f"broker {node_id} ready")
@@ -75,6 +75,8 @@ def test_dev_cluster_serves_a_console_per_broker_and_names_a_broker_that_exits(t
                 assert b"Tidelog" in response.read()
             with urllib.request.urlopen(http + "/metrics", timeout=10) as response:
                 assert b"tidelog_uptime_seconds" in response.read()
+            wait_until(lambda: len(get_json(http + "/api/v1/cluster")[1]["brokers"]) == 2, timeout_s=30,
+                       message=f"broker {node_id} to see both brokers")
 
         # A broker that dies is named by its id, with its exit code.
         os.kill(int(brokers[2].group(4)), signal.SIGKILL)

@@ -150,7 +150,6 @@ def test_http_produce_then_consume_with_confluent_kafka(broker, http):
     fourth = seen[(3, offsets[3]["offset"])]
     assert fourth.value is None and fourth.timestamp == 1_700_000_000_000
 
-    http.error("POST", "/topics/{topic}/records", 404, "UNKNOWN_TOPIC_OR_PARTITION", topic="missing", json_body={"records": [{"value": "x"}]})
     http.error("POST", "/topics/{topic}/records", 404, "UNKNOWN_TOPIC_OR_PARTITION", topic="events",
                json_body={"records": [{"value": "x", "partition": 4}]})
     http.error("POST", "/topics/{topic}/records", 400, "INVALID_REQUEST", topic="events", json_body={"records": []})
@@ -358,3 +357,43 @@ def test_consumer_protocol_group_kip848(broker_factory):
         consumer.close()
     wait_until(lambda: http.call("GET", "/groups/{group}", 200, group="new-style")["members"] == [], message="the member to leave")
     assert http.call("DELETE", "/groups/{group}", 200, group="new-style") == {"deleted": "new-style"}
+
+
+@pytest.mark.parametrize("auto_create", [True, False])
+def test_produce_to_a_missing_topic_follows_auto_create_topics_enable(broker_factory, auto_create):
+    """One behaviour per setting: HTTP produce creates a missing topic exactly when a Kafka
+    producer's Metadata request would; reading a missing topic is 404 either way."""
+    broker = broker_factory({"auto.create.topics.enable": str(auto_create).lower(), "num.partitions": "2"})
+    http = HttpApi(broker)
+    http.error("GET", "/topics/{topic}/partitions/{partition}/records", 404, "UNKNOWN_TOPIC_OR_PARTITION", topic="read-first", partition=0)
+    if auto_create:
+        produced = http.call("POST", "/topics/{topic}/records", 200, topic="made-by-http", json_body={"records": [{"value": "x"}]})
+        assert produced["offsets"][0]["offset"] == 0
+        assert http.call("GET", "/topics/{topic}", 200, topic="made-by-http")["partition_count"] == 2
+        http.error("POST", "/topics/{topic}/records", 400, "INVALID_TOPIC_EXCEPTION", topic="bad name!", json_body={"records": [{"value": "x"}]})
+    else:
+        message = http.error("POST", "/topics/{topic}/records", 404, "UNKNOWN_TOPIC_OR_PARTITION", topic="made-by-http",
+                             json_body={"records": [{"value": "x"}]})
+        assert "auto.create.topics.enable" in message
+        http.error("GET", "/topics/{topic}", 404, "UNKNOWN_TOPIC_OR_PARTITION", topic="made-by-http")
+    # A Kafka client sees the same: its Metadata request creates the topic only when allowed.
+    metadata = Producer({"bootstrap.servers": broker.bootstrap}).list_topics("made-by-kafka", timeout=10)
+    assert ("made-by-kafka" in metadata.topics and metadata.topics["made-by-kafka"].error is None) == auto_create
+
+
+def test_error_names_are_the_documented_ones(broker, http):
+    """Every error_code the API sends for a malformed or misrouted request is named in docs/http.md."""
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "http.md").read_text()
+    sent = {
+        requests.post(http.base + "/topics", data="not json", timeout=10).json()["error_code"],
+        requests.post(http.base + "/topics", json=["a list"], timeout=10).json()["error_code"],
+        requests.get(http.base + "/nowhere", timeout=10).json()["error_code"],
+        requests.patch(http.base + "/topics", timeout=10).json()["error_code"],
+        requests.post(http.base + "/topics/t/records", data=b"x" * (65 * 1024 * 1024), timeout=60).json()["error_code"],
+    }
+    assert sent == {"INVALID_REQUEST", "NOT_FOUND", "METHOD_NOT_ALLOWED", "REQUEST_TOO_LARGE"}
+    for name in sent | {"INTERNAL_ERROR", "BROKER_NOT_AVAILABLE", "LEADER_NOT_AVAILABLE", "NETWORK_EXCEPTION"}:
+        assert f"`{name}`" in docs, name
+    assert "BAD_REQUEST" not in docs

@@ -25,7 +25,7 @@ def cluster(client: Client) -> None:
             offline = pmd.leader < 0
             under = len(pmd.isrs) < len(pmd.replicas)
             if offline or under:
-                unhealthy.append({"topic": name, "partition": p, "leader": pmd.leader, "replicas": list(pmd.replicas),
+                unhealthy.append({"topic": name, "partition": p, "leader": None if offline else pmd.leader, "replicas": list(pmd.replicas),
                                   "isr": list(pmd.isrs), "offline": offline, "under_replicated": under})
     summary = {
         "cluster_id": described.cluster_id,
@@ -53,6 +53,6 @@ def cluster(client: Client) -> None:
               title="Brokers")
     if unhealthy:
         out.table(["topic", "partition", "leader", "replicas", "isr", "state"],
-                  [(u["topic"], u["partition"], u["leader"], u["replicas"], u["isr"],
+                  [(u["topic"], u["partition"], "none" if u["leader"] is None else u["leader"], u["replicas"], u["isr"],
                     "offline" if u["offline"] else "under-replicated") for u in unhealthy],
                   title="Unhealthy partitions", row_styles=["red" if u["offline"] else "yellow" for u in unhealthy])

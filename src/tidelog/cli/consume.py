@@ -6,7 +6,6 @@ Without ``--group`` the consumer assigns partitions itself and commits nothing; 
 
 from __future__ import annotations
 
-import base64
 import datetime
 import json
 import re
@@ -19,6 +18,10 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, TopicParti
 
 from tidelog.cli.connection import CliError, Client, client_command, describe_error
 from tidelog.cli.output import note
+from tidelog.http.codec import record_to_json
+
+# confluent-kafka's timestamp types (1 create time, 2 log append time) by Kafka's names.
+_TIMESTAMP_TYPES = {1: "CreateTime", 2: "LogAppendTime"}
 
 _TEMPLATE_CODES = re.compile(r"%[tpoTkvhKS%]|\\[ntr\\]")
 
@@ -38,31 +41,13 @@ def parse_time_ms(text: str, option: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _text(data: bytes | None) -> tuple[str | None, str | None]:
-    """(UTF-8 text, or None and base64 when the bytes are not UTF-8)."""
-    if data is None:
-        return None, None
-    try:
-        return data.decode(), None
-    except UnicodeDecodeError:
-        return None, base64.b64encode(data).decode()
-
-
 def record_json(msg) -> str:
+    """A record as the HTTP API gives it (tidelog.http.codec.record_to_json), with its topic and
+    partition first."""
     ts_type, ts = msg.timestamp()
-    key, key_b64 = _text(msg.key())
-    value, value_b64 = _text(msg.value())
-    obj = {
-        "topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
-        "timestamp": ts if ts_type else None, "timestamp_type": {1: "create_time", 2: "log_append_time"}.get(ts_type),
-        "key": key, "headers": {k: _text(v)[0] if _text(v)[0] is not None else _text(v)[1] for k, v in msg.headers() or []},
-        "value": value,
-    }
-    if key_b64 is not None:
-        obj["key_base64"] = key_b64
-    if value_b64 is not None:
-        obj["value_base64"] = value_b64
-    return json.dumps(obj)
+    record = record_to_json(msg.offset(), ts if ts_type else -1, _TIMESTAMP_TYPES.get(ts_type, "CreateTime"),
+                            msg.key(), msg.value(), msg.headers() or [])
+    return json.dumps({"topic": msg.topic(), "partition": msg.partition(), **record})
 
 
 def render_template(template: str, msg) -> bytes:

@@ -28,13 +28,20 @@ def is_internal(name: str) -> bool:
     return name.startswith("__")
 
 
-def watermarks(client: Client, admin, partitions: list[TopicPartition]) -> dict[tuple[str, int], tuple[int, int]]:
-    """(log start offset, high watermark) of each partition, two ListOffsets requests in all."""
+def watermarks(client: Client, admin, partitions: list[TopicPartition]) -> dict[tuple[str, int], tuple[int | None, int | None]]:
+    """(log start offset, high watermark) of each partition, two ListOffsets requests in all;
+    (None, None) for a partition whose leader does not answer (offline)."""
     if not partitions:
         return {}
-    low = client.results(admin.list_offsets({tp: OffsetSpec.earliest() for tp in partitions}, request_timeout=client.timeout_s))
-    high = client.results(admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions}, request_timeout=client.timeout_s))
-    return {(tp.topic, tp.partition): (low[tp].offset, high[tp].offset) for tp in partitions}
+    low = admin.list_offsets({tp: OffsetSpec.earliest() for tp in partitions}, request_timeout=client.timeout_s)
+    high = admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions}, request_timeout=client.timeout_s)
+    marks = {}
+    for tp in partitions:
+        try:
+            marks[(tp.topic, tp.partition)] = (client.result(low[tp]).offset, client.result(high[tp]).offset)
+        except CliError:
+            marks[(tp.topic, tp.partition)] = (None, None)
+    return marks
 
 
 @topics.command("list")
@@ -121,17 +128,19 @@ def describe(client: Client, topic_names: tuple[str, ...], all_configs: bool) ->
     described = []
     for name in topic_names:
         tmd = client.topic_metadata(admin, name)
-        tps = [TopicPartition(name, p) for p in sorted(tmd.partitions)]
-        marks = watermarks(client, admin, tps)
+        led = [TopicPartition(name, p) for p in sorted(tmd.partitions) if tmd.partitions[p].leader >= 0]
+        marks = watermarks(client, admin, led)
         resource = ConfigResource(ResourceType.TOPIC, name)
         entries = client.result(admin.describe_configs([resource], request_timeout=client.timeout_s)[resource])
         partitions = []
         for p in sorted(tmd.partitions):
             pmd = tmd.partitions[p]
-            low, high = marks[(name, p)]
+            low, high = marks.get((name, p), (None, None))
             partitions.append({
-                "partition": p, "leader": pmd.leader, "replicas": list(pmd.replicas), "isr": list(pmd.isrs),
-                "log_start_offset": low, "high_watermark": high, "records": high - low,
+                # librdkafka reports a partition without a leader as -1 (or -1001, "none", once the
+                # leader's node is gone): null in JSON, "none" in tables.
+                "partition": p, "leader": pmd.leader if pmd.leader >= 0 else None, "replicas": list(pmd.replicas), "isr": list(pmd.isrs),
+                "log_start_offset": low, "high_watermark": high, "records": None if high is None else high - low,
                 "error": None if pmd.error is None or pmd.error.code() == KafkaError.NO_ERROR else pmd.error.str(),
             })
         configs = [
@@ -153,10 +162,11 @@ def describe(client: Client, topic_names: tuple[str, ...], all_configs: bool) ->
                    title=f"Topic {t['name']}")
         out.table(
             ["partition", "leader", "replicas", "isr", "log start", "high watermark", "records"],
-            [(p["partition"], p["leader"], p["replicas"], p["isr"], p["log_start_offset"], p["high_watermark"], p["records"])
+            [(p["partition"], "none" if p["leader"] is None else p["leader"], p["replicas"], p["isr"],
+              *("-" if p[k] is None else p[k] for k in ("log_start_offset", "high_watermark", "records")))
              for p in t["partitions"]],
             title="Partitions",
-            row_styles=["red" if p["leader"] < 0 else "yellow" if len(p["isr"]) < len(p["replicas"]) else None
+            row_styles=["red" if p["leader"] is None else "yellow" if len(p["isr"]) < len(p["replicas"]) else None
                         for p in t["partitions"]],
         )
         shown = [c for c in t["configs"] if all_configs or not c["default"]]

@@ -5,9 +5,13 @@ It runs in the broker's event loop and works on the broker's own objects: topic 
 records appended through ``handlers.produce.append_batch`` (the Produce path: same
 validation, metrics, fetch wake-up) and acknowledged once durable under the topic's profile
 (in a cluster: once the in-sync replicas have them, as Produce acks=all), records read from the
-partition logs (in a cluster: below the high watermark), groups from the GroupCoordinator. Errors are
+partition logs below the high watermark, groups from the GroupCoordinator. In a cluster every
+broker answers alike: leaders, replicas and ISR come from the metadata store, and a partition's
+offsets, size and records from its leader (here, or asked over Kafka's protocol: peers.py).
+Errors are
 ``{"error_code": NAME, "message": ...}`` with the HTTP status of ``_STATUS`` (Kafka error
-names, upper case, or BAD_REQUEST / NOT_FOUND / METHOD_NOT_ALLOWED / INTERNAL_ERROR).
+names, upper case, INVALID_REQUEST for a malformed request, or NOT_FOUND / METHOD_NOT_ALLOWED /
+REQUEST_TOO_LARGE / INTERNAL_ERROR).
 
 Consuming through a group is stateless: ``POST /groups/{id}/fetch`` reads each partition of a
 topic from the group's committed offset (or ``auto_offset_reset`` where it has none) and, with
@@ -32,7 +36,8 @@ from tidelog import __version__
 from tidelog.config import topic_config_def, validate_topic_configs
 from tidelog.handlers.describe_configs import DYNAMIC_TOPIC_CONFIG, STATIC_BROKER_CONFIG, topic_config_views
 from tidelog.handlers.produce import append_batch
-from tidelog.http.codec import bytes_to_json, json_to_bytes, json_to_headers, partition_for_key
+from tidelog.http.codec import TIMESTAMP_TYPES, json_to_bytes, json_to_headers, partition_for_key, record_to_json
+from tidelog.http.peers import PeerClient
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import BATCH_HEADER_SIZE, InvalidBatch, build_batch, iter_records, parse_batch_header
 
@@ -66,11 +71,18 @@ _STATUS = {
     ErrorCode.not_enough_replicas: 503,
     ErrorCode.not_enough_replicas_after_append: 503,
     ErrorCode.request_timed_out: 503,
+    ErrorCode.leader_not_available: 503,
+    ErrorCode.not_leader_or_follower: 503,
+    ErrorCode.broker_not_available: 503,
+    ErrorCode.network_exception: 503,
     ErrorCode.coordinator_not_available: 503,
     ErrorCode.coordinator_load_in_progress: 503,
     ErrorCode.unknown_server_error: 500,
 }
 _CLIENT_ERRORS = 400
+# Errors that are not Kafka's: aiohttp's own (unknown path, method, a body too large) and ours.
+HTTP_ERROR_NAMES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "REQUEST_TOO_LARGE"}
+INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
 def error_response(status: int, error_code: str, message: str) -> web.Response:
@@ -94,12 +106,12 @@ async def json_errors(request: web.Request, handler):
     except web.HTTPException as e:
         if e.status < 400:
             raise
-        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "REQUEST_TOO_LARGE"}.get(e.status, "BAD_REQUEST")
+        code = HTTP_ERROR_NAMES.get(e.status, "INVALID_REQUEST")
         message = e.text if e.text and not e.text.startswith(f"{e.status}:") else e.reason
         return error_response(e.status, code, message)
     except Exception:  # noqa: BLE001 - answered as 500, logged with its traceback
         logger.exception("HTTP API %s %s failed", request.method, request.path)
-        return error_response(500, "INTERNAL_ERROR", "internal error, see the broker log")
+        return error_response(500, INTERNAL_ERROR, "internal error, see the broker log")
 
 
 def bad_request(message: str) -> KafkaError:
@@ -157,6 +169,7 @@ class Api:
 
     def __init__(self, broker: "Broker") -> None:
         self.broker = broker
+        self.peers = PeerClient(broker)
         self._round_robin: dict[str, itertools.count] = {}
 
     def add_routes(self, app: web.Application) -> None:
@@ -176,6 +189,33 @@ class Api:
         r.add_post(PREFIX + "/groups/{group}/fetch", self.group_fetch)
 
     # --- cluster ---------------------------------------------------------------------------
+    def _live_brokers(self) -> dict[int, tuple[str, int, str | None]]:
+        """node id -> (host, port, rack) of every live broker, as Metadata lists them."""
+        broker = self.broker
+        if broker.replication is None:  # a single node: this broker, the only one
+            return {broker.node_id: (broker.advertised_host, broker.advertised_port, broker.config["broker.rack"] or None)}
+        return {b.node_id: (b.host, b.port, b.rack) for b in broker.metadata.brokers.values()}
+
+    def _controller_id(self) -> int:
+        broker = self.broker
+        return broker.node_id if broker.replication is None else broker.metadata.controller_id
+
+    def _partition_state(self, name: str, partition: int, live) -> dict:
+        """Leader, replicas, ISR and health of a partition as the metadata store has it (every
+        broker has the same store, so every broker's answer is the same)."""
+        state = self.broker.metadata.partitions.get((name, partition))
+        if state is None:
+            return {"partition": partition, "leader": None, "leader_epoch": -1, "replicas": [], "isr": [],
+                    "offline_replicas": [], "offline": True, "under_replicated": False}
+        leader = state.leader if state.leader in live else None
+        return {
+            "partition": partition, "leader": leader, "leader_epoch": state.leader_epoch,
+            "replicas": list(state.replicas), "isr": list(state.isr),
+            "offline_replicas": [r for r in state.replicas if r not in live],
+            "offline": leader is None,
+            "under_replicated": leader is not None and len(state.isr) < len(state.target_replicas),
+        }
+
     async def cluster(self, _request: web.Request) -> web.Response:
         broker = self.broker
         metrics = broker.metrics
@@ -184,18 +224,24 @@ class Api:
             return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
 
         topics = broker.metadata.topics
+        live = self._live_brokers()
+        controller_id = self._controller_id()
+        states = [self._partition_state(t.name, p, live) for t in topics.values() for p in range(t.partitions)]
         return web.json_response({
             "cluster_id": broker.cluster_id,
-            "controller_id": broker.node_id,
+            "controller_id": controller_id if controller_id in live else None,
+            "node_id": broker.node_id,
             "version": __version__,
-            "brokers": [{"node_id": broker.node_id, "host": broker.advertised_host, "port": broker.port,
-                         "http_port": broker.http.port if broker.http is not None else None}],
+            "brokers": [{"node_id": node_id, "host": host, "port": port, "rack": rack, "controller": node_id == controller_id,
+                         "http_port": broker.http.port if node_id == broker.node_id and broker.http is not None else None}
+                        for node_id, (host, port, rack) in sorted(live.items())],
             "started_at_ms": broker.started_at_ms,
             "uptime_ms": int(time.time() * 1000) - broker.started_at_ms,
             "ready": broker.ready,
             "topics": len(topics),
-            "partitions": sum(t.partitions for t in topics.values()),
-            "under_replicated_partitions": 0,
+            "partitions": len(states),
+            "under_replicated_partitions": sum(s["under_replicated"] for s in states),
+            "offline_partitions": sum(s["offline"] for s in states),
             "groups": len(broker.groups.list_groups()),
             "connections": len(broker.connections),
             "totals": {
@@ -215,35 +261,70 @@ class Api:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic {name!r} does not exist")
         return record
 
-    def _partition_view(self, name: str, partition: int) -> dict:
-        log = self.broker.partition_log(name, partition)
-        node = self.broker.node_id
-        if log is None:
-            return {"partition": partition, "leader": -1, "replicas": [node], "isr": [], "log_start_offset": -1,
-                    "log_end_offset": -1, "high_watermark": -1, "size_bytes": 0, "segments": 0, "offline": True}
-        return {
-            "partition": partition, "leader": node, "replicas": [node], "isr": [node],
-            "log_start_offset": log.log_start_offset, "log_end_offset": log.log_end_offset,
-            "high_watermark": self._high_watermark(log), "size_bytes": log.size_bytes, "segments": len(log.segments),
-            "offline": self.broker.logs.offline,
-        }
+    def _leads(self, topic: str, partition: int) -> bool:
+        replication = self.broker.replication
+        return replication is None or (topic, partition) in replication.leading
 
-    def _topic_summary(self, record) -> dict:
-        partitions = [self._partition_view(record.name, p) for p in range(record.partitions)]
+    def _high_watermark(self, log) -> int:
+        """What readers may see, as Fetch serves (the ISR's in a cluster, the durable end on one node)."""
+        return self.broker.high_watermark(log.topic, log.partition)
+
+    async def _partition_views(self, records: list) -> dict[str, list[dict]]:
+        """Every partition of ``records`` with the leader's offsets and size: read here for the
+        partitions led here, asked of the leader (one request each kind per leader) for the rest;
+        null where the leader is gone or did not answer."""
+        live = self._live_brokers()
+        views: dict[str, list[dict]] = {}
+        remote: dict[int, list[tuple[str, int]]] = {}
+        for record in records:
+            views[record.name] = []
+            for partition in range(record.partitions):
+                view = self._partition_state(record.name, partition, live)
+                view.update(log_start_offset=None, log_end_offset=None, high_watermark=None, size_bytes=None, segments=None)
+                log = self.broker.partition_log(record.name, partition)
+                if view["leader"] == self.broker.node_id and (log is None or self.broker.logs.offline):
+                    view.update(leader=None, offline=True, under_replicated=False)  # its log directory is gone
+                if view["leader"] is not None and self._leads(record.name, partition) and log is not None:
+                    view.update(log_start_offset=log.log_start_offset, log_end_offset=log.log_end_offset,
+                                high_watermark=self._high_watermark(log), size_bytes=log.size_bytes, segments=len(log.segments))
+                elif view["leader"] is not None and view["leader"] != self.broker.node_id:
+                    remote.setdefault(view["leader"], []).append((record.name, partition))
+                views[record.name].append(view)
+        if remote:
+            answers = await asyncio.gather(*(self._ask_leader(node_id, keys) for node_id, keys in remote.items()))
+            for offsets, sizes in answers:
+                for (topic, partition), (log_start, high_watermark) in offsets.items():
+                    views[topic][partition].update(log_start_offset=log_start, high_watermark=high_watermark)
+                for (topic, partition), size in sizes.items():
+                    views[topic][partition]["size_bytes"] = size
+        return views
+
+    async def _ask_leader(self, node_id: int, keys: list[tuple[str, int]]):
+        """(offsets, sizes) of partitions led by another broker; empty where it does not answer."""
+        try:
+            return await asyncio.gather(self.peers.offsets(node_id, keys), self.peers.sizes(node_id, keys))
+        except KafkaError as e:
+            logger.info("HTTP API: broker %d did not give the offsets of %d partitions: %s", node_id, len(keys), e)
+            return {}, {}
+
+    def _topic_summary(self, record, partitions: list[dict]) -> dict:
         return {
             "name": record.name,
             "topic_id": str(record.topic_id),
             "internal": record.name.startswith("__"),
             "partitions": record.partitions,
             "replication_factor": record.replication_factor,
-            "size_bytes": sum(p["size_bytes"] for p in partitions),
-            "records": sum(max(p["log_end_offset"] - p["log_start_offset"], 0) for p in partitions),
+            "size_bytes": sum(p["size_bytes"] or 0 for p in partitions),
+            "records": sum(max(p["high_watermark"] - p["log_start_offset"], 0) for p in partitions if p["high_watermark"] is not None),
             "configs": dict(record.configs),
+            "offline_partitions": sum(p["offline"] for p in partitions),
+            "under_replicated_partitions": sum(p["under_replicated"] for p in partitions),
         }
 
-    def _topic_detail(self, record) -> dict:
-        detail = self._topic_summary(record)
-        detail["partitions"] = [self._partition_view(record.name, p) for p in range(record.partitions)]
+    async def _topic_detail(self, record) -> dict:
+        partitions = (await self._partition_views([record]))[record.name]
+        detail = self._topic_summary(record, partitions)
+        detail["partitions"] = partitions
         detail["partition_count"] = record.partitions
         sources = {DYNAMIC_TOPIC_CONFIG: "topic", STATIC_BROKER_CONFIG: "broker"}
         detail["configs"] = [
@@ -254,12 +335,12 @@ class Api:
 
     async def list_topics(self, request: web.Request) -> web.Response:
         internal = request.query.get("internal", "true").lower() not in ("false", "0", "no")
-        topics = [self._topic_summary(t) for name, t in sorted(self.broker.metadata.topics.items())
-                  if internal or not name.startswith("__")]
-        return web.json_response({"topics": topics})
+        records = [t for name, t in sorted(self.broker.metadata.topics.items()) if internal or not name.startswith("__")]
+        views = await self._partition_views(records)
+        return web.json_response({"topics": [self._topic_summary(t, views[t.name]) for t in records]})
 
     async def describe_topic(self, request: web.Request) -> web.Response:
-        return web.json_response(self._topic_detail(self._topic(request.match_info["topic"])))
+        return web.json_response(await self._topic_detail(self._topic(request.match_info["topic"])))
 
     async def create_topic(self, request: web.Request) -> web.Response:
         body = await json_body(request)
@@ -276,7 +357,7 @@ class Api:
         normalised = broker.check_new_topic(name, partitions, replication_factor, configs)
         partitions, replication_factor = broker.resolve_topic_defaults(partitions, replication_factor)
         record = await broker.create_topic(name, partitions, replication_factor, normalised)
-        return web.json_response(self._topic_detail(record), status=201)
+        return web.json_response(await self._topic_detail(record), status=201)
 
     async def delete_topic(self, request: web.Request) -> web.Response:
         record = self._topic(request.match_info["topic"])
@@ -301,7 +382,7 @@ class Api:
                 new[name] = str(value).lower() if isinstance(value, bool) else str(value)
         normalised = validate_topic_configs(new)
         await self.broker.set_topic_configs(record.name, normalised)
-        return web.json_response(self._topic_detail(self.broker.metadata.topics[record.name]))
+        return web.json_response(await self._topic_detail(self.broker.metadata.topics[record.name]))
 
     # --- records ---------------------------------------------------------------------------
     def _choose_partition(self, topic: str, partitions: int, record: dict, key: bytes | None, sticky: dict) -> int:
@@ -322,8 +403,12 @@ class Api:
         return sticky["keyless"]
 
     async def produce(self, request: web.Request) -> web.Response:
-        record = self._topic(request.match_info["topic"])
         body = await json_body(request)
+        # A missing topic is created as a Kafka producer's Metadata request would create it.
+        record = self.broker.metadata.topics.get(request.match_info["topic"]) or await self.broker.auto_create_topic(request.match_info["topic"])
+        if record is None:
+            raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic {request.match_info['topic']!r} does not exist "
+                             "(and auto.create.topics.enable is false)")
         records = body.get("records")
         if not isinstance(records, list) or not records:
             raise bad_request("records must be a non-empty list")
@@ -392,54 +477,108 @@ class Api:
         return web.json_response({"topic": record.name, "offsets": results})
 
     def _record_json(self, r, timestamp_type: int, force_base64: bool) -> dict:
-        key, key_encoding = bytes_to_json(r.key, force_base64)
-        value, value_encoding = bytes_to_json(r.value, force_base64)
-        headers = []
-        for header_key, header_value in r.headers:
-            text, encoding = bytes_to_json(header_value, force_base64)
-            headers.append({"key": header_key, "value": text, "value_encoding": encoding})
-        return {
-            "offset": r.offset, "timestamp": r.timestamp,
-            "timestamp_type": "LogAppendTime" if timestamp_type == 1 else "CreateTime",
-            "key": key, "key_encoding": key_encoding, "value": value, "value_encoding": value_encoding,
-            "headers": headers,
-        }
+        return record_to_json(r.offset, r.timestamp, TIMESTAMP_TYPES[timestamp_type], r.key, r.value, r.headers, force_base64)
 
-    def _high_watermark(self, log) -> int:
-        """What readers may see, as Fetch serves (the ISR's in a cluster, the durable end on one node)."""
-        return self.broker.high_watermark(log.topic, log.partition)
+    def _parse_records(self, data: memoryview, position: int, limit: int, out: list[dict], force_base64: bool) -> int:
+        """Append the records of ``data`` (whole batches; control batches skipped) at or after
+        ``position`` to ``out``, up to ``limit`` in all; return the next offset to read."""
+        pos = 0
+        while pos + BATCH_HEADER_SIZE <= len(data) and len(out) < limit:
+            info = parse_batch_header(data, pos)
+            if pos + info.size > len(data):
+                break
+            if not info.is_control:
+                for r in iter_records(data[pos : pos + info.size]):
+                    if r.offset < position:
+                        continue
+                    out.append(self._record_json(r, info.timestamp_type, force_base64))
+                    position = r.offset + 1
+                    if len(out) >= limit:
+                        break
+            if len(out) < limit:
+                position = max(position, info.last_offset + 1)
+            pos += info.size
+        return position
 
-    def read_records(self, topic: str, partition: int, offset: int, limit: int, force_base64: bool) -> tuple[list[dict], int]:
-        """Up to ``limit`` records from ``offset`` (control batches skipped); and the next offset to read."""
-        log = self.broker.partition_log(topic, partition)
+    def _leader(self, record, partition: int) -> int:
+        """The live leader of a partition; LEADER_NOT_AVAILABLE (503) when it has none."""
+        if not 0 <= partition < record.partitions:
+            raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{record.name} has no partition {partition}")
+        leader = self._partition_state(record.name, partition, self._live_brokers())["leader"]
+        if leader == self.broker.node_id and self.broker.logs.offline:
+            raise KafkaError(ErrorCode.kafka_storage_error, f"{record.name}-{partition}: the log directory is offline "
+                             f"({self.broker.logs.offline_reason})")
+        if leader is None or (leader == self.broker.node_id and self.broker.partition_log(record.name, partition) is None):
+            raise KafkaError(ErrorCode.leader_not_available, f"{record.name}-{partition} is offline: no live leader")
+        return leader
+
+    async def _offsets(self, record, partition: int) -> tuple[int, int]:
+        """(log start offset, high watermark) of a partition, at its leader."""
+        leader = self._leader(record, partition)
+        if leader == self.broker.node_id:
+            log = self.broker.partition_log(record.name, partition)
+            return log.log_start_offset, self._high_watermark(log)
+        found = (await self.peers.offsets(leader, [(record.name, partition)])).get((record.name, partition))
+        if found is None:
+            raise KafkaError(ErrorCode.not_leader_or_follower, f"broker {leader} does not lead {record.name}-{partition} (any more)")
+        return found
+
+    async def _offset_for_timestamp(self, record, partition: int, timestamp: int) -> int:
+        """The first offset whose timestamp is at or after ``timestamp``; the high watermark if none."""
+        leader = self._leader(record, partition)
+        if leader == self.broker.node_id:
+            log = self.broker.partition_log(record.name, partition)
+            found = log.offset_for_timestamp(timestamp)
+            offset = found[0] if found is not None and found[0] < self._high_watermark(log) else None
+        else:
+            offset = await self.peers.offset_for_timestamp(leader, record.name, partition, timestamp)
+        return offset if offset is not None else (await self._offsets(record, partition))[1]
+
+    async def read_records(self, record, partition: int, offset: int, limit: int, force_base64: bool,
+                           timeout_ms: int = 0) -> tuple[list[dict], int, int, int]:
+        """Up to ``limit`` records from ``offset`` below the high watermark, read at the leader
+        (here or over Kafka's Fetch); waits up to ``timeout_ms`` for a first one. Returns
+        (records, next offset to read, log start offset, high watermark)."""
+        leader = self._leader(record, partition)
+        if leader != self.broker.node_id:
+            return await self._read_remote(leader, record.name, partition, offset, limit, force_base64, timeout_ms)
+        log = self.broker.partition_log(record.name, partition)
+        if not log.log_start_offset <= offset <= self._high_watermark(log):
+            raise KafkaError(ErrorCode.offset_out_of_range, f"offset {offset} is outside [{log.log_start_offset}, "
+                             f"{self._high_watermark(log)}] of {record.name}-{partition}")
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            out: list[dict] = []
+            position = offset
+            budget = MAX_READ_BYTES
+            while len(out) < limit and budget > 0:
+                data = log.read(position, min(budget, 1024 * 1024), min_one_batch=True, max_offset=self._high_watermark(log))
+                if not data:
+                    break
+                budget -= len(data)
+                self.broker.metrics.count_fetched(record.name, data)
+                next_position = self._parse_records(memoryview(data), position, limit, out, force_base64)
+                if next_position == position:
+                    break
+                position = next_position
+            remaining = deadline - time.monotonic()
+            if out or remaining <= 0 or record.name not in self.broker.metadata.topics:
+                return out, position, log.log_start_offset, self._high_watermark(log)
+            await self.broker.wait_for_append([(record.name, partition)], remaining)
+
+    async def _read_remote(self, leader: int, topic: str, partition: int, offset: int, limit: int, force_base64: bool,
+                           timeout_ms: int) -> tuple[list[dict], int, int, int]:
         out: list[dict] = []
         position = offset
         budget = MAX_READ_BYTES
-        while len(out) < limit and budget > 0:
-            high_watermark = self._high_watermark(log)
-            data = log.read(position, min(budget, 1024 * 1024), min_one_batch=True, max_offset=high_watermark)
-            if not data:
-                break
-            budget -= len(data)
-            self.broker.metrics.count_fetched(topic, data)
-            view = memoryview(data)
-            pos = 0
-            while pos + BATCH_HEADER_SIZE <= len(view) and len(out) < limit:
-                info = parse_batch_header(view, pos)
-                if pos + info.size > len(view):
-                    break
-                if not info.is_control:
-                    for r in iter_records(view[pos : pos + info.size]):
-                        if r.offset < position:
-                            continue
-                        out.append(self._record_json(r, info.timestamp_type, force_base64))
-                        position = r.offset + 1
-                        if len(out) >= limit:
-                            break
-                if len(out) < limit:
-                    position = max(position, info.last_offset + 1)
-                pos += info.size
-        return out, position
+        wait_ms = timeout_ms
+        while True:
+            read = await self.peers.fetch(leader, topic, partition, position, min(budget, 1024 * 1024), wait_ms)
+            budget -= len(read.records)
+            next_position = self._parse_records(memoryview(read.records), position, limit, out, force_base64)
+            if len(out) >= limit or budget <= 0 or next_position == position or next_position >= read.high_watermark:
+                return out, next_position, read.log_start_offset, read.high_watermark
+            position, wait_ms = next_position, 0
 
     async def consume(self, request: web.Request) -> web.Response:
         record = self._topic(request.match_info["topic"])
@@ -447,11 +586,6 @@ class Api:
             partition = int(request.match_info["partition"])
         except ValueError:
             raise bad_request("partition must be an integer") from None
-        if not 0 <= partition < record.partitions:
-            raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{record.name} has no partition {partition}")
-        log = self.broker.partition_log(record.name, partition)
-        if log is None:
-            raise KafkaError(ErrorCode.kafka_storage_error, f"{record.name}-{partition} is offline")
         limit = int_param(request, "limit", DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
         timeout_ms = int_param(request, "timeout_ms", 0, minimum=0, maximum=MAX_TIMEOUT_MS)
         timestamp = int_param(request, "timestamp", None, minimum=0)
@@ -461,25 +595,16 @@ class Api:
             raise bad_request("encoding must be auto or base64")
         if offset is not None and timestamp is not None:
             raise bad_request("give offset or timestamp, not both")
+        self._leader(record, partition)
         if timestamp is not None:
-            found = log.offset_for_timestamp(timestamp)
-            high_watermark = self._high_watermark(log)
-            offset = found[0] if found is not None and found[0] < high_watermark else high_watermark
+            offset = await self._offset_for_timestamp(record, partition, timestamp)
         if offset is None:
-            offset = log.log_start_offset
-        if not log.log_start_offset <= offset <= log.log_end_offset:
-            raise KafkaError(ErrorCode.offset_out_of_range,
-                             f"offset {offset} is outside [{log.log_start_offset}, {log.log_end_offset}] of {record.name}-{partition}")
-        deadline = time.monotonic() + timeout_ms / 1000
-        while True:
-            records, next_offset = self.read_records(record.name, partition, offset, limit, encoding == "base64")
-            remaining = deadline - time.monotonic()
-            if records or remaining <= 0 or record.name not in self.broker.metadata.topics:
-                break
-            await self.broker.wait_for_append([(record.name, partition)], remaining)
+            offset = (await self._offsets(record, partition))[0]
+        records, next_offset, log_start_offset, high_watermark = await self.read_records(
+            record, partition, offset, limit, encoding == "base64", timeout_ms)
         return web.json_response({
-            "topic": record.name, "partition": partition, "log_start_offset": log.log_start_offset,
-            "high_watermark": self._high_watermark(log), "next_offset": next_offset, "records": records,
+            "topic": record.name, "partition": partition, "log_start_offset": log_start_offset,
+            "high_watermark": high_watermark, "next_offset": next_offset, "records": records,
         })
 
     # --- groups ----------------------------------------------------------------------------
@@ -642,13 +767,11 @@ class Api:
         committed = self.broker.groups.offsets.group_offsets(group_id)
         positions = {}
         for p in partitions:
-            log = self.broker.partition_log(record.name, p)
-            if log is None:
-                raise KafkaError(ErrorCode.kafka_storage_error, f"{record.name}-{p} is offline")
+            log_start, high_watermark = await self._offsets(record, p)
             c = committed.get((record.name, p))
             position = c.offset if c is not None else -1
-            if not log.log_start_offset <= position <= log.log_end_offset:
-                position = log.log_start_offset if reset == "earliest" else self._high_watermark(log)
+            if not log_start <= position <= high_watermark:
+                position = log_start if reset == "earliest" else high_watermark
             positions[p] = position
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
@@ -657,7 +780,7 @@ class Api:
             for p in partitions:
                 if len(out) >= max_records:
                     break
-                records, next_offset = self.read_records(record.name, p, positions[p], max_records - len(out), False)
+                records, next_offset, _, _ = await self.read_records(record, p, positions[p], max_records - len(out), False)
                 for r in records:
                     r["partition"] = p
                 out += records

@@ -119,3 +119,25 @@ def bytes_to_json(data: bytes | None, force_base64: bool = False) -> tuple[str |
             if not _CONTROL.search(text):
                 return text, "text"
     return base64.b64encode(data).decode("ascii"), "base64"
+
+
+# RecordBatch attribute bit 3: 0 CreateTime, 1 LogAppendTime (Kafka's TimestampType names).
+TIMESTAMP_TYPES = ("CreateTime", "LogAppendTime")
+
+
+def record_to_json(offset: int, timestamp: int, timestamp_type: str, key: bytes | None, value: bytes | None,
+                   headers, force_base64: bool = False) -> dict:
+    """A record as the HTTP API and ``tidelog consume --json`` both give it: ``timestamp_type``
+    CreateTime or LogAppendTime, key and value with their encodings, headers a list of
+    ``{"key", "value", "value_encoding"}`` in order (names may repeat)."""
+    key_text, key_encoding = bytes_to_json(key, force_base64)
+    value_text, value_encoding = bytes_to_json(value, force_base64)
+    out_headers = []
+    for header_key, header_value in headers:
+        text, encoding = bytes_to_json(header_value, force_base64)
+        out_headers.append({"key": header_key, "value": text, "value_encoding": encoding})
+    return {
+        "offset": offset, "timestamp": timestamp, "timestamp_type": timestamp_type,
+        "key": key_text, "key_encoding": key_encoding, "value": value_text, "value_encoding": value_encoding,
+        "headers": out_headers,
+    }

@@ -23,6 +23,7 @@ def _obj(properties: dict, required: list[str] | None = None, **extra) -> dict:
 
 
 INT = {"type": "integer"}
+NULLABLE_INT = {"type": ["integer", "null"]}
 STR = {"type": "string"}
 NULLABLE_STR = {"type": ["string", "null"]}
 BOOL = {"type": "boolean"}
@@ -33,29 +34,44 @@ SCALAR = {"type": ["string", "number", "boolean"]}
 SCHEMAS = {
     "Error": _obj({
         "error_code": {**STR, "description": "Kafka's error name in upper case (UNKNOWN_TOPIC_OR_PARTITION, "
-                       "TOPIC_ALREADY_EXISTS, ...) or BAD_REQUEST / NOT_FOUND / METHOD_NOT_ALLOWED / INTERNAL_ERROR."},
+                       "TOPIC_ALREADY_EXISTS, INVALID_REQUEST, ...) or NOT_FOUND / METHOD_NOT_ALLOWED / REQUEST_TOO_LARGE / "
+                       "INTERNAL_ERROR."},
         "message": STR,
     }),
     "Cluster": _obj({
-        "cluster_id": STR, "controller_id": INT, "version": STR,
-        "brokers": {"type": "array", "items": _obj({"node_id": INT, "host": STR, "port": INT,
-                                                      "http_port": {"type": ["integer", "null"]}})},
+        "cluster_id": STR,
+        "controller_id": {**NULLABLE_INT, "description": "The active controller; null while there is none."},
+        "node_id": {**INT, "description": "The broker that answered."},
+        "version": STR,
+        "brokers": {"type": "array", "description": "Every live broker, as Metadata and DescribeCluster list them.",
+                    "items": _obj({"node_id": INT, "host": STR, "port": INT, "rack": NULLABLE_STR, "controller": BOOL,
+                                   "http_port": {**NULLABLE_INT, "description": "Known for the broker that answered."}})},
         "started_at_ms": INT, "uptime_ms": INT, "ready": BOOL, "topics": INT, "partitions": INT,
-        "under_replicated_partitions": INT, "groups": INT, "connections": INT,
+        "under_replicated_partitions": {**INT, "description": "Partitions whose ISR is smaller than their replicas."},
+        "offline_partitions": {**INT, "description": "Partitions without a live leader."},
+        "groups": INT, "connections": INT,
         "totals": _obj({"produced_bytes": NUMBER, "produced_records": NUMBER, "fetched_bytes": NUMBER,
                         "fetched_records": NUMBER, "requests": NUMBER},
-                       description="Counters since start; poll twice for rates."),
+                       description="Counters of the broker that answered, since its start; poll twice for rates."),
         "now_ms": INT,
     }),
     "Partition": _obj({
-        "partition": INT, "leader": INT, "replicas": {"type": "array", "items": INT},
-        "isr": {"type": "array", "items": INT}, "log_start_offset": INT, "log_end_offset": INT,
-        "high_watermark": INT, "size_bytes": INT, "segments": INT, "offline": BOOL,
-    }),
+        "partition": INT, "leader": {**NULLABLE_INT, "description": "null: offline (no live leader)."},
+        "leader_epoch": INT,
+        "replicas": {"type": "array", "items": INT}, "isr": {"type": "array", "items": INT},
+        "offline_replicas": {"type": "array", "items": INT, "description": "Replicas on brokers that are not live."},
+        "offline": BOOL, "under_replicated": BOOL,
+        "log_start_offset": NULLABLE_INT,
+        "log_end_offset": {**NULLABLE_INT, "description": "Known when the broker that answered leads the partition."},
+        "high_watermark": {**NULLABLE_INT, "description": "What consumers can read up to."},
+        "size_bytes": {**NULLABLE_INT, "description": "The leader's bytes on disk."},
+        "segments": {**NULLABLE_INT, "description": "Known when the broker that answered leads the partition."},
+    }, description="Offsets and size are the leader's (asked of it when another broker leads); null when unknown."),
     "TopicSummary": _obj({
         "name": STR, "topic_id": STR, "internal": BOOL, "partitions": INT, "replication_factor": INT,
-        "size_bytes": INT, "records": {**INT, "description": "Sum of log end minus log start offsets."},
+        "size_bytes": INT, "records": {**INT, "description": "Sum of high watermark minus log start offset."},
         "configs": {"type": "object", "additionalProperties": STR, "description": "Topic overrides only."},
+        "offline_partitions": INT, "under_replicated_partitions": INT,
     }),
     "TopicList": _obj({"topics": {"type": "array", "items": _ref("TopicSummary")}}),
     "TopicConfig": _obj({
@@ -64,7 +80,7 @@ SCHEMAS = {
     }),
     "TopicDetail": _obj({
         "name": STR, "topic_id": STR, "internal": BOOL, "partition_count": INT, "replication_factor": INT,
-        "size_bytes": INT, "records": INT,
+        "size_bytes": INT, "records": INT, "offline_partitions": INT, "under_replicated_partitions": INT,
         "partitions": {"type": "array", "items": _ref("Partition")},
         "configs": {"type": "array", "items": _ref("TopicConfig"), "description": "Every topic config, effective value."},
     }),
@@ -157,7 +173,7 @@ SCHEMAS = {
 
 _ERROR_CONTENT = {"application/json": {"schema": _ref("Error")}}
 _STATUS_TEXT = {400: "Invalid request", 404: "Not found", 409: "Conflict", 413: "Too large",
-                416: "Offset out of range", 500: "Internal error", 503: "Storage or coordinator unavailable"}
+                416: "Offset out of range", 500: "Internal error", 503: "Not available now: starting, no live leader, a leader that does not answer, storage or coordinator"}
 
 
 def _responses(ok_status: int, ok_schema: str, description: str, errors: tuple[int, ...]) -> dict:

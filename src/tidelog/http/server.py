@@ -99,7 +99,13 @@ def make_app(broker: "Broker") -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get(PREFIX + "/openapi.json", openapi)
-    Api(broker).add_routes(app)
+    api = Api(broker)
+    api.add_routes(app)
+
+    async def close_peers(_app: web.Application) -> None:
+        api.peers.close()
+
+    app.on_cleanup.append(close_peers)
     app.router.add_get("/", console)
     app.router.add_static("/static/", STATIC_DIR, append_version=False)
     return app

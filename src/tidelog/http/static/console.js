@@ -40,13 +40,16 @@ function table(columns, rows, opts = {}) {
 }
 function card(label, value, testid) { return h("div", { class: "card" }, h("div", { class: "label" }, label), h("div", { class: "value", "data-testid": testid }, value)); }
 function fmtBytes(n) {
+  if (n === null || n === undefined) return "-";
   if (n < 10 && n > 0 && n !== Math.round(n)) return `${n.toFixed(1)} B`;
   if (n < 1024) return `${Math.round(n)} B`;
   const units = ["KiB", "MiB", "GiB", "TiB"]; let i = -1;
   do { n /= 1024; i++; } while (n >= 1024 && i < units.length - 1);
   return `${n.toFixed(n < 10 ? 1 : 0)} ${units[i]}`;
 }
-function fmtNum(n) { return Math.round(n).toLocaleString("en-US"); }
+function fmtNum(n) { return n === null || n === undefined ? "-" : Math.round(n).toLocaleString("en-US"); }
+function fmtLeader(id) { return id === null ? "none" : id; }
+function partitionState(p) { return p.offline ? "offline" : p.under_replicated ? "under-replicated" : "ok"; }
 function fmtTime(ms) { return ms < 0 ? "-" : new Date(ms).toISOString().replace("T", " ").replace("Z", ""); }
 function fmtDuration(ms) {
   const s = Math.floor(ms / 1000), d = Math.floor(s / 86400), hh = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);
@@ -114,20 +117,30 @@ let throughputChart = null, lastTotals = null;  // kept across visits so the cha
 
 async function overview() {
   const cards = h("div", { class: "cards", "data-testid": "overview-cards" });
+  const brokers = h("div");
   const rates = h("div", { class: "cards" });
   if (!throughputChart) throughputChart = new Chart([{ name: "produced B/s", color: "#0f6bdc" }, { name: "fetched B/s", color: "#e8590c", dash: [6, 4] }], fmtBytes);
   const recordsLine = h("div", { class: "muted", "data-testid": "rates" });
-  view.replaceChildren(h("h1", {}, "Cluster overview"), cards,
-    h("h2", {}, "Throughput now"), h("div", { class: "panel" }, rates, recordsLine, throughputChart.el));
+  view.replaceChildren(h("h1", {}, "Cluster overview"), cards, h("h2", {}, "Brokers"), brokers,
+    h("h2", {}, "Throughput now (this broker)"), h("div", { class: "panel" }, rates, recordsLine, throughputChart.el));
   every(1000, async () => {
     try {
       const c = await api("GET", "/cluster");
-      const b = c.brokers[0];
+      const me = c.brokers.find(b => b.node_id === c.node_id);
+      const health = (n, testid) => h("span", { class: n ? "bad-text" : "ok-text", "data-testid": testid }, fmtNum(n));
       cards.replaceChildren(
-        card("Cluster id", c.cluster_id, "cluster-id"), card("Broker", `#${b.node_id} ${b.host}:${b.port}`, "broker"),
-        card("Controller", `#${c.controller_id}`), card("Topics", c.topics, "topic-count"), card("Partitions", c.partitions, "partition-count"),
-        card("Under-replicated", c.under_replicated_partitions), card("Consumer groups", c.groups, "group-count"),
+        card("Cluster id", c.cluster_id, "cluster-id"),
+        card("This broker", me ? `#${me.node_id} ${me.host}:${me.port}` : `#${c.node_id}`, "broker"),
+        card("Controller", c.controller_id === null ? "none" : `#${c.controller_id}`, "controller"),
+        card("Brokers", c.brokers.length, "broker-count"), card("Topics", c.topics, "topic-count"), card("Partitions", c.partitions, "partition-count"),
+        card("Under-replicated", health(c.under_replicated_partitions, "under-replicated")),
+        card("Offline partitions", health(c.offline_partitions, "offline")), card("Consumer groups", c.groups, "group-count"),
         card("Connections", c.connections), card("Uptime", fmtDuration(c.uptime_ms)), card("Version", c.version));
+      brokers.replaceChildren(table([
+        { label: "Broker", render: b => `#${b.node_id}` + (b.node_id === c.node_id ? " (this one)" : "") },
+        { label: "Kafka address", render: b => `${b.host}:${b.port}` }, { label: "Rack", render: b => b.rack || "-" },
+        { label: "Controller", render: b => b.controller ? h("span", { class: "tag" }, "controller") : "" },
+      ], c.brokers, { testid: "brokers-table", key: b => b.node_id, empty: "No live broker." }));
       const t = c.totals;
       if (lastTotals) {
         const dt = Math.max((c.now_ms - lastTotals.now) / 1000, 0.001);
@@ -177,6 +190,9 @@ async function topics() {
       list.replaceChildren(table([
         { label: "Topic", render: t => link(`#/topics/${enc(t.name)}`, t.name) },
         { label: "Partitions", key: "partitions", num: true }, { label: "Replication", key: "replication_factor", num: true },
+        { label: "Health", render: t => t.offline_partitions ? h("span", { class: "tag state-offline" }, `${t.offline_partitions} offline`)
+          : t.under_replicated_partitions ? h("span", { class: "tag state-under-replicated" }, `${t.under_replicated_partitions} under-replicated`)
+          : h("span", { class: "tag state-ok" }, "ok") },
         { label: "Records", render: t => fmtNum(t.records), num: true }, { label: "Size", render: t => fmtBytes(t.size_bytes), num: true },
         { label: "Config overrides", render: t => Object.entries(t.configs).map(([k, v]) => h("span", { class: "tag" }, `${k}=${v}`)) },
         { label: "", render: t => link(`#/topics/${enc(t.name)}/messages`, "messages") },
@@ -230,15 +246,18 @@ async function topicDetail(name) {
     } }, "Delete topic");
     body.replaceChildren(
       h("div", { class: "cards" }, card("Topic id", t.topic_id), card("Partitions", t.partition_count), card("Replication factor", t.replication_factor),
-        card("Records", fmtNum(t.records)), card("Size", fmtBytes(t.size_bytes))),
+        card("Records", fmtNum(t.records)), card("Size", fmtBytes(t.size_bytes)),
+        card("Under-replicated", t.under_replicated_partitions, "topic-under-replicated"), card("Offline", t.offline_partitions, "topic-offline")),
       h("h2", {}, "Partitions"),
       table([
-        { label: "Partition", key: "partition", num: true }, { label: "Leader", key: "leader", num: true },
+        { label: "Partition", key: "partition", num: true }, { label: "Leader", render: p => fmtLeader(p.leader), num: true },
         { label: "Replicas", render: p => p.replicas.join(", ") }, { label: "ISR", render: p => p.isr.join(", ") },
-        { label: "Start offset", key: "log_start_offset", num: true }, { label: "End offset", key: "log_end_offset", num: true },
-        { label: "High watermark", key: "high_watermark", num: true }, { label: "Size", render: p => fmtBytes(p.size_bytes), num: true },
-        { label: "Segments", key: "segments", num: true },
-      ], t.partitions, { testid: "partitions-table", onRow: p => { location.hash = `#/topics/${enc(name)}/messages?partition=${p.partition}`; } }),
+        { label: "Offline replicas", render: p => p.offline_replicas.join(", ") || "-" },
+        { label: "State", render: p => h("span", { class: "tag state-" + partitionState(p) }, partitionState(p)) },
+        { label: "Start offset", render: p => fmtNum(p.log_start_offset), num: true }, { label: "End offset", render: p => fmtNum(p.log_end_offset), num: true },
+        { label: "High watermark", render: p => fmtNum(p.high_watermark), num: true }, { label: "Size", render: p => fmtBytes(p.size_bytes), num: true },
+        { label: "Segments", render: p => fmtNum(p.segments), num: true },
+      ], t.partitions, { testid: "partitions-table", key: p => p.partition, onRow: p => { location.hash = `#/topics/${enc(name)}/messages?partition=${p.partition}`; } }),
       h("h2", {}, "Produce a record"), h("div", { class: "panel" }, produceForm),
       h("h2", {}, "Configs"), h("div", { class: "panel" }, configForm),
       table([
@@ -279,7 +298,7 @@ function renderValue(value, encoding, mode, quiet) {
 async function messages(name, params) {
   let t;
   try { t = await api("GET", `/topics/${enc(name)}`); } catch (e) { view.replaceChildren(errorBox(e)); return; }
-  const partition = h("select", { name: "partition", "data-testid": "browse-partition" }, t.partitions.map(p => h("option", { value: p.partition }, `${p.partition} (${p.log_start_offset}–${p.log_end_offset})`)));
+  const partition = h("select", { name: "partition", "data-testid": "browse-partition" }, t.partitions.map(p => h("option", { value: p.partition }, p.offline ? `${p.partition} (offline)` : `${p.partition} (${fmtNum(p.log_start_offset)}–${fmtNum(p.high_watermark)}, leader ${p.leader})`)));
   partition.value = params.get("partition") || "0";
   const mode = h("select", { name: "mode", "data-testid": "browse-mode" }, h("option", { value: "offset" }, "from offset"), h("option", { value: "time" }, "from time"), h("option", { value: "latest" }, "latest"));
   const offset = h("input", { name: "offset", type: "number", min: 0, value: params.get("offset") || "", placeholder: "start", style: "width:110px", "data-testid": "browse-offset" });
@@ -401,7 +420,9 @@ async function readiness() {
   const el = document.getElementById("status");
   try {
     const r = await fetch("/ready");
-    el.textContent = r.ok ? "ready" : "starting"; el.className = "status " + (r.ok ? "ok" : "bad");
+    const body = await r.json().catch(() => ({}));
+    el.textContent = r.ok ? "ready" : "not ready"; el.className = "status " + (r.ok ? "ok" : "bad");
+    el.title = r.ok ? "Broker ready" : (body.reasons || []).join("; ");
   } catch { el.textContent = "unreachable"; el.className = "status bad"; }
 }
 
