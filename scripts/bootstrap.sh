@@ -23,11 +23,18 @@ bootstrap_venv() {
     local spec="$ROOT"
     [ -n "$extras" ] && spec="$ROOT[$extras]"
     local stamp="$VENV/.tidelog-installed-$extras"
-    # Reinstall only when pyproject.toml, setup.py or the C extension changed since the last install.
-    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/setup.py" -nt "$stamp" ] \
-        || [ "$ROOT/src/tidelog/protocol/_recordwalk.c" -nt "$stamp" ]; then
-        "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
-        "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" >&2
-        touch "$stamp"
-    fi
+    # Install (editable: Python changes need none) only when pyproject.toml, setup.py or the C
+    # extension changed since the last install of these extras. Any install has the base
+    # dependencies: `serve` (no extras) is satisfied by the one `test` made.
+    local current
+    for current in "$stamp" "$VENV"/.tidelog-installed-*; do
+        if [ -f "$current" ] && [ ! "$ROOT/pyproject.toml" -nt "$current" ] && [ ! "$ROOT/setup.py" -nt "$current" ] \
+            && [ ! "$ROOT/src/tidelog/protocol/_recordwalk.c" -nt "$current" ] \
+            && { [ -z "$extras" ] || [ "$current" = "$stamp" ]; }; then
+            return 0
+        fi
+    done
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" >&2
+    touch "$stamp"
 }

@@ -29,7 +29,9 @@ def test_quick_benchmark_produces_and_consumes_every_record(tmp_path):
         assert row["status"] == "ok"
         assert row["records"] == 2_000
         assert row["records_per_s"] > 0
-        assert row["broker_cpu_s"] > 0
+        # CPU time comes in 10 ms ticks: a quick phase may measure 0. What must hold: it was
+        # measured (a number), never negative.
+        assert isinstance(row["broker_cpu_s"], (int, float)) and row["broker_cpu_s"] >= 0
         assert row["broker_peak_rss_bytes"] > 0
     assert "tidelog-balanced" in (out / "results.md").read_text()
     # The temporary data directories of the brokers it started are removed.

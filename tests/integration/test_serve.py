@@ -189,3 +189,25 @@ def test_a_data_dir_of_another_cluster_names_cluster_id(tmp_path):
     # The failed start released the lock: the broker starts again as it was.
     BrokerProcess(tmp_path / "d", {"http.port": "0"}).start().stop()
 
+
+def test_scripts_serve_reuses_the_venv_that_scripts_test_set_up(tmp_path):
+    """./scripts/serve starts a broker from the venv the tests run in without reinstalling it."""
+    venv = Path(sys.prefix)
+    stamps = lambda: {p.name: p.stat().st_mtime_ns for p in venv.glob(".tidelog-installed-*")}  # noqa: E731
+    before = stamps()
+    assert before, "the test run's venv was made by scripts/test (bootstrap.sh)"
+    port_file = tmp_path / "ports"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDELOG_")}
+    env.update(TIDELOG_VENV=str(venv), TIDELOG_DATA_DIR=str(tmp_path / "data"))
+    script = Path(__file__).resolve().parents[2] / "scripts" / "serve"
+    with open(tmp_path / "log", "wb") as log:
+        proc = subprocess.Popen([str(script), "--port", "0", "--http-port", "0", "--port-file", str(port_file)],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: port_file.exists() or proc.poll() is not None, 60, message="scripts/serve to start a broker")
+        assert proc.poll() is None, (tmp_path / "log").read_text()
+    finally:
+        proc.terminate()
+        assert proc.wait(60) == 0
+    assert stamps() == before, "scripts/serve ran pip install"
+    assert "pip" not in (tmp_path / "log").read_text().lower()

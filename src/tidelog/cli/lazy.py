@@ -10,7 +10,7 @@ import click
 
 from tidelog.cli.errors import USAGE_EXIT, show_usage_error
 
-# command name -> "module:attribute"
+# command name -> "module:attribute" (the client commands, and others serve does not need)
 CLIENT_COMMANDS = {
     "topics": "tidelog.cli.topics:topics",
     "produce": "tidelog.cli.produce:produce",
@@ -19,6 +19,7 @@ CLIENT_COMMANDS = {
     "cluster": "tidelog.cli.cluster:cluster",
     "bench": "tidelog.cli.bench:bench",
     "dev-cluster": "tidelog.cli.dev_cluster:dev_cluster",
+    "settings": "tidelog.cli.settings:settings",
 }
 
 
