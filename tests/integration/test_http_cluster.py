@@ -115,6 +115,28 @@ def test_any_broker_shows_the_leaders_offsets_and_records(cluster, admin):
         assert (status, body["error_code"]) == (416, "OFFSET_OUT_OF_RANGE"), (node_id, body)
 
 
+def test_any_broker_takes_records_for_every_partition(cluster, admin):
+    """HTTP produce on a broker that does not lead a partition is produced at its leader (acks=all)."""
+    import requests
+
+    create(admin, "anywhere", 3, 3)
+    expected = {p: [] for p in range(3)}
+    for node_id, broker in cluster.brokers.items():
+        body = {"records": [{"value": f"via-{node_id}-p{p}", "partition": p, "timestamp": 1_700_000_000_000 + p} for p in range(3)]}
+        response = requests.post(f"http://127.0.0.1:{broker.metrics_port}/api/v1/topics/anywhere/records", json=body, timeout=60)
+        assert response.status_code == 200, response.text
+        offsets = response.json()["offsets"]
+        assert [(o["partition"], o["timestamp"]) for o in offsets] == [(p, 1_700_000_000_000 + p) for p in range(3)], offsets
+        for o in offsets:
+            expected[o["partition"]].append((o["offset"], f"via-{node_id}-p{o['partition']}"))
+    from tests.integration.clients import consume
+
+    for partition, produced in expected.items():
+        assert [offset for offset, _ in produced] == [0, 1, 2]
+        records = consume("confluent", cluster.bootstrap, "anywhere", 3, partition=partition)
+        assert [(r.offset, r.value.decode()) for r in records] == produced
+
+
 def test_a_long_poll_on_a_broker_that_does_not_lead_returns_the_new_record(cluster, admin):
     create(admin, "polled", 1, 1)
     leader = metadata_view(admin, "polled")[0][1]
@@ -129,6 +151,38 @@ def test_a_long_poll_on_a_broker_that_does_not_lead_returns_the_new_record(clust
     assert producer.flush(30) == 0
     reader.join(30)
     assert [r["value"] for r in result["records"]] == ["late"]
+
+
+def test_group_routes_answer_alike_on_every_broker(cluster, admin):
+    """Groups live on the coordinator (the leader of __consumer_offsets-0); every other broker's API
+    forwards group routes there, so every console shows the same groups."""
+    import requests
+    from confluent_kafka import Consumer, TopicPartition
+
+    create(admin, "grouped", 2, 3)
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "everywhere", "enable.auto.commit": False})
+    try:
+        consumer.commit(offsets=[TopicPartition("grouped", 0, 0)], asynchronous=False)
+    finally:
+        consumer.close()
+    coordinator = admin.list_topics("__consumer_offsets", timeout=5).topics["__consumer_offsets"].partitions[0].leader
+    views = {}
+    for node_id, broker in cluster.brokers.items():
+        groups = {g["group_id"]: g for g in api(broker, "/groups")["groups"]}
+        assert "everywhere" in groups, (node_id, groups)
+        views[node_id] = api(broker, "/groups/everywhere")
+        assert api(broker, "/cluster")["groups"] == len(groups)
+    assert len({json.dumps(v, sort_keys=True) for v in views.values()}) == 1, views
+    # A commit through a broker that is not the coordinator lands at the coordinator.
+    other = next(b for n, b in cluster.brokers.items() if n != coordinator)
+    url = f"http://127.0.0.1:{other.metrics_port}/api/v1/groups/everywhere/offsets"
+    response = requests.post(url, json={"offsets": [{"topic": "grouped", "partition": 1, "offset": 0}]}, timeout=30)
+    assert response.status_code == 200, response.text
+    committed = {(o["topic"], o["partition"]) for o in api(cluster.brokers[coordinator], "/groups/everywhere")["offsets"]}
+    assert committed == {("grouped", 0), ("grouped", 1)}
+    # Each broker's console address is listed.
+    consoles = {b["node_id"]: b["console"] for b in api(other, "/cluster")["brokers"]}
+    assert consoles == {n: f"http://127.0.0.1:{b.metrics_port}/" for n, b in cluster.brokers.items()}
 
 
 def test_a_dead_broker_shows_as_offline_replicas_everywhere_and_none_in_the_cli(cluster, admin):

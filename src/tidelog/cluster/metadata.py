@@ -77,20 +77,26 @@ class BrokerInfo:
 
     ``epoch`` (Kafka's broker epoch) is the store revision of the broker's registration: it
     grows every time the broker registers again (a restart, or a lapsed lease). Not part of
-    the stored JSON; the store sets it."""
+    the stored JSON; the store sets it. ``http`` is where its HTTP listener (console, API) is,
+    ``host:port``, or None without one: any broker's API forwards group routes to the group
+    coordinator's."""
 
     node_id: int
     host: str
     port: int
     rack: str | None = None
     epoch: int = 0
+    http: str | None = None
 
     def to_json(self) -> dict:
-        return {"node_id": self.node_id, "host": self.host, "port": self.port, "rack": self.rack}
+        data = {"node_id": self.node_id, "host": self.host, "port": self.port, "rack": self.rack}
+        if self.http is not None:
+            data["http"] = self.http
+        return data
 
     @classmethod
     def from_json(cls, data: dict, epoch: int = 0) -> "BrokerInfo":
-        return cls(int(data["node_id"]), data["host"], int(data["port"]), data.get("rack"), epoch)
+        return cls(int(data["node_id"]), data["host"], int(data["port"]), data.get("rack"), epoch, data.get("http"))
 
 
 @dataclass(frozen=True)

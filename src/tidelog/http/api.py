@@ -30,11 +30,13 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+import aiohttp
 from aiohttp import web
 
 from tidelog import __version__
 from tidelog.config import topic_config_def, validate_topic_configs
 from tidelog.handlers.describe_configs import DYNAMIC_TOPIC_CONFIG, STATIC_BROKER_CONFIG, topic_config_views
+from tidelog.groups.offsets_topic import TOPIC as OFFSETS_TOPIC
 from tidelog.handlers.produce import append_batch
 from tidelog.http.codec import TIMESTAMP_TYPES, json_to_bytes, json_to_headers, partition_for_key, record_to_json
 from tidelog.http.peers import PeerClient
@@ -76,10 +78,12 @@ _STATUS = {
     ErrorCode.broker_not_available: 503,
     ErrorCode.network_exception: 503,
     ErrorCode.coordinator_not_available: 503,
+    ErrorCode.not_coordinator: 503,
     ErrorCode.coordinator_load_in_progress: 503,
     ErrorCode.unknown_server_error: 500,
 }
 _CLIENT_ERRORS = 400
+FORWARDED_HEADER = "X-Tidelog-Forwarded-By"  # a request one broker forwarded to another: never forwarded again
 # Errors that are not Kafka's: aiohttp's own (unknown path, method, a body too large) and ours.
 HTTP_ERROR_NAMES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "REQUEST_TOO_LARGE"}
 INTERNAL_ERROR = "INTERNAL_ERROR"
@@ -170,6 +174,7 @@ class Api:
     def __init__(self, broker: "Broker") -> None:
         self.broker = broker
         self.peers = PeerClient(broker)
+        self._session: aiohttp.ClientSession | None = None  # group routes forwarded to the coordinator
         self._round_robin: dict[str, itertools.count] = {}
 
     def add_routes(self, app: web.Application) -> None:
@@ -182,11 +187,79 @@ class Api:
         r.add_put(PREFIX + "/topics/{topic}/configs", self.alter_topic_configs)
         r.add_post(PREFIX + "/topics/{topic}/records", self.produce)
         r.add_get(PREFIX + "/topics/{topic}/partitions/{partition}/records", self.consume)
-        r.add_get(PREFIX + "/groups", self.list_groups)
-        r.add_get(PREFIX + "/groups/{group}", self.describe_group)
-        r.add_delete(PREFIX + "/groups/{group}", self.delete_group)
-        r.add_post(PREFIX + "/groups/{group}/offsets", self.commit_offsets)
-        r.add_post(PREFIX + "/groups/{group}/fetch", self.group_fetch)
+        r.add_get(PREFIX + "/groups", self.at_coordinator(self.list_groups))
+        r.add_get(PREFIX + "/groups/{group}", self.at_coordinator(self.describe_group))
+        r.add_delete(PREFIX + "/groups/{group}", self.at_coordinator(self.delete_group))
+        r.add_post(PREFIX + "/groups/{group}/offsets", self.at_coordinator(self.commit_offsets))
+        r.add_post(PREFIX + "/groups/{group}/fetch", self.at_coordinator(self.group_fetch))
+
+    async def close(self) -> None:
+        self.peers.close()
+        if self._session is not None:
+            await self._session.close()
+
+    # --- the group coordinator -----------------------------------------------------------------
+    def _coordinator_http(self, request: web.Request | None) -> str | None:
+        """Where group routes are answered: None for here (a single node, this broker leads
+        ``__consumer_offsets`` partition 0, or there are no groups yet), else the coordinator's
+        HTTP address."""
+        broker = self.broker
+        if broker.replication is None:
+            return None
+        state = broker.metadata.partitions.get((OFFSETS_TOPIC, 0))
+        if state is None:
+            return None
+        coordinator = state.leader if state.leader in self._live_brokers() else None
+        if coordinator is None:
+            raise KafkaError(ErrorCode.coordinator_not_available, f"{OFFSETS_TOPIC}-0 has no live leader: no group coordinator")
+        if coordinator == broker.node_id:
+            return None
+        if request is not None and request.headers.get(FORWARDED_HEADER):
+            raise KafkaError(ErrorCode.not_coordinator, f"broker {broker.node_id} does not coordinate the groups (broker {coordinator} does)")
+        address = broker.metadata.brokers[coordinator].http
+        if address is None:
+            raise KafkaError(ErrorCode.not_coordinator, f"broker {coordinator} coordinates the groups and serves no HTTP")
+        return address
+
+    def at_coordinator(self, handler):
+        """A group route, answered by the group coordinator: forwarded to its HTTP API when that is
+        another broker, so that every broker's console shows the groups."""
+
+        async def route(request: web.Request) -> web.Response:
+            address = self._coordinator_http(request)
+            return await handler(request) if address is None else await self._forward(request, address)
+
+        return route
+
+    async def _forward(self, request: web.Request, address: str) -> web.Response:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=MAX_TIMEOUT_MS / 1000 + 10))
+        body = await request.read()
+        headers = {"Content-Type": request.headers.get("Content-Type", "application/json"), FORWARDED_HEADER: str(self.broker.node_id)}
+        try:
+            async with self._session.request(request.method, f"http://{address}{request.rel_url}", data=body or None,
+                                             headers=headers) as response:
+                return web.Response(body=await response.read(), status=response.status, content_type=response.content_type)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            raise KafkaError(ErrorCode.network_exception,
+                             f"the group coordinator's HTTP API at {address} did not answer: {e or type(e).__name__}") from None
+
+    async def _group_count(self) -> int | None:
+        """Groups as the coordinator knows them; None when it cannot be asked."""
+        try:
+            address = self._coordinator_http(None)
+        except KafkaError:
+            return None
+        if address is None:
+            return len(self.broker.groups.list_groups())
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=MAX_TIMEOUT_MS / 1000 + 10))
+        try:
+            async with self._session.get(f"http://{address}{PREFIX}/groups", headers={FORWARDED_HEADER: str(self.broker.node_id)},
+                                         timeout=aiohttp.ClientTimeout(total=2)) as response:
+                return len((await response.json())["groups"]) if response.status == 200 else None
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError):
+            return None
 
     # --- cluster ---------------------------------------------------------------------------
     def _live_brokers(self) -> dict[int, tuple[str, int, str | None]]:
@@ -195,6 +268,12 @@ class Api:
         if broker.replication is None:  # a single node: this broker, the only one
             return {broker.node_id: (broker.advertised_host, broker.advertised_port, broker.config["broker.rack"] or None)}
         return {b.node_id: (b.host, b.port, b.rack) for b in broker.metadata.brokers.values()}
+
+    def _http_address(self, node_id: int) -> str | None:
+        if node_id == self.broker.node_id:
+            return self.broker.http_address
+        info = self.broker.metadata.brokers.get(node_id)
+        return info.http if info is not None else None
 
     def _controller_id(self) -> int:
         broker = self.broker
@@ -233,7 +312,8 @@ class Api:
             "node_id": broker.node_id,
             "version": __version__,
             "brokers": [{"node_id": node_id, "host": host, "port": port, "rack": rack, "controller": node_id == controller_id,
-                         "http_port": broker.http.port if node_id == broker.node_id and broker.http is not None else None}
+                         "http_port": broker.http.port if node_id == broker.node_id and broker.http is not None else None,
+                         "console": f"http://{http}/" if (http := self._http_address(node_id)) else None}
                         for node_id, (host, port, rack) in sorted(live.items())],
             "started_at_ms": broker.started_at_ms,
             "uptime_ms": int(time.time() * 1000) - broker.started_at_ms,
@@ -242,7 +322,7 @@ class Api:
             "partitions": len(states),
             "under_replicated_partitions": sum(s["under_replicated"] for s in states),
             "offline_partitions": sum(s["offline"] for s in states),
-            "groups": len(broker.groups.list_groups()),
+            "groups": await self._group_count(),
             "connections": len(broker.connections),
             "totals": {
                 "produced_bytes": total(metrics.produced_bytes),
@@ -434,6 +514,8 @@ class Api:
         broker = self.broker
         replication = broker.replication  # cluster: acknowledged as Produce acks=all is
         replicated = []  # (partition, end offset, items)
+        forwarded: dict[int, dict[int, tuple[list, bytearray]]] = {}  # leader -> partition -> (items, batch)
+        live = self._live_brokers()
 
         def reject(partition: int, items: list, error: KafkaError | InvalidBatch) -> None:
             errors.append(error)
@@ -443,6 +525,10 @@ class Api:
 
         for partition, items in sorted(by_partition.items()):
             batch = bytearray(build_batch([r for _, r in items]))
+            leader = self._partition_state(record.name, partition, live)["leader"] if replication is not None else None
+            if leader is not None and leader != broker.node_id:  # another broker leads it: produce there
+                forwarded.setdefault(leader, {})[partition] = (items, batch)
+                continue
             try:
                 if replication is not None:
                     error = replication.leader_error(record.name, partition) or replication.check_min_isr(record.name, partition)
@@ -472,9 +558,35 @@ class Api:
                 if error != ErrorCode.none:
                     logger.info("HTTP produce to %s-%d not acknowledged: %s", record.name, partition, error.name)
                     reject(partition, items, KafkaError(error, f"{record.name}-{partition}: {error.name}"))
+        if forwarded:
+            await asyncio.gather(*(self._produce_at(leader, record.name, batches, results, reject)
+                                   for leader, batches in forwarded.items()))
         if errors and len(errors) == len(by_partition):
             return kafka_error_response(errors[0])
         return web.json_response({"topic": record.name, "offsets": results})
+
+    async def _produce_at(self, leader: int, topic: str, batches: dict[int, tuple[list, bytearray]], results: list, reject) -> None:
+        """Partitions another broker leads: their batches are produced there, acks=all."""
+        try:
+            appended = await self.peers.produce(leader, topic, {p: bytes(batch) for p, (_, batch) in batches.items()},
+                                                PRODUCE_TIMEOUT_S * 1000)
+        except KafkaError as e:
+            logger.info("HTTP produce to %s at broker %d failed: %s", topic, leader, e)
+            for partition, (items, _) in batches.items():
+                reject(partition, items, e)
+            return
+        for partition, (items, batch) in batches.items():
+            answer = appended.get(partition)
+            if answer is None or answer.error_code != ErrorCode.none:
+                error = answer.error_code if answer is not None else ErrorCode.unknown_server_error
+                message = (answer.message if answer is not None else None) or f"{topic}-{partition} at broker {leader}: {error.name}"
+                logger.info("HTTP produce to %s-%d at broker %d rejected: %s", topic, partition, leader, message)
+                reject(partition, items, KafkaError(error, message))
+                continue
+            max_timestamp = parse_batch_header(memoryview(batch), 0).max_timestamp
+            for delta, (index, r) in enumerate(items):
+                timestamp = answer.log_append_time_ms if answer.log_append_time_ms >= 0 else (r[3] if r[3] is not None else max_timestamp)
+                results[index] = {"partition": partition, "offset": answer.base_offset + delta, "timestamp": timestamp}
 
     def _record_json(self, r, timestamp_type: int, force_base64: bool) -> dict:
         return record_to_json(r.offset, r.timestamp, TIMESTAMP_TYPES[timestamp_type], r.key, r.value, r.headers, force_base64)

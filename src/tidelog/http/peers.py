@@ -3,9 +3,10 @@
 Any broker's API and console show the same picture of the cluster: a partition's offsets and
 size are the leader's, and its records are read from the leader, wherever it is. Partitions led
 here are read locally (api.py); for the others this module asks the leader as a Kafka client
-would (ListOffsets v5, DescribeLogDirs v1, Fetch v11: non-flexible versions, as ``BrokerChannel``
-speaks them), on the leader's advertised Kafka address, which every broker can reach (the HTTP
-listeners bind loopback by default).
+would (ListOffsets v5, DescribeLogDirs v1, Fetch v11, and Produce v8 with acks=all for records
+produced over HTTP: non-flexible versions, as ``BrokerChannel`` speaks them), on the leader's
+advertised Kafka address, which every broker can reach (the HTTP listeners bind loopback by
+default).
 
 A ``PeerClient`` keeps a few idle connections per broker; at most ``MAX_CONNECTIONS_PER_BROKER``
 requests to one broker run at once. A broker that does not answer within the timeout makes the
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+PRODUCE, PRODUCE_VERSION = 0, 8
 LIST_OFFSETS, LIST_OFFSETS_VERSION = 2, 5
 DESCRIBE_LOG_DIRS, DESCRIBE_LOG_DIRS_VERSION = 35, 1
 FETCH, FETCH_VERSION = 1, 11
@@ -37,6 +39,16 @@ REQUEST_TIMEOUT_S = 5.0
 MAX_CONNECTIONS_PER_BROKER = 4
 
 Key = tuple[str, int]
+
+
+@dataclass
+class RemoteAppend:
+    """A Produce answer for one partition: its error (with Kafka's message), else where the batch went."""
+
+    error_code: ErrorCode
+    message: str | None
+    base_offset: int
+    log_append_time_ms: int
 
 
 @dataclass
@@ -167,3 +179,20 @@ class PeerClient:
         if p.error_code != ErrorCode.none:
             raise KafkaError(p.error_code, f"{topic}-{partition} at offset {offset}: broker {node_id} answered {p.error_code.name}")
         return RemoteRead(bytes(p.records or b""), p.high_watermark, p.log_start_offset)
+
+    async def produce(self, node_id: int, topic: str, batches: dict[int, bytes], timeout_ms: int) -> dict[int, RemoteAppend]:
+        """Record batches appended by their leader as a Kafka producer's acks=all request is: the
+        leader's answer for each partition (it checks, appends and waits for its ISR)."""
+        from kio.schema.produce.v8 import request as schema
+
+        request = schema.ProduceRequest(
+            transactional_id=None, acks=-1, timeout=datetime.timedelta(milliseconds=timeout_ms),
+            topic_data=(schema.TopicProduceData(name=topic, partition_data=tuple(
+                schema.PartitionProduceData(index=partition, records=batch) for partition, batch in sorted(batches.items()))),))
+        response = await self.request(node_id, PRODUCE, PRODUCE_VERSION, request, REQUEST_TIMEOUT_S + timeout_ms / 1000)
+        appended = {}
+        for topic_response in response.responses:
+            for p in topic_response.partition_responses:
+                append_time = int(p.log_append_time.timestamp() * 1000) if p.log_append_time is not None else -1
+                appended[p.index] = RemoteAppend(p.error_code, p.error_message, p.base_offset, append_time)
+        return appended

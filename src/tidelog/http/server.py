@@ -102,10 +102,10 @@ def make_app(broker: "Broker") -> web.Application:
     api = Api(broker)
     api.add_routes(app)
 
-    async def close_peers(_app: web.Application) -> None:
-        api.peers.close()
+    async def close_api(_app: web.Application) -> None:
+        await api.close()
 
-    app.on_cleanup.append(close_peers)
+    app.on_cleanup.append(close_api)
     app.router.add_get("/", console)
     app.router.add_static("/static/", STATIC_DIR, append_version=False)
     return app

@@ -274,6 +274,15 @@ class Broker:
         self._lock.release()
 
     @property
+    def http_address(self) -> str | None:
+        """``host:port`` where other brokers and browsers reach this broker's HTTP listener: its
+        bound address, or the advertised host when it binds every interface; None without HTTP."""
+        if self.http is None:
+            return None
+        host = self.http.host if self.http.host not in ("", "0.0.0.0", "::") else self.advertised_host
+        return f"[{host}]:{self.http.port}" if ":" in host else f"{host}:{self.http.port}"
+
+    @property
     def serving(self) -> bool:
         """The logs are open and the Kafka listener serves (the HTTP API may use the broker)."""
         return self._server is not None and self._server.is_serving()
@@ -281,7 +290,8 @@ class Broker:
     async def _join_cluster(self) -> None:
         """Register under a lease, take up this broker's replicas, stand for controller."""
         rack = self.config["broker.rack"] or None
-        await self.metadata.register_broker(BrokerInfo(self.node_id, self.advertised_host, self.advertised_port, rack))
+        await self.metadata.register_broker(BrokerInfo(self.node_id, self.advertised_host, self.advertised_port, rack,
+                                                       http=self.http_address))
         self.replication.on_leadership.append(self._on_leadership)
         self.replication.start()
         self.metadata.add_listener(self._on_cluster_change)

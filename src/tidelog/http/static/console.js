@@ -134,12 +134,13 @@ async function overview() {
         card("Controller", c.controller_id === null ? "none" : `#${c.controller_id}`, "controller"),
         card("Brokers", c.brokers.length, "broker-count"), card("Topics", c.topics, "topic-count"), card("Partitions", c.partitions, "partition-count"),
         card("Under-replicated", health(c.under_replicated_partitions, "under-replicated")),
-        card("Offline partitions", health(c.offline_partitions, "offline")), card("Consumer groups", c.groups, "group-count"),
+        card("Offline partitions", health(c.offline_partitions, "offline")), card("Consumer groups", c.groups ?? "-", "group-count"),
         card("Connections", c.connections), card("Uptime", fmtDuration(c.uptime_ms)), card("Version", c.version));
       brokers.replaceChildren(table([
         { label: "Broker", render: b => `#${b.node_id}` + (b.node_id === c.node_id ? " (this one)" : "") },
         { label: "Kafka address", render: b => `${b.host}:${b.port}` }, { label: "Rack", render: b => b.rack || "-" },
         { label: "Controller", render: b => b.controller ? h("span", { class: "tag" }, "controller") : "" },
+        { label: "Console", render: b => b.console ? link(b.console, b.console) : "-" },
       ], c.brokers, { testid: "brokers-table", key: b => b.node_id, empty: "No live broker." }));
       const t = c.totals;
       if (lastTotals) {
