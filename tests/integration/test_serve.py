@@ -211,3 +211,39 @@ def test_scripts_serve_reuses_the_venv_that_scripts_test_set_up(tmp_path):
         assert proc.wait(60) == 0
     assert stamps() == before, "scripts/serve ran pip install"
     assert "pip" not in (tmp_path / "log").read_text().lower()
+
+
+def test_http_binds_loopback_unless_http_host_says_otherwise(tmp_path):
+    """--host moves the Kafka listener only; HTTP (an unauthenticated admin API) stays on
+    127.0.0.1 unless http.host names another address. (127.0.0.2 is loopback too.)"""
+
+    def start(name: str, *args: str) -> tuple[subprocess.Popen, int, int]:
+        port_file = tmp_path / f"{name}.ports"
+        with open(tmp_path / f"{name}.log", "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "tidelog", "serve", "--host", "127.0.0.2", "--port", "0",
+                                     "--http-port", "0", "--data-dir", str(tmp_path / name), "--port-file", str(port_file), *args],
+                                    stdout=log, stderr=subprocess.STDOUT)
+        wait_until(lambda: port_file.exists() or proc.poll() is not None, 60, message=f"{name} to start")
+        assert proc.poll() is None, (tmp_path / f"{name}.log").read_text()
+        kafka, http = (int(x) for x in port_file.read_text().split())
+        return proc, kafka, http
+
+    def answers(host: str, port: int) -> bool:
+        try:
+            return http_get(port, "/health", host)[0] == 200
+        except OSError:
+            return False
+
+    default, kafka, http = start("default")
+    try:
+        socket.create_connection(("127.0.0.2", kafka), timeout=5).close()
+        assert answers("127.0.0.1", http) and not answers("127.0.0.2", http)
+    finally:
+        default.terminate()
+        default.wait(60)
+    chosen, _, http = start("chosen", "--set", "http.host=127.0.0.2")
+    try:
+        assert answers("127.0.0.2", http) and not answers("127.0.0.1", http)
+    finally:
+        chosen.terminate()
+        chosen.wait(60)
