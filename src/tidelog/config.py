@@ -8,6 +8,7 @@ Broker settings resolve, later winning: built-in default < TOML file (``--config
 
 from __future__ import annotations
 
+import decimal
 import os
 import re
 import tomllib
@@ -44,13 +45,25 @@ def _parse_str(text: str) -> str:
     return str(text)
 
 
+def _parse_double(text: str) -> float:
+    try:
+        return float(str(text).strip())
+    except ValueError:
+        raise ConfigError(f"expected a number, got {text!r}") from None
+
+
+def _parse_list(text: str) -> str:
+    """A comma-separated list, normalised as "a,b" (Kafka trims each item; "" is the empty list)."""
+    return ",".join(item.strip() for item in str(text).split(",") if item.strip())
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "BOOLEAN": _parse_bool,
     "INT": _parse_int,
     "LONG": _parse_int,
     "STRING": _parse_str,
-    "LIST": _parse_str,
-    "DOUBLE": float,
+    "LIST": _parse_list,
+    "DOUBLE": _parse_double,
     "PASSWORD": _parse_str,
     "CLASS": _parse_str,
 }
@@ -69,6 +82,8 @@ class ConfigDef:
     minimum: int | None = None
     read_only: bool = False
     maximum: int | None = None
+    # A further check of the parsed value (Kafka's custom validators); raises ConfigError.
+    validator: Callable[[str, Any], None] | None = None
 
     def parse(self, value: Any) -> Any:
         """The typed value, or ConfigError naming the setting and what is wrong with the value
@@ -79,14 +94,24 @@ class ConfigDef:
                 parsed = _parse_int(str(parsed))
             if self.type == "BOOLEAN" and not isinstance(parsed, bool):
                 parsed = _parse_bool(str(parsed))
+            if self.type == "DOUBLE" and (isinstance(parsed, bool) or not isinstance(parsed, (int, float))):
+                parsed = _parse_double(str(parsed))
+            if self.type == "LIST" and not isinstance(value, str):
+                parsed = _parse_list(",".join(map(str, parsed)) if isinstance(parsed, (list, tuple)) else str(parsed))
         except (ConfigError, ValueError) as e:  # float() says ValueError
             raise ConfigError(f"{self.name}: {e}") from None
-        if self.choices is not None and parsed not in self.choices:
+        if self.type == "LIST" and self.choices is not None:
+            for item in parsed.split(",") if parsed else ():
+                if item not in self.choices:
+                    raise ConfigError(f"{self.name}: {item!r} is not one of {', '.join(self.choices)}")
+        elif self.choices is not None and parsed not in self.choices:
             raise ConfigError(f"{self.name}: {parsed!r} is not one of {', '.join(self.choices)}")
         if self.minimum is not None and parsed < self.minimum:
             raise ConfigError(f"{self.name}: {parsed} is below the minimum {self.minimum}")
         if self.maximum is not None and parsed > self.maximum:
             raise ConfigError(f"{self.name}: {parsed} is above the maximum {self.maximum}")
+        if self.validator is not None:
+            self.validator(self.name, parsed)
         return parsed
 
 
@@ -94,7 +119,39 @@ def render(value: Any) -> str:
     """A config value as Kafka shows it in DescribeConfigs."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float):
+        return _java_double(value)
     return str(value)
+
+
+def _java_double(value: float) -> str:
+    """Java's Double.toString: plain from 1e-3 to 1e7, else d.dddE[-]n (1.7976931348623157E308)."""
+    if value == 0 or 1e-3 <= abs(value) < 1e7:
+        return repr(float(value))
+    sign, digits, exponent = decimal.Decimal(repr(float(value))).normalize().as_tuple()
+    text = "".join(map(str, digits))
+    return f"{'-' if sign else ''}{text[0]}.{text[1:] or '0'}E{exponent + len(text) - 1}"
+
+
+def _gzip_level(name: str, level: int) -> None:
+    """Kafka's GZIP level validator: 1..9, or -1 (Deflater's default)."""
+    if not (1 <= level <= 9 or level == -1):
+        raise ConfigError(f"{name}: {level} is not in [1,...,9] or -1")
+
+
+def _throttled_replicas(name: str, value: str) -> None:
+    """Kafka's ThrottledReplicaListValidator: "*" or partitionId:brokerId pairs."""
+    items = value.split(",") if value else []
+    if items == ["*"] or all(re.fullmatch(r"\d+:\d+", item) for item in items):
+        return
+    raise ConfigError(f"{name} must be the literal '*' or a list of replicas in the following format: "
+                      "[partitionId]:[brokerId],[partitionId]:[brokerId],...")
+
+
+def _no_tiered_storage(name: str, enabled: bool) -> None:
+    if enabled:  # Kafka's answer when remote.log.storage.system.enable is false, which Tidelog's always is
+        raise ConfigError("Tiered Storage functionality is disabled in the broker. Topic cannot be configured with "
+                          "remote log storage.")
 
 
 _DAY_MS = 24 * 3600 * 1000
@@ -118,16 +175,37 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("log.segment.bytes", "INT", 1 << 30, "Segment file size before rolling.", minimum=14),
         ConfigDef("log.roll.ms", "LONG", 7 * _DAY_MS, "Roll a segment after this long.", minimum=1),
         ConfigDef("log.retention.ms", "LONG", 14 * _DAY_MS, "Delete segments older than this; -1 keeps forever.", minimum=-1),
-        ConfigDef("log.retention.bytes", "LONG", -1, "Delete the oldest segments of a partition above this size; -1 for no limit.", minimum=-1),
+        ConfigDef("log.retention.bytes", "LONG", -1, "Delete the oldest segments of a partition above this size; negative for no limit."),
         ConfigDef("log.retention.check.interval.ms", "LONG", 300000, "How often retention runs.", minimum=1),
         ConfigDef("log.index.interval.bytes", "INT", 4096, "Bytes of log between offset index entries.", minimum=0),
-        ConfigDef("log.cleanup.policy", "LIST", "delete", "delete or compact.", choices=("delete", "compact", "compact,delete", "delete,compact")),
+        ConfigDef("log.cleanup.policy", "LIST", "delete", "delete (retention), compact (keep the latest record per key), both, or neither (empty: keep everything, KIP-1030).", choices=("delete", "compact")),
+        ConfigDef("log.roll.jitter.ms", "LONG", 0, "The most a new segment's roll time is brought forward at random (so a topic's partitions do not all roll at once).", minimum=0),
+        ConfigDef("log.index.size.max.bytes", "INT", 10485760, "Most bytes of offset index (and of time index) the cleaner puts in one cleaned segment; Tidelog's indexes grow as needed (not preallocated).", minimum=4),
+        ConfigDef("log.segment.delete.delay.ms", "LONG", 60000, "How long the files of a segment that left the log (retention, DeleteRecords, compaction) stay on disk, renamed .deleted, before they are removed.", minimum=0),
+        ConfigDef("log.flush.interval.messages", "LONG", 9223372036854775807, "Accepted for Kafka compatibility, no effect: when records are fsynced is the durability profile's decision.", minimum=1),
+        ConfigDef("log.preallocate", "BOOLEAN", False, "Accepted for Kafka compatibility, no effect: segments grow by appends."),
+        ConfigDef("log.local.retention.ms", "LONG", -2, "Tiered storage's local retention (-2: retention.ms); no effect, Tidelog has no tiered storage.", minimum=-2),
+        ConfigDef("log.local.retention.bytes", "LONG", -2, "Tiered storage's local retention (-2: retention.bytes); no effect, Tidelog has no tiered storage.", minimum=-2),
+        ConfigDef("log.cleaner.enable", "BOOLEAN", True, "Run the log cleaner, which compacts cleanup.policy=compact topics (__consumer_offsets among them).", read_only=True),
+        ConfigDef("log.cleaner.threads", "INT", 1, "Cleaner worker processes (each cleans one log at a time, off the event loop); 0 disables cleaning.", minimum=0, read_only=True),
+        ConfigDef("log.cleaner.dedupe.buffer.size", "LONG", 128 * 1024 * 1024, "Memory of the cleaners' key -> offset maps, all workers together (24 bytes a key: a longer dirty section is cleaned in several passes).", minimum=0, read_only=True),
+        ConfigDef("log.cleaner.io.buffer.load.factor", "DOUBLE", 0.9, "How full a cleaner's offset map may get.", minimum=0, maximum=1, read_only=True),
+        ConfigDef("log.cleaner.io.buffer.size", "INT", 512 * 1024, "Bytes a cleaner reads and writes at a time.", minimum=0, read_only=True),
+        ConfigDef("log.cleaner.io.max.bytes.per.second", "DOUBLE", 1.7976931348623157e308, "Cap on the bytes all cleaners read and write per second (Kafka's default: no cap), so cleaning leaves the disk to producers and consumers.", minimum=0, read_only=True),
+        ConfigDef("log.cleaner.backoff.ms", "LONG", 15000, "How long a cleaner with nothing to clean waits before looking again (a rolled segment of a compacted topic wakes it sooner).", minimum=0, read_only=True),
+        ConfigDef("log.cleaner.delete.retention.ms", "LONG", 86400000, "How long a tombstone (or a transaction marker) survives once a cleaning has removed what it deletes.", minimum=0),
+        ConfigDef("log.cleaner.min.compaction.lag.ms", "LONG", 0, "A record stays uncompacted at least this long.", minimum=0),
+        ConfigDef("log.cleaner.max.compaction.lag.ms", "LONG", 9223372036854775807, "A record is compacted at most this long after it was written, whatever the dirty ratio (the active segment rolls for it).", minimum=1),
+        ConfigDef("log.cleaner.min.cleanable.ratio", "DOUBLE", 0.5, "A compacted log is cleaned once its dirty bytes are more than this share of its bytes.", minimum=0, maximum=1),
         ConfigDef("log.message.timestamp.type", "STRING", "CreateTime", "CreateTime or LogAppendTime.", choices=("CreateTime", "LogAppendTime")),
         ConfigDef("log.message.timestamp.before.max.ms", "LONG", 9223372036854775807, "CreateTime topics refuse a record whose timestamp is further than this in the past (INVALID_TIMESTAMP).", minimum=0),
         ConfigDef("log.message.timestamp.after.max.ms", "LONG", 3600000, "CreateTime topics refuse a record whose timestamp is further than this in the future (INVALID_TIMESTAMP).", minimum=0),
         ConfigDef("log.durability.profile", "STRING", "balanced", "throughput, balanced (group fsync before acks) or durable (fsync per produce).", choices=DURABILITY_PROFILES),
         ConfigDef("log.flush.interval.ms", "LONG", 5, "Group-commit window of the balanced profile.", minimum=0),
         ConfigDef("compression.type", "STRING", "producer", "Topic compression; producer keeps what the producer sent.", choices=("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd")),
+        ConfigDef("compression.gzip.level", "INT", -1, "gzip level (1..9, -1 for the codec's default) for batches the broker compresses; accepted, no effect: the codec's default level is used.", validator=_gzip_level),
+        ConfigDef("compression.lz4.level", "INT", 9, "lz4 level for batches the broker compresses; accepted, no effect: the codec's default level is used.", minimum=1, maximum=17),
+        ConfigDef("compression.zstd.level", "INT", 3, "zstd level for batches the broker compresses; accepted, no effect: the codec's default level is used.", minimum=-131072, maximum=22),
         ConfigDef("min.insync.replicas", "INT", 1, "Replicas that must acknowledge acks=all produces.", minimum=1),
         ConfigDef("unclean.leader.election.enable", "BOOLEAN", False, "Cluster: let an out-of-sync replica lead when no in-sync one is left (may lose acknowledged records)."),
         ConfigDef("replica.lag.time.max.ms", "LONG", 30000, "Cluster: a follower not caught up for this long leaves the ISR.", minimum=1, read_only=True),
@@ -135,6 +213,7 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("broker.session.timeout.ms", "INT", 9000, "Cluster: the etcd lease of a broker; it is declared dead this long after its last renewal.", minimum=1000, read_only=True),
         ConfigDef("broker.rack", "STRING", "", "Cluster: this broker's rack, for rack-aware replica placement.", read_only=True),
         ConfigDef("offsets.topic.replication.factor", "INT", 3, "Cluster: replication factor of __consumer_offsets (created once this many brokers are live).", minimum=1, read_only=True),
+        ConfigDef("offsets.topic.segment.bytes", "INT", 104857600, "segment.bytes of __consumer_offsets (compacted: only closed segments are cleaned, so this bounds what a start replays uncleaned).", minimum=1, read_only=True),
         ConfigDef("offsets.commit.timeout.ms", "INT", 5000, "Cluster: an offset commit fails (REQUEST_TIMED_OUT) when the ISR of __consumer_offsets does not have it by then.", minimum=1, read_only=True),
         ConfigDef("replica.high.watermark.checkpoint.interval.ms", "LONG", 5000, "Cluster: how often each replica's high watermark is written to replication-offset-checkpoint.", minimum=1, read_only=True),
         ConfigDef("controlled.shutdown.enable", "BOOLEAN", True, "Cluster: on SIGTERM, move this broker's leaderships to other in-sync replicas before stopping.", read_only=True),
@@ -197,46 +276,84 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
     )
 }
 
-# topic config name -> broker config that supplies its default.
+# topic config name -> broker config that supplies its default (Kafka's ServerTopicConfigSynonyms).
 TOPIC_CONFIG_DEFAULTS: dict[str, str] = {
     "retention.ms": "log.retention.ms",
     "retention.bytes": "log.retention.bytes",
     "segment.bytes": "log.segment.bytes",
     "segment.ms": "log.roll.ms",
+    "segment.jitter.ms": "log.roll.jitter.ms",
+    "segment.index.bytes": "log.index.size.max.bytes",
     "max.message.bytes": "message.max.bytes",
     "index.interval.bytes": "log.index.interval.bytes",
+    "file.delete.delay.ms": "log.segment.delete.delay.ms",
     "cleanup.policy": "log.cleanup.policy",
+    "delete.retention.ms": "log.cleaner.delete.retention.ms",
+    "min.compaction.lag.ms": "log.cleaner.min.compaction.lag.ms",
+    "max.compaction.lag.ms": "log.cleaner.max.compaction.lag.ms",
+    "min.cleanable.dirty.ratio": "log.cleaner.min.cleanable.ratio",
     "message.timestamp.type": "log.message.timestamp.type",
     "message.timestamp.before.max.ms": "log.message.timestamp.before.max.ms",
     "message.timestamp.after.max.ms": "log.message.timestamp.after.max.ms",
     "durability.profile": "log.durability.profile",
     "flush.ms": "log.flush.interval.ms",
+    "flush.messages": "log.flush.interval.messages",
+    "preallocate": "log.preallocate",
     "compression.type": "compression.type",
+    "compression.gzip.level": "compression.gzip.level",
+    "compression.lz4.level": "compression.lz4.level",
+    "compression.zstd.level": "compression.zstd.level",
     "min.insync.replicas": "min.insync.replicas",
     "unclean.leader.election.enable": "unclean.leader.election.enable",
+    "local.retention.ms": "log.local.retention.ms",
+    "local.retention.bytes": "log.local.retention.bytes",
 }
+
+# Topic configs no broker setting supplies (Kafka's LogConfig.CONFIGS_WITH_NO_SERVER_DEFAULTS).
+TOPIC_ONLY_CONFIGS: dict[str, ConfigDef] = {
+    d.name: d
+    for d in (
+        ConfigDef("leader.replication.throttled.replicas", "LIST", "", "Replicas whose leader side replication is throttled ('*' or partition:broker pairs); accepted, no effect: Tidelog has no replication quotas.", validator=_throttled_replicas),
+        ConfigDef("follower.replication.throttled.replicas", "LIST", "", "Replicas whose follower side replication is throttled ('*' or partition:broker pairs); accepted, no effect: Tidelog has no replication quotas.", validator=_throttled_replicas),
+        ConfigDef("remote.storage.enable", "BOOLEAN", False, "Tiered storage; only false is accepted (Tidelog has none, as a Kafka broker without remote.log.storage.system.enable).", validator=_no_tiered_storage),
+        ConfigDef("remote.log.copy.disable", "BOOLEAN", False, "Tiered storage; accepted, no effect."),
+        ConfigDef("remote.log.delete.on.disable", "BOOLEAN", False, "Tiered storage; accepted, no effect."),
+    )
+}
+
+TOPIC_CONFIG_NAMES: tuple[str, ...] = tuple(sorted(set(TOPIC_CONFIG_DEFAULTS) | set(TOPIC_ONLY_CONFIGS)))
 
 
 def topic_config_def(name: str) -> ConfigDef:
     """The definition of a topic config (its broker default's type and checks, the topic's name)."""
+    own = TOPIC_ONLY_CONFIGS.get(name)
+    if own is not None:
+        return own
     broker_name = TOPIC_CONFIG_DEFAULTS.get(name)
     if broker_name is None:
         raise KafkaError(ErrorCode.invalid_config, f"Unknown topic config name: {name}")
     d = BROKER_CONFIGS[broker_name]
-    return ConfigDef(name, d.type, d.default, d.doc, d.choices, d.minimum)
+    return ConfigDef(name, d.type, d.default, d.doc, d.choices, d.minimum, maximum=d.maximum, validator=d.validator)
 
 
 def validate_topic_configs(configs: dict[str, str | None]) -> dict[str, str]:
     """Check topic overrides (names and values); return them normalised. Raises INVALID_CONFIG."""
     result = {}
+    parsed = {}
     for name, value in configs.items():
         definition = topic_config_def(name)
         if value is None:
             raise KafkaError(ErrorCode.invalid_config, f"Null value for topic config {name}")
         try:
-            result[name] = render(definition.parse(value))
+            parsed[name] = definition.parse(value)
         except ConfigError as e:
             raise KafkaError(ErrorCode.invalid_config, f"Invalid value {value} for configuration {name}: {str(e).removeprefix(f'{name}: ')}") from None
+        result[name] = render(parsed[name])
+    min_lag = parsed.get("min.compaction.lag.ms", topic_config_def("min.compaction.lag.ms").default)
+    max_lag = parsed.get("max.compaction.lag.ms", topic_config_def("max.compaction.lag.ms").default)
+    if min_lag > max_lag:  # Kafka's LogConfig.validateValues
+        raise KafkaError(ErrorCode.invalid_config, f"conflict topic config setting min.compaction.lag.ms ({min_lag}) > "
+                                                   f"max.compaction.lag.ms ({max_lag})")
     return result
 
 
@@ -425,6 +542,8 @@ class BrokerConfig:
         definition = topic_config_def(name)
         if name in topic_configs:
             return definition.parse(topic_configs[name])
+        if name in TOPIC_ONLY_CONFIGS:
+            return definition.default
         return self.values[TOPIC_CONFIG_DEFAULTS[name]]
 
     def group_value(self, group_configs: dict[str, str], name: str) -> Any:

@@ -286,13 +286,13 @@ class Controller:
 
     async def _create_offsets_topic(self, live_count: int) -> None:
         """``__consumer_offsets`` appears once ``offsets.topic.replication.factor`` brokers are live."""
-        from tidelog.groups.offsets_topic import PARTITIONS, TOPIC, TOPIC_CONFIGS
+        from tidelog.groups.offsets_topic import PARTITIONS, TOPIC, topic_configs
 
         replication_factor = self.broker.config["offsets.topic.replication.factor"]
         if TOPIC in self.store.topics or live_count < replication_factor:
             return
         try:
-            await self.broker.create_topic(TOPIC, PARTITIONS, replication_factor, dict(TOPIC_CONFIGS))
+            await self.broker.create_topic(TOPIC, PARTITIONS, replication_factor, topic_configs(self.broker.config))
         except KafkaError as e:
             if e.error_code != ErrorCode.topic_already_exists:
                 raise

@@ -1,8 +1,9 @@
 """The internal ``__consumer_offsets`` topic: where the coordinator's records live.
 
 One partition (a single node coordinates every group; Kafka's default is 50 partitions, which
-only matter to spread coordinators over brokers), ``cleanup.policy=compact`` so the last
-record per key is what survives. Records are built with ``build_batch`` (encoding in
+only matter to spread coordinators over brokers), ``cleanup.policy=compact``: the log cleaner
+(storage/cleaner.py) keeps the last record per key, so the topic stays bounded and a start
+replays only that. Records are built with ``build_batch`` (encoding in
 groups/records.py), appended through the topic's PartitionLog, and a write returns only once
 ``LogManager.wait_durable`` says they are durable. In a cluster a write is acks=all: it raises
 KafkaError (with the error a group request answers) when this broker no longer leads the
@@ -25,9 +26,13 @@ logger = logging.getLogger(__name__)
 
 TOPIC = "__consumer_offsets"
 PARTITIONS = 1
-TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": str(100 * 1024 * 1024)}
 _READ_BYTES = 1 << 20
 
+
+def topic_configs(broker_config) -> dict[str, str]:
+    """The topic's configs when it is created: compacted, segments of ``offsets.topic.segment.bytes``
+    (only closed segments are cleaned, so that bounds what stays uncompacted)."""
+    return {"cleanup.policy": "compact", "segment.bytes": str(broker_config["offsets.topic.segment.bytes"])}
 
 def coordinator_error(error: ErrorCode) -> ErrorCode:
     """What a group request answers when its ``__consumer_offsets`` write failed with ``error``
@@ -49,10 +54,11 @@ class ConsumerOffsetsTopic:
     async def open(self) -> None:
         """Create the topic on first start (internally, never by auto-creation)."""
         if TOPIC not in self.broker.metadata.topics:
-            await self.broker.create_topic(TOPIC, PARTITIONS, 1, dict(TOPIC_CONFIGS))
+            await self.broker.create_topic(TOPIC, PARTITIONS, 1, topic_configs(self.broker.config))
         self._log = self.broker.partition_log(TOPIC, 0)
         if self._log is None:
-            self._log = self.broker.logs.create(TOPIC, 0, self.broker.log_config(dict(TOPIC_CONFIGS)))
+            configs = self.broker.metadata.topics[TOPIC].configs
+            self._log = self.broker.logs.create(TOPIC, 0, self.broker.log_config(configs))
 
     @property
     def log(self) -> "PartitionLog":

@@ -6,7 +6,8 @@ null or empty means all; unknown names are left out, as Kafka does).
   DYNAMIC_TOPIC_CONFIG) or else the broker default it falls back to (STATIC_BROKER_CONFIG when
   set by file, environment or --set, else DEFAULT_CONFIG). Synonyms, when asked for, are the
   override, then the broker setting (``log.retention.ms`` for ``retention.ms``), then its
-  built-in default. Topic configs are never read-only.
+  built-in default (the topic config's own default where no broker setting supplies one, as
+  for ``remote.storage.enable``). Topic configs are never read-only.
 - BROKER (4): resource name "" gives the cluster-wide dynamic defaults (Tidelog has none: an
   empty list); this node's id gives every broker setting with its source. Broker settings
   are read-only here (AlterConfigs cannot change them). Any other name is INVALID_REQUEST
@@ -26,7 +27,8 @@ import datetime
 import logging
 from dataclasses import dataclass
 
-from tidelog.config import BROKER_CONFIGS, CONFIG_TYPE_CODES, TOPIC_CONFIG_DEFAULTS, ConfigDef, render, topic_config_def
+from tidelog.config import (BROKER_CONFIGS, CONFIG_TYPE_CODES, TOPIC_CONFIG_DEFAULTS, TOPIC_CONFIG_NAMES, ConfigDef, render,
+                            topic_config_def)
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -89,10 +91,14 @@ def broker_synonyms(broker, name: str) -> tuple[Synonym, ...]:
 def topic_config_views(broker, overrides: dict[str, str]) -> list[ConfigView]:
     """Every topic config with its effective value for a topic with these overrides, by name."""
     views = []
-    for name in sorted(TOPIC_CONFIG_DEFAULTS):
+    for name in TOPIC_CONFIG_NAMES:
         definition = topic_config_def(name)
         hidden = _is_sensitive(definition)
-        synonyms = broker_synonyms(broker, TOPIC_CONFIG_DEFAULTS[name])
+        broker_name = TOPIC_CONFIG_DEFAULTS.get(name)
+        if broker_name is not None:
+            synonyms = broker_synonyms(broker, broker_name)
+        else:  # no broker setting supplies it (remote.*, *.replication.throttled.replicas): its own default
+            synonyms = (Synonym(name, None if hidden else render(definition.default), DEFAULT_CONFIG),)
         if name in overrides:
             synonyms = (Synonym(name, None if hidden else overrides[name], DYNAMIC_TOPIC_CONFIG),) + synonyms
         views.append(

@@ -12,11 +12,12 @@ of now (INVALID_TIMESTAMP with one record error per record, as Kafka answers), a
 whose maxTimestamp is not its records' largest is corrected. Topics with
 ``message.timestamp.type=LogAppendTime`` get the broker's time stamped into the batch (a batch a
 producer marked LogAppendTime is INVALID_TIMESTAMP there); topics whose ``compression.type``
-names a codec (not ``producer``) get batches in another codec recompressed.
+names a codec (not ``producer``) get batches in another codec recompressed. A compacted topic
+(``cleanup.policy`` with compact) refuses records without a key (INVALID_RECORD, as Kafka).
 Versions: 0-12 advertised; 0-2 answered with UNSUPPORTED_VERSION as Kafka 4 does.
 Errors: UNSUPPORTED_VERSION, INVALID_REQUIRED_ACKS, UNSUPPORTED_COMPRESSION_TYPE (zstd before v7), UNKNOWN_TOPIC_OR_PARTITION,
 CORRUPT_MESSAGE (framing, CRC, a payload its codec cannot decompress), INVALID_RECORD (a malformed
-record, as Kafka), INVALID_TIMESTAMP, MESSAGE_TOO_LARGE, UNSUPPORTED_FOR_MESSAGE_FORMAT,
+record, as Kafka; a record without a key on a compacted topic), INVALID_TIMESTAMP, MESSAGE_TOO_LARGE, UNSUPPORTED_FOR_MESSAGE_FORMAT,
 OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE, KAFKA_STORAGE_ERROR.
 Idempotence: a batch with a producer id is checked against that producer's last five batches
 on the partition; a retried duplicate is answered with the offset it got the first time. A
@@ -32,6 +33,7 @@ import time
 
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.protocol.batch_filter import null_key_indexes, records_body
 from tidelog.protocol.produce import PartitionResult, decode_produce_request, encode_produce_response
 from tidelog.protocol.records import (
     BATCH_HEADER_SIZE,
@@ -132,6 +134,15 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
     return encode_produce_response(version, results)
 
 
+def refuse_null_keys(records, info, topic: str, partition: int) -> None:
+    """A compacted topic keeps the latest record per key: one without a key is INVALID_RECORD,
+    with an error per such record (Kafka's LogValidator.validateKey)."""
+    indexes = null_key_indexes(records_body(records, info), info.record_count)
+    if indexes:
+        message = f"Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
+        raise InvalidBatch(ErrorCode.invalid_record, message, tuple((index, message) for index in indexes))
+
+
 def append_batch(broker, topic: str, partition: int, records) -> tuple:
     """Validate one RecordBatch v2 for ``topic``-``partition`` and append it, as Produce does.
 
@@ -155,6 +166,8 @@ def append_batch(broker, topic: str, partition: int, records) -> tuple:
             raise InvalidBatch(ErrorCode.invalid_record, "null records")
         (batch,) = validate_batches(records, broker.topic_value(topic, "max.message.bytes"))
         info = batch.info
+        if "compact" in broker.topic_value(topic, "cleanup.policy").split(","):
+            refuse_null_keys(records, info, topic, partition)
         now_ms = int(time.time() * 1000)
         log_append_time = broker.topic_value(topic, "message.timestamp.type") == "LogAppendTime"
         if not log_append_time:

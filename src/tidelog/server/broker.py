@@ -28,6 +28,7 @@ from tidelog.server.metrics import BrokerMetrics
 from tidelog.server.request_memory import RequestMemory
 from tidelog.server.resources import (RESOURCES, ResourceMonitor, memory_limit_bytes, open_file_count,
                                       partition_capacity, raise_open_files_limit)
+from tidelog.storage.cleaner_manager import CleanerConfig
 from tidelog.storage.log import LogConfig, PartitionLog
 from tidelog.storage.manager import LogManager
 from tidelog.storage.producer_state import ProducerState
@@ -161,7 +162,9 @@ class Broker:
             self.data_dir,
             self.log_config({}),
             retention_check_interval_ms=self.config["log.retention.check.interval.ms"],
+            cleaner_config=self.cleaner_config(),
         )
+        self.logs.cleaner.partition_info = self._cleaner_partition_info
         self.logs.open_all({name: self.log_config(t.configs) for name, t in self.metadata.topics.items()})
         if self.replication is None:
             self._remove_partitions_unknown_to_metadata()
@@ -175,6 +178,7 @@ class Broker:
         self._producer_expiry = asyncio.create_task(self._expire_producers(), name="tidelog-producer-expiry")
         self._resource_watch = asyncio.create_task(self.resources.watch(), name="tidelog-resource-watch")
         self.logs.fsync_observer = self._observe_fsync
+        self.logs.cleaner.observer = self._observe_cleaning
         self.logs.on_durable = self._on_durable
         if self.replication is None:
             self.startup_phase = "loading consumer groups"
@@ -435,7 +439,36 @@ class Broker:
             retention_bytes=value("retention.bytes"),
             durability=value("durability.profile"),
             flush_interval_ms=value("flush.ms"),
+            segment_jitter_ms=value("segment.jitter.ms"),
+            file_delete_delay_ms=value("file.delete.delay.ms"),
+            delete="delete" in value("cleanup.policy").split(","),
+            compact="compact" in value("cleanup.policy").split(","),
+            delete_retention_ms=value("delete.retention.ms"),
+            min_compaction_lag_ms=value("min.compaction.lag.ms"),
+            max_compaction_lag_ms=value("max.compaction.lag.ms"),
+            min_cleanable_dirty_ratio=value("min.cleanable.dirty.ratio"),
+            segment_index_bytes=value("segment.index.bytes"),
         )
+
+    def cleaner_config(self) -> CleanerConfig:
+        config = self.config
+        return CleanerConfig(
+            enable=config["log.cleaner.enable"], threads=config["log.cleaner.threads"],
+            dedupe_buffer_bytes=config["log.cleaner.dedupe.buffer.size"],
+            load_factor=config["log.cleaner.io.buffer.load.factor"], io_buffer_bytes=config["log.cleaner.io.buffer.size"],
+            io_max_bytes_per_second=config["log.cleaner.io.max.bytes.per.second"], backoff_ms=config["log.cleaner.backoff.ms"],
+        )
+
+    def _cleaner_partition_info(self, log: PartitionLog) -> tuple[int, dict[int, tuple[int, int]]]:
+        """For the log cleaner: the offset it may not clean from (the high watermark: a follower
+        may still truncate above it), and each idempotent producer's last batch (offset of its
+        last record, epoch), which must stay for its sequence numbers to go on."""
+        producers = {}
+        for producer_id, entry in self.producer_state(log).producers.items():
+            if entry.batches:
+                _, _, base_offset, last_offset_delta = entry.batches[-1]
+                producers[producer_id] = (base_offset + last_offset_delta, entry.epoch)
+        return self.high_watermark(log.topic, log.partition), producers
 
     def topic_value(self, topic: str, name: str):
         """A topic config's effective value, cached while the topic's config dict is the same object.
@@ -643,6 +676,8 @@ class Broker:
             log = self.partition_log(name, partition)
             if log is not None:
                 log.set_config(log_config)
+        if log_config.compact:
+            self.logs.cleaner.wake()
         logger.info("topic %s: configs set to %s", name, configs or "{}")
 
     def topic_by_id(self, topic_id) -> TopicRecord | None:
@@ -671,8 +706,11 @@ class Broker:
         metrics.uptime.set(time.time() - self.started_at_ms / 1000)
         for gauge in (metrics.log_end_offset, metrics.log_start_offset, metrics.log_size_bytes, metrics.log_segments,
                       metrics.groups, metrics.group_members, metrics.committed_offset, metrics.consumer_lag,
-                      metrics.consumer_lag_total):
+                      metrics.consumer_lag_total, metrics.cleaner_dirty_ratio):
             gauge.clear()
+        cleaner = self.logs.cleaner
+        metrics.cleaner_uncleanable.set(sum(1 for state in cleaner.states.values() if state.uncleanable))
+        metrics.cleaner_last_error.set((cleaner.totals.last_error_ms or 0) / 1000)
         metrics.log_dir_offline.set(1 if self.logs.offline else 0)
         exhausted = self.resources.exhausted()
         for kind in RESOURCES:
@@ -684,6 +722,8 @@ class Broker:
             metrics.log_start_offset.labels(*labels).set(log.log_start_offset)
             metrics.log_size_bytes.labels(*labels).set(log.size_bytes)
             metrics.log_segments.labels(*labels).set(len(log.segments))
+            if log.config.compact and not log.closed:
+                metrics.cleaner_dirty_ratio.labels(*labels).set(self.logs.cleaner.dirty_ratio(log))
             hosted += log.topic in topics
         if self.replication is None:
             metrics.offline.set(max(sum(t.partitions for t in topics.values()) - hosted, 0))
@@ -721,6 +761,15 @@ class Broker:
         metrics.replica_lag.clear()
         for topic, partition, replica, lag in replication.replica_lags():
             metrics.replica_lag.labels(topic, str(partition), str(replica)).set(lag)
+
+    def _observe_cleaning(self, result: str, stats) -> None:
+        metrics = self.metrics
+        metrics.cleaner_runs.labels(result).inc()
+        if stats is not None:
+            metrics.cleaner_read_bytes.inc(stats.bytes_read)
+            metrics.cleaner_written_bytes.inc(stats.bytes_written)
+            metrics.cleaner_removed_records.inc(max(stats.records_read - stats.records_written, 0))
+            metrics.cleaner_run_seconds.observe(stats.seconds)
 
     def _observe_fsync(self, seconds: float, ok: bool) -> None:
         self.metrics.fsync_latency.observe(seconds)

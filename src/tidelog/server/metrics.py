@@ -135,6 +135,25 @@ class BrokerMetrics:
             registry=r,
         )
         self.uptime = Gauge("tidelog_uptime_seconds", "Seconds since the broker started.", registry=r)
+        # The log cleaner (compaction of cleanup.policy=compact logs).
+        self.cleaner_runs = Counter("tidelog_log_cleaner_runs", "Log cleanings, by result (cleaned, aborted, failed).",
+                                    ["result"], registry=r)
+        self.cleaner_read_bytes = Counter("tidelog_log_cleaner_read_bytes", "Segment bytes the cleaner recopied.", registry=r)
+        self.cleaner_written_bytes = Counter("tidelog_log_cleaner_written_bytes", "Bytes of cleaned segments written.",
+                                             registry=r)
+        self.cleaner_removed_records = Counter("tidelog_log_cleaner_removed_records",
+                                               "Records cleanings removed (superseded, expired tombstones, aborted).", registry=r)
+        self.cleaner_run_seconds = Histogram("tidelog_log_cleaner_run_seconds", "Time of one cleaning, off the event loop.",
+                                             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800), registry=r)
+        self.cleaner_dirty_ratio = Gauge(
+            "tidelog_log_cleaner_dirty_ratio",
+            "A compacted log's dirty bytes over its cleanable bytes (cleaned once above min.cleanable.dirty.ratio).",
+            partition_labels, registry=r,
+        )
+        self.cleaner_uncleanable = Gauge("tidelog_log_cleaner_uncleanable_partitions",
+                                         "Compacted logs a cleaning error left uncleanable until a restart.", registry=r)
+        self.cleaner_last_error = Gauge("tidelog_log_cleaner_last_error_timestamp_seconds",
+                                        "When a cleaning last failed (0: never); the broker's log says why.", registry=r)
         self._request_children: dict[str, Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
         self._topic_children: dict[tuple[str, str], Counter] = {}

@@ -487,7 +487,8 @@ _worker_stop = None
 def _init_worker(stop, parent_pid: int) -> None:
     global _worker_stop
     _worker_stop = stop
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the broker decides when cleaning stops
+    for signum in (signal.SIGINT, signal.SIGTERM):  # the broker decides when cleaning stops (its process
+        signal.signal(signum, signal.SIG_IGN)       # group gets Ctrl-C and service managers' SIGTERM too)
     try:  # die with the broker, so a restarted one never meets a worker writing in its directory
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
