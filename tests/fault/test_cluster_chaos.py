@@ -243,8 +243,15 @@ class Chaos:
 ROUNDS = int(os.environ.get("CHAOS_ROUNDS", "10"))
 
 
+@pytest.fixture
+def cluster(tmp_path):
+    cluster = Cluster(tmp_path, 3, {"leader.imbalance.check.interval.seconds": "5", "offsets.commit.timeout.ms": "2000"}).start()
+    yield cluster
+    cluster.stop()  # also when the test fails or times out
+
+
 @pytest.mark.timeout(120 + 30 * ROUNDS)  # a round takes 3-8 s; its waits are bounded by HEAL_S
-def test_acknowledged_records_and_commits_survive_random_faults(tmp_path):
+def test_acknowledged_records_and_commits_survive_random_faults(cluster):
     rounds = ROUNDS
     seed = int(os.environ.get("CHAOS_SEED", str(random.randrange(1 << 32))))
     kinds = os.environ.get("CHAOS_FAULTS", ",".join(FAULTS)).split(",")
@@ -252,7 +259,6 @@ def test_acknowledged_records_and_commits_survive_random_faults(tmp_path):
     rng = random.Random(seed)
     print(f"\nchaos: seed {seed}, {rounds} rounds (replay: CHAOS_SEED={seed} CHAOS_ROUNDS={rounds} "
           f"CHAOS_FAULTS={','.join(kinds)})")
-    cluster = Cluster(tmp_path, 3, {"leader.imbalance.check.interval.seconds": "5", "offsets.commit.timeout.ms": "2000"}).start()
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
     writer = reader = None
     faults = collections.Counter()
@@ -294,10 +300,7 @@ def test_acknowledged_records_and_commits_survive_random_faults(tmp_path):
                 thread.stop.set()
         if reader is not None and reader.exited.wait(30):
             reader.consumer.close()
-    try:
-        check(cluster, writer, reader, seed, rounds, faults)
-    finally:
-        cluster.stop()
+    check(cluster, writer, reader, seed, rounds, faults)
 
 
 def read_partition(bootstrap: str, partition: int) -> dict[int, int]:
