@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from tidelog.protocol.records import parse_batch_header, set_partition_leader_epoch
-from tidelog.server.replica_manager import EPOCH_FILE, LeaderEpochCache
+from tidelog.storage.leader_epoch import EPOCH_FILE, LeaderEpochCache
 
 from .storage_helpers import make_batch, open_log
 
@@ -53,3 +53,13 @@ def test_entries_below_the_log_start_are_moved_up_to_it(tmp_path):
     log.close()
     log = open_log(tmp_path)
     assert LeaderEpochCache(log).entries == [(1, 6)]
+
+
+def test_an_empty_log_writes_no_file_until_an_epoch_begins(tmp_path):
+    """A new partition costs one checkpoint write (its first epoch), not two: a missing file
+    and an empty log say the same."""
+    log = open_log(tmp_path)
+    cache = LeaderEpochCache(log)
+    assert not (log.dir / EPOCH_FILE).exists()
+    cache.assign(0, 0)
+    assert (log.dir / EPOCH_FILE).read_text() == "0 0\n"

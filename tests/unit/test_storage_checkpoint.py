@@ -101,11 +101,13 @@ def _metadata(dir):
 
 
 def _leader_epochs(dir):
-    from tidelog.server.replica_manager import LeaderEpochCache
+    from tidelog.storage.leader_epoch import LeaderEpochCache
 
-    from .storage_helpers import open_log
+    from .storage_helpers import append, open_log
 
-    LeaderEpochCache(open_log(dir))  # no file yet: rebuilt from the log and saved
+    log = open_log(dir)
+    append(log)
+    LeaderEpochCache(log)  # no file yet: rebuilt from the log and saved
 
 
 @pytest.mark.parametrize("writer", [_producer_state, _metadata, _leader_epochs])

@@ -17,9 +17,7 @@ are. Before fetching after a leader change it asks the leader (OffsetForLeaderEp
 own last epoch ends there and truncates a divergent tail.
 High watermarks: every ``replica.high.watermark.checkpoint.interval.ms`` and at shutdown into
 ``<data dir>/replication-offset-checkpoint`` (Kafka's file), read back at start.
-Leader epochs (``LeaderEpochCache``): epoch -> first offset, kept in
-``<partition dir>/leader-epoch-checkpoint`` (one "epoch offset" line each), rebuilt from the
-batches' partition_leader_epoch when missing.
+Leader epochs: storage/leader_epoch.py.
 
 Roles follow the partition states in the metadata store: every change notification marks the
 partition, and ``_apply`` makes the local role match. When the log directory goes offline (an
@@ -45,6 +43,7 @@ from tidelog.protocol.apis import load_request_schema, load_response_schema
 from tidelog.protocol.errors import ErrorCode
 from tidelog.protocol.records import BATCH_HEADER_SIZE, InvalidBatch, batch_crc_ok, parse_batch_header
 from tidelog.storage.checkpoint import write_checkpoint_file
+from tidelog.storage.leader_epoch import LeaderEpochCache
 
 if TYPE_CHECKING:
     from tidelog.server.broker import Broker
@@ -52,100 +51,17 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EPOCH_FILE = "leader-epoch-checkpoint"
 HW_CHECKPOINT_FILE = "replication-offset-checkpoint"
 FETCH_VERSION = 11  # names, replica_id, current_leader_epoch; not flexible
 EPOCH_VERSION = 3  # OffsetForLeaderEpoch with replica_id; not flexible
 FETCH_MAX_WAIT_MS = 500
 FETCH_PARTITION_MAX_BYTES = 1 << 20
 FETCH_MAX_BYTES = 16 << 20
-UNDEFINED = -1
 MIN_BATCH_LENGTH = BATCH_HEADER_SIZE - 12  # a batch's length field counts what follows it
 
 
 def _now_ms() -> int:
     return int(time.monotonic() * 1000)
-
-
-class LeaderEpochCache:
-    """(epoch, start offset) pairs, ascending; see the module docstring for the file."""
-
-    def __init__(self, log: "PartitionLog") -> None:
-        self.path = log.dir / EPOCH_FILE
-        self.entries: list[tuple[int, int]] = []
-        try:
-            for line in self.path.read_text().split("\n"):
-                if line.strip():
-                    epoch, offset = line.split()
-                    self.entries.append((int(epoch), int(offset)))
-        except FileNotFoundError:
-            self._rebuild(log)
-        self._clamp(log.log_start_offset, log.log_end_offset)
-
-    def _clamp(self, log_start_offset: int, log_end_offset: int) -> None:
-        """Fit the entries to the log as it opened, as Kafka's log loading does: recovery may
-        have cut the log below where an (fsynced) entry says an epoch began, and the log start
-        may have moved past the first epochs' starts."""
-        kept = [e for e in self.entries if e[1] < log_end_offset]
-        below = [i for i, e in enumerate(kept) if e[1] <= log_start_offset]
-        if below:
-            kept = [(kept[below[-1]][0], log_start_offset)] + kept[below[-1] + 1:]
-        if kept != self.entries:
-            logger.info("%s: leader epochs %s clamped to the log [%d, %d): %s", self.path.parent.name, self.entries,
-                        log_start_offset, log_end_offset, kept)
-            self.entries = kept
-            self._save()
-
-    def _rebuild(self, log: "PartitionLog") -> None:
-        offset = log.log_start_offset
-        while offset < log.log_end_offset:
-            chunk = memoryview(log.read(offset, 1 << 20, min_one_batch=True))
-            if not chunk:
-                break
-            pos = 0
-            while pos + BATCH_HEADER_SIZE <= len(chunk):
-                info = parse_batch_header(chunk, pos)
-                if info.partition_leader_epoch >= 0 and (not self.entries or info.partition_leader_epoch > self.entries[-1][0]):
-                    self.entries.append((info.partition_leader_epoch, info.base_offset))
-                pos += info.size
-                offset = info.base_offset + info.last_offset_delta + 1
-        self._save()
-
-    @property
-    def latest_epoch(self) -> int:
-        return self.entries[-1][0] if self.entries else UNDEFINED
-
-    def start_offset(self, epoch: int) -> int | None:
-        for entry_epoch, offset in self.entries:
-            if entry_epoch == epoch:
-                return offset
-        return None
-
-    def assign(self, epoch: int, start_offset: int) -> None:
-        if epoch >= 0 and (not self.entries or epoch > self.entries[-1][0]):
-            self.entries.append((epoch, start_offset))
-            self._save()
-
-    def end_offset_for(self, epoch: int, log_end_offset: int) -> tuple[int, int]:
-        """(largest epoch <= ``epoch``, the offset where it ends), or (-1, -1) if none."""
-        if not self.entries or epoch < self.entries[0][0]:
-            return UNDEFINED, UNDEFINED
-        if epoch >= self.entries[-1][0]:
-            return self.entries[-1][0], log_end_offset
-        for i, (entry_epoch, _) in enumerate(self.entries):
-            if self.entries[i + 1][0] > epoch:
-                return entry_epoch, self.entries[i + 1][1]
-        return UNDEFINED, UNDEFINED
-
-    def truncate_from(self, offset: int) -> None:
-        """Forget epochs starting at or above ``offset`` (the log was truncated there)."""
-        kept = [e for e in self.entries if e[1] < offset]
-        if kept != self.entries:
-            self.entries = kept
-            self._save()
-
-    def _save(self) -> None:
-        write_checkpoint_file(self.path, "".join(f"{epoch} {offset}\n" for epoch, offset in self.entries))
 
 
 @dataclass

@@ -1,0 +1,644 @@
+"""Partition: one partition replica hosted by this broker, as leader or follower (Kafka's
+``kafka.cluster.Partition``).
+
+It owns the replica's log, its idempotent-producer state, its leader-epoch cache, its high
+watermark and, as leader, the ISR's progress and the waiters: acknowledgements waiting for the
+high watermark, and fetches waiting for data. Everything that appends goes through it, so
+validation, idempotence, leader epochs and the acknowledgement waits exist once:
+
+- ``append_as_leader(records, required_acks)``: one RecordBatch v2, validated as Kafka's
+  LogValidator does (size, CRC, records, ``max.message.bytes``, keys on compacted topics,
+  CreateTime bounds or LogAppendTime, the topic's ``compression.type``), checked against the
+  producer state (a retried duplicate gets its first offsets), stamped with the leader epoch and
+  appended. Produce, the HTTP API and the internal topics (``__consumer_offsets``, and the
+  coming share-group state, transaction state, dead letters and delay mover) all call it.
+- ``wait_for_acks([(partition, end_offset)...], required_acks, timeout_s)``: acks=1 returns once
+  the leader's log is durable under the topic's durability profile; acks=all once the high
+  watermark has passed the end offset and the ISR is still at least ``min.insync.replicas``.
+- ``read(...)``: whole batches for a consumer (below the high watermark) or a follower (below
+  the leader's durable end, which counts as the follower's position once the read succeeded).
+- ``append_as_follower(records, leader_high_watermark)``: the leader's batches at its offsets.
+
+The high watermark is the smallest of the leader's durable end offset and the log end offsets
+of the followers in the maximal ISR (the stored ISR plus a replica whose joining is being
+written, KIP-497); it only moves forward. A single node is a cluster of one: its ISR is itself,
+so the high watermark is its durable end offset.
+
+Roles are set by the ReplicaManager from the metadata store's partition state
+(``make_leader``, ``update_state``, ``make_follower``, ``stop_leading``); ISR changes the leader
+wants are written by its ``IsrWriter`` (compare-and-swap in the store).
+Not thread-safe; the event loop owns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple, Protocol
+
+from tidelog.protocol.batch_filter import null_key_indexes, records_body
+from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.protocol.records import (
+    BATCH_HEADER_SIZE,
+    COMPRESSION_CODECS,
+    InvalidBatch,
+    apply_create_time,
+    batch_crc_ok,
+    parse_batch_header,
+    recompress_batch,
+    set_log_append_time,
+    set_partition_leader_epoch,
+    validate_batches,
+)
+from tidelog.storage.leader_epoch import UNDEFINED, LeaderEpochCache
+from tidelog.storage.producer_state import ProducerState
+
+if TYPE_CHECKING:
+    from tidelog.cluster.metadata import PartitionState
+    from tidelog.config import BrokerConfig
+    from tidelog.storage.log import PartitionLog
+    from tidelog.storage.manager import LogManager
+
+__all__ = ["AppendResult", "IsrWriter", "Partition", "PartitionConfig", "ReadResult", "wait_for_acks", "wait_for_data"]
+
+logger = logging.getLogger(__name__)
+
+MIN_BATCH_LENGTH = BATCH_HEADER_SIZE - 12  # a batch's length field counts what follows it
+NO_LIMIT_MS = (1 << 63) - 1
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _monotonic_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    """What appends to the partition check, from its topic's configs (replaced, never mutated, on a change)."""
+
+    max_message_bytes: int = 1048588
+    compact: bool = False
+    log_append_time: bool = False
+    timestamp_before_max_ms: int = NO_LIMIT_MS
+    timestamp_after_max_ms: int = NO_LIMIT_MS
+    compression: int | None = None  # a codec id (COMPRESSION_CODECS), or None: as the producer sent it
+    min_insync_replicas: int = 1
+
+    @classmethod
+    def from_topic(cls, config: "BrokerConfig", topic_configs: dict[str, str]) -> "PartitionConfig":
+        value = lambda name: config.topic_value(topic_configs, name)  # noqa: E731
+        codec = value("compression.type")
+        return cls(
+            max_message_bytes=value("max.message.bytes"),
+            compact="compact" in value("cleanup.policy").split(","),
+            log_append_time=value("message.timestamp.type") == "LogAppendTime",
+            timestamp_before_max_ms=value("message.timestamp.before.max.ms"),
+            timestamp_after_max_ms=value("message.timestamp.after.max.ms"),
+            compression=None if codec == "producer" else COMPRESSION_CODECS[codec],
+            min_insync_replicas=value("min.insync.replicas"),
+        )
+
+
+class AppendResult(NamedTuple):
+    """Where an appended batch went: ``base_offset`` .. ``end_offset - 1``."""
+
+    base_offset: int
+    end_offset: int
+    log_append_time: int  # -1 unless the topic stamps LogAppendTime
+    log_start_offset: int
+    record_count: int
+    size_bytes: int
+    max_timestamp: int
+    duplicate: bool  # an idempotent producer's retry, answered with its first offsets
+
+
+class ReadResult(NamedTuple):
+    error: ErrorCode
+    high_watermark: int = -1
+    last_stable_offset: int = -1
+    log_start_offset: int = -1
+    records: bytes | memoryview = b""
+
+
+class IsrWriter(Protocol):
+    """Writes the ISR changes a leader wants (the ReplicaManager, through the metadata store)."""
+
+    def may_join_isr(self, replica_id: int) -> bool:
+        """False for a broker that may not count as in sync now (in controlled shutdown)."""
+
+    def change_isr(self, partition: "Partition", isr: tuple[int, ...]) -> None:
+        """Start writing ``isr``; ``partition.pending_isr`` is set until ``isr_written``."""
+
+
+class Partition:
+    """One partition replica hosted here; see the module docstring."""
+
+    def __init__(self, topic: str, index: int, log: "PartitionLog", logs: "LogManager", node_id: int,
+                 config: PartitionConfig, isr_writer: IsrWriter | None = None, high_watermark: int = 0) -> None:
+        self.topic = topic
+        self.index = index
+        self.log = log
+        self.logs = logs  # the durability waits
+        self.node_id = node_id
+        self.config = config
+        self.isr_writer = isr_writer
+        self.state: "PartitionState | None" = None  # as the metadata store has it, while leader or follower
+        self.leading = False
+        self.high_watermark = min(high_watermark, log.log_end_offset)
+        # Leader side: each follower's position (its last fetch offset), when it last caught up
+        # with the log end, and its previous fetch (leader log end offset then, time).
+        self.follower_end_offsets: dict[int, int] = {}
+        self.caught_up_ms: dict[int, int] = {}
+        self.last_fetch: dict[int, tuple[int, int]] = {}
+        self.pending_isr: tuple[int, ...] | None = None  # the ISR a compare-and-swap in flight is writing
+        self.leader_epoch_start_offset = 0
+        self._ack_waiters: list[tuple[int, asyncio.Future]] = []  # (end offset, future of an ErrorCode)
+        self._readers: set[asyncio.Future] = set()  # fetches waiting for data
+        self._producer_state: ProducerState | None = None
+        self._epoch_cache: LeaderEpochCache | None = None
+        self.producer_id_expiration_ms: int | None = None
+
+    def __repr__(self) -> str:
+        role = "leader" if self.leading else "follower" if self.state is not None else "replica"
+        return f"Partition({self.topic}-{self.index}, {role}, high_watermark={self.high_watermark}, log={self.log!r})"
+
+    # ---- state owned here --------------------------------------------------------------------
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.topic, self.index
+
+    @property
+    def producer_state(self) -> ProducerState:
+        """The idempotent-producer state, loaded (snapshot + replay) on first use."""
+        if self._producer_state is None:
+            self._producer_state = ProducerState.load(self.log, self.producer_id_expiration_ms)
+        return self._producer_state
+
+    @property
+    def epoch_cache(self) -> LeaderEpochCache:
+        if self._epoch_cache is None:
+            self._epoch_cache = LeaderEpochCache(self.log)
+        return self._epoch_cache
+
+    @property
+    def leader_epoch(self) -> int:
+        return self.state.leader_epoch if self.leading and self.state is not None else -1
+
+    @property
+    def isr(self) -> tuple[int, ...]:
+        return self.state.isr if self.state is not None else ()
+
+    @property
+    def maximal_isr(self) -> tuple[int, ...]:
+        """The ISR the high watermark and acks=all count (Kafka's "maximal ISR", KIP-497): the
+        stored ISR plus a replica whose joining is being written. Waiting for one replica more
+        is safe; committing without one that may be in the ISR a moment later is not. During a
+        pending shrink the stored ISR is the larger one, so it stays counted until the write lands."""
+        isr = self.isr
+        pending = self.pending_isr
+        if pending is None:
+            return isr
+        return isr + tuple(r for r in pending if r not in isr)
+
+    @property
+    def last_stable_offset(self) -> int:
+        """read_committed's bound: the high watermark until transactions are wired here."""
+        return self.high_watermark
+
+    def set_config(self, config: PartitionConfig) -> None:
+        self.config = config
+
+    def leader_error(self, current_leader_epoch: int = -1, replica_id: int = -1) -> ErrorCode | None:
+        """None when this replica leads at ``current_leader_epoch`` (-1: any) and ``replica_id``
+        (a follower's fetch; -1: a client) is one of its replicas. A broker that is no replica
+        gets Kafka's answer: UNKNOWN_LEADER_EPOCH (it may be one soon, as during a
+        reassignment), or NOT_LEADER_OR_FOLLOWER when it sent no epoch."""
+        if not self.leading:
+            return ErrorCode.not_leader_or_follower
+        state = self.state
+        if current_leader_epoch >= 0:
+            if current_leader_epoch < state.leader_epoch:
+                return ErrorCode.fenced_leader_epoch
+            if current_leader_epoch > state.leader_epoch:
+                return ErrorCode.unknown_leader_epoch
+        if replica_id >= 0 and replica_id not in state.replicas:
+            return ErrorCode.unknown_leader_epoch if current_leader_epoch >= 0 else ErrorCode.not_leader_or_follower
+        return None
+
+    # ---- roles -------------------------------------------------------------------------------
+    def make_leader(self, state: "PartitionState", now_ms: int | None = None) -> None:
+        """Lead at ``state``'s leader epoch: the epoch starts at the log end; every replica
+        counts as caught up now (it has ``replica.lag.time.max.ms`` to show it)."""
+        was_leading = self.leading
+        if was_leading:
+            self._fail_ack_waiters(ErrorCode.not_leader_or_follower)
+        self.epoch_cache.assign(state.leader_epoch, self.log.log_end_offset)
+        self.leader_epoch_start_offset = self.log.log_end_offset
+        self.state = state
+        self.leading = True
+        self.high_watermark = min(self.high_watermark, self.log.log_end_offset)
+        now = now_ms if now_ms is not None else _monotonic_ms()
+        self.follower_end_offsets = {}
+        self.last_fetch = {}
+        self.caught_up_ms = {r: now for r in state.replicas}
+        self.pending_isr = None
+        self._advance_high_watermark()
+        logger.info("%s-%d: leader (epoch %d), isr %s, high watermark %d, log end offset %d", self.topic, self.index,
+                    state.leader_epoch, list(state.isr), self.high_watermark, self.log.log_end_offset)
+
+    def update_state(self, state: "PartitionState") -> None:
+        """A newer state at the same leader epoch (an ISR change written by anyone)."""
+        self.state = state
+        if self.leading:
+            self._advance_high_watermark()
+
+    def make_follower(self, state: "PartitionState") -> None:
+        if self.leading:
+            self.stop_leading()
+        self.state = state
+
+    def stop_leading(self, error: ErrorCode = ErrorCode.not_leader_or_follower) -> bool:
+        """Give the leadership up: waiting acknowledgements get ``error``, parked fetches wake
+        (and answer NOT_LEADER_OR_FOLLOWER). False if it was not leading."""
+        if not self.leading:
+            return False
+        self.leading = False
+        self.pending_isr = None
+        self._fail_ack_waiters(error)
+        self.wake_readers()
+        logger.info("%s-%d: no longer the leader", self.topic, self.index)
+        return True
+
+    def stop(self, error: ErrorCode = ErrorCode.not_leader_or_follower) -> None:
+        """Neither lead nor follow any more (the replica goes, or the log directory went offline)."""
+        self.stop_leading(error)
+        self.state = None
+        self.wake_readers()
+
+    # ---- appending as leader -------------------------------------------------------------------
+    def append_as_leader(self, records, required_acks: int = -1, now_ms: int | None = None) -> AppendResult:
+        """Validate one RecordBatch v2 and append it as leader; see the module docstring.
+
+        ``records`` must be writable (the base offset, leader epoch and LogAppendTime are set in
+        place). Raises KafkaError (NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS for acks=all with
+        too small an ISR, INVALID_PRODUCER_EPOCH, OUT_OF_ORDER_SEQUENCE_NUMBER,
+        KAFKA_STORAGE_ERROR, ...) or InvalidBatch (bad input: CORRUPT_MESSAGE, INVALID_RECORD,
+        INVALID_TIMESTAMP, MESSAGE_TOO_LARGE, ...)."""
+        if not self.leading:
+            raise KafkaError(ErrorCode.not_leader_or_follower, f"broker {self.node_id} does not lead {self.topic}-{self.index}")
+        if required_acks == -1 and len(self.state.isr) < self.config.min_insync_replicas:
+            raise KafkaError(ErrorCode.not_enough_replicas, f"{self.topic}-{self.index}: the ISR {list(self.state.isr)} is "
+                             f"smaller than min.insync.replicas {self.config.min_insync_replicas}")
+        if records is None:
+            raise InvalidBatch(ErrorCode.invalid_record, "null records")
+        config = self.config
+        (batch,) = validate_batches(records, config.max_message_bytes)
+        info = batch.info
+        if config.compact:
+            self._refuse_null_keys(records, info)
+        now_ms = now_ms if now_ms is not None else _now_ms()
+        if not config.log_append_time:
+            info = apply_create_time(records, batch, now_ms, config.timestamp_before_max_ms, config.timestamp_after_max_ms)
+        elif info.timestamp_type == 1:
+            raise InvalidBatch(ErrorCode.invalid_timestamp, "Invalid timestamp type in the batch: producers should not "
+                               "set the timestamp type to LogAppendTime", ((0, "Producer should not set timestamp type to LogAppendTime."),))
+        if config.compression is not None and config.compression != info.compression:
+            records = memoryview(recompress_batch(records, info, config.compression))
+            info = parse_batch_header(records)
+        append_time = -1
+        if config.log_append_time:
+            append_time = now_ms
+            info = set_log_append_time(records, info, append_time)
+        if info.is_transactional:
+            raise KafkaError(ErrorCode.invalid_txn_state, "transactional batches are not supported yet")
+        producer_state = self.producer_state
+        duplicate_offset = producer_state.check(info)
+        if duplicate_offset is not None:
+            logger.info("duplicate batch from producer %d to %s-%d answered with its offset %d",
+                        info.producer_id, self.topic, self.index, duplicate_offset)
+            return AppendResult(duplicate_offset, duplicate_offset + info.last_offset_delta + 1, append_time,
+                                self.log.log_start_offset, info.record_count, len(records), info.max_timestamp, True)
+        info = set_partition_leader_epoch(records, info, self.state.leader_epoch)
+        base_offset = self.log.append(records, info)
+        producer_state.update(info, base_offset, now_ms)
+        if len(self.maximal_isr) <= 1:
+            self._advance_high_watermark()  # throughput: the log end is durable enough at once
+        self.wake_readers()
+        return AppendResult(base_offset, base_offset + info.last_offset_delta + 1, append_time, self.log.log_start_offset,
+                            info.record_count, len(records), info.max_timestamp, False)
+
+    def _refuse_null_keys(self, records, info) -> None:
+        """A compacted topic keeps the latest record per key: one without a key is INVALID_RECORD,
+        with an error per such record (Kafka's LogValidator.validateKey)."""
+        indexes = null_key_indexes(records_body(records, info), info.record_count)
+        if indexes:
+            message = f"Compacted topic cannot accept message without key in topic partition {self.topic}-{self.index}."
+            raise InvalidBatch(ErrorCode.invalid_record, message, tuple((index, message) for index in indexes))
+
+    # ---- acknowledgements ----------------------------------------------------------------------
+    def _acks_all_outcome(self, end_offset: int) -> ErrorCode | None:
+        """acks=all's answer for ``end_offset`` now, or None while the high watermark is below it."""
+        if not self.leading:
+            return ErrorCode.not_leader_or_follower
+        if self.high_watermark < end_offset:
+            return None
+        if len(self.maximal_isr) < self.config.min_insync_replicas:
+            return ErrorCode.not_enough_replicas_after_append
+        return ErrorCode.none
+
+    def _ack_waiter(self, end_offset: int) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        if len(self._ack_waiters) >= 64:  # forget those that timed out
+            self._ack_waiters = [w for w in self._ack_waiters if not w[1].done()]
+        self._ack_waiters.append((end_offset, future))
+        return future
+
+    def _fail_ack_waiters(self, error: ErrorCode) -> None:
+        waiters, self._ack_waiters = self._ack_waiters, []
+        for _, future in waiters:
+            if not future.done():
+                future.set_result(error)
+
+    # ---- the high watermark ----------------------------------------------------------------------
+    def _advance_high_watermark(self) -> None:
+        ends = [self.log.durable_end_offset]  # never past what the leader itself has made durable
+        for replica in self.maximal_isr:
+            if replica != self.node_id:
+                ends.append(self.follower_end_offsets.get(replica, -1))
+        candidate = min(ends)
+        if candidate <= self.high_watermark:
+            return
+        self.high_watermark = candidate
+        if self._ack_waiters:
+            still_waiting = []
+            for end_offset, future in self._ack_waiters:
+                if end_offset <= candidate:
+                    if not future.done():
+                        future.set_result(ErrorCode.none)
+                elif not future.done():
+                    still_waiting.append((end_offset, future))
+            self._ack_waiters = still_waiting
+        self.wake_readers()
+
+    def on_local_flush(self) -> None:
+        """The log's durable offset moved (balanced, durable): the high watermark may follow,
+        and fetches parked for data wake (under those profiles an append alone shows them nothing)."""
+        if self.leading:
+            self._advance_high_watermark()
+        self.wake_readers()
+
+    # ---- reading -------------------------------------------------------------------------------
+    def read(self, fetch_offset: int, max_bytes: int, min_one_batch: bool, replica_id: int = -1,
+             current_leader_epoch: int = -1) -> ReadResult:
+        """Whole batches from ``fetch_offset`` for a consumer (``replica_id`` -1: below the high
+        watermark) or a follower (below the leader's durable end; its position counts once the
+        read succeeded, Kafka's Replica.updateFetchState). Errors are returned, not raised."""
+        error = self.leader_error(current_leader_epoch, replica_id)
+        if error is not None:
+            return ReadResult(error)
+        log = self.log
+        high_watermark = self.high_watermark
+        max_offset = high_watermark if replica_id < 0 else log.durable_end_offset
+        log_end_offset = log.log_end_offset
+        try:
+            records = log.read(fetch_offset, max_bytes, min_one_batch, max_offset)
+        except KafkaError as e:
+            if e.error_code != ErrorCode.offset_out_of_range and not log.log_dir.offline:  # offline: logged once
+                logger.error("fetch from %s-%d failed: %s", self.topic, self.index, e)
+            return ReadResult(e.error_code, high_watermark, self.last_stable_offset, log.log_start_offset)
+        if replica_id >= 0:
+            self.follower_fetched(replica_id, fetch_offset, log_end_offset)
+            high_watermark = self.high_watermark
+        return ReadResult(ErrorCode.none, high_watermark, self.last_stable_offset, log.log_start_offset, records)
+
+    def wake_readers(self) -> None:
+        if self._readers:
+            readers, self._readers = self._readers, set()
+            for future in readers:
+                if not future.done():
+                    future.set_result(None)
+
+    # ---- leader: followers and the ISR ----------------------------------------------------------
+    def follower_fetched(self, replica_id: int, fetch_offset: int, log_end_offset: int, now_ms: int | None = None) -> None:
+        """A follower whose read from ``fetch_offset`` succeeded has every offset below it;
+        ``log_end_offset`` is the leader's as the read began. One that has reached the high
+        watermark and the current epoch's start joins the ISR."""
+        if not self.leading or replica_id not in self.state.replicas:
+            return
+        now = now_ms if now_ms is not None else _monotonic_ms()
+        previous = self.last_fetch.get(replica_id)
+        if fetch_offset >= log_end_offset:
+            self.caught_up_ms[replica_id] = now
+        elif previous is not None and fetch_offset >= previous[0]:
+            self.caught_up_ms[replica_id] = max(self.caught_up_ms.get(replica_id, 0), previous[1])
+        self.last_fetch[replica_id] = (log_end_offset, now)
+        self.follower_end_offsets[replica_id] = fetch_offset
+        if (replica_id not in self.state.isr and self.pending_isr is None and fetch_offset >= self.high_watermark
+                and fetch_offset >= self.leader_epoch_start_offset and self.isr_writer is not None
+                and self.isr_writer.may_join_isr(replica_id)):
+            self.isr_writer.change_isr(self, tuple(self.state.isr) + (replica_id,))
+        self._advance_high_watermark()
+
+    def lagging_replicas(self, now_ms: int, lag_max_ms: int) -> list[int]:
+        """ISR members (other than this broker) not caught up with the log end for ``lag_max_ms``."""
+        if not self.leading or self.pending_isr is not None:
+            return []
+        return [r for r in self.state.isr if r != self.node_id and now_ms - self.caught_up_ms.get(r, 0) > lag_max_ms]
+
+    def isr_written(self, stored: "PartitionState | None") -> None:
+        """The ISR write started by the IsrWriter finished (``stored``: the new state, None if
+        it lost a compare-and-swap or failed)."""
+        self.pending_isr = None
+        if stored is not None and self.leading and stored.leader_epoch == self.state.leader_epoch:
+            self.state = stored
+        if self.leading:
+            self._advance_high_watermark()  # a joiner that did not join holds it no more
+
+    def replica_lags(self) -> Iterable[tuple[int, int]]:
+        """(follower, records it is behind the log end offset), as leader."""
+        if not self.leading:
+            return
+        end = self.log.log_end_offset
+        for replica in self.state.replicas:
+            if replica != self.node_id:
+                yield replica, max(end - self.follower_end_offsets.get(replica, 0), 0)
+
+    def offset_for_leader_epoch(self, epoch: int) -> tuple[int, int]:
+        """(largest epoch <= ``epoch``, where it ends here), or (-1, -1) (OffsetForLeaderEpoch)."""
+        return self.epoch_cache.end_offset_for(epoch, self.log.log_end_offset)
+
+    def delete_records_before(self, offset: int) -> int:
+        """DeleteRecords as leader: move the log start up to ``offset`` (-1: the high watermark),
+        never past the high watermark; return the new log start offset."""
+        if offset == -1:
+            offset = self.high_watermark
+        if offset < 0:
+            raise KafkaError(ErrorCode.offset_out_of_range, f"The offset {offset} for partition {self.topic}-{self.index} is not valid")
+        if offset > self.high_watermark:
+            raise KafkaError(
+                ErrorCode.offset_out_of_range,
+                f"Cannot increment the log start offset to {offset} of partition {self.topic}-{self.index} since it is "
+                f"larger than the high watermark {self.high_watermark}",
+            )
+        return self.log.delete_records_before(offset)
+
+    # ---- follower ------------------------------------------------------------------------------
+    def append_as_follower(self, records, leader_high_watermark: int) -> int:
+        """Append whole batches at the offsets the leader gave them; return the bytes appended.
+
+        Each batch is checked as recovery checks a segment (length, magic, CRC-32C) before it
+        is appended, as Kafka's followers do: a batch corrupted on the leader's disk raises
+        InvalidBatch (CORRUPT_MESSAGE) after the intact batches before it were appended, so
+        corruption stays on the broker where it happened."""
+        log = self.log
+        view = memoryview(bytearray(records))
+        cache = self.epoch_cache
+        producer_state = self.producer_state
+        pos = appended = 0
+        while pos + BATCH_HEADER_SIZE <= len(view):
+            info = parse_batch_header(view, pos)
+            if info.batch_length < MIN_BATCH_LENGTH or info.magic != 2 or (pos == 0 and info.size > len(view)):
+                raise InvalidBatch(ErrorCode.corrupt_message, f"the batch at offset {info.base_offset} has length "
+                                   f"{info.batch_length} and magic {info.magic}")
+            if pos + info.size > len(view):
+                break  # a partial batch after whole ones: fetched again next time
+            if not batch_crc_ok(view, info, pos):
+                raise InvalidBatch(ErrorCode.corrupt_message, f"the batch at offset {info.base_offset} fails its CRC-32C check")
+            batch = view[pos:pos + info.size]
+            pos += info.size
+            if info.base_offset < log.log_end_offset:
+                if info.last_offset >= log.log_end_offset == log.log_start_offset:
+                    # An empty log started at the leader's log start, which falls inside this
+                    # batch: start at the batch instead (Kafka does the same), the log start
+                    # offset then moves up to the leader's again.
+                    log.truncate_fully_and_start_at(info.base_offset)
+                else:
+                    continue  # already here (a retried fetch)
+            if info.base_offset > log.log_end_offset:
+                logger.error("%s-%d: leader batch at %d leaves a gap after %d", self.topic, self.index, info.base_offset,
+                             log.log_end_offset)
+                break
+            cache.assign(info.partition_leader_epoch, info.base_offset)
+            log.append(batch, info)
+            producer_state.update(info, info.base_offset)
+            appended += info.size
+        self.set_follower_high_watermark(leader_high_watermark)
+        if appended:
+            self.wake_readers()
+        return appended
+
+    def set_follower_high_watermark(self, leader_high_watermark: int) -> None:
+        self.high_watermark = min(leader_high_watermark, self.log.log_end_offset)
+
+    def follow_log_start(self, leader_log_start_offset: int) -> None:
+        """Move our log start up with the leader's (its retention or DeleteRecords), as Kafka's
+        followers do, so a new leader never serves records its predecessor had deleted."""
+        log = self.log
+        if log.log_start_offset < leader_log_start_offset <= log.log_end_offset:
+            log.delete_records_before(leader_log_start_offset)
+
+    def truncate_to(self, offset: int) -> None:
+        """Drop a divergent tail from ``offset`` on (a follower's truncation)."""
+        log = self.log
+        if offset >= log.log_end_offset:
+            return
+        logger.warning("%s-%d: truncating the divergent tail %d..%d", self.topic, self.index, offset, log.log_end_offset)
+        log.truncate_to(offset)
+        self.epoch_cache.truncate_from(offset)
+        self.high_watermark = min(self.high_watermark, log.log_end_offset)
+        self._producer_state = None  # rebuilt from the log on next use
+
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Start again, empty, at ``offset`` (below the leader's log start: nothing here continues)."""
+        self.log.truncate_fully_and_start_at(offset)
+        self.epoch_cache.truncate_from(0)
+        self.high_watermark = offset
+        self._producer_state = None
+
+    # ---- upkeep --------------------------------------------------------------------------------
+    def remove_expired_producers(self, now_ms: int, expiration_ms: int) -> int:
+        """Forget idempotent producers idle for ``expiration_ms``; how many went."""
+        if self._producer_state is None:
+            return 0
+        return self._producer_state.remove_expired(now_ms, expiration_ms)
+
+    @property
+    def producer_count(self) -> int:
+        return len(self._producer_state.producers) if self._producer_state is not None else 0
+
+    def cleaner_info(self) -> tuple[int, dict[int, tuple[int, int]]]:
+        """For the log cleaner: the offset it may not clean from (the high watermark: a follower
+        may still truncate above it), and each idempotent producer's last batch (offset of its
+        last record, epoch), which must stay for its sequence numbers to go on."""
+        producers = {}
+        for producer_id, entry in self.producer_state.producers.items():
+            if entry.batches:
+                _, _, base_offset, last_offset_delta = entry.batches[-1]
+                producers[producer_id] = (base_offset + last_offset_delta, entry.epoch)
+        return self.high_watermark, producers
+
+    def save_producer_state(self) -> None:
+        """At a clean shutdown: the producer state's snapshot, so the next start replays little.
+        Raises OSError."""
+        if self._producer_state is not None and not self.log.closed:
+            self._producer_state.save(self.log.dir, self.log.log_end_offset)
+
+
+async def wait_for_acks(appended: list[tuple[Partition, int]], required_acks: int, timeout_s: float,
+                        logs: "LogManager") -> list[ErrorCode]:
+    """Wait until each (partition, end offset) is acknowledged as ``required_acks`` asks; one
+    error code per entry (REQUEST_TIMED_OUT, NOT_LEADER_OR_FOLLOWER,
+    NOT_ENOUGH_REPLICAS_AFTER_APPEND, ...).
+
+    Every log is first durable under its topic's profile (one group-commit wait for all of
+    them; raises KafkaError when that fails: KAFKA_STORAGE_ERROR, or UNKNOWN_TOPIC_OR_PARTITION
+    for a partition deleted meanwhile). acks=all then waits for the high watermarks, with one
+    future per partition still below its end offset rather than a task each."""
+    if required_acks == 0 or not appended:
+        return [ErrorCode.none] * len(appended)
+    await logs.wait_durable_many([(partition.log, end_offset) for partition, end_offset in appended])
+    if required_acks != -1:
+        return [ErrorCode.none] * len(appended)
+    outcomes: list[ErrorCode | asyncio.Future] = []
+    pending = []
+    for partition, end_offset in appended:
+        outcome = partition._acks_all_outcome(end_offset)
+        if outcome is None:
+            outcome = partition._ack_waiter(end_offset)
+            pending.append(outcome)
+        outcomes.append(outcome)
+    if pending:
+        await asyncio.wait(pending, timeout=timeout_s)
+    errors = []
+    for (partition, end_offset), outcome in zip(appended, outcomes):
+        if isinstance(outcome, asyncio.Future):
+            if not outcome.done():
+                outcome.cancel()
+                outcome = ErrorCode.request_timed_out
+            else:
+                outcome = outcome.result()
+                if outcome == ErrorCode.none:
+                    outcome = partition._acks_all_outcome(end_offset) or ErrorCode.none
+        errors.append(outcome)
+    return errors
+
+
+async def wait_for_data(partitions: Iterable[Partition], timeout_s: float) -> None:
+    """Return when one of ``partitions`` gets data to read (an append, a flush, a high watermark
+    move, a leadership change), or after ``timeout_s``."""
+    waiter = asyncio.get_running_loop().create_future()
+    partitions = list(partitions)
+    for partition in partitions:
+        partition._readers.add(waiter)
+    try:
+        await asyncio.wait_for(waiter, timeout_s)
+    except asyncio.TimeoutError:
+        pass
+    finally:
+        for partition in partitions:
+            partition._readers.discard(waiter)
