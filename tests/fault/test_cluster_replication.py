@@ -308,7 +308,7 @@ def test_a_pending_join_is_answered_when_the_coordinator_moves(tmp_path, etcd):
                 group_id="moving", session_timeout=datetime.timedelta(seconds=10), rebalance_timeout=datetime.timedelta(seconds=30),
                 member_id="", protocol_type="consumer", protocols=(join_group.JoinGroupRequestProtocol(name="range", metadata=b""),))
             pending = asyncio.create_task(s.channel().request(11, 3, join, 40))
-            await wait_for(lambda: "moving" in s.broker.groups.groups, message="the join waiting for the initial rebalance delay")
+            await wait_for(lambda: "moving" in s.broker.groups.registry.groups, message="the join waiting for the initial rebalance delay")
             state = s.broker.metadata.partitions[("__consumer_offsets", 0)]
             assert await s.broker.metadata.compare_and_set_partition("__consumer_offsets", 0, state.changed(
                 leader=2, leader_epoch=1, isr=(2,))) is not None  # the coordinator moves to broker 2

@@ -159,7 +159,7 @@ def test_two_members_reconcile_without_double_ownership():
         r = await join(c, "a")
         assert r.error is ErrorCode.none and r.member_epoch == 1 and parts(r.assignment) == set(range(6))
         assert r.heartbeat_interval_ms == 100
-        group = c.consumer_groups["g"]
+        group = c.registry.consumer_groups["g"]
         assert group.state == STABLE
 
         r = await join(c, "b")
@@ -204,7 +204,7 @@ def test_epoch_errors():
         await join(c, "b")
         await beat(c, "a", 1)
         await beat(c, "a", 1, owned={T1: {0, 1, 2}})  # a reaches epoch 2 keeping 0-2
-        group = c.consumer_groups["g"]
+        group = c.registry.consumer_groups["g"]
         assert group.members["a"].member_epoch == 2 and group.members["a"].previous_member_epoch == 1
         # The answer with epoch 2 may have been lost: epoch 1 with a subset of the assignment is accepted.
         assert (await beat(c, "a", 1, owned={T1: {0, 1}})).error is ErrorCode.none
@@ -244,7 +244,7 @@ def test_range_assignor_chosen_by_members():
         c = make_coordinator()
         await join(c, "a", server_assignor="range")
         r = await join(c, "b", server_assignor="range")
-        group = c.consumer_groups["g"]
+        group = c.registry.consumer_groups["g"]
         assert group.assignor_name == "range"
         assert group.target["a"][T1] == {0, 1, 2} and group.target["b"][T1] == {3, 4, 5}
     run(scenario())
@@ -275,7 +275,7 @@ def test_static_member_leaves_temporarily_and_rejoins():
         await join(c, "b")
         await beat(c, "a1", 1, instance_id="i-a")
         r = await beat(c, "a1", 1, owned={T1: {0, 1, 2}}, instance_id="i-a")
-        group = c.consumer_groups["g"]
+        group = c.registry.consumer_groups["g"]
         held = set(group.members["a1"].assigned[T1])
         # Another process with the same instance id cannot join while a1 is there.
         assert (await join(c, "a2", instance_id="i-a")).error is ErrorCode.unreleased_instance_id
@@ -296,7 +296,7 @@ def test_session_and_rebalance_timeouts_remove_members():
     async def scenario():
         c = make_coordinator(consumer_session_timeout_ms=150)
         await join(c, "a")
-        group = c.consumer_groups["g"]
+        group = c.registry.consumer_groups["g"]
         await wait_for(lambda: "a" not in group.members)
         assert group.state == EMPTY and group.group_epoch == 2
         # A member that never confirms its revocation is removed after its rebalance timeout.
@@ -304,7 +304,7 @@ def test_session_and_rebalance_timeouts_remove_members():
         await join(c2, "a", rebalance_timeout_ms=100)
         await join(c2, "b")
         await beat(c2, "a", 1)
-        group2 = c2.consumer_groups["g"]
+        group2 = c2.registry.consumer_groups["g"]
         assert group2.members["a"].state == MEMBER_UNREVOKED
         await wait_for(lambda: "a" not in group2.members)
         r = await beat(c2, "b", 2)
@@ -321,12 +321,12 @@ def test_state_survives_a_restart():
         await join(c, "a")
         await join(c, "b")
         await beat(c, "a", 1)
-        await beat(c, "a", 1, owned={T1: set(c.consumer_groups["g"].members["a"].assigned[T1])})
+        await beat(c, "a", 1, owned={T1: set(c.registry.consumer_groups["g"].members["a"].assigned[T1])})
         await beat(c, "b", 2)
-        before = c.consumer_groups["g"].to_json()
+        before = c.registry.consumer_groups["g"].to_json()
         c.stop()
         c2 = make_coordinator(log)
-        group = c2.consumer_groups["g"]
+        group = c2.registry.consumer_groups["g"]
         assert group.to_json() == before and group.state == STABLE
         assert all(group.members[m].session_timer is not None for m in ("a", "b"))
         r = await beat(c2, "b", 2)
@@ -340,34 +340,34 @@ def test_offsets_and_classic_interplay():
         c = make_coordinator()
         await join(c, "a")
         offsets = {("orders", 0): (10, -1, "")}
-        assert await c.commit_offsets("g", 1, "a", None, offsets, api_version=9) == {("orders", 0): ErrorCode.none}
-        assert (await c.commit_offsets("g", 0, "a", None, offsets, api_version=9))[("orders", 0)] is \
+        assert await c.offsets.commit_offsets("g", 1, "a", None, offsets, api_version=9) == {("orders", 0): ErrorCode.none}
+        assert (await c.offsets.commit_offsets("g", 0, "a", None, offsets, api_version=9))[("orders", 0)] is \
             ErrorCode.stale_member_epoch
-        assert (await c.commit_offsets("g", 1, "x", None, offsets, api_version=9))[("orders", 0)] is \
+        assert (await c.offsets.commit_offsets("g", 1, "x", None, offsets, api_version=9))[("orders", 0)] is \
             ErrorCode.unknown_member_id
-        assert (await c.commit_offsets("g", -1, "", None, offsets, api_version=9))[("orders", 0)] is \
+        assert (await c.offsets.commit_offsets("g", -1, "", None, offsets, api_version=9))[("orders", 0)] is \
             ErrorCode.unknown_member_id  # not empty: admin commits are refused
-        assert (await c.commit_offsets("nope", 3, "m", None, offsets, api_version=9))[("orders", 0)] is \
+        assert (await c.offsets.commit_offsets("nope", 3, "m", None, offsets, api_version=9))[("orders", 0)] is \
             ErrorCode.group_id_not_found
-        assert c.validate_offset_fetch("g", "a", 0) is ErrorCode.stale_member_epoch
-        assert c.validate_offset_fetch("g", None, -1) is ErrorCode.none
+        assert c.offsets.validate_offset_fetch("g", "a", 0) is ErrorCode.stale_member_epoch
+        assert c.offsets.validate_offset_fetch("g", None, -1) is ErrorCode.none
         # Classic requests on a consumer group.
-        joined = await c.join_group("g", "", None, "cid", "/h", 10000, 10000, "consumer", [("range", b"")])
+        joined = await c.classic.join_group("g", "", None, "cid", "/h", 10000, 10000, "consumer", [("range", b"")])
         assert joined.error is ErrorCode.inconsistent_group_protocol
-        assert c.heartbeat("g", 1, "a", None) is ErrorCode.unknown_member_id
-        assert c.describe_group("g") is None
-        assert c.list_groups(types=["consumer"]) == [("g", "consumer", STABLE, "consumer")]
-        assert c.list_groups(types=["classic"]) == []
-        assert (await c.delete_groups(["g"]))["g"] is ErrorCode.non_empty_group
+        assert c.classic.heartbeat("g", 1, "a", None) is ErrorCode.unknown_member_id
+        assert c.admin.describe_group("g") is None
+        assert c.admin.list_groups(types=["consumer"]) == [("g", "consumer", STABLE, "consumer")]
+        assert c.admin.list_groups(types=["classic"]) == []
+        assert (await c.admin.delete_groups(["g"]))["g"] is ErrorCode.non_empty_group
         assert (await beat(c, "a", LEAVE)).member_epoch == -1
-        assert c.list_groups(states=["empty"]) == [("g", "consumer", EMPTY, "consumer")]
-        assert (await c.commit_offsets("g", -1, "", None, offsets, api_version=9))[("orders", 0)] is ErrorCode.none
-        assert (await c.delete_groups(["g"]))["g"] is ErrorCode.none
-        assert "g" not in c.consumer_groups and c.fetch_offsets("g", [("orders", 0)])[0][2] is None
+        assert c.admin.list_groups(states=["empty"]) == [("g", "consumer", EMPTY, "consumer")]
+        assert (await c.offsets.commit_offsets("g", -1, "", None, offsets, api_version=9))[("orders", 0)] is ErrorCode.none
+        assert (await c.admin.delete_groups(["g"]))["g"] is ErrorCode.none
+        assert "g" not in c.registry.consumer_groups and c.offsets.fetch_offsets("g", [("orders", 0)])[0][2] is None
         # A classic group with offsets only becomes a consumer group; one with members does not.
-        await c.commit_offsets("assigned", -1, "", None, offsets)
+        await c.offsets.commit_offsets("assigned", -1, "", None, offsets)
         assert (await join(c, "m", group="assigned")).error is ErrorCode.none
-        assert "assigned" in c.consumer_groups and c.fetch_offsets("assigned", [("orders", 0)])[0][2].offset == 10
+        assert "assigned" in c.registry.consumer_groups and c.offsets.fetch_offsets("assigned", [("orders", 0)])[0][2].offset == 10
         c.stop()
     run(scenario())
 
@@ -376,7 +376,7 @@ def test_assigning_state_is_transient():
     async def scenario():
         c = make_coordinator()
         await join(c, "a")
-        group = c.consumer_groups["g"]
+        group = c.registry.consumer_groups["g"]
         group.group_epoch += 1
         assert group.state == ASSIGNING
         await beat(c, "a", 1)

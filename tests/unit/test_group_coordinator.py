@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import struct
 
-from tidelog.groups.coordinator import (
+from tidelog.groups.classic_group import (
     COMPLETING_REBALANCE,
     EMPTY,
     PREPARING_REBALANCE,
     STABLE,
-    GroupCoordinator,
-    GroupSettings,
     parse_consumer_subscription,
 )
+from tidelog.groups.coordinator import GroupCoordinator, GroupSettings
 from tidelog.groups.records import (
     GroupKey,
     GroupValue,
@@ -71,7 +70,7 @@ def run(coro_fn, log: MemoryLog | None = None, **settings):
 
 
 def join(c, group="g", member_id="", instance=None, session_ms=5000, rebalance_ms=2000, protocols=None, v4=False):
-    return c.join_group(group, member_id, instance, "client", "/127.0.0.1", session_ms, rebalance_ms, "consumer",
+    return c.classic.join_group(group, member_id, instance, "client", "/127.0.0.1", session_ms, rebalance_ms, "consumer",
                         protocols or [("range", subscription("t"))], require_known_member_id=v4)
 
 
@@ -80,7 +79,7 @@ async def form_group(c, n, group="g", **kw):
     leader = next(r for r in results if r.member_id == r.leader_id)
     assignments = {r.member_id: r.member_id.encode() for r in results}
     syncs = await asyncio.gather(*(
-        c.sync_group(group, r.generation_id, r.member_id, None, "consumer", r.protocol_name,
+        c.classic.sync_group(group, r.generation_id, r.member_id, None, "consumer", r.protocol_name,
                      assignments if r is leader else {})
         for r in results
     ))
@@ -95,7 +94,7 @@ def test_members_joining_together_share_one_generation():
         leaders = [r for r in results if r.members]
         assert len(leaders) == 1 and len(leaders[0].members) == 3
         assert all(s.error is ErrorCode.none and s.assignment == r.member_id.encode() for r, s in zip(results, syncs))
-        assert c.groups["g"].state == STABLE
+        assert c.registry.groups["g"].state == STABLE
 
     run(scenario)
 
@@ -104,7 +103,7 @@ def test_member_id_required_then_join_with_it():
     async def scenario(c):
         first = await join(c, v4=True)
         assert first.error is ErrorCode.member_id_required and first.member_id.startswith("client-")
-        assert c.groups["g"].state == EMPTY
+        assert c.registry.groups["g"].state == EMPTY
         second = await join(c, member_id=first.member_id, v4=True)
         assert second.error is ErrorCode.none and second.member_id == first.member_id and second.generation_id == 1
         unknown = await join(c, member_id="nobody", v4=True)
@@ -119,15 +118,15 @@ def test_session_timeout_evicts_member_and_rebalances():
         survivor, dead = results
         # Only the survivor keeps heartbeating; the other is evicted after its session timeout.
         for _ in range(20):
-            error = c.heartbeat("g", survivor.generation_id, survivor.member_id, None)
+            error = c.classic.heartbeat("g", survivor.generation_id, survivor.member_id, None)
             if error is ErrorCode.rebalance_in_progress:
                 break
             await asyncio.sleep(0.05)
         assert error is ErrorCode.rebalance_in_progress
         rejoin = await join(c, member_id=survivor.member_id, session_ms=300)
         assert rejoin.generation_id == 2 and [m[0] for m in rejoin.members] == [survivor.member_id]
-        assert c.heartbeat("g", 1, dead.member_id, None) is ErrorCode.unknown_member_id
-        assert c.heartbeat("g", 1, survivor.member_id, None) is ErrorCode.illegal_generation
+        assert c.classic.heartbeat("g", 1, dead.member_id, None) is ErrorCode.unknown_member_id
+        assert c.classic.heartbeat("g", 1, survivor.member_id, None) is ErrorCode.illegal_generation
 
     run(scenario)
 
@@ -135,13 +134,13 @@ def test_session_timeout_evicts_member_and_rebalances():
 def test_leave_group_rebalances_remaining_members():
     async def scenario(c):
         (a, b), _ = await form_group(c, 2)
-        error, member_errors = c.leave_group("g", [(b.member_id, None), ("ghost", None)])
+        error, member_errors = c.classic.leave_group("g", [(b.member_id, None), ("ghost", None)])
         assert error is ErrorCode.none and member_errors == [ErrorCode.none, ErrorCode.unknown_member_id]
-        assert c.groups["g"].state == PREPARING_REBALANCE
+        assert c.registry.groups["g"].state == PREPARING_REBALANCE
         rejoin = await join(c, member_id=a.member_id)
         assert rejoin.generation_id == 2 and len(rejoin.members) == 1
-        assert c.groups["g"].state == COMPLETING_REBALANCE
-        assert c.leave_group("missing", [("x", None)]) == (ErrorCode.none, [ErrorCode.unknown_member_id])
+        assert c.registry.groups["g"].state == COMPLETING_REBALANCE
+        assert c.classic.leave_group("missing", [("x", None)]) == (ErrorCode.none, [ErrorCode.unknown_member_id])
 
     run(scenario)
 
@@ -152,18 +151,18 @@ def test_static_member_restart_keeps_assignment_and_fences_the_old_id():
         leader = next(r for r in results if r.members)
         follower = next(r for r in results if not r.members)
         await asyncio.gather(*(
-            c.sync_group("g", r.generation_id, r.member_id, None, None, None,
+            c.classic.sync_group("g", r.generation_id, r.member_id, None, None, None,
                          {x.member_id: b"A-" + x.member_id.encode() for x in results} if r is leader else {})
             for r in results
         ))
         instance = "i-1" if follower is results[0] else "i-2"
         again = await join(c, instance=instance)
         assert again.error is ErrorCode.none and again.member_id != follower.member_id
-        assert again.generation_id == 1 and c.groups["g"].state == STABLE  # no rebalance
-        sync = await c.sync_group("g", 1, again.member_id, instance, None, None, {})
+        assert again.generation_id == 1 and c.registry.groups["g"].state == STABLE  # no rebalance
+        sync = await c.classic.sync_group("g", 1, again.member_id, instance, None, None, {})
         assert sync.assignment == b"A-" + follower.member_id.encode()
-        assert c.heartbeat("g", 1, follower.member_id, instance) is ErrorCode.fenced_instance_id
-        assert c.heartbeat("g", 1, again.member_id, instance) is ErrorCode.none
+        assert c.classic.heartbeat("g", 1, follower.member_id, instance) is ErrorCode.fenced_instance_id
+        assert c.classic.heartbeat("g", 1, again.member_id, instance) is ErrorCode.none
 
     run(scenario)
 
@@ -183,17 +182,17 @@ def test_protocol_selection_and_inconsistent_protocols():
 def test_commit_validation():
     async def scenario(c):
         key = ("t", 0)
-        assert await c.commit_offsets("solo", -1, "", None, {key: (5, -1, "m")}) == {key: ErrorCode.none}
-        assert c.fetch_offsets("solo", [key])[0][2].offset == 5
-        assert (await c.commit_offsets("nogroup", 3, "m", None, {key: (1, -1, None)}))[key] is ErrorCode.illegal_generation
-        assert (await c.commit_offsets("solo", -1, "", None, {key: (1, -1, "x" * 5000)}))[key] is ErrorCode.offset_metadata_too_large
+        assert await c.offsets.commit_offsets("solo", -1, "", None, {key: (5, -1, "m")}) == {key: ErrorCode.none}
+        assert c.offsets.fetch_offsets("solo", [key])[0][2].offset == 5
+        assert (await c.offsets.commit_offsets("nogroup", 3, "m", None, {key: (1, -1, None)}))[key] is ErrorCode.illegal_generation
+        assert (await c.offsets.commit_offsets("solo", -1, "", None, {key: (1, -1, "x" * 5000)}))[key] is ErrorCode.offset_metadata_too_large
         results = await asyncio.gather(join(c), join(c))
-        assert c.groups["g"].state == COMPLETING_REBALANCE
+        assert c.registry.groups["g"].state == COMPLETING_REBALANCE
         r = results[0]
-        assert (await c.commit_offsets("g", 1, r.member_id, None, {key: (1, -1, None)}))[key] is ErrorCode.rebalance_in_progress
-        assert (await c.commit_offsets("g", -1, "", None, {key: (1, -1, None)}))[key] is ErrorCode.unknown_member_id
-        assert (await c.commit_offsets("g", 7, r.member_id, None, {key: (1, -1, None)}))[key] is ErrorCode.illegal_generation
-        assert (await c.commit_offsets("g", 1, "who", None, {key: (1, -1, None)}))[key] is ErrorCode.unknown_member_id
+        assert (await c.offsets.commit_offsets("g", 1, r.member_id, None, {key: (1, -1, None)}))[key] is ErrorCode.rebalance_in_progress
+        assert (await c.offsets.commit_offsets("g", -1, "", None, {key: (1, -1, None)}))[key] is ErrorCode.unknown_member_id
+        assert (await c.offsets.commit_offsets("g", 7, r.member_id, None, {key: (1, -1, None)}))[key] is ErrorCode.illegal_generation
+        assert (await c.offsets.commit_offsets("g", 1, "who", None, {key: (1, -1, None)}))[key] is ErrorCode.unknown_member_id
 
     run(scenario)
 
@@ -203,20 +202,20 @@ def test_state_reloads_from_the_log():
 
     async def first(c):
         await form_group(c, 2)
-        await c.commit_offsets("plain", -1, "", None, {("t", 0): (42, 3, "meta"), ("t", 1): (7, -1, None)})
-        await c.delete_offsets("plain", [("t", 1)])
-        await c.commit_offsets("gone", -1, "", None, {("t", 0): (1, -1, None)})
-        assert await c.delete_groups(["gone", "g", "nope"]) == {
+        await c.offsets.commit_offsets("plain", -1, "", None, {("t", 0): (42, 3, "meta"), ("t", 1): (7, -1, None)})
+        await c.offsets.delete_offsets("plain", [("t", 1)])
+        await c.offsets.commit_offsets("gone", -1, "", None, {("t", 0): (1, -1, None)})
+        assert await c.admin.delete_groups(["gone", "g", "nope"]) == {
             "gone": ErrorCode.none, "g": ErrorCode.non_empty_group, "nope": ErrorCode.group_id_not_found}
 
     run(first, log)
 
     async def second(c):
-        assert c.fetch_offsets("plain", None)[0][2].offset == 42
-        assert c.fetch_offsets("plain", None)[0][2].leader_epoch == 3
-        assert len(c.fetch_offsets("plain", None)) == 1
-        assert "gone" not in c.groups
-        group = c.groups["g"]
+        assert c.offsets.fetch_offsets("plain", None)[0][2].offset == 42
+        assert c.offsets.fetch_offsets("plain", None)[0][2].leader_epoch == 3
+        assert len(c.offsets.fetch_offsets("plain", None)) == 1
+        assert "gone" not in c.registry.groups
+        group = c.registry.groups["g"]
         assert group.state == STABLE and group.generation_id == 1 and len(group.members) == 2
         assert {m.assignment for m in group.members.values()} == {m.encode() for m in group.members}
 
@@ -225,12 +224,12 @@ def test_state_reloads_from_the_log():
 
 def test_expiry_of_empty_groups_offsets():
     async def scenario(c):
-        await c.commit_offsets("old", -1, "", None, {("t", 0): (1, -1, None)})
-        assert await c.expire_offsets() == 0
+        await c.offsets.commit_offsets("old", -1, "", None, {("t", 0): (1, -1, None)})
+        assert await c.expiry.expire_offsets() == 0
         import time
 
-        assert await c.expire_offsets(int(time.time() * 1000) + 61_000) == 1
-        assert "old" not in c.groups and c.fetch_offsets("old", None) == []
+        assert await c.expiry.expire_offsets(int(time.time() * 1000) + 61_000) == 1
+        assert "old" not in c.registry.groups and c.offsets.fetch_offsets("old", None) == []
 
     run(scenario, offsets_retention_ms=60_000)
 
@@ -238,11 +237,11 @@ def test_expiry_of_empty_groups_offsets():
 def test_offset_delete_refuses_subscribed_topics():
     async def scenario(c):
         await form_group(c, 1)
-        await c.commit_offsets("g", -1, "", None, {})
-        error, results = await c.delete_offsets("g", [("t", 0), ("other", 0)])
+        await c.offsets.commit_offsets("g", -1, "", None, {})
+        error, results = await c.offsets.delete_offsets("g", [("t", 0), ("other", 0)])
         assert error is ErrorCode.none
         assert results == {("t", 0): ErrorCode.group_subscribed_to_topic, ("other", 0): ErrorCode.none}
-        assert (await c.delete_offsets("missing", []))[0] is ErrorCode.group_id_not_found
+        assert (await c.offsets.delete_offsets("missing", []))[0] is ErrorCode.group_id_not_found
 
     run(scenario)
 
@@ -250,13 +249,13 @@ def test_offset_delete_refuses_subscribed_topics():
 def test_list_and_describe():
     async def scenario(c):
         await form_group(c, 2)
-        await c.commit_offsets("simple", -1, "", None, {("t", 0): (1, -1, None)})
-        assert sorted(c.list_groups()) == [("g", "consumer", "Stable", "classic"), ("simple", "", "Empty", "classic")]
-        assert c.list_groups(states=["stable"]) == [("g", "consumer", "Stable", "classic")]
-        assert c.list_groups(types=["consumer"]) == []
-        d = c.describe_group("g")
+        await c.offsets.commit_offsets("simple", -1, "", None, {("t", 0): (1, -1, None)})
+        assert sorted(c.admin.list_groups()) == [("g", "consumer", "Stable", "classic"), ("simple", "", "Empty", "classic")]
+        assert c.admin.list_groups(states=["stable"]) == [("g", "consumer", "Stable", "classic")]
+        assert c.admin.list_groups(types=["consumer"]) == []
+        d = c.admin.describe_group("g")
         assert d.state == "Stable" and d.protocol_name == "range" and len(d.members) == 2
-        assert c.describe_group("nope") is None
+        assert c.admin.describe_group("nope") is None
 
     run(scenario)
 
@@ -274,9 +273,9 @@ def test_records_round_trip():
 
 def test_lag_is_log_end_minus_committed():
     async def scenario(c):
-        await c.commit_offsets("lagging", -1, "", None, {("t", 0): (4, -1, None), ("t", 1): (10, -1, None), ("gone", 0): (1, -1, None)})
+        await c.offsets.commit_offsets("lagging", -1, "", None, {("t", 0): (4, -1, None), ("t", 1): (10, -1, None), ("gone", 0): (1, -1, None)})
         ends = {("t", 0): 10, ("t", 1): 10}
-        lag = c.lag("lagging", lambda topic, partition: ends.get((topic, partition)))
+        lag = c.offsets.lag("lagging", lambda topic, partition: ends.get((topic, partition)))
         assert [(x.topic, x.partition, x.committed_offset, x.log_end_offset, x.lag) for x in lag] == [
             ("t", 0, 4, 10, 6), ("t", 1, 10, 10, 0)]
 
@@ -289,7 +288,7 @@ def test_only_member_rejoining_a_stable_group_completes_at_once():
 
     async def scenario(c):
         (result,), _ = await form_group(c, 1, rebalance_ms=5000)
-        assert c.groups["g"].state == STABLE
+        assert c.registry.groups["g"].state == STABLE
         loop = asyncio.get_running_loop()
         started = loop.time()
         rejoin = await join(c, member_id=result.member_id, rebalance_ms=5000)

@@ -25,11 +25,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
+from tidelog.clock import wall_clock_ms
 from tidelog.groups.assignors import Assignment
 
 EMPTY = "Empty"
@@ -47,10 +47,6 @@ LEAVE_GROUP_STATIC_MEMBER_EPOCH = -2
 
 GROUP_TYPE_CONSUMER = "consumer"
 PROTOCOL_TYPE_CONSUMER = "consumer"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def copy_assignment(assignment: Assignment) -> Assignment:
@@ -150,12 +146,16 @@ class ConsumerGroup:
         self.target: dict[str, Assignment] = {}  # member id -> target assignment
         self.subscription_metadata: dict[str, TopicMetadata] = {}  # topic name -> metadata
         self.assignor_name: str = ""
-        self.state_timestamp_ms = now_ms()
+        self.state_timestamp_ms = wall_clock_ms()
         self.deleted = False
         # (topic id, partition) -> member id holding it (assigned or pending revocation).
         self.partition_owners: dict[tuple[uuid.UUID, int], str] = {}
 
     # --- membership ------------------------------------------------------------------------
+    def cancel_timers(self) -> None:
+        for member in self.members.values():
+            member.cancel_timers()
+
     def add_member(self, member: ConsumerMember) -> None:
         was_empty = not self.members
         self.members[member.member_id] = member
@@ -163,7 +163,7 @@ class ConsumerGroup:
             self.static_members[member.instance_id] = member.member_id
         self._claim(member)
         if was_empty:
-            self.state_timestamp_ms = now_ms()
+            self.state_timestamp_ms = wall_clock_ms()
 
     def remove_member(self, member_id: str) -> ConsumerMember | None:
         member = self.members.pop(member_id, None)
@@ -175,7 +175,7 @@ class ConsumerGroup:
         if member.instance_id is not None and self.static_members.get(member.instance_id) == member_id:
             del self.static_members[member.instance_id]
         if not self.members:
-            self.state_timestamp_ms = now_ms()
+            self.state_timestamp_ms = wall_clock_ms()
         return member
 
     def static_member(self, instance_id: str) -> ConsumerMember | None:
@@ -264,7 +264,7 @@ class ConsumerGroup:
         for member_data in data.get("members", []):
             group.add_member(ConsumerMember.from_json(member_data))
         group.target = {mid: assignment_from_json(a) for mid, a in data.get("target", {}).items()}
-        group.state_timestamp_ms = data.get("state_timestamp_ms", now_ms())
+        group.state_timestamp_ms = data.get("state_timestamp_ms", wall_clock_ms())
         return group
 
 

@@ -13,7 +13,7 @@ Members leave with epoch -1; a static member (``instance_id``) may leave tempora
 epoch -2, keeping its partitions until it rejoins (with any member id) or its session times out.
 A member is removed when it sends no heartbeat for ``group.consumer.session.timeout.ms``, or
 when it does not revoke partitions within its rebalance timeout; removal bumps the group epoch.
-Timers are ``loop.call_later`` handles reset by each heartbeat.
+Timers (groups/timers.py) are reset by each heartbeat.
 
 Persistence: after a heartbeat changes anything durable, one snapshot record of the whole
 group (``ConsumerGroupKey``, see groups/records.py) is written to ``__consumer_offsets`` before
@@ -28,7 +28,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 from tidelog.groups.assignors import ASSIGNORS, Assignment, MemberSpec, TopicSpec
 from tidelog.groups.consumer_group import (
@@ -45,10 +45,10 @@ from tidelog.groups.consumer_group import (
     same_assignment,
 )
 from tidelog.groups.records import ConsumerGroupKey, encode_consumer_group_key, encode_consumer_group_value
+from tidelog.groups.registry import GroupLog, GroupRegistry
+from tidelog.groups.settings import GroupSettings
+from tidelog.groups.timers import GroupTimers
 from tidelog.protocol.errors import ErrorCode
-
-if TYPE_CHECKING:
-    from tidelog.groups.coordinator import GroupCoordinator
 
 logger = logging.getLogger(__name__)
 
@@ -77,16 +77,12 @@ def _empty(value: str | None) -> bool:
 class ConsumerGroupProtocol:
     """Heartbeats, leaves, timers and persistence of the coordinator's consumer groups."""
 
-    def __init__(self, coordinator: "GroupCoordinator") -> None:
-        self.coordinator = coordinator
-
-    @property
-    def settings(self):
-        return self.coordinator.settings
-
-    @property
-    def groups(self) -> dict[str, ConsumerGroup]:
-        return self.coordinator.consumer_groups
+    def __init__(self, settings: GroupSettings, registry: GroupRegistry, timers: GroupTimers, log: GroupLog) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.groups = registry.consumer_groups
+        self.timers = timers
+        self.log = log
 
     # --- ConsumerGroupHeartbeat ---------------------------------------------------------------
     async def heartbeat(
@@ -152,12 +148,12 @@ class ConsumerGroupProtocol:
         group = self.groups.get(group_id)
         if group is not None:
             return group
-        classic = self.coordinator.groups.get(group_id)
+        classic = self.registry.groups.get(group_id)
         if classic is not None:
             if classic.members or member_epoch != 0:
                 raise _Reject(ErrorCode.group_id_not_found, f"Group {group_id} is not a consumer group.")
             # An empty classic group (offsets only) becomes a consumer group, keeping its offsets.
-            self.coordinator.drop_classic_group(classic)
+            self.registry.drop_classic_group(classic)
         elif member_epoch != 0:
             raise _Reject(ErrorCode.unknown_member_id, f"Consumer group {group_id} not found.")
         group = self.groups[group_id] = ConsumerGroup(group_id)
@@ -377,7 +373,7 @@ class ConsumerGroupProtocol:
     def _schedule_session_timeout(self, group: ConsumerGroup, member: ConsumerMember) -> None:
         if member.session_timer is not None:
             member.session_timer.cancel()
-        member.session_timer = self.coordinator._call_later(
+        member.session_timer = self.timers.call_later(
             self.settings.consumer_session_timeout_ms, self._on_session_timeout, group, member)
 
     def _on_session_timeout(self, group: ConsumerGroup, member: ConsumerMember) -> None:
@@ -387,12 +383,12 @@ class ConsumerGroupProtocol:
         logger.info("consumer group %s: member %s failed (no heartbeat within %d ms)", group.group_id,
                     member.member_id, self.settings.consumer_session_timeout_ms)
         self._remove_member(group, member)
-        self.coordinator._spawn(self.persist(group))
+        self.timers.spawn(self.persist(group))
 
     def _schedule_rebalance_timeout(self, group: ConsumerGroup, member: ConsumerMember) -> None:
         if member.rebalance_timer is not None:
             member.rebalance_timer.cancel()
-        member.rebalance_timer = self.coordinator._call_later(
+        member.rebalance_timer = self.timers.call_later(
             member.rebalance_timeout_ms, self._on_rebalance_timeout, group, member, member.member_epoch)
 
     def _on_rebalance_timeout(self, group: ConsumerGroup, member: ConsumerMember, member_epoch: int) -> None:
@@ -404,7 +400,7 @@ class ConsumerGroupProtocol:
         logger.info("consumer group %s: member %s did not revoke its partitions within %d ms", group.group_id,
                     member.member_id, member.rebalance_timeout_ms)
         self._remove_member(group, member)
-        self.coordinator._spawn(self.persist(group))
+        self.timers.spawn(self.persist(group))
 
     def start_timers(self, group: ConsumerGroup) -> None:
         """After loading: every member must heartbeat within its session timeout."""
@@ -413,16 +409,12 @@ class ConsumerGroupProtocol:
             if member.state == MEMBER_UNREVOKED:
                 self._schedule_rebalance_timeout(group, member)
 
-    def stop_timers(self, group: ConsumerGroup) -> None:
-        for member in group.members.values():
-            member.cancel_timers()
-
     # --- persistence ---------------------------------------------------------------------------
     async def persist(self, group: ConsumerGroup) -> None:
         if group.deleted:
             return
         try:
-            await self.coordinator.log.write(
+            await self.log.write(
                 [(encode_consumer_group_key(ConsumerGroupKey(group.group_id)), encode_consumer_group_value(group))])
         except Exception as e:  # noqa: BLE001 - the next change rewrites the whole group
             logger.error("consumer group %s: cannot store group metadata: %s", group.group_id, e)

@@ -51,9 +51,9 @@ async def handle(ctx: RequestContext, request) -> object:
         if not group_id:
             described.append(_not_found(module, group_id, ErrorCode.invalid_group_id, "GroupId can't be empty."))
             continue
-        group = coordinator.consumer_groups.get(group_id)
+        group = coordinator.registry.consumer_groups.get(group_id)
         if group is None:
-            message = (f"Group {group_id} is not a consumer group." if group_id in coordinator.groups
+            message = (f"Group {group_id} is not a consumer group." if group_id in coordinator.registry.groups
                        else f"Group {group_id} not found.")
             described.append(_not_found(module, group_id, ErrorCode.group_id_not_found, message))
             continue

@@ -24,7 +24,7 @@ async def handle(ctx: RequestContext, request) -> object:
     if error is not None:
         results = {group_id: error for group_id in group_ids}
     else:
-        results = await ctx.broker.groups.delete_groups(group_ids)
+        results = await ctx.broker.groups.admin.delete_groups(group_ids)
     return build(
         module.DeleteGroupsResponse,
         throttle_time=datetime.timedelta(0),

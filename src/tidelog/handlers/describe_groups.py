@@ -35,7 +35,7 @@ async def handle(ctx: RequestContext, request) -> object:
         if coordinator_error is not None:
             described.append(_dead(module, group_id, coordinator_error, None))
             continue
-        description = ctx.broker.groups.describe_group(group_id)
+        description = ctx.broker.groups.admin.describe_group(group_id)
         if description is None:
             if ctx.api_version >= 6:
                 described.append(_dead(module, group_id, ErrorCode.group_id_not_found, f"Group {group_id} not found."))

@@ -4,7 +4,7 @@ Behaviour: joins a member to a classic group and waits (the request is parked) u
 phase of the rebalance completes; the leader gets every member's metadata for the selected
 protocol, followers an empty list. v4+ members without an id get MEMBER_ID_REQUIRED and a new
 id first (KIP-394); static members (v5+ ``group_instance_id``, KIP-345) keep their place across
-restarts. See groups/coordinator.py for the state machine.
+restarts. See groups/classic_group.py for the state machine and groups/classic_protocol.py.
 Versions: 2-9 (v5 group_instance_id, v6 flexible, v7 protocol_type/name in the response,
 v8 reason, v9 skip_assignment for a rejoining static leader). Errors: INVALID_GROUP_ID,
 INVALID_SESSION_TIMEOUT, INCONSISTENT_GROUP_PROTOCOL, MEMBER_ID_REQUIRED, UNKNOWN_MEMBER_ID,
@@ -43,7 +43,7 @@ async def handle(ctx: RequestContext, request) -> object:
         return build(module.JoinGroupResponse, throttle_time=datetime.timedelta(0), error_code=error, generation_id=-1,
                      protocol_type=None, protocol_name=None if version >= 7 else "", leader="", skip_assignment=False,
                      member_id=request.member_id, members=())
-    result = await ctx.broker.groups.join_group(
+    result = await ctx.broker.groups.classic.join_group(
         request.group_id,
         request.member_id,
         getattr(request, "group_instance_id", None),

@@ -30,7 +30,7 @@ async def handle(ctx: RequestContext, request) -> object:
         if ctx.api_version < 3:
             return build(module.LeaveGroupResponse, throttle_time=datetime.timedelta(0), error_code=error)
         return build(module.LeaveGroupResponse, throttle_time=datetime.timedelta(0), error_code=error, members=())
-    error, member_errors = ctx.broker.groups.leave_group(request.group_id, members)
+    error, member_errors = ctx.broker.groups.classic.leave_group(request.group_id, members)
     if ctx.api_version < 3:
         if error is ErrorCode.none:
             error = member_errors[0]

@@ -52,7 +52,7 @@ async def handle(ctx: RequestContext, request) -> object:
         errors.update((key, coordinator_error) for key in offsets)
     elif offsets:
         errors.update(
-            await broker.groups.commit_offsets(
+            await broker.groups.offsets.commit_offsets(
                 request.group_id,
                 request.generation_id_or_member_epoch,
                 request.member_id,

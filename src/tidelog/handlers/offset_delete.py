@@ -39,7 +39,7 @@ async def handle(ctx: RequestContext, request) -> object:
     elif broker.group_coordinator_error() is not None:
         error = broker.group_coordinator_error()
     else:
-        error, results = await broker.groups.delete_offsets(request.group_id, wanted)
+        error, results = await broker.groups.offsets.delete_offsets(request.group_id, wanted)
         errors.update(results)
     if error is not ErrorCode.none:
         return build(module.OffsetDeleteResponse, error_code=error, throttle_time=datetime.timedelta(0), topics=())

@@ -251,7 +251,7 @@ class Api:
         except KafkaError:
             return None
         if address is None:
-            return len(self.broker.groups.list_groups())
+            return len(self.broker.groups.admin.list_groups())
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=MAX_TIMEOUT_MS / 1000 + 10))
         try:
@@ -725,9 +725,9 @@ class Api:
         return self._high_watermark(log) if log is not None else None  # lag: to what consumers can read
 
     def _group_offsets(self, group_id: str) -> list[dict]:
-        offsets = self.broker.groups.offsets.group_offsets(group_id)
+        offsets = self.broker.groups.registry.committed.group_offsets(group_id)
         result = []
-        for lag in self.broker.groups.lag(group_id, self._log_end_offset):
+        for lag in self.broker.groups.offsets.lag(group_id, self._log_end_offset):
             committed = offsets.get((lag.topic, lag.partition))
             result.append({
                 "topic": lag.topic, "partition": lag.partition, "committed_offset": lag.committed_offset,
@@ -739,7 +739,7 @@ class Api:
 
     async def list_groups(self, _request: web.Request) -> web.Response:
         groups = []
-        for group_id, protocol_type, state, group_type in sorted(self.broker.groups.list_groups()):
+        for group_id, protocol_type, state, group_type in sorted(self.broker.groups.admin.list_groups()):
             offsets = self._group_offsets(group_id)
             groups.append({
                 "group_id": group_id, "state": state, "protocol_type": protocol_type, "type": group_type,
@@ -752,14 +752,14 @@ class Api:
     def member_count(self, group_id: str) -> int:
         """Members of a classic or consumer-protocol (KIP-848) group; 0 for an unknown one."""
         coordinator = self.broker.groups
-        consumer_group = coordinator.consumer_groups.get(group_id)
+        consumer_group = coordinator.registry.consumer_groups.get(group_id)
         if consumer_group is not None:
             return len(consumer_group.members)
-        description = coordinator.describe_group(group_id)
+        description = coordinator.admin.describe_group(group_id)
         return len(description.members) if description is not None else 0
 
     def _group(self, group_id: str):
-        description = self.broker.groups.describe_group(group_id)
+        description = self.broker.groups.admin.describe_group(group_id)
         if description is None:
             raise KafkaError(ErrorCode.group_id_not_found, f"group {group_id!r} does not exist")
         return description
@@ -785,11 +785,11 @@ class Api:
 
     async def describe_group(self, request: web.Request) -> web.Response:
         group_id = request.match_info["group"]
-        consumer_group = self.broker.groups.consumer_groups.get(group_id)
+        consumer_group = self.broker.groups.registry.consumer_groups.get(group_id)
         if consumer_group is not None:
             return web.json_response(self._consumer_group_detail(consumer_group))
         description = self._group(group_id)
-        group = self.broker.groups.groups.get(group_id)
+        group = self.broker.groups.registry.groups.get(group_id)
         members = []
         for m in description.members:
             assignment = parse_consumer_assignment(m.assignment) if description.protocol_type == "consumer" else None
@@ -809,7 +809,7 @@ class Api:
 
     async def delete_group(self, request: web.Request) -> web.Response:
         group_id = request.match_info["group"]
-        result = (await self.broker.groups.delete_groups([group_id]))[group_id]
+        result = (await self.broker.groups.admin.delete_groups([group_id]))[group_id]
         if result is not ErrorCode.none:
             raise KafkaError(result, {ErrorCode.non_empty_group: f"group {group_id!r} has active members",
                                       ErrorCode.group_id_not_found: f"group {group_id!r} does not exist"}
@@ -819,7 +819,7 @@ class Api:
     async def _commit(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:
         if not group_id:
             raise KafkaError(ErrorCode.invalid_group_id, "the group id must not be empty")
-        results = await self.broker.groups.commit_offsets(
+        results = await self.broker.groups.offsets.commit_offsets(
             group_id, -1, "", None, {key: (offset, -1, "") for key, offset in offsets.items()})
         for (topic, partition), error in sorted(results.items()):
             if error is not ErrorCode.none:
@@ -876,7 +876,7 @@ class Api:
             if self.member_count(group_id):
                 raise KafkaError(ErrorCode.unknown_member_id,
                                  f"group {group_id!r} has active members; it cannot be consumed over HTTP")
-        committed = self.broker.groups.offsets.group_offsets(group_id)
+        committed = self.broker.groups.registry.committed.group_offsets(group_id)
         positions = {}
         for p in partitions:
             log_start, high_watermark = await self._offsets(record, p)

@@ -734,13 +734,13 @@ class Broker:
         metrics.producer_ids.set(sum(len(state.producers) for state in self._producer_states.values()))
         metrics.produce_purgatory.set(self.logs.pending_durability_waits())
         states: dict[str, int] = {}
-        for group_id, _protocol_type, state, _type in self.groups.list_groups():
+        for group_id, _protocol_type, state, _type in self.groups.admin.list_groups():
             states[state] = states.get(state, 0) + 1
-            consumer_group = self.groups.consumer_groups.get(group_id)
-            description = self.groups.describe_group(group_id) if consumer_group is None else consumer_group
+            consumer_group = self.groups.registry.consumer_groups.get(group_id)
+            description = self.groups.admin.describe_group(group_id) if consumer_group is None else consumer_group
             metrics.group_members.labels(group_id).set(len(description.members) if description else 0)
             total = 0
-            for lag in self.groups.lag(group_id, self._log_end_offset):
+            for lag in self.groups.offsets.lag(group_id, self._log_end_offset):
                 labels = (group_id, lag.topic, str(lag.partition))
                 metrics.committed_offset.labels(*labels).set(lag.committed_offset)
                 metrics.consumer_lag.labels(*labels).set(lag.lag)

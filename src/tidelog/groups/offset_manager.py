@@ -1,0 +1,144 @@
+"""OffsetCommit, OffsetFetch, OffsetDelete and lag for every group type (Kafka's OffsetMetadataManager).
+
+A commit is checked against the group it names: the member's generation in a classic group
+(groups/classic_protocol.py), the member epoch in a consumer-protocol group
+(groups/consumer_protocol.py), nothing for an ``assign()`` consumer, whose group is created
+on its first commit (an empty classic group holding only offsets). The offset records are
+written to ``__consumer_offsets`` and applied to the committed-offset table
+(groups/offsets.py) once durable; a failed write fails every partition of the commit.
+OffsetDelete removes offsets only of topics the group no longer subscribes to.
+Not thread-safe; the broker's event loop owns it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tidelog.clock import wall_clock_ms
+from tidelog.groups.classic_group import DEAD, EMPTY, ClassicGroup
+from tidelog.groups.classic_protocol import ClassicGroupProtocol
+from tidelog.groups.consumer_protocol import ConsumerGroupProtocol
+from tidelog.groups.offsets import CommittedOffset, PartitionLag, compute_lag
+from tidelog.groups.records import OffsetKey, encode_offset_key, encode_offset_value
+from tidelog.groups.registry import GroupLog, GroupRegistry, write_error
+from tidelog.groups.settings import GroupSettings
+from tidelog.protocol.errors import ErrorCode
+
+logger = logging.getLogger(__name__)
+
+
+class OffsetManager:
+    """Commits, fetches and deletes the committed offsets of classic and consumer-protocol groups."""
+
+    def __init__(self, settings: GroupSettings, registry: GroupRegistry, classic: ClassicGroupProtocol,
+                 consumer: ConsumerGroupProtocol, log: GroupLog) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.committed = registry.committed
+        self.classic = classic
+        self.consumer = consumer
+        self.log = log
+
+    def validate_offset_commit(self, group_id: str, generation_id: int, member_id: str,
+                               group_instance_id: str | None, api_version: int | None = None
+                               ) -> tuple[ErrorCode, ClassicGroup | None]:
+        """Whether the member may commit for the group (and the classic group, if it is one)."""
+        consumer_group = self.registry.consumer_groups.get(group_id)
+        if consumer_group is not None:
+            return self.consumer.validate_offset_commit(consumer_group, member_id, generation_id, api_version), None
+        return self.classic.validate_offset_commit(group_id, generation_id, member_id, group_instance_id, api_version)
+
+    async def commit_offsets(
+        self, group_id: str, generation_id: int, member_id: str, group_instance_id: str | None,
+        offsets: dict[tuple[str, int], tuple[int, int, str | None]], retention_ms: int | None = None,
+        api_version: int | None = None,
+    ) -> dict[tuple[str, int], ErrorCode]:
+        """Commit ``(topic, partition) -> (offset, leader_epoch, metadata)``; an error per partition.
+
+        ``generation_id`` is the member epoch for a consumer-protocol group (OffsetCommit v9+)."""
+        if not group_id:
+            return {key: ErrorCode.invalid_group_id for key in offsets}
+        error, group = self.validate_offset_commit(group_id, generation_id, member_id, group_instance_id, api_version)
+        if error is not ErrorCode.none:
+            return {key: error for key in offsets}
+        if group is not None:
+            self.classic.keep_alive(group, member_id)
+        timestamp_ms = wall_clock_ms()
+        expire_ms = timestamp_ms + retention_ms if retention_ms is not None and retention_ms >= 0 else None
+        results: dict[tuple[str, int], ErrorCode] = {}
+        records: list[tuple[bytes, bytes | None]] = []
+        accepted: list[tuple[tuple[str, int], CommittedOffset]] = []
+        for (topic, partition), (offset, leader_epoch, metadata) in offsets.items():
+            metadata = metadata or ""
+            if len(metadata.encode()) > self.settings.offset_metadata_max_bytes:
+                results[(topic, partition)] = ErrorCode.offset_metadata_too_large
+                continue
+            committed = CommittedOffset(offset, leader_epoch, metadata, timestamp_ms, expire_ms)
+            records.append((encode_offset_key(OffsetKey(group_id, topic, partition)), encode_offset_value(committed.to_value())))
+            accepted.append(((topic, partition), committed))
+        if not records:
+            return results
+        try:
+            await self.log.write(records)
+        except Exception as e:  # noqa: BLE001 - the commit is not acknowledged
+            logger.error("group %s: cannot store offsets: %s", group_id, e)
+            for key, _ in accepted:
+                results[key] = write_error(e)
+            return results
+        if not self.registry.known(group_id):
+            self.registry.groups[group_id] = ClassicGroup(group_id)
+        for (topic, partition), committed in accepted:
+            self.committed.put(group_id, topic, partition, committed)
+            results[(topic, partition)] = ErrorCode.none
+        return results
+
+    def validate_offset_fetch(self, group_id: str, member_id: str | None, member_epoch: int) -> ErrorCode:
+        """OffsetFetch v9+ names the member of a consumer-protocol group: check its epoch."""
+        consumer_group = self.registry.consumer_groups.get(group_id)
+        if consumer_group is None:
+            return ErrorCode.none
+        return self.consumer.validate_offset_fetch(consumer_group, member_id, member_epoch)
+
+    def fetch_offsets(self, group_id: str, partitions: list[tuple[str, int]] | None) -> list[tuple[str, int, CommittedOffset | None]]:
+        """Committed offsets of the given partitions (None: every partition the group has committed)."""
+        committed = self.committed.group_offsets(group_id)
+        if partitions is None:
+            return [(t, p, c) for (t, p), c in sorted(committed.items())]
+        return [(t, p, committed.get((t, p))) for t, p in partitions]
+
+    async def delete_offsets(self, group_id: str, partitions: list[tuple[str, int]]) -> tuple[ErrorCode, dict[tuple[str, int], ErrorCode]]:
+        """OffsetDelete: forget offsets of topics the group no longer subscribes to."""
+        consumer_group = self.registry.consumer_groups.get(group_id)
+        group = self.registry.groups.get(group_id)
+        subscribed: set[str] = set()
+        if consumer_group is not None:
+            if consumer_group.members:
+                subscribed = set(consumer_group.subscription_metadata)
+                for member in consumer_group.members.values():
+                    subscribed.update(member.subscribed_topic_names)
+        elif group is None or group.state == DEAD:
+            return ErrorCode.group_id_not_found, {}
+        elif group.state != EMPTY:
+            topics = group.subscribed_topics()
+            if topics is None:
+                return ErrorCode.non_empty_group, {}
+            subscribed = topics
+        results: dict[tuple[str, int], ErrorCode] = {}
+        records: list[tuple[bytes, bytes | None]] = []
+        for topic, partition in partitions:
+            if topic in subscribed:
+                results[(topic, partition)] = ErrorCode.group_subscribed_to_topic
+                continue
+            results[(topic, partition)] = ErrorCode.none
+            if self.committed.get(group_id, topic, partition) is not None:
+                records.append((encode_offset_key(OffsetKey(group_id, topic, partition)), None))
+        if records:
+            await self.log.write(records)
+            for topic, partition in partitions:
+                if results[(topic, partition)] is ErrorCode.none:
+                    self.committed.remove(group_id, topic, partition)
+        return ErrorCode.none, results
+
+    def lag(self, group_id: str, log_end_offset) -> list[PartitionLag]:
+        """Per-partition lag of a group; ``log_end_offset(topic, partition)`` gives None for a missing log."""
+        return compute_lag(self.committed.group_offsets(group_id), log_end_offset)

@@ -1,0 +1,34 @@
+"""The group coordinator's timers and background writes, one owner for both group protocols.
+
+Session timeouts, the join and sync phases of classic groups, the rebalance timeouts of
+consumer-protocol members and the offset expiry check are ``loop.call_later`` handles made
+here; nothing polls. Writes nobody waits for (a group's metadata after a static member's
+rejoin or an empty generation, a member removed by a timer, the tombstone of a group that
+changes type) are tasks spawned here, so ``stop`` cancels every one the coordinator started.
+A timer handle belongs to the group or member it times, which cancels it.
+Not thread-safe; the broker's event loop owns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Coroutine
+
+
+class GroupTimers:
+    """``call_later`` in milliseconds and fire-and-forget tasks, all cancelled by ``stop``."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task] = set()
+
+    def call_later(self, delay_ms: int, callback: Callable[..., None], *args: Any) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(max(delay_ms, 0) / 1000, callback, *args)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
