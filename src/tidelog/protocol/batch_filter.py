@@ -103,6 +103,10 @@ def record_spans(body, count: int) -> list[tuple]:
             if x < 0x80:
                 length = (x >> 1) ^ -(x & 1)
                 pos += 1
+            elif b[pos + 1] < 0x80:
+                raw = (x & 0x7F) | (b[pos + 1] << 7)
+                length = (raw >> 1) ^ -(raw & 1)
+                pos += 2
             else:
                 length, pos = _varint(b, pos)
             start_of_fields = pos
@@ -120,12 +124,20 @@ def record_spans(body, count: int) -> list[tuple]:
             if x < 0x80:
                 offset_delta = (x >> 1) ^ -(x & 1)
                 pos += 1
+            elif b[pos + 1] < 0x80:
+                raw = (x & 0x7F) | (b[pos + 1] << 7)
+                offset_delta = (raw >> 1) ^ -(raw & 1)
+                pos += 2
             else:
                 offset_delta, pos = _varint(b, pos)
             x = b[pos]  # key length
             if x < 0x80:
                 key_length = (x >> 1) ^ -(x & 1)
                 pos += 1
+            elif b[pos + 1] < 0x80:
+                raw = (x & 0x7F) | (b[pos + 1] << 7)
+                key_length = (raw >> 1) ^ -(raw & 1)
+                pos += 2
             else:
                 key_length, pos = _varint(b, pos)
             if key_length >= 0:

@@ -44,7 +44,7 @@ from typing import Callable, Iterator
 
 from tidelog.protocol.batch_filter import delete_horizon_ms, empty_batch, rebuild_batch, record_spans, records_body
 from tidelog.protocol.control_records import ControlRecordType, InvalidControlRecord, decode_control_key
-from tidelog.protocol.records import BATCH_HEADER_SIZE, BatchInfo, CorruptRecords, parse_batch_header
+from tidelog.protocol.records import BATCH_HEADER_SIZE, LOG_OVERHEAD, BatchInfo, CorruptRecords, parse_batch_header
 from tidelog.storage.offset_map import OffsetMap
 from tidelog.storage.segment import LogSegment, segment_file_name
 from tidelog.storage.segment_files import CLEANED_SUFFIX, segment_paths
@@ -57,7 +57,8 @@ logger = logging.getLogger(__name__)
 
 _MAX_RELATIVE_OFFSET = 0x7FFFFFFF
 _ABORTED_TXN = struct.Struct(">hqqqq")  # txn_index.py's entry: version, producer, first, last, last stable
-_LOG_APPEND_TIME_BIT = 0x08
+_TRANSACTIONAL_BIT = 0x10
+_CONTROL_BIT = 0x20
 
 
 class CleaningAborted(Exception):
@@ -186,8 +187,9 @@ class _Transactions:
 
     def on_data_batch(self, info: BatchInfo) -> bool:
         """A data batch was read; True if it belongs to an aborted transaction (discard it)."""
-        self._consume_up_to(info.last_offset)
-        if not info.is_transactional:
+        if self._aborted:
+            self._consume_up_to(info.last_offset)
+        if not info.attributes & _TRANSACTIONAL_BIT:
             return False
         ongoing = self._ongoing_aborted.get(info.producer_id)
         if ongoing is not None:
@@ -236,15 +238,17 @@ class _SegmentReader:
                 raise CorruptRecords(f"segment ends {len(block)} bytes into a batch header at position {position}")
             view = memoryview(block)
             pos = 0
-            while pos + BATCH_HEADER_SIZE <= len(view):
+            length = len(view)
+            while pos + BATCH_HEADER_SIZE <= length:
                 info = parse_batch_header(view, pos)
-                if info.size < BATCH_HEADER_SIZE or info.magic != 2:
+                size = info.batch_length + LOG_OVERHEAD
+                if size < BATCH_HEADER_SIZE or info.magic != 2:
                     raise CorruptRecords(f"batch at position {position + pos} has length {info.batch_length} "
                                          f"and magic {info.magic}")
-                if pos + info.size > len(view):
+                if pos + size > length:
                     break
-                yield position + pos, view[pos: pos + info.size], info
-                pos += info.size
+                yield position + pos, view[pos: pos + size], info
+                pos += size
             if pos == 0:  # a batch larger than the block: read it whole
                 info = parse_batch_header(view, 0)
                 if position + info.size > end:
@@ -316,22 +320,24 @@ class Cleaner:
                                     self.io_buffer_bytes, throttler, self._check)
             try:
                 position = job.dirty_start_position if segment.base_offset <= start else 0
+                put = offset_map.put
                 for _, batch, info in reader.batches(position):
-                    stats.map_bytes_read += info.size
-                    if info.is_control:
+                    stats.map_bytes_read += len(batch)
+                    if info.attributes & _CONTROL_BIT:
                         transactions.on_control_batch(info, _control_type(batch, info))
                     elif not transactions.on_data_batch(info) and info.record_count:
                         base_offset = info.base_offset
                         body = records_body(batch, info)
                         for span in record_spans(body, info.record_count):
                             if span[4] >= 0 and base_offset + span[3] >= start:
-                                if not offset_map.put(body[span[4]:span[5]], base_offset + span[3]):
+                                if not put(body[span[4]:span[5]], base_offset + span[3]):
                                     logger.info("%s: the offset map is full (%d keys); the dirty section ends at %d",
                                                 job.name, offset_map.size, offset_map.latest_offset + 1)
                                     return
                     stats.map_records_read += info.record_count
-                    if info.last_offset >= start:
-                        offset_map.update_latest_offset(info.last_offset)
+                    last_offset = info.base_offset + info.last_offset_delta
+                    if last_offset >= start:
+                        offset_map.latest_offset = last_offset
             finally:
                 reader.close()
             offset_map.update_latest_offset(min(segment.next_offset, job.first_uncleanable_offset) - 1)
@@ -354,7 +360,7 @@ class Cleaner:
                                         self.io_buffer_bytes, throttler, self._check)
                 try:
                     for position, batch, info in reader.batches():
-                        last_of_group = last_segment and position + info.size == segment.size_bytes
+                        last_of_group = last_segment and position + len(batch) == segment.size_bytes
                         kept = self._filter(job, batch, info, transactions, stats, horizon, last_of_group)
                         if kept is not None:
                             pending += kept
@@ -392,15 +398,16 @@ class Cleaner:
         LogCleaner.cleanInto filter with MemoryRecords.filterTo)."""
         now_ms = job.now_ms
         batch_horizon = delete_horizon_ms(info)
-        stats.bytes_read += info.size
+        is_control = info.attributes & _CONTROL_BIT
+        stats.bytes_read += len(batch)
         stats.records_read += info.record_count
-        if info.is_control:
+        if is_control:
             can_discard = transactions.on_control_batch(info, _control_type(batch, info))
             discard_records = can_discard and batch_horizon is not None and batch_horizon <= now_ms
         else:
             can_discard = discard_records = transactions.on_data_batch(info)
-        retain_empty = last_of_group or self._last_of_active_producer(job, info)
-        marker_for_empty_txn = can_discard and info.is_control
+        retain_empty = last_of_group or (info.producer_id >= 0 and self._last_of_active_producer(job, info))
+        marker_for_empty_txn = can_discard and is_control
         if discard_records and not retain_empty:
             return None
         body = None
@@ -409,18 +416,18 @@ class Cleaner:
         if not discard_records and info.record_count:
             body = records_body(batch, info)
             spans = record_spans(body, info.record_count)
-            if info.is_control:
+            if is_control:
                 kept = spans
             else:
                 kept = self._kept_records(info, body, spans, batch_horizon, now_ms, stats)
         if not kept:
             return empty_batch(info) if retain_empty else None
         stats.records_written += len(kept)
-        has_tombstone = not info.is_control and any(not span[6] for span in kept)
+        has_tombstone = not is_control and any(not span[6] for span in kept)
         needs_horizon = (has_tombstone or marker_for_empty_txn) and batch_horizon is None
         if needs_horizon:
             batch_horizon = now_ms + job.delete_retention_ms
-        if batch_horizon is not None and (has_tombstone or info.is_control):
+        if batch_horizon is not None and (has_tombstone or is_control):
             horizon.append(batch_horizon)
         if len(kept) == len(spans) and not needs_horizon:
             return batch
