@@ -109,7 +109,7 @@ def test_an_idempotent_producers_last_batch_stays_even_when_emptied(manager):
     put(log, (b"k", b"2"), (b"j", b"2"), producer_id=7, producer_epoch=2, base_sequence=1)
     for i in range(10):
         put(log, (b"k", b"%d" % (10 + i)))
-    manager.cleaner.partition_info = lambda _log: (log.log_end_offset, {7: (2, 2)})
+    manager.cleaner.active_producers = lambda _log: {7: (2, 2)}
     manager.cleaner.clean_now(log, NOW_MS)
     kept = [b for b in batches(log) if b.producer_id == 7]
     assert [(b.base_offset, b.last_offset_delta, b.base_sequence, b.producer_epoch) for b in kept] == [(1, 1, 1, 2)]
@@ -207,7 +207,7 @@ def test_nothing_at_or_above_the_high_watermark_or_min_compaction_lag_is_cleaned
     first_dirty, uncleanable = manager.cleaner.cleanable_offsets(log, NOW_MS)
     young = next(s for s in log.segments if s.max_timestamp > NOW_MS - 60_000)
     assert (first_dirty, uncleanable) == (0, young.base_offset)
-    manager.cleaner.partition_info = lambda _log: (3, {})
+    manager.cleaner.high_watermark = lambda _log: 3
     assert manager.cleaner.cleanable_offsets(log, NOW_MS) == (0, 3)
 
 
@@ -307,3 +307,19 @@ def test_the_cleaner_runs_in_a_worker_process_and_swaps_results_in_on_the_loop(t
                    for pid in workers)
 
     asyncio.run(run())
+
+
+def test_a_followers_log_keeps_its_leaders_offsets_across_compaction_gaps(tmp_path):
+    from tidelog.storage.log import PartitionLog
+
+    log = PartitionLog.open(tmp_path / "t-0", "t", 0, compacted(segment_bytes=200), recover=False)
+    for base_offset in (0, 7, 8, 30, 31):  # what a compacted leader sends: gaps between batches
+        batch = bytearray(build_batch([(b"k%d" % base_offset, b"v", [])], timestamp_ms=NOW_MS))
+        assert log.append(memoryview(batch), parse_batch_header(batch), base_offset=base_offset) == base_offset
+    assert log.log_end_offset == 32
+    assert [r[0] for r in read_all(log)] == [0, 7, 8, 30, 31]
+    assert [r[0] for r in iter_records(log.read(9, 1 << 20, True))][:1] == [30]  # a read in a gap gets the next batch
+    log.close()
+    reopened = PartitionLog.open(tmp_path / "t-0", "t", 0, compacted(segment_bytes=200), recover=True)
+    assert [r[0] for r in read_all(reopened)] == [0, 7, 8, 30, 31] and reopened.log_end_offset == 32
+    reopened.close()

@@ -164,7 +164,8 @@ class Broker:
             retention_check_interval_ms=self.config["log.retention.check.interval.ms"],
             cleaner_config=self.cleaner_config(),
         )
-        self.logs.cleaner.partition_info = self._cleaner_partition_info
+        self.logs.cleaner.high_watermark = lambda log: self.high_watermark(log.topic, log.partition)
+        self.logs.cleaner.active_producers = self._active_producers
         self.logs.open_all({name: self.log_config(t.configs) for name, t in self.metadata.topics.items()})
         if self.replication is None:
             self._remove_partitions_unknown_to_metadata()
@@ -459,16 +460,15 @@ class Broker:
             io_max_bytes_per_second=config["log.cleaner.io.max.bytes.per.second"], backoff_ms=config["log.cleaner.backoff.ms"],
         )
 
-    def _cleaner_partition_info(self, log: PartitionLog) -> tuple[int, dict[int, tuple[int, int]]]:
-        """For the log cleaner: the offset it may not clean from (the high watermark: a follower
-        may still truncate above it), and each idempotent producer's last batch (offset of its
-        last record, epoch), which must stay for its sequence numbers to go on."""
+    def _active_producers(self, log: PartitionLog) -> dict[int, tuple[int, int]]:
+        """For the log cleaner: each idempotent producer's last batch (offset of its last record,
+        epoch), which must stay for its sequence numbers to go on."""
         producers = {}
         for producer_id, entry in self.producer_state(log).producers.items():
             if entry.batches:
                 _, _, base_offset, last_offset_delta = entry.batches[-1]
                 producers[producer_id] = (base_offset + last_offset_delta, entry.epoch)
-        return self.high_watermark(log.topic, log.partition), producers
+        return producers
 
     def topic_value(self, topic: str, name: str):
         """A topic config's effective value, cached while the topic's config dict is the same object.

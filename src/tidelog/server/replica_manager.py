@@ -580,11 +580,8 @@ class ReplicaManager:
                     log.truncate_fully_and_start_at(info.base_offset)
                 else:
                     continue  # already here (a retried fetch)
-            if info.base_offset > log.log_end_offset:
-                logger.error("%s-%d: leader batch at %d leaves a gap after %d", key[0], key[1], info.base_offset, log.log_end_offset)
-                break
             cache.assign(info.partition_leader_epoch, info.base_offset)
-            log.append(batch, info)
+            log.append(batch, info, base_offset=info.base_offset)  # past the log end after a compacted gap
             producer_state.update(info, info.base_offset)
             appended += info.size
         self.follower_high_watermarks[key] = min(leader_high_watermark, log.log_end_offset)

@@ -11,7 +11,7 @@ Kafka's LogCleaner and LogCleanerManager over the LogManager's logs. Every
   markers whose delete horizon has passed (Tidelog's addition: they go without waiting for
   new dirt);
 - the first uncleanable offset is the lowest of the active segment's base, the high watermark
-  (a follower could still have to truncate above it; the hook ``partition_info`` gives it, and
+  (a follower could still have to truncate above it; the hook ``high_watermark`` gives it, and
   the last stable offset once transactions are served), and the base of the first segment with
   a record younger than ``min.compaction.lag.ms``.
 
@@ -144,8 +144,10 @@ class LogCleaner:
         self._first_dirty = read_cleaner_checkpoint(self.checkpoint_path)
         self.states: dict[tuple[str, int], CleaningState] = {}
         self.totals = CleanerTotals()
-        # (log) -> (first offset that may not be cleaned yet, active producers as CleanJob wants them)
-        self.partition_info: Callable[[PartitionLog], tuple[int, dict[int, tuple[int, int]]]] | None = None
+        # Hooks: the first offset of a log that may not be cleaned yet (its high watermark; the last
+        # stable offset once transactions are served), and its active producers as CleanJob wants them.
+        self.high_watermark: Callable[[PartitionLog], int] | None = None
+        self.active_producers: Callable[[PartitionLog], dict[int, tuple[int, int]]] | None = None
         self.observer: Callable[[str, CleanerStats | None], None] | None = None  # (result, stats) after each run
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self._stop = None  # a multiprocessing Event the workers poll
@@ -194,8 +196,8 @@ class LogCleaner:
             first_dirty = log.log_start_offset
         active = log.segments[-1]
         limit = active.base_offset
-        if self.partition_info is not None:
-            limit = min(limit, self.partition_info(log)[0])
+        if self.high_watermark is not None:
+            limit = min(limit, self.high_watermark(log))
         lag_ms = log.config.min_compaction_lag_ms
         if lag_ms > 0:
             for segment in log.segments[max(bisect_right([s.base_offset for s in log.segments], first_dirty) - 1, 0): -1]:
@@ -224,6 +226,8 @@ class LogCleaner:
 
     def _plan_filthiest(self, now_ms: int, busy: set[tuple[str, int]]) -> _Plan | None:
         best: tuple[float, PartitionLog, int, int] | None = None
+        live = {(log.topic, log.partition) for log in self.manager.logs()}
+        self.states = {key: state for key, state in self.states.items() if key in live or state.cleaning}
         for log in self.manager.logs():
             key = (log.topic, log.partition)
             if not log.config.compact or key in busy or log.closed or log.log_dir.offline:
@@ -272,7 +276,7 @@ class LogCleaner:
             objects[segment.base_offset] = (segment, segment.size_bytes)
         dirty_segment = segments[max(bisect_right([s.base_offset for s in segments], first_dirty) - 1, 0)]
         position = dirty_segment.offset_index.lookup(first_dirty - dirty_segment.base_offset)
-        producers = self.partition_info(log)[1] if self.partition_info is not None else {}
+        producers = self.active_producers(log) if self.active_producers is not None else {}
         config = log.config
         job = CleanJob(
             dir=str(log.dir), name=f"{log.topic}-{log.partition}", segments=tuple(refs),
@@ -292,6 +296,8 @@ class LogCleaner:
                 cleaned = await self.clean_once()
             except asyncio.CancelledError:
                 raise
+            except StorageError:  # the log directory went offline (logged there); its logs are skipped
+                cleaned = False
             except Exception:  # a bug of ours: keep the runner alive, say so once per run
                 logger.exception("log cleaner runner %d failed", index)
                 cleaned = False
@@ -352,7 +358,9 @@ class LogCleaner:
             logger.info("%s: cleaning abandoned: %s", job.name, e)
             return
         except BrokenProcessPool as e:
-            self._executor = None  # a new pool next time
+            broken, self._executor = self._executor, None  # a new pool next time
+            if broken is not None:
+                broken.shutdown(wait=False)
             self._fail(plan, state, f"the cleaner worker died: {e}")
             return
         except CorruptRecords as e:
@@ -377,20 +385,21 @@ class LogCleaner:
             logger.info("%s: cleaning result dropped: the log was deleted, truncated or reconfigured meanwhile", job.name)
             return
         swapped = 0
-        try:
-            for group in result.groups:
-                old = self._unchanged(log, plan, group)
-                if old is None:
-                    remove_cleaned(Path(job.dir), group.base_offset)
-                    continue
+        for i, group in enumerate(result.groups):
+            old = self._unchanged(log, plan, group)
+            if old is None:  # retention or DeleteRecords removed one of its segments meanwhile
+                remove_cleaned(Path(job.dir), group.base_offset)
+                continue
+            try:
                 log.replace_segments(old)
-                swapped += 1
-        except StorageError:
-            self._count("failed", result.stats, f"{job.name}: swapping in cleaned segments failed")
-            raise
-        except ValueError as e:  # replace_segments found the segments moved: nothing was renamed
-            logger.warning("%s: %s", job.name, e)
-            self._discard(job, result.groups[swapped + 1:])
+            except StorageError:
+                self._count("failed", result.stats, f"{job.name}: swapping in cleaned segments failed")
+                raise
+            except ValueError as e:  # the segments are not where planned: nothing was renamed
+                logger.warning("%s: %s", job.name, e)
+                self._discard(job, result.groups[i:])
+                break
+            swapped += 1
         self._first_dirty[key] = result.next_dirty_offset
         self._write_checkpoint()
         state.first_dirty_offset = result.next_dirty_offset

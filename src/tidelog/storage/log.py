@@ -226,11 +226,15 @@ class PartitionLog:
     def active_segment(self) -> LogSegment:
         return self.segments[-1]
 
-    def append(self, batch: memoryview, info: BatchInfo, now_ms: int | None = None) -> int:
-        """Append one validated batch, assigning its base offset in place; return that offset."""
+    def append(self, batch: memoryview, info: BatchInfo, now_ms: int | None = None, base_offset: int | None = None) -> int:
+        """Append one validated batch, assigning its base offset in place; return that offset.
+
+        ``base_offset`` (a follower's append of its leader's batch) keeps the batch's own offset,
+        which may lie past the log end: a compacted leader's batches leave gaps."""
         if self.log_dir.offline_reason is not None or self.closed:
             self._check_online()
-        base_offset = self.log_end_offset
+        if base_offset is None or base_offset < self.log_end_offset:
+            base_offset = self.log_end_offset
         segment = self.segments[-1]
         if segment.size_bytes and (
             segment.size_bytes + info.batch_length + 12 > self.config.segment_bytes
