@@ -296,3 +296,23 @@ def test_the_offsets_topic_stays_bounded_under_a_commit_storm(broker_factory):
     committed = check.committed([TopicPartition("stormy", p) for p in range(40)], timeout=TIMEOUT_S)
     assert {tp.offset for tp in committed} == {commits}
     check.close()
+
+
+def test_a_clean_shutdown_abandons_a_cleaning_in_progress(broker_factory):
+    broker = broker_factory({**CLEANER_SETTINGS, "log.cleaner.io.max.bytes.per.second": "20000"})
+    topic = "slow-cleaning"
+    create(broker, topic, {**COMPACTED, "cleanup.policy": "delete"})
+    produced = produced_log("confluent", broker.bootstrap, topic, [(b"key-%d" % (i % 50), b"v" * 200) for i in range(600)])
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})  # now compact it all in one cleaning
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([resource], request_timeout=TIMEOUT_S)[resource].result(TIMEOUT_S)
+    wait_until(lambda: f"{topic}-0: cleaning offsets" in broker.log(), timeout_s=TIMEOUT_S, message="a cleaning")
+    started = time.monotonic()  # ~130 KB to read at 20 KB/s: the cleaning would last several seconds
+    assert broker.stop() == 0
+    assert time.monotonic() - started < 4, "the shutdown waited for the throttled cleaning"
+    log = broker.log()
+    assert f"{topic}-0: cleaning abandoned" in log and "Traceback" not in log
+    assert not list((broker.data_dir / f"{topic}-0").glob("*.cleaned"))
+    broker.restart()
+    assert_valid_compaction(read_to("kafka-python", broker.bootstrap, topic, max(produced)), produced)

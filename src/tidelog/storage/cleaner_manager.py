@@ -174,6 +174,9 @@ class LogCleaner:
         self._closed = True
         if self._stop is not None:
             self._stop.set()
+        for (topic, partition), state in self.states.items():
+            if state.cleaning:
+                logger.info("%s-%d: cleaning abandoned: the broker is stopping", topic, partition)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
