@@ -300,6 +300,29 @@ def test_deleting_the_offsets_topic_is_refused_and_groups_keep_working(broker, g
     assert " ERROR " not in broker.log()
 
 
+def test_every_internal_topic_is_flagged_internal_and_not_deleted(broker, good):
+    """Kafka's internal topics are one set: __consumer_offsets, __transaction_state and
+    __share_group_state are flagged internal by Metadata and refused by DeleteTopics alike
+    (Metadata once left __share_group_state out, and DeleteTopics refused only the first)."""
+    from kafka.protocol.admin import CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse
+
+    conn = Conn(broker)
+    names = ["__transaction_state", "__share_group_state"]
+    topic = CreateTopicsRequest[4].CreatableTopic
+    created = conn.roundtrip(CreateTopicsRequest[4](
+        topics=[topic(name=n, num_partitions=1, replication_factor=1, assignments=[], configs=[]) for n in names],
+        timeout_ms=5000, validate_only=False), CreateTopicsResponse, 4)
+    assert [(t.name, t.error_code) for t in created.topics] == [(n, 0) for n in names]
+    names.append("__consumer_offsets")
+    request = MetadataRequest[9](topics=[MetadataRequest.MetadataRequestTopic(name=n) for n in names],
+                                 allow_auto_topic_creation=False)
+    metadata = conn.roundtrip(request, MetadataResponse, 9)
+    assert {t.name: (t.error_code, t.is_internal) for t in metadata.topics} == {n: (0, True) for n in names}
+    deleted = conn.roundtrip(DeleteTopicsRequest[4](topic_names=names, timeout_ms=5000), DeleteTopicsResponse, 4)
+    assert {r.name: r.error_code for r in deleted.responses} == {n: 42 for n in names}  # INVALID_REQUEST
+    assert_still_serving(broker, good, "refusing to delete internal topic __share_group_state")
+
+
 def create_topic(conn: Conn, name: str) -> None:
     request = MetadataRequest[9](topics=[MetadataRequest.MetadataRequestTopic(name=name)], allow_auto_topic_creation=True)
     response = conn.roundtrip(request, MetadataResponse, 9)

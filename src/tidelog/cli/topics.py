@@ -17,15 +17,12 @@ from confluent_kafka.admin import (
 
 from tidelog.cli.connection import CliError, Client, client_command, parse_pairs
 from tidelog.cli.output import note
+from tidelog.protocol.topics import is_internal
 
 
 @click.group()
 def topics() -> None:
     """List, create, describe, alter and delete topics."""
-
-
-def is_internal(name: str) -> bool:
-    return name.startswith("__")
 
 
 def watermarks(client: Client, admin, partitions: list[TopicPartition]) -> dict[tuple[str, int], tuple[int | None, int | None]]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import BATCH_HEADER_SIZE, build_batch, iter_records, parse_batch_header, set_partition_leader_epoch
+from tidelog.protocol.topics import CONSUMER_OFFSETS
 
 if TYPE_CHECKING:
     from tidelog.server.broker import Broker
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TOPIC = "__consumer_offsets"
+TOPIC = CONSUMER_OFFSETS
 PARTITIONS = 1
 _READ_BYTES = 1 << 20
 

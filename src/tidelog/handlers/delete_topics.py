@@ -8,9 +8,9 @@ before v3, which predates that code), as Kafka does. A name or id given twice is
 INVALID_REQUEST ("Duplicate topic name." / "Duplicate topic id."); giving both a name and an
 id, or neither, is INVALID_REQUEST. An unknown name is UNKNOWN_TOPIC_OR_PARTITION, an unknown
 id UNKNOWN_TOPIC_ID. Results carry both the name and the id when the topic was found.
-An internal topic (``__consumer_offsets``) is not deleted: INVALID_REQUEST. Kafka's broker would
-delete it (its tools refuse to), but Tidelog's group coordinator cannot reload from a re-created
-one, so the broker refuses.
+An internal topic (``__consumer_offsets``, ``__transaction_state``, ``__share_group_state``) is
+not deleted: INVALID_REQUEST. Kafka's broker would delete it (its tools refuse to), but Tidelog's
+coordinators cannot reload from a re-created one, so the broker refuses.
 Versions: 1-6. Errors (per topic): TOPIC_DELETION_DISABLED, INVALID_REQUEST,
 UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID.
 """
@@ -25,11 +25,11 @@ import uuid
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode
+from tidelog.protocol.topics import INTERNAL_TOPICS
 
 logger = logging.getLogger(__name__)
 
 API_KEY = 20
-INTERNAL_TOPICS = frozenset({"__consumer_offsets"})
 ZERO_UUID = uuid.UUID(int=0)
 
 UNKNOWN_TOPIC_MESSAGE = "This server does not host this topic-partition."

@@ -29,10 +29,10 @@ import uuid
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.protocol.topics import INTERNAL_TOPICS
 
 API_KEY = 75
 ZERO_UUID = uuid.UUID(int=0)
-INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 # Kafka's max.request.partition.size.limit default: the most partitions one response holds.
 MAX_PARTITIONS_PER_RESPONSE = 2000
 # AclOperation codes valid on a TOPIC: READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8,

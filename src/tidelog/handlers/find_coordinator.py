@@ -15,6 +15,7 @@ import datetime
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode
+from tidelog.protocol.topics import CONSUMER_OFFSETS
 
 API_KEY = 10
 KEY_TYPE_GROUP = 0
@@ -27,7 +28,7 @@ def _coordinator(ctx: RequestContext) -> tuple[int, str, int]:
     broker = ctx.broker
     if broker.replication is None:
         return broker.node_id, broker.advertised_host, broker.advertised_port
-    state = broker.metadata.partitions.get(("__consumer_offsets", 0))
+    state = broker.metadata.partitions.get((CONSUMER_OFFSETS, 0))
     leader = broker.metadata.brokers.get(state.leader) if state is not None else None
     if leader is None:
         return -1, "", -1

@@ -22,6 +22,7 @@ from tidelog.cluster.metadata import TopicRecord
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.protocol.topics import INTERNAL_TOPICS
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,6 @@ API_KEY = 3
 TOPIC_IDS_FROM = 12
 AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
 ZERO_UUID = uuid.UUID(int=0)
-INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 
 
 def _cluster_partition(module, broker, record: TopicRecord, index: int):

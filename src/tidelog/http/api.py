@@ -36,12 +36,12 @@ from aiohttp import web
 from tidelog import __version__
 from tidelog.config import topic_config_def, validate_topic_configs
 from tidelog.handlers.describe_configs import DYNAMIC_TOPIC_CONFIG, STATIC_BROKER_CONFIG, topic_config_views
-from tidelog.groups.offsets_topic import TOPIC as OFFSETS_TOPIC
 from tidelog.handlers.produce import append_batch
 from tidelog.http.codec import TIMESTAMP_TYPES, json_to_bytes, json_to_headers, partition_for_key, record_to_json
 from tidelog.http.peers import PeerClient
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import BATCH_HEADER_SIZE, InvalidBatch, build_batch, iter_records, parse_batch_header
+from tidelog.protocol.topics import CONSUMER_OFFSETS, is_internal
 
 if TYPE_CHECKING:
     from tidelog.server.broker import Broker
@@ -206,12 +206,12 @@ class Api:
         broker = self.broker
         if broker.replication is None:
             return None
-        state = broker.metadata.partitions.get((OFFSETS_TOPIC, 0))
+        state = broker.metadata.partitions.get((CONSUMER_OFFSETS, 0))
         if state is None:
             return None
         coordinator = state.leader if state.leader in self._live_brokers() else None
         if coordinator is None:
-            raise KafkaError(ErrorCode.coordinator_not_available, f"{OFFSETS_TOPIC}-0 has no live leader: no group coordinator")
+            raise KafkaError(ErrorCode.coordinator_not_available, f"{CONSUMER_OFFSETS}-0 has no live leader: no group coordinator")
         if coordinator == broker.node_id:
             return None
         if request is not None and request.headers.get(FORWARDED_HEADER):
@@ -391,7 +391,7 @@ class Api:
         return {
             "name": record.name,
             "topic_id": str(record.topic_id),
-            "internal": record.name.startswith("__"),
+            "internal": is_internal(record.name),
             "partitions": record.partitions,
             "replication_factor": record.replication_factor,
             "size_bytes": sum(p["size_bytes"] or 0 for p in partitions),
@@ -415,7 +415,7 @@ class Api:
 
     async def list_topics(self, request: web.Request) -> web.Response:
         internal = request.query.get("internal", "true").lower() not in ("false", "0", "no")
-        records = [t for name, t in sorted(self.broker.metadata.topics.items()) if internal or not name.startswith("__")]
+        records = [t for name, t in sorted(self.broker.metadata.topics.items()) if internal or not is_internal(name)]
         views = await self._partition_views(records)
         return web.json_response({"topics": [self._topic_summary(t, views[t.name]) for t in records]})
 
@@ -441,7 +441,7 @@ class Api:
 
     async def delete_topic(self, request: web.Request) -> web.Response:
         record = self._topic(request.match_info["topic"])
-        if record.name.startswith("__"):
+        if is_internal(record.name):
             raise KafkaError(ErrorCode.invalid_request, f"internal topic {record.name} cannot be deleted")
         await self.broker.delete_topic(record.name)
         return web.json_response({"deleted": record.name})

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
+from tidelog.clock import wall_clock_ms
 from tidelog.config import parse_share_auto_offset_reset
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import BATCH_HEADER_SIZE, parse_batch_header
@@ -185,7 +185,7 @@ class ShareManager:
         self.configs = configs
         self._dead_letter = dead_letter
         self._on_counts = on_counts
-        self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        self._clock_ms = clock_ms or wall_clock_ms
         self._loaded: dict[ShareStateKey, _Loaded] = {}
         self._loading: dict[ShareStateKey, asyncio.Future] = {}
         self._waiters: dict[ShareStateKey, set[asyncio.Future]] = {}

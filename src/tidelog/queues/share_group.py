@@ -31,11 +31,11 @@ import asyncio
 import json
 import logging
 import math
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Iterable, Mapping, NamedTuple
 
+from tidelog.clock import wall_clock_ms
 from tidelog.protocol.errors import ErrorCode, KafkaError
 
 logger = logging.getLogger(__name__)
@@ -73,10 +73,6 @@ class ShareGroupSettings:
                    config["group.share.max.size"])
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 @dataclass
 class ShareMember:
     member_id: str
@@ -110,7 +106,7 @@ class ShareGroup:
     members: dict[str, ShareMember] = field(default_factory=dict)
     target: dict[str, Assignment] = field(default_factory=dict)
     subscription_metadata: dict[str, TopicInfo] = field(default_factory=dict)
-    state_timestamp_ms: int = field(default_factory=now_ms)
+    state_timestamp_ms: int = field(default_factory=wall_clock_ms)
     deleted: bool = False
 
     @property
@@ -132,7 +128,7 @@ class ShareGroup:
     @classmethod
     def from_json(cls, group_id: str, data: dict) -> "ShareGroup":
         group = cls(group_id, data.get("group_epoch", 0), data.get("assignment_epoch", 0))
-        group.state_timestamp_ms = data.get("state_timestamp_ms", now_ms())
+        group.state_timestamp_ms = data.get("state_timestamp_ms", wall_clock_ms())
         group.subscription_metadata = {name: TopicInfo(uuid.UUID(tid), n) for name, (tid, n) in
                                        data.get("metadata", {}).items()}
         for member in data.get("members", []):
@@ -342,7 +338,7 @@ class ShareGroupCoordinator:
         if joined:
             member = ShareMember(member_id)
             group.members[member_id] = member
-            group.state_timestamp_ms = now_ms()
+            group.state_timestamp_ms = wall_clock_ms()
             logger.info("share group %s: member %s joins", group_id, member_id)
         rejoined = not joined and member_epoch == 0
         if rejoined:
@@ -441,7 +437,7 @@ class ShareGroupCoordinator:
         group.members.pop(member.member_id, None)
         group.target.pop(member.member_id, None)
         group.group_epoch += 1
-        group.state_timestamp_ms = now_ms()
+        group.state_timestamp_ms = wall_clock_ms()
         self.rebalances += 1
         if self._on_member_removed is not None:
             try:

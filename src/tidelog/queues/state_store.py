@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Awaitable, Callable, Iterable
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.protocol.topics import SHARE_GROUP_STATE
 from tidelog.queues.state_records import (
     SNAPSHOT_RECORD_TYPE,
     UPDATE_RECORD_TYPE,
@@ -51,7 +52,7 @@ from tidelog.queues.state_records import (
 
 logger = logging.getLogger(__name__)
 
-TOPIC = "__share_group_state"
+TOPIC = SHARE_GROUP_STATE
 # Kafka's defaults are 50 partitions spread over brokers; one partition is enough for one coordinator here.
 PARTITIONS = 1
 TOPIC_CONFIGS = {"cleanup.policy": "delete", "segment.bytes": str(100 * 1024 * 1024), "retention.ms": "-1"}

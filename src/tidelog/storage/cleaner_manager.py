@@ -40,13 +40,13 @@ import logging
 import multiprocessing
 import os
 import signal
-import time
 from bisect import bisect_right
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from tidelog.clock import wall_clock_ms
 from tidelog.protocol.records import CorruptRecords
 from tidelog.storage.checkpoint import write_checkpoint_file
 from tidelog.storage.cleaner import (CleanedGroup, Cleaner, CleanerStats, CleaningAborted, CleanJob, CleanResult,
@@ -222,7 +222,7 @@ class LogCleaner:
         return first_uncleanable, clean, cleanable
 
     def dirty_ratio(self, log: PartitionLog, now_ms: int | None = None) -> float:
-        now_ms = now_ms if now_ms is not None else _now_ms()
+        now_ms = now_ms if now_ms is not None else wall_clock_ms()
         first_dirty, uncleanable = self.cleanable_offsets(log, now_ms)
         _, clean, cleanable = self._cleanable_bytes(log, first_dirty, uncleanable)
         return cleanable / (clean + cleanable) if clean + cleanable else 0.0
@@ -314,7 +314,7 @@ class LogCleaner:
     def _next_wait_s(self) -> float:
         """The backoff, shortened to the next delete horizon that falls within it."""
         wait_ms = self.config.backoff_ms
-        now_ms = _now_ms()
+        now_ms = wall_clock_ms()
         for state in self.states.values():
             if state.next_delete_horizon_ms is not None:
                 wait_ms = min(wait_ms, max(state.next_delete_horizon_ms - now_ms, 0) + 1)
@@ -323,7 +323,7 @@ class LogCleaner:
     async def clean_once(self, now_ms: int | None = None) -> bool:
         """Clean the dirtiest log that may be cleaned; False if there was none."""
         busy = {key for key, state in self.states.items() if state.cleaning}
-        plan = self._plan_filthiest(now_ms if now_ms is not None else _now_ms(), busy)
+        plan = self._plan_filthiest(now_ms if now_ms is not None else wall_clock_ms(), busy)
         if plan is None:
             return False
         key = (plan.log.topic, plan.log.partition)
@@ -338,7 +338,7 @@ class LogCleaner:
     def clean_now(self, log: PartitionLog, now_ms: int | None = None) -> CleanResult | None:
         """Clean ``log`` now, in this process, whatever its dirty ratio; None if it has nothing
         below its first uncleanable offset. For tests and benchmarks."""
-        now_ms = now_ms if now_ms is not None else _now_ms()
+        now_ms = now_ms if now_ms is not None else wall_clock_ms()
         first_dirty, uncleanable = self.cleanable_offsets(log, now_ms)
         first_uncleanable, clean, cleanable = self._cleanable_bytes(log, first_dirty, uncleanable)
         if clean + cleanable == 0:
@@ -406,7 +406,7 @@ class LogCleaner:
         self._first_dirty[key] = result.next_dirty_offset
         self._write_checkpoint()
         state.first_dirty_offset = result.next_dirty_offset
-        state.last_cleaned_ms = _now_ms()
+        state.last_cleaned_ms = wall_clock_ms()
         state.next_delete_horizon_ms = result.next_delete_horizon_ms
         state.runs += 1
         self._count("cleaned", result.stats)
@@ -452,7 +452,7 @@ class LogCleaner:
             totals.records_written += stats.records_written
             totals.seconds += stats.seconds
         if error is not None:
-            totals.last_error, totals.last_error_ms = error, _now_ms()
+            totals.last_error, totals.last_error_ms = error, wall_clock_ms()
         if self.observer is not None:
             self.observer(result, stats if result == "cleaned" else None)
 
@@ -483,10 +483,6 @@ class LogCleaner:
                 max_workers=max(self.config.threads, 1), mp_context=context, initializer=_init_worker,
                 initargs=(self._stop, os.getpid()))
         return self._executor
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 # ---- in the worker process -------------------------------------------------------------------

@@ -20,12 +20,12 @@ import os
 import platform
 import random
 import shutil
-import time
 from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from tidelog.clock import wall_clock_ms
 from tidelog.protocol.records import BatchInfo, iter_records, set_base_offset
 from tidelog.storage.checkpoint import read_checkpoint, write_checkpoint
 from tidelog.storage.errors import OffsetOutOfRange, StorageError
@@ -112,10 +112,6 @@ class PendingFlush(NamedTuple):
     dir_changes: int  # the partition directory's entries as of this count are synced
     new_dir: bool  # the data directory's entry for the partition directory is synced
     truncations: int  # a truncation since start_flush voids the target
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class PartitionLog:
@@ -238,7 +234,7 @@ class PartitionLog:
         segment = self.segments[-1]
         if segment.size_bytes and (
             segment.size_bytes + info.batch_length + 12 > self.config.segment_bytes
-            or (now_ms if now_ms is not None else _now_ms()) - segment.created_ms
+            or (now_ms if now_ms is not None else wall_clock_ms()) - segment.created_ms
                 >= self.config.max_segment_ms - self._roll_jitter_ms
             or not segment.fits(info, base_offset)
         ):

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 from weakref import WeakKeyDictionary
 
+from tidelog.clock import wall_clock_ms
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.storage.checkpoint import fsync_dir, remove_file, write_checkpoint_file
 from tidelog.storage.cleaner_manager import CleanerConfig, LogCleaner
@@ -264,7 +265,7 @@ class LogManager:
             self.apply_retention()
 
     def apply_retention(self, now_ms: int | None = None) -> int:
-        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        now_ms = now_ms if now_ms is not None else wall_clock_ms()
         freed = 0
         for log in self.logs():
             try:

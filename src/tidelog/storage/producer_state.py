@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections import deque
 from pathlib import Path
 
+from tidelog.clock import wall_clock_ms
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import BATCH_HEADER_SIZE, BatchInfo, parse_batch_header
 from tidelog.storage.checkpoint import write_checkpoint_file
@@ -51,10 +51,6 @@ class ProducerEntry:
 
 def _last_sequence(info: BatchInfo) -> int:
     return (info.base_sequence + info.last_offset_delta) % SEQUENCE_WRAP
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class ProducerState:
@@ -109,7 +105,7 @@ class ProducerState:
         if entry is None or info.producer_epoch > entry.epoch:
             entry = self.producers[info.producer_id] = ProducerEntry(info.producer_epoch)
         entry.batches.append((info.base_sequence, _last_sequence(info), base_offset, info.last_offset_delta))
-        timestamp_ms = now_ms if now_ms is not None else min(info.max_timestamp, _now_ms())
+        timestamp_ms = now_ms if now_ms is not None else min(info.max_timestamp, wall_clock_ms())
         if timestamp_ms > entry.last_timestamp_ms:
             entry.last_timestamp_ms = timestamp_ms
 
@@ -136,7 +132,7 @@ class ProducerState:
         state = cls()
         start = log.log_start_offset
         path = Path(log.dir) / SNAPSHOT_FILE
-        now_ms = _now_ms()
+        now_ms = wall_clock_ms()
         try:
             data = json.loads(path.read_text())
             if log.log_start_offset <= data["offset"] <= log.log_end_offset:

@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from bisect import bisect_right
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 
+from tidelog.clock import wall_clock_ms
 from tidelog.protocol.control_records import EndTxnMarker, InvalidControlRecord, read_end_txn_marker
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import BATCH_HEADER_SIZE, BatchInfo, parse_batch_header
@@ -70,10 +70,6 @@ class _Producer:
         self.coordinator_epoch = coordinator_epoch
         self.open_txn_first_offset = open_txn_first_offset
         self.last_timestamp_ms = last_timestamp_ms
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class ProducerTransactions:
@@ -307,7 +303,7 @@ class ProducerTransactions:
             logger.info("%s: transaction state rebuilt from %d batches after offset %d (%d open)", log.dir,
                         replayed, start, len(state._open))
         if expiration_ms is not None:
-            state.remove_expired(_now_ms(), expiration_ms)
+            state.remove_expired(wall_clock_ms(), expiration_ms)
         return state
 
     def _restore(self, producer_id: int, epoch: int, coordinator_epoch: int, open_txn_first_offset: int | None,
@@ -344,5 +340,5 @@ class ProducerTransactions:
 def _batch_time(info: BatchInfo, now_ms: int | None, previous_ms: int) -> int:
     """A batch appended as leader counts at ``now_ms``; a replayed one by its max timestamp, not
     later than now (as storage/producer_state.py counts them)."""
-    timestamp_ms = now_ms if now_ms is not None else min(info.max_timestamp, _now_ms())
+    timestamp_ms = now_ms if now_ms is not None else min(info.max_timestamp, wall_clock_ms())
     return max(timestamp_ms, previous_ms)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import time
 from pathlib import Path
 from typing import Iterator
 
+from tidelog.clock import wall_clock_ms
 from tidelog.protocol.records import BATCH_HEADER_SIZE, BatchInfo, batch_crc_ok, parse_batch_header
 from tidelog.storage.errors import CorruptSegment
 from tidelog.storage.faults import faults
@@ -64,7 +64,7 @@ class LogSegment:
         self.next_offset = base_offset  # one past the last offset held
         self.max_timestamp = -1
         self.bytes_since_last_index_entry = 0
-        self.created_ms = int(time.time() * 1000)  # for segment.ms; the first batch's time once loaded
+        self.created_ms = wall_clock_ms()  # for segment.ms; the first batch's time once loaded
 
     # ---- writing -------------------------------------------------------------------------
 
@@ -73,7 +73,7 @@ class LogSegment:
         position = self.size_bytes
         self._write(batch, position)
         if position == 0:
-            self.created_ms = int(time.time() * 1000)
+            self.created_ms = wall_clock_ms()
         self.size_bytes = position + len(batch)
         self._index(info, base_offset, position, index_interval_bytes)
 
@@ -279,7 +279,7 @@ class LogSegment:
         if self.size_bytes >= BATCH_HEADER_SIZE:
             first = parse_batch_header(os.pread(self.fd, BATCH_HEADER_SIZE, 0))
             if first.max_timestamp > 0:
-                self.created_ms = min(first.max_timestamp, int(time.time() * 1000))
+                self.created_ms = min(first.max_timestamp, wall_clock_ms())
 
     def truncate_to(self, offset: int) -> None:
         """Drop every batch that ends at or above ``offset``'s containing batch (whole batches)."""

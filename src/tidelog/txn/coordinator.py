@@ -43,12 +43,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, NamedTuple
 
+from tidelog.clock import wall_clock_ms
 from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.protocol.topics import CONSUMER_OFFSETS
 from tidelog.txn import log_records
 from tidelog.txn.log_records import TransactionLogError, TransactionLogValue
 from tidelog.txn.markers import MarkerEntry, TransactionMarkerChannel
@@ -77,7 +78,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 S = TransactionState
-OFFSETS_TOPIC = "__consumer_offsets"
 
 # append_state(partition of __transaction_state, [(key, value or None)], timeout_ms): returns once
 # the records are durable (in the ISR, acks=all); raises KafkaError with the append's error.
@@ -170,15 +170,11 @@ class _Partition:
         self.transactions = transactions
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class TransactionCoordinator:
     """See the module docstring."""
 
     def __init__(self, config: TransactionConfig, append_state: StateAppender, allocate_producer_id: ProducerIdAllocator,
-                 markers: TransactionMarkerChannel, clock_ms: Callable[[], int] = _now_ms) -> None:
+                 markers: TransactionMarkerChannel, clock_ms: Callable[[], int] = wall_clock_ms) -> None:
         self.config = config
         self._append_state = append_state
         self._allocate_producer_id = allocate_producer_id
@@ -402,7 +398,7 @@ class TransactionCoordinator:
         """AddOffsetsToTxn: the group's ``__consumer_offsets`` partition (the group coordinator's
         partition_for(group_id)) joins the transaction, so its offsets get a marker too."""
         return await self.add_partitions(transactional_id, producer_id, producer_epoch,
-                                         [TopicPartition(OFFSETS_TOPIC, offsets_partition)])
+                                         [TopicPartition(CONSUMER_OFFSETS, offsets_partition)])
 
     def verify_partitions(self, transactional_id: str | None, producer_id: int, producer_epoch: int,
                           partitions: Iterable[TopicPartition]) -> dict[TopicPartition, ErrorCode]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from tidelog.protocol.topics import TRANSACTION_STATE
 from tidelog.protocol.wire import MalformedFrame, read_uvarint, uvarint
 from tidelog.txn.state import TopicPartition, TransactionState
 
@@ -44,7 +45,7 @@ __all__ = [
     "topic_configs",
 ]
 
-TOPIC = "__transaction_state"
+TOPIC = TRANSACTION_STATE
 KEY_VERSION = 0
 VALUE_VERSIONS = (0, 1)
 _PREVIOUS_PRODUCER_ID_TAG, _NEXT_PRODUCER_ID_TAG, _CLIENT_TRANSACTION_VERSION_TAG = 0, 1, 2
