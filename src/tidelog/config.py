@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
-
-DURABILITY_PROFILES = ("throughput", "balanced", "durable")
+from tidelog.storage.log_config import DURABILITY_PROFILES
 
 
 class ConfigError(ValueError):

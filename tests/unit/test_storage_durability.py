@@ -101,9 +101,9 @@ def test_durable_profile_fsyncs_before_returning_and_coalesces(tmp_path, monkeyp
 
 
 def test_balanced_profile_group_commits_many_logs_in_one_job(tmp_path, monkeypatch):
-    import tidelog.storage.log as log_module
+    import tidelog.storage.fsync as fsync_module
 
-    monkeypatch.setattr(log_module, "SYNCFS_MIN_FILES", 1000)  # count the fsyncs one by one
+    monkeypatch.setattr(fsync_module, "SYNCFS_MIN_FILES", 1000)  # count the fsyncs one by one
 
     async def run():
         manager = LogManager(tmp_path, LogConfig(durability="balanced", flush_interval_ms=300))
@@ -241,10 +241,10 @@ def test_durable_waiters_interleaved_with_appends_all_finish(tmp_path):
 
 def test_many_dirty_logs_are_synced_with_one_syncfs(tmp_path, monkeypatch):
     """A group commit over many partitions: one syncfs, not an fsync per file, and all durable."""
-    import tidelog.storage.log as log_module
+    import tidelog.storage.fsync as fsync_module
 
     calls = {"syncfs": 0}
-    real_syncfs = log_module._syncfs
+    real_syncfs = fsync_module._syncfs
     if real_syncfs is None:
         pytest.skip("no syncfs on this platform")
 
@@ -252,7 +252,7 @@ def test_many_dirty_logs_are_synced_with_one_syncfs(tmp_path, monkeypatch):
         calls["syncfs"] += 1
         return real_syncfs(fd)
 
-    monkeypatch.setattr(log_module, "_syncfs", counting_syncfs)
+    monkeypatch.setattr(fsync_module, "_syncfs", counting_syncfs)
     fsyncs = count_fsyncs(monkeypatch)
 
     async def run():

@@ -13,6 +13,7 @@ import pytest
 
 from tidelog.storage.errors import CorruptSegment, StorageError
 from tidelog.storage.faults import faults
+from tidelog.storage.fsync import sync_fds
 from tidelog.storage.log import LogConfig
 from tidelog.storage.manager import CLEAN_SHUTDOWN_FILE, LogManager
 
@@ -187,9 +188,9 @@ def test_two_concurrent_flushes_do_not_hide_an_error_from_each_other(tmp_path, m
 
 
 def test_syncfs_fails_every_log_it_covered(tmp_path, monkeypatch):
-    import tidelog.storage.log as log_module
+    import tidelog.storage.fsync as fsync_module
 
-    if log_module._syncfs is None:
+    if fsync_module._syncfs is None:
         pytest.skip("no syncfs that reports errors here (Linux 5.8+)")
 
     def failing_syncfs(fd):
@@ -198,7 +199,7 @@ def test_syncfs_fails_every_log_it_covered(tmp_path, monkeypatch):
         ctypes.set_errno(errno.EIO)
         return -1
 
-    monkeypatch.setattr(log_module, "_syncfs", failing_syncfs)
+    monkeypatch.setattr(fsync_module, "_syncfs", failing_syncfs)
 
     async def run():
         manager = await started_manager(tmp_path, durability="balanced", flush_interval_ms=1)
@@ -237,7 +238,7 @@ def test_truncation_during_a_flush_does_not_count_unsynced_bytes_as_durable(tmp_
     log.truncate_to(3)  # a follower cuts a divergent tail meanwhile
     for i in range(3):
         append(log, tag=10 + i)  # and appends the leader's records, not yet synced
-    log.sync_fds(pending.fds)
+    sync_fds(pending.fds)
     log.finish_flush(pending)
     assert log.durable_offset <= 3
     log.flush()
@@ -315,14 +316,13 @@ def batch_count(data) -> int:
 
 
 def test_a_job_shares_its_files_out_without_syncing_one_twice(monkeypatch):
-    import tidelog.storage.log as log_module
-    from tidelog.storage.log import PartitionLog
+    import tidelog.storage.fsync as fsync_module
 
     fds = [(fd, "segment") for fd in range(100, 105)]
-    monkeypatch.setattr(log_module, "_syncfs", None)  # per-file fsyncs, spread over the threads
-    parts = PartitionLog.split_sync(fds, 4)
+    monkeypatch.setattr(fsync_module, "_syncfs", None)  # per-file fsyncs, spread over the threads
+    parts = fsync_module.split_sync(fds, 4)
     assert len(parts) == 4 and sorted(fd for part in parts for fd in part) == fds
-    assert PartitionLog.split_sync(fds[:1], 4) == [fds[:1]]
-    monkeypatch.setattr(log_module, "_syncfs", lambda fd: 0)
-    many = [(fd, "segment") for fd in range(100, 100 + log_module.SYNCFS_MIN_FILES)]
-    assert PartitionLog.split_sync(many, 4) == [many]  # one syncfs call
+    assert fsync_module.split_sync(fds[:1], 4) == [fds[:1]]
+    monkeypatch.setattr(fsync_module, "_syncfs", lambda fd: 0)
+    many = [(fd, "segment") for fd in range(100, 100 + fsync_module.SYNCFS_MIN_FILES)]
+    assert fsync_module.split_sync(many, 4) == [many]  # one syncfs call

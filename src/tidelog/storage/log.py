@@ -8,20 +8,18 @@ below it was fsynced, so recovery after a crash rescans only from its segment on
 Every I/O error takes the log directory offline (log_dir.py): from then on the log refuses
 appends, reads and flushes with KAFKA_STORAGE_ERROR, and ``durable_offset`` never moves again.
 
+Its configuration is a ``LogConfig`` (log_config.py: sizes, retention, cleanup, durability profile).
+
 Not thread-safe; the event loop owns it. The only work done elsewhere is fsync of file
-descriptors duplicated by ``start_flush``, so a segment deleted meanwhile cannot be hurt.
+descriptors duplicated by ``start_flush`` (fsync.py), so a segment deleted meanwhile cannot be hurt.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-import platform
-import random
 import shutil
 from bisect import bisect_right
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -29,7 +27,8 @@ from tidelog.clock import wall_clock_ms
 from tidelog.protocol.records import BatchInfo, iter_records, set_base_offset
 from tidelog.storage.checkpoint import read_checkpoint, write_checkpoint
 from tidelog.storage.errors import OffsetOutOfRange, StorageError
-from tidelog.storage.faults import faults
+from tidelog.storage.fsync import sync_fds
+from tidelog.storage.log_config import LogConfig
 from tidelog.storage.log_dir import LogDirState
 from tidelog.storage.segment import LogSegment
 from tidelog.storage.segment_files import recover_segment_files, retire_files, segment_paths, swap_in
@@ -40,60 +39,6 @@ logger = logging.getLogger(__name__)
 
 LOG_START_OFFSET_FILE = "log-start-offset"
 RECOVERY_POINT_FILE = "recovery-point"
-DURABILITY_PROFILES = ("throughput", "balanced", "durable")
-SYNCFS_MIN_FILES = 8  # from this many files on, one syncfs beats an fsync each
-
-
-def _load_syncfs():
-    """libc's syncfs, where it reports write-back errors (Linux 5.8+); else None: fsync each file."""
-    try:
-        major, minor = (int(part) for part in platform.release().split(".")[:2])
-        if (major, minor) < (5, 8):
-            return None
-        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError, ValueError):
-        return None
-    syncfs.argtypes = [ctypes.c_int]
-    return syncfs
-
-
-_syncfs = _load_syncfs()
-
-
-@dataclass
-class LogConfig:
-    segment_bytes: int = 1 << 30
-    segment_ms: int = 7 * 24 * 3600 * 1000
-    index_interval_bytes: int = 4096
-    retention_ms: int = 14 * 24 * 3600 * 1000  # -1 = unlimited
-    retention_bytes: int = -1  # -1 = unlimited, per partition
-    durability: str = "balanced"  # "throughput" | "balanced" | "durable"
-    flush_interval_ms: int = 5  # balanced: the group-commit window
-    segment_jitter_ms: int = 0
-    file_delete_delay_ms: int = 60_000
-    # cleanup.policy: delete (retention) and/or compact (storage/cleaner.py); neither keeps everything
-    delete: bool = True
-    compact: bool = False
-    delete_retention_ms: int = 24 * 3600 * 1000
-    min_compaction_lag_ms: int = 0
-    max_compaction_lag_ms: int = (1 << 63) - 1
-    min_cleanable_dirty_ratio: float = 0.5
-    segment_index_bytes: int = 10 * 1024 * 1024
-
-    def __post_init__(self) -> None:
-        if self.durability not in DURABILITY_PROFILES:
-            raise ValueError(f"durability must be one of {DURABILITY_PROFILES}, not {self.durability!r}")
-
-    @property
-    def max_segment_ms(self) -> int:
-        """segment.ms, or max.compaction.lag.ms when shorter on a compacted log (the active
-        segment is never cleaned, so it must roll for its records to be), as Kafka's."""
-        return min(self.segment_ms, self.max_compaction_lag_ms) if self.compact else self.segment_ms
-
-    def random_segment_jitter_ms(self) -> int:
-        """How much sooner than max_segment_ms a new segment rolls (segment.jitter.ms), so that
-        the partitions of a topic do not all roll at once."""
-        return random.randrange(min(self.segment_jitter_ms, self.segment_ms)) if self.segment_jitter_ms > 0 else 0
 
 
 class SegmentSummary(NamedTuple):
@@ -532,44 +477,6 @@ class PartitionLog:
             self._syncing[segment] = self._syncing.get(segment, 0) + 1
         return PendingFlush(self.log_end_offset, fds, segments, dir_changes, self._new_dir, self._truncations)
 
-    @staticmethod
-    def split_sync(fds: list[tuple[int, str]], threads: int) -> list[list[tuple[int, str]]]:
-        """How one fsync job's files are shared out among ``threads`` executor threads: many
-        files go to one syncfs call; fewer are spread out, as fsyncs of different files running
-        side by side are committed together by the filesystem's journal (one after another,
-        each pays a commit). A file appears once in a job, so no fsync can hide another's error."""
-        if len(fds) <= 1 or (len(fds) >= SYNCFS_MIN_FILES and _syncfs is not None):
-            return [fds]
-        return [fds[i::threads] for i in range(min(threads, len(fds)))]
-
-    @staticmethod
-    def sync_fds(fds: list[tuple[int, str]]) -> None:
-        """Make the files behind duplicated descriptors durable, then close them; runs in an executor.
-
-        Many files (a group commit over many partitions) are synced with one ``syncfs`` per
-        filesystem instead of one fsync each: one journal commit instead of hundreds. syncfs
-        reports a write-back error of any file of the filesystem that this descriptor's open
-        file has not seen yet (Linux 5.8+; older kernels fsync each file), so an error of any
-        file it covers fails the whole job. The fault hook is asked for every file either way.
-        """
-        try:
-            if len(fds) >= SYNCFS_MIN_FILES and _syncfs is not None:
-                if faults.armed:
-                    for _, target in fds:
-                        faults.check("fsync", target)
-                for fd in {os.fstat(fd).st_dev: fd for fd, _ in fds}.values():
-                    if _syncfs(fd) != 0:
-                        error = ctypes.get_errno()
-                        raise OSError(error, f"syncfs: {os.strerror(error)}")
-                return
-            for fd, target in fds:
-                if faults.armed:
-                    faults.check("fsync", target)
-                os.fsync(fd)
-        finally:
-            for fd, _ in fds:
-                os.close(fd)
-
     def finish_flush(self, pending: PendingFlush, error: BaseException | None = None) -> None:
         """Account for a finished fsync job. A failed one takes the log directory offline (and
         raises nothing: the caller answers its waiters); a successful one moves durable_offset,
@@ -611,7 +518,7 @@ class PartitionLog:
         if pending is None:
             return
         try:
-            self.sync_fds(pending.fds)
+            sync_fds(pending.fds)
         except OSError as e:
             self.finish_flush(pending, e)
             raise self.log_dir.error() from e

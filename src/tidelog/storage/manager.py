@@ -38,6 +38,7 @@ from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.storage.checkpoint import fsync_dir, remove_file, write_checkpoint_file
 from tidelog.storage.cleaner_manager import CleanerConfig, LogCleaner
 from tidelog.storage.errors import StorageError
+from tidelog.storage.fsync import split_sync, sync_fds
 from tidelog.storage.log import LogConfig, PartitionLog, PendingFlush
 from tidelog.storage.log_dir import LogDirState
 from tidelog.storage.segment_files import flush_deletions
@@ -47,7 +48,7 @@ __all__ = ["LogManager", "CLEAN_SHUTDOWN_FILE"]
 logger = logging.getLogger(__name__)
 
 CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
-FSYNC_THREADS = 4  # the files of one fsync job are synced side by side (PartitionLog.split_sync)
+FSYNC_THREADS = 4  # the files of one fsync job are synced side by side (fsync.split_sync)
 
 
 def parse_partition_dir(name: str) -> tuple[str, int] | None:
@@ -355,8 +356,8 @@ class LogManager:
     async def _sync_files(self, fds: list[tuple[int, str]]) -> None:
         """Sync (and close) the job's descriptors; every thread finishes before an error is raised."""
         loop = asyncio.get_running_loop()
-        parts = PartitionLog.split_sync(fds, FSYNC_THREADS)
-        outcomes = await asyncio.gather(*(loop.run_in_executor(self._executor, PartitionLog.sync_fds, part)
+        parts = split_sync(fds, FSYNC_THREADS)
+        outcomes = await asyncio.gather(*(loop.run_in_executor(self._executor, sync_fds, part)
                                           for part in parts), return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
