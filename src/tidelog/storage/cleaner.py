@@ -149,6 +149,12 @@ class Throttler:
             self.check()
 
 
+class _EarliestHorizon:
+    """The earliest delete horizon of a tombstone or marker a cleaning kept (when to come back)."""
+
+    ms: int | None = None
+
+
 class _Transactions:
     """Kafka's CleanedTransactionMetadata: which transactional batches belong to aborted
     transactions, and when a transaction's marker may go, as a cleaning walks the log forward."""
@@ -293,7 +299,7 @@ class Cleaner:
         stats.map_utilization = self.offset_map.utilization
         segments = [s for s in job.segments if s.base_offset < end_offset]
         groups: list[CleanedGroup] = []
-        horizon: list[int] = []
+        horizon = _EarliestHorizon()
         transactions = _Transactions(aborted)
         written: list[int] = []  # base offsets of the groups with .cleaned files
         try:
@@ -305,7 +311,7 @@ class Cleaner:
                 remove_cleaned(dir, base_offset)
             raise
         stats.seconds = time.monotonic() - started
-        return CleanResult(groups, end_offset, stats, min(horizon, default=None))
+        return CleanResult(groups, end_offset, stats, horizon.ms)
 
     # ---- 1. the offset map -----------------------------------------------------------------
 
@@ -345,7 +351,7 @@ class Cleaner:
     # ---- 2. recopying ------------------------------------------------------------------------
 
     def _clean_group(self, job: CleanJob, dir: Path, group: list[SegmentRef], transactions: _Transactions,
-                     throttler: Throttler, stats: CleanerStats, horizon: list[int]) -> CleanedGroup:
+                     throttler: Throttler, stats: CleanerStats, horizon: _EarliestHorizon) -> CleanedGroup:
         base_offset = group[0].base_offset
         remove_cleaned(dir, base_offset)
         log_path = dir / (segment_file_name(base_offset, ".log") + CLEANED_SUFFIX)
@@ -393,7 +399,7 @@ class Cleaner:
         return CleanedGroup(base_offset, tuple(s.base_offset for s in group), last.next_offset, size_bytes)
 
     def _filter(self, job: CleanJob, batch: memoryview, info: BatchInfo, transactions: _Transactions,
-                stats: CleanerStats, horizon: list[int], last_of_group: bool) -> bytes | memoryview | None:
+                stats: CleanerStats, horizon: _EarliestHorizon, last_of_group: bool) -> bytes | memoryview | None:
         """The batch as it is to be written (maybe rewritten), or None to drop it (Kafka's
         LogCleaner.cleanInto filter with MemoryRecords.filterTo)."""
         now_ms = job.now_ms
@@ -428,7 +434,7 @@ class Cleaner:
         if needs_horizon:
             batch_horizon = now_ms + job.delete_retention_ms
         if batch_horizon is not None and (has_tombstone or is_control):
-            horizon.append(batch_horizon)
+            horizon.ms = batch_horizon if horizon.ms is None else min(horizon.ms, batch_horizon)
         if len(kept) == len(spans) and not needs_horizon:
             return batch
         return rebuild_batch(batch, info, body, kept, batch_horizon if needs_horizon else None)
