@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tidelog.protocol.control_records import build_end_txn_marker_batch
@@ -323,3 +325,14 @@ def test_a_followers_log_keeps_its_leaders_offsets_across_compaction_gaps(tmp_pa
     reopened = PartitionLog.open(tmp_path / "t-0", "t", 0, compacted(segment_bytes=200), recover=True)
     assert [r[0] for r in read_all(reopened)] == [0, 7, 8, 30, 31] and reopened.log_end_offset == 32
     reopened.close()
+
+
+def test_a_past_delete_horizon_does_not_make_the_cleaner_spin(manager):
+    from tidelog.storage.cleaner_manager import CleaningState
+
+    log = manager.create("t", 0, compacted())
+    put(log, (b"k", b"v"))  # nothing cleanable: all in the active segment
+    manager.cleaner.states[("t", 0)] = CleaningState(next_delete_horizon_ms=1)  # long past
+    assert manager.cleaner._next_wait_s() == manager.cleaner.config.backoff_ms / 1000
+    manager.cleaner.states[("t", 0)].next_delete_horizon_ms = int(time.time() * 1000) + 2000
+    assert 1.9 < manager.cleaner._next_wait_s() <= 2.01

@@ -312,12 +312,13 @@ class LogCleaner:
                     pass
 
     def _next_wait_s(self) -> float:
-        """The backoff, shortened to the next delete horizon that falls within it."""
+        """The backoff, shortened to the next delete horizon that falls within it (one already
+        past waits for the backoff: its log was not cleanable when the runner last looked)."""
         wait_ms = self.config.backoff_ms
         now_ms = wall_clock_ms()
         for state in self.states.values():
-            if state.next_delete_horizon_ms is not None:
-                wait_ms = min(wait_ms, max(state.next_delete_horizon_ms - now_ms, 0) + 1)
+            if state.next_delete_horizon_ms is not None and state.next_delete_horizon_ms > now_ms:
+                wait_ms = min(wait_ms, state.next_delete_horizon_ms - now_ms + 1)
         return wait_ms / 1000
 
     async def clean_once(self, now_ms: int | None = None) -> bool:
