@@ -336,3 +336,35 @@ def test_a_past_delete_horizon_does_not_make_the_cleaner_spin(manager):
     assert manager.cleaner._next_wait_s() == manager.cleaner.config.backoff_ms / 1000
     manager.cleaner.states[("t", 0)].next_delete_horizon_ms = int(time.time() * 1000) + 2000
     assert 1.9 < manager.cleaner._next_wait_s() <= 2.01
+
+
+def test_a_failing_cleaning_is_retried_after_the_backoff_not_at_once(tmp_path, monkeypatch):
+    """A full disk fails a cleaning but leaves the log cleanable: the runner waits for
+    log.cleaner.backoff.ms before the next try instead of recopying the log in a loop."""
+    import asyncio
+    import errno
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tidelog.storage import cleaner_manager
+
+    attempts = []
+
+    def disk_full(job, settings):
+        attempts.append(job.name)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async def run():
+        manager = LogManager(tmp_path, compacted(), cleaner_config=CleanerConfig(backoff_ms=300))
+        monkeypatch.setattr(cleaner_manager, "_clean_in_worker", disk_full)
+        monkeypatch.setattr(manager.cleaner, "_workers", lambda: ThreadPoolExecutor(1))
+        log = manager.create("t", 0, compacted())
+        for i in range(30):
+            put(log, (b"k", b"%d" % i))
+        await manager.start()
+        await asyncio.sleep(1.0)
+        await manager.close()
+        return manager.cleaner.totals
+
+    totals = asyncio.run(run())
+    assert 2 <= len(attempts) <= 5, attempts
+    assert totals.runs["failed"] == len(attempts) and "No space left" in totals.last_error

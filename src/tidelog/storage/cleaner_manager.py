@@ -322,7 +322,8 @@ class LogCleaner:
         return wait_ms / 1000
 
     async def clean_once(self, now_ms: int | None = None) -> bool:
-        """Clean the dirtiest log that may be cleaned; False if there was none."""
+        """Clean the dirtiest log that may be cleaned; False if there was none, or the cleaning
+        failed (the runner then waits for the backoff rather than try again at once)."""
         busy = {key for key, state in self.states.items() if state.cleaning}
         plan = self._plan_filthiest(now_ms if now_ms is not None else wall_clock_ms(), busy)
         if plan is None:
@@ -331,10 +332,9 @@ class LogCleaner:
         state = self.states[key]
         state.cleaning = True
         try:
-            await self._run(plan, state)
+            return await self._run(plan, state)
         finally:
             state.cleaning = False
-        return True
 
     def clean_now(self, log: PartitionLog, now_ms: int | None = None) -> CleanResult | None:
         """Clean ``log`` now, in this process, whatever its dirty ratio; None if it has nothing
@@ -350,7 +350,7 @@ class LogCleaner:
         self._commit(plan, self.states.setdefault((log.topic, log.partition), CleaningState()), result)
         return result
 
-    async def _run(self, plan: _Plan, state: CleaningState) -> None:
+    async def _run(self, plan: _Plan, state: CleaningState) -> bool:
         job = plan.job
         logger.info("%s: cleaning offsets %d..%d (dirty ratio %.2f)", job.name, job.first_dirty_offset,
                     job.first_uncleanable_offset - 1, state.dirty_ratio)
@@ -360,24 +360,25 @@ class LogCleaner:
         except CleaningAborted as e:
             self._count("aborted", None)
             logger.info("%s: cleaning abandoned: %s", job.name, e)
-            return
+            return True
         except BrokenProcessPool as e:
             broken, self._executor = self._executor, None  # a new pool next time
             if broken is not None:
                 broken.shutdown(wait=False)
             self._fail(plan, state, f"the cleaner worker died: {e}")
-            return
+            return False
         except CorruptRecords as e:
             self._fail(plan, state, f"corrupt records: {e}")
-            return
+            return False
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 self._count("failed", None, f"{job.name}: {e}")
                 logger.warning("%s: cleaning failed, no space left for the cleaned copy: %s", job.name, e)
-                return
+                return False
             self._count("failed", None, f"{job.name}: {e}")
             raise self.manager.take_offline(e, f"{job.name}: cleaning") from None
         self._commit(plan, state, result)
+        return True
 
     def _commit(self, plan: _Plan, state: CleaningState, result: CleanResult) -> None:
         log, job = plan.log, plan.job
