@@ -27,7 +27,8 @@ On disk: ``<data_dir>/cleaner-offset-checkpoint``, Kafka's format (a version lin
 count line, then ``topic partition offset`` lines): each compacted log's first dirty offset,
 written after each cleaning. A log an unexpected error hit is marked uncleanable until a
 restart, as in Kafka (an I/O error takes the directory offline instead; a full disk only fails
-the cleaning). Not thread-safe; the event loop owns it.
+the cleaning); a failed cleaning is tried again after the backoff. Not thread-safe; the event
+loop owns it.
 """
 
 from __future__ import annotations
