@@ -40,10 +40,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from benchmarks.procs import ServerProcess, free_port, port_open, wait_until
 from tidelog.groups.records import OffsetKey, OffsetValue, encode_offset_key, encode_offset_value
+from tidelog.protocol.topics import CONSUMER_OFFSETS
 from tidelog.protocol.records import build_batch, parse_batch_header
 from tidelog.storage.log import LogConfig, PartitionLog
 
-OFFSETS_TOPIC = "__consumer_offsets"
+OFFSETS_TOPIC = CONSUMER_OFFSETS
 DAY_S = 24 * 3600
 
 
