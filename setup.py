@@ -2,7 +2,7 @@
 
 The record walk of produce validation runs for every record produced: in pure Python it doubled
 the broker's CPU per GB of 1 KiB records. The extension is optional: where no C compiler is
-found the install goes on, records.py walks records in Python (same checks, slower) and the
+found the install goes on, record_walk.py walks records in Python (same checks, slower) and the
 broker says so at start with a WARNING.
 """
 

@@ -189,7 +189,7 @@ def test_records_without_a_key_are_removed(manager):
 
 
 def test_compressed_batches_are_rewritten_in_their_codec(manager):
-    from tidelog.protocol.records import COMPRESSION_ZSTD
+    from tidelog.protocol.compression import COMPRESSION_ZSTD
 
     log = manager.create("t", 0, compacted())
     put(log, (b"a", b"1"), (b"b", b"1"), (b"c", b"1"), compression=COMPRESSION_ZSTD)

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidelog.protocol.errors import ErrorCode
-from tidelog.protocol import records as records_module
+from tidelog.protocol import record_walk
+from tidelog.protocol.compression import compress
 from tidelog.protocol.records import (
     BATCH_HEADER_SIZE,
     CorruptRecords,
@@ -211,7 +212,7 @@ def record(offset_delta: int, key: bytes | None = b"k", value: bytes | None = b"
 
 def batch_of(body: bytes, count: int, compression: int = 0, timestamp_ms: int = 1_000) -> bytearray:
     """A batch around ``body`` with a correct header and CRC, whatever the body holds."""
-    payload = records_module._compress(compression, body) if compression else body
+    payload = compress(compression, body) if compression else body
     batch = bytearray(BATCH_HEADER_SIZE) + payload
     struct.pack_into(">qiibIhiqqqhii", batch, 0, 0, len(batch) - 12, -1, 2, 0, compression, count - 1,
                      timestamp_ms, timestamp_ms, -1, -1, -1, count)
@@ -269,7 +270,7 @@ def test_a_payload_its_codec_cannot_decompress_is_corrupt_message(compression):
 
 def test_xerial_snappy_blocks_must_fit_the_payload():
     plain = record(0)
-    block = records_module._compress(2, plain)  # xerial framing: header, int32 size, block
+    block = compress(2, plain)  # xerial framing: header, int32 size, block
     for size in (len(block) + 100, -1):
         bad = bytearray(block)
         struct.pack_into(">i", bad, 16, size)
@@ -285,7 +286,7 @@ def test_xerial_snappy_blocks_must_fit_the_payload():
 def test_decompressed_size_is_bounded(monkeypatch):
     import mmap
 
-    monkeypatch.setattr(records_module, "_scratch", mmap.mmap(-1, 4096))
+    monkeypatch.setattr(record_walk, "_scratch", mmap.mmap(-1, 4096))
     values = [(None, b"x" * 1000, [])] * 3
     validate_batches(build_batch(values[:1], compression=4), 1 << 20)  # 1 KiB fits
     with pytest.raises(InvalidBatch) as e:
@@ -327,7 +328,7 @@ class _no_error:
 
 # --- the C walk and the Python walk are the same walk -----------------------------------------
 
-needs_c_walk = pytest.mark.skipif(records_module._walk_in_c is None, reason="the C extension was not built")
+needs_c_walk = pytest.mark.skipif(record_walk._walk_in_c is None, reason="the C extension was not built")
 
 
 def test_the_c_walk_is_built_where_a_compiler_is():
@@ -337,12 +338,12 @@ def test_the_c_walk_is_built_where_a_compiler_is():
 
     if shutil.which("cc") is None or not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
         pytest.skip("no C compiler or no Python headers: the Python walk is expected")
-    assert records_module.RECORD_WALK == "C", "pip install -e . should have built tidelog.protocol._recordwalk"
+    assert record_walk.RECORD_WALK == "C", "pip install -e . should have built tidelog.protocol._recordwalk"
 
 
 def _both_walks(body: bytes, count: int):
     outcomes = []
-    for walk in (records_module._walk_in_c, records_module._walk_records_python):
+    for walk in (record_walk._walk_in_c, record_walk._walk_records_python):
         try:
             outcomes.append(("ok", walk(memoryview(body), count)))
         except (ValueError, InvalidBatch):

@@ -39,10 +39,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple, Protocol
 
 from tidelog.protocol.batch_filter import null_key_indexes, records_body
+from tidelog.protocol.compression import COMPRESSION_CODECS
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import (
     BATCH_HEADER_SIZE,
-    COMPRESSION_CODECS,
     InvalidBatch,
     apply_create_time,
     batch_crc_ok,

@@ -34,10 +34,10 @@ import time
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.batch_filter import null_key_indexes, records_body
+from tidelog.protocol.compression import COMPRESSION_CODECS
 from tidelog.protocol.produce import PartitionResult, decode_produce_request, encode_produce_response
 from tidelog.protocol.records import (
     BATCH_HEADER_SIZE,
-    COMPRESSION_CODECS,
     InvalidBatch,
     apply_create_time,
     parse_batch_header,

@@ -2,7 +2,7 @@
  *
  * walk(buffer, count) -> (min_timestamp_delta, max_timestamp_delta)
  *
- * The same checks, in the same order, as walk_records in records.py (the pure-Python fallback,
+ * The same checks, in the same order, as walk_records in record_walk.py (the pure-Python fallback,
  * which documents them): each record's length varint, its fields (attributes, timestamp delta,
  * offset delta = its index, key, value, header count, header keys and values) filling exactly
  * that length, -1 the only negative length (and not for header keys), `count` records and no

@@ -30,23 +30,22 @@ import struct
 
 import crc32c
 
+from tidelog.protocol.compression import compress, decompress
+from tidelog.protocol.errors import CorruptRecords
 from tidelog.protocol.records import (
-    _CRC_START,
-    _HEADER,
     BATCH_HEADER_SIZE,
+    COMPRESSION_MASK,
+    CRC_START,
+    HEADER_STRUCT,
     LOG_OVERHEAD,
     BatchInfo,
-    CorruptRecords,
-    _compress,
-    _decompress,
-    _write_varint,
+    write_varint,
 )
 
 __all__ = ["DELETE_HORIZON_BIT", "delete_horizon_ms", "empty_batch", "null_key_indexes", "rebuild_batch",
            "record_spans", "records_body"]
 
 DELETE_HORIZON_BIT = 0x40  # attributes: the base timestamp is the delete horizon (KIP-534)
-_COMPRESSION_MASK = 0x07
 _UINT32 = struct.Struct(">I")
 _NO_TIMESTAMP = -1
 
@@ -64,9 +63,9 @@ def delete_horizon_ms(info: BatchInfo) -> int | None:
 def records_body(batch, info: BatchInfo) -> memoryview:
     """The records of the whole batch ``batch`` (decompressed if need be)."""
     body = memoryview(batch)[BATCH_HEADER_SIZE: info.size]
-    if info.attributes & _COMPRESSION_MASK:
+    if info.attributes & COMPRESSION_MASK:
         try:
-            return memoryview(_decompress(info.attributes & _COMPRESSION_MASK, body))
+            return memoryview(decompress(info.attributes & COMPRESSION_MASK, body))
         except Exception as e:  # cramjam's and the framing's errors alike: the batch is unreadable
             raise CorruptRecords(f"cannot decompress the batch at offset {info.base_offset}: {e}") from None
     return body
@@ -180,30 +179,30 @@ def rebuild_batch(batch, info: BatchInfo, body, kept: list[tuple], new_delete_ho
         for _, fields_start, end, _, _, _, _, timestamp_delta, timestamp_end in kept:
             fields.clear()
             fields.append(body[fields_start])  # the record's attributes
-            _write_varint(fields, info.base_timestamp + timestamp_delta - new_delete_horizon_ms)
+            write_varint(fields, info.base_timestamp + timestamp_delta - new_delete_horizon_ms)
             fields += body[timestamp_end:end]
-            _write_varint(out, len(fields))
+            write_varint(out, len(fields))
             out += fields
         timestamps = (info.base_timestamp + span[7] for span in kept)
     max_timestamp = info.max_timestamp if log_append_time else max(timestamps, default=_NO_TIMESTAMP)
-    codec = info.attributes & _COMPRESSION_MASK
-    payload = _compress(codec, bytes(out)) if codec else out
+    codec = info.attributes & COMPRESSION_MASK
+    payload = compress(codec, bytes(out)) if codec else out
     return _pack(info, attributes, base_timestamp, max_timestamp, len(kept), payload)
 
 
 def empty_batch(info: BatchInfo) -> bytes:
     """The header of ``info`` with no records (see the module docstring)."""
-    attributes = info.attributes & ~(_COMPRESSION_MASK | DELETE_HORIZON_BIT)
+    attributes = info.attributes & ~(COMPRESSION_MASK | DELETE_HORIZON_BIT)
     return _pack(info, attributes, _NO_TIMESTAMP, info.max_timestamp, 0, b"")
 
 
 def _pack(info: BatchInfo, attributes: int, base_timestamp: int, max_timestamp: int, count: int, payload) -> bytes:
     batch = bytearray(BATCH_HEADER_SIZE + len(payload))
-    _HEADER.pack_into(
+    HEADER_STRUCT.pack_into(
         batch, 0, info.base_offset, BATCH_HEADER_SIZE - LOG_OVERHEAD + len(payload), info.partition_leader_epoch, 2, 0,
         attributes, info.last_offset_delta, base_timestamp, max_timestamp, info.producer_id, info.producer_epoch,
         info.base_sequence, count,
     )  # fmt: skip
     batch[BATCH_HEADER_SIZE:] = payload
-    _UINT32.pack_into(batch, 17, crc32c.crc32c(memoryview(batch)[_CRC_START:]))
+    _UINT32.pack_into(batch, 17, crc32c.crc32c(memoryview(batch)[CRC_START:]))
     return bytes(batch)

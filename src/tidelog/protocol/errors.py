@@ -1,4 +1,5 @@
-"""Kafka error codes: the one table, re-exported from kio's generated ErrorCode enum.
+"""Kafka error codes: the one table, re-exported from kio's generated ErrorCode enum, and the
+exceptions that carry them.
 
 Each member carries its numeric value and a ``retriable`` flag (from Kafka's Errors.java), and
 its docstring is Kafka's message. Handlers use ``ErrorCode.<name>``, never bare integers.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from kio.schema.errors import ErrorCode
 
-__all__ = ["ErrorCode", "KafkaError"]
+__all__ = ["CorruptRecords", "ErrorCode", "InvalidBatch", "KafkaError"]
 
 
 class KafkaError(Exception):
@@ -18,3 +19,20 @@ class KafkaError(Exception):
         super().__init__(message or error_code.name)
         self.error_code = error_code
         self.message = message
+
+
+class InvalidBatch(Exception):
+    """A batch the broker must reject; ``error_code`` is what the Produce response carries."""
+
+    def __init__(self, error_code: ErrorCode, message: str, record_errors: tuple[tuple[int, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.record_errors = record_errors  # (index of the record in its batch, why), as Kafka lists them
+
+
+class CorruptRecords(InvalidBatch, ValueError):
+    """Records that cannot be decoded (records.iter_records): bad framing, a bad varint, a payload the
+    batch's codec cannot decompress. The only exception record decoding raises."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.corrupt_message, message)

@@ -195,7 +195,7 @@ class Broker:
                 raise StartupError(f"cannot register in the cluster (--cluster): {e}") from None
         self.startup_phase = None
         logger.info("broker %d started (cluster %s)", self.node_id, self.cluster_id)
-        from tidelog.protocol.records import RECORD_WALK
+        from tidelog.protocol.record_walk import RECORD_WALK
 
         if RECORD_WALK != "C":
             logger.warning("produce validation walks records in Python: the C extension tidelog.protocol._recordwalk "
