@@ -10,9 +10,9 @@ from tidelog.groups.classic_group import (
     EMPTY,
     PREPARING_REBALANCE,
     STABLE,
-    parse_consumer_subscription,
 )
 from tidelog.groups.coordinator import GroupCoordinator, GroupSettings
+from tidelog.protocol.consumer_protocol import subscription_topics
 from tidelog.groups.records import (
     GroupKey,
     GroupValue,
@@ -268,7 +268,7 @@ def test_records_round_trip():
     group = GroupValue("consumer", 4, "range", "m1", 123,
                        [MemberValue("m1", "i1", "c", "/h", 300, 6000, b"sub", b"asg"), MemberValue("m2", None, "c", "/h", 1, 2, b"", b"")])
     assert decode_group_value(encode_group_value(group)) == group
-    assert parse_consumer_subscription(subscription("a", "bb")) == ["a", "bb"]
+    assert subscription_topics(subscription("a", "bb")) == ["a", "bb"]
 
 
 def test_lag_is_log_end_minus_committed():

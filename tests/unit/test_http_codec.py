@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-from tidelog.http.api import parse_consumer_assignment
+from tidelog.protocol.consumer_protocol import assignment_partitions
 from tidelog.http.codec import bytes_to_json, json_to_bytes, json_to_headers, murmur2, partition_for_key
 from tidelog.logging import configure_logging
 from tidelog.protocol.errors import KafkaError
@@ -62,9 +62,9 @@ def test_consumer_assignment_parsing():
 
     topic = b"jobs"
     data = struct.pack(">hih", 3, 1, len(topic)) + topic + struct.pack(">iii", 2, 0, 1) + struct.pack(">i", -1)
-    assert parse_consumer_assignment(data) == {"jobs": [0, 1]}
-    assert parse_consumer_assignment(b"") == {}
-    assert parse_consumer_assignment(b"\x00\x03\x00\x00\x00\x05") is None
+    assert assignment_partitions(data) == {"jobs": [0, 1]}
+    assert assignment_partitions(b"") == {}
+    assert assignment_partitions(b"\x00\x03\x00\x00\x00\x05") is None
 
 
 def test_json_log_lines():

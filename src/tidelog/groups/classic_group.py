@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from dataclasses import dataclass, field
 
 from tidelog.clock import wall_clock_ms
 from tidelog.groups.records import GroupValue, MemberValue
+from tidelog.protocol.consumer_protocol import subscription_topics
 from tidelog.protocol.errors import ErrorCode
 
 logger = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ class ClassicGroup:
             return None
         topics: set[str] = set()
         for member in self.members.values():
-            parsed = parse_consumer_subscription(member.metadata(self.protocol_name))
+            parsed = subscription_topics(member.metadata(self.protocol_name))
             if parsed is None:
                 return None
             topics.update(parsed)
@@ -286,20 +286,3 @@ class ClassicGroup:
                 for m in self.members.values()
             ],
         )
-
-
-def parse_consumer_subscription(metadata: bytes) -> list[str] | None:
-    """Topics of a ConsumerProtocolSubscription (any version: int16 version, then the topic array)."""
-    try:
-        pos = 2
-        (count,) = struct.unpack_from(">i", metadata, pos)
-        pos += 4
-        topics = []
-        for _ in range(count):
-            (length,) = struct.unpack_from(">h", metadata, pos)
-            pos += 2
-            topics.append(bytes(metadata[pos : pos + length]).decode())
-            pos += length
-        return topics
-    except (struct.error, UnicodeDecodeError):
-        return None

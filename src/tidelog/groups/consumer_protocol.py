@@ -40,6 +40,7 @@ from tidelog.groups.consumer_group import (
     TopicMetadata,
     compile_regex,
     copy_assignment,
+    encode_group_snapshot,
     is_subset,
     reconcile,
     same_assignment,
@@ -415,7 +416,7 @@ class ConsumerGroupProtocol:
             return
         try:
             await self.log.write(
-                [(encode_consumer_group_key(ConsumerGroupKey(group.group_id)), encode_consumer_group_value(group))])
+                [(encode_consumer_group_key(ConsumerGroupKey(group.group_id)), encode_consumer_group_value(encode_group_snapshot(group)))])
         except Exception as e:  # noqa: BLE001 - the next change rewrites the whole group
             logger.error("consumer group %s: cannot store group metadata: %s", group.group_id, e)
 

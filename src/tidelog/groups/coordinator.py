@@ -25,6 +25,7 @@ import struct
 from tidelog.groups.admin import GroupAdmin
 from tidelog.groups.classic_group import ClassicGroup
 from tidelog.groups.classic_protocol import ClassicGroupProtocol
+from tidelog.groups.consumer_group import decode_group_snapshot
 from tidelog.groups.consumer_protocol import ConsumerGroupProtocol
 from tidelog.groups.expiry import OffsetExpiry
 from tidelog.groups.offset_manager import OffsetManager
@@ -97,7 +98,7 @@ class GroupCoordinator:
             if value_bytes is None:
                 continue
             try:
-                consumer_group = decode_consumer_group_value(group_id, value_bytes)
+                consumer_group = decode_group_snapshot(group_id, decode_consumer_group_value(value_bytes))
             except (ValueError, KeyError, TypeError) as e:
                 logger.warning("skipping unreadable consumer group %s: %s", group_id, e)
                 continue

@@ -37,6 +37,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from tidelog.protocol.reader import Reader
+
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
@@ -130,42 +132,6 @@ class _Writer:
         return self
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = memoryview(data)
-        self.pos = 0
-
-    def _take(self, s: struct.Struct) -> int:
-        (v,) = s.unpack_from(self.data, self.pos)
-        self.pos += s.size
-        return v
-
-    def i16(self) -> int:
-        return self._take(_I16)
-
-    def i32(self) -> int:
-        return self._take(_I32)
-
-    def i64(self) -> int:
-        return self._take(_I64)
-
-    def string(self) -> str | None:
-        n = self.i16()
-        if n < 0:
-            return None
-        v = bytes(self.data[self.pos : self.pos + n]).decode()
-        self.pos += n
-        return v
-
-    def bytes_(self) -> bytes | None:
-        n = self.i32()
-        if n < 0:
-            return None
-        v = bytes(self.data[self.pos : self.pos + n])
-        self.pos += n
-        return v
-
-
 def encode_offset_key(key: OffsetKey) -> bytes:
     return bytes(_Writer().i16(OFFSET_KEY_VERSION).string(key.group_id).string(key.topic).i32(key.partition).out)
 
@@ -198,59 +164,56 @@ def encode_consumer_group_key(key: ConsumerGroupKey) -> bytes:
     return bytes(_Writer().i16(CONSUMER_GROUP_KEY_VERSION).string(key.group_id).out)
 
 
-def encode_consumer_group_value(group) -> bytes:
-    """A ``ConsumerGroup`` (groups/consumer_group.py) as a ConsumerGroupValue."""
-    from tidelog.groups.consumer_group import encode_group_snapshot
-
-    return _I16.pack(CONSUMER_GROUP_VALUE_VERSION) + encode_group_snapshot(group)
+def encode_consumer_group_value(snapshot: bytes) -> bytes:
+    """A ConsumerGroupValue of a group's snapshot (``consumer_group.encode_group_snapshot``)."""
+    return _I16.pack(CONSUMER_GROUP_VALUE_VERSION) + snapshot
 
 
-def decode_consumer_group_value(group_id: str, data: bytes):
-    from tidelog.groups.consumer_group import decode_group_snapshot
-
-    (version,) = _I16.unpack_from(data, 0)
+def decode_consumer_group_value(data: bytes) -> bytes:
+    """The group snapshot a ConsumerGroupValue holds (``consumer_group.decode_group_snapshot`` reads it)."""
+    version = Reader(data).i16()
     if version != CONSUMER_GROUP_VALUE_VERSION:
         raise ValueError(f"unknown ConsumerGroupValue version {version}")
-    return decode_group_snapshot(group_id, bytes(data[2:]))
+    return bytes(data[2:])
 
 
 def decode_key(data: bytes) -> OffsetKey | GroupKey | ConsumerGroupKey | None:
     """The key of a ``__consumer_offsets`` record; None for kinds this broker does not know."""
-    r = _Reader(data)
+    r = Reader(data)
     version = r.i16()
     if version in (0, 1):
-        return OffsetKey(r.string() or "", r.string() or "", r.i32())
+        return OffsetKey(r.nullable_string() or "", r.nullable_string() or "", r.i32())
     if version == 2:
-        return GroupKey(r.string() or "")
+        return GroupKey(r.nullable_string() or "")
     if version == CONSUMER_GROUP_KEY_VERSION:
-        return ConsumerGroupKey(r.string() or "")
+        return ConsumerGroupKey(r.nullable_string() or "")
     return None
 
 
 def decode_offset_value(data: bytes) -> OffsetValue:
-    r = _Reader(data)
+    r = Reader(data)
     version = r.i16()
     if version in (0, 1):
-        offset, metadata, commit = r.i64(), r.string() or "", r.i64()
+        offset, metadata, commit = r.i64(), r.nullable_string() or "", r.i64()
         expire = r.i64() if version == 1 else None
         return OffsetValue(offset, -1, metadata, commit, expire if expire is not None and expire >= 0 else None)
     if version == 2:
-        return OffsetValue(r.i64(), -1, r.string() or "", r.i64())
-    return OffsetValue(r.i64(), r.i32(), r.string() or "", r.i64())
+        return OffsetValue(r.i64(), -1, r.nullable_string() or "", r.i64())
+    return OffsetValue(r.i64(), r.i32(), r.nullable_string() or "", r.i64())
 
 
 def decode_group_value(data: bytes) -> GroupValue:
-    r = _Reader(data)
+    r = Reader(data)
     version = r.i16()
-    value = GroupValue(r.string() or "", r.i32(), r.string(), r.string(), r.i64() if version >= 2 else -1)
+    value = GroupValue(r.nullable_string() or "", r.i32(), r.nullable_string(), r.nullable_string(), r.i64() if version >= 2 else -1)
     for _ in range(r.i32()):
-        member_id = r.string() or ""
-        instance_id = r.string() if version >= 3 else None
-        client_id, client_host = r.string() or "", r.string() or ""
+        member_id = r.nullable_string() or ""
+        instance_id = r.nullable_string() if version >= 3 else None
+        client_id, client_host = r.nullable_string() or "", r.nullable_string() or ""
         rebalance_timeout = r.i32() if version >= 1 else 0
         session_timeout = r.i32()
         value.members.append(
             MemberValue(member_id, instance_id, client_id, client_host, rebalance_timeout, session_timeout,
-                        r.bytes_() or b"", r.bytes_() or b"")
+                        r.nullable_bytes() or b"", r.nullable_bytes() or b"")
         )
     return value

@@ -39,6 +39,7 @@ from tidelog.handlers.describe_configs import DYNAMIC_TOPIC_CONFIG, STATIC_BROKE
 from tidelog.handlers.produce import append_batch
 from tidelog.http.codec import TIMESTAMP_TYPES, json_to_bytes, json_to_headers, partition_for_key, record_to_json
 from tidelog.http.peers import PeerClient
+from tidelog.protocol.consumer_protocol import assignment_partitions
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import BATCH_HEADER_SIZE, InvalidBatch, build_batch, iter_records, parse_batch_header
 from tidelog.protocol.topics import CONSUMER_OFFSETS, is_internal
@@ -792,7 +793,7 @@ class Api:
         group = self.broker.groups.registry.groups.get(group_id)
         members = []
         for m in description.members:
-            assignment = parse_consumer_assignment(m.assignment) if description.protocol_type == "consumer" else None
+            assignment = assignment_partitions(m.assignment) if description.protocol_type == "consumer" else None
             members.append({
                 "member_id": m.member_id, "group_instance_id": m.group_instance_id, "client_id": m.client_id,
                 "client_host": m.client_host,
@@ -910,28 +911,3 @@ class Api:
             "positions": [{"partition": p, "offset": next_positions[p]} for p in partitions],
             "records": out,
         })
-
-
-def parse_consumer_assignment(data: bytes) -> dict[str, list[int]] | None:
-    """Topic -> partitions of a ConsumerProtocolAssignment (any version); None if unreadable."""
-    import struct
-
-    try:
-        if len(data) < 6:
-            return {} if not data else None
-        pos = 2
-        (count,) = struct.unpack_from(">i", data, pos)
-        pos += 4
-        result: dict[str, list[int]] = {}
-        for _ in range(max(count, 0)):
-            (length,) = struct.unpack_from(">h", data, pos)
-            pos += 2
-            topic = bytes(data[pos : pos + length]).decode()
-            pos += length
-            (n,) = struct.unpack_from(">i", data, pos)
-            pos += 4
-            result[topic] = list(struct.unpack_from(f">{max(n, 0)}i", data, pos))
-            pos += 4 * max(n, 0)
-        return result
-    except (struct.error, UnicodeDecodeError):
-        return None

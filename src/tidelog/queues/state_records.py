@@ -30,7 +30,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from tidelog.protocol.wire import MalformedFrame, read_uvarint, uvarint
+from tidelog.protocol.reader import Reader
+from tidelog.protocol.wire import uvarint
 
 SNAPSHOT_RECORD_TYPE = 0
 UPDATE_RECORD_TYPE = 1
@@ -87,57 +88,15 @@ class ShareUpdateValue:
     delivery_complete_count: int = -1
 
 
-class _Reader:
-    def __init__(self, data: bytes | memoryview) -> None:
-        self.data = memoryview(data)
-        self.pos = 0
-
-    def take(self, s: struct.Struct) -> tuple:
-        if self.pos + s.size > len(self.data):
-            raise StateRecordError("record ends early")
-        values = s.unpack_from(self.data, self.pos)
-        self.pos += s.size
-        return values
-
-    def i16(self) -> int:
-        return self.take(_I16)[0]
-
-    def i32(self) -> int:
-        return self.take(_I32)[0]
-
-    def i64(self) -> int:
-        return self.take(_I64)[0]
-
-    def uvarint(self) -> int:
-        try:
-            value, self.pos = read_uvarint(self.data, self.pos)
-        except MalformedFrame as e:
-            raise StateRecordError(str(e)) from None
-        return value
-
-    def raw(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise StateRecordError("record ends early")
-        value = bytes(self.data[self.pos:self.pos + n])
-        self.pos += n
-        return value
-
-    def tagged_fields(self) -> dict[int, bytes]:
-        fields = {}
-        for _ in range(self.uvarint()):
-            tag = self.uvarint()
-            fields[tag] = self.raw(self.uvarint())
-        return fields
-
-    def state_batches(self) -> list[StateBatch]:
-        count = self.uvarint() - 1
-        if count < 0:
-            return []
-        batches = []
-        for _ in range(count):
-            batches.append(StateBatch(*self.take(_BATCH)))
-            self.tagged_fields()  # a batch's own tagged fields: none known, skipped
-        return batches
+def _read_state_batches(r: Reader) -> list[StateBatch]:
+    count = r.uvarint() - 1
+    if count < 0:
+        return []
+    batches = []
+    for _ in range(count):
+        batches.append(StateBatch(*r.take(_BATCH)))
+        r.tagged_fields()  # a batch's own tagged fields: none known, skipped
+    return batches
 
 
 def _state_batches(batches: list[StateBatch]) -> bytes:
@@ -180,14 +139,11 @@ def encode_update_value(value: ShareUpdateValue) -> bytes:
 
 def decode_key(data: bytes | memoryview) -> tuple[int, ShareStateKey]:
     """(record type, key). Raises StateRecordError for a record type this broker does not know."""
-    r = _Reader(data)
+    r = Reader(data, StateRecordError)
     record_type = r.i16()
     if record_type not in (SNAPSHOT_RECORD_TYPE, UPDATE_RECORD_TYPE):
         raise StateRecordError(f"unknown __share_group_state record type {record_type}")
-    length = r.i16()
-    if length < 0:
-        raise StateRecordError("null group id")
-    group_id = r.raw(length).decode()
+    group_id = r.string()
     topic_id = uuid.UUID(bytes=r.raw(16))
     (partition,) = r.take(_I32)
     return record_type, ShareStateKey(group_id, topic_id, partition)
@@ -201,23 +157,23 @@ def _delivery_complete_count(tagged: dict[int, bytes]) -> int:
 
 
 def decode_snapshot_value(data: bytes | memoryview) -> ShareSnapshotValue:
-    r = _Reader(data)
+    r = Reader(data, StateRecordError)
     version = r.i16()
     if version != VALUE_VERSION:
         raise StateRecordError(f"unknown ShareSnapshotValue version {version}")
     snapshot_epoch, state_epoch, leader_epoch = r.i32(), r.i32(), r.i32()
     start_offset, create_ts, write_ts = r.i64(), r.i64(), r.i64()
-    batches = r.state_batches()
+    batches = _read_state_batches(r)
     count = _delivery_complete_count(r.tagged_fields())
     return ShareSnapshotValue(snapshot_epoch, state_epoch, leader_epoch, start_offset, create_ts, write_ts, batches, count)
 
 
 def decode_update_value(data: bytes | memoryview) -> ShareUpdateValue:
-    r = _Reader(data)
+    r = Reader(data, StateRecordError)
     version = r.i16()
     if version != VALUE_VERSION:
         raise StateRecordError(f"unknown ShareUpdateValue version {version}")
     snapshot_epoch, leader_epoch, start_offset = r.i32(), r.i32(), r.i64()
-    batches = r.state_batches()
+    batches = _read_state_batches(r)
     count = _delivery_complete_count(r.tagged_fields())
     return ShareUpdateValue(snapshot_epoch, leader_epoch, start_offset, batches, count)

@@ -29,7 +29,8 @@ import struct
 from dataclasses import dataclass, field
 
 from tidelog.protocol.topics import TRANSACTION_STATE
-from tidelog.protocol.wire import MalformedFrame, read_uvarint, uvarint
+from tidelog.protocol.reader import Reader
+from tidelog.protocol.wire import uvarint
 from tidelog.txn.state import TopicPartition, TransactionState
 
 __all__ = [
@@ -165,61 +166,10 @@ def encode_value(value: TransactionLogValue, version: int = 0) -> bytes:
 
 # ---- reading -------------------------------------------------------------------------------
 
-class _Reader:
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = memoryview(data)
-        self.pos = 0
-
-    def take(self, s: struct.Struct) -> tuple:
-        if self.pos + s.size > len(self.data):
-            raise TransactionLogError("record ends early")
-        values = s.unpack_from(self.data, self.pos)
-        self.pos += s.size
-        return values
-
-    def raw(self, size: int) -> bytes:
-        if size < 0 or self.pos + size > len(self.data):
-            raise TransactionLogError("record ends early")
-        data = bytes(self.data[self.pos: self.pos + size])
-        self.pos += size
-        return data
-
-    def uvarint(self) -> int:
-        try:
-            value, self.pos = read_uvarint(self.data, self.pos)
-        except MalformedFrame as e:
-            raise TransactionLogError(str(e)) from None
-        return value
-
-    def string(self) -> str:
-        (length,) = self.take(_I16)
-        if length < 0:
-            raise TransactionLogError("null string")
-        return self.raw(length).decode()
-
-    def compact_string(self) -> str:
-        length = self.uvarint() - 1
-        if length < 0:
-            raise TransactionLogError("null string")
-        return self.raw(length).decode()
-
-    def int32s(self, count: int) -> list[int]:
-        return list(struct.unpack(f">{count}i", self.raw(4 * count)))
-
-    def tagged_fields(self) -> dict[int, bytes]:
-        fields = {}
-        for _ in range(self.uvarint()):
-            tag = self.uvarint()
-            fields[tag] = self.raw(self.uvarint())
-        return fields
-
-
 def decode_key(data: bytes) -> str | None:
     """The transactional id of a key; None for a key version this broker does not know (Kafka
     skips those: left over from an aborted upgrade). Raises TransactionLogError if malformed."""
-    reader = _Reader(data)
+    reader = Reader(data, TransactionLogError)
     (version,) = reader.take(_I16)
     if version != KEY_VERSION:
         return None
@@ -231,7 +181,7 @@ def decode_key(data: bytes) -> str | None:
 
 def decode_value(data: bytes) -> TransactionLogValue:
     """A value record (v0 or v1). Raises TransactionLogError for an unknown version or a malformed one."""
-    reader = _Reader(data)
+    reader = Reader(data, TransactionLogError)
     (version,) = reader.take(_I16)
     if version not in VALUE_VERSIONS:
         raise TransactionLogError(f"unknown __transaction_state value version {version}")
