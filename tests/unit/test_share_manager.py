@@ -13,15 +13,9 @@ from tidelog.config import BrokerConfig
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import iter_records
 from tidelog.queues.manager import ShareConfig, ShareManager
-from tidelog.queues.share_partition import (
-    AckBatch,
-    AcknowledgeType,
-    AcquiredRecords,
-    AcquireMode,
-    ArchiveReason,
-    DeadLetter,
-    SharePartitionConfig,
-)
+from tidelog.queues.in_flight import ArchiveReason, DeadLetter
+from tidelog.queues.log_batches import AcquiredRecords
+from tidelog.queues.share_partition import AckBatch, AcknowledgeType, AcquireMode, SharePartitionConfig
 from tidelog.queues.state_records import ShareStateKey
 from tidelog.queues.state_store import ShareStateStore
 

@@ -9,19 +9,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
-from tidelog.queues.share_partition import (
-    AckBatch,
-    AcknowledgeType,
-    AcquiredRecords,
-    AcquireMode,
-    ArchiveReason,
-    Candidate,
-    DeadLetter,
-    LogBatch,
-    RecordState,
-    SharePartition,
-    SharePartitionConfig,
-)
+from tidelog.queues.in_flight import ArchiveReason, DeadLetter, RecordState
+from tidelog.queues.log_batches import AcquiredRecords, LogBatch
+from tidelog.queues.selection import Candidate
+from tidelog.queues.share_partition import AckBatch, AcknowledgeType, AcquireMode, SharePartition, SharePartitionConfig
 from tidelog.queues.state_records import StateBatch
 from tidelog.queues.state_store import combine_state_batches
 

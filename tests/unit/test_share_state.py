@@ -13,15 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
-from tidelog.queues.share_partition import (
-    AckBatch,
-    AcknowledgeType,
-    AcquiredRecords,
-    LogBatch,
-    RecordState,
-    SharePartition,
-    SharePartitionConfig,
-)
+from tidelog.queues.in_flight import RecordState
+from tidelog.queues.log_batches import AcquiredRecords, LogBatch
+from tidelog.queues.share_partition import AckBatch, AcknowledgeType, SharePartition, SharePartitionConfig
 from tidelog.queues.state_records import (
     SNAPSHOT_RECORD_TYPE,
     UPDATE_RECORD_TYPE,

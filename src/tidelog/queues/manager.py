@@ -35,19 +35,10 @@ from typing import Awaitable, Callable, Iterable, Mapping, NamedTuple, Protocol,
 from tidelog.clock import wall_clock_ms
 from tidelog.config import parse_share_auto_offset_reset
 from tidelog.protocol.errors import ErrorCode, KafkaError
-from tidelog.protocol.records import BATCH_HEADER_SIZE, parse_batch_header
-from tidelog.queues.share_partition import (
-    AckBatch,
-    AcquiredRecords,
-    AcquireMode,
-    DeadLetter,
-    LogBatch,
-    OFFSET_ORDER,
-    SelectionPolicy,
-    SharePartition,
-    SharePartitionConfig,
-    Transition,
-)
+from tidelog.queues.in_flight import DeadLetter, Transition
+from tidelog.queues.log_batches import AcquiredRecords, batches_holding, parse_log_batches
+from tidelog.queues.selection import OFFSET_ORDER, SelectionPolicy
+from tidelog.queues.share_partition import AckBatch, AcquireMode, SharePartition, SharePartitionConfig
 from tidelog.queues.state_records import ShareStateKey
 from tidelog.queues.state_store import ShareStateStore
 
@@ -122,49 +113,6 @@ class AcquireResult(NamedTuple):
 
 
 EMPTY_RESULT = AcquireResult([], [])
-
-
-def parse_log_batches(data, aborted: Iterable[tuple[int, int]] = ()) -> list[tuple[int, int, LogBatch]]:
-    """(position, size, LogBatch) of each whole batch in ``data``. ``aborted`` lists the aborted
-    transactions as (producer id, first offset): their records are marked ``aborted`` the way Kafka
-    filters them (SharePartition.fetchAbortedTransactionRecordBatches): a transaction counts as
-    aborted from its first offset until its producer's next control batch, its ABORT marker."""
-    view = memoryview(data)
-    pending = sorted(aborted, key=lambda a: a[1])
-    aborted_producers: set[int] = set()
-    out = []
-    pos = 0
-    while len(view) - pos >= BATCH_HEADER_SIZE:
-        info = parse_batch_header(view, pos)
-        if info.size < BATCH_HEADER_SIZE or pos + info.size > len(view):
-            break
-        while pending and pending[0][1] <= info.last_offset:
-            aborted_producers.add(pending.pop(0)[0])
-        is_aborted = False
-        if info.is_control:
-            aborted_producers.discard(info.producer_id)
-        elif info.is_transactional and info.producer_id in aborted_producers:
-            is_aborted = True
-        out.append((pos, info.size, LogBatch(info.base_offset, info.last_offset, control=info.is_control,
-                                             aborted=is_aborted)))
-        pos += info.size
-    return out
-
-
-def _overlapping_batches(view: memoryview, batches: list[tuple[int, int, LogBatch]],
-                         acquired: Sequence[AcquiredRecords]) -> list[memoryview]:
-    """The read's batches that hold acquired records, neighbours joined into one buffer."""
-    pieces: list[list[int]] = []
-    i = 0
-    for pos, size, batch in batches:
-        while i < len(acquired) and acquired[i].last_offset < batch.base_offset:
-            i += 1
-        if i < len(acquired) and acquired[i].first_offset <= batch.last_offset:
-            if pieces and pieces[-1][1] == pos:
-                pieces[-1][1] = pos + size
-            else:
-                pieces.append([pos, pos + size])
-    return [view[start:end] for start, end in pieces]
 
 
 class _Loaded:
@@ -295,7 +243,7 @@ class ShareManager:
         await self._settle(key, sp, t)
         if not t.acquired:
             return EMPTY_RESULT
-        return AcquireResult(t.acquired, _overlapping_batches(memoryview(data), batches, t.acquired))
+        return AcquireResult(t.acquired, batches_holding(memoryview(data), batches, t.acquired))
 
     # --- ShareAcknowledge / piggy-backed acknowledgements -----------------------------------------
     async def acknowledge(self, key: ShareStateKey, member_id: str, acks: Sequence[AckBatch], *,

@@ -32,6 +32,9 @@ acquired or acknowledged) until the caller has made it durable and calls ``commi
 dead-letter, which must be written before the transition is made durable. After a commit the
 start offset advances past the leading Acknowledged/Archived records.
 
+The runs and transitions are in_flight.py's, the log batches of a read log_batches.py's, the
+selection policies selection.py's; this module is the state machine over them.
+
 Not thread-safe: the event loop owns it; it does no I/O and reads no clock (times are passed in).
 """
 
@@ -39,24 +42,26 @@ from __future__ import annotations
 
 import enum
 import math
-from bisect import bisect_right
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, NamedTuple, Protocol, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.queues.in_flight import (
+    DEAD_LETTER_REASONS,
+    NO_MEMBER,
+    TERMINAL,
+    ArchiveReason,
+    DeadLetter,
+    RecordState,
+    Run,
+    RunList,
+    Transition,
+    finish,
+    joined,
+)
+from tidelog.queues.log_batches import BatchBounds, LogBatch, acquired_ranges
+from tidelog.queues.selection import OFFSET_ORDER, Candidate, OffsetOrder, SelectionPolicy
 from tidelog.queues.state_records import StateBatch
-
-NO_MEMBER = ""
-
-
-class RecordState(enum.IntEnum):
-    AVAILABLE = 0
-    ACQUIRED = 1
-    ACKNOWLEDGED = 2
-    ARCHIVED = 4
-
-
-TERMINAL = (RecordState.ACKNOWLEDGED, RecordState.ARCHIVED)
 
 
 class AcknowledgeType(enum.IntEnum):
@@ -74,89 +79,12 @@ class AcquireMode(enum.IntEnum):
     RECORD_LIMIT = 1
 
 
-class ArchiveReason(str, enum.Enum):
-    REJECTED = "rejected"  # the consumer rejected it
-    DELIVERY_LIMIT = "delivery_limit"  # delivered share.delivery.count.limit times without acceptance
-    GAP = "gap"  # the consumer reported no record at the offset
-    LOG_START = "log_start_moved"  # deleted from the log (retention, DeleteRecords) before completion
-    MISSING = "missing"  # no record at the offset in the log (compaction, transaction markers)
-    ABORTED = "aborted_transaction"  # read_committed: part of an aborted transaction
-
-
-DEAD_LETTER_REASONS = frozenset({ArchiveReason.REJECTED, ArchiveReason.DELIVERY_LIMIT})
-
-
-class LogBatch(NamedTuple):
-    """A record batch read from the partition's log: its offsets and what acquisition must know of it.
-
-    ``control`` batches (transaction markers) are never delivered. ``aborted`` marks batches of
-    aborted transactions under read_committed (manager.parse_log_batches, from the aborted
-    transactions index); they are archived instead of delivered.
-    """
-
-    base_offset: int
-    last_offset: int
-    control: bool = False
-    aborted: bool = False
-
-
-class AcquiredRecords(NamedTuple):
-    first_offset: int
-    last_offset: int
-    delivery_count: int
-
-
 class AckBatch(NamedTuple):
     """One AcknowledgementBatch of ShareFetch/ShareAcknowledge: one type for the range, or one per offset."""
 
     first_offset: int
     last_offset: int
     acknowledge_types: tuple[int, ...]
-
-
-class DeadLetter(NamedTuple):
-    """Records archived for a reason that sends them to the group's dead-letter topic (KIP-1191)."""
-
-    first_offset: int
-    last_offset: int
-    delivery_count: int
-    reason: ArchiveReason
-
-
-class Candidate(NamedTuple):
-    """Available records a selection policy may choose from: due now, inside what was read."""
-
-    first_offset: int
-    last_offset: int
-    delivery_count: int
-
-
-class SelectionPolicy(Protocol):
-    """Chooses which Available records an acquisition takes, and in what order.
-
-    ``order`` gets the candidates in offset order and yields (first, last) ranges inside them, most
-    wanted first; acquisition takes them in that order until MaxRecords, applying the mode's cut
-    rules and the delivery-count throttling. A policy may leave records out (a record not yet due,
-    filtered out, ...); they stay Available. ``lookahead_records`` is how many records past the
-    ones MaxRecords needs should enter the window, so that the policy has a choice (bounded by the
-    in-flight limit). Issue 14's priority/delay/TTL/filters plug in here.
-    """
-
-    lookahead_records: int
-
-    def order(self, candidates: Sequence[Candidate], now_ms: int) -> Iterable[tuple[int, int]]: ...
-
-
-class OffsetOrder:
-    """Kafka's order: the lowest offsets first."""
-
-    lookahead_records = 0
-
-    def order(self, candidates: Sequence[Candidate], now_ms: int) -> Iterable[tuple[int, int]]:
-        return ((c.first_offset, c.last_offset) for c in candidates)
-
-
-OFFSET_ORDER = OffsetOrder()
 
 
 @dataclass(frozen=True)
@@ -176,69 +104,6 @@ class SharePartitionConfig:
         return max(2, math.ceil(self.delivery_count_limit / 2))
 
 
-class _Run:
-    """Offsets first..last (inclusive) with one state. ``pending`` is the unfinished Transition that
-    changed it, ``saved`` what rollback restores."""
-
-    __slots__ = ("first", "last", "state", "delivery_count", "member_id", "lock_deadline_ms", "available_at_ms",
-                 "pending", "saved")
-
-    def __init__(self, first: int, last: int, state: RecordState, delivery_count: int, member_id: str = NO_MEMBER,
-                 lock_deadline_ms: int = 0, available_at_ms: int = 0) -> None:
-        self.first = first
-        self.last = last
-        self.state = state
-        self.delivery_count = delivery_count
-        self.member_id = member_id
-        self.lock_deadline_ms = lock_deadline_ms
-        self.available_at_ms = available_at_ms
-        self.pending: Transition | None = None
-        self.saved: tuple | None = None
-
-    @property
-    def size(self) -> int:
-        return self.last - self.first + 1
-
-    def fields(self) -> tuple:
-        return (self.state, self.delivery_count, self.member_id, self.lock_deadline_ms, self.available_at_ms)
-
-    def set_fields(self, values: tuple) -> None:
-        self.state, self.delivery_count, self.member_id, self.lock_deadline_ms, self.available_at_ms = values
-
-    def copy(self, first: int, last: int) -> "_Run":
-        run = _Run(first, last, self.state, self.delivery_count, self.member_id, self.lock_deadline_ms,
-                   self.available_at_ms)
-        run.pending, run.saved = self.pending, self.saved
-        return run
-
-    def __repr__(self) -> str:
-        extra = f" by {self.member_id!r} until {self.lock_deadline_ms}" if self.state == RecordState.ACQUIRED else ""
-        return (f"<{self.first}-{self.last} {self.state.name} x{self.delivery_count}{extra}"
-                f"{' pending' if self.pending else ''}>")
-
-
-@dataclass(eq=False)
-class Transition:
-    """A change waiting to be made durable: write ``dead_letters`` (if any), then ``state_batches``,
-    then ``SharePartition.commit``; or ``rollback`` when a write failed."""
-
-    state_batches: list[StateBatch] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    acquired: list[AcquiredRecords] = field(default_factory=list)
-    # Counts for metrics, by what happened: acquired, redelivered, acknowledged, released, rejected,
-    # archived, lock_expired, renewed (records).
-    counts: dict[str, int] = field(default_factory=dict)
-    _runs: list[_Run] = field(default_factory=list, repr=False)
-    done: bool = False
-
-    @property
-    def empty(self) -> bool:
-        return not self.state_batches
-
-    def _count(self, name: str, n: int) -> None:
-        self.counts[name] = self.counts.get(name, 0) + n
-
-
 def _persisted_state(state: RecordState) -> int:
     return 0 if state == RecordState.ACQUIRED else int(state)
 
@@ -249,7 +114,7 @@ class SharePartition:
         self.start_offset = start_offset
         self.next_offset = start_offset
         self.state_epoch = state_epoch
-        self._runs: list[_Run] = []
+        self._runs = RunList()
 
     # --- loading ------------------------------------------------------------------------------
     @classmethod
@@ -265,16 +130,16 @@ class SharePartition:
             if b.last_offset < first:
                 continue
             if first > position:
-                sp._runs.append(_Run(position, first - 1, RecordState.AVAILABLE, 0))
+                sp._runs.append(Run(position, first - 1, RecordState.AVAILABLE, 0))
             state = RecordState(b.delivery_state) if b.delivery_state in (0, 2, 4) else RecordState.AVAILABLE
             if state == RecordState.AVAILABLE and b.delivery_count >= config.delivery_count_limit:
-                sp._runs.append(_Run(first, b.last_offset, RecordState.ACQUIRED, b.delivery_count, NO_MEMBER, now_ms))
+                sp._runs.append(Run(first, b.last_offset, RecordState.ACQUIRED, b.delivery_count, NO_MEMBER, now_ms))
             else:
-                sp._runs.append(_Run(first, b.last_offset, state, max(0, b.delivery_count)))
+                sp._runs.append(Run(first, b.last_offset, state, max(0, b.delivery_count)))
             position = b.last_offset + 1
         sp.next_offset = position
         sp._advance_start()
-        sp._coalesce()
+        sp._runs.coalesce()
         return sp
 
     # --- queries ------------------------------------------------------------------------------
@@ -287,7 +152,7 @@ class SharePartition:
         return [(r.first, r.last, r.state, r.delivery_count, r.member_id) for r in self._runs]
 
     def state_of(self, offset: int) -> tuple[RecordState, int, str] | None:
-        run = self._find(offset)
+        run = self._runs.find(offset)
         return None if run is None else (run.state, run.delivery_count, run.member_id)
 
     def fetch_offset(self, now_ms: int) -> int | None:
@@ -365,15 +230,15 @@ class SharePartition:
                                       max_records if isinstance(policy, OffsetOrder) else None)
         if not candidates:
             return t
-        bounds = _BatchBounds(batches)
+        bounds = BatchBounds(batches)
         deadline = now_ms + self.config.record_lock_duration_ms
         acquired_count = 0
-        taken: list[_Run] = []
+        taken: list[Run] = []
         for first, last in policy.order(candidates, now_ms):
             if acquired_count >= max_records:
                 break
             stop = False
-            for run in list(self._overlapping(max(first, read_first), min(last, read_last))):
+            for run in list(self._runs.overlapping(max(first, read_first), min(last, read_last))):
                 if acquired_count >= max_records:
                     break
                 if run.state != RecordState.AVAILABLE or run.pending is not None or run.available_at_ms > now_ms:
@@ -393,11 +258,11 @@ class SharePartition:
                         take = remaining
                     else:
                         take = min(take, bounds.end_of_batch(seg_first + remaining - 1) - seg_first + 1)
-                piece = self._isolate(seg_first, seg_first + take - 1)
+                piece = self._runs.isolate(seg_first, seg_first + take - 1)
                 for part in piece:
                     self._begin(t, part)
                     if part.delivery_count > 0:
-                        t._count("redelivered", part.size)
+                        t.add_count("redelivered", part.size)
                     part.state = RecordState.ACQUIRED
                     part.delivery_count += 1
                     part.member_id = member_id
@@ -413,9 +278,10 @@ class SharePartition:
         if not taken:
             return t
         taken.sort(key=lambda r: r.first)
-        t._count("acquired", acquired_count)
-        t.state_batches = _joined(StateBatch(r.first, r.last, 0, r.delivery_count) for r in taken)
-        t.acquired = _ranges(taken, bounds, batch_size if mode == AcquireMode.BATCH_OPTIMIZED else None)
+        t.add_count("acquired", acquired_count)
+        t.state_batches = joined(StateBatch(r.first, r.last, 0, r.delivery_count) for r in taken)
+        t.acquired = acquired_ranges(((r.first, r.last, r.delivery_count) for r in taken), bounds,
+                                     batch_size if mode == AcquireMode.BATCH_OPTIMIZED else None)
         return t
 
     def _candidates(self, first: int, last: int, now_ms: int, enough: int | None) -> list[Candidate]:
@@ -423,7 +289,7 @@ class SharePartition:
         records need (MaxRecords may be met without the rest), when given."""
         candidates = []
         total = 0
-        for run in self._overlapping(first, last):
+        for run in self._runs.overlapping(first, last):
             if run.state == RecordState.AVAILABLE and run.pending is None and run.available_at_ms <= now_ms:
                 candidate = Candidate(max(run.first, first), min(run.last, last), run.delivery_count)
                 candidates.append(candidate)
@@ -445,7 +311,7 @@ class SharePartition:
 
     def _due_available(self, first: int, last: int, now_ms: int) -> int:
         total = 0
-        for run in self._overlapping(first, last):
+        for run in self._runs.overlapping(first, last):
             if run.state == RecordState.AVAILABLE and run.pending is None and run.available_at_ms <= now_ms:
                 total += min(run.last, last) - max(run.first, first) + 1
         return total
@@ -460,24 +326,16 @@ class SharePartition:
                 continue
             first = max(batch.base_offset, self.next_offset)
             if first > self.next_offset:
-                self._append(_Run(self.next_offset, first - 1, RecordState.ARCHIVED, 0))
+                self._runs.append_run(Run(self.next_offset, first - 1, RecordState.ARCHIVED, 0))
             if batch.control or batch.aborted:
-                self._append(_Run(first, batch.last_offset, RecordState.ARCHIVED, 0))
+                self._runs.append_run(Run(first, batch.last_offset, RecordState.ARCHIVED, 0))
             else:
-                self._append(_Run(first, batch.last_offset, RecordState.AVAILABLE, 0))
+                self._runs.append_run(Run(first, batch.last_offset, RecordState.AVAILABLE, 0))
                 added += batch.last_offset - first + 1
             self.next_offset = batch.last_offset + 1
             if added >= wanted:
                 break
         self._advance_start()
-
-    def _append(self, run: _Run) -> None:
-        last = self._runs[-1] if self._runs else None
-        if last is not None and last.pending is None and run.state in TERMINAL and last.fields() == run.fields() \
-                and last.last + 1 == run.first:
-            last.last = run.last
-        else:
-            self._runs.append(run)
 
     # --- acknowledgement ----------------------------------------------------------------------
     def acknowledge(self, member_id: str, acks: Sequence[AckBatch], now_ms: int, *,
@@ -487,7 +345,7 @@ class SharePartition:
         INVALID_RECORD_STATE when a record is not Acquired by this member."""
         self._validate_acks(member_id, acks, renew_allowed)
         t = Transition()
-        renewed: list[_Run] = []
+        renewed: list[Run] = []
         for ack in acks:
             first = max(ack.first_offset, self.start_offset)
             if ack.last_offset < first:
@@ -495,27 +353,27 @@ class SharePartition:
             for sub_first, sub_last, ack_type in _ack_ranges(ack):
                 if sub_last < first:
                     continue
-                for run in self._isolate(max(sub_first, first), sub_last):
+                for run in self._runs.isolate(max(sub_first, first), sub_last):
                     if ack_type == AcknowledgeType.RENEW:
                         run.lock_deadline_ms = now_ms + self.config.record_lock_duration_ms
-                        t._count("renewed", run.size)
+                        t.add_count("renewed", run.size)
                         renewed.append(run)
                         continue
                     self._begin(t, run)
                     if ack_type == AcknowledgeType.ACCEPT:
-                        _finish(run, RecordState.ACKNOWLEDGED)
-                        t._count("acknowledged", run.size)
+                        finish(run, RecordState.ACKNOWLEDGED)
+                        t.add_count("acknowledged", run.size)
                     elif ack_type == AcknowledgeType.RELEASE:
-                        t._count("released", run.size)
+                        t.add_count("released", run.size)
                         self._make_available(t, run, now_ms, delay_ms=release_delay_ms)
                     elif ack_type == AcknowledgeType.REJECT:
-                        t._count("rejected", run.size)
+                        t.add_count("rejected", run.size)
                         self._archive(t, run, ArchiveReason.REJECTED)
                     else:
                         self._archive(t, run, ArchiveReason.GAP)
         self._record(t)
         for first in sorted({run.first for run in renewed}):
-            self._merge_at(first)
+            self._runs.merge_at(first)
         return t
 
     def _validate_acks(self, member_id: str, acks: Sequence[AckBatch], renew_allowed: bool) -> None:
@@ -543,7 +401,7 @@ class SharePartition:
             if ack.last_offset < self.start_offset:
                 continue  # already archived
             first = max(ack.first_offset, self.start_offset)
-            for run in self._overlapping(first, ack.last_offset):
+            for run in self._runs.overlapping(first, ack.last_offset):
                 if run.pending is not None:
                     raise KafkaError(ErrorCode.invalid_record_state,
                                      "The record state is invalid. The acknowledgement of delivery could not be "
@@ -564,7 +422,7 @@ class SharePartition:
                 continue
             for part in self._split_at_start(run):
                 self._begin(t, part)
-                t._count("lock_expired", part.size)
+                t.add_count("lock_expired", part.size)
                 self._return(t, part, now_ms)
         self._record(t)
         return t
@@ -580,12 +438,12 @@ class SharePartition:
                 continue
             for part in self._split_at_start(run):
                 self._begin(t, part)
-                t._count("released", part.size)
+                t.add_count("released", part.size)
                 if count_delivery or part.last < self.start_offset:
                     self._return(t, part, now_ms)
                 else:
                     part.delivery_count = max(0, part.delivery_count - 1)
-                    _finish(part, RecordState.AVAILABLE)
+                    finish(part, RecordState.AVAILABLE)
         self._record(t)
         return t
 
@@ -597,26 +455,26 @@ class SharePartition:
         self.start_offset = log_start_offset
         self.next_offset = max(self.next_offset, log_start_offset)
         self._advance_start()
-        self._coalesce()
+        self._runs.coalesce()
 
-    def _return(self, t: Transition, run: _Run, now_ms: int) -> None:
+    def _return(self, t: Transition, run: Run, now_ms: int) -> None:
         if run.last < self.start_offset:
             self._archive(t, run, ArchiveReason.LOG_START)
         else:
             self._make_available(t, run, now_ms)
 
-    def _make_available(self, t: Transition, run: _Run, now_ms: int, delay_ms: int = 0) -> None:
+    def _make_available(self, t: Transition, run: Run, now_ms: int, delay_ms: int = 0) -> None:
         if run.delivery_count >= self.config.delivery_count_limit:
             self._archive(t, run, ArchiveReason.DELIVERY_LIMIT)
             return
         backoff = self.config.redelivery_delay_ms
         delay_ms = max(delay_ms, backoff(run.delivery_count) if backoff is not None else 0)
-        _finish(run, RecordState.AVAILABLE)
+        finish(run, RecordState.AVAILABLE)
         run.available_at_ms = now_ms + delay_ms if delay_ms > 0 else 0
 
-    def _archive(self, t: Transition, run: _Run, reason: ArchiveReason) -> None:
-        _finish(run, RecordState.ARCHIVED)
-        t._count("archived", run.size)
+    def _archive(self, t: Transition, run: Run, reason: ArchiveReason) -> None:
+        finish(run, RecordState.ARCHIVED)
+        t.add_count("archived", run.size)
         if reason in DEAD_LETTER_REASONS:
             t.dead_letters.append(DeadLetter(run.first, run.last, run.delivery_count, reason))
 
@@ -633,87 +491,48 @@ class SharePartition:
         if t.done:
             raise RuntimeError("transition already committed or rolled back")
         t.done = True
-        for run in t._runs:
+        for run in t.runs:
             if restore and run.saved is not None:
                 run.set_fields(run.saved)
             run.pending = None
             run.saved = None
-        firsts = sorted({run.first for run in t._runs})
+        firsts = sorted({run.first for run in t.runs})
         self._advance_start()
         for first in firsts:
-            self._merge_at(first)
+            self._runs.merge_at(first)
 
-    def _begin(self, t: Transition, run: _Run) -> None:
+    def _begin(self, t: Transition, run: Run) -> None:
         run.saved = run.fields()
         run.pending = t
-        t._runs.append(run)
+        t.runs.append(run)
 
     def _record(self, t: Transition) -> None:
-        t.state_batches = _joined(StateBatch(r.first, r.last, _persisted_state(r.state), r.delivery_count)
-                                  for r in sorted(t._runs, key=lambda r: r.first))
-        t.dead_letters = _joined(sorted(t.dead_letters))
+        t.state_batches = joined(StateBatch(r.first, r.last, _persisted_state(r.state), r.delivery_count)
+                                  for r in sorted(t.runs, key=lambda r: r.first))
+        t.dead_letters = joined(sorted(t.dead_letters))
 
-    # --- the run list -------------------------------------------------------------------------
-    def _index(self, offset: int) -> int:
-        """Index of the run containing ``offset``, or of the first run after it."""
-        i = bisect_right(self._runs, offset, key=lambda r: r.first) - 1
-        if i >= 0 and self._runs[i].last >= offset:
-            return i
-        return i + 1
-
-    def _find(self, offset: int) -> _Run | None:
-        i = self._index(offset)
-        if i < len(self._runs) and self._runs[i].first <= offset <= self._runs[i].last:
-            return self._runs[i]
-        return None
-
-    def _overlapping(self, first: int, last: int) -> Iterable[_Run]:
-        i = self._index(first)
-        runs = self._runs
-        while i < len(runs) and runs[i].first <= last:
-            yield runs[i]
-            i += 1
-
-    def _split(self, offset: int) -> None:
-        """Make ``offset`` the first offset of a run (when a run spans it)."""
-        i = self._index(offset)
-        if i >= len(self._runs):
-            return
-        run = self._runs[i]
-        if run.first < offset <= run.last:
-            if run.pending is not None:
-                raise RuntimeError(f"cannot split pending run {run!r}")
-            tail = run.copy(offset, run.last)
-            run.last = offset - 1
-            self._runs.insert(i + 1, tail)
-
-    def _isolate(self, first: int, last: int) -> list[_Run]:
-        """The runs exactly covering first..last, splitting at both ends."""
-        self._split(first)
-        self._split(last + 1)
-        return list(self._overlapping(first, last))
-
-    def _split_at_start(self, run: _Run) -> list[_Run]:
+    # --- the start offset ----------------------------------------------------------------------
+    def _split_at_start(self, run: Run) -> list[Run]:
         """A run straddling the start offset splits there (the part below it is finished differently)."""
         first, last = run.first, run.last
         if first < self.start_offset <= last:
-            return self._isolate(first, self.start_offset - 1) + self._isolate(self.start_offset, last)
+            return self._runs.isolate(first, self.start_offset - 1) + self._runs.isolate(self.start_offset, last)
         return [run]
 
     def _advance_start(self) -> None:
         """Move the start offset past leading finished records; archive Available records left below it
         (deleted from the log); drop finished runs below it."""
-        i = self._index(self.start_offset)
+        i = self._runs.index_of(self.start_offset)
         while i < len(self._runs):
             run = self._runs[i]
             if run.first > self.start_offset or run.state not in TERMINAL or run.pending is not None:
                 break
             self.start_offset = run.last + 1
             i += 1
-        for run in list(self._overlapping(self._runs[0].first if self._runs else 0, self.start_offset - 1)):
+        for run in list(self._runs.overlapping(self._runs[0].first if self._runs else 0, self.start_offset - 1)):
             if run.state == RecordState.AVAILABLE and run.pending is None:
-                for part in self._isolate(run.first, min(run.last, self.start_offset - 1)):
-                    _finish(part, RecordState.ARCHIVED)
+                for part in self._runs.isolate(run.first, min(run.last, self.start_offset - 1)):
+                    finish(part, RecordState.ARCHIVED)
         while self._runs:
             head = self._runs[0]
             if head.last >= self.start_offset or head.state not in TERMINAL or head.pending is not None:
@@ -724,102 +543,8 @@ class SharePartition:
         elif self.next_offset < self.start_offset:
             self.next_offset = self.start_offset
 
-    def _coalesce(self) -> None:
-        """Merge neighbouring runs that are alike, so the run list stays as short as the states allow."""
-        runs = self._runs
-        if len(runs) < 2:
-            return
-        merged = [runs[0]]
-        for run in runs[1:]:
-            if _mergeable(merged[-1], run):
-                merged[-1].last = run.last
-            else:
-                merged.append(run)
-        self._runs = merged
-
-    def _merge_at(self, offset: int) -> None:
-        """Merge the run holding ``offset`` with its neighbours where they are alike (a local _coalesce)."""
-        runs = self._runs
-        i = self._index(offset)
-        if i >= len(runs) or runs[i].first > offset:
-            return
-        while i > 0 and _mergeable(runs[i - 1], runs[i]):
-            runs[i - 1].last = runs[i].last
-            del runs[i]
-            i -= 1
-        while i + 1 < len(runs) and _mergeable(runs[i], runs[i + 1]):
-            runs[i].last = runs[i + 1].last
-            del runs[i + 1]
-
     def __repr__(self) -> str:
         return f"SharePartition(start={self.start_offset}, next={self.next_offset}, runs={self._runs})"
-
-
-class _BatchBounds:
-    """Where the log batches of a read end, to cut acquisitions at batch boundaries."""
-
-    def __init__(self, batches: Sequence[LogBatch]) -> None:
-        self.firsts = [b.base_offset for b in batches]
-        self.lasts = [b.last_offset for b in batches]
-
-    def batch_size_at(self, offset: int) -> int:
-        i = bisect_right(self.firsts, offset) - 1
-        if i >= 0 and self.lasts[i] >= offset:
-            return self.lasts[i] - self.firsts[i] + 1
-        return 1
-
-    def end_of_batch(self, offset: int) -> int:
-        i = bisect_right(self.firsts, offset) - 1
-        if i >= 0 and self.lasts[i] >= offset:
-            return self.lasts[i]
-        return offset
-
-
-def _mergeable(left: _Run, right: _Run) -> bool:
-    return (left.pending is None and right.pending is None and left.last + 1 == right.first
-            and left.state == right.state and left.delivery_count == right.delivery_count
-            and left.member_id == right.member_id and left.lock_deadline_ms == right.lock_deadline_ms
-            and left.available_at_ms == right.available_at_ms)
-
-
-def _joined(items: Iterable) -> list:
-    """Sorted (first, last, *rest) tuples with neighbours that differ only in offsets joined."""
-    out: list = []
-    for item in items:
-        if out and out[-1][1] + 1 == item[0] and out[-1][2:] == item[2:]:
-            out[-1] = out[-1]._replace(last_offset=item[1])
-        else:
-            out.append(item)
-    return out
-
-
-def _finish(run: _Run, state: RecordState) -> None:
-    """The run leaves Acquired (or a delay): no owner, no lock, no due time."""
-    run.state = state
-    run.member_id = NO_MEMBER
-    run.lock_deadline_ms = 0
-    run.available_at_ms = 0
-
-
-def _ranges(runs: list[_Run], bounds: _BatchBounds, batch_size: int | None) -> list[AcquiredRecords]:
-    """AcquiredRecords for the acquired runs (in offset order): neighbours with equal delivery counts
-    join; with a batch size, a range is cut at the end of the log batch where it reaches that size."""
-    segments: list[list[int]] = []
-    for run in runs:
-        if segments and segments[-1][1] + 1 == run.first and segments[-1][2] == run.delivery_count:
-            segments[-1][1] = run.last
-        else:
-            segments.append([run.first, run.last, run.delivery_count])
-    result = []
-    for first, last, count in segments:
-        while batch_size is not None and last - first + 1 > batch_size:
-            cut = bounds.end_of_batch(first + batch_size - 1)
-            if cut >= last:
-                break
-            result.append(AcquiredRecords(first, cut, count))
-            first = cut + 1
-        result.append(AcquiredRecords(first, last, count))
-    return result
 
 
 def _ack_ranges(ack: AckBatch) -> Iterable[tuple[int, int, int]]:

@@ -1,0 +1,224 @@
+"""The in-flight records of a share-partition: runs of offsets sharing one state, and the
+pending transitions that change them.
+
+A ``Run`` is offsets first..last (inclusive) with one ``RecordState``, delivery count, owner,
+lock deadline and due time. ``RunList`` keeps a share-partition's runs sorted by offset and
+non-overlapping; runs split only where states differ (``split``, ``isolate``) and merge back
+when neighbours become alike (``coalesce``, ``merge_at``), so memory follows the number of
+distinct states, not of records. A ``Transition`` is a change applied to runs but pending (its
+runs cannot change again) until it is made durable: it lists the state batches to persist and
+the records to dead-letter. Not thread-safe; the share-partition's owner (the event loop) owns it.
+"""
+
+from __future__ import annotations
+
+import enum
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from typing import Iterable, NamedTuple
+
+from tidelog.queues.log_batches import AcquiredRecords
+from tidelog.queues.state_records import StateBatch
+
+__all__ = ["DEAD_LETTER_REASONS", "NO_MEMBER", "TERMINAL", "ArchiveReason", "DeadLetter", "RecordState", "Run",
+           "RunList", "Transition", "finish", "joined"]
+
+NO_MEMBER = ""
+
+
+class RecordState(enum.IntEnum):
+    AVAILABLE = 0
+    ACQUIRED = 1
+    ACKNOWLEDGED = 2
+    ARCHIVED = 4
+
+
+TERMINAL = (RecordState.ACKNOWLEDGED, RecordState.ARCHIVED)
+
+
+class ArchiveReason(str, enum.Enum):
+    REJECTED = "rejected"  # the consumer rejected it
+    DELIVERY_LIMIT = "delivery_limit"  # delivered share.delivery.count.limit times without acceptance
+    GAP = "gap"  # the consumer reported no record at the offset
+    LOG_START = "log_start_moved"  # deleted from the log (retention, DeleteRecords) before completion
+    MISSING = "missing"  # no record at the offset in the log (compaction, transaction markers)
+    ABORTED = "aborted_transaction"  # read_committed: part of an aborted transaction
+
+
+DEAD_LETTER_REASONS = frozenset({ArchiveReason.REJECTED, ArchiveReason.DELIVERY_LIMIT})
+
+
+class DeadLetter(NamedTuple):
+    """Records archived for a reason that sends them to the group's dead-letter topic (KIP-1191)."""
+
+    first_offset: int
+    last_offset: int
+    delivery_count: int
+    reason: ArchiveReason
+
+
+class Run:
+    """Offsets first..last (inclusive) with one state. ``pending`` is the unfinished Transition that
+    changed it, ``saved`` what rollback restores."""
+
+    __slots__ = ("first", "last", "state", "delivery_count", "member_id", "lock_deadline_ms", "available_at_ms",
+                 "pending", "saved")
+
+    def __init__(self, first: int, last: int, state: RecordState, delivery_count: int, member_id: str = NO_MEMBER,
+                 lock_deadline_ms: int = 0, available_at_ms: int = 0) -> None:
+        self.first = first
+        self.last = last
+        self.state = state
+        self.delivery_count = delivery_count
+        self.member_id = member_id
+        self.lock_deadline_ms = lock_deadline_ms
+        self.available_at_ms = available_at_ms
+        self.pending: Transition | None = None
+        self.saved: tuple | None = None
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+    def fields(self) -> tuple:
+        return (self.state, self.delivery_count, self.member_id, self.lock_deadline_ms, self.available_at_ms)
+
+    def set_fields(self, values: tuple) -> None:
+        self.state, self.delivery_count, self.member_id, self.lock_deadline_ms, self.available_at_ms = values
+
+    def copy(self, first: int, last: int) -> "Run":
+        run = Run(first, last, self.state, self.delivery_count, self.member_id, self.lock_deadline_ms,
+                   self.available_at_ms)
+        run.pending, run.saved = self.pending, self.saved
+        return run
+
+    def __repr__(self) -> str:
+        extra = f" by {self.member_id!r} until {self.lock_deadline_ms}" if self.state == RecordState.ACQUIRED else ""
+        return (f"<{self.first}-{self.last} {self.state.name} x{self.delivery_count}{extra}"
+                f"{' pending' if self.pending else ''}>")
+
+
+@dataclass(eq=False)
+class Transition:
+    """A change waiting to be made durable: write ``dead_letters`` (if any), then ``state_batches``,
+    then ``SharePartition.commit``; or ``rollback`` when a write failed."""
+
+    state_batches: list[StateBatch] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    acquired: list[AcquiredRecords] = field(default_factory=list)
+    # Counts for metrics, by what happened: acquired, redelivered, acknowledged, released, rejected,
+    # archived, lock_expired, renewed (records).
+    counts: dict[str, int] = field(default_factory=dict)
+    runs: list[Run] = field(default_factory=list, repr=False)  # the runs it changed
+    done: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not self.state_batches
+
+    def add_count(self, name: str, n: int) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+
+class RunList(list):
+    """A share-partition's runs (``list[Run]``), sorted by first offset, never overlapping."""
+
+    def index_of(self, offset: int) -> int:
+        """Index of the run containing ``offset``, or of the first run after it."""
+        i = bisect_right(self, offset, key=lambda r: r.first) - 1
+        if i >= 0 and self[i].last >= offset:
+            return i
+        return i + 1
+
+    def find(self, offset: int) -> Run | None:
+        i = self.index_of(offset)
+        if i < len(self) and self[i].first <= offset <= self[i].last:
+            return self[i]
+        return None
+
+    def overlapping(self, first: int, last: int) -> Iterable[Run]:
+        i = self.index_of(first)
+        runs = self
+        while i < len(runs) and runs[i].first <= last:
+            yield runs[i]
+            i += 1
+
+    def split(self, offset: int) -> None:
+        """Make ``offset`` the first offset of a run (when a run spans it)."""
+        i = self.index_of(offset)
+        if i >= len(self):
+            return
+        run = self[i]
+        if run.first < offset <= run.last:
+            if run.pending is not None:
+                raise RuntimeError(f"cannot split pending run {run!r}")
+            tail = run.copy(offset, run.last)
+            run.last = offset - 1
+            self.insert(i + 1, tail)
+
+    def isolate(self, first: int, last: int) -> list[Run]:
+        """The runs exactly covering first..last, splitting at both ends."""
+        self.split(first)
+        self.split(last + 1)
+        return list(self.overlapping(first, last))
+
+    def coalesce(self) -> None:
+        """Merge neighbouring runs that are alike, so the run list stays as short as the states allow."""
+        if len(self) < 2:
+            return
+        merged = [self[0]]
+        for run in self[1:]:
+            if mergeable(merged[-1], run):
+                merged[-1].last = run.last
+            else:
+                merged.append(run)
+        self[:] = merged
+
+    def merge_at(self, offset: int) -> None:
+        """Merge the run holding ``offset`` with its neighbours where they are alike (a local coalesce)."""
+        runs = self
+        i = self.index_of(offset)
+        if i >= len(runs) or runs[i].first > offset:
+            return
+        while i > 0 and mergeable(runs[i - 1], runs[i]):
+            runs[i - 1].last = runs[i].last
+            del runs[i]
+            i -= 1
+        while i + 1 < len(runs) and mergeable(runs[i], runs[i + 1]):
+            runs[i].last = runs[i + 1].last
+            del runs[i + 1]
+
+    def append_run(self, run: Run) -> None:
+        """Add a run after the last one; a finished run alike the last one extends it instead."""
+        last = self[-1] if self else None
+        if last is not None and last.pending is None and run.state in TERMINAL and last.fields() == run.fields() \
+                and last.last + 1 == run.first:
+            last.last = run.last
+        else:
+            self.append(run)
+
+
+def mergeable(left: Run, right: Run) -> bool:
+    return (left.pending is None and right.pending is None and left.last + 1 == right.first
+            and left.state == right.state and left.delivery_count == right.delivery_count
+            and left.member_id == right.member_id and left.lock_deadline_ms == right.lock_deadline_ms
+            and left.available_at_ms == right.available_at_ms)
+
+
+def joined(items: Iterable) -> list:
+    """Sorted (first, last, *rest) tuples with neighbours that differ only in offsets joined."""
+    out: list = []
+    for item in items:
+        if out and out[-1][1] + 1 == item[0] and out[-1][2:] == item[2:]:
+            out[-1] = out[-1]._replace(last_offset=item[1])
+        else:
+            out.append(item)
+    return out
+
+
+def finish(run: Run, state: RecordState) -> None:
+    """The run leaves Acquired (or a delay): no owner, no lock, no due time."""
+    run.state = state
+    run.member_id = NO_MEMBER
+    run.lock_deadline_ms = 0
+    run.available_at_ms = 0
