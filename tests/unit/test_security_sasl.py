@@ -22,21 +22,13 @@ from kafka.net.sasl.scram import ScramClient as KafkaPythonScramClient
 from tidelog.config import ConfigError
 from tidelog.protocol.errors import ErrorCode
 from tidelog.security.principal import KafkaPrincipal
-from tidelog.security.sasl import (
-    MAX_RECEIVE_SIZE_BEFORE_AUTHENTICATION,
-    Admission,
+from tidelog.security.sasl import MAX_RECEIVE_SIZE_BEFORE_AUTHENTICATION, Admission, Outcome, SaslServerSession, SaslState
+from tidelog.security.sasl_mechanisms import PlainServer, PlainUsersFile, SaslMechanisms, ScramServer, ScramStorePasswords
+from tidelog.security.scram_credentials import (
     InMemoryCredentialStore,
-    Outcome,
-    PlainServer,
-    PlainUsersFile,
-    SaslMechanisms,
-    SaslServerSession,
-    SaslState,
     ScramCredential,
     ScramDeletion,
     ScramMechanism,
-    ScramServer,
-    ScramStorePasswords,
     ScramUpsertion,
     alter_user_scram_credentials,
     describe_user_scram_credentials,

@@ -6,7 +6,7 @@ import pytest
 
 from tidelog.config import BROKER_CONFIGS, ConfigError
 from tidelog.security.principal import Endpoint, SecurityProtocol
-from tidelog.security.sasl import InMemoryCredentialStore
+from tidelog.security.scram_credentials import InMemoryCredentialStore
 from tidelog.security.settings import SECURITY_CONFIGS, SecuritySettings, parse_super_users
 
 

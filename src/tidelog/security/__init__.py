@@ -1,8 +1,10 @@
 """Kafka's security model, as modules the connection and the handlers call.
 
 - ``principal``: who is asking (``KafkaPrincipal``), listeners and their security protocols.
-- ``sasl``: SASL PLAIN and SCRAM-SHA-256/512 as sans-I/O state machines, credentials, and the
-  per-connection handshake/authenticate/re-authenticate states.
+- ``sasl``: one connection's SASL states (handshake, authenticate, re-authenticate), sans-I/O.
+- ``sasl_mechanisms``: SASL PLAIN and SCRAM-SHA-256/512 as sans-I/O mechanisms, PLAIN's password checks.
+- ``scram_credentials``: SCRAM credentials, their store protocol, DescribeUserScramCredentials and
+  AlterUserScramCredentials.
 - ``acl``: ACL bindings and filters, CreateAcls/DescribeAcls/DeleteAcls semantics.
 - ``authorizer``: StandardAuthorizer's evaluation (deny wins, super users, implied operations).
 - ``api_authorization``: which operation on which resource each Kafka API needs.

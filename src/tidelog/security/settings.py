@@ -21,13 +21,9 @@ from tidelog.config import ConfigDef, ConfigError
 from tidelog.security.authorizer import Authorizer
 from tidelog.security.principal import DEFAULT_PROTOCOL_MAP, KafkaPrincipal, ListenerConfig, resolve_listeners
 from tidelog.security.quotas import QuotaManagers
-from tidelog.security.sasl import (
-    MAX_RECEIVE_SIZE_BEFORE_AUTHENTICATION,
-    SUPPORTED_MECHANISMS,
-    CredentialStore,
-    PlainUsersFile,
-    SaslMechanisms,
-)
+from tidelog.security.sasl import MAX_RECEIVE_SIZE_BEFORE_AUTHENTICATION
+from tidelog.security.sasl_mechanisms import SUPPORTED_MECHANISMS, PlainUsersFile, SaslMechanisms
+from tidelog.security.scram_credentials import CredentialStore
 
 # Kafka's authorizer class names; either turns the ACL authorizer on.
 AUTHORIZER_CLASS_NAMES = ("", "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
