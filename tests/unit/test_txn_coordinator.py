@@ -284,7 +284,7 @@ def test_exhausted_epochs_move_to_a_new_producer_id():
         coordinator, _, _, _ = make()
         await elected(coordinator)
         first = await coordinator.init_producer_id("tx", 30_000)
-        coordinator._partitions[0].transactions["tx"].producer_epoch = MAX_PRODUCER_EPOCH - 1
+        coordinator.state_manager.partitions[0].transactions["tx"].producer_epoch = MAX_PRODUCER_EPOCH - 1
         rotated = await coordinator.init_producer_id("tx", 30_000)
         assert rotated.error is E.none and rotated.producer_id != first.producer_id and rotated.producer_epoch == 0
     run(main())
@@ -325,7 +325,7 @@ def test_a_failed_fence_is_not_bumped_twice():
         await coordinator.add_partitions("tx", pid, 0, [A0])
         log.failures.append(E.not_enough_replicas)
         assert (await coordinator.init_producer_id("tx", 30_000)).error is E.coordinator_not_available
-        assert coordinator._partitions[0].transactions["tx"].has_failed_epoch_fence
+        assert coordinator.state_manager.partitions[0].transactions["tx"].has_failed_epoch_fence
         assert (await coordinator.init_producer_id("tx", 30_000)).error is E.concurrent_transactions
         await settle(coordinator)
         assert parts.markers[A0] == [(pid, 1, False, 0)], "epoch 1, not 2: the failed fence's epoch is reused"
@@ -452,11 +452,11 @@ def test_idle_ids_expire_with_a_tombstone():
         pid = (await coordinator.init_producer_id("busy", 1000)).producer_id
         await coordinator.add_partitions("busy", pid, 0, [A0])
         clock.now += 10_000
-        await coordinator.remove_expired_transactional_ids()
+        await coordinator.state_manager.remove_expired_transactional_ids()
         assert log.records[0][-1] == (log_records.encode_key("idle"), None)
         assert coordinator.describe("idle").error is E.transactional_id_not_found
         assert coordinator.describe("busy").state == "Ongoing", "an open transaction never expires"
-        assert coordinator.expired_ids == 1
+        assert coordinator.state_manager.expired_ids == 1
         again = await coordinator.init_producer_id("idle", 1000)
         assert again.producer_epoch == 0 and again.producer_id not in (pid,)
     run(main())
@@ -475,7 +475,7 @@ def test_timers_run_on_their_intervals():
         while coordinator.describe("tx").error is E.none:  # aborted, then expired
             await asyncio.sleep(0.005)
             clock.now += 10
-        assert coordinator.timed_out_aborts == 1 and coordinator.expired_ids == 1
+        assert coordinator.timed_out_aborts == 1 and coordinator.state_manager.expired_ids == 1
         await coordinator.stop()
         assert coordinator.describe("tx").error is E.coordinator_not_available
     run(main())

@@ -1,4 +1,4 @@
-"""The transaction coordinator: Kafka's TransactionCoordinator and TransactionStateManager on asyncio.
+"""The transaction coordinator: Kafka's TransactionCoordinator on asyncio.
 
 Each ``__transaction_state`` partition this broker leads makes it the coordinator of the
 transactional ids that hash to it (``partition_for``, FindCoordinator key type 1). Requests
@@ -20,10 +20,11 @@ the ones the Python clients send):
   are in the transaction, asked by a partition leader before a producer's first transactional
   batch there (``verification_error`` maps the answer for the Produce response).
 
-Every state change is prepared (the id's ``pending_state`` blocks others: CONCURRENT_TRANSACTIONS),
-appended to the id's partition through the injected ``append_state`` (durable in the ISR, or a
-KafkaError mapped as Kafka maps it: NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE, ...), and only
-then applied. A state appended under an old coordinator epoch is never applied.
+Every state change is prepared here (the id's ``pending_state`` blocks others:
+CONCURRENT_TRANSACTIONS), then appended and applied by the ``TransactionStateManager``
+(state_manager.py, which holds the ids of the partitions led here): durable in the ISR, or a
+KafkaError mapped as Kafka maps it (NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE, ...); a state
+appended under an old coordinator epoch is never applied.
 
 Leadership: ``on_election(partition, coordinator_epoch, records)`` loads the partition's records
 (requests for its ids get COORDINATOR_LOAD_IN_PROGRESS meanwhile) and resumes every transaction
@@ -44,14 +45,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterable, Iterable
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, NamedTuple
 
 from tidelog.clock import wall_clock_ms
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.topics import CONSUMER_OFFSETS
 from tidelog.txn import log_records
-from tidelog.txn.log_records import TransactionLogError, TransactionLogValue
+from tidelog.txn.config import TransactionConfig
 from tidelog.txn.markers import MarkerEntry, TransactionMarkerChannel
 from tidelog.txn.state import (
     NO_PRODUCER_EPOCH,
@@ -63,6 +63,7 @@ from tidelog.txn.state import (
     TxnTransit,
     is_epoch_exhausted,
 )
+from tidelog.txn.state_manager import DescribedTransaction, ListedTransactions, StateAppender, TransactionStateManager
 
 __all__ = [
     "DescribedTransaction",
@@ -79,9 +80,6 @@ logger = logging.getLogger(__name__)
 
 S = TransactionState
 
-# append_state(partition of __transaction_state, [(key, value or None)], timeout_ms): returns once
-# the records are durable (in the ISR, acks=all); raises KafkaError with the append's error.
-StateAppender = Callable[[int, list[tuple[bytes, bytes | None]], int], Awaitable[Any]]
 ProducerIdAllocator = Callable[[], Awaitable[int]]
 
 # The first request version that understands PRODUCER_FENCED; older ones get INVALID_PRODUCER_EPOCH.
@@ -108,66 +106,10 @@ def verification_error(error: ErrorCode, produce_version: int) -> ErrorCode:
     return error
 
 
-@dataclass(frozen=True)
-class TransactionConfig:
-    """The coordinator's settings, Kafka's names and defaults."""
-
-    transaction_max_timeout_ms: int = 900_000
-    transactional_id_expiration_ms: int = 604_800_000
-    state_log_num_partitions: int = 50
-    abort_timed_out_transaction_cleanup_interval_ms: int = 10_000
-    remove_expired_transaction_cleanup_interval_ms: int = 3_600_000
-    request_timeout_ms: int = 30_000  # tombstone appends
-    state_log_value_version: int = 0  # 1 once transaction.version 1 is served
-    max_tombstones_per_append: int = 1000
-
-    @classmethod
-    def from_broker_config(cls, config) -> "TransactionConfig":
-        """From tidelog.config.BrokerConfig (anything with ``[name]``)."""
-        return cls(
-            transaction_max_timeout_ms=config["transaction.max.timeout.ms"],
-            transactional_id_expiration_ms=config["transactional.id.expiration.ms"],
-            state_log_num_partitions=config["transaction.state.log.num.partitions"],
-            abort_timed_out_transaction_cleanup_interval_ms=config["transaction.abort.timed.out.transaction.cleanup.interval.ms"],
-            remove_expired_transaction_cleanup_interval_ms=config["transaction.remove.expired.transaction.cleanup.interval.ms"],
-        )
-
-
 class InitProducerIdResult(NamedTuple):
     error: ErrorCode
     producer_id: int = NO_PRODUCER_ID
     producer_epoch: int = NO_PRODUCER_EPOCH
-
-
-class DescribedTransaction(NamedTuple):
-    """A TransactionState of DescribeTransactions."""
-
-    transactional_id: str
-    error: ErrorCode
-    state: str = ""
-    txn_timeout_ms: int = 0
-    txn_start_timestamp_ms: int = -1
-    producer_id: int = NO_PRODUCER_ID
-    producer_epoch: int = NO_PRODUCER_EPOCH
-    topics: dict[str, list[int]] = {}
-
-
-class ListedTransactions(NamedTuple):
-    """A ListTransactions response: (transactional id, producer id, state name) each."""
-
-    error: ErrorCode
-    unknown_state_filters: list[str]
-    transactions: list[tuple[str, int, str]]
-
-
-class _Partition:
-    """The ids of one ``__transaction_state`` partition this broker coordinates."""
-
-    __slots__ = ("coordinator_epoch", "transactions")
-
-    def __init__(self, coordinator_epoch: int, transactions: dict[str, TransactionMetadata]) -> None:
-        self.coordinator_epoch = coordinator_epoch
-        self.transactions = transactions
 
 
 class TransactionCoordinator:
@@ -176,19 +118,15 @@ class TransactionCoordinator:
     def __init__(self, config: TransactionConfig, append_state: StateAppender, allocate_producer_id: ProducerIdAllocator,
                  markers: TransactionMarkerChannel, clock_ms: Callable[[], int] = wall_clock_ms) -> None:
         self.config = config
-        self._append_state = append_state
+        self.state_manager = TransactionStateManager(config, append_state, clock_ms)
         self._allocate_producer_id = allocate_producer_id
         self.markers = markers
         self._clock_ms = clock_ms
         self.active = False
-        self._partitions: dict[int, _Partition] = {}
-        self._loading: dict[int, int] = {}  # partition -> coordinator epoch being loaded
         self._marker_tasks: dict[str, asyncio.Task] = {}  # transactional id -> its markers in flight
         self._background: set[asyncio.Task] = set()
         self._timers: list[asyncio.Task] = []
-        self.last_load_ms: dict[int, int] = {}
         self.timed_out_aborts = 0
-        self.expired_ids = 0
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -199,7 +137,7 @@ class TransactionCoordinator:
             loop.create_task(self._every(self.config.abort_timed_out_transaction_cleanup_interval_ms,
                                          self.abort_timed_out_transactions)),
             loop.create_task(self._every(self.config.remove_expired_transaction_cleanup_interval_ms,
-                                         self.remove_expired_transactional_ids)),
+                                         self.state_manager.remove_expired_transactional_ids)),
         ]
         self.active = True
 
@@ -213,8 +151,7 @@ class TransactionCoordinator:
         self._marker_tasks.clear()
         self._background.clear()
         await self.markers.close()
-        self._partitions.clear()
-        self._loading.clear()
+        self.state_manager.clear()
 
     async def _every(self, interval_ms: int, action: Callable[[], Awaitable[Any]]) -> None:
         while True:
@@ -233,65 +170,10 @@ class TransactionCoordinator:
     # ---- lookups -------------------------------------------------------------------------------
 
     def partition_for(self, transactional_id: str) -> int:
-        return log_records.partition_for(transactional_id, self.config.state_log_num_partitions)
+        return self.state_manager.partition_for(transactional_id)
 
     def valid_timeout(self, txn_timeout_ms: int) -> bool:
         return 0 < txn_timeout_ms <= self.config.transaction_max_timeout_ms
-
-    def _state(self, transactional_id: str) -> tuple[int, TransactionMetadata | None]:
-        """(coordinator epoch, metadata or None); raises KafkaError when this broker cannot answer."""
-        partition = self.partition_for(transactional_id)
-        if partition in self._loading:
-            raise KafkaError(ErrorCode.coordinator_load_in_progress)
-        entry = self._partitions.get(partition)
-        if entry is None:
-            raise KafkaError(ErrorCode.not_coordinator)
-        return entry.coordinator_epoch, entry.transactions.get(transactional_id)
-
-    def _state_or_none(self, transactional_id: str) -> tuple[int, TransactionMetadata | None] | None:
-        try:
-            return self._state(transactional_id)
-        except KafkaError:
-            return None
-
-    # ---- appending a transit ---------------------------------------------------------------------
-
-    async def _append(self, transactional_id: str, coordinator_epoch: int, metadata: TransactionMetadata,
-                      transit: TxnTransit, retry_on: ErrorCode | None = None) -> ErrorCode:
-        """Write a transit ``metadata`` prepared and apply it (Kafka's appendTransactionToLog). With
-        ``retry_on``, a failure with that error keeps the pending state for the caller's retry."""
-        if not self._coordinates(transactional_id, coordinator_epoch, metadata):
-            return ErrorCode.not_coordinator
-        value = TransactionLogValue(transit.producer_id, transit.producer_epoch, transit.txn_timeout_ms, transit.state,
-                                    transit.partitions, transit.txn_last_update_timestamp_ms,
-                                    transit.txn_start_timestamp_ms)
-        records = [(log_records.encode_key(transactional_id),
-                    log_records.encode_value(value, self.config.state_log_value_version))]
-        error = ErrorCode.none
-        try:
-            await self._append_state(self.partition_for(transactional_id), records, transit.txn_timeout_ms)
-        except KafkaError as e:
-            error = _coordinator_error(e.error_code)
-            logger.debug("%s: writing %s failed with %s (%s)", transactional_id, transit.state.kafka_name,
-                         e.error_code.name, e)
-        if not self._coordinates(transactional_id, coordinator_epoch, metadata):
-            # Moved while the record was written (resigned, reloaded): the new owner decides from the log.
-            if error is ErrorCode.none:
-                logger.info("%s: no longer coordinated at epoch %d after writing %s; not applied", transactional_id,
-                            coordinator_epoch, transit.state.kafka_name)
-                return ErrorCode.not_coordinator
-            return error
-        if error is ErrorCode.none:
-            metadata.complete_transition(transit)
-        elif error is not retry_on:
-            metadata.pending_state = None
-        return error
-
-    def _coordinates(self, transactional_id: str, coordinator_epoch: int, metadata: TransactionMetadata) -> bool:
-        """Whether ``metadata`` is still this id's state here, at ``coordinator_epoch``."""
-        entry = self._partitions.get(self.partition_for(transactional_id))
-        return entry is not None and entry.coordinator_epoch == coordinator_epoch \
-            and entry.transactions.get(transactional_id) is metadata
 
     # ---- InitProducerId ------------------------------------------------------------------------
 
@@ -314,14 +196,14 @@ class TransactionCoordinator:
         new_producer_id: int | None = None
         for _ in range(3):  # an allocation is awaited outside the decision; decide again after it
             try:
-                coordinator_epoch, metadata = self._state(transactional_id)
+                coordinator_epoch, metadata = self.state_manager.state(transactional_id)
                 if metadata is None:
                     if new_producer_id is None:
                         new_producer_id = await self._allocate_producer_id()
                         continue
                     metadata = TransactionMetadata(transactional_id, new_producer_id, NO_PRODUCER_EPOCH, txn_timeout_ms,
                                                    S.EMPTY, txn_last_update_timestamp_ms=self._clock_ms())
-                    self._partitions[self.partition_for(transactional_id)].transactions[transactional_id] = metadata
+                    self.state_manager.add(transactional_id, metadata)
                     new_producer_id = None
                 decision = self._prepare_init(metadata, txn_timeout_ms, expected, new_producer_id)
             except KafkaError as e:
@@ -336,7 +218,7 @@ class TransactionCoordinator:
             error = await self._end_transaction(transactional_id, decision.producer_id, decision.producer_epoch,
                                                 committed=False, from_client=False)
             return InitProducerIdResult(ErrorCode.concurrent_transactions if error is ErrorCode.none else error)
-        error = await self._append(transactional_id, coordinator_epoch, metadata, decision)
+        error = await self.state_manager.append_transit(transactional_id, coordinator_epoch, metadata, decision)
         if error is not ErrorCode.none:
             logger.info("%s: InitProducerId answered %s", transactional_id, error.name)
             return InitProducerIdResult(error)
@@ -379,7 +261,7 @@ class TransactionCoordinator:
             return ErrorCode.invalid_request
         partitions = frozenset(TopicPartition(*tp) for tp in partitions)
         try:
-            coordinator_epoch, metadata = self._state(transactional_id)
+            coordinator_epoch, metadata = self.state_manager.state(transactional_id)
             if metadata is None or metadata.producer_id != producer_id:
                 return ErrorCode.invalid_producer_id_mapping
             if metadata.producer_epoch != producer_epoch:
@@ -391,7 +273,7 @@ class TransactionCoordinator:
             transit = metadata.prepare_add_partitions(partitions, self._clock_ms())
         except KafkaError as e:
             return e.error_code
-        return await self._append(transactional_id, coordinator_epoch, metadata, transit)
+        return await self.state_manager.append_transit(transactional_id, coordinator_epoch, metadata, transit)
 
     async def add_offsets(self, transactional_id: str | None, producer_id: int, producer_epoch: int,
                           offsets_partition: int) -> ErrorCode:
@@ -410,7 +292,7 @@ class TransactionCoordinator:
         if not transactional_id:
             return dict.fromkeys(partitions, ErrorCode.invalid_request)
         try:
-            _, metadata = self._state(transactional_id)
+            _, metadata = self.state_manager.state(transactional_id)
         except KafkaError as e:
             return dict.fromkeys(partitions, e.error_code)
         if metadata is None or metadata.producer_id != producer_id:
@@ -439,7 +321,7 @@ class TransactionCoordinator:
         result = "commit" if committed else "abort"
         is_epoch_fence = False
         try:
-            coordinator_epoch, metadata = self._state(transactional_id)
+            coordinator_epoch, metadata = self.state_manager.state(transactional_id)
             if metadata is None or metadata.producer_id != producer_id:
                 return ErrorCode.invalid_producer_id_mapping
             if (from_client and producer_epoch != metadata.producer_epoch) or producer_epoch < metadata.producer_epoch:
@@ -465,9 +347,9 @@ class TransactionCoordinator:
                 return ErrorCode.invalid_txn_state
         except KafkaError as e:
             return e.error_code
-        error = await self._append(transactional_id, coordinator_epoch, metadata, transit)
+        error = await self.state_manager.append_transit(transactional_id, coordinator_epoch, metadata, transit)
         if error is not ErrorCode.none:
-            if is_epoch_fence and self._coordinates(transactional_id, coordinator_epoch, metadata):
+            if is_epoch_fence and self.state_manager.coordinates(transactional_id, coordinator_epoch, metadata):
                 metadata.has_failed_epoch_fence = True
                 logger.warning("%s: the epoch fence (epoch %d) was not written (%s); it is not told to any client",
                                transactional_id, producer_epoch, error.name)
@@ -475,7 +357,7 @@ class TransactionCoordinator:
             return error
         # Durable: check the state again, prepare the completion and answer; the markers follow.
         try:
-            epoch_now, metadata = self._state(transactional_id)
+            epoch_now, metadata = self.state_manager.state(transactional_id)
         except KafkaError as e:
             return e.error_code
         if metadata is None or epoch_now != coordinator_epoch:
@@ -520,12 +402,12 @@ class TransactionCoordinator:
             return
         backoff_s = 0.05
         while True:
-            current = self._state_or_none(transactional_id)
+            current = self.state_manager.state_or_none(transactional_id)
             if current is None or current[0] != coordinator_epoch or current[1] is not metadata:
                 logger.info("%s: no longer coordinated at epoch %d; its completion is left to the new coordinator",
                             transactional_id, coordinator_epoch)
                 return
-            error = await self._append(transactional_id, coordinator_epoch, metadata, complete,
+            error = await self.state_manager.append_transit(transactional_id, coordinator_epoch, metadata, complete,
                                        retry_on=ErrorCode.coordinator_not_available)
             if error is ErrorCode.none:
                 logger.debug("%s: transaction %s", transactional_id, complete.state.kafka_name)
@@ -549,30 +431,9 @@ class TransactionCoordinator:
         (its leader epoch): load it from ``records`` (key, value) in log order, then resume the
         transactions it left between a prepare and its completion."""
         self._cancel_markers(partition)
-        self._partitions.pop(partition, None)
-        self._loading[partition] = coordinator_epoch
-        started_ms = self._clock_ms()
-        loaded: dict[str, TransactionMetadata] = {}
-        count = 0
-        if isinstance(records, AsyncIterable):
-            async for key, value in records:
-                self._load_record(partition, loaded, key, value)
-                count += 1
-        else:
-            for key, value in records:
-                self._load_record(partition, loaded, key, value)
-                count += 1
-                if count % 1000 == 0:
-                    await asyncio.sleep(0)
-                    if self._loading.get(partition) != coordinator_epoch:
-                        break
-        if self._loading.get(partition) != coordinator_epoch:
-            logger.info("%s-%d: load at epoch %d abandoned (leadership moved)", log_records.TOPIC, partition,
-                        coordinator_epoch)
+        loaded = await self.state_manager.load(partition, coordinator_epoch, records)
+        if loaded is None:
             return
-        del self._loading[partition]
-        self._partitions[partition] = _Partition(coordinator_epoch, loaded)
-        self.last_load_ms[partition] = self._clock_ms() - started_ms
         resumed = 0
         for transactional_id, metadata in loaded.items():
             if metadata.state in (S.PREPARE_COMMIT, S.PREPARE_ABORT):
@@ -580,40 +441,13 @@ class TransactionCoordinator:
                 complete = metadata.prepare_complete(self._clock_ms())
                 self._send_markers(transactional_id, coordinator_epoch, committed, metadata, complete)
                 resumed += 1
-        logger.info("%s-%d: coordinating %d transactional ids at epoch %d (%d records, %d ms), %d transactions "
-                    "resumed", log_records.TOPIC, partition, len(loaded), coordinator_epoch, count,
-                    self.last_load_ms[partition], resumed)
-
-    def _load_record(self, partition: int, loaded: dict[str, TransactionMetadata], key: bytes | None,
-                     value: bytes | None) -> None:
-        try:
-            if key is None:
-                raise TransactionLogError("record without a key")
-            transactional_id = log_records.decode_key(key)
-            if transactional_id is None:
-                logger.warning("%s-%d: record with an unknown key version skipped", log_records.TOPIC, partition)
-                return
-            if value is None:
-                loaded.pop(transactional_id, None)
-                return
-            decoded = log_records.decode_value(value)
-        except TransactionLogError as e:
-            logger.warning("%s-%d: unreadable record skipped: %s", log_records.TOPIC, partition, e)
-            return
-        loaded[transactional_id] = TransactionMetadata.from_transit(transactional_id, TxnTransit(
-            decoded.producer_id, decoded.previous_producer_id, decoded.next_producer_id, decoded.producer_epoch,
-            NO_PRODUCER_EPOCH, decoded.txn_timeout_ms, decoded.state, decoded.partitions,
-            decoded.txn_start_timestamp_ms, decoded.txn_last_update_timestamp_ms, decoded.client_transaction_version))
+        if resumed:
+            logger.info("%s-%d: %d transactions resumed at epoch %d", log_records.TOPIC, partition, resumed,
+                        coordinator_epoch)
 
     def on_resignation(self, partition: int, coordinator_epoch: int | None = None) -> None:
         """This broker no longer leads ``partition`` (at ``coordinator_epoch``, when known)."""
-        if partition in self._loading and (coordinator_epoch is None or self._loading[partition] == coordinator_epoch):
-            del self._loading[partition]
-        entry = self._partitions.get(partition)
-        if entry is not None and (coordinator_epoch is None or entry.coordinator_epoch <= coordinator_epoch):
-            del self._partitions[partition]
-            logger.info("%s-%d: no longer coordinating its %d transactional ids", log_records.TOPIC, partition,
-                        len(entry.transactions))
+        self.state_manager.unload(partition, coordinator_epoch)
         self._cancel_markers(partition)
 
     def _cancel_markers(self, partition: int) -> None:
@@ -622,24 +456,17 @@ class TransactionCoordinator:
 
     # ---- timers ----------------------------------------------------------------------------------
 
-    def timed_out_transactions(self) -> list[tuple[str, int, int]]:
-        """(transactional id, producer id, epoch) of the Ongoing transactions past their timeout."""
-        now = self._clock_ms()
-        return [(tid, m.producer_id, m.producer_epoch)
-                for entry in self._partitions.values() for tid, m in entry.transactions.items()
-                if not m.pending_transition_in_progress and m.state is S.ONGOING
-                and m.txn_start_timestamp_ms + m.txn_timeout_ms < now]
-
     async def abort_timed_out_transactions(self) -> None:
         """Fence and abort every transaction open for longer than its timeout (the producer's next
         request is fenced: it must call InitProducerId again)."""
-        aborts = [self._abort_timed_out(tid, producer_id) for tid, producer_id, _ in self.timed_out_transactions()]
+        aborts = [self._abort_timed_out(tid, producer_id)
+                  for tid, producer_id, _ in self.state_manager.timed_out_transactions()]
         if aborts:
             await asyncio.gather(*aborts)
 
     async def _abort_timed_out(self, transactional_id: str, producer_id: int) -> None:
         # No await between the fence and the abort's own checks: nothing may slip in between.
-        current = self._state_or_none(transactional_id)
+        current = self.state_manager.state_or_none(transactional_id)
         if current is None or current[1] is None:
             return
         metadata = current[1]
@@ -660,104 +487,24 @@ class TransactionCoordinator:
         else:
             logger.warning("%s: timeout abort failed: %s", transactional_id, error.name)
 
-    async def remove_expired_transactional_ids(self) -> None:
-        """Tombstone the ids idle in Empty/CompleteCommit/CompleteAbort for transactional.id.expiration.ms."""
-        now = self._clock_ms()
-        deadline = now - self.config.transactional_id_expiration_ms
-        for partition, entry in list(self._partitions.items()):
-            expired = [(tid, m, m.prepare_dead()) for tid, m in entry.transactions.items()
-                       if m.pending_state is None and m.state.expiration_allowed
-                       and m.txn_last_update_timestamp_ms <= deadline]
-            for start in range(0, len(expired), self.config.max_tombstones_per_append):
-                chunk = expired[start: start + self.config.max_tombstones_per_append]
-                await self._write_tombstones(partition, entry.coordinator_epoch, chunk)
-
-    async def _write_tombstones(self, partition: int, coordinator_epoch: int,
-                                expired: list[tuple[str, TransactionMetadata, TxnTransit]]) -> None:
-        error = ErrorCode.none
-        try:
-            await self._append_state(partition, [(log_records.encode_key(tid), None) for tid, _, _ in expired],
-                                     self.config.request_timeout_ms)
-        except KafkaError as e:
-            error = e.error_code
-        entry = self._partitions.get(partition)
-        removed = 0
-        for transactional_id, metadata, dead in expired:
-            if entry is not None and error is ErrorCode.none and entry.coordinator_epoch == coordinator_epoch \
-                    and entry.transactions.get(transactional_id) is metadata and metadata.pending_state is S.DEAD \
-                    and metadata.producer_epoch == dead.producer_epoch:
-                del entry.transactions[transactional_id]
-                removed += 1
-            else:
-                metadata.pending_state = None
-        self.expired_ids += removed
-        if removed:
-            logger.info("%s-%d: %d transactional ids expired", log_records.TOPIC, partition, removed)
-        if error is not ErrorCode.none:
-            logger.warning("%s-%d: expiring %d transactional ids failed: %s", log_records.TOPIC, partition,
-                           len(expired), error.name)
-
     # ---- admin -----------------------------------------------------------------------------------
 
     def describe(self, transactional_id: str) -> DescribedTransaction:
         """One TransactionState of DescribeTransactions."""
         if not self.active:
             return DescribedTransaction(transactional_id, ErrorCode.coordinator_not_available)
-        if not transactional_id:
-            return DescribedTransaction(transactional_id, ErrorCode.invalid_request)
-        try:
-            _, metadata = self._state(transactional_id)
-        except KafkaError as e:
-            return DescribedTransaction(transactional_id, e.error_code)
-        if metadata is None or metadata.state is S.DEAD:
-            return DescribedTransaction(transactional_id, ErrorCode.transactional_id_not_found)
-        topics: dict[str, list[int]] = {}
-        for tp in sorted(metadata.partitions):
-            topics.setdefault(tp.topic, []).append(tp.partition)
-        return DescribedTransaction(transactional_id, ErrorCode.none, metadata.state.kafka_name, metadata.txn_timeout_ms,
-                                    metadata.txn_start_timestamp_ms, metadata.producer_id, metadata.producer_epoch,
-                                    topics)
+        return self.state_manager.describe(transactional_id)
 
     def list_transactions(self, state_filters: Iterable[str] = (), producer_id_filters: Iterable[int] = (),
                           duration_filter_ms: int = -1) -> ListedTransactions:
         """ListTransactions (v1 adds the duration filter: open for longer than that)."""
         if not self.active:
             return ListedTransactions(ErrorCode.coordinator_not_available, [], [])
-        if self._loading:
-            return ListedTransactions(ErrorCode.coordinator_load_in_progress, [], [])
-        state_names = list(state_filters)
-        states = {TransactionState.from_name(name) for name in state_names} - {None}
-        unknown = [name for name in state_names if TransactionState.from_name(name) is None]
-        producer_ids = set(producer_id_filters)
-        now = self._clock_ms()
-        listed = []
-        for entry in self._partitions.values():
-            for tid, m in entry.transactions.items():
-                if m.state is S.DEAD or (producer_ids and m.producer_id not in producer_ids) \
-                        or (state_names and m.state not in states) \
-                        or (duration_filter_ms >= 0 and now - m.txn_start_timestamp_ms <= duration_filter_ms):
-                    continue
-                listed.append((tid, m.producer_id, m.state.kafka_name))
-        return ListedTransactions(ErrorCode.none, unknown, listed)
+        return self.state_manager.list_transactions(state_filters, producer_id_filters, duration_filter_ms)
 
     def stats(self) -> dict[str, Any]:
         """For gauges: ids coordinated by state, partitions led and loading, transactions with markers in flight."""
-        by_state = {state.kafka_name: 0 for state in TransactionState}
-        for entry in self._partitions.values():
-            for m in entry.transactions.values():
-                by_state[m.state.kafka_name] += 1
-        return {"transactions": by_state, "partitions": len(self._partitions), "loading_partitions": len(self._loading),
-                "pending_markers": len(self._marker_tasks), "timed_out_aborts": self.timed_out_aborts,
-                "expired_ids": self.expired_ids}
-
-
-def _coordinator_error(error: ErrorCode) -> ErrorCode:
-    """What a request answers when its ``__transaction_state`` append failed with ``error``."""
-    if error in (ErrorCode.unknown_topic_or_partition, ErrorCode.not_enough_replicas,
-                 ErrorCode.not_enough_replicas_after_append, ErrorCode.request_timed_out):
-        return ErrorCode.coordinator_not_available
-    if error in (ErrorCode.not_leader_or_follower, ErrorCode.kafka_storage_error):
-        return ErrorCode.not_coordinator
-    if error in (ErrorCode.message_too_large, ErrorCode.record_list_too_large):
-        return ErrorCode.unknown_server_error
-    return error
+        state = self.state_manager
+        return {"transactions": state.counts_by_state(), "partitions": len(state.partitions),
+                "loading_partitions": len(state.loading), "pending_markers": len(self._marker_tasks),
+                "timed_out_aborts": self.timed_out_aborts, "expired_ids": state.expired_ids}
