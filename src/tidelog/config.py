@@ -200,7 +200,7 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("log.message.timestamp.before.max.ms", "LONG", 9223372036854775807, "CreateTime topics refuse a record whose timestamp is further than this in the past (INVALID_TIMESTAMP).", minimum=0),
         ConfigDef("log.message.timestamp.after.max.ms", "LONG", 3600000, "CreateTime topics refuse a record whose timestamp is further than this in the future (INVALID_TIMESTAMP).", minimum=0),
         ConfigDef("log.durability.profile", "STRING", "balanced", "throughput, balanced (group fsync before acks) or durable (fsync per produce).", choices=DURABILITY_PROFILES),
-        ConfigDef("log.flush.interval.ms", "LONG", 5, "Group-commit window of the balanced profile.", minimum=0),
+        ConfigDef("log.flush.interval.ms", "LONG", 0, "balanced profile: how long a group fsync lingers for more writes before it starts (0: at once when none is running; writes made while one runs go in the next).", minimum=0),
         ConfigDef("compression.type", "STRING", "producer", "Topic compression; producer keeps what the producer sent.", choices=("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd")),
         ConfigDef("compression.gzip.level", "INT", -1, "gzip level (1..9, -1 for the codec's default) for batches the broker compresses; accepted, no effect: the codec's default level is used.", validator=_gzip_level),
         ConfigDef("compression.lz4.level", "INT", 9, "lz4 level for batches the broker compresses; accepted, no effect: the codec's default level is used.", minimum=1, maximum=17),

@@ -123,6 +123,55 @@ def test_balanced_profile_group_commits_many_logs_in_one_job(tmp_path, monkeypat
     asyncio.run(run())
 
 
+def test_balanced_profile_starts_an_fsync_at_once_and_batches_what_arrives_meanwhile(tmp_path):
+    """The default (flush.ms 0) is a natural group commit: the first write's fsync starts with
+    no window, and everything written while it runs shares the next job."""
+
+    async def run():
+        manager = LogManager(tmp_path, LogConfig(durability="balanced"))
+        await manager.start()
+        first, second = manager.create("t", 0), manager.create("t", 1)
+        for log in (first, second):  # the new directories' first flush, out of the way
+            append(log)
+            await manager.wait_durable(log, log.log_end_offset)
+        jobs: list[set[int]] = []  # the descriptors' files (inode numbers) of each job
+        started, release = asyncio.Event(), asyncio.Event()
+        real_sync_files = manager._sync_files
+
+        async def sync_files(fds):
+            jobs.append({os.fstat(fd).st_ino for fd, _ in fds})
+            started.set()
+            await release.wait()
+            await real_sync_files(fds)
+
+        manager._sync_files = sync_files
+        release.set()
+        append(first)
+        await asyncio.wait_for(manager.wait_durable(first, first.log_end_offset), 5)
+        assert len(jobs) == 1
+        release.clear()
+        append(first)
+        wait_first = asyncio.ensure_future(manager.wait_durable(first, first.log_end_offset))
+        for _ in range(20):  # a few turns of the loop, no timer: the job starts with no window
+            await asyncio.sleep(0)
+        assert started.is_set()
+        waits = []
+        for log in (first, second, first, second):  # while that job runs
+            append(log)
+            waits.append(asyncio.ensure_future(manager.wait_durable(log, log.log_end_offset)))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(jobs) == 2 and not wait_first.done()  # one job at a time
+        release.set()
+        await asyncio.wait_for(asyncio.gather(wait_first, *waits), 5)
+        segment_files = {os.stat(log.active_segment.log_path).st_ino for log in (first, second)}
+        assert len(jobs) == 3 and jobs[2] == segment_files  # the four appends, in one job after it
+        assert first.durable_offset == 15 and second.durable_offset == 9
+        await manager.close()
+
+    asyncio.run(run())
+
+
 def test_failed_write_raises_and_leaves_the_log_consistent(tmp_path):
     log = open_log(tmp_path)
     append(log)

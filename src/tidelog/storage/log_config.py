@@ -5,7 +5,8 @@ when an appended batch counts as durable, so when a producer may be acknowledged
 may read it:
 
 - ``throughput``: once written to the page cache; replication is what keeps it (as Kafka does);
-- ``balanced``: after the next group fsync, batched every ``flush.ms`` (a few milliseconds);
+- ``balanced``: after the next group fsync, which starts as soon as none is running (or
+  ``flush.ms`` after the first write, when that is above 0);
 - ``durable``: after an fsync of its own, before the acknowledgement.
 
 A config change gives the log a new LogConfig (``PartitionLog.set_config``).
@@ -27,7 +28,7 @@ class LogConfig:
     retention_ms: int = 14 * 24 * 3600 * 1000  # -1 = unlimited
     retention_bytes: int = -1  # -1 = unlimited, per partition
     durability: str = "balanced"  # "throughput" | "balanced" | "durable"
-    flush_interval_ms: int = 5  # balanced: the group-commit window
+    flush_interval_ms: int = 0  # balanced: how long a group commit lingers for more writes
     segment_jitter_ms: int = 0
     file_delete_delay_ms: int = 60_000
     # cleanup.policy: delete (retention) and/or compact (storage/cleaner.py); neither keeps everything

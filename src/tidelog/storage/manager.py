@@ -8,8 +8,10 @@ start: if it is missing at start, every log is opened with recovery.
 
 Durability profiles, per log (``LogConfig.durability``):
 - throughput: acknowledge at once; the page cache and replication carry the data.
-- balanced: group commit. Waiters register; a flusher task waits ``flush_interval_ms`` after
-  the first one, then fsyncs every waiting log in ONE job and wakes the waiters.
+- balanced: group commit. Waiters register; a flusher task fsyncs every waiting log in ONE job
+  and wakes the waiters. A job starts at once when none is running (after lingering
+  ``flush_interval_ms`` for more, when a log sets it above 0); whatever is appended while it
+  runs goes into the next, so the busier the broker, the more each fsync covers.
 - durable: fsync before acknowledging; concurrent waiters share fsync jobs.
 fsync jobs run one at a time (their files side by side in a few executor threads): a job asked
 for while one runs covers every log asked for meanwhile, and starts only after the running
@@ -202,7 +204,7 @@ class LogManager:
 
     def _on_dirty(self, log: PartitionLog) -> None:
         # Unflushed records are invisible to consumers under balanced and durable (the high
-        # watermark stops at the durable offset): flush them within the window even when no
+        # watermark stops at the durable offset): flush them in the next group fsync even when no
         # producer waits (acks=0, follower appends).
         if log.config.durability != "throughput":
             self._dirty.add(log)
@@ -215,8 +217,8 @@ class LogManager:
             await self._wakeup.wait()
             self._wakeup.clear()
             windowed = self._dirty.union(self._balanced_waiters)
-            if windowed:
-                window_ms = min(log.config.flush_interval_ms for log in windowed)
+            window_ms = min((log.config.flush_interval_ms for log in windowed), default=0)
+            if window_ms > 0:  # a linger for more writes; 0 (the default): a natural group commit
                 await asyncio.sleep(window_ms / 1000)
             logs = self._dirty.union(self._balanced_waiters, self._flush_soon)
             self._dirty.clear()
