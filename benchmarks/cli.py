@@ -43,6 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=HERE / "results", help="where results go (default benchmarks/results)")
     p.add_argument("--tmp-dir", type=Path, default=None, help="parent of the temporary data directories")
     p.add_argument("--tidelog-ref", help="run Tidelog from this commit's src/ (git archive) instead of the working tree")
+    p.add_argument("--tidelog-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an extra broker setting for every Tidelog target (repeatable; for A/B runs)")
     p.add_argument("--update-doc", action="store_true",
                    help="write the generated tables into BENCHMARKS.md and the plot to benchmarks/throughput.png")
     args = p.parse_args(argv)
@@ -123,12 +125,21 @@ def run_references(args, run: int, tmp_root: Path) -> list[dict]:
     for name, sync in (("disk-fdatasync-per-MiB", True), ("disk-sequential", False)):
         rows.append({"run": run, "target": name, "kind": "reference", "workload": "-", "record_bytes": 1_048_576,
                      "acks": "-", "phase": "write", **references.disk_write(tmp_root, args.disk_mib, sync)})
+    rows.append({"run": run, "target": "disk-fsync-latency", "kind": "reference", "workload": "-", "record_bytes": 4096,
+                 "acks": "-", "phase": "latency", **references.fsync_latency(tmp_root)})
     for workload in args.workloads:
-        if not workload.is_basic:
+        if not workload.has_ceiling:
             continue
-        rows.append({"run": run, "target": "client-ceiling", "kind": "reference", "workload": workload.name,
-                     "record_bytes": workload.record_bytes, "acks": "-", "phase": "produce",
-                     **references.client_ceiling(args.records, workload.record_bytes)})
+        base = {"run": run, "target": "client-ceiling", "kind": "reference", "workload": workload.name,
+                "record_bytes": workload.record_bytes, "acks": "-"}
+        rows.append({**base, "phase": "produce",
+                     **references.client_ceiling(args.records, workload.record_bytes, workload.partitions)})
+        try:
+            consume = references.consume_ceiling(args.records, workload.record_bytes, workload.partitions,
+                                                 args.phase_timeout)
+        except Exception as e:  # noqa: BLE001 - a reference that fails is reported, the run goes on
+            consume = {"status": f"failed: {type(e).__name__}: {e}", "errors": []}
+        rows.append({**base, "phase": "consume", **consume})
     return rows
 
 
@@ -193,6 +204,10 @@ def main(argv=None) -> int:
         from benchmarks.peers import Tidelog
 
         Tidelog.use_ref(args.tidelog_ref, tmp_root / "tidelog-src")
+    if args.tidelog_set:
+        from benchmarks.peers import Tidelog
+
+        Tidelog.extra_settings = tuple(args.tidelog_set)
     targets, skipped = [], []
     for name in args.targets:
         target = make_target(name)

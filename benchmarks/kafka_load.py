@@ -69,13 +69,13 @@ def phase_result(records: int, record_bytes: int, seconds: float, client_cpu_s: 
 
 
 def produce_into(producer: ck.Producer, topic: str, value: bytes, records: int, deadline: float,
-                 partitions: int = 1) -> int:
+                 partitions: int = 1, partition: int = 0) -> int:
     """Hand ``records`` copies of ``value`` to the producer; wait for queue space when full.
-    One partition: partition 0. Several: no partition given, so librdkafka's sticky
+    One partition: ``partition``. Several: no partition given, so librdkafka's sticky
     partitioner for keyless records picks one per batch."""
     produce = producer.produce
     poll = producer.poll
-    kwargs = {"partition": 0} if partitions == 1 else {}
+    kwargs = {"partition": partition} if partitions == 1 else {}
     sent = 0
     while sent < records:
         try:
@@ -147,7 +147,7 @@ def consume(bootstrap: str, topic: str, records: int, record_bytes: int, timeout
     return phase_result(received, record_bytes, seconds, client_cpu, "ok" if received >= records else "timeout", errors)
 
 
-def client_ceiling(records: int, record_bytes: int) -> dict:
+def client_ceiling(records: int, record_bytes: int, partitions: int = 1) -> dict:
     """The producer with no broker reachable: bootstrap is a loopback port nothing listens on,
     the queue is large enough for every record, and we time produce() accepting them all.
     That is the rate at which this Python loop and librdkafka's enqueue path can take records
@@ -166,12 +166,97 @@ def client_ceiling(records: int, record_bytes: int) -> dict:
     })
     cpu0 = time.process_time()
     start = time.perf_counter()
-    sent = produce_into(producer, "ceiling", value, records, time.monotonic() + 300)
+    sent = produce_into(producer, "ceiling", value, records, time.monotonic() + 300, partitions)
     seconds = time.perf_counter() - start
     client_cpu = time.process_time() - cpu0
     producer.purge()
     producer.flush(0)
     return phase_result(sent, record_bytes, seconds, client_cpu, "ok" if sent == records else "timeout")
+
+
+# librdkafka's mock cluster keeps about 5 MB per partition (older message sets are dropped as
+# new ones arrive) and creates a topic of this many partitions on first use.
+MOCK_PARTITION_BYTES = 5_000_000
+MOCK_TOPIC_PARTITIONS = 4
+
+
+def consume_ceiling(records: int, record_bytes: int, timeout_s: float, partitions: int = 1) -> dict:
+    """The consumer against librdkafka's in-process mock cluster (``test.mock.num.brokers``), a C
+    broker that answers from memory: the fastest any broker can serve this consume loop.
+
+    It holds only ~5 MB a partition, so the consumer reads what it holds, seeks each partition
+    back to its first offset when it reaches the end, and goes on until ``records`` have
+    arrived. The clock stops from a seek until the next records arrive whenever every
+    partition was sent back at once (with one partition, every time), so the figure is the
+    streaming rate, the round trips a real broker's prefetch would hide left out: an upper
+    bound. The workload's consumer settings, except ``fetch.wait.max.ms``: with data there a
+    broker answers at once whatever it says; it only sets how long the mock parks the fetch at
+    the end of what it holds before each seek. Partitions: topics of ``MOCK_TOPIC_PARTITIONS``
+    (the mock creates topics on first use with that many; it does not serve CreateTopics).
+    """
+    mock = ck.Producer({"test.mock.num.brokers": 1, **PRODUCER_SETTINGS, "log_level": 0, "error_cb": lambda err: None})
+    deadline = time.monotonic() + timeout_s
+    consumer = None
+    try:
+        bootstrap = ",".join(f"{b.host}:{b.port}" for b in mock.list_topics(timeout=10).brokers.values())
+        topics = [f"ceiling-{i}" for i in range(-(-partitions // MOCK_TOPIC_PARTITIONS))]
+        for topic in topics:
+            mock.list_topics(topic, timeout=10)  # creates it
+        assigned = [(topics[i // MOCK_TOPIC_PARTITIONS], i % MOCK_TOPIC_PARTITIONS) for i in range(partitions)]
+        value = os.urandom(record_bytes)
+        fill = MOCK_PARTITION_BYTES * 6 // 5 // (record_bytes + 20) + 1  # more than it keeps
+        for topic, partition in assigned:
+            produce_into(mock, topic, value, fill, deadline, partition=partition)
+        if mock.flush(max(0.0, deadline - time.monotonic())):
+            raise TimeoutError("the mock cluster did not take the records in time")
+        consumer = ck.Consumer({"bootstrap.servers": bootstrap, **CONSUMER_SETTINGS, "fetch.wait.max.ms": 5,
+                                "log_level": 0, "error_cb": lambda err: None})
+        tps = [ck.TopicPartition(topic, partition) for topic, partition in assigned]
+        marks = [consumer.get_watermark_offsets(tp, timeout=10) for tp in tps]
+        held = [high - low for low, high in marks]
+        if min(held) <= 0:
+            raise RuntimeError(f"the mock cluster holds no records: {marks}")
+        errors: list[str] = []
+        received = 0
+        seeks = 0
+        stalled = 0.0
+        stall_started: float | None = None
+        positions = [low for low, _ in marks]
+        cpu0 = time.process_time()
+        start = time.perf_counter()
+        consumer.assign([ck.TopicPartition(t, p, low) for (t, p), (low, _) in zip(assigned, marks)])
+        while received < records and time.monotonic() < deadline:
+            due = sum(high - at for at, (_, high) in zip(positions, marks))
+            # After a rewind of every partition, one record: the clock restarts when it arrives.
+            wanted = 1 if stall_started is not None else min(10_000, due, records - received)
+            batch = consumer.consume(wanted, 0.5)
+            if batch and stall_started is not None:
+                stalled += time.perf_counter() - stall_started
+                stall_started = None
+            for message in batch:
+                if message.error() is None:
+                    received += 1
+                elif len(errors) < 5:
+                    errors.append(str(message.error()))
+            positions = [tp.offset for tp in consumer.position(tps)]
+            rewound = 0
+            for i, (low, high) in enumerate(marks):
+                if positions[i] >= high:
+                    consumer.seek(ck.TopicPartition(tps[i].topic, tps[i].partition, low))
+                    positions[i] = low
+                    rewound += 1
+            seeks += rewound
+            if rewound == len(tps) and stall_started is None:
+                stall_started = time.perf_counter()
+        seconds = time.perf_counter() - start - stalled
+        client_cpu = time.process_time() - cpu0
+    finally:
+        if consumer is not None:
+            consumer.close()
+        mock.purge()
+    result = phase_result(received, record_bytes, seconds, client_cpu, "ok" if received >= records else "timeout", errors)
+    result.update(records_held_per_partition=min(held), seeks=seeks, stalled_s=stalled)
+    return result
 
 
 def consume_group(bootstrap: str, topic: str, records: int, record_bytes: int, timeout_s: float, consumers: int) -> dict:

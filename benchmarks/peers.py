@@ -105,6 +105,8 @@ class Tidelog(KafkaTarget):
     # working tree (which may hold other people's unfinished edits).
     src_dir: Path | None = None
     commit: str | None = None
+    # Set by --tidelog-set: extra broker settings for every Tidelog target (A/B runs).
+    extra_settings: tuple[str, ...] = ()
 
     def __init__(self, profile: str) -> None:
         self.profile = profile
@@ -137,6 +139,7 @@ class Tidelog(KafkaTarget):
 
     def settings(self) -> dict[str, str]:
         return {"log.durability.profile": self.profile, "http.port": "-1 (no HTTP listener)", "log level": "WARNING",
+                **dict(setting.split("=", 1) for setting in self.extra_settings),
                 "other settings": "defaults"}
 
     def start(self, workdir: Path) -> ServerProcess:
@@ -144,6 +147,8 @@ class Tidelog(KafkaTarget):
         args = [sys.executable, "-m", "tidelog", "serve", "--host", "127.0.0.1", "--port", "0",
                 "--port-file", str(port_file), "--data-dir", str(workdir / "data"), "--log-level", "WARNING",
                 "--set", f"log.durability.profile={self.profile}", "--set", "http.port=-1"]
+        for setting in self.extra_settings:
+            args += ["--set", setting]
         env = {"PYTHONPATH": str(self.src_dir)} if self.src_dir else None
         server = ServerProcess(self.name, args, workdir, env)
 

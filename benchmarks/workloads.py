@@ -20,6 +20,12 @@ class Workload:
         return self.rate > 0
 
     @property
+    def has_ceiling(self) -> bool:
+        """Throughput with one assigned consumer over at most 16 partitions: the client-ceiling
+        references (producer into nothing, consumer against the mock cluster) measure it."""
+        return self.consumers == 0 and not self.is_latency and self.partitions <= 16
+
+    @property
     def is_basic(self) -> bool:
         """One partition, one consumer, throughput: what every peer's client can run."""
         return self.partitions == 1 and self.consumers == 0 and not self.is_latency
@@ -38,9 +44,10 @@ WORKLOADS = {w.name: w for w in (
     Workload("1k-acks-1", 1024, "1"),
     Workload("100b-acks-all", 100, "all"),
     Workload("1k-acks-all-p16", 1024, "all", partitions=16),
+    Workload("100b-acks-1-p16", 100, "1", partitions=16),
     Workload("1k-acks-all-p256", 1024, "all", partitions=256),
     Workload("1k-p6-group3", 1024, "all", partitions=6, consumers=3),
     Workload("lat-5k", 1024, "all", rate=5_000, seconds=10),
     Workload("lat-50k", 1024, "all", rate=50_000, seconds=10),
 )}
-DEFAULT_WORKLOADS = "1k-acks-all,100b-acks-1,1k-acks-all-p16,1k-acks-all-p256,1k-p6-group3,lat-5k,lat-50k"
+DEFAULT_WORKLOADS = "1k-acks-all,100b-acks-1,1k-acks-all-p16,100b-acks-1-p16,1k-acks-all-p256,1k-p6-group3,lat-5k,lat-50k"

@@ -36,3 +36,27 @@ def test_quick_benchmark_produces_and_consumes_every_record(tmp_path):
     assert "tidelog-balanced" in (out / "results.md").read_text()
     # The temporary data directories of the brokers it started are removed.
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("tidelog-bench-")]
+
+
+def test_the_consume_ceiling_reads_what_the_mock_cluster_holds_again_and_again():
+    """The consumer against librdkafka's mock cluster: it keeps ~5 MB a partition, so 20,000
+    records of 1 KiB need several seeks back (40,000 over five partitions, in two mock topics)."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import references
+
+    for partitions in (1, 5):
+        records = 20_000 * (1 if partitions == 1 else 2)
+        row = references.consume_ceiling(records, 1024, partitions, timeout_s=60)
+        assert row["status"] == "ok", row
+        assert row["records"] >= records and row["records_per_s"] > 0
+        assert row["records_held_per_partition"] < records / partitions and row["seeks"] >= partitions
+
+
+def test_the_fsync_reference_reports_latency_percentiles(tmp_path):
+    sys.path.insert(0, str(REPO))
+    from benchmarks import references
+
+    row = references.fsync_latency(tmp_path, appends=20)
+    assert row["status"] == "ok" and row["records"] == 20
+    assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p99"] <= row["latency_ms"]["max"]
+    assert list(tmp_path.iterdir()) == []
