@@ -17,10 +17,10 @@ import pytest
 
 from tests.clusterproc import start_in_process_broker
 from tests.etcdproc import EtcdProcess
+from tidelog.cluster.broker_channel import BrokerChannel
 from tidelog.cluster.metadata import BrokerInfo, PartitionState, TopicRecord, new_topic_id
 from tidelog.protocol.errors import ErrorCode
 from tidelog.protocol.records import build_batch
-from tidelog.server.replica_manager import BrokerChannel
 
 TOPIC = "replicated"
 KEY = (TOPIC, 0)

@@ -13,8 +13,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.brokerproc import wait_until
 from tests.clusterproc import Cluster
+from tidelog.cluster.broker_channel import BrokerChannel
 from tidelog.protocol.errors import ErrorCode
-from tidelog.server.replica_manager import BrokerChannel
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from tests.integration.clients import consume, produce
 from tests.integration.test_bad_input import Conn, assert_still_serving, create_topic, good  # noqa: F401 (fixture)
 from tests.integration.test_bad_input import produce as produce_raw
+from tidelog.cluster.broker_channel import BrokerChannel
 from tidelog.protocol.errors import ErrorCode
 from tidelog.protocol.records import BATCH_HEADER_SIZE, build_batch
-from tidelog.server.replica_manager import BrokerChannel
 
 SNAPPY = 2
 

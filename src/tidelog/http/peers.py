@@ -22,8 +22,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tidelog.cluster.broker_channel import BrokerChannel
 from tidelog.protocol.errors import ErrorCode, KafkaError
-from tidelog.server.replica_manager import BrokerChannel
 
 if TYPE_CHECKING:
     from tidelog.server.broker import Broker

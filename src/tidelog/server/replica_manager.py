@@ -11,12 +11,12 @@ Leader side, per partition this broker leads (``LeaderPartition``):
   again. Both are compare-and-swap writes of the partition state in the metadata store: a
   stale leader's write fails, as its version is old. While a write adding a follower is in
   flight, the high watermark already waits for that follower (Kafka's "maximal ISR").
-Follower side: one ``Fetcher`` task per leader broker, fetching all the partitions followed
-from it in one long-polling Fetch, appending the leader's batches with their offsets as they
-are. Before fetching after a leader change it asks the leader (OffsetForLeaderEpoch) where its
-own last epoch ends there and truncates a divergent tail.
+Follower side: one ``Fetcher`` task per leader broker (server/replica_fetcher.py), fetching all
+the partitions followed from it in one long-polling Fetch; this manager appends the leader's
+batches with their offsets as they are and truncates a divergent tail where the fetcher found one.
 High watermarks: every ``replica.high.watermark.checkpoint.interval.ms`` and at shutdown into
-``<data dir>/replication-offset-checkpoint`` (Kafka's file), read back at start.
+``<data dir>/replication-offset-checkpoint`` (Kafka's file, storage/offset_checkpoint.py), read
+back at start.
 Leader epochs: storage/leader_epoch.py.
 
 Roles follow the partition states in the metadata store: every change notification marks the
@@ -28,22 +28,17 @@ Not thread-safe; the event loop owns it.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
-import random
-import struct
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from kio.serial import entity_reader, entity_writer
-
+from tidelog.clock import monotonic_ms
 from tidelog.cluster.metadata import PartitionState
-from tidelog.protocol.apis import load_request_schema, load_response_schema
 from tidelog.protocol.errors import ErrorCode
 from tidelog.protocol.records import BATCH_HEADER_SIZE, InvalidBatch, batch_crc_ok, parse_batch_header
-from tidelog.storage.checkpoint import write_checkpoint_file
+from tidelog.server.replica_fetcher import Fetcher
 from tidelog.storage.leader_epoch import LeaderEpochCache
+from tidelog.storage.offset_checkpoint import read_offset_checkpoint, render_offset_checkpoint, write_offset_checkpoint
 
 if TYPE_CHECKING:
     from tidelog.server.broker import Broker
@@ -52,16 +47,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HW_CHECKPOINT_FILE = "replication-offset-checkpoint"
-FETCH_VERSION = 11  # names, replica_id, current_leader_epoch; not flexible
-EPOCH_VERSION = 3  # OffsetForLeaderEpoch with replica_id; not flexible
-FETCH_MAX_WAIT_MS = 500
-FETCH_PARTITION_MAX_BYTES = 1 << 20
-FETCH_MAX_BYTES = 16 << 20
 MIN_BATCH_LENGTH = BATCH_HEADER_SIZE - 12  # a batch's length field counts what follows it
-
-
-def _now_ms() -> int:
-    return int(time.monotonic() * 1000)
 
 
 @dataclass
@@ -112,6 +98,11 @@ class ReplicaManager:
         self._tasks: list[asyncio.Task] = []
         self.on_leadership: list = []  # callbacks (topic, partition, leading: bool)
 
+    @property
+    def logs(self):
+        """The broker's LogManager (made after this manager, at start)."""
+        return self.broker.logs
+
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         self._load_high_watermarks()
@@ -147,32 +138,26 @@ class ReplicaManager:
         return self.broker.data_dir / HW_CHECKPOINT_FILE
 
     def _load_high_watermarks(self) -> None:
-        """Read ``replication-offset-checkpoint`` (Kafka's format: version 0, a count, then
-        "topic partition high_watermark" lines), so that a broker leading again after a restart
-        serves what was committed before it, not nothing until its followers fetch again."""
-        try:
-            lines = self._checkpoint_path.read_text().split("\n")
-        except FileNotFoundError:
-            return
-        for line in lines[2:]:
-            parts = line.rsplit(" ", 2)
-            if len(parts) == 3 and parts[1].isdigit():
-                log = self.broker.logs.get(parts[0], int(parts[1]))
-                if log is not None:
-                    self.follower_high_watermarks[(parts[0], int(parts[1]))] = min(int(parts[2]), log.log_end_offset)
+        """Read ``replication-offset-checkpoint`` (storage/offset_checkpoint.py), so that a broker
+        leading again after a restart serves what was committed before it, not nothing until its
+        followers fetch again."""
+        for (topic, partition), high_watermark in read_offset_checkpoint(self._checkpoint_path).items():
+            log = self.broker.logs.get(topic, partition)
+            if log is not None:
+                self.follower_high_watermarks[(topic, partition)] = min(high_watermark, log.log_end_offset)
 
     def _high_watermark_text(self) -> str:
-        entries = []
+        high_watermarks = {}
         for log in self.broker.logs.logs():
             key = (log.topic, log.partition)
             leader = self.leading.get(key)
             high_watermark = leader.high_watermark if leader is not None else self.follower_high_watermarks.get(key)
             if high_watermark is not None:
-                entries.append(f"{log.topic} {log.partition} {min(high_watermark, log.log_end_offset)}\n")
-        return f"0\n{len(entries)}\n" + "".join(sorted(entries))
+                high_watermarks[key] = min(high_watermark, log.log_end_offset)
+        return render_offset_checkpoint(high_watermarks)
 
     def _write_high_watermarks(self, text: str) -> None:
-        write_checkpoint_file(self._checkpoint_path, text)
+        write_offset_checkpoint(self._checkpoint_path, text)
 
     async def _checkpoint_loop(self) -> None:
         interval_s = self.broker.config["replica.high.watermark.checkpoint.interval.ms"] / 1000
@@ -303,7 +288,8 @@ class ReplicaManager:
             self.following[key] = state
             fetcher = self.fetchers.get(state.leader)
             if fetcher is None:
-                fetcher = self.fetchers[state.leader] = Fetcher(self, state.leader)
+                fetcher = self.fetchers[state.leader] = Fetcher(self, state.leader,
+                                                                 self.broker.config["replica.fetch.backoff.ms"])
                 fetcher.start()
             fetcher.add(key, state.leader_epoch)
             logger.info("%s-%d: following leader %d (epoch %d)", key[0], key[1], state.leader, state.leader_epoch)
@@ -321,7 +307,7 @@ class ReplicaManager:
         if old is not None:
             high_watermark = max(high_watermark, old.high_watermark)
             self._fail_waiters(old, ErrorCode.not_leader_or_follower)
-        now = _now_ms()
+        now = monotonic_ms()
         leader = self.leading[key] = LeaderPartition(key[0], key[1], log, state, high_watermark,
                                                      caught_up_ms={r: now for r in state.replicas})
         self._advance_high_watermark(leader)
@@ -448,7 +434,7 @@ class ReplicaManager:
         leader = self.leading.get((topic, partition))
         if leader is None or replica_id not in leader.state.replicas:
             return
-        now = _now_ms()
+        now = monotonic_ms()
         previous = leader.last_fetch.get(replica_id)
         if fetch_offset >= log_end_offset:
             leader.caught_up_ms[replica_id] = now
@@ -532,7 +518,7 @@ class ReplicaManager:
     async def _isr_shrink_loop(self) -> None:
         while True:
             await asyncio.sleep(max(self.lag_max_ms / 4, 50) / 1000)
-            now = _now_ms()
+            now = monotonic_ms()
             for leader in list(self.leading.values()):
                 if leader.pending_isr is not None:
                     continue
@@ -611,259 +597,3 @@ class ReplicaManager:
         log.truncate_to(offset)
         self.epoch_cache(key, log).truncate_from(offset)
         self.broker._producer_states.pop(key, None)  # rebuilt from the log on next use
-
-
-class BrokerChannel:
-    """One connection to another broker, for requests this broker makes (fetch, epochs)."""
-
-    def __init__(self, host: str, port: int, client_id: str) -> None:
-        self.host, self.port = host, port
-        self.client_id = client_id.encode()
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-        self.correlation_id = 0
-
-    async def request(self, api_key: int, version: int, request, timeout_s: float):
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), timeout_s)
-        self.correlation_id += 1
-        out = io.BytesIO()
-        entity_writer(load_request_schema(api_key, version))(out, request)
-        header = struct.pack(">hhih", api_key, version, self.correlation_id, len(self.client_id)) + self.client_id
-        body = header + out.getvalue()
-        self.writer.write(struct.pack(">i", len(body)) + body)
-        size = struct.unpack(">i", await asyncio.wait_for(self.reader.readexactly(4), timeout_s))[0]
-        frame = await asyncio.wait_for(self.reader.readexactly(size), timeout_s)
-        (correlation_id,) = struct.unpack_from(">i", frame)
-        if correlation_id != self.correlation_id:
-            raise ConnectionError(f"response {correlation_id} to request {self.correlation_id}")
-        response, _ = entity_reader(load_response_schema(api_key, version))(memoryview(frame), 4)
-        return response
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-
-class Fetcher:
-    """Fetches every partition this broker follows from one leader broker.
-
-    A leader it cannot reach is retried with exponential back-off (50 ms doubling up to
-    ``replica.fetch.backoff.ms``, with jitter); the first failure and the recovery are logged,
-    not every retry. A partition whose data cannot be appended (a corrupt batch) is left out of
-    the fetches for ``replica.fetch.backoff.ms`` at a time, its error logged once per offset.
-    """
-
-    def __init__(self, manager: ReplicaManager, leader_id: int) -> None:
-        self.manager = manager
-        self.leader_id = leader_id
-        self.partitions: dict[tuple[str, int], int] = {}  # -> leader epoch
-        self.needs_truncation: set[tuple[str, int]] = set()
-        self.delayed: dict[tuple[str, int], float] = {}  # partition -> monotonic time it is fetched again
-        self.task: asyncio.Task | None = None
-        self.stopped = False
-        self.backoff_max_s = manager.broker.config["replica.fetch.backoff.ms"] / 1000
-        self._changed = asyncio.Event()
-        self._failures = 0
-        self._failing_since = 0.0
-        self._reported: dict[tuple[str, int], str] = {}  # partition -> the append error last logged
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run(), name=f"fetcher-{self.leader_id}")
-
-    def stop(self) -> None:
-        self.stopped = True
-        if self.task is not None:
-            self.task.cancel()
-
-    def add(self, key, leader_epoch: int) -> None:
-        self.partitions[key] = leader_epoch
-        self.needs_truncation.add(key)
-        self.delayed.pop(key, None)
-        self._changed.set()
-
-    def remove(self, key) -> None:
-        self.partitions.pop(key, None)
-        self.needs_truncation.discard(key)
-        self.delayed.pop(key, None)
-        self._reported.pop(key, None)
-
-    def _connection_failed(self, leader, error: BaseException) -> float:
-        """Note a failed round trip to the leader; the seconds to wait before the next one."""
-        self._failures += 1
-        if self._failures == 1:
-            self._failing_since = time.monotonic()
-            logger.warning("replica fetcher for leader %d (%s:%d): %s; retrying with back-off up to %d ms",
-                           self.leader_id, leader.host, leader.port, error or type(error).__name__,
-                           self.backoff_max_s * 1000)
-        else:
-            logger.debug("replica fetcher for leader %d: attempt %d: %s", self.leader_id, self._failures,
-                         error or type(error).__name__)
-        backoff_s = min(0.05 * 2 ** min(self._failures - 1, 16), self.backoff_max_s)
-        return backoff_s * random.uniform(0.8, 1.0)
-
-    def _note_progress(self) -> None:
-        if self._failures:
-            logger.info("replica fetcher for leader %d: reached it again after %d failed attempts in %.1f s",
-                        self.leader_id, self._failures, time.monotonic() - self._failing_since)
-            self._failures = 0
-
-    async def _idle(self) -> None:
-        if self._failures:
-            logger.info("replica fetcher for leader %d: nothing left to fetch from it (%d failed attempts in %.1f s)",
-                        self.leader_id, self._failures, time.monotonic() - self._failing_since)
-            self._failures = 0
-        self._changed.clear()
-        await self._changed.wait()
-
-    async def _run(self) -> None:
-        from kio.schema.fetch.v11 import request as fetch_request
-        from kio.schema.offset_for_leader_epoch.v3 import request as epoch_request
-
-        manager = self.manager
-        channel: BrokerChannel | None = None
-        while not self.stopped:
-            if not self.partitions:
-                await self._idle()
-                continue
-            leader = manager.store.brokers.get(self.leader_id)
-            if leader is None:  # not registered (yet, or any more): the metadata will move on
-                await asyncio.sleep(0.1)
-                continue
-            try:
-                if channel is None or (channel.host, channel.port) != (leader.host, leader.port):
-                    if channel is not None:
-                        channel.close()
-                    channel = BrokerChannel(leader.host, leader.port, f"tidelog-replica-{manager.node_id}")
-                if self.needs_truncation:
-                    await self._truncate(channel, epoch_request)
-                await self._fetch(channel, fetch_request)
-                self._note_progress()
-            except asyncio.CancelledError:
-                if channel is not None:
-                    channel.close()
-                raise
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError) as e:
-                if channel is not None:
-                    channel.close()
-                channel = None
-                await asyncio.sleep(self._connection_failed(leader, e))
-            except Exception:
-                logger.exception("replica fetcher for leader %d failed", self.leader_id)
-                if channel is not None:
-                    channel.close()
-                channel = None
-                await asyncio.sleep(0.5)
-
-    async def _truncate(self, channel: BrokerChannel, schema) -> None:
-        manager = self.manager
-        wanted = {}
-        for key in list(self.needs_truncation):
-            log = manager.broker.logs.get(*key)
-            if log is None or key not in self.partitions:
-                self.needs_truncation.discard(key)
-                continue
-            wanted[key] = manager.epoch_cache(key, log).latest_epoch
-        by_topic: dict[str, list] = {}
-        for (topic, partition), epoch in wanted.items():
-            by_topic.setdefault(topic, []).append(schema.OffsetForLeaderPartition(
-                partition=partition, current_leader_epoch=self.partitions[(topic, partition)], leader_epoch=max(epoch, 0)))
-        request = schema.OffsetForLeaderEpochRequest(
-            replica_id=manager.node_id,
-            topics=tuple(schema.OffsetForLeaderTopic(topic=t, partitions=tuple(ps)) for t, ps in by_topic.items()))
-        response = await channel.request(23, EPOCH_VERSION, request, 10.0)
-        for topic in response.topics:
-            for p in topic.partitions:
-                key = (topic.topic, p.partition)
-                if key not in wanted or key not in self.partitions:
-                    continue
-                if p.error_code != ErrorCode.none:
-                    logger.info("%s-%d: OffsetForLeaderEpoch from %d: %s", key[0], key[1], self.leader_id, p.error_code.name)
-                    continue
-                log = manager.broker.logs.get(*key)
-                cache = manager.epoch_cache(key, log)
-                my_epoch = wanted[key]
-                if my_epoch < 0:
-                    target = log.log_end_offset if log.log_end_offset == 0 else manager.follower_high_watermarks.get(key, 0)
-                elif p.leader_epoch < 0 or p.end_offset < 0:
-                    target = manager.follower_high_watermarks.get(key, 0)
-                elif p.leader_epoch == my_epoch:
-                    target = p.end_offset
-                else:
-                    _, my_end = cache.end_offset_for(p.leader_epoch, log.log_end_offset)
-                    target = min(p.end_offset, my_end) if my_end >= 0 else p.end_offset
-                manager.truncate(key, min(target, log.log_end_offset))
-                self.needs_truncation.discard(key)
-
-    async def _fetch(self, channel: BrokerChannel, schema) -> None:
-        manager = self.manager
-        by_topic: dict[str, list] = {}
-        now = time.monotonic()
-        for key, epoch in self.partitions.items():
-            if key in self.needs_truncation or self.delayed.get(key, 0) > now:
-                continue
-            log = manager.broker.logs.get(*key)
-            if log is None:
-                continue
-            by_topic.setdefault(key[0], []).append(schema.FetchPartition(
-                partition=key[1], current_leader_epoch=epoch, fetch_offset=log.log_end_offset,
-                log_start_offset=log.log_start_offset, partition_max_bytes=FETCH_PARTITION_MAX_BYTES))
-        if not by_topic:  # every partition delayed or being truncated
-            await asyncio.sleep(0.05)
-            return
-        import datetime
-
-        request = schema.FetchRequest(
-            replica_id=manager.node_id, max_wait=datetime.timedelta(milliseconds=FETCH_MAX_WAIT_MS), min_bytes=1,
-            max_bytes=FETCH_MAX_BYTES, isolation_level=0, session_id=0, session_epoch=-1,
-            topics=tuple(schema.FetchTopic(topic=t, partitions=tuple(ps)) for t, ps in by_topic.items()),
-            forgotten_topics_data=(), rack_id="")
-        response = await channel.request(1, FETCH_VERSION, request, FETCH_MAX_WAIT_MS / 1000 + 10)
-        backoff = False
-        for topic in response.responses:
-            for p in topic.partitions:
-                key = (topic.topic, p.partition_index)
-                if key not in self.partitions or key in self.needs_truncation:
-                    continue
-                if p.error_code == ErrorCode.none:
-                    if p.records:
-                        try:
-                            manager.append_as_follower(key, p.records, p.high_watermark)
-                        except InvalidBatch as e:
-                            self._append_failed(key, e)
-                            continue
-                        self._reported.pop(key, None)
-                    else:
-                        log = manager.broker.logs.get(*key)
-                        if log is not None:
-                            manager.follower_high_watermarks[key] = min(p.high_watermark, log.log_end_offset)
-                    manager.follow_log_start(key, p.log_start_offset)
-                elif p.error_code == ErrorCode.offset_out_of_range:
-                    log = manager.broker.logs.get(*key)
-                    if log is not None and 0 <= log.log_end_offset < p.log_start_offset:
-                        # Behind the leader's log start (retention or DeleteRecords removed what we
-                        # lack): nothing we have can be continued; start again where the leader starts.
-                        logger.warning("%s-%d: log end offset %d is below leader %d's log start offset %d; "
-                                       "starting again there", key[0], key[1], log.log_end_offset, self.leader_id,
-                                       p.log_start_offset)
-                        manager.truncate_fully_and_start_at(key, p.log_start_offset)
-                    else:
-                        logger.warning("%s-%d: fetch offset out of range at leader %d; truncating to its high watermark",
-                                       key[0], key[1], self.leader_id)
-                        manager.truncate(key, min(p.high_watermark, manager.follower_high_watermarks.get(key, 0)))
-                        self.needs_truncation.add(key)
-                    backoff = True
-                else:
-                    backoff = True  # not the leader yet/anymore: metadata will catch up
-        if backoff:
-            await asyncio.sleep(0.05)
-
-    def _append_failed(self, key: tuple[str, int], error: InvalidBatch) -> None:
-        """Leave the partition out of the fetches for a while; log the error once per cause."""
-        self.delayed[key] = time.monotonic() + self.backoff_max_s
-        message = str(error)
-        if self._reported.get(key) != message:
-            self._reported[key] = message
-            logger.error("%s-%d: not appending what leader %d sent, %s (corrupt on the leader?); retrying every %d ms",
-                         key[0], key[1], self.leader_id, message, self.backoff_max_s * 1000)

@@ -1,0 +1,280 @@
+"""The replica fetcher: the follower side of replication, one ``Fetcher`` per leader broker.
+
+A Fetcher fetches every partition this broker follows from one leader in one long-polling Fetch
+(v11, the replica id set), and hands the leader's batches to the replica manager, which appends
+them with their offsets as they are (``append_as_follower``). Before fetching a partition after
+a leader change it asks the leader (OffsetForLeaderEpoch v3) where its own last epoch ends
+there and truncates a divergent tail; a fetch offset out of range truncates to the high
+watermark, or starts over at the leader's log start. Requests go over a BrokerChannel
+(cluster/broker_channel.py). What it needs of the replica manager is ``FollowerReplicas``.
+Not thread-safe; the event loop owns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import random
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from kio.schema.fetch.v11 import request as fetch_request
+from kio.schema.offset_for_leader_epoch.v3 import request as epoch_request
+
+from tidelog.cluster.broker_channel import BrokerChannel
+from tidelog.protocol.errors import ErrorCode, InvalidBatch
+
+if TYPE_CHECKING:
+    from tidelog.cluster.metadata import MetadataStore
+    from tidelog.storage.leader_epoch import LeaderEpochCache
+    from tidelog.storage.log import PartitionLog
+    from tidelog.storage.manager import LogManager
+
+__all__ = ["FETCH_MAX_WAIT_MS", "Fetcher", "FollowerReplicas"]
+
+logger = logging.getLogger(__name__)
+
+FETCH_VERSION = 11  # names, replica_id, current_leader_epoch; not flexible
+EPOCH_VERSION = 3  # OffsetForLeaderEpoch with replica_id; not flexible
+FETCH_MAX_WAIT_MS = 500
+FETCH_PARTITION_MAX_BYTES = 1 << 20
+FETCH_MAX_BYTES = 16 << 20
+
+
+class FollowerReplicas(Protocol):
+    """The replica manager as a fetcher sees it: the followed partitions' logs and what to do with
+    what the leader sends."""
+
+    node_id: int
+    store: "MetadataStore"  # the leader brokers' addresses
+    logs: "LogManager"
+    follower_high_watermarks: dict[tuple[str, int], int]
+
+    def epoch_cache(self, key: tuple[str, int], log: "PartitionLog") -> "LeaderEpochCache": ...
+
+    def append_as_follower(self, key: tuple[str, int], records, leader_high_watermark: int) -> int: ...
+
+    def follow_log_start(self, key: tuple[str, int], leader_log_start_offset: int) -> None: ...
+
+    def truncate(self, key: tuple[str, int], offset: int) -> None: ...
+
+    def truncate_fully_and_start_at(self, key: tuple[str, int], offset: int) -> None: ...
+
+
+class Fetcher:
+    """Fetches every partition this broker follows from one leader broker.
+
+    A leader it cannot reach is retried with exponential back-off (50 ms doubling up to
+    ``replica.fetch.backoff.ms``, with jitter); the first failure and the recovery are logged,
+    not every retry. A partition whose data cannot be appended (a corrupt batch) is left out of
+    the fetches for ``replica.fetch.backoff.ms`` at a time, its error logged once per offset.
+    """
+
+    def __init__(self, manager: FollowerReplicas, leader_id: int, backoff_max_ms: int) -> None:
+        self.manager = manager
+        self.leader_id = leader_id
+        self.partitions: dict[tuple[str, int], int] = {}  # -> leader epoch
+        self.needs_truncation: set[tuple[str, int]] = set()
+        self.delayed: dict[tuple[str, int], float] = {}  # partition -> monotonic time it is fetched again
+        self.task: asyncio.Task | None = None
+        self.stopped = False
+        self.backoff_max_s = backoff_max_ms / 1000
+        self._changed = asyncio.Event()
+        self._failures = 0
+        self._failing_since = 0.0
+        self._reported: dict[tuple[str, int], str] = {}  # partition -> the append error last logged
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"fetcher-{self.leader_id}")
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.task is not None:
+            self.task.cancel()
+
+    def add(self, key, leader_epoch: int) -> None:
+        self.partitions[key] = leader_epoch
+        self.needs_truncation.add(key)
+        self.delayed.pop(key, None)
+        self._changed.set()
+
+    def remove(self, key) -> None:
+        self.partitions.pop(key, None)
+        self.needs_truncation.discard(key)
+        self.delayed.pop(key, None)
+        self._reported.pop(key, None)
+
+    def _connection_failed(self, leader, error: BaseException) -> float:
+        """Note a failed round trip to the leader; the seconds to wait before the next one."""
+        self._failures += 1
+        if self._failures == 1:
+            self._failing_since = time.monotonic()
+            logger.warning("replica fetcher for leader %d (%s:%d): %s; retrying with back-off up to %d ms",
+                           self.leader_id, leader.host, leader.port, error or type(error).__name__,
+                           self.backoff_max_s * 1000)
+        else:
+            logger.debug("replica fetcher for leader %d: attempt %d: %s", self.leader_id, self._failures,
+                         error or type(error).__name__)
+        backoff_s = min(0.05 * 2 ** min(self._failures - 1, 16), self.backoff_max_s)
+        return backoff_s * random.uniform(0.8, 1.0)
+
+    def _note_progress(self) -> None:
+        if self._failures:
+            logger.info("replica fetcher for leader %d: reached it again after %d failed attempts in %.1f s",
+                        self.leader_id, self._failures, time.monotonic() - self._failing_since)
+            self._failures = 0
+
+    async def _idle(self) -> None:
+        if self._failures:
+            logger.info("replica fetcher for leader %d: nothing left to fetch from it (%d failed attempts in %.1f s)",
+                        self.leader_id, self._failures, time.monotonic() - self._failing_since)
+            self._failures = 0
+        self._changed.clear()
+        await self._changed.wait()
+
+    async def _run(self) -> None:
+        manager = self.manager
+        channel: BrokerChannel | None = None
+        while not self.stopped:
+            if not self.partitions:
+                await self._idle()
+                continue
+            leader = manager.store.brokers.get(self.leader_id)
+            if leader is None:  # not registered (yet, or any more): the metadata will move on
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                if channel is None or (channel.host, channel.port) != (leader.host, leader.port):
+                    if channel is not None:
+                        channel.close()
+                    channel = BrokerChannel(leader.host, leader.port, f"tidelog-replica-{manager.node_id}")
+                if self.needs_truncation:
+                    await self._truncate(channel, epoch_request)
+                await self._fetch(channel, fetch_request)
+                self._note_progress()
+            except asyncio.CancelledError:
+                if channel is not None:
+                    channel.close()
+                raise
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError) as e:
+                if channel is not None:
+                    channel.close()
+                channel = None
+                await asyncio.sleep(self._connection_failed(leader, e))
+            except Exception:
+                logger.exception("replica fetcher for leader %d failed", self.leader_id)
+                if channel is not None:
+                    channel.close()
+                channel = None
+                await asyncio.sleep(0.5)
+
+    async def _truncate(self, channel: BrokerChannel, schema) -> None:
+        manager = self.manager
+        wanted = {}
+        for key in list(self.needs_truncation):
+            log = manager.logs.get(*key)
+            if log is None or key not in self.partitions:
+                self.needs_truncation.discard(key)
+                continue
+            wanted[key] = manager.epoch_cache(key, log).latest_epoch
+        by_topic: dict[str, list] = {}
+        for (topic, partition), epoch in wanted.items():
+            by_topic.setdefault(topic, []).append(schema.OffsetForLeaderPartition(
+                partition=partition, current_leader_epoch=self.partitions[(topic, partition)], leader_epoch=max(epoch, 0)))
+        request = schema.OffsetForLeaderEpochRequest(
+            replica_id=manager.node_id,
+            topics=tuple(schema.OffsetForLeaderTopic(topic=t, partitions=tuple(ps)) for t, ps in by_topic.items()))
+        response = await channel.request(23, EPOCH_VERSION, request, 10.0)
+        for topic in response.topics:
+            for p in topic.partitions:
+                key = (topic.topic, p.partition)
+                if key not in wanted or key not in self.partitions:
+                    continue
+                if p.error_code != ErrorCode.none:
+                    logger.info("%s-%d: OffsetForLeaderEpoch from %d: %s", key[0], key[1], self.leader_id, p.error_code.name)
+                    continue
+                log = manager.logs.get(*key)
+                cache = manager.epoch_cache(key, log)
+                my_epoch = wanted[key]
+                if my_epoch < 0:
+                    target = log.log_end_offset if log.log_end_offset == 0 else manager.follower_high_watermarks.get(key, 0)
+                elif p.leader_epoch < 0 or p.end_offset < 0:
+                    target = manager.follower_high_watermarks.get(key, 0)
+                elif p.leader_epoch == my_epoch:
+                    target = p.end_offset
+                else:
+                    _, my_end = cache.end_offset_for(p.leader_epoch, log.log_end_offset)
+                    target = min(p.end_offset, my_end) if my_end >= 0 else p.end_offset
+                manager.truncate(key, min(target, log.log_end_offset))
+                self.needs_truncation.discard(key)
+
+    async def _fetch(self, channel: BrokerChannel, schema) -> None:
+        manager = self.manager
+        by_topic: dict[str, list] = {}
+        now = time.monotonic()
+        for key, epoch in self.partitions.items():
+            if key in self.needs_truncation or self.delayed.get(key, 0) > now:
+                continue
+            log = manager.logs.get(*key)
+            if log is None:
+                continue
+            by_topic.setdefault(key[0], []).append(schema.FetchPartition(
+                partition=key[1], current_leader_epoch=epoch, fetch_offset=log.log_end_offset,
+                log_start_offset=log.log_start_offset, partition_max_bytes=FETCH_PARTITION_MAX_BYTES))
+        if not by_topic:  # every partition delayed or being truncated
+            await asyncio.sleep(0.05)
+            return
+        request = schema.FetchRequest(
+            replica_id=manager.node_id, max_wait=datetime.timedelta(milliseconds=FETCH_MAX_WAIT_MS), min_bytes=1,
+            max_bytes=FETCH_MAX_BYTES, isolation_level=0, session_id=0, session_epoch=-1,
+            topics=tuple(schema.FetchTopic(topic=t, partitions=tuple(ps)) for t, ps in by_topic.items()),
+            forgotten_topics_data=(), rack_id="")
+        response = await channel.request(1, FETCH_VERSION, request, FETCH_MAX_WAIT_MS / 1000 + 10)
+        backoff = False
+        for topic in response.responses:
+            for p in topic.partitions:
+                key = (topic.topic, p.partition_index)
+                if key not in self.partitions or key in self.needs_truncation:
+                    continue
+                if p.error_code == ErrorCode.none:
+                    if p.records:
+                        try:
+                            manager.append_as_follower(key, p.records, p.high_watermark)
+                        except InvalidBatch as e:
+                            self._append_failed(key, e)
+                            continue
+                        self._reported.pop(key, None)
+                    else:
+                        log = manager.logs.get(*key)
+                        if log is not None:
+                            manager.follower_high_watermarks[key] = min(p.high_watermark, log.log_end_offset)
+                    manager.follow_log_start(key, p.log_start_offset)
+                elif p.error_code == ErrorCode.offset_out_of_range:
+                    log = manager.logs.get(*key)
+                    if log is not None and 0 <= log.log_end_offset < p.log_start_offset:
+                        # Behind the leader's log start (retention or DeleteRecords removed what we
+                        # lack): nothing we have can be continued; start again where the leader starts.
+                        logger.warning("%s-%d: log end offset %d is below leader %d's log start offset %d; "
+                                       "starting again there", key[0], key[1], log.log_end_offset, self.leader_id,
+                                       p.log_start_offset)
+                        manager.truncate_fully_and_start_at(key, p.log_start_offset)
+                    else:
+                        logger.warning("%s-%d: fetch offset out of range at leader %d; truncating to its high watermark",
+                                       key[0], key[1], self.leader_id)
+                        manager.truncate(key, min(p.high_watermark, manager.follower_high_watermarks.get(key, 0)))
+                        self.needs_truncation.add(key)
+                    backoff = True
+                else:
+                    backoff = True  # not the leader yet/anymore: metadata will catch up
+        if backoff:
+            await asyncio.sleep(0.05)
+
+    def _append_failed(self, key: tuple[str, int], error: InvalidBatch) -> None:
+        """Leave the partition out of the fetches for a while; log the error once per cause."""
+        self.delayed[key] = time.monotonic() + self.backoff_max_s
+        message = str(error)
+        if self._reported.get(key) != message:
+            self._reported[key] = message
+            logger.error("%s-%d: not appending what leader %d sent, %s (corrupt on the leader?); retrying every %d ms",
+                         key[0], key[1], self.leader_id, message, self.backoff_max_s * 1000)
