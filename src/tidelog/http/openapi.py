@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of the HTTP API (served at ``/api/v1/openapi.json``).
 
-Kept as data next to the handlers in api.py; tests/integration/test_http_api.py checks every
+Kept as data next to the route handlers (api.py and the *_routes.py modules); tests/integration/test_http_api.py checks every
 response against it and runs schemathesis over every operation.
 """
 

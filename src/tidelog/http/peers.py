@@ -2,11 +2,11 @@
 
 Any broker's API and console show the same picture of the cluster: a partition's offsets and
 size are the leader's, and its records are read from the leader, wherever it is. Partitions led
-here are read locally (api.py); for the others this module asks the leader as a Kafka client
-would (ListOffsets v5, DescribeLogDirs v1, Fetch v11, and Produce v8 with acks=all for records
-produced over HTTP: non-flexible versions, as ``BrokerChannel`` speaks them), on the leader's
-advertised Kafka address, which every broker can reach (the HTTP listeners bind loopback by
-default).
+here are read locally (record_reader.py, topic_routes.py); for the others this module asks the
+leader as a Kafka client would (ListOffsets v5, DescribeLogDirs v1, Fetch v11, and Produce v8
+with acks=all for records produced over HTTP: non-flexible versions, as ``BrokerChannel``
+speaks them), on the leader's advertised Kafka address, which every broker can reach (the HTTP
+listeners bind loopback by default).
 
 A ``PeerClient`` keeps a few idle connections per broker; at most ``MAX_CONNECTIONS_PER_BROKER``
 requests to one broker run at once. A broker that does not answer within the timeout makes the

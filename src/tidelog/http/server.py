@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from tidelog.http.api import PREFIX, Api, error_response, json_errors
+from tidelog.http.api import Api
+from tidelog.http.errors import PREFIX, error_response, json_errors
 from tidelog.http.openapi import openapi_document
 
 if TYPE_CHECKING:

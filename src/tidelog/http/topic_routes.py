@@ -1,0 +1,157 @@
+"""The HTTP API's topics: list, describe, create, delete, alter configs.
+
+Topic administration goes through the broker's own rules (``check_new_topic``,
+``create_topic``, ``delete_topic``: CreateTopics' validation and defaults); internal topics are
+not deleted. A topic's partitions come with their leader's offsets and size: read here for the
+partitions led here, asked of the leader (one request each kind per leader) for the rest, null
+where the leader is gone or did not answer. Configs are listed as DescribeConfigs lists them.
+Not thread-safe; the event loop owns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from tidelog.config import topic_config_def, validate_topic_configs
+from tidelog.handlers.describe_configs import DYNAMIC_TOPIC_CONFIG, STATIC_BROKER_CONFIG, topic_config_views
+from tidelog.http.cluster_view import ClusterView
+from tidelog.http.errors import bad_request
+from tidelog.http.params import body_int, json_body
+from tidelog.http.peers import PeerClient
+from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.protocol.topics import is_internal
+
+if TYPE_CHECKING:
+    from tidelog.server.broker import Broker
+
+__all__ = ["TopicRoutes"]
+
+logger = logging.getLogger(__name__)
+
+
+class TopicRoutes:
+    """The topic routes; ``partition_views`` also serves the cluster view."""
+
+    def __init__(self, broker: "Broker", view: ClusterView, peers: PeerClient) -> None:
+        self.broker = broker
+        self.view = view
+        self.peers = peers
+
+    async def _partition_views(self, records: list) -> dict[str, list[dict]]:
+        """Every partition of ``records`` with the leader's offsets and size: read here for the
+        partitions led here, asked of the leader (one request each kind per leader) for the rest;
+        null where the leader is gone or did not answer."""
+        live = self.view.live_brokers()
+        views: dict[str, list[dict]] = {}
+        remote: dict[int, list[tuple[str, int]]] = {}
+        for record in records:
+            views[record.name] = []
+            for partition in range(record.partitions):
+                view = self.view.partition_state(record.name, partition, live)
+                view.update(log_start_offset=None, log_end_offset=None, high_watermark=None, size_bytes=None, segments=None)
+                log = self.broker.partition_log(record.name, partition)
+                if view["leader"] == self.broker.node_id and (log is None or self.broker.logs.offline):
+                    view.update(leader=None, offline=True, under_replicated=False)  # its log directory is gone
+                if view["leader"] is not None and self.view.leads(record.name, partition) and log is not None:
+                    view.update(log_start_offset=log.log_start_offset, log_end_offset=log.log_end_offset,
+                                high_watermark=self.view.high_watermark(log), size_bytes=log.size_bytes, segments=len(log.segments))
+                elif view["leader"] is not None and view["leader"] != self.broker.node_id:
+                    remote.setdefault(view["leader"], []).append((record.name, partition))
+                views[record.name].append(view)
+        if remote:
+            answers = await asyncio.gather(*(self._ask_leader(node_id, keys) for node_id, keys in remote.items()))
+            for offsets, sizes in answers:
+                for (topic, partition), (log_start, high_watermark) in offsets.items():
+                    views[topic][partition].update(log_start_offset=log_start, high_watermark=high_watermark)
+                for (topic, partition), size in sizes.items():
+                    views[topic][partition]["size_bytes"] = size
+        return views
+
+    async def _ask_leader(self, node_id: int, keys: list[tuple[str, int]]):
+        """(offsets, sizes) of partitions led by another broker; empty where it does not answer."""
+        try:
+            return await asyncio.gather(self.peers.offsets(node_id, keys), self.peers.sizes(node_id, keys))
+        except KafkaError as e:
+            logger.info("HTTP API: broker %d did not give the offsets of %d partitions: %s", node_id, len(keys), e)
+            return {}, {}
+
+    def _topic_summary(self, record, partitions: list[dict]) -> dict:
+        return {
+            "name": record.name,
+            "topic_id": str(record.topic_id),
+            "internal": is_internal(record.name),
+            "partitions": record.partitions,
+            "replication_factor": record.replication_factor,
+            "size_bytes": sum(p["size_bytes"] or 0 for p in partitions),
+            "records": sum(max(p["high_watermark"] - p["log_start_offset"], 0) for p in partitions if p["high_watermark"] is not None),
+            "configs": dict(record.configs),
+            "offline_partitions": sum(p["offline"] for p in partitions),
+            "under_replicated_partitions": sum(p["under_replicated"] for p in partitions),
+        }
+
+    async def _topic_detail(self, record) -> dict:
+        partitions = (await self._partition_views([record]))[record.name]
+        detail = self._topic_summary(record, partitions)
+        detail["partitions"] = partitions
+        detail["partition_count"] = record.partitions
+        sources = {DYNAMIC_TOPIC_CONFIG: "topic", STATIC_BROKER_CONFIG: "broker"}
+        detail["configs"] = [
+            {"name": v.name, "value": v.value, "source": sources.get(v.source, "default"), "documentation": v.documentation}
+            for v in topic_config_views(self.broker, record.configs)
+        ]
+        return detail
+
+    async def list_topics(self, request: web.Request) -> web.Response:
+        internal = request.query.get("internal", "true").lower() not in ("false", "0", "no")
+        records = [t for name, t in sorted(self.broker.metadata.topics.items()) if internal or not is_internal(name)]
+        views = await self._partition_views(records)
+        return web.json_response({"topics": [self._topic_summary(t, views[t.name]) for t in records]})
+
+    async def describe_topic(self, request: web.Request) -> web.Response:
+        return web.json_response(await self._topic_detail(self.view.topic(request.match_info["topic"])))
+
+    async def create_topic(self, request: web.Request) -> web.Response:
+        body = await json_body(request)
+        name = body.get("name")
+        if not isinstance(name, str):
+            raise bad_request("name (a string) is required")
+        partitions = body_int(body, "partitions", -1, minimum=-1)
+        replication_factor = body_int(body, "replication_factor", -1, minimum=-1)
+        configs = body.get("configs") or {}
+        if not isinstance(configs, dict) or not all(isinstance(v, (str, int, float, bool)) for v in configs.values()):
+            raise bad_request("configs must be an object of name -> value")
+        configs = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in configs.items()}
+        broker = self.broker
+        normalised = broker.check_new_topic(name, partitions, replication_factor, configs)
+        partitions, replication_factor = broker.resolve_topic_defaults(partitions, replication_factor)
+        record = await broker.create_topic(name, partitions, replication_factor, normalised)
+        return web.json_response(await self._topic_detail(record), status=201)
+
+    async def delete_topic(self, request: web.Request) -> web.Response:
+        record = self.view.topic(request.match_info["topic"])
+        if is_internal(record.name):
+            raise KafkaError(ErrorCode.invalid_request, f"internal topic {record.name} cannot be deleted")
+        await self.broker.delete_topic(record.name)
+        return web.json_response({"deleted": record.name})
+
+    async def alter_topic_configs(self, request: web.Request) -> web.Response:
+        """Set (value) or remove (null) topic config overrides; others are kept."""
+        record = self.view.topic(request.match_info["topic"])
+        body = await json_body(request)
+        changes = body.get("configs")
+        if not isinstance(changes, dict) or not all(v is None or isinstance(v, (str, int, float, bool)) for v in changes.values()):
+            raise bad_request("configs must be an object of name -> value (null removes the override)")
+        new = dict(record.configs)
+        for name, value in changes.items():
+            topic_config_def(name)  # INVALID_CONFIG for a name that is not a topic config
+            if value is None:
+                new.pop(name, None)
+            else:
+                new[name] = str(value).lower() if isinstance(value, bool) else str(value)
+        normalised = validate_topic_configs(new)
+        await self.broker.set_topic_configs(record.name, normalised)
+        return web.json_response(await self._topic_detail(self.broker.metadata.topics[record.name]))
