@@ -101,10 +101,10 @@ async def start_in_process_broker(data_dir: Path, etcd_endpoint: str, prefix: st
     a test must hold still at one point (the test then drives it over real sockets).
     ``prefix`` keeps clusters sharing one etcd apart. Stop it with ``await broker.stop()``."""
     from tidelog.config import BrokerConfig
-    from tidelog.server.broker import Broker
+    from tidelog.node import make_broker
 
     overrides = {**CLUSTER_TEST_SETTINGS, "controlled.shutdown.enable": "false", **(settings or {}), "node.id": str(node_id)}
     config = BrokerConfig.load(env={}, overrides=overrides)
-    broker = Broker(config, data_dir, "127.0.0.1", 0, cluster=f"etcd://{etcd_endpoint}{prefix}")
+    broker = make_broker(config, data_dir, "127.0.0.1", 0, cluster=f"etcd://{etcd_endpoint}{prefix}")
     await broker.start()
     return broker

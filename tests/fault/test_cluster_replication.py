@@ -65,8 +65,8 @@ class Scenario:
         await wait_for(lambda: 2 in broker.metadata.brokers, message="broker 2 registered")
         await broker.metadata.create_topic(TopicRecord(TOPIC, new_topic_id(), 1, 2, dict(configs or {})),
                                            [PartitionState((1, 2), 1, 0, tuple(isr))])
-        broker.replication.refresh(TOPIC)
-        await wait_for(lambda: KEY in broker.replication.leading, message="broker 1 leading")
+        broker.replicas.refresh(TOPIC)
+        await wait_for(lambda: KEY in broker.replicas.leading, message="broker 1 leading")
         return scenario
 
     async def stop(self) -> None:
@@ -77,7 +77,7 @@ class Scenario:
 
     @property
     def leader(self):
-        return self.broker.replication.leading[KEY]
+        return self.broker.replicas.leading[KEY]
 
     @property
     def log(self):
@@ -144,14 +144,14 @@ def test_acks_all_waits_for_a_follower_joining_the_isr(tmp_path, etcd):
             assert s.leader.state.isr == (1,)
             pending = asyncio.create_task(s.produce(producer, [b"d"]))
             await wait_for(lambda: s.log.log_end_offset == 4, message="the produce appended")
-            assert s.broker.replication.high_watermark(*KEY) == 3, "offset 3 is committed before the joining follower has it"
+            assert s.broker.replicas.high_watermark(*KEY) == 3, "offset 3 is committed before the joining follower has it"
             assert not pending.done()
             release.set()
             await wait_for(lambda: s.leader.state.isr == (1, 2), message="the ISR write completed")
             assert not pending.done()
             await s.fetch(follower, 4)  # the follower now has offset 3
             assert await pending == (ErrorCode.none, 3)
-            assert s.broker.replication.high_watermark(*KEY) == 4
+            assert s.broker.replicas.high_watermark(*KEY) == 4
         finally:
             await s.stop()
 
@@ -258,8 +258,8 @@ def test_a_produce_waiting_for_a_flush_is_answered_when_its_records_are_truncate
             state = s.broker.metadata.partitions[KEY]
             assert await s.broker.metadata.compare_and_set_partition(TOPIC, 0, state.changed(
                 leader=2, leader_epoch=1, isr=(2,))) is not None  # as the controller would, broker 1 paused
-            await wait_for(lambda: KEY not in s.broker.replication.leading, message="broker 1 following")
-            s.broker.replication.truncate(KEY, 1)  # what its fetcher does with the divergent tail
+            await wait_for(lambda: KEY not in s.broker.replicas.leading, message="broker 1 following")
+            s.broker.replicas.get(*KEY).truncate_to(1)  # what its fetcher does with the divergent tail
             error, _ = await asyncio.wait_for(pending, 10)
             assert error == ErrorCode.not_leader_or_follower
         finally:
@@ -280,10 +280,10 @@ def test_the_high_watermark_waits_for_the_leaders_own_flush(tmp_path, etcd):
             first = asyncio.create_task(s.produce(producer, [b"a"], acks=1))
             await wait_for(lambda: s.log.log_end_offset == 1, message="the first record appended")
             await s.fetch(follower, 1)  # the follower has it; the leader's group commit is pending
-            assert s.broker.replication.high_watermark(*KEY) == 0, "a record not durable on the leader is committed"
+            assert s.broker.replicas.high_watermark(*KEY) == 0, "a record not durable on the leader is committed"
             assert not first.done()
             assert await first == (ErrorCode.none, 0)  # answered once the leader's flush made it durable
-            assert s.broker.replication.high_watermark(*KEY) == 1
+            assert s.broker.replicas.high_watermark(*KEY) == 1
         finally:
             await s.stop()
 
@@ -302,7 +302,7 @@ def test_a_pending_join_is_answered_when_the_coordinator_moves(tmp_path, etcd):
         try:
             await s.broker.metadata.create_topic(TopicRecord("__consumer_offsets", new_topic_id(), 1, 2, {}),
                                                  [PartitionState((1, 2), 1, 0, (1,))])
-            s.broker.replication.refresh("__consumer_offsets")
+            s.broker.replicas.refresh("__consumer_offsets")
             await wait_for(lambda: s.broker.group_coordinator_error() is None, message="broker 1 the group coordinator")
             join = join_group.JoinGroupRequest(
                 group_id="moving", session_timeout=datetime.timedelta(seconds=10), rebalance_timeout=datetime.timedelta(seconds=30),

@@ -66,7 +66,7 @@ class Recorder:
                 flexible = apis.is_flexible(api_key, version)
                 if api_key == 18:
                     header, _ = parse_request_header(memoryview(frame), flexible)
-                    ctx = RequestContext(header=header, broker=None, peer="capture", flexible=flexible)  # type: ignore[arg-type]
+                    ctx = RequestContext(header=header, peer="capture", flexible=flexible)
                     body = await api_versions.handle(ctx, None)
                     body = b"".join(body) if isinstance(body, list) else encode_response(body)
                     head = response_header(correlation_id, False)

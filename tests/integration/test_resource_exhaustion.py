@@ -201,12 +201,13 @@ def test_disk_full(small_disk, tmp_path):
         conn = Conn(broker)
         create_topic(conn, "fill")
         acknowledged = 0
-        batch = build_batch([(None, b"x" * 1000, [])] * 32)
-        for _ in range(200):
+        # Batches of one file system block, so that the disk is full (under 1% free) when a write fails.
+        batch = build_batch([(None, b"x" * 1000, [])] * 4)
+        for _ in range(1000):
             result = produce(conn, "fill", batch)
             if result.error_code != 0:
                 break
-            acknowledged += 32
+            acknowledged += 4
         assert result.error_code == KAFKA_STORAGE_ERROR, result
         assert acknowledged > 0
         status = requests.get(f"http://127.0.0.1:{broker.metrics_port}/ready", timeout=10)

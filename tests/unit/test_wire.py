@@ -325,7 +325,7 @@ def registry():
 
 def run_handler(handler, api_key: int, version: int, request=None):
     flexible = apis.is_flexible(api_key, version)
-    ctx = RequestContext(header=RequestHeader(api_key, version, 1, "t"), broker=None, peer="test", flexible=flexible)  # type: ignore[arg-type]
+    ctx = RequestContext(header=RequestHeader(api_key, version, 1, "t"), peer="test", flexible=flexible)
     return asyncio.run(handler(ctx, request))
 
 

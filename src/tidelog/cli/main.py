@@ -136,9 +136,9 @@ def serve(host: str, port: int, http_port: int | None, data_dir: Path, config_fi
 
 
 async def _serve(config: BrokerConfig, data_dir: Path, host: str, port: int, port_file: Path | None, cluster: str | None = None) -> None:
-    from tidelog.server.broker import Broker
+    from tidelog.node import make_broker
 
-    broker = Broker(config, data_dir, host, port, cluster=cluster)
+    broker = make_broker(config, data_dir, host, port, cluster=cluster)
     await broker.start()
     if port_file is not None:
         tmp = port_file.with_suffix(".tmp")

@@ -5,7 +5,7 @@ codec (protocol/apis.py, request header v1, client id ``client_id``), sends it, 
 response, one request at a time on one connection, opened on first use. A response with another
 correlation id raises ConnectionError; a timeout, asyncio.TimeoutError; a closed connection,
 OSError or asyncio.IncompleteReadError: the caller closes the channel and opens a new one. The
-replica fetcher (server/replica_fetcher.py) and the HTTP API's peer client use it.
+replica fetcher (cluster/replica_fetcher.py) and the HTTP API's peer client use it.
 Not thread-safe; one task uses a channel at a time.
 """
 

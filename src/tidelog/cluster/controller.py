@@ -40,13 +40,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from tidelog.cluster.metadata import BrokerInfo, PartitionState
 from tidelog.protocol.errors import ErrorCode, KafkaError
 
 if TYPE_CHECKING:
-    from tidelog.server.broker import Broker
+    from tidelog.cluster.metadata import MetadataStore
+    from tidelog.config import BrokerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -154,9 +155,14 @@ def preferred(state: PartitionState, live: set[int], shutting_down: set[int] | f
 class Controller:
     """Runs on the elected broker; see the module docstring."""
 
-    def __init__(self, broker: "Broker") -> None:
-        self.broker = broker
-        self.store = broker.metadata
+    def __init__(self, node_id: int, store: "MetadataStore", config: "BrokerConfig",
+                 create_internal_topics: Callable[[int], Awaitable[None]]) -> None:
+        """``create_internal_topics(live_brokers)`` creates the internal topics that enough live
+        brokers allow and do not exist yet (the broker knows them and their settings)."""
+        self.node_id = node_id
+        self.store = store
+        self.config = config
+        self.create_internal_topics = create_internal_topics
         self.epoch = 0
         # Broker epochs this controller has fenced (None until the first pass sets them).
         self._known_epochs: dict[int, int] | None = None
@@ -173,9 +179,9 @@ class Controller:
         self._known_epochs = None
         self._dirty.set()
         self._task = asyncio.create_task(self._run(), name="controller")
-        if self.broker.config["auto.leader.rebalance.enable"]:
+        if self.config["auto.leader.rebalance.enable"]:
             self._rebalance_task = asyncio.create_task(self._rebalance_loop(), name="leader-rebalance")
-        logger.info("broker %d is the controller (epoch %d)", self.broker.node_id, epoch)
+        logger.info("broker %d is the controller (epoch %d)", self.node_id, epoch)
 
     def stop(self) -> None:
         if self._rebalance_task is not None:
@@ -184,7 +190,7 @@ class Controller:
         if self._task is not None:
             self._task.cancel()
             self._task = None
-            logger.info("broker %d is no longer the controller", self.broker.node_id)
+            logger.info("broker %d is no longer the controller", self.node_id)
 
     def on_change(self, kind: str, key: object) -> None:
         if kind in ("broker", "topic") or kind == "partition":
@@ -226,20 +232,20 @@ class Controller:
         registering = self._registering()
         epochs = {node_id: info.epoch for node_id, info in self.store.brokers.items()}
         live = set(epochs) - registering - self.store.offline  # an offline log directory: as if dead
-        await self._create_offsets_topic(len(live))
+        await self.create_internal_topics(len(live))
         all_done = True
         for (topic, index), state in list(self.store.partitions.items()):
             record = self.store.topics.get(topic)
             if record is None:
                 continue
-            wanted = (elect(state, live, self.broker.config.topic_value(record.configs, "unclean.leader.election.enable"),
+            wanted = (elect(state, live, self.config.topic_value(record.configs, "unclean.leader.election.enable"),
                             self.store.shutting_down)
                       or advance_reassignment(state, live, self.store.shutting_down))
             if wanted is None:
                 continue
             stored = await self.store.compare_and_set_partition(topic, index, wanted, self.epoch)
             if stored is None:
-                if self.store.controller_id != self.broker.node_id:
+                if self.store.controller_id != self.node_id:
                     return True  # deposed; the broker stops us
                 all_done = False
                 continue
@@ -253,7 +259,7 @@ class Controller:
         return all_done
 
     async def _rebalance_loop(self) -> None:
-        interval_s = self.broker.config["leader.imbalance.check.interval.seconds"]
+        interval_s = self.config["leader.imbalance.check.interval.seconds"]
         while True:
             await asyncio.sleep(interval_s)
             try:
@@ -283,16 +289,3 @@ class Controller:
                 logger.info("controller: %s-%d leader %d -> preferred replica %d (epoch %d)", topic, index,
                             state.leader, stored.leader, stored.leader_epoch)
         return moved
-
-    async def _create_offsets_topic(self, live_count: int) -> None:
-        """``__consumer_offsets`` appears once ``offsets.topic.replication.factor`` brokers are live."""
-        from tidelog.groups.offsets_topic import PARTITIONS, TOPIC, topic_configs
-
-        replication_factor = self.broker.config["offsets.topic.replication.factor"]
-        if TOPIC in self.store.topics or live_count < replication_factor:
-            return
-        try:
-            await self.broker.create_topic(TOPIC, PARTITIONS, replication_factor, topic_configs(self.broker.config))
-        except KafkaError as e:
-            if e.error_code != ErrorCode.topic_already_exists:
-                raise

@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Protocol
 
+from tidelog.clock import monotonic_ms, wall_clock_ms
 from tidelog.protocol.batch_filter import null_key_indexes, records_body
 from tidelog.protocol.compression import COMPRESSION_CODECS
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -52,7 +52,8 @@ from tidelog.protocol.records import (
     set_partition_leader_epoch,
     validate_batches,
 )
-from tidelog.storage.leader_epoch import UNDEFINED, LeaderEpochCache
+from tidelog.storage.leader_epoch import LeaderEpochCache
+from tidelog.storage.log import LogConfig
 from tidelog.storage.producer_state import ProducerState
 
 if TYPE_CHECKING:
@@ -61,20 +62,13 @@ if TYPE_CHECKING:
     from tidelog.storage.log import PartitionLog
     from tidelog.storage.manager import LogManager
 
-__all__ = ["AppendResult", "IsrWriter", "Partition", "PartitionConfig", "ReadResult", "wait_for_acks", "wait_for_data"]
+__all__ = ["AppendResult", "IsrWriter", "Partition", "PartitionConfig", "ReadResult", "log_config_for", "wait_for_acks",
+           "wait_for_data"]
 
 logger = logging.getLogger(__name__)
 
 MIN_BATCH_LENGTH = BATCH_HEADER_SIZE - 12  # a batch's length field counts what follows it
 NO_LIMIT_MS = (1 << 63) - 1
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _monotonic_ms() -> int:
-    return int(time.monotonic() * 1000)
 
 
 @dataclass(frozen=True)
@@ -102,6 +96,29 @@ class PartitionConfig:
             compression=None if codec == "producer" else COMPRESSION_CODECS[codec],
             min_insync_replicas=value("min.insync.replicas"),
         )
+
+
+def log_config_for(config: "BrokerConfig", topic_configs: dict[str, str]) -> LogConfig:
+    """The storage settings of a partition of a topic with ``topic_configs`` (broker defaults below them)."""
+    value = lambda name: config.topic_value(topic_configs, name)  # noqa: E731
+    return LogConfig(
+        segment_bytes=value("segment.bytes"),
+        segment_ms=value("segment.ms"),
+        index_interval_bytes=value("index.interval.bytes"),
+        retention_ms=value("retention.ms"),
+        retention_bytes=value("retention.bytes"),
+        durability=value("durability.profile"),
+        flush_interval_ms=value("flush.ms"),
+        segment_jitter_ms=value("segment.jitter.ms"),
+        file_delete_delay_ms=value("file.delete.delay.ms"),
+        delete="delete" in value("cleanup.policy").split(","),
+        compact="compact" in value("cleanup.policy").split(","),
+        delete_retention_ms=value("delete.retention.ms"),
+        min_compaction_lag_ms=value("min.compaction.lag.ms"),
+        max_compaction_lag_ms=value("max.compaction.lag.ms"),
+        min_cleanable_dirty_ratio=value("min.cleanable.dirty.ratio"),
+        segment_index_bytes=value("segment.index.bytes"),
+    )
 
 
 class AppendResult(NamedTuple):
@@ -217,7 +234,10 @@ class Partition:
         """None when this replica leads at ``current_leader_epoch`` (-1: any) and ``replica_id``
         (a follower's fetch; -1: a client) is one of its replicas. A broker that is no replica
         gets Kafka's answer: UNKNOWN_LEADER_EPOCH (it may be one soon, as during a
-        reassignment), or NOT_LEADER_OR_FOLLOWER when it sent no epoch."""
+        reassignment), or NOT_LEADER_OR_FOLLOWER when it sent no epoch. While the log directory
+        is offline (an I/O error) the replica is offline: KAFKA_STORAGE_ERROR, as Kafka answers."""
+        if self.log.log_dir.offline:
+            return ErrorCode.kafka_storage_error
         if not self.leading:
             return ErrorCode.not_leader_or_follower
         state = self.state
@@ -242,7 +262,7 @@ class Partition:
         self.state = state
         self.leading = True
         self.high_watermark = min(self.high_watermark, self.log.log_end_offset)
-        now = now_ms if now_ms is not None else _monotonic_ms()
+        now = now_ms if now_ms is not None else monotonic_ms()
         self.follower_end_offsets = {}
         self.last_fetch = {}
         self.caught_up_ms = {r: now for r in state.replicas}
@@ -289,8 +309,11 @@ class Partition:
         too small an ISR, INVALID_PRODUCER_EPOCH, OUT_OF_ORDER_SEQUENCE_NUMBER,
         KAFKA_STORAGE_ERROR, ...) or InvalidBatch (bad input: CORRUPT_MESSAGE, INVALID_RECORD,
         INVALID_TIMESTAMP, MESSAGE_TOO_LARGE, ...)."""
-        if not self.leading:
-            raise KafkaError(ErrorCode.not_leader_or_follower, f"broker {self.node_id} does not lead {self.topic}-{self.index}")
+        error = self.leader_error()
+        if error is not None:
+            if error == ErrorCode.kafka_storage_error:
+                raise self.log.log_dir.error()
+            raise KafkaError(error, f"broker {self.node_id} does not lead {self.topic}-{self.index}")
         if required_acks == -1 and len(self.state.isr) < self.config.min_insync_replicas:
             raise KafkaError(ErrorCode.not_enough_replicas, f"{self.topic}-{self.index}: the ISR {list(self.state.isr)} is "
                              f"smaller than min.insync.replicas {self.config.min_insync_replicas}")
@@ -301,7 +324,7 @@ class Partition:
         info = batch.info
         if config.compact:
             self._refuse_null_keys(records, info)
-        now_ms = now_ms if now_ms is not None else _now_ms()
+        now_ms = now_ms if now_ms is not None else wall_clock_ms()
         if not config.log_append_time:
             info = apply_create_time(records, batch, now_ms, config.timestamp_before_max_ms, config.timestamp_after_max_ms)
         elif info.timestamp_type == 1:
@@ -351,12 +374,21 @@ class Partition:
             return ErrorCode.not_enough_replicas_after_append
         return ErrorCode.none
 
+    async def wait_acknowledged(self, end_offset: int, required_acks: int, timeout_s: float) -> ErrorCode:
+        """``wait_for_acks`` for one append (an internal writer's)."""
+        (error,) = await wait_for_acks([(self, end_offset)], required_acks, timeout_s, self.logs)
+        return error
+
     def _ack_waiter(self, end_offset: int) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
         if len(self._ack_waiters) >= 64:  # forget those that timed out
             self._ack_waiters = [w for w in self._ack_waiters if not w[1].done()]
         self._ack_waiters.append((end_offset, future))
         return future
+
+    def fail_ack_waiters(self, error: ErrorCode) -> None:
+        """Answer every acknowledgement waiting here with ``error`` (a shutdown)."""
+        self._fail_ack_waiters(error)
 
     def _fail_ack_waiters(self, error: ErrorCode) -> None:
         waiters, self._ack_waiters = self._ack_waiters, []
@@ -430,7 +462,7 @@ class Partition:
         watermark and the current epoch's start joins the ISR."""
         if not self.leading or replica_id not in self.state.replicas:
             return
-        now = now_ms if now_ms is not None else _monotonic_ms()
+        now = now_ms if now_ms is not None else monotonic_ms()
         previous = self.last_fetch.get(replica_id)
         if fetch_offset >= log_end_offset:
             self.caught_up_ms[replica_id] = now
@@ -519,12 +551,8 @@ class Partition:
                     log.truncate_fully_and_start_at(info.base_offset)
                 else:
                     continue  # already here (a retried fetch)
-            if info.base_offset > log.log_end_offset:
-                logger.error("%s-%d: leader batch at %d leaves a gap after %d", self.topic, self.index, info.base_offset,
-                             log.log_end_offset)
-                break
             cache.assign(info.partition_leader_epoch, info.base_offset)
-            log.append(batch, info)
+            log.append(batch, info, base_offset=info.base_offset)  # past the log end after a compacted gap
             producer_state.update(info, info.base_offset)
             appended += info.size
         self.set_follower_high_watermark(leader_high_watermark)
@@ -571,16 +599,15 @@ class Partition:
     def producer_count(self) -> int:
         return len(self._producer_state.producers) if self._producer_state is not None else 0
 
-    def cleaner_info(self) -> tuple[int, dict[int, tuple[int, int]]]:
-        """For the log cleaner: the offset it may not clean from (the high watermark: a follower
-        may still truncate above it), and each idempotent producer's last batch (offset of its
-        last record, epoch), which must stay for its sequence numbers to go on."""
+    def active_producers(self) -> dict[int, tuple[int, int]]:
+        """For the log cleaner: each idempotent producer's last batch (offset of its last record,
+        epoch), which must stay for its sequence numbers to go on."""
         producers = {}
         for producer_id, entry in self.producer_state.producers.items():
             if entry.batches:
                 _, _, base_offset, last_offset_delta = entry.batches[-1]
                 producers[producer_id] = (base_offset + last_offset_delta, entry.epoch)
-        return self.high_watermark, producers
+        return producers
 
     def save_producer_state(self) -> None:
         """At a clean shutdown: the producer state's snapshot, so the next start replays little.

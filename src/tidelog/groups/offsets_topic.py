@@ -3,25 +3,25 @@
 One partition (a single node coordinates every group; Kafka's default is 50 partitions, which
 only matter to spread coordinators over brokers), ``cleanup.policy=compact``: the log cleaner
 (storage/cleaner.py) keeps the last record per key, so the topic stays bounded and a start
-replays only that. Records are built with ``build_batch`` (encoding in
-groups/records.py), appended through the topic's PartitionLog, and a write returns only once
-``LogManager.wait_durable`` says they are durable. In a cluster a write is acks=all: it raises
-KafkaError (with the error a group request answers) when this broker no longer leads the
-partition, the ISR is below ``min.insync.replicas``, or the ISR does not get it in time. Not thread-safe; the event loop owns it.
+replays only that. Records are built with ``build_batch`` (encoding in groups/records.py) and
+appended through the partition's ``Partition`` as leader, acks=all: a write returns once the
+ISR has them (on a single node, once durable) and raises KafkaError (with the error a group
+request answers) when this broker no longer leads the partition, the ISR is below
+``min.insync.replicas``, or the ISR does not get it within ``offsets.commit.timeout.ms``.
+Not thread-safe; the event loop owns it.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
-from tidelog.protocol.records import BATCH_HEADER_SIZE, build_batch, iter_records, parse_batch_header, set_partition_leader_epoch
+from tidelog.protocol.records import BATCH_HEADER_SIZE, InvalidBatch, build_batch, iter_records, parse_batch_header
 from tidelog.protocol.topics import CONSUMER_OFFSETS
 
 if TYPE_CHECKING:
-    from tidelog.server.broker import Broker
-    from tidelog.storage.log import PartitionLog
+    from tidelog.cluster.partition import Partition
 
 logger = logging.getLogger(__name__)
 
@@ -46,48 +46,43 @@ def coordinator_error(error: ErrorCode) -> ErrorCode:
 
 
 class ConsumerOffsetsTopic:
-    """A GroupLog over partition 0 of ``__consumer_offsets``."""
+    """A GroupLog over partition 0 of ``__consumer_offsets`` (``partition()`` finds it as hosted here)."""
 
-    def __init__(self, broker: "Broker") -> None:
-        self.broker = broker
-        self._log: "PartitionLog | None" = None
+    def __init__(self, partition: Callable[[], "Partition | None"], commit_timeout_ms: int) -> None:
+        self._find = partition
+        self.commit_timeout_ms = commit_timeout_ms
+        self._partition: "Partition | None" = None
 
     async def open(self) -> None:
-        """Create the topic on first start (internally, never by auto-creation)."""
-        if TOPIC not in self.broker.metadata.topics:
-            await self.broker.create_topic(TOPIC, PARTITIONS, 1, topic_configs(self.broker.config))
-        self._log = self.broker.partition_log(TOPIC, 0)
-        if self._log is None:
-            configs = self.broker.metadata.topics[TOPIC].configs
-            self._log = self.broker.logs.create(TOPIC, 0, self.broker.log_config(configs))
+        partition = self._find()
+        if partition is None:
+            raise KafkaError(ErrorCode.not_coordinator, f"{TOPIC}-0 is not hosted here")
+        self._partition = partition
 
     @property
-    def log(self) -> "PartitionLog":
-        if self._log is None:
+    def partition(self) -> "Partition":
+        if self._partition is None:
             raise RuntimeError("ConsumerOffsetsTopic.open() was not called")
-        return self._log
+        return self._partition
+
+    @property
+    def log(self):
+        return self.partition.log
 
     async def write(self, records: list[tuple[bytes, bytes | None]]) -> None:
-        batch = bytearray(build_batch([(key, value, []) for key, value in records]))
-        view = memoryview(batch)
-        info = parse_batch_header(view)
-        log = self.log
-        replication = self.broker.replication  # cluster mode: written as acks=all
-        if replication is not None:
-            error = replication.leader_error(TOPIC, 0) or replication.check_min_isr(TOPIC, 0)
-            if error:
-                raise KafkaError(coordinator_error(error), f"__consumer_offsets not writable here: {error.name}")
-            info = set_partition_leader_epoch(view, info, replication.leader_epoch(TOPIC, 0))
-        base_offset = log.append(view, info)
-        self.broker.notify_append(TOPIC, 0)
-        await self.broker.logs.wait_durable(log, base_offset + info.last_offset_delta + 1)
-        if replication is not None:
-            replication.on_local_append(TOPIC, 0)
-            timeout_s = self.broker.config["offsets.commit.timeout.ms"] / 1000
-            error = await replication.wait_for_isr(TOPIC, 0, base_offset + info.last_offset_delta + 1, timeout_s)
-            if error:
-                logger.warning("__consumer_offsets write at %d not replicated: %s", base_offset, error.name)
-                raise KafkaError(coordinator_error(error), f"__consumer_offsets write not replicated: {error.name}")
+        partition = self.partition
+        batch = memoryview(bytearray(build_batch([(key, value, []) for key, value in records])))
+        try:
+            appended = partition.append_as_leader(batch, required_acks=-1)
+        except (KafkaError, InvalidBatch) as e:
+            raise KafkaError(coordinator_error(e.error_code), f"{TOPIC} not writable here: {e.error_code.name}") from None
+        try:
+            error = await partition.wait_acknowledged(appended.end_offset, -1, self.commit_timeout_ms / 1000)
+        except KafkaError as e:  # the flush failed, or the partition was deleted meanwhile
+            error = e.error_code
+        if error != ErrorCode.none:
+            logger.warning("%s write at %d not acknowledged: %s", TOPIC, appended.base_offset, error.name)
+            raise KafkaError(coordinator_error(error), f"{TOPIC} write not replicated: {error.name}")
 
     def replay(self) -> Iterator[tuple[bytes, bytes | None]]:
         log = self.log

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import datetime
 
+from tidelog.cluster.topics import validate_topic_name
 from tidelog.config import validate_topic_configs
 from tidelog.handlers.describe_configs import RESOURCE_BROKER, RESOURCE_TOPIC, check_broker_name
 from tidelog.handlers.registry import RequestContext, handles
@@ -30,12 +31,12 @@ from tidelog.protocol.errors import ErrorCode, KafkaError
 API_KEY = 33
 
 
-def topic_for_alter(broker, name: str):
+def topic_for_alter(ctx, name: str):
     """The topic record an alter applies to, or the error Kafka gives."""
     if not name:
         raise KafkaError(ErrorCode.invalid_request, "Default topic resources are not allowed.")
-    broker.validate_topic_name(name)
-    record = broker.metadata.topics.get(name)
+    validate_topic_name(name)
+    record = ctx.metadata.topics.get(name)
     if record is None:
         raise KafkaError(ErrorCode.unknown_topic_or_partition, f"The topic '{name}' does not exist.")
     return record
@@ -48,8 +49,8 @@ def check_topic_configs(configs: dict[str, str | None]) -> dict[str, str]:
     return validate_topic_configs(configs)
 
 
-def reject_broker_change(broker, name: str, config_names: list[str]) -> None:
-    check_broker_name(broker, name, allow_empty=True)
+def reject_broker_change(ctx, name: str, config_names: list[str]) -> None:
+    check_broker_name(ctx.node_id, name, allow_empty=True)
     if config_names:
         raise KafkaError(ErrorCode.invalid_request, f"Cannot update these configs dynamically: {sorted(config_names)}")
 
@@ -59,17 +60,17 @@ def duplicate_keys(names: list[str]) -> None:
         raise KafkaError(ErrorCode.invalid_request, "Error due to duplicate config keys")
 
 
-async def alter_resource(broker, resource, validate_only: bool, new_topic_configs) -> None:
+async def alter_resource(ctx, resource, validate_only: bool, new_topic_configs) -> None:
     """Check and apply one resource's change; ``new_topic_configs(record, configs)`` gives the new overrides."""
     names = [config.name for config in resource.configs]
     duplicate_keys(names)
     if resource.resource_type == RESOURCE_TOPIC:
-        record = topic_for_alter(broker, resource.resource_name)
+        record = topic_for_alter(ctx, resource.resource_name)
         configs = check_topic_configs(new_topic_configs(record, resource.configs))
         if not validate_only:
-            await broker.set_topic_configs(record.name, configs)
+            await ctx.topics.set_topic_configs(record.name, configs)
     elif resource.resource_type == RESOURCE_BROKER:
-        reject_broker_change(broker, resource.resource_name, names)
+        reject_broker_change(ctx, resource.resource_name, names)
     else:
         raise KafkaError(ErrorCode.invalid_request, f"Unsupported resource type: {resource.resource_type}")
 
@@ -84,7 +85,7 @@ async def alter_all(ctx: RequestContext, request, response_name: str, new_topic_
         try:
             if counts[(resource.resource_type, resource.resource_name)] > 1:
                 raise KafkaError(ErrorCode.invalid_request, "Duplicate resource.")
-            await alter_resource(ctx.broker, resource, request.validate_only, new_topic_configs)
+            await alter_resource(ctx, resource, request.validate_only, new_topic_configs)
         except KafkaError as e:
             error, message = e.error_code, e.message
         responses.append(

@@ -46,19 +46,16 @@ def wanted_state(state: PartitionState, replicas: tuple[int, ...] | None, live: 
     return state.reassigned(tuple(replicas))
 
 
-async def reassign(broker, topic: str, partition: int, replicas: tuple[int, ...] | None) -> None:
-    store = broker.metadata
+async def reassign(ctx, topic: str, partition: int, replicas: tuple[int, ...] | None) -> None:
+    store = ctx.metadata
     for _ in range(CAS_ATTEMPTS):
         record = store.topics.get(topic)
         state = store.partitions.get((topic, partition))
         if record is None or state is None or not 0 <= partition < record.partitions:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, "This server does not host this topic-partition.")
-        # A single node registers no brokers in its store: it is the only live one.
-        live = set(store.brokers) if broker.replication is not None else {broker.node_id}
-        wanted = wanted_state(state, replicas, live)
+        wanted = wanted_state(state, replicas, set(store.brokers))
         if wanted is None or await store.compare_and_set_partition(topic, partition, wanted) is not None:
-            if broker.replication is not None:
-                broker.replication.refresh(topic)
+            ctx.replicas.refresh(topic)
             return
     raise KafkaError(ErrorCode.request_timed_out, "The partition state kept changing; try again.")
 
@@ -71,7 +68,7 @@ async def handle(ctx: RequestContext, request) -> object:
         partitions = []
         for p in topic.partitions:
             try:
-                await reassign(ctx.broker, topic.name, p.partition_index,
+                await reassign(ctx, topic.name, p.partition_index,
                                tuple(p.replicas) if p.replicas is not None else None)
                 error, message = ErrorCode.none, None
             except KafkaError as e:

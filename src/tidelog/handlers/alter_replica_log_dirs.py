@@ -27,15 +27,15 @@ MAX_DIR_NAME_LENGTH = 255
 FUTURE_SUFFIX_LENGTH = len(".") + 32 + len("-future")
 
 
-def partition_error(broker, path: str, topic: str, partition: int) -> ErrorCode:
+def partition_error(ctx, path: str, topic: str, partition: int) -> ErrorCode:
     if len(f"{topic}-{partition}") + FUTURE_SUFFIX_LENGTH > MAX_DIR_NAME_LENGTH:
         return ErrorCode.invalid_topic_exception
-    if path != log_dir_path(broker):
+    if path != log_dir_path(ctx):
         return ErrorCode.log_dir_not_found
-    record = broker.metadata.topics.get(topic)
+    record = ctx.metadata.topics.get(topic)
     if record is None or not 0 <= partition < record.partitions:
         return ErrorCode.unknown_topic_or_partition
-    if broker.logs is None or broker.logs.get(topic, partition) is None:
+    if ctx.logs is None or ctx.logs.get(topic, partition) is None:
         return ErrorCode.replica_not_available
     return ErrorCode.none  # already in the requested (the only) directory
 
@@ -52,7 +52,7 @@ async def handle(ctx: RequestContext, request) -> object:
     for (topic, partition), path in destinations.items():
         by_topic.setdefault(topic, []).append(build(
             module.AlterReplicaLogDirPartitionResult, partition_index=partition,
-            error_code=partition_error(ctx.broker, path, topic, partition)))
+            error_code=partition_error(ctx, path, topic, partition)))
     results = tuple(build(module.AlterReplicaLogDirTopicResult, topic_name=topic, partitions=tuple(partitions))
                     for topic, partitions in by_topic.items())
     return build(module.AlterReplicaLogDirsResponse, throttle_time=datetime.timedelta(0), results=results)

@@ -31,8 +31,8 @@ def _not_found(module, group_id: str, error: ErrorCode, message: str):
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, ctx.api_version)
-    coordinator = ctx.broker.groups
-    names = {t.topic_id: t.name for t in ctx.broker.metadata.topics.values()}
+    coordinator = ctx.groups
+    names = {t.topic_id: t.name for t in ctx.metadata.topics.values()}
 
     def assignment(partitions):
         return build(module.Assignment, topic_partitions=tuple(
@@ -43,7 +43,7 @@ async def handle(ctx: RequestContext, request) -> object:
         ))
 
     described = []
-    coordinator_error = ctx.broker.group_coordinator_error()
+    coordinator_error = ctx.group_coordinator_error()
     for group_id in request.group_ids:
         if coordinator_error is not None:
             described.append(_not_found(module, group_id, coordinator_error, None))

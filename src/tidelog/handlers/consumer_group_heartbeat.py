@@ -36,8 +36,8 @@ def _ms(value) -> int:
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, ctx.api_version)
-    groups = ctx.broker.groups
-    error = ctx.broker.group_coordinator_error()
+    groups = ctx.groups
+    error = ctx.group_coordinator_error()
     if error is not None:
         message = "This is not the group coordinator" if error is ErrorCode.not_coordinator else "The coordinator is loading"
         return build(module.ConsumerGroupHeartbeatResponse, throttle_time=datetime.timedelta(0),
@@ -48,7 +48,7 @@ async def handle(ctx: RequestContext, request) -> object:
         owned = {}
         for tp in request.topic_partitions:
             owned.setdefault(tp.topic_id, set()).update(tp.partitions)
-    topics = {t.name: TopicMetadata(t.topic_id, t.partitions) for t in ctx.broker.metadata.topics.values()}
+    topics = {t.name: TopicMetadata(t.topic_id, t.partitions) for t in ctx.metadata.topics.values()}
     names = request.subscribed_topic_names
     result = await groups.consumer.heartbeat(
         request.group_id, request.member_id, request.member_epoch,

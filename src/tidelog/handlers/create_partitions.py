@@ -1,14 +1,14 @@
 """CreatePartitions (key 37).
 
 Behaviour: grows a topic to ``count`` partitions: the new count is persisted in the metadata
-store and the new partitions get empty logs, led by this broker. Partition counts only grow:
+store and the new partitions get empty logs, led by this ctx. Partition counts only grow:
 the current count is INVALID_PARTITIONS ("Topic already has N partition(s)."), a lower one
 INVALID_PARTITIONS ("... would not be an increase."), above 10000 INVALID_PARTITIONS. Manual
 ``assignments`` must list one replica set per new partition (else INVALID_REPLICA_ASSIGNMENT)
 and name only this broker, once, as many times as the topic's replication factor (else
 INVALID_REPLICA_ASSIGNMENT). A topic named twice is INVALID_REQUEST ("Duplicate topic name.");
 an unknown topic UNKNOWN_TOPIC_OR_PARTITION. More partitions than the broker can hold
-(``max.broker.partitions``) is POLICY_VIOLATION, before anything is made; running out of
+(``max.ctx.partitions``) is POLICY_VIOLATION, before anything is made; running out of
 descriptors or disk part way removes the new partitions again: KAFKA_STORAGE_ERROR.
 ``validate_only`` checks and changes nothing.
 Versions: 0-3. Errors (per topic): INVALID_PARTITIONS, INVALID_REPLICA_ASSIGNMENT,
@@ -29,7 +29,7 @@ MAX_PARTITIONS = 10000
 
 
 def check_new_count(ctx: RequestContext, topic) -> None:
-    record = ctx.broker.metadata.topics.get(topic.name)
+    record = ctx.metadata.topics.get(topic.name)
     if record is None:
         raise KafkaError(ErrorCode.unknown_topic_or_partition, "This server does not host this topic-partition.")
     current = record.partitions
@@ -43,7 +43,7 @@ def check_new_count(ctx: RequestContext, topic) -> None:
     if topic.count > MAX_PARTITIONS:
         raise KafkaError(ErrorCode.invalid_partitions, f"Number of partitions must be at most {MAX_PARTITIONS}, got {topic.count}.")
     additional = topic.count - current
-    ctx.broker.check_partition_capacity(additional * record.replication_factor)
+    ctx.topics.check_partition_capacity(additional * record.replication_factor)
     if topic.assignments is None:
         return
     if len(topic.assignments) != additional:
@@ -58,7 +58,7 @@ def check_new_count(ctx: RequestContext, topic) -> None:
         if len(set(broker_ids)) != len(broker_ids):
             raise KafkaError(ErrorCode.invalid_replica_assignment, "The manual partition assignment includes a broker more than once.")
         for broker_id in broker_ids:
-            if broker_id != ctx.broker.node_id:
+            if broker_id != ctx.node_id:
                 raise KafkaError(
                     ErrorCode.invalid_replica_assignment,
                     f"The manual partition assignment includes broker {broker_id}, but no such broker is registered.",
@@ -88,7 +88,7 @@ async def handle(ctx: RequestContext, request) -> object:
             try:
                 check_new_count(ctx, topic)
                 if not request.validate_only:
-                    await ctx.broker.create_partitions(topic.name, topic.count)
+                    await ctx.topics.create_partitions(topic.name, topic.count)
             except KafkaError as e:
                 error, message = e.error_code, e.message
         results.append(build(module.CreatePartitionsTopicResult, name=topic.name, error_code=error, error_message=message))

@@ -6,7 +6,7 @@ existence (TOPIC_ALREADY_EXISTS), the configs (INVALID_CONFIG: unknown name, bad
 the replication factor (INVALID_REPLICATION_FACTOR: 0, < -1, or more than the one live broker)
 and the partition count (INVALID_PARTITIONS: 0, < -1, or above 10000). -1 for either means the
 broker default (``num.partitions``, ``default.replication.factor``). Last, more partitions than
-the broker can hold (``max.broker.partitions``, derived from the open files limit and memory)
+the broker can hold (``max.ctx.partitions``, derived from the open files limit and memory)
 is POLICY_VIOLATION, as Kafka 4 refuses a request over its own partition limit. Running out of
 descriptors or disk while creating removes what was made: KAFKA_STORAGE_ERROR.
 A manual assignment (``assignments``) needs num_partitions and replication_factor at -1
@@ -56,7 +56,7 @@ def manual_partition_count(ctx: RequestContext, topic) -> int:
             duplicate = next(b for b in broker_ids if broker_ids.count(b) > 1)
             raise KafkaError(ErrorCode.invalid_replica_assignment, f"The manual partition assignment includes the broker {duplicate} more than once.")
         for broker_id in broker_ids:
-            if broker_id != ctx.broker.node_id:
+            if broker_id != ctx.node_id:
                 raise KafkaError(
                     ErrorCode.invalid_replica_assignment,
                     f"The manual partition assignment includes broker {broker_id}, but no such broker is registered.",
@@ -78,7 +78,6 @@ def manual_partition_count(ctx: RequestContext, topic) -> int:
 
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
-    broker = ctx.broker
     module = response_module(API_KEY, ctx.api_version)
     counts = collections.Counter(topic.name for topic in request.topics)
     results = []
@@ -107,21 +106,21 @@ async def handle(ctx: RequestContext, request) -> object:
             configs = {config.name: config.value for config in topic.configs}
             if topic.assignments:
                 # Name, existence and configs are checked first; 1 x 1 passes the count checks.
-                configs = broker.check_new_topic(topic.name, 1, 1, configs)
+                configs = ctx.topics.check_new_topic(topic.name, 1, 1, configs)
                 partitions = manual_partition_count(ctx, topic)
                 replication_factor = 1
-                broker.check_partition_capacity(partitions)
+                ctx.topics.check_partition_capacity(partitions)
             else:
-                configs = broker.check_new_topic(topic.name, topic.num_partitions, topic.replication_factor, configs)
-                partitions, replication_factor = broker.resolve_topic_defaults(topic.num_partitions, topic.replication_factor)
+                configs = ctx.topics.check_new_topic(topic.name, topic.num_partitions, topic.replication_factor, configs)
+                partitions, replication_factor = ctx.topics.resolve_topic_defaults(topic.num_partitions, topic.replication_factor)
             if request.validate_only:
                 topic_id = ZERO_UUID
             else:
-                topic_id = (await broker.create_topic(topic.name, partitions, replication_factor, configs)).topic_id
+                topic_id = (await ctx.topics.create_topic(topic.name, partitions, replication_factor, configs)).topic_id
         except KafkaError as e:
             results.append(error_result(topic.name, e))
             continue
-        views = topic_config_views(broker, configs) if ctx.api_version >= 5 else []
+        views = topic_config_views(ctx.config, configs) if ctx.api_version >= 5 else []
         results.append(
             build(
                 module.CreatableTopicResult,

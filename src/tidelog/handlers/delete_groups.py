@@ -20,11 +20,11 @@ API_KEY = 42
 async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, ctx.api_version)
     group_ids = list(dict.fromkeys(request.groups_names))
-    error = ctx.broker.group_coordinator_error()
+    error = ctx.group_coordinator_error()
     if error is not None:
         results = {group_id: error for group_id in group_ids}
     else:
-        results = await ctx.broker.groups.admin.delete_groups(group_ids)
+        results = await ctx.groups.admin.delete_groups(group_ids)
     return build(
         module.DeleteGroupsResponse,
         throttle_time=datetime.timedelta(0),

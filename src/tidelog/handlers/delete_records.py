@@ -23,37 +23,22 @@ from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
 
 API_KEY = 21
-HIGH_WATERMARK = -1
 INVALID_LOW_WATERMARK = -1
 
 
 def delete_before(ctx: RequestContext, topic: str, partition: int, offset: int) -> int:
     """Apply one partition's deletion; return its new low watermark."""
-    log = ctx.broker.partition_log(topic, partition)
-    if log is None:
+    replica = ctx.replicas.get(topic, partition)
+    if replica is None:
         raise KafkaError(ErrorCode.unknown_topic_or_partition, None)
-    if "delete" not in str(ctx.broker.topic_value(topic, "cleanup.policy")).split(","):
+    if "delete" not in str(ctx.topics.topic_value(topic, "cleanup.policy")).split(","):
         raise KafkaError(
             ErrorCode.policy_violation, f"Records of partition {topic}-{partition} can not be deleted due to the configured policy"
         )
-    high_watermark = log.durable_end_offset
-    replication = ctx.broker.replication
-    if replication is not None:  # only the leader moves the log start; followers follow its fetch answers
-        error = replication.leader_error(topic, partition)
-        if error is not None:
-            raise KafkaError(error, None)
-        high_watermark = replication.high_watermark(topic, partition)
-    if offset == HIGH_WATERMARK:
-        offset = high_watermark
-    if offset < 0:
-        raise KafkaError(ErrorCode.offset_out_of_range, f"The offset {offset} for partition {topic}-{partition} is not valid")
-    if offset > high_watermark:
-        raise KafkaError(
-            ErrorCode.offset_out_of_range,
-            f"Cannot increment the log start offset to {offset} of partition {topic}-{partition} since it is larger than "
-            f"the high watermark {high_watermark}",
-        )
-    return log.delete_records_before(offset)
+    error = replica.leader_error()  # only the leader moves the log start; followers follow its fetch answers
+    if error is not None:
+        raise KafkaError(error, None)
+    return replica.delete_records_before(offset)
 
 
 @handles(API_KEY)

@@ -38,7 +38,6 @@ UNKNOWN_TOPIC_ID_MESSAGE = "This server does not host this topic ID."
 
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
-    broker = ctx.broker
     version = ctx.api_version
     module = response_module(API_KEY, version)
     if version >= 6:
@@ -51,7 +50,7 @@ async def handle(ctx: RequestContext, request) -> object:
             module.DeletableTopicResult, name=name, topic_id=topic_id, error_code=error_code, error_message=message
         )
 
-    if not broker.config["delete.topic.enable"]:
+    if not ctx.config["delete.topic.enable"]:
         if version < 3:
             error, message = ErrorCode.invalid_request, "Topic deletion is disabled."
         else:
@@ -76,12 +75,12 @@ async def handle(ctx: RequestContext, request) -> object:
             responses.append(result(name, topic_id, ErrorCode.invalid_request, "Duplicate topic id."))
             continue
         if name is not None:
-            record = broker.metadata.topics.get(name)
+            record = ctx.metadata.topics.get(name)
             if record is None:
                 responses.append(result(name, topic_id, ErrorCode.unknown_topic_or_partition, UNKNOWN_TOPIC_MESSAGE))
                 continue
         else:
-            record = broker.topic_by_id(topic_id)
+            record = ctx.topics.topic_by_id(topic_id)
             if record is None:
                 responses.append(result(None, topic_id, ErrorCode.unknown_topic_id, UNKNOWN_TOPIC_ID_MESSAGE))
                 continue
@@ -90,6 +89,6 @@ async def handle(ctx: RequestContext, request) -> object:
             responses.append(result(record.name, topic_id, ErrorCode.invalid_request,
                                     f"Topic {record.name} is an internal topic and is not allowed to be deleted."))
             continue
-        await broker.delete_topic(record.name)
+        await ctx.topics.delete_topic(record.name)
         responses.append(result(record.name, record.topic_id))
     return build(module.DeleteTopicsResponse, throttle_time=datetime.timedelta(0), responses=tuple(responses))

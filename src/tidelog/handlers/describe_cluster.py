@@ -29,7 +29,6 @@ CLUSTER_OPERATIONS = sum(1 << code for code in (5, 7, 8, 9, 10, 11, 12))
 
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
-    broker = ctx.broker
     module = response_module(API_KEY, ctx.api_version)
     endpoint_type = getattr(request, "endpoint_type", ENDPOINT_BROKERS)
 
@@ -40,9 +39,8 @@ async def handle(ctx: RequestContext, request) -> object:
             error_code=error_code,
             error_message=message,
             endpoint_type=endpoint_type,
-            cluster_id=broker.cluster_id,
-            controller_id=(broker.metadata.controller_id if broker.replication is not None else broker.node_id)
-            if error_code == ErrorCode.none else -1,
+            cluster_id=ctx.metadata.cluster_id,
+            controller_id=ctx.metadata.controller_id if error_code == ErrorCode.none else -1,
             brokers=brokers,
             cluster_authorized_operations=CLUSTER_OPERATIONS
             if request.include_cluster_authorized_operations
@@ -57,20 +55,8 @@ async def handle(ctx: RequestContext, request) -> object:
             ErrorCode.mismatched_endpoint_type,
             "The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER",
         )
-    if broker.replication is not None:  # the live brokers, as registered in the metadata store
-        brokers = tuple(
-            build(module.DescribeClusterBroker, broker_id=b.node_id, host=b.host, port=b.port, rack=b.rack, is_fenced=False)
-            for b in sorted(broker.metadata.brokers.values(), key=lambda b: b.node_id)
-        )
-        return response(brokers=brokers)
-    brokers = (
-        build(
-            module.DescribeClusterBroker,
-            broker_id=broker.node_id,
-            host=broker.advertised_host,
-            port=broker.advertised_port,
-            rack=None,
-            is_fenced=False,
-        ),
+    brokers = tuple(  # the live brokers, as registered in the metadata store (a single node: itself)
+        build(module.DescribeClusterBroker, broker_id=b.node_id, host=b.host, port=b.port, rack=b.rack, is_fenced=False)
+        for b in sorted(ctx.metadata.brokers.values(), key=lambda b: b.node_id)
     )
     return response(brokers=brokers)

@@ -27,8 +27,9 @@ import datetime
 import logging
 from dataclasses import dataclass
 
-from tidelog.config import (BROKER_CONFIGS, CONFIG_TYPE_CODES, TOPIC_CONFIG_DEFAULTS, TOPIC_CONFIG_NAMES, ConfigDef, render,
-                            topic_config_def)
+from tidelog.cluster.topics import validate_topic_name
+from tidelog.config import (BROKER_CONFIGS, CONFIG_TYPE_CODES, TOPIC_CONFIG_DEFAULTS, TOPIC_CONFIG_NAMES, BrokerConfig, ConfigDef,
+                            render, topic_config_def)
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -76,19 +77,19 @@ def _is_sensitive(definition: ConfigDef) -> bool:
     return definition.type == "PASSWORD"
 
 
-def broker_synonyms(broker, name: str) -> tuple[Synonym, ...]:
+def broker_synonyms(config: BrokerConfig, name: str) -> tuple[Synonym, ...]:
     """A broker setting's value at each level that has one, highest precedence first."""
     definition = BROKER_CONFIGS[name]
     hidden = _is_sensitive(definition)
     default = Synonym(name, None if hidden else render(definition.default), DEFAULT_CONFIG)
-    source = broker.config.sources.get(name)
+    source = config.sources.get(name)
     if source is None:
         return (default,)
-    value = None if hidden else render(broker.config[name])
+    value = None if hidden else render(config[name])
     return (Synonym(name, value, _BROKER_SOURCES.get(source, STATIC_BROKER_CONFIG)), default)
 
 
-def topic_config_views(broker, overrides: dict[str, str]) -> list[ConfigView]:
+def topic_config_views(config: BrokerConfig, overrides: dict[str, str]) -> list[ConfigView]:
     """Every topic config with its effective value for a topic with these overrides, by name."""
     views = []
     for name in TOPIC_CONFIG_NAMES:
@@ -96,7 +97,7 @@ def topic_config_views(broker, overrides: dict[str, str]) -> list[ConfigView]:
         hidden = _is_sensitive(definition)
         broker_name = TOPIC_CONFIG_DEFAULTS.get(name)
         if broker_name is not None:
-            synonyms = broker_synonyms(broker, broker_name)
+            synonyms = broker_synonyms(config, broker_name)
         else:  # no broker setting supplies it (remote.*, *.replication.throttled.replicas): its own default
             synonyms = (Synonym(name, None if hidden else render(definition.default), DEFAULT_CONFIG),)
         if name in overrides:
@@ -116,10 +117,10 @@ def topic_config_views(broker, overrides: dict[str, str]) -> list[ConfigView]:
     return views
 
 
-def broker_config_views(broker) -> list[ConfigView]:
+def broker_config_views(config: BrokerConfig) -> list[ConfigView]:
     views = []
     for name, definition in BROKER_CONFIGS.items():
-        synonyms = broker_synonyms(broker, name)
+        synonyms = broker_synonyms(config, name)
         views.append(
             ConfigView(
                 name=name,
@@ -147,7 +148,7 @@ def logger_views() -> list[ConfigView]:
     return views
 
 
-def check_broker_name(broker, name: str | None, allow_empty: bool) -> None:
+def check_broker_name(node_id: int, name: str | None, allow_empty: bool) -> None:
     """Kafka's rule for BROKER / BROKER_LOGGER resource names: this node's id (or "" if allowed)."""
     if not name:
         if allow_empty:
@@ -157,23 +158,23 @@ def check_broker_name(broker, name: str | None, allow_empty: bool) -> None:
         broker_id = int(name)
     except ValueError:
         raise KafkaError(ErrorCode.invalid_request, f"Broker id must be an integer, but it is: {name}") from None
-    if broker_id != broker.node_id:
-        expected = f"{broker.node_id} or empty string" if allow_empty else str(broker.node_id)
+    if broker_id != node_id:
+        expected = f"{node_id} or empty string" if allow_empty else str(node_id)
         raise KafkaError(ErrorCode.invalid_request, f"Unexpected broker id, expected {expected}, but received {name}")
 
 
-def resource_views(broker, resource_type: int, resource_name: str) -> list[ConfigView]:
+def resource_views(ctx, resource_type: int, resource_name: str) -> list[ConfigView]:
     if resource_type == RESOURCE_TOPIC:
-        broker.validate_topic_name(resource_name)
-        record = broker.metadata.topics.get(resource_name)
+        validate_topic_name(resource_name)
+        record = ctx.metadata.topics.get(resource_name)
         if record is None:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, "This server does not host this topic-partition.")
-        return topic_config_views(broker, record.configs)
+        return topic_config_views(ctx.config, record.configs)
     if resource_type == RESOURCE_BROKER:
-        check_broker_name(broker, resource_name, allow_empty=True)
-        return broker_config_views(broker) if resource_name else []
+        check_broker_name(ctx.node_id, resource_name, allow_empty=True)
+        return broker_config_views(ctx.config) if resource_name else []
     if resource_type == RESOURCE_BROKER_LOGGER:
-        check_broker_name(broker, resource_name, allow_empty=False)
+        check_broker_name(ctx.node_id, resource_name, allow_empty=False)
         return logger_views()
     raise KafkaError(ErrorCode.invalid_request, f"Unsupported resource type: {resource_type}")
 
@@ -186,7 +187,7 @@ async def handle(ctx: RequestContext, request) -> object:
     results = []
     for resource in request.resources:
         try:
-            views = resource_views(ctx.broker, resource.resource_type, resource.resource_name)
+            views = resource_views(ctx, resource.resource_type, resource.resource_name)
         except KafkaError as e:
             results.append(
                 build(

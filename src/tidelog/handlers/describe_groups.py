@@ -30,12 +30,12 @@ def _dead(module, group_id: str, error: ErrorCode, message: str | None):
 async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, ctx.api_version)
     described = []
-    coordinator_error = ctx.broker.group_coordinator_error()
+    coordinator_error = ctx.group_coordinator_error()
     for group_id in request.groups:
         if coordinator_error is not None:
             described.append(_dead(module, group_id, coordinator_error, None))
             continue
-        description = ctx.broker.groups.admin.describe_group(group_id)
+        description = ctx.groups.admin.describe_group(group_id)
         if description is None:
             if ctx.api_version >= 6:
                 described.append(_dead(module, group_id, ErrorCode.group_id_not_found, f"Group {group_id} not found."))

@@ -25,17 +25,16 @@ from tidelog.protocol.errors import ErrorCode
 API_KEY = 35
 
 
-def log_dir_path(broker) -> str:
+def log_dir_path(ctx) -> str:
     """The broker's one log directory as clients see it (absolute, as Kafka reports it)."""
-    return os.path.abspath(str(broker.data_dir))
+    return os.path.abspath(str(ctx.logs.data_dir))
 
 
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, ctx.api_version)
-    broker = ctx.broker
-    path = log_dir_path(broker)
-    logs = list(broker.logs.logs()) if broker.logs is not None else []
+    path = log_dir_path(ctx)
+    logs = list(ctx.logs.logs()) if ctx.logs is not None else []
     if request.topics is not None:
         wanted = {(t.topic, p) for t in request.topics for p in t.partitions}
         logs = [log for log in logs if (log.topic, log.partition) in wanted]

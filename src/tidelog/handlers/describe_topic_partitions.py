@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime
 import uuid
 
+from tidelog.cluster.topics import validate_topic_name
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -41,18 +42,12 @@ TOPIC_OPERATIONS = sum(1 << code for code in (3, 4, 5, 6, 7, 8, 10, 11))
 
 
 def _partition(module, ctx: RequestContext, topic: str, index: int):
-    broker = ctx.broker
-    if broker.replication is None:
-        node = broker.node_id
-        return build(module.DescribeTopicPartitionsResponsePartition, error_code=ErrorCode.none, partition_index=index,
-                     leader_id=node, leader_epoch=0, replica_nodes=(node,), isr_nodes=(node,),
-                     eligible_leader_replicas=(), last_known_elr=(), offline_replicas=())
-    state = broker.metadata.partitions.get((topic, index))
+    state = ctx.metadata.partitions.get((topic, index))
     if state is None:
         return build(module.DescribeTopicPartitionsResponsePartition, error_code=ErrorCode.none, partition_index=index,
                      leader_id=-1, leader_epoch=-1, replica_nodes=(), isr_nodes=(),
                      eligible_leader_replicas=(), last_known_elr=(), offline_replicas=())
-    live = broker.metadata.brokers
+    live = ctx.metadata.brokers
     return build(
         module.DescribeTopicPartitionsResponsePartition,
         error_code=ErrorCode.none,
@@ -74,8 +69,6 @@ def _topic(module, error_code: ErrorCode, name: str, topic_id: uuid.UUID = ZERO_
 
 
 def _missing_topic_error(name: str) -> ErrorCode:
-    from tidelog.server.broker import validate_topic_name
-
     try:
         validate_topic_name(name)
     except KafkaError as e:
@@ -86,7 +79,7 @@ def _missing_topic_error(name: str) -> ErrorCode:
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, ctx.api_version)
-    store = ctx.broker.metadata
+    store = ctx.metadata
     cursor = request.cursor
     cursor_topic = cursor.topic_name if cursor is not None else ""
     fetch_all = not request.topics

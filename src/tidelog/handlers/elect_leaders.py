@@ -63,22 +63,20 @@ def wanted_state(state: PartitionState, election_type: int, live: set[int], shut
     return wanted
 
 
-async def elect_leader(broker, topic: str, partition: int, election_type: int) -> None:
-    store = broker.metadata
+async def elect_leader(ctx, topic: str, partition: int, election_type: int) -> None:
+    store = ctx.metadata
     record = store.topics.get(topic)
     if record is None:
         raise KafkaError(ErrorCode.unknown_topic_or_partition, f"No such topic as {topic}")
     if not 0 <= partition < record.partitions:
         raise KafkaError(ErrorCode.unknown_topic_or_partition, f"No such partition as {topic}-{partition}")
-    if broker.replication is None:  # the only replica leads every partition
-        raise KafkaError(ErrorCode.election_not_needed, MESSAGES[ErrorCode.election_not_needed])
     for _ in range(CAS_ATTEMPTS):
         state = store.partitions.get((topic, partition))
         if state is None:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"No such partition as {topic}-{partition}")
         wanted = wanted_state(state, election_type, set(store.brokers), store.shutting_down)
         if await store.compare_and_set_partition(topic, partition, wanted) is not None:
-            broker.replication.refresh(topic)
+            ctx.replicas.refresh(topic)
             return
     raise KafkaError(ErrorCode.request_timed_out, "The partition state kept changing; try again.")
 
@@ -104,14 +102,14 @@ async def handle(ctx: RequestContext, request) -> object:
 
     async def run(topic: str, partition: int) -> tuple[ErrorCode, str | None]:
         try:
-            await elect_leader(ctx.broker, topic, partition, election_type)
+            await elect_leader(ctx, topic, partition, election_type)
         except KafkaError as e:
             return e.error_code, e.message
         return ErrorCode.none, None
 
     results = []
     if request.topic_partitions is None:
-        for name, record in list(ctx.broker.metadata.topics.items()):
+        for name, record in list(ctx.metadata.topics.items()):
             partitions = []
             for p in range(record.partitions):
                 error, message = await run(name, p)

@@ -21,106 +21,77 @@ import logging
 import time
 import uuid
 
+from tidelog.cluster.partition import wait_for_data
 from tidelog.handlers.registry import RequestContext, handles
-from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.protocol.errors import ErrorCode
 from tidelog.protocol.fetch import TOPIC_IDS_FROM, PartitionData, encode_fetch_response
 
 logger = logging.getLogger(__name__)
 
 API_KEY = 1
-LEADER_EPOCH = 0
 ZERO_UUID = uuid.UUID(int=0)
 
 
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> list:
-    broker = ctx.broker
     version = ctx.api_version
     max_wait_s = request.max_wait.total_seconds()
     deadline = time.monotonic() + max_wait_s
     wanted = _resolve(ctx, request)
-    watched = [(name, p.partition) for name, _, partitions, _ in wanted if name for p in partitions]
+    replicas = ctx.replicas
+    watched = [partition for name, _, partitions, _ in wanted if name for p in partitions
+               if (partition := replicas.get(name, p.partition)) is not None]
     while True:
         topics, total_bytes, any_error = _read(ctx, request, wanted)
         remaining_s = deadline - time.monotonic()
         if total_bytes >= request.min_bytes or any_error or remaining_s <= 0 or not watched:
             break
-        await broker.wait_for_append(watched, remaining_s)
+        await wait_for_data(watched, remaining_s)
     return encode_fetch_response(version, topics)
 
 
 def _resolve(ctx: RequestContext, request) -> list:
     """(name or None, topic_id, partitions, name as asked) per topic; a None name marks an unknown topic."""
-    broker = ctx.broker
     resolved = []
     for topic in request.topics:
         if ctx.api_version >= TOPIC_IDS_FROM:
             topic_id = topic.topic_id or ZERO_UUID  # kio reads the zero uuid as None; no topic has it
-            record = broker.topic_by_id(topic_id)
+            record = ctx.topics.topic_by_id(topic_id)
             resolved.append((record.name if record else None, topic_id, topic.partitions, record.name if record else ""))
         else:
-            record = broker.metadata.topics.get(topic.topic)
+            record = ctx.metadata.topics.get(topic.topic)
             resolved.append((topic.topic if record else None, record.topic_id if record else None, topic.partitions, topic.topic))
     return resolved
 
 
 def _read(ctx: RequestContext, request, wanted: list) -> tuple[list, int, bool]:
-    broker = ctx.broker
+    replicas = ctx.replicas
     version = ctx.api_version
     budget = request.max_bytes if version >= 3 else 2**31 - 1
-    replication = broker.replication  # None on a single node
-    if replication is not None:
-        replica_state = getattr(request, "replica_state", None)
-        replica_id = replica_state.replica_id if replica_state is not None else getattr(request, "replica_id", -1)
+    replica_state = getattr(request, "replica_state", None)
+    replica_id = replica_state.replica_id if replica_state is not None else getattr(request, "replica_id", -1)
     total_bytes = 0
     any_error = False
     topics = []
     for name, topic_id, partitions, label in wanted:
         results = []
         for p in partitions:
-            log = broker.partition_log(name, p.partition) if name is not None else None
-            if log is None:
+            partition = replicas.get(name, p.partition) if name is not None else None
+            if partition is None:
                 unknown = ErrorCode.unknown_topic_id if version >= TOPIC_IDS_FROM else ErrorCode.unknown_topic_or_partition
                 results.append(PartitionData(p.partition, unknown))
                 any_error = True
                 continue
-            # A single node serves what its durability profile has made durable (below it, a
-            # consumer could read, and commit past, records a power loss would take back).
-            high_watermark = max_offset = log.durable_end_offset
-            if replication is not None:
-                error = replication.leader_error(name, p.partition, getattr(p, "current_leader_epoch", -1), replica_id)
-                if error is not None:
-                    results.append(PartitionData(p.partition, error))
-                    any_error = True
-                    continue
-                if replica_id < 0:  # a consumer reads only what the whole ISR has; a follower up to the log end
-                    high_watermark = max_offset = replication.high_watermark(name, p.partition)
-            elif getattr(p, "current_leader_epoch", -1) > LEADER_EPOCH:
-                results.append(PartitionData(p.partition, ErrorCode.unknown_leader_epoch, high_watermark, high_watermark, log.log_start_offset))
+            read = partition.read(p.fetch_offset, max(0, min(p.partition_max_bytes, budget - total_bytes)),
+                                  min_one_batch=total_bytes == 0, replica_id=replica_id,
+                                  current_leader_epoch=getattr(p, "current_leader_epoch", -1))
+            if read.error != ErrorCode.none:
                 any_error = True
-                continue
-            try:
-                log_end_offset = log.log_end_offset
-                records = log.read(
-                    p.fetch_offset,
-                    max(0, min(p.partition_max_bytes, budget - total_bytes)),
-                    min_one_batch=total_bytes == 0,
-                    max_offset=max_offset,
-                )
-                error = ErrorCode.none
-                if replication is not None and replica_id >= 0:  # a follower's position counts once its read succeeded
-                    replication.follower_fetch(name, p.partition, replica_id, p.fetch_offset, log_end_offset)
-            except KafkaError as e:
-                records = b""
-                error = e.error_code
-                any_error = True
-                if error != ErrorCode.offset_out_of_range and not log.log_dir.offline:  # offline: logged once
-                    logger.error("fetch from %s-%d failed: %s", name, p.partition, e)
-            if replication is not None and replica_id >= 0:
-                high_watermark = replication.high_watermark(name, p.partition)
+            records = read.records
             total_bytes += len(records)
             if records:
-                broker.metrics.count_fetched(name, records)
-            results.append(PartitionData(p.partition, error, high_watermark, high_watermark, log.log_start_offset, records))
+                ctx.metrics.count_fetched(name, records)
+            results.append(PartitionData(p.partition, read.error, read.high_watermark, read.high_watermark,
+                                         read.log_start_offset, records))
         topics.append((label, topic_id, results))
     return topics, total_bytes, any_error

@@ -1,7 +1,7 @@
 """FindCoordinator (key 10).
 
 Behaviour: this single node coordinates every group and every transactional id, so each key
-(key_type 0 = group, 1 = transaction) is answered with this broker. v4+ batches the keys in
+(key_type 0 = group, 1 = transaction) is answered with this ctx. v4+ batches the keys in
 ``coordinator_keys`` and answers one Coordinator entry per key; v0-3 answer one key.
 Versions: 0-6 (v3+ flexible; v4 batched; v5/v6 only add error codes). Errors: INVALID_REQUEST
 for an unknown key_type (or a key type other than group in v0), COORDINATOR_NOT_AVAILABLE
@@ -25,11 +25,8 @@ KEY_TYPE_TRANSACTION = 1
 def _coordinator(ctx: RequestContext) -> tuple[int, str, int]:
     """(node id, host, port) of the coordinator: this broker, or in a cluster the leader of
     ``__consumer_offsets`` partition 0 (where the group coordinator lives)."""
-    broker = ctx.broker
-    if broker.replication is None:
-        return broker.node_id, broker.advertised_host, broker.advertised_port
-    state = broker.metadata.partitions.get((CONSUMER_OFFSETS, 0))
-    leader = broker.metadata.brokers.get(state.leader) if state is not None else None
+    state = ctx.metadata.partitions.get((CONSUMER_OFFSETS, 0))
+    leader = ctx.metadata.brokers.get(state.leader) if state is not None else None
     if leader is None:
         return -1, "", -1
     return leader.node_id, leader.host, leader.port
@@ -38,19 +35,14 @@ def _coordinator(ctx: RequestContext) -> tuple[int, str, int]:
 def _lookup(ctx: RequestContext, key_type: int) -> tuple[ErrorCode, str | None]:
     if key_type not in (KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION):
         return ErrorCode.invalid_request, f"Unknown key type {key_type}"
-    if ctx.broker.replication is not None:
-        node_id = _coordinator(ctx)[0]
-        if node_id == -1 or (node_id == ctx.broker.node_id and not ctx.broker.groups.loaded):
-            return ErrorCode.coordinator_not_available, "The coordinator is not available"
-        return ErrorCode.none, None
-    if key_type == KEY_TYPE_GROUP and not ctx.broker.groups.loaded:
-        return ErrorCode.coordinator_not_available, "The coordinator is loading"
+    node_id = _coordinator(ctx)[0]
+    if node_id == -1 or (node_id == ctx.node_id and not ctx.groups.loaded):
+        return ErrorCode.coordinator_not_available, "The coordinator is not available"
     return ErrorCode.none, None
 
 
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
-    broker = ctx.broker
     module = response_module(API_KEY, ctx.api_version)
     key_type = getattr(request, "key_type", KEY_TYPE_GROUP)
     node_id, host, port = _coordinator(ctx)

@@ -18,7 +18,7 @@ API_KEY = 12
 
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
-    error = ctx.broker.group_coordinator_error() or ctx.broker.groups.classic.heartbeat(
+    error = ctx.group_coordinator_error() or ctx.groups.classic.heartbeat(
         request.group_id, request.generation_id, request.member_id, getattr(request, "group_instance_id", None)
     )
     module = response_module(API_KEY, ctx.api_version)

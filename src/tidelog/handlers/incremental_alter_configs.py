@@ -33,7 +33,7 @@ def _items(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def new_topic_configs(broker, record, alterations) -> dict[str, str | None]:
+def new_topic_configs(ctx, record, alterations) -> dict[str, str | None]:
     configs: dict[str, str | None] = dict(record.configs)
     for alteration in alterations:
         name, operation, value = alteration.name, alteration.config_operation, alteration.value
@@ -50,7 +50,7 @@ def new_topic_configs(broker, record, alterations) -> dict[str, str | None]:
                     ErrorCode.invalid_config, f"Can't {OPERATION_NAMES[operation]} to key {name} because its type is not LIST."
                 )
             current = configs.get(name)
-            items = _items(current if current is not None else render(broker.topic_value(record.name, name)))
+            items = _items(current if current is not None else render(ctx.topics.topic_value(record.name, name)))
             changes = _items(value or "")
             if operation == APPEND:
                 items += [item for item in changes if item not in items]
@@ -63,4 +63,4 @@ def new_topic_configs(broker, record, alterations) -> dict[str, str | None]:
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
     return await alter_all(ctx, request, "IncrementalAlterConfigsResponse",
-                           lambda record, alterations: new_topic_configs(ctx.broker, record, alterations))
+                           lambda record, alterations: new_topic_configs(ctx, record, alterations))

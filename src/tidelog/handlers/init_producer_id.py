@@ -32,7 +32,7 @@ async def handle(ctx: RequestContext, request) -> object:
         )
         return build(module.InitProducerIdResponse, throttle_time=datetime.timedelta(0),
                      error_code=ErrorCode.invalid_request, producer_id=-1, producer_epoch=-1)
-    producer_id = await ctx.broker.new_producer_id()
+    producer_id = await ctx.new_producer_id()
     logger.debug("producer id %d for %s (%s)", producer_id, ctx.peer, ctx.header.client_id)
     return build(module.InitProducerIdResponse, throttle_time=datetime.timedelta(0),
                  error_code=ErrorCode.none, producer_id=producer_id, producer_epoch=0)

@@ -38,12 +38,12 @@ async def handle(ctx: RequestContext, request) -> object:
     session_timeout_ms = _ms(request.session_timeout)
     if rebalance_timeout_ms < 0:  # v0 had no rebalance timeout: Kafka uses the session timeout
         rebalance_timeout_ms = session_timeout_ms
-    error = ctx.broker.group_coordinator_error()
+    error = ctx.group_coordinator_error()
     if error is not None:
         return build(module.JoinGroupResponse, throttle_time=datetime.timedelta(0), error_code=error, generation_id=-1,
                      protocol_type=None, protocol_name=None if version >= 7 else "", leader="", skip_assignment=False,
                      member_id=request.member_id, members=())
-    result = await ctx.broker.groups.classic.join_group(
+    result = await ctx.groups.classic.join_group(
         request.group_id,
         request.member_id,
         getattr(request, "group_instance_id", None),

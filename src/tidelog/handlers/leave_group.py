@@ -25,12 +25,12 @@ async def handle(ctx: RequestContext, request) -> object:
         members = [(request.member_id, None)]
     else:
         members = [(m.member_id, m.group_instance_id) for m in request.members]
-    error = ctx.broker.group_coordinator_error()
+    error = ctx.group_coordinator_error()
     if error is not None:
         if ctx.api_version < 3:
             return build(module.LeaveGroupResponse, throttle_time=datetime.timedelta(0), error_code=error)
         return build(module.LeaveGroupResponse, throttle_time=datetime.timedelta(0), error_code=error, members=())
-    error, member_errors = ctx.broker.groups.classic.leave_group(request.group_id, members)
+    error, member_errors = ctx.groups.classic.leave_group(request.group_id, members)
     if ctx.api_version < 3:
         if error is ErrorCode.none:
             error = member_errors[0]

@@ -22,7 +22,7 @@ API_KEY = 16
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, ctx.api_version)
-    listed = ctx.broker.groups.admin.list_groups(getattr(request, "states_filter", ()), getattr(request, "types_filter", ()))
+    listed = ctx.groups.admin.list_groups(getattr(request, "states_filter", ()), getattr(request, "types_filter", ()))
     groups = tuple(
         build(module.ListedGroup, group_id=group_id, protocol_type=protocol_type, group_state=state, group_type=group_type)
         for group_id, protocol_type, state, group_type in listed

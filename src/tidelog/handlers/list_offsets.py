@@ -25,7 +25,6 @@ logger = logging.getLogger(__name__)
 
 API_KEY = 2
 LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL, LATEST_TIERED = -1, -2, -3, -4, -5
-LEADER_EPOCH = 0
 
 
 def _lookup(log, timestamp: int, high_watermark: int) -> tuple[ErrorCode, tuple[int, int]]:
@@ -62,22 +61,17 @@ async def handle(ctx: RequestContext, request) -> object:
     for topic in request.topics:
         partitions = []
         for p in topic.partitions:
-            log = ctx.broker.partition_log(topic.name, p.partition_index)
-            replication = ctx.broker.replication
-            leader_epoch = LEADER_EPOCH
-            if log is None:
+            partition = ctx.replicas.get(topic.name, p.partition_index)
+            leader_epoch = -1
+            if partition is None:
                 error, (offset, timestamp) = ErrorCode.unknown_topic_or_partition, (-1, -1)
-            elif replication is not None:
-                error = replication.leader_error(topic.name, p.partition_index, getattr(p, "current_leader_epoch", -1))
+            else:
+                error = partition.leader_error(getattr(p, "current_leader_epoch", -1))
                 if error is not None:
                     offset, timestamp = -1, -1
                 else:
-                    error, (offset, timestamp) = _lookup(log, p.timestamp, ctx.broker.high_watermark(topic.name, p.partition_index))
-                leader_epoch = replication.leader_epoch(topic.name, p.partition_index)
-            elif getattr(p, "current_leader_epoch", -1) > LEADER_EPOCH:
-                error, (offset, timestamp) = ErrorCode.unknown_leader_epoch, (-1, -1)
-            else:
-                error, (offset, timestamp) = _lookup(log, p.timestamp, ctx.broker.high_watermark(topic.name, p.partition_index))
+                    error, (offset, timestamp) = _lookup(partition.log, p.timestamp, partition.high_watermark)
+                leader_epoch = partition.leader_epoch
             partitions.append(
                 build(
                     module.ListOffsetsPartitionResponse,

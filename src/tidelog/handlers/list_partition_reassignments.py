@@ -21,7 +21,7 @@ API_KEY = 46
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, ctx.api_version)
-    store = ctx.broker.metadata
+    store = ctx.metadata
     if request.topics is None:
         wanted = sorted(key for key, state in list(store.partitions.items()) if state.reassigning)
     else:

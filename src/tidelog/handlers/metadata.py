@@ -32,13 +32,13 @@ AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
 ZERO_UUID = uuid.UUID(int=0)
 
 
-def _cluster_partition(module, broker, record: TopicRecord, index: int):
-    """A partition as the metadata store has it (cluster mode)."""
-    state = broker.metadata.partitions.get((record.name, index))
+def _partition(module, ctx, record: TopicRecord, index: int):
+    """A partition as the metadata store has it."""
+    state = ctx.metadata.partitions.get((record.name, index))
     if state is None:
         return build(module.MetadataResponsePartition, error_code=ErrorCode.leader_not_available, partition_index=index,
                      leader_id=-1, leader_epoch=-1, replica_nodes=(), isr_nodes=(), offline_replicas=())
-    live = broker.metadata.brokers
+    live = ctx.metadata.brokers
     return build(
         module.MetadataResponsePartition,
         error_code=ErrorCode.none if state.leader in live else ErrorCode.leader_not_available,
@@ -52,37 +52,13 @@ def _cluster_partition(module, broker, record: TopicRecord, index: int):
 
 
 def describe_topic(module, ctx: RequestContext, record: TopicRecord):
-    node = ctx.broker.node_id
-    if ctx.broker.replication is not None:
-        return build(
-            module.MetadataResponseTopic,
-            error_code=ErrorCode.none,
-            name=record.name,
-            topic_id=record.topic_id,
-            is_internal=record.name in INTERNAL_TOPICS,
-            partitions=tuple(_cluster_partition(module, ctx.broker, record, i) for i in range(record.partitions)),
-            topic_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
-        )
-    partitions = tuple(
-        build(
-            module.MetadataResponsePartition,
-            error_code=ErrorCode.none,
-            partition_index=index,
-            leader_id=node,
-            leader_epoch=0,
-            replica_nodes=(node,),
-            isr_nodes=(node,),
-            offline_replicas=(),
-        )
-        for index in range(record.partitions)
-    )
     return build(
         module.MetadataResponseTopic,
         error_code=ErrorCode.none,
         name=record.name,
         topic_id=record.topic_id,
         is_internal=record.name in INTERNAL_TOPICS,
-        partitions=partitions,
+        partitions=tuple(_partition(module, ctx, record, i) for i in range(record.partitions)),
         topic_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
     )
 
@@ -101,7 +77,6 @@ def topic_error(module, error_code: ErrorCode, name: str | None, topic_id: uuid.
 
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
-    broker = ctx.broker
     version = ctx.api_version
     module = response_module(API_KEY, version)
     allow_auto_create = getattr(request, "allow_auto_topic_creation", True)
@@ -111,22 +86,22 @@ async def handle(ctx: RequestContext, request) -> object:
         logger.warning("Metadata v%d from %s is INVALID_REQUEST: %s", version, ctx.peer, invalid)
         topics = [topic_error(module, ErrorCode.invalid_request, wanted.name or "", wanted.topic_id) for wanted in requested]
     elif requested is None or (version == 0 and not requested):
-        topics = [describe_topic(module, ctx, record) for record in broker.metadata.topics.values()]
+        topics = [describe_topic(module, ctx, record) for record in ctx.metadata.topics.values()]
     else:
         topics = []
         for wanted in requested:
             name = getattr(wanted, "name", None)
             topic_id = getattr(wanted, "topic_id", None)
             if name is None and topic_id is not None and topic_id != ZERO_UUID:
-                record = broker.topic_by_id(topic_id)
+                record = ctx.topics.topic_by_id(topic_id)
                 topics.append(
                     describe_topic(module, ctx, record) if record else topic_error(module, ErrorCode.unknown_topic_id, None, topic_id)
                 )
                 continue
-            record = broker.metadata.topics.get(name)
+            record = ctx.metadata.topics.get(name)
             if record is None and allow_auto_create:
                 try:
-                    record = await broker.auto_create_topic(name)
+                    record = await ctx.topics.auto_create_topic(name)
                 except KafkaError as e:
                     topics.append(topic_error(module, e.error_code, name))
                     continue
@@ -134,7 +109,7 @@ async def handle(ctx: RequestContext, request) -> object:
                 topics.append(topic_error(module, ErrorCode.unknown_topic_or_partition, name))
             else:
                 topics.append(describe_topic(module, ctx, record))
-    return _response(module, broker, topics)
+    return _response(module, ctx, topics)
 
 
 def _topic_id_misuse(requested, version: int) -> str | None:
@@ -149,23 +124,17 @@ def _topic_id_misuse(requested, version: int) -> str | None:
     return None
 
 
-def _response(module, broker, topics: list):
-    controller_id = broker.node_id
-    if broker.replication is not None:
-        brokers = tuple(
-            build(module.MetadataResponseBroker, node_id=b.node_id, host=b.host, port=b.port, rack=b.rack)
-            for b in sorted(broker.metadata.brokers.values(), key=lambda b: b.node_id)
-        )
-        controller_id = broker.metadata.controller_id
-    else:
-        brokers = (
-            build(module.MetadataResponseBroker, node_id=broker.node_id, host=broker.advertised_host, port=broker.advertised_port, rack=None),
-        )
+def _response(module, ctx, topics: list):
+    brokers = tuple(
+        build(module.MetadataResponseBroker, node_id=b.node_id, host=b.host, port=b.port, rack=b.rack)
+        for b in sorted(ctx.metadata.brokers.values(), key=lambda b: b.node_id)
+    )
+    controller_id = ctx.metadata.controller_id
     return build(
         module.MetadataResponse,
         throttle_time=datetime.timedelta(0),
         brokers=brokers,
-        cluster_id=broker.cluster_id,
+        cluster_id=ctx.metadata.cluster_id,
         controller_id=controller_id,
         topics=tuple(topics),
         cluster_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,

@@ -35,24 +35,23 @@ def _retention_ms(request) -> int | None:
 
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
-    broker = ctx.broker
     module = response_module(API_KEY, ctx.api_version)
     errors: dict[tuple[str, int], ErrorCode] = {}
     offsets: dict[tuple[str, int], tuple[int, int, str | None]] = {}
     for topic in request.topics:
-        record = broker.metadata.topics.get(topic.name)
+        record = ctx.metadata.topics.get(topic.name)
         for p in topic.partitions:
             key = (topic.name, p.partition_index)
             if record is None or not 0 <= p.partition_index < record.partitions:
                 errors[key] = ErrorCode.unknown_topic_or_partition
             else:
                 offsets[key] = (p.committed_offset, getattr(p, "committed_leader_epoch", -1), p.committed_metadata)
-    coordinator_error = broker.group_coordinator_error()
+    coordinator_error = ctx.group_coordinator_error()
     if coordinator_error is not None:
         errors.update((key, coordinator_error) for key in offsets)
     elif offsets:
         errors.update(
-            await broker.groups.offsets.commit_offsets(
+            await ctx.groups.offsets.commit_offsets(
                 request.group_id,
                 request.generation_id_or_member_epoch,
                 request.member_id,

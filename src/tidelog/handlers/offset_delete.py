@@ -22,12 +22,11 @@ API_KEY = 47
 
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
-    broker = ctx.broker
     module = response_module(API_KEY, ctx.api_version)
     errors: dict[tuple[str, int], ErrorCode] = {}
     wanted: list[tuple[str, int]] = []
     for topic in request.topics:
-        record = broker.metadata.topics.get(topic.name)
+        record = ctx.metadata.topics.get(topic.name)
         for p in topic.partitions:
             key = (topic.name, p.partition_index)
             if record is None or not 0 <= p.partition_index < record.partitions:
@@ -36,10 +35,10 @@ async def handle(ctx: RequestContext, request) -> object:
                 wanted.append(key)
     if not request.group_id:
         error = ErrorCode.invalid_group_id
-    elif broker.group_coordinator_error() is not None:
-        error = broker.group_coordinator_error()
+    elif ctx.group_coordinator_error() is not None:
+        error = ctx.group_coordinator_error()
     else:
-        error, results = await broker.groups.offsets.delete_offsets(request.group_id, wanted)
+        error, results = await ctx.groups.offsets.delete_offsets(request.group_id, wanted)
         errors.update(results)
     if error is not ErrorCode.none:
         return build(module.OffsetDeleteResponse, error_code=error, throttle_time=datetime.timedelta(0), topics=())

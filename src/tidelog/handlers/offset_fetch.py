@@ -31,7 +31,7 @@ def _group_topics(ctx: RequestContext, module, group_id: str, topics, partition_
         wanted = [(t.name, p) for t in topics for p in t.partition_indexes]
     if not group_id and ctx.api_version >= 2:
         return ErrorCode.invalid_group_id, ()
-    coordinator_error = ctx.broker.group_coordinator_error()
+    coordinator_error = ctx.group_coordinator_error()
     if coordinator_error is not None:
         if ctx.api_version >= 2 or wanted is None:
             return coordinator_error, ()
@@ -41,10 +41,10 @@ def _group_topics(ctx: RequestContext, module, group_id: str, topics, partition_
                                                         committed_leader_epoch=-1, metadata="", error_code=coordinator_error))
         return ErrorCode.none, tuple(build(topic_cls, name=name, partitions=tuple(ps)) for name, ps in by_topic.items())
     if ctx.api_version >= 9:
-        error = ctx.broker.groups.offsets.validate_offset_fetch(group_id, member_id, member_epoch)
+        error = ctx.groups.offsets.validate_offset_fetch(group_id, member_id, member_epoch)
         if error is not ErrorCode.none:
             return error, ()
-    entries = ctx.broker.groups.offsets.fetch_offsets(group_id, wanted)
+    entries = ctx.groups.offsets.fetch_offsets(group_id, wanted)
     by_topic: dict[str, list] = {}
     for topic, partition, committed in entries:
         by_topic.setdefault(topic, []).append(

@@ -21,19 +21,14 @@ from tidelog.protocol.errors import ErrorCode
 API_KEY = 23
 
 
-def _answer(broker, topic: str, partition: int, current_leader_epoch: int, leader_epoch: int) -> tuple[ErrorCode, int, int]:
-    log = broker.partition_log(topic, partition)
-    if log is None or topic not in broker.metadata.topics:
+def _answer(ctx, topic: str, index: int, current_leader_epoch: int, leader_epoch: int) -> tuple[ErrorCode, int, int]:
+    partition = ctx.replicas.get(topic, index)
+    if partition is None or topic not in ctx.metadata.topics:
         return ErrorCode.unknown_topic_or_partition, -1, -1
-    replication = broker.replication
-    if replication is None:
-        if current_leader_epoch > 0:
-            return ErrorCode.unknown_leader_epoch, -1, -1
-        return ErrorCode.none, 0, log.log_end_offset if leader_epoch >= 0 else -1
-    error = replication.leader_error(topic, partition, current_leader_epoch)
+    error = partition.leader_error(current_leader_epoch)
     if error is not None:
         return error, -1, -1
-    epoch, end_offset = replication.offset_for_leader_epoch(topic, partition, leader_epoch)
+    epoch, end_offset = partition.offset_for_leader_epoch(leader_epoch)
     return ErrorCode.none, epoch, end_offset
 
 
@@ -44,7 +39,7 @@ async def handle(ctx: RequestContext, request) -> object:
     for topic in request.topics:
         partitions = []
         for p in topic.partitions:
-            error, epoch, end_offset = _answer(ctx.broker, topic.topic, p.partition, p.current_leader_epoch, p.leader_epoch)
+            error, epoch, end_offset = _answer(ctx, topic.topic, p.partition, p.current_leader_epoch, p.leader_epoch)
             partitions.append(build(module.EpochEndOffset, error_code=error, partition=p.partition,
                                     leader_epoch=epoch, end_offset=end_offset))
         topics.append(build(module.OffsetForLeaderTopicResult, topic=topic.topic, partitions=tuple(partitions)))

@@ -4,10 +4,15 @@ A handler is ``async def handle(ctx, request) -> response``. ``request`` is the 
 decoded from the body, or, for handlers registered with ``raw=True``, a writable memoryview of
 the body (the hot paths decode it themselves). The response is a kio response dataclass, a list
 of buffers holding an already encoded body, or None for no response (acks=0 produce).
+``ctx`` (RequestContext) carries the request's header and peer and the parts of the broker a
+handler may use, each typed: the replicas (partitions), the topics, the metadata store, the
+group coordinator, the metrics, the configuration, the logs. Never the broker itself.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,8 +20,15 @@ from typing import TYPE_CHECKING, Any
 from tidelog.protocol.apis import KAFKA_4_0
 
 if TYPE_CHECKING:
-    from tidelog.server.broker import Broker
+    from tidelog.cluster.metadata import MetadataStore
+    from tidelog.cluster.replica_manager import ReplicaManager
+    from tidelog.cluster.topics import TopicAdmin
+    from tidelog.config import BrokerConfig
+    from tidelog.groups.coordinator import GroupCoordinator
+    from tidelog.metrics import BrokerMetrics
+    from tidelog.protocol.errors import ErrorCode
     from tidelog.protocol.wire import RequestHeader
+    from tidelog.storage.manager import LogManager
 
 Handler = Callable[["RequestContext", Any], Awaitable[Any]]
 
@@ -31,12 +43,25 @@ class Api:
     raw: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestContext:
+    """One request's header and peer, and the broker's parts a handler may use (None only
+    where a handler needs none of them, as ApiVersions in the codec tests)."""
+
     header: "RequestHeader"
-    broker: "Broker"
     peer: str
     flexible: bool
+    node_id: int = -1
+    config: "BrokerConfig" = None
+    metadata: "MetadataStore" = None
+    replicas: "ReplicaManager" = None
+    topics: "TopicAdmin" = None
+    groups: "GroupCoordinator" = None
+    metrics: "BrokerMetrics" = None
+    logs: "LogManager" = None
+    # Why this broker cannot serve a group request now (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS), or None.
+    group_coordinator_error: Callable[[], "ErrorCode | None"] = None
+    new_producer_id: Callable[[], Awaitable[int]] = None  # an id never handed out before in the cluster
 
     @property
     def api_version(self) -> int:
@@ -59,11 +84,7 @@ def handles(api_key: int, *, raw: bool = False) -> Callable[[Handler], Handler]:
 
 def load_all() -> dict[int, Api]:
     """Import every handler module so each registers itself; return the table."""
-    import importlib
-    import pkgutil
-
-    import tidelog.handlers as package
-
+    package = importlib.import_module("tidelog.handlers")
     for module in pkgutil.iter_modules(package.__path__):
         if module.name != "registry":
             importlib.import_module(f"tidelog.handlers.{module.name}")

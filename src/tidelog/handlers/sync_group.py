@@ -21,11 +21,11 @@ API_KEY = 14
 
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
-    error = ctx.broker.group_coordinator_error()
+    error = ctx.group_coordinator_error()
     if error is not None:
         return build(response_module(API_KEY, ctx.api_version).SyncGroupResponse, throttle_time=datetime.timedelta(0),
                      error_code=error, protocol_type=None, protocol_name=None, assignment=b"")
-    result = await ctx.broker.groups.classic.sync_group(
+    result = await ctx.groups.classic.sync_group(
         request.group_id,
         request.generation_id,
         request.member_id,

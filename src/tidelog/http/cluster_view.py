@@ -26,10 +26,7 @@ class ClusterView:
 
     def live_brokers(self) -> dict[int, tuple[str, int, str | None]]:
         """node id -> (host, port, rack) of every live broker, as Metadata lists them."""
-        broker = self.broker
-        if broker.replication is None:  # a single node: this broker, the only one
-            return {broker.node_id: (broker.advertised_host, broker.advertised_port, broker.config["broker.rack"] or None)}
-        return {b.node_id: (b.host, b.port, b.rack) for b in broker.metadata.brokers.values()}
+        return {b.node_id: (b.host, b.port, b.rack) for b in self.broker.metadata.brokers.values()}
 
     def http_address(self, node_id: int) -> str | None:
         if node_id == self.broker.node_id:
@@ -38,8 +35,7 @@ class ClusterView:
         return info.http if info is not None else None
 
     def controller_id(self) -> int:
-        broker = self.broker
-        return broker.node_id if broker.replication is None else broker.metadata.controller_id
+        return self.broker.metadata.controller_id
 
     def partition_state(self, name: str, partition: int, live) -> dict:
         """Leader, replicas, ISR and health of a partition as the metadata store has it (every
@@ -64,8 +60,12 @@ class ClusterView:
         return record
 
     def leads(self, topic: str, partition: int) -> bool:
-        replication = self.broker.replication
-        return replication is None or (topic, partition) in replication.leading
+        partition = self.broker.replicas.get(topic, partition)
+        return partition is not None and partition.leading
+
+    def hosted(self, keys: list[tuple[str, int]]) -> list:
+        """The partitions of ``keys`` hosted here (a read waits for data on them)."""
+        return [p for key in keys if (p := self.broker.replicas.get(*key)) is not None]
 
     def high_watermark(self, log) -> int:
         """What readers may see, as Fetch serves (the ISR's in a cluster, the durable end on one node)."""

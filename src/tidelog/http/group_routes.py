@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
+from tidelog.cluster.partition import wait_for_data
 from tidelog.http.cluster_view import ClusterView
 from tidelog.http.errors import PREFIX, bad_request
 from tidelog.http.params import DEFAULT_LIMIT, MAX_LIMIT, MAX_TIMEOUT_MS, body_bool, body_int, json_body
@@ -56,8 +57,6 @@ class GroupRoutes:
         ``__consumer_offsets`` partition 0, or there are no groups yet), else the coordinator's
         HTTP address."""
         broker = self.broker
-        if broker.replication is None:
-            return None
         state = broker.metadata.partitions.get((CONSUMER_OFFSETS, 0))
         if state is None:
             return None
@@ -163,7 +162,7 @@ class GroupRoutes:
         for member in group.members.values():
             assignment = []
             for topic_id, partitions in member.assigned.items():
-                record = self.broker.topic_by_id(topic_id)
+                record = self.broker.topics.topic_by_id(topic_id)
                 assignment.append({"topic": record.name if record else str(topic_id), "partitions": sorted(partitions)})
             members.append({
                 "member_id": member.member_id, "group_instance_id": member.instance_id, "client_id": member.client_id,
@@ -293,7 +292,7 @@ class GroupRoutes:
             remaining = deadline - time.monotonic()
             if out or remaining <= 0 or record.name not in self.broker.metadata.topics:
                 break
-            await self.broker.wait_for_append([(record.name, p) for p in partitions], remaining)
+            await wait_for_data(self.view.hosted([(record.name, p) for p in partitions]), remaining)
         if commit:
             changed = {(record.name, p): o for p, o in next_positions.items() if o != positions[p] or (record.name, p) not in committed}
             if changed:

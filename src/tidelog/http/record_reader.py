@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from tidelog.cluster.partition import wait_for_data
 from tidelog.http.cluster_view import ClusterView
 from tidelog.http.codec import TIMESTAMP_TYPES, record_to_json
 from tidelog.http.peers import PeerClient
@@ -86,7 +87,7 @@ class RecordReader:
             remaining = deadline - time.monotonic()
             if out or remaining <= 0 or record.name not in self.broker.metadata.topics:
                 return out, position, log.log_start_offset, self.view.high_watermark(log)
-            await self.broker.wait_for_append([(record.name, partition)], remaining)
+            await wait_for_data(self.view.hosted([(record.name, partition)]), remaining)
 
     async def _read_remote(self, leader: int, topic: str, partition: int, offset: int, limit: int, force_base64: bool,
                            timeout_ms: int) -> tuple[list[dict], int, int, int]:

@@ -4,7 +4,7 @@
 Produce: a missing topic is created as a Kafka producer's Metadata request would create it.
 Records with a ``partition`` go there, keyed ones to Kafka's murmur2 partition of their key,
 keyless ones of one request to one partition (the next request to the next). Each partition's
-records become one batch, appended through ``handlers.produce.append_batch`` (the Produce path:
+records become one batch, appended through ``handlers.produce.append`` (the Produce path:
 same validation, metrics, fetch wake-up) and acknowledged once durable under the topic's
 profile (in a cluster: once the in-sync replicas have them, as Produce acks=all); partitions
 another broker leads are produced there (peers.py). One answer per record: its partition and
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from tidelog.handlers.produce import append_batch
+from tidelog.handlers.produce import append
 from tidelog.http.cluster_view import ClusterView
 from tidelog.http.codec import json_to_bytes, json_to_headers, partition_for_key
 from tidelog.http.errors import bad_request, kafka_error_response
@@ -72,7 +72,7 @@ class RecordRoutes:
     async def produce(self, request: web.Request) -> web.Response:
         body = await json_body(request)
         # A missing topic is created as a Kafka producer's Metadata request would create it.
-        record = self.broker.metadata.topics.get(request.match_info["topic"]) or await self.broker.auto_create_topic(request.match_info["topic"])
+        record = self.broker.metadata.topics.get(request.match_info["topic"]) or await self.broker.topics.auto_create_topic(request.match_info["topic"])
         if record is None:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic {request.match_info['topic']!r} does not exist "
                              "(and auto.create.topics.enable is false)")
@@ -96,11 +96,9 @@ class RecordRoutes:
             by_partition.setdefault(partition, []).append((index, (key, value, headers, timestamp)))
 
         results: list[dict | None] = [None] * len(records)
-        waits = []
         errors: list[KafkaError | InvalidBatch] = []
         broker = self.broker
-        replication = broker.replication  # cluster: acknowledged as Produce acks=all is
-        replicated = []  # (partition, end offset, items)
+        appended = []  # (leader Partition, end offset, items): acknowledged as Produce acks=all is
         forwarded: dict[int, dict[int, tuple[list, bytearray]]] = {}  # leader -> partition -> (items, batch)
         live = self.view.live_brokers()
 
@@ -112,36 +110,29 @@ class RecordRoutes:
 
         for partition, items in sorted(by_partition.items()):
             batch = bytearray(build_batch([r for _, r in items]))
-            leader = self.view.partition_state(record.name, partition, live)["leader"] if replication is not None else None
+            leader = self.view.partition_state(record.name, partition, live)["leader"]
             if leader is not None and leader != broker.node_id:  # another broker leads it: produce there
                 forwarded.setdefault(leader, {})[partition] = (items, batch)
                 continue
             try:
-                if replication is not None:
-                    error = replication.leader_error(record.name, partition) or replication.check_min_isr(record.name, partition)
-                    if error is not None:
-                        raise KafkaError(error, f"{record.name}-{partition}: {error.name}")
-                log, base_offset, append_time, info = append_batch(broker, record.name, partition, batch)
+                leader_partition, result = append(broker.replicas, broker.metrics, record.name, partition, batch, -1)
             except (KafkaError, InvalidBatch) as e:
                 logger.info("HTTP produce to %s-%d rejected: %s", record.name, partition, e)
                 reject(partition, items, e)
                 continue
-            waits.append(broker.logs.wait_durable(log, base_offset + info.last_offset_delta + 1))
-            if replication is not None:
-                replicated.append((partition, base_offset + info.last_offset_delta + 1, items))
+            appended.append((leader_partition, result.end_offset, items))
             for delta, (index, r) in enumerate(items):
-                timestamp = append_time if append_time >= 0 else (r[3] if r[3] is not None else info.max_timestamp)
-                results[index] = {"partition": partition, "offset": base_offset + delta, "timestamp": timestamp}
-        if waits:
-            outcomes = await asyncio.gather(*waits, return_exceptions=True)
-            failed = [o for o in outcomes if isinstance(o, BaseException)]
-            if failed:
-                logger.error("durability wait failed for an HTTP produce: %s", failed[0])
-                raise KafkaError(ErrorCode.kafka_storage_error, f"the records may not be durable: {failed[0]}")
-        if replicated:
-            outcomes = await asyncio.gather(*(replication.wait_for_isr(record.name, partition, end_offset, PRODUCE_TIMEOUT_S)
-                                              for partition, end_offset, _ in replicated))
-            for (partition, _, items), error in zip(replicated, outcomes):
+                timestamp = (result.log_append_time if result.log_append_time >= 0
+                             else r[3] if r[3] is not None else result.max_timestamp)
+                results[index] = {"partition": partition, "offset": result.base_offset + delta, "timestamp": timestamp}
+        if appended:
+            try:
+                outcomes = await broker.replicas.wait_for_acks([(p, end) for p, end, _ in appended], -1, PRODUCE_TIMEOUT_S)
+            except KafkaError as e:
+                logger.error("durability wait failed for an HTTP produce: %s", e)
+                raise KafkaError(ErrorCode.kafka_storage_error, f"the records may not be durable: {e}") from None
+            for (leader_partition, _, items), error in zip(appended, outcomes):
+                partition = leader_partition.index
                 if error != ErrorCode.none:
                     logger.info("HTTP produce to %s-%d not acknowledged: %s", record.name, partition, error.name)
                     reject(partition, items, KafkaError(error, f"{record.name}-{partition}: {error.name}"))

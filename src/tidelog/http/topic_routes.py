@@ -101,7 +101,7 @@ class TopicRoutes:
         sources = {DYNAMIC_TOPIC_CONFIG: "topic", STATIC_BROKER_CONFIG: "broker"}
         detail["configs"] = [
             {"name": v.name, "value": v.value, "source": sources.get(v.source, "default"), "documentation": v.documentation}
-            for v in topic_config_views(self.broker, record.configs)
+            for v in topic_config_views(self.broker.config, record.configs)
         ]
         return detail
 
@@ -126,16 +126,16 @@ class TopicRoutes:
             raise bad_request("configs must be an object of name -> value")
         configs = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in configs.items()}
         broker = self.broker
-        normalised = broker.check_new_topic(name, partitions, replication_factor, configs)
-        partitions, replication_factor = broker.resolve_topic_defaults(partitions, replication_factor)
-        record = await broker.create_topic(name, partitions, replication_factor, normalised)
+        normalised = broker.topics.check_new_topic(name, partitions, replication_factor, configs)
+        partitions, replication_factor = broker.topics.resolve_topic_defaults(partitions, replication_factor)
+        record = await broker.topics.create_topic(name, partitions, replication_factor, normalised)
         return web.json_response(await self._topic_detail(record), status=201)
 
     async def delete_topic(self, request: web.Request) -> web.Response:
         record = self.view.topic(request.match_info["topic"])
         if is_internal(record.name):
             raise KafkaError(ErrorCode.invalid_request, f"internal topic {record.name} cannot be deleted")
-        await self.broker.delete_topic(record.name)
+        await self.broker.topics.delete_topic(record.name)
         return web.json_response({"deleted": record.name})
 
     async def alter_topic_configs(self, request: web.Request) -> web.Response:
@@ -153,5 +153,5 @@ class TopicRoutes:
             else:
                 new[name] = str(value).lower() if isinstance(value, bool) else str(value)
         normalised = validate_topic_configs(new)
-        await self.broker.set_topic_configs(record.name, normalised)
+        await self.broker.topics.set_topic_configs(record.name, normalised)
         return web.json_response(await self._topic_detail(self.broker.metadata.topics[record.name]))

@@ -1,8 +1,13 @@
-"""The broker: its configuration, the log manager, the metadata store, and the listener.
+"""The broker: its configuration, the log manager, the metadata store, the replica manager,
+the group coordinator, and the listener.
 
-Also the two services handlers share: topic creation (explicit and automatic) with Kafka's
-validation, and the fetch wake-up (a fetch waiting for data is woken by the next append to one
-of its partitions, not by polling). Not thread-safe; everything runs on one event loop.
+A single node is a cluster of one: the embedded metadata store registers this broker as the
+only broker, controller and replica, and the ReplicaManager leads every partition through the
+same code as in a cluster (cluster/replica_manager.py). Only the composition differs: a cluster
+has etcd for a store and a Controller, and serves Kafka before it registers (its followers may
+fetch at once); a cluster of one registers first, so its partitions are led when it serves.
+Also topic administration (explicit and automatic creation with Kafka's validation).
+Not thread-safe; everything runs on one event loop.
 """
 
 from __future__ import annotations
@@ -12,56 +17,60 @@ import logging
 import os
 import re
 import resource
-import shutil
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from tidelog import __version__
-from tidelog.cluster.etcd_store import EtcdUnavailable
-from tidelog.cluster.metadata import BrokerInfo, ClusterIdMismatch, EmbeddedMetadataStore, TopicExists, TopicRecord, new_topic_id
-from tidelog.config import BrokerConfig, validate_topic_configs
-from tidelog.handlers.registry import load_all
+from tidelog.cluster.controller import Controller
+from tidelog.cluster.etcd_store import EtcdMetadataStore, EtcdUnavailable, parse_cluster_url
+from tidelog.cluster.metadata import BrokerInfo, ClusterIdMismatch, EmbeddedMetadataStore
+from tidelog.cluster.partition import log_config_for
+from tidelog.cluster.replica_manager import ReplicaManager
+from tidelog.cluster.topics import MAX_PARTITIONS, TopicAdmin
+from tidelog.config import BrokerConfig
+from tidelog.groups.coordinator import GroupCoordinator, GroupSettings
+from tidelog.groups.offsets_topic import ConsumerOffsetsTopic
+from tidelog.groups.offsets_topic import PARTITIONS as OFFSETS_PARTITIONS
+from tidelog.groups.offsets_topic import TOPIC as OFFSETS_TOPIC
+from tidelog.groups.offsets_topic import topic_configs as offsets_topic_configs
+from tidelog.handlers.registry import RequestContext, load_all
+from tidelog.metrics import BrokerMetrics
 from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.protocol.record_walk import RECORD_WALK
+from tidelog.server.connection import KafkaConnection
 from tidelog.server.data_dir import DataDirError, DataDirLock
-from tidelog.server.metrics import BrokerMetrics
 from tidelog.server.request_memory import RequestMemory
 from tidelog.server.resources import (RESOURCES, ResourceMonitor, memory_limit_bytes, open_file_count,
                                       partition_capacity, raise_open_files_limit)
 from tidelog.storage.cleaner_manager import CleanerConfig
-from tidelog.storage.log import LogConfig, PartitionLog
+from tidelog.storage.log import PartitionLog
 from tidelog.storage.manager import LogManager
-from tidelog.storage.producer_state import ProducerState
 
 logger = logging.getLogger(__name__)
 
-_LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
-MAX_TOPIC_NAME_LENGTH = 249
-MAX_PARTITIONS = 10000
 PRODUCER_ID_BLOCK = 1000
-_NO_CONFIGS: dict[str, str] = {}
 
 
 class StartupError(Exception):
     """Why the broker cannot start: one line naming the cause and the setting (the CLI prints it)."""
 
 
-def validate_topic_name(name: str) -> None:
-    """Kafka's Topic.validate: non-empty, at most 249 chars, [a-zA-Z0-9._-], not '.' or '..'."""
-    if not name or name in (".", ".."):
-        raise KafkaError(ErrorCode.invalid_topic_exception, f"Topic name {name!r} is illegal")
-    if len(name) > MAX_TOPIC_NAME_LENGTH:
-        raise KafkaError(ErrorCode.invalid_topic_exception, f"Topic name {name!r} is longer than {MAX_TOPIC_NAME_LENGTH} characters")
-    if not _LEGAL_TOPIC.match(name):
-        raise KafkaError(
-            ErrorCode.invalid_topic_exception,
-            f"Topic name {name!r} is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'",
-        )
+class HttpListener(Protocol):
+    """The HTTP side (http/server.py), made by the composition (tidelog/node.py) for this broker:
+    bound with the Kafka listener, served from the start (health, readiness), stopped with it."""
+
+    host: str
+    port: int
+
+    def bind(self) -> None: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
 
 
 class Broker:
     def __init__(self, config: BrokerConfig, data_dir: Path, host: str = "127.0.0.1", port: int = 9092,
-                 cluster: str | None = None) -> None:
+                 cluster: str | None = None, http: Callable[["Broker"], HttpListener] | None = None) -> None:
         self.config = config
         self.data_dir = Path(data_dir)
         self.host = host
@@ -75,44 +84,34 @@ class Broker:
         # /ready is 200 when every check returns None; each other answer is a reason it is not.
         self.readiness_checks: list[Callable[[], str | None]] = [lambda: self.startup_phase, self._log_dir_check,
                                                                       self._resources_check]
-        self.http = None
+        self._http_listener = http
+        self.http: HttpListener | None = None
         self.metrics = BrokerMetrics()
         self.request_memory = RequestMemory(config["queued.max.request.bytes"],
                                             1 << (config["socket.request.max.bytes"] - 1).bit_length(), self.metrics)
-        # Cluster mode (``cluster`` = etcd://...): metadata in etcd, replication, a controller.
-        # Single-node mode keeps ``replication`` None, which the hot paths test first.
-        self.replication = None
-        self.controller = None
+        # A cluster (``cluster`` = etcd://...): metadata in etcd and a controller. A cluster of
+        # one: the embedded store, no controller (nothing to elect). Both have a ReplicaManager
+        # (made once the logs are open).
+        self.controller: Controller | None = None
         if cluster:
-            from tidelog.cluster.controller import Controller
-            from tidelog.cluster.etcd_store import EtcdMetadataStore, parse_cluster_url
-            from tidelog.server.replica_manager import ReplicaManager
-
             endpoints, prefix = parse_cluster_url(cluster)
             self.metadata = EtcdMetadataStore(endpoints, prefix, max(1, round(config["broker.session.timeout.ms"] / 1000)))
-            self.replication = ReplicaManager(self)
-            self.controller = Controller(self)
-            self.readiness_checks += [self._registration_check, self._metadata_applied_check]
+            self.controller = Controller(self.node_id, self.metadata, config, self._create_offsets_topic)
         else:
             self.metadata = EmbeddedMetadataStore(self.data_dir, self.node_id)
+        self.readiness_checks += [self._registration_check, self._metadata_applied_check]
+        self.replicas: ReplicaManager | None = None
+        self.topics: TopicAdmin | None = None
         self.logs: LogManager | None = None
         self.connections: set = set()
         self.started_at_ms = int(time.time() * 1000)
         self._server: asyncio.base_events.Server | None = None
-        self._fetch_waiters: dict[tuple[str, int], set[asyncio.Future]] = {}
-        self._creating: dict[str, asyncio.Future] = {}
-        self._reserved_replicas = 0  # partition replicas being created (counted against the capacity)
         self.resources = ResourceMonitor(resource.getrlimit(resource.RLIMIT_NOFILE)[0], self.data_dir, self.metrics)
         self.partition_capacity = MAX_PARTITIONS
-        from tidelog.groups.coordinator import GroupCoordinator, GroupSettings
-        from tidelog.groups.offsets_topic import ConsumerOffsetsTopic
-
-        self.groups = GroupCoordinator(GroupSettings.from_config(config), ConsumerOffsetsTopic(self))
-        self._producer_states: dict[tuple[str, int], ProducerState] = {}
-        self._producer_expiry: asyncio.Task | None = None
+        self.groups = GroupCoordinator(GroupSettings.from_config(config),
+                                       ConsumerOffsetsTopic(self._offsets_partition, config["offsets.commit.timeout.ms"]))
+        self._groups_loading: asyncio.Task | None = None
         self._resource_watch: asyncio.Task | None = None
-        self._topic_values: dict[tuple[str, str], tuple[dict, object]] = {}
-        self._topic_names_by_id: dict = {}
         self._producer_ids: range = range(0)
         self._producer_id_lock = asyncio.Lock()
         self._seen_controller = -1
@@ -160,34 +159,34 @@ class Broker:
         self.startup_phase = "recovering logs"
         self.logs = LogManager(
             self.data_dir,
-            self.log_config({}),
+            log_config_for(self.config, {}),
             retention_check_interval_ms=self.config["log.retention.check.interval.ms"],
             cleaner_config=self.cleaner_config(),
         )
-        self.logs.cleaner.high_watermark = lambda log: self.high_watermark(log.topic, log.partition)
-        self.logs.cleaner.active_producers = self._active_producers
-        self.logs.open_all({name: self.log_config(t.configs) for name, t in self.metadata.topics.items()})
-        if self.replication is None:
-            self._remove_partitions_unknown_to_metadata()
-        # A topic whose partition directories are missing (new, or lost) gets empty logs.
-        for topic in self.metadata.topics.values():
-            for partition in range(topic.partitions):
-                if self.logs.get(topic.name, partition) is None and self.hosts_replica(topic.name, partition):
-                    self.logs.create(topic.name, partition, self.log_config(topic.configs))
+        self.logs.open_all({name: log_config_for(self.config, t.configs) for name, t in self.metadata.topics.items()})
+        self._remove_partitions_unknown_to_metadata()
+        self.replicas = ReplicaManager(self.node_id, self.metadata, self.logs, self.config, self.data_dir, self.metrics)
+        self.replicas.on_leadership.append(self._on_leadership)
+        self.topics = TopicAdmin(self.node_id, self.config, self.metadata, self.logs, self.replicas, self.resources.report,
+                                 self.partition_capacity)
+        self.logs.cleaner.high_watermark = self.replicas.cleaner_high_watermark
+        self.logs.cleaner.active_producers = self.replicas.cleaner_active_producers
         self.logs.on_offline.append(self.resources.log_dir_offline)
         await self.logs.start()
-        self._producer_expiry = asyncio.create_task(self._expire_producers(), name="tidelog-producer-expiry")
         self._resource_watch = asyncio.create_task(self.resources.watch(), name="tidelog-resource-watch")
         self.logs.fsync_observer = self._observe_fsync
         self.logs.cleaner.observer = self._observe_cleaning
-        self.logs.on_durable = self._on_durable
-        if self.replication is None:
-            self.startup_phase = "loading consumer groups"
-            await self.groups.start()
+        if self.controller is None:  # a cluster of one leads its partitions before it serves
+            self.startup_phase = "taking up the replicas"
+            await self._join_cluster()
+            await self._create_offsets_topic()
+            if self._groups_loading is not None:
+                self.startup_phase = "loading consumer groups"
+                await self._groups_loading
         await self._server.start_serving()
         logger.info("Kafka listener on %s:%d%s", self.host, self.port,
                     f" (advertised as {self.advertised_host}:{self.advertised_port})" if self._advertised else "")
-        if self.replication is not None:
+        if self.controller is not None:
             self.startup_phase = "joining the cluster"
             try:
                 await self._join_cluster()
@@ -195,8 +194,6 @@ class Broker:
                 raise StartupError(f"cannot register in the cluster (--cluster): {e}") from None
         self.startup_phase = None
         logger.info("broker %d started (cluster %s)", self.node_id, self.cluster_id)
-        from tidelog.protocol.record_walk import RECORD_WALK
-
         if RECORD_WALK != "C":
             logger.warning("produce validation walks records in Python: the C extension tidelog.protocol._recordwalk "
                            "was not built (no C compiler at install?); expect about twice the CPU per produced byte")
@@ -223,8 +220,9 @@ class Broker:
         metrics.partition_capacity.set(self.partition_capacity)
 
     def _remove_partitions_unknown_to_metadata(self) -> None:
-        """Single node: partition directories whose topic the metadata does not have are what a
-        creation or deletion cut short by a crash left; they go, so disk and metadata agree."""
+        """Partition directories whose topic the metadata does not have are what a creation or
+        deletion cut short by a crash left (or a deletion while this broker was down); they go,
+        so disk and metadata agree."""
         for log in self.logs.logs():
             if log.topic not in self.metadata.topics:
                 logger.warning("removing %s: topic %s is not in the metadata (a creation or deletion was cut short)",
@@ -234,8 +232,6 @@ class Broker:
     async def _bind_listeners(self) -> None:
         """Bind the Kafka and HTTP sockets without serving either, so that a port in use stops
         the start before any client gets an answer."""
-        from tidelog.server.connection import KafkaConnection
-
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
@@ -246,10 +242,8 @@ class Broker:
         sockets = self._server.sockets or []
         if sockets and self.port == 0:
             self.port = sockets[0].getsockname()[1]
-        if self.config["http.port"] >= 0:
-            from tidelog.http.server import HttpServer
-
-            self.http = HttpServer(self, self.config["http.host"], self.config["http.port"])
+        if self._http_listener is not None:
+            self.http = self._http_listener(self)
             try:
                 self.http.bind()
             except OSError as e:
@@ -271,11 +265,10 @@ class Broker:
             self._server.close()
         if self.http is not None:
             await self.http.stop()
-        if self.replication is not None:
-            try:
-                await self.metadata.close()
-            except Exception as e:  # noqa: BLE001 - the start failed already; say why that did
-                logger.debug("closing the metadata store after a failed start: %s", e)
+        try:
+            await self.metadata.close()
+        except Exception as e:  # noqa: BLE001 - the start failed already; say why that did
+            logger.debug("closing the metadata store after a failed start: %s", e)
         self._lock.release()
 
     @property
@@ -293,14 +286,29 @@ class Broker:
         return self._server is not None and self._server.is_serving()
 
     async def _join_cluster(self) -> None:
-        """Register under a lease, take up this broker's replicas, stand for controller."""
+        """Register (under a lease in a cluster), take up this broker's replicas, stand for controller."""
         rack = self.config["broker.rack"] or None
         await self.metadata.register_broker(BrokerInfo(self.node_id, self.advertised_host, self.advertised_port, rack,
                                                        http=self.http_address))
-        self.replication.on_leadership.append(self._on_leadership)
-        self.replication.start()
+        self.replicas.start()
+        if self.controller is None:
+            await self.metadata.elect_controller(self.node_id)  # the only broker: nothing to run for it
+            return
         self.metadata.add_listener(self._on_cluster_change)
         await self._stand_for_controller()
+
+    async def _create_offsets_topic(self, live_brokers: int = 1) -> None:
+        """``__consumer_offsets``, once ``offsets.topic.replication.factor`` brokers are live (the
+        controller asks); a cluster of one creates it at start, with one replica."""
+        replication_factor = self.config["offsets.topic.replication.factor"] if self.controller is not None else 1
+        if OFFSETS_TOPIC in self.metadata.topics or live_brokers < replication_factor:
+            return
+        try:
+            await self.topics.create_topic(OFFSETS_TOPIC, OFFSETS_PARTITIONS, replication_factor,
+                                           offsets_topic_configs(self.config))
+        except KafkaError as e:
+            if e.error_code != ErrorCode.topic_already_exists:
+                raise
 
     async def _stand_for_controller(self) -> None:
         try:
@@ -329,18 +337,18 @@ class Broker:
 
     def _on_leadership(self, topic: str, partition: int, leading: bool) -> None:
         """The group coordinator lives with the leadership of ``__consumer_offsets``."""
-        from tidelog.groups.offsets_topic import TOPIC
-
-        if topic != TOPIC or partition != 0:
+        if topic != OFFSETS_TOPIC or partition != 0:
             return
-        from tidelog.groups.coordinator import GroupCoordinator, GroupSettings
-        from tidelog.groups.offsets_topic import ConsumerOffsetsTopic
-
         self.groups.stop()
-        self.groups = GroupCoordinator(GroupSettings.from_config(self.config), ConsumerOffsetsTopic(self))
+        self.groups = GroupCoordinator(GroupSettings.from_config(self.config),
+                                       ConsumerOffsetsTopic(self._offsets_partition, self.config["offsets.commit.timeout.ms"]))
         if leading:
             logger.info("broker %d is now the group coordinator", self.node_id)
-            asyncio.get_running_loop().create_task(self.groups.start())
+            self._groups_loading = asyncio.get_running_loop().create_task(self.groups.start())
+
+    def _offsets_partition(self):
+        """``__consumer_offsets`` partition 0 as hosted here, or None."""
+        return self.replicas.get(OFFSETS_TOPIC, 0) if self.replicas is not None else None
 
     def group_coordinator_error(self) -> ErrorCode | None:
         """Why this broker cannot serve a group request now, or None.
@@ -349,24 +357,12 @@ class Broker:
         partition 0: any other broker answers NOT_COORDINATOR (the client looks the coordinator
         up again), and the leader answers COORDINATOR_LOAD_IN_PROGRESS until it has replayed
         the partition (Kafka's two answers)."""
-        if self.replication is not None:
-            from tidelog.groups.offsets_topic import TOPIC
-
-            if self.replication.leader_error(TOPIC, 0) is not None:
-                return ErrorCode.not_coordinator
+        partition = self._offsets_partition()
+        if partition is None or not partition.leading:
+            return ErrorCode.not_coordinator
         if not self.groups.loaded:
             return ErrorCode.coordinator_load_in_progress
         return None
-
-    def hosts_replica(self, topic: str, partition: int) -> bool:
-        """Whether this broker keeps a replica of the partition (always, on a single node)."""
-        if self.replication is None:
-            return True
-        state = self.metadata.partitions.get((topic, partition))
-        return state is not None and self.node_id in state.replicas
-
-    def live_broker_count(self) -> int:
-        return len(self.metadata.brokers) if self.replication is not None else 1
 
     async def controlled_shutdown(self) -> None:
         """Move this broker's leaderships to other in-sync replicas before stopping (Kafka's
@@ -395,12 +391,13 @@ class Broker:
                 if state.leader == self.node_id and any(r != self.node_id and r in live for r in state.isr)]
 
     async def stop(self) -> None:
-        if self.replication is not None and self.config["controlled.shutdown.enable"]:
+        if self.controller is not None and self.config["controlled.shutdown.enable"]:
             await self.controlled_shutdown()
         logger.info("shutting down: closing listener and %d connections", len(self.connections))
-        if self.replication is not None:
+        if self.controller is not None:
             self.controller.stop()
-            await self.replication.stop()
+        if self.replicas is not None:
+            await self.replicas.stop()
         if self._server is not None:
             self._server.close()
         if self.http is not None:
@@ -411,46 +408,17 @@ class Broker:
         if self._server is not None:
             await self._server.wait_closed()
         self.groups.stop()
-        if self._producer_expiry is not None:
-            self._producer_expiry.cancel()
         if self._resource_watch is not None:
             self._resource_watch.cancel()
         if self.logs is not None:
-            for (topic, partition), state in self._producer_states.items():
-                log = self.logs.get(topic, partition)
-                if log is not None and not self.logs.offline:  # offline: the next start recovers
-                    try:
-                        state.save(log.dir, log.log_end_offset)
-                    except OSError as e:
-                        self.logs.take_offline(e, f"{topic}-{partition}: saving producer state")
+            if self.replicas is not None:
+                self.replicas.close()  # producer states and high watermarks, before the logs close
             await self.logs.close()
-        if self.replication is not None:
-            await self.metadata.close()
+        await self.metadata.close()
         self._lock.release()
         logger.info("shutdown complete: logs flushed, checkpoints written")
 
     # --- topics -----------------------------------------------------------------------
-    def log_config(self, topic_configs: dict[str, str]) -> LogConfig:
-        value = lambda name: self.config.topic_value(topic_configs, name)  # noqa: E731
-        return LogConfig(
-            segment_bytes=value("segment.bytes"),
-            segment_ms=value("segment.ms"),
-            index_interval_bytes=value("index.interval.bytes"),
-            retention_ms=value("retention.ms"),
-            retention_bytes=value("retention.bytes"),
-            durability=value("durability.profile"),
-            flush_interval_ms=value("flush.ms"),
-            segment_jitter_ms=value("segment.jitter.ms"),
-            file_delete_delay_ms=value("file.delete.delay.ms"),
-            delete="delete" in value("cleanup.policy").split(","),
-            compact="compact" in value("cleanup.policy").split(","),
-            delete_retention_ms=value("delete.retention.ms"),
-            min_compaction_lag_ms=value("min.compaction.lag.ms"),
-            max_compaction_lag_ms=value("max.compaction.lag.ms"),
-            min_cleanable_dirty_ratio=value("min.cleanable.dirty.ratio"),
-            segment_index_bytes=value("segment.index.bytes"),
-        )
-
     def cleaner_config(self) -> CleanerConfig:
         config = self.config
         return CleanerConfig(
@@ -460,242 +428,13 @@ class Broker:
             io_max_bytes_per_second=config["log.cleaner.io.max.bytes.per.second"], backoff_ms=config["log.cleaner.backoff.ms"],
         )
 
-    def _active_producers(self, log: PartitionLog) -> dict[int, tuple[int, int]]:
-        """For the log cleaner: each idempotent producer's last batch (offset of its last record,
-        epoch), which must stay for its sequence numbers to go on."""
-        producers = {}
-        for producer_id, entry in self.producer_state(log).producers.items():
-            if entry.batches:
-                _, _, base_offset, last_offset_delta = entry.batches[-1]
-                producers[producer_id] = (base_offset + last_offset_delta, entry.epoch)
-        return producers
-
-    def topic_value(self, topic: str, name: str):
-        """A topic config's effective value, cached while the topic's config dict is the same object.
-
-        Produce asks for several per partition per request; parsing them each time showed in
-        profiles. Config changes replace a topic's dict (they never mutate it), which the
-        identity check notices; the cache holds the dict, so its id cannot be reused meanwhile.
-        """
-        record = self.metadata.topics.get(topic)
-        configs = record.configs if record is not None else _NO_CONFIGS
-        cached = self._topic_values.get((topic, name))
-        if cached is not None and cached[0] is configs:
-            return cached[1]
-        value = self.config.topic_value(configs, name)
-        self._topic_values[(topic, name)] = (configs, value)
-        return value
-
-    def check_new_topic(self, name: str, partitions: int, replication_factor: int, configs: dict[str, str | None]) -> dict[str, str]:
-        """Kafka's CreateTopics validation, in its order; returns the normalised configs.
-
-        Order as in Kafka's ReplicationControlManager: name, existence, configs, replication
-        factor, partition count, then placement. ``partitions`` / ``replication_factor`` of -1
-        mean the broker defaults (``num.partitions`` / ``default.replication.factor``).
-        """
-        validate_topic_name(name)
-        if name == "__cluster_metadata":
-            raise KafkaError(ErrorCode.invalid_request, f"Creation of internal topic {name} is prohibited.")
-        if name in self.metadata.topics or name in self._creating:
-            raise KafkaError(ErrorCode.topic_already_exists, f"Topic '{name}' already exists.")
-        colliding = self._colliding_topic(name)
-        if colliding is not None:
-            raise KafkaError(ErrorCode.invalid_topic_exception, f"Topic '{name}' collides with existing topic: {colliding}")
-        null_configs = [config for config, value in configs.items() if value is None]
-        if null_configs:
-            raise KafkaError(ErrorCode.invalid_config, f"Null value not supported for topic configs: {','.join(null_configs)}")
-        normalised = validate_topic_configs(configs)
-        if replication_factor < -1 or replication_factor == 0:
-            raise KafkaError(
-                ErrorCode.invalid_replication_factor, "Replication factor must be larger than 0, or -1 to use the default value."
-            )
-        if partitions < -1 or partitions == 0:
-            raise KafkaError(ErrorCode.invalid_partitions, "Number of partitions was set to an invalid non-positive value.")
-        partitions, replication_factor = self.resolve_topic_defaults(partitions, replication_factor)
-        if partitions > MAX_PARTITIONS:
-            raise KafkaError(ErrorCode.invalid_partitions, f"Number of partitions must be at most {MAX_PARTITIONS}, got {partitions}.")
-        live_brokers = self.live_broker_count()
-        if replication_factor > live_brokers:
-            raise KafkaError(
-                ErrorCode.invalid_replication_factor,
-                f"Unable to replicate the partition {replication_factor} time(s): The target replication factor of "
-                f"{replication_factor} cannot be reached because only {live_brokers} broker(s) are registered.",
-            )
-        self.check_partition_capacity(partitions * replication_factor)
-        return normalised
-
-    def check_partition_capacity(self, new_replicas: int) -> None:
-        """POLICY_VIOLATION when ``new_replicas`` more partition replicas would not fit.
-
-        The capacity (``max.broker.partitions``, else derived from the open-files limit and
-        memory, see resources.py) is per broker; a cluster is taken as brokers alike. Kafka 4
-        refuses a CreateTopics above its own partition limit with POLICY_VIOLATION too
-        (INVALID_PARTITIONS would say the count itself is wrong)."""
-        hosted = sum(t.partitions * t.replication_factor for t in self.metadata.topics.values()) + self._reserved_replicas
-        capacity = self.partition_capacity * self.live_broker_count()
-        if hosted + new_replicas > capacity:
-            raise KafkaError(
-                ErrorCode.policy_violation,
-                f"Adding {new_replicas} partition replica(s) to the {hosted} hosted would exceed the broker capacity of "
-                f"{capacity} (max.broker.partitions, derived from the open files limit and memory when unset).",
-            )
-
-    validate_topic_name = staticmethod(validate_topic_name)
-
-    def resolve_topic_defaults(self, partitions: int, replication_factor: int) -> tuple[int, int]:
-        """Replace -1 (use the default) by ``num.partitions`` / ``default.replication.factor``."""
-        if partitions == -1:
-            partitions = self.config["num.partitions"]
-        if replication_factor == -1:
-            replication_factor = self.config["default.replication.factor"]
-        return partitions, replication_factor
-
-    def _colliding_topic(self, name: str) -> str | None:
-        """Kafka forbids two topics whose names differ only by '.' versus '_' (metric names collide)."""
-        if "." not in name and "_" not in name:
-            return None
-        key = name.replace(".", "_")
-        for existing in self.metadata.topics:
-            if existing != name and existing.replace(".", "_") == key:
-                return existing
-        return None
-
-    async def create_topic(self, name: str, partitions: int, replication_factor: int, configs: dict[str, str]) -> TopicRecord:
-        """Create a validated topic. Single node: its partition logs first, then the metadata; a
-        failure on the way (out of descriptors, a full disk) removes what was made and answers
-        KAFKA_STORAGE_ERROR, and a crash on the way leaves logs that the next start removes."""
-        record = TopicRecord(name, new_topic_id(), partitions, replication_factor, configs)
-        done = asyncio.get_running_loop().create_future()
-        self._creating[name] = done
-        self._reserved_replicas += partitions * replication_factor
-        try:
-            if self.replication is None:
-                log_config = self.log_config(configs)
-                created = []
-                try:
-                    for partition in range(partitions):
-                        created.append(self.logs.create(name, partition, log_config))
-                    await self.metadata.create_topic(record)
-                except (OSError, KafkaError) as e:
-                    self._undo_partitions(created, name, len(created))
-                    raise self._creation_error(e, f"creating topic {name} ({len(created)} of {partitions} partitions made)")
-            else:
-                from tidelog.cluster.controller import assign_replicas
-
-                assignment = assign_replicas(list(self.metadata.brokers.values()), partitions, replication_factor)
-                try:
-                    await self.metadata.create_topic(record, assignment)
-                except TopicExists:
-                    raise KafkaError(ErrorCode.topic_already_exists, f"Topic '{name}' already exists.") from None
-                self.replication.refresh(name)
-        finally:
-            del self._creating[name]
-            self._reserved_replicas -= partitions * replication_factor
-            done.set_result(None)
-        logger.info("created topic %s (id %s) with %d partitions, configs %s", name, record.topic_id, partitions, configs or "{}")
-        return record
-
-    def _undo_partitions(self, logs: list, topic: str, failed: int) -> None:
-        """Remove the logs a failed creation made, and the directory of the one it failed in."""
-        for log in logs:
-            try:
-                self.logs.delete_partition(log.topic, log.partition)
-            except (OSError, KafkaError) as e:  # the next start removes what is left
-                logger.warning("cannot remove %s after a failed creation: %s", log.dir, e)
-        if self.logs.get(topic, failed) is None:
-            shutil.rmtree(self.data_dir / f"{topic}-{failed}", ignore_errors=True)
-
-    def _creation_error(self, error: BaseException, what: str) -> KafkaError:
-        """The error a client gets when creating partitions failed part way (all undone)."""
-        cause = error.__cause__ if isinstance(error, KafkaError) and isinstance(error.__cause__, OSError) else error
-        if isinstance(error, KafkaError) and cause is error:
-            return error
-        if self.resources.report(cause, what) is None:
-            logger.error("%s failed: %s", what, cause)
-        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
-        return KafkaError(ErrorCode.kafka_storage_error, f"{what.split(' (')[0]} failed: {reason}")
-
-    async def auto_create_topic(self, name: str) -> TopicRecord | None:
-        """Create a topic on first use when auto.create.topics.enable; None when not allowed."""
-        if name in self._creating:
-            await self._creating[name]
-        record = self.metadata.topics.get(name)
-        if record is not None or not self.config["auto.create.topics.enable"]:
-            return record
-        replication_factor = min(self.config["default.replication.factor"], self.live_broker_count())
-        self.check_new_topic(name, self.config["num.partitions"], replication_factor, {})
-        return await self.create_topic(name, self.config["num.partitions"], replication_factor, {})
-
-    async def delete_topic(self, name: str) -> None:
-        """Remove a topic: metadata first (so it is gone after a crash), then its partition data."""
-        record = self.metadata.topics[name]
-        await self.metadata.delete_topic(name)
-        self._topic_values = {key: value for key, value in self._topic_values.items() if key[0] != name}
-        self.logs.delete_topic(name)
-        for partition in range(record.partitions):
-            self._producer_states.pop((name, partition), None)
-        # Fetches parked on the topic's partitions return now rather than at their timeout.
-        for partition in range(record.partitions):
-            self.notify_append(name, partition)
-        logger.info("deleted topic %s (id %s)", name, record.topic_id)
-
-    async def create_partitions(self, name: str, count: int) -> None:
-        """Grow a topic to ``count`` partitions (validated by the caller). Single node: the new
-        logs, then the metadata; a failure on the way removes the new logs (KAFKA_STORAGE_ERROR)."""
-        record = self.metadata.topics[name]
-        old_count = record.partitions
-        if self.replication is not None:
-            from tidelog.cluster.controller import assign_replicas
-
-            new_states = assign_replicas(list(self.metadata.brokers.values()), count - old_count,
-                                         record.replication_factor, first_partition=old_count)
-            await self.metadata.set_partitions(name, count, new_states)
-            self.replication.refresh(name)
-            return
-        log_config = self.log_config(record.configs)
-        created = []
-        self._reserved_replicas += count - old_count
-        try:
-            for partition in range(old_count, count):
-                if self.logs.get(name, partition) is None:
-                    created.append(self.logs.create(name, partition, log_config))
-            await self.metadata.set_partitions(name, count)
-        except (OSError, KafkaError) as e:
-            self._undo_partitions(created, name, old_count + len(created))
-            raise self._creation_error(e, f"adding partitions to {name} ({len(created)} of {count - old_count} made)")
-        finally:
-            self._reserved_replicas -= count - old_count
-        logger.info("topic %s: partitions %d -> %d", name, old_count, count)
-
-    async def set_topic_configs(self, name: str, configs: dict[str, str]) -> None:
-        """Replace a topic's config overrides (validated by the caller) and apply them to its live logs."""
-        record = self.metadata.topics[name]
-        await self.metadata.set_configs(name, configs)
-        log_config = self.log_config(configs)
-        for partition in range(record.partitions):
-            log = self.partition_log(name, partition)
-            if log is not None:
-                log.set_config(log_config)
-        if log_config.compact:
-            self.logs.cleaner.wake()
-        logger.info("topic %s: configs set to %s", name, configs or "{}")
-
-    def topic_by_id(self, topic_id) -> TopicRecord | None:
-        """The topic with this id (Fetch v13+ names topics by id, once per topic per request).
-
-        An id -> name index checked against the store on every hit and rebuilt on a miss, so
-        topics created or deleted in either store need no hook to keep it right.
-        """
-        for attempt in range(2):
-            record = self.metadata.topics.get(self._topic_names_by_id.get(topic_id))
-            if record is not None and record.topic_id == topic_id:
-                return record
-            if attempt == 0:
-                self._topic_names_by_id = {r.topic_id: r.name for r in self.metadata.topics.values()}
-        return None
-
     def partition_log(self, topic: str, partition: int) -> PartitionLog | None:
         return self.logs.get(topic, partition)
+
+    def request_context(self, header, peer: str, flexible: bool) -> RequestContext:
+        """What a handler gets for one request: the parts of the broker it may use, never the broker."""
+        return RequestContext(header, peer, flexible, self.node_id, self.config, self.metadata, self.replicas, self.topics,
+                              self.groups, self.metrics, self.logs, self.group_coordinator_error, self.new_producer_id)
 
     def refresh_gauges(self) -> None:
         """Set the state gauges from the broker's objects (at scrape time); stale label sets are cleared."""
@@ -715,7 +454,6 @@ class Broker:
         exhausted = self.resources.exhausted()
         for kind in RESOURCES:
             metrics.resource_out.labels(kind).set(1 if kind in exhausted else 0)
-        hosted = 0
         for log in self.logs.logs():
             labels = (log.topic, str(log.partition))
             metrics.log_end_offset.labels(*labels).set(log.log_end_offset)
@@ -724,14 +462,9 @@ class Broker:
             metrics.log_segments.labels(*labels).set(len(log.segments))
             if log.config.compact and not log.closed:
                 metrics.cleaner_dirty_ratio.labels(*labels).set(self.logs.cleaner.dirty_ratio(log))
-            hosted += log.topic in topics
-        if self.replication is None:
-            metrics.offline.set(max(sum(t.partitions for t in topics.values()) - hosted, 0))
-            metrics.under_replicated.set(0)  # one node: every replica is the leader, always in sync
-        else:
-            self._refresh_cluster_gauges()
-        metrics.fetch_purgatory.set(len({w for waiters in self._fetch_waiters.values() for w in waiters}))
-        metrics.producer_ids.set(sum(len(state.producers) for state in self._producer_states.values()))
+        self._refresh_cluster_gauges()
+        metrics.fetch_purgatory.set(len({w for p in self.replicas.partitions.values() for w in p._readers}))
+        metrics.producer_ids.set(self.replicas.producer_count())
         metrics.produce_purgatory.set(self.logs.pending_durability_waits())
         states: dict[str, int] = {}
         for group_id, _protocol_type, state, _type in self.groups.admin.list_groups():
@@ -750,16 +483,16 @@ class Broker:
             metrics.groups.labels(state).set(count)
 
     def _refresh_cluster_gauges(self) -> None:
-        metrics, store, replication = self.metrics, self.metadata, self.replication
-        is_controller = self.controller.active and store.controller_id == self.node_id
+        metrics, store, replicas = self.metrics, self.metadata, self.replicas
+        is_controller = store.controller_id == self.node_id and (self.controller is None or self.controller.active)
         metrics.active_controller.set(1 if is_controller else 0)
         states = list(store.partitions.items())
         metrics.offline.set(sum(1 for key, s in states if s.leader == -1 and key[0] in store.topics) if is_controller else 0)
-        led = [s for key, s in states if key in replication.leading]
+        led = [p.state for p in replicas.partitions.values() if p.leading]
         metrics.leader_partitions.set(len(led))
         metrics.under_replicated.set(sum(1 for s in led if len(s.isr) < len(s.target_replicas)))
         metrics.replica_lag.clear()
-        for topic, partition, replica, lag in replication.replica_lags():
+        for topic, partition, replica, lag in replicas.replica_lags():
             metrics.replica_lag.labels(topic, str(partition), str(replica)).set(lag)
 
     def _observe_cleaning(self, result: str, stats) -> None:
@@ -778,23 +511,12 @@ class Broker:
 
     def _log_end_offset(self, topic: str, partition: int) -> int | None:
         """For consumer lag: the end a consumer can read to (the high watermark)."""
-        log = self.logs.get(topic, partition)
-        return self.high_watermark(topic, partition) if log is not None else None
+        partition = self.replicas.get(topic, partition)
+        return partition.high_watermark if partition is not None else None
 
     def high_watermark(self, topic: str, partition: int) -> int:
-        """What consumers may read up to: the ISR's in a cluster; on a single node what the
-        durability profile counts as durable (never records not yet acknowledgeable)."""
-        if self.replication is not None:
-            return self.replication.high_watermark(topic, partition)
-        log = self.logs.get(topic, partition)
-        return log.durable_end_offset if log is not None else 0
-
-    def _on_durable(self, log: PartitionLog) -> None:
-        """A flush moved a log's durable offset: the high watermark may follow, and fetches
-        parked for data wake (under balanced and durable, an append alone shows them nothing)."""
-        if self.replication is not None:
-            self.replication.on_local_flush(log.topic, log.partition)
-        self.notify_append(log.topic, log.partition)
+        """What consumers may read up to (the ISR's, never past the leader's durable end)."""
+        return self.replicas.high_watermark(topic, partition)
 
     @property
     def ready(self) -> bool:
@@ -813,7 +535,7 @@ class Broker:
         return None if self.node_id in self.metadata.brokers else "not registered in the cluster"
 
     def _metadata_applied_check(self) -> str | None:
-        pending = self.replication.pending_changes()
+        pending = self.replicas.pending_changes() if self.replicas is not None else 0
         return f"applying {pending} partition changes from the metadata store" if pending else None
 
     def _log_dir_check(self) -> str | None:
@@ -826,24 +548,7 @@ class Broker:
             return f"out of {kind}: {detail}"
         return None
 
-    # --- idempotent producers ----------------------------------------------------------
-    def producer_state(self, log: PartitionLog) -> ProducerState:
-        """The partition's idempotent-producer state, loaded (snapshot + replay) on first use."""
-        key = (log.topic, log.partition)
-        state = self._producer_states.get(key)
-        if state is None:
-            state = self._producer_states[key] = ProducerState.load(log, self.config["producer.id.expiration.ms"])
-        return state
-
-    async def _expire_producers(self) -> None:
-        """Forget idempotent producers idle for ``producer.id.expiration.ms`` (Kafka's check)."""
-        while True:
-            await asyncio.sleep(self.config["producer.id.expiration.check.interval.ms"] / 1000)
-            expiration_ms = self.config["producer.id.expiration.ms"]
-            expired = sum(state.remove_expired(now_ms(), expiration_ms) for state in self._producer_states.values())
-            if expired:
-                logger.info("forgot %d idempotent producer states idle for %d ms", expired, expiration_ms)
-
+    # --- producer ids ------------------------------------------------------------------
     async def new_producer_id(self) -> int:
         """A producer id never used before in this cluster (ids are reserved in blocks of 1000)."""
         async with self._producer_id_lock:
@@ -853,31 +558,6 @@ class Broker:
             producer_id = self._producer_ids[0]
             self._producer_ids = self._producer_ids[1:]
             return producer_id
-
-    # --- fetch wake-up -----------------------------------------------------------------
-    def notify_append(self, topic: str, partition: int) -> None:
-        waiters = self._fetch_waiters.pop((topic, partition), None)
-        if waiters:
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    async def wait_for_append(self, partitions: list[tuple[str, int]], timeout_s: float) -> None:
-        """Return when one of ``partitions`` gets an append, or after ``timeout_s``."""
-        waiter = asyncio.get_running_loop().create_future()
-        for key in partitions:
-            self._fetch_waiters.setdefault(key, set()).add(waiter)
-        try:
-            await asyncio.wait_for(waiter, timeout_s)
-        except asyncio.TimeoutError:
-            pass
-        finally:
-            for key in partitions:
-                waiters = self._fetch_waiters.get(key)
-                if waiters is not None:
-                    waiters.discard(waiter)
-                    if not waiters:
-                        del self._fetch_waiters[key]
 
 
 def _why(error: OSError) -> str:
@@ -897,6 +577,3 @@ def parse_advertised_listener(value: str) -> tuple[str, int] | None:
         raise ValueError(f"advertised.listeners: cannot parse {first!r}, expected PLAINTEXT://host:port")
     return match.group(1), int(match.group(2))
 
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

@@ -27,7 +27,7 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
-from tidelog.handlers.registry import REGISTRY, RequestContext
+from tidelog.handlers.registry import REGISTRY
 from tidelog.protocol import apis
 from tidelog.protocol.guard import check_request, strip_unknown_tags
 from tidelog.protocol.wire import MalformedFrame, parse_request_header, peek_api_key_version, response_header
@@ -303,7 +303,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self._close(f"cannot decode {api.name} v{api_version} request: {type(e).__name__}: {e}")
             return None
         self.broker.metrics.count_request(api.name)
-        ctx = RequestContext(header=header, broker=self.broker, peer=self.peer, flexible=flexible)
+        ctx = self.broker.request_context(header, self.peer, flexible)
         task = asyncio.ensure_future(api.handler(ctx, request))
         self._pending.append((correlation_id, flexible and api_key != apis.API_VERSIONS_KEY, task))
         task.add_done_callback(self._on_response_ready)

@@ -1,12 +1,13 @@
 """The replica fetcher: the follower side of replication, one ``Fetcher`` per leader broker.
 
 A Fetcher fetches every partition this broker follows from one leader in one long-polling Fetch
-(v11, the replica id set), and hands the leader's batches to the replica manager, which appends
-them with their offsets as they are (``append_as_follower``). Before fetching a partition after
+(v11, the replica id set), and hands the leader's batches to the partition, which appends them
+with their offsets as they are (``Partition.append_as_follower``). Before fetching a partition after
 a leader change it asks the leader (OffsetForLeaderEpoch v3) where its own last epoch ends
 there and truncates a divergent tail; a fetch offset out of range truncates to the high
 watermark, or starts over at the leader's log start. Requests go over a BrokerChannel
-(cluster/broker_channel.py). What it needs of the replica manager is ``FollowerReplicas``.
+(cluster/broker_channel.py). What it needs of the replica manager is ``FollowerReplicas``: this
+broker's id, the store (the leaders' addresses) and the followed partitions.
 Not thread-safe; the event loop owns it.
 """
 
@@ -27,9 +28,7 @@ from tidelog.protocol.errors import ErrorCode, InvalidBatch
 
 if TYPE_CHECKING:
     from tidelog.cluster.metadata import MetadataStore
-    from tidelog.storage.leader_epoch import LeaderEpochCache
-    from tidelog.storage.log import PartitionLog
-    from tidelog.storage.manager import LogManager
+    from tidelog.cluster.partition import Partition
 
 __all__ = ["FETCH_MAX_WAIT_MS", "Fetcher", "FollowerReplicas"]
 
@@ -43,23 +42,12 @@ FETCH_MAX_BYTES = 16 << 20
 
 
 class FollowerReplicas(Protocol):
-    """The replica manager as a fetcher sees it: the followed partitions' logs and what to do with
-    what the leader sends."""
+    """The replica manager as a fetcher sees it."""
 
     node_id: int
     store: "MetadataStore"  # the leader brokers' addresses
-    logs: "LogManager"
-    follower_high_watermarks: dict[tuple[str, int], int]
 
-    def epoch_cache(self, key: tuple[str, int], log: "PartitionLog") -> "LeaderEpochCache": ...
-
-    def append_as_follower(self, key: tuple[str, int], records, leader_high_watermark: int) -> int: ...
-
-    def follow_log_start(self, key: tuple[str, int], leader_log_start_offset: int) -> None: ...
-
-    def truncate(self, key: tuple[str, int], offset: int) -> None: ...
-
-    def truncate_fully_and_start_at(self, key: tuple[str, int], offset: int) -> None: ...
+    def get(self, topic: str, partition: int) -> "Partition | None": ...
 
 
 class Fetcher:
@@ -173,15 +161,15 @@ class Fetcher:
         manager = self.manager
         wanted = {}
         for key in list(self.needs_truncation):
-            log = manager.logs.get(*key)
-            if log is None or key not in self.partitions:
+            partition = manager.get(*key)
+            if partition is None or key not in self.partitions:
                 self.needs_truncation.discard(key)
                 continue
-            wanted[key] = manager.epoch_cache(key, log).latest_epoch
+            wanted[key] = partition.epoch_cache.latest_epoch
         by_topic: dict[str, list] = {}
-        for (topic, partition), epoch in wanted.items():
+        for (topic, index), epoch in wanted.items():
             by_topic.setdefault(topic, []).append(schema.OffsetForLeaderPartition(
-                partition=partition, current_leader_epoch=self.partitions[(topic, partition)], leader_epoch=max(epoch, 0)))
+                partition=index, current_leader_epoch=self.partitions[(topic, index)], leader_epoch=max(epoch, 0)))
         request = schema.OffsetForLeaderEpochRequest(
             replica_id=manager.node_id,
             topics=tuple(schema.OffsetForLeaderTopic(topic=t, partitions=tuple(ps)) for t, ps in by_topic.items()))
@@ -194,19 +182,21 @@ class Fetcher:
                 if p.error_code != ErrorCode.none:
                     logger.info("%s-%d: OffsetForLeaderEpoch from %d: %s", key[0], key[1], self.leader_id, p.error_code.name)
                     continue
-                log = manager.logs.get(*key)
-                cache = manager.epoch_cache(key, log)
+                partition = manager.get(*key)
+                if partition is None:
+                    continue
+                log = partition.log
                 my_epoch = wanted[key]
                 if my_epoch < 0:
-                    target = log.log_end_offset if log.log_end_offset == 0 else manager.follower_high_watermarks.get(key, 0)
+                    target = log.log_end_offset if log.log_end_offset == 0 else partition.high_watermark
                 elif p.leader_epoch < 0 or p.end_offset < 0:
-                    target = manager.follower_high_watermarks.get(key, 0)
+                    target = partition.high_watermark
                 elif p.leader_epoch == my_epoch:
                     target = p.end_offset
                 else:
-                    _, my_end = cache.end_offset_for(p.leader_epoch, log.log_end_offset)
+                    _, my_end = partition.epoch_cache.end_offset_for(p.leader_epoch, log.log_end_offset)
                     target = min(p.end_offset, my_end) if my_end >= 0 else p.end_offset
-                manager.truncate(key, min(target, log.log_end_offset))
+                partition.truncate_to(min(target, log.log_end_offset))
                 self.needs_truncation.discard(key)
 
     async def _fetch(self, channel: BrokerChannel, schema) -> None:
@@ -216,9 +206,10 @@ class Fetcher:
         for key, epoch in self.partitions.items():
             if key in self.needs_truncation or self.delayed.get(key, 0) > now:
                 continue
-            log = manager.logs.get(*key)
-            if log is None:
+            partition = manager.get(*key)
+            if partition is None:
                 continue
+            log = partition.log
             by_topic.setdefault(key[0], []).append(schema.FetchPartition(
                 partition=key[1], current_leader_epoch=epoch, fetch_offset=log.log_end_offset,
                 log_start_offset=log.log_start_offset, partition_max_bytes=FETCH_PARTITION_MAX_BYTES))
@@ -235,34 +226,33 @@ class Fetcher:
         for topic in response.responses:
             for p in topic.partitions:
                 key = (topic.topic, p.partition_index)
-                if key not in self.partitions or key in self.needs_truncation:
+                partition = manager.get(*key)
+                if key not in self.partitions or key in self.needs_truncation or partition is None:
                     continue
                 if p.error_code == ErrorCode.none:
                     if p.records:
                         try:
-                            manager.append_as_follower(key, p.records, p.high_watermark)
+                            partition.append_as_follower(p.records, p.high_watermark)
                         except InvalidBatch as e:
                             self._append_failed(key, e)
                             continue
                         self._reported.pop(key, None)
                     else:
-                        log = manager.logs.get(*key)
-                        if log is not None:
-                            manager.follower_high_watermarks[key] = min(p.high_watermark, log.log_end_offset)
-                    manager.follow_log_start(key, p.log_start_offset)
+                        partition.set_follower_high_watermark(p.high_watermark)
+                    partition.follow_log_start(p.log_start_offset)
                 elif p.error_code == ErrorCode.offset_out_of_range:
-                    log = manager.logs.get(*key)
-                    if log is not None and 0 <= log.log_end_offset < p.log_start_offset:
+                    log = partition.log
+                    if 0 <= log.log_end_offset < p.log_start_offset:
                         # Behind the leader's log start (retention or DeleteRecords removed what we
                         # lack): nothing we have can be continued; start again where the leader starts.
                         logger.warning("%s-%d: log end offset %d is below leader %d's log start offset %d; "
                                        "starting again there", key[0], key[1], log.log_end_offset, self.leader_id,
                                        p.log_start_offset)
-                        manager.truncate_fully_and_start_at(key, p.log_start_offset)
+                        partition.truncate_fully_and_start_at(p.log_start_offset)
                     else:
                         logger.warning("%s-%d: fetch offset out of range at leader %d; truncating to its high watermark",
                                        key[0], key[1], self.leader_id)
-                        manager.truncate(key, min(p.high_watermark, manager.follower_high_watermarks.get(key, 0)))
+                        partition.truncate_to(min(p.high_watermark, partition.high_watermark))
                         self.needs_truncation.add(key)
                     backoff = True
                 else:

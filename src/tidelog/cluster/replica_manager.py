@@ -1,0 +1,475 @@
+"""ReplicaManager: this broker's replicas, one ``Partition`` each (cluster/partition.py), as
+leader or follower. A single node is a cluster of one: its embedded metadata store names it the
+only replica and leader of every partition, and the same code serves it.
+
+Roles follow the partition states in the metadata store: every change notification marks the
+partition, and ``_apply`` makes the local role match (at start and after this broker writes a
+topic, at once; otherwise from a task). When the log directory goes offline (an I/O error)
+every local replica is given up and the controller is told (``announce_offline``).
+
+Leader side: the Partition keeps each follower's position and the high watermark; this
+manager writes the ISR changes it wants (a follower caught up joins, one that has not caught up
+with the log end for ``replica.lag.time.max.ms`` leaves) by compare-and-swap in the store, so a
+stale leader's write fails. Follower side: one ``Fetcher`` task per leader broker
+(cluster/replica_fetcher.py), fetching all the partitions followed from it in one long-polling
+Fetch; each Partition appends its leader's batches with their offsets as they are and
+truncates a divergent tail where the fetcher found one. High watermarks: every ``replica.high.watermark.checkpoint.interval.ms``
+and at shutdown into ``<data dir>/replication-offset-checkpoint`` (Kafka's file,
+storage/offset_checkpoint.py), read back at start. Idempotent
+producers idle for ``producer.id.expiration.ms`` are forgotten every
+``producer.id.expiration.check.interval.ms``.
+Not thread-safe; the event loop owns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from tidelog.clock import monotonic_ms, wall_clock_ms
+from tidelog.cluster.partition import Partition, PartitionConfig, log_config_for, wait_for_acks
+from tidelog.cluster.replica_fetcher import Fetcher
+from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.storage.offset_checkpoint import read_offset_checkpoint, render_offset_checkpoint, write_offset_checkpoint
+
+if TYPE_CHECKING:
+    from tidelog.cluster.metadata import MetadataStore
+    from tidelog.config import BrokerConfig
+    from tidelog.storage.log import PartitionLog
+    from tidelog.storage.manager import LogManager
+
+logger = logging.getLogger(__name__)
+
+HW_CHECKPOINT_FILE = "replication-offset-checkpoint"
+
+
+class IsrMetrics(Protocol):
+    isr_shrinks: object  # prometheus Counters
+    isr_expands: object
+
+
+class ReplicaManager:
+    """This broker's replicas (``Partition`` objects); see the module docstring."""
+
+    def __init__(self, node_id: int, store: "MetadataStore", logs: "LogManager", config: "BrokerConfig",
+                 data_dir: Path, isr_metrics: IsrMetrics | None = None) -> None:
+        self.node_id = node_id
+        self.store = store
+        self.logs = logs
+        self.config = config
+        self.data_dir = Path(data_dir)
+        self.isr_metrics = isr_metrics
+        self.partitions: dict[tuple[str, int], Partition] = {}
+        self.fetchers: dict[int, Fetcher] = {}
+        self.lag_max_ms = config["replica.lag.time.max.ms"]
+        self._checkpointed_high_watermarks: dict[tuple[str, int], int] = {}
+        self._dirty: set[tuple[str, int]] = set()
+        self._applied_configs: dict[str, dict] = {}
+        self._applied_broker_epoch = 0
+        self._awaiting_election: set[tuple[str, int]] = set()
+        self.log_dir_offline = False  # after an I/O error: every replica here is offline
+        self._announcing: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self.on_leadership: list[Callable[[str, int, bool], None]] = []  # (topic, partition, leading)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Take up this broker's replicas as the store has them (at once: a partition is led
+        when this returns), then follow the store's changes."""
+        self._load_high_watermarks()
+        self._applied_broker_epoch = self.store.broker_epoch
+        self.store.add_listener(self._on_change)
+        self.logs.on_offline.append(self._on_log_dir_offline)
+        self.logs.on_durable = self._on_durable
+        self._dirty.update(self.store.partitions)
+        self._apply_dirty()
+        self._tasks = [asyncio.create_task(self._apply_loop(), name="replica-apply"),
+                       asyncio.create_task(self._isr_shrink_loop(), name="isr-shrink"),
+                       asyncio.create_task(self._checkpoint_loop(), name="hw-checkpoint"),
+                       asyncio.create_task(self._expire_producers(), name="producer-expiry")]
+
+    async def stop(self) -> None:
+        for fetcher in self.fetchers.values():
+            fetcher.stop()
+        for task in self._tasks:
+            task.cancel()
+        # Bounded: Python 3.11's wait_for can swallow a cancellation that lands as its inner
+        # read completes, and a task that missed it must not hold the shutdown up.
+        tasks = [*self._tasks, *(f.task for f in self.fetchers.values() if f.task)]
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
+        if self._announcing is not None:
+            self._announcing.cancel()
+        for partition in self.partitions.values():
+            partition.fail_ack_waiters(ErrorCode.not_leader_or_follower)
+
+    def close(self) -> None:
+        """Before the logs close: each partition's producer state and the high watermarks, so
+        the next start replays little (not when the log directory is offline: it recovers)."""
+        if self.log_dir_offline or self.logs.offline:
+            return
+        for partition in self.partitions.values():
+            try:
+                partition.save_producer_state()
+            except OSError as e:
+                self.logs.take_offline(e, f"{partition.topic}-{partition.index}: saving producer state")
+                return
+        try:
+            self._write_high_watermarks(self._high_watermark_text())
+        except OSError as e:
+            self.logs.take_offline(e, f"writing {HW_CHECKPOINT_FILE}")
+
+    # ---- what others ask ---------------------------------------------------------------------
+    def get(self, topic: str, partition: int) -> Partition | None:
+        """The replica of ``topic``-``partition`` hosted here, leader or not."""
+        return self.partitions.get((topic, partition))
+
+    def leader(self, topic: str, partition: int) -> Partition:
+        """The partition, if this broker leads it; else KafkaError (NOT_LEADER_OR_FOLLOWER,
+        KAFKA_STORAGE_ERROR while the log directory is offline, or UNKNOWN_TOPIC_OR_PARTITION
+        when it is no replica here)."""
+        found = self.partitions.get((topic, partition))
+        if found is None:
+            raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{topic}-{partition} is not hosted here")
+        if found.log.log_dir.offline:
+            raise found.log.log_dir.error()
+        if not found.leading:
+            raise KafkaError(ErrorCode.not_leader_or_follower, f"broker {self.node_id} does not lead {topic}-{partition}")
+        return found
+
+    @property
+    def leading(self) -> dict[tuple[str, int], Partition]:
+        return {key: p for key, p in self.partitions.items() if p.leading}
+
+    def high_watermark(self, topic: str, partition: int) -> int:
+        found = self.partitions.get((topic, partition))
+        return found.high_watermark if found is not None else 0
+
+    def pending_changes(self) -> int:
+        """Partition states changed in the store and not yet applied here (broker readiness)."""
+        return len(self._dirty)
+
+    def refresh(self, topic: str) -> None:
+        """Apply the topic's partition states now (after this broker wrote them)."""
+        self._on_change("topic", topic)
+        self._apply_dirty()
+
+    async def wait_for_acks(self, appended: list[tuple[Partition, int]], required_acks: int,
+                            timeout_s: float) -> list[ErrorCode]:
+        """See partition.wait_for_acks."""
+        return await wait_for_acks(appended, required_acks, timeout_s, self.logs)
+
+    def cleaner_high_watermark(self, log: "PartitionLog") -> int:
+        """For the log cleaner (storage/cleaner_manager.py): the offset it may not clean from (the
+        high watermark: a follower may still truncate above it); 0 for a log no longer a replica."""
+        partition = self.partitions.get((log.topic, log.partition))
+        return partition.high_watermark if partition is not None and partition.log is log else 0
+
+    def cleaner_active_producers(self, log: "PartitionLog") -> dict[int, tuple[int, int]]:
+        """For the log cleaner: see Partition.active_producers."""
+        partition = self.partitions.get((log.topic, log.partition))
+        return partition.active_producers() if partition is not None and partition.log is log else {}
+
+    def replica_lags(self):
+        """(topic, partition, follower, records behind the log end offset) for partitions led here."""
+        for partition in list(self.partitions.values()):
+            for replica, lag in partition.replica_lags():
+                yield partition.topic, partition.index, replica, lag
+
+    def producer_count(self) -> int:
+        return sum(p.producer_count for p in self.partitions.values())
+
+    # ---- high watermark checkpoint ---------------------------------------------------------
+    @property
+    def _checkpoint_path(self) -> Path:
+        return self.data_dir / HW_CHECKPOINT_FILE
+
+    def _load_high_watermarks(self) -> None:
+        """Read ``replication-offset-checkpoint`` (storage/offset_checkpoint.py), so that a broker
+        leading again after a restart serves what was committed before it, not nothing until its
+        followers fetch again."""
+        self._checkpointed_high_watermarks = read_offset_checkpoint(self._checkpoint_path)
+
+    def _high_watermark_text(self) -> str:
+        return render_offset_checkpoint({p.key: min(p.high_watermark, p.log.log_end_offset)
+                                         for p in self.partitions.values() if not p.log.closed})
+
+    def _write_high_watermarks(self, text: str) -> None:
+        write_offset_checkpoint(self._checkpoint_path, text)
+
+    async def _checkpoint_loop(self) -> None:
+        interval_s = self.config["replica.high.watermark.checkpoint.interval.ms"] / 1000
+        written = None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval_s)
+            text = self._high_watermark_text()
+            if text != written and not self.log_dir_offline:
+                try:
+                    await loop.run_in_executor(None, self._write_high_watermarks, text)
+                    written = text
+                except OSError as e:
+                    logger.error("cannot write %s: %s", self._checkpoint_path, e)
+
+    # ---- producers -------------------------------------------------------------------------
+    async def _expire_producers(self) -> None:
+        """Forget idempotent producers idle for ``producer.id.expiration.ms`` (Kafka's check)."""
+        while True:
+            await asyncio.sleep(self.config["producer.id.expiration.check.interval.ms"] / 1000)
+            expiration_ms = self.config["producer.id.expiration.ms"]
+            now_ms = wall_clock_ms()
+            expired = sum(p.remove_expired_producers(now_ms, expiration_ms) for p in list(self.partitions.values()))
+            if expired:
+                logger.info("forgot %d idempotent producer states idle for %d ms", expired, expiration_ms)
+
+    # ---- following the store ---------------------------------------------------------------
+    def _on_change(self, kind: str, key: object) -> None:
+        if kind == "partition":
+            self._dirty.add(key)
+        elif kind == "topic":
+            record = self.store.topics.get(key)
+            self._dirty.update(k for k in list(self.store.partitions) if k[0] == key)
+            self._dirty.update(k for k in list(self.partitions) if k[0] == key)
+            if record is None:
+                self._drop_topic(key)
+            else:
+                self._apply_topic_configs(record)
+        elif kind == "broker":
+            if key != self.node_id or self.store.broker_epoch == self._applied_broker_epoch:
+                return
+            self._applied_broker_epoch = self.store.broker_epoch  # registered again: look at every partition
+            self._dirty.update(self.store.partitions)
+            if self.log_dir_offline:  # the announcement went with the old lease
+                self._announce_offline()
+        self._wake.set()
+
+    def _apply_topic_configs(self, record) -> None:
+        """A topic's config change (AlterConfigs served by any broker) reaches this broker's
+        replicas of it; configs dicts are replaced on change, never mutated."""
+        if self._applied_configs.get(record.name) is record.configs:
+            return
+        self._applied_configs[record.name] = record.configs
+        log_config = log_config_for(self.config, record.configs)
+        partition_config = PartitionConfig.from_topic(self.config, record.configs)
+        for index in range(record.partitions):
+            partition = self.partitions.get((record.name, index))
+            if partition is None:
+                continue
+            partition.set_config(partition_config)
+            if partition.log.config != log_config:
+                partition.log.set_config(log_config)
+                logger.info("%s-%d: log config updated", record.name, index)
+        if log_config.compact:
+            self.logs.cleaner.wake()
+
+    def _drop_topic(self, name: str) -> None:
+        dropped = [key for key in self.partitions if key[0] == name]
+        for key in dropped:
+            self._remove(key)
+        if any(log.topic == name for log in self.logs.logs()):
+            self.logs.delete_topic(name)
+            logger.info("topic %s deleted: removed its local replicas", name)
+
+    def _remove(self, key: tuple[str, int], error: ErrorCode = ErrorCode.not_leader_or_follower) -> Partition | None:
+        """This broker no longer has the replica (deleted, moved away): stop it; its log stays
+        for the caller to delete."""
+        self._stop_following(key)
+        partition = self.partitions.pop(key, None)
+        if partition is not None:
+            if partition.leading:
+                self._notify_leadership(key, False)
+            partition.stop(error)
+        self._applied_configs.pop(key[0], None)
+        return partition
+
+    async def _apply_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self._apply_dirty()
+
+    def _apply_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for key in sorted(dirty):
+            try:
+                self._apply(key)
+            except Exception:
+                logger.exception("applying the state of %s-%d failed", *key)
+
+    # ---- roles -----------------------------------------------------------------------------
+    def _partition(self, key: tuple[str, int], record) -> Partition:
+        """The Partition of a replica this broker keeps, made (and its log created) on first use."""
+        partition = self.partitions.get(key)
+        if partition is not None:
+            return partition
+        log = self.logs.get(*key) or self.logs.create(key[0], key[1], log_config_for(self.config, record.configs))
+        partition = Partition(key[0], key[1], log, self.logs, self.node_id, PartitionConfig.from_topic(self.config, record.configs),
+                              self, self._checkpointed_high_watermarks.pop(key, 0))
+        partition.producer_id_expiration_ms = self.config["producer.id.expiration.ms"]
+        self.partitions[key] = partition
+        self._applied_configs.setdefault(record.name, record.configs)
+        return partition
+
+    def _apply(self, key: tuple[str, int]) -> None:
+        if self.log_dir_offline:
+            self._stop_leading(key, ErrorCode.kafka_storage_error)
+            self._stop_following(key)
+            return
+        state = self.store.partitions.get(key)
+        record = self.store.topics.get(key[0])
+        if state is None or record is None or self.node_id not in state.replicas:
+            self._stop_leading(key)
+            self._stop_following(key)
+            if state is not None and record is not None and (key in self.partitions or self.logs.get(*key) is not None):
+                # Reassigned away: the replica is no longer ours.
+                self._remove(key)
+                self.logs.delete_partition(*key)
+                logger.info("%s-%d: replica moved to other brokers; deleted here", *key)
+            return
+        partition = self._partition(key, record)
+        if state.leader == self.node_id and state.version < self.store.broker_epoch:
+            # Elected before this broker registered (it restarted, or its lease lapsed): its log
+            # may lack what it had then. The controller elects again (controller.py); till then
+            # this broker neither leads nor follows the partition.
+            if partition.state is not None or key not in self._awaiting_election:
+                logger.info("%s-%d: led by this broker before it registered (epoch %d); waiting for the controller "
+                            "to elect a leader", key[0], key[1], self.store.broker_epoch)
+            self._awaiting_election.add(key)
+            self._stop_leading(key)
+            self._stop_following(key)
+            partition.state = None
+            return
+        self._awaiting_election.discard(key)
+        if state.leader == self.node_id:
+            self._stop_following(key)
+            if not partition.leading or partition.state.leader_epoch != state.leader_epoch:
+                was_leading = partition.leading
+                partition.make_leader(state)
+                if not was_leading:
+                    self._notify_leadership(key, True)
+            elif state.version >= partition.state.version:
+                self._count_isr_change(partition.state.isr, state.isr)
+                partition.update_state(state)
+            return
+        self._stop_leading(key)
+        current = partition.state
+        if current is not None and current.leader == state.leader and current.leader_epoch == state.leader_epoch:
+            partition.state = state
+            return
+        self._stop_following(key)
+        partition.make_follower(state)
+        if state.leader >= 0:
+            fetcher = self.fetchers.get(state.leader)
+            if fetcher is None:
+                fetcher = self.fetchers[state.leader] = Fetcher(self, state.leader, self.config["replica.fetch.backoff.ms"])
+                fetcher.start()
+            fetcher.add(key, state.leader_epoch)
+            logger.info("%s-%d: following leader %d (epoch %d)", key[0], key[1], state.leader, state.leader_epoch)
+
+    def _notify_leadership(self, key: tuple[str, int], leading: bool) -> None:
+        for callback in self.on_leadership:
+            callback(key[0], key[1], leading)
+
+    def _stop_leading(self, key, error: ErrorCode = ErrorCode.not_leader_or_follower) -> None:
+        partition = self.partitions.get(key)
+        if partition is not None and partition.stop_leading(error):
+            self._notify_leadership(key, False)
+
+    def _stop_following(self, key) -> None:
+        partition = self.partitions.get(key)
+        if partition is None or partition.leading or partition.state is None:
+            return
+        fetcher = self.fetchers.get(partition.state.leader)
+        if fetcher is not None:
+            fetcher.remove(key)
+        partition.state = None
+
+    def _on_log_dir_offline(self, reason: str) -> None:
+        """The log directory went offline (an I/O error, storage/log_dir.py): every replica
+        here is offline until a restart. Leaderships are given up (acknowledgements waiting
+        here answer KAFKA_STORAGE_ERROR), fetchers stop, and the controller is told, so that it
+        elects leaders among the other in-sync replicas and takes this broker out of every ISR
+        (Kafka's offline replicas)."""
+        if self.log_dir_offline:
+            return
+        self.log_dir_offline = True
+        logger.error("log directory offline (%s): giving up %d leaderships and %d followed partitions", reason,
+                     sum(p.leading for p in self.partitions.values()),
+                     sum(p.state is not None and not p.leading for p in self.partitions.values()))
+        for key in list(self.partitions):
+            self._stop_leading(key, ErrorCode.kafka_storage_error)
+            self._stop_following(key)
+        self._announce_offline()
+
+    def _announce_offline(self) -> None:
+        async def announce() -> None:
+            delay_s = 0.1
+            while True:  # until the store has it: the controller must hear of it
+                try:
+                    await self.store.announce_offline(self.node_id)
+                    logger.info("broker %d announced its offline log directory to the controller", self.node_id)
+                    return
+                except Exception as e:
+                    logger.warning("cannot announce the offline log directory yet (%s); retrying", e)
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(delay_s * 2, 2.0)
+
+        if self._announcing is not None:
+            self._announcing.cancel()
+        self._announcing = asyncio.get_running_loop().create_task(announce(), name="announce-offline")
+
+    def _on_durable(self, log: "PartitionLog") -> None:
+        """A flush moved a log's durable offset: its partition's high watermark may follow."""
+        partition = self.partitions.get((log.topic, log.partition))
+        if partition is not None and partition.log is log:
+            partition.on_local_flush()
+
+    # ---- the ISR (the Partition's IsrWriter) --------------------------------------------------
+    def may_join_isr(self, replica_id: int) -> bool:
+        return replica_id not in self.store.shutting_down
+
+    def change_isr(self, partition: Partition, isr: tuple[int, ...]) -> None:
+        """Write ``isr`` for a partition led here by compare-and-swap (a stale leader's write
+        fails, as its version is old); the partition counts it as pending meanwhile."""
+        partition.pending_isr = isr
+        state = partition.state
+
+        async def write() -> None:
+            stored = None
+            try:
+                stored = await self.store.compare_and_set_partition(partition.topic, partition.index, state.changed(isr=isr))
+                if stored is None:
+                    logger.info("%s-%d: ISR change to %s lost a compare-and-swap", partition.topic, partition.index, list(isr))
+                else:
+                    logger.info("%s-%d: ISR %s -> %s", partition.topic, partition.index, list(state.isr), list(isr))
+                    if self.partitions.get(partition.key) is partition and partition.leading:
+                        self._count_isr_change(partition.state.isr, stored.isr)
+            except Exception:
+                logger.exception("%s-%d: ISR change failed", partition.topic, partition.index)
+            finally:
+                if self.partitions.get(partition.key) is partition:
+                    partition.isr_written(stored)
+
+        asyncio.create_task(write())
+
+    def _count_isr_change(self, old: tuple[int, ...], new: tuple[int, ...]) -> None:
+        if self.isr_metrics is None:
+            return
+        if set(new) < set(old):
+            self.isr_metrics.isr_shrinks.inc()
+        elif set(new) > set(old):
+            self.isr_metrics.isr_expands.inc()
+
+    async def _isr_shrink_loop(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.lag_max_ms / 4, 50) / 1000)
+            now = monotonic_ms()
+            for partition in list(self.partitions.values()):
+                lagging = partition.lagging_replicas(now, self.lag_max_ms)
+                if lagging:
+                    logger.info("%s-%d: replicas %s lag more than %d ms", partition.topic, partition.index, lagging,
+                                self.lag_max_ms)
+                    self.change_isr(partition, tuple(r for r in partition.state.isr if r not in lagging))
