@@ -313,7 +313,7 @@ def test_a_parked_fetch_wakes_on_an_append(tmp_path):
         assert not reader.done()
         partition.append_as_leader(batch(1))
         await asyncio.wait_for(reader, 1.0)
-        assert partition._readers == set()
+        assert len(partition.parked_reads) == 0
 
     run(main, tmp_path)
 

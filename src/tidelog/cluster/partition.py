@@ -7,14 +7,16 @@ high watermark, and fetches waiting for data. Everything that appends goes throu
 validation, idempotence, leader epochs and the acknowledgement waits exist once:
 
 - ``append_as_leader(records, required_acks)``: one RecordBatch v2, validated as Kafka's
-  LogValidator does (size, CRC, records, ``max.message.bytes``, keys on compacted topics,
-  CreateTime bounds or LogAppendTime, the topic's ``compression.type``), checked against the
-  producer state (a retried duplicate gets its first offsets), stamped with the leader epoch and
-  appended. Produce, the HTTP API and the internal topics (``__consumer_offsets``, and the
-  coming share-group state, transaction state, dead letters and delay mover) all call it.
-- ``wait_for_acks([(partition, end_offset)...], required_acks, timeout_s)``: acks=1 returns once
-  the leader's log is durable under the topic's durability profile; acks=all once the high
-  watermark has passed the end offset and the ISR is still at least ``min.insync.replicas``.
+  LogValidator does (``log_validator.py``: size, CRC, records, ``max.message.bytes``, keys on
+  compacted topics, CreateTime bounds or LogAppendTime, the topic's ``compression.type``),
+  checked against the producer state (a retried duplicate gets its first offsets), stamped with
+  the leader epoch and appended. Produce, the HTTP API and the internal topics
+  (``__consumer_offsets``, and the coming share-group state, transaction state, dead letters and
+  delay mover) all call it.
+- ``wait_for_acks([(partition, end_offset)...], required_acks, timeout_s)`` (``waiters.py``):
+  acks=1 returns once the leader's log is durable under the topic's durability profile;
+  acks=all once the high watermark has passed the end offset and the ISR is still at least
+  ``min.insync.replicas``.
 - ``read(...)``: whole batches for a consumer (below the high watermark) or a follower (below
   the leader's durable end, which counts as the follower's position once the read succeeded).
 - ``append_as_follower(records, leader_high_watermark)``: the leader's batches at its offsets.
@@ -28,97 +30,36 @@ Roles are set by the ReplicaManager from the metadata store's partition state
 (``make_leader``, ``update_state``, ``make_follower``, ``stop_leading``); ISR changes the leader
 wants are written by its ``IsrWriter`` (compare-and-swap in the store).
 Not thread-safe; the event loop owns it.
+
+Its parts beside it in cluster/: ``partition_config.py`` (what the topic's configs mean for it:
+``PartitionConfig``, ``log_config_for``), ``log_validator.py`` (what an append checks, as leader
+and as follower) and ``waiters.py`` (the acknowledgement and fetch waits). This module exports
+their names the Partition's callers use.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Protocol
 
 from tidelog.clock import monotonic_ms, wall_clock_ms
-from tidelog.protocol.batch_filter import null_key_indexes, records_body
-from tidelog.protocol.compression import COMPRESSION_CODECS
+from tidelog.cluster.log_validator import follower_batches, validate_as_leader
+from tidelog.cluster.partition_config import PartitionConfig, log_config_for
+from tidelog.cluster.waiters import AckWaiters, ParkedReads, parked_fetch_count, wait_for_acks, wait_for_data
 from tidelog.protocol.errors import ErrorCode, KafkaError
-from tidelog.protocol.records import (
-    BATCH_HEADER_SIZE,
-    InvalidBatch,
-    apply_create_time,
-    batch_crc_ok,
-    parse_batch_header,
-    recompress_batch,
-    set_log_append_time,
-    set_partition_leader_epoch,
-    validate_batches,
-)
+from tidelog.protocol.records import set_partition_leader_epoch
 from tidelog.storage.leader_epoch import LeaderEpochCache
-from tidelog.storage.log import LogConfig
 from tidelog.storage.producer_state import ProducerState
 
 if TYPE_CHECKING:
     from tidelog.cluster.metadata import PartitionState
-    from tidelog.config import BrokerConfig
     from tidelog.storage.log import PartitionLog
     from tidelog.storage.manager import LogManager
 
-__all__ = ["AppendResult", "IsrWriter", "Partition", "PartitionConfig", "ReadResult", "log_config_for", "wait_for_acks",
-           "wait_for_data"]
+__all__ = ["AppendResult", "IsrWriter", "Partition", "PartitionConfig", "ReadResult", "log_config_for",
+           "parked_fetch_count", "wait_for_acks", "wait_for_data"]
 
 logger = logging.getLogger(__name__)
-
-MIN_BATCH_LENGTH = BATCH_HEADER_SIZE - 12  # a batch's length field counts what follows it
-NO_LIMIT_MS = (1 << 63) - 1
-
-
-@dataclass(frozen=True)
-class PartitionConfig:
-    """What appends to the partition check, from its topic's configs (replaced, never mutated, on a change)."""
-
-    max_message_bytes: int = 1048588
-    compact: bool = False
-    log_append_time: bool = False
-    timestamp_before_max_ms: int = NO_LIMIT_MS
-    timestamp_after_max_ms: int = NO_LIMIT_MS
-    compression: int | None = None  # a codec id (COMPRESSION_CODECS), or None: as the producer sent it
-    min_insync_replicas: int = 1
-
-    @classmethod
-    def from_topic(cls, config: "BrokerConfig", topic_configs: dict[str, str]) -> "PartitionConfig":
-        value = lambda name: config.topic_value(topic_configs, name)  # noqa: E731
-        codec = value("compression.type")
-        return cls(
-            max_message_bytes=value("max.message.bytes"),
-            compact="compact" in value("cleanup.policy").split(","),
-            log_append_time=value("message.timestamp.type") == "LogAppendTime",
-            timestamp_before_max_ms=value("message.timestamp.before.max.ms"),
-            timestamp_after_max_ms=value("message.timestamp.after.max.ms"),
-            compression=None if codec == "producer" else COMPRESSION_CODECS[codec],
-            min_insync_replicas=value("min.insync.replicas"),
-        )
-
-
-def log_config_for(config: "BrokerConfig", topic_configs: dict[str, str]) -> LogConfig:
-    """The storage settings of a partition of a topic with ``topic_configs`` (broker defaults below them)."""
-    value = lambda name: config.topic_value(topic_configs, name)  # noqa: E731
-    return LogConfig(
-        segment_bytes=value("segment.bytes"),
-        segment_ms=value("segment.ms"),
-        index_interval_bytes=value("index.interval.bytes"),
-        retention_ms=value("retention.ms"),
-        retention_bytes=value("retention.bytes"),
-        durability=value("durability.profile"),
-        flush_interval_ms=value("flush.ms"),
-        segment_jitter_ms=value("segment.jitter.ms"),
-        file_delete_delay_ms=value("file.delete.delay.ms"),
-        delete="delete" in value("cleanup.policy").split(","),
-        compact="compact" in value("cleanup.policy").split(","),
-        delete_retention_ms=value("delete.retention.ms"),
-        min_compaction_lag_ms=value("min.compaction.lag.ms"),
-        max_compaction_lag_ms=value("max.compaction.lag.ms"),
-        min_cleanable_dirty_ratio=value("min.cleanable.dirty.ratio"),
-        segment_index_bytes=value("segment.index.bytes"),
-    )
 
 
 class AppendResult(NamedTuple):
@@ -174,8 +115,8 @@ class Partition:
         self.last_fetch: dict[int, tuple[int, int]] = {}
         self.pending_isr: tuple[int, ...] | None = None  # the ISR a compare-and-swap in flight is writing
         self.leader_epoch_start_offset = 0
-        self._ack_waiters: list[tuple[int, asyncio.Future]] = []  # (end offset, future of an ErrorCode)
-        self._readers: set[asyncio.Future] = set()  # fetches waiting for data
+        self.ack_waiters = AckWaiters()  # acks=all appends waiting for the high watermark
+        self.parked_reads = ParkedReads()  # fetches waiting for data (wait_for_data)
         self._producer_state: ProducerState | None = None
         self._epoch_cache: LeaderEpochCache | None = None
         self.producer_id_expiration_ms: int | None = None
@@ -256,7 +197,7 @@ class Partition:
         counts as caught up now (it has ``replica.lag.time.max.ms`` to show it)."""
         was_leading = self.leading
         if was_leading:
-            self._fail_ack_waiters(ErrorCode.not_leader_or_follower)
+            self.ack_waiters.fail(ErrorCode.not_leader_or_follower)
         self.epoch_cache.assign(state.leader_epoch, self.log.log_end_offset)
         self.leader_epoch_start_offset = self.log.log_end_offset
         self.state = state
@@ -289,7 +230,7 @@ class Partition:
             return False
         self.leading = False
         self.pending_isr = None
-        self._fail_ack_waiters(error)
+        self.ack_waiters.fail(error)
         self.wake_readers()
         logger.info("%s-%d: no longer the leader", self.topic, self.index)
         return True
@@ -317,26 +258,8 @@ class Partition:
         if required_acks == -1 and len(self.state.isr) < self.config.min_insync_replicas:
             raise KafkaError(ErrorCode.not_enough_replicas, f"{self.topic}-{self.index}: the ISR {list(self.state.isr)} is "
                              f"smaller than min.insync.replicas {self.config.min_insync_replicas}")
-        if records is None:
-            raise InvalidBatch(ErrorCode.invalid_record, "null records")
-        config = self.config
-        (batch,) = validate_batches(records, config.max_message_bytes)
-        info = batch.info
-        if config.compact:
-            self._refuse_null_keys(records, info)
         now_ms = now_ms if now_ms is not None else wall_clock_ms()
-        if not config.log_append_time:
-            info = apply_create_time(records, batch, now_ms, config.timestamp_before_max_ms, config.timestamp_after_max_ms)
-        elif info.timestamp_type == 1:
-            raise InvalidBatch(ErrorCode.invalid_timestamp, "Invalid timestamp type in the batch: producers should not "
-                               "set the timestamp type to LogAppendTime", ((0, "Producer should not set timestamp type to LogAppendTime."),))
-        if config.compression is not None and config.compression != info.compression:
-            records = memoryview(recompress_batch(records, info, config.compression))
-            info = parse_batch_header(records)
-        append_time = -1
-        if config.log_append_time:
-            append_time = now_ms
-            info = set_log_append_time(records, info, append_time)
+        records, info, append_time = validate_as_leader(records, self.config, now_ms, self.topic, self.index)
         if info.is_transactional:
             raise KafkaError(ErrorCode.invalid_txn_state, "transactional batches are not supported yet")
         producer_state = self.producer_state
@@ -355,16 +278,8 @@ class Partition:
         return AppendResult(base_offset, base_offset + info.last_offset_delta + 1, append_time, self.log.log_start_offset,
                             info.record_count, len(records), info.max_timestamp, False)
 
-    def _refuse_null_keys(self, records, info) -> None:
-        """A compacted topic keeps the latest record per key: one without a key is INVALID_RECORD,
-        with an error per such record (Kafka's LogValidator.validateKey)."""
-        indexes = null_key_indexes(records_body(records, info), info.record_count)
-        if indexes:
-            message = f"Compacted topic cannot accept message without key in topic partition {self.topic}-{self.index}."
-            raise InvalidBatch(ErrorCode.invalid_record, message, tuple((index, message) for index in indexes))
-
-    # ---- acknowledgements ----------------------------------------------------------------------
-    def _acks_all_outcome(self, end_offset: int) -> ErrorCode | None:
+    # ---- acknowledgements (the waits: cluster/waiters.py) -----------------------------------------
+    def acks_all_outcome(self, end_offset: int) -> ErrorCode | None:
         """acks=all's answer for ``end_offset`` now, or None while the high watermark is below it."""
         if not self.leading:
             return ErrorCode.not_leader_or_follower
@@ -379,22 +294,9 @@ class Partition:
         (error,) = await wait_for_acks([(self, end_offset)], required_acks, timeout_s, self.logs)
         return error
 
-    def _ack_waiter(self, end_offset: int) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        if len(self._ack_waiters) >= 64:  # forget those that timed out
-            self._ack_waiters = [w for w in self._ack_waiters if not w[1].done()]
-        self._ack_waiters.append((end_offset, future))
-        return future
-
     def fail_ack_waiters(self, error: ErrorCode) -> None:
         """Answer every acknowledgement waiting here with ``error`` (a shutdown)."""
-        self._fail_ack_waiters(error)
-
-    def _fail_ack_waiters(self, error: ErrorCode) -> None:
-        waiters, self._ack_waiters = self._ack_waiters, []
-        for _, future in waiters:
-            if not future.done():
-                future.set_result(error)
+        self.ack_waiters.fail(error)
 
     # ---- the high watermark ----------------------------------------------------------------------
     def _advance_high_watermark(self) -> None:
@@ -406,15 +308,7 @@ class Partition:
         if candidate <= self.high_watermark:
             return
         self.high_watermark = candidate
-        if self._ack_waiters:
-            still_waiting = []
-            for end_offset, future in self._ack_waiters:
-                if end_offset <= candidate:
-                    if not future.done():
-                        future.set_result(ErrorCode.none)
-                elif not future.done():
-                    still_waiting.append((end_offset, future))
-            self._ack_waiters = still_waiting
+        self.ack_waiters.release(candidate)
         self.wake_readers()
 
     def on_local_flush(self) -> None:
@@ -449,11 +343,8 @@ class Partition:
         return ReadResult(ErrorCode.none, high_watermark, self.last_stable_offset, log.log_start_offset, records)
 
     def wake_readers(self) -> None:
-        if self._readers:
-            readers, self._readers = self._readers, set()
-            for future in readers:
-                if not future.done():
-                    future.set_result(None)
+        """Parked fetches read again (something new may be readable)."""
+        self.parked_reads.wake()
 
     # ---- leader: followers and the ISR ----------------------------------------------------------
     def follower_fetched(self, replica_id: int, fetch_offset: int, log_end_offset: int, now_ms: int | None = None) -> None:
@@ -528,21 +419,10 @@ class Partition:
         InvalidBatch (CORRUPT_MESSAGE) after the intact batches before it were appended, so
         corruption stays on the broker where it happened."""
         log = self.log
-        view = memoryview(bytearray(records))
         cache = self.epoch_cache
         producer_state = self.producer_state
-        pos = appended = 0
-        while pos + BATCH_HEADER_SIZE <= len(view):
-            info = parse_batch_header(view, pos)
-            if info.batch_length < MIN_BATCH_LENGTH or info.magic != 2 or (pos == 0 and info.size > len(view)):
-                raise InvalidBatch(ErrorCode.corrupt_message, f"the batch at offset {info.base_offset} has length "
-                                   f"{info.batch_length} and magic {info.magic}")
-            if pos + info.size > len(view):
-                break  # a partial batch after whole ones: fetched again next time
-            if not batch_crc_ok(view, info, pos):
-                raise InvalidBatch(ErrorCode.corrupt_message, f"the batch at offset {info.base_offset} fails its CRC-32C check")
-            batch = view[pos:pos + info.size]
-            pos += info.size
+        appended = 0
+        for batch, info in follower_batches(records):
             if info.base_offset < log.log_end_offset:
                 if info.last_offset >= log.log_end_offset == log.log_start_offset:
                     # An empty log started at the leader's log start, which falls inside this
@@ -614,58 +494,3 @@ class Partition:
         Raises OSError."""
         if self._producer_state is not None and not self.log.closed:
             self._producer_state.save(self.log.dir, self.log.log_end_offset)
-
-
-async def wait_for_acks(appended: list[tuple[Partition, int]], required_acks: int, timeout_s: float,
-                        logs: "LogManager") -> list[ErrorCode]:
-    """Wait until each (partition, end offset) is acknowledged as ``required_acks`` asks; one
-    error code per entry (REQUEST_TIMED_OUT, NOT_LEADER_OR_FOLLOWER,
-    NOT_ENOUGH_REPLICAS_AFTER_APPEND, ...).
-
-    Every log is first durable under its topic's profile (one group-commit wait for all of
-    them; raises KafkaError when that fails: KAFKA_STORAGE_ERROR, or UNKNOWN_TOPIC_OR_PARTITION
-    for a partition deleted meanwhile). acks=all then waits for the high watermarks, with one
-    future per partition still below its end offset rather than a task each."""
-    if required_acks == 0 or not appended:
-        return [ErrorCode.none] * len(appended)
-    await logs.wait_durable_many([(partition.log, end_offset) for partition, end_offset in appended])
-    if required_acks != -1:
-        return [ErrorCode.none] * len(appended)
-    outcomes: list[ErrorCode | asyncio.Future] = []
-    pending = []
-    for partition, end_offset in appended:
-        outcome = partition._acks_all_outcome(end_offset)
-        if outcome is None:
-            outcome = partition._ack_waiter(end_offset)
-            pending.append(outcome)
-        outcomes.append(outcome)
-    if pending:
-        await asyncio.wait(pending, timeout=timeout_s)
-    errors = []
-    for (partition, end_offset), outcome in zip(appended, outcomes):
-        if isinstance(outcome, asyncio.Future):
-            if not outcome.done():
-                outcome.cancel()
-                outcome = ErrorCode.request_timed_out
-            else:
-                outcome = outcome.result()
-                if outcome == ErrorCode.none:
-                    outcome = partition._acks_all_outcome(end_offset) or ErrorCode.none
-        errors.append(outcome)
-    return errors
-
-
-async def wait_for_data(partitions: Iterable[Partition], timeout_s: float) -> None:
-    """Return when one of ``partitions`` gets data to read (an append, a flush, a high watermark
-    move, a leadership change), or after ``timeout_s``."""
-    waiter = asyncio.get_running_loop().create_future()
-    partitions = list(partitions)
-    for partition in partitions:
-        partition._readers.add(waiter)
-    try:
-        await asyncio.wait_for(waiter, timeout_s)
-    except asyncio.TimeoutError:
-        pass
-    finally:
-        for partition in partitions:
-            partition._readers.discard(waiter)

@@ -25,7 +25,7 @@ from tidelog import __version__
 from tidelog.cluster.controller import Controller
 from tidelog.cluster.etcd_store import EtcdMetadataStore, EtcdUnavailable, parse_cluster_url
 from tidelog.cluster.metadata import BrokerInfo, ClusterIdMismatch, EmbeddedMetadataStore
-from tidelog.cluster.partition import log_config_for
+from tidelog.cluster.partition import log_config_for, parked_fetch_count
 from tidelog.cluster.replica_manager import ReplicaManager
 from tidelog.cluster.topics import MAX_PARTITIONS, TopicAdmin
 from tidelog.config import BrokerConfig
@@ -463,7 +463,7 @@ class Broker:
             if log.config.compact and not log.closed:
                 metrics.cleaner_dirty_ratio.labels(*labels).set(self.logs.cleaner.dirty_ratio(log))
         self._refresh_cluster_gauges()
-        metrics.fetch_purgatory.set(len({w for p in self.replicas.partitions.values() for w in p._readers}))
+        metrics.fetch_purgatory.set(parked_fetch_count(self.replicas.partitions.values()))
         metrics.producer_ids.set(self.replicas.producer_count())
         metrics.produce_purgatory.set(self.logs.pending_durability_waits())
         states: dict[str, int] = {}

@@ -1,0 +1,153 @@
+"""The waits on partitions: acknowledgements waiting for a leader's high watermark to pass their
+end offsets, and fetches parked until a partition has something new to read (a long poll).
+
+A Partition owns one ``AckWaiters`` and one ``ParkedReads``; it releases the first as its high
+watermark moves (or fails them when it stops leading) and wakes the second at every append,
+flush, high watermark move and leadership change. ``wait_for_acks`` and ``wait_for_data`` are
+the waits callers use, over any number of partitions at once: one future per partition still
+waiting, never a task each. Not thread-safe; the event loop owns them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Iterable
+
+from tidelog.protocol.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from tidelog.cluster.partition import Partition
+    from tidelog.storage.manager import LogManager
+
+__all__ = ["AckWaiters", "ParkedReads", "parked_fetch_count", "wait_for_acks", "wait_for_data"]
+
+PRUNE_AT = 64  # waiters kept before those already answered (timed out) are forgotten
+
+
+class AckWaiters:
+    """acks=all appends waiting for the high watermark: (end offset, future of an ErrorCode)."""
+
+    __slots__ = ("_waiters",)
+
+    def __init__(self) -> None:
+        self._waiters: list[tuple[int, asyncio.Future]] = []
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+    def add(self, end_offset: int) -> asyncio.Future:
+        """A future answered once the high watermark reaches ``end_offset`` (or the leadership goes)."""
+        future = asyncio.get_running_loop().create_future()
+        if len(self._waiters) >= PRUNE_AT:
+            self._waiters = [w for w in self._waiters if not w[1].done()]
+        self._waiters.append((end_offset, future))
+        return future
+
+    def release(self, high_watermark: int) -> None:
+        """Answer ErrorCode.none to every waiter whose end offset is at or below ``high_watermark``."""
+        if not self._waiters:
+            return
+        still_waiting = []
+        for end_offset, future in self._waiters:
+            if end_offset <= high_watermark:
+                if not future.done():
+                    future.set_result(ErrorCode.none)
+            elif not future.done():
+                still_waiting.append((end_offset, future))
+        self._waiters = still_waiting
+
+    def fail(self, error: ErrorCode) -> None:
+        """Answer every waiter with ``error``."""
+        waiters, self._waiters = self._waiters, []
+        for _, future in waiters:
+            if not future.done():
+                future.set_result(error)
+
+
+class ParkedReads:
+    """Fetches parked on a partition until it has data (each a future that may wait on several partitions)."""
+
+    __slots__ = ("_futures",)
+
+    def __init__(self) -> None:
+        self._futures: set[asyncio.Future] = set()
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+    def __iter__(self):
+        return iter(self._futures)
+
+    def add(self, future: asyncio.Future) -> None:
+        self._futures.add(future)
+
+    def discard(self, future: asyncio.Future) -> None:
+        self._futures.discard(future)
+
+    def wake(self) -> None:
+        """Wake every parked fetch (it reads again)."""
+        if self._futures:
+            futures, self._futures = self._futures, set()
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+
+
+async def wait_for_acks(appended: list[tuple["Partition", int]], required_acks: int, timeout_s: float,
+                        logs: "LogManager") -> list[ErrorCode]:
+    """Wait until each (partition, end offset) is acknowledged as ``required_acks`` asks; one
+    error code per entry (REQUEST_TIMED_OUT, NOT_LEADER_OR_FOLLOWER,
+    NOT_ENOUGH_REPLICAS_AFTER_APPEND, ...).
+
+    Every log is first durable under its topic's profile (one group-commit wait for all of
+    them; raises KafkaError when that fails: KAFKA_STORAGE_ERROR, or UNKNOWN_TOPIC_OR_PARTITION
+    for a partition deleted meanwhile). acks=all then waits for the high watermarks, with one
+    future per partition still below its end offset rather than a task each."""
+    if required_acks == 0 or not appended:
+        return [ErrorCode.none] * len(appended)
+    await logs.wait_durable_many([(partition.log, end_offset) for partition, end_offset in appended])
+    if required_acks != -1:
+        return [ErrorCode.none] * len(appended)
+    outcomes: list[ErrorCode | asyncio.Future] = []
+    pending = []
+    for partition, end_offset in appended:
+        outcome = partition.acks_all_outcome(end_offset)
+        if outcome is None:
+            outcome = partition.ack_waiters.add(end_offset)
+            pending.append(outcome)
+        outcomes.append(outcome)
+    if pending:
+        await asyncio.wait(pending, timeout=timeout_s)
+    errors = []
+    for (partition, end_offset), outcome in zip(appended, outcomes):
+        if isinstance(outcome, asyncio.Future):
+            if not outcome.done():
+                outcome.cancel()
+                outcome = ErrorCode.request_timed_out
+            else:
+                outcome = outcome.result()
+                if outcome == ErrorCode.none:
+                    outcome = partition.acks_all_outcome(end_offset) or ErrorCode.none
+        errors.append(outcome)
+    return errors
+
+
+async def wait_for_data(partitions: Iterable["Partition"], timeout_s: float) -> None:
+    """Return when one of ``partitions`` gets data to read (an append, a flush, a high watermark
+    move, a leadership change), or after ``timeout_s``."""
+    waiter = asyncio.get_running_loop().create_future()
+    partitions = list(partitions)
+    for partition in partitions:
+        partition.parked_reads.add(waiter)
+    try:
+        await asyncio.wait_for(waiter, timeout_s)
+    except asyncio.TimeoutError:
+        pass
+    finally:
+        for partition in partitions:
+            partition.parked_reads.discard(waiter)
+
+
+def parked_fetch_count(partitions: Iterable["Partition"]) -> int:
+    """Fetches parked on any of ``partitions`` (one that waits on several counts once): the fetch purgatory's size."""
+    return len({future for partition in partitions for future in partition.parked_reads})
