@@ -4,8 +4,8 @@ Names follow Prometheus conventions with a ``tidelog_`` prefix; what Kafka calls
 ``MessagesInPerSec`` is ``tidelog_produced_records_total`` here (rates come from the scraper).
 Counters and histograms are updated where things happen (the connection, the handlers, the
 log manager's fsyncs); gauges that describe state (logs, groups, lag, waiting requests) are
-set from the broker's objects at scrape time by ``Broker.refresh_gauges``, cleared first so a
-deleted topic or group disappears from the scrape.
+set from the node's parts at scrape time by server/gauges.py, cleared first so a deleted topic
+or group disappears from the scrape.
 """
 
 from __future__ import annotations
@@ -178,6 +178,21 @@ class BrokerMetrics:
         if child is None:
             child = self._topic_children[key] = counter.labels(topic)
         return child
+
+    def observe_fsync(self, seconds: float, ok: bool) -> None:
+        """One fsync job of the log manager (its ``fsync_observer``)."""
+        self.fsync_latency.observe(seconds)
+        if not ok:
+            self.fsyncs_failed.inc()
+
+    def observe_cleaning(self, result: str, stats) -> None:
+        """One run of the log cleaner (its ``observer``): ``stats`` (CleanerStats) or None."""
+        self.cleaner_runs.labels(result).inc()
+        if stats is not None:
+            self.cleaner_read_bytes.inc(stats.bytes_read)
+            self.cleaner_written_bytes.inc(stats.bytes_written)
+            self.cleaner_removed_records.inc(max(stats.records_read - stats.records_written, 0))
+            self.cleaner_run_seconds.observe(stats.seconds)
 
     def count_fetched(self, topic: str, batches) -> None:
         """Count the bytes and records of whole v2 batches read from a log (headers only)."""

@@ -25,7 +25,7 @@ from tidelog import __version__
 from tidelog.cluster.controller import Controller
 from tidelog.cluster.etcd_store import EtcdMetadataStore, EtcdUnavailable, parse_cluster_url
 from tidelog.cluster.metadata import BrokerInfo, ClusterIdMismatch, EmbeddedMetadataStore
-from tidelog.cluster.partition import log_config_for, parked_fetch_count
+from tidelog.cluster.partition import log_config_for
 from tidelog.cluster.replica_manager import ReplicaManager
 from tidelog.cluster.topics import MAX_PARTITIONS, TopicAdmin
 from tidelog.config import BrokerConfig
@@ -40,9 +40,10 @@ from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.record_walk import RECORD_WALK
 from tidelog.server.connection import KafkaConnection
 from tidelog.server.data_dir import DataDirError, DataDirLock
+from tidelog.server.gauges import refresh_gauges
 from tidelog.server.request_memory import RequestMemory
-from tidelog.server.resources import (RESOURCES, ResourceMonitor, memory_limit_bytes, open_file_count,
-                                      partition_capacity, raise_open_files_limit)
+from tidelog.server.resources import (ResourceMonitor, memory_limit_bytes, open_file_count, partition_capacity,
+                                      raise_open_files_limit)
 from tidelog.storage.cleaner_manager import CleanerConfig
 from tidelog.storage.log import PartitionLog
 from tidelog.storage.manager import LogManager
@@ -174,8 +175,8 @@ class Broker:
         self.logs.on_offline.append(self.resources.log_dir_offline)
         await self.logs.start()
         self._resource_watch = asyncio.create_task(self.resources.watch(), name="tidelog-resource-watch")
-        self.logs.fsync_observer = self._observe_fsync
-        self.logs.cleaner.observer = self._observe_cleaning
+        self.logs.fsync_observer = self.metrics.observe_fsync
+        self.logs.cleaner.observer = self.metrics.observe_cleaning
         if self.controller is None:  # a cluster of one leads its partitions before it serves
             self.startup_phase = "taking up the replicas"
             await self._join_cluster()
@@ -437,82 +438,10 @@ class Broker:
                               self.groups, self.metrics, self.logs, self.group_coordinator_error, self.new_producer_id)
 
     def refresh_gauges(self) -> None:
-        """Set the state gauges from the broker's objects (at scrape time); stale label sets are cleared."""
-        metrics = self.metrics
-        topics = self.metadata.topics
-        metrics.topics.set(len(topics))
-        metrics.partitions.set(sum(t.partitions for t in topics.values()))
-        metrics.uptime.set(time.time() - self.started_at_ms / 1000)
-        for gauge in (metrics.log_end_offset, metrics.log_start_offset, metrics.log_size_bytes, metrics.log_segments,
-                      metrics.groups, metrics.group_members, metrics.committed_offset, metrics.consumer_lag,
-                      metrics.consumer_lag_total, metrics.cleaner_dirty_ratio):
-            gauge.clear()
-        cleaner = self.logs.cleaner
-        metrics.cleaner_uncleanable.set(sum(1 for state in cleaner.states.values() if state.uncleanable))
-        metrics.cleaner_last_error.set((cleaner.totals.last_error_ms or 0) / 1000)
-        metrics.log_dir_offline.set(1 if self.logs.offline else 0)
-        exhausted = self.resources.exhausted()
-        for kind in RESOURCES:
-            metrics.resource_out.labels(kind).set(1 if kind in exhausted else 0)
-        for log in self.logs.logs():
-            labels = (log.topic, str(log.partition))
-            metrics.log_end_offset.labels(*labels).set(log.log_end_offset)
-            metrics.log_start_offset.labels(*labels).set(log.log_start_offset)
-            metrics.log_size_bytes.labels(*labels).set(log.size_bytes)
-            metrics.log_segments.labels(*labels).set(len(log.segments))
-            if log.config.compact and not log.closed:
-                metrics.cleaner_dirty_ratio.labels(*labels).set(self.logs.cleaner.dirty_ratio(log))
-        self._refresh_cluster_gauges()
-        metrics.fetch_purgatory.set(parked_fetch_count(self.replicas.partitions.values()))
-        metrics.producer_ids.set(self.replicas.producer_count())
-        metrics.produce_purgatory.set(self.logs.pending_durability_waits())
-        states: dict[str, int] = {}
-        for group_id, _protocol_type, state, _type in self.groups.admin.list_groups():
-            states[state] = states.get(state, 0) + 1
-            consumer_group = self.groups.registry.consumer_groups.get(group_id)
-            description = self.groups.admin.describe_group(group_id) if consumer_group is None else consumer_group
-            metrics.group_members.labels(group_id).set(len(description.members) if description else 0)
-            total = 0
-            for lag in self.groups.offsets.lag(group_id, self._log_end_offset):
-                labels = (group_id, lag.topic, str(lag.partition))
-                metrics.committed_offset.labels(*labels).set(lag.committed_offset)
-                metrics.consumer_lag.labels(*labels).set(lag.lag)
-                total += lag.lag
-            metrics.consumer_lag_total.labels(group_id).set(total)
-        for state, count in states.items():
-            metrics.groups.labels(state).set(count)
-
-    def _refresh_cluster_gauges(self) -> None:
-        metrics, store, replicas = self.metrics, self.metadata, self.replicas
-        is_controller = store.controller_id == self.node_id and (self.controller is None or self.controller.active)
-        metrics.active_controller.set(1 if is_controller else 0)
-        states = list(store.partitions.items())
-        metrics.offline.set(sum(1 for key, s in states if s.leader == -1 and key[0] in store.topics) if is_controller else 0)
-        led = [p.state for p in replicas.partitions.values() if p.leading]
-        metrics.leader_partitions.set(len(led))
-        metrics.under_replicated.set(sum(1 for s in led if len(s.isr) < len(s.target_replicas)))
-        metrics.replica_lag.clear()
-        for topic, partition, replica, lag in replicas.replica_lags():
-            metrics.replica_lag.labels(topic, str(partition), str(replica)).set(lag)
-
-    def _observe_cleaning(self, result: str, stats) -> None:
-        metrics = self.metrics
-        metrics.cleaner_runs.labels(result).inc()
-        if stats is not None:
-            metrics.cleaner_read_bytes.inc(stats.bytes_read)
-            metrics.cleaner_written_bytes.inc(stats.bytes_written)
-            metrics.cleaner_removed_records.inc(max(stats.records_read - stats.records_written, 0))
-            metrics.cleaner_run_seconds.observe(stats.seconds)
-
-    def _observe_fsync(self, seconds: float, ok: bool) -> None:
-        self.metrics.fsync_latency.observe(seconds)
-        if not ok:
-            self.metrics.fsyncs_failed.inc()
-
-    def _log_end_offset(self, topic: str, partition: int) -> int | None:
-        """For consumer lag: the end a consumer can read to (the high watermark)."""
-        partition = self.replicas.get(topic, partition)
-        return partition.high_watermark if partition is not None else None
+        """Set the state gauges (server/gauges.py) from this broker's parts, once it serves."""
+        is_controller = self.metadata.controller_id == self.node_id and (self.controller is None or self.controller.active)
+        refresh_gauges(self.metrics, metadata=self.metadata, logs=self.logs, replicas=self.replicas, groups=self.groups,
+                       resources=self.resources, is_controller=is_controller, started_at_ms=self.started_at_ms)
 
     def high_watermark(self, topic: str, partition: int) -> int:
         """What consumers may read up to (the ISR's, never past the leader's durable end)."""

@@ -1,0 +1,99 @@
+"""The state gauges (tidelog/metrics.py defines them), set at scrape time from the node's parts:
+logs, the cleaner, resources, partitions and their ISRs, waiting requests, groups and their lag.
+
+Each refresh clears the labelled gauges first, so a deleted topic, partition or group leaves the
+scrape. Called by ``Broker.refresh_gauges`` (the HTTP listener's /metrics) once the broker
+serves; reads only, on the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from tidelog.cluster.waiters import parked_fetch_count
+from tidelog.server.resources import RESOURCES
+
+if TYPE_CHECKING:
+    from tidelog.cluster.metadata import MetadataStore
+    from tidelog.cluster.replica_manager import ReplicaManager
+    from tidelog.groups.coordinator import GroupCoordinator
+    from tidelog.metrics import BrokerMetrics
+    from tidelog.server.resources import ResourceMonitor
+    from tidelog.storage.manager import LogManager
+
+__all__ = ["refresh_gauges"]
+
+
+def refresh_gauges(metrics: "BrokerMetrics", *, metadata: "MetadataStore", logs: "LogManager",
+                   replicas: "ReplicaManager", groups: "GroupCoordinator", resources: "ResourceMonitor",
+                   is_controller: bool, started_at_ms: int) -> None:
+    """Set every state gauge from the parts given; stale label sets are cleared."""
+    topics = metadata.topics
+    metrics.topics.set(len(topics))
+    metrics.partitions.set(sum(t.partitions for t in topics.values()))
+    metrics.uptime.set(time.time() - started_at_ms / 1000)
+    for gauge in (metrics.log_end_offset, metrics.log_start_offset, metrics.log_size_bytes, metrics.log_segments,
+                  metrics.groups, metrics.group_members, metrics.committed_offset, metrics.consumer_lag,
+                  metrics.consumer_lag_total, metrics.cleaner_dirty_ratio):
+        gauge.clear()
+    _refresh_log_gauges(metrics, logs, resources)
+    _refresh_cluster_gauges(metrics, metadata, replicas, is_controller)
+    metrics.fetch_purgatory.set(parked_fetch_count(replicas.partitions.values()))
+    metrics.producer_ids.set(replicas.producer_count())
+    metrics.produce_purgatory.set(logs.pending_durability_waits())
+    _refresh_group_gauges(metrics, groups, replicas)
+
+
+def _refresh_log_gauges(metrics: "BrokerMetrics", logs: "LogManager", resources: "ResourceMonitor") -> None:
+    cleaner = logs.cleaner
+    metrics.cleaner_uncleanable.set(sum(1 for state in cleaner.states.values() if state.uncleanable))
+    metrics.cleaner_last_error.set((cleaner.totals.last_error_ms or 0) / 1000)
+    metrics.log_dir_offline.set(1 if logs.offline else 0)
+    exhausted = resources.exhausted()
+    for kind in RESOURCES:
+        metrics.resource_out.labels(kind).set(1 if kind in exhausted else 0)
+    for log in logs.logs():
+        labels = (log.topic, str(log.partition))
+        metrics.log_end_offset.labels(*labels).set(log.log_end_offset)
+        metrics.log_start_offset.labels(*labels).set(log.log_start_offset)
+        metrics.log_size_bytes.labels(*labels).set(log.size_bytes)
+        metrics.log_segments.labels(*labels).set(len(log.segments))
+        if log.config.compact and not log.closed:
+            metrics.cleaner_dirty_ratio.labels(*labels).set(cleaner.dirty_ratio(log))
+
+
+def _refresh_cluster_gauges(metrics: "BrokerMetrics", store: "MetadataStore", replicas: "ReplicaManager",
+                            is_controller: bool) -> None:
+    metrics.active_controller.set(1 if is_controller else 0)
+    states = list(store.partitions.items())
+    metrics.offline.set(sum(1 for key, s in states if s.leader == -1 and key[0] in store.topics) if is_controller else 0)
+    led = [p.state for p in replicas.partitions.values() if p.leading]
+    metrics.leader_partitions.set(len(led))
+    metrics.under_replicated.set(sum(1 for s in led if len(s.isr) < len(s.target_replicas)))
+    metrics.replica_lag.clear()
+    for topic, partition, replica, lag in replicas.replica_lags():
+        metrics.replica_lag.labels(topic, str(partition), str(replica)).set(lag)
+
+
+def _refresh_group_gauges(metrics: "BrokerMetrics", groups: "GroupCoordinator", replicas: "ReplicaManager") -> None:
+    def readable_end(topic: str, partition: int) -> int | None:
+        """For consumer lag: the end a consumer can read to (the high watermark)."""
+        hosted = replicas.get(topic, partition)
+        return hosted.high_watermark if hosted is not None else None
+
+    states: dict[str, int] = {}
+    for group_id, _protocol_type, state, _type in groups.admin.list_groups():
+        states[state] = states.get(state, 0) + 1
+        consumer_group = groups.registry.consumer_groups.get(group_id)
+        description = groups.admin.describe_group(group_id) if consumer_group is None else consumer_group
+        metrics.group_members.labels(group_id).set(len(description.members) if description else 0)
+        total = 0
+        for lag in groups.offsets.lag(group_id, readable_end):
+            labels = (group_id, lag.topic, str(lag.partition))
+            metrics.committed_offset.labels(*labels).set(lag.committed_offset)
+            metrics.consumer_lag.labels(*labels).set(lag.lag)
+            total += lag.lag
+        metrics.consumer_lag_total.labels(group_id).set(total)
+    for state, count in states.items():
+        metrics.groups.labels(state).set(count)
