@@ -285,6 +285,26 @@ def test_follower_appends_at_the_leaders_offsets_and_truncates_a_divergent_tail(
     run(main, tmp_path)
 
 
+def test_a_follower_appends_the_whole_batches_of_a_fetch_cut_short(tmp_path):
+    async def main(logs):
+        source = leader(logs)
+        for _ in range(3):
+            source.append_as_leader(batch(2))
+        fetched = bytes(source.read(0, 1 << 20, True, replica_id=-1).records)
+        batch_size = len(fetched) // 3
+        follower_log = logs.create("t", 1)
+        follower = logs.partitions[("t", 1)] = Partition("t", 1, follower_log, logs, 2, PartitionConfig())
+        follower.make_follower(PartitionState((1, 2), 1, 0, (1, 2)))
+        # A fetch response's size limit cuts the third batch: the two whole ones are appended,
+        # the rest is fetched again (from offset 4).
+        assert follower.append_as_follower(fetched[:-10], leader_high_watermark=6) == 2 * batch_size
+        assert follower_log.log_end_offset == 4 and follower.high_watermark == 4
+        assert follower.append_as_follower(fetched[2 * batch_size:], leader_high_watermark=6) == batch_size
+        assert follower_log.log_end_offset == 6 and follower.high_watermark == 6
+
+    run(main, tmp_path)
+
+
 def test_a_follower_keeps_the_epochs_of_the_leaders_batches(tmp_path):
     async def main(logs):
         log = logs.create("t", 0)

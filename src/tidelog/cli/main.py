@@ -109,6 +109,8 @@ def serve(host: str, port: int, http_port: int | None, data_dir: Path, config_fi
     if broker_id is not None:
         overrides["node.id"], flags["node.id"] = str(broker_id), "--broker-id"
     if cluster:
+        # Here, not at the top (no cycle: cli is the top layer): this module runs for every
+        # command, and the broker's modules (aiohttp, kio: ~0.5 s) are for serve alone.
         from tidelog.cluster.etcd_store import parse_cluster_url
 
         try:
