@@ -11,15 +11,15 @@ waiting, never a task each. Not thread-safe; the event loop owns them.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Protocol
 
 from tidelog.protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from tidelog.cluster.partition import Partition
+    from tidelog.storage.log import PartitionLog
     from tidelog.storage.manager import LogManager
 
-__all__ = ["AckWaiters", "ParkedReads", "parked_fetch_count", "wait_for_acks", "wait_for_data"]
+__all__ = ["AckWaiters", "ParkedReads", "Waitable", "parked_fetch_count", "wait_for_acks", "wait_for_data"]
 
 PRUNE_AT = 64  # waiters kept before those already answered (timed out) are forgotten
 
@@ -93,7 +93,18 @@ class ParkedReads:
                     future.set_result(None)
 
 
-async def wait_for_acks(appended: list[tuple["Partition", int]], required_acks: int, timeout_s: float,
+class Waitable(Protocol):
+    """What the waits use of a partition (cluster/partition.py's Partition)."""
+
+    log: "PartitionLog"
+    ack_waiters: AckWaiters
+    parked_reads: ParkedReads
+
+    def acks_all_outcome(self, end_offset: int) -> ErrorCode | None:
+        """acks=all's answer for ``end_offset`` now, or None while the high watermark is below it."""
+
+
+async def wait_for_acks(appended: list[tuple[Waitable, int]], required_acks: int, timeout_s: float,
                         logs: "LogManager") -> list[ErrorCode]:
     """Wait until each (partition, end offset) is acknowledged as ``required_acks`` asks; one
     error code per entry (REQUEST_TIMED_OUT, NOT_LEADER_OR_FOLLOWER,
@@ -132,7 +143,7 @@ async def wait_for_acks(appended: list[tuple["Partition", int]], required_acks: 
     return errors
 
 
-async def wait_for_data(partitions: Iterable["Partition"], timeout_s: float) -> None:
+async def wait_for_data(partitions: Iterable[Waitable], timeout_s: float) -> None:
     """Return when one of ``partitions`` gets data to read (an append, a flush, a high watermark
     move, a leadership change), or after ``timeout_s``."""
     waiter = asyncio.get_running_loop().create_future()
@@ -148,6 +159,6 @@ async def wait_for_data(partitions: Iterable["Partition"], timeout_s: float) -> 
             partition.parked_reads.discard(waiter)
 
 
-def parked_fetch_count(partitions: Iterable["Partition"]) -> int:
+def parked_fetch_count(partitions: Iterable[Waitable]) -> int:
     """Fetches parked on any of ``partitions`` (one that waits on several counts once): the fetch purgatory's size."""
     return len({future for partition in partitions for future in partition.parked_reads})
