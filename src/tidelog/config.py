@@ -320,6 +320,40 @@ TOPIC_ONLY_CONFIGS: dict[str, ConfigDef] = {
     )
 }
 
+def _ttl(name: str, value: int) -> None:
+    if value == 0 or value < -1:
+        raise ConfigError(f"{name}: {value} is neither -1 (no expiry) nor a positive number of milliseconds")
+
+
+def _cel_filter(name: str, expression: str) -> None:
+    """A share group's filter must compile (INVALID_CONFIG with the CEL compiler's message)."""
+    if not expression.strip():
+        return
+    import cel  # the broker-side filters' engine (queues/filters.py); only loaded where one is set
+
+    try:
+        cel.compile(expression)
+    except Exception as e:  # noqa: BLE001 - ValueError today; any compiler complaint is the answer
+        raise ConfigError(f"{name}: the CEL expression does not compile: {e}") from None
+
+
+# Tidelog's queue-mode topic configs (issue 14, docs/queues.md): priority, delay, TTL (share groups
+# only) and the delay topic (every consumer). Kafka has no such configs, hence the tidelog. prefix.
+QUEUE_TOPIC_CONFIGS: dict[str, ConfigDef] = {
+    d.name: d
+    for d in (
+        ConfigDef("tidelog.priority.enable", "BOOLEAN", False, "Share groups acquire this topic's records by priority (the priority header, higher first) within the look-ahead window instead of in offset order."),
+        ConfigDef("tidelog.priority.header", "STRING", "priority", "The record header holding a record's priority, an integer 0-9 (higher first)."),
+        ConfigDef("tidelog.priority.default", "INT", 0, "The priority of a record without a valid priority header.", minimum=0, maximum=9),
+        ConfigDef("tidelog.priority.lookahead.records", "INT", 1000, "How many records past a share-partition's start offset priority selection looks at (bounded by share.partition.max.record.locks).", minimum=1, maximum=10000),
+        ConfigDef("tidelog.priority.aging.ms", "LONG", 60000, "A waiting record's priority rises one level per this many milliseconds since it was appended, so low priorities are not starved; 0 for no aging.", minimum=0),
+        ConfigDef("tidelog.delay.ms", "LONG", 0, "Share groups deliver this topic's records no earlier than this long after their timestamp (a record's tidelog-delay-ms or tidelog-deliver-at header overrides it).", minimum=0),
+        ConfigDef("tidelog.ttl.ms", "LONG", -1, "Share groups never deliver this topic's records older than this (archived instead; a record's tidelog-ttl-ms header overrides it); -1: no expiry.", minimum=-1, validator=_ttl),
+        ConfigDef("tidelog.delay.target.topic", "STRING", "", "Makes this topic a delay topic: each record is appended to the named topic when due (its tidelog-deliver-at / tidelog-delay-ms header, else tidelog.delay.ms), for every kind of consumer; empty: not a delay topic."),
+    )
+}
+TOPIC_ONLY_CONFIGS.update(QUEUE_TOPIC_CONFIGS)
+
 TOPIC_CONFIG_NAMES: tuple[str, ...] = tuple(sorted(set(TOPIC_CONFIG_DEFAULTS) | set(TOPIC_ONLY_CONFIGS)))
 
 
@@ -372,6 +406,25 @@ GROUP_CONFIG_DEFAULTS: dict[str, str | None] = {
     "errors.deadletterqueue.copy.record.enable": None,
 }
 
+
+def _at_least_one(name: str, value: float) -> None:
+    if not value >= 1.0:
+        raise ConfigError(f"{name}: {value} is below the minimum 1.0")
+
+
+# Tidelog's queue-mode group configs (issue 14): retry back-off of released and lock-expired records,
+# and the broker-side CEL filter. Kafka has no such configs, hence the tidelog. prefix.
+QUEUE_GROUP_CONFIGS: dict[str, ConfigDef] = {
+    d.name: d
+    for d in (
+        ConfigDef("tidelog.retry.backoff.initial.ms", "LONG", 0, "A released or lock-expired record is available again only this long after its first delivery (0: at once, as Kafka); later deliveries wait longer (multiplier).", minimum=0, maximum=86400000),
+        ConfigDef("tidelog.retry.backoff.multiplier", "DOUBLE", 2.0, "The retry back-off grows by this factor per further delivery of a record.", validator=_at_least_one),
+        ConfigDef("tidelog.retry.backoff.max.ms", "LONG", 300000, "The longest retry back-off.", minimum=0, maximum=86400000),
+        ConfigDef("tidelog.filter", "STRING", "", "A CEL expression over a record's key (bytes), headers (map of string to bytes) and timestamp (ms): records for which it is not true are never delivered to the group (archived for it); empty: no filter.", validator=_cel_filter),
+    )
+}
+GROUP_CONFIG_DEFAULTS.update(dict.fromkeys(QUEUE_GROUP_CONFIGS))
+
 _GROUP_ONLY_CONFIGS = {
     d.name: d
     for d in (
@@ -397,7 +450,7 @@ def group_config_def(name: str) -> ConfigDef:
         raise KafkaError(ErrorCode.invalid_config, f"Unknown group config name: {name}")
     broker_name = GROUP_CONFIG_DEFAULTS[name]
     if broker_name is None:
-        return _GROUP_ONLY_CONFIGS[name]
+        return _GROUP_ONLY_CONFIGS.get(name) or QUEUE_GROUP_CONFIGS[name]
     d = BROKER_CONFIGS[broker_name]
     return ConfigDef(name, d.type, d.default, d.doc, d.choices, d.minimum, maximum=d.maximum)
 

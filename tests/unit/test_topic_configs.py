@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from tidelog.config import TOPIC_CONFIG_DEFAULTS, TOPIC_CONFIG_NAMES, BrokerConfig, render, topic_config_def, validate_topic_configs
+from tidelog.config import (QUEUE_TOPIC_CONFIGS, TOPIC_CONFIG_DEFAULTS, TOPIC_CONFIG_NAMES, BrokerConfig, render, topic_config_def,
+                            validate_topic_configs)
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.storage.log import LogConfig, PartitionLog
 
@@ -25,7 +26,7 @@ KAFKA_4_TOPIC_CONFIGS = {
     "remote.log.copy.disable", "remote.log.delete.on.disable", "remote.storage.enable", "retention.bytes", "retention.ms",
     "segment.bytes", "segment.index.bytes", "segment.jitter.ms", "segment.ms", "unclean.leader.election.enable",
 }
-TIDELOG_TOPIC_CONFIGS = {"durability.profile"}
+TIDELOG_TOPIC_CONFIGS = {"durability.profile"} | set(QUEUE_TOPIC_CONFIGS)  # and issue 14's tidelog.*
 
 # Kafka's type, default and, where it has one, the range its validator accepts (LogConfig).
 KAFKA_TYPES_AND_DEFAULTS = {
