@@ -43,9 +43,11 @@ class ArchiveReason(str, enum.Enum):
     LOG_START = "log_start_moved"  # deleted from the log (retention, DeleteRecords) before completion
     MISSING = "missing"  # no record at the offset in the log (compaction, transaction markers)
     ABORTED = "aborted_transaction"  # read_committed: part of an aborted transaction
+    EXPIRED = "expired"  # its TTL passed before delivery (issue 14)
+    FILTERED = "filtered"  # the group's filter does not match it (issue 14)
 
 
-DEAD_LETTER_REASONS = frozenset({ArchiveReason.REJECTED, ArchiveReason.DELIVERY_LIMIT})
+DEAD_LETTER_REASONS = frozenset({ArchiveReason.REJECTED, ArchiveReason.DELIVERY_LIMIT, ArchiveReason.EXPIRED})
 
 
 class DeadLetter(NamedTuple):

@@ -37,6 +37,7 @@ from tidelog.config import parse_share_auto_offset_reset
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.queues.in_flight import DeadLetter, Transition
 from tidelog.queues.log_batches import AcquiredRecords, batches_holding, parse_log_batches
+from tidelog.queues.retry import RetryBackoff
 from tidelog.queues.selection import OFFSET_ORDER, SelectionPolicy
 from tidelog.queues.share_partition import AckBatch, AcquireMode, SharePartition, SharePartitionConfig
 from tidelog.queues.state_records import ShareStateKey
@@ -73,6 +74,9 @@ class PartitionSource(Protocol):
 
 DeadLetterWriter = Callable[[ShareStateKey, list[DeadLetter]], Awaitable[None]]
 CountsHook = Callable[[ShareStateKey, dict[str, int]], None]
+# Issue 14 (queues/queue_features.py): the selection policy of one acquisition from the read
+# (key, data, parse_log_batches output, start offset, last offset read).
+PolicyHook = Callable[[ShareStateKey, object, list, int, int], SelectionPolicy]
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,8 @@ class ShareConfig:
         return cls(
             SharePartitionConfig(value(group_configs, "share.delivery.count.limit"),
                                  value(group_configs, "share.record.lock.duration.ms"),
-                                 value(group_configs, "share.partition.max.record.locks")),
+                                 value(group_configs, "share.partition.max.record.locks"),
+                                 RetryBackoff.from_group(lambda name: value(group_configs, name))),
             strategy, duration_ms, value(group_configs, "share.isolation.level"),
             value(group_configs, "errors.deadletterqueue.topic.name"),
             value(group_configs, "errors.deadletterqueue.copy.record.enable"))
@@ -127,13 +132,14 @@ class _Loaded:
 class ShareManager:
     def __init__(self, store: ShareStateStore, source: PartitionSource, configs: Callable[[str], ShareConfig], *,
                  dead_letter: DeadLetterWriter | None = None, on_counts: CountsHook | None = None,
-                 clock_ms: Callable[[], int] | None = None) -> None:
+                 clock_ms: Callable[[], int] | None = None, policies: PolicyHook | None = None) -> None:
         self.store = store
         self.source = source
         self.configs = configs
         self._dead_letter = dead_letter
         self._on_counts = on_counts
         self._clock_ms = clock_ms or wall_clock_ms
+        self._policies = policies
         self._loaded: dict[ShareStateKey, _Loaded] = {}
         self._loading: dict[ShareStateKey, asyncio.Future] = {}
         self._waiters: dict[ShareStateKey, set[asyncio.Future]] = {}
@@ -238,6 +244,8 @@ class ShareManager:
         batches = parse_log_batches(data, aborted)
         if not batches:
             return EMPTY_RESULT
+        if self._policies is not None and policy is OFFSET_ORDER:
+            policy = self._policies(key, data, batches, sp.start_offset, batches[-1][2].last_offset)
         t = sp.acquire(member_id, [b for _, _, b in batches], max_records, now, batch_size=batch_size, mode=mode,
                        policy=policy)
         await self._settle(key, sp, t)

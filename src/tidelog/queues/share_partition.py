@@ -275,14 +275,34 @@ class SharePartition:
                     break
             if stop:
                 break
-        if not taken:
+        set_aside = self._set_aside(t, policy)
+        if not taken and not set_aside:
             return t
         taken.sort(key=lambda r: r.first)
-        t.add_count("acquired", acquired_count)
-        t.state_batches = joined(StateBatch(r.first, r.last, 0, r.delivery_count) for r in taken)
+        if taken:
+            t.add_count("acquired", acquired_count)
+        self._record(t)
         t.acquired = acquired_ranges(((r.first, r.last, r.delivery_count) for r in taken), bounds,
                                      batch_size if mode == AcquireMode.BATCH_OPTIMIZED else None)
         return t
+
+    def _set_aside(self, t: Transition, policy: SelectionPolicy) -> bool:
+        """What the policy left out on purpose (issue 14, queues/priority.py): records not yet due stay
+        Available until their time (in memory: after a restart their headers say it again); expired
+        and filtered-out records are archived in this transition. True when it archived any."""
+        for first, last, due_ms in getattr(policy, "deferred", ()):
+            for run in self._runs.isolate(first, last):
+                if run.state == RecordState.AVAILABLE and run.pending is None and run.available_at_ms < due_ms:
+                    run.available_at_ms = due_ms
+        archived = False
+        for first, last, reason in getattr(policy, "discarded", ()):
+            for run in self._runs.isolate(first, last):
+                if run.state == RecordState.AVAILABLE and run.pending is None:
+                    self._begin(t, run)
+                    t.add_count(reason.value, run.size)
+                    self._archive(t, run, reason)
+                    archived = True
+        return archived
 
     def _candidates(self, first: int, last: int, now_ms: int, enough: int | None) -> list[Candidate]:
         """Due Available records within first..last; in offset order only as many as ``enough``

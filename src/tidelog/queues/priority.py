@@ -1,0 +1,79 @@
+"""Issue 14's selection policy (``QueuePolicy``): priority with aging inside a bounded look-ahead,
+delayed records left for their time, expired and filtered-out records set aside to be archived.
+
+Given the candidates (Available records due now inside the read, in offset order) and the
+records' attributes (record_attrs.py), ``order`` returns the ranges to acquire, most wanted first:
+
+- a record whose TTL has passed goes to ``discarded`` as ``expired`` (archived, and dead-lettered
+  where the group has a dead-letter topic); one the group's filter refuses as ``filtered``
+  (archived for this group only);
+- a record not yet due goes to ``deferred`` with its due time (the share-partition keeps it
+  Available but not acquirable until then, and wakes fetches at that time);
+- the rest, with priority on, sorted by effective priority descending then offset ascending. The
+  effective priority is the record's priority plus one level per ``tidelog.priority.aging.ms``
+  since its timestamp, so a record waits at most (9 - its priority) x aging before it outranks a
+  fresh priority-9 record: a flood of high priorities cannot starve it. Without priority: offset
+  order (Kafka's).
+
+The guarantee (docs/queues.md): within one share-partition, among the records Available at an
+acquisition inside the look-ahead window, a record of higher effective priority is acquired no
+later than one of lower; equal ones in offset order; nothing already acquired is preempted;
+nothing holds across partitions. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from tidelog.queues.in_flight import ArchiveReason
+from tidelog.queues.record_attrs import AttrRun, QueueSettings
+from tidelog.queues.selection import Candidate
+
+__all__ = ["QueuePolicy"]
+
+
+class QueuePolicy:
+    """A SelectionPolicy over one acquisition's records (build one per acquisition)."""
+
+    def __init__(self, settings: QueueSettings, attrs: Sequence[AttrRun]) -> None:
+        self.settings = settings
+        self.attrs = attrs
+        self.lookahead_records = settings.lookahead_records if settings.reorders else 0
+        self.deferred: list[tuple[int, int, int]] = []  # (first, last, due ms)
+        self.discarded: list[tuple[int, int, ArchiveReason]] = []
+
+    def order(self, candidates: Sequence[Candidate], now_ms: int) -> list[tuple[int, int]]:
+        settings = self.settings
+        aging = settings.aging_ms if settings.priority_enabled else 0
+        segments: list[tuple[int, int, int, int]] = []  # (-effective priority, first, last, priority)
+        attrs = self.attrs
+        j = 0
+        for candidate in candidates:
+            first, last = candidate.first_offset, candidate.last_offset
+            while j < len(attrs) and attrs[j].last < first:
+                j += 1
+            position = first
+            k = j
+            while position <= last:
+                run = attrs[k] if k < len(attrs) else None
+                if run is None or run.first > position:  # no attributes known (not in the read): as is
+                    end = last if run is None else min(last, run.first - 1)
+                    segments.append((-settings.default_priority, position, end, settings.default_priority))
+                    position = end + 1
+                    continue
+                end = min(last, run.last)
+                if run.expire_ms and run.expire_ms <= now_ms:
+                    self.discarded.append((position, end, ArchiveReason.EXPIRED))
+                elif not run.matches:
+                    self.discarded.append((position, end, ArchiveReason.FILTERED))
+                elif run.due_ms > now_ms:
+                    self.deferred.append((position, end, run.due_ms))
+                else:
+                    effective = run.priority + (max(0, now_ms - run.timestamp) // aging if aging else 0)
+                    segments.append((-effective, position, end, run.priority))
+                position = end + 1
+                if end == run.last:
+                    k += 1
+        if settings.priority_enabled:
+            segments.sort()
+        return [(first, last) for _, first, last, _ in segments]

@@ -1,0 +1,251 @@
+"""What issue 14's queue features need to know of the records in a share-partition's window: each
+record's priority, when it is due (delayed delivery), when it expires (TTL), and whether it passes
+the group's filter, read from the record batches of a log read.
+
+Where the batch says there is nothing to do, nothing is done per record: a batch that does not
+contain the priority header's name (when priority is on) nor the ``tidelog-`` header prefix, with
+no filter and no topic delay/TTL that its timestamps leave undecided, becomes one ``AttrRun`` from
+its header alone (one ``bytes.find`` over its records, decompressed if need be). Only the other
+batches are walked record by record. Results are kept per batch by ``AttrCache`` (one per
+share-partition, bounded by its window), so a record is looked at once per group, not per fetch.
+
+Headers (a record's own setting wins over the topic's):
+
+- ``priority`` (``tidelog.priority.header``): an integer 0-9, higher first; anything else is
+  ``tidelog.priority.default`` (counted as ``invalid_priority``).
+- ``tidelog-deliver-at``: epoch milliseconds or an RFC 3339 date (UTC when it names no offset);
+  ``tidelog-delay-ms``: milliseconds after the record's timestamp. A date that does not parse or a
+  negative delay is ignored (``invalid_delay``); a time in the past is simply due.
+- ``tidelog-ttl-ms``: the record expires this long after its timestamp; not a positive integer is
+  ignored (``invalid_ttl``).
+
+Pure functions and a cache; no I/O, no clock (times passed in).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Iterable, NamedTuple, Sequence
+
+from tidelog.protocol.compression import decompress
+from tidelog.protocol.records import BATCH_HEADER_SIZE, BatchInfo, parse_batch_header, read_varint
+
+__all__ = ["DELAY_MS_HEADER", "DELIVER_AT_HEADER", "TTL_MS_HEADER", "AttrCache", "AttrRun", "QueueSettings",
+           "parse_deliver_at", "scan_batch"]
+
+DELIVER_AT_HEADER = "tidelog-deliver-at"
+DELAY_MS_HEADER = "tidelog-delay-ms"
+TTL_MS_HEADER = "tidelog-ttl-ms"
+_PREFIX = b"tidelog-"
+NEVER = 0  # expire_ms / due_ms of a record without one
+_CRC = struct.Struct(">I")
+
+RecordMatcher = Callable[[bytes | None, dict, int], bool]
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """A share-partition's queue-feature settings: its topic's tidelog.* configs and its group's filter."""
+
+    priority_enabled: bool = False
+    priority_header: str = "priority"
+    default_priority: int = 0
+    lookahead_records: int = 1000
+    aging_ms: int = 60000
+    delay_ms: int = 0
+    ttl_ms: int = -1
+    # The group's compiled filter (queues/filters.py): (key, headers, timestamp) -> matches.
+    matches: RecordMatcher | None = field(default=None, compare=False)
+    filter_source: str = ""  # what ``matches`` was compiled from (so settings compare by it)
+
+    @property
+    def reorders(self) -> bool:
+        """Whether acquisition needs more than Kafka's offset order (a look-ahead and the attributes)."""
+        return self.priority_enabled or self.delay_ms > 0 or self.ttl_ms > 0 or self.matches is not None
+
+
+class AttrRun(NamedTuple):
+    """Offsets first..last sharing the attributes a selection needs."""
+
+    first: int
+    last: int
+    priority: int
+    timestamp: int  # the record's timestamp (what aging counts from)
+    due_ms: int  # not acquirable before (0: at once)
+    expire_ms: int  # never delivered at or after (0: never)
+    matches: bool  # passes the group's filter
+
+
+def parse_deliver_at(value: bytes) -> int | None:
+    """``tidelog-deliver-at``: epoch milliseconds, or an RFC 3339 date (UTC when it has no offset)."""
+    text = value.decode("utf-8", "replace").strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+def _positive_int(value: bytes | None) -> int | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)
+
+
+def scan_batch(data, pos: int, info: BatchInfo, settings: QueueSettings, counts: dict[str, int]) -> list[AttrRun]:
+    """The attribute runs of the batch at ``pos`` of ``data`` (``info`` its parsed header);
+    ``counts`` gets the bad-input counters (invalid_priority, invalid_delay, invalid_ttl)."""
+    default = settings.default_priority
+    end = pos + info.size
+    if info.compression:
+        body = decompress(info.compression, memoryview(data)[pos + BATCH_HEADER_SIZE:end])
+        start, stop = 0, len(body)
+    else:
+        body = data if isinstance(data, (bytes, bytearray)) else bytes(memoryview(data)[pos:end])
+        start, stop = (pos + BATCH_HEADER_SIZE, end) if body is data else (BATCH_HEADER_SIZE, info.size)
+    header_bytes = settings.priority_header.encode()
+    need_priority = settings.priority_enabled and body.find(header_bytes, start, stop) >= 0
+    need_headers = body.find(_PREFIX, start, stop) >= 0
+    log_append = info.timestamp_type == 1
+    same_time = log_append or info.base_timestamp == info.max_timestamp
+    if not (need_priority or need_headers or settings.matches is not None) and \
+            (same_time or (settings.delay_ms <= 0 and settings.ttl_ms <= 0)):
+        timestamp = info.max_timestamp
+        due = timestamp + settings.delay_ms if settings.delay_ms > 0 else NEVER
+        expire = timestamp + settings.ttl_ms if settings.ttl_ms > 0 else NEVER
+        return [AttrRun(info.base_offset, info.last_offset, default, timestamp, due, expire, True)]
+    runs: list[AttrRun] = []
+    for offset, timestamp, key, headers in _walk(body, start, stop, info, log_append,
+                                                 settings.matches is not None):
+        priority = default
+        if settings.priority_enabled:
+            value = headers.get(settings.priority_header)
+            if value is not None:
+                text = value.strip()
+                if len(text) == 1 and 48 <= text[0] <= 57:
+                    priority = text[0] - 48
+                else:
+                    counts["invalid_priority"] = counts.get("invalid_priority", 0) + 1
+        due = timestamp + settings.delay_ms if settings.delay_ms > 0 else NEVER
+        expire = timestamp + settings.ttl_ms if settings.ttl_ms > 0 else NEVER
+        if need_headers:
+            at = headers.get(DELIVER_AT_HEADER)
+            delay = headers.get(DELAY_MS_HEADER)
+            if at is not None:
+                parsed = parse_deliver_at(at)
+                if parsed is None:
+                    counts["invalid_delay"] = counts.get("invalid_delay", 0) + 1
+                else:
+                    due = max(parsed, 0)
+            elif delay is not None:
+                parsed = _positive_int(delay)
+                if parsed is None:
+                    counts["invalid_delay"] = counts.get("invalid_delay", 0) + 1
+                else:
+                    due = timestamp + parsed
+            ttl = headers.get(TTL_MS_HEADER)
+            if ttl is not None:
+                parsed = _positive_int(ttl)
+                if parsed is None or parsed == 0:
+                    counts["invalid_ttl"] = counts.get("invalid_ttl", 0) + 1
+                else:
+                    expire = timestamp + parsed
+        matches = True if settings.matches is None else settings.matches(key, headers, timestamp)
+        if runs and runs[-1].last + 1 == offset and runs[-1][2:] == (priority, timestamp, due, expire, matches):
+            runs[-1] = runs[-1]._replace(last=offset)
+        else:
+            runs.append(AttrRun(offset, offset, priority, timestamp, due, expire, matches))
+    return runs
+
+
+def _walk(body, pos: int, stop: int, info: BatchInfo, log_append: bool, want_key: bool):
+    """(offset, timestamp, key, headers) of each record; headers as {name: value bytes} (the last wins)."""
+    base_offset, base_timestamp = info.base_offset, info.base_timestamp
+    for _ in range(info.record_count):
+        if pos >= stop:
+            return
+        length, pos = read_varint(body, pos)
+        record_end = pos + length
+        pos += 1  # attributes
+        timestamp_delta, pos = read_varint(body, pos)
+        offset_delta, pos = read_varint(body, pos)
+        key_length, pos = read_varint(body, pos)
+        key = None
+        if key_length >= 0:
+            key = bytes(body[pos:pos + key_length]) if want_key else None
+            pos += key_length
+        value_length, pos = read_varint(body, pos)
+        pos += max(0, value_length)
+        count, pos = read_varint(body, pos)
+        headers: dict[str, bytes | None] = {}
+        for _ in range(count):
+            name_length, pos = read_varint(body, pos)
+            name = bytes(body[pos:pos + name_length]).decode("utf-8", "replace")
+            pos += name_length
+            value_length, pos = read_varint(body, pos)
+            if value_length < 0:
+                headers[name] = None
+            else:
+                headers[name] = bytes(body[pos:pos + value_length])
+                pos += value_length
+        timestamp = info.max_timestamp if log_append else base_timestamp + timestamp_delta
+        yield base_offset + offset_delta, timestamp, key, headers
+        pos = record_end
+
+
+class AttrCache:
+    """The attribute runs of one share-partition's batches, kept by batch base offset while they are
+    in its window (``prune`` drops those below the start offset); dropped whole when the settings
+    change. Bounded by the window (share.partition.max.record.locks records)."""
+
+    def __init__(self) -> None:
+        self.settings: QueueSettings | None = None
+        self._batches: dict[tuple[int, int], list[AttrRun]] = {}
+        self.counts: dict[str, int] = {}  # bad input seen, since the owner last took them
+
+    def runs(self, data, batches: Iterable[tuple[int, int, object]], settings: QueueSettings,
+             first: int, last: int) -> list[AttrRun]:
+        """The attribute runs of the read's batches (``parse_log_batches`` output over ``data``)
+        overlapping first..last, in offset order."""
+        if settings != self.settings:
+            self.settings = settings
+            self._batches.clear()
+        out: list[AttrRun] = []
+        view = memoryview(data)
+        for pos, _size, batch in batches:
+            if batch.last_offset < first or batch.base_offset > last or batch.control or batch.aborted:
+                continue
+            # By offset and CRC: a failover may truncate the log and write other batches at an offset.
+            key = (batch.base_offset, _CRC.unpack_from(view, pos + 17)[0])
+            cached = self._batches.get(key)
+            if cached is None:
+                info = parse_batch_header(view, pos)
+                cached = self._batches[key] = scan_batch(data, pos, info, settings, self.counts)
+            out.extend(cached)
+        return out
+
+    def prune(self, start_offset: int) -> None:
+        for base in [b for b, runs in self._batches.items() if not runs or runs[-1].last < start_offset]:
+            del self._batches[base]
+
+    def take_counts(self) -> dict[str, int]:
+        counts, self.counts = self.counts, {}
+        return counts
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+
+def runs_overlapping(runs: Sequence[AttrRun], first: int, last: int) -> Iterable[AttrRun]:
+    for run in runs:
+        if run.last >= first and run.first <= last:
+            yield run

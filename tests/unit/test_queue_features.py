@@ -1,0 +1,352 @@
+"""Issue 14's queue features on the share manager over real record batches: priority (with aging,
+inside the look-ahead window), delayed delivery by header or topic default, TTL expiry (archived and
+dead-lettered as ``expired``), CEL filters (archived as ``filtered``), retry back-off, bad input
+counted and given the default behaviour, and the batch-level short cut."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+
+from tidelog.config import BrokerConfig
+from tidelog.protocol.records import build_batch, parse_batch_header
+from tidelog.queues import record_attrs
+from tidelog.queues.in_flight import ArchiveReason, DeadLetter
+from tidelog.queues.log_batches import parse_log_batches
+from tidelog.queues.manager import ShareConfig, ShareManager
+from tidelog.queues.queue_features import QueueFeatures
+from tidelog.queues.record_attrs import QueueSettings, parse_deliver_at, scan_batch
+from tidelog.queues.retry import RetryBackoff
+from tidelog.queues.share_partition import AckBatch, AcknowledgeType, AcquireMode
+from tidelog.queues.state_records import ShareStateKey
+from tidelog.queues.state_store import ShareStateStore
+
+from .share_helpers import FakeLogs, FakeStateLog
+
+TOPIC = uuid.UUID(int=14)
+KEY = ShareStateKey("g", TOPIC, 0)
+ACCEPT, RELEASE = AcknowledgeType.ACCEPT, AcknowledgeType.RELEASE
+NOW = 1_700_000_000_000
+
+
+class Clock:
+    def __init__(self, now: int = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class Logs(FakeLogs):
+    """FakeLogs that knows each batch's last offset (its reads do not decode the records)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lasts: list[int] = []
+
+    def log_end(self, topic_id, partition):
+        return self.lasts[-1] + 1 if self.lasts else 0
+
+    def read(self, topic_id, partition, offset, max_bytes, max_offset):
+        out = bytearray()
+        for (base, data), last in zip(self.batches.get((topic_id, partition), []), self.lasts):
+            if last < offset or base >= max_offset:
+                continue
+            if out and len(out) + len(data) > max_bytes:
+                break
+            out += data
+        return bytes(out)
+
+
+class Setup:
+    def __init__(self, topic_configs: dict | None = None, group_configs: dict | None = None, *, limit: int = 5,
+                 dead_letter=None) -> None:
+        self.broker_config = BrokerConfig.load(env={})
+        self.topic_configs = dict(topic_configs or {})
+        self.group_configs = dict(group_configs or {})
+        self.logs = Logs()
+        self.state_log = FakeStateLog()
+        self.clock = Clock()
+        self.store = ShareStateStore(self.state_log.append, self.clock)
+        self.counts: dict[str, int] = {}
+        self.features = QueueFeatures(self.broker_config, lambda key: (self.topic_configs, self.group_configs),
+                                      on_counts=self.add)
+        self.manager = ShareManager(self.store, self.logs, self.share_config, dead_letter=dead_letter,
+                                    on_counts=self.add, clock_ms=self.clock, policies=self.features.policy)
+
+    def share_config(self, group):
+        config = ShareConfig.resolve(self.broker_config, {"share.auto.offset.reset": "earliest", **self.group_configs,
+                                                          "share.delivery.count.limit": "5"})
+        return config
+
+    def add(self, key, counts):
+        for name, n in counts.items():
+            self.counts[name] = self.counts.get(name, 0) + n
+
+    def produce(self, records, timestamp_ms: int | None = None) -> int:
+        """One batch of (key, value, headers) records; returns its base offset."""
+        base = self.logs.log_end(TOPIC, 0)
+        batch = build_batch(records, base_offset=base, timestamp_ms=NOW if timestamp_ms is None else timestamp_ms)
+        self.logs.batches.setdefault((TOPIC, 0), []).append((base, batch))
+        self.logs.lasts.append(base + len(records) - 1)
+        return base
+
+    async def fetch(self, max_records: int = 100, member: str = "m", mode=AcquireMode.RECORD_LIMIT) -> list[int]:
+        result = await self.manager.acquire(KEY, member, max_records=max_records, max_bytes=1 << 24, mode=mode)
+        acquired = [o for r in result.acquired for o in range(r.first_offset, r.last_offset + 1)]
+        spans = [(batch.base_offset, batch.last_offset) for buffer in result.records
+                 for _, _, batch in parse_log_batches(buffer)]
+        assert all(any(f <= o <= l for f, l in spans) for o in acquired)  # the returned batches hold them
+        return acquired
+
+    async def ack(self, offsets, ack_type=ACCEPT, member: str = "m") -> None:
+        code = await self.manager.acknowledge(KEY, member, [AckBatch(o, o, (ack_type,)) for o in sorted(offsets)])
+        assert code == 0
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def header(name: str, value) -> tuple[str, bytes]:
+    return name, str(value).encode()
+
+
+# --- priority -----------------------------------------------------------------------------------
+
+def test_priority_acquires_higher_first_then_by_offset_in_non_contiguous_ranges():
+    async def scenario():
+        s = Setup({"tidelog.priority.enable": "true"})
+        priorities = [1, 5, 9, 5, 0, 9, 3]
+        s.produce([(None, b"v", [header("priority", p)]) for p in priorities])
+        first = await s.fetch(3)
+        assert first == [1, 2, 5]  # the 9s and the first 5 (records come back in offset order)
+        result = await s.manager.acquire(KEY, "m", max_records=2, max_bytes=1 << 20, mode=AcquireMode.RECORD_LIMIT)
+        assert [(r.first_offset, r.last_offset) for r in result.acquired] == [(3, 3), (6, 6)]  # 5, then 3
+        assert await s.fetch(10) == [0, 4]
+    run(scenario())
+
+
+def test_ten_thousand_mixed_priorities_come_out_priority_sorted_within_the_window():
+    async def scenario():
+        s = Setup({"tidelog.priority.enable": "true", "tidelog.priority.lookahead.records": "1000",
+                   "tidelog.priority.aging.ms": "0"})
+        rng = random.Random(14)
+        priorities = [rng.randint(0, 9) for _ in range(10_000)]
+        for i in range(0, 10_000, 500):
+            s.produce([(None, b"v", [header("priority", p)]) for p in priorities[i:i + 500]])
+        order = []
+        while len(order) < 10_000:
+            got = await s.fetch(7)
+            assert got, f"stuck after {len(order)}"
+            await s.ack(got)
+            order.extend(got)
+        assert sorted(order) == list(range(10_000))
+        # Each acquisition takes the best of what was in the window: never a lower priority while a higher one
+        # sat Available in the window (start offset .. start + look-ahead) at that moment.
+        taken: set[int] = set()
+        start = 0
+        for i in range(0, len(order), 7):
+            step = order[i:i + 7]
+            window_end = start + 1000 + 7
+            waiting = [o for o in range(start, min(window_end, 10_000)) if o not in taken and o not in step]
+            best_waiting = max((priorities[o] for o in waiting), default=-1)
+            assert min(priorities[o] for o in step) >= best_waiting, (i, step)
+            taken.update(step)
+            while start in taken:
+                start += 1
+    run(scenario())
+
+
+def test_aging_lets_an_old_low_priority_record_past_a_flood_of_high_ones():
+    async def scenario():
+        s = Setup({"tidelog.priority.enable": "true", "tidelog.priority.aging.ms": "1000"})
+        s.produce([(None, b"low", [header("priority", 0)])], timestamp_ms=NOW)
+        s.clock.now = NOW + 1000
+        s.produce([(None, b"high", [header("priority", 9)]) for _ in range(5)], timestamp_ms=s.clock.now)
+        assert await s.fetch(5) == [1, 2, 3, 4, 5]  # 9 beats 0 + 1 level of aging
+        # The flood goes on; a high record produced 9 aging periods after the low one no longer passes it.
+        s.clock.now = NOW + 9000
+        s.produce([(None, b"high", [header("priority", 9)]) for _ in range(5)], timestamp_ms=s.clock.now)
+        assert await s.fetch(1) == [0]
+    run(scenario())
+
+
+def test_a_bad_priority_gets_the_default_and_is_counted():
+    async def scenario():
+        s = Setup({"tidelog.priority.enable": "true", "tidelog.priority.default": "4"})
+        s.produce([(None, b"v", [header("priority", "high")]), (None, b"v", [header("priority", 3)]),
+                   (None, b"v", [header("priority", 12)]), (None, b"v", [])])
+        assert await s.fetch(3) == [0, 2, 3]  # the default 4 beats the 3
+        assert await s.fetch(3) == [1]
+        assert s.counts["invalid_priority"] == 2
+    run(scenario())
+
+
+# --- delayed delivery ---------------------------------------------------------------------------
+
+def test_a_delayed_record_is_not_acquired_before_its_time_and_others_pass_it():
+    async def scenario():
+        s = Setup()
+        s.produce([(None, b"later", [header("tidelog-delay-ms", 5000)]), (None, b"now", []),
+                   (None, b"at", [header("tidelog-deliver-at", NOW + 2000)])])
+        assert await s.fetch(10) == [1]
+        sp = dict(s.manager.loaded())[KEY]
+        assert sp.next_deadline_ms() == NOW + 2000  # the manager's timer wakes fetches then
+        s.clock.now = NOW + 1999
+        assert await s.fetch(10) == []
+        s.clock.now = NOW + 2000
+        assert await s.fetch(10) == [2]
+        s.clock.now = NOW + 5000
+        assert await s.fetch(10) == [0]
+    run(scenario())
+
+
+def test_topic_default_delay_and_rfc3339_dates():
+    async def scenario():
+        s = Setup({"tidelog.delay.ms": "3000"})
+        s.produce([(None, b"a", []), (None, b"b", [header("tidelog-deliver-at", "2023-11-14T22:13:21Z")])])
+        assert parse_deliver_at(b"2023-11-14T22:13:21Z") == 1_700_000_001_000
+        assert parse_deliver_at(b"2023-11-14T23:13:21+01:00") == 1_700_000_001_000
+        assert await s.fetch(10) == []
+        s.clock.now = NOW + 1000
+        assert await s.fetch(10) == [1]  # its own date wins over the topic's delay
+        s.clock.now = NOW + 3000
+        assert await s.fetch(10) == [0]
+    run(scenario())
+
+
+def test_bad_delays_are_delivered_at_once_and_counted():
+    async def scenario():
+        s = Setup()
+        s.produce([(None, b"a", [header("tidelog-deliver-at", "next tuesday")]),
+                   (None, b"b", [header("tidelog-delay-ms", "-5")]),
+                   (None, b"c", [header("tidelog-deliver-at", NOW - 60_000)])])  # in the past: due
+        assert await s.fetch(10) == [0, 1, 2]
+        assert s.counts["invalid_delay"] == 2
+    run(scenario())
+
+
+def test_delays_survive_a_restart_because_the_headers_say_them_again():
+    async def scenario():
+        s = Setup()
+        s.produce([(None, b"later", [header("tidelog-delay-ms", 5000)]), (None, b"now", [])])
+        assert await s.fetch(10) == [1]
+        await s.ack([1])
+        restarted = ShareManager(s.state_log.replay_into(ShareStateStore(s.state_log.append, s.clock)), s.logs,
+                                 s.share_config, clock_ms=s.clock,
+                                 policies=QueueFeatures(s.broker_config, lambda key: ({}, {})).policy)
+        assert (await restarted.acquire(KEY, "m", max_records=10, max_bytes=1 << 20)).acquired == []
+        s.clock.now = NOW + 5000
+        assert [(r.first_offset, r.last_offset) for r in
+                (await restarted.acquire(KEY, "m", max_records=10, max_bytes=1 << 20)).acquired] == [(0, 0)]
+    run(scenario())
+
+
+# --- TTL ----------------------------------------------------------------------------------------
+
+def test_expired_records_are_archived_and_dead_lettered_as_expired():
+    async def scenario():
+        letters = []
+
+        async def dead_letter(key, batch):
+            letters.extend(batch)
+
+        s = Setup({"tidelog.ttl.ms": "10000"}, dead_letter=dead_letter)
+        s.produce([(None, b"a", []), (None, b"b", [header("tidelog-ttl-ms", 60000)])])
+        s.clock.now = NOW + 10_000
+        assert await s.fetch(10) == [1]
+        assert letters == [DeadLetter(0, 0, 0, ArchiveReason.EXPIRED)]
+        assert s.counts["expired"] == 1 and s.counts["archived"] == 1
+        sp = dict(s.manager.loaded())[KEY]
+        assert sp.start_offset == 1
+    run(scenario())
+
+
+def test_a_released_record_that_expires_meanwhile_is_never_delivered_again():
+    async def scenario():
+        s = Setup()
+        s.produce([(None, b"a", [header("tidelog-ttl-ms", 1000)])])
+        assert await s.fetch(10) == [0]
+        await s.ack([0], RELEASE)
+        s.clock.now = NOW + 1000
+        assert await s.fetch(10) == []
+        assert s.counts["expired"] == 1
+    run(scenario())
+
+
+# --- filters ------------------------------------------------------------------------------------
+
+def test_filtered_out_records_are_archived_for_the_group_and_counted():
+    async def scenario():
+        letters = []
+
+        async def dead_letter(key, batch):
+            letters.extend(batch)
+
+        s = Setup(group_configs={"tidelog.filter": '"type" in headers && headers["type"] == b"order"'},
+                  dead_letter=dead_letter)
+        s.produce([(b"k", b"v", [header("type", "order")]), (b"k", b"v", [header("type", "refund")]),
+                   (b"k", b"v", []), (b"k", b"v", [header("type", "order")])])
+        assert await s.fetch(10) == [0, 3]
+        assert s.counts["filtered"] == 2 and letters == []
+    run(scenario())
+
+
+def test_a_filter_failing_on_a_record_does_not_match_it_and_is_counted():
+    async def scenario():
+        s = Setup(group_configs={"tidelog.filter": 'headers["type"] == b"order"'})
+        s.produce([(b"k", b"v", [header("type", "order")]), (b"k", b"v", [])])
+        assert await s.fetch(10) == [0]
+        assert s.counts["filtered"] == 1 and s.counts["filter_errors"] == 1
+    run(scenario())
+
+
+# --- retry back-off -----------------------------------------------------------------------------
+
+def test_retry_backoff_grows_with_the_delivery_count_up_to_its_max():
+    backoff = RetryBackoff(1000, 2.0, 3000)
+    assert [backoff(n) for n in (1, 2, 3, 4, 100)] == [1000, 2000, 3000, 3000, 3000]
+    assert RetryBackoff(0)(3) == 0
+
+    async def scenario():
+        s = Setup(group_configs={"tidelog.retry.backoff.initial.ms": "1000", "tidelog.retry.backoff.multiplier": "3"})
+        s.produce([(None, b"a", [])])
+        assert await s.fetch(10) == [0]
+        await s.ack([0], RELEASE)
+        s.clock.now = NOW + 999
+        assert await s.fetch(10) == []
+        s.clock.now = NOW + 1000
+        assert await s.fetch(10) == [0]
+        await s.ack([0], RELEASE)  # second delivery: 3 s
+        s.clock.now = NOW + 3999
+        assert await s.fetch(10) == []
+        s.clock.now = NOW + 4000
+        assert await s.fetch(10) == [0]
+    run(scenario())
+
+
+# --- the batch-level short cut and memory -------------------------------------------------------
+
+def test_a_batch_with_nothing_to_do_is_not_walked(monkeypatch):
+    def no_walk(*args, **kwargs):
+        raise AssertionError("walked a batch with nothing to do")
+
+    monkeypatch.setattr(record_attrs, "_walk", no_walk)
+    settings = QueueSettings(priority_enabled=True, delay_ms=1000, ttl_ms=5000)
+    batch = build_batch([(None, b"v", [("other", b"1")]) for _ in range(100)], base_offset=10, timestamp_ms=NOW)
+    runs = scan_batch(batch, 0, parse_batch_header(batch), settings, {})
+    assert runs == [record_attrs.AttrRun(10, 109, 0, NOW, NOW + 1000, NOW + 5000, True)]
+
+
+def test_the_attribute_cache_is_bounded_by_the_window():
+    async def scenario():
+        s = Setup({"tidelog.priority.enable": "true"})
+        for _ in range(50):
+            s.produce([(None, b"v", [header("priority", 1)]) for _ in range(20)])
+        for _ in range(50):
+            got = await s.fetch(20)
+            await s.ack(got)
+        assert s.features.cached_batches() <= 1
+    run(scenario())
