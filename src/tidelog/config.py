@@ -180,6 +180,7 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("log.cleanup.policy", "LIST", "delete", "delete (retention), compact (keep the latest record per key), both, or neither (empty: keep everything, KIP-1030).", choices=("delete", "compact")),
         ConfigDef("log.roll.jitter.ms", "LONG", 0, "The most a new segment's roll time is brought forward at random (so a topic's partitions do not all roll at once).", minimum=0),
         ConfigDef("log.index.size.max.bytes", "INT", 10485760, "Most bytes of offset index (and of time index) the cleaner puts in one cleaned segment; Tidelog's indexes grow as needed (not preallocated).", minimum=4),
+        ConfigDef("log.segment.idle.close.ms", "LONG", 30000, "A sealed segment's log file not read for this long is closed (reopened at the next read); an active segment's stays open and indexes hold no descriptor, so a partition costs one descriptor.", minimum=0, read_only=True),
         ConfigDef("log.segment.delete.delay.ms", "LONG", 60000, "How long the files of a segment that left the log (retention, DeleteRecords, compaction) stay on disk, renamed .deleted, before they are removed.", minimum=0),
         ConfigDef("log.flush.interval.messages", "LONG", 9223372036854775807, "Accepted for Kafka compatibility, no effect: when records are fsynced is the durability profile's decision.", minimum=1),
         ConfigDef("log.preallocate", "BOOLEAN", False, "Accepted for Kafka compatibility, no effect: segments grow by appends."),

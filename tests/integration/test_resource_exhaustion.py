@@ -67,32 +67,33 @@ def test_soft_open_files_limit_is_raised_to_the_hard_limit(broker_factory):
 
 
 def test_partitions_beyond_what_the_descriptors_allow_are_refused_up_front(broker_factory):
-    """512 descriptors: a quarter kept for connections and the rest at 3 a partition (the active
-    segment's .log, .index and .timeindex) makes a capacity of 128 partitions, the offsets
-    topic's one included. Asking for more is POLICY_VIOLATION, as Kafka 4 refuses a CreateTopics
-    over its own partition limit; nothing is created, and nothing ran out."""
+    """512 descriptors: a quarter kept for sealed segments being read, connections and the rest,
+    and one a partition (its active segment's .log; the indexes hold none) makes a capacity of
+    384 partitions, the offsets topic's one included. Asking for more is POLICY_VIOLATION, as
+    Kafka 4 refuses a CreateTopics over its own partition limit; nothing is created, and
+    nothing ran out."""
     broker = broker_factory(nofile=(512, 512))
-    assert metric(broker, "tidelog_partition_capacity") == 128
-    assert "partition capacity 128" in broker.log()
+    assert metric(broker, "tidelog_partition_capacity") == 384
+    assert "partition capacity 384" in broker.log()
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    assert create_error(admin, NewTopic("too-many", 200, 1)) == POLICY_VIOLATION
-    assert create_error(admin, NewTopic("too-many", 200, 1), validate_only=True) == POLICY_VIOLATION
+    assert create_error(admin, NewTopic("too-many", 500, 1)) == POLICY_VIOLATION
+    assert create_error(admin, NewTopic("too-many", 500, 1), validate_only=True) == POLICY_VIOLATION
     assert partition_dirs(broker, "too-many") == []
-    assert create_error(admin, NewTopic("fits", 100, 1)) is None
-    growth = admin.create_partitions([NewPartitions("fits", 150)], request_timeout=TIMEOUT_S)["fits"]
+    assert create_error(admin, NewTopic("fits", 300, 1)) is None
+    growth = admin.create_partitions([NewPartitions("fits", 400)], request_timeout=TIMEOUT_S)["fits"]
     with pytest.raises(Exception) as refused:
         growth.result(TIMEOUT_S)
     assert refused.value.args[0].code() == POLICY_VIOLATION
     kp = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=20000)
     try:
         with pytest.raises(PolicyViolationError):
-            kp.create_topics([KPNewTopic("too-many-kp", 50, 1)])
+            kp.create_topics([KPNewTopic("too-many-kp", 100, 1)])
         with pytest.raises(PolicyViolationError):
-            kp.create_partitions({"fits": KPNewPartitions(128)})
-        kp.create_partitions({"fits": KPNewPartitions(127)})  # 127 + __consumer_offsets = 128
+            kp.create_partitions({"fits": KPNewPartitions(384)})
+        kp.create_partitions({"fits": KPNewPartitions(383)})  # 383 + __consumer_offsets = 384
     finally:
         kp.close()
-    assert len(partition_dirs(broker, "fits")) == 127
+    assert len(partition_dirs(broker, "fits")) == 383
     assert " ERROR " not in broker.log()
 
 
@@ -102,7 +103,7 @@ def test_running_out_of_descriptors_mid_create_leaves_no_half_created_topic(brok
     so far are removed, the topic is not in the metadata, what ran out is logged once and
     counted, and a restart finds metadata and logs agreeing."""
     broker = broker_factory({"max.broker.partitions": "1000"}, nofile=(256, 256))
-    assert "max.broker.partitions 1000 is above the 64 partitions" in broker.log()
+    assert "max.broker.partitions 1000 is above the 192 partitions" in broker.log()
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     assert create_error(admin, NewTopic("small", 2, 1)) is None
     open_before = metric(broker, "tidelog_open_files")

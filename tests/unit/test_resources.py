@@ -40,28 +40,36 @@ def test_which_resource_an_error_names():
     assert resource_of(OSError(errno.EIO, "Input/output error")) is None
 
 
-def test_a_segment_that_cannot_open_its_indexes_closes_its_log_file(tmp_path, monkeypatch):
-    """Running out of descriptors between a segment's .log and its indexes leaked the .log's."""
+def test_a_segment_holds_one_descriptor_and_its_indexes_none(tmp_path, monkeypatch):
+    """A partition costs FDS_PER_PARTITION descriptors: its active segment's .log; the indexes
+    are opened only while written (issue 19: three per segment stopped a broker at ~6,660)."""
     import os
 
-    import pytest
+    from tidelog.server.resources import FDS_PER_PARTITION
+    from tidelog.storage.log import LogConfig, PartitionLog
 
-    from tidelog.storage import segment as segment_module
+    from .storage_helpers import append
 
-    opened: list[int] = []
-    real_open = os.open
+    held: set[int] = set()
+    real_open, real_close = os.open, os.close
 
-    def open_twice(path, *args):
-        if len(opened) == 2:
-            raise OSError(errno.EMFILE, "Too many open files")
+    def tracking_open(path, *args):
         fd = real_open(path, *args)
-        opened.append(fd)
+        held.add(fd)
         return fd
 
-    monkeypatch.setattr(os, "open", open_twice)
-    with pytest.raises(OSError):
-        segment_module.LogSegment(tmp_path, 0)
-    monkeypatch.undo()
-    for fd in opened:
-        with pytest.raises(OSError):  # EBADF: closed
-            os.fstat(fd)
+    def tracking_close(fd):
+        held.discard(fd)
+        real_close(fd)
+
+    monkeypatch.setattr(os, "open", tracking_open)
+    monkeypatch.setattr(os, "close", tracking_close)
+    log = PartitionLog.open(tmp_path / "t-0", "t", 0, LogConfig(index_interval_bytes=10), recover=False)
+    for _ in range(20):
+        append(log)
+    log.flush()
+    assert len(log.active_segment.offset_index) > 5 and len(held) == FDS_PER_PARTITION == 1
+    log.close()
+    assert held == set()
+
+

@@ -43,7 +43,7 @@ from tidelog.server.data_dir import DataDirError, DataDirLock
 from tidelog.server.gauges import refresh_gauges
 from tidelog.server.request_memory import RequestMemory
 from tidelog.server.resources import (ResourceMonitor, memory_limit_bytes, open_file_count, partition_capacity,
-                                      raise_open_files_limit)
+                                      raise_open_files_limit, segment_file_capacity)
 from tidelog.storage.cleaner_manager import CleanerConfig
 from tidelog.storage.log import PartitionLog
 from tidelog.storage.manager import LogManager
@@ -163,6 +163,8 @@ class Broker:
             log_config_for(self.config, {}),
             retention_check_interval_ms=self.config["log.retention.check.interval.ms"],
             cleaner_config=self.cleaner_config(),
+            max_open_segment_files=segment_file_capacity(self.resources.open_files_limit),
+            segment_idle_close_ms=self.config["log.segment.idle.close.ms"],
         )
         self.logs.open_all({name: log_config_for(self.config, t.configs) for name, t in self.metadata.topics.items()})
         self._remove_partitions_unknown_to_metadata()

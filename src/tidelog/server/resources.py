@@ -3,7 +3,8 @@
 - ``raise_open_files_limit``: at start the soft RLIMIT_NOFILE goes up to the hard limit, as
   Kafka's packaging and Redpanda do; every partition keeps descriptors open.
 - ``partition_capacity``: how many partition replicas this broker holds, from the open-files
-  limit (``FDS_PER_PARTITION`` each, after a quarter kept for connections and everything else)
+  limit (``FDS_PER_PARTITION`` each, after a quarter kept for the sealed segments being read,
+  ``segment_file_capacity``, for connections and everything else)
   and from memory (``MEMORY_PER_PARTITION_BYTES`` each, out of half the memory limit), as
   Redpanda caps partitions by descriptors and memory. ``max.broker.partitions`` (KIP-578's name)
   overrides it. Creating partitions beyond it is refused up front with POLICY_VIOLATION.
@@ -29,10 +30,11 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-# Descriptors one partition holds open: its active segment's .log, .index and .timeindex
-# (storage/segment.py, storage/index.py). Older segments keep theirs open too today; when the
-# storage layer opens fewer, lower this and the derived capacity follows.
-FDS_PER_PARTITION = 3
+# Descriptors one partition holds open: its active segment's .log (storage/segment.py; the
+# indexes hold none, storage/index.py). Sealed segments' files are open only while read and
+# closed when idle, at most ``segment_file_capacity`` at once (storage/open_files.py), which the
+# reserve below covers.
+FDS_PER_PARTITION = 1
 # What one partition costs in memory, with room: an empty one is ~6 KiB of Python objects, and
 # its indexes are kept in memory (up to 2 MiB for a full 1 GiB segment at 4 KiB per entry).
 MEMORY_PER_PARTITION_BYTES = 1 << 20
@@ -75,6 +77,12 @@ def memory_limit_bytes() -> int:
     if address_space != resource.RLIM_INFINITY:
         limits.append(address_space)
     return min(limits)
+
+
+def segment_file_capacity(open_files: int) -> int:
+    """How many sealed segments may keep their file open at once: an eighth of the limit, half
+    of the reserve ``partition_capacity`` keeps (the other half is for connections and the rest)."""
+    return max(open_files // 8, 16)
 
 
 def partition_capacity(open_files: int, memory_bytes: int) -> tuple[int, str]:

@@ -34,6 +34,25 @@ def _load_syncfs():
 _syncfs = _load_syncfs()
 
 
+def syncfs_available() -> bool:
+    return _syncfs is not None
+
+
+def sync_filesystem(fd: int, targets: list[str]) -> None:
+    """One ``syncfs`` through ``fd`` (a descriptor in the filesystem, open since before the writes
+    it must cover) for a job over many files, whose fault targets are ``targets``; runs in an
+    executor. It reports any write-back error of the filesystem this descriptor has not seen
+    yet, even of a file closed (and its inode dropped) since it was written."""
+    if faults.armed:
+        for target in targets:
+            faults.check("fsync", target)
+    if _syncfs is None:
+        raise RuntimeError("syncfs is not available (see syncfs_available)")
+    if _syncfs(fd) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"syncfs: {os.strerror(error)}")
+
+
 def split_sync(fds: list[tuple[int, str]], threads: int) -> list[list[tuple[int, str]]]:
     """How one fsync job's files are shared out among ``threads`` executor threads: many
     files go to one syncfs call; fewer are spread out, as fsyncs of different files running

@@ -11,8 +11,12 @@ whole index (each entry inside the segment, the order below) and rebuilds one th
   offset o has a timestamp <= T". Written beside an offset-index entry when the segment's
   max timestamp has grown, and once more when the segment is sealed. T is nondecreasing.
 
-The entries are also kept in memory (arrays) and looked up by bisection. Not thread-safe; the
-event loop owns them.
+The entries are also kept in memory (arrays) and looked up by bisection, so the files are only
+open while they are read (at open), written or synced: an index holds no descriptor (Kafka maps
+its indexes and closes them when idle, for the same reason: a broker with thousands of
+partitions). ``open_for_sync`` appends the pending entries through the descriptor it returns,
+so the write and its fsync share one open file and a write-back error cannot slip between
+them. Not thread-safe; the event loop owns them.
 """
 
 from __future__ import annotations
@@ -45,12 +49,22 @@ class _Index:
         self.path = path
         self.keys = array(self._key_type)
         self.values = array("i")
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        self.persisted_entries = 0  # entries beyond this exist only in memory until write_pending
+        self.persisted_entries = 0  # entries beyond this exist only in memory until written
+
+    def _read_file(self) -> bytes:
+        """The file's bytes (empty if it does not exist)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return b""
+        try:
+            return os.pread(fd, os.fstat(fd).st_size, 0)
+        finally:
+            os.close(fd)
 
     def load(self) -> bool:
         """Read the entries from disk; False if the file is torn (size not a multiple of an entry)."""
-        data = os.pread(self.fd, os.fstat(self.fd).st_size, 0)
+        data = self._read_file()
         self.keys = array(self._key_type)
         self.values = array("i")
         if len(data) % self._entry.size:
@@ -69,43 +83,94 @@ class _Index:
         self.keys.append(key)
         self.values.append(value)
 
-    def write_pending(self) -> None:
-        """Append the entries not yet in the file (before a flush, a seal or a close)."""
+    @property
+    def pending(self) -> bool:
+        """Whether entries exist only in memory."""
+        return len(self.keys) > self.persisted_entries
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def _write_pending_to(self, fd: int) -> None:
         count = len(self.keys)
         if count > self.persisted_entries:
             pack = self._entry.pack
             data = b"".join(pack(self.keys[i], self.values[i]) for i in range(self.persisted_entries, count))
             if faults.armed:
                 faults.check("write", "index")
-            written = os.write(self.fd, data)
+            written = os.write(fd, data)
             if written != len(data):  # O_APPEND: a short write leaves a torn entry; undo it
-                os.ftruncate(self.fd, self.persisted_entries * self._entry.size)
+                os.ftruncate(fd, self.persisted_entries * self._entry.size)
                 raise OSError(errno.EIO, f"short write to {self.path.name} ({written} of {len(data)} bytes)")
             self.persisted_entries = count
 
+    def write_pending(self) -> None:
+        """Append the entries not yet in the file (creating it), with no fsync."""
+        fd = self._open()
+        try:
+            self._write_pending_to(fd)
+        finally:
+            os.close(fd)
+
+    def open_for_sync(self) -> int:
+        """A descriptor of the file with every entry written through it, for the caller to fsync
+        and close."""
+        fd = self._open()
+        try:
+            self._write_pending_to(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def clear(self) -> None:
+        """Drop every entry in memory (a rebuild follows; ``keep_file_prefix`` then settles the file)."""
+        self.keys = array(self._key_type)
+        self.values = array("i")
+        self.persisted_entries = 0
+
+    def keep_file_prefix(self) -> None:
+        """After a rebuild in memory: if the file holds exactly the first entries, keep them (only
+        the rest will be appended); otherwise empty the file."""
+        data = self._read_file()
+        count = len(data) // self._entry.size
+        if len(data) % self._entry.size == 0 and count <= len(self.keys):
+            pack = self._entry.pack
+            if data == b"".join(pack(self.keys[i], self.values[i]) for i in range(count)):
+                self.persisted_entries = count
+                return
+        fd = self._open()
+        try:
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
+        self.persisted_entries = 0
+
     def truncate_entries(self, count: int) -> None:
-        """Keep only the first ``count`` entries, in memory and in the file.
+        """Keep only the first ``count`` entries, in memory and in the file (created if missing).
 
         The file is measured, not trusted to hold ``persisted_entries``: an index that was never
         loaded (recovery rebuilds it) or failed to load (torn) holds stale bytes to replace.
         """
         del self.keys[count:]
         del self.values[count:]
-        if count < self.persisted_entries or os.fstat(self.fd).st_size > count * self._entry.size:
-            os.ftruncate(self.fd, count * self._entry.size)
+        fd = self._open()
+        try:
+            if count < self.persisted_entries or os.fstat(fd).st_size > count * self._entry.size:
+                os.ftruncate(fd, count * self._entry.size)
+        finally:
+            os.close(fd)
         self.persisted_entries = min(self.persisted_entries, count)
 
     def sync(self) -> None:
-        self.write_pending()
-        if faults.armed:
-            faults.check("fsync", "index")
-        os.fsync(self.fd)
-
-    def close(self) -> None:
+        """Write the pending entries and fsync the file."""
+        fd = self.open_for_sync()
         try:
-            self.write_pending()
+            if faults.armed:
+                faults.check("fsync", "index")
+            os.fsync(fd)
         finally:
-            os.close(self.fd)
+            os.close(fd)
 
 
 class OffsetIndex(_Index):
@@ -115,7 +180,7 @@ class OffsetIndex(_Index):
     _key_type = "i"
 
     def load(self) -> bool:  # the fast path: one frombytes, no per-entry Python work
-        data = os.pread(self.fd, os.fstat(self.fd).st_size, 0)
+        data = self._read_file()
         if len(data) % 8:
             self.keys, self.values = array("i"), array("i")
             return False

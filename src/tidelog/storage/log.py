@@ -11,7 +11,11 @@ appends, reads and flushes with KAFKA_STORAGE_ERROR, and ``durable_offset`` neve
 Its configuration is a ``LogConfig`` (log_config.py: sizes, retention, cleanup, durability profile).
 
 Not thread-safe; the event loop owns it. The only work done elsewhere is fsync of file
-descriptors duplicated by ``start_flush`` (fsync.py), so a segment deleted meanwhile cannot be hurt.
+descriptors duplicated by ``start_flush`` (fsync.py), so a segment deleted meanwhile cannot be hurt,
+or of the whole filesystem (``syncfs``) for a job over many logs.
+
+Descriptors: the active segment's ``.log`` stays open; sealed segments' files are opened when
+read and closed when idle by the shared ``OpenFiles`` (open_files.py); indexes hold none.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from tidelog.storage.errors import OffsetOutOfRange, StorageError
 from tidelog.storage.fsync import sync_fds
 from tidelog.storage.log_config import LogConfig
 from tidelog.storage.log_dir import LogDirState
-from tidelog.storage.segment import LogSegment
+from tidelog.storage.open_files import OpenFiles
+from tidelog.storage.segment import LogSegment, segment_file_name
 from tidelog.storage.segment_files import recover_segment_files, retire_files, segment_paths, swap_in
 
 __all__ = ["LogConfig", "PartitionLog", "PendingFlush", "SegmentSummary"]
@@ -52,7 +57,8 @@ class PendingFlush(NamedTuple):
     """An fsync in progress: the offset it makes durable and what it syncs."""
 
     target_offset: int
-    fds: list[tuple[int, str]]  # duplicated descriptors, each with its fault target
+    fds: list[tuple[int, str]]  # duplicated descriptors, each with its fault target (none for a syncfs)
+    targets: list[str]  # the fault target of every file the fsync must cover
     segments: list[LogSegment]
     dir_changes: int  # the partition directory's entries as of this count are synced
     new_dir: bool  # the data directory's entry for the partition directory is synced
@@ -63,12 +69,13 @@ class PartitionLog:
     """One partition's log; see the module docstring for its files and ownership."""
 
     def __init__(self, dir: Path, topic: str, partition: int, config: LogConfig,
-                 log_dir: LogDirState | None = None) -> None:
+                 log_dir: LogDirState | None = None, files: OpenFiles | None = None) -> None:
         self.dir = dir
         self.topic = topic
         self.partition = partition
         self.config = config
         self.log_dir = log_dir if log_dir is not None else LogDirState(dir.parent)
+        self.files = files
         self.closed = False
         self.segments: list[LogSegment] = []
         self._base_offsets: list[int] = []
@@ -84,6 +91,7 @@ class PartitionLog:
         self._dir_synced = 0
         self._new_dir = False
         self._truncations = 0
+        self._recovered: list[LogSegment] = []  # read back by recovery, not yet synced (complete_recovery)
         self._roll_jitter_ms = config.random_segment_jitter_ms()
         self.on_roll: Callable[[PartitionLog], None] | None = None  # set by the LogManager
         self.on_dirty: Callable[[PartitionLog], None] | None = None  # likewise
@@ -92,16 +100,23 @@ class PartitionLog:
 
     @classmethod
     def open(cls, dir: Path, topic: str, partition: int, config: LogConfig, recover: bool,
-             log_dir: LogDirState | None = None) -> PartitionLog:
-        """Open (or create) the log in ``dir``; ``recover`` after an unclean shutdown."""
-        log = cls(Path(dir), topic, partition, config, log_dir)
+             log_dir: LogDirState | None = None, files: OpenFiles | None = None,
+             defer_recovery_sync: bool = False) -> PartitionLog:
+        """Open (or create) the log in ``dir``; ``recover`` after an unclean shutdown.
+
+        What recovery read back is fsynced before this returns, unless ``defer_recovery_sync``:
+        then the caller writes ``recovered_indexes``, syncs the filesystem once for many logs
+        and calls ``complete_recovery(synced=True)`` before the log is used."""
+        log = cls(Path(dir), topic, partition, config, log_dir, files)
         if log.log_dir.offline:
             raise log.log_dir.error()
         try:
             log._load(recover)
+            if not defer_recovery_sync:
+                log.complete_recovery(synced=False)
         except OSError as e:
             for segment in log.segments:
-                segment.close()
+                segment.close_file()
             raise log._io_error(e, "opening the log") from e
         return log
 
@@ -114,26 +129,36 @@ class PartitionLog:
             raise self.log_dir.error() if not self.closed else StorageError(f"{self.topic}-{self.partition} is closed")
 
     def _load(self, recover: bool) -> None:
-        if not self.dir.exists():
+        try:
+            names = set(os.listdir(self.dir))  # one listing: a broker may open thousands of logs
+        except FileNotFoundError:
             self._new_dir = True
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for tmp in self.dir.glob("*.tmp"):
-            tmp.unlink()
-        recover_segment_files(self.dir, self.config.index_interval_bytes)  # a swap or deletion a crash interrupted
-        base_offsets = sorted(int(p.stem) for p in self.dir.glob("*.log") if p.stem.isdigit())
-        checkpointed_start = read_checkpoint(self.dir / LOG_START_OFFSET_FILE)
-        recovery_point = read_checkpoint(self.dir / RECOVERY_POINT_FILE) or 0
-        if not base_offsets:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            names = set()
+        for name in [n for n in names if n.endswith(".tmp")]:
+            (self.dir / name).unlink()
+            names.discard(name)
+        # a swap or deletion a crash interrupted
+        if recover_segment_files(self.dir, self.config.index_interval_bytes, names):
+            names = set(os.listdir(self.dir))
+        base_offsets = sorted(int(n[:-4]) for n in names if n.endswith(".log") and n[:-4].isdigit())
+        checkpointed_start = read_checkpoint(self.dir / LOG_START_OFFSET_FILE) if LOG_START_OFFSET_FILE in names else None
+        recovery_point = (read_checkpoint(self.dir / RECOVERY_POINT_FILE) or 0) if RECOVERY_POINT_FILE in names else 0
+        create = not base_offsets
+        if create:
             base_offsets = [checkpointed_start or 0]
         interval = self.config.index_interval_bytes
         recovered: list[LogSegment] = []
         for i, base_offset in enumerate(base_offsets):
-            segment = LogSegment(self.dir, base_offset)
+            indexes = (segment_file_name(base_offset, ".index") in names
+                       and segment_file_name(base_offset, ".timeindex") in names)
+            segment = LogSegment(self.dir, base_offset, files=self.files, create=create, indexes_existed=indexes)
             self.segments.append(segment)
             next_base = base_offsets[i + 1] if i + 1 < len(base_offsets) else None
             if recover and (next_base is None or next_base > recovery_point):
                 recovered.append(segment)
                 cut = segment.recover(interval)
+                segment.sealed = next_base is not None and not cut
                 if cut and next_base is not None:
                     self._drop_segments_after(segment, base_offsets[i + 1 :])
                     break
@@ -142,19 +167,32 @@ class PartitionLog:
         self._base_offsets = [s.base_offset for s in self.segments]
         self.log_end_offset = self.segments[-1].next_offset
         self.log_start_offset = min(max(checkpointed_start or 0, self.segments[0].base_offset), self.log_end_offset)
-        for segment in recovered:  # what we read back may still sit only in the page cache
-            segment.sync(include_indexes=True)
-        self.durable_offset = self.log_end_offset
+        self._recovered = recovered  # what we read back may still sit only in the page cache
         self._recovery_point = recovery_point
+        logger.debug("%s: opened %d segments, log_start_offset=%d log_end_offset=%d%s", self.dir,
+                     len(self.segments), self.log_start_offset, self.log_end_offset, " (recovered)" if recovered else "")
+
+    def recovered_indexes(self) -> None:
+        """Write the indexes recovery rebuilt, with no fsync (the caller syncs the filesystem)."""
+        for segment in self._recovered:
+            segment.write_indexes()
+
+    def complete_recovery(self, synced: bool) -> None:
+        """Make what recovery read back durable (fsync each of its segments, unless ``synced``:
+        the caller synced the filesystem after ``recovered_indexes``), then count the whole
+        log as durable and move the recovery point to its end."""
+        if not synced:
+            for segment in self._recovered:
+                segment.sync(include_indexes=True)
+        self._recovered = []
+        self.durable_offset = self.log_end_offset
         self._checkpoint_recovery_point(self.log_end_offset)
-        logger.info("%s: opened %d segments, log_start_offset=%d log_end_offset=%d%s", self.dir,
-                    len(self.segments), self.log_start_offset, self.log_end_offset, " (recovered)" if recovered else "")
 
     def _drop_segments_after(self, torn: LogSegment, base_offsets: list[int]) -> None:
         logger.warning("%s: segment %d was torn; deleting the %d segments after it", self.dir,
                        torn.base_offset, len(base_offsets))
         for base_offset in base_offsets:
-            LogSegment(self.dir, base_offset).delete()
+            LogSegment(self.dir, base_offset, create=False).delete()
         self._dir_changes += 1
 
     def set_config(self, config: LogConfig) -> None:
@@ -208,7 +246,7 @@ class PartitionLog:
         old = self.segments[-1]
         try:
             old.seal()
-            segment = LogSegment(self.dir, self.log_end_offset)
+            segment = LogSegment(self.dir, self.log_end_offset, files=self.files)
         except OSError as e:
             raise self._io_error(e, "rolling a new segment") from e
         self._dir_changes += 1
@@ -338,7 +376,7 @@ class PartitionLog:
         for segment in deletable:
             logger.info("%s: %s deletes segment %d (offsets %d..%d, %d bytes)", self.dir, reason,
                         segment.base_offset, segment.base_offset, segment.next_offset - 1, segment.size_bytes)
-            segment.close()
+            segment.release()
             retire_files(segment_paths(self.dir, segment.base_offset), self.config.file_delete_delay_ms)
         gone = set(map(id, deletable))
         self.segments = [s for s in self.segments if id(s) not in gone]
@@ -365,7 +403,7 @@ class PartitionLog:
         base_offset = old[0].base_offset
         try:
             swap_in(self.dir, base_offset, [s.base_offset for s in old], self.config.file_delete_delay_ms)
-            segment = LogSegment(self.dir, base_offset)
+            segment = LogSegment(self.dir, base_offset, files=self.files, create=False)
             segment.load(self.segments[end].base_offset, self.config.index_interval_bytes)
         except OSError as e:
             raise self._io_error(e, f"swapping in cleaned segment {base_offset}") from e
@@ -375,7 +413,7 @@ class PartitionLog:
         self._unflushed = [s for s in self._unflushed if id(s) not in gone]
         for s in old:
             self._syncing.pop(s, None)
-            s.close()
+            s.release()
         return segment
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
@@ -403,7 +441,7 @@ class PartitionLog:
     def _truncate_all(self, offset: int) -> None:
         for segment in self.segments:
             segment.delete()
-        self.segments = [LogSegment(self.dir, offset)]
+        self.segments = [LogSegment(self.dir, offset, files=self.files)]
         self.log_start_offset = offset
         write_checkpoint(self.dir / LOG_START_OFFSET_FILE, offset)
         self.durable_offset = offset  # nothing left to be durable below it
@@ -443,8 +481,11 @@ class PartitionLog:
             return self.log_end_offset
         return self.durable_offset
 
-    def start_flush(self) -> PendingFlush | None:
-        """Hand out what an fsync must cover (duplicated fds, safe to sync from a thread).
+    def start_flush(self, syncfs: bool = False) -> PendingFlush | None:
+        """Hand out what an fsync must cover: duplicated fds, safe to sync from a thread, or
+        with ``syncfs`` (the caller syncs the whole filesystem through a descriptor opened before
+        these writes) none, only their fault targets. The active segment's indexes are left in
+        memory (recovery rebuilds them); a sealed segment's are written now.
 
         Raises StorageError when the directory is offline: nothing is synced, so nothing more
         can become durable, after an I/O error.
@@ -458,16 +499,27 @@ class PartitionLog:
             return None
         active = self.segments[-1]
         fds: list[tuple[int, str]] = []
+        targets: list[str] = []
         try:
             for segment in segments:
-                segment.write_indexes()
-                fds.append((os.dup(segment.fd), "segment"))
-                if segment is not active:  # a sealed segment's indexes are not rebuilt by recovery
-                    fds += ((os.dup(segment.offset_index.fd), "index"), (os.dup(segment.time_index.fd), "index"))
-            if dir_changes != self._dir_synced:
-                fds.append((os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY), "dir"))
-            if self._new_dir:
-                fds.append((os.open(self.dir.parent, os.O_RDONLY | os.O_DIRECTORY), "dir"))
+                if syncfs:
+                    targets.append("segment")
+                    if segment is not active:  # a sealed segment's indexes are not rebuilt by recovery
+                        segment.write_indexes()
+                        targets += ("index", "index")
+                else:
+                    fds.append((os.dup(segment.fd), "segment"))
+                    if segment is not active:
+                        fds += ((fd, "index") for fd in segment.index_sync_fds())
+                segment.unsynced = False
+            if dir_changes != self._dir_synced or self._new_dir:
+                if syncfs:
+                    targets += ["dir"] * (1 + self._new_dir)
+                else:
+                    if dir_changes != self._dir_synced:
+                        fds.append((os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY), "dir"))
+                    if self._new_dir:
+                        fds.append((os.open(self.dir.parent, os.O_RDONLY | os.O_DIRECTORY), "dir"))
         except OSError as e:
             for fd, _ in fds:
                 os.close(fd)
@@ -475,18 +527,29 @@ class PartitionLog:
         self._unflushed = []
         for segment in segments:
             self._syncing[segment] = self._syncing.get(segment, 0) + 1
-        return PendingFlush(self.log_end_offset, fds, segments, dir_changes, self._new_dir, self._truncations)
+        return PendingFlush(self.log_end_offset, fds, targets or [target for _, target in fds], segments,
+                            dir_changes, self._new_dir, self._truncations)
 
     def finish_flush(self, pending: PendingFlush, error: BaseException | None = None) -> None:
-        """Account for a finished fsync job. A failed one takes the log directory offline (and
-        raises nothing: the caller answers its waiters); a successful one moves durable_offset,
-        unless the directory went offline meanwhile or a truncation voided its target."""
+        """Account for a finished fsync job. One failed by an I/O error takes the log directory
+        offline (and raises nothing: the caller answers its waiters); one that never ran (another
+        log of the job could not start, e.g. out of descriptors) leaves its segments to the next
+        flush; a successful one moves durable_offset, unless the directory went offline meanwhile
+        or a truncation voided its target."""
         for segment in pending.segments:
             count = self._syncing.pop(segment, 0) - 1
             if count > 0:
                 self._syncing[segment] = count
         if error is not None:
-            self.log_dir.fail(error, f"{self.topic}-{self.partition}: fsync")
+            if isinstance(error, OSError):
+                self.log_dir.fail(error, f"{self.topic}-{self.partition}: fsync")
+            elif not self.closed:
+                for segment in pending.segments:
+                    if segment in self.segments and segment not in self._unflushed:
+                        segment.unsynced = True
+                        self._unflushed.append(segment)
+                if self.on_dirty is not None:
+                    self.on_dirty(self)
             return
         if self.log_dir.offline or self.closed:
             return
@@ -533,24 +596,44 @@ class PartitionLog:
     def segment_summaries(self) -> list[SegmentSummary]:
         return [SegmentSummary(s.base_offset, s.next_offset, s.size_bytes, s.max_timestamp) for s in self.segments]
 
-    def close(self) -> None:
-        """Flush the log and all indexes, then close every file. In an offline directory
-        nothing is flushed: the next start recovers."""
+    def prepare_close(self) -> None:
+        """For a close of many logs behind one filesystem sync: seal the active segment and write
+        every pending index entry, with no fsync; ``close(synced=True)`` follows the sync."""
+        if self.log_dir.offline or self.closed:
+            return
+        try:
+            self.segments[-1].seal()
+            for segment in self.segments:
+                if segment.offset_index.pending or segment.time_index.pending:
+                    segment.write_indexes()
+        except OSError as e:
+            raise self._io_error(e, "closing") from e
+
+    def close(self, synced: bool = False) -> None:
+        """Flush the log and all indexes, then close every file; ``synced``: the caller did that
+        (``prepare_close``, then a sync of the filesystem). In an offline directory nothing is
+        flushed (pending index entries are written, not synced): the next start recovers."""
         try:
             if not self.log_dir.offline and not self.closed:
                 try:
-                    self.segments[-1].seal()
-                    self.flush()
-                    self.segments[-1].sync(include_indexes=True)
+                    if synced:
+                        self._unflushed = []
+                        self._dir_synced, self._new_dir = self._dir_changes, False
+                        self._checkpoint_recovery_point(self.log_end_offset)
+                        self.durable_offset = self.log_end_offset
+                    else:
+                        self.segments[-1].seal()
+                        self.flush()
+                        self.segments[-1].sync(include_indexes=True)
                 except OSError as e:
                     raise self._io_error(e, "closing") from e
         finally:
             self._close_files()
 
-    def _close_files(self) -> None:
+    def _close_files(self, keep_indexes: bool = True) -> None:
         for segment in self.segments:
             try:
-                segment.close()
+                segment.close() if keep_indexes else segment.release()
             except OSError as e:  # a close can report a write-back error too
                 self._io_error(e, f"closing segment {segment.base_offset}")
         self.segments = []
@@ -560,7 +643,7 @@ class PartitionLog:
         """Remove the partition from disk (renamed first, so a crash midway leaves a `-delete` dir).
 
         The caller makes the rename durable (an fsync of the data directory, once for many)."""
-        self._close_files()
+        self._close_files(keep_indexes=False)
         doomed = self.dir.with_name(f"{self.dir.name}.{os.urandom(8).hex()}-delete")
         try:
             os.rename(self.dir, doomed)

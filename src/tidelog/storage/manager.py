@@ -19,8 +19,13 @@ job's outcome is known. So a flush that succeeds can never hide the error of a c
 of the same file (Linux reports a write-back error once): the first error takes the directory
 offline (log_dir.py) before another job can start, and nothing is acknowledged after it. ``on_durable`` is called
 for each log whose durable offset moved (parked fetches wait for it); ``on_offline`` listeners
-learn that the directory went offline. Not thread-safe: the event loop owns the manager and
-its logs.
+learn that the directory went offline. A job over many logs syncs the filesystem once
+(``syncfs``) through a descriptor of the data directory held from the start, so it needs no
+descriptor per file. Not thread-safe: the event loop owns the manager and its logs.
+
+Descriptors: one per partition (its active segment), the sealed segments an ``OpenFiles``
+cache keeps open (at most ``max_open_segment_files``, each closed after
+``segment_idle_close_ms`` unused; a task sweeps them), and the data directory's.
 """
 
 from __future__ import annotations
@@ -40,9 +45,10 @@ from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.storage.checkpoint import fsync_dir, remove_file, write_checkpoint_file
 from tidelog.storage.cleaner_manager import CleanerConfig, LogCleaner
 from tidelog.storage.errors import StorageError
-from tidelog.storage.fsync import split_sync, sync_fds
+from tidelog.storage.fsync import SYNCFS_MIN_FILES, split_sync, sync_fds, sync_filesystem, syncfs_available
 from tidelog.storage.log import LogConfig, PartitionLog, PendingFlush
 from tidelog.storage.log_dir import LogDirState
+from tidelog.storage.open_files import OpenFiles
 from tidelog.storage.segment_files import flush_deletions
 
 __all__ = ["LogManager", "CLEAN_SHUTDOWN_FILE"]
@@ -51,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
 FSYNC_THREADS = 4  # the files of one fsync job are synced side by side (fsync.split_sync)
+SWEEP_INTERVAL_S = 5.0  # how often idle segment files are looked for (at most; less when the idle time is shorter)
 
 
 def parse_partition_dir(name: str) -> tuple[str, int] | None:
@@ -64,8 +71,11 @@ class LogManager:
     """All partition logs of one data directory; see the module docstring."""
 
     def __init__(self, data_dir: Path, default_config: LogConfig, *, loop: asyncio.AbstractEventLoop | None = None,
-                 retention_check_interval_ms: int = 300_000, cleaner_config: CleanerConfig | None = None) -> None:
+                 retention_check_interval_ms: int = 300_000, cleaner_config: CleanerConfig | None = None,
+                 max_open_segment_files: int = 1024, segment_idle_close_ms: int = 30_000) -> None:
         self.data_dir = Path(data_dir)
+        self.files = OpenFiles(max_open_segment_files, segment_idle_close_ms)
+        self._fs_fd: int | None = None  # the data directory, for syncfs
         self.default_config = default_config
         self.retention_check_interval_ms = retention_check_interval_ms
         self._loop = loop
@@ -106,7 +116,9 @@ class LogManager:
     # ---- the set of logs -----------------------------------------------------------------
 
     def open_all(self, topic_configs: dict[str, LogConfig]) -> None:
+        started = time.perf_counter()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._open_fs_fd()
         # The removal must survive a power loss, or the next start would skip recovery.
         try:
             clean = remove_file(self.data_dir / CLEAN_SHUTDOWN_FILE)
@@ -128,7 +140,37 @@ class LogManager:
                 continue
             topic, partition = parsed
             config = topic_configs.get(topic, self.default_config)
-            self._add(PartitionLog.open(entry, topic, partition, config, recover=not clean, log_dir=self.log_dir))
+            self._add(PartitionLog.open(entry, topic, partition, config, recover=not clean, log_dir=self.log_dir,
+                                        files=self.files, defer_recovery_sync=True))
+        self._complete_recovery(list(self._logs.values()), clean, started)
+
+    def _complete_recovery(self, logs: list[PartitionLog], clean: bool, started: float) -> None:
+        """What recovery read back becomes durable: one syncfs for every log (a start after a
+        crash with thousands of partitions would otherwise fsync three files each), or an fsync
+        per file where syncfs is not to be trusted."""
+        synced = False
+        if not clean and logs and syncfs_available():
+            try:
+                for log in logs:
+                    log.recovered_indexes()
+                sync_filesystem(self._open_fs_fd(), ["segment"] * len(logs))
+            except OSError as e:
+                raise self.log_dir.fail(e, "syncing what recovery read back") from e
+            synced = True
+        for log in logs:
+            try:
+                log.complete_recovery(synced)
+            except OSError as e:
+                raise log._io_error(e, "syncing what recovery read back") from e
+        if logs:
+            logger.info("%s: opened %d logs%s in %.2f s", self.data_dir, len(logs), "" if clean else " (recovered)",
+                        time.perf_counter() - started)
+
+    def _open_fs_fd(self) -> int:
+        """The data directory's descriptor for syncfs (opened before any write it must cover)."""
+        if self._fs_fd is None:
+            self._fs_fd = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY)
+        return self._fs_fd
 
     def _add(self, log: PartitionLog) -> PartitionLog:
         log.on_roll = self._on_roll
@@ -146,7 +188,7 @@ class LogManager:
             return log
         dir = self.data_dir / f"{topic}-{partition}"
         return self._add(PartitionLog.open(dir, topic, partition, config or self.default_config, recover=False,
-                                           log_dir=self.log_dir))
+                                           log_dir=self.log_dir, files=self.files))
 
     def delete_topic(self, topic: str) -> None:
         # What Kafka answers a produce whose partition went away: not a storage failure.
@@ -188,6 +230,7 @@ class LogManager:
         self._tasks = [
             asyncio.create_task(self._flusher(), name="tidelog-log-flusher"),
             asyncio.create_task(self._retention_checker(), name="tidelog-retention"),
+            asyncio.create_task(self._idle_file_closer(), name="tidelog-idle-files"),
         ]
         self.cleaner.start()
 
@@ -262,6 +305,12 @@ class LogManager:
         for log in list(self._balanced_waiters):
             self._fail_waiters(log, error)
 
+    async def _idle_file_closer(self) -> None:
+        interval_s = max(0.05, min(SWEEP_INTERVAL_S, self.files.idle_ms / 2000))
+        while True:
+            await asyncio.sleep(interval_s)
+            self.files.sweep()
+
     async def _retention_checker(self) -> None:
         while True:
             await asyncio.sleep(self.retention_check_interval_ms / 1000)
@@ -316,11 +365,14 @@ class LogManager:
         """fsync the given logs in one executor job; raise StorageError if it failed."""
         if self.offline:
             raise self.log_dir.error()
+        # Many logs: one syncfs, and no descriptor duplicated per file (thousands of partitions
+        # would need as many again as they hold).
+        syncfs = len(logs) >= SYNCFS_MIN_FILES and syncfs_available()
         pendings: list[tuple[PartitionLog, PendingFlush]] = []
         try:
             for log in logs:
                 if not log.closed:
-                    pending = log.start_flush()
+                    pending = log.start_flush(syncfs)
                     if pending is not None:
                         pendings.append((log, pending))
         except StorageError as e:
@@ -331,10 +383,14 @@ class LogManager:
             raise
         if not pendings:
             return
-        fds = [fd for _, pending in pendings for fd in pending.fds]
         started = time.perf_counter()
         try:
-            await self._sync_files(fds)
+            if syncfs:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._executor, sync_filesystem, self._open_fs_fd(),
+                    [target for _, pending in pendings for target in pending.targets])
+            else:
+                await self._sync_files([fd for _, pending in pendings for fd in pending.fds])
         except OSError as e:
             if self.fsync_observer is not None:
                 self.fsync_observer(time.perf_counter() - started, False)
@@ -424,6 +480,24 @@ class LogManager:
 
     # ---- closing -------------------------------------------------------------------------
 
+    async def _sync_for_close(self, logs: list[PartitionLog]) -> bool:
+        """Many logs: write what each holds only in memory, then one syncfs for all (a clean stop
+        of thousands of partitions would otherwise fsync several files each). False: each log
+        flushes itself as it closes (few logs, no syncfs, or something failed here)."""
+        if self.offline or len(logs) < SYNCFS_MIN_FILES or not syncfs_available():
+            return False
+        try:
+            for log in logs:
+                log.prepare_close()
+            await asyncio.get_running_loop().run_in_executor(self._executor, sync_filesystem, self._open_fs_fd(),
+                                                             ["segment"] * len(logs))
+        except StorageError:
+            return False
+        except OSError as e:
+            self.log_dir.fail(e, "syncing the logs at shutdown")
+            return False
+        return True
+
     async def close(self) -> None:
         """Stop the tasks, flush and close every log, then mark the shutdown clean.
 
@@ -441,15 +515,20 @@ class LogManager:
         if self._sync_runner is not None:
             await asyncio.shield(self._sync_runner)  # the job in flight finishes first
         self._closed = True
-        for log in self.logs():
+        logs = self.logs()
+        synced = await self._sync_for_close(logs)
+        for log in logs:
             try:
-                log.close()
+                log.close(synced)
             except StorageError:
                 pass  # logged when the directory went offline
             self._wake_waiters(log)
             self._fail_waiters(log, self.log_dir.error() if self.offline else StorageError("log manager closed"))
         self._logs.clear()
         self._executor.shutdown(wait=True)
+        if self._fs_fd is not None:
+            os.close(self._fs_fd)
+            self._fs_fd = None
         flush_deletions()
         if not self.offline:
             try:

@@ -4,6 +4,11 @@ On disk: ``<20-digit base offset>.log`` holds batches back to back, exactly as p
 for the base offset (and leader epoch) the broker assigned; ``.index`` and ``.timeindex`` are
 described in ``index.py``. Not thread-safe; the event loop owns it (fsyncs of duplicated file
 descriptors may run in an executor, see PartitionLog.start_flush).
+
+Descriptors: the ``.log`` file is opened when first used (``fd``) and stays open while the
+segment is active; a sealed segment's file is closed again when an ``OpenFiles`` cache
+(open_files.py) evicts it for being idle, never while it holds writes no fsync has taken yet
+(``unsynced``). The indexes hold none (index.py).
 """
 
 from __future__ import annotations
@@ -12,13 +17,16 @@ import logging
 import os
 import struct
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from tidelog.clock import wall_clock_ms
 from tidelog.protocol.records import BATCH_HEADER_SIZE, BatchInfo, batch_crc_ok, parse_batch_header
 from tidelog.storage.errors import CorruptSegment
 from tidelog.storage.faults import faults
 from tidelog.storage.index import OffsetIndex, TimeIndex
+
+if TYPE_CHECKING:
+    from tidelog.storage.open_files import OpenFiles
 
 __all__ = ["LogSegment", "segment_file_name"]
 
@@ -41,36 +49,59 @@ def segment_file_name(base_offset: int, suffix: str) -> str:
 class LogSegment:
     """A segment file and its indexes; see the module docstring for format and ownership."""
 
-    def __init__(self, dir: Path, base_offset: int, suffix: str = "") -> None:
-        """``suffix`` names the files of a segment being built or swapped in (``.cleaned``, ``.swap``)."""
+    def __init__(self, dir: Path, base_offset: int, suffix: str = "", files: OpenFiles | None = None,
+                 create: bool = True, indexes_existed: bool | None = None) -> None:
+        """``suffix`` names the files of a segment being built or swapped in (``.cleaned``, ``.swap``).
+        ``create``: a new segment (its file is created and opened now); else an existing one,
+        whose file is opened when first used. ``files``: the cache that closes it when idle.
+        ``indexes_existed``: whether both index files exist, if the caller knows (else looked up)."""
         self.dir = dir
         self.base_offset = base_offset
         self.log_path = dir / (segment_file_name(base_offset, ".log") + suffix)
-        self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        index_paths = (dir / (segment_file_name(base_offset, ".index") + suffix),
-                       dir / (segment_file_name(base_offset, ".timeindex") + suffix))
-        self.indexes_existed = all(path.exists() for path in index_paths)
-        offset_index = None
-        try:
-            offset_index = OffsetIndex(index_paths[0])
-            self.time_index = TimeIndex(index_paths[1])
-        except BaseException:  # out of descriptors half way: close what this opened
-            if offset_index is not None:
-                os.close(offset_index.fd)
-            os.close(self.fd)
-            raise
-        self.offset_index = offset_index
-        self.size_bytes = os.fstat(self.fd).st_size
+        self.files = files
+        self.sealed = False  # no more appends: its descriptor may be closed when idle
+        self.unsynced = False  # written since its last fsync began: its descriptor stays open
+        self._fd: int | None = None
+        if create:
+            self._fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            self.size_bytes = os.fstat(self._fd).st_size
+        else:
+            self.size_bytes = os.stat(self.log_path).st_size
+        self.offset_index = OffsetIndex(dir / (segment_file_name(base_offset, ".index") + suffix))
+        self.time_index = TimeIndex(dir / (segment_file_name(base_offset, ".timeindex") + suffix))
+        self.indexes_existed = (indexes_existed if indexes_existed is not None
+                                else self.offset_index.path.exists() and self.time_index.path.exists())
         self.next_offset = base_offset  # one past the last offset held
         self.max_timestamp = -1
         self.bytes_since_last_index_entry = 0
         self.created_ms = wall_clock_ms()  # for segment.ms; the first batch's time once loaded
+
+    @property
+    def fd(self) -> int:
+        """The ``.log`` file's descriptor, opened if it was closed (a sealed segment read again)."""
+        fd = self._fd
+        if fd is None:
+            fd = self._fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND)
+        if self.sealed and self.files is not None:
+            self.files.touch(self)
+        return fd
+
+    @property
+    def file_open(self) -> bool:
+        return self._fd is not None
+
+    def close_file(self) -> None:
+        """Close the ``.log`` descriptor (reopened at the next use); an OpenFiles eviction."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     # ---- writing -------------------------------------------------------------------------
 
     def append(self, batch: memoryview, info: BatchInfo, base_offset: int, index_interval_bytes: int) -> None:
         """Write one batch (``base_offset`` already assigned in it) and index it. Raises OSError."""
         position = self.size_bytes
+        self.unsynced = True
         self._write(batch, position)
         if position == 0:
             self.created_ms = wall_clock_ms()
@@ -109,11 +140,24 @@ class LogSegment:
         return next_offset + info.last_offset_delta - self.base_offset < _MAX_RELATIVE_OFFSET
 
     def seal(self) -> None:
-        """Record the final max timestamp, so a clean open knows it without scanning."""
+        """No more appends. Records the final max timestamp, so a clean open knows it without
+        scanning; the indexes reach the file with the segment's next fsync (``index_sync_fds``)."""
         self.time_index.maybe_append(self.max_timestamp, self.next_offset - self.base_offset)
-        self.write_indexes()
+        self.sealed = True
+
+    def index_sync_fds(self) -> list[int]:
+        """Descriptors of both index files with their pending entries written, for an fsync job
+        (which closes them). Raises OSError."""
+        fds = [self.offset_index.open_for_sync()]
+        try:
+            fds.append(self.time_index.open_for_sync())
+        except BaseException:
+            os.close(fds[0])
+            raise
+        return fds
 
     def write_indexes(self) -> None:
+        """Write the pending index entries, with no fsync."""
         self.offset_index.write_pending()
         self.time_index.write_pending()
 
@@ -222,6 +266,7 @@ class LogSegment:
         A sealed segment (``next_segment_base`` given) ends at the next base; the last one is
         scanned from its last index entry, and a garbage tail is cut.
         """
+        self.sealed = next_segment_base is not None
         loaded = (self.indexes_existed or self.size_bytes == 0) and self.offset_index.load() and self.time_index.load()
         max_relative = (next_segment_base if next_segment_base is not None else 1 << 62) - self.base_offset
         if not (loaded and self.offset_index.sane(max(self.size_bytes, 1), max_relative)
@@ -255,13 +300,17 @@ class LogSegment:
 
         Returns how many bytes were cut.
         """
-        self.offset_index.truncate_entries(0)
-        self.time_index.truncate_entries(0)
+        self.offset_index.clear()
+        self.time_index.clear()
         self.next_offset, self.max_timestamp, self.bytes_since_last_index_entry = self.base_offset, -1, 0
         end = 0
         for position, info in self.batches(0, verify=verify):
             self._index(info, info.base_offset, position, index_interval_bytes)
             end = position + info.batch_length + 12
+        # The files keep what they hold of the rebuilt entries (usually all but the newest: no
+        # truncation, which a file system journals); anything else in them is replaced.
+        self.offset_index.keep_file_prefix()
+        self.time_index.keep_file_prefix()
         cut = self._cut_tail(end)
         self._load_created_ms()
         return cut
@@ -305,22 +354,30 @@ class LogSegment:
     def sync(self, include_indexes: bool) -> None:
         if faults.armed:
             faults.check("fsync", "segment")
+        self.unsynced = False
         os.fsync(self.fd)
         if include_indexes:
             self.offset_index.sync()
             self.time_index.sync()
 
     def close(self) -> None:
+        """Close the file and write the pending index entries (no fsync; see PartitionLog.close)."""
+        if self.files is not None:
+            self.files.forget(self)
         try:
-            os.close(self.fd)
+            self.close_file()
         finally:
-            try:
-                self.offset_index.close()
-            finally:
-                self.time_index.close()
+            if self.offset_index.pending or self.time_index.pending:
+                self.write_indexes()
+
+    def release(self) -> None:
+        """Close the file, leaving the index files as they are (the segment leaves the log)."""
+        if self.files is not None:
+            self.files.forget(self)
+        self.close_file()
 
     def delete(self) -> None:
-        self.close()
+        self.release()
         for path in (self.log_path, self.offset_index.path, self.time_index.path):
             path.unlink(missing_ok=True)
 

@@ -133,9 +133,12 @@ def flush_deletions() -> None:
     _pending.clear()
 
 
-def recover_segment_files(dir: Path, index_interval_bytes: int) -> None:
+def recover_segment_files(dir: Path, index_interval_bytes: int, names: set[str] | None = None) -> bool:
     """Before a log is opened: finish interrupted swaps, drop ``.cleaned`` and ``.deleted`` files
-    (see the module docstring). Raises OSError."""
+    (see the module docstring); ``names``, the directory's listing if the caller has it, makes
+    the common case (nothing to do) free. Returns whether anything changed. Raises OSError."""
+    if names is not None and not any(name.endswith((CLEANED_SUFFIX, DELETED_SUFFIX, SWAP_SUFFIX)) for name in names):
+        return False
     changed = False
     for path in list(dir.iterdir()):
         if path.name.endswith(CLEANED_SUFFIX) or path.name.endswith(DELETED_SUFFIX):
@@ -165,3 +168,4 @@ def recover_segment_files(dir: Path, index_interval_bytes: int) -> None:
         changed = True
     if changed:
         fsync_dir(dir)
+    return changed
