@@ -100,3 +100,32 @@ def test_snapshot_keeps_times_and_drops_expired_entries_on_load(tmp_path):
     assert set(loaded.producers) == {PID}
     assert loaded.producers[PID].last_timestamp_ms == now
     assert loaded.check(info(0, count=2)) == 0, "the duplicate is still recognised after a restart"
+
+
+def test_snapshots_of_many_partitions_written_at_once_load_back(tmp_path, monkeypatch):
+    """A clean stop writes every partition's snapshot in one batch (LogManager.write_checkpoints:
+    two filesystem syncs in all, no fsync a file); each loads back and still spots duplicates."""
+    import os
+
+    from tidelog.storage.fsync import syncfs_available
+    from tidelog.storage.log import LogConfig
+    from tidelog.storage.manager import LogManager
+
+    manager = LogManager(tmp_path, LogConfig())
+    manager.open_all({})
+    logs = [manager.create("t", p) for p in range(12)]
+    now = int(time.time() * 1000)
+    snapshots = []
+    for log in logs:
+        data = batch(0, count=2)
+        log.append(memoryview(data), parse_batch_header(data))
+        state = ProducerState()
+        state.update(parse_batch_header(data), 0, now)
+        snapshots.append(state.snapshot(log.dir, log.log_end_offset))
+    fsyncs = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: fsyncs.append(fd) or real_fsync(fd))
+    manager.write_checkpoints(snapshots)
+    assert fsyncs == [] or not syncfs_available()
+    for log in logs:
+        assert ProducerState.load(log).check(info(0, count=2)) == 0

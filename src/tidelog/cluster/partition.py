@@ -40,6 +40,7 @@ their names the Partition's callers use.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Protocol
 
 from tidelog.clock import monotonic_ms, wall_clock_ms
@@ -489,8 +490,9 @@ class Partition:
                 producers[producer_id] = (base_offset + last_offset_delta, entry.epoch)
         return producers
 
-    def save_producer_state(self) -> None:
-        """At a clean shutdown: the producer state's snapshot, so the next start replays little.
-        Raises OSError."""
+    def producer_state_snapshot(self) -> tuple[Path, str] | None:
+        """At a clean shutdown: the producer state's snapshot (file, content) to write, so the
+        next start replays little; None if it was never loaded."""
         if self._producer_state is not None and not self.log.closed:
-            self._producer_state.save(self.log.dir, self.log.log_end_offset)
+            return self._producer_state.snapshot(self.log.dir, self.log.log_end_offset)
+        return None

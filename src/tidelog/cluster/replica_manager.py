@@ -111,12 +111,13 @@ class ReplicaManager:
         the next start replays little (not when the log directory is offline: it recovers)."""
         if self.log_dir_offline or self.logs.offline:
             return
-        for partition in self.partitions.values():
-            try:
-                partition.save_producer_state()
-            except OSError as e:
-                self.logs.take_offline(e, f"{partition.topic}-{partition.index}: saving producer state")
-                return
+        snapshots = [snapshot for partition in self.partitions.values()
+                     if (snapshot := partition.producer_state_snapshot()) is not None]
+        try:
+            self.logs.write_checkpoints(snapshots)  # thousands of partitions: two syncs, not two each
+        except OSError as e:
+            self.logs.take_offline(e, "saving producer states")
+            return
         try:
             self._write_high_watermarks(self._high_watermark_text())
         except OSError as e:

@@ -1,7 +1,10 @@
 """LeaderEpochCache: a partition's leader epochs and the offset where each began.
 
 On disk: ``<partition dir>/leader-epoch-checkpoint``, one "epoch offset" line per epoch in
-ascending order, replaced whole and durably (storage/checkpoint.py). Rebuilt from the batches'
+ascending order, replaced whole (storage/checkpoint.py) before the log's next append and made
+durable by its next flush, before any record appended after the change is (Kafka 3.7 stopped
+fsyncing it on each change too, KAFKA-15046); unreadable or emptied by a power loss, it is
+rebuilt from the log. Rebuilt from the batches'
 ``partition_leader_epoch`` when missing, and fitted to the log as it opened (recovery may have
 cut it below an entry; the log start may have moved past the first epochs' starts).
 
@@ -16,7 +19,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from tidelog.protocol.records import BATCH_HEADER_SIZE, parse_batch_header
-from tidelog.storage.checkpoint import write_checkpoint_file
 
 if TYPE_CHECKING:
     from tidelog.storage.log import PartitionLog
@@ -33,15 +35,26 @@ class LeaderEpochCache:
     """(epoch, start offset) pairs, ascending; see the module docstring for the file."""
 
     def __init__(self, log: "PartitionLog") -> None:
+        self.log = log
         self.path = log.dir / EPOCH_FILE
         self.entries: list[tuple[int, int]] = []
+        self._file_text: str | None = None  # what the file holds (None: unknown or missing)
         try:
-            for line in self.path.read_text().split("\n"):
+            text = self.path.read_text()
+            self._file_text = text
+            for line in text.split("\n"):
                 if line.strip():
                     epoch, offset = line.split()
                     self.entries.append((int(epoch), int(offset)))
         except FileNotFoundError:
             self._rebuild(log)
+        except ValueError:  # torn: a power loss before the flush that would have synced it
+            logger.warning("%s: unreadable %s; rebuilt from the log", log.dir.name, EPOCH_FILE)
+            self.entries = []
+            self._rebuild(log)
+        else:
+            if not self.entries and log.log_end_offset > log.log_start_offset:
+                self._rebuild(log)  # emptied by a power loss likewise
         self._clamp(log.log_start_offset, log.log_end_offset)
 
     def _clamp(self, log_start_offset: int, log_end_offset: int) -> None:
@@ -108,4 +121,16 @@ class LeaderEpochCache:
             self._save()
 
     def _save(self) -> None:
-        write_checkpoint_file(self.path, "".join(f"{epoch} {offset}\n" for epoch, offset in self.entries))
+        """The file is replaced before the log's next append and synced by its next flush,
+        before any record appended after this change is durable (PartitionLog.
+        write_before_next_append); changes that end where the file is (a start's clamp of an
+        empty epoch and its re-assignment as leader) write nothing. So starting or leading
+        thousands of partitions costs no write and no fsync each."""
+        text = "".join(f"{epoch} {offset}\n" for epoch, offset in self.entries)
+        if text == self._file_text:
+            self.log.cancel_write(self.path)
+        else:
+            self.log.write_before_next_append(self.path, text, self._written)
+
+    def _written(self, text: str) -> None:
+        self._file_text = text

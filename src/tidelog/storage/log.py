@@ -29,7 +29,7 @@ from typing import Callable, NamedTuple
 
 from tidelog.clock import wall_clock_ms
 from tidelog.protocol.records import BatchInfo, iter_records, set_base_offset
-from tidelog.storage.checkpoint import read_checkpoint, write_checkpoint
+from tidelog.storage.checkpoint import read_checkpoint, write_checkpoint, write_checkpoint_file
 from tidelog.storage.errors import OffsetOutOfRange, StorageError
 from tidelog.storage.fsync import sync_fds
 from tidelog.storage.log_config import LogConfig
@@ -63,6 +63,7 @@ class PendingFlush(NamedTuple):
     dir_changes: int  # the partition directory's entries as of this count are synced
     new_dir: bool  # the data directory's entry for the partition directory is synced
     truncations: int  # a truncation since start_flush voids the target
+    files: tuple[Path, ...] = ()  # small files of the partition (write_before_next_append), synced too
 
 
 class PartitionLog:
@@ -92,6 +93,9 @@ class PartitionLog:
         self._new_dir = False
         self._truncations = 0
         self._recovered: list[LogSegment] = []  # read back by recovery, not yet synced (complete_recovery)
+        # Small files of the partition (write_before_next_append): to write, and written but not yet synced.
+        self._deferred_files: dict[Path, tuple[str, Callable[[str], None] | None]] = {}
+        self._unsynced_files: set[Path] = set()
         self._roll_jitter_ms = config.random_segment_jitter_ms()
         self.on_roll: Callable[[PartitionLog], None] | None = None  # set by the LogManager
         self.on_dirty: Callable[[PartitionLog], None] | None = None  # likewise
@@ -212,6 +216,8 @@ class PartitionLog:
         which may lie past the log end: a compacted leader's batches leave gaps."""
         if self.log_dir.offline_reason is not None or self.closed:
             self._check_online()
+        if self._deferred_files:
+            self._write_deferred_files()
         if base_offset is None or base_offset < self.log_end_offset:
             base_offset = self.log_end_offset
         segment = self.segments[-1]
@@ -491,6 +497,8 @@ class PartitionLog:
         can become durable, after an I/O error.
         """
         self._check_online()
+        if self._deferred_files:
+            self._write_deferred_files()
         # Segments another flush is still syncing are synced again: this flush's target may
         # only be claimed once all their bytes are on disk, whichever fsync finishes first.
         segments = list(self._syncing) + [s for s in self._unflushed if s not in self._syncing]
@@ -500,7 +508,16 @@ class PartitionLog:
         active = self.segments[-1]
         fds: list[tuple[int, str]] = []
         targets: list[str] = []
+        files = tuple(self._unsynced_files)
         try:
+            for path in files:
+                if syncfs:
+                    targets.append("checkpoint")
+                else:
+                    try:
+                        fds.append((os.open(path, os.O_RDONLY), "checkpoint"))
+                    except FileNotFoundError:
+                        pass  # removed since (its directory entry's removal is synced below)
             for segment in segments:
                 if syncfs:
                     targets.append("segment")
@@ -525,10 +542,11 @@ class PartitionLog:
                 os.close(fd)
             raise self._io_error(e, "starting a flush") from e
         self._unflushed = []
+        self._unsynced_files.clear()
         for segment in segments:
             self._syncing[segment] = self._syncing.get(segment, 0) + 1
         return PendingFlush(self.log_end_offset, fds, targets or [target for _, target in fds], segments,
-                            dir_changes, self._new_dir, self._truncations)
+                            dir_changes, self._new_dir, self._truncations, files)
 
     def finish_flush(self, pending: PendingFlush, error: BaseException | None = None) -> None:
         """Account for a finished fsync job. One failed by an I/O error takes the log directory
@@ -548,6 +566,7 @@ class PartitionLog:
                     if segment in self.segments and segment not in self._unflushed:
                         segment.unsynced = True
                         self._unflushed.append(segment)
+                self._unsynced_files.update(pending.files)
                 if self.on_dirty is not None:
                     self.on_dirty(self)
             return
@@ -574,6 +593,34 @@ class PartitionLog:
         if bisect_right(self._base_offsets, offset) != bisect_right(self._base_offsets, self._recovery_point):
             write_checkpoint(self.dir / RECOVERY_POINT_FILE, offset)
         self._recovery_point = offset
+
+    def write_before_next_append(self, path: Path, data: str, written: Callable[[str], None] | None = None) -> None:
+        """Replace a small file of this partition (the leader-epoch checkpoint) atomically before
+        the next append, flush or close, and durably with the log's next flush: so before any
+        record appended after this call is written the file is, and before that record is
+        durable (acknowledged) file and directory entry are. Several calls before then write
+        once (the last ``data``); ``cancel_write`` drops it (the file already holds it).
+        ``written(data)`` is called once the file holds it. A process crash keeps what was
+        written (the page cache is the kernel's); a power loss may take the file back to its old
+        content together with every record appended since, which the file's reader allows for."""
+        self._deferred_files[Path(path)] = (data, written)
+
+    def cancel_write(self, path: Path) -> None:
+        self._deferred_files.pop(Path(path), None)
+
+    def _write_deferred_files(self) -> None:
+        """Write what ``write_before_next_append`` holds. Raises StorageError."""
+        self._check_online()
+        for path, (data, written) in list(self._deferred_files.items()):
+            try:
+                write_checkpoint_file(path, data, sync=False)
+            except OSError as e:
+                raise self._io_error(e, f"writing {path.name}") from e
+            del self._deferred_files[path]
+            self._unsynced_files.add(path)
+            self._dir_changes += 1
+            if written is not None:
+                written(data)
 
     def flush(self) -> None:
         """fsync everything appended so far (synchronously); raises StorageError if it failed."""
@@ -602,6 +649,8 @@ class PartitionLog:
         if self.log_dir.offline or self.closed:
             return
         try:
+            if self._deferred_files:
+                self._write_deferred_files()
             self.segments[-1].seal()
             for segment in self.segments:
                 if segment.offset_index.pending or segment.time_index.pending:
@@ -618,6 +667,7 @@ class PartitionLog:
                 try:
                     if synced:
                         self._unflushed = []
+                        self._unsynced_files.clear()
                         self._dir_synced, self._new_dir = self._dir_changes, False
                         self._checkpoint_recovery_point(self.log_end_offset)
                         self.durable_offset = self.log_end_offset

@@ -42,7 +42,7 @@ from weakref import WeakKeyDictionary
 
 from tidelog.clock import wall_clock_ms
 from tidelog.protocol.errors import ErrorCode, KafkaError
-from tidelog.storage.checkpoint import fsync_dir, remove_file, write_checkpoint_file
+from tidelog.storage.checkpoint import fsync_dir, remove_file, write_checkpoint_file, write_checkpoint_files
 from tidelog.storage.cleaner_manager import CleanerConfig, LogCleaner
 from tidelog.storage.errors import StorageError
 from tidelog.storage.fsync import SYNCFS_MIN_FILES, split_sync, sync_fds, sync_filesystem, syncfs_available
@@ -112,6 +112,17 @@ class LogManager:
         """For other writers of files in the data directory (checkpoints): an I/O error of
         theirs takes the directory offline too. Returns the StorageError to raise."""
         return self.log_dir.fail(error, what)
+
+    def write_checkpoints(self, files: list[tuple[Path, bytes | str]]) -> None:
+        """Write many checkpoint files in the data directory (storage/checkpoint.py), with two
+        syncs of the filesystem for all of them where syncfs can be trusted and they are many,
+        else an fsync of each. Raises OSError (the caller takes the directory offline)."""
+        if len(files) >= SYNCFS_MIN_FILES and syncfs_available():
+            fs_fd = self._open_fs_fd()
+            write_checkpoint_files(files, lambda targets: sync_filesystem(fs_fd, targets))
+        else:
+            for path, data in files:
+                write_checkpoint_file(path, data)
 
     # ---- the set of logs -----------------------------------------------------------------
 

@@ -117,13 +117,18 @@ class ProducerState:
         return len(expired)
 
     # --- persistence -----------------------------------------------------------------
-    def save(self, partition_dir: Path, offset: int) -> None:
+    def snapshot(self, partition_dir: Path, offset: int) -> tuple[Path, str]:
+        """The snapshot file and its content as of ``offset`` (the log's end), for a caller that
+        writes many at once (LogManager.write_checkpoints)."""
         data = {
             "offset": offset,
             "producers": {str(pid): [e.epoch, [list(b) for b in e.batches], e.last_timestamp_ms]
                           for pid, e in self.producers.items()},
         }
-        write_checkpoint_file(Path(partition_dir) / SNAPSHOT_FILE, json.dumps(data))
+        return Path(partition_dir) / SNAPSHOT_FILE, json.dumps(data)
+
+    def save(self, partition_dir: Path, offset: int) -> None:
+        write_checkpoint_file(*self.snapshot(partition_dir, offset))
 
     @classmethod
     def load(cls, log, expiration_ms: int | None = None) -> "ProducerState":
