@@ -19,6 +19,7 @@ import logging
 import uuid
 
 from tidelog.cluster.metadata import TopicRecord
+from tidelog.handlers import metadata_cache
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -86,7 +87,7 @@ async def handle(ctx: RequestContext, request) -> object:
         logger.warning("Metadata v%d from %s is INVALID_REQUEST: %s", version, ctx.peer, invalid)
         topics = [topic_error(module, ErrorCode.invalid_request, wanted.name or "", wanted.topic_id) for wanted in requested]
     elif requested is None or (version == 0 and not requested):
-        topics = [describe_topic(module, ctx, record) for record in ctx.metadata.topics.values()]
+        return _all_topics(module, ctx, version)
     else:
         topics = []
         for wanted in requested:
@@ -110,6 +111,24 @@ async def handle(ctx: RequestContext, request) -> object:
             else:
                 topics.append(describe_topic(module, ctx, record))
     return _response(module, ctx, topics)
+
+
+def _all_topics(module, ctx: RequestContext, version: int):
+    """Every topic, from the cached encoded entries (metadata_cache.py): thousands of
+    partitions are not built and encoded again for each request."""
+    metadata = ctx.metadata
+    cache = metadata_cache.cache_for(metadata)
+    states, live = metadata.partitions, tuple(sorted(metadata.brokers))
+    entries = []
+    for record in list(metadata.topics.values()):
+        stamp = (record, record.partitions, live, *(states.get((record.name, i)) for i in range(record.partitions)))
+        entries.append(cache.entry(version, record.name, stamp, lambda: describe_topic(module, ctx, record),
+                                   module.MetadataResponseTopic))
+    cache.prune(metadata.topics)
+    parts = metadata_cache.splice(_response(module, ctx, []), entries)
+    if parts is None:
+        return _response(module, ctx, [describe_topic(module, ctx, record) for record in metadata.topics.values()])
+    return parts
 
 
 def _topic_id_misuse(requested, version: int) -> str | None:
