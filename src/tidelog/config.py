@@ -318,6 +318,7 @@ TOPIC_ONLY_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("remote.storage.enable", "BOOLEAN", False, "Tiered storage; only false is accepted (Tidelog has none, as a Kafka broker without remote.log.storage.system.enable).", validator=_no_tiered_storage),
         ConfigDef("remote.log.copy.disable", "BOOLEAN", False, "Tiered storage; accepted, no effect."),
         ConfigDef("remote.log.delete.on.disable", "BOOLEAN", False, "Tiered storage; accepted, no effect."),
+        ConfigDef("errors.deadletterqueue.group.enable", "BOOLEAN", False, "KIP-1191: share groups may use this topic as their dead-letter topic (errors.deadletterqueue.topic.name)."),
     )
 }
 

@@ -154,9 +154,25 @@ class BrokerMetrics:
                                          "Compacted logs a cleaning error left uncleanable until a restart.", registry=r)
         self.cleaner_last_error = Gauge("tidelog_log_cleaner_last_error_timestamp_seconds",
                                         "When a cleaning last failed (0: never); the broker's log says why.", registry=r)
+        self.share_records = Counter(
+            "tidelog_share_group_records",
+            "Share-group record events by group: acquired, redelivered (acquired again), acknowledged, released, "
+            "rejected, renewed, lock_expired, archived, dead_lettered.", ["group", "event"], registry=r)
+        self.share_groups = Gauge("tidelog_share_groups", "Share groups of this coordinator, by state.", ["state"], registry=r)
+        self.share_group_members = Gauge("tidelog_share_group_members", "Members of a share group.", ["group"], registry=r)
+        self.share_sessions = Gauge("tidelog_share_sessions", "ShareFetch sessions open on this broker.", registry=r)
+        self.share_in_flight = Gauge("tidelog_share_in_flight_records",
+                                     "Records between a share-partition's start offset and next offset, by group.",
+                                     ["group"], registry=r)
         self._request_children: dict[str, Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
         self._topic_children: dict[tuple[str, str], Counter] = {}
+
+    def count_share_records(self, group_id: str, counts) -> None:
+        """One share-partition change's record events (queues/manager.py's counts)."""
+        for event, records in counts.items():
+            if records:
+                self.share_records.labels(group_id, event).inc(records)
 
     # Cached label children: a labels() lookup per request is measurable on the hot path.
     def count_request(self, api: str) -> None:

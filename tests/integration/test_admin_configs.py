@@ -113,13 +113,13 @@ def test_describe_errors(broker):
     futures = admin.describe_configs([topic("ghost")], request_timeout=TIMEOUT_S)
     assert error_code(futures[topic("ghost")]) == KafkaError.UNKNOWN_TOPIC_OR_PART
     # Sent by hand (clients route broker resources by id and refuse ""): another broker's id, a
-    # logger resource without a broker id, an unsupported resource type (GROUP), this node's
-    # loggers, the cluster-wide broker defaults.
+    # logger resource without a broker id, an unsupported resource type (CLIENT_METRICS), this node's
+    # loggers, the cluster-wide broker defaults (GROUP is served: share group configs).
     from kafka.protocol.admin import DescribeConfigsRequest
 
     kp = kp_admin(broker)
     try:
-        request = DescribeConfigsRequest(resources=[(4, "7", None), (8, "", None), (32, "group", None), (8, "1", None),
+        request = DescribeConfigsRequest(resources=[(4, "7", None), (8, "", None), (16, "metrics", None), (8, "1", None),
                                                     (4, "", None)],
                                          include_synonyms=False)
         response = kp._manager.run(kp._manager.send, request)
@@ -129,7 +129,7 @@ def test_describe_errors(broker):
     assert errors[:3] == [
         (4, kerrors.InvalidRequestError.errno, "Unexpected broker id, expected 1 or empty string, but received 7"),
         (8, kerrors.InvalidRequestError.errno, "Broker id must not be empty"),
-        (32, kerrors.InvalidRequestError.errno, "Unsupported resource type: 32"),
+        (16, kerrors.InvalidRequestError.errno, "Unsupported resource type: 16"),
     ]
     loggers = {c.name: c.value for c in response.results[3].configs}
     assert response.results[3].error_code == 0 and "root" in loggers

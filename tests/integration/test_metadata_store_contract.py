@@ -86,6 +86,23 @@ def test_topics_create_read_configs_partitions_delete(make_store):
     run(scenario())
 
 
+def test_group_configs_set_read_by_another_store_and_removed(make_store):
+    async def scenario():
+        store = await make_store()
+        await store.set_group_configs("workers", {"share.auto.offset.reset": "earliest"})
+        assert store.group_configs == {"workers": {"share.auto.offset.reset": "earliest"}}
+        other = await make_store()
+        await wait_for(lambda: other.group_configs.get("workers") == {"share.auto.offset.reset": "earliest"})
+        await store.set_group_configs("workers", {})
+        assert "workers" not in store.group_configs
+        third = await make_store()
+        assert "workers" not in third.group_configs
+        for each in (store, other, third):
+            await each.close()
+
+    run(scenario())
+
+
 def test_partition_state_compare_and_set(make_store):
     async def scenario():
         store = await make_store()

@@ -1,12 +1,13 @@
-"""The advertised API table is Apache Kafka 4.0's, entry for entry (kafka-python ships Kafka's
-own ApiVersions table per release, and infers the broker version from what we advertise)."""
+"""The advertised API table is Apache Kafka 4.0's, entry for entry, with Kafka 4.2's share-group
+rows (kafka-python ships Kafka's own ApiVersions table per release, and infers the broker version
+from what we advertise)."""
 
 from __future__ import annotations
 
 from kafka.protocol.broker_version_data import BROKER_API_VERSIONS, infer_broker_version_from_api_versions
 
 from tidelog.handlers.registry import load_all
-from tidelog.protocol.apis import KAFKA_4_0
+from tidelog.protocol.apis import ADVERTISED, KAFKA_4_0, KAFKA_4_2_SHARE
 
 
 def test_every_entry_matches_kafka_4_0():
@@ -15,8 +16,15 @@ def test_every_entry_matches_kafka_4_0():
         assert kafka_4_0.get(key) == (low, high), f"{name} ({key}): ours {low}-{high}, Kafka 4.0 {kafka_4_0.get(key)}"
 
 
-def test_registered_handlers_advertise_kafka_4_0_and_are_read_as_4_0():
+def test_share_group_entries_match_kafka_4_2():
+    kafka_4_2 = BROKER_API_VERSIONS[(4, 2)]
+    assert set(KAFKA_4_2_SHARE) == {76, 77, 78, 79, 90, 91, 92}
+    for key, (name, low, high) in KAFKA_4_2_SHARE.items():
+        assert kafka_4_2.get(key) == (low, high), f"{name} ({key}): ours {low}-{high}, Kafka 4.2 {kafka_4_2.get(key)}"
+
+
+def test_registered_handlers_advertise_kafka_and_are_read_as_4_0():
     registry = load_all()
     advertised = {key: (api.min_version, api.max_version) for key, api in registry.items()}
-    assert all(advertised[key] == KAFKA_4_0[key][1:] for key in advertised)
+    assert all(advertised[key] == ADVERTISED[key][1:] for key in advertised)
     assert infer_broker_version_from_api_versions(advertised) == (4, 0)

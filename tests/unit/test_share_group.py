@@ -55,7 +55,8 @@ class Harness:
         self.coordinator = ShareGroupCoordinator(
             ShareGroupSettings(**settings), initialize=self.initialize, persist=self.persist,
             on_member_removed=self.on_removed, call_later=self.timers.call_later,
-            is_other_group=lambda g: g == "classic-group")
+            is_other_group=lambda g: g == "classic-group", has_state=lambda g: g in self.with_state)
+        self.with_state: set[str] = set()
 
     async def initialize(self, group_id, partitions):
         if self.fail_initialize:
@@ -163,6 +164,19 @@ def test_invalid_heartbeats(member, epoch, topics, rack, error, message):
         r = await h.beat(member, epoch, topics, rack_id=rack)
         assert (r.error, r.message) == (error, message)
         assert "g" not in h.coordinator.groups
+
+    run(scenario())
+
+
+def test_a_group_known_only_by_its_state_answers_unknown_member_so_members_rejoin():
+    """After a restart membership is gone but the share-partition state is not: a member's heartbeat
+    gets UNKNOWN_MEMBER_ID (it rejoins with epoch 0), not GROUP_ID_NOT_FOUND (fatal to clients)."""
+    async def scenario():
+        h = Harness()
+        h.with_state.add("g")
+        assert (await h.beat("m", 3)).error == ErrorCode.unknown_member_id
+        assert (await h.beat("m", -1)).error == ErrorCode.unknown_member_id
+        assert (await h.beat("m", 0, ["orders"])).error == ErrorCode.none
 
     run(scenario())
 

@@ -79,6 +79,19 @@ def test_auto_offset_reset_strategies():
     run(scenario())
 
 
+def test_concurrent_initializations_write_one_state_epoch():
+    """Members joining at once each initialise the group's partitions: one snapshot, epoch 0 (a
+    second initialisation would fence the share-partition loaded from the first)."""
+    async def scenario():
+        s = Setup()
+        s.logs.produce(TOPIC, 0, 5)
+        await asyncio.gather(*(s.manager.initialize("g", {TOPIC: [0]}) for _ in range(3)))
+        assert s.store.state(KEY).state_epoch == 0 and len(s.state_log.records) == 1
+        await s.fetch("a")  # loaded at epoch 0: writes are not fenced
+
+    run(scenario())
+
+
 def test_share_config_resolves_group_configs_over_broker_settings():
     broker = BrokerConfig.load(env={}, overrides={"group.share.delivery.count.limit": "4"})
     config = ShareConfig.resolve(broker, {"share.record.lock.duration.ms": "20000",

@@ -27,6 +27,7 @@ KAFKA_4_TOPIC_CONFIGS = {
     "segment.bytes", "segment.index.bytes", "segment.jitter.ms", "segment.ms", "unclean.leader.election.enable",
 }
 TIDELOG_TOPIC_CONFIGS = {"durability.profile"} | set(QUEUE_TOPIC_CONFIGS)  # and issue 14's tidelog.*
+KIP_1191_TOPIC_CONFIGS = {"errors.deadletterqueue.group.enable"}  # share group dead-letter topics (Kafka 4.3+)
 
 # Kafka's type, default and, where it has one, the range its validator accepts (LogConfig).
 KAFKA_TYPES_AND_DEFAULTS = {
@@ -64,7 +65,7 @@ KAFKA_RANGES = [
 
 
 def test_every_kafka_4_topic_config_is_known_and_no_other():
-    assert set(TOPIC_CONFIG_NAMES) == KAFKA_4_TOPIC_CONFIGS | TIDELOG_TOPIC_CONFIGS
+    assert set(TOPIC_CONFIG_NAMES) == KAFKA_4_TOPIC_CONFIGS | TIDELOG_TOPIC_CONFIGS | KIP_1191_TOPIC_CONFIGS
 
 
 @pytest.mark.parametrize("name", sorted(KAFKA_TYPES_AND_DEFAULTS))

@@ -22,6 +22,7 @@ Keys, under ``prefix`` (default ``/tidelog``):
   topics/<name>               TopicRecord JSON
   partitions/<topic>/<index>  PartitionState JSON; its mod revision is the state's ``version``
   producer_ids                the next free producer id, advanced by compare-and-swap
+  group_configs/<group id>    a group's config overrides (the GROUP config resource), JSON
 
 The store keeps a cache of every key (read at start, then kept by one watch that resumes from
 the last revision seen, on another endpoint if need be; a compacted revision reloads
@@ -212,6 +213,7 @@ class EtcdMetadataStore:
         self.lease_ttl_s = lease_ttl_s
         self.cluster_id = ""
         self.topics: dict[str, TopicRecord] = {}
+        self.group_configs: dict[str, dict[str, str]] = {}
         self.partitions: dict[tuple[str, int], PartitionState] = {}
         self.brokers: dict[int, BrokerInfo] = {}
         self.broker_epoch = 0
@@ -267,6 +269,7 @@ class EtcdMetadataStore:
     async def _reload(self) -> None:
         kvs, revision = await self.client.range(self.prefix, prefix=True)
         self.topics, self.partitions, self.brokers = {}, {}, {}
+        self.group_configs = {}
         self.shutting_down = set()
         self.offline = set()
         self.controller_id, self.controller_epoch = -1, 0
@@ -299,7 +302,7 @@ class EtcdMetadataStore:
         """Apply one key's new value (or deletion) to the cache; return (kind, key) changed."""
         key = _unb64(kv["key"]).decode()[len(self.prefix):]
         kind, _, rest = key.partition("/")
-        if kind not in ("brokers", "controller", "topics", "partitions", "shutdown", "offline"):
+        if kind not in ("brokers", "controller", "topics", "partitions", "shutdown", "offline", "group_configs"):
             return None
         value = None if deleted else json.loads(_unb64(kv.get("value", "")) or b"null")
         mod_revision = int(kv.get("mod_revision", 0))
@@ -310,6 +313,12 @@ class EtcdMetadataStore:
             else:
                 self.brokers[node_id] = BrokerInfo.from_json(value, mod_revision)
             return "broker", node_id
+        if kind == "group_configs":
+            if value is None:
+                self.group_configs.pop(rest, None)
+            else:
+                self.group_configs[rest] = dict(value)
+            return None
         if kind == "shutdown":
             (self.shutting_down.discard if value is None else self.shutting_down.add)(int(rest))
             return "broker", int(rest)
@@ -436,6 +445,15 @@ class EtcdMetadataStore:
         updated = replace(self.topics[name], configs=dict(configs))
         await self.client.txn([], [_put(self.prefix + f"topics/{name}", updated.to_json())])
         self.topics[name] = updated
+
+    async def set_group_configs(self, group_id: str, configs: dict[str, str]) -> None:
+        key = self.prefix + f"group_configs/{group_id}"
+        operation = _put(key, dict(configs)) if configs else {"request_delete_range": {"key": _b64(key)}}
+        await self.client.txn([], [operation])
+        if configs:
+            self.group_configs[group_id] = dict(configs)
+        else:
+            self.group_configs.pop(group_id, None)
 
     async def compare_and_set_partition(self, topic: str, partition: int, state: PartitionState,
                                         controller_epoch: int | None = None) -> PartitionState | None:

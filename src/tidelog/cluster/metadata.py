@@ -173,6 +173,7 @@ class MetadataStore(Protocol):
     offline: set[int]  # live brokers whose log directory is offline: their replicas are offline
     controller_id: int  # -1 while there is none
     controller_epoch: int
+    group_configs: dict[str, dict[str, str]]  # group id -> its config overrides (the GROUP config resource)
 
     async def start(self, cluster_id: str = "") -> None: ...
     async def close(self) -> None: ...
@@ -186,6 +187,7 @@ class MetadataStore(Protocol):
     async def delete_topic(self, name: str) -> None: ...
     async def set_partitions(self, name: str, partitions: int, new_states: list[PartitionState] | None = None) -> None: ...
     async def set_configs(self, name: str, configs: dict[str, str]) -> None: ...
+    async def set_group_configs(self, group_id: str, configs: dict[str, str]) -> None: ...
     async def compare_and_set_partition(self, topic: str, partition: int, state: PartitionState,
                                         controller_epoch: int | None = None) -> PartitionState | None: ...
     async def allocate_producer_ids(self, count: int) -> int: ...
@@ -209,7 +211,7 @@ def new_topic_id() -> uuid.UUID:
 
 class EmbeddedMetadataStore:
     """Single-node metadata in a JSON file: ``{"cluster_id", "revision", "next_producer_id_block",
-    "topics": [TopicRecord...], "partitions": {topic: [PartitionState...]}}``."""
+    "topics": [TopicRecord...], "partitions": {topic: [PartitionState...]}, "group_configs": {group: {...}}}``."""
 
     def __init__(self, data_dir: Path, node_id: int = 1) -> None:
         self.dir = Path(data_dir) / META_DIR
@@ -226,6 +228,7 @@ class EmbeddedMetadataStore:
         self.controller_epoch = 0
         self.revision = 0
         self.next_producer_id_block = 0  # ids below this may have been handed out
+        self.group_configs: dict[str, dict[str, str]] = {}
         self._listeners: list[Listener] = []
 
     def load(self, cluster_id: str = "") -> None:
@@ -236,6 +239,7 @@ class EmbeddedMetadataStore:
             self.topics = {t["name"]: TopicRecord.from_json(t) for t in data.get("topics", [])}
             self.next_producer_id_block = int(data.get("next_producer_id_block", 0))
             self.revision = int(data.get("revision", 0))
+            self.group_configs = {g: dict(c) for g, c in data.get("group_configs", {}).items()}
             for name, states in data.get("partitions", {}).items():
                 for index, state in enumerate(states):
                     self.partitions[(name, index)] = PartitionState.from_json(state, self.revision)
@@ -333,6 +337,23 @@ class EmbeddedMetadataStore:
         self._save()
         self._notify("topic", name)
 
+    async def set_group_configs(self, group_id: str, configs: dict[str, str]) -> None:
+        """Replace a group's config overrides (none: forget the group's entry)."""
+        before = self.group_configs.get(group_id)
+        if configs:
+            self.group_configs[group_id] = dict(configs)
+        else:
+            self.group_configs.pop(group_id, None)
+        self.revision += 1
+        try:
+            self._save()
+        except OSError:
+            if before is None:
+                self.group_configs.pop(group_id, None)
+            else:
+                self.group_configs[group_id] = before
+            raise
+
     async def compare_and_set_partition(self, topic: str, partition: int, state: PartitionState,
                                         controller_epoch: int | None = None) -> PartitionState | None:
         current = self.partitions.get((topic, partition))
@@ -363,6 +384,7 @@ class EmbeddedMetadataStore:
             "next_producer_id_block": self.next_producer_id_block,
             "topics": [t.to_json() for t in self.topics.values()],
             "partitions": partitions,
+            "group_configs": self.group_configs,
         }
         write_checkpoint_file(self.path, json.dumps(data, indent=1))
 

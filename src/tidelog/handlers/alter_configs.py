@@ -22,8 +22,8 @@ import collections
 import datetime
 
 from tidelog.cluster.topics import validate_topic_name
-from tidelog.config import validate_topic_configs
-from tidelog.handlers.describe_configs import RESOURCE_BROKER, RESOURCE_TOPIC, check_broker_name
+from tidelog.config import validate_group_configs, validate_topic_configs
+from tidelog.handlers.describe_configs import RESOURCE_BROKER, RESOURCE_GROUP, RESOURCE_TOPIC, check_broker_name
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -60,8 +60,9 @@ def duplicate_keys(names: list[str]) -> None:
         raise KafkaError(ErrorCode.invalid_request, "Error due to duplicate config keys")
 
 
-async def alter_resource(ctx, resource, validate_only: bool, new_topic_configs) -> None:
-    """Check and apply one resource's change; ``new_topic_configs(record, configs)`` gives the new overrides."""
+async def alter_resource(ctx, resource, validate_only: bool, new_topic_configs, new_group_configs=None) -> None:
+    """Check and apply one resource's change; ``new_topic_configs(record, configs)`` gives the new
+    overrides (``new_group_configs(current, configs)`` a group's; None: GROUP is not served)."""
     names = [config.name for config in resource.configs]
     duplicate_keys(names)
     if resource.resource_type == RESOURCE_TOPIC:
@@ -71,11 +72,18 @@ async def alter_resource(ctx, resource, validate_only: bool, new_topic_configs) 
             await ctx.topics.set_topic_configs(record.name, configs)
     elif resource.resource_type == RESOURCE_BROKER:
         reject_broker_change(ctx, resource.resource_name, names)
+    elif resource.resource_type == RESOURCE_GROUP and new_group_configs is not None:
+        if not resource.resource_name:
+            raise KafkaError(ErrorCode.invalid_group_id, "The group id is empty.")
+        current = ctx.metadata.group_configs.get(resource.resource_name, {})
+        configs = validate_group_configs(new_group_configs(current, resource.configs), ctx.config)
+        if not validate_only and configs != current:
+            await ctx.metadata.set_group_configs(resource.resource_name, configs)
     else:
         raise KafkaError(ErrorCode.invalid_request, f"Unsupported resource type: {resource.resource_type}")
 
 
-async def alter_all(ctx: RequestContext, request, response_name: str, new_topic_configs) -> object:
+async def alter_all(ctx: RequestContext, request, response_name: str, new_topic_configs, new_group_configs=None) -> object:
     """The response of AlterConfigs or IncrementalAlterConfigs: each resource altered on its own."""
     module = response_module(ctx.header.api_key, ctx.api_version)
     counts = collections.Counter((r.resource_type, r.resource_name) for r in request.resources)
@@ -85,7 +93,7 @@ async def alter_all(ctx: RequestContext, request, response_name: str, new_topic_
         try:
             if counts[(resource.resource_type, resource.resource_name)] > 1:
                 raise KafkaError(ErrorCode.invalid_request, "Duplicate resource.")
-            await alter_resource(ctx, resource, request.validate_only, new_topic_configs)
+            await alter_resource(ctx, resource, request.validate_only, new_topic_configs, new_group_configs)
         except KafkaError as e:
             error, message = e.error_code, e.message
         responses.append(

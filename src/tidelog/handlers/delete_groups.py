@@ -1,7 +1,8 @@
 """DeleteGroups (key 42).
 
 Behaviour: deletes Empty groups (classic or consumer-protocol) with their committed offsets (tombstones in
-``__consumer_offsets``, durable before the answer).
+``__consumer_offsets``, durable before the answer), and Empty share groups with their share-partition
+state (tombstones in ``__share_group_state``).
 Versions: 0-2 (v2 flexible). Errors (per group): GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP,
 INVALID_GROUP_ID.
 """
@@ -24,7 +25,11 @@ async def handle(ctx: RequestContext, request) -> object:
     if error is not None:
         results = {group_id: error for group_id in group_ids}
     else:
-        results = await ctx.groups.admin.delete_groups(group_ids)
+        shared = [g for g in group_ids if ctx.shares.group(g) is not None and not ctx.groups.registry.known(g)]
+        results = await ctx.groups.admin.delete_groups([g for g in group_ids if g not in shared])
+        for group_id in shared:
+            results[group_id] = await ctx.shares.delete_group(group_id)
+        results = {g: results[g] for g in group_ids}
     return build(
         module.DeleteGroupsResponse,
         throttle_time=datetime.timedelta(0),

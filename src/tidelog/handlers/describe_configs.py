@@ -14,7 +14,10 @@ null or empty means all; unknown names are left out, as Kafka does).
   ("Unexpected broker id, expected N or empty string, but received X"), as in Kafka.
 - BROKER_LOGGER (8): for this node's id, the Python loggers (``root`` and ``tidelog.*``) and
   their levels; "" or another id is INVALID_REQUEST.
-- Any other resource type (GROUP, CLIENT_METRICS, ...): INVALID_REQUEST.
+- GROUP (32): every group config (the share group settings, queues/): the group's override
+  (source GROUP_CONFIG) or the broker setting it falls back to, or the config's own default.
+  Any group id is accepted, known or not (the configs may be set before the group exists).
+- Any other resource type (CLIENT_METRICS, ...): INVALID_REQUEST.
 ``include_documentation`` (v3+) fills ``documentation``; ``config_type`` (v3+) is KIP-569's
 code. Nothing of ours is sensitive (no PASSWORD configs yet); a sensitive value would be null.
 Versions: 1-4 (v0, with ``is_default``, was removed in Kafka 4.0).
@@ -28,8 +31,8 @@ import logging
 from dataclasses import dataclass
 
 from tidelog.cluster.topics import validate_topic_name
-from tidelog.config import (BROKER_CONFIGS, CONFIG_TYPE_CODES, TOPIC_CONFIG_DEFAULTS, TOPIC_CONFIG_NAMES, BrokerConfig, ConfigDef,
-                            render, topic_config_def)
+from tidelog.config import (BROKER_CONFIGS, CONFIG_TYPE_CODES, GROUP_CONFIG_DEFAULTS, TOPIC_CONFIG_DEFAULTS, TOPIC_CONFIG_NAMES,
+                            BrokerConfig, ConfigDef, group_config_def, render, topic_config_def)
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -40,6 +43,7 @@ API_KEY = 32
 RESOURCE_TOPIC = 2
 RESOURCE_BROKER = 4
 RESOURCE_BROKER_LOGGER = 8
+RESOURCE_GROUP = 32
 
 # DescribeConfigsResponse ConfigSource ids.
 DYNAMIC_TOPIC_CONFIG = 1
@@ -47,6 +51,7 @@ DYNAMIC_BROKER_CONFIG = 2
 STATIC_BROKER_CONFIG = 4
 DEFAULT_CONFIG = 5
 DYNAMIC_BROKER_LOGGER_CONFIG = 6
+GROUP_CONFIG = 8
 
 _BROKER_SOURCES = {"file": STATIC_BROKER_CONFIG, "env": STATIC_BROKER_CONFIG, "flag": STATIC_BROKER_CONFIG,
                    "dynamic": DYNAMIC_BROKER_CONFIG}
@@ -117,6 +122,23 @@ def topic_config_views(config: BrokerConfig, overrides: dict[str, str]) -> list[
     return views
 
 
+def group_config_views(config: BrokerConfig, overrides: dict[str, str]) -> list[ConfigView]:
+    """Every group config with its effective value for a group with these overrides."""
+    views = []
+    for name, broker_name in GROUP_CONFIG_DEFAULTS.items():
+        definition = group_config_def(name)
+        if broker_name is not None:
+            synonyms = broker_synonyms(config, broker_name)
+        else:
+            synonyms = (Synonym(name, render(definition.default), DEFAULT_CONFIG),)
+        if name in overrides:
+            synonyms = (Synonym(name, overrides[name], GROUP_CONFIG),) + synonyms
+        views.append(ConfigView(name=name, value=synonyms[0].value, source=synonyms[0].source, read_only=False,
+                                is_sensitive=False, synonyms=synonyms, config_type=CONFIG_TYPE_CODES[definition.type],
+                                documentation=definition.doc))
+    return views
+
+
 def broker_config_views(config: BrokerConfig) -> list[ConfigView]:
     views = []
     for name, definition in BROKER_CONFIGS.items():
@@ -176,6 +198,10 @@ def resource_views(ctx, resource_type: int, resource_name: str) -> list[ConfigVi
     if resource_type == RESOURCE_BROKER_LOGGER:
         check_broker_name(ctx.node_id, resource_name, allow_empty=False)
         return logger_views()
+    if resource_type == RESOURCE_GROUP:
+        if not resource_name:
+            raise KafkaError(ErrorCode.invalid_group_id, "The group id is empty.")
+        return group_config_views(ctx.config, ctx.metadata.group_configs.get(resource_name, {}))
     raise KafkaError(ErrorCode.invalid_request, f"Unsupported resource type: {resource_type}")
 
 

@@ -4,6 +4,8 @@ Behaviour: describes classic groups: state, protocol type, and members (client i
 instance id). In a Stable group the selected protocol and each member's metadata and
 assignment are included; in other states they are empty, as in Kafka. An unknown group, or
 a consumer-protocol (KIP-848) group (described by ConsumerGroupDescribe), is described as Dead with no error before v6, and with GROUP_ID_NOT_FOUND from v6 (KIP-1043).
+A share group is described with protocol type "share" and its members (client id and host; no
+metadata or assignment: ShareGroupDescribe has those).
 Authorized operations are not computed (INT32_MIN).
 Versions: 0-6 (v3 authorized operations, v4 group_instance_id, v5 flexible, v6 error
 message). Errors: GROUP_ID_NOT_FOUND (v6+), INVALID_GROUP_ID.
@@ -16,6 +18,7 @@ import datetime
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode
+from tidelog.queues.share_group import PROTOCOL_TYPE_SHARE
 
 API_KEY = 15
 AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
@@ -36,6 +39,16 @@ async def handle(ctx: RequestContext, request) -> object:
             described.append(_dead(module, group_id, coordinator_error, None))
             continue
         description = ctx.groups.admin.describe_group(group_id)
+        share_group = ctx.shares.group(group_id) if description is None and ctx.shares is not None else None
+        if share_group is not None:  # members without metadata or assignment (ShareGroupDescribe has them)
+            members = tuple(build(module.DescribedGroupMember, member_id=m.member_id, group_instance_id=None,
+                                  client_id=m.client_id, client_host=m.client_host, member_metadata=b"",
+                                  member_assignment=b"") for m in share_group.members.values())
+            described.append(build(
+                module.DescribedGroup, error_code=ErrorCode.none, error_message=None, group_id=group_id,
+                group_state=share_group.state, protocol_type=PROTOCOL_TYPE_SHARE, protocol_data="", members=members,
+                authorized_operations=AUTHORIZED_OPERATIONS_OMITTED))
+            continue
         if description is None:
             if ctx.api_version >= 6:
                 described.append(_dead(module, group_id, ErrorCode.group_id_not_found, f"Group {group_id} not found."))

@@ -11,14 +11,16 @@ unknown names, bad or null values), persisted, and applied to the live partition
 ``validate_only`` checks and changes nothing. An unknown operation, a key named twice or a
 resource listed twice is INVALID_REQUEST; an unknown topic UNKNOWN_TOPIC_OR_PARTITION.
 BROKER (4) resources: as AlterConfigs (no dynamic broker configs yet: INVALID_REQUEST unless
-the change is empty).
+the change is empty). GROUP (32) resources: a group's configs (the share.* and dead-letter
+settings of share groups), SET or DELETE only, checked against the broker's group.share.min/max
+bounds (INVALID_CONFIG with the reason), kept in the metadata store; the group need not exist.
 Versions: 0-1. Errors (per resource): INVALID_CONFIG, INVALID_REQUEST,
 UNKNOWN_TOPIC_OR_PARTITION, INVALID_TOPIC_EXCEPTION.
 """
 
 from __future__ import annotations
 
-from tidelog.config import render, topic_config_def
+from tidelog.config import group_config_def, render, topic_config_def
 from tidelog.handlers.alter_configs import alter_all
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -60,7 +62,25 @@ def new_topic_configs(ctx, record, alterations) -> dict[str, str | None]:
     return configs
 
 
+def new_group_configs(current: dict[str, str], alterations) -> dict[str, str | None]:
+    configs: dict[str, str | None] = dict(current)
+    for alteration in alterations:
+        name, operation = alteration.name, alteration.config_operation
+        if operation not in OPERATION_NAMES:
+            raise KafkaError(ErrorCode.invalid_request, f"Unknown operation type {operation}")
+        definition = group_config_def(name)  # INVALID_CONFIG for an unknown name
+        if operation == SET:
+            configs[name] = alteration.value
+        elif operation == DELETE:
+            configs.pop(name, None)
+        else:
+            raise KafkaError(ErrorCode.invalid_config, f"Can't {OPERATION_NAMES[operation]} to key {name} because "
+                                                       f"its type is not LIST." if definition.type != "LIST" else
+                             f"{OPERATION_NAMES[operation]} is not supported for group configs.")
+    return configs
+
+
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
     return await alter_all(ctx, request, "IncrementalAlterConfigsResponse",
-                           lambda record, alterations: new_topic_configs(ctx, record, alterations))
+                           lambda record, alterations: new_topic_configs(ctx, record, alterations), new_group_configs)

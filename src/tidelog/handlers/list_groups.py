@@ -3,7 +3,8 @@
 Behaviour: lists the groups this coordinator knows (every group, single node), with their
 protocol type; v4+ also their state, filtered by ``states_filter`` (case-insensitive);
 v5+ their type ("classic", or "consumer" for KIP-848 groups, whose protocol type is
-"consumer" and states Empty/Assigning/Reconciling/Stable), filtered by ``types_filter``.
+"consumer" and states Empty/Assigning/Reconciling/Stable; "share" for share groups, protocol
+type "share", states Empty/Stable), filtered by ``types_filter``.
 Versions: 0-5 (v3 flexible). Errors: none beyond NONE here (COORDINATOR_LOAD_IN_PROGRESS in
 Kafka while loading; this broker loads before it listens).
 """
@@ -15,6 +16,7 @@ import datetime
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode
+from tidelog.queues.share_group import GROUP_TYPE_SHARE, PROTOCOL_TYPE_SHARE
 
 API_KEY = 16
 
@@ -22,7 +24,10 @@ API_KEY = 16
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, ctx.api_version)
-    listed = ctx.groups.admin.list_groups(getattr(request, "states_filter", ()), getattr(request, "types_filter", ()))
+    states, types = getattr(request, "states_filter", ()), getattr(request, "types_filter", ())
+    listed = ctx.groups.admin.list_groups(states, types)
+    if ctx.shares is not None and (not types or GROUP_TYPE_SHARE in {t.lower() for t in types}):
+        listed += [(g.group_id, PROTOCOL_TYPE_SHARE, g.state, GROUP_TYPE_SHARE) for g in ctx.shares.list_groups(states)]
     groups = tuple(
         build(module.ListedGroup, group_id=group_id, protocol_type=protocol_type, group_state=state, group_type=group_type)
         for group_id, protocol_type, state, group_type in listed

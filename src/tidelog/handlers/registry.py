@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tidelog.protocol.apis import KAFKA_4_0
+from tidelog.protocol.apis import ADVERTISED
 
 if TYPE_CHECKING:
     from tidelog.cluster.metadata import MetadataStore
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from tidelog.metrics import BrokerMetrics
     from tidelog.protocol.errors import ErrorCode
     from tidelog.protocol.wire import RequestHeader
+    from tidelog.queues.share_groups import ShareGroups
     from tidelog.storage.manager import LogManager
 
 Handler = Callable[["RequestContext", Any], Awaitable[Any]]
@@ -62,6 +63,7 @@ class RequestContext:
     # Why this broker cannot serve a group request now (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS), or None.
     group_coordinator_error: Callable[[], "ErrorCode | None"] = None
     new_producer_id: Callable[[], Awaitable[int]] = None  # an id never handed out before in the cluster
+    shares: "ShareGroups" = None  # share groups (KIP-932): membership, sessions, share-partitions
 
     @property
     def api_version(self) -> int:
@@ -72,8 +74,9 @@ REGISTRY: dict[int, Api] = {}
 
 
 def handles(api_key: int, *, raw: bool = False) -> Callable[[Handler], Handler]:
-    """Register the decorated coroutine for ``api_key`` with Kafka 4.0's version range."""
-    name, min_version, max_version = KAFKA_4_0[api_key]
+    """Register the decorated coroutine for ``api_key`` with the version range Kafka advertises
+    (4.0's; 4.2's for the share-group APIs)."""
+    name, min_version, max_version = ADVERTISED[api_key]
 
     def register(handler: Handler) -> Handler:
         REGISTRY[api_key] = Api(api_key, name, min_version, max_version, handler, raw)

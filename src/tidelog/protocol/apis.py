@@ -1,9 +1,10 @@
 """The API keys Tidelog serves, the versions Kafka 4.0 advertises for them, and kio codecs.
 
-``KAFKA_4_0`` is the version range each API has in Apache Kafka 4.0. Handlers register the
-range they serve (``tidelog.handlers.registry``); a unit test checks that each registered range
-equals Kafka 4.0's, so ApiVersions always describes one coherent release and clients that infer
-the broker version from it (kafka-python) pick the right request versions.
+``KAFKA_4_0`` is the version range each API has in Apache Kafka 4.0; ``KAFKA_4_2_SHARE`` the share
+group APIs' as Kafka 4.2 has them (``ADVERTISED`` is both). Handlers register the range they serve
+(``tidelog.handlers.registry``); a unit test checks that each registered range equals Kafka's, so
+ApiVersions always describes one coherent release and clients that infer the broker version from
+it (kafka-python) pick the right request versions.
 """
 
 from __future__ import annotations
@@ -58,6 +59,21 @@ KAFKA_4_0: dict[int, tuple[str, int, int]] = {
     69: ("ConsumerGroupDescribe", 0, 1),
     75: ("DescribeTopicPartitions", 0, 0),
 }
+
+# The share-group APIs (KIP-932) as Apache Kafka 4.2 advertises them (4.0 had only early-access v0
+# of 76-79, removed in 4.1). Handlers of these keys register these ranges.
+KAFKA_4_2_SHARE: dict[int, tuple[str, int, int]] = {
+    76: ("ShareGroupHeartbeat", 1, 1),
+    77: ("ShareGroupDescribe", 1, 1),
+    78: ("ShareFetch", 1, 2),
+    79: ("ShareAcknowledge", 1, 2),
+    90: ("DescribeShareGroupOffsets", 0, 1),
+    91: ("AlterShareGroupOffsets", 0, 0),
+    92: ("DeleteShareGroupOffsets", 0, 0),
+}
+
+# What a broker advertises: Kafka 4.0's table with 4.2's share-group rows.
+ADVERTISED: dict[int, tuple[str, int, int]] = {**KAFKA_4_0, **KAFKA_4_2_SHARE}
 
 API_VERSIONS_KEY = 18
 

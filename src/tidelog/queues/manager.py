@@ -142,6 +142,7 @@ class ShareManager:
         self._policies = policies
         self._loaded: dict[ShareStateKey, _Loaded] = {}
         self._loading: dict[ShareStateKey, asyncio.Future] = {}
+        self._initializing: dict[ShareStateKey, asyncio.Future] = {}  # at most one initialisation per key
         self._waiters: dict[ShareStateKey, set[asyncio.Future]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
@@ -155,8 +156,15 @@ class ShareManager:
         for topic_id, numbers in partitions.items():
             for partition in numbers:
                 key = ShareStateKey(group_id, topic_id, partition)
-                if self.store.state(key) is None:
-                    writes.append(self.store.initialize(key, self._reset_offset(config, topic_id, partition)))
+                pending = self._initializing.get(key)
+                if pending is not None:  # another heartbeat initialises it: wait for that one
+                    writes.append(asyncio.shield(pending))
+                elif self.store.state(key) is None:
+                    pending = asyncio.ensure_future(
+                        self.store.initialize(key, self._reset_offset(config, topic_id, partition)))
+                    self._initializing[key] = pending
+                    pending.add_done_callback(lambda _, key=key: self._initializing.pop(key, None))
+                    writes.append(asyncio.shield(pending))
         if writes:
             results = await asyncio.gather(*writes, return_exceptions=True)
             errors = [r for r in results if isinstance(r, BaseException)]

@@ -244,13 +244,17 @@ class ShareGroupCoordinator:
     Collaborators: ``initialize`` (share-partition state), ``persist`` (the group record),
     ``on_member_removed`` (release a member's records), ``group_config(group_id)`` (the group's
     share.session.timeout.ms / share.heartbeat.interval.ms, defaults from the broker), ``is_other_group``
-    (a classic or consumer group owns the id), ``call_later`` (timers; loop.call_later by default).
+    (a classic or consumer group owns the id), ``has_state`` (the group has durable share-partition
+    state: it existed before this coordinator started, so its members get UNKNOWN_MEMBER_ID and
+    rejoin rather than GROUP_ID_NOT_FOUND, which clients treat as fatal), ``call_later`` (timers;
+    loop.call_later by default).
     """
 
     def __init__(self, settings: ShareGroupSettings, *, initialize: Initializer | None = None,
                  persist: Persister | None = None, on_member_removed: MemberRemoved | None = None,
                  group_config: Callable[[str], Mapping[str, int]] | None = None,
                  is_other_group: Callable[[str], bool] | None = None,
+                 has_state: Callable[[str], bool] | None = None,
                  call_later: Callable[..., asyncio.TimerHandle] | None = None) -> None:
         self.settings = settings
         self.groups: dict[str, ShareGroup] = {}
@@ -259,6 +263,7 @@ class ShareGroupCoordinator:
         self._on_member_removed = on_member_removed
         self._group_config = group_config
         self._is_other_group = is_other_group or (lambda group_id: False)
+        self._has_state = has_state or (lambda group_id: False)
         self._call_later = call_later
         self._background: set[asyncio.Task] = set()
         self.rebalances = 0
@@ -307,6 +312,8 @@ class ShareGroupCoordinator:
                          client_host, topics) -> HeartbeatResult:
         group = self.groups.get(group_id)
         if group is None or group.deleted:
+            if member_epoch != 0 and self._has_state(group_id) and not self._is_other_group(group_id):
+                raise _Reject(ErrorCode.unknown_member_id, f"Member {member_id} is not a member of group {group_id}.")
             if member_epoch != 0 or self._is_other_group(group_id):
                 raise _Reject(ErrorCode.group_id_not_found,
                               f"Group {group_id} is not a share group." if self._is_other_group(group_id)
@@ -422,6 +429,8 @@ class ShareGroupCoordinator:
     async def _leave(self, group_id: str, member_id: str) -> HeartbeatResult:
         group = self.groups.get(group_id)
         if group is None or group.deleted:
+            if self._has_state(group_id):
+                raise _Reject(ErrorCode.unknown_member_id, f"Member {member_id} is not a member of group {group_id}.")
             raise _Reject(ErrorCode.group_id_not_found, f"Share group {group_id} not found.")
         member = group.members.get(member_id)
         if member is None:

@@ -38,6 +38,8 @@ from tidelog.handlers.registry import RequestContext, load_all
 from tidelog.metrics import BrokerMetrics
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.record_walk import RECORD_WALK
+from tidelog.protocol.topics import SHARE_GROUP_STATE
+from tidelog.queues.share_groups import ShareGroups, state_topic_configs
 from tidelog.server.connection import KafkaConnection
 from tidelog.server.data_dir import DataDirError, DataDirLock
 from tidelog.server.gauges import refresh_gauges
@@ -112,6 +114,7 @@ class Broker:
         self.groups = GroupCoordinator(GroupSettings.from_config(config),
                                        ConsumerOffsetsTopic(self._offsets_partition, config["offsets.commit.timeout.ms"]))
         self._groups_loading: asyncio.Task | None = None
+        self.shares: ShareGroups | None = None  # share groups (KIP-932), made with the replicas
         self._resource_watch: asyncio.Task | None = None
         self._producer_ids: range = range(0)
         self._producer_id_lock = asyncio.Lock()
@@ -172,6 +175,12 @@ class Broker:
         self.replicas.on_leadership.append(self._on_leadership)
         self.topics = TopicAdmin(self.node_id, self.config, self.metadata, self.logs, self.replicas, self.resources.report,
                                  self.partition_capacity)
+        self.shares = ShareGroups(self.config, self.replicas, self.topics.topic_by_id, lambda: self.metadata.topics,
+                                  group_configs=lambda group_id: self.metadata.group_configs.get(group_id, {}),
+                                  create_state_topic=self._create_share_state_topic,
+                                  is_other_group=lambda group_id: self.groups.registry.known(group_id),
+                                  on_counts=self.metrics.count_share_records)
+        self.replicas.on_leadership.append(self.shares.on_leadership)
         self.logs.cleaner.high_watermark = self.replicas.cleaner_high_watermark
         self.logs.cleaner.active_producers = self.replicas.cleaner_active_producers
         self.logs.on_offline.append(self.resources.log_dir_offline)
@@ -186,6 +195,8 @@ class Broker:
             if self._groups_loading is not None:
                 self.startup_phase = "loading consumer groups"
                 await self._groups_loading
+            self.startup_phase = "loading share groups"
+            await self.shares.wait_loaded()
         await self._server.start_serving()
         logger.info("Kafka listener on %s:%d%s", self.host, self.port,
                     f" (advertised as {self.advertised_host}:{self.advertised_port})" if self._advertised else "")
@@ -313,6 +324,16 @@ class Broker:
             if e.error_code != ErrorCode.topic_already_exists:
                 raise
 
+    async def _create_share_state_topic(self) -> None:
+        """``__share_group_state``, when share groups are first used (as Kafka creates it), with
+        ``share.coordinator.state.topic.replication.factor`` replicas (one on a cluster of one)."""
+        replication_factor = self.config["share.coordinator.state.topic.replication.factor"] if self.controller else 1
+        try:
+            await self.topics.create_topic(SHARE_GROUP_STATE, 1, replication_factor, state_topic_configs())
+        except KafkaError as e:
+            if e.error_code != ErrorCode.topic_already_exists:
+                raise
+
     async def _stand_for_controller(self) -> None:
         try:
             elected = await self.metadata.elect_controller(self.node_id)
@@ -411,6 +432,8 @@ class Broker:
         if self._server is not None:
             await self._server.wait_closed()
         self.groups.stop()
+        if self.shares is not None:
+            await self.shares.stop()
         if self._resource_watch is not None:
             self._resource_watch.cancel()
         if self.logs is not None:
@@ -437,13 +460,21 @@ class Broker:
     def request_context(self, header, peer: str, flexible: bool) -> RequestContext:
         """What a handler gets for one request: the parts of the broker it may use, never the broker."""
         return RequestContext(header, peer, flexible, self.node_id, self.config, self.metadata, self.replicas, self.topics,
-                              self.groups, self.metrics, self.logs, self.group_coordinator_error, self.new_producer_id)
+                              self.groups, self.metrics, self.logs, self.group_coordinator_error, self.new_producer_id,
+                              self.shares)
+
+    def connection_closed(self, peer: str) -> None:
+        """A client connection closed: its share sessions end (their members' records are released)."""
+        if self.shares is not None and self.shares.sessions.sessions():
+            asyncio.get_running_loop().create_task(self.shares.connection_closed(peer))
 
     def refresh_gauges(self) -> None:
         """Set the state gauges (server/gauges.py) from this broker's parts, once it serves."""
         is_controller = self.metadata.controller_id == self.node_id and (self.controller is None or self.controller.active)
         refresh_gauges(self.metrics, metadata=self.metadata, logs=self.logs, replicas=self.replicas, groups=self.groups,
                        resources=self.resources, is_controller=is_controller, started_at_ms=self.started_at_ms)
+        if self.shares is not None:
+            self.shares.refresh_gauges(self.metrics)
 
     def high_watermark(self, topic: str, partition: int) -> int:
         """What consumers may read up to (the ISR's, never past the leader's durable end)."""

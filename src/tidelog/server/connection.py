@@ -117,6 +117,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._closed = True
         self.broker.connections.discard(self)
         self.broker.metrics.connections.dec()
+        self.broker.connection_closed(self.peer)
         for _, _, task in self._pending:
             task.cancel()
         self._pending.clear()

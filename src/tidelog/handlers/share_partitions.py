@@ -1,0 +1,64 @@
+"""What ShareFetch (78) and ShareAcknowledge (79) share: reading acknowledgement batches, applying
+them per share-partition, and the leader hints of partitions this broker does not lead. Registers
+no API.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Iterable
+
+from tidelog.handlers.registry import RequestContext
+from tidelog.protocol.apis import build
+from tidelog.protocol.errors import ErrorCode
+from tidelog.queues.manager import ShareManager
+from tidelog.queues.share_partition import AckBatch
+from tidelog.queues.state_records import ShareStateKey
+
+PartitionId = tuple[uuid.UUID, int]
+_MOVED = (ErrorCode.not_leader_or_follower, ErrorCode.fenced_leader_epoch)
+
+
+def ack_batches(batches) -> list[AckBatch]:
+    return [AckBatch(b.first_offset, b.last_offset, tuple(b.acknowledge_types)) for b in batches]
+
+
+async def acknowledge(manager: ShareManager, group_id: str, member_id: str, topics, renew_allowed: bool
+                      ) -> dict[PartitionId, ErrorCode]:
+    """Apply the acknowledgements of every partition of ``topics`` (ShareFetch's FetchTopic or
+    ShareAcknowledge's AcknowledgeTopic); the error code of each partition that had some."""
+    errors: dict[PartitionId, ErrorCode] = {}
+    for topic in topics:
+        for partition in topic.partitions:
+            if not partition.acknowledgement_batches:
+                continue
+            key = ShareStateKey(group_id, topic.topic_id, partition.partition_index)
+            errors[(topic.topic_id, partition.partition_index)] = await manager.acknowledge(
+                key, member_id, ack_batches(partition.acknowledgement_batches), renew_allowed=renew_allowed)
+    return errors
+
+
+def has_renew(topics) -> bool:
+    return any(4 in b.acknowledge_types for t in topics for p in t.partitions for b in p.acknowledgement_batches)
+
+
+def current_leader(ctx: RequestContext, module, topic_id: uuid.UUID, partition: int, error: ErrorCode):
+    """The partition's leader and leader epoch as the metadata says (for a client to move on after
+    NOT_LEADER_OR_FOLLOWER); -1/-1 when not known or not needed."""
+    leader_id, leader_epoch = -1, -1
+    if error in _MOVED:
+        record = ctx.topics.topic_by_id(topic_id)
+        state = ctx.metadata.partitions.get((record.name, partition)) if record is not None else None
+        if state is not None:
+            leader_id, leader_epoch = state.leader, state.leader_epoch
+    return build(module.LeaderIdAndEpoch, leader_id=leader_id, leader_epoch=leader_epoch)
+
+
+def node_endpoints(ctx: RequestContext, module, leader_ids: Iterable[int]) -> tuple:
+    endpoints = []
+    for node_id in sorted(set(leader_ids)):
+        broker = ctx.metadata.brokers.get(node_id)
+        if broker is not None and node_id >= 0:
+            endpoints.append(build(module.NodeEndpoint, node_id=node_id, host=broker.host, port=broker.port,
+                                   rack=broker.rack))
+    return tuple(endpoints)

@@ -1,0 +1,100 @@
+"""Share groups (KIP-932) with confluent-kafka's ShareConsumer over real sockets: records shared
+exactly once, redelivery with rising delivery counts (RELEASE, lock expiry), the delivery limit,
+and the group admin side with kafka-python."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import AcknowledgeType
+
+from tests.integration.share_clients import (
+    create_topic,
+    metric,
+    produce_values,
+    share_consumer,
+    wait_for,
+    wait_members,
+)
+
+# Short locks and delivery limits so the redelivery tests take seconds (Kafka's ranges allow them).
+FAST_LOCKS = {"group.share.min.record.lock.duration.ms": "1000", "group.share.record.lock.duration.ms": "1000",
+              "group.share.delivery.count.limit": "3"}
+
+
+def _drain(consumers, seen: list, until, timeout_s: float) -> None:
+    """Poll every consumer in turn, recording (consumer index, message), until ``until()``."""
+    def poll():
+        for i, consumer in enumerate(consumers):
+            for message in consumer.poll(0.2):
+                assert message.error() is None, message.error()
+                seen.append((i, message))
+    wait_for(until, timeout_s, "the records", poll)
+
+
+@pytest.mark.slow
+def test_three_consumers_share_six_partitions_exactly_once(broker):
+    create_topic(broker.bootstrap, "work", 6)
+    consumers = [share_consumer(broker.bootstrap, "workers", ["work"]) for _ in range(3)]
+    try:
+        wait_members(broker, "workers", 3, consumers)
+        values = produce_values(broker.bootstrap, "work", 10_000, 6)
+        seen: list = []
+        _drain(consumers, seen, lambda: len(seen) >= 10_000, 120)
+        for consumer in consumers:
+            consumer.commit_sync(30)  # the last polls' records, accepted
+        received = [m.value() for _, m in seen]
+        assert len(received) == 10_000 and set(received) == values  # every record once
+        assert all(m.delivery_count() == 1 for _, m in seen)
+        assert len({i for i, _ in seen}) == 3  # all three consumers took part
+        wait_for(lambda: metric(broker, "tidelog_share_group_records_total", group="workers", event="acknowledged")
+                 == 10_000, 30, "10,000 acknowledgements counted")
+    finally:
+        for consumer in consumers:
+            consumer.close()
+
+
+def test_release_redelivers_with_rising_delivery_count_until_the_limit(broker_factory):
+    broker = broker_factory(FAST_LOCKS)
+    create_topic(broker.bootstrap, "jobs", 1)
+    consumer = share_consumer(broker.bootstrap, "releasers", ["jobs"], **{"share.acknowledgement.mode": "explicit"})
+    try:
+        wait_members(broker, "releasers", 1, [consumer])
+        produce_values(broker.bootstrap, "jobs", 1, 1, prefix="job-")
+        counts = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(counts) < 3:
+            for message in consumer.poll(0.5):
+                counts.append(message.delivery_count())
+                consumer.acknowledge(message, AcknowledgeType.RELEASE)
+            consumer.commit_sync(30)
+        assert counts == [1, 2, 3]
+        # delivered share.delivery.count.limit (3) times: archived, never delivered again
+        wait_for(lambda: metric(broker, "tidelog_share_group_records_total", group="releasers", event="archived") == 1,
+                 30, "the record archived")
+        assert list(consumer.poll(1.5)) == []
+    finally:
+        consumer.close()
+
+
+def test_lock_expiry_redelivers_to_another_consumer(broker_factory):
+    broker = broker_factory(FAST_LOCKS)
+    create_topic(broker.bootstrap, "locks", 1)
+    holder = share_consumer(broker.bootstrap, "lockers", ["locks"], **{"share.acknowledgement.mode": "explicit"})
+    other = None
+    try:
+        wait_members(broker, "lockers", 1, [holder])
+        produce_values(broker.bootstrap, "locks", 1, 1, prefix="held-")
+        held = wait_for(lambda: list(holder.poll(0.5)), 30, "the holder's delivery")
+        assert [m.delivery_count() for m in held] == [1]
+        other = share_consumer(broker.bootstrap, "lockers", ["locks"])  # joins after the delivery
+        # the holder neither acknowledges nor polls: its lock (1 s) runs out and the other gets it
+        again: list = []
+        _drain([other], again, lambda: again, 30)
+        assert [(m.value(), m.delivery_count()) for _, m in again] == [(held[0].value(), 2)]
+        assert metric(broker, "tidelog_share_group_records_total", group="lockers", event="lock_expired") == 1
+    finally:
+        holder.close()
+        if other is not None:
+            other.close()
