@@ -18,6 +18,8 @@ Collaborators (all narrow, passed in):
 - ``on_counts(key, counts)``: metrics (acquired, acknowledged, released, rejected, archived,
   redelivered, lock_expired, renewed records).
 - ``clock_ms``: wall-clock milliseconds (locks, delays).
+- ``refresh()``: brings ``store`` up to date with what other brokers wrote (a cluster: the state
+  topic's replica here), awaited before a share-partition is loaded or initialised.
 
 Lock expiries and delayed records: one timer per loaded share-partition, armed at its earliest
 deadline. ``wait`` lets a ShareFetch sleep until records of its partitions become available again.
@@ -132,7 +134,8 @@ class _Loaded:
 class ShareManager:
     def __init__(self, store: ShareStateStore, source: PartitionSource, configs: Callable[[str], ShareConfig], *,
                  dead_letter: DeadLetterWriter | None = None, on_counts: CountsHook | None = None,
-                 clock_ms: Callable[[], int] | None = None, policies: PolicyHook | None = None) -> None:
+                 clock_ms: Callable[[], int] | None = None, policies: PolicyHook | None = None,
+                 refresh: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.source = source
         self.configs = configs
@@ -140,6 +143,7 @@ class ShareManager:
         self._on_counts = on_counts
         self._clock_ms = clock_ms or wall_clock_ms
         self._policies = policies
+        self._refresh = refresh
         self._loaded: dict[ShareStateKey, _Loaded] = {}
         self._loading: dict[ShareStateKey, asyncio.Future] = {}
         self._initializing: dict[ShareStateKey, asyncio.Future] = {}  # at most one initialisation per key
@@ -151,6 +155,8 @@ class ShareManager:
     async def initialize(self, group_id: str, partitions: Mapping[uuid.UUID, Iterable[int]]) -> None:
         """Give every listed share-partition that has none a durable state, starting where the group's
         ``share.auto.offset.reset`` says (ShareGroupCoordinator's ``initialize``)."""
+        if self._refresh is not None:
+            await self._refresh()
         config = self.configs(group_id)
         writes = []
         for topic_id, numbers in partitions.items():
@@ -208,6 +214,11 @@ class ShareManager:
         return sp
 
     async def _load(self, key: ShareStateKey, config: ShareConfig) -> _Loaded:
+        # Only where the topic-partition is led (the source raises NOT_LEADER_OR_FOLLOWER elsewhere):
+        # a share-partition loaded on a follower would go stale while another broker serves it.
+        self.source.last_stable_offset(key.topic_id, key.partition)
+        if self._refresh is not None:
+            await self._refresh()
         state = self.store.state(key)
         if state is None:
             await self.initialize(key.group_id, {key.topic_id: [key.partition]})

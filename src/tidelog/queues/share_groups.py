@@ -6,7 +6,7 @@ What it holds (each a piece of queues/):
   timers, describe/list/delete; it lives with the group coordinator (``__consumer_offsets``-0).
 - ``sessions`` (share_session.ShareSessionCache): the ShareFetch sessions of this broker.
 - ``manager`` (manager.ShareManager): the share-partitions, acquisition, acknowledgements, locks,
-  dead letters; None until the state is loaded (``manager_or_error``).
+  dead letters (``ensure_loaded`` / ``manager_or_error`` check that the state is reachable here).
 - ``store`` (state_store.ShareStateStore): the durable state over ``__share_group_state``.
 
 The collaborators are narrow: the ReplicaManager (``replicas.get`` / ``leader``: the
@@ -14,14 +14,17 @@ Partition objects, for reading the topics' logs and appending the state and dead
 records), the topic lookup by id (TopicAdmin), the metadata store's topics by name, the broker
 config, and hooks for metrics and for "is this id a classic/consumer group". Through them a
 share-partition reads its topic-partition's log as a consumer does (below the high watermark)
-and every state write is an acks=all append to ``__share_group_state``-0 through its Partition,
-as the group coordinator writes ``__consumer_offsets``.
+and every state write is an acks=all append to ``__share_group_state``-0: through its Partition
+where it is led here (as the group coordinator writes ``__consumer_offsets``), else as a Produce to
+its leader. A cluster of one is the same code with every leader here.
 
-Loading: when this broker leads ``__share_group_state``-0 (at start on a single node, on a
-leadership change in a cluster) a new store replays the partition and a new manager is made;
-when it stops leading it the manager is closed (parked fetches wake, nothing is written) and
-requests get COORDINATOR_NOT_AVAILABLE until the next load. A share-partition of a
-topic-partition this broker stops leading is dropped from memory; its state stays in the topic.
+Loading: ``__share_group_state`` is created on first use (as Kafka does). Every broker's store
+catches up from its own replica of the topic (``StateTopic.catch_up``) before a share-partition is
+loaded or initialised there, so the broker that takes over a topic-partition continues from the
+state its previous leader made durable. A share-partition of a topic-partition this broker stops
+leading is dropped from memory; its state stays in the topic. Known gap: writes are not fenced
+by leader epoch, so a paused old leader that resumes could still append updates for a
+share-partition its successor loaded (Kafka's share coordinator refuses them).
 
 Group configs (IncrementalAlterConfigs on the GROUP resource) are kept in ``group_configs`` by
 whoever persists them (the metadata store) and read here on every use.
@@ -31,11 +34,15 @@ Not thread-safe; the event loop owns it.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import uuid
 from typing import TYPE_CHECKING, Awaitable, Callable, Iterable, Mapping
 
+from kio.schema.produce.v8 import request as produce_v8
+
 from tidelog.clock import wall_clock_ms
+from tidelog.cluster.broker_channel import BrokerChannel
 from tidelog.cluster.partition import wait_for_data
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import BATCH_HEADER_SIZE, InvalidBatch, build_batch, iter_records, parse_batch_header
@@ -49,7 +56,7 @@ from tidelog.queues.state_store import TOPIC_CONFIGS as STATE_TOPIC_CONFIGS
 from tidelog.queues.state_store import ShareStateStore
 
 if TYPE_CHECKING:
-    from tidelog.cluster.metadata import TopicRecord
+    from tidelog.cluster.metadata import MetadataStore, TopicRecord
     from tidelog.cluster.partition import Partition
     from tidelog.cluster.replica_manager import ReplicaManager
     from tidelog.config import BrokerConfig
@@ -70,7 +77,11 @@ def state_topic_configs() -> dict[str, str]:
 
 class ReplicaSource:
     """The PartitionSource of the ShareManager over this broker's Partition objects: a
-    share-partition is served where its topic-partition is led, and reads as a consumer does."""
+    share-partition is served where its topic-partition is led, and reads as a consumer does
+    (``read``, ``last_stable_offset``: the leader only). The offsets a new share-partition starts
+    from (log start, high watermark, offset for a timestamp) may come from a follower here: the
+    group coordinator initialises share-partitions it does not lead, and a follower's high
+    watermark is at most the leader's (``latest`` then starts a little early, never late)."""
 
     def __init__(self, replicas: "ReplicaManager", topic_by_id: Callable[[uuid.UUID], "TopicRecord | None"]) -> None:
         self._replicas = replicas
@@ -82,17 +93,28 @@ class ReplicaSource:
             raise KafkaError(ErrorCode.unknown_topic_id, f"Topic id {topic_id} is not known.")
         return self._replicas.leader(record.name, partition)
 
+    def replica(self, topic_id: uuid.UUID, partition: int) -> "Partition":
+        """The leader here, else a follower here; else the leader's KafkaError."""
+        try:
+            return self.leader(topic_id, partition)
+        except KafkaError:
+            record = self._topic_by_id(topic_id)
+            found = self._replicas.get(record.name, partition) if record is not None else None
+            if found is None or found.log.log_dir.offline:
+                raise
+            return found
+
     def log_start_offset(self, topic_id: uuid.UUID, partition: int) -> int:
-        return self.leader(topic_id, partition).log.log_start_offset
+        return self.replica(topic_id, partition).log.log_start_offset
 
     def high_watermark(self, topic_id: uuid.UUID, partition: int) -> int:
-        return self.leader(topic_id, partition).high_watermark
+        return self.replica(topic_id, partition).high_watermark
 
     def last_stable_offset(self, topic_id: uuid.UUID, partition: int) -> int:
         return self.leader(topic_id, partition).last_stable_offset
 
     def offset_for_timestamp(self, topic_id: uuid.UUID, partition: int, timestamp_ms: int) -> int | None:
-        found = self.leader(topic_id, partition).log.offset_for_timestamp(timestamp_ms)
+        found = self.replica(topic_id, partition).log.offset_for_timestamp(timestamp_ms)
         return None if found is None else found[0]
 
     def aborted_transactions(self, topic_id: uuid.UUID, partition: int, fetch_offset: int,
@@ -110,23 +132,40 @@ class ReplicaSource:
 
 
 class StateTopic:
-    """Appends to ``__share_group_state``-0 as its leader (acks=all, as Produce) and replays it."""
+    """``__share_group_state``-0 as every broker uses it. ``append``: through the Partition as its
+    leader here (acks=all, as Produce), else as a Produce with acks=all to its leader (Kafka's
+    WriteShareGroupState, in the topic's own records). ``catch_up``: replay into a store what this
+    broker's replica (leader or follower) has that the store has not seen, so a broker taking over a
+    topic-partition loads the state its previous leader wrote. Records this broker appended when
+    nothing else was appended before them count as seen."""
 
-    def __init__(self, replicas: "ReplicaManager", write_timeout_ms: int) -> None:
+    def __init__(self, replicas: "ReplicaManager", metadata: "MetadataStore", node_id: int, write_timeout_ms: int) -> None:
         self._replicas = replicas
+        self._metadata = metadata
+        self._node_id = node_id
         self.write_timeout_ms = write_timeout_ms
+        self.replayed_offset = 0  # the next offset of the topic a store has not replayed
+        self._channel: BrokerChannel | None = None
+        self._channel_node = -1
+        self._remote = asyncio.Lock()  # one request at a time on the channel
 
-    def partition(self) -> "Partition":
-        try:
-            return self._replicas.leader(SHARE_GROUP_STATE, STATE_PARTITION)
-        except KafkaError as e:
-            raise KafkaError(ErrorCode.not_coordinator, f"{SHARE_GROUP_STATE} not led here: {e.message}") from None
+    def hosted(self) -> "Partition | None":
+        return self._replicas.get(SHARE_GROUP_STATE, STATE_PARTITION)
 
     async def append(self, records: list[tuple[bytes, bytes | None]]) -> int:
-        partition = self.partition()
-        batch = memoryview(bytearray(build_batch([(key, value, []) for key, value in records])))
+        batch = build_batch([(key, value, []) for key, value in records])
+        local = self.hosted()
+        if local is not None and local.leading:
+            base_offset = await self._append_here(local, batch)
+        else:
+            base_offset = await self._append_at_leader(batch)
+        if base_offset == self.replayed_offset:
+            self.replayed_offset = base_offset + len(records)
+        return base_offset
+
+    async def _append_here(self, partition: "Partition", batch: bytes) -> int:
         try:
-            appended = partition.append_as_leader(batch, required_acks=-1)
+            appended = partition.append_as_leader(memoryview(bytearray(batch)), required_acks=-1)
         except (KafkaError, InvalidBatch) as e:
             raise KafkaError(ErrorCode.not_coordinator, f"{SHARE_GROUP_STATE} not writable: {e}") from None
         try:
@@ -134,16 +173,52 @@ class StateTopic:
         except KafkaError as e:
             error = e.error_code
         if error != ErrorCode.none:
-            raise KafkaError(ErrorCode.coordinator_not_available if error != ErrorCode.request_timed_out else error,
-                             f"{SHARE_GROUP_STATE} write not acknowledged: {error.name}")
+            raise KafkaError(_state_write_error(error), f"{SHARE_GROUP_STATE} write not acknowledged: {error.name}")
         return appended.base_offset
 
-    def replay_into(self, store: ShareStateStore) -> int:
-        """Every record of the partition, in order, into ``store``; returns how many."""
-        log = self.partition().log
-        offset, count = log.log_start_offset, 0
-        while offset < log.log_end_offset:
-            data = log.read(offset, _READ_BYTES, True)
+    async def _append_at_leader(self, batch: bytes) -> int:
+        state = self._metadata.partitions.get((SHARE_GROUP_STATE, STATE_PARTITION))
+        leader = self._metadata.brokers.get(state.leader) if state is not None else None
+        if leader is None or leader.node_id == self._node_id:
+            raise KafkaError(ErrorCode.coordinator_not_available, f"{SHARE_GROUP_STATE} has no leader now")
+        request = produce_v8.ProduceRequest(transactional_id=None, acks=-1, timeout=datetime.timedelta(
+            milliseconds=self.write_timeout_ms), topic_data=(produce_v8.TopicProduceData(name=SHARE_GROUP_STATE, partition_data=(
+                produce_v8.PartitionProduceData(index=STATE_PARTITION, records=batch),)),))
+        async with self._remote:
+            if self._channel is None or self._channel_node != leader.node_id:
+                self._close_channel()
+                self._channel = BrokerChannel(leader.host, leader.port, f"tidelog-share-state-{self._node_id}")
+                self._channel_node = leader.node_id
+            try:
+                response = await self._channel.request(0, 8, request, self.write_timeout_ms / 1000 + 5)
+            except (OSError, EOFError, ConnectionError, asyncio.TimeoutError) as e:
+                self._close_channel()
+                raise KafkaError(ErrorCode.coordinator_not_available,
+                                 f"{SHARE_GROUP_STATE} write to broker {leader.node_id} failed: {e!r}") from None
+        result = response.responses[0].partition_responses[0]
+        if result.error_code != ErrorCode.none:
+            raise KafkaError(_state_write_error(ErrorCode(result.error_code)),
+                             f"{SHARE_GROUP_STATE} write at broker {leader.node_id}: {ErrorCode(result.error_code).name}")
+        return result.base_offset
+
+    def _close_channel(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        self._channel, self._channel_node = None, -1
+
+    def catch_up(self, store: ShareStateStore) -> int:
+        """Replay the records of this broker's replica from ``replayed_offset`` to its log end (an
+        acks=all write is in every in-sync replica's log before it is acknowledged, while a new
+        leader's high watermark may still be behind it); how many. COORDINATOR_NOT_AVAILABLE
+        without a replica here."""
+        partition = self.hosted()
+        if partition is None:
+            raise KafkaError(ErrorCode.coordinator_not_available, f"no replica of {SHARE_GROUP_STATE} on this broker")
+        log = partition.log
+        end = log.log_end_offset
+        offset, count = max(self.replayed_offset, log.log_start_offset), 0
+        while offset < end:
+            data = log.read(offset, _READ_BYTES, True, end)
             if not data:
                 break
             view = memoryview(data)
@@ -155,23 +230,36 @@ class StateTopic:
                 last = info.last_offset
                 pos += info.size
             for record in iter_records(data):
-                if record.offset >= offset and record.key is not None:
+                if offset <= record.offset < end and record.key is not None:
                     store.replay(record.key, record.value, record.offset)
                     count += 1
             if last < offset:
                 break
             offset = last + 1
+        self.replayed_offset = max(self.replayed_offset, min(offset, end))
         return count
 
     def prune(self, before_offset: int) -> None:
         """Records below ``before_offset`` are redundant (every state has a snapshot at or after it)."""
-        partition = self.partition()
-        if before_offset > partition.log.log_start_offset:
+        partition = self.hosted()
+        if partition is not None and partition.leading and before_offset > partition.log.log_start_offset:
             partition.delete_records_before(before_offset)
+
+    def close(self) -> None:
+        self._close_channel()
+
+
+def _state_write_error(error: ErrorCode) -> ErrorCode:
+    """What a share request answers when its state write failed with ``error``."""
+    if error in (ErrorCode.not_leader_or_follower, ErrorCode.fenced_leader_epoch, ErrorCode.unknown_topic_or_partition):
+        return ErrorCode.not_coordinator
+    if error in (ErrorCode.request_timed_out, ErrorCode.not_coordinator):
+        return error
+    return ErrorCode.coordinator_not_available
 
 
 class ShareGroups:
-    def __init__(self, config: "BrokerConfig", replicas: "ReplicaManager",
+    def __init__(self, config: "BrokerConfig", replicas: "ReplicaManager", metadata: "MetadataStore",
                  topic_by_id: Callable[[uuid.UUID], "TopicRecord | None"],
                  topics_by_name: Callable[[], Mapping[str, "TopicRecord"]], *,
                  group_configs: Callable[[str], Mapping[str, str]] = lambda group_id: {},
@@ -185,19 +273,20 @@ class ShareGroups:
         self.group_configs = group_configs
         self._on_counts = on_counts
         self.source = ReplicaSource(replicas, topic_by_id)
-        self.state_topic = StateTopic(replicas, config["share.coordinator.write.timeout.ms"])
+        self.state_topic = StateTopic(replicas, metadata, config["node.id"], config["share.coordinator.write.timeout.ms"])
         self.dead_letters = DeadLetterWriter(config, replicas, topics_by_name, topic_by_id, self.share_config,
                                              on_written=self._count_dead_letters)
         self.sessions = ShareSessionCache(config["group.share.max.share.sessions"])
         self.membership = ShareGroupCoordinator(
             ShareGroupSettings.from_config(config), initialize=self._initialize, on_member_removed=self._member_removed,
             group_config=self._membership_config, is_other_group=is_other_group,
-            has_state=lambda group_id: self.store is not None and bool(self.store.keys(group_id)))
-        self.store: ShareStateStore | None = None
-        self.manager: ShareManager | None = None
-        self._loading: asyncio.Task | None = None
+            has_state=lambda group_id: bool(self.store.keys(group_id)))
+        self.store = ShareStateStore(self.state_topic.append, wall_clock_ms,
+                                     config["share.coordinator.snapshot.update.records.per.snapshot"])
+        self.manager = ShareManager(self.store, self.source, self.share_config, dead_letter=self.dead_letters.write,
+                                    on_counts=self._count, refresh=self.catch_up)
         self._create_state_topic = create_state_topic
-        self._loaded = asyncio.Event()
+        self._pruning: asyncio.Task | None = None
         self._totals: dict[str, dict[str, int]] = {}
 
     # --- configs ------------------------------------------------------------------------------
@@ -212,20 +301,22 @@ class ShareGroups:
     # --- state ----------------------------------------------------------------------------------
     @property
     def loaded(self) -> bool:
-        return self.manager is not None
+        """This broker has a replica of ``__share_group_state`` (it can load and write state)."""
+        return self.state_topic.hosted() is not None
 
     def manager_or_error(self) -> ShareManager:
-        """The manager, or KafkaError COORDINATOR_NOT_AVAILABLE while the state is not loaded here."""
-        if self.manager is None:
+        """The manager; KafkaError COORDINATOR_NOT_AVAILABLE while this broker has no replica of
+        ``__share_group_state`` (never created, or not yet here)."""
+        if not self.loaded:
             raise KafkaError(ErrorCode.coordinator_not_available,
-                             f"The share-group state ({SHARE_GROUP_STATE}) is not loaded on this broker.")
+                             f"The share-group state ({SHARE_GROUP_STATE}) is not on this broker (yet).")
         return self.manager
 
     async def ensure_loaded(self, timeout_s: float = 10.0) -> ShareManager:
         """The manager, creating ``__share_group_state`` first if share groups were never used (as
-        Kafka creates it on first use) and waiting for its load; KafkaError COORDINATOR_NOT_AVAILABLE
-        when that does not happen in ``timeout_s`` (the client retries)."""
-        if self.manager is not None:
+        Kafka creates it on first use) and waiting until this broker has its replica; KafkaError
+        COORDINATOR_NOT_AVAILABLE when that does not happen in ``timeout_s`` (the client retries)."""
+        if self.loaded:
             return self.manager
         if SHARE_GROUP_STATE not in self.topics_by_name() and self._create_state_topic is not None:
             try:
@@ -234,58 +325,54 @@ class ShareGroups:
                 logger.warning("cannot create %s yet: %s", SHARE_GROUP_STATE, e)
                 raise KafkaError(ErrorCode.coordinator_not_available,
                                  f"{SHARE_GROUP_STATE} cannot be created yet: {e.message}") from None
-        try:
-            await asyncio.wait_for(self._loaded.wait(), timeout_s)
-        except asyncio.TimeoutError:
-            pass
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not self.loaded and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)  # the replica appears once the metadata change is applied here
         return self.manager_or_error()
 
-    async def load(self) -> None:
-        """Replay ``__share_group_state``-0 (led here) into a new store and manager."""
-        await self.unload()
-        store = ShareStateStore(self.state_topic.append, wall_clock_ms,
-                                self.config["share.coordinator.snapshot.update.records.per.snapshot"])
-        count = self.state_topic.replay_into(store)
-        self.store = store
-        self.manager = ShareManager(store, self.source, self.share_config, dead_letter=self.dead_letters.write,
-                                    on_counts=self._count)
-        self._loaded.set()
-        logger.info("loaded %d share-partition states from %d %s records", len(store.keys()), count,
-                    SHARE_GROUP_STATE)
+    async def catch_up(self) -> None:
+        """The store replays what ``__share_group_state`` got since it last looked (other brokers'
+        writes: before a share-partition is loaded or initialised here)."""
+        count = self.state_topic.catch_up(self.store)
+        if count:
+            logger.info("replayed %d %s records (%d share-partition states known)", count, SHARE_GROUP_STATE,
+                        len(self.store.keys()))
 
-    async def unload(self) -> None:
-        manager, self.manager, self.store = self.manager, None, None
-        self._loaded.clear()
-        if manager is not None:
-            await manager.close()
+    async def wait_loaded(self) -> None:
+        """At start: replay the state topic if it is here."""
+        if self.loaded:
+            await self.catch_up()
 
     def on_leadership(self, topic: str, partition: int, leading: bool) -> None:
-        """A leadership change of this broker (ReplicaManager.on_leadership)."""
-        if topic == SHARE_GROUP_STATE and partition == STATE_PARTITION:
-            if self._loading is not None and not self._loading.done():
-                self._loading.cancel()
-            self._loading = asyncio.get_running_loop().create_task(self.load() if leading else self.unload())
-            self._loading.add_done_callback(_log_failure)
-            return
-        if not leading and self.manager is not None:
+        """A leadership change of this broker (ReplicaManager.on_leadership): share-partitions of a
+        topic-partition it no longer leads are dropped from memory (the next leader loads them
+        from the state topic)."""
+        if not leading and topic != SHARE_GROUP_STATE:
             record = self.topics_by_name().get(topic)
             if record is not None:
                 self.manager.forget_partition(record.topic_id, partition)
 
-    async def wait_loaded(self) -> None:
-        if self._loading is not None:
-            await asyncio.shield(self._loading)
+    def start(self) -> None:
+        self._pruning = asyncio.get_running_loop().create_task(self._prune_forever(), name="tidelog-share-state-pruning")
+
+    async def _prune_forever(self, interval_s: float = 60.0) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self.prune_state_topic()
 
     def prune_state_topic(self) -> None:
-        """Delete the records of ``__share_group_state`` no state needs any more."""
-        if self.store is None:
+        """Delete the records of ``__share_group_state`` no state needs any more (as its leader,
+        after catching up, so that no other broker's newer state is missed)."""
+        partition = self.state_topic.hosted()
+        if partition is None or not partition.leading:
             return
-        offset = self.store.prunable_offset()
-        if offset is not None:
-            try:
-                self.state_topic.prune(offset)
-            except KafkaError as e:
-                logger.debug("pruning %s: %s", SHARE_GROUP_STATE, e)
+        try:
+            self.state_topic.catch_up(self.store)
+            offset = self.store.prunable_offset()
+            if offset is not None:
+                self.state_topic.prune(min(offset, self.state_topic.replayed_offset))
+        except KafkaError as e:
+            logger.debug("pruning %s: %s", SHARE_GROUP_STATE, e)
 
     # --- admin ---------------------------------------------------------------------------------
     def group(self, group_id: str) -> ShareGroup | None:
@@ -294,13 +381,13 @@ class ShareGroups:
         group = self.membership.groups.get(group_id)
         if group is not None and not group.deleted:
             return group
-        if self.store is not None and self.store.keys(group_id):
+        if self.store.keys(group_id):
             return ShareGroup(group_id)
         return None
 
     def list_groups(self, states: Iterable[str] = ()) -> list[ShareGroup]:
         wanted = {s.lower() for s in states}
-        ids = set(self.membership.groups) | ({k.group_id for k in self.store.keys()} if self.store else set())
+        ids = set(self.membership.groups) | {k.group_id for k in self.store.keys()}
         groups = [g for g in (self.group(i) for i in sorted(ids)) if g is not None]
         return [g for g in groups if not wanted or g.state.lower() in wanted]
 
@@ -313,26 +400,24 @@ class ShareGroups:
             return ErrorCode.non_empty_group
         if group_id in self.membership.groups:
             self.membership.delete(group_id)
-        keys = self.store.keys(group_id) if self.store is not None else []
+        keys = self.store.keys(group_id)
         if keys:
             await self.manager_or_error().delete_offsets(group_id, [(k.topic_id, k.partition) for k in keys])
         return ErrorCode.none
 
     # --- membership collaborators ----------------------------------------------------------------
     async def _initialize(self, group_id: str, partitions: dict[uuid.UUID, set[int]]) -> None:
-        await self.manager_or_error().initialize(group_id, partitions)
+        await (await self.ensure_loaded()).initialize(group_id, partitions)
 
     async def _member_removed(self, group_id: str, member_id: str, failed: bool) -> None:
         self.sessions.remove(group_id, member_id)
-        if self.manager is not None:
-            await self.manager.release_member(group_id, member_id, count_delivery=failed)
+        await self.manager.release_member(group_id, member_id, count_delivery=failed)
 
     async def connection_closed(self, connection_id: str) -> None:
         """A client connection closed: its share sessions go and their members' records are
         released (the delivery counts: the member did not close its session)."""
         for session in self.sessions.on_disconnect(connection_id):
-            if self.manager is not None:
-                await self.manager.release_member(session.group_id, session.member_id, count_delivery=True,
+            await self.manager.release_member(session.group_id, session.member_id, count_delivery=True,
                                                   partitions=list(session.partitions))
 
     # --- for ShareFetch and the HTTP API ------------------------------------------------------
@@ -350,10 +435,8 @@ class ShareGroups:
             found = self._replicas.get(record.name, index) if record is not None else None
             if found is not None:
                 led.append(found)
-        waits = [asyncio.ensure_future(wait_for_data(led, timeout_s))]
-        if self.manager is not None:
-            keys = [ShareStateKey(group_id, topic_id, index) for topic_id, index in partitions]
-            waits.append(asyncio.ensure_future(self.manager.wait(keys, timeout_s)))
+        keys = [ShareStateKey(group_id, topic_id, index) for topic_id, index in partitions]
+        waits = [asyncio.ensure_future(wait_for_data(led, timeout_s)), asyncio.ensure_future(self.manager.wait(keys, timeout_s))]
         try:
             await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -390,20 +473,17 @@ class ShareGroups:
         for state, count in states.items():
             metrics.share_groups.labels(state).set(count)
         metrics.share_sessions.set(len(self.sessions))
-        if self.manager is not None:
-            in_flight: dict[str, int] = {}
-            for key, sp in self.manager.loaded():
-                in_flight[key.group_id] = in_flight.get(key.group_id, 0) + sp.in_flight_records
-            for group_id, records in in_flight.items():
-                metrics.share_in_flight.labels(group_id).set(records)
+        in_flight: dict[str, int] = {}
+        for key, sp in self.manager.loaded():
+            in_flight[key.group_id] = in_flight.get(key.group_id, 0) + sp.in_flight_records
+        for group_id, records in in_flight.items():
+            metrics.share_in_flight.labels(group_id).set(records)
 
     async def stop(self) -> None:
         self.membership.stop_timers()
-        if self._loading is not None and not self._loading.done():
-            self._loading.cancel()
-        await self.unload()
+        if self._pruning is not None:
+            self._pruning.cancel()
+        await self.manager.close()
+        self.state_topic.close()
 
 
-def _log_failure(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.warning("loading the share-group state failed: %s", task.exception())

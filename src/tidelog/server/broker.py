@@ -175,7 +175,7 @@ class Broker:
         self.replicas.on_leadership.append(self._on_leadership)
         self.topics = TopicAdmin(self.node_id, self.config, self.metadata, self.logs, self.replicas, self.resources.report,
                                  self.partition_capacity)
-        self.shares = ShareGroups(self.config, self.replicas, self.topics.topic_by_id, lambda: self.metadata.topics,
+        self.shares = ShareGroups(self.config, self.replicas, self.metadata, self.topics.topic_by_id, lambda: self.metadata.topics,
                                   group_configs=lambda group_id: self.metadata.group_configs.get(group_id, {}),
                                   create_state_topic=self._create_share_state_topic,
                                   is_other_group=lambda group_id: self.groups.registry.known(group_id),
@@ -186,6 +186,7 @@ class Broker:
         self.logs.on_offline.append(self.resources.log_dir_offline)
         await self.logs.start()
         self._resource_watch = asyncio.create_task(self.resources.watch(), name="tidelog-resource-watch")
+        self.shares.start()
         self.logs.fsync_observer = self.metrics.observe_fsync
         self.logs.cleaner.observer = self.metrics.observe_cleaning
         if self.controller is None:  # a cluster of one leads its partitions before it serves
