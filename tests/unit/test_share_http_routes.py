@@ -38,7 +38,9 @@ class Shares:
         self.store = ShareStateStore(self.state_log.append, wall_clock_ms)
         self.config = ShareConfig(SharePartitionConfig(limit, lock_ms, 1000), "earliest")
         self.totals: dict[str, dict[str, int]] = {}
-        self.manager = ShareManager(self.store, logs, lambda group: self.config, on_counts=self._count)
+        self.clock_offset_ms = 0  # added to the wall clock: a test moves time forward without waiting
+        self.manager = ShareManager(self.store, logs, lambda group: self.config, on_counts=self._count,
+                                    clock_ms=lambda: wall_clock_ms() + self.clock_offset_ms)
         self.membership = ShareGroupCoordinator(
             ShareGroupSettings(), initialize=self.manager.initialize,
             on_member_removed=lambda g, m, failed: self.manager.release_member(g, m, count_delivery=failed))
@@ -96,7 +98,7 @@ class Harness:
         self.shares = Shares(FakeLogs(), {"jobs": TopicRecord("jobs", TOPIC_ID, partitions)}, lock_ms=lock_ms, limit=limit)
         self.produce = self.shares.produce
         app = web.Application(middlewares=[json_errors])
-        ShareRoutes(self.shares).add_routes(app.router, PREFIX)
+        ShareRoutes(lambda: self.shares).add_routes(app.router, PREFIX)
         self.client = TestClient(TestServer(app, host="127.0.0.1"))
 
     async def post(self, path: str, body: dict, status: int = 200) -> dict:
@@ -217,14 +219,23 @@ def test_lock_expiry_redelivers_and_the_late_ack_fails_alone():
 def test_renew_keeps_the_lock():
     async def scenario(h: Harness):
         h.produce(0, 1)
-        (await h.receive("m1"))
-        for _ in range(4):  # 4 x 150 ms > the 300 ms lock: only renewing keeps it
-            await asyncio.sleep(0.15)
+        await h.receive("m1")
+        key = ShareStateKey("g", TOPIC_ID, 0)
+        for _ in range(3):  # 3 x 20 s past a 30 s lock: only renewing keeps it
+            h.shares.clock_offset_ms += 20_000
             renewed = await h.post("/share-groups/g/renew", {"member_id": "m1", "receipts": ["jobs/0/0"]})
             assert renewed["acknowledged"] == ["jobs/0/0"]
+            await h.shares.manager.run_timers(key)  # what the lock timer does when it fires
         assert (await h.post("/share-groups/g/ack", {"member_id": "m1", "receipts": ["jobs/0/0"]}))["failed"] == []
+        # without renewing, the lock runs out
+        h.produce(0, 1)
+        await h.receive("m1")
+        h.shares.clock_offset_ms += 30_001
+        await h.shares.manager.run_timers(key)
+        late = await h.post("/share-groups/g/ack", {"member_id": "m1", "receipts": ["jobs/0/1"]})
+        assert [f["error_code"] for f in late["failed"]] == ["INVALID_RECORD_STATE"]
 
-    run(scenario, partitions=1, lock_ms=300)
+    run(scenario, partitions=1)
 
 
 def test_reject_archives_and_the_limit_archives_too():

@@ -2,7 +2,8 @@
 
 It runs in the broker's event loop and works on the broker's own objects, one module per
 resource: topic_routes.py (topics), record_routes.py (produce and consume, reading through
-record_reader.py), group_routes.py (consumer groups, at the group coordinator) and the
+record_reader.py), group_routes.py (consumer groups, at the group coordinator), share_routes.py
+(share groups: a queue over HTTP, at the group coordinator too) and the
 ``/cluster`` overview here. In a cluster every broker answers alike: leaders, replicas and ISR
 come from the metadata store (cluster_view.py), and a partition's offsets, size and records
 from its leader (here, or asked over Kafka's protocol: peers.py). Errors are
@@ -24,6 +25,7 @@ from tidelog.http.group_routes import GroupRoutes
 from tidelog.http.peers import PeerClient
 from tidelog.http.record_reader import RecordReader
 from tidelog.http.record_routes import RecordRoutes
+from tidelog.http.share_routes import ShareRoutes
 from tidelog.http.topic_routes import TopicRoutes
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ class Api:
         self.topics = TopicRoutes(broker, self.view, self.peers)
         self.records = RecordRoutes(broker, self.view, self.peers, reader)
         self.groups = GroupRoutes(broker, self.view, reader)
+        self.shares = ShareRoutes(lambda: broker.shares)
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -60,6 +63,7 @@ class Api:
         r.add_delete(PREFIX + "/groups/{group}", groups.at_coordinator(groups.delete_group))
         r.add_post(PREFIX + "/groups/{group}/offsets", groups.at_coordinator(groups.commit_offsets))
         r.add_post(PREFIX + "/groups/{group}/fetch", groups.at_coordinator(groups.group_fetch))
+        self.shares.add_routes(r, PREFIX, groups.at_coordinator)  # share groups live with the group coordinator
 
     async def close(self) -> None:
         self.peers.close()

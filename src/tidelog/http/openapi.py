@@ -171,6 +171,86 @@ SCHEMAS = {
         "positions": {"type": "array", "items": _obj({"partition": INT, "offset": INT})},
         "records": {"type": "array", "items": _ref("Record")},
     }),
+    **{  # share groups (queues): http/share_routes.py
+        "ShareReceiveRequest": _obj({
+            "topic": STR,
+            "member_id": {**NULLABLE_STR, "maxLength": 255, "pattern": "^[!-~]+$",
+                          "description": "This consumer's member id; absent or null: the broker makes one (a UUID) "
+                                         "and answers it, to pass on from then on."},
+            "client_id": {**STR, "default": "tidelog-http", "description": "Shown in the group's description."},
+            "max_records": {**INT, "minimum": 1, "maximum": 1000, "default": 10},
+            "timeout_ms": {**INT, "minimum": 0, "maximum": 30000, "default": 0,
+                           "description": "Wait this long for a record when none is available."},
+            "encoding": {"type": "string", "enum": ["auto", "base64"], "default": "auto"},
+        }, required=["topic"]),
+        "ShareRecord": _obj({
+            "receipt": {**STR, "description": "TOPIC/PARTITION/OFFSET: names the record to ack, release, reject or renew."},
+            "topic": STR, "partition": INT,
+            "delivery_count": {**INT, "minimum": 1, "description": "1 the first time, one more at each redelivery."},
+            "offset": INT, "timestamp": INT, "timestamp_type": {"type": "string", "enum": ["CreateTime", "LogAppendTime"]},
+            "key": NULLABLE_STR, "key_encoding": ENCODING, "value": NULLABLE_STR, "value_encoding": ENCODING,
+            "headers": {"type": "array", "items": _ref("RecordHeader")},
+        }),
+        "ShareReceiveResponse": _obj({
+            "group_id": STR, "member_id": STR, "topic": STR,
+            "lock_timeout_ms": {**INT, "description": "How long the records stay locked for this member (the group's "
+                                                      "share.record.lock.duration.ms)."},
+            "records": {"type": "array", "items": _ref("ShareRecord")},
+        }),
+        "ShareAckRequest": _obj({
+            "member_id": {**STR, "maxLength": 255, "pattern": "^[!-~]+$"},
+            "receipts": {"type": "array", "items": STR, "minItems": 1, "maxItems": 1000},
+            "delay_ms": {**INT, "minimum": 0, "maximum": 43200000, "default": 0,
+                         "description": "release only: the record is available again after this long (kept in memory: "
+                                        "a broker restart makes it available at once)."},
+        }, required=["member_id", "receipts"]),
+        "ShareAckResponse": _obj({
+            "group_id": STR, "member_id": STR,
+            "acknowledged": {"type": "array", "items": STR, "description": "Receipts done."},
+            "failed": {"type": "array", "items": _obj({"receipt": STR, "error_code": STR, "message": STR}),
+                       "description": "INVALID_RECORD_STATE: not locked by this member (any more): its lock ran out, "
+                                      "or it was acknowledged already."},
+        }),
+        "ShareLeft": _obj({"group_id": STR, "member_id": STR, "left": BOOL}),
+        "ShareGroupSummary": _obj({
+            "group_id": STR, "state": STR, "members": INT, "topics": {"type": "array", "items": STR},
+            "lag": {**INT, "description": "Records up to the high watermark not yet acknowledged or archived."},
+            "in_flight": {**INT, "description": "Records between the start offsets and the next offsets."},
+            "dead_lettered": INT,
+        }),
+        "ShareGroupList": _obj({"groups": {"type": "array", "items": _ref("ShareGroupSummary")}}),
+        "ShareMember": _obj({
+            "member_id": STR, "client_id": STR, "client_host": STR, "member_epoch": INT,
+            "subscribed_topics": {"type": "array", "items": STR},
+            "assignment": {"type": "array", "items": _obj({"topic": STR, "partitions": {"type": "array", "items": INT}})},
+            "acquired_records": {**INT, "description": "Records locked for this member now."},
+        }),
+        "SharePartition": _obj({
+            "topic": STR, "partition": INT, "start_offset": INT, "next_offset": NULLABLE_INT, "lag": NULLABLE_INT,
+            "loaded": {**BOOL, "description": "In memory on this broker (records by state, delivery counts and runs are "
+                                              "known only then)."},
+            "in_flight": INT,
+            "records": _obj({"available": INT, "acquired": INT, "acknowledged": INT, "archived": INT}),
+            "delivery_counts": {"type": "object", "additionalProperties": INT,
+                                "description": "delivery count -> records not yet acknowledged or archived"},
+            "runs": {"type": "array", "items": _obj({
+                "first_offset": INT, "last_offset": INT,
+                "state": {"type": "string", "enum": ["available", "acquired", "acknowledged", "archived"]},
+                "delivery_count": INT, "member_id": NULLABLE_STR})},
+            "runs_truncated": BOOL,
+        }),
+        "ShareGroupDetail": _obj({
+            "group_id": STR, "state": STR, "group_epoch": INT, "assignment_epoch": INT,
+            "members": {"type": "array", "items": _ref("ShareMember")},
+            "partitions": {"type": "array", "items": _ref("SharePartition")},
+            "lag": INT, "in_flight": INT,
+            "counts": {**_obj({k: INT for k in ("acquired", "acknowledged", "released", "rejected", "renewed", "archived",
+                                                "redelivered", "lock_expired", "dead_lettered")}),
+                       "description": "Records since the broker started."},
+            "config": _obj({"record_lock_duration_ms": INT, "delivery_count_limit": INT, "auto_offset_reset": STR,
+                            "isolation_level": STR, "dead_letter_topic": NULLABLE_STR}),
+        }),
+    },
 }
 
 _ERROR_CONTENT = {"application/json": {"schema": _ref("Error")}}
@@ -199,6 +279,13 @@ def _query(name: str, schema: dict, description: str) -> dict:
 
 TOPIC = _path_param("topic", STR, "Topic name.")
 GROUP = _path_param("group", STR, "Consumer group id.")
+SHARE_GROUP = _path_param("group", STR, "Share group id.")
+
+
+def _share_ack(action: str, summary: str) -> dict:
+    return {"parameters": [SHARE_GROUP],
+            "post": {"operationId": f"share{action.capitalize()}", "summary": summary, "requestBody": _body("ShareAckRequest"),
+                     "responses": _responses(200, "ShareAckResponse", "Each receipt done or failed", (404, 409, 503))}}
 
 
 def openapi_document() -> dict:
@@ -284,6 +371,39 @@ def openapi_document() -> dict:
                          "summary": "Read a topic from the group's committed offsets, committing the new positions",
                          "requestBody": _body("GroupFetchRequest"),
                          "responses": _responses(200, "GroupFetchResponse", "Records", (404, 409, 503))},
+            },
+            "/share-groups": {"get": {"operationId": "listShareGroups", "summary": "Share groups with lag, records in flight "
+                                      "and dead-lettered counts",
+                                      "responses": _responses(200, "ShareGroupList", "Share groups", (503,))}},
+            "/share-groups/{group}": {
+                "parameters": [SHARE_GROUP],
+                "get": {"operationId": "describeShareGroup",
+                        "summary": "Members, share-partitions (start offsets, lag, records by state, delivery counts, "
+                                   "records in flight) and counters",
+                        "responses": _responses(200, "ShareGroupDetail", "The share group", (404, 503))},
+                "delete": {"operationId": "deleteShareGroup", "summary": "Delete a share group without members and its "
+                           "share-partition state", "responses": _responses(200, "Deleted", "Deleted", (404, 409, 503))},
+            },
+            "/share-groups/{group}/receive": {
+                "parameters": [SHARE_GROUP],
+                "post": {"operationId": "shareReceive",
+                         "summary": "Join or heartbeat as a member and take up to max_records records, each locked for "
+                                    "this member",
+                         "requestBody": _body("ShareReceiveRequest"),
+                         "responses": _responses(200, "ShareReceiveResponse", "Records with receipts and delivery counts",
+                                                 (404, 409, 503))},
+            },
+            "/share-groups/{group}/ack": _share_ack("ack", "Accept records: done, never delivered again"),
+            "/share-groups/{group}/release": _share_ack("release", "Give records back (optionally after delay_ms) for "
+                                                        "another delivery"),
+            "/share-groups/{group}/reject": _share_ack("reject", "Reject records: archived (and dead-lettered where the "
+                                                       "group has a dead-letter topic)"),
+            "/share-groups/{group}/renew": _share_ack("renew", "Keep records locked: their locks start again"),
+            "/share-groups/{group}/members/{member}": {
+                "parameters": [SHARE_GROUP, _path_param("member", STR, "Member id.")],
+                "delete": {"operationId": "shareLeave",
+                           "summary": "Leave the group: the member's records are available again, that delivery not counted",
+                           "responses": _responses(200, "ShareLeft", "Left", (404, 409, 503))},
             },
         },
         "components": {"schemas": SCHEMAS},

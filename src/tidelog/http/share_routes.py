@@ -108,11 +108,11 @@ def parse_receipt(text) -> tuple[str, int, int]:
 
 
 class ShareRoutes:
-    """The share-group routes over the broker's share groups (the ShareManager and the membership)."""
+    """The share-group routes over the broker's share groups (the ShareManager and the membership).
+    ``shares()`` gives them; None while the broker starts (the routes answer BROKER_NOT_AVAILABLE)."""
 
-    def __init__(self, shares: ShareGroups) -> None:
-        self.shares = shares
-        self.topics = shares.topics_by_name
+    def __init__(self, shares: Callable[[], ShareGroups | None]) -> None:
+        self._shares = shares
         self._rotation: dict[tuple[str, str], int] = {}  # (group, member) -> where its next receive starts
 
     def add_routes(self, router: web.UrlDispatcher, prefix: str, wrap: Callable = lambda handler: handler) -> None:
@@ -125,6 +125,16 @@ class ShareRoutes:
         for action in _ACK_TYPES:
             router.add_post(f"{base}/{{group}}/{action}", wrap(self.acknowledge))
         router.add_delete(base + "/{group}/members/{member}", wrap(self.leave))
+
+    @property
+    def shares(self) -> ShareGroups:
+        shares = self._shares()
+        if shares is None:
+            raise KafkaError(ErrorCode.broker_not_available, "the broker is starting: share groups are not loaded yet")
+        return shares
+
+    def topics(self) -> Mapping[str, TopicRecord]:
+        return self.shares.topics_by_name()
 
     # --- names and ids ----------------------------------------------------------------------
     def _topic_names(self) -> dict[uuid.UUID, str]:
