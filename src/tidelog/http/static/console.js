@@ -1,5 +1,6 @@
 // Tidelog web console: a small single-page app over the broker's /api/v1 (no build step, no libraries).
-// Routes (location.hash): #/ overview, #/topics, #/topics/NAME, #/topics/NAME/messages, #/groups, #/groups/ID.
+// Routes (location.hash): #/ overview, #/topics, #/topics/NAME, #/topics/NAME/messages, #/groups, #/groups/ID,
+// #/share-groups, #/share-groups/ID.
 "use strict";
 
 const API = "/api/v1";
@@ -397,6 +398,74 @@ async function groupDetail(id) {
   });
 }
 
+// --- share groups (queues) ------------------------------------------------------------
+async function shareGroups() {
+  const list = h("div", {}, "Loading…");
+  view.replaceChildren(h("h1", {}, "Share groups"), list);
+  every(3000, async () => {
+    try {
+      const data = await api("GET", "/share-groups");
+      list.replaceChildren(table([
+        { label: "Group", render: g => link(`#/share-groups/${enc(g.group_id)}`, g.group_id) }, { label: "State", render: g => h("span", { class: "tag" }, g.state) },
+        { label: "Members", key: "members", num: true }, { label: "Topics", render: g => g.topics.join(", ") },
+        { label: "Lag", render: g => fmtNum(g.lag), num: true }, { label: "In flight", render: g => fmtNum(g.in_flight), num: true },
+        { label: "Dead-lettered", render: g => fmtNum(g.dead_lettered), num: true },
+      ], data.groups, { testid: "share-groups-table", key: g => g.group_id, empty: "No share groups yet." }));
+    } catch (e) { list.replaceChildren(errorBox(e)); }
+  });
+}
+
+const shareCharts = {};
+async function shareGroupDetail(id) {
+  const body = h("div", {}, "Loading…");
+  if (!shareCharts[id]) shareCharts[id] = new Chart([{ name: "lag (records)", color: "#e8590c" }, { name: "in flight", color: "#0f6bdc", dash: [6, 4] }]);
+  const chart = shareCharts[id];
+  view.replaceChildren(h("h1", {}, "Share group ", h("span", { "data-testid": "share-group-title" }, id)), body,
+    h("h2", {}, "Lag and records in flight over time"), h("div", { class: "panel" }, chart.el));
+  every(2000, async () => {
+    try {
+      const g = await api("GET", `/share-groups/${enc(id)}`);
+      chart.add(Date.now(), [g.lag, g.in_flight]);
+      const c = g.counts;
+      const states = p => ["available", "acquired", "acknowledged", "archived"].map(s => `${s} ${fmtNum(p.records[s])}`).join(" · ");
+      const counts = p => Object.entries(p.delivery_counts).map(([n, records]) => h("span", { class: "tag" }, `${records} × ${n}`));
+      body.replaceChildren(
+        h("div", { class: "cards" }, card("State", g.state, "share-group-state"), card("Members", g.members.length, "share-group-members"),
+          card("Lag", fmtNum(g.lag), "share-group-lag"), card("In flight", fmtNum(g.in_flight), "share-group-in-flight"),
+          card("Dead-lettered", fmtNum(c.dead_lettered), "share-group-dead-lettered"),
+          card("Lock / delivery limit", `${fmtDuration(g.config.record_lock_duration_ms)} / ${g.config.delivery_count_limit}`),
+          card("Dead-letter topic", g.config.dead_letter_topic || "none")),
+        h("h2", {}, "Records since the broker started"),
+        h("div", { class: "cards", "data-testid": "share-group-counts" },
+          ["acquired", "acknowledged", "released", "rejected", "renewed", "redelivered", "lock_expired", "archived", "dead_lettered"]
+            .map(k => card(k.replace("_", " "), fmtNum(c[k]), `count-${k}`))),
+        h("h2", {}, "Members"),
+        table([
+          { label: "Member", render: m => h("code", {}, m.member_id) }, { label: "Client", key: "client_id" }, { label: "Host", key: "client_host" },
+          { label: "Epoch", key: "member_epoch", num: true },
+          { label: "Assignment", render: m => m.assignment.map(a => h("span", { class: "tag" }, `${a.topic}: ${a.partitions.join(",")}`)) },
+          { label: "Records held", key: "acquired_records", num: true },
+        ], g.members, { testid: "share-members-table", key: m => m.member_id, empty: "No members." }),
+        h("h2", {}, "Share-partitions"),
+        table([
+          { label: "Topic", render: p => link(`#/topics/${enc(p.topic)}`, p.topic) }, { label: "Partition", key: "partition", num: true },
+          { label: "Start offset", key: "start_offset", num: true }, { label: "Next offset", render: p => p.next_offset ?? "-", num: true },
+          { label: "Lag", render: p => fmtNum(p.lag), num: true }, { label: "In flight", key: "in_flight", num: true },
+          { label: "Records by state", render: p => p.loaded ? states(p) : "not loaded" },
+          { label: "Delivery counts (records × count)", render: p => counts(p) },
+        ], g.partitions, { testid: "share-partitions-table", key: p => `${p.topic}-${p.partition}`, empty: "No share-partitions yet." }),
+        h("h2", {}, "Records in flight"),
+        table([
+          { label: "Topic", key: "topic" }, { label: "Partition", key: "partition", num: true },
+          { label: "Offsets", render: r => r.first_offset === r.last_offset ? r.first_offset : `${r.first_offset}–${r.last_offset}` },
+          { label: "State", render: r => h("span", { class: "tag" }, r.state) }, { label: "Delivery count", key: "delivery_count", num: true },
+          { label: "Member", render: r => r.member_id ? h("code", {}, r.member_id) : "-" },
+        ], g.partitions.flatMap(p => p.runs.map(r => ({ ...r, topic: p.topic, partition: p.partition }))),
+          { testid: "share-runs-table", empty: "Nothing in flight." }));
+    } catch (e) { body.replaceChildren(errorBox(e)); }
+  });
+}
+
 // --- routing -----------------------------------------------------------------------
 async function route() {
   clearTimers();
@@ -412,6 +481,8 @@ async function route() {
   else if (parts[0] === "topics") page = ["topic", topicDetail(parts[1])];
   else if (parts[0] === "groups" && parts.length === 1) page = ["groups", groups()];
   else if (parts[0] === "groups") page = ["group", groupDetail(parts[1])];
+  else if (parts[0] === "share-groups" && parts.length === 1) page = ["share-groups", shareGroups()];
+  else if (parts[0] === "share-groups") page = ["share-group", shareGroupDetail(parts[1])];
   else page = ["overview", overview()];
   await page[1];
   view.dataset.page = page[0];
