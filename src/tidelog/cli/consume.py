@@ -120,6 +120,10 @@ def _resolve(consumer, client: Client, tps: list[TopicPartition], start, from_ti
 @click.option("--from-time", default=None, metavar="ISO|MS", help="Start at the first record at or after this time (ISO 8601 or epoch ms).")
 @click.option("--partition", "-p", "partitions", multiple=True, type=click.IntRange(min=0), help="Read only this partition (repeatable).")
 @click.option("--group", "-g", default=None, help="Consume as this consumer group, committing offsets.")
+@click.option("--share-group", "-s", default=None, metavar="GROUP",
+              help="Take records as a consumer of this share group (a queue), acknowledging each printed.")
+@click.option("--ack", type=click.Choice(["accept", "release", "reject"]), default=None,
+              help="With --share-group: how printed records are acknowledged (default accept).")
 @click.option("--max-messages", "-n", type=click.IntRange(min=1), default=None, help="Stop after this many records.")
 @click.option("--exit-at-end", "-e", is_flag=True, help="Stop when every partition is read to its end.")
 @click.option("--format", "-F", "template", default=None, metavar="TEMPLATE",
@@ -127,8 +131,8 @@ def _resolve(consumer, client: Client, tps: list[TopicPartition], start, from_ti
 @client_command(timeout_default=None,
                 timeout_help="Stop when no record arrives for this long (default: wait for ever); also the connect timeout.")
 def consume(client: Client, topic: str, from_beginning: bool, offset: str | None, from_time: str | None,
-            partitions: tuple[int, ...], group: str | None, max_messages: int | None, exit_at_end: bool,
-            template: str | None) -> None:
+            partitions: tuple[int, ...], group: str | None, share_group: str | None, ack: str | None,
+            max_messages: int | None, exit_at_end: bool, template: str | None) -> None:
     """Print records of TOPIC: values one a line (default), --json (a JSON object a line with
     topic, partition, offset, timestamp, key, headers, value) or a --format template."""
     as_json = client.out.as_json
@@ -136,10 +140,17 @@ def consume(client: Client, topic: str, from_beginning: bool, offset: str | None
         raise click.UsageError("--json and --format are exclusive")
     if sum(x is not None and x is not False for x in (offset, from_time, from_beginning or None)) > 1:
         raise click.UsageError("give one of --from-beginning, --offset, --from-time")
-    from_time_ms = parse_time_ms(from_time, "--from-time") if from_time is not None else None
-    start = _start_offset(offset, from_beginning, group)
     if template is not None and not template.endswith("\\n"):
         template += "\\n"
+    if share_group is not None:
+        _consume_share_group(client, topic, share_group, ack, as_json, template, max_messages,
+                             {"--from-beginning": from_beginning, "--offset": offset, "--from-time": from_time,
+                              "--partition": partitions, "--group": group, "--exit-at-end": exit_at_end})
+        return
+    if ack is not None:
+        raise click.UsageError("--ack is for --share-group")
+    from_time_ms = parse_time_ms(from_time, "--from-time") if from_time is not None else None
+    start = _start_offset(offset, from_beginning, group)
 
     consumer = client.consumer(**{
         "group.id": group or f"tidelog-cli-{uuid.uuid4()}",
@@ -171,6 +182,22 @@ def consume(client: Client, topic: str, from_beginning: bool, offset: str | None
         count = None
     finally:
         consumer.close()
+    if count is not None and sys.stderr.isatty():
+        note(f"Processed {count} record{'s' if count != 1 else ''}.", "cyan")
+
+
+def _consume_share_group(client: Client, topic: str, share_group: str, ack: str | None, as_json: bool,
+                         template: str | None, max_messages: int | None, others: dict) -> None:
+    given = [name for name, value in others.items() if value not in (None, False, ())]
+    if given:
+        raise click.UsageError(f"{', '.join(given)}: not with --share-group (a share group's consumers take records "
+                               "where the group is; its share.auto.offset.reset decides where it starts)")
+    from tidelog.cli.share_consume import consume_share_group
+
+    try:
+        count = consume_share_group(client, topic, share_group, ack or "accept", as_json, template, max_messages)
+    except KeyboardInterrupt:
+        count = None
     if count is not None and sys.stderr.isatty():
         note(f"Processed {count} record{'s' if count != 1 else ''}.", "cyan")
 
