@@ -121,7 +121,7 @@ def describe(client: Client, group_ids: tuple[str, ...]) -> None:
                   title="Offsets", row_styles=["yellow" if o["lag"] else None for o in d["offsets"]])
 
 
-def _partitions(client: Client, admin, topic_specs: tuple[str, ...], all_topics: bool, committed) -> list[tuple[str, int]]:
+def chosen_partitions(client: Client, admin, topic_specs: tuple[str, ...], all_topics: bool, committed) -> list[tuple[str, int]]:
     """--topic T or T:0,1 (repeatable), or --all-topics (those the group has committed offsets for)."""
     if all_topics:
         if topic_specs:
@@ -148,6 +148,28 @@ def _partitions(client: Client, admin, topic_specs: tuple[str, ...], all_topics:
             wanted = sorted(tmd.partitions)
         keys += [(topic, p) for p in wanted]
     return sorted(set(keys))
+
+
+def reset_plan(client: Client, admin, keys: list[tuple[str, int]], current: dict[tuple[str, int], int],
+               strategy: str | None, to_offset: int | None, timestamp_ms: int | None, shift_by: int | None) -> list[dict]:
+    """[{topic, partition, current, new}] for a reset: to the earliest or latest offset, an offset, the
+    first at or after a time, or ``current`` shifted (the log start where there is none); clamped to
+    each partition's log."""
+    low = list_offsets(client, admin, keys, OffsetSpec.earliest())
+    high = list_offsets(client, admin, keys, OffsetSpec.latest())
+    if strategy == "earliest":
+        target = dict(low)
+    elif strategy == "latest":
+        target = dict(high)
+    elif to_offset is not None:
+        target = {k: to_offset for k in keys}
+    elif timestamp_ms is not None:
+        found = list_offsets(client, admin, keys, OffsetSpec.for_timestamp(timestamp_ms))
+        target = {k: found[k] if found[k] >= 0 else high[k] for k in keys}
+    else:
+        target = {k: current.get(k, low[k]) + shift_by for k in keys}
+    return [{"topic": t, "partition": p, "current": current.get((t, p)),
+             "new": min(max(target[(t, p)], low[(t, p)]), high[(t, p)])} for t, p in keys]
 
 
 @groups.command("reset-offsets")
@@ -179,22 +201,8 @@ def reset_offsets(client: Client, group: str, topic_specs: tuple[str, ...], all_
         raise CliError(f"group {group} is {_state(desc.state)} with {len(desc.members)} member(s): "
                        "offsets can be reset only when no consumer is in the group")
     committed = committed_offsets(client, admin, group)
-    keys = _partitions(client, admin, topic_specs, all_topics, committed)
-    low = list_offsets(client, admin, keys, OffsetSpec.earliest())
-    high = list_offsets(client, admin, keys, OffsetSpec.latest())
-    if strategy == "earliest":
-        target = dict(low)
-    elif strategy == "latest":
-        target = dict(high)
-    elif to_offset is not None:
-        target = {k: to_offset for k in keys}
-    elif timestamp_ms is not None:
-        found = list_offsets(client, admin, keys, OffsetSpec.for_timestamp(timestamp_ms))
-        target = {k: found[k] if found[k] >= 0 else high[k] for k in keys}
-    else:
-        target = {k: committed.get(k, low[k]) + shift_by for k in keys}
-    plan = [{"topic": t, "partition": p, "current": committed.get((t, p)),
-             "new": min(max(target[(t, p)], low[(t, p)]), high[(t, p)])} for t, p in keys]
+    keys = chosen_partitions(client, admin, topic_specs, all_topics, committed)
+    plan = reset_plan(client, admin, keys, committed, strategy, to_offset, timestamp_ms, shift_by)
     if execute and plan:
         request = ConsumerGroupTopicPartitions(group, [TopicPartition(r["topic"], r["partition"], r["new"]) for r in plan])
         result = client.result(admin.alter_consumer_group_offsets([request], request_timeout=client.timeout_s)[group])
@@ -218,6 +226,11 @@ def reset_offsets(client: Client, group: str, topic_specs: tuple[str, ...], all_
 @client_command()
 def delete(client: Client, group_ids: tuple[str, ...]) -> None:
     """Delete groups and their committed offsets; a group must have no active members."""
+    delete_groups(client, group_ids, "group")
+
+
+def delete_groups(client: Client, group_ids: tuple[str, ...], kind: str) -> None:
+    """DeleteGroups (consumer or share groups alike), reporting each as ``kind``."""
     admin = client.admin()
     client.metadata(admin)
     futures = admin.delete_consumer_groups(list(group_ids), request_timeout=client.timeout_s)
@@ -226,10 +239,10 @@ def delete(client: Client, group_ids: tuple[str, ...]) -> None:
         try:
             client.result(future)
         except CliError as e:
-            raise CliError(f"group {group}: {e.message}") from None
+            raise CliError(f"{kind} {group}: {e.message}") from None
         deleted.append(group)
     if client.out.as_json:
         client.out.json({"deleted": deleted})
     else:
         for group in deleted:
-            client.out.done(f"Deleted group {group}.", group)
+            client.out.done(f"Deleted {kind} {group}.", group)

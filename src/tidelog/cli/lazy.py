@@ -16,6 +16,7 @@ CLIENT_COMMANDS = {
     "produce": "tidelog.cli.produce:produce",
     "consume": "tidelog.cli.consume:consume",
     "groups": "tidelog.cli.groups:groups",
+    "share-groups": "tidelog.cli.share_groups:share_groups",
     "cluster": "tidelog.cli.cluster:cluster",
     "bench": "tidelog.cli.bench:bench",
     "dev-cluster": "tidelog.cli.dev_cluster:dev_cluster",
