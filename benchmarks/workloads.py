@@ -12,6 +12,7 @@ class Workload:
     acks: str
     partitions: int = 1
     consumers: int = 0  # 0: one consumer with assign(); N: a group of N subscribe()d consumers
+    share: bool = False  # the N consumers are ShareConsumers of a share group (benchmarks/share_groups.py)
     rate: int = 0  # >0: an end-to-end latency run at this many records/s ...
     seconds: float = 0.0  # ... for this long
 
@@ -35,6 +36,8 @@ class Workload:
             return (f"{self.record_bytes} B records, acks={self.acks}, {self.rate:,}/s for {self.seconds:g} s, "
                     "producer linger.ms=1, end-to-end latency to a consumer in the same process")
         reader = f"a group of {self.consumers} consumers (subscribe)" if self.consumers else "one consumer (assign)"
+        if self.share:
+            reader = f"a share group of {self.consumers} ShareConsumer(s) (implicit acknowledgement)"
         return (f"{self.record_bytes} B records, acks={self.acks}, {self.partitions} partition(s), read by {reader}")
 
 
@@ -47,7 +50,9 @@ WORKLOADS = {w.name: w for w in (
     Workload("100b-acks-1-p16", 100, "1", partitions=16),
     Workload("1k-acks-all-p256", 1024, "all", partitions=256),
     Workload("1k-p6-group3", 1024, "all", partitions=6, consumers=3),
+    Workload("1k-p6-share1", 1024, "all", partitions=6, consumers=1, share=True),
+    Workload("1k-p6-share3", 1024, "all", partitions=6, consumers=3, share=True),
     Workload("lat-5k", 1024, "all", rate=5_000, seconds=10),
     Workload("lat-50k", 1024, "all", rate=50_000, seconds=10),
 )}
-DEFAULT_WORKLOADS = "1k-acks-all,100b-acks-1,1k-acks-all-p16,100b-acks-1-p16,1k-acks-all-p256,1k-p6-group3,lat-5k,lat-50k"
+DEFAULT_WORKLOADS = "1k-acks-all,100b-acks-1,1k-acks-all-p16,100b-acks-1-p16,1k-acks-all-p256,1k-p6-group3,1k-p6-share1,1k-p6-share3,lat-5k,lat-50k"
