@@ -5,6 +5,8 @@ confluent-kafka's ShareConsumer rejecting and releasing, read back with kafka-py
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 from confluent_kafka import AcknowledgeType
 from kafka import KafkaConsumer, TopicPartition
@@ -156,3 +158,17 @@ def test_rejected_and_undeliverable_records_are_dead_lettered(broker_factory, co
                 headers["__dlq.errors.group.id"], headers["__dlq.errors.delivery.count"]) == (
             b"orders", b"0", offset, b"pickers", count)
         assert by_reason[reason].value == (value if copy_record else None)
+
+
+def test_share_fetch_with_an_unknown_acquire_mode_is_invalid_request(broker):
+    """A ShareFetch v2 whose ShareAcquireMode is neither 0 nor 1 gets INVALID_REQUEST (the handler
+    once failed on it and closed the connection with an ERROR)."""
+    from kio.schema.share_fetch.v2 import request as fetch_request
+
+    body = fetch_request.ShareFetchRequest(
+        group_id="g", member_id="m", share_session_epoch=0, max_wait=datetime.timedelta(0), min_bytes=1,
+        max_bytes=1 << 20, max_records=10, batch_size=10, share_acquire_mode=-128, is_renew_ack=False, topics=(),
+        forgotten_topics_data=())
+    response = request(broker.bootstrap, 78, 2, body)
+    assert response.error_code == 42  # INVALID_REQUEST
+    assert " ERROR " not in broker.log()

@@ -39,10 +39,10 @@ async def handle(ctx: RequestContext, request) -> object:
         return _top_error(module, ErrorCode.invalid_request, "GroupId and MemberId must be set.")
     shares = ctx.shares
     try:
-        manager = shares.manager_or_error()
         renew = ctx.api_version >= 2 and request.is_renew_ack
         if has_renew(request.topics) and not renew:
             raise KafkaError(ErrorCode.invalid_request, "RENEW acknowledgements need IsRenewAck (ShareAcknowledge v2).")
+        manager = shares.manager_or_error()
         session = shares.sessions.share_acknowledge(group_id, member_id, request.share_session_epoch)
     except KafkaError as e:
         logger.debug("ShareAcknowledge from %s (group %s, member %s) refused: %s", ctx.peer, group_id, member_id, e)

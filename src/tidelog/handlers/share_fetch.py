@@ -15,7 +15,8 @@ releases the member's remaining records (the delivery not counted, as Kafka 4.2)
 with ``is_renew_ack`` renews locks and fetches nothing. The response carries the group's
 acquisition lock duration.
 Versions: 1-2 (Kafka 4.2; v2: ShareAcquireMode, RENEW with IsRenewAck). Errors: top level
-INVALID_REQUEST (no group or member id, acknowledgements in an opening request),
+INVALID_REQUEST (no group or member id, acknowledgements in an opening request, an unknown
+ShareAcquireMode, RENEW without IsRenewAck),
 SHARE_SESSION_NOT_FOUND, INVALID_SHARE_SESSION_EPOCH, SHARE_SESSION_LIMIT_REACHED,
 COORDINATOR_NOT_AVAILABLE (share state not loaded here); per partition UNKNOWN_TOPIC_ID,
 UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER (with the leader and its endpoint),
@@ -50,10 +51,13 @@ async def handle(ctx: RequestContext, request) -> object:
         return _top_error(module, ErrorCode.invalid_request, "GroupId and MemberId must be set.")
     shares = ctx.shares
     try:
-        manager = shares.manager_or_error()
         renew = ctx.api_version >= 2 and request.is_renew_ack
         if has_renew(request.topics) and not renew:
             raise KafkaError(ErrorCode.invalid_request, "RENEW acknowledgements need IsRenewAck (ShareFetch v2).")
+        mode_id = getattr(request, "share_acquire_mode", 0) if ctx.api_version >= 2 else 0
+        if mode_id not in (AcquireMode.BATCH_OPTIMIZED, AcquireMode.RECORD_LIMIT):
+            raise KafkaError(ErrorCode.invalid_request, f"Unknown ShareAcquireMode {mode_id}.")
+        manager = shares.manager_or_error()
         requested = [(t.topic_id, p.partition_index) for t in request.topics for p in t.partitions]
         forgotten = [(t.topic_id, p) for t in request.forgotten_topics_data for p in t.partitions]
         has_acks = any(p.acknowledgement_batches for t in request.topics for p in t.partitions)
@@ -69,8 +73,7 @@ async def handle(ctx: RequestContext, request) -> object:
         shares.sessions.remove(group_id, member_id)
         await manager.release_member(group_id, member_id, count_delivery=False, partitions=list(context.session.partitions))
     elif not renew and context.partitions:
-        mode = AcquireMode(getattr(request, "share_acquire_mode", 0)) if ctx.api_version >= 2 else AcquireMode.BATCH_OPTIMIZED
-        fetched = await _fetch(ctx, manager, group_id, member_id, context, request, mode)
+        fetched = await _fetch(ctx, manager, group_id, member_id, context, request, AcquireMode(mode_id))
 
     responses: dict = {}
     leaders = []
