@@ -29,11 +29,9 @@ __all__ = ["fsync_dir", "read_checkpoint", "remove_file", "write_checkpoint", "w
 TMP_SUFFIX = ".tmp"
 
 
-def write_checkpoint_file(path: Path, data: bytes | str, sync: bool = True) -> None:
-    """Replace ``path`` with ``data`` atomically and durably (see the module docstring);
-    ``sync=False``: atomically only, the caller makes file and directory durable later (a
-    process crash keeps it: the page cache is the kernel's)."""
-    path = Path(path)
+def _write_tmp(path: Path, data: bytes | str, sync: bool) -> Path:
+    """``<name>.tmp`` beside ``path`` holding ``data`` (fsynced if ``sync``); removed again if
+    that fails. Returns its path."""
     payload = data.encode() if isinstance(data, str) else data
     tmp = path.with_name(path.name + TMP_SUFFIX)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -52,7 +50,15 @@ def write_checkpoint_file(path: Path, data: bytes | str, sync: bool = True) -> N
         tmp.unlink(missing_ok=True)
         raise
     os.close(fd)
-    os.replace(tmp, path)
+    return tmp
+
+
+def write_checkpoint_file(path: Path, data: bytes | str, sync: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (see the module docstring);
+    ``sync=False``: atomically only, the caller makes file and directory durable later (a
+    process crash keeps it: the page cache is the kernel's)."""
+    path = Path(path)
+    os.replace(_write_tmp(path, data, sync), path)
     if sync:
         fsync_dir(path.parent)
 
@@ -67,18 +73,7 @@ def write_checkpoint_files(files: list[tuple[Path, bytes | str]], sync_filesyste
     try:
         for path, data in files:
             path = Path(path)
-            tmp = path.with_name(path.name + TMP_SUFFIX)
-            payload = data.encode() if isinstance(data, str) else data
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            written.append((tmp, path))
-            try:
-                if faults.armed:
-                    faults.check("write", "checkpoint")
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
+            written.append((_write_tmp(path, data, sync=False), path))
         sync_filesystem(["checkpoint"] * len(written))
     except BaseException:
         for tmp, _ in written:
