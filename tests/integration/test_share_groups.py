@@ -98,3 +98,43 @@ def test_lock_expiry_redelivers_to_another_consumer(broker_factory):
         holder.close()
         if other is not None:
             other.close()
+
+
+def test_priority_topic_acquires_higher_priorities_first(broker):
+    """Issue 14's selection is wired into ShareFetch: on a topic with tidelog.priority.enable, a fetch
+    of 10 records (v2 record_limit mode) acquires those with the highest priority header first."""
+    import datetime
+
+    from confluent_kafka import Producer
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+    from kio.schema.metadata.v12 import request as metadata_request
+    from kio.schema.share_fetch.v2 import request as fetch_request
+    from kio.schema.share_group_heartbeat.v1 import request as heartbeat_request
+
+    from tests.integration.share_clients import request
+
+    create_topic(broker.bootstrap, "urgent", 1, {"tidelog.priority.enable": "true", "tidelog.priority.aging.ms": "0"})
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 0})
+    for i in range(30):
+        producer.produce("urgent", f"p{i % 3}-{i}".encode(), partition=0, headers=[("priority", str(i % 3).encode())])
+    assert producer.flush(10) == 0
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    admin.alter_configs([ConfigResource(ConfigResourceType.GROUP, "triage", configs={"share.auto.offset.reset": "earliest"})],
+                        incremental=True)
+    admin.close()
+    [topic] = request(broker.bootstrap, 3, 12, metadata_request.MetadataRequest(
+        topics=(metadata_request.MetadataRequestTopic(topic_id=None, name="urgent"),), allow_auto_topic_creation=False,
+        include_topic_authorized_operations=False)).topics
+    heartbeat = request(broker.bootstrap, 76, 1, heartbeat_request.ShareGroupHeartbeatRequest(
+        group_id="triage", member_id="m1", member_epoch=0, rack_id=None, subscribed_topic_names=("urgent",)))
+    assert heartbeat.error_code == 0, heartbeat
+    fetch = fetch_request.ShareFetchRequest(
+        group_id="triage", member_id="m1", share_session_epoch=0, max_wait=datetime.timedelta(milliseconds=2000),
+        min_bytes=1, max_bytes=1 << 20, max_records=10, batch_size=10, share_acquire_mode=1, is_renew_ack=False,
+        topics=(fetch_request.FetchTopic(topic_id=topic.topic_id, partitions=(
+            fetch_request.FetchPartition(partition_index=0, acknowledgement_batches=()),)),), forgotten_topics_data=())
+    response = request(broker.bootstrap, 78, 2, fetch)
+    assert response.error_code == 0, response
+    [partition] = response.responses[0].partitions
+    acquired = [o for a in partition.acquired_records for o in range(a.first_offset, a.last_offset + 1)]
+    assert sorted(acquired) == list(range(2, 30, 3))  # the ten records with priority 2

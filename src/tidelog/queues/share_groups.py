@@ -49,6 +49,7 @@ from tidelog.protocol.records import BATCH_HEADER_SIZE, InvalidBatch, build_batc
 from tidelog.protocol.topics import SHARE_GROUP_STATE
 from tidelog.queues.dead_letters import DeadLetterWriter
 from tidelog.queues.manager import ShareConfig, ShareManager
+from tidelog.queues.queue_features import QueueFeatures
 from tidelog.queues.share_group import ShareGroup, ShareGroupCoordinator, ShareGroupSettings, TopicInfo
 from tidelog.queues.share_session import ShareSessionCache
 from tidelog.queues.state_records import ShareStateKey
@@ -283,8 +284,10 @@ class ShareGroups:
             has_state=lambda group_id: bool(self.store.keys(group_id)))
         self.store = ShareStateStore(self.state_topic.append, wall_clock_ms,
                                      config["share.coordinator.snapshot.update.records.per.snapshot"])
+        # Issue 14's priority, delay, TTL and filters choose what an acquisition takes (queue_features.py).
+        self.features = QueueFeatures(config, self._feature_configs, on_counts=self._count)
         self.manager = ShareManager(self.store, self.source, self.share_config, dead_letter=self.dead_letters.write,
-                                    on_counts=self._count, refresh=self.catch_up)
+                                    on_counts=self._count, refresh=self.catch_up, policies=self.features.policy)
         self._create_state_topic = create_state_topic
         self._pruning: asyncio.Task | None = None
         self._totals: dict[str, dict[str, int]] = {}
@@ -292,6 +295,11 @@ class ShareGroups:
     # --- configs ------------------------------------------------------------------------------
     def share_config(self, group_id: str) -> ShareConfig:
         return ShareConfig.resolve(self.config, dict(self.group_configs(group_id)))
+
+    def _feature_configs(self, key: ShareStateKey) -> tuple[Mapping[str, str], Mapping[str, str]]:
+        """The topic's and the group's config overrides of a share-partition (for QueueFeatures)."""
+        record = self.topic_by_id(key.topic_id)
+        return (record.configs if record is not None else {}), self.group_configs(key.group_id)
 
     def _membership_config(self, group_id: str) -> Mapping[str, int]:
         overrides = dict(self.group_configs(group_id))
