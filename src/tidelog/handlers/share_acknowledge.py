@@ -45,7 +45,9 @@ async def handle(ctx: RequestContext, request) -> object:
         manager = shares.manager_or_error()
         session = shares.sessions.share_acknowledge(group_id, member_id, request.share_session_epoch)
     except KafkaError as e:
-        logger.debug("ShareAcknowledge from %s (group %s, member %s) refused: %s", ctx.peer, group_id, member_id, e)
+        # a malformed request is the client's bug (WARNING); session errors are ordinary (a restart, a race)
+        logger.log(logging.WARNING if e.error_code == ErrorCode.invalid_request else logging.DEBUG,
+                   "ShareAcknowledge from %s (group %s, member %s) refused: %s", ctx.peer, group_id, member_id, e)
         return _top_error(module, e.error_code, e.message)
     errors = await acknowledge(manager, group_id, member_id, request.topics, renew)
     if request.share_session_epoch == FINAL_EPOCH:

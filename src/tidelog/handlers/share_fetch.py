@@ -64,7 +64,9 @@ async def handle(ctx: RequestContext, request) -> object:
         context = shares.sessions.share_fetch(group_id, member_id, request.share_session_epoch, requested, forgotten,
                                               has_acknowledgements=has_acks, connection_id=ctx.peer)
     except KafkaError as e:
-        logger.debug("ShareFetch from %s (group %s, member %s) refused: %s", ctx.peer, group_id, member_id, e)
+        # a malformed request is the client's bug (WARNING); session errors are ordinary (a restart, a race)
+        logger.log(logging.WARNING if e.error_code == ErrorCode.invalid_request else logging.DEBUG,
+                   "ShareFetch from %s (group %s, member %s) refused: %s", ctx.peer, group_id, member_id, e)
         return _top_error(module, e.error_code, e.message)
 
     ack_errors = await acknowledge(manager, group_id, member_id, request.topics, renew)

@@ -283,8 +283,10 @@ class ShareManager:
                                renew_allowed=renew_allowed)
             await self._settle(key, sp, t)
         except KafkaError as e:
-            if e.error_code in (ErrorCode.invalid_record_state, ErrorCode.invalid_request):
+            if e.error_code == ErrorCode.invalid_record_state:  # e.g. its lock ran out: an ordinary race
                 logger.debug("share-partition %s: acknowledgement by %s refused: %s", key, member_id, e)
+            elif e.error_code == ErrorCode.invalid_request:  # malformed acknowledgement batches: a client bug
+                logger.warning("share-partition %s: acknowledgement by %s refused: %s", key, member_id, e)
             else:
                 logger.warning("share-partition %s: acknowledgement by %s failed: %s", key, member_id, e)
             return e.error_code
