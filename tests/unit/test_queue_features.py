@@ -350,3 +350,17 @@ def test_the_attribute_cache_is_bounded_by_the_window():
             await s.ack(got)
         assert s.features.cached_batches() <= 1
     run(scenario())
+
+
+def test_a_filter_reading_headers_by_name_is_evaluated_once_per_distinct_value_of_those():
+    from tidelog.queues.filters import _header_names, compile_filter
+
+    f = compile_filter('"type" in headers && headers["type"] == b"order"')
+    results = [f(b"k%d" % i, {"type": b"order" if i % 2 else b"refund", "trace": b"%d" % i}, NOW + i) for i in range(100)]
+    assert results == [bool(i % 2) for i in range(100)]
+    assert f.evaluations == 2
+    assert _header_names('headers.type == b"x" && headers["a"] == b"y"') == ("a", "type")
+    for other_use in ('size(headers) > 1', 'headers.exists(k, k == "a")', 'headers["a\\"b"] == b""'):
+        assert _header_names(other_use) is None  # memoised by every header instead
+    g = compile_filter("size(headers) > 1")
+    assert [g(None, {"a": b"1", "b": b"%d" % i}, 0) for i in range(3)] == [True] * 3 and g.evaluations == 3

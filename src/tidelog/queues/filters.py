@@ -21,6 +21,7 @@ cache), not on every fetch.
 from __future__ import annotations
 
 import logging
+import re
 
 import cel
 
@@ -41,14 +42,19 @@ class RecordFilter:
         self._key = "key" in names
         self._headers = "headers" in names
         self._timestamp = "timestamp" in names
+        # The header names it reads, when it reads headers only by name (headers["x"], headers.x,
+        # "x" in headers): the memo is then keyed by those headers' values alone.
+        self._header_names = _header_names(expression) if self._headers else None
         self._memo: dict[tuple, bool] = {}
         self.evaluations = 0
         self.errors = 0
 
     def __call__(self, key: bytes | None, headers: dict, timestamp: int) -> bool:
-        memo_key = (key if self._key else None,
-                    tuple(headers.items()) if self._headers else None,
-                    timestamp if self._timestamp else None)
+        if self._header_names is not None:
+            read = tuple(headers.get(name, _MISSING) for name in self._header_names)
+        else:
+            read = tuple(headers.items()) if self._headers else None
+        memo_key = (key if self._key else None, read, timestamp if self._timestamp else None)
         found = self._memo.get(memo_key)
         if found is not None:
             return found
@@ -65,6 +71,28 @@ class RecordFilter:
             self._memo.clear()
         self._memo[memo_key] = result
         return result
+
+
+_MISSING = object()
+_BY_NAME = re.compile(r"""headers\s*\[\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')\s*\]"""
+                      r"""|headers\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()"""
+                      r"""|("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')\s+in\s+headers\b""")
+
+
+def _header_names(expression: str) -> tuple[str, ...] | None:
+    """The header names an expression reads, if it reads headers only by literal name; else None."""
+    names: set[str] = set()
+    for quoted, field_name, tested in _BY_NAME.findall(expression):
+        literal = quoted or tested
+        if literal:
+            if "\\" in literal:
+                return None  # an escape: do not guess what it names
+            names.add(literal[1:-1])
+        else:
+            names.add(field_name)
+    if re.search(r"\bheaders\b", _BY_NAME.sub("", expression)):
+        return None  # headers used some other way (size(headers), headers.exists(...), a variable key)
+    return tuple(sorted(names))
 
 
 def compile_filter(expression: str) -> RecordFilter | None:
