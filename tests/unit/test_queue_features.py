@@ -9,6 +9,10 @@ import asyncio
 import random
 import uuid
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from tidelog.config import BrokerConfig
 from tidelog.protocol.records import build_batch, parse_batch_header
 from tidelog.queues import record_attrs
@@ -364,3 +368,17 @@ def test_a_filter_reading_headers_by_name_is_evaluated_once_per_distinct_value_o
         assert _header_names(other_use) is None  # memoised by every header instead
     g = compile_filter("size(headers) > 1")
     assert [g(None, {"a": b"1", "b": b"%d" % i}, 0) for i in range(3)] == [True] * 3 and g.evaluations == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.none() | st.binary(max_size=300), st.binary(max_size=300),
+                          st.lists(st.tuples(st.text(max_size=20), st.none() | st.binary(max_size=200)), max_size=5),
+                          st.integers(0, 10_000)), min_size=1, max_size=20))
+def test_the_c_record_walk_reads_what_the_python_one_reads(records):
+    if record_attrs._fields_in_c is None:
+        pytest.skip("the C extension is not built")
+    batch = build_batch([(k, v, h, NOW + t) for k, v, h, t in records], base_offset=100)
+    info = parse_batch_header(batch)
+    for want_key in (True, False):
+        assert list(record_attrs._walk(batch, 61, len(batch), info, False, want_key)) == \
+            list(record_attrs._walk_python(batch, 61, len(batch), info, False, want_key))

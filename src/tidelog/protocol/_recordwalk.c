@@ -140,8 +140,138 @@ static PyObject *walk(PyObject *module, PyObject *args)
     return Py_BuildValue("(LL)", (long long)min_delta, (long long)max_delta);
 }
 
+#define FIELDS_FAIL(...)                                                   \
+    do {                                                                   \
+        Py_XDECREF(out);                                                   \
+        PyBuffer_Release(&view);                                           \
+        PyErr_Format(PyExc_ValueError, __VA_ARGS__);                       \
+        return NULL;                                                       \
+    } while (0)
+
+#define FIELDS_READ(target, max_bytes)                                     \
+    do {                                                                   \
+        if (read_varint(buf, end, &pos, (max_bytes), &(target)) != WALK_OK) \
+            FIELDS_FAIL("record %zd is malformed", index);                 \
+    } while (0)
+
+/* fields(buffer, start, stop, count, want_key) -> [(offset_delta, timestamp_delta, key, headers)]
+ *
+ * The records of an (uncompressed) batch body in buffer[start:stop], for the queue features
+ * (queues/record_attrs.py): key is bytes or None (always None unless want_key), headers a dict of
+ * name (str, UTF-8 with replacement) to value (bytes or None), the last of a repeated name winning.
+ * The records were validated when produced; a malformed one is a ValueError all the same. */
+static PyObject *fields(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t start, stop, count;
+    int want_key;
+    if (!PyArg_ParseTuple(args, "y*nnnp", &view, &start, &stop, &count, &want_key))
+        return NULL;
+    PyObject *out = NULL;
+    Py_ssize_t index = 0;
+    if (start < 0 || stop > view.len || start > stop)
+        FIELDS_FAIL("bad bounds %zd..%zd of %zd bytes", start, stop, view.len);
+    const uint8_t *buf = (const uint8_t *)view.buf;
+    const Py_ssize_t end = stop;
+    Py_ssize_t pos = start;
+    int64_t length, timestamp_delta, offset_delta, size, header_count;
+    out = PyList_New(0);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    for (index = 0; index < count && pos < end; index++) {
+        FIELDS_READ(length, 5);
+        if (length < 1 || length > end - pos)
+            FIELDS_FAIL("record %zd has length %lld", index, (long long)length);
+        const Py_ssize_t record_end = pos + (Py_ssize_t)length;
+        pos += 1; /* attributes */
+        FIELDS_READ(timestamp_delta, 10);
+        FIELDS_READ(offset_delta, 5);
+        FIELDS_READ(size, 5);
+        if (size < -1 || size > record_end - pos)
+            FIELDS_FAIL("record %zd has a key of length %lld", index, (long long)size);
+        PyObject *key = Py_None;
+        Py_INCREF(Py_None);
+        if (size >= 0) {
+            if (want_key) {
+                Py_DECREF(key);
+                key = PyBytes_FromStringAndSize((const char *)buf + pos, (Py_ssize_t)size);
+                if (key == NULL) {
+                    Py_DECREF(out);
+                    PyBuffer_Release(&view);
+                    return NULL;
+                }
+            }
+            pos += (Py_ssize_t)size;
+        }
+        PyObject *headers = PyDict_New();
+        PyObject *item = NULL;
+        if (headers == NULL)
+            goto record_error;
+        if (read_varint(buf, end, &pos, 5, &size) != WALK_OK || size < -1 || size > record_end - pos)
+            goto malformed;
+        if (size > 0)
+            pos += (Py_ssize_t)size; /* the value */
+        if (read_varint(buf, end, &pos, 5, &header_count) != WALK_OK || header_count < 0)
+            goto malformed;
+        for (int64_t h = 0; h < header_count; h++) {
+            if (read_varint(buf, end, &pos, 5, &size) != WALK_OK || size < 0 || size > record_end - pos)
+                goto malformed;
+            PyObject *name = PyUnicode_DecodeUTF8((const char *)buf + pos, (Py_ssize_t)size, "replace");
+            if (name == NULL)
+                goto record_error;
+            pos += (Py_ssize_t)size;
+            PyObject *value;
+            if (read_varint(buf, end, &pos, 5, &size) != WALK_OK || size < -1 || size > record_end - pos) {
+                Py_DECREF(name);
+                goto malformed;
+            }
+            if (size < 0) {
+                value = Py_None;
+                Py_INCREF(Py_None);
+            } else {
+                value = PyBytes_FromStringAndSize((const char *)buf + pos, (Py_ssize_t)size);
+                pos += (Py_ssize_t)size;
+            }
+            if (value == NULL || PyDict_SetItem(headers, name, value) < 0) {
+                Py_DECREF(name);
+                Py_XDECREF(value);
+                goto record_error;
+            }
+            Py_DECREF(name);
+            Py_DECREF(value);
+        }
+        item = Py_BuildValue("(LLNN)", (long long)offset_delta, (long long)timestamp_delta, key, headers);
+        key = headers = NULL; /* stolen by N */
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        Py_DECREF(item);
+        pos = record_end;
+        continue;
+    malformed:
+        Py_XDECREF(key);
+        Py_XDECREF(headers);
+        FIELDS_FAIL("record %zd is malformed", index);
+    record_error:
+        Py_XDECREF(key);
+        Py_XDECREF(headers);
+        Py_DECREF(out);
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    PyBuffer_Release(&view);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, "walk(buffer, count) -> (min_timestamp_delta, max_timestamp_delta)"},
+    {"fields", fields, METH_VARARGS,
+     "fields(buffer, start, stop, count, want_key) -> [(offset_delta, timestamp_delta, key, headers)]"},
     {NULL, NULL, 0, NULL},
 };
 

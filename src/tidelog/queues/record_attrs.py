@@ -32,6 +32,11 @@ from typing import Callable, Iterable, NamedTuple, Sequence
 from tidelog.protocol.compression import decompress
 from tidelog.protocol.records import BATCH_HEADER_SIZE, BatchInfo, parse_batch_header, read_varint
 
+try:
+    from tidelog.protocol._recordwalk import fields as _fields_in_c
+except ImportError:  # built without a C compiler: the Python walk
+    _fields_in_c = None
+
 __all__ = ["DELAY_MS_HEADER", "DELIVER_AT_HEADER", "TTL_MS_HEADER", "AttrCache", "AttrRun", "QueueSettings",
            "parse_deliver_at", "scan_batch"]
 
@@ -169,8 +174,19 @@ def scan_batch(data, pos: int, info: BatchInfo, settings: QueueSettings, counts:
 
 def _walk(body, pos: int, stop: int, info: BatchInfo, log_append: bool, want_key: bool):
     """(offset, timestamp, key, headers) of each record; headers as {name: value bytes} (the last wins).
-    One-byte varints (most lengths and deltas) are read inline: a function call per field was most
-    of the cost."""
+    In C where the extension is built (protocol/_recordwalk.c ``fields``), else ``_walk_python``."""
+    if _fields_in_c is None:
+        yield from _walk_python(body, pos, stop, info, log_append, want_key)
+        return
+    base_offset, base_timestamp, max_timestamp = info.base_offset, info.base_timestamp, info.max_timestamp
+    for offset_delta, timestamp_delta, key, headers in _fields_in_c(body, pos, stop, info.record_count, want_key):
+        yield (base_offset + offset_delta, max_timestamp if log_append else base_timestamp + timestamp_delta,
+               key, headers)
+
+
+def _walk_python(body, pos: int, stop: int, info: BatchInfo, log_append: bool, want_key: bool):
+    """_walk without the C extension. One-byte varints (most lengths and deltas) are read inline: a
+    function call per field was most of the cost."""
     base_offset, base_timestamp = info.base_offset, info.base_timestamp
     names: dict[bytes, str] = {}
     for _ in range(info.record_count):
