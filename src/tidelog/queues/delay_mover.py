@@ -1,0 +1,336 @@
+"""The delay mover (issue 14, delayed delivery for every consumer): a topic whose config
+``tidelog.delay.target.topic`` names a target is a *delay topic*; each of its records is appended to
+the target when due (its ``tidelog-deliver-at`` / ``tidelog-delay-ms`` header, else its timestamp
+plus ``tidelog.delay.ms``), keeping its key, value and headers and adding ``tidelog-origin-topic``,
+``tidelog-origin-partition`` and ``tidelog-origin-offset``. So any Kafka consumer of the target,
+classic groups included, sees it then. Partition p of the delay topic moves to partition
+p mod (target partitions).
+
+Exactly once, across crashes and failovers, without a store of its own:
+
+- The mover works in **rounds**. Its state is (T, O): every record with offset < O and due <= T
+  has been moved, no other. A round to (T', O') (T' the time now, O' how far the log was read)
+  moves exactly the records with offset < O' and due <= T' that are not in (T, O), in (due,
+  offset) order. The log below its high watermark is the same on every replica, so a round is the
+  same list wherever it is computed.
+- It appends them as an idempotent producer (a producer id of its own, sequences from 0), in
+  batches whose last record carries ``tidelog-delay-round: topic,partition,T,O,T',O',i,n`` (i the
+  index in the round of that record, n the round's size). The target's partitions replicate
+  these batches, and their producer state remembers each producer's last batch.
+- On start (after a crash, or on the delay partition's new leader) the mover reads the last batch
+  of every producer of the target partition (``DelayTarget.producer_last_batches``), takes the
+  latest round header naming its delay partition, and goes on from there: the round's remaining
+  records (i+1..n-1) first, then new rounds. A locally kept copy of (T, O) covers a target whose
+  producer state has forgotten the mover (no move for ``producer.id.expiration.ms``).
+
+Where it looks for due records: ``DelayIndex`` (delay_index.py), an on-disk index by due time of
+the records with offset < O and due > T; records read since the last round (offset >= O) are in
+memory until the next round takes them (bounded by one read). A new leader rebuilds the index from
+the log once (only records due after T). Memory follows one read and one round (a round is cut
+at ``max_round_records`` records, its T' the due time of the last one taken), never the number
+of delayed records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Awaitable, Callable, NamedTuple, Protocol
+
+from tidelog.protocol.records import BATCH_HEADER_SIZE, build_batch, iter_records, parse_batch_header
+from tidelog.queues.delay_index import DelayIndex
+from tidelog.queues.log_batches import parse_log_batches
+from tidelog.queues.record_attrs import QueueSettings, scan_batch
+
+__all__ = ["ROUND_HEADER", "DelayMover", "DelaySource", "DelayTarget", "MoverState"]
+
+logger = logging.getLogger(__name__)
+
+ROUND_HEADER = "tidelog-delay-round"
+ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET = "tidelog-origin-topic", "tidelog-origin-partition", "tidelog-origin-offset"
+_OURS = (ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET, "tidelog-delay-round")
+STATE_FILE = "mover-state.json"
+INDEX_COMPLETE_FILE = "index-complete.json"
+
+
+class DelaySource(Protocol):
+    """The delay topic's partition, as its leader reads it."""
+
+    def log_start_offset(self) -> int: ...
+
+    def high_watermark(self) -> int: ...
+
+    def read(self, offset: int, max_bytes: int) -> bytes | memoryview:
+        """Whole batches from the one holding ``offset``, below the high watermark, at least one."""
+
+
+class DelayTarget(Protocol):
+    """The target topic's partition."""
+
+    def append(self, batch: bytes) -> Awaitable[None]:
+        """Append one idempotent batch and return once acknowledged by the ISR (acks=all)."""
+
+    def producer_last_batches(self) -> list[bytes]:
+        """The last batch of each idempotent producer the partition's producer state knows."""
+
+
+class MoverState(NamedTuple):
+    after_ms: int  # T: every record with offset < below_offset and due <= after_ms is moved
+    below_offset: int  # O
+
+
+class _Round(NamedTuple):
+    start: MoverState
+    end: MoverState
+    entries: list[tuple[int, int]]  # (due, offset) in order
+
+
+class DelayMover:
+    def __init__(self, origin_topic: str, origin_partition: int, source: DelaySource, target: DelayTarget,
+                 index: DelayIndex, producer_id: int, clock_ms: Callable[[], int], *, delay_ms: int = 0,
+                 read_bytes: int = 1 << 20, batch_records: int = 500, max_round_records: int = 10_000) -> None:
+        self.origin_topic = origin_topic
+        self.origin_partition = origin_partition
+        self.source = source
+        self.target = target
+        self.index = index
+        self.producer_id = producer_id
+        self.clock_ms = clock_ms
+        self.settings = QueueSettings(delay_ms=delay_ms)
+        self.read_bytes = read_bytes
+        self.batch_records = batch_records
+        self.max_round_records = max_round_records
+        self.state = MoverState(-1, 0)
+        self.moved = 0  # records appended to the target by this mover
+        self.lost = 0  # records removed from the delay topic (retention) before they were due
+        self._sequence = 0
+        self._indexed = 0  # the log is read (and indexed) up to here
+        self._rebuild_at: int | None = None  # rebuilding the index from the log: next offset to read
+        self._new: list[tuple[int, int]] = []  # (due, offset) of records read at or after O
+        self._round: _Round | None = None
+        self._round_next = 0  # index in _round of the next record to append
+        self._resume: tuple[MoverState, int] | None = None  # an interrupted round found by recover
+
+    # --- start ------------------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Where the last mover of this delay partition stopped (see the module docstring)."""
+        found = None
+        for batch in self.target.producer_last_batches():
+            header = _round_header(batch)
+            if header is None or header[:2] != (self.origin_topic, self.origin_partition):
+                continue
+            start, end, i, n = MoverState(*header[2:4]), MoverState(*header[4:6]), header[6], header[7]
+            if found is None or (end, i) > (found[1], found[2]):
+                found = (start, end, i, n)
+        local = self._read_local_state()
+        if found is not None and (local is None or found[1] >= local):
+            start, end, i, n = found
+            if i + 1 >= n:
+                self.state = end
+            else:
+                self.state = start
+                self._resume = (end, i + 1)
+        elif local is not None:
+            self.state = local
+        else:
+            self.state = MoverState(-1, self.source.log_start_offset())
+        self._indexed = self.state.below_offset
+        complete = self._read_index_complete()
+        if complete is None or complete < self.state.below_offset:
+            self.index.clear()
+            self._rebuild_at = self.source.log_start_offset()
+        logger.info("delay mover %s-%d starts at due <= %d, offset %d%s", self.origin_topic, self.origin_partition,
+                    self.state.after_ms, self.state.below_offset,
+                    "; rebuilding its index from the log" if self._rebuild_at is not None else "")
+
+    # --- one step ---------------------------------------------------------------------------------
+    async def step(self) -> int:
+        """Rebuild or extend the index by one read, then run (or finish) a round; the records moved."""
+        if self._rebuild_at is not None:
+            self._rebuild_step()
+            return 0
+        now = self.clock_ms()
+        if self._round is None:
+            if self._resume is not None:
+                end, next_i = self._resume
+                self._resume = None
+                while self._indexed < end.below_offset:  # the interrupted round's new records, read again
+                    before = self._indexed
+                    self._read_new(end.below_offset)
+                    if self._indexed == before:
+                        return 0
+                self._round = self._plan(end)
+                self._round_next = next_i
+            else:
+                self._read_new(self.source.high_watermark())
+                self._round = self._plan(self._round_end(now))
+                self._round_next = 0
+        moved = await self._append_round()
+        return moved
+
+    def next_due_ms(self) -> int | None:
+        """When the next record becomes due, for the owner's timer (None: nothing waiting)."""
+        candidates = [due for due, _ in self._new if due > self.state.after_ms]
+        indexed = self.index.next_due_after(self.state.after_ms, self.state.below_offset)
+        if indexed is not None:
+            candidates.append(indexed)
+        return min(candidates) if candidates else None
+
+    def _rebuild_step(self) -> None:
+        """One read of the index rebuild: records below O due after T go to the index."""
+        offset = max(self._rebuild_at, self.source.log_start_offset())
+        if offset >= self.state.below_offset:
+            self._rebuild_at = None
+            self._write_index_complete(self.state.below_offset)
+            return
+        entries, end = self._scan(offset, self.state.below_offset)
+        self.index.add((due, o) for due, o in entries if due > self.state.after_ms)
+        self._rebuild_at = end
+
+    def _read_new(self, below: int) -> None:
+        """Read the log from where it was read up to, below ``below`` (one read); index it."""
+        offset = max(self._indexed, self.source.log_start_offset())
+        if offset >= below:
+            return
+        entries, end = self._scan(offset, below)
+        self.index.add(entries)
+        self._new.extend(entries)
+        self._indexed = end
+
+    def _scan(self, offset: int, below: int) -> tuple[list[tuple[int, int]], int]:
+        data = self.source.read(offset, self.read_bytes)
+        entries: list[tuple[int, int]] = []
+        end = offset
+        for pos, _size, batch in parse_log_batches(data):
+            if batch.base_offset >= below:
+                break
+            end = batch.last_offset + 1
+            if batch.control or batch.aborted:
+                continue
+            info = parse_batch_header(memoryview(data), pos)
+            for run in scan_batch(data, pos, info, self.settings, {}):
+                for o in range(max(run.first, offset), min(run.last + 1, below)):
+                    entries.append((run.due_ms, o))
+        return entries, end
+
+    def _round_end(self, now: int) -> MoverState:
+        return MoverState(max(now, self.state.after_ms), max(self._indexed, self.state.below_offset))
+
+    def _plan(self, end: MoverState) -> _Round:
+        """The records of the round from the current state to ``end``, in (due, offset) order, cut at
+        ``max_round_records`` (then ``end``'s time is the last one's due time)."""
+        start = self.state
+        old = self.index.between(start.after_ms, end.after_ms, start.below_offset)
+        new = [(due, o) for due, o in self._new if start.below_offset <= o < end.below_offset and due <= end.after_ms]
+        entries = sorted(set(old) | set(new))
+        if len(entries) > self.max_round_records:
+            cut = entries[self.max_round_records - 1][0]
+            entries = [e for e in entries if e[0] <= cut]
+            end = MoverState(cut, end.below_offset)
+        return _Round(start, end, entries)
+
+    async def _append_round(self) -> int:
+        round_ = self._round
+        assert round_ is not None
+        moved = 0
+        entries = round_.entries
+        wanted = {o for _, o in entries[self._round_next:]}
+        records = self._fetch(wanted)
+        while self._round_next < len(entries):
+            chunk = entries[self._round_next:self._round_next + self.batch_records]
+            last_i = self._round_next + len(chunk) - 1
+            batch_records = []
+            for due, offset in chunk:
+                record = records.get(offset)
+                if record is None:  # removed from the delay topic (retention) before it was due
+                    self.lost += 1
+                    continue
+                headers = [(n, v) for n, v in record.headers if n not in _OURS]
+                headers += [(ORIGIN_TOPIC, self.origin_topic.encode()),
+                            (ORIGIN_PARTITION, str(self.origin_partition).encode()),
+                            (ORIGIN_OFFSET, str(offset).encode())]
+                batch_records.append((record.key, record.value, headers))
+            if batch_records:
+                s, e = round_.start, round_.end
+                batch_records[-1][2].append((ROUND_HEADER, f"{self.origin_topic},{self.origin_partition},{s.after_ms},"
+                                                           f"{s.below_offset},{e.after_ms},{e.below_offset},{last_i},"
+                                                           f"{len(entries)}".encode()))
+                batch = build_batch(batch_records, producer_id=self.producer_id, producer_epoch=0,
+                                    base_sequence=self._sequence, timestamp_ms=self.clock_ms())
+                await self.target.append(batch)
+                self._sequence += len(batch_records)
+                moved += len(batch_records)
+                self.moved += len(batch_records)
+            self._round_next = last_i + 1
+        self.state = round_.end
+        self._round = None
+        # Records read before O' are moved or (due later) in the index; those after stay here.
+        self._new = [(due, o) for due, o in self._new if o >= round_.end.below_offset]
+        self.index.drop_through(self.state.after_ms)
+        self._write_local_state()
+        return moved
+
+    def _fetch(self, offsets: set[int]) -> dict:
+        """The records at ``offsets`` (each batch holding some read once)."""
+        found: dict = {}
+        log_start = self.source.log_start_offset()
+        for offset in sorted(offsets):
+            if offset in found or offset < log_start:
+                continue
+            for record in iter_records(self.source.read(offset, 1)):  # the batch holding it
+                if record.offset in offsets:
+                    found[record.offset] = record
+        return found
+
+    # --- local copies -----------------------------------------------------------------------------
+    def _read_local_state(self) -> MoverState | None:
+        try:
+            data = json.loads((self.index.directory / STATE_FILE).read_text())
+            return MoverState(int(data["after_ms"]), int(data["below_offset"]))
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+
+    def _write_local_state(self) -> None:
+        _write_json(self.index.directory / STATE_FILE,
+                    {"after_ms": self.state.after_ms, "below_offset": self.state.below_offset})
+        self._write_index_complete(self.state.below_offset)
+
+    def _read_index_complete(self) -> int | None:
+        try:
+            return int(json.loads((self.index.directory / INDEX_COMPLETE_FILE).read_text())["below_offset"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+
+    def _write_index_complete(self, below_offset: int) -> None:
+        _write_json(self.index.directory / INDEX_COMPLETE_FILE, {"below_offset": below_offset})
+
+
+def _write_json(path, value) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+def _round_header(batch: bytes) -> tuple | None:
+    """The round header of a batch's last record: (topic, partition, T, O, T', O', i, n), or None."""
+    if len(batch) < BATCH_HEADER_SIZE:
+        return None
+    last = None
+    try:
+        for record in iter_records(batch):
+            last = record
+    except ValueError:
+        return None
+    if last is None:
+        return None
+    for name, value in last.headers:
+        if name == ROUND_HEADER and value is not None:
+            parts = value.decode("utf-8", "replace").split(",")
+            if len(parts) != 8:
+                return None
+            try:
+                return (parts[0], int(parts[1]), *(int(p) for p in parts[2:]))
+            except ValueError:
+                return None
+    return None
