@@ -34,6 +34,7 @@ from tidelog.groups.offsets_topic import ConsumerOffsetsTopic
 from tidelog.groups.offsets_topic import PARTITIONS as OFFSETS_PARTITIONS
 from tidelog.groups.offsets_topic import TOPIC as OFFSETS_TOPIC
 from tidelog.groups.offsets_topic import topic_configs as offsets_topic_configs
+from tidelog.queues.delay_topics import DelayTopics
 from tidelog.handlers.registry import RequestContext, load_all
 from tidelog.metrics import BrokerMetrics
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -116,6 +117,7 @@ class Broker:
         self._groups_loading: asyncio.Task | None = None
         self.shares: ShareGroups | None = None  # share groups (KIP-932), made with the replicas
         self._resource_watch: asyncio.Task | None = None
+        self.delay_topics: DelayTopics | None = None  # issue 14: delay topics' movers
         self._producer_ids: range = range(0)
         self._producer_id_lock = asyncio.Lock()
         self._seen_controller = -1
@@ -208,6 +210,8 @@ class Broker:
             except EtcdUnavailable as e:
                 raise StartupError(f"cannot register in the cluster (--cluster): {e}") from None
         self.startup_phase = None
+        self.delay_topics = DelayTopics(self.metadata, self.replicas, self.config, self.data_dir, self.new_producer_id)
+        self.delay_topics.start()
         logger.info("broker %d started (cluster %s)", self.node_id, self.cluster_id)
         if RECORD_WALK != "C":
             logger.warning("produce validation walks records in Python: the C extension tidelog.protocol._recordwalk "
@@ -419,6 +423,8 @@ class Broker:
         if self.controller is not None and self.config["controlled.shutdown.enable"]:
             await self.controlled_shutdown()
         logger.info("shutting down: closing listener and %d connections", len(self.connections))
+        if self.delay_topics is not None:
+            await self.delay_topics.stop()
         if self.controller is not None:
             self.controller.stop()
         if self.replicas is not None:
