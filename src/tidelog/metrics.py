@@ -115,6 +115,9 @@ class BrokerMetrics:
         )
         self.leader_partitions = Gauge("tidelog_leader_partitions", "Partitions this broker leads.", registry=r)
         self.producer_ids = Gauge("tidelog_producer_ids", "Idempotent producer states kept, summed over partitions.", registry=r)
+        self.delay_topic_records = Counter(
+            "tidelog_delay_topic_records", "Records of delay topics moved to their target when due (moved), or removed by "
+            "retention before (lost).", ["topic", "event"], registry=r)
         partition_labels = ["topic", "partition"]
         self.log_end_offset = Gauge("tidelog_log_end_offset", "Next offset to be written.", partition_labels, registry=r)
         self.log_start_offset = Gauge("tidelog_log_start_offset", "First offset kept.", partition_labels, registry=r)

@@ -9,6 +9,7 @@ import random
 import time
 
 import pytest
+import requests
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaConsumer
@@ -101,6 +102,8 @@ def test_delayed_records_reach_the_target_when_due_for_classic_consumers(broker)
     # Another classic group reads the same records (they are ordinary records of the target now).
     again = consume_confluent(broker.bootstrap, 300, 30)
     assert sorted(n for n, *_ in again) == sorted(due)
+    metrics = requests.get(f"http://127.0.0.1:{broker.metrics_port}/metrics", timeout=10).text
+    assert 'tidelog_delay_topic_records_total{event="moved",topic="delays"} 300.0' in metrics
 
 
 @pytest.mark.slow

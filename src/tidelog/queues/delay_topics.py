@@ -75,13 +75,14 @@ class _Target:
 
 class DelayTopics:
     def __init__(self, metadata, replicas, config, data_dir: Path, new_producer_id: Callable[[], Awaitable[int]],
-                 clock_ms: Callable[[], int] = wall_clock_ms) -> None:
+                 clock_ms: Callable[[], int] = wall_clock_ms, metrics=None) -> None:
         self.metadata = metadata
         self.replicas = replicas
         self.config = config
         self.index_root = Path(data_dir) / INDEX_DIR
         self.new_producer_id = new_producer_id
         self.clock_ms = clock_ms
+        self.metrics = metrics  # BrokerMetrics: tidelog_delay_topic_records{topic,event}
         self.movers: dict[tuple[str, int], DelayMover] = {}
         self._waiting_for_target: set[tuple[str, int]] = set()
         self._task: asyncio.Task | None = None
@@ -107,12 +108,15 @@ class DelayTopics:
                 await self._sync()
                 wait_s = IDLE_WAIT_S
                 for mover in list(self.movers.values()):
+                    moved, lost = mover.moved, mover.lost
                     try:
                         while await mover.step() or mover._rebuild_at is not None:
                             await asyncio.sleep(0)  # let requests in between steps of a backlog
                     except (KafkaError, OSError) as e:
                         logger.warning("delay mover %s-%d: %s (retrying)", mover.origin_topic, mover.origin_partition, e)
                         continue
+                    finally:
+                        self._count(mover, mover.moved - moved, mover.lost - lost)
                     due = mover.next_due_ms()
                     if due is not None:
                         wait_s = min(wait_s, max(0.0, (due - self.clock_ms()) / 1000))
@@ -126,6 +130,17 @@ class DelayTopics:
             except Exception:  # noqa: BLE001 - the service must outlive one bad step
                 logger.exception("delay topics: unexpected error")
                 await asyncio.sleep(IDLE_WAIT_S)
+
+    def _count(self, mover: DelayMover, moved: int, lost: int) -> None:
+        if lost:
+            logger.warning("delay topic %s-%d: %d records were removed by retention before they were due",
+                           mover.origin_topic, mover.origin_partition, lost)
+        if self.metrics is None:
+            return
+        if moved:
+            self.metrics.delay_topic_records.labels(mover.origin_topic, "moved").inc(moved)
+        if lost:
+            self.metrics.delay_topic_records.labels(mover.origin_topic, "lost").inc(lost)
 
     async def _sync(self) -> None:
         """Movers for the delay partitions led here (with their target led here), none for others."""
