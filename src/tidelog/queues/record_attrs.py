@@ -117,17 +117,24 @@ def scan_batch(data, pos: int, info: BatchInfo, settings: QueueSettings, counts:
     else:
         body = data if isinstance(data, (bytes, bytearray)) else bytes(memoryview(data)[pos:end])
         start, stop = (pos + BATCH_HEADER_SIZE, end) if body is data else (BATCH_HEADER_SIZE, info.size)
-    header_bytes = settings.priority_header.encode()
-    need_priority = settings.priority_enabled and body.find(header_bytes, start, stop) >= 0
-    need_headers = body.find(_PREFIX, start, stop) >= 0
     log_append = info.timestamp_type == 1
     same_time = log_append or info.base_timestamp == info.max_timestamp
-    if not (need_priority or need_headers or settings.matches is not None) and \
-            (same_time or (settings.delay_ms <= 0 and settings.ttl_ms <= 0)):
-        timestamp = info.max_timestamp
-        due = timestamp + settings.delay_ms if settings.delay_ms > 0 else NEVER
-        expire = timestamp + settings.ttl_ms if settings.ttl_ms > 0 else NEVER
-        return [AttrRun(info.base_offset, info.last_offset, default, timestamp, due, expire, True)]
+    batch_level = same_time or (settings.delay_ms <= 0 and settings.ttl_ms <= 0)
+    if settings.matches is not None and batch_level:
+        # Walked anyway for the filter: no search of the batch's bytes; the walk itself says
+        # whether a record has a header of ours (then the whole walk below).
+        filtered = _filtered_runs(body, start, stop, info, log_append, settings)
+        if filtered is not None:
+            return filtered
+        need_priority, need_headers = settings.priority_enabled, True
+    else:
+        need_priority = settings.priority_enabled and body.find(settings.priority_header.encode(), start, stop) >= 0
+        need_headers = body.find(_PREFIX, start, stop) >= 0
+        if not (need_priority or need_headers or settings.matches is not None) and batch_level:
+            timestamp = info.max_timestamp
+            due = timestamp + settings.delay_ms if settings.delay_ms > 0 else NEVER
+            expire = timestamp + settings.ttl_ms if settings.ttl_ms > 0 else NEVER
+            return [AttrRun(info.base_offset, info.last_offset, default, timestamp, due, expire, True)]
     runs: list[AttrRun] = []
     for offset, timestamp, key, headers in _walk(body, start, stop, info, log_append,
                                                  settings.matches is not None):
@@ -169,6 +176,33 @@ def scan_batch(data, pos: int, info: BatchInfo, settings: QueueSettings, counts:
             runs[-1] = runs[-1]._replace(last=offset)
         else:
             runs.append(AttrRun(offset, offset, priority, timestamp, due, expire, matches))
+    return runs
+
+
+def _filtered_runs(body, start: int, stop: int, info: BatchInfo, log_append: bool,
+                   settings: QueueSettings) -> list[AttrRun] | None:
+    """A batch whose only per-record question is the group's filter: runs of records it matches or
+    not, the rest decided for the whole batch (as scan_batch's short cut). None as soon as a record
+    has a header of ours (delay, TTL, or the priority header where priority is on)."""
+    matches = settings.matches
+    ours = [DELIVER_AT_HEADER, DELAY_MS_HEADER, TTL_MS_HEADER]
+    if settings.priority_enabled:
+        ours.append(settings.priority_header)
+    timestamp = info.max_timestamp
+    due = timestamp + settings.delay_ms if settings.delay_ms > 0 else NEVER
+    expire = timestamp + settings.ttl_ms if settings.ttl_ms > 0 else NEVER
+    runs: list[AttrRun] = []
+    first = previous = None
+    for offset, record_timestamp, key, headers in _walk(body, start, stop, info, log_append, True):
+        if headers and any(name in headers for name in ours):
+            return None
+        result = bool(matches(key, headers, record_timestamp))
+        if result is not previous:
+            if previous is not None:
+                runs.append(AttrRun(first, offset - 1, settings.default_priority, timestamp, due, expire, previous))
+            first, previous = offset, result
+    if previous is not None:
+        runs.append(AttrRun(first, info.last_offset, settings.default_priority, timestamp, due, expire, previous))
     return runs
 
 

@@ -290,19 +290,44 @@ class SharePartition:
         """What the policy left out on purpose (issue 14, queues/priority.py): records not yet due stay
         Available until their time (in memory: after a restart their headers say it again); expired
         and filtered-out records are archived in this transition. True when it archived any."""
-        for first, last, due_ms in getattr(policy, "deferred", ()):
-            for run in self._runs.isolate(first, last):
-                if run.state == RecordState.AVAILABLE and run.pending is None and run.available_at_ms < due_ms:
-                    run.available_at_ms = due_ms
+        for run, due_ms in self._isolate_sorted(getattr(policy, "deferred", ())):
+            if run.state == RecordState.AVAILABLE and run.pending is None and run.available_at_ms < due_ms:
+                run.available_at_ms = due_ms
         archived = False
-        for first, last, reason in getattr(policy, "discarded", ()):
-            for run in self._runs.isolate(first, last):
-                if run.state == RecordState.AVAILABLE and run.pending is None:
-                    self._begin(t, run)
-                    t.add_count(reason.value, run.size)
-                    self._archive(t, run, reason)
-                    archived = True
+        for run, reason in self._isolate_sorted(getattr(policy, "discarded", ())):
+            if run.state == RecordState.AVAILABLE and run.pending is None:
+                self._begin(t, run)
+                t.add_count(reason.value, run.size)
+                self._archive(t, run, reason)
+                archived = True
         return archived
+
+    def _isolate_sorted(self, ranges: Sequence[tuple[int, int, object]]) -> list[tuple[Run, object]]:
+        """(run, tag) for the runs exactly covering each (first, last, tag) of ``ranges`` (in offset
+        order, not overlapping), split in one walk of the runs: a filter may set aside every other
+        record, and a search of the run list per range was most of such an acquisition's cost."""
+        runs = self._runs
+        out: list[tuple[Run, object]] = []
+        if not ranges:
+            return out
+        i = runs.index_of(ranges[0][0])
+        for first, last, tag in ranges:
+            while i < len(runs) and runs[i].last < first:
+                i += 1
+            while i < len(runs) and runs[i].first <= last:
+                run = runs[i]
+                if run.first < first or run.last > last:
+                    if run.pending is not None:
+                        raise RuntimeError(f"cannot split pending run {run!r}")
+                    cut = first if run.first < first else last + 1
+                    runs.insert(i + 1, run.copy(cut, run.last))
+                    run.last = cut - 1
+                    if cut == first:
+                        i += 1
+                        continue
+                out.append((run, tag))
+                i += 1
+        return out
 
     def _candidates(self, first: int, last: int, now_ms: int, enough: int | None) -> list[Candidate]:
         """Due Available records within first..last; in offset order only as many as ``enough``

@@ -79,6 +79,10 @@ class PersistedState:
     snapshot_log_offset: int | None = None  # where its latest snapshot is in the topic
 
 
+def _first_offset(batch: StateBatch) -> int:
+    return batch.first_offset
+
+
 def combine_state_batches(existing: Iterable[StateBatch], new: Iterable[StateBatch], start_offset: int) -> list[StateBatch]:
     """``new`` batches laid over ``existing`` ones (later wins where they overlap), without anything
     below ``start_offset``, neighbours with the same state and count joined (Kafka's
@@ -87,8 +91,7 @@ def combine_state_batches(existing: Iterable[StateBatch], new: Iterable[StateBat
     for batch in new:
         if batch.last_offset < batch.first_offset:
             continue
-        firsts = [b.first_offset for b in result]
-        i = bisect_left(firsts, batch.first_offset)
+        i = bisect_left(result, batch.first_offset, key=_first_offset)  # no list of firsts per batch: O(n log n)
         if i > 0 and result[i - 1].last_offset >= batch.first_offset:
             i -= 1
         j = i
