@@ -7,7 +7,7 @@ A record a consumer REJECTs or that reaches ``share.delivery.count.limit`` is ap
 one batch per share-partition change, with headers naming where it came from:
 
     __dlq.errors.topic, __dlq.errors.partition, __dlq.errors.offset, __dlq.errors.group.id,
-    __dlq.errors.delivery.count, __dlq.errors.reason (rejected | delivery_limit)
+    __dlq.errors.delivery.count, __dlq.errors.reason (rejected | delivery_limit | expired)
 
 and, with ``errors.deadletterqueue.copy.record.enable=true``, the record's own key, value,
 timestamp and headers; otherwise no key and no value. The write is acks=all through the dead-letter

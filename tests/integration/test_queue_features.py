@@ -1,0 +1,160 @@
+"""Issue 14 in share groups with unmodified clients: confluent-kafka's Producer and ShareConsumer,
+group configs through kafka-python's admin. Priority (acquisition order by the priority header),
+delayed delivery (tidelog-delay-ms / tidelog-deliver-at), TTL (archived and dead-lettered as
+expired), the CEL filter (refused with INVALID_CONFIG when it does not compile) and retry back-off."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from confluent_kafka import AcknowledgeType, Producer
+from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType
+
+from tests.integration.share_clients import create_topic, metric, share_consumer, wait_for, wait_members
+
+FAST_LOCKS = {"group.share.min.record.lock.duration.ms": "1000", "group.share.record.lock.duration.ms": "1000"}
+
+
+def group_configs(bootstrap: str, group_id: str, **configs) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        result = admin.alter_configs([ConfigResource(ConfigResourceType.GROUP, group_id, configs=configs)],
+                                     incremental=True)
+        assert result["group"][group_id] == "OK", result
+    finally:
+        admin.close()
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes, dict]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    for value, headers in records:
+        producer.produce(topic, value, headers=headers)
+    assert producer.flush(30) == 0
+
+
+def drain(consumer, until, timeout_s: float, seen: list, ack=None) -> None:
+    def poll():
+        for message in consumer.poll(0.2):
+            assert message.error() is None, message.error()
+            seen.append((time.time(), message))
+            if ack is not None:
+                ack(message)
+    wait_for(lambda: until(), timeout_s, "the records", poll)
+
+
+def test_priority_orders_acquisition_within_the_window(broker):
+    create_topic(broker.bootstrap, "jobs", 1, {"tidelog.priority.enable": "true", "tidelog.priority.aging.ms": "0"})
+    group_configs(broker.bootstrap, "by-priority", **{"share.auto.offset.reset": "earliest"})
+    rng = random.Random(14)
+    priorities = [rng.randint(0, 9) for _ in range(300)]
+    produce(broker.bootstrap, "jobs", [(b"%d" % i, {"priority": str(p)}) for i, p in enumerate(priorities)])
+    consumer = share_consumer(broker.bootstrap, "by-priority", ["jobs"], **{"max.poll.records": "5"})
+    try:
+        polls: list[list[int]] = []
+
+        def poll():
+            got = [int(m.value()) for m in consumer.poll(0.2) if m.error() is None]
+            if got:
+                polls.append(got)
+        wait_for(lambda: sum(map(len, polls)) >= 300, 60, "300 records", poll)
+        assert sorted(n for p in polls for n in p) == list(range(300))
+        # Every acquisition took the highest priorities still waiting (all 300 fit in the window).
+        for earlier, later in zip(polls, polls[1:]):
+            assert min(priorities[n] for n in earlier) >= max(priorities[n] for n in later), (earlier, later)
+    finally:
+        consumer.close()
+
+
+def test_a_delayed_record_is_delivered_no_earlier_than_its_time(broker):
+    create_topic(broker.bootstrap, "later", 1)
+    consumer = share_consumer(broker.bootstrap, "patient", ["later"])
+    try:
+        wait_members(broker, "patient", 1, [consumer])
+        now_ms = int(time.time() * 1000)
+        delays = {b"now": 0, b"in-1.5s": 1500, b"in-3s": 3000}
+        produce(broker.bootstrap, "later", [(b"now", {}), (b"in-1.5s", {"tidelog-delay-ms": "1500"}),
+                                            (b"in-3s", {"tidelog-deliver-at": str(now_ms + 3000)})])
+        seen: list = []
+        drain(consumer, lambda: len(seen) >= 3, 30, seen)
+        for received, message in seen:
+            timestamp_ms = message.timestamp()[1]
+            assert received * 1000 >= timestamp_ms + delays[message.value()] - 5, message.value()
+        assert [m.value() for _, m in seen] == [b"now", b"in-1.5s", b"in-3s"]
+        assert seen[-1][0] * 1000 < now_ms + 3000 + 2000  # and not much later, even on a loaded machine
+    finally:
+        consumer.close()
+
+
+def test_expired_records_are_never_delivered_and_are_dead_lettered_as_expired(broker):
+    create_topic(broker.bootstrap, "perishable", 1)
+    create_topic(broker.bootstrap, "dlq.perishable", 1, {"errors.deadletterqueue.group.enable": "true"})
+    group_configs(broker.bootstrap, "eaters", **{"share.auto.offset.reset": "earliest",
+                                                "errors.deadletterqueue.topic.name": "dlq.perishable"})
+    produce(broker.bootstrap, "perishable", [(b"stale", {"tidelog-ttl-ms": "1"}), (b"fresh", {"tidelog-ttl-ms": "600000"})])
+    time.sleep(0.01)  # the stale record's 1 ms TTL has passed
+    consumer = share_consumer(broker.bootstrap, "eaters", ["perishable"])
+    dlq = share_consumer(broker.bootstrap, "dlq-readers", ["dlq.perishable"])
+    group_configs(broker.bootstrap, "dlq-readers", **{"share.auto.offset.reset": "earliest"})
+    try:
+        seen: list = []
+        drain(consumer, lambda: seen, 30, seen)
+        assert [m.value() for _, m in seen] == [b"fresh"]
+        letters: list = []
+        drain(dlq, lambda: letters, 30, letters)
+        headers = dict(letters[0][1].headers())
+        assert headers["__dlq.errors.reason"] == b"expired"
+        wait_for(lambda: metric(broker, "tidelog_share_group_records_total", group="eaters", event="expired") == 1,
+                 30, "the expiry counted")
+    finally:
+        consumer.close()
+        dlq.close()
+
+
+def test_a_filter_delivers_only_matching_records_and_a_bad_one_is_invalid_config(broker):
+    create_topic(broker.bootstrap, "events", 1)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        result = admin.alter_configs([ConfigResource(ConfigResourceType.GROUP, "orders-only",
+                                                     configs={"tidelog.filter": 'headers["type"] =='})],
+                                     incremental=True)
+    finally:
+        admin.close()
+    error = result["group"]["orders-only"]  # INVALID_CONFIG (40) with the CEL compiler's message
+    assert error.startswith("[Error 40]") and "does not compile" in error and "Syntax error" in error, error
+    group_configs(broker.bootstrap, "orders-only", **{
+        "share.auto.offset.reset": "earliest", "tidelog.filter": '"type" in headers && headers["type"] == b"order"'})
+    produce(broker.bootstrap, "events", [(b"%d" % i, {"type": "order" if i % 3 == 0 else "refund"}) for i in range(30)])
+    consumer = share_consumer(broker.bootstrap, "orders-only", ["events"])
+    try:
+        seen: list = []
+        drain(consumer, lambda: len(seen) >= 10, 30, seen)
+        assert sorted(int(m.value()) for _, m in seen) == list(range(0, 30, 3))
+        wait_for(lambda: metric(broker, "tidelog_share_group_records_total", group="orders-only", event="filtered") == 20,
+                 30, "20 records filtered out")
+        assert list(consumer.poll(1.0)) == []
+    finally:
+        consumer.close()
+
+
+def test_retry_backoff_delays_a_released_record(broker_factory):
+    broker = broker_factory(FAST_LOCKS)
+    create_topic(broker.bootstrap, "flaky", 1)
+    group_configs(broker.bootstrap, "retriers", **{"share.auto.offset.reset": "earliest",
+                                                   "tidelog.retry.backoff.initial.ms": "1500"})
+    produce(broker.bootstrap, "flaky", [(b"job", {})])
+    consumer = share_consumer(broker.bootstrap, "retriers", ["flaky"], **{"share.acknowledgement.mode": "explicit"})
+    try:
+        seen: list = []
+
+        def release(message):
+            consumer.acknowledge(message, AcknowledgeType.RELEASE if message.delivery_count() == 1
+                                 else AcknowledgeType.ACCEPT)
+            consumer.commit_sync(30)
+        drain(consumer, lambda: len(seen) >= 2, 30, seen, ack=release)
+        (first_at, first), (second_at, second) = seen[:2]
+        assert (first.delivery_count(), second.delivery_count()) == (1, 2)
+        assert second_at - first_at >= 1.5 - 0.05
+    finally:
+        consumer.close()
