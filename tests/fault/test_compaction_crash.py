@@ -3,10 +3,12 @@ reads as a valid compaction of what was acknowledged (each record where it was p
 order, every key's latest record there), never a mix of old and cleaned segments, never a loss.
 
 The cleaner is throttled (``log.cleaner.io.max.bytes.per.second``) so that a cleaning lasts
-about a second; each round waits for a cleaning to start (its log line) and kills the broker a
-random time into it, so the kills land in the offset map, the recopying, and now and then the
-swap. ``COMPACTION_CRASH_ROUNDS`` and ``COMPACTION_CRASH_SEED`` replay a run; the swap's every
-step is also crashed deterministically in tests/unit/test_log_cleaner.py.
+about a second; each round writes more than a segment's worth (so the active segment rolls: it
+is never cleaned, as in Kafka, so a round that fits in it leaves nothing to clean), waits for a
+cleaning to start (its log line) and kills the broker a random time into it, so the kills land
+in the offset map, the recopying, and now and then the swap. ``COMPACTION_CRASH_ROUNDS`` and
+``COMPACTION_CRASH_SEED`` replay a run; the swap's every step is also crashed deterministically
+in tests/unit/test_log_cleaner.py.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ pytestmark = pytest.mark.slow
 ROUNDS = int(os.environ.get("COMPACTION_CRASH_ROUNDS", "12"))
 SETTINGS = {"log.cleaner.backoff.ms": "50", "log.cleaner.io.max.bytes.per.second": "100000",
             "log.durability.profile": "balanced"}
-TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": "30000", "min.cleanable.dirty.ratio": "0.01",
+SEGMENT_BYTES = 30000
+TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": str(SEGMENT_BYTES), "min.cleanable.dirty.ratio": "0.01",
                  "file.delete.delay.ms": "0"}
 
 
@@ -36,6 +39,22 @@ FINISHED = "segment groups (dirty section"
 def log_count(broker, text: str) -> int:
     """How many times ``text`` is in the broker's whole log (every start appends to it)."""
     return broker.log_path.read_text(errors="replace").count(text)
+
+
+def round_records(rng: random.Random, round_: int) -> list[tuple[bytes, bytes]]:
+    """100-300 (key, value) records, and more until their keys and values alone exceed
+    segment.bytes: the round's appends then roll the active segment at least once, sealing dirty
+    records a cleaning may take (the active segment is never cleaned; a round that fitted in it
+    left nothing to clean and waited in vain for a cleaning to start)."""
+    records: list[tuple[bytes, bytes]] = []
+    count = rng.randrange(100, 300)
+    size = 0
+    while len(records) < count or size <= SEGMENT_BYTES:
+        key = b"key-%d" % rng.randrange(400)
+        value = b"round-%d-%d-" % (round_, len(records)) + b"v" * rng.randrange(50, 400)
+        records.append((key, value))
+        size += len(key) + len(value)
+    return records
 
 
 def test_a_broker_killed_while_cleaning_keeps_every_acknowledged_latest_record(broker_factory):
@@ -49,8 +68,7 @@ def test_a_broker_killed_while_cleaning_keeps_every_acknowledged_latest_record(b
     started_lines = 0
     kills_during_cleaning = 0
     for round_ in range(ROUNDS):
-        records = [(b"key-%d" % rng.randrange(400), b"round-%d-%d-" % (round_, i) + b"v" * rng.randrange(50, 400))
-                   for i in range(rng.randrange(100, 300))]
+        records = round_records(rng, round_)
         produced.update(produced_log(rng.choice(["confluent", "kafka-python"]), broker.bootstrap, topic, records,
                                      per_call=rng.randrange(10, 40)))
         wait_until(lambda: log_count(broker, STARTED) > started_lines, timeout_s=30, interval_s=0.01,
