@@ -48,3 +48,26 @@ def test_bad_queue_topic_configs_are_invalid_config(broker):
         except KafkaException as e:
             assert e.args[0].code() == KafkaError.INVALID_CONFIG, (name, e)
             assert name in e.args[0].str()
+
+
+def test_share_groups_alter_config_sets_and_removes_group_configs(broker):
+    from tests.integration.test_cli import ERROR, USAGE, ok, tidelog
+
+    expression = '"type" in headers && headers["type"] == b"order"'
+    ok("share-groups", "alter-config", "workers", "--config", "tidelog.retry.backoff.initial.ms=500",
+       "--config", f"tidelog.filter={expression}", broker=broker)
+    kp = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=10000)
+    try:
+        def described():
+            return kp.describe_configs([KPConfigResource(ConfigResourceType.GROUP, "workers")],
+                                       config_filter="all")["group"]["workers"]
+        assert described()["tidelog.filter"]["value"] == expression
+        assert described()["tidelog.retry.backoff.initial.ms"]["value"] == "500"
+        refused = tidelog("share-groups", "alter-config", "workers", "--config", "tidelog.filter=key ==", broker=broker)
+        assert refused.returncode == ERROR and b"does not compile" in refused.stderr and b"Traceback" not in refused.stderr
+        assert described()["tidelog.filter"]["value"] == expression  # unchanged
+        ok("share-groups", "alter-config", "workers", "--delete-config", "tidelog.filter", broker=broker)
+        assert described()["tidelog.filter"]["value"] == ""
+    finally:
+        kp.close()
+    assert tidelog("share-groups", "alter-config", "workers", broker=broker).returncode == USAGE

@@ -1,5 +1,5 @@
 """``tidelog share-groups``: list, describe (members, assignments, start offsets, lag), reset the
-offsets of and delete share groups (KIP-932; like Kafka's kafka-share-groups.sh).
+offsets of, delete and alter the configs of share groups (KIP-932; like Kafka's kafka-share-groups.sh).
 
 Over the Kafka protocol, so they work against any Kafka 4.2 broker too: confluent-kafka's
 AdminClient where it has the API (metadata, ListOffsets, DeleteGroups), and the CLI's own requests
@@ -10,6 +10,7 @@ ShareGroupDescribe, DescribeShareGroupOffsets v1 (lag, KIP-1226) and AlterShareG
 from __future__ import annotations
 
 import click
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 from kio.schema.alter_share_group_offsets.v0.request import (
     AlterShareGroupOffsetsRequest,
     AlterShareGroupOffsetsRequestPartition,
@@ -23,7 +24,7 @@ from kio.schema.list_groups.v5.request import ListGroupsRequest
 from kio.schema.share_group_describe.v1.request import ShareGroupDescribeRequest
 from kio.static.primitive import i32, i64
 
-from tidelog.cli.connection import CliError, Client, client_command
+from tidelog.cli.connection import CliError, Client, client_command, parse_pairs
 from tidelog.cli.consume import parse_time_ms
 from tidelog.cli.groups import chosen_partitions, delete_groups, reset_plan
 from tidelog.cli.kafka_requests import KafkaRequests, error_name
@@ -204,3 +205,29 @@ def _alter(kafka: KafkaRequests, coordinator, group: str, plan: list[dict]) -> N
 def delete(client: Client, group_ids: tuple[str, ...]) -> None:
     """Delete share groups and their share-partition state; a group must have no members."""
     delete_groups(client, group_ids, "share group")
+
+
+@share_groups.command("alter-config")
+@click.argument("group")
+@click.option("--config", "-c", "configs", multiple=True, metavar="NAME=VALUE",
+              help="Set a group config, e.g. share.record.lock.duration.ms=60000 or tidelog.filter='...' (repeatable).")
+@click.option("--delete-config", "delete_configs", multiple=True, metavar="NAME",
+              help="Remove a group config override (repeatable).")
+@client_command()
+def alter_config(client: Client, group: str, configs: tuple[str, ...], delete_configs: tuple[str, ...]) -> None:
+    """Set or remove a share group's configs (IncrementalAlterConfigs on the GROUP resource): the share.*
+    and dead-letter settings, and Tidelog's tidelog.retry.backoff.* and tidelog.filter (docs/queues.md).
+    A bad value is refused with the broker's reason (a filter that does not compile: the CEL compiler's)."""
+    to_set = parse_pairs(configs, "--config")
+    if not to_set and not delete_configs:
+        raise click.UsageError("nothing to alter: give --config or --delete-config")
+    admin = client.admin()
+    resource = ConfigResource(ResourceType.GROUP, group, incremental_configs=[
+        *(ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in to_set.items()),
+        *(ConfigEntry(k, None, incremental_operation=AlterConfigOpType.DELETE) for k in delete_configs),
+    ])
+    client.result(admin.incremental_alter_configs([resource], request_timeout=client.timeout_s)[resource])
+    if client.out.as_json:
+        client.out.json({"group": group, "set": to_set, "deleted": list(delete_configs)})
+    else:
+        client.out.done(f"Altered share group {group}.", group)
