@@ -46,9 +46,10 @@ from typing import TYPE_CHECKING, Iterable, NamedTuple, Protocol
 from tidelog.clock import monotonic_ms, wall_clock_ms
 from tidelog.cluster.log_validator import follower_batches, validate_as_leader
 from tidelog.cluster.partition_config import PartitionConfig, log_config_for
+from tidelog.cluster.partition_txn import READ_COMMITTED, READ_UNCOMMITTED, PartitionTransactions
 from tidelog.cluster.waiters import AckWaiters, ParkedReads, parked_fetch_count, wait_for_acks, wait_for_data
 from tidelog.protocol.errors import ErrorCode, KafkaError
-from tidelog.protocol.records import set_partition_leader_epoch
+from tidelog.protocol.records import parse_batch_header, set_partition_leader_epoch
 from tidelog.storage.leader_epoch import LeaderEpochCache
 from tidelog.storage.producer_state import ProducerState
 
@@ -82,6 +83,7 @@ class ReadResult(NamedTuple):
     last_stable_offset: int = -1
     log_start_offset: int = -1
     records: bytes | memoryview = b""
+    aborted_transactions: list | None = None  # read_committed: the AbortedTxn overlapping the read
 
 
 class IsrWriter(Protocol):
@@ -119,6 +121,7 @@ class Partition:
         self.ack_waiters = AckWaiters()  # acks=all appends waiting for the high watermark
         self.parked_reads = ParkedReads()  # fetches waiting for data (wait_for_data)
         self._producer_state: ProducerState | None = None
+        self.transactions = PartitionTransactions(log)  # open transactions, the LSO, the .txnindex files
         self._epoch_cache: LeaderEpochCache | None = None
         self.producer_id_expiration_ms: int | None = None
 
@@ -166,8 +169,9 @@ class Partition:
 
     @property
     def last_stable_offset(self) -> int:
-        """read_committed's bound: the high watermark until transactions are wired here."""
-        return self.high_watermark
+        """read_committed's bound: the first offset of the oldest undecided transaction, or the
+        high watermark (Kafka's LSO)."""
+        return self.transactions.last_stable_offset(self.high_watermark)
 
     def set_config(self, config: PartitionConfig) -> None:
         self.config = config
@@ -261,8 +265,7 @@ class Partition:
                              f"smaller than min.insync.replicas {self.config.min_insync_replicas}")
         now_ms = now_ms if now_ms is not None else wall_clock_ms()
         records, info, append_time = validate_as_leader(records, self.config, now_ms, self.topic, self.index)
-        if info.is_transactional:
-            raise KafkaError(ErrorCode.invalid_txn_state, "transactional batches are not supported yet")
+        self.transactions.check_data(info)  # before idempotence: a zombie's retry is fenced, not a duplicate
         producer_state = self.producer_state
         duplicate_offset = producer_state.check(info)
         if duplicate_offset is not None:
@@ -273,6 +276,7 @@ class Partition:
         info = set_partition_leader_epoch(records, info, self.state.leader_epoch)
         base_offset = self.log.append(records, info)
         producer_state.update(info, base_offset, now_ms)
+        self.transactions.on_data(info, base_offset, now_ms)
         if len(self.maximal_isr) <= 1:
             self._advance_high_watermark()  # throughput: the log end is durable enough at once
         self.wake_readers()
@@ -299,6 +303,27 @@ class Partition:
         """Answer every acknowledgement waiting here with ``error`` (a shutdown)."""
         self.ack_waiters.fail(error)
 
+    def append_marker(self, producer_id: int, producer_epoch: int, coordinator_epoch: int, committed: bool,
+                      now_ms: int | None = None) -> AppendResult:
+        """Append the COMMIT/ABORT marker of a producer's transaction as leader (WriteTxnMarkers;
+        partition_txn.py checks the epochs: INVALID_PRODUCER_EPOCH, TRANSACTION_COORDINATOR_FENCED).
+        The caller waits for acks=all."""
+        error = self.leader_error()
+        if error is not None:
+            if error == ErrorCode.kafka_storage_error:
+                raise self.log.log_dir.error()
+            raise KafkaError(error, f"broker {self.node_id} does not lead {self.topic}-{self.index}")
+        now_ms = now_ms if now_ms is not None else wall_clock_ms()
+        records = memoryview(bytearray(self.transactions.marker_batch(
+            producer_id, producer_epoch, coordinator_epoch, committed, now_ms, self.state.leader_epoch)))
+        base_offset = self.log.append(records, parse_batch_header(records))
+        self.transactions.marker_appended(producer_id, producer_epoch, coordinator_epoch, committed, base_offset, now_ms,
+                                          self.high_watermark)
+        if len(self.maximal_isr) <= 1:
+            self._advance_high_watermark()
+        self.wake_readers()
+        return AppendResult(base_offset, base_offset + 1, -1, self.log.log_start_offset, 1, len(records), now_ms, False)
+
     # ---- the high watermark ----------------------------------------------------------------------
     def _advance_high_watermark(self) -> None:
         ends = [self.log.durable_end_offset]  # never past what the leader itself has made durable
@@ -309,6 +334,7 @@ class Partition:
         if candidate <= self.high_watermark:
             return
         self.high_watermark = candidate
+        self.transactions.on_high_watermark(candidate)
         self.ack_waiters.release(candidate)
         self.wake_readers()
 
@@ -321,16 +347,20 @@ class Partition:
 
     # ---- reading -------------------------------------------------------------------------------
     def read(self, fetch_offset: int, max_bytes: int, min_one_batch: bool, replica_id: int = -1,
-             current_leader_epoch: int = -1) -> ReadResult:
+             current_leader_epoch: int = -1, isolation_level: int = READ_UNCOMMITTED) -> ReadResult:
         """Whole batches from ``fetch_offset`` for a consumer (``replica_id`` -1: below the high
-        watermark) or a follower (below the leader's durable end; its position counts once the
-        read succeeded, Kafka's Replica.updateFetchState). Errors are returned, not raised."""
+        watermark; read_committed below the LSO, with the aborted transactions of the range) or
+        a follower (below the leader's durable end; its position counts once the read
+        succeeded, Kafka's Replica.updateFetchState). Errors are returned, not raised."""
         error = self.leader_error(current_leader_epoch, replica_id)
         if error is not None:
             return ReadResult(error)
         log = self.log
         high_watermark = self.high_watermark
         max_offset = high_watermark if replica_id < 0 else log.durable_end_offset
+        committed_only = replica_id < 0 and isolation_level == READ_COMMITTED
+        if committed_only:
+            max_offset = self.last_stable_offset
         log_end_offset = log.log_end_offset
         try:
             records = log.read(fetch_offset, max_bytes, min_one_batch, max_offset)
@@ -341,7 +371,8 @@ class Partition:
         if replica_id >= 0:
             self.follower_fetched(replica_id, fetch_offset, log_end_offset)
             high_watermark = self.high_watermark
-        return ReadResult(ErrorCode.none, high_watermark, self.last_stable_offset, log.log_start_offset, records)
+        aborted = self.transactions.aborted_transactions(fetch_offset, max_offset) if committed_only and records else None
+        return ReadResult(ErrorCode.none, high_watermark, self.last_stable_offset, log.log_start_offset, records, aborted)
 
     def wake_readers(self) -> None:
         """Parked fetches read again (something new may be readable)."""
@@ -430,11 +461,13 @@ class Partition:
                     # batch: start at the batch instead (Kafka does the same), the log start
                     # offset then moves up to the leader's again.
                     log.truncate_fully_and_start_at(info.base_offset)
+                    self.transactions.reset()
                 else:
                     continue  # already here (a retried fetch)
             cache.assign(info.partition_leader_epoch, info.base_offset)
             log.append(batch, info, base_offset=info.base_offset)  # past the log end after a compacted gap
             producer_state.update(info, info.base_offset)
+            self.transactions.apply(batch, info)
             appended += info.size
         self.set_follower_high_watermark(leader_high_watermark)
         if appended:
@@ -443,6 +476,7 @@ class Partition:
 
     def set_follower_high_watermark(self, leader_high_watermark: int) -> None:
         self.high_watermark = min(leader_high_watermark, self.log.log_end_offset)
+        self.transactions.on_high_watermark(self.high_watermark)
 
     def follow_log_start(self, leader_log_start_offset: int) -> None:
         """Move our log start up with the leader's (its retention or DeleteRecords), as Kafka's
@@ -461,6 +495,7 @@ class Partition:
         self.epoch_cache.truncate_from(offset)
         self.high_watermark = min(self.high_watermark, log.log_end_offset)
         self._producer_state = None  # rebuilt from the log on next use
+        self.transactions.reset()
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Start again, empty, at ``offset`` (below the leader's log start: nothing here continues)."""
@@ -468,10 +503,12 @@ class Partition:
         self.epoch_cache.truncate_from(0)
         self.high_watermark = offset
         self._producer_state = None
+        self.transactions.reset()
 
     # ---- upkeep --------------------------------------------------------------------------------
     def remove_expired_producers(self, now_ms: int, expiration_ms: int) -> int:
         """Forget idempotent producers idle for ``expiration_ms``; how many went."""
+        self.transactions.remove_expired(now_ms, expiration_ms)
         if self._producer_state is None:
             return 0
         return self._producer_state.remove_expired(now_ms, expiration_ms)

@@ -112,7 +112,8 @@ class ReplicaManager:
         if self.log_dir_offline or self.logs.offline:
             return
         snapshots = [snapshot for partition in self.partitions.values()
-                     if (snapshot := partition.producer_state_snapshot()) is not None]
+                     for snapshot in (partition.producer_state_snapshot(), partition.transactions.snapshot())
+                     if snapshot is not None]
         try:
             self.logs.write_checkpoints(snapshots)  # thousands of partitions: two syncs, not two each
         except OSError as e:
@@ -165,9 +166,10 @@ class ReplicaManager:
 
     def cleaner_high_watermark(self, log: "PartitionLog") -> int:
         """For the log cleaner (storage/cleaner_manager.py): the offset it may not clean from (the
-        high watermark: a follower may still truncate above it); 0 for a log no longer a replica."""
+        last stable offset: a follower may still truncate above the high watermark, and an
+        undecided transaction may still be aborted); 0 for a log no longer a replica."""
         partition = self.partitions.get((log.topic, log.partition))
-        return partition.high_watermark if partition is not None and partition.log is log else 0
+        return partition.last_stable_offset if partition is not None and partition.log is log else 0
 
     def cleaner_active_producers(self, log: "PartitionLog") -> dict[int, tuple[int, int]]:
         """For the log cleaner: see Partition.active_producers."""

@@ -8,7 +8,10 @@ is durable under the topic's durability profile (on a single node the log's dura
 cluster the ISR's, bounded by the leader's own durable end). When fewer than ``min_bytes`` are
 available, the request waits up to ``max_wait_ms`` and is woken by the next append to one of
 its partitions or the flush that makes records readable. Records are read from the segment files as byte ranges and written to the
-socket as separate buffers. Fetch sessions (KIP-227) are not kept: every response has session
+socket as separate buffers. ``isolation_level`` 1 (read_committed) reads only below the last
+stable offset (the first offset of the oldest undecided transaction) and lists the aborted
+transactions of the range, whose records the consumer drops; every response carries the LSO.
+Fetch sessions (KIP-227) are not kept: every response has session
 id 0, which clients treat as sessionless, and every request is a full fetch.
 Versions: 4-17; topics named by id from v13. Errors: OFFSET_OUT_OF_RANGE,
 UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, UNKNOWN_LEADER_EPOCH, KAFKA_STORAGE_ERROR (the
@@ -84,14 +87,17 @@ def _read(ctx: RequestContext, request, wanted: list) -> tuple[list, int, bool]:
                 continue
             read = partition.read(p.fetch_offset, max(0, min(p.partition_max_bytes, budget - total_bytes)),
                                   min_one_batch=total_bytes == 0, replica_id=replica_id,
-                                  current_leader_epoch=getattr(p, "current_leader_epoch", -1))
+                                  current_leader_epoch=getattr(p, "current_leader_epoch", -1),
+                                  isolation_level=request.isolation_level)
             if read.error != ErrorCode.none:
                 any_error = True
             records = read.records
             total_bytes += len(records)
             if records:
                 ctx.metrics.count_fetched(name, records)
-            results.append(PartitionData(p.partition, read.error, read.high_watermark, read.high_watermark,
-                                         read.log_start_offset, records))
+            aborted = read.aborted_transactions
+            results.append(PartitionData(p.partition, read.error, read.high_watermark, read.last_stable_offset,
+                                         read.log_start_offset, records, aborted_transactions=[
+                                             (a.producer_id, a.first_offset) for a in aborted] if aborted else None))
         topics.append((label, topic_id, results))
     return topics, total_bytes, any_error

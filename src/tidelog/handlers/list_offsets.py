@@ -1,11 +1,11 @@
 """ListOffsets (key 2).
 
 Behaviour: per partition, the offset for a timestamp: -2 earliest (log start offset), -1 latest
-(high watermark; also for read_committed, as there are no transactions yet), -3 the record
+(high watermark; the last stable offset for read_committed, isolation_level 1), -3 the record
 with the largest timestamp (v7+), -4 earliest local (v8+, same as earliest), -5 latest tiered
 (v9+, none: offset -1), otherwise the first offset whose timestamp is at or after the given one
-(offset -1 when there is none). A record found at or past the high watermark is not found
-(consumers cannot read it yet), as in Kafka.
+(offset -1 when there is none). A record found at or past the high watermark (read_committed:
+the last stable offset) is not found (consumers cannot read it yet), as in Kafka.
 Versions: 1-10. Errors: UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_LEADER_EPOCH, KAFKA_STORAGE_ERROR
 (also when a lookup by time meets records on disk that cannot be decoded: a WARNING, not a
 traceback).
@@ -57,6 +57,7 @@ def _find(log, timestamp: int, high_watermark: int) -> tuple[int, int]:
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, ctx.api_version)
+    read_committed = getattr(request, "isolation_level", 0) == 1
     topics = []
     for topic in request.topics:
         partitions = []
@@ -70,7 +71,8 @@ async def handle(ctx: RequestContext, request) -> object:
                 if error is not None:
                     offset, timestamp = -1, -1
                 else:
-                    error, (offset, timestamp) = _lookup(partition.log, p.timestamp, partition.high_watermark)
+                    bound = partition.last_stable_offset if read_committed else partition.high_watermark
+                    error, (offset, timestamp) = _lookup(partition.log, p.timestamp, bound)
                 leader_epoch = partition.leader_epoch
             partitions.append(
                 build(

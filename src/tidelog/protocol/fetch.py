@@ -17,6 +17,7 @@ _I32 = struct.Struct(">i")
 _HEAD_V7 = struct.Struct(">ihi")  # throttle_time_ms, error_code, session_id
 _PARTITION = struct.Struct(">ihqq")  # index, error_code, high_watermark, last_stable_offset
 _I64 = struct.Struct(">q")
+_ABORTED = struct.Struct(">qq")  # producer_id, first_offset
 
 FLEXIBLE_FROM = 12
 TOPIC_IDS_FROM = 13
@@ -30,6 +31,7 @@ class PartitionData(NamedTuple):
     log_start_offset: int = -1
     records: bytes | memoryview | None = None
     preferred_read_replica: int = -1
+    aborted_transactions: list | None = None  # (producer_id, first_offset) of read_committed reads
 
 
 
@@ -57,7 +59,15 @@ def encode_fetch_response(
             head += _PARTITION.pack(p.index, p.error_code, p.high_watermark, p.last_stable_offset)
             if version >= 5:
                 head += _I64.pack(p.log_start_offset)
-            head += b"\x01" if flexible else b"\x00\x00\x00\x00"  # aborted_transactions: empty
+            aborted = p.aborted_transactions
+            if not aborted:
+                head += b"\x01" if flexible else b"\x00\x00\x00\x00"  # aborted_transactions: empty
+            else:
+                head += array(len(aborted))
+                for producer_id, first_offset in aborted:
+                    head += _ABORTED.pack(producer_id, first_offset)
+                    if flexible:
+                        head += b"\x00"
             if version >= 11:
                 head += _I32.pack(p.preferred_read_replica)
             records = p.records

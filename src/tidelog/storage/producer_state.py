@@ -99,7 +99,7 @@ class ProducerState:
         ``now_ms`` is the time of a batch appended as leader; without it (replay, follower) the
         batch counts by its max timestamp, not later than now.
         """
-        if info.producer_id < 0:
+        if info.producer_id < 0 or info.is_control:  # a transaction marker carries no sequence
             return
         entry = self.producers.get(info.producer_id)
         if entry is None or info.producer_epoch > entry.epoch:

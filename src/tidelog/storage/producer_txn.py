@@ -234,15 +234,20 @@ class ProducerTransactions:
 
     # ---- persistence ---------------------------------------------------------------------
 
-    def save(self, partition_dir: Path, offset: int) -> None:
-        """Write the snapshot of the state of the log below ``offset`` (its end, at clean shutdown)."""
+    def snapshot(self, partition_dir: Path, offset: int) -> tuple[Path, str]:
+        """The snapshot file and its content: the state of the log below ``offset`` (its end, at
+        a clean shutdown), for a caller that writes many at once (LogManager.write_checkpoints)."""
         data = {
             "offset": offset,
             "producers": {str(pid): [p.epoch, p.coordinator_epoch,
                                      -1 if p.open_txn_first_offset is None else p.open_txn_first_offset,
                                      p.last_timestamp_ms] for pid, p in self.producers.items()},
         }
-        write_checkpoint_file(Path(partition_dir) / SNAPSHOT_FILE, json.dumps(data))
+        return Path(partition_dir) / SNAPSHOT_FILE, json.dumps(data)
+
+    def save(self, partition_dir: Path, offset: int) -> None:
+        """Write the snapshot (see ``snapshot``)."""
+        write_checkpoint_file(*self.snapshot(partition_dir, offset))
 
     @staticmethod
     def delete_snapshot(partition_dir: Path) -> None:

@@ -378,7 +378,8 @@ class LogSegment:
 
     def delete(self) -> None:
         self.release()
-        for path in (self.log_path, self.offset_index.path, self.time_index.path):
+        txn_index = self.log_path.with_name(self.log_path.name[:-len(".log")] + ".txnindex")
+        for path in (self.log_path, self.offset_index.path, self.time_index.path, txn_index):
             path.unlink(missing_ok=True)
 
     def __repr__(self) -> str:
