@@ -230,7 +230,7 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("producer.id.expiration.ms", "INT", 86400000, "An idempotent producer's state on a partition is forgotten this long after its last batch (it may then start at any sequence).", minimum=1),
         ConfigDef("producer.id.expiration.check.interval.ms", "INT", 600000, "How often expired idempotent producer state is removed.", minimum=1, read_only=True),
         # Transactions (Kafka's TransactionLogConfig / TransactionStateManagerConfig); not served yet.
-        ConfigDef("transactional.id.expiration.ms", "INT", 604800000, "A transactional id idle this long in a final state is forgotten (transactions are not served yet).", minimum=1),
+        ConfigDef("transactional.id.expiration.ms", "INT", 604800000, "A transactional id idle this long in a final state is forgotten.", minimum=1),
         ConfigDef("transaction.max.timeout.ms", "INT", 900000, "Largest transaction.timeout.ms a producer may ask for; more gets INVALID_TRANSACTION_TIMEOUT.", minimum=1),
         ConfigDef("transaction.abort.timed.out.transaction.cleanup.interval.ms", "INT", 10000, "How often transactions open longer than their timeout are aborted.", minimum=1),
         ConfigDef("transaction.remove.expired.transaction.cleanup.interval.ms", "INT", 3600000, "How often expired transactional ids are removed.", minimum=1),

@@ -17,7 +17,7 @@ import struct
 
 from kio.serial import entity_reader, entity_writer
 
-from tidelog.protocol.apis import load_request_schema, load_response_schema
+from tidelog.protocol.apis import is_flexible, load_request_schema, load_response_schema
 
 __all__ = ["BrokerChannel"]
 
@@ -39,6 +39,9 @@ class BrokerChannel:
         out = io.BytesIO()
         entity_writer(load_request_schema(api_key, version))(out, request)
         header = struct.pack(">hhih", api_key, version, self.correlation_id, len(self.client_id)) + self.client_id
+        flexible = is_flexible(api_key, version)
+        if flexible:
+            header += b"\x00"  # request header v2: no tagged fields
         body = header + out.getvalue()
         self.writer.write(struct.pack(">i", len(body)) + body)
         size = struct.unpack(">i", await asyncio.wait_for(self.reader.readexactly(4), timeout_s))[0]
@@ -46,7 +49,7 @@ class BrokerChannel:
         (correlation_id,) = struct.unpack_from(">i", frame)
         if correlation_id != self.correlation_id:
             raise ConnectionError(f"response {correlation_id} to request {self.correlation_id}")
-        response, _ = entity_reader(load_response_schema(api_key, version))(memoryview(frame), 4)
+        response, _ = entity_reader(load_response_schema(api_key, version))(memoryview(frame), 5 if flexible else 4)
         return response
 
     def close(self) -> None:

@@ -94,6 +94,12 @@ class GroupCoordinator:
             except (ValueError, UnicodeDecodeError, struct.error) as e:
                 logger.warning("skipping an unreadable __consumer_offsets record: %s", e)
             count += 1
+        for producer_id, records in getattr(self.log, "open_transactions", {}).items():
+            for record_offset, key_bytes, value_bytes in records:  # TxnOffsetCommits awaiting their marker
+                key = decode_key(key_bytes) if key_bytes is not None else None
+                if isinstance(key, OffsetKey) and value_bytes is not None:
+                    self.offsets.pending_txn.add(producer_id, key.group_id, key.topic, key.partition, value_bytes,
+                                                 record_offset)
         for group_id, value_bytes in consumer_values.items():
             if value_bytes is None:
                 continue

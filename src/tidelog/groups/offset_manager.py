@@ -19,9 +19,10 @@ from tidelog.groups.classic_group import DEAD, EMPTY, ClassicGroup
 from tidelog.groups.classic_protocol import ClassicGroupProtocol
 from tidelog.groups.consumer_protocol import ConsumerGroupProtocol
 from tidelog.groups.offsets import CommittedOffset, PartitionLag, compute_lag
-from tidelog.groups.records import OffsetKey, encode_offset_key, encode_offset_value
+from tidelog.groups.records import OffsetKey, decode_offset_value, encode_offset_key, encode_offset_value
 from tidelog.groups.registry import GroupLog, GroupRegistry, write_error
 from tidelog.groups.settings import GroupSettings
+from tidelog.groups.txn_offsets import PendingTxnOffsets
 from tidelog.protocol.errors import ErrorCode
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class OffsetManager:
         self.classic = classic
         self.consumer = consumer
         self.log = log
+        self.pending_txn = PendingTxnOffsets()  # TxnOffsetCommit offsets waiting for their marker
 
     def validate_offset_commit(self, group_id: str, generation_id: int, member_id: str,
                                group_instance_id: str | None, api_version: int | None = None
@@ -91,6 +93,61 @@ class OffsetManager:
             self.committed.put(group_id, topic, partition, committed)
             results[(topic, partition)] = ErrorCode.none
         return results
+
+    async def commit_txn_offsets(
+        self, group_id: str, producer_id: int, producer_epoch: int, generation_id: int, member_id: str,
+        group_instance_id: str | None, offsets: dict[tuple[str, int], tuple[int, int, str | None]],
+    ) -> dict[tuple[str, int], ErrorCode]:
+        """TxnOffsetCommit: validated as Kafka's validateOffsetCommit(isTransactional=true) (a
+        producer with no member id and generation -1 may commit; a rebalance does not stop it),
+        written as one transactional batch of the producer, and pending (``pending_txn``) until
+        the transaction's marker lands on ``__consumer_offsets`` (``complete_txn``)."""
+        if not group_id:
+            return {key: ErrorCode.invalid_group_id for key in offsets}
+        error = ErrorCode.none
+        if generation_id >= 0 or member_id or group_instance_id is not None:
+            error, _ = self.validate_offset_commit(group_id, generation_id, member_id, group_instance_id)
+            if error is ErrorCode.rebalance_in_progress:
+                error = ErrorCode.none
+        if error is not ErrorCode.none:
+            return {key: error for key in offsets}
+        timestamp_ms = wall_clock_ms()
+        results: dict[tuple[str, int], ErrorCode] = {}
+        records: list[tuple[bytes, bytes | None]] = []
+        accepted: list[tuple[str, int]] = []
+        for (topic, partition), (offset, leader_epoch, metadata) in offsets.items():
+            metadata = metadata or ""
+            if len(metadata.encode()) > self.settings.offset_metadata_max_bytes:
+                results[(topic, partition)] = ErrorCode.offset_metadata_too_large
+                continue
+            value = encode_offset_value(CommittedOffset(offset, leader_epoch, metadata, timestamp_ms).to_value())
+            records.append((encode_offset_key(OffsetKey(group_id, topic, partition)), value))
+            accepted.append((topic, partition))
+        if not records:
+            return results
+        try:
+            base_offset = await self.log.write(records, producer_id=producer_id, producer_epoch=producer_epoch)
+        except Exception as e:  # noqa: BLE001 - the commit is not acknowledged
+            logger.warning("group %s: cannot store the transactional offsets of producer %d: %s", group_id,
+                           producer_id, e)
+            for key in accepted:
+                results[key] = write_error(e)
+            return results
+        if not self.registry.known(group_id):
+            self.registry.groups[group_id] = ClassicGroup(group_id)
+        for i, ((topic, partition), (_, value)) in enumerate(zip(accepted, records)):
+            self.pending_txn.add(producer_id, group_id, topic, partition, value, base_offset + i)
+            results[(topic, partition)] = ErrorCode.none
+        return results
+
+    def complete_txn(self, producer_id: int, committed: bool) -> int:
+        """A COMMIT/ABORT marker of ``producer_id`` is durable in ``__consumer_offsets``: its
+        pending offsets become committed (or are dropped); how many were applied."""
+        applied = self.pending_txn.complete(producer_id, committed)
+        for pending in applied:
+            self.committed.put(pending.group_id, pending.topic, pending.partition,
+                               CommittedOffset.from_value(decode_offset_value(pending.value)))
+        return len(applied)
 
     def validate_offset_fetch(self, group_id: str, member_id: str | None, member_epoch: int) -> ErrorCode:
         """OffsetFetch v9+ names the member of a consumer-protocol group: check its epoch."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from tidelog.protocol.control_records import InvalidControlRecord, read_end_txn_marker
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import BATCH_HEADER_SIZE, InvalidBatch, build_batch, iter_records, parse_batch_header
 from tidelog.protocol.topics import CONSUMER_OFFSETS
@@ -40,7 +41,8 @@ def coordinator_error(error: ErrorCode) -> ErrorCode:
     (Kafka's mapping in the group coordinator's append path)."""
     if error in (ErrorCode.not_leader_or_follower, ErrorCode.kafka_storage_error, ErrorCode.fenced_leader_epoch):
         return ErrorCode.not_coordinator
-    if error in (ErrorCode.request_timed_out, ErrorCode.not_coordinator, ErrorCode.coordinator_load_in_progress):
+    if error in (ErrorCode.request_timed_out, ErrorCode.not_coordinator, ErrorCode.coordinator_load_in_progress,
+                 ErrorCode.invalid_producer_epoch, ErrorCode.invalid_txn_state):  # the last two: TxnOffsetCommit
         return error
     return ErrorCode.coordinator_not_available  # NOT_ENOUGH_REPLICAS(_AFTER_APPEND), UNKNOWN_TOPIC_OR_PARTITION, ...
 
@@ -52,6 +54,7 @@ class ConsumerOffsetsTopic:
         self._find = partition
         self.commit_timeout_ms = commit_timeout_ms
         self._partition: "Partition | None" = None
+        self.open_transactions: dict[int, list[tuple[int, bytes | None, bytes | None]]] = {}
 
     async def open(self) -> None:
         partition = self._find()
@@ -69,9 +72,15 @@ class ConsumerOffsetsTopic:
     def log(self):
         return self.partition.log
 
-    async def write(self, records: list[tuple[bytes, bytes | None]]) -> None:
+    async def write(self, records: list[tuple[bytes, bytes | None]], producer_id: int = -1,
+                    producer_epoch: int = -1) -> int:
+        """Append ``records`` as one batch (a transactional one of ``producer_id`` for
+        TxnOffsetCommit) and return its base offset once the ISR has it."""
         partition = self.partition
-        batch = memoryview(bytearray(build_batch([(key, value, []) for key, value in records])))
+        sequence = self._next_sequence(partition, producer_id, producer_epoch) if producer_id >= 0 else -1
+        batch = memoryview(bytearray(build_batch([(key, value, []) for key, value in records], producer_id=producer_id,
+                                                 producer_epoch=producer_epoch, base_sequence=sequence,
+                                                 is_transactional=producer_id >= 0)))
         try:
             appended = partition.append_as_leader(batch, required_acks=-1)
         except (KafkaError, InvalidBatch) as e:
@@ -83,8 +92,23 @@ class ConsumerOffsetsTopic:
         if error != ErrorCode.none:
             logger.warning("%s write at %d not acknowledged: %s", TOPIC, appended.base_offset, error.name)
             raise KafkaError(coordinator_error(error), f"{TOPIC} write not replicated: {error.name}")
+        return appended.base_offset
+
+    @staticmethod
+    def _next_sequence(partition: "Partition", producer_id: int, producer_epoch: int) -> int:
+        """The sequence a producer's next offsets batch continues with here (its batches in this
+        partition are only the coordinator's, so they are numbered here, as idempotence wants)."""
+        entry = partition.producer_state.producers.get(producer_id)
+        if entry is None or entry.epoch != producer_epoch or not entry.batches:
+            return 0
+        return (entry.batches[-1][1] + 1) & 0x7FFFFFFF
 
     def replay(self) -> Iterator[tuple[bytes, bytes | None]]:
+        """Every record in log order; a transaction's offset records when its COMMIT marker
+        comes (an aborted one's never). Those of transactions still open at the log end are
+        left in ``open_transactions`` (producer id -> [(record offset, key, value)]), for the
+        coordinator's pending transactional offsets."""
+        self.open_transactions = {}
         log = self.log
         offset = log.log_start_offset
         while offset < log.log_end_offset:
@@ -97,11 +121,27 @@ class ConsumerOffsetsTopic:
                 info = parse_batch_header(view, pos)
                 if pos + info.size > len(view):
                     break
+                batch = view[pos:pos + info.size]
                 last = info.last_offset
                 pos += info.size
-            for record in iter_records(data):
-                if record.offset >= offset:
-                    yield record.key, record.value
+                if info.last_offset < offset:
+                    continue
+                if info.is_control:
+                    try:
+                        marker = read_end_txn_marker(batch, info)
+                    except InvalidControlRecord as e:
+                        logger.warning("%s: unreadable control batch at %d skipped: %s", TOPIC, info.base_offset, e)
+                        continue
+                    pending = self.open_transactions.pop(info.producer_id, [])
+                    if marker is not None and marker.committed:
+                        yield from ((key, value) for _, key, value in pending)
+                elif info.is_transactional:
+                    self.open_transactions.setdefault(info.producer_id, []).extend(
+                        (record.offset, record.key, record.value) for record in iter_records(batch))
+                else:
+                    for record in iter_records(batch):
+                        if record.offset >= offset:
+                            yield record.key, record.value
             if last < offset:
                 break
             offset = last + 1

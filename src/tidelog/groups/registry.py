@@ -38,8 +38,10 @@ class GroupLog(Protocol):
     async def open(self) -> None:
         """Make the log ready (create it on first start)."""
 
-    async def write(self, records: list[tuple[bytes, bytes | None]]) -> None:
-        """Append the (key, value) records and return once they are durable."""
+    async def write(self, records: list[tuple[bytes, bytes | None]], producer_id: int = -1,
+                    producer_epoch: int = -1) -> int:
+        """Append the (key, value) records (a transactional batch of ``producer_id`` if given)
+        and return their first offset once they are durable."""
 
     def replay(self) -> Iterator[tuple[bytes, bytes | None]]:
         """Every record from the start of the log, in order."""

@@ -1,13 +1,16 @@
 """FindCoordinator (key 10).
 
-Behaviour: this single node coordinates every group and every transactional id, so each key
-(key_type 0 = group, 1 = transaction) is answered with this ctx; key_type 2 (share, Kafka 4.2's
-"group:topicId:partition" keys of share-partition state) with the leader of
+Behaviour: a group (key_type 0) is coordinated by the leader of ``__consumer_offsets``
+partition 0; a transactional id (key_type 1) by the leader of its ``__transaction_state``
+partition (``abs(javaHashCode(id)) % transaction.state.log.num.partitions``; the topic is
+created on the first such lookup, as Kafka does); key_type 2 (share, Kafka 4.2's
+"group:topicId:partition" keys of share-partition state) by the leader of
 ``__share_group_state``-0, where the share coordinator lives. v4+ batches the keys in
 ``coordinator_keys`` and answers one Coordinator entry per key; v0-3 answer one key.
 Versions: 0-6 (v3+ flexible; v4 batched; v5/v6 only add error codes). Errors: INVALID_REQUEST
-for an unknown key_type (or a key type other than group in v0), COORDINATOR_NOT_AVAILABLE
-while the group coordinator has not loaded ``__consumer_offsets`` yet.
+for an unknown key_type or an empty transactional id, COORDINATOR_NOT_AVAILABLE while the group
+coordinator has not loaded ``__consumer_offsets`` yet, or ``__transaction_state`` is being
+created or has no leader.
 """
 
 from __future__ import annotations
@@ -37,44 +40,36 @@ def _coordinator(ctx: RequestContext, key_type: int = KEY_TYPE_GROUP) -> tuple[i
     return leader.node_id, leader.host, leader.port
 
 
-def _lookup(ctx: RequestContext, key_type: int) -> tuple[ErrorCode, str | None]:
-    if key_type not in (KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION, KEY_TYPE_SHARE):
-        return ErrorCode.invalid_request, f"Unknown key type {key_type}"
-    node_id = _coordinator(ctx, key_type)[0]
+def _lookup(ctx: RequestContext, key_type: int, key: str) -> tuple[ErrorCode, str | None, tuple[int, str, int]]:
+    """(error, message, (node id, host, port)) for one key."""
+    none = (-1, "", -1)
+    if key_type == KEY_TYPE_TRANSACTION:
+        if not key:
+            return ErrorCode.invalid_request, "Empty transactional id", none
+        error, broker = ctx.transactions.coordinator_for(key)
+        if error is not ErrorCode.none:
+            return error, "The coordinator is not available", none
+        return ErrorCode.none, None, (broker.node_id, broker.host, broker.port)
+    if key_type not in (KEY_TYPE_GROUP, KEY_TYPE_SHARE):
+        return ErrorCode.invalid_request, f"Unknown key type {key_type}", none
+    node = _coordinator(ctx, key_type)
     loaded = ctx.shares.loaded if key_type == KEY_TYPE_SHARE else ctx.groups.loaded
-    if node_id == -1 or (node_id == ctx.node_id and not loaded):
-        return ErrorCode.coordinator_not_available, "The coordinator is not available"
-    return ErrorCode.none, None
+    if node[0] == -1 or (node[0] == ctx.node_id and not loaded):
+        return ErrorCode.coordinator_not_available, "The coordinator is not available", none
+    return ErrorCode.none, None, node
 
 
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, ctx.api_version)
     key_type = getattr(request, "key_type", KEY_TYPE_GROUP)
-    node_id, host, port = _coordinator(ctx, key_type)
     if ctx.api_version >= 4:
-        error, message = _lookup(ctx, key_type)
-        coordinators = tuple(
-            build(
-                module.Coordinator,
-                key=key,
-                node_id=node_id if error is ErrorCode.none else -1,
-                host=host if error is ErrorCode.none else "",
-                port=port if error is ErrorCode.none else -1,
-                error_code=error,
-                error_message=message,
-            )
-            for key in request.coordinator_keys
-        )
-        return build(module.FindCoordinatorResponse, throttle_time=datetime.timedelta(0), coordinators=coordinators)
-    error, message = _lookup(ctx, key_type)
-    ok = error is ErrorCode.none
-    return build(
-        module.FindCoordinatorResponse,
-        throttle_time=datetime.timedelta(0),
-        error_code=error,
-        error_message=message,
-        node_id=node_id if ok else -1,
-        host=host if ok else "",
-        port=port if ok else -1,
-    )
+        coordinators = []
+        for key in request.coordinator_keys:
+            error, message, (node_id, host, port) = _lookup(ctx, key_type, key)
+            coordinators.append(build(module.Coordinator, key=key, node_id=node_id, host=host, port=port,
+                                      error_code=error, error_message=message))
+        return build(module.FindCoordinatorResponse, throttle_time=datetime.timedelta(0), coordinators=tuple(coordinators))
+    error, message, (node_id, host, port) = _lookup(ctx, key_type, request.key)
+    return build(module.FindCoordinatorResponse, throttle_time=datetime.timedelta(0), error_code=error,
+                 error_message=message, node_id=node_id, host=host, port=port)

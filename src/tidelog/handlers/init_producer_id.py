@@ -3,9 +3,13 @@
 Behaviour: an idempotent producer (no transactional id) gets a producer id never used before in
 this cluster, epoch 0; a re-initialising producer (v3+, KIP-360) gets a fresh id too, as Kafka
 does for non-transactional producers. Ids are reserved in blocks in the metadata store, so a
-restart never hands one out twice. Transactions are not supported yet: a transactional id is
-answered with INVALID_REQUEST and a log line.
-Versions: 0-5. Errors: INVALID_REQUEST.
+restart never hands one out twice. A transactional producer is served by the transaction
+coordinator (txn/coordinator.py): a new id gets a producer id at epoch 0, a known one the next
+epoch, which fences every older producer with that id (an open transaction is aborted first,
+answered CONCURRENT_TRANSACTIONS for the client to retry).
+Versions: 0-5. Errors: INVALID_REQUEST, NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS,
+COORDINATOR_NOT_AVAILABLE, CONCURRENT_TRANSACTIONS, INVALID_TRANSACTION_TIMEOUT, PRODUCER_FENCED
+(INVALID_PRODUCER_EPOCH below v4).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode
+from tidelog.txn.coordinator import client_error
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +31,18 @@ API_KEY = 22
 async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, ctx.api_version)
     if request.transactional_id is not None:
-        logger.warning(
-            "InitProducerId for transactional id %r from %s refused: transactions are not supported yet",
-            request.transactional_id, ctx.peer,
-        )
-        return build(module.InitProducerIdResponse, throttle_time=datetime.timedelta(0),
-                     error_code=ErrorCode.invalid_request, producer_id=-1, producer_epoch=-1)
+        timeout_ms = request.transaction_timeout
+        if isinstance(timeout_ms, datetime.timedelta):
+            timeout_ms = int(timeout_ms.total_seconds() * 1000)
+        result = await ctx.transactions.coordinator.init_producer_id(
+            request.transactional_id, timeout_ms, getattr(request, "producer_id", -1), getattr(request, "producer_epoch", -1))
+        error = client_error(result.error, API_KEY, ctx.api_version)
+        if error not in (ErrorCode.none, ErrorCode.concurrent_transactions, ErrorCode.not_coordinator,
+                         ErrorCode.coordinator_load_in_progress):
+            logger.info("InitProducerId for transactional id %r from %s: %s", request.transactional_id, ctx.peer,
+                        error.name)
+        return build(module.InitProducerIdResponse, throttle_time=datetime.timedelta(0), error_code=error,
+                     producer_id=result.producer_id, producer_epoch=result.producer_epoch)
     producer_id = await ctx.new_producer_id()
     logger.debug("producer id %d for %s (%s)", producer_id, ctx.peer, ctx.header.client_id)
     return build(module.InitProducerIdResponse, throttle_time=datetime.timedelta(0),

@@ -2,8 +2,9 @@
 
 Behaviour: returns a group's committed offsets: for the listed partitions (offset -1 and
 metadata "" where nothing is committed), or every committed partition when the topic list is
-null (v2+). v8+ asks for several groups at once. ``require_stable`` (v7+) would wait out
-pending transactional commits; there are none yet, so it changes nothing. A group that does
+null (v2+). v8+ asks for several groups at once. ``require_stable`` (v7+): a partition with a
+transactional commit (TxnOffsetCommit) still waiting for its marker answers
+UNSTABLE_OFFSET_COMMIT (the client retries). A group that does
 not exist simply has no offsets (no error), as in Kafka.
 Versions: 1-9 (v2 top-level error and null topics, v5 leader epoch, v6 flexible, v7
 require_stable, v8 groups, v9 member id/epoch: checked for consumer-protocol (KIP-848) groups,
@@ -23,7 +24,7 @@ API_KEY = 9
 
 
 def _group_topics(ctx: RequestContext, module, group_id: str, topics, partition_cls, topic_cls,
-                  member_id: str | None = None, member_epoch: int = -1):
+                  member_id: str | None = None, member_epoch: int = -1, require_stable: bool = False):
     """(error, topic entries) for one group."""
     if topics is None:
         wanted = None
@@ -45,8 +46,14 @@ def _group_topics(ctx: RequestContext, module, group_id: str, topics, partition_
         if error is not ErrorCode.none:
             return error, ()
     entries = ctx.groups.offsets.fetch_offsets(group_id, wanted)
+    pending = ctx.groups.offsets.pending_txn
     by_topic: dict[str, list] = {}
     for topic, partition, committed in entries:
+        if require_stable and pending.has_pending(group_id, topic, partition):
+            by_topic.setdefault(topic, []).append(build(
+                partition_cls, partition_index=partition, committed_offset=-1, committed_leader_epoch=-1, metadata="",
+                error_code=ErrorCode.unstable_offset_commit))
+            continue
         by_topic.setdefault(topic, []).append(
             build(
                 partition_cls,
@@ -68,9 +75,9 @@ async def handle(ctx: RequestContext, request) -> object:
         for group in request.groups:
             error, topics = _group_topics(ctx, module, group.group_id, group.topics, module.OffsetFetchResponsePartitions,
                                           module.OffsetFetchResponseTopics, getattr(group, "member_id", None),
-                                          getattr(group, "member_epoch", -1))
+                                          getattr(group, "member_epoch", -1), request.require_stable)
             groups.append(build(module.OffsetFetchResponseGroup, group_id=group.group_id, topics=topics, error_code=error))
         return build(module.OffsetFetchResponse, throttle_time=datetime.timedelta(0), groups=tuple(groups))
     error, topics = _group_topics(ctx, module, request.group_id, request.topics, module.OffsetFetchResponsePartition,
-                                  module.OffsetFetchResponseTopic)
+                                  module.OffsetFetchResponseTopic, require_stable=getattr(request, "require_stable", False))
     return build(module.OffsetFetchResponse, throttle_time=datetime.timedelta(0), topics=topics, error_code=error)

@@ -18,7 +18,11 @@ Versions: 0-12 advertised; 0-2 answered with UNSUPPORTED_VERSION as Kafka 4 does
 Errors: UNSUPPORTED_VERSION, INVALID_REQUIRED_ACKS, UNSUPPORTED_COMPRESSION_TYPE (zstd before v7), UNKNOWN_TOPIC_OR_PARTITION,
 CORRUPT_MESSAGE (framing, CRC, a payload its codec cannot decompress), INVALID_RECORD (a malformed
 record, as Kafka; a record without a key on a compacted topic), INVALID_TIMESTAMP, MESSAGE_TOO_LARGE, UNSUPPORTED_FOR_MESSAGE_FORMAT,
-OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE, KAFKA_STORAGE_ERROR.
+OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE, KAFKA_STORAGE_ERROR,
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED (a transactional batch without the request's transactional id).
+Transactions: a transactional batch opens the producer's transaction in the partition (the
+coordinator is asked first whether the partition was added, when it is this broker); it stays
+invisible to read_committed consumers until its COMMIT marker.
 Idempotence: a batch with a producer id is checked against that producer's last five batches
 on the partition; a retried duplicate is answered with the offset it got the first time. A
 producer without state on the partition (new, expired, or its batches deleted) may start at any
@@ -35,6 +39,7 @@ from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.produce import PartitionResult, decode_produce_request, encode_produce_response
 from tidelog.protocol.records import BATCH_HEADER_SIZE, InvalidBatch, parse_batch_header
+from tidelog.txn.coordinator import verification_error
 
 if TYPE_CHECKING:
     from tidelog.cluster.partition import AppendResult, Partition
@@ -47,6 +52,32 @@ API_KEY = 0
 OLDEST_SUPPORTED_VERSION = 3
 ZSTD = 4
 ZSTD_MIN_PRODUCE_VERSION = 7
+_ATTRIBUTES_LOW = 22  # the low byte of a batch's attributes
+_TRANSACTIONAL_BIT = 0x10
+
+
+def _is_transactional(records) -> bool:
+    return records is not None and len(records) >= BATCH_HEADER_SIZE and bool(records[_ATTRIBUTES_LOW] & _TRANSACTIONAL_BIT)
+
+
+def _verify_transaction(ctx: RequestContext, transactional_id: str | None, topic: str, index: int, records) -> None:
+    """A transactional batch needs the request's transactional id; before a producer's first
+    batch of a transaction here, its coordinator must have the partition in the transaction
+    (KIP-890 part 1; checked when the coordinator is this broker). Raises KafkaError."""
+    if transactional_id is None:
+        raise KafkaError(ErrorCode.transactional_id_authorization_failed,
+                         "a transactional batch in a Produce request without a transactional id")
+    partition = ctx.replicas.get(topic, index)
+    if partition is None or not partition.leading:
+        return  # append() answers it
+    info = parse_batch_header(records)
+    if partition.transactions.open_transaction(info.producer_id) is not None:
+        return
+    error = ctx.transactions.verify(transactional_id, info.producer_id, info.producer_epoch, topic, index)
+    if error is not None and error is not ErrorCode.none:
+        raise KafkaError(verification_error(error, ctx.api_version),
+                         f"transaction of {transactional_id} (producer {info.producer_id} epoch {info.producer_epoch}) "
+                         f"does not hold {topic}-{index}: {error.name}")
 
 
 def _is_zstd(records) -> bool:
@@ -82,6 +113,8 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
             try:
                 if version < ZSTD_MIN_PRODUCE_VERSION and _is_zstd(partition.records):
                     raise InvalidBatch(ErrorCode.unsupported_compression_type, "zstd needs Produce v7 or later")
+                if _is_transactional(partition.records):
+                    _verify_transaction(ctx, request.transactional_id, topic.name, partition.index, partition.records)
                 leader, result = append(replicas, metrics, topic.name, partition.index, partition.records, request.acks)
             except (InvalidBatch, KafkaError) as e:
                 # Bad input (a batch Kafka would refuse) is a WARNING; a state answer (not the

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from tidelog.protocol.wire import RequestHeader
     from tidelog.queues.share_groups import ShareGroups
     from tidelog.storage.manager import LogManager
+    from tidelog.txn.service import TransactionService
 
 Handler = Callable[["RequestContext", Any], Awaitable[Any]]
 
@@ -64,6 +65,7 @@ class RequestContext:
     group_coordinator_error: Callable[[], "ErrorCode | None"] = None
     new_producer_id: Callable[[], Awaitable[int]] = None  # an id never handed out before in the cluster
     shares: "ShareGroups" = None  # share groups (KIP-932): membership, sessions, share-partitions
+    transactions: "TransactionService" = None  # the transaction coordinator and marker writes
 
     @property
     def api_version(self) -> int:

@@ -50,6 +50,7 @@ from tidelog.server.resources import (ResourceMonitor, memory_limit_bytes, open_
 from tidelog.storage.cleaner_manager import CleanerConfig
 from tidelog.storage.log import PartitionLog
 from tidelog.storage.manager import LogManager
+from tidelog.txn.service import TransactionService
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ class Broker:
                                        ConsumerOffsetsTopic(self._offsets_partition, config["offsets.commit.timeout.ms"]))
         self._groups_loading: asyncio.Task | None = None
         self.shares: ShareGroups | None = None  # share groups (KIP-932), made with the replicas
+        self.transactions: TransactionService | None = None
         self._resource_watch: asyncio.Task | None = None
         self.delay_topics: DelayTopics | None = None  # issue 14: delay topics' movers
         self._producer_ids: range = range(0)
@@ -183,6 +185,12 @@ class Broker:
                                   is_other_group=lambda group_id: self.groups.registry.known(group_id),
                                   on_counts=self.metrics.count_share_records)
         self.replicas.on_leadership.append(self.shares.on_leadership)
+        self.transactions = TransactionService(
+            self.node_id, self.config, self.metadata, self.replicas, self.topics.create_topic, self.new_producer_id,
+            self.config["transaction.state.log.replication.factor"] if self.controller is not None else 1,
+            lambda _partition, producer_id, committed: self.groups.offsets.complete_txn(producer_id, committed))
+        self.replicas.on_leadership.append(self.transactions.on_leadership)
+        self.transactions.start()
         self.logs.cleaner.high_watermark = self.replicas.cleaner_high_watermark
         self.logs.cleaner.active_producers = self.replicas.cleaner_active_producers
         self.logs.on_offline.append(self.resources.log_dir_offline)
@@ -442,6 +450,8 @@ class Broker:
         self.groups.stop()
         if self.shares is not None:
             await self.shares.stop()
+        if self.transactions is not None:
+            await self.transactions.stop()
         if self._resource_watch is not None:
             self._resource_watch.cancel()
         if self.logs is not None:
@@ -469,7 +479,7 @@ class Broker:
         """What a handler gets for one request: the parts of the broker it may use, never the broker."""
         return RequestContext(header, peer, flexible, self.node_id, self.config, self.metadata, self.replicas, self.topics,
                               self.groups, self.metrics, self.logs, self.group_coordinator_error, self.new_producer_id,
-                              self.shares)
+                              self.shares, self.transactions)
 
     def connection_closed(self, peer: str) -> None:
         """A client connection closed: its share sessions end (their members' records are released)."""

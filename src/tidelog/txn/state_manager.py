@@ -177,7 +177,8 @@ class TransactionStateManager:
         del self.loading[partition]
         self.partitions[partition] = TxnPartition(coordinator_epoch, loaded)
         self.last_load_ms[partition] = self._clock_ms() - started_ms
-        logger.info("%s-%d: coordinating %d transactional ids at epoch %d (%d records, %d ms)", log_records.TOPIC,
+        logger.log(logging.INFO if count else logging.DEBUG,
+                   "%s-%d: coordinating %d transactional ids at epoch %d (%d records, %d ms)", log_records.TOPIC,
                     partition, len(loaded), coordinator_epoch, count, self.last_load_ms[partition])
         return loaded
 
