@@ -118,6 +118,22 @@ class BrokerMetrics:
         self.delay_topic_records = Counter(
             "tidelog_delay_topic_records", "Records of delay topics moved to their target when due (moved), or removed by "
             "retention before (lost).", ["topic", "event"], registry=r)
+        # Transactions (issue 17): the coordinator's ids and outcomes, the partitions' open transactions.
+        self.transactions = Gauge("tidelog_transactions", "Transactional ids coordinated here, by state.", ["state"],
+                                  registry=r)
+        self.transactions_completed = Counter(
+            "tidelog_transactions_completed", "Transactions completed by this coordinator (every marker written), by result.",
+            ["result"], registry=r)
+        self.transaction_timeouts = Counter(
+            "tidelog_transaction_timeouts", "Transactions this coordinator aborted because they outlived transaction.timeout.ms.",
+            registry=r)
+        self.transaction_markers_pending = Gauge(
+            "tidelog_transaction_markers_pending", "Transactions whose COMMIT/ABORT markers are still being written.", registry=r)
+        self.open_transactions = Gauge(
+            "tidelog_open_transactions", "Transactions open in partitions this broker leads (undecided there).", registry=r)
+        self.last_stable_offset_lag = Gauge(
+            "tidelog_last_stable_offset_lag", "High watermark minus last stable offset: records read_committed consumers "
+            "cannot read yet (partitions with an open transaction).", ["topic", "partition"], registry=r)
         partition_labels = ["topic", "partition"]
         self.log_end_offset = Gauge("tidelog_log_end_offset", "Next offset to be written.", partition_labels, registry=r)
         self.log_start_offset = Gauge("tidelog_log_start_offset", "First offset kept.", partition_labels, registry=r)

@@ -292,3 +292,62 @@ def test_transactions_survive_a_restart(broker):
         assert described.state.value == "CompleteCommit" and described.producer_epoch >= 1, described
     finally:
         admin.close()
+
+
+def test_cli_lists_and_describes_transactions(broker):
+    import json
+    import subprocess
+    import sys
+
+    def tidelog(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "tidelog", "transactions", *args, "--bootstrap-server",
+                               broker.bootstrap], capture_output=True, timeout=60)
+
+    create_topic(broker.bootstrap, "cli", 1)
+    open_txn = txn_producer(broker.bootstrap, "tx-cli-open")
+    open_txn.begin_transaction()
+    open_txn.produce("cli", value=b"v", partition=0)
+    open_txn.flush(30)
+    txn_producer(broker.bootstrap, "tx-cli-empty")  # initialised, no transaction yet (no start time)
+
+    listed = json.loads(tidelog("list", "--json").stdout)
+    assert [(t["transactional_id"], t["state"]) for t in listed] == [("tx-cli-empty", "Empty"), ("tx-cli-open", "Ongoing")]
+    assert json.loads(tidelog("list", "--state", "Ongoing", "--json").stdout)[0]["transactional_id"] == "tx-cli-open"
+    described = json.loads(tidelog("describe", "tx-cli-open", "--json").stdout)
+    assert described["state"] == "Ongoing" and described["partitions"] == [{"topic": "cli", "partition": 0}]
+    assert described["start_time_ms"] > 0 and described["timeout_ms"] == 60000
+    empty = json.loads(tidelog("describe", "tx-cli-empty", "--json").stdout)
+    assert empty["state"] == "Empty" and empty["start_time_ms"] is None
+    missing = tidelog("describe", "tx-nobody")
+    assert missing.returncode == 1 and missing.stderr.decode().strip() == "error: tx-nobody: TRANSACTIONAL_ID_NOT_FOUND"
+
+
+def test_metrics_count_transactions_and_the_lso_lag(broker):
+    import urllib.request
+
+    def scrape() -> dict[str, float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{broker.metrics_port}/metrics", timeout=10).read().decode()
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith("tidelog_") and "transaction" in line or line.startswith("tidelog_last_stable")}
+
+    create_topic(broker.bootstrap, "m", 1)
+    producer = txn_producer(broker.bootstrap, "tx-metrics")
+    producer.begin_transaction()
+    producer.produce("m", value=b"c", partition=0)
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    producer.produce("m", value=b"a", partition=0)
+    producer.flush(30)
+    producer.abort_transaction(30)
+    producer.begin_transaction()
+    for _ in range(3):
+        producer.produce("m", value=b"o", partition=0)
+    producer.flush(30)
+    samples = wait_for(lambda: (s := scrape()).get('tidelog_transactions_completed_total{result="abort"}') and s,
+                       what="the abort counted")
+    assert samples['tidelog_transactions_completed_total{result="commit"}'] == 1
+    assert samples['tidelog_transactions{state="Ongoing"}'] == 1
+    assert samples["tidelog_open_transactions"] == 1
+    # c, COMMIT, a, ABORT, then the open transaction's 3 records: the LSO is 4, the high watermark 7
+    assert samples['tidelog_last_stable_offset_lag{partition="0",topic="m"}'] == 3
+    producer.commit_transaction(30)

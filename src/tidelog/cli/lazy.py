@@ -17,6 +17,7 @@ CLIENT_COMMANDS = {
     "consume": "tidelog.cli.consume:consume",
     "groups": "tidelog.cli.groups:groups",
     "share-groups": "tidelog.cli.share_groups:share_groups",
+    "transactions": "tidelog.cli.transactions:transactions",
     "cluster": "tidelog.cli.cluster:cluster",
     "bench": "tidelog.cli.bench:bench",
     "dev-cluster": "tidelog.cli.dev_cluster:dev_cluster",

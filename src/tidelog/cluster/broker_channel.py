@@ -33,6 +33,12 @@ class BrokerChannel:
         self.correlation_id = 0
 
     async def request(self, api_key: int, version: int, request, timeout_s: float):
+        body = await self.request_body(api_key, version, request, timeout_s)
+        response, _ = entity_reader(load_response_schema(api_key, version))(body, 0)
+        return response
+
+    async def request_body(self, api_key: int, version: int, request, timeout_s: float) -> memoryview:
+        """The response body, undecoded (for a caller that reads what kio cannot, as negative timestamps)."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), timeout_s)
         self.correlation_id += 1
@@ -49,8 +55,7 @@ class BrokerChannel:
         (correlation_id,) = struct.unpack_from(">i", frame)
         if correlation_id != self.correlation_id:
             raise ConnectionError(f"response {correlation_id} to request {self.correlation_id}")
-        response, _ = entity_reader(load_response_schema(api_key, version))(memoryview(frame), 5 if flexible else 4)
-        return response
+        return memoryview(frame)[5 if flexible else 4:]
 
     def close(self) -> None:
         if self.writer is not None:

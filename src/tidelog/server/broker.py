@@ -188,7 +188,8 @@ class Broker:
         self.transactions = TransactionService(
             self.node_id, self.config, self.metadata, self.replicas, self.topics.create_topic, self.new_producer_id,
             self.config["transaction.state.log.replication.factor"] if self.controller is not None else 1,
-            lambda _partition, producer_id, committed: self.groups.offsets.complete_txn(producer_id, committed))
+            lambda _partition, producer_id, committed: self.groups.offsets.complete_txn(producer_id, committed),
+            self.metrics)
         self.replicas.on_leadership.append(self.transactions.on_leadership)
         self.transactions.start()
         self.logs.cleaner.high_watermark = self.replicas.cleaner_high_watermark
@@ -490,7 +491,8 @@ class Broker:
         """Set the state gauges (server/gauges.py) from this broker's parts, once it serves."""
         is_controller = self.metadata.controller_id == self.node_id and (self.controller is None or self.controller.active)
         refresh_gauges(self.metrics, metadata=self.metadata, logs=self.logs, replicas=self.replicas, groups=self.groups,
-                       resources=self.resources, is_controller=is_controller, started_at_ms=self.started_at_ms)
+                       resources=self.resources, is_controller=is_controller, started_at_ms=self.started_at_ms,
+                       transactions=self.transactions)
         if self.shares is not None:
             self.shares.refresh_gauges(self.metrics)
 

@@ -21,13 +21,14 @@ if TYPE_CHECKING:
     from tidelog.metrics import BrokerMetrics
     from tidelog.server.resources import ResourceMonitor
     from tidelog.storage.manager import LogManager
+    from tidelog.txn.service import TransactionService
 
 __all__ = ["refresh_gauges"]
 
 
 def refresh_gauges(metrics: "BrokerMetrics", *, metadata: "MetadataStore", logs: "LogManager",
                    replicas: "ReplicaManager", groups: "GroupCoordinator", resources: "ResourceMonitor",
-                   is_controller: bool, started_at_ms: int) -> None:
+                   is_controller: bool, started_at_ms: int, transactions: "TransactionService | None" = None) -> None:
     """Set every state gauge from the parts given; stale label sets are cleared."""
     topics = metadata.topics
     metrics.topics.set(len(topics))
@@ -43,6 +44,26 @@ def refresh_gauges(metrics: "BrokerMetrics", *, metadata: "MetadataStore", logs:
     metrics.producer_ids.set(replicas.producer_count())
     metrics.produce_purgatory.set(logs.pending_durability_waits())
     _refresh_group_gauges(metrics, groups, replicas)
+    _refresh_transaction_gauges(metrics, transactions, replicas)
+
+
+def _refresh_transaction_gauges(metrics: "BrokerMetrics", transactions: "TransactionService | None",
+                                replicas: "ReplicaManager") -> None:
+    metrics.transactions.clear()
+    metrics.last_stable_offset_lag.clear()
+    if transactions is not None:
+        stats = transactions.stats()
+        for state, count in stats["transactions"].items():
+            metrics.transactions.labels(state).set(count)
+        metrics.transaction_markers_pending.set(stats["pending_markers"])
+    open_count = 0
+    for partition in list(replicas.partitions.values()):
+        if not partition.leading or not partition.transactions.open_count:
+            continue
+        open_count += partition.transactions.open_count
+        lag = partition.high_watermark - partition.last_stable_offset
+        metrics.last_stable_offset_lag.labels(partition.topic, str(partition.index)).set(lag)
+    metrics.open_transactions.set(open_count)
 
 
 def _refresh_log_gauges(metrics: "BrokerMetrics", logs: "LogManager", resources: "ResourceMonitor") -> None:

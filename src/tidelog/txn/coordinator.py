@@ -116,7 +116,8 @@ class TransactionCoordinator:
     """See the module docstring."""
 
     def __init__(self, config: TransactionConfig, append_state: StateAppender, allocate_producer_id: ProducerIdAllocator,
-                 markers: TransactionMarkerChannel, clock_ms: Callable[[], int] = wall_clock_ms) -> None:
+                 markers: TransactionMarkerChannel, clock_ms: Callable[[], int] = wall_clock_ms,
+                 observer: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.state_manager = TransactionStateManager(config, append_state, clock_ms)
         self._allocate_producer_id = allocate_producer_id
@@ -127,6 +128,7 @@ class TransactionCoordinator:
         self._background: set[asyncio.Task] = set()
         self._timers: list[asyncio.Task] = []
         self.timed_out_aborts = 0
+        self._observer = observer  # told "commit" / "abort" when a transaction completes, "timeout" on a timeout abort
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -411,6 +413,8 @@ class TransactionCoordinator:
                                        retry_on=ErrorCode.coordinator_not_available)
             if error is ErrorCode.none:
                 logger.debug("%s: transaction %s", transactional_id, complete.state.kafka_name)
+                if self._observer is not None:
+                    self._observer("commit" if committed else "abort")
                 return
             if error is ErrorCode.coordinator_not_available:
                 logger.info("%s: writing %s failed (%s); retrying", transactional_id, complete.state.kafka_name,
@@ -481,6 +485,8 @@ class TransactionCoordinator:
                                             committed=False, from_client=False)
         if error is ErrorCode.none:
             self.timed_out_aborts += 1
+            if self._observer is not None:
+                self._observer("timeout")
         elif error in (ErrorCode.invalid_producer_id_mapping, ErrorCode.producer_fenced,
                        ErrorCode.concurrent_transactions):
             logger.debug("%s: timeout abort cancelled: %s", transactional_id, error.name)

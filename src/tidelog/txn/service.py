@@ -35,6 +35,7 @@ from tidelog.txn.state_topic import TransactionStateTopic
 if TYPE_CHECKING:
     from tidelog.cluster.metadata import BrokerInfo, MetadataStore
     from tidelog.cluster.replica_manager import ReplicaManager
+    from tidelog.metrics import BrokerMetrics
 
 __all__ = ["TransactionService"]
 
@@ -49,7 +50,8 @@ class TransactionService:
 
     def __init__(self, node_id: int, config, metadata: "MetadataStore", replicas: "ReplicaManager",
                  create_topic: TopicCreator, allocate_producer_id: Callable[[], Awaitable[int]],
-                 replication_factor: int, on_offsets_marker: OffsetsMarkerListener | None = None) -> None:
+                 replication_factor: int, on_offsets_marker: OffsetsMarkerListener | None = None,
+                 metrics: "BrokerMetrics | None" = None) -> None:
         self.node_id = node_id
         self.metadata = metadata
         self.replicas = replicas
@@ -62,7 +64,9 @@ class TransactionService:
         self.topic = TransactionStateTopic(replicas, config["transaction.state.log.load.buffer.size"])
         self.sender = ClusterMarkerSender(node_id, metadata, self.write_markers)
         self.coordinator = TransactionCoordinator(TransactionConfig.from_broker_config(config), self.topic.append,
-                                                  allocate_producer_id, TransactionMarkerChannel(self.sender))
+                                                  allocate_producer_id, TransactionMarkerChannel(self.sender),
+                                                  observer=self._observe if metrics is not None else None)
+        self.metrics = metrics
         self._creating: asyncio.Task | None = None
         self._loads: dict[int, asyncio.Task] = {}
 
@@ -160,6 +164,13 @@ class TransactionService:
     # ---- markers -------------------------------------------------------------------------------
     async def write_markers(self, entries: list[MarkerEntry]) -> dict[tuple[int, TopicPartition], ErrorCode]:
         return await write_markers(self.replicas, entries, self.request_timeout_s, self.on_offsets_marker)
+
+    def _observe(self, event: str) -> None:
+        """The coordinator's outcomes, counted: commit, abort, timeout."""
+        if event == "timeout":
+            self.metrics.transaction_timeouts.inc()
+        else:
+            self.metrics.transactions_completed.labels(event).inc()
 
     def stats(self) -> dict:
         stats = self.coordinator.stats()
