@@ -105,7 +105,9 @@ class PartitionTransactions:
 
     # ---- offsets -------------------------------------------------------------------------------
     def last_stable_offset(self, high_watermark: int) -> int:
-        return self.state.last_stable_offset(high_watermark, self.log.log_start_offset)
+        state = self.state
+        state.on_high_watermark(high_watermark)  # a replay's completions are below it already
+        return state.last_stable_offset(high_watermark, self.log.log_start_offset)
 
     def on_high_watermark(self, high_watermark: int) -> None:
         if self._state is not None:
