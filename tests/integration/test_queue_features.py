@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import time
 
+import pytest
 from confluent_kafka import AcknowledgeType, Producer
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
@@ -157,4 +158,81 @@ def test_retry_backoff_delays_a_released_record(broker_factory):
         assert (first.delivery_count(), second.delivery_count()) == (1, 2)
         assert second_at - first_at >= 1.5 - 0.05
     finally:
+        consumer.close()
+
+
+@pytest.mark.slow
+def test_a_thousand_delayed_records_arrive_on_time_across_a_broker_sigkill(broker):
+    """Issue 14's delay test for share groups: 1,000 records with random delays of 0-10 s are never
+    delivered before their time, all are delivered, a broker SIGKILL in the middle included (due
+    times live in the records' headers, nothing of them in memory only)."""
+    create_topic(broker.bootstrap, "timed", 1)
+    group_configs(broker.bootstrap, "timers", **{"share.auto.offset.reset": "earliest"})
+    rng = random.Random(1000)
+    records, due = [], {}
+    start_ms = int(time.time() * 1000)
+    for n in range(1000):
+        delay = rng.randint(0, 10_000)
+        records.append((b"%d" % n, {"tidelog-deliver-at": str(start_ms + delay)}))
+        due[n] = start_ms + delay
+    produce(broker.bootstrap, "timed", records)
+    received: dict[int, float] = {}
+
+    def poll(consumer):
+        for message in consumer.poll(0.1):
+            if message.error() is None:
+                received.setdefault(int(message.value()), time.time() * 1000)
+
+    consumer = share_consumer(broker.bootstrap, "timers", ["timed"])
+    try:
+        wait_for(lambda: len(received) >= 300, 60, "the first records", lambda: poll(consumer))
+    finally:
+        consumer.close()
+    broker.kill()
+    broker.restart()
+    consumer = share_consumer(broker.bootstrap, "timers", ["timed"])
+    try:
+        wait_for(lambda: len(received) >= 1000, 90, "every record", lambda: poll(consumer))
+    finally:
+        consumer.close()
+    assert sorted(received) == list(range(1000))
+    early = [n for n, at in received.items() if at < due[n]]
+    assert not early, f"{len(early)} records delivered before their time"
+    lateness = sorted(at - due[n] for n, at in received.items() if due[n] > start_ms + 2000)
+    print(f"share-group delays: delivered after due (ms) p50 {lateness[len(lateness) // 2]:.0f} "
+          f"p99 {lateness[int(len(lateness) * 0.99)]:.0f}")
+
+
+def test_aging_bounds_how_long_a_flood_of_high_priorities_holds_back_a_low_one(broker):
+    create_topic(broker.bootstrap, "flooded", 1, {"tidelog.priority.enable": "true", "tidelog.priority.aging.ms": "200"})
+    group_configs(broker.bootstrap, "floodgate", **{"share.auto.offset.reset": "earliest"})
+    produce(broker.bootstrap, "flooded", [(b"low", {"priority": "0"})])
+    consumer = share_consumer(broker.bootstrap, "floodgate", ["flooded"], **{"max.poll.records": "5"})
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    got: list[bytes] = []
+    started = time.monotonic()
+    try:
+        next_flood, next_poll = [time.monotonic()], [time.monotonic()]
+
+        def poll():
+            # A flood faster than the consumer: 10 priority-9 records every 100 ms, 5 taken every 100 ms.
+            now = time.monotonic()
+            if now >= next_flood[0]:
+                for _ in range(10):
+                    producer.produce("flooded", b"high", headers={"priority": "9"})
+                producer.poll(0)
+                next_flood[0] += 0.1
+            if now >= next_poll[0]:
+                got.extend(m.value() for m in consumer.poll(0.01) if m.error() is None)
+                next_poll[0] += 0.1
+            else:
+                producer.poll(min(next_flood[0], next_poll[0]) - now)
+        wait_for(lambda: b"low" in got, 60, "the low-priority record", poll)
+        # 9 levels x 200 ms of aging (about 180 flood records) and it outranks every newer record.
+        # Without aging it waits until the flood fills the share-partition's window (2,000 records).
+        highs_first = got.index(b"low")
+        print(f"aging: the low record after {highs_first} high ones, {time.monotonic() - started:.1f} s")
+        assert 0 < highs_first < 1000
+    finally:
+        producer.flush(10)
         consumer.close()
