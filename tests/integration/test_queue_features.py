@@ -236,3 +236,31 @@ def test_aging_bounds_how_long_a_flood_of_high_priorities_holds_back_a_low_one(b
     finally:
         producer.flush(10)
         consumer.close()
+
+
+def test_the_http_api_receives_by_priority_skips_filtered_and_waits_for_delayed_records(broker):
+    """The same features for an HTTP consumer (an ordinary member of the share group)."""
+    from tests.integration.test_http_api import HttpApi
+    from tests.integration.test_share_http import Queue
+
+    http = HttpApi(broker)
+    http.call("POST", "/topics", 201, json_body={"name": "tickets", "partitions": 1,
+                                                "configs": {"tidelog.priority.enable": "true"}})
+    group_configs(broker.bootstrap, "helpdesk", **{"share.auto.offset.reset": "earliest",
+                                                  "tidelog.filter": '!("spam" in headers)'})
+    records = [{"value": f"p{p}-{i}", "headers": {"priority": str(p)}} for i, p in enumerate([1, 7, 3, 9, 7])]
+    records.append({"value": "junk", "headers": {"priority": "9", "spam": "yes"}})
+    records.append({"value": "later", "headers": {"priority": "9", "tidelog-delay-ms": "1500"}})
+    produced = time.time()
+    http.call("POST", "/topics/{topic}/records", 200, topic="tickets", json_body={"records": records})
+    queue = Queue(http, "helpdesk", "tickets")
+    taken: list[tuple[str, float]] = []
+    deadline = time.monotonic() + 30
+    while len(taken) < 6 and time.monotonic() < deadline:
+        got = queue.receive(max_records=1, timeout_ms=500)
+        taken.extend((r["value"], time.time()) for r in got)
+        if got:
+            queue.settle("ack", [r["receipt"] for r in got])
+    # By priority, FIFO among equals, the spam filtered out, the delayed one only once due.
+    assert [v for v, _ in taken if v != "later"] == ["p9-3", "p7-1", "p7-4", "p3-2", "p1-0"]
+    assert [at for v, at in taken if v == "later"][0] >= produced + 1.5
