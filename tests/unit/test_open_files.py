@@ -62,7 +62,22 @@ def test_a_rolled_segment_is_not_closed_before_its_fsync(tmp_path):
     for segment in sealed:
         segment.fd  # noqa: B018 - a use, registering it
     assert files.sweep() == 0 and all(s.file_open for s in sealed)
-    log.flush()
+    log.flush()  # synced: closable now, over the cap of one at once, the rest once idle
+    files.sweep()
+    assert files.closed_total == len(sealed) and not any(s.file_open for s in sealed)
+    log.close()
+
+
+def test_a_rolled_segment_closes_when_idle_even_if_never_read(tmp_path):
+    """A group commit over many logs syncs the filesystem without touching a segment's
+    descriptor: a rolled segment must still be handed to the cache when it is sealed, or its
+    file stays open for good."""
+    files = OpenFiles(max_open=100, idle_ms=0)
+    log = rolled_log(tmp_path, files, segments=4)
+    sealed = log.segments[:-1]
+    assert len(files) == len(sealed) and all(s.file_open for s in sealed)
+    for segment in sealed:
+        segment.unsynced = False  # as after a syncfs (start_flush with syncfs=True touches no descriptor)
     assert files.sweep() == len(sealed) and not any(s.file_open for s in sealed)
     log.close()
 

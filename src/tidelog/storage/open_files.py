@@ -45,9 +45,9 @@ class OpenFiles:
         used = self._used
         if segment in used:
             used.move_to_end(segment)
-        elif len(used) >= self.max_open:
-            self._evict(len(used) - self.max_open + 1)
         used[segment] = time.monotonic()
+        if len(used) > self.max_open:
+            self._evict(len(used) - self.max_open, keep=segment)
 
     def forget(self, segment: LogSegment) -> None:
         """``segment`` closed its file itself (deleted, replaced, the log closed)."""
@@ -64,12 +64,14 @@ class OpenFiles:
             idle.append(segment)
         return self._close(idle)
 
-    def _evict(self, count: int) -> None:
+    def _evict(self, count: int, keep: LogSegment) -> None:
+        """Close the ``count`` least recently used files (never ``keep``'s: it is being used)."""
         oldest = []
         for segment in self._used:
             if len(oldest) >= count:
                 break
-            oldest.append(segment)
+            if segment is not keep:
+                oldest.append(segment)
         self._close(oldest)
 
     def _close(self, segments: list[LogSegment]) -> int:

@@ -144,6 +144,8 @@ class LogSegment:
         scanning; the indexes reach the file with the segment's next fsync (``index_sync_fds``)."""
         self.time_index.maybe_append(self.max_timestamp, self.next_offset - self.base_offset)
         self.sealed = True
+        if self._fd is not None and self.files is not None:
+            self.files.touch(self)  # its file is closed once idle (and synced), read or not
 
     def index_sync_fds(self) -> list[int]:
         """Descriptors of both index files with their pending entries written, for an fsync job
