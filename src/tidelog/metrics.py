@@ -47,6 +47,15 @@ class BrokerMetrics:
         )
         self.open_files_limit = Gauge("tidelog_open_files_limit", "The open files limit (RLIMIT_NOFILE, raised to the hard limit at start).", registry=r)
         self.open_files = Gauge("tidelog_open_files", "File descriptors open.", registry=r)
+        self.open_segment_files = Gauge(
+            "tidelog_open_segment_files",
+            "Sealed segments' log files open for reads (closed when idle, log.segment.idle.close.ms); active segments hold one each besides.",
+            registry=r,
+        )
+        self.segment_files_closed = Gauge(
+            "tidelog_segment_files_closed", "Sealed segments' log files closed for being idle or least recently used, since start.",
+            registry=r,
+        )
         self.partition_capacity = Gauge(
             "tidelog_partition_capacity",
             "Partition replicas this broker may hold (max.broker.partitions, else from the open files limit and memory).",

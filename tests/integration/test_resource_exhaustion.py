@@ -310,3 +310,33 @@ def test_out_of_memory_reading_a_request_closes_only_that_connection(broker):
         assert broker.alive
     finally:
         resource.prlimit(pid, resource.RLIMIT_AS, (hard, hard))
+
+
+def test_sealed_segments_files_are_opened_to_be_read_and_closed_when_idle(broker_factory):
+    """Issue 19, item 4: a partition holds one descriptor (its active segment); a consumer
+    reading old segments opens theirs, and they close again once idle
+    (log.segment.idle.close.ms), as the gauges show."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    broker = broker_factory({"log.segment.idle.close.ms": "300"})
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    assert create_error(admin, NewTopic("rolled", 1, 1, config={"segment.bytes": "4096"})) is None
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    for i in range(60):
+        producer.produce("rolled", b"v" * 500, key=str(i).encode())
+        producer.flush(TIMEOUT_S)
+    assert len(list((broker.data_dir / "rolled-0").glob("*.log"))) > 5
+    wait_until(lambda: metric(broker, "tidelog_open_segment_files") == 0, TIMEOUT_S, message="idle rolled segments closed")
+    closed_before = metric(broker, "tidelog_segment_files_closed")
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "g", "enable.auto.commit": False})
+    consumer.assign([TopicPartition("rolled", 0, 0)])
+    read = 0
+    while read < 60:
+        message = consumer.poll(TIMEOUT_S)
+        assert message is not None and message.error() is None
+        read += 1
+    consumer.close()
+    # The reads opened the sealed segments' files; idle for 300 ms, they close again.
+    wait_until(lambda: metric(broker, "tidelog_segment_files_closed") > closed_before + 5, TIMEOUT_S,
+               message="the segments read closed when idle")
+    wait_until(lambda: metric(broker, "tidelog_open_segment_files") == 0, TIMEOUT_S, message="no sealed file left open")

@@ -71,6 +71,8 @@ def _refresh_log_gauges(metrics: "BrokerMetrics", logs: "LogManager", resources:
     metrics.cleaner_uncleanable.set(sum(1 for state in cleaner.states.values() if state.uncleanable))
     metrics.cleaner_last_error.set((cleaner.totals.last_error_ms or 0) / 1000)
     metrics.log_dir_offline.set(1 if logs.offline else 0)
+    metrics.open_segment_files.set(len(logs.files))
+    metrics.segment_files_closed.set(logs.files.closed_total)
     exhausted = resources.exhausted()
     for kind in RESOURCES:
         metrics.resource_out.labels(kind).set(1 if kind in exhausted else 0)
