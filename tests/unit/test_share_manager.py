@@ -361,3 +361,23 @@ def test_a_cancelled_fetch_still_finishes_its_durable_step():
         assert (await s.fetch("b")).acquired == []
 
     run(scenario())
+
+
+def test_a_previous_leader_still_writing_after_a_failover_is_fenced():
+    """Two brokers over one state topic: the new leader loads the share-partition (its first write is
+    a snapshot); an acknowledgement the old leader still makes afterwards does not count for anyone
+    replaying the topic, so the records stay to be delivered again (at least once, never lost)."""
+    async def scenario():
+        old = Setup()
+        old.logs.produce(TOPIC, 0, 5)
+        await old.manager.initialize("g", {TOPIC: [0]})
+        assert offsets(await old.fetch("a")) == [0, 1, 2, 3, 4]
+        new = Setup(old.state_log, old.logs)  # replays the topic as it is now
+        result = await new.fetch("b")
+        assert [a.delivery_count for a in result.acquired] == [2]
+        assert await old.ack("a", 0, 4, ACCEPT) == ErrorCode.none  # the old leader does not know yet
+        replayed = old.state_log.replay_into(ShareStateStore(old.state_log.append, old.clock)).state(KEY)
+        assert replayed.start_offset == 0 and [(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count)
+                                               for b in replayed.batches] == [(0, 4, 0, 2)]
+
+    run(scenario())

@@ -212,6 +212,24 @@ def test_writes_are_fenced_by_a_newer_state_epoch_and_need_initialisation():
     assert log.records[-1][1] is None  # a tombstone
 
 
+def test_replay_ignores_an_update_of_a_writer_that_missed_a_newer_snapshot():
+    """Two brokers' stores over one state topic (a cluster): after the coordinator resets the
+    share-partition (a snapshot with a new state epoch), an update from the old leader that had not
+    seen it (built on the older snapshot) changes nothing for whoever replays the topic."""
+    log = FakeStateLog()
+
+    async def scenario():
+        leader = ShareStateStore(log.append, clock)
+        await leader.initialize(KEY, 0)
+        coordinator = log.replay_into(ShareStateStore(log.append, clock))
+        await coordinator.initialize(KEY, 100)  # AlterShareGroupOffsets: snapshot_epoch 1, state epoch 1
+        await leader.write(KEY, 0, 0, [StateBatch(0, 9, 2, 1)])  # the old leader's view: snapshot 0
+
+    run(scenario())
+    state = log.replay_into(ShareStateStore(log.append, clock)).state(KEY)
+    assert (state.state_epoch, state.start_offset, state.batches) == (1, 100, [])
+
+
 def test_a_failed_append_fails_its_writes_and_the_next_write_is_a_snapshot():
     log = FakeStateLog()
 

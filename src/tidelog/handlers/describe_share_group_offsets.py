@@ -43,6 +43,7 @@ async def _describe(ctx: RequestContext, module, group) -> tuple:
     if ctx.groups.registry.known(group.group_id):
         raise KafkaError(ErrorCode.group_id_not_found, f"Group {group.group_id} is not a share group.")
     manager = await ctx.shares.ensure_loaded()
+    await ctx.shares.catch_up()  # other brokers' writes (in a cluster the leaders write the state)
     topics = ctx.metadata.topics
     wanted: dict[str, list[int]] = {}
     if group.topics is None:

@@ -227,6 +227,7 @@ class ShareManager:
                 raise KafkaError(ErrorCode.coordinator_not_available, f"No state for share-partition {key}.")
         now = self._clock_ms()
         sp = SharePartition.from_state(config.partition, state.start_offset, state.batches, state.state_epoch, now)
+        self.store.snapshot_next(key)  # replayers then ignore a previous owner's later updates
         loaded = self._loaded[key] = _Loaded(sp)
         logger.info("share-partition %s/%s-%d loaded: start offset %d, %d in flight", key.group_id, key.topic_id,
                     key.partition, sp.start_offset, sp.in_flight_records)
@@ -450,6 +451,8 @@ class ShareManager:
     async def alter_offsets(self, group_id: str, offsets: Mapping[tuple[uuid.UUID, int], int]) -> None:
         """AlterShareGroupOffsets (the group must be empty, the caller checks): each share-partition
         starts afresh at its offset, with a new state epoch that fences any older writer."""
+        if self._refresh is not None:
+            await self._refresh()
         for (topic_id, partition), offset in offsets.items():
             key = ShareStateKey(group_id, topic_id, partition)
             self._unload(key)
@@ -457,6 +460,8 @@ class ShareManager:
 
     async def delete_offsets(self, group_id: str, partitions: Iterable[tuple[uuid.UUID, int]]) -> None:
         """DeleteShareGroupOffsets, or deleting a group or topic: the share-partitions' state goes."""
+        if self._refresh is not None:
+            await self._refresh()
         for topic_id, partition in partitions:
             key = ShareStateKey(group_id, topic_id, partition)
             self._unload(key)

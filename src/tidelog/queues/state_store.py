@@ -18,7 +18,8 @@ in it fails and the next write of those share-partitions is a snapshot, which su
 part of the failed append reached the log.
 
 Loading: ``replay`` each record of the topic in log order (snapshot replaces, update merges,
-tombstone deletes), then ``state(key)``. The topic is not compacted (Kafka's is not either): records
+tombstone deletes; an update built on an older snapshot than the latest replayed is ignored: its
+writer had missed a reset or a failover), then ``state(key)``. The topic is not compacted (Kafka's is not either): records
 below ``prunable_offset()`` (the oldest latest-snapshot of any share-partition) are redundant and
 the owner deletes them (DeleteRecords), as Kafka's share coordinator prunes its partitions.
 Not thread-safe; the event loop owns it.
@@ -180,6 +181,12 @@ class ShareStateStore:
                 if current is None:
                     logger.warning("__share_group_state: update for %s without a snapshot; skipped", state_key)
                     return
+                if update.snapshot_epoch < current.snapshot_epoch:
+                    # its writer had not seen the latest snapshot (a reset by another broker, or an old
+                    # leader still writing after a failover): it is fenced, as a stale state epoch is
+                    logger.info("__share_group_state: update for %s on snapshot %d, older than %d; ignored",
+                                state_key, update.snapshot_epoch, current.snapshot_epoch)
+                    return
                 self._states[state_key] = _merged(current, update.start_offset, update.state_batches,
                                                   update.delivery_complete_count, update.leader_epoch)
         except (StateRecordError, UnicodeDecodeError, ValueError) as e:
@@ -221,6 +228,11 @@ class ShareStateStore:
             return UPDATE_RECORD_TYPE, encode_update_value(update), state
 
         await self._submit(key, build)
+
+    def snapshot_next(self, key: ShareStateKey) -> None:
+        """The next write of ``key`` is a snapshot (a new snapshot epoch): a share-partition loaded
+        here (after a failover) fences the updates of a previous leader still writing."""
+        self._needs_snapshot.add(key)
 
     async def delete(self, key: ShareStateKey) -> None:
         """Forget a share-partition (its group or topic was deleted, or its offsets): a tombstone."""
