@@ -138,3 +138,32 @@ def test_priority_topic_acquires_higher_priorities_first(broker):
     [partition] = response.responses[0].partitions
     acquired = [o for a in partition.acquired_records for o in range(a.first_offset, a.last_offset + 1)]
     assert sorted(acquired) == list(range(2, 30, 3))  # the ten records with priority 2
+
+
+def test_read_committed_share_group_gets_only_committed_records(broker):
+    """share.isolation.level=read_committed: records of an aborted transaction are never delivered,
+    those of a committed one are (a transactional confluent-kafka producer)."""
+    from confluent_kafka import Producer
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    create_topic(broker.bootstrap, "ledger", 1)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    admin.alter_configs([ConfigResource(ConfigResourceType.GROUP, "clerks", configs={
+        "share.auto.offset.reset": "earliest", "share.isolation.level": "read_committed"})], incremental=True)
+    admin.close()
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "clerk-tx"})
+    producer.init_transactions(30)
+    for outcome in ("aborted", "committed"):
+        producer.begin_transaction()
+        for i in range(5):
+            producer.produce("ledger", f"{outcome}-{i}".encode(), partition=0)
+        producer.flush(30)
+        (producer.abort_transaction if outcome == "aborted" else producer.commit_transaction)(30)
+    consumer = share_consumer(broker.bootstrap, "clerks", ["ledger"])
+    try:
+        seen: list = []
+        _drain([consumer], seen, lambda: len(seen) >= 5, 30)
+        assert sorted(m.value() for _, m in seen) == [f"committed-{i}".encode() for i in range(5)]
+        assert list(consumer.poll(1.0)) == []
+    finally:
+        consumer.close()

@@ -120,9 +120,8 @@ class ReplicaSource:
 
     def aborted_transactions(self, topic_id: uuid.UUID, partition: int, fetch_offset: int,
                              upper_bound_offset: int) -> Iterable[tuple[int, int]]:
-        partition_object = self.leader(topic_id, partition)
-        aborted = getattr(partition_object, "aborted_transactions", None)  # once transactions are wired
-        return () if aborted is None else aborted(fetch_offset, upper_bound_offset)
+        aborted = self.leader(topic_id, partition).transactions.aborted_transactions(fetch_offset, upper_bound_offset)
+        return [(entry.producer_id, entry.first_offset) for entry in aborted]
 
     def read(self, topic_id: uuid.UUID, partition: int, offset: int, max_bytes: int, max_offset: int):
         partition_object = self.leader(topic_id, partition)
