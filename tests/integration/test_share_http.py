@@ -193,3 +193,41 @@ def test_broker_sigkill_loses_no_acknowledgement_and_redelivers_what_was_in_flig
     queue.settle("ack", [r["receipt"] for r in redelivered])
     assert queue.receive(max_records=10, timeout_ms=500) == []
     assert requests.get(http.base + "/share-groups/crash", timeout=10).json()["lag"] == 0
+
+
+def test_rejected_and_undeliverable_records_are_dead_lettered_and_counted(broker_factory):
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    broker = broker_factory(FAST_LOCKS)
+    http = HttpApi(broker)
+    http.call("POST", "/topics", 201, json_body={"name": "orders", "partitions": 1})
+    http.call("POST", "/topics", 201, json_body={"name": "dlq.orders", "partitions": 1,
+                                                 "configs": {"errors.deadletterqueue.group.enable": "true"}})
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        resource = ConfigResource(ConfigResourceType.GROUP, "pickers",
+                                  configs={"errors.deadletterqueue.topic.name": "dlq.orders"})
+        assert admin.alter_configs([resource], incremental=True)["group"]["pickers"] == "OK"
+    finally:
+        admin.close()
+    queue = Queue(http, "pickers", "orders")
+    queue.receive()
+    http.call("POST", "/topics/{topic}/records", 200, topic="orders",
+              json_body={"records": [{"value": "poison"}, {"value": "flaky"}]})
+    records = queue.receive(max_records=2, timeout_ms=5000)
+    assert [r["value"] for r in records] == ["poison", "flaky"]
+    assert queue.settle("reject", ["orders/0/0"])["acknowledged"] == ["orders/0/0"]
+    counts = [1]
+    for _ in range(2):  # released until the delivery limit (3): the third release archives it
+        queue.settle("release", ["orders/0/1"])
+        counts += [r["delivery_count"] for r in queue.receive(max_records=1, timeout_ms=5000)]
+    queue.settle("release", ["orders/0/1"])
+    assert counts == [1, 2, 3]
+    assert queue.receive(max_records=1, timeout_ms=1500) == []
+    group = http.call("GET", "/share-groups/{group}", 200, group="pickers")
+    assert group["counts"]["dead_lettered"] == 2 and group["counts"]["rejected"] == 1 and group["lag"] == 0
+    assert group["config"]["dead_letter_topic"] == "dlq.orders"
+    assert [g["dead_lettered"] for g in http.call("GET", "/share-groups", 200)["groups"]] == [2]
+    letters = http.call("GET", "/topics/{topic}/partitions/{partition}/records", 200, topic="dlq.orders", partition=0,
+                        params={"offset": 0, "timeout_ms": 5000})["records"]
+    assert len(letters) == 2
