@@ -231,3 +231,30 @@ def test_rejected_and_undeliverable_records_are_dead_lettered_and_counted(broker
     letters = http.call("GET", "/topics/{topic}/partitions/{partition}/records", 200, topic="dlq.orders", partition=0,
                         params={"offset": 0, "timeout_ms": 5000})["records"]
     assert len(letters) == 2
+
+
+def test_a_silent_http_member_is_removed_and_its_records_go_to_another(broker_factory):
+    """Every call of an HTTP member is its heartbeat: one silent for share.session.timeout.ms is removed
+    like a Kafka member, its records delivered again (that delivery counted) long before their locks
+    (30 s) would run out; its late acknowledgement is UNKNOWN_MEMBER_ID and its next receive rejoins."""
+    broker = broker_factory({"group.share.min.session.timeout.ms": "1000", "group.share.session.timeout.ms": "2000",
+                             "group.share.min.heartbeat.interval.ms": "100", "group.share.heartbeat.interval.ms": "500"})
+    http = HttpApi(broker)
+    http.call("POST", "/topics", 201, json_body={"name": "tasks", "partitions": 1})
+    silent, busy = Queue(http, "g", "tasks", member_id="silent"), Queue(http, "g", "tasks", member_id="busy")
+    silent.receive(), busy.receive()
+    produce(http, "tasks", 1, 1)
+    assert [r["delivery_count"] for r in silent.receive(max_records=1, timeout_ms=5000)] == [1]
+    taken: list[dict] = []
+    # within 20 s: the session (2 s) ends, not the lock (30 s)
+    wait_until(lambda: taken.extend(busy.receive(max_records=1, timeout_ms=500)) or taken, timeout_s=20,
+               message="the silent member's record delivered to the busy one")
+    assert [(r["receipt"], r["delivery_count"]) for r in taken] == [("tasks/0/0", 2)]
+    members = [m["member_id"] for m in http.call("GET", "/share-groups/{group}", 200, group="g")["members"]]
+    assert members == ["busy"]
+    error = http.error("POST", "/share-groups/{group}/ack", 409, "UNKNOWN_MEMBER_ID", group="g",
+                       json_body={"member_id": "silent", "receipts": ["tasks/0/0"]})
+    assert "silent" in error
+    assert silent.receive() == []  # joins again
+    members = {m["member_id"] for m in http.call("GET", "/share-groups/{group}", 200, group="g")["members"]}
+    assert members == {"busy", "silent"}

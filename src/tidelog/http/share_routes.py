@@ -21,7 +21,8 @@ An HTTP consumer is an ordinary member of the share group, as a Kafka ShareConsu
 Every call of a member is its heartbeat; a member silent for ``share.session.timeout.ms`` is
 removed by the coordinator's session timer and its records are released (their delivery counted),
 and a lock that runs out makes its record Available again, both exactly as for Kafka members.
-A removed member's next call is 409 UNKNOWN_MEMBER_ID (receive again without ``member_id``).
+A removed member's acknowledgements are 409 UNKNOWN_MEMBER_ID (its records went back); its next
+receive joins the group again.
 
 ``GET /share-groups`` and ``GET /share-groups/{g}`` describe groups: members with assignments and
 held records, per share-partition the start offset, lag, records by state, delivery counts and
@@ -234,8 +235,8 @@ class ShareRoutes:
             if len(out) >= max_records:
                 break
             try:
-                result = await self.shares.manager_or_error().acquire(key, member_id, max_records=max_records - len(out),
-                                                           max_bytes=MAX_READ_BYTES, mode=AcquireMode.RECORD_LIMIT)
+                result = await self.shares.manager_or_error().acquire(
+                    key, member_id, max_records=max_records - len(out), max_bytes=MAX_READ_BYTES, mode=AcquireMode.RECORD_LIMIT)
             except KafkaError as e:  # this partition cannot be read now; the others may
                 errors.append(e)
                 continue
