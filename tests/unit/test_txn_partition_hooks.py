@@ -138,3 +138,17 @@ def test_a_follower_applies_markers_and_truncation_forgets_what_it_cut(tmp_path)
 
 
 NODE_LEADER = 1
+
+
+def test_a_producer_with_an_open_transaction_does_not_expire(tmp_path):
+    async def main(logs):
+        p = leader(logs)
+        p.append_as_leader(txn_batch(PID, 0), now_ms=1_000)
+        p.append_as_leader(txn_batch(OTHER, 0), now_ms=1_000)
+        p.append_marker(OTHER, 0, 0, committed=True, now_ms=1_000)
+        p.remove_expired_producers(now_ms=10_000, expiration_ms=5_000)
+        assert set(p.producer_state.producers) == {PID}  # its sequence numbers still matter
+        assert p.transactions.open_transaction(PID) == 0
+        p.append_as_leader(txn_batch(PID, 2))  # continues its sequence, not refused as a gap or a new producer
+
+    run(main, tmp_path)

@@ -511,7 +511,7 @@ class Partition:
         self.transactions.remove_expired(now_ms, expiration_ms)
         if self._producer_state is None:
             return 0
-        return self._producer_state.remove_expired(now_ms, expiration_ms)
+        return self._producer_state.remove_expired(now_ms, expiration_ms, self.transactions.holds_open_transaction)
 
     @property
     def producer_count(self) -> int:

@@ -70,6 +70,10 @@ class PartitionTransactions:
     def open_transaction(self, producer_id: int) -> int | None:
         return self.state.open_transaction(producer_id)
 
+    def holds_open_transaction(self, producer_id: int) -> bool:
+        """Whether the producer has a transaction open here (its idempotence state must stay)."""
+        return self._state is not None and self._state.open_transaction(producer_id) is not None
+
     # ---- the .txnindex files -------------------------------------------------------------------
     def index(self, segment) -> TransactionIndex:
         """The ``.txnindex`` of one of the log's segments."""

@@ -109,9 +109,11 @@ class ProducerState:
         if timestamp_ms > entry.last_timestamp_ms:
             entry.last_timestamp_ms = timestamp_ms
 
-    def remove_expired(self, now_ms: int, expiration_ms: int) -> int:
-        """Forget producers whose last batch is ``expiration_ms`` old or older; return how many."""
-        expired = [pid for pid, e in self.producers.items() if now_ms - e.last_timestamp_ms >= expiration_ms]
+    def remove_expired(self, now_ms: int, expiration_ms: int, keep=None) -> int:
+        """Forget producers whose last batch is ``expiration_ms`` old or older, except those
+        ``keep(producer_id)`` is true for (an open transaction); return how many."""
+        expired = [pid for pid, e in self.producers.items() if now_ms - e.last_timestamp_ms >= expiration_ms
+                   and (keep is None or not keep(pid))]
         for pid in expired:
             del self.producers[pid]
         return len(expired)
