@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from tidelog.protocol.control_records import InvalidControlRecord, read_end_txn_marker
 from tidelog.protocol.errors import ErrorCode, KafkaError
-from tidelog.protocol.records import BATCH_HEADER_SIZE, InvalidBatch, build_batch, iter_records, parse_batch_header
+from tidelog.protocol.records import InvalidBatch, build_batch, iter_records
 from tidelog.protocol.topics import CONSUMER_OFFSETS
+from tidelog.storage.log_scan import log_batches
 
 if TYPE_CHECKING:
     from tidelog.cluster.partition import Partition
@@ -109,39 +110,21 @@ class ConsumerOffsetsTopic:
         left in ``open_transactions`` (producer id -> [(record offset, key, value)]), for the
         coordinator's pending transactional offsets."""
         self.open_transactions = {}
-        log = self.log
-        offset = log.log_start_offset
-        while offset < log.log_end_offset:
-            data = log.read(offset, _READ_BYTES, True)
-            if not data:
-                break
-            view = memoryview(data)
-            pos, last = 0, offset - 1
-            while len(view) - pos >= BATCH_HEADER_SIZE:
-                info = parse_batch_header(view, pos)
-                if pos + info.size > len(view):
-                    break
-                batch = view[pos:pos + info.size]
-                last = info.last_offset
-                pos += info.size
-                if info.last_offset < offset:
+        start = self.log.log_start_offset
+        for batch, info in log_batches(self.log, start, _READ_BYTES):
+            if info.is_control:
+                try:
+                    marker = read_end_txn_marker(batch, info)
+                except InvalidControlRecord as e:
+                    logger.warning("%s: unreadable control batch at %d skipped: %s", TOPIC, info.base_offset, e)
                     continue
-                if info.is_control:
-                    try:
-                        marker = read_end_txn_marker(batch, info)
-                    except InvalidControlRecord as e:
-                        logger.warning("%s: unreadable control batch at %d skipped: %s", TOPIC, info.base_offset, e)
-                        continue
-                    pending = self.open_transactions.pop(info.producer_id, [])
-                    if marker is not None and marker.committed:
-                        yield from ((key, value) for _, key, value in pending)
-                elif info.is_transactional:
-                    self.open_transactions.setdefault(info.producer_id, []).extend(
-                        (record.offset, record.key, record.value) for record in iter_records(batch))
-                else:
-                    for record in iter_records(batch):
-                        if record.offset >= offset:
-                            yield record.key, record.value
-            if last < offset:
-                break
-            offset = last + 1
+                pending = self.open_transactions.pop(info.producer_id, [])
+                if marker is not None and marker.committed:
+                    yield from ((key, value) for _, key, value in pending)
+            elif info.is_transactional:
+                self.open_transactions.setdefault(info.producer_id, []).extend(
+                    (record.offset, record.key, record.value) for record in iter_records(batch))
+            else:
+                for record in iter_records(batch):
+                    if record.offset >= start:
+                        yield record.key, record.value

@@ -19,8 +19,9 @@ import logging
 from typing import TYPE_CHECKING, Iterator
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
-from tidelog.protocol.records import BATCH_HEADER_SIZE, InvalidBatch, build_batch, iter_records, parse_batch_header
+from tidelog.protocol.records import InvalidBatch, build_batch, iter_records
 from tidelog.protocol.topics import TRANSACTION_STATE
+from tidelog.storage.log_scan import log_batches
 
 if TYPE_CHECKING:
     from tidelog.cluster.partition import Partition
@@ -56,23 +57,8 @@ class TransactionStateTopic:
 
     def records(self, partition: "Partition") -> Iterator[tuple[bytes | None, bytes | None]]:
         """Every record of ``partition``'s log in order (the coordinator's load)."""
-        log = partition.log
-        offset = log.log_start_offset
-        while offset < log.log_end_offset:
-            data = log.read(offset, self.load_buffer_bytes, True)
-            if not data:
-                break
-            view = memoryview(data)
-            pos, last = 0, offset - 1
-            while len(view) - pos >= BATCH_HEADER_SIZE:
-                info = parse_batch_header(view, pos)
-                if pos + info.size > len(view):
-                    break
-                last = info.last_offset
-                pos += info.size
-            for record in iter_records(data):
-                if record.offset >= offset:
+        start = partition.log.log_start_offset
+        for batch, _ in log_batches(partition.log, start, self.load_buffer_bytes):
+            for record in iter_records(batch):
+                if record.offset >= start:
                     yield record.key, record.value
-            if last < offset:
-                break
-            offset = last + 1
