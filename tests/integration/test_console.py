@@ -256,3 +256,22 @@ def test_console_of_any_cluster_broker_shows_the_whole_cluster(page, tmp_path):
     finally:
         cluster.stop()
     assert page.errors == []
+
+
+@pytest.mark.timeout(300)
+def test_console_lists_transactions(broker, page):
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "console-txn"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce("txn-topic", b"open", partition=0)
+    producer.flush(30)
+    page.goto(f"http://127.0.0.1:{broker.metrics_port}/#/transactions")
+    row = "[data-testid=transactions-table] [data-row=console-txn]"
+    page.wait_for_selector(row)
+    cells = page.locator(row + " td").all_inner_texts()
+    assert cells[0] == "console-txn" and cells[1] == "Ongoing" and "txn-topic: 0" in cells[6], cells
+    producer.commit_transaction(30)
+    page.wait_for_function(f"() => document.querySelector('{row} td:nth-child(2)')?.textContent === 'CompleteCommit'")
+    assert page.errors == []

@@ -351,3 +351,23 @@ def test_metrics_count_transactions_and_the_lso_lag(broker):
     # c, COMMIT, a, ABORT, then the open transaction's 3 records: the LSO is 4, the high watermark 7
     assert samples['tidelog_last_stable_offset_lag{partition="0",topic="m"}'] == 3
     producer.commit_transaction(30)
+
+
+def test_http_api_lists_transactions(broker):
+    import json
+    import urllib.request
+
+    def listed() -> dict:
+        url = f"http://127.0.0.1:{broker.metrics_port}/api/v1/transactions"
+        return json.loads(urllib.request.urlopen(url, timeout=10).read())
+
+    assert listed() == {"transactions": [], "unreachable": []}
+    create_topic(broker.bootstrap, "api", 1)
+    producer = txn_producer(broker.bootstrap, "tx-api")
+    producer.begin_transaction()
+    producer.produce("api", value=b"v", partition=0)
+    producer.flush(30)
+    (row,) = listed()["transactions"]
+    assert row["transactional_id"] == "tx-api" and row["state"] == "Ongoing" and row["start_time_ms"] > 0
+    assert row["partitions"] == [{"topic": "api", "partition": 0}] and row["coordinator"] == 1
+    producer.commit_transaction(30)

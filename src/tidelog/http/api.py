@@ -27,6 +27,7 @@ from tidelog.http.record_reader import RecordReader
 from tidelog.http.record_routes import RecordRoutes
 from tidelog.http.share_routes import ShareRoutes
 from tidelog.http.topic_routes import TopicRoutes
+from tidelog.http.transaction_routes import TransactionRoutes
 
 if TYPE_CHECKING:
     from tidelog.server.broker import Broker
@@ -46,6 +47,7 @@ class Api:
         self.records = RecordRoutes(broker, self.view, self.peers, reader)
         self.groups = GroupRoutes(broker, self.view, reader)
         self.shares = ShareRoutes(lambda: broker.shares)
+        self.transactions = TransactionRoutes(broker, self.view, self.peers)
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -64,6 +66,7 @@ class Api:
         r.add_post(PREFIX + "/groups/{group}/offsets", groups.at_coordinator(groups.commit_offsets))
         r.add_post(PREFIX + "/groups/{group}/fetch", groups.at_coordinator(groups.group_fetch))
         self.shares.add_routes(r, PREFIX, groups.at_coordinator)  # share groups live with the group coordinator
+        r.add_get(PREFIX + "/transactions", self.transactions.list_transactions)
 
     async def close(self) -> None:
         self.peers.close()

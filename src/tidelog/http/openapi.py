@@ -138,6 +138,16 @@ SCHEMAS = {
         "topics": {"type": "array", "items": STR},
     }),
     "GroupList": _obj({"groups": {"type": "array", "items": _ref("GroupSummary")}}),
+    "TransactionList": _obj({
+        "transactions": {"type": "array", "items": _obj({
+            "transactional_id": STR, "coordinator": INT, "producer_id": INT, "state": STR,
+            "producer_epoch": NULLABLE_INT, "timeout_ms": NULLABLE_INT,
+            "start_time_ms": {**NULLABLE_INT, "description": "When the open transaction began (null: none open, or "
+                                                             "coordinated by another broker)."},
+            "partitions": {"type": "array", "items": _obj({"topic": STR, "partition": INT})},
+        })},
+        "unreachable": {"type": "array", "items": INT, "description": "Brokers that could not be asked."},
+    }),
     "GroupOffset": _obj({
         "topic": STR, "partition": INT, "committed_offset": INT, "log_end_offset": INT, "lag": INT,
         "metadata": STR, "commit_timestamp_ms": INT,
@@ -350,6 +360,9 @@ def openapi_document() -> dict:
                     "responses": _responses(200, "Records", "Records", (404, 416, 503)),
                 },
             },
+            "/transactions": {"get": {"operationId": "listTransactions",
+                                      "summary": "Transactional ids of the cluster: coordinator, state, open partitions",
+                                      "responses": _responses(200, "TransactionList", "Transactions", ())}},
             "/groups": {"get": {"operationId": "listGroups", "summary": "Consumer groups with their total lag",
                                 "responses": _responses(200, "GroupList", "Groups", ())}},
             "/groups/{group}": {

@@ -1,6 +1,6 @@
 // Tidelog web console: a small single-page app over the broker's /api/v1 (no build step, no libraries).
 // Routes (location.hash): #/ overview, #/topics, #/topics/NAME, #/topics/NAME/messages, #/groups, #/groups/ID,
-// #/share-groups, #/share-groups/ID.
+// #/share-groups, #/share-groups/ID, #/transactions.
 "use strict";
 
 const API = "/api/v1";
@@ -466,6 +466,26 @@ async function shareGroupDetail(id) {
   });
 }
 
+// --- transactions ----------------------------------------------------------------------
+async function transactions() {
+  const list = h("div", {}, "Loading…");
+  view.replaceChildren(h("h1", {}, "Transactions"), list);
+  every(3000, async () => {
+    try {
+      const data = await api("GET", "/transactions");
+      const now = Date.now();
+      list.replaceChildren(table([
+        { label: "Transactional id", render: t => h("code", {}, t.transactional_id) },
+        { label: "State", render: t => h("span", { class: "tag" }, t.state) },
+        { label: "Coordinator", key: "coordinator", num: true }, { label: "Producer id", key: "producer_id", num: true },
+        { label: "Epoch", render: t => t.producer_epoch ?? "-", num: true },
+        { label: "Open for", render: t => t.start_time_ms ? `${fmtNum(Math.round((now - t.start_time_ms) / 1000))} s` : "-", num: true },
+        { label: "Partitions", render: t => t.partitions.map(p => h("span", { class: "tag" }, `${p.topic}: ${p.partition}`)) },
+      ], data.transactions, { testid: "transactions-table", key: t => t.transactional_id, empty: "No transactional ids yet." }));
+    } catch (e) { list.replaceChildren(errorBox(e)); }
+  });
+}
+
 // --- routing -----------------------------------------------------------------------
 async function route() {
   clearTimers();
@@ -483,6 +503,7 @@ async function route() {
   else if (parts[0] === "groups") page = ["group", groupDetail(parts[1])];
   else if (parts[0] === "share-groups" && parts.length === 1) page = ["share-groups", shareGroups()];
   else if (parts[0] === "share-groups") page = ["share-group", shareGroupDetail(parts[1])];
+  else if (parts[0] === "transactions") page = ["transactions", transactions()];
   else page = ["overview", overview()];
   await page[1];
   view.dataset.page = page[0];
