@@ -16,7 +16,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from tests.brokerproc import wait_until
 from tests.clusterproc import Cluster
-from tests.integration.share_clients import share_consumer
+from tests.integration.share_clients import produce_values, share_consumer
 
 pytestmark = pytest.mark.slow
 
@@ -98,3 +98,34 @@ def test_share_partition_leader_failover_under_load(cluster):
         assert max(deliveries.values()) >= 2  # what was in flight at the kill came again
     finally:
         consumer.close()
+
+
+def test_a_broker_without_a_replica_of_the_state_topic_serves_share_groups(tmp_path):
+    """__share_group_state with 2 replicas on 3 brokers: the partitions led by the third broker are
+    served too (it reads the state from the state topic's leader and writes through it)."""
+    cluster = Cluster(tmp_path, 3, {"share.coordinator.state.topic.replication.factor": "2"}).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        admin.create_topics([NewTopic("spread", 3, 3)])["spread"].result(30)
+        wait_until(lambda: {p.leader for p in admin.list_topics("spread", timeout=5).topics["spread"].partitions.values()}
+                   == {1, 2, 3}, 30, message="a leader on every broker")
+        kp = KafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+        kp.alter_configs([ConfigResource(ConfigResourceType.GROUP, "spreaders",
+                                         configs={"share.auto.offset.reset": "earliest"})], incremental=True)
+        kp.close()
+        values = produce_values(cluster.bootstrap, "spread", 300, 3)
+        consumer = share_consumer(cluster.bootstrap, "spreaders", ["spread"])
+        try:
+            seen: list = []
+            deadline = time.monotonic() + 60
+            while len(seen) < 300:
+                assert time.monotonic() < deadline, f"{len(seen)} of 300 records\n{cluster.logs()}"
+                seen += [m.value() for m in consumer.poll(0.5) if m.error() is None]
+            consumer.commit_sync(30)
+            assert sorted(seen) == sorted(values)
+        finally:
+            consumer.close()
+        replicas = admin.list_topics("__share_group_state", timeout=5).topics["__share_group_state"].partitions[0].replicas
+        assert len(replicas) == 2
+    finally:
+        cluster.stop()

@@ -19,7 +19,8 @@ where it is led here (as the group coordinator writes ``__consumer_offsets``), e
 its leader. A cluster of one is the same code with every leader here.
 
 Loading: ``__share_group_state`` is created on first use (as Kafka does). Every broker's store
-catches up from its own replica of the topic (``StateTopic.catch_up``) before a share-partition is
+catches up from its own replica of the topic, or from the leader's where it has none
+(``StateTopic.catch_up``), before a share-partition is
 loaded or initialised there, so the broker that takes over a topic-partition continues from the
 state its previous leader made durable. A share-partition of a topic-partition this broker stops
 leading is dropped from memory; its state stays in the topic. Known gap: writes are not fenced
@@ -39,6 +40,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Awaitable, Callable, Iterable, Mapping
 
+from kio.schema.fetch.v11 import request as fetch_v11
 from kio.schema.produce.v8 import request as produce_v8
 
 from tidelog.clock import wall_clock_ms
@@ -176,29 +178,33 @@ class StateTopic:
             raise KafkaError(_state_write_error(error), f"{SHARE_GROUP_STATE} write not acknowledged: {error.name}")
         return appended.base_offset
 
-    async def _append_at_leader(self, batch: bytes) -> int:
+    async def _ask_leader(self, api_key: int, version: int, request, timeout_s: float):
+        """One request to the leader of ``__share_group_state``-0 (another broker)."""
         state = self._metadata.partitions.get((SHARE_GROUP_STATE, STATE_PARTITION))
         leader = self._metadata.brokers.get(state.leader) if state is not None else None
         if leader is None or leader.node_id == self._node_id:
             raise KafkaError(ErrorCode.coordinator_not_available, f"{SHARE_GROUP_STATE} has no leader now")
-        request = produce_v8.ProduceRequest(transactional_id=None, acks=-1, timeout=datetime.timedelta(
-            milliseconds=self.write_timeout_ms), topic_data=(produce_v8.TopicProduceData(name=SHARE_GROUP_STATE, partition_data=(
-                produce_v8.PartitionProduceData(index=STATE_PARTITION, records=batch),)),))
         async with self._remote:
             if self._channel is None or self._channel_node != leader.node_id:
                 self._close_channel()
                 self._channel = BrokerChannel(leader.host, leader.port, f"tidelog-share-state-{self._node_id}")
                 self._channel_node = leader.node_id
             try:
-                response = await self._channel.request(0, 8, request, self.write_timeout_ms / 1000 + 5)
+                return await self._channel.request(api_key, version, request, timeout_s)
             except (OSError, EOFError, ConnectionError, asyncio.TimeoutError) as e:
                 self._close_channel()
                 raise KafkaError(ErrorCode.coordinator_not_available,
-                                 f"{SHARE_GROUP_STATE} write to broker {leader.node_id} failed: {e!r}") from None
+                                 f"{SHARE_GROUP_STATE} request to broker {leader.node_id} failed: {e!r}") from None
+
+    async def _append_at_leader(self, batch: bytes) -> int:
+        request = produce_v8.ProduceRequest(transactional_id=None, acks=-1, timeout=datetime.timedelta(
+            milliseconds=self.write_timeout_ms), topic_data=(produce_v8.TopicProduceData(name=SHARE_GROUP_STATE, partition_data=(
+                produce_v8.PartitionProduceData(index=STATE_PARTITION, records=batch),)),))
+        response = await self._ask_leader(0, 8, request, self.write_timeout_ms / 1000 + 5)
         result = response.responses[0].partition_responses[0]
         if result.error_code != ErrorCode.none:
             raise KafkaError(_state_write_error(ErrorCode(result.error_code)),
-                             f"{SHARE_GROUP_STATE} write at broker {leader.node_id}: {ErrorCode(result.error_code).name}")
+                             f"{SHARE_GROUP_STATE} write at its leader: {ErrorCode(result.error_code).name}")
         return result.base_offset
 
     def _close_channel(self) -> None:
@@ -206,11 +212,43 @@ class StateTopic:
             self._channel.close()
         self._channel, self._channel_node = None, -1
 
-    def catch_up(self, store: ShareStateStore) -> int:
+    async def catch_up(self, store: ShareStateStore) -> int:
+        """Replay into ``store`` what the state topic got from ``replayed_offset`` on: from this
+        broker's replica (``catch_up_here``), or, where it has none, fetched from the leader up to
+        its high watermark; how many records."""
+        if self.hosted() is not None:
+            return self.catch_up_here(store)
+        count = 0
+        while True:
+            request = fetch_v11.FetchRequest(
+                replica_id=-1, max_wait=datetime.timedelta(0), min_bytes=0, max_bytes=_READ_BYTES, isolation_level=0,
+                session_id=0, session_epoch=-1, topics=(fetch_v11.FetchTopic(topic=SHARE_GROUP_STATE, partitions=(
+                    fetch_v11.FetchPartition(partition=STATE_PARTITION, current_leader_epoch=-1,
+                                             fetch_offset=self.replayed_offset, log_start_offset=-1,
+                                             partition_max_bytes=_READ_BYTES),)),), forgotten_topics_data=(), rack_id="")
+            response = await self._ask_leader(1, 11, request, self.write_timeout_ms / 1000 + 5)
+            data = response.responses[0].partitions[0]
+            if data.error_code == ErrorCode.offset_out_of_range and data.log_start_offset > self.replayed_offset:
+                self.replayed_offset = data.log_start_offset  # pruned: the snapshots after it supersede the rest
+                continue
+            if data.error_code != ErrorCode.none:
+                raise KafkaError(ErrorCode.coordinator_not_available,
+                                 f"reading {SHARE_GROUP_STATE} at its leader: {ErrorCode(data.error_code).name}")
+            next_offset = self.replayed_offset
+            for record in iter_records(data.records or b""):
+                if record.offset >= self.replayed_offset and record.key is not None:
+                    store.replay(record.key, record.value, record.offset)
+                    count += 1
+                next_offset = max(next_offset, record.offset + 1)
+            if next_offset <= self.replayed_offset or next_offset >= data.high_watermark:
+                self.replayed_offset = max(self.replayed_offset, next_offset)
+                return count
+            self.replayed_offset = next_offset
+
+    def catch_up_here(self, store: ShareStateStore) -> int:
         """Replay the records of this broker's replica from ``replayed_offset`` to its log end (an
         acks=all write is in every in-sync replica's log before it is acknowledged, while a new
-        leader's high watermark may still be behind it); how many. COORDINATOR_NOT_AVAILABLE
-        without a replica here."""
+        leader's high watermark may still be behind it); how many."""
         partition = self.hosted()
         if partition is None:
             raise KafkaError(ErrorCode.coordinator_not_available, f"no replica of {SHARE_GROUP_STATE} on this broker")
@@ -273,6 +311,7 @@ class ShareGroups:
         self.group_configs = group_configs
         self._on_counts = on_counts
         self.source = ReplicaSource(replicas, topic_by_id)
+        self._metadata = metadata
         self.state_topic = StateTopic(replicas, metadata, config["node.id"], config["share.coordinator.write.timeout.ms"])
         self.dead_letters = DeadLetterWriter(config, replicas, topics_by_name, topic_by_id, self.share_config,
                                              on_written=self._count_dead_letters)
@@ -308,15 +347,16 @@ class ShareGroups:
     # --- state ----------------------------------------------------------------------------------
     @property
     def loaded(self) -> bool:
-        """This broker has a replica of ``__share_group_state`` (it can load and write state)."""
-        return self.state_topic.hosted() is not None
+        """``__share_group_state`` exists: this broker can load and write state (through its replica
+        here, or the leader's)."""
+        return self.state_topic.hosted() is not None or (SHARE_GROUP_STATE, STATE_PARTITION) in self._metadata.partitions
 
     def manager_or_error(self) -> ShareManager:
-        """The manager; KafkaError COORDINATOR_NOT_AVAILABLE while this broker has no replica of
-        ``__share_group_state`` (never created, or not yet here)."""
+        """The manager; KafkaError COORDINATOR_NOT_AVAILABLE while ``__share_group_state`` does not
+        exist (share groups never used) or is not known here yet."""
         if not self.loaded:
             raise KafkaError(ErrorCode.coordinator_not_available,
-                             f"The share-group state ({SHARE_GROUP_STATE}) is not on this broker (yet).")
+                             f"The share-group state ({SHARE_GROUP_STATE}) does not exist yet.")
         return self.manager
 
     async def ensure_loaded(self, timeout_s: float = 10.0) -> ShareManager:
@@ -340,7 +380,7 @@ class ShareGroups:
     async def catch_up(self) -> None:
         """The store replays what ``__share_group_state`` got since it last looked (other brokers'
         writes: before a share-partition is loaded or initialised here)."""
-        count = self.state_topic.catch_up(self.store)
+        count = await self.state_topic.catch_up(self.store)
         if count:
             logger.info("replayed %d %s records (%d share-partition states known)", count, SHARE_GROUP_STATE,
                         len(self.store.keys()))
@@ -374,7 +414,7 @@ class ShareGroups:
         if partition is None or not partition.leading:
             return
         try:
-            self.state_topic.catch_up(self.store)
+            self.state_topic.catch_up_here(self.store)
             offset = self.store.prunable_offset()
             if offset is not None:
                 self.state_topic.prune(min(offset, self.state_topic.replayed_offset))
