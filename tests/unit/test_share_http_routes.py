@@ -49,6 +49,9 @@ class Shares:
     def manager_or_error(self):
         return self.manager
 
+    async def ensure_loaded(self):
+        return self.manager
+
     def topics_by_name(self):
         return self.topics
 

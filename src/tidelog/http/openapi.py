@@ -256,7 +256,8 @@ SCHEMAS = {
             "lag": INT, "in_flight": INT,
             "counts": {**_obj({k: INT for k in ("acquired", "acknowledged", "released", "rejected", "renewed", "archived",
                                                 "redelivered", "lock_expired", "dead_lettered")}),
-                       "description": "Records since the broker started."},
+                       "description": "Records since the broker started; other counters the broker keeps (queue "
+                                      "features: expired, filtered, ...) are added."},
             "config": _obj({"record_lock_duration_ms": INT, "delivery_count_limit": INT, "auto_offset_reset": STR,
                             "isolation_level": STR, "dead_letter_topic": NULLABLE_STR}),
         }),

@@ -74,6 +74,9 @@ class ShareGroups(Protocol):
     def manager_or_error(self) -> ShareManager:
         """The ShareManager; KafkaError COORDINATOR_NOT_AVAILABLE while the state is not loaded here."""
 
+    async def ensure_loaded(self) -> ShareManager:
+        """The ShareManager, creating ``__share_group_state`` on first use and waiting for its load."""
+
     def topics_by_name(self) -> Mapping[str, TopicRecord]: ...
 
     def topics_info(self) -> dict[str, TopicInfo]: ...
@@ -199,14 +202,14 @@ class ShareRoutes:
         encoding = body.get("encoding", "auto")
         if encoding not in ("auto", "base64"):
             raise bad_request("encoding must be auto or base64")
+        manager = await self.shares.ensure_loaded()  # per request: a leadership change replaces it
         await self._heartbeat(request, group_id, member_id, record.name, client_id)
-        manager = self.shares.manager_or_error()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_ms / 1000
         while True:
             partitions = self._rotated(group_id, member_id, self._assigned(group_id, member_id, record.topic_id))
             keys = [ShareStateKey(group_id, record.topic_id, p) for p in partitions]
-            records = await self._acquire(record.name, keys, member_id, max_records, encoding == "base64")
+            records = await self._acquire(manager, record.name, keys, member_id, max_records, encoding == "base64")
             remaining = deadline - loop.time()
             if records or remaining <= 0 or record.name not in self.topics():
                 break
@@ -227,15 +230,15 @@ class ShareRoutes:
             del self._rotation[next(iter(self._rotation))]
         return partitions[start:] + partitions[:start]
 
-    async def _acquire(self, topic: str, keys: list[ShareStateKey], member_id: str, max_records: int,
-                       force_base64: bool) -> list[dict]:
+    async def _acquire(self, manager: ShareManager, topic: str, keys: list[ShareStateKey], member_id: str,
+                       max_records: int, force_base64: bool) -> list[dict]:
         out: list[dict] = []
         errors: list[KafkaError] = []
         for key in keys:
             if len(out) >= max_records:
                 break
             try:
-                result = await self.shares.manager_or_error().acquire(
+                result = await manager.acquire(
                     key, member_id, max_records=max_records - len(out), max_bytes=MAX_READ_BYTES, mode=AcquireMode.RECORD_LIMIT)
             except KafkaError as e:  # this partition cannot be read now; the others may
                 errors.append(e)
@@ -279,6 +282,7 @@ class ShareRoutes:
         if delay_ms and ack_type is not AcknowledgeType.RELEASE:
             raise bad_request("delay_ms is for release only")
         parsed = [(text, *parse_receipt(text)) for text in receipts]
+        manager = await self.shares.ensure_loaded()
         await self._heartbeat(request, group_id, member_id, None, HTTP_CLIENT_ID)
         topics = self.topics()
         by_partition: dict[tuple[str, int], set[int]] = {}
@@ -293,7 +297,7 @@ class ShareRoutes:
         done: list[str] = []
         for (topic, partition), offsets in by_partition.items():
             key = ShareStateKey(group_id, topics[topic].topic_id, partition)
-            for offsets_, error in await self._acknowledge(key, member_id, sorted(offsets), ack_type, delay_ms):
+            for offsets_, error in await self._acknowledge(manager, key, member_id, sorted(offsets), ack_type, delay_ms):
                 names = [receipt(topic, partition, o) for o in offsets_]
                 if error is ErrorCode.none:
                     done += names
@@ -302,11 +306,11 @@ class ShareRoutes:
                                for n in names]
         return web.json_response({"group_id": group_id, "member_id": member_id, "acknowledged": done, "failed": failed})
 
-    async def _acknowledge(self, key: ShareStateKey, member_id: str, offsets: list[int], ack_type: AcknowledgeType,
-                           delay_ms: int) -> list[tuple[list[int], ErrorCode]]:
+    @staticmethod
+    async def _acknowledge(manager: ShareManager, key: ShareStateKey, member_id: str, offsets: list[int],
+                           ack_type: AcknowledgeType, delay_ms: int) -> list[tuple[list[int], ErrorCode]]:
         """Acknowledge ``offsets`` of one share-partition. The ShareManager takes a partition's
         acknowledgements all or nothing; when that fails for one, each record is tried on its own."""
-        manager = self.shares.manager_or_error()
 
         async def ack(run: list[int]) -> ErrorCode:
             batches = [AckBatch(first, last, (int(ack_type),)) for first, last in _ranges(run)]
@@ -367,8 +371,9 @@ class ShareRoutes:
         return held
 
     def _counts(self, group_id: str) -> dict[str, int]:
+        """The group's counters: those of COUNT_NAMES always, and any other the broker keeps (queue features)."""
         counts = self.shares.group_counts(group_id)
-        return {name: int(counts.get(name, 0)) for name in COUNT_NAMES}
+        return {**{name: 0 for name in COUNT_NAMES}, **{name: int(n) for name, n in counts.items()}}
 
     def _group_or_404(self, group_id: str) -> ShareGroup:
         group = self.shares.group(group_id)

@@ -437,8 +437,7 @@ async function shareGroupDetail(id) {
           card("Dead-letter topic", g.config.dead_letter_topic || "none")),
         h("h2", {}, "Records since the broker started"),
         h("div", { class: "cards", "data-testid": "share-group-counts" },
-          ["acquired", "acknowledged", "released", "rejected", "renewed", "redelivered", "lock_expired", "archived", "dead_lettered"]
-            .map(k => card(k.replace("_", " "), fmtNum(c[k]), `count-${k}`))),
+          Object.keys(c).map(k => card(k.replace(/_/g, " "), fmtNum(c[k]), `count-${k}`))),
         h("h2", {}, "Members"),
         table([
           { label: "Member", render: m => h("code", {}, m.member_id) }, { label: "Client", key: "client_id" }, { label: "Host", key: "client_host" },
