@@ -47,7 +47,7 @@ from tidelog.clock import wall_clock_ms
 from tidelog.cluster.broker_channel import BrokerChannel
 from tidelog.cluster.partition import wait_for_data
 from tidelog.protocol.errors import ErrorCode, KafkaError
-from tidelog.protocol.records import BATCH_HEADER_SIZE, InvalidBatch, build_batch, iter_records, parse_batch_header
+from tidelog.protocol.records import InvalidBatch, build_batch, iter_records
 from tidelog.protocol.topics import SHARE_GROUP_STATE
 from tidelog.queues.dead_letters import DeadLetterWriter
 from tidelog.queues.manager import ShareConfig, ShareManager
@@ -57,6 +57,7 @@ from tidelog.queues.share_session import ShareSessionCache
 from tidelog.queues.state_records import ShareStateKey
 from tidelog.queues.state_store import TOPIC_CONFIGS as STATE_TOPIC_CONFIGS
 from tidelog.queues.state_store import ShareStateStore
+from tidelog.storage.log_scan import log_batches
 
 if TYPE_CHECKING:
     from tidelog.cluster.metadata import MetadataStore, TopicRecord
@@ -252,29 +253,14 @@ class StateTopic:
         partition = self.hosted()
         if partition is None:
             raise KafkaError(ErrorCode.coordinator_not_available, f"no replica of {SHARE_GROUP_STATE} on this broker")
-        log = partition.log
-        end = log.log_end_offset
-        offset, count = max(self.replayed_offset, log.log_start_offset), 0
-        while offset < end:
-            data = log.read(offset, _READ_BYTES, True, end)
-            if not data:
-                break
-            view = memoryview(data)
-            pos, last = 0, offset - 1
-            while len(view) - pos >= BATCH_HEADER_SIZE:
-                info = parse_batch_header(view, pos)
-                if pos + info.size > len(view):
-                    break
-                last = info.last_offset
-                pos += info.size
-            for record in iter_records(data):
-                if offset <= record.offset < end and record.key is not None:
+        start, count, end = self.replayed_offset, 0, self.replayed_offset
+        for batch, info in log_batches(partition.log, start):
+            for record in iter_records(batch):
+                if record.offset >= start and record.key is not None:
                     store.replay(record.key, record.value, record.offset)
                     count += 1
-            if last < offset:
-                break
-            offset = last + 1
-        self.replayed_offset = max(self.replayed_offset, min(offset, end))
+            end = info.last_offset + 1
+        self.replayed_offset = max(self.replayed_offset, end)
         return count
 
     def prune(self, before_offset: int) -> None:
