@@ -155,7 +155,8 @@ class BrokerMetrics:
             "tidelog_consumer_committed_offset", "A group's committed offset.", group_labels, registry=r
         )
         self.consumer_lag = Gauge(
-            "tidelog_consumer_lag", "Log end offset minus the group's committed offset.", group_labels, registry=r
+            "tidelog_consumer_lag", "Log end offset (the last stable offset for a group committing in "
+            "transactions) minus the group's committed offset.", group_labels, registry=r
         )
         self.consumer_lag_total = Gauge("tidelog_consumer_lag_sum", "A group's lag over all its partitions.", ["group"], registry=r)
         self.http_requests = Counter(

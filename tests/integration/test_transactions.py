@@ -371,3 +371,41 @@ def test_http_api_lists_transactions(broker):
     assert row["transactional_id"] == "tx-api" and row["state"] == "Ongoing" and row["start_time_ms"] > 0
     assert row["partitions"] == [{"topic": "api", "partition": 0}] and row["coordinator"] == 1
     producer.commit_transaction(30)
+
+
+def test_the_lag_of_an_exactly_once_group_counts_to_the_lso(broker):
+    import urllib.request
+
+    def lag() -> float | None:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{broker.metrics_port}/metrics", timeout=10).read().decode()
+        for line in text.splitlines():
+            if line.startswith('tidelog_consumer_lag{group="eos-lag",partition="0",topic="src"}'):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    create_topic(broker.bootstrap, "src", 1)
+    create_topic(broker.bootstrap, "dst", 1)
+    source = txn_producer(broker.bootstrap, "tx-src")
+    source.begin_transaction()
+    for i in range(4):
+        source.produce("src", value=b"%d" % i, partition=0)
+    source.commit_transaction(30)  # 0-3, COMMIT at 4
+    source.begin_transaction()
+    for i in range(3):
+        source.produce("src", value=b"open", partition=0)
+    source.flush(30)  # 5-7 open: the LSO is 5, the high watermark 8
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "eos-lag", "enable.auto.commit": False,
+                         "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition("src", 0, 0)])
+    processor = txn_producer(broker.bootstrap, "tx-lag")
+    processor.begin_transaction()
+    for _ in range(4):
+        message = wait_for(lambda: consumer.poll(0.2), what="a committed record")
+        processor.produce("dst", value=message.value(), partition=0)
+    processor.send_offsets_to_transaction([TopicPartition("src", 0, 5)], consumer.consumer_group_metadata(), 30)
+    processor.commit_transaction(30)
+    # Committed at 5 = the LSO: nothing more it can read, though the high watermark is 8.
+    assert wait_for(lambda: lag() is not None, what="the group's lag") and lag() == 0
+    source.commit_transaction(30)  # the LSO moves to 9 (past the COMMIT marker)
+    wait_for(lambda: lag() == 4, what="the lag to count the committed records")
+    consumer.close()

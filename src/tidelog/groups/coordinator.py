@@ -98,6 +98,7 @@ class GroupCoordinator:
             for record_offset, key_bytes, value_bytes in records:  # TxnOffsetCommits awaiting their marker
                 key = decode_key(key_bytes) if key_bytes is not None else None
                 if isinstance(key, OffsetKey) and value_bytes is not None:
+                    self.offsets.transactional_groups.add(key.group_id)
                     self.offsets.pending_txn.add(producer_id, key.group_id, key.topic, key.partition, value_bytes,
                                                  record_offset)
         for group_id, value_bytes in consumer_values.items():

@@ -40,6 +40,7 @@ class OffsetManager:
         self.consumer = consumer
         self.log = log
         self.pending_txn = PendingTxnOffsets()  # TxnOffsetCommit offsets waiting for their marker
+        self.transactional_groups: set[str] = set()  # groups committed by TxnOffsetCommit since this broker loaded them
 
     def validate_offset_commit(self, group_id: str, generation_id: int, member_id: str,
                                group_instance_id: str | None, api_version: int | None = None
@@ -135,6 +136,7 @@ class OffsetManager:
             return results
         if not self.registry.known(group_id):
             self.registry.groups[group_id] = ClassicGroup(group_id)
+        self.transactional_groups.add(group_id)
         for i, ((topic, partition), (_, value)) in enumerate(zip(accepted, records)):
             self.pending_txn.add(producer_id, group_id, topic, partition, value, base_offset + i)
             results[(topic, partition)] = ErrorCode.none
@@ -195,6 +197,11 @@ class OffsetManager:
                 if results[(topic, partition)] is ErrorCode.none:
                     self.committed.remove(group_id, topic, partition)
         return ErrorCode.none, results
+
+    def is_transactional(self, group_id: str) -> bool:
+        """Whether the group commits inside transactions (an exactly-once, read_committed
+        consumer: its lag counts to the last stable offset)."""
+        return group_id in self.transactional_groups or self.pending_txn.has_pending(group_id)
 
     def lag(self, group_id: str, log_end_offset) -> list[PartitionLag]:
         """Per-partition lag of a group; ``log_end_offset(topic, partition)`` gives None for a missing log."""

@@ -105,6 +105,11 @@ def _refresh_group_gauges(metrics: "BrokerMetrics", groups: "GroupCoordinator", 
         hosted = replicas.get(topic, partition)
         return hosted.high_watermark if hosted is not None else None
 
+    def committed_end(topic: str, partition: int) -> int | None:
+        """For an exactly-once group (read_committed): the last stable offset."""
+        hosted = replicas.get(topic, partition)
+        return hosted.last_stable_offset if hosted is not None else None
+
     states: dict[str, int] = {}
     for group_id, _protocol_type, state, _type in groups.admin.list_groups():
         states[state] = states.get(state, 0) + 1
@@ -112,7 +117,8 @@ def _refresh_group_gauges(metrics: "BrokerMetrics", groups: "GroupCoordinator", 
         description = groups.admin.describe_group(group_id) if consumer_group is None else consumer_group
         metrics.group_members.labels(group_id).set(len(description.members) if description else 0)
         total = 0
-        for lag in groups.offsets.lag(group_id, readable_end):
+        end = committed_end if groups.offsets.is_transactional(group_id) else readable_end
+        for lag in groups.offsets.lag(group_id, end):
             labels = (group_id, lag.topic, str(lag.partition))
             metrics.committed_offset.labels(*labels).set(lag.committed_offset)
             metrics.consumer_lag.labels(*labels).set(lag.lag)
