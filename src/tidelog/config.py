@@ -271,6 +271,7 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("group.share.max.share.sessions", "INT", 2000, "Share sessions (ShareFetch sessions) this broker keeps; more are refused with SHARE_SESSION_LIMIT_REACHED.", minimum=1),
         ConfigDef("share.coordinator.snapshot.update.records.per.snapshot", "INT", 500, "ShareUpdate records written per share-partition between two ShareSnapshot records of __share_group_state.", minimum=0, maximum=500),
         ConfigDef("share.coordinator.state.topic.replication.factor", "INT", 3, "Cluster: replication factor of __share_group_state (created once this many brokers are live).", minimum=1, read_only=True),
+        ConfigDef("share.coordinator.state.topic.prune.interval.ms", "LONG", 300000, "How often the leader of __share_group_state deletes the records no share-partition state needs any more (those before the oldest latest snapshot).", minimum=1),
         ConfigDef("share.coordinator.write.timeout.ms", "INT", 5000, "Cluster: a share-state write fails when the ISR of __share_group_state does not have it by then.", minimum=1, read_only=True),
         ConfigDef("errors.deadletterqueue.topic.name.prefix", "STRING", "dlq.", "KIP-1191: a share group's dead-letter topic must start with this prefix.", read_only=True),
     )

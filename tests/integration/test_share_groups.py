@@ -167,3 +167,39 @@ def test_read_committed_share_group_gets_only_committed_records(broker):
         assert list(consumer.poll(1.0)) == []
     finally:
         consumer.close()
+
+
+def test_the_state_topic_is_pruned_and_the_state_survives_a_restart(broker_factory):
+    """With a snapshot after every update and pruning every second, __share_group_state's start
+    offset moves past the records no state needs; a restart replays what is left and the group
+    continues where it was (acknowledged records are not delivered again)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    broker = broker_factory({"share.coordinator.snapshot.update.records.per.snapshot": "1",
+                             "share.coordinator.state.topic.prune.interval.ms": "500"})
+    create_topic(broker.bootstrap, "pruned", 1)
+    consumer = share_consumer(broker.bootstrap, "pruners", ["pruned"])
+    watcher = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "watcher"})
+    try:
+        wait_members(broker, "pruners", 1, [consumer])
+        seen: list = []
+        for round_ in range(5):
+            produce_values(broker.bootstrap, "pruned", 20, 1, prefix=f"r{round_}-")
+            _drain([consumer], seen, lambda: len(seen) >= 20 * (round_ + 1), 30)
+            consumer.commit_sync(30)
+        wait_for(lambda: watcher.get_watermark_offsets(TopicPartition("__share_group_state", 0), 5)[0] > 0, 30,
+                 "the state topic pruned")
+    finally:
+        consumer.close()
+        watcher.close()
+    broker.stop()
+    broker.restart()
+    produce_values(broker.bootstrap, "pruned", 10, 1, prefix="after-")
+    again = share_consumer(broker.bootstrap, "pruners", ["pruned"])
+    try:
+        later: list = []
+        _drain([again], later, lambda: len(later) >= 10, 30)
+        assert sorted(m.value() for _, m in later) == sorted(f"after-{i}".encode() for i in range(10))
+        assert list(again.poll(1.0)) == []
+    finally:
+        again.close()

@@ -388,10 +388,14 @@ class ShareGroups:
     def start(self) -> None:
         self._pruning = asyncio.get_running_loop().create_task(self._prune_forever(), name="tidelog-share-state-pruning")
 
-    async def _prune_forever(self, interval_s: float = 60.0) -> None:
+    async def _prune_forever(self) -> None:
+        interval_s = self.config["share.coordinator.state.topic.prune.interval.ms"] / 1000
         while True:
             await asyncio.sleep(interval_s)
-            self.prune_state_topic()
+            try:
+                self.prune_state_topic()
+            except Exception:  # noqa: BLE001 - pruning is housekeeping: say why, keep serving, try again
+                logger.exception("pruning %s failed", SHARE_GROUP_STATE)
 
     def prune_state_topic(self) -> None:
         """Delete the records of ``__share_group_state`` no state needs any more (as its leader,
