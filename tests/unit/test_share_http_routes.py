@@ -52,6 +52,11 @@ class Shares:
     async def ensure_loaded(self):
         return self.manager
 
+    loaded = True
+
+    async def catch_up(self):
+        pass
+
     def topics_by_name(self):
         return self.topics
 

@@ -25,7 +25,7 @@ from tidelog.http.group_routes import GroupRoutes
 from tidelog.http.peers import PeerClient
 from tidelog.http.record_reader import RecordReader
 from tidelog.http.record_routes import RecordRoutes
-from tidelog.http.share_routes import ShareRoutes
+from tidelog.http.share_routes import SharePeers, ShareRoutes
 from tidelog.http.topic_routes import TopicRoutes
 from tidelog.http.transaction_routes import TransactionRoutes
 
@@ -46,7 +46,9 @@ class Api:
         self.topics = TopicRoutes(broker, self.view, self.peers)
         self.records = RecordRoutes(broker, self.view, self.peers, reader)
         self.groups = GroupRoutes(broker, self.view, reader)
-        self.shares = ShareRoutes(lambda: broker.shares)
+        self.shares = ShareRoutes(lambda: broker.shares, SharePeers(
+            broker.node_id, lambda topic, p: self.view.partition_state(topic, p, self.view.live_brokers())["leader"],
+            self.view.http_address))
         self.transactions = TransactionRoutes(broker, self.view, self.peers)
 
     def add_routes(self, app: web.Application) -> None:
@@ -71,6 +73,7 @@ class Api:
     async def close(self) -> None:
         self.peers.close()
         await self.groups.close()
+        await self.shares.close()
 
     async def cluster(self, _request: web.Request) -> web.Response:
         broker = self.broker

@@ -24,6 +24,10 @@ and a lock that runs out makes its record Available again, both exactly as for K
 A removed member's acknowledgements are 409 UNKNOWN_MEMBER_ID (its records went back); its next
 receive joins the group again.
 
+In a cluster the routes are answered at the group coordinator (api.py wraps them); the records of
+share-partitions another broker leads are acquired and acknowledged there, through its HTTP API
+(SharePeers and the internal ``.../partitions/{topic}/{partition}/acquire|acknowledge`` routes).
+
 ``GET /share-groups`` and ``GET /share-groups/{g}`` describe groups: members with assignments and
 held records, per share-partition the start offset, lag, records by state, delivery counts and
 in-flight runs, and the group's counters (acknowledged, released, dead-lettered, ...).
@@ -33,16 +37,20 @@ Not thread-safe; the event loop owns it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import uuid
 from collections import Counter
+from urllib.parse import quote
 from typing import Callable, Iterable, Mapping, Protocol
 
+import aiohttp
 from aiohttp import web
 
 from tidelog.cluster.metadata import TopicRecord
 from tidelog.http.codec import TIMESTAMP_TYPES, record_to_json
-from tidelog.http.errors import bad_request
+from tidelog.http.errors import PREFIX, bad_request
+from tidelog.http.group_routes import FORWARDED_HEADER
 from tidelog.http.params import MAX_LIMIT, MAX_TIMEOUT_MS, body_int, json_body
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import BATCH_HEADER_SIZE, iter_records, parse_batch_header
@@ -53,7 +61,9 @@ from tidelog.queues.share_group import ShareGroup, ShareGroupCoordinator, TopicI
 from tidelog.queues.share_partition import AckBatch, AcknowledgeType, AcquireMode
 from tidelog.queues.state_records import ShareStateKey
 
-__all__ = ["ShareGroups", "ShareRoutes", "parse_receipt", "receipt"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["SharePeers", "ShareGroups", "ShareRoutes", "parse_receipt", "receipt"]
 
 DEFAULT_RECEIVE = 10  # records a receive answers without max_records (SQS answers 1; Kafka's 500 is too many for JSON)
 MAX_READ_BYTES = 4 * 1024 * 1024  # a partition's log read per acquisition
@@ -61,6 +71,8 @@ MAX_RECEIPTS = 1000
 MAX_RELEASE_DELAY_MS = 12 * 3600 * 1000  # as SQS's longest visibility timeout
 MAX_RUNS_SHOWN = 200  # in-flight runs a share-partition's description lists
 HTTP_CLIENT_ID = "tidelog-http"
+REMOTE_POLL_S = 0.25  # a receive waiting on partitions led by another broker asks them again this often
+PEER_TIMEOUT_S = 30
 _MEMBER_ID = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII without spaces
 _ACK_TYPES = {"ack": AcknowledgeType.ACCEPT, "release": AcknowledgeType.RELEASE, "reject": AcknowledgeType.REJECT,
               "renew": AcknowledgeType.RENEW}
@@ -79,6 +91,12 @@ class ShareGroups(Protocol):
 
     def topics_by_name(self) -> Mapping[str, TopicRecord]: ...
 
+    @property
+    def loaded(self) -> bool: ...
+
+    async def catch_up(self) -> None:
+        """Replay what ``__share_group_state`` got from other brokers (the leaders of share-partitions)."""
+
     def topics_info(self) -> dict[str, TopicInfo]: ...
 
     def group(self, group_id: str) -> ShareGroup | None:
@@ -94,6 +112,49 @@ class ShareGroups(Protocol):
     def group_counts(self, group_id: str) -> Mapping[str, int]:
         """The group's totals since the broker started: acquired, acknowledged, released, rejected,
         renewed, archived, redelivered, lock_expired, dead_lettered records."""
+
+
+class SharePeers:
+    """Share-partitions whose topic-partition another broker leads (a cluster), reached through that
+    broker's HTTP API: the internal ``.../partitions/{topic}/{partition}/acquire|acknowledge``
+    routes, answered only for a request another broker forwarded (FORWARDED_HEADER).
+    ``leader(topic, partition)`` is the live leader's node id or None; ``http_address(node_id)``."""
+
+    def __init__(self, node_id: int, leader: Callable[[str, int], int | None],
+                 http_address: Callable[[int], str | None]) -> None:
+        self.node_id = node_id
+        self._leader = leader
+        self._http_address = http_address
+        self._session: aiohttp.ClientSession | None = None
+
+    def remote(self, topic: str, partition: int) -> str | None:
+        """The HTTP address of the partition's leader when that is another broker; None for here."""
+        leader = self._leader(topic, partition)
+        if leader is None or leader == self.node_id:
+            return None
+        address = self._http_address(leader)
+        if address is None:
+            raise KafkaError(ErrorCode.not_leader_or_follower, f"broker {leader} leads {topic}-{partition} and serves no HTTP")
+        return address
+
+    async def post(self, address: str, path: str, body: dict) -> dict:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S))
+        try:
+            async with self._session.post(f"http://{address}{path}", json=body,
+                                          headers={FORWARDED_HEADER: str(self.node_id)}) as response:
+                answer = await response.json()
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+            raise KafkaError(ErrorCode.network_exception,
+                             f"the partition leader's HTTP API at {address} did not answer: {e or type(e).__name__}") from None
+        if response.status != 200:
+            code = getattr(ErrorCode, str(answer.get("error_code", "")).lower(), ErrorCode.unknown_server_error)
+            raise KafkaError(code, answer.get("message", "the partition leader refused"))
+        return answer
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
 def receipt(topic: str, partition: int, offset: int) -> str:
@@ -115,8 +176,9 @@ class ShareRoutes:
     """The share-group routes over the broker's share groups (the ShareManager and the membership).
     ``shares()`` gives them; None while the broker starts (the routes answer BROKER_NOT_AVAILABLE)."""
 
-    def __init__(self, shares: Callable[[], ShareGroups | None]) -> None:
+    def __init__(self, shares: Callable[[], ShareGroups | None], peers: SharePeers | None = None) -> None:
         self._shares = shares
+        self.peers = peers
         self._rotation: dict[tuple[str, str], int] = {}  # (group, member) -> where its next receive starts
 
     def add_routes(self, router: web.UrlDispatcher, prefix: str, wrap: Callable = lambda handler: handler) -> None:
@@ -129,6 +191,13 @@ class ShareRoutes:
         for action in _ACK_TYPES:
             router.add_post(f"{base}/{{group}}/{action}", wrap(self.acknowledge))
         router.add_delete(base + "/{group}/members/{member}", wrap(self.leave))
+        # between brokers: at the leader of a share-partition (not wrapped: never forwarded again)
+        router.add_post(base + "/{group}/partitions/{topic}/{partition}/acquire", self.acquire_here)
+        router.add_post(base + "/{group}/partitions/{topic}/{partition}/acknowledge", self.acknowledge_here)
+
+    async def close(self) -> None:
+        if self.peers is not None:
+            await self.peers.close()
 
     @property
     def shares(self) -> ShareGroups:
@@ -209,11 +278,13 @@ class ShareRoutes:
         while True:
             partitions = self._rotated(group_id, member_id, self._assigned(group_id, member_id, record.topic_id))
             keys = [ShareStateKey(group_id, record.topic_id, p) for p in partitions]
-            records = await self._acquire(manager, record.name, keys, member_id, max_records, encoding == "base64")
+            records, remote = await self._acquire(manager, record.name, keys, member_id, max_records, encoding == "base64")
             remaining = deadline - loop.time()
             if records or remaining <= 0 or record.name not in self.topics():
                 break
-            await self.shares.wait_for_records(group_id, [(record.topic_id, p) for p in partitions], remaining)
+            # new records here wake the wait; partitions led elsewhere are asked again after a short one
+            await self.shares.wait_for_records(group_id, [(record.topic_id, p) for p in partitions if p not in remote],
+                                               min(remaining, REMOTE_POLL_S) if remote else remaining)
             await self._heartbeat(request, group_id, member_id, None, client_id)  # the assignment may have changed
         return web.json_response({
             "group_id": group_id, "member_id": member_id, "topic": record.name,
@@ -231,13 +302,23 @@ class ShareRoutes:
         return partitions[start:] + partitions[:start]
 
     async def _acquire(self, manager: ShareManager, topic: str, keys: list[ShareStateKey], member_id: str,
-                       max_records: int, force_base64: bool) -> list[dict]:
+                       max_records: int, force_base64: bool, local_only: bool = False) -> tuple[list[dict], set[int]]:
+        """Records of the share-partitions, here or (unless ``local_only``) at their leaders; and which
+        partitions are led elsewhere."""
         out: list[dict] = []
         errors: list[KafkaError] = []
+        remote: set[int] = set()
         for key in keys:
             if len(out) >= max_records:
                 break
             try:
+                address = self.peers.remote(topic, key.partition) if self.peers is not None and not local_only else None
+                if address is not None:
+                    remote.add(key.partition)
+                    out += (await self.peers.post(address, _partition_path(key, topic, "acquire"), {
+                        "member_id": member_id, "max_records": max_records - len(out),
+                        "encoding": "base64" if force_base64 else "auto"}))["records"]
+                    continue
                 result = await manager.acquire(
                     key, member_id, max_records=max_records - len(out), max_bytes=MAX_READ_BYTES, mode=AcquireMode.RECORD_LIMIT)
             except KafkaError as e:  # this partition cannot be read now; the others may
@@ -248,7 +329,7 @@ class ShareRoutes:
                 self._records_of(topic, key.partition, batch, counts, force_base64, out)
         if not out and errors and len(errors) == len(keys):
             raise errors[0]
-        return out
+        return out, remote
 
     @staticmethod
     def _records_of(topic: str, partition: int, batches: memoryview, acquired: list[tuple[int, int, int]],
@@ -297,7 +378,14 @@ class ShareRoutes:
         done: list[str] = []
         for (topic, partition), offsets in by_partition.items():
             key = ShareStateKey(group_id, topics[topic].topic_id, partition)
-            for offsets_, error in await self._acknowledge(manager, key, member_id, sorted(offsets), ack_type, delay_ms):
+            address = self.peers.remote(topic, partition) if self.peers is not None else None
+            if address is None:
+                results = await self._acknowledge(manager, key, member_id, sorted(offsets), ack_type, delay_ms)
+            else:
+                answer = await self.peers.post(address, _partition_path(key, topic, "acknowledge"), {
+                    "member_id": member_id, "offsets": sorted(offsets), "type": int(ack_type), "delay_ms": delay_ms})
+                results = [(o, ErrorCode[e]) for o, e in answer["results"]]
+            for offsets_, error in results:
                 names = [receipt(topic, partition, o) for o in offsets_]
                 if error is ErrorCode.none:
                     done += names
@@ -320,6 +408,43 @@ class ShareRoutes:
         if error not in (ErrorCode.invalid_record_state, ErrorCode.invalid_request) or len(offsets) == 1:
             return [(offsets, error)]
         return [([offset], await ack([offset])) for offset in offsets]
+
+    # --- at a share-partition's leader, for the broker that answers a member ------------------------
+    def _forwarded_partition(self, request: web.Request) -> tuple[str, TopicRecord, int]:
+        if not request.headers.get(FORWARDED_HEADER):
+            raise web.HTTPNotFound()  # between brokers only
+        record = self._topic(request.match_info["topic"])
+        try:
+            partition = int(request.match_info["partition"])
+        except ValueError:
+            raise bad_request("partition must be an integer") from None
+        return request.match_info["group"], record, partition
+
+    async def acquire_here(self, request: web.Request) -> web.Response:
+        group_id, record, partition = self._forwarded_partition(request)
+        body = await json_body(request)
+        manager = await self.shares.ensure_loaded()
+        key = ShareStateKey(group_id, record.topic_id, partition)
+        records, _ = await self._acquire(manager, record.name, [key], self._member_id(body.get("member_id")),
+                                         body_int(body, "max_records", DEFAULT_RECEIVE, minimum=1, maximum=MAX_LIMIT),
+                                         body.get("encoding") == "base64", local_only=True)
+        return web.json_response({"records": records})
+
+    async def acknowledge_here(self, request: web.Request) -> web.Response:
+        group_id, record, partition = self._forwarded_partition(request)
+        body = await json_body(request)
+        offsets = body.get("offsets")
+        if not isinstance(offsets, list) or not all(isinstance(o, int) and o >= 0 for o in offsets):
+            raise bad_request("offsets must be a list of offsets")
+        ack_type = body_int(body, "type", None, minimum=1, maximum=4)
+        if ack_type is None:
+            raise bad_request("type (1 accept, 2 release, 3 reject, 4 renew) is required")
+        manager = await self.shares.ensure_loaded()
+        results = await self._acknowledge(manager, ShareStateKey(group_id, record.topic_id, partition),
+                                          self._member_id(body.get("member_id")), sorted(set(offsets)),
+                                          AcknowledgeType(ack_type),
+                                          body_int(body, "delay_ms", 0, minimum=0, maximum=MAX_RELEASE_DELAY_MS))
+        return web.json_response({"results": [(o, e.name) for o, e in results]})
 
     async def leave(self, request: web.Request) -> web.Response:
         group_id = request.match_info["group"]
@@ -375,6 +500,14 @@ class ShareRoutes:
         counts = self.shares.group_counts(group_id)
         return {**{name: 0 for name in COUNT_NAMES}, **{name: int(n) for name, n in counts.items()}}
 
+    async def _fresh_state(self) -> None:
+        """In a cluster the leaders of the share-partitions write their state: read it before describing."""
+        if self.shares.loaded:
+            try:
+                await self.shares.catch_up()
+            except KafkaError as e:  # described as known here
+                logger.debug("share-group state not caught up: %s", e)
+
     def _group_or_404(self, group_id: str) -> ShareGroup:
         group = self.shares.group(group_id)
         if group is None:
@@ -382,6 +515,7 @@ class ShareRoutes:
         return group
 
     async def list_groups(self, _request: web.Request) -> web.Response:
+        await self._fresh_state()
         names = self._topic_names()
         out = []
         for group in sorted(self.shares.list_groups(), key=lambda g: g.group_id):
@@ -394,6 +528,7 @@ class ShareRoutes:
 
     async def describe_group(self, request: web.Request) -> web.Response:
         group_id = request.match_info["group"]
+        await self._fresh_state()
         group = self._group_or_404(group_id)
         names = self._topic_names()
         held = self._held(group_id)
@@ -436,6 +571,10 @@ _ACK_ERRORS = {
     ErrorCode.invalid_record_state: "the record is not locked by this member (its lock ran out, or it was acknowledged)",
     ErrorCode.invalid_request: "not a record this share group has handed out",
 }
+
+
+def _partition_path(key: ShareStateKey, topic: str, action: str) -> str:
+    return f"{PREFIX}/share-groups/{quote(key.group_id, safe='')}/partitions/{topic}/{key.partition}/{action}"
 
 
 def _ranges(offsets: Iterable[int]) -> list[tuple[int, int]]:
