@@ -33,19 +33,21 @@ dead-letter, which must be written before the transition is made durable. After 
 start offset advances past the leading Acknowledged/Archived records.
 
 The runs and transitions are in_flight.py's, the log batches of a read log_batches.py's, the
-selection policies selection.py's; this module is the state machine over them.
+selection policies selection.py's, the acknowledgement types and the requests' shape checks
+acks.py's; this module is the state machine over them.
 
 Not thread-safe: the event loop owns it; it does no I/O and reads no clock (times are passed in).
 """
 
 from __future__ import annotations
 
-import enum
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import Callable, Iterable, Sequence
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
+# AckBatch, AcknowledgeType and AcquireMode are acks.py's; importers may keep using this module.
+from tidelog.queues.acks import AckBatch, AcknowledgeType, AcquireMode, ack_ranges, check_ack_batches
 from tidelog.queues.in_flight import (
     DEAD_LETTER_REASONS,
     NO_MEMBER,
@@ -62,29 +64,6 @@ from tidelog.queues.in_flight import (
 from tidelog.queues.log_batches import BatchBounds, LogBatch, acquired_ranges
 from tidelog.queues.selection import OFFSET_ORDER, Candidate, OffsetOrder, SelectionPolicy
 from tidelog.queues.state_records import StateBatch
-
-
-class AcknowledgeType(enum.IntEnum):
-    GAP = 0
-    ACCEPT = 1
-    RELEASE = 2
-    REJECT = 3
-    RENEW = 4
-
-
-class AcquireMode(enum.IntEnum):
-    """ShareFetch v2's ShareAcquireMode (KIP-1206); v1 requests are batch_optimized."""
-
-    BATCH_OPTIMIZED = 0
-    RECORD_LIMIT = 1
-
-
-class AckBatch(NamedTuple):
-    """One AcknowledgementBatch of ShareFetch/ShareAcknowledge: one type for the range, or one per offset."""
-
-    first_offset: int
-    last_offset: int
-    acknowledge_types: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -395,7 +374,7 @@ class SharePartition:
             first = max(ack.first_offset, self.start_offset)
             if ack.last_offset < first:
                 continue
-            for sub_first, sub_last, ack_type in _ack_ranges(ack):
+            for sub_first, sub_last, ack_type in ack_ranges(ack):
                 if sub_last < first:
                     continue
                 for run in self._runs.isolate(max(sub_first, first), sub_last):
@@ -422,26 +401,7 @@ class SharePartition:
         return t
 
     def _validate_acks(self, member_id: str, acks: Sequence[AckBatch], renew_allowed: bool) -> None:
-        previous_last = None
-        for ack in acks:  # the request's shape first (INVALID_REQUEST), as Kafka's handler checks it
-            first, last, types = ack.first_offset, ack.last_offset, ack.acknowledge_types
-            if last < first:
-                raise KafkaError(ErrorCode.invalid_request, f"Acknowledgement batch {first}-{last} ends before it starts.")
-            if previous_last is not None and first <= previous_last:
-                raise KafkaError(ErrorCode.invalid_request, "Acknowledgement batches overlap or are not in offset order.")
-            previous_last = last
-            if len(types) != 1 and len(types) != last - first + 1:
-                raise KafkaError(ErrorCode.invalid_request,
-                                 f"Acknowledgement batch {first}-{last} has {len(types)} acknowledge types; 1 or "
-                                 f"{last - first + 1} expected.")
-            for ack_type in types:
-                if ack_type not in AcknowledgeType._value2member_map_ or (
-                        ack_type == AcknowledgeType.RENEW and not renew_allowed):
-                    raise KafkaError(ErrorCode.invalid_request, f"Invalid acknowledge type: {ack_type}.")
-            if last >= self.start_offset and last >= self.next_offset:
-                raise KafkaError(ErrorCode.invalid_request,
-                                 f"Batch record not found. Offsets {first}-{last} are past the acquired records "
-                                 f"(next offset {self.next_offset}).")
+        check_ack_batches(acks, self.start_offset, self.next_offset, renew_allowed)
         for ack in acks:  # then the records' states (INVALID_RECORD_STATE)
             if ack.last_offset < self.start_offset:
                 continue  # already archived
@@ -590,16 +550,3 @@ class SharePartition:
 
     def __repr__(self) -> str:
         return f"SharePartition(start={self.start_offset}, next={self.next_offset}, runs={self._runs})"
-
-
-def _ack_ranges(ack: AckBatch) -> Iterable[tuple[int, int, int]]:
-    """(first, last, type) sub-ranges of an acknowledgement batch, consecutive equal types joined."""
-    types = ack.acknowledge_types
-    if len(types) == 1:
-        yield ack.first_offset, ack.last_offset, types[0]
-        return
-    start = ack.first_offset
-    for i in range(1, len(types) + 1):
-        if i == len(types) or types[i] != types[i - 1]:
-            yield start, ack.first_offset + i - 1, types[i - 1]
-            start = ack.first_offset + i
