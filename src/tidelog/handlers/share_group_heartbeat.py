@@ -40,6 +40,10 @@ async def handle(ctx: RequestContext, request) -> object:
         return _error(module, error, message)
     try:
         await ctx.shares.ensure_loaded()
+        if request.group_id not in ctx.shares.membership.groups:
+            # a coordinator that just took over knows the group only by its state: read it first, so
+            # the member gets UNKNOWN_MEMBER_ID (it rejoins), not GROUP_ID_NOT_FOUND (fatal to clients)
+            await ctx.shares.catch_up()
     except KafkaError as e:
         return _error(module, e.error_code, e.message)
     topics = ctx.shares.topics_info()
