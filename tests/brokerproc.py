@@ -23,6 +23,7 @@ class BrokerProcess:
         self.nofile = nofile  # (soft, hard) RLIMIT_NOFILE for the broker process
         self.proc: subprocess.Popen | None = None
         self.metrics_port = -1
+        self.listener_ports: dict[str, int] = {}
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-broker.log"
 
     @property
@@ -49,8 +50,11 @@ class BrokerProcess:
                 self.kill()
                 raise RuntimeError(f"broker did not start within {timeout_s}s:\n{self.log()}")
             time.sleep(0.02)
-        kafka_port, http_port = port_file.read_text().split()
+        kafka_port, http_port, *listeners = port_file.read_text().split()
         self.port, self.metrics_port = int(kafka_port), int(http_port)
+        # Several listeners (``listeners``): their ports by name, NAME=port,...
+        self.listener_ports = {name: int(port) for name, port in (item.split("=") for item in
+                                                                  (listeners[0].split(",") if listeners else []))}
         _wait_listening(self.port, deadline)
         return self
 

@@ -34,6 +34,16 @@ class BrokerMetrics:
         )
         self.connections = Gauge("tidelog_connections", "Open client connections.", registry=r)
         self.connections_accepted = Counter("tidelog_connections_accepted", "Client connections accepted.", registry=r)
+        self.throttle_time = Counter(
+            "tidelog_client_throttle_seconds",
+            "Time clients were throttled for going over a client quota, by quota (produce, fetch, request).",
+            ["quota"], registry=r,
+        )
+        self.sasl_authentications = Counter(
+            "tidelog_sasl_authentications",
+            "SASL authentications by listener, mechanism and result (authenticated, reauthenticated, failed).",
+            ["listener", "mechanism", "result"], registry=r,
+        )
         self.queued_request_bytes = Gauge(
             "tidelog_queued_request_bytes",
             "Bytes of requests read and not yet answered, all connections (capped by queued.max.request.bytes).", registry=r,

@@ -52,7 +52,8 @@ EXPECTED_FAILURES_PATH = HERE / "kafka_python_expected_failures.txt"
 # its repository, with the fixture's partitions=4) sets and Tidelog knows: the broker is node 0
 # (KafkaFixture.instance(0); tests assign replicas to broker 0 by id), advertised.listeners is set
 # explicitly (see start_broker), topics appear on first use with 4 partitions, groups rebalance
-# without the initial delay, short test session timeouts are allowed.
+# without the initial delay, short test session timeouts are allowed, ACLs are on with everyone
+# allowed where a resource has none (its test_create_describe_delete_acls manages ACLs).
 BROKER_SETTINGS = {
     **TEST_SETTINGS,  # what every test broker gets (free HTTP port, quick retention checks)
     "node.id": "0",
@@ -62,6 +63,8 @@ BROKER_SETTINGS = {
     "offsets.topic.replication.factor": "1",
     "group.initial.rebalance.delay.ms": "0",
     "group.min.session.timeout.ms": "1000",
+    "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "allow.everyone.if.no.acl.found": "true",
 }
 
 # Knobs are CONFORMANCE_*, not TIDELOG_*: the broker reads every TIDELOG_* variable as a setting.

@@ -232,3 +232,45 @@ def test_reassignment_fields_and_shutdown_announcement(make_store):
             await store.close()
 
     run(scenario())
+
+
+def test_security_records_scram_acls_quotas(make_store):
+    """SCRAM credentials, ACLs and client quotas (security/records.py over the store) are kept,
+    seen by a second store over the same state, and changed all of one call at once."""
+    from tidelog.security.acl import AclBinding
+    from tidelog.security.quotas import QuotaEntity
+    from tidelog.security.records import SecurityRecords
+    from tidelog.security.scram_credentials import ScramCredential, ScramMechanism
+
+    sha256 = ScramMechanism.SCRAM_SHA_256
+    binding = AclBinding.from_json({"resource_type": "TOPIC", "name": "orders-", "pattern_type": "PREFIXED",
+                                    "principal": "User:alice", "host": "*", "operation": "WRITE",
+                                    "permission_type": "ALLOW"})
+    alice = QuotaEntity.of({"user": "alice", "client-id": None})
+
+    async def scenario():
+        store = await make_store()
+        changes: list = []
+        store.add_listener(lambda kind, key: changes.append((kind, key)))
+        records = SecurityRecords(store)
+        credential = ScramCredential.from_password(sha256, "secret", 4096)
+        await records.alter_scram_credentials({("a/lice", sha256): credential}, [])
+        await records.create_acls([binding])
+        await records.alter_client_quotas({alice: {"producer_byte_rate": 1024.0}})
+        assert ("security", "scram") in changes and ("security", "acls") in changes
+        other = SecurityRecords(await make_store())
+        if make_store.kind == "etcd":
+            await wait_for(lambda: other.client_quotas())
+        assert other.scram_credential("a/lice", sha256) == credential
+        assert other.scram_credentials() == {"a/lice": {sha256: credential}}
+        assert list(other.acl_bindings()) == [binding]
+        assert other.client_quotas() == {alice: {"producer_byte_rate": 1024.0}}
+        await records.alter_scram_credentials({}, [("a/lice", sha256)])
+        await records.delete_acls([binding])
+        await records.alter_client_quotas({alice: {"producer_byte_rate": None}})
+        assert records.scram_credential("a/lice", sha256) is None and not records.acl_bindings()
+        assert records.client_quotas() == {}
+        await store.close()
+        await other.store.close()
+
+    run(scenario())

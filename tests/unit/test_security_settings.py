@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from tidelog.config import BROKER_CONFIGS, ConfigError
-from tidelog.security.principal import Endpoint, SecurityProtocol
+from tidelog.config import BROKER_CONFIGS, SECURITY_CONFIGS, BrokerConfig, ConfigError
+from tidelog.security.principal import DEFAULT_PROTOCOL_MAP, Endpoint, SecurityProtocol
+from tidelog.security.sasl import MAX_RECEIVE_SIZE_BEFORE_AUTHENTICATION
+from tidelog.security.sasl_mechanisms import SUPPORTED_MECHANISMS
 from tidelog.security.scram_credentials import InMemoryCredentialStore
-from tidelog.security.settings import SECURITY_CONFIGS, SecuritySettings, parse_super_users
+from tidelog.security.settings import SecuritySettings, parse_super_users
 
 
 def values(**overrides):
-    """Resolved values as BrokerConfig.load makes them once SECURITY_CONFIGS are merged in."""
+    """Resolved values as BrokerConfig.load makes them."""
     defs = {d.name: d for d in SECURITY_CONFIGS}
     result = {name: d.default for name, d in defs.items()}
     result["advertised.listeners"] = BROKER_CONFIGS["advertised.listeners"].default
@@ -21,11 +23,36 @@ def values(**overrides):
     return result
 
 
-def test_settings_are_new_and_unique():
+def test_settings_are_broker_settings_with_the_security_modules_defaults():
     names = [d.name for d in SECURITY_CONFIGS]
     assert len(names) == len(set(names))
-    assert not set(names) & set(BROKER_CONFIGS), "wiring merges these into BROKER_CONFIGS"
+    assert all(BROKER_CONFIGS[name] is d for name, d in zip(names, SECURITY_CONFIGS))
     assert all(d.read_only for d in SECURITY_CONFIGS)
+    assert BROKER_CONFIGS["listener.security.protocol.map"].default == DEFAULT_PROTOCOL_MAP
+    assert BROKER_CONFIGS["sasl.enabled.mechanisms"].default == ",".join(SUPPORTED_MECHANISMS)
+    assert BROKER_CONFIGS["sasl.server.max.receive.size"].default == MAX_RECEIVE_SIZE_BEFORE_AUTHENTICATION
+
+
+def test_a_broker_config_error_names_the_option_it_came_from():
+    config = BrokerConfig.load(env={}, overrides={"listeners": "CLIENT://:9093"})
+    with pytest.raises(ConfigError) as raised:
+        SecuritySettings.from_config(config.values, config.origins)
+    assert str(raised.value) == ("listeners: no security protocol defined for listener CLIENT (name it in "
+                                 "listener.security.protocol.map) (from --set)")
+
+
+def test_tls_listener_settings(tmp_path):
+    with pytest.raises(ConfigError, match="^ssl.keystore.location: the TLS listener SSL needs a PEM file"):
+        SecuritySettings.from_config(values(listeners="SSL://:9093"))
+    with pytest.raises(ConfigError, match="^ssl.client.auth: required needs ssl.truststore.location"):
+        SecuritySettings.from_config(values(listeners="SSL://:9093", ssl_keystore_location="k.pem",
+                                            ssl_client_auth="required"))
+    tls = SecuritySettings.from_config(values(listeners="SSL://:9093,PLAINTEXT://:9092", ssl_keystore_location="k.pem",
+                                              ssl_truststore_location="ca.pem", ssl_client_auth="requested",
+                                              ssl_enabled_protocols="TLSv1.3")).tls
+    assert (str(tls.keystore), str(tls.truststore), tls.client_auth, tls.protocols) == (
+        "k.pem", "ca.pem", "requested", ("TLSv1.3",))
+    assert SecuritySettings.from_config(values()).tls is None
 
 
 def test_defaults_are_todays_single_plaintext_listener():
@@ -52,6 +79,7 @@ def test_a_secured_broker():
         connections_max_reauth_ms="3600000",
         authorizer_class_name="org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         super_users="User:admin; User:broker",
+        ssl_keystore_location="/etc/tidelog/broker.pem",
     ), host="10.1.1.1")
     assert settings.listeners.inter_broker.host == "10.1.1.1"
     assert settings.super_users == {"User:admin", "User:broker"}

@@ -67,7 +67,7 @@ def _wait_started(broker: DevBroker, timeout_s: float = 60.0) -> None:
         if broker.proc.poll() is not None:
             raise CliError(f"broker {broker.node_id} exited with {broker.proc.returncode}: {_last_line(broker.log)} (log: {broker.log})")
         if broker.port_file.exists():
-            broker.port, broker.http_port = (int(x) for x in broker.port_file.read_text().split())
+            broker.port, broker.http_port = (int(x) for x in broker.port_file.read_text().split()[:2])
             return
         time.sleep(0.05)
     raise CliError(f"broker {broker.node_id} did not start within {timeout_s:.0f}s; see {broker.log}")

@@ -22,6 +22,8 @@ CLIENT_COMMANDS = {
     "bench": "tidelog.cli.bench:bench",
     "dev-cluster": "tidelog.cli.dev_cluster:dev_cluster",
     "settings": "tidelog.cli.settings:settings",
+    "users": "tidelog.cli.users:users",
+    "acls": "tidelog.cli.acls:acls",
 }
 
 

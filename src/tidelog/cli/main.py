@@ -88,7 +88,7 @@ def completion(shell: str) -> None:
 @click.option("--log-level", default=None, metavar="LEVEL", help=f"{', '.join(LEVELS)} (default info; env TIDELOG_LOG_LEVEL).")
 @click.option("--log-format", default=None, metavar="FORMAT",
               help="text (default) or json: one JSON object a line, for log shippers (env TIDELOG_LOG_FORMAT).")
-@click.option("--port-file", type=click.Path(dir_okay=False, path_type=Path), help="Write the bound Kafka and HTTP ports here once serving.")
+@click.option("--port-file", type=click.Path(dir_okay=False, path_type=Path), help="Write the bound Kafka (first listener) and HTTP ports here once serving; with several listeners, a third line NAME=port,...")
 @click.option("--cluster", metavar="etcd://HOST:PORT[,HOST:PORT...]", envvar="TIDELOG_CLUSTER",
               help="Join a cluster coordinated by etcd (default: a single node; env TIDELOG_CLUSTER).")
 @click.option("--broker-id", type=click.IntRange(0), default=None, help="This broker's id in the cluster (node.id).")
@@ -145,7 +145,10 @@ async def _serve(config: BrokerConfig, data_dir: Path, host: str, port: int, por
     if port_file is not None:
         tmp = port_file.with_suffix(".tmp")
         http_port = broker.http.port if broker.http is not None else -1
-        tmp.write_text(f"{broker.port}\n{http_port}\n")
+        listeners = broker.listeners.bound
+        # With several listeners, a third line: NAME=port of each.
+        extra = "" if len(listeners) == 1 else ",".join(f"{n}={e.port}" for n, e in listeners.items()) + "\n"
+        tmp.write_text(f"{broker.port}\n{http_port}\n{extra}")
         os.replace(tmp, port_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

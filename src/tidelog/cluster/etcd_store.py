@@ -23,6 +23,7 @@ Keys, under ``prefix`` (default ``/tidelog``):
   partitions/<topic>/<index>  PartitionState JSON; its mod revision is the state's ``version``
   producer_ids                the next free producer id, advanced by compare-and-swap
   group_configs/<group id>    a group's config overrides (the GROUP config resource), JSON
+  security/<kind>/<key>       a security record (SCRAM credential, ACL, client quota) as JSON
 
 The store keeps a cache of every key (read at start, then kept by one watch that resumes from
 the last revision seen, on another endpoint if need be; a compacted revision reloads
@@ -222,6 +223,7 @@ class EtcdMetadataStore:
         self.controller_id = -1
         self.controller_epoch = 0
         self.revision = 0
+        self.security: dict[str, dict[str, dict]] = {}
         self._listeners: list[Listener] = []
         self._lease: str | None = None
         self._me: BrokerInfo | None = None
@@ -270,6 +272,7 @@ class EtcdMetadataStore:
         kvs, revision = await self.client.range(self.prefix, prefix=True)
         self.topics, self.partitions, self.brokers = {}, {}, {}
         self.group_configs = {}
+        self.security = {}
         self.shutting_down = set()
         self.offline = set()
         self.controller_id, self.controller_epoch = -1, 0
@@ -292,6 +295,8 @@ class EtcdMetadataStore:
                 self._notify("controller", None)
                 for name in list(self.topics):
                     self._notify("topic", name)
+                for kind in list(self.security):
+                    self._notify("security", kind)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -302,7 +307,8 @@ class EtcdMetadataStore:
         """Apply one key's new value (or deletion) to the cache; return (kind, key) changed."""
         key = _unb64(kv["key"]).decode()[len(self.prefix):]
         kind, _, rest = key.partition("/")
-        if kind not in ("brokers", "controller", "topics", "partitions", "shutdown", "offline", "group_configs"):
+        if kind not in ("brokers", "controller", "topics", "partitions", "shutdown", "offline", "group_configs",
+                        "security"):
             return None
         value = None if deleted else json.loads(_unb64(kv.get("value", "")) or b"null")
         mod_revision = int(kv.get("mod_revision", 0))
@@ -319,6 +325,13 @@ class EtcdMetadataStore:
             else:
                 self.group_configs[rest] = dict(value)
             return None
+        if kind == "security":
+            record_kind, _, record_key = rest.partition("/")
+            if value is None:
+                self.security.get(record_kind, {}).pop(record_key, None)
+            else:
+                self.security.setdefault(record_kind, {})[record_key] = value
+            return "security", record_kind
         if kind == "shutdown":
             (self.shutting_down.discard if value is None else self.shutting_down.add)(int(rest))
             return "broker", int(rest)
@@ -475,6 +488,19 @@ class EtcdMetadataStore:
         if current is None or current.version < stored.version:
             self.partitions[(topic, partition)] = stored
         return stored
+
+    async def alter_security(self, kind: str, puts: dict[str, dict], deletes: list[str]) -> None:
+        """Write the records in one transaction (in several past etcd's operation limit); the cache
+        learns them from the watch, or at once here."""
+        ops = [{"request_delete_range": {"key": _b64(self.prefix + f"security/{kind}/{key}")}} for key in deletes]
+        ops += [_put(self.prefix + f"security/{kind}/{key}", value) for key, value in puts.items()]
+        for start in range(0, len(ops), MAX_TXN_OPS):
+            await self.client.txn([], ops[start:start + MAX_TXN_OPS])
+        records = self.security.setdefault(kind, {})
+        for key in deletes:
+            records.pop(key, None)
+        records.update(puts)
+        self._notify("security", kind)
 
     async def allocate_producer_ids(self, count: int) -> int:
         key = self.prefix + "producer_ids"

@@ -20,8 +20,11 @@ A broker about to stop (controlled shutdown) says so with ``announce_shutdown``:
 A broker whose log directory went offline after an I/O error says so with ``announce_offline``:
 it joins ``offline`` (until its registration goes) and its replicas are offline to the
 controller: they lead nothing and count in no ISR (Kafka's offline replicas).
+The security records (``security``: SCRAM credentials, ACLs, client quotas, as JSON by kind and
+key; security/records.py reads them) change with ``alter_security``, all of one call at once.
 Listeners (``add_listener``) are called after each change with ``(kind, key)``: kind is
-"broker" (key node id; also for a shutdown announcement), "controller" (None), "topic" (name) or "partition" ((topic, index)).
+"broker" (key node id; also for a shutdown announcement), "controller" (None), "topic" (name),
+"partition" ((topic, index)) or "security" (the record kind).
 Not thread-safe; the event loop owns a store.
 """
 
@@ -79,7 +82,9 @@ class BrokerInfo:
     grows every time the broker registers again (a restart, or a lapsed lease). Not part of
     the stored JSON; the store sets it. ``http`` is where its HTTP listener (console, API) is,
     ``host:port``, or None without one: any broker's API forwards group routes to the group
-    coordinator's."""
+    coordinator's. ``host``/``port`` are its inter-broker listener's; ``endpoints`` every
+    advertised listener's ``(name, host, port)``: Metadata answers a client with the endpoints
+    of the listener it came in on."""
 
     node_id: int
     host: str
@@ -87,16 +92,28 @@ class BrokerInfo:
     rack: str | None = None
     epoch: int = 0
     http: str | None = None
+    endpoints: tuple[tuple[str, str, int], ...] = ()
+
+    def endpoint(self, listener: str) -> tuple[str, int] | None:
+        """Where a client of ``listener`` reaches this broker; None if it has no such listener
+        (a broker registered without endpoints is reached on ``host:port`` by every listener)."""
+        if not self.endpoints:
+            return self.host, self.port
+        return next(((host, port) for name, host, port in self.endpoints if name == listener), None)
 
     def to_json(self) -> dict:
         data = {"node_id": self.node_id, "host": self.host, "port": self.port, "rack": self.rack}
         if self.http is not None:
             data["http"] = self.http
+        if self.endpoints:
+            data["endpoints"] = [list(e) for e in self.endpoints]
         return data
 
     @classmethod
     def from_json(cls, data: dict, epoch: int = 0) -> "BrokerInfo":
-        return cls(int(data["node_id"]), data["host"], int(data["port"]), data.get("rack"), epoch, data.get("http"))
+        endpoints = tuple((str(name), str(host), int(port)) for name, host, port in data.get("endpoints", ()))
+        return cls(int(data["node_id"]), data["host"], int(data["port"]), data.get("rack"), epoch, data.get("http"),
+                   endpoints)
 
 
 @dataclass(frozen=True)
@@ -174,6 +191,7 @@ class MetadataStore(Protocol):
     controller_id: int  # -1 while there is none
     controller_epoch: int
     group_configs: dict[str, dict[str, str]]  # group id -> its config overrides (the GROUP config resource)
+    security: dict[str, dict[str, dict]]  # record kind -> key -> JSON
 
     async def start(self, cluster_id: str = "") -> None: ...
     async def close(self) -> None: ...
@@ -191,6 +209,7 @@ class MetadataStore(Protocol):
     async def compare_and_set_partition(self, topic: str, partition: int, state: PartitionState,
                                         controller_epoch: int | None = None) -> PartitionState | None: ...
     async def allocate_producer_ids(self, count: int) -> int: ...
+    async def alter_security(self, kind: str, puts: dict[str, dict], deletes: list[str]) -> None: ...
 
 
 class TopicExists(Exception):
@@ -229,6 +248,7 @@ class EmbeddedMetadataStore:
         self.revision = 0
         self.next_producer_id_block = 0  # ids below this may have been handed out
         self.group_configs: dict[str, dict[str, str]] = {}
+        self.security: dict[str, dict[str, dict]] = {}
         self._listeners: list[Listener] = []
 
     def load(self, cluster_id: str = "") -> None:
@@ -240,6 +260,7 @@ class EmbeddedMetadataStore:
             self.next_producer_id_block = int(data.get("next_producer_id_block", 0))
             self.revision = int(data.get("revision", 0))
             self.group_configs = {g: dict(c) for g, c in data.get("group_configs", {}).items()}
+            self.security = data.get("security", {})
             for name, states in data.get("partitions", {}).items():
                 for index, state in enumerate(states):
                     self.partitions[(name, index)] = PartitionState.from_json(state, self.revision)
@@ -374,6 +395,20 @@ class EmbeddedMetadataStore:
         self._save()
         return first
 
+    async def alter_security(self, kind: str, puts: dict[str, dict], deletes: list[str]) -> None:
+        before = dict(self.security.get(kind, {}))
+        records = self.security.setdefault(kind, {})
+        for key in deletes:
+            records.pop(key, None)
+        records.update(puts)
+        self.revision += 1
+        try:
+            self._save()
+        except OSError:  # not written: the store stays as the file has it
+            self.security[kind] = before
+            raise
+        self._notify("security", kind)
+
     def _save(self) -> None:
         partitions: dict[str, list[dict]] = {}
         for record in self.topics.values():
@@ -385,6 +420,7 @@ class EmbeddedMetadataStore:
             "topics": [t.to_json() for t in self.topics.values()],
             "partitions": partitions,
             "group_configs": self.group_configs,
+            "security": self.security,
         }
         write_checkpoint_file(self.path, json.dumps(data, indent=1))
 

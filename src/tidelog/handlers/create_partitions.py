@@ -23,6 +23,7 @@ import datetime
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.security.acl import AclOperation, ResourceType
 
 API_KEY = 37
 MAX_PARTITIONS = 10000
@@ -86,6 +87,8 @@ async def handle(ctx: RequestContext, request) -> object:
             error, message = ErrorCode.invalid_request, "Duplicate topic name."
         else:
             try:
+                if not ctx.access.authorize(AclOperation.ALTER, ResourceType.TOPIC, topic.name):
+                    raise KafkaError(ErrorCode.topic_authorization_failed, "Authorization failed.")
                 check_new_count(ctx, topic)
                 if not request.validate_only:
                     await ctx.topics.create_partitions(topic.name, topic.count)

@@ -31,6 +31,7 @@ from tidelog.handlers.describe_configs import topic_config_views
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.security.acl import AclOperation, ResourceType
 
 API_KEY = 19
 ZERO_UUID = uuid.UUID(int=0)
@@ -82,6 +83,8 @@ async def handle(ctx: RequestContext, request) -> object:
     counts = collections.Counter(topic.name for topic in request.topics)
     results = []
     reported: set[str] = set()
+    # CREATE on the cluster allows every topic; without it, CREATE on each topic is needed.
+    may_create_any = ctx.access.authorize(AclOperation.CREATE, ResourceType.CLUSTER, log_if_denied=False)
 
     def error_result(name: str, error: KafkaError):
         return build(
@@ -101,6 +104,9 @@ async def handle(ctx: RequestContext, request) -> object:
             if topic.name not in reported:
                 reported.add(topic.name)
                 results.append(error_result(topic.name, KafkaError(ErrorCode.invalid_request, "Duplicate topic name.")))
+            continue
+        if not (may_create_any or ctx.access.authorize(AclOperation.CREATE, ResourceType.TOPIC, topic.name)):
+            results.append(error_result(topic.name, KafkaError(ErrorCode.topic_authorization_failed, "Authorization failed.")))
             continue
         try:
             configs = {config.name: config.value for config in topic.configs}

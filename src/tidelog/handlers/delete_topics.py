@@ -26,6 +26,7 @@ from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode
 from tidelog.protocol.topics import INTERNAL_TOPICS
+from tidelog.security.acl import AclOperation, ResourceType
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,9 @@ async def handle(ctx: RequestContext, request) -> object:
         if name is None and id_counts[topic_id] > 1:
             responses.append(result(name, topic_id, ErrorCode.invalid_request, "Duplicate topic id."))
             continue
+        if name is not None and not ctx.access.authorize(AclOperation.DELETE, ResourceType.TOPIC, name):
+            responses.append(result(name, topic_id, ErrorCode.topic_authorization_failed, "Authorization failed."))
+            continue
         if name is not None:
             record = ctx.metadata.topics.get(name)
             if record is None:
@@ -83,6 +87,11 @@ async def handle(ctx: RequestContext, request) -> object:
             record = ctx.topics.topic_by_id(topic_id)
             if record is None:
                 responses.append(result(None, topic_id, ErrorCode.unknown_topic_id, UNKNOWN_TOPIC_ID_MESSAGE))
+                continue
+            if not ctx.access.authorize(AclOperation.DELETE, ResourceType.TOPIC, record.name):
+                # Kafka hides the name of a topic named by id unless DESCRIBE is allowed.
+                shown = record.name if ctx.access.authorize(AclOperation.DESCRIBE, ResourceType.TOPIC, record.name) else None
+                responses.append(result(shown, topic_id, ErrorCode.topic_authorization_failed, "Authorization failed."))
                 continue
         if record.name in INTERNAL_TOPICS:
             logger.warning("refusing to delete internal topic %s (asked by %s)", record.name, ctx.peer)

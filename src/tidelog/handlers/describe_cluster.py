@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 
+from tidelog.handlers.metadata import reachable_brokers
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode
@@ -22,9 +23,6 @@ API_KEY = 60
 ENDPOINT_BROKERS = 1
 ENDPOINT_CONTROLLERS = 2
 AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
-# Kafka's AclOperation codes for a CLUSTER resource: CREATE 5, ALTER 7, DESCRIBE 8,
-# CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12.
-CLUSTER_OPERATIONS = sum(1 << code for code in (5, 7, 8, 9, 10, 11, 12))
 
 
 @handles(API_KEY)
@@ -42,7 +40,8 @@ async def handle(ctx: RequestContext, request) -> object:
             cluster_id=ctx.metadata.cluster_id,
             controller_id=ctx.metadata.controller_id if error_code == ErrorCode.none else -1,
             brokers=brokers,
-            cluster_authorized_operations=CLUSTER_OPERATIONS
+            # What the principal may do on the cluster (every operation without an authorizer).
+            cluster_authorized_operations=ctx.access.cluster_authorized_operations()
             if request.include_cluster_authorized_operations
             else AUTHORIZED_OPERATIONS_OMITTED,
         )
@@ -56,7 +55,7 @@ async def handle(ctx: RequestContext, request) -> object:
             "The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER",
         )
     brokers = tuple(  # the live brokers, as registered in the metadata store (a single node: itself)
-        build(module.DescribeClusterBroker, broker_id=b.node_id, host=b.host, port=b.port, rack=b.rack, is_fenced=False)
-        for b in sorted(ctx.metadata.brokers.values(), key=lambda b: b.node_id)
+        build(module.DescribeClusterBroker, broker_id=node_id, host=host, port=port, rack=rack, is_fenced=False)
+        for node_id, host, port, rack in reachable_brokers(ctx)
     )
     return response(brokers=brokers)

@@ -33,9 +33,11 @@ from dataclasses import dataclass
 from tidelog.cluster.topics import validate_topic_name
 from tidelog.config import (BROKER_CONFIGS, CONFIG_TYPE_CODES, GROUP_CONFIG_DEFAULTS, TOPIC_CONFIG_DEFAULTS, TOPIC_CONFIG_NAMES,
                             BrokerConfig, ConfigDef, group_config_def, render, topic_config_def)
+from tidelog.handlers.authorization import check_config_resource
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.security.acl import AclOperation, ResourceType
 
 API_KEY = 32
 
@@ -213,6 +215,8 @@ async def handle(ctx: RequestContext, request) -> object:
     results = []
     for resource in request.resources:
         try:
+            check_config_resource(ctx.access, AclOperation.DESCRIBE_CONFIGS, resource.resource_type,
+                                  resource.resource_name)
             views = resource_views(ctx, resource.resource_type, resource.resource_name)
         except KafkaError as e:
             results.append(

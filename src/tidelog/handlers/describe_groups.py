@@ -19,6 +19,7 @@ from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode
 from tidelog.queues.share_group import PROTOCOL_TYPE_SHARE
+from tidelog.security.acl import AclOperation, ResourceType
 
 API_KEY = 15
 AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
@@ -35,6 +36,9 @@ async def handle(ctx: RequestContext, request) -> object:
     described = []
     coordinator_error = ctx.group_coordinator_error()
     for group_id in request.groups:
+        if not ctx.access.authorize(AclOperation.DESCRIBE, ResourceType.GROUP, group_id):
+            described.append(_dead(module, group_id, ErrorCode.group_authorization_failed, None))
+            continue
         if coordinator_error is not None:
             described.append(_dead(module, group_id, coordinator_error, None))
             continue
@@ -65,6 +69,7 @@ async def handle(ctx: RequestContext, request) -> object:
             module.DescribedGroup, error_code=ErrorCode.none, error_message=None, group_id=group_id,
             group_state=description.state, protocol_type=description.protocol_type,
             protocol_data=description.protocol_name, members=members,
-            authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+            authorized_operations=ctx.access.authorized_operations(ResourceType.GROUP, group_id)
+            if getattr(request, "include_authorized_operations", False) else AUTHORIZED_OPERATIONS_OMITTED,
         ))
     return build(module.DescribeGroupsResponse, throttle_time=datetime.timedelta(0), groups=tuple(described))

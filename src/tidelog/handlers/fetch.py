@@ -15,7 +15,9 @@ Fetch sessions (KIP-227) are not kept: every response has session
 id 0, which clients treat as sessionless, and every request is a full fetch.
 Versions: 4-17; topics named by id from v13. Errors: OFFSET_OUT_OF_RANGE,
 UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, UNKNOWN_LEADER_EPOCH, KAFKA_STORAGE_ERROR (the
-log directory is offline after an I/O error), CORRUPT_MESSAGE (a batch on disk cannot be read).
+log directory is offline after an I/O error), CORRUPT_MESSAGE (a batch on disk cannot be read),
+TOPIC_AUTHORIZATION_FAILED (a consumer without READ on the topic, a follower without
+CLUSTER_ACTION on the cluster).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tidelog.cluster.partition import wait_for_data
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.errors import ErrorCode
 from tidelog.protocol.fetch import TOPIC_IDS_FROM, PartitionData, encode_fetch_response
+from tidelog.security.acl import AclOperation, ResourceType
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ async def handle(ctx: RequestContext, request) -> list:
     deadline = time.monotonic() + max_wait_s
     wanted = _resolve(ctx, request)
     replicas = ctx.replicas
-    watched = [partition for name, _, partitions, _ in wanted if name for p in partitions
+    watched = [partition for name, _, partitions, _, _ in wanted if name for p in partitions
                if (partition := replicas.get(name, p.partition)) is not None]
     while True:
         topics, total_bytes, any_error = _read(ctx, request, wanted)
@@ -54,16 +57,25 @@ async def handle(ctx: RequestContext, request) -> list:
 
 
 def _resolve(ctx: RequestContext, request) -> list:
-    """(name or None, topic_id, partitions, name as asked) per topic; a None name marks an unknown topic."""
+    """(name or None, topic_id, partitions, name as asked, denial or None) per topic; a None name
+    marks an unknown or denied topic."""
     resolved = []
+    access = ctx.access
+    replica_state = getattr(request, "replica_state", None)
+    replica_id = replica_state.replica_id if replica_state is not None else getattr(request, "replica_id", -1)
+    if replica_id >= 0:  # a follower: CLUSTER_ACTION allows every topic
+        follower_allowed = access.authorize(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER)
     for topic in request.topics:
         if ctx.api_version >= TOPIC_IDS_FROM:
             topic_id = topic.topic_id or ZERO_UUID  # kio reads the zero uuid as None; no topic has it
             record = ctx.topics.topic_by_id(topic_id)
-            resolved.append((record.name if record else None, topic_id, topic.partitions, record.name if record else ""))
+            entry = (record.name if record else None, topic_id, topic.partitions, record.name if record else "")
         else:
             record = ctx.metadata.topics.get(topic.topic)
-            resolved.append((topic.topic if record else None, record.topic_id if record else None, topic.partitions, topic.topic))
+            entry = (topic.topic if record else None, record.topic_id if record else None, topic.partitions, topic.topic)
+        allowed = follower_allowed if replica_id >= 0 else access.authorize(
+            AclOperation.READ, ResourceType.TOPIC, entry[0] or entry[3])
+        resolved.append((*entry, None) if allowed else (None, *entry[1:], ErrorCode.topic_authorization_failed))
     return resolved
 
 
@@ -76,13 +88,13 @@ def _read(ctx: RequestContext, request, wanted: list) -> tuple[list, int, bool]:
     total_bytes = 0
     any_error = False
     topics = []
-    for name, topic_id, partitions, label in wanted:
+    for name, topic_id, partitions, label, denied in wanted:
         results = []
         for p in partitions:
             partition = replicas.get(name, p.partition) if name is not None else None
             if partition is None:
                 unknown = ErrorCode.unknown_topic_id if version >= TOPIC_IDS_FROM else ErrorCode.unknown_topic_or_partition
-                results.append(PartitionData(p.partition, unknown))
+                results.append(PartitionData(p.partition, denied or unknown))
                 any_error = True
                 continue
             read = partition.read(p.fetch_offset, max(0, min(p.partition_max_bytes, budget - total_bytes)),

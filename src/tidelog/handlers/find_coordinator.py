@@ -21,6 +21,7 @@ from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode
 from tidelog.protocol.topics import CONSUMER_OFFSETS, SHARE_GROUP_STATE
+from tidelog.security.acl import AclOperation, ResourceType
 
 API_KEY = 10
 KEY_TYPE_GROUP = 0
@@ -35,21 +36,27 @@ def _coordinator(ctx: RequestContext, key_type: int = KEY_TYPE_GROUP) -> tuple[i
     topic = SHARE_GROUP_STATE if key_type == KEY_TYPE_SHARE else CONSUMER_OFFSETS
     state = ctx.metadata.partitions.get((topic, 0))
     leader = ctx.metadata.brokers.get(state.leader) if state is not None else None
-    if leader is None:
+    address = leader.endpoint(ctx.listener) if leader is not None else None  # the client's listener's
+    if address is None:
         return -1, "", -1
-    return leader.node_id, leader.host, leader.port
+    return leader.node_id, *address
 
 
 def _lookup(ctx: RequestContext, key_type: int, key: str) -> tuple[ErrorCode, str | None, tuple[int, str, int]]:
     """(error, message, (node id, host, port)) for one key."""
     none = (-1, "", -1)
+    if key_type == KEY_TYPE_GROUP and not ctx.access.authorize(AclOperation.DESCRIBE, ResourceType.GROUP, key):
+        return ErrorCode.group_authorization_failed, None, none
     if key_type == KEY_TYPE_TRANSACTION:
         if not key:
             return ErrorCode.invalid_request, "Empty transactional id", none
+        if not ctx.access.authorize(AclOperation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, key):
+            return ErrorCode.transactional_id_authorization_failed, None, none
         error, broker = ctx.transactions.coordinator_for(key)
-        if error is not ErrorCode.none:
-            return error, "The coordinator is not available", none
-        return ErrorCode.none, None, (broker.node_id, broker.host, broker.port)
+        address = broker.endpoint(ctx.listener) if error is ErrorCode.none else None
+        if address is None:
+            return error or ErrorCode.coordinator_not_available, "The coordinator is not available", none
+        return ErrorCode.none, None, (broker.node_id, *address)
     if key_type not in (KEY_TYPE_GROUP, KEY_TYPE_SHARE):
         return ErrorCode.invalid_request, f"Unknown key type {key_type}", none
     node = _coordinator(ctx, key_type)

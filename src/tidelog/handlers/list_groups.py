@@ -17,6 +17,7 @@ from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode
 from tidelog.queues.share_group import GROUP_TYPE_SHARE, PROTOCOL_TYPE_SHARE
+from tidelog.security.acl import AclOperation, ResourceType
 
 API_KEY = 16
 
@@ -28,6 +29,10 @@ async def handle(ctx: RequestContext, request) -> object:
     listed = ctx.groups.admin.list_groups(states, types)
     if ctx.shares is not None and (not types or GROUP_TYPE_SHARE in {t.lower() for t in types}):
         listed += [(g.group_id, PROTOCOL_TYPE_SHARE, g.state, GROUP_TYPE_SHARE) for g in ctx.shares.list_groups(states)]
+    if not ctx.access.authorize(AclOperation.DESCRIBE, ResourceType.CLUSTER, log_if_denied=False):
+        visible = ctx.access.authorized(AclOperation.DESCRIBE, ResourceType.GROUP, (g[0] for g in listed),
+                                        log_if_denied=False)
+        listed = [g for g in listed if g[0] in visible]
     groups = tuple(
         build(module.ListedGroup, group_id=group_id, protocol_type=protocol_type, group_state=state, group_type=group_type)
         for group_id, protocol_type, state, group_type in listed

@@ -20,6 +20,7 @@ from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import CorruptRecords
+from tidelog.security.acl import AclOperation, ResourceType
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +62,13 @@ async def handle(ctx: RequestContext, request) -> object:
     topics = []
     for topic in request.topics:
         partitions = []
+        describable = ctx.access.authorize(AclOperation.DESCRIBE, ResourceType.TOPIC, topic.name)
         for p in topic.partitions:
-            partition = ctx.replicas.get(topic.name, p.partition_index)
+            partition = ctx.replicas.get(topic.name, p.partition_index) if describable else None
             leader_epoch = -1
-            if partition is None:
+            if not describable:
+                error, (offset, timestamp) = ErrorCode.topic_authorization_failed, (-1, -1)
+            elif partition is None:
                 error, (offset, timestamp) = ErrorCode.unknown_topic_or_partition, (-1, -1)
             else:
                 error = partition.leader_error(getattr(p, "current_leader_epoch", -1))

@@ -8,8 +8,13 @@ Topics requested by id (v12+) that do not exist get UNKNOWN_TOPIC_ID. v10 and v1
 id field but Kafka serves ids only from v12: a v10/v11 topic with a null name or a non-zero id
 makes the whole request INVALID_REQUEST (every topic answered with it, a null name as "", as
 Kafka's error response does).
+Authorization: all topics lists only those the principal may DESCRIBE; a named topic without
+DESCRIBE is TOPIC_AUTHORIZATION_FAILED (with a zero id, existing or not), as is a topic to
+auto-create without CREATE on the cluster or the topic. The authorized operations (v8+) are
+reported when asked for. Brokers are given at their advertised address for the listener the
+request came in on.
 Versions: 0-13. Errors: UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, INVALID_TOPIC_EXCEPTION,
-INVALID_REQUEST.
+INVALID_REQUEST, TOPIC_AUTHORIZATION_FAILED.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.topics import INTERNAL_TOPICS
+from tidelog.security.acl import AclOperation, ResourceType
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +58,7 @@ def _partition(module, ctx, record: TopicRecord, index: int):
     )
 
 
-def describe_topic(module, ctx: RequestContext, record: TopicRecord):
+def describe_topic(module, ctx: RequestContext, record: TopicRecord, include_operations: bool = False):
     return build(
         module.MetadataResponseTopic,
         error_code=ErrorCode.none,
@@ -60,7 +66,8 @@ def describe_topic(module, ctx: RequestContext, record: TopicRecord):
         topic_id=record.topic_id,
         is_internal=record.name in INTERNAL_TOPICS,
         partitions=tuple(_partition(module, ctx, record, i) for i in range(record.partitions)),
-        topic_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+        topic_authorized_operations=ctx.access.authorized_operations(ResourceType.TOPIC, record.name)
+        if include_operations else AUTHORIZED_OPERATIONS_OMITTED,
     )
 
 
@@ -82,12 +89,19 @@ async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, version)
     allow_auto_create = getattr(request, "allow_auto_topic_creation", True)
     requested = request.topics
+    operations = getattr(request, "include_topic_authorized_operations", False)
+    cluster_operations = getattr(request, "include_cluster_authorized_operations", False)
+    access = ctx.access
     invalid = _topic_id_misuse(requested, version)
     if invalid is not None:
         logger.warning("Metadata v%d from %s is INVALID_REQUEST: %s", version, ctx.peer, invalid)
         topics = [topic_error(module, ErrorCode.invalid_request, wanted.name or "", wanted.topic_id) for wanted in requested]
     elif requested is None or (version == 0 and not requested):
-        return _all_topics(module, ctx, version)
+        if access.authorizer is None and not operations:
+            return _all_topics(module, ctx, version, cluster_operations)
+        records = ctx.metadata.topics
+        visible = access.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, records, log_if_denied=False)
+        topics = [describe_topic(module, ctx, record, operations) for name, record in records.items() if name in visible]
     else:
         topics = []
         for wanted in requested:
@@ -95,11 +109,20 @@ async def handle(ctx: RequestContext, request) -> object:
             topic_id = getattr(wanted, "topic_id", None)
             if name is None and topic_id is not None and topic_id != ZERO_UUID:
                 record = ctx.topics.topic_by_id(topic_id)
-                topics.append(
-                    describe_topic(module, ctx, record) if record else topic_error(module, ErrorCode.unknown_topic_id, None, topic_id)
-                )
+                if record is not None and not access.authorize(AclOperation.DESCRIBE, ResourceType.TOPIC, record.name):
+                    record = None
+                topics.append(describe_topic(module, ctx, record, operations) if record
+                              else topic_error(module, ErrorCode.unknown_topic_id, None, topic_id))
+                continue
+            if not access.authorize(AclOperation.DESCRIBE, ResourceType.TOPIC, name):
+                topics.append(topic_error(module, ErrorCode.topic_authorization_failed, name))
                 continue
             record = ctx.metadata.topics.get(name)
+            if record is None and allow_auto_create and not (
+                    access.authorize(AclOperation.CREATE, ResourceType.CLUSTER, log_if_denied=False)
+                    or access.authorize(AclOperation.CREATE, ResourceType.TOPIC, name)):
+                topics.append(topic_error(module, ErrorCode.topic_authorization_failed, name))
+                continue
             if record is None and allow_auto_create:
                 try:
                     record = await ctx.topics.auto_create_topic(name)
@@ -109,11 +132,11 @@ async def handle(ctx: RequestContext, request) -> object:
             if record is None:
                 topics.append(topic_error(module, ErrorCode.unknown_topic_or_partition, name))
             else:
-                topics.append(describe_topic(module, ctx, record))
-    return _response(module, ctx, topics)
+                topics.append(describe_topic(module, ctx, record, operations))
+    return _response(module, ctx, topics, cluster_operations)
 
 
-def _all_topics(module, ctx: RequestContext, version: int):
+def _all_topics(module, ctx: RequestContext, version: int, cluster_operations: bool = False):
     """Every topic, from the cached encoded entries (metadata_cache.py): thousands of
     partitions are not built and encoded again for each request."""
     metadata = ctx.metadata
@@ -125,9 +148,10 @@ def _all_topics(module, ctx: RequestContext, version: int):
         entries.append(cache.entry(version, record.name, stamp, lambda: describe_topic(module, ctx, record),
                                    module.MetadataResponseTopic))
     cache.prune(metadata.topics)
-    parts = metadata_cache.splice(_response(module, ctx, []), entries)
+    parts = metadata_cache.splice(_response(module, ctx, [], cluster_operations), entries)
     if parts is None:
-        return _response(module, ctx, [describe_topic(module, ctx, record) for record in metadata.topics.values()])
+        return _response(module, ctx, [describe_topic(module, ctx, record) for record in metadata.topics.values()],
+                         cluster_operations)
     return parts
 
 
@@ -143,11 +167,20 @@ def _topic_id_misuse(requested, version: int) -> str | None:
     return None
 
 
-def _response(module, ctx, topics: list):
-    brokers = tuple(
-        build(module.MetadataResponseBroker, node_id=b.node_id, host=b.host, port=b.port, rack=b.rack)
-        for b in sorted(ctx.metadata.brokers.values(), key=lambda b: b.node_id)
-    )
+def reachable_brokers(ctx: RequestContext) -> list[tuple[int, str, int, str | None]]:
+    """The live brokers as ``(node id, host, port, rack)`` at their advertised address for the
+    listener the request came in on; a broker without that listener is left out, as Kafka does."""
+    result = []
+    for b in sorted(ctx.metadata.brokers.values(), key=lambda b: b.node_id):
+        address = b.endpoint(ctx.listener)
+        if address is not None:
+            result.append((b.node_id, address[0], address[1], b.rack))
+    return result
+
+
+def _response(module, ctx, topics: list, cluster_operations: bool = False):
+    brokers = tuple(build(module.MetadataResponseBroker, node_id=node_id, host=host, port=port, rack=rack)
+                    for node_id, host, port, rack in reachable_brokers(ctx))
     controller_id = ctx.metadata.controller_id
     return build(
         module.MetadataResponse,
@@ -156,6 +189,7 @@ def _response(module, ctx, topics: list):
         cluster_id=ctx.metadata.cluster_id,
         controller_id=controller_id,
         topics=tuple(topics),
-        cluster_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+        cluster_authorized_operations=ctx.access.cluster_authorized_operations()
+        if cluster_operations else AUTHORIZED_OPERATIONS_OMITTED,
         error_code=ErrorCode.none,
     )

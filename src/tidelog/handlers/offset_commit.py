@@ -21,6 +21,7 @@ import datetime
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode
+from tidelog.security.acl import AclOperation, ResourceType
 
 API_KEY = 8
 
@@ -40,9 +41,12 @@ async def handle(ctx: RequestContext, request) -> object:
     offsets: dict[tuple[str, int], tuple[int, int, str | None]] = {}
     for topic in request.topics:
         record = ctx.metadata.topics.get(topic.name)
+        readable = ctx.access.authorize(AclOperation.READ, ResourceType.TOPIC, topic.name)
         for p in topic.partitions:
             key = (topic.name, p.partition_index)
-            if record is None or not 0 <= p.partition_index < record.partitions:
+            if not readable:
+                errors[key] = ErrorCode.topic_authorization_failed
+            elif record is None or not 0 <= p.partition_index < record.partitions:
                 errors[key] = ErrorCode.unknown_topic_or_partition
             else:
                 offsets[key] = (p.committed_offset, getattr(p, "committed_leader_epoch", -1), p.committed_metadata)

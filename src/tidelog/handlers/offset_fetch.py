@@ -19,6 +19,7 @@ import datetime
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode
+from tidelog.security.acl import AclOperation, ResourceType
 
 API_KEY = 9
 
@@ -32,6 +33,8 @@ def _group_topics(ctx: RequestContext, module, group_id: str, topics, partition_
         wanted = [(t.name, p) for t in topics for p in t.partition_indexes]
     if not group_id and ctx.api_version >= 2:
         return ErrorCode.invalid_group_id, ()
+    if not ctx.access.authorize(AclOperation.DESCRIBE, ResourceType.GROUP, group_id):
+        return ErrorCode.group_authorization_failed, ()
     coordinator_error = ctx.group_coordinator_error()
     if coordinator_error is not None:
         if ctx.api_version >= 2 or wanted is None:
@@ -47,8 +50,17 @@ def _group_topics(ctx: RequestContext, module, group_id: str, topics, partition_
             return error, ()
     entries = ctx.groups.offsets.fetch_offsets(group_id, wanted)
     pending = ctx.groups.offsets.pending_txn
+    # Topics without DESCRIBE: left out of an all-topics answer, TOPIC_AUTHORIZATION_FAILED when named.
+    visible = ctx.access.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, {t for t, _, _ in entries},
+                                    log_if_denied=wanted is not None)
     by_topic: dict[str, list] = {}
     for topic, partition, committed in entries:
+        if topic not in visible:
+            if wanted is not None:
+                by_topic.setdefault(topic, []).append(build(
+                    partition_cls, partition_index=partition, committed_offset=-1, committed_leader_epoch=-1,
+                    metadata="", error_code=ErrorCode.topic_authorization_failed))
+            continue
         if require_stable and pending.has_pending(group_id, topic, partition):
             by_topic.setdefault(topic, []).append(build(
                 partition_cls, partition_index=partition, committed_offset=-1, committed_leader_epoch=-1, metadata="",

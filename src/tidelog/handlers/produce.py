@@ -19,7 +19,8 @@ Errors: UNSUPPORTED_VERSION, INVALID_REQUIRED_ACKS, UNSUPPORTED_COMPRESSION_TYPE
 CORRUPT_MESSAGE (framing, CRC, a payload its codec cannot decompress), INVALID_RECORD (a malformed
 record, as Kafka; a record without a key on a compacted topic), INVALID_TIMESTAMP, MESSAGE_TOO_LARGE, UNSUPPORTED_FOR_MESSAGE_FORMAT,
 OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE, KAFKA_STORAGE_ERROR,
-TRANSACTIONAL_ID_AUTHORIZATION_FAILED (a transactional batch without the request's transactional id).
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED (a transactional batch without the request's transactional id),
+TOPIC_AUTHORIZATION_FAILED (no WRITE on the topic).
 Transactions: a transactional batch opens the producer's transaction in the partition (the
 coordinator is asked first whether the partition was added, when it is this broker); it stays
 invisible to read_committed consumers until its COMMIT marker.
@@ -39,6 +40,7 @@ from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.produce import PartitionResult, decode_produce_request, encode_produce_response
 from tidelog.protocol.records import BATCH_HEADER_SIZE, InvalidBatch, parse_batch_header
+from tidelog.security.acl import AclOperation, ResourceType
 from tidelog.txn.coordinator import verification_error
 
 if TYPE_CHECKING:
@@ -105,8 +107,12 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
     appended = []  # (topic position, partition position, partition, end offset)
     for topic in request.topics:
         record = ctx.metadata.topics.get(topic.name)
+        writable = ctx.access.authorize(AclOperation.WRITE, ResourceType.TOPIC, topic.name)
         topic_results = []
         for partition in topic.partitions:
+            if not writable:
+                topic_results.append(PartitionResult(partition.index, ErrorCode.topic_authorization_failed))
+                continue
             if record is None or not 0 <= partition.index < record.partitions:
                 topic_results.append(PartitionResult(partition.index, ErrorCode.unknown_topic_or_partition))
                 continue

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from tidelog.protocol.errors import ErrorCode
     from tidelog.protocol.wire import RequestHeader
     from tidelog.queues.share_groups import ShareGroups
+    from tidelog.security.authorizer import Access
+    from tidelog.security.records import SecurityRecords
     from tidelog.storage.manager import LogManager
     from tidelog.txn.service import TransactionService
 
@@ -66,6 +68,12 @@ class RequestContext:
     new_producer_id: Callable[[], Awaitable[int]] = None  # an id never handed out before in the cluster
     shares: "ShareGroups" = None  # share groups (KIP-932): membership, sessions, share-partitions
     transactions: "TransactionService" = None  # the transaction coordinator and marker writes
+    # The listener the request came in on (Metadata answers with its advertised addresses).
+    listener: str = ""
+    # Who asks, from where, and what they may do (docs/security.md): ``access.principal``,
+    # ``access.authorize(operation, resource_type, name)``.
+    access: "Access" = None
+    security_records: "SecurityRecords" = None  # SCRAM credentials, ACLs, client quotas
 
     @property
     def api_version(self) -> int:

@@ -25,6 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tidelog.http.api import Api
+from tidelog.http.auth import authenticate
 from tidelog.http.errors import PREFIX, error_response, json_errors
 from tidelog.http.openapi import openapi_document
 
@@ -94,7 +95,8 @@ def make_app(broker: "Broker") -> web.Application:
     async def console(_request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
-    app = web.Application(middlewares=[count_requests(broker), json_errors, api_when_serving(broker)],
+    app = web.Application(middlewares=[count_requests(broker), authenticate(broker), json_errors,
+                                       api_when_serving(broker)],
                           client_max_size=64 * 1024 * 1024)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/health", health)
@@ -137,10 +139,12 @@ class HttpServer:
     async def start(self) -> None:
         self._runner = web.AppRunner(make_app(self.broker), access_log=None)
         await self._runner.setup()
-        await web.SockSite(self._runner, self._socket).start()
+        tls = self.broker.tls if self.broker.config["http.ssl.enable"] else None
+        await web.SockSite(self._runner, self._socket, ssl_context=tls.context if tls else None).start()
         host = f"[{self.host}]" if ":" in self.host else self.host
-        logger.info("HTTP listener on %s:%d: console http://%s:%d/, API %s, /metrics, /health, /ready",
-                    self.host, self.port, host, self.port, PREFIX)
+        scheme = "https" if tls else "http"
+        logger.info("HTTP listener on %s:%d: console %s://%s:%d/, API %s, /metrics, /health, /ready",
+                    self.host, self.port, scheme, host, self.port, PREFIX)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -119,7 +119,7 @@ class ScramStorePasswords:
             if credential is None:
                 continue
             key = (username, hmac.digest(self._key, password.encode("utf-8"), "sha256"))
-            if self._verified.get(key) is credential:
+            if self._verified.get(key) == credential:  # the store may make a new object per read
                 return True
             if credential.matches_password(mechanism, password):
                 if len(self._verified) >= self.cache_size:

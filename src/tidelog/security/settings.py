@@ -1,63 +1,29 @@
 """The broker settings of the security model, with Kafka's names, parsed and checked together.
 
-``SECURITY_CONFIGS`` are ``ConfigDef``s to add to ``tidelog.config.BROKER_CONFIGS`` when the
-model is wired in (``advertised.listeners`` is already there). ``SecuritySettings.from_config``
-turns the resolved values into the objects the broker needs, or raises a one-line
-``ConfigError`` naming the setting and where its value came from.
+Their ``ConfigDef``s are ``tidelog.config.SECURITY_CONFIGS`` (part of the broker's settings).
+``SecuritySettings.from_config`` turns the resolved values into the objects the broker needs,
+or raises a one-line ``ConfigError`` naming the setting and where its value came from.
 
 Tidelog's conveniences over Kafka: an empty ``listeners`` is one PLAINTEXT listener on the
-``--host``/``--port`` of ``tidelog serve`` (today's one-command start); an
+``--host``/``--port`` of ``tidelog serve`` (today's one-command start; a wildcard ``--host``
+listens on every interface and advertises this host's name); an
 ``advertised.listeners`` of ``host:port`` without a listener name, with one listener, is that
 listener's; with one listener and no inter-broker setting, brokers use that listener.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tidelog.config import ConfigDef, ConfigError
+from tidelog.config import SECURITY_CONFIGS, ConfigError
 from tidelog.security.authorizer import Authorizer
-from tidelog.security.principal import DEFAULT_PROTOCOL_MAP, KafkaPrincipal, ListenerConfig, resolve_listeners
+from tidelog.security.principal import KafkaPrincipal, ListenerConfig, resolve_listeners
 from tidelog.security.quotas import QuotaManagers
-from tidelog.security.sasl import MAX_RECEIVE_SIZE_BEFORE_AUTHENTICATION
 from tidelog.security.sasl_mechanisms import SUPPORTED_MECHANISMS, PlainUsersFile, SaslMechanisms
 from tidelog.security.scram_credentials import CredentialStore
-
-# Kafka's authorizer class names; either turns the ACL authorizer on.
-AUTHORIZER_CLASS_NAMES = ("", "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-                          "kafka.security.authorizer.AclAuthorizer")
-
-SECURITY_CONFIGS: tuple[ConfigDef, ...] = (
-    ConfigDef("listeners", "STRING", "", "NAME://host:port,... to listen on; empty: PLAINTEXT on --host/--port.",
-              read_only=True),
-    ConfigDef("listener.security.protocol.map", "STRING", DEFAULT_PROTOCOL_MAP,
-              "NAME:PROTOCOL,... (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) for each listener name.", read_only=True),
-    ConfigDef("inter.broker.listener.name", "STRING", "", "The listener brokers reach each other on.", read_only=True),
-    ConfigDef("security.inter.broker.protocol", "STRING", "",
-              "Instead of inter.broker.listener.name: the listener named after this protocol.", read_only=True),
-    ConfigDef("sasl.enabled.mechanisms", "LIST", ",".join(SUPPORTED_MECHANISMS),
-              "SASL mechanisms offered on SASL listeners.", read_only=True),
-    ConfigDef("sasl.plain.users.file", "STRING", "",
-              "PLAIN users as username:password lines; empty: PLAIN checks the SCRAM credentials.", read_only=True),
-    ConfigDef("sasl.server.max.receive.size", "INT", MAX_RECEIVE_SIZE_BEFORE_AUTHENTICATION,
-              "Largest frame accepted before a client has authenticated.", minimum=1, read_only=True),
-    ConfigDef("connections.max.reauth.ms", "LONG", 0,
-              "SASL sessions last this long; clients re-authenticate (KIP-368) or are disconnected. 0: forever.",
-              minimum=0, read_only=True),
-    ConfigDef("connection.failed.authentication.delay.ms", "INT", 100,
-              "How long a connection whose authentication failed is held before it is closed.", minimum=0,
-              read_only=True),
-    ConfigDef("authorizer.class.name", "STRING", "", "A Kafka authorizer class name turns ACLs on; empty: off.",
-              choices=AUTHORIZER_CLASS_NAMES, read_only=True),
-    ConfigDef("super.users", "STRING", "", "Principals allowed everything, separated by ';' (User:admin;User:broker).",
-              read_only=True),
-    ConfigDef("allow.everyone.if.no.acl.found", "BOOLEAN", False,
-              "Allow any principal on a resource that has no ACL at all.", read_only=True),
-    ConfigDef("quota.window.num", "INT", 11, "Samples kept to measure client quota rates.", minimum=1, read_only=True),
-    ConfigDef("quota.window.size.seconds", "INT", 1, "Length of each client quota sample.", minimum=1, read_only=True),
-)
 
 # Longest first, so "advertised.listeners" is found before "listeners".
 _SETTING_NAMES = sorted([d.name for d in SECURITY_CONFIGS] + ["advertised.listeners"], key=len, reverse=True)
@@ -78,11 +44,45 @@ def parse_super_users(text: str) -> frozenset[str]:
 
 
 def _with_source(error: ConfigError, sources: Mapping[str, str]) -> ConfigError:
+    """Add where the named setting came from: a source ("flag") or an origin ("from --set")."""
     message = str(error)
     named = [n for n in _SETTING_NAMES if message.startswith(n)] or [n for n in _SETTING_NAMES if n in message]
     if named and named[0] in sources:
-        return ConfigError(f"{message} (from {sources[named[0]]})")
+        source = sources[named[0]]
+        return ConfigError(f"{message} ({source if source.startswith(('from ', 'in ')) else f'from {source}'})")
     return error
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """The ``ssl.*`` settings of the SSL and SASL_SSL listeners (PEM files)."""
+
+    keystore: Path
+    key_password: str | None
+    truststore: Path | None
+    client_auth: str  # none | requested | required
+    protocols: tuple[str, ...]
+    cipher_suites: str  # OpenSSL's cipher list syntax; "" for its defaults
+
+    @classmethod
+    def from_config(cls, values: Mapping, tls_listeners: list[str]) -> "TlsSettings | None":
+        if not tls_listeners and not values.get("http.ssl.enable"):
+            return None
+        keystore = values["ssl.keystore.location"].strip()
+        if not keystore:
+            who = f"the TLS listener {tls_listeners[0]}" if tls_listeners else "http.ssl.enable"
+            raise ConfigError(f"ssl.keystore.location: {who} needs a PEM file with the "
+                              f"broker's certificate chain and private key")
+        truststore = values["ssl.truststore.location"].strip()
+        client_auth = values["ssl.client.auth"]
+        if client_auth != "none" and not truststore:
+            raise ConfigError(f"ssl.client.auth: {client_auth} needs ssl.truststore.location (the CA certificates "
+                              f"client certificates are checked against)")
+        protocols = tuple(p for p in values["ssl.enabled.protocols"].split(",") if p)
+        if not protocols:
+            raise ConfigError("ssl.enabled.protocols: at least one of TLSv1.2, TLSv1.3 is needed")
+        return cls(Path(keystore), values["ssl.key.password"] or None, Path(truststore) if truststore else None,
+                   client_auth, protocols, values["ssl.cipher.suites"].replace(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,7 @@ class SecuritySettings:
     allow_everyone_if_no_acl_found: bool
     quota_window_num: int
     quota_window_size_seconds: int
+    tls: TlsSettings | None = None  # None without an SSL or SASL_SSL listener
 
     @classmethod
     def from_config(cls, values: Mapping, sources: Mapping[str, str] | None = None, host: str = "127.0.0.1",
@@ -110,13 +111,17 @@ class SecuritySettings:
 
     @classmethod
     def _from_config(cls, values: Mapping, host: str, port: int) -> "SecuritySettings":
-        listeners = values["listeners"].strip() or f"PLAINTEXT://{host}:{port}"
+        every_interface = host in ("", "0.0.0.0", "::")
+        listeners = values["listeners"].strip() or f"PLAINTEXT://{'' if every_interface else host}:{port}"
+        # An advertised endpoint without a host (from a listener on every interface): this
+        # host's name, as Kafka advertises its canonical host name; otherwise --host.
+        default_host = socket.gethostname() if every_interface else host
         advertised = values.get("advertised.listeners", "").strip()
         if advertised and "://" not in advertised and "," not in listeners:
             advertised = f"{listeners.split('://')[0]}://{advertised}"
         listener_config = resolve_listeners(
             listeners, advertised, values["listener.security.protocol.map"], values["inter.broker.listener.name"],
-            values["security.inter.broker.protocol"], default_host=host)
+            values["security.inter.broker.protocol"], default_host=default_host)
         mechanisms = tuple(m.strip() for m in values["sasl.enabled.mechanisms"].split(",") if m.strip())
         if any(e.security_protocol.uses_sasl for e in listener_config.listeners):
             unknown = [m for m in mechanisms if m not in SUPPORTED_MECHANISMS]
@@ -124,6 +129,7 @@ class SecuritySettings:
                 raise ConfigError(f"sasl.enabled.mechanisms: {', '.join(unknown) or 'none'} not supported on a SASL "
                                   f"listener; supported: {', '.join(SUPPORTED_MECHANISMS)}")
         users_file = values["sasl.plain.users.file"].strip()
+        tls_listeners = [e.listener_name for e in listener_config.listeners if e.security_protocol.uses_tls]
         return cls(
             listeners=listener_config,
             sasl_enabled_mechanisms=mechanisms,
@@ -136,6 +142,7 @@ class SecuritySettings:
             allow_everyone_if_no_acl_found=values["allow.everyone.if.no.acl.found"],
             quota_window_num=values["quota.window.num"],
             quota_window_size_seconds=values["quota.window.size.seconds"],
+            tls=TlsSettings.from_config(values, tls_listeners),
         )
 
     def authorizer(self) -> Authorizer | None:

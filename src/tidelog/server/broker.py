@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import resource
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from tidelog.cluster.metadata import BrokerInfo, ClusterIdMismatch, EmbeddedMeta
 from tidelog.cluster.partition import log_config_for
 from tidelog.cluster.replica_manager import ReplicaManager
 from tidelog.cluster.topics import MAX_PARTITIONS, TopicAdmin
-from tidelog.config import BrokerConfig
+from tidelog.config import BrokerConfig, ConfigError
 from tidelog.groups.coordinator import GroupCoordinator, GroupSettings
 from tidelog.groups.offsets_topic import ConsumerOffsetsTopic
 from tidelog.groups.offsets_topic import PARTITIONS as OFFSETS_PARTITIONS
@@ -41,9 +40,15 @@ from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.record_walk import RECORD_WALK
 from tidelog.protocol.topics import SHARE_GROUP_STATE
 from tidelog.queues.share_groups import ShareGroups, state_topic_configs
+from tidelog.security.authorizer import Access
+from tidelog.security.principal import ANONYMOUS, Endpoint, KafkaPrincipal
+from tidelog.security.records import SecurityRecords
+from tidelog.security.sasl_mechanisms import SaslMechanisms
+from tidelog.security.settings import SecuritySettings
 from tidelog.server.connection import KafkaConnection
 from tidelog.server.data_dir import DataDirError, DataDirLock
 from tidelog.server.gauges import refresh_gauges
+from tidelog.server.listeners import KafkaListeners, ServerTls
 from tidelog.server.request_memory import RequestMemory
 from tidelog.server.resources import (ResourceMonitor, memory_limit_bytes, open_file_count, partition_capacity,
                                       raise_open_files_limit, segment_file_capacity)
@@ -81,7 +86,15 @@ class Broker:
         self.host = host
         self.port = port
         self.node_id: int = config["node.id"]
-        self._advertised = parse_advertised_listener(config["advertised.listeners"])
+        try:  # the listeners, TLS, SASL, ACLs and quotas (docs/security.md)
+            self.security = SecuritySettings.from_config(config.values, config.origins, host, port)
+        except ConfigError as e:
+            raise StartupError(str(e)) from None
+        self.listeners: KafkaListeners | None = None
+        self.tls: ServerTls | None = None
+        self.sasl_mechanisms: SaslMechanisms | None = None  # made at start when a listener uses SASL
+        self.authorizer = self.security.authorizer()  # None without authorizer.class.name: no ACLs
+        self.quotas = self.security.quota_managers()  # client quotas, from the metadata store
         self._cluster_url = cluster
         self._lock = DataDirLock(self.data_dir)
         # What the start is doing now (/ready reports it); None once started.
@@ -104,13 +117,14 @@ class Broker:
             self.controller = Controller(self.node_id, self.metadata, config, self._create_offsets_topic)
         else:
             self.metadata = EmbeddedMetadataStore(self.data_dir, self.node_id)
+        # SCRAM credentials, ACLs and client quotas, kept in the metadata store.
+        self.security_records = SecurityRecords(self.metadata)
         self.readiness_checks += [self._registration_check, self._metadata_applied_check]
         self.replicas: ReplicaManager | None = None
         self.topics: TopicAdmin | None = None
         self.logs: LogManager | None = None
         self.connections: set = set()
         self.started_at_ms = int(time.time() * 1000)
-        self._server: asyncio.base_events.Server | None = None
         self.resources = ResourceMonitor(resource.getrlimit(resource.RLIMIT_NOFILE)[0], self.data_dir, self.metrics)
         self.partition_capacity = MAX_PARTITIONS
         self.groups = GroupCoordinator(GroupSettings.from_config(config),
@@ -124,14 +138,24 @@ class Broker:
         self._producer_id_lock = asyncio.Lock()
         self._seen_controller = -1
 
+    def advertised_endpoints(self) -> tuple[Endpoint, ...]:
+        """What clients and brokers are told, per listener (``advertised.listeners``, else the
+        listeners), with the ports bound listeners got."""
+        return self.listeners.advertised() if self.listeners is not None else self.security.listeners.advertised
+
+    @property
+    def _inter_broker(self) -> Endpoint:
+        name = self.security.listeners.inter_broker_listener_name
+        return next(e for e in self.advertised_endpoints() if e.listener_name == name)
+
     @property
     def advertised_host(self) -> str:
-        """The host clients are told to connect to (``advertised.listeners``, else the listen host)."""
-        return self._advertised[0] if self._advertised else self.host
+        """The host other brokers reach this one on (the inter-broker listener's advertised host)."""
+        return self._inter_broker.host or self.host
 
     @property
     def advertised_port(self) -> int:
-        return self._advertised[1] if self._advertised else self.port
+        return self._inter_broker.port
 
     @property
     def cluster_id(self) -> str:
@@ -159,6 +183,17 @@ class Broker:
         await self._bind_listeners()
         self.startup_phase = "loading metadata"
         await self._start_metadata()
+        self.quotas.update(self.security_records.client_quotas())
+        self.metadata.add_listener(self._on_security_change)
+        if self.authorizer is not None:
+            self.authorizer.load(self.security_records.acl_bindings())
+            logger.info("ACLs on: %d bindings, super users %s", self.authorizer.acl_count,
+                        ", ".join(sorted(self.security.super_users)) or "none")
+        if any(e.security_protocol.uses_sasl for e in self.security.listeners.listeners):
+            try:
+                self.sasl_mechanisms = self.security.sasl_mechanisms(self.security_records)
+            except ConfigError as e:
+                raise StartupError(str(e)) from None
         self._size_resources()
         logger.info("Tidelog %s: broker %d, data dir %s", __version__, self.node_id, self.data_dir.absolute())
         if self.http is not None:
@@ -209,9 +244,11 @@ class Broker:
                 await self._groups_loading
             self.startup_phase = "loading share groups"
             await self.shares.wait_loaded()
-        await self._server.start_serving()
-        logger.info("Kafka listener on %s:%d%s", self.host, self.port,
-                    f" (advertised as {self.advertised_host}:{self.advertised_port})" if self._advertised else "")
+        await self.listeners.start_serving()
+        for bound, advertised in zip(self.listeners.bound.values(), self.advertised_endpoints()):
+            logger.info("Kafka listener on %s:%d (%s%s)%s", bound.host or "*", bound.port, bound.listener_name,
+                        "" if bound.listener_name == bound.security_protocol.name else f", {bound.security_protocol.name}",
+                        "" if advertised == bound else f", advertised as {advertised}")
         if self.controller is not None:
             self.startup_phase = "joining the cluster"
             try:
@@ -261,16 +298,21 @@ class Broker:
     async def _bind_listeners(self) -> None:
         """Bind the Kafka and HTTP sockets without serving either, so that a port in use stops
         the start before any client gets an answer."""
-        loop = asyncio.get_running_loop()
+        try:  # the TLS of the Kafka listeners and the HTTP side, one certificate
+            self.tls = ServerTls(self.security.tls) if self.security.tls is not None else None
+        except ConfigError as e:
+            raise StartupError(str(e)) from None
+        self.listeners = KafkaListeners(self.security.listeners, self.tls, lambda endpoint: KafkaConnection(self, endpoint))
         try:
-            self._server = await loop.create_server(
-                lambda: KafkaConnection(self), self.host, self.port, reuse_address=True, backlog=1024, start_serving=False
-            )
+            await self.listeners.bind()
         except OSError as e:
-            raise StartupError(f"cannot listen for Kafka on {self.host}:{self.port} (--host, --port): {_why(e)}") from None
-        sockets = self._server.sockets or []
-        if sockets and self.port == 0:
-            self.port = sockets[0].getsockname()[1]
+            endpoint = e.listener
+            where = ("--host, --port" if not self.config["listeners"]
+                     else f"listener {endpoint.listener_name} of {self.config.describe('listeners')}")
+            raise StartupError(f"cannot listen for Kafka on {endpoint.host or '*'}:{endpoint.port} ({where}): "
+                               f"{_why(e)}") from None
+        first = next(iter(self.listeners.bound.values()))
+        self.host, self.port = first.host or self.host, first.port
         if self._http_listener is not None:
             self.http = self._http_listener(self)
             try:
@@ -290,8 +332,8 @@ class Broker:
     async def _abort_start(self) -> None:
         """Undo a start that failed: stop serving, close the metadata store, release the lock.
         The logs are left as they are (the next start recovers them)."""
-        if self._server is not None:
-            self._server.close()
+        if self.listeners is not None:
+            self.listeners.close()
         if self.http is not None:
             await self.http.stop()
         try:
@@ -312,13 +354,14 @@ class Broker:
     @property
     def serving(self) -> bool:
         """The logs are open and the Kafka listener serves (the HTTP API may use the broker)."""
-        return self._server is not None and self._server.is_serving()
+        return self.listeners is not None and self.listeners.is_serving()
 
     async def _join_cluster(self) -> None:
         """Register (under a lease in a cluster), take up this broker's replicas, stand for controller."""
         rack = self.config["broker.rack"] or None
+        endpoints = tuple((e.listener_name, e.host or self.host, e.port) for e in self.advertised_endpoints())
         await self.metadata.register_broker(BrokerInfo(self.node_id, self.advertised_host, self.advertised_port, rack,
-                                                       http=self.http_address))
+                                                       http=self.http_address, endpoints=endpoints))
         self.replicas.start()
         if self.controller is None:
             await self.metadata.elect_controller(self.node_id)  # the only broker: nothing to run for it
@@ -439,15 +482,15 @@ class Broker:
             self.controller.stop()
         if self.replicas is not None:
             await self.replicas.stop()
-        if self._server is not None:
-            self._server.close()
+        if self.listeners is not None:
+            self.listeners.close()
         if self.http is not None:
             await self.http.stop()
         for connection in list(self.connections):
             if connection.transport is not None:
                 connection.transport.close()
-        if self._server is not None:
-            await self._server.wait_closed()
+        if self.listeners is not None:
+            await self.listeners.wait_closed()
         self.groups.stop()
         if self.shares is not None:
             await self.shares.stop()
@@ -476,16 +519,30 @@ class Broker:
     def partition_log(self, topic: str, partition: int) -> PartitionLog | None:
         return self.logs.get(topic, partition)
 
-    def request_context(self, header, peer: str, flexible: bool) -> RequestContext:
+    def request_context(self, header, peer: str, flexible: bool, listener: str = "",
+                        access: Access | None = None) -> RequestContext:
         """What a handler gets for one request: the parts of the broker it may use, never the broker."""
         return RequestContext(header, peer, flexible, self.node_id, self.config, self.metadata, self.replicas, self.topics,
                               self.groups, self.metrics, self.logs, self.group_coordinator_error, self.new_producer_id,
-                              self.shares, self.transactions)
+                              self.shares, self.transactions, listener,
+                              access if access is not None else self.access(ANONYMOUS, ""), self.security_records)
 
     def connection_closed(self, peer: str) -> None:
         """A client connection closed: its share sessions end (their members' records are released)."""
         if self.shares is not None and self.shares.sessions.sessions():
             asyncio.get_running_loop().create_task(self.shares.connection_closed(peer))
+
+    def access(self, principal: KafkaPrincipal, host: str) -> Access:
+        """What ``principal`` connected from ``host`` may do (made once a connection, and again when it
+        authenticates)."""
+        return Access(self.authorizer, principal, host)
+
+    def _on_security_change(self, kind: str, key: object) -> None:
+        """ACLs or client quotas changed in the metadata store (here or on another broker)."""
+        if kind == "security" and key == "acls" and self.authorizer is not None:
+            self.authorizer.load(self.security_records.acl_bindings())
+        elif kind == "security" and key == "quotas":
+            self.quotas.update(self.security_records.client_quotas())
 
     def refresh_gauges(self) -> None:
         """Set the state gauges (server/gauges.py) from this broker's parts, once it serves."""
@@ -547,15 +604,3 @@ def _why(error: OSError) -> str:
     if error.errno and error.errno > 0:
         return os.strerror(error.errno).lower()
     return (error.strerror or str(error)).lower()  # getaddrinfo's: "name or service not known"
-
-
-def parse_advertised_listener(value: str) -> tuple[str, int] | None:
-    """``PLAINTEXT://host:port`` (the first of a comma-separated list) -> (host, port)."""
-    if not value:
-        return None
-    first = value.split(",")[0].strip()
-    match = re.fullmatch(r"(?:[A-Za-z_]+://)?\[?([^\]]*)\]?:(\d+)", first)
-    if not match:
-        raise ValueError(f"advertised.listeners: cannot parse {first!r}, expected PLAINTEXT://host:port")
-    return match.group(1), int(match.group(2))
-

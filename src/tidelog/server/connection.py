@@ -15,6 +15,16 @@ A frame that cannot be a request (size out of bounds, unknown API key, unsupport
 undecodable body) closes the connection with a log line saying why, as Kafka does; so does a
 request that cannot be answered (its handler failed, or its response cannot be encoded), before
 anything pipelined behind it is answered.
+Authentication: on a SASL listener the connection's ``SaslServerSession`` (security/sasl.py)
+admits each request first: until the client has authenticated only ApiVersions, SaslHandshake
+and SaslAuthenticate are served (answered here, at once, so nothing pipelined behind them runs
+as the wrong principal); anything else, or a frame above ``sasl.server.max.receive.size``,
+closes the connection. A failed authentication is answered, then the connection closes after
+``connection.failed.authentication.delay.ms``. On a TLS listener a client certificate names
+the principal.
+Quotas: with client quotas defined, each answered request is measured against them
+(server/throttling.py); a client over its quota gets the response with ``throttle_time_ms``
+set, and the connection is not read from for that long (KIP-219).
 """
 
 from __future__ import annotations
@@ -27,10 +37,16 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
+from tidelog.clock import monotonic_ms
+from tidelog.handlers import sasl_authenticate, sasl_handshake
+from tidelog.handlers.authorization import refuse_request
 from tidelog.handlers.registry import REGISTRY
 from tidelog.protocol import apis
 from tidelog.protocol.guard import check_request, strip_unknown_tags
 from tidelog.protocol.wire import MalformedFrame, parse_request_header, peek_api_key_version, response_header
+from tidelog.security.principal import ANONYMOUS, Endpoint, KafkaPrincipal, principal_from_certificate
+from tidelog.security.sasl import SASL_AUTHENTICATE_KEY, SASL_HANDSHAKE_KEY, Admission, Outcome, SaslServerSession
+from tidelog.server import throttling
 from tidelog.server.request_memory import RequestMemory
 
 if TYPE_CHECKING:
@@ -80,8 +96,21 @@ def _capacity(size: int) -> int:
 
 
 class KafkaConnection(asyncio.BufferedProtocol):
-    def __init__(self, broker: "Broker") -> None:
+    def __init__(self, broker: "Broker", listener: Endpoint | None = None) -> None:
         self.broker = broker
+        # The listener the client came in on: its name picks the advertised addresses Metadata
+        # answers with; its protocol what is asked of the client (TLS, SASL).
+        self.listener_name = listener.listener_name if listener is not None else ""
+        self.listener = listener
+        self.principal: KafkaPrincipal = ANONYMOUS
+        self.access = broker.access(ANONYMOUS, "")
+        self.sasl: SaslServerSession | None = None  # on a SASL listener
+        self._frame_limit_setting = "socket.request.max.bytes"
+        self._close_delay_s = 0.0  # a failed authentication is held this long before it closes
+        # Requests measured against client quotas: task -> (api key, version, flexible, client id,
+        # request bytes, start ns); empty while no quota is defined.
+        self._measured: dict[asyncio.Future, tuple] = {}
+        self._muted_until = 0.0  # loop time until which a throttled client is not read from
         self.max_frame_bytes: int = broker.config["socket.request.max.bytes"]
         self.max_in_flight: int = broker.config["queued.max.requests"]
         self.memory: RequestMemory = broker.request_memory
@@ -109,7 +138,20 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.peer_host = peer[0] if peer else ""
+        if self.listener is not None and self.listener.security_protocol.uses_tls:
+            # The handshake is done: a verified client certificate names the principal.
+            self.principal = principal_from_certificate(transport.get_extra_info("peercert"))
+        self.access = self.broker.access(self.principal, self.peer_host)
+        if self.listener is not None and self.listener.security_protocol.uses_sasl:
+            security = self.broker.security
+            self.sasl = SaslServerSession(self.broker.sasl_mechanisms, self.peer, self.listener_name,
+                                          security.max_reauth_ms)
+            self.max_frame_bytes = min(self.max_frame_bytes, security.sasl_max_receive_bytes)
+            self._frame_limit_setting = "sasl.server.max.receive.size, before authentication"
         self.broker.connections.add(self)
+        if throttling.enabled(self.broker.quotas):
+            throttling.expire_idle(self.broker.quotas, monotonic_ms())
         self.broker.metrics.connections.inc()
         self.broker.metrics.connections_accepted.inc()
 
@@ -121,6 +163,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         for _, _, task in self._pending:
             task.cancel()
         self._pending.clear()
+        self._measured.clear()
         if self._big_buffer is not None:
             self.memory.release(len(self._big_buffer))
             FRAME_POOL.release(self._big_buffer)
@@ -196,7 +239,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 break
             (size,) = _SIZE.unpack_from(self._scratch, self._scratch_start)
             if size < 8 or size > self.max_frame_bytes:
-                self._close(f"frame size {size} outside 8..{self.max_frame_bytes} (socket.request.max.bytes)")
+                self._close(f"frame size {size} outside 8..{self.max_frame_bytes} ({self._frame_limit_setting})")
                 return
             start = self._scratch_start + 4
             if available - 4 >= size:
@@ -275,10 +318,17 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.memory.release(charged)
 
     def _start_request(self, view: memoryview, started: float) -> asyncio.Future | None:
+        sasl = self.sasl
+        if sasl is not None and sasl.expects_raw_token:
+            return self._raw_token(view)
         try:
             api_key, api_version, correlation_id = peek_api_key_version(view)
         except MalformedFrame as e:
             self._close(str(e))
+            return None
+        admission = Admission.SERVE if sasl is None else sasl.admit(api_key, api_version, monotonic_ms())
+        if admission is Admission.CLOSE or admission is Admission.REFUSE:
+            self._abort(sasl.close_reason or "SASL authentication failed")
             return None
         api = REGISTRY.get(api_key)
         if api is None:
@@ -304,14 +354,115 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self._close(f"cannot decode {api.name} v{api_version} request: {type(e).__name__}: {e}")
             return None
         self.broker.metrics.count_request(api.name)
-        ctx = self.broker.request_context(header, self.peer, flexible)
+        if admission is not Admission.SERVE:
+            return self._sasl_exchange(admission, api_version, correlation_id, flexible, request)
+        if self.access.authorizer is not None and not api.raw:
+            denied = refuse_request(self.access, api_key, api_version, request)
+            if denied is not None:  # the whole request is refused before its handler runs
+                return self._answered(denied, correlation_id, flexible)
+        ctx = self.broker.request_context(header, self.peer, flexible, self.listener_name, self.access)
         task = asyncio.ensure_future(api.handler(ctx, request))
         self._pending.append((correlation_id, flexible and api_key != apis.API_VERSIONS_KEY, task))
+        quotas = self.broker.quotas
+        if throttling.enabled(quotas):
+            decided_ms = 0
+            if api_key == throttling.PRODUCE:
+                decided_ms = throttling.produce_throttle_ms(quotas, self.principal.name, header.client_id or "",
+                                                            len(view), monotonic_ms())
+                if decided_ms:
+                    self._mute(decided_ms)  # pipelined requests behind it wait too
+            self._measured[task] = (api_key, api_version, flexible, header.client_id or "", len(view),
+                                    time.perf_counter_ns(), decided_ms)
         task.add_done_callback(self._on_response_ready)
         task.add_done_callback(functools.partial(self.broker.metrics.observe_request, api.name, started))
         if len(self._pending) >= self.max_in_flight:
             self._pause("in-flight")
         return task
+
+    # --- quotas -------------------------------------------------------------------------
+    def _throttle(self, measured: tuple, response: Any) -> tuple[Any, int]:
+        api_key, api_version, flexible, client_id, request_bytes, started_ns, decided_ms = measured
+        # Produce and Fetch wait (for acknowledgements, for data): their byte rates govern them,
+        # not the time they took.
+        request_time_ns = 0 if api_key in (throttling.PRODUCE, throttling.FETCH) else time.perf_counter_ns() - started_ns
+        response, throttle_ms = throttling.throttle(self.broker.quotas, api_key, api_version, flexible,
+                                                    self.principal.name, client_id, request_bytes, request_time_ns,
+                                                    response, monotonic_ms(), decided_ms)
+        if throttle_ms:
+            self.broker.metrics.throttle_time.labels(throttling.quota_type(api_key)).inc(throttle_ms / 1000)
+        return response, throttle_ms
+
+    def _mute(self, throttle_ms: int) -> None:
+        """Read nothing more from a throttled client until its throttle time has passed."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + throttle_ms / 1000
+        if until <= self._muted_until:
+            return
+        self._muted_until = until
+        self._pause("throttled")
+        loop.call_at(until, self._unmute, until)
+
+    def _unmute(self, until: float) -> None:
+        if until == self._muted_until:
+            self._resume("throttled")
+
+    # --- SASL ---------------------------------------------------------------------------
+    def _sasl_exchange(self, admission: Admission, api_version: int, correlation_id: int, flexible: bool,
+                       request: Any) -> asyncio.Future:
+        """Answer a SaslHandshake or SaslAuthenticate now (see the module docstring)."""
+        sasl, now = self.sasl, monotonic_ms()
+        close = False
+        if admission is Admission.HANDSHAKE:
+            reply = sasl.handshake(request.mechanism, api_version, now)
+            response: Any = sasl_handshake.response(api_version, reply.error_code, reply.mechanisms)
+            close = reply.close
+        else:
+            reply = sasl.authenticate(request.auth_bytes, api_version, now)
+            self._observe_authentication(reply.outcome)
+            if not reply.respond:
+                self._abort(sasl.close_reason or "SASL authentication failed")
+                return self._answered(None, None, False)
+            response = sasl_authenticate.response(api_version, reply.error_code, reply.error_message, reply.auth_bytes,
+                                                  reply.session_lifetime_ms)
+            close = reply.close
+        future = self._answered(response, correlation_id, flexible)
+        if close:
+            self._close_after_failed_authentication(sasl.close_reason or "SASL authentication failed")
+        return future
+
+    def _raw_token(self, view: memoryview) -> asyncio.Future | None:
+        """After a v0 SaslHandshake: each frame is a bare SASL token, answered size-prefixed."""
+        reply = self.sasl.raw_token(bytes(view), monotonic_ms())
+        self._observe_authentication(reply.outcome)
+        if reply.token is None:
+            self._abort(self.sasl.close_reason or "SASL authentication failed")
+            return None
+        return self._answered(reply.token, None, False)
+
+    def _answered(self, response: Any, correlation_id: int | None, flexible: bool) -> asyncio.Future:
+        """A response ready now, queued behind the ones not yet written (correlation id None: a
+        raw SASL token, written without a header)."""
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(response)
+        self._pending.append((correlation_id, flexible, future))
+        self._on_response_ready(future)
+        return future
+
+    def _observe_authentication(self, outcome: Outcome | None) -> None:
+        if outcome is None:
+            return
+        sasl = self.sasl
+        self.broker.metrics.sasl_authentications.labels(self.listener_name, sasl.mechanism or "", outcome.value).inc()
+        if outcome is not Outcome.FAILED and sasl.principal != self.principal:
+            self.principal = sasl.principal
+            self.access = self.broker.access(self.principal, self.peer_host)
+        if outcome is not Outcome.FAILED:
+            self.max_frame_bytes = self.broker.config["socket.request.max.bytes"]
+            self._frame_limit_setting = "socket.request.max.bytes"
+
+    def _close_after_failed_authentication(self, reason: str) -> None:
+        self._close_delay_s = self.broker.security.failed_authentication_delay_ms / 1000
+        self._close(reason)
 
     def _on_response_ready(self, _task: asyncio.Future) -> None:
         while self._pending and self._pending[0][2].done():
@@ -329,11 +480,18 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 logger.error("handler failed for %s, closing the connection", self.peer, exc_info=exc)
                 self._abort("internal error")
                 return
-            if not self._write_response(correlation_id, flexible_header, task.result()):
+            response = task.result()
+            measured = self._measured.pop(task, None) if self._measured else None
+            throttle_ms = 0
+            if measured is not None:
+                response, throttle_ms = self._throttle(measured, response)
+            if not self._write_response(correlation_id, flexible_header, response):
                 return
+            if throttle_ms and measured[0] != throttling.PRODUCE:  # a Produce is muted as it is read
+                self._mute(throttle_ms)
         if self._closing:
             if not self._pending:
-                self.transport.close()
+                self._close_transport()
             return
         if len(self._pending) < self.max_in_flight // 2:
             self._resume("in-flight")
@@ -342,6 +500,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
         """Write one response; False (the connection is being closed) if it cannot be encoded."""
         if response is None:
             return True  # acks=0 produce: no response at all
+        if correlation_id is None:  # a raw SASL token (after a v0 SaslHandshake)
+            self.transport.write(_SIZE.pack(len(response)) + response)
+            return True
         header = response_header(correlation_id, flexible_header)
         if isinstance(response, list):
             size = len(header) + sum(len(part) for part in response)
@@ -366,6 +527,13 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._closing = True
         self._pause("closing")
         if not self._pending and self.transport is not None:
+            self._close_transport()
+
+    def _close_transport(self) -> None:
+        if self._close_delay_s > 0:  # a failed authentication: answered, then held a while (as Kafka does)
+            asyncio.get_running_loop().call_later(self._close_delay_s, self.transport.close)
+            self._close_delay_s = 0.0
+        else:
             self.transport.close()
 
     def _abort(self, reason: str) -> None:
