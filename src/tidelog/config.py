@@ -98,6 +98,13 @@ SECURITY_CONFIGS: tuple[ConfigDef, ...] = (
               "Allow any principal on a resource that has no ACL at all.", read_only=True),
     ConfigDef("quota.window.num", "INT", 11, "Samples kept to measure client quota rates.", minimum=1, read_only=True),
     ConfigDef("quota.window.size.seconds", "INT", 1, "Length of each client quota sample.", minimum=1, read_only=True),
+    ConfigDef("sasl.mechanism.inter.broker.protocol", "STRING", "SCRAM-SHA-512",
+              "SASL mechanism brokers use with each other on a SASL inter-broker listener.",
+              choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), read_only=True),
+    ConfigDef("inter.broker.sasl.username", "STRING", "",
+              "The user brokers authenticate as on a SASL inter-broker listener (make it a super user, "
+              "or give it CLUSTER_ACTION on the cluster).", read_only=True),
+    ConfigDef("inter.broker.sasl.password", "PASSWORD", "", "That user's password.", read_only=True),
     ConfigDef("http.ssl.enable", "BOOLEAN", False,
               "Serve the HTTP side (console, API, /metrics) over TLS with ssl.keystore.location.", read_only=True),
     ConfigDef("http.health.metrics.open", "BOOLEAN", True,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 from kio.schema.fetch.v11 import request as fetch_request
 from kio.schema.offset_for_leader_epoch.v3 import request as epoch_request
 
-from tidelog.cluster.broker_channel import BrokerChannel
+from tidelog.cluster.broker_channel import BrokerChannel, ChannelSecurity
 from tidelog.protocol.errors import ErrorCode, InvalidBatch
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class FollowerReplicas(Protocol):
 
     node_id: int
     store: "MetadataStore"  # the leader brokers' addresses
+    channel_security: "ChannelSecurity | None"  # TLS and SASL of the inter-broker listener
 
     def get(self, topic: str, partition: int) -> "Partition | None": ...
 
@@ -136,7 +137,8 @@ class Fetcher:
                 if channel is None or (channel.host, channel.port) != (leader.host, leader.port):
                     if channel is not None:
                         channel.close()
-                    channel = BrokerChannel(leader.host, leader.port, f"tidelog-replica-{manager.node_id}")
+                    channel = BrokerChannel(leader.host, leader.port, f"tidelog-replica-{manager.node_id}",
+                                            manager.channel_security)
                 if self.needs_truncation:
                     await self._truncate(channel, epoch_request)
                 await self._fetch(channel, fetch_request)

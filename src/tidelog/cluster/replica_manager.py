@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from tidelog.clock import monotonic_ms, wall_clock_ms
+from tidelog.cluster.broker_channel import ChannelSecurity
 from tidelog.cluster.partition import Partition, PartitionConfig, log_config_for, wait_for_acks
 from tidelog.cluster.replica_fetcher import Fetcher
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -56,6 +57,7 @@ class ReplicaManager:
     def __init__(self, node_id: int, store: "MetadataStore", logs: "LogManager", config: "BrokerConfig",
                  data_dir: Path, isr_metrics: IsrMetrics | None = None) -> None:
         self.node_id = node_id
+        self.channel_security: ChannelSecurity | None = None  # the broker sets it: TLS/SASL to other brokers
         self.store = store
         self.logs = logs
         self.config = config

@@ -84,7 +84,8 @@ class PeerClient:
                 if not reused:
                     if channel is not None:
                         channel.close()
-                    channel = BrokerChannel(info.host, info.port, f"tidelog-http-{self.broker.node_id}")
+                    channel = BrokerChannel(info.host, info.port, f"tidelog-http-{self.broker.node_id}",
+                                            self.broker.inter_broker_security)
                 try:
                     response = await channel.request(api_key, version, request, timeout_s)
                 except BaseException as e:

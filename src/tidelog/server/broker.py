@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from tidelog import __version__
+from tidelog.cluster.broker_channel import ChannelSecurity
 from tidelog.cluster.controller import Controller
 from tidelog.cluster.etcd_store import EtcdMetadataStore, EtcdUnavailable, parse_cluster_url
 from tidelog.cluster.metadata import BrokerInfo, ClusterIdMismatch, EmbeddedMetadataStore
@@ -48,7 +49,7 @@ from tidelog.security.settings import SecuritySettings
 from tidelog.server.connection import KafkaConnection
 from tidelog.server.data_dir import DataDirError, DataDirLock
 from tidelog.server.gauges import refresh_gauges
-from tidelog.server.listeners import KafkaListeners, ServerTls
+from tidelog.server.listeners import KafkaListeners, ServerTls, inter_broker_security
 from tidelog.server.request_memory import RequestMemory
 from tidelog.server.resources import (ResourceMonitor, memory_limit_bytes, open_file_count, partition_capacity,
                                       raise_open_files_limit, segment_file_capacity)
@@ -92,6 +93,7 @@ class Broker:
             raise StartupError(str(e)) from None
         self.listeners: KafkaListeners | None = None
         self.tls: ServerTls | None = None
+        self.inter_broker_security: ChannelSecurity | None = None
         self.sasl_mechanisms: SaslMechanisms | None = None  # made at start when a listener uses SASL
         self.authorizer = self.security.authorizer()  # None without authorizer.class.name: no ACLs
         self.quotas = self.security.quota_managers()  # client quotas, from the metadata store
@@ -212,6 +214,7 @@ class Broker:
         self._remove_partitions_unknown_to_metadata()
         self.replicas = ReplicaManager(self.node_id, self.metadata, self.logs, self.config, self.data_dir, self.metrics)
         self.replicas.on_leadership.append(self._on_leadership)
+        self.replicas.channel_security = self.inter_broker_security
         self.topics = TopicAdmin(self.node_id, self.config, self.metadata, self.logs, self.replicas, self.resources.report,
                                  self.partition_capacity)
         self.shares = ShareGroups(self.config, self.replicas, self.metadata, self.topics.topic_by_id, lambda: self.metadata.topics,
@@ -300,6 +303,8 @@ class Broker:
         the start before any client gets an answer."""
         try:  # the TLS of the Kafka listeners and the HTTP side, one certificate
             self.tls = ServerTls(self.security.tls) if self.security.tls is not None else None
+            # How this broker reaches the others (replication, the HTTP API's forwarding).
+            self.inter_broker_security = inter_broker_security(self.security, self.config)
         except ConfigError as e:
             raise StartupError(str(e)) from None
         self.listeners = KafkaListeners(self.security.listeners, self.tls, lambda endpoint: KafkaConnection(self, endpoint))

@@ -26,9 +26,10 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
-from tidelog.config import ConfigError
+from tidelog.cluster.broker_channel import ChannelSecurity
+from tidelog.config import BrokerConfig, ConfigError
 from tidelog.security.principal import Endpoint, ListenerConfig
-from tidelog.security.settings import TlsSettings
+from tidelog.security.settings import SecuritySettings, TlsSettings
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,31 @@ class ServerTls:
         self.reloads += 1
         logger.info("TLS certificate reloaded from %s", self.settings.keystore)
         return True
+
+
+def inter_broker_security(settings: SecuritySettings, config: BrokerConfig) -> ChannelSecurity | None:
+    """How this broker connects to the others' inter-broker listener: TLS checked against
+    ``ssl.truststore.location`` (the system's CAs without one) showing this broker's certificate,
+    and SASL as ``inter.broker.sasl.username``; None for a PLAINTEXT inter-broker listener."""
+    protocol = settings.listeners.inter_broker.security_protocol
+    if not protocol.uses_tls and not protocol.uses_sasl:
+        return None
+    context = None
+    if protocol.uses_tls:
+        tls = settings.tls
+        try:
+            context = ssl.create_default_context(cafile=str(tls.truststore) if tls.truststore else None)
+            context.load_cert_chain(tls.keystore, password=tls.key_password)
+        except (ssl.SSLError, OSError) as e:
+            raise ConfigError(f"ssl.truststore.location: cannot make the inter-broker TLS client: {e}") from None
+    if not protocol.uses_sasl:
+        return ChannelSecurity(context)
+    username, password = config["inter.broker.sasl.username"], config["inter.broker.sasl.password"]
+    if not username or not password:
+        raise ConfigError(f"inter.broker.sasl.username: the inter-broker listener "
+                          f"{settings.listeners.inter_broker_listener_name} uses {protocol.name}: set it and "
+                          f"inter.broker.sasl.password")
+    return ChannelSecurity(context, config["sasl.mechanism.inter.broker.protocol"], username, password)
 
 
 ConnectionFactory = Callable[[Endpoint], asyncio.BaseProtocol]
