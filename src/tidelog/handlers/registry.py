@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tidelog.protocol.apis import ADVERTISED
+from tidelog.security.authorizer import Access
+from tidelog.security.principal import ANONYMOUS
 
 if TYPE_CHECKING:
     from tidelog.cluster.metadata import MetadataStore
@@ -29,7 +31,6 @@ if TYPE_CHECKING:
     from tidelog.protocol.errors import ErrorCode
     from tidelog.protocol.wire import RequestHeader
     from tidelog.queues.share_groups import ShareGroups
-    from tidelog.security.authorizer import Access
     from tidelog.security.records import SecurityRecords
     from tidelog.storage.manager import LogManager
     from tidelog.txn.service import TransactionService
@@ -72,7 +73,7 @@ class RequestContext:
     listener: str = ""
     # Who asks, from where, and what they may do (docs/security.md): ``access.principal``,
     # ``access.authorize(operation, resource_type, name)``.
-    access: "Access" = None
+    access: Access = Access(None, ANONYMOUS, "")  # the broker gives each connection's; this one allows all
     security_records: "SecurityRecords" = None  # SCRAM credentials, ACLs, client quotas
 
     @property

@@ -303,8 +303,9 @@ class Broker:
         the start before any client gets an answer."""
         try:  # the TLS of the Kafka listeners and the HTTP side, one certificate
             self.tls = ServerTls(self.security.tls) if self.security.tls is not None else None
-            # How this broker reaches the others (replication, the HTTP API's forwarding).
-            self.inter_broker_security = inter_broker_security(self.security, self.config)
+            # How this broker reaches the others in a cluster (replication, the HTTP API's forwarding).
+            if self._cluster_url:
+                self.inter_broker_security = inter_broker_security(self.security, self.config)
         except ConfigError as e:
             raise StartupError(str(e)) from None
         self.listeners = KafkaListeners(self.security.listeners, self.tls, lambda endpoint: KafkaConnection(self, endpoint))
