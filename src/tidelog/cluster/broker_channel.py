@@ -81,7 +81,7 @@ class BrokerChannel:
 
     async def _authenticate(self, security: ChannelSecurity, timeout_s: float) -> None:
         """SASL as a Kafka client does it; a refusal is a ConnectionError naming the reason."""
-        answer = await self._exchange(_SASL_HANDSHAKE, 1, SaslHandshakeRequest(mechanism=security.mechanism), timeout_s)
+        answer = await self._ask(_SASL_HANDSHAKE, 1, SaslHandshakeRequest(mechanism=security.mechanism), timeout_s)
         if answer.error_code:
             raise ConnectionError(f"broker {self.host}:{self.port} refused SASL mechanism {security.mechanism} "
                                   f"({answer.error_code.name}; it offers {', '.join(answer.mechanisms)})")
@@ -98,11 +98,16 @@ class BrokerChannel:
             raise ConnectionError(f"SCRAM with {self.host}:{self.port} failed: {e}") from None
 
     async def _sasl_step(self, token: bytes, security: ChannelSecurity, timeout_s: float) -> bytes:
-        reply = await self._exchange(_SASL_AUTHENTICATE, 1, SaslAuthenticateRequest(auth_bytes=token), timeout_s)
+        reply = await self._ask(_SASL_AUTHENTICATE, 1, SaslAuthenticateRequest(auth_bytes=token), timeout_s)
         if reply.error_code:
             raise ConnectionError(f"SASL authentication to {self.host}:{self.port} as {security.username} failed: "
                                   f"{reply.error_message or reply.error_code.name}")
         return reply.auth_bytes
+
+    async def _ask(self, api_key: int, version: int, request, timeout_s: float):
+        """One request of the SASL exchange, its response decoded."""
+        body = await self._exchange(api_key, version, request, timeout_s)
+        return entity_reader(load_response_schema(api_key, version))(body, 0)[0]
 
     async def _exchange(self, api_key: int, version: int, request, timeout_s: float):
         self.correlation_id += 1

@@ -188,7 +188,8 @@ class StateTopic:
         async with self._remote:
             if self._channel is None or self._channel_node != leader.node_id:
                 self._close_channel()
-                self._channel = BrokerChannel(leader.host, leader.port, f"tidelog-share-state-{self._node_id}")
+                self._channel = BrokerChannel(leader.host, leader.port, f"tidelog-share-state-{self._node_id}",
+                                              self._replicas.channel_security)  # TLS/SASL between brokers
                 self._channel_node = leader.node_id
             try:
                 return await self._channel.request(api_key, version, request, timeout_s)

@@ -229,6 +229,7 @@ class Broker:
             lambda _partition, producer_id, committed: self.groups.offsets.complete_txn(producer_id, committed),
             self.metrics)
         self.replicas.on_leadership.append(self.transactions.on_leadership)
+        self.transactions.sender.channel_security = self.inter_broker_security
         self.transactions.start()
         self.logs.cleaner.high_watermark = self.replicas.cleaner_high_watermark
         self.logs.cleaner.active_producers = self.replicas.cleaner_active_producers

@@ -85,6 +85,7 @@ class ClusterMarkerSender:
         self._write_locally = write_locally  # async (entries) -> {(pid, tp): ErrorCode}
         self.request_timeout_s = request_timeout_s
         self._channels: dict[int, BrokerChannel] = {}
+        self.channel_security = None  # TLS/SASL to the other brokers (ChannelSecurity), set by the broker
 
     def leader_of(self, partition: TopicPartition) -> int | None:
         topic = self.metadata.topics.get(partition.topic)
@@ -105,7 +106,8 @@ class ClusterMarkerSender:
         if channel is None or (channel.host, channel.port) != (info.host, info.port):
             if channel is not None:
                 channel.close()
-            channel = self._channels[broker_id] = BrokerChannel(info.host, info.port, f"tidelog-txn-{self.node_id}")
+            channel = self._channels[broker_id] = BrokerChannel(info.host, info.port, f"tidelog-txn-{self.node_id}",
+                                                                self.channel_security)
         request_cls = request_type(WRITE_TXN_MARKERS, WRITE_TXN_MARKERS_VERSION)
         module = __import__(request_cls.__module__, fromlist=["x"])
         request = build(request_cls, markers=tuple(
