@@ -35,7 +35,7 @@ from tidelog.handlers.share_partitions import acknowledge, current_leader, has_r
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.queues.manager import AcquireResult
-from tidelog.queues.share_partition import AcquireMode
+from tidelog.queues.acks import AcquireMode
 from tidelog.queues.share_session import ContextKind
 from tidelog.queues.state_records import ShareStateKey
 

@@ -12,7 +12,7 @@ from tidelog.handlers.registry import RequestContext
 from tidelog.protocol.apis import build
 from tidelog.protocol.errors import ErrorCode
 from tidelog.queues.manager import ShareManager
-from tidelog.queues.share_partition import AckBatch
+from tidelog.queues.acks import AckBatch
 from tidelog.queues.state_records import ShareStateKey
 
 PartitionId = tuple[uuid.UUID, int]
