@@ -8,6 +8,7 @@ import time
 import uuid
 
 import pytest
+from kio.schema.offset_fetch.v9.request import OffsetFetchRequest, OffsetFetchRequestGroup, OffsetFetchRequestTopics
 
 from tidelog.groups.assignors import MemberSpec, TopicSpec, parse_assignor_list, range_assign, uniform_assign
 from tidelog.groups.consumer_group import (
@@ -24,7 +25,10 @@ from tidelog.groups.consumer_group import (
     reconcile,
 )
 from tidelog.groups.coordinator import GroupCoordinator, GroupSettings
+from tidelog.handlers import offset_fetch as offset_fetch_handler
+from tidelog.handlers.registry import RequestContext
 from tidelog.protocol.errors import ErrorCode
+from tidelog.protocol.wire import RequestHeader
 
 T1 = uuid.UUID(int=1)
 T2 = uuid.UUID(int=2)
@@ -368,6 +372,68 @@ def test_offsets_and_classic_interplay():
         await c.offsets.commit_offsets("assigned", -1, "", None, offsets)
         assert (await join(c, "m", group="assigned")).error is ErrorCode.none
         assert "assigned" in c.registry.consumer_groups and c.offsets.fetch_offsets("assigned", [("orders", 0)])[0][2].offset == 10
+        c.stop()
+    run(scenario())
+
+
+class HeldLog(MemoryLog):
+    """A MemoryLog whose next write waits until ``release`` is set (a slow ``__consumer_offsets`` append)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold_next = False
+        self.release = asyncio.Event()
+
+    async def write(self, records):
+        if self.hold_next:
+            self.hold_next = False
+            await self.release.wait()
+        self.records.extend(records)
+
+
+async def offset_fetch(c: GroupCoordinator, member_id: str, epoch: int, topic: str, partition: int):
+    """OffsetFetch v9 with require_stable (as librdkafka sends it) through its handler: (error, offset)."""
+    ctx = RequestContext(header=RequestHeader(offset_fetch_handler.API_KEY, 9, 1, "t"), peer="test", flexible=True,
+                         groups=c, group_coordinator_error=lambda: None)
+    request = OffsetFetchRequest(require_stable=True, groups=(OffsetFetchRequestGroup(
+        group_id="g", member_id=member_id, member_epoch=epoch,
+        topics=(OffsetFetchRequestTopics(name=topic, partition_indexes=(partition,)),)),))
+    group = (await offset_fetch_handler.handle(ctx, request)).groups[0]
+    assert group.error_code is ErrorCode.none
+    answer = group.topics[0].partitions[0]
+    return answer.error_code, answer.committed_offset
+
+
+def test_new_owner_never_fetches_an_offset_a_commit_in_flight_replaces():
+    """A member's commit may still be being written when its next heartbeat (requests of one
+    connection run concurrently) gives the partition up: the new owner's OffsetFetch
+    (require_stable) is answered UNSTABLE_OFFSET_COMMIT until the commit is durable, never the
+    offset it replaces (the records between would be consumed twice)."""
+    async def scenario():
+        log = HeldLog()
+        c = make_coordinator(log)
+        await join(c, "a")
+        await beat(c, "a", 1, owned={T1: set(range(6))})
+        await join(c, "b")
+        group = c.registry.consumer_groups["g"]
+        moving = min(group.target["b"][T1])
+        assert await c.offsets.commit_offsets("g", 1, "a", None, {("orders", moving): (5, -1, "")}, api_version=9) == \
+            {("orders", moving): ErrorCode.none}
+        r = await beat(c, "a", 1)  # a must revoke b's partitions
+        kept = parts(r.assignment)
+        assert moving not in kept
+
+        log.hold_next = True  # a commits what it consumed of the partition before giving it up
+        commit = asyncio.ensure_future(
+            c.offsets.commit_offsets("g", 1, "a", None, {("orders", moving): (10, -1, "")}, api_version=9))
+        await wait_for(lambda: not log.hold_next)
+        assert (await beat(c, "a", 1, owned={T1: kept})).member_epoch == 2  # revocation acknowledged
+        assert moving in parts((await beat(c, "b", 2)).assignment)
+        assert await offset_fetch(c, "b", 2, "orders", moving) == (ErrorCode.unstable_offset_commit, -1)
+
+        log.release.set()
+        assert await commit == {("orders", moving): ErrorCode.none}
+        assert await offset_fetch(c, "b", 2, "orders", moving) == (ErrorCode.none, 10)
         c.stop()
     run(scenario())
 

@@ -5,7 +5,12 @@ A commit is checked against the group it names: the member's generation in a cla
 (groups/consumer_protocol.py), nothing for an ``assign()`` consumer, whose group is created
 on its first commit (an empty classic group holding only offsets). The offset records are
 written to ``__consumer_offsets`` and applied to the committed-offset table
-(groups/offsets.py) once durable; a failed write fails every partition of the commit.
+(groups/offsets.py) once durable; a failed write fails every partition of the commit. Until
+then the partitions are *unstable*: OffsetFetch with ``require_stable`` answers them
+UNSTABLE_OFFSET_COMMIT (the client asks again) instead of the offset the commit replaces, as
+Kafka's coordinator orders such a fetch behind the writes in flight. Requests of one connection
+run concurrently here, so a member's commit may still be in flight when its next heartbeat
+gives the partition up and the new owner fetches where to start.
 OffsetDelete removes offsets only of topics the group no longer subscribes to.
 Not thread-safe; the broker's event loop owns it.
 """
@@ -41,6 +46,7 @@ class OffsetManager:
         self.log = log
         self.pending_txn = PendingTxnOffsets()  # TxnOffsetCommit offsets waiting for their marker
         self.transactional_groups: set[str] = set()  # groups committed by TxnOffsetCommit since this broker loaded them
+        self._in_flight: dict[tuple[str, str, int], int] = {}  # (group, topic, partition) -> commits being written
 
     def validate_offset_commit(self, group_id: str, generation_id: int, member_id: str,
                                group_instance_id: str | None, api_version: int | None = None
@@ -81,6 +87,9 @@ class OffsetManager:
             accepted.append(((topic, partition), committed))
         if not records:
             return results
+        in_flight = [(group_id, topic, partition) for (topic, partition), _ in accepted]
+        for key in in_flight:
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
         try:
             await self.log.write(records)
         except Exception as e:  # noqa: BLE001 - the commit is not acknowledged
@@ -88,6 +97,11 @@ class OffsetManager:
             for key, _ in accepted:
                 results[key] = write_error(e)
             return results
+        finally:
+            for key in in_flight:
+                remaining = self._in_flight.pop(key) - 1
+                if remaining:
+                    self._in_flight[key] = remaining
         if not self.registry.known(group_id):
             self.registry.groups[group_id] = ClassicGroup(group_id)
         for (topic, partition), committed in accepted:
@@ -150,6 +164,11 @@ class OffsetManager:
             self.committed.put(pending.group_id, pending.topic, pending.partition,
                                CommittedOffset.from_value(decode_offset_value(pending.value)))
         return len(applied)
+
+    def unstable(self, group_id: str, topic: str, partition: int) -> bool:
+        """Whether a commit of the partition is being written, or a transaction holds one
+        (OffsetFetch with ``require_stable`` answers UNSTABLE_OFFSET_COMMIT)."""
+        return (group_id, topic, partition) in self._in_flight or self.pending_txn.has_pending(group_id, topic, partition)
 
     def validate_offset_fetch(self, group_id: str, member_id: str | None, member_epoch: int) -> ErrorCode:
         """OffsetFetch v9+ names the member of a consumer-protocol group: check its epoch."""

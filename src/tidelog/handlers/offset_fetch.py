@@ -3,8 +3,8 @@
 Behaviour: returns a group's committed offsets: for the listed partitions (offset -1 and
 metadata "" where nothing is committed), or every committed partition when the topic list is
 null (v2+). v8+ asks for several groups at once. ``require_stable`` (v7+): a partition with a
-transactional commit (TxnOffsetCommit) still waiting for its marker answers
-UNSTABLE_OFFSET_COMMIT (the client retries). A group that does
+commit still being written, or a transactional commit (TxnOffsetCommit) still waiting for its
+marker, answers UNSTABLE_OFFSET_COMMIT (the client retries). A group that does
 not exist simply has no offsets (no error), as in Kafka.
 Versions: 1-9 (v2 top-level error and null topics, v5 leader epoch, v6 flexible, v7
 require_stable, v8 groups, v9 member id/epoch: checked for consumer-protocol (KIP-848) groups,
@@ -49,7 +49,6 @@ def _group_topics(ctx: RequestContext, module, group_id: str, topics, partition_
         if error is not ErrorCode.none:
             return error, ()
     entries = ctx.groups.offsets.fetch_offsets(group_id, wanted)
-    pending = ctx.groups.offsets.pending_txn
     # Topics without DESCRIBE: left out of an all-topics answer, TOPIC_AUTHORIZATION_FAILED when named.
     visible = ctx.access.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, {t for t, _, _ in entries},
                                     log_if_denied=wanted is not None)
@@ -61,7 +60,7 @@ def _group_topics(ctx: RequestContext, module, group_id: str, topics, partition_
                     partition_cls, partition_index=partition, committed_offset=-1, committed_leader_epoch=-1,
                     metadata="", error_code=ErrorCode.topic_authorization_failed))
             continue
-        if require_stable and pending.has_pending(group_id, topic, partition):
+        if require_stable and ctx.groups.offsets.unstable(group_id, topic, partition):
             by_topic.setdefault(topic, []).append(build(
                 partition_cls, partition_index=partition, committed_offset=-1, committed_leader_epoch=-1, metadata="",
                 error_code=ErrorCode.unstable_offset_commit))
