@@ -4,6 +4,9 @@ from what we advertise)."""
 
 from __future__ import annotations
 
+import pathlib
+import re
+
 from kafka.protocol.broker_version_data import BROKER_API_VERSIONS, infer_broker_version_from_api_versions
 
 from tidelog.handlers.registry import load_all
@@ -28,3 +31,12 @@ def test_registered_handlers_advertise_kafka_and_are_read_as_4_0():
     advertised = {key: (api.min_version, api.max_version) for key, api in registry.items()}
     assert all(advertised[key] == ADVERTISED[key][1:] for key in advertised)
     assert infer_broker_version_from_api_versions(advertised) == (4, 0)
+
+
+def test_docs_protocol_table_lists_every_served_api_with_its_versions():
+    """docs/protocol.md's table is what ApiVersions advertises: one row per served API, same range."""
+    text = (pathlib.Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    rows = {int(key): versions for key, versions in re.findall(r"^\| \w+ \| (\d+) \| ([\d-]+) \|", text, re.M)}
+    served = {key: f"{api.min_version}-{api.max_version}" if api.min_version != api.max_version else str(api.min_version)
+              for key, api in load_all().items()}
+    assert rows == served
