@@ -51,8 +51,7 @@ from tidelog.server.data_dir import DataDirError, DataDirLock
 from tidelog.server.gauges import refresh_gauges
 from tidelog.server.listeners import KafkaListeners, ServerTls, inter_broker_security
 from tidelog.server.request_memory import RequestMemory
-from tidelog.server.resources import (ResourceMonitor, memory_limit_bytes, open_file_count, partition_capacity,
-                                      raise_open_files_limit, segment_file_capacity)
+from tidelog.server.resources import ResourceMonitor, segment_file_capacity, size_resources
 from tidelog.storage.cleaner_manager import CleanerConfig
 from tidelog.storage.log import PartitionLog
 from tidelog.storage.manager import LogManager
@@ -196,7 +195,8 @@ class Broker:
                 self.sasl_mechanisms = self.security.sasl_mechanisms(self.security_records)
             except ConfigError as e:
                 raise StartupError(str(e)) from None
-        self._size_resources()
+        self.resources, self.partition_capacity = size_resources(self.config["max.broker.partitions"], self.data_dir,
+                                                                 self.metrics)
         logger.info("Tidelog %s: broker %d, data dir %s", __version__, self.node_id, self.data_dir.absolute())
         if self.http is not None:
             await self.http.start()
@@ -267,27 +267,6 @@ class Broker:
         if RECORD_WALK != "C":
             logger.warning("produce validation walks records in Python: the C extension tidelog.protocol._recordwalk "
                            "was not built (no C compiler at install?); expect about twice the CPU per produced byte")
-
-    def _size_resources(self) -> None:
-        """Raise the open files limit, and size the partition capacity from it and memory."""
-        before, open_files = raise_open_files_limit()
-        if open_files > before:
-            logger.info("open files limit raised from %d to %d (the hard limit)", before, open_files)
-        self.resources = ResourceMonitor(open_files, self.data_dir, self.metrics)
-        derived, why = partition_capacity(open_files, memory_limit_bytes())
-        configured = self.config["max.broker.partitions"]
-        if configured < 0:
-            self.partition_capacity = derived
-            logger.info("partition capacity %d (%s; max.broker.partitions sets it)", derived, why)
-        else:
-            self.partition_capacity = configured
-            if configured > derived:
-                logger.warning("max.broker.partitions %d is above the %d partitions the %s allows: creating "
-                               "partitions may run out of them", configured, derived, why.split(":")[0])
-        metrics = self.metrics
-        metrics.open_files_limit.set(open_files)
-        metrics.open_files.set_function(open_file_count)
-        metrics.partition_capacity.set(self.partition_capacity)
 
     def _remove_partitions_unknown_to_metadata(self) -> None:
         """Partition directories whose topic the metadata does not have are what a creation or

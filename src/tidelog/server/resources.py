@@ -103,6 +103,28 @@ def open_file_count() -> int:
         return -1
 
 
+def size_resources(configured: int, data_dir: Path, metrics) -> tuple["ResourceMonitor", int]:
+    """At start: raise the open files limit, and size the partition capacity from it and memory
+    (``configured``, max.broker.partitions, when not negative). The monitor and the capacity."""
+    before, open_files = raise_open_files_limit()
+    if open_files > before:
+        logger.info("open files limit raised from %d to %d (the hard limit)", before, open_files)
+    monitor = ResourceMonitor(open_files, data_dir, metrics)
+    derived, why = partition_capacity(open_files, memory_limit_bytes())
+    if configured < 0:
+        capacity = derived
+        logger.info("partition capacity %d (%s; max.broker.partitions sets it)", derived, why)
+    else:
+        capacity = configured
+        if configured > derived:
+            logger.warning("max.broker.partitions %d is above the %d partitions the %s allows: creating "
+                           "partitions may run out of them", configured, derived, why.split(":")[0])
+    metrics.open_files_limit.set(open_files)
+    metrics.open_files.set_function(open_file_count)
+    metrics.partition_capacity.set(capacity)
+    return monitor, capacity
+
+
 def resource_of(error: BaseException) -> str | None:
     """Which resource an exception says ran out, or None."""
     if isinstance(error, MemoryError):
