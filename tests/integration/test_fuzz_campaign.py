@@ -4,8 +4,8 @@ sent pipelined on many connections (see tests/integration/fuzzer.py).
 
 It fails on an ERROR line or traceback in the broker's log, a response out of order, a hang (a
 connection neither answered nor closed), broker RSS above the bound, or a dead broker. The seed
-is printed; ``TIDELOG_FUZZ_SEED`` replays one and ``TIDELOG_FUZZ_ROUNDS`` runs longer, e.g.
-``TIDELOG_FUZZ_SEED=7 TIDELOG_FUZZ_ROUNDS=200000 ./scripts/test tests/integration/test_fuzz_campaign.py -s``.
+is printed; ``FUZZ_SEED`` replays one and ``FUZZ_ROUNDS`` runs longer, e.g.
+``FUZZ_SEED=7 FUZZ_ROUNDS=200000 ./scripts/test tests/integration/test_fuzz_campaign.py -s``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 
 from tests.integration.fuzzer import Campaign, advertised_apis, broker_log_errors, golden_bodies
 
-ROUNDS = int(os.environ.get("TIDELOG_FUZZ_ROUNDS", "25000"))  # about 3 frames a round; ~1 min on 2 cores
-MAX_SECONDS = float(os.environ.get("TIDELOG_FUZZ_SECONDS", "150"))
+ROUNDS = int(os.environ.get("FUZZ_ROUNDS", "25000"))  # about 3 frames a round; ~1 min on 2 cores
+MAX_SECONDS = float(os.environ.get("FUZZ_SECONDS", "150"))
 
 # Group waits bounded by short session timeouts (a JoinGroup may wait for members that the
 # campaign never brings back), quick group starts; everything else as shipped.
@@ -33,8 +33,8 @@ CAMPAIGN_SETTINGS = {
 @pytest.mark.slow
 @pytest.mark.timeout(MAX_SECONDS + 120)
 def test_fuzz_campaign(broker_factory):
-    seed = int(os.environ.get("TIDELOG_FUZZ_SEED", random.randrange(1 << 32)))
-    print(f"fuzz campaign seed {seed} (replay: TIDELOG_FUZZ_SEED={seed})")
+    seed = int(os.environ.get("FUZZ_SEED", random.randrange(1 << 32)))
+    print(f"fuzz campaign seed {seed} (replay: FUZZ_SEED={seed})")
     broker = broker_factory(CAMPAIGN_SETTINGS)
     campaign = Campaign("127.0.0.1", broker.port, seed, advertised_apis("127.0.0.1", broker.port),
                         golden_bodies(Path(__file__).parent.parent / "golden"), broker_pid=broker.proc.pid)
