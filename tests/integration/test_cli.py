@@ -231,22 +231,25 @@ def test_bootstrap_from_environment_and_unreachable_broker(broker):
     ok("topics", "create", "via-env", env=env)
     assert "via-env" in ok("topics", "list", env=env)
 
-    # Nothing listens on this port: every command says so in one line, within --timeout.
+    # Nothing listens on this port: every command says so in one line, within --timeout. The port
+    # stays bound (never listening) while the commands run, so no other test's broker can take it
+    # in between; a connect() to a bound socket that does not listen is refused.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{s.getsockname()[1]}"
-    # (The admin commands share one connection path; consume and produce have their own.)
-    commands = (["groups", "list"], ["consume", "x"], ["produce", "x"])
-    started = time.monotonic()
-    procs = [subprocess.Popen([sys.executable, "-m", "tidelog", *args, "--timeout", "1", "-b", dead],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for args in commands]
-    for args, proc in zip(commands, procs):
-        stdout, stderr = proc.communicate(timeout=CLI_TIMEOUT_S)
-        message = stderr.decode()
-        assert proc.returncode == ERROR and stdout == b"", (args, message)
-        assert message.startswith(f"error: cannot reach a broker at {dead} within 1s") and message.count("\n") == 1, message
-        assert "Connection refused" in message
-    assert time.monotonic() - started < 30
+        # (The admin commands share one connection path; consume and produce have their own.)
+        commands = (["groups", "list"], ["consume", "x"], ["produce", "x"])
+        started = time.monotonic()
+        procs = [subprocess.Popen([sys.executable, "-m", "tidelog", *args, "--timeout", "1", "-b", dead],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for args in commands]
+        for args, proc in zip(commands, procs):
+            stdout, stderr = proc.communicate(timeout=CLI_TIMEOUT_S)
+            message = stderr.decode()
+            assert proc.returncode == ERROR and stdout == b"", (args, message)
+            assert message.startswith(f"error: cannot reach a broker at {dead} within 1s") and message.count("\n") == 1, message
+            assert "Connection refused" in message
+        assert time.monotonic() - started < 30
     assert "No such option" in fails("topics", "list", "--no-such-option", code=USAGE)
 
 
