@@ -152,6 +152,7 @@ class LogCleaner:
         self.observer: Callable[[str, CleanerStats | None], None] | None = None  # (result, stats) after each run
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self._stop = None  # a multiprocessing Event the workers poll
+        self._busy = None  # a multiprocessing Value: how many workers are inside a cleaning
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._closed = False
@@ -188,6 +189,13 @@ class LogCleaner:
         self._tasks = []
         if self._executor is not None:
             executor, self._executor = self._executor, None
+            with self._busy.get_lock():
+                idle = self._busy.value == 0
+            if idle:  # no worker is inside a cleaning, and none enters one now that _stop is set: a worker
+                # still starting (a spawned interpreter importing Tidelog, seconds on a loaded machine) has
+                # nothing to undo, so it is not waited for
+                for process in list((executor._processes or {}).values()):
+                    process.kill()
             await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)
 
     # ---- choosing a log ------------------------------------------------------------------------
@@ -482,9 +490,10 @@ class LogCleaner:
             context = multiprocessing.get_context("spawn")  # never fork a process with an event loop and threads
             if self._stop is None:
                 self._stop = context.Event()
+                self._busy = context.Value("i", 0)
             self._executor = concurrent.futures.ProcessPoolExecutor(
                 max_workers=max(self.config.threads, 1), mp_context=context, initializer=_init_worker,
-                initargs=(self._stop, os.getpid()))
+                initargs=(self._stop, self._busy, os.getpid()))
         return self._executor
 
 
@@ -493,11 +502,12 @@ class LogCleaner:
 _worker_cleaner: Cleaner | None = None
 _worker_map_settings: tuple | None = None
 _worker_stop = None
+_worker_busy = None
 
 
-def _init_worker(stop, parent_pid: int) -> None:
-    global _worker_stop
-    _worker_stop = stop
+def _init_worker(stop, busy, parent_pid: int) -> None:
+    global _worker_stop, _worker_busy
+    _worker_stop, _worker_busy = stop, busy
     for signum in (signal.SIGINT, signal.SIGTERM):  # the broker decides when cleaning stops (its process
         signal.signal(signum, signal.SIG_IGN)       # group gets Ctrl-C and service managers' SIGTERM too)
     try:  # die with the broker, so a restarted one never meets a worker writing in its directory
@@ -521,4 +531,14 @@ def _clean_in_worker(job: CleanJob, settings: tuple) -> CleanResult:
         _worker_map_settings = (map_bytes, load_factor)
     _worker_cleaner.io_buffer_bytes = max(io_buffer_bytes, 64 * 1024)
     _worker_cleaner.io_bytes_per_second = io_bytes_per_second
-    return _worker_cleaner.clean(job)
+    if _worker_busy is None:
+        return _worker_cleaner.clean(job)
+    with _worker_busy.get_lock():  # the broker's close() reads it under the lock after setting _stop
+        if _stopping():
+            raise CleaningAborted("the cleaner is stopping")
+        _worker_busy.value += 1
+    try:
+        return _worker_cleaner.clean(job)
+    finally:
+        with _worker_busy.get_lock():
+            _worker_busy.value -= 1
