@@ -26,6 +26,27 @@ from tidelog.security.acl import AclOperation, ResourceType
 API_KEY = 8
 
 
+def requested_offsets(ctx: RequestContext, topics, check_read: bool = True
+                      ) -> tuple[dict[tuple[str, int], ErrorCode], dict[tuple[str, int], tuple[int, int, str | None]]]:
+    """The partitions of an offset commit (OffsetCommit, TxnOffsetCommit): those refused
+    (TOPIC_AUTHORIZATION_FAILED without READ when ``check_read``, UNKNOWN_TOPIC_OR_PARTITION) and
+    the (offset, leader epoch, metadata) of the others."""
+    errors: dict[tuple[str, int], ErrorCode] = {}
+    offsets: dict[tuple[str, int], tuple[int, int, str | None]] = {}
+    for topic in topics:
+        record = ctx.metadata.topics.get(topic.name)
+        readable = not check_read or ctx.access.authorize(AclOperation.READ, ResourceType.TOPIC, topic.name)
+        for p in topic.partitions:
+            key = (topic.name, p.partition_index)
+            if not readable:
+                errors[key] = ErrorCode.topic_authorization_failed
+            elif record is None or not 0 <= p.partition_index < record.partitions:
+                errors[key] = ErrorCode.unknown_topic_or_partition
+            else:
+                offsets[key] = (p.committed_offset, getattr(p, "committed_leader_epoch", -1), p.committed_metadata)
+    return errors, offsets
+
+
 def _retention_ms(request) -> int | None:
     retention = getattr(request, "retention_time", None)
     if retention is None:
@@ -37,19 +58,7 @@ def _retention_ms(request) -> int | None:
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, ctx.api_version)
-    errors: dict[tuple[str, int], ErrorCode] = {}
-    offsets: dict[tuple[str, int], tuple[int, int, str | None]] = {}
-    for topic in request.topics:
-        record = ctx.metadata.topics.get(topic.name)
-        readable = ctx.access.authorize(AclOperation.READ, ResourceType.TOPIC, topic.name)
-        for p in topic.partitions:
-            key = (topic.name, p.partition_index)
-            if not readable:
-                errors[key] = ErrorCode.topic_authorization_failed
-            elif record is None or not 0 <= p.partition_index < record.partitions:
-                errors[key] = ErrorCode.unknown_topic_or_partition
-            else:
-                offsets[key] = (p.committed_offset, getattr(p, "committed_leader_epoch", -1), p.committed_metadata)
+    errors, offsets = requested_offsets(ctx, request.topics)
     coordinator_error = ctx.group_coordinator_error()
     if coordinator_error is not None:
         errors.update((key, coordinator_error) for key in offsets)
