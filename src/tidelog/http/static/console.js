@@ -1,6 +1,7 @@
 // Tidelog web console: a small single-page app over the broker's /api/v1 (no build step, no libraries).
 // Routes (location.hash): #/ overview, #/topics, #/topics/NAME, #/topics/NAME/messages, #/groups, #/groups/ID,
-// #/share-groups, #/share-groups/ID, #/transactions.
+// #/share-groups, #/share-groups/ID, #/transactions; further sections come from their own files
+// (static/<section>.js, loaded after this one by index.html), which call registerPage.
 "use strict";
 
 const API = "/api/v1";
@@ -486,6 +487,11 @@ async function transactions() {
 }
 
 // --- routing -----------------------------------------------------------------------
+const pages = {};  // section -> (parts, params) => [page name, promise of the rendered page]
+
+// A section of the console kept in its own file: #/SECTION/... renders with render(parts, params).
+function registerPage(section, render) { pages[section] = render; }
+
 async function route() {
   clearTimers();
   const [path, query] = (location.hash.slice(1) || "/").split("?");
@@ -503,6 +509,7 @@ async function route() {
   else if (parts[0] === "share-groups" && parts.length === 1) page = ["share-groups", shareGroups()];
   else if (parts[0] === "share-groups") page = ["share-group", shareGroupDetail(parts[1])];
   else if (parts[0] === "transactions") page = ["transactions", transactions()];
+  else if (pages[parts[0]]) page = pages[parts[0]](parts, params);
   else page = ["overview", overview()];
   await page[1];
   view.dataset.page = page[0];
@@ -521,4 +528,4 @@ async function readiness() {
 window.addEventListener("hashchange", route);
 setInterval(readiness, 5000);
 readiness();
-route();
+document.addEventListener("DOMContentLoaded", route);  // after the sections' own files have registered
