@@ -163,6 +163,9 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("share.coordinator.state.topic.prune.interval.ms", "LONG", 300000, "How often the leader of __share_group_state deletes the records no share-partition state needs any more (those before the oldest latest snapshot).", minimum=1),
         ConfigDef("share.coordinator.write.timeout.ms", "INT", 5000, "Cluster: a share-state write fails when the ISR of __share_group_state does not have it by then.", minimum=1, read_only=True),
         ConfigDef("errors.deadletterqueue.topic.name.prefix", "STRING", "dlq.", "KIP-1191: a share group's dead-letter topic must start with this prefix.", read_only=True),
+        ConfigDef("push.allowed.hosts", "LIST", "", "Hosts push subscriptions may POST to: names, *.domain, IP addresses or networks (10.0.0.0/8); empty: any. Set it wherever untrusted users can create subscriptions (a broker that POSTs anywhere is a server-side request forgery risk). Checked at create and at every delivery.", read_only=True),
+        ConfigDef("push.ssl.ca.location", "STRING", "", "PEM file of the CAs push deliveries trust for https endpoints (their certificates are always verified); empty: the system's CAs.", read_only=True),
+        ConfigDef("push.max.in.flight.bytes", "LONG", 64 << 20, "Record bytes this broker's push deliveries hold in flight at once (all subscriptions); more waits.", minimum=1 << 16, read_only=True),
         *SECURITY_CONFIGS,
     )
 }

@@ -40,6 +40,7 @@ from tidelog.metrics import BrokerMetrics
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.record_walk import RECORD_WALK
 from tidelog.protocol.topics import SHARE_GROUP_STATE
+from tidelog.push.registry import PushSubscriptions
 from tidelog.queues.share_groups import ShareGroups, state_topic_configs
 from tidelog.security.authorizer import Access
 from tidelog.security.principal import ANONYMOUS, Endpoint, KafkaPrincipal
@@ -120,6 +121,8 @@ class Broker:
             self.metadata = EmbeddedMetadataStore(self.data_dir, self.node_id)
         # SCRAM credentials, ACLs and client quotas, kept in the metadata store.
         self.security_records = SecurityRecords(self.metadata)
+        # Push subscriptions (issue 15), kept in the metadata store beside the security records.
+        self.push = PushSubscriptions(self.metadata, config, lambda: self.metadata.topics)
         self.readiness_checks += [self._registration_check, self._metadata_applied_check]
         self.replicas: ReplicaManager | None = None
         self.topics: TopicAdmin | None = None
@@ -218,7 +221,7 @@ class Broker:
         self.topics = TopicAdmin(self.node_id, self.config, self.metadata, self.logs, self.replicas, self.resources.report,
                                  self.partition_capacity)
         self.shares = ShareGroups(self.config, self.replicas, self.metadata, self.topics.topic_by_id, lambda: self.metadata.topics,
-                                  group_configs=lambda group_id: self.metadata.group_configs.get(group_id, {}),
+                                  group_configs=self._group_configs,
                                   create_state_topic=self._create_share_state_topic,
                                   is_other_group=lambda group_id: self.groups.registry.known(group_id),
                                   on_counts=self.metrics.count_share_records)
@@ -413,6 +416,11 @@ class Broker:
         if leading:
             logger.info("broker %d is now the group coordinator", self.node_id)
             self._groups_loading = asyncio.get_running_loop().create_task(self.groups.start())
+
+    def _group_configs(self, group_id: str):
+        """A group's config overrides: a push subscription's group takes them from the subscription."""
+        derived = self.push.group_configs(group_id)
+        return derived if derived is not None else self.metadata.group_configs.get(group_id, {})
 
     def _offsets_partition(self):
         """``__consumer_offsets`` partition 0 as hosted here, or None."""
