@@ -134,3 +134,35 @@ def test_a_broker_without_a_replica_of_the_state_topic_serves_share_groups(tmp_p
         assert len(replicas) == 2
     finally:
         cluster.stop()
+
+
+def test_share_group_reads_single_replica_partitions_the_coordinator_does_not_host(tmp_path):
+    """A topic with one replica per partition, its partitions on all 3 brokers: the group
+    coordinator hosts only some of them, yet every partition is read (the share-partition's
+    leader initialises its state where the coordinator has no replica to read offsets from).
+    confluent-kafka's ShareConsumer and kafka-python for the group config."""
+    cluster = Cluster(tmp_path, 3).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        wait_until(lambda: len(admin.list_topics(timeout=5).brokers) == 3, 30, message="3 brokers registered")
+        admin.create_topics([NewTopic("placed", 6, 1)])["placed"].result(30)
+        wait_until(lambda: {p.leader for p in admin.list_topics("placed", timeout=5).topics["placed"].partitions.values()}
+                   == {1, 2, 3}, 30, message="the partitions spread over the 3 brokers")
+        kp = KafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+        kp.alter_configs([ConfigResource(ConfigResourceType.GROUP, "placers",
+                                         configs={"share.auto.offset.reset": "earliest"})], incremental=True)
+        kp.close()
+        values = produce_values(cluster.bootstrap, "placed", 300, 6)
+        consumer = share_consumer(cluster.bootstrap, "placers", ["placed"])
+        try:
+            seen: list = []
+            deadline = time.monotonic() + 60
+            while len(seen) < 300:
+                assert time.monotonic() < deadline, f"{len(seen)} of 300 records\n{cluster.logs()}"
+                seen += [m.value() for m in consumer.poll(0.5) if m.error() is None]
+            consumer.commit_sync(30)
+            assert sorted(seen) == sorted(values)
+        finally:
+            consumer.close()
+    finally:
+        cluster.stop()

@@ -108,6 +108,14 @@ class ReplicaSource:
                 raise
             return found
 
+    def hosts(self, topic_id: uuid.UUID, partition: int) -> bool:
+        """This broker has a usable replica (leader or follower) of the topic-partition."""
+        try:
+            self.replica(topic_id, partition)
+        except KafkaError:
+            return False
+        return True
+
     def log_start_offset(self, topic_id: uuid.UUID, partition: int) -> int:
         return self.replica(topic_id, partition).log.log_start_offset
 
@@ -445,7 +453,16 @@ class ShareGroups:
 
     # --- membership collaborators ----------------------------------------------------------------
     async def _initialize(self, group_id: str, partitions: dict[uuid.UUID, set[int]]) -> None:
-        await (await self.ensure_loaded()).initialize(group_id, partitions)
+        """The group coordinator gives new share-partitions their state where this broker has a
+        replica to read the start offset from; the others (a topic-partition with no replica here,
+        e.g. one replica on another broker) are initialised by their leader when it first loads
+        them (ShareManager._load), as Kafka 4.0's SharePartition initialises a state with no start
+        offset from its own log."""
+        manager = await self.ensure_loaded()
+        here = {topic_id: {p for p in numbers if self.source.hosts(topic_id, p)} for topic_id, numbers in partitions.items()}
+        here = {topic_id: numbers for topic_id, numbers in here.items() if numbers}
+        if here:
+            await manager.initialize(group_id, here)
 
     async def _member_removed(self, group_id: str, member_id: str, failed: bool) -> None:
         self.sessions.remove(group_id, member_id)
