@@ -409,3 +409,58 @@ def test_the_lag_of_an_exactly_once_group_counts_to_the_lso(broker):
     source.commit_transaction(30)  # the LSO moves to 9 (past the COMMIT marker)
     wait_for(lambda: lag() == 4, what="the lag to count the committed records")
     consumer.close()
+
+
+@pytest.mark.parametrize("transactional, plain", [("confluent", "kafka-python"), ("kafka-python", "confluent")])
+def test_a_plain_commit_after_the_transactions_offsets_wins_at_the_marker(broker, transactional, plain):
+    """Kafka keeps the most recent commit by its place in __consumer_offsets: a plain OffsetCommit
+    written between a transaction's TxnOffsetCommit and its COMMIT marker stays (the marker does
+    not bring the older transactional offset back), one written before it is replaced; the same
+    after a restart replays the log."""
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import TopicPartition as KpTopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    create_topic(broker.bootstrap, "src", 2)
+    group = f"mixed-{transactional}"
+    confluent_consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group,
+                                   "enable.auto.commit": False})
+    kp_consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False)
+
+    def commit_plainly(partition: int, offset: int) -> None:
+        if plain == "confluent":
+            confluent_consumer.commit(offsets=[TopicPartition("src", partition, offset)], asynchronous=False)
+        else:
+            kp_consumer.commit({KpTopicPartition("src", partition): OffsetAndMetadata(offset, "", -1)})
+
+    def committed() -> list[int]:
+        return [tp.offset for tp in confluent_consumer.committed([TopicPartition("src", 0), TopicPartition("src", 1)], 30)]
+
+    commit_plainly(1, 3)  # before the transaction's offsets: the transaction's replace it
+    if transactional == "confluent":
+        producer = txn_producer(broker.bootstrap, f"tx-{group}")
+        producer.begin_transaction()
+        producer.send_offsets_to_transaction([TopicPartition("src", 0, 5), TopicPartition("src", 1, 5)],
+                                             confluent_consumer.consumer_group_metadata(), 30)
+        commit_plainly(0, 8)  # after them, before the marker: it stays
+        producer.commit_transaction(30)
+    else:
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, transactional_id=f"tx-{group}")
+        producer.init_transactions()
+        producer.begin_transaction()
+        producer.send_offsets_to_transaction({KpTopicPartition("src", 0): OffsetAndMetadata(5, "", -1),
+                                              KpTopicPartition("src", 1): OffsetAndMetadata(5, "", -1)}, group)
+        commit_plainly(0, 8)
+        producer.commit_transaction()
+        producer.close()
+    wait_for(lambda: committed()[1] == 5, what="the transaction's offsets applied (its marker written)")
+    assert committed() == [8, 5]
+    kp_consumer.close()
+    confluent_consumer.close()
+    broker.kill()
+    broker.start()
+    again = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
+    try:
+        assert [tp.offset for tp in again.committed([TopicPartition("src", 0), TopicPartition("src", 1)], 30)] == [8, 5]
+    finally:
+        again.close()

@@ -46,7 +46,7 @@ class MemoryLog:
         self.records.extend(records)
 
     def replay(self):
-        return iter(list(self.records))
+        return iter([(offset, key, value) for offset, (key, value) in enumerate(self.records)])
 
 
 def make_coordinator(log: MemoryLog | None = None, **settings) -> GroupCoordinator:

@@ -47,7 +47,7 @@ def test_a_write_returns_once_durable_and_a_start_replays_it(tmp_path):
         await topic.write([(b"group-a", b"one"), (b"group-b", b"two")])
         assert partition.log.durable_offset == 2 and partition.high_watermark == 2  # acknowledged means durable
         await topic.write([(b"group-a", None)])  # a tombstone
-        assert list(topic.replay()) == [(b"group-a", b"one"), (b"group-b", b"two"), (b"group-a", None)]
+        assert list(topic.replay()) == [(0, b"group-a", b"one"), (1, b"group-b", b"two"), (2, b"group-a", None)]
 
         again = ConsumerOffsetsTopic(lambda: partitions.get((TOPIC, 0)), commit_timeout_ms=5000)
         await again.open()

@@ -76,7 +76,7 @@ class GroupCoordinator:
         group_values: dict[str, GroupValue | None] = {}
         consumer_values: dict[str, bytes | None] = {}
         count = 0
-        for key_bytes, value_bytes in self.log.replay():
+        for record_offset, key_bytes, value_bytes in self.log.replay():
             if key_bytes is None:
                 continue
             try:
@@ -85,8 +85,8 @@ class GroupCoordinator:
                     if value_bytes is None:
                         committed.remove(key.group_id, key.topic, key.partition)
                     else:
-                        committed.put(key.group_id, key.topic, key.partition,
-                                      CommittedOffset.from_value(decode_offset_value(value_bytes)))
+                        self.offsets.apply_committed(key.group_id, key.topic, key.partition,
+                                                     CommittedOffset.from_value(decode_offset_value(value_bytes), record_offset))
                 elif isinstance(key, GroupKey):
                     group_values[key.group_id] = decode_group_value(value_bytes) if value_bytes is not None else None
                 elif isinstance(key, ConsumerGroupKey):

@@ -91,7 +91,7 @@ class OffsetManager:
         for key in in_flight:
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
         try:
-            await self.log.write(records)
+            base_offset = await self.log.write(records)
         except Exception as e:  # noqa: BLE001 - the commit is not acknowledged
             logger.error("group %s: cannot store offsets: %s", group_id, e)
             for key, _ in accepted:
@@ -104,8 +104,9 @@ class OffsetManager:
                     self._in_flight[key] = remaining
         if not self.registry.known(group_id):
             self.registry.groups[group_id] = ClassicGroup(group_id)
-        for (topic, partition), committed in accepted:
-            self.committed.put(group_id, topic, partition, committed)
+        for i, ((topic, partition), committed) in enumerate(accepted):
+            committed.record_offset = -1 if base_offset is None else base_offset + i
+            self.apply_committed(group_id, topic, partition, committed)
             results[(topic, partition)] = ErrorCode.none
         return results
 
@@ -161,9 +162,20 @@ class OffsetManager:
         pending offsets become committed (or are dropped); how many were applied."""
         applied = self.pending_txn.complete(producer_id, committed)
         for pending in applied:
-            self.committed.put(pending.group_id, pending.topic, pending.partition,
-                               CommittedOffset.from_value(decode_offset_value(pending.value)))
+            self.apply_committed(pending.group_id, pending.topic, pending.partition,
+                                 CommittedOffset.from_value(decode_offset_value(pending.value), pending.record_offset))
         return len(applied)
+
+    def apply_committed(self, group_id: str, topic: str, partition: int, committed: CommittedOffset) -> bool:
+        """Keep ``committed`` unless the partition's current offset was written after it (Kafka's
+        OffsetMetadataManager: "we always keep the most recent committed offset" by record offset,
+        so a plain OffsetCommit between a TxnOffsetCommit and its COMMIT marker stays, and
+        replaying the log brings back what was committed)."""
+        current = self.committed.get(group_id, topic, partition)
+        if current is not None and current.record_offset > committed.record_offset >= 0:
+            return False
+        self.committed.put(group_id, topic, partition, committed)
+        return True
 
     def unstable(self, group_id: str, topic: str, partition: int) -> bool:
         """Whether a commit of the partition is being written, or a transaction holds one

@@ -7,7 +7,7 @@ Not thread-safe; the broker's event loop owns it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from tidelog.groups.records import OffsetValue
@@ -20,10 +20,14 @@ class CommittedOffset:
     metadata: str
     commit_timestamp_ms: int
     expire_timestamp_ms: int | None = None
+    # where its record is in __consumer_offsets (-1: not known): of a plain and a transactional
+    # commit of one partition, the one written last wins (groups/txn_offsets.py)
+    record_offset: int = field(default=-1, compare=False)
 
     @classmethod
-    def from_value(cls, value: OffsetValue) -> "CommittedOffset":
-        return cls(value.offset, value.leader_epoch, value.metadata, value.commit_timestamp_ms, value.expire_timestamp_ms)
+    def from_value(cls, value: OffsetValue, record_offset: int = -1) -> "CommittedOffset":
+        return cls(value.offset, value.leader_epoch, value.metadata, value.commit_timestamp_ms, value.expire_timestamp_ms,
+                   record_offset)
 
     def to_value(self) -> OffsetValue:
         return OffsetValue(self.offset, self.leader_epoch, self.metadata, self.commit_timestamp_ms, self.expire_timestamp_ms)

@@ -104,11 +104,11 @@ class ConsumerOffsetsTopic:
             return 0
         return (entry.batches[-1][1] + 1) & 0x7FFFFFFF
 
-    def replay(self) -> Iterator[tuple[bytes, bytes | None]]:
-        """Every record in log order; a transaction's offset records when its COMMIT marker
-        comes (an aborted one's never). Those of transactions still open at the log end are
-        left in ``open_transactions`` (producer id -> [(record offset, key, value)]), for the
-        coordinator's pending transactional offsets."""
+    def replay(self) -> Iterator[tuple[int, bytes, bytes | None]]:
+        """Every record (its offset, key, value) in log order; a transaction's offset records when
+        its COMMIT marker comes (an aborted one's never), with their own offsets. Those of
+        transactions still open at the log end are left in ``open_transactions`` (producer id ->
+        [(record offset, key, value)]), for the coordinator's pending transactional offsets."""
         self.open_transactions = {}
         start = self.log.log_start_offset
         for batch, info in log_batches(self.log, start, _READ_BYTES):
@@ -120,11 +120,11 @@ class ConsumerOffsetsTopic:
                     continue
                 pending = self.open_transactions.pop(info.producer_id, [])
                 if marker is not None and marker.committed:
-                    yield from ((key, value) for _, key, value in pending)
+                    yield from pending
             elif info.is_transactional:
                 self.open_transactions.setdefault(info.producer_id, []).extend(
                     (record.offset, record.key, record.value) for record in iter_records(batch))
             else:
                 for record in iter_records(batch):
                     if record.offset >= start:
-                        yield record.key, record.value
+                        yield record.offset, record.key, record.value

@@ -43,8 +43,8 @@ class GroupLog(Protocol):
         """Append the (key, value) records (a transactional batch of ``producer_id`` if given)
         and return their first offset once they are durable."""
 
-    def replay(self) -> Iterator[tuple[bytes, bytes | None]]:
-        """Every record from the start of the log, in order."""
+    def replay(self) -> Iterator[tuple[int, bytes, bytes | None]]:
+        """Every record (its offset in the log, key, value) from the start of the log, in order."""
 
 
 def write_error(e: Exception) -> ErrorCode:
