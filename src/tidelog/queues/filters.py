@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Sequence
 
 import cel
 
@@ -50,27 +51,51 @@ class RecordFilter:
         self.errors = 0
 
     def __call__(self, key: bytes | None, headers: dict, timestamp: int) -> bool:
-        if self._header_names is not None:
-            read = tuple(headers.get(name, _MISSING) for name in self._header_names)
-        else:
-            read = tuple(headers.items()) if self._headers else None
-        memo_key = (key if self._key else None, read, timestamp if self._timestamp else None)
-        found = self._memo.get(memo_key)
-        if found is not None:
-            return found
+        return self.judge([(0, timestamp, key, headers)])[0]
+
+    def judge(self, records: Sequence[tuple[int, int, bytes | None, dict]]) -> list[bool]:
+        """Whether each (offset, timestamp, key, headers) record matches: the memo answers in one
+        pass over the batch, CEL runs only for what it has not seen."""
+        memo = self._memo
+        keys = self._memo_keys(records)
+        results = list(map(memo.get, keys))
+        for i in [i for i, result in enumerate(results) if result is None]:
+            found = memo.get(keys[i])
+            if found is None:
+                _, timestamp, key, headers = records[i]
+                found = self._evaluate(key, headers, timestamp)
+                if len(memo) >= MEMO_ENTRIES:
+                    memo.clear()
+                memo[keys[i]] = found
+            results[i] = found
+        return results
+
+    def _memo_keys(self, records) -> list:
+        names = self._header_names
+        if names is not None and not self._key and not self._timestamp:
+            if len(names) == 1:  # the usual filter: one header's value is all it reads
+                (name,) = names
+                return [headers.get(name, _MISSING) for _, _, _, headers in records]
+            return [tuple([headers.get(name, _MISSING) for name in names]) for _, _, _, headers in records]
+        keys = []
+        for _, timestamp, key, headers in records:
+            if names is not None:
+                read = tuple([headers.get(name, _MISSING) for name in names])
+            else:
+                read = tuple(headers.items()) if self._headers else None
+            keys.append((key if self._key else None, read, timestamp if self._timestamp else None))
+        return keys
+
+    def _evaluate(self, key: bytes | None, headers: dict, timestamp: int) -> bool:
         self.evaluations += 1
         try:
-            result = self.program.execute({"key": key, "headers": headers, "timestamp": timestamp}) is True
+            return self.program.execute({"key": key, "headers": headers, "timestamp": timestamp}) is True
         except Exception as e:  # noqa: BLE001 - a record the expression cannot judge does not match
             self.errors += 1
             if self.errors == 1 or self.errors % 10000 == 0:
                 logger.warning("share group filter %r failed on a record (%d failures so far): %s",
                                self.expression, self.errors, e)
-            result = False
-        if len(self._memo) >= MEMO_ENTRIES:
-            self._memo.clear()
-        self._memo[memo_key] = result
-        return result
+            return False
 
 
 _MISSING = object()

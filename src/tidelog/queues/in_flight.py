@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 from bisect import bisect_right
+from operator import attrgetter
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
@@ -24,6 +25,7 @@ __all__ = ["DEAD_LETTER_REASONS", "NO_MEMBER", "TERMINAL", "ArchiveReason", "Dea
            "RunList", "Transition", "finish", "joined"]
 
 NO_MEMBER = ""
+_FIRST = attrgetter("first")  # a C key for bisect: a lambda per comparison was a hot spot
 
 
 class RecordState(enum.IntEnum):
@@ -127,7 +129,7 @@ class RunList(list):
 
     def index_of(self, offset: int) -> int:
         """Index of the run containing ``offset``, or of the first run after it."""
-        i = bisect_right(self, offset, key=lambda r: r.first) - 1
+        i = bisect_right(self, offset, key=_FIRST) - 1
         if i >= 0 and self[i].last >= offset:
             return i
         return i + 1
@@ -164,17 +166,20 @@ class RunList(list):
         self.split(last + 1)
         return list(self.overlapping(first, last))
 
-    def coalesce(self) -> None:
-        """Merge neighbouring runs that are alike, so the run list stays as short as the states allow."""
-        if len(self) < 2:
+    def coalesce(self, first: int | None = None, last: int | None = None) -> None:
+        """Merge neighbouring runs that are alike, so the run list stays as short as the states allow;
+        only around first..last when given (one walk, however many runs a transition changed)."""
+        low = 0 if first is None else max(0, self.index_of(first) - 1)
+        high = len(self) if last is None else min(len(self), self.index_of(last) + 2)
+        if high - low < 2:
             return
-        merged = [self[0]]
-        for run in self[1:]:
+        merged = [self[low]]
+        for run in self[low + 1:high]:
             if mergeable(merged[-1], run):
                 merged[-1].last = run.last
             else:
                 merged.append(run)
-        self[:] = merged
+        self[low:high] = merged
 
     def merge_at(self, offset: int) -> None:
         """Merge the run holding ``offset`` with its neighbours where they are alike (a local coalesce)."""

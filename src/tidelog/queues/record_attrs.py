@@ -183,20 +183,27 @@ def _filtered_runs(body, start: int, stop: int, info: BatchInfo, log_append: boo
                    settings: QueueSettings) -> list[AttrRun] | None:
     """A batch whose only per-record question is the group's filter: runs of records it matches or
     not, the rest decided for the whole batch (as scan_batch's short cut). None as soon as a record
-    has a header of ours (delay, TTL, or the priority header where priority is on)."""
-    matches = settings.matches
-    ours = [DELIVER_AT_HEADER, DELAY_MS_HEADER, TTL_MS_HEADER]
+    has a header of ours (delay, TTL, or the priority header where priority is on). The filter
+    judges the whole batch at once (``RecordFilter.judge``: one CEL evaluation per distinct thing
+    it reads)."""
+    ours = {DELIVER_AT_HEADER, DELAY_MS_HEADER, TTL_MS_HEADER}
     if settings.priority_enabled:
-        ours.append(settings.priority_header)
+        ours.add(settings.priority_header)
+    records = list(_walk(body, start, stop, info, log_append, True))
+    if any(headers and not ours.isdisjoint(headers) for _, _, _, headers in records):
+        return None
+    judge = getattr(settings.matches, "judge", None)
+    if judge is not None:
+        results = judge(records)
+    else:
+        matches = settings.matches
+        results = [bool(matches(key, headers, timestamp)) for _, timestamp, key, headers in records]
     timestamp = info.max_timestamp
     due = timestamp + settings.delay_ms if settings.delay_ms > 0 else NEVER
     expire = timestamp + settings.ttl_ms if settings.ttl_ms > 0 else NEVER
     runs: list[AttrRun] = []
     first = previous = None
-    for offset, record_timestamp, key, headers in _walk(body, start, stop, info, log_append, True):
-        if headers and any(name in headers for name in ours):
-            return None
-        result = bool(matches(key, headers, record_timestamp))
+    for (offset, _, _, _), result in zip(records, results):
         if result is not previous:
             if previous is not None:
                 runs.append(AttrRun(first, offset - 1, settings.default_priority, timestamp, due, expire, previous))
@@ -210,12 +217,14 @@ def _walk(body, pos: int, stop: int, info: BatchInfo, log_append: bool, want_key
     """(offset, timestamp, key, headers) of each record; headers as {name: value bytes} (the last wins).
     In C where the extension is built (protocol/_recordwalk.c ``fields``), else ``_walk_python``."""
     if _fields_in_c is None:
-        yield from _walk_python(body, pos, stop, info, log_append, want_key)
-        return
+        return _walk_python(body, pos, stop, info, log_append, want_key)
     base_offset, base_timestamp, max_timestamp = info.base_offset, info.base_timestamp, info.max_timestamp
-    for offset_delta, timestamp_delta, key, headers in _fields_in_c(body, pos, stop, info.record_count, want_key):
-        yield (base_offset + offset_delta, max_timestamp if log_append else base_timestamp + timestamp_delta,
-               key, headers)
+    found = _fields_in_c(body, pos, stop, info.record_count, want_key)
+    if log_append:
+        return [(base_offset + offset_delta, max_timestamp, key, headers)
+                for offset_delta, _, key, headers in found]
+    return [(base_offset + offset_delta, base_timestamp + timestamp_delta, key, headers)
+            for offset_delta, timestamp_delta, key, headers in found]
 
 
 def _walk_python(body, pos: int, stop: int, info: BatchInfo, log_append: bool, want_key: bool):

@@ -42,7 +42,9 @@ Not thread-safe: the event loop owns it; it does no I/O and reads no clock (time
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Callable, Iterable, Sequence
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -85,6 +87,10 @@ class SharePartitionConfig:
 
 def _persisted_state(state: RecordState) -> int:
     return 0 if state == RecordState.ACQUIRED else int(state)
+
+
+_PERSISTED_STATES = {state: _persisted_state(state) for state in RecordState}
+_FIRST = attrgetter("first")
 
 
 class SharePartition:
@@ -211,19 +217,30 @@ class SharePartition:
             return t
         bounds = BatchBounds(batches)
         deadline = now_ms + self.config.record_lock_duration_ms
+        # First choose (nothing changes meanwhile: the ranges a policy yields do not overlap), then
+        # split the runs for all the chosen pieces in one walk: a filter or priorities may choose
+        # hundreds of single records, and a search and split of the run list per piece was most
+        # of such an acquisition's cost.
+        runs = self._runs
+        firsts = [run.first for run in runs]
+        pieces: list[tuple[int, int, None]] = []
         acquired_count = 0
-        taken: list[Run] = []
         for first, last in policy.order(candidates, now_ms):
             if acquired_count >= max_records:
                 break
             stop = False
-            for run in list(self._runs.overlapping(max(first, read_first), min(last, read_last))):
+            low, high = max(first, read_first), min(last, read_last)
+            i = max(0, bisect_right(firsts, low) - 1)
+            while i < len(runs) and runs[i].first <= high:
+                run = runs[i]
+                i += 1
+                if run.last < low or run.state != RecordState.AVAILABLE or run.pending is not None \
+                        or run.available_at_ms > now_ms:
+                    continue
                 if acquired_count >= max_records:
                     break
-                if run.state != RecordState.AVAILABLE or run.pending is not None or run.available_at_ms > now_ms:
-                    continue
-                seg_first = max(run.first, first, read_first)
-                seg_last = min(run.last, last, read_last)
+                seg_first = max(run.first, low)
+                seg_last = min(run.last, high)
                 remaining = max_records - acquired_count
                 limit = self._throttled_limit(run.delivery_count, bounds.batch_size_at(seg_first))
                 if limit is not None and acquired_count > 0:
@@ -237,27 +254,28 @@ class SharePartition:
                         take = remaining
                     else:
                         take = min(take, bounds.end_of_batch(seg_first + remaining - 1) - seg_first + 1)
-                piece = self._runs.isolate(seg_first, seg_first + take - 1)
-                for part in piece:
-                    self._begin(t, part)
-                    if part.delivery_count > 0:
-                        t.add_count("redelivered", part.size)
-                    part.state = RecordState.ACQUIRED
-                    part.delivery_count += 1
-                    part.member_id = member_id
-                    part.lock_deadline_ms = deadline
-                    part.available_at_ms = 0
-                    taken.append(part)
+                pieces.append((seg_first, seg_first + take - 1, None))
                 acquired_count += take
                 if limit is not None:
                     stop = True
                     break
             if stop:
                 break
+        pieces.sort()
+        taken: list[Run] = []
+        for part, _ in self._isolate_sorted(pieces):
+            self._begin(t, part)
+            if part.delivery_count > 0:
+                t.add_count("redelivered", part.size)
+            part.state = RecordState.ACQUIRED
+            part.delivery_count += 1
+            part.member_id = member_id
+            part.lock_deadline_ms = deadline
+            part.available_at_ms = 0
+            taken.append(part)
         set_aside = self._set_aside(t, policy)
         if not taken and not set_aside:
             return t
-        taken.sort(key=lambda r: r.first)
         if taken:
             t.add_count("acquired", acquired_count)
         self._record(t)
@@ -370,31 +388,27 @@ class SharePartition:
         self._validate_acks(member_id, acks, renew_allowed)
         t = Transition()
         renewed: list[Run] = []
-        for ack in acks:
-            first = max(ack.first_offset, self.start_offset)
-            if ack.last_offset < first:
+        start = self.start_offset
+        ranges = [(max(sub_first, start), sub_last, ack_type) for ack in acks if ack.last_offset >= start
+                  for sub_first, sub_last, ack_type in ack_ranges(ack) if sub_last >= start]
+        for run, ack_type in self._isolate_sorted(ranges):  # acks are in offset order (validated)
+            if ack_type == AcknowledgeType.RENEW:
+                run.lock_deadline_ms = now_ms + self.config.record_lock_duration_ms
+                t.add_count("renewed", run.size)
+                renewed.append(run)
                 continue
-            for sub_first, sub_last, ack_type in ack_ranges(ack):
-                if sub_last < first:
-                    continue
-                for run in self._runs.isolate(max(sub_first, first), sub_last):
-                    if ack_type == AcknowledgeType.RENEW:
-                        run.lock_deadline_ms = now_ms + self.config.record_lock_duration_ms
-                        t.add_count("renewed", run.size)
-                        renewed.append(run)
-                        continue
-                    self._begin(t, run)
-                    if ack_type == AcknowledgeType.ACCEPT:
-                        finish(run, RecordState.ACKNOWLEDGED)
-                        t.add_count("acknowledged", run.size)
-                    elif ack_type == AcknowledgeType.RELEASE:
-                        t.add_count("released", run.size)
-                        self._make_available(t, run, now_ms, delay_ms=release_delay_ms)
-                    elif ack_type == AcknowledgeType.REJECT:
-                        t.add_count("rejected", run.size)
-                        self._archive(t, run, ArchiveReason.REJECTED)
-                    else:
-                        self._archive(t, run, ArchiveReason.GAP)
+            self._begin(t, run)
+            if ack_type == AcknowledgeType.ACCEPT:
+                finish(run, RecordState.ACKNOWLEDGED)
+                t.add_count("acknowledged", run.size)
+            elif ack_type == AcknowledgeType.RELEASE:
+                t.add_count("released", run.size)
+                self._make_available(t, run, now_ms, delay_ms=release_delay_ms)
+            elif ack_type == AcknowledgeType.REJECT:
+                t.add_count("rejected", run.size)
+                self._archive(t, run, ArchiveReason.REJECTED)
+            else:
+                self._archive(t, run, ArchiveReason.GAP)
         self._record(t)
         for first in sorted({run.first for run in renewed}):
             self._runs.merge_at(first)
@@ -402,11 +416,19 @@ class SharePartition:
 
     def _validate_acks(self, member_id: str, acks: Sequence[AckBatch], renew_allowed: bool) -> None:
         check_ack_batches(acks, self.start_offset, self.next_offset, renew_allowed)
-        for ack in acks:  # then the records' states (INVALID_RECORD_STATE)
+        runs = self._runs
+        i = None
+        for ack in acks:  # then the records' states (INVALID_RECORD_STATE), in one walk of the runs
             if ack.last_offset < self.start_offset:
                 continue  # already archived
             first = max(ack.first_offset, self.start_offset)
-            for run in self._runs.overlapping(first, ack.last_offset):
+            if i is None:
+                i = runs.index_of(first)
+            while i < len(runs) and runs[i].last < first:
+                i += 1
+            while i < len(runs) and runs[i].first <= ack.last_offset:
+                run = runs[i]
+                i += 1
                 if run.pending is not None:
                     raise KafkaError(ErrorCode.invalid_record_state,
                                      "The record state is invalid. The acknowledgement of delivery could not be "
@@ -501,10 +523,11 @@ class SharePartition:
                 run.set_fields(run.saved)
             run.pending = None
             run.saved = None
-        firsts = sorted({run.first for run in t.runs})
+        low = min((run.first for run in t.runs), default=None)
+        high = max((run.last for run in t.runs), default=None)
         self._advance_start()
-        for first in firsts:
-            self._runs.merge_at(first)
+        if low is not None:
+            self._runs.coalesce(low, high)
 
     def _begin(self, t: Transition, run: Run) -> None:
         run.saved = run.fields()
@@ -512,8 +535,19 @@ class SharePartition:
         t.runs.append(run)
 
     def _record(self, t: Transition) -> None:
-        t.state_batches = joined(StateBatch(r.first, r.last, _persisted_state(r.state), r.delivery_count)
-                                  for r in sorted(t.runs, key=lambda r: r.first))
+        batches: list[StateBatch] = []
+        first = last = state = count = None
+        for run in sorted(t.runs, key=_FIRST):  # joined by hand: a filter's transitions have hundreds of runs
+            run_state = _PERSISTED_STATES[run.state]
+            if last is not None and run.first == last + 1 and run_state == state and run.delivery_count == count:
+                last = run.last
+                continue
+            if first is not None:
+                batches.append(StateBatch(first, last, state, count))
+            first, last, state, count = run.first, run.last, run_state, run.delivery_count
+        if first is not None:
+            batches.append(StateBatch(first, last, state, count))
+        t.state_batches = batches
         t.dead_letters = joined(sorted(t.dead_letters))
 
     # --- the start offset ----------------------------------------------------------------------

@@ -89,6 +89,10 @@ def combine_state_batches(existing: Iterable[StateBatch], new: Iterable[StateBat
     below ``start_offset``, neighbours with the same state and count joined (Kafka's
     PersisterStateBatchCombiner). The result is sorted and does not overlap."""
     result: list[StateBatch] = sorted(existing)
+    new = [b for b in new if b.last_offset >= b.first_offset]
+    if all(a.last_offset < b.first_offset for a, b in zip(new, new[1:])):
+        result = _overlay(result, new)  # the usual case (a transition's batches): one walk
+        new = []
     for batch in new:
         if batch.last_offset < batch.first_offset:
             continue
@@ -118,6 +122,27 @@ def combine_state_batches(existing: Iterable[StateBatch], new: Iterable[StateBat
         else:
             merged.append(b)
     return merged
+
+
+def _overlay(existing: list[StateBatch], new: list[StateBatch]) -> list[StateBatch]:
+    """combine_state_batches' overlay in one walk, both lists sorted and not overlapping."""
+    out: list[StateBatch] = []
+    i = 0
+    for batch in new:
+        while i < len(existing) and existing[i].last_offset < batch.first_offset:
+            out.append(existing[i])
+            i += 1
+        while i < len(existing) and existing[i].first_offset <= batch.last_offset:
+            old = existing[i]
+            if old.first_offset < batch.first_offset:
+                out.append(old._replace(last_offset=batch.first_offset - 1))
+            if old.last_offset > batch.last_offset:
+                existing[i] = old._replace(first_offset=batch.last_offset + 1)  # the rest may meet the next one
+                break
+            i += 1
+        out.append(batch)
+    out.extend(existing[i:])
+    return out
 
 
 class _Write:
