@@ -203,6 +203,25 @@ class BrokerMetrics:
         self.share_in_flight = Gauge("tidelog_share_in_flight_records",
                                      "Records between a share-partition's start offset and next offset, by group.",
                                      ["group"], registry=r)
+        self.push_records = Counter(
+            "tidelog_push_records",
+            "Push subscription record events by subscription: delivered (POSTed), acknowledged (2xx or accept), "
+            "released (to be retried), rejected, dead_lettered.", ["subscription", "event"], registry=r)
+        self.push_requests = Counter(
+            "tidelog_push_requests",
+            "Push POSTs by subscription and result: ok (2xx), the HTTP status (500, ...), timeout, connection, tls, "
+            "not_allowed, bad_answer.", ["subscription", "result"], registry=r)
+        self.push_latency = Histogram(
+            "tidelog_push_latency_seconds",
+            "End-to-end push latency of acknowledged records: from the record's timestamp to its acknowledgement.",
+            ["subscription"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=r)
+        self.push_in_flight = Gauge("tidelog_push_in_flight_records", "Records in POSTs not yet answered, by subscription.",
+                                    ["subscription"], registry=r)
+        self.push_backlog = Gauge("tidelog_push_backlog_records",
+                                  "Records of a subscription's share-partitions led here not yet acknowledged or archived.",
+                                  ["subscription"], registry=r)
+        self.push_concurrency = Gauge("tidelog_push_concurrency", "POSTs a subscription may have in flight now (adaptive).",
+                                      ["subscription"], registry=r)
         self._request_children: dict[str, Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
         self._topic_children: dict[tuple[str, str], Counter] = {}

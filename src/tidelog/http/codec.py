@@ -14,14 +14,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from typing import Any
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
-
-
-# C0 controls other than tab, newline and carriage return mark bytes as binary.
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# bytes_to_json is protocol/json_bytes.py's (push deliveries use it too); importers may keep using this module.
+from tidelog.protocol.json_bytes import bytes_to_json  # noqa: F401
 
 
 def murmur2(data: bytes) -> int:
@@ -104,21 +101,6 @@ def json_to_headers(headers: Any) -> list[tuple[str, bytes | None]]:
         else:
             raise _bad("a header value must be a string, null or {\"base64\": ...}")
     return result
-
-
-def bytes_to_json(data: bytes | None, force_base64: bool = False) -> tuple[str | None, str]:
-    """(text or base64 or None, "text" | "base64")."""
-    if data is None:
-        return None, "text"
-    if not force_base64:
-        try:
-            text = bytes(data).decode("utf-8")
-        except UnicodeDecodeError:
-            pass
-        else:
-            if not _CONTROL.search(text):
-                return text, "text"
-    return base64.b64encode(data).decode("ascii"), "base64"
 
 
 # RecordBatch attribute bit 3: 0 CreateTime, 1 LogAppendTime (Kafka's TimestampType names).

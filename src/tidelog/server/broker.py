@@ -40,6 +40,7 @@ from tidelog.metrics import BrokerMetrics
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.record_walk import RECORD_WALK
 from tidelog.protocol.topics import SHARE_GROUP_STATE
+from tidelog.push.delivery import PushDelivery
 from tidelog.push.registry import PushSubscriptions
 from tidelog.queues.share_groups import ShareGroups, state_topic_configs
 from tidelog.security.authorizer import Access
@@ -138,6 +139,7 @@ class Broker:
         self.transactions: TransactionService | None = None
         self._resource_watch: asyncio.Task | None = None
         self.delay_topics: DelayTopics | None = None  # issue 14: delay topics' movers
+        self.push_delivery: PushDelivery | None = None  # issue 15: push subscriptions' deliveries from here
         self._producer_ids: range = range(0)
         self._producer_id_lock = asyncio.Lock()
         self._seen_controller = -1
@@ -226,6 +228,11 @@ class Broker:
                                   is_other_group=lambda group_id: self.groups.registry.known(group_id),
                                   on_counts=self.metrics.count_share_records)
         self.replicas.on_leadership.append(self.shares.on_leadership)
+        try:
+            self.push_delivery = PushDelivery(self.push, self.shares, self.replicas, lambda: self.metadata.topics,
+                                              self.config, self.metrics, self.node_id)
+        except ConfigError as e:
+            raise StartupError(str(e)) from None
         self.transactions = TransactionService(
             self.node_id, self.config, self.metadata, self.replicas, self.topics.create_topic, self.new_producer_id,
             self.config["transaction.state.log.replication.factor"] if self.controller is not None else 1,
@@ -266,6 +273,7 @@ class Broker:
         self.delay_topics = DelayTopics(self.metadata, self.replicas, self.config, self.data_dir, self.new_producer_id,
                                         metrics=self.metrics)
         self.delay_topics.start()
+        self.push_delivery.start()
         logger.info("broker %d started (cluster %s)", self.node_id, self.cluster_id)
         if RECORD_WALK != "C":
             logger.warning("produce validation walks records in Python: the C extension tidelog.protocol._recordwalk "
@@ -472,6 +480,8 @@ class Broker:
         logger.info("shutting down: closing listener and %d connections", len(self.connections))
         if self.delay_topics is not None:
             await self.delay_topics.stop()
+        if self.push_delivery is not None:
+            await self.push_delivery.stop()
         if self.controller is not None:
             self.controller.stop()
         if self.replicas is not None:
@@ -546,6 +556,8 @@ class Broker:
                        transactions=self.transactions)
         if self.shares is not None:
             self.shares.refresh_gauges(self.metrics)
+        if self.push_delivery is not None:
+            self.push_delivery.refresh_gauges(self.metrics)
 
     def high_watermark(self, topic: str, partition: int) -> int:
         """What consumers may read up to (the ISR's, never past the leader's durable end)."""
