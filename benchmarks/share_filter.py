@@ -3,7 +3,8 @@ by a share group without a filter and with one, the broker's CPU seconds per log
 
 One broker, one topic of one partition, ``--records`` records of ``--record-bytes`` bytes, each
 with a header ``type`` cycling over four values (the worst case for the share-partition: every
-record of a matching type is alone between filtered-out ones). Then, for each filter, a new share
+record of a matching type is alone between filtered-out ones) and, with ``--trace``, a unique
+``traceparent`` header. Then, for each filter, a new share
 group starting at the earliest record takes the whole log with one confluent-kafka ShareConsumer
 (implicit acknowledgement) until it has every record the filter lets through; the broker's CPU
 seconds over that phase divided by the log's records is the cost per record.
@@ -34,14 +35,17 @@ FILTERS = {
 }
 
 
-def produce(bootstrap: str, topic: str, records: int, record_bytes: int) -> None:
+def produce(bootstrap: str, topic: str, records: int, record_bytes: int, trace: bool) -> None:
     producer = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 2000,
                             "compression.type": "none"})
     value = b"x" * record_bytes
     for n in range(records):
         while True:
             try:
-                producer.produce(topic, value=value, headers={"type": TYPES[n % len(TYPES)]})
+                headers = {"type": TYPES[n % len(TYPES)]}
+                if trace:
+                    headers["traceparent"] = b"00-%032x-%016x-01" % (n, n)
+                producer.produce(topic, value=value, headers=headers)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -75,12 +79,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record-bytes", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--filters", default=",".join(FILTERS))
+    parser.add_argument("--trace", action="store_true", help="a traceparent header on every record too (unique)")
     parser.add_argument("--durability", default="throughput", help="log.durability.profile of the broker")
     parser.add_argument("--profile", type=Path, help="directory for py-spy's samples of each phase")
+    parser.add_argument("--src", type=Path, help="run the broker from this src/ (a worktree of another commit, "
+                                                 "to compare before and after on the same machine)")
     args = parser.parse_args(argv)
     if args.records > 1_000_000:
         parser.error("--records: at most 1,000,000 (a bounded load)")
     target = Tidelog(args.durability)
+    if args.src:
+        target.src_dir = args.src.resolve()
     with tempfile.TemporaryDirectory(prefix="tidelog-share-filter-") as workdir:
         server = target.start(Path(workdir))
         try:
@@ -88,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
             topic = "filtered"
             admin = AdminClient({"bootstrap.servers": bootstrap})
             admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
-            produce(bootstrap, topic, args.records, args.record_bytes)
+            produce(bootstrap, topic, args.records, args.record_bytes, args.trace)
             rows = []
             for name in args.filters.split(","):
                 expression = FILTERS[name]

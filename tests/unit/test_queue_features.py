@@ -382,3 +382,24 @@ def test_the_c_record_walk_reads_what_the_python_one_reads(records):
     for want_key in (True, False):
         assert list(record_attrs._walk(batch, 61, len(batch), info, False, want_key)) == \
             list(record_attrs._walk_python(batch, 61, len(batch), info, False, want_key))
+        for names in ((), ("a",), tuple({n for _, _, headers, _ in records for n, _ in headers})[:3]):
+            wanted = set(names)
+            assert record_attrs._walk(batch, 61, len(batch), info, False, want_key,
+                                      tuple(n.encode() for n in names)) == \
+                [(o, t, k, {n: v for n, v in h.items() if n in wanted})
+                 for o, t, k, h in record_attrs._walk_python(batch, 61, len(batch), info, False, want_key)]
+
+
+def test_a_filter_decodes_only_the_headers_it_reads(monkeypatch):
+    """A filter over headers["type"] has the record walk decode that header (and the ones the queue
+    features read), not the others; one over ``headers`` as a whole gets them all."""
+    asked = []
+    walk = record_attrs._walk
+    monkeypatch.setattr(record_attrs, "_walk", lambda *a: asked.append(a[-1]) or walk(*a))
+    records = [(b"k", b"v", [header("type", "order" if n % 2 else "refund"), header("trace", n)]) for n in range(10)]
+    for expression, names in (('headers["type"] == b"order"', {b"type"}), ('size(headers) == 2', None)):
+        s = Setup(group_configs={"tidelog.filter": expression})
+        s.produce(records)
+        run(s.fetch(100))
+        assert asked[-1] is None if names is None else names <= set(asked[-1]) and b"trace" not in asked[-1]
+    assert s.counts.get("filtered") is None  # size(headers) == 2 matches every record

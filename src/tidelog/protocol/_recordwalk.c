@@ -154,21 +154,45 @@ static PyObject *walk(PyObject *module, PyObject *args)
             FIELDS_FAIL("record %zd is malformed", index);                 \
     } while (0)
 
-/* fields(buffer, start, stop, count, want_key) -> [(offset_delta, timestamp_delta, key, headers)]
+#define FIELDS_MAX_NAMES 16
+
+/* fields(buffer, start, stop, count, want_key[, names]) -> [(offset_delta, timestamp_delta, key, headers)]
  *
  * The records of an (uncompressed) batch body in buffer[start:stop], for the queue features
  * (queues/record_attrs.py): key is bytes or None (always None unless want_key), headers a dict of
  * name (str, UTF-8 with replacement) to value (bytes or None), the last of a repeated name winning.
+ * names (a tuple of at most 16 bytes, or None for all): only the headers of those names are decoded
+ * and returned (a filter reading one header need not pay for the others).
  * The records were validated when produced; a malformed one is a ValueError all the same. */
 static PyObject *fields(PyObject *module, PyObject *args)
 {
     Py_buffer view;
     Py_ssize_t start, stop, count;
     int want_key;
-    if (!PyArg_ParseTuple(args, "y*nnnp", &view, &start, &stop, &count, &want_key))
+    PyObject *names = Py_None;
+    if (!PyArg_ParseTuple(args, "y*nnnp|O", &view, &start, &stop, &count, &want_key, &names))
         return NULL;
     PyObject *out = NULL;
     Py_ssize_t index = 0;
+    const char *name_data[FIELDS_MAX_NAMES];
+    Py_ssize_t name_size[FIELDS_MAX_NAMES];
+    Py_ssize_t name_count = -1; /* -1: every header */
+    if (names != Py_None) {
+        if (!PyTuple_Check(names) || PyTuple_GET_SIZE(names) > FIELDS_MAX_NAMES) {
+            PyBuffer_Release(&view);
+            PyErr_SetString(PyExc_TypeError, "names must be None or a tuple of at most 16 bytes");
+            return NULL;
+        }
+        name_count = PyTuple_GET_SIZE(names);
+        for (Py_ssize_t n = 0; n < name_count; n++) {
+            char *data;
+            if (PyBytes_AsStringAndSize(PyTuple_GET_ITEM(names, n), &data, &name_size[n]) < 0) {
+                PyBuffer_Release(&view);
+                return NULL;
+            }
+            name_data[n] = data;
+        }
+    }
     if (start < 0 || stop > view.len || start > stop)
         FIELDS_FAIL("bad bounds %zd..%zd of %zd bytes", start, stop, view.len);
     const uint8_t *buf = (const uint8_t *)view.buf;
@@ -218,6 +242,19 @@ static PyObject *fields(PyObject *module, PyObject *args)
         for (int64_t h = 0; h < header_count; h++) {
             if (read_varint(buf, end, &pos, 5, &size) != WALK_OK || size < 0 || size > record_end - pos)
                 goto malformed;
+            if (name_count >= 0) {
+                int wanted = 0;
+                for (Py_ssize_t n = 0; n < name_count && !wanted; n++)
+                    wanted = name_size[n] == size && memcmp(name_data[n], buf + pos, (size_t)size) == 0;
+                if (!wanted) {
+                    pos += (Py_ssize_t)size;
+                    if (read_varint(buf, end, &pos, 5, &size) != WALK_OK || size < -1 || size > record_end - pos)
+                        goto malformed;
+                    if (size > 0)
+                        pos += (Py_ssize_t)size;
+                    continue;
+                }
+            }
             PyObject *name = PyUnicode_DecodeUTF8((const char *)buf + pos, (Py_ssize_t)size, "replace");
             if (name == NULL)
                 goto record_error;
@@ -271,7 +308,7 @@ static PyObject *fields(PyObject *module, PyObject *args)
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, "walk(buffer, count) -> (min_timestamp_delta, max_timestamp_delta)"},
     {"fields", fields, METH_VARARGS,
-     "fields(buffer, start, stop, count, want_key) -> [(offset_delta, timestamp_delta, key, headers)]"},
+     "fields(buffer, start, stop, count, want_key[, names]) -> [(offset_delta, timestamp_delta, key, headers)]"},
     {NULL, NULL, 0, NULL},
 };
 

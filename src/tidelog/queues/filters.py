@@ -47,6 +47,9 @@ class RecordFilter:
         # "x" in headers): the memo is then keyed by those headers' values alone.
         self._header_names = _header_names(expression) if self._headers else None
         self._memo: dict[tuple, bool] = {}
+        # What a record walk must decode for it: the key or not, these headers (None: all of them).
+        self.reads_key = self._key
+        self.header_names = self._header_names if self._headers else ()
         self.evaluations = 0
         self.errors = 0
 

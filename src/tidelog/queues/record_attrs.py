@@ -189,7 +189,10 @@ def _filtered_runs(body, start: int, stop: int, info: BatchInfo, log_append: boo
     ours = {DELIVER_AT_HEADER, DELAY_MS_HEADER, TTL_MS_HEADER}
     if settings.priority_enabled:
         ours.add(settings.priority_header)
-    records = list(_walk(body, start, stop, info, log_append, True))
+    # Only what the filter reads is decoded (its header names, plus ours to notice them).
+    read_names = getattr(settings.matches, "header_names", None)
+    names = None if read_names is None else tuple(n.encode() for n in sorted(ours.union(read_names)))
+    records = _walk(body, start, stop, info, log_append, getattr(settings.matches, "reads_key", True), names)
     if any(headers and not ours.isdisjoint(headers) for _, _, _, headers in records):
         return None
     judge = getattr(settings.matches, "judge", None)
@@ -213,13 +216,20 @@ def _filtered_runs(body, start: int, stop: int, info: BatchInfo, log_append: boo
     return runs
 
 
-def _walk(body, pos: int, stop: int, info: BatchInfo, log_append: bool, want_key: bool):
-    """(offset, timestamp, key, headers) of each record; headers as {name: value bytes} (the last wins).
-    In C where the extension is built (protocol/_recordwalk.c ``fields``), else ``_walk_python``."""
-    if _fields_in_c is None:
-        return _walk_python(body, pos, stop, info, log_append, want_key)
+def _walk(body, pos: int, stop: int, info: BatchInfo, log_append: bool, want_key: bool,
+          names: tuple[bytes, ...] | None = None):
+    """(offset, timestamp, key, headers) of each record; headers as {name: value bytes} (the last wins),
+    only those named in ``names`` when given. In C where the extension is built
+    (protocol/_recordwalk.c ``fields``), else ``_walk_python``."""
+    if _fields_in_c is None or len(names or ()) > 16:
+        records = list(_walk_python(body, pos, stop, info, log_append, want_key))
+        if names is None:
+            return records
+        wanted = {name.decode("utf-8", "replace") for name in names}
+        return [(offset, timestamp, key, {n: v for n, v in headers.items() if n in wanted})
+                for offset, timestamp, key, headers in records]
     base_offset, base_timestamp, max_timestamp = info.base_offset, info.base_timestamp, info.max_timestamp
-    found = _fields_in_c(body, pos, stop, info.record_count, want_key)
+    found = _fields_in_c(body, pos, stop, info.record_count, want_key, names)
     if log_append:
         return [(base_offset + offset_delta, max_timestamp, key, headers)
                 for offset_delta, _, key, headers in found]
