@@ -328,3 +328,39 @@ def test_a_clean_shutdown_abandons_a_cleaning_in_progress(broker_factory):
     assert not list((broker.data_dir / f"{topic}-0").glob("*.cleaned"))
     broker.restart()
     assert_valid_compaction(read_to("kafka-python", broker.bootstrap, topic, max(produced)), produced)
+
+
+def test_describe_shows_the_log_cleaners_state(broker):
+    """`tidelog topics describe --http` and the HTTP API's topic JSON show where the cleaner got to
+    (last cleaned offset), the dirty ratio and the cleanable bytes of a compacted topic's partitions;
+    null for a topic that is not compacted. A bad --http URL is one line naming it."""
+    from tests.integration.test_cli import fails, ok, ok_json
+
+    create(broker, "cleaned", COMPACTED)
+    create(broker, "plain", {})
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+    for batch in range(10):  # a flush each: batches over several segments
+        for i in range(30):
+            producer.produce("cleaned", key=b"k%d" % (i % 5), value=b"v%d-%d" % (batch, i), partition=0)
+        assert producer.flush(TIMEOUT_S) == 0
+    http = f"http://127.0.0.1:{broker.metrics_port}"
+
+    def cleaner() -> dict:
+        return requests.get(f"{http}/api/v1/topics/cleaned", timeout=10).json()["partitions"][0]["cleaner"]
+
+    wait_until(lambda: cleaner()["runs"] >= 1 and cleaner()["dirty_ratio"] == 0, timeout_s=TIMEOUT_S, interval_s=0.1,
+               message="a cleaning of the whole cleanable section")
+    state = cleaner()
+    assert state["replica"] == 1 and state["runs"] >= 1 and state["last_error"] is None
+    assert 0 < state["last_cleaned_offset"] <= state["first_uncleanable_offset"] <= 300
+    assert state["dirty_ratio"] == 0 and state["cleanable_bytes"] == 0 and state["min_cleanable_dirty_ratio"] == 0.01
+    assert requests.get(f"{http}/api/v1/topics/plain", timeout=10).json()["partitions"][0]["cleaner"] is None
+
+    described = ok_json("topics", "describe", "cleaned", "--http", http, broker=broker)
+    assert described["compacted"] is True
+    cli_state = described["partitions"][0]["cleaner"]
+    assert cli_state["last_cleaned_offset"] == state["last_cleaned_offset"] and cli_state["dirty_ratio"] == 0
+    assert ok_json("topics", "describe", "plain", "--http", http, broker=broker)["partitions"][0]["cleaner"] is None
+    plain = ok("topics", "describe", "cleaned", "--http", http, broker=broker)
+    assert "LAST_CLEANED_OFFSET" in plain and f"\t{state['last_cleaned_offset']}\t" in plain
+    assert "--http" in fails("topics", "describe", "cleaned", "--http", "http://127.0.0.1:1", broker=broker)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+
 import click
 from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka.admin import (
@@ -115,12 +120,35 @@ def delete(client: Client, topic_names: tuple[str, ...], if_exists: bool) -> Non
             client.out.done(f"Deleted topic {name}.", name)
 
 
+def cleaner_states(client: Client, http: str, topic: str) -> dict[int, dict | None]:
+    """Partition -> the log cleaner's state of its replica on the broker whose HTTP API is at
+    ``http`` (GET /api/v1/topics/{topic}; null where that broker has no replica). No Kafka API
+    carries it (Kafka shows it as JMX metrics)."""
+    url = f"{http.rstrip('/')}/api/v1/topics/{urllib.parse.quote(topic, safe='')}"
+    try:
+        with urllib.request.urlopen(url, timeout=client.timeout_s) as response:
+            detail = json.load(response)
+    except urllib.error.HTTPError as e:
+        raise CliError(f"--http {http}: GET {url} answered {e.code} {e.reason}") from None
+    except (OSError, ValueError) as e:
+        raise CliError(f"--http {http}: GET {url} failed: {e}") from None
+    return {p["partition"]: p.get("cleaner") for p in detail.get("partitions", [])}
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 @topics.command()
 @click.argument("topic_names", metavar="TOPIC...", nargs=-1, required=True)
 @click.option("--all-configs", is_flag=True, help="Show every config, not only those set on the topic or broker.")
+@click.option("--http", "http", envvar="TIDELOG_HTTP", default=None, metavar="URL",
+              help="A broker's HTTP API (e.g. http://127.0.0.1:8080; env TIDELOG_HTTP): show the log cleaner's state "
+                   "of compacted topics (dirty ratio, cleanable bytes, last cleaned offset) on that broker's replicas.")
 @client_command()
-def describe(client: Client, topic_names: tuple[str, ...], all_configs: bool) -> None:
-    """Partitions (leader, replicas, ISR, watermarks) and configs (with their sources)."""
+def describe(client: Client, topic_names: tuple[str, ...], all_configs: bool, http: str | None) -> None:
+    """Partitions (leader, replicas, ISR, watermarks), configs (with their sources) and, with --http,
+    the log cleaner's state of compacted topics."""
     admin = client.admin()
     described = []
     for name in topic_names:
@@ -145,10 +173,15 @@ def describe(client: Client, topic_names: tuple[str, ...], all_configs: bool) ->
              "default": e.is_default, "read_only": e.is_read_only, "sensitive": e.is_sensitive}
             for e in sorted(entries.values(), key=lambda e: e.name)
         ]
+        compacted = any(c["name"] == "cleanup.policy" and "compact" in (c["value"] or "") for c in configs)
+        if http is not None:
+            states = cleaner_states(client, http, name) if compacted else {}
+            for p in partitions:
+                p["cleaner"] = states.get(p["partition"])
         described.append({
             "name": name, "internal": is_internal(name), "partition_count": len(partitions),
             "replication_factor": max((len(p["replicas"]) for p in partitions), default=0),
-            "partitions": partitions, "configs": configs,
+            "partitions": partitions, "configs": configs, "compacted": compacted,
         })
     if client.out.as_json:
         client.out.json(described if len(described) > 1 else described[0])
@@ -166,6 +199,16 @@ def describe(client: Client, topic_names: tuple[str, ...], all_configs: bool) ->
             row_styles=["red" if p["leader"] is None else "yellow" if len(p["isr"]) < len(p["replicas"]) else None
                         for p in t["partitions"]],
         )
+        if t["compacted"] and http is None:
+            note("the log cleaner's state: --http URL of a broker's HTTP API")
+        elif t["compacted"]:
+            rows = [(p["partition"], c["replica"], "-" if c["last_cleaned_offset"] is None else c["last_cleaned_offset"],
+                     _ratio(c["dirty_ratio"]), _ratio(c["min_cleanable_dirty_ratio"]), c["cleanable_bytes"],
+                     "cleaning" if c["cleaning"] else "uncleanable" if c["uncleanable"] else "idle", c["last_error"] or "")
+                    for p in t["partitions"] if (c := p["cleaner"]) is not None]
+            out.table(["partition", "replica", "last cleaned offset", "dirty ratio", "min ratio", "cleanable bytes",
+                       "state", "last error"], rows, title="Log cleaner",
+                      caption=f"the replicas on the broker at {http}; each replica cleans its own log")
         shown = [c for c in t["configs"] if all_configs or not c["default"]]
         out.table(["config", "value", "source"], [(c["name"], c["value"], c["source"]) for c in shown],
                   title="Configs", caption=None if all_configs else "set on the topic or broker; --all-configs shows all",

@@ -68,7 +68,23 @@ SCHEMAS = {
         "high_watermark": {**NULLABLE_INT, "description": "What consumers can read up to."},
         "size_bytes": {**NULLABLE_INT, "description": "The leader's bytes on disk."},
         "segments": {**NULLABLE_INT, "description": "Known when the broker that answered leads the partition."},
-    }, description="Offsets and size are the leader's (asked of it when another broker leads); null when unknown."),
+        "cleaner": {"oneOf": [{"type": "null"}, _obj({
+            "replica": {**INT, "description": "The broker whose replica this is (each replica cleans its own log)."},
+            "last_cleaned_offset": {**NULLABLE_INT, "description": "Cleaned up to here (exclusive: the first dirty "
+                                    "offset, as in cleaner-offset-checkpoint); null before a first cleaning."},
+            "first_uncleanable_offset": {**INT, "description": "Records from here on may not be cleaned yet (active "
+                                         "segment, high watermark or last stable offset, min.compaction.lag.ms)."},
+            "dirty_ratio": {**NUMBER, "description": "Cleanable bytes over clean plus cleanable bytes; the cleaner "
+                            "takes the log above min.cleanable.dirty.ratio."},
+            "min_cleanable_dirty_ratio": NUMBER,
+            "clean_bytes": INT, "cleanable_bytes": INT, "cleaning": BOOL,
+            "runs": {**INT, "description": "Cleanings of this log since the broker started."},
+            "last_cleaned_ms": NULLABLE_INT, "last_error": NULLABLE_STR, "uncleanable": BOOL,
+        })], "description": "The log cleaner's state of a compacted topic's partition on the broker that answered; "
+            "null for other topics or where it has no replica."},
+    }, required=["partition", "leader", "leader_epoch", "replicas", "isr", "offline_replicas", "offline",
+                 "under_replicated", "log_start_offset", "log_end_offset", "high_watermark", "size_bytes", "segments"],
+        description="Offsets and size are the leader's (asked of it when another broker leads); null when unknown."),
     "TopicSummary": _obj({
         "name": STR, "topic_id": STR, "internal": BOOL, "partitions": INT, "replication_factor": INT,
         "size_bytes": INT, "records": {**INT, "description": "Sum of high watermark minus log start offset."},

@@ -54,6 +54,7 @@ class TopicRoutes:
                 view = self.view.partition_state(record.name, partition, live)
                 view.update(log_start_offset=None, log_end_offset=None, high_watermark=None, size_bytes=None, segments=None)
                 log = self.broker.partition_log(record.name, partition)
+                view["cleaner"] = self._cleaner_state(log)
                 if view["leader"] == self.broker.node_id and (log is None or self.broker.logs.offline):
                     view.update(leader=None, offline=True, under_replicated=False)  # its log directory is gone
                 if view["leader"] is not None and self.view.leads(record.name, partition) and log is not None:
@@ -70,6 +71,13 @@ class TopicRoutes:
                 for (topic, partition), size in sizes.items():
                     views[topic][partition]["size_bytes"] = size
         return views
+
+    def _cleaner_state(self, log) -> dict | None:
+        """The log cleaner's state of this broker's replica of a compacted partition (each replica
+        cleans its own log; ``replica`` says whose); None for other topics or no replica here."""
+        if log is None or not log.config.compact or self.broker.logs.offline or log.closed:
+            return None
+        return {"replica": self.broker.node_id, **self.broker.logs.cleaner.describe(log)}
 
     async def _ask_leader(self, node_id: int, keys: list[tuple[str, int]]):
         """(offsets, sizes) of partitions led by another broker; empty where it does not answer."""

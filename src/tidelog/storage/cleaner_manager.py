@@ -236,6 +236,23 @@ class LogCleaner:
         _, clean, cleanable = self._cleanable_bytes(log, first_dirty, uncleanable)
         return cleanable / (clean + cleanable) if clean + cleanable else 0.0
 
+    def describe(self, log: PartitionLog, now_ms: int | None = None) -> dict:
+        """The cleaner's state of a compacted log, as ``topics describe`` shows it: where cleaning
+        got to (``last_cleaned_offset``: the checkpointed first dirty offset, None before a first
+        cleaning), the dirty ratio and cleanable bytes it would choose logs by now, and its runs."""
+        now_ms = now_ms if now_ms is not None else wall_clock_ms()
+        key = (log.topic, log.partition)
+        first_dirty, uncleanable = self.cleanable_offsets(log, now_ms)
+        first_uncleanable, clean, cleanable = self._cleanable_bytes(log, first_dirty, uncleanable)
+        state = self.states.get(key) or CleaningState()
+        return {
+            "last_cleaned_offset": self._first_dirty.get(key), "first_uncleanable_offset": first_uncleanable,
+            "dirty_ratio": round(cleanable / (clean + cleanable), 4) if clean + cleanable else 0.0,
+            "min_cleanable_dirty_ratio": log.config.min_cleanable_dirty_ratio,
+            "clean_bytes": clean, "cleanable_bytes": cleanable, "cleaning": state.cleaning, "runs": state.runs,
+            "last_cleaned_ms": state.last_cleaned_ms, "last_error": state.last_error, "uncleanable": state.uncleanable,
+        }
+
     def _plan_filthiest(self, now_ms: int, busy: set[tuple[str, int]]) -> _Plan | None:
         best: tuple[float, PartitionLog, int, int] | None = None
         live = {(log.topic, log.partition) for log in self.manager.logs()}

@@ -261,6 +261,14 @@ async function topicDetail(name) {
         { label: "High watermark", render: p => fmtNum(p.high_watermark), num: true }, { label: "Size", render: p => fmtBytes(p.size_bytes), num: true },
         { label: "Segments", render: p => fmtNum(p.segments), num: true },
       ], t.partitions, { testid: "partitions-table", key: p => p.partition, onRow: p => { location.hash = `#/topics/${enc(name)}/messages?partition=${p.partition}`; } }),
+      ...(t.partitions.some(p => p.cleaner) ? [h("h2", {}, "Log cleaner (this broker's replicas)"), table([
+        { label: "Partition", key: "partition", num: true }, { label: "Last cleaned offset", render: p => fmtNum(p.cleaner.last_cleaned_offset), num: true },
+        { label: "Dirty ratio", render: p => `${p.cleaner.dirty_ratio.toFixed(2)} (cleaned above ${p.cleaner.min_cleanable_dirty_ratio})`, num: true },
+        { label: "Cleanable", render: p => fmtBytes(p.cleaner.cleanable_bytes), num: true }, { label: "Clean", render: p => fmtBytes(p.cleaner.clean_bytes), num: true },
+        { label: "Runs", render: p => fmtNum(p.cleaner.runs), num: true },
+        { label: "State", render: p => p.cleaner.cleaning ? "cleaning" : p.cleaner.uncleanable ? "uncleanable" : "idle" },
+        { label: "Last error", render: p => p.cleaner.last_error || "-" },
+      ], t.partitions.filter(p => p.cleaner), { testid: "cleaner-table", key: p => p.partition })] : []),
       h("h2", {}, "Produce a record"), h("div", { class: "panel" }, produceForm),
       h("h2", {}, "Configs"), h("div", { class: "panel" }, configForm),
       table([
