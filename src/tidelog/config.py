@@ -122,6 +122,7 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("transactional.id.expiration.ms", "INT", 604800000, "A transactional id idle this long in a final state is forgotten.", minimum=1),
         ConfigDef("transaction.max.timeout.ms", "INT", 900000, "Largest transaction.timeout.ms a producer may ask for; more gets INVALID_TRANSACTION_TIMEOUT.", minimum=1),
         ConfigDef("transaction.abort.timed.out.transaction.cleanup.interval.ms", "INT", 10000, "How often transactions open longer than their timeout are aborted.", minimum=1),
+        ConfigDef("transaction.partition.verification.enable", "BOOLEAN", True, "Before a producer's first transactional batch in a partition, its leader asks the transaction coordinator (here or on another broker) whether the partition is in the transaction (KIP-890 part 1); a batch it does not know of is refused instead of opening a transaction no marker closes.", read_only=True),
         ConfigDef("transaction.remove.expired.transaction.cleanup.interval.ms", "INT", 3600000, "How often expired transactional ids are removed.", minimum=1),
         ConfigDef("transaction.state.log.num.partitions", "INT", 50, "Partitions of __transaction_state (fixed once created).", minimum=1, read_only=True),
         ConfigDef("transaction.state.log.replication.factor", "INT", 3, "Cluster: replication factor of __transaction_state (created once this many brokers are live).", minimum=1, read_only=True),

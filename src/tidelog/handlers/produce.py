@@ -21,8 +21,9 @@ record, as Kafka; a record without a key on a compacted topic), INVALID_TIMESTAM
 OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE, KAFKA_STORAGE_ERROR,
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED (a transactional batch without the request's transactional id),
 TOPIC_AUTHORIZATION_FAILED (no WRITE on the topic).
-Transactions: a transactional batch opens the producer's transaction in the partition (the
-coordinator is asked first whether the partition was added, when it is this broker); it stays
+Transactions: a transactional batch opens the producer's transaction in the partition (its
+coordinator, here or on another broker, is asked first whether the partition was added: KIP-890
+part 1, ``transaction.partition.verification.enable``); it stays
 invisible to read_committed consumers until its COMMIT marker.
 Idempotence: a batch with a producer id is checked against that producer's last five batches
 on the partition; a retried duplicate is answered with the offset it got the first time. A
@@ -42,6 +43,7 @@ from tidelog.protocol.produce import PartitionResult, decode_produce_request, en
 from tidelog.protocol.records import BATCH_HEADER_SIZE, InvalidBatch, parse_batch_header
 from tidelog.security.acl import AclOperation, ResourceType
 from tidelog.txn.coordinator import verification_error
+from tidelog.txn.state import TopicPartition
 
 if TYPE_CHECKING:
     from tidelog.cluster.partition import AppendResult, Partition
@@ -62,24 +64,39 @@ def _is_transactional(records) -> bool:
     return records is not None and len(records) >= BATCH_HEADER_SIZE and bool(records[_ATTRIBUTES_LOW] & _TRANSACTIONAL_BIT)
 
 
-def _verify_transaction(ctx: RequestContext, transactional_id: str | None, topic: str, index: int, records) -> None:
-    """A transactional batch needs the request's transactional id; before a producer's first
-    batch of a transaction here, its coordinator must have the partition in the transaction
-    (KIP-890 part 1; checked when the coordinator is this broker). Raises KafkaError."""
+async def _verify_transactions(ctx: RequestContext, transactional_id: str | None,
+                               batches: list[tuple[str, int, object]]) -> dict[tuple[str, int], KafkaError]:
+    """The transactional batches of a request (topic, partition, records): each needs the
+    request's transactional id, and before a producer's first batch of a transaction in a
+    partition led here, its coordinator must have the partition in the transaction (KIP-890 part
+    1, asked wherever the coordinator is: one question for all such partitions of the request).
+    The error of each refused batch."""
+    errors: dict[tuple[str, int], KafkaError] = {}
     if transactional_id is None:
-        raise KafkaError(ErrorCode.transactional_id_authorization_failed,
-                         "a transactional batch in a Produce request without a transactional id")
-    partition = ctx.replicas.get(topic, index)
-    if partition is None or not partition.leading:
-        return  # append() answers it
-    info = parse_batch_header(records)
-    if partition.transactions.open_transaction(info.producer_id) is not None:
-        return
-    error = ctx.transactions.verify(transactional_id, info.producer_id, info.producer_epoch, topic, index)
-    if error is not None and error is not ErrorCode.none:
-        raise KafkaError(verification_error(error, ctx.api_version),
-                         f"transaction of {transactional_id} (producer {info.producer_id} epoch {info.producer_epoch}) "
-                         f"does not hold {topic}-{index}: {error.name}")
+        for topic, index, _ in batches:
+            errors[(topic, index)] = KafkaError(ErrorCode.transactional_id_authorization_failed,
+                                                "a transactional batch in a Produce request without a transactional id")
+        return errors
+    asking: dict[tuple[int, int], list[TopicPartition]] = {}  # (producer id, epoch) -> partitions
+    for topic, index, records in batches:
+        partition = ctx.replicas.get(topic, index)
+        if partition is None or not partition.leading:
+            continue  # append() answers it
+        try:
+            info = parse_batch_header(records)
+        except InvalidBatch:
+            continue  # append() refuses it
+        if partition.transactions.open_transaction(info.producer_id) is None:
+            asking.setdefault((info.producer_id, info.producer_epoch), []).append(TopicPartition(topic, index))
+    for (producer_id, producer_epoch), partitions in asking.items():
+        answers = await ctx.transactions.verify(transactional_id, producer_id, producer_epoch, partitions)
+        for tp, error in answers.items():
+            if error is not ErrorCode.none:
+                errors[(tp.topic, tp.partition)] = KafkaError(
+                    verification_error(error, ctx.api_version),
+                    f"transaction of {transactional_id} (producer {producer_id} epoch {producer_epoch}) does not hold "
+                    f"{tp.topic}-{tp.partition}: {error.name}")
+    return errors
 
 
 def _is_zstd(records) -> bool:
@@ -103,6 +120,8 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
         return encode_produce_response(version, everywhere(ErrorCode.invalid_required_acks))
 
     replicas, metrics = ctx.replicas, ctx.metrics
+    transactional = [(t.name, p.index, p.records) for t in request.topics for p in t.partitions if _is_transactional(p.records)]
+    refused = await _verify_transactions(ctx, request.transactional_id, transactional) if transactional else {}
     results: list[tuple[str, list[PartitionResult]]] = []
     appended = []  # (topic position, partition position, partition, end offset)
     for topic in request.topics:
@@ -119,8 +138,8 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
             try:
                 if version < ZSTD_MIN_PRODUCE_VERSION and _is_zstd(partition.records):
                     raise InvalidBatch(ErrorCode.unsupported_compression_type, "zstd needs Produce v7 or later")
-                if _is_transactional(partition.records):
-                    _verify_transaction(ctx, request.transactional_id, topic.name, partition.index, partition.records)
+                if (topic.name, partition.index) in refused:
+                    raise refused[(topic.name, partition.index)]
                 leader, result = append(replicas, metrics, topic.name, partition.index, partition.records, request.acks)
             except (InvalidBatch, KafkaError) as e:
                 # Bad input (a batch Kafka would refuse) is a WARNING; a state answer (not the

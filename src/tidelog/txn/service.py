@@ -11,7 +11,9 @@
 - leadership of a ``__transaction_state`` partition (``on_leadership``, from the
   ReplicaManager) loads it into the coordinator at the partition's leader epoch (the
   coordinator epoch); losing it unloads it;
-- ``write_markers``: the WriteTxnMarkers handler's work (and the local sender's).
+- ``write_markers``: the WriteTxnMarkers handler's work (and the local sender's);
+- ``verify``: a partition leader's question to the coordinator before a producer's first
+  transactional batch there (KIP-890 part 1), in process or to another broker.
 
 Not thread-safe; the event loop owns it.
 """
@@ -31,6 +33,7 @@ from tidelog.txn.marker_writer import ClusterMarkerSender, OffsetsMarkerListener
 from tidelog.txn.markers import MarkerEntry, TransactionMarkerChannel
 from tidelog.txn.state import TopicPartition
 from tidelog.txn.state_topic import TransactionStateTopic
+from tidelog.txn.verification import CoordinatorVerifier
 
 if TYPE_CHECKING:
     from tidelog.cluster.metadata import BrokerInfo, MetadataStore
@@ -67,6 +70,8 @@ class TransactionService:
                                                   allocate_producer_id, TransactionMarkerChannel(self.sender),
                                                   observer=self._observe if metrics is not None else None)
         self.metrics = metrics
+        self.verification_enabled = config["transaction.partition.verification.enable"]
+        self.verifier = CoordinatorVerifier(node_id, lambda: self.sender.channel_security, self.request_timeout_s)
         self._creating: asyncio.Task | None = None
         self._loads: dict[int, asyncio.Task] = {}
 
@@ -84,6 +89,7 @@ class TransactionService:
         self._loads.clear()
         await self.coordinator.stop()
         await self.sender.close()
+        self.verifier.close()
 
     # ---- the topic -----------------------------------------------------------------------------
     @property
@@ -152,14 +158,23 @@ class TransactionService:
             logger.exception("%s-%d: loading the transaction state failed", TRANSACTION_STATE, partition)
             self.coordinator.on_resignation(partition, epoch)
 
-    def verify(self, transactional_id: str, producer_id: int, producer_epoch: int, topic: str,
-               partition: int) -> ErrorCode | None:
-        """Whether the partition is in the producer's transaction (a leader asking before the
-        producer's first transactional batch there); None when the id is not coordinated here."""
-        if self.partition_for(transactional_id) not in self.coordinator.state_manager.partitions:
-            return None
-        tp = TopicPartition(topic, partition)
-        return self.coordinator.verify_partitions(transactional_id, producer_id, producer_epoch, [tp])[tp]
+    async def verify(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                     partitions: list[TopicPartition]) -> dict[TopicPartition, ErrorCode]:
+        """Whether each partition is in the producer's transaction (a leader asking before the
+        producer's first transactional batch there, KIP-890 part 1): the coordinator is asked
+        where it is, here in process or on another broker (txn/verification.py); NONE for all
+        when ``transaction.partition.verification.enable`` is false. COORDINATOR_NOT_AVAILABLE /
+        COORDINATOR_LOAD_IN_PROGRESS while there is no coordinator to ask."""
+        if not self.verification_enabled:
+            return dict.fromkeys(partitions, ErrorCode.none)
+        if self.partition_for(transactional_id) in self.coordinator.state_manager.partitions:
+            return self.coordinator.verify_partitions(transactional_id, producer_id, producer_epoch, partitions)
+        error, coordinator = self.coordinator_for(transactional_id)
+        if coordinator is None:
+            return dict.fromkeys(partitions, error)
+        if coordinator.node_id == self.node_id:  # elected here, still loading
+            return dict.fromkeys(partitions, ErrorCode.coordinator_load_in_progress)
+        return await self.verifier.verify(coordinator, transactional_id, producer_id, producer_epoch, partitions)
 
     # ---- markers -------------------------------------------------------------------------------
     async def write_markers(self, entries: list[MarkerEntry]) -> dict[tuple[int, TopicPartition], ErrorCode]:

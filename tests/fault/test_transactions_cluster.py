@@ -1,0 +1,192 @@
+"""Transactions in a 3-broker cluster (real processes, real etcd): produce verification with a
+transaction coordinator on another broker (KIP-890 part 1), and a partition leader SIGKILLed in
+the middle of a transaction (the transaction commits or aborts as a whole; read_committed
+consumers see all of it or nothing; no record of a committed transaction is lost)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from kafka.protocol.metadata.find_coordinator import FindCoordinatorRequest, FindCoordinatorResponse
+from kafka.protocol.producer import ProduceRequest, ProduceResponse
+from kafka.protocol.producer.transaction import (
+    AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse,
+    EndTxnRequest,
+    EndTxnResponse,
+    InitProducerIdRequest,
+    InitProducerIdResponse,
+)
+
+from tests.brokerproc import wait_until
+from tests.clusterproc import Cluster
+from tests.integration.test_bad_input import Conn
+from tidelog.protocol.errors import ErrorCode
+from tidelog.protocol.records import build_batch
+
+TIMEOUT_S = 60
+RETRIABLE = {ErrorCode.coordinator_not_available, ErrorCode.coordinator_load_in_progress, ErrorCode.not_coordinator,
+             ErrorCode.concurrent_transactions}
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    cluster = Cluster(tmp_path, 3).start()
+    yield cluster
+    cluster.stop()
+
+
+def leaders(admin: AdminClient, topic: str) -> dict[int, int]:
+    return {p: m.leader for p, m in admin.list_topics(topic, timeout=5).topics[topic].partitions.items()}
+
+
+def until_answered(ask, what: str):
+    """``ask()`` -> (error code, answer) until the error is not a retriable coordinator one."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        error, answer = ask()
+        if ErrorCode(error) not in RETRIABLE:
+            return ErrorCode(error), answer
+        assert time.monotonic() < deadline, f"{what}: still {ErrorCode(error).name} after {TIMEOUT_S}s"
+        time.sleep(0.1)
+
+
+def produce_transactional(conn: Conn, transactional_id: str, topic: str, partition: int, producer_id: int,
+                          producer_epoch: int, sequence: int, values: list[bytes]):
+    batch = build_batch([(None, v, []) for v in values], producer_id=producer_id, producer_epoch=producer_epoch,
+                        base_sequence=sequence, is_transactional=True)
+    data = ProduceRequest.TopicProduceData.PartitionProduceData(index=partition, records=batch)
+    request = ProduceRequest[9](transactional_id=transactional_id, acks=-1, timeout_ms=10000,
+                                topic_data=[ProduceRequest.TopicProduceData(name=topic, partition_data=[data])])
+    (topic_response,) = conn.roundtrip(request, ProduceResponse, 9).responses
+    (result,) = topic_response.partition_responses
+    return result
+
+
+def read_committed(bootstrap: str, topic: str, partitions: int, expected: int, timeout_s: float = TIMEOUT_S) -> list[bytes]:
+    """What a read_committed consumer reads of the topic from the start until it has ``expected``
+    records and has reached every partition's last stable offset (so nothing more is coming)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"rc-{time.monotonic_ns()}",
+                         "isolation.level": "read_committed", "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    seen: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                seen.append(message.value())
+                continue
+            if len(seen) >= expected:
+                ends = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)[1]
+                        for p in range(partitions)]
+                positions = [tp.offset for tp in consumer.position([TopicPartition(topic, p) for p in range(partitions)])]
+                if all(pos >= end or pos < 0 and end == 0 for pos, end in zip(positions, ends)):
+                    return seen
+            assert time.monotonic() < deadline, f"read_committed read {len(seen)} of {expected} in {timeout_s}s"
+    finally:
+        consumer.close()
+
+
+def test_a_leader_asks_the_coordinator_on_another_broker_before_a_transactional_batch(cluster):
+    """KIP-890 part 1 with the coordinator elsewhere: a transactional batch for a partition the
+    transaction holds is appended; one for a partition it does not hold is refused
+    (INVALID_TXN_STATE to Produce v9), so no transaction opens there that no marker would close
+    (read_committed readers are not stuck behind it). Raw requests over kafka-python's protocol
+    classes (a real client would have added the partition first), then confluent-kafka reading."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    wait_until(lambda: len(admin.list_topics(timeout=5).brokers) == 3, 30, message="3 brokers registered")
+    admin.create_topics([NewTopic("verified", 6, 1)])["verified"].result(30)
+    wait_until(lambda: set(leaders(admin, "verified").values()) == {1, 2, 3}, 30, message="leaders on every broker")
+    txn_id = "tx-verify"
+    any_conn = Conn(cluster.brokers[1])
+    error, found = until_answered(lambda: (lambda r: (r.coordinators[0].error_code, r.coordinators[0]))(
+        any_conn.roundtrip(FindCoordinatorRequest[4](key_type=1, coordinator_keys=[txn_id]), FindCoordinatorResponse, 4)),
+        "FindCoordinator")
+    assert error == ErrorCode.none
+    coordinator = found.node_id
+    conn = Conn(cluster.brokers[coordinator])
+    error, init = until_answered(lambda: (lambda r: (r.error_code, r))(conn.roundtrip(
+        InitProducerIdRequest[3](transactional_id=txn_id, transaction_timeout_ms=60000, producer_id=-1, producer_epoch=-1),
+        InitProducerIdResponse, 3)), "InitProducerId")
+    assert error == ErrorCode.none
+    pid, epoch = init.producer_id, init.producer_epoch
+    elsewhere = [p for p, leader in leaders(admin, "verified").items() if leader != coordinator]
+    added, not_added = elsewhere[0], elsewhere[1]
+    error, _ = until_answered(lambda: (lambda r: (r.results_by_topic_v3_and_below[0].results_by_partition[0]
+                                                   .partition_error_code, r))(conn.roundtrip(
+        AddPartitionsToTxnRequest[3](v3_and_below_transactional_id=txn_id, v3_and_below_producer_id=pid,
+                                     v3_and_below_producer_epoch=epoch,
+                                     v3_and_below_topics=[AddPartitionsToTxnRequest.AddPartitionsToTxnTopic(
+                                         name="verified", partitions=[added])]),
+        AddPartitionsToTxnResponse, 3)), "AddPartitionsToTxn")
+    assert error == ErrorCode.none
+    by_leader = {p: Conn(cluster.brokers[leader]) for p, leader in leaders(admin, "verified").items()}
+
+    refused = produce_transactional(by_leader[not_added], txn_id, "verified", not_added, pid, epoch, 0, [b"stray"])
+    assert ErrorCode(refused.error_code) == ErrorCode.invalid_txn_state, refused
+    accepted = produce_transactional(by_leader[added], txn_id, "verified", added, pid, epoch, 0, [b"in-1", b"in-2"])
+    assert ErrorCode(accepted.error_code) == ErrorCode.none, accepted
+    error, _ = until_answered(lambda: (lambda r: (r.error_code, r))(conn.roundtrip(
+        EndTxnRequest[3](transactional_id=txn_id, producer_id=pid, producer_epoch=epoch, committed=True),
+        EndTxnResponse, 3)), "EndTxn")
+    assert error == ErrorCode.none
+    assert sorted(read_committed(cluster.bootstrap, "verified", 6, 2)) == [b"in-1", b"in-2"]
+
+
+@pytest.mark.slow
+def test_partition_leader_killed_in_the_middle_of_a_transaction(cluster):
+    """A transactional producer (confluent-kafka) writes transactions over 3 partitions (3
+    replicas each); in the middle of one, the leader of a partition that is not the transaction
+    coordinator is SIGKILLed. Each transaction commits or aborts as a whole: read_committed sees
+    every record of the committed ones and none of the aborted ones, nothing else."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    wait_until(lambda: len(admin.list_topics(timeout=5).brokers) == 3, 30, message="3 brokers registered")
+    admin.create_topics([NewTopic("eos", 3, 3, config={"min.insync.replicas": "2"})])["eos"].result(30)
+    wait_until(lambda: all(leader > 0 for leader in leaders(admin, "eos").values()), 30, message="leaders")
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "transactional.id": "tx-failover", "linger.ms": 5,
+                         "transaction.timeout.ms": 60000, "topic.metadata.refresh.interval.ms": 1000})
+    producer.init_transactions(TIMEOUT_S)
+    coordinator = None
+    committed: list[bytes] = []
+    aborted: list[bytes] = []
+    killed = None
+    for txn in range(6):
+        values = [b"t%d-%d" % (txn, i) for i in range(300)]
+        producer.begin_transaction()
+        try:
+            for i, value in enumerate(values):
+                producer.produce("eos", value, partition=i % 3)
+                producer.poll(0)
+                if txn == 3 and i == 150:  # half the transaction written: a leader dies
+                    producer.flush(TIMEOUT_S)
+                    coordinator = coordinator or transaction_coordinator(cluster, "tx-failover")
+                    killed = next(leader for leader in leaders(admin, "eos").values() if leader != coordinator)
+                    cluster.brokers[killed].kill()
+            producer.commit_transaction(TIMEOUT_S)
+            committed += values
+        except KafkaException as e:
+            error = e.args[0]
+            assert error.txn_requires_abort() or error.retriable(), error
+            producer.abort_transaction(TIMEOUT_S)
+            aborted += values
+    assert killed is not None
+    wait_until(lambda: all(leader not in (killed, -1) for leader in leaders(admin, "eos").values()), 30,
+               message="new leaders")
+    seen = read_committed(cluster.bootstrap, "eos", 3, len(committed))
+    assert len(seen) == len(set(seen)), "a record read twice"
+    assert sorted(seen) == sorted(committed), (len(seen), len(committed), len(aborted))
+    assert len(committed) >= 5 * 300  # at most the transaction with the kill aborted
+
+
+def transaction_coordinator(cluster: Cluster, transactional_id: str) -> int:
+    conn = Conn(cluster.brokers[1])  # asked before any broker is killed
+    error, found = until_answered(lambda: (lambda r: (r.coordinators[0].error_code, r.coordinators[0]))(conn.roundtrip(
+        FindCoordinatorRequest[4](key_type=1, coordinator_keys=[transactional_id]), FindCoordinatorResponse, 4)),
+        "FindCoordinator")
+    assert error == ErrorCode.none
+    return found.node_id
