@@ -191,6 +191,10 @@ def main(argv=None) -> int:
         from benchmarks import micro
 
         return micro.main(argv[1:])
+    if argv[:1] == ["push"]:  # python -m benchmarks push ...: push subscriptions' throughput and latency
+        from benchmarks import push
+
+        return push.main(argv[1:])
     if argv[:1] == ["replicated"]:  # python -m benchmarks replicated ...: the 3-broker RF 3 workload
         from benchmarks import replicated
 

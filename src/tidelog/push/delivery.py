@@ -198,7 +198,7 @@ class PushDelivery:
         delivery = self.deliveries.get(sub.name)
         if delivery is None or delivery.sub.created_ms != sub.created_ms:
             return {**idle_status(sub), "node_id": self.node_id}
-        return delivery.status()
+        return delivery.status(sub)
 
     def refresh_gauges(self, metrics: "BrokerMetrics") -> None:
         for gauge in (metrics.push_in_flight, metrics.push_backlog, metrics.push_concurrency):
@@ -235,8 +235,8 @@ class SubscriptionDelivery:
         self.counts: Counter[str] = Counter()
         self.failed_by_status: Counter[str] = Counter()
         self.latencies_ms: deque[int] = deque(maxlen=LATENCY_SAMPLE)
-        self._warned_at = 0.0
-        self._unwarned = 0
+        self._warned_at = self._state_logged_at = -WARNING_INTERVAL_S
+        self._unwarned = self._state_changes_unlogged = 0
         self._wake = asyncio.Event()
         self._pump = asyncio.get_running_loop().create_task(self._run(), name=f"tidelog-push-{sub.name}")
 
@@ -312,7 +312,9 @@ class SubscriptionDelivery:
             return
         manager = await self.engine.shares.ensure_loaded()
         limit = sub.batch_size if sub.payload_format == "batch" else 1
-        records = await self._acquire(manager, limit)
+        # One acquisition (one state write) for every POST that may start now: a backlog of small
+        # batches (raw, or batch_size 1) is not taken a record per state write.
+        records = await self._acquire(manager, limit * (self.concurrency - len(self.in_flight)))
         if not records:
             await self._wait_for_records(IDLE_WAIT_S)
             return
@@ -320,7 +322,8 @@ class SubscriptionDelivery:
         while len(records) < limit and (remaining := deadline - loop.time()) > 0:
             await self._wait_for_records(remaining)
             records += await self._acquire(manager, limit - len(records))
-        self._start_post(records)
+        for start in range(0, len(records), limit):
+            self._start_post(records[start:start + limit])
 
     async def _wait_for_records(self, timeout_s: float) -> None:
         keys = [(record.topic_id, index) for record, index in self.partitions]
@@ -497,7 +500,7 @@ class SubscriptionDelivery:
         self.engine.metrics.push_requests.labels(self.sub.name, "ok").inc()
         if self.failing:
             self.failing = False
-            logger.info("push subscription %s recovered: %s answers again", self.sub.name, self.sub.endpoint)
+            self._log_state_change("push subscription %s recovered: %s answers again", self.sub.name, self.sub.endpoint)
 
     def _failed(self, result: str, message: str) -> None:
         sub = self.sub
@@ -509,7 +512,7 @@ class SubscriptionDelivery:
         self._note_error(message)
         if not self.failing:
             self.failing = True
-            logger.info("push subscription %s failing: %s (%s)", sub.name, message, sub.endpoint)
+            self._log_state_change("push subscription %s failing: %s (%s)", sub.name, message, sub.endpoint)
         now = time.monotonic()
         if now - self._warned_at >= WARNING_INTERVAL_S:
             logger.warning("push subscription %s: delivery to %s failed: %s%s (retrying in %d ms)", sub.name,
@@ -518,6 +521,18 @@ class SubscriptionDelivery:
             self._warned_at, self._unwarned = now, 0
         else:
             self._unwarned += 1
+
+    def _log_state_change(self, text: str, *args) -> None:
+        """INFO on failing/recovered, at most once per WARNING_INTERVAL_S (an endpoint failing every
+        other request would flip it at every answer); the next line counts the changes left out."""
+        now = time.monotonic()
+        if now - self._state_logged_at < WARNING_INTERVAL_S:
+            self._state_changes_unlogged += 1
+            return
+        if self._state_changes_unlogged:
+            text += f" ({self._state_changes_unlogged} state changes since the last such line)"
+        logger.info(text, *args)
+        self._state_logged_at, self._state_changes_unlogged = now, 0
 
     def _note_error(self, message: str) -> None:
         self.last_error, self.last_error_ms = message[:500], wall_clock_ms()
@@ -532,8 +547,8 @@ class SubscriptionDelivery:
         offsets = manager.describe_offsets(self.group_id, [(r.topic_id, p) for r, p in self.partitions])
         return sum(lag for _t, _p, _start, lag in offsets if lag > 0)
 
-    def status(self) -> dict:
-        sub = self.sub
+    def status(self, sub: PushSubscription) -> dict:
+        """``sub`` is the registry's (current: a pause shows at once, before the pump has seen it)."""
         if sub.paused:
             state = "paused"
         elif self.failing:
