@@ -113,6 +113,8 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("max.broker.partitions", "INT", -1, "Most partition replicas this broker holds; CreateTopics and CreatePartitions beyond it get POLICY_VIOLATION. -1 derives it from the open files limit and memory (KIP-578's name).", minimum=-1, read_only=True),
         ConfigDef("queued.max.request.bytes", "LONG", 128 << 20, "Bytes of requests read and not yet answered, all connections together, before reading pauses (Kafka's default -1, unlimited, is not accepted: memory stays bounded).", minimum=1 << 20),
         ConfigDef("queued.max.requests", "INT", 500, "Requests read ahead of responses per connection before reading pauses.", minimum=1),
+        ConfigDef("max.incremental.fetch.session.cache.slots", "INT", 1000, "Incremental fetch sessions (KIP-227) this broker keeps; 0 answers every fetch without a session.", minimum=0),
+        ConfigDef("min.incremental.fetch.session.eviction.ms", "INT", 120000, "A full fetch session cache gives a slot to a new session from one idle, or created, at least this long ago.", minimum=0),
         ConfigDef("group.initial.rebalance.delay.ms", "INT", 3000, "Delay of a new group's first rebalance.", minimum=0),
         ConfigDef("offsets.retention.minutes", "INT", 10080, "Committed offsets of empty groups expire after this.", minimum=1),
         ConfigDef("offsets.retention.check.interval.ms", "LONG", 600000, "How often expired offsets are removed.", minimum=1),

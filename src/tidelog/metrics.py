@@ -107,6 +107,13 @@ class BrokerMetrics:
             registry=r,
         )
         self.fetch_purgatory = Gauge("tidelog_fetch_purgatory_size", "Fetches waiting for data (long poll).", registry=r)
+        self.fetch_requests = Counter(
+            "tidelog_fetch_requests", "Fetch requests answered, by kind (full: opened a session, incremental, "
+            "sessionless, error: an unknown session or epoch) and fetcher (consumer, follower).", ["kind", "fetcher"],
+            registry=r)
+        self.fetch_sessions = Gauge("tidelog_fetch_sessions", "Incremental fetch sessions (KIP-227) cached.", registry=r)
+        self.fetch_session_evictions = Counter(
+            "tidelog_fetch_session_evictions", "Fetch sessions evicted from a full cache for a new one.", registry=r)
         self.produce_purgatory = Gauge(
             "tidelog_produce_purgatory_size", "Produce acknowledgements waiting for a group commit (balanced profile).", registry=r
         )

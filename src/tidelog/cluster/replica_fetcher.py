@@ -5,7 +5,10 @@ A Fetcher fetches every partition this broker follows from one leader in one lon
 with their offsets as they are (``Partition.append_as_follower``). Before fetching a partition after
 a leader change it asks the leader (OffsetForLeaderEpoch v3) where its own last epoch ends
 there and truncates a divergent tail; a fetch offset out of range truncates to the high
-watermark, or starts over at the leader's log start. Requests go over a BrokerChannel
+watermark, or starts over at the leader's log start. The fetches are incremental (KIP-227,
+cluster/fetch_sessions.py): once the leader has opened a session, a request lists only the
+partitions whose fetch offset or leader epoch changed (and forgets the ones no longer fetched:
+removed, being truncated, or backed off), and the leader answers only the partitions with news. Requests go over a BrokerChannel
 (cluster/broker_channel.py). What it needs of the replica manager is ``FollowerReplicas``: this
 broker's id, the store (the leaders' addresses) and the followed partitions.
 Not thread-safe; the event loop owns it.
@@ -24,6 +27,7 @@ from kio.schema.fetch.v11 import request as fetch_request
 from kio.schema.offset_for_leader_epoch.v3 import request as epoch_request
 
 from tidelog.cluster.broker_channel import BrokerChannel, ChannelSecurity
+from tidelog.cluster.fetch_sessions import PartitionFetch, SessionRequests
 from tidelog.protocol.errors import ErrorCode, InvalidBatch
 
 if TYPE_CHECKING:
@@ -73,6 +77,7 @@ class Fetcher:
         self._failures = 0
         self._failing_since = 0.0
         self._reported: dict[tuple[str, int], str] = {}  # partition -> the append error last logged
+        self.session = SessionRequests()  # the fetch session with the leader
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"fetcher-{self.leader_id}")
@@ -203,27 +208,40 @@ class Fetcher:
 
     async def _fetch(self, channel: BrokerChannel, schema) -> None:
         manager = self.manager
-        by_topic: dict[str, list] = {}
+        wanted: dict[tuple[str, int], PartitionFetch] = {}
         now = time.monotonic()
         for key, epoch in self.partitions.items():
             if key in self.needs_truncation or self.delayed.get(key, 0) > now:
                 continue
             partition = manager.get(*key)
-            if partition is None:
-                continue
-            log = partition.log
-            by_topic.setdefault(key[0], []).append(schema.FetchPartition(
-                partition=key[1], current_leader_epoch=epoch, fetch_offset=log.log_end_offset,
-                log_start_offset=log.log_start_offset, partition_max_bytes=FETCH_PARTITION_MAX_BYTES))
-        if not by_topic:  # every partition delayed or being truncated
+            if partition is not None:
+                wanted[key] = PartitionFetch(partition.log.log_end_offset, FETCH_PARTITION_MAX_BYTES, epoch)
+        if not wanted:  # every partition delayed or being truncated
             await asyncio.sleep(0.05)
             return
+        session = self.session
+        changed, forgotten = session.build(wanted)
+        by_topic: dict[str, list] = {}
+        for (topic, index), fetch in changed.items():
+            by_topic.setdefault(topic, []).append(schema.FetchPartition(
+                partition=index, current_leader_epoch=fetch.current_leader_epoch, fetch_offset=fetch.fetch_offset,
+                log_start_offset=manager.get(topic, index).log.log_start_offset, partition_max_bytes=fetch.max_bytes))
+        forgotten_by_topic: dict[str, list] = {}
+        for topic, index in forgotten:
+            forgotten_by_topic.setdefault(topic, []).append(index)
         request = schema.FetchRequest(
             replica_id=manager.node_id, max_wait=datetime.timedelta(milliseconds=FETCH_MAX_WAIT_MS), min_bytes=1,
-            max_bytes=FETCH_MAX_BYTES, isolation_level=0, session_id=0, session_epoch=-1,
+            max_bytes=FETCH_MAX_BYTES, isolation_level=0, session_id=session.session_id, session_epoch=session.epoch,
             topics=tuple(schema.FetchTopic(topic=t, partitions=tuple(ps)) for t, ps in by_topic.items()),
-            forgotten_topics_data=(), rack_id="")
-        response = await channel.request(1, FETCH_VERSION, request, FETCH_MAX_WAIT_MS / 1000 + 10)
+            forgotten_topics_data=tuple(schema.ForgottenTopic(topic=t, partitions=tuple(ps))
+                                        for t, ps in forgotten_by_topic.items()), rack_id="")
+        try:
+            response = await channel.request(1, FETCH_VERSION, request, FETCH_MAX_WAIT_MS / 1000 + 10)
+        except BaseException:
+            session.failed()
+            raise
+        if not session.response(response.error_code, response.session_id):
+            return  # a session error (logged): the next request is a full one
         backoff = False
         for topic in response.responses:
             for p in topic.partitions:

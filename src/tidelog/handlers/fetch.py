@@ -11,11 +11,14 @@ its partitions or the flush that makes records readable. Records are read from t
 socket as separate buffers. ``isolation_level`` 1 (read_committed) reads only below the last
 stable offset (the first offset of the oldest undecided transaction) and lists the aborted
 transactions of the range, whose records the consumer drops; every response carries the LSO.
-Fetch sessions (KIP-227) are not kept: every response has session
-id 0, which clients treat as sessionless, and every request is a full fetch.
+Fetch sessions (KIP-227, v7+; cluster/fetch_sessions.py has the rules): session epoch 0 opens a
+session (its id in the response, 0 when the cache has no slot), -1 fetches without one; any
+other epoch is an incremental fetch that reads every partition of the session from where it was
+last asked and answers only the partitions with news.
 Versions: 4-17; topics named by id from v13. Errors: OFFSET_OUT_OF_RANGE,
 UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, UNKNOWN_LEADER_EPOCH, KAFKA_STORAGE_ERROR (the
-log directory is offline after an I/O error), CORRUPT_MESSAGE (a batch on disk cannot be read),
+log directory is offline after an I/O error), CORRUPT_MESSAGE (a batch on disk cannot be read), and at the top level
+FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH, FETCH_SESSION_TOPIC_ID_ERROR,
 TOPIC_AUTHORIZATION_FAILED (a consumer without READ on the topic, a follower without
 CLUSTER_ACTION on the cluster).
 """
@@ -26,6 +29,9 @@ import logging
 import time
 import uuid
 
+from tidelog.clock import monotonic_ms
+from tidelog.cluster.fetch_sessions import (
+    FINAL_EPOCH, INITIAL_EPOCH, INVALID_SESSION_ID, FetchSession, PartitionFetch, next_epoch)
 from tidelog.cluster.partition import wait_for_data
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.errors import ErrorCode
@@ -35,71 +41,134 @@ from tidelog.security.acl import AclOperation, ResourceType
 logger = logging.getLogger(__name__)
 
 API_KEY = 1
+SESSIONS_FROM = 7
 ZERO_UUID = uuid.UUID(int=0)
 
 
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> list:
     version = ctx.api_version
-    max_wait_s = request.max_wait.total_seconds()
-    deadline = time.monotonic() + max_wait_s
-    wanted = _resolve(ctx, request)
+    deadline = time.monotonic() + request.max_wait.total_seconds()
+    replica_state = getattr(request, "replica_state", None)
+    replica_id = replica_state.replica_id if replica_state is not None else getattr(request, "replica_id", -1)
+    uses_topic_ids = version >= TOPIC_IDS_FROM
+    asked = _asked(request, uses_topic_ids)
+    sessions = ctx.fetch_sessions
+    session_id = request.session_id if version >= SESSIONS_FROM else INVALID_SESSION_ID
+    epoch = request.session_epoch if version >= SESSIONS_FROM else FINAL_EPOCH
+    session: FetchSession | None = None
+    if epoch in (INITIAL_EPOCH, FINAL_EPOCH) or sessions is None:
+        if session_id != INVALID_SESSION_ID and sessions is not None:
+            sessions.remove(session_id)  # a full fetch closes the session it names
+        kind = "full" if epoch == INITIAL_EPOCH and sessions is not None else "sessionless"
+        order = asked
+    else:
+        session = sessions.get(session_id)
+        error = (ErrorCode.fetch_session_id_not_found if session is None
+                 else ErrorCode.invalid_fetch_session_epoch if session.epoch != epoch
+                 else ErrorCode.fetch_session_topic_id_error if session.uses_topic_ids != uses_topic_ids else None)
+        if error is not None:
+            logger.debug("fetch from %s: session %d epoch %d: %s", ctx.peer, session_id, epoch, error.name)
+            sessions.count("error", replica_id >= 0)
+            return encode_fetch_response(version, [], error_code=error)
+        session.update(asked, _forgotten(request, uses_topic_ids))
+        if not session.partitions:  # everything forgotten: the session ends
+            sessions.remove(session_id)
+            session, kind, order = None, "sessionless", asked
+        else:
+            sessions.touch(session, monotonic_ms())
+            session.epoch = next_epoch(epoch)
+            kind, order = "incremental", [(key, cached.fetch) for key, cached in session.partitions.items()]
+    wanted = _resolve(ctx, order, uses_topic_ids, replica_id)
     replicas = ctx.replicas
-    watched = [partition for name, _, partitions, _, _ in wanted if name for p in partitions
-               if (partition := replicas.get(name, p.partition)) is not None]
+    watched = [partition for name, _, _, positions, _, _ in wanted if name for index, _ in positions
+               if (partition := replicas.get(name, index)) is not None]
     while True:
-        topics, total_bytes, any_error = _read(ctx, request, wanted)
+        topics, total_bytes, any_error = _read(ctx, request, wanted, replica_id)
         remaining_s = deadline - time.monotonic()
         if total_bytes >= request.min_bytes or any_error or remaining_s <= 0 or not watched:
             break
         await wait_for_data(watched, remaining_s)
-    return encode_fetch_response(version, topics)
+    response_session_id = INVALID_SESSION_ID
+    if session is not None:
+        topics = _news(session, wanted, topics)
+        response_session_id = session.session_id
+    elif kind == "full":
+        created = sessions.create(replica_id >= 0, uses_topic_ids, asked) if asked else None
+        if created is not None:
+            _news(created, wanted, topics)  # what the session has sent
+            response_session_id = created.session_id
+    if sessions is not None:
+        sessions.count(kind if kind != "full" or response_session_id else "sessionless", replica_id >= 0)
+    return encode_fetch_response(version, topics, session_id=response_session_id)
 
 
-def _resolve(ctx: RequestContext, request) -> list:
-    """(name or None, topic_id, partitions, name as asked, denial or None) per topic; a None name
-    marks an unknown or denied topic."""
+def _asked(request, uses_topic_ids: bool) -> list:
+    """((topic, partition), PartitionFetch) of each partition the request lists; the topic is
+    named by id from v13 (kio reads the zero uuid as None; no topic has it)."""
+    asked = []
+    for topic in request.topics:
+        key = (topic.topic_id or ZERO_UUID) if uses_topic_ids else topic.topic
+        for p in topic.partitions:
+            asked.append(((key, p.partition), PartitionFetch(p.fetch_offset, p.partition_max_bytes,
+                                                             getattr(p, "current_leader_epoch", -1))))
+    return asked
+
+
+def _forgotten(request, uses_topic_ids: bool) -> list:
+    return [((topic.topic_id or ZERO_UUID) if uses_topic_ids else topic.topic, index)
+            for topic in request.forgotten_topics_data for index in topic.partitions]
+
+
+def _resolve(ctx: RequestContext, order: list, uses_topic_ids: bool, replica_id: int) -> list:
+    """(name or None, topic_id, topic key, [(index, PartitionFetch)], name as asked, denial or
+    None) per run of partitions of one topic in ``order``; a None name marks an unknown or
+    denied topic."""
+    runs: list[tuple] = []
+    for (key, index), fetch in order:
+        if runs and runs[-1][0] == key:
+            runs[-1][1].append((index, fetch))
+        else:
+            runs.append((key, [(index, fetch)]))
     resolved = []
     access = ctx.access
-    replica_state = getattr(request, "replica_state", None)
-    replica_id = replica_state.replica_id if replica_state is not None else getattr(request, "replica_id", -1)
     if replica_id >= 0:  # a follower: CLUSTER_ACTION allows every topic
         follower_allowed = access.authorize(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER)
-    for topic in request.topics:
-        if ctx.api_version >= TOPIC_IDS_FROM:
-            topic_id = topic.topic_id or ZERO_UUID  # kio reads the zero uuid as None; no topic has it
-            record = ctx.topics.topic_by_id(topic_id)
-            entry = (record.name if record else None, topic_id, topic.partitions, record.name if record else "")
+    for key, positions in runs:
+        if uses_topic_ids:
+            record = ctx.topics.topic_by_id(key)
+            name, topic_id, label = (record.name, key, record.name) if record else (None, key, "")
         else:
-            record = ctx.metadata.topics.get(topic.topic)
-            entry = (topic.topic if record else None, record.topic_id if record else None, topic.partitions, topic.topic)
+            record = ctx.metadata.topics.get(key)
+            name, topic_id, label = (key if record else None), (record.topic_id if record else None), key
         allowed = follower_allowed if replica_id >= 0 else access.authorize(
-            AclOperation.READ, ResourceType.TOPIC, entry[0] or entry[3])
-        resolved.append((*entry, None) if allowed else (None, *entry[1:], ErrorCode.topic_authorization_failed))
+            AclOperation.READ, ResourceType.TOPIC, name or label)
+        if allowed:
+            resolved.append((name, topic_id, key, positions, label, None))
+        else:
+            resolved.append((None, topic_id, key, positions, label, ErrorCode.topic_authorization_failed))
     return resolved
 
 
-def _read(ctx: RequestContext, request, wanted: list) -> tuple[list, int, bool]:
+def _read(ctx: RequestContext, request, wanted: list, replica_id: int) -> tuple[list, int, bool]:
     replicas = ctx.replicas
     version = ctx.api_version
     budget = request.max_bytes if version >= 3 else 2**31 - 1
-    replica_state = getattr(request, "replica_state", None)
-    replica_id = replica_state.replica_id if replica_state is not None else getattr(request, "replica_id", -1)
     total_bytes = 0
     any_error = False
     topics = []
-    for name, topic_id, partitions, label, denied in wanted:
+    for name, topic_id, _, positions, label, denied in wanted:
         results = []
-        for p in partitions:
-            partition = replicas.get(name, p.partition) if name is not None else None
+        for index, fetch in positions:
+            partition = replicas.get(name, index) if name is not None else None
             if partition is None:
                 unknown = ErrorCode.unknown_topic_id if version >= TOPIC_IDS_FROM else ErrorCode.unknown_topic_or_partition
-                results.append(PartitionData(p.partition, denied or unknown))
+                results.append(PartitionData(index, denied or unknown))
                 any_error = True
                 continue
-            read = partition.read(p.fetch_offset, max(0, min(p.partition_max_bytes, budget - total_bytes)),
+            read = partition.read(fetch.fetch_offset, max(0, min(fetch.max_bytes, budget - total_bytes)),
                                   min_one_batch=total_bytes == 0, replica_id=replica_id,
-                                  current_leader_epoch=getattr(p, "current_leader_epoch", -1),
+                                  current_leader_epoch=fetch.current_leader_epoch,
                                   isolation_level=request.isolation_level)
             if read.error != ErrorCode.none:
                 any_error = True
@@ -108,8 +177,34 @@ def _read(ctx: RequestContext, request, wanted: list) -> tuple[list, int, bool]:
             if records:
                 ctx.metrics.count_fetched(name, records)
             aborted = read.aborted_transactions
-            results.append(PartitionData(p.partition, read.error, read.high_watermark, read.last_stable_offset,
+            results.append(PartitionData(index, read.error, read.high_watermark, read.last_stable_offset,
                                          read.log_start_offset, records, aborted_transactions=[
                                              (a.producer_id, a.first_offset) for a in aborted] if aborted else None))
         topics.append((label, topic_id, results))
     return topics, total_bytes, any_error
+
+
+def _news(session: FetchSession, wanted: list, topics: list) -> list:
+    """The partitions an incremental response carries (records, an error, or offsets changed
+    since the session last sent them), each remembered as sent; those answered with records move
+    to the end of the session's order."""
+    cached_partitions = session.partitions
+    answered = []
+    with_records = []
+    for (_, _, key, _, _, _), (label, topic_id, results) in zip(wanted, topics):
+        carried = []
+        for data in results:
+            cached = cached_partitions.get((key, data.index))
+            has_records = bool(data.records)
+            if cached is None or cached.must_respond(data.error_code, data.high_watermark, data.last_stable_offset,
+                                                     data.log_start_offset, has_records):
+                carried.append(data)
+            if has_records:
+                with_records.append((key, data.index))
+        if carried:
+            answered.append((label, topic_id, carried))
+    for partition_key in with_records:
+        cached = cached_partitions.pop(partition_key, None)
+        if cached is not None:
+            cached_partitions[partition_key] = cached
+    return answered

@@ -22,6 +22,7 @@ from tidelog.security.authorizer import Access
 from tidelog.security.principal import ANONYMOUS
 
 if TYPE_CHECKING:
+    from tidelog.cluster.fetch_sessions import FetchSessionCache
     from tidelog.cluster.metadata import MetadataStore
     from tidelog.cluster.replica_manager import ReplicaManager
     from tidelog.cluster.topics import TopicAdmin
@@ -75,6 +76,7 @@ class RequestContext:
     # ``access.authorize(operation, resource_type, name)``.
     access: Access = Access(None, ANONYMOUS, "")  # the broker gives each connection's; this one allows all
     security_records: "SecurityRecords" = None  # SCRAM credentials, ACLs, client quotas
+    fetch_sessions: "FetchSessionCache" = None  # incremental fetch sessions (KIP-227)
 
     @property
     def api_version(self) -> int:

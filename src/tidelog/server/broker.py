@@ -24,6 +24,7 @@ from tidelog import __version__
 from tidelog.cluster.broker_channel import ChannelSecurity
 from tidelog.cluster.controller import Controller
 from tidelog.cluster.etcd_store import EtcdMetadataStore, EtcdUnavailable, parse_cluster_url
+from tidelog.cluster.fetch_sessions import FetchSessionCache
 from tidelog.cluster.metadata import BrokerInfo, ClusterIdMismatch, EmbeddedMetadataStore
 from tidelog.cluster.partition import log_config_for
 from tidelog.cluster.replica_manager import ReplicaManager
@@ -136,6 +137,8 @@ class Broker:
                                        ConsumerOffsetsTopic(self._offsets_partition, config["offsets.commit.timeout.ms"]))
         self._groups_loading: asyncio.Task | None = None
         self.shares: ShareGroups | None = None  # share groups (KIP-932), made with the replicas
+        self.fetch_sessions = FetchSessionCache(config["max.incremental.fetch.session.cache.slots"],
+                                                config["min.incremental.fetch.session.eviction.ms"], self.metrics)
         self.transactions: TransactionService | None = None
         self._resource_watch: asyncio.Task | None = None
         self.delay_topics: DelayTopics | None = None  # issue 14: delay topics' movers
@@ -529,7 +532,8 @@ class Broker:
         return RequestContext(header, peer, flexible, self.node_id, self.config, self.metadata, self.replicas, self.topics,
                               self.groups, self.metrics, self.logs, self.group_coordinator_error, self.new_producer_id,
                               self.shares, self.transactions, listener,
-                              access if access is not None else self.access(ANONYMOUS, ""), self.security_records)
+                              access if access is not None else self.access(ANONYMOUS, ""), self.security_records,
+                              self.fetch_sessions)
 
     def connection_closed(self, peer: str) -> None:
         """A client connection closed: its share sessions end (their members' records are released)."""
