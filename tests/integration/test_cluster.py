@@ -173,3 +173,47 @@ def test_topic_config_change_reaches_every_replica(cluster, admin):
         return len(list((cluster.brokers[node_id].data_dir / "reconfigured-0").glob("*.log")))
 
     wait_until(lambda: all(segments(n) >= 3 for n in cluster.brokers), 15, message="every replica rolled at 2000 bytes")
+
+
+def test_one_topic_created_on_every_broker_at_once_is_made_once_and_replicated(cluster, admin):
+    """Three brokers asked at the same moment to create the same topic: one creation wins, the
+    others answer TOPIC_ALREADY_EXISTS, and the losers keep the logs the winner's topic puts on
+    them (they had removed them under a replica already following the winner's leader, whose
+    fetcher then failed on a closed log forever and left the ISR)."""
+    import asyncio
+
+    import kio.schema.create_topics.v4.request as create_topics
+
+    names = [f"raced-{i}" for i in range(8)]
+
+    async def create_everywhere(name: str) -> list[int]:
+        async def ask(port: int) -> int:
+            channel = BrokerChannel("127.0.0.1", port, "test")
+            try:
+                request = create_topics.CreateTopicsRequest(
+                    topics=(create_topics.CreatableTopic(name=name, num_partitions=3, replication_factor=3,
+                                                         assignments=(), configs=()),),
+                    timeout=timedelta(seconds=10), validate_only=False)
+                return (await channel.request(19, 4, request, 10)).topics[0].error_code
+            finally:
+                channel.close()
+
+        return list(await asyncio.gather(*(ask(b.port) for b in cluster.brokers.values())))
+
+    async def race() -> list[list[int]]:
+        return [await create_everywhere(name) for name in names]
+
+    for name, errors in zip(names, asyncio.run(race())):
+        assert sorted(errors) == [ErrorCode.none, ErrorCode.topic_already_exists, ErrorCode.topic_already_exists], (name, errors)
+    for name in names:
+        wait_until(lambda: all(p.leader > 0 and len(p.isrs) == 3
+                               for p in admin.list_topics(name, timeout=5).topics[name].partitions.values()),
+                   15, message=f"{name} led with a full ISR")
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "log_level": 0})
+    for name in names:
+        for partition in range(3):
+            producer.produce(name, b"v", partition=partition)
+    undelivered = producer.flush(30)
+    del producer  # librdkafka's producer has no close(): destroyed here, not after the cluster stops
+    assert undelivered == 0
+    assert "is closed" not in cluster.logs(), cluster.logs()

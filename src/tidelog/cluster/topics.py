@@ -178,7 +178,9 @@ class TopicAdmin:
             try:
                 await self.metadata.create_topic(record, assignment)
             except TopicExists:
-                self._undo_partitions(created, name, None)
+                # Another broker created it first. Its topic may already have this broker's
+                # replicas following on the logs just made (looked up by name): those stay.
+                self._undo_partitions([log for log in created if not self._placed_here(name, log.partition)], name, None)
                 raise KafkaError(ErrorCode.topic_already_exists, f"Topic '{name}' already exists.") from None
             except (OSError, KafkaError) as e:
                 self._undo_partitions(created, name, None)
@@ -205,6 +207,11 @@ class TopicAdmin:
                 self._undo_partitions(created, name, index)
                 raise self._creation_error(e, f"{what} ({len(created)} of {len(states)} partitions made)")
         return created
+
+    def _placed_here(self, topic: str, partition: int) -> bool:
+        """Whether the store's topic of this name keeps a replica of the partition on this broker."""
+        state = self.metadata.partitions.get((topic, partition)) if topic in self.metadata.topics else None
+        return state is not None and self.node_id in state.replicas
 
     def _undo_partitions(self, logs: list, topic: str, failed: int | None) -> None:
         """Remove the logs a failed creation made, and the directory of the one it failed in."""
