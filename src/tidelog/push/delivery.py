@@ -40,7 +40,6 @@ import aiohttp
 from tidelog.clock import wall_clock_ms
 from tidelog.config_def import ConfigError
 from tidelog.protocol.errors import ErrorCode, KafkaError
-from tidelog.protocol.topics import CONSUMER_OFFSETS as OFFSETS_TOPIC
 from tidelog.push.payload import ACCEPT, REJECT, RELEASE, PushRecord, batch_request, parse_results, raw_request, records_of
 from tidelog.push.registry import PushSubscriptions, allowed_hosts, host_allowed, idle_status
 from tidelog.push.subscription import PushSubscription
@@ -194,16 +193,6 @@ class PushDelivery:
                     out.append((record, index))
         return out
 
-    async def share_manager(self) -> "ShareManager":
-        """The ShareManager (fetched each time: it belongs to the share groups). ``__share_group_state``
-        is created on first use by the group coordinator's broker only (KafkaError
-        COORDINATOR_NOT_AVAILABLE elsewhere until it exists): brokers creating it at once race in
-        topic creation (cluster/topics.py: the loser's undo deletes the log its follower took up)."""
-        coordinator = self.replicas.get(OFFSETS_TOPIC, 0)
-        if coordinator is not None and coordinator.leading:
-            return await self.shares.ensure_loaded()
-        return self.shares.manager_or_error()
-
     # --- status and metrics ---------------------------------------------------------------------
     def status(self, sub: PushSubscription) -> dict:
         delivery = self.deliveries.get(sub.name)
@@ -321,7 +310,7 @@ class SubscriptionDelivery:
         if not self.engine.budget.available:
             await self.engine.budget.wait(IDLE_WAIT_S)
             return
-        manager = await self.engine.share_manager()
+        manager = await self.engine.shares.ensure_loaded()  # per use: it belongs to the share groups
         limit = sub.batch_size if sub.payload_format == "batch" else 1
         # One acquisition (one state write) for every POST that may start now: a backlog of small
         # batches (raw, or batch_size 1) is not taken a record per state write.
