@@ -13,6 +13,7 @@ import pytest
 from tidelog.protocol.records import build_batch
 from tidelog.push.payload import (
     ACCEPT,
+    DecodedBatches,
     REJECT,
     RELEASE,
     batch_request,
@@ -34,6 +35,17 @@ def test_records_of_takes_only_the_acquired_offsets_with_their_delivery_counts()
     got = records_of("t", 3, [data], [AcquiredRecords(11, 11, 1), AcquiredRecords(13, 13, 4)])
     assert [(r.topic, r.partition, r.offset, r.value, r.delivery_count) for r in got] == \
         [("t", 3, 11, b"b", 1), ("t", 3, 13, b"d", 4)]
+
+
+def test_decoded_batches_decode_a_batch_once_per_share_partition():
+    data = _batches(0, [b"a", b"b", b"c"])
+    decoded = DecodedBatches()
+    first = records_of("t", 0, [data], [AcquiredRecords(0, 0, 1)], decoded)
+    cached = decoded._last[("t", 0)][1]
+    second = records_of("t", 0, [data], [AcquiredRecords(1, 2, 1)], decoded)
+    assert [r.value for r in first + second] == [b"a", b"b", b"c"] and decoded._last[("t", 0)][1] is cached
+    other = _batches(0, [b"x", b"y", b"z"])  # another batch at the same offset (a truncated and rewritten log)
+    assert [r.value for r in records_of("t", 0, [other], [AcquiredRecords(0, 0, 1)], decoded)] == [b"x"]
 
 
 def test_batch_request_body_and_signature():

@@ -40,7 +40,17 @@ import aiohttp
 from tidelog.clock import wall_clock_ms
 from tidelog.config_def import ConfigError
 from tidelog.protocol.errors import ErrorCode, KafkaError
-from tidelog.push.payload import ACCEPT, REJECT, RELEASE, PushRecord, batch_request, parse_results, raw_request, records_of
+from tidelog.push.payload import (
+    ACCEPT,
+    REJECT,
+    RELEASE,
+    DecodedBatches,
+    PushRecord,
+    batch_request,
+    parse_results,
+    raw_request,
+    records_of,
+)
 from tidelog.push.registry import PushSubscriptions, allowed_hosts, host_allowed, idle_status
 from tidelog.push.subscription import PushSubscription
 from tidelog.queues.acks import AckBatch, AcknowledgeType, AcquireMode
@@ -222,6 +232,7 @@ class SubscriptionDelivery:
         self.sub = sub
         self.partitions: list[tuple["TopicRecord", int]] = []
         self._initialized: set[ShareStateKey] = set()
+        self._decoded = DecodedBatches()
         self._rotation = 0
         self.concurrency = 1
         self.in_flight: set[asyncio.Task] = set()
@@ -357,7 +368,7 @@ class SubscriptionDelivery:
                 continue
             if not result.acquired:
                 continue
-            got = records_of(record.name, index, result.records, result.acquired)
+            got = records_of(record.name, index, result.records, result.acquired, self._decoded)
             await self._acknowledge_gaps(manager, key, result.acquired, got)
             out += got
         if out:

@@ -36,7 +36,7 @@ from tidelog.protocol.json_bytes import bytes_to_json
 from tidelog.protocol.records import BATCH_HEADER_SIZE, iter_records, parse_batch_header
 from tidelog.queues.log_batches import AcquiredRecords
 
-__all__ = ["PushRecord", "records_of", "batch_request", "raw_request", "signature", "verify_signature",
+__all__ = ["PushRecord", "DecodedBatches", "records_of", "batch_request", "raw_request", "signature", "verify_signature",
            "parse_results", "ACCEPT", "RELEASE", "REJECT", "SIGNATURE_HEADER"]
 
 ACCEPT, RELEASE, REJECT = "accept", "release", "reject"
@@ -62,11 +62,37 @@ class PushRecord:
         return (len(self.key) if self.key else 0) + (len(self.value) if self.value else 0) + 64
 
 
-def records_of(topic: str, partition: int, batches: Iterable[memoryview],
-               acquired: Sequence[AcquiredRecords]) -> list[PushRecord]:
+class DecodedBatches:
+    """The records of the log batch last decoded per share-partition: acquisitions of a few records
+    at a time (raw, small batch sizes) take them from one large producer batch, which is then
+    decoded once, not once per acquisition. One batch per share-partition (bounded)."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, int], tuple[tuple[int, int], list]] = {}
+
+    def records(self, topic: str, partition: int, info, data) -> list:
+        """The records of the batch ``data`` (header ``info``): known by its base offset and CRC, so a
+        batch that replaced another at that offset (a truncated log) is decoded afresh."""
+        identity = (info.base_offset, info.crc)
+        cached = self._last.get((topic, partition))
+        if cached is not None and cached[0] == identity:
+            return cached[1]
+        decoded = list(iter_records(data))
+        self._last[(topic, partition)] = (identity, decoded)
+        return decoded
+
+    def forget(self, topic: str, partition: int) -> None:
+        self._last.pop((topic, partition), None)
+
+
+def records_of(topic: str, partition: int, batches: Iterable[memoryview], acquired: Sequence[AcquiredRecords],
+               decoded: DecodedBatches | None = None) -> list[PushRecord]:
     """The acquired records of a share-partition acquisition (whole log batches), in offset order."""
     out: list[PushRecord] = []
     ranges = sorted(acquired)
+    if not ranges:
+        return out
+    first_wanted, last_wanted = ranges[0].first_offset, ranges[-1].last_offset
     for data in batches:
         pos = 0
         while pos + BATCH_HEADER_SIZE <= len(data):
@@ -74,9 +100,13 @@ def records_of(topic: str, partition: int, batches: Iterable[memoryview],
             end = pos + info.size
             if end > len(data):
                 break
-            if not info.is_control:
+            last_offset = info.base_offset + info.last_offset_delta
+            if not info.is_control and last_offset >= first_wanted and info.base_offset <= last_wanted:
+                batch = data[pos:end]
+                records = decoded.records(topic, partition, info, batch) if decoded is not None \
+                    else iter_records(batch)
                 i = 0
-                for r in iter_records(data[pos:end]):
+                for r in records:
                     while i < len(ranges) and ranges[i].last_offset < r.offset:
                         i += 1
                     if i == len(ranges):
