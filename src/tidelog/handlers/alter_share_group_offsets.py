@@ -7,7 +7,8 @@ this (as a reset before its first member).
 Versions: 0 (Kafka 4.2). Errors: top level NON_EMPTY_GROUP (members are connected),
 GROUP_ID_NOT_FOUND (the id is a classic or consumer group), INVALID_GROUP_ID, NOT_COORDINATOR /
 COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE (share state not loaded here); per
-partition UNKNOWN_TOPIC_OR_PARTITION, INVALID_REQUEST (a negative offset), and what the state
+partition TOPIC_AUTHORIZATION_FAILED (no READ on the topic; READ on the group is checked before the
+handler runs), UNKNOWN_TOPIC_OR_PARTITION, INVALID_REQUEST (a negative offset), and what the state
 write failed with.
 """
 
@@ -18,6 +19,7 @@ import datetime
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.security.acl import AclOperation, ResourceType
 
 API_KEY = 91
 
@@ -31,12 +33,15 @@ async def handle(ctx: RequestContext, request) -> object:
         return build(module.AlterShareGroupOffsetsResponse, throttle_time=datetime.timedelta(0), error_code=e.error_code,
                      error_message=e.message, responses=())
     responses = []
+    readable = ctx.access.authorized(AclOperation.READ, ResourceType.TOPIC, (t.topic_name for t in request.topics))
     for topic in request.topics:
         record = ctx.metadata.topics.get(topic.topic_name)
         rows = []
         for partition in topic.partitions:
             error, message = ErrorCode.none, None
-            if record is None or not 0 <= partition.partition_index < record.partitions:
+            if topic.topic_name not in readable:
+                error = ErrorCode.topic_authorization_failed
+            elif record is None or not 0 <= partition.partition_index < record.partitions:
                 error = ErrorCode.unknown_topic_or_partition
             elif partition.start_offset < 0:
                 error, message = ErrorCode.invalid_request, f"Invalid start offset {partition.start_offset}."

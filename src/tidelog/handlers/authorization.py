@@ -22,7 +22,7 @@ import datetime
 import enum
 import typing
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import SimpleNamespace
 from typing import Any
 
@@ -122,3 +122,15 @@ def check_config_resource(access: Access, operation: AclOperation, resource_type
     acl_type, error = acl_resource
     if not access.authorize(operation, acl_type, name if acl_type is not ResourceType.CLUSTER else CLUSTER_NAME):
         raise KafkaError(error, None)
+
+
+def unreadable_topic_ids(access: Access, topic_by_id: Callable[[uuid.UUID], Any],
+                         topic_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """The ids of known topics the principal may not READ (ShareFetch, ShareAcknowledge: their
+    partitions are answered TOPIC_AUTHORIZATION_FAILED). An unknown id is not among them: the
+    handler answers it UNKNOWN_TOPIC_ID, as Kafka does."""
+    if access.authorizer is None:
+        return set()
+    names = {topic_id: record.name for topic_id in set(topic_ids) if (record := topic_by_id(topic_id)) is not None}
+    readable = access.authorized(AclOperation.READ, ResourceType.TOPIC, names.values())
+    return {topic_id for topic_id, name in names.items() if name not in readable}

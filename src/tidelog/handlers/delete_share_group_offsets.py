@@ -5,7 +5,8 @@ topic named; tombstones in ``__share_group_state``, durable before the answer). 
 to subscribe starts those partitions again from ``share.auto.offset.reset``.
 Versions: 0 (Kafka 4.2). Errors: top level NON_EMPTY_GROUP, GROUP_ID_NOT_FOUND (no such share
 group, or the id is a classic or consumer group), INVALID_GROUP_ID, NOT_COORDINATOR /
-COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE; per topic UNKNOWN_TOPIC_OR_PARTITION and
+COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE; per topic TOPIC_AUTHORIZATION_FAILED (no READ
+on it; DELETE on the group is checked before the handler runs), UNKNOWN_TOPIC_OR_PARTITION and
 what the state write failed with.
 """
 
@@ -17,6 +18,7 @@ from tidelog.handlers.alter_share_group_offsets import share_group_manager
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.security.acl import AclOperation, ResourceType
 
 API_KEY = 92
 
@@ -32,10 +34,13 @@ async def handle(ctx: RequestContext, request) -> object:
         return build(module.DeleteShareGroupOffsetsResponse, throttle_time=datetime.timedelta(0),
                      error_code=e.error_code, error_message=e.message, responses=())
     responses = []
+    readable = ctx.access.authorized(AclOperation.READ, ResourceType.TOPIC, (t.topic_name for t in request.topics))
     for topic in request.topics:
         record = ctx.metadata.topics.get(topic.topic_name)
         error, message = ErrorCode.none, None
-        if record is None:
+        if topic.topic_name not in readable:
+            error = ErrorCode.topic_authorization_failed
+        elif record is None:
             error = ErrorCode.unknown_topic_or_partition
         else:
             try:

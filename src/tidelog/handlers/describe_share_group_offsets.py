@@ -5,9 +5,10 @@ share-partition the group has state for when ``topics`` is null): the offset bef
 record is acknowledged or archived, -1 where the group has never read the partition; from v1 the
 lag, the records between the start offset and the high watermark not yet acknowledged or
 archived (-1 when not known here). Leader epochs are not tracked per share-partition (-1).
-Versions: 0-1 (Kafka 4.2). Errors per group: GROUP_ID_NOT_FOUND (the id is a classic or consumer
-group), NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE (share state not
-loaded here); per partition UNKNOWN_TOPIC_OR_PARTITION.
+Needs DESCRIBE on each group, and on each topic (left out when all were asked for).
+Versions: 0-1 (Kafka 4.2). Errors per group: GROUP_AUTHORIZATION_FAILED, GROUP_ID_NOT_FOUND (the id is
+a classic or consumer group), NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE (share state not
+loaded here); per partition UNKNOWN_TOPIC_OR_PARTITION, TOPIC_AUTHORIZATION_FAILED.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import datetime
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.security.acl import AclOperation, ResourceType
 
 API_KEY = 90
 
@@ -36,6 +38,8 @@ async def handle(ctx: RequestContext, request) -> object:
 
 
 async def _describe(ctx: RequestContext, module, group) -> tuple:
+    if not ctx.access.authorize(AclOperation.DESCRIBE, ResourceType.GROUP, group.group_id):
+        raise KafkaError(ErrorCode.group_authorization_failed, None)
     error = ctx.group_coordinator_error()
     if error is not None:
         raise KafkaError(error, "This is not the group coordinator" if error is ErrorCode.not_coordinator
@@ -54,9 +58,16 @@ async def _describe(ctx: RequestContext, module, group) -> tuple:
     else:
         for topic in group.topics:
             wanted.setdefault(topic.topic_name, []).extend(topic.partitions)
+    describable = ctx.access.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, wanted)
     out = []
     for name, partitions in wanted.items():
         record = topics.get(name)
+        if name not in describable:  # all partitions asked for: left out; named: refused, as Kafka does
+            if group.topics is not None:
+                rows = [_partition(module, p, -1, -1, ErrorCode.topic_authorization_failed) for p in partitions]
+                out.append(build(module.DescribeShareGroupOffsetsResponseTopic, topic_name=name, topic_id=None,
+                                 partitions=tuple(rows)))
+            continue
         if record is None:
             rows = [_partition(module, p, -1, -1, ErrorCode.unknown_topic_or_partition) for p in partitions]
             out.append(build(module.DescribeShareGroupOffsetsResponseTopic, topic_name=name, topic_id=None,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import logging
 
+from tidelog.handlers.authorization import unreadable_topic_ids
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.handlers.share_partitions import acknowledge, current_leader, has_renew, node_endpoints
 from tidelog.protocol.apis import build, response_module
@@ -49,7 +50,8 @@ async def handle(ctx: RequestContext, request) -> object:
         logger.log(logging.WARNING if e.error_code == ErrorCode.invalid_request else logging.DEBUG,
                    "ShareAcknowledge from %s (group %s, member %s) refused: %s", ctx.peer, group_id, member_id, e)
         return _top_error(module, e.error_code, e.message)
-    errors = await acknowledge(manager, group_id, member_id, request.topics, renew)
+    unreadable = unreadable_topic_ids(ctx.access, ctx.topics.topic_by_id, (t.topic_id for t in request.topics))
+    errors = await acknowledge(manager, group_id, member_id, request.topics, renew, unreadable)
     if request.share_session_epoch == FINAL_EPOCH:
         shares.sessions.remove(group_id, member_id)
         await manager.release_member(group_id, member_id, count_delivery=False, partitions=list(session.partitions))

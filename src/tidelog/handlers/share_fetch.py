@@ -30,6 +30,7 @@ import datetime
 import logging
 import time
 
+from tidelog.handlers.authorization import unreadable_topic_ids
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.handlers.share_partitions import acknowledge, current_leader, has_renew, node_endpoints
 from tidelog.protocol.apis import build, response_module
@@ -69,13 +70,19 @@ async def handle(ctx: RequestContext, request) -> object:
                    "ShareFetch from %s (group %s, member %s) refused: %s", ctx.peer, group_id, member_id, e)
         return _top_error(module, e.error_code, e.message)
 
-    ack_errors = await acknowledge(manager, group_id, member_id, request.topics, renew)
+    # READ on each topic, those of the request and of the session (Kafka answers each fetch so)
+    unreadable = unreadable_topic_ids(ctx.access, ctx.topics.topic_by_id,
+                                      [t.topic_id for t in request.topics] + [t for t, _ in context.partitions])
+    ack_errors = await acknowledge(manager, group_id, member_id, request.topics, renew, unreadable)
     fetched: dict[tuple, AcquireResult | ErrorCode] = {}
     if context.kind is ContextKind.FINAL:
         shares.sessions.remove(group_id, member_id)
         await manager.release_member(group_id, member_id, count_delivery=False, partitions=list(context.session.partitions))
     elif not renew and context.partitions:
-        fetched = await _fetch(ctx, manager, group_id, member_id, context, request, AcquireMode(mode_id))
+        readable = [p for p in context.partitions if p[0] not in unreadable]
+        if readable:
+            fetched = await _fetch(ctx, manager, group_id, member_id, context, readable, request, AcquireMode(mode_id))
+        fetched.update((p, ErrorCode.topic_authorization_failed) for p in context.partitions if p[0] in unreadable)
 
     responses: dict = {}
     leaders = []
@@ -101,10 +108,9 @@ async def handle(ctx: RequestContext, request) -> object:
         node_endpoints=node_endpoints(ctx, module, leaders))
 
 
-async def _fetch(ctx: RequestContext, manager, group_id: str, member_id: str, context, request, mode: AcquireMode
-                 ) -> dict[tuple, AcquireResult | ErrorCode]:
-    """Acquire from the session's partitions; with nothing acquired, wait for records up to max_wait."""
-    partitions = list(context.partitions)
+async def _fetch(ctx: RequestContext, manager, group_id: str, member_id: str, context, partitions, request,
+                 mode: AcquireMode) -> dict[tuple, AcquireResult | ErrorCode]:
+    """Acquire from the session's ``partitions``; with nothing acquired, wait for records up to max_wait."""
     if partitions:  # rotate, so that a small max_records does not always go to the first partitions
         start = context.session.epoch % len(partitions)
         partitions = partitions[start:] + partitions[:start]

@@ -2,10 +2,10 @@
 
 Behaviour: describes share groups by id: state (Empty, Stable), group epoch, assignment epoch,
 the assignor ("simple"), and each member's id, rack, epoch, client id and host, subscribed topic
-names and assigned partitions (topic id and name). Authorized operations are not computed
-(-2147483648, as when not requested).
-Versions: 1 (Kafka 4.2). Errors per group: GROUP_ID_NOT_FOUND (no such share group, or the id is a
-classic or consumer group), NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS (not the group
+names and assigned partitions (topic id and name), and the group's authorized operations when
+asked for (-2147483648 otherwise). Needs DESCRIBE on each group (GROUP_AUTHORIZATION_FAILED).
+Versions: 1 (Kafka 4.2). Errors per group: GROUP_AUTHORIZATION_FAILED, GROUP_ID_NOT_FOUND (no such
+share group, or the id is a classic or consumer group), NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS (not the group
 coordinator, or loading).
 """
 
@@ -17,6 +17,7 @@ from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.queues.share_group import ASSIGNOR_NAME, DEAD
+from tidelog.security.acl import AclOperation, ResourceType
 
 API_KEY = 77
 NOT_REQUESTED = -2147483648
@@ -29,6 +30,8 @@ async def handle(ctx: RequestContext, request) -> object:
     groups = []
     for group_id in request.group_ids:
         try:
+            if not ctx.access.authorize(AclOperation.DESCRIBE, ResourceType.GROUP, group_id):
+                raise KafkaError(ErrorCode.group_authorization_failed, None)
             if coordinator_error is not None:
                 raise KafkaError(coordinator_error, "This is not the group coordinator" if coordinator_error is
                                  ErrorCode.not_coordinator else "The coordinator is loading")
@@ -49,7 +52,8 @@ async def handle(ctx: RequestContext, request) -> object:
         groups.append(build(module.DescribedGroup, error_code=ErrorCode.none, error_message=None, group_id=group_id,
                             group_state=group.state, group_epoch=group.group_epoch,
                             assignment_epoch=group.assignment_epoch, assignor_name=ASSIGNOR_NAME, members=members,
-                            authorized_operations=NOT_REQUESTED))
+                            authorized_operations=ctx.access.authorized_operations(ResourceType.GROUP, group_id)
+                            if request.include_authorized_operations else NOT_REQUESTED))
     return build(module.ShareGroupDescribeResponse, throttle_time=datetime.timedelta(0), groups=tuple(groups))
 
 

@@ -6,7 +6,7 @@ no API.
 from __future__ import annotations
 
 import uuid
-from typing import Iterable
+from typing import Collection, Iterable
 
 from tidelog.handlers.registry import RequestContext
 from tidelog.protocol.apis import build
@@ -23,14 +23,18 @@ def ack_batches(batches) -> list[AckBatch]:
     return [AckBatch(b.first_offset, b.last_offset, tuple(b.acknowledge_types)) for b in batches]
 
 
-async def acknowledge(manager: ShareManager, group_id: str, member_id: str, topics, renew_allowed: bool
-                      ) -> dict[PartitionId, ErrorCode]:
+async def acknowledge(manager: ShareManager, group_id: str, member_id: str, topics, renew_allowed: bool,
+                      unreadable: Collection[uuid.UUID] = ()) -> dict[PartitionId, ErrorCode]:
     """Apply the acknowledgements of every partition of ``topics`` (ShareFetch's FetchTopic or
-    ShareAcknowledge's AcknowledgeTopic); the error code of each partition that had some."""
+    ShareAcknowledge's AcknowledgeTopic); the error code of each partition that had some. Those of
+    ``unreadable`` topics (no READ) are not applied: TOPIC_AUTHORIZATION_FAILED."""
     errors: dict[PartitionId, ErrorCode] = {}
     for topic in topics:
         for partition in topic.partitions:
             if not partition.acknowledgement_batches:
+                continue
+            if topic.topic_id in unreadable:
+                errors[(topic.topic_id, partition.partition_index)] = ErrorCode.topic_authorization_failed
                 continue
             key = ShareStateKey(group_id, topic.topic_id, partition.partition_index)
             errors[(topic.topic_id, partition.partition_index)] = await manager.acknowledge(
