@@ -2,12 +2,14 @@
 
 Behaviour: v0-3 (a producer, before its first record to a partition in a transaction): the
 partitions join the transactional id's transaction (txn/coordinator.py ``add_partitions``;
-the transaction becomes Ongoing and its timeout starts at the first add). Partitions of
-unknown topics get UNKNOWN_TOPIC_OR_PARTITION and then every other partition
-OPERATION_NOT_ATTEMPTED, as Kafka answers; otherwise every partition gets the coordinator's
+the transaction becomes Ongoing and its timeout starts at the first add). Without WRITE on the
+transactional id every partition gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED; partitions of
+topics without WRITE get TOPIC_AUTHORIZATION_FAILED, of unknown topics
+UNKNOWN_TOPIC_OR_PARTITION, and then every other partition OPERATION_NOT_ATTEMPTED, as Kafka answers; otherwise every partition gets the coordinator's
 answer. v4-5 (brokers, KIP-890 part 1): one entry per transaction; ``verify_only`` asks whether
 the partitions are in the transaction (``verify_partitions``, nothing changes), otherwise they
-are added.
+are added; they need CLUSTER_ACTION on the cluster (else the top-level
+CLUSTER_AUTHORIZATION_FAILED).
 Versions: 0-5. Errors (per partition): NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS,
 COORDINATOR_NOT_AVAILABLE, CONCURRENT_TRANSACTIONS, INVALID_PRODUCER_ID_MAPPING,
 PRODUCER_FENCED (INVALID_PRODUCER_EPOCH below v2), INVALID_TXN_STATE, UNKNOWN_TOPIC_OR_PARTITION,
@@ -23,6 +25,8 @@ import logging
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.apis import build, response_module
 from tidelog.protocol.errors import ErrorCode
+from tidelog.protocol.topics import is_internal
+from tidelog.security.acl import AclOperation, ResourceType
 from tidelog.txn.coordinator import client_error
 from tidelog.txn.state import TopicPartition
 
@@ -33,15 +37,22 @@ BROKER_VERSIONS_FROM = 4
 
 
 async def _add(ctx: RequestContext, transactional_id: str, producer_id: int, producer_epoch: int, topics,
-               verify_only: bool = False) -> dict[TopicPartition, ErrorCode]:
+               verify_only: bool = False, from_broker: bool = False) -> dict[TopicPartition, ErrorCode]:
     partitions = [TopicPartition(t.name, p) for t in topics for p in t.partitions]
-    unknown = {tp for tp in partitions
-               if (record := ctx.metadata.topics.get(tp.topic)) is None or not 0 <= tp.partition < record.partitions}
-    if unknown:
-        logger.info("AddPartitionsToTxn for %s from %s: unknown partitions %s", transactional_id, ctx.peer,
-                    sorted(unknown))
-        return {tp: ErrorCode.unknown_topic_or_partition if tp in unknown else ErrorCode.operation_not_attempted
-                for tp in partitions}
+    if not from_broker:  # a client's (v0-3): WRITE on the transactional id, then on each topic (not internal ones)
+        if not ctx.access.authorize(AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, transactional_id):
+            return dict.fromkeys(partitions, ErrorCode.transactional_id_authorization_failed)
+        writable = ctx.access.authorized(AclOperation.WRITE, ResourceType.TOPIC,
+                                         {tp.topic for tp in partitions if not is_internal(tp.topic)})
+        refused = {tp: ErrorCode.topic_authorization_failed for tp in partitions if tp.topic not in writable}
+    else:
+        refused = {}
+    refused.update((tp, ErrorCode.unknown_topic_or_partition) for tp in partitions if tp not in refused and (
+        (record := ctx.metadata.topics.get(tp.topic)) is None or not 0 <= tp.partition < record.partitions))
+    if refused:
+        logger.info("AddPartitionsToTxn for %s from %s: %s", transactional_id, ctx.peer,
+                    ", ".join(f"{tp.topic}-{tp.partition} {error.name}" for tp, error in sorted(refused.items())))
+        return {tp: refused.get(tp, ErrorCode.operation_not_attempted) for tp in partitions}
     coordinator = ctx.transactions.coordinator
     if verify_only:
         return coordinator.verify_partitions(transactional_id, producer_id, producer_epoch, partitions)
@@ -70,9 +81,13 @@ async def handle(ctx: RequestContext, request) -> object:
                              request.v3_and_below_producer_epoch, request.v3_and_below_topics)
         return build(module.AddPartitionsToTxnResponse, throttle_time=datetime.timedelta(0),
                      results_by_topic_v3_and_below=_topic_results(module, results, "AddPartitionsToTxnTopicResult"))
+    if not ctx.access.authorize(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER):  # v4+ come from brokers
+        return build(module.AddPartitionsToTxnResponse, throttle_time=datetime.timedelta(0),
+                     error_code=ErrorCode.cluster_authorization_failed, results_by_transaction=())
     transactions = []
     for txn in request.transactions:
-        results = await _add(ctx, txn.transactional_id, txn.producer_id, txn.producer_epoch, txn.topics, txn.verify_only)
+        results = await _add(ctx, txn.transactional_id, txn.producer_id, txn.producer_epoch, txn.topics, txn.verify_only,
+                             from_broker=True)
         transactions.append(build(module.AddPartitionsToTxnResult, transactional_id=txn.transactional_id,
                                   topic_results=_topic_results(module, results, "AddPartitionsToTxnTopicResult")))
     return build(module.AddPartitionsToTxnResponse, throttle_time=datetime.timedelta(0), error_code=ErrorCode.none,

@@ -119,6 +119,11 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
         logger.info("refusing Produce with acks=%d from %s", request.acks, ctx.peer)
         return encode_produce_response(version, everywhere(ErrorCode.invalid_required_acks))
 
+    if any(_is_transactional(p.records) for t in request.topics for p in t.partitions) and not (
+            request.transactional_id is not None
+            and ctx.access.authorize(AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, request.transactional_id)):
+        return encode_produce_response(version, everywhere(ErrorCode.transactional_id_authorization_failed))
+
     replicas, metrics = ctx.replicas, ctx.metrics
     transactional = [(t.name, p.index, p.records) for t in request.topics for p in t.partitions if _is_transactional(p.records)]
     refused = await _verify_transactions(ctx, request.transactional_id, transactional) if transactional else {}

@@ -7,8 +7,8 @@ transaction's COMMIT marker lands there (an ABORT drops them); until then Offset
 ``require_stable`` answers UNSTABLE_OFFSET_COMMIT for those partitions. Validated as Kafka's
 transactional commit: a producer without a member id (generation -1) may always commit; a
 member's generation and id are checked (v3+, KIP-447), a rebalance in progress does not stop it.
-Versions: 0-5. Errors (per partition): UNKNOWN_TOPIC_OR_PARTITION, NOT_COORDINATOR,
-COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID,
+Versions: 0-5. Errors (per partition): TOPIC_AUTHORIZATION_FAILED (no READ on the topic),
+UNKNOWN_TOPIC_OR_PARTITION, NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID,
 FENCED_INSTANCE_ID, INVALID_GROUP_ID, OFFSET_METADATA_TOO_LARGE, INVALID_PRODUCER_EPOCH (a
 fenced producer: the partition refuses its batch), INVALID_TXN_STATE.
 """
@@ -31,8 +31,8 @@ API_KEY = 28
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, ctx.api_version)
-    # No topic READ check yet (Kafka has one): see the closing note's security gaps.
-    errors, offsets = requested_offsets(ctx, request.topics, check_read=False)
+    # WRITE on the transactional id and READ on the group were checked before the handler ran
+    errors, offsets = requested_offsets(ctx, request.topics)
     coordinator_error = ctx.group_coordinator_error()
     if coordinator_error is not None:
         errors.update((key, coordinator_error) for key in offsets)
