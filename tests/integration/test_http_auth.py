@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import requests
 
+from tests.brokerproc import wait_until
 from tests.integration.security_clients import Pki
 from tests.integration.test_sasl import SECRET, tidelog
 
@@ -81,3 +82,70 @@ def test_https(broker_factory, tmp_path):
     assert requests.get(_api(broker, scheme="https"), verify=str(pki.ca_file), timeout=10).status_code == 200
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(_api(broker, "/health"), timeout=10)  # plain HTTP is not served
+
+
+def _set_quota(broker, user: str, rate: float) -> None:
+    from kio.schema.alter_client_quotas.v1 import request as quotas
+
+    from tests.integration.share_clients import request
+
+    answer = request(broker.bootstrap, 49, 1, quotas.AlterClientQuotasRequest(validate_only=False, entries=(
+        quotas.EntryData(entity=(quotas.EntityData(entity_type="user", entity_name=user),),
+                         ops=(quotas.OpData(key="producer_byte_rate", value=rate, remove=False),)),)))
+    assert [e.error_code for e in answer.entries] == [0]
+
+
+def test_share_group_transaction_and_security_routes_are_held_to_the_acls(broker_factory):
+    """As the Kafka API checks them: a share group's routes READ (DESCRIBE, DELETE) on the group and
+    READ on each topic they read or acknowledge; the listings and the read-only security routes
+    DESCRIBE on the cluster. The security routes never show a secret."""
+    broker = broker_factory({"authorizer.class.name": AUTHORIZER, "super.users": "User:admin;User:ANONYMOUS"})
+    for name in ("admin", "alice", "bob", "carol", "ops"):
+        assert tidelog("users", "create", name, "--password", SECRET, "-b", broker.bootstrap).returncode == 0
+    for args in (("jobs", "--topic", "--principal", "User:alice", "--operation", "read"),
+                 ("jobs", "--topic", "--principal", "User:bob", "--operation", "read"),
+                 ("workers", "--group", "--principal", "User:alice", "--operation", "read"),
+                 ("workers", "--group", "--principal", "User:bob", "--operation", "read"),
+                 ("--cluster", "--principal", "User:ops", "--operation", "describe")):
+        assert tidelog("acls", "add", *args, "-b", broker.bootstrap).returncode == 0
+    assert requests.post(_api(broker), json={"name": "jobs", "partitions": 1}, auth=("admin", SECRET),
+                         timeout=10).status_code == 201
+    assert requests.post(_api(broker, "/api/v1/topics/jobs/records"), json={"records": [{"value": "a"}]},
+                         auth=("admin", SECRET), timeout=10).status_code == 200
+    _set_quota(broker, "alice", 1048576)
+
+    def receive(name: str) -> requests.Response:
+        return requests.post(_api(broker, "/api/v1/share-groups/workers/receive"), auth=(name, SECRET), timeout=30,
+                             json={"topic": "jobs", "member_id": f"{name}-member", "timeout_ms": 0})
+
+    assert receive("alice").status_code == 200
+    assert requests.get(_api(broker, "/api/v1/share-groups/workers"), auth=("alice", SECRET), timeout=10).status_code == 200
+    no_group = receive("carol")
+    assert (no_group.status_code, no_group.json()["error_code"]) == (403, "GROUP_AUTHORIZATION_FAILED")
+    # bob joined while he could read jobs; without READ his acknowledgements and receives are refused
+    assert receive("bob").status_code == 200
+    assert tidelog("acls", "remove", "jobs", "--topic", "--principal", "User:bob", "-b", broker.bootstrap).returncode == 0
+    wait_until(lambda: receive("bob").status_code == 403, message="bob's READ on jobs gone")
+    assert receive("bob").json()["error_code"] == "TOPIC_AUTHORIZATION_FAILED"
+    acked = requests.post(_api(broker, "/api/v1/share-groups/workers/ack"), auth=("bob", SECRET), timeout=10,
+                          json={"member_id": "bob-member", "receipts": ["jobs/0/0"]})
+    assert acked.status_code == 200 and [f["error_code"] for f in acked.json()["failed"]] == ["TOPIC_AUTHORIZATION_FAILED"]
+    left = requests.delete(_api(broker, "/api/v1/share-groups/workers/members/bob-member"), auth=("bob", SECRET), timeout=10)
+    assert left.status_code == 200
+    denied_delete = requests.delete(_api(broker, "/api/v1/share-groups/workers"), auth=("alice", SECRET), timeout=10)
+    assert (denied_delete.status_code, denied_delete.json()["error_code"]) == (403, "GROUP_AUTHORIZATION_FAILED")
+
+    for path in ("/api/v1/transactions", "/api/v1/share-groups", "/api/v1/users", "/api/v1/acls", "/api/v1/quotas"):
+        assert requests.get(_api(broker, path), auth=("ops", SECRET), timeout=10).status_code == 200, path
+        refused = requests.get(_api(broker, path), auth=("alice", SECRET), timeout=10)
+        assert (refused.status_code, refused.json()["error_code"]) == (403, "CLUSTER_AUTHORIZATION_FAILED"), path
+    users = requests.get(_api(broker, "/api/v1/users"), auth=("ops", SECRET), timeout=10)
+    assert {u["name"]: [m["mechanism"] for m in u["mechanisms"]] for u in users.json()["users"]}["alice"] == [
+        "SCRAM-SHA-256", "SCRAM-SHA-512"]
+    assert not any(word in users.text for word in ("salt", "stored_key", "server_key", SECRET))
+    acls = requests.get(_api(broker, "/api/v1/acls"), auth=("ops", SECRET), timeout=10).json()
+    assert acls["enabled"] and acls["super_users"] == ["User:ANONYMOUS", "User:admin"]
+    assert {"resource_type": "CLUSTER", "name": "kafka-cluster", "pattern_type": "LITERAL", "principal": "User:ops",
+            "host": "*", "operation": "DESCRIBE", "permission_type": "ALLOW"} in acls["acls"]
+    assert requests.get(_api(broker, "/api/v1/quotas"), auth=("ops", SECRET), timeout=10).json()["quotas"] == [
+        {"entity": {"user": "alice"}, "values": {"producer_byte_rate": 1048576.0}}]

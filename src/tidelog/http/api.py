@@ -25,6 +25,7 @@ from tidelog.http.group_routes import GroupRoutes
 from tidelog.http.peers import PeerClient
 from tidelog.http.record_reader import RecordReader
 from tidelog.http.record_routes import RecordRoutes
+from tidelog.http.security_routes import SecurityRoutes
 from tidelog.http.share_routes import SharePeers, ShareRoutes
 from tidelog.http.topic_routes import TopicRoutes
 from tidelog.http.transaction_routes import TransactionRoutes
@@ -50,6 +51,7 @@ class Api:
             broker.node_id, lambda topic, p: self.view.partition_state(topic, p, self.view.live_brokers())["leader"],
             self.view.http_address))
         self.transactions = TransactionRoutes(broker, self.view, self.peers)
+        self.security = SecurityRoutes(broker)
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -69,6 +71,7 @@ class Api:
         r.add_post(PREFIX + "/groups/{group}/fetch", groups.at_coordinator(groups.group_fetch))
         self.shares.add_routes(r, PREFIX, groups.at_coordinator)  # share groups live with the group coordinator
         r.add_get(PREFIX + "/transactions", self.transactions.list_transactions)
+        self.security.add_routes(r, PREFIX)  # users, ACLs, quotas: read-only
 
     async def close(self) -> None:
         self.peers.close()

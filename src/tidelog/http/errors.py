@@ -46,6 +46,10 @@ _STATUS = {
     ErrorCode.not_coordinator: 503,
     ErrorCode.coordinator_load_in_progress: 503,
     ErrorCode.unknown_server_error: 500,
+    ErrorCode.topic_authorization_failed: 403,
+    ErrorCode.group_authorization_failed: 403,
+    ErrorCode.cluster_authorization_failed: 403,
+    ErrorCode.transactional_id_authorization_failed: 403,
 }
 _CLIENT_ERRORS = 400
 # Errors that are not Kafka's: aiohttp's own (unknown path, method, a body too large) and ours.

@@ -164,6 +164,25 @@ SCHEMAS = {
         })},
         "unreachable": {"type": "array", "items": INT, "description": "Brokers that could not be asked."},
     }),
+    "UserList": _obj({
+        "users": {"type": "array", "items": _obj({"name": STR, "mechanisms": {"type": "array", "items": _obj(
+            {"mechanism": STR, "iterations": INT})}})},
+        "plain_users_file": {"type": "boolean", "description": "PLAIN users come from sasl.plain.users.file too."},
+        "sasl_mechanisms": {"type": "array", "items": STR},
+    }, description="SCRAM users: mechanisms and iterations, never a secret."),
+    "AclList": _obj({
+        "enabled": {"type": "boolean", "description": "ACLs are checked (authorizer.class.name is set)."},
+        "super_users": {"type": "array", "items": STR},
+        "allow_everyone_if_no_acl_found": {"type": ["boolean", "null"]},
+        "acls": {"type": "array", "items": _obj({
+            "resource_type": STR, "name": STR, "pattern_type": STR, "principal": STR, "host": STR, "operation": STR,
+            "permission_type": STR})},
+    }),
+    "QuotaList": _obj({"quotas": {"type": "array", "items": _obj({
+        "entity": {"type": "object", "additionalProperties": {"type": ["string", "null"]},
+                   "description": "user and/or client-id; null is the default entity."},
+        "values": {"type": "object", "additionalProperties": {"type": "number"}},
+    })}}),
     "GroupOffset": _obj({
         "topic": STR, "partition": INT, "committed_offset": INT, "log_end_offset": INT, "lag": INT,
         "metadata": STR, "commit_timestamp_ms": INT,
@@ -380,6 +399,12 @@ def openapi_document() -> dict:
             "/transactions": {"get": {"operationId": "listTransactions",
                                       "summary": "Transactional ids of the cluster: coordinator, state, open partitions",
                                       "responses": _responses(200, "TransactionList", "Transactions", ())}},
+            "/users": {"get": {"operationId": "listUsers", "summary": "SCRAM users and their mechanisms (no secrets)",
+                               "responses": _responses(200, "UserList", "Users", ())}},
+            "/acls": {"get": {"operationId": "listAcls", "summary": "ACL bindings, super users, whether ACLs are on",
+                              "responses": _responses(200, "AclList", "ACLs", ())}},
+            "/quotas": {"get": {"operationId": "listQuotas", "summary": "Client quotas by user and client id",
+                                "responses": _responses(200, "QuotaList", "Quotas", ())}},
             "/groups": {"get": {"operationId": "listGroups", "summary": "Consumer groups with their total lag",
                                 "responses": _responses(200, "GroupList", "Groups", ())}},
             "/groups/{group}": {

@@ -48,6 +48,7 @@ import aiohttp
 from aiohttp import web
 
 from tidelog.cluster.metadata import TopicRecord
+from tidelog.http.auth import may
 from tidelog.http.codec import TIMESTAMP_TYPES, record_to_json
 from tidelog.http.errors import PREFIX, bad_request
 from tidelog.http.group_routes import FORWARDED_HEADER
@@ -60,6 +61,7 @@ from tidelog.queues.manager import ShareManager
 from tidelog.queues.share_group import ShareGroup, ShareGroupCoordinator, TopicInfo
 from tidelog.queues.share_partition import AckBatch, AcknowledgeType, AcquireMode
 from tidelog.queues.state_records import ShareStateKey
+from tidelog.security.acl import AclOperation, ResourceType
 
 logger = logging.getLogger(__name__)
 
@@ -262,6 +264,8 @@ class ShareRoutes:
         group_id = request.match_info["group"]
         body = await json_body(request)
         record = self._topic(body.get("topic"))
+        if not may(request, AclOperation.READ, ResourceType.TOPIC, record.name):
+            raise KafkaError(ErrorCode.topic_authorization_failed, f"no READ on topic {record.name}")
         member_id = self._member_id(body["member_id"]) if body.get("member_id") is not None else str(uuid.uuid4())
         client_id = body.get("client_id", HTTP_CLIENT_ID)
         if not isinstance(client_id, str):
@@ -370,7 +374,10 @@ class ShareRoutes:
         failed: list[dict] = []
         for text, topic, partition, offset in parsed:
             record = topics.get(topic)
-            if record is None or partition >= record.partitions:
+            if not may(request, AclOperation.READ, ResourceType.TOPIC, topic):
+                failed.append({"receipt": text, "error_code": "TOPIC_AUTHORIZATION_FAILED",
+                               "message": f"no READ on topic {topic}"})
+            elif record is None or partition >= record.partitions:
                 failed.append({"receipt": text, "error_code": "UNKNOWN_TOPIC_OR_PARTITION",
                                "message": f"{topic} has no partition {partition}"})
             else:
