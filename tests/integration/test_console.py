@@ -275,3 +275,40 @@ def test_console_lists_transactions(broker, page):
     producer.commit_transaction(30)
     page.wait_for_function(f"() => document.querySelector('{row} td:nth-child(2)')?.textContent === 'CompleteCommit'")
     assert page.errors == []
+
+
+@pytest.mark.timeout(300)
+def test_console_security_page(broker_factory, page):
+    """Users with their SCRAM mechanisms (never a secret), ACLs and client quotas; a user without
+    DESCRIBE on the cluster sees the refusal."""
+    import base64
+
+    from tests.integration.test_http_auth import AUTHORIZER, _set_quota
+    from tests.integration.test_sasl import SECRET, tidelog
+
+    broker = broker_factory({"authorizer.class.name": AUTHORIZER, "super.users": "User:admin;User:ANONYMOUS"})
+    for name in ("admin", "alice"):
+        assert tidelog("users", "create", name, "--password", SECRET, "-b", broker.bootstrap).returncode == 0
+    assert tidelog("acls", "add", "orders-", "--topic", "--prefixed", "--principal", "User:alice", "--operation", "write",
+                   "-b", broker.bootstrap).returncode == 0
+    _set_quota(broker, "alice", 2048)
+
+    def login(user: str) -> None:
+        token = base64.b64encode(f"{user}:{SECRET}".encode()).decode()
+        page.set_extra_http_headers({"Authorization": f"Basic {token}"})
+
+    login("admin")
+    page.goto(f"http://127.0.0.1:{broker.metrics_port}/#/security")
+    page.wait_for_selector("[data-testid=users-table] [data-row=alice]")
+    assert "SCRAM-SHA-256 (8,192 iterations)" in page.locator("[data-testid=users-table] [data-row=alice]").inner_text()
+    acl = page.locator("[data-testid=acls-table] tbody tr").all_inner_texts()
+    assert any("User:alice" in row and "WRITE" in row and "TOPIC:PREFIXED:orders-" in row for row in acl), acl
+    assert "user: alice" in page.locator("[data-testid=quotas-table]").inner_text()
+    assert page.locator("[data-testid=acls-enabled]").inner_text() == "on"
+    assert SECRET not in page.content() and "stored_key" not in page.content()
+    assert page.locator("nav a.active").inner_text() == "Security"
+    login("alice")
+    page.reload()
+    page.wait_for_selector("[data-testid=error]")
+    assert "CLUSTER_AUTHORIZATION_FAILED" in page.locator("[data-testid=error]").inner_text()
+    assert [e for e in page.errors if "status of 403" not in e] == []
