@@ -71,6 +71,16 @@ SECURITY_CONFIGS: tuple[ConfigDef, ...] = (
               "The user brokers authenticate as on a SASL inter-broker listener (make it a super user, "
               "or give it CLUSTER_ACTION on the cluster).", read_only=True),
     ConfigDef("inter.broker.sasl.password", "PASSWORD", "", "That user's password.", read_only=True),
+    ConfigDef("etcd.ssl.ca.location", "STRING", "",
+              "Cluster: PEM file of the CAs etcd's certificate is checked against; set, etcd is reached over "
+              "https (the system's CAs with etcd.ssl.certificate.location alone).", read_only=True),
+    ConfigDef("etcd.ssl.certificate.location", "STRING", "",
+              "Cluster: PEM client certificate this broker shows etcd (etcd's --client-cert-auth).", read_only=True),
+    ConfigDef("etcd.ssl.key.location", "STRING", "",
+              "Cluster: PEM private key of etcd.ssl.certificate.location (empty: in the same file).", read_only=True),
+    ConfigDef("etcd.username", "STRING", "", "Cluster: the etcd user (etcd auth enabled); empty: none.",
+              read_only=True),
+    ConfigDef("etcd.password", "PASSWORD", "", "Cluster: that etcd user's password.", read_only=True),
     ConfigDef("http.ssl.enable", "BOOLEAN", False,
               "Serve the HTTP side (console, API, /metrics) over TLS with ssl.keystore.location.", read_only=True),
     ConfigDef("http.health.metrics.open", "BOOLEAN", True,

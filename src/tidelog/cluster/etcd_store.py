@@ -29,6 +29,12 @@ The store keeps a cache of every key (read at start, then kept by one watch that
 the last revision seen, on another endpoint if need be; a compacted revision reloads
 everything). A broker whose lease is lost (it was paused, or etcd was unreachable past the
 TTL) grants a new lease and registers again. Not thread-safe; the event loop owns it.
+
+Security (``EtcdSecurity``, from the ``etcd.*`` settings): TLS to etcd's https client URLs,
+checked against ``etcd.ssl.ca.location`` and showing ``etcd.ssl.certificate.location`` when etcd
+asks for client certificates; and etcd's own users: with ``etcd.username`` the client gets a token
+from ``/v3/auth/authenticate`` and sends it on every call, getting a new one when etcd refuses it
+(an expired simple token, etcd restarted).
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ import json
 import logging
 import os
 import random
-from dataclasses import replace
+import ssl
+from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -101,20 +108,83 @@ def _connect_error(error: Exception) -> str:
     return str(error) or type(error).__name__
 
 
+@dataclass(frozen=True)
+class EtcdSecurity:
+    """How the brokers reach etcd: TLS files (PEM) and etcd user; empty strings for none."""
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    username: str = ""
+    password: str = ""
+
+    @classmethod
+    def from_config(cls, config) -> "EtcdSecurity":
+        return cls(config["etcd.ssl.ca.location"], config["etcd.ssl.certificate.location"],
+                   config["etcd.ssl.key.location"], config["etcd.username"], config["etcd.password"])
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.ca_file or self.cert_file)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The client TLS context, or None for plain http. Raises ValueError naming the setting."""
+        if not self.tls:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file or None)
+        except (OSError, ssl.SSLError) as e:
+            raise ValueError(f"etcd.ssl.ca.location: cannot load {self.ca_file}: {e}") from None
+        if self.cert_file:
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file or None)
+            except (OSError, ssl.SSLError) as e:
+                raise ValueError(f"etcd.ssl.certificate.location: cannot load {self.cert_file}"
+                                 f"{' with ' + self.key_file if self.key_file else ''}: {e}") from None
+        elif self.key_file:
+            raise ValueError("etcd.ssl.key.location: set without etcd.ssl.certificate.location")
+        return context
+
+
 class EtcdClient:
     """The few etcd v3 calls the store needs, over the JSON gateway, with endpoint failover."""
 
-    def __init__(self, endpoints: list[str], timeout_s: float = 5.0) -> None:
-        self.endpoints = list(endpoints)
+    def __init__(self, endpoints: list[str], timeout_s: float = 5.0, security: EtcdSecurity = EtcdSecurity()) -> None:
+        self.security = security
+        self._ssl = security.ssl_context()
+        scheme = "https://" if self._ssl is not None else "http://"
+        self.endpoints = [scheme + e.split("://", 1)[-1] for e in endpoints]
         self.timeout_s = timeout_s
         self._current = 0
         self._session: aiohttp.ClientSession | None = None
+        self._token: str | None = None  # etcd auth token, with etcd.username
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
+            connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
+            self._session = aiohttp.ClientSession(connector=connector)
         return self._session
+
+    async def _headers(self, endpoint: str, timeout_s: float) -> dict[str, str]:
+        """The Authorization header of etcd's auth (a token got once, again after a refusal)."""
+        if not self.security.username:
+            return {}
+        if self._token is None:
+            async with self.session.post(f"{endpoint}/v3/auth/authenticate", json={
+                    "name": self.security.username, "password": self.security.password},
+                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+                text = await response.text()
+                try:
+                    data = json.loads(text)
+                except ValueError:
+                    data = {"message": f"{response.status} {text[:200]!r}"}
+                if response.status != 200 or "token" not in data:
+                    # the message names the user, never the password
+                    raise EtcdUnavailable(f"authentication as etcd user {self.security.username!r} failed: "
+                                          f"{data.get('message') or data.get('error') or response.status}")
+                self._token = data["token"]
+        return {"Authorization": self._token}
 
     async def close(self) -> None:
         if self._session is not None:
@@ -126,11 +196,16 @@ class EtcdClient:
         for attempt in range(len(self.endpoints)):
             endpoint = self.endpoints[(self._current + attempt) % len(self.endpoints)]
             try:
+                headers = await self._headers(endpoint, timeout_s or self.timeout_s)
                 async with self.session.post(
-                    f"{endpoint}/v3/{path}", json=body,
+                    f"{endpoint}/v3/{path}", json=body, headers=headers,
                     timeout=aiohttp.ClientTimeout(total=timeout_s or self.timeout_s),
                 ) as response:
                     data = await response.json(content_type=None)
+                    if response.status != 200:
+                        if response.status == 401 and headers:
+                            self._token = None
+                        raise EtcdUnavailable(f"watch answered {response.status}")  # expired or unknown to this member: a new one next try
                     if response.status != 200:
                         raise EtcdUnavailable(f"answered {response.status}: {data}")
                     self._current = (self._current + attempt) % len(self.endpoints)
@@ -174,8 +249,13 @@ class EtcdClient:
             request = {"create_request": {"key": _b64(key), "range_end": _prefix_end(key),
                                           "start_revision": str(next_revision)}}
             try:
-                async with self.session.post(f"{endpoint}/v3/watch", json=request,
+                headers = await self._headers(endpoint, self.timeout_s)
+                async with self.session.post(f"{endpoint}/v3/watch", json=request, headers=headers,
                                              timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s)) as response:
+                    if response.status != 200:
+                        if response.status == 401 and headers:
+                            self._token = None
+                        raise EtcdUnavailable(f"watch answered {response.status}")
                     async for line in response.content:
                         if not line.strip():
                             continue
@@ -186,7 +266,7 @@ class EtcdClient:
                         if events:
                             next_revision = int(events[-1]["kv"]["mod_revision"]) + 1
                             yield events
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, EtcdUnavailable) as e:
                 logger.warning("etcd watch on %s broke (%s); resuming from revision %d", endpoint, e, next_revision)
             self._current = (self._current + 1) % len(self.endpoints)
             await asyncio.sleep(0.1 + random.random() * 0.2)
@@ -208,8 +288,8 @@ class EtcdMetadataStore:
     """MetadataStore on etcd; see the module docstring for the keys and the cache."""
 
     def __init__(self, endpoints: list[str], prefix: str = DEFAULT_PREFIX, lease_ttl_s: int = 6,
-                 timeout_s: float = 5.0) -> None:
-        self.client = EtcdClient(endpoints, timeout_s)
+                 timeout_s: float = 5.0, security: EtcdSecurity = EtcdSecurity()) -> None:
+        self.client = EtcdClient(endpoints, timeout_s, security)
         self.prefix = prefix.rstrip("/") + "/"
         self.lease_ttl_s = lease_ttl_s
         self.cluster_id = ""

@@ -23,7 +23,7 @@ from typing import Callable, Protocol
 from tidelog import __version__
 from tidelog.cluster.broker_channel import ChannelSecurity
 from tidelog.cluster.controller import Controller
-from tidelog.cluster.etcd_store import EtcdMetadataStore, EtcdUnavailable, parse_cluster_url
+from tidelog.cluster.etcd_store import EtcdMetadataStore, EtcdSecurity, EtcdUnavailable, parse_cluster_url
 from tidelog.cluster.fetch_sessions import FetchSessionCache
 from tidelog.cluster.metadata import BrokerInfo, ClusterIdMismatch, EmbeddedMetadataStore
 from tidelog.cluster.partition import log_config_for
@@ -117,7 +117,11 @@ class Broker:
         self.controller: Controller | None = None
         if cluster:
             endpoints, prefix = parse_cluster_url(cluster)
-            self.metadata = EtcdMetadataStore(endpoints, prefix, max(1, round(config["broker.session.timeout.ms"] / 1000)))
+            try:  # TLS and user/password to etcd (etcd.* settings)
+                self.metadata = EtcdMetadataStore(endpoints, prefix, max(1, round(config["broker.session.timeout.ms"] / 1000)),
+                                                  security=EtcdSecurity.from_config(config))
+            except ValueError as e:
+                raise StartupError(str(e)) from None
             self.controller = Controller(self.node_id, self.metadata, config, self._create_offsets_topic)
         else:
             self.metadata = EmbeddedMetadataStore(self.data_dir, self.node_id)
