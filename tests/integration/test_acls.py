@@ -31,11 +31,7 @@ def broker(tmp_path_factory):
     groups prefixed app-, CREATE on topics prefixed alice-, DESCRIBE_CONFIGS on orders-1.
     bob: READ on orders-1 (but no group). mallory: DESCRIBE on orders-1 only.
     """
-    broker = BrokerProcess(tmp_path_factory.mktemp("acls") / "data", {
-        "listeners": "ADMIN://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
-        "listener.security.protocol.map": "ADMIN:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
-        "inter.broker.listener.name": "ADMIN", "authorizer.class.name": AUTHORIZER,
-        "super.users": "User:ANONYMOUS", "auto.create.topics.enable": "false", "http.port": "0"}).start()
+    broker = start_acl_broker(tmp_path_factory.mktemp("acls") / "data")
     try:
         _set_up(broker)
         yield broker
@@ -43,11 +39,31 @@ def broker(tmp_path_factory):
         broker.stop()
 
 
+def start_acl_broker(data_dir, settings: dict[str, str] | None = None) -> BrokerProcess:
+    """A broker with ACLs on, SASL for clients and a loopback PLAINTEXT listener ADMIN whose
+    ANONYMOUS principal is the super user (the caller stops it)."""
+    return BrokerProcess(data_dir, {
+        "listeners": "ADMIN://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
+        "listener.security.protocol.map": "ADMIN:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "inter.broker.listener.name": "ADMIN", "authorizer.class.name": AUTHORIZER,
+        "super.users": "User:ANONYMOUS", "auto.create.topics.enable": "false", "http.port": "0",
+        **(settings or {})}).start()
+
+
+def add_users_and_acls(broker, users, acls) -> None:
+    """SCRAM-SHA-256 ``users`` (password SECRET) and the ACLs (``tidelog acls add`` arguments), as admin."""
+    admin = f"127.0.0.1:{broker.listener_ports['ADMIN']}"
+    for name in users:
+        assert tidelog("users", "create", name, "--password", SECRET, "--mechanism", "SCRAM-SHA-256",
+                       "-b", admin).returncode == 0
+    for args in acls:
+        result = tidelog("acls", "add", *args, "-b", admin)
+        assert result.returncode == 0, result
+
+
 def _set_up(broker) -> None:
     admin = f"127.0.0.1:{broker.listener_ports['ADMIN']}"
-    for user in ("alice", "bob", "mallory"):
-        assert tidelog("users", "create", user, "--password", SECRET, "--mechanism", "SCRAM-SHA-256", "-b", admin).returncode == 0
-    for args in (
+    add_users_and_acls(broker, ("alice", "bob", "mallory"), (
         ("orders-", "--topic", "--prefixed", "--principal", "User:alice", "--operation", "write"),
         ("orders-", "--topic", "--prefixed", "--principal", "User:alice", "--operation", "read"),
         ("orders-secret", "--topic", "--principal", "User:alice", "--operation", "write", "--deny"),
@@ -56,9 +72,7 @@ def _set_up(broker) -> None:
         ("orders-1", "--topic", "--principal", "User:alice", "--operation", "describe-configs"),
         ("orders-1", "--topic", "--principal", "User:bob", "--operation", "read"),
         ("orders-1", "--topic", "--principal", "User:mallory", "--operation", "describe"),
-    ):
-        result = tidelog("acls", "add", *args, "-b", admin)
-        assert result.returncode == 0, result
+    ))
     client = AdminClient({"bootstrap.servers": admin})
     for future in client.create_topics([NewTopic(t, 1) for t in ("orders-1", "orders-secret", "hr")]).values():
         future.result(15)

@@ -22,11 +22,11 @@ from kio.schema.share_fetch.v1 import request as fetch_request
 from kio.schema.share_group_describe.v1.request import ShareGroupDescribeRequest
 from kio.schema.share_group_heartbeat.v1.request import ShareGroupHeartbeatRequest
 
-from tests.brokerproc import BrokerProcess, wait_until
+from tests.brokerproc import wait_until
 from tests.integration.sasl_requests import SaslConnection
 from tests.integration.share_clients import produce_values, share_consumer
-from tests.integration.test_acls import AUTHORIZER, user
-from tests.integration.test_sasl import SECRET, tidelog
+from tests.integration.test_acls import add_users_and_acls, start_acl_broker, user
+from tests.integration.test_sasl import SECRET
 
 TOPIC_DENIED, GROUP_DENIED = 29, 30
 
@@ -35,17 +35,10 @@ TOPIC_DENIED, GROUP_DENIED = 29, 30
 def broker(tmp_path_factory):
     """alice: READ on topics q- and groups share-; carol: DESCRIBE (not READ) on q-1, READ on
     groups share-; dave: READ and DELETE on groups share-, nothing on topics; erin: READ on q-1 only."""
-    broker = BrokerProcess(tmp_path_factory.mktemp("share-acls") / "data", {
-        "listeners": "ADMIN://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
-        "listener.security.protocol.map": "ADMIN:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
-        "inter.broker.listener.name": "ADMIN", "authorizer.class.name": AUTHORIZER,
-        "super.users": "User:ANONYMOUS", "auto.create.topics.enable": "false", "http.port": "0"}).start()
+    broker = start_acl_broker(tmp_path_factory.mktemp("share-acls") / "data")
     try:
         admin = f"127.0.0.1:{broker.listener_ports['ADMIN']}"
-        for name in ("alice", "carol", "dave", "erin"):
-            assert tidelog("users", "create", name, "--password", SECRET, "--mechanism", "SCRAM-SHA-256",
-                           "-b", admin).returncode == 0
-        for args in (
+        add_users_and_acls(broker, ("alice", "carol", "dave", "erin"), (
             ("q-", "--topic", "--prefixed", "--principal", "User:alice", "--operation", "read"),
             ("share-", "--group", "--prefixed", "--principal", "User:alice", "--operation", "read"),
             ("q-1", "--topic", "--principal", "User:carol", "--operation", "describe"),
@@ -53,8 +46,7 @@ def broker(tmp_path_factory):
             ("share-", "--group", "--prefixed", "--principal", "User:dave", "--operation", "read"),
             ("share-", "--group", "--prefixed", "--principal", "User:dave", "--operation", "delete"),
             ("q-1", "--topic", "--principal", "User:erin", "--operation", "read"),
-        ):
-            assert tidelog("acls", "add", *args, "-b", admin).returncode == 0
+        ))
         topics = AdminClient({"bootstrap.servers": admin})
         topics.create_topics([NewTopic("q-1", 1)])["q-1"].result(15)
         configs = KafkaAdminClient(bootstrap_servers=admin)

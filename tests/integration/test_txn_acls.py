@@ -23,10 +23,10 @@ from kio.schema.init_producer_id.v4 import request as init_request
 from kio.schema.produce.v9 import request as produce_request
 from kio.schema.txn_offset_commit.v3 import request as txn_commit
 
-from tests.brokerproc import BrokerProcess, wait_until
+from tests.brokerproc import wait_until
 from tests.integration.sasl_requests import SaslConnection
-from tests.integration.test_acls import AUTHORIZER, kafka_python_user, user
-from tests.integration.test_sasl import SECRET, tidelog
+from tests.integration.test_acls import add_users_and_acls, kafka_python_user, start_acl_broker, user
+from tests.integration.test_sasl import SECRET
 from tidelog.protocol.records import build_batch
 
 NONE, TOPIC_DENIED, GROUP_DENIED, CLUSTER_DENIED, TXN_DENIED, NOT_ATTEMPTED = 0, 29, 30, 31, 53, 55
@@ -37,18 +37,11 @@ LOADING, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR = 14, 15, 16
 def broker(tmp_path_factory):
     """tina: WRITE on transactional ids tx- and topics t-, READ on t-1 and groups txg-; ivan: WRITE on
     t-1 only; olga: IDEMPOTENT_WRITE on the cluster only; nora: DESCRIBE on t-1 only. Topics t-1, t-2, u-1."""
-    broker = BrokerProcess(tmp_path_factory.mktemp("txn-acls") / "data", {
-        "listeners": "ADMIN://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
-        "listener.security.protocol.map": "ADMIN:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
-        "inter.broker.listener.name": "ADMIN", "authorizer.class.name": AUTHORIZER,
-        "super.users": "User:ANONYMOUS", "auto.create.topics.enable": "false", "http.port": "0",
-        "transaction.state.log.replication.factor": "1", "transaction.state.log.min.isr": "1"}).start()
+    broker = start_acl_broker(tmp_path_factory.mktemp("txn-acls") / "data", {
+        "transaction.state.log.replication.factor": "1", "transaction.state.log.min.isr": "1"})
     try:
         admin = f"127.0.0.1:{broker.listener_ports['ADMIN']}"
-        for name in ("tina", "ivan", "olga", "nora"):
-            assert tidelog("users", "create", name, "--password", SECRET, "--mechanism", "SCRAM-SHA-256",
-                           "-b", admin).returncode == 0
-        for args in (
+        add_users_and_acls(broker, ("tina", "ivan", "olga", "nora"), (
             ("tx-", "--transactional-id", "--prefixed", "--principal", "User:tina", "--operation", "write"),
             ("t-", "--topic", "--prefixed", "--principal", "User:tina", "--operation", "write"),
             ("t-1", "--topic", "--principal", "User:tina", "--operation", "read"),
@@ -56,9 +49,7 @@ def broker(tmp_path_factory):
             ("t-1", "--topic", "--principal", "User:ivan", "--operation", "write"),
             ("--cluster", "--principal", "User:olga", "--operation", "idempotent-write"),
             ("t-1", "--topic", "--principal", "User:nora", "--operation", "describe"),
-        ):
-            result = tidelog("acls", "add", *args, "-b", admin)
-            assert result.returncode == 0, result
+        ))
         client = AdminClient({"bootstrap.servers": admin})
         for future in client.create_topics([NewTopic(t, 1) for t in ("t-1", "t-2", "u-1")]).values():
             future.result(15)
