@@ -267,3 +267,100 @@ def test_the_http_api_receives_by_priority_skips_filtered_and_waits_for_delayed_
     # By priority, FIFO among equals, the spam filtered out, the delayed one only once due.
     assert [v for v, _ in taken if v != "later"] == ["p9-3", "p7-1", "p7-4", "p3-2", "p1-0"]
     assert [at for v, at in taken if v == "later"][0] >= produced + 1.5
+
+
+def test_a_share_group_shows_its_queue_settings_and_available_records_by_priority(broker):
+    """GET /share-groups/{group}: the group's tidelog.* configs in force, and per share-partition the
+    topic's settings, the Available records by priority and the delayed ones (a delay header, a
+    retry back-off)."""
+    from tests.integration.test_http_api import HttpApi
+    from tests.integration.test_share_http import Queue
+
+    http = HttpApi(broker)
+    http.call("POST", "/topics", 201, json_body={"name": "ranked", "partitions": 1,
+                                                "configs": {"tidelog.priority.enable": "true"}})
+    group_configs(broker.bootstrap, "rankers", **{"share.auto.offset.reset": "earliest",
+                                                 "tidelog.retry.backoff.initial.ms": "60000"})
+    produce(broker.bootstrap, "ranked", [(b"a", {"priority": "9"}), (b"b", {"priority": "9"}), (b"c", {"priority": "4"}),
+                                         (b"d", {}), (b"e", {"tidelog-delay-ms": "600000"})])
+    queue = Queue(http, "rankers", "ranked")
+    [record] = queue.receive(max_records=1, timeout_ms=10_000)
+    assert record["value"] == "a"
+    queue.settle("release", [record["receipt"]])  # back in a minute (the group's retry back-off)
+
+    def view():
+        group = http.call("GET", "/share-groups/{group}", 200, group="rankers")
+        return group, group["partitions"][0]["queue"]
+
+    group, features = view()
+    assert group["config"]["tidelog"] == {"tidelog.retry.backoff.initial.ms": 60000,
+                                          "tidelog.retry.backoff.multiplier": 2.0,
+                                          "tidelog.retry.backoff.max.ms": 300000, "tidelog.filter": ""}
+    assert features["settings"]["tidelog.priority.enable"] is True and features["settings"]["tidelog.ttl.ms"] == -1
+    # "a" waits for its back-off, "e" for its delay; the rest are Available now, by priority
+    assert features["delayed"] == 2, features
+    assert features["available_by_priority"] == {"9": 1, "4": 1, "0": 1}, features
+
+
+@pytest.mark.slow
+def test_a_retry_backoff_and_a_release_delay_hold_across_a_broker_sigkill(broker_factory):
+    """The back-off of a record released by a confluent ShareConsumer (the group's
+    tidelog.retry.backoff.initial.ms) and an HTTP release's delay_ms are in the share-group state
+    records: after a SIGKILL and a restart neither record is offered before its time."""
+    from tests.integration.test_http_api import HttpApi
+    from tests.integration.test_share_http import Queue
+
+    backoff_s = 30.0  # longer than the kill, the restart and the reconnects take on a loaded machine
+    broker = broker_factory()
+    create_topic(broker.bootstrap, "retried", 1)
+    create_topic(broker.bootstrap, "retried-http", 1)
+    group_configs(broker.bootstrap, "kafka-retriers", **{"share.auto.offset.reset": "earliest",
+                                                         "tidelog.retry.backoff.initial.ms": str(int(backoff_s * 1000))})
+    group_configs(broker.bootstrap, "http-retriers", **{"share.auto.offset.reset": "earliest"})
+    produce(broker.bootstrap, "retried", [(b"kafka-job", {})])
+    produce(broker.bootstrap, "retried-http", [(b"http-job", {})])
+
+    consumer = share_consumer(broker.bootstrap, "kafka-retriers", ["retried"],
+                              **{"share.acknowledgement.mode": "explicit"})
+    queue = Queue(HttpApi(broker), "http-retriers", "retried-http")
+    seen: list = []
+    try:
+        [record] = queue.receive(max_records=1, timeout_ms=10_000)
+
+        def release(message):
+            consumer.acknowledge(message, AcknowledgeType.RELEASE)
+            consumer.commit_sync(30)
+        drain(consumer, lambda: len(seen) >= 1, 30, seen, ack=release)
+        kafka_released_at = time.time()
+        assert queue.settle("release", [record["receipt"]], delay_ms=int(backoff_s * 1000))["acknowledged"]
+        http_released_at = time.time()
+    finally:
+        consumer.close()
+
+    broker.kill()
+    broker.restart()
+    restarted_at = time.time()
+    assert restarted_at < kafka_released_at + backoff_s - 3, \
+        "the restart took longer than the back-off: this run proves nothing"
+
+    queue = Queue(HttpApi(broker), "http-retriers", "retried-http")
+    consumer = share_consumer(broker.bootstrap, "kafka-retriers", ["retried"])
+    again: list = []
+    http_again: list = []
+    try:
+        deadline = time.monotonic() + backoff_s + 60
+        while (not again or not http_again) and time.monotonic() < deadline:
+            for message in consumer.poll(0.2):
+                if message.error() is None:
+                    again.append((time.time(), message))
+            if not http_again:
+                http_again = [(time.time(), r) for r in queue.receive(max_records=1)]
+        assert again and http_again, (again, http_again)
+        (kafka_at, message), (http_at, http_record) = again[0], http_again[0]
+        assert (message.value(), message.delivery_count()) == (b"kafka-job", 2)
+        assert http_record["delivery_count"] == 2
+        assert kafka_at >= kafka_released_at + backoff_s - 0.1, kafka_at - kafka_released_at
+        assert http_at >= http_released_at + backoff_s - 0.1, http_at - http_released_at
+        queue.settle("ack", [http_record["receipt"]])
+    finally:
+        consumer.close()

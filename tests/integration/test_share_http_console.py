@@ -10,6 +10,7 @@ import requests
 
 from tests.brokerproc import wait_until
 from tests.integration.test_console import page  # noqa: F401 - the browser fixture
+from tests.integration.test_queue_features import group_configs
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +27,7 @@ def test_share_group_pages(broker, page, tmp_path):  # noqa: F811 - the fixture
 
     assert requests.post(api + "/topics", json={"name": "jobs", "partitions": 2}, timeout=30).status_code == 201
     post("/share-groups/workers/receive", {"topic": "jobs", "member_id": "console-member"})
+    group_configs(broker.bootstrap, "workers", **{"tidelog.retry.backoff.initial.ms": "60000"})  # issue 14
     post("/topics/jobs/records", {"records": [{"value": f"job-{i}", "partition": i % 2} for i in range(10)]})
     held: list[dict] = []
 
@@ -53,6 +55,9 @@ def test_share_group_pages(broker, page, tmp_path):  # noqa: F811 - the fixture
     assert page.inner_text("[data-testid=count-acknowledged]") == "2"
     partitions = page.inner_text("[data-testid=share-partitions-table]")
     assert "acquired" in partitions and "jobs" in partitions
+    assert "Delayed" in partitions  # the released record waits for its back-off (a minute)
+    assert page.inner_text("[data-testid=share-group-queue-configs]") == "retry.backoff.initial.ms=60000 · " \
+        "retry.backoff.multiplier=2 · retry.backoff.max.ms=300000"
     runs = page.inner_text("[data-testid=share-runs-table]")
     assert "console-member" in runs and "acquired" in runs and "available" in runs
     page.screenshot(path=str(tmp_path / "share-group.png"), full_page=True)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tidelog.config import BrokerConfig
 from tidelog.protocol.records import build_batch, parse_batch_header
-from tidelog.queues import record_attrs
+from tidelog.queues import queue_features, record_attrs
 from tidelog.queues.in_flight import ArchiveReason, DeadLetter
 from tidelog.queues.log_batches import parse_log_batches
 from tidelog.queues.manager import ShareConfig, ShareManager
@@ -77,7 +77,8 @@ class Setup:
         self.features = QueueFeatures(self.broker_config, lambda key: (self.topic_configs, self.group_configs),
                                       on_counts=self.add)
         self.manager = ShareManager(self.store, self.logs, self.share_config, dead_letter=dead_letter,
-                                    on_counts=self.add, clock_ms=self.clock, policies=self.features.policy)
+                                    on_counts=self.add, clock_ms=self.clock, policies=self.features.policy,
+                                    on_unload=self.features.forget)
 
     def share_config(self, group):
         config = ShareConfig.resolve(self.broker_config, {"share.auto.offset.reset": "earliest", **self.group_configs,
@@ -331,6 +332,37 @@ def test_retry_backoff_grows_with_the_delivery_count_up_to_its_max():
     run(scenario())
 
 
+def test_a_retry_backoff_survives_a_restart_and_a_lock_expiry_backoff_too():
+    """Released records (and ones whose lock ran out) keep their back-off deadline in the state
+    records (a tagged field of the state batch): a new ShareManager over the replayed state does
+    not offer them before it."""
+    def restarted(s):
+        store = s.state_log.replay_into(ShareStateStore(s.state_log.append, s.clock))
+        return ShareManager(store, s.logs, s.share_config, clock_ms=s.clock,
+                            policies=QueueFeatures(s.broker_config, lambda key: ({}, s.group_configs)).policy)
+
+    async def offered(manager):
+        result = await manager.acquire(KEY, "n", max_records=10, max_bytes=1 << 20, mode=AcquireMode.RECORD_LIMIT)
+        return [o for r in result.acquired for o in range(r.first_offset, r.last_offset + 1)]
+
+    async def scenario(expire_lock: bool):
+        s = Setup(group_configs={"tidelog.retry.backoff.initial.ms": "10000"})
+        s.produce([(None, b"a", []), (None, b"b", [])])
+        assert await s.fetch(1) == [0]
+        if expire_lock:
+            s.clock.now = NOW + 30_000  # the default lock duration
+            await s.manager.run_timers(KEY)
+        else:
+            await s.ack([0], RELEASE)
+        released_at = s.clock.now
+        s.clock.now = released_at + 9_999
+        assert await offered(restarted(s)) == [1]  # only the record never delivered
+        s.clock.now = released_at + 10_000
+        assert await offered(restarted(s)) == [0, 1]  # (1 was acquired when the broker "stopped")
+    run(scenario(expire_lock=False))
+    run(scenario(expire_lock=True))
+
+
 # --- the batch-level short cut and memory -------------------------------------------------------
 
 def test_a_batch_with_nothing_to_do_is_not_walked(monkeypatch):
@@ -353,6 +385,27 @@ def test_the_attribute_cache_is_bounded_by_the_window():
             got = await s.fetch(20)
             await s.ack(got)
         assert s.features.cached_batches() <= 1
+    run(scenario())
+
+
+def test_the_attribute_caches_go_with_their_share_partitions_and_are_bounded(monkeypatch):
+    async def scenario():
+        s = Setup({"tidelog.priority.enable": "true"})
+        s.produce([(None, b"v", [header("priority", 1)]), (None, b"w", [header("priority", 2)])])
+        assert await s.fetch(1) == [1]
+        assert s.features.cached_partitions() == 1
+        s.manager.forget_partition(TOPIC, 0)  # leadership lost (or the topic deleted)
+        assert s.features.cached_partitions() == 0
+        assert sorted(await s.fetch(2, member="n")) == [0, 1]  # loaded again, from the durable state
+        assert s.features.cached_partitions() == 1
+        await s.manager.delete_offsets("g", [(TOPIC, 0)])  # the group deleted
+        assert s.features.cached_partitions() == 0
+        # and however many share-partitions come and go without being unloaded: at most the bound
+        monkeypatch.setattr(queue_features, "MAX_CACHED_PARTITIONS", 3)
+        data = s.logs.read(TOPIC, 0, 0, 1 << 20, 2)
+        for group in range(10):
+            s.features.policy(ShareStateKey(f"g{group}", TOPIC, 0), data, parse_log_batches(data), 0, 1)
+        assert s.features.cached_partitions() == 3
     run(scenario())
 
 

@@ -100,6 +100,12 @@ class Shares:
     def group_counts(self, group_id):
         return self.totals.get(group_id, {})
 
+    def queue_group_configs(self, group_id):  # issue 14's view: tests/integration/test_queue_features.py
+        return {}
+
+    def queue_view(self, key):
+        return {"settings": {}, "delayed": None, "available_by_priority": None}
+
 
 class Harness:
     def __init__(self, partitions: int = 2, lock_ms: int = 30_000, limit: int = 5) -> None:

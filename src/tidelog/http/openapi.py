@@ -283,6 +283,15 @@ SCHEMAS = {
                 "state": {"type": "string", "enum": ["available", "acquired", "acknowledged", "archived"]},
                 "delivery_count": INT, "member_id": NULLABLE_STR})},
             "runs_truncated": BOOL,
+            "queue": _obj({
+                "settings": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]},
+                             "description": "The topic's tidelog.* settings in force and the group's filter."},
+                "delayed": {**NULLABLE_INT, "description": "Available records waiting for their time (a delay or a "
+                                                           "retry back-off); null where not loaded."},
+                "available_by_priority": {"type": ["object", "null"], "additionalProperties": INT,
+                                          "description": "priority -> Available records due now, in the window, "
+                                                         "where tidelog.priority.enable is on; else null."},
+            }, description="Issue 14's queue features (docs/queues.md)."),
         }),
         "ShareGroupDetail": _obj({
             "group_id": STR, "state": STR, "group_epoch": INT, "assignment_epoch": INT,
@@ -294,7 +303,10 @@ SCHEMAS = {
                        "description": "Records since the broker started; other counters the broker keeps (queue "
                                       "features: expired, filtered, ...) are added."},
             "config": _obj({"record_lock_duration_ms": INT, "delivery_count_limit": INT, "auto_offset_reset": STR,
-                            "isolation_level": STR, "dead_letter_topic": NULLABLE_STR}),
+                            "isolation_level": STR, "dead_letter_topic": NULLABLE_STR,
+                            "tidelog": {"type": "object", "additionalProperties": {"type": ["string", "number"]},
+                                        "description": "The group's tidelog.* configs in force (retry back-off, "
+                                                       "filter)."}}),
         }),
     },
 }

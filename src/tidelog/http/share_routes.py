@@ -115,6 +115,12 @@ class ShareGroups(Protocol):
         """The group's totals since the broker started: acquired, acknowledged, released, rejected,
         renewed, archived, redelivered, lock_expired, dead_lettered records."""
 
+    def queue_group_configs(self, group_id: str) -> Mapping[str, object]:
+        """The group's tidelog.* configs in force (issue 14)."""
+
+    def queue_view(self, key: ShareStateKey) -> dict:
+        """A share-partition's tidelog.* settings, Available records by priority, delayed ones."""
+
 
 class SharePeers:
     """Share-partitions whose topic-partition another broker leads (a cluster), reached through that
@@ -491,6 +497,7 @@ class ShareRoutes:
                                     "state": state.name.lower(), "delivery_count": count, "member_id": member or None}
                                    for first, last, state, count, member in runs[:MAX_RUNS_SHOWN]],
                              runs_truncated=len(runs) > MAX_RUNS_SHOWN)
+            entry["queue"] = self.shares.queue_view(key)
             out.append(entry)
         return out
 
@@ -559,7 +566,8 @@ class ShareRoutes:
             "config": {"record_lock_duration_ms": config.partition.record_lock_duration_ms,
                        "delivery_count_limit": config.partition.delivery_count_limit,
                        "auto_offset_reset": config.auto_offset_reset, "isolation_level": config.isolation_level,
-                       "dead_letter_topic": config.dead_letter_topic or None},
+                       "dead_letter_topic": config.dead_letter_topic or None,
+                       "tidelog": dict(self.shares.queue_group_configs(group_id))},
         })
 
     async def delete_group(self, request: web.Request) -> web.Response:

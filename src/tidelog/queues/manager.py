@@ -135,7 +135,8 @@ class ShareManager:
     def __init__(self, store: ShareStateStore, source: PartitionSource, configs: Callable[[str], ShareConfig], *,
                  dead_letter: DeadLetterWriter | None = None, on_counts: CountsHook | None = None,
                  clock_ms: Callable[[], int] | None = None, policies: PolicyHook | None = None,
-                 refresh: Callable[[], Awaitable[None]] | None = None) -> None:
+                 refresh: Callable[[], Awaitable[None]] | None = None,
+                 on_unload: Callable[[ShareStateKey], None] | None = None) -> None:
         self.store = store
         self.source = source
         self.configs = configs
@@ -144,6 +145,7 @@ class ShareManager:
         self._clock_ms = clock_ms or wall_clock_ms
         self._policies = policies
         self._refresh = refresh
+        self._on_unload = on_unload  # a share-partition left memory: whatever is cached for it goes too
         self._loaded: dict[ShareStateKey, _Loaded] = {}
         self._loading: dict[ShareStateKey, asyncio.Future] = {}
         self._initializing: dict[ShareStateKey, asyncio.Future] = {}  # at most one initialisation per key
@@ -498,6 +500,8 @@ class ShareManager:
         loaded = self._loaded.pop(key, None)
         if loaded is not None and loaded.timer is not None:
             loaded.timer.cancel()
+        if self._on_unload is not None:
+            self._on_unload(key)
 
     async def close(self) -> None:
         self._closed = True

@@ -3,7 +3,9 @@ a selection policy per acquisition (``QueueFeatures.policy``), the settings behi
 per-share-partition caches.
 
 ``QueueFeatures`` keeps one ``AttrCache`` per share-partition (record attributes by batch,
-bounded by the window) and the compiled filters by expression; ``settings_for`` reads the
+bounded by the window; dropped by ``forget`` when the ShareManager unloads the share-partition:
+leadership lost, group or topic deleted, offsets altered; at most ``MAX_CACHED_PARTITIONS``, the
+least recently used going first) and the compiled filters by expression; ``settings_for`` reads the
 topic's tidelog.* configs and the group's ``tidelog.filter`` (through the collaborator given,
 ``configs(key) -> (topic configs, group configs)``). ``on_counts(key, counts)`` gets the
 bad-input counters (invalid_priority, invalid_delay, invalid_ttl) and ``filter_errors``.
@@ -23,6 +25,7 @@ __all__ = ["QueueFeatures"]
 
 logger = logging.getLogger(__name__)
 
+MAX_CACHED_PARTITIONS = 4096
 ConfigsOf = Callable[[ShareStateKey], tuple[Mapping[str, str], Mapping[str, str]]]
 
 
@@ -61,9 +64,12 @@ class QueueFeatures:
     def policy(self, key: ShareStateKey, data, batches, start_offset: int, last_offset: int) -> QueuePolicy:
         """The policy of one acquisition over a read (``data``, its ``parse_log_batches``)."""
         settings = self.settings_for(key)
-        cache = self._caches.get(key)
+        cache = self._caches.pop(key, None)  # re-inserted last: the dict's order is the recency
         if cache is None:
-            cache = self._caches[key] = AttrCache()
+            cache = AttrCache()
+            while len(self._caches) >= MAX_CACHED_PARTITIONS:
+                del self._caches[next(iter(self._caches))]
+        self._caches[key] = cache
         cache.prune(start_offset)
         attrs = cache.runs(data, batches, settings, start_offset, last_offset)
         counts = cache.take_counts()
@@ -76,8 +82,47 @@ class QueueFeatures:
         policy.lookahead_records = settings.lookahead_records
         return policy
 
+    def describe(self, key: ShareStateKey, due: list[tuple[int, int]], waiting: int) -> dict:
+        """For the HTTP API, the console and the CLI: the tidelog.* settings in force for a
+        share-partition, and its Available records (``due``: ranges acquirable now, from
+        ``SharePartition.available``) by priority where priority is on: the records' own priorities
+        as the attribute cache knows them (records it has not looked at yet count at the default).
+        ``delayed``: Available records waiting for their time (``waiting``)."""
+        settings = self.settings_for(key)
+        out: dict = {"settings": {
+            "tidelog.priority.enable": settings.priority_enabled, "tidelog.priority.header": settings.priority_header,
+            "tidelog.priority.default": settings.default_priority,
+            "tidelog.priority.lookahead.records": settings.lookahead_records,
+            "tidelog.priority.aging.ms": settings.aging_ms, "tidelog.delay.ms": settings.delay_ms,
+            "tidelog.ttl.ms": settings.ttl_ms, "tidelog.filter": settings.filter_source},
+            "delayed": waiting, "available_by_priority": None}
+        if settings.priority_enabled:
+            counts: dict[int, int] = {}
+            cache = self._caches.get(key)
+            runs = sorted(run for batch in (cache.batches() if cache is not None else ()) for run in batch)
+            j = 0
+            for first, last in due:
+                position = first
+                while position <= last:
+                    while j < len(runs) and runs[j].last < position:
+                        j += 1
+                    run = runs[j] if j < len(runs) else None
+                    if run is None or run.first > position:  # not looked at: the default priority
+                        end = last if run is None else min(last, run.first - 1)
+                        priority = settings.default_priority
+                    else:
+                        end = min(last, run.last)
+                        priority = run.priority
+                    counts[priority] = counts.get(priority, 0) + end - position + 1
+                    position = end + 1
+            out["available_by_priority"] = {str(p): counts[p] for p in sorted(counts, reverse=True)}
+        return out
+
     def forget(self, key: ShareStateKey) -> None:
         self._caches.pop(key, None)
 
     def cached_batches(self) -> int:
         return sum(len(c) for c in self._caches.values())
+
+    def cached_partitions(self) -> int:
+        return len(self._caches)

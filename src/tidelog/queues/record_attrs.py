@@ -332,6 +332,10 @@ class AttrCache:
             out.extend(cached)
         return out
 
+    def batches(self) -> Iterable[list[AttrRun]]:
+        """The cached runs, batch by batch (in no particular order)."""
+        return self._batches.values()
+
     def prune(self, start_offset: int) -> None:
         for base in [b for b, runs in self._batches.items() if not runs or runs[-1].last < start_offset]:
             del self._batches[base]

@@ -2,8 +2,9 @@
 out, becomes Available again only after a delay that grows with its delivery count, from the group
 configs ``tidelog.retry.backoff.initial.ms`` (0, the default: at once, as Kafka), ``.multiplier``
 and ``.max.ms``: after delivery n the delay is min(max, initial x multiplier^(n-1)). A RELEASE
-that names its own delay (the HTTP API's release) waits the longer of the two. The delay is kept
-in memory: after a restart the record is available at once.
+that names its own delay (the HTTP API's release) waits the longer of the two. The deadline is
+persisted with the release (state_records.py: a tagged field of the Available state batch), so it
+holds across a restart or a failover.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from kio.schema.produce.v8 import request as produce_v8
 from tidelog.clock import wall_clock_ms
 from tidelog.cluster.broker_channel import BrokerChannel
 from tidelog.cluster.partition import wait_for_data
+from tidelog.config import QUEUE_GROUP_CONFIGS
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import InvalidBatch, build_batch, iter_records
 from tidelog.protocol.topics import SHARE_GROUP_STATE
@@ -320,7 +321,8 @@ class ShareGroups:
         # Issue 14's priority, delay, TTL and filters choose what an acquisition takes (queue_features.py).
         self.features = QueueFeatures(config, self._feature_configs, on_counts=self._count)
         self.manager = ShareManager(self.store, self.source, self.share_config, dead_letter=self.dead_letters.write,
-                                    on_counts=self._count, refresh=self.catch_up, policies=self.features.policy)
+                                    on_counts=self._count, refresh=self.catch_up, policies=self.features.policy,
+                                    on_unload=self.features.forget)
         self._create_state_topic = create_state_topic
         self._pruning: asyncio.Task | None = None
         self._totals: dict[str, dict[str, int]] = {}
@@ -497,6 +499,22 @@ class ShareGroups:
         finally:
             for task in waits:
                 task.cancel()
+
+    # --- issue 14's queue features, for describing ------------------------------------------------
+    def queue_group_configs(self, group_id: str) -> dict[str, object]:
+        """The group's tidelog.* configs in force (retry back-off, filter): its own or the defaults."""
+        configs = dict(self.group_configs(group_id))
+        return {name: self.config.group_value(configs, name) for name in QUEUE_GROUP_CONFIGS}
+
+    def queue_view(self, key: ShareStateKey) -> dict:
+        """A share-partition's tidelog.* settings in force and, where it is loaded here, its Available
+        records by priority and how many wait for their time (QueueFeatures.describe)."""
+        loaded = dict(self.manager.loaded(key.group_id)).get(key)
+        due, waiting = loaded.available(wall_clock_ms()) if loaded is not None else ([], 0)
+        view = self.features.describe(key, due, waiting)
+        if loaded is None:
+            view["delayed"] = view["available_by_priority"] = None
+        return view
 
     # --- metrics ---------------------------------------------------------------------------------
     def group_counts(self, group_id: str) -> dict[str, int]:

@@ -89,6 +89,13 @@ def _persisted_state(state: RecordState) -> int:
     return 0 if state == RecordState.ACQUIRED else int(state)
 
 
+def _persisted_available_at(run: Run) -> int:
+    """An Available run's retry back-off deadline (kept across restarts); 0 for the rest. A record
+    not yet due by its headers (tidelog-delay-ms) is Available with a due time too: persisting it
+    changes nothing, the headers say it again."""
+    return run.available_at_ms if run.state == RecordState.AVAILABLE else 0
+
+
 _PERSISTED_STATES = {state: _persisted_state(state) for state in RecordState}
 _FIRST = attrgetter("first")
 
@@ -119,6 +126,9 @@ class SharePartition:
             state = RecordState(b.delivery_state) if b.delivery_state in (0, 2, 4) else RecordState.AVAILABLE
             if state == RecordState.AVAILABLE and b.delivery_count >= config.delivery_count_limit:
                 sp._runs.append(Run(first, b.last_offset, RecordState.ACQUIRED, b.delivery_count, NO_MEMBER, now_ms))
+            elif state == RecordState.AVAILABLE and b.available_at_ms > now_ms:  # a retry back-off still running
+                sp._runs.append(Run(first, b.last_offset, state, max(0, b.delivery_count),
+                                    available_at_ms=b.available_at_ms))
             else:
                 sp._runs.append(Run(first, b.last_offset, state, max(0, b.delivery_count)))
             position = b.last_offset + 1
@@ -169,6 +179,21 @@ class SharePartition:
                 deadline = moment
         return deadline
 
+    def available(self, now_ms: int) -> tuple[list[tuple[int, int]], int]:
+        """For describing: the ranges of Available records due now, and how many Available records
+        wait for their time (a delay, a retry back-off)."""
+        due: list[tuple[int, int]] = []
+        waiting = 0
+        for run in self._runs:
+            if run.state != RecordState.AVAILABLE or run.last < self.start_offset:
+                continue
+            first = max(run.first, self.start_offset)
+            if run.available_at_ms > now_ms:
+                waiting += run.last - first + 1
+            else:
+                due.append((first, run.last))
+        return due, waiting
+
     def delivery_complete_count(self) -> int:
         """Acknowledged or Archived records at or after the start offset (KIP-1226's lag input)."""
         total = 0
@@ -186,7 +211,8 @@ class SharePartition:
 
     def state_batches(self) -> list[StateBatch]:
         """The whole window as it would be persisted (pending changes included)."""
-        return [StateBatch(max(r.first, self.start_offset), r.last, _persisted_state(r.state), r.delivery_count)
+        return [StateBatch(max(r.first, self.start_offset), r.last, _persisted_state(r.state), r.delivery_count,
+                           _persisted_available_at(r))
                 for r in self._runs if r.last >= self.start_offset]
 
     def acquired_by(self, member_id: str) -> list[tuple[int, int]]:
@@ -536,17 +562,20 @@ class SharePartition:
 
     def _record(self, t: Transition) -> None:
         batches: list[StateBatch] = []
-        first = last = state = count = None
+        first = last = state = count = available_at = None
         for run in sorted(t.runs, key=_FIRST):  # joined by hand: a filter's transitions have hundreds of runs
             run_state = _PERSISTED_STATES[run.state]
-            if last is not None and run.first == last + 1 and run_state == state and run.delivery_count == count:
+            run_available_at = _persisted_available_at(run)
+            if last is not None and run.first == last + 1 and run_state == state and run.delivery_count == count \
+                    and run_available_at == available_at:
                 last = run.last
                 continue
             if first is not None:
-                batches.append(StateBatch(first, last, state, count))
-            first, last, state, count = run.first, run.last, run_state, run.delivery_count
+                batches.append(StateBatch(first, last, state, count, available_at))
+            first, last, state, count, available_at = (run.first, run.last, run_state, run.delivery_count,
+                                                       run_available_at)
         if first is not None:
-            batches.append(StateBatch(first, last, state, count))
+            batches.append(StateBatch(first, last, state, count, available_at))
         t.state_batches = batches
         t.dead_letters = joined(sorted(t.dead_letters))
 

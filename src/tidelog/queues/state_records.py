@@ -15,7 +15,8 @@ by the value message (flexible: compact arrays, tagged fields). A null value is 
              | compact array state_batches | tagged fields (tag 0: int32 delivery_complete_count)
     state batch
              int64 first_offset | int64 last_offset | int8 delivery_state (0 Available, 2 Acknowledged,
-             4 Archived) | int16 delivery_count | tagged fields
+             4 Archived) | int16 delivery_count | tagged fields (Tidelog's tag 0x7464: int64
+             available_at_ms, an Available batch's retry back-off deadline, issue 14; Kafka skips it)
 
 A compact array is an unsigned varint of length + 1, then the elements; tagged fields are an
 unsigned varint count, then (varint tag, varint size, data) each. A snapshot carries the whole
@@ -37,6 +38,10 @@ SNAPSHOT_RECORD_TYPE = 0
 UPDATE_RECORD_TYPE = 1
 VALUE_VERSION = 0
 DELIVERY_COMPLETE_COUNT_TAG = 0
+# A state batch's tagged field of Tidelog's own (Kafka defines none there and skips unknown tags):
+# records released with a retry back-off stay unavailable until this wall-clock time across a
+# restart or a failover. A high tag, clear of any Kafka may add from 0 up.
+AVAILABLE_AT_TAG = 0x7464
 
 _I8 = struct.Struct(">b")
 _I16 = struct.Struct(">h")
@@ -56,6 +61,7 @@ class StateBatch(NamedTuple):
     last_offset: int
     delivery_state: int
     delivery_count: int
+    available_at_ms: int = 0  # Available, but not before this time (retry back-off); 0: at once
 
 
 @dataclass(frozen=True)
@@ -94,16 +100,26 @@ def _read_state_batches(r: Reader) -> list[StateBatch]:
         return []
     batches = []
     for _ in range(count):
-        batches.append(StateBatch(*r.take(_BATCH)))
-        r.tagged_fields()  # a batch's own tagged fields: none known, skipped
+        fields = r.take(_BATCH)
+        available_at = r.tagged_fields().get(AVAILABLE_AT_TAG)
+        if available_at is not None and len(available_at) == 8 and fields[2] == 0:
+            batches.append(StateBatch(*fields, _I64.unpack(available_at)[0]))
+        else:
+            batches.append(StateBatch(*fields))
     return batches
+
+
+_AVAILABLE_AT_FIELD = uvarint(1) + uvarint(AVAILABLE_AT_TAG) + uvarint(8)
 
 
 def _state_batches(batches: list[StateBatch]) -> bytes:
     parts = [uvarint(len(batches) + 1)]
     for b in batches:
         parts.append(_BATCH.pack(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count))
-        parts.append(b"\x00")
+        if b.available_at_ms > 0 and b.delivery_state == 0:
+            parts.append(_AVAILABLE_AT_FIELD + _I64.pack(b.available_at_ms))
+        else:
+            parts.append(b"\x00")
     return b"".join(parts)
 
 

@@ -116,8 +116,7 @@ def combine_state_batches(existing: Iterable[StateBatch], new: Iterable[StateBat
             continue
         if b.first_offset < start_offset:
             b = b._replace(first_offset=start_offset)
-        if merged and merged[-1].last_offset + 1 == b.first_offset and merged[-1].delivery_state == b.delivery_state \
-                and merged[-1].delivery_count == b.delivery_count:
+        if merged and merged[-1].last_offset + 1 == b.first_offset and merged[-1][2:] == b[2:]:
             merged[-1] = merged[-1]._replace(last_offset=b.last_offset)
         else:
             merged.append(b)

@@ -443,7 +443,9 @@ async function shareGroupDetail(id) {
           card("Lag", fmtNum(g.lag), "share-group-lag"), card("In flight", fmtNum(g.in_flight), "share-group-in-flight"),
           card("Dead-lettered", fmtNum(c.dead_lettered), "share-group-dead-lettered"),
           card("Lock / delivery limit", `${fmtDuration(g.config.record_lock_duration_ms)} / ${g.config.delivery_count_limit}`),
-          card("Dead-letter topic", g.config.dead_letter_topic || "none")),
+          card("Dead-letter topic", g.config.dead_letter_topic || "none"),
+          card("Queue configs", Object.entries(g.config.tidelog).filter(([k, v]) => v !== "" && v !== 0)
+            .map(([k, v]) => `${k.replace("tidelog.", "")}=${v}`).join(" · ") || "defaults", "share-group-queue-configs")),
         h("h2", {}, "Records since the broker started"),
         h("div", { class: "cards", "data-testid": "share-group-counts" },
           Object.keys(c).map(k => card(k.replace(/_/g, " "), fmtNum(c[k]), `count-${k}`))),
@@ -461,6 +463,13 @@ async function shareGroupDetail(id) {
           { label: "Lag", render: p => fmtNum(p.lag), num: true }, { label: "In flight", key: "in_flight", num: true },
           { label: "Records by state", render: p => p.loaded ? states(p) : "not loaded" },
           { label: "Delivery counts (records × count)", render: p => counts(p) },
+          { label: "Available by priority", render: p => Object.entries(p.queue.available_by_priority || {})
+            .map(([prio, n]) => h("span", { class: "tag" }, `p${prio}: ${fmtNum(n)}`)) },
+          { label: "Delayed", render: p => p.queue.delayed ?? "-", num: true },
+          { label: "Topic queue settings", render: p => Object.entries(p.queue.settings)
+            .filter(([k, v]) => (p.queue.settings["tidelog.priority.enable"] || !k.startsWith("tidelog.priority."))
+              && v !== false && v !== "" && v !== -1 && v !== 0)
+            .map(([k, v]) => h("span", { class: "tag" }, `${k.replace("tidelog.", "")}=${v}`)) },
         ], g.partitions, { testid: "share-partitions-table", key: p => `${p.topic}-${p.partition}`, empty: "No share-partitions yet." }),
         h("h2", {}, "Records in flight"),
         table([
