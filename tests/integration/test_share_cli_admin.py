@@ -24,8 +24,12 @@ def test_share_groups_list_describe_reset_delete(broker):
     assert described["members"][0]["assignment"] == [{"topic": "orders", "partition": 0}, {"topic": "orders", "partition": 1}]
     assert [(o["partition"], o["start_offset"], o["lag"]) for o in described["offsets"]] == [(0, 0, 3), (1, 0, 3)]
     assert described["total_lag"] == 6
+    assert described["queue_configs"] == {"tidelog.filter": "", "tidelog.retry.backoff.initial.ms": "0",
+                                          "tidelog.retry.backoff.max.ms": "300000",
+                                          "tidelog.retry.backoff.multiplier": "2.0"}
+    ok("share-groups", "alter-config", "billing", "--config", "tidelog.retry.backoff.initial.ms=500", broker=broker)
     text = ok("share-groups", "describe", "billing", broker=broker)
-    assert "http-member-1" in text and "orders" in text
+    assert "http-member-1" in text and "orders" in text and "tidelog.retry.backoff.initial.ms=500" in text
 
     # reset-offsets: refused while the group has a member, a dry run changes nothing
     refused = tidelog("share-groups", "reset-offsets", "billing", "--topic", "orders", "--to-latest", "--execute", broker=broker)

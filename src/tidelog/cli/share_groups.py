@@ -108,8 +108,17 @@ def describe_share_group(client: Client, kafka: KafkaRequests, group: str) -> di
         "group": group, "state": described.group_state.lower(), "group_epoch": int(described.group_epoch),
         "assignment_epoch": int(described.assignment_epoch), "assignor": described.assignor_name or None,
         "coordinator": f"{coordinator[0]}:{coordinator[1]}", "members": members, "offsets": offsets,
-        "total_lag": sum(o["lag"] or 0 for o in offsets),
+        "total_lag": sum(o["lag"] or 0 for o in offsets), "queue_configs": _queue_configs(client, group),
     }
+
+
+def _queue_configs(client: Client, group: str) -> dict[str, str]:
+    """The group's tidelog.* configs in force (issue 14: retry back-off, filter), by DescribeConfigs
+    on the GROUP resource; the per-priority counts are the HTTP API's (GET /api/v1/share-groups/{g})."""
+    resource = ConfigResource(ResourceType.GROUP, group)
+    admin = client.admin()  # kept while the future runs: librdkafka cancels it when the handle goes
+    entries = client.result(admin.describe_configs([resource], request_timeout=client.timeout_s)[resource])
+    return {e.name: e.value for e in sorted(entries.values(), key=lambda e: e.name) if e.name.startswith("tidelog.")}
 
 
 @share_groups.command()
@@ -126,7 +135,9 @@ def describe(client: Client, group_ids: tuple[str, ...]) -> None:
     for d in described:
         out.fields([("group", d["group"]), ("state", d["state"]), ("group epoch", d["group_epoch"]),
                     ("assignor", d["assignor"]), ("coordinator", d["coordinator"]), ("members", len(d["members"])),
-                    ("total lag", d["total_lag"])], title=f"Share group {d['group']}")
+                    ("total lag", d["total_lag"]),
+                    ("queue configs", " ".join(f"{k}={v}" for k, v in d["queue_configs"].items()) or "-")],
+                   title=f"Share group {d['group']}")
         out.table(["member", "client", "host", "epoch", "partitions"],
                   [(m["member_id"], m["client_id"], m["host"], m["member_epoch"],
                     " ".join(f"{a['topic']}:{a['partition']}" for a in m["assignment"])) for m in d["members"]],
