@@ -9,9 +9,10 @@ each JSON body and answers 200.
   (``--record-bytes`` each) are produced, the subscription is resumed, and the clock runs from the
   resume to the receiver having every record (``linger_ms`` 0: a full backlog needs no linger).
 - Latency: a subscription with the default batch size (100) and linger (50 ms), and one with
-  linger 0, while a producer (confluent-kafka, linger.ms 0) sends 1,000 records/s for
-  ``--latency-seconds``; latency is the receiver's clock at arrival minus the record's timestamp
-  (the producer's clock: the same machine), p50 and p99.
+  linger 0, while a producer (confluent-kafka, linger.ms 5) sends 1,000 records/s for
+  ``--latency-seconds`` to a topic with ``message.timestamp.type=LogAppendTime``; latency is the
+  receiver's clock at arrival minus the record's timestamp, the broker's append time (the same
+  machine's clock): from the append to the POST's arrival, p50 and p99.
 
     python -m benchmarks push [--records 20000] [--batch-sizes 1,100,1000] [--latency-seconds 10]
 
@@ -91,7 +92,7 @@ def api(http: str, method: str, path: str, body: dict | None = None) -> dict:
 
 
 def produce(bootstrap: str, topic: str, count: int, record_bytes: int, rate: float | None = None) -> None:
-    producer = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 0 if rate else 20,
+    producer = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 5 if rate else 20,
                             "batch.num.messages": 2000, "compression.type": "none"})
     value = b"x" * record_bytes
     started = time.monotonic()
@@ -151,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
                 topic = "pushed"
                 admin = AdminClient({"bootstrap.servers": bootstrap})
                 admin.create_topics([NewTopic(topic, args.partitions, 1)])[topic].result(30)
+                appended = "pushed-append-time"
+                admin.create_topics([NewTopic(appended, args.partitions, 1,
+                                              config={"message.timestamp.type": "LogAppendTime"})])[appended].result(30)
                 endpoint = f"http://127.0.0.1:{receiver.port}/hook"
                 for batch_size in (int(b) for b in args.batch_sizes.split(",")):
                     records = args.records if batch_size > 1 else max(1, args.records // 5)
@@ -172,11 +176,11 @@ def main(argv: list[str] | None = None) -> int:
                     api(http, "DELETE", f"/push-subscriptions/{name}")
                 for linger_ms in (50, 0):
                     name = f"bench-latency-{linger_ms}"
-                    api(http, "POST", "/push-subscriptions", {"name": name, "topics": [topic], "endpoint": endpoint,
+                    api(http, "POST", "/push-subscriptions", {"name": name, "topics": [appended], "endpoint": endpoint,
                                                               "linger_ms": linger_ms, "max_concurrency": args.max_concurrency})
                     receiver.reset()
                     count = int(1000 * args.latency_seconds)
-                    produce(bootstrap, topic, count, args.record_bytes, rate=1000)
+                    produce(bootstrap, appended, count, args.record_bytes, rate=1000)
                     wait_until(lambda: receiver.records >= count, args.timeout, f"{count} records pushed")
                     with receiver.lock:
                         latencies = list(receiver.latencies_ms)

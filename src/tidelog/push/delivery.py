@@ -288,21 +288,22 @@ class SubscriptionDelivery:
                 raise
             except KafkaError as e:  # the share state is not reachable here now: look again shortly
                 self._note_error(f"share group: {e.message}")
-                await self._sleep(IDLE_WAIT_S)
+                await asyncio.sleep(IDLE_WAIT_S)
             except Exception as e:  # noqa: BLE001 - never let a subscription stop: say why, try again
                 logger.exception("push subscription %s: delivery step failed", self.sub.name)
                 self._note_error(f"internal: {e!r}")
-                await self._sleep(IDLE_WAIT_S)
+                await asyncio.sleep(IDLE_WAIT_S)
 
     async def _sleep(self, timeout_s: float) -> None:
-        """Until a change of the subscription or its partitions, a POST finished, or ``timeout_s``."""
-        self._wake.clear()
+        """Until a change of the subscription or its partitions, a POST finished (since this step
+        began: ``_step`` clears the event, so a wake-up during the step is not lost), or ``timeout_s``."""
         try:
             await asyncio.wait_for(self._wake.wait(), max(0.0, timeout_s))
         except asyncio.TimeoutError:
             pass
 
     async def _step(self) -> None:
+        self._wake.clear()
         sub = self.sub
         loop = asyncio.get_running_loop()
         if sub.paused or not self.partitions:
@@ -331,20 +332,23 @@ class SubscriptionDelivery:
             return
         deadline = loop.time() + sub.linger_ms / 1000
         while len(records) < limit and (remaining := deadline - loop.time()) > 0:
-            await self._wait_for_records(remaining)
+            await self._wait_for_records(remaining, wake=False)
             records += await self._acquire(manager, limit - len(records))
         for start in range(0, len(records), limit):
             self._start_post(records[start:start + limit])
 
-    async def _wait_for_records(self, timeout_s: float) -> None:
+    async def _wait_for_records(self, timeout_s: float, wake: bool = True) -> None:
+        """Until records may be available (new log data, records released or due), ``timeout_s``, or
+        (``wake``) a change or a finished POST."""
         keys = [(record.topic_id, index) for record, index in self.partitions]
-        waiting = asyncio.ensure_future(self.engine.shares.wait_for_records(self.group_id, keys, timeout_s))
-        woken = asyncio.ensure_future(self._sleep(timeout_s))
+        waits = [asyncio.ensure_future(self.engine.shares.wait_for_records(self.group_id, keys, timeout_s))]
+        if wake:
+            waits.append(asyncio.ensure_future(self._sleep(timeout_s)))
         try:
-            await asyncio.wait((waiting, woken), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            waiting.cancel()
-            woken.cancel()
+            for task in waits:
+                task.cancel()
 
     async def _acquire(self, manager: "ShareManager", limit: int) -> list[PushRecord]:
         """Up to ``limit`` records from the share-partitions led here, starting one further each time."""
