@@ -8,6 +8,8 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tidelog.storage.log import LogConfig, PartitionLog
+
 from .storage_helpers import all_offsets, append, batch_spans, open_log
 
 
@@ -204,3 +206,45 @@ def test_an_index_entry_outside_its_segment_is_rebuilt(tmp_path):
     _rewrite_entry(index_path, 0, struct.pack(">ii", -5, -100))
     reopened = open_log(tmp_path, segment_bytes=4_000, index_interval_bytes=64)
     assert [(list(s.offset_index.keys), list(s.offset_index.values)) for s in reopened.segments] == before
+
+
+def test_recovering_an_active_segment_touches_no_index_file_until_it_closes(tmp_path, monkeypatch):
+    """A start after a crash rebuilds the active segment's indexes in memory only (a crash rebuilds
+    them anyway); the files are settled at the next write (here the close), never emptied first."""
+    path, ends = fill(tmp_path, batches=25, write_indexes=True, index_interval_bytes=64)
+    index_path, timeindex_path = path.with_suffix(".index"), path.with_suffix(".timeindex")
+    os.truncate(path, ends[19][0] + 10)  # a torn tail: the file holds entries past the cut
+    stale = index_path.read_bytes(), timeindex_path.read_bytes()
+    truncations = []
+    real_ftruncate = os.ftruncate
+    monkeypatch.setattr(os, "ftruncate", lambda fd, size: truncations.append(size) or real_ftruncate(fd, size))
+    log = PartitionLog.open(path.parent, "topic.a-b", 0, LogConfig(index_interval_bytes=64), recover=True,
+                            defer_recovery_sync=True)  # as LogManager.open_all opens logs after a crash
+    log.recovered_indexes()
+    log.complete_recovery(synced=True)  # (it synced the filesystem meanwhile)
+    assert (index_path.read_bytes(), timeindex_path.read_bytes()) == stale
+    assert truncations == [ends[19][0]]  # only the log's torn tail
+    entries = list(zip(log.active_segment.offset_index.keys, log.active_segment.offset_index.values))
+    log.close()
+    assert 0 not in truncations[1:]  # the index files were cut behind the entries they share, not emptied
+    assert _index_entries(index_path) == len(entries)
+    clean = open_log(tmp_path, index_interval_bytes=64)
+    assert list(zip(clean.active_segment.offset_index.keys, clean.active_segment.offset_index.values)) == entries
+    assert all_offsets(clean) == list(range(ends[19][1]))
+
+
+def test_an_index_file_differing_from_its_rebuild_is_rewritten_from_the_first_difference(tmp_path, monkeypatch):
+    from tidelog.storage.index import OffsetIndex
+
+    index = OffsetIndex(tmp_path / "00000000000000000000.index")
+    index.path.write_bytes(b"".join(struct.pack(">ii", k, v) for k, v in [(0, 0), (5, 100), (9, 300), (12, 400)]))
+    index.clear()  # a rebuild: the file is compared at the next write
+    for key, value in [(0, 0), (5, 100), (8, 250)]:
+        index.append(key, value)
+    writes = []
+    real_pwrite = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, offset: writes.append(offset) or real_pwrite(fd, data, offset))
+    index.write_pending()
+    assert writes == [16]  # the two shared entries stay
+    assert index.path.read_bytes() == b"".join(struct.pack(">ii", k, v) for k, v in [(0, 0), (5, 100), (8, 250)])
+    assert not index.pending

@@ -14,9 +14,17 @@ whole index (each entry inside the segment, the order below) and rebuilds one th
 The entries are also kept in memory (arrays) and looked up by bisection, so the files are only
 open while they are read (at open), written or synced: an index holds no descriptor (Kafka maps
 its indexes and closes them when idle, for the same reason: a broker with thousands of
-partitions). ``open_for_sync`` appends the pending entries through the descriptor it returns,
+partitions). ``open_for_sync`` writes the pending entries through the descriptor it returns,
 so the write and its fsync share one open file and a write-back error cannot slip between
 them. Not thread-safe; the event loop owns them.
+
+An index rebuilt in memory (recovery, or a file that failed its checks) does not know what its
+file holds: ``rebuilt`` marks it so, and its next write first compares the file with the
+entries, keeps the prefix they share and writes the rest over it, cutting the file only where it
+is longer. A start after a crash thus touches no index file of an active segment (they are
+rebuilt at every crash anyway), and an index file is never emptied to be rewritten: freeing its
+block costs ~2.4 ms on ext4 with ``discard`` (two per partition made a start after a SIGKILL of
+10,000 partitions take half a minute).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from itertools import islice
 from pathlib import Path
+from typing import Callable
 
 from tidelog.storage.faults import faults
 
@@ -47,9 +56,37 @@ class _Index:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.keys = array(self._key_type)
-        self.values = array("i")
+        self._keys = array(self._key_type)
+        self._values = array("i")
         self.persisted_entries = 0  # entries beyond this exist only in memory until written
+        self.file_unknown = False  # rebuilt: the file may differ from the entries (see the module docstring)
+        # Not read yet (a segment opened from a clean stop's account, LogSegment.from_state): called
+        # at the first use of the entries to read and check the file (Kafka's lazy index).
+        self.loader: Callable[[], None] | None = None
+
+    @property
+    def keys(self) -> array:
+        if self.loader is not None:
+            self._load_now()
+        return self._keys
+
+    @keys.setter
+    def keys(self, keys: array) -> None:
+        self._keys = keys
+
+    @property
+    def values(self) -> array:
+        if self.loader is not None:
+            self._load_now()
+        return self._values
+
+    @values.setter
+    def values(self, values: array) -> None:
+        self._values = values
+
+    def _load_now(self) -> None:
+        loader, self.loader = self.loader, None
+        loader()
 
     def _read_file(self) -> bytes:
         """The file's bytes (empty if it does not exist)."""
@@ -64,6 +101,7 @@ class _Index:
 
     def load(self) -> bool:
         """Read the entries from disk; False if the file is torn (size not a multiple of an entry)."""
+        self.loader = None
         data = self._read_file()
         self.keys = array(self._key_type)
         self.values = array("i")
@@ -85,24 +123,54 @@ class _Index:
 
     @property
     def pending(self) -> bool:
-        """Whether entries exist only in memory."""
-        return len(self.keys) > self.persisted_entries
+        """Whether the file lacks entries (or may hold others: ``rebuilt``); never for an index
+        not read yet (its file is all it has)."""
+        return self.loader is None and (self.file_unknown or len(self._keys) > self.persisted_entries)
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def _packed(self, start: int, end: int) -> bytes:
+        """Entries ``start`` to ``end`` as the file holds them."""
+        pack = self._entry.pack
+        return b"".join(pack(self.keys[i], self.values[i]) for i in range(start, end))
+
+    def _shared_prefix(self, data: bytes) -> int:
+        """How many whole entries at the start of ``data`` (the file) equal the entries in memory."""
+        size = self._entry.size
+        count = min(len(data) // size, len(self.keys))
+        if data[: count * size] == self._packed(0, count):
+            return count
+        low, high = 0, count  # entries [0, low) match, [0, high) do not: bisect on prefixes
+        while high - low > 1:
+            middle = (low + high) // 2
+            if data[: middle * size] == self._packed(0, middle):
+                low = middle
+            else:
+                high = middle
+        return low
 
     def _write_pending_to(self, fd: int) -> None:
+        size = self._entry.size
+        file_bytes = None
+        if self.file_unknown:
+            file_bytes = os.fstat(fd).st_size
+            self.persisted_entries = self._shared_prefix(os.pread(fd, file_bytes, 0))
         count = len(self.keys)
+        start = self.persisted_entries * size
         if count > self.persisted_entries:
-            pack = self._entry.pack
-            data = b"".join(pack(self.keys[i], self.values[i]) for i in range(self.persisted_entries, count))
+            data = self._packed(self.persisted_entries, count)
             if faults.armed:
                 faults.check("write", "index")
-            written = os.write(fd, data)
-            if written != len(data):  # O_APPEND: a short write leaves a torn entry; undo it
-                os.ftruncate(fd, self.persisted_entries * self._entry.size)
+            written = os.pwrite(fd, data, start)
+            if written != len(data):  # a short write leaves a torn entry; undo it
+                os.ftruncate(fd, start)
                 raise OSError(errno.EIO, f"short write to {self.path.name} ({written} of {len(data)} bytes)")
             self.persisted_entries = count
+        if file_bytes is not None:
+            if file_bytes > count * size:  # stale entries after the ones written
+                os.ftruncate(fd, count * size)
+            self.file_unknown = False
 
     def write_pending(self) -> None:
         """Append the entries not yet in the file (creating it), with no fsync."""
@@ -124,27 +192,13 @@ class _Index:
         return fd
 
     def clear(self) -> None:
-        """Drop every entry in memory (a rebuild follows; ``keep_file_prefix`` then settles the file)."""
+        """Drop every entry in memory: a rebuild follows, and the file is compared with it at
+        its next write (``file_unknown``)."""
+        self.loader = None
         self.keys = array(self._key_type)
         self.values = array("i")
         self.persisted_entries = 0
-
-    def keep_file_prefix(self) -> None:
-        """After a rebuild in memory: if the file holds exactly the first entries, keep them (only
-        the rest will be appended); otherwise empty the file."""
-        data = self._read_file()
-        count = len(data) // self._entry.size
-        if len(data) % self._entry.size == 0 and count <= len(self.keys):
-            pack = self._entry.pack
-            if data == b"".join(pack(self.keys[i], self.values[i]) for i in range(count)):
-                self.persisted_entries = count
-                return
-        fd = self._open()
-        try:
-            os.ftruncate(fd, 0)
-        finally:
-            os.close(fd)
-        self.persisted_entries = 0
+        self.file_unknown = True
 
     def truncate_entries(self, count: int) -> None:
         """Keep only the first ``count`` entries, in memory and in the file (created if missing).
@@ -180,6 +234,7 @@ class OffsetIndex(_Index):
     _key_type = "i"
 
     def load(self) -> bool:  # the fast path: one frombytes, no per-entry Python work
+        self.loader = None
         data = self._read_file()
         if len(data) % 8:
             self.keys, self.values = array("i"), array("i")

@@ -40,7 +40,9 @@ class LeaderEpochCache:
         self.entries: list[tuple[int, int]] = []
         self._file_text: str | None = None  # what the file holds (None: unknown or missing)
         try:
-            text = self.path.read_text()
+            text = log.file_texts.get(EPOCH_FILE)  # known since a clean stop: no read
+            if text is None:
+                text = log.file_texts[EPOCH_FILE] = self.path.read_text()
             self._file_text = text
             for line in text.split("\n"):
                 if line.strip():

@@ -87,6 +87,10 @@ class PartitionLog(LogFlushing):
         self._roll_jitter_ms = config.random_segment_jitter_ms()
         self.on_roll: Callable[[PartitionLog], None] | None = None  # set by the LogManager
         self.on_dirty: Callable[[PartitionLog], None] | None = None  # likewise
+        # What small files of the partition hold (file name -> text), as far as this log wrote or
+        # was told (the leader-epoch cache's read): kept over a clean stop, so a start reads none.
+        self.file_texts: dict[str, str] = {}
+        self._closed_state: list | None = None
 
     # ---- opening -------------------------------------------------------------------------
 
@@ -110,6 +114,32 @@ class PartitionLog(LogFlushing):
             for segment in log.segments:
                 segment.close_file()
             raise log._io_error(e, "opening the log") from e
+        return log
+
+    def clean_state(self) -> list | None:
+        """This log as a clean close leaves it, for ``open_from_state`` at the next start: log
+        start offset, recovery point and each segment's ``LogSegment.state()``, and what the small
+        files this log wrote or read hold (``file_texts``). None unless it closed cleanly."""
+        return self._closed_state
+
+    @classmethod
+    def open_from_state(cls, dir: Path, topic: str, partition: int, config: LogConfig, state: list,
+                        log_dir: LogDirState | None = None, files: OpenFiles | None = None) -> PartitionLog:
+        """The log a clean stop described (``clean_state``), opened without reading anything:
+        segments and indexes are read at their first use (segment.py ``from_state``)."""
+        log_start_offset, recovery_point, segments, file_texts = state
+        log = cls(Path(dir), topic, partition, config, log_dir, files)
+        if log.log_dir.offline:
+            raise log.log_dir.error()
+        interval = config.index_interval_bytes
+        log.segments = [LogSegment.from_state(log.dir, segment, files, interval, active=i == len(segments) - 1)
+                        for i, segment in enumerate(segments)]
+        log._base_offsets = [s.base_offset for s in log.segments]
+        log.log_end_offset = log.segments[-1].next_offset
+        log.log_start_offset = log_start_offset
+        log._recovery_point = recovery_point
+        log.durable_offset = log.log_end_offset
+        log.file_texts = dict(file_texts)
         return log
 
     def _io_error(self, error: OSError, what: str) -> StorageError:
@@ -165,9 +195,13 @@ class PartitionLog(LogFlushing):
                      len(self.segments), self.log_start_offset, self.log_end_offset, " (recovered)" if recovered else "")
 
     def recovered_indexes(self) -> None:
-        """Write the indexes recovery rebuilt, with no fsync (the caller syncs the filesystem)."""
+        """Write the indexes recovery rebuilt for sealed segments, with no fsync (the caller
+        syncs the filesystem): a clean start trusts them, and a crash rescans only from the
+        recovery point on. The active segment's stay in memory until it rolls or the log
+        closes, as its new entries always do (a crash rebuilds them anyway)."""
         for segment in self._recovered:
-            segment.write_indexes()
+            if segment is not self.segments[-1]:
+                segment.write_indexes()
 
     def complete_recovery(self, synced: bool) -> None:
         """Make what recovery read back durable (fsync each of its segments, unless ``synced``:
@@ -490,7 +524,9 @@ class PartitionLog(LogFlushing):
     def close(self, synced: bool = False) -> None:
         """Flush the log and all indexes, then close every file; ``synced``: the caller did that
         (``prepare_close``, then a sync of the filesystem). In an offline directory nothing is
-        flushed (pending index entries are written, not synced): the next start recovers."""
+        flushed (pending index entries are written, not synced): the next start recovers.
+        A clean close leaves ``clean_state()``."""
+        segments = self.segments
         try:
             if not self.log_dir.offline and not self.closed:
                 try:
@@ -508,6 +544,9 @@ class PartitionLog(LogFlushing):
                     raise self._io_error(e, "closing") from e
         finally:
             self._close_files()
+        if segments and not self.log_dir.offline:
+            self._closed_state = [self.log_start_offset, self._recovery_point, [s.state() for s in segments],
+                                  self.file_texts]
 
     def _close_files(self, keep_indexes: bool = True) -> None:
         for segment in self.segments:

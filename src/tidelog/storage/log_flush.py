@@ -185,6 +185,7 @@ class LogFlushing:
             except OSError as e:
                 raise self._io_error(e, f"writing {path.name}") from e
             del self._deferred_files[path]
+            self.file_texts[path.name] = data
             self._unsynced_files.add(path)
             self._dir_changes += 1
             if written is not None:

@@ -31,6 +31,7 @@ cache keeps open (at most ``max_open_segment_files``, each closed after
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -56,6 +57,7 @@ __all__ = ["LogManager", "CLEAN_SHUTDOWN_FILE"]
 logger = logging.getLogger(__name__)
 
 CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
+CLEAN_STATE_VERSION = 1  # of the logs' state the marker holds (PartitionLog.clean_state)
 FSYNC_THREADS = 4  # the files of one fsync job are synced side by side (fsync.split_sync)
 SWEEP_INTERVAL_S = 5.0  # how often idle segment files are looked for (at most; less when the idle time is shorter)
 
@@ -130,16 +132,22 @@ class LogManager:
         started = time.perf_counter()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._open_fs_fd()
+        states = self._read_clean_states()
         # The removal must survive a power loss, or the next start would skip recovery.
         try:
             clean = remove_file(self.data_dir / CLEAN_SHUTDOWN_FILE)
         except OSError as e:
             raise self.log_dir.fail(e, "removing the clean-shutdown marker") from e
-        entries = sorted(self.data_dir.iterdir())
-        if not clean and any(entry.is_dir() and parse_partition_dir(entry.name) for entry in entries):
+        if not clean:
+            states = {}
+        with os.scandir(self.data_dir) as listing:  # the entry types come with the listing: no stat each
+            dirs = sorted(Path(entry.path) for entry in listing if entry.is_dir())
+        read: list[PartitionLog] = []  # opened by reading their files (not as the clean stop described them)
+        described = 0
+        if not clean and any(parse_partition_dir(entry.name) for entry in dirs):
             logger.warning("%s: no clean-shutdown marker, recovering every log", self.data_dir)
-        for entry in entries:
-            if not entry.is_dir() or entry.name.startswith("__tidelog"):
+        for entry in dirs:
+            if entry.name.startswith("__tidelog"):
                 continue
             if entry.name.endswith("-delete"):
                 logger.info("removing leftover %s", entry)
@@ -151,11 +159,39 @@ class LogManager:
                 continue
             topic, partition = parsed
             config = topic_configs.get(topic, self.default_config)
-            self._add(PartitionLog.open(entry, topic, partition, config, recover=not clean, log_dir=self.log_dir,
-                                        files=self.files, defer_recovery_sync=True))
-        self._complete_recovery(list(self._logs.values()), clean, started)
+            state = states.get(entry.name)
+            if state is not None:
+                self._add(PartitionLog.open_from_state(entry, topic, partition, config, state, log_dir=self.log_dir,
+                                                       files=self.files))
+                described += 1
+                continue
+            read.append(self._add(PartitionLog.open(entry, topic, partition, config, recover=not clean,
+                                                    log_dir=self.log_dir, files=self.files, defer_recovery_sync=True)))
+        self._complete_recovery(read, clean, started, len(self._logs), described)
 
-    def _complete_recovery(self, logs: list[PartitionLog], clean: bool, started: float) -> None:
+    def _read_clean_states(self) -> dict[str, list]:
+        """The logs as the last clean stop left them (the marker's content, ``PartitionLog.
+        clean_state`` by directory name), or nothing: no marker, an empty one (older versions),
+        or one that does not parse (then every log is read as after any clean stop)."""
+        try:
+            text = (self.data_dir / CLEAN_SHUTDOWN_FILE).read_text()
+        except FileNotFoundError:
+            return {}
+        except OSError as e:
+            raise self.log_dir.fail(e, "reading the clean-shutdown marker") from e
+        if not text:
+            return {}
+        try:
+            marker = json.loads(text)
+            if marker.get("version") != CLEAN_STATE_VERSION:
+                raise ValueError(f"version {marker.get('version')}")
+            return marker["logs"]
+        except (ValueError, KeyError, AttributeError) as e:
+            logger.warning("%s: unreadable %s (%s); reading every log", self.data_dir, CLEAN_SHUTDOWN_FILE, e)
+            return {}
+
+    def _complete_recovery(self, logs: list[PartitionLog], clean: bool, started: float, opened: int,
+                           described: int) -> None:
         """What recovery read back becomes durable: one syncfs for every log (a start after a
         crash with thousands of partitions would otherwise fsync three files each), or an fsync
         per file where syncfs is not to be trusted."""
@@ -174,10 +210,11 @@ class LogManager:
                 log.complete_recovery(synced)
             except OSError as e:
                 raise log._io_error(e, "syncing what recovery read back") from e
-        if logs:
+        if opened:
             took = time.perf_counter() - started
-            logger.info("%s: opened %d logs%s in %.2f s%s", self.data_dir, len(logs), "" if clean else " (recovered)",
-                        took, "" if clean else f" ({read:.2f} s reading them, {took - read:.2f} s making that durable)")
+            logger.info("%s: opened %d logs%s in %.2f s%s", self.data_dir, opened, "" if clean else " (recovered)",
+                        took, f" ({described} as the clean stop described them)" if clean
+                        else f" ({read:.2f} s reading them, {took - read:.2f} s making that durable)")
 
     def _open_fs_fd(self) -> int:
         """The data directory's descriptor for syncfs (opened before any write it must cover)."""
@@ -544,7 +581,9 @@ class LogManager:
             self._fs_fd = None
         flush_deletions()
         if not self.offline:
+            states = {log.dir.name: log.clean_state() for log in logs}
+            marker = {"version": CLEAN_STATE_VERSION, "logs": {name: s for name, s in states.items() if s is not None}}
             try:
-                write_checkpoint_file(self.data_dir / CLEAN_SHUTDOWN_FILE, b"")
+                write_checkpoint_file(self.data_dir / CLEAN_SHUTDOWN_FILE, json.dumps(marker, separators=(",", ":")))
             except OSError as e:
                 self.log_dir.fail(e, "writing the clean-shutdown marker")

@@ -13,6 +13,7 @@ segment is active; a sealed segment's file is closed again when an ``OpenFiles``
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
@@ -75,16 +76,89 @@ class LogSegment:
         self.max_timestamp = -1
         self.bytes_since_last_index_entry = 0
         self.created_ms = wall_clock_ms()  # for segment.ms; the first batch's time once loaded
+        self._unchecked_size = False  # opened from a clean stop's account: the file's size is checked at first open
+        self._stated_max_timestamp = -1  # likewise: the max timestamp it gave
+
+    # ---- a clean stop's account ------------------------------------------------------------
+
+    STATE_FIELDS = 5
+
+    def state(self) -> list[int]:
+        """What ``from_state`` needs to open this segment again without reading it (written
+        by a clean stop, when every byte and index entry is on disk)."""
+        return [self.base_offset, self.size_bytes, self.next_offset, self.max_timestamp, self.created_ms]
+
+    @classmethod
+    def from_state(cls, dir: Path, state: list[int], files: OpenFiles | None, index_interval_bytes: int,
+                   active: bool) -> LogSegment:
+        """The segment a clean stop described (``state()``), opened with no system call: its file is
+        opened (and its size checked) at first use, its indexes read and checked at first use."""
+        base_offset, size_bytes, next_offset, max_timestamp, created_ms = state
+        segment = cls.__new__(cls)
+        segment.dir = dir
+        segment.base_offset = base_offset
+        segment.log_path = dir / segment_file_name(base_offset, ".log")
+        segment.files = files
+        segment.sealed = not active
+        segment.unsynced = False
+        segment._fd = None
+        segment.size_bytes = size_bytes
+        segment.offset_index = OffsetIndex(dir / segment_file_name(base_offset, ".index"))
+        segment.time_index = TimeIndex(dir / segment_file_name(base_offset, ".timeindex"))
+        segment.indexes_existed = True
+        segment.next_offset = next_offset
+        segment.max_timestamp = max_timestamp
+        segment.created_ms = created_ms
+        segment._unchecked_size = True
+        segment._stated_max_timestamp = max_timestamp
+        loader = lambda: segment._load_indexes(index_interval_bytes, active)  # noqa: E731
+        segment.offset_index.loader = segment.time_index.loader = loader
+        segment.bytes_since_last_index_entry = 0
+        if active:  # where the next entry is due: from the last entry (known once read) to the end
+            segment.bytes_since_last_index_entry = -1
+        return segment
+
+    def _load_indexes(self, index_interval_bytes: int, active: bool) -> None:
+        """Read and check both index files (as ``load`` does at a start), at their first use; one
+        that fails is rebuilt from the segment, which keeps its size and offsets."""
+        self.offset_index.loader = self.time_index.loader = None
+        max_relative = (self.next_offset if not active else 1 << 62) - self.base_offset
+        if (self.offset_index.load() and self.time_index.load()
+                and self.offset_index.sane(max(self.size_bytes, 1), max_relative) and self.time_index.sane(max_relative)):
+            if active and self.bytes_since_last_index_entry < 0:
+                last = self.offset_index.values[-1] if len(self.offset_index) else 0
+                self.bytes_since_last_index_entry = self.size_bytes - last
+            return
+        logger.warning("%s: index files missing or inconsistent, rebuilding them", self.log_path)
+        kept = self.next_offset, self.max_timestamp, self.created_ms
+        self.offset_index.clear()
+        self.time_index.clear()
+        self.bytes_since_last_index_entry = 0
+        for position, info in self.batches(0):
+            self._index(info, info.base_offset, position, index_interval_bytes)
+        self.next_offset, self.max_timestamp, self.created_ms = kept
 
     @property
     def fd(self) -> int:
         """The ``.log`` file's descriptor, opened if it was closed (a sealed segment read again)."""
         fd = self._fd
         if fd is None:
-            fd = self._fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND)
+            fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND)
+            if self._unchecked_size:
+                self._check_size(fd)
+            self._fd = fd
         if self.sealed and self.files is not None:
             self.files.touch(self)
         return fd
+
+    def _check_size(self, fd: int) -> None:
+        """The file a clean stop described must not have changed while the broker was stopped."""
+        size = os.fstat(fd).st_size
+        if size != self.size_bytes:
+            os.close(fd)
+            raise OSError(errno.EIO, f"{self.log_path} holds {size} bytes, but the clean stop left {self.size_bytes}: "
+                                     "changed while the broker was stopped")
+        self._unchecked_size = False
 
     @property
     def file_open(self) -> bool:
@@ -100,6 +174,8 @@ class LogSegment:
 
     def append(self, batch: memoryview, info: BatchInfo, base_offset: int, index_interval_bytes: int) -> None:
         """Write one batch (``base_offset`` already assigned in it) and index it. Raises OSError."""
+        if self.bytes_since_last_index_entry < 0:  # opened from a clean stop's account: read the indexes first
+            self.offset_index.keys  # noqa: B018 (the loader)
         position = self.size_bytes
         self.unsynced = True
         self._write(batch, position)
@@ -142,7 +218,10 @@ class LogSegment:
     def seal(self) -> None:
         """No more appends. Records the final max timestamp, so a clean open knows it without
         scanning; the indexes reach the file with the segment's next fsync (``index_sync_fds``)."""
-        self.time_index.maybe_append(self.max_timestamp, self.next_offset - self.base_offset)
+        # (A segment whose indexes were never read since a clean stop sealed it got no newer
+        # record: its time index holds this entry already.)
+        if self.time_index.loader is None or self.max_timestamp > self._stated_max_timestamp:
+            self.time_index.maybe_append(self.max_timestamp, self.next_offset - self.base_offset)
         self.sealed = True
         if self._fd is not None and self.files is not None:
             self.files.touch(self)  # its file is closed once idle (and synced), read or not
@@ -306,15 +385,18 @@ class LogSegment:
         self.time_index.clear()
         self.next_offset, self.max_timestamp, self.bytes_since_last_index_entry = self.base_offset, -1, 0
         end = 0
+        first_timestamp = -1
         for position, info in self.batches(0, verify=verify):
+            if not position:
+                first_timestamp = info.max_timestamp
             self._index(info, info.base_offset, position, index_interval_bytes)
             end = position + info.batch_length + 12
-        # The files keep what they hold of the rebuilt entries (usually all but the newest: no
-        # truncation, which a file system journals); anything else in them is replaced.
-        self.offset_index.keep_file_prefix()
-        self.time_index.keep_file_prefix()
+        # The index files are not read here: their next write keeps what they share with the
+        # rebuilt entries and replaces the rest (index.py), so recovering an active segment
+        # touches neither.
         cut = self._cut_tail(end)
-        self._load_created_ms()
+        if first_timestamp > 0:  # as _load_created_ms, without reading the first batch again
+            self.created_ms = min(first_timestamp, wall_clock_ms())
         return cut
 
     def _cut_tail(self, end: int) -> int:
