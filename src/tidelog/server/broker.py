@@ -102,6 +102,7 @@ class Broker:
         self._cluster_url = cluster
         self._lock = DataDirLock(self.data_dir)
         # What the start is doing now (/ready reports it); None once started.
+        self._phases: list[tuple[str | None, float]] = []  # (startup phase, when it began): the "started" line
         self.startup_phase: str | None = "binding listeners"
         # /ready is 200 when every check returns None; each other answer is a reason it is not.
         self.readiness_checks: list[Callable[[], str | None]] = [lambda: self.startup_phase, self._log_dir_check,
@@ -169,6 +170,21 @@ class Broker:
     @property
     def advertised_port(self) -> int:
         return self._inter_broker.port
+
+    @property
+    def startup_phase(self) -> str | None:
+        """What the start is doing (None once it serves); /ready says it."""
+        return self._phases[-1][0] if self._phases else None
+
+    @startup_phase.setter
+    def startup_phase(self, phase: str | None) -> None:
+        self._phases.append((phase, time.monotonic()))
+
+    def _phase_times(self) -> str:
+        """How long the start took and each of its phases, as the "started" line says it."""
+        times = [(phase, end - began) for (phase, began), (_, end) in zip(self._phases, self._phases[1:])]
+        total = self._phases[-1][1] - self._phases[0][1]
+        return f"in {total:.2f} s (" + ", ".join(f"{phase} {took:.2f} s" for phase, took in times if phase) + ")"
 
     @property
     def cluster_id(self) -> str:
@@ -281,7 +297,7 @@ class Broker:
                                         metrics=self.metrics)
         self.delay_topics.start()
         self.push_delivery.start()
-        logger.info("broker %d started (cluster %s)", self.node_id, self.cluster_id)
+        logger.info("broker %d started (cluster %s) %s", self.node_id, self.cluster_id, self._phase_times())
         if RECORD_WALK != "C":
             logger.warning("produce validation walks records in Python: the C extension tidelog.protocol._recordwalk "
                            "was not built (no C compiler at install?); expect about twice the CPU per produced byte")

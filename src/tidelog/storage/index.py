@@ -54,8 +54,11 @@ class _Index:
     _entry = struct.Struct(">ii")
     _key_type = "i"
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path | None, dir: Path | None = None, name: str = "") -> None:
+        """``path``, or ``dir`` and ``name`` (the path is made at its first use: a start of
+        thousands of logs makes none)."""
+        self._path = path
+        self._dir, self._name = dir, name
         self._keys = array(self._key_type)
         self._values = array("i")
         self.persisted_entries = 0  # entries beyond this exist only in memory until written
@@ -63,6 +66,12 @@ class _Index:
         # Not read yet (a segment opened from a clean stop's account, LogSegment.from_state): called
         # at the first use of the entries to read and check the file (Kafka's lazy index).
         self.loader: Callable[[], None] | None = None
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            self._path = self._dir / self._name
+        return self._path
 
     @property
     def keys(self) -> array:

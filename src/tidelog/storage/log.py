@@ -128,7 +128,7 @@ class PartitionLog(LogFlushing):
         """The log a clean stop described (``clean_state``), opened without reading anything:
         segments and indexes are read at their first use (segment.py ``from_state``)."""
         log_start_offset, recovery_point, segments, file_texts = state
-        log = cls(Path(dir), topic, partition, config, log_dir, files)
+        log = cls(dir, topic, partition, config, log_dir, files)
         if log.log_dir.offline:
             raise log.log_dir.error()
         interval = config.index_interval_bytes

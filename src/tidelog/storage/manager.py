@@ -31,6 +31,7 @@ cache keeps open (at most ``max_open_segment_files``, each closed after
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -129,6 +130,18 @@ class LogManager:
     # ---- the set of logs -----------------------------------------------------------------
 
     def open_all(self, topic_configs: dict[str, LogConfig]) -> None:
+        # Thousands of logs are objects that live as long as the broker, made in one go: the
+        # cyclic garbage collector would walk them all again and again meanwhile (a third of the
+        # time of a clean start of 10,000 logs).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._open_all(topic_configs)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _open_all(self, topic_configs: dict[str, LogConfig]) -> None:
         started = time.perf_counter()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._open_fs_fd()
@@ -141,7 +154,7 @@ class LogManager:
         if not clean:
             states = {}
         with os.scandir(self.data_dir) as listing:  # the entry types come with the listing: no stat each
-            dirs = sorted(Path(entry.path) for entry in listing if entry.is_dir())
+            dirs = [self.data_dir / name for name in sorted(entry.name for entry in listing if entry.is_dir())]
         read: list[PartitionLog] = []  # opened by reading their files (not as the clean stop described them)
         described = 0
         if not clean and any(parse_partition_dir(entry.name) for entry in dirs):

@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import struct
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -58,7 +59,7 @@ class LogSegment:
         ``indexes_existed``: whether both index files exist, if the caller knows (else looked up)."""
         self.dir = dir
         self.base_offset = base_offset
-        self.log_path = dir / (segment_file_name(base_offset, ".log") + suffix)
+        self._log_path: Path | None = dir / (segment_file_name(base_offset, ".log") + suffix)
         self.files = files
         self.sealed = False  # no more appends: its descriptor may be closed when idle
         self.unsynced = False  # written since its last fsync began: its descriptor stays open
@@ -97,21 +98,23 @@ class LogSegment:
         segment = cls.__new__(cls)
         segment.dir = dir
         segment.base_offset = base_offset
-        segment.log_path = dir / segment_file_name(base_offset, ".log")
+        segment._log_path = None
         segment.files = files
         segment.sealed = not active
         segment.unsynced = False
         segment._fd = None
         segment.size_bytes = size_bytes
-        segment.offset_index = OffsetIndex(dir / segment_file_name(base_offset, ".index"))
-        segment.time_index = TimeIndex(dir / segment_file_name(base_offset, ".timeindex"))
+        name = segment_file_name(base_offset, "")
+        segment.offset_index = OffsetIndex(None, dir, name + ".index")
+        segment.time_index = TimeIndex(None, dir, name + ".timeindex")
         segment.indexes_existed = True
         segment.next_offset = next_offset
         segment.max_timestamp = max_timestamp
         segment.created_ms = created_ms
         segment._unchecked_size = True
         segment._stated_max_timestamp = max_timestamp
-        loader = lambda: segment._load_indexes(index_interval_bytes, active)  # noqa: E731
+        ref = weakref.ref(segment)  # no reference cycle: a segment dropped unread is freed at once
+        loader = lambda: ref()._load_indexes(index_interval_bytes, active)  # noqa: E731
         segment.offset_index.loader = segment.time_index.loader = loader
         segment.bytes_since_last_index_entry = 0
         if active:  # where the next entry is due: from the last entry (known once read) to the end
@@ -137,6 +140,12 @@ class LogSegment:
         for position, info in self.batches(0):
             self._index(info, info.base_offset, position, index_interval_bytes)
         self.next_offset, self.max_timestamp, self.created_ms = kept
+
+    @property
+    def log_path(self) -> Path:
+        if self._log_path is None:  # from_state: made at its first use
+            self._log_path = self.dir / segment_file_name(self.base_offset, ".log")
+        return self._log_path
 
     @property
     def fd(self) -> int:
