@@ -2,6 +2,7 @@
 
     python -m benchmarks.partitions [--topics 1000] [--partitions 10] [--records 200000]
                                     [--record-bytes 1024] [--metadata-requests 20] [--keep DIR] [--out DIR]
+    python -m benchmarks.partitions --restarts 3 --data-dir DIR [--out FILE]
 
 One single-node ``tidelog serve`` (default settings, the process's own descriptor limit) on a
 free loopback port with its own data directory under a temporary directory:
@@ -17,6 +18,11 @@ free loopback port with its own data directory under a temporary directory:
 
 Start times are from the process's launch to its Kafka port accepting connections (it listens
 once its logs are open). The broker is stopped by PID and the directory removed at the end.
+
+``--restarts N --data-dir DIR`` measures only the starts, N times each, on a data directory an
+earlier run kept (``--keep``), after one start and clean stop: a start after a clean stop, then
+a SIGKILL once it serves and a start after it (recovery), then a clean stop. Each start reports the wall time and the
+broker's own phases from its log (the "broker N started in ..." line), and the load average.
 """
 
 from __future__ import annotations
@@ -48,13 +54,14 @@ class Broker:
         self.data_dir = data_dir
         self.port, self.http_port = free_port(), free_port()
         self.server: ServerProcess | None = None
+        self.log_dir: Path | None = None  # where the broker's log goes (default: beside the data directory)
 
     def start(self) -> float:
         """Start the broker; return the seconds until its port accepted a connection."""
         args = [sys.executable, "-m", "tidelog", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                 "--data-dir", str(self.data_dir), "--set", f"http.port={self.http_port}"]
         began = time.monotonic()
-        self.server = ServerProcess("broker", args, self.data_dir.parent)
+        self.server = ServerProcess("broker", args, self.log_dir or self.data_dir.parent)
         self.server.start(lambda: port_open(self.port), timeout_s=600)
         return time.monotonic() - began
 
@@ -209,6 +216,47 @@ def run(args) -> dict:
     return result
 
 
+def started_line(log_path: Path, after: int) -> str:
+    """The broker's "opened N logs" and "broker N started ..." lines written after byte ``after``
+    of its log (its own account of the start's phases)."""
+    with open(log_path, "rb") as f:
+        f.seek(after)
+        text = f.read().decode(errors="replace")
+    lines = [line.split(": ", 1)[-1] for line in text.splitlines() if " started (cluster " in line or " logs" in line
+             and ": opened " in line]
+    return " | ".join(lines)
+
+
+def restarts(args) -> dict:
+    """Clean starts and starts after SIGKILL of an existing data directory (see the docstring)."""
+    broker = Broker(args.data_dir)
+    broker.log_dir = Path(tempfile.mkdtemp(prefix="tidelog-restarts-", dir=args.tmp_dir))
+    log_path = broker.log_dir / "broker.log"
+    rows: list[dict] = []
+    try:
+        broker.start()  # and a clean stop: the directory as this version stops it (an older one may have)
+        broker.stop()
+        for _ in range(args.restarts):
+            for kind in ("clean", "sigkill"):
+                offset = log_path.stat().st_size if log_path.exists() else 0
+                load = os.getloadavg()
+                seconds = broker.start()
+                rows.append({"kind": kind, "wall_s": round(seconds, 2), "load": [round(x, 1) for x in load],
+                             "broker": started_line(log_path, offset)})
+                print(json.dumps(rows[-1]), flush=True)
+                if kind == "clean":
+                    broker.kill()
+            broker.stop()
+    finally:
+        broker.stop()
+        shutil.rmtree(broker.log_dir, ignore_errors=True)
+    summary = {}
+    for kind in ("clean", "sigkill"):
+        times = [row["wall_s"] for row in rows if row["kind"] == kind]
+        summary[f"start_after_{kind}_s"] = {"min": min(times), "max": max(times)}
+    return {"runs": rows, **summary}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.partitions", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -220,8 +268,13 @@ def main(argv=None) -> int:
     p.add_argument("--tmp-dir", type=Path, default=None)
     p.add_argument("--keep", type=Path, default=None, help="keep the (cleanly stopped) data directory here")
     p.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
+    p.add_argument("--restarts", type=int, default=0,
+                   help="only measure N clean starts and N starts after SIGKILL of --data-dir")
+    p.add_argument("--data-dir", type=Path, default=None, help="with --restarts: a data directory kept by --keep")
     args = p.parse_args(argv)
-    result = run(args)
+    if args.restarts and args.data_dir is None:
+        p.error("--restarts needs --data-dir (a directory an earlier run kept with --keep)")
+    result = restarts(args) if args.restarts else run(args)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out is not None:

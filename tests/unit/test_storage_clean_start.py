@@ -1,6 +1,7 @@
-"""A start after a clean stop (issue 19, item 4): the clean-shutdown marker holds the logs as the
-stop left them, so a start opens them without reading a file of theirs; each segment's file
-(its size checked) and indexes (checked whole) are read at their first use."""
+"""Starts of many logs (issue 19, item 4). After a clean stop the clean-shutdown marker holds the
+logs as the stop left them, so a start opens them without reading a file of theirs; each
+segment's file (its size checked) and indexes (checked whole) are read at their first use. After
+a crash each log's active segment is read once and no index file is touched."""
 
 from __future__ import annotations
 
@@ -116,3 +117,19 @@ def test_an_index_broken_while_the_broker_was_stopped_is_rebuilt_at_its_first_us
     caplog.clear()
     assert describe(manager_at(tmp_path).get("t", 0)) == before[0]
     assert "rebuilding" not in caplog.text  # the close wrote the rebuilt file
+
+
+def test_a_start_after_a_crash_reads_each_active_segment_once_and_no_index_file(tmp_path, monkeypatch):
+    """After a SIGKILL each log costs a listing and its active segment's file, read once: its
+    index files are neither read nor rewritten (they are settled at their next write), and none
+    is emptied (freeing an index file's block cost ~2.4 ms on ext4 with discard, twice a log)."""
+    fill(tmp_path, partitions=5, batches=10)  # one segment each, with index entries
+    os.unlink(tmp_path / CLEAN_SHUTDOWN_FILE)
+    opened, truncated = [], []
+    real_open, real_ftruncate = os.open, os.ftruncate
+    monkeypatch.setattr(os, "open", lambda path, *args, **kw: opened.append(str(path)) or real_open(path, *args, **kw))
+    monkeypatch.setattr(os, "ftruncate", lambda fd, size: truncated.append(size) or real_ftruncate(fd, size))
+    manager = manager_at(tmp_path)
+    assert sorted(p.rsplit("/", 2)[-2] for p in opened if p.endswith(".log")) == [f"t-{p}" for p in range(5)]
+    assert [p for p in opened if p.endswith("index")] == [] and truncated == []
+    assert all(log.log_end_offset == 20 == log.durable_offset for log in manager.logs())
