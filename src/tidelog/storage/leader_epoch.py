@@ -19,6 +19,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from tidelog.protocol.records import BATCH_HEADER_SIZE, parse_batch_header
+from tidelog.storage.checkpoint import read_small_file
 
 if TYPE_CHECKING:
     from tidelog.storage.log import PartitionLog
@@ -42,7 +43,7 @@ class LeaderEpochCache:
         try:
             text = log.file_texts.get(EPOCH_FILE)  # known since a clean stop: no read
             if text is None:
-                text = log.file_texts[EPOCH_FILE] = self.path.read_text()
+                text = log.file_texts[EPOCH_FILE] = read_small_file(self.path)
             self._file_text = text
             for line in text.split("\n"):
                 if line.strip():

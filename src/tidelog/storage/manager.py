@@ -4,7 +4,9 @@ On disk: ``<data_dir>/<topic>-<partition>/`` per partition (topic names may hold
 so the partition is what follows the last '-'); ``<dir>.<hex>-delete`` directories are
 leftovers of deletions and are removed at start; ``__tidelog*`` entries belong to other
 components and are ignored. ``.clean-shutdown`` exists only between a clean close and the next
-start: if it is missing at start, every log is opened with recovery.
+start: if it is missing at start, every log is opened with recovery; it holds each log's state
+as the close left it (``PartitionLog.clean_state``), from which the start opens the logs without
+reading them (docs/storage.md, "Recovery").
 
 Durability profiles, per log (``LogConfig.durability``):
 - throughput: acknowledge at once; the page cache and replication carry the data.
