@@ -149,3 +149,64 @@ def test_share_group_transaction_and_security_routes_are_held_to_the_acls(broker
             "host": "*", "operation": "DESCRIBE", "permission_type": "ALLOW"} in acls["acls"]
     assert requests.get(_api(broker, "/api/v1/quotas"), auth=("ops", SECRET), timeout=10).json()["quotas"] == [
         {"entity": {"user": "alice"}, "values": {"producer_byte_rate": 1048576.0}}]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_secured_cluster_answers_group_routes_at_the_coordinator_as_the_caller(tmp_path):
+    """Three brokers with users and ACLs: a broker that is not the group coordinator forwards the
+    caller's credentials, so the coordinator (and the leaders of the share-partitions) authenticate
+    and authorise the same user; anonymous callers get 401 everywhere."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from tests.clusterproc import Cluster
+    from tests.etcdproc import etcd_binary
+
+    etcd_binary()  # skips without etcd
+    (tmp_path / "cluster").mkdir()
+    cluster = Cluster(tmp_path / "cluster", 3, settings={
+        "http.port": "0", "authorizer.class.name": AUTHORIZER, "super.users": "User:admin;User:ANONYMOUS"}).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        wait_until(lambda: len(admin.list_topics(timeout=5).brokers) == 3, 30, message="three registered brokers")
+        wait_until(lambda: admin.list_topics("__consumer_offsets", timeout=5).topics["__consumer_offsets"].partitions[0].leader > 0,
+                   30, message="a group coordinator")
+        coordinator = admin.list_topics("__consumer_offsets", timeout=5).topics["__consumer_offsets"].partitions[0].leader
+        admin.create_topics([NewTopic("queue", 6, 3)])["queue"].result(10)
+        wait_until(lambda: all(p.leader > 0 for p in admin.list_topics("queue", timeout=5).topics["queue"].partitions.values()),
+                   30, message="queue led")
+        bootstrap = cluster.brokers[coordinator].bootstrap
+        for name in ("admin", "alice", "ops"):
+            assert tidelog("users", "create", name, "--password", SECRET, "-b", bootstrap).returncode == 0
+        for args in (("queue", "--topic", "--principal", "User:alice", "--operation", "read"),
+                     ("workers", "--group", "--principal", "User:alice", "--operation", "read"),
+                     ("--cluster", "--principal", "User:ops", "--operation", "describe")):
+            assert tidelog("acls", "add", *args, "-b", bootstrap).returncode == 0
+        via = cluster.brokers[next(n for n in cluster.brokers if n != coordinator)]
+        base = f"http://127.0.0.1:{via.metrics_port}/api/v1"
+        wait_until(lambda: requests.get(base + "/groups", timeout=30).status_code == 401, 30,
+                   message="the users known to every broker")
+        assert requests.get(base + "/groups", auth=("ops", SECRET), timeout=30).status_code == 200
+        refused = requests.get(base + "/groups", auth=("alice", SECRET), timeout=30)
+        assert (refused.status_code, refused.json()["error_code"]) == (403, "CLUSTER_AUTHORIZATION_FAILED")
+        produced = requests.post(base + "/topics/queue/records", auth=("admin", SECRET), timeout=60, json={
+            "records": [{"value": f"job-{i}", "partition": i % 6} for i in range(12)]})
+        assert produced.status_code == 200, produced.text
+
+        def receive() -> list:
+            answer = requests.post(base + "/share-groups/workers/receive", auth=("alice", SECRET), timeout=60, json={
+                "topic": "queue", "member_id": "w1", "max_records": 12, "timeout_ms": 500})
+            assert answer.status_code == 200, answer.text
+            return answer.json()["records"]
+        # share.auto.offset.reset is latest: records produced after the member joined
+        receive()
+        requests.post(base + "/topics/queue/records", auth=("admin", SECRET), timeout=60, json={
+            "records": [{"value": f"late-{i}", "partition": i % 6} for i in range(12)]}).raise_for_status()
+        taken: list = []
+        wait_until(lambda: taken.extend(receive()) or len(taken) >= 12, 60, message="every record, from every leader")
+        assert sorted(r["value"] for r in taken) == sorted(f"late-{i}" for i in range(12))
+        done = requests.post(base + "/share-groups/workers/ack", auth=("alice", SECRET), timeout=60, json={
+            "member_id": "w1", "receipts": [r["receipt"] for r in taken]}).json()
+        assert len(done["acknowledged"]) == 12 and done["failed"] == [], done
+    finally:
+        cluster.stop()

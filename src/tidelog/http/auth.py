@@ -70,6 +70,9 @@ ROUTE_ACLS: dict[tuple[str, str], tuple[AclOperation, ResourceType, str | None]]
     ("POST", PREFIX + "/share-groups/{group}/reject"): (_Op.READ, _G, "group"),
     ("POST", PREFIX + "/share-groups/{group}/renew"): (_Op.READ, _G, "group"),
     ("DELETE", PREFIX + "/share-groups/{group}/members/{member}"): (_Op.READ, _G, "group"),
+    # at a share-partition's leader, for the coordinator, as the caller (READ on the group: in the route)
+    ("POST", PREFIX + "/share-groups/{group}/partitions/{topic}/{partition}/acquire"): (_Op.READ, _T, "topic"),
+    ("POST", PREFIX + "/share-groups/{group}/partitions/{topic}/{partition}/acknowledge"): (_Op.READ, _T, "topic"),
     ("GET", PREFIX + "/transactions"): (_Op.DESCRIBE, _C, None),
     # the security set-up, read-only (security_routes.py)
     ("GET", PREFIX + "/users"): (_Op.DESCRIBE, _C, None),

@@ -87,6 +87,8 @@ class GroupRoutes:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=MAX_TIMEOUT_MS / 1000 + 10))
         body = await request.read()
         headers = {"Content-Type": request.headers.get("Content-Type", "application/json"), FORWARDED_HEADER: str(self.broker.node_id)}
+        if "Authorization" in request.headers:  # the coordinator authenticates and authorises the caller again
+            headers["Authorization"] = request.headers["Authorization"]
         try:
             async with self._session.request(request.method, f"http://{address}{request.rel_url}", data=body or None,
                                              headers=headers) as response:

@@ -145,12 +145,13 @@ class SharePeers:
             raise KafkaError(ErrorCode.not_leader_or_follower, f"broker {leader} leads {topic}-{partition} and serves no HTTP")
         return address
 
-    async def post(self, address: str, path: str, body: dict) -> dict:
+    async def post(self, address: str, path: str, body: dict, authorization: str | None = None) -> dict:
+        """POST to a leader's internal route, as the caller (its Authorization header, when it sent one)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S))
+        headers = {FORWARDED_HEADER: str(self.node_id), **({"Authorization": authorization} if authorization else {})}
         try:
-            async with self._session.post(f"http://{address}{path}", json=body,
-                                          headers={FORWARDED_HEADER: str(self.node_id)}) as response:
+            async with self._session.post(f"http://{address}{path}", json=body, headers=headers) as response:
                 answer = await response.json()
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
             raise KafkaError(ErrorCode.network_exception,
@@ -288,7 +289,8 @@ class ShareRoutes:
         while True:
             partitions = self._rotated(group_id, member_id, self._assigned(group_id, member_id, record.topic_id))
             keys = [ShareStateKey(group_id, record.topic_id, p) for p in partitions]
-            records, remote = await self._acquire(manager, record.name, keys, member_id, max_records, encoding == "base64")
+            records, remote = await self._acquire(manager, record.name, keys, member_id, max_records, encoding == "base64",
+                                                  authorization=request.headers.get("Authorization"))
             remaining = deadline - loop.time()
             if records or remaining <= 0 or record.name not in self.topics():
                 break
@@ -312,7 +314,8 @@ class ShareRoutes:
         return partitions[start:] + partitions[:start]
 
     async def _acquire(self, manager: ShareManager, topic: str, keys: list[ShareStateKey], member_id: str,
-                       max_records: int, force_base64: bool, local_only: bool = False) -> tuple[list[dict], set[int]]:
+                       max_records: int, force_base64: bool, local_only: bool = False,
+                       authorization: str | None = None) -> tuple[list[dict], set[int]]:
         """Records of the share-partitions, here or (unless ``local_only``) at their leaders; and which
         partitions are led elsewhere."""
         out: list[dict] = []
@@ -327,7 +330,7 @@ class ShareRoutes:
                     remote.add(key.partition)
                     out += (await self.peers.post(address, _partition_path(key, topic, "acquire"), {
                         "member_id": member_id, "max_records": max_records - len(out),
-                        "encoding": "base64" if force_base64 else "auto"}))["records"]
+                        "encoding": "base64" if force_base64 else "auto"}, authorization))["records"]
                     continue
                 result = await manager.acquire(
                     key, member_id, max_records=max_records - len(out), max_bytes=MAX_READ_BYTES, mode=AcquireMode.RECORD_LIMIT)
@@ -396,7 +399,8 @@ class ShareRoutes:
                 results = await self._acknowledge(manager, key, member_id, sorted(offsets), ack_type, delay_ms)
             else:
                 answer = await self.peers.post(address, _partition_path(key, topic, "acknowledge"), {
-                    "member_id": member_id, "offsets": sorted(offsets), "type": int(ack_type), "delay_ms": delay_ms})
+                    "member_id": member_id, "offsets": sorted(offsets), "type": int(ack_type), "delay_ms": delay_ms},
+                    request.headers.get("Authorization"))
                 results = [(o, ErrorCode[e]) for o, e in answer["results"]]
             for offsets_, error in results:
                 names = [receipt(topic, partition, o) for o in offsets_]
@@ -427,6 +431,8 @@ class ShareRoutes:
         if not request.headers.get(FORWARDED_HEADER):
             raise web.HTTPNotFound()  # between brokers only
         record = self._topic(request.match_info["topic"])
+        if not may(request, AclOperation.READ, ResourceType.GROUP, request.match_info["group"]):  # READ on the topic: auth.py
+            raise KafkaError(ErrorCode.group_authorization_failed, f"no READ on group {request.match_info['group']}")
         try:
             partition = int(request.match_info["partition"])
         except ValueError:
