@@ -331,9 +331,14 @@ class SubscriptionDelivery:
             await self._wait_for_records(IDLE_WAIT_S)
             return
         deadline = loop.time() + sub.linger_ms / 1000
-        while len(records) < limit and (remaining := deadline - loop.time()) > 0:
-            await self._wait_for_records(remaining, wake=False)
-            records += await self._acquire(manager, limit - len(records))
+        try:
+            while len(records) < limit and (remaining := deadline - loop.time()) > 0:
+                await self._wait_for_records(remaining, wake=False)
+                records += await self._acquire(manager, limit - len(records))
+        except BaseException:  # stopped (or failed) while lingering: the records' locks run out, the bytes come back
+            self.engine.budget.give(sum(r.size_bytes for r in records))
+            self.in_flight_records -= len(records)
+            raise
         for start in range(0, len(records), limit):
             self._start_post(records[start:start + limit])
 
