@@ -285,8 +285,8 @@ def test_produce_sized_checks_are_fast():
     access = Access(authorizer(*bindings), KafkaPrincipal.user("svc7"), HOST)
     topics = [f"team7-events-{i}" for i in range(100)]
     assert access.authorized(Op.WRITE, TOPIC, topics) == set(topics)  # fills the cache
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU time: the wall clock counts the preemptions of a loaded machine
     for _ in range(100):
         access.authorized(Op.WRITE, TOPIC, topics)
-    per_request_us = (time.perf_counter() - started) / 100 * 1e6
+    per_request_us = (time.thread_time() - started) / 100 * 1e6
     assert per_request_us < 2000, f"{per_request_us:.0f} us per 100-topic check"
