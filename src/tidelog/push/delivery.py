@@ -78,6 +78,17 @@ ACTIVE_FOR_S = 60.0  # a subscription that delivered this recently is "active", 
 _ACK_TYPES = {ACCEPT: AcknowledgeType.ACCEPT, RELEASE: AcknowledgeType.RELEASE, REJECT: AcknowledgeType.REJECT}
 
 
+async def wait_event(event: asyncio.Event, timeout_s: float) -> None:
+    """Until ``event`` is set or ``timeout_s`` passes. Not asyncio.wait_for: on Python 3.11 a
+    cancellation that arrives as the event is set can be swallowed by it, and a loop around it then
+    never stops (a broker's shutdown hung on a pump so)."""
+    try:
+        async with asyncio.timeout(max(0.0, timeout_s)):
+            await event.wait()
+    except TimeoutError:
+        pass
+
+
 def ssl_context(config: "BrokerConfig") -> ssl.SSLContext:
     """The TLS client context of push deliveries: certificates and host names always verified,
     against ``push.ssl.ca.location`` or the system's CAs. ConfigError naming the setting."""
@@ -112,10 +123,7 @@ class ByteBudget:
 
     async def wait(self, timeout_s: float) -> None:
         self._freed.clear()
-        try:
-            await asyncio.wait_for(self._freed.wait(), timeout_s)
-        except asyncio.TimeoutError:
-            pass
+        await wait_event(self._freed, timeout_s)
 
 
 class PushDelivery:
@@ -136,6 +144,7 @@ class PushDelivery:
         self.session: aiohttp.ClientSession | None = None
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._stopping = False
         self._dead_lettered_seen: dict[str, int] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -148,6 +157,7 @@ class PushDelivery:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="tidelog-push")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -157,16 +167,13 @@ class PushDelivery:
             await self.session.close()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             self._changed.clear()
             try:
                 await self.reconcile()
             except Exception:  # noqa: BLE001 - housekeeping: say why, keep delivering, look again
                 logger.exception("push: reconciling the subscriptions failed")
-            try:
-                await asyncio.wait_for(self._changed.wait(), RECONCILE_S)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._changed, RECONCILE_S)
 
     async def reconcile(self) -> None:
         """Start, change and stop the subscriptions' deliveries to match the registry and the
@@ -249,6 +256,7 @@ class SubscriptionDelivery:
         self._warned_at = self._state_logged_at = -WARNING_INTERVAL_S
         self._unwarned = self._state_changes_unlogged = 0
         self._wake = asyncio.Event()
+        self._stopping = False
         self._pump = asyncio.get_running_loop().create_task(self._run(), name=f"tidelog-push-{sub.name}")
 
     @property
@@ -265,6 +273,7 @@ class SubscriptionDelivery:
         self._wake.set()
 
     async def stop(self) -> None:
+        self._stopping = True  # a cancellation swallowed somewhere below still ends the pump's loop
         self._pump.cancel()
         for task in list(self.in_flight):
             task.cancel()
@@ -281,7 +290,7 @@ class SubscriptionDelivery:
 
     # --- the pump -------------------------------------------------------------------------------
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._step()
             except asyncio.CancelledError:
@@ -297,10 +306,7 @@ class SubscriptionDelivery:
     async def _sleep(self, timeout_s: float) -> None:
         """Until a change of the subscription or its partitions, a POST finished (since this step
         began: ``_step`` clears the event, so a wake-up during the step is not lost), or ``timeout_s``."""
-        try:
-            await asyncio.wait_for(self._wake.wait(), max(0.0, timeout_s))
-        except asyncio.TimeoutError:
-            pass
+        await wait_event(self._wake, timeout_s)
 
     async def _step(self) -> None:
         self._wake.clear()
