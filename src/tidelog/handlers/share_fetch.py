@@ -97,8 +97,11 @@ async def handle(ctx: RequestContext, request) -> object:
             module.PartitionData, partition_index=partition, error_code=error, error_message=None,
             acknowledge_error_code=ack_error, acknowledge_error_message=None, current_leader=leader,
             records=b"".join(result.records) if result is not None else b"",
-            acquired_records=tuple(build(module.AcquiredRecords, first_offset=a.first_offset, last_offset=a.last_offset,
-                                         delivery_count=a.delivery_count) for a in result.acquired)
+            # AcquiredRecords has the same three fields in every version: made directly, not through
+            # build() (a filter or priorities can acquire hundreds of single records a fetch: build's
+            # field filtering was a third of their cost)
+            acquired_records=tuple(module.AcquiredRecords(first_offset=a.first_offset, last_offset=a.last_offset,
+                                                          delivery_count=a.delivery_count) for a in result.acquired)
             if result is not None else ()))
     return build(
         module.ShareFetchResponse, throttle_time=datetime.timedelta(0), error_code=ErrorCode.none, error_message=None,
