@@ -8,9 +8,15 @@ doubles as the bytes come: a frame's announced size reserves nothing.
 Memory: the bytes of every request read and not yet answered count against the broker-wide
 ``queued.max.request.bytes`` (request_memory.py); at the cap a connection with requests in
 flight stops reading until others are answered.
-Processing: each request becomes a task started in arrival order (so produce appends happen in
-order); responses are written in request order as their tasks finish. At most
-``queued.max.requests`` requests are in flight per connection; beyond that reading pauses.
+Processing: each request becomes a task; responses are written in request order as their tasks
+finish. Kafka reads a connection's next request only after answering the one before; Tidelog
+keeps what that order means: a request starts once the requests before it on the connection
+have finished (a pipelined OffsetFetch sees the OffsetCommit before it, a Metadata the
+CreateTopics), except Produce requests: they start at once, appending in arrival order (a
+Produce appends before its first await), so the acknowledgement waits of an idempotent
+producer's five in flight overlap, and nothing but a read of acknowledged data (Fetch,
+ListOffsets) waits for them. At most ``queued.max.requests`` requests are in flight per
+connection; beyond that reading pauses.
 A frame that cannot be a request (size out of bounds, unknown API key, unsupported version,
 undecodable body) closes the connection with a log line saying why, as Kafka does; so does a
 request that cannot be answered (its handler failed, or its response cannot be encoded), before
@@ -55,6 +61,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _SIZE = struct.Struct(">i")
+# Requests that read what a Produce before them acknowledged: they wait for it (see "Processing").
+_LIST_OFFSETS = 2
+_READS_ACKNOWLEDGED = frozenset({throttling.FETCH, _LIST_OFFSETS})
 _SCRATCH_BYTES = 256 * 1024
 
 
@@ -126,6 +135,14 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._big_size = 0
         self._big_filled = 0
         self._pending: collections.deque[tuple[int, bool, asyncio.Future]] = collections.deque()
+        # Requests waiting for those before them (see "Processing" above), in arrival order:
+        # (gate, how many Produce requests before it it waits for, task); a gate's result
+        # starts its task's handler. Running handlers: the Produce requests by number (the
+        # n-th started on this connection), and how many others.
+        self._waiting: collections.deque[tuple[asyncio.Future, int, asyncio.Future]] = collections.deque()
+        self._produces_started = 0
+        self._running_produces: set[int] = set()
+        self._running_other = 0
         # Why reading is paused: "in-flight" (too many requests unanswered), "writing" (the
         # client is not reading its responses), "closing" (a bad frame; answer what came before),
         # "memory" (queued.max.request.bytes reached; see request_memory.py).
@@ -163,6 +180,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         for _, _, task in self._pending:
             task.cancel()
         self._pending.clear()
+        self._waiting.clear()
         self._measured.clear()
         if self._big_buffer is not None:
             self.memory.release(len(self._big_buffer))
@@ -361,7 +379,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             if denied is not None:  # the whole request is refused before its handler runs
                 return self._answered(denied, correlation_id, flexible)
         ctx = self.broker.request_context(header, self.peer, flexible, self.listener_name, self.access)
-        task = asyncio.ensure_future(api.handler(ctx, request))
+        task = self._run_in_order(api_key, api.handler, ctx, request)
         self._pending.append((correlation_id, flexible and api_key != apis.API_VERSIONS_KEY, task))
         quotas = self.broker.quotas
         if throttling.enabled(quotas):
@@ -378,6 +396,58 @@ class KafkaConnection(asyncio.BufferedProtocol):
         if len(self._pending) >= self.max_in_flight:
             self._pause("in-flight")
         return task
+
+    def _run_in_order(self, api_key: int, handler, ctx, request) -> asyncio.Future:
+        """The handler's task, started now if the requests before it allow (see "Processing"
+        above), else once they have finished."""
+        if api_key == throttling.PRODUCE:
+            task = asyncio.ensure_future(handler(ctx, request))
+            self._started(task, produce=True)
+            return task
+        # A read of acknowledged data waits for the Produce requests started so far.
+        produces_before = self._produces_started if api_key in _READS_ACKNOWLEDGED else 0
+        if not self._waiting and self._may_start(produces_before):
+            task = asyncio.ensure_future(handler(ctx, request))
+            self._started(task, produce=False)
+            return task
+        gate = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(self._after(gate, handler, ctx, request))
+        self._waiting.append((gate, produces_before, task))
+        return task
+
+    @staticmethod
+    async def _after(gate: asyncio.Future, handler, ctx, request):
+        await gate
+        return await handler(ctx, request)
+
+    def _may_start(self, produces_before: int) -> bool:
+        """Whether nothing before it is unfinished: no other request, and none of the first
+        ``produces_before`` Produce requests."""
+        if self._running_other:
+            return False
+        return not produces_before or not self._running_produces or min(self._running_produces) > produces_before
+
+    def _started(self, task: asyncio.Future, produce: bool) -> None:
+        if produce:
+            self._produces_started += 1
+            number = self._produces_started
+            self._running_produces.add(number)
+        else:
+            number = 0
+            self._running_other += 1
+        task.add_done_callback(functools.partial(self._handler_finished, number))
+
+    def _handler_finished(self, produce_number: int, _task: asyncio.Future) -> None:
+        if produce_number:
+            self._running_produces.discard(produce_number)
+        else:
+            self._running_other -= 1
+        while self._waiting and self._may_start(self._waiting[0][1]):
+            gate, _, task = self._waiting.popleft()
+            if gate.done():  # cancelled with its task (the connection is closing)
+                continue
+            gate.set_result(None)
+            self._started(task, produce=False)
 
     # --- quotas -------------------------------------------------------------------------
     def _throttle(self, measured: tuple, response: Any) -> tuple[Any, int]:
@@ -545,6 +615,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         for _, _, task in self._pending:
             task.cancel()
         self._pending.clear()
+        self._waiting.clear()
         if self.transport is not None:
             self.transport.close()
 
