@@ -153,7 +153,10 @@ def test_every_record_consumed_exactly_once_across_joins_and_leaves(broker_848):
         producer.produce("once", value=b"%d" % i, partition=i % 6)
     assert producer.flush(30) == 0
     seen: list[bytes] = []
+    # Who counted each record, for the failure message: (value, member, partition, offset, when).
+    counted: list[tuple[bytes, int, int, int, float]] = []
     stale = []
+    started = time.monotonic()
 
     def member():
         c = consumer_848(bootstrap, "once-848", **{"max.partition.fetch.bytes": 200})
@@ -186,17 +189,25 @@ def test_every_record_consumed_exactly_once_across_joins_and_leaves(broker_848):
                     continue
                 if commit(c, msg):
                     seen.append(msg.value())
+                    counted.append((msg.value(), members.index(c), msg.partition(), msg.offset(),
+                                    round(time.monotonic() - started, 3)))
 
     consumers = [member(), member()]
+    members = list(consumers)  # every member ever, by the index the failure message names
     try:
         consume(consumers, 150)
         consumers.append(member())
+        members.append(consumers[-1])
         consume(consumers, 300)
         consumers.pop(0).close()
         consume(consumers, total + 6)  # and the 6 records create_topic wrote
     finally:
         close_all(consumers)
-    assert sorted(seen) == sorted([b"%d" % i for i in range(total)] + [b"%d-0" % p for p in range(6)])
+    expected = [b"%d" % i for i in range(total)] + [b"%d-0" % p for p in range(6)]
+    twice = {value for value in seen if seen.count(value) > 1}
+    assert sorted(seen) == sorted(expected), (
+        f"missing {sorted(set(expected) - set(seen))[:20]}; counted twice (value, member, partition, offset, s): "
+        f"{[entry for entry in counted if entry[0] in twice][:20]}; commit errors {stale}")
 
 
 def test_classic_and_consumer_protocol_groups_coexist(broker_848):
