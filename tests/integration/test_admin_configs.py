@@ -5,6 +5,7 @@ errors, validate_only, and persistence across a restart (confluent-kafka and kaf
 from __future__ import annotations
 
 import kafka.errors as kerrors
+import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource, NewTopic,
                                    ResourceType)
@@ -14,6 +15,12 @@ from kafka.admin import ConfigResourceType
 
 TIMEOUT_S = 15
 TWO_WEEKS_MS = str(14 * 24 * 3600 * 1000)
+
+
+@pytest.fixture
+def broker(shared_broker):
+    """One broker for the module (tests/conftest.py ``shared_broker``): each test uses its own names."""
+    return shared_broker
 
 
 def confluent_admin(broker) -> AdminClient:

@@ -35,6 +35,12 @@ LOG_DIR_NOT_FOUND, PREFERRED_LEADER_NOT_AVAILABLE, ELECTION_NOT_NEEDED = 57, 80,
 TOPIC_OPERATIONS = sum(1 << code for code in (3, 4, 5, 6, 7, 8, 10, 11))
 
 
+@pytest.fixture
+def broker(shared_broker):
+    """One broker for the module (tests/conftest.py ``shared_broker``): each test uses its own names."""
+    return shared_broker
+
+
 class Conn:
     """One socket speaking the Kafka protocol with kafka-python's message classes."""
 

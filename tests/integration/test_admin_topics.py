@@ -19,6 +19,12 @@ from tests.integration.clients import consume, produce
 TIMEOUT_S = 15
 
 
+@pytest.fixture
+def broker(shared_broker):
+    """One broker for the module (tests/conftest.py ``shared_broker``): each test uses its own names."""
+    return shared_broker
+
+
 def confluent_admin(broker) -> AdminClient:
     return AdminClient({"bootstrap.servers": broker.bootstrap})
 
@@ -222,21 +228,22 @@ def test_delete_disabled(broker_factory):
 
 @pytest.mark.parametrize("client", ["confluent", "kafka-python"])
 def test_delete_removes_data_and_recreate_gets_new_id(broker, client):
+    reborn = f"reborn-{client}"
     admin = confluent_admin(broker)
-    assert create_errors(admin, [NewTopic("reborn", 1)]) == {"reborn": None}
-    first_id = topic_ids(admin, ["reborn"])["reborn"]
-    produce(client, broker.bootstrap, "reborn", [(None, b"old", [], None)] * 3)
+    assert create_errors(admin, [NewTopic(reborn, 1)]) == {reborn: None}
+    first_id = topic_ids(admin, [reborn])[reborn]
+    produce(client, broker.bootstrap, reborn, [(None, b"old", [], None)] * 3)
     if client == "confluent":
-        admin.delete_topics(["reborn"], request_timeout=TIMEOUT_S)["reborn"].result(TIMEOUT_S)
+        admin.delete_topics([reborn], request_timeout=TIMEOUT_S)[reborn].result(TIMEOUT_S)
     else:
         kp = kp_admin(broker)
-        kp.delete_topics(["reborn"])
+        kp.delete_topics([reborn])
         kp.close()
-    assert not (broker.data_dir / "reborn-0").exists()
-    assert create_errors(admin, [NewTopic("reborn", 1)]) == {"reborn": None}
-    assert topic_ids(admin, ["reborn"])["reborn"] != first_id
-    produce(client, broker.bootstrap, "reborn", [(None, b"new", [], None)])
-    (message,) = consume(client, broker.bootstrap, "reborn", 1)
+    assert not (broker.data_dir / f"{reborn}-0").exists()
+    assert create_errors(admin, [NewTopic(reborn, 1)]) == {reborn: None}
+    assert topic_ids(admin, [reborn])[reborn] != first_id
+    produce(client, broker.bootstrap, reborn, [(None, b"new", [], None)])
+    (message,) = consume(client, broker.bootstrap, reborn, 1)
     assert (message.offset, message.value) == (0, b"new")
 
 

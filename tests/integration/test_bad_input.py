@@ -94,6 +94,12 @@ def assert_still_serving(broker, existing: Conn, reason: str) -> None:
 
 
 @pytest.fixture
+def broker(shared_broker):
+    """One broker for the module: every test here checks that bad input leaves it serving."""
+    return shared_broker
+
+
+@pytest.fixture
 def good(broker):
     conn = Conn(broker)
     conn.api_versions(0)

@@ -18,9 +18,15 @@ BASE_MS = 1_700_000_000_000
 
 
 @pytest.fixture
-def timed_topic(broker):
+def broker(shared_broker):
+    """One broker for the module (tests/conftest.py ``shared_broker``): each test uses its own names."""
+    return shared_broker
+
+
+@pytest.fixture
+def timed_topic(broker, request):
     """100 records with timestamps BASE_MS + 1000*i, produced in 5 separate batches."""
-    topic = "timed"
+    topic = f"timed-{request.node.name}"
     for chunk in range(5):
         records = [(None, f"v{i}".encode(), [], BASE_MS + 1000 * i) for i in range(chunk * 20, chunk * 20 + 20)]
         produce("confluent", broker.bootstrap, topic, records)

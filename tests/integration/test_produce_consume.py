@@ -19,6 +19,12 @@ RECORDS = [
 ]
 
 
+@pytest.fixture
+def broker(shared_broker):
+    """One broker for the module (tests/conftest.py ``shared_broker``): each test uses its own names."""
+    return shared_broker
+
+
 def _check_round_trip(messages, records, first_offset=0):
     assert len(messages) == len(records)
     for i, (msg, (key, value, headers, timestamp)) in enumerate(zip(messages, records)):

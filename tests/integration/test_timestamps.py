@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from kafka import KafkaConsumer
@@ -17,6 +18,12 @@ from tests.integration.test_retention import _low_watermark_confluent as _low_wa
 
 HOUR_MS = 3600 * 1000
 DAY_MS = 24 * HOUR_MS
+
+
+@pytest.fixture
+def broker(shared_broker):
+    """One broker for the module (tests/conftest.py ``shared_broker``): each test uses its own names."""
+    return shared_broker
 
 
 def _offset_for_time_confluent(broker, topic: str, timestamp_ms: int) -> int:
