@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Callable
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import build_batch, iter_records
@@ -39,6 +40,14 @@ class FakeStateLog:
             store.replay(key, value, offset)
         return store
 
+    def catch_up_hook(self, store: "Callable[[], ShareStateStore]"):
+        """The store's catch_up(until, end) as a broker's: replay what others appended below ``until``."""
+        async def catch_up(until: int, end: int) -> None:
+            target = store()
+            for offset in range(target.end_offset or 0, until):
+                target.replay(*self.records[offset], offset)
+        return catch_up
+
     def kinds(self) -> list[int]:
         return [decode_key(key)[0] for key, _ in self.records]
 
@@ -52,6 +61,7 @@ class FakeLogs:
         self.log_start: dict[tuple[uuid.UUID, int], int] = {}
         self.lso: dict[tuple[uuid.UUID, int], int] = {}
         self.aborted: dict[tuple[uuid.UUID, int], list[tuple[int, int]]] = {}
+        self.leader_epochs: dict[tuple[uuid.UUID, int], int] = {}  # unset: -1 (not known)
         self.reads = 0
 
     def produce(self, topic_id: uuid.UUID, partition: int, count: int, *, control: bool = False,
@@ -79,6 +89,9 @@ class FakeLogs:
 
     def high_watermark(self, topic_id, partition):
         return self.log_end(topic_id, partition)
+
+    def leader_epoch(self, topic_id, partition):
+        return self.leader_epochs.get((topic_id, partition), -1)
 
     def last_stable_offset(self, topic_id, partition):
         return self.lso.get((topic_id, partition), self.high_watermark(topic_id, partition))

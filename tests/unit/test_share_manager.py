@@ -41,7 +41,8 @@ class Setup:
         self.state_log = state_log or FakeStateLog()
         self.logs = logs or FakeLogs()
         self.clock = Clock()
-        self.store = self.state_log.replay_into(ShareStateStore(self.state_log.append, self.clock))
+        self.store = self.state_log.replay_into(ShareStateStore(
+            self.state_log.append, self.clock, catch_up=self.state_log.catch_up_hook(lambda: self.store)))
         self.config = ShareConfig(SharePartitionConfig(limit, lock_ms, 1000), reset, duration_ms, isolation)
         self.counts: list[dict] = []
         self.manager = ShareManager(self.store, self.logs, lambda group: self.config, dead_letter=dead_letter,
@@ -363,21 +364,64 @@ def test_a_cancelled_fetch_still_finishes_its_durable_step():
     run(scenario())
 
 
-def test_a_previous_leader_still_writing_after_a_failover_is_fenced():
-    """Two brokers over one state topic: the new leader loads the share-partition (its first write is
-    a snapshot); an acknowledgement the old leader still makes afterwards does not count for anyone
-    replaying the topic, so the records stay to be delivered again (at least once, never lost)."""
+@pytest.mark.parametrize("leader_epochs, refused_with", [(True, ErrorCode.not_leader_or_follower),
+                                                       (False, ErrorCode.fenced_state_epoch)])
+def test_a_previous_leader_still_writing_after_a_failover_is_fenced(leader_epochs, refused_with):
+    """Two brokers over one state topic: the new leader loads the share-partition (a snapshot under
+    its leader epoch, or its first write a snapshot where the epoch is not known); an
+    acknowledgement the old leader still makes afterwards does not count for anyone replaying the
+    topic, and the old leader answers it with an error (the client retries at the new leader), never
+    as if it counted; the records stay to be delivered again (at least once, never lost)."""
     async def scenario():
         old = Setup()
         old.logs.produce(TOPIC, 0, 5)
+        if leader_epochs:
+            old.logs.leader_epochs[(TOPIC, 0)] = 3
         await old.manager.initialize("g", {TOPIC: [0]})
         assert offsets(await old.fetch("a")) == [0, 1, 2, 3, 4]
+        if leader_epochs:
+            old.logs.leader_epochs[(TOPIC, 0)] = 4  # the failover
         new = Setup(old.state_log, old.logs)  # replays the topic as it is now
         result = await new.fetch("b")
         assert [a.delivery_count for a in result.acquired] == [2]
-        assert await old.ack("a", 0, 4, ACCEPT) == ErrorCode.none  # the old leader does not know yet
+        assert await old.ack("a", 0, 4, ACCEPT) == refused_with  # the old leader does not know yet
+        assert old.manager.describe_partition(KEY)["loaded"] is False  # and no longer serves it
         replayed = old.state_log.replay_into(ShareStateStore(old.state_log.append, old.clock)).state(KEY)
         assert replayed.start_offset == 0 and [(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count)
                                                for b in replayed.batches] == [(0, 4, 0, 2)]
+        assert await new.ack("b", 0, 4, ACCEPT) == ErrorCode.none  # the new leader's own go on counting
+        again = old.state_log.replay_into(ShareStateStore(old.state_log.append, old.clock)).state(KEY)
+        assert [(b.first_offset, b.last_offset, b.delivery_state) for b in again.batches if b.last_offset >= again.start_offset
+                ] in ([(0, 4, 2)], [])
+        assert again.leader_epoch == (4 if leader_epochs else -1)
+
+    run(scenario())
+
+
+def test_a_leader_loading_rebuilds_its_fencing_snapshot_when_the_old_one_wrote_meanwhile():
+    """The old leader's acknowledgement lands between the new leader's catch-up and its fencing
+    snapshot: the snapshot is built again from the state including it, so the acknowledgement the
+    old leader confirmed counts."""
+    async def scenario():
+        old = Setup()
+        old.logs.produce(TOPIC, 0, 5)
+        old.logs.leader_epochs[(TOPIC, 0)] = 3
+        await old.manager.initialize("g", {TOPIC: [0]})
+        await old.fetch("a")
+        old.logs.leader_epochs[(TOPIC, 0)] = 4
+        new = Setup(old.state_log, old.logs)
+        old.state_log.gate = asyncio.Event()  # appends wait (and then go in the order they came)
+        acking = asyncio.ensure_future(old.ack("a", 0, 1, ACCEPT))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        loading = asyncio.ensure_future(new.fetch("b"))  # its snapshot is built without the acknowledgement
+        for _ in range(5):
+            await asyncio.sleep(0)
+        old.state_log.gate.set()
+        assert await acking == ErrorCode.none  # written before the new leader's snapshot: it counts
+        result = await loading
+        assert [(a.first_offset, a.last_offset) for a in result.acquired] == [(2, 4)]
+        replayed = old.state_log.replay_into(ShareStateStore(old.state_log.append, old.clock)).state(KEY)
+        assert replayed.start_offset == 2 and replayed.leader_epoch == 4
 
     run(scenario())

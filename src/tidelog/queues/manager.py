@@ -58,6 +58,10 @@ class PartitionSource(Protocol):
 
     def high_watermark(self, topic_id: uuid.UUID, partition: int) -> int: ...
 
+    def leader_epoch(self, topic_id: uuid.UUID, partition: int) -> int:
+        """The leader epoch of the topic-partition led here (-1: not known, no fencing by it)."""
+        ...
+
     def last_stable_offset(self, topic_id: uuid.UUID, partition: int) -> int:
         """read_committed's bound; the high watermark until transactions exist."""
 
@@ -123,10 +127,11 @@ EMPTY_RESULT = AcquireResult([], [])
 
 
 class _Loaded:
-    __slots__ = ("sp", "timer", "timer_at_ms")
+    __slots__ = ("sp", "timer", "timer_at_ms", "leader_epoch")
 
-    def __init__(self, sp: SharePartition) -> None:
+    def __init__(self, sp: SharePartition, leader_epoch: int = -1) -> None:
         self.sp = sp
+        self.leader_epoch = leader_epoch  # of the topic-partition when it was loaded: its state writes carry it
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at_ms: int | None = None
 
@@ -219,6 +224,7 @@ class ShareManager:
         # Only where the topic-partition is led (the source raises NOT_LEADER_OR_FOLLOWER elsewhere):
         # a share-partition loaded on a follower would go stale while another broker serves it.
         self.source.last_stable_offset(key.topic_id, key.partition)
+        leader_epoch = self.source.leader_epoch(key.topic_id, key.partition)
         if self._refresh is not None:
             await self._refresh()
         state = self.store.state(key)
@@ -227,10 +233,13 @@ class ShareManager:
             state = self.store.state(key)
             if state is None:
                 raise KafkaError(ErrorCode.coordinator_not_available, f"No state for share-partition {key}.")
+        if leader_epoch >= 0:  # a snapshot under this leader epoch first: a deposed leader's later writes fail
+            state = await self.store.fence(key, leader_epoch)
+        else:
+            self.store.snapshot_next(key)  # replayers then ignore a previous owner's later updates
         now = self._clock_ms()
         sp = SharePartition.from_state(config.partition, state.start_offset, state.batches, state.state_epoch, now)
-        self.store.snapshot_next(key)  # replayers then ignore a previous owner's later updates
-        loaded = self._loaded[key] = _Loaded(sp)
+        loaded = self._loaded[key] = _Loaded(sp, leader_epoch)
         logger.info("share-partition %s/%s-%d loaded: start offset %d, %d in flight", key.group_id, key.topic_id,
                     key.partition, sp.start_offset, sp.in_flight_records)
         self._arm(key)
@@ -347,17 +356,20 @@ class ShareManager:
             self._report(key, t)
             self._arm(key)
             return
-        task = asyncio.get_running_loop().create_task(self._make_durable(key, sp, t))
+        loaded = self._loaded.get(key)  # the leader epoch it was loaded at (a deposed leader's writes fail)
+        leader_epoch = loaded.leader_epoch if loaded is not None and loaded.sp is sp else -1
+        task = asyncio.get_running_loop().create_task(self._make_durable(key, sp, t, leader_epoch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         await asyncio.shield(task)
 
-    async def _make_durable(self, key: ShareStateKey, sp: SharePartition, t: Transition) -> None:
+    async def _make_durable(self, key: ShareStateKey, sp: SharePartition, t: Transition,
+                            leader_epoch: int = -1) -> None:
         try:
             if t.dead_letters and self._dead_letter is not None:
                 await self._dead_letter(key, list(t.dead_letters))
-            await self.store.write(key, sp.state_epoch, sp.start_offset, t.state_batches,
-                                   sp.delivery_complete_count())
+            await self.store.write(key, sp.state_epoch, sp.start_offset, t.state_batches, sp.delivery_complete_count(),
+                                   leader_epoch)
         except BaseException as e:
             sp.rollback(t)
             if isinstance(e, KafkaError) and e.error_code in _OWNERSHIP_LOST:

@@ -23,9 +23,12 @@ catches up from its own replica of the topic, or from the leader's where it has 
 (``StateTopic.catch_up``), before a share-partition is
 loaded or initialised there, so the broker that takes over a topic-partition continues from the
 state its previous leader made durable. A share-partition of a topic-partition this broker stops
-leading is dropped from memory; its state stays in the topic. Known gap: writes are not fenced
-by leader epoch, so a paused old leader that resumes could still append updates for a
-share-partition its successor loaded (Kafka's share coordinator refuses them).
+leading is dropped from memory; its state stays in the topic. The leader that loads a
+share-partition first writes a snapshot under the topic-partition's leader epoch
+(``ShareStateStore.fence``): a paused old leader that resumes and still writes is ignored by every
+replayer, and its own write fails (the store replays what other brokers appended before its
+append, through ``_catch_up_before``), so its client is answered NOT_LEADER_OR_FOLLOWER instead of
+an acknowledgement that would not count (Kafka's share coordinator refuses such writes).
 
 Group configs (IncrementalAlterConfigs on the GROUP resource) are kept in ``group_configs`` by
 whoever persists them (the metadata store) and read here on every use.
@@ -126,6 +129,10 @@ class ReplicaSource:
     def last_stable_offset(self, topic_id: uuid.UUID, partition: int) -> int:
         return self.leader(topic_id, partition).last_stable_offset
 
+    def leader_epoch(self, topic_id: uuid.UUID, partition: int) -> int:
+        state = self.leader(topic_id, partition).state
+        return -1 if state is None else state.leader_epoch
+
     def offset_for_timestamp(self, topic_id: uuid.UUID, partition: int, timestamp_ms: int) -> int | None:
         found = self.replica(topic_id, partition).log.offset_for_timestamp(timestamp_ms)
         return None if found is None else found[0]
@@ -223,13 +230,17 @@ class StateTopic:
             self._channel.close()
         self._channel, self._channel_node = None, -1
 
-    async def catch_up(self, store: ShareStateStore) -> int:
-        """Replay into ``store`` what the state topic got from ``replayed_offset`` on: from this
-        broker's replica (``catch_up_here``), or, where it has none, fetched from the leader up to
-        its high watermark; how many records."""
-        if self.hosted() is not None:
-            return self.catch_up_here(store)
+    async def catch_up(self, store: ShareStateStore, until: int | None = None) -> int:
+        """Replay into ``store`` what the state topic got from ``replayed_offset`` on (below
+        ``until`` if given): from this broker's replica (``catch_up_here``), or, where it has none,
+        fetched from the leader up to its high watermark; how many records."""
         count = 0
+        if self.hosted() is not None:
+            count = self.catch_up_here(store, until)
+            if until is None or self.replayed_offset >= until or self.hosted().leading:
+                return count
+            # a follower here behind the offset of this broker's own append (e.g. it was paused): the
+            # records before it are all at the leader (the append was acknowledged by the ISR)
         while True:
             request = fetch_v11.FetchRequest(
                 replica_id=-1, max_wait=datetime.timedelta(0), min_bytes=0, max_bytes=_READ_BYTES, isolation_level=0,
@@ -247,29 +258,38 @@ class StateTopic:
                                  f"reading {SHARE_GROUP_STATE} at its leader: {ErrorCode(data.error_code).name}")
             next_offset = self.replayed_offset
             for record in iter_records(data.records or b""):
+                if until is not None and record.offset >= until:
+                    break
                 if record.offset >= self.replayed_offset and record.key is not None:
                     store.replay(record.key, record.value, record.offset)
                     count += 1
                 next_offset = max(next_offset, record.offset + 1)
+            if until is not None and next_offset >= until:
+                self.replayed_offset = max(self.replayed_offset, next_offset)
+                return count
             if next_offset <= self.replayed_offset or next_offset >= data.high_watermark:
                 self.replayed_offset = max(self.replayed_offset, next_offset)
                 return count
             self.replayed_offset = next_offset
 
-    def catch_up_here(self, store: ShareStateStore) -> int:
-        """Replay the records of this broker's replica from ``replayed_offset`` to its log end (an
-        acks=all write is in every in-sync replica's log before it is acknowledged, while a new
-        leader's high watermark may still be behind it); how many."""
+    def catch_up_here(self, store: ShareStateStore, until: int | None = None) -> int:
+        """Replay the records of this broker's replica from ``replayed_offset`` to its log end, or
+        to ``until`` (an acks=all write is in every in-sync replica's log before it is
+        acknowledged, while a new leader's high watermark may still be behind it); how many."""
         partition = self.hosted()
         if partition is None:
             raise KafkaError(ErrorCode.coordinator_not_available, f"no replica of {SHARE_GROUP_STATE} on this broker")
         start, count, end = self.replayed_offset, 0, self.replayed_offset
         for batch, info in log_batches(partition.log, start):
+            if until is not None and info.base_offset >= until:
+                break
             for record in iter_records(batch):
+                if until is not None and record.offset >= until:
+                    break
                 if record.offset >= start and record.key is not None:
                     store.replay(record.key, record.value, record.offset)
                     count += 1
-            end = info.last_offset + 1
+            end = info.last_offset + 1 if until is None else min(info.last_offset + 1, until)
         self.replayed_offset = max(self.replayed_offset, end)
         return count
 
@@ -317,7 +337,8 @@ class ShareGroups:
             group_config=self._membership_config, is_other_group=is_other_group,
             has_state=lambda group_id: bool(self.store.keys(group_id)))
         self.store = ShareStateStore(self.state_topic.append, wall_clock_ms,
-                                     config["share.coordinator.snapshot.update.records.per.snapshot"])
+                                     config["share.coordinator.snapshot.update.records.per.snapshot"],
+                                     catch_up=self._catch_up_before)
         # Issue 14's priority, delay, TTL and filters choose what an acquisition takes (queue_features.py).
         self.features = QueueFeatures(config, self._feature_configs, on_counts=self._count)
         self.manager = ShareManager(self.store, self.source, self.share_config, dead_letter=self.dead_letters.write,
@@ -381,6 +402,12 @@ class ShareGroups:
         if count:
             logger.info("replayed %d %s records (%d share-partition states known)", count, SHARE_GROUP_STATE,
                         len(self.store.keys()))
+
+    async def _catch_up_before(self, until: int, end: int) -> None:
+        """The store's hook when other brokers appended before its own append at ``until``: replay
+        theirs; the store then replays its own (up to ``end``) itself."""
+        await self.state_topic.catch_up(self.store, until)
+        self.state_topic.replayed_offset = max(self.state_topic.replayed_offset, end)
 
     async def wait_loaded(self) -> None:
         """At start: replay the state topic if it is here."""

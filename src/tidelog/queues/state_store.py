@@ -18,8 +18,19 @@ in it fails and the next write of those share-partitions is a snapshot, which su
 part of the failed append reached the log.
 
 Loading: ``replay`` each record of the topic in log order (snapshot replaces, update merges,
-tombstone deletes; an update built on an older snapshot than the latest replayed is ignored: its
-writer had missed a reset or a failover), then ``state(key)``. The topic is not compacted (Kafka's is not either): records
+tombstone deletes), then ``state(key)``. A record is ignored (``replay`` says why) when its writer
+was fenced: an update built on an older snapshot than the latest replayed (its writer had missed a
+reset: FENCED_STATE_EPOCH), a snapshot of an older state epoch, or any record written under an
+older leader epoch of the topic-partition than the latest one (a deposed leader still writing:
+NOT_LEADER_OR_FOLLOWER). A leader that loads a share-partition first writes a snapshot under its
+leader epoch (``fence``), which fences every older leader from then on.
+
+Several brokers append to the topic. When others appended since this store last looked (its
+append's offset is past what it has seen), the store replays their records first (the
+``catch_up`` hook, up to its own append), then its own records as any replayer would: a write
+whose record is ignored fails with the error above instead of succeeding (Kafka's share
+coordinator refuses such a write), and a ``fence`` snapshot that another broker's records
+preceded is rebuilt from the state they left and written again. The topic is not compacted (Kafka's is not either): records
 below ``prunable_offset()`` (the oldest latest-snapshot of any share-partition) are redundant and
 the owner deletes them (DeleteRecords), as Kafka's share coordinator prunes its partitions.
 Not thread-safe; the event loop owns it.
@@ -62,6 +73,14 @@ TOPIC_CONFIGS = {"cleanup.policy": "delete", "segment.bytes": str(100 * 1024 * 1
 # value is a tombstone; they get consecutive offsets. Raises KafkaError (NOT_COORDINATOR, REQUEST_TIMED_OUT,
 # KAFKA_STORAGE_ERROR, ...) when they are not durable.
 StateAppender = Callable[[list[tuple[bytes, bytes | None]]], Awaitable[int]]
+# catch_up(until, end): replay into the store the topic's records it has not seen below ``until``
+# (other brokers' appends before its own), then count it as having seen everything below ``end``.
+StateCatchUp = Callable[[int, int], Awaitable[None]]
+FENCE_ATTEMPTS = 5
+
+
+class _Superseded(Exception):
+    """A fence snapshot preceded by another broker's records of its share-partition: build again."""
 
 
 @dataclass
@@ -145,17 +164,38 @@ def _overlay(existing: list[StateBatch], new: list[StateBatch]) -> list[StateBat
 
 
 class _Write:
-    __slots__ = ("key", "build", "future")
+    __slots__ = ("key", "build", "future", "fence")
 
-    def __init__(self, key: ShareStateKey, build: Callable, future: asyncio.Future) -> None:
+    def __init__(self, key: ShareStateKey, build: Callable, future: asyncio.Future, fence: bool = False) -> None:
         self.key = key
         self.build = build
         self.future = future
+        self.fence = fence
+
+
+def _ignored(record_type: int, value, current: "PersistedState | None") -> ErrorCode | None:
+    """Why a replayer ignores this decoded record given the state replayed so far (None: applied)."""
+    if value is None:
+        return None
+    if record_type == SNAPSHOT_RECORD_TYPE:
+        if current is None or value.state_epoch > current.state_epoch:
+            return None
+        if value.state_epoch < current.state_epoch:
+            return ErrorCode.fenced_state_epoch
+    elif current is None:
+        return ErrorCode.invalid_request
+    if 0 <= value.leader_epoch < current.leader_epoch:
+        return ErrorCode.not_leader_or_follower
+    if record_type != SNAPSHOT_RECORD_TYPE and value.snapshot_epoch < current.snapshot_epoch:
+        return ErrorCode.fenced_state_epoch
+    return None
 
 
 class ShareStateStore:
-    def __init__(self, append: StateAppender, clock_ms: Callable[[], int], updates_per_snapshot: int = 500) -> None:
+    def __init__(self, append: StateAppender, clock_ms: Callable[[], int], updates_per_snapshot: int = 500,
+                 catch_up: StateCatchUp | None = None) -> None:
         self._append = append
+        self._catch_up = catch_up
         self._clock_ms = clock_ms
         self.updates_per_snapshot = updates_per_snapshot
         self._states: dict[ShareStateKey, PersistedState] = {}
@@ -167,6 +207,11 @@ class ShareStateStore:
         self._end_offset: int | None = None  # after the last record written or replayed
 
     # --- reading ------------------------------------------------------------------------------
+    @property
+    def end_offset(self) -> int | None:
+        """The topic offset after the last record this store wrote or replayed (None: none yet)."""
+        return self._end_offset
+
     def state(self, key: ShareStateKey) -> PersistedState | None:
         state = self._states.get(key)
         return None if state is None else replace(state, batches=list(state.batches))
@@ -182,39 +227,43 @@ class ShareStateStore:
             return None
         return min(offsets, default=self._end_offset)  # type: ignore[type-var]
 
-    def replay(self, key: bytes, value: bytes | None, offset: int | None = None) -> None:
-        """Apply one record read back from ``__share_group_state`` (in log order) at ``offset``. A
-        record this broker cannot read is skipped with a warning."""
+    def replay(self, key: bytes, value: bytes | None, offset: int | None = None) -> ErrorCode | None:
+        """Apply one record read back from ``__share_group_state`` (in log order) at ``offset``;
+        None, or why it was ignored (its writer was fenced, see the module docstring). A record
+        this broker cannot read is skipped with a warning."""
         if offset is not None:
-            self._end_offset = offset + 1
+            self._end_offset = max(self._end_offset or 0, offset + 1)
         try:
             record_type, state_key = decode_key(key)
             if value is None:
                 self._states.pop(state_key, None)
-                return
-            if record_type == SNAPSHOT_RECORD_TYPE:
-                snapshot = decode_snapshot_value(value)
-                self._states[state_key] = PersistedState(
-                    snapshot.state_epoch, snapshot.start_offset,
-                    combine_state_batches([], snapshot.state_batches, snapshot.start_offset), snapshot.snapshot_epoch,
-                    snapshot.leader_epoch, snapshot.delivery_complete_count, snapshot.create_timestamp_ms,
-                    snapshot.write_timestamp_ms, 0, offset)
-            else:
-                update = decode_update_value(value)
-                current = self._states.get(state_key)
+                return None
+            decoded = decode_snapshot_value(value) if record_type == SNAPSHOT_RECORD_TYPE else decode_update_value(value)
+            current = self._states.get(state_key)
+            ignored = _ignored(record_type, decoded, current)
+            if ignored is not None:
                 if current is None:
                     logger.warning("__share_group_state: update for %s without a snapshot; skipped", state_key)
-                    return
-                if update.snapshot_epoch < current.snapshot_epoch:
-                    # its writer had not seen the latest snapshot (a reset by another broker, or an old
-                    # leader still writing after a failover): it is fenced, as a stale state epoch is
-                    logger.info("__share_group_state: update for %s on snapshot %d, older than %d; ignored",
-                                state_key, update.snapshot_epoch, current.snapshot_epoch)
-                    return
-                self._states[state_key] = _merged(current, update.start_offset, update.state_batches,
-                                                  update.delivery_complete_count, update.leader_epoch)
+                else:  # a reset by another broker, or a deposed leader still writing after a failover
+                    logger.info("__share_group_state: %s record of %s (state epoch %d, leader epoch %d, snapshot %d) "
+                                "ignored: %s (latest: state epoch %d, leader epoch %d, snapshot %d)",
+                                "snapshot" if record_type == SNAPSHOT_RECORD_TYPE else "update", state_key,
+                                getattr(decoded, "state_epoch", current.state_epoch), decoded.leader_epoch,
+                                decoded.snapshot_epoch, ignored.name, current.state_epoch, current.leader_epoch,
+                                current.snapshot_epoch)
+                return ignored
+            if record_type == SNAPSHOT_RECORD_TYPE:
+                self._states[state_key] = PersistedState(
+                    decoded.state_epoch, decoded.start_offset,
+                    combine_state_batches([], decoded.state_batches, decoded.start_offset), decoded.snapshot_epoch,
+                    decoded.leader_epoch, decoded.delivery_complete_count, decoded.create_timestamp_ms,
+                    decoded.write_timestamp_ms, 0, offset)
+            else:
+                self._states[state_key] = _merged(current, decoded.start_offset, decoded.state_batches,
+                                                  decoded.delivery_complete_count, decoded.leader_epoch)
         except (StateRecordError, UnicodeDecodeError, ValueError) as e:
             logger.warning("__share_group_state: unreadable record skipped: %s", e)
+        return None
 
     # --- writing ------------------------------------------------------------------------------
     async def initialize(self, key: ShareStateKey, start_offset: int) -> PersistedState:
@@ -223,7 +272,8 @@ class ShareStateStore:
         def build(current: PersistedState | None):
             now = self._clock_ms()
             state = PersistedState(0 if current is None else current.state_epoch + 1, start_offset, [],
-                                   0 if current is None else current.snapshot_epoch + 1, -1, 0, now, now, 0)
+                                   0 if current is None else current.snapshot_epoch + 1,
+                                   -1 if current is None else current.leader_epoch, 0, now, now, 0)
             return SNAPSHOT_RECORD_TYPE, _snapshot_bytes(state), state
 
         await self._submit(key, build)
@@ -240,6 +290,9 @@ class ShareStateStore:
             if state_epoch < current.state_epoch:
                 raise KafkaError(ErrorCode.fenced_state_epoch,
                                  f"State epoch {state_epoch} of {key} is older than {current.state_epoch}.")
+            if 0 <= leader_epoch < current.leader_epoch:
+                raise KafkaError(ErrorCode.not_leader_or_follower,
+                                 f"Leader epoch {leader_epoch} of {key} is older than {current.leader_epoch}.")
             state = _merged(current, start_offset, batches, delivery_complete_count, leader_epoch)
             if current.updates_since_snapshot >= self.updates_per_snapshot or key in self._needs_snapshot:
                 now = self._clock_ms()
@@ -253,6 +306,34 @@ class ShareStateStore:
 
         await self._submit(key, build)
 
+    async def fence(self, key: ShareStateKey, leader_epoch: int) -> PersistedState:
+        """A leader loading the share-partition at ``leader_epoch`` (the topic-partition's): write a
+        snapshot of its state under that epoch, so replayers ignore whatever an older leader writes
+        after it (and that leader's write fails). A snapshot another broker's records of the
+        share-partition preceded is built again from the state they left. Returns the state.
+        Raises KafkaError: NOT_LEADER_OR_FOLLOWER (a newer leader fenced it already),
+        INVALID_REQUEST (never initialised), COORDINATOR_NOT_AVAILABLE (kept being preceded)."""
+        def build(current: PersistedState | None):
+            if current is None:
+                raise KafkaError(ErrorCode.invalid_request, f"Share-partition {key} is not initialized.")
+            if 0 <= leader_epoch < current.leader_epoch:
+                raise KafkaError(ErrorCode.not_leader_or_follower, f"Share-partition {key} is fenced by leader epoch "
+                                 f"{current.leader_epoch} (this one is {leader_epoch}).")
+            now = self._clock_ms()
+            state = replace(current, batches=list(current.batches), snapshot_epoch=current.snapshot_epoch + 1,
+                            leader_epoch=leader_epoch, updates_since_snapshot=0, create_timestamp_ms=now,
+                            write_timestamp_ms=now)
+            return SNAPSHOT_RECORD_TYPE, _snapshot_bytes(state), state
+
+        for _ in range(FENCE_ATTEMPTS):
+            try:
+                await self._submit(key, build, fence=True)
+            except _Superseded:
+                continue
+            return self.state(key)  # type: ignore[return-value]
+        raise KafkaError(ErrorCode.coordinator_not_available,
+                         f"Share-partition {key}: other brokers kept writing its state while it was loading.")
+
     def snapshot_next(self, key: ShareStateKey) -> None:
         """The next write of ``key`` is a snapshot (a new snapshot epoch): a share-partition loaded
         here (after a failover) fences the updates of a previous leader still writing."""
@@ -262,9 +343,9 @@ class ShareStateStore:
         """Forget a share-partition (its group or topic was deleted, or its offsets): a tombstone."""
         await self._submit(key, lambda current: (SNAPSHOT_RECORD_TYPE, None, None))
 
-    async def _submit(self, key: ShareStateKey, build: Callable) -> None:
+    async def _submit(self, key: ShareStateKey, build: Callable, fence: bool = False) -> None:
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Write(key, build, future))
+        self._queue.append(_Write(key, build, future, fence))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
         await future
@@ -290,6 +371,7 @@ class ShareStateStore:
                 accepted.append(w)
             if not records:
                 continue
+            known_end, before = self._end_offset, dict(self._states)  # to tell others' records from ours
             try:
                 base_offset = await self._append(records)
             except Exception as e:  # noqa: BLE001 - every write of this append failed with it
@@ -301,6 +383,9 @@ class ShareStateStore:
                 continue
             self.appends += 1
             self.records_written += len(records)
+            if base_offset is not None and self._catch_up is not None and base_offset > (known_end or 0):
+                await self._settle_after_others(base_offset, records, accepted, before)
+                continue
             if base_offset is not None:
                 self._end_offset = base_offset + len(records)
             for key, state in tentative.items():
@@ -314,6 +399,46 @@ class ShareStateStore:
             for w in accepted:
                 if not w.future.done():
                     w.future.set_result(None)
+
+
+    async def _settle_after_others(self, base_offset: int, records: list[tuple[bytes, bytes | None]],
+                                   accepted: list[_Write], before: dict[ShareStateKey, PersistedState]) -> None:
+        """Other brokers appended before this append: replay theirs, then ours as any replayer
+        would; a write whose record is ignored fails (its writer is fenced), a fence snapshot that
+        their records of the same share-partition preceded (its state changed since ``before``,
+        the states when the append was built) is built again (_Superseded). A catch-up running
+        meanwhile may have replayed some of these records already: replaying them again gives
+        the same outcome."""
+        try:
+            await self._catch_up(base_offset, base_offset + len(records))
+        except Exception as e:  # noqa: BLE001 - not known whether these writes count: they fail
+            logger.warning("__share_group_state: reading the records before %d failed: %s", base_offset, e)
+            self._needs_snapshot.update(w.key for w in accepted)
+            for w in accepted:
+                if not w.future.done():
+                    w.future.set_exception(KafkaError(ErrorCode.coordinator_not_available, str(e)))
+            return
+        touched = {w.key for w in accepted if self._states.get(w.key) is not before.get(w.key)}
+        outcomes: dict[ShareStateKey, ErrorCode | None] = {}
+        superseded: set[ShareStateKey] = {w.key for w in accepted if w.fence and w.key in touched}
+        for i, (key_bytes, value) in enumerate(records):
+            key = decode_key(key_bytes)[1]
+            if key in superseded:  # not replayed: the snapshot is built again from what the others left
+                self._end_offset = base_offset + i + 1
+                continue
+            outcome = self.replay(key_bytes, value, base_offset + i)
+            outcomes.setdefault(key, outcome)
+        for w in accepted:
+            if w.future.done():
+                continue
+            if w.key in superseded:
+                w.future.set_exception(_Superseded())
+            elif (error := outcomes.get(w.key)) is not None:
+                w.future.set_exception(KafkaError(error, f"The state write of share-partition {w.key} was fenced: "
+                                                  f"{error.name}"))
+            else:
+                self._needs_snapshot.discard(w.key)
+                w.future.set_result(None)
 
 
 def _merged(current: PersistedState, start_offset: int, batches: Iterable[StateBatch], delivery_complete_count: int,
