@@ -3,7 +3,8 @@
 It runs in the broker's event loop and works on the broker's own objects, one module per
 resource: topic_routes.py (topics), record_routes.py (produce and consume, reading through
 record_reader.py), group_routes.py (consumer groups, at the group coordinator), share_routes.py
-(share groups: a queue over HTTP, at the group coordinator too) and the
+(share groups: a queue over HTTP, at the group coordinator too), push_routes.py (push
+subscriptions, from the metadata store) and the
 ``/cluster`` overview here. In a cluster every broker answers alike: leaders, replicas and ISR
 come from the metadata store (cluster_view.py), and a partition's offsets, size and records
 from its leader (here, or asked over Kafka's protocol: peers.py). Errors are
@@ -23,6 +24,7 @@ from tidelog.http.cluster_view import ClusterView
 from tidelog.http.errors import PREFIX
 from tidelog.http.group_routes import GroupRoutes
 from tidelog.http.peers import PeerClient
+from tidelog.http.push_routes import PushRoutes
 from tidelog.http.record_reader import RecordReader
 from tidelog.http.record_routes import RecordRoutes
 from tidelog.http.security_routes import SecurityRoutes
@@ -52,6 +54,7 @@ class Api:
             self.view.http_address))
         self.transactions = TransactionRoutes(broker, self.view, self.peers)
         self.security = SecurityRoutes(broker)
+        self.push = PushRoutes(lambda: broker.push)
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -72,6 +75,7 @@ class Api:
         self.shares.add_routes(r, PREFIX, groups.at_coordinator)  # share groups live with the group coordinator
         r.add_get(PREFIX + "/transactions", self.transactions.list_transactions)
         self.security.add_routes(r, PREFIX)  # users, ACLs, quotas: read-only
+        self.push.add_routes(r, PREFIX)  # in the metadata store: every broker answers alike
 
     async def close(self) -> None:
         self.peers.close()

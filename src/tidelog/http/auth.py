@@ -41,8 +41,9 @@ _T, _G, _C = ResourceType.TOPIC, ResourceType.GROUP, ResourceType.CLUSTER
 _Op = AclOperation
 
 # (method, route template) -> (operation, resource type, match_info key naming the resource or
-# None for the cluster). POST /topics names its topic in the body: CREATE on the cluster, or
-# on that topic.
+# None for the cluster; "push.{name}": a template filled from match_info). POST /topics names its
+# topic in the body: CREATE on the cluster, or on that topic. A push subscription is its share
+# group push.<name> (POST names it in the body); READ on its topics is checked by push_routes.py.
 ROUTE_ACLS: dict[tuple[str, str], tuple[AclOperation, ResourceType, str | None]] = {
     ("GET", PREFIX + "/cluster"): (_Op.DESCRIBE, _C, None),
     ("GET", PREFIX + "/topics"): (_Op.DESCRIBE, _C, None),
@@ -78,7 +79,15 @@ ROUTE_ACLS: dict[tuple[str, str], tuple[AclOperation, ResourceType, str | None]]
     ("GET", PREFIX + "/users"): (_Op.DESCRIBE, _C, None),
     ("GET", PREFIX + "/acls"): (_Op.DESCRIBE, _C, None),
     ("GET", PREFIX + "/quotas"): (_Op.DESCRIBE, _C, None),
+    ("GET", PREFIX + "/push-subscriptions"): (_Op.DESCRIBE, _C, None),
+    ("POST", PREFIX + "/push-subscriptions"): (_Op.READ, _G, "push.{name}"),
+    ("GET", PREFIX + "/push-subscriptions/{name}"): (_Op.DESCRIBE, _G, "push.{name}"),
+    ("PATCH", PREFIX + "/push-subscriptions/{name}"): (_Op.READ, _G, "push.{name}"),
+    ("DELETE", PREFIX + "/push-subscriptions/{name}"): (_Op.DELETE, _G, "push.{name}"),
+    ("POST", PREFIX + "/push-subscriptions/{name}/pause"): (_Op.READ, _G, "push.{name}"),
+    ("POST", PREFIX + "/push-subscriptions/{name}/resume"): (_Op.READ, _G, "push.{name}"),
 }
+_NAMED_IN_BODY = {PREFIX + "/push-subscriptions"}  # POST: the resource's name is the body's "name"
 _UNLISTED = (_Op.ALTER, _C, None)
 
 
@@ -227,7 +236,13 @@ async def _denied(request: web.Request, access) -> web.Response | None:
             return None
         allowed = access.authorize(_Op.CREATE, _T, name)
     else:
-        name = request.match_info.get(key, "") if key else CLUSTER_NAME
+        fields = request.match_info
+        if request.method == "POST" and template in _NAMED_IN_BODY:
+            try:
+                fields = {"name": str((await request.json()).get("name", ""))}
+            except Exception:  # noqa: BLE001 - a bad body is the route's to answer
+                return None
+        name = (key.format_map(fields) if "{" in key else fields.get(key, "")) if key else CLUSTER_NAME
         allowed = access.authorize(operation, resource_type, name)
     if allowed:
         return None

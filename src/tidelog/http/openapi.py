@@ -34,10 +34,11 @@ SCALAR = {"type": ["string", "number", "boolean"]}
 SCHEMAS = {
     "Error": _obj({
         "error_code": {**STR, "description": "Kafka's error name in upper case (UNKNOWN_TOPIC_OR_PARTITION, "
-                       "TOPIC_ALREADY_EXISTS, INVALID_REQUEST, ...) or NOT_FOUND / METHOD_NOT_ALLOWED / REQUEST_TOO_LARGE / "
+                       "TOPIC_ALREADY_EXISTS, INVALID_REQUEST, ...), SUBSCRIPTION_NOT_FOUND / SUBSCRIPTION_ALREADY_EXISTS, or NOT_FOUND / METHOD_NOT_ALLOWED / REQUEST_TOO_LARGE / "
                        "INTERNAL_ERROR."},
         "message": STR,
-    }),
+        "field": {**STR, "description": "The request field an INVALID_REQUEST is about, where one is (push subscriptions)."},
+    }, required=["error_code", "message"]),
     "Cluster": _obj({
         "cluster_id": STR,
         "controller_id": {**NULLABLE_INT, "description": "The active controller; null while there is none."},
@@ -309,7 +310,53 @@ SCHEMAS = {
                                                        "filter)."}}),
         }),
     },
+    **{  # push subscriptions: http/push_routes.py, docs/push.md
+        "PushSettings": _obj({
+            "topics": {"type": "array", "items": STR, "minItems": 1, "maxItems": 100, "description": "Existing topics."},
+            "endpoint": {**STR, "maxLength": 2048, "description": "http:// or https:// URL the records are POSTed to; its "
+                                                                  "host must be allowed by push.allowed.hosts."},
+            "batch_size": {**INT, "minimum": 1, "maximum": 1000, "default": 100, "description": "Records per POST at the most."},
+            "linger_ms": {**INT, "minimum": 0, "maximum": 10000, "default": 50, "description": "Wait this long for a fuller batch."},
+            "max_concurrency": {**INT, "minimum": 1, "maximum": 64, "default": 8,
+                                "description": "POSTs in flight at the most (concurrency adapts below it)."},
+            "ack_deadline_ms": {**INT, "minimum": 100, "maximum": 600000, "default": 30000,
+                                "description": "A POST not answered by then fails (its records are released)."},
+            "backoff_initial_ms": {**INT, "minimum": 0, "maximum": 3600000, "default": 1000},
+            "backoff_multiplier": {**NUMBER, "minimum": 1, "maximum": 10, "default": 2},
+            "backoff_max_ms": {**INT, "minimum": 0, "maximum": 86400000, "default": 60000},
+            "delivery_limit": {**INT, "minimum": 2, "maximum": 10, "default": 5,
+                               "description": "Deliveries of a record before it is archived (and dead-lettered)."},
+            "dead_letter_topic": {**NULLABLE_STR, "description": "Where records past the delivery limit are copied; null: none."},
+            "payload_format": {"type": "string", "enum": ["batch", "raw"], "default": "batch",
+                               "description": "batch: a JSON body of records; raw: one record per POST, its value as the body."},
+            "bearer_token": {**NULLABLE_STR, "description": "Sent as Authorization: Bearer to the endpoint; shown as \"***\"."},
+            "paused": {**BOOL, "default": False},
+        }, required=[]),
+        "PushStatus": _obj({
+            "state": {"type": "string", "enum": ["active", "idle", "paused", "failing"]},
+            "last_error": NULLABLE_STR, "last_error_ms": NULLABLE_INT,
+            "concurrency": {**INT, "description": "POSTs allowed in flight now (grows on success, halves on failure)."},
+            "in_flight": {**INT, "description": "POSTs in flight now."},
+            "delivered": INT, "acknowledged": INT, "retries": INT, "dead_lettered": INT,
+            "failed_by_status": {"type": "object", "additionalProperties": INT,
+                                 "description": "Failed POSTs by HTTP status or by cause (timeout, refused, ...)."},
+            "backlog": {**INT, "description": "Records not yet acknowledged."},
+            "latency_p50_ms": {"type": ["number", "null"], "description": "End-to-end latency of recent deliveries."},
+            "latency_p99_ms": {"type": ["number", "null"]},
+        }, required=["state", "last_error", "concurrency", "in_flight", "delivered", "acknowledged", "retries",
+                     "dead_lettered", "failed_by_status", "backlog"],
+            description="This broker's deliveries of the subscription (of the share-partitions it leads); counters since it started."),
+    },
 }
+SCHEMAS["NewPushSubscription"] = {**SCHEMAS["PushSettings"], "properties": {
+    "name": {**STR, "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$", "description": "Its share group is push.<name>."},
+    **SCHEMAS["PushSettings"]["properties"]}, "required": ["name", "topics", "endpoint"]}
+SCHEMAS["PushSubscription"] = _obj({
+    "name": STR, "share_group": STR, "created_ms": INT, **SCHEMAS["PushSettings"]["properties"], "status": _ref("PushStatus"),
+})
+SCHEMAS["CreatedPushSubscription"] = _obj({**SCHEMAS["PushSubscription"]["properties"], "secret": {
+    **STR, "description": "The HMAC-SHA256 key of the requests' signatures: shown in this answer only."}})
+SCHEMAS["PushSubscriptionList"] = _obj({"subscriptions": {"type": "array", "items": _ref("PushSubscription")}})
 
 _ERROR_CONTENT = {"application/json": {"schema": _ref("Error")}}
 _STATUS_TEXT = {400: "Invalid request", 404: "Not found", 409: "Conflict", 413: "Too large",
@@ -338,6 +385,12 @@ def _query(name: str, schema: dict, description: str) -> dict:
 TOPIC = _path_param("topic", STR, "Topic name.")
 GROUP = _path_param("group", STR, "Consumer group id.")
 SHARE_GROUP = _path_param("group", STR, "Share group id.")
+PUSH = _path_param("name", STR, "Push subscription name.")
+
+
+def _push_state(action: str, summary: str) -> dict:
+    return {"parameters": [PUSH], "post": {"operationId": f"{action}PushSubscription", "summary": summary,
+                                           "responses": _responses(200, "PushSubscription", "The subscription", (404, 503))}}
 
 
 def _share_ack(action: str, summary: str) -> dict:
@@ -472,6 +525,28 @@ def openapi_document() -> dict:
                            "summary": "Leave the group: the member's records are available again, that delivery not counted",
                            "responses": _responses(200, "ShareLeft", "Left", (404, 409, 503))},
             },
+            "/push-subscriptions": {
+                "get": {"operationId": "listPushSubscriptions", "summary": "Push subscriptions with their status",
+                        "responses": _responses(200, "PushSubscriptionList", "Push subscriptions", ())},
+                "post": {"operationId": "createPushSubscription",
+                         "summary": "Create a push subscription; the answer shows its signing secret, once",
+                         "requestBody": _body("NewPushSubscription"),
+                         "responses": _responses(201, "CreatedPushSubscription", "Created", (409, 503))},
+            },
+            "/push-subscriptions/{name}": {
+                "parameters": [PUSH],
+                "get": {"operationId": "describePushSubscription", "summary": "Settings and status (state, last error, "
+                        "concurrency, in flight, counters, backlog, latency)",
+                        "responses": _responses(200, "PushSubscription", "The subscription", (404,))},
+                "patch": {"operationId": "updatePushSubscription", "summary": "Change the settings given (null removes "
+                          "dead_letter_topic or bearer_token); the name cannot change",
+                          "requestBody": _body("PushSettings"),
+                          "responses": _responses(200, "PushSubscription", "The subscription after the change", (404, 503))},
+                "delete": {"operationId": "deletePushSubscription", "summary": "Delete a push subscription: its deliveries stop",
+                           "responses": _responses(200, "Deleted", "Deleted", (404, 503))},
+            },
+            "/push-subscriptions/{name}/pause": _push_state("pause", "Stop delivering; records wait in the share group"),
+            "/push-subscriptions/{name}/resume": _push_state("resume", "Start delivering again"),
         },
         "components": {"schemas": SCHEMAS},
     }
