@@ -17,6 +17,7 @@ CLIENT_COMMANDS = {
     "consume": "tidelog.cli.consume:consume",
     "groups": "tidelog.cli.groups:groups",
     "share-groups": "tidelog.cli.share_groups:share_groups",
+    "push": "tidelog.cli.push:push",
     "transactions": "tidelog.cli.transactions:transactions",
     "cluster": "tidelog.cli.cluster:cluster",
     "bench": "tidelog.cli.bench:bench",
