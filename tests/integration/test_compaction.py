@@ -143,14 +143,16 @@ def test_latest_value_per_key_with_offsets_and_order_kept(broker, producer):
 
 def test_tombstones_are_visible_within_delete_retention_and_gone_after(broker):
     topic = "tombstones"
-    create(broker, topic, {**COMPACTED, "delete.retention.ms": "3000"})
+    # The tombstone must still be there when the first read comes after the cleaning: 3 s was
+    # shorter than a kafka-python read takes at load 20 (failed once so); 10 s is not.
+    create(broker, topic, {**COMPACTED, "delete.retention.ms": "10000"})
     produced = produced_log("confluent", broker.bootstrap, topic,
                             [(b"doomed", b"alive"), (b"doomed", None)] + [(b"filler-%d" % (i % 3), b"x" * 40) for i in range(60)])
     wait_until_cleaned(broker, topic)
     read = read_to("kafka-python", broker.bootstrap, topic, max(produced))
     assert (1, b"doomed", None) in read and (0, b"doomed", b"alive") not in read  # the tombstone shows the delete
     assert_valid_compaction(read, produced)
-    # the cleaner comes back for the tombstone once its delete horizon (3 s after that cleaning) passed
+    # the cleaner comes back for the tombstone once its delete horizon (10 s after that cleaning) passed
     wait_until(lambda: not any(key == b"doomed" for _, key, _ in read_to("aiokafka", broker.bootstrap, topic, max(produced))),
                timeout_s=TIMEOUT_S, interval_s=0.5, message="the tombstone to go")
     assert not any(key == b"doomed" for _, key, _ in read_to("confluent", broker.bootstrap, topic, max(produced)))
