@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from tidelog.config import BrokerConfig
 from tidelog.protocol.records import build_batch, parse_batch_header
 from tidelog.queues import queue_features, record_attrs
+from tidelog.queues.filters import compile_filter
 from tidelog.queues.in_flight import ArchiveReason, DeadLetter
 from tidelog.queues.log_batches import parse_log_batches
 from tidelog.queues.manager import ShareConfig, ShareManager
@@ -444,15 +445,46 @@ def test_the_c_record_walk_reads_what_the_python_one_reads(records):
 
 
 def test_a_filter_decodes_only_the_headers_it_reads(monkeypatch):
-    """A filter over headers["type"] has the record walk decode that header (and the ones the queue
-    features read), not the others; one over ``headers`` as a whole gets them all."""
+    """A filter over headers by name has the record walk decode those headers (and the ones the
+    queue features read), not the others; one over ``headers`` as a whole gets them all. (A filter
+    over one header takes the header_values walk: the test below.)"""
     asked = []
     walk = record_attrs._walk
     monkeypatch.setattr(record_attrs, "_walk", lambda *a: asked.append(a[-1]) or walk(*a))
     records = [(b"k", b"v", [header("type", "order" if n % 2 else "refund"), header("trace", n)]) for n in range(10)]
-    for expression, names in (('headers["type"] == b"order"', {b"type"}), ('size(headers) == 2', None)):
+    for expression, names in (('headers["type"] == b"order" || "kind" in headers', {b"type", b"kind"}),
+                              ('size(headers) == 2', None)):
         s = Setup(group_configs={"tidelog.filter": expression})
         s.produce(records)
         run(s.fetch(100))
         assert asked[-1] is None if names is None else names <= set(asked[-1]) and b"trace" not in asked[-1]
     assert s.counts.get("filtered") is None  # size(headers) == 2 matches every record
+
+
+_ONE_HEADER_FILTER = compile_filter('"type" in headers && headers["type"] == b"x"')
+
+
+@given(st.lists(st.lists(st.tuples(st.sampled_from(["type", "trace"]),
+                                   st.none() | st.sampled_from([b"x", b"y", b"", b"5"])), max_size=3),
+                min_size=1, max_size=30),
+       st.none() | st.tuples(st.integers(0, 29), st.sampled_from(["tidelog-ttl-ms", "priority"])), st.booleans())
+@settings(max_examples=100, deadline=None)
+def test_a_one_header_filter_reads_the_same_from_the_header_values_walk(headers, ours, priority_enabled):
+    """The short walk of a filter over one header (_recordwalk.header_values: that header's value per
+    record, no object per record) gives the runs the full walk gives, also when a record has a
+    header of the queue features (then neither decides: the whole scan does)."""
+    if record_attrs._header_values_in_c is None:
+        pytest.skip("the C extension is not built")
+    if ours is not None:  # a header of the queue features on one record
+        headers[ours[0] % len(headers)].append((ours[1], b"5"))
+    batch = build_batch([(None, b"v", h, NOW) for h in headers], base_offset=40)
+    info = parse_batch_header(batch)
+    settings_ = QueueSettings(priority_enabled=priority_enabled, matches=_ONE_HEADER_FILTER)
+    short = scan_batch(batch, 0, info, settings_, {})
+    saved = record_attrs._header_values_in_c
+    record_attrs._header_values_in_c = None
+    try:
+        full = scan_batch(batch, 0, info, settings_, {})
+    finally:
+        record_attrs._header_values_in_c = saved
+    assert short == full

@@ -305,10 +305,121 @@ static PyObject *fields(PyObject *module, PyObject *args)
     return out;
 }
 
+/* header_values(buffer, start, stop, count, name, others) -> (values, other_found)
+ *
+ * For a filter that reads one header: the value of header ``name`` (bytes) of each record of an
+ * (uncompressed) batch body in buffer[start:stop], in record order (bytes, None for a null value,
+ * False where the record has no such header; the last of a repeated name winning), and whether any
+ * record has a header named in ``others`` (a tuple of at most 16 bytes: the queue features' own,
+ * which need the whole walk). No other object per record. A malformed record is a ValueError. */
+static PyObject *header_values(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t start, stop, count, wanted_size;
+    const char *wanted;
+    PyObject *others;
+    if (!PyArg_ParseTuple(args, "y*nnny#O", &view, &start, &stop, &count, &wanted, &wanted_size, &others))
+        return NULL;
+    PyObject *out = NULL;
+    Py_ssize_t index = 0;
+    const char *other_data[FIELDS_MAX_NAMES];
+    Py_ssize_t other_size[FIELDS_MAX_NAMES];
+    if (!PyTuple_Check(others) || PyTuple_GET_SIZE(others) > FIELDS_MAX_NAMES) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_TypeError, "others must be a tuple of at most 16 bytes");
+        return NULL;
+    }
+    const Py_ssize_t other_count = PyTuple_GET_SIZE(others);
+    for (Py_ssize_t n = 0; n < other_count; n++) {
+        char *data;
+        if (PyBytes_AsStringAndSize(PyTuple_GET_ITEM(others, n), &data, &other_size[n]) < 0) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        other_data[n] = data;
+    }
+    if (start < 0 || stop > view.len || start > stop)
+        FIELDS_FAIL("bad bounds %zd..%zd of %zd bytes", start, stop, view.len);
+    const uint8_t *buf = (const uint8_t *)view.buf;
+    const Py_ssize_t end = stop;
+    Py_ssize_t pos = start;
+    int other_found = 0;
+    int64_t length, skipped, size, header_count;
+    out = PyList_New(0);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    for (index = 0; index < count && pos < end; index++) {
+        FIELDS_READ(length, 5);
+        if (length < 1 || length > end - pos)
+            FIELDS_FAIL("record %zd has length %lld", index, (long long)length);
+        const Py_ssize_t record_end = pos + (Py_ssize_t)length;
+        pos += 1; /* attributes */
+        FIELDS_READ(skipped, 10); /* timestamp delta */
+        FIELDS_READ(skipped, 5);  /* offset delta */
+        for (int field = 0; field < 2; field++) { /* key, value */
+            FIELDS_READ(size, 5);
+            if (size < -1 || size > record_end - pos)
+                FIELDS_FAIL("record %zd is malformed", index);
+            if (size > 0)
+                pos += (Py_ssize_t)size;
+        }
+        FIELDS_READ(header_count, 5);
+        if (header_count < 0)
+            FIELDS_FAIL("record %zd is malformed", index);
+        PyObject *value = Py_False;
+        Py_INCREF(value);
+        for (int64_t h = 0; h < header_count; h++) {
+            if (read_varint(buf, end, &pos, 5, &size) != WALK_OK || size < 0 || size > record_end - pos)
+                goto malformed;
+            const Py_ssize_t name_pos = pos, name_size = (Py_ssize_t)size;
+            pos += name_size;
+            if (read_varint(buf, end, &pos, 5, &size) != WALK_OK || size < -1 || size > record_end - pos)
+                goto malformed;
+            if (name_size == wanted_size && memcmp(wanted, buf + name_pos, (size_t)name_size) == 0) {
+                Py_DECREF(value);
+                if (size < 0) {
+                    value = Py_None;
+                    Py_INCREF(value);
+                } else {
+                    value = PyBytes_FromStringAndSize((const char *)buf + pos, (Py_ssize_t)size);
+                    if (value == NULL) {
+                        Py_DECREF(out);
+                        PyBuffer_Release(&view);
+                        return NULL;
+                    }
+                }
+            } else {
+                for (Py_ssize_t n = 0; n < other_count && !other_found; n++)
+                    other_found = other_size[n] == name_size && memcmp(other_data[n], buf + name_pos, (size_t)name_size) == 0;
+            }
+            if (size > 0)
+                pos += (Py_ssize_t)size;
+        }
+        if (PyList_Append(out, value) < 0) {
+            Py_DECREF(value);
+            Py_DECREF(out);
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        Py_DECREF(value);
+        pos = record_end;
+        continue;
+    malformed:
+        Py_DECREF(value);
+        FIELDS_FAIL("record %zd is malformed", index);
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(NO)", out, other_found ? Py_True : Py_False);
+}
+
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, "walk(buffer, count) -> (min_timestamp_delta, max_timestamp_delta)"},
     {"fields", fields, METH_VARARGS,
      "fields(buffer, start, stop, count, want_key[, names]) -> [(offset_delta, timestamp_delta, key, headers)]"},
+    {"header_values", header_values, METH_VARARGS,
+     "header_values(buffer, start, stop, count, name, others) -> (values, other_found)"},
     {NULL, NULL, 0, NULL},
 };
 

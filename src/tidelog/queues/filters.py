@@ -49,6 +49,7 @@ class RecordFilter:
         self._memo: dict[tuple, bool] = {}
         # What a record walk must decode for it: the key or not, these headers (None: all of them).
         self.reads_key = self._key
+        self.reads_timestamp = self._timestamp
         self.header_names = self._header_names if self._headers else ()
         self.evaluations = 0
         self.errors = 0
@@ -67,6 +68,24 @@ class RecordFilter:
             if found is None:
                 _, timestamp, key, headers = records[i]
                 found = self._evaluate(key, headers, timestamp)
+                if len(memo) >= MEMO_ENTRIES:
+                    memo.clear()
+                memo[keys[i]] = found
+            results[i] = found
+        return results
+
+    def judge_values(self, values: Sequence) -> list[bool]:
+        """``judge`` for a filter that reads one header (``header_names`` of one name) and neither the
+        key nor the timestamp, given that header's value in each record (bytes, None for a null
+        value, False where the record has none: protocol/_recordwalk.c ``header_values``)."""
+        (name,) = self._header_names
+        memo = self._memo
+        keys = [_MISSING if value is False else value for value in values]
+        results = list(map(memo.get, keys))
+        for i in [i for i, result in enumerate(results) if result is None]:
+            found = memo.get(keys[i])
+            if found is None:
+                found = self._evaluate(None, {} if values[i] is False else {name: values[i]}, 0)
                 if len(memo) >= MEMO_ENTRIES:
                     memo.clear()
                 memo[keys[i]] = found

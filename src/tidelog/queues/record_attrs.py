@@ -34,8 +34,9 @@ from tidelog.protocol.records import BATCH_HEADER_SIZE, BatchInfo, parse_batch_h
 
 try:
     from tidelog.protocol._recordwalk import fields as _fields_in_c
+    from tidelog.protocol._recordwalk import header_values as _header_values_in_c
 except ImportError:  # built without a C compiler: the Python walk
-    _fields_in_c = None
+    _fields_in_c = _header_values_in_c = None
 
 __all__ = ["DELAY_MS_HEADER", "DELIVER_AT_HEADER", "TTL_MS_HEADER", "AttrCache", "AttrRun", "QueueSettings",
            "parse_deliver_at", "scan_batch"]
@@ -189,24 +190,38 @@ def _filtered_runs(body, start: int, stop: int, info: BatchInfo, log_append: boo
     ours = {DELIVER_AT_HEADER, DELAY_MS_HEADER, TTL_MS_HEADER}
     if settings.priority_enabled:
         ours.add(settings.priority_header)
-    # Only what the filter reads is decoded (its header names, plus ours to notice them).
     read_names = getattr(settings.matches, "header_names", None)
-    names = None if read_names is None else tuple(n.encode() for n in sorted(ours.union(read_names)))
-    records = _walk(body, start, stop, info, log_append, getattr(settings.matches, "reads_key", True), names)
-    if any(headers and not ours.isdisjoint(headers) for _, _, _, headers in records):
-        return None
-    judge = getattr(settings.matches, "judge", None)
-    if judge is not None:
-        results = judge(records)
+    single = read_names[0] if read_names is not None and len(read_names) == 1 else None
+    if single is not None and single not in ours and _header_values_in_c is not None \
+            and not settings.matches.reads_key and not settings.matches.reads_timestamp \
+            and info.last_offset - info.base_offset + 1 == info.record_count:
+        # The usual filter, over one header: its values alone, no object per record (offsets are
+        # base + index: the batch has as many records as offsets, not compacted).
+        values, ours_found = _header_values_in_c(body, start, stop, info.record_count, single.encode(),
+                                                 tuple(n.encode() for n in sorted(ours)))
+        if ours_found:
+            return None
+        results = settings.matches.judge_values(values)
+        offsets: Sequence[int] = range(info.base_offset, info.base_offset + len(values))
     else:
-        matches = settings.matches
-        results = [bool(matches(key, headers, timestamp)) for _, timestamp, key, headers in records]
+        # Only what the filter reads is decoded (its header names, plus ours to notice them).
+        names = None if read_names is None else tuple(n.encode() for n in sorted(ours.union(read_names)))
+        records = _walk(body, start, stop, info, log_append, getattr(settings.matches, "reads_key", True), names)
+        if any(headers and not ours.isdisjoint(headers) for _, _, _, headers in records):
+            return None
+        judge = getattr(settings.matches, "judge", None)
+        if judge is not None:
+            results = judge(records)
+        else:
+            matches = settings.matches
+            results = [bool(matches(key, headers, timestamp)) for _, timestamp, key, headers in records]
+        offsets = [offset for offset, _, _, _ in records]
     timestamp = info.max_timestamp
     due = timestamp + settings.delay_ms if settings.delay_ms > 0 else NEVER
     expire = timestamp + settings.ttl_ms if settings.ttl_ms > 0 else NEVER
     runs: list[AttrRun] = []
     first = previous = None
-    for (offset, _, _, _), result in zip(records, results):
+    for offset, result in zip(offsets, results):
         if result is not previous:
             if previous is not None:
                 runs.append(AttrRun(first, offset - 1, settings.default_priority, timestamp, due, expire, previous))
