@@ -53,6 +53,27 @@ def fails(*args: str, code: int = ERROR, **kwargs) -> str:
     return stderr
 
 
+def on_terminal(*args: str, env: dict) -> str:
+    """Run ``tidelog ARGS`` on a pseudo-terminal (as a person at one), expecting success; what it printed."""
+    controller, worker = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "tidelog", *args], stdout=worker, stderr=worker, env={**os.environ, **env})
+    os.close(worker)
+    output = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        os.close(controller)
+        assert proc.wait(CLI_TIMEOUT_S) == 0, output.decode(errors="replace")
+    return output.decode()
+
+
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines()]
 
@@ -255,24 +276,7 @@ def test_bootstrap_from_environment_and_unreachable_broker(broker):
 
 def test_terminal_gets_tables_and_broker_ignores_cli_env(broker, monkeypatch):
     ok("topics", "create", "pretty", broker=broker)
-    controller, worker = pty.openpty()
-    env = {**os.environ, "COLUMNS": "100", "TIDELOG_BOOTSTRAP_SERVER": broker.bootstrap}
-    proc = subprocess.Popen([sys.executable, "-m", "tidelog", "topics", "list"], stdout=worker, stderr=worker, env=env)
-    os.close(worker)
-    output = b""
-    try:
-        while True:
-            try:
-                chunk = os.read(controller, 4096)
-            except OSError:  # the child closed the terminal
-                break
-            if not chunk:
-                break
-            output += chunk
-    finally:
-        os.close(controller)
-        assert proc.wait(CLI_TIMEOUT_S) == 0
-    text = output.decode()
+    text = on_terminal("topics", "list", env={"COLUMNS": "100", "TIDELOG_BOOTSTRAP_SERVER": broker.bootstrap})
     assert "┏━" in text and "\x1b[" in text and "│ pretty │" in text and "replication factor" in text
 
     # TIDELOG_BOOTSTRAP_SERVER is the CLI's, not a broker setting: serve starts with it set.

@@ -5,13 +5,9 @@ credentials from the options or the environment once the broker has users."""
 
 from __future__ import annotations
 
-import os
-import pty
 import socket
-import subprocess
-import sys
 
-from tests.integration.test_cli import CLI_TIMEOUT_S, USAGE, fails, ok, ok_json
+from tests.integration.test_cli import USAGE, fails, ok, ok_json, on_terminal, tidelog
 from tests.integration.test_sasl import SECRET
 
 ENDPOINT = "http://127.0.0.1:9/hook"  # nothing listens: deliveries are refused (see test_push_api.py)
@@ -25,13 +21,12 @@ def test_create_list_describe_update_pause_resume_delete(broker):
     ok("topics", "create", "orders", "--partitions", "2", broker=broker)
     ok("topics", "create", "audit", broker=broker)
     u = ("--url", url(broker))
-    result = subprocess.run([sys.executable, "-m", "tidelog", "push", "create", "hook", "-t", "orders", "--endpoint", ENDPOINT,
-                             "--batch-size", "20", "--bearer-token", "endpoint-token", *u],
-                            capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    result = tidelog("push", "create", "hook", "-t", "orders", "--endpoint", ENDPOINT, "--batch-size", "20",
+                     "--bearer-token", "endpoint-token", *u)
     assert result.returncode == 0, result.stderr
-    secret = result.stdout.strip()
+    secret = result.stdout.decode().strip()
     assert len(secret) >= 32 and "\n" not in secret  # plain: the secret alone, for SECRET=$(tidelog push create ...)
-    assert "not shown again" in result.stderr
+    assert b"not shown again" in result.stderr
     created = ok_json("push", "create", "second", "-t", "orders", "-t", "audit", "--endpoint", ENDPOINT, "--paused",
                       "--payload-format", "raw", *u)
     assert created["topics"] == ["orders", "audit"] and created["paused"] is True and created["secret"]
@@ -108,22 +103,5 @@ def test_terminal_gets_tables(broker):
     ok("topics", "create", "orders", broker=broker)
     ok("push", "create", "pretty", "-t", "orders", "--endpoint", ENDPOINT, "--url", url(broker))
     for args, expected in ((["list"], "│ pretty │"), (["describe", "pretty"], "Push subscription pretty")):
-        controller, worker = pty.openpty()
-        env = {**os.environ, "COLUMNS": "160", "TIDELOG_HTTP_URL": url(broker)}
-        proc = subprocess.Popen([sys.executable, "-m", "tidelog", "push", *args], stdout=worker, stderr=worker, env=env)
-        os.close(worker)
-        output = b""
-        try:
-            while True:
-                try:
-                    chunk = os.read(controller, 4096)
-                except OSError:  # the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                output += chunk
-        finally:
-            os.close(controller)
-            assert proc.wait(CLI_TIMEOUT_S) == 0, output.decode()
-        text = output.decode()
+        text = on_terminal("push", *args, env={"COLUMNS": "160", "TIDELOG_HTTP_URL": url(broker)})
         assert "┏━" in text and "\x1b[" in text and expected in text, text
