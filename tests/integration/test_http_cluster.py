@@ -185,6 +185,39 @@ def test_group_routes_answer_alike_on_every_broker(cluster, admin):
     assert consoles == {n: f"http://127.0.0.1:{b.metrics_port}/" for n, b in cluster.brokers.items()}
 
 
+def test_push_subscriptions_are_the_clusters(cluster, admin):
+    """Push subscriptions live in etcd: made, changed, paused and deleted through any broker, seen
+    alike by every broker; each broker's status is its own deliveries (node_id)."""
+    import requests
+
+    create(admin, "pushed", 3, 3)
+    brokers = list(cluster.brokers.values())
+    base = {b.broker_id: f"http://127.0.0.1:{b.metrics_port}/api/v1/push-subscriptions" for b in brokers}
+    one, two, three = (b.broker_id for b in brokers)
+    created = requests.post(base[one], timeout=30, json={"name": "everywhere", "topics": ["pushed"],
+                                                         "endpoint": "http://127.0.0.1:9/hook", "batch_size": 10})
+    assert created.status_code == 201, created.text
+
+    def seen(check) -> bool:
+        answers = [requests.get(url + "/everywhere", timeout=30) for url in base.values()]
+        return all(a.status_code == 200 and check(a.json()) for a in answers)
+
+    wait_until(lambda: seen(lambda s: s["batch_size"] == 10), 20, message="every broker sees the subscription")
+    assert requests.patch(base[two] + "/everywhere", json={"batch_size": 20}, timeout=30).status_code == 200
+    assert requests.post(base[three] + "/everywhere/pause", timeout=30).status_code == 200
+    wait_until(lambda: seen(lambda s: s["batch_size"] == 20 and s["status"]["state"] == "paused"), 20,
+               message="every broker sees the change and the pause")
+    for node_id, url in base.items():
+        listed = requests.get(url, timeout=30).json()["subscriptions"]
+        assert [(s["name"], s["status"]["node_id"]) for s in listed] == [("everywhere", node_id)]
+        assert created.json()["secret"] not in json.dumps(listed)
+    assert requests.post(base[two], timeout=30, json={"name": "everywhere", "topics": ["pushed"],
+                                                      "endpoint": "http://127.0.0.1:9/hook"}).status_code == 409
+    assert requests.delete(base[two] + "/everywhere", timeout=30).status_code == 200
+    wait_until(lambda: all(requests.get(url, timeout=30).json()["subscriptions"] == [] for url in base.values()), 20,
+               message="every broker sees the deletion")
+
+
 def test_a_dead_broker_shows_as_offline_replicas_everywhere_and_none_in_the_cli(cluster, admin):
     create(admin, "fragile", 3, 1)
     create(admin, "sturdy", 3, 3)
