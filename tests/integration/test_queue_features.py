@@ -300,6 +300,10 @@ def test_a_share_group_shows_its_queue_settings_and_available_records_by_priorit
     # "a" waits for its back-off, "e" for its delay; the rest are Available now, by priority
     assert features["delayed"] == 2, features
     assert features["available_by_priority"] == {"9": 1, "4": 1, "0": 1}, features
+    topic = http.call("GET", "/topics/{topic}", 200, topic="ranked")  # the topic's view of its share groups
+    assert topic["share_groups"] == [{"group": "rankers", "partition": 0, "delayed": 2,
+                                      "available_by_priority": {"9": 1, "4": 1, "0": 1}}]
+    assert {c["name"]: c["value"] for c in topic["configs"]}["tidelog.priority.enable"] == "true"
 
 
 @pytest.mark.slow

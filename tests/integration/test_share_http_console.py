@@ -61,4 +61,7 @@ def test_share_group_pages(broker, page, tmp_path):  # noqa: F811 - the fixture
     runs = page.inner_text("[data-testid=share-runs-table]")
     assert "console-member" in runs and "acquired" in runs and "available" in runs
     page.screenshot(path=str(tmp_path / "share-group.png"), full_page=True)
+    page.goto(base + "/#/topics/jobs")  # the topic's page lists the share groups reading it (issue 14)
+    page.wait_for_selector("[data-testid=topic-share-groups-table] [data-row=workers-1]")
+    assert "workers" in page.inner_text("[data-testid=topic-share-groups-table] [data-row=workers-0]")
     assert page.errors == []

@@ -102,6 +102,10 @@ SCHEMAS = {
         "size_bytes": INT, "records": INT, "offline_partitions": INT, "under_replicated_partitions": INT,
         "partitions": {"type": "array", "items": _ref("Partition")},
         "configs": {"type": "array", "items": _ref("TopicConfig"), "description": "Every topic config, effective value."},
+        "share_groups": {"type": "array", "description": "Share-partitions of the topic loaded on this broker "
+                                                         "(issue 14, docs/queues.md).", "items": _obj({
+            "group": STR, "partition": INT, "delayed": NULLABLE_INT,
+            "available_by_priority": {"type": ["object", "null"], "additionalProperties": INT}})},
     }),
     "NewTopic": _obj({
         "name": {**STR, "description": "1-249 of [a-zA-Z0-9._-]."},

@@ -111,7 +111,22 @@ class TopicRoutes:
             {"name": v.name, "value": v.value, "source": sources.get(v.source, "default"), "documentation": v.documentation}
             for v in topic_config_views(self.broker.config, record.configs)
         ]
+        detail["share_groups"] = self._share_partitions(record.topic_id)
         return detail
+
+    def _share_partitions(self, topic_id) -> list[dict]:
+        """Issue 14: the share groups' share-partitions of the topic loaded on this broker (its
+        partitions' leader), with their Available records by priority and the delayed ones."""
+        shares = self.broker.shares
+        if shares is None:
+            return []
+        out = []
+        for key, _ in sorted(shares.manager.loaded(), key=lambda item: (item[0].group_id, item[0].partition)):
+            if key.topic_id == topic_id:
+                view = shares.queue_view(key)
+                out.append({"group": key.group_id, "partition": key.partition, "delayed": view["delayed"],
+                            "available_by_priority": view["available_by_priority"]})
+        return out
 
     async def list_topics(self, request: web.Request) -> web.Response:
         internal = request.query.get("internal", "true").lower() not in ("false", "0", "no")

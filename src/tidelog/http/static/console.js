@@ -269,6 +269,11 @@ async function topicDetail(name) {
         { label: "State", render: p => p.cleaner.cleaning ? "cleaning" : p.cleaner.uncleanable ? "uncleanable" : "idle" },
         { label: "Last error", render: p => p.cleaner.last_error || "-" },
       ], t.partitions.filter(p => p.cleaner), { testid: "cleaner-table", key: p => p.partition })] : []),
+      ...(t.share_groups.length ? [h("h2", {}, "Share groups reading it (here)"), table([
+        { label: "Group", render: q => link(`#/share-groups/${enc(q.group)}`, q.group) }, { label: "Partition", key: "partition", num: true },
+        { label: "Available by priority", render: q => Object.entries(q.available_by_priority || {}).map(([prio, n]) => h("span", { class: "tag" }, `p${prio}: ${fmtNum(n)}`)) },
+        { label: "Delayed", render: q => q.delayed ?? "-", num: true },
+      ], t.share_groups, { testid: "topic-share-groups-table", key: q => `${q.group}-${q.partition}` })] : []),
       h("h2", {}, "Produce a record"), h("div", { class: "panel" }, produceForm),
       h("h2", {}, "Configs"), h("div", { class: "panel" }, configForm),
       table([
