@@ -203,6 +203,7 @@ def _describe(out: Output, s: dict) -> None:
         ("delivery limit", s["delivery_limit"]), ("dead-letter topic", s.get("dead_letter_topic")),
         ("bearer token", s["bearer_token"]),
         ("last error", status.get("last_error")),
+        ("status of", f"broker {status.get('node_id', '-')}: {len(status.get('partitions', []))} share-partitions it leads"),
     ], title=f"Push subscription {s['name']}")
     out.table(["delivered", "acknowledged", "retries", "dead-lettered", "backlog", "latency p50 / p99"],
               [(status["delivered"], status["acknowledged"], status["retries"], status["dead_lettered"], status["backlog"],

@@ -126,6 +126,8 @@ async function pushDetail(name) {
           card("Delivered/s", fmtRate(rate), "push-rate"), card("Backlog", fmtNum(st.backlog), "push-backlog"),
           card("In flight", fmtNum(st.in_flight), "push-in-flight"), card("Concurrency", `${st.concurrency} of ${s.max_concurrency}`, "push-concurrency"),
           card("Latency p50 / p99", fmtLatency(st), "push-latency")),
+        h("p", { class: "muted", "data-testid": "push-status-scope" }, `Status of broker ${st.node_id ?? "-"}'s deliveries: the `,
+          `${(st.partitions || []).length} share-partitions it leads (each broker delivers those it leads; its own console shows them).`),
         st.last_error ? h("div", { class: "error", "data-testid": "push-last-error" },
           `Last error${st.last_error_ms ? ` (${fmtTime(st.last_error_ms)} UTC)` : ""}: ${st.last_error}`) : "",
         h("h2", {}, "Records since the broker started"),
