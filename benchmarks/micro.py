@@ -13,8 +13,12 @@ import argparse
 import datetime
 import io
 import json
+import os
+import socket
 import sys
 import tempfile
+import threading
+import time
 import timeit
 import uuid
 from pathlib import Path
@@ -95,8 +99,55 @@ def run(scale: float = 1.0) -> dict[str, float]:
         info = parse_batch_header(work)
         results["PartitionLog.append, 16 KiB batch"] = _time(lambda: log.append(view, info), 1000)
         results["PartitionLog.read, 1 MiB from the start"] = _time(lambda: log.read(0, 1 << 20, True), 500)
+        results["PartitionLog.read as a file slice, 1 MiB"] = _time(lambda: log.read(0, 1 << 20, True, as_slice=True), 500)
+        for name, seconds in send_cost(log, scale).items():
+            results[name] = seconds
         log.close()
     return results
+
+
+def send_cost(log: PartitionLog, scale: float = 1.0) -> dict[str, float]:
+    """Sender CPU seconds per GB of 1 MiB fetch slices written to a loopback TCP socket (a thread
+    drains it): read into Python then ``send``, against ``os.sendfile`` from the segment file."""
+    while log.log_end_offset < 64 * 16:  # 1 MiB of 16 KiB batches
+        batch = build_batch([(None, b"x" * 1000, [])] * 16, timestamp_ms=1_700_000_000_000)
+        log.append(memoryview(bytearray(batch)), parse_batch_header(batch))
+    piece = log.read(0, 1 << 20, True, as_slice=True)
+    listener = socket.create_server(("127.0.0.1", 0))
+    sender = socket.create_connection(listener.getsockname())
+    receiver, _ = listener.accept()
+    listener.close()
+    done = threading.Event()
+
+    def drain() -> None:
+        buffer = bytearray(1 << 20)
+        while receiver.recv_into(buffer):
+            pass
+        done.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    calls = max(4, int(4096 * scale))  # 4 GB at scale 1
+    gigabytes = calls * len(piece) / 1e9
+    results = {}
+    for path, send in (("pread + send", lambda: sender.sendall(piece.read())),
+                       ("sendfile", lambda: _sendfile_all(sender, piece))):
+        best = float("inf")
+        for _ in range(3):
+            started = time.thread_time()
+            for _ in range(calls):
+                send()
+            best = min(best, time.thread_time() - started)
+        results[f"send 1 MiB fetch slices to a loopback socket, {path} (sender CPU s per GB)"] = best / gigabytes
+    sender.close()
+    done.wait(10)
+    receiver.close()
+    return results
+
+
+def _sendfile_all(sock: socket.socket, piece) -> None:
+    offset = 0
+    while offset < len(piece):
+        offset += os.sendfile(sock.fileno(), piece.segment.fd, piece.position + offset, len(piece) - offset)
 
 
 def main(argv: list[str] | None = None) -> int:

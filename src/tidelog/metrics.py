@@ -111,6 +111,10 @@ class BrokerMetrics:
             "tidelog_fetch_requests", "Fetch requests answered, by kind (full: opened a session, incremental, "
             "sessionless, error: an unknown session or epoch) and fetcher (consumer, follower).", ["kind", "fetcher"],
             registry=r)
+        self.fetch_response_bytes = Counter(
+            "tidelog_fetch_response_record_bytes", "Record bytes of Fetch responses written, by path (sendfile: from "
+            "the segment file by the kernel; copy: read into the broker, on TLS or a socket not writable at once).",
+            ["path"], registry=r)
         self.fetch_sessions = Gauge("tidelog_fetch_sessions", "Incremental fetch sessions (KIP-227) cached.", registry=r)
         self.fetch_session_evictions = Counter(
             "tidelog_fetch_session_evictions", "Fetch sessions evicted from a full cache for a new one.", registry=r)
@@ -276,8 +280,13 @@ class BrokerMetrics:
             self.cleaner_run_seconds.observe(stats.seconds)
 
     def count_fetched(self, topic: str, batches) -> None:
-        """Count the bytes and records of whole v2 batches read from a log (headers only)."""
+        """Count the bytes and records of whole v2 batches read from a log (headers only; a
+        FileSlice knows the offsets it spans)."""
         size = len(batches)
+        if hasattr(batches, "records"):
+            self.topic_counter(self.fetched_bytes, "fetched", topic).inc(size)
+            self.topic_counter(self.fetched_records, "fetched-records", topic).inc(batches.records)
+            return
         records = 0
         pos = 0
         while pos + 61 <= size:

@@ -9,6 +9,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 import trustme
@@ -45,6 +46,11 @@ def test_produce_and_fetch_over_tls(broker_factory, pki, client):
     broker = broker_factory({"listeners": "SSL://127.0.0.1:0", **pki.broker_settings()})
     values = round_trip(client, broker.bootstrap, Security("SSL", ca_file=pki.ca_file))
     assert values == [f"{client}-{i}".encode() for i in range(5)]
+    # Record bytes over TLS are read and encrypted, never sent from the file (sendfile).
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.metrics_port}/metrics", timeout=5) as page:
+        metrics = page.read().decode()
+    assert 'tidelog_fetch_response_record_bytes_total{path="copy"}' in metrics
+    assert 'path="sendfile"' not in metrics
 
 
 def _tls_handshake(port: int, ca_file, cert=None, key=None) -> dict:

@@ -347,11 +347,13 @@ class Partition:
 
     # ---- reading -------------------------------------------------------------------------------
     def read(self, fetch_offset: int, max_bytes: int, min_one_batch: bool, replica_id: int = -1,
-             current_leader_epoch: int = -1, isolation_level: int = READ_UNCOMMITTED) -> ReadResult:
+             current_leader_epoch: int = -1, isolation_level: int = READ_UNCOMMITTED,
+             as_slice: bool = False) -> ReadResult:
         """Whole batches from ``fetch_offset`` for a consumer (``replica_id`` -1: below the high
         watermark; read_committed below the LSO, with the aborted transactions of the range) or
         a follower (below the leader's durable end; its position counts once the read
-        succeeded, Kafka's Replica.updateFetchState). Errors are returned, not raised."""
+        succeeded, Kafka's Replica.updateFetchState). ``as_slice``: the records as a FileSlice
+        (storage/file_slice.py) for sendfile. Errors are returned, not raised."""
         error = self.leader_error(current_leader_epoch, replica_id)
         if error is not None:
             return ReadResult(error)
@@ -363,7 +365,7 @@ class Partition:
             max_offset = self.last_stable_offset
         log_end_offset = log.log_end_offset
         try:
-            records = log.read(fetch_offset, max_bytes, min_one_batch, max_offset)
+            records = log.read(fetch_offset, max_bytes, min_one_batch, max_offset, as_slice)
         except KafkaError as e:
             if e.error_code != ErrorCode.offset_out_of_range and not log.log_dir.offline:  # offline: logged once
                 logger.error("fetch from %s-%d failed: %s", self.topic, self.index, e)

@@ -7,8 +7,9 @@ those limits (KIP-74), so a consumer never gets stuck. The high watermark never 
 is durable under the topic's durability profile (on a single node the log's durable end; in a
 cluster the ISR's, bounded by the leader's own durable end). When fewer than ``min_bytes`` are
 available, the request waits up to ``max_wait_ms`` and is woken by the next append to one of
-its partitions or the flush that makes records readable. Records are read from the segment files as byte ranges and written to the
-socket as separate buffers. ``isolation_level`` 1 (read_committed) reads only below the last
+its partitions or the flush that makes records readable. Records are not read: each partition's answer is a slice of a segment file found
+from batch headers and the offset index (storage/file_slice.py), which the connection sends by
+sendfile on a plaintext socket (server/connection.py). ``isolation_level`` 1 (read_committed) reads only below the last
 stable offset (the first offset of the oldest undecided transaction) and lists the aborted
 transactions of the range, whose records the consumer drops; every response carries the LSO.
 Fetch sessions (KIP-227, v7+; cluster/fetch_sessions.py has the rules): session epoch 0 opens a
@@ -169,7 +170,7 @@ def _read(ctx: RequestContext, request, wanted: list, replica_id: int) -> tuple[
             read = partition.read(fetch.fetch_offset, max(0, min(fetch.max_bytes, budget - total_bytes)),
                                   min_one_batch=total_bytes == 0, replica_id=replica_id,
                                   current_leader_epoch=fetch.current_leader_epoch,
-                                  isolation_level=request.isolation_level)
+                                  isolation_level=request.isolation_level, as_slice=True)
             if read.error != ErrorCode.none:
                 any_error = True
             records = read.records

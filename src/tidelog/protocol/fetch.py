@@ -1,7 +1,8 @@
 """Fetch response encoding, by hand: the hot path.
 
-The response is a list of buffers: small encoded header parts, and each partition's records as
-read from the segment file, never joined into one bytes object. Versions 4-17; flexible from
+The response is a list of buffers: small encoded header parts, and each partition's records
+(bytes, or a FileSlice of a segment file that the connection sends by sendfile), never joined
+into one bytes object. Versions 4-17; flexible from
 v12; topics are named by id (uuid) from v13. Tested against kio's schema-driven decoder.
 """
 

@@ -28,6 +28,11 @@ as the wrong principal); anything else, or a frame above ``sasl.server.max.recei
 closes the connection. A failed authentication is answered, then the connection closes after
 ``connection.failed.authentication.delay.ms``. On a TLS listener a client certificate names
 the principal.
+Writing: responses go out in request order through the transport; a Fetch response's record
+slices (storage/file_slice.py) go from the segment file to the socket by ``os.sendfile`` (its
+header bytes written first, by ``os.writev``) while the socket takes them and the transport has
+nothing queued, on a plaintext connection; whatever the socket does not take at once, and every
+slice on a TLS connection, is read from the file and queued in the transport behind it.
 Quotas: with client quotas defined, each answered request is measured against them
 (server/throttling.py); a client over its quota gets the response with ``throttle_time_ms``
 set, and the connection is not read from for that long (KIP-219).
@@ -39,6 +44,7 @@ import asyncio
 import collections
 import functools
 import logging
+import os
 import struct
 import time
 from typing import TYPE_CHECKING, Any
@@ -54,6 +60,7 @@ from tidelog.security.principal import ANONYMOUS, Endpoint, KafkaPrincipal, prin
 from tidelog.security.sasl import SASL_AUTHENTICATE_KEY, SASL_HANDSHAKE_KEY, Admission, Outcome, SaslServerSession
 from tidelog.server import throttling
 from tidelog.server.request_memory import RequestMemory
+from tidelog.storage.file_slice import FileSlice
 
 if TYPE_CHECKING:
     from tidelog.server.broker import Broker
@@ -149,6 +156,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._pause_reasons: set[str] = set()
         self._closing = False
         self._closed = False
+        self._socket_fd: int | None = None  # for os.sendfile/writev; None on TLS
 
     # --- asyncio protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -160,6 +168,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
             # The handshake is done: a verified client certificate names the principal.
             self.principal = principal_from_certificate(transport.get_extra_info("peercert"))
         self.access = self.broker.access(self.principal, self.peer_host)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and transport.get_extra_info("ssl_object") is None and not (
+                self.listener is not None and self.listener.security_protocol.uses_tls):
+            self._socket_fd = sock.fileno()
         if self.listener is not None and self.listener.security_protocol.uses_sasl:
             security = self.broker.security
             self.sasl = SaslServerSession(self.broker.sasl_mechanisms, self.peer, self.listener_name,
@@ -576,7 +588,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
         header = response_header(correlation_id, flexible_header)
         if isinstance(response, list):
             size = len(header) + sum(len(part) for part in response)
-            self.transport.writelines([_SIZE.pack(size) + header, *response])
+            parts = [_SIZE.pack(size) + header, *response]
+            if any(type(part) is FileSlice for part in response):
+                return self._write_slices(parts)
+            self.transport.writelines(parts)
             return True
         try:
             body = encode_response(response)
@@ -586,6 +601,31 @@ class KafkaConnection(asyncio.BufferedProtocol):
                         f"{correlation_id}: {type(e).__name__}: {e}")
             return False
         self.transport.write(_SIZE.pack(len(header) + len(body)) + header + body)
+        return True
+
+    def _write_slices(self, parts: list) -> bool:
+        """Write a response holding FileSlices (see the module docstring); False if it cannot
+        be completed (the connection is being closed)."""
+        transport = self.transport
+        index, offset = 0, 0
+        try:
+            if self._socket_fd is not None and transport.get_write_buffer_size() == 0:
+                index, offset = _send_direct(self._socket_fd, parts)
+            if index < len(parts):
+                rest = [_bytes_of(part) for part in parts[index:]]
+                rest[0] = memoryview(rest[0])[offset:]
+                transport.writelines(rest)
+        except OSError as e:  # the peer went away, or a segment file shrank or went under the response
+            self._abort(f"cannot send a fetch response: {e}")
+            return False
+        copied = sum(len(part) for part in parts[index:] if type(part) is FileSlice) - (
+            offset if index < len(parts) and type(parts[index]) is FileSlice else 0)
+        total = sum(len(part) for part in parts if type(part) is FileSlice)
+        counter = self.broker.metrics.fetch_response_bytes
+        if copied:
+            counter.labels("copy").inc(copied)
+        if total > copied:
+            counter.labels("sendfile").inc(total - copied)
         return True
 
     def _close(self, reason: str) -> None:
@@ -618,6 +658,44 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._waiting.clear()
         if self.transport is not None:
             self.transport.close()
+
+
+def _send_direct(socket_fd: int, parts: list) -> tuple[int, int]:
+    """Send ``parts`` on the non-blocking socket until it would block: runs of bytes by writev,
+    FileSlices by sendfile. Returns (index of the first part not sent whole, bytes of it sent)."""
+    count = len(parts)
+    index = 0
+    while index < count:
+        part = parts[index]
+        if type(part) is FileSlice:
+            sent = part.send(socket_fd)
+            if sent < len(part):
+                return index, sent
+            index += 1
+            continue
+        end = index + 1
+        while end < count and type(parts[end]) is not FileSlice:
+            end += 1
+        try:
+            sent = os.writev(socket_fd, parts[index:end])
+        except BlockingIOError:
+            sent = 0
+        while index < end:
+            length = len(parts[index])
+            if sent < length:
+                return index, sent
+            sent -= length
+            index += 1
+    return count, 0
+
+
+def _bytes_of(part) -> bytes | memoryview:
+    if type(part) is not FileSlice:
+        return part
+    data = part.read()
+    if len(data) != len(part):
+        raise OSError(f"{part.segment.log_path} ends before position {part.position + len(part)}")
+    return data
 
 
 class _Sink:

@@ -261,6 +261,11 @@ class OffsetIndex(_Index):
         slot = bisect_right(self.keys, relative_offset) - 1
         return self.values[slot] if slot >= 0 else 0
 
+    def position_at_or_below(self, position: int) -> int:
+        """The last indexed batch position at or below ``position`` (0: the segment's start)."""
+        slot = bisect_right(self.values, position) - 1
+        return self.values[slot] if slot >= 0 else 0
+
     def sane(self, log_size_bytes: int, max_relative_offset: int) -> bool:
         """Every entry inside the segment, offsets and positions strictly increasing (one pass)."""
         if not self.keys:

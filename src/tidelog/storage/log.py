@@ -33,6 +33,7 @@ from tidelog.clock import wall_clock_ms
 from tidelog.protocol.records import BatchInfo, iter_records, set_base_offset
 from tidelog.storage.checkpoint import read_checkpoint, write_checkpoint
 from tidelog.storage.errors import OffsetOutOfRange, StorageError
+from tidelog.storage.file_slice import FileSlice
 from tidelog.storage.log_config import LogConfig
 from tidelog.storage.log_dir import LogDirState
 from tidelog.storage.log_flush import RECOVERY_POINT_FILE, LogFlushing, PendingFlush
@@ -291,8 +292,10 @@ class PartitionLog(LogFlushing):
 
     # ---- reading -------------------------------------------------------------------------
 
-    def read(self, fetch_offset: int, max_bytes: int, min_one_batch: bool, max_offset: int | None = None):
-        """Whole batches from the one containing ``fetch_offset``, at most one segment's worth.
+    def read(self, fetch_offset: int, max_bytes: int, min_one_batch: bool, max_offset: int | None = None,
+             as_slice: bool = False):
+        """Whole batches from the one containing ``fetch_offset``, at most one segment's worth;
+        ``as_slice``: as a FileSlice of the segment file (read from batch headers only).
 
         Up to ``max_bytes`` without cutting a batch, except that with ``min_one_batch`` the
         first batch comes whole whatever its size (KIP-74). ``max_offset`` (exclusive, e.g. the
@@ -310,6 +313,13 @@ class PartitionLog(LogFlushing):
         interval = self.config.index_interval_bytes
         try:
             for segment in self.segments[max(bisect_right(self._base_offsets, fetch_offset) - 1, 0) :]:
+                if as_slice:
+                    found = segment.read_range(max(fetch_offset, segment.base_offset), max_bytes, min_one_batch,
+                                               max_offset)
+                    if found is not None:
+                        start, end, first_offset, end_offset = found
+                        return FileSlice(segment, start, end - start, end_offset - first_offset) if end > start else b""
+                    continue
                 data = segment.read(max(fetch_offset, segment.base_offset), max_bytes, min_one_batch, max_offset,
                                     interval)
                 if data is not None:

@@ -64,6 +64,9 @@ class LogSegment:
         self.sealed = False  # no more appends: its descriptor may be closed when idle
         self.unsynced = False  # written since its last fsync began: its descriptor stays open
         self._fd: int | None = None
+        # Closed for good (left the log, or the log closed): its path may name other bytes now,
+        # so a FileSlice read before must not reopen it (storage/file_slice.py).
+        self.released = False
         if create:
             self._fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
             self.size_bytes = os.fstat(self._fd).st_size
@@ -307,6 +310,55 @@ class LogSegment:
             return os.pread(self.fd, position - start, start)
         return memoryview(block)[start - block_start : position - block_start]
 
+    def read_range(self, fetch_offset: int, max_bytes: int, min_one_batch: bool, max_offset: int | None
+                   ) -> tuple[int, int, int, int] | None:
+        """What ``read`` would return, as (start position, end position, first offset, end offset)
+        of the file, without reading the records: only batch headers are read (the index jumps
+        to the last batch boundary below the limit), so the bytes can go to a socket with
+        sendfile. None if no batch here holds ``fetch_offset``; start == end if nothing is due."""
+        end = self.size_bytes
+        header = self._header_at
+        position = self.offset_index.lookup(fetch_offset - self.base_offset)
+        while True:  # the batch that contains fetch_offset
+            if position + BATCH_HEADER_SIZE > end:
+                return None
+            base_offset, batch_length, last_offset_delta = header(position, end)
+            if base_offset + last_offset_delta >= fetch_offset:
+                break
+            position += batch_length + 12
+        start, first_offset = position, base_offset
+        limit = min(start + max_bytes, end)
+        jump = self.offset_index.position_at_or_below(limit)
+        if max_offset is not None:
+            jump = min(jump, self.offset_index.lookup(max_offset - self.base_offset))
+        if jump > start:  # every batch between start and jump ends below the limit and max_offset
+            position = jump
+            base_offset, batch_length, _ = header(position, end)
+        while True:  # whole batches up to the limit, below max_offset
+            if max_offset is not None and base_offset >= max_offset:
+                break
+            next_position = position + batch_length + 12
+            if next_position > limit and (position != start or not min_one_batch):
+                break  # KIP-74: the first batch comes whole whatever its size
+            position = next_position
+            if position + BATCH_HEADER_SIZE > end:
+                base_offset = self.next_offset
+                break
+            try:
+                base_offset, batch_length, _ = header(position, end)
+            except CorruptSegment:  # serve the good batches before it; the next read reports it
+                base_offset = self.next_offset
+                break
+        return start, position, first_offset, base_offset
+
+    def _header_at(self, position: int, end: int) -> tuple[int, int, int]:
+        """(base offset, batch length, last offset delta) of the batch at ``position``."""
+        data = os.pread(self.fd, _LAST_OFFSET_DELTA_POS + 4, position)
+        base_offset, batch_length = _BASE_AND_LENGTH.unpack_from(data)
+        if not _MIN_BATCH_LENGTH <= batch_length <= end - position - 12:
+            raise self._corrupt(position, batch_length)
+        return base_offset, batch_length, _INT32.unpack_from(data, _LAST_OFFSET_DELTA_POS)[0]
+
     def _corrupt(self, position: int, batch_length: int) -> CorruptSegment:
         return CorruptSegment(f"{self.log_path}: batch at position {position} has an impossible length "
                               f"{batch_length} (file size {self.size_bytes})")
@@ -455,6 +507,7 @@ class LogSegment:
 
     def close(self) -> None:
         """Close the file and write the pending index entries (no fsync; see PartitionLog.close)."""
+        self.released = True
         if self.files is not None:
             self.files.forget(self)
         try:
@@ -465,6 +518,7 @@ class LogSegment:
 
     def release(self) -> None:
         """Close the file, leaving the index files as they are (the segment leaves the log)."""
+        self.released = True
         if self.files is not None:
             self.files.forget(self)
         self.close_file()

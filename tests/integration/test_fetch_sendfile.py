@@ -1,0 +1,115 @@
+"""Fetch responses from the segment files by sendfile (issue 19, item 2b): records come back
+whole and in order to confluent-kafka and kafka-python on a plaintext listener, the bytes go by
+sendfile there (and by copy over TLS: test_tls_listeners.py), and ``max.partition.fetch.bytes``
+and ``fetch.max.bytes`` bound a response as Kafka bounds it (whole batches; the first one
+whole whatever its size, KIP-74)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import urllib.request
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KPTopicPartition
+from kio.schema.fetch.v12 import request as fetch_v12
+
+from tidelog.cluster.broker_channel import BrokerChannel
+from tidelog.protocol.records import parse_batch_header
+
+TOPIC = "slices"
+RECORDS = 600  # 3 partitions x 200 x ~10 KiB: many fetches of several batches each
+
+
+def _metrics(broker) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.metrics_port}/metrics", timeout=5) as page:
+        lines = page.read().decode().splitlines()
+    return {name: float(value) for name, value in (line.rsplit(" ", 1) for line in lines if line and line[0] != "#")}
+
+
+def _value(n: int) -> bytes:
+    return (b"%d:" % n) * (10_000 // len(b"%d:" % n))
+
+
+def _fill(broker) -> None:
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(TOPIC, 3, 1)])[TOPIC].result(15)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 2,
+                         "batch.size": 40_000})
+    for n in range(RECORDS):
+        producer.produce(TOPIC, _value(n), partition=n % 3)
+    assert producer.flush(30) == 0
+
+
+def test_consumers_read_every_record_sent_from_the_file(broker):
+    _fill(broker)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "slices", "enable.auto.commit": False,
+                         "max.partition.fetch.bytes": 65536, "fetch.max.bytes": 150_000,
+                         "message.max.bytes": 100_000})
+    consumer.assign([TopicPartition(TOPIC, p, 0) for p in range(3)])
+    seen: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
+    while sum(map(len, seen.values())) < RECORDS:
+        messages = consumer.consume(100, 10)
+        assert messages, "no records within 10 s"
+        for message in messages:
+            assert not message.error(), message.error()
+            seen[message.partition()].append(message.value())
+    consumer.close()
+    for p in range(3):
+        assert seen[p] == [_value(n) for n in range(p, RECORDS, 3)]
+
+    kp = KafkaConsumer(bootstrap_servers=broker.bootstrap, max_partition_fetch_bytes=65536, consumer_timeout_ms=20_000)
+    kp.assign([KPTopicPartition(TOPIC, p) for p in range(3)])
+    kp.seek_to_beginning()
+    got = []
+    for message in kp:
+        got.append((message.partition, message.value))
+        if len(got) == RECORDS:
+            break
+    kp.close()
+    assert sorted(got, key=lambda m: (m[0], int(m[1].split(b":")[0]))) == sorted(
+        ((n % 3, _value(n)) for n in range(RECORDS)), key=lambda m: (m[0], int(m[1].split(b":")[0])))
+    metrics = _metrics(broker)
+    assert metrics.get('tidelog_fetch_response_record_bytes_total{path="sendfile"}', 0) > 2 * RECORDS * 10_000 * 0.5
+
+
+def _batch_sizes(records: bytes) -> list[int]:
+    sizes, position = [], 0
+    while position < len(records):
+        sizes.append(parse_batch_header(records, position).size)
+        position += sizes[-1]
+    assert position == len(records), "a batch was cut"
+    return sizes
+
+
+def test_partition_and_response_limits_are_honoured(broker):
+    _fill(broker)
+
+    async def fetch(partition_max_bytes: int, max_bytes: int):
+        channel = BrokerChannel("127.0.0.1", broker.port, "limits-test")
+        try:
+            request = fetch_v12.FetchRequest(
+                replica_id=-1, max_wait=datetime.timedelta(0), min_bytes=0, max_bytes=max_bytes, isolation_level=0,
+                session_id=0, session_epoch=-1, forgotten_topics_data=(), rack_id="", topics=(fetch_v12.FetchTopic(
+                    topic=TOPIC, partitions=tuple(fetch_v12.FetchPartition(
+                        partition=p, current_leader_epoch=-1, fetch_offset=0, last_fetched_epoch=-1, log_start_offset=-1,
+                        partition_max_bytes=partition_max_bytes) for p in range(3))),))
+            response = await channel.request(1, 12, request, 10)
+        finally:
+            channel.close()
+        return [bytes(p.records or b"") for p in response.responses[0].partitions]
+
+    for partition_max_bytes, max_bytes in ((65536, 1 << 20), (65536, 100_000), (1, 1 << 20), (1 << 20, 1)):
+        records = asyncio.run(fetch(partition_max_bytes, max_bytes))
+        sizes = [_batch_sizes(r) for r in records]
+        total = 0
+        for batches in sizes:
+            limit = min(partition_max_bytes, max(0, max_bytes - total))
+            if total == 0 and batches and batches[0] > limit:  # the response's first batch comes whole (KIP-74)
+                assert batches == [batches[0]]
+            else:
+                assert sum(batches) <= limit
+            total += sum(batches)
+        assert sizes[0], "the first partition returned nothing"
