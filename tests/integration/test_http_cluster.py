@@ -187,7 +187,7 @@ def test_group_routes_answer_alike_on_every_broker(cluster, admin):
 
 def test_push_subscriptions_are_the_clusters(cluster, admin):
     """Push subscriptions live in etcd: made, changed, paused and deleted through any broker, seen
-    alike by every broker; each broker's status is its own deliveries (node_id)."""
+    alike by every broker; any broker's status adds up every broker's deliveries."""
     import requests
 
     create(admin, "pushed", 3, 3)
@@ -203,13 +203,17 @@ def test_push_subscriptions_are_the_clusters(cluster, admin):
         return all(a.status_code == 200 and check(a.json()) for a in answers)
 
     wait_until(lambda: seen(lambda s: s["batch_size"] == 10), 20, message="every broker sees the subscription")
+    # Each broker delivers the share-partitions it leads; any broker's status adds all of them up.
+    wait_until(lambda: seen(lambda s: s["status"]["brokers"] == sorted(base) and s["status"]["unreachable"] == []
+                        and sorted(p["partition"] for p in s["status"]["partitions"]) == [0, 1, 2]), 30,
+               message="every broker's status counting the three brokers' deliveries")
     assert requests.patch(base[two] + "/everywhere", json={"batch_size": 20}, timeout=30).status_code == 200
     assert requests.post(base[three] + "/everywhere/pause", timeout=30).status_code == 200
     wait_until(lambda: seen(lambda s: s["batch_size"] == 20 and s["status"]["state"] == "paused"), 20,
                message="every broker sees the change and the pause")
     for node_id, url in base.items():
         listed = requests.get(url, timeout=30).json()["subscriptions"]
-        assert [(s["name"], s["status"]["node_id"]) for s in listed] == [("everywhere", node_id)]
+        assert [(s["name"], s["status"]["brokers"]) for s in listed] == [("everywhere", sorted(base))]
         assert created.json()["secret"] not in json.dumps(listed)
     assert requests.post(base[two], timeout=30, json={"name": "everywhere", "topics": ["pushed"],
                                                       "endpoint": "http://127.0.0.1:9/hook"}).status_code == 409

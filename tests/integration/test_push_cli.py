@@ -47,7 +47,7 @@ def test_create_list_describe_update_pause_resume_delete(broker):
     plain = dict(line.split("\t", 1) for line in ok("push", "describe", "hook", *u).splitlines() if "\t" in line)
     assert plain["name"] == "hook" and plain["endpoint"] == ENDPOINT and plain["batch size"] == "20"
     assert plain["share group"] == "push.hook" and plain["concurrency"].endswith("of 8")
-    assert plain["status of"].startswith("broker 1: ")  # the share-partitions it leads: 2 once its engine took it up
+    assert plain["status of"].endswith("share-partitions, delivered by broker 1")  # 2 once its engine took it up
 
     assert ok("push", "update", "hook", "--batch-size", "50", "-t", "orders", "-t", "audit", "--no-bearer-token", *u) == "hook\n"
     updated = ok_json("push", "describe", "hook", *u)

@@ -52,7 +52,7 @@ def test_push_pages(broker, page, tmp_path):  # noqa: F811 - the fixture
     page.wait_for_selector("[data-testid=push-title] >> text=orders-hook")
     page.wait_for_selector("[data-testid=push-backlog]")
     assert page.inner_text("[data-testid=push-concurrency]").endswith("of 8")
-    page.wait_for_selector("[data-testid=push-status-scope] >> text=Status of broker 1's deliveries: the 2 share-partitions")
+    page.wait_for_selector("[data-testid=push-status-scope] >> text=2 share-partitions, delivered by broker 1 ")
     assert page.inner_text("[data-testid=push-count-dead_lettered]") == "0"
     assert page.input_value("[data-testid=push-setting-batch_size]") == "25"
 

@@ -170,6 +170,13 @@ def create(api: HttpApi, out: Output, name: str, topics: tuple[str, ...], endpoi
         note(f"created push subscription {name}; the line on stdout is its signing secret, not shown again")
 
 
+def _scope(status: dict) -> str:
+    """Whose deliveries the status counts: every broker delivers the share-partitions it leads."""
+    brokers = ",".join(str(b) for b in status.get("brokers", [])) or "-"
+    missing = f"; not answering: broker {','.join(str(b) for b in status['unreachable'])}" if status.get("unreachable") else ""
+    return f"{len(status.get('partitions', []))} share-partitions, delivered by broker {brokers}{missing}"
+
+
 def _latency(status: dict) -> str:
     p50, p99 = status.get("latency_p50_ms"), status.get("latency_p99_ms")
     return "-" if p50 is None else f"{p50:g} / {p99:g} ms"
@@ -203,7 +210,7 @@ def _describe(out: Output, s: dict) -> None:
         ("delivery limit", s["delivery_limit"]), ("dead-letter topic", s.get("dead_letter_topic")),
         ("bearer token", s["bearer_token"]),
         ("last error", status.get("last_error")),
-        ("status of", f"broker {status.get('node_id', '-')}: {len(status.get('partitions', []))} share-partitions it leads"),
+        ("status of", _scope(status)),
     ], title=f"Push subscription {s['name']}")
     out.table(["delivered", "acknowledged", "retries", "dead-lettered", "backlog", "latency p50 / p99"],
               [(status["delivered"], status["acknowledged"], status["retries"], status["dead_lettered"], status["backlog"],

@@ -54,7 +54,8 @@ class Api:
             self.view.http_address))
         self.transactions = TransactionRoutes(broker, self.view, self.peers)
         self.security = SecurityRoutes(broker)
-        self.push = PushRoutes(lambda: broker.push)
+        self.push = PushRoutes(lambda: broker.push, broker.node_id, lambda: [
+            (node_id, self.view.http_address(node_id)) for node_id in self.view.live_brokers() if node_id != broker.node_id])
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -81,6 +82,7 @@ class Api:
         self.peers.close()
         await self.groups.close()
         await self.shares.close()
+        await self.push.close()
 
     async def cluster(self, _request: web.Request) -> web.Response:
         broker = self.broker

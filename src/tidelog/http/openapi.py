@@ -347,9 +347,14 @@ SCHEMAS = {
             "backlog": {**INT, "description": "Records not yet acknowledged."},
             "latency_p50_ms": {"type": ["number", "null"], "description": "End-to-end latency of recent deliveries."},
             "latency_p99_ms": {"type": ["number", "null"]},
+            "partitions": {"type": "array", "items": _obj({"topic": STR, "partition": INT}),
+                           "description": "The share-partitions delivered (each by the broker leading it)."},
+            "brokers": {"type": "array", "items": INT, "description": "The brokers whose deliveries are counted."},
+            "unreachable": {"type": "array", "items": INT, "description": "Live brokers that did not say (not counted)."},
         }, required=["state", "last_error", "concurrency", "in_flight", "delivered", "acknowledged", "retries",
                      "dead_lettered", "failed_by_status", "backlog"],
-            description="This broker's deliveries of the subscription (of the share-partitions it leads); counters since it started."),
+            description="Every live broker's deliveries of the subscription (each of the share-partitions it leads) added up: "
+                        "counters since each broker started; latencies the highest broker's."),
     },
 }
 SCHEMAS["NewPushSubscription"] = {**SCHEMAS["PushSettings"], "properties": {
