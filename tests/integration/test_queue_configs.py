@@ -3,6 +3,7 @@ shown by DescribeConfigs (confluent-kafka and kafka-python), bad values refused 
 
 from __future__ import annotations
 
+import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, NewTopic, ResourceType
 from kafka import KafkaAdminClient
@@ -10,6 +11,12 @@ from kafka.admin import ConfigResource as KPConfigResource
 from kafka.admin import ConfigResourceType
 
 TIMEOUT_S = 15
+
+
+@pytest.fixture
+def broker(shared_broker):
+    """One broker for the module (tests/conftest.py ``shared_broker``): each test uses its own names."""
+    return shared_broker
 
 
 def test_queue_topic_configs_created_altered_and_described(broker):

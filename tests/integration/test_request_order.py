@@ -14,6 +14,7 @@ import io
 import socket
 import struct
 
+import pytest
 from kio.schema.create_topics.v7 import request as create_topics
 from kio.schema.delete_topics.v6 import request as delete_topics
 from kio.schema.fetch.v12 import request as fetch
@@ -28,6 +29,12 @@ from tidelog.protocol.records import build_batch, iter_records
 
 TIMEOUT_S = 15.0
 PRODUCE, FETCH, METADATA, OFFSET_COMMIT, OFFSET_FETCH, CREATE_TOPICS, DELETE_TOPICS = 0, 1, 3, 8, 9, 19, 20
+
+
+@pytest.fixture
+def broker(shared_broker):
+    """One broker for the module (tests/conftest.py ``shared_broker``): each test uses its own names."""
+    return shared_broker
 
 
 class Pipeline:
