@@ -24,12 +24,6 @@ from tests.integration.clients import consume, produce  # noqa: E402
 from tests.integration.group_clients import confluent_consumer, poll_until  # noqa: E402
 
 
-@pytest.fixture
-def broker(shared_broker):
-    """One broker for the module (tests/conftest.py ``shared_broker``): each test uses its own names."""
-    return shared_broker
-
-
 class HttpApi:
     """requests against the broker's /api/v1, each response validated against its OpenAPI operation."""
 
