@@ -239,3 +239,24 @@ def test_the_allow_list_is_checked_again_at_delivery(broker_factory):
         assert "push.allowed.hosts" in status_of(broker, "fenced-hook")["last_error"]
         assert receiver.snapshot() == []
         assert metric(broker, "tidelog_push_requests_total", subscription="fenced-hook", result="not_allowed") >= 1
+
+
+def test_transactional_records_are_pushed_once_and_markers_never(broker):
+    """A transactional producer's COMMIT markers take offsets between the records but are none: every
+    committed record is pushed once, no marker is, and the backlog drains to 0 (nothing is left
+    acquired or released at a marker's offset)."""
+    create_topic(broker.bootstrap, "txn-pushed", 1)
+    with Receiver() as receiver:
+        create_subscription(broker, name="txn-hook", topics=["txn-pushed"], endpoint=receiver.url, **FAST)
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "push-txn"})
+        producer.init_transactions(30)
+        values = set()
+        for t in range(5):
+            producer.begin_transaction()
+            for i in range(10):
+                producer.produce("txn-pushed", f"t{t}-{i}".encode(), partition=0)
+                values.add(f"t{t}-{i}")
+            producer.commit_transaction(30)
+        wait_for(lambda: set(_values(receiver.snapshot())) == values, 60, "the committed records")
+        wait_for(lambda: status_of(broker, "txn-hook")["backlog"] == 0, 30, "no backlog")
+        assert len(_values(receiver.snapshot())) == 50

@@ -407,9 +407,10 @@ class SubscriptionDelivery:
 
     async def _acknowledge_gaps(self, manager: "ShareManager", key: ShareStateKey, acquired, got: list[PushRecord]) -> None:
         """Acquired offsets that hold no record to deliver (control records, compacted away) are GAPs."""
+        if sum(a.last_offset - a.first_offset + 1 for a in acquired) == len(got):
+            return  # the usual case: every acquired offset holds a record
         offsets = {r.offset for r in got}
-        gaps = [o for a in acquired for o in range(a.first_offset, a.last_offset + 1) if o not in offsets] \
-            if sum(a.last_offset - a.first_offset + 1 for a in acquired) != len(got) else []
+        gaps = [o for a in acquired for o in range(a.first_offset, a.last_offset + 1) if o not in offsets]
         if gaps:
             await manager.acknowledge(key, self.engine.member_id,
                                       [AckBatch(f, last, (int(AcknowledgeType.GAP),)) for f, last in _ranges(gaps)])
