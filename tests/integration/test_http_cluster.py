@@ -141,15 +141,28 @@ def test_a_long_poll_on_a_broker_that_does_not_lead_returns_the_new_record(clust
     create(admin, "polled", 1, 1)
     leader = metadata_view(admin, "polled")[0][1]
     other = next(b for n, b in cluster.brokers.items() if n != leader)
+    # The topic reaches each broker through its own watch of the store: the broker asked may not
+    # know it yet when the admin client's broker does (a 404 then, at load 10).
+    wait_until(lambda: get(other, "/api/v1/topics/polled")[0] == 200, 20, message="the other broker knows the topic")
     import threading
 
-    result = {}
-    reader = threading.Thread(target=lambda: result.update(api(other, "/topics/polled/partitions/0/records?offset=0&timeout_ms=15000")))
+    result: dict = {}
+
+    def read() -> None:
+        try:
+            result.update(api(other, "/topics/polled/partitions/0/records?offset=0&timeout_ms=15000"))
+        except BaseException as e:  # reported by the test, not lost in the thread
+            result["error"] = e
+
+    reader = threading.Thread(target=read)
     reader.start()
     producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
     producer.produce("polled", value=b"late", partition=0)
-    assert producer.flush(30) == 0
+    undelivered = producer.flush(30)
+    del producer  # librdkafka's producer has no close()
+    assert undelivered == 0
     reader.join(30)
+    assert "error" not in result, result["error"]
     assert [r["value"] for r in result["records"]] == ["late"]
 
 
