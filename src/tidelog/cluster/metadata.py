@@ -252,8 +252,11 @@ class EmbeddedMetadataStore:
         self._listeners: list[Listener] = []
 
     def load(self, cluster_id: str = "") -> None:
+        """Read the file; written (durably) only when the start changed something (a new
+        cluster, a replica set made this broker's): an unchanged start leaves it as it is."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
+        changed = not self.path.exists()
+        if not changed:
             data = json.loads(self.path.read_text())
             self.cluster_id = data["cluster_id"]
             self.topics = {t["name"]: TopicRecord.from_json(t) for t in data.get("topics", [])}
@@ -277,7 +280,9 @@ class EmbeddedMetadataStore:
                 state = self.partitions.get((record.name, index))
                 if state is None or state.replicas != (self.node_id,):
                     self.partitions[(record.name, index)] = PartitionState.initial([self.node_id])
-        self._save()
+                    changed = True
+        if changed:
+            self._save()
         logger.info("metadata loaded: cluster %s, %d topics", self.cluster_id, len(self.topics))
 
     async def start(self, cluster_id: str = "") -> None:
