@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from tests.integration.clients import consume, produce
@@ -120,3 +120,38 @@ def test_a_start_of_many_partitions_reads_no_log_after_a_clean_stop_and_stays_bo
         consumer.close()
     assert sum(ends.values()) == len(records)
     assert produce("kafka-python", broker.bootstrap, "many", records[:5], partition=7)[0] == ends[TopicPartition("many", 7)]
+
+
+def _produce_errors(bootstrap: str, topic: str, value: bytes, partition: int) -> list[int]:
+    """The error code of one record produced with confluent-kafka (0: appended)."""
+    errors = []
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "message.max.bytes": 100000})
+    producer.produce(topic, value, partition=partition, on_delivery=lambda err, _msg: errors.append(err.code() if err else 0))
+    assert producer.flush(30) == 0
+    return errors
+
+
+def test_a_restart_takes_up_many_replicas_in_one_log_line_with_their_topic_configs(broker):
+    """Issue 19.4: a take-up of many replicas (a start) logs one summary line, each replica's
+    "leader" line at DEBUG; the topic's configs, resolved once for all its partitions, still
+    govern every partition, and a change after the start reaches them all."""
+    partitions = 40
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("bulk", num_partitions=partitions, replication_factor=1,
+                                  config={"max.message.bytes": "2000"})])["bulk"].result(30)
+    assert broker.stop() == 0
+    logged_before = broker.log_path.stat().st_size
+    broker.restart()
+
+    log = whole_log(broker)[logged_before:]
+    assert any(f"took up {partitions + 1} replicas: leading {partitions + 1}, following 0" in line
+               for line in log.splitlines()), log[-3000:]  # and __consumer_offsets-0
+    assert ": leader (epoch " not in log, log[-3000:]
+    assert _produce_errors(broker.bootstrap, "bulk", b"x" * 3000, partition=5) == [10]  # MESSAGE_TOO_LARGE
+    assert _produce_errors(broker.bootstrap, "bulk", b"x" * 1000, partition=6) == [0]
+
+    resource = ConfigResource(ConfigResource.Type.TOPIC, "bulk", incremental_configs=[
+        ConfigEntry("max.message.bytes", "10000", incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([resource])[resource].result(30)
+    assert _produce_errors(broker.bootstrap, "bulk", b"x" * 3000, partition=partitions - 1) == [0]
+    assert _produce_errors(broker.bootstrap, "bulk", b"x" * 3000, partition=5) == [0]

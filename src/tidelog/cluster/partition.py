@@ -197,9 +197,10 @@ class Partition:
         return None
 
     # ---- roles -------------------------------------------------------------------------------
-    def make_leader(self, state: "PartitionState", now_ms: int | None = None) -> None:
+    def make_leader(self, state: "PartitionState", now_ms: int | None = None, log_level: int = logging.INFO) -> None:
         """Lead at ``state``'s leader epoch: the epoch starts at the log end; every replica
-        counts as caught up now (it has ``replica.lag.time.max.ms`` to show it)."""
+        counts as caught up now (it has ``replica.lag.time.max.ms`` to show it). ``log_level``:
+        DEBUG in a bulk take-up (the replica manager logs a summary)."""
         was_leading = self.leading
         if was_leading:
             self.ack_waiters.fail(ErrorCode.not_leader_or_follower)
@@ -214,8 +215,9 @@ class Partition:
         self.caught_up_ms = {r: now for r in state.replicas}
         self.pending_isr = None
         self._advance_high_watermark()
-        logger.info("%s-%d: leader (epoch %d), isr %s, high watermark %d, log end offset %d", self.topic, self.index,
-                    state.leader_epoch, list(state.isr), self.high_watermark, self.log.log_end_offset)
+        if logger.isEnabledFor(log_level):
+            logger.log(log_level, "%s-%d: leader (epoch %d), isr %s, high watermark %d, log end offset %d", self.topic,
+                       self.index, state.leader_epoch, list(state.isr), self.high_watermark, self.log.log_end_offset)
 
     def update_state(self, state: "PartitionState") -> None:
         """A newer state at the same leader epoch (an ISR change written by anyone)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HW_CHECKPOINT_FILE = "replication-offset-checkpoint"
+BULK_TAKE_UP = 20  # applying more replicas at once than this logs one summary line, each replica's at DEBUG
 
 
 class IsrMetrics(Protocol):
@@ -69,6 +71,10 @@ class ReplicaManager:
         self._checkpointed_high_watermarks: dict[tuple[str, int], int] = {}
         self._dirty: set[tuple[str, int]] = set()
         self._applied_configs: dict[str, dict] = {}
+        # A topic's PartitionConfig, resolved once for all its partitions; the entry holds the
+        # configs dict it was made from (replaced on a change, never mutated): a stale one is not used.
+        self._partition_configs: dict[str, tuple[dict, PartitionConfig]] = {}
+        self._took_up: Counter[str] | None = None  # during a bulk take-up: replicas led / followed
         self._applied_broker_epoch = 0
         self._awaiting_election: set[tuple[str, int]] = set()
         self.log_dir_offline = False  # after an I/O error: every replica here is offline
@@ -258,7 +264,7 @@ class ReplicaManager:
             return
         self._applied_configs[record.name] = record.configs
         log_config = log_config_for(self.config, record.configs)
-        partition_config = PartitionConfig.from_topic(self.config, record.configs)
+        partition_config = self._partition_config(record)
         for index in range(record.partitions):
             partition = self.partitions.get((record.name, index))
             if partition is None:
@@ -288,6 +294,7 @@ class ReplicaManager:
                 self._notify_leadership(key, False)
             partition.stop(error)
         self._applied_configs.pop(key[0], None)
+        self._partition_configs.pop(key[0], None)
         return partition
 
     async def _apply_loop(self) -> None:
@@ -297,12 +304,29 @@ class ReplicaManager:
             self._apply_dirty()
 
     def _apply_dirty(self) -> None:
+        """Apply the store's state to each changed replica. Many at once (a start, a topic of
+        many partitions): each replica's "leader"/"following" line at DEBUG, one summary at INFO."""
         dirty, self._dirty = self._dirty, set()
-        for key in sorted(dirty):
-            try:
-                self._apply(key)
-            except Exception:
-                logger.exception("applying the state of %s-%d failed", *key)
+        self._took_up = Counter() if len(dirty) > BULK_TAKE_UP else None
+        try:
+            for key in sorted(dirty):
+                try:
+                    self._apply(key)
+                except Exception:
+                    logger.exception("applying the state of %s-%d failed", *key)
+        finally:
+            took_up, self._took_up = self._took_up, None
+        if took_up:
+            logger.info("took up %d replicas: leading %d, following %d", sum(took_up.values()), took_up["leader"],
+                        took_up["follower"])
+
+    def _partition_config(self, record) -> PartitionConfig:
+        cached = self._partition_configs.get(record.name)
+        if cached is not None and cached[0] is record.configs:
+            return cached[1]
+        partition_config = PartitionConfig.from_topic(self.config, record.configs)
+        self._partition_configs[record.name] = (record.configs, partition_config)
+        return partition_config
 
     # ---- roles -----------------------------------------------------------------------------
     def _partition(self, key: tuple[str, int], record) -> Partition:
@@ -311,7 +335,7 @@ class ReplicaManager:
         if partition is not None:
             return partition
         log = self.logs.get(*key) or self.logs.create(key[0], key[1], log_config_for(self.config, record.configs))
-        partition = Partition(key[0], key[1], log, self.logs, self.node_id, PartitionConfig.from_topic(self.config, record.configs),
+        partition = Partition(key[0], key[1], log, self.logs, self.node_id, self._partition_config(record),
                               self, self._checkpointed_high_watermarks.pop(key, 0))
         partition.producer_id_expiration_ms = self.config["producer.id.expiration.ms"]
         self.partitions[key] = partition
@@ -352,7 +376,9 @@ class ReplicaManager:
             self._stop_following(key)
             if not partition.leading or partition.state.leader_epoch != state.leader_epoch:
                 was_leading = partition.leading
-                partition.make_leader(state)
+                partition.make_leader(state, log_level=logging.INFO if self._took_up is None else logging.DEBUG)
+                if self._took_up is not None:
+                    self._took_up["leader"] += 1
                 if not was_leading:
                     self._notify_leadership(key, True)
             elif state.version >= partition.state.version:
@@ -372,7 +398,10 @@ class ReplicaManager:
                 fetcher = self.fetchers[state.leader] = Fetcher(self, state.leader, self.config["replica.fetch.backoff.ms"])
                 fetcher.start()
             fetcher.add(key, state.leader_epoch)
-            logger.info("%s-%d: following leader %d (epoch %d)", key[0], key[1], state.leader, state.leader_epoch)
+            if self._took_up is not None:
+                self._took_up["follower"] += 1
+            logger.log(logging.INFO if self._took_up is None else logging.DEBUG, "%s-%d: following leader %d (epoch %d)",
+                       key[0], key[1], state.leader, state.leader_epoch)
 
     def _notify_leadership(self, key: tuple[str, int], leading: bool) -> None:
         for callback in self.on_leadership:
