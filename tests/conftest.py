@@ -1,12 +1,76 @@
 from __future__ import annotations
 
+import sys
+import traceback
+
 import pytest
 
-from tests.brokerproc import BrokerProcess
+from tests import client_leaks
+
+# Before any test module imports a client class (tests/client_leaks.py).
+client_leaks.install()
+
+from tests.brokerproc import BrokerProcess  # noqa: E402
 
 # Settings every test broker gets: what client test suites expect (auto-creation, several
 # partitions is opt-in per test) and a quick retention check.
 TEST_SETTINGS = {"log.retention.check.interval.ms": "1000", "http.port": "0"}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item._tidelog_call_failed = report.failed
+    return report
+
+
+@pytest.fixture(autouse=True)
+def kafka_client_leaks(request):
+    """Notes which Kafka clients are the test's (tests/client_leaks.py): those made after this
+    point. Autouse and function-scoped, so set up after the module's and session's fixtures (a
+    client one of them holds is not the test's). ``pytest_runtest_protocol`` below checks."""
+    request.node._tidelog_client_mark = (client_leaks.mark(), client_leaks.librdkafka_handles())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """After a test and all of pytest's own cleanup (fixture values, captured log records: both
+    hold a test's objects through its teardown), a Kafka client the test made that is still
+    open is a leak: the test gets an error, and the client is closed so that it does not run on
+    during the next tests."""
+    result = yield
+    mark = getattr(item, "_tidelog_client_mark", None)
+    if mark is None:
+        return result
+    serial, handles = mark
+    if getattr(item, "_tidelog_call_failed", False):
+        # A failed test's frames are kept (sys.last_traceback) and hold its clients; the failure
+        # is reported already: free them rather than report each as a leak too.
+        if getattr(sys, "last_traceback", None) is not None:
+            try:
+                traceback.clear_frames(sys.last_traceback)
+            except RuntimeError:  # a frame still executing (a test that failed inside a generator)
+                pass
+        for client, _ in client_leaks.open_since(serial):
+            client_leaks.close(client)
+        return result
+    leaked = client_leaks.open_since(serial)
+    for client, _ in leaked:
+        client_leaks.close(client)
+    problem = None
+    if leaked:
+        problem = (f"{len(leaked)} Kafka client(s) left open after the test (close them in a finally or a "
+                   "fixture's teardown, or use a with block):\n"
+                   + "\n".join(f"  {made.kind} made at {made.where}" for _, made in leaked))
+    elif client_leaks.librdkafka_handles() > handles:
+        problem = (f"{client_leaks.librdkafka_handles() - handles} librdkafka instance(s) (rdk:main threads) more "
+                   "after the test than before it, made outside the registered client classes")
+    if problem is not None:
+        report = pytest.TestReport(item.nodeid, item.location, {name: 1 for name in item.keywords}, "failed",
+                                   problem, "teardown")
+        item.ihook.pytest_runtest_logreport(report=report)
+    return result
 
 
 @pytest.fixture
