@@ -133,3 +133,15 @@ def test_a_start_after_a_crash_reads_each_active_segment_once_and_no_index_file(
     assert sorted(p.rsplit("/", 2)[-2] for p in opened if p.endswith(".log")) == [f"t-{p}" for p in range(5)]
     assert [p for p in opened if p.endswith("index")] == [] and truncated == []
     assert all(log.log_end_offset == 20 == log.durable_offset for log in manager.logs())
+
+
+@pytest.mark.parametrize("active", [True, False])
+def test_a_segment_opened_from_a_clean_stops_account_has_every_field_a_new_one_has(tmp_path, active):
+    """from_state builds a segment without __init__: a field added to one and not the other broke
+    Fetch after every clean restart ('LogSegment' object has no attribute 'released')."""
+    from tidelog.storage.segment import LogSegment
+
+    made = LogSegment(tmp_path, 0)
+    reopened = LogSegment.from_state(tmp_path, made.state(), None, 4096, active)
+    assert sorted(vars(reopened)) == sorted(vars(made))
+    made.close()

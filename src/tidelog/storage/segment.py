@@ -106,6 +106,7 @@ class LogSegment:
         segment.sealed = not active
         segment.unsynced = False
         segment._fd = None
+        segment.released = False
         segment.size_bytes = size_bytes
         name = segment_file_name(base_offset, "")
         segment.offset_index = OffsetIndex(None, dir, name + ".index")
