@@ -144,7 +144,10 @@ def _confluent(bootstrap, security, topic, values, timeout_s):
 
 
 def _kafka_python(bootstrap, security, topic, values, timeout_s):
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **security.kafka_python())
+    # bootstrap_timeout_ms: the constructor waits that long (30 s by default) for a first
+    # connection, also when every one is refused its authentication.
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", bootstrap_timeout_ms=int(timeout_s * 1000),
+                             **security.kafka_python())
     try:
         for future in [producer.send(topic, value, partition=0) for value in values]:
             future.get(timeout_s)
