@@ -140,11 +140,11 @@ class Receiver:
         return [k for d in self.snapshot() for k in d.keys]
 
 
-def api(broker, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+def api(broker, method: str, path: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict]:
     """One call of the broker's HTTP API: (status, JSON answer)."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"http://127.0.0.1:{broker.metrics_port}/api/v1{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read() or b"{}")
@@ -159,8 +159,11 @@ def create_subscription(broker, **fields) -> str:
     return answer["secret"]
 
 
-def status_of(broker, name: str) -> dict:
-    status, answer = api(broker, "GET", f"/push-subscriptions/{name}")
+def status_of(broker, name: str, local: bool = False) -> dict:
+    """The subscription's status: over the cluster's brokers, or (``local``) this broker's own deliveries
+    (asked as another broker asks it)."""
+    status, answer = api(broker, "GET", f"/push-subscriptions/{name}",
+                         headers={"X-Tidelog-Forwarded-By": "0"} if local else None)
     assert status == 200, (status, answer)
     return answer["status"]
 
