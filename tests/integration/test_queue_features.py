@@ -86,7 +86,9 @@ def test_a_delayed_record_is_delivered_no_earlier_than_its_time(broker):
             due_ms = now_ms + 3000 if message.value() == b"in-3s" else timestamp_ms + delays[message.value()]
             assert received * 1000 >= due_ms - 5, message.value()
         assert [m.value() for _, m in seen] == [b"now", b"in-1.5s", b"in-3s"]
-        assert seen[-1][0] * 1000 < now_ms + 3000 + 2000  # and not much later, even on a loaded machine
+        # and not held back: a delayed record waits for its due time, not for a lock or the
+        # next rebalance (30 s); 2 s past due failed at load 15-20, so the bound is 8 s
+        assert seen[-1][0] * 1000 < now_ms + 3000 + 8000
     finally:
         consumer.close()
 
