@@ -83,6 +83,18 @@ def test_changed_refuses_a_new_name_and_validates():
     assert caught.value.field == "linger_ms"
 
 
+def test_a_change_sending_back_the_masked_token_keeps_the_token():
+    """A client that PATCHes back what GET showed (bearer_token "***") changes nothing of the token;
+    a new token or null replaces it."""
+    sub = PushSubscription.parse({**BASE, "bearer_token": "tok"}, created_ms=5, secret="k")
+    shown = sub.to_json()
+    assert shown["bearer_token"] == "***"
+    sent_back = {name: value for name, value in shown.items() if name not in ("created_ms", "share_group")}
+    assert sub.changed({**sent_back, "batch_size": 10}).bearer_token == "tok"
+    assert sub.changed({"bearer_token": "new"}).bearer_token == "new"
+    assert sub.changed({"bearer_token": None}).bearer_token is None
+
+
 def test_backoff_grows_to_its_max():
     sub = PushSubscription.parse({**BASE, "backoff_initial_ms": 100, "backoff_multiplier": 3, "backoff_max_ms": 1000})
     assert [sub.backoff_ms(n) for n in (1, 2, 3, 4, 100)] == [100, 300, 900, 1000, 1000]

@@ -165,6 +165,8 @@ class PushSubscription:
         for name in IMMUTABLE_FIELDS:
             if name in changes and changes[name] != getattr(self, name):
                 raise SubscriptionError(name, "cannot be changed (delete and create the subscription again)")
+        if changes.get("bearer_token") == "***":  # the masked token, as shown, sent back: unchanged
+            changes = {name: value for name, value in changes.items() if name != "bearer_token"}
         merged = {**self.user_fields(), **changes}
         return PushSubscription.parse(merged, created_ms=self.created_ms, secret=self.secret)
 
