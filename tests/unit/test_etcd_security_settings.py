@@ -35,3 +35,13 @@ def test_a_key_without_a_certificate_is_refused(tmp_path):
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     with pytest.raises(ValueError, match="etcd.ssl.key.location"):
         EtcdSecurity(str(tmp_path / "ca.pem"), key_file=str(tmp_path / "key.pem")).ssl_context()
+
+
+def test_a_missing_file_names_where_its_setting_came_from(tmp_path):
+    from tidelog.config import BrokerConfig
+
+    config_file = tmp_path / "broker.toml"
+    config_file.write_text('"etcd.ssl.ca.location" = "/nonexistent/ca.pem"\n')
+    config = BrokerConfig.load(config_file=config_file, env={})
+    with pytest.raises(ValueError, match=rf"etcd.ssl.ca.location \(in {config_file}\): cannot load /nonexistent/ca.pem"):
+        EtcdSecurity.from_config(config).ssl_context()

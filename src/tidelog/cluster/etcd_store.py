@@ -46,7 +46,7 @@ import logging
 import os
 import random
 import ssl
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -117,11 +117,18 @@ class EtcdSecurity:
     key_file: str = ""
     username: str = ""
     password: str = ""
+    # setting -> where its value came from ("from /etc/tidelog/broker.toml"), for error lines
+    origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_config(cls, config) -> "EtcdSecurity":
-        return cls(config["etcd.ssl.ca.location"], config["etcd.ssl.certificate.location"],
-                   config["etcd.ssl.key.location"], config["etcd.username"], config["etcd.password"])
+        files = ("etcd.ssl.ca.location", "etcd.ssl.certificate.location", "etcd.ssl.key.location")
+        return cls(*(config[name] for name in files), config["etcd.username"], config["etcd.password"],
+                   origins={name: config.origins[name] for name in files if name in getattr(config, "origins", {})})
+
+    def _named(self, setting: str) -> str:
+        origin = self.origins.get(setting)
+        return f"{setting} ({origin})" if origin else setting
 
     @property
     def tls(self) -> bool:
@@ -134,15 +141,15 @@ class EtcdSecurity:
         try:
             context = ssl.create_default_context(cafile=self.ca_file or None)
         except (OSError, ssl.SSLError) as e:
-            raise ValueError(f"etcd.ssl.ca.location: cannot load {self.ca_file}: {e}") from None
+            raise ValueError(f"{self._named('etcd.ssl.ca.location')}: cannot load {self.ca_file}: {e}") from None
         if self.cert_file:
             try:
                 context.load_cert_chain(self.cert_file, self.key_file or None)
             except (OSError, ssl.SSLError) as e:
-                raise ValueError(f"etcd.ssl.certificate.location: cannot load {self.cert_file}"
+                raise ValueError(f"{self._named('etcd.ssl.certificate.location')}: cannot load {self.cert_file}"
                                  f"{' with ' + self.key_file if self.key_file else ''}: {e}") from None
         elif self.key_file:
-            raise ValueError("etcd.ssl.key.location: set without etcd.ssl.certificate.location")
+            raise ValueError(f"{self._named('etcd.ssl.key.location')}: set without etcd.ssl.certificate.location")
         return context
 
 
