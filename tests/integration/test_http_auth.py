@@ -187,6 +187,8 @@ def test_a_secured_cluster_answers_group_routes_at_the_coordinator_as_the_caller
         wait_until(lambda: requests.get(base + "/groups", timeout=30).status_code == 401, 30,
                    message="the users known to every broker")
         assert requests.get(base + "/groups", auth=("ops", SECRET), timeout=30).status_code == 200
+        # the overview's group count, asked of the coordinator with the caller's credentials (was null)
+        assert requests.get(base + "/cluster", auth=("ops", SECRET), timeout=30).json()["groups"] == 0
         refused = requests.get(base + "/groups", auth=("alice", SECRET), timeout=30)
         assert (refused.status_code, refused.json()["error_code"]) == (403, "CLUSTER_AUTHORIZATION_FAILED")
         produced = requests.post(base + "/topics/queue/records", auth=("admin", SECRET), timeout=60, json={

@@ -84,7 +84,7 @@ class Api:
         await self.shares.close()
         await self.push.close()
 
-    async def cluster(self, _request: web.Request) -> web.Response:
+    async def cluster(self, request: web.Request) -> web.Response:
         broker = self.broker
         metrics = broker.metrics
 
@@ -111,7 +111,7 @@ class Api:
             "partitions": len(states),
             "under_replicated_partitions": sum(s["under_replicated"] for s in states),
             "offline_partitions": sum(s["offline"] for s in states),
-            "groups": await self.groups.group_count(),
+            "groups": await self.groups.group_count(request.headers.get("Authorization")),
             "connections": len(broker.connections),
             "totals": {
                 "produced_bytes": total(metrics.produced_bytes),

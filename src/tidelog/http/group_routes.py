@@ -97,8 +97,9 @@ class GroupRoutes:
             raise KafkaError(ErrorCode.network_exception,
                              f"the group coordinator's HTTP API at {address} did not answer: {e or type(e).__name__}") from None
 
-    async def group_count(self) -> int | None:
-        """Groups as the coordinator knows them; None when it cannot be asked."""
+    async def group_count(self, authorization: str | None = None) -> int | None:
+        """Groups as the coordinator knows them; None when it cannot be asked. ``authorization``:
+        the caller's Authorization header, which a secured coordinator checks again."""
         try:
             address = self._coordinator_http(None)
         except KafkaError:
@@ -108,7 +109,10 @@ class GroupRoutes:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=MAX_TIMEOUT_MS / 1000 + 10))
         try:
-            async with self._session.get(f"http://{address}{PREFIX}/groups", headers={FORWARDED_HEADER: str(self.broker.node_id)},
+            headers = {FORWARDED_HEADER: str(self.broker.node_id)}
+            if authorization is not None:
+                headers["Authorization"] = authorization
+            async with self._session.get(f"http://{address}{PREFIX}/groups", headers=headers,
                                          timeout=aiohttp.ClientTimeout(total=2)) as response:
                 return len((await response.json())["groups"]) if response.status == 200 else None
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError):
