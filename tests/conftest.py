@@ -56,14 +56,15 @@ def pytest_runtest_protocol(item, nextitem):
             client_leaks.close(client)
         return result
     leaked = client_leaks.open_since(serial)
-    for client, _ in leaked:
-        client_leaks.close(client)
+    unclosable = {id(client) for client, _ in leaked if not client_leaks.close(client)}
     problem = None
     if leaked:
         problem = (f"{len(leaked)} Kafka client(s) left open after the test (close them in a finally or a "
                    "fixture's teardown, or use a with block):\n"
-                   + "\n".join(f"  {made.kind} made at {made.where}" for _, made in leaked))
-    elif client_leaks.librdkafka_handles() > handles:
+                   + "\n".join(f"  {made.kind} made at {made.where}"
+                               + (" (its close() blocked: another thread is inside it)" if id(client) in unclosable else "")
+                               for client, made in leaked))
+    elif client_leaks.librdkafka_handles() - client_leaks.abandoned_since(serial) > handles:
         problem = (f"{client_leaks.librdkafka_handles() - handles} librdkafka instance(s) (rdk:main threads) more "
                    "after the test than before it, made outside the registered client classes")
     if problem is not None:

@@ -19,6 +19,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from tests import client_leaks
 from tests.brokerproc import wait_until
 from tests.clusterproc import Cluster
 
@@ -54,6 +55,7 @@ class Processor(threading.Thread):
         self.done = threading.Event()
         self.errors: list[str] = []
         self.phase = "starting"  # where the loop is, for a failure message
+        self.clients: tuple = ()  # the consumer and producer of the current attempt
 
     def run(self) -> None:
         deadline = time.monotonic() + MAX_RUN_S
@@ -71,6 +73,7 @@ class Processor(threading.Thread):
                              "enable.partition.eof": True})
         producer = Producer({"bootstrap.servers": self.bootstrap, "transactional.id": TRANSACTIONAL_ID, "linger.ms": 5,
                              "transaction.timeout.ms": 20000, "message.timeout.ms": 15000})
+        self.clients = (consumer, producer)
         try:
             self.phase = "init"
             producer.init_transactions(30)
@@ -157,6 +160,8 @@ def run_with_fault(bootstrap: str, fault) -> list[Processor]:
             time.sleep(0.1)
         if not current.done.is_set():
             assert len(processors) < 4, [(p.phase, p.committed_transactions, p.errors[-3:]) for p in processors]
+            for client in current.clients:  # blocked in librdkafka for good: closing it would block too
+                client_leaks.abandon(client)
             processors.append(Processor(bootstrap))  # the stuck one is fenced by the new producer
             processors[-1].start()
     return processors
