@@ -53,6 +53,7 @@ WORKLOADS = {w.name: w for w in (
     Workload("1k-p6-share1", 1024, "all", partitions=6, consumers=1, share=True),
     Workload("1k-p6-share3", 1024, "all", partitions=6, consumers=3, share=True),
     Workload("lat-5k", 1024, "all", rate=5_000, seconds=10),
+    Workload("lat-20k", 1024, "all", rate=20_000, seconds=10),
     Workload("lat-50k", 1024, "all", rate=50_000, seconds=10),
 )}
-DEFAULT_WORKLOADS = "1k-acks-all,100b-acks-1,1k-acks-all-p16,100b-acks-1-p16,1k-acks-all-p256,1k-p6-group3,1k-p6-share1,1k-p6-share3,lat-5k,lat-50k"
+DEFAULT_WORKLOADS = "1k-acks-all,100b-acks-1,1k-acks-all-p16,100b-acks-1-p16,1k-acks-all-p256,1k-p6-group3,1k-p6-share1,1k-p6-share3,lat-5k,lat-20k,lat-50k"
