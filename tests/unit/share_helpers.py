@@ -63,6 +63,7 @@ class FakeLogs:
         self.aborted: dict[tuple[uuid.UUID, int], list[tuple[int, int]]] = {}
         self.leader_epochs: dict[tuple[uuid.UUID, int], int] = {}  # unset: -1 (not known)
         self.reads = 0
+        self.read_offsets: list[tuple[int, int]] = []  # (first, end) offsets of each read's batches
 
     def produce(self, topic_id: uuid.UUID, partition: int, count: int, *, control: bool = False,
                 timestamp_ms: int | None = None, producer_id: int = -1, transactional: bool = False) -> int:
@@ -115,5 +116,10 @@ class FakeLogs:
                 continue
             if out and len(out) + len(data) > max_bytes:
                 break
+            if not out:
+                first = base
             out += data
+            end = last + 1
+        if out:
+            self.read_offsets.append((first, end))
         return bytes(out)

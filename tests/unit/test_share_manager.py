@@ -124,6 +124,28 @@ def test_fetch_returns_the_batches_of_the_acquired_records_after_making_them_dur
     run(scenario())
 
 
+def test_a_fetch_reads_no_further_than_the_window_can_take():
+    # A consumer asks for 50 MB (librdkafka's fetch.max.bytes) and a few hundred records: the read
+    # stops where the window (share.partition.max.record.locks, 1000 here) ends, whatever is behind.
+    async def scenario():
+        s = Setup()
+        for _ in range(50):
+            s.logs.produce(TOPIC, 0, 100)
+        await s.manager.initialize("g", {TOPIC: [0]})
+        result = await s.manager.acquire(KEY, "a", max_records=250, max_bytes=50 << 20)
+        assert result.acquired == [AcquiredRecords(0, 299, 1)]
+        assert s.logs.read_offsets[-1] == (0, 1000)
+        assert (await s.manager.acquire(KEY, "b", max_records=2000, max_bytes=50 << 20)).acquired == [
+            AcquiredRecords(300, 999, 1)]
+        assert s.logs.read_offsets[-1] == (300, 1000)
+        await s.ack("a", 0, 299, ACCEPT)  # the window moves on: so does the read
+        assert (await s.manager.acquire(KEY, "a", max_records=2000, max_bytes=50 << 20)).acquired == [
+            AcquiredRecords(1000, 1299, 1)]
+        assert s.logs.read_offsets[-1] == (1000, 1300)
+
+    run(scenario())
+
+
 def test_acknowledgements_are_durable_and_move_the_offsets_and_lag():
     async def scenario():
         s = Setup()

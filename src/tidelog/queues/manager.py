@@ -267,6 +267,10 @@ class ShareManager:
             upper = self.source.last_stable_offset(key.topic_id, key.partition)
         else:
             upper = self.source.high_watermark(key.topic_id, key.partition)
+        # No further than the window can take (an acquisition never enters records past it): a
+        # consumer's max_bytes (librdkafka: 50 MB) read, parsed and scanned per fetch to acquire
+        # one batch was most of a ShareFetch's cost and, held by concurrent fetches, of the RSS.
+        upper = min(upper, max(sp.next_offset, sp.start_offset + sp.config.max_in_flight_records))
         if offset >= upper:
             return EMPTY_RESULT
         data = self.source.read(key.topic_id, key.partition, offset, max_bytes, upper)
