@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchmarks import machine, references, report
 from benchmarks.peers import ALL_TARGETS, Target, make_target
-from benchmarks.procs import ServerProcess
+from benchmarks.procs import ServerProcess, machine_busy_cpu_seconds
 from benchmarks.workloads import DEFAULT_WORKLOADS, WORKLOADS, Workload
 
 HERE = Path(__file__).resolve().parent
@@ -59,22 +59,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _stat_busy_seconds() -> float:
-    """Busy CPU seconds of the whole machine so far (all cores), from /proc/stat."""
-    import os
-
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 def run_phase(server: ServerProcess, fn, *args) -> dict:
     """Run one phase and add the broker's CPU and memory and everyone else's CPU to its result."""
     cpu0 = server.cpu_seconds()
-    busy0 = _stat_busy_seconds()
+    busy0 = machine_busy_cpu_seconds()
     result = fn(*args)
     broker_cpu = server.cpu_seconds() - cpu0
-    busy = _stat_busy_seconds() - busy0
+    busy = machine_busy_cpu_seconds() - busy0
     gigabytes = result["bytes"] / 1e9
     result.update(
         broker_cpu_s=broker_cpu,
@@ -199,6 +190,10 @@ def main(argv=None) -> int:
         from benchmarks import replicated
 
         return replicated.main(argv[1:])
+    if argv[:1] == ["multicore"]:  # python -m benchmarks multicore ...: 1 and 2 brokers of a cluster on one host
+        from benchmarks import multicore
+
+        return multicore.main(argv[1:])
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -127,15 +127,16 @@ def produce(bootstrap: str, topic: str, records: int, record_bytes: int, acks: s
     return phase_result(acked, record_bytes, seconds, client_cpu, status, failures)
 
 
-def consume(bootstrap: str, topic: str, records: int, record_bytes: int, timeout_s: float, partitions: int = 1) -> dict:
-    """Read every partition from offset 0 until ``records`` records have arrived."""
+def consume(bootstrap: str, topic: str, records: int, record_bytes: int, timeout_s: float, partitions: int = 1,
+            assigned: list[int] | None = None) -> dict:
+    """Read every partition (or the ``assigned`` ones) from offset 0 until ``records`` records have arrived."""
     consumer = ck.Consumer({"bootstrap.servers": bootstrap, **CONSUMER_SETTINGS, "error_cb": lambda err: None})
     errors: list[str] = []
     received = 0
     deadline = time.monotonic() + timeout_s
     cpu0 = time.process_time()
     start = time.perf_counter()
-    consumer.assign([ck.TopicPartition(topic, p, 0) for p in range(partitions)])
+    consumer.assign([ck.TopicPartition(topic, p, 0) for p in (range(partitions) if assigned is None else assigned)])
     try:
         while received < records and time.monotonic() < deadline:
             # consume(n, timeout) returns when it has n messages or the timeout passed: ask for
