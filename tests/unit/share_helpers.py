@@ -63,6 +63,7 @@ class FakeLogs:
         self.aborted: dict[tuple[uuid.UUID, int], list[tuple[int, int]]] = {}
         self.leader_epochs: dict[tuple[uuid.UUID, int], int] = {}  # unset: -1 (not known)
         self.reads = 0
+        self.lso_asked = 0  # a real partition computes it from its transactions: a replay of its log the first time
         self.read_offsets: list[tuple[int, int]] = []  # (first, end) offsets of each read's batches
 
     def produce(self, topic_id: uuid.UUID, partition: int, count: int, *, control: bool = False,
@@ -95,6 +96,7 @@ class FakeLogs:
         return self.leader_epochs.get((topic_id, partition), -1)
 
     def last_stable_offset(self, topic_id, partition):
+        self.lso_asked += 1
         return self.lso.get((topic_id, partition), self.high_watermark(topic_id, partition))
 
     def aborted_transactions(self, topic_id, partition, fetch_offset, upper_bound_offset):

@@ -146,6 +146,19 @@ def test_a_fetch_reads_no_further_than_the_window_can_take():
     run(scenario())
 
 
+def test_read_uncommitted_never_asks_for_the_last_stable_offset():
+    # A partition's first last-stable-offset replays its log for its transactions (1 GB of records
+    # read once per partition in the share benchmark): a read_uncommitted group has no use for it.
+    async def scenario():
+        s = Setup()
+        s.logs.produce(TOPIC, 0, 10)
+        await s.manager.initialize("g", {TOPIC: [0]})
+        assert (await s.fetch("a")).acquired == [AcquiredRecords(0, 9, 1)]
+        assert s.logs.lso_asked == 0
+
+    run(scenario())
+
+
 def test_acknowledgements_are_durable_and_move_the_offsets_and_lag():
     async def scenario():
         s = Setup()

@@ -59,11 +59,13 @@ class PartitionSource(Protocol):
     def high_watermark(self, topic_id: uuid.UUID, partition: int) -> int: ...
 
     def leader_epoch(self, topic_id: uuid.UUID, partition: int) -> int:
-        """The leader epoch of the topic-partition led here (-1: not known, no fencing by it)."""
+        """The leader epoch of the topic-partition led here (-1: not known, no fencing by it). Raises
+        KafkaError (NOT_LEADER_OR_FOLLOWER, ...) where it is not led here."""
         ...
 
     def last_stable_offset(self, topic_id: uuid.UUID, partition: int) -> int:
-        """read_committed's bound; the high watermark until transactions exist."""
+        """read_committed's bound (the first one replays the log for its transactions: asked only
+        by read_committed groups)."""
 
     def offset_for_timestamp(self, topic_id: uuid.UUID, partition: int, timestamp_ms: int) -> int | None: ...
 
@@ -221,9 +223,8 @@ class ShareManager:
         return sp
 
     async def _load(self, key: ShareStateKey, config: ShareConfig) -> _Loaded:
-        # Only where the topic-partition is led (the source raises NOT_LEADER_OR_FOLLOWER elsewhere):
+        # Only where the topic-partition is led (leader_epoch raises NOT_LEADER_OR_FOLLOWER elsewhere):
         # a share-partition loaded on a follower would go stale while another broker serves it.
-        self.source.last_stable_offset(key.topic_id, key.partition)
         leader_epoch = self.source.leader_epoch(key.topic_id, key.partition)
         if self._refresh is not None:
             await self._refresh()
