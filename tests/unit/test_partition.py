@@ -118,6 +118,29 @@ def test_acks_all_waits_for_every_in_sync_follower(tmp_path):
     run(main, tmp_path)
 
 
+def test_followers_copy_what_the_leader_has_not_yet_fsynced_and_the_watermark_waits_for_its_fsync(tmp_path):
+    """balanced: a follower's long poll is woken by the append itself and reads the records at
+    once, while the leader's group fsync runs (replication and the leader's fsync overlap,
+    instead of one after the other); the high watermark still waits for the leader's fsync."""
+    async def main(logs):
+        partition = leader(logs, replicas=(1, 2, 3))
+        parked = asyncio.ensure_future(wait_for_data([partition], 5.0))
+        await asyncio.sleep(0)
+        result = partition.append_as_leader(batch(2))
+        await asyncio.wait_for(parked, 1.0)
+        assert partition.log.durable_offset == 0  # the fsync lingers flush_interval_ms (5 ms)
+        for follower in (2, 3):
+            read = partition.read(0, 1 << 20, True, replica_id=follower)
+            assert [r.offset for r in iter_records(read.records)] == [0, 1]
+            partition.follower_fetched(follower, 2, partition.log.log_end_offset)
+        assert partition.high_watermark == 0  # both followers have it; the leader's disk not yet
+        assert partition.read(0, 1 << 20, True).records == b""
+        assert await wait_for_acks([(partition, result.end_offset)], -1, 5.0, logs) == [ErrorCode.none]
+        assert partition.high_watermark == 2 == partition.log.durable_offset
+
+    run(main, tmp_path, durability="balanced")
+
+
 def test_acks_all_times_out_and_acks_one_does_not_wait_for_followers(tmp_path):
     async def main(logs):
         partition = leader(logs, replicas=(1, 2))

@@ -17,8 +17,9 @@ validation, idempotence, leader epochs and the acknowledgement waits exist once:
   acks=1 returns once the leader's log is durable under the topic's durability profile;
   acks=all once the high watermark has passed the end offset and the ISR is still at least
   ``min.insync.replicas``.
-- ``read(...)``: whole batches for a consumer (below the high watermark) or a follower (below
-  the leader's durable end, which counts as the follower's position once the read succeeded).
+- ``read(...)``: whole batches for a consumer (below the high watermark) or a follower (up to
+  the log end, durable or not yet: copying overlaps the leader's fsync; the fetch offset counts
+  as the follower's position once the read succeeded).
 - ``append_as_follower(records, leader_high_watermark)``: the leader's batches at its offsets.
 
 The high watermark is the smallest of the leader's durable end offset and the log end offsets
@@ -353,15 +354,16 @@ class Partition:
              as_slice: bool = False) -> ReadResult:
         """Whole batches from ``fetch_offset`` for a consumer (``replica_id`` -1: below the high
         watermark; read_committed below the LSO, with the aborted transactions of the range) or
-        a follower (below the leader's durable end; its position counts once the read
-        succeeded, Kafka's Replica.updateFetchState). ``as_slice``: the records as a FileSlice
+        a follower (up to the log end, as in Kafka: a follower copies records while the leader's
+        own fsync of them runs, and the high watermark waits for both; its position counts once
+        the read succeeded, Kafka's Replica.updateFetchState). ``as_slice``: the records as a FileSlice
         (storage/file_slice.py) for sendfile. Errors are returned, not raised."""
         error = self.leader_error(current_leader_epoch, replica_id)
         if error is not None:
             return ReadResult(error)
         log = self.log
         high_watermark = self.high_watermark
-        max_offset = high_watermark if replica_id < 0 else log.durable_end_offset
+        max_offset = high_watermark if replica_id < 0 else log.log_end_offset
         committed_only = replica_id < 0 and isolation_level == READ_COMMITTED
         if committed_only:
             max_offset = self.last_stable_offset
