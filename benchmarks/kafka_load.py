@@ -315,10 +315,13 @@ def consume_group(bootstrap: str, topic: str, records: int, record_bytes: int, t
     return phase_result(received, record_bytes, seconds, client_cpu, "ok" if received >= records else "timeout", errors)
 
 
-def latency(bootstrap: str, topic: str, rate: int, seconds: float, record_bytes: int, acks: str, timeout_s: float) -> dict:
+def latency(bootstrap: str, topic: str, rate: int, seconds: float, record_bytes: int, acks: str, timeout_s: float,
+            acknowledgements: bool = False) -> dict:
     """End-to-end latency at a fixed rate: a producer paced to ``rate`` records/s for
     ``seconds`` (linger.ms=1), each value stamped with perf_counter_ns; a consumer in a
-    thread of the same process, assigned to partition 0, subtracts the stamp on arrival."""
+    thread of the same process, assigned to partition 0, subtracts the stamp on arrival.
+    ``acknowledgements``: also each record's time from produce() to its acknowledgement
+    (librdkafka's message latency), ``ack_latency_ms``: the produce side of the end-to-end time."""
     import struct
     import threading
 
@@ -350,8 +353,16 @@ def latency(bootstrap: str, topic: str, rate: int, seconds: float, record_bytes:
     thread = threading.Thread(target=consume_stamps, daemon=True)
     thread.start()
     ready.wait(30)
+    acked_s: list[float] = []
+
+    def on_acknowledged(err, msg):
+        took = msg.latency() if err is None else None
+        if took is not None:
+            acked_s.append(took)
+
+    extra = {"delivery.report.only.error": False, "on_delivery": on_acknowledged} if acknowledgements else {}
     producer = ck.Producer({"bootstrap.servers": bootstrap, "acks": acks, **PRODUCER_SETTINGS, "linger.ms": LATENCY_LINGER_MS,
-                            "error_cb": lambda err: None})
+                            "error_cb": lambda err: None, **extra})
     padding = os.urandom(max(0, record_bytes - 8))
     pack = struct.Struct(">q").pack
     cpu0 = time.process_time()
@@ -385,5 +396,9 @@ def latency(bootstrap: str, topic: str, rate: int, seconds: float, record_bytes:
             return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
 
         result["latency_ms"] = {"p50": pct(0.50), "p99": pct(0.99), "p99.9": pct(0.999), "max": ordered[-1] / 1e6}
+    if acked_s:
+        acked_ms = sorted(s * 1e3 for s in acked_s)
+        result["ack_latency_ms"] = {q: acked_ms[min(len(acked_ms) - 1, int(f * len(acked_ms)))]
+                                    for q, f in (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999))}
     result["target_rate"] = rate
     return result

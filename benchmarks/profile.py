@@ -23,22 +23,33 @@ def py_spy() -> str | None:
 
 def record(pid: int, raw_path: Path, workload) -> tuple[float, object]:
     """Sample ``pid`` while ``workload()`` runs; returns (seconds sampled, workload's result)."""
-    raw_path.unlink(missing_ok=True)
-    spy = subprocess.Popen([py_spy(), "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--format", "raw",
-                            "-o", str(raw_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return record_many({pid: raw_path}, workload)
+
+
+def record_many(raw_paths: dict[int, Path], workload) -> tuple[float, object]:
+    """Sample each process (pid -> its raw output) at once while ``workload()`` runs (the three
+    brokers of a cluster); returns (seconds sampled, workload's result)."""
+    for raw_path in raw_paths.values():
+        raw_path.unlink(missing_ok=True)
+    spies = [subprocess.Popen([py_spy(), "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--format", "raw",
+                               "-o", str(raw_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for pid, raw_path in raw_paths.items()]
     try:
         time.sleep(0.5)  # py-spy has no readiness signal; it attaches within a few ms
         start = time.perf_counter()
         result = workload()
         seconds = time.perf_counter() - start
     finally:
-        spy.send_signal(signal.SIGINT)
-        try:
-            spy.wait(30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            spy.wait()
-    wait_until(raw_path.exists, 10, "py-spy output")
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait()
+    for raw_path in raw_paths.values():
+        wait_until(raw_path.exists, 10, "py-spy output")
     return seconds, result
 
 

@@ -2,19 +2,28 @@
 replication factor 3, min.insync.replicas=2, acks=all, 1 KiB records, one partition; the same
 workload against a single-node broker in the same run for the ratio; then failover times.
 
-    python -m benchmarks.replicated [--records 200000] [--runs 3] [--failovers 3] [--out DIR]
+    python -m benchmarks.replicated [--records 200000] [--runs 3] [--failovers 3] [--latency-seconds 10]
+                                    [--profile] [--out DIR]
 
 Throughput phases are kafka_load.produce / consume (the producer and consumer settings of the
-other workloads). Failover: an idempotent acks=all producer writes continuously (linger 5 ms,
-metadata refresh 1 s) while the partition's leader is SIGKILLed; the failover time is from the
-kill to the first record acknowledged after it. The killed broker then restarts and the ISR
-heals before the next round. Every process runs in its own session and is stopped by PID.
+other workloads); each broker's CPU seconds per GB produced are reported by role (the
+partition's leader, each follower), with the load average after every phase. Latency: the
+lat-5k shape (kafka_load.latency: 5,000 records/s of 1 KiB for 10 s, acks=all, linger 1 ms, a
+consumer in the same process) on a new topic, RF 1 on the single node and RF 3 with
+min.insync.replicas=2 on the cluster, with each record's produce-to-acknowledgement time
+beside the end-to-end one. ``--profile``: py-spy samples the three brokers during the first
+replicated produce run (raw stacks and the top functions into --out). Failover: an idempotent
+acks=all producer writes continuously (linger 5 ms, metadata refresh 1 s) while the partition's
+leader is SIGKILLed; the failover time is from the kill to the first record acknowledged after
+it. The killed broker then restarts and the ISR heals before the next round. Every process runs
+in its own session and is stopped by PID.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -32,6 +41,7 @@ from benchmarks import kafka_load
 from benchmarks.procs import ServerProcess, free_port, port_open, wait_until
 
 RECORD_BYTES = 1024
+LATENCY_RATE = 5_000  # records/s of the latency runs (the lat-5k shape)
 # Failure detection like the cluster tests: a dead broker's lease lapses after 2 s.
 CLUSTER_SETTINGS = {"broker.session.timeout.ms": "2000", "replica.lag.time.max.ms": "2000", "http.port": "-1",
                     "log.durability.profile": "balanced"}
@@ -105,10 +115,52 @@ def create_topic(bootstrap: str, topic: str, replication_factor: int, configs: d
     wait_until(ready, 30, f"{topic} led with a full ISR")
 
 
-def throughput(bootstrap: str, topic: str, records: int, timeout_s: float) -> dict:
-    produced = kafka_load.produce(bootstrap, topic, records, RECORD_BYTES, "all", timeout_s)
+def load_average() -> list[float]:
+    return [round(x, 1) for x in os.getloadavg()]
+
+
+def leader_of(bootstrap: str, topic: str) -> int:
+    return AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10).topics[topic].partitions[0].leader
+
+
+def throughput(bootstrap: str, topic: str, records: int, timeout_s: float, brokers: dict[int, "Broker"],
+               profile_dir: Path | None = None) -> dict:
+    """Produce then consume ``records``; each broker's CPU seconds per GB produced (by role:
+    the partition's leader, its followers), and the load average after each phase. With
+    ``profile_dir``, py-spy samples every broker during the produce phase."""
+    leader_id = leader_of(bootstrap, topic)
+    before = {i: b.server.cpu_seconds() for i, b in brokers.items()}
+    produce = lambda: kafka_load.produce(bootstrap, topic, records, RECORD_BYTES, "all", timeout_s)  # noqa: E731
+    profiles = None
+    if profile_dir is None:
+        produced = produce()
+    else:
+        from benchmarks import profile
+
+        raw = {b.server.pid: profile_dir / f"broker-{i}-{'leader' if i == leader_id else 'follower'}.raw"
+               for i, b in brokers.items()}
+        seconds, produced = profile.record_many(raw, produce)
+        profiles = {path.stem: profile.summarise(path, seconds) for path in raw.values()}
+    cpu = {i: b.server.cpu_seconds() - before[i] for i, b in brokers.items()}
+    produced["load_average"] = load_average()
+    gigabytes = produced["bytes"] / 1e9
+    produced["leader_cpu_s_per_gb"] = cpu[leader_id] / gigabytes if gigabytes else None
+    produced["follower_cpu_s_per_gb"] = sorted(c / gigabytes for i, c in cpu.items() if i != leader_id) if gigabytes else []
+    if profiles is not None:
+        produced["profiles"] = profiles
     consumed = kafka_load.consume(bootstrap, topic, records, RECORD_BYTES, timeout_s)
+    consumed["load_average"] = load_average()
     return {"produce": produced, "consume": consumed}
+
+
+def latency(bootstrap: str, topic: str, replication_factor: int, seconds: float, timeout_s: float) -> dict:
+    """End-to-end latency at LATENCY_RATE records/s, acks=all (kafka_load.latency, the lat-5k
+    shape), with each record's produce-to-acknowledgement time beside it."""
+    create_topic(bootstrap, topic, replication_factor, {"min.insync.replicas": "2"} if replication_factor > 1 else {})
+    result = kafka_load.latency(bootstrap, topic, LATENCY_RATE, seconds, RECORD_BYTES, "all", timeout_s,
+                                acknowledgements=True)
+    result["load_average"] = load_average()
+    return result
 
 
 def measure_failovers(brokers: dict[int, Broker], bootstrap: str, rounds: int) -> list[float]:
@@ -159,8 +211,10 @@ def measure_failovers(brokers: dict[int, Broker], bootstrap: str, rounds: int) -
     return times
 
 
-def run(records: int, runs: int, failovers: int, timeout_s: float, tmp_root: Path) -> dict:
-    results: dict = {"records": records, "record_bytes": RECORD_BYTES, "single": [], "replicated": [], "failover_s": []}
+def run(records: int, runs: int, failovers: int, timeout_s: float, tmp_root: Path, latency_s: float = 10.0,
+        profile_dir: Path | None = None) -> dict:
+    results: dict = {"records": records, "record_bytes": RECORD_BYTES, "latency_rate": LATENCY_RATE, "single": [],
+                     "replicated": [], "single_latency": [], "replicated_latency": [], "failover_s": []}
     # Single node, the same workload (replication factor 1).
     for run_index in range(runs):
         workdir = tmp_root / f"single-{run_index}"
@@ -168,11 +222,12 @@ def run(records: int, runs: int, failovers: int, timeout_s: float, tmp_root: Pat
         broker = Broker(workdir, 1, None, {"http.port": "-1", "log.durability.profile": "balanced"}).start()
         try:
             create_topic(broker.bootstrap, "bench", 1, {})
-            results["single"].append(throughput(broker.bootstrap, "bench", records, timeout_s))
+            results["single"].append(throughput(broker.bootstrap, "bench", records, timeout_s, {1: broker}))
+            if latency_s:
+                results["single_latency"].append(latency(broker.bootstrap, "lat", 1, latency_s, timeout_s))
         finally:
             broker.stop()
-        print(f"single node run {run_index + 1}: produce {results['single'][-1]['produce']['records_per_s']:,.0f} rec/s",
-              flush=True)
+        print(f"single node run {run_index + 1}: {summary(results['single'][-1], results['single_latency'])}", flush=True)
     # Three brokers, replication factor 3.
     for run_index in range(runs):
         workdir = tmp_root / f"cluster-{run_index}"
@@ -184,8 +239,11 @@ def run(records: int, runs: int, failovers: int, timeout_s: float, tmp_root: Pat
                 broker.start()
             bootstrap = ",".join(b.bootstrap for b in brokers.values())
             create_topic(bootstrap, "bench", 3, {"min.insync.replicas": "2"})
-            results["replicated"].append(throughput(bootstrap, "bench", records, timeout_s))
-            print(f"replicated run {run_index + 1}: produce {results['replicated'][-1]['produce']['records_per_s']:,.0f} rec/s",
+            results["replicated"].append(throughput(bootstrap, "bench", records, timeout_s, brokers,
+                                                    profile_dir if run_index == 0 else None))
+            if latency_s:
+                results["replicated_latency"].append(latency(bootstrap, "lat", 3, latency_s, timeout_s))
+            print(f"replicated run {run_index + 1}: {summary(results['replicated'][-1], results['replicated_latency'])}",
                   flush=True)
             if run_index == runs - 1 and failovers:
                 results["failover_s"] = measure_failovers(brokers, bootstrap, failovers)
@@ -196,18 +254,60 @@ def run(records: int, runs: int, failovers: int, timeout_s: float, tmp_root: Pat
     return results
 
 
-def markdown(results: dict) -> str:
-    def median(rows, phase):
-        return statistics.median(r[phase]["records_per_s"] for r in rows) if rows else 0.0
+def summary(row: dict, latencies: list[dict]) -> str:
+    produced = row["produce"]
+    text = (f"produce {produced['records_per_s']:,.0f} rec/s, leader {produced['leader_cpu_s_per_gb']:.2f} s/GB, "
+            f"followers {', '.join(f'{c:.2f}' for c in produced['follower_cpu_s_per_gb']) or '-'} s/GB "
+            f"(load {' '.join(map(str, produced['load_average']))})")
+    if latencies and "latency_ms" in latencies[-1]:
+        lat = latencies[-1]
+        text += (f"; e2e p50 {lat['latency_ms']['p50']:.2f} ms, p99 {lat['latency_ms']['p99']:.2f} ms at "
+                 f"{LATENCY_RATE:,}/s (load {' '.join(map(str, lat['load_average']))})")
+    return text
 
-    lines = ["| setup | produce records/s | produce MB/s | consume records/s |", "|---|---:|---:|---:|"]
-    for label, rows in (("single node (RF 1)", results["single"]), ("3 brokers (RF 3, min.insync.replicas 2)", results["replicated"])):
-        produce = median(rows, "produce")
-        lines.append(f"| {label} | {produce:,.0f} | {produce * RECORD_BYTES / 1e6:,.1f} | {median(rows, 'consume'):,.0f} |")
-    single, replicated = median(results["single"], "produce"), median(results["replicated"], "produce")
-    if single:
-        lines.append(f"\nReplicated produce: {replicated / single:.0%} of the single node (medians of {len(results['single'])} runs, "
-                     f"{results['records']:,} records of {RECORD_BYTES} B, acks=all).")
+
+def spread(values: list[float], fmt: str = "{:,.0f}") -> str:
+    """The median with the range over runs: '143,000 (120,000-150,000)'."""
+    if not values:
+        return "-"
+    median = fmt.format(statistics.median(values))
+    return median if len(values) == 1 else f"{median} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def markdown(results: dict) -> str:
+    def phase(rows, name, key="records_per_s"):
+        return [r[name][key] for r in rows if r[name].get(key) is not None]
+
+    def loads(rows):
+        values = [x for r in rows for x in r["produce"]["load_average"][:1]]
+        return f"{min(values):.1f}-{max(values):.1f}" if values else "-"
+
+    lines = ["| setup | produce records/s | consume records/s | leader CPU s/GB | each follower's CPU s/GB | load (1 min) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for label, rows in (("single node (RF 1)", results["single"]),
+                        ("3 brokers (RF 3, min.insync.replicas 2)", results["replicated"])):
+        followers = [c for r in rows for c in r["produce"]["follower_cpu_s_per_gb"]]
+        lines.append(f"| {label} | {spread(phase(rows, 'produce'))} | {spread(phase(rows, 'consume'))} | "
+                     f"{spread(phase(rows, 'produce', 'leader_cpu_s_per_gb'), '{:.2f}')} | {spread(followers, '{:.2f}')} | "
+                     f"{loads(rows)} |")
+    single, replicated = phase(results["single"], "produce"), phase(results["replicated"], "produce")
+    if single and replicated:
+        lines.append(f"\nReplicated produce: {statistics.median(replicated) / statistics.median(single):.0%} of the single "
+                     f"node (medians of {len(single)} runs, {results['records']:,} records of {RECORD_BYTES} B, acks=all).")
+    latency_rows = [(label, [r for r in results[key] if "latency_ms" in r])
+                    for label, key in (("single node (RF 1)", "single_latency"), ("3 brokers (RF 3)", "replicated_latency"))]
+    if any(rows for _, rows in latency_rows):
+        lines += ["", f"End-to-end latency at {results['latency_rate']:,} records/s, acks=all, 1 KiB (ms; median of runs, range):",
+                  "", "| setup | e2e p50 | e2e p99 | e2e p99.9 | ack p50 | ack p99 | load (1 min) |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for label, rows in latency_rows:
+            if not rows:
+                continue
+            e2e = lambda q: spread([r["latency_ms"][q] for r in rows], "{:.2f}")  # noqa: E731
+            ack = lambda q: spread([r["ack_latency_ms"][q] for r in rows if "ack_latency_ms" in r], "{:.2f}")  # noqa: E731
+            values = [r["load_average"][0] for r in rows]
+            lines.append(f"| {label} | {e2e('p50')} | {e2e('p99')} | {e2e('p99.9')} | {ack('p50')} | {ack('p99')} | "
+                         f"{min(values):.1f}-{max(values):.1f} |")
     if results["failover_s"]:
         times = results["failover_s"]
         lines.append(f"\nFailover (leader SIGKILL to the next acknowledged record, {len(times)} rounds): "
@@ -220,18 +320,32 @@ def main(argv=None) -> int:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--failovers", type=int, default=3)
+    parser.add_argument("--latency-seconds", type=float, default=10.0,
+                        help=f"length of each latency run at {LATENCY_RATE:,} records/s (0: none)")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample each broker with py-spy during the first replicated produce run (into --out)")
     parser.add_argument("--timeout", type=float, default=300.0, help="per phase, seconds")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
+    if args.profile:
+        from benchmarks import profile
+
+        if profile.py_spy() is None:
+            raise SystemExit("--profile needs py-spy (pip install py-spy, or the bench extra)")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # finally-blocks stop every server
+    args.out.mkdir(parents=True, exist_ok=True)
     tmp_root = Path(tempfile.mkdtemp(prefix="tidelog-replicated-"))
     try:
-        results = run(args.records, args.runs, args.failovers, args.timeout, tmp_root)
+        results = run(args.records, args.runs, args.failovers, args.timeout, tmp_root, args.latency_seconds,
+                      args.out if args.profile else None)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "replicated-latest.json").write_text(json.dumps(results, indent=1))
     print(markdown(results))
+    for name, summary_ in (results["replicated"][0]["produce"].get("profiles") or {}).items() if results["replicated"] else ():
+        print(f"\n{name}: {summary_['busy_percent']}% of one core sampled; own samples:")
+        for row in summary_["own"][:10]:
+            print(f"  {row['percent']:5.1f}%  {row['function']}")
     return 0
 
 

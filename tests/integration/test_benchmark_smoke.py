@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.etcdproc import etcd_binary
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -60,3 +64,32 @@ def test_the_fsync_reference_reports_latency_percentiles(tmp_path):
     assert row["status"] == "ok" and row["records"] == 20
     assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p99"] <= row["latency_ms"]["max"]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_the_replicated_benchmark_reports_throughput_cpu_by_role_and_latency(tmp_path):
+    """python -m benchmarks replicated end to end with a few thousand records: a single node and
+    three brokers (RF 3) each produce, consume and run the latency shape; the leader's and the
+    followers' CPU per GB and the load average are reported."""
+    etcd_binary()
+    out = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "replicated", "--records", "3000", "--runs", "1",
+                             "--failovers", "0", "--latency-seconds", "1", "--out", str(out)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # the benchmark stops its servers on SIGTERM
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    results = json.loads((out / "replicated-latest.json").read_text())
+    for setup, followers in (("single", 0), ("replicated", 2)):
+        (row,) = results[setup]
+        assert row["produce"]["status"] == "ok" and row["consume"]["status"] == "ok", row
+        assert row["produce"]["leader_cpu_s_per_gb"] >= 0 and len(row["produce"]["follower_cpu_s_per_gb"]) == followers
+        assert len(row["produce"]["load_average"]) == 3
+        (latency,) = results[f"{setup}_latency"]
+        assert latency["status"] == "ok" and latency["records"] == 5_000, latency
+        assert 0 < latency["latency_ms"]["p50"] <= latency["latency_ms"]["p99"]
+        assert 0 < latency["ack_latency_ms"]["p50"] <= latency["ack_latency_ms"]["p99"]
+    assert "3 brokers (RF 3)" in stdout and "e2e p99" in stdout
