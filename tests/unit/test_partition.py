@@ -124,7 +124,7 @@ def test_followers_copy_what_the_leader_has_not_yet_fsynced_and_the_watermark_wa
     instead of one after the other); the high watermark still waits for the leader's fsync."""
     async def main(logs):
         partition = leader(logs, replicas=(1, 2, 3))
-        parked = asyncio.ensure_future(wait_for_data([partition], 5.0))
+        parked = asyncio.ensure_future(wait_for_data([partition], 5.0, replica=True))
         await asyncio.sleep(0)
         result = partition.append_as_leader(batch(2))
         await asyncio.wait_for(parked, 1.0)
@@ -357,6 +357,34 @@ def test_a_parked_fetch_wakes_on_an_append(tmp_path):
         partition.append_as_leader(batch(1))
         await asyncio.wait_for(reader, 1.0)
         assert len(partition.parked_reads) == 0
+
+    run(main, tmp_path)
+
+
+def test_an_append_wakes_followers_fetches_and_the_high_watermark_wakes_consumers(tmp_path):
+    """RF 3: an append wakes the followers' parked fetches (they read up to the log end), not
+    the consumers' (nothing below the high watermark changed); the follower fetch that moves
+    the high watermark wakes the consumers and leaves the other follower's fetch parked."""
+    async def main(logs):
+        partition = leader(logs, replicas=(1, 2, 3))
+        consumer = asyncio.ensure_future(wait_for_data([partition], 5.0))
+        followers = [asyncio.ensure_future(wait_for_data([partition], 5.0, replica=True)) for _ in range(2)]
+        await asyncio.sleep(0)
+        partition.append_as_leader(batch(2))
+        await asyncio.wait_for(asyncio.gather(*followers), 1.0)
+        await asyncio.sleep(0.01)
+        assert not consumer.done()
+        partition.follower_fetched(2, 2, partition.log.log_end_offset)
+        other = asyncio.ensure_future(wait_for_data([partition], 5.0, replica=True))
+        await asyncio.sleep(0)
+        partition.follower_fetched(3, 2, partition.log.log_end_offset)
+        assert partition.high_watermark == 2
+        await asyncio.wait_for(consumer, 1.0)
+        await asyncio.sleep(0.01)
+        assert not other.done()
+        partition.make_follower(replace(partition.state, leader=2, leader_epoch=1))  # a leadership change wakes all
+        await asyncio.wait_for(other, 1.0)
+        assert len(partition.parked_reads) == len(partition.parked_replica_reads) == 0
 
     run(main, tmp_path)
 

@@ -120,7 +120,8 @@ class Partition:
         self.pending_isr: tuple[int, ...] | None = None  # the ISR a compare-and-swap in flight is writing
         self.leader_epoch_start_offset = 0
         self.ack_waiters = AckWaiters()  # acks=all appends waiting for the high watermark
-        self.parked_reads = ParkedReads()  # fetches waiting for data (wait_for_data)
+        self.parked_reads = ParkedReads()  # consumers' fetches waiting for the high watermark (wait_for_data)
+        self.parked_replica_reads = ParkedReads()  # followers' fetches waiting for appends (wait_for_data(replica=True))
         self._producer_state: ProducerState | None = None
         self.transactions = PartitionTransactions(log)  # open transactions, the LSO, the .txnindex files
         self._epoch_cache: LeaderEpochCache | None = None
@@ -282,7 +283,7 @@ class Partition:
         self.transactions.on_data(info, base_offset, now_ms)
         if len(self.maximal_isr) <= 1:
             self._advance_high_watermark()  # throughput: the log end is durable enough at once
-        self.wake_readers()
+        self.parked_replica_reads.wake()  # followers copy it now; consumers wait for the high watermark
         return AppendResult(base_offset, base_offset + info.last_offset_delta + 1, append_time, self.log.log_start_offset,
                             info.record_count, len(records), info.max_timestamp, False)
 
@@ -329,6 +330,9 @@ class Partition:
 
     # ---- the high watermark ----------------------------------------------------------------------
     def _advance_high_watermark(self) -> None:
+        """Move the high watermark up to what the leader's disk and every in-sync follower hold:
+        acknowledgements up to it are answered and consumers parked for data read again
+        (followers' fetches are not woken: they read up to the log end, which did not move)."""
         ends = [self.log.durable_end_offset]  # never past what the leader itself has made durable
         for replica in self.maximal_isr:
             if replica != self.node_id:
@@ -339,14 +343,14 @@ class Partition:
         self.high_watermark = candidate
         self.transactions.on_high_watermark(candidate)
         self.ack_waiters.release(candidate)
-        self.wake_readers()
+        self.parked_reads.wake()
 
     def on_local_flush(self) -> None:
         """The log's durable offset moved (balanced, durable): the high watermark may follow,
-        and fetches parked for data wake (under those profiles an append alone shows them nothing)."""
+        which wakes the consumers parked for data (under those profiles an append alone shows
+        them nothing)."""
         if self.leading:
             self._advance_high_watermark()
-        self.wake_readers()
 
     # ---- reading -------------------------------------------------------------------------------
     def read(self, fetch_offset: int, max_bytes: int, min_one_batch: bool, replica_id: int = -1,
@@ -381,8 +385,10 @@ class Partition:
         return ReadResult(ErrorCode.none, high_watermark, self.last_stable_offset, log.log_start_offset, records, aborted)
 
     def wake_readers(self) -> None:
-        """Parked fetches read again (something new may be readable)."""
+        """Every parked fetch, consumer's or follower's, reads again (a leadership change, a
+        transaction marker, a follower's append)."""
         self.parked_reads.wake()
+        self.parked_replica_reads.wake()
 
     # ---- leader: followers and the ISR ----------------------------------------------------------
     def follower_fetched(self, replica_id: int, fetch_offset: int, log_end_offset: int, now_ms: int | None = None) -> None:

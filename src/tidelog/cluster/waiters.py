@@ -1,9 +1,11 @@
 """The waits on partitions: acknowledgements waiting for a leader's high watermark to pass their
 end offsets, and fetches parked until a partition has something new to read (a long poll).
 
-A Partition owns one ``AckWaiters`` and one ``ParkedReads``; it releases the first as its high
-watermark moves (or fails them when it stops leading) and wakes the second at every append,
-flush, high watermark move and leadership change. ``wait_for_acks`` and ``wait_for_data`` are
+A Partition owns one ``AckWaiters`` and two ``ParkedReads``; it releases the first as its high
+watermark moves (or fails them when it stops leading). Consumers' fetches (and every other
+reader below the high watermark) park in ``parked_reads``, woken when the high watermark moves;
+followers' fetches, which read up to the log end, in ``parked_replica_reads``, woken by each
+append. A leadership change or a transaction marker wakes both. ``wait_for_acks`` and ``wait_for_data`` are
 the waits callers use, over any number of partitions at once: one future per partition still
 waiting, never a task each. Not thread-safe; the event loop owns them.
 """
@@ -99,6 +101,7 @@ class Waitable(Protocol):
     log: "PartitionLog"
     ack_waiters: AckWaiters
     parked_reads: ParkedReads
+    parked_replica_reads: ParkedReads
 
     def acks_all_outcome(self, end_offset: int) -> ErrorCode | None:
         """acks=all's answer for ``end_offset`` now, or None while the high watermark is below it."""
@@ -143,22 +146,23 @@ async def wait_for_acks(appended: list[tuple[Waitable, int]], required_acks: int
     return errors
 
 
-async def wait_for_data(partitions: Iterable[Waitable], timeout_s: float) -> None:
-    """Return when one of ``partitions`` gets data to read (an append, a flush, a high watermark
-    move, a leadership change), or after ``timeout_s``."""
+async def wait_for_data(partitions: Iterable[Waitable], timeout_s: float, replica: bool = False) -> None:
+    """Return when one of ``partitions`` gets data to read (for a consumer: a high watermark
+    move; for a follower, ``replica``: an append), a leadership change, or after ``timeout_s``."""
     waiter = asyncio.get_running_loop().create_future()
-    partitions = list(partitions)
-    for partition in partitions:
-        partition.parked_reads.add(waiter)
+    parked = [partition.parked_replica_reads if replica else partition.parked_reads for partition in partitions]
+    for reads in parked:
+        reads.add(waiter)
     try:
         await asyncio.wait_for(waiter, timeout_s)
     except asyncio.TimeoutError:
         pass
     finally:
-        for partition in partitions:
-            partition.parked_reads.discard(waiter)
+        for reads in parked:
+            reads.discard(waiter)
 
 
 def parked_fetch_count(partitions: Iterable[Waitable]) -> int:
     """Fetches parked on any of ``partitions`` (one that waits on several counts once): the fetch purgatory's size."""
-    return len({future for partition in partitions for future in partition.parked_reads})
+    return len({future for partition in partitions for reads in (partition.parked_reads, partition.parked_replica_reads)
+                for future in reads})

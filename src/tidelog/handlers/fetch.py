@@ -89,7 +89,7 @@ async def handle(ctx: RequestContext, request) -> list:
         remaining_s = deadline - time.monotonic()
         if total_bytes >= request.min_bytes or any_error or remaining_s <= 0 or not watched:
             break
-        await wait_for_data(watched, remaining_s)
+        await wait_for_data(watched, remaining_s, replica=replica_id >= 0)
     response_session_id = INVALID_SESSION_ID
     if session is not None:
         topics = _news(session, wanted, topics)
