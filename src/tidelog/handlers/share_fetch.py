@@ -26,15 +26,15 @@ acknowledgements INVALID_RECORD_STATE, INVALID_REQUEST.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import time
 
 from tidelog.handlers.authorization import unreadable_topic_ids
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.handlers.share_partitions import acknowledge, current_leader, has_renew, node_endpoints
-from tidelog.protocol.apis import build, response_module
+from tidelog.protocol.apis import response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.protocol.share_fetch import SharePartitionData, encode_share_fetch_response
 from tidelog.queues.manager import AcquireResult
 from tidelog.queues.acks import AcquireMode
 from tidelog.queues.share_session import ContextKind
@@ -49,7 +49,7 @@ async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, ctx.api_version)
     group_id, member_id = request.group_id, request.member_id
     if not group_id or not member_id:
-        return _top_error(module, ErrorCode.invalid_request, "GroupId and MemberId must be set.")
+        return _top_error(ErrorCode.invalid_request, "GroupId and MemberId must be set.")
     shares = ctx.shares
     try:
         renew = ctx.api_version >= 2 and request.is_renew_ack
@@ -68,7 +68,7 @@ async def handle(ctx: RequestContext, request) -> object:
         # a malformed request is the client's bug (WARNING); session errors are ordinary (a restart, a race)
         logger.log(logging.WARNING if e.error_code == ErrorCode.invalid_request else logging.DEBUG,
                    "ShareFetch from %s (group %s, member %s) refused: %s", ctx.peer, group_id, member_id, e)
-        return _top_error(module, e.error_code, e.message)
+        return _top_error(e.error_code, e.message)
 
     # READ on each topic, those of the request and of the session (Kafka answers each fetch so)
     unreadable = unreadable_topic_ids(ctx.access, ctx.topics.topic_by_id,
@@ -93,22 +93,14 @@ async def handle(ctx: RequestContext, request) -> object:
         leader = current_leader(ctx, module, topic_id, partition, error)
         if leader.leader_id >= 0:
             leaders.append(leader.leader_id)
-        responses.setdefault(topic_id, []).append(build(
-            module.PartitionData, partition_index=partition, error_code=error, error_message=None,
-            acknowledge_error_code=ack_error, acknowledge_error_message=None, current_leader=leader,
-            records=b"".join(result.records) if result is not None else b"",
-            # AcquiredRecords has the same three fields in every version: made directly, not through
-            # build() (a filter or priorities can acquire hundreds of single records a fetch: build's
-            # field filtering was a third of their cost)
-            acquired_records=tuple(module.AcquiredRecords(first_offset=a.first_offset, last_offset=a.last_offset,
-                                                          delivery_count=a.delivery_count) for a in result.acquired)
-            if result is not None else ()))
-    return build(
-        module.ShareFetchResponse, throttle_time=datetime.timedelta(0), error_code=ErrorCode.none, error_message=None,
-        acquisition_lock_timeout=datetime.timedelta(milliseconds=manager.acquisition_lock_timeout_ms(group_id)),
-        responses=tuple(build(module.ShareFetchableTopicResponse, topic_id=topic_id, partitions=tuple(partitions))
-                        for topic_id, partitions in responses.items()),
-        node_endpoints=node_endpoints(ctx, module, leaders))
+        responses.setdefault(topic_id, []).append(SharePartitionData(
+            partition, error, ack_error, leader.leader_id, leader.leader_epoch,
+            result.records if result is not None else (), result.acquired if result is not None else ()))
+    # Encoded by hand (protocol/share_fetch.py): a filter or priorities can acquire hundreds of
+    # single records a fetch, a range each on the wire.
+    return encode_share_fetch_response(list(responses.items()),
+                                       acquisition_lock_timeout_ms=manager.acquisition_lock_timeout_ms(group_id),
+                                       node_endpoints=node_endpoints(ctx, module, leaders))
 
 
 async def _fetch(ctx: RequestContext, manager, group_id: str, member_id: str, context, partitions, request,
@@ -152,6 +144,5 @@ async def _acquire(manager, group_id: str, member_id: str, partitions, request, 
     return out
 
 
-def _top_error(module, error: ErrorCode, message: str | None) -> object:
-    return build(module.ShareFetchResponse, throttle_time=datetime.timedelta(0), error_code=error,
-                 error_message=message, acquisition_lock_timeout=datetime.timedelta(0), responses=(), node_endpoints=())
+def _top_error(error: ErrorCode, message: str | None) -> list:
+    return encode_share_fetch_response([], error_code=error, error_message=message)

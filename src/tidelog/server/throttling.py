@@ -26,7 +26,7 @@ from typing import Any
 from tidelog.protocol.fetch import encode_fetch_response
 from tidelog.security.quotas import QuotaManagers
 
-PRODUCE, FETCH = 0, 1
+PRODUCE, FETCH, SHARE_FETCH = 0, 1, 78
 EXEMPT = frozenset({17, 18, 36})  # SaslHandshake, ApiVersions, SaslAuthenticate (as Kafka)
 _I32 = struct.Struct(">i")
 
@@ -73,7 +73,9 @@ def throttle(quotas: QuotaManagers, api_key: int, api_version: int, flexible: bo
             response = encode_fetch_response(api_version, [], throttle_time_ms=throttle_ms)
         return response, throttle_ms
     throttle_ms = quotas.request_time_throttle_ms(user, client_id, request_time_ns, now_ms)
-    if throttle_ms and dataclasses.is_dataclass(response) and hasattr(response, "throttle_time"):
+    if throttle_ms and api_key == SHARE_FETCH and isinstance(response, list):  # protocol/share_fetch.py
+        response = [_I32.pack(throttle_ms) + bytes(response[0][4:]), *response[1:]]
+    elif throttle_ms and dataclasses.is_dataclass(response) and hasattr(response, "throttle_time"):
         response = dataclasses.replace(response, throttle_time=datetime.timedelta(milliseconds=throttle_ms))
     return response, throttle_ms
 
