@@ -4,7 +4,9 @@
 produce and fetch paths run per request or per batch: the Produce decoder, batch validation
 (header checks, CRC-32C and the walk over every record; a compressed batch is decompressed to
 be walked), the pre-decode bounds check and kio decode of a Fetch request, the Fetch response
-encoder, and a log append and read (on a temporary directory, page cache only).
+encoder, a log append and read (on a temporary directory, page cache only), and a share manager
+taking a log without and with a one-header filter (benchmarks/share_filter.py ``manager_cost``:
+microseconds per log record, acquisition and acknowledgement, no network).
 """
 
 from __future__ import annotations
@@ -103,6 +105,11 @@ def run(scale: float = 1.0) -> dict[str, float]:
         for name, seconds in send_cost(log, scale).items():
             results[name] = seconds
         log.close()
+    from benchmarks.share_filter import FILTERS, manager_cost
+
+    for name in ("unfiltered", "header"):
+        results[f"share manager, {name}, per log record (50,000 records)"] = min(
+            manager_cost(max(2000, int(50_000 * scale)), FILTERS[name]) for _ in range(3))
     return results
 
 

@@ -10,12 +10,19 @@ group starting at the earliest record takes the whole log with one confluent-kaf
 seconds over that phase divided by the log's records is the cost per record.
 ``--profile DIR`` samples the broker with py-spy during each phase (raw stacks and a summary).
 
+``--in-process`` measures the share manager alone instead (``manager_cost``: no broker, no
+network, no client): the same log in batches of 500, acquired 500 records at a time the way
+ShareFetch does (its response encoded too) and every acquired range accepted, the process's CPU
+seconds per log record. benchmarks/micro.py times it too.
+
     python -m benchmarks.share_filter --records 100000
+    python -m benchmarks.share_filter --records 100000 --in-process
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import tempfile
 import time
@@ -73,6 +80,154 @@ def consume(bootstrap: str, topic: str, expression: str, expected: int, timeout_
     return {"received": received, "expected": expected}
 
 
+class _Log:
+    """One partition's log in memory, read as PartitionLog.read reads (whole batches)."""
+
+    def __init__(self, batches: list[tuple[int, int, bytes]]) -> None:
+        self.batches = batches  # (base offset, last offset, batch)
+
+    def log_start_offset(self, topic_id, partition):
+        return 0
+
+    def high_watermark(self, topic_id, partition):
+        return self.batches[-1][1] + 1 if self.batches else 0
+
+    last_stable_offset = high_watermark
+
+    def leader_epoch(self, topic_id, partition):
+        return -1
+
+    def aborted_transactions(self, topic_id, partition, fetch_offset, upper_bound_offset):
+        return ()
+
+    def offset_for_timestamp(self, topic_id, partition, timestamp_ms):
+        return None
+
+    def read(self, topic_id, partition, offset, max_bytes, max_offset):
+        out = bytearray()
+        for base, last, data in self.batches:
+            if last < offset or base >= max_offset:
+                continue
+            if out and len(out) + len(data) > max_bytes:
+                break
+            out += data
+        return bytes(out)
+
+
+def _kio_response(topic, result) -> bytes:
+    import datetime
+
+    from tidelog.protocol.apis import build, response_module
+    from tidelog.protocol.errors import ErrorCode
+    from tidelog.server.connection import encode_response
+
+    module = response_module(78, 2)
+    partition = build(module.PartitionData, partition_index=0, error_code=ErrorCode.none, error_message=None,
+                      acknowledge_error_code=0, acknowledge_error_message=None,
+                      current_leader=build(module.LeaderIdAndEpoch, leader_id=-1, leader_epoch=-1),
+                      records=b"".join(result.records), acquired_records=tuple(
+                          module.AcquiredRecords(first_offset=a.first_offset, last_offset=a.last_offset,
+                                                 delivery_count=a.delivery_count) for a in result.acquired))
+    return encode_response(build(
+        module.ShareFetchResponse, throttle_time=datetime.timedelta(0), error_code=ErrorCode.none, error_message=None,
+        acquisition_lock_timeout=datetime.timedelta(0), node_endpoints=(),
+        responses=(build(module.ShareFetchableTopicResponse, topic_id=topic, partitions=(partition,)),)))
+
+
+def manager_cost(records: int = 100_000, expression: str = "", *, record_bytes: int = 100,
+                 batch_records: int = 500, max_records: int = 500, profile: Path | None = None,
+                 stats: dict | None = None) -> float:
+    """CPU microseconds per log record of a share manager taking the whole log (see the module
+    docstring); ``profile``: a cProfile dump of the consume there; ``stats`` gets the garbage
+    collector's share (``gc_us_per_log_record``, wall time inside collections)."""
+    import cProfile
+    import gc
+    import uuid as uuid_
+
+    from tidelog.config import BrokerConfig
+    from tidelog.protocol.records import build_batch
+    try:
+        from tidelog.protocol.share_fetch import SharePartitionData, encode_share_fetch_response
+    except ImportError:  # an older src/ (--src): its response through kio, as its handler did
+        encode_share_fetch_response = SharePartitionData = None
+    from tidelog.queues.acks import AckBatch, AcknowledgeType
+    from tidelog.queues.manager import ShareConfig, ShareManager
+    from tidelog.queues.queue_features import QueueFeatures
+    from tidelog.queues.state_records import ShareStateKey
+    from tidelog.queues.state_store import ShareStateStore
+
+    topic = uuid_.UUID(int=5)
+    key = ShareStateKey("bench", topic, 0)
+    value = b"x" * record_bytes
+    batches = []
+    for base in range(0, records, batch_records):
+        count = min(batch_records, records - base)
+        batches.append((base, base + count - 1, build_batch(
+            [(None, value, [("type", TYPES[(base + i) % len(TYPES)])]) for i in range(count)],
+            base_offset=base, timestamp_ms=1_700_000_000_000)))
+    group_configs = {"share.auto.offset.reset": "earliest"}
+    if expression:
+        group_configs["tidelog.filter"] = expression
+    broker_config = BrokerConfig.load(env={})
+    state_log: list = []
+
+    async def append(state_records):
+        state_log.extend(state_records)
+        return len(state_log) - len(state_records)
+
+    async def consume() -> int:
+        store = ShareStateStore(append, lambda: 1_700_000_000_000)
+        features = QueueFeatures(broker_config, lambda k: ({}, group_configs))
+        manager = ShareManager(store, _Log(batches), lambda g: ShareConfig.resolve(broker_config, group_configs),
+                               policies=features.policy, clock_ms=lambda: 1_700_000_000_000)
+        received = 0
+        try:
+            while True:
+                result = await manager.acquire(key, "m", max_records=max_records, max_bytes=1 << 20)
+                if not result.acquired:
+                    return received
+                if encode_share_fetch_response is not None:
+                    encode_share_fetch_response([(topic, [SharePartitionData(0, records=result.records,
+                                                                             acquired=result.acquired)])])
+                else:
+                    _kio_response(topic, result)
+                received += sum(a.last_offset - a.first_offset + 1 for a in result.acquired)
+                acks = [AckBatch(a.first_offset, a.last_offset, (AcknowledgeType.ACCEPT,)) for a in result.acquired]
+                await manager.acknowledge(key, "m", acks)
+        finally:
+            await manager.close()
+
+    collecting = [0.0, 0.0]  # started at, total
+
+    def on_gc(phase, info):
+        if phase == "start":
+            collecting[0] = time.perf_counter()
+        else:
+            collecting[1] += time.perf_counter() - collecting[0]
+
+    if records > 4000:  # first the lazy imports and kio's generated code, outside the measurement
+        manager_cost(2000, expression, record_bytes=record_bytes, batch_records=batch_records, max_records=max_records)
+    profiler = cProfile.Profile() if profile else None
+    gc.callbacks.append(on_gc)
+    start = time.process_time()
+    try:
+        if profiler:
+            profiler.enable()
+        received = asyncio.run(consume())
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        seconds = time.process_time() - start
+    finally:
+        gc.callbacks.remove(on_gc)
+    if stats is not None:
+        stats["gc_us_per_log_record"] = round(collecting[1] * 1e6 / records, 2)
+    expected = records if not expression else len(range(0, records, len(TYPES)))
+    if received != expected:
+        raise RuntimeError(f"received {received} records, expected {expected}")
+    return seconds * 1e6 / records
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
@@ -84,9 +239,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", type=Path, help="directory for py-spy's samples of each phase")
     parser.add_argument("--src", type=Path, help="run the broker from this src/ (a worktree of another commit, "
                                                  "to compare before and after on the same machine)")
+    parser.add_argument("--in-process", action="store_true", help="the share manager alone (manager_cost)")
     args = parser.parse_args(argv)
     if args.records > 1_000_000:
         parser.error("--records: at most 1,000,000 (a bounded load)")
+    if args.in_process:
+        for name in args.filters.split(","):
+            profile = args.profile / f"{name}.pstats" if args.profile else None
+            if profile:
+                args.profile.mkdir(parents=True, exist_ok=True)
+            stats: dict = {}
+            us = manager_cost(args.records, FILTERS[name], record_bytes=args.record_bytes, profile=profile,
+                              stats=stats)
+            print(json.dumps({"filter": name, "in_process_us_per_log_record": round(us, 2), **stats}), flush=True)
+        return
     target = Tidelog(args.durability)
     if args.src:
         target.src_dir = args.src.resolve()

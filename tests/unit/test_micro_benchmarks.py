@@ -5,4 +5,4 @@ from benchmarks import micro
 
 def test_micro_benchmarks_run_and_time_every_hot_function():
     results = micro.run(scale=0.002)
-    assert len(results) == 17 and all(value > 0 for value in results.values())
+    assert len(results) == 19 and all(value > 0 for value in results.values())

@@ -11,7 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.queues.in_flight import ArchiveReason, DeadLetter, RecordState
 from tidelog.queues.log_batches import AcquiredRecords, LogBatch
-from tidelog.queues.selection import Candidate
+from tidelog.queues.selection import OFFSET_ORDER, Candidate
 from tidelog.queues.share_partition import AckBatch, AcknowledgeType, AcquireMode, SharePartition, SharePartitionConfig
 from tidelog.queues.state_records import StateBatch
 from tidelog.queues.state_store import combine_state_batches
@@ -132,8 +132,9 @@ def test_per_offset_acknowledgement():
     sp = sp_with()
     acquire(sp, "a", batches(5), 5)
     t = ack(sp, "a", 0, 4, ACCEPT, RELEASE, REJECT, GAP, ACCEPT)
-    assert t.state_batches == [StateBatch(0, 0, 2, 1), StateBatch(1, 1, 0, 1), StateBatch(2, 3, 4, 1),
-                               StateBatch(4, 4, 2, 1)]
+    # 0 is done and the start offset moves past it: the write carries the start offset, not 0's batch
+    assert t.start_offset == 1 and t.state_batches == [StateBatch(1, 1, 0, 1), StateBatch(2, 3, 4, 1),
+                                                       StateBatch(4, 4, 2, 1)]
     assert t.dead_letters == [DeadLetter(2, 2, 1, ArchiveReason.REJECTED)]  # a gap is not dead-lettered
     assert t.counts == {"acknowledged": 2, "released": 1, "rejected": 1, "archived": 2}
     assert sp.start_offset == 1 and sp.fetch_offset(0) == 1
@@ -209,7 +210,7 @@ def test_acknowledgements_below_the_start_offset_are_ignored():
     acquire(sp, "a", log, 20)
     ack(sp, "a", 0, 9, ACCEPT)
     t = ack(sp, "a", 0, 14, ACCEPT)  # 0-9 already done
-    assert t.state_batches == [StateBatch(10, 14, 2, 1)]
+    assert t.state_batches == [] and t.start_offset == 15  # 10-14 done too: the start offset moves past them
 
 
 def test_all_or_nothing_across_batches():
@@ -260,7 +261,7 @@ def test_delivery_limit_archives_and_dead_letters():
         t = sp.expire_locks((attempt + 1) * LOCK_MS)
         sp.commit(t)
     assert t.dead_letters == [DeadLetter(0, 3, 2, ArchiveReason.DELIVERY_LIMIT)]
-    assert t.state_batches == [StateBatch(0, 3, 4, 2)]
+    assert t.state_batches == [] and t.start_offset == 4  # archived at the start: the start offset says it
     assert sp.start_offset == 4 and sp.runs() == []
 
 
@@ -424,6 +425,48 @@ def test_loading_fills_gaps_as_never_delivered():
     assert loaded.state_of(10) == (RecordState.AVAILABLE, 0, "") and loaded.next_offset == 20
 
 
+class FilterEveryThird:
+    """A selection policy like issue 14's filter: records at offsets 1, 4, 7, ... never match (set
+    aside to be archived), the others are taken in offset order."""
+
+    lookahead_records = 5
+
+    def __init__(self) -> None:
+        self.discarded: list[tuple[int, int, ArchiveReason]] = []
+
+    def order(self, candidates, now_ms):
+        out = []
+        for c in candidates:
+            for o in range(c.first_offset, c.last_offset + 1):
+                if o % 3 == 1:
+                    self.discarded.append((o, o, ArchiveReason.FILTERED))
+                elif out and out[-1][1] + 1 == o:
+                    out[-1] = (out[-1][0], o)
+                else:
+                    out.append((o, o))
+        return out
+
+
+def test_a_filtering_policy_archives_and_acquires_in_one_transition_and_rolls_back_whole():
+    sp = sp_with()
+    log = batches(10)
+    policy = FilterEveryThird()
+    t = sp.acquire("a", log, 4, 0, policy=policy, mode=AcquireMode.RECORD_LIMIT)
+    assert t.acquired == [AcquiredRecords(0, 0, 1), AcquiredRecords(2, 3, 1), AcquiredRecords(5, 5, 1)]
+    assert t.counts == {"acquired": 4, "filtered": 3, "archived": 3}  # every record it met that does not match
+    assert t.state_batches == [StateBatch(0, 0, 0, 1), StateBatch(1, 1, 4, 0), StateBatch(2, 3, 0, 1),
+                               StateBatch(4, 4, 4, 0), StateBatch(5, 5, 0, 1), StateBatch(7, 7, 4, 0)]
+    sp.rollback(t)  # the write failed: all of it back to Available
+    assert sp.runs() == [(0, 9, RecordState.AVAILABLE, 0, "")]
+    t = sp.acquire("a", log, 10, 0, policy=FilterEveryThird())
+    sp.commit(t)
+    assert [(r.first_offset, r.last_offset) for r in t.acquired] == [(0, 0), (2, 3), (5, 6), (8, 9)]
+    t = sp.acknowledge("a", [AckBatch(r.first_offset, r.last_offset, (ACCEPT,)) for r in t.acquired], 0)
+    assert t.counts == {"acknowledged": 7}
+    sp.commit(t)
+    assert sp.start_offset == 10 and sp.runs() == []
+
+
 # --- a model-checked random walk --------------------------------------------------------------------
 LIMIT = 3
 MAX_IN_FLIGHT = 30
@@ -437,8 +480,9 @@ class SharePartitionMachine(RuleBasedStateMachine):
     delivery counts rise by one per delivery and never pass the limit, locks expire, the window
     stays bounded, and when consumers keep accepting, everything ends accepted or archived."""
 
-    @initialize(sizes=st.lists(st.integers(1, 6), min_size=1, max_size=25))
-    def setup(self, sizes):
+    @initialize(sizes=st.lists(st.integers(1, 6), min_size=1, max_size=25), filtered=st.booleans())
+    def setup(self, sizes, filtered):
+        self.filtered = filtered  # every fetch through a policy that archives every third record (a filter)
         self.log = batches(*sizes)
         self.log_end = self.log[-1].last_offset + 1
         self.config = SharePartitionConfig(LIMIT, LOCK_MS, MAX_IN_FLIGHT)
@@ -453,9 +497,11 @@ class SharePartitionMachine(RuleBasedStateMachine):
         self.held: dict[int, tuple[str, int]] = {}  # offset -> (member, lock deadline) as the model sees it
 
     def _write(self, t):
-        """A durable write: what load sees after a crash."""
-        self.persisted = combine_state_batches(self.persisted, t.state_batches, self.sp.start_offset)
-        self.persisted_start = self.sp.start_offset
+        """A durable write: what load sees after a crash (as ShareManager and the store write it: the
+        start offset the transition leaves, never back)."""
+        start = max(self.persisted_start, self.sp.start_offset if t.start_offset is None else t.start_offset)
+        self.persisted = combine_state_batches(self.persisted, t.state_batches, start)
+        self.persisted_start = start
 
     def _settle(self, t, fail: bool = False):
         if fail:
@@ -473,12 +519,16 @@ class SharePartitionMachine(RuleBasedStateMachine):
             return
         read = [b for b in self.log if b.last_offset >= offset and b.base_offset >= self.log_start]
         mode = AcquireMode.RECORD_LIMIT if record_limit else AcquireMode.BATCH_OPTIMIZED
-        t = self.sp.acquire(member, read, max_records, self.now, mode=mode)
+        policy = FilterEveryThird() if self.filtered else OFFSET_ORDER
+        t = self.sp.acquire(member, read, max_records, self.now, mode=mode, policy=policy)
         if mode == AcquireMode.RECORD_LIMIT:
             assert sum(r.last_offset - r.first_offset + 1 for r in t.acquired) <= max_records
         if not self._settle(t, fail=fail == 0):
             return
+        for first, last, _ in getattr(policy, "discarded", ()):  # archived with the acquisition
+            self.archived.update(range(first, last + 1))
         for r in t.acquired:
+            assert not self.filtered or all(o % 3 != 1 for o in range(r.first_offset, r.last_offset + 1))
             for o in range(r.first_offset, r.last_offset + 1):
                 assert o not in self.accepted, f"{o} delivered after it was accepted"
                 assert o not in self.archived, f"{o} delivered after it was archived"
@@ -607,10 +657,11 @@ class SharePartitionMachine(RuleBasedStateMachine):
             if offset is None or offset >= self.log_end:
                 break
             read = [b for b in self.log if b.last_offset >= offset]
-            t = self.sp.acquire("drain", read, 50, self.now)
+            t = self.sp.acquire("drain", read, 50, self.now, policy=FilterEveryThird() if self.filtered else OFFSET_ORDER)
             self._settle(t)
             for r in t.acquired:
                 assert all(o not in self.accepted for o in range(r.first_offset, r.last_offset + 1))
+                assert not self.filtered or all(o % 3 != 1 for o in range(r.first_offset, r.last_offset + 1))
                 self._settle(self.sp.acknowledge("drain", [AckBatch(r.first_offset, r.last_offset, (ACCEPT,))], self.now))
         self.now += LOCK_MS
         self._settle(self.sp.expire_locks(self.now))

@@ -284,8 +284,9 @@ class Broker:
 
     async def settle(self, t) -> bool:
         try:
-            await self.store.write(KEY, self.sp.state_epoch, self.sp.start_offset, t.state_batches,
-                                   self.sp.delivery_complete_count())
+            start = self.sp.start_offset if t.start_offset is None else t.start_offset  # as ShareManager writes
+            await self.store.write(KEY, self.sp.state_epoch, start, t.state_batches,
+                                   self.sp.delivery_complete_count(start))
         except KafkaError:
             self.sp.rollback(t)
             return False

@@ -14,8 +14,8 @@ with ``headers["x"]``, a type error) counts as not matching, and as ``filter_err
 Cost: evaluating a CEL program from Python is about 15-20 us a record (building the activation
 is most of it), so results are memoised by what the expression reads: an expression over
 headers only is evaluated once per distinct header set, not per record (a bounded memo, cleared
-when full). Records are evaluated once per group as they enter the window (record_attrs.py's
-cache), not on every fetch.
+when full); one reading the timestamp is evaluated for every record. Records are evaluated once
+per group as they enter the window (record_attrs.py's cache), not on every fetch.
 """
 
 from __future__ import annotations
@@ -59,7 +59,10 @@ class RecordFilter:
 
     def judge(self, records: Sequence[tuple[int, int, bytes | None, dict]]) -> list[bool]:
         """Whether each (offset, timestamp, key, headers) record matches: the memo answers in one
-        pass over the batch, CEL runs only for what it has not seen."""
+        pass over the batch, CEL runs only for what it has not seen. A filter reading the timestamp
+        is not memoised (a timestamp is nearly unique: the memo would only cost)."""
+        if self._timestamp:
+            return [self._evaluate(key, headers, timestamp) for _, timestamp, key, headers in records]
         memo = self._memo
         keys = self._memo_keys(records)
         results = list(map(memo.get, keys))
@@ -100,12 +103,12 @@ class RecordFilter:
                 return [headers.get(name, _MISSING) for _, _, _, headers in records]
             return [tuple([headers.get(name, _MISSING) for name in names]) for _, _, _, headers in records]
         keys = []
-        for _, timestamp, key, headers in records:
+        for _, _, key, headers in records:  # (the timestamp is never part of it: judge)
             if names is not None:
                 read = tuple([headers.get(name, _MISSING) for name in names])
             else:
                 read = tuple(headers.items()) if self._headers else None
-            keys.append((key if self._key else None, read, timestamp if self._timestamp else None))
+            keys.append((key if self._key else None, read))
         return keys
 
     def _evaluate(self, key: bytes | None, headers: dict, timestamp: int) -> bool:

@@ -115,10 +115,13 @@ class Transition:
     counts: dict[str, int] = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list, repr=False)  # the runs it changed
     done: bool = False
+    # The start offset once it is committed, where it moves past records it finished (None: where
+    # it is): written with it, so ``state_batches`` leave out what falls below it.
+    start_offset: int | None = None
 
     @property
     def empty(self) -> bool:
-        return not self.state_batches
+        return not self.state_batches and self.start_offset is None
 
     def add_count(self, name: str, n: int) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
@@ -174,11 +177,14 @@ class RunList(list):
         if high - low < 2:
             return
         merged = [self[low]]
+        previous = merged[0]
         for run in self[low + 1:high]:
-            if mergeable(merged[-1], run):
-                merged[-1].last = run.last
+            # (the state first: a filter's window alternates states, and a call per run was its cost)
+            if previous.state == run.state and mergeable(previous, run):
+                previous.last = run.last
             else:
                 merged.append(run)
+                previous = run
         self[low:high] = merged
 
     def merge_at(self, offset: int) -> None:

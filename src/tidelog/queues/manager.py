@@ -373,7 +373,8 @@ class ShareManager:
         try:
             if t.dead_letters and self._dead_letter is not None:
                 await self._dead_letter(key, list(t.dead_letters))
-            await self.store.write(key, sp.state_epoch, sp.start_offset, t.state_batches, sp.delivery_complete_count(),
+            start = sp.start_offset if t.start_offset is None else max(t.start_offset, sp.start_offset)
+            await self.store.write(key, sp.state_epoch, start, t.state_batches, sp.delivery_complete_count(start),
                                    leader_epoch)
         except BaseException as e:
             sp.rollback(t)

@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from dataclasses import dataclass
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Callable, Iterable, Sequence
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -97,7 +97,10 @@ def _persisted_available_at(run: Run) -> int:
 
 
 _PERSISTED_STATES = {state: _persisted_state(state) for state in RecordState}
+_ACQUIRE = None  # the tag of a range acquire() takes (the ranges it archives are tagged with their reason)
+_FRESH = (RecordState.AVAILABLE, 0, NO_MEMBER, 0, 0)  # Run.fields() of a record never delivered
 _FIRST = attrgetter("first")
+_START = itemgetter(0)
 
 
 class SharePartition:
@@ -194,12 +197,14 @@ class SharePartition:
                 due.append((first, run.last))
         return due, waiting
 
-    def delivery_complete_count(self) -> int:
-        """Acknowledged or Archived records at or after the start offset (KIP-1226's lag input)."""
+    def delivery_complete_count(self, start_offset: int | None = None) -> int:
+        """Acknowledged or Archived records at or after the start offset (``start_offset`` when
+        given: a transition's, ``Transition.start_offset``), KIP-1226's lag input."""
+        start = self.start_offset if start_offset is None else max(start_offset, self.start_offset)
         total = 0
         for run in self._runs:
-            if run.state in TERMINAL and run.last >= self.start_offset:
-                total += run.last - max(run.first, self.start_offset) + 1
+            if run.state in TERMINAL and run.last >= start:
+                total += run.last - max(run.first, start) + 1
         return total
 
     def counts_by_state(self) -> dict[str, int]:
@@ -249,26 +254,36 @@ class SharePartition:
         # of such an acquisition's cost.
         runs = self._runs
         firsts = [run.first for run in runs]
-        pieces: list[tuple[int, int, None]] = []
+        pieces: list[tuple[int, int, object]] = []
         acquired_count = 0
+        config = self.config
+        # Below this delivery count no record is throttled (_throttled_limit is None): most are.
+        throttled_from = min(config.throttle_delivery_count,
+                             config.delivery_count_limit - 1 if config.delivery_count_limit > 2 else 1 << 62)
+        n = len(runs)
+        available = RecordState.AVAILABLE
         for first, last in policy.order(candidates, now_ms):
             if acquired_count >= max_records:
                 break
             stop = False
-            low, high = max(first, read_first), min(last, read_last)
-            i = max(0, bisect_right(firsts, low) - 1)
-            while i < len(runs) and runs[i].first <= high:
+            low = first if first > read_first else read_first
+            high = last if last < read_last else read_last
+            i = bisect_right(firsts, low) - 1
+            if i < 0:
+                i = 0
+            while i < n and runs[i].first <= high:
                 run = runs[i]
                 i += 1
-                if run.last < low or run.state != RecordState.AVAILABLE or run.pending is not None \
+                if run.last < low or run.state != available or run.pending is not None \
                         or run.available_at_ms > now_ms:
                     continue
                 if acquired_count >= max_records:
                     break
-                seg_first = max(run.first, low)
-                seg_last = min(run.last, high)
+                seg_first = run.first if run.first > low else low
+                seg_last = run.last if run.last < high else high
                 remaining = max_records - acquired_count
-                limit = self._throttled_limit(run.delivery_count, bounds.batch_size_at(seg_first))
+                limit = None if run.delivery_count < throttled_from else \
+                    self._throttled_limit(run.delivery_count, bounds.batch_size_at(seg_first))
                 if limit is not None and acquired_count > 0:
                     stop = True  # a much-redelivered record waits for a fetch of its own
                     break
@@ -280,50 +295,60 @@ class SharePartition:
                         take = remaining
                     else:
                         take = min(take, bounds.end_of_batch(seg_first + remaining - 1) - seg_first + 1)
-                pieces.append((seg_first, seg_first + take - 1, None))
+                pieces.append((seg_first, seg_first + take - 1, _ACQUIRE))
                 acquired_count += take
                 if limit is not None:
                     stop = True
                     break
             if stop:
                 break
-        pieces.sort()
+        self._defer(policy)
+        # What the policy set aside to archive (expired, filtered out) and the records chosen, split
+        # out of the runs in one walk (they do not overlap): a filter leaves them interleaved.
+        discarded = getattr(policy, "discarded", ())
+        if discarded:
+            pieces.extend(discarded)
+        pieces.sort(key=_START)
         taken: list[Run] = []
-        for part, _ in self._isolate_sorted(pieces):
-            self._begin(t, part)
-            if part.delivery_count > 0:
-                t.add_count("redelivered", part.size)
-            part.state = RecordState.ACQUIRED
-            part.delivery_count += 1
-            part.member_id = member_id
-            part.lock_deadline_ms = deadline
-            part.available_at_ms = 0
-            taken.append(part)
-        set_aside = self._set_aside(t, policy)
-        if not taken and not set_aside:
+        redelivered = 0
+        archived: dict[ArchiveReason, int] = {}
+        for part, tag in self._isolate_sorted(pieces):
+            if tag is _ACQUIRE:
+                self._begin(t, part)
+                if part.delivery_count > 0:
+                    redelivered += part.last - part.first + 1
+                part.state = RecordState.ACQUIRED
+                part.delivery_count += 1
+                part.member_id = member_id
+                part.lock_deadline_ms = deadline
+                part.available_at_ms = 0
+                taken.append(part)
+            elif part.state == RecordState.AVAILABLE and part.pending is None:
+                self._begin(t, part)
+                archived[tag] = archived.get(tag, 0) + part.last - part.first + 1
+                self._archive(t, part, tag, count=False)
+        if not taken and not archived:
             return t
+        if redelivered:
+            t.add_count("redelivered", redelivered)
         if taken:
             t.add_count("acquired", acquired_count)
+        for reason, n in archived.items():
+            t.add_count(reason.value, n)
+            t.add_count("archived", n)
         self._record(t)
         t.acquired = acquired_ranges(((r.first, r.last, r.delivery_count) for r in taken), bounds,
                                      batch_size if mode == AcquireMode.BATCH_OPTIMIZED else None)
         return t
 
-    def _set_aside(self, t: Transition, policy: SelectionPolicy) -> bool:
-        """What the policy left out on purpose (issue 14, queues/priority.py): records not yet due stay
-        Available until their time (in memory: after a restart their headers say it again); expired
-        and filtered-out records are archived in this transition. True when it archived any."""
+    def _defer(self, policy: SelectionPolicy) -> None:
+        """What the policy left for later (issue 14, queues/priority.py): records not yet due stay
+        Available until their time (in memory: after a restart their headers say it again). Expired
+        and filtered-out records (its ``discarded``) are archived by ``acquire`` in the same
+        transition as the records it takes."""
         for run, due_ms in self._isolate_sorted(getattr(policy, "deferred", ())):
             if run.state == RecordState.AVAILABLE and run.pending is None and run.available_at_ms < due_ms:
                 run.available_at_ms = due_ms
-        archived = False
-        for run, reason in self._isolate_sorted(getattr(policy, "discarded", ())):
-            if run.state == RecordState.AVAILABLE and run.pending is None:
-                self._begin(t, run)
-                t.add_count(reason.value, run.size)
-                self._archive(t, run, reason)
-                archived = True
-        return archived
 
     def _isolate_sorted(self, ranges: Sequence[tuple[int, int, object]]) -> list[tuple[Run, object]]:
         """(run, tag) for the runs exactly covering each (first, last, tag) of ``ranges`` (in offset
@@ -333,23 +358,51 @@ class SharePartition:
         out: list[tuple[Run, object]] = []
         if not ranges:
             return out
-        i = runs.index_of(ranges[0][0])
-        for first, last, tag in ranges:
-            while i < len(runs) and runs[i].last < first:
-                i += 1
-            while i < len(runs) and runs[i].first <= last:
-                run = runs[i]
-                if run.first < first or run.last > last:
-                    if run.pending is not None:
-                        raise RuntimeError(f"cannot split pending run {run!r}")
-                    cut = first if run.first < first else last + 1
-                    runs.insert(i + 1, run.copy(cut, run.last))
-                    run.last = cut - 1
-                    if cut == first:
+        # The runs from ``begin`` on are taken one by one (``current``; ``i``: the next one) and
+        # put back split, all at once at the end: no list insert per split.
+        begin = i = runs.index_of(ranges[0][0])
+        n = len(runs)
+        rebuilt: list[Run] = []
+        current = None
+        if i < n:
+            current = runs[i]
+            i += 1
+        try:
+            for first, last, tag in ranges:
+                while current is not None and current.last < first:
+                    rebuilt.append(current)
+                    if i < n:
+                        current = runs[i]
                         i += 1
-                        continue
-                out.append((run, tag))
-                i += 1
+                    else:
+                        current = None
+                while current is not None and current.first <= last:
+                    if current.first < first or current.last > last:
+                        if current.pending is not None:
+                            raise RuntimeError(f"cannot split pending run {current!r}")
+                        if current.first < first:  # the part before the range stays as it is
+                            tail = current.copy(first, current.last)
+                            current.last = first - 1
+                            rebuilt.append(current)
+                            current = tail
+                            continue
+                        tail = current.copy(last + 1, current.last)  # the part after it comes next
+                        current.last = last
+                        rebuilt.append(current)
+                        out.append((current, tag))
+                        current = tail
+                        break
+                    rebuilt.append(current)
+                    out.append((current, tag))
+                    if i < n:
+                        current = runs[i]
+                        i += 1
+                    else:
+                        current = None
+        finally:  # (also when a pending run was met: the list stays whole)
+            if current is not None:
+                rebuilt.append(current)
+            runs[begin:i] = rebuilt
         return out
 
     def _candidates(self, first: int, last: int, now_ms: int, enough: int | None) -> list[Candidate]:
@@ -415,19 +468,31 @@ class SharePartition:
         t = Transition()
         renewed: list[Run] = []
         start = self.start_offset
-        ranges = [(max(sub_first, start), sub_last, ack_type) for ack in acks if ack.last_offset >= start
-                  for sub_first, sub_last, ack_type in ack_ranges(ack) if sub_last >= start]
+        ranges = []
+        for ack in acks:  # (one type a batch is the usual case: no generator for it)
+            if ack.last_offset < start:
+                continue
+            if len(ack.acknowledge_types) == 1:
+                ranges.append((max(ack.first_offset, start), ack.last_offset, ack.acknowledge_types[0]))
+            else:
+                ranges.extend((max(sub_first, start), sub_last, ack_type)
+                              for sub_first, sub_last, ack_type in ack_ranges(ack) if sub_last >= start)
+        accepted = 0
         for run, ack_type in self._isolate_sorted(ranges):  # acks are in offset order (validated)
+            if ack_type == AcknowledgeType.ACCEPT:  # the usual one first, counted once at the end
+                run.saved = run.fields()
+                run.pending = t
+                t.runs.append(run)
+                finish(run, RecordState.ACKNOWLEDGED)
+                accepted += run.last - run.first + 1
+                continue
             if ack_type == AcknowledgeType.RENEW:
                 run.lock_deadline_ms = now_ms + self.config.record_lock_duration_ms
                 t.add_count("renewed", run.size)
                 renewed.append(run)
                 continue
             self._begin(t, run)
-            if ack_type == AcknowledgeType.ACCEPT:
-                finish(run, RecordState.ACKNOWLEDGED)
-                t.add_count("acknowledged", run.size)
-            elif ack_type == AcknowledgeType.RELEASE:
+            if ack_type == AcknowledgeType.RELEASE:
                 t.add_count("released", run.size)
                 self._make_available(t, run, now_ms, delay_ms=release_delay_ms)
             elif ack_type == AcknowledgeType.REJECT:
@@ -435,6 +500,8 @@ class SharePartition:
                 self._archive(t, run, ArchiveReason.REJECTED)
             else:
                 self._archive(t, run, ArchiveReason.GAP)
+        if accepted:
+            t.add_count("acknowledged", accepted)
         self._record(t)
         for first in sorted({run.first for run in renewed}):
             self._runs.merge_at(first)
@@ -443,18 +510,24 @@ class SharePartition:
     def _validate_acks(self, member_id: str, acks: Sequence[AckBatch], renew_allowed: bool) -> None:
         check_ack_batches(acks, self.start_offset, self.next_offset, renew_allowed)
         runs = self._runs
+        n = len(runs)
+        start = self.start_offset
+        acquired = RecordState.ACQUIRED
         i = None
         for ack in acks:  # then the records' states (INVALID_RECORD_STATE), in one walk of the runs
-            if ack.last_offset < self.start_offset:
+            last = ack.last_offset
+            if last < start:
                 continue  # already archived
-            first = max(ack.first_offset, self.start_offset)
+            first = ack.first_offset if ack.first_offset > start else start
             if i is None:
                 i = runs.index_of(first)
-            while i < len(runs) and runs[i].last < first:
+            while i < n and runs[i].last < first:
                 i += 1
-            while i < len(runs) and runs[i].first <= ack.last_offset:
+            while i < n and runs[i].first <= last:
                 run = runs[i]
                 i += 1
+                if run.pending is None and run.state == acquired and run.member_id == member_id:
+                    continue  # the usual case, checked at once
                 if run.pending is not None:
                     raise KafkaError(ErrorCode.invalid_record_state,
                                      "The record state is invalid. The acknowledgement of delivery could not be "
@@ -525,9 +598,10 @@ class SharePartition:
         finish(run, RecordState.AVAILABLE)
         run.available_at_ms = now_ms + delay_ms if delay_ms > 0 else 0
 
-    def _archive(self, t: Transition, run: Run, reason: ArchiveReason) -> None:
+    def _archive(self, t: Transition, run: Run, reason: ArchiveReason, count: bool = True) -> None:
         finish(run, RecordState.ARCHIVED)
-        t.add_count("archived", run.size)
+        if count:
+            t.add_count("archived", run.size)
         if reason in DEAD_LETTER_REASONS:
             t.dead_letters.append(DeadLetter(run.first, run.last, run.delivery_count, reason))
 
@@ -556,16 +630,30 @@ class SharePartition:
             self._runs.coalesce(low, high)
 
     def _begin(self, t: Transition, run: Run) -> None:
-        run.saved = run.fields()
+        # (records never delivered share one saved state: not a tuple each of a filter's hundreds)
+        run.saved = _FRESH if run.delivery_count == 0 and run.state == RecordState.AVAILABLE \
+            and not run.available_at_ms else run.fields()
         run.pending = t
         t.runs.append(run)
 
     def _record(self, t: Transition) -> None:
+        """The state batches to write for ``t``, and the start offset it leaves (``t.start_offset``)
+        when it finishes the records at the start: those are left out of the batches (the start
+        offset says they are done), so acknowledging a filter's hundreds of single records writes
+        one start offset, not a batch each."""
         batches: list[StateBatch] = []
         first = last = state = count = available_at = None
+        available = RecordState.AVAILABLE
+        start = self._start_after(t)
+        if start > self.start_offset:
+            t.start_offset = start
+        else:
+            start = -1  # (records below the start offset, archived when the log start moved, are written as before)
         for run in sorted(t.runs, key=_FIRST):  # joined by hand: a filter's transitions have hundreds of runs
+            if run.last < start:
+                continue
             run_state = _PERSISTED_STATES[run.state]
-            run_available_at = _persisted_available_at(run)
+            run_available_at = run.available_at_ms if run.state == available else 0  # _persisted_available_at
             if last is not None and run.first == last + 1 and run_state == state and run.delivery_count == count \
                     and run_available_at == available_at:
                 last = run.last
@@ -576,10 +664,26 @@ class SharePartition:
                                                        run_available_at)
         if first is not None:
             batches.append(StateBatch(first, last, state, count, available_at))
+        if batches and batches[0].first_offset < start:
+            batches[0] = batches[0]._replace(first_offset=start)
         t.state_batches = batches
         t.dead_letters = joined(sorted(t.dead_letters))
 
     # --- the start offset ----------------------------------------------------------------------
+    def _start_after(self, t: Transition) -> int:
+        """Where ``_advance_start`` will put the start offset once ``t`` commits (its runs taken as
+        committed, any other pending run stops it)."""
+        position = self.start_offset
+        runs = self._runs
+        i = runs.index_of(position)
+        while i < len(runs):
+            run = runs[i]
+            if run.first > position or run.state not in TERMINAL or (run.pending is not None and run.pending is not t):
+                break
+            position = run.last + 1
+            i += 1
+        return position
+
     def _split_at_start(self, run: Run) -> list[Run]:
         """A run straddling the start offset splits there (the part below it is finished differently)."""
         first, last = run.first, run.last
@@ -590,22 +694,31 @@ class SharePartition:
     def _advance_start(self) -> None:
         """Move the start offset past leading finished records; archive Available records left below it
         (deleted from the log); drop finished runs below it."""
-        i = self._runs.index_of(self.start_offset)
-        while i < len(self._runs):
-            run = self._runs[i]
-            if run.first > self.start_offset or run.state not in TERMINAL or run.pending is not None:
+        runs = self._runs
+        start = self.start_offset
+        i = runs.index_of(start)
+        n = len(runs)
+        while i < n:
+            run = runs[i]
+            if run.first > start or run.state not in TERMINAL or run.pending is not None:
                 break
-            self.start_offset = run.last + 1
+            start = run.last + 1
             i += 1
-        for run in list(self._runs.overlapping(self._runs[0].first if self._runs else 0, self.start_offset - 1)):
+        self.start_offset = start
+        k = 0
+        while k < len(runs) and runs[k].first < start:
+            run = runs[k]
             if run.state == RecordState.AVAILABLE and run.pending is None:
-                for part in self._runs.isolate(run.first, min(run.last, self.start_offset - 1)):
+                for part in runs.isolate(run.first, min(run.last, start - 1)):
                     finish(part, RecordState.ARCHIVED)
-        while self._runs:
-            head = self._runs[0]
-            if head.last >= self.start_offset or head.state not in TERMINAL or head.pending is not None:
+                continue  # runs[k] is the archived part now
+            k += 1
+        done = 0  # dropped in one slice: a filter leaves hundreds of finished runs, pop(0) each was quadratic
+        for head in runs:
+            if head.last >= start or head.state not in TERMINAL or head.pending is not None:
                 break
-            self._runs.pop(0)
+            done += 1
+        del runs[:done]
         if not self._runs:
             self.start_offset = self.next_offset = max(self.start_offset, self.next_offset)
         elif self.next_offset < self.start_offset:
