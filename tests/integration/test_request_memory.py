@@ -142,3 +142,36 @@ def test_small_requests_go_on_while_the_cap_is_reached(broker_factory):
     for conn in (first, second):
         response = ProduceResponse.decode(conn.recv_frame(), version=9, header=True)
         assert response.responses[0].partition_responses[0].error_code == 0
+
+
+def test_produces_waiting_for_acknowledgement_pin_no_frame_buffer(broker_factory):
+    """Sixteen 1 MB produces on one connection, each appended while the group commit (a 4 s
+    linger) holds every answer: each kept its 1 MiB frame buffer until answered, so the pool
+    could not serve the next frame and the broker grew a fresh, zero-filled 1 MiB buffer per
+    request waiting (16 MiB here; a producer pipelining behind a slow fsync paid a zero-fill
+    per request). A Produce now gives its buffer back once appended, so one buffer serves them
+    all while their bytes still count against queued.max.request.bytes until answered."""
+    broker = broker_factory({"log.flush.interval.ms": "4000"})
+    admin = Conn(broker)
+    create_topic(admin, "big")
+    conn = Conn(broker)
+    conn.send(produce_frame(1, "big", 1000))  # the connection's first produce, its objects made
+    wait_until(lambda: produced_records(broker, "big") == 1, message="the first record appended")
+    before = settled_rss_kib(broker.proc.pid)
+    for n in range(2, 18):
+        conn.send(produce_frame(n, "big", 1_000_000))
+        wait_until(lambda n=n: produced_records(broker, "big") == n, message=f"produce {n} appended")
+    assert metric(broker, "tidelog_queued_request_bytes") >= 16 * 1_000_000  # all still unanswered
+    growth_kib = settled_rss_kib(broker.proc.pid) - before
+    print(f"broker RSS grew {growth_kib} KiB for 16 produces of 1 MB waiting for their acknowledgement")
+    assert growth_kib < 8 * 1024, f"broker grew {growth_kib} KiB for 16 waiting produces"
+    for _ in range(17):
+        response = ProduceResponse.decode(conn.recv_frame(), version=9, header=True)
+        assert response.responses[0].partition_responses[0].error_code == 0
+    wait_until(lambda: metric(broker, "tidelog_queued_request_bytes") == 0, message="every request's bytes released")
+
+
+def produced_records(broker, topic: str) -> float:
+    text = requests.get(f"http://127.0.0.1:{broker.metrics_port}/metrics", timeout=10).text
+    match = re.search(rf'^tidelog_produced_records_total{{topic="{topic}"}} (\S+)$', text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0

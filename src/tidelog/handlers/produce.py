@@ -160,6 +160,10 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
                                                  result.log_start_offset))
         results.append((topic.name, topic_results))
 
+    # The batches are in the log and nothing reads the records' bytes from here on (only topic
+    # names and partition indexes): the frame goes back to the pool now, not after the wait.
+    if ctx.release_frame is not None:
+        ctx.release_frame()
     if request.acks == 0:
         return None
     if appended:

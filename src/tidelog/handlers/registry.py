@@ -77,6 +77,10 @@ class RequestContext:
     access: Access = Access(None, ANONYMOUS, "")  # the broker gives each connection's; this one allows all
     security_records: "SecurityRecords" = None  # SCRAM credentials, ACLs, client quotas
     fetch_sessions: "FetchSessionCache" = None  # incremental fetch sessions (KIP-227)
+    # A raw handler done with its request's bytes calls it: the frame's buffer goes back to the
+    # connection's pool before the handler has finished (a Produce, once appended, while it waits
+    # for acknowledgements); its bytes count against queued.max.request.bytes until then.
+    release_frame: Callable[[], None] | None = None
 
     @property
     def api_version(self) -> int:

@@ -7,7 +7,11 @@ buffer is taken once half a scratch buffer of the frame has arrived, starts at 1
 doubles as the bytes come: a frame's announced size reserves nothing.
 Memory: the bytes of every request read and not yet answered count against the broker-wide
 ``queued.max.request.bytes`` (request_memory.py); at the cap a connection with requests in
-flight stops reading until others are answered.
+flight stops reading until others are answered. A Produce gives its frame's buffer back to the
+pool as soon as its batches are appended, before it waits for their acknowledgement (its bytes
+still count until it is answered): a producer pipelining requests behind a group fsync then
+pins no buffer per request waiting, and the pool serves the next frames (with a hundred in
+flight it could not, and each frame was a fresh, zero-filled 1 MiB allocation).
 Processing: each request becomes a task; responses are written in request order as their tasks
 finish. Kafka reads a connection's next request only after answering the one before; Tidelog
 keeps what that order means: a request starts once the requests before it on the connection
@@ -333,21 +337,26 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     # --- requests ---------------------------------------------------------------------
     def _dispatch(self, frame: bytearray | memoryview, charged: int, pooled: bytearray | None = None) -> None:
-        """Decode one request and start its handler. When it has finished, the ``charged``
-        bytes go back to ``memory`` and ``pooled`` to FRAME_POOL."""
+        """Decode one request and start its handler. ``pooled`` goes back to FRAME_POOL when the
+        handler has finished or, for a raw handler, once it calls ``ctx.release_frame`` (a
+        Produce, after its appends); the ``charged`` bytes go back to ``memory`` when it has finished."""
         started = time.perf_counter()
-        task = self._start_request(memoryview(frame), started)
+        buffer = pooled
+
+        def release_buffer() -> None:
+            nonlocal buffer
+            if buffer is not None:
+                FRAME_POOL.release(buffer)
+                buffer = None
+
+        task = self._start_request(memoryview(frame), started, release_buffer)
         if task is None:
-            self._frame_finished(charged, pooled)
+            release_buffer()
+            self.memory.release(charged)
         else:
-            task.add_done_callback(lambda _task: self._frame_finished(charged, pooled))
+            task.add_done_callback(lambda _task: (release_buffer(), self.memory.release(charged)))
 
-    def _frame_finished(self, charged: int, pooled: bytearray | None) -> None:
-        if pooled is not None:
-            FRAME_POOL.release(pooled)
-        self.memory.release(charged)
-
-    def _start_request(self, view: memoryview, started: float) -> asyncio.Future | None:
+    def _start_request(self, view: memoryview, started: float, release_frame=None) -> asyncio.Future | None:
         sasl = self.sasl
         if sasl is not None and sasl.expects_raw_token:
             return self._raw_token(view)
@@ -391,6 +400,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
             if denied is not None:  # the whole request is refused before its handler runs
                 return self._answered(denied, correlation_id, flexible)
         ctx = self.broker.request_context(header, self.peer, flexible, self.listener_name, self.access)
+        if api.raw:
+            ctx.release_frame = release_frame
         task = self._run_in_order(api_key, api.handler, ctx, request)
         self._pending.append((correlation_id, flexible and api_key != apis.API_VERSIONS_KEY, task))
         quotas = self.broker.quotas
