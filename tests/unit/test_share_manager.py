@@ -12,7 +12,7 @@ import pytest
 from tidelog.config import BrokerConfig
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import iter_records
-from tidelog.queues.manager import ShareConfig, ShareManager
+from tidelog.queues.manager import ShareConfig, ShareConfigs, ShareManager
 from tidelog.queues.in_flight import ArchiveReason, DeadLetter
 from tidelog.queues.log_batches import AcquiredRecords
 from tidelog.queues.share_partition import AckBatch, AcknowledgeType, AcquireMode, SharePartitionConfig
@@ -102,6 +102,21 @@ def test_share_config_resolves_group_configs_over_broker_settings():
     assert (config.auto_offset_reset, config.auto_offset_reset_duration_ms) == ("by_duration", 60_000)
     assert (config.isolation_level, config.dead_letter_topic, config.dead_letter_copy_record) == (
         "read_uncommitted", "dlq.orders", False)
+
+
+def test_share_configs_are_resolved_once_per_group_overrides():
+    # Resolving a group's settings took ~40 us and a ShareFetch asked for them once per partition
+    # and more: resolved once per distinct set of overrides, and again as soon as they change.
+    broker = BrokerConfig.load(env={}, overrides={"group.share.delivery.count.limit": "4"})
+    overrides: dict[str, dict[str, str]] = {"g": {"share.record.lock.duration.ms": "20000"}}
+    configs = ShareConfigs(broker, lambda group_id: overrides.get(group_id, {}))
+    first = configs("g")
+    assert configs("g") is first and first.partition.record_lock_duration_ms == 20000
+    assert configs("other").partition == SharePartitionConfig(4, 30000, 2000)
+    overrides["g"]["share.record.lock.duration.ms"] = "25000"  # changed in place, as a config store may
+    assert configs("g").partition.record_lock_duration_ms == 25000
+    overrides["g"] = {"share.delivery.count.limit": "2"}
+    assert configs("g").partition.delivery_count_limit == 2 and configs("g").partition.record_lock_duration_ms == 30000
 
 
 def test_fetch_returns_the_batches_of_the_acquired_records_after_making_them_durable():

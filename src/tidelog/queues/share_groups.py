@@ -54,7 +54,7 @@ from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import InvalidBatch, build_batch, iter_records
 from tidelog.protocol.topics import SHARE_GROUP_STATE
 from tidelog.queues.dead_letters import DeadLetterWriter
-from tidelog.queues.manager import ShareConfig, ShareManager
+from tidelog.queues.manager import ShareConfig, ShareConfigs, ShareManager
 from tidelog.queues.queue_features import QueueFeatures
 from tidelog.queues.share_group import ShareGroup, ShareGroupCoordinator, ShareGroupSettings, TopicInfo
 from tidelog.queues.share_session import ShareSessionCache
@@ -336,6 +336,7 @@ class ShareGroups:
         self.topics_by_name = topics_by_name
         self.group_configs = group_configs
         self._on_counts = on_counts
+        self._share_configs = ShareConfigs(config, lambda group_id: self.group_configs(group_id))
         self.source = ReplicaSource(replicas, topic_by_id)
         self._metadata = metadata
         self.state_topic = StateTopic(replicas, metadata, config["node.id"], config["share.coordinator.write.timeout.ms"])
@@ -360,7 +361,7 @@ class ShareGroups:
 
     # --- configs ------------------------------------------------------------------------------
     def share_config(self, group_id: str) -> ShareConfig:
-        return ShareConfig.resolve(self.config, dict(self.group_configs(group_id)))
+        return self._share_configs(group_id)
 
     def _feature_configs(self, key: ShareStateKey) -> tuple[Mapping[str, str], Mapping[str, str]]:
         """The topic's and the group's config overrides of a share-partition (for QueueFeatures)."""
