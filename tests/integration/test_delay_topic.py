@@ -118,3 +118,32 @@ def test_delayed_records_move_exactly_once_across_a_broker_sigkill(broker):
     got = consume_kafka_python(broker.bootstrap, 1000, 60)
     lateness = check(got, due)
     assert len(lateness) == 1000
+
+
+def test_describe_producers_shows_a_partitions_idempotent_and_transactional_producers(broker):
+    """DescribeProducers (API 61, what a delay topic's mover asks a target leader on another broker,
+    and kafka-transactions.sh describe-producers): the leader's producer state per partition."""
+    from kio.schema.describe_producers.v0.request import DescribeProducersRequest, TopicRequest
+
+    from tests.integration.share_clients import request
+    from tidelog.protocol.errors import ErrorCode
+
+    create(broker.bootstrap, {"described": {}})
+    before = int(time.time() * 1000)
+    idempotent = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True})
+    for n in range(3):
+        idempotent.produce("described", value=b"%d" % n, partition=0)
+    assert idempotent.flush(TIMEOUT_S) == 0
+    transactional = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "described-tx"})
+    transactional.init_transactions(TIMEOUT_S)
+    transactional.begin_transaction()
+    transactional.produce("described", value=b"open", partition=0)
+    assert transactional.flush(TIMEOUT_S) == 0
+    answer = request(broker.bootstrap, 61, 0, DescribeProducersRequest(topics=(
+        TopicRequest(name="described", partition_indexes=(0, 7)),)))
+    first, missing = answer.topics[0].partitions
+    assert (first.error_code, missing.error_code) == (ErrorCode.none, ErrorCode.unknown_topic_or_partition)
+    producers = sorted(first.active_producers, key=lambda p: p.current_txn_start_offset)
+    assert [(p.last_sequence, p.current_txn_start_offset) for p in producers] == [(2, -1), (0, 3)]
+    assert all(before - 1000 <= p.last_timestamp <= int(time.time() * 1000) for p in producers)
+    transactional.abort_transaction(TIMEOUT_S)

@@ -63,6 +63,7 @@ KAFKA_4_0: dict[int, tuple[str, int, int]] = {
     50: ("DescribeUserScramCredentials", 0, 0),
     51: ("AlterUserScramCredentials", 0, 0),
     60: ("DescribeCluster", 0, 2),
+    61: ("DescribeProducers", 0, 0),
     65: ("DescribeTransactions", 0, 0),
     66: ("ListTransactions", 0, 1),
     68: ("ConsumerGroupHeartbeat", 0, 1),
