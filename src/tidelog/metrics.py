@@ -148,6 +148,9 @@ class BrokerMetrics:
         self.delay_topic_records = Counter(
             "tidelog_delay_topic_records", "Records of delay topics moved to their target when due (moved), or removed by "
             "retention before (lost).", ["topic", "event"], registry=r)
+        self.delay_topic_remote_appends = Counter(
+            "tidelog_delay_topic_remote_appends", "Batches of due records a delay topic's mover appended to a target "
+            "partition led by another broker (ok), or tried to and will retry (failed).", ["topic", "result"], registry=r)
         # Transactions (issue 17): the coordinator's ids and outcomes, the partitions' open transactions.
         self.transactions = Gauge("tidelog_transactions", "Transactional ids coordinated here, by state.", ["state"],
                                   registry=r)

@@ -1,18 +1,22 @@
 """The delay topic's mover (issue 14, delayed delivery for every consumer): records appended to the
 target when due, in due order, with their key, value and headers and the origin headers; exactly
-once across a crash in the middle of a round, a lost acknowledgement, and a new leader with no
-index of its own; the index by due time on disk, read a bucket at a time."""
+once across a crash in the middle of a round, a lost acknowledgement, a new leader with no
+index of its own, and a deposed mover's last batch landing in the target after the new one
+looked; the index by due time on disk, read a bucket at a time."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import struct
+import uuid
 
 import pytest
 
 from tidelog.protocol.records import build_batch, iter_records, parse_batch_header
 from tidelog.queues.delay_index import DelayIndex
-from tidelog.queues.delay_mover import ORIGIN_OFFSET, ORIGIN_TOPIC, DelayMover
+from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.queues.delay_mover import ORIGIN_OFFSET, ORIGIN_TOPIC, DelayMover, MoverDiverged, mover_producer_id
 from tidelog.storage.producer_state import ProducerState
 
 NOW = 1_700_000_000_000
@@ -56,34 +60,63 @@ class Source:
 
 class Target:
     """A target partition with a real idempotent-producer state; can fail an append before or after
-    it lands (a crash, a lost acknowledgement)."""
+    it lands (a crash, a lost acknowledgement), or keep appended batches above its high watermark
+    (``hold``: not yet replicated, so not readable)."""
 
     def __init__(self) -> None:
-        self.batches: list[tuple[int, bytes]] = []
+        self.batches: list[tuple[int, bytes]] = []  # (base offset, the batch as stored)
         self.state = ProducerState()
         self.fail_before = 0
         self.fail_after_landing = 0
+        self.hold = False
+        self.high_watermark = 0
 
-    async def append(self, batch: bytes) -> None:
+    async def append(self, batch: bytes) -> int:
         await asyncio.sleep(0)
         if self.fail_before:
             self.fail_before -= 1
             raise ConnectionError("the broker died before the append")
         info = parse_batch_header(batch)
-        if self.state.check(info) is None:  # a duplicate is answered with its first offsets, not appended
+        base = self.state.check(info)  # a duplicate is answered with its first offsets, not appended
+        if base is None:
             base = self.end()
-            self.batches.append((base, batch))
+            self.batches.append((base, struct.pack(">q", base) + batch[8:]))
             self.state.update(info, base)
+            if not self.hold:
+                self.high_watermark = self.end()
         if self.fail_after_landing:
             self.fail_after_landing -= 1
             raise TimeoutError("appended, but the acknowledgement was lost")
+        if self.hold:
+            raise TimeoutError("not acknowledged by the ISR in time")
+        return base
+
+    def release(self) -> None:
+        self.hold = False
+        self.high_watermark = self.end()
 
     def end(self) -> int:
         return sum(parse_batch_header(b).record_count for _, b in self.batches)
 
-    def producer_last_batches(self) -> list[bytes]:
-        by_base = dict(self.batches)
-        return [by_base[entry.batches[-1][2]] for entry in self.state.producers.values() if entry.batches]
+    async def last_batch(self, producer_id: int) -> tuple[bytes | None, int]:
+        entry = self.state.producers.get(producer_id)
+        if entry is None or not entry.batches:
+            return None, 0
+        _, last_sequence, base, _ = entry.batches[-1]
+        if base >= self.high_watermark:
+            raise KafkaError(ErrorCode.offset_not_available, "not replicated yet")
+        return dict(self.batches)[base], last_sequence + 1
+
+    async def read(self, offset: int, max_bytes: int) -> bytes:
+        out = bytearray()
+        for base, data in self.batches:
+            last = base + parse_batch_header(data).last_offset_delta
+            if last < offset or base >= self.high_watermark:
+                continue
+            if out and len(out) + len(data) > max_bytes:
+                break
+            out += data
+        return bytes(out)
 
     def records(self):
         return [r for _, b in self.batches for r in iter_records(b)]
@@ -92,9 +125,9 @@ class Target:
         return [int(dict(r.headers)[ORIGIN_OFFSET]) for r in self.records()]
 
 
-def mover(source, target, directory, clock, producer_id: int, **kw) -> DelayMover:
+async def mover(source, target, directory, clock, producer_id: int, **kw) -> DelayMover:
     m = DelayMover("delays", 0, source, target, DelayIndex(directory, bucket_ms=1000), producer_id, clock, **kw)
-    m.recover()
+    await m.recover()
     return m
 
 
@@ -118,7 +151,7 @@ def test_records_are_moved_when_due_in_due_order_with_their_contents_and_origin(
         records = delayed(300)
         for i in range(0, 300, 50):
             source.produce(records[i:i + 50])
-        m = mover(source, target, tmp_path, clock, producer_id=7, batch_records=40)
+        m = await mover(source, target, tmp_path, clock, producer_id=7, batch_records=40)
         due = {i: NOW + int(dict(r[2])["tidelog-delay-ms"]) for i, r in enumerate(records)}
         for now in range(NOW, NOW + 10_001, 250):
             clock.now = now
@@ -140,7 +173,7 @@ def test_exactly_once_across_a_crash_in_the_middle_of_a_round(tmp_path, failure)
     async def scenario():
         clock, source, target = Clock(), Source(), Target()
         source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"1000")], NOW) for i in range(200)])
-        first = mover(source, target, tmp_path, clock, producer_id=1, batch_records=30)
+        first = await mover(source, target, tmp_path, clock, producer_id=1, batch_records=30)
         clock.now = NOW + 1000
         target_appends = 0
         original = target.append
@@ -150,7 +183,7 @@ def test_exactly_once_across_a_crash_in_the_middle_of_a_round(tmp_path, failure)
             target_appends += 1
             if target_appends == 3:
                 setattr(target, failure, 1)
-            await original(batch)
+            return await original(batch)
 
         target.append = append_then_crash
         with pytest.raises((ConnectionError, TimeoutError)):
@@ -158,8 +191,8 @@ def test_exactly_once_across_a_crash_in_the_middle_of_a_round(tmp_path, failure)
                 await first.step()
         target.append = original
         assert 0 < len(target.origin_offsets()) < 200
-        # The broker died: a new mover (a new producer id) on the same disk goes on where the target says.
-        second = mover(source, target, tmp_path, clock, producer_id=2, batch_records=30)
+        # The broker died: a new mover (the delay partition's producer id) goes on where the target says.
+        second = await mover(source, target, tmp_path, clock, producer_id=1, batch_records=30)
         await run_until_idle(second)
         assert target.origin_offsets() == list(range(200))
     asyncio.run(scenario())
@@ -169,7 +202,7 @@ def test_a_retried_append_whose_acknowledgement_was_lost_is_not_appended_twice(t
     async def scenario():
         clock, source, target = Clock(), Source(), Target()
         source.produce([(b"k", b"v", [], NOW) for _ in range(10)])
-        m = mover(source, target, tmp_path, clock, producer_id=3)
+        m = await mover(source, target, tmp_path, clock, producer_id=3)
         target.fail_after_landing = 1
         with pytest.raises(TimeoutError):
             for _ in range(10):
@@ -183,16 +216,100 @@ def test_a_new_leader_rebuilds_its_index_from_the_log_and_moves_each_record_once
     async def scenario():
         clock, source, target = Clock(), Source(), Target()
         source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"%d" % (i % 3 * 5000))], NOW) for i in range(30)])
-        old = mover(source, target, tmp_path / "old-leader", clock, producer_id=1)
+        old = await mover(source, target, tmp_path / "old-leader", clock, producer_id=1)
         await run_until_idle(old)
         assert sorted(target.origin_offsets()) == list(range(0, 30, 3))
         clock.now = NOW + 5000
-        new = mover(source, target, tmp_path / "new-leader", clock, producer_id=2)  # an empty disk
+        new = await mover(source, target, tmp_path / "new-leader", clock, producer_id=1)  # an empty disk
         await run_until_idle(new)
         clock.now = NOW + 10_000
         await run_until_idle(new)
         assert sorted(target.origin_offsets()) == list(range(30))
     asyncio.run(scenario())
+
+
+def hold_from(target: Target, nth: int) -> None:
+    """From the target's ``nth`` append on, batches stay above its high watermark (not replicated)."""
+    original, appends = target.append, 0
+
+    async def append(batch):
+        nonlocal appends
+        appends += 1
+        if appends == nth:
+            target.hold = True
+        return await original(batch)
+
+    target.append = append
+
+
+def test_a_deposed_movers_batch_landing_after_the_new_mover_looked_is_not_moved_twice(tmp_path):
+    """The delay partition's old leader appended a batch the target had not replicated yet when the
+    new leader's mover started (above its high watermark): the new mover waits for it
+    (OFFSET_NOT_AVAILABLE) and goes on after it. Both are the delay partition's producer id."""
+    async def scenario():
+        clock, source, target = Clock(), Source(), Target()
+        source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"1000")], NOW) for i in range(200)])
+        producer_id = mover_producer_id(uuid.UUID(int=14), 0)
+        old = await mover(source, target, tmp_path / "old-leader", clock, producer_id, batch_records=30)
+        clock.now = NOW + 1000
+        hold_from(target, 3)
+        with pytest.raises(TimeoutError):
+            for _ in range(10):
+                await old.step()
+        assert len(target.origin_offsets()) == 90 and target.high_watermark == 60
+        with pytest.raises(KafkaError) as waiting:
+            await mover(source, target, tmp_path / "new-leader", clock, producer_id, batch_records=30)
+        assert waiting.value.error_code == ErrorCode.offset_not_available
+        target.release()
+        new = await mover(source, target, tmp_path / "new-leader", clock, producer_id, batch_records=30)
+        assert new._sequence == 90
+        await run_until_idle(new)
+        assert target.origin_offsets() == list(range(200))
+    asyncio.run(scenario())
+
+
+def test_a_deposed_mover_still_appending_makes_its_successor_start_again(tmp_path):
+    """A deposed mover that has not learnt it was deposed appends a round after its successor
+    started. The successor plans that round differently (a later time): its batch of the same
+    sequence and size is answered as the other one, the read-back shows another round, and it
+    stops (MoverDiverged); one of another size is refused (OUT_OF_ORDER_SEQUENCE_NUMBER). Started
+    again, it goes on after the other's round: every record once."""
+    async def scenario():
+        clock, source, target = Clock(), Source(), Target()
+        source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"%d" % (1000 if i < 30 else 2000))], NOW)
+                        for i in range(60)])
+        producer_id = mover_producer_id(uuid.UUID(int=14), 0)
+        old = await mover(source, target, tmp_path / "old-leader", clock, producer_id, batch_records=30)
+        clock.now = NOW + 1000
+        await run_until_idle(old)
+        assert target.origin_offsets() == list(range(30))
+        new = await mover(source, target, tmp_path / "new-leader", clock, producer_id, batch_records=30)
+        clock.now = NOW + 2000
+        await run_until_idle(old)  # the deposed one moves 30..59
+        clock.now = NOW + 2500
+        await run_until_idle(new)  # rebuilds its index
+        with pytest.raises(MoverDiverged):
+            await new.step()  # its round 2: the same records, until a later time
+        again = await mover(source, target, tmp_path / "new-leader", clock, producer_id, batch_records=30)
+        await run_until_idle(again)
+        assert target.origin_offsets() == list(range(60))
+        source.produce([(b"k", b"late", [("tidelog-delay-ms", b"0")], NOW + 2500)])
+        stale = await mover(source, target, tmp_path / "stale", clock, producer_id, batch_records=30)
+        await run_until_idle(again)  # offset 60 moved
+        source.produce([(b"k", b"later", [("tidelog-delay-ms", b"0")], NOW + 2500)])
+        with pytest.raises(KafkaError) as refused:
+            await run_until_idle(stale)  # 60 and 61 in one batch, at 60's sequence: refused
+        assert refused.value.error_code == ErrorCode.out_of_order_sequence_number
+        await run_until_idle(again)
+        assert target.origin_offsets() == list(range(62))
+    asyncio.run(scenario())
+
+
+def test_movers_producer_ids_are_per_delay_partition_and_above_allocated_ones():
+    topic = uuid.UUID(int=7)
+    ids = {mover_producer_id(topic, p) for p in range(100)} | {mover_producer_id(uuid.UUID(int=8), 0)}
+    assert len(ids) == 101 and all(1 << 62 <= i < 1 << 63 for i in ids)
+    assert mover_producer_id(topic, 3) == mover_producer_id(uuid.UUID(int=7), 3)
 
 
 def test_the_index_keeps_due_times_on_disk_by_bucket(tmp_path):

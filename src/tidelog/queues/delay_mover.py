@@ -13,15 +13,30 @@ Exactly once, across crashes and failovers, without a store of its own:
   moves exactly the records with offset < O' and due <= T' that are not in (T, O), in (due,
   offset) order. The log below its high watermark is the same on every replica, so a round is the
   same list wherever it is computed.
-- It appends them as an idempotent producer (a producer id of its own, sequences from 0), in
-  batches whose last record carries ``tidelog-delay-round: topic,partition,T,O,T',O',i,n`` (i the
-  index in the round of that record, n the round's size). The target's partitions replicate
-  these batches, and their producer state remembers each producer's last batch.
-- On start (after a crash, or on the delay partition's new leader) the mover reads the last batch
-  of every producer of the target partition (``DelayTarget.producer_last_batches``), takes the
-  latest round header naming its delay partition, and goes on from there: the round's remaining
-  records (i+1..n-1) first, then new rounds. A locally kept copy of (T, O) covers a target whose
-  producer state has forgotten the mover (no move for ``producer.id.expiration.ms``).
+- It appends them as an idempotent producer, in batches whose last record carries
+  ``tidelog-delay-round: topic,partition,T,O,T',O',i,n`` (i the index in the round of that record,
+  n the round's size), with acks=all. The target partition may be led by this broker or by another
+  (``DelayTarget``: the Partition here, else Produce and Fetch to its leader wherever it is now);
+  the target's replicas keep these batches and their producer state.
+- The producer id belongs to the delay partition (``mover_producer_id``: from its topic id and
+  index, the same on every broker; epoch 0), so the target's sequence check is a compare-and-set
+  on the mover's progress: a mover appends sequence s+1 only after it appended, or found in the
+  target, the batch ending at s.
+- ``recover`` (on start, after a crash, on the delay partition's new leader, after a divergence)
+  asks the target partition for the mover's last batch (``DelayTarget.last_batch``: from the
+  producer state of the Partition here, or DescribeProducers at the leader elsewhere for its last
+  sequence and time, then ListOffsets by that time and a Fetch from there to the batch), and goes
+  on from there: the round's remaining records (i+1..n-1) first, then new rounds, at the next
+  sequence. While that batch is not below the target's high watermark yet (a deposed leader's
+  last append, not yet replicated), recovery waits (OFFSET_NOT_AVAILABLE, retried). A locally kept
+  copy of (T, O) covers a target whose producer state has forgotten the mover (no move for
+  ``producer.id.expiration.ms``).
+- Should a deposed mover still append after that (cut off from the metadata store, it has not
+  learnt that it was deposed), the sequence check refuses one of the two movers' batches
+  (OUT_OF_ORDER_SEQUENCE_NUMBER), or answers a batch of the same sequence and size as a duplicate
+  of the other's; so the first append after ``recover`` is read back and compared (``MoverDiverged``
+  when it is not this mover's). Either way the owner starts the mover again and ``recover`` finds
+  the other batch.
 
 Where it looks for due records: ``DelayIndex`` (delay_index.py), an on-disk index by due time of
 the records with offset < O and due > T; records read since the last round (offset >= O) are in
@@ -33,17 +48,21 @@ of delayed records.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import uuid
 from typing import Awaitable, Callable, NamedTuple, Protocol
 
+from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import BATCH_HEADER_SIZE, build_batch, iter_records, parse_batch_header
 from tidelog.queues.delay_index import DelayIndex
 from tidelog.queues.log_batches import parse_log_batches
 from tidelog.queues.record_attrs import QueueSettings, scan_batch
 
-__all__ = ["ROUND_HEADER", "DelayMover", "DelaySource", "DelayTarget", "MoverState"]
+__all__ = ["ROUND_HEADER", "DelayMover", "DelaySource", "DelayTarget", "MoverDiverged", "MoverState",
+           "batches", "mover_producer_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +71,19 @@ ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET = "tidelog-origin-topic", "tidelog
 _OURS = (ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET, "tidelog-delay-round")
 STATE_FILE = "mover-state.json"
 INDEX_COMPLETE_FILE = "index-complete.json"
+SEQUENCE_WRAP = 2**31
+MOVER_PRODUCER_IDS = 1 << 62  # movers' producer ids are at or above this; allocated ones count up from 0
+
+
+def mover_producer_id(topic_id: uuid.UUID, partition: int) -> int:
+    """The producer id of the mover of a delay partition: the same on every broker, distinct per
+    delay partition (62 bits of a hash), above the allocated producer ids."""
+    digest = hashlib.blake2b(topic_id.bytes + partition.to_bytes(4, "big"), digest_size=8).digest()
+    return MOVER_PRODUCER_IDS | (int.from_bytes(digest, "big") & (MOVER_PRODUCER_IDS - 1))
+
+
+class MoverDiverged(Exception):
+    """The target holds another mover's batch where this mover's was to go: start again (recover)."""
 
 
 class DelaySource(Protocol):
@@ -66,13 +98,21 @@ class DelaySource(Protocol):
 
 
 class DelayTarget(Protocol):
-    """The target topic's partition."""
+    """The target topic's partition, wherever it is led."""
 
-    def append(self, batch: bytes) -> Awaitable[None]:
-        """Append one idempotent batch and return once acknowledged by the ISR (acks=all)."""
+    def append(self, batch: bytes) -> Awaitable[int]:
+        """Append one idempotent batch; its base offset (a duplicate's: the first one's) once
+        acknowledged by the ISR (acks=all). Raises KafkaError (or OSError) when it was not."""
 
-    def producer_last_batches(self) -> list[bytes]:
-        """The last batch of each idempotent producer the partition's producer state knows."""
+    def last_batch(self, producer_id: int) -> Awaitable[tuple[bytes | None, int]]:
+        """The last batch of ``producer_id`` that the partition's producer state knows (None when it
+        knows none, or the batch is gone from the log) and the sequence that follows it (0 when it
+        knows none); KafkaError OFFSET_NOT_AVAILABLE while that batch is not below the high
+        watermark yet."""
+
+    def read(self, offset: int, max_bytes: int) -> Awaitable[bytes | memoryview]:
+        """Whole batches from the one holding ``offset`` (at least one if there is one), below the
+        high watermark."""
 
 
 class MoverState(NamedTuple):
@@ -111,18 +151,17 @@ class DelayMover:
         self._round: _Round | None = None
         self._round_next = 0  # index in _round of the next record to append
         self._resume: tuple[MoverState, int] | None = None  # an interrupted round found by recover
+        self._verify_next = True  # the first append after recover is read back (see the module docstring)
 
     # --- start ------------------------------------------------------------------------------------
-    def recover(self) -> None:
+    async def recover(self) -> None:
         """Where the last mover of this delay partition stopped (see the module docstring)."""
         found = None
-        for batch in self.target.producer_last_batches():
-            header = _round_header(batch)
-            if header is None or header[:2] != (self.origin_topic, self.origin_partition):
-                continue
-            start, end, i, n = MoverState(*header[2:4]), MoverState(*header[4:6]), header[6], header[7]
-            if found is None or (end, i) > (found[1], found[2]):
-                found = (start, end, i, n)
+        batch, self._sequence = await self.target.last_batch(self.producer_id)
+        header = _round_header(batch) if batch is not None else None
+        if header is not None and header[:2] == (self.origin_topic, self.origin_partition):
+            found = (MoverState(*header[2:4]), MoverState(*header[4:6]), header[6], header[7])
+        self._verify_next = True
         local = self._read_local_state()
         if found is not None and (local is None or found[1] >= local):
             start, end, i, n = found
@@ -140,8 +179,8 @@ class DelayMover:
         if complete is None or complete < self.state.below_offset:
             self.index.clear()
             self._rebuild_at = self.source.log_start_offset()
-        logger.info("delay mover %s-%d starts at due <= %d, offset %d%s", self.origin_topic, self.origin_partition,
-                    self.state.after_ms, self.state.below_offset,
+        logger.info("delay mover %s-%d starts at due <= %d, offset %d, sequence %d%s", self.origin_topic,
+                    self.origin_partition, self.state.after_ms, self.state.below_offset, self._sequence,
                     "; rebuilding its index from the log" if self._rebuild_at is not None else "")
 
     # --- one step ---------------------------------------------------------------------------------
@@ -258,8 +297,11 @@ class DelayMover:
                                                            f"{len(entries)}".encode()))
                 batch = build_batch(batch_records, producer_id=self.producer_id, producer_epoch=0,
                                     base_sequence=self._sequence, timestamp_ms=self.clock_ms())
-                await self.target.append(batch)
-                self._sequence += len(batch_records)
+                base_offset = await self.target.append(batch)
+                if self._verify_next:
+                    await self._verify(base_offset, batch)
+                    self._verify_next = False
+                self._sequence = (self._sequence + len(batch_records)) % SEQUENCE_WRAP
                 moved += len(batch_records)
                 self.moved += len(batch_records)
             self._round_next = last_i + 1
@@ -270,6 +312,21 @@ class DelayMover:
         self.index.drop_through(self.state.after_ms)
         self._write_local_state()
         return moved
+
+    async def _verify(self, base_offset: int, batch: bytes) -> None:
+        """The target's batch at ``base_offset`` is ``batch`` (this mover's), not another mover's
+        batch of the same sequence that the target answered as a duplicate."""
+        data = memoryview(await self.target.read(base_offset, len(batch)))
+        for pos, info in batches(data):
+            ours = parse_batch_header(batch)
+            if (info.base_offset, info.producer_id, info.base_sequence, info.last_offset_delta) == (
+                    base_offset, ours.producer_id, ours.base_sequence, ours.last_offset_delta) \
+                    and _round_header(bytes(data[pos:pos + info.size])) == _round_header(batch):
+                return
+            raise MoverDiverged(f"the target's batch at offset {base_offset} (producer {info.producer_id}, sequence "
+                                f"{info.base_sequence}) is not this mover's: another mover of the delay partition appended it")
+        # acks=all: below the high watermark, unless the leader changed since; read again at the retry
+        raise KafkaError(ErrorCode.request_timed_out, f"the appended batch at offset {base_offset} is not readable yet")
 
     def _fetch(self, offsets: set[int]) -> dict:
         """The records at ``offsets`` (each batch holding some read once)."""
@@ -310,6 +367,17 @@ def _write_json(path, value) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(value))
     os.replace(tmp, path)
+
+
+def batches(data: memoryview):
+    """(position, BatchInfo) of each whole batch in ``data``."""
+    pos = 0
+    while len(data) - pos >= BATCH_HEADER_SIZE:
+        info = parse_batch_header(data, pos)
+        if info.size < BATCH_HEADER_SIZE or pos + info.size > len(data):
+            return
+        yield pos, info
+        pos += info.size
 
 
 def _round_header(batch: bytes) -> tuple | None:

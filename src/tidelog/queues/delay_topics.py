@@ -1,27 +1,42 @@
 """The broker's delay topics (issue 14): for each partition of a topic with
-``tidelog.delay.target.topic`` that this broker leads, a ``DelayMover`` (delay_mover.py) over the
-Partition objects, stepped when records are appended to it and when the next one is due.
+``tidelog.delay.target.topic`` that this broker leads, a ``DelayMover`` (delay_mover.py) reading
+the Partition, stepped when records are appended to it and when the next one is due.
 
-The target partition (p mod the target's partitions) must be led here too: in a cluster whose
-leaders differ, that mover waits (logged once) until leadership brings them together (moving to a
-remote leader is not built yet). A mover whose delay partition this broker no longer leads is
-dropped; the next leader's mover goes on from the target's producer state. Index files live in
-``<data dir>/.delay-index/<topic id>-<partition>``.
+The target partition (p mod the target's partitions) is written wherever it is led, looked up at
+every append: through its Partition when led here, else with Produce v8 (acks=all) to its leader
+over a ``BrokerChannel`` (the inter-broker listener's TLS/SASL), as ``__share_group_state`` is
+written (share_groups.StateTopic); the mover's recovery reads it there with ListOffsets v5 and
+Fetch v11. A failed append (NOT_LEADER_OR_FOLLOWER, a broker gone, a timeout) is retried with the
+same batch and sequence once the metadata names a leader again; the target's producer state
+answers a batch that did land as a duplicate. A mover whose delay partition this broker no longer
+leads is dropped; the next leader's mover goes on from its last batch in the target (found there
+with DescribeProducers, ListOffsets and Fetch when led elsewhere). One that diverged (another
+mover of its delay partition appended first: OUT_OF_ORDER_SEQUENCE_NUMBER, MoverDiverged) is
+started again. Counted in
+``tidelog_delay_topic_remote_appends{topic,result}``; a failure streak is logged once (WARNING),
+and its end. Index files live in ``<data dir>/.delay-index/<topic id>-<partition>``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import shutil
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Callable
+
+from kio.schema.describe_producers.v0 import request as describe_producers_v0
+from kio.schema.fetch.v11 import request as fetch_v11
+from kio.schema.list_offsets.v5 import request as list_offsets_v5
+from kio.schema.produce.v8 import request as produce_v8
 
 from tidelog.clock import wall_clock_ms
+from tidelog.cluster.broker_channel import BrokerChannel
 from tidelog.cluster.waiters import wait_for_data
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.queues.delay_index import DelayIndex
-from tidelog.queues.delay_mover import DelayMover
+from tidelog.queues.delay_mover import SEQUENCE_WRAP, DelayMover, MoverDiverged, batches as _batches, mover_producer_id
 
 __all__ = ["DelayTopics"]
 
@@ -29,7 +44,10 @@ logger = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 0.2  # the longest wait between two looks at the delay topics (new ones, config changes, leadership)
 WRITE_TIMEOUT_S = 30.0
+REMOTE_TIMEOUT_S = 10.0  # a request to another broker (a Produce waits for its ISR within it)
 INDEX_DIR = ".delay-index"
+READ_BYTES = 1 << 20
+CLOCK_MARGIN_MS = 60_000  # how far before the producer state's time of a batch its own timestamp may be
 
 
 class _Source:
@@ -49,42 +67,182 @@ class _Source:
         return result.records
 
 
+class _Peers:
+    """Connections to the other brokers, one per broker, one request at a time on each."""
+
+    def __init__(self, replicas, metadata) -> None:
+        self.replicas = replicas
+        self.metadata = metadata
+        self._channels: dict[int, tuple[BrokerChannel, asyncio.Lock]] = {}
+
+    async def request(self, node_id: int, api_key: int, version: int, request, timeout_s: float = REMOTE_TIMEOUT_S):
+        info = self.metadata.brokers.get(node_id)
+        if info is None:
+            raise KafkaError(ErrorCode.leader_not_available, f"broker {node_id} is not live")
+        kept = self._channels.get(node_id)
+        if kept is None or (kept[0].host, kept[0].port) != (info.host, info.port):
+            if kept is not None:
+                kept[0].close()
+            kept = self._channels[node_id] = (BrokerChannel(info.host, info.port, f"tidelog-delay-{self.replicas.node_id}",
+                                                            self.replicas.channel_security), asyncio.Lock())
+        channel, lock = kept
+        async with lock:
+            try:
+                return await channel.request(api_key, version, request, timeout_s)
+            except (OSError, EOFError, ConnectionError, asyncio.TimeoutError) as e:
+                channel.close()  # a request cut short leaves the connection mid-frame
+                if self._channels.get(node_id) is kept:
+                    del self._channels[node_id]
+                raise KafkaError(ErrorCode.network_exception,
+                                 f"broker {node_id} at {info.host}:{info.port} did not answer: {e!r}") from None
+
+    def close(self) -> None:
+        for channel, _ in self._channels.values():
+            channel.close()
+        self._channels.clear()
+
+
 class _Target:
-    def __init__(self, partition) -> None:
-        self.partition = partition
+    """The target partition wherever it is led: here (its Partition) or at another broker."""
 
-    async def append(self, batch: bytes) -> None:
-        appended = self.partition.append_as_leader(memoryview(bytearray(batch)), required_acks=-1)
-        error = await self.partition.wait_acknowledged(appended.end_offset, -1, WRITE_TIMEOUT_S)
-        if error != ErrorCode.none:
-            raise KafkaError(error, "appending due records to the target")
+    def __init__(self, replicas, metadata, peers: _Peers, topic: str, index: int) -> None:
+        self.replicas = replicas
+        self.metadata = metadata
+        self.peers = peers
+        self.topic, self.index = topic, index
+        self.leader = -1  # where the last request went (this broker's id when local)
+        self.remote_batches = 0  # acknowledged appends at another broker
+        self.remote_failures = 0  # failed appends at another broker
 
-    def producer_last_batches(self) -> list[bytes]:
-        out = []
-        for entry in list(self.partition.producer_state.producers.values()):
-            if not entry.batches:
-                continue
-            base_offset = entry.batches[-1][2]
-            if base_offset < self.partition.log.log_start_offset:
-                continue
-            result = self.partition.read(base_offset, 1, True, -1)
-            if result.error == ErrorCode.none and result.records:
-                out.append(bytes(result.records))
-        return out
+    def _route(self):
+        """(the Partition, None) when led here, else (None, the leader's node id)."""
+        local = self.replicas.get(self.topic, self.index)
+        if local is not None and local.leading:
+            return local, None
+        state = self.metadata.partitions.get((self.topic, self.index))
+        leader = state.leader if state is not None else -1
+        if leader < 0 or leader == self.replicas.node_id:
+            raise KafkaError(ErrorCode.leader_not_available, f"{self.topic}-{self.index} has no leader now")
+        return None, leader
+
+    def _note(self, leader: int) -> None:
+        if leader != self.leader:
+            where = "here" if leader == self.replicas.node_id else f"at its leader, broker {leader}"
+            logger.info("delay topic: appending to %s-%d %s", self.topic, self.index, where)
+            self.leader = leader
+
+    async def append(self, batch: bytes) -> int:
+        local, leader = self._route()
+        if local is not None:
+            self._note(self.replicas.node_id)
+            appended = local.append_as_leader(memoryview(bytearray(batch)), required_acks=-1)
+            error = await local.wait_acknowledged(appended.end_offset, -1, WRITE_TIMEOUT_S)
+            if error != ErrorCode.none:
+                raise KafkaError(error, f"appending due records to {self.topic}-{self.index}: {error.name}")
+            return appended.base_offset
+        self._note(leader)
+        request = produce_v8.ProduceRequest(
+            transactional_id=None, acks=-1, timeout=datetime.timedelta(seconds=REMOTE_TIMEOUT_S - 1),
+            topic_data=(produce_v8.TopicProduceData(name=self.topic, partition_data=(
+                produce_v8.PartitionProduceData(index=self.index, records=batch),)),))
+        try:
+            response = await self.peers.request(leader, 0, 8, request, REMOTE_TIMEOUT_S)
+            result = response.responses[0].partition_responses[0]
+            error = ErrorCode(int(result.error_code))
+            if error != ErrorCode.none:
+                raise KafkaError(error, f"appending due records to {self.topic}-{self.index} at broker {leader}: "
+                                        f"{error.name}{': ' + result.error_message if result.error_message else ''}")
+        except KafkaError:
+            self.remote_failures += 1
+            raise
+        self.remote_batches += 1
+        return result.base_offset
+
+    async def last_batch(self, producer_id: int) -> tuple[bytes | None, int]:
+        local, leader = self._route()
+        if local is not None:
+            entry = local.producer_state.producers.get(producer_id)
+            if entry is None or not entry.batches:
+                return None, 0
+            _, last_sequence, base_offset, last_offset_delta = entry.batches[-1]
+            following = (last_sequence + 1) % SEQUENCE_WRAP
+            if base_offset < local.log.log_start_offset:
+                return None, following  # removed by retention: the local copy of the mover's state it is
+            if base_offset + last_offset_delta >= local.high_watermark:
+                raise KafkaError(ErrorCode.offset_not_available, f"the mover's last batch in {self.topic}-{self.index} "
+                                 f"(to offset {base_offset + last_offset_delta}) is not below the high watermark yet")
+            return _first_batch(await self.read(base_offset, 1), base_offset), following
+        # At the leader elsewhere: its producer state says the last sequence and when; the batch is
+        # found from the first offset with a timestamp at or after that (less a margin for clocks).
+        request = describe_producers_v0.DescribeProducersRequest(topics=(describe_producers_v0.TopicRequest(
+            name=self.topic, partition_indexes=(self.index,)),))
+        answer = (await self.peers.request(leader, 61, 0, request)).topics[0].partitions[0]
+        _raise_for(ErrorCode(int(answer.error_code)), f"producers of {self.topic}-{self.index} at broker {leader}")
+        producer = next((p for p in answer.active_producers if p.producer_id == producer_id), None)
+        if producer is None or producer.last_sequence < 0:
+            return None, 0
+        request = list_offsets_v5.ListOffsetsRequest(replica_id=-1, isolation_level=0, topics=(
+            list_offsets_v5.ListOffsetsTopic(name=self.topic, partitions=(list_offsets_v5.ListOffsetsPartition(
+                partition_index=self.index, current_leader_epoch=-1,
+                timestamp=max(0, producer.last_timestamp - CLOCK_MARGIN_MS)),)),))
+        found = (await self.peers.request(leader, 2, 5, request)).topics[0].partitions[0]
+        _raise_for(ErrorCode(int(found.error_code)), f"offsets of {self.topic}-{self.index} at broker {leader}")
+        offset = found.offset
+        while offset >= 0:
+            data = memoryview(await self.read(offset, READ_BYTES))
+            before = offset
+            for pos, info in _batches(data):
+                if info.producer_id == producer_id and \
+                        (info.base_sequence + info.last_offset_delta) % SEQUENCE_WRAP == producer.last_sequence:
+                    return bytes(data[pos:pos + info.size]), (producer.last_sequence + 1) % SEQUENCE_WRAP
+                offset = info.last_offset + 1
+            if offset == before:
+                break
+        raise KafkaError(ErrorCode.offset_not_available, f"the last batch of producer {producer_id} in "
+                         f"{self.topic}-{self.index} (sequence {producer.last_sequence}) is not below broker "
+                         f"{leader}'s high watermark yet")
+
+    async def read(self, offset: int, max_bytes: int):
+        local, leader = self._route()
+        if local is not None:
+            result = local.read(offset, max_bytes, True, -1)
+            if result.error != ErrorCode.none:
+                raise KafkaError(result.error, f"reading {self.topic}-{self.index} at {offset}: {result.error.name}")
+            return result.records
+        request = fetch_v11.FetchRequest(
+            replica_id=-1, max_wait=datetime.timedelta(0), min_bytes=0, max_bytes=max_bytes, isolation_level=0,
+            session_id=0, session_epoch=-1, topics=(fetch_v11.FetchTopic(topic=self.topic, partitions=(
+                fetch_v11.FetchPartition(partition=self.index, current_leader_epoch=-1, fetch_offset=offset,
+                                         log_start_offset=-1, partition_max_bytes=max_bytes),)),),
+            forgotten_topics_data=(), rack_id="")
+        answer = (await self.peers.request(leader, 1, 11, request)).responses[0].partitions[0]
+        _raise_for(ErrorCode(int(answer.error_code)), f"reading {self.topic}-{self.index} at {offset} from broker {leader}")
+        return answer.records or b""
+
+
+def _raise_for(error: ErrorCode, what: str) -> None:
+    if error != ErrorCode.none:
+        raise KafkaError(error, f"{what}: {error.name}")
+
+
+def _first_batch(data, base_offset: int) -> bytes | None:
+    for pos, info in _batches(memoryview(data)):
+        return bytes(memoryview(data)[pos:pos + info.size]) if info.base_offset == base_offset else None
+    return None
 
 
 class DelayTopics:
-    def __init__(self, metadata, replicas, config, data_dir: Path, new_producer_id: Callable[[], Awaitable[int]],
-                 clock_ms: Callable[[], int] = wall_clock_ms, metrics=None) -> None:
+    def __init__(self, metadata, replicas, config, data_dir: Path, clock_ms: Callable[[], int] = wall_clock_ms,
+                 metrics=None) -> None:
         self.metadata = metadata
         self.replicas = replicas
         self.config = config
         self.index_root = Path(data_dir) / INDEX_DIR
-        self.new_producer_id = new_producer_id
         self.clock_ms = clock_ms
-        self.metrics = metrics  # BrokerMetrics: tidelog_delay_topic_records{topic,event}
+        self.metrics = metrics  # BrokerMetrics: tidelog_delay_topic_records{topic,event}, ..._remote_appends
         self.movers: dict[tuple[str, int], DelayMover] = {}
-        self._waiting_for_target: set[tuple[str, int]] = set()
+        self.peers = _Peers(replicas, metadata)
+        self._failing: dict[tuple[str, int], int] = {}  # movers in a failure streak: how many failures
         self._task: asyncio.Task | None = None
         self._first_sync = True
 
@@ -98,6 +256,7 @@ class DelayTopics:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        self.peers.close()
 
     def counts(self) -> dict[str, int]:
         return {"moved": sum(m.moved for m in self.movers.values()), "lost": sum(m.lost for m in self.movers.values())}
@@ -107,16 +266,22 @@ class DelayTopics:
             try:
                 await self._sync()
                 wait_s = IDLE_WAIT_S
-                for mover in list(self.movers.values()):
+                for key, mover in list(self.movers.items()):
                     moved, lost = mover.moved, mover.lost
+                    remote, failures = mover.target.remote_batches, mover.target.remote_failures
                     try:
-                        while await mover.step() or mover._rebuild_at is not None:
+                        # A deposed leader's mover stops between two appends (its successor recovers).
+                        while mover.source.partition.leading and (await mover.step() or mover._rebuild_at is not None):
                             await asyncio.sleep(0)  # let requests in between steps of a backlog
-                    except (KafkaError, OSError) as e:
-                        logger.warning("delay mover %s-%d: %s (retrying)", mover.origin_topic, mover.origin_partition, e)
+                    except (KafkaError, OSError, MoverDiverged) as e:
+                        self._failed(key, mover, e)
                         continue
                     finally:
-                        self._count(mover, mover.moved - moved, mover.lost - lost)
+                        self._count(mover, mover.moved - moved, mover.lost - lost, mover.target.remote_batches - remote,
+                                    mover.target.remote_failures - failures)
+                    if key in self._failing:
+                        logger.info("delay mover %s-%d: appending to %s-%d again after %d failed attempts", *key,
+                                    mover.target.topic, mover.target.index, self._failing.pop(key))
                     due = mover.next_due_ms()
                     if due is not None:
                         wait_s = min(wait_s, max(0.0, (due - self.clock_ms()) / 1000))
@@ -131,7 +296,21 @@ class DelayTopics:
                 logger.exception("delay topics: unexpected error")
                 await asyncio.sleep(IDLE_WAIT_S)
 
-    def _count(self, mover: DelayMover, moved: int, lost: int) -> None:
+    def _failed(self, key: tuple[str, int], mover: DelayMover, error: Exception) -> None:
+        """A step failed: retried at the next pass, by a mover started again (``recover``) where
+        another mover of the delay partition appended first. Logged once per failure streak."""
+        diverged = isinstance(error, MoverDiverged) or (
+            isinstance(error, KafkaError) and error.error_code == ErrorCode.out_of_order_sequence_number)
+        if diverged:
+            self.movers.pop(key, None)
+        streak = self._failing[key] = self._failing.get(key, 0) + 1
+        level = logging.WARNING if streak == 1 else logging.DEBUG
+        logger.log(level, "delay mover %s-%d: appending to %s-%d%s failed: %s (%s)", *key, mover.target.topic,
+                   mover.target.index, "" if mover.target.leader in (-1, self.replicas.node_id) else
+                   f" at broker {mover.target.leader}", error,
+                   "starting again from the target's batches" if diverged else "retrying")
+
+    def _count(self, mover: DelayMover, moved: int, lost: int, remote: int = 0, failures: int = 0) -> None:
         if lost:
             logger.warning("delay topic %s-%d: %d records were removed by retention before they were due",
                            mover.origin_topic, mover.origin_partition, lost)
@@ -141,9 +320,13 @@ class DelayTopics:
             self.metrics.delay_topic_records.labels(mover.origin_topic, "moved").inc(moved)
         if lost:
             self.metrics.delay_topic_records.labels(mover.origin_topic, "lost").inc(lost)
+        if remote:
+            self.metrics.delay_topic_remote_appends.labels(mover.origin_topic, "ok").inc(remote)
+        if failures:
+            self.metrics.delay_topic_remote_appends.labels(mover.origin_topic, "failed").inc(failures)
 
     async def _sync(self) -> None:
-        """Movers for the delay partitions led here (with their target led here), none for others."""
+        """Movers for the delay partitions led here, none for others."""
         wanted: dict[tuple[str, int], tuple] = {}
         for name, record in list(self.metadata.topics.items()):
             target_name = record.configs.get("tidelog.delay.target.topic")
@@ -156,31 +339,30 @@ class DelayTopics:
                 source = self.replicas.get(name, p)
                 if source is None or not source.leading:
                     continue
-                target_partition = self.replicas.get(target_name, p % target.partitions)
-                if target_partition is None or not target_partition.leading:
-                    if (name, p) not in self._waiting_for_target:
-                        self._waiting_for_target.add((name, p))
-                        logger.warning("delay topic %s-%d: its target %s-%d is not led here; waiting", name, p,
-                                       target_name, p % target.partitions)
-                    continue
-                self._waiting_for_target.discard((name, p))
-                wanted[(name, p)] = (record, source, target_partition)
+                wanted[(name, p)] = (record, source, (target_name, p % target.partitions))
+        for key in [k for k in self._failing if k not in wanted]:
+            del self._failing[key]
         gone = [k for k in self.movers if k not in wanted or self.movers[k].source.partition is not wanted[k][1]
-                or self.movers[k].target.partition is not wanted[k][2]]
+                or (self.movers[k].target.topic, self.movers[k].target.index) != wanted[k][2]]
         for key in gone:
             del self.movers[key]
         if gone or self._first_sync:
             self._first_sync = False
             self._remove_unknown_indexes()
-        for (name, p), (record, source, target_partition) in wanted.items():
+        for (name, p), (record, source, (target_name, target_index)) in wanted.items():
+            delay_ms = self.config.topic_value(record.configs, "tidelog.delay.ms")
             if (name, p) in self.movers:
-                self.movers[(name, p)].settings = self.movers[(name, p)].settings.__class__(
-                    delay_ms=self.config.topic_value(record.configs, "tidelog.delay.ms"))
+                self.movers[(name, p)].settings = self.movers[(name, p)].settings.__class__(delay_ms=delay_ms)
                 continue
-            mover = DelayMover(name, p, _Source(source), _Target(target_partition),
-                               DelayIndex(self.index_root / f"{record.topic_id.hex}-{p}"), await self.new_producer_id(),
-                               self.clock_ms, delay_ms=self.config.topic_value(record.configs, "tidelog.delay.ms"))
-            mover.recover()
+            mover = DelayMover(name, p, _Source(source), _Target(self.replicas, self.metadata, self.peers, target_name,
+                                                                 target_index),
+                               DelayIndex(self.index_root / f"{record.topic_id.hex}-{p}"),
+                               mover_producer_id(record.topic_id, p), self.clock_ms, delay_ms=delay_ms)
+            try:
+                await mover.recover()
+            except (KafkaError, OSError) as e:
+                self._failed((name, p), mover, e)  # the target's leader is not reachable now: at the next pass
+                continue
             self.movers[(name, p)] = mover
 
     def _remove_unknown_indexes(self) -> None:
