@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_partition import leader, run
+from tests.unit.test_partition import batch, leader, run
 from tidelog.cluster.metadata import PartitionState
 from tidelog.cluster.partition import Partition, PartitionConfig
 from tidelog.cluster.partition_txn import READ_COMMITTED
@@ -150,5 +150,28 @@ def test_a_producer_with_an_open_transaction_does_not_expire(tmp_path):
         assert set(p.producer_state.producers) == {PID}  # its sequence numbers still matter
         assert p.transactions.open_transaction(PID) == 0
         p.append_as_leader(txn_batch(PID, 2))  # continues its sequence, not refused as a gap or a new producer
+
+    run(main, tmp_path)
+
+
+def test_a_partition_filled_by_plain_producers_since_it_was_created_never_replays_its_log(tmp_path):
+    """Every append of a producer's batch goes through the transaction state, so a partition
+    created empty knows its state without reading the log back: its first read_committed read
+    (librdkafka's default isolation) must not re-read what plain producers wrote. It did: the
+    first Fetch after 1 GB of them waited while the event loop re-read the whole GB."""
+    async def main(logs):
+        p = leader(logs)
+        for _ in range(20):
+            p.append_as_leader(batch(50))
+        log_reads = []
+        read = p.log.read
+        p.log.read = lambda *args, **kwargs: log_reads.append(args) or read(*args, **kwargs)  # counts, then reads
+        assert p.last_stable_offset == p.high_watermark == 1000
+        assert log_reads == [], "the LSO re-read the log"
+        fetched = p.read(0, 1 << 20, True, isolation_level=READ_COMMITTED)
+        assert len(values(fetched.records)) == 1000 and fetched.aborted_transactions == []
+        assert len(log_reads) == 1  # the fetch's own read
+        p.append_as_leader(txn_batch(PID, 0))  # a transaction now: the LSO stops at it
+        assert p.last_stable_offset == 1000
 
     run(main, tmp_path)
