@@ -83,6 +83,8 @@ def _plan(cls: type) -> tuple[tuple, dict[int, tuple]]:
         if tag is None:
             if step[0] == "entity" and step[3]:  # a nullable struct (KIP-893), e.g. a cursor
                 step = ("nullable_entity", *step[1:])
+            if step[0] == "fixed" and steps and steps[-1][0] == "fixed":  # one skip for a run of them
+                step = ("fixed", steps.pop()[1] + step[1], None, False, field.name)
             steps.append(step)
         else:
             tagged[tag] = step
