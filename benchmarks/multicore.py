@@ -2,7 +2,8 @@
 own process, a topic's partitions spread over them, loaded by several client processes.
 
     python -m benchmarks multicore [--setups single,cluster-1,cluster-2,cluster-2-rf2] [--partitions 16]
-                                   [--records 1000000] [--producers 3] [--consumers 3] [--runs 3] [--out DIR]
+                                   [--records 1000000] [--record-bytes 1024] [--producers 3] [--consumers 3]
+                                   [--runs 3] [--pin] [--out DIR]
 
 Setups (a fresh etcd and fresh brokers each time, started as ``tidelog dev-cluster`` starts them,
 with benchmarks/replicated.py's helpers; ``log.durability.profile`` balanced everywhere):
@@ -17,7 +18,7 @@ broker) is read back from Metadata and reported. Then two phases, each timed fro
 client processes are told to go until the last one is done:
 
 1. ``--producers`` processes (confluent-kafka, the producer settings of benchmarks/kafka_load.py,
-   1 KiB random values, acks=all, keyless: librdkafka's sticky partitioner spreads the batches
+   ``--record-bytes`` random values, acks=all, keyless: librdkafka's sticky partitioner spreads the batches
    over every partition), ``--records`` records in all;
 2. ``--consumers`` processes, each assigned a contiguous block of the partitions (as the range
    assignor would give them) from offset 0, reading what its partitions hold.
@@ -27,6 +28,9 @@ and connected before the clock starts, and bounded in records and time. For each
 records/s, each broker's CPU seconds and its use of a core (CPU seconds / wall seconds), broker
 CPU per GB, etcd's CPU, the clients' CPU, what the rest of the machine used (busy CPU from
 /proc/stat minus all of those) and the load average. Setups are interleaved run by run.
+
+``--pin``: broker N runs on core N-1 (every thread, as ``taskset -a`` would set it) and the
+clients on the cores left, if any (on 2 cores with 2 brokers there are none: they run anywhere).
 """
 
 from __future__ import annotations
@@ -126,10 +130,10 @@ def worker(spec: dict) -> int:
         return 1
     cpu0 = time.process_time()
     if spec["role"] == "produce":
-        result = kafka_load.produce(spec["bootstrap"], TOPIC, spec["records"], RECORD_BYTES, "all", spec["timeout_s"],
+        result = kafka_load.produce(spec["bootstrap"], TOPIC, spec["records"], spec["record_bytes"], "all", spec["timeout_s"],
                                     partitions=spec["partitions"])
     else:
-        result = kafka_load.consume(spec["bootstrap"], TOPIC, spec["records"], RECORD_BYTES, spec["timeout_s"],
+        result = kafka_load.consume(spec["bootstrap"], TOPIC, spec["records"], spec["record_bytes"], spec["timeout_s"],
                                     assigned=spec["assigned"])
     result.update(ended_at=time.monotonic(), process_cpu_s=time.process_time() - cpu0)
     print(json.dumps(result), flush=True)
@@ -174,8 +178,24 @@ def partition_counts(bootstrap: str, partitions: int) -> list[int]:
         consumer.close()
 
 
+def pin(pids: list[int], cores: set[int]) -> None:
+    """Every thread of these processes on these cores (threads made later inherit it)."""
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                os.sched_setaffinity(int(task.name), cores)
+            except (OSError, ValueError):  # a thread that ended meanwhile
+                pass
+
+
+def client_cores(broker_count: int) -> set[int] | None:
+    """The cores left to the clients when the brokers are pinned; None: no core is left."""
+    left = set(range(broker_count, os.cpu_count() or 1))
+    return left or None
+
+
 def run_phase(role: str, specs: list[dict], brokers: dict[int, Broker], etcd: ServerProcess | None,
-              workdir: Path, timeout_s: float) -> dict:
+              workdir: Path, timeout_s: float, pin_clients: set[int] | None = None) -> dict:
     """Start the clients, wait until all are connected, tell them to go; the aggregate and the CPU
     of every process from then until the last one answers."""
     clients = [Client(spec, workdir / f"{role}-{i}.log") for i, spec in enumerate(specs)]
@@ -183,6 +203,8 @@ def run_phase(role: str, specs: list[dict], brokers: dict[int, Broker], etcd: Se
         deadline = time.monotonic() + 120
         for client in clients:
             client.wait_ready(deadline)
+            if pin_clients:
+                pin([client.proc.pid], pin_clients)
         broker_cpu0 = {i: b.server.cpu_seconds() for i, b in brokers.items()}
         etcd_cpu0 = etcd.cpu_seconds() if etcd else 0.0
         busy0, load0 = machine_busy_cpu_seconds(), load_average()
@@ -200,7 +222,8 @@ def run_phase(role: str, specs: list[dict], brokers: dict[int, Broker], etcd: Se
     seconds = max(r["ended_at"] for r in results) - go_at
     records = sum(r["records"] for r in results)
     clients_cpu = sum(r["process_cpu_s"] for r in results)
-    gigabytes = records * RECORD_BYTES / 1e9
+    size_bytes = sum(r["bytes"] for r in results)
+    gigabytes = size_bytes / 1e9
     return {
         "status": "ok" if all(r["status"] == "ok" for r in results) else "; ".join(sorted({r["status"] for r in results})),
         "errors": [e for r in results for e in r["errors"]][:5],
@@ -208,7 +231,7 @@ def run_phase(role: str, specs: list[dict], brokers: dict[int, Broker], etcd: Se
         "records": records,
         "seconds": seconds,
         "records_per_s": records / seconds,
-        "mb_per_s": records * RECORD_BYTES / seconds / 1e6,
+        "mb_per_s": size_bytes / seconds / 1e6,
         "client_records_per_s": [r["records_per_s"] for r in results],
         "broker_cpu_s": {str(i): cpu for i, cpu in broker_cpu.items()},
         "broker_core_use": {str(i): cpu / seconds for i, cpu in broker_cpu.items()},
@@ -242,18 +265,26 @@ def run_setup(name: str, args, workdir: Path) -> dict:
     try:
         for broker in brokers.values():
             broker.start()
+        pin_clients = None
+        if args.pin:
+            for i, broker in brokers.items():
+                pin(broker.server.pids(), {(i - 1) % (os.cpu_count() or 1)})
+            pin_clients = client_cores(broker_count)
+            row["pinned"] = {"brokers": {str(i): [(i - 1) % (os.cpu_count() or 1)] for i in brokers},
+                             "clients": sorted(pin_clients) if pin_clients else "any core"}
         bootstrap = ",".join(b.bootstrap for b in brokers.values())
         row["placement"] = create_topic(bootstrap, args.partitions, replication_factor)
-        common = {"bootstrap": bootstrap, "partitions": args.partitions, "timeout_s": args.timeout}
+        common = {"bootstrap": bootstrap, "partitions": args.partitions, "record_bytes": args.record_bytes,
+                  "timeout_s": args.timeout}
         row["produce"] = run_phase("produce", [{**common, "role": "produce", "records": n}
                                                for n in split(args.records, args.producers)],
-                                   brokers, etcd, workdir, args.timeout)
+                                   brokers, etcd, workdir, args.timeout, pin_clients)
         held = partition_counts(bootstrap, args.partitions)
         row["records_per_partition"] = held
         row["consume"] = run_phase("consume", [{**common, "role": "consume", "assigned": block,
                                                 "records": sum(held[p] for p in block)}
                                                for block in blocks(args.partitions, args.consumers)],
-                                   brokers, etcd, workdir, args.timeout)
+                                   brokers, etcd, workdir, args.timeout, pin_clients)
         row["broker_peak_rss_bytes"] = {str(i): b.server.peak_rss_bytes() for i, b in brokers.items()}
         row["etcd_peak_rss_bytes"] = etcd.peak_rss_bytes() if etcd else 0
     finally:
@@ -267,8 +298,8 @@ def run_setup(name: str, args, workdir: Path) -> dict:
 def run(args, tmp_root: Path) -> dict:
     results = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cores": os.cpu_count(),
                "settings": {k: v for k, v in vars(args).items() if k in
-                            ("setups", "partitions", "records", "producers", "consumers", "runs", "timeout")},
-               "record_bytes": RECORD_BYTES, "rows": [], "failed": []}
+                            ("setups", "partitions", "records", "record_bytes", "producers", "consumers", "runs", "timeout", "pin")},
+               "record_bytes": args.record_bytes, "rows": [], "failed": []}
     for run_index in range(1, args.runs + 1):
         for name in args.setups:  # interleaved: every setup once a run
             workdir = tmp_root / f"{name}-{run_index}"
@@ -325,7 +356,7 @@ def markdown(results: dict) -> str:
                  f"{s['producers']} producer and {s['consumers']} consumer processes, {runs} run(s) of each setup, "
                  f"interleaved, on {results['cores']} cores. Leaders (replicas) per broker: "
                  + "; ".join(f"{label} {p['leaders_per_broker']} ({p['replicas_per_broker']})" for label, p in placements.items())
-                 + ".")
+                 + (". Pinned: broker N on core N-1, the clients on the cores left (any core when none is)." if s.get("pin") else "."))
     rss = {}
     for r in results["rows"]:
         rss.setdefault(LABELS[r["setup"]], []).extend(r["broker_peak_rss_bytes"].values())
@@ -342,10 +373,13 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated subset of {','.join(SETUPS)}")
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--records", type=int, help="records a produce phase, over all producers (default 1,000,000)")
+    parser.add_argument("--record-bytes", type=int, default=RECORD_BYTES, help="size of each record's value (default 1024)")
     parser.add_argument("--producers", type=int, help="producer processes (default 3; 2 with --quick)")
     parser.add_argument("--consumers", type=int, help="consumer processes (default 3; 2 with --quick)")
     parser.add_argument("--runs", type=int, help="runs of every setup (default 3)")
     parser.add_argument("--timeout", type=float, default=300.0, help="bound on each phase's clients, seconds")
+    parser.add_argument("--pin", action="store_true",
+                        help="broker N on core N-1, the clients on the cores left (if any)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 4,000 records, one run, 2 producers and 2 consumers, single and cluster-2")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
@@ -361,8 +395,8 @@ def parse_args(argv) -> argparse.Namespace:
     unknown = [s for s in args.setups if s not in SETUPS]
     if unknown:
         parser.error(f"--setups: unknown {', '.join(unknown)} (known: {', '.join(SETUPS)})")
-    if min(args.partitions, args.producers, args.consumers, args.records, args.runs) < 1:
-        parser.error("--partitions, --producers, --consumers, --records and --runs must be at least 1")
+    if min(args.partitions, args.producers, args.consumers, args.records, args.runs, args.record_bytes) < 1:
+        parser.error("--partitions, --record-bytes, --producers, --consumers, --records and --runs must be at least 1")
     return args
 
 

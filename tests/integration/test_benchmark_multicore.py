@@ -5,6 +5,7 @@ the beyond-one-core benchmark cannot rot between benchmark runs."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow
 def test_quick_multicore_benchmark_spreads_the_partitions_and_reads_back_every_record(tmp_path):
     etcd_binary()  # the benchmark finds it on PATH; skips the test where it cannot be had
     out = tmp_path / "results"
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "multicore", "--quick", "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "multicore", "--quick", "--pin", "--out", str(out),
                              "--tmp-dir", str(tmp_path)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -49,6 +50,7 @@ def test_quick_multicore_benchmark_spreads_the_partitions_and_reads_back_every_r
             assert set(measured["broker_cpu_s"]) == set(row["placement"]["leaders_per_broker"])
             assert all(cpu >= 0 for cpu in measured["broker_cpu_s"].values())
             assert measured["clients_cpu_s"] > 0
+    assert rows["cluster-2"]["pinned"]["brokers"] == {"1": [0], "2": [1 % os.cpu_count()]}
     assert rows["cluster-2"]["etcd_peak_rss_bytes"] > 0 and rows["single"]["etcd_peak_rss_bytes"] == 0
     assert "2-broker cluster, RF 1" in stdout
     # The data directories it made are removed.
@@ -61,3 +63,23 @@ def test_consumers_get_contiguous_blocks_of_every_partition():
 
     assert blocks(16, 3) == [list(range(0, 6)), list(range(6, 11)), list(range(11, 16))]
     assert blocks(2, 3) == [[0], [1]]
+
+
+def test_pinning_moves_every_thread_of_a_process_to_its_core():
+    sys.path.insert(0, str(REPO))
+    from benchmarks.multicore import pin
+
+    # A process with a second thread, both waiting on stdin.
+    child = subprocess.Popen([sys.executable, "-c", "import sys, threading\n"
+                              "threading.Thread(target=sys.stdin.read, daemon=True).start()\n"
+                              "print('ready', flush=True)\nsys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "ready\n"
+        tasks = [int(t.name) for t in Path(f"/proc/{child.pid}/task").iterdir()]
+        assert len(tasks) >= 2
+        pin([child.pid], {0})
+        assert all(os.sched_getaffinity(tid) == {0} for tid in tasks)
+    finally:
+        child.kill()
+        child.communicate()  # and closes its pipes
