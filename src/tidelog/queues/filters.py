@@ -81,19 +81,24 @@ class RecordFilter:
         """``judge`` for a filter that reads one header (``header_names`` of one name) and neither the
         key nor the timestamp, given that header's value in each record (bytes, None for a null
         value, False where the record has none: protocol/_recordwalk.c ``header_values``)."""
+        return list(map(bool, self.verdicts(values)))
+
+    def verdicts(self, values: Sequence) -> bytes:
+        """``judge_values`` as a byte a record (1: matches, 0: not): each distinct value is looked up
+        (or evaluated) once, the rest is done in C (no Python step per record)."""
         (name,) = self._header_names
         memo = self._memo
-        keys = [_MISSING if value is False else value for value in values]
-        results = list(map(memo.get, keys))
-        for i in [i for i, result in enumerate(results) if result is None]:
-            found = memo.get(keys[i])
+        verdict: dict = {}
+        for value in set(values):  # (False, None and b"" are distinct keys: equality, not hash)
+            key = _MISSING if value is False else value
+            found = memo.get(key)
             if found is None:
-                found = self._evaluate(None, {} if values[i] is False else {name: values[i]}, 0)
+                found = self._evaluate(None, {} if value is False else {name: value}, 0)
                 if len(memo) >= MEMO_ENTRIES:
                     memo.clear()
-                memo[keys[i]] = found
-            results[i] = found
-        return results
+                memo[key] = found
+            verdict[value] = 1 if found else 0
+        return bytes(map(verdict.__getitem__, values))
 
     def _memo_keys(self, records) -> list:
         names = self._header_names

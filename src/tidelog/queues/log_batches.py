@@ -65,12 +65,14 @@ def acquired_ranges(runs: Iterable[tuple[int, int, int]], bounds: BatchBounds,
     """AcquiredRecords for the acquired runs, (first, last, delivery count) in offset order:
     neighbours with equal delivery counts join; with a batch size, a range is cut at the end of
     the log batch where it reaches that size."""
-    segments: list[list[int]] = []
+    segments: list[AcquiredRecords] = []  # (a tuple each, replaced when a neighbour joins: rare with a filter)
     for first, last, delivery_count in runs:
-        if segments and segments[-1][1] + 1 == first and segments[-1][2] == delivery_count:
-            segments[-1][1] = last
+        if segments and segments[-1].last_offset + 1 == first and segments[-1].delivery_count == delivery_count:
+            segments[-1] = AcquiredRecords(segments[-1].first_offset, last, delivery_count)
         else:
-            segments.append([first, last, delivery_count])
+            segments.append(AcquiredRecords(first, last, delivery_count))
+    if batch_size is None:
+        return segments
     result = []
     for first, last, count in segments:
         while batch_size is not None and last - first + 1 > batch_size:
