@@ -153,12 +153,20 @@ def throughput(bootstrap: str, topic: str, records: int, timeout_s: float, broke
     return {"produce": produced, "consume": consumed}
 
 
-def latency(bootstrap: str, topic: str, replication_factor: int, seconds: float, timeout_s: float) -> dict:
+def latency(bootstrap: str, topic: str, replication_factor: int, seconds: float, timeout_s: float,
+            brokers: dict[int, "Broker"]) -> dict:
     """End-to-end latency at LATENCY_RATE records/s, acks=all (kafka_load.latency, the lat-5k
-    shape), with each record's produce-to-acknowledgement time beside it."""
+    shape), with each record's produce-to-acknowledgement time beside it, and each broker's CPU
+    microseconds per record by role (at a fixed rate, less at the mercy of the machine's load
+    than throughput figures are)."""
     create_topic(bootstrap, topic, replication_factor, {"min.insync.replicas": "2"} if replication_factor > 1 else {})
+    leader_id = leader_of(bootstrap, topic)
+    before = {i: b.server.cpu_seconds() for i, b in brokers.items()}
     result = kafka_load.latency(bootstrap, topic, LATENCY_RATE, seconds, RECORD_BYTES, "all", timeout_s,
                                 acknowledgements=True)
+    cpu_us = {i: (b.server.cpu_seconds() - before[i]) * 1e6 / max(result["records"], 1) for i, b in brokers.items()}
+    result["leader_cpu_us_per_record"] = cpu_us[leader_id]
+    result["follower_cpu_us_per_record"] = sorted(c for i, c in cpu_us.items() if i != leader_id)
     result["load_average"] = load_average()
     return result
 
@@ -224,7 +232,7 @@ def run(records: int, runs: int, failovers: int, timeout_s: float, tmp_root: Pat
             create_topic(broker.bootstrap, "bench", 1, {})
             results["single"].append(throughput(broker.bootstrap, "bench", records, timeout_s, {1: broker}))
             if latency_s:
-                results["single_latency"].append(latency(broker.bootstrap, "lat", 1, latency_s, timeout_s))
+                results["single_latency"].append(latency(broker.bootstrap, "lat", 1, latency_s, timeout_s, {1: broker}))
         finally:
             broker.stop()
         print(f"single node run {run_index + 1}: {summary(results['single'][-1], results['single_latency'])}", flush=True)
@@ -242,7 +250,7 @@ def run(records: int, runs: int, failovers: int, timeout_s: float, tmp_root: Pat
             results["replicated"].append(throughput(bootstrap, "bench", records, timeout_s, brokers,
                                                     profile_dir if run_index == 0 else None))
             if latency_s:
-                results["replicated_latency"].append(latency(bootstrap, "lat", 3, latency_s, timeout_s))
+                results["replicated_latency"].append(latency(bootstrap, "lat", 3, latency_s, timeout_s, brokers))
             print(f"replicated run {run_index + 1}: {summary(results['replicated'][-1], results['replicated_latency'])}",
                   flush=True)
             if run_index == runs - 1 and failovers:
@@ -262,7 +270,9 @@ def summary(row: dict, latencies: list[dict]) -> str:
     if latencies and "latency_ms" in latencies[-1]:
         lat = latencies[-1]
         text += (f"; e2e p50 {lat['latency_ms']['p50']:.2f} ms, p99 {lat['latency_ms']['p99']:.2f} ms at "
-                 f"{LATENCY_RATE:,}/s (load {' '.join(map(str, lat['load_average']))})")
+                 f"{LATENCY_RATE:,}/s, leader {lat['leader_cpu_us_per_record']:.0f} us/record, followers "
+                 f"{', '.join(f'{c:.0f}' for c in lat['follower_cpu_us_per_record']) or '-'} us/record "
+                 f"(load {' '.join(map(str, lat['load_average']))})")
     return text
 
 
@@ -298,16 +308,18 @@ def markdown(results: dict) -> str:
                     for label, key in (("single node (RF 1)", "single_latency"), ("3 brokers (RF 3)", "replicated_latency"))]
     if any(rows for _, rows in latency_rows):
         lines += ["", f"End-to-end latency at {results['latency_rate']:,} records/s, acks=all, 1 KiB (ms; median of runs, range):",
-                  "", "| setup | e2e p50 | e2e p99 | e2e p99.9 | ack p50 | ack p99 | load (1 min) |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+                  "", "| setup | e2e p50 | e2e p99 | e2e p99.9 | ack p50 | ack p99 | leader CPU us/record | "
+                  "follower CPU us/record | load (1 min) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for label, rows in latency_rows:
             if not rows:
                 continue
             e2e = lambda q: spread([r["latency_ms"][q] for r in rows], "{:.2f}")  # noqa: E731
             ack = lambda q: spread([r["ack_latency_ms"][q] for r in rows if "ack_latency_ms" in r], "{:.2f}")  # noqa: E731
             values = [r["load_average"][0] for r in rows]
+            followers = [c for r in rows for c in r.get("follower_cpu_us_per_record", [])]
             lines.append(f"| {label} | {e2e('p50')} | {e2e('p99')} | {e2e('p99.9')} | {ack('p50')} | {ack('p99')} | "
-                         f"{min(values):.1f}-{max(values):.1f} |")
+                         f"{spread([r['leader_cpu_us_per_record'] for r in rows if 'leader_cpu_us_per_record' in r], '{:.0f}')} | "
+                         f"{spread(followers, '{:.0f}')} | {min(values):.1f}-{max(values):.1f} |")
     if results["failover_s"]:
         times = results["failover_s"]
         lines.append(f"\nFailover (leader SIGKILL to the next acknowledged record, {len(times)} rounds): "

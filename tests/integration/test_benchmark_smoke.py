@@ -92,4 +92,5 @@ def test_the_replicated_benchmark_reports_throughput_cpu_by_role_and_latency(tmp
         assert latency["status"] == "ok" and latency["records"] == 5_000, latency
         assert 0 < latency["latency_ms"]["p50"] <= latency["latency_ms"]["p99"]
         assert 0 < latency["ack_latency_ms"]["p50"] <= latency["ack_latency_ms"]["p99"]
+        assert latency["leader_cpu_us_per_record"] >= 0 and len(latency["follower_cpu_us_per_record"]) == followers
     assert "3 brokers (RF 3)" in stdout and "e2e p99" in stdout
