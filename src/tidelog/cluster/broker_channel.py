@@ -2,9 +2,12 @@
 
 ``request(api_key, version, request, timeout_s)`` encodes the request with the schema-driven
 codec (protocol/apis.py, request header v1, client id ``client_id``), sends it, and decodes the
-response, one request at a time on one connection, opened on first use. A response with another
-correlation id raises ConnectionError; a timeout, asyncio.TimeoutError; a closed connection,
-OSError or asyncio.IncompleteReadError: the caller closes the channel and opens a new one. The
+response, one request at a time on one connection, opened on first use. Each response frame is
+read straight into a buffer of its own size (a BufferedProtocol: no copies on the way, so a
+follower's 1 MiB fetch response is not copied before it is appended; ``request_body`` returns a
+writable view of it). A response with another correlation id, or larger than
+``MAX_RESPONSE_BYTES``, raises ConnectionError; a timeout, asyncio.TimeoutError; a closed
+connection, ConnectionError: the caller closes the channel and opens a new one. The
 replica fetcher (cluster/replica_fetcher.py) and the HTTP API's peer client use it.
 With a ``ChannelSecurity`` (the inter-broker listener is SSL or SASL), the connection is TLS
 (the broker's CA checks the other broker's certificate; its own certificate is shown for client
@@ -16,6 +19,7 @@ Not thread-safe; one task uses a channel at a time.
 from __future__ import annotations
 
 import asyncio
+import collections
 import io
 import ssl
 import struct
@@ -31,6 +35,70 @@ from tidelog.protocol.apis import is_flexible, load_request_schema, load_respons
 __all__ = ["BrokerChannel", "ChannelSecurity"]
 
 _SASL_HANDSHAKE, _SASL_AUTHENTICATE = 17, 36
+MAX_RESPONSE_BYTES = 256 << 20  # a larger length field is a broken stream (the fetcher asks for 16 MiB at most)
+_LENGTH = struct.Struct(">i")
+
+
+class _FrameReader(asyncio.BufferedProtocol):
+    """Reads length-prefixed frames into one bytearray each, the socket writing into it directly."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._length = bytearray(4)
+        self._frame: bytearray | None = None  # the frame being read, once its length is known
+        self._got = 0
+        self._frames: collections.deque[bytearray] = collections.deque()
+        self._waiter: asyncio.Future | None = None
+        self._error: BaseException | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._frame is None:
+            return memoryview(self._length)[self._got:]
+        return memoryview(self._frame)[self._got:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._got += nbytes
+        if self._frame is None:
+            if self._got < 4:
+                return
+            (size,) = _LENGTH.unpack(self._length)
+            if not 0 <= size <= MAX_RESPONSE_BYTES:
+                self._fail(ConnectionError(f"response frame of {size} bytes"))
+                self.transport.close()
+                return
+            self._frame, self._got = bytearray(size), 0
+        if self._got == len(self._frame):
+            self._frames.append(self._frame)
+            self._frame, self._got = None, 0
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._fail(exc if isinstance(exc, ConnectionError) else ConnectionResetError(f"connection closed: {exc or 'EOF'}"))
+
+    def eof_received(self) -> bool:
+        self._fail(ConnectionResetError("connection closed by the other broker"))
+        return False
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(self._error)
+
+    async def next_frame(self) -> bytearray:
+        while not self._frames:
+            if self._error is not None:
+                raise self._error
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._frames.popleft()
 
 
 @dataclass(frozen=True)
@@ -51,27 +119,26 @@ class BrokerChannel:
         self.host, self.port = host, port
         self.client_id = client_id.encode()
         self.security = security
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.protocol: _FrameReader | None = None
         self.correlation_id = 0
 
     async def request(self, api_key: int, version: int, request, timeout_s: float):
         body = await self.request_body(api_key, version, request, timeout_s)
-        response, _ = entity_reader(load_response_schema(api_key, version))(body, 0)
+        response, _ = entity_reader(load_response_schema(api_key, version))(body.toreadonly(), 0)  # kio wants read-only
         return response
 
     async def request_body(self, api_key: int, version: int, request, timeout_s: float) -> memoryview:
-        """The response body, undecoded (for a caller that reads what kio cannot, as negative timestamps)."""
-        if self.writer is None:
+        """The response body, undecoded and writable (for a caller that reads what kio cannot, as
+        negative timestamps, or decodes by hand: the replica fetcher)."""
+        if self.protocol is None:
             await self._connect(timeout_s)
         return await self._exchange(api_key, version, request, timeout_s)
 
     async def _connect(self, timeout_s: float) -> None:
         security = self.security
         context = security.ssl_context if security is not None else None
-        self.reader, self.writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, ssl=context, server_hostname=self.host if context else None),
-            timeout_s)
+        _, self.protocol = await asyncio.wait_for(asyncio.get_running_loop().create_connection(
+            _FrameReader, self.host, self.port, ssl=context, server_hostname=self.host if context else None), timeout_s)
         if security is not None and security.mechanism:
             try:
                 await self._authenticate(security, timeout_s)
@@ -107,7 +174,7 @@ class BrokerChannel:
     async def _ask(self, api_key: int, version: int, request, timeout_s: float):
         """One request of the SASL exchange, its response decoded."""
         body = await self._exchange(api_key, version, request, timeout_s)
-        return entity_reader(load_response_schema(api_key, version))(body, 0)[0]
+        return entity_reader(load_response_schema(api_key, version))(body.toreadonly(), 0)[0]
 
     async def _exchange(self, api_key: int, version: int, request, timeout_s: float):
         self.correlation_id += 1
@@ -118,15 +185,19 @@ class BrokerChannel:
         if flexible:
             header += b"\x00"  # request header v2: no tagged fields
         body = header + out.getvalue()
-        self.writer.write(struct.pack(">i", len(body)) + body)
-        size = struct.unpack(">i", await asyncio.wait_for(self.reader.readexactly(4), timeout_s))[0]
-        frame = await asyncio.wait_for(self.reader.readexactly(size), timeout_s)
+        protocol = self.protocol
+        if protocol.transport.is_closing():
+            raise ConnectionResetError("connection closed")
+        protocol.transport.write(_LENGTH.pack(len(body)) + body)
+        frame = await asyncio.wait_for(protocol.next_frame(), timeout_s)
+        if len(frame) < 4:
+            raise ConnectionError(f"response frame of {len(frame)} bytes")
         (correlation_id,) = struct.unpack_from(">i", frame)
         if correlation_id != self.correlation_id:
             raise ConnectionError(f"response {correlation_id} to request {self.correlation_id}")
         return memoryview(frame)[5 if flexible else 4:]
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
+        if self.protocol is not None and self.protocol.transport is not None:
+            self.protocol.transport.close()
+        self.protocol = None

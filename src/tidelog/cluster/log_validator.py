@@ -80,10 +80,11 @@ def refuse_null_keys(records, info: BatchInfo, name: str) -> None:
 
 
 def follower_batches(records) -> Iterator[tuple[memoryview, BatchInfo]]:
-    """The whole batches of ``records`` (a copy), in order, each with its header. A batch that
+    """The whole batches of ``records`` (views of it when it is a writable memoryview, as the
+    replica fetcher's are, else of a copy), in order, each with its header. A batch that
     fails the check raises InvalidBatch (CORRUPT_MESSAGE) when reached, after the intact ones
     before it were yielded; a partial batch after whole ones ends the walk (fetched again)."""
-    view = memoryview(bytearray(records))
+    view = records if isinstance(records, memoryview) and not records.readonly else memoryview(bytearray(records))
     pos = 0
     while pos + BATCH_HEADER_SIZE <= len(view):
         info = parse_batch_header(view, pos)

@@ -29,6 +29,7 @@ from kio.schema.offset_for_leader_epoch.v3 import request as epoch_request
 from tidelog.cluster.broker_channel import BrokerChannel, ChannelSecurity
 from tidelog.cluster.fetch_sessions import PartitionFetch, SessionRequests
 from tidelog.protocol.errors import ErrorCode, InvalidBatch
+from tidelog.protocol.fetch import decode_fetch_response_v11
 
 if TYPE_CHECKING:
     from tidelog.cluster.metadata import MetadataStore
@@ -236,16 +237,19 @@ class Fetcher:
             forgotten_topics_data=tuple(schema.ForgottenTopic(topic=t, partitions=tuple(ps))
                                         for t, ps in forgotten_by_topic.items()), rack_id="")
         try:
-            response = await channel.request(1, FETCH_VERSION, request, FETCH_MAX_WAIT_MS / 1000 + 10)
+            body = await channel.request_body(1, FETCH_VERSION, request, FETCH_MAX_WAIT_MS / 1000 + 10)
+            # By hand: the records stay views of the frame, which the partition checks and
+            # appends where they are (kio would copy each partition's records).
+            response = decode_fetch_response_v11(body)
         except BaseException:
             session.failed()
             raise
         if not session.response(response.error_code, response.session_id):
             return  # a session error (logged): the next request is a full one
         backoff = False
-        for topic in response.responses:
-            for p in topic.partitions:
-                key = (topic.topic, p.partition_index)
+        for topic, partitions in response.responses:
+            for p in partitions:
+                key = (topic, p.partition_index)
                 partition = manager.get(*key)
                 if key not in self.partitions or key in self.needs_truncation or partition is None:
                     continue

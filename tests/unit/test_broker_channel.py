@@ -1,0 +1,110 @@
+"""BrokerChannel's frame reader: length-prefixed frames read straight into their own buffers,
+whatever the socket's chunking, over a real loopback connection."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import pytest
+
+from tidelog.cluster import broker_channel
+from tidelog.cluster.broker_channel import BrokerChannel
+from tidelog.protocol.errors import ErrorCode
+
+
+def serve(handler):
+    """A loopback server calling ``handler(reader, writer)`` per connection; returns (server, port)."""
+    async def start():
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        return server, server.sockets[0].getsockname()[1]
+    return start()
+
+
+def test_responses_arrive_whole_and_writable_however_the_socket_cuts_them():
+    async def main():
+        payloads = [b"x" * 10, bytes(range(256)) * 5000, b""]
+
+        async def answer(reader, writer):
+            for payload in payloads:
+                size = struct.unpack(">i", await reader.readexactly(4))[0]
+                request = await reader.readexactly(size)
+                correlation_id = request[4:8]
+                frame = struct.pack(">i", 4 + len(payload)) + correlation_id + payload
+                for start in range(0, len(frame), 7777):  # in pieces, with pauses
+                    writer.write(frame[start:start + 7777])
+                    await writer.drain()
+                    await asyncio.sleep(0)
+            writer.close()
+
+        server, port = await serve(answer)
+        channel = BrokerChannel("127.0.0.1", port, "test")
+        try:
+            for payload in payloads:
+                body = await channel.request_body(18, 0, _api_versions_request(), 5)
+                assert bytes(body) == payload and not body.readonly
+            with pytest.raises(ConnectionError):  # the server closed the connection
+                await channel.request_body(18, 0, _api_versions_request(), 5)
+        finally:
+            channel.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())
+
+
+def test_an_impossible_frame_length_is_a_connection_error(monkeypatch):
+    monkeypatch.setattr(broker_channel, "MAX_RESPONSE_BYTES", 1000)
+
+    async def main():
+        async def answer(reader, writer):
+            await reader.readexactly(4)
+            writer.write(struct.pack(">i", 5000) + b"\0" * 100)
+            await writer.drain()
+            await asyncio.sleep(5)
+
+        server, port = await serve(answer)
+        channel = BrokerChannel("127.0.0.1", port, "test")
+        try:
+            with pytest.raises(ConnectionError, match="5000 bytes"):
+                await channel.request_body(18, 0, _api_versions_request(), 5)
+        finally:
+            channel.close()
+            server.close()
+
+    asyncio.run(main())
+
+
+def _api_versions_request():
+    from kio.schema.api_versions.v0.request import ApiVersionsRequest
+
+    return ApiVersionsRequest()
+
+
+def test_a_decoded_request_reads_the_writable_frame():
+    """request() decodes the frame with kio, which takes read-only buffers only."""
+    from kio.schema.api_versions.v0.response import ApiVersion, ApiVersionsResponse
+    from kio.serial import entity_writer
+    import io
+
+    async def main():
+        out = io.BytesIO()
+        entity_writer(ApiVersionsResponse)(out, ApiVersionsResponse(error_code=ErrorCode.none, api_keys=(
+            ApiVersion(api_key=1, min_version=4, max_version=17),)))
+
+        async def answer(reader, writer):
+            size = struct.unpack(">i", await reader.readexactly(4))[0]
+            request = await reader.readexactly(size)
+            writer.write(struct.pack(">i", 4 + len(out.getvalue())) + request[4:8] + out.getvalue())
+            await writer.drain()
+
+        server, port = await serve(answer)
+        channel = BrokerChannel("127.0.0.1", port, "test")
+        try:
+            response = await channel.request(18, 0, _api_versions_request(), 5)
+            assert [(k.api_key, k.max_version) for k in response.api_keys] == [(1, 17)]
+        finally:
+            channel.close()
+            server.close()
+
+    asyncio.run(main())
