@@ -151,6 +151,9 @@ class BrokerMetrics:
         self.delay_topic_remote_appends = Counter(
             "tidelog_delay_topic_remote_appends", "Batches of due records a delay topic's mover appended to a target "
             "partition led by another broker (ok), or tried to and will retry (failed).", ["topic", "result"], registry=r)
+        self.delay_topic_waiting = Gauge(
+            "tidelog_delay_topic_waiting_records", "Records of a delay topic's partition led here not moved to the target "
+            "yet (due or not; from the due-time index).", ["topic", "partition"], registry=r)
         # Transactions (issue 17): the coordinator's ids and outcomes, the partitions' open transactions.
         self.transactions = Gauge("tidelog_transactions", "Transactional ids coordinated here, by state.", ["state"],
                                   registry=r)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import urllib.error
 import urllib.parse
@@ -120,10 +121,10 @@ def delete(client: Client, topic_names: tuple[str, ...], if_exists: bool) -> Non
             client.out.done(f"Deleted topic {name}.", name)
 
 
-def cleaner_states(client: Client, http: str, topic: str) -> dict[int, dict | None]:
-    """Partition -> the log cleaner's state of its replica on the broker whose HTTP API is at
-    ``http`` (GET /api/v1/topics/{topic}; null where that broker has no replica). No Kafka API
-    carries it (Kafka shows it as JMX metrics)."""
+def http_topic(client: Client, http: str, topic: str) -> dict:
+    """The topic as the broker whose HTTP API is at ``http`` describes it (GET /api/v1/topics/{topic}):
+    the log cleaner's state of its replicas (no Kafka API carries it; Kafka shows it as JMX
+    metrics) and a delay topic's movers (issue 14)."""
     url = f"{http.rstrip('/')}/api/v1/topics/{urllib.parse.quote(topic, safe='')}"
     try:
         with urllib.request.urlopen(url, timeout=client.timeout_s) as response:
@@ -132,7 +133,20 @@ def cleaner_states(client: Client, http: str, topic: str) -> dict[int, dict | No
         raise CliError(f"--http {http}: GET {url} answered {e.code} {e.reason}") from None
     except (OSError, ValueError) as e:
         raise CliError(f"--http {http}: GET {url} failed: {e}") from None
-    return {p["partition"]: p.get("cleaner") for p in detail.get("partitions", [])}
+    return detail
+
+
+def _ms_time(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _delay_state(p: dict) -> str:
+    if p["state"] == "failing" and p["failing_since_ms"] is not None:
+        return f"failing since {_ms_time(p['failing_since_ms'])}"
+    return {"waiting": "waiting for next due", "not_leader": "not led here", "no_target": "no target topic"}.get(
+        p["state"], p["state"])
 
 
 def _ratio(value: float | None) -> str:
@@ -144,11 +158,12 @@ def _ratio(value: float | None) -> str:
 @click.option("--all-configs", is_flag=True, help="Show every config, not only those set on the topic or broker.")
 @click.option("--http", "http", envvar="TIDELOG_HTTP", default=None, metavar="URL",
               help="A broker's HTTP API (e.g. http://127.0.0.1:8080; env TIDELOG_HTTP): show the log cleaner's state "
-                   "of compacted topics (dirty ratio, cleanable bytes, last cleaned offset) on that broker's replicas.")
+                   "of compacted topics (dirty ratio, cleanable bytes, last cleaned offset) on that broker's replicas, "
+                   "and a delay topic's movers (records waiting, next due time, moved, lost, state).")
 @client_command()
 def describe(client: Client, topic_names: tuple[str, ...], all_configs: bool, http: str | None) -> None:
     """Partitions (leader, replicas, ISR, watermarks), configs (with their sources) and, with --http,
-    the log cleaner's state of compacted topics."""
+    the log cleaner's state of compacted topics and a delay topic's movers."""
     admin = client.admin()
     described = []
     for name in topic_names:
@@ -174,14 +189,17 @@ def describe(client: Client, topic_names: tuple[str, ...], all_configs: bool, ht
             for e in sorted(entries.values(), key=lambda e: e.name)
         ]
         compacted = any(c["name"] == "cleanup.policy" and "compact" in (c["value"] or "") for c in configs)
+        delayed = any(c["name"] == "tidelog.delay.target.topic" and c["value"] for c in configs)
+        detail = http_topic(client, http, name) if http is not None and (compacted or delayed) else {}
         if http is not None:
-            states = cleaner_states(client, http, name) if compacted else {}
+            states = {p["partition"]: p.get("cleaner") for p in detail.get("partitions", [])} if compacted else {}
             for p in partitions:
                 p["cleaner"] = states.get(p["partition"])
         described.append({
             "name": name, "internal": is_internal(name), "partition_count": len(partitions),
             "replication_factor": max((len(p["replicas"]) for p in partitions), default=0),
             "partitions": partitions, "configs": configs, "compacted": compacted,
+            **({"delay": detail.get("delay")} if http is not None and delayed else {}),
         })
     if client.out.as_json:
         client.out.json(described if len(described) > 1 else described[0])
@@ -209,6 +227,22 @@ def describe(client: Client, topic_names: tuple[str, ...], all_configs: bool, ht
             out.table(["partition", "replica", "last cleaned offset", "dirty ratio", "min ratio", "cleanable bytes",
                        "state", "last error"], rows, title="Log cleaner",
                       caption=f"the replicas on the broker at {http}; each replica cleans its own log")
+        if "delay" in t and t["delay"] is not None:
+            d = t["delay"]
+            out.table(["partition", "target", "target leader", "state", "waiting", "next due (UTC)", "moved", "lost",
+                       "last move late (ms)", "last error"],
+                      [(p["partition"], f"{p['target_topic']}-{'-' if p['target_partition'] is None else p['target_partition']}",
+                        "here" if p["target_local"] else "none" if p["target_leader"] is None else p["target_leader"],
+                        _delay_state(p), "-" if p["waiting_records"] is None else p["waiting_records"],
+                        _ms_time(p["next_due_ms"]), p["moved_records"], p["lost_records"],
+                        "-" if p["last_move_late_ms"] is None else p["last_move_late_ms"], p["last_error"] or "")
+                       for p in d["partitions"]],
+                      title=f"Delay movers (to {d['target_topic']} when due)",
+                      caption="from each partition's leader; moved and lost by that broker since it started",
+                      row_styles=["red" if p["state"] in ("failing", "unavailable", "no_target") else None
+                                  for p in d["partitions"]])
+        elif any(c["name"] == "tidelog.delay.target.topic" and c["value"] for c in t["configs"]) and http is None:
+            note("the delay movers (records waiting, next due, moved): --http URL of a broker's HTTP API")
         shown = [c for c in t["configs"] if all_configs or not c["default"]]
         out.table(["config", "value", "source"], [(c["name"], c["value"], c["source"]) for c in shown],
                   title="Configs", caption=None if all_configs else "set on the topic or broker; --all-configs shows all",

@@ -64,6 +64,7 @@ class Api:
         r.add_get(PREFIX + "/topics", topics.list_topics)
         r.add_post(PREFIX + "/topics", topics.create_topic)
         r.add_get(PREFIX + "/topics/{topic}", topics.describe_topic)
+        r.add_get(PREFIX + "/topics/{topic}/delay", topics.describe_delay)
         r.add_delete(PREFIX + "/topics/{topic}", topics.delete_topic)
         r.add_put(PREFIX + "/topics/{topic}/configs", topics.alter_topic_configs)
         r.add_post(PREFIX + "/topics/{topic}/records", records.produce)
@@ -80,6 +81,7 @@ class Api:
 
     async def close(self) -> None:
         self.peers.close()
+        await self.topics.close()
         await self.groups.close()
         await self.shares.close()
         await self.push.close()

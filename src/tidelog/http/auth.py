@@ -49,6 +49,7 @@ ROUTE_ACLS: dict[tuple[str, str], tuple[AclOperation, ResourceType, str | None]]
     ("GET", PREFIX + "/topics"): (_Op.DESCRIBE, _C, None),
     ("POST", PREFIX + "/topics"): (_Op.CREATE, _T, None),
     ("GET", PREFIX + "/topics/{topic}"): (_Op.DESCRIBE, _T, "topic"),
+    ("GET", PREFIX + "/topics/{topic}/delay"): (_Op.DESCRIBE, _T, "topic"),
     ("DELETE", PREFIX + "/topics/{topic}"): (_Op.DELETE, _T, "topic"),
     ("PUT", PREFIX + "/topics/{topic}/configs"): (_Op.ALTER_CONFIGS, _T, "topic"),
     ("POST", PREFIX + "/topics/{topic}/records"): (_Op.WRITE, _T, "topic"),

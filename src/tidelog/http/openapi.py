@@ -106,6 +106,33 @@ SCHEMAS = {
                                                          "(issue 14, docs/queues.md).", "items": _obj({
             "group": STR, "partition": INT, "delayed": NULLABLE_INT,
             "available_by_priority": {"type": ["object", "null"], "additionalProperties": INT}})},
+        "delay": {"oneOf": [{"type": "null"}, _ref("DelayTopic")],
+                  "description": "A delay topic's movers (tidelog.delay.target.topic); null for other topics."},
+    }),
+    "DelayTopic": _obj({
+        "target_topic": STR,
+        "partitions": {"type": "array", "items": _ref("DelayPartition"), "description": "Each from its leader."},
+    }, description="Where a delay topic's records go and how far its movers are (issue 14, docs/queues.md)."),
+    "DelayPartition": _obj({
+        "partition": INT,
+        "target_topic": STR, "target_partition": {**NULLABLE_INT, "description": "null: the target topic does not exist."},
+        "target_leader": {**NULLABLE_INT, "description": "The broker leading the target partition; null: none now."},
+        "target_local": {**BOOL, "description": "The target partition is led by the broker that moves (no network hop)."},
+        "leader": {**NULLABLE_INT, "description": "The broker whose mover this is (the partition's leader)."},
+        "state": {"type": "string", "enum": ["moving", "waiting", "idle", "rebuilding", "failing", "starting",
+                                             "no_target", "not_leader", "unavailable"],
+                  "description": "moving: records are due; waiting: for next_due_ms; idle: nothing waiting; rebuilding: "
+                                 "its due-time index from the log (a new leader); failing: since failing_since_ms, "
+                                 "retried; unavailable: its leader could not be asked."},
+        "waiting_records": {**NULLABLE_INT, "description": "Records not moved yet (due or not), from the due-time index."},
+        "next_due_ms": {**NULLABLE_INT, "description": "Due time of the earliest waiting record (epoch ms)."},
+        "moved_records": {**INT, "description": "Appended to the target by the leader's broker since it started."},
+        "lost_records": {**INT, "description": "Removed by retention before they were due (the leader's broker, "
+                                               "since it started)."},
+        "last_move_ms": {**NULLABLE_INT, "description": "When the last batch was appended to the target."},
+        "last_move_late_ms": {**NULLABLE_INT, "description": "How long after its due time the last batch's earliest "
+                                                             "record was appended."},
+        "failing_since_ms": NULLABLE_INT, "failures": INT, "last_error": NULLABLE_STR,
     }),
     "NewTopic": _obj({
         "name": {**STR, "description": "1-249 of [a-zA-Z0-9._-]."},
@@ -441,6 +468,12 @@ def openapi_document() -> dict:
                         "responses": _responses(200, "TopicDetail", "The topic", (404,))},
                 "delete": {"operationId": "deleteTopic", "summary": "Delete a topic and its data",
                            "responses": _responses(200, "Deleted", "Deleted", (404, 503))},
+            },
+            "/topics/{topic}/delay": {
+                "parameters": [TOPIC],
+                "get": {"operationId": "describeDelayTopic", "summary": "A delay topic's movers: records waiting, next "
+                                                                       "due time, moved, lost, state (per partition)",
+                        "responses": _responses(200, "DelayTopic", "The delay topic's movers", (404,))},
             },
             "/topics/{topic}/configs": {
                 "parameters": [TOPIC],

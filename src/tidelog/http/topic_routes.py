@@ -5,6 +5,9 @@ Topic administration goes through the broker's own rules (``check_new_topic``,
 not deleted. A topic's partitions come with their leader's offsets and size: read here for the
 partitions led here, asked of the leader (one request each kind per leader) for the rest, null
 where the leader is gone or did not answer. Configs are listed as DescribeConfigs lists them.
+A delay topic's ``delay`` block (issue 14) is each partition's leader's mover status: this
+broker's for the partitions led here, the leader's HTTP API's (GET .../topics/{topic}/delay,
+forwarded once) for the rest.
 Not thread-safe; the event loop owns it.
 """
 
@@ -12,14 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.parse
 from typing import TYPE_CHECKING
 
+import aiohttp
 from aiohttp import web
 
 from tidelog.config import topic_config_def, validate_topic_configs
 from tidelog.handlers.describe_configs import DYNAMIC_TOPIC_CONFIG, STATIC_BROKER_CONFIG, topic_config_views
 from tidelog.http.cluster_view import ClusterView
-from tidelog.http.errors import bad_request
+from tidelog.http.errors import PREFIX, bad_request
+from tidelog.http.group_routes import FORWARDED_HEADER
 from tidelog.http.params import body_int, json_body
 from tidelog.http.peers import PeerClient
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -40,6 +46,11 @@ class TopicRoutes:
         self.broker = broker
         self.view = view
         self.peers = peers
+        self._session: aiohttp.ClientSession | None = None  # delay status asked of other brokers' HTTP APIs
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
     async def _partition_views(self, records: list) -> dict[str, list[dict]]:
         """Every partition of ``records`` with the leader's offsets and size: read here for the
@@ -101,7 +112,7 @@ class TopicRoutes:
             "under_replicated_partitions": sum(p["under_replicated"] for p in partitions),
         }
 
-    async def _topic_detail(self, record) -> dict:
+    async def _topic_detail(self, record, authorization: str | None = None) -> dict:
         partitions = (await self._partition_views([record]))[record.name]
         detail = self._topic_summary(record, partitions)
         detail["partitions"] = partitions
@@ -112,7 +123,68 @@ class TopicRoutes:
             for v in topic_config_views(self.broker.config, record.configs)
         ]
         detail["share_groups"] = self._share_partitions(record.topic_id)
+        detail["delay"] = await self._delay_view(record, authorization)
         return detail
+
+    async def _delay_view(self, record, authorization: str | None = None, local_only: bool = False) -> dict | None:
+        """A delay topic's target and its partitions' mover status, each from the partition's
+        leader (a partition whose leader cannot be asked: state ``unavailable``); None for other
+        topics. ``local_only``: this broker's view only (a request another broker forwarded)."""
+        delay_topics = self.broker.delay_topics
+        target = record.configs.get("tidelog.delay.target.topic")
+        if not target:
+            return None
+        partitions = delay_topics.status(record.name) if delay_topics is not None else None
+        if partitions is None:
+            return {"target_topic": target, "partitions": []}
+        if not local_only:
+            live = self.view.live_brokers()
+            remote: dict[int, list[int]] = {}
+            for view in partitions:
+                leader = self.view.partition_state(record.name, view["partition"], live)["leader"]
+                if leader is None:
+                    view.update(state="unavailable", leader=None, last_error="the partition has no live leader")
+                elif leader != self.broker.node_id:
+                    remote.setdefault(leader, []).append(view["partition"])
+            answers = await asyncio.gather(*(self._ask_delay(node_id, record.name, authorization) for node_id in remote))
+            for (node_id, wanted), (answer, error) in zip(remote.items(), answers):
+                for p in wanted:
+                    got = answer.get(p)
+                    if got is not None and got["state"] != "not_leader":
+                        partitions[p] = got
+                    else:
+                        partitions[p].update(state="unavailable", leader=node_id,
+                                             last_error=error or f"broker {node_id} does not lead it (any more)")
+        return {"target_topic": target, "partitions": partitions}
+
+    async def _ask_delay(self, node_id: int, topic: str, authorization: str | None) -> tuple[dict[int, dict], str | None]:
+        """Partition -> status from broker ``node_id``'s HTTP API, or ({}, why not)."""
+        address = self.view.http_address(node_id)
+        if address is None:
+            return {}, f"broker {node_id} leads it and serves no HTTP"
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        headers = {FORWARDED_HEADER: str(self.broker.node_id), **({"Authorization": authorization} if authorization else {})}
+        url = f"http://{address}{PREFIX}/topics/{urllib.parse.quote(topic, safe='')}/delay"
+        try:
+            async with self._session.get(url, headers=headers) as response:
+                answer = await response.json()
+                if response.status != 200:
+                    return {}, f"broker {node_id} answered {response.status}: {answer.get('message')}"
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+            logger.info("HTTP API: broker %d did not give the delay status of %s: %s", node_id, topic, e or type(e).__name__)
+            return {}, f"broker {node_id}'s HTTP API at {address} did not answer: {e or type(e).__name__}"
+        return {p["partition"]: p for p in (answer or {}).get("partitions", [])}, None
+
+    async def describe_delay(self, request: web.Request) -> web.Response:
+        """A delay topic's ``delay`` block alone (INVALID_REQUEST for another topic); for a request
+        another broker forwarded, this broker's view only."""
+        record = self.view.topic(request.match_info["topic"])
+        view = await self._delay_view(record, request.headers.get("Authorization"),
+                                      local_only=bool(request.headers.get(FORWARDED_HEADER)))
+        if view is None:
+            raise KafkaError(ErrorCode.invalid_request, f"{record.name} is not a delay topic (no tidelog.delay.target.topic)")
+        return web.json_response(view)
 
     def _share_partitions(self, topic_id) -> list[dict]:
         """Issue 14: the share groups' share-partitions of the topic loaded on this broker (its
@@ -135,7 +207,8 @@ class TopicRoutes:
         return web.json_response({"topics": [self._topic_summary(t, views[t.name]) for t in records]})
 
     async def describe_topic(self, request: web.Request) -> web.Response:
-        return web.json_response(await self._topic_detail(self.view.topic(request.match_info["topic"])))
+        return web.json_response(await self._topic_detail(self.view.topic(request.match_info["topic"]),
+                                                          request.headers.get("Authorization")))
 
     async def create_topic(self, request: web.Request) -> web.Response:
         body = await json_body(request)

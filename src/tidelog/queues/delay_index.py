@@ -30,6 +30,7 @@ class DelayIndex:
         self.directory = Path(directory)
         self.bucket_ms = bucket_ms
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._counted: dict[int, tuple[int, int, int]] = {}  # bucket -> (bytes counted, entries, highest offset)
 
     def _path(self, bucket: int) -> Path:
         return self.directory / f"{bucket:020d}{SUFFIX}"
@@ -78,6 +79,40 @@ class DelayIndex:
                 return entries[0][0]
         return None
 
+    def count_after(self, after_ms: int) -> int:
+        """How many offsets the index holds with a due time after ``after_ms`` (for the status: the
+        mover's records waiting below where it read). The bucket holding ``after_ms`` is read whole;
+        a later bucket only past what the last count read: a mover appends a bucket's entries in
+        offset order from where its reading starts, so an entry at or below the highest offset
+        counted in its bucket is a re-read's duplicate."""
+        buckets = self.buckets()
+        for gone in self._counted.keys() - set(buckets):
+            del self._counted[gone]
+        total = 0
+        for bucket in buckets:
+            if (bucket + 1) * self.bucket_ms - 1 <= after_ms:
+                continue
+            if bucket * self.bucket_ms <= after_ms:
+                total += len(self.between(after_ms, (bucket + 1) * self.bucket_ms - 1, 1 << 62))
+                continue
+            counted, entries, highest = self._counted.get(bucket, (0, 0, -1))
+            try:
+                with open(self._path(bucket), "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    if size < counted:  # written again from the start
+                        counted, entries, highest = 0, 0, -1
+                    f.seek(counted)
+                    data = f.read(size - counted)
+            except FileNotFoundError:
+                continue
+            usable = len(data) - len(data) % _ENTRY.size
+            for _due_ms, offset in _ENTRY.iter_unpack(memoryview(data)[:usable]):
+                if offset > highest:
+                    entries, highest = entries + 1, offset
+            self._counted[bucket] = (counted + usable, entries, highest)
+            total += entries
+        return total
+
     def drop_through(self, due_ms: int) -> None:
         """Delete the buckets holding only due times <= ``due_ms`` (their records are all moved)."""
         for bucket in self.buckets():
@@ -88,5 +123,6 @@ class DelayIndex:
                     pass
 
     def clear(self) -> None:
+        self._counted.clear()
         for bucket in self.buckets():
             self._path(bucket).unlink(missing_ok=True)

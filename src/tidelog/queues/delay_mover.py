@@ -144,6 +144,8 @@ class DelayMover:
         self.state = MoverState(-1, 0)
         self.moved = 0  # records appended to the target by this mover
         self.lost = 0  # records removed from the delay topic (retention) before they were due
+        self.last_move_ms: int | None = None  # when the last batch was acknowledged (status)
+        self.last_move_late_ms: int | None = None  # how long after its due time its earliest record went
         self._sequence = 0
         self._indexed = 0  # the log is read (and indexed) up to here
         self._rebuild_at: int | None = None  # rebuilding the index from the log: next offset to read
@@ -215,6 +217,21 @@ class DelayMover:
         if indexed is not None:
             candidates.append(indexed)
         return min(candidates) if candidates else None
+
+    def status(self) -> dict:
+        """What the mover holds now, for the HTTP API and the gauges (no log read: the index's
+        buckets after T, counted incrementally, and the records read since the last round).
+        ``waiting_records`` (not moved yet, due or not) and ``next_due_ms`` are None while the
+        index is rebuilt from the log."""
+        rebuilding = self._rebuild_at is not None
+        due_read = [due for due, _ in self._new if due <= self.state.after_ms]  # due; the next round takes them
+        waiting = next_due = None
+        if not rebuilding:
+            waiting = self.index.count_after(self.state.after_ms) + len(due_read)
+            next_due = min(due_read) if due_read else self.next_due_ms()
+        return {"waiting_records": waiting, "next_due_ms": next_due, "rebuilding": rebuilding,
+                "in_round": self._round is not None, "moved_records": self.moved, "lost_records": self.lost,
+                "last_move_ms": self.last_move_ms, "last_move_late_ms": self.last_move_late_ms}
 
     def _rebuild_step(self) -> None:
         """One read of the index rebuild: records below O due after T go to the index."""
@@ -298,6 +315,8 @@ class DelayMover:
                 batch = build_batch(batch_records, producer_id=self.producer_id, producer_epoch=0,
                                     base_sequence=self._sequence, timestamp_ms=self.clock_ms())
                 base_offset = await self.target.append(batch)
+                self.last_move_ms = self.clock_ms()
+                self.last_move_late_ms = max(0, self.last_move_ms - chunk[0][0])
                 if self._verify_next:
                     await self._verify(base_offset, batch)
                     self._verify_next = False

@@ -243,6 +243,8 @@ class DelayTopics:
         self.movers: dict[tuple[str, int], DelayMover] = {}
         self.peers = _Peers(replicas, metadata)
         self._failing: dict[tuple[str, int], int] = {}  # movers in a failure streak: how many failures
+        self._streaks: dict[tuple[str, int], tuple[int, str]] = {}  # status: a streak's start (ms) and last error
+        self._retired: dict[tuple[str, int], tuple[int, int]] = {}  # status: moved, lost by a partition's earlier movers
         self._task: asyncio.Task | None = None
         self._first_sync = True
 
@@ -258,8 +260,64 @@ class DelayTopics:
                 pass
         self.peers.close()
 
-    def counts(self) -> dict[str, int]:
-        return {"moved": sum(m.moved for m in self.movers.values()), "lost": sum(m.lost for m in self.movers.values())}
+    def status(self, name: str) -> list[dict] | None:
+        """Each partition of delay topic ``name`` as this broker sees it (None: not a delay topic):
+        its target partition and where that is led; for a partition led here its mover's records
+        waiting, next due time, moved and lost, last move and state (docs/queues.md). Bounded work:
+        no log read (DelayMover.status)."""
+        record = self.metadata.topics.get(name)
+        target_name = record.configs.get("tidelog.delay.target.topic") if record is not None else None
+        if not target_name:
+            return None
+        target = self.metadata.topics.get(target_name)
+        now = self.clock_ms()
+        out = []
+        for p in range(record.partitions):
+            key = (name, p)
+            target_index = p % target.partitions if target is not None and target.partitions > 0 else None
+            target_leader = None
+            if target_index is not None:
+                local = self.replicas.get(target_name, target_index)
+                state = self.metadata.partitions.get((target_name, target_index))
+                target_leader = self.replicas.node_id if local is not None and local.leading else (
+                    state.leader if state is not None and state.leader >= 0 else None)
+            source = self.replicas.get(name, p)
+            mover = self.movers.get(key)
+            moved, lost = self._retired.get(key, (0, 0))
+            if mover is not None:
+                moved, lost = moved + mover.moved, lost + mover.lost
+            since, error = self._streaks.get(key, (None, None))
+            view = {"partition": p, "target_topic": target_name, "target_partition": target_index,
+                    "target_leader": target_leader, "target_local": target_leader == self.replicas.node_id,
+                    "leader": self.replicas.node_id, "waiting_records": None, "next_due_ms": None,
+                    "moved_records": moved, "lost_records": lost, "last_move_ms": None, "last_move_late_ms": None,
+                    "failing_since_ms": since, "failures": self._failing.get(key, 0), "last_error": error}
+            if source is None or not source.leading:
+                view.update(state="not_leader", leader=None, failing_since_ms=None, failures=0, last_error=None)
+            elif target_index is None:
+                view["state"] = "no_target"
+            elif mover is None:
+                view["state"] = "failing" if since is not None else "starting"
+            else:
+                s = mover.status()
+                view.update({k: s[k] for k in ("waiting_records", "next_due_ms", "last_move_ms", "last_move_late_ms")})
+                view["state"] = ("failing" if since is not None else "rebuilding" if s["rebuilding"] else
+                                 "moving" if s["in_round"] or (s["next_due_ms"] is not None and s["next_due_ms"] <= now)
+                                 else "waiting" if s["waiting_records"] else "idle")
+            out.append(view)
+        return out
+
+    def _retire(self, key: tuple[str, int], mover: DelayMover) -> None:
+        moved, lost = self._retired.get(key, (0, 0))
+        self._retired[key] = (moved + mover.moved, lost + mover.lost)
+
+    def refresh_gauges(self, metrics) -> None:
+        """tidelog_delay_topic_waiting_records{topic,partition} of the delay partitions led here."""
+        metrics.delay_topic_waiting.clear()
+        for (name, p), mover in list(self.movers.items()):
+            waiting = mover.status()["waiting_records"]
+            if waiting is not None:
+                metrics.delay_topic_waiting.labels(name, str(p)).set(waiting)
 
     async def _run(self) -> None:
         while True:
@@ -279,6 +337,7 @@ class DelayTopics:
                     finally:
                         self._count(mover, mover.moved - moved, mover.lost - lost, mover.target.remote_batches - remote,
                                     mover.target.remote_failures - failures)
+                    self._streaks.pop(key, None)
                     if key in self._failing:
                         logger.info("delay mover %s-%d: appending to %s-%d again after %d failed attempts", *key,
                                     mover.target.topic, mover.target.index, self._failing.pop(key))
@@ -301,9 +360,10 @@ class DelayTopics:
         another mover of the delay partition appended first. Logged once per failure streak."""
         diverged = isinstance(error, MoverDiverged) or (
             isinstance(error, KafkaError) and error.error_code == ErrorCode.out_of_order_sequence_number)
-        if diverged:
-            self.movers.pop(key, None)
+        if diverged and (gone := self.movers.pop(key, None)) is not None:
+            self._retire(key, gone)
         streak = self._failing[key] = self._failing.get(key, 0) + 1
+        self._streaks[key] = (self._streaks.get(key, (self.clock_ms(), ""))[0], str(error))
         level = logging.WARNING if streak == 1 else logging.DEBUG
         logger.log(level, "delay mover %s-%d: appending to %s-%d%s failed: %s (%s)", *key, mover.target.topic,
                    mover.target.index, "" if mover.target.leader in (-1, self.replicas.node_id) else
@@ -342,10 +402,11 @@ class DelayTopics:
                 wanted[(name, p)] = (record, source, (target_name, p % target.partitions))
         for key in [k for k in self._failing if k not in wanted]:
             del self._failing[key]
+            self._streaks.pop(key, None)
         gone = [k for k in self.movers if k not in wanted or self.movers[k].source.partition is not wanted[k][1]
                 or (self.movers[k].target.topic, self.movers[k].target.index) != wanted[k][2]]
         for key in gone:
-            del self.movers[key]
+            self._retire(key, self.movers.pop(key))
         if gone or self._first_sync:
             self._first_sync = False
             self._remove_unknown_indexes()

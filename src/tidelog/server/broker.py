@@ -581,6 +581,8 @@ class Broker:
             self.shares.refresh_gauges(self.metrics)
         if self.push_delivery is not None:
             self.push_delivery.refresh_gauges(self.metrics)
+        if self.delay_topics is not None:
+            self.delay_topics.refresh_gauges(self.metrics)
 
     def high_watermark(self, topic: str, partition: int) -> int:
         """What consumers may read up to (the ISR's, never past the leader's durable end)."""

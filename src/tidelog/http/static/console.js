@@ -57,6 +57,10 @@ function fmtDuration(ms) {
   const s = Math.floor(ms / 1000), d = Math.floor(s / 86400), hh = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);
   return d ? `${d}d ${hh}h` : hh ? `${hh}h ${m}m` : m ? `${m}m ${s % 60}s` : `${s}s`;
 }
+function delayState(d) {  // a delay topic partition's mover (GET /topics/{name}: delay)
+  if (d.state === "failing" && d.failing_since_ms !== null) return `failing since ${fmtTime(d.failing_since_ms)}`;
+  return { waiting: "waiting for next due", not_leader: "not led here", no_target: "no target topic" }[d.state] || d.state;
+}
 function errorBox(e) { return h("div", { class: "error", "data-testid": "error" }, String(e.message || e)); }
 function link(href, text) { return h("a", { href }, text); }
 const enc = encodeURIComponent;
@@ -269,6 +273,16 @@ async function topicDetail(name) {
         { label: "State", render: p => p.cleaner.cleaning ? "cleaning" : p.cleaner.uncleanable ? "uncleanable" : "idle" },
         { label: "Last error", render: p => p.cleaner.last_error || "-" },
       ], t.partitions.filter(p => p.cleaner), { testid: "cleaner-table", key: p => p.partition })] : []),
+      ...(t.delay ? [h("h2", {}, `Delay movers (to ${t.delay.target_topic} when due)`), table([
+        { label: "Partition", key: "partition", num: true },
+        { label: "Target", render: d => `${d.target_topic}-${d.target_partition ?? "?"} (${d.target_local ? "led here" : "broker " + fmtLeader(d.target_leader)})` },
+        { label: "State", render: d => h("span", { class: "tag " + (["failing", "unavailable", "no_target"].includes(d.state) ? "state-offline" : "state-ok") }, delayState(d)) },
+        { label: "Waiting", render: d => fmtNum(d.waiting_records), num: true },
+        { label: "Next due (UTC)", render: d => d.next_due_ms === null ? "-" : fmtTime(d.next_due_ms) },
+        { label: "Moved", render: d => fmtNum(d.moved_records), num: true }, { label: "Lost", render: d => fmtNum(d.lost_records), num: true },
+        { label: "Last move late", render: d => d.last_move_late_ms === null ? "-" : `${fmtNum(d.last_move_late_ms)} ms`, num: true },
+        { label: "Last error", render: d => d.last_error || "-" },
+      ], t.delay.partitions, { testid: "delay-table", key: d => d.partition })] : []),
       ...(t.share_groups.length ? [h("h2", {}, "Share groups reading it (here)"), table([
         { label: "Group", render: q => link(`#/share-groups/${enc(q.group)}`, q.group) }, { label: "Partition", key: "partition", num: true },
         { label: "Available by priority", render: q => Object.entries(q.available_by_priority || {}).map(([prio, n]) => h("span", { class: "tag" }, `p${prio}: ${fmtNum(n)}`)) },
