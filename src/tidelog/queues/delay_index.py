@@ -97,8 +97,11 @@ class DelayIndex:
                 continue
             counted, entries, highest = self._counted.get(bucket, (0, 0, -1))
             try:
+                size = os.stat(self._path(bucket)).st_size
+                if size - counted < _ENTRY.size and size >= counted:  # nothing new
+                    total += entries
+                    continue
                 with open(self._path(bucket), "rb") as f:
-                    size = os.fstat(f.fileno()).st_size
                     if size < counted:  # written again from the start
                         counted, entries, highest = 0, 0, -1
                     f.seek(counted)
