@@ -24,7 +24,9 @@ client processes are told to go until the last one is done:
    assignor would give them) from offset 0, reading what its partitions hold.
 
 Each client is its own process (one Python process is the limit of a client otherwise), started
-and connected before the clock starts, and bounded in records and time. For each phase: aggregate
+before the clock starts (the interpreter and librdkafka loaded, the broker answering: only its
+own client's connection is made on the clock, a few milliseconds), and bounded in records and
+time. For each phase: aggregate
 records/s, each broker's CPU seconds and its use of a core (CPU seconds / wall seconds), broker
 CPU per GB, etcd's CPU, the clients' CPU, what the rest of the machine used (busy CPU from
 /proc/stat minus all of those) and the load average. Setups are interleaved run by run.
@@ -78,7 +80,8 @@ LABELS = {
 
 class Client:
     """One client process (``python -m benchmarks.multicore worker SPEC``): it says ``ready``
-    once connected, starts on ``go``, and answers with one JSON line."""
+    once loaded (and, for a producer, once the brokers answered), starts on ``go``, and answers
+    with one JSON line."""
 
     def __init__(self, spec: dict, log_path: Path) -> None:
         with open(log_path, "ab") as log:
@@ -123,7 +126,7 @@ class Client:
 
 def worker(spec: dict) -> int:
     """A client process: connect, wait for ``go``, run one phase, print its result."""
-    if spec["role"] == "produce":  # bootstrap and topic metadata before the clock
+    if spec["role"] == "produce":  # the topic is there and the brokers answer, before the clock
         AdminClient({"bootstrap.servers": spec["bootstrap"]}).list_topics(TOPIC, timeout=30)
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
