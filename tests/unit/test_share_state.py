@@ -172,6 +172,25 @@ def test_initialize_then_updates_then_a_snapshot_every_n():
     assert replayed.prunable_offset() == 4
 
 
+def test_a_write_never_moves_the_start_offset_back():
+    """A share-partition's transition writes the start offset it leaves (Transition.start_offset);
+    one prepared before an earlier transition moved it further must not undo that, in the store
+    nor in a replay."""
+    log = FakeStateLog()
+
+    async def scenario():
+        store = ShareStateStore(log.append, clock)
+        await store.initialize(KEY, 0)
+        await store.write(KEY, 0, 10, [StateBatch(12, 12, 4, 0)])  # 0-9 acknowledged: the start moved
+        await store.write(KEY, 0, 0, [StateBatch(11, 11, 0, 1)])  # prepared before it, written after
+        return store
+
+    store = run(scenario())
+    state = store.state(KEY)
+    assert state.start_offset == 10 and state.batches == [StateBatch(11, 11, 0, 1), StateBatch(12, 12, 4, 0)]
+    assert log.replay_into(ShareStateStore(log.append, clock)).state(KEY).start_offset == 10
+
+
 def test_writes_waiting_together_go_out_as_one_append():
     log = FakeStateLog()
 
