@@ -148,3 +148,33 @@ def test_in_a_cluster_each_partitions_movers_status_comes_from_its_leader(tmp_pa
             assert (p["leader"], p["waiting_records"], p["state"]) == (1, 0, "idle"), p
     finally:
         cluster.stop()
+
+
+def test_a_failing_mover_shows_since_when_and_why_and_a_missing_target_shows(broker):
+    """The target refuses the appends (min.insync.replicas above its replicas): the mover is
+    failing since a time, with the error; once the target takes them, moved and idle. A delay
+    topic naming a topic that does not exist has no target partition."""
+    create(broker.bootstrap, {"strict": {"min.insync.replicas": "2"},
+                              "stuck": {"tidelog.delay.target.topic": "strict"},
+                              "orphan": {"tidelog.delay.target.topic": "nowhere"}})
+    http = HttpApi(broker)
+    before = int(time.time() * 1000)
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for n in range(3):
+        producer.produce("stuck", value=b"%d" % n, headers={"tidelog-delay-ms": "0"})
+    assert producer.flush(TIMEOUT_S) == 0
+
+    def partition(topic: str, state: str) -> dict | None:
+        p = http.call("GET", "/topics/{topic}/delay", 200, topic=topic)["partitions"][0]
+        return p if p["state"] == state else None
+
+    p = wait_until(lambda: partition("stuck", "failing"), TIMEOUT_S, 0.1, "the mover failing")
+    assert before <= p["failing_since_ms"] <= int(time.time() * 1000) and p["failures"] >= 1
+    assert "NOT_ENOUGH_REPLICAS" in p["last_error"].upper() and p["moved_records"] == 0, p
+    text = ok("topics", "describe", "stuck", "--http", http.root, broker=broker)
+    assert "failing since " in text and "NOT_ENOUGH_REPLICAS" in text.upper(), text
+    http.call("PUT", "/topics/{topic}/configs", 200, topic="strict", json_body={"configs": {"min.insync.replicas": None}})
+    p = wait_until(lambda: partition("stuck", "idle"), TIMEOUT_S, 0.1, "the mover moving again")
+    assert (p["moved_records"], p["waiting_records"], p["failing_since_ms"], p["last_error"]) == (3, 0, None, None), p
+    p = http.call("GET", "/topics/{topic}/delay", 200, topic="orphan")["partitions"][0]
+    assert (p["state"], p["target_topic"], p["target_partition"], p["target_leader"]) == ("no_target", "nowhere", None, None)

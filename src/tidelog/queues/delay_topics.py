@@ -225,6 +225,14 @@ def _raise_for(error: ErrorCode, what: str) -> None:
         raise KafkaError(error, f"{what}: {error.name}")
 
 
+def _describe(error: Exception) -> str:
+    """An error as the status shows it: a Kafka error's code name first (unless its message says it)."""
+    text = str(error) or type(error).__name__
+    if isinstance(error, KafkaError) and error.error_code.name.upper() not in text.upper():
+        return f"{error.error_code.name.upper()}: {text}"
+    return text
+
+
 def _first_batch(data, base_offset: int) -> bytes | None:
     for pos, info in _batches(memoryview(data)):
         return bytes(memoryview(data)[pos:pos + info.size]) if info.base_offset == base_offset else None
@@ -363,7 +371,7 @@ class DelayTopics:
         if diverged and (gone := self.movers.pop(key, None)) is not None:
             self._retire(key, gone)
         streak = self._failing[key] = self._failing.get(key, 0) + 1
-        self._streaks[key] = (self._streaks.get(key, (self.clock_ms(), ""))[0], str(error))
+        self._streaks[key] = (self._streaks.get(key, (self.clock_ms(), ""))[0], _describe(error))
         level = logging.WARNING if streak == 1 else logging.DEBUG
         logger.log(level, "delay mover %s-%d: appending to %s-%d%s failed: %s (%s)", *key, mover.target.topic,
                    mover.target.index, "" if mover.target.leader in (-1, self.replicas.node_id) else
