@@ -15,16 +15,23 @@ from tests.etcdproc import etcd_binary
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_quick_benchmark_produces_and_consumes_every_record(tmp_path):
-    out = tmp_path / "results"
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out), "--tmp-dir", str(tmp_path)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def run_benchmarks(args: list[str], timeout_s: float) -> str:
+    """``python -m benchmarks *args``; its stdout. It must exit 0 within ``timeout_s`` (else it
+    gets a SIGTERM, on which the harness stops the servers it started)."""
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
-        stdout, stderr = proc.communicate(timeout=120)
+        stdout, stderr = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        proc.terminate()  # the harness stops its broker on SIGTERM
+        proc.terminate()
         stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    return stdout
+
+
+def test_quick_benchmark_produces_and_consumes_every_record(tmp_path):
+    out = tmp_path / "results"
+    run_benchmarks(["--quick", "--out", str(out), "--tmp-dir", str(tmp_path)], 120)
 
     results = json.loads((out / "latest.json").read_text())
     rows = {(r["target"], r["phase"]): r for r in results["rows"]}
@@ -73,15 +80,8 @@ def test_the_replicated_benchmark_reports_throughput_cpu_by_role_and_latency(tmp
     followers' CPU per GB and the load average are reported."""
     etcd_binary()
     out = tmp_path / "results"
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "replicated", "--records", "3000", "--runs", "1",
-                             "--failovers", "0", "--latency-seconds", "1", "--out", str(out)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        proc.terminate()  # the benchmark stops its servers on SIGTERM
-        stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    stdout = run_benchmarks(["replicated", "--records", "3000", "--runs", "1", "--failovers", "0", "--latency-seconds", "1",
+                             "--out", str(out)], 240)
     results = json.loads((out / "replicated-latest.json").read_text())
     for setup, followers in (("single", 0), ("replicated", 2)):
         (row,) = results[setup]
