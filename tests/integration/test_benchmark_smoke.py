@@ -94,3 +94,22 @@ def test_the_replicated_benchmark_reports_throughput_cpu_by_role_and_latency(tmp
         assert 0 < latency["ack_latency_ms"]["p50"] <= latency["ack_latency_ms"]["p99"]
         assert latency["leader_cpu_us_per_record"] >= 0 and len(latency["follower_cpu_us_per_record"]) == followers
     assert "3 brokers (RF 3)" in stdout and "e2e p99" in stdout
+
+
+@pytest.mark.slow
+def test_partitions_benchmark_runs_every_phase_with_the_mock_cluster_reference(tmp_path):
+    """benchmarks.partitions on 4 topics x 3 partitions: every produce row (the broker's and the
+    mock cluster's, with librdkafka's defaults and TUNED), then the restarts that count the
+    records back."""
+    out = tmp_path / "partitions.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.partitions", "--topics", "4", "--partitions", "3",
+                           "--records", "600", "--metadata-requests", "2", "--tmp-dir", str(tmp_path), "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    produce = result["produce"]
+    for row in ("mock_spread", "mock_one", "mock_spread_tuned", "broker_spread", "broker_one", "broker_spread_tuned"):
+        assert produce[row]["rps"][0] > 0, row
+    assert produce["broker_spread"]["broker_cpu_us_per_record"][0] >= 0
+    assert produce["broker_spread"]["records_per_request"][0] >= 1
+    assert 0 < produce["broker_spread_over_mock_spread"][0]

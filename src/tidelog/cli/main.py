@@ -4,7 +4,6 @@ commands (topics, produce, consume, groups, cluster, dev-cluster, bench) load la
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -140,13 +139,16 @@ def serve(host: str, port: int, http_port: int | None, data_dir: Path, config_fi
 
 async def _serve(config: BrokerConfig, data_dir: Path, host: str, port: int, port_file: Path | None, cluster: str | None = None) -> None:
     from tidelog.node import make_broker
+    from tidelog.storage import gc_policy
 
+    gc_policy.enable()  # this process is a broker: its logs stay out of full garbage collections
     broker = make_broker(config, data_dir, host, port, cluster=cluster)
     await broker.start()
     # What the start built (modules, configs, logs, partitions) lives as long as the process:
     # out of the cyclic collector's sight, a full collection no longer walks it. A gen-2
     # collection of a started broker held the event loop for 10-150 ms (lat-5k, issue 19.5).
-    gc.freeze()
+    # Logs created later are frozen as they come (storage/gc_policy.py).
+    gc_policy.freeze_soon()
     if port_file is not None:
         tmp = port_file.with_suffix(".tmp")
         http_port = broker.http.port if broker.http is not None else -1

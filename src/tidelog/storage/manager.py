@@ -46,6 +46,7 @@ from weakref import WeakKeyDictionary
 
 from tidelog.clock import wall_clock_ms
 from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.storage import gc_policy
 from tidelog.storage.checkpoint import fsync_dir, remove_file, write_checkpoint_file, write_checkpoint_files
 from tidelog.storage.cleaner_manager import CleanerConfig, LogCleaner
 from tidelog.storage.errors import StorageError
@@ -142,6 +143,7 @@ class LogManager:
         finally:
             if collecting:
                 gc.enable()
+        gc_policy.freeze_soon()  # nor walked again by every full collection once open
 
     def _open_all(self, topic_configs: dict[str, LogConfig]) -> None:
         started = time.perf_counter()
@@ -252,8 +254,10 @@ class LogManager:
         if log is not None:
             return log
         dir = self.data_dir / f"{topic}-{partition}"
-        return self._add(PartitionLog.open(dir, topic, partition, config or self.default_config, recover=False,
-                                           log_dir=self.log_dir, files=self.files))
+        log = self._add(PartitionLog.open(dir, topic, partition, config or self.default_config, recover=False,
+                                          log_dir=self.log_dir, files=self.files))
+        gc_policy.freeze_soon()
+        return log
 
     def delete_topic(self, topic: str) -> None:
         # What Kafka answers a produce whose partition went away: not a storage failure.
@@ -278,6 +282,8 @@ class LogManager:
                 log.close()
             else:
                 log.delete()
+        if keys:
+            gc_policy.collect_soon()
         if keys and not self.offline:
             try:
                 fsync_dir(self.data_dir)
