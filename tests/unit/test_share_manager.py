@@ -161,6 +161,25 @@ def test_a_fetch_reads_no_further_than_the_window_can_take():
     run(scenario())
 
 
+def test_acknowledgements_that_free_a_full_window_wake_a_waiting_fetch():
+    # The window (1000 records here) is full of a's records: b's fetch waits; a's ACCEPT moves the
+    # start offset and makes room for the records behind, so it wakes b at once, not at max_wait.
+    async def scenario():
+        s = Setup()
+        for _ in range(15):
+            s.logs.produce(TOPIC, 0, 100)
+        await s.manager.initialize("g", {TOPIC: [0]})
+        assert (await s.fetch("a", 1000)).acquired == [AcquiredRecords(0, 999, 1)]
+        assert await s.fetch("b") == ([], [])
+        waiting = asyncio.ensure_future(s.manager.wait([KEY], 30))
+        await asyncio.sleep(0)  # the waiter registers
+        assert await s.ack("a", 0, 99, ACCEPT) == ErrorCode.none
+        assert await asyncio.wait_for(waiting, 5) is True
+        assert (await s.fetch("b")).acquired == [AcquiredRecords(1000, 1099, 1)]
+
+    run(scenario())
+
+
 def test_read_uncommitted_never_asks_for_the_last_stable_offset():
     # A partition's first last-stable-offset replays its log for its transactions (1 GB of records
     # read once per partition in the share benchmark): a read_uncommitted group has no use for it.

@@ -353,8 +353,9 @@ class ShareManager:
     # --- waiting for records ------------------------------------------------------------------
     async def wait(self, keys: Iterable[ShareStateKey], timeout_s: float) -> bool:
         """Sleep until records of one of ``keys`` become available again (released, lock expired,
-        delay over) or ``timeout_s`` passes; True when woken. New records in the log are the log's
-        business (the broker's append notification)."""
+        delay over), acknowledgements move its start offset (room in a full window), or
+        ``timeout_s`` passes; True when woken. New records in the log are the log's business (the
+        broker's append notification)."""
         future = asyncio.get_running_loop().create_future()
         keys = list(keys)
         for key in keys:
@@ -409,10 +410,12 @@ class ShareManager:
             else:
                 self._arm(key)
             raise
+        start = sp.start_offset
         sp.commit(t)
         self._report(key, t)
         self._arm(key)
-        if {"released", "lock_expired"} & t.counts.keys():
+        # records available again, or room in a window that was full (the start offset moved on)
+        if {"released", "lock_expired"} & t.counts.keys() or sp.start_offset > start:
             self._notify(key)
 
     def _report(self, key: ShareStateKey, t: Transition) -> None:
