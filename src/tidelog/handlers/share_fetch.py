@@ -26,6 +26,7 @@ acknowledgements INVALID_RECORD_STATE, INVALID_REQUEST.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -73,16 +74,26 @@ async def handle(ctx: RequestContext, request) -> object:
     # READ on each topic, those of the request and of the session (Kafka answers each fetch so)
     unreadable = unreadable_topic_ids(ctx.access, ctx.topics.topic_by_id,
                                       [t.topic_id for t in request.topics] + [t for t, _ in context.partitions])
-    ack_errors = await acknowledge(manager, group_id, member_id, request.topics, renew, unreadable)
+    # The acknowledgements and the acquisition run side by side, as Kafka's handler runs them: their
+    # state writes go to __share_group_state in one append (one durability wait, not two in turn).
+    # Records being acknowledged are pending meanwhile (not acquirable); a release wakes the fetch.
+    acknowledging = asyncio.ensure_future(acknowledge(manager, group_id, member_id, request.topics, renew,
+                                                      unreadable))
     fetched: dict[tuple, AcquireResult | ErrorCode] = {}
-    if context.kind is ContextKind.FINAL:
-        shares.sessions.remove(group_id, member_id)
-        await manager.release_member(group_id, member_id, count_delivery=False, partitions=list(context.session.partitions))
-    elif not renew and context.partitions:
-        readable = [p for p in context.partitions if p[0] not in unreadable]
-        if readable:
-            fetched = await _fetch(ctx, manager, group_id, member_id, context, readable, request, AcquireMode(mode_id))
-        fetched.update((p, ErrorCode.topic_authorization_failed) for p in context.partitions if p[0] in unreadable)
+    try:
+        if context.kind is ContextKind.FINAL:
+            await asyncio.shield(acknowledging)  # then what the member still holds is released
+            shares.sessions.remove(group_id, member_id)
+            await manager.release_member(group_id, member_id, count_delivery=False,
+                                         partitions=list(context.session.partitions))
+        elif not renew and context.partitions:
+            readable = [p for p in context.partitions if p[0] not in unreadable]
+            if readable:
+                fetched = await _fetch(ctx, manager, group_id, member_id, context, readable, request,
+                                       AcquireMode(mode_id))
+            fetched.update((p, ErrorCode.topic_authorization_failed) for p in context.partitions if p[0] in unreadable)
+    finally:
+        ack_errors = await asyncio.shield(acknowledging)
 
     responses: dict = {}
     leaders = []
