@@ -301,6 +301,7 @@ class _Prefix:
 
     def __init__(self, log: PartitionLog, end: int) -> None:
         self.dir, self.log_start_offset, self.log_end_offset, self._log = log.dir, log.log_start_offset, end, log
+        self.segments = log.segments  # the replay reads batch headers from them, up to log_end_offset
 
     def read(self, offset, max_bytes, min_one_batch):
         return self._log.read(offset, max_bytes, min_one_batch, max_offset=self.log_end_offset)
@@ -317,3 +318,35 @@ def test_a_damaged_index_makes_the_replay_start_at_the_log_start(tmp_path):
     state = ProducerTransactions.load(log, reopened)
     assert index_contents(reopened) == written
     assert state.open_transactions == model.state.open_transactions
+
+
+def test_replay_reads_batch_headers_not_the_records(tmp_path, monkeypatch):
+    """Rebuilding the state after a crash reads each batch's header (and a marker's few bytes),
+    not the records: a GB partition's first read_committed Fetch replayed all of it in the event loop."""
+    import os
+
+    from tidelog.storage import segment as segment_module
+
+    log = PartitionLog.open(tmp_path / "t-0", "t", 0, LogConfig(segment_bytes=1 << 30), recover=False)
+    value = os.urandom(256 << 10)
+    for i in range(16):
+        batch = bytearray(build_batch([(None, value, [])], timestamp_ms=1_000, producer_id=7, producer_epoch=0,
+                                      base_sequence=i, is_transactional=True))
+        log.append(memoryview(batch), parse_batch_header(batch))
+    marker = bytearray(build_end_txn_marker_batch(7, 0, 3, True, 1_000))
+    log.append(memoryview(marker), parse_batch_header(marker))
+    read = []
+    real_pread = os.pread
+
+    def counting_pread(fd, n, position):
+        data = real_pread(fd, n, position)
+        read.append(len(data))
+        return data
+
+    monkeypatch.setattr(segment_module.os, "pread", counting_pread)
+    state = ProducerTransactions.load(log, [(s.base_offset, TransactionIndex(log.dir / "0.txnindex", 0))
+                                            for s in log.segments])
+    assert state.open_transactions == {} and 7 in state.producers  # the commit was replayed
+    log_bytes = log.active_segment.size_bytes
+    assert sum(read) < log_bytes // 10, f"read {sum(read)} bytes of a {log_bytes}-byte log to replay 17 headers"
+    log.close()

@@ -28,15 +28,15 @@ from pathlib import Path
 
 from tidelog.clock import wall_clock_ms
 from tidelog.protocol.errors import ErrorCode, KafkaError
-from tidelog.protocol.records import BATCH_HEADER_SIZE, BatchInfo, parse_batch_header
+from tidelog.protocol.records import BatchInfo
 from tidelog.storage.checkpoint import write_checkpoint_file
+from tidelog.storage.log_scan import batch_headers
 
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_FILE = "producer-state.json"
 BATCHES_KEPT = 5  # Kafka keeps the metadata of the last five batches per producer
 SEQUENCE_WRAP = 2**31
-SCAN_CHUNK_BYTES = 8 << 20
 
 
 class ProducerEntry:
@@ -160,17 +160,9 @@ class ProducerState:
         return state
 
     def _replay(self, log, offset: int) -> int:
+        """Every producer batch's header from ``offset`` (the records are not read)."""
         replayed = 0
-        while offset < log.log_end_offset:
-            chunk = memoryview(log.read(offset, SCAN_CHUNK_BYTES, min_one_batch=True))
-            if not chunk:
-                break
-            pos = 0
-            while pos + BATCH_HEADER_SIZE <= len(chunk):
-                info = parse_batch_header(chunk, pos)
-                if info.base_offset + info.last_offset_delta >= offset:
-                    self.update(info, info.base_offset)
-                    replayed += 1
-                pos += info.size
-                offset = info.base_offset + info.last_offset_delta + 1
+        for _, _, info in batch_headers(log, offset):
+            self.update(info, info.base_offset)
+            replayed += 1
         return replayed

@@ -42,8 +42,9 @@ from typing import Callable, Iterable, NamedTuple
 from tidelog.clock import wall_clock_ms
 from tidelog.protocol.control_records import EndTxnMarker, InvalidControlRecord, read_end_txn_marker
 from tidelog.protocol.errors import ErrorCode, KafkaError
-from tidelog.protocol.records import BATCH_HEADER_SIZE, BatchInfo, parse_batch_header
+from tidelog.protocol.records import BatchInfo
 from tidelog.storage.checkpoint import remove_file, write_checkpoint_file
+from tidelog.storage.log_scan import batch_headers
 from tidelog.storage.txn_index import AbortedTxn, TransactionIndex
 
 __all__ = ["CompletedTxn", "ProducerTransactions", "SNAPSHOT_FILE"]
@@ -51,7 +52,6 @@ __all__ = ["CompletedTxn", "ProducerTransactions", "SNAPSHOT_FILE"]
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_FILE = "transaction-state.json"
-SCAN_CHUNK_BYTES = 8 << 20
 
 
 class CompletedTxn(NamedTuple):
@@ -319,26 +319,20 @@ class ProducerTransactions:
             self._open = dict(sorted(self._open.items()))
 
     def _replay(self, log, offset: int, on_aborted: Callable[[AbortedTxn], None]) -> int:
+        """Apply every producer batch from ``offset``: headers only, a marker's bytes read too."""
         replayed = 0
-        while offset < log.log_end_offset:
-            chunk = memoryview(log.read(offset, SCAN_CHUNK_BYTES, True))
-            if not chunk:
-                break
-            pos = 0
-            while pos + BATCH_HEADER_SIZE <= len(chunk):
-                info = parse_batch_header(chunk, pos)
-                if info.producer_id >= 0 and info.base_offset + info.last_offset_delta >= offset:
-                    marker = None
-                    if info.is_control:
-                        try:
-                            marker = read_end_txn_marker(chunk[pos: pos + info.size], info)
-                        except (InvalidControlRecord, ValueError) as e:
-                            logger.warning("%s: unreadable control batch at offset %d skipped: %s", log.dir,
-                                           info.base_offset, e)
-                    self.apply(info, info.base_offset, marker, on_aborted)
-                    replayed += 1
-                pos += info.size
-                offset = info.base_offset + info.last_offset_delta + 1
+        for segment, position, info in batch_headers(log, offset):
+            if info.producer_id < 0:
+                continue
+            marker = None
+            if info.is_control:
+                try:
+                    marker = read_end_txn_marker(memoryview(segment.read_batch_at(position, info)), info)
+                except (InvalidControlRecord, ValueError) as e:
+                    logger.warning("%s: unreadable control batch at offset %d skipped: %s", log.dir,
+                                   info.base_offset, e)
+            self.apply(info, info.base_offset, marker, on_aborted)
+            replayed += 1
         return replayed
 
 
