@@ -5,21 +5,18 @@ The internal topics' loaders (``__consumer_offsets``, ``__transaction_state``) r
 partition this way: ``log_batches(log, start)`` yields (batch, BatchInfo) for every batch ending
 at or after ``start``, reading ``chunk_bytes`` at a time (at least one whole batch), until the
 log end as it was when the walk began. ``batch_headers(log, start)`` yields (segment, position,
-BatchInfo) the same way but reads only the headers (a small block at a time, hopping over the
-records): the producer-state and transaction-state rebuilds need the headers, and a marker's
+BatchInfo) the same way but reads only the headers (the segments' own walk, which hops over
+big batches' records): the producer-state and transaction-state rebuilds need the headers, and a marker's
 few bytes, not the records. Reads only; the caller owns the log (the event loop).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
 from tidelog.protocol.records import BATCH_HEADER_SIZE, BatchInfo, parse_batch_header
 
 __all__ = ["batch_headers", "log_batches"]
-
-HEADER_BLOCK_BYTES = 64 << 10  # a block of headers read at once: several small batches, or one big one's head
 
 
 def log_batches(log, start: int, chunk_bytes: int = 1 << 20) -> Iterator[tuple[memoryview, BatchInfo]]:
@@ -46,28 +43,17 @@ def log_batches(log, start: int, chunk_bytes: int = 1 << 20) -> Iterator[tuple[m
 
 def batch_headers(log, start: int) -> Iterator[tuple[object, int, BatchInfo]]:
     """(segment, position, info) of every batch of ``log`` ending at or after ``start``, up to
-    the log end as it was when the walk began, reading headers only; stops at a torn tail."""
+    the log end as it was when the walk began, reading headers only (``LogSegment.batches``,
+    from the offset index's entry at or before ``start``); stops at a torn tail."""
     offset, end = max(start, log.log_start_offset), log.log_end_offset
     for index, segment in enumerate(log.segments):
         following = log.segments[index + 1].base_offset if index + 1 < len(log.segments) else None
         if following is not None and following <= offset:
             continue
-        size = segment.size_bytes
-        position, block_at, block, last_size = 0, 0, b"", 0
-        while position + BATCH_HEADER_SIZE <= size and offset < end:
-            rel = position - block_at
-            if rel < 0 or rel + BATCH_HEADER_SIZE > len(block):
-                # After a big batch the next one is likely big too: read its header alone.
-                want = BATCH_HEADER_SIZE if last_size >= HEADER_BLOCK_BYTES else HEADER_BLOCK_BYTES
-                block_at, rel = position, 0
-                block = os.pread(segment.fd, min(want, size - position), position)
-                if len(block) < BATCH_HEADER_SIZE:
-                    return
-            info = parse_batch_header(block, rel)
-            if info.batch_length <= 0 or position + info.size > size:
+        position = segment.offset_index.lookup(offset - segment.base_offset) if offset > segment.base_offset else 0
+        for position, info in segment.batches(position):
+            if offset >= end:
                 return
             if info.last_offset >= offset:
                 yield segment, position, info
                 offset = info.last_offset + 1
-            position += info.size
-            last_size = info.size

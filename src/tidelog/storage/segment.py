@@ -40,6 +40,7 @@ _LAST_OFFSET_DELTA_POS = 23
 _MAX_TIMESTAMP_POS = 35
 _INT64 = struct.Struct(">q")
 _SCAN_BLOCK_BYTES = 1 << 20
+_HEADER_BLOCK_BYTES = 64 << 10  # a header walk's block; after a batch this big, a header read alone
 _MAX_RELATIVE_OFFSET = 0x7FFFFFFF
 _MIN_BATCH_LENGTH = BATCH_HEADER_SIZE - 12  # the length field counts from after itself
 
@@ -373,13 +374,19 @@ class LogSegment:
         ``verify`` also checks each CRC (recovery). Offsets must not go backwards.
         """
         end = self.size_bytes
-        block_start, block = position, b""
+        block_start, block, size = position, b"", 0
         min_base_offset = self.base_offset
         while position + BATCH_HEADER_SIZE <= end:
             rel = position - block_start
             if rel + BATCH_HEADER_SIZE > len(block):
+                # Without CRCs to check only headers are read: a smaller block, and after a big batch
+                # (the next is likely big too) its header alone.
+                if verify:
+                    want = _SCAN_BLOCK_BYTES
+                else:
+                    want = BATCH_HEADER_SIZE if size >= _HEADER_BLOCK_BYTES else _HEADER_BLOCK_BYTES
                 block_start, rel = position, 0
-                block = os.pread(self.fd, min(end - position, _SCAN_BLOCK_BYTES), position)
+                block = os.pread(self.fd, min(end - position, want), position)
                 if len(block) < BATCH_HEADER_SIZE:
                     return
             info = parse_batch_header(block, rel)
