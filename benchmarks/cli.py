@@ -36,8 +36,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workloads", help=f"comma-separated subset of: {','.join(WORKLOADS)} "
                                        f"(default {DEFAULT_WORKLOADS}; 1k-acks-all with --quick)")
     p.add_argument("--quick", action="store_true", help="a small smoke run: few records, one run, Tidelog only, no references")
-    p.add_argument("--no-references", action="store_true", help="skip the disk and client-ceiling references")
+    p.add_argument("--no-references", action="store_true", help="skip the disk, socket-to-page-cache and client-ceiling references")
     p.add_argument("--disk-mib", type=int, help="size of the disk reference writes (default 512; 8 with --quick)")
+    p.add_argument("--floor-mib", type=int, default=1024,
+                   help="size of the socket-to-page-cache references, the kernel's floor under produce (default 1024)")
     p.add_argument("--profile", action="store_true", help="also sample the Tidelog broker with py-spy during a produce run")
     p.add_argument("--phase-timeout", type=float, default=300.0, help="bound on each produce or consume phase (s)")
     p.add_argument("--out", type=Path, default=HERE / "results", help="where results go (default benchmarks/results)")
@@ -118,6 +120,9 @@ def run_references(args, run: int, tmp_root: Path) -> list[dict]:
                      "acks": "-", "phase": "write", **references.disk_write(tmp_root, args.disk_mib, sync)})
     rows.append({"run": run, "target": "disk-fsync-latency", "kind": "reference", "workload": "-", "record_bytes": 4096,
                  "acks": "-", "phase": "latency", **references.fsync_latency(tmp_root)})
+    for name, sync in (("socket-to-page-cache-fdatasync-per-MiB", True), ("socket-to-page-cache", False)):
+        rows.append({"run": run, "target": name, "kind": "reference", "workload": "-", "record_bytes": 1_048_576,
+                     "acks": "-", "phase": "write", **references.socket_to_page_cache(tmp_root, args.floor_mib, sync)})
     for workload in args.workloads:
         if not workload.has_ceiling:
             continue
@@ -225,7 +230,7 @@ def main(argv=None) -> int:
             "workloads": [{**vars(w), "description": w.describe()} for w in args.workloads],
             "producer": _kafka_settings("producer"), "consumer": _kafka_settings("consumer"),
             "targets": {t.name: t.settings() for t in targets},
-            "disk_reference_mib": args.disk_mib, "phase_timeout_s": args.phase_timeout,
+            "disk_reference_mib": args.disk_mib, "socket_floor_mib": args.floor_mib, "phase_timeout_s": args.phase_timeout,
         },
         "skipped": skipped,
         "not_supported": {t.name: [w.name for w in args.workloads if not t.supports(w)] for t in targets

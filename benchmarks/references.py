@@ -4,6 +4,11 @@ client library can do on this machine, with no broker in the way."""
 from __future__ import annotations
 
 import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +41,82 @@ def disk_write(directory: Path, total_mib: int, sync: bool, timeout_s: float = 6
     result = kafka_load.phase_result(written, BLOCK_BYTES, seconds, 0.0, "ok" if written == total_mib else "timeout")
     result["records_per_s"] = None  # blocks, not records: only MB/s is meaningful
     return result
+
+
+# The sender of socket_to_page_cache: its own process (as a producer is), connects to the port
+# given, sends the MiB blocks given with sendall and exits.
+_SENDER = """
+import os, socket, sys
+block = os.urandom(1 << 20)
+with socket.create_connection(("127.0.0.1", int(sys.argv[1]))) as s:
+    for _ in range(int(sys.argv[2])):
+        s.sendall(block)
+"""
+
+
+def socket_to_page_cache(directory: Path, total_mib: int, sync: bool, timeout_s: float = 60.0) -> dict:
+    """The kernel's floor under a broker's produce path: ``total_mib`` MiB sent over loopback TCP
+    by another process, received here with ``recv_into`` into one reused 1 MiB buffer and
+    written to a file in ``directory`` (each MiB once it is whole), with an fdatasync per MiB
+    when ``sync`` (as ``balanced`` commits a group). What a broker that keeps what it receives
+    in the page cache cannot do with less: copy each byte out of the socket and into a file.
+    ``receiver_cpu_s_per_gb`` is this thread's user + system CPU (its own rusage) per GB; the
+    sender's is ``client_cpu_s``. The file is deleted."""
+    path = Path(directory) / f"socket-reference-{os.getpid()}.bin"
+    buffer = bytearray(BLOCK_BYTES)
+    view = memoryview(buffer)
+    received = 0
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(timeout_s)
+        sender = subprocess.Popen([sys.executable, "-c", _SENDER, str(listener.getsockname()[1]), str(total_mib)],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        deadline = time.monotonic() + timeout_s
+        try:
+            connection, _ = listener.accept()
+            with connection:
+                connection.settimeout(max(0.1, deadline - time.monotonic()))
+                cpu0 = _thread_cpu_s()
+                start = time.perf_counter()
+                filled = 0
+                while time.monotonic() < deadline:
+                    n = connection.recv_into(view[filled:])
+                    if not n:
+                        break
+                    filled += n
+                    if filled == BLOCK_BYTES:
+                        os.write(fd, buffer)
+                        if sync:
+                            os.fdatasync(fd)
+                        received += filled
+                        filled = 0
+                seconds = time.perf_counter() - start
+                receiver_cpu = _thread_cpu_s() - cpu0
+        finally:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            if received < total_mib * BLOCK_BYTES:
+                os.kill(sender.pid, signal.SIGKILL)  # not Popen.kill: its poll() would reap the rusage
+            _, status, usage = os.wait4(sender.pid, 0)
+            sender.returncode = os.waitstatus_to_exitcode(status)
+            errors = [sender.stderr.read().decode(errors="replace")[-2000:]]
+            sender.stderr.close()
+    blocks = received // BLOCK_BYTES
+    ok = blocks == total_mib and sender.returncode == 0
+    result = kafka_load.phase_result(blocks, BLOCK_BYTES, seconds, usage.ru_utime + usage.ru_stime,
+                                     "ok" if ok else "timeout" if time.monotonic() >= deadline else "failed",
+                                     None if ok else errors)
+    result["records_per_s"] = None  # blocks, not records: only MB/s is meaningful
+    result["receiver_cpu_s"] = receiver_cpu
+    result["receiver_cpu_s_per_gb"] = receiver_cpu / (result["bytes"] / 1e9) if received else None
+    return result
+
+
+def _thread_cpu_s() -> float:
+    """User + system CPU seconds of the calling thread (of the process where there is no
+    RUSAGE_THREAD)."""
+    usage = resource.getrusage(getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF))
+    return usage.ru_utime + usage.ru_stime
 
 
 def fsync_latency(directory: Path, appends: int = 1_000, append_bytes: int = 4096) -> dict:

@@ -73,6 +73,43 @@ def test_the_fsync_reference_reports_latency_percentiles(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_socket_to_page_cache_floor_reports_the_receivers_cpu_per_gb(tmp_path):
+    """The kernel's floor under produce: another process sends 8 MiB over loopback TCP, every
+    byte reaches the file (with and without an fdatasync per MiB), the receiver's own CPU and
+    the sender's are measured, the file is deleted and the sender reaped."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import references
+
+    for sync in (True, False):
+        row = references.socket_to_page_cache(tmp_path, 8, sync)
+        assert row["status"] == "ok", row
+        assert row["records"] == 8 and row["bytes"] == 8 << 20 and row["mb_per_s"] > 0
+        # CPU time comes in ticks: 8 MiB may measure 0; it must be measured and never negative.
+        assert row["receiver_cpu_s"] >= 0 and row["receiver_cpu_s_per_gb"] == row["receiver_cpu_s"] / (row["bytes"] / 1e9)
+        assert row["client_cpu_s"] > 0  # the sender's own process: at least its interpreter's start
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_the_report_puts_the_broker_cpu_per_gb_over_the_floor_of_the_same_run():
+    sys.path.insert(0, str(REPO))
+    from benchmarks import report
+
+    def row(run, target, workload, phase, **figures):
+        return {"run": run, "target": target, "kind": "reference" if target.startswith("socket") else "tidelog",
+                "workload": workload, "phase": phase, "status": "ok", "mb_per_s": 1.0, "client_cpu_s": 0.0, **figures}
+
+    rows = [row(1, report.FLOOR, "-", "write", receiver_cpu_s_per_gb=0.5),
+            row(1, "tidelog-balanced", "1k-acks-all", "produce", broker_cpu_s_per_gb=1.0),
+            row(2, report.FLOOR, "-", "write", receiver_cpu_s_per_gb=0.25),
+            row(2, "tidelog-balanced", "1k-acks-all", "produce", broker_cpu_s_per_gb=1.0),
+            row(3, "tidelog-balanced", "1k-acks-all", "produce", broker_cpu_s_per_gb=9.0)]  # no floor in run 3
+    checks = {c["target"]: c for c in report.issue_targets({"rows": rows})}
+    (over,) = [c for c in checks.values() if "over the kernel's floor" in c["target"]]
+    assert over["measured"] == "3.00 (2.00–4.00)x (the floor: 0.38 (0.25–0.50) s)" and over["met"] is None
+    (floor,) = [g for g in report.summary_rows({"rows": rows}) if g["target"] == report.FLOOR]
+    assert floor["cpu_per_gb"] == [0.5, 0.25]
+
+
 @pytest.mark.slow
 def test_the_replicated_benchmark_reports_throughput_cpu_by_role_and_latency(tmp_path):
     """python -m benchmarks replicated end to end with a few thousand records: a single node and
