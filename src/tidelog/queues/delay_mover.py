@@ -60,6 +60,7 @@ from tidelog.protocol.records import BATCH_HEADER_SIZE, build_batch, iter_record
 from tidelog.queues.delay_index import DelayIndex
 from tidelog.queues.log_batches import parse_log_batches
 from tidelog.queues.record_attrs import QueueSettings, scan_batch
+from tidelog.storage.producer_state import BROKER_PRODUCER_IDS
 
 __all__ = ["ROUND_HEADER", "DelayMover", "DelaySource", "DelayTarget", "MoverDiverged", "MoverState",
            "batches", "mover_producer_id"]
@@ -72,7 +73,7 @@ _OURS = (ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET, "tidelog-delay-round")
 STATE_FILE = "mover-state.json"
 INDEX_COMPLETE_FILE = "index-complete.json"
 SEQUENCE_WRAP = 2**31
-MOVER_PRODUCER_IDS = 1 << 62  # movers' producer ids are at or above this; allocated ones count up from 0
+MOVER_PRODUCER_IDS = BROKER_PRODUCER_IDS  # movers' producer ids are at or above this (the target never expires them)
 
 
 def mover_producer_id(topic_id: uuid.UUID, partition: int) -> int:

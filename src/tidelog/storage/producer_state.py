@@ -8,7 +8,9 @@ or DeleteRecords before a restart) may start at any sequence (KIP-360): refusing
 fatal to the client. An entry expires ``producer.id.expiration.ms`` after the producer's last
 batch (``remove_expired``, run by the broker every
 ``producer.id.expiration.check.interval.ms``), so memory does not grow with every producer id
-ever seen. The time of a batch is when it was appended here; batches replayed from the log or
+ever seen. Producer ids at or above ``BROKER_PRODUCER_IDS`` (2^62) are the broker's own producers,
+one per delay partition (queues/delay_mover.py: its state here is the mover's progress marker, and
+there are as many as delay partitions, not clients): they never expire. The time of a batch is when it was appended here; batches replayed from the log or
 appended as a follower count by their max timestamp (not later than now), as Kafka's do.
 
 On disk: ``producer-state.json`` in the partition directory, written on clean shutdown:
@@ -37,6 +39,7 @@ logger = logging.getLogger(__name__)
 SNAPSHOT_FILE = "producer-state.json"
 BATCHES_KEPT = 5  # Kafka keeps the metadata of the last five batches per producer
 SEQUENCE_WRAP = 2**31
+BROKER_PRODUCER_IDS = 1 << 62  # the delay movers' producer ids are at or above this; allocated ones count up from 0
 
 
 class ProducerEntry:
@@ -110,10 +113,10 @@ class ProducerState:
             entry.last_timestamp_ms = timestamp_ms
 
     def remove_expired(self, now_ms: int, expiration_ms: int, keep=None) -> int:
-        """Forget producers whose last batch is ``expiration_ms`` old or older, except those
-        ``keep(producer_id)`` is true for (an open transaction); return how many."""
+        """Forget producers whose last batch is ``expiration_ms`` old or older, except the broker's
+        own and those ``keep(producer_id)`` is true for (an open transaction); return how many."""
         expired = [pid for pid, e in self.producers.items() if now_ms - e.last_timestamp_ms >= expiration_ms
-                   and (keep is None or not keep(pid))]
+                   and pid < BROKER_PRODUCER_IDS and (keep is None or not keep(pid))]
         for pid in expired:
             del self.producers[pid]
         return len(expired)
