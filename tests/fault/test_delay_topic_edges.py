@@ -4,7 +4,12 @@
 - the mover idle for longer than ``producer.id.expiration.ms``, then its broker SIGKILLed: the
   target keeps the mover's producer state (a mover's producer id never expires), so the new
   leader, on a broker that never ran the mover (no local copy of its progress), goes on from
-  the mover's last batch in the target instead of moving every record again.
+  the mover's last batch in the target instead of moving every record again;
+- the target's retention deleting the mover's last batch (its progress marker there), then the
+  delay partition's leader SIGKILLed and started again: its mover goes on from its local copy of
+  its progress (the target's producer state still names the mover's last sequence, and the batch
+  is known to be gone once it has not appeared below the high watermark for twice
+  ``replica.lag.time.max.ms``), where it waited for that batch forever before.
 
 Records are produced by confluent-kafka and read back from the target by kafka-python's and
 confluent-kafka's classic consumers: every record once, none early."""
@@ -16,6 +21,7 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KafkaTopicPartition
 from kafka.admin import KafkaAdminClient
@@ -32,9 +38,10 @@ TIMEOUT_S = 30
 
 
 @pytest.fixture
-def expiring_cluster(tmp_path):
+def edge_cluster(tmp_path):
     cluster = Cluster(tmp_path, 3, {"http.port": "0", "producer.id.expiration.ms": str(EXPIRATION_MS),
-                                    "producer.id.expiration.check.interval.ms": "300"}).start()
+                                    "producer.id.expiration.check.interval.ms": "300",
+                                    "log.retention.check.interval.ms": "200", "replica.lag.time.max.ms": "3000"}).start()
     yield cluster
     cluster.stop()
 
@@ -68,12 +75,12 @@ def read_target_kafka_python(bootstrap: str, count: int) -> list[tuple[int, int]
     return got
 
 
-def read_target_confluent(bootstrap: str, end: int) -> list[int]:
-    """The numbers of the moved records below offset ``end`` of the target, as a classic group."""
+def read_target_confluent(bootstrap: str, end: int, start: int = 0) -> list[int]:
+    """The numbers of the moved records from ``start`` to offset ``end`` of the target, as a classic group."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "other-edge-readers",
                          "auto.offset.reset": "earliest", "fetch.wait.max.ms": 50})
-    consumer.assign([TopicPartition("target", 0, 0)])
-    got, position = [], 0
+    consumer.assign([TopicPartition("target", 0, start)])
+    got, position = [], start
     try:
         deadline = time.monotonic() + TIMEOUT_S
         while position < end and time.monotonic() < deadline:
@@ -88,6 +95,37 @@ def read_target_confluent(bootstrap: str, end: int) -> list[int]:
     return got
 
 
+def create_placed(cluster: Cluster, replicas: dict[str, list[int]]) -> AdminClient:
+    """The delay topic and its target (one partition each) on these replicas, led by the first:
+    created, then reassigned (AlterPartitionReassignments) and the preferred leaders elected
+    (ElectLeaders) by kafka-python's admin client (a manual assignment at creation is for a single
+    node only)."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    futures = admin.create_topics([NewTopic("target", 1, len(replicas["target"])),
+                                   NewTopic("delays", 1, len(replicas["delays"]),
+                                            config={"tidelog.delay.target.topic": "target"})])
+    for future in futures.values():
+        future.result(TIMEOUT_S)
+    placer = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, request_timeout_ms=10000)
+
+    def placement():
+        topics = admin.list_topics(timeout=5).topics
+        return {name: (topics[name].partitions[0].leader, list(topics[name].partitions[0].replicas))
+                for name in replicas if name in topics and 0 in topics[name].partitions}
+
+    wanted = {name: (r[0], r) for name, r in replicas.items()}
+    try:
+        placer.alter_partition_reassignments({KafkaTopicPartition(name, 0): r for name, r in replicas.items()})
+        wait_until(lambda: {name: r for name, (_, r) in placement().items()} == replicas, TIMEOUT_S, interval_s=0.1,
+                   message="replicas in order")
+        while placement() != wanted:
+            placer.elect_leaders(0, {name: [0] for name in replicas}, raise_errors=False)
+            wait_until(lambda: placement() == wanted, 10, interval_s=0.1, message="the preferred leaders")
+    finally:
+        placer.close()
+    return admin
+
+
 def leader_of(admin, topic: str) -> int | None:
     """The topic's leader, None while the metadata cannot be had (a broker just killed)."""
     try:
@@ -96,12 +134,17 @@ def leader_of(admin, topic: str) -> int | None:
         return None
 
 
-def target_end(bootstrap: str) -> int:
+def target_offsets(bootstrap: str) -> tuple[int, int]:
+    """The target's log start offset and high watermark."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "size"})
     try:
-        return consumer.get_watermark_offsets(TopicPartition("target", 0), timeout=10)[1]
+        return consumer.get_watermark_offsets(TopicPartition("target", 0), timeout=10)
     finally:
         consumer.close()
+
+
+def target_end(bootstrap: str) -> int:
+    return target_offsets(bootstrap)[1]
 
 
 def target_producers(bootstrap: str) -> list[int]:
@@ -128,8 +171,8 @@ def assert_moved_exactly_once(bootstrap: str, due: dict[int, int], others: int =
     assert sorted(read_target_confluent(bootstrap, end)) == sorted(due)
 
 
-def test_a_mover_idle_past_producer_expiry_is_not_forgotten_on_failover(expiring_cluster):
-    cluster = expiring_cluster
+def test_a_mover_idle_past_producer_expiry_is_not_forgotten_on_failover(edge_cluster):
+    cluster = edge_cluster
     admin = create_apart(cluster)
     due = produce_delayed(cluster.bootstrap, range(0, 40), 1000, seed=21)
     wait_until(lambda: metric(cluster.brokers[1], "tidelog_delay_topic_records_total", event="moved",
@@ -152,3 +195,51 @@ def test_a_mover_idle_past_producer_expiry_is_not_forgotten_on_failover(expiring
     due.update(produce_delayed(cluster.bootstrap, range(40, 80), 1000, seed=22))
     assert_moved_exactly_once(cluster.bootstrap, due, others=1)
     assert metric(cluster.brokers[3], "tidelog_delay_topic_records_total", event="moved", topic="delays") == 40
+
+
+def test_a_target_whose_retention_deleted_the_movers_last_batch(edge_cluster):
+    cluster = edge_cluster
+    # The delay topic on broker 1 alone (it leads it again after its restart), the target led by broker 2.
+    admin = create_placed(cluster, {"delays": [1], "target": [2, 3, 1]})
+    first = produce_delayed(cluster.bootstrap, range(0, 20), 500, seed=23)
+    assert_moved_exactly_once(cluster.bootstrap, first)
+    moved_end = target_end(cluster.bootstrap)
+
+    # Retention deletes the mover's batches: small segments, one kept, records of another producer.
+    config = ConfigResource("topic", "target", incremental_configs=[
+        ConfigEntry("segment.bytes", "1024", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("retention.bytes", "1024", incremental_operation=AlterConfigOpType.SET)])
+    for future in admin.incremental_alter_configs([config]).values():
+        future.result(TIMEOUT_S)
+    filler = Producer({"bootstrap.servers": cluster.bootstrap, "linger.ms": 0})
+
+    def mover_batches_deleted() -> bool:
+        filler.produce("target", value=b"f" * 600)
+        assert filler.flush(TIMEOUT_S) == 0
+        return target_offsets(cluster.bootstrap)[0] >= moved_end
+
+    wait_until(mover_batches_deleted, TIMEOUT_S, interval_s=0.1, message="the mover's batches deleted by retention")
+    assert [p for p in target_producers(cluster.bootstrap) if p >= MOVER_PRODUCER_IDS], "the mover's state is kept"
+
+    cluster.brokers[1].kill()
+    cluster.brokers[1].start()
+    wait_until(lambda: leader_of(admin, "delays") == 1, TIMEOUT_S, message="broker 1 leading the delay partition again")
+    second = produce_delayed(cluster.bootstrap, range(20, 40), 500, seed=24)
+    wait_until(lambda: int(time.time() * 1000) >= max(second.values()), TIMEOUT_S, interval_s=0.05,
+               message="the last record due")
+    start, _ = target_offsets(cluster.bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=cluster.bootstrap, group_id="retention-readers", fetch_max_wait_ms=50)
+    consumer.assign([KafkaTopicPartition("target", 0)])
+    consumer.seek(KafkaTopicPartition("target", 0), start)
+    got = []
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while len(got) < len(second) and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=100).values():
+                got += [(int(r.value), r.timestamp) for r in records if dict(r.headers).get("tidelog-origin-topic")]
+    finally:
+        consumer.close()
+    assert sorted(n for n, _ in got) == sorted(second), "neither the first records again nor any of the second lost"
+    assert all(moved >= second[n] for n, moved in got)
+    end = target_end(cluster.bootstrap)
+    assert sorted(read_target_confluent(cluster.bootstrap, end, start)) == sorted(second)

@@ -166,6 +166,12 @@ class DelayMover:
             found = (MoverState(*header[2:4]), MoverState(*header[4:6]), header[6], header[7])
         self._verify_next = True
         local = self._read_local_state()
+        if batch is None and self._sequence != 0:
+            logger.warning("delay mover %s-%d: its last batch in the target is gone (retention or DeleteRecords); going "
+                           "on from %s", self.origin_topic, self.origin_partition,
+                           f"this broker's copy of its progress (due <= {local.after_ms}, offset {local.below_offset})"
+                           if local is not None else "the delay partition's start, as no copy of its progress is "
+                           "here: records moved before and still in the delay topic are moved again")
         if found is not None and (local is None or found[1] >= local):
             start, end, i, n = found
             if i + 1 >= n:

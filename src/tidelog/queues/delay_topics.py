@@ -31,7 +31,7 @@ from kio.schema.fetch.v11 import request as fetch_v11
 from kio.schema.list_offsets.v5 import request as list_offsets_v5
 from kio.schema.produce.v8 import request as produce_v8
 
-from tidelog.clock import wall_clock_ms
+from tidelog.clock import monotonic_ms, wall_clock_ms
 from tidelog.cluster.broker_channel import BrokerChannel
 from tidelog.cluster.waiters import wait_for_data
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -103,13 +103,23 @@ class _Peers:
 
 
 class _Target:
-    """The target partition wherever it is led: here (its Partition) or at another broker."""
+    """The target partition wherever it is led: here (its Partition) or at another broker.
 
-    def __init__(self, replicas, metadata, peers: _Peers, topic: str, index: int) -> None:
+    ``missing`` (kept by DelayTopics across attempts): since when (monotonic ms) a remote leader's
+    producer state has named a mover's last sequence whose batch is not below its high watermark.
+    A batch not replicated yet is below it within ``replica.lag.time.max.ms`` (or the leader
+    changes, and the new one's state names another sequence); one still missing after
+    ``gone_after_ms`` was deleted (retention, DeleteRecords), as the local Partition tells
+    directly."""
+
+    def __init__(self, replicas, metadata, peers: _Peers, topic: str, index: int,
+                 missing: dict | None = None, gone_after_ms: int = 60_000) -> None:
         self.replicas = replicas
         self.metadata = metadata
         self.peers = peers
         self.topic, self.index = topic, index
+        self.missing = {} if missing is None else missing
+        self.gone_after_ms = gone_after_ms
         self.leader = -1  # where the last request went (this broker's id when local)
         self.remote_batches = 0  # acknowledged appends at another broker
         self.remote_failures = 0  # failed appends at another broker
@@ -194,13 +204,23 @@ class _Target:
             for pos, info in _batches(data):
                 if info.producer_id == producer_id and \
                         (info.base_sequence + info.last_offset_delta) % SEQUENCE_WRAP == producer.last_sequence:
+                    self.missing.pop((self.topic, self.index, producer_id), None)
                     return bytes(data[pos:pos + info.size]), (producer.last_sequence + 1) % SEQUENCE_WRAP
                 offset = info.last_offset + 1
             if offset == before:
                 break
+        key, now = (self.topic, self.index, producer_id), monotonic_ms()
+        sequence, since = self.missing.get(key, (None, now))
+        if sequence != producer.last_sequence:
+            since = now
+        self.missing[key] = (producer.last_sequence, since)
+        if now - since >= self.gone_after_ms:
+            del self.missing[key]
+            return None, (producer.last_sequence + 1) % SEQUENCE_WRAP  # deleted from the log
         raise KafkaError(ErrorCode.offset_not_available, f"the last batch of producer {producer_id} in "
                          f"{self.topic}-{self.index} (sequence {producer.last_sequence}) is not below broker "
-                         f"{leader}'s high watermark yet")
+                         f"{leader}'s high watermark yet (or deleted: taken as gone after "
+                         f"{self.gone_after_ms - (now - since)} ms more)")
 
     async def read(self, offset: int, max_bytes: int):
         local, leader = self._route()
@@ -253,6 +273,7 @@ class DelayTopics:
         self._failing: dict[tuple[str, int], int] = {}  # movers in a failure streak: how many failures
         self._streaks: dict[tuple[str, int], tuple[int, str]] = {}  # status: a streak's start (ms) and last error
         self._retired: dict[tuple[str, int], tuple[int, int]] = {}  # status: moved, lost by a partition's earlier movers
+        self._missing: dict = {}  # _Target.missing: movers' last batches not found at a remote leader
         self._task: asyncio.Task | None = None
         self._first_sync = True
 
@@ -423,8 +444,9 @@ class DelayTopics:
             if (name, p) in self.movers:
                 self.movers[(name, p)].settings = self.movers[(name, p)].settings.__class__(delay_ms=delay_ms)
                 continue
-            mover = DelayMover(name, p, _Source(source), _Target(self.replicas, self.metadata, self.peers, target_name,
-                                                                 target_index),
+            target = _Target(self.replicas, self.metadata, self.peers, target_name, target_index, self._missing,
+                             2 * self.config["replica.lag.time.max.ms"])
+            mover = DelayMover(name, p, _Source(source), target,
                                DelayIndex(self.index_root / f"{record.topic_id.hex}-{p}"),
                                mover_producer_id(record.topic_id, p), self.clock_ms, delay_ms=delay_ms)
             try:
