@@ -97,7 +97,7 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         ConfigDef("compression.zstd.level", "INT", 3, "zstd level for batches the broker compresses; accepted, no effect: the codec's default level is used.", minimum=-131072, maximum=22),
         ConfigDef("min.insync.replicas", "INT", 1, "Replicas that must acknowledge acks=all produces.", minimum=1),
         ConfigDef("unclean.leader.election.enable", "BOOLEAN", False, "Cluster: let an out-of-sync replica lead when no in-sync one is left (may lose acknowledged records)."),
-        ConfigDef("replica.lag.time.max.ms", "LONG", 30000, "Cluster: a follower not caught up for this long leaves the ISR.", minimum=1, read_only=True),
+        ConfigDef("replica.lag.time.max.ms", "LONG", 30000, "Cluster: a follower that does not hold what the leader held this long ago leaves the ISR (its lag is a time, however many appends behind it is).", minimum=1, read_only=True),
         ConfigDef("replica.fetch.backoff.ms", "INT", 1000, "Cluster: a follower's longest wait before fetching again from a leader it cannot reach, or a partition it could not append.", minimum=0, read_only=True),
         ConfigDef("broker.session.timeout.ms", "INT", 9000, "Cluster: the etcd lease of a broker; it is declared dead this long after its last renewal.", minimum=1000, read_only=True),
         ConfigDef("broker.rack", "STRING", "", "Cluster: this broker's rack, for rack-aware replica placement.", read_only=True),

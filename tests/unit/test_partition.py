@@ -267,7 +267,9 @@ def test_a_replica_in_controlled_shutdown_does_not_join(tmp_path):
     run(main, tmp_path)
 
 
-def test_lagging_replicas_are_those_not_caught_up_for_the_lag_time(tmp_path):
+def test_lagging_replicas_are_those_not_caught_up_for_the_lag_time(tmp_path, monkeypatch):
+    monkeypatch.setattr("tidelog.cluster.partition.monotonic_ms", lambda: 1_000)  # when the append happens
+
     async def main(logs):
         partition = leader(logs, replicas=(1, 2, 3))
         partition.make_leader(partition.state, now_ms=1_000)
@@ -276,6 +278,50 @@ def test_lagging_replicas_are_those_not_caught_up_for_the_lag_time(tmp_path):
         partition.follower_fetched(2, end, end, now_ms=20_000)  # caught up
         partition.follower_fetched(3, 0, end, now_ms=20_000)  # behind since the start
         assert partition.lagging_replicas(now_ms=20_500, lag_max_ms=10_000) == [3]
+
+    run(main, tmp_path)
+
+
+def test_followers_behind_by_a_steady_backlog_stay_in_sync_and_a_falling_behind_one_leaves(tmp_path, monkeypatch):
+    """The lag is time: a follower that always holds what the leader held 400 ms ago is in sync,
+    however many appends it is behind (pipelined produce requests run the leader's log end ahead
+    of followers that copy one batch a fetch); one that copies less than is appended falls
+    further behind in time and leaves once that passes the lag time."""
+    clock = {"now": 1_000}
+    monkeypatch.setattr("tidelog.cluster.partition.monotonic_ms", lambda: clock["now"])
+
+    async def main(logs):
+        partition = leader(logs, replicas=(1, 2, 3))
+        ends = []
+        for step in range(300):  # 30 s: an append every 100 ms
+            clock["now"] = 1_000 + step * 100
+            partition.append_as_leader(batch(1))
+            ends.append(partition.log.log_end_offset)
+            if step >= 4:
+                partition.follower_fetched(2, ends[step - 4], partition.log.log_end_offset)  # four batches behind
+                partition.follower_fetched(3, ends[step // 2], partition.log.log_end_offset)  # half the append rate
+        assert partition.lagging_replicas(clock["now"], lag_max_ms=2_000) == [3]
+
+    run(main, tmp_path)
+
+
+def test_a_leader_remembers_a_bounded_number_of_append_times(tmp_path, monkeypatch):
+    """A follower that stopped fetching holds the high watermark; the append times kept for the
+    lag stay bounded, and that follower still leaves the ISR."""
+    clock = {"now": 1_000}
+    monkeypatch.setattr("tidelog.cluster.partition.monotonic_ms", lambda: clock["now"])
+    monkeypatch.setattr("tidelog.cluster.partition.APPENDS_REMEMBERED", 10)
+
+    async def main(logs):
+        partition = leader(logs, replicas=(1, 2, 3))
+        partition.follower_fetched(3, 0, 0)
+        for step in range(100):
+            clock["now"] = 1_000 + step * 100
+            partition.append_as_leader(batch(1))
+            partition.follower_fetched(2, partition.log.log_end_offset, partition.log.log_end_offset)
+            assert len(partition.appended) <= 10
+        assert partition.high_watermark == 0
+        assert partition.lagging_replicas(clock["now"], lag_max_ms=2_000) == [3]
 
     run(main, tmp_path)
 

@@ -40,6 +40,7 @@ their names the Partition's callers use.
 
 from __future__ import annotations
 
+import bisect
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Protocol
@@ -63,6 +64,9 @@ __all__ = ["AppendResult", "IsrWriter", "Partition", "PartitionConfig", "ReadRes
            "parked_fetch_count", "wait_for_acks", "wait_for_data"]
 
 logger = logging.getLogger(__name__)
+
+_NEVER = float("inf")  # a time after every append's (bisect by offset alone)
+APPENDS_REMEMBERED = 10_000  # appends above the high watermark whose times a leader keeps (follower_fetched)
 
 
 class AppendResult(NamedTuple):
@@ -117,6 +121,11 @@ class Partition:
         self.follower_end_offsets: dict[int, int] = {}
         self.caught_up_ms: dict[int, int] = {}
         self.last_fetch: dict[int, tuple[int, int]] = {}
+        # (log end offset after, monotonic ms) of each append as leader above the high watermark,
+        # and the log end before the first of them: when the leader's log end first passed a
+        # follower's position (follower_fetched).
+        self.appended: list[tuple[int, int]] = []
+        self.appended_from = 0
         self.pending_isr: tuple[int, ...] | None = None  # the ISR a compare-and-swap in flight is writing
         self.leader_epoch_start_offset = 0
         self.ack_waiters = AckWaiters()  # acks=all appends waiting for the high watermark
@@ -214,6 +223,8 @@ class Partition:
         now = now_ms if now_ms is not None else monotonic_ms()
         self.follower_end_offsets = {}
         self.last_fetch = {}
+        self.appended = []
+        self.appended_from = self.log.log_end_offset
         self.caught_up_ms = {r: now for r in state.replicas}
         self.pending_isr = None
         self._advance_high_watermark()
@@ -279,6 +290,7 @@ class Partition:
                                 self.log.log_start_offset, info.record_count, len(records), info.max_timestamp, True)
         info = set_partition_leader_epoch(records, info, self.state.leader_epoch)
         base_offset = self.log.append(records, info)
+        self._remember_append()
         producer_state.update(info, base_offset, now_ms)
         self.transactions.on_data(info, base_offset, now_ms)
         if len(self.maximal_isr) <= 1:
@@ -321,12 +333,26 @@ class Partition:
         records = memoryview(bytearray(self.transactions.marker_batch(
             producer_id, producer_epoch, coordinator_epoch, committed, now_ms, self.state.leader_epoch)))
         base_offset = self.log.append(records, parse_batch_header(records))
+        self._remember_append()
         self.transactions.marker_appended(producer_id, producer_epoch, coordinator_epoch, committed, base_offset, now_ms,
                                           self.high_watermark)
         if len(self.maximal_isr) <= 1:
             self._advance_high_watermark()
         self.wake_readers()
         return AppendResult(base_offset, base_offset + 1, -1, self.log.log_start_offset, 1, len(records), now_ms, False)
+
+    def _remember_append(self) -> None:
+        """When the log end moved, for follower_fetched (partitions with followers). At most
+        APPENDS_REMEMBERED: a follower below those falls back to Kafka's rule."""
+        if len(self.state.replicas) > 1:
+            appended = self.appended
+            appended.append((self.log.log_end_offset, monotonic_ms()))
+            if len(appended) > APPENDS_REMEMBERED:
+                self._forget_appends(len(appended) // 2)
+
+    def _forget_appends(self, count: int) -> None:
+        self.appended_from = self.appended[count - 1][0]
+        del self.appended[:count]
 
     # ---- the high watermark ----------------------------------------------------------------------
     def _advance_high_watermark(self) -> None:
@@ -341,6 +367,8 @@ class Partition:
         if candidate <= self.high_watermark:
             return
         self.high_watermark = candidate
+        if self.appended and self.appended[0][0] <= candidate:  # every ISR follower holds those
+            self._forget_appends(bisect.bisect_right(self.appended, (candidate, _NEVER)))
         self.transactions.on_high_watermark(candidate)
         self.ack_waiters.release(candidate)
         self.parked_reads.wake()
@@ -394,15 +422,31 @@ class Partition:
     def follower_fetched(self, replica_id: int, fetch_offset: int, log_end_offset: int, now_ms: int | None = None) -> None:
         """A follower whose read from ``fetch_offset`` succeeded has every offset below it;
         ``log_end_offset`` is the leader's as the read began. One that has reached the high
-        watermark and the current epoch's start joins the ISR."""
+        watermark and the current epoch's start joins the ISR.
+
+        It was caught up (in sync, for ``lagging_replicas``) when the leader's log end last was
+        at or below its position: now if it holds the whole log, else just before the first
+        append past its position. So its lag is a time, however many appends behind it is:
+        pipelined Produce requests run the log end ahead of followers that copy a partition's
+        fetch size a round trip, and a follower with a steady backlog stays in sync, while one
+        that copies less than is appended falls ever further behind and leaves. Kafka's rule
+        (caught up as of its previous fetch if it has reached the log end of then) is the
+        fallback below the appends still remembered."""
         if not self.leading or replica_id not in self.state.replicas:
             return
         now = now_ms if now_ms is not None else monotonic_ms()
         previous = self.last_fetch.get(replica_id)
+        caught_up = self.caught_up_ms.get(replica_id, 0)
         if fetch_offset >= log_end_offset:
-            self.caught_up_ms[replica_id] = now
-        elif previous is not None and fetch_offset >= previous[0]:
-            self.caught_up_ms[replica_id] = max(self.caught_up_ms.get(replica_id, 0), previous[1])
+            caught_up = now
+        else:
+            if previous is not None and fetch_offset >= previous[0]:
+                caught_up = max(caught_up, previous[1])
+            appended = self.appended
+            first_past = bisect.bisect_right(appended, (fetch_offset, _NEVER))
+            if first_past < len(appended) and fetch_offset >= self.appended_from:
+                caught_up = max(caught_up, appended[first_past][1])
+        self.caught_up_ms[replica_id] = caught_up
         self.last_fetch[replica_id] = (log_end_offset, now)
         self.follower_end_offsets[replica_id] = fetch_offset
         if (replica_id not in self.state.isr and self.pending_isr is None and fetch_offset >= self.high_watermark
