@@ -368,3 +368,23 @@ def test_a_failing_cleaning_is_retried_after_the_backoff_not_at_once(tmp_path, m
     totals = asyncio.run(run())
     assert 2 <= len(attempts) <= 5, attempts
     assert totals.runs["failed"] == len(attempts) and "No space left" in totals.last_error
+
+
+def test_a_worker_releases_its_offset_map_after_each_cleaning(manager, monkeypatch):
+    """A cleaner worker lives on between cleanings; its offset map, grown to the keys of the last
+    dirty section (up to log.cleaner.dedupe.buffer.size), is released when the cleaning ends."""
+    from tidelog.storage import cleaner_manager
+
+    log = manager.create("t", 0, compacted(segment_bytes=64 * 1024))
+    for batch in range(20):  # 10,000 keys in several segments
+        put(log, *[(b"key-%d" % (batch * 500 + i), b"v") for i in range(500)])
+    cleaner = manager.cleaner
+    first_dirty, uncleanable = cleaner.cleanable_offsets(log, NOW_MS)
+    first_uncleanable, _, _ = cleaner._cleanable_bytes(log, first_dirty, uncleanable)
+    job = cleaner._plan(log, first_dirty, first_uncleanable, NOW_MS).job
+    monkeypatch.setattr(cleaner_manager, "_worker_cleaner", None)
+    result = cleaner_manager._clean_in_worker(job, cleaner._worker_settings())
+    offset_map = cleaner_manager._worker_cleaner.offset_map
+    assert result.stats.map_utilization * offset_map.max_slots > 5000  # the map grew to hold the keys
+    assert offset_map.slots == 4096 and offset_map.size == 0, "the worker kept its grown offset map"
+    log.close()

@@ -283,14 +283,21 @@ class Cleaner:
     def clean(self, job: CleanJob) -> CleanResult:
         """Clean ``job``'s log into ``.cleaned`` segments; raises CleaningAborted or OSError.
 
-        On any error the ``.cleaned`` files written so far are removed.
+        On any error the ``.cleaned`` files written so far are removed. The offset map, grown to the
+        dirty section's keys (up to its share of log.cleaner.dedupe.buffer.size), is released at the
+        end: a worker process lives on between cleanings.
         """
+        try:
+            return self._clean(job)
+        finally:
+            self.offset_map.clear()
+
+    def _clean(self, job: CleanJob) -> CleanResult:
         started = time.monotonic()
         stats = CleanerStats()
         throttler = Throttler(self.io_bytes_per_second, self._check)
         dir = Path(job.dir)
         aborted = _aborted_transactions(dir, job.txn_index_bases, job.segments[0].base_offset if job.segments else 0)
-        self.offset_map.clear()
         self._build_offset_map(job, dir, aborted, throttler, stats)
         if self.offset_map.latest_offset < job.first_dirty_offset - 1:  # no dirty section: the clean one is recopied
             self.offset_map.update_latest_offset(job.first_dirty_offset - 1)  # (tombstones past their horizon go)

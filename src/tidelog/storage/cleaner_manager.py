@@ -540,7 +540,8 @@ def _stopping() -> bool:
 
 
 def _clean_in_worker(job: CleanJob, settings: tuple) -> CleanResult:
-    """One cleaning in a worker process; the offset map is kept for the next one."""
+    """One cleaning in a worker process; the Cleaner is kept for the next one (its offset map is
+    released after each cleaning)."""
     global _worker_cleaner, _worker_map_settings
     map_bytes, load_factor, io_buffer_bytes, io_bytes_per_second = settings
     if _worker_cleaner is None or _worker_map_settings != (map_bytes, load_factor):

@@ -63,6 +63,7 @@ class OffsetMap:
         return self.size / self.max_slots
 
     def clear(self) -> None:
+        """Forget every key and shrink back to the starting size (the grown arrays are freed)."""
         self.latest_offset = -1
         self._allocate(min(_INITIAL_SLOTS, self.max_slots))
 
