@@ -13,6 +13,7 @@ waiting, never a task each. Not thread-safe; the event loop owns them.
 from __future__ import annotations
 
 import asyncio
+import bisect
 from typing import TYPE_CHECKING, Iterable, Protocol
 
 from tidelog.protocol.errors import ErrorCode
@@ -27,12 +28,17 @@ PRUNE_AT = 64  # waiters kept before those already answered (timed out) are forg
 
 
 class AckWaiters:
-    """acks=all appends waiting for the high watermark: (end offset, future of an ErrorCode)."""
+    """acks=all appends waiting for the high watermark: (end offset, future of an ErrorCode),
+    in end offset order (appends come in that order; a late one is inserted in place), so a
+    high watermark move answers a prefix and looks at nothing else: with a producer's hundreds
+    of pipelined requests waiting, each move once walked and rebuilt the whole list, and each
+    new waiter beyond PRUNE_AT did too."""
 
-    __slots__ = ("_waiters",)
+    __slots__ = ("_waiters", "_prune_at")
 
     def __init__(self) -> None:
         self._waiters: list[tuple[int, asyncio.Future]] = []
+        self._prune_at = PRUNE_AT
 
     def __len__(self) -> int:
         return len(self._waiters)
@@ -40,23 +46,27 @@ class AckWaiters:
     def add(self, end_offset: int) -> asyncio.Future:
         """A future answered once the high watermark reaches ``end_offset`` (or the leadership goes)."""
         future = asyncio.get_running_loop().create_future()
-        if len(self._waiters) >= PRUNE_AT:
-            self._waiters = [w for w in self._waiters if not w[1].done()]
-        self._waiters.append((end_offset, future))
+        waiters = self._waiters
+        if len(waiters) >= self._prune_at:  # timed-out waiters of a stuck high watermark: amortised
+            waiters[:] = [w for w in waiters if not w[1].done()]
+            self._prune_at = max(PRUNE_AT, 2 * len(waiters))
+        if waiters and waiters[-1][0] > end_offset:
+            waiters.insert(bisect.bisect_right(waiters, end_offset, key=_end_offset), (end_offset, future))
+        else:
+            waiters.append((end_offset, future))
         return future
 
     def release(self, high_watermark: int) -> None:
         """Answer ErrorCode.none to every waiter whose end offset is at or below ``high_watermark``."""
-        if not self._waiters:
+        waiters = self._waiters
+        if not waiters or waiters[0][0] > high_watermark:
             return
-        still_waiting = []
-        for end_offset, future in self._waiters:
-            if end_offset <= high_watermark:
-                if not future.done():
-                    future.set_result(ErrorCode.none)
-            elif not future.done():
-                still_waiting.append((end_offset, future))
-        self._waiters = still_waiting
+        count = len(waiters) if waiters[-1][0] <= high_watermark else bisect.bisect_right(
+            waiters, high_watermark, key=_end_offset)
+        for _, future in waiters[:count]:
+            if not future.done():
+                future.set_result(ErrorCode.none)
+        del waiters[:count]
 
     def fail(self, error: ErrorCode) -> None:
         """Answer every waiter with ``error``."""
@@ -64,6 +74,10 @@ class AckWaiters:
         for _, future in waiters:
             if not future.done():
                 future.set_result(error)
+
+
+def _end_offset(waiter: tuple[int, asyncio.Future]) -> int:
+    return waiter[0]
 
 
 class ParkedReads:
