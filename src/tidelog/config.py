@@ -519,7 +519,7 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 # Environment variables of ours that are not broker settings.
 _NON_CONFIG_ENV = {"TIDELOG_FAULTS", "TIDELOG_LOG_LEVEL", "TIDELOG_LOG_FORMAT", "TIDELOG_DATA_DIR", "TIDELOG_VENV", "TIDELOG_BOOTSTRAP_SERVER",
-                   "TIDELOG_HOST", "TIDELOG_PORT", "TIDELOG_CLUSTER",
+                   "TIDELOG_HOST", "TIDELOG_PORT", "TIDELOG_CLUSTER", "TIDELOG_CLOCK_SKEW_MS",
                    "TIDELOG_UPDATE_SCREENSHOTS"}
 
 

@@ -10,6 +10,10 @@
   its progress (the target's producer state still names the mover's last sequence, and the batch
   is known to be gone once it has not appeared below the high watermark for twice
   ``replica.lag.time.max.ms``), where it waited for that batch forever before.
+- the target's leader's clock a minute ahead of the delay partition's leaders' (a clock skew between
+  brokers), the delay partition's leader SIGKILLed: the new leader's mover finds the last batch at
+  the target's leader (searched from that batch's own time, the mover's clock, not the time the
+  target's leader appended it by its clock) and goes on from there.
 
 Records are produced by confluent-kafka and read back from the target by kafka-python's and
 confluent-kafka's classic consumers: every record once, none early."""
@@ -243,3 +247,22 @@ def test_a_target_whose_retention_deleted_the_movers_last_batch(edge_cluster):
     assert all(moved >= second[n] for n, moved in got)
     end = target_end(cluster.bootstrap)
     assert sorted(read_target_confluent(cluster.bootstrap, end, start)) == sorted(second)
+
+
+def test_a_target_leader_whose_clock_is_a_minute_ahead(edge_cluster):
+    cluster = edge_cluster
+    skewed = cluster.brokers[2]
+    skewed.kill()
+    skewed.env["TIDELOG_CLOCK_SKEW_MS"] = "60000"
+    skewed.start()
+    admin = create_placed(cluster, {"delays": [1, 3, 2], "target": [2, 3, 1]})
+    due = produce_delayed(cluster.bootstrap, range(0, 40), 1000, seed=25)
+    wait_until(lambda: metric(cluster.brokers[1], "tidelog_delay_topic_records_total", event="moved",
+                              topic="delays") == 40, TIMEOUT_S, interval_s=0.1, message="the first 40 moved")
+    cluster.brokers[1].kill()  # broker 3 has no copy of the mover's progress: it needs the target's batch
+    wait_until(lambda: leader_of(admin, "delays") == 3, TIMEOUT_S, message="broker 3 leading the delay partition")
+    assert leader_of(admin, "target") == 2
+    due.update(produce_delayed(cluster.bootstrap, range(40, 80), 1000, seed=26))
+    assert_moved_exactly_once(cluster.bootstrap, due)
+    assert metric(cluster.brokers[3], "tidelog_delay_topic_records_total", event="moved", topic="delays") == 40
+    assert "is gone" not in cluster.brokers[3].log()

@@ -324,3 +324,33 @@ def test_the_index_keeps_due_times_on_disk_by_bucket(tmp_path):
     assert index.between(NOW + 1000, NOW + 6000, 10) == [(NOW + 5500, 2)]
     index.drop_through(NOW + 999)
     assert index.buckets() == [(NOW + 5500) // 1000]
+
+
+def test_a_stale_local_copy_from_a_clock_ahead_does_not_override_the_targets_batch(tmp_path):
+    """Broker A, its clock a minute ahead, moved records and then rounds with nothing to move (its
+    local copy of the progress is ahead of its last batch in the target); broker B (a correct clock)
+    took the delay partition over, went on from A's last batch and moved newer records, its round's
+    time still below A's copy's (the time moved up to never goes back). A leads again: the target's
+    last batch (B's) is where the mover goes on, not A's older copy with the later time (that moved
+    B's records a second time). A local copy counts only as the continuation of the target's last
+    batch it was written after (the same next sequence)."""
+    async def scenario():
+        clock_a, clock_b, source, target = Clock(), Clock(), Source(), Target()
+        clock_a.now = NOW + 60_000
+        source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"1000")], NOW) for i in range(10)])
+        producer_id = mover_producer_id(uuid.UUID(int=14), 0)
+        a = await mover(source, target, tmp_path / "a", clock_a, producer_id)
+        await run_until_idle(a)
+        clock_a.now += 5000
+        await run_until_idle(a)  # an empty round: A's copy says due <= NOW + 65 s
+        assert target.origin_offsets() == list(range(10))
+        source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"0")], NOW + 2000) for i in range(10, 20)])
+        clock_b.now = NOW + 3000
+        b = await mover(source, target, tmp_path / "b", clock_b, producer_id)
+        await run_until_idle(b)
+        assert target.origin_offsets() == list(range(20))
+        clock_a.now += 1000
+        again = await mover(source, target, tmp_path / "a", clock_a, producer_id)
+        await run_until_idle(again)
+        assert target.origin_offsets() == list(range(20))
+    asyncio.run(scenario())

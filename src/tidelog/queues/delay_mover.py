@@ -29,8 +29,12 @@ Exactly once, across crashes and failovers, without a store of its own:
   on from there: the round's remaining records (i+1..n-1) first, then new rounds, at the next
   sequence. While that batch is not below the target's high watermark yet (a deposed leader's
   last append, not yet replicated), recovery waits (OFFSET_NOT_AVAILABLE, retried). A locally kept
-  copy of (T, O) covers a target whose producer state has forgotten the mover (no move for
-  ``producer.id.expiration.ms``).
+  copy of (T, O), written after every round with the sequence its next batch was to have, is
+  used where it continues that batch (the same sequence: rounds that moved nothing since) and
+  where the target has no batch of the mover (deleted by retention, or a target whose state
+  lost the mover); a copy from an earlier leadership is not taken over the target's batch (its
+  time may be ahead of the target's by a clock skew between brokers, and records moved since
+  by another leader's mover would be moved again).
 - Should a deposed mover still append after that (cut off from the metadata store, it has not
   learnt that it was deposed), the sequence check refuses one of the two movers' batches
   (OUT_OF_ORDER_SEQUENCE_NUMBER), or answers a batch of the same sequence and size as a duplicate
@@ -165,7 +169,9 @@ class DelayMover:
         if header is not None and header[:2] == (self.origin_topic, self.origin_partition):
             found = (MoverState(*header[2:4]), MoverState(*header[4:6]), header[6], header[7])
         self._verify_next = True
-        local = self._read_local_state()
+        local, local_sequence = self._read_local_state()
+        if found is not None and local is not None and local_sequence != self._sequence:
+            local = None  # not written after this batch: an older leadership's (its time may be ahead)
         if batch is None and self._sequence != 0:
             logger.warning("delay mover %s-%d: its last batch in the target is gone (retention or DeleteRecords); going "
                            "on from %s", self.origin_topic, self.origin_partition,
@@ -367,16 +373,21 @@ class DelayMover:
         return found
 
     # --- local copies -----------------------------------------------------------------------------
-    def _read_local_state(self) -> MoverState | None:
+    def _read_local_state(self) -> tuple[MoverState | None, int | None]:
+        """This broker's copy of the mover's state and the sequence its next batch was to have
+        (None from a copy written before copies had it)."""
         try:
             data = json.loads((self.index.directory / STATE_FILE).read_text())
-            return MoverState(int(data["after_ms"]), int(data["below_offset"]))
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
-            return None
+            sequence = data.get("sequence")
+            return MoverState(int(data["after_ms"]), int(data["below_offset"])), \
+                int(sequence) if sequence is not None else None
+        except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
+            return None, None
 
     def _write_local_state(self) -> None:
-        _write_json(self.index.directory / STATE_FILE,
-                    {"after_ms": self.state.after_ms, "below_offset": self.state.below_offset})
+        _write_json(self.index.directory / STATE_FILE, {"after_ms": self.state.after_ms,
+                                                        "below_offset": self.state.below_offset,
+                                                        "sequence": self._sequence})
         self._write_index_complete(self.state.below_offset)
 
     def _read_index_complete(self) -> int | None:

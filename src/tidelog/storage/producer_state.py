@@ -10,7 +10,8 @@ batch (``remove_expired``, run by the broker every
 ``producer.id.expiration.check.interval.ms``), so memory does not grow with every producer id
 ever seen. Producer ids at or above ``BROKER_PRODUCER_IDS`` (2^62) are the broker's own producers,
 one per delay partition (queues/delay_mover.py: its state here is the mover's progress marker, and
-there are as many as delay partitions, not clients): they never expire. The time of a batch is when it was appended here; batches replayed from the log or
+there are as many as delay partitions, not clients): they never expire, and their time is their
+last batch's own timestamp (Kafka's rule for every producer). The time of a batch is when it was appended here; batches replayed from the log or
 appended as a follower count by their max timestamp (not later than now), as Kafka's do.
 
 On disk: ``producer-state.json`` in the partition directory, written on clean shutdown:
@@ -108,6 +109,12 @@ class ProducerState:
         if entry is None or info.producer_epoch > entry.epoch:
             entry = self.producers[info.producer_id] = ProducerEntry(info.producer_epoch)
         entry.batches.append((info.base_sequence, _last_sequence(info), base_offset, info.last_offset_delta))
+        if info.producer_id >= BROKER_PRODUCER_IDS:
+            # A delay mover's (never expired): its last batch's own time, by the mover's clock, so
+            # that a mover on another broker finds the batch by it (ListOffsets) whatever this
+            # broker's clock says.
+            entry.last_timestamp_ms = info.max_timestamp
+            return
         timestamp_ms = now_ms if now_ms is not None else min(info.max_timestamp, wall_clock_ms())
         if timestamp_ms > entry.last_timestamp_ms:
             entry.last_timestamp_ms = timestamp_ms
