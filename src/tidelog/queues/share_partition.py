@@ -120,6 +120,7 @@ _PERSISTED_STATES = {state: _persisted_state(state) for state in RecordState}
 _ACQUIRE = None  # the tag of a range acquire() takes (the ranges it archives are tagged with their reason)
 _FRESH = (RecordState.AVAILABLE, 0, NO_MEMBER, 0, 0)  # Run.fields() of a record never delivered
 _FIRST = attrgetter("first")
+_LAST = attrgetter("last")
 _START = itemgetter(0)
 
 
@@ -221,10 +222,17 @@ class SharePartition:
         """Acknowledged or Archived records at or after the start offset (``start_offset`` when
         given: a transition's, ``Transition.start_offset``), KIP-1226's lag input."""
         start = self.start_offset if start_offset is None else max(start_offset, self.start_offset)
-        total = 0
-        for run in self._runs:
-            if run.state in TERMINAL and run.last >= start:
-                total += run.last - max(run.first, start) + 1
+        runs = self._runs
+        i = runs.index_of(start)  # (what is below it is not walked: an acknowledgement's write moves it past hundreds)
+        if i < len(runs) and runs[i].first < start:
+            run = runs[i]
+            i += 1
+            total = run.last - start + 1 if run.state in TERMINAL else 0
+        else:
+            total = 0
+        for run in runs[i:]:
+            if run.state in TERMINAL:
+                total += run.last - run.first + 1
         return total
 
     def counts_by_state(self) -> dict[str, int]:
@@ -329,25 +337,10 @@ class SharePartition:
         discarded = getattr(policy, "discarded", ())
         if discarded:
             pieces.extend(discarded)
+        if not pieces:
+            return t
         pieces.sort(key=_START)
-        taken: list[Run] = []
-        redelivered = 0
-        archived: dict[ArchiveReason, int] = {}
-        for part, tag in self._isolate_sorted(pieces):
-            if tag is _ACQUIRE:
-                self._begin(t, part)
-                if part.delivery_count > 0:
-                    redelivered += part.last - part.first + 1
-                part.state = RecordState.ACQUIRED
-                part.delivery_count += 1
-                part.member_id = member_id
-                part.lock_deadline_ms = deadline
-                part.available_at_ms = 0
-                taken.append(part)
-            elif part.state == RecordState.AVAILABLE and part.pending is None:
-                self._begin(t, part)
-                archived[tag] = archived.get(tag, 0) + part.last - part.first + 1
-                self._archive(t, part, tag, count=False)
+        taken, redelivered, archived = self._carve(t, pieces, member_id, deadline)
         if not taken and not archived:
             return t
         if redelivered:
@@ -361,6 +354,66 @@ class SharePartition:
         t.acquired = acquired_ranges(((r.first, r.last, r.delivery_count) for r in taken), bounds,
                                      batch_size if mode == AcquireMode.BATCH_OPTIMIZED else None)
         return t
+
+    def _carve(self, t: Transition, pieces: list[tuple[int, int, object]], member_id: str,
+               deadline: int) -> tuple[list[Run], int, dict[ArchiveReason, int]]:
+        """``acquire``'s pieces, (first, last, tag) in offset order, each inside one Available run:
+        tagged ``_ACQUIRE`` they become Acquired by ``member_id`` until ``deadline``, else Archived
+        for the tag's reason; each a new run pending in ``t``, made with its final fields in one walk
+        of the run list (a filter's acquisition has hundreds: a copy, then a change, then a record
+        of each, was most of its cost). The Available rest of a run stays as it was. Returns the
+        acquired runs, how many records were redelivered and the archived counts by reason."""
+        runs = self._runs
+        taken: list[Run] = []
+        archived: dict[ArchiveReason, int] = {}
+        redelivered = 0
+        changed = t.runs
+        available, acquired_state, archived_state = RecordState.AVAILABLE, RecordState.ACQUIRED, RecordState.ARCHIVED
+        begin = i = runs.index_of(pieces[0][0])
+        n = len(runs)
+        rebuilt: list[Run] = []
+        current = saved = None
+        try:
+            for first, last, tag in pieces:
+                while current is None or current.last < first:
+                    if current is not None:
+                        rebuilt.append(current)
+                    if i >= n:
+                        raise RuntimeError(f"no run holds the records {first}-{last} to acquire or archive")
+                    current = runs[i]
+                    i += 1
+                    saved = None
+                if current.first > first or current.last < last or current.state != available \
+                        or current.pending is not None:
+                    raise RuntimeError(f"the records {first}-{last} are not in one Available run: {current!r}")
+                count = current.delivery_count
+                if saved is None:
+                    saved = _FRESH if count == 0 and not current.available_at_ms else current.fields()
+                if current.first < first:  # the records before the piece stay as they are
+                    rebuilt.append(current.copy(current.first, first - 1))
+                if tag is _ACQUIRE:
+                    part = Run(first, last, acquired_state, count + 1, member_id, deadline)
+                    taken.append(part)
+                    if count:
+                        redelivered += last - first + 1
+                else:
+                    part = Run(first, last, archived_state, count)
+                    archived[tag] = archived.get(tag, 0) + last - first + 1
+                    if tag in DEAD_LETTER_REASONS:
+                        t.dead_letters.append(DeadLetter(first, last, count, tag))
+                part.pending = t
+                part.saved = saved
+                rebuilt.append(part)
+                changed.append(part)
+                if current.last == last:
+                    current = None  # every record of it is in a piece: the run itself goes
+                else:
+                    current.first = last + 1
+        finally:  # (also when an invariant failed: the list stays whole)
+            if current is not None:
+                rebuilt.append(current)
+            runs[begin:i] = rebuilt
+        return taken, redelivered, archived
 
     def _defer(self, policy: SelectionPolicy) -> None:
         """What the policy left for later (issue 14, queues/priority.py): records not yet due stay
@@ -486,7 +539,11 @@ class SharePartition:
         """Apply a member's acknowledgements; all or nothing. Raises KafkaError INVALID_REQUEST for a
         malformed batch (or RENEW where ``renew_allowed`` is False: v1, or v2 without IsRenewAck),
         INVALID_RECORD_STATE when a record is not Acquired by this member."""
-        self._validate_acks(member_id, acks, renew_allowed)
+        check_ack_batches(acks, self.start_offset, self.next_offset, renew_allowed)  # INVALID_REQUEST
+        t = self._accept_whole_runs(member_id, acks)
+        if t is not None:
+            return t
+        self._check_acquired(member_id, acks)
         t = Transition()
         renewed: list[Run] = []
         start = self.start_offset
@@ -529,8 +586,63 @@ class SharePartition:
             self._runs.merge_at(first)
         return t
 
-    def _validate_acks(self, member_id: str, acks: Sequence[AckBatch], renew_allowed: bool) -> None:
-        check_ack_batches(acks, self.start_offset, self.next_offset, renew_allowed)
+    def _accept_whole_runs(self, member_id: str, acks: Sequence[AckBatch]) -> Transition | None:
+        """``acknowledge`` when every batch accepts whole runs Acquired by ``member_id`` (what a
+        consumer sends for the ranges it got: with a filter, hundreds of single records): checked
+        and applied in one walk of the runs, no split. None (nothing changed) for anything else,
+        which ``acknowledge`` takes the general way (and its errors). ``acks`` passed check_ack_batches."""
+        runs = self._runs
+        n = len(runs)
+        start = self.start_offset
+        acquired, accept = RecordState.ACQUIRED, AcknowledgeType.ACCEPT
+        accepted: list[Run] = []
+        i = None
+        for ack in acks:
+            last = ack.last_offset
+            if last < start:
+                continue
+            types = ack.acknowledge_types
+            if len(types) != 1 or types[0] != accept:
+                return None
+            first = ack.first_offset if ack.first_offset > start else start
+            if i is None:
+                i = runs.index_of(first)
+            while i < n and runs[i].last < first:  # (the filtered-out records between two acquired ones)
+                i += 1
+            if i >= n or runs[i].first != first:
+                return None  # (offsets before it, or a run straddling the start offset: the general way)
+            while True:
+                run = runs[i]
+                if run.pending is not None or run.state != acquired or run.member_id != member_id \
+                        or run.last > last:
+                    return None
+                accepted.append(run)
+                i += 1
+                if run.last == last:
+                    break
+                if i >= n or runs[i].first != run.last + 1:
+                    return None
+        t = Transition()
+        if not accepted:
+            self._record(t)
+            return t
+        total = 0
+        for run in accepted:
+            run.saved = (acquired, run.delivery_count, member_id, run.lock_deadline_ms, run.available_at_ms)
+            run.pending = t
+            run.state = RecordState.ACKNOWLEDGED
+            run.member_id = NO_MEMBER
+            run.lock_deadline_ms = 0
+            run.available_at_ms = 0
+            total += run.last - run.first + 1
+        t.runs = accepted
+        t.add_count("acknowledged", total)
+        self._record(t)
+        return t
+
+    def _check_acquired(self, member_id: str, acks: Sequence[AckBatch]) -> None:
+        """Every record ``acks`` (which passed check_ack_batches) names is Acquired by ``member_id``
+        and not pending, else KafkaError INVALID_RECORD_STATE."""
         runs = self._runs
         n = len(runs)
         start = self.start_offset
@@ -641,19 +753,18 @@ class SharePartition:
         if t.done:
             raise RuntimeError("transition already committed or rolled back")
         t.done = True
-        low = high = None
-        for run in t.runs:
-            if restore and run.saved is not None:
-                run.set_fields(run.saved)
-            run.pending = None
-            run.saved = None
-            if low is None or run.first < low:
-                low = run.first
-            if high is None or run.last > high:
-                high = run.last
+        changed = t.runs
+        if restore:
+            for run in changed:
+                if run.saved is not None:
+                    run.set_fields(run.saved)
+                run.pending = run.saved = None
+        else:
+            for run in changed:
+                run.pending = run.saved = None
         self._advance_start()
-        if low is not None:
-            self._runs.coalesce(low, high)
+        if changed:
+            self._runs.coalesce(min(map(_FIRST, changed)), max(map(_LAST, changed)))
 
     def _begin(self, t: Transition, run: Run) -> None:
         # (records never delivered share one saved state: not a tuple each of a filter's hundreds)
@@ -675,7 +786,10 @@ class SharePartition:
             t.start_offset = start
         else:
             start = -1  # (records below the start offset, archived when the log start moved, are written as before)
-        for run in sorted(t.runs, key=_FIRST):  # joined by hand: a filter's transitions have hundreds of runs
+        changed = t.runs
+        if changed and max(map(_LAST, changed)) < start:  # (all finished at the start: the start offset says it)
+            changed = ()
+        for run in sorted(changed, key=_FIRST):  # joined by hand: a filter's transitions have hundreds of runs
             if run.last < start:
                 continue
             run_state = _PERSISTED_STATES[run.state]

@@ -29,6 +29,8 @@ from __future__ import annotations
 import struct
 import uuid
 from dataclasses import dataclass, field
+from itertools import starmap
+from operator import itemgetter
 from typing import NamedTuple
 
 from tidelog.protocol.reader import Reader
@@ -112,7 +114,15 @@ def _read_state_batches(r: Reader) -> list[StateBatch]:
 _AVAILABLE_AT_FIELD = uvarint(1) + uvarint(AVAILABLE_AT_TAG) + uvarint(8)
 
 
+_BATCH_UNTAGGED = struct.Struct(">qqbhx")  # a state batch and its empty tagged fields (one 0 byte)
+_OFFSETS_STATE_COUNT = itemgetter(0, 1, 2, 3)
+_AVAILABLE_AT = itemgetter(4)
+
+
 def _state_batches(batches: list[StateBatch]) -> bytes:
+    if not any(map(_AVAILABLE_AT, batches)):  # no retry back-off among them: packed with no Python step a batch
+        return uvarint(len(batches) + 1) + b"".join(starmap(_BATCH_UNTAGGED.pack,
+                                                            map(_OFFSETS_STATE_COUNT, batches)))
     parts = [uvarint(len(batches) + 1)]
     for b in batches:
         parts.append(_BATCH.pack(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count))

@@ -42,6 +42,7 @@ import asyncio
 import logging
 from bisect import bisect_left
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from typing import Awaitable, Callable, Iterable
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -111,6 +112,12 @@ def combine_state_batches(existing: Iterable[StateBatch], new: Iterable[StateBat
     # batches behind the start offset at every write; the walks below cost far more a batch).
     result: list[StateBatch] = sorted([b for b in existing if b.last_offset >= start_offset])
     new = [b for b in new if b.last_offset >= b.first_offset]
+    if new and new[0].first_offset >= start_offset and (not result or result[-1].last_offset < new[0].first_offset):
+        # The usual case (records entering the window, a filter's acquisition): ``new`` after all of
+        # ``existing``; one walk, where the general one below took four.
+        appended = _joined_in_order(result, new, start_offset)
+        if appended is not None:
+            return appended
     if all(a.last_offset < b.first_offset for a, b in zip(new, new[1:])):
         result = _overlay(result, new)  # the usual case (a transition's batches): one walk
         new = []
@@ -141,6 +148,28 @@ def combine_state_batches(existing: Iterable[StateBatch], new: Iterable[StateBat
             merged[-1] = merged[-1]._replace(last_offset=b.last_offset)
         else:
             merged.append(b)
+    return merged
+
+
+def _joined_in_order(existing: list[StateBatch], new: list[StateBatch], start_offset: int) -> list[StateBatch] | None:
+    """``existing`` then ``new`` (every batch of ``existing`` before the first of ``new``, all of
+    ``existing`` ending at or after ``start_offset``), cut at ``start_offset`` and joined as
+    combine_state_batches joins; None when they are not in order (overlapping, unsorted)."""
+    if existing and existing[0].first_offset < start_offset:
+        existing[0] = existing[0]._replace(first_offset=start_offset)
+    merged: list[StateBatch] = []
+    previous = None
+    for batch in chain(existing, new):
+        if previous is not None:
+            if batch.first_offset <= previous.last_offset:
+                return None
+            if batch.first_offset == previous.last_offset + 1 and batch.delivery_state == previous.delivery_state \
+                    and batch.delivery_count == previous.delivery_count \
+                    and batch.available_at_ms == previous.available_at_ms:
+                previous = merged[-1] = previous._replace(last_offset=batch.last_offset)
+                continue
+        merged.append(batch)
+        previous = batch
     return merged
 
 
