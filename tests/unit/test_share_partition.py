@@ -644,7 +644,10 @@ class SharePartitionMachine(RuleBasedStateMachine):
         for first, last, state, count, member in runs:
             assert first <= last and 0 <= count <= LIMIT
             assert (state == RecordState.ACQUIRED) == bool(member) or (state == RecordState.ACQUIRED and member == "")
-        assert len(runs) <= MAX_IN_FLIGHT + 6
+        assert len(window) <= MAX_IN_FLIGHT + 6
+        # Below the start offset (retention moved it) records still held wait for their owner or lock,
+        # with the finished runs between them: more runs than the window can have, never more than records.
+        assert not runs or len(runs) <= sp.next_offset - runs[0][0]
 
     def teardown(self):
         """Consumers that accept everything drain the partition: every record ends accepted or archived."""
