@@ -107,6 +107,10 @@ class Target:
             raise KafkaError(ErrorCode.offset_not_available, "not replicated yet")
         return dict(self.batches)[base], last_sequence + 1
 
+    async def earlier_last_batches(self) -> list[bytes]:
+        batches = dict(self.batches)
+        return [batches[e.batches[-1][2]] for pid, e in self.state.producers.items() if pid < 1 << 62 and e.batches]
+
     async def read(self, offset: int, max_bytes: int) -> bytes:
         out = bytearray()
         for base, data in self.batches:

@@ -34,7 +34,10 @@ Exactly once, across crashes and failovers, without a store of its own:
   where the target has no batch of the mover (deleted by retention, or a target whose state
   lost the mover); a copy from an earlier leadership is not taken over the target's batch (its
   time may be ahead of the target's by a clock skew between brokers, and records moved since
-  by another leader's mover would be moved again).
+  by another leader's mover would be moved again). After an upgrade from the version whose movers
+  had allocated producer ids, the first mover finds the old one's last round header among the
+  target's other producers' last batches (``earlier_last_batches``, where the target is led
+  here).
 - Should a deposed mover still append after that (cut off from the metadata store, it has not
   learnt that it was deposed), the sequence check refuses one of the two movers' batches
   (OUT_OF_ORDER_SEQUENCE_NUMBER), or answers a batch of the same sequence and size as a duplicate
@@ -66,7 +69,7 @@ from tidelog.queues.log_batches import parse_log_batches
 from tidelog.queues.record_attrs import QueueSettings, scan_batch
 from tidelog.storage.producer_state import BROKER_PRODUCER_IDS
 
-__all__ = ["ROUND_HEADER", "DelayMover", "DelaySource", "DelayTarget", "MoverDiverged", "MoverState",
+__all__ = ["MOVER_PRODUCER_IDS", "ROUND_HEADER", "DelayMover", "DelaySource", "DelayTarget", "MoverDiverged", "MoverState",
            "batches", "mover_producer_id"]
 
 logger = logging.getLogger(__name__)
@@ -119,6 +122,11 @@ class DelayTarget(Protocol):
         """Whole batches from the one holding ``offset`` (at least one if there is one), below the
         high watermark."""
 
+    def earlier_last_batches(self) -> Awaitable[list[bytes]]:
+        """The last batch of each producer id below 2^62 that the partition's producer state knows
+        and its log still holds, below the high watermark, where the partition is led by this
+        broker ([] at another broker): an earlier version's movers had such ids."""
+
 
 class MoverState(NamedTuple):
     after_ms: int  # T: every record with offset < below_offset and due <= after_ms is moved
@@ -170,6 +178,8 @@ class DelayMover:
             found = (MoverState(*header[2:4]), MoverState(*header[4:6]), header[6], header[7])
         self._verify_next = True
         local, local_sequence = self._read_local_state()
+        if batch is None and self._sequence == 0 and local_sequence is None:
+            found = await self._earlier_version(local)
         if found is not None and local is not None and local_sequence != self._sequence:
             local = None  # not written after this batch: an older leadership's (its time may be ahead)
         if batch is None and self._sequence != 0:
@@ -197,6 +207,27 @@ class DelayMover:
         logger.info("delay mover %s-%d starts at due <= %d, offset %d, sequence %d%s", self.origin_topic,
                     self.origin_partition, self.state.after_ms, self.state.below_offset, self._sequence,
                     "; rebuilding its index from the log" if self._rebuild_at is not None else "")
+
+    async def _earlier_version(self, local: MoverState | None) -> tuple | None:
+        """Where a mover of the version before movers' producer ids were derived from the delay
+        partition stopped: the latest round header naming this delay partition among the target's
+        other producers' last batches (as that version's recovery looked), if not older than
+        ``local`` (that version's copy). Asked only while this mover's id has no batch in the
+        target and this broker has no copy written by this version."""
+        found = None
+        for batch in await self.target.earlier_last_batches():
+            header = _round_header(batch)
+            if header is None or header[:2] != (self.origin_topic, self.origin_partition):
+                continue
+            candidate = (MoverState(*header[2:4]), MoverState(*header[4:6]), header[6], header[7])
+            if found is None or (candidate[1], candidate[2]) > (found[1], found[2]):
+                found = candidate
+        if found is not None and (local is None or found[1] >= local):
+            logger.info("delay mover %s-%d: going on from the last batch of an earlier version's mover in the target "
+                        "(round to due <= %d, offset %d, record %d of %d)", self.origin_topic, self.origin_partition,
+                        found[1].after_ms, found[1].below_offset, found[2] + 1, found[3])
+            return found
+        return None
 
     # --- one step ---------------------------------------------------------------------------------
     async def step(self) -> int:

@@ -36,7 +36,8 @@ from tidelog.cluster.broker_channel import BrokerChannel
 from tidelog.cluster.waiters import wait_for_data
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.queues.delay_index import DelayIndex
-from tidelog.queues.delay_mover import SEQUENCE_WRAP, DelayMover, MoverDiverged, batches as _batches, mover_producer_id
+from tidelog.queues.delay_mover import (MOVER_PRODUCER_IDS, SEQUENCE_WRAP, DelayMover, MoverDiverged, batches as _batches,
+                                        mover_producer_id)
 
 __all__ = ["DelayTopics"]
 
@@ -221,6 +222,22 @@ class _Target:
                          f"{self.topic}-{self.index} (sequence {producer.last_sequence}) is not below broker "
                          f"{leader}'s high watermark yet (or deleted: taken as gone after "
                          f"{self.gone_after_ms - (now - since)} ms more)")
+
+    async def earlier_last_batches(self) -> list[bytes]:
+        local, _ = self._route()
+        if local is None:
+            return []  # at another broker: each producer's batch would be a search of its own (docs/queues.md)
+        found = []
+        for producer_id, entry in list(local.producer_state.producers.items()):
+            if producer_id >= MOVER_PRODUCER_IDS or not entry.batches:
+                continue
+            _, _, base_offset, last_offset_delta = entry.batches[-1]
+            if base_offset < local.log.log_start_offset or base_offset + last_offset_delta >= local.high_watermark:
+                continue
+            batch = _first_batch(await self.read(base_offset, 1), base_offset)
+            if batch is not None:
+                found.append(batch)
+        return found
 
     async def read(self, offset: int, max_bytes: int):
         local, leader = self._route()
