@@ -60,8 +60,9 @@ def socket_to_page_cache(directory: Path, total_mib: int, sync: bool, timeout_s:
     written to a file in ``directory`` (each MiB once it is whole), with an fdatasync per MiB
     when ``sync`` (as ``balanced`` commits a group). What a broker that keeps what it receives
     in the page cache cannot do with less: copy each byte out of the socket and into a file.
-    ``receiver_cpu_s_per_gb`` is this thread's user + system CPU (its own rusage) per GB; the
-    sender's is ``client_cpu_s``. The file is deleted."""
+    ``receiver_cpu_s_per_gb`` is this thread's user + system CPU (its own rusage) per GB
+    (``receiver_user_s`` and ``receiver_system_s`` apart: the floor is nearly all system time);
+    the sender's is ``client_cpu_s``. The file is deleted."""
     path = Path(directory) / f"socket-reference-{os.getpid()}.bin"
     buffer = bytearray(BLOCK_BYTES)
     view = memoryview(buffer)
@@ -76,7 +77,7 @@ def socket_to_page_cache(directory: Path, total_mib: int, sync: bool, timeout_s:
             connection, _ = listener.accept()
             with connection:
                 connection.settimeout(max(0.1, deadline - time.monotonic()))
-                cpu0 = _thread_cpu_s()
+                user0, system0 = _thread_cpu_s()
                 start = time.perf_counter()
                 filled = 0
                 while time.monotonic() < deadline:
@@ -91,7 +92,7 @@ def socket_to_page_cache(directory: Path, total_mib: int, sync: bool, timeout_s:
                         received += filled
                         filled = 0
                 seconds = time.perf_counter() - start
-                receiver_cpu = _thread_cpu_s() - cpu0
+                user1, system1 = _thread_cpu_s()
         finally:
             os.close(fd)
             path.unlink(missing_ok=True)
@@ -107,16 +108,17 @@ def socket_to_page_cache(directory: Path, total_mib: int, sync: bool, timeout_s:
                                      "ok" if ok else "timeout" if time.monotonic() >= deadline else "failed",
                                      None if ok else errors)
     result["records_per_s"] = None  # blocks, not records: only MB/s is meaningful
-    result["receiver_cpu_s"] = receiver_cpu
+    result["receiver_user_s"], result["receiver_system_s"] = user1 - user0, system1 - system0
+    result["receiver_cpu_s"] = receiver_cpu = result["receiver_user_s"] + result["receiver_system_s"]
     result["receiver_cpu_s_per_gb"] = receiver_cpu / (result["bytes"] / 1e9) if received else None
     return result
 
 
-def _thread_cpu_s() -> float:
-    """User + system CPU seconds of the calling thread (of the process where there is no
+def _thread_cpu_s() -> tuple[float, float]:
+    """User and system CPU seconds of the calling thread (of the process where there is no
     RUSAGE_THREAD)."""
     usage = resource.getrusage(getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF))
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime, usage.ru_stime
 
 
 def fsync_latency(directory: Path, appends: int = 1_000, append_bytes: int = 4096) -> dict:
