@@ -3,8 +3,9 @@
 A log's flush (storage/log.py ``start_flush``) hands out duplicated file descriptors, each
 with its fault target (storage/faults.py); ``sync_fds`` makes them durable and closes them, in
 an executor thread (storage/manager.py spreads one flush job over its threads with
-``split_sync``). Many files (a group commit over many partitions) go to one ``syncfs`` per
-filesystem: one journal commit instead of hundreds. Stateless; safe to call from any thread.
+``split_sync``, and ``run_side_by_side`` hands the job's outcome back once). Many files (a
+group commit over many partitions) go to one ``syncfs`` per filesystem: one journal commit
+instead of hundreds. Stateless; safe to call from any thread.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import threading
+import time
+from concurrent.futures import Executor
+from typing import Callable
 
 from tidelog.storage.faults import faults
 
@@ -61,6 +66,38 @@ def split_sync(fds: list[tuple[int, str]], threads: int) -> list[list[tuple[int,
     if len(fds) <= 1 or (len(fds) >= SYNCFS_MIN_FILES and _syncfs is not None):
         return [fds]
     return [fds[i::threads] for i in range(min(threads, len(fds)))]
+
+
+def run_side_by_side(executor: Executor, calls: list[Callable[[], None]],
+                     on_done: Callable[[BaseException | None, float], None]) -> None:
+    """Run ``calls`` (each syncing its share of one job's files) in ``executor``'s threads side
+    by side; when the last one returns, call ``on_done(error, seconds)`` in that thread: the first
+    exception any of them raised (or None) and the seconds from this call to the last one's end.
+    One hand-back per job (its ``on_done`` posts to the event loop once), instead of a future
+    per thread gathered by a task: every loop turn between the fsync's end and the answer to the
+    produce waiting for it is latency."""
+    started = time.perf_counter()
+    remaining = len(calls)
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def run(call: Callable[[], None]) -> None:
+        nonlocal remaining
+        error = None
+        try:
+            call()
+        except BaseException as e:  # noqa: BLE001 - handed to on_done, which raises it where it is awaited
+            error = e
+        with lock:
+            if error is not None:
+                errors.append(error)
+            remaining -= 1
+            last = remaining == 0
+        if last:
+            on_done(errors[0] if errors else None, time.perf_counter() - started)
+
+    for call in calls:
+        executor.submit(run, call)
 
 
 def sync_fds(fds: list[tuple[int, str]]) -> None:

@@ -40,6 +40,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
 from weakref import WeakKeyDictionary
@@ -50,7 +51,8 @@ from tidelog.storage import gc_policy
 from tidelog.storage.checkpoint import fsync_dir, remove_file, write_checkpoint_file, write_checkpoint_files
 from tidelog.storage.cleaner_manager import CleanerConfig, LogCleaner
 from tidelog.storage.errors import StorageError
-from tidelog.storage.fsync import SYNCFS_MIN_FILES, split_sync, sync_fds, sync_filesystem, syncfs_available
+from tidelog.storage.fsync import (SYNCFS_MIN_FILES, run_side_by_side, split_sync, sync_fds, sync_filesystem,
+                                   syncfs_available)
 from tidelog.storage.log import LogConfig, PartitionLog, PendingFlush
 from tidelog.storage.log_dir import LogDirState
 from tidelog.storage.open_files import OpenFiles
@@ -95,10 +97,12 @@ class LogManager:
         self._dirty: set[PartitionLog] = set()  # appended to since their last flush (not throughput)
         self._sync_requested: dict[PartitionLog, None] = {}  # for the next job (ordered set)
         self._next_sync: asyncio.Future | None = None  # its outcome: None or a StorageError
-        self._sync_runner: asyncio.Task | None = None
+        self._job: asyncio.Future | None = None  # the running job's outcome (one job at a time)
+        self._flushing = False  # between start() and close(): the group commit runs
+        self._kick_scheduled = False
+        self._window_timer: asyncio.TimerHandle | None = None  # a job lingering (flush_interval_ms)
         self._closed = False
         self._deleted: WeakKeyDictionary[PartitionLog, KafkaError] = WeakKeyDictionary()  # why a log went
-        self._wakeup: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
         # Called with (seconds, ok) after each fsync job: the broker's fsync latency metric.
         self.fsync_observer = None
@@ -297,13 +301,13 @@ class LogManager:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._wakeup = asyncio.Event()
+        self._flushing = True
         self._tasks = [
-            asyncio.create_task(self._flusher(), name="tidelog-log-flusher"),
             asyncio.create_task(self._retention_checker(), name="tidelog-retention"),
             asyncio.create_task(self._idle_file_closer(), name="tidelog-idle-files"),
         ]
         self.cleaner.start()
+        self._kick_soon()  # anything appended before the start
 
     def _on_roll(self, log: PartitionLog) -> None:
         # Flush sealed segments soon in every profile, so the recovery point moves on.
@@ -313,8 +317,7 @@ class LogManager:
 
     def _flush_later(self, log: PartitionLog) -> None:
         self._flush_soon.add(log)
-        if self._wakeup is not None:
-            self._wakeup.set()
+        self._kick_soon()
 
     def _on_dirty(self, log: PartitionLog) -> None:
         # Unflushed records are invisible to consumers under balanced and durable (the high
@@ -322,26 +325,45 @@ class LogManager:
         # producer waits (acks=0, follower appends).
         if log.config.durability != "throughput":
             self._dirty.add(log)
-            if self._wakeup is not None:
-                self._wakeup.set()
+            self._kick_soon()
 
-    async def _flusher(self) -> None:
-        assert self._wakeup is not None
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            windowed = self._dirty.union(self._balanced_waiters)
-            window_ms = min((log.config.flush_interval_ms for log in windowed), default=0)
-            if window_ms > 0:  # a linger for more writes; 0 (the default): a natural group commit
-                await asyncio.sleep(window_ms / 1000)
-            logs = self._dirty.union(self._balanced_waiters, self._flush_soon)
-            self._dirty.clear()
-            self._flush_soon.clear()
-            if not logs:
-                continue
-            error = await asyncio.shield(self._sync(logs))
-            for log in logs:
-                self._wake_waiters(log, error)
+    # ---- the group commit (balanced) -------------------------------------------------------
+
+    def _kick_soon(self) -> None:
+        """``_kick`` at the loop's next turn: for callers in the middle of an append (a roll, the
+        first dirty byte), which a flush must not start under."""
+        if self._loop is not None and not self._kick_scheduled:
+            self._kick_scheduled = True
+            self._loop.call_soon(self._kicked)
+
+    def _kicked(self) -> None:
+        self._kick_scheduled = False
+        self._kick()
+
+    def _kick(self) -> None:
+        """Start the group commit's next job now if something waits for one (a produce, a dirty
+        log, a rolled segment) and no job runs: the running job's end calls this again. When a
+        log of the group sets ``flush_interval_ms`` above 0, the job lingers that long first."""
+        if not self._flushing or self._job is not None or self._window_timer is not None:
+            return
+        windowed = self._dirty.union(self._balanced_waiters)
+        window_ms = min((log.config.flush_interval_ms for log in windowed), default=0)
+        if window_ms > 0:  # a linger for more writes; 0 (the default): a natural group commit
+            self._window_timer = self._loop.call_later(window_ms / 1000, self._window_elapsed)
+            return
+        self._start_group_commit()
+
+    def _window_elapsed(self) -> None:
+        self._window_timer = None
+        if self._flushing:
+            self._start_group_commit()
+
+    def _start_group_commit(self) -> None:
+        logs = self._dirty.union(self._balanced_waiters, self._flush_soon)
+        self._dirty.clear()
+        self._flush_soon.clear()
+        if logs:
+            self._sync(logs)  # its end answers the logs' waiters (_job_finished)
 
     def _wake_waiters(self, log: PartitionLog, error: StorageError | None = None) -> None:
         if error is not None:
@@ -360,9 +382,7 @@ class LogManager:
             else:
                 still_waiting.append((offset, future))
         if still_waiting:
-            self._balanced_waiters[log] = still_waiting
-            if self._wakeup is not None:
-                self._wakeup.set()
+            self._balanced_waiters[log] = still_waiting  # for the next job (_job_finished kicks it)
         else:
             del self._balanced_waiters[log]
 
@@ -403,7 +423,8 @@ class LogManager:
     # ---- durability ----------------------------------------------------------------------
 
     def _sync(self, logs: Iterable[PartitionLog]) -> asyncio.Future:
-        """The outcome (None, or the StorageError) of the next fsync job, which covers ``logs``."""
+        """The outcome (None, or the StorageError) of the next fsync job, which covers ``logs``:
+        it starts now when no job runs, else when the running one ends."""
         if self._closed:
             future = asyncio.get_running_loop().create_future()
             future.set_result(StorageError("log manager closed"))
@@ -412,33 +433,52 @@ class LogManager:
         if self._next_sync is None:
             self._next_sync = asyncio.get_running_loop().create_future()
         future = self._next_sync
-        if self._sync_runner is None or self._sync_runner.done():
-            self._sync_runner = asyncio.ensure_future(self._run_syncs())
+        if self._job is None:
+            self._start_job()
         return future
 
-    async def _run_syncs(self) -> None:
-        """Run the requested fsync jobs one after another (see the module docstring)."""
-        while self._sync_requested:
-            logs = list(self._sync_requested)
-            self._sync_requested.clear()
-            outcome, self._next_sync = self._next_sync, None
-            error: StorageError | None = None
-            try:
-                await self._flush_logs(logs)
-            except StorageError as e:
-                error = e
-            except Exception as e:  # a bug: answer the waiters rather than leave them hanging
-                logger.exception("fsync job failed")
-                error = StorageError(f"fsync job failed: {e}")
-            outcome.set_result(error)
+    def _start_job(self) -> None:
+        """Start the requested fsync job (none runs): ``start_flush`` of each log here, the
+        syncs in the executor's threads, whose last one posts ``_job_synced`` to the loop once."""
+        logs = list(self._sync_requested)
+        self._sync_requested.clear()
+        outcome, self._next_sync = self._next_sync, None
+        self._job = outcome
+        syncfs = len(logs) >= SYNCFS_MIN_FILES and syncfs_available()
+        pendings: list[tuple[PartitionLog, PendingFlush]] = []
+        try:
+            pendings = self._start_flushes(logs, syncfs)
+            if pendings:
+                if syncfs:
+                    calls = [partial(sync_filesystem, self._open_fs_fd(),
+                                     [target for _, pending in pendings for target in pending.targets])]
+                else:
+                    parts = split_sync([fd for _, pending in pendings for fd in pending.fds], FSYNC_THREADS)
+                    calls = [partial(sync_fds, part) for part in parts]
+                loop = self._loop or asyncio.get_running_loop()
+                run_side_by_side(self._executor, calls, lambda error, seconds: loop.call_soon_threadsafe(
+                    self._job_synced, logs, pendings, error, seconds))
+                return
+        except StorageError as e:
+            self._job_finished(logs, e, ran=False)
+            return
+        except OSError as e:  # opening the data directory for syncfs
+            for log, pending in pendings:
+                log.finish_flush(pending, e)
+            self._job_finished(logs, self.log_dir.error(), ran=False)
+            return
+        except Exception as e:  # a bug: answer the waiters rather than leave them hanging
+            logger.exception("fsync job failed")
+            self._job_finished(logs, StorageError(f"fsync job failed: {e}"), ran=False)
+            return
+        self._job_finished(logs, None, ran=False)  # nothing to sync
 
-    async def _flush_logs(self, logs: list[PartitionLog]) -> None:
-        """fsync the given logs in one executor job; raise StorageError if it failed."""
+    def _start_flushes(self, logs: list[PartitionLog], syncfs: bool) -> list[tuple[PartitionLog, PendingFlush]]:
+        """``start_flush`` of each open log (many logs: for one syncfs, no descriptor duplicated
+        per file: thousands of partitions would need as many again as they hold). Raises
+        StorageError, having accounted for every flush it started."""
         if self.offline:
             raise self.log_dir.error()
-        # Many logs: one syncfs, and no descriptor duplicated per file (thousands of partitions
-        # would need as many again as they hold).
-        syncfs = len(logs) >= SYNCFS_MIN_FILES and syncfs_available()
         pendings: list[tuple[PartitionLog, PendingFlush]] = []
         try:
             for log in logs:
@@ -452,45 +492,60 @@ class LogManager:
                     os.close(fd)
                 log.finish_flush(pending, e)
             raise
-        if not pendings:
-            return
-        started = time.perf_counter()
-        try:
-            if syncfs:
-                await asyncio.get_running_loop().run_in_executor(
-                    self._executor, sync_filesystem, self._open_fs_fd(),
-                    [target for _, pending in pendings for target in pending.targets])
-            else:
-                await self._sync_files([fd for _, pending in pendings for fd in pending.fds])
-        except OSError as e:
-            if self.fsync_observer is not None:
-                self.fsync_observer(time.perf_counter() - started, False)
-            for log, pending in pendings:
-                log.finish_flush(pending, e)
-            raise self.log_dir.error() from e
-        if self.fsync_observer is not None:
-            self.fsync_observer(time.perf_counter() - started, True)
-        failed: StorageError | None = None
-        for log, pending in pendings:
-            before = log.durable_offset
-            try:
-                log.finish_flush(pending)
-            except StorageError as e:
-                failed = e
-            if log.durable_offset > before and self.on_durable is not None:
-                self.on_durable(log)
-        if failed is not None:
-            raise failed
+        return pendings
 
-    async def _sync_files(self, fds: list[tuple[int, str]]) -> None:
-        """Sync (and close) the job's descriptors; every thread finishes before an error is raised."""
-        loop = asyncio.get_running_loop()
-        parts = split_sync(fds, FSYNC_THREADS)
-        outcomes = await asyncio.gather(*(loop.run_in_executor(self._executor, sync_fds, part)
-                                          for part in parts), return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+    def _job_synced(self, logs: list[PartitionLog], pendings: list[tuple[PartitionLog, PendingFlush]],
+                    error: BaseException | None, seconds: float) -> None:
+        """On the loop, once a job's syncs have returned: account for each log's flush, then
+        answer its waiters (``_job_finished``)."""
+        if self.fsync_observer is not None:
+            self.fsync_observer(seconds, error is None)
+        outcome: StorageError | None = None
+        try:
+            if error is not None:
+                for log, pending in pendings:
+                    log.finish_flush(pending, error)
+                if not isinstance(error, OSError):
+                    raise error
+                outcome = self.log_dir.error()
+            else:
+                for log, pending in pendings:
+                    before = log.durable_offset
+                    try:
+                        log.finish_flush(pending)
+                    except StorageError as e:
+                        outcome = e
+                    if log.durable_offset > before and self.on_durable is not None:
+                        self.on_durable(log)
+        except Exception as e:  # a bug: answer the waiters rather than leave them hanging
+            logger.exception("fsync job failed")
+            outcome = StorageError(f"fsync job failed: {e}")
+        self._job_finished(logs, outcome, ran=True)
+
+    def _job_finished(self, logs: list[PartitionLog], error: StorageError | None, ran: bool) -> None:
+        """A job's end: its outcome to those who asked for it, its logs' balanced waiters answered,
+        then the next job: at once after a job that synced (what was appended meanwhile), at the
+        next turn after one that had nothing to sync (so a log that cannot be flushed does not
+        loop here)."""
+        outcome, self._job = self._job, None
+        if outcome is not None and not outcome.done():
+            outcome.set_result(error)
+        for log in logs:
+            if log in self._balanced_waiters:
+                self._wake_waiters(log, error)
+        if not ran:
+            if self._sync_requested:
+                asyncio.get_running_loop().call_soon(self._start_next_job)
+            self._kick_soon()
+            return
+        if self._sync_requested:
+            self._start_job()
+        else:
+            self._kick()
+
+    def _start_next_job(self) -> None:
+        if self._job is None and self._sync_requested:
+            self._start_job()
 
     async def wait_durable(self, log: PartitionLog, offset: int) -> None:
         """Return once every offset below ``offset`` of ``log`` is durable under its profile.
@@ -508,20 +563,22 @@ class LogManager:
                 if error is not None:
                     raise error
             return
-        if self._wakeup is None:
+        if not self._flushing:
             raise RuntimeError("LogManager.start() was not called")
         if self.offline:
             raise self.log_dir.error()
         future = asyncio.get_running_loop().create_future()
         self._balanced_waiters.setdefault(log, []).append((offset, future))
-        self._wakeup.set()
+        self._kick()
         await future
 
     async def wait_durable_many(self, targets: list[tuple[PartitionLog, int]]) -> None:
         """``wait_durable`` for many partitions at once (a produce request's).
 
         Registers one future per partition still waiting, instead of a coroutine and a task each:
-        with hundreds of partitions per request that difference showed in profiles.
+        with hundreds of partitions per request that difference showed in profiles. The group
+        commit's job starts here when none runs (not at a later loop turn), and one future is
+        awaited as it is (a gather would add a turn before the answer).
         """
         futures: list[asyncio.Future] = []
         registered = False
@@ -532,7 +589,7 @@ class LogManager:
             if durability == "durable":
                 futures.append(asyncio.ensure_future(self.wait_durable(log, offset)))
                 continue
-            if self._wakeup is None:
+            if not self._flushing:
                 raise RuntimeError("LogManager.start() was not called")
             if self.offline:
                 raise self.log_dir.error()
@@ -541,8 +598,10 @@ class LogManager:
             futures.append(future)
             registered = True
         if registered:
-            self._wakeup.set()
-        if futures:
+            self._kick()
+        if len(futures) == 1:
+            await futures[0]
+        elif futures:
             await asyncio.gather(*futures)
 
     def pending_durability_waits(self) -> int:
@@ -583,8 +642,12 @@ class LogManager:
             except asyncio.CancelledError:
                 pass
         self._tasks = []
-        if self._sync_runner is not None:
-            await asyncio.shield(self._sync_runner)  # the job in flight finishes first
+        self._flushing = False
+        if self._window_timer is not None:
+            self._window_timer.cancel()
+            self._window_timer = None
+        while self._job is not None:  # the job in flight finishes first, and those asked for meanwhile
+            await asyncio.shield(self._job)
         self._closed = True
         logs = self.logs()
         synced = await self._sync_for_close(logs)
