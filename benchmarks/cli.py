@@ -47,6 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tidelog-ref", help="run Tidelog from this commit's src/ (git archive) instead of the working tree")
     p.add_argument("--tidelog-set", action="append", default=[], metavar="KEY=VALUE",
                    help="an extra broker setting for every Tidelog target (repeatable; for A/B runs)")
+    p.add_argument("--ack-latency", action="store_true",
+                   help="latency rows also time each record from produce() to its acknowledgement (a Python "
+                        "delivery callback a record in the producer's loop)")
     p.add_argument("--update-doc", action="store_true",
                    help="write the generated tables into BENCHMARKS.md and the plot to benchmarks/throughput.png")
     args = p.parse_args(argv)
@@ -208,6 +211,10 @@ def main(argv=None) -> int:
         from benchmarks.peers import Tidelog
 
         Tidelog.use_ref(args.tidelog_ref, tmp_root / "tidelog-src")
+    if args.ack_latency:
+        from benchmarks.peers import KafkaTarget
+
+        KafkaTarget.ack_latency = True
     if args.tidelog_set:
         from benchmarks.peers import Tidelog
 

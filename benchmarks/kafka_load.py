@@ -316,9 +316,9 @@ def consume_group(bootstrap: str, topic: str, records: int, record_bytes: int, t
 
 
 def latency(bootstrap: str, topic: str, rate: int, seconds: float, record_bytes: int, acks: str, timeout_s: float,
-            acknowledgements: bool = False) -> dict:
+            acknowledgements: bool = False, linger_ms: float = LATENCY_LINGER_MS) -> dict:
     """End-to-end latency at a fixed rate: a producer paced to ``rate`` records/s for
-    ``seconds`` (linger.ms=1), each value stamped with perf_counter_ns; a consumer in a
+    ``seconds`` (``linger_ms``), each value stamped with perf_counter_ns; a consumer in a
     thread of the same process, assigned to partition 0, subtracts the stamp on arrival.
     ``acknowledgements``: also each record's time from produce() to its acknowledgement
     (librdkafka's message latency), ``ack_latency_ms``: the produce side of the end-to-end time."""
@@ -361,7 +361,7 @@ def latency(bootstrap: str, topic: str, rate: int, seconds: float, record_bytes:
             acked_s.append(took)
 
     extra = {"delivery.report.only.error": False, "on_delivery": on_acknowledged} if acknowledgements else {}
-    producer = ck.Producer({"bootstrap.servers": bootstrap, "acks": acks, **PRODUCER_SETTINGS, "linger.ms": LATENCY_LINGER_MS,
+    producer = ck.Producer({"bootstrap.servers": bootstrap, "acks": acks, **PRODUCER_SETTINGS, "linger.ms": linger_ms,
                             "error_cb": lambda err: None, **extra})
     padding = os.urandom(max(0, record_bytes - 8))
     pack = struct.Struct(">q").pack

@@ -76,6 +76,7 @@ class Target:
 
 class KafkaTarget(Target):
     bootstrap = ""
+    ack_latency = False  # --ack-latency: latency rows also time each record's produce() -> acknowledgement
 
     def supports(self, workload: Workload) -> bool:
         return True
@@ -99,7 +100,7 @@ class KafkaTarget(Target):
 
     def latency(self, topic, workload, timeout_s):
         return kafka_load.latency(self.bootstrap, topic, workload.rate, workload.seconds, workload.record_bytes,
-                                  workload.acks, timeout_s)
+                                  workload.acks, timeout_s, acknowledgements=self.ack_latency, linger_ms=workload.linger_ms)
 
 
 class Tidelog(KafkaTarget):

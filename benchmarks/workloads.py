@@ -15,6 +15,7 @@ class Workload:
     share: bool = False  # the N consumers are ShareConsumers of a share group (benchmarks/share_groups.py)
     rate: int = 0  # >0: an end-to-end latency run at this many records/s ...
     seconds: float = 0.0  # ... for this long
+    linger_ms: float = 1.0  # the latency producer's linger.ms (kafka_load.LATENCY_LINGER_MS; 0: send at once)
 
     @property
     def is_latency(self) -> bool:
@@ -34,7 +35,7 @@ class Workload:
     def describe(self) -> str:
         if self.is_latency:
             return (f"{self.record_bytes} B records, acks={self.acks}, {self.rate:,}/s for {self.seconds:g} s, "
-                    "producer linger.ms=1, end-to-end latency to a consumer in the same process")
+                    f"producer linger.ms={self.linger_ms:g}, end-to-end latency to a consumer in the same process")
         reader = f"a group of {self.consumers} consumers (subscribe)" if self.consumers else "one consumer (assign)"
         if self.share:
             reader = f"a share group of {self.consumers} ShareConsumer(s) (implicit acknowledgement)"
@@ -55,5 +56,10 @@ WORKLOADS = {w.name: w for w in (
     Workload("lat-5k", 1024, "all", rate=5_000, seconds=10),
     Workload("lat-20k", 1024, "all", rate=20_000, seconds=10),
     Workload("lat-50k", 1024, "all", rate=50_000, seconds=10),
+    # The same shapes as a user who chooses latency sets the producer: linger.ms=0, a request
+    # as soon as the previous one is out (records that arrive meanwhile share the next).
+    Workload("lat-5k-linger0", 1024, "all", rate=5_000, seconds=10, linger_ms=0),
+    Workload("lat-20k-linger0", 1024, "all", rate=20_000, seconds=10, linger_ms=0),
 )}
-DEFAULT_WORKLOADS = "1k-acks-all,100b-acks-1,1k-acks-all-p16,100b-acks-1-p16,1k-acks-all-p256,1k-p6-group3,1k-p6-share1,1k-p6-share3,lat-5k,lat-20k,lat-50k"
+DEFAULT_WORKLOADS = ("1k-acks-all,100b-acks-1,1k-acks-all-p16,100b-acks-1-p16,1k-acks-all-p256,1k-p6-group3,1k-p6-share1,"
+                     "1k-p6-share3,lat-5k,lat-20k,lat-50k,lat-5k-linger0,lat-20k-linger0")
