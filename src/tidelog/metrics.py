@@ -135,6 +135,14 @@ class BrokerMetrics:
         # Cluster mode: replication and the controller.
         self.isr_shrinks = Counter("tidelog_isr_shrinks", "ISR shrinks of partitions this broker leads.", registry=r)
         self.isr_expands = Counter("tidelog_isr_expands", "ISR expansions of partitions this broker leads.", registry=r)
+        self.follower_flushes = Counter(
+            "tidelog_follower_flushes",
+            "Flushes of the partitions this broker follows, by why: interval or bytes (replica.flush.interval.ms / .bytes), "
+            "leader (a follower became leader and flushed what it held).", ["reason"], registry=r,
+        )
+        self.follower_unflushed_bytes = Gauge(
+            "tidelog_follower_unflushed_bytes", "Bytes this broker copied as a follower that no flush has covered yet.", registry=r
+        )
         self.controller_changes = Counter(
             "tidelog_controller_changes", "Controller changes this broker saw (a new controller, or none).", registry=r
         )

@@ -211,15 +211,24 @@ class Partition:
     def make_leader(self, state: "PartitionState", now_ms: int | None = None, log_level: int = logging.INFO) -> None:
         """Lead at ``state``'s leader epoch: the epoch starts at the log end; every replica
         counts as caught up now (it has ``replica.lag.time.max.ms`` to show it). ``log_level``:
-        DEBUG in a bulk take-up (the replica manager logs a summary)."""
+        DEBUG in a bulk take-up (the replica manager logs a summary).
+
+        What a follower copied and has not flushed yet (its flushes follow a schedule) goes into
+        the next fsync now, and its appends as leader start group fsyncs again; the high
+        watermark it had as a follower is cut to what it has made durable (under balanced and
+        durable), so consumers read nothing the new leader could lose in a power loss, and it
+        moves up with that fsync (docs/storage.md)."""
         was_leading = self.leading
         if was_leading:
             self.ack_waiters.fail(ErrorCode.not_leader_or_follower)
+        if self.log.flush_deferred:
+            self.log.flush_deferred = False
+            self.logs.flush_soon(self.log)
         self.epoch_cache.assign(state.leader_epoch, self.log.log_end_offset)
         self.leader_epoch_start_offset = self.log.log_end_offset
         self.state = state
         self.leading = True
-        self.high_watermark = min(self.high_watermark, self.log.log_end_offset)
+        self.high_watermark = min(self.high_watermark, self.log.durable_end_offset)
         now = now_ms if now_ms is not None else monotonic_ms()
         self.follower_end_offsets = {}
         self.last_fetch = {}

@@ -55,6 +55,9 @@ class FollowerReplicas(Protocol):
 
     def get(self, topic: str, partition: int) -> "Partition | None": ...
 
+    def follower_appended(self, partition: "Partition", appended: int) -> None:
+        """``appended`` bytes were appended to ``partition`` (its flush is scheduled there)."""
+
 
 class Fetcher:
     """Fetches every partition this broker follows from one leader broker.
@@ -256,10 +259,13 @@ class Fetcher:
                 if p.error_code == ErrorCode.none:
                     if p.records:
                         try:
-                            partition.append_as_follower(p.records, p.high_watermark)
+                            appended = partition.append_as_follower(p.records, p.high_watermark)
                         except InvalidBatch as e:
+                            manager.follower_appended(partition, 0)  # the intact batches before it
                             self._append_failed(key, e)
                             continue
+                        if appended:
+                            manager.follower_appended(partition, appended)
                         self._reported.pop(key, None)
                     else:
                         partition.set_follower_high_watermark(p.high_watermark)

@@ -13,7 +13,11 @@ with the log end for ``replica.lag.time.max.ms`` leaves) by compare-and-swap in 
 stale leader's write fails. Follower side: one ``Fetcher`` task per leader broker
 (cluster/replica_fetcher.py), fetching all the partitions followed from it in one long-polling
 Fetch; each Partition appends its leader's batches with their offsets as they are and
-truncates a divergent tail where the fetcher found one. High watermarks: every ``replica.high.watermark.checkpoint.interval.ms``
+truncates a divergent tail where the fetcher found one. A follower's appends start no fsync of
+their own (nothing waits for one): this manager flushes the followed partitions it copied into
+every ``replica.flush.interval.ms``, or sooner once they hold ``replica.flush.interval.bytes``
+no flush covers, and a follower that becomes leader flushes everything first
+(``Partition.make_leader``; docs/storage.md says what must be durable when). High watermarks: every ``replica.high.watermark.checkpoint.interval.ms``
 and at shutdown into ``<data dir>/replication-offset-checkpoint`` (Kafka's file,
 storage/offset_checkpoint.py), read back at start. Idempotent
 producers idle for ``producer.id.expiration.ms`` are forgotten every
@@ -51,6 +55,7 @@ BULK_TAKE_UP = 20  # applying more replicas at once than this logs one summary l
 class IsrMetrics(Protocol):
     isr_shrinks: object  # prometheus Counters
     isr_expands: object
+    follower_flushes: object  # by reason: interval, bytes, leader
 
 
 class ReplicaManager:
@@ -68,6 +73,11 @@ class ReplicaManager:
         self.partitions: dict[tuple[str, int], Partition] = {}
         self.fetchers: dict[int, Fetcher] = {}
         self.lag_max_ms = config["replica.lag.time.max.ms"]
+        self.flush_interval_ms = config["replica.flush.interval.ms"]  # 0: a follower fsyncs after each fetch
+        self.flush_interval_bytes = config["replica.flush.interval.bytes"]
+        self._unflushed: set[tuple[str, int]] = set()  # followed partitions appended to since their last flush
+        self.follower_unflushed_bytes = 0  # what they appended meanwhile
+        self._flush_due = asyncio.Event()  # set once follower_unflushed_bytes reaches the bytes bound
         self._checkpointed_high_watermarks: dict[tuple[str, int], int] = {}
         self._dirty: set[tuple[str, int]] = set()
         self._applied_configs: dict[str, dict] = {}
@@ -97,6 +107,7 @@ class ReplicaManager:
         self._tasks = [asyncio.create_task(self._apply_loop(), name="replica-apply"),
                        asyncio.create_task(self._isr_shrink_loop(), name="isr-shrink"),
                        asyncio.create_task(self._checkpoint_loop(), name="hw-checkpoint"),
+                       asyncio.create_task(self._follower_flush_loop(), name="follower-flush"),
                        asyncio.create_task(self._expire_producers(), name="producer-expiry")]
 
     async def stop(self) -> None:
@@ -224,6 +235,46 @@ class ReplicaManager:
                     written = text
                 except OSError as e:
                     logger.error("cannot write %s: %s", self._checkpoint_path, e)
+
+    # ---- follower flushes --------------------------------------------------------------------
+    def follower_appended(self, partition: Partition, appended: int) -> None:
+        """The fetcher appended ``appended`` bytes to a followed partition: flush it on schedule
+        (sooner once the followers hold ``replica.flush.interval.bytes`` unflushed)."""
+        log = partition.log
+        if not log.flush_deferred or log.config.durability == "throughput":
+            return  # interval 0: its own group fsync covers it; throughput: never fsynced
+        self._unflushed.add(partition.key)
+        self.follower_unflushed_bytes += appended
+        if self.follower_unflushed_bytes >= self.flush_interval_bytes:
+            self._flush_due.set()
+
+    async def _follower_flush_loop(self) -> None:
+        interval_s = self.flush_interval_ms / 1000
+        if interval_s <= 0:
+            return
+        while True:
+            reason = "bytes"
+            try:
+                await asyncio.wait_for(self._flush_due.wait(), interval_s)
+            except asyncio.TimeoutError:
+                reason = "interval"
+            self._flush_due.clear()
+            self.flush_followers(reason)
+
+    def flush_followers(self, reason: str) -> int:
+        """Put every followed partition appended to since its last flush into the log manager's
+        next fsync job; how many. The job runs as the group commit's do, one at a time."""
+        keys, self._unflushed = self._unflushed, set()
+        self.follower_unflushed_bytes = 0
+        flushed = 0
+        for key in keys:
+            partition = self.partitions.get(key)
+            if partition is not None and partition.log.flush_deferred and not partition.log.closed:
+                self.logs.flush_soon(partition.log)
+                flushed += 1
+        if flushed and self.isr_metrics is not None:
+            self.isr_metrics.follower_flushes.labels(reason).inc()
+        return flushed
 
     # ---- producers -------------------------------------------------------------------------
     async def _expire_producers(self) -> None:
@@ -376,6 +427,8 @@ class ReplicaManager:
             self._stop_following(key)
             if not partition.leading or partition.state.leader_epoch != state.leader_epoch:
                 was_leading = partition.leading
+                if partition.log.flush_deferred and self.isr_metrics is not None:
+                    self.isr_metrics.follower_flushes.labels("leader").inc()  # make_leader flushes it
                 partition.make_leader(state, log_level=logging.INFO if self._took_up is None else logging.DEBUG)
                 if self._took_up is not None:
                     self._took_up["leader"] += 1
@@ -392,6 +445,8 @@ class ReplicaManager:
             return
         self._stop_following(key)
         partition.make_follower(state)
+        # Its appends wait for the flush schedule (with interval 0 each starts a group fsync).
+        partition.log.flush_deferred = self.flush_interval_ms > 0
         if state.leader >= 0:
             fetcher = self.fetchers.get(state.leader)
             if fetcher is None:

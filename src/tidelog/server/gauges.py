@@ -94,6 +94,7 @@ def _refresh_cluster_gauges(metrics: "BrokerMetrics", store: "MetadataStore", re
     led = [p.state for p in replicas.partitions.values() if p.leading]
     metrics.leader_partitions.set(len(led))
     metrics.under_replicated.set(sum(1 for s in led if len(s.isr) < len(s.target_replicas)))
+    metrics.follower_unflushed_bytes.set(replicas.follower_unflushed_bytes)
     metrics.replica_lag.clear()
     for topic, partition, replica, lag in replicas.replica_lags():
         metrics.replica_lag.labels(topic, str(partition), str(replica)).set(lag)

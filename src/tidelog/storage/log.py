@@ -88,6 +88,9 @@ class PartitionLog(LogFlushing):
         self._roll_jitter_ms = config.random_segment_jitter_ms()
         self.on_roll: Callable[[PartitionLog], None] | None = None  # set by the LogManager
         self.on_dirty: Callable[[PartitionLog], None] | None = None  # likewise
+        # A follower's log (set by the replica manager): its appends start no group fsync; it is
+        # flushed on the replica flush schedule and before it leads (docs/storage.md).
+        self.flush_deferred = False
         # What small files of the partition hold (file name -> text), as far as this log wrote or
         # was told (the leader-epoch cache's read): kept over a clean stop, so a start reads none.
         self.file_texts: dict[str, str] = {}

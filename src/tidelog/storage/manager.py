@@ -315,6 +315,11 @@ class LogManager:
         if log.config.compact:
             self.cleaner.wake()
 
+    def flush_soon(self, log: PartitionLog) -> None:
+        """Put ``log`` in the next fsync job (a follower's, on the replica flush schedule or
+        before it leads); ``on_durable`` tells when its durable offset moved."""
+        self._flush_later(log)
+
     def _flush_later(self, log: PartitionLog) -> None:
         self._flush_soon.add(log)
         self._kick_soon()
@@ -322,8 +327,9 @@ class LogManager:
     def _on_dirty(self, log: PartitionLog) -> None:
         # Unflushed records are invisible to consumers under balanced and durable (the high
         # watermark stops at the durable offset): flush them in the next group fsync even when no
-        # producer waits (acks=0, follower appends).
-        if log.config.durability != "throughput":
+        # producer waits (acks=0). A follower's log (flush_deferred) waits for the replica manager's
+        # flush schedule instead: nothing waits for its fsync.
+        if log.config.durability != "throughput" and not log.flush_deferred:
             self._dirty.add(log)
             self._kick_soon()
 
