@@ -129,3 +129,20 @@ def test_snapshots_of_many_partitions_written_at_once_load_back(tmp_path, monkey
     assert fsyncs == [] or not syncfs_available()
     for log in logs:
         assert ProducerState.load(log).check(info(0, count=2)) == 0
+
+
+def test_delay_movers_producer_ids_never_expire_but_stay_bounded():
+    """Producer ids from 2^62 are the delay movers' (their state is a mover's progress): they do not
+    expire, and their time is the batch's own. A client sending batches with ids in that range
+    cannot grow the state without bound: beyond the most recent BROKER_PRODUCERS_KEPT of them,
+    they expire as any other."""
+    from tidelog.storage.producer_state import BROKER_PRODUCER_IDS, BROKER_PRODUCERS_KEPT
+    state = ProducerState()
+    mover = BROKER_PRODUCER_IDS + 5
+    state.update(info(0, pid=mover, timestamp_ms=77_000), 0, now_ms=10_000)
+    assert state.producers[mover].last_timestamp_ms == 77_000
+    assert state.remove_expired(now_ms=77_000 + 10 * DAY_MS, expiration_ms=DAY_MS) == 0
+    for n in range(BROKER_PRODUCERS_KEPT + 50):  # forged ones, later than the mover's batch
+        state.update(info(0, pid=BROKER_PRODUCER_IDS + 1000 + n, timestamp_ms=78_000 + n), 1 + n, now_ms=10_000)
+    assert state.remove_expired(now_ms=78_000 + 10 * DAY_MS, expiration_ms=DAY_MS) == 51
+    assert len(state.producers) == BROKER_PRODUCERS_KEPT and mover not in state.producers

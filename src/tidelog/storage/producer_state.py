@@ -11,7 +11,8 @@ batch (``remove_expired``, run by the broker every
 ever seen. Producer ids at or above ``BROKER_PRODUCER_IDS`` (2^62) are the broker's own producers,
 one per delay partition (queues/delay_mover.py: its state here is the mover's progress marker, and
 there are as many as delay partitions, not clients): they never expire, and their time is their
-last batch's own timestamp (Kafka's rule for every producer). The time of a batch is when it was appended here; batches replayed from the log or
+last batch's own timestamp (Kafka's rule for every producer). A client may send any id, so only the
+``BROKER_PRODUCERS_KEPT`` most recent of them are kept that way: memory stays bounded. The time of a batch is when it was appended here; batches replayed from the log or
 appended as a follower count by their max timestamp (not later than now), as Kafka's do.
 
 On disk: ``producer-state.json`` in the partition directory, written on clean shutdown:
@@ -41,6 +42,7 @@ SNAPSHOT_FILE = "producer-state.json"
 BATCHES_KEPT = 5  # Kafka keeps the metadata of the last five batches per producer
 SEQUENCE_WRAP = 2**31
 BROKER_PRODUCER_IDS = 1 << 62  # the delay movers' producer ids are at or above this; allocated ones count up from 0
+BROKER_PRODUCERS_KEPT = 1000  # at most this many of those never expire (the most recent): a client can send any id
 
 
 class ProducerEntry:
@@ -122,8 +124,13 @@ class ProducerState:
     def remove_expired(self, now_ms: int, expiration_ms: int, keep=None) -> int:
         """Forget producers whose last batch is ``expiration_ms`` old or older, except the broker's
         own and those ``keep(producer_id)`` is true for (an open transaction); return how many."""
+        brokers = [pid for pid in self.producers if pid >= BROKER_PRODUCER_IDS]
+        if len(brokers) > BROKER_PRODUCERS_KEPT:
+            brokers.sort(key=lambda pid: self.producers[pid].last_timestamp_ms)
+            brokers = brokers[-BROKER_PRODUCERS_KEPT:]
+        never = set(brokers)
         expired = [pid for pid, e in self.producers.items() if now_ms - e.last_timestamp_ms >= expiration_ms
-                   and pid < BROKER_PRODUCER_IDS and (keep is None or not keep(pid))]
+                   and pid not in never and (keep is None or not keep(pid))]
         for pid in expired:
             del self.producers[pid]
         return len(expired)
