@@ -1,6 +1,7 @@
-"""What ShareFetch (78) and ShareAcknowledge (79) share: reading acknowledgement batches, applying
-them per share-partition, and the leader hints of partitions this broker does not lead. Registers
-no API.
+"""What ShareFetch (78) and ShareAcknowledge (79) share: applying acknowledgement batches per
+share-partition, and the leader hints of partitions this broker does not lead. Registers no API.
+Both requests are decoded by protocol/share_requests.py, not kio: their partitions' batches arrive
+as AckBatch tuples, the form the share-partitions take.
 """
 
 from __future__ import annotations
@@ -11,22 +12,19 @@ from typing import Collection, Iterable
 from tidelog.handlers.registry import RequestContext
 from tidelog.protocol.apis import build
 from tidelog.protocol.errors import ErrorCode
+from tidelog.protocol.share_requests import AckTopic
 from tidelog.queues.manager import ShareManager
-from tidelog.queues.acks import AckBatch
 from tidelog.queues.state_records import ShareStateKey
 
 PartitionId = tuple[uuid.UUID, int]
 _MOVED = (ErrorCode.not_leader_or_follower, ErrorCode.fenced_leader_epoch)
 
 
-def ack_batches(batches) -> list[AckBatch]:
-    return [AckBatch(b.first_offset, b.last_offset, tuple(b.acknowledge_types)) for b in batches]
-
-
-async def acknowledge(manager: ShareManager, group_id: str, member_id: str, topics, renew_allowed: bool,
-                      unreadable: Collection[uuid.UUID] = ()) -> dict[PartitionId, ErrorCode]:
+async def acknowledge(manager: ShareManager, group_id: str, member_id: str, topics: Iterable[AckTopic],
+                      renew_allowed: bool, unreadable: Collection[uuid.UUID] = ()) -> dict[PartitionId, ErrorCode]:
     """Apply the acknowledgements of every partition of ``topics`` (ShareFetch's FetchTopic or
-    ShareAcknowledge's AcknowledgeTopic); the error code of each partition that had some. Those of
+    ShareAcknowledge's AcknowledgeTopic, as protocol/share_requests.py decodes them: their batches
+    already AckBatch tuples); the error code of each partition that had some. Those of
     ``unreadable`` topics (no READ) are not applied: TOPIC_AUTHORIZATION_FAILED."""
     errors: dict[PartitionId, ErrorCode] = {}
     for topic in topics:
@@ -38,12 +36,12 @@ async def acknowledge(manager: ShareManager, group_id: str, member_id: str, topi
                 continue
             key = ShareStateKey(group_id, topic.topic_id, partition.partition_index)
             errors[(topic.topic_id, partition.partition_index)] = await manager.acknowledge(
-                key, member_id, ack_batches(partition.acknowledgement_batches), renew_allowed=renew_allowed)
+                key, member_id, partition.acknowledgement_batches, renew_allowed=renew_allowed)
     return errors
 
 
-def has_renew(topics) -> bool:
-    return any(4 in b.acknowledge_types for t in topics for p in t.partitions for b in p.acknowledgement_batches)
+def has_renew(topics: Iterable[AckTopic]) -> bool:
+    return any(p.renew for t in topics for p in t.partitions)
 
 
 def current_leader(ctx: RequestContext, module, topic_id: uuid.UUID, partition: int, error: ErrorCode):

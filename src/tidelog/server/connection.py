@@ -59,6 +59,7 @@ from tidelog.handlers.authorization import refuse_request
 from tidelog.handlers.registry import REGISTRY
 from tidelog.protocol import apis
 from tidelog.protocol.guard import check_request, strip_unknown_tags
+from tidelog.protocol.share_requests import DECODERS as HAND_DECODED
 from tidelog.protocol.wire import MalformedFrame, parse_request_header, peek_api_key_version, response_header
 from tidelog.security.principal import ANONYMOUS, Endpoint, KafkaPrincipal, principal_from_certificate
 from tidelog.security.sasl import SASL_AUTHENTICATE_KEY, SASL_HANDSHAKE_KEY, Admission, Outcome, SaslServerSession
@@ -381,6 +382,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
             header, body_offset = parse_request_header(view, flexible)
             if api.raw or api_version > api.max_version:
                 request: Any = view[body_offset:]
+            elif api_key in HAND_DECODED:  # ShareFetch, ShareAcknowledge: thousands of acknowledgement batches
+                request = HAND_DECODED[api_key](view, body_offset, api_version)
             else:
                 # kio aborts the process on absurd array counts: check the bounds first.
                 edits = check_request(apis.request_type(api_key, api_version), view, body_offset)
