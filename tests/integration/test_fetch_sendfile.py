@@ -113,3 +113,52 @@ def test_partition_and_response_limits_are_honoured(broker):
                 assert sum(batches) <= limit
             total += sum(batches)
         assert sizes[0], "the first partition returned nothing"
+
+
+BIG_TOPIC = "big-slices"
+BIG_RECORDS = 1500  # 3 partitions x 500 x ~10 KiB: ~15 MB, asked for in one fetch
+
+
+def test_a_response_larger_than_the_socket_buffer_goes_by_sendfile_whole(broker):
+    """The socket takes a few MB at once (tcp_wmem); the rest of a bigger response follows by
+    sendfile as the client reads, not read into the broker and queued in the transport."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(BIG_TOPIC, 3, 1)])[BIG_TOPIC].result(15)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 5, "batch.size": 1_000_000})
+    for n in range(BIG_RECORDS):
+        producer.produce(BIG_TOPIC, _value(n), partition=n % 3)
+    assert producer.flush(30) == 0
+    before = _metrics(broker)
+
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "big-slices", "enable.auto.commit": False,
+                         "max.partition.fetch.bytes": 8 << 20, "fetch.max.bytes": 32 << 20,
+                         "receive.message.max.bytes": 40 << 20, "fetch.wait.max.ms": 10})
+    consumer.assign([TopicPartition(BIG_TOPIC, p, 0) for p in range(3)])
+    seen: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
+    while sum(map(len, seen.values())) < BIG_RECORDS:
+        messages = consumer.consume(1000, 10)
+        assert messages, "no records within 10 s"
+        for message in messages:
+            assert not message.error(), message.error()
+            seen[message.partition()].append(message.value())
+    consumer.close()
+    for p in range(3):
+        assert seen[p] == [_value(n) for n in range(p, BIG_RECORDS, 3)]
+
+    kp = KafkaConsumer(bootstrap_servers=broker.bootstrap, max_partition_fetch_bytes=8 << 20, fetch_max_bytes=32 << 20,
+                       consumer_timeout_ms=20_000)
+    kp.assign([KPTopicPartition(BIG_TOPIC, p) for p in range(3)])
+    kp.seek_to_beginning()
+    got = []
+    for message in kp:
+        got.append(message.value)
+        if len(got) == BIG_RECORDS:
+            break
+    kp.close()
+    assert sorted(got) == sorted(_value(n) for n in range(BIG_RECORDS))
+
+    after = _metrics(broker)
+    sent = {path: after.get(f'tidelog_fetch_response_record_bytes_total{{path="{path}"}}', 0)
+            - before.get(f'tidelog_fetch_response_record_bytes_total{{path="{path}"}}', 0) for path in ("sendfile", "copy")}
+    assert sent["copy"] == 0, sent
+    assert sent["sendfile"] >= 2 * BIG_RECORDS * 10_000 * 0.99

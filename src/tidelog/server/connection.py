@@ -34,9 +34,11 @@ closes the connection. A failed authentication is answered, then the connection 
 the principal.
 Writing: responses go out in request order through the transport; a Fetch response's record
 slices (storage/file_slice.py) go from the segment file to the socket by ``os.sendfile`` (its
-header bytes written first, by ``os.writev``) while the socket takes them and the transport has
-nothing queued, on a plaintext connection; whatever the socket does not take at once, and every
-slice on a TLS connection, is read from the file and queued in the transport behind it.
+header bytes written first, by ``os.writev``) when the transport has nothing queued, on a
+plaintext connection; what the socket does not take at once (it holds a few MB) follows by
+sendfile as it drains (a duplicate of the socket's descriptor is watched for writability, since
+the transport owns the descriptor), and the responses behind it wait. Every slice on a TLS
+connection is read from the file and queued in the transport.
 Quotas: with client quotas defined, each answered request is measured against them
 (server/throttling.py); a client over its quota gets the response with ``throttle_time_ms``
 set, and the connection is not read from for that long (KIP-219).
@@ -162,6 +164,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._closing = False
         self._closed = False
         self._socket_fd: int | None = None  # for os.sendfile/writev; None on TLS
+        # The rest of a response the socket did not take at once, (parts, bytes of the first
+        # sent), sent by sendfile/writev as it becomes writable; responses behind it wait. The
+        # transport owns the socket's descriptor, so a duplicate of it is watched meanwhile.
+        self._unsent: tuple[list, int] | None = None
+        self._writable_fd: int | None = None
 
     # --- asyncio protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -199,6 +206,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._pending.clear()
         self._waiting.clear()
         self._measured.clear()
+        self._unsent = None
+        if self._writable_fd is not None:
+            asyncio.get_running_loop().remove_writer(self._writable_fd)
+            os.close(self._writable_fd)
+            self._writable_fd = None
         if self._big_buffer is not None:
             self.memory.release(len(self._big_buffer))
             FRAME_POOL.release(self._big_buffer)
@@ -560,7 +572,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._close_delay_s = self.broker.security.failed_authentication_delay_ms / 1000
         self._close(reason)
 
-    def _on_response_ready(self, _task: asyncio.Future) -> None:
+    def _on_response_ready(self, _task: asyncio.Future | None) -> None:
+        if self._unsent is not None:
+            return  # a response is still going out: _send_unsent comes back here when it is
         while self._pending and self._pending[0][2].done():
             correlation_id, flexible_header, task = self._pending.popleft()
             if task.cancelled() or self._closed:
@@ -625,6 +639,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
         try:
             if self._socket_fd is not None and transport.get_write_buffer_size() == 0:
                 index, offset = _send_direct(self._socket_fd, parts)
+                if index < len(parts):  # the socket is full: the rest follows as it drains
+                    self._unsent = (parts[index:], offset)
+                    self._watch_writable()
+                    index = len(parts)
             if index < len(parts):
                 rest = [_bytes_of(part) for part in parts[index:]]
                 rest[0] = memoryview(rest[0])[offset:]
@@ -642,6 +660,31 @@ class KafkaConnection(asyncio.BufferedProtocol):
             counter.labels("sendfile").inc(total - copied)
         return True
 
+    def _watch_writable(self) -> None:
+        if self._writable_fd is None:
+            self._writable_fd = os.dup(self._socket_fd)
+        asyncio.get_running_loop().add_writer(self._writable_fd, self._send_unsent)
+
+    def _send_unsent(self) -> None:
+        """The socket takes more: send what is left of the response; once all of it is out,
+        remove the watch and write the responses behind it."""
+        if self._unsent is None or self._closed:
+            return
+        parts, offset = self._unsent
+        try:
+            index, offset = _send_direct(self._socket_fd, parts, offset)
+        except OSError as e:  # the peer went away, or a segment file shrank or went under the response
+            self._unsent = None
+            asyncio.get_running_loop().remove_writer(self._writable_fd)
+            self._abort(f"cannot send a fetch response: {e}")
+            return
+        if index < len(parts):
+            self._unsent = (parts[index:], offset)
+            return
+        self._unsent = None
+        asyncio.get_running_loop().remove_writer(self._writable_fd)
+        self._on_response_ready(None)
+
     def _close(self, reason: str) -> None:
         """Stop reading, answer the requests that came before, then close (as Kafka does)."""
         if self._closing or self._closed:
@@ -650,7 +693,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.broker.metrics.connection_errors.inc()
         self._closing = True
         self._pause("closing")
-        if not self._pending and self.transport is not None:
+        if not self._pending and self._unsent is None and self.transport is not None:
             self._close_transport()
 
     def _close_transport(self) -> None:
@@ -674,15 +717,21 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self.transport.close()
 
 
-def _send_direct(socket_fd: int, parts: list) -> tuple[int, int]:
-    """Send ``parts`` on the non-blocking socket until it would block: runs of bytes by writev,
-    FileSlices by sendfile. Returns (index of the first part not sent whole, bytes of it sent)."""
+def _send_direct(socket_fd: int, parts: list, offset: int = 0) -> tuple[int, int]:
+    """Send ``parts`` on the non-blocking socket until it would block, the first from its byte
+    ``offset`` (already sent): runs of bytes by writev, FileSlices by sendfile. Returns (index
+    of the first part not sent whole, bytes of it sent)."""
     count = len(parts)
     index = 0
+    if offset and type(parts[0]) is not FileSlice:
+        parts = [memoryview(parts[0])[offset:], *parts[1:]]
+        index, sent = _send_direct(socket_fd, parts)
+        return index, sent + offset if index == 0 else sent
     while index < count:
         part = parts[index]
         if type(part) is FileSlice:
-            sent = part.send(socket_fd)
+            sent = part.send(socket_fd, offset) + offset
+            offset = 0
             if sent < len(part):
                 return index, sent
             index += 1
