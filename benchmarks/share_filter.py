@@ -15,7 +15,10 @@ evaluations are slow (about a second, once per process: not a cost per record).
 ``--in-process`` measures the share manager alone instead (``manager_cost``: no broker, no
 network, no client): the same log in batches of 500, acquired 500 records at a time the way
 ShareFetch does (its response encoded too) and every acquired range accepted, the process's CPU
-seconds per log record. benchmarks/micro.py times it too.
+seconds per log record, with what was loaded before frozen out of the garbage collector's
+reach as the broker's (gc.freeze once it serves). benchmarks/micro.py times it too.
+``--tidelog-ref REF`` runs that commit's Tidelog instead of the working tree (the broker, or the
+share manager in a process of its own): old/new A/B runs.
 
     python -m benchmarks.share_filter --records 100000
     python -m benchmarks.share_filter --records 100000 --in-process
@@ -217,6 +220,8 @@ def manager_cost(records: int = 100_000, expression: str = "", *, record_bytes: 
     if records > 4000:  # first the lazy imports and kio's generated code, outside the measurement
         manager_cost(2000, expression, record_bytes=record_bytes, batch_records=batch_records, max_records=max_records)
     profiler = cProfile.Profile() if profile else None
+    gc.collect()
+    gc.freeze()  # as the broker does once it serves (what was loaded is not walked by every full collection)
     gc.callbacks.append(on_gc)
     start = time.process_time()
     try:
@@ -229,6 +234,7 @@ def manager_cost(records: int = 100_000, expression: str = "", *, record_bytes: 
         seconds = time.process_time() - start
     finally:
         gc.callbacks.remove(on_gc)
+        gc.unfreeze()
     if stats is not None:
         stats["gc_us_per_log_record"] = round(collecting[1] * 1e6 / records, 2)
     expected = records if not expression else len(range(0, records, len(TYPES)))
@@ -248,10 +254,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", type=Path, help="directory for py-spy's samples of each phase")
     parser.add_argument("--src", type=Path, help="run the broker from this src/ (a worktree of another commit, "
                                                  "to compare before and after on the same machine)")
+    parser.add_argument("--tidelog-ref", help="run Tidelog from this commit's src/ (git archive, its C extension "
+                                              "built) instead of the working tree: old/new A/B runs")
     parser.add_argument("--in-process", action="store_true", help="the share manager alone (manager_cost)")
     args = parser.parse_args(argv)
     if args.records > 1_000_000:
         parser.error("--records: at most 1,000,000 (a bounded load)")
+    if args.tidelog_ref:
+        with tempfile.TemporaryDirectory(prefix="tidelog-share-filter-ref-") as into:
+            Tidelog.use_ref(args.tidelog_ref, Path(into))
+            if not args.in_process:
+                args.src = Tidelog.src_dir
+                return _run(args)
+            # The share manager of that commit: this module in a process whose tidelog is its src/.
+            import os
+            import subprocess
+            import sys
+            rest, given = [], list(argv if argv is not None else sys.argv[1:])
+            while given:
+                arg = given.pop(0)
+                if arg == "--tidelog-ref":
+                    given.pop(0)
+                elif not arg.startswith("--tidelog-ref="):
+                    rest.append(arg)
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Tidelog.src_dir),
+                                                                  str(Path(__file__).resolve().parent.parent)])}
+            subprocess.run([sys.executable, "-m", "benchmarks.share_filter", *rest], env=env, check=True)
+            return
+    _run(args)
+
+
+def _run(args) -> None:
     if args.in_process:
         for name in args.filters.split(","):
             profile = args.profile / f"{name}.pstats" if args.profile else None

@@ -1,20 +1,25 @@
 """The share-partition's one-walk paths for a filter's fragmented window (issue 14.5) against the
 general ones they stand in for: ``_carve`` (an acquisition's pieces made runs of their own with
-their final fields) against splitting with ``_isolate_sorted`` and changing each part, and
+their final fields, and their state batches) against splitting with ``_isolate_sorted``, changing
+each part and ``_record`` making the batches from the runs, ``_advance_start``'s short cut, and
 ``_accept_whole_runs`` (acknowledgements that accept whole Acquired runs) against the general
 ``acknowledge``. The same random walk of fetches, acknowledgements, lock expiries, member
-releases and failed writes on both must leave the same runs, the same transitions (state
-batches, start offsets, dead letters, counts, acquired ranges) and the same errors."""
+releases, retention moving the log start and failed writes on both must leave the same runs, the same transitions (state
+batches, start offsets, dead letters, counts, acquired ranges) and the same errors. And
+QueuePolicy's walk without priority against its general one."""
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from tidelog.protocol.errors import KafkaError
-from tidelog.queues.in_flight import ArchiveReason, RecordState
+from tidelog.queues.in_flight import TERMINAL, ArchiveReason, RecordState, finish
 from tidelog.queues.log_batches import LogBatch
+from tidelog.queues.priority import QueuePolicy
+from tidelog.queues.record_attrs import AttrRun, QueueSettings
+from tidelog.queues.selection import Candidate
 from tidelog.queues.share_partition import _ACQUIRE, AckBatch, AcknowledgeType, SharePartition, SharePartitionConfig
 
 MEMBERS = ("a", "b")
@@ -26,6 +31,39 @@ class GeneralPaths(SharePartition):
 
     def _accept_whole_runs(self, member_id, acks):
         return None
+
+    def _record(self, t, built=False):
+        super()._record(t)  # the batches from the transition's runs, whatever _carve built
+
+    def _advance_start(self):
+        runs = self._runs
+        start = self.start_offset
+        i = runs.index_of(start)
+        while i < len(runs):
+            run = runs[i]
+            if run.first > start or run.state not in TERMINAL or run.pending is not None:
+                break
+            start = run.last + 1
+            i += 1
+        self.start_offset = start
+        k = 0
+        while k < len(runs) and runs[k].first < start:
+            run = runs[k]
+            if run.state == RecordState.AVAILABLE and run.pending is None:
+                for part in runs.isolate(run.first, min(run.last, start - 1)):
+                    finish(part, RecordState.ARCHIVED)
+                continue
+            k += 1
+        done = 0
+        for head in runs:
+            if head.last >= start or head.state not in TERMINAL or head.pending is not None:
+                break
+            done += 1
+        del runs[:done]
+        if not runs:
+            self.start_offset = self.next_offset = max(self.start_offset, self.next_offset)
+        elif self.next_offset < self.start_offset:
+            self.next_offset = self.start_offset
 
     def _carve(self, t, pieces, member_id, deadline):
         taken, redelivered, archived = [], 0, {}
@@ -93,6 +131,7 @@ class FastPathsMatchTheGeneralOnes(RuleBasedStateMachine):
         self.fast, self.general = SharePartition(config, 0), GeneralPaths(config, 0)
         self.filtered, self.expired = frozenset(filtered), frozenset(expired - filtered)
         self.now = 0
+        self.log_start = 0
 
     def _both(self, call, fail: bool):
         fast, t_fast = _outcome(self.fast, call)
@@ -109,7 +148,7 @@ class FastPathsMatchTheGeneralOnes(RuleBasedStateMachine):
         assert offset == self.general.fetch_offset(self.now)
         if offset is None:
             return
-        read = [b for b in self.log if b.last_offset >= offset]
+        read = [b for b in self.log if b.last_offset >= offset and b.base_offset >= self.log_start]
         self._both(lambda sp: sp.acquire(member, read, max_records, self.now,
                                          policy=Discarding(self.filtered, self.expired)), fail == 0)
 
@@ -140,6 +179,12 @@ class FastPathsMatchTheGeneralOnes(RuleBasedStateMachine):
         self.now += ms
         self._both(lambda sp: sp.expire_locks(self.now), fail == 0)
 
+    @rule(step=st.integers(1, 6))
+    def retention_deletes(self, step):
+        self.log_start = min(self.log[-1].last_offset + 1, self.log_start + step)
+        for sp in (self.fast, self.general):
+            sp.move_log_start(self.log_start)
+
     @rule(member=st.sampled_from(MEMBERS), count_delivery=st.booleans())
     def member_leaves(self, member, count_delivery):
         self._both(lambda sp: sp.release_member(member, self.now, count_delivery=count_delivery), False)
@@ -155,3 +200,28 @@ class FastPathsMatchTheGeneralOnes(RuleBasedStateMachine):
 
 
 TestFastPathsMatchTheGeneralOnes = FastPathsMatchTheGeneralOnes.TestCase
+
+
+@settings(max_examples=300, deadline=None)
+@given(runs=st.lists(st.tuples(st.integers(1, 4), st.integers(0, 1), st.booleans(), st.integers(0, 3),
+                               st.integers(0, 3)), max_size=20),
+       holes=st.sets(st.integers(0, 60)), now=st.integers(0, 3))
+def test_offset_order_without_priority_is_the_general_order_with_one_priority(runs, holes, now):
+    """QueuePolicy's offset-order walk (priority off) takes, sets aside and defers what the
+    general walk does with every record at one priority and no aging (its sort is then by offset)."""
+    attrs, offset = [], 0
+    for size, gap, matches, due, expire in runs:
+        offset += gap
+        attrs.append(AttrRun(offset, offset + size - 1, 0, 0, due, expire, matches))
+        offset += size
+    candidates, first = [], None
+    for o in range(offset + 2):
+        if o not in holes and o < offset + 1:
+            first = o if first is None else first
+        elif first is not None:
+            candidates.append(Candidate(first, o - 1, 0))
+            first = None
+    plain = QueuePolicy(QueueSettings(), attrs)
+    general = QueuePolicy(QueueSettings(priority_enabled=True, aging_ms=0), attrs)
+    assert plain.order(candidates, now) == general.order(candidates, now)
+    assert (plain.discarded, plain.deferred) == (general.discarded, general.deferred)

@@ -13,6 +13,7 @@ Pure functions, no I/O.
 from __future__ import annotations
 
 from bisect import bisect_right
+from functools import partial
 from typing import Iterable, NamedTuple, Sequence
 
 from tidelog.protocol.records import BATCH_HEADER_SIZE, parse_batch_header
@@ -38,6 +39,9 @@ class AcquiredRecords(NamedTuple):
     first_offset: int
     last_offset: int
     delivery_count: int
+
+
+_new_acquired = partial(tuple.__new__, AcquiredRecords)  # AcquiredRecords(*fields) without its Python __new__
 
 
 class BatchBounds:
@@ -66,11 +70,13 @@ def acquired_ranges(runs: Iterable[tuple[int, int, int]], bounds: BatchBounds,
     neighbours with equal delivery counts join; with a batch size, a range is cut at the end of
     the log batch where it reaches that size."""
     segments: list[AcquiredRecords] = []  # (a tuple each, replaced when a neighbour joins: rare with a filter)
+    previous_last = previous_count = None
     for first, last, delivery_count in runs:
-        if segments and segments[-1].last_offset + 1 == first and segments[-1].delivery_count == delivery_count:
-            segments[-1] = AcquiredRecords(segments[-1].first_offset, last, delivery_count)
+        if previous_last is not None and previous_last + 1 == first and previous_count == delivery_count:
+            segments[-1] = _new_acquired((segments[-1][0], last, delivery_count))
         else:
-            segments.append(AcquiredRecords(first, last, delivery_count))
+            segments.append(_new_acquired((first, last, delivery_count)))
+        previous_last, previous_count = last, delivery_count
     if batch_size is None:
         return segments
     result = []

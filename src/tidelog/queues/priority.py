@@ -44,7 +44,9 @@ class QueuePolicy:
 
     def order(self, candidates: Sequence[Candidate], now_ms: int) -> list[tuple[int, int]]:
         settings = self.settings
-        aging = settings.aging_ms if settings.priority_enabled else 0
+        if not settings.priority_enabled:
+            return self._in_offset_order(candidates, now_ms)
+        aging = settings.aging_ms
         segments: list[tuple[int, int, int, int]] = []  # (-effective priority, first, last, priority)
         attrs = self.attrs
         j = 0
@@ -74,6 +76,45 @@ class QueuePolicy:
                 position = end + 1
                 if end == run.last:
                     k += 1
-        if settings.priority_enabled:
-            segments.sort()
+        segments.sort()
         return [(first, last) for _, first, last, _ in segments]
+
+    def _in_offset_order(self, candidates: Sequence[Candidate], now_ms: int) -> list[tuple[int, int]]:
+        """``order`` without priority: the ranges to take in offset order, as they are met (a filter
+        meets hundreds of attribute runs a fetch, so no tuple to sort each, no second list)."""
+        out: list[tuple[int, int]] = []
+        discarded, deferred = self.discarded, self.deferred
+        expired, filtered = ArchiveReason.EXPIRED, ArchiveReason.FILTERED
+        attrs = self.attrs
+        count = len(attrs)
+        j = 0
+        for candidate in candidates:
+            first, last = candidate.first_offset, candidate.last_offset
+            while j < count and attrs[j].last < first:
+                j += 1
+            position = first
+            k = j
+            while position <= last:
+                run = attrs[k] if k < count else None
+                if run is None or run.first > position:  # no attributes known (not in the read): as is
+                    end = last if run is None else min(last, run.first - 1)
+                    out.append((position, end))
+                    position = end + 1
+                    continue
+                run_last = run.last
+                end = last if last < run_last else run_last
+                if not run.matches:  # (the usual one with a filter first)
+                    if run.expire_ms and run.expire_ms <= now_ms:
+                        discarded.append((position, end, expired))
+                    else:
+                        discarded.append((position, end, filtered))
+                elif run.expire_ms and run.expire_ms <= now_ms:
+                    discarded.append((position, end, expired))
+                elif run.due_ms > now_ms:
+                    deferred.append((position, end, run.due_ms))
+                else:
+                    out.append((position, end))
+                position = end + 1
+                if end == run_last:
+                    k += 1
+        return out

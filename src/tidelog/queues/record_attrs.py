@@ -27,7 +27,9 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime, timezone
+from operator import methodcaller
 from typing import Callable, Iterable, NamedTuple, Sequence
 
 from tidelog.protocol.compression import decompress
@@ -49,6 +51,7 @@ _PREFIX = b"tidelog-"
 NEVER = 0  # expire_ms / due_ms of a record without one
 _CRC = struct.Struct(">I")
 _FLAG_RUNS = re.compile(rb"\x01+|\x00+")
+_SPAN = methodcaller("span")
 
 RecordMatcher = Callable[[bytes | None, dict, int], bool]
 
@@ -84,6 +87,9 @@ class AttrRun(NamedTuple):
     due_ms: int  # not acquirable before (0: at once)
     expire_ms: int  # never delivered at or after (0: never)
     matches: bool  # passes the group's filter
+
+
+_new_attr_run = partial(tuple.__new__, AttrRun)  # AttrRun(*fields) without its Python __new__ (one a filter run)
 
 
 def parse_deliver_at(value: bytes) -> int | None:
@@ -209,8 +215,8 @@ def _filtered_runs(body, start: int, stop: int, info: BatchInfo, log_append: boo
         due = timestamp + settings.delay_ms if settings.delay_ms > 0 else NEVER
         expire = timestamp + settings.ttl_ms if settings.ttl_ms > 0 else NEVER
         base, default = info.base_offset, settings.default_priority
-        return [AttrRun(base + m.start(), base + m.end() - 1, default, timestamp, due, expire, flags[m.start()] == 1)
-                for m in _FLAG_RUNS.finditer(flags)]
+        return [_new_attr_run((base + first, base + end - 1, default, timestamp, due, expire, flags[first] == 1))
+                for first, end in map(_SPAN, _FLAG_RUNS.finditer(flags))]
     else:
         # Only what the filter reads is decoded (its header names, plus ours to notice them).
         names = None if read_names is None else tuple(n.encode() for n in sorted(ours.union(read_names)))

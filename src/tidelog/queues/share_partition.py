@@ -122,6 +122,7 @@ _FRESH = (RecordState.AVAILABLE, 0, NO_MEMBER, 0, 0)  # Run.fields() of a record
 _FIRST = attrgetter("first")
 _LAST = attrgetter("last")
 _START = itemgetter(0)
+_new_batch = functools.partial(tuple.__new__, StateBatch)  # StateBatch(*fields) without its Python __new__
 
 
 class SharePartition:
@@ -350,7 +351,7 @@ class SharePartition:
         for reason, n in archived.items():
             t.add_count(reason.value, n)
             t.add_count("archived", n)
-        self._record(t)
+        self._record(t, built=True)
         t.acquired = acquired_ranges(((r.first, r.last, r.delivery_count) for r in taken), bounds,
                                      batch_size if mode == AcquireMode.BATCH_OPTIMIZED else None)
         return t
@@ -361,8 +362,10 @@ class SharePartition:
         tagged ``_ACQUIRE`` they become Acquired by ``member_id`` until ``deadline``, else Archived
         for the tag's reason; each a new run pending in ``t``, made with its final fields in one walk
         of the run list (a filter's acquisition has hundreds: a copy, then a change, then a record
-        of each, was most of its cost). The Available rest of a run stays as it was. Returns the
-        acquired runs, how many records were redelivered and the archived counts by reason."""
+        of each, was most of its cost). The Available rest of a run stays as it was. Sets
+        ``t.state_batches`` to what ``_record`` would make of the pieces (``_record(t, built=True)``
+        takes the start offset into account); returns the acquired runs, how many records were
+        redelivered and the archived counts by reason."""
         runs = self._runs
         taken: list[Run] = []
         archived: dict[ArchiveReason, int] = {}
@@ -372,6 +375,8 @@ class SharePartition:
         begin = i = runs.index_of(pieces[0][0])
         n = len(runs)
         rebuilt: list[Run] = []
+        batches: list[StateBatch] = []  # as _record would write them (joined), built on the way
+        batch_last = batch_fields = None
         current = saved = None
         try:
             for first, last, tag in pieces:
@@ -396,11 +401,18 @@ class SharePartition:
                     taken.append(part)
                     if count:
                         redelivered += last - first + 1
+                    fields = (0, count + 1, 0)  # (persisted as Available with its delivery count)
                 else:
                     part = Run(first, last, archived_state, count)
                     archived[tag] = archived.get(tag, 0) + last - first + 1
                     if tag in DEAD_LETTER_REASONS:
                         t.dead_letters.append(DeadLetter(first, last, count, tag))
+                    fields = (4, count, 0)
+                if batch_last is not None and batch_last + 1 == first and fields == batch_fields:
+                    batches[-1] = _new_batch((batches[-1][0], last) + fields)
+                else:
+                    batches.append(_new_batch((first, last) + fields))
+                batch_last, batch_fields = last, fields
                 part.pending = t
                 part.saved = saved
                 rebuilt.append(part)
@@ -413,6 +425,7 @@ class SharePartition:
             if current is not None:
                 rebuilt.append(current)
             runs[begin:i] = rebuilt
+        t.state_batches = batches
         return taken, redelivered, archived
 
     def _defer(self, policy: SelectionPolicy) -> None:
@@ -589,13 +602,16 @@ class SharePartition:
     def _accept_whole_runs(self, member_id: str, acks: Sequence[AckBatch]) -> Transition | None:
         """``acknowledge`` when every batch accepts whole runs Acquired by ``member_id`` (what a
         consumer sends for the ranges it got: with a filter, hundreds of single records): checked
-        and applied in one walk of the runs, no split. None (nothing changed) for anything else,
-        which ``acknowledge`` takes the general way (and its errors). ``acks`` passed check_ack_batches."""
+        and applied in one walk of the runs, no split. None (nothing changed: what it had changed
+        is put back) for anything else, which ``acknowledge`` takes the general way (and its
+        errors). ``acks`` passed check_ack_batches."""
         runs = self._runs
         n = len(runs)
         start = self.start_offset
-        acquired, accept = RecordState.ACQUIRED, AcknowledgeType.ACCEPT
-        accepted: list[Run] = []
+        acquired, acknowledged, accept = RecordState.ACQUIRED, RecordState.ACKNOWLEDGED, AcknowledgeType.ACCEPT
+        t = Transition()
+        accepted = t.runs
+        total = 0
         i = None
         for ack in acks:
             last = ack.last_offset
@@ -603,42 +619,41 @@ class SharePartition:
                 continue
             types = ack.acknowledge_types
             if len(types) != 1 or types[0] != accept:
-                return None
+                return self._put_back(t)
             first = ack.first_offset if ack.first_offset > start else start
             if i is None:
                 i = runs.index_of(first)
             while i < n and runs[i].last < first:  # (the filtered-out records between two acquired ones)
                 i += 1
             if i >= n or runs[i].first != first:
-                return None  # (offsets before it, or a run straddling the start offset: the general way)
+                return self._put_back(t)  # (offsets before it, or a run straddling the start offset)
             while True:
                 run = runs[i]
                 if run.pending is not None or run.state != acquired or run.member_id != member_id \
                         or run.last > last:
-                    return None
+                    return self._put_back(t)
+                run.saved = (acquired, run.delivery_count, member_id, run.lock_deadline_ms, run.available_at_ms)
+                run.pending = t
+                run.state = acknowledged
+                run.member_id = NO_MEMBER
+                run.lock_deadline_ms = run.available_at_ms = 0
                 accepted.append(run)
+                total += run.last - run.first + 1
                 i += 1
                 if run.last == last:
                     break
                 if i >= n or runs[i].first != run.last + 1:
-                    return None
-        t = Transition()
-        if not accepted:
-            self._record(t)
-            return t
-        total = 0
-        for run in accepted:
-            run.saved = (acquired, run.delivery_count, member_id, run.lock_deadline_ms, run.available_at_ms)
-            run.pending = t
-            run.state = RecordState.ACKNOWLEDGED
-            run.member_id = NO_MEMBER
-            run.lock_deadline_ms = 0
-            run.available_at_ms = 0
-            total += run.last - run.first + 1
-        t.runs = accepted
-        t.add_count("acknowledged", total)
+                    return self._put_back(t)
+        if total:
+            t.add_count("acknowledged", total)
         self._record(t)
         return t
+
+    @staticmethod
+    def _put_back(t: Transition) -> None:
+        for run in t.runs:
+            run.set_fields(run.saved)
+            run.pending = run.saved = None
 
     def _check_acquired(self, member_id: str, acks: Sequence[AckBatch]) -> None:
         """Every record ``acks`` (which passed check_ack_batches) names is Acquired by ``member_id``
@@ -773,12 +788,12 @@ class SharePartition:
         run.pending = t
         t.runs.append(run)
 
-    def _record(self, t: Transition) -> None:
+    def _record(self, t: Transition, built: bool = False) -> None:
         """The state batches to write for ``t``, and the start offset it leaves (``t.start_offset``)
         when it finishes the records at the start: those are left out of the batches (the start
         offset says they are done), so acknowledging a filter's hundreds of single records writes
-        one start offset, not a batch each."""
-        batches: list[StateBatch] = []
+        one start offset, not a batch each. ``built``: ``t.state_batches`` are its runs' batches
+        already (``_carve``), only the start offset is to be taken into account."""
         first = last = state = count = available_at = None
         available = RecordState.AVAILABLE
         start = self._start_after(t)
@@ -786,6 +801,19 @@ class SharePartition:
             t.start_offset = start
         else:
             start = -1  # (records below the start offset, archived when the log start moved, are written as before)
+        t.dead_letters = joined(sorted(t.dead_letters))
+        if built:
+            if start > -1:
+                kept = t.state_batches
+                done = 0  # (what the start offset passes leads them)
+                while done < len(kept) and kept[done].last_offset < start:
+                    done += 1
+                kept = kept[done:]
+                if kept and kept[0].first_offset < start:
+                    kept[0] = kept[0]._replace(first_offset=start)
+                t.state_batches = kept
+            return
+        batches: list[StateBatch] = []
         changed = t.runs
         if changed and max(map(_LAST, changed)) < start:  # (all finished at the start: the start offset says it)
             changed = ()
@@ -807,7 +835,6 @@ class SharePartition:
         if batches and batches[0].first_offset < start:
             batches[0] = batches[0]._replace(first_offset=start)
         t.state_batches = batches
-        t.dead_letters = joined(sorted(t.dead_letters))
 
     # --- the start offset ----------------------------------------------------------------------
     def _start_after(self, t: Transition) -> int:
@@ -836,7 +863,7 @@ class SharePartition:
         (deleted from the log); drop finished runs below it."""
         runs = self._runs
         start = self.start_offset
-        i = runs.index_of(start)
+        i = begin = runs.index_of(start)
         n = len(runs)
         while i < n:
             run = runs[i]
@@ -845,6 +872,14 @@ class SharePartition:
             start = run.last + 1
             i += 1
         self.start_offset = start
+        if begin == 0 and (i == n or runs[i].first >= start):
+            # (the usual case: no run below the old start offset; those it passed are all finished)
+            del runs[:i]
+            if not runs:
+                self.start_offset = self.next_offset = max(self.start_offset, self.next_offset)
+            elif self.next_offset < self.start_offset:
+                self.next_offset = self.start_offset
+            return
         k = 0
         while k < len(runs) and runs[k].first < start:
             run = runs[k]
