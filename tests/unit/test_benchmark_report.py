@@ -40,3 +40,16 @@ def test_report_shows_linger_ack_latency_ratios_and_both_targets():
     checks = {c["target"]: c for c in report.issue_targets(results)}
     assert not checks["end-to-end p99, lat-5k (producer linger.ms=1), acks=all, balanced"]["met"]
     assert checks["end-to-end p99, lat-5k-linger0 (producer linger.ms=0), acks=all, balanced"]["met"]
+
+
+def test_the_group_commit_benchmark_times_the_answer_beside_the_fsync(tmp_path):
+    """benchmarks.group_commit (in a process of its own: it times os.fsync by replacing it)."""
+    from pathlib import Path
+
+    from benchmarks import group_commit
+
+    row = group_commit.run_side(Path(group_commit.__file__).parents[1] / "src", 20, 0.0, tmp_path)
+    assert row["appends"] == 20
+    assert 0 < row["fsync_us"]["p50"] <= row["answer_us"]["p50"]
+    assert row["answer_minus_fsync_us"]["p50"] > 0 and row["hw_moved_minus_fsync_us"]["p50"] > 0
+    assert not list(tmp_path.iterdir())  # its data directory is removed

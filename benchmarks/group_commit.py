@@ -1,0 +1,134 @@
+"""``python -m benchmarks.group_commit``: the broker's own share of a `balanced` acknowledgement.
+
+In one process, no client and no socket: a LogManager (uvloop, as `tidelog serve` runs it)
+appends one batch (5 records of 1 KiB, the lat-5k request) to one balanced log every
+``--interval-ms`` and waits for it as a Produce does (``wait_durable_many``). For each append it
+reports the time to the answer, the fsync syscalls' own time (os.fsync timed in the fsync
+thread), and the difference: the group commit's hand-offs (the job's start, the loop to the
+fsync thread and back, the waiters' wake-up). ``on_durable`` is when the high watermark moves
+(a parked consumer fetch is woken then).
+
+``--tidelog-ref REF`` measures that commit's src/ as well, alternating (ref, working tree, ref,
+...) ``--pairs`` times, each side in a fresh process: an A/B of the path on a busy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+QUANTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
+
+
+def measure(appends: int, interval_ms: float, data_dir: str) -> dict:
+    """Runs in the measured tree's process (its src/ first on sys.path)."""
+    import asyncio
+    import time
+
+    import uvloop
+
+    from tidelog.protocol.records import build_batch, parse_batch_header
+    from tidelog.storage.log import LogConfig
+    from tidelog.storage.manager import LogManager
+
+    fsync_ns: list[int] = []
+    real_fsync = os.fsync
+
+    def timed_fsync(fd):
+        started = time.perf_counter_ns()
+        real_fsync(fd)
+        fsync_ns.append(time.perf_counter_ns() - started)
+
+    os.fsync = timed_fsync
+    samples: list[tuple[int, int, int]] = []  # (answer, fsync syscalls, high watermark moved), ns after the wait began
+
+    async def run():
+        manager = LogManager(Path(data_dir), LogConfig(durability="balanced"))
+        await manager.start()
+        log = manager.create("t", 0)
+        durable_at: list[int] = []
+        manager.on_durable = lambda _log: durable_at.append(time.perf_counter_ns())
+        batch = bytearray(build_batch([(None, os.urandom(1024), [])] * 5, timestamp_ms=1_000))
+        info = parse_batch_header(batch)
+        await manager.wait_durable_many([(log, log.append(memoryview(batch), info))])  # the directory's first fsync
+        for _ in range(appends):
+            log.append(memoryview(batch), info)
+            durable_at.clear()
+            fsync_ns.clear()
+            started = time.perf_counter_ns()
+            await manager.wait_durable_many([(log, log.log_end_offset)])
+            answered = time.perf_counter_ns()
+            samples.append((answered - started, sum(fsync_ns), (durable_at[0] - started) if durable_at else 0))
+            await asyncio.sleep(interval_ms / 1000)
+        await manager.close()
+
+    uvloop.run(run())
+
+    def quantiles(values):
+        ordered = sorted(values)
+        return {name: ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e3 for name, q in QUANTILES}
+
+    return {"appends": appends, "answer_us": quantiles([a for a, _, _ in samples]),
+            "fsync_us": quantiles([f for _, f, _ in samples]),
+            "answer_minus_fsync_us": quantiles([a - f for a, f, _ in samples]),
+            "hw_moved_minus_fsync_us": quantiles([d - f for _, f, d in samples if d])}
+
+
+def run_side(src: Path, appends: int, interval_ms: float, tmp_root: Path) -> dict:
+    """One measurement in a fresh process with ``src`` first on its path."""
+    data_dir = tempfile.mkdtemp(prefix="group-commit-", dir=tmp_root)
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(1, sys.argv[2]); "
+            "from benchmarks.group_commit import measure; "
+            "print(json.dumps(measure(int(sys.argv[3]), float(sys.argv[4]), sys.argv[5])))")
+    try:
+        out = subprocess.run([sys.executable, "-c", code, str(src), str(HERE.parent), str(appends), str(interval_ms), data_dir],
+                             capture_output=True, text=True, timeout=60 + appends * (interval_ms / 1000 + 0.05), check=True)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["load"] = float(open("/proc/loadavg").read().split()[0])
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.group_commit", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--appends", type=int, default=3000, help="appends per measurement (default 3,000)")
+    p.add_argument("--interval-ms", type=float, default=1.0, help="pause between an answer and the next append (default 1)")
+    p.add_argument("--tidelog-ref", help="also measure this commit's src/ (git archive), alternating with the working tree")
+    p.add_argument("--pairs", type=int, default=3, help="with --tidelog-ref: how many (ref, working tree) pairs (default 3)")
+    p.add_argument("--json", type=Path, help="write every measurement here")
+    args = p.parse_args(argv)
+    tmp_root = Path(tempfile.mkdtemp(prefix="tidelog-group-commit-"))
+    rows = []
+    try:
+        sides = [("working tree", HERE.parent / "src")]
+        if args.tidelog_ref:
+            from benchmarks.peers import Tidelog
+
+            Tidelog.use_ref(args.tidelog_ref, tmp_root / "ref")
+            sides.insert(0, (f"ref {Tidelog.commit}", Tidelog.src_dir))
+        for pair in range(1, (args.pairs if args.tidelog_ref else 1) + 1):
+            for name, src in sides:
+                row = {"pair": pair, "side": name, **run_side(src, args.appends, args.interval_ms, tmp_root)}
+                rows.append(row)
+                print(f"{pair} {name:>16}: load {row['load']:.1f}; " + "; ".join(
+                    f"{key[:-3].replace('_', ' ')} " + "/".join(f"{row[key][q]:.0f}" for q, _ in QUANTILES)
+                    for key in ("answer_us", "fsync_us", "answer_minus_fsync_us", "hw_moved_minus_fsync_us"))
+                    + " us (p50/p90/p99)", flush=True)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
