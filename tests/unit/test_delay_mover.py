@@ -358,3 +358,29 @@ def test_a_stale_local_copy_from_a_clock_ahead_does_not_override_the_targets_bat
         await run_until_idle(again)
         assert target.origin_offsets() == list(range(20))
     asyncio.run(scenario())
+
+
+def test_an_idle_mover_writes_its_local_copy_at_most_every_few_seconds(tmp_path):
+    """The local copy of the progress is written after a round that took records; an idle mover's
+    rounds (one at every look, 5 a second) write it at most every COPY_EVERY_MS (the file writes were
+    ~90% of an idle round's CPU)."""
+    from tidelog.queues.delay_mover import COPY_EVERY_MS, STATE_FILE
+
+    async def scenario():
+        clock, source, target = Clock(), Source(), Target()
+        source.produce([(b"k", b"v", [("tidelog-delay-ms", b"0")], NOW)])
+        m = await mover(source, target, tmp_path, clock, producer_id=1)
+        await run_until_idle(m)
+        copy = (tmp_path / STATE_FILE).read_text()
+        assert target.origin_offsets() == [0]
+        for _ in range(COPY_EVERY_MS // 200 - 1):
+            clock.now += 200
+            await m.step()
+        assert (tmp_path / STATE_FILE).read_text() == copy
+        clock.now += 200
+        await m.step()
+        assert (tmp_path / STATE_FILE).read_text() != copy
+        source.produce([(b"k", b"w", [("tidelog-delay-ms", b"0")], clock.now)])
+        await m.step()
+        assert f'"after_ms": {clock.now}' in (tmp_path / STATE_FILE).read_text()  # at once after a move
+    asyncio.run(scenario())

@@ -29,7 +29,8 @@ Exactly once, across crashes and failovers, without a store of its own:
   on from there: the round's remaining records (i+1..n-1) first, then new rounds, at the next
   sequence. While that batch is not below the target's high watermark yet (a deposed leader's
   last append, not yet replicated), recovery waits (OFFSET_NOT_AVAILABLE, retried). A locally kept
-  copy of (T, O), written after every round with the sequence its next batch was to have, is
+  copy of (T, O), written after every round that took records (and at most every
+  ``COPY_EVERY_MS`` after rounds that took none) with the sequence its next batch was to have, is
   used where it continues that batch (the same sequence: rounds that moved nothing since) and
   where the target has no batch of the mover (deleted by retention, or a target whose state
   lost the mover); a copy from an earlier leadership is not taken over the target's batch (its
@@ -80,6 +81,7 @@ _OURS = (ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET, "tidelog-delay-round")
 STATE_FILE = "mover-state.json"
 INDEX_COMPLETE_FILE = "index-complete.json"
 SEQUENCE_WRAP = 2**31
+COPY_EVERY_MS = 5_000  # the local copy is written after a round that took records, else at most this often
 MOVER_PRODUCER_IDS = BROKER_PRODUCER_IDS  # movers' producer ids are at or above this (the target never expires them)
 
 
@@ -167,6 +169,7 @@ class DelayMover:
         self._round_next = 0  # index in _round of the next record to append
         self._resume: tuple[MoverState, int] | None = None  # an interrupted round found by recover
         self._verify_next = True  # the first append after recover is read back (see the module docstring)
+        self._copy_written_ms = -COPY_EVERY_MS  # when the local copy of the state was last written
 
     # --- start ------------------------------------------------------------------------------------
     async def recover(self) -> None:
@@ -373,7 +376,10 @@ class DelayMover:
         # Records read before O' are moved or (due later) in the index; those after stay here.
         self._new = [(due, o) for due, o in self._new if o >= round_.end.below_offset]
         self.index.drop_through(self.state.after_ms)
-        self._write_local_state()
+        now = self.clock_ms()
+        if entries or not 0 <= now - self._copy_written_ms < COPY_EVERY_MS:  # an idle mover's rounds move nothing
+            self._write_local_state()
+            self._copy_written_ms = now
         return moved
 
     async def _verify(self, base_offset: int, batch: bytes) -> None:
