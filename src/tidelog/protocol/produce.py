@@ -17,6 +17,7 @@ from tidelog.protocol.wire import uvarint as _uvarint
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _I32_I32 = struct.Struct(">ii")
+_I16_I32 = struct.Struct(">hi")  # acks, timeout_ms
 _PARTITION_V0 = struct.Struct(">ihq")  # index, error_code, base_offset
 _I64 = struct.Struct(">q")
 _I64_I64 = struct.Struct(">qq")
@@ -51,62 +52,35 @@ class PartitionResult(NamedTuple):
     record_errors: tuple[tuple[int, str | None], ...] = ()  # (batch index, message), v8+
 
 
-class _Reader:
-    __slots__ = ("buf", "pos", "flexible")
+def _uvarint_at(buf: memoryview, pos: int) -> tuple[int, int]:
+    """read_uvarint with the one-byte case (almost every length and count) inline."""
+    byte = buf[pos]
+    if byte < 0x80:
+        return byte, pos + 1
+    return read_uvarint(buf, pos)
 
-    def __init__(self, buf: memoryview, flexible: bool) -> None:
-        self.buf = buf
-        self.pos = 0
-        self.flexible = flexible
 
-    def need(self, size: int) -> int:
-        start = self.pos
-        end = start + size
-        if end > len(self.buf) or size < 0:
-            raise MalformedFrame("produce request truncated")
-        self.pos = end
-        return start
-
-    def int16(self) -> int:
-        return _I16.unpack_from(self.buf, self.need(2))[0]
-
-    def int32(self) -> int:
-        return _I32.unpack_from(self.buf, self.need(4))[0]
-
-    def array_length(self) -> int:
-        if self.flexible:
-            value, self.pos = read_uvarint(self.buf, self.pos)
-            return value - 1
-        return self.int32()
-
-    def string(self) -> str | None:
-        if self.flexible:
-            value, self.pos = read_uvarint(self.buf, self.pos)
-            size = value - 1
+def _string_at(buf: memoryview, pos: int, flexible: bool) -> tuple[str | None, int]:
+    """A (compact) nullable string at ``pos``: (text or None, next position)."""
+    if flexible:
+        size = buf[pos]
+        if size < 0x80:
+            pos += 1
         else:
-            size = self.int16()
-        if size < 0:
-            return None
-        start = self.need(size)
-        try:
-            return str(self.buf[start : start + size], "utf-8")
-        except UnicodeDecodeError:
-            raise MalformedFrame("produce request string is not UTF-8") from None
-
-    def nullable_bytes(self) -> memoryview | None:
-        if self.flexible:
-            value, self.pos = read_uvarint(self.buf, self.pos)
-            size = value - 1
-        else:
-            size = self.int32()
-        if size < 0:
-            return None
-        start = self.need(size)
-        return self.buf[start : start + size]
-
-    def tagged_fields(self) -> None:
-        if self.flexible:
-            self.pos = skip_tagged_fields(self.buf, self.pos)
+            size, pos = read_uvarint(buf, pos)
+        size -= 1
+    else:
+        size = _I16.unpack_from(buf, pos)[0]
+        pos += 2
+    if size < 0:
+        return None, pos
+    end = pos + size
+    if end > len(buf):
+        raise MalformedFrame("produce request truncated")
+    try:
+        return str(buf[pos:end], "utf-8"), end
+    except UnicodeDecodeError:
+        raise MalformedFrame("produce request string is not UTF-8") from None
 
 
 def _read_partitions(buf: memoryview, pos: int, count: int, flexible: bool) -> tuple[list[ProducePartition], int]:
@@ -120,7 +94,7 @@ def _read_partitions(buf: memoryview, pos: int, count: int, flexible: bool) -> t
                 raise MalformedFrame("produce request truncated")
             index = _I32.unpack_from(buf, pos)[0]
             pos += 4
-            size, pos = read_uvarint(buf, pos)
+            size, pos = _uvarint_at(buf, pos)
             size -= 1
         else:
             if pos + 8 > size_of_buf:
@@ -145,31 +119,52 @@ def _read_partitions(buf: memoryview, pos: int, count: int, flexible: bool) -> t
 
 
 def decode_produce_request(body: memoryview, version: int) -> ProduceRequest:
-    """Decode a Produce request body (after the header). Raises MalformedFrame."""
-    r = _Reader(body, version >= FLEXIBLE_FROM)
-    transactional_id = r.string() if version >= 3 else None
-    acks = r.int16()
-    timeout_ms = r.int32()
-    topics = []
-    topic_count = r.array_length()
-    if topic_count > len(body):
+    """Decode a Produce request body (after the header). Raises MalformedFrame.
+
+    One flat pass (a few calls per request, not one per field: it runs for every Produce).
+    Reads past the end raise IndexError or struct.error inside, turned into MalformedFrame."""
+    try:
+        return _decode(body, version)
+    except (IndexError, struct.error):
+        raise MalformedFrame("produce request truncated") from None
+
+
+def _decode(buf: memoryview, version: int) -> ProduceRequest:
+    flexible = version >= FLEXIBLE_FROM
+    size_of_buf = len(buf)
+    transactional_id, pos = _string_at(buf, 0, flexible) if version >= 3 else (None, 0)
+    acks, timeout_ms = _I16_I32.unpack_from(buf, pos)
+    pos += 6
+    if flexible:
+        topic_count, pos = _uvarint_at(buf, pos)
+        topic_count -= 1
+    else:
+        topic_count = _I32.unpack_from(buf, pos)[0]
+        pos += 4
+    if topic_count > size_of_buf:
         raise MalformedFrame(f"produce topic count {topic_count} exceeds the frame")
+    topics = []
     for _ in range(max(topic_count, 0)):
-        name = r.string()
+        name, pos = _string_at(buf, pos, flexible)
         if name is None:
             raise MalformedFrame("null topic name in produce request")
-        partitions = []
-        partition_count = r.array_length()
-        if partition_count > len(body):
+        if flexible:
+            partition_count, pos = _uvarint_at(buf, pos)
+            partition_count -= 1
+        else:
+            partition_count = _I32.unpack_from(buf, pos)[0]
+            pos += 4
+        if partition_count > size_of_buf:
             raise MalformedFrame(f"produce partition count {partition_count} exceeds the frame")
-        partitions, r.pos = _read_partitions(body, r.pos, max(partition_count, 0), r.flexible)
-        r.tagged_fields()
+        partitions, pos = _read_partitions(buf, pos, max(partition_count, 0), flexible)
+        if flexible:
+            pos = pos + 1 if buf[pos] == 0 else skip_tagged_fields(buf, pos)
         topics.append(ProduceTopic(name, partitions))
-    r.tagged_fields()
-    if r.pos != len(body):
-        raise MalformedFrame(f"{len(body) - r.pos} bytes after the end of the produce request")
+    if flexible:
+        pos = pos + 1 if buf[pos] == 0 else skip_tagged_fields(buf, pos)
+    if pos != size_of_buf:
+        raise MalformedFrame(f"{size_of_buf - pos} bytes after the end of the produce request")
     return ProduceRequest(transactional_id, acks, timeout_ms, topics)
-
 
 
 def _string(text: str | None, flexible: bool) -> bytes:
