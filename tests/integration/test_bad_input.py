@@ -226,6 +226,46 @@ def test_null_non_nullable_array_closes_with_a_warning(broker, good, api_key, ve
     assert " ERROR " not in broker.log()
 
 
+SHARE_REQUESTS = [(78, 1), (78, 2), (79, 1), (79, 2)]  # decoded by hand (protocol/share_requests.py)
+
+
+def _share_frame(api_key: int, version: int, body: bytes) -> bytes:
+    header = struct.pack(">hhih", api_key, version, 3, 1) + b"x" + b"\x00"
+    return struct.pack(">i", len(header) + len(body)) + header + body
+
+
+@pytest.mark.parametrize("api_key, version", SHARE_REQUESTS)
+def test_share_request_with_null_acknowledgement_batches_closes_with_a_warning(broker, good, api_key, version):
+    from tests.schema_requests import RequestWriter
+
+    null_at = 0
+    while (writer := RequestWriter(null_at=null_at)).body(api_key, version) and \
+            writer.nulled_field != "acknowledgement_batches":
+        null_at += 1
+        assert writer.nulled_field is not None, "no acknowledgement_batches field"
+    conn = Conn(broker)
+    conn.send(_share_frame(api_key, version, writer.body(api_key, version)))
+    assert conn.closed_by_broker()
+    assert_still_serving(broker, good, "non-nullable field acknowledgement_batches was serialized as null")
+    assert " ERROR " not in broker.log()
+
+
+@pytest.mark.parametrize("api_key, version", SHARE_REQUESTS)
+def test_share_request_with_absurd_batch_count_closes(broker, good, api_key, version):
+    """2**31 acknowledgement batches announced in a few bytes: refused before anything is built."""
+    fields = struct.pack(">iiiiii", 1, 0, 1, 1024, 10, 10) if api_key == 78 else struct.pack(">i", 1)
+    if version >= 2:
+        fields += b"\x00\x00" if api_key == 78 else b"\x00"  # ShareAcquireMode, IsRenewAck
+    body = (b"\x02g\x02m" + fields + b"\x02" + bytes(range(1, 17)) + b"\x02" + struct.pack(">i", 0)
+            + b"\x80\x80\x80\x80\x08" + bytes(19))  # a count of 2**31 - 1, then one batch's bytes
+    conn = Conn(broker)
+    conn.send(_share_frame(api_key, version, body))
+    assert conn.closed_by_broker()
+    name = "ShareFetch" if api_key == 78 else "ShareAcknowledge"
+    assert_still_serving(broker, good, f"cannot decode {name} v{version} request: MalformedFrame: array of 2147483647 "
+                                       "elements")
+
+
 # --- requests the broker must answer with an error --------------------------------------------
 
 
