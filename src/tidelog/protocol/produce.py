@@ -60,6 +60,14 @@ def _uvarint_at(buf: memoryview, pos: int) -> tuple[int, int]:
     return read_uvarint(buf, pos)
 
 
+def _array_length_at(buf: memoryview, pos: int, flexible: bool) -> tuple[int, int]:
+    """An array's (compact) length at ``pos``, -1 for null: (length, next position)."""
+    if flexible:
+        length, pos = _uvarint_at(buf, pos)
+        return length - 1, pos
+    return _I32.unpack_from(buf, pos)[0], pos + 4
+
+
 def _string_at(buf: memoryview, pos: int, flexible: bool) -> tuple[str | None, int]:
     """A (compact) nullable string at ``pos``: (text or None, next position)."""
     if flexible:
@@ -135,12 +143,7 @@ def _decode(buf: memoryview, version: int) -> ProduceRequest:
     transactional_id, pos = _string_at(buf, 0, flexible) if version >= 3 else (None, 0)
     acks, timeout_ms = _I16_I32.unpack_from(buf, pos)
     pos += 6
-    if flexible:
-        topic_count, pos = _uvarint_at(buf, pos)
-        topic_count -= 1
-    else:
-        topic_count = _I32.unpack_from(buf, pos)[0]
-        pos += 4
+    topic_count, pos = _array_length_at(buf, pos, flexible)
     if topic_count > size_of_buf:
         raise MalformedFrame(f"produce topic count {topic_count} exceeds the frame")
     topics = []
@@ -148,12 +151,7 @@ def _decode(buf: memoryview, version: int) -> ProduceRequest:
         name, pos = _string_at(buf, pos, flexible)
         if name is None:
             raise MalformedFrame("null topic name in produce request")
-        if flexible:
-            partition_count, pos = _uvarint_at(buf, pos)
-            partition_count -= 1
-        else:
-            partition_count = _I32.unpack_from(buf, pos)[0]
-            pos += 4
+        partition_count, pos = _array_length_at(buf, pos, flexible)
         if partition_count > size_of_buf:
             raise MalformedFrame(f"produce partition count {partition_count} exceeds the frame")
         partitions, pos = _read_partitions(buf, pos, max(partition_count, 0), flexible)
