@@ -14,7 +14,7 @@ import time
 
 import pytest
 import requests
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import TopicPartition as KafkaTopicPartition
 from kafka.admin import KafkaAdminClient
@@ -41,7 +41,12 @@ def cluster(tmp_path):
 
 
 def leaders(admin: AdminClient) -> dict[str, int]:
-    topics = admin.list_topics(timeout=5).topics
+    """Each topic's leader; none while the metadata cannot be had (a broker just killed: the admin
+    client's metadata request may time out on its connection to it)."""
+    try:
+        topics = admin.list_topics(timeout=5).topics
+    except KafkaException:
+        return {}
     return {name: topics[name].partitions[0].leader for name in ("delays", "target") if name in topics}
 
 
@@ -51,29 +56,35 @@ def placement(admin: AdminClient) -> dict[str, tuple[int, list[int]]]:
             for name in ("delays", "target") if name in topics and 0 in topics[name].partitions}
 
 
-def create_apart(cluster: Cluster) -> AdminClient:
-    """The two topics (3 replicas) led by brokers 1 and 2: created, then their replicas put in
-    that order (AlterPartitionReassignments) and the preferred leaders elected (ElectLeaders), by
-    kafka-python's admin client (confluent-kafka's has neither)."""
+def create_placed(cluster: Cluster, replicas: dict[str, list[int]]) -> AdminClient:
+    """The delay topic and its target (one partition each) on these replicas, led by the first:
+    created, then their replicas put in that order (AlterPartitionReassignments) and the preferred
+    leaders elected (ElectLeaders), by kafka-python's admin client (confluent-kafka's has neither;
+    a manual assignment at creation is for a single node only)."""
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-    wanted = {"delays": (1, DELAYS_REPLICAS), "target": (2, TARGET_REPLICAS)}
-    futures = admin.create_topics([NewTopic("target", 1, 3),
-                                   NewTopic("delays", 1, 3, config={"tidelog.delay.target.topic": "target"})])
+    wanted = {name: (r[0], r) for name, r in replicas.items()}
+    futures = admin.create_topics([NewTopic("target", 1, len(replicas["target"])),
+                                   NewTopic("delays", 1, len(replicas["delays"]),
+                                            config={"tidelog.delay.target.topic": "target"})])
     for future in futures.values():
         future.result(30)
     mover = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, request_timeout_ms=10000)
     try:
-        assert mover.alter_partition_reassignments({KafkaTopicPartition("delays", 0): DELAYS_REPLICAS,
-                                                    KafkaTopicPartition("target", 0): TARGET_REPLICAS}) == {
-            KafkaTopicPartition("delays", 0): None, KafkaTopicPartition("target", 0): None}
-        wait_until(lambda: {name: r for name, (_, r) in placement(admin).items()} ==
-                   {name: r for name, (_, r) in wanted.items()}, 30, interval_s=0.1, message="replicas in order")
+        assert mover.alter_partition_reassignments({KafkaTopicPartition(name, 0): r for name, r in replicas.items()}) == {
+            KafkaTopicPartition(name, 0): None for name in replicas}
+        wait_until(lambda: {name: r for name, (_, r) in placement(admin).items()} == replicas, 30, interval_s=0.1,
+                   message="replicas in order")
         while placement(admin) != wanted:
-            mover.elect_leaders(0, {"delays": [0], "target": [0]}, raise_errors=False)
+            mover.elect_leaders(0, {name: [0] for name in replicas}, raise_errors=False)
             wait_until(lambda: placement(admin) == wanted, 10, interval_s=0.1, message="the delay and target leaders")
     finally:
         mover.close()
     return admin
+
+
+def create_apart(cluster: Cluster) -> AdminClient:
+    """The two topics (3 replicas) led by brokers 1 and 2."""
+    return create_placed(cluster, {"delays": DELAYS_REPLICAS, "target": TARGET_REPLICAS})
 
 
 def target_size(bootstrap: str) -> int:
@@ -130,7 +141,7 @@ def test_delayed_records_move_exactly_once_when_the_delay_partitions_leader_is_k
         interval_s=0.1, message="some records moved")
     cluster.brokers[1].kill()  # in the middle: some moved, most still waiting
     wait_until(lambda: leaders(admin).get("delays") == 3, 30, message="broker 3 leading the delay partition")
-    assert leaders(admin)["target"] == 2  # so the new leader's mover finds the old one's progress at another broker
+    assert wait_until(lambda: leaders(admin).get("target"), 30, message="the target's leader") == 2  # so the new leader's mover finds the old one's progress at another broker
     wait_until_moved(due)
     assert_exactly_once_never_early(cluster, due)
     successor = cluster.brokers[3]

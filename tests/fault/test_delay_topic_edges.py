@@ -24,15 +24,15 @@ import random
 import time
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KafkaTopicPartition
 from kafka.admin import KafkaAdminClient
 
 from tests.brokerproc import wait_until
 from tests.clusterproc import Cluster
-from tests.fault.test_delay_topic_cluster import create_apart, leaders, metric
+from tests.fault.test_delay_topic_cluster import create_apart, create_placed, leaders, metric
 
 pytestmark = pytest.mark.slow
 
@@ -99,43 +99,9 @@ def read_target_confluent(bootstrap: str, end: int, start: int = 0) -> list[int]
     return got
 
 
-def create_placed(cluster: Cluster, replicas: dict[str, list[int]]) -> AdminClient:
-    """The delay topic and its target (one partition each) on these replicas, led by the first:
-    created, then reassigned (AlterPartitionReassignments) and the preferred leaders elected
-    (ElectLeaders) by kafka-python's admin client (a manual assignment at creation is for a single
-    node only)."""
-    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-    futures = admin.create_topics([NewTopic("target", 1, len(replicas["target"])),
-                                   NewTopic("delays", 1, len(replicas["delays"]),
-                                            config={"tidelog.delay.target.topic": "target"})])
-    for future in futures.values():
-        future.result(TIMEOUT_S)
-    placer = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, request_timeout_ms=10000)
-
-    def placement():
-        topics = admin.list_topics(timeout=5).topics
-        return {name: (topics[name].partitions[0].leader, list(topics[name].partitions[0].replicas))
-                for name in replicas if name in topics and 0 in topics[name].partitions}
-
-    wanted = {name: (r[0], r) for name, r in replicas.items()}
-    try:
-        placer.alter_partition_reassignments({KafkaTopicPartition(name, 0): r for name, r in replicas.items()})
-        wait_until(lambda: {name: r for name, (_, r) in placement().items()} == replicas, TIMEOUT_S, interval_s=0.1,
-                   message="replicas in order")
-        while placement() != wanted:
-            placer.elect_leaders(0, {name: [0] for name in replicas}, raise_errors=False)
-            wait_until(lambda: placement() == wanted, 10, interval_s=0.1, message="the preferred leaders")
-    finally:
-        placer.close()
-    return admin
-
-
 def leader_of(admin, topic: str) -> int | None:
     """The topic's leader, None while the metadata cannot be had (a broker just killed)."""
-    try:
-        return leaders(admin).get(topic)
-    except KafkaException:
-        return None
+    return leaders(admin).get(topic)
 
 
 def target_offsets(bootstrap: str) -> tuple[int, int]:
@@ -195,7 +161,7 @@ def test_a_mover_idle_past_producer_expiry_is_not_forgotten_on_failover(edge_clu
 
     cluster.brokers[1].kill()  # broker 3 never ran the mover: it has no local copy of its progress
     wait_until(lambda: leader_of(admin, "delays") == 3, TIMEOUT_S, message="broker 3 leading the delay partition")
-    assert leader_of(admin, "target") == 2
+    assert wait_until(lambda: leader_of(admin, "target"), TIMEOUT_S, message="the target's leader") == 2
     due.update(produce_delayed(cluster.bootstrap, range(40, 80), 1000, seed=22))
     assert_moved_exactly_once(cluster.bootstrap, due, others=1)
     assert metric(cluster.brokers[3], "tidelog_delay_topic_records_total", event="moved", topic="delays") == 40
@@ -261,7 +227,7 @@ def test_a_target_leader_whose_clock_is_a_minute_ahead(edge_cluster):
                               topic="delays") == 40, TIMEOUT_S, interval_s=0.1, message="the first 40 moved")
     cluster.brokers[1].kill()  # broker 3 has no copy of the mover's progress: it needs the target's batch
     wait_until(lambda: leader_of(admin, "delays") == 3, TIMEOUT_S, message="broker 3 leading the delay partition")
-    assert leader_of(admin, "target") == 2
+    assert wait_until(lambda: leader_of(admin, "target"), TIMEOUT_S, message="the target's leader") == 2
     due.update(produce_delayed(cluster.bootstrap, range(40, 80), 1000, seed=26))
     assert_moved_exactly_once(cluster.bootstrap, due)
     assert metric(cluster.brokers[3], "tidelog_delay_topic_records_total", event="moved", topic="delays") == 40
