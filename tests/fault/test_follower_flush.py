@@ -59,7 +59,10 @@ def _produce_one_by_one(bootstrap: str, first: int, count: int) -> list[int]:
 
 
 def test_a_follower_fsyncs_on_its_schedule_not_per_fetch(tmp_path):
-    cluster, admin, leader = _start(tmp_path)
+    # 300 batches of ~70 bytes: ~21 KB per follower, past a 6,000-byte bound three times (the
+    # interval, an hour here, never elapses: the count does not depend on the machine's speed).
+    cluster, admin, leader = _start(tmp_path, {"replica.flush.interval.ms": "3600000",
+                                               "replica.flush.interval.bytes": "6000"})
     try:
         followers = [b for i, b in cluster.brokers.items() if i != leader]
         fsyncs_before = [_metrics(b).get(FSYNC_JOBS, 0) for b in followers]
@@ -70,9 +73,10 @@ def test_a_follower_fsyncs_on_its_schedule_not_per_fetch(tmp_path):
         # 300 appends, each copied by each follower in a fetch of its own (about one per record
         # and follower: a follower's next fetch is what moves the high watermark).
         assert fetches >= 300, fetches
-        # Per fetch that would be ~300 fsyncs each; on a 1 s schedule it is one a second the
-        # produce took (a few seconds; tens on a loaded machine).
+        # Per fetch that would be ~300 fsyncs each; it is one per 6,000 bytes copied.
         assert all(count < 300 / 5 for count in fsyncs), (fsyncs, fetches)
+        for broker in followers:
+            assert _metrics(broker).get('tidelog_follower_flushes_total{reason="bytes"}', 0) >= 2
     except BaseException:
         print(cluster.logs())
         raise
