@@ -6,7 +6,8 @@ each part and ``_record`` making the batches from the runs, ``_advance_start``'s
 ``acknowledge``. The same random walk of fetches, acknowledgements, lock expiries, member
 releases, retention moving the log start and failed writes on both must leave the same runs, the same transitions (state
 batches, start offsets, dead letters, counts, acquired ranges) and the same errors. And
-QueuePolicy's walk without priority against its general one."""
+QueuePolicy's walk without priority, and the state store's combination onto its own state,
+against their general ones."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from tidelog.protocol.errors import KafkaError
 from tidelog.queues.in_flight import TERMINAL, ArchiveReason, RecordState, finish
-from tidelog.queues.log_batches import LogBatch
+from tidelog.queues.log_batches import LogBatch, acquired_ranges
 from tidelog.queues.priority import QueuePolicy
 from tidelog.queues.record_attrs import AttrRun, QueueSettings
 from tidelog.queues.selection import Candidate
 from tidelog.queues.share_partition import _ACQUIRE, AckBatch, AcknowledgeType, SharePartition, SharePartitionConfig
+from tidelog.queues.state_records import StateBatch
+from tidelog.queues.state_store import combine_state_batches
 
 MEMBERS = ("a", "b")
 LOCK_MS = 1000
@@ -82,6 +85,7 @@ class GeneralPaths(SharePartition):
                 self._begin(t, part)
                 archived[tag] = archived.get(tag, 0) + part.last - part.first + 1
                 self._archive(t, part, tag, count=False)
+        t.acquired = acquired_ranges(((r.first, r.last, r.delivery_count) for r in taken), None, None)
         return taken, redelivered, archived
 
 
@@ -142,14 +146,15 @@ class FastPathsMatchTheGeneralOnes(RuleBasedStateMachine):
                 (sp.rollback if fail else sp.commit)(t)
         return fast
 
-    @rule(member=st.sampled_from(MEMBERS), max_records=st.integers(1, 10), fail=st.integers(0, 7))
-    def fetch(self, member, max_records, fail):
+    @rule(member=st.sampled_from(MEMBERS), max_records=st.integers(1, 10), fail=st.integers(0, 7),
+          batch_size=st.one_of(st.none(), st.integers(1, 4)))
+    def fetch(self, member, max_records, fail, batch_size):
         offset = self.fast.fetch_offset(self.now)
         assert offset == self.general.fetch_offset(self.now)
         if offset is None:
             return
         read = [b for b in self.log if b.last_offset >= offset and b.base_offset >= self.log_start]
-        self._both(lambda sp: sp.acquire(member, read, max_records, self.now,
+        self._both(lambda sp: sp.acquire(member, read, max_records, self.now, batch_size=batch_size,
                                          policy=Discarding(self.filtered, self.expired)), fail == 0)
 
     @rule(member=st.sampled_from(MEMBERS), data=st.data(), fail=st.integers(0, 7))
@@ -225,3 +230,25 @@ def test_offset_order_without_priority_is_the_general_order_with_one_priority(ru
     general = QueuePolicy(QueueSettings(priority_enabled=True, aging_ms=0), attrs)
     assert plain.order(candidates, now) == general.order(candidates, now)
     assert (plain.discarded, plain.deferred) == (general.discarded, general.deferred)
+
+
+_BATCH = st.builds(lambda first, size, state, count, at: StateBatch(first, first + size - 1, state, count,
+                                                                    at if state == 0 else 0),
+                   st.integers(0, 60), st.integers(1, 8), st.sampled_from([0, 2, 4]), st.integers(0, 3),
+                   st.sampled_from([0, 0, 5]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(writes=st.lists(st.tuples(st.lists(_BATCH, max_size=6), st.integers(0, 40)), min_size=1, max_size=6),
+       sort_new=st.booleans())
+def test_combining_onto_a_combined_state_is_the_general_combination(writes, sort_new):
+    """The store's writes onto its own (combined) state give what the general combination gives."""
+    fast = general = []
+    start = 0
+    for new, moved in writes:
+        start = max(start, moved)
+        if sort_new:  # (a transition's batches are sorted and apart; the general ones may be anything)
+            new = [b for i, b in enumerate(sorted(new)) if all(b.first_offset > a.last_offset for a in sorted(new)[:i])]
+        fast = combine_state_batches(fast, new, start, combined=True)
+        general = combine_state_batches(general, new, start)
+        assert fast == general

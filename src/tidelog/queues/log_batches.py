@@ -18,7 +18,8 @@ from typing import Iterable, NamedTuple, Sequence
 
 from tidelog.protocol.records import BATCH_HEADER_SIZE, parse_batch_header
 
-__all__ = ["AcquiredRecords", "BatchBounds", "LogBatch", "acquired_ranges", "batches_holding", "parse_log_batches"]
+__all__ = ["AcquiredRecords", "BatchBounds", "LogBatch", "acquired_ranges", "batches_holding", "cut_at_batches",
+           "parse_log_batches"]
 
 
 class LogBatch(NamedTuple):
@@ -77,17 +78,28 @@ def acquired_ranges(runs: Iterable[tuple[int, int, int]], bounds: BatchBounds,
         else:
             segments.append(_new_acquired((first, last, delivery_count)))
         previous_last, previous_count = last, delivery_count
+    return cut_at_batches(segments, bounds, batch_size)
+
+
+def cut_at_batches(segments: list[AcquiredRecords], bounds: BatchBounds,
+                   batch_size: int | None) -> list[AcquiredRecords]:
+    """``acquired_ranges``' cut: with a batch size, each range longer than it is cut at the end of
+    the log batch where it reaches that size (the others are kept as they are)."""
     if batch_size is None:
         return segments
     result = []
-    for first, last, count in segments:
-        while batch_size is not None and last - first + 1 > batch_size:
+    for segment in segments:
+        first, last, count = segment
+        if last - first < batch_size:
+            result.append(segment)
+            continue
+        while last - first + 1 > batch_size:
             cut = bounds.end_of_batch(first + batch_size - 1)
             if cut >= last:
                 break
-            result.append(AcquiredRecords(first, cut, count))
+            result.append(_new_acquired((first, cut, count)))
             first = cut + 1
-        result.append(AcquiredRecords(first, last, count))
+        result.append(_new_acquired((first, last, count)))
     return result
 
 

@@ -65,7 +65,7 @@ from tidelog.queues.in_flight import (
     finish,
     joined,
 )
-from tidelog.queues.log_batches import BatchBounds, LogBatch, acquired_ranges
+from tidelog.queues.log_batches import AcquiredRecords, BatchBounds, LogBatch, cut_at_batches
 from tidelog.queues.selection import OFFSET_ORDER, Candidate, OffsetOrder, SelectionPolicy
 from tidelog.queues.state_records import StateBatch
 
@@ -123,6 +123,7 @@ _FIRST = attrgetter("first")
 _LAST = attrgetter("last")
 _START = itemgetter(0)
 _new_batch = functools.partial(tuple.__new__, StateBatch)  # StateBatch(*fields) without its Python __new__
+_new_acquired = functools.partial(tuple.__new__, AcquiredRecords)
 
 
 class SharePartition:
@@ -352,8 +353,7 @@ class SharePartition:
             t.add_count(reason.value, n)
             t.add_count("archived", n)
         self._record(t, built=True)
-        t.acquired = acquired_ranges(((r.first, r.last, r.delivery_count) for r in taken), bounds,
-                                     batch_size if mode == AcquireMode.BATCH_OPTIMIZED else None)
+        t.acquired = cut_at_batches(t.acquired, bounds, batch_size if mode == AcquireMode.BATCH_OPTIMIZED else None)
         return t
 
     def _carve(self, t: Transition, pieces: list[tuple[int, int, object]], member_id: str,
@@ -364,8 +364,9 @@ class SharePartition:
         of the run list (a filter's acquisition has hundreds: a copy, then a change, then a record
         of each, was most of its cost). The Available rest of a run stays as it was. Sets
         ``t.state_batches`` to what ``_record`` would make of the pieces (``_record(t, built=True)``
-        takes the start offset into account); returns the acquired runs, how many records were
-        redelivered and the archived counts by reason."""
+        takes the start offset into account) and ``t.acquired`` to the acquired ranges joined as
+        ``acquired_ranges`` joins them (``cut_at_batches`` is left to do); returns the acquired
+        runs, how many records were redelivered and the archived counts by reason."""
         runs = self._runs
         taken: list[Run] = []
         archived: dict[ArchiveReason, int] = {}
@@ -376,7 +377,9 @@ class SharePartition:
         n = len(runs)
         rebuilt: list[Run] = []
         batches: list[StateBatch] = []  # as _record would write them (joined), built on the way
-        batch_last = batch_fields = None
+        batch_last = batch_state = batch_count = None
+        ranges: list[AcquiredRecords] = []  # t.acquired before the cut at batch size
+        acquired_last = acquired_count = None
         current = saved = None
         try:
             for first, last, tag in pieces:
@@ -397,22 +400,29 @@ class SharePartition:
                 if current.first < first:  # the records before the piece stay as they are
                     rebuilt.append(current.copy(current.first, first - 1))
                 if tag is _ACQUIRE:
-                    part = Run(first, last, acquired_state, count + 1, member_id, deadline)
+                    count += 1
+                    part = Run(first, last, acquired_state, count, member_id, deadline)
                     taken.append(part)
-                    if count:
+                    if count > 1:
                         redelivered += last - first + 1
-                    fields = (0, count + 1, 0)  # (persisted as Available with its delivery count)
+                    # (what the response lists: neighbours with one delivery count joined, as acquired_ranges)
+                    if acquired_last is not None and acquired_last + 1 == first and acquired_count == count:
+                        ranges[-1] = _new_acquired((ranges[-1][0], last, count))
+                    else:
+                        ranges.append(_new_acquired((first, last, count)))
+                    acquired_last, acquired_count = last, count
+                    state = 0  # (persisted as Available with its delivery count)
                 else:
                     part = Run(first, last, archived_state, count)
                     archived[tag] = archived.get(tag, 0) + last - first + 1
                     if tag in DEAD_LETTER_REASONS:
                         t.dead_letters.append(DeadLetter(first, last, count, tag))
-                    fields = (4, count, 0)
-                if batch_last is not None and batch_last + 1 == first and fields == batch_fields:
-                    batches[-1] = _new_batch((batches[-1][0], last) + fields)
+                    state = 4
+                if batch_last == first - 1 and batch_state == state and batch_count == count:
+                    batches[-1] = _new_batch((batches[-1][0], last, state, count, 0))
                 else:
-                    batches.append(_new_batch((first, last) + fields))
-                batch_last, batch_fields = last, fields
+                    batches.append(_new_batch((first, last, state, count, 0)))
+                batch_last, batch_state, batch_count = last, state, count
                 part.pending = t
                 part.saved = saved
                 rebuilt.append(part)
@@ -426,6 +436,7 @@ class SharePartition:
                 rebuilt.append(current)
             runs[begin:i] = rebuilt
         t.state_batches = batches
+        t.acquired = ranges
         return taken, redelivered, archived
 
     def _defer(self, policy: SelectionPolicy) -> None:

@@ -40,9 +40,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, replace
 from itertools import chain
+from operator import itemgetter
 from typing import Awaitable, Callable, Iterable
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -104,18 +105,31 @@ def _first_offset(batch: StateBatch) -> int:
     return batch.first_offset
 
 
-def combine_state_batches(existing: Iterable[StateBatch], new: Iterable[StateBatch], start_offset: int) -> list[StateBatch]:
+_LAST = itemgetter(1)  # a StateBatch's last offset, a C key for bisect
+
+
+def combine_state_batches(existing: Iterable[StateBatch], new: Iterable[StateBatch], start_offset: int,
+                          combined: bool = False) -> list[StateBatch]:
     """``new`` batches laid over ``existing`` ones (later wins where they overlap), without anything
     below ``start_offset``, neighbours with the same state and count joined (Kafka's
-    PersisterStateBatchCombiner). The result is sorted and does not overlap."""
-    # What is below the start offset goes first, in one pass (a filter's window leaves hundreds of
-    # batches behind the start offset at every write; the walks below cost far more a batch).
-    result: list[StateBatch] = sorted([b for b in existing if b.last_offset >= start_offset])
+    PersisterStateBatchCombiner). The result is sorted and does not overlap. ``combined``:
+    ``existing`` is such a result (a list), so what it keeps is found by a binary search."""
+    if combined:
+        # (the store's own state: a filter's window holds hundreds of batches, and every write,
+        # an acknowledgement's too, walked them all in Python)
+        result: list[StateBatch] = existing[bisect_right(existing, start_offset - 1, key=_LAST):]  # type: ignore
+    else:
+        # What is below the start offset goes first, in one pass (the walks below cost far more a batch).
+        result = sorted([b for b in existing if b.last_offset >= start_offset])
     new = [b for b in new if b.last_offset >= b.first_offset]
+    if combined and not new:
+        if result and result[0].first_offset < start_offset:
+            result[0] = result[0]._replace(first_offset=start_offset)
+        return result
     if new and new[0].first_offset >= start_offset and (not result or result[-1].last_offset < new[0].first_offset):
         # The usual case (records entering the window, a filter's acquisition): ``new`` after all of
         # ``existing``; one walk, where the general one below took four.
-        appended = _joined_in_order(result, new, start_offset)
+        appended = _joined_in_order(result, new, start_offset, combined)
         if appended is not None:
             return appended
     if all(a.last_offset < b.first_offset for a, b in zip(new, new[1:])):
@@ -151,15 +165,20 @@ def combine_state_batches(existing: Iterable[StateBatch], new: Iterable[StateBat
     return merged
 
 
-def _joined_in_order(existing: list[StateBatch], new: list[StateBatch], start_offset: int) -> list[StateBatch] | None:
+def _joined_in_order(existing: list[StateBatch], new: list[StateBatch], start_offset: int,
+                     combined: bool = False) -> list[StateBatch] | None:
     """``existing`` then ``new`` (every batch of ``existing`` before the first of ``new``, all of
     ``existing`` ending at or after ``start_offset``), cut at ``start_offset`` and joined as
-    combine_state_batches joins; None when they are not in order (overlapping, unsorted)."""
+    combine_state_batches joins; None when they are not in order (overlapping, unsorted).
+    ``combined``: ``existing`` is joined already (only ``new`` is walked)."""
     if existing and existing[0].first_offset < start_offset:
         existing[0] = existing[0]._replace(first_offset=start_offset)
     merged: list[StateBatch] = []
     previous = None
-    for batch in chain(existing, new):
+    if combined:
+        merged = existing
+        previous = existing[-1] if existing else None
+    for batch in new if combined else chain(existing, new):
         if previous is not None:
             if batch.first_offset <= previous.last_offset:
                 return None
@@ -478,7 +497,8 @@ def _merged(current: PersistedState, start_offset: int, batches: Iterable[StateB
     # write the start offset they leave) must not undo that.
     start = current.start_offset if start_offset == -1 else max(start_offset, current.start_offset)
     return PersistedState(
-        current.state_epoch, start, combine_state_batches(current.batches, batches, start), current.snapshot_epoch,
+        current.state_epoch, start, combine_state_batches(current.batches, batches, start, combined=True),
+        current.snapshot_epoch,
         current.leader_epoch if leader_epoch == -1 else leader_epoch,
         delivery_complete_count, current.create_timestamp_ms, current.write_timestamp_ms,
         current.updates_since_snapshot + 1, current.snapshot_log_offset)
