@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import requests
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.brokerproc import wait_until
@@ -86,6 +88,35 @@ def test_metrics_after_traffic(broker):
     assert value(samples, "tidelog_http_requests_total", method="DELETE", route="/api/v1/topics/{topic}", status="200") == 1
     assert value(samples, "tidelog_http_requests_total", method="GET", route="/metrics", status="200") >= 3
     assert value(samples, "tidelog_http_requests_total", method="GET", route="unmatched", status="404") == 1
+
+
+@pytest.mark.parametrize("per_partition", [True, False])
+def test_per_partition_series_can_be_left_out(broker_factory, per_partition):
+    """metrics.per.partition.enable=false: a scrape's series no longer grow with the
+    partitions hosted and committed to (a broker with 10,000 partitions had 40,000 and more)."""
+    broker = broker_factory({"metrics.per.partition.enable": str(per_partition).lower()})
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "wide", "enable.auto.commit": False})
+
+    def add_topic_and_scrape(topic: str, partitions: int) -> dict:
+        admin.create_topics([NewTopic(topic, partitions, 1)], request_timeout=30)[topic].result(30)
+        produce("confluent", broker.bootstrap, topic, [(b"k", b"v", None, None)], partition=0)
+        consumer.commit(offsets=[TopicPartition(topic, p, 0) for p in range(partitions)], asynchronous=False)
+        return scrape(broker)
+
+    try:
+        few = add_topic_and_scrape("narrow", 2)
+        many = add_topic_and_scrape("broad", 100)
+    finally:
+        consumer.close()
+    with_partition = [key for key in many if any(label == "partition" for label, _ in key[1])]
+    assert value(many, "tidelog_partitions") == 103 and value(many, "tidelog_consumer_lag_sum", group="wide") == 2
+    if per_partition:
+        assert len(many) - len(few) >= 6 * 100  # 4 log families, the committed offset and the lag
+        assert value(many, "tidelog_log_end_offset", topic="broad", partition="0") == 1
+    else:
+        assert not with_partition
+        assert len(many) - len(few) < 20, f"{len(many) - len(few)} more series for 100 more partitions"
 
 
 def test_fetch_purgatory_counts_waiting_fetches(broker):

@@ -1,7 +1,8 @@
 """The HTTP listener (aiohttp), in the broker's event loop, on ``http.host``:``http.port``
 (default 127.0.0.1:9644: the API has no authentication yet, so it is not exposed unless asked).
 
-- ``GET /metrics``: Prometheus text format (state gauges refreshed at each scrape).
+- ``GET /metrics``: Prometheus text format (state gauges refreshed at each scrape, the logs' per-partition
+  families written by server/gauges.py after the registry's).
 - ``GET /health``: 200 while the process serves HTTP (liveness), from the start of the broker on.
 - ``GET /ready``: 200 once the broker is ready (``Broker.not_ready_reasons``: starting, a log
   directory offline after an I/O error, not registered or caught up in a cluster), else 503
@@ -75,7 +76,7 @@ def make_app(broker: "Broker") -> web.Application:
     async def metrics(_request: web.Request) -> web.Response:
         if broker.serving:
             broker.refresh_gauges()
-        body = generate_latest(broker.metrics.registry)
+        body = generate_latest(broker.metrics.registry) + broker.metrics.partition_series.text
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def health(_request: web.Request) -> web.Response:

@@ -109,7 +109,7 @@ class Broker:
                                                                       self._resources_check]
         self._http_listener = http
         self.http: HttpListener | None = None
-        self.metrics = BrokerMetrics()
+        self.metrics = BrokerMetrics(per_partition=config["metrics.per.partition.enable"])
         self.request_memory = RequestMemory(config["queued.max.request.bytes"],
                                             1 << (config["socket.request.max.bytes"] - 1).bit_length(), self.metrics)
         # A cluster (``cluster`` = etcd://...): metadata in etcd and a controller. A cluster of

@@ -2,8 +2,10 @@
 logs, the cleaner, resources, partitions and their ISRs, waiting requests, groups and their lag.
 
 Each refresh clears the labelled gauges first, so a deleted topic, partition or group leaves the
-scrape. Called by ``Broker.refresh_gauges`` (the HTTP listener's /metrics) once the broker
-serves; reads only, on the event loop.
+scrape. The logs' per-partition families are written as text (metrics.PartitionSeries), not kept
+as label children; with ``metrics.per.partition.enable`` false no series labelled by
+partition is set. Called by ``Broker.refresh_gauges`` (the HTTP listener's /metrics) once the
+broker serves; reads only, on the event loop.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from prometheus_client.utils import floatToGoString
+
 from tidelog.cluster.waiters import parked_fetch_count
+from tidelog.metrics import CLEANER_DIRTY_RATIO, LOG_PARTITION_FAMILIES, gauge_value
 from tidelog.server.resources import RESOURCES
 
 if TYPE_CHECKING:
@@ -34,11 +39,11 @@ def refresh_gauges(metrics: "BrokerMetrics", *, metadata: "MetadataStore", logs:
     metrics.topics.set(len(topics))
     metrics.partitions.set(sum(t.partitions for t in topics.values()))
     metrics.uptime.set(time.time() - started_at_ms / 1000)
-    for gauge in (metrics.log_end_offset, metrics.log_start_offset, metrics.log_size_bytes, metrics.log_segments,
-                  metrics.groups, metrics.group_members, metrics.committed_offset, metrics.consumer_lag,
-                  metrics.consumer_lag_total, metrics.cleaner_dirty_ratio):
+    for gauge in (metrics.groups, metrics.group_members, metrics.committed_offset, metrics.consumer_lag,
+                  metrics.consumer_lag_total):
         gauge.clear()
     _refresh_log_gauges(metrics, logs, resources)
+    metrics.partition_series.text = _partition_text(metrics, logs) if metrics.per_partition else b""
     _refresh_cluster_gauges(metrics, metadata, replicas, is_controller)
     metrics.fetch_purgatory.set(parked_fetch_count(replicas.partitions.values()))
     metrics.producer_ids.set(replicas.producer_count())
@@ -61,8 +66,9 @@ def _refresh_transaction_gauges(metrics: "BrokerMetrics", transactions: "Transac
         if not partition.leading or not partition.transactions.open_count:
             continue
         open_count += partition.transactions.open_count
-        lag = partition.high_watermark - partition.last_stable_offset
-        metrics.last_stable_offset_lag.labels(partition.topic, str(partition.index)).set(lag)
+        if metrics.per_partition:
+            lag = partition.high_watermark - partition.last_stable_offset
+            metrics.last_stable_offset_lag.labels(partition.topic, str(partition.index)).set(lag)
     metrics.open_transactions.set(open_count)
 
 
@@ -76,14 +82,27 @@ def _refresh_log_gauges(metrics: "BrokerMetrics", logs: "LogManager", resources:
     exhausted = resources.exhausted()
     for kind in RESOURCES:
         metrics.resource_out.labels(kind).set(1 if kind in exhausted else 0)
-    for log in logs.logs():
-        labels = (log.topic, str(log.partition))
-        metrics.log_end_offset.labels(*labels).set(log.log_end_offset)
-        metrics.log_start_offset.labels(*labels).set(log.log_start_offset)
-        metrics.log_size_bytes.labels(*labels).set(log.size_bytes)
-        metrics.log_segments.labels(*labels).set(len(log.segments))
-        if log.config.compact and not log.closed:
-            metrics.cleaner_dirty_ratio.labels(*labels).set(cleaner.dirty_ratio(log))
+
+
+def _partition_text(metrics: "BrokerMetrics", logs: "LogManager") -> bytes:
+    """The per-partition families of the logs in the text format, written here rather than kept
+    as prometheus-client label children (metrics.LOG_PARTITION_FAMILIES says why); each
+    partition's label set is formatted once, not at every scrape."""
+    hosted = logs.logs()
+    labels = metrics.partition_series.labels([(log.topic, log.partition) for log in hosted])
+    columns = ([log.log_end_offset for log in hosted], [log.log_start_offset for log in hosted],
+               [log.size_bytes for log in hosted],
+               [len(log.segments) for log in hosted])
+    out = []
+    for (name, help_text), values in zip(LOG_PARTITION_FAMILIES, columns):
+        out.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n")
+        out += [f"{name}{label}{gauge_value(value)}\n" for label, value in zip(labels, values)]
+    name, help_text = CLEANER_DIRTY_RATIO
+    out.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n")
+    cleaner = logs.cleaner
+    out += [f"{name}{label}{floatToGoString(cleaner.dirty_ratio(log))}\n" for label, log in zip(labels, hosted)
+            if log.config.compact and not log.closed]
+    return "".join(out).encode()
 
 
 def _refresh_cluster_gauges(metrics: "BrokerMetrics", store: "MetadataStore", replicas: "ReplicaManager",
@@ -96,7 +115,7 @@ def _refresh_cluster_gauges(metrics: "BrokerMetrics", store: "MetadataStore", re
     metrics.under_replicated.set(sum(1 for s in led if len(s.isr) < len(s.target_replicas)))
     metrics.follower_unflushed_bytes.set(replicas.follower_unflushed_bytes)
     metrics.replica_lag.clear()
-    for topic, partition, replica, lag in replicas.replica_lags():
+    for topic, partition, replica, lag in (replicas.replica_lags() if metrics.per_partition else ()):
         metrics.replica_lag.labels(topic, str(partition), str(replica)).set(lag)
 
 
@@ -120,9 +139,10 @@ def _refresh_group_gauges(metrics: "BrokerMetrics", groups: "GroupCoordinator", 
         total = 0
         end = committed_end if groups.offsets.is_transactional(group_id) else readable_end
         for lag in groups.offsets.lag(group_id, end):
-            labels = (group_id, lag.topic, str(lag.partition))
-            metrics.committed_offset.labels(*labels).set(lag.committed_offset)
-            metrics.consumer_lag.labels(*labels).set(lag.lag)
+            if metrics.per_partition:
+                labels = (group_id, lag.topic, str(lag.partition))
+                metrics.committed_offset.labels(*labels).set(lag.committed_offset)
+                metrics.consumer_lag.labels(*labels).set(lag.lag)
             total += lag.lag
         metrics.consumer_lag_total.labels(group_id).set(total)
     for state, count in states.items():
