@@ -163,17 +163,25 @@ async def wait_for_acks(appended: list[tuple[Waitable, int]], required_acks: int
 async def wait_for_data(partitions: Iterable[Waitable], timeout_s: float, replica: bool = False) -> None:
     """Return when one of ``partitions`` gets data to read (for a consumer: a high watermark
     move; for a follower, ``replica``: an append), a leadership change, or after ``timeout_s``."""
-    waiter = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
     parked = [partition.parked_replica_reads if replica else partition.parked_reads for partition in partitions]
     for reads in parked:
         reads.add(waiter)
+    # Not asyncio.wait_for: on 3.11 it waits on a second future that a callback of this one
+    # sets, one more loop turn between the wake-up and the read.
+    timer = loop.call_later(timeout_s, _time_up, waiter)
     try:
-        await asyncio.wait_for(waiter, timeout_s)
-    except asyncio.TimeoutError:
-        pass
+        await waiter
     finally:
+        timer.cancel()
         for reads in parked:
             reads.discard(waiter)
+
+
+def _time_up(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def parked_fetch_count(partitions: Iterable[Waitable]) -> int:
