@@ -145,3 +145,25 @@ def test_a_segment_opened_from_a_clean_stops_account_has_every_field_a_new_one_h
     reopened = LogSegment.from_state(tmp_path, made.state(), None, 4096, active)
     assert sorted(vars(reopened)) == sorted(vars(made))
     made.close()
+
+
+def test_other_components_directories_are_not_reported_as_unexpected(tmp_path, caplog):
+    """The delay topics' index (``.delay-index``) and the metadata (``__tidelog_meta``) live in the
+    data directory beside the logs: a start passes them by without a WARNING; a stray directory is
+    still named."""
+    fill(tmp_path, partitions=1, batches=2)
+    os.rename(tmp_path / "t-0", tmp_path / ".t-0")  # a topic may be named ".t": its log is still a log
+    (tmp_path / ".delay-index").mkdir()
+    (tmp_path / "__tidelog_meta").mkdir()
+    (tmp_path / "stray").mkdir()
+    caplog.set_level("WARNING", logger="tidelog")
+
+    async def run():
+        manager = manager_at(tmp_path)
+        topics = [(log.topic, log.partition) for log in manager.logs()]
+        await manager.close()
+        return topics
+
+    assert asyncio.run(run()) == [(".t", 0)]
+    unexpected = [r.getMessage() for r in caplog.records if "unexpected directory" in r.getMessage()]
+    assert unexpected == [f"ignoring unexpected directory {tmp_path / 'stray'}"]

@@ -2,8 +2,9 @@
 
 On disk: ``<data_dir>/<topic>-<partition>/`` per partition (topic names may hold '-' and '.',
 so the partition is what follows the last '-'); ``<dir>.<hex>-delete`` directories are
-leftovers of deletions and are removed at start; ``__tidelog*`` entries belong to other
-components and are ignored. ``.clean-shutdown`` exists only between a clean close and the next
+leftovers of deletions and are removed at start; ``__tidelog*`` entries, and dot-named
+ones that are not partition directories (the delay topics' ``.delay-index``; a topic may be named
+``.x``), belong to other components and are ignored. ``.clean-shutdown`` exists only between a clean close and the next
 start: if it is missing at start, every log is opened with recovery; it holds each log's state
 as the close left it (``PartitionLog.clean_state``), from which the start opens the logs without
 reading them (docs/storage.md, "Recovery").
@@ -176,7 +177,8 @@ class LogManager:
                 continue
             parsed = parse_partition_dir(entry.name)
             if parsed is None:
-                logger.warning("ignoring unexpected directory %s", entry)
+                if not entry.name.startswith("."):  # dot-named: another component's (.delay-index)
+                    logger.warning("ignoring unexpected directory %s", entry)
                 continue
             topic, partition = parsed
             config = topic_configs.get(topic, self.default_config)
