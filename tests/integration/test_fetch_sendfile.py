@@ -43,22 +43,27 @@ def _fill(broker) -> None:
     assert producer.flush(30) == 0
 
 
-def test_consumers_read_every_record_sent_from_the_file(broker):
-    _fill(broker)
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "slices", "enable.auto.commit": False,
-                         "max.partition.fetch.bytes": 65536, "fetch.max.bytes": 150_000,
-                         "message.max.bytes": 100_000})
-    consumer.assign([TopicPartition(TOPIC, p, 0) for p in range(3)])
+def _read_in_order(consumer: Consumer, topic: str, records: int) -> None:
+    """Read the 3 partitions of ``topic`` from the start with confluent-kafka: record n, in order, in partition n % 3."""
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(3)])
     seen: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
-    while sum(map(len, seen.values())) < RECORDS:
-        messages = consumer.consume(100, 10)
+    while sum(map(len, seen.values())) < records:
+        messages = consumer.consume(1000, 10)
         assert messages, "no records within 10 s"
         for message in messages:
             assert not message.error(), message.error()
             seen[message.partition()].append(message.value())
     consumer.close()
     for p in range(3):
-        assert seen[p] == [_value(n) for n in range(p, RECORDS, 3)]
+        assert seen[p] == [_value(n) for n in range(p, records, 3)]
+
+
+def test_consumers_read_every_record_sent_from_the_file(broker):
+    _fill(broker)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "slices", "enable.auto.commit": False,
+                         "max.partition.fetch.bytes": 65536, "fetch.max.bytes": 150_000,
+                         "message.max.bytes": 100_000})
+    _read_in_order(consumer, TOPIC, RECORDS)
 
     kp = KafkaConsumer(bootstrap_servers=broker.bootstrap, max_partition_fetch_bytes=65536, consumer_timeout_ms=20_000)
     kp.assign([KPTopicPartition(TOPIC, p) for p in range(3)])
@@ -133,17 +138,7 @@ def test_a_response_larger_than_the_socket_buffer_goes_by_sendfile_whole(broker)
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "big-slices", "enable.auto.commit": False,
                          "max.partition.fetch.bytes": 8 << 20, "fetch.max.bytes": 32 << 20,
                          "receive.message.max.bytes": 40 << 20, "fetch.wait.max.ms": 10})
-    consumer.assign([TopicPartition(BIG_TOPIC, p, 0) for p in range(3)])
-    seen: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
-    while sum(map(len, seen.values())) < BIG_RECORDS:
-        messages = consumer.consume(1000, 10)
-        assert messages, "no records within 10 s"
-        for message in messages:
-            assert not message.error(), message.error()
-            seen[message.partition()].append(message.value())
-    consumer.close()
-    for p in range(3):
-        assert seen[p] == [_value(n) for n in range(p, BIG_RECORDS, 3)]
+    _read_in_order(consumer, BIG_TOPIC, BIG_RECORDS)
 
     kp = KafkaConsumer(bootstrap_servers=broker.bootstrap, max_partition_fetch_bytes=8 << 20, fetch_max_bytes=32 << 20,
                        consumer_timeout_ms=20_000)
