@@ -1,5 +1,6 @@
 """check_ack_batches (queues/acks.py): the shape of a request's acknowledgement batches checked for
-all at once in the usual case, with the same verdict and message as the batch-by-batch check."""
+all at once in the usual case (from AckBatch tuples, or from the columns of batches the request
+decoder read in bulk), with the same verdict and message as the batch-by-batch check."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.protocol.share_requests import ack_batches
 from tidelog.queues import acks
 from tidelog.queues.acks import AckBatch, check_ack_batches
 
@@ -30,8 +32,12 @@ def test_the_bulk_check_says_what_the_batch_by_batch_check_says(raw, start, next
     if ordered:  # mostly well-formed: increasing single records
         raw = [(4 * i, 4 * i, types) for i, (_, _, types) in enumerate(raw)]
     batches = [AckBatch(*b) for b in raw]
-    assert _verdict(check_ack_batches, batches, start, next_offset, renew_allowed) == _verdict(
-        acks._check_each, batches, start, next_offset, renew_allowed)
+    expected = _verdict(acks._check_each, batches, start, next_offset, renew_allowed)
+    assert _verdict(check_ack_batches, batches, start, next_offset, renew_allowed) == expected
+    if all(len(types) == 1 for _, _, types in raw):  # as the request decoder reads them in bulk
+        bulk = ack_batches([b[0] for b in raw], [b[1] for b in raw], bytes(b[2][0] & 0xFF for b in raw))
+        assert list(bulk) == batches
+        assert _verdict(check_ack_batches, bulk, start, next_offset, renew_allowed) == expected
 
 
 def test_thousands_of_single_record_batches():

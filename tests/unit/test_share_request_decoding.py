@@ -21,7 +21,7 @@ from kio.serial import entity_writer
 from tests.schema_requests import RequestWriter
 from tidelog.protocol import apis
 from tidelog.protocol.guard import check_request, strip_unknown_tags
-from tidelog.protocol.share_requests import DECODERS, AckBatch
+from tidelog.protocol.share_requests import DECODERS, AckBatch, AckBatches
 from tidelog.protocol.wire import MalformedFrame, uvarint
 
 _VERSIONS = [(78, 1), (78, 2), (79, 1), (79, 2)]
@@ -73,6 +73,13 @@ def _check(api_key: int, version: int, body: bytes, prefix: bytes = b"") -> bool
         assert expected is got, (api_key, version, data.hex(), expected, got)
         return False
     _assert_same(expected, got)
+    for topic in got.topics:
+        for partition in topic.partitions:
+            batches = partition.acknowledgement_batches
+            if isinstance(batches, AckBatches):  # read in bulk: its columns say the same
+                assert batches.firsts == [b.first_offset for b in batches]
+                assert batches.lasts == [b.last_offset for b in batches]
+                assert batches.types == bytes(b.acknowledge_types[0] & 0xFF for b in batches)
     return True
 
 
@@ -191,6 +198,7 @@ def test_thousands_of_single_record_batches_and_one_of_another_shape():
     usual = b"".join(_batch(4 * i, 4 * i, b"\x01") for i in range(3000))
     assert _check(79, 1, _ack_body(usual, 3000))
     request = _decoded(79, 1, _ack_body(usual, 3000), 0)
+    assert isinstance(request.topics[0].partitions[0].acknowledgement_batches, AckBatches)  # the bulk path
     assert request.topics[0].partitions[0].acknowledgement_batches[2999] == AckBatch(11996, 11996, (1,))
     assert not request.topics[0].partitions[0].renew
     for odd in (_batch(-1, 5, b"\x01", tags=b"\x01\x05\x01z"), _batch(12000, 12001, b"\x01\x02"),

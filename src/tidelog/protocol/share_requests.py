@@ -26,12 +26,12 @@ import sys
 import uuid
 from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 from tidelog.protocol.wire import MalformedFrame, read_uvarint
 
-__all__ = ["AckBatch", "AckPartition", "AckTopic", "ForgottenTopic", "ShareAcknowledgeRequest",
-           "ShareFetchRequest", "decode_share_acknowledge_request", "decode_share_fetch_request"]
+__all__ = ["AckBatch", "AckBatches", "AckPartition", "AckTopic", "ForgottenTopic", "ShareAcknowledgeRequest",
+           "ShareFetchRequest", "ack_batches", "decode_share_acknowledge_request", "decode_share_fetch_request"]
 
 
 class AckBatch(NamedTuple):
@@ -42,11 +42,28 @@ class AckBatch(NamedTuple):
     acknowledge_types: tuple[int, ...]
 
 
+class AckBatches(tuple):
+    """A partition's acknowledgement batches read in bulk (each one type, no tagged fields): the
+    AckBatch tuples, and the same as columns for checks over all of them at once (queues/acks.py):
+    ``firsts``, ``lasts`` (lists of offsets) and ``types`` (bytes, a type a batch, unsigned)."""
+
+    firsts: list[int]
+    lasts: list[int]
+    types: bytes
+
+
+def ack_batches(firsts: list[int], lasts: list[int], types: bytes) -> AckBatches:
+    """AckBatches of one type each from their columns."""
+    batches = AckBatches(map(_new_batch, zip(firsts, lasts, map(_ONE_TYPE.__getitem__, types))))
+    batches.firsts, batches.lasts, batches.types = firsts, lasts, types
+    return batches
+
+
 class AckPartition(NamedTuple):
     """FetchPartition (ShareFetch) or AcknowledgePartition (ShareAcknowledge)."""
 
     partition_index: int
-    acknowledgement_batches: list[AckBatch]
+    acknowledgement_batches: Sequence[AckBatch]  # AckBatches when read in bulk
     renew: bool = False  # a RENEW (type 4) among the batches' types
 
 
@@ -164,11 +181,11 @@ def _topics(body, pos: int, end: int) -> tuple[tuple[AckTopic, ...], int]:
     return tuple(topics), pos
 
 
-def _batches(body, pos: int, end: int) -> tuple[list[AckBatch], bool, int]:
+def _batches(body, pos: int, end: int) -> tuple[Sequence[AckBatch], bool, int]:
     """A partition's acknowledgement batches, whether one has a RENEW, and the position after them."""
     count, pos = _count(body, pos, end, "acknowledgement_batches")
     if not count:
-        return [], False, pos
+        return (), False, pos
     size = count * _BATCH_BYTES
     if pos + size <= end:
         data = bytes(body[pos:pos + size])
@@ -181,9 +198,7 @@ def _batches(body, pos: int, end: int) -> tuple[list[AckBatch], bool, int]:
             offsets = array.array("q", pairs)
             if not _BIG_ENDIAN:
                 offsets.byteswap()
-            batches = list(map(_new_batch, zip(offsets[0::2].tolist(), offsets[1::2].tolist(),
-                                               map(_ONE_TYPE.__getitem__, types))))
-            return batches, _RENEW in types, pos + size
+            return ack_batches(offsets[0::2].tolist(), offsets[1::2].tolist(), types), _RENEW in types, pos + size
     batches = []
     renew = False
     for _ in range(count):

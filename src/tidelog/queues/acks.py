@@ -12,7 +12,7 @@ import operator
 from typing import Iterable, Sequence
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
-from tidelog.protocol.share_requests import AckBatch  # defined with the requests' decoding
+from tidelog.protocol.share_requests import AckBatch, AckBatches  # defined with the requests' decoding
 
 __all__ = ["AckBatch", "AcknowledgeType", "AcquireMode", "ack_ranges", "check_ack_batches"]
 
@@ -33,8 +33,10 @@ class AcquireMode(enum.IntEnum):
 
 
 _FIRST, _LAST, _TYPES = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
-_ONE_KNOWN_TYPE = frozenset((t,) for t in AcknowledgeType if t != AcknowledgeType.RENEW)
-_ONE_KNOWN_TYPE_OR_RENEW = _ONE_KNOWN_TYPE | {(int(AcknowledgeType.RENEW),)}
+_KNOWN_TYPE = frozenset(int(t) for t in AcknowledgeType if t != AcknowledgeType.RENEW)
+_KNOWN_TYPE_OR_RENEW = _KNOWN_TYPE | {int(AcknowledgeType.RENEW)}
+_ONE_KNOWN_TYPE = frozenset((t,) for t in _KNOWN_TYPE)
+_ONE_KNOWN_TYPE_OR_RENEW = frozenset((t,) for t in _KNOWN_TYPE_OR_RENEW)
 
 
 def check_ack_batches(acks: Sequence[AckBatch], start_offset: int, next_offset: int, renew_allowed: bool) -> None:
@@ -48,10 +50,14 @@ def check_ack_batches(acks: Sequence[AckBatch], start_offset: int, next_offset: 
     first problem."""
     if not acks:
         return
-    firsts = list(map(_FIRST, acks))
-    lasts = list(map(_LAST, acks))
-    if (all(map(operator.le, firsts, lasts)) and all(map(operator.lt, lasts, itertools.islice(firsts, 1, None)))
-            and set(map(_TYPES, acks)) <= (_ONE_KNOWN_TYPE_OR_RENEW if renew_allowed else _ONE_KNOWN_TYPE)
+    if type(acks) is AckBatches:  # read in bulk: the columns are there
+        firsts, lasts = acks.firsts, acks.lasts
+        known_types = set(acks.types) <= (_KNOWN_TYPE_OR_RENEW if renew_allowed else _KNOWN_TYPE)
+    else:
+        firsts, lasts = list(map(_FIRST, acks)), list(map(_LAST, acks))
+        known_types = set(map(_TYPES, acks)) <= (_ONE_KNOWN_TYPE_OR_RENEW if renew_allowed else _ONE_KNOWN_TYPE)
+    if (known_types and all(map(operator.le, firsts, lasts))
+            and all(map(operator.lt, lasts, itertools.islice(firsts, 1, None)))
             and (lasts[-1] < start_offset or lasts[-1] < next_offset)):
         return
     _check_each(acks, start_offset, next_offset, renew_allowed)
