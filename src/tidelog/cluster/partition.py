@@ -259,6 +259,7 @@ class Partition:
             return False
         self.leading = False
         self.pending_isr = None
+        self.appended = []  # its times matter only while leading
         self.ack_waiters.fail(error)
         self.wake_readers()
         logger.info("%s-%d: no longer the leader", self.topic, self.index)
