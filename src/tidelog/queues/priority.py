@@ -23,6 +23,8 @@ nothing holds across partitions. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from operator import itemgetter
 from typing import Sequence
 
 from tidelog.queues.in_flight import ArchiveReason
@@ -30,6 +32,8 @@ from tidelog.queues.record_attrs import AttrRun, QueueSettings
 from tidelog.queues.selection import Candidate
 
 __all__ = ["QueuePolicy"]
+
+_LAST = itemgetter(1)  # an AttrRun's last offset (a C key for bisect)
 
 
 class QueuePolicy:
@@ -52,8 +56,7 @@ class QueuePolicy:
         j = 0
         for candidate in candidates:
             first, last = candidate.first_offset, candidate.last_offset
-            while j < len(attrs) and attrs[j].last < first:
-                j += 1
+            j = bisect_left(attrs, first, j, key=_LAST)
             position = first
             k = j
             while position <= last:
@@ -90,8 +93,8 @@ class QueuePolicy:
         j = 0
         for candidate in candidates:
             first, last = candidate.first_offset, candidate.last_offset
-            while j < count and attrs[j].last < first:
-                j += 1
+            # (the attributes cover the whole window, the candidates often only its end)
+            j = bisect_left(attrs, first, j, key=_LAST)
             position = first
             k = j
             while position <= last:

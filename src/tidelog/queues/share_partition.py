@@ -284,7 +284,6 @@ class SharePartition:
         # hundreds of single records, and a search and split of the run list per piece was most
         # of such an acquisition's cost.
         runs = self._runs
-        firsts = [run.first for run in runs]
         pieces: list[tuple[int, int, object]] = []
         acquired_count = 0
         config = self.config
@@ -299,7 +298,7 @@ class SharePartition:
             stop = False
             low = first if first > read_first else read_first
             high = last if last < read_last else read_last
-            i = bisect_right(firsts, low) - 1
+            i = bisect_right(runs, low, key=_FIRST) - 1  # (no list of the window's firsts per acquisition)
             if i < 0:
                 i = 0
             while i < n and runs[i].first <= high:
@@ -624,14 +623,13 @@ class SharePartition:
         accepted = t.runs
         total = 0
         i = None
-        for ack in acks:
-            last = ack.last_offset
+        for first, last, types in acks:
             if last < start:
                 continue
-            types = ack.acknowledge_types
             if len(types) != 1 or types[0] != accept:
                 return self._put_back(t)
-            first = ack.first_offset if ack.first_offset > start else start
+            if first < start:
+                first = start
             if i is None:
                 i = runs.index_of(first)
             while i < n and runs[i].last < first:  # (the filtered-out records between two acquired ones)
