@@ -191,7 +191,7 @@ class BrokerMetrics:
             "leader (a follower became leader and flushed what it held).", ["reason"], registry=r,
         )
         self.follower_unflushed_bytes = Gauge(
-            "tidelog_follower_unflushed_bytes", "Bytes this broker copied as a follower that no flush has covered yet.", registry=r
+            "tidelog_follower_unflushed_bytes", "Bytes this broker copied as a follower and has not yet handed to a flush.", registry=r
         )
         self.controller_changes = Counter(
             "tidelog_controller_changes", "Controller changes this broker saw (a new controller, or none).", registry=r

@@ -84,6 +84,22 @@ def test_a_follower_fsyncs_on_its_schedule_not_per_fetch(tmp_path):
         cluster.stop()
 
 
+def test_with_the_default_settings_a_follower_flushes_what_it_copied_within_the_interval(tmp_path):
+    cluster, admin, leader = _start(tmp_path)
+    try:
+        _produce_one_by_one(cluster.bootstrap, 0, 10)
+        for broker in (b for i, b in cluster.brokers.items() if i != leader):
+            # Nothing more is produced: the next 1 s tick flushes what the fetches brought.
+            wait_until(lambda: _metrics(broker).get('tidelog_follower_flushes_total{reason="interval"}', 0) >= 1
+                       and _metrics(broker)["tidelog_follower_unflushed_bytes"] == 0, 15, interval_s=0.2,
+                       message=f"broker {broker.broker_id}'s scheduled flush")
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
+
+
 def test_nothing_acknowledged_is_lost_when_the_leader_dies_before_the_followers_flushed(tmp_path):
     # Followers that never flush on their own: what they copied is only in their page cache
     # when the leader is SIGKILLed, and the new leader must flush it before it counts it.
