@@ -139,9 +139,10 @@ def serve(host: str, port: int, http_port: int | None, data_dir: Path, config_fi
 
 async def _serve(config: BrokerConfig, data_dir: Path, host: str, port: int, port_file: Path | None, cluster: str | None = None) -> None:
     from tidelog.node import make_broker
-    from tidelog.storage import gc_policy
+    from tidelog.storage import gc_policy, heap_policy
 
     gc_policy.enable()  # this process is a broker: its logs stay out of full garbage collections
+    heap_policy.enable()  # and its large buffers come from the heap, not a fresh mapping each
     broker = make_broker(config, data_dir, host, port, cluster=cluster)
     await broker.start()
     # What the start built (modules, configs, logs, partitions) lives as long as the process:
