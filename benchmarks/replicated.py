@@ -235,6 +235,7 @@ def run(records: int, runs: int, failovers: int, timeout_s: float, tmp_root: Pat
                 results["single_latency"].append(latency(broker.bootstrap, "lat", 1, latency_s, timeout_s, {1: broker}))
         finally:
             broker.stop()
+            shutil.rmtree(workdir, ignore_errors=True)  # the next run starts without this one's dirty pages
         print(f"single node run {run_index + 1}: {summary(results['single'][-1], results['single_latency'])}", flush=True)
     # Three brokers, replication factor 3.
     for run_index in range(runs):
@@ -259,6 +260,7 @@ def run(records: int, runs: int, failovers: int, timeout_s: float, tmp_root: Pat
             for broker in brokers.values():
                 broker.stop()
             etcd.stop()
+            shutil.rmtree(workdir, ignore_errors=True)  # as above: 3 GB of a run still being written back
     return results
 
 
