@@ -55,7 +55,7 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
                   minimum=-1, maximum=65535, read_only=True),
         ConfigDef("http.host", "STRING", "127.0.0.1", "Address the HTTP listener binds; loopback unless set (the API asks for credentials only once the broker has users).",
                   read_only=True),
-        ConfigDef("metrics.per.partition.enable", "BOOLEAN", True, "/metrics includes the series labelled by partition (log offsets, size and segments, dirty ratio, replica, consumer and last stable offset lag); false leaves them out, for brokers with many partitions (each scrape's size and CPU then no longer grow with them).",
+        ConfigDef("metrics.per.partition.enable", "BOOLEAN", True, "/metrics includes the series labelled by partition (log offsets, size and segments, dirty ratio, replica, consumer and last stable offset lag, delay topics' waiting records); false leaves them out, for brokers with many partitions (each scrape's size and CPU then no longer grow with them).",
                   read_only=True),
         ConfigDef("num.partitions", "INT", 1, "Default partition count of auto-created topics.", minimum=1),
         ConfigDef("default.replication.factor", "INT", 1, "Default replication factor of auto-created topics.", minimum=1),

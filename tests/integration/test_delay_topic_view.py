@@ -178,3 +178,19 @@ def test_a_failing_mover_shows_since_when_and_why_and_a_missing_target_shows(bro
     assert (p["moved_records"], p["waiting_records"], p["failing_since_ms"], p["last_error"]) == (3, 0, None, None), p
     p = http.call("GET", "/topics/{topic}/delay", 200, topic="orphan")["partitions"][0]
     assert (p["state"], p["target_topic"], p["target_partition"], p["target_leader"]) == ("no_target", "nowhere", None, None)
+
+
+@pytest.mark.parametrize("per_partition", [True, False])
+def test_the_waiting_gauge_honours_metrics_per_partition_enable(broker_factory, per_partition):
+    """tidelog_delay_topic_waiting_records is labelled by partition: left out with the other
+    per-partition series when metrics.per.partition.enable=false; the HTTP API still counts."""
+    broker = broker_factory({"metrics.per.partition.enable": str(per_partition).lower()})
+    create(broker.bootstrap, {"target": {}, "delays": {"tidelog.delay.target.topic": "target"}})
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+    for n in range(5):
+        producer.produce("delays", value=b"%d" % n, headers={"tidelog-delay-ms": "600000"})
+    assert producer.flush(TIMEOUT_S) == 0
+    http = HttpApi(broker)
+    wait_until(lambda: http.call("GET", "/topics/{topic}/delay", 200, topic="delays")["partitions"][0]["waiting_records"]
+               == 5, TIMEOUT_S, 0.1, "the delayed records counted as waiting")
+    assert gauge(broker, 0) == (5 if per_partition else None)

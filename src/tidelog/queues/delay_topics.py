@@ -358,8 +358,11 @@ class DelayTopics:
         self._retired[key] = (moved + mover.moved, lost + mover.lost)
 
     def refresh_gauges(self, metrics) -> None:
-        """tidelog_delay_topic_waiting_records{topic,partition} of the delay partitions led here."""
+        """tidelog_delay_topic_waiting_records{topic,partition} of the delay partitions led here
+        (none with ``metrics.per.partition.enable=false``, as every series labelled by partition)."""
         metrics.delay_topic_waiting.clear()
+        if not metrics.per_partition:
+            return
         for (name, p), mover in list(self.movers.items()):
             waiting = mover.status()["waiting_records"]
             if waiting is not None:
