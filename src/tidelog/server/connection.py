@@ -3,8 +3,12 @@
 Reading: a 256 KiB scratch buffer takes small frames; a frame larger than half of it gets its
 own pooled bytearray that the socket fills directly (``asyncio.BufferedProtocol``), so record
 bytes are copied once, from the kernel, and stay writable for in-place offset assignment. That
-buffer is taken once half a scratch buffer of the frame has arrived, starts at 1 MiB at most and
-doubles as the bytes come: a frame's announced size reserves nothing.
+buffer starts at 1 MiB at most and doubles as the bytes come. It is taken once half a scratch
+buffer of the frame has arrived (what came so far is copied into it), except right after a large
+frame: then the connection reads only the next frame's 4-byte size, and if that frame is large
+too its buffer is taken at once and the socket fills all of it (a producer's ~1 MB requests
+follow one another: no scratch copy of each one's first 128-256 KiB). So an announced size
+reserves nothing until the client has sent a large frame whole; after that, one first buffer.
 Memory: the bytes of every request read and not yet answered count against the broker-wide
 ``queued.max.request.bytes`` (request_memory.py); at the cap a connection with requests in
 flight stops reading until others are answered. A Produce gives its frame's buffer back to the
@@ -148,6 +152,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._big_buffer: bytearray | None = None
         self._big_size = 0
         self._big_filled = 0
+        # The last frame was large: read the next one's size alone and, if it is large too, give
+        # the socket its own buffer from its first byte (see "Reading" above).
+        self._after_big = False
         self._pending: collections.deque[tuple[int, bool, asyncio.Future]] = collections.deque()
         # Requests waiting for those before them (see "Processing" above), in arrival order:
         # (gate, how many Produce requests before it it waits for, task); a gate's result
@@ -222,6 +229,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
             return memoryview(self._big_buffer)[self._big_filled : min(len(self._big_buffer), self._big_size)]
         if self._scratch_end == _SCRATCH_BYTES:
             self._compact_scratch()
+        if self._after_big and self._scratch_end - self._scratch_start < 4:
+            if self._scratch_start + 4 > _SCRATCH_BYTES:
+                self._compact_scratch()
+            return self._scratch_view[self._scratch_end : self._scratch_start + 4]  # the next frame's size
         return self._scratch_view[self._scratch_end :]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -230,6 +241,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             if self._big_filled == self._big_size:
                 buffer, size = self._big_buffer, self._big_size
                 self._big_buffer = None
+                self._after_big = True
                 self.memory.frame_done(self)
                 self._dispatch(memoryview(buffer)[:size], len(buffer), buffer)
             elif self._big_filled == len(self._big_buffer) and not self._grow_big_frame():
@@ -289,6 +301,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 self._close(f"frame size {size} outside 8..{self.max_frame_bytes} ({self._frame_limit_setting})")
                 return
             start = self._scratch_start + 4
+            big = size + 4 > _SCRATCH_BYTES // 2
+            if not big:
+                self._after_big = False
             if available - 4 >= size:
                 if self._pending and self.memory.exhausted:
                     self._wait_for_memory()  # the frame stays in the scratch buffer meanwhile
@@ -298,9 +313,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 self.memory.charge(size)
                 self._dispatch(frame, size)
                 continue
-            if size + 4 > _SCRATCH_BYTES // 2 and available >= _SCRATCH_BYTES // 2:
+            if big and (available >= _SCRATCH_BYTES // 2 or self._after_big):
                 # Large frame, and half a scratch buffer of it has arrived (announcing a size
-                # costs nothing): a pooled buffer that the socket fills from here on.
+                # costs nothing), or it follows a large frame (see "Reading" above): a pooled
+                # buffer that the socket fills from here on.
                 if not self._start_big_frame(size, start, available - 4):
                     self._wait_for_memory()
             break
