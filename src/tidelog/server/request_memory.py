@@ -19,7 +19,8 @@ handler has finished. The rules at the cap:
   wait on each other for ever.
 
 So the bytes held for requests stay under the cap plus one frame, plus a 256 KiB scratch buffer
-per connection. A stalled client can hold only what it has actually sent.
+per connection. A stalled client can hold only what it has actually sent, or after a large frame
+of its own, the first buffer (1 MiB at most) of the next large frame it announces (connection.py).
 
 Not thread-safe; the event loop owns it.
 """
