@@ -309,6 +309,57 @@ def test_a_filter_failing_on_a_record_does_not_match_it_and_is_counted():
     run(scenario())
 
 
+def test_a_changed_filter_decides_from_the_next_fetch_on():
+    """The attribute runs are cached per batch while in the window: a new tidelog.filter must not be
+    answered from the runs the old one made (the cache goes when the settings change)."""
+    async def scenario():
+        s = Setup(group_configs={"tidelog.filter": '"type" in headers && headers["type"] == b"a"'})
+        s.produce([(None, b"v", [header("type", "ab"[i % 2])]) for i in range(20)])
+        assert await s.fetch(2) == [0, 2]  # the b records archived, the other a records left Available
+        assert s.counts["filtered"] == 10
+        s.group_configs["tidelog.filter"] = '"type" in headers && headers["type"] == b"b"'
+        assert await s.fetch(3) == []  # the cached runs said 4, 6, 8 match
+        assert s.counts["filtered"] == 18
+        s.produce([(None, b"v", [header("type", t)]) for t in "abab"])
+        assert await s.fetch(3) == [21, 23]
+        s.group_configs["tidelog.filter"] = ""
+        s.produce([(None, b"v", [header("type", t)]) for t in "ab"])
+        assert await s.fetch(3) == [24, 25]
+    run(scenario())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 1), min_size=1, max_size=60), st.booleans(), st.data())
+def test_filter_runs_are_the_runs_of_equal_verdicts(flags, gaps, data):
+    """_flag_runs (no Python step per run) against a walk record by record; with ``gaps`` the offsets
+    are those of a compacted batch (a run reaches to the offset before the next run's first)."""
+    offsets = None
+    positions = list(range(100, 100 + len(flags)))
+    if gaps:
+        steps = data.draw(st.lists(st.integers(1, 3), min_size=len(flags), max_size=len(flags)))
+        positions = [100 + sum(steps[:i]) for i in range(len(flags))]
+        offsets = positions
+    last = positions[-1] + data.draw(st.integers(0, 2) if gaps else st.just(0))
+    expected: list[record_attrs.AttrRun] = []
+    for offset, flag in zip(positions, flags):
+        if expected and expected[-1].matches == (flag == 1):
+            continue
+        if expected:
+            expected[-1] = expected[-1]._replace(last=offset - 1)
+        expected.append(record_attrs.AttrRun(offset, offset, 3, NOW, 7, 9, flag == 1))
+    expected[-1] = expected[-1]._replace(last=last)
+    runs = record_attrs._flag_runs(bytes(flags), offsets, 100, last, 3, NOW, 7, 9)
+    assert runs == expected and all(type(r) is record_attrs.AttrRun for r in runs)
+
+
+def test_a_filter_reading_the_timestamp_is_evaluated_once_per_timestamp_and_value_in_a_batch():
+    f = compile_filter('timestamp % 3 == 0 && "type" in headers && headers["type"] == b"a"')
+    records = [(i, NOW + i // 100, None, {"type": b"ab"[i % 2:i % 2 + 1], "trace": b"%d" % i}) for i in range(1000)]
+    assert f.judge(records) == [(NOW + i // 100) % 3 == 0 and i % 2 == 0 for i in range(1000)]
+    assert f.evaluations == 20  # 10 timestamps x 2 types (not one a record)
+    assert len(f._memo) == 0  # nothing kept past the batch
+
+
 # --- retry back-off -----------------------------------------------------------------------------
 
 def test_retry_backoff_grows_with_the_delivery_count_up_to_its_max():

@@ -11,11 +11,12 @@ that group, counted as ``filtered``). An expression that fails on a record (a mi
 with ``headers["x"]``, a type error) counts as not matching, and as ``filter_errors``; use
 ``"x" in headers && headers["x"] == b"..."`` to test an optional header.
 
-Cost: evaluating a CEL program from Python is about 15-20 us a record (building the activation
+Cost: evaluating a CEL program from Python is about 10-20 us a record (building the activation
 is most of it), so results are memoised by what the expression reads: an expression over
 headers only is evaluated once per distinct header set, not per record (a bounded memo, cleared
-when full); one reading the timestamp is evaluated for every record. Records are evaluated once
-per group as they enter the window (record_attrs.py's cache), not on every fetch.
+when full); one reading the timestamp once per distinct (what it reads, timestamp) within a batch
+(a producer's batch shares a few timestamps). Records are evaluated once per group as they enter
+the window (record_attrs.py's cache), not on every fetch.
 """
 
 from __future__ import annotations
@@ -60,9 +61,18 @@ class RecordFilter:
     def judge(self, records: Sequence[tuple[int, int, bytes | None, dict]]) -> list[bool]:
         """Whether each (offset, timestamp, key, headers) record matches: the memo answers in one
         pass over the batch, CEL runs only for what it has not seen. A filter reading the timestamp
-        is not memoised (a timestamp is nearly unique: the memo would only cost)."""
+        is memoised within the batch only: across batches a timestamp is nearly unique (a shared
+        memo would only churn), but a producer makes a batch in a few milliseconds, so its records
+        share a few timestamps."""
         if self._timestamp:
-            return [self._evaluate(key, headers, timestamp) for _, timestamp, key, headers in records]
+            seen: dict = {}  # bounded by the batch
+            results = []
+            for (_, timestamp, key, headers), read in zip(records, self._memo_keys(records)):
+                found = seen.get((read, timestamp))
+                if found is None:
+                    found = seen[(read, timestamp)] = self._evaluate(key, headers, timestamp)
+                results.append(found)
+            return results
         memo = self._memo
         keys = self._memo_keys(records)
         results = list(map(memo.get, keys))
@@ -108,7 +118,7 @@ class RecordFilter:
                 return [headers.get(name, _MISSING) for _, _, _, headers in records]
             return [tuple([headers.get(name, _MISSING) for name in names]) for _, _, _, headers in records]
         keys = []
-        for _, _, key, headers in records:  # (the timestamp is never part of it: judge)
+        for _, _, key, headers in records:  # (the timestamp is not part of it: judge adds it per batch)
             if names is not None:
                 read = tuple([headers.get(name, _MISSING) for name in names])
             else:

@@ -24,12 +24,10 @@ Pure functions and a cache; no I/O, no clock (times passed in).
 
 from __future__ import annotations
 
-import re
 import struct
 from dataclasses import dataclass, field
-from functools import partial
 from datetime import datetime, timezone
-from operator import methodcaller
+from itertools import compress, cycle, islice, repeat
 from typing import Callable, Iterable, NamedTuple, Sequence
 
 from tidelog.protocol.compression import decompress
@@ -50,8 +48,6 @@ TTL_MS_HEADER = "tidelog-ttl-ms"
 _PREFIX = b"tidelog-"
 NEVER = 0  # expire_ms / due_ms of a record without one
 _CRC = struct.Struct(">I")
-_FLAG_RUNS = re.compile(rb"\x01+|\x00+")
-_SPAN = methodcaller("span")
 
 RecordMatcher = Callable[[bytes | None, dict, int], bool]
 
@@ -89,7 +85,29 @@ class AttrRun(NamedTuple):
     matches: bool  # passes the group's filter
 
 
-_new_attr_run = partial(tuple.__new__, AttrRun)  # AttrRun(*fields) without its Python __new__ (one a filter run)
+def _flag_runs(flags: bytes, offsets: Sequence[int] | None, base: int, last: int, priority: int, timestamp: int,
+               due: int, expire: int) -> list[AttrRun]:
+    """The AttrRuns of a batch judged by a filter: ``flags`` a byte a record (1: matches, 0: not),
+    ``offsets`` the records' offsets (None: ``base`` + index), ``last`` the batch's last offset; a
+    run of equal flags is one AttrRun with the other fields given. No Python step per run or record:
+    a run starts where a flag differs from the one before it (one xor of the flags and the flags
+    shifted by one, as integers), the runs alternate match / no match, and the AttrRuns are made by
+    ``map`` over iterators (a filter keeping every fourth record makes a run of every other record)."""
+    n = len(flags)
+    if not n:
+        return []
+    before = bytes((flags[0] ^ 1,)) + flags[:-1]  # (the first record always starts a run)
+    starts = list(compress(range(n), (int.from_bytes(flags, "big") ^ int.from_bytes(before, "big")).to_bytes(n, "big")))
+    if offsets is None:
+        firsts = list(map(base.__add__, starts))
+    else:
+        firsts = list(map(offsets.__getitem__, starts))
+    lasts = list(map((-1).__add__, islice(firsts, 1, None)))
+    lasts.append(last)
+    first_matches = flags[0] == 1
+    return list(map(tuple.__new__, repeat(AttrRun), zip(
+        firsts, lasts, repeat(priority), repeat(timestamp), repeat(due), repeat(expire),
+        islice(cycle((first_matches, not first_matches)), len(firsts)))))
 
 
 def parse_deliver_at(value: bytes) -> int | None:
@@ -209,14 +227,9 @@ def _filtered_runs(body, start: int, stop: int, info: BatchInfo, log_append: boo
                                                  tuple(n.encode() for n in sorted(ours)))
         if ours_found:
             return None
-        # A byte a record (1: matches), its runs found by a regular expression: no Python step per record.
+        # A byte a record (1: matches), its runs found without a Python step per record or run.
         flags = settings.matches.verdicts(values)
-        timestamp = info.max_timestamp
-        due = timestamp + settings.delay_ms if settings.delay_ms > 0 else NEVER
-        expire = timestamp + settings.ttl_ms if settings.ttl_ms > 0 else NEVER
-        base, default = info.base_offset, settings.default_priority
-        return [_new_attr_run((base + first, base + end - 1, default, timestamp, due, expire, flags[first] == 1))
-                for first, end in map(_SPAN, _FLAG_RUNS.finditer(flags))]
+        offsets = None
     else:
         # Only what the filter reads is decoded (its header names, plus ours to notice them).
         names = None if read_names is None else tuple(n.encode() for n in sorted(ours.union(read_names)))
@@ -228,21 +241,14 @@ def _filtered_runs(body, start: int, stop: int, info: BatchInfo, log_append: boo
             results = judge(records)
         else:
             matches = settings.matches
-            results = [bool(matches(key, headers, timestamp)) for _, timestamp, key, headers in records]
+            results = [matches(key, headers, timestamp) for _, timestamp, key, headers in records]
+        flags = bytes(map(bool, results))
         offsets = [offset for offset, _, _, _ in records]
     timestamp = info.max_timestamp
     due = timestamp + settings.delay_ms if settings.delay_ms > 0 else NEVER
     expire = timestamp + settings.ttl_ms if settings.ttl_ms > 0 else NEVER
-    runs: list[AttrRun] = []
-    first = previous = None
-    for offset, result in zip(offsets, results):
-        if result is not previous:
-            if previous is not None:
-                runs.append(AttrRun(first, offset - 1, settings.default_priority, timestamp, due, expire, previous))
-            first, previous = offset, result
-    if previous is not None:
-        runs.append(AttrRun(first, info.last_offset, settings.default_priority, timestamp, due, expire, previous))
-    return runs
+    return _flag_runs(flags, offsets, info.base_offset, info.last_offset, settings.default_priority, timestamp, due,
+                      expire)
 
 
 def _walk(body, pos: int, stop: int, info: BatchInfo, log_append: bool, want_key: bool,
