@@ -7,7 +7,10 @@ record of a matching type is alone between filtered-out ones) and, with ``--trac
 ``traceparent`` header. Then, for each filter, a new share group starting at the earliest record
 takes the whole log with one confluent-kafka ShareConsumer (implicit acknowledgement) until it
 has every record the filter lets through; the broker's CPU seconds over that phase divided by
-the log's records is the cost per record. Before it, not measured, the same filter in another
+the log's records is the cost per record (also split into user and system time, and the CPU of the
+broker's threads other than the event loop's: executors' fsyncs and checkpoints). The filters
+(``--filters``): ``header`` and ``optional-header`` take the one-header path, ``timestamp`` and
+``key`` the general one, all keeping the same records. Before it, not measured, the same filter in another
 group takes a 2,000-record topic: the broker's first filter loads the CEL package and its first
 evaluations are slow (about a second, once per process: not a cost per record).
 ``--profile DIR`` samples the broker with py-spy during each phase (raw stacks and a summary).
@@ -45,6 +48,10 @@ FILTERS = {
     "unfiltered": "",
     "header": 'headers["type"] == b"order"',
     "optional-header": '"type" in headers && headers["type"] == b"order"',
+    # The general path (not the one-header one): a filter reading the timestamp, or the key (the
+    # records have none), keeping the same records.
+    "timestamp": 'timestamp > 0 && headers["type"] == b"order"',
+    "key": 'key == null && headers["type"] == b"order"',
 }
 
 
@@ -77,6 +84,31 @@ def configure(bootstrap: str, expression: str) -> str:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.incremental_alter_configs([resource])[resource].result(30)
     return group
+
+
+def thread_cpu(pid: int) -> dict[int, tuple[int, int]]:
+    """(user, system) clock ticks of each thread of ``pid``."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[int(task.name)] = (int(fields[11]), int(fields[12]))
+    return out
+
+
+def cpu_split(pid: int, before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> dict:
+    """The broker's CPU seconds between two ``thread_cpu`` readings: user and system time, and what
+    threads other than the event loop's (the main thread: the executors' fsyncs and checkpoints) used."""
+    from benchmarks.procs import CLOCK_TICKS
+
+    used = {tid: (user - before.get(tid, (0, 0))[0], system - before.get(tid, (0, 0))[1])
+            for tid, (user, system) in after.items()}
+    return {"broker_user_s": round(sum(u for u, _ in used.values()) / CLOCK_TICKS, 2),
+            "broker_system_s": round(sum(s for _, s in used.values()) / CLOCK_TICKS, 2),
+            "broker_other_threads_s": round(sum(u + s for tid, (u, s) in used.items() if tid != pid) / CLOCK_TICKS, 2)}
 
 
 def consume(bootstrap: str, topic: str, group: str, expected: int, timeout_s: float) -> dict:
@@ -322,6 +354,7 @@ def _run(args) -> None:
                     return consume(bootstrap, topic, group, expected, args.timeout)
 
                 cpu0 = server.cpu_seconds()
+                threads0 = thread_cpu(server.pid)
                 start = time.perf_counter()
                 if args.profile:
                     from benchmarks import profile
@@ -334,7 +367,8 @@ def _run(args) -> None:
                 seconds = time.perf_counter() - start
                 cpu = server.cpu_seconds() - cpu0
                 rows.append({"filter": name, **result, "seconds": round(seconds, 2), "broker_cpu_s": round(cpu, 2),
-                             "broker_us_per_log_record": round(cpu * 1e6 / args.records, 2)})
+                             "broker_us_per_log_record": round(cpu * 1e6 / args.records, 2),
+                             **cpu_split(server.pid, threads0, thread_cpu(server.pid))})
                 print(json.dumps(rows[-1]), flush=True)
         finally:
             server.stop()
