@@ -19,8 +19,6 @@ _I32 = struct.Struct(">i")
 _I32_I32 = struct.Struct(">ii")
 _I16_I32 = struct.Struct(">hi")  # acks, timeout_ms
 _PARTITION_V0 = struct.Struct(">ihq")  # index, error_code, base_offset
-_I64 = struct.Struct(">q")
-_I64_I64 = struct.Struct(">qq")
 
 FLEXIBLE_FROM = 9
 
@@ -172,34 +170,58 @@ def _string(text: str | None, flexible: bool) -> bytes:
     return (_uvarint(len(data) + 1) if flexible else _I16.pack(len(data))) + data
 
 
-def encode_produce_response(version: int, topics: list[tuple[str, list[PartitionResult]]], throttle_time_ms: int = 0) -> list[bytes]:
-    """Encode a Produce response body for ``version`` (0-12) as a list of buffers."""
-    flexible = version >= FLEXIBLE_FROM
-    array = (lambda n: _uvarint(n + 1)) if flexible else _I32.pack
-    out = [array(len(topics))]
-    for name, partitions in topics:
-        out.append(_string(name, flexible))
-        out.append(array(len(partitions)))
-        for p in partitions:
-            out.append(_PARTITION_V0.pack(p.index, p.error_code, p.base_offset))
-            if version >= 2:
-                out.append(_I64.pack(p.log_append_time_ms))
-            if version >= 5:
-                out.append(_I64.pack(p.log_start_offset))
-            if version >= 8:
-                out.append(array(len(p.record_errors)))
-                for batch_index, message in p.record_errors:
-                    out.append(_I32.pack(batch_index))
-                    out.append(_string(message, flexible))
-                    if flexible:
-                        out.append(b"\x00")
-                out.append(_string(p.error_message, flexible))
-            if flexible:
-                out.append(b"\x00")
-        if flexible:
-            out.append(b"\x00")
-    if version >= 1:
-        out.append(_I32.pack(throttle_time_ms))
+# A partition's fixed fields by version: index, error_code, base_offset, then log_append_time
+# (v2+) and log_start_offset (v5+).
+_PARTITION_V2 = struct.Struct(">ihqq")
+_PARTITION_V5 = struct.Struct(">ihqqq")
+# What ends a partition without record errors or message (v8+): an empty array and a null
+# string, then (flexible) the partition's empty tagged fields.
+_NO_ERRORS = {False: b"\x00\x00\x00\x00\xff\xff", True: b"\x01\x00\x00"}
+_COMPACT_COUNTS = [bytes((n + 1,)) for n in range(127)]  # uvarint(n + 1), one byte
+
+
+def _count(n: int, flexible: bool) -> bytes:
     if flexible:
-        out.append(b"\x00")
+        return _COMPACT_COUNTS[n] if n < 127 else _uvarint(n + 1)
+    return _I32.pack(n)
+
+
+def encode_produce_response(version: int, topics: list[tuple[str, list[PartitionResult]]], throttle_time_ms: int = 0) -> list[bytes]:
+    """Encode a Produce response body for ``version`` (0-12) as a list of buffers.
+
+    Runs for every Produce: one struct call per partition, the usual no-error tail a constant."""
+    flexible = version >= FLEXIBLE_FROM
+    fixed = _PARTITION_V5 if version >= 5 else _PARTITION_V2 if version >= 2 else _PARTITION_V0
+    no_errors = _NO_ERRORS[flexible]
+    out = [_count(len(topics), flexible)]
+    append = out.append
+    for name, partitions in topics:
+        append(_string(name, flexible))
+        append(_count(len(partitions), flexible))
+        for p in partitions:
+            if version >= 5:
+                append(fixed.pack(p.index, p.error_code, p.base_offset, p.log_append_time_ms, p.log_start_offset))
+            elif version >= 2:
+                append(fixed.pack(p.index, p.error_code, p.base_offset, p.log_append_time_ms))
+            else:
+                append(fixed.pack(p.index, p.error_code, p.base_offset))
+            if version >= 8:
+                if not p.record_errors and p.error_message is None:
+                    append(no_errors)
+                    continue
+                append(_count(len(p.record_errors), flexible))
+                for batch_index, message in p.record_errors:
+                    append(_I32.pack(batch_index))
+                    append(_string(message, flexible))
+                    if flexible:
+                        append(b"\x00")
+                append(_string(p.error_message, flexible))
+            if flexible:
+                append(b"\x00")
+        if flexible:
+            append(b"\x00")
+    if version >= 1:
+        append(_I32.pack(throttle_time_ms))
+    if flexible:
+        append(b"\x00")
     return [b"".join(out)]
