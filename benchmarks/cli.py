@@ -116,13 +116,22 @@ def run_target(target: Target, workload: Workload, run: int, records: int, tmp_r
     return rows
 
 
+def latency_references(run: int, tmp_root: Path) -> list[dict]:
+    """The disk's fsync alone, and lat-5k's write pattern without the broker: how long a record
+    waits for the group fsync covering it (references.group_commit_wait)."""
+    base = {"run": run, "kind": "reference", "workload": "-", "acks": "-", "phase": "latency"}
+    return [{**base, "target": "disk-fsync-latency", "record_bytes": 4096, **references.fsync_latency(tmp_root)},
+            {**base, "target": "disk-group-commit-wait", "record_bytes": 1024, **references.group_commit_wait(tmp_root)}]
+
+
 def run_references(args, run: int, tmp_root: Path) -> list[dict]:
     rows = []
+    if all(workload.is_latency for workload in args.workloads):  # latency rows only: the disk's latency references
+        return latency_references(run, tmp_root)
     for name, sync in (("disk-fdatasync-per-MiB", True), ("disk-sequential", False)):
         rows.append({"run": run, "target": name, "kind": "reference", "workload": "-", "record_bytes": 1_048_576,
                      "acks": "-", "phase": "write", **references.disk_write(tmp_root, args.disk_mib, sync)})
-    rows.append({"run": run, "target": "disk-fsync-latency", "kind": "reference", "workload": "-", "record_bytes": 4096,
-                 "acks": "-", "phase": "latency", **references.fsync_latency(tmp_root)})
+    rows += latency_references(run, tmp_root)
     for name, sync in (("socket-to-page-cache-fdatasync-per-MiB", True), ("socket-to-page-cache", False)):
         rows.append({"run": run, "target": name, "kind": "reference", "workload": "-", "record_bytes": 1_048_576,
                      "acks": "-", "phase": "write", **references.socket_to_page_cache(tmp_root, args.floor_mib, sync)})

@@ -147,6 +147,62 @@ def fsync_latency(directory: Path, appends: int = 1_000, append_bytes: int = 409
     return result
 
 
+def group_commit_wait(directory: Path, seconds: float = 5.0, rate: int = 5_000, record_bytes: int = 1024,
+                      interval_ms: float = 1.0) -> dict:
+    """The lat-5k group commit's write pattern without the broker: a record of ``record_bytes``
+    arrives every 1/``rate`` s; every ``interval_ms`` (the producer's linger.ms=1 sends a request
+    a millisecond) or as soon as the previous fsync returns if it took longer, the records arrived
+    since are appended to a growing file (a `balanced` broker's active segment: not preallocated,
+    so each fsync also writes the inode for the new size) and fsynced, one fsync at a time.
+    ``latency_ms``: each record's wait from its arrival to the end of the fsync that covers it (the
+    part of an acknowledgement and of a consumer's sight of the record this disk sets at the
+    broker's own pattern), percentiles over every record; ``fsync_ms`` the fsync syscalls'. What
+    lat-5k's end-to-end tail would be from the disk alone, in the same run; the file is deleted."""
+    path = Path(directory) / f"group-commit-reference-{os.getpid()}.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+    payload = os.urandom(record_bytes * max(1, int(rate * interval_ms / 1000)) * 64)
+    interval_s = interval_ms / 1000
+    syncs: list[tuple[float, float]] = []  # (appended at: covers every record arrived before, fsync end)
+    try:
+        start = time.perf_counter()
+        written = 0
+        while (now := time.perf_counter()) - start < seconds:
+            arrived = int((now - start) * rate)
+            if arrived > written:
+                os.write(fd, payload[:(arrived - written) * record_bytes])
+                written = arrived
+                os.fsync(fd)
+                syncs.append((now, time.perf_counter()))
+            pause = now + interval_s - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+        finished = time.perf_counter()
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    waits = []
+    i = 0
+    for k in range(int((syncs[-1][0] - start) * rate) if syncs else 0):
+        arrival = start + k / rate
+        while syncs[i][0] < arrival:
+            i += 1
+        waits.append(syncs[i][1] - arrival)
+    result = kafka_load.phase_result(len(waits), record_bytes, finished - start, 0.0, "ok" if waits else "no fsync")
+
+    def percentiles(values):
+        values = sorted(values)
+        out = {q: values[min(len(values) - 1, int(f * len(values)))] * 1e3
+               for q, f in (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999))}
+        out["max"] = values[-1] * 1e3
+        return out
+
+    if waits:
+        result["latency_ms"] = percentiles(waits)
+        result["fsync_ms"] = percentiles([end - begin for begin, end in syncs])
+        result["fsyncs"] = len(syncs)
+    return result
+
+
 def client_ceiling(records: int, record_bytes: int, partitions: int = 1) -> dict:
     """The producer into nothing (see kafka_load.client_ceiling)."""
     return kafka_load.client_ceiling(records, record_bytes, partitions)

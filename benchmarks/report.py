@@ -94,7 +94,7 @@ def _linger(results, workload: str) -> str:
     for w in results.get("settings", {}).get("workloads", []):
         if w.get("name") == workload:
             return f"{w.get('linger_ms', 1):g}"
-    return "?"
+    return "–" if workload == "-" else "?"  # "-": a reference, no producer
 
 
 def latency_ratio_rows(results) -> list[dict]:
@@ -169,6 +169,13 @@ def issue_targets(results) -> list[dict]:
         check(f"end-to-end p99, {workload} (producer linger.ms={_linger(results, workload)}), acks=all, balanced",
               f"< {goal:g} ms", p99s, lambda m: m < goal,
               lambda m: f"{m / goal:.1f}x the goal", lambda v: f"{_spread(v, '{:.2f}')} ms")
+    disk = _by_run(results, "disk-group-commit-wait", "-", "latency")
+    if disk:  # context for the latency goals: the same run's disk alone at lat-5k's write pattern
+        checks.append({"target": "a record's wait for its group fsync, lat-5k's write pattern without the broker "
+                                 "(disk-group-commit-wait, same run): p50 / p99 / p99.9", "goal": "–",
+                       "measured": " / ".join(_spread([r["latency_ms"][q] for r in disk.values() if "latency_ms" in r],
+                                                      "{:.2f}") for q in ("p50", "p99", "p99.9")) + " ms",
+                       "met": None, "gap": None})
     rss = [r["broker_peak_rss_bytes"] / 2**20 for r in _ok(results["rows"])
            if r["kind"] == "tidelog" and r.get("broker_peak_rss_bytes")]
     if rss:

@@ -1,11 +1,12 @@
-"""benchmarks.latency_stalls runs end to end: a second of the lat-5k shape against one broker,
-its fsync histogram read from /metrics while it runs."""
+"""benchmarks.latency_stalls and benchmarks.latency_trace run end to end: a second of the lat-5k
+shape against one broker, its fsync histogram read from /metrics while it runs, or the broker
+traced (broker_trace.py) and each record cut into its stages."""
 
 from __future__ import annotations
 
 import json
 
-from benchmarks import latency_stalls
+from benchmarks import latency_stalls, latency_trace
 
 
 def test_latency_stalls_places_fsync_jobs_beside_the_records(tmp_path):
@@ -17,3 +18,19 @@ def test_latency_stalls_places_fsync_jobs_beside_the_records(tmp_path):
     assert run["fsync_jobs"] > 0 and 0 <= run["slow_fsync_jobs"] <= run["fsync_over_5ms"] <= run["fsync_jobs"]
     assert run["episodes"] == len(run["episode_list"]) and run["slow_fsync_windows"] == len(run["window_list"])
     assert run["episodes_beside_a_slow_fsync"] <= run["episodes"]
+
+
+def test_latency_trace_cuts_each_record_into_the_stages_the_broker_noted(tmp_path):
+    out = tmp_path / "runs.json"
+    assert latency_trace.main(["--seconds", "1", "--json", str(out)]) == 0
+    (run,) = json.loads(out.read_text())
+    assert run["records"] >= 4_900  # a few may lack a noted job (after the last one the trace kept)
+    assert 0 < run["e2e_ms"]["p50"] <= run["e2e_ms"]["p99"] <= run["e2e_ms"]["max"]
+    assert run["segment_fsync_ms"]["count"] > 0  # the group commit's fsyncs of the active segment, seen in its thread
+    half = run["median_half"]
+    assert sum(half["dominant_stage"].values()) == half["records"]
+    for worst in run["worst"]:
+        stages = worst["stages_ms"]
+        assert all(value >= -0.01 for value in stages.values()), stages  # the same clock in both processes
+        assert abs(sum(stages.values()) - worst["e2e_ms"]) < 0.05
+        assert worst["job_fsyncs"] and any(name.endswith(".log") for _, name, _, _ in worst["job_fsyncs"])

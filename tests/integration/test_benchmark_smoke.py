@@ -73,6 +73,19 @@ def test_the_fsync_reference_reports_latency_percentiles(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_group_commit_reference_times_each_records_wait_for_its_fsync(tmp_path):
+    sys.path.insert(0, str(REPO))
+    from benchmarks import references
+
+    row = references.group_commit_wait(tmp_path, seconds=0.3)
+    assert row["status"] == "ok" and row["fsyncs"] > 0
+    assert row["records"] >= 1_000  # 5,000 records/s, each timed (those after the last fsync are not)
+    wait, fsync = row["latency_ms"], row["fsync_ms"]
+    assert 0 < wait["p50"] <= wait["p99"] <= wait["p99.9"] <= wait["max"]
+    assert wait["max"] >= fsync["max"] and wait["p50"] >= fsync["p50"] * 0.5  # a wait holds an fsync at least
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_socket_to_page_cache_floor_reports_the_receivers_cpu_per_gb(tmp_path):
     """The kernel's floor under produce: another process sends 8 MiB over loopback TCP, every
     byte reaches the file (with and without an fdatasync per MiB), the receiver's own CPU and
