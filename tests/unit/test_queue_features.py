@@ -515,6 +515,35 @@ def test_a_filter_decodes_only_the_headers_it_reads(monkeypatch):
 _ONE_HEADER_FILTER = compile_filter('"type" in headers && headers["type"] == b"x"')
 
 
+@given(st.lists(st.tuples(st.none() | st.sampled_from([b"k", b"tidelog-ttl-ms"]),
+                          st.sampled_from([b"v", b"tidelog-delay-ms", b"priority"]),
+                          st.lists(st.tuples(st.sampled_from(["type", "tidelog-x", "tidelog-ttl-ms", "tidelog-delay-ms",
+                                                              "tidelog-deliver-at", "priority", "prio"]),
+                                             st.none() | st.sampled_from([b"5", b"100", b"x", b""])), max_size=3)),
+                min_size=1, max_size=20),
+       st.booleans(), st.sampled_from([0, 1000]))
+@settings(max_examples=150, deadline=None)
+def test_a_batch_without_headers_of_ours_is_told_by_the_c_walk_as_by_the_byte_search(records, priority_enabled,
+                                                                                     delay_ms):
+    """Without a filter, whether a batch needs the whole walk is told by the C walk's header names
+    (_ours_in); the byte search it replaces gives the same runs (names of ours in keys, values and
+    other header names only make it walk for nothing)."""
+    if record_attrs._header_values_in_c is None:
+        pytest.skip("the C extension is not built")
+    batch = build_batch([(key, value, headers, NOW) for key, value, headers in records], base_offset=7)
+    info = parse_batch_header(batch)
+    settings_ = QueueSettings(priority_enabled=priority_enabled, delay_ms=delay_ms)
+    by_walk, by_walk_counts = scan_batch(batch, 0, info, settings_, by_walk_counts := {}), by_walk_counts
+    saved = record_attrs._header_values_in_c
+    record_attrs._header_values_in_c = None
+    try:
+        by_search_counts: dict = {}
+        by_search = scan_batch(batch, 0, info, settings_, by_search_counts)
+    finally:
+        record_attrs._header_values_in_c = saved
+    assert by_walk == by_search and by_walk_counts == by_search_counts
+
+
 @given(st.lists(st.lists(st.tuples(st.sampled_from(["type", "trace"]),
                                    st.none() | st.sampled_from([b"x", b"y", b"", b"5"])), max_size=3),
                 min_size=1, max_size=30),

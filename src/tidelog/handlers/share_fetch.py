@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from operator import itemgetter
 
 from tidelog.handlers.authorization import unreadable_topic_ids
 from tidelog.handlers.registry import RequestContext, handles
@@ -43,6 +44,7 @@ from tidelog.queues.state_records import ShareStateKey
 
 API_KEY = 78
 logger = logging.getLogger(__name__)
+_FIRST, _LAST = itemgetter(0), itemgetter(1)
 
 
 @handles(API_KEY)
@@ -150,7 +152,8 @@ async def _acquire(manager, group_id: str, member_id: str, partitions, request, 
             continue
         if result.acquired:
             out[(topic_id, partition)] = result
-            records_left -= sum(a.last_offset - a.first_offset + 1 for a in result.acquired)
+            acquired = result.acquired  # (hundreds of ranges with a filter: summed without a Python step each)
+            records_left -= sum(map(int.__sub__, map(_LAST, acquired), map(_FIRST, acquired))) + len(acquired)
             bytes_left -= result.records_bytes
     return out
 

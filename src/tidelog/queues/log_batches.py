@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from functools import partial
+from operator import itemgetter
 from typing import Iterable, NamedTuple, Sequence
 
 from tidelog.protocol.records import BATCH_HEADER_SIZE, parse_batch_header
@@ -43,6 +44,7 @@ class AcquiredRecords(NamedTuple):
 
 
 _new_acquired = partial(tuple.__new__, AcquiredRecords)  # AcquiredRecords(*fields) without its Python __new__
+_FIRST, _LAST = itemgetter(0), itemgetter(1)
 
 
 class BatchBounds:
@@ -85,7 +87,10 @@ def cut_at_batches(segments: list[AcquiredRecords], bounds: BatchBounds,
                    batch_size: int | None) -> list[AcquiredRecords]:
     """``acquired_ranges``' cut: with a batch size, each range longer than it is cut at the end of
     the log batch where it reaches that size (the others are kept as they are)."""
-    if batch_size is None:
+    if batch_size is None or not segments:
+        return segments
+    # Usually no range reaches the batch size (a filter makes one a record): checked without a Python step each.
+    if max(map(int.__sub__, map(_LAST, segments), map(_FIRST, segments))) < batch_size:
         return segments
     result = []
     for segment in segments:
