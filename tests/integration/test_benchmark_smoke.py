@@ -164,3 +164,32 @@ def test_partitions_benchmark_runs_every_phase_with_the_mock_cluster_reference(t
     assert produce["broker_spread"]["broker_cpu_us_per_record"][0] >= 0
     assert produce["broker_spread"]["records_per_request"][0] >= 1
     assert 0 < produce["broker_spread_over_mock_spread"][0]
+
+
+def test_the_produce_cpu_benchmark_reports_the_brokers_threads_per_gb(tmp_path):
+    """benchmarks.produce_cpu: a broker, a raw-socket client sending one Produce frame again and
+    again (each answered without an error), the broker's user and system time per GB by thread."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import produce_cpu
+
+    row = produce_cpu.measure(None, requests=40, records_per_request=200, record_bytes=1024, acks=-1, in_flight=5,
+                              workdir=tmp_path / "broker")
+    assert row["requests"] == 40 and row["request_bytes"] > 200 * 1024 and row["requests_per_s"] > 0
+    # Ticks of 10 ms over 8 MB: small figures may be 0, never negative, and they add up.
+    assert min(row["user_s_per_gb"], row["system_s_per_gb"], row["loop_user_s_per_gb"], row["other_threads_s_per_gb"]) >= 0
+    assert row["broker_s_per_gb"] == pytest.approx(row["user_s_per_gb"] + row["system_s_per_gb"])
+    assert row["loop_user_s_per_gb"] + row["loop_system_s_per_gb"] <= row["broker_s_per_gb"] + 1e-9
+    assert 0 < row["peak_rss_mb"] < 1000
+
+
+def test_the_produce_cpu_benchmark_stops_on_an_error_answer(tmp_path, monkeypatch):
+    """A Produce the broker refuses (here: acks=2, INVALID_REQUIRED_ACKS) stops the measurement
+    instead of timing error answers."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import produce_cpu
+
+    real = produce_cpu.produce_frame
+    monkeypatch.setattr(produce_cpu, "produce_frame", lambda topic, batch, acks: real(topic, batch, 2))
+    with pytest.raises(RuntimeError, match="error code 21"):
+        produce_cpu.measure(None, requests=5, records_per_request=10, record_bytes=100, acks=-1, in_flight=1,
+                            workdir=tmp_path / "broker")

@@ -1,0 +1,170 @@
+"""``python -m benchmarks.produce_cpu``: the broker's CPU per GB produced, thread by thread,
+user and system time apart, with no librdkafka on the machine.
+
+A `balanced` broker (``tidelog serve``, a fresh data directory, one partition) and a raw-socket
+client: one Produce v9 frame (one batch of ``--records-per-request`` records of
+``--record-bytes``, built once; the broker assigns offsets, so the same bytes serve every
+request) sent ``--requests`` times, ``--in-flight`` at a time, each response read. Reported over
+the sends: the broker's user and system seconds per GB of record batches, the event-loop thread's
+and the other threads' apart (``/proc/PID/task/*/stat``), and the event-loop thread's user
+microseconds per request. CPU time comes in 10 ms ticks: a GB or more per measurement.
+
+``--tidelog-ref REF`` measures that commit's src/ as well, alternating (ref, working tree, ref,
+...) ``--pairs`` times, each in a fresh broker: an A/B of the produce path on a busy machine,
+where the client's own CPU (a fraction of librdkafka's) disturbs it least.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+TOPIC = "produce-cpu"
+
+
+def produce_frame(topic: str, batch: bytes, acks: int) -> bytes:
+    """A Produce v9 request (flexible header v2) for partition 0 of ``topic``, size-prefixed."""
+    from tidelog.protocol.wire import uvarint
+
+    name = topic.encode()
+    header = struct.pack(">hhih", 0, 9, 1, len(b"produce-cpu")) + b"produce-cpu" + b"\x00"
+    body = (b"\x00" + struct.pack(">hi", acks, 30_000)  # null transactional id, acks, timeout
+            + uvarint(2) + uvarint(len(name) + 1) + name  # one topic
+            + uvarint(2) + struct.pack(">i", 0) + uvarint(len(batch) + 1) + batch + b"\x00"  # one partition
+            + b"\x00" + b"\x00")  # the topic's and the request's tagged fields
+    return struct.pack(">i", len(header) + len(body)) + header + body
+
+
+def thread_cpu_s(pid: int) -> dict[int, tuple[float, float]]:
+    """Each thread's (user, system) seconds."""
+    threads = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        threads[int(tid)] = (int(fields[11]) * _TICK_S, int(fields[12]) * _TICK_S)
+    return threads
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("the broker closed the connection")
+        data += chunk
+    return bytes(data)
+
+
+def measure(src: Path | None, requests: int, records_per_request: int, record_bytes: int, acks: int,
+            in_flight: int, workdir: Path) -> dict:
+    """One broker from ``src`` (None: the installed tidelog), ``requests`` sends; the figures."""
+    from benchmarks.kafka_load import create_topic
+    from benchmarks.peers import Tidelog
+    from tidelog.protocol.records import build_batch
+
+    Tidelog.src_dir = src
+    target = Tidelog("balanced")
+    server = target.start(workdir)
+    try:
+        create_topic(target.bootstrap, TOPIC, 1)
+        value = b"v" * max(record_bytes - 8, 0)
+        batch = build_batch([(b"k" * min(record_bytes, 8), value, [])] * records_per_request)
+        frame = produce_frame(TOPIC, batch, acks)
+        host, port = target.bootstrap.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=60) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def answered() -> None:
+                (size,) = struct.unpack(">i", _recv_exactly(sock, 4))
+                response = _recv_exactly(sock, size)
+                # correlation id, header tags, topic count, topic name, partition count, partition index
+                error_code = struct.unpack_from(">h", response, 4 + 1 + 1 + 1 + len(TOPIC) + 1 + 4)[0]
+                if error_code:
+                    raise RuntimeError(f"produce answered error code {error_code}")
+
+            for _ in range(min(20, requests)):  # warm up: the segment, the pools, the first fsyncs
+                sock.sendall(frame)
+                answered()
+            before = thread_cpu_s(server.pid)
+            started = time.monotonic()
+            sent = done = 0
+            while done < requests:
+                while sent < requests and sent - done < in_flight:
+                    sock.sendall(frame)
+                    sent += 1
+                answered()
+                done += 1
+            seconds = time.monotonic() - started
+            after = thread_cpu_s(server.pid)
+        peak_rss = server.peak_rss_bytes()
+    finally:
+        server.stop()
+    gb = requests * len(batch) / 1e9
+    main = [after[server.pid][i] - before.get(server.pid, (0.0, 0.0))[i] for i in (0, 1)]
+    total = [sum(after[t][i] - before.get(t, (0.0, 0.0))[i] for t in after) for i in (0, 1)]
+    return {
+        "requests": requests, "request_bytes": len(frame), "gb": gb, "requests_per_s": requests / seconds,
+        "broker_s_per_gb": (total[0] + total[1]) / gb, "user_s_per_gb": total[0] / gb, "system_s_per_gb": total[1] / gb,
+        "loop_user_s_per_gb": main[0] / gb, "loop_system_s_per_gb": main[1] / gb,
+        "other_threads_s_per_gb": (total[0] + total[1] - main[0] - main[1]) / gb,
+        "loop_user_us_per_request": main[0] / requests * 1e6, "peak_rss_mb": peak_rss / 1e6,
+        "load": os.getloadavg()[0],
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.produce_cpu", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--requests", type=int, default=1200, help="Produce requests per measurement (default 1,200)")
+    p.add_argument("--records-per-request", type=int, default=1000, help="records in the request's batch (default 1,000)")
+    p.add_argument("--record-bytes", type=int, default=1024, help="bytes of each record's key and value (default 1,024)")
+    p.add_argument("--acks", type=int, default=-1, choices=(-1, 1), help="the requests' acks (default -1)")
+    p.add_argument("--in-flight", type=int, default=5, help="requests sent before their answers (default 5)")
+    p.add_argument("--tidelog-ref", help="also measure this commit's src/ (git archive), alternating with the working tree")
+    p.add_argument("--pairs", type=int, default=3, help="with --tidelog-ref: how many (ref, working tree) pairs (default 3)")
+    p.add_argument("--json", type=Path, help="write every measurement here")
+    args = p.parse_args(argv)
+    tmp_root = Path(tempfile.mkdtemp(prefix="tidelog-produce-cpu-"))
+    rows = []
+    try:
+        sides: list[tuple[str, Path | None]] = [("working tree", None)]
+        if args.tidelog_ref:
+            from benchmarks.peers import Tidelog
+
+            Tidelog.use_ref(args.tidelog_ref, tmp_root / "ref")
+            sides.insert(0, (f"ref {Tidelog.commit}", Tidelog.src_dir))
+        for pair in range(1, (args.pairs if args.tidelog_ref else 1) + 1):
+            for name, src in sides:
+                workdir = tmp_root / f"{pair}-{len(rows)}"
+                row = {"pair": pair, "side": name, **measure(src, args.requests, args.records_per_request,
+                                                             args.record_bytes, args.acks, args.in_flight, workdir)}
+                shutil.rmtree(workdir, ignore_errors=True)
+                rows.append(row)
+                print(f"{pair} {name:>16}: load {row['load']:.1f}; {row['requests_per_s']:,.0f} requests/s of "
+                      f"{row['request_bytes'] / 1e3:,.0f} KB; broker {row['broker_s_per_gb']:.3f} s/GB (user "
+                      f"{row['user_s_per_gb']:.3f}, system {row['system_s_per_gb']:.3f}); event loop user "
+                      f"{row['loop_user_s_per_gb']:.3f} system {row['loop_system_s_per_gb']:.3f}, other threads "
+                      f"{row['other_threads_s_per_gb']:.3f}; loop user {row['loop_user_us_per_request']:.0f} us a "
+                      f"request; peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
