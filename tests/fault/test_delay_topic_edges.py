@@ -10,6 +10,10 @@
   its progress (the target's producer state still names the mover's last sequence, and the batch
   is known to be gone once it has not appeared below the high watermark for twice
   ``replica.lag.time.max.ms``), where it waited for that batch forever before.
+- the same deletion, then the delay partition failed over to a broker that never ran its mover
+  (no local copy of its progress): the new leader's mover goes on from the progress committed to
+  ``__consumer_offsets`` (group ``__tidelog-delay-mover``), replicated, instead of moving again
+  every record still in the delay topic.
 - the target's leader's clock a minute ahead of the delay partition's leaders' (a clock skew between
   brokers), the delay partition's leader SIGKILLed: the new leader's mover finds the last batch at
   the target's leader (searched from that batch's own time, the mover's clock, not the time the
@@ -63,11 +67,16 @@ def produce_delayed(bootstrap: str, numbers: range, max_delay_ms: int, seed: int
     return due
 
 
-def read_target_kafka_python(bootstrap: str, count: int) -> list[tuple[int, int]]:
+def read_target_kafka_python(bootstrap: str, count: int, start: int | None = None) -> list[tuple[int, int]]:
     """(number, timestamp) of the target's first ``count`` moved records (and any beyond them that
-    are there by then), as a classic group."""
-    consumer = KafkaConsumer("target", bootstrap_servers=bootstrap, group_id="edge-readers",
-                             auto_offset_reset="earliest", fetch_max_wait_ms=50)
+    are there by then), as a classic group; from offset ``start`` (assigned) if given."""
+    if start is None:
+        consumer = KafkaConsumer("target", bootstrap_servers=bootstrap, group_id="edge-readers",
+                                 auto_offset_reset="earliest", fetch_max_wait_ms=50)
+    else:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id="retention-readers", fetch_max_wait_ms=50)
+        consumer.assign([KafkaTopicPartition("target", 0)])
+        consumer.seek(KafkaTopicPartition("target", 0), start)
     got = []
     try:
         deadline = time.monotonic() + TIMEOUT_S
@@ -173,14 +182,28 @@ def test_a_target_whose_retention_deleted_the_movers_last_batch(edge_cluster):
     admin = create_placed(cluster, {"delays": [1], "target": [2, 3, 1]})
     first = produce_delayed(cluster.bootstrap, range(0, 20), 500, seed=23)
     assert_moved_exactly_once(cluster.bootstrap, first)
+    delete_the_movers_batches(cluster, admin)
+    start, _ = target_offsets(cluster.bootstrap)
+
+    cluster.brokers[1].kill()
+    cluster.brokers[1].start()
+    wait_until(lambda: leader_of(admin, "delays") == 1, TIMEOUT_S, message="broker 1 leading the delay partition again")
+    second = produce_delayed(cluster.bootstrap, range(20, 40), 500, seed=24)
+    assert_moved_once_since(cluster.bootstrap, start, second)
+
+
+def delete_the_movers_batches(cluster, admin) -> None:
+    """Retention deletes every batch the mover appended to the target (small segments, one kept,
+    records of another producer after them), then the target keeps its records again."""
     moved_end = target_end(cluster.bootstrap)
 
-    # Retention deletes the mover's batches: small segments, one kept, records of another producer.
-    config = ConfigResource("topic", "target", incremental_configs=[
-        ConfigEntry("segment.bytes", "1024", incremental_operation=AlterConfigOpType.SET),
-        ConfigEntry("retention.bytes", "1024", incremental_operation=AlterConfigOpType.SET)])
-    for future in admin.incremental_alter_configs([config]).values():
-        future.result(TIMEOUT_S)
+    def set_retention(values: dict[str, str]) -> None:
+        config = ConfigResource("topic", "target", incremental_configs=[
+            ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET) for name, value in values.items()])
+        for future in admin.incremental_alter_configs([config]).values():
+            future.result(TIMEOUT_S)
+
+    set_retention({"segment.bytes": "1024", "retention.bytes": "1024"})
     filler = Producer({"bootstrap.servers": cluster.bootstrap, "linger.ms": 0})
 
     def mover_batches_deleted() -> bool:
@@ -189,30 +212,44 @@ def test_a_target_whose_retention_deleted_the_movers_last_batch(edge_cluster):
         return target_offsets(cluster.bootstrap)[0] >= moved_end
 
     wait_until(mover_batches_deleted, TIMEOUT_S, interval_s=0.1, message="the mover's batches deleted by retention")
+    set_retention({"retention.bytes": "-1"})
     assert [p for p in target_producers(cluster.bootstrap) if p >= MOVER_PRODUCER_IDS], "the mover's state is kept"
 
-    cluster.brokers[1].kill()
-    cluster.brokers[1].start()
-    wait_until(lambda: leader_of(admin, "delays") == 1, TIMEOUT_S, message="broker 1 leading the delay partition again")
-    second = produce_delayed(cluster.bootstrap, range(20, 40), 500, seed=24)
-    wait_until(lambda: int(time.time() * 1000) >= max(second.values()), TIMEOUT_S, interval_s=0.05,
+
+def assert_moved_once_since(bootstrap: str, start: int, due: dict[int, int]) -> None:
+    """Each record of ``due`` once in the target from offset ``start`` on (read by kafka-python and
+    confluent-kafka), none moved before it was due, no other moved record."""
+    wait_until(lambda: int(time.time() * 1000) >= max(due.values()), TIMEOUT_S, interval_s=0.05,
                message="the last record due")
+    got = read_target_kafka_python(bootstrap, len(due), start)
+    assert sorted(n for n, _ in got) == sorted(due), "neither the first records again nor any of the second lost"
+    assert all(moved >= due[n] for n, moved in got)
+    assert sorted(read_target_confluent(bootstrap, target_end(bootstrap), start)) == sorted(due)
+
+
+def test_a_failover_after_retention_deleted_the_movers_last_batch_goes_on_from_its_committed_progress(edge_cluster):
+    cluster = edge_cluster
+    # The delay partition led by broker 1 with a replica on broker 3; the target led by broker 2.
+    admin = create_placed(cluster, {"delays": [1, 3], "target": [2, 3, 1]})
+    first = produce_delayed(cluster.bootstrap, range(0, 20), 500, seed=27)
+    assert_moved_exactly_once(cluster.bootstrap, first)
+    delete_the_movers_batches(cluster, admin)
     start, _ = target_offsets(cluster.bootstrap)
-    consumer = KafkaConsumer(bootstrap_servers=cluster.bootstrap, group_id="retention-readers", fetch_max_wait_ms=50)
-    consumer.assign([KafkaTopicPartition("target", 0)])
-    consumer.seek(KafkaTopicPartition("target", 0), start)
-    got = []
+
+    cluster.brokers[1].kill()  # broker 3 never ran the mover: no local copy of its progress
+    wait_until(lambda: leader_of(admin, "delays") == 3, TIMEOUT_S, message="broker 3 leading the delay partition")
+    second = produce_delayed(cluster.bootstrap, range(20, 40), 500, seed=28)
+    assert_moved_once_since(cluster.bootstrap, start, second)
+    assert metric(cluster.brokers[3], "tidelog_delay_topic_records_total", event="moved", topic="delays") == 20
+    assert "going on from its progress committed to __consumer_offsets" in cluster.brokers[3].log()
+    # Seen by any Kafka tool: the group __tidelog-delay-mover's offset of the delay partition.
+    kafka_admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, request_timeout_ms=10000)
     try:
-        deadline = time.monotonic() + TIMEOUT_S
-        while len(got) < len(second) and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=100).values():
-                got += [(int(r.value), r.timestamp) for r in records if dict(r.headers).get("tidelog-origin-topic")]
+        wait_until(lambda: kafka_admin.list_group_offsets("__tidelog-delay-mover")["__tidelog-delay-mover"].get(
+            KafkaTopicPartition("delays", 0), (None,))[0] == 40, TIMEOUT_S, interval_s=0.2,
+            message="the progress committed after the second 20")
     finally:
-        consumer.close()
-    assert sorted(n for n, _ in got) == sorted(second), "neither the first records again nor any of the second lost"
-    assert all(moved >= second[n] for n, moved in got)
-    end = target_end(cluster.bootstrap)
-    assert sorted(read_target_confluent(cluster.bootstrap, end, start)) == sorted(second)
+        kafka_admin.close()
 
 
 def test_a_target_leader_whose_clock_is_a_minute_ahead(edge_cluster):

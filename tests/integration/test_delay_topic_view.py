@@ -12,6 +12,7 @@ import time
 import pytest
 import requests
 from confluent_kafka import Producer
+from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaProducer
 
@@ -92,10 +93,23 @@ def test_a_delay_topics_movers_are_shown_by_the_http_api_the_cli_and_a_gauge(bro
     for p in view["partitions"]:
         assert (p["waiting_records"], p["next_due_ms"], p["state"]) == (0, None, "idle")
         assert p["last_move_ms"] >= produced_at + DELAY_MS and p["last_move_late_ms"] >= 0
+        # its progress, committed to __consumer_offsets after the moves (a new topic: it started from its start)
+        assert (p["committed_offset"], p["recovered_from"], p["commit_error"]) == (PER_CLIENT, "start", None)
+        assert p["committed_ms"] >= p["last_move_ms"]
     assert http.call("GET", "/topics/{topic}", 200, topic="target")["records"] == total
     assert gauge(broker, 0) == gauge(broker, 1) == 0
     described = json.loads(ok("topics", "describe", "delays", "--http", http.root, "--json", broker=broker))
     assert [(p["moved_records"], p["state"]) for p in described["delay"]["partitions"]] == [(PER_CLIENT, "idle")] * 2
+    text = ok("topics", "describe", "delays", "--http", http.root, broker=broker)
+    rows = [line.split("\t") for line in text.splitlines()]
+    header = next(r for r in rows if r[0] == "PARTITION" and "WAITING" in r)
+    movers = [dict(zip(header, r)) for r in rows[rows.index(header) + 1:rows.index(header) + 3]]
+    assert [m["COMMITTED_(FROM)"] for m in movers] == [f"{PER_CLIENT} (start)"] * 2, text
+    # Any Kafka tool sees the movers' progress as the offsets of the group __tidelog-delay-mover.
+    offsets = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions("__tidelog-delay-mover")])
+    committed = offsets["__tidelog-delay-mover"].result(TIMEOUT_S).topic_partitions
+    assert sorted((tp.topic, tp.partition, tp.offset) for tp in committed) == [("delays", 0, PER_CLIENT),
+                                                                               ("delays", 1, PER_CLIENT)]
 
 
 

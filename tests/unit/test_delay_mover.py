@@ -7,6 +7,7 @@ looked; the index by due time on disk, read a bucket at a time."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import struct
 import uuid
@@ -70,6 +71,11 @@ class Target:
         self.fail_after_landing = 0
         self.hold = False
         self.high_watermark = 0
+        self.log_start = 0
+
+    def delete_all(self) -> None:
+        """Retention deletes every batch (the producer state stays, as a partition's does)."""
+        self.log_start = self.end()
 
     async def append(self, batch: bytes) -> int:
         await asyncio.sleep(0)
@@ -103,6 +109,8 @@ class Target:
         if entry is None or not entry.batches:
             return None, 0
         _, last_sequence, base, _ = entry.batches[-1]
+        if base < self.log_start:
+            return None, last_sequence + 1
         if base >= self.high_watermark:
             raise KafkaError(ErrorCode.offset_not_available, "not replicated yet")
         return dict(self.batches)[base], last_sequence + 1
@@ -115,7 +123,7 @@ class Target:
         out = bytearray()
         for base, data in self.batches:
             last = base + parse_batch_header(data).last_offset_delta
-            if last < offset or base >= self.high_watermark:
+            if last < offset or base >= self.high_watermark or base < self.log_start:
                 continue
             if out and len(out) + len(data) > max_bytes:
                 break
@@ -123,10 +131,30 @@ class Target:
         return bytes(out)
 
     def records(self):
-        return [r for _, b in self.batches for r in iter_records(b)]
+        return [r for base, b in self.batches if base >= self.log_start for r in iter_records(b)]
 
     def origin_offsets(self) -> list[int]:
         return [int(dict(r.headers)[ORIGIN_OFFSET]) for r in self.records()]
+
+
+class Committed:
+    """__consumer_offsets for one delay partition's progress (delay_mover.DelayProgress); a commit
+    can fail (the coordinator away)."""
+
+    def __init__(self) -> None:
+        self.value: tuple[int, str] | None = None
+        self.commits = 0
+        self.fail = False
+
+    async def fetch(self):
+        return self.value
+
+    async def commit(self, offset: int, metadata: str) -> None:
+        await asyncio.sleep(0)
+        if self.fail:
+            raise KafkaError(ErrorCode.coordinator_not_available, "the coordinator is away")
+        self.value = (offset, metadata)
+        self.commits += 1
 
 
 async def mover(source, target, directory, clock, producer_id: int, **kw) -> DelayMover:
@@ -383,4 +411,122 @@ def test_an_idle_mover_writes_its_local_copy_at_most_every_few_seconds(tmp_path)
         source.produce([(b"k", b"w", [("tidelog-delay-ms", b"0")], clock.now)])
         await m.step()
         assert f'"after_ms": {clock.now}' in (tmp_path / STATE_FILE).read_text()  # at once after a move
+    asyncio.run(scenario())
+
+
+def test_a_new_leader_without_a_copy_goes_on_from_the_committed_progress_when_the_targets_batch_is_gone(tmp_path, caplog):
+    """The mover commits its progress (replicated, in __consumer_offsets) after each batch; the
+    target's retention deletes its batches (its producer state still names the last sequence);
+    a mover on another broker, with no local copy, goes on from the committed progress (a WARNING
+    says so) instead of moving every record still in the delay topic again."""
+    async def scenario():
+        clock, source, target, committed = Clock(), Source(), Target(), Committed()
+        source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"%d" % (i % 3 * 1000))], NOW) for i in range(30)])
+        first = await mover(source, target, tmp_path / "a", clock, 1, batch_records=4, progress=committed)
+        clock.now = NOW + 1000
+        await run_until_idle(first)
+        assert sorted(target.origin_offsets()) == [o for o in range(30) if o % 3 < 2]
+        assert committed.commits == 5  # after each of the 5 batches (20 records), no more for the round's end
+        assert committed.value[0] == 30
+        target.delete_all()
+        source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"0")], NOW + 1000) for i in range(30, 40)])
+        clock.now = NOW + 2000
+        second = await mover(source, target, tmp_path / "b", clock, 1, batch_records=4, progress=committed)
+        assert second.recovered_from == "committed"
+        await run_until_idle(second)
+        assert sorted(target.origin_offsets()) == [o for o in range(30) if o % 3 == 2] + list(range(30, 40))
+    asyncio.run(scenario())
+    assert "going on from its progress committed to __consumer_offsets (group __tidelog-delay-mover)" in caplog.text
+
+
+def test_a_crash_in_the_middle_of_a_round_then_its_batches_deleted_resumes_the_round_from_the_committed_progress(tmp_path):
+    async def scenario():
+        clock, source, target, committed = Clock(), Source(), Target(), Committed()
+        source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"1000")], NOW) for i in range(100)])
+        first = await mover(source, target, tmp_path / "a", clock, 1, batch_records=30, progress=committed)
+        clock.now = NOW + 1000
+        target.fail_before = 0
+        original, appends = target.append, 0
+
+        async def crash_at_the_third(batch):
+            nonlocal appends
+            appends += 1
+            if appends == 3:
+                raise ConnectionError("the broker died")
+            return await original(batch)
+
+        target.append = crash_at_the_third
+        with pytest.raises(ConnectionError):
+            await run_until_idle(first)
+        target.append = original
+        assert target.origin_offsets() == list(range(60))
+        target.delete_all()
+        second = await mover(source, target, tmp_path / "b", clock, 1, batch_records=30, progress=committed)
+        await run_until_idle(second)
+        assert target.origin_offsets() == list(range(60, 100))
+    asyncio.run(scenario())
+
+
+def test_the_progress_continuing_the_targets_sequence_is_taken_over_a_further_one_that_does_not(tmp_path):
+    """A commit failed (the coordinator away) after the mover's last batch: the committed progress
+    is behind the target's sequence, this broker's copy is not: the copy is taken. Without a copy,
+    the committed progress is taken, and the records moved after it are moved again (the WARNING
+    says so): the one case left, a failed commit and then the batch deleted and a failover."""
+    async def scenario():
+        clock, source, target, committed = Clock(), Source(), Target(), Committed()
+        source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"0")], NOW) for i in range(10)])
+        first = await mover(source, target, tmp_path / "a", clock, 1, progress=committed)
+        await run_until_idle(first)
+        committed.fail = True
+        source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"0")], NOW) for i in range(10, 20)])
+        clock.now += 100
+        await run_until_idle(first)  # moved, the commit failed: moves go on
+        assert target.origin_offsets() == list(range(20)) and committed.value[0] == 10
+        target.delete_all()
+        committed.fail = False
+        stale = committed.value
+        here = await mover(source, target, tmp_path / "a", clock, 1, progress=committed)
+        assert here.recovered_from == "local"
+        await run_until_idle(here)
+        assert target.origin_offsets() == []
+        assert committed.value[0] == 20  # committed at once by the new mover
+        committed.value = stale
+        elsewhere = await mover(source, target, tmp_path / "b", clock, 1, progress=committed)
+        assert elsewhere.recovered_from == "committed"
+        await run_until_idle(elsewhere)
+        assert target.origin_offsets() == list(range(10, 20))
+    asyncio.run(scenario())
+
+
+def test_a_failed_commit_is_made_again_with_the_newer_progress(tmp_path, caplog):
+    from tidelog.queues.delay_mover import COMMIT_RETRY_MS
+    caplog.set_level(logging.INFO, "tidelog.queues.delay_mover")
+
+    async def scenario():
+        clock, source, target, committed = Clock(), Source(), Target(), Committed()
+        m = await mover(source, target, tmp_path, clock, 1, progress=committed)
+        committed.fail = True
+        for n in range(3):
+            source.produce([(b"k", b"%d" % n, [("tidelog-delay-ms", b"0")], NOW)])
+            await run_until_idle(m)
+        assert target.origin_offsets() == [0, 1, 2] and committed.value is None
+        committed.fail = False
+        await run_until_idle(m)
+        assert committed.value is None  # not before COMMIT_RETRY_MS
+        clock.now += COMMIT_RETRY_MS
+        await run_until_idle(m)
+        assert committed.value[0] == 3 and committed.commits == 1
+    asyncio.run(scenario())
+    assert caplog.text.count("cannot commit its progress") == 1
+    assert "committing its progress to __consumer_offsets again" in caplog.text
+
+
+def test_committed_progress_of_another_delay_partition_or_unreadable_is_not_taken(tmp_path):
+    async def scenario():
+        clock, source, target, committed = Clock(), Source(), Target(), Committed()
+        source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"0")], NOW) for i in range(5)])
+        for value in [(5, '{"producer_id":2,"round":[0,5,0,5,0,1],"sequence":5}'), (5, "not json"), (5, "")]:
+            committed.value = value
+            m = await mover(source, target, tmp_path / str(len(value[1])), clock, 1, progress=committed)
+            assert m.recovered_from == "start"
     asyncio.run(scenario())

@@ -149,6 +149,12 @@ def _delay_state(p: dict) -> str:
         p["state"], p["state"])
 
 
+def _delay_progress(p: dict) -> str:
+    """The mover's committed progress (offset in group __tidelog-delay-mover) and where it started from."""
+    committed = "-" if p.get("committed_offset") is None else str(p["committed_offset"])
+    return committed + (f" ({p['recovered_from']})" if p.get("recovered_from") else "")
+
+
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -230,12 +236,13 @@ def describe(client: Client, topic_names: tuple[str, ...], all_configs: bool, ht
         if "delay" in t and t["delay"] is not None:
             d = t["delay"]
             out.table(["partition", "target", "target leader", "state", "waiting", "next due (UTC)", "moved", "lost",
-                       "last move late (ms)", "last error"],
+                       "last move late (ms)", "committed (from)", "last error"],
                       [(p["partition"], f"{p['target_topic']}-{'-' if p['target_partition'] is None else p['target_partition']}",
                         "here" if p["target_local"] else "none" if p["target_leader"] is None else p["target_leader"],
                         _delay_state(p), "-" if p["waiting_records"] is None else p["waiting_records"],
                         _ms_time(p["next_due_ms"]), p["moved_records"], p["lost_records"],
-                        "-" if p["last_move_late_ms"] is None else p["last_move_late_ms"], p["last_error"] or "")
+                        "-" if p["last_move_late_ms"] is None else p["last_move_late_ms"], _delay_progress(p),
+                        p["last_error"] or p["commit_error"] or "")
                        for p in d["partitions"]],
                       title=f"Delay movers (to {d['target_topic']} when due)",
                       caption="from each partition's leader; moved and lost by that broker since it started",

@@ -133,6 +133,15 @@ SCHEMAS = {
         "last_move_late_ms": {**NULLABLE_INT, "description": "How long after its due time the last batch's earliest "
                                                              "record was appended."},
         "failing_since_ms": NULLABLE_INT, "failures": INT, "last_error": NULLABLE_STR,
+        "committed_offset": {**NULLABLE_INT, "description": "The mover's progress as last committed to __consumer_offsets "
+                                                            "(group __tidelog-delay-mover): every record below it due by "
+                                                            "then is moved; null: not committed by this mover yet."},
+        "committed_ms": {**NULLABLE_INT, "description": "When that progress was committed."},
+        "commit_error": {**NULLABLE_STR, "description": "Why the last commit failed (moves go on; committed again "
+                                                        "shortly); null: it did not."},
+        "recovered_from": {"type": ["string", "null"], "enum": ["target", "committed", "local", "start", None],
+                           "description": "Where the mover found its progress when it started: its last batch in the "
+                                          "target, the committed progress, this broker's copy, or the partition's start."},
     }),
     "NewTopic": _obj({
         "name": {**STR, "description": "1-249 of [a-zA-Z0-9._-]."},

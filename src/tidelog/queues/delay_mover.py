@@ -6,7 +6,7 @@ plus ``tidelog.delay.ms``), keeping its key, value and headers and adding ``tide
 classic groups included, sees it then. Partition p of the delay topic moves to partition
 p mod (target partitions).
 
-Exactly once, across crashes and failovers, without a store of its own:
+Exactly once, across crashes and failovers:
 
 - The mover works in **rounds**. Its state is (T, O): every record with offset < O and due <= T
   has been moved, no other. A round to (T', O') (T' the time now, O' how far the log was read)
@@ -31,11 +31,19 @@ Exactly once, across crashes and failovers, without a store of its own:
   last append, not yet replicated), recovery waits (OFFSET_NOT_AVAILABLE, retried). A locally kept
   copy of (T, O), written after every round that took records (and at most every
   ``COPY_EVERY_MS`` after rounds that took none) with the sequence its next batch was to have, is
-  used where it continues that batch (the same sequence: rounds that moved nothing since) and
-  where the target has no batch of the mover (deleted by retention, or a target whose state
-  lost the mover); a copy from an earlier leadership is not taken over the target's batch (its
-  time may be ahead of the target's by a clock skew between brokers, and records moved since
-  by another leader's mover would be moved again). After an upgrade from the version whose movers
+  used where it continues that batch (the same sequence: rounds that moved nothing since); a copy
+  from an earlier leadership is not taken over the target's batch (its time may be ahead of the
+  target's by a clock skew between brokers, and records moved since by another leader's mover
+  would be moved again).
+- The progress is also committed, replicated, after each acknowledged batch (and once a minute
+  while idle): the delay partition's offset in the group ``PROGRESS_GROUP`` of
+  ``__consumer_offsets`` (``DelayProgress``; metadata: the round as in its header and the next
+  sequence). The target's batch comes first, the commit after it, so the committed progress is
+  never ahead of the target. Where the target has no batch of the mover (deleted by retention or
+  DeleteRecords while its producer state keeps the next sequence; or a target whose state lost the
+  mover), ``recover`` goes on from the committed progress or the local copy, whichever continues
+  the target's sequence (else the further one, and a WARNING says what is moved again). A failed
+  commit does not stop the moves (the next carries the newer progress). After an upgrade from the version whose movers
   had allocated producer ids, the first mover finds the old one's last round header among the
   target's other producers' last batches (``earlier_last_batches``, where the target is led
   here).
@@ -56,6 +64,7 @@ of delayed records.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -70,8 +79,8 @@ from tidelog.queues.log_batches import parse_log_batches
 from tidelog.queues.record_attrs import QueueSettings, scan_batch
 from tidelog.storage.producer_state import BROKER_PRODUCER_IDS
 
-__all__ = ["MOVER_PRODUCER_IDS", "ROUND_HEADER", "DelayMover", "DelaySource", "DelayTarget", "MoverDiverged", "MoverState",
-           "batches", "mover_producer_id"]
+__all__ = ["MOVER_PRODUCER_IDS", "PROGRESS_GROUP", "ROUND_HEADER", "DelayMover", "DelayProgress", "DelaySource",
+           "DelayTarget", "MoverDiverged", "MoverState", "batches", "mover_producer_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +92,9 @@ INDEX_COMPLETE_FILE = "index-complete.json"
 SEQUENCE_WRAP = 2**31
 COPY_EVERY_MS = 5_000  # the local copy is written after a round that took records, else at most this often
 MOVER_PRODUCER_IDS = BROKER_PRODUCER_IDS  # movers' producer ids are at or above this (the target never expires them)
+PROGRESS_GROUP = "__tidelog-delay-mover"  # the group whose offsets in __consumer_offsets are the movers' progress
+COMMIT_IDLE_MS = 60_000  # an idle mover commits its (unchanged) progress this often: offsets expire when not committed
+COMMIT_RETRY_MS = 1_000  # after a failed commit, the next try waits this long (moves go on meanwhile)
 
 
 def mover_producer_id(topic_id: uuid.UUID, partition: int) -> int:
@@ -130,9 +142,52 @@ class DelayTarget(Protocol):
         broker ([] at another broker): an earlier version's movers had such ids."""
 
 
+class DelayProgress(Protocol):
+    """The mover's progress, replicated: its delay partition's offset in the group ``PROGRESS_GROUP``
+    of ``__consumer_offsets`` (compacted, replicated, listed by every Kafka tool)."""
+
+    def fetch(self) -> Awaitable[tuple[int, str | None] | None]:
+        """The committed offset and metadata (None: nothing committed). Raises KafkaError (or OSError)."""
+
+    def commit(self, offset: int, metadata: str) -> Awaitable[None]:
+        """Commit, durably (acks=all on __consumer_offsets). Raises KafkaError (or OSError)."""
+
+
 class MoverState(NamedTuple):
     after_ms: int  # T: every record with offset < below_offset and due <= after_ms is moved
     below_offset: int  # O
+
+
+class _Progress(NamedTuple):
+    """Where the mover stands, as a round header says it (a round's start and end, the index of the
+    last record appended and the round's size), with the sequence its next batch is to have."""
+    start: MoverState
+    end: MoverState
+    i: int
+    n: int
+    sequence: int | None
+
+    @classmethod
+    def at(cls, state: MoverState, sequence: int | None) -> "_Progress":
+        return cls(state, state, 0, 1, sequence)
+
+    def normal(self) -> "_Progress":
+        """A finished round is its end state."""
+        return self.at(self.end, self.sequence) if self.i + 1 >= self.n else self
+
+    def key(self) -> tuple:
+        """Orders progress: a later round's end, then further in a round, a finished round last."""
+        return self.end, self.i + 1 >= self.n, self.i
+
+    def offset(self) -> int:
+        """The committed offset: the delay offset below which every record due by the state's time is moved."""
+        return self.end.below_offset if self.i + 1 >= self.n else self.start.below_offset
+
+    def describe(self) -> str:
+        where = f"due <= {self.end.after_ms}, offset {self.end.below_offset}"
+        if self.i + 1 < self.n:
+            where = f"record {self.i + 1} of {self.n} of the round to {where}"
+        return where + (f", sequence {self.sequence}" if self.sequence is not None else "")
 
 
 class _Round(NamedTuple):
@@ -144,7 +199,8 @@ class _Round(NamedTuple):
 class DelayMover:
     def __init__(self, origin_topic: str, origin_partition: int, source: DelaySource, target: DelayTarget,
                  index: DelayIndex, producer_id: int, clock_ms: Callable[[], int], *, delay_ms: int = 0,
-                 read_bytes: int = 1 << 20, batch_records: int = 500, max_round_records: int = 10_000) -> None:
+                 read_bytes: int = 1 << 20, batch_records: int = 500, max_round_records: int = 10_000,
+                 progress: DelayProgress | None = None) -> None:
         self.origin_topic = origin_topic
         self.origin_partition = origin_partition
         self.source = source
@@ -170,46 +226,104 @@ class DelayMover:
         self._resume: tuple[MoverState, int] | None = None  # an interrupted round found by recover
         self._verify_next = True  # the first append after recover is read back (see the module docstring)
         self._copy_written_ms = -COPY_EVERY_MS  # when the local copy of the state was last written
+        self.progress = progress
+        self.committed: _Progress | None = None  # the progress last committed (or found committed) by this mover
+        self.committed_ms: int | None = None  # when (status)
+        self.recovered_from: str | None = None  # where recover found the progress: target, committed, local, start
+        self._commit_failing: str | None = None  # the error of a failure streak of commits
+        self._commit_retry_ms = 0
 
     # --- start ------------------------------------------------------------------------------------
     async def recover(self) -> None:
         """Where the last mover of this delay partition stopped (see the module docstring)."""
-        found = None
+        found: _Progress | None = None
         batch, self._sequence = await self.target.last_batch(self.producer_id)
         header = _round_header(batch) if batch is not None else None
         if header is not None and header[:2] == (self.origin_topic, self.origin_partition):
-            found = (MoverState(*header[2:4]), MoverState(*header[4:6]), header[6], header[7])
+            found = _Progress(MoverState(*header[2:4]), MoverState(*header[4:6]), header[6], header[7], self._sequence)
+        self.recovered_from = "target" if found is not None else None
         self._verify_next = True
         local, local_sequence = self._read_local_state()
         if batch is None and self._sequence == 0 and local_sequence is None:
             found = await self._earlier_version(local)
+            self.recovered_from = "target" if found is not None else None
         if found is not None and local is not None and local_sequence != self._sequence:
             local = None  # not written after this batch: an older leadership's (its time may be ahead)
-        if batch is None and self._sequence != 0:
-            logger.warning("delay mover %s-%d: its last batch in the target is gone (retention or DeleteRecords); going "
-                           "on from %s", self.origin_topic, self.origin_partition,
-                           f"this broker's copy of its progress (due <= {local.after_ms}, offset {local.below_offset})"
-                           if local is not None else "the delay partition's start, as no copy of its progress is "
-                           "here: records moved before and still in the delay topic are moved again")
-        if found is not None and (local is None or found[1] >= local):
-            start, end, i, n = found
-            if i + 1 >= n:
-                self.state = end
+        if found is None:
+            found = await self._without_the_targets_batch(batch is None and self._sequence != 0, local, local_sequence)
+            local = None
+        if found is not None and (local is None or found.end >= local):
+            if found.i + 1 >= found.n:
+                self.state = found.end
             else:
-                self.state = start
-                self._resume = (end, i + 1)
+                self.state = found.start
+                self._resume = (found.end, found.i + 1)
         elif local is not None:
             self.state = local
+            self.recovered_from = "local"
         else:
             self.state = MoverState(-1, self.source.log_start_offset())
+            self.recovered_from = "start"
         self._indexed = self.state.below_offset
         complete = self._read_index_complete()
         if complete is None or complete < self.state.below_offset:
             self.index.clear()
             self._rebuild_at = self.source.log_start_offset()
-        logger.info("delay mover %s-%d starts at due <= %d, offset %d, sequence %d%s", self.origin_topic,
+        logger.info("delay mover %s-%d starts at due <= %d, offset %d, sequence %d (from %s)%s", self.origin_topic,
                     self.origin_partition, self.state.after_ms, self.state.below_offset, self._sequence,
-                    "; rebuilding its index from the log" if self._rebuild_at is not None else "")
+                    _FROM[self.recovered_from], "; rebuilding its index from the log" if self._rebuild_at is not None else "")
+
+    async def _without_the_targets_batch(self, gone: bool, local: MoverState | None,
+                                         local_sequence: int | None) -> _Progress | None:
+        """The progress to go on from where the target holds no batch of this mover: the one
+        committed to ``__consumer_offsets`` (replicated) or this broker's copy, whichever continues
+        the target's sequence (written after the mover's last batch there), else the furthest.
+        ``gone``: the target's producer state names a last batch that its log no longer has
+        (retention, DeleteRecords): said in a WARNING, with what it means."""
+        candidates = []
+        committed = await self._fetch_committed()
+        if committed is not None:
+            candidates.append(("committed", committed))
+        if local is not None:
+            candidates.append(("local", _Progress.at(local, local_sequence)))
+        current = [c for c in candidates if c[1].sequence == self._sequence]
+        chosen = max(current or candidates, key=lambda c: c[1].key()) if candidates else None
+        if gone:
+            if chosen is None:
+                then = ("the delay partition's start, as neither a committed progress nor a copy of it is here: "
+                        "records moved before and still in the delay topic are moved again")
+            else:
+                then = f"{_FROM[chosen[0]]} ({chosen[1].describe()})"
+                if chosen[1].sequence != self._sequence:
+                    then += (f"; the target's next sequence is {self._sequence}: the records moved after that "
+                             f"progress are moved again")
+            logger.warning("delay mover %s-%d: its last batch in the target is gone (retention or DeleteRecords); "
+                           "going on from %s", self.origin_topic, self.origin_partition, then)
+        if chosen is None:
+            return None
+        self.recovered_from = chosen[0]
+        return chosen[1]
+
+    async def _fetch_committed(self) -> _Progress | None:
+        """This mover's progress committed to ``__consumer_offsets`` (None: none, or another delay
+        partition's of the same name, deleted since)."""
+        if self.progress is None:
+            return None
+        fetched = await self.progress.fetch()
+        if fetched is None or fetched[0] < 0 or not fetched[1]:
+            return None
+        try:
+            data = json.loads(fetched[1])
+            if data.get("producer_id") != self.producer_id:
+                return None
+            t0, o0, t1, o1, i, n = (int(v) for v in data["round"])
+            found = _Progress(MoverState(t0, o0), MoverState(t1, o1), i, n, int(data["sequence"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            logger.warning("delay mover %s-%d: ignoring unreadable progress committed to %s: %r (%s)", self.origin_topic,
+                           self.origin_partition, PROGRESS_GROUP, fetched[1][:200], e)
+            return None
+        self.committed = found.normal()
+        return self.committed
 
     async def _earlier_version(self, local: MoverState | None) -> tuple | None:
         """Where a mover of the version before movers' producer ids were derived from the delay
@@ -222,13 +336,13 @@ class DelayMover:
             header = _round_header(batch)
             if header is None or header[:2] != (self.origin_topic, self.origin_partition):
                 continue
-            candidate = (MoverState(*header[2:4]), MoverState(*header[4:6]), header[6], header[7])
-            if found is None or (candidate[1], candidate[2]) > (found[1], found[2]):
+            candidate = _Progress(MoverState(*header[2:4]), MoverState(*header[4:6]), header[6], header[7], None)
+            if found is None or (candidate.end, candidate.i) > (found.end, found.i):
                 found = candidate
-        if found is not None and (local is None or found[1] >= local):
+        if found is not None and (local is None or found.end >= local):
             logger.info("delay mover %s-%d: going on from the last batch of an earlier version's mover in the target "
                         "(round to due <= %d, offset %d, record %d of %d)", self.origin_topic, self.origin_partition,
-                        found[1].after_ms, found[1].below_offset, found[2] + 1, found[3])
+                        found.end.after_ms, found.end.below_offset, found.i + 1, found.n)
             return found
         return None
 
@@ -278,7 +392,10 @@ class DelayMover:
             next_due = min(due_read) if due_read else self.next_due_ms()
         return {"waiting_records": waiting, "next_due_ms": next_due, "rebuilding": rebuilding,
                 "in_round": self._round is not None, "moved_records": self.moved, "lost_records": self.lost,
-                "last_move_ms": self.last_move_ms, "last_move_late_ms": self.last_move_late_ms}
+                "last_move_ms": self.last_move_ms, "last_move_late_ms": self.last_move_late_ms,
+                "committed_offset": self.committed.offset() if self.committed is not None else None,
+                "committed_ms": self.committed_ms, "commit_error": self._commit_failing,
+                "recovered_from": self.recovered_from}
 
     def _rebuild_step(self) -> None:
         """One read of the index rebuild: records below O due after T go to the index."""
@@ -370,6 +487,7 @@ class DelayMover:
                 self._sequence = (self._sequence + len(batch_records)) % SEQUENCE_WRAP
                 moved += len(batch_records)
                 self.moved += len(batch_records)
+                await self._commit(_Progress(round_.start, round_.end, last_i, len(entries), self._sequence))
             self._round_next = last_i + 1
         self.state = round_.end
         self._round = None
@@ -380,7 +498,40 @@ class DelayMover:
         if entries or not 0 <= now - self._copy_written_ms < COPY_EVERY_MS:  # an idle mover's rounds move nothing
             self._write_local_state()
             self._copy_written_ms = now
+        if entries or self.committed is None or self.committed.sequence != self._sequence or \
+                not 0 <= now - (self.committed_ms or 0) < COMMIT_IDLE_MS:
+            await self._commit(_Progress.at(self.state, self._sequence))
         return moved
+
+    async def _commit(self, progress: _Progress) -> None:
+        """Commit ``progress`` to ``__consumer_offsets`` (after the batch it follows is acknowledged:
+        the target's batch is always ahead of, or at, the committed progress). A failed commit does
+        not stop the moves: the next one (after ``COMMIT_RETRY_MS``) carries the newer progress;
+        the streak is logged once (WARNING) and its end (INFO)."""
+        progress = progress.normal()
+        if self.progress is None or progress == self.committed:
+            return
+        now = self.clock_ms()
+        if self._commit_failing is not None and 0 <= now < self._commit_retry_ms:
+            return
+        metadata = json.dumps({"producer_id": self.producer_id, "round": [
+            progress.start.after_ms, progress.start.below_offset, progress.end.after_ms, progress.end.below_offset,
+            progress.i, progress.n], "sequence": progress.sequence}, separators=(",", ":"))
+        try:
+            await self.progress.commit(progress.offset(), metadata)
+        except (KafkaError, OSError, asyncio.TimeoutError) as e:
+            if self._commit_failing is None:
+                logger.warning("delay mover %s-%d: cannot commit its progress to %s (group %s): %s; moving on, "
+                               "committing again in %d ms", self.origin_topic, self.origin_partition, "__consumer_offsets",
+                               PROGRESS_GROUP, e, COMMIT_RETRY_MS)
+            self._commit_failing = str(e) or type(e).__name__
+            self._commit_retry_ms = now + COMMIT_RETRY_MS
+            return
+        if self._commit_failing is not None:
+            logger.info("delay mover %s-%d: committing its progress to __consumer_offsets again", self.origin_topic,
+                        self.origin_partition)
+            self._commit_failing = None
+        self.committed, self.committed_ms = progress, now
 
     async def _verify(self, base_offset: int, batch: bytes) -> None:
         """The target's batch at ``base_offset`` is ``batch`` (this mover's), not another mover's
@@ -435,6 +586,11 @@ class DelayMover:
 
     def _write_index_complete(self, below_offset: int) -> None:
         _write_json(self.index.directory / INDEX_COMPLETE_FILE, {"below_offset": below_offset})
+
+
+_FROM = {"target": "its last batch in the target", None: "nothing",
+         "committed": f"its progress committed to __consumer_offsets (group {PROGRESS_GROUP})",
+         "local": "this broker's copy of its progress", "start": "the delay partition's start"}
 
 
 def _write_json(path, value) -> None:

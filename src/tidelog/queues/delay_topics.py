@@ -29,6 +29,8 @@ from typing import Callable
 from kio.schema.describe_producers.v0 import request as describe_producers_v0
 from kio.schema.fetch.v11 import request as fetch_v11
 from kio.schema.list_offsets.v5 import request as list_offsets_v5
+from kio.schema.offset_commit.v8 import request as offset_commit_v8
+from kio.schema.offset_fetch.v7 import request as offset_fetch_v7
 from kio.schema.produce.v8 import request as produce_v8
 
 from tidelog.clock import monotonic_ms, wall_clock_ms
@@ -36,8 +38,8 @@ from tidelog.cluster.broker_channel import BrokerChannel
 from tidelog.cluster.waiters import wait_for_data
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.queues.delay_index import DelayIndex
-from tidelog.queues.delay_mover import (MOVER_PRODUCER_IDS, SEQUENCE_WRAP, DelayMover, MoverDiverged, batches as _batches,
-                                        mover_producer_id)
+from tidelog.queues.delay_mover import (MOVER_PRODUCER_IDS, PROGRESS_GROUP, SEQUENCE_WRAP, DelayMover, MoverDiverged,
+                                        batches as _batches, mover_producer_id)
 
 __all__ = ["DelayTopics"]
 
@@ -49,6 +51,7 @@ REMOTE_TIMEOUT_S = 10.0  # a request to another broker (a Produce waits for its 
 INDEX_DIR = ".delay-index"
 READ_BYTES = 1 << 20
 CLOCK_MARGIN_MS = 60_000  # how far before the producer state's time of a batch its own timestamp may be
+OFFSETS_TOPIC = "__consumer_offsets"  # its partition 0's leader is the group coordinator (the movers' progress)
 
 
 class _Source:
@@ -257,6 +260,59 @@ class _Target:
         return answer.records or b""
 
 
+class _Committed:
+    """A mover's progress as the offset of its delay partition in the group ``PROGRESS_GROUP``
+    (delay_mover.DelayProgress), at the group coordinator: here (``groups()`` gives the
+    GroupCoordinator while this broker is it) or the leader of ``__consumer_offsets`` elsewhere,
+    with OffsetCommit v8 / OffsetFetch v7 as a Kafka client sends them (generation -1, no member:
+    an ``assign()`` consumer's commit)."""
+
+    def __init__(self, metadata, peers: _Peers, groups: Callable, topic: str, partition: int) -> None:
+        self.metadata = metadata
+        self.peers = peers
+        self.groups = groups
+        self.topic, self.partition = topic, partition
+
+    def _coordinator(self) -> int:
+        state = self.metadata.partitions.get((OFFSETS_TOPIC, 0))
+        if state is None or state.leader < 0:
+            raise KafkaError(ErrorCode.coordinator_not_available, f"{OFFSETS_TOPIC} has no leader now")
+        return state.leader
+
+    async def fetch(self) -> tuple[int, str | None] | None:
+        groups = self.groups()
+        if groups is not None:
+            [(_, _, committed)] = groups.offsets.fetch_offsets(PROGRESS_GROUP, [(self.topic, self.partition)])
+            return None if committed is None else (committed.offset, committed.metadata)
+        coordinator = self._coordinator()
+        request = offset_fetch_v7.OffsetFetchRequest(group_id=PROGRESS_GROUP, require_stable=True, topics=(
+            offset_fetch_v7.OffsetFetchRequestTopic(name=self.topic, partition_indexes=(self.partition,)),))
+        answer = await self.peers.request(coordinator, 9, 7, request)
+        _raise_for(ErrorCode(int(answer.error_code)), f"the committed progress at broker {coordinator}")
+        found = answer.topics[0].partitions[0] if answer.topics and answer.topics[0].partitions else None
+        if found is None:
+            return None
+        _raise_for(ErrorCode(int(found.error_code)), f"the committed progress at broker {coordinator}")
+        return None if found.committed_offset < 0 else (found.committed_offset, found.metadata)
+
+    async def commit(self, offset: int, metadata: str) -> None:
+        groups = self.groups()
+        if groups is not None:
+            errors = await groups.offsets.commit_offsets(PROGRESS_GROUP, -1, "", None,
+                                                         {(self.topic, self.partition): (offset, -1, metadata)})
+            _raise_for(errors[(self.topic, self.partition)], "committing the progress")
+            return
+        coordinator = self._coordinator()
+        request = offset_commit_v8.OffsetCommitRequest(
+            group_id=PROGRESS_GROUP, generation_id_or_member_epoch=-1, member_id="", group_instance_id=None,
+            topics=(offset_commit_v8.OffsetCommitRequestTopic(name=self.topic, partitions=(
+                offset_commit_v8.OffsetCommitRequestPartition(partition_index=self.partition, committed_offset=offset,
+                                                              committed_leader_epoch=-1, committed_metadata=metadata),)),))
+        answer = await self.peers.request(coordinator, 8, 8, request)
+        _raise_for(ErrorCode(int(answer.topics[0].partitions[0].error_code)),
+                   f"committing the progress at broker {coordinator}")
+
+
 def _raise_for(error: ErrorCode, what: str) -> None:
     if error != ErrorCode.none:
         raise KafkaError(error, f"{what}: {error.name}")
@@ -278,13 +334,14 @@ def _first_batch(data, base_offset: int) -> bytes | None:
 
 class DelayTopics:
     def __init__(self, metadata, replicas, config, data_dir: Path, clock_ms: Callable[[], int] = wall_clock_ms,
-                 metrics=None) -> None:
+                 metrics=None, groups: Callable = lambda: None) -> None:
         self.metadata = metadata
         self.replicas = replicas
         self.config = config
         self.index_root = Path(data_dir) / INDEX_DIR
         self.clock_ms = clock_ms
         self.metrics = metrics  # BrokerMetrics: tidelog_delay_topic_records{topic,event}, ..._remote_appends
+        self.groups = groups  # the GroupCoordinator while this broker is it, else None (the movers' progress)
         self.movers: dict[tuple[str, int], DelayMover] = {}
         self.peers = _Peers(replicas, metadata)
         self._failing: dict[tuple[str, int], int] = {}  # movers in a failure streak: how many failures
@@ -337,6 +394,7 @@ class DelayTopics:
                     "target_leader": target_leader, "target_local": target_leader == self.replicas.node_id,
                     "leader": self.replicas.node_id, "waiting_records": None, "next_due_ms": None,
                     "moved_records": moved, "lost_records": lost, "last_move_ms": None, "last_move_late_ms": None,
+                    "committed_offset": None, "committed_ms": None, "commit_error": None, "recovered_from": None,
                     "failing_since_ms": since, "failures": self._failing.get(key, 0), "last_error": error}
             if source is None or not source.leading:
                 view.update(state="not_leader", leader=None, failing_since_ms=None, failures=0, last_error=None)
@@ -346,7 +404,8 @@ class DelayTopics:
                 view["state"] = "failing" if since is not None else "starting"
             else:
                 s = mover.status()
-                view.update({k: s[k] for k in ("waiting_records", "next_due_ms", "last_move_ms", "last_move_late_ms")})
+                view.update({k: s[k] for k in ("waiting_records", "next_due_ms", "last_move_ms", "last_move_late_ms",
+                                               "committed_offset", "committed_ms", "commit_error", "recovered_from")})
                 view["state"] = ("failing" if since is not None else "rebuilding" if s["rebuilding"] else
                                  "moving" if s["in_round"] or (s["next_due_ms"] is not None and s["next_due_ms"] <= now)
                                  else "waiting" if s["waiting_records"] else "idle")
@@ -468,7 +527,8 @@ class DelayTopics:
                              2 * self.config["replica.lag.time.max.ms"])
             mover = DelayMover(name, p, _Source(source), target,
                                DelayIndex(self.index_root / f"{record.topic_id.hex}-{p}"),
-                               mover_producer_id(record.topic_id, p), self.clock_ms, delay_ms=delay_ms)
+                               mover_producer_id(record.topic_id, p), self.clock_ms, delay_ms=delay_ms,
+                               progress=_Committed(self.metadata, self.peers, self.groups, name, p))
             try:
                 await mover.recover()
             except (KafkaError, OSError) as e:

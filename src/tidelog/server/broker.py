@@ -293,7 +293,8 @@ class Broker:
             except EtcdUnavailable as e:
                 raise StartupError(f"cannot register in the cluster (--cluster): {e}") from None
         self.startup_phase = None
-        self.delay_topics = DelayTopics(self.metadata, self.replicas, self.config, self.data_dir, metrics=self.metrics)
+        self.delay_topics = DelayTopics(self.metadata, self.replicas, self.config, self.data_dir, metrics=self.metrics,
+                                        groups=lambda: self.groups if self.group_coordinator_error() is None else None)
         self.delay_topics.start()
         self.push_delivery.start()
         logger.info("broker %d started (cluster %s) %s", self.node_id, self.cluster_id, self._phase_times())

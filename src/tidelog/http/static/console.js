@@ -281,7 +281,8 @@ async function topicDetail(name) {
         { label: "Next due (UTC)", render: d => d.next_due_ms === null ? "-" : fmtTime(d.next_due_ms) },
         { label: "Moved", render: d => fmtNum(d.moved_records), num: true }, { label: "Lost", render: d => fmtNum(d.lost_records), num: true },
         { label: "Last move late", render: d => d.last_move_late_ms === null ? "-" : `${fmtNum(d.last_move_late_ms)} ms`, num: true },
-        { label: "Last error", render: d => d.last_error || "-" },
+        { label: "Progress committed", render: d => `${d.committed_offset === null || d.committed_offset === undefined ? "-" : fmtNum(d.committed_offset)}${d.recovered_from ? ` (started from ${d.recovered_from})` : ""}` },
+        { label: "Last error", render: d => d.last_error || d.commit_error || "-" },
       ], t.delay.partitions, { testid: "delay-table", key: d => d.partition })] : []),
       ...(t.share_groups.length ? [h("h2", {}, "Share groups reading it (here)"), table([
         { label: "Group", render: q => link(`#/share-groups/${enc(q.group)}`, q.group) }, { label: "Partition", key: "partition", num: true },
