@@ -530,3 +530,27 @@ def test_committed_progress_of_another_delay_partition_or_unreadable_is_not_take
             m = await mover(source, target, tmp_path / str(len(value[1])), clock, 1, progress=committed)
             assert m.recovered_from == "start"
     asyncio.run(scenario())
+
+
+def test_a_clients_batch_with_the_movers_producer_id_makes_it_start_again_without_moving_twice(tmp_path):
+    """A client may send idempotent batches with any producer id, the mover's too (2^62 and above,
+    derived from the delay topic's id). Its batch takes the mover's next sequence: the mover's append
+    is refused (OUT_OF_ORDER_SEQUENCE_NUMBER), the mover starts again, finds no batch of its own
+    last in the target and goes on from its committed progress at the target's next sequence."""
+    async def scenario():
+        clock, source, target, committed = Clock(), Source(), Target(), Committed()
+        producer_id = mover_producer_id(uuid.UUID(int=14), 0)
+        source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"0")], NOW) for i in range(10)])
+        first = await mover(source, target, tmp_path, clock, producer_id, progress=committed)
+        await run_until_idle(first)
+        await target.append(build_batch([(b"c", b"client", [], NOW)], producer_id=producer_id, producer_epoch=0,
+                                        base_sequence=10))
+        source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"0")], NOW) for i in range(10, 20)])
+        with pytest.raises(KafkaError) as refused:
+            await run_until_idle(first)
+        assert refused.value.error_code == ErrorCode.out_of_order_sequence_number
+        again = await mover(source, target, tmp_path, clock, producer_id, progress=committed)
+        await run_until_idle(again)
+        moved = [int(dict(r.headers)[ORIGIN_OFFSET]) for r in target.records() if ORIGIN_OFFSET in dict(r.headers)]
+        assert moved == list(range(20)) and len(target.records()) == 21
+    asyncio.run(scenario())

@@ -280,6 +280,8 @@ class _Committed:
         return state.leader
 
     async def fetch(self) -> tuple[int, str | None] | None:
+        if OFFSETS_TOPIC not in self.metadata.topics:
+            return None  # not created yet (a cluster short of offsets.topic.replication.factor brokers): nothing committed
         groups = self.groups()
         if groups is not None:
             [(_, _, committed)] = groups.offsets.fetch_offsets(PROGRESS_GROUP, [(self.topic, self.partition)])
