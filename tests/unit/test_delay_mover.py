@@ -554,3 +554,27 @@ def test_a_clients_batch_with_the_movers_producer_id_makes_it_start_again_withou
         moved = [int(dict(r.headers)[ORIGIN_OFFSET]) for r in target.records() if ORIGIN_OFFSET in dict(r.headers)]
         assert moved == list(range(20)) and len(target.records()) == 21
     asyncio.run(scenario())
+
+
+def test_a_broker_with_an_older_copy_goes_on_from_the_committed_progress_when_the_targets_batch_is_gone(tmp_path):
+    """Broker A moved records, then B led the delay partition and moved more; the target's retention
+    deleted B's batches; A leads again with its copy from its earlier leadership: the committed
+    progress (B's, continuing the target's sequence) is taken, not A's copy (B's records again)."""
+    async def scenario():
+        clock, source, target, committed = Clock(), Source(), Target(), Committed()
+        source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"0")], NOW) for i in range(10)])
+        a = await mover(source, target, tmp_path / "a", clock, 1, progress=committed)
+        await run_until_idle(a)
+        source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"0")], NOW) for i in range(10, 20)])
+        clock.now += 1000
+        b = await mover(source, target, tmp_path / "b", clock, 1, progress=committed)
+        await run_until_idle(b)
+        assert target.origin_offsets() == list(range(20))
+        target.delete_all()
+        source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"0")], NOW) for i in range(20, 30)])
+        clock.now += 1000
+        again = await mover(source, target, tmp_path / "a", clock, 1, progress=committed)
+        assert again.recovered_from == "committed"
+        await run_until_idle(again)
+        assert target.origin_offsets() == list(range(20, 30))
+    asyncio.run(scenario())
