@@ -12,7 +12,8 @@ Noted, each as a row of a list in OUT (JSON, written at exit):
   and when its outcome was back on the loop (``_job_synced``);
 - ``wait``: each Produce's wait for durability (``wait_durable_many``), entered after the
   append with the log end offset it waits for, and left when the answer can go;
-- ``gc``: each collection, its generation, start and end;
+- ``gc``: each collection, its generation, start and end, what it freed (and after a full one,
+  how many objects the oldest generation holds: what the next full one walks);
 - ``lag``: the event loop's lateness: a timer every ``LAG_PROBE_S`` whose callback ran more than
   ``LAG_NOTE_S`` late (the loop was busy or the process had no CPU);
 - ``roll``: segment rolls.
@@ -69,7 +70,8 @@ def _install_os() -> None:
         if phase == "start":
             starts["t"] = _now()
         else:
-            rows.append(["gc", info["generation"], starts.get("t", 0), _now(), info.get("collected", 0)])
+            rows.append(["gc", info["generation"], starts.get("t", 0), _now(), info.get("collected", 0),
+                         len(gc.get_objects(2)) if info["generation"] == 2 else None])
     gc.callbacks.append(on_gc)
 
 

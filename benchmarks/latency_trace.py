@@ -324,6 +324,8 @@ def analyse(got, trace, sched: dict, client_sched: dict, perf, slow_ms: float) -
         contexts = [context(r) for r in selection[:: max(1, len(selection) // 500)]]
         keys = [k for k in contexts[0] if isinstance(contexts[0][k], (int, float))]
         return {"records": len(selection), "dominant_stage": dominant, "median_stage_ms": medians,
+                # whose fsync syscalls (its job's, and the running one's it waited for) were half its time or more
+                "disk_half_or_more": sum(1 for r in selection if r["disk"] * 2 >= r["e2e"]),
                 "context_median": {k: round(statistics.median(c[k] for c in contexts), 3) for k in keys},
                 "with_gc": sum(1 for c in contexts if c["gc_ms"] > 0),
                 "with_other_fsyncs": sum(1 for c in contexts if c["other_fsyncs"]),
@@ -339,6 +341,8 @@ def analyse(got, trace, sched: dict, client_sched: dict, perf, slow_ms: float) -
                       "stages_ms": {s: round(v / 1e6, 2) for s, v in r["stages"].items()},
                       "job_fsyncs": [(k, f, size, round(ns / 1e6, 2)) for k, f, size, ns in r["job_fsyncs"]],
                       **context(r)})
+    first_produced = min(r["produced"] for r in per_record)
+    last_arrived = max(r["arrived"] for r in per_record)
     job_syscalls = sorted((r[3] - r[2]) / 1e6 for r in fsyncs if r[5].endswith(".log"))
     others = [r for r in fsyncs if not r[5].endswith(".log")]
     return {
@@ -348,7 +352,13 @@ def analyse(got, trace, sched: dict, client_sched: dict, perf, slow_ms: float) -
                              "p50": job_syscalls[len(job_syscalls) // 2] if job_syscalls else None,
                              "p99": job_syscalls[int(0.99 * len(job_syscalls))] if job_syscalls else None,
                              "max": job_syscalls[-1] if job_syscalls else None},
-        "other_fsyncs": {"count": len(others), "files": sorted({os.path.basename(r[5]) for r in others})[:20]},
+        "other_fsyncs": {"count": len(others), "files": sorted({os.path.basename(r[5]) for r in others})[:20],
+                         "during_load": [(round((r[2] - first_produced) / 1e9, 3), r[4], os.path.basename(r[5]),
+                                          round((r[3] - r[2]) / 1e6, 2)) for r in others
+                                         if first_produced <= r[2] <= last_arrived][:40]},
+        "gc_during_load": [(round((g[2] - first_produced) / 1e9, 3), g[1], round((g[3] - g[2]) / 1e6, 2), g[4],
+                            g[5] if len(g) > 5 else None)
+                           for g in gcs if first_produced <= g[2] <= last_arrived and (g[1] > 0 or g[3] - g[2] > 2e6)],
         "gc": {"count": len(gcs), "gen2": sum(1 for g in gcs if g[1] == 2),
                "max_ms": max(((g[3] - g[2]) / 1e6 for g in gcs), default=0)},
         "loop_late_over_0.5ms": len(lags), "loop_late_max_ms": max((l[2] for l in lags), default=0) / 1e6,

@@ -28,7 +28,7 @@ def test_latency_trace_cuts_each_record_into_the_stages_the_broker_noted(tmp_pat
     assert 0 < run["e2e_ms"]["p50"] <= run["e2e_ms"]["p99"] <= run["e2e_ms"]["max"]
     assert run["segment_fsync_ms"]["count"] > 0  # the group commit's fsyncs of the active segment, seen in its thread
     half = run["median_half"]
-    assert sum(half["dominant_stage"].values()) == half["records"]
+    assert sum(half["dominant_stage"].values()) == half["records"] >= half["disk_half_or_more"]
     for worst in run["worst"]:
         stages = worst["stages_ms"]
         assert all(value >= -0.01 for value in stages.values()), stages  # the same clock in both processes

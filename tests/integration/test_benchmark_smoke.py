@@ -84,6 +84,9 @@ def test_the_group_commit_reference_times_each_records_wait_for_its_fsync(tmp_pa
     assert 0 < wait["p50"] <= wait["p99"] <= wait["p99.9"] <= wait["max"]
     assert wait["max"] >= fsync["max"] and wait["p50"] >= fsync["p50"] * 0.5  # a wait holds an fsync at least
     assert list(tmp_path.iterdir()) == []
+    row = references.group_commit_wait(tmp_path, seconds=0.3, preallocate=True)  # overwrites, an fdatasync each
+    assert row["status"] == "ok" and row["fsyncs"] > 0 and row["latency_ms"]["p50"] > 0
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_socket_to_page_cache_floor_reports_the_receivers_cpu_per_gb(tmp_path):
