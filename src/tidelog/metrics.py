@@ -209,6 +209,10 @@ class BrokerMetrics:
         self.delay_topic_remote_appends = Counter(
             "tidelog_delay_topic_remote_appends", "Batches of due records a delay topic's mover appended to a target "
             "partition led by another broker (ok), or tried to and will retry (failed).", ["topic", "result"], registry=r)
+        self.delay_topic_recoveries = Counter(
+            "tidelog_delay_topic_recoveries", "Delay movers started here (a new leader, a restart, after a failure), by "
+            "where each found its progress: its last batch in the target, the progress committed to __consumer_offsets "
+            "(the batch deleted), this broker's copy, or the partition's start.", ["topic", "source"], registry=r)
         self.delay_topic_waiting = Gauge(
             "tidelog_delay_topic_waiting_records", "Records of a delay topic's partition led here not moved to the target "
             "yet (due or not; from the due-time index).", ["topic", "partition"], registry=r)

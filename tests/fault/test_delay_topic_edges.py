@@ -242,6 +242,7 @@ def test_a_failover_after_retention_deleted_the_movers_last_batch_goes_on_from_i
     assert_moved_once_since(cluster.bootstrap, start, second)
     assert metric(cluster.brokers[3], "tidelog_delay_topic_records_total", event="moved", topic="delays") == 20
     assert "going on from its progress committed to __consumer_offsets" in cluster.brokers[3].log()
+    assert metric(cluster.brokers[3], "tidelog_delay_topic_recoveries_total", topic="delays", source="committed") == 1
     # Seen by any Kafka tool: the group __tidelog-delay-mover's offset of the delay partition.
     kafka_admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, request_timeout_ms=10000)
     try:

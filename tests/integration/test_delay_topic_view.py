@@ -98,6 +98,9 @@ def test_a_delay_topics_movers_are_shown_by_the_http_api_the_cli_and_a_gauge(bro
         assert p["committed_ms"] >= produced_at
     assert http.call("GET", "/topics/{topic}", 200, topic="target")["records"] == total
     assert gauge(broker, 0) == gauge(broker, 1) == 0
+    recoveries = f'tidelog_delay_topic_recoveries_total{{source="start",topic="delays"}} '
+    assert any(row.startswith(recoveries) and float(row[len(recoveries):]) >= 2 for row in
+               requests.get(f"http://127.0.0.1:{broker.metrics_port}/metrics", timeout=10).text.splitlines())
     described = json.loads(ok("topics", "describe", "delays", "--http", http.root, "--json", broker=broker))
     assert [(p["moved_records"], p["state"]) for p in described["delay"]["partitions"]] == [(PER_CLIENT, "idle")] * 2
     text = ok("topics", "describe", "delays", "--http", http.root, broker=broker)

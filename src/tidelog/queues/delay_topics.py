@@ -537,6 +537,8 @@ class DelayTopics:
                 self._failed((name, p), mover, e)  # the target's leader is not reachable now: at the next pass
                 continue
             self.movers[(name, p)] = mover
+            if self.metrics is not None:
+                self.metrics.delay_topic_recoveries.labels(name, mover.recovered_from).inc()
 
     def _remove_unknown_indexes(self) -> None:
         """Index directories of topics that no longer exist go (by topic id: a topic deleted and
