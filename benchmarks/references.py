@@ -147,8 +147,35 @@ def fsync_latency(directory: Path, appends: int = 1_000, append_bytes: int = 409
     return result
 
 
+# A follower of group_commit_wait(followers=N): its own process, appending argv[3] bytes a second to
+# the file argv[1] in 4 ms copies for argv[2] seconds, with an fsync every argv[4] seconds (a
+# follower on the replica flush schedule); removes the file when done.
+_FOLLOWER = """
+import os, sys, time
+path, seconds, per_s, flush_s = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+chunk = os.urandom(max(1, per_s // 250))
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+start = last = time.perf_counter()
+n = 0
+try:
+    while time.perf_counter() - start < seconds:
+        os.write(fd, chunk)
+        n += 1
+        if time.perf_counter() - last >= flush_s:
+            os.fsync(fd)
+            last = time.perf_counter()
+        pause = start + n * 0.004 - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+finally:
+    os.close(fd)
+    os.unlink(path)
+"""
+
+
 def group_commit_wait(directory: Path, seconds: float = 5.0, rate: int = 5_000, record_bytes: int = 1024,
-                      interval_ms: float = 1.0, preallocate: bool = False) -> dict:
+                      interval_ms: float = 1.0, preallocate: bool = False, followers: int = 0,
+                      follower_flush_s: float = 1.0) -> dict:
     """The lat-5k group commit's write pattern without the broker: a record of ``record_bytes``
     arrives every 1/``rate`` s; every ``interval_ms`` (the producer's linger.ms=1 sends a request
     a millisecond) or as soon as the previous fsync returns if it took longer, the records arrived
@@ -160,7 +187,28 @@ def group_commit_wait(directory: Path, seconds: float = 5.0, rate: int = 5_000, 
     lat-5k's end-to-end tail would be from the disk alone, in the same run; the file is deleted.
     ``preallocate``: the file is written whole (zeros) and fsynced first, and the appends
     overwrite it with an fdatasync each (what a segment preallocated to its final size, Kafka's
-    ``log.preallocate``, would cost: no inode write per fsync for a new size)."""
+    ``log.preallocate``, would cost: no inode write per fsync for a new size). ``followers``: as
+    many other processes copy the same bytes a second meanwhile, each into its own file with an
+    fsync every ``follower_flush_s`` (RF 3's write pattern on one disk: the leader's group commit
+    beside its followers on the replica flush schedule)."""
+    companions = [subprocess.Popen([sys.executable, "-c", _FOLLOWER,
+                                    str(Path(directory) / f"follower-reference-{os.getpid()}-{i}.bin"),
+                                    str(seconds + 0.5), str(rate * record_bytes), str(follower_flush_s)],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                  for i in range(followers)]
+    try:
+        return _group_commit_wait(directory, seconds, rate, record_bytes, interval_ms, preallocate)
+    finally:
+        for companion in companions:
+            try:
+                companion.wait(seconds + 30)
+            except subprocess.TimeoutExpired:
+                companion.kill()
+                companion.wait()
+
+
+def _group_commit_wait(directory: Path, seconds: float, rate: int, record_bytes: int, interval_ms: float,
+                       preallocate: bool) -> dict:
     path = Path(directory) / f"group-commit-reference-{os.getpid()}.bin"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (0 if preallocate else os.O_APPEND), 0o600)
     sync = os.fsync

@@ -37,7 +37,7 @@ from pathlib import Path
 import confluent_kafka as ck
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from benchmarks import kafka_load
+from benchmarks import kafka_load, references
 from benchmarks.procs import ServerProcess, free_port, port_open, wait_until
 
 RECORD_BYTES = 1024
@@ -222,7 +222,10 @@ def measure_failovers(brokers: dict[int, Broker], bootstrap: str, rounds: int) -
 def run(records: int, runs: int, failovers: int, timeout_s: float, tmp_root: Path, latency_s: float = 10.0,
         profile_dir: Path | None = None) -> dict:
     results: dict = {"records": records, "record_bytes": RECORD_BYTES, "latency_rate": LATENCY_RATE, "single": [],
-                     "replicated": [], "single_latency": [], "replicated_latency": [], "failover_s": []}
+                     "replicated": [], "single_latency": [], "replicated_latency": [], "failover_s": [],
+                     # The disk alone at each setup's write pattern, right after its latency run
+                     # (references.group_commit_wait): what it adds to a record, without the brokers.
+                     "single_disk": [], "replicated_disk": []}
     # Single node, the same workload (replication factor 1).
     for run_index in range(runs):
         workdir = tmp_root / f"single-{run_index}"
@@ -233,6 +236,7 @@ def run(records: int, runs: int, failovers: int, timeout_s: float, tmp_root: Pat
             results["single"].append(throughput(broker.bootstrap, "bench", records, timeout_s, {1: broker}))
             if latency_s:
                 results["single_latency"].append(latency(broker.bootstrap, "lat", 1, latency_s, timeout_s, {1: broker}))
+                results["single_disk"].append(references.group_commit_wait(tmp_root, seconds=min(latency_s, 5.0)))
         finally:
             broker.stop()
             shutil.rmtree(workdir, ignore_errors=True)  # the next run starts without this one's dirty pages
@@ -252,6 +256,8 @@ def run(records: int, runs: int, failovers: int, timeout_s: float, tmp_root: Pat
                                                     profile_dir if run_index == 0 else None))
             if latency_s:
                 results["replicated_latency"].append(latency(bootstrap, "lat", 3, latency_s, timeout_s, brokers))
+                results["replicated_disk"].append(references.group_commit_wait(tmp_root, seconds=min(latency_s, 5.0),
+                                                                                 followers=2))
             print(f"replicated run {run_index + 1}: {summary(results['replicated'][-1], results['replicated_latency'])}",
                   flush=True)
             if run_index == runs - 1 and failovers:
@@ -322,6 +328,18 @@ def markdown(results: dict) -> str:
             lines.append(f"| {label} | {e2e('p50')} | {e2e('p99')} | {e2e('p99.9')} | {ack('p50')} | {ack('p99')} | "
                          f"{spread([r['leader_cpu_us_per_record'] for r in rows if 'leader_cpu_us_per_record' in r], '{:.0f}')} | "
                          f"{spread(followers, '{:.0f}')} | {min(values):.1f}-{max(values):.1f} |")
+        disk_rows = [(label, [r for r in results.get(key, []) if "latency_ms" in r]) for label, key in (
+            ("the disk alone at RF 1's write pattern (reference)", "single_disk"),
+            ("the disk alone at RF 3's write pattern: the leader's group commit and two followers' copies "
+             "fsynced each second (reference)", "replicated_disk"))]
+        if any(rows for _, rows in disk_rows):
+            lines += ["", "A record's wait for the fsync that covers it with no broker running "
+                      "(references.group_commit_wait, right after each latency run; ms, median of runs, range):", "",
+                      "| setup | wait p50 | wait p99 | wait p99.9 |", "|---|---:|---:|---:|"]
+            for label, rows in disk_rows:
+                if rows:
+                    wait = lambda q: spread([r["latency_ms"][q] for r in rows], "{:.2f}")  # noqa: E731
+                    lines.append(f"| {label} | {wait('p50')} | {wait('p99')} | {wait('p99.9')} |")
     if results["failover_s"]:
         times = results["failover_s"]
         lines.append(f"\nFailover (leader SIGKILL to the next acknowledged record, {len(times)} rounds): "

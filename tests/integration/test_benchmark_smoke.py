@@ -89,6 +89,15 @@ def test_the_group_commit_reference_times_each_records_wait_for_its_fsync(tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_group_commit_reference_runs_followers_beside_it(tmp_path):
+    sys.path.insert(0, str(REPO))
+    from benchmarks import references
+
+    row = references.group_commit_wait(tmp_path, seconds=1.2, followers=2, follower_flush_s=0.5)
+    assert row["status"] == "ok" and row["fsyncs"] > 0 and row["latency_ms"]["p50"] > 0
+    assert list(tmp_path.iterdir()) == []  # the followers stopped and removed their files
+
+
 def test_the_socket_to_page_cache_floor_reports_the_receivers_cpu_per_gb(tmp_path):
     """The kernel's floor under produce: another process sends 8 MiB over loopback TCP, every
     byte reaches the file (with and without an fdatasync per MiB), the receiver's own CPU and
@@ -147,7 +156,11 @@ def test_the_replicated_benchmark_reports_throughput_cpu_by_role_and_latency(tmp
         assert 0 < latency["latency_ms"]["p50"] <= latency["latency_ms"]["p99"]
         assert 0 < latency["ack_latency_ms"]["p50"] <= latency["ack_latency_ms"]["p99"]
         assert latency["leader_cpu_us_per_record"] >= 0 and len(latency["follower_cpu_us_per_record"]) == followers
+        (disk,) = results[f"{setup}_disk"]  # the disk alone at the setup's write pattern, right after
+        assert disk["status"] == "ok" and 0 < disk["latency_ms"]["p50"] <= disk["latency_ms"]["p99"], disk
     assert "3 brokers (RF 3)" in stdout and "e2e p99" in stdout
+    assert "the disk alone at RF 3's write pattern" in stdout
+    assert not list(tmp_path.glob("**/follower-reference-*"))  # the followers' files are removed
 
 
 @pytest.mark.slow
