@@ -16,7 +16,8 @@ Noted, each as a row of a list in OUT (JSON, written at exit):
   how many objects the oldest generation holds: what the next full one walks);
 - ``lag``: the event loop's lateness: a timer every ``LAG_PROBE_S`` whose callback ran more than
   ``LAG_NOTE_S`` late (the loop was busy or the process had no CPU);
-- ``roll``: segment rolls.
+- ``roll``: segment rolls;
+- ``fetch``: each parked Fetch (``wait_for_data`` in handlers/fetch.py), parked and woken.
 """
 
 from __future__ import annotations
@@ -121,6 +122,21 @@ def _install_tidelog() -> None:
                 rows.append(["lag", due, late])
             loop.call_later(LAG_PROBE_S, probe, _now() + int(LAG_PROBE_S * 1e9))
         loop.call_later(LAG_PROBE_S, probe, _now() + int(LAG_PROBE_S * 1e9))
+
+    try:
+        from tidelog.handlers import fetch as fetch_handler
+    except ImportError:  # an older tree: no fetch wake-ups noted
+        fetch_handler = None
+    if fetch_handler is not None and hasattr(fetch_handler, "wait_for_data"):
+        wait_for_data = fetch_handler.wait_for_data
+
+        async def parked_fetch(*args, **kwargs):
+            parked = _now()
+            try:
+                return await wait_for_data(*args, **kwargs)
+            finally:
+                rows.append(["fetch", parked, _now()])
+        fetch_handler.wait_for_data = parked_fetch
 
     LogManager._start_job, LogManager._job_synced = _start_job, _job_synced
     LogManager.wait_durable_many, LogManager._on_roll, LogManager.start = wait_durable_many, _on_roll, start_

@@ -17,7 +17,9 @@ Each record (offset, produce() time, arrival) is then cut into the stages it wen
 - ``to_syscall``: -> its fsync syscall began (the hand-off to an fsync thread);
 - ``syscall``: the fsync(s) of the job (the segment's, and whatever else the job syncs);
 - ``to_loop``: -> the job's outcome was back on the event loop (the hand-back);
-- ``to_consumer``: -> the consumer had it (the parked fetch woken, the response, librdkafka).
+- ``to_fetch_wake``: -> the consumer's parked Fetch resumed (0 when none was parked: the next
+  fetch came later, which ``to_consumer`` then holds);
+- ``to_consumer``: -> the consumer had it (the read, the response, librdkafka).
 
 and for the slowest (over ``--slow-ms``, and the p99 and p99.9 sets) what was around them: the
 dominant stage; collections, loop lateness and the broker's threads' run-queue waits during the
@@ -48,7 +50,7 @@ from benchmarks import kafka_load
 from benchmarks.procs import ServerProcess, load_average, port_open
 
 HERE = Path(__file__).resolve().parent
-STAGES = ("to_append", "to_job", "to_syscall", "syscall", "to_loop", "to_consumer")
+STAGES = ("to_append", "to_job", "to_syscall", "syscall", "to_loop", "to_fetch_wake", "to_consumer")
 
 
 def _schedstat(pid: int) -> dict[int, tuple[str, int, int]]:
@@ -217,6 +219,7 @@ def analyse(got, trace, sched: dict, client_sched: dict, perf, slow_ms: float) -
     gcs = [row for row in trace if row[0] == "gc"]
     lags = [row for row in trace if row[0] == "lag"]
     rolls = [row for row in trace if row[0] == "roll"]
+    wakes = sorted(row[2] for row in trace if row[0] == "fetch")  # when each parked fetch resumed
     # One job at a time: the n-th job's outcome is the n-th synced row (a job with nothing to
     # sync has no synced row: pair each job with the first synced row after it not yet taken).
     paired, s = [], 0
@@ -248,8 +251,12 @@ def analyse(got, trace, sched: dict, client_sched: dict, perf, slow_ms: float) -
             first, last = min(r[2] for r in in_job), max(r[3] for r in in_job)
         else:
             first = last = job_t
+        # The first parked fetch to resume after its job's outcome (none: the fetch was not parked then).
+        w = bisect.bisect_left(wakes, synced_t)
+        woken = wakes[w] if w < len(wakes) and wakes[w] <= arrived else synced_t
         stages = {"to_append": entered - produced, "to_job": job_t - entered, "to_syscall": first - job_t,
-                  "syscall": last - first, "to_loop": synced_t - last, "to_consumer": arrived - synced_t}
+                  "syscall": last - first, "to_loop": synced_t - last, "to_fetch_wake": woken - synced_t,
+                  "to_consumer": arrived - woken}
         # While it waited for its job to start, the running job's fsync syscalls (the disk) took:
         j = bisect.bisect_left(fsync_starts, entered - 200_000_000)
         waited_on_disk = sum(max(0, min(r[3], job_t) - max(r[2], entered))
