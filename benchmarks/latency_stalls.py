@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
-import struct
 import sys
 import tempfile
 import threading
@@ -27,9 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-import confluent_kafka as ck
-
-from benchmarks import kafka_load
+from benchmarks import kafka_load, latency_trace
 from benchmarks.procs import load_average
 
 BUCKET = re.compile(r'^tidelog_fsync_latency_seconds_bucket\{le="([^"]+)"\} (\S+)', re.M)
@@ -53,28 +49,8 @@ def one_run(target, tmp_root: Path, rate: int, seconds: float, linger_ms: float,
         http_port = int((workdir / "port").read_text().split()[1])
         kafka_load.create_topic(target.bootstrap, "bench")
         le = f"{slow_s:g}" if f"{slow_s:g}" in _buckets(http_port) else "0.02"
-        records = int(rate * seconds)
-        sent_and_ms: list[tuple[float, float]] = []
         samples: list[tuple[float, dict[str, float]]] = []
-        ready, stop = threading.Event(), threading.Event()
-
-        def consume():
-            consumer = ck.Consumer({"bootstrap.servers": target.bootstrap, **kafka_load.CONSUMER_SETTINGS,
-                                    "error_cb": lambda err: None})
-            consumer.assign([ck.TopicPartition("bench", 0, 0)])
-            try:
-                consumer.consume(1, 0.5)
-                ready.set()
-                while len(sent_and_ms) < records and not stop.is_set():
-                    message = consumer.poll(0.1)
-                    if message is None or message.error() is not None:
-                        continue
-                    now = time.perf_counter_ns()
-                    sent = struct.unpack_from(">q", message.value())[0]
-                    sent_and_ms.append((sent / 1e9, (now - sent) / 1e6))
-            finally:
-                ready.set()
-                consumer.close()
+        stop = threading.Event()
 
         def scrape():
             while not stop.is_set():
@@ -85,31 +61,8 @@ def one_run(target, tmp_root: Path, rate: int, seconds: float, linger_ms: float,
                     pass
                 stop.wait(scrape_s)
 
-        threads = [threading.Thread(target=consume, daemon=True), threading.Thread(target=scrape, daemon=True)]
-        threads[0].start()
-        ready.wait(30)
-        threads[1].start()
-        producer = ck.Producer({"bootstrap.servers": target.bootstrap, "acks": "all", **kafka_load.PRODUCER_SETTINGS,
-                                "linger.ms": linger_ms, "error_cb": lambda err: None})
-        padding = os.urandom(1024 - 8)
-        start = time.perf_counter()
-        sent, interval = 0, 1.0 / rate
-        while sent < records:
-            due = int((time.perf_counter() - start) / interval) + 1
-            while sent < min(due, records):
-                producer.produce("bench", struct.pack(">q", time.perf_counter_ns()) + padding, partition=0)
-                sent += 1
-            producer.poll(0)
-            pause = start + sent * interval - time.perf_counter()
-            if pause > 0:
-                time.sleep(min(pause, 0.001))
-        producer.flush(60)
-        deadline = time.monotonic() + 60
-        while len(sent_and_ms) < records and time.monotonic() < deadline and threads[0].is_alive():
-            time.sleep(0.01)
-        stop.set()
-        for thread in threads:
-            thread.join(10)
+        got, start = latency_trace.load(target.bootstrap, rate, seconds, linger_ms, scrape, stop)
+        sent_and_ms = [(produced / 1e9, (arrived - produced) / 1e6) for _, produced, arrived in got]
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -94,8 +94,11 @@ def start_broker(workdir: Path, trace_out: Path, src_dir: Path | None, settings:
     return server, bootstrap["b"]
 
 
-def load(bootstrap: str, rate: int, seconds: float, linger_ms: float, sample, stop_sampling) -> list[tuple[int, int, int]]:
-    """The lat-5k load; returns (offset, produced ns, arrived ns) per record."""
+def load(bootstrap: str, rate: int, seconds: float, linger_ms: float, sample,
+         stop_sampling: threading.Event) -> tuple[list[tuple[int, int, int]], float]:
+    """The lat-5k load on topic ``bench`` (partition 0); ``sample()`` runs in a thread from when the
+    consumer is fetching until ``stop_sampling`` is set (at the end). Returns (offset, produced ns,
+    arrived ns) per record, and when the producer started (perf_counter seconds)."""
     records = int(rate * seconds)
     got: list[tuple[int, int, int]] = []
     ready, stop = threading.Event(), threading.Event()
@@ -145,7 +148,7 @@ def load(bootstrap: str, rate: int, seconds: float, linger_ms: float, sample, st
     stop_sampling.set()
     consumer.join(10)
     sampler.join(10)
-    return got
+    return got, start
 
 
 # ---- perf: the machine's block requests and ext4 fsyncs ------------------------------------
@@ -400,7 +403,7 @@ def one_run(args, tmp_root: Path, src_dir: Path | None) -> dict:
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)  # perf's own start (it has no ready signal)
         load_before = load_average()
-        got = load(bootstrap, args.rate, args.seconds, args.linger_ms, sample, stop_sampling)
+        got, _ = load(bootstrap, args.rate, args.seconds, args.linger_ms, sample, stop_sampling)
         if perf_proc is not None:
             perf_proc.send_signal(signal.SIGINT)
             perf_proc.wait(60)
