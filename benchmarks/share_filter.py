@@ -222,8 +222,10 @@ def manager_cost(records: int = 100_000, expression: str = "", *, record_bytes: 
     async def consume() -> int:
         store = ShareStateStore(append, lambda: 1_700_000_000_000)
         features = QueueFeatures(broker_config, lambda k: ({}, group_configs))
+        # (the read's bound by the look-ahead, as the broker's, where the code measured has it)
+        bound = {"lookahead": features.lookahead_records} if hasattr(features, "lookahead_records") else {}
         manager = ShareManager(store, _Log(batches), lambda g: ShareConfig.resolve(broker_config, group_configs),
-                               policies=features.policy, clock_ms=lambda: 1_700_000_000_000)
+                               policies=features.policy, clock_ms=lambda: 1_700_000_000_000, **bound)
         received = 0
         try:
             while True:

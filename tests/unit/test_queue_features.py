@@ -79,7 +79,7 @@ class Setup:
                                       on_counts=self.add)
         self.manager = ShareManager(self.store, self.logs, self.share_config, dead_letter=dead_letter,
                                     on_counts=self.add, clock_ms=self.clock, policies=self.features.policy,
-                                    on_unload=self.features.forget)
+                                    lookahead=self.features.lookahead_records, on_unload=self.features.forget)
 
     def share_config(self, group):
         config = ShareConfig.resolve(self.broker_config, {"share.auto.offset.reset": "earliest", **self.group_configs,
@@ -131,6 +131,24 @@ def test_priority_acquires_higher_first_then_by_offset_in_non_contiguous_ranges(
         result = await s.manager.acquire(KEY, "m", max_records=2, max_bytes=1 << 20, mode=AcquireMode.RECORD_LIMIT)
         assert [(r.first_offset, r.last_offset) for r in result.acquired] == [(3, 3), (6, 6)]  # 5, then 3
         assert await s.fetch(10) == [0, 4]
+    run(scenario())
+
+
+def test_the_read_reaches_the_look_ahead_and_stops_there():
+    """The manager reads past the window's end only what an acquisition can let in (max_records and
+    the policy's look-ahead, whole batches): a 9 inside the look-ahead is taken first, one past it
+    waits for a later fetch, as when the read went to the window's end."""
+    async def scenario():
+        s = Setup({"tidelog.priority.enable": "true", "tidelog.priority.lookahead.records": "200",
+                   "tidelog.priority.aging.ms": "0"})
+        reads = []
+        read = s.logs.read
+        s.logs.read = lambda *args: reads.append(args[2:]) or read(*args)
+        for base in range(0, 1000, 50):
+            s.produce([(None, b"v", [header("priority", 9 if base + i in (205, 260) else 1)]) for i in range(50)])
+        first = await s.fetch(10)
+        assert 205 in first and 260 not in first and len(first) == 10
+        assert reads[0][0] == 0 and reads[0][2] == 0 + 10 + 200  # (offset, max_bytes, max_offset)
     run(scenario())
 
 

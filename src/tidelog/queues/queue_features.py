@@ -65,6 +65,11 @@ class QueueFeatures:
                 self._filters[expression] = None
         return self._filters[expression]
 
+    def lookahead_records(self, key: ShareStateKey) -> int:
+        """The look-ahead ``policy`` will give the share-partition's next acquisition (asked before its read)."""
+        settings = self.settings_for(key)
+        return settings.lookahead_records if settings.reorders else 0
+
     def policy(self, key: ShareStateKey, data, batches, start_offset: int, last_offset: int) -> QueuePolicy:
         """The policy of one acquisition over a read (``data``, its ``parse_log_batches``)."""
         settings = self.settings_for(key)

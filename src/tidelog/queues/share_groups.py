@@ -354,7 +354,7 @@ class ShareGroups:
         self.features = QueueFeatures(config, self._feature_configs, on_counts=self._count)
         self.manager = ShareManager(self.store, self.source, self.share_config, dead_letter=self.dead_letters.write,
                                     on_counts=self._count, refresh=self.catch_up, policies=self.features.policy,
-                                    on_unload=self.features.forget)
+                                    lookahead=self.features.lookahead_records, on_unload=self.features.forget)
         self._create_state_topic = create_state_topic
         self._pruning: asyncio.Task | None = None
         self._totals: dict[str, dict[str, int]] = {}
