@@ -277,6 +277,8 @@ class _Committed:
         state = self.metadata.partitions.get((OFFSETS_TOPIC, 0))
         if state is None or state.leader < 0:
             raise KafkaError(ErrorCode.coordinator_not_available, f"{OFFSETS_TOPIC} has no leader now")
+        if state.leader == self.peers.replicas.node_id:  # here, and not serving yet
+            raise KafkaError(ErrorCode.coordinator_load_in_progress, "the group coordinator here is loading")
         return state.leader
 
     async def fetch(self) -> tuple[int, str | None] | None:
