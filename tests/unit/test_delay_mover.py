@@ -578,3 +578,22 @@ def test_a_broker_with_an_older_copy_goes_on_from_the_committed_progress_when_th
         await run_until_idle(again)
         assert target.origin_offsets() == list(range(20, 30))
     asyncio.run(scenario())
+
+
+def test_a_commit_failing_in_an_unforeseen_way_does_not_move_a_record_twice(tmp_path):
+    """Whatever a commit raises, the moves go on and the round's state is whole: the batch before
+    it is not appended again with the next sequence (its records twice in the target)."""
+    class Broken(Committed):
+        async def commit(self, offset: int, metadata: str) -> None:
+            raise RuntimeError("an unforeseen failure")
+
+    async def scenario():
+        clock, source, target = Clock(), Source(), Target()
+        m = await mover(source, target, tmp_path, clock, 1, batch_records=4, progress=Broken())
+        for first in (0, 10):
+            source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"0")], NOW) for i in range(first, first + 10)])
+            clock.now += 2000
+            await run_until_idle(m)
+        assert target.origin_offsets() == list(range(20))
+        assert m.status()["commit_error"] == "an unforeseen failure"
+    asyncio.run(scenario())

@@ -64,7 +64,6 @@ of delayed records.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -487,8 +486,9 @@ class DelayMover:
                 self._sequence = (self._sequence + len(batch_records)) % SEQUENCE_WRAP
                 moved += len(batch_records)
                 self.moved += len(batch_records)
+            self._round_next = last_i + 1  # before the commit's await: the mover's state is whole at every await
+            if batch_records:
                 await self._commit(_Progress(round_.start, round_.end, last_i, len(entries), self._sequence))
-            self._round_next = last_i + 1
         self.state = round_.end
         self._round = None
         # Records read before O' are moved or (due later) in the index; those after stay here.
@@ -519,7 +519,7 @@ class DelayMover:
             progress.i, progress.n], "sequence": progress.sequence}, separators=(",", ":"))
         try:
             await self.progress.commit(progress.offset(), metadata)
-        except (KafkaError, OSError, asyncio.TimeoutError) as e:
+        except Exception as e:  # noqa: BLE001 - a commit that failed, however, must not fail the moves
             if self._commit_failing is None:
                 logger.warning("delay mover %s-%d: cannot commit its progress to %s (group %s): %s; moving on, "
                                "committing again in %d ms", self.origin_topic, self.origin_partition, "__consumer_offsets",
