@@ -190,6 +190,12 @@ class BrokerMetrics:
             "Flushes of the partitions this broker follows, by why: interval or bytes (replica.flush.interval.ms / .bytes), "
             "leader (a follower became leader and flushed what it held).", ["reason"], registry=r,
         )
+        self.backlog_holds = Counter(
+            "tidelog_replica_backlog_holds",
+            "Times a client connection stopped reading because its acks=all Produce left a partition led here more "
+            "than replica.backlog.max.bytes above its high watermark (it reads again once the followers catch up).",
+            registry=r,
+        )
         self.follower_unflushed_bytes = Gauge(
             "tidelog_follower_unflushed_bytes", "Bytes this broker copied as a follower and has not yet handed to a flush.", registry=r
         )

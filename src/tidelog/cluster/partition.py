@@ -40,7 +40,9 @@ their names the Partition's callers use.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import collections
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Protocol
@@ -126,6 +128,16 @@ class Partition:
         # follower's position (follower_fetched).
         self.appended: list[tuple[int, int]] = []
         self.appended_from = 0
+        # The backlog (leader side, partitions with followers): bytes appended as leader since it
+        # began leading, how many of them the high watermark has passed, and (end offset, bytes
+        # appended up to it) of the appends above the high watermark; connections whose acks=all
+        # Produce took the backlog past ``backlog_max_bytes`` stop reading until it is back
+        # within (``backlog_hold``, replica.backlog.max.bytes; 0: no bound).
+        self.backlog_max_bytes = 0
+        self.appended_bytes = 0
+        self.high_watermark_bytes = 0
+        self._backlog_ends: collections.deque[tuple[int, int]] = collections.deque()
+        self._backlog_holds: list[asyncio.Future] = []
         self.pending_isr: tuple[int, ...] | None = None  # the ISR a compare-and-swap in flight is writing
         self.leader_epoch_start_offset = 0
         self.ack_waiters = AckWaiters()  # acks=all appends waiting for the high watermark
@@ -234,6 +246,7 @@ class Partition:
         self.last_fetch = {}
         self.appended = []
         self.appended_from = self.log.log_end_offset
+        self._forget_backlog()
         self.caught_up_ms = {r: now for r in state.replicas}
         self.pending_isr = None
         self._advance_high_watermark()
@@ -260,6 +273,7 @@ class Partition:
         self.leading = False
         self.pending_isr = None
         self.appended = []  # its times matter only while leading
+        self._forget_backlog()
         self.ack_waiters.fail(error)
         self.wake_readers()
         logger.info("%s-%d: no longer the leader", self.topic, self.index)
@@ -300,7 +314,7 @@ class Partition:
                                 self.log.log_start_offset, info.record_count, len(records), info.max_timestamp, True)
         info = set_partition_leader_epoch(records, info, self.state.leader_epoch)
         base_offset = self.log.append(records, info)
-        self._remember_append()
+        self._remember_append(len(records))
         producer_state.update(info, base_offset, now_ms)
         self.transactions.on_data(info, base_offset, now_ms)
         if len(self.maximal_isr) <= 1:
@@ -343,7 +357,7 @@ class Partition:
         records = memoryview(bytearray(self.transactions.marker_batch(
             producer_id, producer_epoch, coordinator_epoch, committed, now_ms, self.state.leader_epoch)))
         base_offset = self.log.append(records, parse_batch_header(records))
-        self._remember_append()
+        self._remember_append(len(records))
         self.transactions.marker_appended(producer_id, producer_epoch, coordinator_epoch, committed, base_offset, now_ms,
                                           self.high_watermark)
         if len(self.maximal_isr) <= 1:
@@ -351,14 +365,23 @@ class Partition:
         self.wake_readers()
         return AppendResult(base_offset, base_offset + 1, -1, self.log.log_start_offset, 1, len(records), now_ms, False)
 
-    def _remember_append(self) -> None:
-        """When the log end moved, for follower_fetched (partitions with followers). At most
-        APPENDS_REMEMBERED: a follower below those falls back to Kafka's rule."""
+    def _remember_append(self, size: int) -> None:
+        """When the log end moved, for follower_fetched, and by how many bytes, for the backlog
+        (partitions with followers). At most APPENDS_REMEMBERED of each: a follower below those
+        falls back to Kafka's rule; the backlog keeps every other end, which can only make it
+        seem larger (the high watermark's bytes are then those of an end below it)."""
         if len(self.state.replicas) > 1:
+            end = self.log.log_end_offset
             appended = self.appended
-            appended.append((self.log.log_end_offset, monotonic_ms()))
+            appended.append((end, monotonic_ms()))
             if len(appended) > APPENDS_REMEMBERED:
                 self._forget_appends(len(appended) // 2)
+            self.appended_bytes += size
+            ends = self._backlog_ends
+            ends.append((end, self.appended_bytes))
+            if len(ends) > APPENDS_REMEMBERED:
+                kept = list(ends)
+                self._backlog_ends = collections.deque(kept[(len(kept) - 1) % 2 :: 2])  # the last one stays
 
     def _forget_appends(self, count: int) -> None:
         self.appended_from = self.appended[count - 1][0]
@@ -379,9 +402,45 @@ class Partition:
         self.high_watermark = candidate
         if self.appended and self.appended[0][0] <= candidate:  # every ISR follower holds those
             self._forget_appends(bisect.bisect_right(self.appended, (candidate, _NEVER)))
+        ends = self._backlog_ends
+        if ends and ends[0][0] <= candidate:
+            while ends and ends[0][0] <= candidate:
+                self.high_watermark_bytes = ends.popleft()[1]
+            if self._backlog_holds and self.backlog_bytes <= self.backlog_max_bytes:
+                self._release_backlog_holds()
         self.transactions.on_high_watermark(candidate)
         self.ack_waiters.release(candidate)
         self.parked_reads.wake()
+
+    # ---- the backlog above the high watermark ------------------------------------------------------
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes appended as leader that the high watermark has not passed (0 without followers)."""
+        return self.appended_bytes - self.high_watermark_bytes
+
+    def backlog_hold(self) -> asyncio.Future | None:
+        """After an acks=all append: None while the backlog is within ``backlog_max_bytes``, else
+        a future done once it is again (the followers copied, the leader flushed, the ISR
+        shrank) or the leadership goes. The Produce's connection reads nothing until then, as
+        Kafka reads a connection's next request only once it has answered the one before: a
+        pipelining producer cannot run the leader further ahead of its followers."""
+        if self.backlog_max_bytes <= 0 or self.backlog_bytes <= self.backlog_max_bytes or not self.leading:
+            return None
+        future = asyncio.get_running_loop().create_future()
+        self._backlog_holds.append(future)
+        return future
+
+    def _release_backlog_holds(self) -> None:
+        holds, self._backlog_holds = self._backlog_holds, []
+        for future in holds:
+            if not future.done():
+                future.set_result(None)
+
+    def _forget_backlog(self) -> None:
+        """A leadership begins or ends: count from nothing, and let every held connection read."""
+        self.appended_bytes = self.high_watermark_bytes = 0
+        self._backlog_ends.clear()
+        self._release_backlog_holds()
 
     def on_local_flush(self) -> None:
         """The log's durable offset moved (balanced, durable): the high watermark may follow,

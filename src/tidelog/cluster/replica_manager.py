@@ -31,7 +31,7 @@ import asyncio
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
 from tidelog.clock import monotonic_ms, wall_clock_ms
 from tidelog.cluster.broker_channel import ChannelSecurity
@@ -56,6 +56,7 @@ class IsrMetrics(Protocol):
     isr_shrinks: object  # prometheus Counters
     isr_expands: object
     follower_flushes: object  # by reason: interval, bytes, leader
+    backlog_holds: object  # connections held by a partition's backlog (replica.backlog.max.bytes)
 
 
 class ReplicaManager:
@@ -182,6 +183,15 @@ class ReplicaManager:
                             timeout_s: float) -> list[ErrorCode]:
         """See partition.wait_for_acks."""
         return await wait_for_acks(appended, required_acks, timeout_s, self.logs)
+
+    def backlog_holds(self, partitions: Iterable[Partition]) -> list[asyncio.Future]:
+        """After an acks=all Produce appended to ``partitions``: a future for each of them more
+        than ``replica.backlog.max.bytes`` above its high watermark, done once it is within
+        again (Partition.backlog_hold); the Produce's connection reads nothing until then."""
+        holds = [hold for partition in partitions if (hold := partition.backlog_hold()) is not None]
+        if holds and self.isr_metrics is not None:
+            self.isr_metrics.backlog_holds.inc(len(holds))
+        return holds
 
     def cleaner_high_watermark(self, log: "PartitionLog") -> int:
         """For the log cleaner (storage/cleaner_manager.py): the offset it may not clean from (the
@@ -389,6 +399,7 @@ class ReplicaManager:
         partition = Partition(key[0], key[1], log, self.logs, self.node_id, self._partition_config(record),
                               self, self._checkpointed_high_watermarks.pop(key, 0))
         partition.producer_id_expiration_ms = self.config["producer.id.expiration.ms"]
+        partition.backlog_max_bytes = self.config["replica.backlog.max.bytes"]
         self.partitions[key] = partition
         self._applied_configs.setdefault(record.name, record.configs)
         return partition

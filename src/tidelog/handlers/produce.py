@@ -106,6 +106,9 @@ def _is_zstd(records) -> bool:
 @handles(API_KEY, raw=True)
 async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
     started = time.perf_counter()
+    if ctx.held_by is not None:  # in arrival order: the waits end in the order they began
+        while (hold := ctx.held_by()) is not None:
+            await hold
     version = ctx.api_version
     request = decode_produce_request(body, version)
 
@@ -160,6 +163,11 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
                                                  result.log_start_offset))
         results.append((topic.name, topic_results))
 
+    # acks=all in a cluster: the connection reads nothing more while a partition is too far
+    # above its high watermark (replica.backlog.max.bytes), and Produce requests read wait above.
+    if request.acks == -1 and appended and ctx.hold_reading is not None:
+        for hold in replicas.backlog_holds([leader for _, _, leader, _ in appended]):
+            ctx.hold_reading(hold)
     # The batches are in the log and nothing reads the records' bytes from here on (only topic
     # names and partition indexes): the frame goes back to the pool now, not after the wait.
     if ctx.release_frame is not None:

@@ -22,6 +22,8 @@ from tidelog.security.authorizer import Access
 from tidelog.security.principal import ANONYMOUS
 
 if TYPE_CHECKING:
+    import asyncio
+
     from tidelog.cluster.fetch_sessions import FetchSessionCache
     from tidelog.cluster.metadata import MetadataStore
     from tidelog.cluster.replica_manager import ReplicaManager
@@ -81,6 +83,12 @@ class RequestContext:
     # connection's pool before the handler has finished (a Produce, once appended, while it waits
     # for acknowledgements); its bytes count against queued.max.request.bytes until then.
     release_frame: Callable[[], None] | None = None
+    # Cluster mode (replica.backlog.max.bytes): an acks=all Produce whose appends left a partition
+    # too far above its high watermark calls ``hold_reading`` with a future; the connection reads
+    # nothing more until it is done, and a Produce waits for ``held_by()`` (None: nothing holds
+    # the connection) before it appends, so those read before the hold append after it.
+    hold_reading: Callable[[asyncio.Future], None] | None = None
+    held_by: Callable[[], asyncio.Future | None] | None = None
 
     @property
     def api_version(self) -> int:

@@ -24,7 +24,10 @@ CreateTopics), except Produce requests: they start at once, appending in arrival
 Produce appends before its first await), so the acknowledgement waits of an idempotent
 producer's five in flight overlap, and nothing but a read of acknowledged data (Fetch,
 ListOffsets) waits for them. At most ``queued.max.requests`` requests are in flight per
-connection; beyond that reading pauses.
+connection; beyond that reading pauses. In a cluster, an acks=all Produce that leaves a partition
+more than ``replica.backlog.max.bytes`` above its high watermark holds the connection until the
+followers catch up: nothing is read, and the Produce requests read before wait, in order,
+before they append (``_hold_reading``).
 A frame that cannot be a request (size out of bounds, unknown API key, unsupported version,
 undecodable body) closes the connection with a log line saying why, as Kafka does; so does a
 request that cannot be answered (its handler failed, or its response cannot be encoded), before
@@ -166,8 +169,15 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._running_other = 0
         # Why reading is paused: "in-flight" (too many requests unanswered), "writing" (the
         # client is not reading its responses), "closing" (a bad frame; answer what came before),
-        # "memory" (queued.max.request.bytes reached; see request_memory.py).
+        # "memory" (queued.max.request.bytes reached; see request_memory.py), "replication" (see
+        # _hold_reading).
         self._pause_reasons: set[str] = set()
+        # Cluster mode: while an acks=all Produce holds the connection for its followers
+        # (replica.backlog.max.bytes), nothing is read and the Produce requests read before wait
+        # for it to append ("replication"; _hold_reading).
+        self._backlog_bounded = (getattr(broker, "controller", None) is not None
+                                 and broker.config["replica.backlog.max.bytes"] > 0)
+        self._holds: list[asyncio.Future] = []
         self._closing = False
         self._closed = False
         self._socket_fd: int | None = None  # for os.sendfile/writev; None on TLS
@@ -433,6 +443,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
         ctx = self.broker.request_context(header, self.peer, flexible, self.listener_name, self.access)
         if api.raw:
             ctx.release_frame = release_frame
+        if api_key == throttling.PRODUCE and self._backlog_bounded:
+            ctx.hold_reading, ctx.held_by = self._hold_reading, self._held_by
         task = self._run_in_order(api_key, api.handler, ctx, request)
         self._pending.append((correlation_id, flexible and api_key != apis.API_VERSIONS_KEY, task))
         quotas = self.broker.quotas
@@ -502,6 +514,27 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 continue
             gate.set_result(None)
             self._started(task, produce=False)
+
+    def _hold_reading(self, until: asyncio.Future) -> None:
+        """Read nothing more until ``until`` is done: an acks=all Produce left a partition more
+        than ``replica.backlog.max.bytes`` above its high watermark (cluster/partition.py). The
+        Produce requests already read wait for it before they append (``_held_by``)."""
+        self._holds.append(until)
+        self._pause("replication")
+        until.add_done_callback(self._hold_released)
+
+    def _hold_released(self, until: asyncio.Future) -> None:
+        self._holds.remove(until)
+        if not self._holds:
+            self._resume("replication")
+
+    def _held_by(self) -> asyncio.Future | None:
+        """A hold not yet done (one done and not yet removed is no hold: awaiting it would not
+        yield to the loop, and a Produce looping on it would spin)."""
+        for hold in self._holds:
+            if not hold.done():
+                return hold
+        return None
 
     # --- quotas -------------------------------------------------------------------------
     def _throttle(self, measured: tuple, response: Any) -> tuple[Any, int]:
