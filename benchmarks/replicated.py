@@ -3,7 +3,8 @@ replication factor 3, min.insync.replicas=2, acks=all, 1 KiB records, one partit
 workload against a single-node broker in the same run for the ratio; then failover times.
 
     python -m benchmarks.replicated [--records 200000] [--runs 3] [--failovers 3] [--latency-seconds 10]
-                                    [--profile] [--out DIR]
+                                    [--profile] [--out DIR] [--cluster-only] [--set NAME=VALUE]
+                                    [--tidelog-ref REF]
 
 Throughput phases are kafka_load.produce / consume (the producer and consumer settings of the
 other workloads); each broker's CPU seconds per GB produced are reported by role (the
@@ -16,7 +17,9 @@ replicated produce run (raw stacks and the top functions into --out). Failover: 
 acks=all producer writes continuously (linger 5 ms, metadata refresh 1 s) while the partition's
 leader is SIGKILLed; the failover time is from the kill to the first record acknowledged after
 it. The killed broker then restarts and the ISR heals before the next round. Every process runs
-in its own session and is stopped by PID.
+in its own session and is stopped by PID. For A/Bs: ``--tidelog-ref REF`` runs that commit's
+src/ (git archive, C extension built) instead of the working tree, ``--set`` adds a setting to
+every cluster broker, ``--cluster-only`` skips the single node.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ def start_etcd(workdir: Path) -> tuple[ServerProcess, str]:
 class Broker:
     """One ``tidelog serve`` (cluster member when ``cluster`` is given) on a fixed port."""
 
+    src_dir: Path | None = None  # --tidelog-ref: that commit's exported src/
+
     def __init__(self, workdir: Path, node_id: int, cluster: str | None, settings: dict[str, str]) -> None:
         self.workdir, self.node_id, self.cluster, self.settings = workdir, node_id, cluster, settings
         self.port = free_port()
@@ -86,7 +91,8 @@ class Broker:
             args += ["--cluster", self.cluster, "--broker-id", str(self.node_id)]
         for name, value in self.settings.items():
             args += ["--set", f"{name}={value}"]
-        self.server = ServerProcess(f"broker-{self.node_id}", args, self.workdir)
+        env = {"PYTHONPATH": str(self.src_dir)} if self.src_dir else None
+        self.server = ServerProcess(f"broker-{self.node_id}", args, self.workdir, env)
         self.server.start(lambda: port_file.exists() and port_open(self.port))
         return self
 
@@ -220,14 +226,14 @@ def measure_failovers(brokers: dict[int, Broker], bootstrap: str, rounds: int) -
 
 
 def run(records: int, runs: int, failovers: int, timeout_s: float, tmp_root: Path, latency_s: float = 10.0,
-        profile_dir: Path | None = None) -> dict:
+        profile_dir: Path | None = None, cluster_only: bool = False, settings: dict[str, str] | None = None) -> dict:
     results: dict = {"records": records, "record_bytes": RECORD_BYTES, "latency_rate": LATENCY_RATE, "single": [],
                      "replicated": [], "single_latency": [], "replicated_latency": [], "failover_s": [],
                      # The disk alone at each setup's write pattern, right after its latency run
                      # (references.group_commit_wait): what it adds to a record, without the brokers.
                      "single_disk": [], "replicated_disk": []}
     # Single node, the same workload (replication factor 1).
-    for run_index in range(runs):
+    for run_index in range(0 if cluster_only else runs):
         workdir = tmp_root / f"single-{run_index}"
         workdir.mkdir()
         broker = Broker(workdir, 1, None, {"http.port": "-1", "log.durability.profile": "balanced"}).start()
@@ -246,7 +252,7 @@ def run(records: int, runs: int, failovers: int, timeout_s: float, tmp_root: Pat
         workdir = tmp_root / f"cluster-{run_index}"
         workdir.mkdir()
         etcd, cluster = start_etcd(workdir)
-        brokers = {i: Broker(workdir, i, cluster, CLUSTER_SETTINGS) for i in (1, 2, 3)}
+        brokers = {i: Broker(workdir, i, cluster, {**CLUSTER_SETTINGS, **(settings or {})}) for i in (1, 2, 3)}
         try:
             for broker in brokers.values():
                 broker.start()
@@ -358,7 +364,12 @@ def main(argv=None) -> int:
                         help="sample each broker with py-spy during the first replicated produce run (into --out)")
     parser.add_argument("--timeout", type=float, default=300.0, help="per phase, seconds")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--cluster-only", action="store_true", help="no single-node runs (A/Bs of the replicated path)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for every cluster broker (repeatable)")
+    parser.add_argument("--tidelog-ref", help="run the brokers from this commit's src/ (git archive, C extension built)")
     args = parser.parse_args(argv)
+    settings = dict(setting.split("=", 1) for setting in args.set)
     if args.profile:
         from benchmarks import profile
 
@@ -368,8 +379,14 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     tmp_root = Path(tempfile.mkdtemp(prefix="tidelog-replicated-"))
     try:
+        if args.tidelog_ref:
+            from benchmarks.peers import Tidelog
+
+            Tidelog.use_ref(args.tidelog_ref, tmp_root / "tidelog-src")
+            Broker.src_dir = Tidelog.src_dir
+            print(f"brokers from commit {Tidelog.commit} (git archive)", flush=True)
         results = run(args.records, args.runs, args.failovers, args.timeout, tmp_root, args.latency_seconds,
-                      args.out if args.profile else None)
+                      args.out if args.profile else None, args.cluster_only, settings)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     (args.out / "replicated-latest.json").write_text(json.dumps(results, indent=1))
