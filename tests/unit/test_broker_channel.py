@@ -53,6 +53,39 @@ def test_responses_arrive_whole_and_writable_however_the_socket_cuts_them():
     asyncio.run(main())
 
 
+def test_a_recycled_buffer_takes_the_next_response_that_fits():
+    async def main():
+        payloads = [b"a" * 100_000, b"b" * 1000, b"c" * 50_000, b"d" * 200_000, b"e" * 10]
+
+        async def answer(reader, writer):
+            for payload in payloads:
+                size = struct.unpack(">i", await reader.readexactly(4))[0]
+                request = await reader.readexactly(size)
+                writer.write(struct.pack(">i", 4 + len(payload)) + request[4:8] + payload)
+                await writer.drain()
+            writer.close()
+
+        server, port = await serve(answer)
+        channel = BrokerChannel("127.0.0.1", port, "test")
+        try:
+            buffers = []
+            for payload in payloads:
+                body = await channel.request_body(18, 0, _api_versions_request(), 5)
+                assert bytes(body) == payload and len(body) == len(payload) and not body.readonly
+                buffers.append(body.obj)
+                channel.recycle(body)
+            # The first buffer takes the two smaller responses after it; the larger one gets its
+            # own, which is then kept (the larger of the two) for the last.
+            assert buffers[1] is buffers[0] and buffers[2] is buffers[0]
+            assert buffers[3] is not buffers[0] and buffers[4] is buffers[3]
+        finally:
+            channel.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())
+
+
 def test_an_impossible_frame_length_is_a_connection_error(monkeypatch):
     monkeypatch.setattr(broker_channel, "MAX_RESPONSE_BYTES", 1000)
 

@@ -291,6 +291,7 @@ class Fetcher:
                     backoff = True
                 else:
                     backoff = True  # not the leader yet/anymore: metadata will catch up
+        channel.recycle(body)  # appended (os.write copies): its buffer takes the next response
         if backoff:
             await asyncio.sleep(0.05)
 
