@@ -370,7 +370,11 @@ def analyse(got, trace, sched: dict, client_sched: dict, perf, slow_ms: float) -
                             g[5] if len(g) > 5 else None)
                            for g in gcs if first_produced <= g[2] <= last_arrived and (g[1] > 0 or g[3] - g[2] > 2e6)],
         "gc": {"count": len(gcs), "gen2": sum(1 for g in gcs if g[1] == 2),
-               "max_ms": max(((g[3] - g[2]) / 1e6 for g in gcs), default=0)},
+               "max_ms": max(((g[3] - g[2]) / 1e6 for g in gcs), default=0),
+               "p50_ms": statistics.median((g[3] - g[2]) / 1e6 for g in gcs) if gcs else None,
+               # the share of the load's time the loop spent collecting: records in flight then wait
+               "share_of_load": sum(g[3] - g[2] for g in gcs if first_produced <= g[2] <= last_arrived)
+                                / max(1, last_arrived - first_produced)},
         "loop_late_over_0.5ms": len(lags), "loop_late_max_ms": max((l[2] for l in lags), default=0) / 1e6,
         "rolls": len(rolls),
         "median_half": everyone, "p99_set": summarise(p99_set), "p99.9_set": summarise(p999_set),
