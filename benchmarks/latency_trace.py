@@ -382,6 +382,32 @@ def analyse(got, trace, sched: dict, client_sched: dict, perf, slow_ms: float) -
     }
 
 
+def summary_line(run: int, r: dict) -> str:
+    """One run in a few lines: the percentiles, and where the 1% and 0.1% slowest spent their time."""
+    if not r.get("records"):
+        return f"run {run}: no records traced"
+    e2e, fs, gc_ = r["e2e_ms"], r["segment_fsync_ms"], r["gc"]
+    lines = [f"run {run} (load {r['load'][0]:.1f}-{r['load'][1]:.1f}): e2e p50 {e2e['p50']:.2f} p99 {e2e['p99']:.2f} "
+             f"p99.9 {e2e['p99.9']:.2f} max {e2e['max']:.1f} ms; segment fsyncs {fs['count']} (p50 {fs['p50']:.2f}, "
+             f"p99 {fs['p99']:.2f}, max {fs['max']:.1f} ms); collections {gc_['count']} "
+             f"({gc_['share_of_load']:.2%} of the time); loop late > 0.5 ms {r['loop_late_over_0.5ms']} times"]
+    for name in ("p99_set", "p99.9_set"):
+        part = r[name]
+        if part:
+            stages = ", ".join(f"{s} {v:.2f}" for s, v in part["median_stage_ms"].items())
+            context = part["context_median"]
+            lines.append(f"  slowest {part['records']}: disk half their time or more {part['disk_half_or_more']}; longest stage "
+                         f"{part['dominant_stage']}; median ms {stages}; run-queue waits ms: loop "
+                         f"{context['loop_runqueue_ms']:.1f}, fsync threads {context['fsync_threads_runqueue_ms']:.1f}, "
+                         f"client {context['client_runqueue_ms']:.1f}")
+    if r.get("disk"):
+        d = r["disk"]
+        lines.append(f"  disk: {d['requests']} block requests ({d['broker_requests']} the broker's), others wrote "
+                     f"{d['others_kib'] / 1024:.0f} MiB; cache flushes p50 {d['flush_ms_p50']:.2f} p99 {d['flush_ms_p99']:.2f} "
+                     f"max {d['flush_ms_max']:.1f} ms")
+    return "\n".join(lines)
+
+
 def one_run(args, tmp_root: Path, src_dir: Path | None) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="latency-trace-", dir=tmp_root))
     trace_out = workdir / "trace.json"
@@ -453,6 +479,7 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a broker setting (repeatable)")
     p.add_argument("--tidelog-ref", help="run the broker from this commit's src/ (git archive)")
     p.add_argument("--json", type=Path, help="write every run's analysis here")
+    p.add_argument("--verbose", action="store_true", help="also print each run's analysis and its slowest records")
     args = p.parse_args(argv)
     from benchmarks.peers import Tidelog
 
@@ -466,9 +493,11 @@ def main(argv=None) -> int:
         for run in range(1, args.runs + 1):
             r = one_run(args, tmp_root, src_dir)
             runs.append({"run": run, **r})
-            print(json.dumps({"run": run, **{k: v for k, v in r.items() if k != "worst"}}, indent=1), flush=True)
-            for w in r.get("worst", []):
-                print(json.dumps(w), flush=True)
+            print(summary_line(run, r), flush=True)
+            if args.verbose:
+                print(json.dumps({"run": run, **{k: v for k, v in r.items() if k != "worst"}}, indent=1), flush=True)
+                for w in r.get("worst", []):
+                    print(json.dumps(w), flush=True)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     if args.json:
