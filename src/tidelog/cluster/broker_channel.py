@@ -150,6 +150,12 @@ class BrokerChannel:
             await self._connect(timeout_s)
         return await self._exchange(api_key, version, request, timeout_s)
 
+    async def request_encoded_body(self, api_key: int, version: int, body: bytes, timeout_s: float) -> memoryview:
+        """``request_body`` for a request body the caller encoded (the replica fetcher's Fetch)."""
+        if self.protocol is None:
+            await self._connect(timeout_s)
+        return await self._send(api_key, version, body, timeout_s)
+
     async def _connect(self, timeout_s: float) -> None:
         security = self.security
         context = security.ssl_context if security is not None else None
@@ -193,14 +199,17 @@ class BrokerChannel:
         return entity_reader(load_response_schema(api_key, version))(body.toreadonly(), 0)[0]
 
     async def _exchange(self, api_key: int, version: int, request, timeout_s: float):
-        self.correlation_id += 1
         out = io.BytesIO()
         entity_writer(load_request_schema(api_key, version))(out, request)
+        return await self._send(api_key, version, out.getvalue(), timeout_s)
+
+    async def _send(self, api_key: int, version: int, request_body: bytes, timeout_s: float) -> memoryview:
+        self.correlation_id += 1
         header = struct.pack(">hhih", api_key, version, self.correlation_id, len(self.client_id)) + self.client_id
         flexible = is_flexible(api_key, version)
         if flexible:
             header += b"\x00"  # request header v2: no tagged fields
-        body = header + out.getvalue()
+        body = header + request_body
         protocol = self.protocol
         if protocol.transport.is_closing():
             raise ConnectionResetError("connection closed")
