@@ -21,8 +21,8 @@ from typing import Iterable, NamedTuple
 from tidelog.queues.log_batches import AcquiredRecords
 from tidelog.queues.state_records import StateBatch
 
-__all__ = ["DEAD_LETTER_REASONS", "NO_MEMBER", "TERMINAL", "ArchiveReason", "DeadLetter", "RecordState", "Run",
-           "RunList", "Transition", "finish", "joined"]
+__all__ = ["DEAD_LETTER_REASONS", "NO_MEMBER", "TERMINAL", "ArchiveReason", "DeadLetter", "Mosaic", "RecordState",
+           "Run", "RunList", "Transition", "finish", "joined"]
 
 NO_MEMBER = ""
 _FIRST = attrgetter("first")  # a C key for bisect: a lambda per comparison was a hot spot
@@ -102,6 +102,46 @@ class Run:
                 f"{' pending' if self.pending else ''}>")
 
 
+class Mosaic(Run):
+    """One acquisition's records taken from among never-delivered ones it archived (a filter keeping
+    1 record in 4: each match alone between filtered-out records) as one run: first..last, the
+    taken records ``firsts[k]..lasts[k]`` in its state, delivery count, owner and lock, the records
+    between them Archived with delivery count 0. It stands for the runs it would otherwise be (a
+    run object a match and one for the records after it: made, committed and dropped, most of such
+    an acquisition's cost), changes state as a whole (all its taken records accepted at once:
+    ``state`` ACKNOWLEDGED, finished), and is turned back into those runs (``pieces``) before
+    anything else changes it. Never split, never merged with a neighbour."""
+
+    __slots__ = ("firsts", "lasts", "taken")
+
+    def __init__(self, first: int, last: int, state: RecordState, delivery_count: int, member_id: str,
+                 lock_deadline_ms: int, firsts: list[int], lasts: list[int], taken: int) -> None:
+        super().__init__(first, last, state, delivery_count, member_id, lock_deadline_ms)
+        self.firsts = firsts
+        self.lasts = lasts
+        self.taken = taken  # records in firsts..lasts
+
+    def pieces(self) -> list[Run]:
+        """The runs it stands for, in offset order (not pending: for a mosaic not pending)."""
+        out = []
+        position = self.first
+        fields = self.fields()
+        for first, last in zip(self.firsts, self.lasts):
+            if first > position:
+                out.append(Run(position, first - 1, RecordState.ARCHIVED, 0))
+            run = Run(first, last, RecordState.ACQUIRED, 0)
+            run.set_fields(fields)
+            out.append(run)
+            position = last + 1
+        if position <= self.last:
+            out.append(Run(position, self.last, RecordState.ARCHIVED, 0))
+        return out
+
+    def __repr__(self) -> str:
+        return f"<mosaic {self.first}-{self.last} {self.state.name} x{self.delivery_count} of {len(self.firsts)} ranges" \
+               f"{' pending' if self.pending else ''}>"
+
+
 @dataclass(eq=False)
 class Transition:
     """A change waiting to be made durable: write ``dead_letters`` (if any), then ``state_batches``,
@@ -118,6 +158,9 @@ class Transition:
     # The start offset once it is committed, where it moves past records it finished (None: where
     # it is): written with it, so ``state_batches`` leave out what falls below it.
     start_offset: int | None = None
+    # (first, last) of the never-delivered records it archived as gaps of the window (no run holds
+    # them: SharePartition's "gaps"), in offset order; rollback makes them Available runs again.
+    gaps: list[tuple[int, int]] = field(default_factory=list, repr=False)
 
     @property
     def empty(self) -> bool:
@@ -157,7 +200,7 @@ class RunList(list):
             return
         run = self[i]
         if run.first < offset <= run.last:
-            if run.pending is not None:
+            if run.pending is not None or type(run) is not Run:
                 raise RuntimeError(f"cannot split pending run {run!r}")
             tail = run.copy(offset, run.last)
             run.last = offset - 1
@@ -180,7 +223,7 @@ class RunList(list):
         previous = merged[0]
         for run in self[low + 1:high]:
             # (the state first: a filter's window alternates states, and a call per run was its cost)
-            if previous.state == run.state and mergeable(previous, run):
+            if previous.state == run.state and previous.last + 1 == run.first and mergeable(previous, run):
                 previous.last = run.last
             else:
                 merged.append(run)
@@ -205,7 +248,7 @@ class RunList(list):
         """Add a run after the last one; a finished run alike the last one extends it instead."""
         last = self[-1] if self else None
         if last is not None and last.pending is None and run.state in TERMINAL and last.fields() == run.fields() \
-                and last.last + 1 == run.first:
+                and last.last + 1 == run.first and type(last) is Run:
             last.last = run.last
         else:
             self.append(run)
@@ -215,7 +258,7 @@ def mergeable(left: Run, right: Run) -> bool:
     return (left.pending is None and right.pending is None and left.last + 1 == right.first
             and left.state == right.state and left.delivery_count == right.delivery_count
             and left.member_id == right.member_id and left.lock_deadline_ms == right.lock_deadline_ms
-            and left.available_at_ms == right.available_at_ms)
+            and left.available_at_ms == right.available_at_ms and type(left) is Run and type(right) is Run)
 
 
 def joined(items: Iterable) -> list:

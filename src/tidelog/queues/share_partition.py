@@ -7,6 +7,14 @@ never been acquired. Memory is bounded by the window (``max_in_flight_records``,
 ``group.share.partition.max.record.locks``), never by the log: runs split only where states differ
 and merge back when neighbours become equal.
 
+Offsets of the window that no run holds are **gaps**: records archived before they were ever
+delivered (a filter's, issue 14), delivery count 0. An acquisition makes a gap of the records it
+archives right after a run it makes (a filter keeping 1 record in 4 would otherwise make a run
+object a match and another for the records after it, made, committed and dropped); the gap is
+finished with that run: pending while the transition that made them is (``_gapped``), passed by
+the start offset once the run before it is, made Available runs again by a rollback. Describing
+(``runs``, ``state_batches``, ``counts_by_state``) shows a gap as an Archived run.
+
 States (Kafka's RecordState and their persisted ids): Available (0), Acquired (1, persisted as
 Available with its delivery count), Acknowledged (2), Archived (4).
 
@@ -46,18 +54,20 @@ import gc
 import math
 from bisect import bisect_right
 from dataclasses import dataclass
-from operator import attrgetter, itemgetter
+from itertools import cycle, repeat, takewhile
+from operator import attrgetter, eq, is_, itemgetter, sub
 from typing import Callable, Iterable, Sequence
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
 # AckBatch, AcknowledgeType and AcquireMode are acks.py's; importers may keep using this module.
-from tidelog.queues.acks import AckBatch, AcknowledgeType, AcquireMode, ack_ranges, check_ack_batches
+from tidelog.queues.acks import AckBatch, AckBatches, AcknowledgeType, AcquireMode, ack_ranges, check_ack_batches
 from tidelog.queues.in_flight import (
     DEAD_LETTER_REASONS,
     NO_MEMBER,
     TERMINAL,
     ArchiveReason,
     DeadLetter,
+    Mosaic,
     RecordState,
     Run,
     RunList,
@@ -122,6 +132,10 @@ _FRESH = (RecordState.AVAILABLE, 0, NO_MEMBER, 0, 0)  # Run.fields() of a record
 _FIRST = attrgetter("first")
 _LAST = attrgetter("last")
 _START = itemgetter(0)
+_END = itemgetter(1)
+_TAG = itemgetter(2)
+_ACCEPTED = (AcknowledgeType.ACCEPT,)
+_ANY = bool  # (a run is true: every one)
 _new_batch = functools.partial(tuple.__new__, StateBatch)  # StateBatch(*fields) without its Python __new__
 _new_acquired = functools.partial(tuple.__new__, AcquiredRecords)
 
@@ -133,6 +147,7 @@ class SharePartition:
         self.next_offset = start_offset
         self.state_epoch = state_epoch
         self._runs = RunList()
+        self._gapped: list[Transition] = []  # the pending transitions that made gaps (their ``gaps``)
 
     # --- loading ------------------------------------------------------------------------------
     @classmethod
@@ -169,12 +184,35 @@ class SharePartition:
         return max(0, self.next_offset - self.start_offset)
 
     def runs(self) -> list[tuple[int, int, RecordState, int, str]]:
-        """(first, last, state, delivery count, member) of every run, for describing and tests."""
-        return [(r.first, r.last, r.state, r.delivery_count, r.member_id) for r in self._runs]
+        """(first, last, state, delivery count, member) of every run, and of every gap of the window
+        as an Archived run, in offset order, for describing and tests."""
+        out = []
+        start, end = self.start_offset, self.next_offset
+        after = None  # the offset after the previous run
+        for r in self._expanded():
+            if after is not None and after < r.first and r.first > start:
+                out.append((after, r.first - 1, RecordState.ARCHIVED, 0, NO_MEMBER))
+            out.append((r.first, r.last, r.state, r.delivery_count, r.member_id))
+            after = r.last + 1
+        if after is not None and after < end and end > start:
+            out.append((after, end - 1, RecordState.ARCHIVED, 0, NO_MEMBER))
+        return out
+
+    def _expanded(self) -> Iterable[Run]:
+        """The runs, a mosaic as the runs it stands for."""
+        for run in self._runs:
+            if type(run) is Mosaic:
+                yield from run.pieces()
+            else:
+                yield run
 
     def state_of(self, offset: int) -> tuple[RecordState, int, str] | None:
         run = self._runs.find(offset)
-        return None if run is None else (run.state, run.delivery_count, run.member_id)
+        if type(run) is Mosaic:
+            run = next(piece for piece in run.pieces() if piece.first <= offset <= piece.last)
+        if run is None:
+            return (RecordState.ARCHIVED, 0, NO_MEMBER) if self.start_offset <= offset < self.next_offset else None
+        return (run.state, run.delivery_count, run.member_id)
 
     def fetch_offset(self, now_ms: int) -> int | None:
         """Where a log read for an acquisition should start now: the first Available record that is
@@ -229,29 +267,55 @@ class SharePartition:
         if i < len(runs) and runs[i].first < start:
             run = runs[i]
             i += 1
-            total = run.last - start + 1 if run.state in TERMINAL else 0
+            if type(run) is Mosaic and run.state not in TERMINAL:
+                total = sum(piece.last - max(piece.first, start) + 1 for piece in run.pieces()
+                            if piece.state in TERMINAL and piece.last >= start)
+            else:
+                total = run.last - start + 1 if run.state in TERMINAL else 0
+            position = run.last + 1
         else:
             total = 0
+            position = start
+        terminal = TERMINAL
         for run in runs[i:]:
-            if run.state in TERMINAL:
-                total += run.last - run.first + 1
+            first = run.first
+            if first > position:  # a gap
+                total += first - position
+            if run.state in terminal:
+                total += run.last - first + 1
+            elif type(run) is Mosaic:  # (its Archived records between the taken ones)
+                total += run.last - first + 1 - run.taken
+            position = run.last + 1
+        if position < self.next_offset:  # a gap at the end
+            total += self.next_offset - position
         return total
 
     def counts_by_state(self) -> dict[str, int]:
         counts = {state.name.lower(): 0 for state in RecordState}
-        for run in self._runs:
-            if run.last >= self.start_offset:
-                counts[run.state.name.lower()] += run.last - max(run.first, self.start_offset) + 1
+        for first, last, state, _count, _member in self.runs():
+            if last >= self.start_offset:
+                counts[state.name.lower()] += last - max(first, self.start_offset) + 1
         return counts
 
     def state_batches(self) -> list[StateBatch]:
-        """The whole window as it would be persisted (pending changes included)."""
-        return [StateBatch(max(r.first, self.start_offset), r.last, _persisted_state(r.state), r.delivery_count,
-                           _persisted_available_at(r))
-                for r in self._runs if r.last >= self.start_offset]
+        """The whole window as it would be persisted (pending changes included; a gap Archived)."""
+        start = self.start_offset
+        batches = []
+        position = start
+        for r in self._expanded():
+            if r.last < start:
+                continue
+            if r.first > position:
+                batches.append(StateBatch(position, r.first - 1, int(RecordState.ARCHIVED), 0))
+            batches.append(StateBatch(max(r.first, start), r.last, _persisted_state(r.state), r.delivery_count,
+                                      _persisted_available_at(r)))
+            position = r.last + 1
+        if position < self.next_offset:
+            batches.append(StateBatch(position, self.next_offset - 1, int(RecordState.ARCHIVED), 0))
+        return batches
 
     def acquired_by(self, member_id: str) -> list[tuple[int, int]]:
-        return [(r.first, r.last) for r in self._runs if r.state == RecordState.ACQUIRED and r.member_id == member_id]
+        return [(r.first, r.last) for r in self._expanded() if r.state == RecordState.ACQUIRED and r.member_id == member_id]
 
     # --- acquisition --------------------------------------------------------------------------
     @_collector_waits
@@ -336,6 +400,13 @@ class SharePartition:
         # What the policy set aside to archive (expired, filtered out) and the records chosen, split
         # out of the runs in one walk (they do not overlap): a filter leaves them interleaved.
         discarded = getattr(policy, "discarded", ())
+        if discarded and pieces:
+            # Set aside up to the records taken and right after them only: what the look-ahead met
+            # further on stays Available until an acquisition gets there (judged again then, from
+            # the policy's cache), so that acquisition starts at a record it takes and a filter's
+            # matches alternate with the records set aside between them (one mosaic a fetch).
+            end = max(map(_END, pieces)) + 1
+            discarded = discarded[:bisect_right(discarded, end, key=_START)]
         if discarded:
             pieces.extend(discarded)
         if not pieces:
@@ -361,24 +432,42 @@ class SharePartition:
         tagged ``_ACQUIRE`` they become Acquired by ``member_id`` until ``deadline``, else Archived
         for the tag's reason; each a new run pending in ``t``, made with its final fields in one walk
         of the run list (a filter's acquisition has hundreds: a copy, then a change, then a record
-        of each, was most of its cost). The Available rest of a run stays as it was. Sets
+        of each, was most of its cost). Never-delivered records archived right after what this walk
+        made become a gap of the window instead (``t.gaps``, no run). The Available rest of a run
+        stays as it was. Sets
         ``t.state_batches`` to what ``_record`` would make of the pieces (``_record(t, built=True)``
         takes the start offset into account) and ``t.acquired`` to the acquired ranges joined as
         ``acquired_ranges`` joins them (``cut_at_batches`` is left to do); returns the acquired
         runs, how many records were redelivered and the archived counts by reason."""
-        runs = self._runs
         taken: list[Run] = []
         archived: dict[ArchiveReason, int] = {}
-        redelivered = 0
-        changed = t.runs
-        available, acquired_state, archived_state = RecordState.AVAILABLE, RecordState.ACQUIRED, RecordState.ARCHIVED
-        begin = i = runs.index_of(pieces[0][0])
-        n = len(runs)
-        rebuilt: list[Run] = []
         batches: list[StateBatch] = []  # as _record would write them (joined), built on the way
         batch_last = batch_state = batch_count = None
         ranges: list[AcquiredRecords] = []  # t.acquired before the cut at batch size
         acquired_last = acquired_count = None
+        made_last = None  # the last offset of the previous piece: a gap follows a piece of this walk
+        done = self._carve_mosaic(t, pieces, member_id, deadline)
+        if done:  # the pieces from the first one on: a mosaic; the rest (set aside further on) as follows
+            mosaic = t.runs[-1]
+            taken.append(mosaic)
+            archived[ArchiveReason.FILTERED] = mosaic.last - mosaic.first + 1 - mosaic.taken
+            if len(t.runs) > 1:  # (filtered-out records before it: a run)
+                archived[ArchiveReason.FILTERED] += t.runs[0].last - t.runs[0].first + 1
+            batches, ranges = t.state_batches, t.acquired
+            made_last = batch_last = batches[-1].last_offset
+            batch_state, batch_count = batches[-1].delivery_state, batches[-1].delivery_count
+            acquired_last, acquired_count = ranges[-1].last_offset, 1
+            pieces = pieces[done:]
+            if not pieces:
+                return taken, 0, archived
+        runs = self._runs
+        redelivered = 0
+        changed = t.runs
+        gaps = t.gaps
+        available, acquired_state, archived_state = RecordState.AVAILABLE, RecordState.ACQUIRED, RecordState.ARCHIVED
+        begin = i = runs.index_of(pieces[0][0])
+        n = len(runs)
+        rebuilt: list[Run] = []
         current = saved = None
         try:
             for first, last, tag in pieces:
@@ -412,7 +501,9 @@ class SharePartition:
                     acquired_last, acquired_count = last, count
                     state = 0  # (persisted as Available with its delivery count)
                 else:
-                    part = Run(first, last, archived_state, count)
+                    # (never delivered, after a piece of this walk: a gap, finished with that piece)
+                    part = None if saved is _FRESH and made_last == first - 1 else \
+                        Run(first, last, archived_state, count)
                     archived[tag] = archived.get(tag, 0) + last - first + 1
                     if tag in DEAD_LETTER_REASONS:
                         t.dead_letters.append(DeadLetter(first, last, count, tag))
@@ -422,10 +513,17 @@ class SharePartition:
                 else:
                     batches.append(_new_batch((first, last, state, count, 0)))
                 batch_last, batch_state, batch_count = last, state, count
-                part.pending = t
-                part.saved = saved
-                rebuilt.append(part)
-                changed.append(part)
+                made_last = last
+                if part is None:
+                    if gaps and gaps[-1][1] == first - 1:
+                        gaps[-1] = (gaps[-1][0], last)
+                    else:
+                        gaps.append((first, last))
+                else:
+                    part.pending = t
+                    part.saved = saved
+                    rebuilt.append(part)
+                    changed.append(part)
                 if current.last == last:
                     current = None  # every record of it is in a piece: the run itself goes
                 else:
@@ -434,9 +532,123 @@ class SharePartition:
             if current is not None:
                 rebuilt.append(current)
             runs[begin:i] = rebuilt
+            if gaps:
+                self._gapped.append(t)
         t.state_batches = batches
         t.acquired = ranges
         return taken, redelivered, archived
+
+    def _carve_mosaic(self, t: Transition, pieces: list[tuple[int, int, object]], member_id: str,
+                      deadline: int) -> int:
+        """``_carve`` for a filter's usual acquisition, in bulk (no Python step a piece): the pieces
+        from the first on that tile never-delivered Available runs (one a log batch), taken and
+        filtered out in turn, with every piece taken among them, become one ``Mosaic`` pending in
+        ``t`` (filtered-out records before the first taken one: a run), with ``t.state_batches``
+        and ``t.acquired`` as ``_carve`` makes them. How many pieces it took: 0 (nothing done)
+        where that is not so, else the rest are pieces set aside further on (the policy's
+        look-ahead), left to ``_carve``."""
+        if len(pieces) < 3:
+            return 0
+        runs = self._runs
+        firsts = list(map(_START, pieces))
+        lasts = list(map(_END, pieces))
+        # (the tiling ends where a record between two pieces stays Available: one not taken)
+        steps = list(map(sub, firsts[1:], lasts[:-1]))
+        count = len(pieces) if steps.count(1) == len(steps) else 1 + len(list(takewhile((1).__eq__, steps)))
+        if count < len(pieces):
+            if _ACQUIRE in map(_TAG, pieces[count:]):
+                return 0
+            del firsts[count:], lasts[count:]
+        if count < 3:
+            return 0
+        first, last = firsts[0], lasts[-1]
+        i = j = runs.index_of(first)
+        n = len(runs)
+        position = first
+        available = RecordState.AVAILABLE
+        while True:  # (the runs it covers: a few, one a log batch)
+            if j >= n:
+                return 0
+            run = runs[j]
+            if type(run) is not Run or run.state != available or run.pending is not None or run.delivery_count \
+                    or run.available_at_ms or run.first > position:
+                return 0
+            if run.last >= last:
+                break
+            position = run.last + 1
+            j += 1
+        head, tail = runs[i], runs[j]
+        tags = list(map(_TAG, pieces[:count]))
+        # Neighbours with one tag are one piece (the policy cuts its ranges where the runs end: one a
+        # log batch): joined, from the last, as _carve joins their batches and acquired ranges.
+        if any(map(is_, tags[1:], tags[:-1])):
+            for x in [x for x, same in enumerate(map(is_, tags[1:], tags[:-1])) if same][::-1]:
+                lasts[x] = lasts[x + 1]
+                del firsts[x + 1], lasts[x + 1], tags[x + 1]
+        if len(tags) < 3:
+            return 0
+        k = 0 if tags[0] is _ACQUIRE else 1  # where the taken pieces are: every other one from k
+        if set(tags[k::2]) != {_ACQUIRE} or set(tags[1 - k::2]) != {ArchiveReason.FILTERED}:
+            return 0
+        taken_firsts, taken_lasts = firsts[k::2], lasts[k::2]
+        taken = sum(taken_lasts) - sum(taken_firsts) + len(taken_firsts)
+        # (filtered-out records first are a run of their own: the start offset may pass them at once)
+        mosaic = Mosaic(firsts[k], last, RecordState.ACQUIRED, 1, member_id, deadline, taken_firsts, taken_lasts, taken)
+        replacement = [mosaic]
+        if k:
+            replacement.insert(0, Run(first, lasts[0], RecordState.ARCHIVED, 0))
+        for run in replacement:
+            run.pending = t
+            run.saved = _FRESH
+            t.runs.append(run)
+        if head.first < first:  # the records before it and after it stay as they are
+            replacement.insert(0, head.copy(head.first, first - 1))
+        if tail.last > last:
+            tail.first = last + 1
+            replacement.append(tail)
+        runs[i:j + 1] = replacement
+        states, counts = ((0, 4), (1, 0)) if k == 0 else ((4, 0), (0, 1))
+        t.state_batches = list(map(_new_batch, zip(firsts, lasts, cycle(states), cycle(counts), repeat(0))))
+        t.acquired = list(map(_new_acquired, zip(taken_firsts, taken_lasts, repeat(1))))
+        return count
+
+    def _explode(self, which: Callable[[Run], bool], first: int | None = None, last: int | None = None) -> None:
+        """The mosaics that are not pending and ``which`` picks (among those overlapping first..last
+        when given) become the runs they stand for, before something changes part of them."""
+        runs = self._runs
+        low = 0 if first is None else runs.index_of(first)
+        high = len(runs) if last is None else bisect_right(runs, last, key=_FIRST)
+        picked = [run for run in runs[low:high] if type(run) is Mosaic and run.pending is None and which(run)]
+        if not picked:
+            return
+        out: list[Run] = []
+        for run in runs[low:high]:
+            if type(run) is Mosaic and run.pending is None and which(run):
+                out.extend(run.pieces())
+            else:
+                out.append(run)
+        runs[low:high] = out  # (not coalesced: described the same before and after, as ``runs`` shows a mosaic)
+
+    def _split_mosaic_at(self, offset: int) -> None:
+        """The mosaic holding ``offset`` past its first record, pending or not, becomes the runs it
+        stands for (the start offset is moving there: the records below it finish differently).
+        Pending, its runs are pending in its transition as ``_carve`` would have made them (an
+        acquisition's) or as an acceptance changes them (its taken records only)."""
+        runs = self._runs
+        i = runs.index_of(offset)
+        if i >= len(runs) or type(runs[i]) is not Mosaic or runs[i].first >= offset:
+            return
+        mosaic = runs[i]
+        pieces = mosaic.pieces()
+        t = mosaic.pending
+        if t is not None:
+            changed = t.runs
+            del changed[next(k for k, run in enumerate(changed) if run is mosaic)]
+            for piece in pieces:
+                if mosaic.saved is _FRESH or piece.state == mosaic.state:
+                    piece.pending, piece.saved = t, mosaic.saved
+                    changed.append(piece)
+        runs[i:i + 1] = pieces
 
     def _defer(self, policy: SelectionPolicy) -> None:
         """What the policy left for later (issue 14, queues/priority.py): records not yet due stay
@@ -566,6 +778,8 @@ class SharePartition:
         t = self._accept_whole_runs(member_id, acks)
         if t is not None:
             return t
+        if acks:
+            self._explode(_ANY, acks[0].first_offset, acks[-1].last_offset)
         self._check_acquired(member_id, acks)
         t = Transition()
         renewed: list[Run] = []
@@ -623,7 +837,12 @@ class SharePartition:
         accepted = t.runs
         total = 0
         i = None
-        for first, last, types in acks:
+        firsts = lasts = None  # the acknowledgements' columns, once a mosaic is met
+        k = 0
+        count = len(acks)
+        while k < count:
+            first, last, types = acks[k]
+            k += 1
             if last < start:
                 continue
             if len(types) != 1 or types[0] != accept:
@@ -634,12 +853,37 @@ class SharePartition:
                 i = runs.index_of(first)
             while i < n and runs[i].last < first:  # (the filtered-out records between two acquired ones)
                 i += 1
+            if i < n and type(runs[i]) is Mosaic:  # accepted as a whole, by these batches and the next ones
+                run = runs[i]
+                m = len(run.firsts)
+                if firsts is None:
+                    if type(acks) is AckBatches:
+                        firsts, lasts = acks.firsts, acks.lasts
+                    else:
+                        firsts, lasts = list(map(_START, acks)), list(map(_END, acks))
+                if type(acks) is AckBatches:
+                    every = acks.types[k - 1:k - 1 + m].count(accept) == m
+                else:
+                    every = all(map(eq, repeat(_ACCEPTED), map(_TAG, acks[k - 1:k - 1 + m])))
+                if run.pending is not None or run.state != acquired or run.member_id != member_id or not every \
+                        or firsts[k - 1:k - 1 + m] != run.firsts or lasts[k - 1:k - 1 + m] != run.lasts:
+                    return self._put_back(t)
+                run.saved = (acquired, run.delivery_count, member_id, run.lock_deadline_ms, run.available_at_ms)
+                run.pending = t
+                run.state = acknowledged
+                run.member_id = NO_MEMBER
+                run.lock_deadline_ms = 0
+                accepted.append(run)
+                total += run.taken
+                i += 1
+                k += m - 1
+                continue
             if i >= n or runs[i].first != first:
                 return self._put_back(t)  # (offsets before it, or a run straddling the start offset)
             while True:
                 run = runs[i]
                 if run.pending is not None or run.state != acquired or run.member_id != member_id \
-                        or run.last > last:
+                        or run.last > last or type(run) is not Run:
                     return self._put_back(t)
                 run.saved = (acquired, run.delivery_count, member_id, run.lock_deadline_ms, run.available_at_ms)
                 run.pending = t
@@ -679,11 +923,23 @@ class SharePartition:
             first = ack.first_offset if ack.first_offset > start else start
             if i is None:
                 i = runs.index_of(first)
+            while i > 0 and runs[i - 1].last >= first:  # (the previous batch ended inside a run)
+                i -= 1
             while i < n and runs[i].last < first:
                 i += 1
-            while i < n and runs[i].first <= last:
+            position = first  # what no run checked yet holds: a gap (archived) when a run starts after it
+            while True:
+                if i >= n or runs[i].first > last:
+                    if position <= last:
+                        raise KafkaError(ErrorCode.invalid_record_state,
+                                         f"The records {position}-{last} are not acquired.")
+                    break
                 run = runs[i]
                 i += 1
+                if run.first > position:
+                    raise KafkaError(ErrorCode.invalid_record_state,
+                                     f"The records {position}-{run.first - 1} are not acquired.")
+                position = run.last + 1
                 if run.pending is None and run.state == acquired and run.member_id == member_id:
                     continue  # the usual case, checked at once
                 if run.pending is not None:
@@ -701,6 +957,8 @@ class SharePartition:
     def expire_locks(self, now_ms: int) -> Transition:
         """Acquired records whose lock has run out become Available again, or Archived at the limit."""
         t = Transition()
+        acquired = RecordState.ACQUIRED
+        self._explode(lambda run: run.state == acquired and run.lock_deadline_ms <= now_ms)
         for run in list(self._runs):
             if run.state != RecordState.ACQUIRED or run.pending is not None or run.lock_deadline_ms > now_ms:
                 continue
@@ -717,6 +975,8 @@ class SharePartition:
         unfinished delivery; True (the member failed) keeps it, so a record that crashes its
         consumers still reaches the delivery limit."""
         t = Transition()
+        acquired = RecordState.ACQUIRED
+        self._explode(lambda run: run.state == acquired and run.member_id == member_id)
         for run in list(self._runs):
             if run.state != RecordState.ACQUIRED or run.member_id != member_id or run.pending is not None:
                 continue
@@ -736,6 +996,7 @@ class SharePartition:
         write now: the next one carries the new start offset); Acquired ones finish as Archived."""
         if log_start_offset <= self.start_offset:
             return
+        self._split_mosaic_at(log_start_offset)
         self.start_offset = log_start_offset
         self.next_offset = max(self.next_offset, log_start_offset)
         self._advance_start()
@@ -778,11 +1039,22 @@ class SharePartition:
             raise RuntimeError("transition already committed or rolled back")
         t.done = True
         changed = t.runs
+        gaps = t.gaps
+        if gaps:
+            self._gapped.remove(t)
         if restore:
             for run in changed:
                 if run.saved is not None:
                     run.set_fields(run.saved)
                 run.pending = run.saved = None
+                if type(run) is Mosaic and run.state == RecordState.AVAILABLE:  # acquired by it: no mosaic now
+                    runs = self._runs
+                    runs[runs.index_of(run.first)] = Run(run.first, run.last, RecordState.AVAILABLE, 0)
+            if gaps:  # never-delivered records: Available again, as they were
+                runs = self._runs
+                refilled = [Run(first, last, RecordState.AVAILABLE, 0) for first, last in gaps]
+                runs[:] = sorted([*runs, *refilled], key=_FIRST)
+                changed = [*changed, *refilled]
         else:
             for run in changed:
                 run.pending = run.saved = None
@@ -826,6 +1098,9 @@ class SharePartition:
         changed = t.runs
         if changed and max(map(_LAST, changed)) < start:  # (all finished at the start: the start offset says it)
             changed = ()
+        elif any(type(run) is Mosaic for run in changed):  # its taken records changed, the rest did not
+            changed = [piece for run in changed for piece in (run.pieces() if type(run) is Mosaic else (run,))
+                       if piece.state == run.state]
         for run in sorted(changed, key=_FIRST):  # joined by hand: a filter's transitions have hundreds of runs
             if run.last < start:
                 continue
@@ -849,16 +1124,43 @@ class SharePartition:
     def _start_after(self, t: Transition) -> int:
         """Where ``_advance_start`` will put the start offset once ``t`` commits (its runs taken as
         committed, any other pending run stops it)."""
+        return self._finished_from_start(t)[0]
+
+    def _finished_from_start(self, t: Transition | None) -> tuple[int, int]:
+        """The offset after the finished records from the start offset on (runs of ``t`` taken as
+        committed, any other pending run stops it; a gap passed with the run before it, or at the
+        start unless the transition that made it is pending) and the index of the run there."""
         position = self.start_offset
         runs = self._runs
+        end = self.next_offset
         i = runs.index_of(position)
-        while i < len(runs):
+        n = len(runs)
+        if position < end and (i == n or runs[i].first > position):  # in a gap
+            if self._gapped and self._gap_owner(position) not in (None, t):
+                return position, i
+            position = runs[i].first if i < n else end
+        while i < n:
             run = runs[i]
-            if run.first > position or run.state not in TERMINAL or (run.pending is not None and run.pending is not t):
+            if run.state not in TERMINAL or (run.pending is not None and run.pending is not t):
                 break
             position = run.last + 1
             i += 1
-        return position
+            if i < n:  # (a gap after it is finished with it)
+                if runs[i].first > position:
+                    position = runs[i].first
+            elif position < end:
+                position = end
+        return position, i
+
+    def _gap_owner(self, offset: int) -> Transition | None:
+        """The pending transition that made the gap holding ``offset``, if any (a gap the start
+        offset reaches with no run before it: moved there by retention)."""
+        for t in self._gapped:
+            gaps = t.gaps
+            k = bisect_right(gaps, offset, key=_START) - 1
+            if k >= 0 and gaps[k][1] >= offset:
+                return t
+        return None
 
     def _split_at_start(self, run: Run) -> list[Run]:
         """A run straddling the start offset splits there (the part below it is finished differently)."""
@@ -871,15 +1173,9 @@ class SharePartition:
         """Move the start offset past leading finished records; archive Available records left below it
         (deleted from the log); drop finished runs below it."""
         runs = self._runs
-        start = self.start_offset
-        i = begin = runs.index_of(start)
+        begin = runs.index_of(self.start_offset)
+        start, i = self._finished_from_start(None)
         n = len(runs)
-        while i < n:
-            run = runs[i]
-            if run.first > start or run.state not in TERMINAL or run.pending is not None:
-                break
-            start = run.last + 1
-            i += 1
         self.start_offset = start
         if begin == 0 and (i == n or runs[i].first >= start):
             # (the usual case: no run below the old start offset; those it passed are all finished)
