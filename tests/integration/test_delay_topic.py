@@ -14,6 +14,9 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaConsumer
 
+from tests.brokerproc import wait_until
+from tidelog.protocol.errors import ErrorCode
+
 TIMEOUT_S = 15
 
 
@@ -147,3 +150,31 @@ def test_describe_producers_shows_a_partitions_idempotent_and_transactional_prod
     assert [(p.last_sequence, p.current_txn_start_offset) for p in producers] == [(2, -1), (0, 3)]
     assert all(before - 1000 <= p.last_timestamp <= int(time.time() * 1000) for p in producers)
     transactional.abort_transaction(TIMEOUT_S)
+
+
+def test_the_movers_progress_group_refuses_a_commit_of_an_older_leader_epoch_over_the_wire(broker):
+    """OffsetCommit v8 to the group __tidelog-delay-mover (as a mover at another broker sends it):
+    a commit at an older leader epoch than the stored one is FENCED_LEADER_EPOCH (a WARNING with
+    both epochs), and OffsetFetch still answers the newer commit."""
+    from kio.schema.offset_commit.v8 import request as commit_v8
+    from kio.schema.offset_fetch.v7 import request as fetch_v7
+
+    from tests.integration.share_clients import request
+
+    create(broker.bootstrap, {"gated": {}})
+
+    def commit(offset: int, epoch: int) -> int:
+        answer = request(broker.bootstrap, 8, 8, commit_v8.OffsetCommitRequest(
+            group_id="__tidelog-delay-mover", generation_id_or_member_epoch=-1, member_id="", group_instance_id=None,
+            topics=(commit_v8.OffsetCommitRequestTopic(name="gated", partitions=(
+                commit_v8.OffsetCommitRequestPartition(partition_index=0, committed_offset=offset,
+                                                       committed_leader_epoch=epoch, committed_metadata="m%d" % epoch),)),)))
+        return answer.topics[0].partitions[0].error_code
+
+    wait_until(lambda: commit(40, 6) == ErrorCode.none, message="the coordinator to load")
+    assert commit(30, 5) == ErrorCode.fenced_leader_epoch
+    found = request(broker.bootstrap, 9, 7, fetch_v7.OffsetFetchRequest(group_id="__tidelog-delay-mover", require_stable=True,
+                    topics=(fetch_v7.OffsetFetchRequestTopic(name="gated", partition_indexes=(0,)),))).topics[0].partitions[0]
+    assert (found.committed_offset, found.committed_leader_epoch, found.metadata) == (40, 6, "m6")
+    wait_until(lambda: "refusing a commit of gated-0 at leader epoch 5: its progress was committed at leader epoch 6"
+               in broker.log(), message="the WARNING")

@@ -597,3 +597,99 @@ def test_a_commit_failing_in_an_unforeseen_way_does_not_move_a_record_twice(tmp_
         assert target.origin_offsets() == list(range(20))
         assert m.status()["commit_error"] == "an unforeseen failure"
     asyncio.run(scenario())
+
+
+class _GroupLog:
+    """__consumer_offsets as a list; a write can be held open (a commit in flight)."""
+
+    def __init__(self) -> None:
+        self.records: list = []
+        self.hold: asyncio.Event | None = None
+
+    async def open(self) -> None:
+        pass
+
+    async def write(self, records):
+        if self.hold is not None:
+            await self.hold.wait()
+        base = len(self.records)
+        self.records.extend(records)
+        return base
+
+    def replay(self):
+        return iter([(offset, key, value) for offset, (key, value) in enumerate(self.records)])
+
+
+def test_a_deposed_leaders_late_commit_does_not_overwrite_its_successors_progress(caplog):
+    """The movers' commits carry their delay partition's leader epoch; the coordinator refuses,
+    for the group __tidelog-delay-mover only, one older than the stored (or an in-flight) commit's
+    with FENCED_LEADER_EPOCH (a WARNING names the partition and both epochs), so the successor's
+    progress stays, also after the coordinator loads the log again. Other groups are not fenced."""
+    from tidelog.groups.coordinator import GroupCoordinator, GroupSettings
+    from tidelog.queues.delay_mover import PROGRESS_GROUP
+    caplog.set_level(logging.WARNING)
+    key = ("delays", 3)
+
+    async def scenario():
+        log = _GroupLog()
+        coordinator = GroupCoordinator(GroupSettings(), log)
+        coordinator.load()
+        offsets = coordinator.offsets
+
+        def stored(group=PROGRESS_GROUP):
+            [(_, _, committed)] = offsets.fetch_offsets(group, [key])
+            return committed.offset, committed.leader_epoch, committed.metadata
+
+        assert await offsets.commit_offsets(PROGRESS_GROUP, -1, "", None, {key: (40, 6, "new")}) == \
+            {key: ErrorCode.none}
+        assert await offsets.commit_offsets(PROGRESS_GROUP, -1, "", None, {key: (30, 5, "old")}) == \
+            {key: ErrorCode.fenced_leader_epoch}
+        assert stored() == (40, 6, "new")
+        # The successor's commit still being written when the deposed leader's arrives.
+        log.hold = asyncio.Event()
+        newer = asyncio.ensure_future(offsets.commit_offsets(PROGRESS_GROUP, -1, "", None, {key: (50, 7, "newer")}))
+        await asyncio.sleep(0)
+        late = await offsets.commit_offsets(PROGRESS_GROUP, -1, "", None, {key: (45, 6, "late")})
+        log.hold.set()
+        assert (await newer, late) == ({key: ErrorCode.none}, {key: ErrorCode.fenced_leader_epoch})
+        assert stored() == (50, 7, "newer")
+        # Another group's commits are not fenced by epochs (a consumer may commit an older one).
+        for epoch, offset in ((6, 10), (5, 9)):
+            assert await offsets.commit_offsets("app", -1, "", None, {key: (offset, epoch, "")}) == \
+                {key: ErrorCode.none}
+        assert stored("app") == (9, 5, "")
+        reloaded = GroupCoordinator(GroupSettings(), log)
+        reloaded.load()
+        assert await reloaded.offsets.commit_offsets(PROGRESS_GROUP, -1, "", None, {key: (45, 6, "late")}) == \
+            {key: ErrorCode.fenced_leader_epoch}
+        [(_, _, committed)] = reloaded.offsets.fetch_offsets(PROGRESS_GROUP, [key])
+        assert (committed.offset, committed.leader_epoch) == (50, 7)
+    asyncio.run(scenario())
+    assert "refusing a commit of delays-3 at leader epoch 5: its progress was committed at leader epoch 6" \
+        in caplog.text
+
+
+def test_a_mover_whose_commit_is_fenced_stops_moving_and_committing(tmp_path, caplog):
+    """A commit refused with FENCED_LEADER_EPOCH (another broker's mover leads the delay partition
+    now): the mover moves and commits no more (a WARNING saying why; its status's commit error)."""
+    from tidelog.groups.offset_manager import EPOCH_FENCED_GROUP
+    from tidelog.queues.delay_mover import PROGRESS_GROUP
+    assert EPOCH_FENCED_GROUP == PROGRESS_GROUP
+    caplog.set_level(logging.WARNING, "tidelog.queues.delay_mover")
+
+    class Fenced(Committed):
+        async def commit(self, offset: int, metadata: str) -> None:
+            self.commits += 1
+            raise KafkaError(ErrorCode.fenced_leader_epoch, "delays-0 refused at leader epoch 2, committed at 3")
+
+    async def scenario():
+        clock, source, target, committed = Clock(), Source(), Target(), Fenced()
+        m = await mover(source, target, tmp_path, clock, 1, batch_records=2, progress=committed)
+        source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"0")], NOW) for i in range(6)])
+        for _ in range(10):
+            await m.step()
+        assert target.origin_offsets() == [0, 1]  # the first batch, then its commit was refused
+        assert committed.commits == 1 and m.fenced is not None
+        assert "committed at 3" in m.status()["commit_error"]
+    asyncio.run(scenario())
+    assert "delay mover delays-0: no longer its delay partition's mover" in caplog.text

@@ -32,6 +32,11 @@ from tidelog.protocol.errors import ErrorCode
 
 logger = logging.getLogger(__name__)
 
+# The delay movers' progress (queues/delay_mover.PROGRESS_GROUP): each commit carries its delay
+# partition's leader epoch, and one older than the partition's stored or in-flight commit is a
+# deposed leader's mover, refused with FENCED_LEADER_EPOCH (docs/queues.md). Other groups: not fenced.
+EPOCH_FENCED_GROUP = "__tidelog-delay-mover"
+
 
 class OffsetManager:
     """Commits, fetches and deletes the committed offsets of classic and consumer-protocol groups."""
@@ -47,6 +52,7 @@ class OffsetManager:
         self.pending_txn = PendingTxnOffsets()  # TxnOffsetCommit offsets waiting for their marker
         self.transactional_groups: set[str] = set()  # groups committed by TxnOffsetCommit since this broker loaded them
         self._in_flight: dict[tuple[str, str, int], int] = {}  # (group, topic, partition) -> commits being written
+        self._epochs: dict[tuple[str, int], int] = {}  # EPOCH_FENCED_GROUP: the highest leader epoch accepted
 
     def validate_offset_commit(self, group_id: str, generation_id: int, member_id: str,
                                group_instance_id: str | None, api_version: int | None = None
@@ -82,6 +88,9 @@ class OffsetManager:
             if len(metadata.encode()) > self.settings.offset_metadata_max_bytes:
                 results[(topic, partition)] = ErrorCode.offset_metadata_too_large
                 continue
+            if group_id == EPOCH_FENCED_GROUP and self._fenced(topic, partition, leader_epoch):
+                results[(topic, partition)] = ErrorCode.fenced_leader_epoch
+                continue
             committed = CommittedOffset(offset, leader_epoch, metadata, timestamp_ms, expire_ms)
             records.append((encode_offset_key(OffsetKey(group_id, topic, partition)), encode_offset_value(committed.to_value())))
             accepted.append(((topic, partition), committed))
@@ -109,6 +118,19 @@ class OffsetManager:
             self.apply_committed(group_id, topic, partition, committed)
             results[(topic, partition)] = ErrorCode.none
         return results
+
+    def _fenced(self, topic: str, partition: int, leader_epoch: int) -> bool:
+        """Whether a delay mover's commit at ``leader_epoch`` comes from a deposed leader (an older
+        epoch than the stored commit's or one accepted and being written); else its epoch is the fence."""
+        stored = self.committed.get(EPOCH_FENCED_GROUP, topic, partition)
+        fence = max(self._epochs.get((topic, partition), -1), stored.leader_epoch if stored is not None else -1)
+        if leader_epoch < fence:
+            logger.warning("group %s: refusing a commit of %s-%d at leader epoch %d: its progress was committed at "
+                           "leader epoch %d (a deposed leader's delay mover; FENCED_LEADER_EPOCH)", EPOCH_FENCED_GROUP,
+                           topic, partition, leader_epoch, fence)
+            return True
+        self._epochs[(topic, partition)] = leader_epoch
+        return False
 
     async def commit_txn_offsets(
         self, group_id: str, producer_id: int, producer_epoch: int, generation_id: int, member_id: str,

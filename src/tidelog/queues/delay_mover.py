@@ -43,7 +43,10 @@ Exactly once, across crashes and failovers:
   DeleteRecords while its producer state keeps the next sequence; or a target whose state lost the
   mover), ``recover`` goes on from the committed progress or the local copy, whichever continues
   the target's sequence (else the further one, and a WARNING says what is moved again). A failed
-  commit does not stop the moves (the next carries the newer progress). After an upgrade from the version whose movers
+  commit does not stop the moves (the next carries the newer progress). A commit the coordinator
+  refuses as a deposed leader's (FENCED_LEADER_EPOCH: the progress store sends the delay
+  partition's leader epoch, groups/offset_manager.py fences the group by it) stops the mover
+  (``fenced``): it appends and commits no more. After an upgrade from the version whose movers
   had allocated producer ids, the first mover finds the old one's last round header among the
   target's other producers' last batches (``earlier_last_batches``, where the target is led
   here).
@@ -92,6 +95,7 @@ SEQUENCE_WRAP = 2**31
 COPY_EVERY_MS = 5_000  # the local copy is written after a round that took records, else at most this often
 MOVER_PRODUCER_IDS = BROKER_PRODUCER_IDS  # movers' producer ids are at or above this (the target never expires them)
 PROGRESS_GROUP = "__tidelog-delay-mover"  # the group whose offsets in __consumer_offsets are the movers' progress
+# (groups/offset_manager.EPOCH_FENCED_GROUP, the same name: its commits are fenced by leader epoch)
 COMMIT_IDLE_MS = 60_000  # an idle mover commits its (unchanged) progress this often: offsets expire when not committed
 COMMIT_RETRY_MS = 1_000  # after a failed commit, the next try waits this long (moves go on meanwhile)
 
@@ -231,6 +235,7 @@ class DelayMover:
         self.recovered_from: str | None = None  # where recover found the progress: target, committed, local, start
         self._commit_failing: str | None = None  # the error of a failure streak of commits
         self._commit_retry_ms = 0
+        self.fenced: str | None = None  # why a commit was refused as a deposed leader's: this mover commits and moves no more
 
     # --- start ------------------------------------------------------------------------------------
     async def recover(self) -> None:
@@ -348,6 +353,8 @@ class DelayMover:
     # --- one step ---------------------------------------------------------------------------------
     async def step(self) -> int:
         """Rebuild or extend the index by one read, then run (or finish) a round; the records moved."""
+        if self.fenced is not None:
+            return 0  # a deposed leader's mover (see _commit)
         if self._rebuild_at is not None:
             self._rebuild_step()
             return 0
@@ -393,7 +400,7 @@ class DelayMover:
                 "in_round": self._round is not None, "moved_records": self.moved, "lost_records": self.lost,
                 "last_move_ms": self.last_move_ms, "last_move_late_ms": self.last_move_late_ms,
                 "committed_offset": self.committed.offset() if self.committed is not None else None,
-                "committed_ms": self.committed_ms, "commit_error": self._commit_failing,
+                "committed_ms": self.committed_ms, "commit_error": self.fenced or self._commit_failing,
                 "recovered_from": self.recovered_from}
 
     def _rebuild_step(self) -> None:
@@ -489,6 +496,8 @@ class DelayMover:
             self._round_next = last_i + 1  # before the commit's await: the mover's state is whole at every await
             if batch_records:
                 await self._commit(_Progress(round_.start, round_.end, last_i, len(entries), self._sequence))
+                if self.fenced is not None:
+                    return moved  # deposed: the round stays unfinished here (its successor goes on)
         self.state = round_.end
         self._round = None
         # Records read before O' are moved or (due later) in the index; those after stay here.
@@ -509,7 +518,7 @@ class DelayMover:
         not stop the moves: the next one (after ``COMMIT_RETRY_MS``) carries the newer progress;
         the streak is logged once (WARNING) and its end (INFO)."""
         progress = progress.normal()
-        if self.progress is None or progress == self.committed:
+        if self.progress is None or progress == self.committed or self.fenced is not None:
             return
         now = self.clock_ms()
         if self._commit_failing is not None and 0 <= now < self._commit_retry_ms:
@@ -519,19 +528,32 @@ class DelayMover:
             progress.i, progress.n], "sequence": progress.sequence}, separators=(",", ":"))
         try:
             await self.progress.commit(progress.offset(), metadata)
+        except KafkaError as e:
+            if e.error_code != ErrorCode.fenced_leader_epoch:
+                self._commit_failed(e, now)
+                return
+            # Another broker leads the delay partition now (its mover's commit came first, or this
+            # one no longer leads): going on would overwrite its progress and append beside it.
+            self.fenced = str(e) or e.error_code.name
+            logger.warning("delay mover %s-%d: no longer its delay partition's mover: %s; it stops (the partition's "
+                           "leader goes on from its own progress)", self.origin_topic, self.origin_partition, self.fenced)
+            return
         except Exception as e:  # noqa: BLE001 - a commit that failed, however, must not fail the moves
-            if self._commit_failing is None:
-                logger.warning("delay mover %s-%d: cannot commit its progress to %s (group %s): %s; moving on, "
-                               "committing again in %d ms", self.origin_topic, self.origin_partition, "__consumer_offsets",
-                               PROGRESS_GROUP, e, COMMIT_RETRY_MS)
-            self._commit_failing = str(e) or type(e).__name__
-            self._commit_retry_ms = now + COMMIT_RETRY_MS
+            self._commit_failed(e, now)
             return
         if self._commit_failing is not None:
             logger.info("delay mover %s-%d: committing its progress to __consumer_offsets again", self.origin_topic,
                         self.origin_partition)
             self._commit_failing = None
         self.committed, self.committed_ms = progress, now
+
+    def _commit_failed(self, e: Exception, now: int) -> None:
+        if self._commit_failing is None:
+            logger.warning("delay mover %s-%d: cannot commit its progress to %s (group %s): %s; moving on, "
+                           "committing again in %d ms", self.origin_topic, self.origin_partition, "__consumer_offsets",
+                           PROGRESS_GROUP, e, COMMIT_RETRY_MS)
+        self._commit_failing = str(e) or type(e).__name__
+        self._commit_retry_ms = now + COMMIT_RETRY_MS
 
     async def _verify(self, base_offset: int, batch: bytes) -> None:
         """The target's batch at ``base_offset`` is ``batch`` (this mover's), not another mover's

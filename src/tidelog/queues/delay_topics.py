@@ -265,13 +265,29 @@ class _Committed:
     (delay_mover.DelayProgress), at the group coordinator: here (``groups()`` gives the
     GroupCoordinator while this broker is it) or the leader of ``__consumer_offsets`` elsewhere,
     with OffsetCommit v8 / OffsetFetch v7 as a Kafka client sends them (generation -1, no member:
-    an ``assign()`` consumer's commit)."""
+    an ``assign()`` consumer's commit). A commit carries ``leader_epoch``, the delay partition's
+    leader epoch when the mover started: the coordinator refuses one older than the stored
+    progress's (FENCED_LEADER_EPOCH, groups/offset_manager.py), as does this store itself once its
+    Partition no longer leads at that epoch (a deposed leader's mover stops, DelayMover.fenced)."""
 
-    def __init__(self, metadata, peers: _Peers, groups: Callable, topic: str, partition: int) -> None:
+    def __init__(self, metadata, peers: _Peers, groups: Callable, topic: str, partition: int,
+                 source=None, leader_epoch: int = -1) -> None:
         self.metadata = metadata
         self.peers = peers
         self.groups = groups
         self.topic, self.partition = topic, partition
+        self.source = source  # the delay partition's Partition
+        self.leader_epoch = leader_epoch
+
+    def _check_leading(self) -> None:
+        if self.source is None:
+            return
+        now = self.source.leader_epoch
+        if now != self.leader_epoch:
+            state = self.metadata.partitions.get((self.topic, self.partition))
+            current = max(now, state.leader_epoch if state is not None else -1)
+            raise KafkaError(ErrorCode.fenced_leader_epoch, f"{self.topic}-{self.partition} is led at leader epoch "
+                             f"{current} now, this mover started at {self.leader_epoch}: not committing")
 
     def _coordinator(self) -> int:
         state = self.metadata.partitions.get((OFFSETS_TOPIC, 0))
@@ -300,21 +316,30 @@ class _Committed:
         return None if found.committed_offset < 0 else (found.committed_offset, found.metadata)
 
     async def commit(self, offset: int, metadata: str) -> None:
+        self._check_leading()
         groups = self.groups()
         if groups is not None:
-            errors = await groups.offsets.commit_offsets(PROGRESS_GROUP, -1, "", None,
-                                                         {(self.topic, self.partition): (offset, -1, metadata)})
-            _raise_for(errors[(self.topic, self.partition)], "committing the progress")
+            errors = await groups.offsets.commit_offsets(PROGRESS_GROUP, -1, "", None, {
+                (self.topic, self.partition): (offset, self.leader_epoch, metadata)})
+            self._raise_for_commit(errors[(self.topic, self.partition)], "")
             return
         coordinator = self._coordinator()
         request = offset_commit_v8.OffsetCommitRequest(
             group_id=PROGRESS_GROUP, generation_id_or_member_epoch=-1, member_id="", group_instance_id=None,
             topics=(offset_commit_v8.OffsetCommitRequestTopic(name=self.topic, partitions=(
-                offset_commit_v8.OffsetCommitRequestPartition(partition_index=self.partition, committed_offset=offset,
-                                                              committed_leader_epoch=-1, committed_metadata=metadata),)),))
+                offset_commit_v8.OffsetCommitRequestPartition(
+                    partition_index=self.partition, committed_offset=offset, committed_leader_epoch=self.leader_epoch,
+                    committed_metadata=metadata),)),))
         answer = await self.peers.request(coordinator, 8, 8, request)
-        _raise_for(ErrorCode(int(answer.topics[0].partitions[0].error_code)),
-                   f"committing the progress at broker {coordinator}")
+        self._raise_for_commit(ErrorCode(int(answer.topics[0].partitions[0].error_code)), f" at broker {coordinator}")
+
+    def _raise_for_commit(self, error: ErrorCode, where: str) -> None:
+        if error == ErrorCode.fenced_leader_epoch:
+            state = self.metadata.partitions.get((self.topic, self.partition))
+            raise KafkaError(error, f"the coordinator{where} refused its commit of {self.topic}-{self.partition} at "
+                             f"leader epoch {self.leader_epoch} (FENCED_LEADER_EPOCH: committed at a newer one; the "
+                             f"metadata names leader epoch {state.leader_epoch if state is not None else '?'})")
+        _raise_for(error, f"committing the progress{where}")
 
 
 def _raise_for(error: ErrorCode, what: str) -> None:
@@ -441,7 +466,7 @@ class DelayTopics:
                     remote, failures = mover.target.remote_batches, mover.target.remote_failures
                     try:
                         # A deposed leader's mover stops between two appends (its successor recovers).
-                        while mover.source.partition.leading and (await mover.step() or mover._rebuild_at is not None):
+                        while mover.source.partition.leading and mover.fenced is None and (await mover.step() or mover._rebuild_at is not None):
                             await asyncio.sleep(0)  # let requests in between steps of a backlog
                     except (KafkaError, OSError, MoverDiverged) as e:
                         self._failed(key, mover, e)
@@ -516,6 +541,7 @@ class DelayTopics:
             del self._failing[key]
             self._streaks.pop(key, None)
         gone = [k for k in self.movers if k not in wanted or self.movers[k].source.partition is not wanted[k][1]
+                or self.movers[k].fenced is not None or self.movers[k].progress.leader_epoch != wanted[k][1].leader_epoch
                 or (self.movers[k].target.topic, self.movers[k].target.index) != wanted[k][2]]
         for key in gone:
             self._retire(key, self.movers.pop(key))
@@ -532,7 +558,8 @@ class DelayTopics:
             mover = DelayMover(name, p, _Source(source), target,
                                DelayIndex(self.index_root / f"{record.topic_id.hex}-{p}"),
                                mover_producer_id(record.topic_id, p), self.clock_ms, delay_ms=delay_ms,
-                               progress=_Committed(self.metadata, self.peers, self.groups, name, p))
+                               progress=_Committed(self.metadata, self.peers, self.groups, name, p, source,
+                                                   source.leader_epoch))
             try:
                 await mover.recover()
             except (KafkaError, OSError) as e:
