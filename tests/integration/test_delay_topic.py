@@ -5,6 +5,7 @@ across a broker SIGKILL. Producers: confluent-kafka; consumers: kafka-python and
 
 from __future__ import annotations
 
+import datetime
 import random
 import time
 
@@ -150,6 +151,34 @@ def test_describe_producers_shows_a_partitions_idempotent_and_transactional_prod
     assert [(p.last_sequence, p.current_txn_start_offset) for p in producers] == [(2, -1), (0, 3)]
     assert all(before - 1000 <= p.last_timestamp <= int(time.time() * 1000) for p in producers)
     transactional.abort_transaction(TIMEOUT_S)
+
+
+def test_a_clients_idempotent_batch_with_a_producer_id_of_the_movers_range_is_refused(broker):
+    """Producer ids at or above 2^62 are the delay movers' (derived from their delay partition, never
+    allocated): a client's idempotent batch with one (no Kafka client picks its id; a raw request)
+    is refused with INVALID_PRODUCER_ID_MAPPING and a WARNING, so it can never take the place of a
+    mover's next batch (answered as its duplicate). An allocated-range id is accepted as before."""
+    from kio.schema.produce.v9 import request as produce_v9
+
+    from tests.integration.share_clients import request
+    from tidelog.protocol.records import build_batch
+
+    create(broker.bootstrap, {"plain": {}})
+
+    def produce(producer_id: int):
+        batch = build_batch([(b"k", b"v", [])], producer_id=producer_id, producer_epoch=0, base_sequence=0)
+        answer = request(broker.bootstrap, 0, 9, produce_v9.ProduceRequest(
+            transactional_id=None, acks=-1, timeout=datetime.timedelta(seconds=TIMEOUT_S),
+            topic_data=(produce_v9.TopicProduceData(name="plain", partition_data=(
+                produce_v9.PartitionProduceData(index=0, records=batch),)),)))
+        return answer.responses[0].partition_responses[0]
+
+    refused = produce((1 << 62) + 7)
+    assert refused.error_code == ErrorCode.invalid_producer_id_mapping.value
+    assert "delay movers" in refused.error_message
+    assert produce(7).error_code == 0
+    wait_until(lambda: "producer id 4611686018427387911" in broker.log(), message="the WARNING")
+    assert "WARNING" in next(line for line in broker.log().splitlines() if "producer id 4611686018427387911" in line)
 
 
 def test_the_movers_progress_group_refuses_a_commit_of_an_older_leader_epoch_over_the_wire(broker):

@@ -18,7 +18,8 @@ Versions: 0-12 advertised; 0-2 answered with UNSUPPORTED_VERSION as Kafka 4 does
 Errors: UNSUPPORTED_VERSION, INVALID_REQUIRED_ACKS, UNSUPPORTED_COMPRESSION_TYPE (zstd before v7), UNKNOWN_TOPIC_OR_PARTITION,
 CORRUPT_MESSAGE (framing, CRC, a payload its codec cannot decompress), INVALID_RECORD (a malformed
 record, as Kafka; a record without a key on a compacted topic), INVALID_TIMESTAMP, MESSAGE_TOO_LARGE, UNSUPPORTED_FOR_MESSAGE_FORMAT,
-OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE, KAFKA_STORAGE_ERROR,
+OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, INVALID_PRODUCER_ID_MAPPING (a client's producer id
+of 2^62 or more: the delay movers' range, docs/queues.md), INVALID_TXN_STATE, KAFKA_STORAGE_ERROR,
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED (a transactional batch without the request's transactional id),
 TOPIC_AUTHORIZATION_FAILED (no WRITE on the topic).
 Transactions: a transactional batch opens the producer's transaction in the partition (its
@@ -99,6 +100,22 @@ async def _verify_transactions(ctx: RequestContext, transactional_id: str | None
     return errors
 
 
+_PRODUCER_ID_AT = 43  # a batch header's producer id (8 bytes, big-endian)
+MOVER_CLIENT_ID = "tidelog-delay-"  # queues/delay_topics.py: the movers' remote appends (client id prefix)
+
+
+def _movers_producer_id(ctx: RequestContext, records) -> int | None:
+    """A batch's producer id at or above 2^62 (storage/producer_state.BROKER_PRODUCER_IDS: the delay
+    movers', never allocated) from anyone but a mover (its client id, and CLUSTER_ACTION where ACLs
+    are on): refused with INVALID_PRODUCER_ID_MAPPING, as it could pass for a mover's next batch."""
+    if records is None or len(records) < BATCH_HEADER_SIZE or records[_PRODUCER_ID_AT] & 0xC0 != 0x40:
+        return None
+    if (ctx.header.client_id or "").startswith(MOVER_CLIENT_ID) and \
+            ctx.access.authorize(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER):
+        return None
+    return int.from_bytes(records[_PRODUCER_ID_AT:_PRODUCER_ID_AT + 8], "big")
+
+
 def _is_zstd(records) -> bool:
     return records is not None and len(records) >= BATCH_HEADER_SIZE and parse_batch_header(records).compression == ZSTD
 
@@ -148,6 +165,10 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
                     raise InvalidBatch(ErrorCode.unsupported_compression_type, "zstd needs Produce v7 or later")
                 if (topic.name, partition.index) in refused:
                     raise refused[(topic.name, partition.index)]
+                if (producer_id := _movers_producer_id(ctx, partition.records)) is not None:
+                    metrics.produce_errors.labels(ErrorCode.invalid_producer_id_mapping.name).inc()
+                    raise InvalidBatch(ErrorCode.invalid_producer_id_mapping, f"producer id {producer_id} is in the "
+                                       f"range of the broker's delay movers (2^62 and above), never allocated to clients")
                 leader, result = append(replicas, metrics, topic.name, partition.index, partition.records, request.acks)
             except (InvalidBatch, KafkaError) as e:
                 # Bad input (a batch Kafka would refuse) is a WARNING; a state answer (not the
