@@ -196,6 +196,19 @@ class BrokerMetrics:
             "than replica.backlog.max.bytes above its high watermark (it reads again once the followers catch up).",
             registry=r,
         )
+        self.backlog_bytes = Gauge(
+            "tidelog_replica_backlog_bytes", "Bytes a partition led here appended above its high watermark (not yet in "
+            "every in-sync replica and the leader's fsync); over replica.backlog.max.bytes, acks=all producers are held.",
+            ["topic", "partition"], registry=r,
+        )
+        self.backlog_bytes_sum = Gauge(
+            "tidelog_replica_backlog_bytes_sum", "Bytes above the high watermark, summed over the partitions led here.",
+            registry=r,
+        )
+        self.backlog_held_connections = Gauge(
+            "tidelog_replica_backlog_held_connections", "Client connections not read now because their acks=all Produce "
+            "left a partition led here over replica.backlog.max.bytes.", registry=r,
+        )
         self.follower_unflushed_bytes = Gauge(
             "tidelog_follower_unflushed_bytes", "Bytes this broker copied as a follower and has not yet handed to a flush.", registry=r
         )

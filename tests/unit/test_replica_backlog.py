@@ -9,6 +9,7 @@ import asyncio
 
 from tests.unit.test_partition import batch, leader, run
 from tidelog.cluster import partition as partition_module
+from tidelog.cluster.replica_manager import ReplicaManager
 
 
 def test_the_backlog_counts_the_bytes_above_the_high_watermark(tmp_path):
@@ -130,3 +131,116 @@ def test_a_connection_is_held_by_its_pending_holds_only():
         assert connection._holds == [] and connection._pause_reasons == {"writing"}
 
     asyncio.run(main())
+
+
+# ---- what a user sees of it: the gauges, the log lines, the HTTP field -------------------------------
+
+class Hosted:
+    """The part of the ReplicaManager the gauges and the HTTP view read, over real partitions
+    (its own methods)."""
+
+    backlogs = ReplicaManager.backlogs
+    replica_lags = ReplicaManager.replica_lags
+    get = ReplicaManager.get
+    follower_unflushed_bytes = 0
+
+    def __init__(self, *partitions) -> None:
+        self.partitions = {(p.topic, p.index): p for p in partitions}
+
+
+def _scrape(per_partition: bool, partition) -> tuple[float | None, float | None]:
+    """(the partition's tidelog_replica_backlog_bytes, the broker-wide sum) after a refresh."""
+    from types import SimpleNamespace
+
+    from tidelog.metrics import BrokerMetrics
+    from tidelog.server.gauges import _refresh_cluster_gauges
+
+    metrics = BrokerMetrics(per_partition=per_partition)
+    _refresh_cluster_gauges(metrics, SimpleNamespace(partitions={}, topics={}), Hosted(partition), False)
+    value = metrics.registry.get_sample_value
+    return (value("tidelog_replica_backlog_bytes", {"topic": "t", "partition": "0"}),
+            value("tidelog_replica_backlog_bytes_sum"))
+
+
+def test_the_backlog_gauges_move_with_appends_and_the_high_watermark(tmp_path):
+    async def main(logs):
+        partition = leader(logs, replicas=(1, 2, 3))
+        assert _scrape(True, partition) == (0, 0)
+        size = len(batch(4))
+        ends = [partition.append_as_leader(batch(4)).end_offset for _ in range(3)]
+        assert _scrape(True, partition) == (3 * size, 3 * size)
+        end = partition.log.log_end_offset
+        partition.follower_fetched(2, ends[1], end)
+        partition.follower_fetched(3, ends[1], end)
+        assert _scrape(True, partition) == (size, size)
+        assert _scrape(False, partition) == (None, size)  # metrics.per.partition.enable=false: the sum only
+        partition.follower_fetched(2, ends[2], end)
+        partition.follower_fetched(3, ends[2], end)
+        assert _scrape(True, partition) == (0, 0)
+        partition.append_as_leader(batch(4))
+        partition.stop_leading()  # a follower has no backlog, and no series for it
+        assert _scrape(True, partition) == (None, 0)
+
+    run(main, tmp_path)
+
+
+def test_holding_logs_info_once_an_interval_and_a_long_hold_warns(tmp_path, monkeypatch, caplog):
+    clock = [1_000_000]
+    monkeypatch.setattr(partition_module, "monotonic_ms", lambda: clock[0])
+    lag_max_ms = 30_000
+
+    async def main(logs):
+        partition = leader(logs, replicas=(1, 2, 3))
+        partition.backlog_max_bytes = 1
+        caplog.set_level("INFO", logger=partition_module.logger.name)
+
+        def lines(level: str) -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.levelname == level and "acks=all" in r.getMessage()]
+
+        for _ in range(5):  # holds begin and end five times within a minute: one INFO line
+            end = partition.append_as_leader(batch(3)).end_offset
+            hold, again = partition.backlog_hold(), partition.backlog_hold()
+            assert hold is not None and again is not None and partition.backlog_held == 2
+            assert not partition.backlog_overdue(clock[0] + lag_max_ms - 1, lag_max_ms)
+            partition.follower_fetched(2, end, end)
+            partition.follower_fetched(3, end, end)
+            await asyncio.wait_for(hold, 1)
+            assert partition.backlog_held == 0 and partition.backlog_held_since_ms is None
+            clock[0] += 1_000
+        assert len(lines("INFO")) == 1 and not lines("WARNING")
+        assert "t-0: holding acks=all producers" in lines("INFO")[0] and "ISR [1, 2, 3]" in lines("INFO")[0]
+        clock[0] += partition_module.BACKLOG_LOG_INTERVAL_MS
+        partition.append_as_leader(batch(3))
+        since = clock[0]
+        assert partition.backlog_hold() is not None and len(lines("INFO")) == 2  # a new interval: said again
+        # Held longer than replica.lag.time.max.ms: a WARNING naming the backlog, high watermark and ISR, once an interval.
+        assert partition.backlog_overdue(since + lag_max_ms, lag_max_ms)
+        warning = lines("WARNING")[0]
+        assert (f"t-0: 1 acks=all Produce requests have held their connections for {lag_max_ms} ms: "
+                f"{partition.backlog_bytes} bytes above the high watermark {partition.high_watermark}") in warning
+        assert "ISR [1, 2, 3]" in warning
+        assert not partition.backlog_overdue(since + lag_max_ms + 1_000, lag_max_ms)
+        assert partition.backlog_overdue(since + lag_max_ms + partition_module.BACKLOG_LOG_INTERVAL_MS, lag_max_ms)
+        assert len(lines("WARNING")) == 2
+
+    run(main, tmp_path)
+
+
+def test_the_http_partition_view_carries_the_backlog_of_a_partition_led_here(tmp_path):
+    from types import SimpleNamespace
+
+    from tidelog.http.cluster_view import ClusterView
+
+    async def main(logs):
+        partition = leader(logs, replicas=(1, 2, 3))
+        partition.backlog_max_bytes = 1
+        view = ClusterView(SimpleNamespace(replicas=Hosted(partition)))
+        assert view.backlog("t", 0) == {"backlog_bytes": 0, "backlog_held": 0}
+        partition.append_as_leader(batch(3))
+        assert partition.backlog_hold() is not None
+        assert view.backlog("t", 0) == {"backlog_bytes": len(batch(3)), "backlog_held": 1}
+        assert view.backlog("t", 1) == {}  # not hosted here: the topic view leaves its nulls
+        partition.stop_leading()
+        assert view.backlog("t", 0) == {}
+
+    run(main, tmp_path)

@@ -165,11 +165,13 @@ def _ratio(value: float | None) -> str:
 @click.option("--http", "http", envvar="TIDELOG_HTTP", default=None, metavar="URL",
               help="A broker's HTTP API (e.g. http://127.0.0.1:8080; env TIDELOG_HTTP): show the log cleaner's state "
                    "of compacted topics (dirty ratio, cleanable bytes, last cleaned offset) on that broker's replicas, "
-                   "and a delay topic's movers (records waiting, next due time, moved, lost, state).")
+                   "a delay topic's movers (records waiting, next due time, moved, lost, state), and for a replicated "
+                   "topic the backlog (bytes above the high watermark, held producers) of the partitions that broker leads.")
 @client_command()
 def describe(client: Client, topic_names: tuple[str, ...], all_configs: bool, http: str | None) -> None:
     """Partitions (leader, replicas, ISR, watermarks), configs (with their sources) and, with --http,
-    the log cleaner's state of compacted topics and a delay topic's movers."""
+    the log cleaner's state of compacted topics, a delay topic's movers and a replicated topic's
+    backlog above the high watermark (replica.backlog.max.bytes) where that broker leads."""
     admin = client.admin()
     described = []
     for name in topic_names:
@@ -196,11 +198,16 @@ def describe(client: Client, topic_names: tuple[str, ...], all_configs: bool, ht
         ]
         compacted = any(c["name"] == "cleanup.policy" and "compact" in (c["value"] or "") for c in configs)
         delayed = any(c["name"] == "tidelog.delay.target.topic" and c["value"] for c in configs)
-        detail = http_topic(client, http, name) if http is not None and (compacted or delayed) else {}
+        replicated = any(len(p["replicas"]) > 1 for p in partitions)
+        detail = http_topic(client, http, name) if http is not None and (compacted or delayed or replicated) else {}
         if http is not None:
             states = {p["partition"]: p.get("cleaner") for p in detail.get("partitions", [])} if compacted else {}
+            backlogs = {p["partition"]: p for p in detail.get("partitions", [])} if replicated else {}
             for p in partitions:
                 p["cleaner"] = states.get(p["partition"])
+                if replicated:  # the leader's bytes above its high watermark and the producers it holds for them
+                    known = backlogs.get(p["partition"], {})
+                    p["backlog_bytes"], p["backlog_held"] = known.get("backlog_bytes"), known.get("backlog_held")
         described.append({
             "name": name, "internal": is_internal(name), "partition_count": len(partitions),
             "replication_factor": max((len(p["replicas"]) for p in partitions), default=0),
@@ -214,14 +221,18 @@ def describe(client: Client, topic_names: tuple[str, ...], all_configs: bool, ht
     for t in described:
         out.fields([("topic", t["name"]), ("partitions", t["partition_count"]), ("replication factor", t["replication_factor"])],
                    title=f"Topic {t['name']}")
+        backlog = [k for k in ("backlog_bytes", "backlog_held") if any(k in p for p in t["partitions"])]
         out.table(
-            ["partition", "leader", "replicas", "isr", "log start", "high watermark", "records"],
+            ["partition", "leader", "replicas", "isr", "log start", "high watermark", "records",
+             *(["backlog bytes", "held producers"] if backlog else [])],
             [(p["partition"], "none" if p["leader"] is None else p["leader"], p["replicas"], p["isr"],
-              *("-" if p[k] is None else p[k] for k in ("log_start_offset", "high_watermark", "records")))
+              *("-" if p[k] is None else p[k] for k in ("log_start_offset", "high_watermark", "records", *backlog)))
              for p in t["partitions"]],
             title="Partitions",
-            row_styles=["red" if p["leader"] is None else "yellow" if len(p["isr"]) < len(p["replicas"]) else None
-                        for p in t["partitions"]],
+            caption=f"backlog: the leader's bytes above its high watermark, from the broker at {http} (- where it does "
+                    "not lead)" if backlog else None,
+            row_styles=["red" if p["leader"] is None else "yellow" if len(p["isr"]) < len(p["replicas"]) or p.get("backlog_held")
+                        else None for p in t["partitions"]],
         )
         if t["compacted"] and http is None:
             note("the log cleaner's state: --http URL of a broker's HTTP API")

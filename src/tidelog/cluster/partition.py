@@ -68,6 +68,7 @@ __all__ = ["AppendResult", "IsrWriter", "Partition", "PartitionConfig", "ReadRes
 logger = logging.getLogger(__name__)
 
 _NEVER = float("inf")  # a time after every append's (bisect by offset alone)
+BACKLOG_LOG_INTERVAL_MS = 60_000  # a partition's backlog-hold INFO / WARNING lines: at most one of each a minute
 APPENDS_REMEMBERED = 10_000  # appends above the high watermark whose times a leader keeps (follower_fetched)
 
 
@@ -138,6 +139,10 @@ class Partition:
         self.high_watermark_bytes = 0
         self._backlog_ends: collections.deque[tuple[int, int]] = collections.deque()
         self._backlog_holds: list[asyncio.Future] = []
+        # For the log lines (backlog_started, backlog_overdue): when the holds now pending began
+        # (None: nothing held), and when this partition last said so at INFO / WARNING.
+        self.backlog_held_since_ms: int | None = None
+        self._backlog_info_ms = self._backlog_warning_ms = -BACKLOG_LOG_INTERVAL_MS
         self.pending_isr: tuple[int, ...] | None = None  # the ISR a compare-and-swap in flight is writing
         self.leader_epoch_start_offset = 0
         self.ack_waiters = AckWaiters()  # acks=all appends waiting for the high watermark
@@ -427,10 +432,45 @@ class Partition:
         if self.backlog_max_bytes <= 0 or self.backlog_bytes <= self.backlog_max_bytes or not self.leading:
             return None
         future = asyncio.get_running_loop().create_future()
+        if self.backlog_held_since_ms is None:
+            self._backlog_started()
         self._backlog_holds.append(future)
         return future
 
+    @property
+    def backlog_held(self) -> int:
+        """Produce requests whose connection this partition's backlog holds now (each holds one
+        connection; a pipelining producer's requests appended before the first hold hold the
+        same one)."""
+        return sum(1 for future in self._backlog_holds if not future.done())
+
+    def _backlog_started(self) -> None:
+        """The first hold since the backlog was last within its bound: flow control doing its
+        job, so an INFO line at most once per BACKLOG_LOG_INTERVAL_MS a partition."""
+        now = monotonic_ms()
+        self.backlog_held_since_ms = now
+        if now - self._backlog_info_ms >= BACKLOG_LOG_INTERVAL_MS:
+            self._backlog_info_ms = now
+            logger.info("%s-%d: holding acks=all producers: %d bytes above the high watermark %d (replica.backlog.max.bytes "
+                        "%d), ISR %s", self.topic, self.index, self.backlog_bytes, self.high_watermark,
+                        self.backlog_max_bytes, list(self.state.isr))
+
+    def backlog_overdue(self, now_ms: int, after_ms: int) -> bool:
+        """A WARNING (at most once per BACKLOG_LOG_INTERVAL_MS a partition) when a connection has
+        been held longer than ``after_ms`` (replica.lag.time.max.ms: the followers are neither
+        catching up nor leaving the ISR); True when it said so. ReplicaManager's ISR loop asks."""
+        since = self.backlog_held_since_ms
+        if since is None or now_ms - since < after_ms or now_ms - self._backlog_warning_ms < BACKLOG_LOG_INTERVAL_MS:
+            return False
+        self._backlog_warning_ms = now_ms
+        logger.warning("%s-%d: %d acks=all Produce requests have held their connections for %d ms: %d bytes above the "
+                       "high watermark %d (replica.backlog.max.bytes %d), ISR %s, follower ends %s", self.topic, self.index,
+                       self.backlog_held, now_ms - since, self.backlog_bytes, self.high_watermark,
+                       self.backlog_max_bytes, list(self.state.isr), dict(sorted(self.follower_end_offsets.items())))
+        return True
+
     def _release_backlog_holds(self) -> None:
+        self.backlog_held_since_ms = None
         holds, self._backlog_holds = self._backlog_holds, []
         for future in holds:
             if not future.done():

@@ -211,6 +211,13 @@ class ReplicaManager:
             for replica, lag in partition.replica_lags():
                 yield partition.topic, partition.index, replica, lag
 
+    def backlogs(self):
+        """(topic, partition, bytes above the high watermark, Produce requests held) of each
+        partition led here with followers (replica.backlog.max.bytes)."""
+        for partition in list(self.partitions.values()):
+            if partition.leading and len(partition.state.replicas) > 1:
+                yield partition.topic, partition.index, partition.backlog_bytes, partition.backlog_held
+
     def producer_count(self) -> int:
         return sum(p.producer_count for p in self.partitions.values())
 
@@ -573,3 +580,5 @@ class ReplicaManager:
                     logger.info("%s-%d: replicas %s lag more than %d ms", partition.topic, partition.index, lagging,
                                 self.lag_max_ms)
                     self.change_isr(partition, tuple(r for r in partition.state.isr if r not in lagging))
+                if partition.backlog_held_since_ms is not None:
+                    partition.backlog_overdue(now, self.lag_max_ms)

@@ -63,6 +63,14 @@ class ClusterView:
         partition = self.broker.replicas.get(topic, partition)
         return partition is not None and partition.leading
 
+    def backlog(self, topic: str, partition: int) -> dict:
+        """A partition led here: its bytes above the high watermark and the Produce requests
+        holding their connections for it (replica.backlog.max.bytes); 0 and 0 without followers."""
+        hosted = self.broker.replicas.get(topic, partition)
+        if hosted is None or not hosted.leading:
+            return {}
+        return {"backlog_bytes": hosted.backlog_bytes, "backlog_held": hosted.backlog_held}
+
     def hosted(self, keys: list[tuple[str, int]]) -> list:
         """The partitions of ``keys`` hosted here (a read waits for data on them)."""
         return [p for key in keys if (p := self.broker.replicas.get(*key)) is not None]

@@ -69,6 +69,10 @@ SCHEMAS = {
         "high_watermark": {**NULLABLE_INT, "description": "What consumers can read up to."},
         "size_bytes": {**NULLABLE_INT, "description": "The leader's bytes on disk."},
         "segments": {**NULLABLE_INT, "description": "Known when the broker that answered leads the partition."},
+        "backlog_bytes": {**NULLABLE_INT, "description": "Cluster: bytes the leader appended above the high watermark "
+                          "(replica.backlog.max.bytes bounds them); known when the broker that answered leads the partition."},
+        "backlog_held": {**NULLABLE_INT, "description": "Cluster: acks=all Produce requests whose connections the "
+                         "backlog holds now (nothing more is read from them); known as backlog_bytes is."},
         "cleaner": {"oneOf": [{"type": "null"}, _obj({
             "replica": {**INT, "description": "The broker whose replica this is (each replica cleans its own log)."},
             "last_cleaned_offset": {**NULLABLE_INT, "description": "Cleaned up to here (exclusive: the first dirty "

@@ -63,7 +63,8 @@ class TopicRoutes:
             views[record.name] = []
             for partition in range(record.partitions):
                 view = self.view.partition_state(record.name, partition, live)
-                view.update(log_start_offset=None, log_end_offset=None, high_watermark=None, size_bytes=None, segments=None)
+                view.update(log_start_offset=None, log_end_offset=None, high_watermark=None, size_bytes=None, segments=None,
+                            backlog_bytes=None, backlog_held=None)
                 log = self.broker.partition_log(record.name, partition)
                 view["cleaner"] = self._cleaner_state(log)
                 if view["leader"] == self.broker.node_id and (log is None or self.broker.logs.offline):
@@ -71,6 +72,7 @@ class TopicRoutes:
                 if view["leader"] is not None and self.view.leads(record.name, partition) and log is not None:
                     view.update(log_start_offset=log.log_start_offset, log_end_offset=log.log_end_offset,
                                 high_watermark=self.view.high_watermark(log), size_bytes=log.size_bytes, segments=len(log.segments))
+                    view.update(self.view.backlog(record.name, partition))
                 elif view["leader"] is not None and view["leader"] != self.broker.node_id:
                     remote.setdefault(view["leader"], []).append((record.name, partition))
                 views[record.name].append(view)

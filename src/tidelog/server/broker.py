@@ -578,6 +578,7 @@ class Broker:
         refresh_gauges(self.metrics, metadata=self.metadata, logs=self.logs, replicas=self.replicas, groups=self.groups,
                        resources=self.resources, is_controller=is_controller, started_at_ms=self.started_at_ms,
                        transactions=self.transactions)
+        self.metrics.backlog_held_connections.set(sum(1 for c in list(self.connections) if c.held_for_replication))
         if self.shares is not None:
             self.shares.refresh_gauges(self.metrics)
         if self.push_delivery is not None:

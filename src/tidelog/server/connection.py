@@ -528,6 +528,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
         if not self._holds:
             self._resume("replication")
 
+    @property
+    def held_for_replication(self) -> bool:
+        """Reading is held by a partition's backlog (the tidelog_replica_backlog_held_connections gauge)."""
+        return bool(self._holds)
+
     def _held_by(self) -> asyncio.Future | None:
         """A hold not yet done (one done and not yet removed is no hold: awaiting it would not
         yield to the loop, and a Produce looping on it would spin)."""

@@ -117,6 +117,13 @@ def _refresh_cluster_gauges(metrics: "BrokerMetrics", store: "MetadataStore", re
     metrics.replica_lag.clear()
     for topic, partition, replica, lag in (replicas.replica_lags() if metrics.per_partition else ()):
         metrics.replica_lag.labels(topic, str(partition), str(replica)).set(lag)
+    metrics.backlog_bytes.clear()
+    total = 0
+    for topic, partition, backlog, _held in replicas.backlogs():
+        total += backlog
+        if metrics.per_partition:
+            metrics.backlog_bytes.labels(topic, str(partition)).set(backlog)
+    metrics.backlog_bytes_sum.set(total)
 
 
 def _refresh_group_gauges(metrics: "BrokerMetrics", groups: "GroupCoordinator", replicas: "ReplicaManager") -> None:

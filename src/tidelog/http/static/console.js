@@ -264,6 +264,9 @@ async function topicDetail(name) {
         { label: "Start offset", render: p => fmtNum(p.log_start_offset), num: true }, { label: "End offset", render: p => fmtNum(p.log_end_offset), num: true },
         { label: "High watermark", render: p => fmtNum(p.high_watermark), num: true }, { label: "Size", render: p => fmtBytes(p.size_bytes), num: true },
         { label: "Segments", render: p => fmtNum(p.segments), num: true },
+        ...(t.replication_factor > 1 ? [  // the leader's bytes above the high watermark, and the producers it holds for them
+          { label: "Backlog", render: p => fmtBytes(p.backlog_bytes), num: true },
+          { label: "Held producers", render: p => p.backlog_held ? h("span", { class: "tag state-under-replicated" }, fmtNum(p.backlog_held)) : fmtNum(p.backlog_held), num: true }] : []),
       ], t.partitions, { testid: "partitions-table", key: p => p.partition, onRow: p => { location.hash = `#/topics/${enc(name)}/messages?partition=${p.partition}`; } }),
       ...(t.partitions.some(p => p.cleaner) ? [h("h2", {}, "Log cleaner (this broker's replicas)"), table([
         { label: "Partition", key: "partition", num: true }, { label: "Last cleaned offset", render: p => fmtNum(p.cleaner.last_cleaned_offset), num: true },
