@@ -3,7 +3,8 @@ general ones they stand in for: ``_carve`` (an acquisition's pieces made runs of
 their final fields, and their state batches) against splitting with ``_isolate_sorted``, changing
 each part and ``_record`` making the batches from the runs, ``_advance_start``'s short cut, and
 ``_accept_whole_runs`` (acknowledgements that accept whole Acquired runs) against the general
-``acknowledge``; the gaps of the window (never-delivered records archived with no run) and the
+``acknowledge``, ``_take_in_order`` (the policy's ranges inside one Available run, taken without a
+walk each) against that walk; the gaps of the window (never-delivered records archived with no run) and the
 mosaics (a filter's acquisition as one run: ``_carve_mosaic``, accepted whole, split back into
 runs by anything else) against the runs the general paths make. The same random walk of fetches, acknowledgements, lock expiries, member
 releases, retention moving the log start and failed writes on both must leave the same runs, the same transitions (state
@@ -19,6 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from tidelog.protocol.errors import KafkaError
 from tidelog.protocol.share_requests import ack_batches
+from tidelog.queues.acks import AcquireMode
 from tidelog.queues.in_flight import TERMINAL, ArchiveReason, RecordState, finish
 from tidelog.queues.log_batches import LogBatch, acquired_ranges
 from tidelog.queues.priority import QueuePolicy
@@ -37,6 +39,9 @@ class GeneralPaths(SharePartition):
 
     def _accept_whole_runs(self, member_id, acks):
         return None
+
+    def _in_one_run(self, *args):
+        return False  # the walk over the policy's ranges, one by one
 
     def _record(self, t, built=False):
         super()._record(t)  # the batches from the transition's runs, whatever _carve built
@@ -96,12 +101,14 @@ class Discarding:
     """A filter-like policy: offsets in ``filtered`` are archived as filtered out, in ``expired`` as
     expired (dead-lettered), the rest taken in offset order. ``joined``: neighbours set aside for
     one reason in one candidate are one range (QueuePolicy's, from runs of equal verdicts), else
-    one range each."""
+    one range each. ``split``: each record taken a range of its own (a priority policy's, or a
+    filter's over records released again: several ranges in one run, redelivered ones too)."""
 
     lookahead_records = 3
 
-    def __init__(self, filtered: frozenset[int], expired: frozenset[int], joined: bool = False) -> None:
-        self.filtered, self.expired, self.joined = filtered, expired, joined
+    def __init__(self, filtered: frozenset[int], expired: frozenset[int], joined: bool = False,
+                 split: bool = False) -> None:
+        self.filtered, self.expired, self.joined, self.split = filtered, expired, joined, split
         self.discarded: list = []
 
     def _discard(self, offset: int, reason: ArchiveReason, candidate_first: int) -> None:
@@ -120,7 +127,7 @@ class Discarding:
                     self._discard(o, ArchiveReason.FILTERED, c.first_offset)
                 elif o in self.expired:
                     self._discard(o, ArchiveReason.EXPIRED, c.first_offset)
-                elif out and out[-1][1] + 1 == o:
+                elif out and out[-1][1] + 1 == o and not self.split:
                     out[-1] = (out[-1][0], o)
                 else:
                     out.append((o, o))
@@ -182,15 +189,16 @@ class FastPathsMatchTheGeneralOnes(RuleBasedStateMachine):
         return fast
 
     @rule(member=st.sampled_from(MEMBERS), max_records=st.integers(1, 10), fail=st.integers(0, 7),
-          batch_size=st.one_of(st.none(), st.integers(1, 4)), joined=st.booleans())
-    def fetch(self, member, max_records, fail, batch_size, joined):
+          batch_size=st.one_of(st.none(), st.integers(1, 4)), joined=st.booleans(),
+          mode=st.sampled_from(AcquireMode), split=st.booleans())
+    def fetch(self, member, max_records, fail, batch_size, joined, mode, split):
         offset = self.fast.fetch_offset(self.now)
         assert offset == self.general.fetch_offset(self.now)
         if offset is None:
             return
         read = [b for b in self.log if b.last_offset >= offset and b.base_offset >= self.log_start]
-        self._both(lambda sp: sp.acquire(member, read, max_records, self.now, batch_size=batch_size,
-                                         policy=Discarding(self.filtered, self.expired, joined)), fail == 0)
+        self._both(lambda sp: sp.acquire(member, read, max_records, self.now, batch_size=batch_size, mode=mode,
+                                         policy=Discarding(self.filtered, self.expired, joined, split)), fail == 0)
 
     @rule(member=st.sampled_from(MEMBERS), data=st.data(), fail=st.integers(0, 7))
     def acknowledge(self, member, data, fail):
@@ -258,12 +266,15 @@ TestFastPathsMatchTheGeneralOnes = FastPathsMatchTheGeneralOnes.TestCase
 
 
 @settings(max_examples=300, deadline=None)
-@given(runs=st.lists(st.tuples(st.integers(1, 4), st.integers(0, 1), st.booleans(), st.integers(0, 3),
-                               st.integers(0, 3)), max_size=20),
+@given(runs=st.lists(st.tuples(st.integers(1, 4), st.sampled_from([0, 0, 0, 1]), st.booleans(),
+                               st.sampled_from([0, 0, 0, 1, 2, 3]), st.sampled_from([0, 0, 0, 1, 2, 3])),
+                     max_size=20),
        holes=st.sets(st.integers(0, 60)), now=st.integers(0, 3))
 def test_offset_order_without_priority_is_the_general_order_with_one_priority(runs, holes, now):
     """QueuePolicy's offset-order walk (priority off) takes, sets aside and defers what the
-    general walk does with every record at one priority and no aging (its sort is then by offset)."""
+    general walk does with every record at one priority and no aging (its sort is then by offset),
+    its candidates judged by a filter alone (runs without a gap, none expired nor due later:
+    ``_judged_alike``'s slices) or not."""
     attrs, offset = [], 0
     for size, gap, matches, due, expire in runs:
         offset += gap
@@ -310,3 +321,20 @@ def test_combining_onto_a_combined_state_is_the_general_combination(writes, sort
         fast = combine_state_batches(fast, new, start, combined=True)
         general = combine_state_batches(general, new, start)
         assert fast == general
+
+
+def test_records_on_their_last_delivery_are_taken_alone_from_several_ranges_of_one_run():
+    """Several ranges of the policy inside one Available run of records delivered twice (with a
+    delivery count limit of 3: the last attempt) are not taken as one piece each: one record, alone,
+    as the walk over the ranges takes it."""
+    config = SharePartitionConfig(3, LOCK_MS, 40)
+    log = [LogBatch(0, 9)]
+    outcomes = []
+    for sp in (SharePartition(config, 0), GeneralPaths(config, 0)):
+        for _ in range(2):  # delivered twice, released each time
+            sp.commit(sp.acquire("a", log, 10, 0))
+            sp.commit(sp.acknowledge("a", [AckBatch(0, 9, (AcknowledgeType.RELEASE,))], 0))
+        t = sp.acquire("a", log, 10, 0, policy=Discarding(frozenset(), frozenset(), split=True))
+        outcomes.append(list(t.acquired))
+    assert outcomes[0] == outcomes[1]
+    assert [(a.first_offset, a.last_offset, a.delivery_count) for a in outcomes[0]] == [(0, 0, 3)]

@@ -23,8 +23,9 @@ nothing holds across partitions. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from operator import itemgetter
+from bisect import bisect_left, bisect_right
+from itertools import compress, repeat
+from operator import itemgetter, not_
 from typing import Sequence
 
 from tidelog.queues.in_flight import ArchiveReason
@@ -33,7 +34,11 @@ from tidelog.queues.selection import Candidate
 
 __all__ = ["QueuePolicy"]
 
+_FIRST = itemgetter(0)  # an AttrRun's first offset
 _LAST = itemgetter(1)  # an AttrRun's last offset (a C key for bisect)
+_DUE = itemgetter(4)
+_EXPIRE = itemgetter(5)
+_MATCHES = itemgetter(6)
 
 
 class QueuePolicy:
@@ -95,6 +100,8 @@ class QueuePolicy:
             first, last = candidate.first_offset, candidate.last_offset
             # (the attributes cover the whole window, the candidates often only its end)
             j = bisect_left(attrs, first, j, key=_LAST)
+            if j < count and attrs[j].first <= first and self._judged_alike(candidate, j, now_ms, out):
+                continue
             position = first
             k = j
             while position <= last:
@@ -121,3 +128,29 @@ class QueuePolicy:
                 if end == run_last:
                     k += 1
         return out
+
+    def _judged_alike(self, candidate: Candidate, j: int, now_ms: int, out: list[tuple[int, int]]) -> bool:
+        """``_in_offset_order`` for one candidate whose records the attribute runs from ``attrs[j]``
+        (which holds its first record) cover without a gap, none expired nor due later (a filter
+        alone: the usual case), without a Python step per run: the matching runs (clipped to the
+        candidate) go to ``out``, the others to ``discarded`` as filtered out. False (nothing done)
+        where that does not hold: the walk decides then."""
+        attrs = self.attrs
+        first, last = candidate.first_offset, candidate.last_offset
+        m = bisect_right(attrs, last, j, key=_FIRST)  # the runs j..m-1 overlap the candidate
+        if attrs[m - 1].last < last:  # (records after the runs: no attributes known)
+            return False
+        runs = attrs[j:m]
+        if max(map(_EXPIRE, runs)) or max(map(_DUE, runs)) > now_ms:
+            return False
+        firsts = list(map(_FIRST, runs))
+        lasts = list(map(_LAST, runs))
+        if lasts[-1] - firsts[0] + 1 != sum(lasts) - sum(firsts) + len(runs):  # a gap between two runs
+            return False
+        firsts[0] = first
+        lasts[-1] = last
+        matches = list(map(_MATCHES, runs))
+        out.extend(zip(compress(firsts, matches), compress(lasts, matches)))
+        refused = list(map(not_, matches))
+        self.discarded.extend(zip(compress(firsts, refused), compress(lasts, refused), repeat(ArchiveReason.FILTERED)))
+        return True

@@ -52,9 +52,9 @@ from __future__ import annotations
 import functools
 import gc
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from itertools import cycle, repeat, takewhile
+from itertools import accumulate, cycle, repeat, takewhile
 from operator import attrgetter, eq, is_, itemgetter, sub
 from typing import Callable, Iterable, Sequence
 
@@ -356,7 +356,13 @@ class SharePartition:
                              config.delivery_count_limit - 1 if config.delivery_count_limit > 2 else 1 << 62)
         n = len(runs)
         available = RecordState.AVAILABLE
-        for first, last in policy.order(candidates, now_ms):
+        order = policy.order(candidates, now_ms)
+        if isinstance(order, list) and len(order) > 1 \
+                and self._in_one_run(order, read_first, read_last, now_ms, throttled_from):
+            # (a filter's matches in the window's Available tail, the usual case: no walk per match)
+            acquired_count = self._take_in_order(order, pieces, max_records, mode, bounds)
+            order = ()
+        for first, last in order:
             if acquired_count >= max_records:
                 break
             stop = False
@@ -425,6 +431,45 @@ class SharePartition:
         self._record(t, built=True)
         t.acquired = cut_at_batches(t.acquired, bounds, batch_size if mode == AcquireMode.BATCH_OPTIMIZED else None)
         return t
+
+    def _in_one_run(self, order: list[tuple[int, int]], read_first: int, read_last: int, now_ms: int,
+                    throttled_from: int) -> bool:
+        """Whether every range of ``order`` lies inside the read and inside one Available run that
+        ``acquire`` takes from as it is (nothing pending, due, not throttled): then each range is one
+        piece and ``_take_in_order`` makes them."""
+        low, high = min(map(_START, order)), max(map(_END, order))
+        if low < read_first or high > read_last:
+            return False
+        runs = self._runs
+        i = bisect_right(runs, low, key=_FIRST) - 1
+        if i < 0:
+            return False
+        run = runs[i]
+        return run.last >= high and run.state == RecordState.AVAILABLE and run.pending is None \
+            and run.available_at_ms <= now_ms and run.delivery_count < throttled_from
+
+    @staticmethod
+    def _take_in_order(order: list[tuple[int, int]], pieces: list[tuple[int, int, object]], max_records: int,
+                       mode: AcquireMode, bounds: BatchBounds) -> int:
+        """``acquire``'s walk over ``order`` where ``_in_one_run`` holds: the ranges in order while
+        fewer than ``max_records`` records are taken, the last one cut as the walk cuts it (at
+        ``max_records``, or at the end of its batch in BATCH_OPTIMIZED mode), appended to ``pieces``
+        tagged ``_ACQUIRE``, without a Python step per range; returns how many records they hold."""
+        firsts, lasts = list(map(_START, order)), list(map(_END, order))
+        taken = list(accumulate(map(sub, map((1).__add__, lasts), firsts)))  # records taken up to each range
+        k = bisect_left(taken, max_records)  # the range reaching max_records (len(order): none does)
+        pieces.extend(zip(firsts[:k], lasts[:k], repeat(_ACQUIRE)))
+        count = taken[k - 1] if k else 0
+        if k < len(order):
+            first, last = firsts[k], lasts[k]
+            remaining = max_records - count
+            take = last - first + 1
+            if take > remaining:
+                take = remaining if mode == AcquireMode.RECORD_LIMIT else \
+                    min(take, bounds.end_of_batch(first + remaining - 1) - first + 1)
+            pieces.append((first, first + take - 1, _ACQUIRE))
+            count += take
+        return count
 
     def _carve(self, t: Transition, pieces: list[tuple[int, int, object]], member_id: str,
                deadline: int) -> tuple[list[Run], int, dict[ArchiveReason, int]]:
