@@ -211,13 +211,20 @@ def test_a_thousand_delayed_records_arrive_on_time_across_a_broker_sigkill(broke
 def test_aging_bounds_how_long_a_flood_of_high_priorities_holds_back_a_low_one(broker):
     create_topic(broker.bootstrap, "flooded", 1, {"tidelog.priority.enable": "true", "tidelog.priority.aging.ms": "200"})
     group_configs(broker.bootstrap, "floodgate", **{"share.auto.offset.reset": "earliest"})
-    produce(broker.bootstrap, "flooded", [(b"low", {"priority": "0"})])
     consumer = share_consumer(broker.bootstrap, "floodgate", ["flooded"], **{"max.poll.records": "5"})
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
     got: list[bytes] = []
-    started = time.monotonic()
     try:
-        next_flood, next_poll = [time.monotonic()], [time.monotonic()]
+        # The first flood is in the log with the low record before the consumer's first fetch (it
+        # fetches only when polled): a fetch before it took the low record alone (1 run in 8 at load
+        # 9). And the consumer joins first, so the low record does not age while it does.
+        wait_members(broker, "floodgate", 1)
+        producer.produce("flooded", b"low", headers={"priority": "0"})
+        for _ in range(10):
+            producer.produce("flooded", b"high", headers={"priority": "9"})
+        assert producer.flush(10) == 0
+        started = time.monotonic()
+        next_flood, next_poll = [started + 0.1], [started]
 
         def poll():
             # A flood faster than the consumer: 10 priority-9 records every 100 ms, 5 taken every 100 ms.
