@@ -693,3 +693,28 @@ def test_a_mover_whose_commit_is_fenced_stops_moving_and_committing(tmp_path, ca
         assert "committed at 3" in m.status()["commit_error"]
     asyncio.run(scenario())
     assert "delay mover delays-0: no longer its delay partition's mover" in caplog.text
+
+
+def test_a_delay_topic_created_again_is_not_fenced_by_its_predecessors_epochs():
+    """A delay topic deleted and created again under its name starts its leader epochs afresh while
+    the group still holds the old topic's progress (a higher epoch): the fence applies to commits
+    of the same mover only (the producer id its metadata names), so the new topic's mover commits."""
+    from tidelog.groups.coordinator import GroupCoordinator, GroupSettings
+    from tidelog.queues.delay_mover import PROGRESS_GROUP
+    key = ("delays", 0)
+
+    def progress(producer_id: int) -> str:
+        return '{"producer_id":%d,"round":[0,5,0,5,0,1],"sequence":5}' % producer_id
+
+    async def scenario():
+        coordinator = GroupCoordinator(GroupSettings(), _GroupLog())
+        coordinator.load()
+        commit = coordinator.offsets.commit_offsets
+        assert await commit(PROGRESS_GROUP, -1, "", None, {key: (5, 7, progress(11))}) == {key: ErrorCode.none}
+        assert await commit(PROGRESS_GROUP, -1, "", None, {key: (5, 0, progress(12))}) == {key: ErrorCode.none}
+        assert await commit(PROGRESS_GROUP, -1, "", None, {key: (6, 1, progress(12))}) == {key: ErrorCode.none}
+        assert await commit(PROGRESS_GROUP, -1, "", None, {key: (4, 0, progress(12))}) == \
+            {key: ErrorCode.fenced_leader_epoch}
+        [(_, _, committed)] = coordinator.offsets.fetch_offsets(PROGRESS_GROUP, [key])
+        assert (committed.offset, committed.leader_epoch) == (6, 1)
+    asyncio.run(scenario())

@@ -17,6 +17,7 @@ Not thread-safe; the broker's event loop owns it.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from tidelog.clock import wall_clock_ms
@@ -35,7 +36,17 @@ logger = logging.getLogger(__name__)
 # The delay movers' progress (queues/delay_mover.PROGRESS_GROUP): each commit carries its delay
 # partition's leader epoch, and one older than the partition's stored or in-flight commit is a
 # deposed leader's mover, refused with FENCED_LEADER_EPOCH (docs/queues.md). Other groups: not fenced.
+# Only the same mover's commits fence each other (the producer id its metadata names: a delay topic
+# created again under its name has another, and leader epochs from 0 again).
 EPOCH_FENCED_GROUP = "__tidelog-delay-mover"
+
+
+def _mover_of(metadata: str | None) -> object:
+    try:
+        found = json.loads(metadata or "")
+    except ValueError:
+        return None
+    return found.get("producer_id") if isinstance(found, dict) else None
 
 
 class OffsetManager:
@@ -52,7 +63,7 @@ class OffsetManager:
         self.pending_txn = PendingTxnOffsets()  # TxnOffsetCommit offsets waiting for their marker
         self.transactional_groups: set[str] = set()  # groups committed by TxnOffsetCommit since this broker loaded them
         self._in_flight: dict[tuple[str, str, int], int] = {}  # (group, topic, partition) -> commits being written
-        self._epochs: dict[tuple[str, int], int] = {}  # EPOCH_FENCED_GROUP: the highest leader epoch accepted
+        self._epochs: dict[tuple[str, int], tuple[int, object]] = {}  # EPOCH_FENCED_GROUP: the last (epoch, mover) accepted
 
     def validate_offset_commit(self, group_id: str, generation_id: int, member_id: str,
                                group_instance_id: str | None, api_version: int | None = None
@@ -88,7 +99,7 @@ class OffsetManager:
             if len(metadata.encode()) > self.settings.offset_metadata_max_bytes:
                 results[(topic, partition)] = ErrorCode.offset_metadata_too_large
                 continue
-            if group_id == EPOCH_FENCED_GROUP and self._fenced(topic, partition, leader_epoch):
+            if group_id == EPOCH_FENCED_GROUP and self._fenced(topic, partition, leader_epoch, metadata):
                 results[(topic, partition)] = ErrorCode.fenced_leader_epoch
                 continue
             committed = CommittedOffset(offset, leader_epoch, metadata, timestamp_ms, expire_ms)
@@ -119,17 +130,24 @@ class OffsetManager:
             results[(topic, partition)] = ErrorCode.none
         return results
 
-    def _fenced(self, topic: str, partition: int, leader_epoch: int) -> bool:
+    def _fenced(self, topic: str, partition: int, leader_epoch: int, metadata: str) -> bool:
         """Whether a delay mover's commit at ``leader_epoch`` comes from a deposed leader (an older
-        epoch than the stored commit's or one accepted and being written); else its epoch is the fence."""
+        epoch than the same mover's stored commit or one accepted and being written); else its
+        epoch is the fence."""
+        mover = _mover_of(metadata)
+        fence = -1
         stored = self.committed.get(EPOCH_FENCED_GROUP, topic, partition)
-        fence = max(self._epochs.get((topic, partition), -1), stored.leader_epoch if stored is not None else -1)
+        if stored is not None and _mover_of(stored.metadata) == mover:
+            fence = stored.leader_epoch
+        accepted = self._epochs.get((topic, partition))
+        if accepted is not None and accepted[1] == mover:
+            fence = max(fence, accepted[0])
         if leader_epoch < fence:
             logger.warning("group %s: refusing a commit of %s-%d at leader epoch %d: its progress was committed at "
                            "leader epoch %d (a deposed leader's delay mover; FENCED_LEADER_EPOCH)", EPOCH_FENCED_GROUP,
                            topic, partition, leader_epoch, fence)
             return True
-        self._epochs[(topic, partition)] = leader_epoch
+        self._epochs[(topic, partition)] = (leader_epoch, mover)
         return False
 
     async def commit_txn_offsets(
