@@ -717,4 +717,32 @@ def test_a_delay_topic_created_again_is_not_fenced_by_its_predecessors_epochs():
             {key: ErrorCode.fenced_leader_epoch}
         [(_, _, committed)] = coordinator.offsets.fetch_offsets(PROGRESS_GROUP, [key])
         assert (committed.offset, committed.leader_epoch) == (6, 1)
+
+
+def test_a_rounds_moved_records_are_not_counted_as_waiting_while_its_commit_is_pending(tmp_path):
+    """A batch counts as moved once the target took it; its round ends after the commit that follows
+    (a round trip to __consumer_offsets, slow on a loaded machine). Meanwhile status() counted those
+    records as waiting too: moved 20 and waiting 5 of 20 records (test_delay_topic_view at load 9)."""
+    async def scenario():
+        clock, source, target = Clock(), Source(), Target()
+        gate = asyncio.Event()
+
+        class SlowCommitted(Committed):
+            async def commit(self, offset: int, metadata: str) -> None:
+                await gate.wait()
+                await super().commit(offset, metadata)
+
+        m = await mover(source, target, tmp_path, clock, 1, progress=SlowCommitted(), batch_records=3)
+        source.produce([(b"k", b"%d" % n, [("tidelog-delay-ms", b"0")], NOW) for n in range(5)])
+        running = asyncio.ensure_future(run_until_idle(m))
+        for _ in range(1000):  # until the first batch is appended and its commit waits
+            if m.moved:
+                break
+            await asyncio.sleep(0)
+        status = m.status()
+        assert (status["moved_records"], status["waiting_records"], status["in_round"]) == (3, 2, True)
+        gate.set()
+        await running
+        status = m.status()
+        assert (status["moved_records"], status["waiting_records"], status["in_round"]) == (5, 0, False)
     asyncio.run(scenario())

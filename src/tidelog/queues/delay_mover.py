@@ -395,6 +395,8 @@ class DelayMover:
         waiting = next_due = None
         if not rebuilding:
             waiting = self.index.count_after(self.state.after_ms) + len(due_read)
+            if self._round is not None:  # the open round's records before _round_next: moved (or lost)
+                waiting -= self._round_next
             next_due = min(due_read) if due_read else self.next_due_ms()
         return {"waiting_records": waiting, "next_due_ms": next_due, "rebuilding": rebuilding,
                 "in_round": self._round is not None, "moved_records": self.moved, "lost_records": self.lost,
