@@ -10,6 +10,10 @@ import urllib.request
 from confluent_kafka import Producer, ShareConsumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+# A low delivery limit with Kafka's default record lock (30 s), for tests that release records: with a
+# 1 s lock a client slower than that between a delivery and its release (load) made it a lock expiry.
+LOW_LIMIT = {"group.share.delivery.count.limit": "3"}
+
 
 def create_topic(bootstrap: str, name: str, partitions: int, configs: dict[str, str] | None = None) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})

@@ -17,6 +17,7 @@ from kio.schema.describe_share_group_offsets.v1 import request as describe_reque
 from kio.schema.share_group_describe.v1.request import ShareGroupDescribeRequest
 
 from tests.integration.share_clients import (
+    LOW_LIMIT,
     create_topic,
     metric,
     produce_values,
@@ -25,9 +26,6 @@ from tests.integration.share_clients import (
     wait_for,
     wait_members,
 )
-
-FAST_LOCKS = {"group.share.min.record.lock.duration.ms": "1000", "group.share.record.lock.duration.ms": "1000",
-              "group.share.delivery.count.limit": "3"}
 
 
 def _offsets(bootstrap: str, group_id: str) -> dict[int, tuple[int, int]]:
@@ -117,7 +115,7 @@ def test_group_configs_on_the_group_resource(broker_factory):
 
 @pytest.mark.parametrize("copy_record", [True, False])
 def test_rejected_and_undeliverable_records_are_dead_lettered(broker_factory, copy_record):
-    broker = broker_factory(FAST_LOCKS)
+    broker = broker_factory(LOW_LIMIT)
     create_topic(broker.bootstrap, "orders", 1)
     create_topic(broker.bootstrap, "dlq.orders", 1, {"errors.deadletterqueue.group.enable": "true"})
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)

@@ -10,6 +10,7 @@ import pytest
 from confluent_kafka import AcknowledgeType
 
 from tests.integration.share_clients import (
+    LOW_LIMIT,
     create_topic,
     metric,
     produce_values,
@@ -56,7 +57,7 @@ def test_three_consumers_share_six_partitions_exactly_once(broker):
 
 
 def test_release_redelivers_with_rising_delivery_count_until_the_limit(broker_factory):
-    broker = broker_factory(FAST_LOCKS)
+    broker = broker_factory(LOW_LIMIT)
     create_topic(broker.bootstrap, "jobs", 1)
     consumer = share_consumer(broker.bootstrap, "releasers", ["jobs"], **{"share.acknowledgement.mode": "explicit"})
     try:

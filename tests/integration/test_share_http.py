@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.brokerproc import wait_until
+from tests.integration.share_clients import LOW_LIMIT
 from tests.integration.test_http_api import HttpApi
 
 # Short locks and a low delivery limit, so that redelivery takes seconds (Kafka's ranges allow them).
@@ -199,7 +200,7 @@ def test_broker_sigkill_loses_no_acknowledgement_and_redelivers_what_was_in_flig
 def test_rejected_and_undeliverable_records_are_dead_lettered_and_counted(broker_factory):
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
-    broker = broker_factory(FAST_LOCKS)
+    broker = broker_factory(LOW_LIMIT)
     http = HttpApi(broker)
     http.call("POST", "/topics", 201, json_body={"name": "orders", "partitions": 1})
     http.call("POST", "/topics", 201, json_body={"name": "dlq.orders", "partitions": 1,
