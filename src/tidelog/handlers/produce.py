@@ -42,6 +42,7 @@ from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.produce import PartitionResult, decode_produce_request, encode_produce_response
 from tidelog.protocol.records import BATCH_HEADER_SIZE, InvalidBatch, parse_batch_header
+from tidelog.queues.delay_topics import MOVER_CLIENT_ID
 from tidelog.security.acl import AclOperation, ResourceType
 from tidelog.txn.coordinator import verification_error
 from tidelog.txn.state import TopicPartition
@@ -101,7 +102,6 @@ async def _verify_transactions(ctx: RequestContext, transactional_id: str | None
 
 
 _PRODUCER_ID_AT = 43  # a batch header's producer id (8 bytes, big-endian)
-MOVER_CLIENT_ID = "tidelog-delay-"  # queues/delay_topics.py: the movers' remote appends (client id prefix)
 
 
 def _movers_producer_id(ctx: RequestContext, records) -> int | None:

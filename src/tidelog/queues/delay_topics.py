@@ -51,6 +51,7 @@ REMOTE_TIMEOUT_S = 10.0  # a request to another broker (a Produce waits for its 
 INDEX_DIR = ".delay-index"
 READ_BYTES = 1 << 20
 CLOCK_MARGIN_MS = 60_000  # how far before the producer state's time of a batch its own timestamp may be
+MOVER_CLIENT_ID = "tidelog-delay-"  # the client id prefix of the movers' remote appends (handlers/produce.py lets them use producer ids >= 2^62)
 OFFSETS_TOPIC = "__consumer_offsets"  # its partition 0's leader is the group coordinator (the movers' progress)
 
 
@@ -87,7 +88,7 @@ class _Peers:
         if kept is None or (kept[0].host, kept[0].port) != (info.host, info.port):
             if kept is not None:
                 kept[0].close()
-            kept = self._channels[node_id] = (BrokerChannel(info.host, info.port, f"tidelog-delay-{self.replicas.node_id}",
+            kept = self._channels[node_id] = (BrokerChannel(info.host, info.port, f"{MOVER_CLIENT_ID}{self.replicas.node_id}",
                                                             self.replicas.channel_security), asyncio.Lock())
         channel, lock = kept
         async with lock:
