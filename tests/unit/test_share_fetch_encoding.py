@@ -26,7 +26,7 @@ _partitions = st.builds(
     SharePartitionData, _I32, _ERROR, _I16, _I32, _I32,
     st.lists(st.binary(max_size=40), max_size=3),
     st.lists(st.tuples(_I64, _I64, _I16), max_size=30), _TEXT, _TEXT)
-_topics = st.lists(st.tuples(st.uuids(), st.lists(_partitions, max_size=3)), max_size=3)
+_topics = st.lists(st.tuples(st.none() | st.uuids(), st.lists(_partitions, max_size=3)), max_size=3)  # None: kio's zero id
 _nodes = st.lists(st.builds(NodeEndpoint, _I32, st.text(max_size=10), _I32, _TEXT), max_size=2)
 
 
@@ -58,6 +58,15 @@ def test_the_hand_encoder_writes_what_kio_writes(version, topics, error_code, er
                                         acquisition_lock_timeout_ms=lock_ms, throttle_time_ms=throttle_ms,
                                         node_endpoints=nodes)
     assert b"".join(parts) == _kio(version, topics, error_code, error_message, lock_ms, throttle_ms, nodes)
+
+
+def test_the_zero_topic_id_read_as_none_is_written_as_zeros():
+    """kio and protocol/share_requests.py read the all-zero topic id as None; a ShareFetch naming it is
+    answered UNKNOWN_TOPIC_ID under that id (the fuzz campaign found the encoder failing on it)."""
+    topics = [(None, [SharePartitionData(0, ErrorCode.unknown_topic_id)])]
+    parts = encode_share_fetch_response(topics)
+    assert b"".join(parts) == _kio(1, topics, 0, None, 0, 0, [])
+    assert bytes(16) in b"".join(parts)
 
 
 def test_records_go_out_as_the_read_buffers_not_joined():

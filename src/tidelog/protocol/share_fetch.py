@@ -39,6 +39,8 @@ class SharePartitionData(NamedTuple):
     error_message: str | None = None
     acknowledge_error_message: str | None = None
 
+_ZERO_ID = bytes(16)
+
 
 class NodeEndpoint(NamedTuple):
     node_id: int
@@ -54,7 +56,7 @@ def _string(value: str | None) -> bytes:
     return uvarint(len(encoded) + 1) + encoded
 
 
-def encode_share_fetch_response(topics: Sequence[tuple[uuid.UUID, Sequence[SharePartitionData]]], *,
+def encode_share_fetch_response(topics: Sequence[tuple[uuid.UUID | None, Sequence[SharePartitionData]]], *,
                                 error_code: int = 0, error_message: str | None = None,
                                 acquisition_lock_timeout_ms: int = 0, throttle_time_ms: int = 0,
                                 node_endpoints: Sequence[NodeEndpoint] = ()) -> list[bytes | memoryview]:
@@ -65,7 +67,7 @@ def encode_share_fetch_response(topics: Sequence[tuple[uuid.UUID, Sequence[Share
     head += _I32.pack(acquisition_lock_timeout_ms)
     head += uvarint(len(topics) + 1)
     for topic_id, partitions in topics:
-        head += topic_id.bytes
+        head += topic_id.bytes if topic_id is not None else _ZERO_ID  # kio reads the zero id as None
         head += uvarint(len(partitions) + 1)
         for p in partitions:
             head += _PARTITION.pack(p.partition_index, p.error_code)
