@@ -3,7 +3,11 @@
 Names follow Prometheus conventions with a ``tidelog_`` prefix; what Kafka calls
 ``MessagesInPerSec`` is ``tidelog_produced_records_total`` here (rates come from the scraper).
 Counters and histograms are updated where things happen (the connection, the handlers, the
-log manager's fsyncs); gauges that describe state (logs, groups, lag, waiting requests) are
+log manager's fsyncs); those touched for every request (requests and their latency, bytes and
+records produced and fetched, the Produce latency, fsync jobs) are plain numbers
+(TallyCounter, TallyHistogram) the registry turns into the same samples prometheus-client's
+Counter and Histogram would write, at scrape time: a prometheus-client update is ~a dozen Python
+calls and a lock, and a Produce request made ~8 of them. Gauges that describe state (logs, groups, lag, waiting requests) are
 set from the node's parts at scrape time by server/gauges.py, cleared first so a deleted topic
 or group disappears from the scrape; the logs' per-partition families are text it writes
 (PartitionSeries), served after the registry's.
@@ -11,10 +15,14 @@ or group disappears from the scrape; the logs' per-partition families are text i
 
 from __future__ import annotations
 
+import math
 import struct
 import time
+from bisect import bisect_left
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5, 30)
@@ -69,6 +77,86 @@ def gauge_value(value: int) -> str:
     return f"{value}.0" if value < 1_000_000 else floatToGoString(value)
 
 
+class TallyCounter:
+    """A counter family kept as plain numbers (one per label-value tuple) and written at scrape
+    time as prometheus-client's Counter writes it: ``NAME_total`` and ``NAME_created`` per
+    series, in the order the series first appeared. Updated on the event loop only."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...] = ()) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        self.values: dict[tuple[str, ...], float] = {}
+        self.created: dict[tuple[str, ...], float] = {}
+        if not labelnames:
+            self.values[()] = 0
+            self.created[()] = time.time()
+
+    def inc(self, labels: tuple[str, ...], amount: float = 1) -> None:
+        values = self.values
+        if labels in values:
+            values[labels] += amount
+        else:
+            self.created[labels] = time.time()
+            values[labels] = amount
+
+    def collect(self) -> list[Metric]:
+        family = Metric(self.name, self.documentation, "counter")
+        created = self.created
+        for labels, value in list(self.values.items()):
+            named = dict(zip(self.labelnames, labels))
+            family.add_sample(self.name + "_total", named, value)
+            if prometheus_metrics._use_created:
+                family.add_sample(self.name + "_created", named, created[labels])
+        return [family]
+
+    def describe(self) -> list[Metric]:
+        return [Metric(self.name, self.documentation, "counter")]
+
+
+class TallyHistogram:
+    """A histogram family kept as plain numbers and written at scrape time as prometheus-client's
+    Histogram writes it (cumulative ``_bucket`` per ``le``, ``_count``, ``_sum``, ``_created``).
+    A series is a list: its sum, then the count of each bucket (``le``: the first bound not below
+    the value, as prometheus-client places it). Updated on the event loop only."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...] = (), *, buckets) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        self.bounds = tuple(float(b) for b in buckets) + (math.inf,)
+        self._le = [floatToGoString(b) for b in self.bounds]
+        self.series: dict[tuple[str, ...], list] = {}
+        self.created: dict[tuple[str, ...], float] = {}
+        if not labelnames:
+            self.new_series(())
+
+    def new_series(self, labels: tuple[str, ...]) -> list:
+        self.created[labels] = time.time()
+        series = self.series[labels] = [0.0] + [0] * len(self.bounds)
+        return series
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        series = self.series.get(labels) or self.new_series(labels)
+        series[0] += value
+        series[bisect_left(self.bounds, value) + 1] += 1
+
+    def collect(self) -> list[Metric]:
+        family = Metric(self.name, self.documentation, "histogram")
+        name, le = self.name, self._le
+        for labels, series in list(self.series.items()):
+            named = dict(zip(self.labelnames, labels))
+            counts = series[1:]
+            total = 0.0
+            for bound, count in zip(le, counts):
+                total += count
+                family.add_sample(name + "_bucket", {**named, "le": bound}, total)
+            family.add_sample(name + "_count", named, total)
+            family.add_sample(name + "_sum", named, series[0])
+            if prometheus_metrics._use_created:
+                family.add_sample(name + "_created", named, self.created[labels])
+        return [family]
+
+    def describe(self) -> list[Metric]:
+        return [Metric(self.name, self.documentation, "histogram")]
+
+
 class BrokerMetrics:
     def __init__(self, per_partition: bool = True) -> None:
         # metrics.per.partition.enable: false leaves every series labelled by partition out
@@ -76,12 +164,12 @@ class BrokerMetrics:
         self.partition_series = PartitionSeries()
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("tidelog_requests", "Requests received, by API.", ["api"], registry=r)
-        self.request_latency = Histogram(
+        self.requests = self._tally(TallyCounter("tidelog_requests", "Requests received, by API.", ("api",)))
+        self.request_latency = self._tally(TallyHistogram(
             "tidelog_request_latency_seconds",
             "Request time by API, from decoding to the response being ready (includes long-poll and durability waits).",
-            ["api"], buckets=_LATENCY_BUCKETS, registry=r,
-        )
+            ("api",), buckets=_LATENCY_BUCKETS,
+        ))
         self.connections = Gauge("tidelog_connections", "Open client connections.", registry=r)
         self.connections_accepted = Counter("tidelog_connections_accepted", "Client connections accepted.", registry=r)
         self.throttle_time = Counter(
@@ -133,23 +221,21 @@ class BrokerMetrics:
         self.connection_errors = Counter(
             "tidelog_connections_closed_on_error", "Connections closed for a malformed or unsupported request.", registry=r
         )
-        self.produced_bytes = Counter("tidelog_produced_bytes", "Record batch bytes appended.", ["topic"], registry=r)
-        self.produced_records = Counter("tidelog_produced_records", "Records appended.", ["topic"], registry=r)
+        self.produced_bytes = self._tally(TallyCounter("tidelog_produced_bytes", "Record batch bytes appended.", ("topic",)))
+        self.produced_records = self._tally(TallyCounter("tidelog_produced_records", "Records appended.", ("topic",)))
         self.produce_errors = Counter("tidelog_produce_errors", "Partitions answered with an error.", ["error"], registry=r)
-        self.fetched_bytes = Counter("tidelog_fetched_bytes", "Record bytes returned by Fetch.", ["topic"], registry=r)
-        self.fetched_records = Counter(
-            "tidelog_fetched_records", "Records in the batches returned by Fetch and the HTTP API.", ["topic"], registry=r
-        )
-        self.produce_latency = Histogram(
+        self.fetched_bytes = self._tally(TallyCounter("tidelog_fetched_bytes", "Record bytes returned by Fetch.", ("topic",)))
+        self.fetched_records = self._tally(TallyCounter(
+            "tidelog_fetched_records", "Records in the batches returned by Fetch and the HTTP API.", ("topic",)
+        ))
+        self.produce_latency = self._tally(TallyHistogram(
             "tidelog_produce_latency_seconds",
             "Produce request time, receipt to response (includes the durability wait).",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5),
-            registry=r,
-        )
-        self.fsync_latency = Histogram(
-            "tidelog_fsync_latency_seconds", "Time of one fsync job (every log flushed together).",
-            buckets=_FSYNC_BUCKETS, registry=r,
-        )
+        ))
+        self.fsync_latency = self._tally(TallyHistogram(
+            "tidelog_fsync_latency_seconds", "Time of one fsync job (every log flushed together).", buckets=_FSYNC_BUCKETS,
+        ))
         self.fsyncs_failed = Counter("tidelog_fsync_errors", "fsync jobs that failed.", registry=r)
         self.log_dir_offline = Gauge(
             "tidelog_log_dir_offline",
@@ -310,9 +396,12 @@ class BrokerMetrics:
                                   ["subscription"], registry=r)
         self.push_concurrency = Gauge("tidelog_push_concurrency", "POSTs a subscription may have in flight now (adaptive).",
                                       ["subscription"], registry=r)
-        self._request_children: dict[str, Counter] = {}
-        self._latency_children: dict[str, Histogram] = {}
-        self._topic_children: dict[tuple[str, str], Counter] = {}
+        self._api_labels: dict[str, tuple[str]] = {}
+        self._topic_labels: dict[str, tuple[str]] = {}
+
+    def _tally(self, family):
+        self.registry.register(family)
+        return family
 
     def count_share_records(self, group_id: str, counts) -> None:
         """One share-partition change's record events (queues/manager.py's counts)."""
@@ -320,30 +409,39 @@ class BrokerMetrics:
             if records:
                 self.share_records.labels(group_id, event).inc(records)
 
-    # Cached label children: a labels() lookup per request is measurable on the hot path.
+    # The label tuples of the hot families, made once per API or topic.
+    def _api(self, api: str) -> tuple[str]:
+        labels = self._api_labels.get(api)
+        if labels is None:
+            labels = self._api_labels[api] = (api,)
+        return labels
+
+    def _topic(self, topic: str) -> tuple[str]:
+        labels = self._topic_labels.get(topic)
+        if labels is None:
+            labels = self._topic_labels[topic] = (topic,)
+        return labels
+
     def count_request(self, api: str) -> None:
-        child = self._request_children.get(api)
-        if child is None:
-            child = self._request_children[api] = self.requests.labels(api)
-        child.inc()
+        self.requests.inc(self._api(api))
 
     def observe_request(self, api: str, started: float, _task=None) -> None:
         """Record a request's latency; usable as a task done-callback via functools.partial."""
-        child = self._latency_children.get(api)
-        if child is None:
-            child = self._latency_children[api] = self.request_latency.labels(api)
-        child.observe(time.perf_counter() - started)
+        self.request_latency.observe(self._api(api), time.perf_counter() - started)
 
-    def topic_counter(self, counter: Counter, kind: str, topic: str) -> Counter:
-        key = (kind, topic)
-        child = self._topic_children.get(key)
-        if child is None:
-            child = self._topic_children[key] = counter.labels(topic)
-        return child
+    def count_produced(self, topic: str, size_bytes: int, records: int) -> None:
+        """One batch appended to ``topic`` (Produce, the HTTP API)."""
+        labels = self._topic(topic)
+        self.produced_bytes.inc(labels, size_bytes)
+        self.produced_records.inc(labels, records)
+
+    def observe_produce(self, seconds: float) -> None:
+        """One Produce request's time, receipt to response."""
+        self.produce_latency.observe((), seconds)
 
     def observe_fsync(self, seconds: float, ok: bool) -> None:
         """One fsync job of the log manager (its ``fsync_observer``)."""
-        self.fsync_latency.observe(seconds)
+        self.fsync_latency.observe((), seconds)
         if not ok:
             self.fsyncs_failed.inc()
 
@@ -360,14 +458,15 @@ class BrokerMetrics:
         """Count the bytes and records of whole v2 batches read from a log (headers only; a
         FileSlice knows the offsets it spans)."""
         size = len(batches)
+        labels = self._topic(topic)
         if hasattr(batches, "records"):
-            self.topic_counter(self.fetched_bytes, "fetched", topic).inc(size)
-            self.topic_counter(self.fetched_records, "fetched-records", topic).inc(batches.records)
+            self.fetched_bytes.inc(labels, size)
+            self.fetched_records.inc(labels, batches.records)
             return
         records = 0
         pos = 0
         while pos + 61 <= size:
             records += _RECORD_COUNT.unpack_from(batches, pos + 57)[0]
             pos += _BATCH_OVERHEAD + _BATCH_LENGTH.unpack_from(batches, pos + 8)[0]
-        self.topic_counter(self.fetched_bytes, "fetched", topic).inc(size)
-        self.topic_counter(self.fetched_records, "fetched-records", topic).inc(records)
+        self.fetched_bytes.inc(labels, size)
+        self.fetched_records.inc(labels, records)

@@ -209,7 +209,7 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
             for (t, p, _, _), error in zip(appended, errors):
                 if error != ErrorCode.none:
                     results[t][1][p] = PartitionResult(results[t][1][p].index, error, error_message=error.name)
-    metrics.produce_latency.observe(time.perf_counter() - started)
+    metrics.observe_produce(time.perf_counter() - started)
     return encode_produce_response(version, results)
 
 
@@ -225,6 +225,5 @@ def append(replicas: "ReplicaManager", metrics: "BrokerMetrics", topic: str, par
     except (InvalidBatch, KafkaError) as e:
         metrics.produce_errors.labels(e.error_code.name).inc()
         raise
-    metrics.topic_counter(metrics.produced_bytes, "bytes", topic).inc(result.size_bytes)
-    metrics.topic_counter(metrics.produced_records, "records", topic).inc(result.record_count)
+    metrics.count_produced(topic, result.size_bytes, result.record_count)
     return leader, result
