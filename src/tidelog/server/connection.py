@@ -60,7 +60,7 @@ import logging
 import os
 import struct
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from tidelog.clock import monotonic_ms
 from tidelog.handlers import sasl_authenticate, sasl_handshake
@@ -124,6 +124,12 @@ _FIRST_BIG_BUFFER_BYTES = 1 << 20  # a large frame's first buffer; it doubles as
 def _capacity(size: int) -> int:
     return 1 << (size - 1).bit_length()  # FramePool's capacities are powers of two
 
+
+
+def _when_done(future: asyncio.Future | None, finished: Callable[[], None]) -> asyncio.Future | None:
+    if future is not None:
+        future.add_done_callback(lambda _future: finished())
+    return future
 
 class KafkaConnection(asyncio.BufferedProtocol):
     def __init__(self, broker: "Broker", listener: Endpoint | None = None) -> None:
@@ -388,17 +394,20 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 FRAME_POOL.release(buffer)
                 buffer = None
 
-        task = self._start_request(memoryview(frame), started, release_buffer)
-        if task is None:
+        def finished() -> None:
             release_buffer()
             self.memory.release(charged)
-        else:
-            task.add_done_callback(lambda _task: (release_buffer(), self.memory.release(charged)))
 
-    def _start_request(self, view: memoryview, started: float, release_frame=None) -> asyncio.Future | None:
+        if self._start_request(memoryview(frame), started, finished, release_buffer) is None:
+            finished()
+
+    def _start_request(self, view: memoryview, started: float, finished: Callable[[], None],
+                       release_frame=None) -> asyncio.Future | None:
+        """Start the request in ``view``: its task or a future already answered (SASL, a refused
+        request), ``finished`` called once it is done; or None (the connection is closing)."""
         sasl = self.sasl
         if sasl is not None and sasl.expects_raw_token:
-            return self._raw_token(view)
+            return _when_done(self._raw_token(view), finished)
         try:
             api_key, api_version, correlation_id = peek_api_key_version(view)
         except MalformedFrame as e:
@@ -435,11 +444,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
             return None
         self.broker.metrics.count_request(api.name)
         if admission is not Admission.SERVE:
-            return self._sasl_exchange(admission, api_version, correlation_id, flexible, request)
+            return _when_done(self._sasl_exchange(admission, api_version, correlation_id, flexible, request), finished)
         if self.access.authorizer is not None and not api.raw:
             denied = refuse_request(self.access, api_key, api_version, request)
             if denied is not None:  # the whole request is refused before its handler runs
-                return self._answered(denied, correlation_id, flexible)
+                return _when_done(self._answered(denied, correlation_id, flexible), finished)
         ctx = self.broker.request_context(header, self.peer, flexible, self.listener_name, self.access)
         if api.raw:
             ctx.release_frame = release_frame
@@ -457,11 +466,19 @@ class KafkaConnection(asyncio.BufferedProtocol):
                     self._mute(decided_ms)  # pipelined requests behind it wait too
             self._measured[task] = (api_key, api_version, flexible, header.client_id or "", len(view),
                                     time.perf_counter_ns(), decided_ms)
-        task.add_done_callback(self._on_response_ready)
-        task.add_done_callback(functools.partial(self.broker.metrics.observe_request, api.name, started))
+        # One done-callback a request (each is a call_soon on the loop): the response, the
+        # latency, then the frame's buffer and memory (in the order they were separate callbacks).
+        task.add_done_callback(functools.partial(self._request_done, api.name, started, finished))
         if len(self._pending) >= self.max_in_flight:
             self._pause("in-flight")
         return task
+
+    def _request_done(self, api_name: str, started: float, finished: Callable[[], None], task: asyncio.Future) -> None:
+        try:
+            self._on_response_ready(task)
+        finally:
+            self.broker.metrics.observe_request(api_name, started)
+            finished()
 
     def _run_in_order(self, api_key: int, handler, ctx, request) -> asyncio.Future:
         """The handler's task, started now if the requests before it allow (see "Processing"
