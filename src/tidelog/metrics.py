@@ -348,6 +348,9 @@ class BrokerMetrics:
             "transactions) minus the group's committed offset.", group_labels, registry=r
         )
         self.consumer_lag_total = Gauge("tidelog_consumer_lag_sum", "A group's lag over all its partitions.", ["group"], registry=r)
+        self.deleted_topic_offsets = Counter(
+            "tidelog_deleted_topic_offsets", "Committed offsets (consumer) and share-partition states (share) removed "
+            "because their topic was deleted, one per group and partition.", ["kind"], registry=r)
         self.http_requests = Counter(
             "tidelog_http_requests", "HTTP requests (API, console, metrics), by route and status.", ["method", "route", "status"],
             registry=r,

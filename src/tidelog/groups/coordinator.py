@@ -13,7 +13,8 @@ It composes the pieces and owns their lifecycle:
 
 Every change is written to ``__consumer_offsets`` through a ``GroupLog`` and applied in memory
 once durable; ``start`` replays the log (the last record per key wins) to rebuild the groups.
-``stop`` answers the requests still parked with NOT_COORDINATOR.
+``stop`` answers the requests still parked with NOT_COORDINATOR. ``on_topic_deleted`` removes a
+deleted topic's offsets from every group (tombstones).
 Not thread-safe; everything runs on the broker's event loop.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from typing import Callable
 
 from tidelog.groups.admin import GroupAdmin
 from tidelog.groups.classic_group import ClassicGroup
@@ -63,12 +65,36 @@ class GroupCoordinator:
         self.admin = GroupAdmin(self.registry, log)
         self.expiry = OffsetExpiry(settings, self.registry, self.timers, log)
         self.loaded = False
+        self._deleted_while_loading: dict[str, Callable[[int], object] | None] = {}
 
     async def start(self) -> None:
         """Open the log, load every group and offset from it, and start the expiry timer."""
         await self.log.open()
         self.load()
         self.expiry.start()
+        for topic, counted in self._deleted_while_loading.items():
+            self.timers.spawn(self._remove_topic(topic, counted))
+        self._deleted_while_loading = {}
+
+    def on_topic_deleted(self, topic: str, counted: Callable[[int], object] | None = None) -> None:
+        """A topic was deleted (the metadata store says so): every group's offsets of it go, in the
+        background (Kafka's onPartitionsDeleted); a deletion told while loading waits for the load.
+        ``counted(n)`` is told how many offsets (group and partition) went."""
+        if self.loaded:
+            self.timers.spawn(self._remove_topic(topic, counted))
+        else:
+            self._deleted_while_loading[topic] = counted
+
+    async def _remove_topic(self, topic: str, counted: Callable[[int], object] | None) -> None:
+        try:
+            groups, partitions = await self.offsets.remove_topic(topic)
+        except Exception as e:  # noqa: BLE001 - not the coordinator any more, or the write failed
+            logger.warning("topic %s deleted: cannot remove its committed offsets: %s", topic, e)
+            return
+        if counted is not None and partitions:
+            counted(partitions)
+        logger.info("topic %s deleted: removed the committed offsets of %d groups (%d partitions)", topic, groups,
+                    partitions)
 
     def load(self) -> None:
         """Rebuild groups and offsets from the log (the last record per key wins)."""
@@ -76,6 +102,9 @@ class GroupCoordinator:
         group_values: dict[str, GroupValue | None] = {}
         consumer_values: dict[str, bytes | None] = {}
         count = 0
+        # where each offset key's last tombstone is: a transaction's offsets written before it and
+        # committed after it stay deleted (Kafka drops a key's pending offsets on its tombstone)
+        tombstoned: dict[OffsetKey, int] = {}
         for record_offset, key_bytes, value_bytes in self.log.replay():
             if key_bytes is None:
                 continue
@@ -84,6 +113,9 @@ class GroupCoordinator:
                 if isinstance(key, OffsetKey):
                     if value_bytes is None:
                         committed.remove(key.group_id, key.topic, key.partition)
+                        tombstoned[key] = record_offset
+                    elif record_offset < tombstoned.get(key, -1):
+                        pass
                     else:
                         self.offsets.apply_committed(key.group_id, key.topic, key.partition,
                                                      CommittedOffset.from_value(decode_offset_value(value_bytes), record_offset))
@@ -97,7 +129,7 @@ class GroupCoordinator:
         for producer_id, records in getattr(self.log, "open_transactions", {}).items():
             for record_offset, key_bytes, value_bytes in records:  # TxnOffsetCommits awaiting their marker
                 key = decode_key(key_bytes) if key_bytes is not None else None
-                if isinstance(key, OffsetKey) and value_bytes is not None:
+                if isinstance(key, OffsetKey) and value_bytes is not None and record_offset > tombstoned.get(key, -1):
                     self.offsets.transactional_groups.add(key.group_id)
                     self.offsets.pending_txn.add(producer_id, key.group_id, key.topic, key.partition, value_bytes,
                                                  record_offset)

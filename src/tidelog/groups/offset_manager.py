@@ -12,6 +12,9 @@ Kafka's coordinator orders such a fetch behind the writes in flight. Requests of
 run concurrently here, so a member's commit may still be in flight when its next heartbeat
 gives the partition up and the new owner fetches where to start.
 OffsetDelete removes offsets only of topics the group no longer subscribes to.
+A deleted topic's offsets go from every group (``remove_topic``, Kafka's onPartitionsDeleted):
+tombstones of its committed and pending transactional offsets, so a restart, a replica and the
+next coordinator find them gone too, and a topic created again under the name starts with none.
 Not thread-safe; the broker's event loop owns it.
 """
 
@@ -39,6 +42,7 @@ logger = logging.getLogger(__name__)
 # Only the same mover's commits fence each other (the producer id its metadata names: a delay topic
 # created again under its name has another, and leader epochs from 0 again).
 EPOCH_FENCED_GROUP = "__tidelog-delay-mover"
+TOMBSTONES_PER_WRITE = 1000  # a deleted topic's offset tombstones go in batches of at most this many records
 
 
 def _mover_of(metadata: str | None) -> object:
@@ -64,6 +68,9 @@ class OffsetManager:
         self.transactional_groups: set[str] = set()  # groups committed by TxnOffsetCommit since this broker loaded them
         self._in_flight: dict[tuple[str, str, int], int] = {}  # (group, topic, partition) -> commits being written
         self._epochs: dict[tuple[str, int], tuple[int, object]] = {}  # EPOCH_FENCED_GROUP: the last (epoch, mover) accepted
+        # deleted topic -> the __consumer_offsets offset its tombstones end at, while commits of it
+        # are in flight: one written before the tombstones is not applied after them
+        self._tombstoned: dict[str, int] = {}
 
     def validate_offset_commit(self, group_id: str, generation_id: int, member_id: str,
                                group_instance_id: str | None, api_version: int | None = None
@@ -126,9 +133,21 @@ class OffsetManager:
             self.registry.groups[group_id] = ClassicGroup(group_id)
         for i, ((topic, partition), committed) in enumerate(accepted):
             committed.record_offset = -1 if base_offset is None else base_offset + i
-            self.apply_committed(group_id, topic, partition, committed)
+            if not self._tombstoned_since(topic, committed.record_offset):
+                self.apply_committed(group_id, topic, partition, committed)
             results[(topic, partition)] = ErrorCode.none
         return results
+
+    def _tombstoned_since(self, topic: str, record_offset: int) -> bool:
+        """Whether the topic was deleted, and its offsets' tombstones written, after the record at
+        ``record_offset`` (a commit in flight while its topic was deleted: replaying the log would
+        not keep it either)."""
+        fence = self._tombstoned.get(topic)
+        if fence is None:
+            return False
+        if not any(key[1] == topic for key in self._in_flight):
+            del self._tombstoned[topic]
+        return record_offset < fence
 
     def _fenced(self, topic: str, partition: int, leader_epoch: int, metadata: str) -> bool:
         """Whether a delay mover's commit at ``leader_epoch`` comes from a deposed leader (an older
@@ -193,7 +212,8 @@ class OffsetManager:
             self.registry.groups[group_id] = ClassicGroup(group_id)
         self.transactional_groups.add(group_id)
         for i, ((topic, partition), (_, value)) in enumerate(zip(accepted, records)):
-            self.pending_txn.add(producer_id, group_id, topic, partition, value, base_offset + i)
+            if not self._tombstoned_since(topic, base_offset + i):
+                self.pending_txn.add(producer_id, group_id, topic, partition, value, base_offset + i)
             results[(topic, partition)] = ErrorCode.none
         return results
 
@@ -268,6 +288,28 @@ class OffsetManager:
                 if results[(topic, partition)] is ErrorCode.none:
                     self.committed.remove(group_id, topic, partition)
         return ErrorCode.none, results
+
+    async def remove_topic(self, topic: str) -> tuple[int, int]:
+        """The topic was deleted (Kafka's onPartitionsDeleted): a tombstone for each group's
+        committed or pending transactional offset of its partitions goes to ``__consumer_offsets``,
+        then they are forgotten here (a commit written after a tombstone stays: the topic created
+        again). Returns how many (groups, partitions) lost an offset. Raises what the write raises;
+        what was not written stays."""
+        self._epochs = {key: value for key, value in self._epochs.items() if key[0] != topic}
+        keys = sorted({(group_id, partition) for group_id, partition, _ in self.committed.of_topic(topic)}
+                      | self.pending_txn.of_topic(topic))
+        for start in range(0, len(keys), TOMBSTONES_PER_WRITE):
+            chunk = keys[start:start + TOMBSTONES_PER_WRITE]
+            base = await self.log.write([(encode_offset_key(OffsetKey(group_id, topic, partition)), None)
+                                         for group_id, partition in chunk])
+            if base is not None and any(key[1] == topic for key in self._in_flight):
+                self._tombstoned[topic] = base + len(chunk)
+            for i, (group_id, partition) in enumerate(chunk):
+                current = self.committed.get(group_id, topic, partition)
+                if current is not None and (base is None or current.record_offset < base + i):
+                    self.committed.remove(group_id, topic, partition)
+            self.pending_txn.drop({(group_id, topic, partition) for group_id, partition in chunk})
+        return len({group_id for group_id, _ in keys}), len(keys)
 
     def is_transactional(self, group_id: str) -> bool:
         """Whether the group commits inside transactions (an exactly-once, read_committed

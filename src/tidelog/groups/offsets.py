@@ -63,6 +63,11 @@ class OffsetStore:
     def group_ids(self) -> list[str]:
         return list(self._groups)
 
+    def of_topic(self, topic: str) -> list[tuple[str, int, CommittedOffset]]:
+        """Every group's committed offsets of the topic's partitions: (group, partition, offset)."""
+        return [(group_id, partition, committed) for group_id, offsets in self._groups.items()
+                for (name, partition), committed in offsets.items() if name == topic]
+
     def drop_group(self, group_id: str) -> list[tuple[str, int]]:
         """Forget every offset of a group; return the partitions it had."""
         return list(self._groups.pop(group_id, {}))

@@ -11,6 +11,7 @@ pending here, per producer id, as Kafka's OffsetMetadataManager keeps them:
   keeps whichever of it and a plain OffsetCommit of the same partition was written last (Kafka:
   "we always keep the most recent committed offset" by record offset, so compaction of the topic
   cannot bring an older one back);
+- ``drop(keys)`` when tombstones of those keys are durable (their topic was deleted);
 - ``has_pending(group, topic, partition)``: OffsetFetch with ``require_stable`` (v7+) answers
   UNSTABLE_OFFSET_COMMIT for such a partition, and a group with pending offsets is not empty
   for deletion and expiry.
@@ -71,6 +72,29 @@ class PendingTxnOffsets:
 
     def producers(self, group_id: str) -> set[int]:
         return set(self._open_by_group.get(group_id, ()))
+
+    def of_topic(self, topic: str) -> set[tuple[str, int]]:
+        """(group, partition) of every pending offset of the topic."""
+        return {(group_id, partition) for offsets in self._by_producer.values()
+                for group_id, name, partition in offsets if name == topic}
+
+    def drop(self, keys: set[tuple[str, str, int]]) -> None:
+        """Forget the pending offsets of these (group, topic, partition): tombstones of them are
+        durable (their topic was deleted), so their transaction's marker applies nothing for them,
+        as Kafka's replay of an offset tombstone drops the pending offsets of its key."""
+        for pid in list(self._by_producer):
+            offsets = self._by_producer[pid]
+            for key in [k for k in offsets if k in keys]:
+                del offsets[key]
+            groups = {k[0] for k in offsets}
+            for group_id in {k[0] for k in keys} - groups:
+                producers = self._open_by_group.get(group_id)
+                if producers is not None:
+                    producers.discard(pid)
+                    if not producers:
+                        del self._open_by_group[group_id]
+            if not offsets:
+                del self._by_producer[pid]
 
     def drop_group(self, group_id: str) -> None:
         """The group is deleted: forget its pending offsets (a later marker applies nothing for it)."""

@@ -35,6 +35,7 @@ from tidelog.groups.offsets_topic import ConsumerOffsetsTopic
 from tidelog.groups.offsets_topic import PARTITIONS as OFFSETS_PARTITIONS
 from tidelog.groups.offsets_topic import TOPIC as OFFSETS_TOPIC
 from tidelog.groups.offsets_topic import topic_configs as offsets_topic_configs
+from tidelog.groups.topic_deletions import TopicDeletions
 from tidelog.queues.delay_topics import DelayTopics
 from tidelog.handlers.registry import RequestContext, load_all
 from tidelog.metrics import BrokerMetrics
@@ -251,6 +252,7 @@ class Broker:
                                   is_other_group=lambda group_id: self.groups.registry.known(group_id),
                                   on_counts=self.metrics.count_share_records)
         self.replicas.on_leadership.append(self.shares.on_leadership)
+        self.topic_deletions = TopicDeletions(self.metadata, self._on_topic_deleted)
         try:
             self.push_delivery = PushDelivery(self.push, self.shares, self.replicas, lambda: self.metadata.topics,
                                               self.config, self.metrics, self.node_id)
@@ -447,6 +449,14 @@ class Broker:
         if leading:
             logger.info("broker %d is now the group coordinator", self.node_id)
             self._groups_loading = asyncio.get_running_loop().create_task(self.groups.start())
+
+    def _on_topic_deleted(self, record) -> None:
+        """A topic is gone (every broker hears it): the group coordinator's broker removes every
+        group's offsets of it (tombstones)."""
+        partition = self._offsets_partition()
+        if partition is None or not partition.leading:
+            return
+        self.groups.on_topic_deleted(record.name, self.metrics.deleted_topic_offsets.labels("consumer").inc)
 
     def _group_configs(self, group_id: str):
         """A group's config overrides: a push subscription's group takes them from the subscription."""
