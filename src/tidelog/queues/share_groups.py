@@ -434,6 +434,34 @@ class ShareGroups:
             if record is not None:
                 self.manager.forget_partition(record.topic_id, partition)
 
+    def on_topic_deleted(self, topic_id: uuid.UUID, partitions: int) -> None:
+        """A topic was deleted (every broker hears it): its share-partitions leave memory here."""
+        for partition in range(partitions):
+            self.manager.forget_partition(topic_id, partition)
+
+    async def remove_topic_state(self, topic: str, topic_id: uuid.UUID) -> int:
+        """At the group coordinator's broker, when a topic was deleted: every share group's state of
+        its partitions goes from ``__share_group_state`` (tombstones), so DescribeShareGroupOffsets,
+        the console and a group known only by that state show it no more. Returns how many
+        share-partitions went (0 when share groups were never used)."""
+        if not self.loaded:
+            return 0
+        try:
+            await self.catch_up()
+            by_group: dict[str, list[tuple[uuid.UUID, int]]] = {}
+            for key in self.store.keys():
+                if key.topic_id == topic_id:
+                    by_group.setdefault(key.group_id, []).append((key.topic_id, key.partition))
+            for group_id, partitions in by_group.items():
+                await self.manager.delete_offsets(group_id, partitions)
+        except (KafkaError, OSError) as e:
+            logger.warning("topic %s deleted: cannot remove its share-group state: %s", topic, e)
+            return 0
+        if by_group:
+            logger.info("topic %s deleted: removed the share-partition state of %d share groups (%d partitions)",
+                        topic, len(by_group), sum(map(len, by_group.values())))
+        return sum(map(len, by_group.values()))
+
     def start(self) -> None:
         self._pruning = asyncio.get_running_loop().create_task(self._prune_forever(), name="tidelog-share-state-pruning")
 

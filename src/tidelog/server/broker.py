@@ -451,12 +451,20 @@ class Broker:
             self._groups_loading = asyncio.get_running_loop().create_task(self.groups.start())
 
     def _on_topic_deleted(self, record) -> None:
-        """A topic is gone (every broker hears it): the group coordinator's broker removes every
-        group's offsets of it (tombstones)."""
+        """A topic is gone (every broker hears it): its share-partitions leave memory here; the
+        group coordinator's broker removes every group's offsets and share state of it (tombstones)."""
+        self.shares.on_topic_deleted(record.topic_id, record.partitions)
         partition = self._offsets_partition()
         if partition is None or not partition.leading:
             return
         self.groups.on_topic_deleted(record.name, self.metrics.deleted_topic_offsets.labels("consumer").inc)
+
+        async def share_state() -> None:
+            removed = await self.shares.remove_topic_state(record.name, record.topic_id)
+            if removed:
+                self.metrics.deleted_topic_offsets.labels("share").inc(removed)
+
+        self.groups.timers.spawn(share_state())
 
     def _group_configs(self, group_id: str):
         """A group's config overrides: a push subscription's group takes them from the subscription."""
