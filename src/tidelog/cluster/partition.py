@@ -318,7 +318,7 @@ class Partition:
             return AppendResult(duplicate_offset, duplicate_offset + info.last_offset_delta + 1, append_time,
                                 self.log.log_start_offset, info.record_count, len(records), info.max_timestamp, True)
         info = set_partition_leader_epoch(records, info, self.state.leader_epoch)
-        base_offset = self.log.append(records, info)
+        base_offset = self.log.append(records, info, now_ms)
         self._remember_append(len(records))
         producer_state.update(info, base_offset, now_ms)
         self.transactions.on_data(info, base_offset, now_ms)

@@ -133,7 +133,9 @@ async def wait_for_acks(appended: list[tuple[Waitable, int]], required_acks: int
     future per partition still below its end offset rather than a task each."""
     if required_acks == 0 or not appended:
         return [ErrorCode.none] * len(appended)
-    await logs.wait_durable_many([(partition.log, end_offset) for partition, end_offset in appended])
+    durable = logs.durable_waiter([(partition.log, end_offset) for partition, end_offset in appended])
+    if durable is not None:
+        await durable
     if required_acks != -1:
         return [ErrorCode.none] * len(appended)
     outcomes: list[ErrorCode | asyncio.Future] = []

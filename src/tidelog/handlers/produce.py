@@ -38,6 +38,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from tidelog.cluster.waiters import wait_for_acks
 from tidelog.handlers.registry import RequestContext, handles
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.produce import PartitionResult, decode_produce_request, encode_produce_response
@@ -139,13 +140,13 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
         logger.info("refusing Produce with acks=%d from %s", request.acks, ctx.peer)
         return encode_produce_response(version, everywhere(ErrorCode.invalid_required_acks))
 
-    if any(_is_transactional(p.records) for t in request.topics for p in t.partitions) and not (
+    transactional = [(t.name, p.index, p.records) for t in request.topics for p in t.partitions if _is_transactional(p.records)]
+    if transactional and not (
             request.transactional_id is not None
             and ctx.access.authorize(AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, request.transactional_id)):
         return encode_produce_response(version, everywhere(ErrorCode.transactional_id_authorization_failed))
 
     replicas, metrics = ctx.replicas, ctx.metrics
-    transactional = [(t.name, p.index, p.records) for t in request.topics for p in t.partitions if _is_transactional(p.records)]
     refused = await _verify_transactions(ctx, request.transactional_id, transactional) if transactional else {}
     results: list[tuple[str, list[PartitionResult]]] = []
     appended = []  # (topic position, partition position, partition, end offset)
@@ -197,8 +198,8 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
         return None
     if appended:
         try:
-            errors = await replicas.wait_for_acks([(leader, end) for _, _, leader, end in appended], request.acks,
-                                                  request.timeout_ms / 1000)
+            errors = await wait_for_acks([(leader, end) for _, _, leader, end in appended], request.acks,
+                                         request.timeout_ms / 1000, replicas.logs)
         except KafkaError as e:  # StorageError: an fsync failed; or a partition was deleted meanwhile
             if e.error_code == ErrorCode.kafka_storage_error:
                 logger.error("durability wait failed for a produce from %s: %s", ctx.peer, e)
@@ -217,7 +218,7 @@ def append(replicas: "ReplicaManager", metrics: "BrokerMetrics", topic: str, par
            required_acks: int) -> "tuple[Partition, AppendResult]":
     """Append one client batch to ``topic``-``partition`` as its leader (Partition.append_as_leader:
     validation, idempotence, the leader epoch) and count it in the produce metrics. The caller
-    waits for the acknowledgement (``replicas.wait_for_acks``). Raises InvalidBatch or
+    waits for the acknowledgement (``wait_for_acks``). Raises InvalidBatch or
     KafkaError, counted in ``tidelog_produce_errors``. Used by the HTTP API too."""
     try:
         leader = replicas.leader(topic, partition)

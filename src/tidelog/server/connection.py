@@ -484,13 +484,13 @@ class KafkaConnection(asyncio.BufferedProtocol):
         """The handler's task, started now if the requests before it allow (see "Processing"
         above), else once they have finished."""
         if api_key == throttling.PRODUCE:
-            task = asyncio.ensure_future(handler(ctx, request))
+            task = asyncio.get_running_loop().create_task(handler(ctx, request))  # not ensure_future: 4 Python calls fewer
             self._started(task, produce=True)
             return task
         # A read of acknowledged data waits for the Produce requests started so far.
         produces_before = self._produces_started if api_key in _READS_ACKNOWLEDGED else 0
         if not self._waiting and self._may_start(produces_before):
-            task = asyncio.ensure_future(handler(ctx, request))
+            task = asyncio.get_running_loop().create_task(handler(ctx, request))
             self._started(task, produce=False)
             return task
         gate = asyncio.get_running_loop().create_future()
@@ -686,9 +686,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
             return True
         header = response_header(correlation_id, flexible_header)
         if isinstance(response, list):
-            size = len(header) + sum(len(part) for part in response)
+            size = len(header) + sum(map(len, response))
             parts = [_SIZE.pack(size) + header, *response]
-            if any(type(part) is FileSlice for part in response):
+            if FileSlice in map(type, response):
                 return self._write_slices(parts)
             self.transport.writelines(parts)
             return True

@@ -581,12 +581,19 @@ class LogManager:
         await future
 
     async def wait_durable_many(self, targets: list[tuple[PartitionLog, int]]) -> None:
-        """``wait_durable`` for many partitions at once (a produce request's).
+        """``wait_durable`` for many partitions at once (a produce request's)."""
+        durable = self.durable_waiter(targets)
+        if durable is not None:
+            await durable
+
+    def durable_waiter(self, targets: list[tuple[PartitionLog, int]]) -> asyncio.Future | None:
+        """What ``wait_durable_many`` awaits, for a caller that awaits it itself (one coroutine
+        frame fewer on a Produce's way in and out): None when every target is durable already.
 
         Registers one future per partition still waiting, instead of a coroutine and a task each:
         with hundreds of partitions per request that difference showed in profiles. The group
         commit's job starts here when none runs (not at a later loop turn), and one future is
-        awaited as it is (a gather would add a turn before the answer).
+        returned as it is (a gather would add a turn before the answer).
         """
         futures: list[asyncio.Future] = []
         registered = False
@@ -608,9 +615,8 @@ class LogManager:
         if registered:
             self._kick()
         if len(futures) == 1:
-            await futures[0]
-        elif futures:
-            await asyncio.gather(*futures)
+            return futures[0]
+        return asyncio.gather(*futures) if futures else None
 
     def pending_durability_waits(self) -> int:
         """Acknowledgements waiting for a group commit (the produce purgatory)."""
