@@ -24,12 +24,12 @@ def group_broker(broker_factory):
     return broker_factory(GROUP_SETTINGS)
 
 
-def make_topic(bootstrap: str, topic: str, records: int) -> None:
+def make_topic(bootstrap: str, topic: str, records: int, replication_factor: int = 1) -> None:
     """Create ``topic`` (2 partitions) and write ``records`` records to each partition."""
     from confluent_kafka import Producer
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(15)
+    admin.create_topics([NewTopic(topic, PARTITIONS, replication_factor)])[topic].result(15)
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 1})
     for partition in range(PARTITIONS):
         for i in range(records):

@@ -1,0 +1,97 @@
+"""A 3-broker cluster (real processes, real etcd): deleting a topic removes the groups' committed
+offsets of it at the group coordinator when that is another broker than the controller and than
+the one the DeleteTopics went to (it hears the deletion from the metadata store), and the
+tombstones in ``__consumer_offsets`` keep them gone after the coordinator is SIGKILLed and
+another broker takes over. confluent-kafka and kafka-python."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from tests.brokerproc import wait_until
+from tests.clusterproc import Cluster
+from tests.integration.test_topic_delete_offsets import (
+    PARTITIONS,
+    committed,
+    consume_and_commit,
+    delete_topic,
+    listed_topics,
+    make_topic,
+)
+
+pytestmark = pytest.mark.slow
+
+OFFSETS = "__consumer_offsets"
+
+
+def offsets_partition(admin: AdminClient):
+    return admin.list_topics(OFFSETS, timeout=5).topics[OFFSETS].partitions[0]
+
+
+def listed_or_none(bootstrap: str, group: str) -> set[str] | None:
+    """The group's listed topics; None while no coordinator answers (a failover)."""
+    try:
+        return listed_topics(bootstrap, group)
+    except KafkaException:
+        return None
+
+
+def controller(admin: AdminClient) -> int:
+    return admin.describe_cluster().result(10).controller.id
+
+
+def coordinator_apart_from_controller(cluster: Cluster, admin: AdminClient) -> tuple[int, int]:
+    """(coordinator, controller), two brokers: when one broker is both, it is restarted; the
+    controller stays where it moved and the preferred leader of __consumer_offsets-0 takes its
+    leadership back (auto.leader.rebalance, checked every second here)."""
+    wait_until(lambda: offsets_partition(admin).leader > 0, 30, message="a group coordinator")
+    preferred = offsets_partition(admin).replicas[0]
+    if offsets_partition(admin).leader == controller(admin):
+        cluster.brokers[preferred].kill()
+        wait_until(lambda: controller(admin) not in (-1, preferred), 30, message="another controller")
+        cluster.brokers[preferred].start()
+    wait_until(lambda: offsets_partition(admin).leader == preferred and controller(admin) not in (-1, preferred), 60,
+               message="the preferred replica leading __consumer_offsets-0 and another broker controlling")
+    return preferred, controller(admin)
+
+
+def test_a_coordinator_apart_from_the_controller_removes_a_deleted_topics_offsets_and_a_failover_keeps_them_gone(
+        tmp_path):
+    cluster = Cluster(tmp_path, 3, {"group.initial.rebalance.delay.ms": "100", "group.min.session.timeout.ms": "1000",
+                                    "leader.imbalance.check.interval.seconds": "1"}).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        coordinator, controller_id = coordinator_apart_from_controller(cluster, admin)
+        bootstrap = cluster.bootstrap
+        make_topic(bootstrap, "gone", 2, replication_factor=3)
+        make_topic(bootstrap, "kept", 1, replication_factor=3)
+        assert len(consume_and_commit("confluent", bootstrap, "g", ["gone", "kept"], 6)) == 6
+        assert len(consume_and_commit("kafka-python", bootstrap, "h", ["gone"], 4)) == 4
+        assert committed("kafka-python", bootstrap, "h", "gone") == [2, 2]
+
+        # Asked of the controller's broker: the coordinator hears it from the metadata store.
+        delete_topic(cluster.brokers[controller_id].bootstrap, "gone")
+        wait_until(lambda: listed_topics(bootstrap, "g") == {"kept"}, 30, interval_s=0.2,
+                   message="the deleted topic's offsets to go")
+        assert committed("kafka-python", bootstrap, "h", "gone") == [None] * PARTITIONS
+        assert "topic gone deleted: removed the committed offsets of 2 groups (4 partitions)" in \
+            cluster.brokers[coordinator].log()
+
+        cluster.brokers[coordinator].kill()
+        wait_until(lambda: offsets_partition(admin).leader not in (-1, coordinator), 30, message="a new coordinator")
+        wait_until(lambda: listed_or_none(bootstrap, "g") == {"kept"}, 30, interval_s=0.2,
+                   message="the new coordinator to answer")
+        assert committed("confluent", bootstrap, "g", "gone") == [None] * PARTITIONS
+        assert committed("confluent", bootstrap, "g", "kept") == [1, 1]
+        assert committed("kafka-python", bootstrap, "h", "gone") == [None] * PARTITIONS
+
+        make_topic(bootstrap, "gone", 3, replication_factor=2)  # the killed broker is down: two replicas
+        values = consume_and_commit("kafka-python", bootstrap, "h", ["gone"], 6)
+        assert sorted(values) == sorted(b"%d-%d" % (p, i) for p in range(PARTITIONS) for i in range(3))
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
