@@ -161,3 +161,39 @@ def test_deleted_offsets_stay_gone_after_a_restart_and_the_log_says_how_many(gro
         assert committed(client, bootstrap, "first", "brief") == [None, None]
         assert committed(client, bootstrap, "third", "lasting") == [1, 1]
     assert listed_topics(bootstrap, "second") == set()
+
+
+def test_a_deleted_delay_topics_mover_progress_goes_and_the_topic_made_again_moves_from_its_start(group_broker):
+    """The delay movers' progress (group ``__tidelog-delay-mover``, one offset per delay partition)
+    goes with its delay topic like any group's offsets; the topic made again moves its own records."""
+    from confluent_kafka import Producer
+
+    bootstrap = group_broker.bootstrap
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    delay_config = {"tidelog.delay.target.topic": "due"}
+    admin.create_topics([NewTopic("due", 1, 1)])["due"].result(15)
+
+    def delay_topic_with(values: list[bytes]) -> None:
+        admin.create_topics([NewTopic("later", 1, 1, config=delay_config)])["later"].result(15)
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+        for value in values:
+            producer.produce("later", value=value, headers={"tidelog-delay-ms": "0"})
+        assert producer.flush(15) == 0
+        wait_until(lambda: "later" in listed_topics(bootstrap, "__tidelog-delay-mover"), "the mover's progress")
+
+    delay_topic_with([b"a", b"b", b"c"])
+    delete_topic(bootstrap, "later")
+    wait_until(lambda: "later" not in listed_topics(bootstrap, "__tidelog-delay-mover"), "the mover's progress to go")
+    delay_topic_with([b"d", b"e"])
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "due-readers", "auto.offset.reset": "earliest"})
+    consumer.subscribe(["due"])
+    got: list[bytes] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(got) < 5 and time.monotonic() < deadline:
+            msg = consumer.poll(0.1)
+            if msg is not None and not msg.error():
+                got.append(msg.value())
+    finally:
+        consumer.close()
+    assert sorted(got) == [b"a", b"b", b"c", b"d", b"e"]
