@@ -305,12 +305,24 @@ def test_metadata_v10_v11_topic_id_is_invalid_request(broker, good, version, nam
     assert_still_serving(broker, good, "")
 
 
+def _zero_id_partition_answer(conn: Conn, api_key: int, version: int, correlation_id: int):
+    """The one partition's answer in a response to a request naming the all-zero topic id."""
+    from kio.serial import entity_reader
+
+    data = conn.recv_frame()
+    assert struct.unpack_from(">i", data)[0] == correlation_id
+    response, _ = entity_reader(apis.response_type(api_key, version))(memoryview(data[5:]).toreadonly(), 0)
+    assert response.error_code == 0
+    (topic_response,) = response.responses
+    assert topic_response.topic_id is None  # kio's reading of the zero uuid
+    (partition_response,) = topic_response.partitions
+    return partition_response
+
+
 @pytest.mark.parametrize("version", [13, 17])
 def test_fetch_with_the_zero_topic_id_is_unknown_topic_id(broker, good, version):
     """Fetch v13+ names topics by id; the all-zero id is no topic's (Kafka: UNKNOWN_TOPIC_ID).
     It used to fail in the response encoder."""
-    from kio.serial import entity_reader
-
     partition = struct.pack(">iiqiqi", 0, -1, 0, -1, -1, 1 << 20) + b"\x00"
     topic = bytes(16) + b"\x02" + partition + b"\x00"
     replica_id = struct.pack(">i", -1) if version < 15 else b""
@@ -318,13 +330,7 @@ def test_fetch_with_the_zero_topic_id_is_unknown_topic_id(broker, good, version)
     conn = Conn(broker)
     header = struct.pack(">hhih", 1, version, 5, 1) + b"x" + b"\x00"
     conn.send(struct.pack(">i", len(header) + len(body)) + header + body)
-    data = conn.recv_frame()
-    assert struct.unpack_from(">i", data)[0] == 5
-    response, _ = entity_reader(apis.response_type(1, version))(memoryview(data[5:]).toreadonly(), 0)
-    (topic_response,) = response.responses
-    assert topic_response.topic_id is None  # kio's reading of the zero uuid
-    (partition_response,) = topic_response.partitions
-    assert partition_response.error_code == 100  # UNKNOWN_TOPIC_ID
+    assert _zero_id_partition_answer(conn, 1, version, 5).error_code == 100  # UNKNOWN_TOPIC_ID
     conn.api_versions(0)
     assert_still_serving(broker, good, "")
 
@@ -334,8 +340,6 @@ def test_share_fetch_with_the_zero_topic_id_is_unknown_topic_id(broker, good, ve
     """ShareFetch names topics by id; the all-zero id (read as None) is no topic's: UNKNOWN_TOPIC_ID
     under that id, as Kafka answers. The response encoder used to fail on it (an ERROR and a closed
     connection; found by the fuzz campaign, seed 575040670)."""
-    from kio.serial import entity_reader
-
     import io
 
     from kio.serial import entity_writer
@@ -351,14 +355,7 @@ def test_share_fetch_with_the_zero_topic_id_is_unknown_topic_id(broker, good, ve
     partition = struct.pack(">i", 0) + b"\x01" + b"\x00"  # no acknowledgement batches
     body = b"\x02g\x02m" + fields + b"\x02" + bytes(16) + b"\x02" + partition + b"\x00" + b"\x01" + b"\x00"
     conn.send(_share_frame(78, version, body))
-    data = conn.recv_frame()
-    assert struct.unpack_from(">i", data)[0] == 3
-    response, _ = entity_reader(apis.response_type(78, version))(memoryview(data[5:]).toreadonly(), 0)
-    assert response.error_code == 0
-    (topic_response,) = response.responses
-    assert topic_response.topic_id is None  # kio's reading of the zero uuid
-    (partition_response,) = topic_response.partitions
-    assert partition_response.error_code == 100  # UNKNOWN_TOPIC_ID
+    assert _zero_id_partition_answer(conn, 78, version, 3).error_code == 100  # UNKNOWN_TOPIC_ID
     conn.api_versions(0)
     assert_still_serving(broker, good, "")
     assert " ERROR " not in broker.log()
