@@ -2,10 +2,11 @@
 (onPartitionsDeleted: tombstones in ``__consumer_offsets``): OffsetFetch answers none for the
 topic, the group's listing no longer names it, a topic created again under the name starts with
 no committed offsets (a new consumer follows auto.offset.reset), and a restart keeps them gone.
-Real clients: confluent-kafka (classic and KIP-848 groups) and kafka-python."""
+Real clients: confluent-kafka (classic and KIP-848 groups), kafka-python and aiokafka."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -64,6 +65,23 @@ def consume_and_commit(client: str, bootstrap: str, group: str, topics: list[str
         if values:
             consumer.commit(asynchronous=False)
         consumer.close()
+    elif client == "aiokafka":
+        async def run() -> None:
+            from aiokafka import AIOKafkaConsumer
+
+            consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
+                                        enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=300)
+            await consumer.start()
+            try:
+                while len(values) < count and time.monotonic() < deadline:
+                    for records in (await consumer.getmany(timeout_ms=100)).values():
+                        values.extend(r.value for r in records)
+                if values:
+                    await consumer.commit()
+            finally:
+                await consumer.stop()
+
+        asyncio.run(run())
     else:
         from kafka import KafkaConsumer
 
@@ -87,6 +105,19 @@ def committed(client: str, bootstrap: str, group: str, topic: str) -> list[int |
         finally:
             consumer.close()
         return [tp.offset if tp.offset >= 0 else None for tp in found]
+    if client == "aiokafka":
+        async def fetch() -> list[int | None]:
+            from aiokafka import AIOKafkaConsumer
+            from aiokafka.structs import TopicPartition as AioTopicPartition
+
+            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+            await consumer.start()
+            try:
+                return [await consumer.committed(AioTopicPartition(topic, p)) for p in range(PARTITIONS)]
+            finally:
+                await consumer.stop()
+
+        return asyncio.run(fetch())
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition as KafkaTopicPartition
 
@@ -116,7 +147,7 @@ def wait_until(condition, what: str, timeout_s: float = 20.0):
 
 
 @pytest.mark.parametrize("client,protocol", [("confluent", "classic"), ("confluent", "consumer"),
-                                             ("kafka-python", "classic")])
+                                             ("kafka-python", "classic"), ("aiokafka", "classic")])
 def test_deleting_a_topic_removes_its_committed_offsets_and_a_recreated_topic_starts_afresh(
         group_broker, client, protocol):
     bootstrap = group_broker.bootstrap

@@ -202,3 +202,18 @@ def test_the_watch_tells_each_deleted_topic_once_with_its_last_record():
     del store.topics["b"], store.topics["c"]  # a reload after the watch fell behind says "controller"
     store.notify("controller", None)
     assert deleted[:2] == [replace(a, partitions=3), b] and sorted(deleted[2:], key=lambda t: t.name) == [again, c]
+
+
+def test_a_group_left_without_offsets_goes_at_the_next_expiry_check_and_others_stay():
+    log = TxnLog()
+
+    async def scenario(c):
+        await c.offsets.commit_offsets("only-t", -1, "", None, {("t", 0): (1, -1, None)})
+        await c.offsets.commit_offsets("also-u", -1, "", None, {("t", 0): (1, -1, None), ("u", 0): (2, -1, None)})
+        assert await c.offsets.remove_topic("t") == (2, 2)
+        assert c.registry.known("only-t")  # empty with no offsets, until the expiry check (as in Kafka)
+        assert await c.expiry.expire_offsets() == 0
+        assert not c.registry.known("only-t") and c.registry.known("also-u")
+        assert offsets(c, "also-u") == {("u", 0): 2}
+
+    run(scenario, log)
