@@ -1,17 +1,21 @@
 """A 3-broker cluster (real processes, real etcd): deleting a topic removes the groups' committed
 offsets of it at the group coordinator when that is another broker than the controller and than
-the one the DeleteTopics went to (it hears the deletion from the metadata store), and the
-tombstones in ``__consumer_offsets`` keep them gone after the coordinator is SIGKILLed and
-another broker takes over. confluent-kafka and kafka-python."""
+the one the DeleteTopics went to (it hears the deletion from the metadata store), with the
+share groups' state of it, and the tombstones in ``__consumer_offsets`` and
+``__share_group_state`` keep them gone after the coordinator is SIGKILLed and another broker
+takes over. confluent-kafka (consumer and ShareConsumer) and kafka-python."""
 
 from __future__ import annotations
 
 import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from tests.brokerproc import wait_until
 from tests.clusterproc import Cluster
+from tests.integration.share_clients import share_consumer
+from tests.integration.test_topic_delete_share_state import share_offsets
 from tests.integration.test_topic_delete_offsets import (
     PARTITIONS,
     committed,
@@ -70,6 +74,23 @@ def test_a_coordinator_apart_from_the_controller_removes_a_deleted_topics_offset
         assert len(consume_and_commit("confluent", bootstrap, "g", ["gone", "kept"], 6)) == 6
         assert len(consume_and_commit("kafka-python", bootstrap, "h", ["gone"], 4)) == 4
         assert committed("kafka-python", bootstrap, "h", "gone") == [2, 2]
+        configs = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:  # the share group reads the records already there
+            configs.alter_configs([ConfigResource(ConfigResourceType.GROUP, "sharers",
+                                                  configs={"share.auto.offset.reset": "earliest"})], incremental=True)
+        finally:
+            configs.close()
+        sharer = share_consumer(bootstrap, "sharers", ["gone"])
+        try:
+            seen: list = []
+            wait_until(lambda: seen.extend(m for m in sharer.poll(0.2) if m.error() is None) or len(seen) >= 4, 60,
+                       message="the share consumer's 4 records")
+            sharer.commit_sync(30)
+        finally:
+            sharer.close()
+        at_coordinator = cluster.brokers[coordinator].bootstrap
+        wait_until(lambda: share_offsets(at_coordinator, "sharers") == {("gone", 0): 2, ("gone", 1): 2}, 30,
+                   interval_s=0.2, message="the share group's state")
 
         # Asked of the controller's broker: the coordinator hears it from the metadata store.
         delete_topic(cluster.brokers[controller_id].bootstrap, "gone")
@@ -78,6 +99,8 @@ def test_a_coordinator_apart_from_the_controller_removes_a_deleted_topics_offset
         assert committed("kafka-python", bootstrap, "h", "gone") == [None] * PARTITIONS
         assert "topic gone deleted: removed the committed offsets of 2 groups (4 partitions)" in \
             cluster.brokers[coordinator].log()
+        wait_until(lambda: share_offsets(at_coordinator, "sharers") == {}, 30, interval_s=0.2,
+                   message="the share group's state of the deleted topic to go")
 
         cluster.brokers[coordinator].kill()
         wait_until(lambda: offsets_partition(admin).leader not in (-1, coordinator), 30, message="a new coordinator")
@@ -86,6 +109,8 @@ def test_a_coordinator_apart_from_the_controller_removes_a_deleted_topics_offset
         assert committed("confluent", bootstrap, "g", "gone") == [None] * PARTITIONS
         assert committed("confluent", bootstrap, "g", "kept") == [1, 1]
         assert committed("kafka-python", bootstrap, "h", "gone") == [None] * PARTITIONS
+        successor = cluster.brokers[offsets_partition(admin).leader].bootstrap
+        assert share_offsets(successor, "sharers") == {}
 
         make_topic(bootstrap, "gone", 3, replication_factor=2)  # the killed broker is down: two replicas
         values = consume_and_commit("kafka-python", bootstrap, "h", ["gone"], 6)
