@@ -2,7 +2,11 @@
 
 Behaviour: deletes topics by name (v1-6) or by topic id (v6): the metadata entry first, then
 every partition's data; fetches waiting on the topic return. A topic re-created with the same
-name is a new topic with a new id and empty logs.
+name is a new topic with a new id and empty logs. What groups hold of the topic goes too, at the
+group coordinator's broker once it hears of the deletion from the metadata store (as Kafka's
+onPartitionsDeleted): every group's committed and pending transactional offsets of it
+(``__consumer_offsets`` tombstones, groups/offset_manager.py) and share groups' state of it
+(``__share_group_state`` tombstones, queues/share_groups.py); the response does not wait for that.
 When ``delete.topic.enable`` is false every topic gets TOPIC_DELETION_DISABLED (INVALID_REQUEST
 before v3, which predates that code), as Kafka does. A name or id given twice is
 INVALID_REQUEST ("Duplicate topic name." / "Duplicate topic id."); giving both a name and an
