@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from tests.brokerproc import wait_until
 from tests.integration.group_clients import GROUP_SETTINGS
 
 PARTITIONS = 2
@@ -135,17 +136,6 @@ def listed_topics(bootstrap: str, group: str) -> set[str]:
     return {tp.topic for tp in result.topic_partitions}
 
 
-def wait_until(condition, what: str, timeout_s: float = 20.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize("client,protocol", [("confluent", "classic"), ("confluent", "consumer"),
                                              ("kafka-python", "classic"), ("aiokafka", "classic")])
 def test_deleting_a_topic_removes_its_committed_offsets_and_a_recreated_topic_starts_afresh(
@@ -159,7 +149,7 @@ def test_deleting_a_topic_removes_its_committed_offsets_and_a_recreated_topic_st
     assert listed_topics(bootstrap, group) == {topic, other}
 
     delete_topic(bootstrap, topic)
-    wait_until(lambda: listed_topics(bootstrap, group) == {other}, "the deleted topic's offsets to go")
+    wait_until(lambda: listed_topics(bootstrap, group) == {other}, 20, 0.1, message="the deleted topic's offsets to go")
     assert committed(client, bootstrap, group, topic) == [None, None]
     assert committed(client, bootstrap, group, other) == [1, 1]
 
@@ -179,10 +169,10 @@ def test_deleted_offsets_stay_gone_after_a_restart_and_the_log_says_how_many(gro
         assert len(consume_and_commit("confluent", bootstrap, group, ["brief"], 4)) == 4
     assert len(consume_and_commit("kafka-python", bootstrap, "third", ["lasting"], 2, "classic")) == 2
     delete_topic(bootstrap, "brief")
-    wait_until(lambda: not listed_topics(bootstrap, "first") and not listed_topics(bootstrap, "second"),
-               "the deleted topic's offsets to go")
+    wait_until(lambda: not listed_topics(bootstrap, "first") and not listed_topics(bootstrap, "second"), 20, 0.1,
+               message="the deleted topic's offsets to go")
     log = wait_until(lambda: [line for line in group_broker.log().splitlines() if "removed the committed offsets" in line],
-                     "the deletion's log line")
+                     20, 0.1, message="the deletion's log line")
     assert "topic brief" in log[0] and "2 groups" in log[0] and " INFO " in log[0], log
     metrics = requests.get(f"http://127.0.0.1:{group_broker.metrics_port}/metrics", timeout=10).text
     assert 'tidelog_deleted_topic_offsets_total{kind="consumer"} 4.0' in metrics  # 2 groups, 2 partitions
@@ -210,11 +200,13 @@ def test_a_deleted_delay_topics_mover_progress_goes_and_the_topic_made_again_mov
         for value in values:
             producer.produce("later", value=value, headers={"tidelog-delay-ms": "0"})
         assert producer.flush(15) == 0
-        wait_until(lambda: "later" in listed_topics(bootstrap, "__tidelog-delay-mover"), "the mover's progress")
+        wait_until(lambda: "later" in listed_topics(bootstrap, "__tidelog-delay-mover"), 20, 0.1,
+                   message="the mover's progress")
 
     delay_topic_with([b"a", b"b", b"c"])
     delete_topic(bootstrap, "later")
-    wait_until(lambda: "later" not in listed_topics(bootstrap, "__tidelog-delay-mover"), "the mover's progress to go")
+    wait_until(lambda: "later" not in listed_topics(bootstrap, "__tidelog-delay-mover"), 20, 0.1,
+               message="the mover's progress to go")
     delay_topic_with([b"d", b"e"])
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "due-readers", "auto.offset.reset": "earliest"})
     consumer.subscribe(["due"])
