@@ -186,7 +186,8 @@ MOCK_PARTITION_BYTES = 5_000_000
 MOCK_TOPIC_PARTITIONS = 4
 
 
-def consume_ceiling(records: int, record_bytes: int, timeout_s: float, partitions: int = 1) -> dict:
+def consume_ceiling(records: int, record_bytes: int, timeout_s: float, partitions: int = 1,
+                    settings: dict | None = None, before_close=None) -> dict:
     """The consumer against librdkafka's in-process mock cluster (``test.mock.num.brokers``), a C
     broker that answers from memory: the fastest any broker can serve this consume loop.
 
@@ -201,6 +202,8 @@ def consume_ceiling(records: int, record_bytes: int, timeout_s: float, partition
     fetch in flight outdated, which librdkafka backs off from for 500 ms by default: 0.5 s
     stalls that a consumer streaming from a broker never meets). Partitions: topics of ``MOCK_TOPIC_PARTITIONS``
     (the mock creates topics on first use with that many; it does not serve CreateTopics).
+    ``settings``: more consumer settings (statistics); ``before_close(consumer)`` runs after the
+    clock stops.
     """
     mock = ck.Producer({"test.mock.num.brokers": 1, **PRODUCER_SETTINGS, "log_level": 0, "error_cb": lambda err: None})
     deadline = time.monotonic() + timeout_s
@@ -218,7 +221,7 @@ def consume_ceiling(records: int, record_bytes: int, timeout_s: float, partition
         if mock.flush(max(0.0, deadline - time.monotonic())):
             raise TimeoutError("the mock cluster did not take the records in time")
         consumer = ck.Consumer({"bootstrap.servers": bootstrap, **CONSUMER_SETTINGS, "fetch.wait.max.ms": 5, "fetch.error.backoff.ms": 1,
-                                "log_level": 0, "error_cb": lambda err: None})
+                                "log_level": 0, "error_cb": lambda err: None, **(settings or {})})
         tps = [ck.TopicPartition(topic, partition) for topic, partition in assigned]
         marks = [consumer.get_watermark_offsets(tp, timeout=10) for tp in tps]
         held = [high - low for low, high in marks]
@@ -258,6 +261,8 @@ def consume_ceiling(records: int, record_bytes: int, timeout_s: float, partition
                 stall_started = time.perf_counter()
         seconds = time.perf_counter() - start - stalled
         client_cpu = time.process_time() - cpu0
+        if before_close is not None:
+            before_close(consumer)
     finally:
         if consumer is not None:
             consumer.close()

@@ -1,0 +1,236 @@
+"""``python -m benchmarks.consume_cpu``: the one-consumer consume row alone, against librdkafka's
+mock cluster in the same run, with what the client saw of each round trip.
+
+A `balanced` broker (``tidelog serve``, a fresh data directory, one topic of ``--partitions``)
+takes ``--records`` records of ``--record-bytes`` from the benchmark's producer
+(kafka_load.produce), then the benchmark's consumer (kafka_load.CONSUMER_SETTINGS, assign() from
+offset 0) reads them all back. Reported for the consume: records/s; the broker's CPU per GB,
+user and system apart, the event-loop thread's and the other threads' (``/proc/PID/task/*/stat``);
+and from librdkafka's statistics (``statistics.interval.ms``): Fetch requests per GB, bytes per
+Fetch response, the round-trip time the client measured (request written to response read:
+the broker's wait, its work, both socket copies), and the client's own wait before a request
+leaves (``outbuf_latency``). The mock-cluster reference (kafka_load.consume_ceiling: the fastest
+any broker serves this consumer; a C broker answering from memory) is measured the same way in
+each pair, so the ratio is of one run on one machine.
+
+``--tidelog-ref REF`` measures that commit's src/ as well, alternating (mock, ref, working tree,
+mock, ...) ``--pairs`` times, each Tidelog side in a fresh broker: an A/B on a busy machine.
+``--profile DIR`` samples the working tree's broker with py-spy during its consume passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.produce_cpu import thread_cpu_s
+
+TOPIC = "consume-cpu"
+STATS_INTERVAL_MS = 200
+PROFILE_RATE_HZ = 1000  # a fetch lasts about a millisecond
+
+
+class Stats:
+    """librdkafka's statistics, summed over the broker connections that fetched: Fetch requests,
+    bytes received, and the round-trip and queueing latencies (each window's average weighted by
+    its count)."""
+
+    def __init__(self) -> None:
+        self.last: dict = {}
+        self.windows: list[dict] = []
+        self.seen = 0
+
+    def callback(self, text: str) -> None:
+        stats = json.loads(text)
+        self.seen += 1
+        brokers = {name: b for name, b in stats.get("brokers", {}).items() if b.get("nodeid", -1) >= 0}
+        self.last = brokers
+        for b in brokers.values():
+            self.windows.append({"rtt": b.get("rtt", {}), "outbuf": b.get("outbuf_latency", {})})
+
+    def wait_for_next(self, consumer, timeout_s: float = 3.0) -> None:
+        """Poll until one more statistics callback has come (the counters at the end of the pass)."""
+        seen = self.seen
+        deadline = time.monotonic() + timeout_s
+        while self.seen == seen and time.monotonic() < deadline:
+            consumer.poll(0.05)
+
+    def summary(self) -> dict:
+        fetches = sum(b.get("req", {}).get("Fetch", 0) for b in self.last.values())
+        rx_bytes = sum(b.get("rxbytes", 0) for b in self.last.values())
+
+        def weighted(key: str, field: str) -> float | None:
+            windows = [w[key] for w in self.windows if w[key].get("cnt")]
+            count = sum(w["cnt"] for w in windows)
+            return sum(w[field] * w["cnt"] for w in windows) / count / 1e3 if count else None
+
+        return {"fetches": fetches, "rx_bytes": rx_bytes, "rtt_avg_ms": weighted("rtt", "avg"),
+                "rtt_p50_ms": weighted("rtt", "p50"), "rtt_p99_ms": weighted("rtt", "p99"),
+                "outbuf_avg_ms": weighted("outbuf", "avg")}
+
+
+def consume(bootstrap: str, records: int, partitions: int, timeout_s: float) -> dict:
+    """kafka_load.consume's loop, with statistics; the counters are read after the clock stops."""
+    import confluent_kafka as ck
+
+    from benchmarks.kafka_load import CONSUMER_SETTINGS
+
+    stats = Stats()
+    consumer = ck.Consumer({"bootstrap.servers": bootstrap, **CONSUMER_SETTINGS, "error_cb": lambda err: None,
+                            "statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": stats.callback})
+    received = 0
+    deadline = time.monotonic() + timeout_s
+    try:
+        cpu0 = time.process_time()
+        start = time.perf_counter()
+        consumer.assign([ck.TopicPartition(TOPIC, p, 0) for p in range(partitions)])
+        while received < records and time.monotonic() < deadline:
+            for message in consumer.consume(min(10_000, records - received), 0.5):
+                if message.error() is None:
+                    received += 1
+        seconds = time.perf_counter() - start
+        client_cpu = time.process_time() - cpu0
+        stats.wait_for_next(consumer)
+    finally:
+        consumer.close()
+    return {"records": received, "seconds": seconds, "records_per_s": received / seconds, "client_cpu_s": client_cpu,
+            "status": "ok" if received >= records else "timeout", **stats.summary()}
+
+
+def measure_tidelog(src: Path | None, records: int, record_bytes: int, partitions: int, workdir: Path,
+                    timeout_s: float, profile_dir: Path | None, perf_path: Path | None = None) -> dict:
+    from benchmarks import kafka_load
+    from benchmarks.peers import Tidelog
+
+    Tidelog.src_dir = src
+    target = Tidelog("balanced")
+    server = target.start(workdir)
+    try:
+        kafka_load.create_topic(target.bootstrap, TOPIC, partitions)
+        produced = kafka_load.produce(target.bootstrap, TOPIC, records, record_bytes, "1", timeout_s, partitions)
+        if produced["status"] != "ok":
+            raise RuntimeError(f"produce: {produced['status']} {produced['errors']}")
+        before = thread_cpu_s(server.pid)
+        if profile_dir is not None:
+            from benchmarks import profile
+
+            profile.RATE_HZ = PROFILE_RATE_HZ
+            raw = profile_dir / f"consume-{int(time.time())}.txt"
+            seconds, row = profile.record(server.pid, raw, lambda: consume(target.bootstrap, records, partitions,
+                                                                             timeout_s))
+            (profile_dir / (raw.stem + ".json")).write_text(json.dumps(profile.summarise(raw, seconds, top=40),
+                                                                       indent=1))
+        elif perf_path is not None:
+            import signal
+            import subprocess
+
+            perf = subprocess.Popen(["perf", "record", "-g", "-p", str(server.pid), "-o", str(perf_path)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                time.sleep(0.5)  # perf has no readiness signal; it attaches within a few ms
+                row = consume(target.bootstrap, records, partitions, timeout_s)
+            finally:
+                perf.send_signal(signal.SIGINT)
+                perf.wait(60)
+        else:
+            row = consume(target.bootstrap, records, partitions, timeout_s)
+        after = thread_cpu_s(server.pid)
+        row["peak_rss_mb"] = server.peak_rss_bytes() / 1e6
+    finally:
+        server.stop()
+    gb = records * record_bytes / 1e9
+    loop = [after[server.pid][i] - before.get(server.pid, (0.0, 0.0))[i] for i in (0, 1)]
+    total = [sum(after[t][i] - before.get(t, (0.0, 0.0))[i] for t in after) for i in (0, 1)]
+    row.update(broker_s_per_gb=sum(total) / gb, user_s_per_gb=total[0] / gb, system_s_per_gb=total[1] / gb,
+               loop_user_s_per_gb=loop[0] / gb, loop_system_s_per_gb=loop[1] / gb,
+               other_threads_s_per_gb=(sum(total) - sum(loop)) / gb,
+               loop_user_us_per_fetch=loop[0] / row["fetches"] * 1e6 if row["fetches"] else None)
+    return row
+
+
+def measure_mock(records: int, record_bytes: int, partitions: int, timeout_s: float) -> dict:
+    from benchmarks import kafka_load
+
+    stats = Stats()
+    row = kafka_load.consume_ceiling(records, record_bytes, timeout_s, partitions,
+                                     settings={"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": stats.callback},
+                                     before_close=stats.wait_for_next)
+    row.update(stats.summary())
+    return row
+
+
+def _line(pair: int, name: str, row: dict, records: int, record_bytes: int, mock_rate: float | None) -> str:
+    gb = records * record_bytes / 1e9
+    text = (f"{pair} {name:>18}: load {row['load']:.1f}; {row['records_per_s']:,.0f} records/s"
+            + (f" ({100 * row['records_per_s'] / mock_rate:.0f}% of the mock)" if mock_rate and name != "mock" else "")
+            + f"; {row['fetches'] / gb:,.0f} fetches/GB, {row['rx_bytes'] / max(row['fetches'], 1) / 1e3:,.0f} KB each"
+            + (f", rtt avg {row['rtt_avg_ms']:.3f} p50 {row['rtt_p50_ms']:.3f} p99 {row['rtt_p99_ms']:.3f} ms"
+               if row.get("rtt_avg_ms") is not None else "")
+            + (f", outbuf {row['outbuf_avg_ms']:.3f} ms" if row.get("outbuf_avg_ms") is not None else "")
+            + f"; client {row['client_cpu_s'] / gb:.2f} s/GB")
+    if "broker_s_per_gb" in row:
+        text += (f"; broker {row['broker_s_per_gb']:.3f} s/GB (user {row['user_s_per_gb']:.3f}, system "
+                 f"{row['system_s_per_gb']:.3f}; loop {row['loop_user_s_per_gb']:.3f}+{row['loop_system_s_per_gb']:.3f},"
+                 f" others {row['other_threads_s_per_gb']:.3f})"
+                 + (f", loop user {row['loop_user_us_per_fetch']:.0f} us a fetch" if row["loop_user_us_per_fetch"] else ""))
+    return text
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.consume_cpu", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--records", type=int, default=500_000, help="records produced, then consumed (default 500,000)")
+    p.add_argument("--record-bytes", type=int, default=1024, help="bytes of each record's value (default 1,024)")
+    p.add_argument("--partitions", type=int, default=1, help="partitions of the topic (default 1)")
+    p.add_argument("--tidelog-ref", help="also measure this commit's src/ (git archive), alternating with the working tree")
+    p.add_argument("--pairs", type=int, default=3, help="how many rounds (mock, [ref,] working tree) (default 3)")
+    p.add_argument("--no-mock", action="store_true", help="skip the mock-cluster reference")
+    p.add_argument("--profile", type=Path, help="py-spy the working tree's broker while it serves, into this directory")
+    p.add_argument("--perf", type=Path, help="perf record -g the working tree's broker while it serves, into this file")
+    p.add_argument("--timeout", type=float, default=120.0, help="bound on each produce and consume (s)")
+    p.add_argument("--json", type=Path, help="write every measurement here")
+    args = p.parse_args(argv)
+    tmp_root = Path(tempfile.mkdtemp(prefix="tidelog-consume-cpu-"))
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    rows = []
+    try:
+        sides: list[tuple[str, Path | None]] = [("working tree", None)]
+        if args.tidelog_ref:
+            from benchmarks.peers import Tidelog
+
+            Tidelog.use_ref(args.tidelog_ref, tmp_root / "ref")
+            sides.insert(0, (f"ref {Tidelog.commit}", Tidelog.src_dir))
+        for pair in range(1, args.pairs + 1):
+            mock_rate = None
+            if not args.no_mock:
+                row = {"pair": pair, "side": "mock", "load": os.getloadavg()[0],
+                       **measure_mock(args.records, args.record_bytes, args.partitions, args.timeout)}
+                mock_rate = row["records_per_s"]
+                rows.append(row)
+                print(_line(pair, "mock", row, args.records, args.record_bytes, None), flush=True)
+            for name, src in sides:
+                workdir = tmp_root / f"{pair}-{len(rows)}"
+                row = {"pair": pair, "side": name, "load": os.getloadavg()[0],
+                       **measure_tidelog(src, args.records, args.record_bytes, args.partitions, workdir, args.timeout,
+                                         args.profile if src is None else None,
+                                         args.perf if src is None else None)}
+                row["of_mock"] = row["records_per_s"] / mock_rate if mock_rate else None
+                shutil.rmtree(workdir, ignore_errors=True)
+                rows.append(row)
+                print(_line(pair, name, row, args.records, args.record_bytes, mock_rate), flush=True)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
