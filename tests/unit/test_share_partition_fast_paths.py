@@ -14,6 +14,8 @@ against their general ones."""
 
 from __future__ import annotations
 
+from itertools import repeat
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -24,6 +26,7 @@ from tidelog.queues.acks import AcquireMode
 from tidelog.queues.in_flight import TERMINAL, ArchiveReason, RecordState, finish
 from tidelog.queues.log_batches import LogBatch, acquired_ranges
 from tidelog.queues.priority import QueuePolicy
+from tidelog.queues import record_attrs
 from tidelog.queues.record_attrs import AttrRun, QueueSettings
 from tidelog.queues.selection import Candidate
 from tidelog.queues.share_partition import _ACQUIRE, AckBatch, AcknowledgeType, SharePartition, SharePartitionConfig
@@ -45,6 +48,9 @@ class GeneralPaths(SharePartition):
 
     def _record(self, t, built=False):
         super()._record(t)  # the batches from the transition's runs, whatever _carve built
+
+    def _take_columns(self, *args):
+        return False  # the policy's order, range by range
 
     def _advance_start(self):
         runs = self._runs
@@ -107,9 +113,34 @@ class Discarding:
     lookahead_records = 3
 
     def __init__(self, filtered: frozenset[int], expired: frozenset[int], joined: bool = False,
-                 split: bool = False) -> None:
+                 split: bool = False, columnar: bool = False) -> None:
         self.filtered, self.expired, self.joined, self.split = filtered, expired, joined, split
+        self.columnar = columnar  # QueuePolicy.columns' answer where it has one (a filter alone)
         self.discarded: list = []
+
+    def columns(self, candidates, now_ms):
+        """As QueuePolicy.columns: taken and filtered-out ranges tiling candidates that follow one
+        another, each kind's neighbours joined, and where ``order``'s ranges end besides; None where
+        something would expire."""
+        if not self.columnar or not candidates or self.joined == self.split:
+            return None  # (its taken and set-aside ranges end at the same places, or not at all)
+        first, last = candidates[0].first_offset, candidates[-1].last_offset
+        if sum(c.last_offset - c.first_offset + 1 for c in candidates) != last - first + 1 \
+                or any(o in self.expired for o in range(first, last + 1)):
+            return None
+        taken: list[list[int]] = []
+        out: list[list[int]] = []
+        for o in range(first, last + 1):
+            ranges = out if o in self.filtered else taken
+            if ranges and ranges[-1][1] + 1 == o:
+                ranges[-1][1] = o
+            else:
+                ranges.append([o, o])
+        if self.split:  # (a range a record)
+            breaks = list(range(first, last + 1))
+        else:
+            breaks = [c.last_offset for c in candidates]
+        return [a for a, _ in taken], [b for _, b in taken], [a for a, _ in out], [b for _, b in out], breaks
 
     def _discard(self, offset: int, reason: ArchiveReason, candidate_first: int) -> None:
         previous = self.discarded[-1] if self.discarded else None
@@ -190,15 +221,18 @@ class FastPathsMatchTheGeneralOnes(RuleBasedStateMachine):
 
     @rule(member=st.sampled_from(MEMBERS), max_records=st.integers(1, 10), fail=st.integers(0, 7),
           batch_size=st.one_of(st.none(), st.integers(1, 4)), joined=st.booleans(),
-          mode=st.sampled_from(AcquireMode), split=st.booleans())
-    def fetch(self, member, max_records, fail, batch_size, joined, mode, split):
+          mode=st.sampled_from(AcquireMode), split=st.booleans(), columnar=st.sampled_from([True, True, False]))
+    def fetch(self, member, max_records, fail, batch_size, joined, mode, split, columnar):
+        if columnar:  # (the columns stand for a policy whose ranges of both kinds end at the same places)
+            split = not joined
         offset = self.fast.fetch_offset(self.now)
         assert offset == self.general.fetch_offset(self.now)
         if offset is None:
             return
         read = [b for b in self.log if b.last_offset >= offset and b.base_offset >= self.log_start]
         self._both(lambda sp: sp.acquire(member, read, max_records, self.now, batch_size=batch_size, mode=mode,
-                                         policy=Discarding(self.filtered, self.expired, joined, split)), fail == 0)
+                                         policy=Discarding(self.filtered, self.expired, joined, split, columnar)),
+                   fail == 0)
 
     @rule(member=st.sampled_from(MEMBERS), data=st.data(), fail=st.integers(0, 7))
     def acknowledge(self, member, data, fail):
@@ -338,3 +372,68 @@ def test_records_on_their_last_delivery_are_taken_alone_from_several_ranges_of_o
         outcomes.append(list(t.acquired))
     assert outcomes[0] == outcomes[1]
     assert [(a.first_offset, a.last_offset, a.delivery_count) for a in outcomes[0]] == [(0, 0, 3)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(flags=st.lists(st.integers(0, 1), min_size=1, max_size=60), base=st.integers(0, 50))
+def test_a_batchs_flag_columns_stand_for_its_runs_of_equal_verdicts(flags, base):
+    """A batch judged by a filter alone, as columns (FlagRuns: the matching runs' first and last
+    offsets), against a walk record by record, and its ``runs()`` against ``_flag_runs``."""
+    columns = record_attrs.flag_columns(bytes(flags), base, 3, 5, 7, 9)
+    matching: list[list[int]] = []
+    for offset, flag in enumerate(flags, base):
+        if flag and matching and matching[-1][1] == offset - 1:
+            matching[-1][1] = offset
+        elif flag:
+            matching.append([offset, offset])
+    assert (columns.first, columns.last) == (base, base + len(flags) - 1)
+    assert list(zip(columns.firsts, columns.lasts)) == [tuple(m) for m in matching]
+    runs = columns.runs()
+    assert runs == record_attrs._flag_runs(bytes(flags), None, base, base + len(flags) - 1, 3, 5, 7, 9)
+    assert all(type(r) is AttrRun for r in runs)
+
+
+_PART = st.tuples(st.lists(st.integers(0, 1), min_size=1, max_size=12), st.integers(0, 1),
+                  st.sampled_from(["flags", "flags", "flags", "runs", "due", "expired", "expires later"]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(parts=st.lists(_PART, min_size=1, max_size=6), holes=st.sets(st.integers(0, 80)),
+       span=st.tuples(st.integers(0, 80), st.integers(0, 80)))
+def test_the_policys_columns_are_its_order_of_a_filter_alone(parts, holes, span):
+    """QueuePolicy.columns (the batches' FlagRuns sliced) against its order (the walk over their
+    AttrRuns): where it answers, the ranges taken and the filtered-out ones are those of ``order``
+    (joined), nothing deferred; it answers for batches judged by the filter alone, one after
+    another, under candidates without a gap."""
+    now = 10
+    view_parts, offset, simple = [], 0, True
+    for flags, gap, kind in parts:
+        offset += gap
+        simple = simple and gap == 0 and kind in ("flags", "expires later")
+        due, expire = (now + 1 if kind == "due" else 0), {"expired": now, "expires later": now + 1}.get(kind, 0)
+        columns = record_attrs.flag_columns(bytes(flags), offset, 0, 0, due, expire)
+        view_parts.append(columns.runs() if kind == "runs" else columns)
+        offset += len(flags)
+    low, high = min(span), min(max(span), offset - 1)
+    candidates, first = [], None
+    for o in range(low, high + 2):
+        if o <= high and o not in holes:
+            first = o if first is None else first
+        elif first is not None:
+            candidates.append(Candidate(first, o - 1, 0))
+            first = None
+    columnar = QueuePolicy(QueueSettings(), record_attrs.AttrView(view_parts))
+    walked = QueuePolicy(QueueSettings(), record_attrs.AttrView(view_parts))
+    answer = columnar.columns(candidates, now)
+    if simple and candidates and len(candidates) == 1 and parts[0][1] == 0:
+        assert answer is not None
+    order = walked.order(candidates, now)
+    if answer is None:
+        return
+    taken_firsts, taken_lasts, out_firsts, out_lasts, breaks = answer
+    assert list(zip(taken_firsts, taken_lasts)) == _joined(order)
+    assert list(zip(out_firsts, out_lasts, repeat(ArchiveReason.FILTERED))) == _joined(walked.discarded)
+    assert walked.deferred == [] and columnar.discarded == columnar.deferred == []
+    # where order's ranges end: at a break or where the verdict changes
+    ends = {last for _, last in order} | {last for _, last, _ in walked.discarded}
+    assert ends == set(breaks) | set(taken_lasts) | set(out_lasts)

@@ -24,12 +24,12 @@ nothing holds across partitions. Pure: no I/O, no clock.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from itertools import compress, repeat
-from operator import itemgetter, not_
+from itertools import compress, islice, repeat
+from operator import itemgetter, not_, sub
 from typing import Sequence
 
 from tidelog.queues.in_flight import ArchiveReason
-from tidelog.queues.record_attrs import AttrRun, QueueSettings
+from tidelog.queues.record_attrs import AttrRun, AttrView, FlagRuns, QueueSettings
 from tidelog.queues.selection import Candidate
 
 __all__ = ["QueuePolicy"]
@@ -44,12 +44,84 @@ _MATCHES = itemgetter(6)
 class QueuePolicy:
     """A SelectionPolicy over one acquisition's records (build one per acquisition)."""
 
-    def __init__(self, settings: QueueSettings, attrs: Sequence[AttrRun]) -> None:
+    def __init__(self, settings: QueueSettings, attrs: Sequence[AttrRun] | AttrView) -> None:
         self.settings = settings
-        self.attrs = attrs
+        self._view = attrs if type(attrs) is AttrView else None
+        self._attrs = None if self._view is not None else attrs
         self.lookahead_records = settings.lookahead_records if settings.reorders else 0
         self.deferred: list[tuple[int, int, int]] = []  # (first, last, due ms)
         self.discarded: list[tuple[int, int, ArchiveReason]] = []
+
+    @property
+    def attrs(self) -> Sequence[AttrRun]:
+        """The read's attribute runs (made from the FlagRuns on first use)."""
+        if self._attrs is None:
+            self._attrs = self._view.runs
+        return self._attrs
+
+    def columns(self, candidates: Sequence[Candidate], now_ms: int
+                ) -> tuple[list[int], list[int], list[int], list[int], list[int]] | None:
+        """What ``order`` would take and set aside for a filter alone, as columns, without an
+        object per range: (firsts, lasts) of the ranges to take and of the filtered-out ranges,
+        both in offset order, together tiling the candidates from the first one's first record
+        to the last one's last, taken and filtered-out in turn (neighbours of one kind joined,
+        across batches and candidates too), and the offsets where ``order`` ends a range besides
+        (``breaks``, sorted: each batch's and candidate's last, the last of all among them). None
+        (nothing done) unless priority is off, the candidates follow one another without a gap,
+        and the batches over them are FlagRuns, without a gap, none expired nor due later:
+        ``order`` then. Changes nothing (``deferred`` and ``discarded`` are ``order``'s)."""
+        view = self._view
+        if view is None or self.settings.priority_enabled or not candidates:
+            return None
+        first, last = candidates[0].first_offset, candidates[-1].last_offset
+        if len(candidates) > 1 and sum(map(_LAST, candidates)) - sum(map(_FIRST, candidates)) + len(candidates) \
+                != last - first + 1:
+            return None  # (a gap between two candidates)
+        firsts: list[int] = []
+        lasts: list[int] = []
+        breaks: list[int] = []
+        position = first  # the first record no batch covered yet
+        for part in view.parts:  # (a batch each: a few)
+            if type(part) is not FlagRuns:
+                if part and part[-1].last >= first and part[0].first <= last:
+                    return None
+                continue
+            if part.last < first:
+                continue
+            if part.first > position:
+                return None  # (records without attributes, or a list of runs, before it)
+            if (part.expire_ms and part.expire_ms <= now_ms) or part.due_ms > now_ms:
+                return None
+            firsts += part.firsts
+            lasts += part.lasts
+            breaks.append(part.last)
+            position = part.last + 1
+            if position > last:
+                break
+        if position <= last:
+            return None
+        breaks[-1] = last
+        if len(candidates) > 1:
+            breaks = sorted({*breaks, *map(_LAST, candidates)})
+        i, j = bisect_left(lasts, first), bisect_right(firsts, last)
+        taken_firsts, taken_lasts = firsts[i:j], lasts[i:j]
+        if taken_firsts:
+            if taken_firsts[0] < first:
+                taken_firsts[0] = first
+            if taken_lasts[-1] > last:
+                taken_lasts[-1] = last
+            if 1 in map(sub, islice(taken_firsts, 1, None), taken_lasts):  # (matches across a batch's end)
+                for x in [x for x, step in enumerate(map(sub, islice(taken_firsts, 1, None), taken_lasts))
+                          if step == 1][::-1]:
+                    taken_lasts[x] = taken_lasts[x + 1]
+                    del taken_firsts[x + 1], taken_lasts[x + 1]
+        out_firsts = [first, *map((1).__add__, taken_lasts)]  # before each taken range, and after the last
+        out_lasts = [*map((-1).__add__, taken_firsts), last]
+        if out_lasts[0] < out_firsts[0]:
+            del out_firsts[0], out_lasts[0]
+        if out_firsts and out_lasts[-1] < out_firsts[-1]:
+            del out_firsts[-1], out_lasts[-1]
+        return taken_firsts, taken_lasts, out_firsts, out_lasts, breaks
 
     def order(self, candidates: Sequence[Candidate], now_ms: int) -> list[tuple[int, int]]:
         settings = self.settings

@@ -39,8 +39,8 @@ try:
 except ImportError:  # built without a C compiler: the Python walk
     _fields_in_c = _header_values_in_c = None
 
-__all__ = ["DELAY_MS_HEADER", "DELIVER_AT_HEADER", "TTL_MS_HEADER", "AttrCache", "AttrRun", "QueueSettings",
-           "parse_deliver_at", "scan_batch"]
+__all__ = ["DELAY_MS_HEADER", "DELIVER_AT_HEADER", "TTL_MS_HEADER", "AttrCache", "AttrRun", "AttrView", "FlagRuns",
+           "QueueSettings", "parse_deliver_at", "scan_batch"]
 
 DELIVER_AT_HEADER = "tidelog-deliver-at"
 DELAY_MS_HEADER = "tidelog-delay-ms"
@@ -110,6 +110,85 @@ def _flag_runs(flags: bytes, offsets: Sequence[int] | None, base: int, last: int
         islice(cycle((first_matches, not first_matches)), len(firsts)))))
 
 
+class FlagRuns:
+    """A batch judged by the group's filter alone, one record an offset (first..last), as columns:
+    the first and last offsets of its runs of matching records (``firsts``, ``lasts``, in offset
+    order; the records around them do not match) and what every record of it shares. Made from
+    the verdicts without a Python step per run (``flag_columns``); QueuePolicy slices the columns
+    of a read's batches (``QueuePolicy.columns``) where an AttrRun a run was most of a filtered
+    fetch's cost. ``runs()``: the AttrRuns ``_flag_runs`` makes of the same verdicts, for the
+    general walk (made once)."""
+
+    __slots__ = ("first", "last", "firsts", "lasts", "priority", "timestamp", "due_ms", "expire_ms", "_runs")
+
+    def __init__(self, first: int, last: int, firsts: list[int], lasts: list[int], priority: int, timestamp: int,
+                 due_ms: int, expire_ms: int) -> None:
+        self.first, self.last, self.firsts, self.lasts = first, last, firsts, lasts
+        self.priority, self.timestamp, self.due_ms, self.expire_ms = priority, timestamp, due_ms, expire_ms
+        self._runs: list[AttrRun] | None = None
+
+    def runs(self) -> list[AttrRun]:
+        if self._runs is None:
+            firsts, lasts = self.firsts, self.lasts
+            # the records not matching: before each matching run, and after the last one
+            other_firsts = [self.first, *map((1).__add__, lasts)]
+            other_lasts = [*map((-1).__add__, firsts), self.last]
+            n = len(firsts) * 2 + 1
+            all_firsts, all_lasts = [0] * n, [0] * n
+            all_firsts[0::2], all_firsts[1::2] = other_firsts, firsts
+            all_lasts[0::2], all_lasts[1::2] = other_lasts, lasts
+            matches = False
+            if all_lasts[0] < all_firsts[0]:  # (the batch starts with a match)
+                del all_firsts[0], all_lasts[0]
+                matches = True
+            if all_lasts[-1] < all_firsts[-1]:  # (it ends with one)
+                del all_firsts[-1], all_lasts[-1]
+            self._runs = list(map(tuple.__new__, repeat(AttrRun), zip(
+                all_firsts, all_lasts, repeat(self.priority), repeat(self.timestamp), repeat(self.due_ms),
+                repeat(self.expire_ms), islice(cycle((matches, not matches)), len(all_firsts)))))
+        return self._runs
+
+    def __repr__(self) -> str:
+        return f"<FlagRuns {self.first}-{self.last} matching {list(zip(self.firsts, self.lasts))}>"
+
+
+def flag_columns(flags: bytes, base: int, priority: int, timestamp: int, due: int, expire: int) -> FlagRuns:
+    """The FlagRuns of a batch of ``len(flags)`` records at offsets base, base + 1, ... judged by a
+    filter (``flags`` a byte a record, 1: matches, 0: not). A matching run starts where a flag is 1
+    and the one before it 0 (or it is the first), ends where it is 1 and the next 0 (or it is the
+    last): found by ``compress`` over bytes made from two integers' bits (no Python step per run)."""
+    n = len(flags)
+    edged = b"\x00" + flags + b"\x00"
+    here = int.from_bytes(edged[1:], "big")  # the flags, then a 0 (n + 1 bytes)
+    before = int.from_bytes(edged[:-1], "big")  # a 0, then the flags
+    change = here ^ before
+    rises = (change & here).to_bytes(n + 1, "big")  # position p: record p starts a match
+    falls = (change & before).to_bytes(n + 1, "big")  # position p: record p - 1 ended one
+    return FlagRuns(base, base + n - 1, list(compress(range(base, base + n + 1), rises)),
+                    list(compress(range(base - 1, base + n), falls)), priority, timestamp, due, expire)
+
+
+class AttrView:
+    """The attributes of one read (``AttrCache.runs``): its batches' entries in offset order
+    (``parts``: a FlagRuns, or a batch's list of AttrRuns), and all their AttrRuns (``runs``, made
+    on first use: a filter alone needs none, ``QueuePolicy.columns`` slices the FlagRuns)."""
+
+    __slots__ = ("parts", "_runs")
+
+    def __init__(self, parts: list) -> None:
+        self.parts = parts
+        self._runs: list[AttrRun] | None = None
+
+    @property
+    def runs(self) -> list[AttrRun]:
+        if self._runs is None:
+            out: list[AttrRun] = []
+            for part in self.parts:
+                out.extend(part.runs() if type(part) is FlagRuns else part)
+            self._runs = out
+        return self._runs
+
+
 def parse_deliver_at(value: bytes) -> int | None:
     """``tidelog-deliver-at``: epoch milliseconds, or an RFC 3339 date (UTC when it has no offset)."""
     text = value.decode("utf-8", "replace").strip()
@@ -136,6 +215,12 @@ def _positive_int(value: bytes | None) -> int | None:
 def scan_batch(data, pos: int, info: BatchInfo, settings: QueueSettings, counts: dict[str, int]) -> list[AttrRun]:
     """The attribute runs of the batch at ``pos`` of ``data`` (``info`` its parsed header);
     ``counts`` gets the bad-input counters (invalid_priority, invalid_delay, invalid_ttl)."""
+    scanned = _scan(data, pos, info, settings, counts)
+    return scanned.runs() if type(scanned) is FlagRuns else scanned
+
+
+def _scan(data, pos: int, info: BatchInfo, settings: QueueSettings, counts: dict[str, int]) -> list[AttrRun] | FlagRuns:
+    """``scan_batch``, a batch judged by the filter alone (one record an offset) as its FlagRuns."""
     default = settings.default_priority
     end = pos + info.size
     if info.compression:
@@ -233,7 +318,7 @@ def _ours_in(body, start: int, stop: int, info: BatchInfo, settings: QueueSettin
 
 
 def _filtered_runs(body, start: int, stop: int, info: BatchInfo, log_append: bool,
-                   settings: QueueSettings) -> list[AttrRun] | None:
+                   settings: QueueSettings) -> list[AttrRun] | FlagRuns | None:
     """A batch whose only per-record question is the group's filter: runs of records it matches or
     not, the rest decided for the whole batch (as scan_batch's short cut). None as soon as a record
     has a header of ours (delay, TTL, or the priority header where priority is on). The filter
@@ -273,8 +358,11 @@ def _filtered_runs(body, start: int, stop: int, info: BatchInfo, log_append: boo
     timestamp = info.max_timestamp
     due = timestamp + settings.delay_ms if settings.delay_ms > 0 else NEVER
     expire = timestamp + settings.ttl_ms if settings.ttl_ms > 0 else NEVER
-    return _flag_runs(flags, offsets, info.base_offset, info.last_offset, settings.default_priority, timestamp, due,
-                      expire)
+    base, n = info.base_offset, len(flags)
+    if n and info.last_offset - base + 1 == n and (offsets is None or offsets == list(range(base, base + n))):
+        # (a record an offset: the runs are columns of offsets)
+        return flag_columns(flags, base, settings.default_priority, timestamp, due, expire)
+    return _flag_runs(flags, offsets, base, info.last_offset, settings.default_priority, timestamp, due, expire)
 
 
 def _walk(body, pos: int, stop: int, info: BatchInfo, log_append: bool, want_key: bool,
@@ -363,23 +451,24 @@ def _walk_python(body, pos: int, stop: int, info: BatchInfo, log_append: bool, w
 
 
 class AttrCache:
-    """The attribute runs of one share-partition's batches, kept by batch base offset while they are
-    in its window (``prune`` drops those below the start offset); dropped whole when the settings
-    change. Bounded by the window (share.partition.max.record.locks records)."""
+    """The attributes of one share-partition's batches (a FlagRuns, or a list of AttrRuns, each),
+    kept by batch base offset while they are in its window (``prune`` drops those below the start
+    offset); dropped whole when the settings change. Bounded by the window
+    (share.partition.max.record.locks records)."""
 
     def __init__(self) -> None:
         self.settings: QueueSettings | None = None
-        self._batches: dict[tuple[int, int], list[AttrRun]] = {}
+        self._batches: dict[tuple[int, int], list[AttrRun] | FlagRuns] = {}
         self.counts: dict[str, int] = {}  # bad input seen, since the owner last took them
 
     def runs(self, data, batches: Iterable[tuple[int, int, object]], settings: QueueSettings,
-             first: int, last: int) -> list[AttrRun]:
-        """The attribute runs of the read's batches (``parse_log_batches`` output over ``data``)
+             first: int, last: int) -> AttrView:
+        """The attributes of the read's batches (``parse_log_batches`` output over ``data``)
         overlapping first..last, in offset order."""
         if settings != self.settings:
             self.settings = settings
             self._batches.clear()
-        out: list[AttrRun] = []
+        parts: list = []
         view = memoryview(data)
         for pos, _size, batch in batches:
             if batch.last_offset < first or batch.base_offset > last or batch.control or batch.aborted:
@@ -389,16 +478,16 @@ class AttrCache:
             cached = self._batches.get(key)
             if cached is None:
                 info = parse_batch_header(view, pos)
-                cached = self._batches[key] = scan_batch(data, pos, info, settings, self.counts)
-            out.extend(cached)
-        return out
+                cached = self._batches[key] = _scan(data, pos, info, settings, self.counts)
+            parts.append(cached)
+        return AttrView(parts)
 
     def batches(self) -> Iterable[list[AttrRun]]:
         """The cached runs, batch by batch (in no particular order)."""
-        return self._batches.values()
+        return (part.runs() if type(part) is FlagRuns else part for part in self._batches.values())
 
     def prune(self, start_offset: int) -> None:
-        for base in [b for b, runs in self._batches.items() if not runs or runs[-1].last < start_offset]:
+        for base in [b for b, part in self._batches.items() if _last_of(part) < start_offset]:
             del self._batches[base]
 
     def take_counts(self) -> dict[str, int]:
@@ -407,6 +496,12 @@ class AttrCache:
 
     def __len__(self) -> int:
         return len(self._batches)
+
+
+def _last_of(part: list[AttrRun] | FlagRuns) -> int:
+    if type(part) is FlagRuns:
+        return part.last
+    return part[-1].last if part else -1
 
 
 def runs_overlapping(runs: Sequence[AttrRun], first: int, last: int) -> Iterable[AttrRun]:

@@ -54,7 +54,7 @@ import gc
 import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from itertools import accumulate, cycle, repeat, takewhile
+from itertools import accumulate, cycle, islice, repeat, takewhile
 from operator import attrgetter, eq, is_, itemgetter, sub
 from typing import Callable, Iterable, Sequence
 
@@ -356,6 +356,14 @@ class SharePartition:
                              config.delivery_count_limit - 1 if config.delivery_count_limit > 2 else 1 << 62)
         n = len(runs)
         available = RecordState.AVAILABLE
+        columns = getattr(policy, "columns", None)
+        if columns is not None:  # (a filter alone: the policy's ranges as columns, one mosaic made of them)
+            columns = columns(candidates, now_ms)
+            if columns is not None and self._take_columns(t, columns, member_id, max_records, mode, bounds, deadline):
+                self._record(t, built=True)
+                t.acquired = cut_at_batches(t.acquired, bounds,
+                                            batch_size if mode == AcquireMode.BATCH_OPTIMIZED else None)
+                return t
         order = policy.order(candidates, now_ms)
         if isinstance(order, list) and len(order) > 1 \
                 and self._in_one_run(order, read_first, read_last, now_ms, throttled_from):
@@ -594,7 +602,6 @@ class SharePartition:
         look-ahead), left to ``_carve``."""
         if len(pieces) < 3:
             return 0
-        runs = self._runs
         firsts = list(map(_START, pieces))
         lasts = list(map(_END, pieces))
         # (the tiling ends where a record between two pieces stays Available: one not taken)
@@ -607,22 +614,9 @@ class SharePartition:
         if count < 3:
             return 0
         first, last = firsts[0], lasts[-1]
-        i = j = runs.index_of(first)
-        n = len(runs)
-        position = first
-        available = RecordState.AVAILABLE
-        while True:  # (the runs it covers: a few, one a log batch)
-            if j >= n:
-                return 0
-            run = runs[j]
-            if type(run) is not Run or run.state != available or run.pending is not None or run.delivery_count \
-                    or run.available_at_ms or run.first > position:
-                return 0
-            if run.last >= last:
-                break
-            position = run.last + 1
-            j += 1
-        head, tail = runs[i], runs[j]
+        covered = self._fresh_runs(first, last)
+        if covered is None:
+            return 0
         tags = list(map(_TAG, pieces[:count]))
         # Neighbours with one tag are one piece (the policy cuts its ranges where the runs end: one a
         # log batch): joined, from the last, as _carve joins their batches and acquired ranges.
@@ -637,10 +631,44 @@ class SharePartition:
             return 0
         taken_firsts, taken_lasts = firsts[k::2], lasts[k::2]
         taken = sum(taken_lasts) - sum(taken_firsts) + len(taken_firsts)
+        self._lay_mosaic(t, covered, firsts, lasts, k, taken_firsts, taken_lasts, taken, member_id, deadline)
+        return count
+
+    def _fresh_runs(self, first: int, last: int) -> tuple[int, int] | None:
+        """(i, j): the runs ``i`` to ``j`` hold first..last without a gap, each a Run of records
+        never delivered, Available at once, not pending (what a mosaic may be laid over); else None."""
+        runs = self._runs
+        i = j = runs.index_of(first)
+        n = len(runs)
+        position = first
+        available = RecordState.AVAILABLE
+        while True:  # (the runs it covers: a few, one a log batch)
+            if j >= n:
+                return None
+            run = runs[j]
+            if type(run) is not Run or run.state != available or run.pending is not None or run.delivery_count \
+                    or run.available_at_ms or run.first > position:
+                return None
+            if run.last >= last:
+                return i, j
+            position = run.last + 1
+            j += 1
+
+    def _lay_mosaic(self, t: Transition, covered: tuple[int, int], firsts: list[int], lasts: list[int], lead: int,
+                    taken_firsts: list[int], taken_lasts: list[int], taken: int, member_id: str, deadline: int) -> None:
+        """One acquisition's pieces (``firsts``, ``lasts``: taken and filtered out in turn, the taken
+        ones from ``lead``, 0 or 1) laid over the runs ``covered`` (``_fresh_runs``) as one Mosaic
+        acquired by ``member_id`` (filtered-out records first: an Archived run before it), pending
+        in ``t``, with ``t.state_batches`` and ``t.acquired`` as ``_carve`` makes them."""
+        runs = self._runs
+        i, j = covered
+        head, tail = runs[i], runs[j]
+        first, last = firsts[0], lasts[-1]
         # (filtered-out records first are a run of their own: the start offset may pass them at once)
-        mosaic = Mosaic(firsts[k], last, RecordState.ACQUIRED, 1, member_id, deadline, taken_firsts, taken_lasts, taken)
+        mosaic = Mosaic(firsts[lead], last, RecordState.ACQUIRED, 1, member_id, deadline, taken_firsts, taken_lasts,
+                        taken)
         replacement = [mosaic]
-        if k:
+        if lead:
             replacement.insert(0, Run(first, lasts[0], RecordState.ARCHIVED, 0))
         for run in replacement:
             run.pending = t
@@ -652,10 +680,68 @@ class SharePartition:
             tail.first = last + 1
             replacement.append(tail)
         runs[i:j + 1] = replacement
-        states, counts = ((0, 4), (1, 0)) if k == 0 else ((4, 0), (0, 1))
+        states, counts = ((0, 4), (1, 0)) if lead == 0 else ((4, 0), (0, 1))
         t.state_batches = list(map(_new_batch, zip(firsts, lasts, cycle(states), cycle(counts), repeat(0))))
         t.acquired = list(map(_new_acquired, zip(taken_firsts, taken_lasts, repeat(1))))
-        return count
+
+    def _take_columns(self, t: Transition, columns: tuple[list[int], list[int], list[int], list[int], list[int]],
+                      member_id: str, max_records: int, mode: AcquireMode, bounds: BatchBounds, deadline: int) -> bool:
+        """``acquire`` from a policy's columns (``QueuePolicy.columns``: the ranges to take and the
+        filtered-out ones, alternating, tiling the candidates, and where its ``order`` would end a
+        range besides) where they lie in never-delivered Available runs: taken in order up to
+        ``max_records`` (the range reaching it cut as ``acquire``'s walk over ``order`` cuts it),
+        what was set aside up to the last one taken and the range right after it archived (as
+        ``acquire`` sets them aside), all of it one ``Mosaic`` pending in ``t`` (filtered-out
+        records before the first taken one: a run), its state batches and acquired ranges made from
+        the columns by ``map``, as ``_carve_mosaic`` makes them from pieces: no Python object or step
+        per range but the batches and ranges themselves. False (nothing done) where that is not
+        so: ``acquire`` then asks the policy for its ``order``."""
+        taken_firsts, taken_lasts, out_firsts, out_lasts, breaks = columns
+        if not taken_firsts:
+            return False
+        taken = list(accumulate(map(sub, map((1).__add__, taken_lasts), taken_firsts)))  # records up to each range
+        k = bisect_left(taken, max_records)  # the range reaching max_records (len: none does)
+        whole = True  # the last range taken whole (then the filtered-out records after it go too)
+        if k < len(taken_firsts):
+            before = taken[k - 1] if k else 0
+            first, last = taken_firsts[k], taken_lasts[k]
+            take = last - first + 1
+            remaining = max_records - before
+            if take > remaining:
+                # (order's range holding the record reaching max_records ends at the next break)
+                reaching = first + remaining - 1
+                take = remaining if mode == AcquireMode.RECORD_LIMIT else \
+                    min(last, breaks[bisect_left(breaks, reaching)], bounds.end_of_batch(reaching)) - first + 1
+            taken_firsts, taken_lasts = taken_firsts[:k + 1], taken_lasts[:k + 1]
+            if take < last - first + 1:
+                taken_lasts[k] = first + take - 1
+                whole = False
+            count = before + take
+        else:
+            count = taken[-1]
+        end = taken_lasts[-1] + 1
+        aside = bisect_right(out_firsts, end)  # the filtered-out ranges up to (and right after) the last one taken
+        out_firsts, out_lasts = out_firsts[:aside], out_lasts[:aside]
+        if whole and aside and out_firsts[-1] == end:  # (the range right after: order's ends at a break)
+            out_lasts[-1] = min(out_lasts[-1], breaks[bisect_left(breaks, end)])
+        lead = 1 if out_firsts and out_firsts[0] < taken_firsts[0] else 0  # filtered-out records first
+        kinds = len(taken_firsts) + aside
+        if kinds < 3 or aside not in (len(taken_firsts) - 1 + lead, len(taken_firsts) + lead):
+            return False
+        firsts, lasts = [0] * kinds, [0] * kinds
+        firsts[lead::2], firsts[1 - lead::2] = taken_firsts, out_firsts
+        lasts[lead::2], lasts[1 - lead::2] = taken_lasts, out_lasts
+        if firsts[1:] != list(map((1).__add__, islice(lasts, kinds - 1))):
+            return False  # (not one tiling)
+        covered = self._fresh_runs(firsts[0], lasts[-1])
+        if covered is None:
+            return False
+        self._lay_mosaic(t, covered, firsts, lasts, lead, taken_firsts, taken_lasts, count, member_id, deadline)
+        first, last = firsts[0], lasts[-1]
+        t.add_count("acquired", count)
+        t.add_count(ArchiveReason.FILTERED.value, last - first + 1 - count)
+        t.add_count("archived", last - first + 1 - count)
+        return True
 
     def _explode(self, which: Callable[[Run], bool], first: int | None = None, last: int | None = None) -> None:
         """The mosaics that are not pending and ``which`` picks (among those overlapping first..last
