@@ -334,19 +334,26 @@ _BATCH = st.builds(lambda first, size, state, count, at: StateBatch(first, first
 
 
 @settings(max_examples=400, deadline=None)
-@given(writes=st.lists(st.tuples(st.lists(_BATCH, max_size=6), st.integers(0, 40), st.integers(-2, 2), st.booleans()),
+@given(writes=st.lists(st.tuples(st.lists(_BATCH, max_size=6), st.integers(0, 40), st.integers(-2, 2), st.booleans(),
+                                 st.booleans()),
                        min_size=1, max_size=6),
        sort_new=st.booleans())
 def test_combining_onto_a_combined_state_is_the_general_combination(writes, sort_new):
     """The store's writes onto its own (combined) state give what the general combination gives;
     ``after``: a write's batches moved to begin around the state's end (an acquisition's, records
-    entering the window: appended, joined with the last batch when ``alike``)."""
+    entering the window: appended, joined with the last batch when ``alike``); ``tiled``: a write's
+    batches one after another without a gap (an acquisition's, alike neighbours among them or not)."""
     fast = general = []
     start = 0
-    for new, moved, after, alike in writes:
+    for new, moved, after, alike, tiled in writes:
         start = max(start, moved)
         if sort_new:  # (a transition's batches are sorted and apart; the general ones may be anything)
             new = [b for i, b in enumerate(sorted(new)) if all(b.first_offset > a.last_offset for a in sorted(new)[:i])]
+            if tiled:
+                for i in range(1, len(new)):
+                    size = new[i].last_offset - new[i].first_offset
+                    new[i] = new[i]._replace(first_offset=new[i - 1].last_offset + 1,
+                                             last_offset=new[i - 1].last_offset + 1 + size)
             if new and fast and after is not None:
                 shift = fast[-1].last_offset + 1 + after - new[0].first_offset
                 new = [b._replace(first_offset=b.first_offset + shift, last_offset=b.last_offset + shift) for b in new]

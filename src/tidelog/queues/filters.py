@@ -48,6 +48,7 @@ class RecordFilter:
         # "x" in headers): the memo is then keyed by those headers' values alone.
         self._header_names = _header_names(expression) if self._headers else None
         self._memo: dict[tuple, bool] = {}
+        self._verdicts: dict = {}  # a one-header filter's: that header's value (False: none) -> 1 or 0
         # What a record walk must decode for it: the key or not, these headers (None: all of them).
         self.reads_key = self._key
         self.reads_timestamp = self._timestamp
@@ -94,12 +95,20 @@ class RecordFilter:
         return list(map(bool, self.verdicts(values)))
 
     def verdicts(self, values: Sequence) -> bytes:
-        """``judge_values`` as a byte a record (1: matches, 0: not): each distinct value is looked up
-        (or evaluated) once, the rest is done in C (no Python step per record)."""
+        """``judge_values`` as a byte a record (1: matches, 0: not), in C (no Python step per
+        record) from the verdicts of the values seen before (bounded as the memo); a value not seen
+        yet is evaluated once (through the memo), then the batch is looked up again."""
+        verdict = self._verdicts
+        try:
+            return bytes(map(verdict.__getitem__, values))
+        except KeyError:
+            pass
         (name,) = self._header_names
         memo = self._memo
-        verdict: dict = {}
-        for value in set(values):  # (False, None and b"" are distinct keys: equality, not hash)
+        distinct = set(values)  # (False, None and b"" are distinct keys: equality, not hash)
+        if len(verdict) + len(distinct) > MEMO_ENTRIES:
+            verdict.clear()
+        for value in distinct.difference(verdict):
             key = _MISSING if value is False else value
             found = memo.get(key)
             if found is None:

@@ -164,8 +164,13 @@ def flag_columns(flags: bytes, base: int, priority: int, timestamp: int, due: in
     change = here ^ before
     rises = (change & here).to_bytes(n + 1, "big")  # position p: record p starts a match
     falls = (change & before).to_bytes(n + 1, "big")  # position p: record p - 1 ended one
-    return FlagRuns(base, base + n - 1, list(compress(range(base, base + n + 1), rises)),
-                    list(compress(range(base - 1, base + n), falls)), priority, timestamp, due, expire)
+    # (positions from a kept list: a range would make an int object a record, most of the cost)
+    positions = _POSITIONS if n < len(_POSITIONS) else range(n + 1)
+    return FlagRuns(base, base + n - 1, list(map(base.__add__, compress(positions, rises))),
+                    list(map((base - 1).__add__, compress(positions, falls))), priority, timestamp, due, expire)
+
+
+_POSITIONS = list(range(1 << 16))  # record positions in a batch (512 KiB, made once)
 
 
 class AttrView:

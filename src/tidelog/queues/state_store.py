@@ -42,8 +42,8 @@ import asyncio
 import logging
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, replace
-from itertools import chain
-from operator import itemgetter
+from itertools import chain, islice
+from operator import eq, gt, itemgetter
 from typing import Awaitable, Callable, Iterable
 
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -106,6 +106,8 @@ def _first_offset(batch: StateBatch) -> int:
 
 
 _LAST = itemgetter(1)  # a StateBatch's last offset, a C key for bisect
+_FIRST = itemgetter(0)
+_STATE = itemgetter(2)
 
 
 def combine_state_batches(existing: Iterable[StateBatch], new: Iterable[StateBatch], start_offset: int,
@@ -175,9 +177,16 @@ def _joined_in_order(existing: list[StateBatch], new: list[StateBatch], start_of
         existing[0] = existing[0]._replace(first_offset=start_offset)
     merged: list[StateBatch] = []
     previous = None
+    rest: list[StateBatch] = []
     if combined:
         merged = existing
         previous = existing[-1] if existing else None
+        if len(new) > 2 and not any(map(eq, islice(map(_STATE, new), 1, None), map(_STATE, new))) \
+                and all(map(gt, islice(map(_FIRST, new), 1, None), map(_LAST, new))):
+            # (a filter's acquisition: taken and filtered-out records in turn, a state each, none
+            # joining the next: laid on in bulk after the first, which may join the state's last)
+            rest = new[1:]
+            new = new[:1]
     for batch in new if combined else chain(existing, new):
         if previous is not None:
             if batch.first_offset <= previous.last_offset:
@@ -189,6 +198,7 @@ def _joined_in_order(existing: list[StateBatch], new: list[StateBatch], start_of
                 continue
         merged.append(batch)
         previous = batch
+    merged += rest
     return merged
 
 
