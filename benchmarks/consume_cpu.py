@@ -15,7 +15,8 @@ each pair, so the ratio is of one run on one machine.
 
 ``--tidelog-ref REF`` measures that commit's src/ as well, alternating (mock, ref, working tree,
 mock, ...) ``--pairs`` times, each Tidelog side in a fresh broker: an A/B on a busy machine.
-``--profile DIR`` samples the working tree's broker with py-spy during its consume passes.
+``--peer tansu`` adds another broker of ``python -m benchmarks`` to each round (its CPU the same
+way: every thread of its process). ``--profile DIR`` samples the working tree's broker with py-spy during its consume passes.
 """
 
 from __future__ import annotations
@@ -104,12 +105,17 @@ def consume(bootstrap: str, records: int, partitions: int, timeout_s: float) -> 
 
 
 def measure_tidelog(src: Path | None, records: int, record_bytes: int, partitions: int, workdir: Path,
-                    timeout_s: float, profile_dir: Path | None, perf_path: Path | None = None) -> dict:
+                    timeout_s: float, profile_dir: Path | None, perf_path: Path | None = None, peer: str = "") -> dict:
+    """One broker (Tidelog from ``src``, None: the working tree; or the ``peer`` target, e.g.
+    tansu), the records produced, then consumed: the figures of the consume."""
     from benchmarks import kafka_load
-    from benchmarks.peers import Tidelog
+    from benchmarks.peers import Tidelog, make_target
 
-    Tidelog.src_dir = src
-    target = Tidelog("balanced")
+    if peer:
+        target = make_target(peer)
+    else:
+        Tidelog.src_dir = src
+        target = Tidelog("balanced")
     server = target.start(workdir)
     try:
         kafka_load.create_topic(target.bootstrap, TOPIC, partitions)
@@ -190,6 +196,8 @@ def main(argv=None) -> int:
     p.add_argument("--partitions", type=int, default=1, help="partitions of the topic (default 1)")
     p.add_argument("--tidelog-ref", help="also measure this commit's src/ (git archive), alternating with the working tree")
     p.add_argument("--pairs", type=int, default=3, help="how many rounds (mock, [ref,] working tree) (default 3)")
+    p.add_argument("--peer", action="append", default=[], help="also measure this target of python -m benchmarks "
+                                                              "(e.g. tansu) in each round (repeatable)")
     p.add_argument("--no-mock", action="store_true", help="skip the mock-cluster reference")
     p.add_argument("--profile", type=Path, help="py-spy the working tree's broker while it serves, into this directory")
     p.add_argument("--perf", type=Path, help="perf record -g the working tree's broker while it serves, into this file")
@@ -215,12 +223,13 @@ def main(argv=None) -> int:
                 mock_rate = row["records_per_s"]
                 rows.append(row)
                 print(_line(pair, "mock", row, args.records, args.record_bytes, None), flush=True)
-            for name, src in sides:
+            for name, src in sides + [(peer, None) for peer in args.peer]:
                 workdir = tmp_root / f"{pair}-{len(rows)}"
+                peer = name if name in args.peer else ""
                 row = {"pair": pair, "side": name, "load": os.getloadavg()[0],
                        **measure_tidelog(src, args.records, args.record_bytes, args.partitions, workdir, args.timeout,
-                                         args.profile if src is None else None,
-                                         args.perf if src is None else None)}
+                                         args.profile if src is None and not peer else None,
+                                         args.perf if src is None and not peer else None, peer)}
                 row["of_mock"] = row["records_per_s"] / mock_rate if mock_rate else None
                 shutil.rmtree(workdir, ignore_errors=True)
                 rows.append(row)
