@@ -6,10 +6,21 @@ tests/fault/test_replica_backlog.py."""
 from __future__ import annotations
 
 import asyncio
+import random
+from types import SimpleNamespace
+
+import pytest
+from kafka.protocol.producer import ProduceRequest
 
 from tests.unit.test_partition import batch, leader, run
 from tidelog.cluster import partition as partition_module
 from tidelog.cluster.replica_manager import ReplicaManager
+from tidelog.handlers.registry import Access, RequestContext, load_all
+from tidelog.metrics import BrokerMetrics
+from tidelog.protocol.records import build_batch, iter_records
+from tidelog.security.quotas import QuotaManagers
+from tidelog.server.connection import KafkaConnection
+from tidelog.server.request_memory import RequestMemory
 
 
 def test_the_backlog_counts_the_bytes_above_the_high_watermark(tmp_path):
@@ -110,23 +121,26 @@ def test_many_small_appends_keep_a_bounded_list_that_never_underestimates(tmp_pa
 
 def test_a_connection_is_held_by_its_pending_holds_only():
     """A Produce waits while ``held_by()`` names a hold: one already done (its removal is a
-    callback not yet run) must not be named, or the Produce's wait loop spins without yielding."""
-    from tidelog.server.connection import KafkaConnection
-
+    callback not yet run) must not be named, or the Produce's wait loop spins without yielding.
+    And one whose turn has not come waits for it, hold or none."""
     async def main():
         connection = KafkaConnection.__new__(KafkaConnection)
         # Also paused for another reason ("writing"), so no transport is needed here.
         connection._holds, connection._pause_reasons, connection._closed = [], {"writing"}, False
+        connection._tickets, connection._turn, connection._turn_waiters = 2, 1, {}
         connection.transport = None
         loop = asyncio.get_running_loop()
         first, second = loop.create_future(), loop.create_future()
         connection._hold_reading(first)
         connection._hold_reading(second)
-        assert connection._held_by() is first and "replication" in connection._pause_reasons
+        assert connection._held_by(1) is first and "replication" in connection._pause_reasons
         first.set_result(None)  # its release callback has not run yet
-        assert connection._held_by() is second
+        assert connection._held_by(1) is second
         second.set_result(None)
-        assert connection._held_by() is None
+        turn = connection._held_by(2)  # nothing holds the connection, but the first has not appended
+        assert turn is not None and not turn.done() and connection._held_by(2) is turn
+        assert connection._held_by(1) is None and turn.done()  # the first appends: the second's turn
+        assert connection._held_by(2) is None and connection._turn == 3 and connection._turn_waiters == {}
         await asyncio.sleep(0)
         assert connection._holds == [] and connection._pause_reasons == {"writing"}
 
@@ -150,9 +164,6 @@ class Hosted:
 
 def _scrape(per_partition: bool, partition) -> tuple[float | None, float | None]:
     """(the partition's tidelog_replica_backlog_bytes, the broker-wide sum) after a refresh."""
-    from types import SimpleNamespace
-
-    from tidelog.metrics import BrokerMetrics
     from tidelog.server.gauges import _refresh_cluster_gauges
 
     metrics = BrokerMetrics(per_partition=per_partition)
@@ -227,8 +238,6 @@ def test_holding_logs_info_once_an_interval_and_a_long_hold_warns(tmp_path, monk
 
 
 def test_the_http_partition_view_carries_the_backlog_of_a_partition_led_here(tmp_path):
-    from types import SimpleNamespace
-
     from tidelog.http.cluster_view import ClusterView
 
     async def main(logs):
@@ -244,3 +253,172 @@ def test_the_http_partition_view_carries_the_backlog_of_a_partition_led_here(tmp
         assert view.backlog("t", 0) == {}
 
     run(main, tmp_path)
+
+
+# ---- a held connection: the Produce requests it read append in arrival order ----------------------
+
+class _HeldLeader:
+    """A broker's parts a KafkaConnection and the Produce handler use, over one real leader
+    partition (t-0, replicas 1, 2, 3) on a real log: the ReplicaManager's own methods for it."""
+
+    leader = ReplicaManager.leader
+    wait_for_acks = ReplicaManager.wait_for_acks
+    backlog_holds = ReplicaManager.backlog_holds
+    isr_metrics = None
+    node_id = 1
+
+    def __init__(self, logs, partition, bound: int) -> None:
+        self.logs, self.partitions = logs, {("t", 0): partition}
+        partition.backlog_max_bytes = bound
+        self.controller = object()  # cluster mode: replica.backlog.max.bytes applies
+        self.config = {"socket.request.max.bytes": 1 << 20, "queued.max.requests": 500,
+                       "replica.backlog.max.bytes": bound}
+        self.request_memory = RequestMemory(64 << 20, 2 << 20)
+        self.metrics = BrokerMetrics()
+        self.metadata = SimpleNamespace(topics={"t": SimpleNamespace(partitions=1)})
+        self.quotas = QuotaManagers()
+        self.connections: set = set()
+
+    def access(self, principal, host: str):
+        return Access(None, principal, host)
+
+    def request_context(self, header, peer, flexible, listener="", access=None):
+        return RequestContext(header, peer, flexible, self.node_id, self.config, self.metadata, self, metrics=self.metrics,
+                              logs=self.logs, listener=listener, access=access or self.access(None, ""))
+
+    def connection_closed(self, peer: str) -> None:
+        pass
+
+
+class _Socket:
+    """The connection's transport: reading paused or not, responses written."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.pauses = 0
+        self.written: list[bytes] = []
+
+    def pause_reading(self) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def write(self, data) -> None:
+        self.written.append(bytes(data))
+
+    def writelines(self, parts) -> None:
+        self.written.append(b"".join(bytes(part) for part in parts))
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+
+def _produce_frame(correlation_id: int, value: bytes) -> bytes:
+    """A framed Produce v9, acks=all, of one batch of one record to t-0."""
+    data = ProduceRequest.TopicProduceData.PartitionProduceData(index=0, records=build_batch([(None, value, [])]))
+    request = ProduceRequest[9](transactional_id=None, acks=-1, timeout_ms=30000,
+                                topic_data=[ProduceRequest.TopicProduceData(name="t", partition_data=[data])])
+    request.with_header(correlation_id=correlation_id, client_id="order")
+    return bytes(request.encode(version=9, header=True, framed=True))
+
+
+def _receive(connection, data: bytes) -> None:
+    """What uvloop does with bytes a socket read: get_buffer, fill, buffer_updated."""
+    while data:
+        view = connection.get_buffer(-1)
+        piece = min(len(view), len(data))
+        view[:piece] = data[:piece]
+        connection.buffer_updated(piece)
+        data = data[piece:]
+
+
+def _values(partition) -> list[bytes]:
+    return [record.value for record in iter_records(partition.read(0, 1 << 24, False).records)]
+
+
+def test_requests_read_before_a_hold_append_in_arrival_order_when_it_ends_before_the_last_starts(tmp_path):
+    """Produce 0 takes the backlog over the bound and holds the connection; Produce 1, read with
+    it, waits. The followers bring the backlog back (a Fetch handled on another connection)
+    before Produce 2, read in a later callback of the same loop iteration, starts: 2 must
+    still append after 1, as it does on a Kafka broker (which reads 2 only after answering 1).
+    The loop runs its ready callbacks in order, so this is exactly that interleaving."""
+    load_all()
+
+    async def main(logs):
+        partition = leader(logs, replicas=(1, 2, 3))
+        broker = _HeldLeader(logs, partition, bound=1)  # any acks=all append holds
+        connection = KafkaConnection(broker)
+        connection.transport = socket = _Socket()
+        loop = asyncio.get_running_loop()
+
+        def followers_catch_up() -> None:  # a follower Fetch handled on another connection
+            end = partition.log.log_end_offset
+            partition.follower_fetched(2, end, end)
+            partition.follower_fetched(3, end, end)
+
+        _receive(connection, _produce_frame(1, b"0") + _produce_frame(2, b"1"))
+        loop.call_soon(followers_catch_up)
+        _receive(connection, _produce_frame(3, b"2"))
+        # From here on the followers copy whatever is appended: every Produce appends and is answered.
+        await wait_until_async(lambda: followers_catch_up() or len(socket.written) == 3)
+        assert _values(partition) == [b"0", b"1", b"2"]
+        assert [int.from_bytes(w[4:8], "big") for w in socket.written] == [1, 2, 3]
+
+    run(main, tmp_path)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_held_connection_appends_in_arrival_order_however_reads_holds_and_catch_ups_interleave(tmp_path, seed):
+    """A hundred acks=all Produce requests on one connection, bound one request: the bytes come in
+    reads of random sizes (as a socket gives them, only while reading is not paused), and
+    between reads, in random numbers, the loop runs its ready callbacks or not and the
+    followers catch up (callbacks queued among the requests' steps). The log holds them in
+    arrival order and every one is answered, in order."""
+    load_all()
+    rng = random.Random(seed)
+    count = 100
+
+    async def main(logs):
+        partition = leader(logs, replicas=(1, 2, 3))
+        size = len(build_batch([(None, b"%03d" % 0, [])]))
+        broker = _HeldLeader(logs, partition, bound=size)
+        connection = KafkaConnection(broker)
+        connection.transport = socket = _Socket()
+        loop = asyncio.get_running_loop()
+
+        copied = {2: 0, 3: 0}  # each follower's log end
+
+        def followers_fetch() -> None:  # the followers' Fetch requests, handled on other connections
+            end, fully = partition.log.log_end_offset, rng.random() < 0.5
+            for follower in copied:
+                copied[follower] = end if fully else rng.randint(copied[follower], end)
+                partition.follower_fetched(follower, copied[follower], end)
+
+        stream = b"".join(_produce_frame(n + 1, b"%03d" % n) for n in range(count))
+        for _ in range(100_000):
+            if not stream and len(socket.written) == count:
+                break
+            if stream and not socket.paused:
+                piece = rng.choice((1, 60, 200, 400, 1000, len(stream)))
+                _receive(connection, stream[:piece])
+                stream = stream[piece:]
+            for _ in range(rng.randrange(3)):
+                loop.call_soon(followers_fetch)
+            if socket.paused or rng.random() < 0.5:
+                await asyncio.sleep(0)
+        assert _values(partition) == [b"%03d" % n for n in range(count)]
+        assert [int.from_bytes(w[4:8], "big") for w in socket.written] == list(range(1, count + 1))
+        assert socket.pauses > 5  # held many times (nothing else pauses it here)
+        assert connection._turn == count + 1 and not connection._turn_waiters
+
+    run(main, tmp_path)
+
+
+async def wait_until_async(condition, timeout_s: float = 5.0) -> None:
+    """Let the loop run until ``condition()`` holds (each pass yields to every ready callback)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met"
+        await asyncio.sleep(0.001)

@@ -85,8 +85,8 @@ class RequestContext:
     release_frame: Callable[[], None] | None = None
     # Cluster mode (replica.backlog.max.bytes): an acks=all Produce whose appends left a partition
     # too far above its high watermark calls ``hold_reading`` with a future; the connection reads
-    # nothing more until it is done, and a Produce waits for ``held_by()`` (None: nothing holds
-    # the connection) before it appends, so those read before the hold append after it.
+    # nothing more until it is done, and a Produce waits for ``held_by()`` (None: its turn, and
+    # nothing holds the connection) before it appends, so the connection's appends keep arrival order.
     hold_reading: Callable[[asyncio.Future], None] | None = None
     held_by: Callable[[], asyncio.Future | None] | None = None
 

@@ -184,6 +184,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._backlog_bounded = (getattr(broker, "controller", None) is not None
                                  and broker.config["replica.backlog.max.bytes"] > 0)
         self._holds: list[asyncio.Future] = []
+        # Produce requests append in arrival order, held or not: each takes a ticket as it is read,
+        # and only the one whose turn it is may append (_held_by); the others wait for their turn.
+        self._tickets = 0  # the last ticket taken
+        self._turn = 1  # the ticket that appends next
+        self._turn_waiters: dict[int, asyncio.Future] = {}
         self._closing = False
         self._closed = False
         self._socket_fd: int | None = None  # for os.sendfile/writev; None on TLS
@@ -453,7 +458,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
         if api.raw:
             ctx.release_frame = release_frame
         if api_key == throttling.PRODUCE and self._backlog_bounded:
-            ctx.hold_reading, ctx.held_by = self._hold_reading, self._held_by
+            self._tickets += 1
+            ctx.hold_reading, ctx.held_by = self._hold_reading, functools.partial(self._held_by, self._tickets)
         task = self._run_in_order(api_key, api.handler, ctx, request)
         self._pending.append((correlation_id, flexible and api_key != apis.API_VERSIONS_KEY, task))
         quotas = self.broker.quotas
@@ -550,12 +556,25 @@ class KafkaConnection(asyncio.BufferedProtocol):
         """Reading is held by a partition's backlog (the tidelog_replica_backlog_held_connections gauge)."""
         return bool(self._holds)
 
-    def _held_by(self) -> asyncio.Future | None:
-        """A hold not yet done (one done and not yet removed is no hold: awaiting it would not
-        yield to the loop, and a Produce looping on it would spin)."""
+    def _held_by(self, ticket: int) -> asyncio.Future | None:
+        """What the Produce holding ``ticket`` waits for before it appends: its turn, then any
+        hold not yet done; None once it may append (it does before its next await, so the turn
+        passes on now). A request waits for its turn even when nothing holds the connection: a
+        hold can end (done, its waiters not yet woken) before a later request's first step,
+        which would otherwise append ahead of them. A hold done and not yet removed is no hold
+        (awaiting it would not yield to the loop, and a Produce looping on it would spin)."""
+        if ticket != self._turn:
+            waiter = self._turn_waiters.get(ticket)
+            if waiter is None:
+                waiter = self._turn_waiters[ticket] = asyncio.get_running_loop().create_future()
+            return waiter
         for hold in self._holds:
             if not hold.done():
                 return hold
+        self._turn += 1
+        waiter = self._turn_waiters.pop(self._turn, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         return None
 
     # --- quotas -------------------------------------------------------------------------
