@@ -77,7 +77,7 @@ from tidelog.queues.in_flight import (
 )
 from tidelog.queues.log_batches import AcquiredRecords, BatchBounds, LogBatch, cut_at_batches
 from tidelog.queues.selection import OFFSET_ORDER, Candidate, OffsetOrder, SelectionPolicy
-from tidelog.queues.state_records import StateBatch
+from tidelog.queues.state_records import StateBatch, TiledBatches
 
 
 @dataclass(frozen=True)
@@ -681,7 +681,7 @@ class SharePartition:
             replacement.append(tail)
         runs[i:j + 1] = replacement
         states, counts = ((0, 4), (1, 0)) if lead == 0 else ((4, 0), (0, 1))
-        t.state_batches = list(map(_new_batch, zip(firsts, lasts, cycle(states), cycle(counts), repeat(0))))
+        t.state_batches = TiledBatches(map(_new_batch, zip(firsts, lasts, cycle(states), cycle(counts), repeat(0))))
         t.acquired = list(map(_new_acquired, zip(taken_firsts, taken_lasts, repeat(1))))
 
     def _take_columns(self, t: Transition, columns: tuple[list[int], list[int], list[int], list[int], list[int]],
@@ -1220,10 +1220,11 @@ class SharePartition:
                 done = 0  # (what the start offset passes leads them)
                 while done < len(kept) and kept[done].last_offset < start:
                     done += 1
+                tiled = type(kept) is TiledBatches
                 kept = kept[done:]
                 if kept and kept[0].first_offset < start:
                     kept[0] = kept[0]._replace(first_offset=start)
-                t.state_batches = kept
+                t.state_batches = TiledBatches(kept) if tiled else kept  # (what is left of them: tiled still)
             return
         batches: list[StateBatch] = []
         changed = t.runs

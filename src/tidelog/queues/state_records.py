@@ -66,6 +66,12 @@ class StateBatch(NamedTuple):
     available_at_ms: int = 0  # Available, but not before this time (retry back-off); 0: at once
 
 
+class TiledBatches(list):
+    """State batches (``list[StateBatch]``) each starting after the one before it, none empty, no
+    two neighbours with one delivery state (an acquisition's taken and filtered-out records in
+    turn): the state store joins none of them (queues/state_store.py lays them on in bulk)."""
+
+
 @dataclass(frozen=True)
 class ShareStateKey:
     """Whose state a record holds: a share group's view of one topic-partition."""

@@ -56,6 +56,7 @@ from tidelog.queues.state_records import (
     ShareUpdateValue,
     StateBatch,
     StateRecordError,
+    TiledBatches,
     decode_key,
     decode_snapshot_value,
     decode_update_value,
@@ -123,7 +124,8 @@ def combine_state_batches(existing: Iterable[StateBatch], new: Iterable[StateBat
     else:
         # What is below the start offset goes first, in one pass (the walks below cost far more a batch).
         result = sorted([b for b in existing if b.last_offset >= start_offset])
-    new = [b for b in new if b.last_offset >= b.first_offset]
+    if type(new) is not TiledBatches:
+        new = [b for b in new if b.last_offset >= b.first_offset]
     if combined and not new:
         if result and result[0].first_offset < start_offset:
             result[0] = result[0]._replace(first_offset=start_offset)
@@ -181,8 +183,9 @@ def _joined_in_order(existing: list[StateBatch], new: list[StateBatch], start_of
     if combined:
         merged = existing
         previous = existing[-1] if existing else None
-        if len(new) > 2 and not any(map(eq, islice(map(_STATE, new), 1, None), map(_STATE, new))) \
-                and all(map(gt, islice(map(_FIRST, new), 1, None), map(_LAST, new))):
+        if len(new) > 2 and (type(new) is TiledBatches or (
+                not any(map(eq, islice(map(_STATE, new), 1, None), map(_STATE, new)))
+                and all(map(gt, islice(map(_FIRST, new), 1, None), map(_LAST, new))))):
             # (a filter's acquisition: taken and filtered-out records in turn, a state each, none
             # joining the next: laid on in bulk after the first, which may join the state's last)
             rest = new[1:]
