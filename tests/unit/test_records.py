@@ -378,3 +378,25 @@ def test_c_and_python_walks_agree(rows, edits, count_change, cut):
 def test_c_walk_refuses_each_malformation(case):
     body, count = MALFORMED[case]
     assert _both_walks(body, count) == [("invalid", None)] * 2
+
+
+@needs_c_walk
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 65, 8191, 8192, 8193])
+def test_c_walk_short_varints_at_their_bounds(size):
+    """The C walk decodes one- and two-byte varints inline (the rest through read_varint): at each
+    size where a field's varint grows a byte, with its continuation bits flipped and the body cut
+    short inside it, it agrees with the Python walk, result and refusal."""
+    rows = [(b"k", b"v" * size, [("h", b"x" * size)], 0), (None, b"w" * size, [], -size)]
+    body = bytes(build_batch(rows, timestamp_ms=0)[BATCH_HEADER_SIZE:])
+    variants = [body, body + b"\x00"]
+    variants += [body[:cut] for cut in range(len(body) - 1, max(len(body) - 8, 0), -1)]
+    variants += [body[:cut] for cut in range(0, min(len(body), 12))]
+    for position in range(min(len(body), 12)):
+        flipped = bytearray(body)
+        flipped[position] ^= 0x80
+        variants.append(bytes(flipped))
+    for variant in variants:
+        for count in (1, 2, 3):
+            c_outcome, python_outcome = _both_walks(variant, count)
+            assert c_outcome == python_outcome, (size, variant[:12].hex(), count)
+    assert _both_walks(body, 2)[0] == ("ok", (0, size))  # deltas from the batch's first (lowest) timestamp
