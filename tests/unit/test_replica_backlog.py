@@ -308,8 +308,12 @@ class _Socket:
     def write(self, data) -> None:
         self.written.append(bytes(data))
 
-    def writelines(self, parts) -> None:
-        self.written.append(b"".join(bytes(part) for part in parts))
+    def writelines(self, parts) -> None:  # the responses ready at one time: one writelines, one frame each here
+        data = b"".join(bytes(part) for part in parts)
+        while data:
+            end = 4 + int.from_bytes(data[:4], "big")
+            self.written.append(data[:end])
+            data = data[end:]
 
     def get_extra_info(self, name, default=None):
         return default

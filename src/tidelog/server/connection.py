@@ -39,7 +39,8 @@ as the wrong principal); anything else, or a frame above ``sasl.server.max.recei
 closes the connection. A failed authentication is answered, then the connection closes after
 ``connection.failed.authentication.delay.ms``. On a TLS listener a client certificate names
 the principal.
-Writing: responses go out in request order through the transport; a Fetch response's record
+Writing: responses go out in request order through the transport, those ready at one time in
+one ``writelines`` (a group commit answers its Produce requests together: one writev); a Fetch response's record
 slices (storage/file_slice.py) go from the segment file to the socket by ``os.sendfile`` (its
 header bytes written first, by ``os.writev``) when the transport has nothing queued, on a
 plaintext connection; what the socket does not take at once (it holds a few MB) follows by
@@ -665,11 +666,17 @@ class KafkaConnection(asyncio.BufferedProtocol):
     def _on_response_ready(self, _task: asyncio.Future | None) -> None:
         if self._unsent is not None:
             return  # a response is still going out: _send_unsent comes back here when it is
+        # The bytes of every response ready now go out in one writelines (one writev): a group
+        # commit answers the Produce requests it covered together.
+        out: list = []
         while self._pending and self._pending[0][2].done():
             correlation_id, flexible_header, task = self._pending.popleft()
             if task.cancelled() or self._closed:
+                self._write_out(out)
                 return
             exc = task.exception()
+            if exc is not None:
+                self._write_out(out)  # what was answered before still goes out
             if isinstance(exc, MalformedFrame):
                 self._abort(f"malformed request: {exc}")
                 return
@@ -685,10 +692,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
             throttle_ms = 0
             if measured is not None:
                 response, throttle_ms = self._throttle(measured, response)
-            if not self._write_response(correlation_id, flexible_header, response):
+            if not self._write_response(correlation_id, flexible_header, response, out):
                 return
             if throttle_ms and measured[0] != throttling.PRODUCE:  # a Produce is muted as it is read
                 self._mute(throttle_ms)
+        self._write_out(out)
         if self._closing:
             if not self._pending:
                 self._close_transport()
@@ -696,29 +704,37 @@ class KafkaConnection(asyncio.BufferedProtocol):
         if len(self._pending) < self.max_in_flight // 2:
             self._resume("in-flight")
 
-    def _write_response(self, correlation_id: int, flexible_header: bool, response: Any) -> bool:
-        """Write one response; False (the connection is being closed) if it cannot be encoded."""
+    def _write_out(self, out: list) -> None:
+        if out and not self._closed:
+            self.transport.writelines(out)
+        out.clear()
+
+    def _write_response(self, correlation_id: int, flexible_header: bool, response: Any, out: list) -> bool:
+        """Add one response's bytes to ``out`` (a response with file slices: ``out`` written, then
+        the response); False (the connection is being closed) if it cannot be encoded."""
         if response is None:
             return True  # acks=0 produce: no response at all
         if correlation_id is None:  # a raw SASL token (after a v0 SaslHandshake)
-            self.transport.write(_SIZE.pack(len(response)) + response)
+            out.append(_SIZE.pack(len(response)) + response)
             return True
         header = response_header(correlation_id, flexible_header)
         if isinstance(response, list):
             size = len(header) + sum(map(len, response))
-            parts = [_SIZE.pack(size) + header, *response]
             if FileSlice in map(type, response):
-                return self._write_slices(parts)
-            self.transport.writelines(parts)
+                self._write_out(out)
+                return self._write_slices([_SIZE.pack(size) + header, *response])
+            out.append(_SIZE.pack(size) + header)
+            out.extend(response)
             return True
         try:
             body = encode_response(response)
         except Exception as e:  # a response the schema cannot carry: a bug, but the client must not hang
             logger.debug("cannot encode %s", type(response).__qualname__, exc_info=e)
+            self._write_out(out)
             self._abort(f"cannot encode the {type(response).__qualname__} v{response.__version__} to correlation id "
                         f"{correlation_id}: {type(e).__name__}: {e}")
             return False
-        self.transport.write(_SIZE.pack(len(header) + len(body)) + header + body)
+        out.append(_SIZE.pack(len(header) + len(body)) + header + body)
         return True
 
     def _write_slices(self, parts: list) -> bool:
