@@ -209,3 +209,20 @@ def test_the_produce_cpu_benchmark_stops_on_an_error_answer(tmp_path, monkeypatc
     with pytest.raises(RuntimeError, match="error code 21"):
         produce_cpu.measure(None, requests=5, records_per_request=10, record_bytes=100, acks=-1, in_flight=1,
                             workdir=tmp_path / "broker")
+
+
+def test_the_consume_cpu_benchmark_reports_fetches_and_cpu_beside_the_mock_cluster(tmp_path):
+    """benchmarks.consume_cpu: a broker takes the records, the benchmark's consumer reads them all
+    back, librdkafka's statistics give its Fetch requests and bytes, the broker's CPU per GB is
+    split by thread; the mock-cluster reference is measured the same way."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import consume_cpu
+
+    records = 5_000
+    row = consume_cpu.measure_tidelog(None, records, 1024, 1, tmp_path / "broker", 60.0, None)
+    assert row["status"] == "ok" and row["records"] >= records and row["records_per_s"] > 0
+    assert row["fetches"] >= 1 and row["rx_bytes"] >= records * 1024
+    assert row["rtt_avg_ms"] is not None and row["rtt_avg_ms"] >= 0
+    assert row["broker_s_per_gb"] == pytest.approx(row["user_s_per_gb"] + row["system_s_per_gb"])
+    mock = consume_cpu.measure_mock(records, 1024, 1, 60.0)
+    assert mock["status"] == "ok" and mock["records"] >= records and mock["fetches"] >= 1
