@@ -129,18 +129,18 @@ class Discarding:
                 or any(o in self.expired for o in range(first, last + 1)):
             return None
         taken: list[list[int]] = []
-        out: list[list[int]] = []
         for o in range(first, last + 1):
-            ranges = out if o in self.filtered else taken
-            if ranges and ranges[-1][1] + 1 == o:
-                ranges[-1][1] = o
+            if o in self.filtered:
+                continue
+            if taken and taken[-1][1] + 1 == o:
+                taken[-1][1] = o
             else:
-                ranges.append([o, o])
+                taken.append([o, o])
         if self.split:  # (a range a record)
             breaks = list(range(first, last + 1))
         else:
             breaks = [c.last_offset for c in candidates]
-        return [a for a, _ in taken], [b for _, b in taken], [a for a, _ in out], [b for _, b in out], breaks
+        return [a for a, _ in taken], [b for _, b in taken], first, last, breaks
 
     def _discard(self, offset: int, reason: ArchiveReason, candidate_first: int) -> None:
         previous = self.discarded[-1] if self.discarded else None
@@ -439,10 +439,14 @@ def test_the_policys_columns_are_its_order_of_a_filter_alone(parts, holes, span)
     order = walked.order(candidates, now)
     if answer is None:
         return
-    taken_firsts, taken_lasts, out_firsts, out_lasts, breaks = answer
+    taken_firsts, taken_lasts, first, last, breaks = answer
+    assert (first, last) == (candidates[0].first_offset, candidates[-1].last_offset)
     assert list(zip(taken_firsts, taken_lasts)) == _joined(order)
-    assert list(zip(out_firsts, out_lasts, repeat(ArchiveReason.FILTERED))) == _joined(walked.discarded)
+    taken = {o for a, b in zip(taken_firsts, taken_lasts) for o in range(a, b + 1)}
+    assert _joined((o, o, ArchiveReason.FILTERED) for o in range(first, last + 1) if o not in taken) \
+        == _joined(walked.discarded)
     assert walked.deferred == [] and columnar.discarded == columnar.deferred == []
     # where order's ranges end: at a break or where the verdict changes
     ends = {last for _, last in order} | {last for _, last, _ in walked.discarded}
-    assert ends == set(breaks) | set(taken_lasts) | set(out_lasts)
+    changes = {o for o in range(first, last) if (o in taken) != (o + 1 in taken)}
+    assert ends == set(breaks) | changes

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from itertools import compress, islice, repeat
-from operator import itemgetter, not_, sub
+from operator import itemgetter, not_
 from typing import Sequence
 
 from tidelog.queues.in_flight import ArchiveReason
@@ -60,16 +60,16 @@ class QueuePolicy:
         return self._attrs
 
     def columns(self, candidates: Sequence[Candidate], now_ms: int
-                ) -> tuple[list[int], list[int], list[int], list[int], list[int]] | None:
-        """What ``order`` would take and set aside for a filter alone, as columns, without an
-        object per range: (firsts, lasts) of the ranges to take and of the filtered-out ranges,
-        both in offset order, together tiling the candidates from the first one's first record
-        to the last one's last, taken and filtered-out in turn (neighbours of one kind joined,
-        across batches and candidates too), and the offsets where ``order`` ends a range besides
-        (``breaks``, sorted: each batch's and candidate's last, the last of all among them). None
-        (nothing done) unless priority is off, the candidates follow one another without a gap,
-        and the batches over them are FlagRuns, without a gap, none expired nor due later:
-        ``order`` then. Changes nothing (``deferred`` and ``discarded`` are ``order``'s)."""
+                ) -> tuple[list[int], list[int], int, int, list[int]] | None:
+        """What ``order`` would take for a filter alone, as columns, without an object per range:
+        (firsts, lasts) of the ranges to take, in offset order, neighbours joined (across batches
+        and candidates too), between ``first`` and ``last`` (the first candidate's first record,
+        the last one's last), every other record there filtered out; and the offsets where
+        ``order`` ends a range besides (``breaks``, sorted: each batch's and candidate's last, the
+        last of all among them). None (nothing done) unless priority is off, the candidates follow
+        one another without a gap, and the batches over them are FlagRuns, without a gap, none
+        expired nor due later: ``order`` then. Changes nothing (``deferred`` and ``discarded`` are
+        ``order``'s)."""
         view = self._view
         if view is None or self.settings.priority_enabled or not candidates:
             return None
@@ -92,8 +92,13 @@ class QueuePolicy:
                 return None  # (records without attributes, or a list of runs, before it)
             if (part.expire_ms and part.expire_ms <= now_ms) or part.due_ms > now_ms:
                 return None
-            firsts += part.firsts
-            lasts += part.lasts
+            if lasts and part.firsts and lasts[-1] + 1 == part.firsts[0]:  # (a match across the batches' border)
+                lasts[-1] = part.lasts[0]
+                firsts += islice(part.firsts, 1, None)
+                lasts += islice(part.lasts, 1, None)
+            else:
+                firsts += part.firsts
+                lasts += part.lasts
             breaks.append(part.last)
             position = part.last + 1
             if position > last:
@@ -110,18 +115,7 @@ class QueuePolicy:
                 taken_firsts[0] = first
             if taken_lasts[-1] > last:
                 taken_lasts[-1] = last
-            if 1 in map(sub, islice(taken_firsts, 1, None), taken_lasts):  # (matches across a batch's end)
-                for x in [x for x, step in enumerate(map(sub, islice(taken_firsts, 1, None), taken_lasts))
-                          if step == 1][::-1]:
-                    taken_lasts[x] = taken_lasts[x + 1]
-                    del taken_firsts[x + 1], taken_lasts[x + 1]
-        out_firsts = [first, *map((1).__add__, taken_lasts)]  # before each taken range, and after the last
-        out_lasts = [*map((-1).__add__, taken_firsts), last]
-        if out_lasts[0] < out_firsts[0]:
-            del out_firsts[0], out_lasts[0]
-        if out_firsts and out_lasts[-1] < out_firsts[-1]:
-            del out_firsts[-1], out_lasts[-1]
-        return taken_firsts, taken_lasts, out_firsts, out_lasts, breaks
+        return taken_firsts, taken_lasts, first, last, breaks
 
     def order(self, candidates: Sequence[Candidate], now_ms: int) -> list[tuple[int, int]]:
         settings = self.settings

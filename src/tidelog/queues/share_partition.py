@@ -684,63 +684,68 @@ class SharePartition:
         t.state_batches = TiledBatches(map(_new_batch, zip(firsts, lasts, cycle(states), cycle(counts), repeat(0))))
         t.acquired = list(map(_new_acquired, zip(taken_firsts, taken_lasts, repeat(1))))
 
-    def _take_columns(self, t: Transition, columns: tuple[list[int], list[int], list[int], list[int], list[int]],
+    def _take_columns(self, t: Transition, columns: tuple[list[int], list[int], int, int, list[int]],
                       member_id: str, max_records: int, mode: AcquireMode, bounds: BatchBounds, deadline: int) -> bool:
-        """``acquire`` from a policy's columns (``QueuePolicy.columns``: the ranges to take and the
-        filtered-out ones, alternating, tiling the candidates, and where its ``order`` would end a
-        range besides) where they lie in never-delivered Available runs: taken in order up to
-        ``max_records`` (the range reaching it cut as ``acquire``'s walk over ``order`` cuts it),
-        what was set aside up to the last one taken and the range right after it archived (as
-        ``acquire`` sets them aside), all of it one ``Mosaic`` pending in ``t`` (filtered-out
-        records before the first taken one: a run), its state batches and acquired ranges made from
-        the columns by ``map``, as ``_carve_mosaic`` makes them from pieces: no Python object or step
-        per range but the batches and ranges themselves. False (nothing done) where that is not
-        so: ``acquire`` then asks the policy for its ``order``."""
-        taken_firsts, taken_lasts, out_firsts, out_lasts, breaks = columns
+        """``acquire`` from a policy's columns (``QueuePolicy.columns``: the ranges to take between
+        its first and last offsets, every other record there filtered out, and where its ``order``
+        would end a range besides) where they lie in never-delivered Available runs: taken in order
+        up to ``max_records`` (the range reaching it cut as ``acquire``'s walk over ``order`` cuts
+        it), the filtered-out records up to the last one taken and the range right after it
+        archived (as ``acquire`` sets them aside), all of it one ``Mosaic`` pending in ``t``
+        (filtered-out records before the first taken one: a run), its state batches and acquired
+        ranges made from the columns by ``map``, as ``_carve_mosaic`` makes them from pieces: no
+        Python object or step per range but the batches and ranges themselves. False (nothing
+        done) where that is not so: ``acquire`` then asks the policy for its ``order``."""
+        taken_firsts, taken_lasts, first, last, breaks = columns
         if not taken_firsts:
             return False
         taken = list(accumulate(map(sub, map((1).__add__, taken_lasts), taken_firsts)))  # records up to each range
         k = bisect_left(taken, max_records)  # the range reaching max_records (len: none does)
-        whole = True  # the last range taken whole (then the filtered-out records after it go too)
+        following = taken_firsts[k + 1] if k + 1 < len(taken_firsts) else last + 1  # the first taken after it
         if k < len(taken_firsts):
             before = taken[k - 1] if k else 0
-            first, last = taken_firsts[k], taken_lasts[k]
-            take = last - first + 1
+            low, high = taken_firsts[k], taken_lasts[k]
+            take = high - low + 1
             remaining = max_records - before
             if take > remaining:
                 # (order's range holding the record reaching max_records ends at the next break)
-                reaching = first + remaining - 1
+                reaching = low + remaining - 1
                 take = remaining if mode == AcquireMode.RECORD_LIMIT else \
-                    min(last, breaks[bisect_left(breaks, reaching)], bounds.end_of_batch(reaching)) - first + 1
+                    min(high, breaks[bisect_left(breaks, reaching)], bounds.end_of_batch(reaching)) - low + 1
             taken_firsts, taken_lasts = taken_firsts[:k + 1], taken_lasts[:k + 1]
-            if take < last - first + 1:
-                taken_lasts[k] = first + take - 1
-                whole = False
+            if take < high - low + 1:
+                taken_lasts[k] = low + take - 1
+                following = None  # (the rest of that range stays Available: nothing set aside after it)
             count = before + take
         else:
             count = taken[-1]
-        end = taken_lasts[-1] + 1
-        aside = bisect_right(out_firsts, end)  # the filtered-out ranges up to (and right after) the last one taken
-        out_firsts, out_lasts = out_firsts[:aside], out_lasts[:aside]
-        if whole and aside and out_firsts[-1] == end:  # (the range right after: order's ends at a break)
-            out_lasts[-1] = min(out_lasts[-1], breaks[bisect_left(breaks, end)])
-        lead = 1 if out_firsts and out_firsts[0] < taken_firsts[0] else 0  # filtered-out records first
-        kinds = len(taken_firsts) + aside
-        if kinds < 3 or aside not in (len(taken_firsts) - 1 + lead, len(taken_firsts) + lead):
+        # The filtered-out ranges: before the first taken one, between two, and right after the last
+        # one (to the next taken one, or where order's range ends).
+        lead = 1 if taken_firsts[0] > first else 0
+        out_firsts = list(map((1).__add__, taken_lasts))
+        out_lasts = list(map((-1).__add__, islice(taken_firsts, 1, None)))
+        end = out_firsts[-1]
+        if following is not None and end <= last:
+            out_lasts.append(min(following - 1, breaks[bisect_left(breaks, end)]))
+        else:
+            del out_firsts[-1]
+        if lead:
+            out_firsts.insert(0, first)
+            out_lasts.insert(0, taken_firsts[0] - 1)
+        kinds = len(taken_firsts) + len(out_firsts)
+        if kinds < 3:
             return False
         firsts, lasts = [0] * kinds, [0] * kinds
         firsts[lead::2], firsts[1 - lead::2] = taken_firsts, out_firsts
         lasts[lead::2], lasts[1 - lead::2] = taken_lasts, out_lasts
-        if firsts[1:] != list(map((1).__add__, islice(lasts, kinds - 1))):
-            return False  # (not one tiling)
         covered = self._fresh_runs(firsts[0], lasts[-1])
         if covered is None:
             return False
         self._lay_mosaic(t, covered, firsts, lasts, lead, taken_firsts, taken_lasts, count, member_id, deadline)
-        first, last = firsts[0], lasts[-1]
+        archived = lasts[-1] - firsts[0] + 1 - count
         t.add_count("acquired", count)
-        t.add_count(ArchiveReason.FILTERED.value, last - first + 1 - count)
-        t.add_count("archived", last - first + 1 - count)
+        t.add_count(ArchiveReason.FILTERED.value, archived)
+        t.add_count("archived", archived)
         return True
 
     def _explode(self, which: Callable[[Run], bool], first: int | None = None, last: int | None = None) -> None:
