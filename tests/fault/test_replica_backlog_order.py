@@ -2,17 +2,20 @@
 leader holds that connection for its followers (``replica.backlog.max.bytes``) and as holds
 begin and end again and again once the followers are back.
 
-A 3-broker cluster (real processes, real etcd), one partition at replication factor 3. Both
-followers are SIGSTOPped (leases and lag time long enough for them to stay in the ISR), a
-producer pipelines several times the bound, the leader holds it, and the followers are
-SIGCONTinued: from then on the backlog crosses the bound at every few requests, and a hold that
-ends while requests read before it still wait must not let a later one append first (a Kafka
-broker reads a connection's next request only after answering the one before). Two producers:
-raw Produce frames written at once on one socket (the leader reads them in bursts, so many
-wait at each hold; each response's base offset must grow with its correlation id), and
-kafka-python with many requests in flight and no retries. Both read back in produce order by
-confluent-kafka and kafka-python. tests/fault/test_replica_backlog.py does the same with
-confluent-kafka's producer and checks the bound and what a user sees.
+A 3-broker cluster (real processes, real etcd), one partition at replication factor 3, a small
+bound (64 KiB) and few requests read ahead per connection (``queued.max.requests`` 6: reading
+pauses, and resumes as responses go out, between the holds too). Both followers are SIGSTOPped
+(leases and lag time long enough for them to stay in the ISR), producers pipeline many times the
+bound, the leader holds them, and the followers are SIGCONTinued: from then on the backlog
+crosses the bound every few requests, and a hold that ends while requests read before it still
+wait must not let a later one append first (a Kafka broker reads a connection's next request
+only after answering the one before). Two producers: raw Produce frames written at once on four
+sockets (each response's base offset must grow with its correlation id), and kafka-python with
+100 requests in flight and no retries (its acknowledged offsets in send order). Both read back
+in produce order by confluent-kafka and kafka-python. At the commit before the fix (6fbd245)
+this failed 6 of 8 runs (a raw connection's base offsets, or kafka-python's offsets, out of
+order). tests/fault/test_replica_backlog.py does the same with confluent-kafka's producer and
+checks the bound and what a user sees.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from tidelog.protocol.records import build_batch
 
 pytestmark = pytest.mark.slow
 
-BOUND = 256 << 10  # replica.backlog.max.bytes
+BOUND = 64 << 10  # replica.backlog.max.bytes
+IN_FLIGHT = 6  # queued.max.requests: reading pauses and resumes as responses go out, holds or not
 HELD = "tidelog_replica_backlog_held_connections"
 RAW_CONNECTIONS = 4
 RAW_REQUESTS = 150  # a connection, each one batch of RECORDS_PER_REQUEST records: ~1.2 MB
@@ -81,7 +85,7 @@ def _read_back_in_order(cluster: Cluster, topic: str, count: int) -> None:
 
 
 def test_pipelined_produce_requests_append_in_order_through_backlog_holds(tmp_path):
-    cluster = Cluster(tmp_path, 3, {"http.port": "0", "replica.backlog.max.bytes": str(BOUND),
+    cluster = Cluster(tmp_path, 3, {"http.port": "0", "replica.backlog.max.bytes": str(BOUND), "queued.max.requests": str(IN_FLIGHT),
                                     "broker.session.timeout.ms": "60000", "replica.lag.time.max.ms": "60000"}).start()
     stopped = []
     try:
@@ -104,7 +108,7 @@ def test_pipelined_produce_requests_append_in_order_through_backlog_holds(tmp_pa
                 stopped.pop().resume()
 
         # Raw frames, all written at once on each of a few connections: the leader reads them in
-        # bursts while it can, and holds each connection on its own.
+        # bursts while it can (up to IN_FLIGHT unanswered), and holds each connection on its own.
         leader = stop_followers("raw")
         sockets = [socket.create_connection(("127.0.0.1", leader.port), timeout=300) for _ in range(RAW_CONNECTIONS)]
         responses: list[list[tuple[int, int, int]]] = [[] for _ in sockets]
@@ -115,7 +119,7 @@ def test_pipelined_produce_requests_append_in_order_through_backlog_holds(tmp_pa
                     for c, sock in enumerate(sockets)]
         for thread in threads:
             thread.start()
-        wait_until(lambda: _metrics(leader)[HELD] == RAW_CONNECTIONS, 30, message="the leader holding every raw connection")
+        wait_until(lambda: _metrics(leader)[HELD] >= 1, 30, message="the leader holding raw connections")
         resume_followers()
         for thread in threads:
             thread.join(120)
