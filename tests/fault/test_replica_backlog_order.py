@@ -137,12 +137,15 @@ def test_pipelined_produce_requests_append_in_order_through_backlog_holds(tmp_pa
                 numbers = [int(m.value[9:17]) for m in read if m.value[:8] == b"%08d" % c]
                 assert numbers == list(range(RAW_REQUESTS * RECORDS_PER_REQUEST)), (client, c)
 
-        # kafka-python, many requests in flight, no retries (a retried request may land after later ones).
-        leader = stop_followers("kafka-python")
-        producer = KafkaProducer(bootstrap_servers=leader.bootstrap, acks="all", retries=0, linger_ms=5,
-                                 batch_size=32 * 1024, max_in_flight_requests_per_connection=100,
-                                 request_timeout_ms=300_000, delivery_timeout_ms=600_000, max_block_ms=300_000)
+        # kafka-python, many requests in flight, no retries (a retried request may land after later
+        # ones). It has the topic's metadata before the followers stop: it may ask any broker for it.
+        producer = KafkaProducer(bootstrap_servers=cluster.brokers[partition("kafka-python").leader].bootstrap,
+                                 acks="all", retries=0, linger_ms=5, batch_size=32 * 1024,
+                                 max_in_flight_requests_per_connection=100, request_timeout_ms=300_000,
+                                 delivery_timeout_ms=600_000, max_block_ms=300_000)
         try:
+            assert producer.partitions_for("kafka-python") == {0}
+            leader = stop_followers("kafka-python")
             futures = [producer.send("kafka-python", value=_value(n), partition=0) for n in range(KAFKA_PYTHON_RECORDS)]
             wait_until(lambda: _metrics(leader)[HELD] == 1, 30, message="the leader holding kafka-python's connection")
             resume_followers()
