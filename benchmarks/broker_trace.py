@@ -10,8 +10,9 @@ Noted, each as a row of a list in OUT (JSON, written at exit):
   directories, indexes);
 - ``job``: each group-commit job, when the loop started it, how many logs and records it covers,
   and when its outcome was back on the loop (``_job_synced``);
-- ``wait``: each Produce's wait for durability (``wait_durable_many``), entered after the
-  append with the log end offset it waits for, and left when the answer can go;
+- ``wait``: each Produce's wait for durability (``durable_waiter``; in older trees
+  ``wait_durable_many``), entered after the append with the log end offset it waits for, and
+  left when the answer can go;
 - ``gc``: each collection, its generation, start and end, what it freed (and after a full one,
   how many objects the oldest generation holds: what the next full one walks);
 - ``lag``: the event loop's lateness: a timer every ``LAG_PROBE_S`` whose callback ran more than
@@ -108,6 +109,20 @@ def _install_tidelog() -> None:
         finally:
             rows.append(["wait", entered, _now(), max(ends, default=-1)])
 
+    # Since cc9478e a Produce awaits durable_waiter's future itself (wait_durable_many is a
+    # wrapper left for other callers): that is the wait noted where it exists.
+    durable_waiter = getattr(LogManager, "durable_waiter", None)
+
+    def durable_waiter_(self, targets):
+        entered = _now()
+        end = max((offset for _, offset in targets), default=-1)
+        future = durable_waiter(self, targets)
+        if future is None:
+            rows.append(["wait", entered, _now(), end])
+        else:
+            future.add_done_callback(lambda _future: rows.append(["wait", entered, _now(), end]))
+        return future
+
     def _on_roll(self, log):
         rows.append(["roll", _now(), f"{log.topic}-{log.partition}"])
         return on_roll(self, log)
@@ -139,7 +154,11 @@ def _install_tidelog() -> None:
         fetch_handler.wait_for_data = parked_fetch
 
     LogManager._start_job, LogManager._job_synced = _start_job, _job_synced
-    LogManager.wait_durable_many, LogManager._on_roll, LogManager.start = wait_durable_many, _on_roll, start_
+    LogManager._on_roll, LogManager.start = _on_roll, start_
+    if durable_waiter is not None:
+        LogManager.durable_waiter = durable_waiter_
+    else:  # an older tree
+        LogManager.wait_durable_many = wait_durable_many
 
 
 def main() -> None:
