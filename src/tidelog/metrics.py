@@ -249,7 +249,8 @@ class BrokerMetrics:
             registry=r)
         self.fetch_response_bytes = Counter(
             "tidelog_fetch_response_record_bytes", "Record bytes of Fetch responses written, by path (sendfile: from "
-            "the segment file by the kernel; copy: read into the broker, on TLS or a socket not writable at once).",
+            "the segment file by the kernel; copy: read into the broker, on TLS, a socket not writable at once, or a "
+            "response of at most 64 KiB of records).",
             ["path"], registry=r)
         self.fetch_sessions = Gauge("tidelog_fetch_sessions", "Incremental fetch sessions (KIP-227) cached.", registry=r)
         self.fetch_session_evictions = Counter(

@@ -157,3 +157,50 @@ def test_a_response_larger_than_the_socket_buffer_goes_by_sendfile_whole(broker)
             - before.get(f'tidelog_fetch_response_record_bytes_total{{path="{path}"}}', 0) for path in ("sendfile", "copy")}
     assert sent["copy"] == 0, sent
     assert sent["sendfile"] >= 2 * BIG_RECORDS * 10_000 * 0.99
+
+
+SMALL_TOPIC = "small-slices"
+
+
+def test_a_small_response_is_read_and_written_whole(broker):
+    """A response of at most 64 KiB of records (a consumer that has caught up, small batches) is
+    read and written with its header in one piece: the records arrive whole and in order to
+    confluent-kafka and kafka-python, counted under path="copy", none by sendfile."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(SMALL_TOPIC, 3, 1)])[SMALL_TOPIC].result(15)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 0, "batch.size": 2_000})
+    values = [b"small-%d" % n for n in range(90)]
+    for n, value in enumerate(values):
+        producer.produce(SMALL_TOPIC, value, partition=n % 3)
+        producer.flush(10)  # a batch each: every response small
+    before = _metrics(broker)
+
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "small-slices", "enable.auto.commit": False,
+                         "max.partition.fetch.bytes": 4_096, "fetch.max.bytes": 12_000, "message.max.bytes": 10_000})
+    consumer.assign([TopicPartition(SMALL_TOPIC, p, 0) for p in range(3)])
+    seen: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
+    while sum(map(len, seen.values())) < len(values):
+        messages = consumer.consume(100, 10)
+        assert messages, "no records within 10 s"
+        for message in messages:
+            assert not message.error(), message.error()
+            seen[message.partition()].append(message.value())
+    consumer.close()
+    assert seen == {p: values[p::3] for p in range(3)}
+
+    kp = KafkaConsumer(bootstrap_servers=broker.bootstrap, max_partition_fetch_bytes=4_096, consumer_timeout_ms=20_000)
+    kp.assign([KPTopicPartition(SMALL_TOPIC, p) for p in range(3)])
+    kp.seek_to_beginning()
+    got = []
+    for message in kp:
+        got.append((message.partition, message.value))
+        if len(got) == len(values):
+            break
+    kp.close()
+    assert sorted(got) == sorted((n % 3, value) for n, value in enumerate(values))
+
+    after = _metrics(broker)
+    sent = {path: after.get(f'tidelog_fetch_response_record_bytes_total{{path="{path}"}}', 0)
+            - before.get(f'tidelog_fetch_response_record_bytes_total{{path="{path}"}}', 0) for path in ("sendfile", "copy")}
+    assert sent["sendfile"] == 0, sent
+    assert sent["copy"] >= 2 * sum(len(value) for value in values), sent
