@@ -1,15 +1,18 @@
 """Deleting a topic removes every share group's state of its partitions (``__share_group_state``
 tombstones, as Kafka 4's share-group state deletion on topic deletion): DescribeShareGroupOffsets,
-the HTTP view and the metrics no longer show it, a restart keeps it gone, and a topic created again
-under the name starts with no share-partition state. confluent-kafka's ShareConsumer acknowledges,
-kafka-python deletes and recreates the topic."""
+``tidelog share-groups describe``, the HTTP view and the metrics no longer show it, a restart
+keeps it gone, and a topic created again under the name starts with no share-partition state.
+confluent-kafka's ShareConsumer acknowledges, kafka-python deletes and recreates the topic."""
 
 from __future__ import annotations
+
+import json
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kio.schema.describe_share_group_offsets.v1 import request as describe_request
 
 from tests.integration.share_clients import create_topic, metric, produce_values, request, share_consumer, wait_for, wait_members
+from tests.integration.test_cli import ok
 from tests.integration.test_http_api import HttpApi
 
 
@@ -50,6 +53,8 @@ def test_deleting_a_topic_removes_its_share_group_state(broker):
         wait_for(lambda: share_offsets(bootstrap, "pickers") == {("kept", 0): 2}, 30, "the deleted topic's state to go")
         described = http.call("GET", "/share-groups/{group}", 200, group="pickers")
         assert [(p["topic"], p["partition"]) for p in described["partitions"]] == [("kept", 0)]
+        described = json.loads(ok("share-groups", "describe", "pickers", "--json", broker=broker))
+        assert [(o["topic"], o["partition"], o["start_offset"]) for o in described["offsets"]] == [("kept", 0, 2)]
         assert metric(broker, "tidelog_deleted_topic_offsets_total", kind="share") == 2
         assert "topic orders deleted: removed the share-partition state of 1 share groups (2 partitions)" in broker.log()
 
