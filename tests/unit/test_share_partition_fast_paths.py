@@ -450,3 +450,12 @@ def test_the_policys_columns_are_its_order_of_a_filter_alone(parts, holes, span)
     ends = {last for _, last in order} | {last for _, last, _ in walked.discarded}
     changes = {o for o in range(first, last) if (o in taken) != (o + 1 in taken)}
     assert ends == set(breaks) | changes
+
+
+def test_flag_columns_of_a_batch_longer_than_the_kept_positions():
+    """A batch of more records than record_attrs keeps positions for: the same columns (a range
+    of positions then)."""
+    flags = bytes((i * 7919) % 5 == 0 for i in range(20_000))
+    columns = record_attrs.flag_columns(flags, 1_000, 0, 0, 0, 0)
+    assert columns.runs() == record_attrs._flag_runs(flags, None, 1_000, 20_999, 0, 0, 0, 0)
+    assert columns.firsts == [1_000 + i for i in range(20_000) if flags[i] and (i == 0 or not flags[i - 1])]

@@ -165,12 +165,20 @@ def flag_columns(flags: bytes, base: int, priority: int, timestamp: int, due: in
     rises = (change & here).to_bytes(n + 1, "big")  # position p: record p starts a match
     falls = (change & before).to_bytes(n + 1, "big")  # position p: record p - 1 ended one
     # (positions from a kept list: a range would make an int object a record, most of the cost)
-    positions = _POSITIONS if n < len(_POSITIONS) else range(n + 1)
+    positions = _positions(n + 1)
     return FlagRuns(base, base + n - 1, list(map(base.__add__, compress(positions, rises))),
                     list(map((base - 1).__add__, compress(positions, falls))), priority, timestamp, due, expire)
 
 
-_POSITIONS = list(range(1 << 16))  # record positions in a batch (512 KiB, made once)
+_POSITIONS: list[int] = []  # record positions in a batch, made at the first filtered batch (~0.6 MB)
+
+
+def _positions(count: int) -> Sequence[int]:
+    """0 .. count - 1 at least, from ``_POSITIONS`` (made once, 16,384 of them: a batch of 100-byte
+    records of 1 MB); a range for a batch with more records."""
+    if not _POSITIONS:
+        _POSITIONS.extend(range(1 << 14))
+    return _POSITIONS if count <= len(_POSITIONS) else range(count)
 
 
 class AttrView:
