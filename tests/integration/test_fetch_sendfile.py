@@ -43,8 +43,9 @@ def _fill(broker) -> None:
     assert producer.flush(30) == 0
 
 
-def _read_in_order(consumer: Consumer, topic: str, records: int) -> None:
-    """Read the 3 partitions of ``topic`` from the start with confluent-kafka: record n, in order, in partition n % 3."""
+def _read_in_order(consumer: Consumer, topic: str, records: int, value=_value) -> None:
+    """Read the 3 partitions of ``topic`` from the start with confluent-kafka: record n (``value(n)``), in order, in
+    partition n % 3."""
     consumer.assign([TopicPartition(topic, p, 0) for p in range(3)])
     seen: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
     while sum(map(len, seen.values())) < records:
@@ -55,7 +56,7 @@ def _read_in_order(consumer: Consumer, topic: str, records: int) -> None:
             seen[message.partition()].append(message.value())
     consumer.close()
     for p in range(3):
-        assert seen[p] == [_value(n) for n in range(p, records, 3)]
+        assert seen[p] == [value(n) for n in range(p, records, 3)]
 
 
 def test_consumers_read_every_record_sent_from_the_file(broker):
@@ -162,6 +163,10 @@ def test_a_response_larger_than_the_socket_buffer_goes_by_sendfile_whole(broker)
 SMALL_TOPIC = "small-slices"
 
 
+def _small_value(n: int) -> bytes:
+    return b"small-%d" % n
+
+
 def test_a_small_response_is_read_and_written_whole(broker):
     """A response of at most 64 KiB of records (a consumer that has caught up, small batches) is
     read and written with its header in one piece: the records arrive whole and in order to
@@ -169,7 +174,7 @@ def test_a_small_response_is_read_and_written_whole(broker):
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     admin.create_topics([NewTopic(SMALL_TOPIC, 3, 1)])[SMALL_TOPIC].result(15)
     producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 0, "batch.size": 2_000})
-    values = [b"small-%d" % n for n in range(90)]
+    values = [_small_value(n) for n in range(90)]
     for n, value in enumerate(values):
         producer.produce(SMALL_TOPIC, value, partition=n % 3)
         producer.flush(10)  # a batch each: every response small
@@ -177,16 +182,7 @@ def test_a_small_response_is_read_and_written_whole(broker):
 
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "small-slices", "enable.auto.commit": False,
                          "max.partition.fetch.bytes": 4_096, "fetch.max.bytes": 12_000, "message.max.bytes": 10_000})
-    consumer.assign([TopicPartition(SMALL_TOPIC, p, 0) for p in range(3)])
-    seen: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
-    while sum(map(len, seen.values())) < len(values):
-        messages = consumer.consume(100, 10)
-        assert messages, "no records within 10 s"
-        for message in messages:
-            assert not message.error(), message.error()
-            seen[message.partition()].append(message.value())
-    consumer.close()
-    assert seen == {p: values[p::3] for p in range(3)}
+    _read_in_order(consumer, SMALL_TOPIC, len(values), _small_value)
 
     kp = KafkaConsumer(bootstrap_servers=broker.bootstrap, max_partition_fetch_bytes=4_096, consumer_timeout_ms=20_000)
     kp.assign([KPTopicPartition(SMALL_TOPIC, p) for p in range(3)])
