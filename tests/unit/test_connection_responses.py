@@ -82,3 +82,67 @@ def test_answers_before_a_failed_request_go_out_before_the_close():
         assert transport.events == [("writelines", _response(1, b"answered")), ("close", b"")]
     finally:
         loop.close()
+
+
+class _Family:
+    def labels(self, *values):
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+
+class _Segment:
+    def __init__(self, fd: int) -> None:
+        self.fd, self.released, self.log_path = fd, False, "segment.log"
+
+
+def test_a_response_behind_a_fetch_the_socket_did_not_take_waits_for_it(tmp_path):
+    """A Fetch response whose file slices the socket did not take whole is finished by sendfile
+    as the socket drains (_send_unsent); a response ready behind it goes out after it, not into
+    the transport meanwhile (its bytes would reach the socket inside the fetch response's)."""
+    import os
+    import socket
+
+    from tidelog.storage.file_slice import FileSlice
+
+    size = 8 << 20
+    path = tmp_path / "segment.log"
+    path.write_bytes(b"A" * size)
+    file_fd = os.open(path, os.O_RDONLY)
+    sender, receiver = socket.socketpair()
+    sender.setblocking(False)
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        conn, transport = _connection(loop)
+        transport.get_write_buffer_size = lambda: 0
+        conn.broker.metrics.fetch_response_bytes = _Family()
+        conn._socket_fd = sender.fileno()
+        fetch, behind = _pending(conn, loop, 1), _pending(conn, loop, 2)
+        fetch.set_result([b"head", FileSlice(_Segment(file_fd), 0, size, 1)])
+        behind.set_result([b"behind"])
+        conn._on_response_ready(fetch)
+        assert conn._unsent is not None, "the socket took 8 MiB at once: the test needs a fuller socket"
+        assert transport.events == [], "a response went into the transport while the fetch response was unsent"
+        received = 0
+        while received < 8 + len(b"head") + size:
+            await asyncio.sleep(0)
+            try:
+                received += len(receiver.recv(1 << 20, socket.MSG_DONTWAIT))
+            except BlockingIOError:
+                pass
+        for _ in range(10):  # _send_unsent's last pass and the writes behind it
+            await asyncio.sleep(0)
+        assert conn._unsent is None and not conn._pending
+        assert transport.events == [("writelines", _response(2, b"behind"))]
+        if conn._writable_fd is not None:
+            os.close(conn._writable_fd)
+
+    try:
+        asyncio.run(main())
+    finally:
+        sender.close()
+        receiver.close()
+        os.close(file_fd)

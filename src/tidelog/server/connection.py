@@ -126,11 +126,11 @@ def _capacity(size: int) -> int:
     return 1 << (size - 1).bit_length()  # FramePool's capacities are powers of two
 
 
-
 def _when_done(future: asyncio.Future | None, finished: Callable[[], None]) -> asyncio.Future | None:
     if future is not None:
         future.add_done_callback(lambda _future: finished())
     return future
+
 
 class KafkaConnection(asyncio.BufferedProtocol):
     def __init__(self, broker: "Broker", listener: Endpoint | None = None) -> None:
@@ -696,6 +696,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 return
             if throttle_ms and measured[0] != throttling.PRODUCE:  # a Produce is muted as it is read
                 self._mute(throttle_ms)
+            if self._unsent is not None:
+                return  # the socket did not take a fetch response whole: _send_unsent comes back here
         self._write_out(out)
         if self._closing:
             if not self._pending:
