@@ -36,7 +36,9 @@ def test_the_bulk_check_says_what_the_batch_by_batch_check_says(raw, start, next
     assert _verdict(check_ack_batches, batches, start, next_offset, renew_allowed) == expected
     if all(len(types) == 1 for _, _, types in raw):  # as the request decoder reads them in bulk
         bulk = ack_batches([b[0] for b in raw], [b[1] for b in raw], bytes(b[2][0] & 0xFF for b in raw))
-        assert list(bulk) == batches
+        assert [bulk[i] for i in range(-len(bulk), len(bulk))] == batches + batches  # made one at a time
+        assert list(bulk) == batches and bulk == tuple(batches) and bulk[1:] == tuple(batches[1:])
+        assert len(bulk) == len(batches) and bool(bulk) == bool(batches)
         assert _verdict(check_ack_batches, bulk, start, next_offset, renew_allowed) == expected
 
 

@@ -26,7 +26,7 @@ import sys
 import uuid
 from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 from tidelog.protocol.wire import MalformedFrame, read_uvarint
 
@@ -42,21 +42,52 @@ class AckBatch(NamedTuple):
     acknowledge_types: tuple[int, ...]
 
 
-class AckBatches(tuple):
-    """A partition's acknowledgement batches read in bulk (each one type, no tagged fields): the
-    AckBatch tuples, and the same as columns for checks over all of them at once (queues/acks.py):
-    ``firsts``, ``lasts`` (lists of offsets) and ``types`` (bytes, a type a batch, unsigned)."""
+class AckBatches(Sequence[AckBatch]):
+    """A partition's acknowledgement batches read in bulk (each one type, no tagged fields) as
+    columns: ``firsts``, ``lasts`` (lists of offsets) and ``types`` (bytes, a type a batch,
+    unsigned), checked over all of them at once (queues/acks.py). The AckBatch tuples are made
+    only when asked for (an index, or all of them when iterated): the usual acknowledgement, one
+    ACCEPT batch per acquired range, is checked and applied from the columns (hundreds of
+    single-record ranges with a filter: no tuple each)."""
 
-    firsts: list[int]
-    lasts: list[int]
-    types: bytes
+    __slots__ = ("firsts", "lasts", "types", "_all")
+
+    def __init__(self, firsts: list[int], lasts: list[int], types: bytes) -> None:
+        self.firsts, self.lasts, self.types = firsts, lasts, types
+        self._all: tuple[AckBatch, ...] | None = None
+
+    def batches(self) -> tuple[AckBatch, ...]:
+        """Every batch as an AckBatch (made once)."""
+        if self._all is None:
+            self._all = tuple(map(_new_batch, zip(self.firsts, self.lasts, map(_ONE_TYPE.__getitem__, self.types))))
+        return self._all
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+    def __getitem__(self, index):
+        if self._all is None and type(index) is int:
+            return _new_batch((self.firsts[index], self.lasts[index], _ONE_TYPE[self.types[index]]))
+        return self.batches()[index]
+
+    def __iter__(self) -> Iterator[AckBatch]:
+        return iter(self.batches())
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is AckBatches:
+            return (self.firsts, self.lasts, self.types) == (other.firsts, other.lasts, other.types)
+        return self.batches() == other
+
+    def __hash__(self) -> int:
+        return hash(self.batches())
+
+    def __repr__(self) -> str:
+        return f"AckBatches({list(self.batches())!r})"
 
 
 def ack_batches(firsts: list[int], lasts: list[int], types: bytes) -> AckBatches:
     """AckBatches of one type each from their columns."""
-    batches = AckBatches(map(_new_batch, zip(firsts, lasts, map(_ONE_TYPE.__getitem__, types))))
-    batches.firsts, batches.lasts, batches.types = firsts, lasts, types
-    return batches
+    return AckBatches(firsts, lasts, types)
 
 
 class AckPartition(NamedTuple):
