@@ -30,7 +30,7 @@ from tidelog.queues import record_attrs
 from tidelog.queues.record_attrs import AttrRun, QueueSettings
 from tidelog.queues.selection import Candidate
 from tidelog.queues.share_partition import _ACQUIRE, AckBatch, AcknowledgeType, SharePartition, SharePartitionConfig
-from tidelog.queues.state_records import StateBatch, TiledBatches
+from tidelog.queues.state_records import StateBatch, TiledBatches, _state_batches, _tiled_batches
 from tidelog.queues.state_store import combine_state_batches
 
 MEMBERS = ("a", "b")
@@ -189,6 +189,9 @@ def _outcome(sp: SharePartition, call):
         t = call(sp)
     except (KafkaError, RuntimeError) as e:
         return ("error", type(e).__name__, getattr(e, "error_code", None)), None
+    if type(t.state_batches) is TiledBatches and t.state_batches.columns is not None:
+        # (written from the columns: the bytes of the batches packed one by one, issue 14.5)
+        assert _tiled_batches(*t.state_batches.columns) == _state_batches(list(t.state_batches))
     return (sorted(t.state_batches), t.start_offset, list(t.dead_letters), dict(t.counts), list(t.acquired)), t
 
 

@@ -54,7 +54,7 @@ import gc
 import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from itertools import accumulate, cycle, islice, repeat, takewhile
+from itertools import accumulate, islice, repeat, takewhile
 from operator import attrgetter, eq, is_, itemgetter, sub
 from typing import Callable, Iterable, Sequence
 
@@ -77,7 +77,7 @@ from tidelog.queues.in_flight import (
 )
 from tidelog.queues.log_batches import AcquiredRecords, BatchBounds, LogBatch, cut_at_batches
 from tidelog.queues.selection import OFFSET_ORDER, Candidate, OffsetOrder, SelectionPolicy
-from tidelog.queues.state_records import StateBatch, TiledBatches
+from tidelog.queues.state_records import StateBatch, TiledBatches, tiled
 
 
 @dataclass(frozen=True)
@@ -632,6 +632,7 @@ class SharePartition:
         taken_firsts, taken_lasts = firsts[k::2], lasts[k::2]
         taken = sum(taken_lasts) - sum(taken_firsts) + len(taken_firsts)
         self._lay_mosaic(t, covered, firsts, lasts, k, taken_firsts, taken_lasts, taken, member_id, deadline)
+        t.state_batches.columns = None  # (_carve goes on changing these batches: packed one by one)
         return count
 
     def _fresh_runs(self, first: int, last: int) -> tuple[int, int] | None:
@@ -681,7 +682,7 @@ class SharePartition:
             replacement.append(tail)
         runs[i:j + 1] = replacement
         states, counts = ((0, 4), (1, 0)) if lead == 0 else ((4, 0), (0, 1))
-        t.state_batches = TiledBatches(map(_new_batch, zip(firsts, lasts, cycle(states), cycle(counts), repeat(0))))
+        t.state_batches = tiled(firsts, lasts, states, counts)
         t.acquired = list(map(_new_acquired, zip(taken_firsts, taken_lasts, repeat(1))))
 
     def _take_columns(self, t: Transition, columns: tuple[list[int], list[int], int, int, list[int]],
@@ -1225,11 +1226,13 @@ class SharePartition:
                 done = 0  # (what the start offset passes leads them)
                 while done < len(kept) and kept[done].last_offset < start:
                     done += 1
-                tiled = type(kept) is TiledBatches
-                kept = kept[done:]
-                if kept and kept[0].first_offset < start:
-                    kept[0] = kept[0]._replace(first_offset=start)
-                t.state_batches = TiledBatches(kept) if tiled else kept  # (what is left of them: tiled still)
+                if type(kept) is TiledBatches:
+                    t.state_batches = kept.after(done, start)  # (what is left of them: tiled still)
+                else:
+                    kept = kept[done:]
+                    if kept and kept[0].first_offset < start:
+                        kept[0] = kept[0]._replace(first_offset=start)
+                    t.state_batches = kept
             return
         batches: list[StateBatch] = []
         changed = t.runs

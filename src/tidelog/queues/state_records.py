@@ -27,9 +27,12 @@ merged into the state by the reader (``state_store.combine_state_batches``). Pur
 from __future__ import annotations
 
 import struct
+import sys
 import uuid
+from array import array
 from dataclasses import dataclass, field
-from itertools import starmap
+from functools import partial
+from itertools import cycle, repeat, starmap
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -69,7 +72,39 @@ class StateBatch(NamedTuple):
 class TiledBatches(list):
     """State batches (``list[StateBatch]``) each starting after the one before it, none empty, no
     two neighbours with one delivery state (an acquisition's taken and filtered-out records in
-    turn): the state store joins none of them (queues/state_store.py lays them on in bulk)."""
+    turn): the state store joins none of them (queues/state_store.py lays them on in bulk).
+
+    ``columns`` (``tiled``, ``after``): the same batches as columns, their first and last offsets
+    (lists) and the persisted fields after them of the first batch and of the second (delivery
+    state, count, no tagged fields: 4 bytes each), which alternate: a record holding them is
+    packed from these with no Python step a batch (``_state_batches``)."""
+
+    columns: tuple[list[int], list[int], bytes] | None = None
+
+    def after(self, done: int, start: int) -> TiledBatches:
+        """The batches from index ``done`` on, the first starting at ``start`` if it began before."""
+        kept = TiledBatches(self[done:])
+        if kept and kept[0].first_offset < start:
+            kept[0] = kept[0]._replace(first_offset=start)
+        if self.columns is not None:
+            firsts, lasts, fields = self.columns
+            firsts = firsts[done:]
+            if firsts and firsts[0] < start:
+                firsts[0] = start
+            kept.columns = (firsts, lasts[done:], fields if done % 2 == 0 else fields[4:] + fields[:4])
+        return kept
+
+
+def tiled(firsts: list[int], lasts: list[int], states: tuple[int, int], counts: tuple[int, int]) -> TiledBatches:
+    """TiledBatches from ``firsts`` and ``lasts``, their states and delivery counts alternating
+    from ``states[0]`` and ``counts[0]`` (no retry back-off), with their ``columns``."""
+    batches = TiledBatches(map(_new_batch, zip(firsts, lasts, cycle(states), cycle(counts), repeat(0))))
+    batches.columns = (firsts, lasts, _TILE_FIELDS.pack(states[0], counts[0], states[1], counts[1]))
+    return batches
+
+
+_new_batch = partial(tuple.__new__, StateBatch)  # StateBatch(*fields) without its Python __new__
+_TILE_FIELDS = struct.Struct(">bhxbhx")  # two batches' state, count and empty tagged fields
 
 
 @dataclass(frozen=True)
@@ -126,6 +161,11 @@ _AVAILABLE_AT = itemgetter(4)
 
 
 def _state_batches(batches: list[StateBatch]) -> bytes:
+    if type(batches) is TiledBatches and batches.columns is not None:
+        firsts, lasts, fields = batches.columns
+        if len(firsts) == len(batches) and len(lasts) == len(firsts) and (not batches or (
+                batches[0][:2] == (firsts[0], lasts[0]) and batches[-1][:2] == (firsts[-1], lasts[-1]))):
+            return _tiled_batches(firsts, lasts, fields)
     if not any(map(_AVAILABLE_AT, batches)):  # no retry back-off among them: packed with no Python step a batch
         return uvarint(len(batches) + 1) + b"".join(starmap(_BATCH_UNTAGGED.pack,
                                                             map(_OFFSETS_STATE_COUNT, batches)))
@@ -137,6 +177,27 @@ def _state_batches(batches: list[StateBatch]) -> bytes:
         else:
             parts.append(b"\x00")
     return b"".join(parts)
+
+
+def _tiled_batches(firsts: list[int], lasts: list[int], fields: bytes) -> bytes:
+    """``_state_batches`` of TiledBatches' columns: each column packed at once (array), its bytes
+    laid into every batch's place by slice assignment (a step a byte of a batch, not a batch)."""
+    n = len(firsts)
+    out = bytearray(_BATCH_UNTAGGED.size * n)
+    for column, at in ((firsts, 0), (lasts, 8)):
+        packed = array("q", column)
+        if _LITTLE_ENDIAN:
+            packed.byteswap()
+        raw = packed.tobytes()
+        for k in range(8):
+            out[at + k::_BATCH_UNTAGGED.size] = raw[k::8]
+    tail = (fields * (n // 2 + 1))[:4 * n]  # state, count, tagged fields: 4 bytes a batch, alternating
+    for k in range(4):
+        out[16 + k::_BATCH_UNTAGGED.size] = tail[k::4]
+    return uvarint(n + 1) + bytes(out)
+
+
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 def _tagged_delivery_complete_count(count: int) -> bytes:

@@ -363,7 +363,8 @@ class ShareStateStore:
                 state.updates_since_snapshot = 0
                 state.create_timestamp_ms = state.write_timestamp_ms = now
                 return SNAPSHOT_RECORD_TYPE, _snapshot_bytes(state), state
-            update = ShareUpdateValue(current.snapshot_epoch, leader_epoch, start_offset, list(batches),
+            update = ShareUpdateValue(current.snapshot_epoch, leader_epoch, start_offset,
+                                      batches if type(batches) is TiledBatches else list(batches),  # (its columns)
                                       delivery_complete_count)
             return UPDATE_RECORD_TYPE, encode_update_value(update), state
 
