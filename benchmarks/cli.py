@@ -16,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import machine, references, report
+from benchmarks import machine, references, report, writeback
 from benchmarks.peers import ALL_TARGETS, Target, make_target
 from benchmarks.procs import ServerProcess, machine_busy_cpu_seconds
 from benchmarks.workloads import DEFAULT_WORKLOADS, WORKLOADS, Workload
@@ -91,12 +91,18 @@ def run_target(target: Target, workload: Workload, run: int, records: int, tmp_r
     server = None
     phase = "start"
     try:
+        if workload.is_latency:  # every target's latency row starts with the earlier rows' write-back done
+            base["writeback_before"] = writeback.settle()
         server = target.start(workdir)
         topic = "bench"
         target.prepare(topic, workload)
         if workload.is_latency:
             phase = "latency"
-            rows.append({**base, "phase": phase, **run_phase(server, target.latency, topic, workload, timeout_s)})
+            device = writeback.device_name(workdir)
+            disk_before = writeback.disk_counters(device)
+            row = run_phase(server, target.latency, topic, workload, timeout_s)
+            rows.append({**base, "phase": phase, **row,
+                         "disk_during": writeback.disk_delta(disk_before, writeback.disk_counters(device))})
             return rows
         phase = "produce"
         rows.append({**base, "phase": phase, **run_phase(server, target.produce, topic, records, workload, timeout_s)})
@@ -116,22 +122,28 @@ def run_target(target: Target, workload: Workload, run: int, records: int, tmp_r
     return rows
 
 
-def latency_references(run: int, tmp_root: Path) -> list[dict]:
-    """The disk's fsync alone, and lat-5k's write pattern without the broker: how long a record
-    waits for the group fsync covering it (references.group_commit_wait)."""
+def latency_references(run: int, tmp_root: Path, seconds: float = 5.0) -> list[dict]:
+    """The disk's fsync alone, and lat-5k's write pattern without the broker for ``seconds`` (as
+    long as a latency row: the disk's rare long fsyncs are caught as often): how long a record
+    waits for the group fsync covering it (references.group_commit_wait). Each starts with the
+    machine's write-back finished, as the latency rows do."""
     base = {"run": run, "kind": "reference", "workload": "-", "acks": "-", "phase": "latency"}
-    return [{**base, "target": "disk-fsync-latency", "record_bytes": 4096, **references.fsync_latency(tmp_root)},
-            {**base, "target": "disk-group-commit-wait", "record_bytes": 1024, **references.group_commit_wait(tmp_root)}]
+    rows = [{**base, "target": "disk-fsync-latency", "record_bytes": 4096, "writeback_before": writeback.settle()}]
+    rows[0].update(references.fsync_latency(tmp_root))
+    rows.append({**base, "target": "disk-group-commit-wait", "record_bytes": 1024, "writeback_before": writeback.settle()})
+    rows[1].update(references.group_commit_wait(tmp_root, seconds=seconds))
+    return rows
 
 
 def run_references(args, run: int, tmp_root: Path) -> list[dict]:
     rows = []
+    seconds = max((w.seconds for w in args.workloads if w.is_latency), default=5.0)
     if all(workload.is_latency for workload in args.workloads):  # latency rows only: the disk's latency references
-        return latency_references(run, tmp_root)
+        return latency_references(run, tmp_root, seconds)
     for name, sync in (("disk-fdatasync-per-MiB", True), ("disk-sequential", False)):
         rows.append({"run": run, "target": name, "kind": "reference", "workload": "-", "record_bytes": 1_048_576,
                      "acks": "-", "phase": "write", **references.disk_write(tmp_root, args.disk_mib, sync)})
-    rows += latency_references(run, tmp_root)
+    rows += latency_references(run, tmp_root, seconds)
     for name, sync in (("socket-to-page-cache-fdatasync-per-MiB", True), ("socket-to-page-cache", False)):
         rows.append({"run": run, "target": name, "kind": "reference", "workload": "-", "record_bytes": 1_048_576,
                      "acks": "-", "phase": "write", **references.socket_to_page_cache(tmp_root, args.floor_mib, sync)})

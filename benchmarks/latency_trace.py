@@ -7,7 +7,12 @@ syscall (file, size, thread), group-commit job, Produce wait, collection, event-
 segment roll. Beside it, this process samples every ``--sched-ms`` the run-queue wait of the
 broker's threads and its own (``/proc/<pid>/task/<tid>/schedstat``: time runnable but not on a
 CPU), and ``--perf`` records the machine's block requests (every process's writes, and the cache
-flushes an fsync ends with) and ext4 fsyncs with `perf record -a -k mono`.
+flushes an fsync ends with) and ext4 fsyncs with `perf record -a -k mono`. Every run starts with
+the machine's write-back finished (benchmarks/writeback.py: one sync(2), what it found noted) and
+notes what the disk did during the load (everyone's bytes written, cache flushes, discards);
+``--reference`` runs the disk alone at the same write pattern, as long, right after each run
+(references.group_commit_wait), with the same counts of fsyncs over 10, 20 and 50 ms as the
+broker's segment fsyncs: whether a run's long fsyncs were the broker's or the disk's.
 
 Each record (offset, produce() time, arrival) is then cut into the stages it went through:
 
@@ -46,7 +51,7 @@ from pathlib import Path
 
 import confluent_kafka as ck
 
-from benchmarks import kafka_load
+from benchmarks import kafka_load, references, writeback
 from benchmarks.procs import ServerProcess, load_average, port_open
 
 HERE = Path(__file__).resolve().parent
@@ -362,6 +367,7 @@ def analyse(got, trace, sched: dict, client_sched: dict, perf, slow_ms: float) -
                              "p50": job_syscalls[len(job_syscalls) // 2] if job_syscalls else None,
                              "p99": job_syscalls[int(0.99 * len(job_syscalls))] if job_syscalls else None,
                              "max": job_syscalls[-1] if job_syscalls else None},
+        "segment_fsyncs_over_ms": references.fsyncs_over([ms / 1e3 for ms in job_syscalls]),
         "other_fsyncs": {"count": len(others), "files": sorted({os.path.basename(r[5]) for r in others})[:20],
                          "during_load": [(round((r[2] - first_produced) / 1e9, 3), r[4], os.path.basename(r[5]),
                                           round((r[3] - r[2]) / 1e6, 2)) for r in others
@@ -400,6 +406,20 @@ def summary_line(run: int, r: dict) -> str:
                          f"{part['dominant_stage']}; median ms {stages}; run-queue waits ms: loop "
                          f"{context['loop_runqueue_ms']:.1f}, fsync threads {context['fsync_threads_runqueue_ms']:.1f}, "
                          f"client {context['client_runqueue_ms']:.1f}")
+    settled, during = r.get("writeback_before"), r.get("disk_during_load")
+    if settled and during:
+        lines.append(f"  write-back before: {settled['dirty_mib_before']:.0f} MiB dirty, "
+                     f"{settled['writeback_mib_before']:.0f} MiB in flight, synced in {settled['sync_s']:.2f} s; during the "
+                     f"load the disk (everyone) wrote {during['written_mib']:.0f} MiB in {during['writes']} requests, "
+                     f"{during['flushes']} cache flushes, discarded {during['discarded_mib']:.0f} MiB; segment fsyncs "
+                     f"over 10/20/50 ms: {'/'.join(str(v) for v in r['segment_fsyncs_over_ms'].values())}")
+    ref = r.get("reference")
+    if ref and ref.get("latency_ms"):
+        lines.append(f"  the disk alone at this pattern right after ({ref['seconds']:g} s): wait p50 "
+                     f"{ref['latency_ms']['p50']:.2f} p99 {ref['latency_ms']['p99']:.2f} max {ref['latency_ms']['max']:.1f} ms; "
+                     f"fsyncs {ref['fsyncs']}, over 10/20/50 ms: {'/'.join(str(v) for v in ref['fsyncs_over_ms'].values())}"
+                     + (f"; the disk wrote {ref['disk']['written_mib']:.0f} MiB, {ref['disk']['flushes']} flushes"
+                        if ref.get("disk") else ""))
     if r.get("disk"):
         d = r["disk"]
         lines.append(f"  disk: {d['requests']} block requests ({d['broker_requests']} the broker's), others wrote "
@@ -412,6 +432,8 @@ def one_run(args, tmp_root: Path, src_dir: Path | None) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="latency-trace-", dir=tmp_root))
     trace_out = workdir / "trace.json"
     perf_out = workdir / "perf.data"
+    device = writeback.device_name(workdir)
+    settled = writeback.settle()  # the earlier runs' (and anyone's) dirty pages on the disk first
     server, bootstrap = start_broker(workdir, trace_out, src_dir, args.set)
     perf_proc = None
     sched: dict = {}
@@ -433,7 +455,9 @@ def one_run(args, tmp_root: Path, src_dir: Path | None) -> dict:
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)  # perf's own start (it has no ready signal)
         load_before = load_average()
+        disk_before = writeback.disk_counters(device)
         got, _ = load(bootstrap, args.rate, args.seconds, args.linger_ms, sample, stop_sampling)
+        disk_during = writeback.disk_delta(disk_before, writeback.disk_counters(device))
         if perf_proc is not None:
             perf_proc.send_signal(signal.SIGINT)
             perf_proc.wait(60)
@@ -452,6 +476,7 @@ def one_run(args, tmp_root: Path, src_dir: Path | None) -> dict:
     perf = parse_perf(perf_out) if args.perf and perf_out.exists() else None
     result = analyse(got, trace, sched, client_sched, perf, args.slow_ms)
     result["load"] = (load_before, load_average())
+    result["writeback_before"], result["disk_during_load"] = settled, disk_during
     if perf:
         reqs = perf["requests"]
         broker_pid = next((row[1] for row in trace if row[0] == "pid"), None)
@@ -463,6 +488,15 @@ def one_run(args, tmp_root: Path, src_dir: Path | None) -> dict:
                           "flush_ms_p99": flushes[int(0.99 * len(flushes))] if flushes else None,
                           "flush_ms_max": flushes[-1] if flushes else None}
     shutil.rmtree(workdir, ignore_errors=True)
+    if args.reference:
+        # The disk alone at the broker's write pattern, as long as the load and right after it, from
+        # write-back finished as the run was: were the long fsyncs the broker's or the disk's?
+        settled = writeback.settle()
+        before = writeback.disk_counters(device)
+        ref = references.group_commit_wait(tmp_root, seconds=args.seconds, rate=args.rate)
+        result["reference"] = {"seconds": args.seconds, "writeback_before": settled,
+                               "disk": writeback.disk_delta(before, writeback.disk_counters(device)),
+                               **{k: ref.get(k) for k in ("latency_ms", "fsync_ms", "fsyncs", "fsyncs_over_ms")}}
     return result
 
 
@@ -477,6 +511,8 @@ def main(argv=None) -> int:
     p.add_argument("--sched-ms", type=float, default=5.0, help="how often run-queue waits are read (default 5)")
     p.add_argument("--perf", action="store_true", help="also record the machine's block requests with perf (root)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a broker setting (repeatable)")
+    p.add_argument("--reference", action="store_true",
+                   help="after each run, the disk alone at the same write pattern for as long (references.group_commit_wait)")
     p.add_argument("--tidelog-ref", help="run the broker from this commit's src/ (git archive)")
     p.add_argument("--json", type=Path, help="write every run's analysis here")
     p.add_argument("--verbose", action="store_true", help="also print each run's analysis and its slowest records")

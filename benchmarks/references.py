@@ -259,7 +259,14 @@ def _group_commit_wait(directory: Path, seconds: float, rate: int, record_bytes:
         result["latency_ms"] = percentiles(waits)
         result["fsync_ms"] = percentiles([end - begin for begin, end in syncs])
         result["fsyncs"] = len(syncs)
+        result["fsyncs_over_ms"] = fsyncs_over([end - begin for begin, end in syncs])
     return result
+
+
+def fsyncs_over(seconds: list[float]) -> dict[str, int]:
+    """How many of these fsync syscalls (seconds each) took over 10, 20 and 50 ms: a rare long one
+    holds every record behind it, so counts compare two runs where a percentile of fsyncs hides it."""
+    return {str(ms): sum(1 for s in seconds if s * 1e3 > ms) for ms in (10, 20, 50)}
 
 
 def client_ceiling(records: int, record_bytes: int, partitions: int = 1) -> dict:

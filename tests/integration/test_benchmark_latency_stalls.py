@@ -34,3 +34,19 @@ def test_latency_trace_cuts_each_record_into_the_stages_the_broker_noted(tmp_pat
         assert all(value >= -0.01 for value in stages.values()), stages  # the same clock in both processes
         assert abs(sum(stages.values()) - worst["e2e_ms"]) < 0.05
         assert worst["job_fsyncs"] and any(name.endswith(".log") for _, name, _, _ in worst["job_fsyncs"])
+
+
+def test_latency_trace_starts_from_write_back_done_and_runs_the_disk_alone_after(tmp_path):
+    out = tmp_path / "runs.json"
+    assert latency_trace.main(["--seconds", "1", "--reference", "--json", str(out)]) == 0
+    (run,) = json.loads(out.read_text())
+    settled = run["writeback_before"]
+    assert settled["sync_s"] >= 0 and settled["dirty_mib_before"] >= 0
+    over = run["segment_fsyncs_over_ms"]
+    assert run["segment_fsync_ms"]["count"] >= over["10"] >= over["20"] >= over["50"] >= 0
+    during = run["disk_during_load"]
+    if during is not None:  # a data directory on a block device: the broker's own appends at least
+        assert during["written_mib"] >= 4 and during["flushes"] > 0
+    ref = run["reference"]
+    assert ref["seconds"] == 1 and ref["fsyncs"] > 0 and 0 < ref["latency_ms"]["p50"] <= ref["latency_ms"]["p99"]
+    assert ref["fsyncs"] >= ref["fsyncs_over_ms"]["10"] >= ref["fsyncs_over_ms"]["20"] >= ref["fsyncs_over_ms"]["50"]

@@ -1,0 +1,40 @@
+"""benchmarks/writeback.py: a latency row starts with the machine's write-back finished, and what
+the disk did during it is counted (/proc/diskstats)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from benchmarks import writeback
+from benchmarks.cli import run_target
+from benchmarks.peers import Tidelog
+from benchmarks.workloads import Workload
+
+MIB = 1 << 20
+
+
+def test_settle_puts_what_is_dirty_on_the_disk(tmp_path):
+    device = writeback.device_name(tmp_path)
+    if writeback.disk_counters(device) is None:
+        pytest.skip(f"{tmp_path} is not on a block device /proc/diskstats counts")
+    before = writeback.disk_counters(device)
+    with open(tmp_path / "dirty.bin", "wb") as f:  # 64 MiB in the page cache, no fsync
+        f.write(os.urandom(64 * MIB))
+    settled = writeback.settle()
+    delta = writeback.disk_delta(before, writeback.disk_counters(device))
+    # Without the sync they would sit in the page cache for dirty_expire_centisecs (30 s by default);
+    # other processes' writes meanwhile only add to the count.
+    assert delta["written_mib"] >= 64, (settled, delta)
+    assert settled["sync_s"] >= 0 and settled["dirty_mib_before"] >= 0 and delta["flushes"] >= 0
+
+
+def test_every_latency_row_starts_settled_and_counts_the_disk_during_it(tmp_path):
+    workload = Workload("lat-smoke", 1024, "all", rate=2_000, seconds=0.5)
+    (row,) = run_target(Tidelog("balanced"), workload, 1, 0, tmp_path, 60)
+    assert row["status"] == "ok" and row["phase"] == "latency", row
+    assert set(row["writeback_before"]) == {"dirty_mib_before", "writeback_mib_before", "sync_s"}
+    if row["disk_during"] is not None:
+        assert row["disk_during"]["written_mib"] >= 0.5 and row["disk_during"]["flushes"] > 0  # the broker's fsyncs
+    assert list(tmp_path.iterdir()) == []
