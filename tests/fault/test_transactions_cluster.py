@@ -190,3 +190,111 @@ def transaction_coordinator(cluster: Cluster, transactional_id: str) -> int:
         "FindCoordinator")
     assert error == ErrorCode.none
     return found.node_id
+
+
+def _transactional_frame(correlation_id: int, transactional_id: str, topic: str, producer_id: int, epoch: int,
+                         batches: dict[int, tuple[int, list[bytes]]]) -> bytes:
+    """A framed Produce v9 (acks=all) of transactional batches: partition -> (base sequence, values)."""
+    data = [ProduceRequest.TopicProduceData.PartitionProduceData(index=p, records=build_batch(
+        [(None, v, []) for v in values], producer_id=producer_id, producer_epoch=epoch, base_sequence=sequence,
+        is_transactional=True)) for p, (sequence, values) in batches.items()]
+    request = ProduceRequest[9](transactional_id=transactional_id, acks=-1, timeout_ms=10000,
+                                topic_data=[ProduceRequest.TopicProduceData(name=topic, partition_data=data)])
+    request.with_header(correlation_id=correlation_id, client_id="pipelined")
+    return bytes(request.encode(version=9, header=True, framed=True))
+
+
+def test_pipelined_transactional_requests_append_in_order_while_the_leader_asks_the_coordinator(cluster):
+    """A connection's Produce requests append in the order sent, as Kafka serialises them, also
+    while a transactional one waits for the coordinator on another broker (KIP-890 part 1).
+    Raw: the transaction is open on partition B (a batch appended); one write brings request 1
+    (the first batch for partition A, which the leader must ask about, and B's next) and request
+    2 (B's next again, nothing to ask): request 2 must append to B after request 1 (before the
+    fix it appended while request 1 waited for the answer and was refused,
+    OUT_OF_ORDER_SEQUENCE_NUMBER; 3 of 3 runs). Then confluent-kafka, transactions whose
+    partitions the leader learns one by one while batches of the others stream: every
+    transaction commits, and read_committed reads each partition in the order produced
+    (kafka-python). That part passed before the fix too (librdkafka did not pipeline a batch
+    behind a check in 3 runs); it is the cross-client check of the path."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    wait_until(lambda: len(admin.list_topics(timeout=5).brokers) == 3, 30, message="3 brokers registered")
+    admin.create_topics([NewTopic("piped", 6, 1)])["piped"].result(30)
+    wait_until(lambda: set(leaders(admin, "piped").values()) == {1, 2, 3}, 30, message="leaders on every broker")
+    txn_id = "tx-piped"
+    coordinator = transaction_coordinator(cluster, txn_id)
+    conn = Conn(cluster.brokers[coordinator])
+    error, init = until_answered(lambda: (lambda r: (r.error_code, r))(conn.roundtrip(
+        InitProducerIdRequest[3](transactional_id=txn_id, transaction_timeout_ms=60000, producer_id=-1, producer_epoch=-1),
+        InitProducerIdResponse, 3)), "InitProducerId")
+    assert error == ErrorCode.none
+    pid, epoch = init.producer_id, init.producer_epoch
+    led = leaders(admin, "piped")
+    elsewhere = next(broker for broker in (1, 2, 3) if broker != coordinator)
+    a, b = [p for p, leader in sorted(led.items()) if leader == elsewhere][:2]
+    error, _ = until_answered(lambda: (lambda r: (r.results_by_topic_v3_and_below[0].results_by_partition[0]
+                                                   .partition_error_code, r))(conn.roundtrip(
+        AddPartitionsToTxnRequest[3](v3_and_below_transactional_id=txn_id, v3_and_below_producer_id=pid,
+                                     v3_and_below_producer_epoch=epoch,
+                                     v3_and_below_topics=[AddPartitionsToTxnRequest.AddPartitionsToTxnTopic(
+                                         name="piped", partitions=[a, b])]),
+        AddPartitionsToTxnResponse, 3)), "AddPartitionsToTxn")
+    assert error == ErrorCode.none
+    leader_conn = Conn(cluster.brokers[elsewhere])
+    first = produce_transactional(leader_conn, txn_id, "piped", b, pid, epoch, 0, [b"b0"])
+    assert ErrorCode(first.error_code) == ErrorCode.none, first
+    leader_conn.send(_transactional_frame(101, txn_id, "piped", pid, epoch, {a: (0, [b"a0"]), b: (1, [b"b1"])})
+                     + _transactional_frame(102, txn_id, "piped", pid, epoch, {b: (2, [b"b2"])}))
+    answers = []
+    for correlation_id in (101, 102):
+        response = ProduceResponse.decode(leader_conn.recv_frame(), version=9, header=True)
+        assert response.header.correlation_id == correlation_id
+        answers.append({p.index: ErrorCode(p.error_code) for p in response.responses[0].partition_responses})
+    assert answers == [{a: ErrorCode.none, b: ErrorCode.none}, {b: ErrorCode.none}], answers
+    error, _ = until_answered(lambda: (lambda r: (r.error_code, r))(conn.roundtrip(
+        EndTxnRequest[3](transactional_id=txn_id, producer_id=pid, producer_epoch=epoch, committed=True),
+        EndTxnResponse, 3)), "EndTxn")
+    assert error == ErrorCode.none
+
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "transactional.id": "tx-piped-ck", "linger.ms": 0,
+                         "transaction.timeout.ms": 60000})
+    producer.init_transactions(TIMEOUT_S)
+    ck_coordinator = transaction_coordinator(cluster, "tx-piped-ck")
+    ck_leader = next(broker for broker in (1, 2, 3) if broker != ck_coordinator)
+    c, d = [p for p, leader in sorted(led.items()) if leader == ck_leader][:2]
+    failures: list = []
+    produced = {c: [], d: []}
+
+    def delivered(error, message) -> None:
+        if error is not None:
+            failures.append(error)
+
+    for txn in range(8):
+        producer.begin_transaction()
+        for i in range(400):  # d alone first, then c joins the transaction while d's batches stream
+            partition = d if i < 200 or i % 2 else c
+            value = b"%d-%d" % (txn, i)
+            producer.produce("piped", value, partition=partition, on_delivery=delivered)
+            produced[partition].append(value)
+            producer.poll(0)
+        producer.commit_transaction(TIMEOUT_S)
+    assert failures == []
+    expected = 4 + len(produced[c]) + len(produced[d])  # b0, a0, b1, b2
+    seen = read_committed(cluster.bootstrap, "piped", 6, expected)
+    assert len(seen) == expected
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KTopicPartition
+    consumer = KafkaConsumer(bootstrap_servers=cluster.bootstrap, isolation_level="read_committed",
+                             enable_auto_commit=False, auto_offset_reset="earliest", consumer_timeout_ms=10_000)
+    try:
+        for partition, values in ((b, [b"b0", b"b1", b"b2"]), (a, [b"a0"]), (c, produced[c]), (d, produced[d])):
+            consumer.assign([KTopicPartition("piped", partition)])
+            consumer.seek_to_beginning()
+            read: list[bytes] = []
+            deadline = time.monotonic() + TIMEOUT_S
+            while len(read) < len(values):
+                assert time.monotonic() < deadline, f"piped-{partition}: read {len(read)} of {len(values)}"
+                for records in consumer.poll(timeout_ms=500).values():
+                    read += [r.value for r in records]
+            assert read == values, f"piped-{partition} out of order"
+    finally:
+        consumer.close()

@@ -24,7 +24,8 @@ TRANSACTIONAL_ID_AUTHORIZATION_FAILED (a transactional batch without the request
 TOPIC_AUTHORIZATION_FAILED (no WRITE on the topic).
 Transactions: a transactional batch opens the producer's transaction in the partition (its
 coordinator, here or on another broker, is asked first whether the partition was added: KIP-890
-part 1, ``transaction.partition.verification.enable``); it stays
+part 1, ``transaction.partition.verification.enable``; the connection's later Produce requests
+append after it: ``_append_in_turn``); it stays
 invisible to read_committed consumers until its COMMIT marker.
 Idempotence: a batch with a producer id is checked against that producer's last five batches
 on the partition; a retried duplicate is answered with the offset it got the first time. A
@@ -67,20 +68,20 @@ def _is_transactional(records) -> bool:
     return records is not None and len(records) >= BATCH_HEADER_SIZE and bool(records[_ATTRIBUTES_LOW] & _TRANSACTIONAL_BIT)
 
 
-async def _verify_transactions(ctx: RequestContext, transactional_id: str | None,
-                               batches: list[tuple[str, int, object]]) -> dict[tuple[str, int], KafkaError]:
+def _transaction_checks(ctx: RequestContext, transactional_id: str | None, batches: list[tuple[str, int, object]]
+                        ) -> tuple[dict[tuple[str, int], KafkaError], dict[tuple[int, int], list[TopicPartition]]]:
     """The transactional batches of a request (topic, partition, records): each needs the
     request's transactional id, and before a producer's first batch of a transaction in a
     partition led here, its coordinator must have the partition in the transaction (KIP-890 part
-    1, asked wherever the coordinator is: one question for all such partitions of the request).
-    The error of each refused batch."""
+    1). The error of each batch refused now, and what to ask the coordinator (``_ask``): (producer
+    id, epoch) -> partitions."""
     errors: dict[tuple[str, int], KafkaError] = {}
+    asking: dict[tuple[int, int], list[TopicPartition]] = {}
     if transactional_id is None:
         for topic, index, _ in batches:
             errors[(topic, index)] = KafkaError(ErrorCode.transactional_id_authorization_failed,
                                                 "a transactional batch in a Produce request without a transactional id")
-        return errors
-    asking: dict[tuple[int, int], list[TopicPartition]] = {}  # (producer id, epoch) -> partitions
+        return errors, asking
     for topic, index, records in batches:
         partition = ctx.replicas.get(topic, index)
         if partition is None or not partition.leading:
@@ -91,6 +92,14 @@ async def _verify_transactions(ctx: RequestContext, transactional_id: str | None
             continue  # append() refuses it
         if partition.transactions.open_transaction(info.producer_id) is None:
             asking.setdefault((info.producer_id, info.producer_epoch), []).append(TopicPartition(topic, index))
+    return errors, asking
+
+
+async def _ask(ctx: RequestContext, transactional_id: str, asking: dict[tuple[int, int], list[TopicPartition]]
+               ) -> dict[tuple[str, int], KafkaError]:
+    """Ask the transaction coordinator, wherever it is (one question a producer for all its
+    partitions of the request), whether it holds the partitions; the error of each it does not."""
+    errors: dict[tuple[str, int], KafkaError] = {}
     for (producer_id, producer_epoch), partitions in asking.items():
         answers = await ctx.transactions.verify(transactional_id, producer_id, producer_epoch, partitions)
         for tp, error in answers.items():
@@ -100,6 +109,27 @@ async def _verify_transactions(ctx: RequestContext, transactional_id: str | None
                     f"transaction of {transactional_id} (producer {producer_id} epoch {producer_epoch}) does not hold "
                     f"{tp.topic}-{tp.partition}: {error.name}")
     return errors
+
+
+async def _append_in_turn(ctx: RequestContext, request, refused: dict[tuple[str, int], KafkaError],
+                          asking: dict[tuple[int, int], list[TopicPartition]]):
+    """``_append_request`` once the coordinator has answered ``asking`` and every Produce read
+    before this one on the connection has appended (``ctx.append_order``: its requests append in
+    the order they were read, as a Kafka broker serialises a connection's requests, while the
+    questions of several requests and connections are out at once)."""
+    order = ctx.append_order
+    if order is None:  # no connection: a handler called directly
+        if asking:
+            refused.update(await _ask(ctx, request.transactional_id, asking))
+        return _append_request(ctx, request, refused)
+    before, place = order.line_up()
+    try:
+        if asking:
+            refused.update(await _ask(ctx, request.transactional_id, asking))
+        await order.turn(before)
+        return _append_request(ctx, request, refused)
+    finally:
+        order.done(place)
 
 
 _PRODUCER_ID_AT = 43  # a batch header's producer id (8 bytes, big-endian)
@@ -146,8 +176,42 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
             and ctx.access.authorize(AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, request.transactional_id)):
         return encode_produce_response(version, everywhere(ErrorCode.transactional_id_authorization_failed))
 
+    if transactional:
+        refused, asking = _transaction_checks(ctx, request.transactional_id, transactional)
+    else:
+        refused, asking = {}, None
+    order = ctx.append_order
+    if asking or (order is not None and order.last is not None):  # waits before it appends: in line
+        results, appended = await _append_in_turn(ctx, request, refused, asking)
+    else:  # appends now, before its first await: in arrival order
+        results, appended = _append_request(ctx, request, refused)
+    if request.acks == 0:
+        return None
+    if appended:
+        try:
+            errors = await wait_for_acks([(leader, end) for _, _, leader, end in appended], request.acks,
+                                         request.timeout_ms / 1000, ctx.replicas.logs)
+        except KafkaError as e:  # StorageError: an fsync failed; or a partition was deleted meanwhile
+            if e.error_code == ErrorCode.kafka_storage_error:
+                logger.error("durability wait failed for a produce from %s: %s", ctx.peer, e)
+            else:
+                logger.info("produce from %s answered %s: %s", ctx.peer, e.error_code.name, e)
+            results = everywhere(e.error_code)
+        else:
+            for (t, p, _, _), error in zip(appended, errors):
+                if error != ErrorCode.none:
+                    results[t][1][p] = PartitionResult(results[t][1][p].index, error, error_message=error.name)
+    ctx.metrics.observe_produce(time.perf_counter() - started)
+    return encode_produce_response(version, results)
+
+
+def _append_request(ctx: RequestContext, request, refused: dict[tuple[str, int], KafkaError]):
+    """Append each partition's batch of ``request`` (``refused``: the errors of those refused
+    already), before any await: (results by topic, [(topic position, partition position,
+    partition, end offset)] of those appended). Then the holds of an acks=all Produce, and the
+    frame goes back to the pool."""
+    version = ctx.api_version
     replicas, metrics = ctx.replicas, ctx.metrics
-    refused = await _verify_transactions(ctx, request.transactional_id, transactional) if transactional else {}
     results: list[tuple[str, list[PartitionResult]]] = []
     appended = []  # (topic position, partition position, partition, end offset)
     for topic in request.topics:
@@ -194,24 +258,7 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
     # names and partition indexes): the frame goes back to the pool now, not after the wait.
     if ctx.release_frame is not None:
         ctx.release_frame()
-    if request.acks == 0:
-        return None
-    if appended:
-        try:
-            errors = await wait_for_acks([(leader, end) for _, _, leader, end in appended], request.acks,
-                                         request.timeout_ms / 1000, replicas.logs)
-        except KafkaError as e:  # StorageError: an fsync failed; or a partition was deleted meanwhile
-            if e.error_code == ErrorCode.kafka_storage_error:
-                logger.error("durability wait failed for a produce from %s: %s", ctx.peer, e)
-            else:
-                logger.info("produce from %s answered %s: %s", ctx.peer, e.error_code.name, e)
-            results = everywhere(e.error_code)
-        else:
-            for (t, p, _, _), error in zip(appended, errors):
-                if error != ErrorCode.none:
-                    results[t][1][p] = PartitionResult(results[t][1][p].index, error, error_message=error.name)
-    metrics.observe_produce(time.perf_counter() - started)
-    return encode_produce_response(version, results)
+    return results, appended
 
 
 def append(replicas: "ReplicaManager", metrics: "BrokerMetrics", topic: str, partition: int, records,

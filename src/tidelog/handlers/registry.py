@@ -89,6 +89,10 @@ class RequestContext:
     # nothing holds the connection) before it appends, so the connection's appends keep arrival order.
     hold_reading: Callable[[asyncio.Future], None] | None = None
     held_by: Callable[[], asyncio.Future | None] | None = None
+    # A Produce that must wait before it appends (a transactional batch's KIP-890 check) lines
+    # up here, and so does every later Produce of the connection while one is in line: the
+    # connection's appends keep arrival order (server/connection.py's ProduceOrder).
+    append_order: Any = None
 
     @property
     def api_version(self) -> int:

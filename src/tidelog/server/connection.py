@@ -21,7 +21,8 @@ finish. Kafka reads a connection's next request only after answering the one bef
 keeps what that order means: a request starts once the requests before it on the connection
 have finished (a pipelined OffsetFetch sees the OffsetCommit before it, a Metadata the
 CreateTopics), except Produce requests: they start at once, appending in arrival order (a
-Produce appends before its first await), so the acknowledgement waits of an idempotent
+Produce appends before its first await, or, one that must wait first for a transactional
+batch's KIP-890 check, in line behind the others: ``ProduceOrder``), so the acknowledgement waits of an idempotent
 producer's five in flight overlap, and nothing but a read of acknowledged data (Fetch,
 ListOffsets) waits for them. At most ``queued.max.requests`` requests are in flight per
 connection; beyond that reading pauses. In a cluster, an acks=all Produce that leaves a partition
@@ -132,6 +133,43 @@ def _when_done(future: asyncio.Future | None, finished: Callable[[], None]) -> a
     return future
 
 
+class ProduceOrder:
+    """A connection's Produce requests append in the order they were read, as a Kafka broker,
+    which serialises a connection's requests, appends them. A Produce appends in its first step
+    (before any await; first steps run in arrival order), unless it must wait first: a
+    transactional batch's KIP-890 check (asking the transaction coordinator, maybe on another
+    broker), or an earlier request of the connection still waiting. Such a request takes a place
+    in line (``line_up``) before its first await, appends once the place before it is given up
+    and no hold of the connection is pending (``turn``), and gives its place up after
+    (``done``). The questions of several requests (and connections) are out at once; only the
+    appends wait. A Produce with nobody in line (``last`` None) appends at once, at no cost."""
+
+    __slots__ = ("last", "_holds")
+
+    def __init__(self, holds: list[asyncio.Future]) -> None:
+        self.last: asyncio.Future | None = None  # the place of the latest request in line
+        self._holds = holds  # the connection's backlog holds (cluster mode; see _hold_reading)
+
+    def line_up(self) -> tuple[asyncio.Future | None, asyncio.Future]:
+        """(the place before, this request's place)."""
+        before = self.last
+        self.last = place = asyncio.get_running_loop().create_future()
+        return before, place
+
+    async def turn(self, before: asyncio.Future | None) -> None:
+        if before is not None and not before.done():
+            # Shielded: this task cancelled (the connection closing) must not cancel the place.
+            await asyncio.shield(before)
+        while (hold := next((h for h in self._holds if not h.done()), None)) is not None:
+            await hold
+
+    def done(self, place: asyncio.Future) -> None:
+        if not place.done():
+            place.set_result(None)
+        if self.last is place:
+            self.last = None
+
+
 class KafkaConnection(asyncio.BufferedProtocol):
     def __init__(self, broker: "Broker", listener: Endpoint | None = None) -> None:
         self.broker = broker
@@ -190,6 +228,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._tickets = 0  # the last ticket taken
         self._turn = 1  # the ticket that appends next
         self._turn_waiters: dict[int, asyncio.Future] = {}
+        self._append_order = ProduceOrder(self._holds)  # a Produce waiting before it appends
         self._closing = False
         self._closed = False
         self._socket_fd: int | None = None  # for os.sendfile/writev; None on TLS
@@ -458,9 +497,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
         ctx = self.broker.request_context(header, self.peer, flexible, self.listener_name, self.access)
         if api.raw:
             ctx.release_frame = release_frame
-        if api_key == throttling.PRODUCE and self._backlog_bounded:
-            self._tickets += 1
-            ctx.hold_reading, ctx.held_by = self._hold_reading, functools.partial(self._held_by, self._tickets)
+        if api_key == throttling.PRODUCE:
+            ctx.append_order = self._append_order
+            if self._backlog_bounded:
+                self._tickets += 1
+                ctx.hold_reading, ctx.held_by = self._hold_reading, functools.partial(self._held_by, self._tickets)
         task = self._run_in_order(api_key, api.handler, ctx, request)
         self._pending.append((correlation_id, flexible and api_key != apis.API_VERSIONS_KEY, task))
         quotas = self.broker.quotas
