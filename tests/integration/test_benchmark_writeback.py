@@ -38,3 +38,14 @@ def test_every_latency_row_starts_settled_and_counts_the_disk_during_it(tmp_path
     if row["disk_during"] is not None:
         assert row["disk_during"]["written_mib"] >= 0.5 and row["disk_during"]["flushes"] > 0  # the broker's fsyncs
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_report_counts_the_disk_references_long_fsyncs_per_run():
+    from benchmarks import report
+
+    rows = [{"run": run, "target": "disk-group-commit-wait", "kind": "reference", "workload": "-", "phase": "latency",
+             "status": "ok", "latency_ms": {"p50": 0.5, "p99": 2.0, "p99.9": 9.0, "max": 60.0},
+             "fsyncs_over_ms": {"10": 4, "20": over_20, "50": over_50}} for run, over_20, over_50 in ((1, 3, 1), (2, 0, 0))]
+    (check,) = [c for c in report.issue_targets({"rows": rows, "settings": {"workloads": []}})
+                if "disk-group-commit-wait" in c["target"]]
+    assert check["measured"].endswith("; fsyncs over 20 / 50 ms, per run: 3 / 1, 0 / 0"), check
