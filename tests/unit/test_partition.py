@@ -141,6 +141,43 @@ def test_followers_copy_what_the_leader_has_not_yet_fsynced_and_the_watermark_wa
     run(main, tmp_path, durability="balanced")
 
 
+def test_an_acks_all_wait_returns_on_the_loop_turn_after_the_high_watermark_passes_it(tmp_path):
+    """The Produce is answered the moment its end offset is in: the high watermark's move wakes
+    the waiting request itself, not a helper that wakes it a turn later (asyncio.wait did: two
+    turns of a busy leader's loop per acks=all Produce). Several partitions still each need theirs."""
+    async def main(logs):
+        partition = leader(logs, replicas=(1, 2, 3))
+        result = partition.append_as_leader(batch(2))
+        waiting = asyncio.ensure_future(wait_for_acks([(partition, result.end_offset)], -1, 5.0, logs))
+        while len(partition.ack_waiters) == 0:  # through its durability wait, then parked
+            await asyncio.sleep(0)
+        partition.follower_fetched(2, 2, partition.log.log_end_offset)
+        partition.follower_fetched(3, 1, partition.log.log_end_offset)
+        await asyncio.sleep(0)
+        assert not waiting.done()  # the high watermark is at 1
+        partition.follower_fetched(3, 2, partition.log.log_end_offset)
+        await asyncio.sleep(0)
+        assert waiting.done() and waiting.result() == [ErrorCode.none]
+        # Two partitions: answered once both are in, each with its own outcome.
+        other = logs.partitions[("u", 0)] = Partition("u", 0, logs.create("u", 0), logs, NODE, PartitionConfig(),
+                                                       RecordingIsrWriter())
+        other.make_leader(PartitionState((1, 2, 3), NODE, 0, (1, 2, 3)))
+        first, second = partition.append_as_leader(batch(1)), other.append_as_leader(batch(1))
+        both = asyncio.ensure_future(wait_for_acks([(partition, first.end_offset), (other, second.end_offset)], -1,
+                                                   5.0, logs))
+        while len(partition.ack_waiters) + len(other.ack_waiters) < 2:
+            await asyncio.sleep(0)
+        for follower in (2, 3):
+            partition.follower_fetched(follower, 3, partition.log.log_end_offset)
+        await asyncio.sleep(0)
+        assert not both.done()
+        other.stop_leading()
+        await asyncio.sleep(0)
+        assert both.done() and both.result() == [ErrorCode.none, ErrorCode.not_leader_or_follower]
+
+    run(main, tmp_path)
+
+
 def test_acks_all_times_out_and_acks_one_does_not_wait_for_followers(tmp_path):
     async def main(logs):
         partition = leader(logs, replicas=(1, 2))

@@ -147,19 +147,30 @@ async def wait_for_acks(appended: list[tuple[Waitable, int]], required_acks: int
             pending.append(outcome)
         outcomes.append(outcome)
     if pending:
-        await asyncio.wait(pending, timeout=timeout_s)
+        # Each future awaited in turn, not asyncio.wait: the high watermark's move then wakes
+        # this request itself, where asyncio.wait's own callback would wake it a loop turn
+        # later (a busy leader's turn, on every acks=all Produce). The timeout answers what is
+        # still waiting REQUEST_TIMED_OUT (done futures are pruned from the AckWaiters).
+        timer = asyncio.get_running_loop().call_later(timeout_s, _timed_out, pending)
+        try:
+            for future in pending:
+                await future
+        finally:
+            timer.cancel()
     errors = []
     for (partition, end_offset), outcome in zip(appended, outcomes):
         if isinstance(outcome, asyncio.Future):
-            if not outcome.done():
-                outcome.cancel()
-                outcome = ErrorCode.request_timed_out
-            else:
-                outcome = outcome.result()
-                if outcome == ErrorCode.none:
-                    outcome = partition.acks_all_outcome(end_offset) or ErrorCode.none
+            outcome = outcome.result()
+            if outcome == ErrorCode.none:
+                outcome = partition.acks_all_outcome(end_offset) or ErrorCode.none
         errors.append(outcome)
     return errors
+
+
+def _timed_out(futures: list[asyncio.Future]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(ErrorCode.request_timed_out)
 
 
 async def wait_for_data(partitions: Iterable[Waitable], timeout_s: float, replica: bool = False) -> None:
