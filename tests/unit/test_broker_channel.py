@@ -141,3 +141,42 @@ def test_a_decoded_request_reads_the_writable_frame():
             server.close()
 
     asyncio.run(main())
+
+
+def test_a_response_reaches_the_caller_on_the_loop_turn_after_its_last_byte_and_a_silent_peer_times_out():
+    """The follower's fetch loop resumes as soon as the response is whole (one wake-up, not a
+    task of its own around the read: three loop turns of the follower per fetch before); a peer
+    that never answers is asyncio.TimeoutError after ``timeout_s``, and the channel is then closed
+    by its user and opened anew."""
+    async def main():
+        requests = asyncio.Queue()
+
+        async def answer(reader, writer):
+            while True:
+                size = struct.unpack(">i", await reader.readexactly(4))[0]
+                await requests.put((await reader.readexactly(size))[4:8])
+
+        server, port = await serve(answer)
+        channel = BrokerChannel("127.0.0.1", port, "test")
+        try:
+            pending = asyncio.ensure_future(channel.request_body(18, 0, _api_versions_request(), 5))
+            correlation_id = await requests.get()
+            protocol = channel.protocol
+            frame = struct.pack(">i", 7) + correlation_id + b"abc"
+            while frame:  # as the socket delivers it: into the reader's buffer, a few bytes at a time
+                buffer = protocol.get_buffer(-1)
+                count = min(len(buffer), len(frame), 5)
+                buffer[:count] = frame[:count]
+                protocol.buffer_updated(count)
+                frame = frame[count:]
+            await asyncio.sleep(0)
+            assert pending.done() and bytes(pending.result()) == b"abc"
+
+            with pytest.raises(asyncio.TimeoutError):  # nothing answers this one
+                await channel.request_body(18, 0, _api_versions_request(), 0.05)
+            assert protocol._waiter is None
+        finally:
+            channel.close()
+            server.close()
+
+    asyncio.run(main())
