@@ -19,6 +19,18 @@ Noted, each as a row of a list in OUT (JSON, written at exit):
   ``LAG_NOTE_S`` late (the loop was busy or the process had no CPU);
 - ``roll``: segment rolls;
 - ``fetch``: each parked Fetch (``wait_for_data`` in handlers/fetch.py), parked and woken.
+
+and, for replication (benchmarks/replication_trace.py puts an acks=all record's time together
+from the three brokers' rows; each partition row names its topic):
+
+- ``lappend``: an append as leader, done (end offset);
+- ``lread``: a follower's read at the leader (replica, fetch offset, log end offset then);
+- ``lfetched``: the leader took a follower's fetch offset as its position (replica, offset);
+- ``hw``: the leader's high watermark moved (new value); ``durable``: its log's durable end
+  moved (a group commit's outcome on the loop);
+- ``acked``: a Produce's acknowledgement wait returned (largest end offset, acks);
+- ``fsend`` / ``frecv``: a follower's Fetch sent / its response read (the request's bytes);
+- ``fappend``: a follower's append done (log end offset after, bytes).
 """
 
 from __future__ import annotations
@@ -153,12 +165,75 @@ def _install_tidelog() -> None:
                 rows.append(["fetch", parked, _now()])
         fetch_handler.wait_for_data = parked_fetch
 
+    _install_replication()
     LogManager._start_job, LogManager._job_synced = _start_job, _job_synced
     LogManager._on_roll, LogManager.start = _on_roll, start_
     if durable_waiter is not None:
         LogManager.durable_waiter = durable_waiter_
     else:  # an older tree
         LogManager.wait_durable_many = wait_durable_many
+
+
+def _install_replication() -> None:
+    """The rows of an acks=all record's way through the leader and its followers (see above)."""
+    try:
+        from tidelog.cluster import broker_channel, partition as partition_module
+        from tidelog.handlers import produce as produce_handler
+    except ImportError:
+        return
+    Partition = partition_module.Partition
+    append_as_leader, follower_fetched = Partition.append_as_leader, Partition.follower_fetched
+    advance, on_flush, read = Partition._advance_high_watermark, Partition.on_local_flush, Partition.read
+    append_as_follower = Partition.append_as_follower
+    send = broker_channel.BrokerChannel.request_encoded_body
+    wait_for_acks = produce_handler.wait_for_acks
+
+    def append_as_leader_(self, *args, **kwargs):
+        result = append_as_leader(self, *args, **kwargs)
+        rows.append(["lappend", _now(), self.topic, result.end_offset])
+        return result
+
+    def read_(self, fetch_offset, *args, **kwargs):
+        replica_id = kwargs.get("replica_id", args[2] if len(args) > 2 else -1)
+        if replica_id >= 0:
+            rows.append(["lread", _now(), self.topic, replica_id, fetch_offset, self.log.log_end_offset])
+        return read(self, fetch_offset, *args, **kwargs)
+
+    def follower_fetched_(self, replica_id, fetch_offset, *args, **kwargs):
+        rows.append(["lfetched", _now(), self.topic, replica_id, fetch_offset])
+        return follower_fetched(self, replica_id, fetch_offset, *args, **kwargs)
+
+    def advance_(self):
+        before = self.high_watermark
+        advance(self)
+        if self.high_watermark != before:
+            rows.append(["hw", _now(), self.topic, self.high_watermark])
+
+    def on_flush_(self):
+        rows.append(["durable", _now(), self.topic, self.log.durable_end_offset])
+        return on_flush(self)
+
+    def append_as_follower_(self, records, *args, **kwargs):
+        appended = append_as_follower(self, records, *args, **kwargs)
+        rows.append(["fappend", _now(), self.topic, self.log.log_end_offset, appended])
+        return appended
+
+    async def send_(self, api_key, version, body, timeout_s):
+        rows.append(["fsend", _now(), len(body)])
+        response = await send(self, api_key, version, body, timeout_s)
+        rows.append(["frecv", _now(), len(response)])
+        return response
+
+    async def wait_for_acks_(appended, required_acks, *args, **kwargs):
+        errors = await wait_for_acks(appended, required_acks, *args, **kwargs)
+        rows.append(["acked", _now(), appended[0][0].topic if appended else "", max((end for _, end in appended), default=-1), required_acks])
+        return errors
+
+    Partition.append_as_leader, Partition.follower_fetched = append_as_leader_, follower_fetched_
+    Partition._advance_high_watermark, Partition.on_local_flush, Partition.read = advance_, on_flush_, read_
+    Partition.append_as_follower = append_as_follower_
+    broker_channel.BrokerChannel.request_encoded_body = send_
+    produce_handler.wait_for_acks = wait_for_acks_
 
 
 def main() -> None:

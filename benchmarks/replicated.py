@@ -75,6 +75,7 @@ class Broker:
     """One ``tidelog serve`` (cluster member when ``cluster`` is given) on a fixed port."""
 
     src_dir: Path | None = None  # --tidelog-ref: that commit's exported src/
+    trace_dir: Path | None = None  # run under benchmarks/broker_trace.py, its rows into broker-<id>.json here
 
     def __init__(self, workdir: Path, node_id: int, cluster: str | None, settings: dict[str, str]) -> None:
         self.workdir, self.node_id, self.cluster, self.settings = workdir, node_id, cluster, settings
@@ -84,7 +85,11 @@ class Broker:
     def start(self) -> "Broker":
         port_file = self.workdir / f"broker-{self.node_id}.port"
         port_file.unlink(missing_ok=True)
-        args = [sys.executable, "-m", "tidelog", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+        if self.trace_dir is not None:
+            launcher = [str(Path(__file__).resolve().parent / "broker_trace.py"), str(self.trace_dir / f"broker-{self.node_id}.json")]
+        else:
+            launcher = ["-m", "tidelog"]
+        args = [sys.executable, *launcher, "serve", "--host", "127.0.0.1", "--port", str(self.port),
                 "--port-file", str(port_file), "--data-dir", str(self.workdir / f"broker-{self.node_id}"),
                 "--log-level", "WARNING"]
         if self.cluster:
@@ -129,6 +134,19 @@ def leader_of(bootstrap: str, topic: str) -> int:
     return AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10).topics[topic].partitions[0].leader
 
 
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """A process's CPU seconds in user space (Python, C extensions) and in the kernel (its
+    syscalls: sendfile, socket and file writes, and on loopback the peer's TCP receive run in
+    the sender's softirq), all its threads (/proc/<pid>/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def throughput(bootstrap: str, topic: str, records: int, timeout_s: float, brokers: dict[int, "Broker"],
                profile_dir: Path | None = None) -> dict:
     """Produce then consume ``records``; each broker's CPU seconds per GB produced (by role:
@@ -136,6 +154,7 @@ def throughput(bootstrap: str, topic: str, records: int, timeout_s: float, broke
     ``profile_dir``, py-spy samples every broker during the produce phase."""
     leader_id = leader_of(bootstrap, topic)
     before = {i: b.server.cpu_seconds() for i, b in brokers.items()}
+    split_before = {i: user_system_seconds(b.server.pid) for i, b in brokers.items()}
     produce = lambda: kafka_load.produce(bootstrap, topic, records, RECORD_BYTES, "all", timeout_s)  # noqa: E731
     profiles = None
     if profile_dir is None:
@@ -148,8 +167,14 @@ def throughput(bootstrap: str, topic: str, records: int, timeout_s: float, broke
         seconds, produced = profile.record_many(raw, produce)
         profiles = {path.stem: profile.summarise(path, seconds) for path in raw.values()}
     cpu = {i: b.server.cpu_seconds() - before[i] for i, b in brokers.items()}
+    split = {i: tuple(after - earlier for after, earlier in zip(user_system_seconds(b.server.pid), split_before[i]))
+             for i, b in brokers.items()}
     produced["load_average"] = load_average()
     gigabytes = produced["bytes"] / 1e9
+    if gigabytes:  # (user, system) s/GB: Python's share against the kernel's
+        produced["leader_user_system_s_per_gb"] = [round(x / gigabytes, 3) for x in split[leader_id]]
+        produced["follower_user_system_s_per_gb"] = [[round(x / gigabytes, 3) for x in split[i]]
+                                                     for i in sorted(split) if i != leader_id]
     produced["leader_cpu_s_per_gb"] = cpu[leader_id] / gigabytes if gigabytes else None
     produced["follower_cpu_s_per_gb"] = sorted(c / gigabytes for i, c in cpu.items() if i != leader_id) if gigabytes else []
     if profiles is not None:
@@ -281,6 +306,10 @@ def summary(row: dict, latencies: list[dict]) -> str:
     text = (f"produce {produced['records_per_s']:,.0f} rec/s, leader {produced['leader_cpu_s_per_gb']:.2f} s/GB, "
             f"followers {', '.join(f'{c:.2f}' for c in produced['follower_cpu_s_per_gb']) or '-'} s/GB "
             f"(load {' '.join(map(str, produced['load_average']))})")
+    if "leader_user_system_s_per_gb" in produced:
+        text += (f"; user/system s/GB: leader {'/'.join(f'{x:.2f}' for x in produced['leader_user_system_s_per_gb'])}"
+                 + "".join(f", follower {'/'.join(f'{x:.2f}' for x in pair)}"
+                           for pair in produced.get("follower_user_system_s_per_gb", [])))
     if latencies and "latency_ms" in latencies[-1]:
         lat = latencies[-1]
         text += (f"; e2e p50 {lat['latency_ms']['p50']:.2f} ms, p99 {lat['latency_ms']['p99']:.2f} ms at "

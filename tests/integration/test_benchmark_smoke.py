@@ -151,6 +151,8 @@ def test_the_replicated_benchmark_reports_throughput_cpu_by_role_and_latency(tmp
         assert row["produce"]["status"] == "ok" and row["consume"]["status"] == "ok", row
         assert row["produce"]["leader_cpu_s_per_gb"] >= 0 and len(row["produce"]["follower_cpu_s_per_gb"]) == followers
         assert len(row["produce"]["load_average"]) == 3
+        assert len(row["produce"]["leader_user_system_s_per_gb"]) == 2  # Python's share and the kernel's
+        assert len(row["produce"].get("follower_user_system_s_per_gb", [])) == followers
         (latency,) = results[f"{setup}_latency"]
         assert latency["status"] == "ok" and latency["records"] == 5_000, latency
         assert 0 < latency["latency_ms"]["p50"] <= latency["latency_ms"]["p99"]
@@ -161,6 +163,22 @@ def test_the_replicated_benchmark_reports_throughput_cpu_by_role_and_latency(tmp
     assert "3 brokers (RF 3)" in stdout and "e2e p99" in stdout
     assert "the disk alone at RF 3's write pattern" in stdout
     assert not list(tmp_path.glob("**/follower-reference-*"))  # the followers' files are removed
+
+
+def test_the_replication_trace_follows_acks_all_batches_through_every_stage(tmp_path):
+    """benchmarks.replication_trace: three traced brokers, a short paced run; every batch the
+    leader appended is followed to its acknowledgement, and its stages add up to at most its total."""
+    etcd_binary()
+    out = tmp_path / "trace.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.replication_trace", "--rate", "1000", "--seconds", "2",
+                           "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    stages = json.loads(out.read_text())["stages_ms"]
+    for name in ("wake", "to_follower", "f_append", "f_next", "to_leader", "hw_after", "ack_after", "durable", "total"):
+        assert stages[name]["n"] > 100 and stages[name]["p50"] >= 0, (name, stages[name])
+    chain = ("wake", "to_follower", "f_append", "f_next", "to_leader", "hw_after", "ack_after")
+    assert sum(stages[name]["mean"] for name in chain) == pytest.approx(stages["total"]["mean"], rel=1e-6)
+    assert stages["wake_parked"].get("n", 0) + stages["wake_busy"].get("n", 0) == stages["wake"]["n"]
 
 
 @pytest.mark.slow
