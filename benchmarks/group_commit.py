@@ -8,6 +8,13 @@ thread), and the difference: the group commit's hand-offs (the job's start, the 
 fsync thread and back, the waiters' wake-up). ``on_durable`` is when the high watermark moves
 (a parked consumer fetch is woken then).
 
+``--busy-us N`` keeps the event loop busy meanwhile: a callback runs Python for N us of every
+millisecond (what other requests cost the loop: a broker taking lat-5k-linger0's 5,000 Produce
+requests a second spends ~0.3 of it), so the fsync thread's GIL acquisitions and the job's
+callback wait for the loop as they do in a busy broker. ``--switch-interval-ms`` sets
+``sys.setswitchinterval`` in the measured process (CPython's default 5 ms: how long a thread
+waiting for the GIL lets a running one go on).
+
 ``--tidelog-ref REF`` measures that commit's src/ as well, alternating (ref, working tree, ref,
 ...) ``--pairs`` times, each side in a fresh process: an A/B of the path on a busy machine.
 """
@@ -27,10 +34,13 @@ HERE = Path(__file__).resolve().parent
 QUANTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
 
 
-def measure(appends: int, interval_ms: float, data_dir: str) -> dict:
+def measure(appends: int, interval_ms: float, data_dir: str, busy_us: float = 0.0, switch_interval_ms: float = 0.0) -> dict:
     """Runs in the measured tree's process (its src/ first on sys.path)."""
     import asyncio
     import time
+
+    if switch_interval_ms > 0:
+        sys.setswitchinterval(switch_interval_ms / 1000)
 
     import uvloop
 
@@ -49,7 +59,22 @@ def measure(appends: int, interval_ms: float, data_dir: str) -> dict:
     os.fsync = timed_fsync
     samples: list[tuple[int, int, int]] = []  # (answer, fsync syscalls, high watermark moved), ns after the wait began
 
+    busy_running = True
+
+    def busy() -> None:  # Python on the loop for busy_us of every millisecond, in 100 us slices
+        if not busy_running:
+            return
+        loop = asyncio.get_running_loop()
+        now = time.perf_counter()
+        spin_until = now + min(busy_us, 100) / 1e6
+        while time.perf_counter() < spin_until:
+            pass
+        loop.call_later(max(0.0, min(busy_us, 100) / busy_us * 1e-3 - (time.perf_counter() - now)), busy)
+
     async def run():
+        nonlocal busy_running
+        if busy_us > 0:
+            asyncio.get_running_loop().call_soon(busy)
         manager = LogManager(Path(data_dir), LogConfig(durability="balanced"))
         await manager.start()
         log = manager.create("t", 0)
@@ -67,6 +92,7 @@ def measure(appends: int, interval_ms: float, data_dir: str) -> dict:
             answered = time.perf_counter_ns()
             samples.append((answered - started, sum(fsync_ns), (durable_at[0] - started) if durable_at else 0))
             await asyncio.sleep(interval_ms / 1000)
+        busy_running = False
         await manager.close()
 
     uvloop.run(run())
@@ -75,20 +101,24 @@ def measure(appends: int, interval_ms: float, data_dir: str) -> dict:
         ordered = sorted(values)
         return {name: ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e3 for name, q in QUANTILES}
 
-    return {"appends": appends, "answer_us": quantiles([a for a, _, _ in samples]),
+    return {"appends": appends, "busy_us": busy_us, "switch_interval_ms": sys.getswitchinterval() * 1e3,
+            "answer_us": quantiles([a for a, _, _ in samples]),
             "fsync_us": quantiles([f for _, f, _ in samples]),
             "answer_minus_fsync_us": quantiles([a - f for a, f, _ in samples]),
             "hw_moved_minus_fsync_us": quantiles([d - f for _, f, d in samples if d])}
 
 
-def run_side(src: Path, appends: int, interval_ms: float, tmp_root: Path) -> dict:
+def run_side(src: Path, appends: int, interval_ms: float, tmp_root: Path, busy_us: float = 0.0,
+             switch_interval_ms: float = 0.0) -> dict:
     """One measurement in a fresh process with ``src`` first on its path."""
     data_dir = tempfile.mkdtemp(prefix="group-commit-", dir=tmp_root)
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(1, sys.argv[2]); "
             "from benchmarks.group_commit import measure; "
-            "print(json.dumps(measure(int(sys.argv[3]), float(sys.argv[4]), sys.argv[5])))")
+            "print(json.dumps(measure(int(sys.argv[3]), float(sys.argv[4]), sys.argv[5], float(sys.argv[6]), "
+            "float(sys.argv[7]))))")
     try:
-        out = subprocess.run([sys.executable, "-c", code, str(src), str(HERE.parent), str(appends), str(interval_ms), data_dir],
+        out = subprocess.run([sys.executable, "-c", code, str(src), str(HERE.parent), str(appends), str(interval_ms), data_dir,
+                              str(busy_us), str(switch_interval_ms)],
                              capture_output=True, text=True, timeout=60 + appends * (interval_ms / 1000 + 0.05), check=True)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -104,6 +134,10 @@ def main(argv=None) -> int:
     p.add_argument("--interval-ms", type=float, default=1.0, help="pause between an answer and the next append (default 1)")
     p.add_argument("--tidelog-ref", help="also measure this commit's src/ (git archive), alternating with the working tree")
     p.add_argument("--pairs", type=int, default=3, help="with --tidelog-ref: how many (ref, working tree) pairs (default 3)")
+    p.add_argument("--busy-us", type=float, default=0.0,
+                   help="keep the loop running Python this many us of every ms meanwhile (default 0)")
+    p.add_argument("--switch-interval-ms", type=float, default=0.0,
+                   help="sys.setswitchinterval in the measured process (default: CPython's 5 ms)")
     p.add_argument("--json", type=Path, help="write every measurement here")
     args = p.parse_args(argv)
     tmp_root = Path(tempfile.mkdtemp(prefix="tidelog-group-commit-"))
@@ -117,7 +151,8 @@ def main(argv=None) -> int:
             sides.insert(0, (f"ref {Tidelog.commit}", Tidelog.src_dir))
         for pair in range(1, (args.pairs if args.tidelog_ref else 1) + 1):
             for name, src in sides:
-                row = {"pair": pair, "side": name, **run_side(src, args.appends, args.interval_ms, tmp_root)}
+                row = {"pair": pair, "side": name, **run_side(src, args.appends, args.interval_ms, tmp_root, args.busy_us,
+                                                              args.switch_interval_ms)}
                 rows.append(row)
                 print(f"{pair} {name:>16}: load {row['load']:.1f}; " + "; ".join(
                     f"{key[:-3].replace('_', ' ')} " + "/".join(f"{row[key][q]:.0f}" for q, _ in QUANTILES)

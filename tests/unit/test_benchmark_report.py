@@ -53,3 +53,17 @@ def test_the_group_commit_benchmark_times_the_answer_beside_the_fsync(tmp_path):
     assert 0 < row["fsync_us"]["p50"] <= row["answer_us"]["p50"]
     assert row["answer_minus_fsync_us"]["p50"] > 0 and row["hw_moved_minus_fsync_us"]["p50"] > 0
     assert not list(tmp_path.iterdir())  # its data directory is removed
+
+
+def test_the_group_commit_benchmark_keeps_the_loop_busy_and_sets_the_switch_interval(tmp_path):
+    """--busy-us and --switch-interval-ms reach the measured process (a busy loop: the fsync thread's
+    GIL acquisitions and the job's callback wait for it)."""
+    from pathlib import Path
+
+    from benchmarks import group_commit
+
+    row = group_commit.run_side(Path(group_commit.__file__).parents[1] / "src", 20, 1.0, tmp_path, busy_us=300,
+                                switch_interval_ms=0.5)
+    assert row["appends"] == 20 and row["busy_us"] == 300 and abs(row["switch_interval_ms"] - 0.5) < 1e-6
+    assert 0 < row["fsync_us"]["p50"] <= row["answer_us"]["p50"]
+    assert not list(tmp_path.iterdir())
