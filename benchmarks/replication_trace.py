@@ -21,7 +21,7 @@ appended is followed through:
 
 and beside them ``durable`` (the append -> the leader's durable end passed it) and ``total`` (the
 append -> the acknowledgement wait returned). Per stage the median, p90 and p99 over batches, the
-follower stages for the follower the high watermark waited for (the later one).
+follower stages for the follower the high watermark waited for (the later one of the ISR).
 
     python -m benchmarks.replication_trace [--rate 5000 --seconds 10 | --records 200000] [--tidelog-ref REF]
 """
@@ -95,7 +95,12 @@ def analyse(traces: dict[int, list], leader_id: int, topic: str) -> dict:
             durable_at = _first_at_least(durable_keys, durable_times, end)
             if not timeline or None in (hw_at, acked_at, durable_at):
                 continue
-            taken_at, read_at, received, appended_f, sent, parked = max(timeline)
+            # The follower the high watermark waited for: the later one whose position came before
+            # it (one out of the ISR, as after a shrink under load, is not waited for).
+            counted = [t for t in timeline if t[0] <= hw_at]
+            if not counted:
+                continue
+            taken_at, read_at, received, appended_f, sent, parked = max(counted)
             stages["wake_parked" if parked else "wake_busy"].append((read_at - appended_at) / 1e6)
             for name, ns in (("wake", read_at - appended_at), ("to_follower", received - read_at),
                              ("f_append", appended_f - received), ("f_next", sent - appended_f),
