@@ -504,11 +504,14 @@ class Partition:
             return ReadResult(error)
         log = self.log
         high_watermark = self.high_watermark
-        max_offset = high_watermark if replica_id < 0 else log.log_end_offset
+        # A consumer's LSO once (nothing below moves it); a follower's after its fetch counted,
+        # which may advance the high watermark.
+        last_stable_offset = self.transactions.last_stable_offset(high_watermark) if replica_id < 0 else -1
+        log_end_offset = log.log_end_offset
+        max_offset = high_watermark if replica_id < 0 else log_end_offset
         committed_only = replica_id < 0 and isolation_level == READ_COMMITTED
         if committed_only:
-            max_offset = self.last_stable_offset
-        log_end_offset = log.log_end_offset
+            max_offset = last_stable_offset
         try:
             records = log.read(fetch_offset, max_bytes, min_one_batch, max_offset, as_slice)
         except KafkaError as e:
@@ -518,8 +521,9 @@ class Partition:
         if replica_id >= 0:
             self.follower_fetched(replica_id, fetch_offset, log_end_offset)
             high_watermark = self.high_watermark
+            last_stable_offset = self.transactions.last_stable_offset(high_watermark)
         aborted = self.transactions.aborted_transactions(fetch_offset, max_offset) if committed_only and records else None
-        return ReadResult(ErrorCode.none, high_watermark, self.last_stable_offset, log.log_start_offset, records, aborted)
+        return ReadResult(ErrorCode.none, high_watermark, last_stable_offset, log.log_start_offset, records, aborted)
 
     def wake_readers(self) -> None:
         """Every parked fetch, consumer's or follower's, reads again (a leadership change, a
