@@ -7,7 +7,9 @@ those limits (KIP-74), so a consumer never gets stuck. The high watermark never 
 is durable under the topic's durability profile (on a single node the log's durable end; in a
 cluster the ISR's, bounded by the leader's own durable end). When fewer than ``min_bytes`` are
 available, the request waits up to ``max_wait_ms`` and is woken by the next append to one of
-its partitions or the flush that makes records readable. Records are not read: each
+its partitions or the flush that makes records readable. The first read is ``answer_now``, which
+the connection calls as the request's frame is read: a Fetch whose data is there is answered
+then, without a task (server/connection.py ``_fetch_now``). Records are not read: each
 partition's answer is a slice of a segment file found from batch headers and the offset index
 (storage/file_slice.py), which the connection sends by sendfile on a plaintext socket
 (server/connection.py); a response of at most 64 KiB of records is read and written in one
@@ -53,6 +55,35 @@ SMALL_RESPONSE_BYTES = 65_536  # records of a response read and written with its
 
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> list:
+    answer = answer_now(ctx, request)
+    if type(answer) is Parked:
+        return await answer.response()
+    return answer
+
+
+class Parked:
+    """A Fetch that found less than ``min_bytes``: ``response()`` waits for data (up to
+    ``max_wait``), reading again as appends and flushes wake it, then answers."""
+
+    __slots__ = ("ctx", "request", "state", "deadline", "watched")
+
+    def __init__(self, ctx: RequestContext, request, state: tuple, deadline: float, watched: list) -> None:
+        self.ctx, self.request, self.state, self.deadline, self.watched = ctx, request, state, deadline, watched
+
+    async def response(self) -> list:
+        ctx, request, state = self.ctx, self.request, self.state
+        wanted, replica_id = state[3], state[4]
+        while True:
+            await wait_for_data(self.watched, self.deadline - time.monotonic(), replica=replica_id >= 0)
+            topics, total_bytes, any_error = _read(ctx, request, wanted, replica_id)
+            if total_bytes >= request.min_bytes or any_error or time.monotonic() >= self.deadline:
+                return _respond(ctx, state, topics)
+
+
+def answer_now(ctx: RequestContext, request) -> list | Parked:
+    """The Fetch's response if it can be made now (data there, an error, no wait asked), else a
+    Parked fetch whose ``response()`` waits for data. The connection calls this directly, so a
+    Fetch with data is answered without a task (server/connection.py); ``handle`` awaits it."""
     version = ctx.api_version
     deadline = time.monotonic() + request.max_wait.total_seconds()
     replica_state = getattr(request, "replica_state", None)
@@ -86,27 +117,34 @@ async def handle(ctx: RequestContext, request) -> list:
             session.epoch = next_epoch(epoch)
             kind, order = "incremental", [(key, cached.fetch) for key, cached in session.partitions.items()]
     wanted = _resolve(ctx, order, uses_topic_ids, replica_id)
+    state = (session, kind, asked, wanted, replica_id)
+    topics, total_bytes, any_error = _read(ctx, request, wanted, replica_id)
+    if total_bytes >= request.min_bytes or any_error or time.monotonic() >= deadline:
+        return _respond(ctx, state, topics)
     replicas = ctx.replicas
     watched = [partition for name, _, _, positions, _, _ in wanted if name for index, _ in positions
                if (partition := replicas.get(name, index)) is not None]
-    while True:
-        topics, total_bytes, any_error = _read(ctx, request, wanted, replica_id)
-        remaining_s = deadline - time.monotonic()
-        if total_bytes >= request.min_bytes or any_error or remaining_s <= 0 or not watched:
-            break
-        await wait_for_data(watched, remaining_s, replica=replica_id >= 0)
+    if not watched:
+        return _respond(ctx, state, topics)
+    return Parked(ctx, request, state, deadline, watched)
+
+
+def _respond(ctx: RequestContext, state: tuple, topics: list) -> list:
+    """The response to what was read last: the session's news, a new session, the counters."""
+    session, kind, asked, wanted, replica_id = state
+    sessions = ctx.fetch_sessions
     response_session_id = INVALID_SESSION_ID
     if session is not None:
         topics = _news(session, wanted, topics)
         response_session_id = session.session_id
     elif kind == "full":
-        created = sessions.create(replica_id >= 0, uses_topic_ids, asked) if asked else None
+        created = sessions.create(replica_id >= 0, ctx.api_version >= TOPIC_IDS_FROM, asked) if asked else None
         if created is not None:
             _news(created, wanted, topics)  # what the session has sent
             response_session_id = created.session_id
     if sessions is not None:
         sessions.count(kind if kind != "full" or response_session_id else "sessionless", replica_id >= 0)
-    return encode_fetch_response(version, _small_slices_read(ctx, topics), session_id=response_session_id)
+    return encode_fetch_response(ctx.api_version, _small_slices_read(ctx, topics), session_id=response_session_id)
 
 
 def _small_slices_read(ctx: RequestContext, topics: list) -> list:
