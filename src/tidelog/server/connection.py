@@ -238,6 +238,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         # transport owns the socket's descriptor, so a duplicate of it is watched meanwhile.
         self._unsent: tuple[list, int] | None = None
         self._writable_fd: int | None = None
+        self._response_bytes: tuple | None = None  # tidelog_fetch_response_record_bytes' (sendfile, copy) children
 
     # --- asyncio protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -825,14 +826,19 @@ class KafkaConnection(asyncio.BufferedProtocol):
         except OSError as e:  # the peer went away, or a segment file shrank or went under the response
             self._abort(f"cannot send a fetch response: {e}")
             return False
-        copied = sum(len(part) for part in parts[index:] if type(part) is FileSlice) - (
-            offset if index < len(parts) and type(parts[index]) is FileSlice else 0)
+        copied = 0
+        if index < len(parts):  # read into the transport: TLS, or the transport had bytes queued
+            copied = sum(len(part) for part in parts[index:] if type(part) is FileSlice) - (
+                offset if type(parts[index]) is FileSlice else 0)
         total = sum(len(part) for part in parts if type(part) is FileSlice)
-        counter = self.broker.metrics.fetch_response_bytes
+        counters = self._response_bytes
+        if counters is None:  # the labelled children once a connection, not on every response
+            counter = self.broker.metrics.fetch_response_bytes
+            counters = self._response_bytes = (counter.labels("sendfile"), counter.labels("copy"))
         if copied:
-            counter.labels("copy").inc(copied)
+            counters[1].inc(copied)
         if total > copied:
-            counter.labels("sendfile").inc(total - copied)
+            counters[0].inc(total - copied)
         return True
 
     def _watch_writable(self) -> None:
