@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +37,40 @@ from benchmarks.produce_cpu import thread_cpu_s
 TOPIC = "consume-cpu"
 STATS_INTERVAL_MS = 200
 PROFILE_RATE_HZ = 1000  # a fetch lasts about a millisecond
+
+
+def sender_socket(pid: int) -> dict:
+    """The TCP state of the busiest sending socket of process ``pid`` (the broker's side of the
+    consumer's connection; for the in-process mock, this process), from ``ss -tinp``: the
+    congestion control, cwnd (segments), MSS, pacing rate, min RTT, retransmitted bytes. On this
+    machine's loopback, BBR (``net.ipv4.tcp_congestion_control``) keeps the cwnd at 10-40 segments
+    of 64 KB, under one 1 MB response, and paces; the broker's system time a fetch follows
+    (BENCHMARKS.md, "Consume rows, session 9")."""
+    try:
+        text = subprocess.run(["ss", "-tinpH", "state", "established"], capture_output=True, text=True,
+                              timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    best: dict = {}
+    for head, info in _pairs(text):
+        if f"pid={pid}," not in head:
+            continue
+        sent = int((re.search(r"bytes_sent:(\d+)", info) or [0, 0])[1])
+        if sent > best.get("bytes_sent", -1):
+            def field(name: str, pattern: str = r"(\S+)") -> str | None:
+                match = re.search(rf"\b{name}[: ]{pattern}", info)
+                return match.group(1) if match else None
+            best = {"bytes_sent": sent, "cc": info.split()[0], "cwnd": field("cwnd"), "mss": field("mss"),
+                    "pacing_rate": field("pacing_rate"), "minrtt_ms": field("minrtt"),
+                    "bytes_retrans": field("bytes_retrans") or "0"}
+    return best
+
+
+def _pairs(text: str) -> list[tuple[str, str]]:
+    """(socket line, its info line) of ``ss -tinpH`` output."""
+    lines = text.splitlines()
+    return [(lines[i], lines[i + 1]) for i in range(0, len(lines) - 1) if not lines[i][:1].isspace()
+            and lines[i + 1][:1].isspace()]
 
 
 class Stats:
@@ -76,8 +112,9 @@ class Stats:
                 "outbuf_avg_ms": weighted("outbuf", "avg")}
 
 
-def consume(bootstrap: str, records: int, partitions: int, timeout_s: float) -> dict:
-    """kafka_load.consume's loop, with statistics; the counters are read after the clock stops."""
+def consume(bootstrap: str, records: int, partitions: int, timeout_s: float, broker_pid: int | None = None) -> dict:
+    """kafka_load.consume's loop, with statistics; the counters (and the broker's socket, of
+    ``broker_pid``) are read after the clock stops."""
     import confluent_kafka as ck
 
     from benchmarks.kafka_load import CONSUMER_SETTINGS
@@ -97,11 +134,12 @@ def consume(bootstrap: str, records: int, partitions: int, timeout_s: float) -> 
                     received += 1
         seconds = time.perf_counter() - start
         client_cpu = time.process_time() - cpu0
+        tcp = sender_socket(broker_pid) if broker_pid else {}
         stats.wait_for_next(consumer)
     finally:
         consumer.close()
     return {"records": received, "seconds": seconds, "records_per_s": received / seconds, "client_cpu_s": client_cpu,
-            "status": "ok" if received >= records else "timeout", **stats.summary()}
+            "status": "ok" if received >= records else "timeout", "tcp": tcp, **stats.summary()}
 
 
 def measure_tidelog(src: Path | None, records: int, record_bytes: int, partitions: int, workdir: Path,
@@ -129,7 +167,7 @@ def measure_tidelog(src: Path | None, records: int, record_bytes: int, partition
             profile.RATE_HZ = PROFILE_RATE_HZ
             raw = profile_dir / f"consume-{int(time.time())}.txt"
             seconds, row = profile.record(server.pid, raw, lambda: consume(target.bootstrap, records, partitions,
-                                                                             timeout_s))
+                                                                             timeout_s, server.pid))
             (profile_dir / (raw.stem + ".json")).write_text(json.dumps(profile.summarise(raw, seconds, top=40),
                                                                        indent=1))
         elif perf_path is not None:
@@ -140,12 +178,12 @@ def measure_tidelog(src: Path | None, records: int, record_bytes: int, partition
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 time.sleep(0.5)  # perf has no readiness signal; it attaches within a few ms
-                row = consume(target.bootstrap, records, partitions, timeout_s)
+                row = consume(target.bootstrap, records, partitions, timeout_s, server.pid)
             finally:
                 perf.send_signal(signal.SIGINT)
                 perf.wait(60)
         else:
-            row = consume(target.bootstrap, records, partitions, timeout_s)
+            row = consume(target.bootstrap, records, partitions, timeout_s, server.pid)
         after = thread_cpu_s(server.pid)
         row["peak_rss_mb"] = server.peak_rss_bytes() / 1e6
     finally:
@@ -164,10 +202,16 @@ def measure_mock(records: int, record_bytes: int, partitions: int, timeout_s: fl
     from benchmarks import kafka_load
 
     stats = Stats()
+    tcp: dict = {}
+
+    def before_close(consumer) -> None:
+        tcp.update(sender_socket(os.getpid()))  # the mock serves from this process
+        stats.wait_for_next(consumer)
+
     row = kafka_load.consume_ceiling(records, record_bytes, timeout_s, partitions,
                                      settings={"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": stats.callback},
-                                     before_close=stats.wait_for_next)
-    row.update(stats.summary())
+                                     before_close=before_close)
+    row.update(stats.summary(), tcp=tcp)
     return row
 
 
@@ -179,7 +223,8 @@ def _line(pair: int, name: str, row: dict, records: int, record_bytes: int, mock
             + (f", rtt avg {row['rtt_avg_ms']:.3f} p50 {row['rtt_p50_ms']:.3f} p99 {row['rtt_p99_ms']:.3f} ms"
                if row.get("rtt_avg_ms") is not None else "")
             + (f", outbuf {row['outbuf_avg_ms']:.3f} ms" if row.get("outbuf_avg_ms") is not None else "")
-            + f"; client {row['client_cpu_s'] / gb:.2f} s/GB")
+            + f"; client {row['client_cpu_s'] / gb:.2f} s/GB"
+            + (f"; sender {row['tcp']['cc']} cwnd {row['tcp']['cwnd']}" if row.get("tcp") else ""))
     if "broker_s_per_gb" in row:
         text += (f"; broker {row['broker_s_per_gb']:.3f} s/GB (user {row['user_s_per_gb']:.3f}, system "
                  f"{row['system_s_per_gb']:.3f}; loop {row['loop_user_s_per_gb']:.3f}+{row['loop_system_s_per_gb']:.3f},"

@@ -4,6 +4,7 @@ records against one Tidelog broker), so that it cannot rot between benchmark run
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -244,3 +245,6 @@ def test_the_consume_cpu_benchmark_reports_fetches_and_cpu_beside_the_mock_clust
     assert row["broker_s_per_gb"] == pytest.approx(row["user_s_per_gb"] + row["system_s_per_gb"])
     mock = consume_cpu.measure_mock(records, 1024, 1, 60.0)
     assert mock["status"] == "ok" and mock["records"] >= records and mock["fetches"] >= 1
+    if shutil.which("ss"):  # each sender's socket: its congestion control and cwnd
+        for sender in (row["tcp"], mock["tcp"]):
+            assert sender["cc"] and int(sender["cwnd"]) > 0 and sender["bytes_sent"] >= records * 1024, sender
