@@ -12,6 +12,12 @@ microseconds per request. CPU time comes in 10 ms ticks: a GB or more per measur
 ``--tidelog-ref REF`` measures that commit's src/ as well, alternating (ref, working tree, ref,
 ...) ``--pairs`` times, each in a fresh broker: an A/B of the produce path on a busy machine,
 where the client's own CPU (a fraction of librdkafka's) disturbs it least.
+
+``--callgrind`` runs each broker under valgrind's callgrind with instrumentation off, switches
+it on (``callgrind_control -i on``) for the measured sends only, after the warm-up, and reports
+the broker's instructions a request, every thread, user space: a count the machine's load does
+not change (the CPU-time figures are then meaningless; use fewer ``--requests``, ~200).
+``--annotate N`` also prints the working tree's N costliest functions (callgrind_annotate).
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,16 +76,35 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return bytes(data)
 
 
+def _start_under_callgrind(src: Path | None, workdir: Path):
+    """A `balanced` broker as benchmarks.peers.Tidelog starts one, under callgrind with
+    instrumentation off: (server, bootstrap, callgrind's output file)."""
+    from benchmarks.procs import ServerProcess, port_open
+
+    port_file, out = workdir / "port", workdir / "callgrind.out"
+    args = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+            sys.executable, "-m", "tidelog", "serve", "--host", "127.0.0.1", "--port", "0",
+            "--port-file", str(port_file), "--data-dir", str(workdir / "data"), "--log-level", "WARNING",
+            "--set", "log.durability.profile=balanced", "--set", "http.port=-1"]
+    server = ServerProcess("tidelog-callgrind", args, workdir, {"PYTHONPATH": str(src)} if src else None)
+    server.start(lambda: port_file.exists() and port_open(int(port_file.read_text().split()[0])), timeout_s=300)
+    return server, f"127.0.0.1:{int(port_file.read_text().split()[0])}", out
+
+
 def measure(src: Path | None, requests: int, records_per_request: int, record_bytes: int, acks: int,
-            in_flight: int, workdir: Path) -> dict:
+            in_flight: int, workdir: Path, callgrind: bool = False, annotate: int = 0) -> dict:
     """One broker from ``src`` (None: the installed tidelog), ``requests`` sends; the figures."""
     from benchmarks.kafka_load import create_topic
     from benchmarks.peers import Tidelog
     from tidelog.protocol.records import build_batch
 
-    Tidelog.src_dir = src
-    target = Tidelog("balanced")
-    server = target.start(workdir)
+    if callgrind:
+        server, bootstrap, out = _start_under_callgrind(src, workdir)
+        target = type("Started", (), {"bootstrap": bootstrap})
+    else:
+        Tidelog.src_dir = src
+        target = Tidelog("balanced")
+        server = target.start(workdir)
     try:
         create_topic(target.bootstrap, TOPIC, 1)
         value = b"v" * max(record_bytes - 8, 0)
@@ -98,6 +125,8 @@ def measure(src: Path | None, requests: int, records_per_request: int, record_by
             for _ in range(min(20, requests)):  # warm up: the segment, the pools, the first fsyncs
                 sock.sendall(frame)
                 answered()
+            if callgrind:
+                subprocess.run(["callgrind_control", "-i", "on", str(server.pid)], capture_output=True, check=True)
             before = thread_cpu_s(server.pid)
             started = time.monotonic()
             sent = done = 0
@@ -109,9 +138,10 @@ def measure(src: Path | None, requests: int, records_per_request: int, record_by
                 done += 1
             seconds = time.monotonic() - started
             after = thread_cpu_s(server.pid)
+            instructions = _callgrind_instructions(server.pid, out, annotate) if callgrind else None
         peak_rss = server.peak_rss_bytes()
     finally:
-        server.stop()
+        server.stop(timeout_s=120)
     gb = requests * len(batch) / 1e9
     main = [after[server.pid][i] - before.get(server.pid, (0.0, 0.0))[i] for i in (0, 1)]
     total = [sum(after[t][i] - before.get(t, (0.0, 0.0))[i] for t in after) for i in (0, 1)]
@@ -122,7 +152,23 @@ def measure(src: Path | None, requests: int, records_per_request: int, record_by
         "other_threads_s_per_gb": (total[0] + total[1] - main[0] - main[1]) / gb,
         "loop_user_us_per_request": main[0] / requests * 1e6, "peak_rss_mb": peak_rss / 1e6,
         "load": os.getloadavg()[0],
+        **({"instructions_per_request": instructions / requests} if instructions is not None else {}),
     }
+
+
+def _callgrind_instructions(pid: int, out: Path, annotate: int) -> int:
+    """Instrumentation off, a dump; the instructions it counted (and the costliest functions)."""
+    subprocess.run(["callgrind_control", "-i", "off", str(pid)], capture_output=True, check=True)
+    subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
+    dumps = sorted(out.parent.glob(out.name + "*"), key=lambda f: f.stat().st_mtime)
+    text = dumps[-1].read_text(errors="replace")
+    total = max(int(n) for n in re.findall(r"^(?:summary|totals): (\d+)", text, re.M))
+    if annotate:
+        report = subprocess.run(["callgrind_annotate", "--threshold=100", str(dumps[-1])], capture_output=True,
+                                text=True).stdout
+        lines = [line for line in report.splitlines() if re.match(r"^\s*[\d,]+ \(", line)]
+        print("\n".join(lines[:annotate + 1]), flush=True)
+    return total
 
 
 def main(argv=None) -> int:
@@ -136,6 +182,9 @@ def main(argv=None) -> int:
     p.add_argument("--tidelog-ref", help="also measure this commit's src/ (git archive), alternating with the working tree")
     p.add_argument("--pairs", type=int, default=3, help="with --tidelog-ref: how many (ref, working tree) pairs (default 3)")
     p.add_argument("--json", type=Path, help="write every measurement here")
+    p.add_argument("--callgrind", action="store_true",
+                   help="count the broker's instructions a request under callgrind (see above)")
+    p.add_argument("--annotate", type=int, default=0, help="with --callgrind: print the N costliest functions")
     args = p.parse_args(argv)
     tmp_root = Path(tempfile.mkdtemp(prefix="tidelog-produce-cpu-"))
     rows = []
@@ -149,8 +198,9 @@ def main(argv=None) -> int:
         for pair in range(1, (args.pairs if args.tidelog_ref else 1) + 1):
             for name, src in sides:
                 workdir = tmp_root / f"{pair}-{len(rows)}"
-                row = {"pair": pair, "side": name, **measure(src, args.requests, args.records_per_request,
-                                                             args.record_bytes, args.acks, args.in_flight, workdir)}
+                row = {"pair": pair, "side": name, **measure(
+                    src, args.requests, args.records_per_request, args.record_bytes, args.acks, args.in_flight,
+                    workdir, args.callgrind, args.annotate if src is None else 0)}
                 shutil.rmtree(workdir, ignore_errors=True)
                 rows.append(row)
                 print(f"{pair} {name:>16}: load {row['load']:.1f}; {row['requests_per_s']:,.0f} requests/s of "
@@ -158,7 +208,9 @@ def main(argv=None) -> int:
                       f"{row['user_s_per_gb']:.3f}, system {row['system_s_per_gb']:.3f}); event loop user "
                       f"{row['loop_user_s_per_gb']:.3f} system {row['loop_system_s_per_gb']:.3f}, other threads "
                       f"{row['other_threads_s_per_gb']:.3f}; loop user {row['loop_user_us_per_request']:.0f} us a "
-                      f"request; peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+                      f"request; peak RSS {row['peak_rss_mb']:.0f} MB"
+                      + (f"; {row['instructions_per_request']:,.0f} instructions a request"
+                         if args.callgrind else ""), flush=True)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     if args.json:
