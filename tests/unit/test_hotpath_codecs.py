@@ -175,11 +175,58 @@ def test_produce_response_is_byte_for_byte_what_kio_writes(version):
 
     rng = random.Random(version)
     cls = load_response_schema(0, version)
-    for _ in range(30):
-        topics = [(f"topic-{t}", _random_partition_results(rng, rng.choice((1, 2, 130)))) for t in range(rng.choice((1, 3)))]
+    for round in range(30):
+        few = round % 10  # one round in ten: 130 topics
+        topics = [(rng.choice((f"topic-{t}", "n" * rng.choice((126, 127, 200)), "é" * 70)),
+                   _random_partition_results(rng, rng.choice((1, 2, 130)) if few else 1)) for t in range(1 if few else 130)]
         body = b"".join(encode_produce_response(version, topics, throttle_time_ms=rng.randrange(1000)))
         response, end = entity_reader(cls)(memoryview(body).toreadonly(), 0)
         assert end == len(body)
         again = io.BytesIO()
         entity_writer(cls)(again, response)
         assert again.getvalue() == body
+
+
+@pytest.mark.parametrize("version", range(3, 13))
+def test_random_produce_requests_decode_like_kio(version):
+    """Random requests kio writes (no transactional id or a long one, names and counts past a
+    one-byte varint, null and empty records, topics without partitions) decode to what kio reads."""
+    import random
+
+    rng = random.Random(1000 + version)
+    cls = load_request_schema(0, version)
+    m = _module(cls)
+    batches = [build_batch([(b"k", b"v" * n, [])]) for n in (0, 100, 300)]
+    for _ in range(12):
+        many = rng.random() < 0.25  # 130 topics of at most a partition, or a few topics of up to 128
+        names = [rng.choice(("t", "orders", "n" * rng.choice((126, 127, 300)), "é" * 70))
+                 for _ in range(130 if many else rng.choice((0, 1, 2)))]
+        request = build(
+            cls,
+            transactional_id=rng.choice((None, "tx", "x" * 200)),
+            acks=rng.choice((-1, 0, 1)),
+            timeout=datetime.timedelta(milliseconds=rng.randrange(1 << 20)),
+            topic_data=tuple(build(m.TopicProduceData, name=name, partition_data=tuple(
+                build(m.PartitionProduceData, index=rng.randrange(1 << 31), records=rng.choice((None, *batches)))
+                for _ in range(rng.choice((0, 1) if many else (0, 1, 3, 128))))) for name in names),
+        )
+        out = io.BytesIO()
+        entity_writer(cls)(out, request)
+        decoded = decode_produce_request(memoryview(bytearray(out.getvalue())), version)
+        assert (decoded.transactional_id, decoded.acks, decoded.timeout_ms) == (
+            request.transactional_id, request.acks, request.timeout // datetime.timedelta(milliseconds=1))
+        assert [(t.name, [(p.index, None if p.records is None else bytes(p.records)) for p in t.partitions])
+                for t in decoded.topics] == [(t.name, [(p.index, p.records) for p in t.partition_data])
+                                             for t in request.topic_data]
+
+
+def test_produce_response_topic_names_are_kept_bounded():
+    """The encoded names a response reuses stay at most _NAMES_KEPT, and a name met again after
+    they were emptied encodes the same."""
+    from tidelog.protocol import produce
+
+    first = encode_produce_response(9, [("kept", [PartitionResult(0, ErrorCode.none, 1, -1, 0)])])
+    for n in range(produce._NAMES_KEPT + 10):
+        encode_produce_response(9, [(f"t{n}", [PartitionResult(0, ErrorCode.none, 1, -1, 0)])])
+        assert len(produce._NAMES[True]) <= produce._NAMES_KEPT
+    assert encode_produce_response(9, [("kept", [PartitionResult(0, ErrorCode.none, 1, -1, 0)])]) == first

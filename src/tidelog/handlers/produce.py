@@ -64,10 +64,6 @@ _ATTRIBUTES_LOW = 22  # the low byte of a batch's attributes
 _TRANSACTIONAL_BIT = 0x10
 
 
-def _is_transactional(records) -> bool:
-    return records is not None and len(records) >= BATCH_HEADER_SIZE and bool(records[_ATTRIBUTES_LOW] & _TRANSACTIONAL_BIT)
-
-
 def _transaction_checks(ctx: RequestContext, transactional_id: str | None, batches: list[tuple[str, int, object]]
                         ) -> tuple[dict[tuple[str, int], KafkaError], dict[tuple[int, int], list[TopicPartition]]]:
     """The transactional batches of a request (topic, partition, records): each needs the
@@ -170,7 +166,12 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
         logger.info("refusing Produce with acks=%d from %s", request.acks, ctx.peer)
         return encode_produce_response(version, everywhere(ErrorCode.invalid_required_acks))
 
-    transactional = [(t.name, p.index, p.records) for t in request.topics for p in t.partitions if _is_transactional(p.records)]
+    transactional = []  # (topic, partition, records) of the transactional batches: one pass, no call a batch
+    for t in request.topics:
+        for p in t.partitions:
+            records = p.records
+            if records is not None and len(records) >= BATCH_HEADER_SIZE and records[_ATTRIBUTES_LOW] & _TRANSACTIONAL_BIT:
+                transactional.append((t.name, p.index, records))
     if transactional and not (
             request.transactional_id is not None
             and ctx.access.authorize(AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, request.transactional_id)):
@@ -230,7 +231,9 @@ def _append_request(ctx: RequestContext, request, refused: dict[tuple[str, int],
                     raise InvalidBatch(ErrorCode.unsupported_compression_type, "zstd needs Produce v7 or later")
                 if (topic.name, partition.index) in refused:
                     raise refused[(topic.name, partition.index)]
-                if (producer_id := _movers_producer_id(ctx, partition.records)) is not None:
+                records = partition.records
+                if records is not None and len(records) >= BATCH_HEADER_SIZE and records[_PRODUCER_ID_AT] & 0xC0 == 0x40 \
+                        and (producer_id := _movers_producer_id(ctx, records)) is not None:
                     metrics.produce_errors.labels(ErrorCode.invalid_producer_id_mapping.name).inc()
                     raise InvalidBatch(ErrorCode.invalid_producer_id_mapping, f"producer id {producer_id} is in the "
                                        f"range of the broker's delay movers (2^62 and above), never allocated to clients")

@@ -50,34 +50,10 @@ class PartitionResult(NamedTuple):
     record_errors: tuple[tuple[int, str | None], ...] = ()  # (batch index, message), v8+
 
 
-def _uvarint_at(buf: memoryview, pos: int) -> tuple[int, int]:
-    """read_uvarint with the one-byte case (almost every length and count) inline."""
-    byte = buf[pos]
-    if byte < 0x80:
-        return byte, pos + 1
-    return read_uvarint(buf, pos)
-
-
-def _array_length_at(buf: memoryview, pos: int, flexible: bool) -> tuple[int, int]:
-    """An array's (compact) length at ``pos``, -1 for null: (length, next position)."""
-    if flexible:
-        length, pos = _uvarint_at(buf, pos)
-        return length - 1, pos
-    return _I32.unpack_from(buf, pos)[0], pos + 4
-
-
-def _string_at(buf: memoryview, pos: int, flexible: bool) -> tuple[str | None, int]:
-    """A (compact) nullable string at ``pos``: (text or None, next position)."""
-    if flexible:
-        size = buf[pos]
-        if size < 0x80:
-            pos += 1
-        else:
-            size, pos = read_uvarint(buf, pos)
-        size -= 1
-    else:
-        size = _I16.unpack_from(buf, pos)[0]
-        pos += 2
+def _string_at(buf: memoryview, pos: int) -> tuple[str | None, int]:
+    """A nullable string (v3-8) at ``pos``: (text or None, next position)."""
+    size = _I16.unpack_from(buf, pos)[0]
+    pos += 2
     if size < 0:
         return None, pos
     end = pos + size
@@ -100,7 +76,11 @@ def _read_partitions(buf: memoryview, pos: int, count: int, flexible: bool) -> t
                 raise MalformedFrame("produce request truncated")
             index = _I32.unpack_from(buf, pos)[0]
             pos += 4
-            size, pos = _uvarint_at(buf, pos)
+            size = buf[pos]
+            if size < 0x80:
+                pos += 1
+            else:
+                size, pos = read_uvarint(buf, pos)
             size -= 1
         else:
             if pos + 8 > size_of_buf:
@@ -135,29 +115,83 @@ def decode_produce_request(body: memoryview, version: int) -> ProduceRequest:
         raise MalformedFrame("produce request truncated") from None
 
 
-def _decode(buf: memoryview, version: int) -> ProduceRequest:
-    flexible = version >= FLEXIBLE_FROM
+def _compact_string_at(buf: memoryview, pos: int, size_of_buf: int) -> tuple[str | None, int]:
+    """_string_at for a flexible request, the one-byte length inline (every producer's names)."""
+    size = buf[pos]
+    if size < 0x80:
+        pos += 1
+    else:
+        size, pos = read_uvarint(buf, pos)
+    if size == 0:
+        return None, pos
+    end = pos + size - 1
+    if end > size_of_buf:
+        raise MalformedFrame("produce request truncated")
+    try:
+        return str(buf[pos:end], "utf-8"), end
+    except UnicodeDecodeError:
+        raise MalformedFrame("produce request string is not UTF-8") from None
+
+
+def _decode_flexible(buf: memoryview) -> ProduceRequest:
+    """_decode for v9+ (every current client): the same checks, one-byte varints inline and the
+    usual one-partition topic read without a call a field."""
     size_of_buf = len(buf)
-    transactional_id, pos = _string_at(buf, 0, flexible) if version >= 3 else (None, 0)
+    transactional_id, pos = _compact_string_at(buf, 0, size_of_buf)
     acks, timeout_ms = _I16_I32.unpack_from(buf, pos)
     pos += 6
-    topic_count, pos = _array_length_at(buf, pos, flexible)
+    topic_count = buf[pos]
+    if topic_count < 0x80:
+        pos += 1
+    else:
+        topic_count, pos = read_uvarint(buf, pos)
+    topic_count -= 1
     if topic_count > size_of_buf:
         raise MalformedFrame(f"produce topic count {topic_count} exceeds the frame")
     topics = []
     for _ in range(max(topic_count, 0)):
-        name, pos = _string_at(buf, pos, flexible)
+        name, pos = _compact_string_at(buf, pos, size_of_buf)
         if name is None:
             raise MalformedFrame("null topic name in produce request")
-        partition_count, pos = _array_length_at(buf, pos, flexible)
+        partition_count = buf[pos]
+        if partition_count < 0x80:
+            pos += 1
+        else:
+            partition_count, pos = read_uvarint(buf, pos)
+        partition_count -= 1
         if partition_count > size_of_buf:
             raise MalformedFrame(f"produce partition count {partition_count} exceeds the frame")
-        partitions, pos = _read_partitions(buf, pos, max(partition_count, 0), flexible)
-        if flexible:
-            pos = pos + 1 if buf[pos] == 0 else skip_tagged_fields(buf, pos)
-        topics.append(ProduceTopic(name, partitions))
-    if flexible:
+        partitions, pos = _read_partitions(buf, pos, max(partition_count, 0), True)
         pos = pos + 1 if buf[pos] == 0 else skip_tagged_fields(buf, pos)
+        topics.append(ProduceTopic(name, partitions))
+    pos = pos + 1 if buf[pos] == 0 else skip_tagged_fields(buf, pos)
+    if pos != size_of_buf:
+        raise MalformedFrame(f"{size_of_buf - pos} bytes after the end of the produce request")
+    return ProduceRequest(transactional_id, acks, timeout_ms, topics)
+
+
+def _decode(buf: memoryview, version: int) -> ProduceRequest:
+    if version >= FLEXIBLE_FROM:
+        return _decode_flexible(buf)
+    size_of_buf = len(buf)
+    transactional_id, pos = _string_at(buf, 0) if version >= 3 else (None, 0)
+    acks, timeout_ms = _I16_I32.unpack_from(buf, pos)
+    pos += 6
+    topic_count = _I32.unpack_from(buf, pos)[0]
+    pos += 4
+    if topic_count > size_of_buf:
+        raise MalformedFrame(f"produce topic count {topic_count} exceeds the frame")
+    topics = []
+    for _ in range(max(topic_count, 0)):
+        name, pos = _string_at(buf, pos)
+        if name is None:
+            raise MalformedFrame("null topic name in produce request")
+        partition_count = _I32.unpack_from(buf, pos)[0]
+        pos += 4
+        if partition_count > size_of_buf:
+            raise MalformedFrame(f"produce partition count {partition_count} exceeds the frame")
+        partitions, pos = _read_partitions(buf, pos, max(partition_count, 0), False)
+        topics.append(ProduceTopic(name, partitions))
     if pos != size_of_buf:
         raise MalformedFrame(f"{size_of_buf - pos} bytes after the end of the produce request")
     return ProduceRequest(transactional_id, acks, timeout_ms, topics)
@@ -186,6 +220,20 @@ def _count(n: int, flexible: bool) -> bytes:
     return _I32.pack(n)
 
 
+# Topic names as a response carries them, by flexibility: encoded once (a Produce response names
+# its topics every time). Bounded: emptied when it holds _NAMES_KEPT names.
+_NAMES: dict[bool, dict[str, bytes]] = {False: {}, True: {}}
+_NAMES_KEPT = 4096
+
+
+def _name(name: str, flexible: bool) -> bytes:
+    names = _NAMES[flexible]
+    if len(names) >= _NAMES_KEPT:
+        names.clear()
+    data = names[name] = _string(name, flexible)
+    return data
+
+
 def encode_produce_response(version: int, topics: list[tuple[str, list[PartitionResult]]], throttle_time_ms: int = 0) -> list[bytes]:
     """Encode a Produce response body for ``version`` (0-12) as a list of buffers.
 
@@ -193,11 +241,12 @@ def encode_produce_response(version: int, topics: list[tuple[str, list[Partition
     flexible = version >= FLEXIBLE_FROM
     fixed = _PARTITION_V5 if version >= 5 else _PARTITION_V2 if version >= 2 else _PARTITION_V0
     no_errors = _NO_ERRORS[flexible]
-    out = [_count(len(topics), flexible)]
+    names = _NAMES[flexible]
+    out = [_COMPACT_COUNTS[len(topics)] if flexible and len(topics) < 127 else _count(len(topics), flexible)]
     append = out.append
     for name, partitions in topics:
-        append(_string(name, flexible))
-        append(_count(len(partitions), flexible))
+        append(names.get(name) or _name(name, flexible))
+        append(_COMPACT_COUNTS[len(partitions)] if flexible and len(partitions) < 127 else _count(len(partitions), flexible))
         for p in partitions:
             if version >= 5:
                 append(fixed.pack(p.index, p.error_code, p.base_offset, p.log_append_time_ms, p.log_start_offset))

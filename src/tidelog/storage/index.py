@@ -127,8 +127,10 @@ class _Index:
 
     def append(self, key: int, value: int) -> None:
         """Add an entry in memory; the file catches up in write_pending (no syscall here)."""
-        self.keys.append(key)
-        self.values.append(value)
+        if self.loader is not None:
+            self._load_now()
+        self._keys.append(key)  # not the properties: this runs for every indexed batch produced
+        self._values.append(value)
 
     @property
     def pending(self) -> bool:
@@ -289,8 +291,12 @@ class TimeIndex(_Index):
         return self.keys[-1] if self.keys else -1
 
     def maybe_append(self, timestamp: int, relative_offset: int) -> None:
-        if timestamp > self.last_timestamp:
-            self.append(timestamp, relative_offset)
+        if self.loader is not None:
+            self._load_now()
+        keys = self._keys
+        if timestamp > (keys[-1] if keys else -1):
+            keys.append(timestamp)
+            self._values.append(relative_offset)
 
     def lookup(self, timestamp: int) -> int:
         """A relative offset below which every record is older than ``timestamp`` (0 if none known)."""

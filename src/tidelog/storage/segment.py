@@ -202,13 +202,16 @@ class LogSegment:
         length = len(batch)
         written = 0
         try:
+            fd = self._fd  # the active segment's file is open: not the property (a call a batch)
+            if fd is None:
+                fd = self.fd
             while written < length:
                 if faults.armed:
                     faults.check("write")
                     chunk = batch[written : written + faults.take_short_write(length - written)]
                 else:
                     chunk = batch[written:] if written else batch
-                written += os.write(self.fd, chunk)
+                written += os.write(fd, chunk)
         except OSError:
             if written:  # undo a partial batch so the file stays a sequence of whole batches
                 os.ftruncate(self.fd, position)
