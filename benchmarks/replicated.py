@@ -12,8 +12,9 @@ partition's leader, each follower), with the load average after every phase. Lat
 lat-5k shape (kafka_load.latency: 5,000 records/s of 1 KiB for 10 s, acks=all, linger 1 ms, a
 consumer in the same process) on a new topic, RF 1 on the single node and RF 3 with
 min.insync.replicas=2 on the cluster, with each record's produce-to-acknowledgement time
-beside the end-to-end one. ``--profile``: py-spy samples the three brokers during the first
-replicated produce run (raw stacks and the top functions into --out). Failover: an idempotent
+beside the end-to-end one; each latency run, and the disk alone at its write pattern after it,
+starts with the machine's write-back of the throughput phases finished (benchmarks/writeback.py).
+``--profile``: py-spy samples the three brokers during the first replicated produce run (raw stacks and the top functions into --out). Failover: an idempotent
 acks=all producer writes continuously (linger 5 ms, metadata refresh 1 s) while the partition's
 leader is SIGKILLed; the failover time is from the kill to the first record acknowledged after
 it. The killed broker then restarts and the ISR heals before the next round. Every process runs
@@ -40,7 +41,7 @@ from pathlib import Path
 import confluent_kafka as ck
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from benchmarks import kafka_load, references
+from benchmarks import kafka_load, references, writeback
 from benchmarks.procs import ServerProcess, free_port, port_open, wait_until
 
 RECORD_BYTES = 1024
@@ -192,9 +193,16 @@ def latency(bootstrap: str, topic: str, replication_factor: int, seconds: float,
     than throughput figures are)."""
     create_topic(bootstrap, topic, replication_factor, {"min.insync.replicas": "2"} if replication_factor > 1 else {})
     leader_id = leader_of(bootstrap, topic)
+    # The throughput phase's write-back (up to three brokers' copies of it) finished first, as
+    # every latency row of the main benchmark starts (benchmarks/writeback.py).
+    settled = writeback.settle()
+    device = writeback.device_name(next(iter(brokers.values())).workdir)
+    disk_before = writeback.disk_counters(device)
     before = {i: b.server.cpu_seconds() for i, b in brokers.items()}
     result = kafka_load.latency(bootstrap, topic, LATENCY_RATE, seconds, RECORD_BYTES, "all", timeout_s,
                                 acknowledgements=True)
+    result["writeback_before"] = settled
+    result["disk_during"] = writeback.disk_delta(disk_before, writeback.disk_counters(device))
     cpu_us = {i: (b.server.cpu_seconds() - before[i]) * 1e6 / max(result["records"], 1) for i, b in brokers.items()}
     result["leader_cpu_us_per_record"] = cpu_us[leader_id]
     result["follower_cpu_us_per_record"] = sorted(c for i, c in cpu_us.items() if i != leader_id)
@@ -250,6 +258,13 @@ def measure_failovers(brokers: dict[int, Broker], bootstrap: str, rounds: int) -
     return times
 
 
+def disk_reference(tmp_root: Path, seconds: float, followers: int) -> dict:
+    """The disk alone at a setup's write pattern (references.group_commit_wait), as long as the
+    latency run and, like it, starting with the machine's write-back finished."""
+    settled = writeback.settle()
+    return {"writeback_before": settled, **references.group_commit_wait(tmp_root, seconds=seconds, followers=followers)}
+
+
 def run(records: int, runs: int, failovers: int, timeout_s: float, tmp_root: Path, latency_s: float = 10.0,
         profile_dir: Path | None = None, cluster_only: bool = False, settings: dict[str, str] | None = None) -> dict:
     results: dict = {"records": records, "record_bytes": RECORD_BYTES, "latency_rate": LATENCY_RATE, "single": [],
@@ -267,7 +282,7 @@ def run(records: int, runs: int, failovers: int, timeout_s: float, tmp_root: Pat
             results["single"].append(throughput(broker.bootstrap, "bench", records, timeout_s, {1: broker}))
             if latency_s:
                 results["single_latency"].append(latency(broker.bootstrap, "lat", 1, latency_s, timeout_s, {1: broker}))
-                results["single_disk"].append(references.group_commit_wait(tmp_root, seconds=min(latency_s, 5.0)))
+                results["single_disk"].append(disk_reference(tmp_root, latency_s, 0))
         finally:
             broker.stop()
             shutil.rmtree(workdir, ignore_errors=True)  # the next run starts without this one's dirty pages
@@ -287,8 +302,7 @@ def run(records: int, runs: int, failovers: int, timeout_s: float, tmp_root: Pat
                                                     profile_dir if run_index == 0 else None))
             if latency_s:
                 results["replicated_latency"].append(latency(bootstrap, "lat", 3, latency_s, timeout_s, brokers))
-                results["replicated_disk"].append(references.group_commit_wait(tmp_root, seconds=min(latency_s, 5.0),
-                                                                                 followers=2))
+                results["replicated_disk"].append(disk_reference(tmp_root, latency_s, 2))
             print(f"replicated run {run_index + 1}: {summary(results['replicated'][-1], results['replicated_latency'])}",
                   flush=True)
             if run_index == runs - 1 and failovers:

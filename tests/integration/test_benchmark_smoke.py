@@ -159,8 +159,10 @@ def test_the_replicated_benchmark_reports_throughput_cpu_by_role_and_latency(tmp
         assert 0 < latency["latency_ms"]["p50"] <= latency["latency_ms"]["p99"]
         assert 0 < latency["ack_latency_ms"]["p50"] <= latency["ack_latency_ms"]["p99"]
         assert latency["leader_cpu_us_per_record"] >= 0 and len(latency["follower_cpu_us_per_record"]) == followers
+        assert latency["writeback_before"]["sync_s"] >= 0  # started with the produce phase's write-back done
         (disk,) = results[f"{setup}_disk"]  # the disk alone at the setup's write pattern, right after
         assert disk["status"] == "ok" and 0 < disk["latency_ms"]["p50"] <= disk["latency_ms"]["p99"], disk
+        assert disk["writeback_before"]["sync_s"] >= 0
     assert "3 brokers (RF 3)" in stdout and "e2e p99" in stdout
     assert "the disk alone at RF 3's write pattern" in stdout
     assert not list(tmp_path.glob("**/follower-reference-*"))  # the followers' files are removed
