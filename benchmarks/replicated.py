@@ -14,11 +14,12 @@ consumer in the same process) on a new topic, RF 1 on the single node and RF 3 w
 min.insync.replicas=2 on the cluster, with each record's produce-to-acknowledgement time
 beside the end-to-end one; each latency run, and the disk alone at its write pattern after it,
 starts with the machine's write-back of the throughput phases finished (benchmarks/writeback.py).
-``--profile``: py-spy samples the three brokers during the first replicated produce run (raw stacks and the top functions into --out). Failover: an idempotent
-acks=all producer writes continuously (linger 5 ms, metadata refresh 1 s) while the partition's
-leader is SIGKILLed; the failover time is from the kill to the first record acknowledged after
-it. The killed broker then restarts and the ISR heals before the next round. Every process runs
-in its own session and is stopped by PID. For A/Bs: ``--tidelog-ref REF`` runs that commit's
+``--profile``: py-spy samples the three brokers during the first replicated produce run (raw
+stacks and the top functions into --out). Failover: an idempotent acks=all producer writes
+continuously (linger 5 ms, metadata refresh 1 s) while the partition's leader is SIGKILLed; the
+failover time is from the kill to the first record acknowledged after it. The killed broker then
+restarts and the ISR heals before the next round. Every process runs in its own session and is
+stopped by PID. For A/Bs: ``--tidelog-ref REF`` runs that commit's
 src/ (git archive, C extension built) instead of the working tree, ``--set`` adds a setting to
 every cluster broker, ``--cluster-only`` skips the single node.
 """
