@@ -43,9 +43,9 @@ def sender_socket(pid: int) -> dict:
     """The TCP state of the busiest sending socket of process ``pid`` (the broker's side of the
     consumer's connection; for the in-process mock, this process), from ``ss -tinp``: the
     congestion control, cwnd (segments), MSS, pacing rate, min RTT, retransmitted bytes. On this
-    machine's loopback, BBR (``net.ipv4.tcp_congestion_control``) keeps the cwnd at 10-40 segments
-    of 64 KB, under one 1 MB response, and paces; the broker's system time a fetch follows
-    (BENCHMARKS.md, "Consume rows, session 9")."""
+    machine's loopback BBR (``net.ipv4.tcp_congestion_control``) keeps the cwnd at 10-40 segments
+    of 64 KB, under one 1 MB response, and paces: the two modes of the broker's system time a fetch
+    are its (BENCHMARKS.md, "Consume rows, session 9"). The cwnd here is one sample at the end."""
     try:
         text = subprocess.run(["ss", "-tinpH", "state", "established"], capture_output=True, text=True,
                               timeout=10).stdout
