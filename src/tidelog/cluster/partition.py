@@ -144,6 +144,12 @@ class Partition:
         self.backlog_held_since_ms: int | None = None
         self._backlog_info_ms = self._backlog_warning_ms = -BACKLOG_LOG_INTERVAL_MS
         self.pending_isr: tuple[int, ...] | None = None  # the ISR a compare-and-swap in flight is writing
+        # How many times the maximal ISR fell below min.insync.replicas while leading (and whether
+        # it is below now): an acks=all wait that began before a shortfall is answered
+        # NOT_ENOUGH_REPLICAS_AFTER_APPEND (acks_all_outcome), as Kafka answers every produce
+        # pending at that moment, even where the leader's fsync kept the high watermark below it.
+        self.isr_shortfalls = 0
+        self._isr_short = False
         self.leader_epoch_start_offset = 0
         self.ack_waiters = AckWaiters()  # acks=all appends waiting for the high watermark
         self.parked_reads = ParkedReads()  # consumers' fetches waiting for the high watermark (wait_for_data)
@@ -203,6 +209,17 @@ class Partition:
 
     def set_config(self, config: PartitionConfig) -> None:
         self.config = config
+        if self.leading:
+            self._count_isr_shortfall()
+
+    def _count_isr_shortfall(self) -> None:
+        """After the ISR (or min.insync.replicas) changed as leader: count a fall of the maximal
+        ISR below min.insync.replicas (``isr_shortfalls``). Only the stored ISR's changes can
+        shrink it: a pending write only adds to it (``maximal_isr``)."""
+        short = len(self.maximal_isr) < self.config.min_insync_replicas
+        if short and not self._isr_short:
+            self.isr_shortfalls += 1
+        self._isr_short = short
 
     def leader_error(self, current_leader_epoch: int = -1, replica_id: int = -1) -> ErrorCode | None:
         """None when this replica leads at ``current_leader_epoch`` (-1: any) and ``replica_id``
@@ -254,6 +271,7 @@ class Partition:
         self._forget_backlog()
         self.caught_up_ms = {r: now for r in state.replicas}
         self.pending_isr = None
+        self._count_isr_shortfall()
         self._advance_high_watermark()
         if logger.isEnabledFor(log_level):
             logger.log(log_level, "%s-%d: leader (epoch %d), isr %s, high watermark %d, log end offset %d", self.topic,
@@ -263,6 +281,7 @@ class Partition:
         """A newer state at the same leader epoch (an ISR change written by anyone)."""
         self.state = state
         if self.leading:
+            self._count_isr_shortfall()
             self._advance_high_watermark()
 
     def make_follower(self, state: "PartitionState") -> None:
@@ -329,10 +348,18 @@ class Partition:
                             info.record_count, len(records), info.max_timestamp, False)
 
     # ---- acknowledgements (the waits: cluster/waiters.py) -----------------------------------------
-    def acks_all_outcome(self, end_offset: int) -> ErrorCode | None:
-        """acks=all's answer for ``end_offset`` now, or None while the high watermark is below it."""
+    def acks_all_outcome(self, end_offset: int, shortfalls: int | None = None) -> ErrorCode | None:
+        """acks=all's answer for ``end_offset`` now, or None while the high watermark is below it.
+        ``shortfalls``: ``isr_shortfalls`` when the wait began (right after the append); a
+        shortfall since answers NOT_ENOUGH_REPLICAS_AFTER_APPEND whatever the ISR is now, as Kafka
+        does (its high watermark passes every pending produce then). Were it acknowledged once the
+        ISR healed, an idempotent librdkafka producer would take that for the acknowledgement of
+        its earlier batches answered NOT_ENOUGH_REPLICAS_AFTER_APPEND, and report them delivered
+        without offsets (its implicit ack)."""
         if not self.leading:
             return ErrorCode.not_leader_or_follower
+        if shortfalls is not None and shortfalls != self.isr_shortfalls:
+            return ErrorCode.not_enough_replicas_after_append
         if self.high_watermark < end_offset:
             return None
         if len(self.maximal_isr) < self.config.min_insync_replicas:
@@ -581,6 +608,7 @@ class Partition:
         if stored is not None and self.leading and stored.leader_epoch == self.state.leader_epoch:
             self.state = stored
         if self.leading:
+            self._count_isr_shortfall()
             self._advance_high_watermark()  # a joiner that did not join holds it no more
 
     def replica_lags(self) -> Iterable[tuple[int, int]]:

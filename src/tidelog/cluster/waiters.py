@@ -114,11 +114,14 @@ class Waitable(Protocol):
 
     log: "PartitionLog"
     ack_waiters: AckWaiters
+    isr_shortfalls: int  # times the ISR fell below min.insync.replicas while leading
     parked_reads: ParkedReads
     parked_replica_reads: ParkedReads
 
-    def acks_all_outcome(self, end_offset: int) -> ErrorCode | None:
-        """acks=all's answer for ``end_offset`` now, or None while the high watermark is below it."""
+    def acks_all_outcome(self, end_offset: int, shortfalls: int | None = None) -> ErrorCode | None:
+        """acks=all's answer for ``end_offset`` now, or None while the high watermark is below it
+        (NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR fell short since ``isr_shortfalls`` was
+        ``shortfalls``)."""
 
 
 async def wait_for_acks(appended: list[tuple[Waitable, int]], required_acks: int, timeout_s: float,
@@ -133,6 +136,9 @@ async def wait_for_acks(appended: list[tuple[Waitable, int]], required_acks: int
     future per partition still below its end offset rather than a task each."""
     if required_acks == 0 or not appended:
         return [ErrorCode.none] * len(appended)
+    # acks=all: how often each partition's ISR had fallen short of min.insync.replicas when the
+    # wait began (right after the append): a wait that outlasts a shortfall is not acknowledged.
+    shortfalls = [partition.isr_shortfalls for partition, _ in appended] if required_acks == -1 else None
     durable = logs.durable_waiter([(partition.log, end_offset) for partition, end_offset in appended])
     if durable is not None:
         await durable
@@ -140,8 +146,8 @@ async def wait_for_acks(appended: list[tuple[Waitable, int]], required_acks: int
         return [ErrorCode.none] * len(appended)
     outcomes: list[ErrorCode | asyncio.Future] = []
     pending = []
-    for partition, end_offset in appended:
-        outcome = partition.acks_all_outcome(end_offset)
+    for (partition, end_offset), since in zip(appended, shortfalls):
+        outcome = partition.acks_all_outcome(end_offset, since)
         if outcome is None:
             outcome = partition.ack_waiters.add(end_offset)
             pending.append(outcome)
@@ -158,11 +164,11 @@ async def wait_for_acks(appended: list[tuple[Waitable, int]], required_acks: int
         finally:
             timer.cancel()
     errors = []
-    for (partition, end_offset), outcome in zip(appended, outcomes):
+    for (partition, end_offset), outcome, since in zip(appended, outcomes, shortfalls):
         if isinstance(outcome, asyncio.Future):
             outcome = outcome.result()
             if outcome == ErrorCode.none:
-                outcome = partition.acks_all_outcome(end_offset) or ErrorCode.none
+                outcome = partition.acks_all_outcome(end_offset, since) or ErrorCode.none
         errors.append(outcome)
     return errors
 
