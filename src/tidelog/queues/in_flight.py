@@ -147,6 +147,7 @@ class Transition:
     """A change waiting to be made durable: write ``dead_letters`` (if any), then ``state_batches``,
     then ``SharePartition.commit``; or ``rollback`` when a write failed."""
 
+    # (a filter's acquisition: a TiledBatches, its batches as columns, made StateBatch where read)
     state_batches: list[StateBatch] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     acquired: list[AcquiredRecords] = field(default_factory=list)

@@ -205,7 +205,7 @@ class ShareManager:
                 pending = self._initializing.get(key)
                 if pending is not None:  # another heartbeat initialises it: wait for that one
                     writes.append(asyncio.shield(pending))
-                elif self.store.state(key) is None:
+                elif not self.store.has(key):
                     pending = asyncio.ensure_future(
                         self.store.initialize(key, self._reset_offset(config, topic_id, partition)))
                     self._initializing[key] = pending
@@ -497,13 +497,11 @@ class ShareManager:
             if loaded is not None:
                 start, complete = loaded.sp.start_offset, loaded.sp.delivery_complete_count()
             else:
-                state = self.store.state(key)
-                if state is None:
+                completion = self.store.completion(key)
+                if completion is None:
                     out.append((topic_id, partition, -1, -1))
                     continue
-                start = state.start_offset
-                complete = sum(b.last_offset - max(b.first_offset, start) + 1 for b in state.batches
-                               if b.delivery_state in (2, 4) and b.last_offset >= start)
+                start, complete = completion
             try:
                 high_watermark = self.source.high_watermark(topic_id, partition)
             except KafkaError:
@@ -529,7 +527,7 @@ class ShareManager:
         for topic_id, partition in partitions:
             key = ShareStateKey(group_id, topic_id, partition)
             self._unload(key)
-            if self.store.state(key) is not None:
+            if self.store.has(key):
                 await self.store.delete(key)
 
     def state_keys(self, group_id: str) -> list[ShareStateKey]:

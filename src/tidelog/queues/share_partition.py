@@ -513,6 +513,7 @@ class SharePartition:
             pieces = pieces[done:]
             if not pieces:
                 return taken, 0, archived
+            batches = list(batches)  # (the walk goes on joining and adding to them: StateBatch)
         runs = self._runs
         redelivered = 0
         changed = t.runs
@@ -632,7 +633,6 @@ class SharePartition:
         taken_firsts, taken_lasts = firsts[k::2], lasts[k::2]
         taken = sum(taken_lasts) - sum(taken_firsts) + len(taken_firsts)
         self._lay_mosaic(t, covered, firsts, lasts, k, taken_firsts, taken_lasts, taken, member_id, deadline)
-        t.state_batches.columns = None  # (_carve goes on changing these batches: packed one by one)
         return count
 
     def _fresh_runs(self, first: int, last: int) -> tuple[int, int] | None:
@@ -1223,12 +1223,12 @@ class SharePartition:
         if built:
             if start > -1:
                 kept = t.state_batches
-                done = 0  # (what the start offset passes leads them)
-                while done < len(kept) and kept[done].last_offset < start:
-                    done += 1
                 if type(kept) is TiledBatches:
-                    t.state_batches = kept.after(done, start)  # (what is left of them: tiled still)
+                    t.state_batches = kept.from_offset(start)  # (what is left of them: tiled still)
                 else:
+                    done = 0  # (what the start offset passes leads them)
+                    while done < len(kept) and kept[done].last_offset < start:
+                        done += 1
                     kept = kept[done:]
                     if kept and kept[0].first_offset < start:
                         kept[0] = kept[0]._replace(first_offset=start)

@@ -30,6 +30,7 @@ import struct
 import sys
 import uuid
 from array import array
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import cycle, repeat, starmap
@@ -69,38 +70,84 @@ class StateBatch(NamedTuple):
     available_at_ms: int = 0  # Available, but not before this time (retry back-off); 0: at once
 
 
-class TiledBatches(list):
-    """State batches (``list[StateBatch]``) each starting after the one before it, none empty, no
-    two neighbours with one delivery state (an acquisition's taken and filtered-out records in
-    turn): the state store joins none of them (queues/state_store.py lays them on in bulk).
+class TiledBatches:
+    """State batches each starting after the one before it, none empty, in two kinds that alternate
+    (an acquisition's taken and filtered-out records in turn: the first batch's delivery state and
+    count, then the second's, then the first's again...; no retry back-off), held as columns: their
+    first and last offsets (``firsts``, ``lasts``, lists never changed once made) and the two kinds
+    (``kinds``: (state, count) of the first batch and of the second). No two neighbours join (the
+    kinds' states differ). A sequence of StateBatch made on demand (indexing, iterating, comparing
+    with a list), so a filter's acquisition makes no object a batch: its transition writes it, the
+    state store keeps it as one entry of its state (queues/state_store.py), and a record holding it
+    is packed from the columns with no Python step a batch (``_state_batches``)."""
 
-    ``columns`` (``tiled``, ``after``): the same batches as columns, their first and last offsets
-    (lists) and the persisted fields after them of the first batch and of the second (delivery
-    state, count, no tagged fields: 4 bytes each), which alternate: a record holding them is
-    packed from these with no Python step a batch (``_state_batches``)."""
+    __slots__ = ("firsts", "lasts", "kinds")
 
-    columns: tuple[list[int], list[int], bytes] | None = None
+    def __init__(self, firsts: list[int], lasts: list[int], kinds: tuple[tuple[int, int], tuple[int, int]]) -> None:
+        self.firsts = firsts
+        self.lasts = lasts
+        self.kinds = kinds
+
+    @property
+    def first_offset(self) -> int:
+        return self.firsts[0]
+
+    @property
+    def last_offset(self) -> int:
+        return self.lasts[-1]
+
+    @property
+    def columns(self) -> tuple[list[int], list[int], bytes]:
+        """(firsts, lasts, the persisted fields after the offsets of the first batch and of the
+        second: delivery state, count, no tagged fields, 4 bytes each)."""
+        (state0, count0), (state1, count1) = self.kinds
+        return self.firsts, self.lasts, _TILE_FIELDS.pack(state0, count0, state1, count1)
+
+    def __len__(self) -> int:
+        return len(self.firsts)
+
+    def __iter__(self):
+        (state0, count0), (state1, count1) = self.kinds
+        return map(_new_batch, zip(self.firsts, self.lasts, cycle((state0, state1)), cycle((count0, count1)),
+                                   repeat(0)))
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return list(self)[index]
+        first, last = self.firsts[index], self.lasts[index]  # (IndexError as a list's)
+        state, count = self.kinds[(index if index >= 0 else index + len(self.firsts)) % 2]
+        return StateBatch(first, last, state, count)
+
+    def __eq__(self, other) -> bool:
+        if type(other) is TiledBatches or isinstance(other, list):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"TiledBatches({list(self)!r})"
 
     def after(self, done: int, start: int) -> TiledBatches:
         """The batches from index ``done`` on, the first starting at ``start`` if it began before."""
-        kept = TiledBatches(self[done:])
-        if kept and kept[0].first_offset < start:
-            kept[0] = kept[0]._replace(first_offset=start)
-        if self.columns is not None:
-            firsts, lasts, fields = self.columns
-            firsts = firsts[done:]
-            if firsts and firsts[0] < start:
-                firsts[0] = start
-            kept.columns = (firsts, lasts[done:], fields if done % 2 == 0 else fields[4:] + fields[:4])
-        return kept
+        firsts = self.firsts[done:]
+        if firsts and firsts[0] < start:
+            firsts[0] = start
+        return TiledBatches(firsts, self.lasts[done:], self.kinds if done % 2 == 0 else self.kinds[::-1])
+
+    def before(self, end: int) -> TiledBatches:
+        """The batches before index ``end``."""
+        return TiledBatches(self.firsts[:end], self.lasts[:end], self.kinds)
+
+    def from_offset(self, start: int) -> TiledBatches:
+        """Without what lies below ``start`` (the batches ending before it gone, the one holding it cut)."""
+        return self.after(bisect_left(self.lasts, start), start)
 
 
 def tiled(firsts: list[int], lasts: list[int], states: tuple[int, int], counts: tuple[int, int]) -> TiledBatches:
     """TiledBatches from ``firsts`` and ``lasts``, their states and delivery counts alternating
-    from ``states[0]`` and ``counts[0]`` (no retry back-off), with their ``columns``."""
-    batches = TiledBatches(map(_new_batch, zip(firsts, lasts, cycle(states), cycle(counts), repeat(0))))
-    batches.columns = (firsts, lasts, _TILE_FIELDS.pack(states[0], counts[0], states[1], counts[1]))
-    return batches
+    from ``states[0]`` and ``counts[0]`` (no retry back-off)."""
+    return TiledBatches(firsts, lasts, ((states[0], counts[0]), (states[1], counts[1])))
 
 
 _new_batch = partial(tuple.__new__, StateBatch)  # StateBatch(*fields) without its Python __new__
@@ -160,16 +207,34 @@ _OFFSETS_STATE_COUNT = itemgetter(0, 1, 2, 3)
 _AVAILABLE_AT = itemgetter(4)
 
 
-def _state_batches(batches: list[StateBatch]) -> bytes:
-    if type(batches) is TiledBatches and batches.columns is not None:
-        firsts, lasts, fields = batches.columns
-        if len(firsts) == len(batches) and len(lasts) == len(firsts) and (not batches or (
-                batches[0][:2] == (firsts[0], lasts[0]) and batches[-1][:2] == (firsts[-1], lasts[-1]))):
-            return _tiled_batches(firsts, lasts, fields)
+def _state_batches(batches) -> bytes:
+    """The compact array of ``batches``: a list of StateBatch, TiledBatches, or a list holding both
+    (the state store's state: TiledBatches standing for their batches, packed from their columns)."""
+    if type(batches) is TiledBatches:
+        return uvarint(len(batches) + 1) + _tiled_batches(*batches.columns)
+    if TiledBatches in set(map(type, batches)):
+        count, parts, plain = 0, [], []
+        for item in batches:
+            if type(item) is TiledBatches:
+                if plain:
+                    parts.append(_plain_batches(plain))
+                    plain = []
+                parts.append(_tiled_batches(*item.columns))
+                count += len(item)
+            else:
+                plain.append(item)
+                count += 1
+        if plain:
+            parts.append(_plain_batches(plain))
+        return uvarint(count + 1) + b"".join(parts)
+    return uvarint(len(batches) + 1) + _plain_batches(batches)
+
+
+def _plain_batches(batches: list[StateBatch]) -> bytes:
+    """The state batches of a compact array, without its length."""
     if not any(map(_AVAILABLE_AT, batches)):  # no retry back-off among them: packed with no Python step a batch
-        return uvarint(len(batches) + 1) + b"".join(starmap(_BATCH_UNTAGGED.pack,
-                                                            map(_OFFSETS_STATE_COUNT, batches)))
-    parts = [uvarint(len(batches) + 1)]
+        return b"".join(starmap(_BATCH_UNTAGGED.pack, map(_OFFSETS_STATE_COUNT, batches)))
+    parts = []
     for b in batches:
         parts.append(_BATCH.pack(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count))
         if b.available_at_ms > 0 and b.delivery_state == 0:
@@ -180,8 +245,9 @@ def _state_batches(batches: list[StateBatch]) -> bytes:
 
 
 def _tiled_batches(firsts: list[int], lasts: list[int], fields: bytes) -> bytes:
-    """``_state_batches`` of TiledBatches' columns: each column packed at once (array), its bytes
-    laid into every batch's place by slice assignment (a step a byte of a batch, not a batch)."""
+    """The state batches of TiledBatches' columns (without the array's length): each column packed
+    at once (array), its bytes laid into every batch's place by slice assignment (a step a byte of
+    a batch, not a batch)."""
     n = len(firsts)
     out = bytearray(_BATCH_UNTAGGED.size * n)
     for column, at in ((firsts, 0), (lasts, 8)):
@@ -194,7 +260,7 @@ def _tiled_batches(firsts: list[int], lasts: list[int], fields: bytes) -> bytes:
     tail = (fields * (n // 2 + 1))[:4 * n]  # state, count, tagged fields: 4 bytes a batch, alternating
     for k in range(4):
         out[16 + k::_BATCH_UNTAGGED.size] = tail[k::4]
-    return uvarint(n + 1) + bytes(out)
+    return bytes(out)
 
 
 _LITTLE_ENDIAN = sys.byteorder == "little"

@@ -10,6 +10,13 @@ updates per share-partition. Initialising (or resetting) a share-partition write
 a new state epoch; a write from a share-partition loaded under an older state epoch fails with
 FENCED_STATE_EPOCH.
 
+A filter's acquisition writes its alternating state batches as one TiledBatches (columns: first
+and last offsets, two kinds in turn); the store keeps it so in its state, one entry for all of them
+(``PersistedState.batches``), cuts it by its columns as the start offset passes, packs it from its
+columns into the records, and makes it StateBatch only where another write changes it or near it
+and where the state is read (``state``): what it keeps and writes is what the batches one by one
+would be.
+
 Writes are queued and appended in call order by one flusher task; all writes waiting when it runs
 go out as one append (one durability wait for many ShareFetch/ShareAcknowledge changes). A write
 returns once the injected ``append`` says the records are durable (replicated to the ISR in a
@@ -42,7 +49,7 @@ import asyncio
 import logging
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, replace
-from itertools import chain, islice
+from itertools import chain, islice, repeat
 from operator import eq, gt, itemgetter
 from typing import Awaitable, Callable, Iterable
 
@@ -88,7 +95,10 @@ class _Superseded(Exception):
 
 @dataclass
 class PersistedState:
-    """A share-partition's state as the records written so far say."""
+    """A share-partition's state as the records written so far say. ``batches``: its state batches,
+    sorted, not overlapping, neighbours alike joined; in the store's own states (not in what
+    ``ShareStateStore.state`` returns) an entry may be a TiledBatches standing for its batches (a
+    filter's acquisition, kept as columns: ``expanded`` makes them StateBatch)."""
 
     state_epoch: int
     start_offset: int
@@ -115,17 +125,108 @@ def combine_state_batches(existing: Iterable[StateBatch], new: Iterable[StateBat
                           combined: bool = False) -> list[StateBatch]:
     """``new`` batches laid over ``existing`` ones (later wins where they overlap), without anything
     below ``start_offset``, neighbours with the same state and count joined (Kafka's
-    PersisterStateBatchCombiner). The result is sorted and does not overlap. ``combined``:
-    ``existing`` is such a result (a list), so what it keeps is found by a binary search."""
+    PersisterStateBatchCombiner). The result is sorted and does not overlap. ``new`` may be a
+    TiledBatches. ``combined``: ``existing`` is such a result (a list, not changed), with entries
+    that may be TiledBatches standing for their batches (the store's own state, ``_onto_items``),
+    and so is what it returns; else a list of StateBatch."""
     if combined:
-        # (the store's own state: a filter's window holds hundreds of batches, and every write,
-        # an acknowledgement's too, walked them all in Python)
-        result: list[StateBatch] = existing[bisect_right(existing, start_offset - 1, key=_LAST):]  # type: ignore
+        return _onto_items(existing, new, start_offset)  # type: ignore[arg-type]
+    # What is below the start offset goes first, in one pass (the walks below cost far more a batch).
+    return _combined(sorted([b for b in existing if b.last_offset >= start_offset]),
+                     [b for b in new if b.last_offset >= b.first_offset], start_offset)
+
+
+def expanded(items: Iterable) -> list[StateBatch]:
+    """A state's entries (StateBatch, or TiledBatches standing for theirs) as StateBatch."""
+    out: list[StateBatch] = []
+    for item in items:
+        if type(item) is TiledBatches:
+            out.extend(item)
+        else:
+            out.append(item)
+    return out
+
+
+def _item_first(item) -> int:
+    return item[0] if type(item) is StateBatch else item.firsts[0]
+
+
+def _item_last(item) -> int:
+    return item[1] if type(item) is StateBatch else item.lasts[-1]
+
+
+def _onto_items(items: list, new: Iterable[StateBatch], start_offset: int) -> list:
+    """``combine_state_batches`` onto a combined state whose entries may be TiledBatches: what the
+    start offset passes goes by a binary search over the entries (a TiledBatches it cuts is cut by
+    its columns), an acquisition's TiledBatches after everything becomes an entry (its first batch
+    joined with the state's last one where alike: a batch taken off each), and any other write is
+    combined over the entries around it, TiledBatches there made StateBatch (the rest untouched:
+    their neighbours do not change, so nothing joins them that did not before)."""
+    result = items[bisect_right(items, start_offset - 1, key=_item_last):]
+    if result and _item_first(result[0]) < start_offset:
+        head = result[0]
+        result[0] = head._replace(first_offset=start_offset) if type(head) is StateBatch \
+            else head.from_offset(start_offset)
+    if type(new) is TiledBatches:
+        if not new:
+            return result
+        first = new.firsts[0]
+        if first >= start_offset and (not result or _item_last(result[-1]) < first):
+            if result and _peeled_joins(result, new[0]):
+                result[-1] = result[-1]._replace(last_offset=new.lasts[0])
+                new = new.after(1, 0)
+            if new:
+                result.append(new)
+            return result
+        new = list(new)
     else:
-        # What is below the start offset goes first, in one pass (the walks below cost far more a batch).
-        result = sorted([b for b in existing if b.last_offset >= start_offset])
-    if type(new) is not TiledBatches:
         new = [b for b in new if b.last_offset >= b.first_offset]
+    if not new:
+        return result
+    if TiledBatches not in set(map(type, result)):
+        return _combined(result, new, start_offset, combined=True)
+    if new[0].first_offset >= start_offset and _item_last(result[-1]) < new[0].first_offset:
+        # (records entering the window after an acquisition's TiledBatches: walked after them, the
+        # TiledBatches' last batch taken off where the first one joins it; a copy: None leaves it changed)
+        if _peeled_joins(result, new[0]) or type(result[-1]) is StateBatch:
+            appended = _joined_in_order(result[:], new, start_offset, combined=True)
+        else:
+            appended = _joined_in_order([], new, start_offset)
+            if appended is not None:
+                appended[:0] = result
+        if appended is not None:
+            return appended
+    low = min(map(_FIRST, new))
+    high = max(map(_LAST, new))
+    i = bisect_right(result, low - 2, key=_item_last)  # the entries from the one holding (or after) low - 1
+    j = bisect_left(result, high + 2, key=_item_first)  # up to the one holding high + 1
+    around = _combined(expanded(result[i:j]), new, start_offset, combined=True)
+    return [*result[:i], *around, *result[j:]]
+
+
+def _peeled_joins(items: list, batch: StateBatch) -> bool:
+    """Whether ``batch`` joins the last batch of ``items`` (right after it, alike); when it does and
+    that batch is a TiledBatches' last, it is taken off the TiledBatches as a StateBatch (``items``
+    changed: their batches the same)."""
+    last = items[-1]
+    if type(last) is StateBatch:
+        return last[1] + 1 == batch[0] and last[2:] == batch[2:]
+    tail = last[-1]
+    if tail[1] + 1 != batch[0] or tail[2:] != batch[2:]:
+        return False
+    if len(last) > 1:
+        items[-1:] = [last.before(len(last) - 1), tail]
+    else:
+        items[-1] = tail
+    return True
+
+
+def _combined(existing: list[StateBatch], new: list[StateBatch], start_offset: int,
+              combined: bool = False) -> list[StateBatch]:
+    """``combine_state_batches`` over StateBatch only, ``existing`` sorted without what is below the
+    start offset (a list it may change), ``new`` without empty batches unless a TiledBatches;
+    ``combined``: ``existing`` is joined already."""
+    result = existing
     if combined and not new:
         if result and result[0].first_offset < start_offset:
             result[0] = result[0]._replace(first_offset=start_offset)
@@ -183,9 +284,8 @@ def _joined_in_order(existing: list[StateBatch], new: list[StateBatch], start_of
     if combined:
         merged = existing
         previous = existing[-1] if existing else None
-        if len(new) > 2 and (type(new) is TiledBatches or (
-                not any(map(eq, islice(map(_STATE, new), 1, None), map(_STATE, new)))
-                and all(map(gt, islice(map(_FIRST, new), 1, None), map(_LAST, new))))):
+        if len(new) > 2 and not any(map(eq, islice(map(_STATE, new), 1, None), map(_STATE, new))) \
+                and all(map(gt, islice(map(_FIRST, new), 1, None), map(_LAST, new))):
             # (a filter's acquisition: taken and filtered-out records in turn, a state each, none
             # joining the next: laid on in bulk after the first, which may join the state's last)
             rest = new[1:]
@@ -276,8 +376,32 @@ class ShareStateStore:
         return self._end_offset
 
     def state(self, key: ShareStateKey) -> PersistedState | None:
+        """A copy of the share-partition's state, its batches StateBatch; None: it has none."""
         state = self._states.get(key)
-        return None if state is None else replace(state, batches=list(state.batches))
+        return None if state is None else replace(state, batches=expanded(state.batches))
+
+    def has(self, key: ShareStateKey) -> bool:
+        """Whether the share-partition has a state (``state(key)`` is not None), without copying it."""
+        return key in self._states
+
+    def completion(self, key: ShareStateKey) -> tuple[int, int] | None:
+        """(start offset, Acknowledged or Archived records at or after it) of the share-partition's
+        state (KIP-1226's lag input for one not loaded), a TiledBatches counted from its columns;
+        None: it has none."""
+        state = self._states.get(key)
+        if state is None:
+            return None
+        start = state.start_offset
+        complete = 0
+        for item in state.batches:
+            if type(item) is TiledBatches:
+                firsts, lasts = item.firsts, item.lasts
+                for k, (delivery_state, _count) in enumerate(item.kinds):
+                    if delivery_state in (2, 4):  # (the batches of that kind: every other one from k)
+                        complete += sum(lasts[k::2]) - sum(map(max, firsts[k::2], repeat(start))) + len(lasts[k::2])
+            elif item.delivery_state in (2, 4) and item.last_offset >= start:
+                complete += item.last_offset - max(item.first_offset, start) + 1
+        return start, complete
 
     def keys(self, group_id: str | None = None) -> list[ShareStateKey]:
         return [k for k in self._states if group_id is None or k.group_id == group_id]
