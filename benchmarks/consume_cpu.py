@@ -233,6 +233,24 @@ def _line(pair: int, name: str, row: dict, records: int, record_bytes: int, mock
     return text
 
 
+def _medians(rows: list[dict]) -> list[str]:
+    """One line a side over the rounds: the medians of its share of the mock and its broker CPU."""
+    import statistics
+
+    lines = []
+    for side in dict.fromkeys(row["side"] for row in rows if row["side"] != "mock"):
+        mine = [row for row in rows if row["side"] == side]
+        shares = [row["of_mock"] for row in mine if row.get("of_mock")]
+        text = f"median {side:>14} ({len(mine)} rounds):"
+        if shares:
+            text += f" {100 * statistics.median(shares):.0f}% of the mock ({100 * min(shares):.0f}-{100 * max(shares):.0f}%);"
+        if all("broker_s_per_gb" in row for row in mine):
+            text += (f" broker {statistics.median(row['broker_s_per_gb'] for row in mine):.3f} s/GB (system "
+                     f"{statistics.median(row['system_s_per_gb'] for row in mine):.3f})")
+        lines.append(text)
+    return lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.consume_cpu", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -281,6 +299,8 @@ def main(argv=None) -> int:
                 print(_line(pair, name, row, args.records, args.record_bytes, mock_rate), flush=True)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
+    for line in _medians(rows):
+        print(line)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

@@ -250,3 +250,15 @@ def test_the_consume_cpu_benchmark_reports_fetches_and_cpu_beside_the_mock_clust
     if shutil.which("ss"):  # each sender's socket: its congestion control and cwnd
         for sender in (row["tcp"], mock["tcp"]):
             assert sender["cc"] and int(sender["cwnd"]) > 0 and sender["bytes_sent"] >= records * 1024, sender
+
+
+def test_consume_cpu_sums_each_side_up_in_medians():
+    sys.path.insert(0, str(REPO))
+    from benchmarks import consume_cpu
+
+    rows = [{"side": "mock"}] + [{"side": side, "of_mock": share, "broker_s_per_gb": cpu, "system_s_per_gb": cpu / 2}
+                                 for side, share, cpu in (("ref", 0.5, 0.6), ("new", 0.9, 0.4), ("ref", 0.7, 0.8),
+                                                          ("new", 0.7, 0.2), ("ref", 0.6, 0.7))]
+    assert consume_cpu._medians(rows) == [
+        "median            ref (3 rounds): 60% of the mock (50-70%); broker 0.700 s/GB (system 0.350)",
+        "median            new (2 rounds): 80% of the mock (70-90%); broker 0.300 s/GB (system 0.150)"]
