@@ -14,7 +14,6 @@ import struct
 
 import pytest
 
-from tidelog.server import connection as connection_module
 from tidelog.server.connection import _SCRATCH_BYTES, KafkaConnection
 from tidelog.server.request_memory import RequestMemory
 
@@ -100,7 +99,7 @@ class Reader:
 
     def _release(self, charged: int, pooled: bytearray | None) -> None:
         if pooled is not None:
-            connection_module.FRAME_POOL.release(pooled)
+            self.broker.request_memory.frames.release(pooled)
         self.broker.request_memory.release(charged)
 
     def answer_all(self) -> None:
@@ -245,3 +244,30 @@ def test_a_large_frame_after_a_large_one_waits_for_memory_and_goes_on():
     assert reader.frames == bodies
     reader.answer_all()
     assert reader.broker.request_memory.used == 0
+
+
+def test_a_peak_of_frames_in_flight_is_read_into_pooled_buffers_the_next_time():
+    """A producer pipelining ~1 MB requests faster than their handlers start (librdkafka's in
+    flight, and uvloop reads up to 32 times a readiness event) had 100 frames and more read and
+    not yet appended at an RF 3 leader; the pool kept 64 MiB, so each such peak allocated its
+    frames' buffers afresh (zero-filled: page faults). The pool keeps what
+    queued.max.request.bytes allows with the frames in use: a second peak like the first
+    allocates nothing, and the frames' buffers, in use and pooled, stay within the cap."""
+    cap = 128 * MIB
+    reader = Reader(memory_bytes=cap, hold=True)
+    bodies = [body(1_000_000, i) for i in range(100)]
+    stream = b"".join(frame(b) for b in bodies)
+    assert reader.feed(stream) == len(stream)
+    first = [pooled for _, pooled in reader.held]
+    assert all(pooled is not None for pooled in first) and len(first) == 100
+    reader.answer_all()
+    assert reader.feed(stream) == len(stream)
+    second = [pooled for _, pooled in reader.held]
+    assert len(second) == 100 and {id(b) for b in second} <= {id(b) for b in first}, \
+        f"{len({id(b) for b in second} - {id(b) for b in first})} of 100 frames read into fresh buffers"
+    reader.answer_all()
+    assert reader.frames == bodies * 2
+    assert reader.broker.request_memory.used == 0
+    pool = reader.broker.request_memory.frames
+    assert pool.in_use_bytes == 0 and pool.pooled_bytes <= cap
+    assert (pool.allocated, pool.reused) == (100, 100)

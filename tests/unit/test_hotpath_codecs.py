@@ -137,17 +137,32 @@ def test_a_follower_decodes_fetch_v11_responses_as_kio_encodes_them_with_records
 
 
 def test_frame_pool_reuses_buffers_and_stays_bounded():
-    from tidelog.server.connection import FramePool
+    from tidelog.server.request_memory import FramePool
 
-    pool = FramePool(max_pooled_bytes=3 << 20)
+    pool = FramePool(max_bytes=3 << 20)
     first = pool.acquire(1_000_000)
     assert len(first) == 1 << 20  # power-of-two capacity
     pool.release(first)
     assert pool.acquire(700_000) is first  # same capacity class: reused, no fresh zero-filled pages
     buffers = [pool.acquire(1 << 20) for _ in range(5)]
-    for buffer in buffers:
+    for buffer in [first, *buffers]:
         pool.release(buffer)
-    assert pool._pooled_bytes <= 3 << 20
+    assert pool.pooled_bytes <= 3 << 20 and pool.in_use_bytes == 0
+
+
+def test_frame_pool_makes_room_for_another_capacity_within_its_cap():
+    """Pooled 2 MiB buffers fill the cap; 1 MiB frames then evict what they need and are reused
+    from the next one on, the pool and the buffers in use staying within the cap."""
+    from tidelog.server.request_memory import FramePool
+
+    pool = FramePool(max_bytes=4 << 20)
+    for buffer in [pool.acquire(2 << 20), pool.acquire(2 << 20)]:
+        pool.release(buffer)
+    assert pool.pooled_bytes == 4 << 20
+    small = pool.acquire(1 << 20)
+    assert pool.pooled_bytes + pool.in_use_bytes <= 4 << 20
+    pool.release(small)
+    assert pool.acquire(1 << 20) is small and (pool.allocated, pool.reused) == (3, 1)
 
 
 def _random_partition_results(rng, count: int) -> list[PartitionResult]:

@@ -91,41 +91,11 @@ _READS_ACKNOWLEDGED = frozenset({throttling.FETCH, _LIST_OFFSETS})
 _SCRATCH_BYTES = 256 * 1024
 
 
-class FramePool:
-    """Reusable buffers for large request frames (bigger than half the scratch buffer).
-
-    A fresh 1 MiB bytearray is zero-filled page by page: at produce rates those page faults were
-    a quarter of the broker's time. A buffer comes back to the pool when its request's handler
-    has finished; nothing keeps a view of a frame past that (records reach the log by os.write,
-    kio copies what it decodes). At most ``max_pooled_bytes`` are kept; capacities are powers
-    of two. Not thread-safe; the event loop owns it.
-    """
-
-    def __init__(self, max_pooled_bytes: int = 64 << 20) -> None:
-        self.max_pooled_bytes = max_pooled_bytes
-        self._free: dict[int, list[bytearray]] = {}
-        self._pooled_bytes = 0
-
-    def acquire(self, size: int) -> bytearray:
-        capacity = 1 << (size - 1).bit_length()  # _capacity, inline: a call fewer a large frame
-        free = self._free.get(capacity)
-        if free:
-            self._pooled_bytes -= capacity
-            return free.pop()
-        return bytearray(capacity)
-
-    def release(self, buffer: bytearray) -> None:
-        if self._pooled_bytes + len(buffer) <= self.max_pooled_bytes:
-            self._free.setdefault(len(buffer), []).append(buffer)
-            self._pooled_bytes += len(buffer)
-
-
-FRAME_POOL = FramePool()
 _FIRST_BIG_BUFFER_BYTES = 1 << 20  # a large frame's first buffer; it doubles as its bytes arrive
 
 
 def _capacity(size: int) -> int:
-    return 1 << (size - 1).bit_length()  # FramePool's capacities are powers of two
+    return 1 << (size - 1).bit_length()  # FramePool's (request_memory.py) capacities are powers of two
 
 
 def _when_done(future: asyncio.Future | None, finished: Callable[[], None]) -> asyncio.Future | None:
@@ -283,7 +253,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self._writable_fd = None
         if self._big_buffer is not None:
             self.memory.release(len(self._big_buffer))
-            FRAME_POOL.release(self._big_buffer)
+            self.memory.frames.release(self._big_buffer)
             self._big_buffer = None
         self.memory.forget(self)
 
@@ -410,7 +380,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             return True
         buffer[: self._big_filled] = old[: self._big_filled]
         self._big_buffer = buffer
-        FRAME_POOL.release(old)
+        self.memory.frames.release(old)
         self.memory.release(len(old))
         return True
 
@@ -418,7 +388,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         """A frame buffer already charged to ``memory``; None if the process is out of memory
         (reported, and this connection closed: its request cannot be read)."""
         try:
-            return FRAME_POOL.acquire(capacity)
+            return self.memory.frames.acquire(capacity)
         except MemoryError as e:
             self.memory.release(capacity)
             self._out_of_memory(e, f"reading a {frame_size}-byte request from {self.peer}")
@@ -430,7 +400,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     # --- requests ---------------------------------------------------------------------
     def _dispatch(self, frame: bytearray | memoryview, charged: int, pooled: bytearray | None = None) -> None:
-        """Decode one request and start its handler. ``pooled`` goes back to FRAME_POOL when the
+        """Decode one request and start its handler. ``pooled`` goes back to the pool when the
         handler has finished or, for a raw handler, once it calls ``ctx.release_frame`` (a
         Produce, after its appends); the ``charged`` bytes go back to ``memory`` when it has finished."""
         started = time.perf_counter()
@@ -439,7 +409,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         def release_buffer() -> None:
             nonlocal buffer
             if buffer is not None:
-                FRAME_POOL.release(buffer)
+                self.memory.frames.release(buffer)
                 buffer = None
 
         def finished() -> None:
