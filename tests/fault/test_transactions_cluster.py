@@ -255,12 +255,16 @@ def test_pipelined_transactional_requests_append_in_order_while_the_leader_asks_
         EndTxnResponse, 3)), "EndTxn")
     assert error == ErrorCode.none
 
+    # The client's transactions go to a topic of their own: partitions of "piped" picked the same
+    # way could be a and b again (when both coordinators leave the same broker "elsewhere").
+    admin.create_topics([NewTopic("piped-ck", 6, 1)])["piped-ck"].result(30)
+    wait_until(lambda: set(leaders(admin, "piped-ck").values()) == {1, 2, 3}, 30, message="leaders on every broker")
     producer = Producer({"bootstrap.servers": cluster.bootstrap, "transactional.id": "tx-piped-ck", "linger.ms": 0,
                          "transaction.timeout.ms": 60000})
     producer.init_transactions(TIMEOUT_S)
     ck_coordinator = transaction_coordinator(cluster, "tx-piped-ck")
     ck_leader = next(broker for broker in (1, 2, 3) if broker != ck_coordinator)
-    c, d = [p for p, leader in sorted(led.items()) if leader == ck_leader][:2]
+    c, d = [p for p, leader in sorted(leaders(admin, "piped-ck").items()) if leader == ck_leader][:2]
     failures: list = []
     produced = {c: [], d: []}
 
@@ -273,28 +277,29 @@ def test_pipelined_transactional_requests_append_in_order_while_the_leader_asks_
         for i in range(400):  # d alone first, then c joins the transaction while d's batches stream
             partition = d if i < 200 or i % 2 else c
             value = b"%d-%d" % (txn, i)
-            producer.produce("piped", value, partition=partition, on_delivery=delivered)
+            producer.produce("piped-ck", value, partition=partition, on_delivery=delivered)
             produced[partition].append(value)
             producer.poll(0)
         producer.commit_transaction(TIMEOUT_S)
     assert failures == []
-    expected = 4 + len(produced[c]) + len(produced[d])  # b0, a0, b1, b2
-    seen = read_committed(cluster.bootstrap, "piped", 6, expected)
-    assert len(seen) == expected
+    assert len(read_committed(cluster.bootstrap, "piped", 6, 4)) == 4  # b0, a0, b1, b2
+    expected = len(produced[c]) + len(produced[d])
+    assert len(read_committed(cluster.bootstrap, "piped-ck", 6, expected)) == expected
     from kafka import KafkaConsumer
     from kafka import TopicPartition as KTopicPartition
     consumer = KafkaConsumer(bootstrap_servers=cluster.bootstrap, isolation_level="read_committed",
                              enable_auto_commit=False, auto_offset_reset="earliest", consumer_timeout_ms=10_000)
     try:
-        for partition, values in ((b, [b"b0", b"b1", b"b2"]), (a, [b"a0"]), (c, produced[c]), (d, produced[d])):
-            consumer.assign([KTopicPartition("piped", partition)])
+        for topic, partition, values in (("piped", b, [b"b0", b"b1", b"b2"]), ("piped", a, [b"a0"]),
+                                         ("piped-ck", c, produced[c]), ("piped-ck", d, produced[d])):
+            consumer.assign([KTopicPartition(topic, partition)])
             consumer.seek_to_beginning()
             read: list[bytes] = []
             deadline = time.monotonic() + TIMEOUT_S
             while len(read) < len(values):
-                assert time.monotonic() < deadline, f"piped-{partition}: read {len(read)} of {len(values)}"
+                assert time.monotonic() < deadline, f"{topic}-{partition}: read {len(read)} of {len(values)}"
                 for records in consumer.poll(timeout_ms=500).values():
                     read += [r.value for r in records]
-            assert read == values, f"piped-{partition} out of order"
+            assert read == values, f"{topic}-{partition} out of order"
     finally:
         consumer.close()
