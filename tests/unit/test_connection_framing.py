@@ -271,3 +271,17 @@ def test_a_peak_of_frames_in_flight_is_read_into_pooled_buffers_the_next_time():
     pool = reader.broker.request_memory.frames
     assert pool.in_use_bytes == 0 and pool.pooled_bytes <= cap
     assert (pool.allocated, pool.reused) == (100, 100)
+
+
+def test_a_large_frame_after_one_as_large_takes_its_whole_buffer_at_once():
+    """Frames of 1-2 MiB (a client's max.request.size raised, or several partitions' batches in
+    one request) started in a 1 MiB buffer and doubled as their bytes came: a second buffer and a
+    1 MiB copy each. After a large frame, the next one's first buffer may be as large as that
+    frame's (what the client has already sent whole): the same size is read with no doubling."""
+    bodies = [body(1_500_000, i) for i in range(4)]
+    reader = Reader()
+    reader.feed(b"".join(frame(b) for b in bodies))
+    assert reader.frames == bodies
+    pool = reader.broker.request_memory.frames
+    assert pool.reused + pool.allocated == 2 + 3  # the first frame 1 then 2 MiB; each later one 2 MiB
+    assert reader.broker.request_memory.used == 0 and pool.in_use_bytes == 0

@@ -3,12 +3,15 @@
 Reading: a 256 KiB scratch buffer takes small frames; a frame larger than half of it gets its
 own pooled bytearray that the socket fills directly (``asyncio.BufferedProtocol``), so record
 bytes are copied once, from the kernel, and stay writable for in-place offset assignment. That
-buffer starts at 1 MiB at most and doubles as the bytes come. It is taken once half a scratch
-buffer of the frame has arrived (what came so far is copied into it), except right after a large
-frame: then the connection reads only the next frame's 4-byte size, and if that frame is large
-too its buffer is taken at once and the socket fills all of it (a producer's ~1 MB requests
-follow one another: no scratch copy of each one's first 128-256 KiB). So an announced size
-reserves nothing until the client has sent a large frame whole; after that, one first buffer.
+buffer starts at 1 MiB at most (or the previous large frame's size) and doubles as the bytes
+come. It is taken once half a scratch buffer of the frame has arrived (what came so far is
+copied into it), except right after a large frame: then the connection reads only the next
+frame's 4-byte size, and if that frame is large too its buffer is taken at once and the socket
+fills all of it (a producer's ~1 MB requests follow one another: no scratch copy of each one's
+first 128-256 KiB). So an announced size reserves nothing until the client has sent a large
+frame whole; after that, one first buffer, as large as that frame's if it was above 1 MiB (a
+client whose requests are 1-2 MiB has each read into one buffer, not a 1 MiB one doubled and
+copied).
 Memory: the bytes of every request read and not yet answered count against the broker-wide
 ``queued.max.request.bytes`` (request_memory.py); at the cap a connection with requests in
 flight stops reading until others are answered. A Produce gives its frame's buffer back to the
@@ -91,7 +94,9 @@ _READS_ACKNOWLEDGED = frozenset({throttling.FETCH, _LIST_OFFSETS})
 _SCRATCH_BYTES = 256 * 1024
 
 
-_FIRST_BIG_BUFFER_BYTES = 1 << 20  # a large frame's first buffer; it doubles as its bytes arrive
+# A large frame's first buffer, or after a large frame the size of that frame's buffer if larger
+# (what the client has sent whole); it doubles as the frame's bytes arrive.
+_FIRST_BIG_BUFFER_BYTES = 1 << 20
 
 
 def _capacity(size: int) -> int:
@@ -174,6 +179,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         # The last frame was large: read the next one's size alone and, if it is large too, give
         # the socket its own buffer from its first byte (see "Reading" above).
         self._after_big = False
+        self._last_big_capacity = 0  # the buffer of the last large frame read whole
         self._pending: collections.deque[tuple[int, bool, asyncio.Future]] = collections.deque()
         # Requests waiting for those before them (see "Processing" above), in arrival order:
         # (gate, how many Produce requests before it it waits for, task); a gate's result
@@ -275,6 +281,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 buffer, size = self._big_buffer, self._big_size
                 self._big_buffer = None
                 self._after_big = True
+                self._last_big_capacity = len(buffer)
                 self.memory.frame_done(self)
                 self._dispatch(memoryview(buffer)[:size], len(buffer), buffer)
             elif self._big_filled == len(self._big_buffer) and not self._grow_big_frame():
@@ -358,7 +365,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     def _start_big_frame(self, size: int, start: int, have: int) -> bool:
         whole = _capacity(size)
-        capacity = min(whole, _FIRST_BIG_BUFFER_BYTES)
+        capacity = min(whole, max(_FIRST_BIG_BUFFER_BYTES, self._last_big_capacity))
         if not self.memory.try_grow(self, capacity, whole):
             return False
         buffer = self._acquire(capacity, size)

@@ -20,7 +20,8 @@ handler has finished. The rules at the cap:
 
 So the bytes held for requests stay under the cap plus one frame, plus a 256 KiB scratch buffer
 per connection. A stalled client can hold only what it has actually sent, or after a large frame
-of its own, the first buffer (1 MiB at most) of the next large frame it announces (connection.py).
+of its own, the first buffer of the next large frame it announces (1 MiB, or as large as the frame
+it sent whole: connection.py).
 
 Large frames' buffers come from ``frames`` (FramePool), which keeps those given back while they
 and the buffers in use stay within the same cap: a peak of frames read and not yet appended is
