@@ -395,7 +395,7 @@ class SubscriptionDelivery:
     async def _initialize(self, manager: "ShareManager", key: ShareStateKey) -> None:
         """A share-partition without state starts at the subscription's creation time."""
         await self.engine.shares.catch_up()
-        if manager.store.state(key) is None:
+        if not manager.store.has(key):
             source = self.engine.shares.source
             offset = source.offset_for_timestamp(key.topic_id, key.partition, self.sub.created_ms)
             if offset is None:
