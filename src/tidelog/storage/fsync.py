@@ -1,9 +1,10 @@
 """Making files durable: an fsync each, or one ``syncfs`` for many.
 
-A log's flush (storage/log.py ``start_flush``) hands out duplicated file descriptors, each
-with its fault target (storage/faults.py); ``sync_fds`` makes them durable and closes them, in
-an executor thread (storage/manager.py spreads one flush job over its threads with
-``split_sync``, and ``run_side_by_side`` hands the job's outcome back once). Many files (a
+A log's flush (storage/log_flush.py ``start_flush``) hands out file descriptors, each with its
+fault target (storage/faults.py); ``sync_fds`` makes them durable in a ``FlushThreads`` thread
+(storage/manager.py spreads one flush job over the threads with ``split_sync``, and
+``FlushThreads.run`` hands the job's outcome back once); the log's ``finish_flush`` closes them
+on the event loop afterwards, so the thread touches the GIL only to wake up and after each fsync. Many files (a
 group commit over many partitions) go to one ``syncfs`` per filesystem: one journal commit
 instead of hundreds. Stateless; safe to call from any thread.
 """
@@ -13,9 +14,9 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import queue
 import threading
 import time
-from concurrent.futures import Executor
 from typing import Callable
 
 from tidelog.storage.faults import faults
@@ -46,7 +47,7 @@ def syncfs_available() -> bool:
 def sync_filesystem(fd: int, targets: list[str]) -> None:
     """One ``syncfs`` through ``fd`` (a descriptor in the filesystem, open since before the writes
     it must cover) for a job over many files, whose fault targets are ``targets``; runs in an
-    executor. It reports any write-back error of the filesystem this descriptor has not seen
+    flush thread. It reports any write-back error of the filesystem this descriptor has not seen
     yet, even of a file closed (and its inode dropped) since it was written."""
     if faults.armed:
         for target in targets:
@@ -59,7 +60,7 @@ def sync_filesystem(fd: int, targets: list[str]) -> None:
 
 
 def split_sync(fds: list[tuple[int, str]], threads: int) -> list[list[tuple[int, str]]]:
-    """How one fsync job's files are shared out among ``threads`` executor threads: many
+    """How one fsync job's files are shared out among ``threads`` flush threads: many
     files go to one syncfs call; fewer are spread out, as fsyncs of different files running
     side by side are committed together by the filesystem's journal (one after another,
     each pays a commit). A file appears once in a job, so no fsync can hide another's error."""
@@ -68,40 +69,99 @@ def split_sync(fds: list[tuple[int, str]], threads: int) -> list[list[tuple[int,
     return [fds[i::threads] for i in range(min(threads, len(fds)))]
 
 
-def run_side_by_side(executor: Executor, calls: list[Callable[[], None]],
-                     on_done: Callable[[BaseException | None, float], None]) -> None:
-    """Run ``calls`` (each syncing its share of one job's files) in ``executor``'s threads side
-    by side; when the last one returns, call ``on_done(error, seconds)`` in that thread: the first
-    exception any of them raised (or None) and the seconds from this call to the last one's end.
-    One hand-back per job (its ``on_done`` posts to the event loop once), instead of a future
-    per thread gathered by a task: every loop turn between the fsync's end and the answer to the
-    produce waiting for it is latency."""
-    started = time.perf_counter()
-    remaining = len(calls)
-    errors: list[BaseException] = []
-    lock = threading.Lock()
+OnDone = Callable[[BaseException | None, float], None]
 
-    def run(call: Callable[[], None]) -> None:
-        nonlocal remaining
+
+class FlushThreads:
+    """The fsync threads of one data directory: up to ``count`` long-lived threads, each
+    waiting on its own queue, started when first needed; ``shutdown`` stops them.
+
+    A job's share for a thread is one queue item, and the thread that ends a job calls its
+    ``on_done`` once (which posts to the event loop once): no executor future, work item, idle
+    semaphore or done-callback per file, and a one-file job (the usual one) wakes the same
+    thread every time, not whichever pool thread wins the queue. Every GIL acquisition of a
+    thread is a wait for the event loop to let go (up to the 5 ms switch interval when the
+    loop is busy), so a thread takes it only to wake, after each fsync and to post the end.
+    """
+
+    def __init__(self, count: int, name: str) -> None:
+        self.count = count
+        self._name = name
+        self._queues: list[queue.SimpleQueue] = []
+        self._threads: list[threading.Thread] = []
+
+    def _queue(self, index: int) -> queue.SimpleQueue:
+        while len(self._queues) <= index:
+            items: queue.SimpleQueue = queue.SimpleQueue()
+            thread = threading.Thread(target=_serve, args=(items,), name=f"{self._name}-{len(self._queues)}",
+                                      daemon=True)
+            thread.start()
+            self._queues.append(items)
+            self._threads.append(thread)
+        return self._queues[index]
+
+    def run(self, calls: list[Callable[[], None]], on_done: OnDone) -> None:
+        """Run ``calls`` (each syncing its share of one job's files; at most ``count``) side by
+        side, one a thread; when the last one returns, call ``on_done(error, seconds)`` in its
+        thread: the first exception any of them raised (or None) and the seconds from this call
+        to the last one's end."""
+        if not 0 < len(calls) <= self.count:
+            raise ValueError(f"{len(calls)} calls for {self.count} threads")
+        started = time.perf_counter()
+        if len(calls) == 1:
+            self._queue(0).put((calls[0], on_done, started))
+            return
+        countdown = _Countdown(len(calls), on_done)
+        for index, call in enumerate(calls):
+            self._queue(index).put((call, countdown.one_done, started))
+
+    def shutdown(self) -> None:
+        """Stop the threads once they have run what they were given (the caller waits for its jobs
+        first: nothing is given after this)."""
+        for items in self._queues:
+            items.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._queues, self._threads = [], []
+
+
+def _serve(items: queue.SimpleQueue) -> None:
+    """A flush thread: run each call given, then its ``on_done``."""
+    while True:
+        item = items.get()
+        if item is None:
+            return
+        call, on_done, started = item
         error = None
         try:
             call()
         except BaseException as e:  # noqa: BLE001 - handed to on_done, which raises it where it is awaited
             error = e
-        with lock:
-            if error is not None:
-                errors.append(error)
-            remaining -= 1
-            last = remaining == 0
-        if last:
-            on_done(errors[0] if errors else None, time.perf_counter() - started)
+        on_done(error, time.perf_counter() - started)
+        del item, call, on_done  # the job's objects are not kept alive until the next one
 
-    for call in calls:
-        executor.submit(run, call)
+
+class _Countdown:
+    """The end of a job spread over several threads: ``on_done`` once, by the last to finish."""
+
+    def __init__(self, remaining: int, on_done: OnDone) -> None:
+        self._remaining = remaining
+        self._on_done = on_done
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def one_done(self, error: BaseException | None, seconds: float) -> None:
+        with self._lock:
+            if error is not None and self._error is None:
+                self._error = error
+            self._remaining -= 1
+            last = self._remaining == 0
+        if last:
+            self._on_done(self._error, seconds)
 
 
 def sync_fds(fds: list[tuple[int, str]]) -> None:
-    """Make the files behind duplicated descriptors durable, then close them; runs in an executor.
+    """Make the files behind descriptors durable (the caller closes them); runs in a flush thread.
 
     Many files (a group commit over many partitions) are synced with one ``syncfs`` per
     filesystem instead of one fsync each: one journal commit instead of hundreds. syncfs
@@ -109,20 +169,16 @@ def sync_fds(fds: list[tuple[int, str]]) -> None:
     file has not seen yet (Linux 5.8+; older kernels fsync each file), so an error of any
     file it covers fails the whole job. The fault hook is asked for every file either way.
     """
-    try:
-        if len(fds) >= SYNCFS_MIN_FILES and _syncfs is not None:
-            if faults.armed:
-                for _, target in fds:
-                    faults.check("fsync", target)
-            for fd in {os.fstat(fd).st_dev: fd for fd, _ in fds}.values():
-                if _syncfs(fd) != 0:
-                    error = ctypes.get_errno()
-                    raise OSError(error, f"syncfs: {os.strerror(error)}")
-            return
-        for fd, target in fds:
-            if faults.armed:
+    if len(fds) >= SYNCFS_MIN_FILES and _syncfs is not None:
+        if faults.armed:
+            for _, target in fds:
                 faults.check("fsync", target)
-            os.fsync(fd)
-    finally:
-        for fd, _ in fds:
-            os.close(fd)
+        for fd in {os.fstat(fd).st_dev: fd for fd, _ in fds}.values():
+            if _syncfs(fd) != 0:
+                error = ctypes.get_errno()
+                raise OSError(error, f"syncfs: {os.strerror(error)}")
+        return
+    for fd, target in fds:
+        if faults.armed:
+            faults.check("fsync", target)
+        os.fsync(fd)

@@ -12,9 +12,9 @@ Its configuration is a ``LogConfig`` (log_config.py: sizes, retention, cleanup, 
 How appends become durable (flushes, the recovery point, ``write_before_next_append``) is the
 ``LogFlushing`` half of the class, in log_flush.py.
 
-Not thread-safe; the event loop owns it. The only work done elsewhere is fsync of file
-descriptors duplicated by ``start_flush`` (fsync.py), so a segment deleted meanwhile cannot be hurt,
-or of the whole filesystem (``syncfs``) for a job over many logs.
+Not thread-safe; the event loop owns it. The only work done elsewhere is fsync of the file
+descriptors ``start_flush`` hands out (fsync.py; a segment closed or deleted meanwhile keeps its
+descriptor open until the job ends), or of the whole filesystem (``syncfs``) for a job over many logs.
 
 Descriptors: the active segment's ``.log`` stays open; sealed segments' files are opened when
 read and closed when idle by the shared ``OpenFiles`` (open_files.py); indexes hold none.

@@ -3,11 +3,14 @@ files written before the next append.
 
 ``LogFlushing`` is PartitionLog's durability half (log.py holds the rest of the class): it reads
 and moves the log's own fields (``_unflushed``, ``_syncing``, ``_dir_changes``, ``durable_offset``,
-...), so it has no state or owner of its own. ``start_flush`` hands out duplicated descriptors
-(or, for a ``syncfs`` job over many logs, only fault targets) for an fsync done elsewhere
-(fsync.py, the LogManager's group commit); ``finish_flush`` accounts for it. The recovery point
-file (``recovery-point``, one decimal number, checkpoint.py) says every segment wholly below it
-was fsynced.
+...), so it has no state or owner of its own. ``start_flush`` hands out descriptors (or, for a
+``syncfs`` job over many logs, only fault targets) for an fsync done elsewhere (fsync.py, the
+LogManager's group commit); ``finish_flush`` accounts for it and closes them. A segment's own
+descriptor is handed out, not a duplicate: the segment keeps it open while a job holds it
+(``LogSegment.hold_for_sync``), so a segment closed, rolled away or deleted while its fsync runs
+leaves the descriptor to the job's end, and no number is reused under an fsync thread. The
+recovery point file (``recovery-point``, one decimal number, checkpoint.py) says every segment
+wholly below it was fsynced.
 
 Not thread-safe; the event loop owns it, as it owns the log.
 """
@@ -33,13 +36,33 @@ class PendingFlush(NamedTuple):
     """An fsync in progress: the offset it makes durable and what it syncs."""
 
     target_offset: int
-    fds: list[tuple[int, str]]  # duplicated descriptors, each with its fault target (none for a syncfs)
+    fds: list[tuple[int, str]]  # descriptors to fsync, each with its fault target (none for a syncfs)
     targets: list[str]  # the fault target of every file the fsync must cover
     segments: list[LogSegment]
     dir_changes: int  # the partition directory's entries as of this count are synced
     new_dir: bool  # the data directory's entry for the partition directory is synced
     truncations: int  # a truncation since start_flush voids the target
     files: tuple[Path, ...] = ()  # small files of the partition (write_before_next_append), synced too
+    opened: tuple[int, ...] = ()  # descriptors of ``fds`` opened for the job (finish_flush closes them)
+    held: tuple[LogSegment, ...] = ()  # segments whose own descriptor is in ``fds`` (finish_flush ends that)
+
+
+def _close_descriptors(opened: tuple[int, ...] | list[int], held: tuple[LogSegment, ...] | list[LogSegment]) -> None:
+    """Close what a flush opened and end its hold of segments' descriptors, every one; then
+    raise the first OSError, if any."""
+    failed: OSError | None = None
+    for fd in opened:
+        try:
+            os.close(fd)
+        except OSError as e:
+            failed = failed or e
+    for segment in held:
+        try:
+            segment.end_sync()
+        except OSError as e:
+            failed = failed or e
+    if failed is not None:
+        raise failed
 
 
 class LogFlushing:
@@ -56,9 +79,10 @@ class LogFlushing:
         return self.durable_offset
 
     def start_flush(self, syncfs: bool = False) -> PendingFlush | None:
-        """Hand out what an fsync must cover: duplicated fds, safe to sync from a thread, or
-        with ``syncfs`` (the caller syncs the whole filesystem through a descriptor opened before
-        these writes) none, only their fault targets. The active segment's indexes are left in
+        """Hand out what an fsync must cover: descriptors, safe to sync from a thread until
+        ``finish_flush`` (which every started flush must get), or with ``syncfs`` (the caller
+        syncs the whole filesystem through a descriptor opened before these writes) none, only
+        their fault targets. The active segment's indexes are left in
         memory (recovery rebuilds them); a sealed segment's are written now.
 
         Raises StorageError when the directory is offline: nothing is synced, so nothing more
@@ -75,6 +99,8 @@ class LogFlushing:
             return None
         active = self.segments[-1]
         fds: list[tuple[int, str]] = []
+        opened: list[int] = []
+        held: list[LogSegment] = []
         targets: list[str] = []
         files = tuple(self._unsynced_files)
         try:
@@ -83,7 +109,8 @@ class LogFlushing:
                     targets.append("checkpoint")
                 else:
                     try:
-                        fds.append((os.open(path, os.O_RDONLY), "checkpoint"))
+                        opened.append(os.open(path, os.O_RDONLY))
+                        fds.append((opened[-1], "checkpoint"))
                     except FileNotFoundError:
                         pass  # removed since (its directory entry's removal is synced below)
             for segment in segments:
@@ -93,35 +120,48 @@ class LogFlushing:
                         segment.write_indexes()
                         targets += ("index", "index")
                 else:
-                    fds.append((os.dup(segment.fd), "segment"))
+                    fds.append((segment.hold_for_sync(), "segment"))
+                    held.append(segment)
                     if segment is not active:
-                        fds += ((fd, "index") for fd in segment.index_sync_fds())
+                        opened += segment.index_sync_fds()
+                        fds += ((fd, "index") for fd in opened[-2:])
                 segment.unsynced = False
             if dir_changes != self._dir_synced or self._new_dir:
                 if syncfs:
                     targets += ["dir"] * (1 + self._new_dir)
                 else:
                     if dir_changes != self._dir_synced:
-                        fds.append((os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY), "dir"))
+                        opened.append(os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY))
+                        fds.append((opened[-1], "dir"))
                     if self._new_dir:
-                        fds.append((os.open(self.dir.parent, os.O_RDONLY | os.O_DIRECTORY), "dir"))
+                        opened.append(os.open(self.dir.parent, os.O_RDONLY | os.O_DIRECTORY))
+                        fds.append((opened[-1], "dir"))
         except OSError as e:
-            for fd, _ in fds:
-                os.close(fd)
+            try:
+                _close_descriptors(opened, held)
+            except OSError:
+                pass  # the error being raised takes the directory offline already
             raise self._io_error(e, "starting a flush") from e
         self._unflushed = []
         self._unsynced_files.clear()
         for segment in segments:
             self._syncing[segment] = self._syncing.get(segment, 0) + 1
         return PendingFlush(self.log_end_offset, fds, targets or [target for _, target in fds], segments,
-                            dir_changes, self._new_dir, self._truncations, files)
+                            dir_changes, self._new_dir, self._truncations, files, tuple(opened), tuple(held))
 
     def finish_flush(self, pending: PendingFlush, error: BaseException | None = None) -> None:
         """Account for a finished fsync job. One failed by an I/O error takes the log directory
         offline (and raises nothing: the caller answers its waiters); one that never ran (another
         log of the job could not start, e.g. out of descriptors) leaves its segments to the next
         flush; a successful one moves durable_offset, unless the directory went offline meanwhile
-        or a truncation voided its target."""
+        or a truncation voided its target. It first closes the flush's descriptors (its fsync
+        has returned); a close that fails counts as the flush's I/O error."""
+        if pending.opened or pending.held:
+            try:
+                _close_descriptors(pending.opened, pending.held)
+            except OSError as e:
+                if error is None:
+                    error = e
         for segment in pending.segments:
             count = self._syncing.pop(segment, 0) - 1
             if count > 0:

@@ -16,8 +16,8 @@ Durability profiles, per log (``LogConfig.durability``):
   ``flush_interval_ms`` for more, when a log sets it above 0); whatever is appended while it
   runs goes into the next, so the busier the broker, the more each fsync covers.
 - durable: fsync before acknowledging; concurrent waiters share fsync jobs.
-fsync jobs run one at a time (their files side by side in a few executor threads): a job asked
-for while one runs covers every log asked for meanwhile, and starts only after the running
+fsync jobs run one at a time (their files side by side in a few long-lived flush threads): a job
+asked for while one runs covers every log asked for meanwhile, and starts only after the running
 job's outcome is known. So a flush that succeeds can never hide the error of a concurrent flush
 of the same file (Linux reports a write-back error once): the first error takes the directory
 offline (log_dir.py) before another job can start, and nothing is acknowledged after it. ``on_durable`` is called
@@ -40,7 +40,6 @@ import logging
 import os
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
@@ -52,7 +51,7 @@ from tidelog.storage import gc_policy
 from tidelog.storage.checkpoint import fsync_dir, remove_file, write_checkpoint_file, write_checkpoint_files
 from tidelog.storage.cleaner_manager import CleanerConfig, LogCleaner
 from tidelog.storage.errors import StorageError
-from tidelog.storage.fsync import (SYNCFS_MIN_FILES, run_side_by_side, split_sync, sync_fds, sync_filesystem,
+from tidelog.storage.fsync import (SYNCFS_MIN_FILES, FlushThreads, split_sync, sync_fds, sync_filesystem,
                                    syncfs_available)
 from tidelog.storage.log import LogConfig, PartitionLog, PendingFlush
 from tidelog.storage.log_dir import LogDirState
@@ -76,6 +75,11 @@ def parse_partition_dir(name: str) -> tuple[str, int] | None:
     return topic, int(partition)
 
 
+def _set_outcome(future: asyncio.Future, error: BaseException | None) -> None:
+    if not future.done():
+        future.set_result(error)
+
+
 class LogManager:
     """All partition logs of one data directory; see the module docstring."""
 
@@ -92,7 +96,7 @@ class LogManager:
         self.log_dir = LogDirState(self.data_dir)
         self.log_dir.listeners.append(self._on_offline)
         self.on_offline: list[Callable[[str], None]] = self.log_dir.listeners  # called with the reason
-        self._executor = ThreadPoolExecutor(max_workers=FSYNC_THREADS, thread_name_prefix="tidelog-fsync")
+        self._flush_threads = FlushThreads(FSYNC_THREADS, "tidelog-fsync")
         self._balanced_waiters: dict[PartitionLog, list[tuple[int, asyncio.Future]]] = {}
         self._flush_soon: set[PartitionLog] = set()  # rolled or shrunk: flushed in every profile
         self._dirty: set[PartitionLog] = set()  # appended to since their last flush (not throughput)
@@ -439,7 +443,7 @@ class LogManager:
             return future
         self._sync_requested.update(dict.fromkeys(logs))
         if self._next_sync is None:
-            self._next_sync = asyncio.get_running_loop().create_future()
+            self._next_sync = (self._loop or asyncio.get_running_loop()).create_future()
         future = self._next_sync
         if self._job is None:
             self._start_job()
@@ -447,7 +451,7 @@ class LogManager:
 
     def _start_job(self) -> None:
         """Start the requested fsync job (none runs): ``start_flush`` of each log here, the
-        syncs in the executor's threads, whose last one posts ``_job_synced`` to the loop once."""
+        syncs in the flush threads, whose last one posts ``_job_synced`` to the loop once."""
         logs = list(self._sync_requested)
         self._sync_requested.clear()
         outcome, self._next_sync = self._next_sync, None
@@ -464,7 +468,7 @@ class LogManager:
                     parts = split_sync([fd for _, pending in pendings for fd in pending.fds], FSYNC_THREADS)
                     calls = [partial(sync_fds, part) for part in parts]
                 loop = self._loop or asyncio.get_running_loop()
-                run_side_by_side(self._executor, calls, lambda error, seconds: loop.call_soon_threadsafe(
+                self._flush_threads.run(calls, lambda error, seconds: loop.call_soon_threadsafe(
                     self._job_synced, logs, pendings, error, seconds))
                 return
         except StorageError as e:
@@ -475,8 +479,10 @@ class LogManager:
                 log.finish_flush(pending, e)
             self._job_finished(logs, self.log_dir.error(), ran=False)
             return
-        except Exception as e:  # a bug: answer the waiters rather than leave them hanging
+        except Exception as e:  # a bug (or no thread could start): answer the waiters rather than leave them hanging
             logger.exception("fsync job failed")
+            for log, pending in pendings:
+                log.finish_flush(pending, e)  # never ran: its descriptors closed, its segments left to the next
             self._job_finished(logs, StorageError(f"fsync job failed: {e}"), ran=False)
             return
         self._job_finished(logs, None, ran=False)  # nothing to sync
@@ -496,9 +502,7 @@ class LogManager:
                         pendings.append((log, pending))
         except StorageError as e:
             for log, pending in pendings:
-                for fd, _ in pending.fds:
-                    os.close(fd)
-                log.finish_flush(pending, e)
+                log.finish_flush(pending, e)  # closes its descriptors
             raise
         return pendings
 
@@ -575,7 +579,7 @@ class LogManager:
             raise RuntimeError("LogManager.start() was not called")
         if self.offline:
             raise self.log_dir.error()
-        future = asyncio.get_running_loop().create_future()
+        future = self._loop.create_future()  # started: the running loop (no get_running_loop pid check)
         self._balanced_waiters.setdefault(log, []).append((offset, future))
         self._kick()
         await future
@@ -608,7 +612,7 @@ class LogManager:
                 raise RuntimeError("LogManager.start() was not called")
             if self.offline:
                 raise self.log_dir.error()
-            future = asyncio.get_running_loop().create_future()
+            future = self._loop.create_future()  # started: the running loop (no get_running_loop pid check)
             self._balanced_waiters.setdefault(log, []).append((offset, future))
             futures.append(future)
             registered = True
@@ -633,8 +637,14 @@ class LogManager:
         try:
             for log in logs:
                 log.prepare_close()
-            await asyncio.get_running_loop().run_in_executor(self._executor, sync_filesystem, self._open_fs_fd(),
-                                                             ["segment"] * len(logs))
+            loop = asyncio.get_running_loop()
+            synced = loop.create_future()
+            fs_fd = self._open_fs_fd()
+            self._flush_threads.run([partial(sync_filesystem, fs_fd, ["segment"] * len(logs))],
+                                    lambda error, seconds: loop.call_soon_threadsafe(_set_outcome, synced, error))
+            error = await synced
+            if error is not None:
+                raise error
         except StorageError:
             return False
         except OSError as e:
@@ -673,7 +683,7 @@ class LogManager:
             self._wake_waiters(log)
             self._fail_waiters(log, self.log_dir.error() if self.offline else StorageError("log manager closed"))
         self._logs.clear()
-        self._executor.shutdown(wait=True)
+        self._flush_threads.shutdown()
         if self._fs_fd is not None:
             os.close(self._fs_fd)
             self._fs_fd = None

@@ -178,11 +178,34 @@ class LogSegment:
     def file_open(self) -> bool:
         return self._fd is not None
 
+    # The descriptor an fsync job is syncing, and how many jobs: ``close_file`` leaves it open, and
+    # the last job's end closes it (LogFlushing.start_flush / finish_flush), so a descriptor is
+    # never closed, nor its number reused, while an fsync thread holds it.
+    sync_fd: int | None = None
+    sync_jobs = 0
+
     def close_file(self) -> None:
         """Close the ``.log`` descriptor (reopened at the next use); an OpenFiles eviction."""
         fd, self._fd = self._fd, None
-        if fd is not None:
+        if fd is not None and fd != self.sync_fd:
             os.close(fd)
+
+    def hold_for_sync(self) -> int:
+        """The ``.log`` descriptor for an fsync job in a thread, kept open until ``end_sync`` even if
+        the segment is closed, released or deleted meanwhile. Raises OSError (reopening it)."""
+        if self.sync_jobs == 0:
+            self.sync_fd = self.fd
+        self.sync_jobs += 1
+        return self.sync_fd
+
+    def end_sync(self) -> None:
+        """A job holding the descriptor has ended: the last one closes it if ``close_file`` left it
+        open for them. Raises OSError (a close can report a write-back error)."""
+        self.sync_jobs -= 1
+        if self.sync_jobs == 0:
+            fd, self.sync_fd = self.sync_fd, None
+            if fd != self._fd:
+                os.close(fd)
 
     # ---- writing -------------------------------------------------------------------------
 
