@@ -14,7 +14,7 @@ from tidelog.protocol.errors import KafkaError
 from tidelog.storage.errors import StorageError
 from tidelog.storage.faults import faults
 from tidelog.storage.fsync import FlushThreads
-from tidelog.storage.log import LogConfig
+from tidelog.storage.log import LogConfig, PartitionLog
 from tidelog.storage.manager import LogManager
 
 from .storage_helpers import append
@@ -32,6 +32,17 @@ async def eventually(condition, timeout_s: float = 10.0) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition never held"
         await asyncio.sleep(0.01)
+
+
+async def started_log(tmp_path, **config) -> tuple[LogManager, PartitionLog]:
+    """A started manager and one balanced log with a batch made durable (the new directory's
+    first flush out of the way)."""
+    manager = LogManager(tmp_path, LogConfig(durability="balanced", **config))
+    await manager.start()
+    log = manager.create("t", 0)
+    append(log)
+    await manager.wait_durable(log, log.log_end_offset)
+    return manager, log
 
 
 def open_descriptors() -> int:
@@ -71,11 +82,7 @@ def test_a_waiter_is_answered_only_after_its_fsync_returned(tmp_path, monkeypatc
     gate = GatedFsync(monkeypatch)
 
     async def run():
-        manager = LogManager(tmp_path, LogConfig(durability="balanced"))
-        await manager.start()
-        log = manager.create("t", 0)
-        append(log)
-        await manager.wait_durable(log, log.log_end_offset)  # the new directory's first flush
+        manager, log = await started_log(tmp_path)
         gate.armed = True
         append(log)
         waiter = manager.durable_waiter([(log, log.log_end_offset)])
@@ -101,11 +108,7 @@ def test_a_segment_closed_while_its_fsync_runs_keeps_its_descriptor_until_the_jo
     gate = GatedFsync(monkeypatch)
 
     async def run():
-        manager = LogManager(tmp_path, LogConfig(durability="balanced"))
-        await manager.start()
-        log = manager.create("t", 0)
-        append(log)
-        await manager.wait_durable(log, log.log_end_offset)
+        manager, log = await started_log(tmp_path)
         baseline = open_descriptors()
         segment = log.active_segment
         file = inode(segment.fd)
@@ -149,11 +152,7 @@ def test_a_job_closes_the_descriptors_it_opened_and_leaves_the_active_segments(t
     gate = GatedFsync(monkeypatch)
 
     async def run():
-        manager = LogManager(tmp_path, LogConfig(durability="balanced", segment_bytes=200))
-        await manager.start()
-        log = manager.create("t", 0)
-        append(log)
-        await manager.wait_durable(log, log.log_end_offset)
+        manager, log = await started_log(tmp_path, segment_bytes=200)
         baseline = open_descriptors()
         active_fd = log.active_segment.fd
         gate.armed = True
@@ -211,11 +210,7 @@ def test_an_fsync_error_fails_every_waiter_of_its_job_and_takes_the_directory_of
 def test_a_job_no_thread_could_take_releases_its_descriptors_and_leaves_its_segments_to_the_next(tmp_path,
                                                                                                    monkeypatch):
     async def run():
-        manager = LogManager(tmp_path, LogConfig(durability="balanced"))
-        await manager.start()
-        log = manager.create("t", 0)
-        append(log)
-        await manager.wait_durable(log, log.log_end_offset)
+        manager, log = await started_log(tmp_path)
         baseline = open_descriptors()
 
         def no_thread(calls, on_done):
