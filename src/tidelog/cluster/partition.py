@@ -251,10 +251,13 @@ class Partition:
         the next fsync now, and its appends as leader start group fsyncs again; the high
         watermark it had as a follower is cut to what it has made durable (under balanced and
         durable), so consumers read nothing the new leader could lose in a power loss, and it
-        moves up with that fsync (docs/storage.md)."""
-        was_leading = self.leading
-        if was_leading:
-            self.ack_waiters.fail(ErrorCode.not_leader_or_follower)
+        moves up with that fsync (docs/storage.md).
+
+        Already leading (a new epoch naming this broker again, its log as it was): the acks=all
+        waits go on and complete when the high watermark passes them, or time out, as Kafka's
+        delayed produces stay in purgatory across such a bump. Failing them while a later batch
+        succeeds would let an idempotent librdkafka producer report the failed batch's records
+        delivered without offsets (its implicit acknowledgement)."""
         if self.log.flush_deferred:
             self.log.flush_deferred = False
             self.logs.flush_soon(self.log)
