@@ -19,7 +19,9 @@ What it does, on every change of the live broker set (and once on taking over):
 - a broker that registers again (a restart, or a lease that lapsed while it was paused) counts
   as dead for one pass: it leaves every ISR and its leaderships move, since its log may have
   lost what it had; then it catches up and rejoins as any follower does (KIP-966's fencing).
-  Its own side: it never leads in a state written before its registration.
+  Its own side: it never leads in a state written before its registration. After that pass the
+  controller marks the registration unfenced in the store (``unfenced/<id>``); leaders add a
+  follower to an ISR only when its broker's registration is marked so (KIP-903's eligibility).
 - an offline partition whose last in-sync replica is back gets it as leader.
 - a broker in controlled shutdown (``store.shutting_down``) leaves every ISR and hands each
   leadership to the first other live in-sync replica; where there is none it keeps leading.
@@ -256,7 +258,22 @@ class Controller:
             logger.info("controller: brokers %s (re)registered, fenced out of the ISRs and leaderships they had "
                         "before; live again", sorted(registering))
             self._dirty.set()  # now live: the partitions they may lead again (their last in-sync replica)
+        if all_done:
+            return await self._publish_unfenced(epochs, registering)
         return all_done
+
+    async def _publish_unfenced(self, epochs: dict[int, int], registering: set[int]) -> bool:
+        """Tell the leaders which registrations are fenced and let back (``unfenced/<id>``): a
+        leader adds a follower to an ISR only if its broker's current registration is one of
+        them (ReplicaManager.may_join_isr), as Kafka's controller refuses an ISR naming a fenced
+        broker (INELIGIBLE_REPLICA, KIP-903), so the fencing pass does not take it out again."""
+        wanted = {node_id: epoch for node_id, epoch in epochs.items()
+                  if node_id not in registering and self.store.unfenced.get(node_id) != epoch}
+        if not wanted:
+            return True
+        if not await self.store.mark_unfenced(wanted, self.epoch):
+            return self.store.controller_id != self.node_id  # deposed: the broker stops us
+        return True
 
     async def _rebalance_loop(self) -> None:
         interval_s = self.config["leader.imbalance.check.interval.seconds"]

@@ -16,6 +16,9 @@ Keys, under ``prefix`` (default ``/tidelog``):
                               leader or in sync is written under (compare-and-swap)
   shutdown/<id>               present while broker <id> is in controlled shutdown (same lease)
   offline/<id>                present while broker <id>'s log directory is offline (same lease)
+  unfenced/<id>               {"epoch": broker epoch}: the controller has fenced that registration
+                              of broker <id> out of what it led and was in sync for, so it may
+                              join ISRs again (written by the controller, its epoch compared)
   controller                  {"node_id": id}, created if absent, bound to the lease of the
                               broker that created it; its create revision is the controller
                               epoch, which fences the writes of a controller that lost it
@@ -307,6 +310,7 @@ class EtcdMetadataStore:
         self.broker_epoch = 0
         self.shutting_down: set[int] = set()
         self.offline: set[int] = set()
+        self.unfenced: dict[int, int] = {}  # broker id -> the registration (epoch) the controller unfenced
         self.controller_id = -1
         self.controller_epoch = 0
         self.revision = 0
@@ -362,6 +366,7 @@ class EtcdMetadataStore:
         self.security = {}
         self.shutting_down = set()
         self.offline = set()
+        self.unfenced = {}
         self.controller_id, self.controller_epoch = -1, 0
         for kv in kvs:
             self._apply(kv, deleted=False)
@@ -394,8 +399,8 @@ class EtcdMetadataStore:
         """Apply one key's new value (or deletion) to the cache; return (kind, key) changed."""
         key = _unb64(kv["key"]).decode()[len(self.prefix):]
         kind, _, rest = key.partition("/")
-        if kind not in ("brokers", "controller", "topics", "partitions", "shutdown", "offline", "group_configs",
-                        "security"):
+        if kind not in ("brokers", "controller", "topics", "partitions", "shutdown", "offline", "unfenced",
+                        "group_configs", "security"):
             return None
         value = None if deleted else json.loads(_unb64(kv.get("value", "")) or b"null")
         mod_revision = int(kv.get("mod_revision", 0))
@@ -425,6 +430,12 @@ class EtcdMetadataStore:
         if kind == "offline":
             (self.offline.discard if value is None else self.offline.add)(int(rest))
             return "broker", int(rest)
+        if kind == "unfenced":
+            if value is None:
+                self.unfenced.pop(int(rest), None)
+            else:
+                self.unfenced[int(rest)] = int(value["epoch"])
+            return "unfenced", int(rest)
         if kind == "controller":
             if value is None:
                 self.controller_id, self.controller_epoch = -1, 0
@@ -485,6 +496,16 @@ class EtcdMetadataStore:
         """Put ``shutdown/<id>`` under our lease: the controller moves our leaderships away."""
         await self.client.txn([], [_put(self.prefix + f"shutdown/{node_id}", {"node_id": node_id}, self._lease)])
         self.shutting_down.add(node_id)
+
+    async def mark_unfenced(self, epochs: dict[int, int], controller_epoch: int) -> bool:
+        """Put ``unfenced/<id>`` for each broker's registration (epoch) the controller has fenced
+        and let back; False if this controller was deposed meanwhile."""
+        compare = [_compare(self.prefix + "controller", "CREATE", controller_epoch)]
+        succeeded, _ = await self.client.txn(
+            compare, [_put(self.prefix + f"unfenced/{node_id}", {"epoch": epoch}) for node_id, epoch in epochs.items()])
+        if succeeded:
+            self.unfenced.update(epochs)
+        return succeeded
 
     async def elect_controller(self, node_id: int) -> bool:
         """Create ``controller`` bound to our lease if absent; True when we hold it now."""

@@ -188,6 +188,7 @@ class MetadataStore(Protocol):
     broker_epoch: int  # this broker's registration (BrokerInfo.epoch); 0 before it registers
     shutting_down: set[int]  # live brokers in controlled shutdown: they may lead nothing
     offline: set[int]  # live brokers whose log directory is offline: their replicas are offline
+    unfenced: dict[int, int]  # broker id -> its registration (epoch) the controller fenced and let back
     controller_id: int  # -1 while there is none
     controller_epoch: int
     group_configs: dict[str, dict[str, str]]  # group id -> its config overrides (the GROUP config resource)
@@ -199,6 +200,7 @@ class MetadataStore(Protocol):
     async def elect_controller(self, node_id: int) -> bool: ...
     async def announce_shutdown(self, node_id: int) -> None: ...
     async def announce_offline(self, node_id: int) -> None: ...
+    async def mark_unfenced(self, epochs: dict[int, int], controller_epoch: int) -> bool: ...
     def add_listener(self, listener: Listener) -> None: ...
 
     async def create_topic(self, record: TopicRecord, assignment: list[PartitionState] | None = None) -> None: ...
@@ -243,6 +245,7 @@ class EmbeddedMetadataStore:
         self.broker_epoch = 0  # a single node never meets a state from before its registration
         self.shutting_down: set[int] = set()
         self.offline: set[int] = set()
+        self.unfenced: dict[int, int] = {}
         self.controller_id = -1
         self.controller_epoch = 0
         self.revision = 0
@@ -307,6 +310,10 @@ class EmbeddedMetadataStore:
     async def announce_offline(self, node_id: int) -> None:
         self.offline.add(node_id)
         self._notify("broker", node_id)
+
+    async def mark_unfenced(self, epochs: dict[int, int], controller_epoch: int) -> bool:
+        self.unfenced.update(epochs)
+        return True
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)

@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 HW_CHECKPOINT_FILE = "replication-offset-checkpoint"
 BULK_TAKE_UP = 20  # applying more replicas at once than this logs one summary line, each replica's at DEBUG
+INELIGIBLE_LOG_INTERVAL_MS = 10_000  # a broker refused an ISR for its eligibility: one INFO line this often
 
 
 class IsrMetrics(Protocol):
@@ -57,6 +58,7 @@ class IsrMetrics(Protocol):
     isr_expands: object
     follower_flushes: object  # by reason: interval, bytes, leader
     backlog_holds: object  # connections held by a partition's backlog (replica.backlog.max.bytes)
+    isr_join_refusals: object  # caught-up followers kept out of an ISR: their broker not eligible yet
 
 
 class ReplicaManager:
@@ -88,6 +90,7 @@ class ReplicaManager:
         self._took_up: Counter[str] | None = None  # during a bulk take-up: replicas led / followed
         self._applied_broker_epoch = 0
         self._awaiting_election: set[tuple[str, int]] = set()
+        self._ineligible_logged_ms: dict[int, int] = {}  # broker id -> when a refusal was last logged
         self.log_dir_offline = False  # after an I/O error: every replica here is offline
         self._announcing: asyncio.Task | None = None
         self._wake = asyncio.Event()
@@ -536,7 +539,29 @@ class ReplicaManager:
 
     # ---- the ISR (the Partition's IsrWriter) --------------------------------------------------
     def may_join_isr(self, replica_id: int) -> bool:
-        return replica_id not in self.store.shutting_down
+        """Whether a caught-up follower on broker ``replica_id`` may join an ISR now: its broker
+        is registered, not in controlled shutdown, and the controller has fenced and let back
+        its current registration (``store.unfenced``). Kafka's controller answers an
+        AlterPartition naming any other INELIGIBLE_REPLICA (KIP-903); here the leader does not
+        write it, which spares the ISR a join the controller's fencing pass would undo (one
+        more fall below min.insync.replicas). Refusals are counted and logged at INFO, at most
+        once every ``INELIGIBLE_LOG_INTERVAL_MS`` a broker."""
+        info = self.store.brokers.get(replica_id)
+        if info is None:
+            why = "it is not registered"
+        elif replica_id in self.store.shutting_down:
+            why = "it is in controlled shutdown"
+        elif self.store.unfenced.get(replica_id) != info.epoch:
+            why = f"the controller has not yet fenced and let back its registration (broker epoch {info.epoch})"
+        else:
+            return True
+        if self.isr_metrics is not None:
+            self.isr_metrics.isr_join_refusals.inc()
+        now = monotonic_ms()
+        if now - self._ineligible_logged_ms.get(replica_id, -INELIGIBLE_LOG_INTERVAL_MS) >= INELIGIBLE_LOG_INTERVAL_MS:
+            self._ineligible_logged_ms[replica_id] = now
+            logger.info("broker %d is caught up but may not join ISRs yet: %s", replica_id, why)
+        return False
 
     def change_isr(self, partition: Partition, isr: tuple[int, ...]) -> None:
         """Write ``isr`` for a partition led here by compare-and-swap (a stale leader's write

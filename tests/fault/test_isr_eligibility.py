@@ -1,0 +1,82 @@
+"""A broker that registers again joins no ISR before the controller has fenced that registration
+and let it back (Kafka: INELIGIBLE_REPLICA, KIP-903). Three real brokers (one etcd): the
+partition's follower is SIGKILLed and restarted while the controller, a third broker, is SIGSTOPped,
+so the controller's fencing pass cannot run. The leader sees the restarted follower caught up; it
+must not write it into the ISR (the controller's pass would take it out again: one more fall below
+min.insync.replicas). Once the controller runs again, the follower joins.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.request
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.brokerproc import wait_until
+from tests.clusterproc import Cluster
+
+pytestmark = pytest.mark.slow
+
+TOPIC = "eligible"
+PARTITIONS = 6  # replication factor 2 over three brokers: some partition has no replica on the controller
+REFUSALS = "tidelog_isr_join_refusals_total"
+EXPANDS = "tidelog_isr_expands_total"
+
+
+def _metric(broker, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.metrics_port}/metrics", timeout=5) as page:
+        for line in page.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def _etcd_get(cluster: Cluster, key: str) -> dict | None:
+    """The stored JSON under ``key`` (read from etcd itself: no broker, paused or not, in the way)."""
+    body = json.dumps({"key": base64.b64encode(key.encode()).decode()}).encode()
+    request = urllib.request.Request(f"http://{cluster.etcd.endpoint}/v3/kv/range", body,
+                                     {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        kvs = json.loads(response.read()).get("kvs", [])
+    return json.loads(base64.b64decode(kvs[0]["value"])) if kvs else None
+
+
+def test_a_restarted_follower_joins_the_isr_only_after_the_controller_let_it_back(tmp_path):
+    # A long session: the SIGSTOPped controller keeps its lease (and its office) throughout.
+    cluster = Cluster(tmp_path, 3, {"http.port": "0", "broker.session.timeout.ms": "20000"}).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        controller_id = admin.describe_cluster().result(10).controller.id
+        admin.create_topics([NewTopic(TOPIC, PARTITIONS, 2, config={"min.insync.replicas": "2"})])[TOPIC].result(10)
+        state = lambda i: _etcd_get(cluster, f"/tidelog/partitions/{TOPIC}/{i}") or {}  # noqa: E731
+        wait_until(lambda: all(len(state(i).get("isr", ())) == 2 for i in range(PARTITIONS)), 30, message="full ISRs")
+        # A partition the controller holds no replica of: its leader and follower are the other two.
+        index = next(i for i in range(PARTITIONS) if controller_id not in state(i)["replicas"])
+        leader_id = state(index)["leader"]
+        follower_id = next(r for r in state(index)["replicas"] if r != leader_id)
+        isr = lambda: state(index).get("isr")  # noqa: E731
+        leader, follower, controller = (cluster.brokers[i] for i in (leader_id, follower_id, controller_id))
+
+        follower.kill()
+        wait_until(lambda: isr() == [leader_id], 30, message="the leader shrinking the ISR to itself")
+        expands = _metric(leader, EXPANDS)
+        controller.pause()
+        try:
+            follower.start()  # registers again: a new broker epoch the paused controller has not fenced
+            wait_until(lambda: _metric(leader, REFUSALS) > 0 or follower_id in (isr() or []), 30,
+                       message="the leader refusing the restarted follower, or adding it")
+            assert isr() == [leader_id], "the leader wrote a registration the controller has not fenced into the ISR"
+            assert _metric(leader, EXPANDS) == expands
+        finally:
+            controller.resume()
+        wait_until(lambda: follower_id in isr(), 30, message="the follower joining once the controller let it back")
+        unfenced = _etcd_get(cluster, f"/tidelog/unfenced/{follower_id}")
+        assert unfenced is not None and unfenced["epoch"] > 0
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
