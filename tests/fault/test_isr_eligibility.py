@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.brokerproc import wait_until
 from tests.clusterproc import Cluster
+from tests.fault.test_acks_isr_shortfall import _metric
 
 pytestmark = pytest.mark.slow
 
@@ -24,14 +25,6 @@ TOPIC = "eligible"
 PARTITIONS = 6  # replication factor 2 over three brokers: some partition has no replica on the controller
 REFUSALS = "tidelog_isr_join_refusals_total"
 EXPANDS = "tidelog_isr_expands_total"
-
-
-def _metric(broker, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{broker.metrics_port}/metrics", timeout=5) as page:
-        for line in page.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    return 0.0
 
 
 def _etcd_get(cluster: Cluster, key: str) -> dict | None:

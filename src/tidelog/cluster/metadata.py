@@ -24,7 +24,8 @@ The security records (``security``: SCRAM credentials, ACLs, client quotas, as J
 key; security/records.py reads them) change with ``alter_security``, all of one call at once.
 Listeners (``add_listener``) are called after each change with ``(kind, key)``: kind is
 "broker" (key node id; also for a shutdown announcement), "controller" (None), "topic" (name),
-"partition" ((topic, index)) or "security" (the record kind).
+"partition" ((topic, index)), "unfenced" (node id: the controller let a registration back into
+ISRs, ``mark_unfenced``) or "security" (the record kind).
 Not thread-safe; the event loop owns a store.
 """
 
@@ -313,6 +314,8 @@ class EmbeddedMetadataStore:
 
     async def mark_unfenced(self, epochs: dict[int, int], controller_epoch: int) -> bool:
         self.unfenced.update(epochs)
+        for node_id in epochs:
+            self._notify("unfenced", node_id)
         return True
 
     def add_listener(self, listener: Listener) -> None:
