@@ -274,8 +274,8 @@ class BrokerMetrics:
         self.isr_expands = Counter("tidelog_isr_expands", "ISR expansions of partitions this broker leads.", registry=r)
         self.isr_join_refusals = Counter(
             "tidelog_isr_join_refusals", "Caught-up follower fetches on partitions led here whose broker may not join the "
-            "ISR yet (not registered, in controlled shutdown, or its registration not yet fenced and let back by the "
-            "controller: KIP-903's INELIGIBLE_REPLICA).", registry=r)
+            "ISR yet (not registered, in controlled shutdown, log directory offline, or its registration not yet fenced "
+            "and let back by the controller: KIP-903's INELIGIBLE_REPLICA).", registry=r)
         self.follower_flushes = Counter(
             "tidelog_follower_flushes",
             "Flushes of the partitions this broker follows, by why: interval or bytes (replica.flush.interval.ms / .bytes), "

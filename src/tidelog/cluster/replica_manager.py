@@ -540,7 +540,8 @@ class ReplicaManager:
     # ---- the ISR (the Partition's IsrWriter) --------------------------------------------------
     def may_join_isr(self, replica_id: int) -> bool:
         """Whether a caught-up follower on broker ``replica_id`` may join an ISR now: its broker
-        is registered, not in controlled shutdown, and the controller has fenced and let back
+        is registered, not in controlled shutdown, its log directory online (the controller
+        counts it dead otherwise), and the controller has fenced and let back
         its current registration (``store.unfenced``). Kafka's controller answers an
         AlterPartition naming any other INELIGIBLE_REPLICA (KIP-903); here the leader does not
         write it, which spares the ISR a join the controller's fencing pass would undo (one
@@ -551,6 +552,8 @@ class ReplicaManager:
             why = "it is not registered"
         elif replica_id in self.store.shutting_down:
             why = "it is in controlled shutdown"
+        elif replica_id in self.store.offline:
+            why = "its log directory is offline"
         elif self.store.unfenced.get(replica_id) != info.epoch:
             why = f"the controller has not yet fenced and let back its registration (broker epoch {info.epoch})"
         else:
