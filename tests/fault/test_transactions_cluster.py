@@ -103,27 +103,12 @@ def test_a_leader_asks_the_coordinator_on_another_broker_before_a_transactional_
     admin.create_topics([NewTopic("verified", 6, 1)])["verified"].result(30)
     wait_until(lambda: set(leaders(admin, "verified").values()) == {1, 2, 3}, 30, message="leaders on every broker")
     txn_id = "tx-verify"
-    any_conn = Conn(cluster.brokers[1])
-    error, found = until_answered(lambda: (lambda r: (r.coordinators[0].error_code, r.coordinators[0]))(
-        any_conn.roundtrip(FindCoordinatorRequest[4](key_type=1, coordinator_keys=[txn_id]), FindCoordinatorResponse, 4)),
-        "FindCoordinator")
-    assert error == ErrorCode.none
-    coordinator = found.node_id
+    coordinator = transaction_coordinator(cluster, txn_id)
     conn = Conn(cluster.brokers[coordinator])
-    error, init = until_answered(lambda: (lambda r: (r.error_code, r))(conn.roundtrip(
-        InitProducerIdRequest[3](transactional_id=txn_id, transaction_timeout_ms=60000, producer_id=-1, producer_epoch=-1),
-        InitProducerIdResponse, 3)), "InitProducerId")
-    assert error == ErrorCode.none
-    pid, epoch = init.producer_id, init.producer_epoch
+    pid, epoch = init_producer_id(conn, txn_id)
     elsewhere = [p for p, leader in leaders(admin, "verified").items() if leader != coordinator]
     added, not_added = elsewhere[0], elsewhere[1]
-    error, _ = until_answered(lambda: (lambda r: (r.results_by_topic_v3_and_below[0].results_by_partition[0]
-                                                   .partition_error_code, r))(conn.roundtrip(
-        AddPartitionsToTxnRequest[3](v3_and_below_transactional_id=txn_id, v3_and_below_producer_id=pid,
-                                     v3_and_below_producer_epoch=epoch,
-                                     v3_and_below_topics=[AddPartitionsToTxnRequest.AddPartitionsToTxnTopic(
-                                         name="verified", partitions=[added])]),
-        AddPartitionsToTxnResponse, 3)), "AddPartitionsToTxn")
+    error = add_partitions_to_txn(conn, txn_id, pid, epoch, "verified", [added])
     assert error == ErrorCode.none
     by_leader = {p: Conn(cluster.brokers[leader]) for p, leader in leaders(admin, "verified").items()}
 
@@ -192,6 +177,29 @@ def transaction_coordinator(cluster: Cluster, transactional_id: str) -> int:
     return found.node_id
 
 
+def init_producer_id(conn: Conn, transactional_id: str) -> tuple[int, int]:
+    """InitProducerId at the transaction coordinator ``conn``: (producer id, epoch)."""
+    error, init = until_answered(lambda: (lambda r: (r.error_code, r))(conn.roundtrip(
+        InitProducerIdRequest[3](transactional_id=transactional_id, transaction_timeout_ms=60000, producer_id=-1,
+                                 producer_epoch=-1),
+        InitProducerIdResponse, 3)), "InitProducerId")
+    assert error == ErrorCode.none
+    return init.producer_id, init.producer_epoch
+
+
+def add_partitions_to_txn(conn: Conn, transactional_id: str, producer_id: int, epoch: int, topic: str,
+                          partitions: list[int]) -> int:
+    """AddPartitionsToTxn v3 at the transaction coordinator ``conn``: the first partition's error code."""
+    error, _ = until_answered(lambda: (lambda r: (r.results_by_topic_v3_and_below[0].results_by_partition[0]
+                                                   .partition_error_code, r))(conn.roundtrip(
+        AddPartitionsToTxnRequest[3](v3_and_below_transactional_id=transactional_id, v3_and_below_producer_id=producer_id,
+                                     v3_and_below_producer_epoch=epoch,
+                                     v3_and_below_topics=[AddPartitionsToTxnRequest.AddPartitionsToTxnTopic(
+                                         name=topic, partitions=partitions)]),
+        AddPartitionsToTxnResponse, 3)), "AddPartitionsToTxn")
+    return error
+
+
 def _transactional_frame(correlation_id: int, transactional_id: str, topic: str, producer_id: int, epoch: int,
                          batches: dict[int, tuple[int, list[bytes]]]) -> bytes:
     """A framed Produce v9 (acks=all) of transactional batches: partition -> (base sequence, values)."""
@@ -223,21 +231,11 @@ def test_pipelined_transactional_requests_append_in_order_while_the_leader_asks_
     txn_id = "tx-piped"
     coordinator = transaction_coordinator(cluster, txn_id)
     conn = Conn(cluster.brokers[coordinator])
-    error, init = until_answered(lambda: (lambda r: (r.error_code, r))(conn.roundtrip(
-        InitProducerIdRequest[3](transactional_id=txn_id, transaction_timeout_ms=60000, producer_id=-1, producer_epoch=-1),
-        InitProducerIdResponse, 3)), "InitProducerId")
-    assert error == ErrorCode.none
-    pid, epoch = init.producer_id, init.producer_epoch
+    pid, epoch = init_producer_id(conn, txn_id)
     led = leaders(admin, "piped")
     elsewhere = next(broker for broker in (1, 2, 3) if broker != coordinator)
     a, b = [p for p, leader in sorted(led.items()) if leader == elsewhere][:2]
-    error, _ = until_answered(lambda: (lambda r: (r.results_by_topic_v3_and_below[0].results_by_partition[0]
-                                                   .partition_error_code, r))(conn.roundtrip(
-        AddPartitionsToTxnRequest[3](v3_and_below_transactional_id=txn_id, v3_and_below_producer_id=pid,
-                                     v3_and_below_producer_epoch=epoch,
-                                     v3_and_below_topics=[AddPartitionsToTxnRequest.AddPartitionsToTxnTopic(
-                                         name="piped", partitions=[a, b])]),
-        AddPartitionsToTxnResponse, 3)), "AddPartitionsToTxn")
+    error = add_partitions_to_txn(conn, txn_id, pid, epoch, "piped", [a, b])
     assert error == ErrorCode.none
     leader_conn = Conn(cluster.brokers[elsewhere])
     first = produce_transactional(leader_conn, txn_id, "piped", b, pid, epoch, 0, [b"b0"])
