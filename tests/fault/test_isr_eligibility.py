@@ -27,14 +27,20 @@ REFUSALS = "tidelog_isr_join_refusals_total"
 EXPANDS = "tidelog_isr_expands_total"
 
 
-def _etcd_get(cluster: Cluster, key: str) -> dict | None:
-    """The stored JSON under ``key`` (read from etcd itself: no broker, paused or not, in the way)."""
+def _etcd_kv(cluster: Cluster, key: str) -> dict | None:
+    """etcd's key-value record of ``key`` (read from etcd itself: no broker, paused or not, in the way)."""
     body = json.dumps({"key": base64.b64encode(key.encode()).decode()}).encode()
     request = urllib.request.Request(f"http://{cluster.etcd.endpoint}/v3/kv/range", body,
                                      {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=5) as response:
         kvs = json.loads(response.read()).get("kvs", [])
-    return json.loads(base64.b64decode(kvs[0]["value"])) if kvs else None
+    return kvs[0] if kvs else None
+
+
+def _etcd_get(cluster: Cluster, key: str) -> dict | None:
+    """The stored JSON under ``key``."""
+    kv = _etcd_kv(cluster, key)
+    return json.loads(base64.b64decode(kv["value"])) if kv else None
 
 
 def test_a_restarted_follower_joins_the_isr_only_after_the_controller_let_it_back(tmp_path):
@@ -68,6 +74,36 @@ def test_a_restarted_follower_joins_the_isr_only_after_the_controller_let_it_bac
         wait_until(lambda: follower_id in isr(), 30, message="the follower joining once the controller let it back")
         unfenced = _etcd_get(cluster, f"/tidelog/unfenced/{follower_id}")
         assert unfenced is not None and unfenced["epoch"] > 0
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
+
+
+def test_the_controller_forgets_the_unfenced_mark_of_a_broker_that_is_gone(tmp_path):
+    """``unfenced/<id>`` names a registration; once that registration is gone (the broker's lease
+    lapsed: SIGKILLed here, and not restarted) the controller deletes the key, so the store does not
+    keep one per broker that ever joined. A broker that comes back registers anew and is let back
+    under its new epoch."""
+    cluster = Cluster(tmp_path, 3, {"broker.session.timeout.ms": "2000"}).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        controller_id = admin.describe_cluster().result(10).controller.id
+        wait_until(lambda: all(_etcd_get(cluster, f"/tidelog/unfenced/{i}") for i in cluster.brokers), 30,
+                   message="every registration let back")
+        gone_id = next(i for i in cluster.brokers if i != controller_id)
+        cluster.brokers[gone_id].kill()
+        wait_until(lambda: _etcd_get(cluster, f"/tidelog/brokers/{gone_id}") is None, 30,
+                   message="the killed broker's registration lapsing")
+        wait_until(lambda: _etcd_get(cluster, f"/tidelog/unfenced/{gone_id}") is None, 15,
+                   message="the controller deleting the killed broker's unfenced mark")
+        assert all(_etcd_get(cluster, f"/tidelog/unfenced/{i}") for i in cluster.brokers if i != gone_id)
+        cluster.brokers[gone_id].start()  # back: let back under its new registration
+        epoch = lambda: int((_etcd_kv(cluster, f"/tidelog/brokers/{gone_id}") or {}).get("mod_revision", 0))  # noqa: E731
+        wait_until(lambda: epoch()
+                   and (_etcd_get(cluster, f"/tidelog/unfenced/{gone_id}") or {}).get("epoch") == epoch(), 30,
+                   message="the restarted broker let back under its new registration")
     except BaseException:
         print(cluster.logs())
         raise

@@ -266,12 +266,18 @@ class Controller:
         """Tell the leaders which registrations are fenced and let back (``unfenced/<id>``): a
         leader adds a follower to an ISR only if its broker's current registration is one of
         them (ReplicaManager.may_join_isr), as Kafka's controller refuses an ISR naming a fenced
-        broker (INELIGIBLE_REPLICA, KIP-903), so the fencing pass does not take it out again."""
+        broker (INELIGIBLE_REPLICA, KIP-903), so the fencing pass does not take it out again.
+        The mark of a registration that is gone (the broker's lease lapsed) is deleted: it lets
+        nothing back (a broker that returns registers anew), and the store keeps none for
+        brokers that left for good."""
         wanted = {node_id: epoch for node_id, epoch in epochs.items()
                   if node_id not in registering and self.store.unfenced.get(node_id) != epoch}
-        if not wanted:
+        gone = sorted(node_id for node_id in self.store.unfenced if node_id not in epochs)
+        if not wanted and not gone:
             return True
-        if not await self.store.mark_unfenced(wanted, self.epoch):
+        if gone:
+            logger.info("controller: forgetting the unfenced marks of brokers %s (no longer registered)", gone)
+        if not await self.store.mark_unfenced(wanted, self.epoch, gone):
             return self.store.controller_id != self.node_id  # deposed: the broker stops us
         return True
 

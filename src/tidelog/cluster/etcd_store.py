@@ -18,7 +18,8 @@ Keys, under ``prefix`` (default ``/tidelog``):
   offline/<id>                present while broker <id>'s log directory is offline (same lease)
   unfenced/<id>               {"epoch": broker epoch}: the controller has fenced that registration
                               of broker <id> out of what it led and was in sync for, so it may
-                              join ISRs again (written by the controller, its epoch compared)
+                              join ISRs again (written by the controller, its epoch compared;
+                              deleted by it once broker <id> is no longer registered)
   controller                  {"node_id": id}, created if absent, bound to the lease of the
                               broker that created it; its create revision is the controller
                               epoch, which fences the writes of a controller that lost it
@@ -50,7 +51,7 @@ import os
 import random
 import ssl
 from dataclasses import dataclass, field, replace
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterable
 
 import aiohttp
 
@@ -497,14 +498,19 @@ class EtcdMetadataStore:
         await self.client.txn([], [_put(self.prefix + f"shutdown/{node_id}", {"node_id": node_id}, self._lease)])
         self.shutting_down.add(node_id)
 
-    async def mark_unfenced(self, epochs: dict[int, int], controller_epoch: int) -> bool:
+    async def mark_unfenced(self, epochs: dict[int, int], controller_epoch: int, gone: Iterable[int] = ()) -> bool:
         """Put ``unfenced/<id>`` for each broker's registration (epoch) the controller has fenced
-        and let back; False if this controller was deposed meanwhile."""
+        and let back, and delete it for each broker in ``gone`` (no longer registered); False if
+        this controller was deposed meanwhile."""
         compare = [_compare(self.prefix + "controller", "CREATE", controller_epoch)]
+        gone = list(gone)
         succeeded, _ = await self.client.txn(
-            compare, [_put(self.prefix + f"unfenced/{node_id}", {"epoch": epoch}) for node_id, epoch in epochs.items()])
+            compare, [_put(self.prefix + f"unfenced/{node_id}", {"epoch": epoch}) for node_id, epoch in epochs.items()]
+            + [{"request_delete_range": {"key": _b64(self.prefix + f"unfenced/{node_id}")}} for node_id in gone])
         if succeeded:
             self.unfenced.update(epochs)
+            for node_id in gone:
+                self.unfenced.pop(node_id, None)
         return succeeded
 
     async def elect_controller(self, node_id: int) -> bool:

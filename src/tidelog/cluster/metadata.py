@@ -36,7 +36,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from tidelog.storage.checkpoint import write_checkpoint_file
 
@@ -201,7 +201,7 @@ class MetadataStore(Protocol):
     async def elect_controller(self, node_id: int) -> bool: ...
     async def announce_shutdown(self, node_id: int) -> None: ...
     async def announce_offline(self, node_id: int) -> None: ...
-    async def mark_unfenced(self, epochs: dict[int, int], controller_epoch: int) -> bool: ...
+    async def mark_unfenced(self, epochs: dict[int, int], controller_epoch: int, gone: Iterable[int] = ()) -> bool: ...
     def add_listener(self, listener: Listener) -> None: ...
 
     async def create_topic(self, record: TopicRecord, assignment: list[PartitionState] | None = None) -> None: ...
@@ -312,9 +312,10 @@ class EmbeddedMetadataStore:
         self.offline.add(node_id)
         self._notify("broker", node_id)
 
-    async def mark_unfenced(self, epochs: dict[int, int], controller_epoch: int) -> bool:
+    async def mark_unfenced(self, epochs: dict[int, int], controller_epoch: int, gone: Iterable[int] = ()) -> bool:
         self.unfenced.update(epochs)
-        for node_id in epochs:
+        gone = [node_id for node_id in gone if self.unfenced.pop(node_id, None) is not None]
+        for node_id in (*epochs, *gone):
             self._notify("unfenced", node_id)
         return True
 
