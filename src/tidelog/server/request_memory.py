@@ -16,7 +16,8 @@ handler has finished. The rules at the cap:
 - a large frame grows only while the total stays within the cap, except for one frame at a
   time, the finisher, which may take the cap plus ``overshoot_bytes`` (the buffer of the largest
   frame, ``socket.request.max.bytes`` rounded up to a power of two): partly read frames cannot
-  wait on each other for ever.
+  wait on each other for ever. A finisher is chosen only while the total is within the cap, so
+  frames finishing one after another past it do not creep further up.
 
 So the bytes held for requests stay under the cap plus one frame, plus a 256 KiB scratch buffer
 per connection. A stalled client can hold only what it has actually sent, or after a large frame
@@ -166,7 +167,11 @@ class RequestMemory:
         if self.used + size <= self.max_bytes or self._finisher is owner:
             self.used += size
             return True
-        if self._finisher is None and self.used + frame_capacity <= self.max_bytes + self.overshoot_bytes:
+        # Past the cap only while within it: a finisher that took the bytes past the cap is the
+        # only one until answers bring them back (else frames finishing one after another each
+        # became the finisher in turn, and the bytes held crept up to the cap plus the overshoot).
+        if (self._finisher is None and self.used <= self.max_bytes
+                and self.used + frame_capacity <= self.max_bytes + self.overshoot_bytes):
             self._finisher = owner
             self.used += size
             return True
