@@ -8,7 +8,9 @@ workload against a single-node broker in the same run for the ratio; then failov
 
 Throughput phases are kafka_load.produce / consume (the producer and consumer settings of the
 other workloads); each broker's CPU seconds per GB produced are reported by role (the
-partition's leader, each follower), with the load average after every phase. Latency: the
+partition's leader, each follower), with the load average after every phase, and the produce
+phase's CPU-bound ceiling: the CPU seconds per GB of every process of the setup (brokers, etcd,
+the client) and the records/s at which they would fill the machine's cores. Latency: the
 lat-5k shape (kafka_load.latency: 5,000 records/s of 1 KiB for 10 s, acks=all, linger 1 ms, a
 consumer in the same process) on a new topic, RF 1 on the single node and RF 3 with
 min.insync.replicas=2 on the cluster, with each record's produce-to-acknowledgement time
@@ -42,7 +44,7 @@ from pathlib import Path
 import confluent_kafka as ck
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from benchmarks import kafka_load, references, writeback
+from benchmarks import kafka_load, procs, references, writeback
 from benchmarks.procs import ServerProcess, free_port, port_open, wait_until
 
 RECORD_BYTES = 1024
@@ -150,13 +152,21 @@ def user_system_seconds(pid: int) -> tuple[float, float]:
 
 
 def throughput(bootstrap: str, topic: str, records: int, timeout_s: float, brokers: dict[int, "Broker"],
-               profile_dir: Path | None = None) -> dict:
+               profile_dir: Path | None = None, etcd: ServerProcess | None = None) -> dict:
     """Produce then consume ``records``; each broker's CPU seconds per GB produced (by role:
     the partition's leader, its followers), and the load average after each phase. With
-    ``profile_dir``, py-spy samples every broker during the produce phase."""
+    ``profile_dir``, py-spy samples every broker during the produce phase.
+
+    The CPU-bound ceiling of the produce phase: every process of the setup (brokers, etcd, the
+    producing client) in CPU seconds per GB, and the records/s at which they would fill the
+    machine's cores (``ceiling_records_per_s``: cores / s per GB); beside it the machine's own
+    busy seconds per GB (/proc/stat: also the kernel's threads, write-back and softirq run
+    outside any process, and whatever else runs on the machine) and its busy cores."""
     leader_id = leader_of(bootstrap, topic)
     before = {i: b.server.cpu_seconds() for i, b in brokers.items()}
     split_before = {i: user_system_seconds(b.server.pid) for i, b in brokers.items()}
+    etcd_before = etcd.cpu_seconds() if etcd is not None else 0.0
+    machine_before = procs.machine_busy_cpu_seconds()
     produce = lambda: kafka_load.produce(bootstrap, topic, records, RECORD_BYTES, "all", timeout_s)  # noqa: E731
     profiles = None
     if profile_dir is None:
@@ -169,10 +179,21 @@ def throughput(bootstrap: str, topic: str, records: int, timeout_s: float, broke
         seconds, produced = profile.record_many(raw, produce)
         profiles = {path.stem: profile.summarise(path, seconds) for path in raw.values()}
     cpu = {i: b.server.cpu_seconds() - before[i] for i, b in brokers.items()}
+    machine_busy = procs.machine_busy_cpu_seconds() - machine_before
+    etcd_cpu = etcd.cpu_seconds() - etcd_before if etcd is not None else 0.0
     split = {i: tuple(after - earlier for after, earlier in zip(user_system_seconds(b.server.pid), split_before[i]))
              for i, b in brokers.items()}
     produced["load_average"] = load_average()
     gigabytes = produced["bytes"] / 1e9
+    if gigabytes:
+        cores = os.cpu_count() or 1
+        setup_s_per_gb = (sum(cpu.values()) + etcd_cpu + produced["client_cpu_s"]) / gigabytes
+        produced["ceiling"] = {
+            "cores": cores, "client_s_per_gb": round(produced["client_cpu_s"] / gigabytes, 3),
+            "etcd_s_per_gb": round(etcd_cpu / gigabytes, 3), "setup_s_per_gb": round(setup_s_per_gb, 3),
+            "ceiling_records_per_s": round(cores / setup_s_per_gb * 1e9 / RECORD_BYTES) if setup_s_per_gb else None,
+            "machine_busy_s_per_gb": round(machine_busy / gigabytes, 3),
+            "machine_busy_cores": round(machine_busy / produced["seconds"], 2)}
     if gigabytes:  # (user, system) s/GB: Python's share against the kernel's
         produced["leader_user_system_s_per_gb"] = [round(x / gigabytes, 3) for x in split[leader_id]]
         produced["follower_user_system_s_per_gb"] = [[round(x / gigabytes, 3) for x in split[i]]
@@ -300,7 +321,7 @@ def run(records: int, runs: int, failovers: int, timeout_s: float, tmp_root: Pat
             bootstrap = ",".join(b.bootstrap for b in brokers.values())
             create_topic(bootstrap, "bench", 3, {"min.insync.replicas": "2"})
             results["replicated"].append(throughput(bootstrap, "bench", records, timeout_s, brokers,
-                                                    profile_dir if run_index == 0 else None))
+                                                    profile_dir if run_index == 0 else None, etcd))
             if latency_s:
                 results["replicated_latency"].append(latency(bootstrap, "lat", 3, latency_s, timeout_s, brokers))
                 results["replicated_disk"].append(disk_reference(tmp_root, latency_s, 2))
@@ -325,6 +346,11 @@ def summary(row: dict, latencies: list[dict]) -> str:
         text += (f"; user/system s/GB: leader {'/'.join(f'{x:.2f}' for x in produced['leader_user_system_s_per_gb'])}"
                  + "".join(f", follower {'/'.join(f'{x:.2f}' for x in pair)}"
                            for pair in produced.get("follower_user_system_s_per_gb", [])))
+    if "ceiling" in produced:
+        c = produced["ceiling"]
+        text += (f"; all processes {c['setup_s_per_gb']:.2f} s/GB (client {c['client_s_per_gb']:.2f}, etcd "
+                 f"{c['etcd_s_per_gb']:.2f}): CPU-bound ceiling {c['ceiling_records_per_s']:,} rec/s on {c['cores']} cores; "
+                 f"machine busy {c['machine_busy_s_per_gb']:.2f} s/GB, {c['machine_busy_cores']:.2f} cores")
     if latencies and "latency_ms" in latencies[-1]:
         lat = latencies[-1]
         text += (f"; e2e p50 {lat['latency_ms']['p50']:.2f} ms, p99 {lat['latency_ms']['p99']:.2f} ms at "
@@ -362,6 +388,21 @@ def markdown(results: dict) -> str:
     if single and replicated:
         lines.append(f"\nReplicated produce: {statistics.median(replicated) / statistics.median(single):.0%} of the single "
                      f"node (medians of {len(single)} runs, {results['records']:,} records of {RECORD_BYTES} B, acks=all).")
+    ceilings = [(label, [r["produce"]["ceiling"] for r in rows if "ceiling" in r["produce"]])
+                for label, rows in (("single node (RF 1)", results["single"]), ("3 brokers (RF 3)", results["replicated"]))]
+    if any(rows for _, rows in ceilings):
+        lines += ["", "The CPU-bound ceiling of the produce phase: every process of the setup (brokers, etcd, the "
+                  "producing client) in CPU seconds per GB, and the records/s at which they would fill the machine's "
+                  "cores; beside it the whole machine's busy seconds per GB and busy cores (/proc/stat: also kernel "
+                  "threads and anything else running):", "",
+                  "| setup | all processes s/GB | client s/GB | etcd s/GB | CPU-bound ceiling records/s | "
+                  "machine busy s/GB | machine busy cores |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for label, rows in ceilings:
+            if rows:
+                column = lambda key, fmt="{:.2f}": spread([c[key] for c in rows if c.get(key) is not None], fmt)  # noqa: E731
+                lines.append(f"| {label} | {column('setup_s_per_gb')} | {column('client_s_per_gb')} | "
+                             f"{column('etcd_s_per_gb')} | {column('ceiling_records_per_s', '{:,.0f}')} | "
+                             f"{column('machine_busy_s_per_gb')} | {column('machine_busy_cores')} |")
     latency_rows = [(label, [r for r in results[key] if "latency_ms" in r])
                     for label, key in (("single node (RF 1)", "single_latency"), ("3 brokers (RF 3)", "replicated_latency"))]
     if any(rows for _, rows in latency_rows):
