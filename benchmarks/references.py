@@ -3,14 +3,20 @@ client library can do on this machine, with no broker in the way."""
 
 from __future__ import annotations
 
+import fcntl
+import mmap
 import os
 import resource
+import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import crc32c
 
 from benchmarks import kafka_load
 
@@ -54,64 +60,161 @@ with socket.create_connection(("127.0.0.1", int(sys.argv[1]))) as s:
 """
 
 
-def socket_to_page_cache(directory: Path, total_mib: int, sync: bool, timeout_s: float = 60.0) -> dict:
-    """The kernel's floor under a broker's produce path: ``total_mib`` MiB sent over loopback TCP
-    by another process, received here with ``recv_into`` into one reused 1 MiB buffer and
-    written to a file in ``directory`` (each MiB once it is whole), with an fdatasync per MiB
-    when ``sync`` (as ``balanced`` commits a group). What a broker that keeps what it receives
-    in the page cache cannot do with less: copy each byte out of the socket and into a file.
-    ``receiver_cpu_s_per_gb`` is this thread's user + system CPU (its own rusage) per GB
-    (``receiver_user_s`` and ``receiver_system_s`` apart: the floor is nearly all system time);
-    the sender's is ``client_cpu_s``. The file is deleted."""
-    path = Path(directory) / f"socket-reference-{os.getpid()}.bin"
+def socket_to_page_cache(directory: Path, total_mib: int, sync: bool, timeout_s: float = 120.0,
+                         passes: int = 4, into: str = "copy", check: bool = False) -> dict:
+    """The kernel's floor under a broker's produce path: MiB blocks sent over loopback TCP by
+    another process, received here with ``recv_into`` into one reused 1 MiB buffer and written
+    to a file in ``directory`` (each MiB once it is whole), with an fdatasync per MiB when
+    ``sync`` (as ``balanced`` commits a group). What a broker that keeps what it receives in the
+    page cache cannot do with less: copy each byte out of the socket and into a file.
+
+    ``total_mib`` is measured in ``passes`` passes, after a warm-up pass of the same size; each
+    pass writes a new file and deletes the one before as it begins, so a measured pass gets its
+    page-cache pages from memory the guest has just used. On this VM (free page reporting to the
+    host, memory initialised lazily) the first write into a page the guest has not used lately
+    takes a fault on the host: a single cold pass measured 0.9-2.4 s/GB where a warm one
+    measures 0.4-0.55, the copy into the page cache 42% of the samples against the socket copy's
+    5.5% (9-10% each when warm). That is the machine's memory state, not the kernel's work; the
+    warm-up pass's figures are kept apart (``first_pass_cpu_s_per_gb``, ``first_pass_mb_per_s``).
+
+    ``receiver_cpu_s_per_gb`` is the median pass's user + system CPU of the receiving thread
+    (its own rusage) per GB, ``pass_cpu_s_per_gb`` and ``pass_mb_per_s`` each pass's;
+    ``receiver_user_s`` and ``receiver_system_s`` are summed over the measured passes (the floor
+    is nearly all system time); the sender's whole CPU is ``client_cpu_s``. The files are
+    deleted."""
+    pass_mib = max(1, total_mib // passes)
     buffer = bytearray(BLOCK_BYTES)
     view = memoryview(buffer)
-    received = 0
+    measured = []  # per pass: (seconds, user, system, MiB)
+    warmup = None
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.settimeout(timeout_s)
-        sender = subprocess.Popen([sys.executable, "-c", _SENDER, str(listener.getsockname()[1]), str(total_mib)],
+        sender = subprocess.Popen([sys.executable, "-c", _SENDER, str(listener.getsockname()[1]),
+                                   str(pass_mib * (passes + 1))],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         deadline = time.monotonic() + timeout_s
+        path = None
         try:
             connection, _ = listener.accept()
             with connection:
                 connection.settimeout(max(0.1, deadline - time.monotonic()))
-                user0, system0 = _thread_cpu_s()
-                start = time.perf_counter()
-                filled = 0
-                while time.monotonic() < deadline:
-                    n = connection.recv_into(view[filled:])
-                    if not n:
+                for n in range(passes + 1):
+                    if path is not None:
+                        path.unlink()
+                    path = Path(directory) / f"socket-reference-{os.getpid()}-{n}.bin"
+                    figures = _socket_pass(connection, view, path, pass_mib, sync, deadline, into, check)
+                    if n == 0:
+                        warmup = figures
+                    else:
+                        measured.append(figures)
+                    if figures[3] < pass_mib:
                         break
-                    filled += n
-                    if filled == BLOCK_BYTES:
-                        os.write(fd, buffer)
-                        if sync:
-                            os.fdatasync(fd)
-                        received += filled
-                        filled = 0
-                seconds = time.perf_counter() - start
-                user1, system1 = _thread_cpu_s()
         finally:
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            if received < total_mib * BLOCK_BYTES:
+            for leftover in Path(directory).glob(f"socket-reference-{os.getpid()}-*.bin"):
+                leftover.unlink()
+            if sum(m[3] for m in measured) < passes * pass_mib:
                 os.kill(sender.pid, signal.SIGKILL)  # not Popen.kill: its poll() would reap the rusage
             _, status, usage = os.wait4(sender.pid, 0)
             sender.returncode = os.waitstatus_to_exitcode(status)
             errors = [sender.stderr.read().decode(errors="replace")[-2000:]]
             sender.stderr.close()
-    blocks = received // BLOCK_BYTES
-    ok = blocks == total_mib and sender.returncode == 0
+    blocks = sum(m[3] for m in measured)
+    ok = blocks == passes * pass_mib and sender.returncode == 0
+    seconds = sum(m[0] for m in measured)
     result = kafka_load.phase_result(blocks, BLOCK_BYTES, seconds, usage.ru_utime + usage.ru_stime,
                                      "ok" if ok else "timeout" if time.monotonic() >= deadline else "failed",
                                      None if ok else errors)
     result["records_per_s"] = None  # blocks, not records: only MB/s is meaningful
-    result["receiver_user_s"], result["receiver_system_s"] = user1 - user0, system1 - system0
-    result["receiver_cpu_s"] = receiver_cpu = result["receiver_user_s"] + result["receiver_system_s"]
-    result["receiver_cpu_s_per_gb"] = receiver_cpu / (result["bytes"] / 1e9) if received else None
+
+    def per_gb(figures):
+        return (figures[1] + figures[2]) / (figures[3] * BLOCK_BYTES / 1e9) if figures and figures[3] else None
+
+    result["receiver_user_s"] = sum(m[1] for m in measured)
+    result["receiver_system_s"] = sum(m[2] for m in measured)
+    result["receiver_cpu_s"] = result["receiver_user_s"] + result["receiver_system_s"]
+    result["pass_cpu_s_per_gb"] = [per_gb(m) for m in measured if m[3]]
+    result["pass_mb_per_s"] = [m[3] * BLOCK_BYTES / m[0] / 1e6 for m in measured if m[3]]
+    result["receiver_cpu_s_per_gb"] = statistics.median(result["pass_cpu_s_per_gb"]) if ok else None
+    result["first_pass_cpu_s_per_gb"] = per_gb(warmup)
+    result["first_pass_mb_per_s"] = warmup[3] * BLOCK_BYTES / warmup[0] / 1e6 if warmup and warmup[3] else None
+    result["passes"] = passes
     return result
+
+
+# How socket_to_page_cache puts the bytes into the file.
+COPY, PREALLOCATED, MAPPED, SPLICED = "copy", "preallocated", "mapped", "spliced"
+_MADV_POPULATE_WRITE = 23  # Linux 5.14; not in Python 3.11's mmap module
+_F_SETPIPE_SZ = 1031
+
+
+def _socket_pass(connection: socket.socket, view: memoryview, path: Path, mib: int, sync: bool,
+                 deadline: float, into: str = COPY, check: bool = False) -> tuple[float, float, float, int]:
+    """One pass of socket_to_page_cache: ``mib`` MiB from ``connection`` into a new file at
+    ``path``; (seconds, the thread's user and system seconds, MiB written). ``into``: COPY
+    receives each MiB into ``view`` and writes it; PREALLOCATED the same into a file first
+    given its full size with fallocate; MAPPED receives straight into a shared mapping of such
+    a file, each MiB's pages faulted in for writing at once (MADV_POPULATE_WRITE) before it is
+    received: one copy, out of the socket into the page cache; SPLICED moves the socket's
+    buffers into a pipe and from the pipe into the file (splice(2) twice; the kernel copies once,
+    into the page cache; nothing reaches user space). ``check``: each MiB's CRC-32C is computed
+    before it is written (a broker validates what it receives before it is visible): in the
+    receive buffer, or for MAPPED in the mapping, for SPLICED through a read-only mapping of the
+    file after the splice (the bytes never were in user space)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    mapping = None
+    pipe = None
+    try:
+        user0, system0 = _thread_cpu_s()
+        start = time.perf_counter()
+        if into != COPY:
+            os.posix_fallocate(fd, 0, mib * BLOCK_BYTES)
+        if into == MAPPED:
+            mapping = mmap.mmap(fd, mib * BLOCK_BYTES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            target = memoryview(mapping)
+        if into == SPLICED and check:
+            mapping = mmap.mmap(fd, mib * BLOCK_BYTES, mmap.MAP_SHARED, mmap.PROT_READ)
+            target = memoryview(mapping)
+        if into == SPLICED:
+            pipe = os.pipe()
+            fcntl.fcntl(pipe[1], _F_SETPIPE_SZ, BLOCK_BYTES)
+            connection.setblocking(True)
+        filled = written = 0
+        while written < mib and time.monotonic() < deadline:
+            if into == SPLICED:
+                n = os.splice(connection.fileno(), pipe[1], BLOCK_BYTES - filled)
+                moved = 0
+                while moved < n:
+                    moved += os.splice(pipe[0], fd, n - moved)
+            elif into == MAPPED:
+                if filled == 0:
+                    mapping.madvise(_MADV_POPULATE_WRITE, written * BLOCK_BYTES, BLOCK_BYTES)
+                n = connection.recv_into(target[written * BLOCK_BYTES + filled:(written + 1) * BLOCK_BYTES])
+            else:
+                n = connection.recv_into(view[filled:])
+            if not n:
+                break
+            filled += n
+            if filled == BLOCK_BYTES:
+                if check:
+                    crc32c.crc32c(view if into in (COPY, PREALLOCATED)
+                                  else target[written * BLOCK_BYTES:(written + 1) * BLOCK_BYTES])
+                if into in (COPY, PREALLOCATED):
+                    os.write(fd, view)
+                if sync:
+                    os.fdatasync(fd)
+                written += 1
+                filled = 0
+        seconds = time.perf_counter() - start
+        user1, system1 = _thread_cpu_s()
+    finally:
+        if mapping is not None:
+            target.release()
+            mapping.close()
+        if pipe is not None:
+            os.close(pipe[0])
+            os.close(pipe[1])
+        os.close(fd)
+    return seconds, user1 - user0, system1 - system0, written
 
 
 def _thread_cpu_s() -> tuple[float, float]:
@@ -277,3 +380,41 @@ def client_ceiling(records: int, record_bytes: int, partitions: int = 1) -> dict
 def consume_ceiling(records: int, record_bytes: int, partitions: int = 1, timeout_s: float = 300.0) -> dict:
     """The consumer against librdkafka's mock cluster (see kafka_load.consume_ceiling)."""
     return kafka_load.consume_ceiling(records, record_bytes, timeout_s, partitions)
+
+
+def main(argv=None) -> int:
+    """``python -m benchmarks.references``: the kernel's floor under produce (socket_to_page_cache)
+    and the other ways of putting received bytes into a file beside it, alternated, each with
+    and without an fdatasync per MiB: each way's median pass, its passes and its warm-up pass."""
+    import argparse
+    import tempfile
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.references", description=main.__doc__)
+    p.add_argument("--dir", type=Path, help="a directory on the data directories' filesystem (default: a new temp dir)")
+    p.add_argument("--mib", type=int, default=1024, help="MiB measured per way, in four passes (default 1,024)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of every way (default 3)")
+    p.add_argument("--ways", default="copy,copy+check,preallocated,mapped+check,spliced,spliced+check",
+                   help="ways to measure, in this order each round (default: all; +check adds a CRC-32C a MiB)")
+    p.add_argument("--sync", default="1,0", help="1: an fdatasync per MiB, 0: none (default 1,0)")
+    args = p.parse_args(argv)
+    directory = args.dir or Path(tempfile.mkdtemp(prefix="tidelog-floor-", dir="/var/tmp"))
+    try:
+        for round_ in range(1, args.rounds + 1):
+            for sync in (s == "1" for s in args.sync.split(",")):
+                for way in args.ways.split(","):
+                    into, _, check = way.partition("+")
+                    row = socket_to_page_cache(directory, args.mib, sync, into=into, check=bool(check))
+                    print(f"{round_} {'fdatasync/MiB' if sync else 'no sync':>13} {way:>14}: load "
+                          f"{os.getloadavg()[0]:.1f}; {row['receiver_cpu_s_per_gb'] or float('nan'):.3f} s/GB "
+                          f"(passes {' '.join(f'{x:.3f}' for x in row['pass_cpu_s_per_gb'])}; warm-up "
+                          f"{row['first_pass_cpu_s_per_gb'] or float('nan'):.3f}), "
+                          f"{statistics.median(row['pass_mb_per_s'] or [0]):,.0f} MB/s, sender "
+                          f"{row['client_cpu_s'] / max(row['bytes'], 1) * 1e9:.3f} s/GB; {row['status']}", flush=True)
+    finally:
+        if args.dir is None:
+            shutil.rmtree(directory, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
