@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shlex
 import shutil
 import sys
 import tempfile
@@ -23,6 +24,17 @@ from benchmarks.workloads import DEFAULT_WORKLOADS, WORKLOADS, Workload
 
 HERE = Path(__file__).resolve().parent
 
+# --issue19: every target of issue 19 in one sitting of 20-25 minutes on the idle 2-core machine
+# (the cross product of every target and workload, plus the replicated part, is 31-34).
+# Tidelog's balanced profile and Tansu run every workload a target is measured on; the other
+# targets run the headline rows only (the non-Kafka peers' clients have no others anyway).
+ISSUE19_WORKLOADS = ("1k-acks-all,100b-acks-1,1k-acks-all-p16,100b-acks-1-p16,1k-acks-all-p256,1k-p6-group3,"
+                     "1k-p6-share1,1k-p6-share3,lat-5k,lat-20k,lat-5k-linger0")
+ISSUE19_FULL_TARGETS = ("tidelog-balanced", "tansu")
+ISSUE19_HEADLINE_WORKLOADS = ("1k-acks-all", "100b-acks-1", "lat-5k")
+# Tansu's consumer group takes ~25 s to join whatever the record count (1,000,000 records: 40k/s in
+# session 5's full run; 100,000: 4k/s), so its 1k-p6-group3 row measures the join, not the reads.
+ISSUE19_LIMITED = {"tansu": [w for w in ISSUE19_WORKLOADS.split(",") if w not in ("1k-p6-group3",)]}
 
 
 
@@ -35,6 +47,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      "tidelog-balanced with --quick)")
     p.add_argument("--workloads", help=f"comma-separated subset of: {','.join(WORKLOADS)} "
                                        f"(default {DEFAULT_WORKLOADS}; 1k-acks-all with --quick)")
+    p.add_argument("--issue19", action="store_true",
+                   help="every issue-19 target in one sitting (~20-25 min idle): every target, tidelog-balanced on "
+                        f"{ISSUE19_WORKLOADS}, tansu on the same but 1k-p6-group3, the others on "
+                        f"{','.join(ISSUE19_HEADLINE_WORKLOADS)}; implies --replicated")
     p.add_argument("--quick", action="store_true", help="a small smoke run: few records, one run, Tidelog only, no references")
     p.add_argument("--no-references", action="store_true", help="skip the disk, socket-to-page-cache and client-ceiling references")
     p.add_argument("--disk-mib", type=int, help="size of the disk reference writes (default 512; 8 with --quick)")
@@ -52,8 +68,24 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "delivery callback a record in the producer's loop)")
     p.add_argument("--update-doc", action="store_true",
                    help="write the generated tables into BENCHMARKS.md and the plot to benchmarks/throughput.png")
+    p.add_argument("--replicated", action="store_true",
+                   help="then, in the same sitting, python -m benchmarks replicated (3 brokers on etcd, RF 3, beside a "
+                        "single node; issue 19 item 3), --runs runs of --replicated-records records, into the same "
+                        "results and report")
+    p.add_argument("--replicated-records", type=int, default=200_000,
+                   help="records a replicated throughput run (default 200,000, that module's own default)")
+    p.add_argument("--replicated-failovers", type=int, default=3, help="leader SIGKILLs timed after the last RF 3 run")
+    p.add_argument("--note", default="", help="a sentence for the report's load line (what else was running)")
     args = p.parse_args(argv)
     quick = args.quick
+    args.limited = {}  # target -> the only workloads it runs (--issue19)
+    if args.issue19:
+        if quick or args.targets or args.workloads:
+            p.error("--issue19 chooses the targets and workloads itself (not with --quick, --targets, --workloads)")
+        args.workloads = ISSUE19_WORKLOADS
+        args.replicated = True
+        args.limited = {t: list(ISSUE19_HEADLINE_WORKLOADS) for t in ALL_TARGETS if t not in ISSUE19_FULL_TARGETS}
+        args.limited.update(ISSUE19_LIMITED)
     args.records = args.records or (2_000 if quick else 1_000_000)
     args.runs = args.runs or (1 if quick else 3)
     args.targets = [t for t in (args.targets or ("tidelog-balanced" if quick else ",".join(ALL_TARGETS))).split(",") if t]
@@ -198,6 +230,36 @@ def run_profile(args, tmp_root: Path) -> dict | None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def run_replicated(args, tmp_root: Path) -> dict:
+    """benchmarks.replicated in this sitting: the single node, then three brokers (RF 3), each
+    ``args.runs`` times, their latency runs and the disk beside them, then the failovers. A
+    failure is recorded (with what was measured before it) and the report goes on."""
+    from benchmarks import replicated
+
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    if shutil.which("etcd") is None:
+        return {"started": started, "error": "etcd is not installed (apt-get install -y etcd-server)", "records": 0,
+                "record_bytes": replicated.RECORD_BYTES, "single": [], "replicated": [], "failover_s": []}
+    from benchmarks.peers import Tidelog
+
+    if Tidelog.src_dir is not None:  # --tidelog-ref: the same commit's brokers
+        replicated.Broker.src_dir = Tidelog.src_dir
+    workdir = tmp_root / "replicated"
+    workdir.mkdir()
+    print(f"replicated: {args.runs} run(s) of {args.replicated_records:,} records, single node then RF 3", flush=True)
+    try:
+        out = replicated.run(args.replicated_records, args.runs, args.replicated_failovers, args.phase_timeout, workdir)
+    except Exception as e:  # noqa: BLE001 - reported; the main run's results still get written (not SIGTERM's SystemExit)
+        traceback.print_exc()
+        out = {"error": f"{type(e).__name__}: {e}", "records": args.replicated_records,
+               "record_bytes": replicated.RECORD_BYTES, "single": [], "replicated": [], "failover_s": []}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    out["started"] = started
+    out["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return out
+
+
 def _exit_on_sigterm(signum, frame):
     # SystemExit unwinds through the finally blocks, which stop every server by PID.
     raise SystemExit(128 + signum)
@@ -249,9 +311,13 @@ def main(argv=None) -> int:
             print(f"skipping {name}: {reason}", flush=True)
         else:
             targets.append(target)
+    machine_info = machine.machine_info(tmp_root)
+    machine_info["busy_at_start"] = machine.busy_processes()
     results = {
         "started": started.isoformat(timespec="seconds"),
-        "machine": machine.machine_info(tmp_root),
+        "command": "python -m benchmarks " + shlex.join(argv),
+        "note": args.note,
+        "machine": machine_info,
         "versions": {**machine.client_versions(), **{t.name: t.version() for t in targets}},
         "settings": {
             "records": args.records, "runs": args.runs,
@@ -259,6 +325,7 @@ def main(argv=None) -> int:
             "producer": _kafka_settings("producer"), "consumer": _kafka_settings("consumer"),
             "targets": {t.name: t.settings() for t in targets},
             "disk_reference_mib": args.disk_mib, "socket_floor_mib": args.floor_mib, "phase_timeout_s": args.phase_timeout,
+            "limited": {t.name: args.limited[t.name] for t in targets if t.name in args.limited},
         },
         "skipped": skipped,
         "not_supported": {t.name: [w.name for w in args.workloads if not t.supports(w)] for t in targets
@@ -273,7 +340,7 @@ def main(argv=None) -> int:
                 results["rows"] += run_references(args, run, tmp_root)
             for target in targets:
                 for workload in args.workloads:
-                    if not target.supports(workload):
+                    if not target.supports(workload) or workload.name not in args.limited.get(target.name, [workload.name]):
                         continue
                     t0 = time.monotonic()
                     rows = run_target(target, workload, run, args.records, tmp_root, args.phase_timeout)
@@ -286,8 +353,12 @@ def main(argv=None) -> int:
         if args.profile:
             print("profiling the broker with py-spy", flush=True)
             results["profile"] = run_profile(args, tmp_root)
+        if args.replicated:
+            results["replicated"] = run_replicated(args, tmp_root)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
+        results["machine"]["loadavg_at_end"] = machine.load_average()
+        results["machine"]["busy_at_end"] = machine.busy_processes()
         results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         stamp = started.strftime("%Y%m%dT%H%M%SZ")
         json_path = args.out / f"results-{stamp}.json"

@@ -69,3 +69,63 @@ def client_versions() -> dict:
     except ImportError:
         pass
     return versions
+
+
+def load_average() -> list[str]:
+    return _read("/proc/loadavg").split()[:3]
+
+
+def _process_ticks() -> dict[int, tuple[str, int, int]]:
+    """pid -> (command, parent pid, user+system clock ticks) of every process now."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        command = text[text.index("(") + 1:text.rindex(")")]
+        if command.startswith("python"):  # which program: "python -m pytest", "python -m benchmarks"
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                argv = []
+            words = [a.decode(errors="replace") for a in argv[1:4] if a]
+            command = " ".join(["python"] + [Path(w).name if "/" in w else w for w in words])[:60]
+        fields = text[text.rindex(")") + 2:].split()
+        out[int(entry.name)] = (command, int(fields[1]), int(fields[11]) + int(fields[12]))
+    return out
+
+
+def busy_processes(seconds: float = 2.0, own_pid: int | None = None, min_percent: float = 3.0) -> list[dict]:
+    """What else is running: the processes outside this one's tree that used at least
+    ``min_percent`` of a core over ``seconds``, by command name (summed), busiest first."""
+    import time
+
+    own_pid = os.getpid() if own_pid is None else own_pid
+    before = _process_ticks()
+    start = time.monotonic()
+    time.sleep(seconds)
+    after = _process_ticks()
+    elapsed = time.monotonic() - start
+    parents = {pid: ppid for pid, (_, ppid, _) in after.items()}
+
+    def ours(pid: int) -> bool:
+        seen = 0
+        while pid > 1 and seen < 64:  # bounded walk up the tree
+            if pid == own_pid:
+                return True
+            pid, seen = parents.get(pid, 0), seen + 1
+        return False
+
+    tick = os.sysconf("SC_CLK_TCK")
+    by_command: dict[str, float] = {}
+    for pid, (command, _, ticks) in after.items():
+        if ours(pid):
+            continue
+        used = ticks - before[pid][2] if pid in before else ticks  # a process started meanwhile: all of it
+        if used > 0:
+            by_command[command] = by_command.get(command, 0.0) + used / tick / elapsed * 100
+    return [{"command": c, "percent_of_a_core": round(p, 1)}
+            for c, p in sorted(by_command.items(), key=lambda item: -item[1]) if p >= min_percent]

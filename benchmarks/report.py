@@ -119,74 +119,190 @@ def latency_ratio_rows(results) -> list[dict]:
 
 
 CEILING_WORKLOADS = ("1k-acks-all", "100b-acks-1", "1k-acks-all-p16", "100b-acks-1-p16")
+BALANCED = "tidelog-balanced"
+# What each workload is, in the issue-19 table's words.
+SHAPES = {"1k-acks-all": "1 KiB, 1 partition", "100b-acks-1": "100 B, 1 partition", "1k-acks-all-p16": "1 KiB, 16 partitions",
+          "100b-acks-1-p16": "100 B, 16 partitions"}
+
+
+def _median_text(values, fmt="{:,.0f}") -> str:
+    return fmt.format(statistics.median(values)) if values else "–"
+
+
+def _replicated_pairs(replicated: dict, key: str) -> tuple[list[float], list[float]]:
+    """Single-node and RF 3 figures of benchmarks.replicated, run i against run i."""
+    single = [r["produce"].get(key) for r in replicated.get("single", []) if r["produce"].get("status") == "ok"]
+    cluster = [r["produce"].get(key) for r in replicated.get("replicated", []) if r["produce"].get("status") == "ok"]
+    return [v for v in single if v is not None], [v for v in cluster if v is not None]
 
 
 def issue_targets(results) -> list[dict]:
-    """The targets of issue 19, each checked on the medians of per-run figures (ratios within a run)."""
+    """The targets of issue 19, each checked on the medians of per-run figures (ratios within a
+    run), with what it is measured against in the same run. Rows whose goal is "–" are context
+    (a row the issue asks for, or a reference beside a goal), not a goal of their own."""
     checks = []
 
-    def check(label, goal_text, values, met, gap, fmt):
+    def add(item, label, goal_text, measured, against, met=None, gap=None, score=None):
+        checks.append({"item": item, "target": label, "goal": goal_text, "measured": measured, "against": against,
+                       "met": met, "gap": gap, "score": score})
+
+    def check(item, label, goal_text, values, met, gap, fmt, against, score):
+        """``score``: the median against the goal, 1 or more when met (for the plot)."""
         if values:
             med = statistics.median(values)
-            checks.append({"target": label, "goal": goal_text, "measured": fmt(values), "met": met(med),
-                           "gap": None if met(med) else gap(med)})
+            add(item, label, goal_text, fmt(values), against, met(med), None if met(med) else gap(med), score(med))
 
-    def ratio(label, goal, a, b, metric="records_per_s"):
-        ra, rb = _by_run(results, *a), _by_run(results, *b)
-        values = [ra[i][metric] / rb[i][metric] for i in ra if i in rb and rb[i][metric]]
+    def ratio_of(item, label, goal, values, against):
         as_percent = goal < 1
-        check(label, f">= {goal:.0%}" if as_percent else f">= {goal:g}x", values, lambda m: m >= goal,
+        check(item, label, f">= {goal:.0%}" if as_percent else f">= {goal:g}x", values, lambda m: m >= goal,
               lambda m: f"{m / goal:.0%} of the goal",
-              (lambda v: _spread([x * 100 for x in v], "{:.0f}") + "%") if as_percent else (lambda v: f"{_spread(v, '{:.2f}')}x"))
+              (lambda v: _spread([x * 100 for x in v], "{:.0f}") + "%") if as_percent else (lambda v: f"{_spread(v, '{:.2f}')}x"),
+              against, lambda m: m / goal)
 
-    balanced = "tidelog-balanced"
+    def ratio(item, label, goal, a, b, reference, metric="records_per_s"):
+        ra, rb = _by_run(results, *a), _by_run(results, *b)
+        values = [ra[i][metric] / rb[i][metric] for i in ra if i in rb and ra[i].get(metric) is not None
+                  and rb[i].get(metric)]
+        if not values:
+            return
+        against = (f"{reference} {_median_text([r[metric] for r in rb.values() if r.get(metric) is not None])} records/s; "
+                   f"balanced {_median_text([r[metric] for r in ra.values() if r.get(metric) is not None])}")
+        ratio_of(item, label, goal, values, against)
+
+    balanced = BALANCED
     for workload in CEILING_WORKLOADS:
-        ratio(f"produce {workload}, balanced vs the producer into nothing", 0.85, (balanced, workload, "produce"),
-              ("client-ceiling", workload, "produce"))
-        ratio(f"consume {workload}, balanced vs the consumer against the mock cluster", 0.80,
-              (balanced, workload, "consume"), ("client-ceiling", workload, "consume"))
+        shape = SHAPES[workload]
+        ratio("1", f"produce {workload}, balanced vs the producer into nothing", 0.85, (balanced, workload, "produce"),
+              ("client-ceiling", workload, "produce"), f"the producer into nothing ({shape})")
+        ratio("1", f"consume {workload}, balanced vs the consumer against the mock cluster", 0.80,
+              (balanced, workload, "consume"), ("client-ceiling", workload, "consume"),
+              f"the consumer against librdkafka's mock cluster ({shape})")
     for workload, goal in (("1k-acks-all", 2.0), ("100b-acks-1", 1.2)):
         for phase in ("produce", "consume"):
-            ratio(f"{phase} {workload}, balanced vs Tansu", goal, (balanced, workload, phase), ("tansu", workload, phase))
-    ratio("produce with 256 partitions vs 1 partition, balanced", 0.7, (balanced, "1k-acks-all-p256", "produce"),
-          (balanced, "1k-acks-all", "produce"))
-    cpu = [r["broker_cpu_s_per_gb"] for r in _by_run(results, balanced, "1k-acks-all", "produce").values()
-           if r.get("broker_cpu_s_per_gb") is not None]
-    check("broker CPU per GB produced (1k-acks-all), balanced", "<= 0.5 s", cpu, lambda m: m <= 0.5,
-          lambda m: f"{m / 0.5:.1f}x the goal", lambda v: f"{_spread(v, '{:.2f}')} s")
-    floor = _by_run(results, FLOOR, "-", "write")
-    over_floor = [r["broker_cpu_s_per_gb"] / floor[i]["receiver_cpu_s_per_gb"]
-                  for i, r in _by_run(results, balanced, "1k-acks-all", "produce").items()
-                  if r.get("broker_cpu_s_per_gb") is not None and i in floor and floor[i].get("receiver_cpu_s_per_gb")]
-    if over_floor:  # context for the goal above, not a goal of its own
-        checks.append({"target": "broker CPU per GB produced (1k-acks-all), balanced, over the kernel's floor "
-                                 f"({FLOOR}, same run)", "goal": "–",
-                       "measured": f"{_spread(over_floor, '{:.2f}')}x (the floor: "
-                                   f"{_spread([r['receiver_cpu_s_per_gb'] for r in floor.values()], '{:.2f}')} s)",
-                       "met": None, "gap": None})
-    for workload, goal in (("lat-5k", 1.5), ("lat-5k-linger0", 1.5)):
-        p99s = [r["latency_ms"]["p99"] for r in _by_run(results, balanced, workload, "latency").values() if "latency_ms" in r]
-        check(f"end-to-end p99, {workload} (producer linger.ms={_linger(results, workload)}), acks=all, balanced",
-              f"< {goal:g} ms", p99s, lambda m: m < goal,
-              lambda m: f"{m / goal:.1f}x the goal", lambda v: f"{_spread(v, '{:.2f}')} ms")
+            ratio("1", f"{phase} {workload}, balanced vs Tansu", goal, (balanced, workload, phase), ("tansu", workload, phase),
+                  "Tansu (in memory)")
+    replicated = results.get("replicated") or {}
+    single, cluster = _replicated_pairs(replicated, "records_per_s")
+    if single and cluster:
+        ratio_of("3", "replicated produce: 3 brokers, RF 3, min.insync.replicas 2, acks=all, 1 KiB, vs the single node",
+                 0.80, [c / s for s, c in zip(single, cluster) if s],
+                 f"the single node, same workload (benchmarks.replicated, run i against run i): "
+                 f"{_median_text(single)} records/s; RF 3 {_median_text(cluster)}")
+    rf3 = [r["latency_ms"]["p99"] for r in replicated.get("replicated_latency", []) if "latency_ms" in r]
+    if rf3:
+        disk = [r["latency_ms"]["p99"] for r in replicated.get("replicated_disk", []) if "latency_ms" in r]
+        single_p99 = [r["latency_ms"]["p99"] for r in replicated.get("single_latency", []) if "latency_ms" in r]
+        check("3", "end-to-end p99 at 5,000 records/s, RF 3, acks=all, balanced", "< 5 ms", rf3, lambda m: m < 5,
+              lambda m: f"{m / 5:.1f}x the goal", lambda v: f"{_spread(v, '{:.2f}')} ms",
+              f"the disk alone at RF 3's write pattern p99 {_median_text(disk, '{:.2f}')} ms; "
+              f"the single node p99 {_median_text(single_p99, '{:.2f}')} ms", lambda m: 5 / m if m else None)
+    ratio("4", "produce with 256 partitions vs 1 partition, balanced", 0.7, (balanced, "1k-acks-all-p256", "produce"),
+          (balanced, "1k-acks-all", "produce"), "1 partition (1k-acks-all)")
     disk = _by_run(results, "disk-group-commit-wait", "-", "latency")
+    disk_p99 = [r["latency_ms"]["p99"] for r in disk.values() if "latency_ms" in r]
+    disk_against = f"the disk alone at lat-5k's write pattern (disk-group-commit-wait) p99 {_median_text(disk_p99, '{:.2f}')} ms"
+    for workload, goal in (("lat-5k", 1.5), ("lat-5k-linger0", 1.5), ("lat-20k", None)):
+        rows = [r for r in _by_run(results, balanced, workload, "latency").values() if "latency_ms" in r]
+        p99s = [r["latency_ms"]["p99"] for r in rows]
+        p50 = f"; p50 {_median_text([r['latency_ms']['p50'] for r in rows], '{:.2f}')} ms"
+        label = f"end-to-end p99, {workload} (producer linger.ms={_linger(results, workload)}), acks=all, balanced"
+        if goal is None:  # the issue asks for the row, without a goal
+            if p99s:
+                add("5", label, "–", f"{_spread(p99s, '{:.2f}')} ms", p50.lstrip("; "))
+            continue
+        check("5", label, f"< {goal:g} ms", p99s, lambda m, goal=goal: m < goal,
+              lambda m, goal=goal: f"{m / goal:.1f}x the goal", lambda v: f"{_spread(v, '{:.2f}')} ms", disk_against + p50,
+              lambda m, goal=goal: goal / m if m else None)
     if disk:  # context for the latency goals: the same run's disk alone at lat-5k's write pattern
         # A rare long fsync holds every record behind it: how many there were, per run.
         long_fsyncs = [f"{r['fsyncs_over_ms']['20']} / {r['fsyncs_over_ms']['50']}" for r in disk.values()
                        if "fsyncs_over_ms" in r]
-        checks.append({"target": "a record's wait for its group fsync, lat-5k's write pattern without the broker "
-                                 "(disk-group-commit-wait, same run): p50 / p99 / p99.9", "goal": "–",
-                       "measured": " / ".join(_spread([r["latency_ms"][q] for r in disk.values() if "latency_ms" in r],
-                                                      "{:.2f}") for q in ("p50", "p99", "p99.9")) + " ms"
-                                   + (f"; fsyncs over 20 / 50 ms, per run: {', '.join(long_fsyncs)}" if long_fsyncs else ""),
-                       "met": None, "gap": None})
+        add("5", "a record's wait for its group fsync, lat-5k's write pattern without the broker "
+                 "(disk-group-commit-wait, same run): p50 / p99 / p99.9", "–",
+            " / ".join(_spread([r["latency_ms"][q] for r in disk.values() if "latency_ms" in r], "{:.2f}")
+                       for q in ("p50", "p99", "p99.9")) + " ms"
+            + (f"; fsyncs over 20 / 50 ms, per run: {', '.join(long_fsyncs)}" if long_fsyncs else ""), "–")
+    produced = _by_run(results, balanced, "1k-acks-all", "produce")
+    cpu = [r["broker_cpu_s_per_gb"] for r in produced.values() if r.get("broker_cpu_s_per_gb") is not None]
+    floor = _by_run(results, FLOOR, "-", "write")
+    floor_cpu = [r["receiver_cpu_s_per_gb"] for r in floor.values() if r.get("receiver_cpu_s_per_gb") is not None]
+    tansu_cpu = [r["broker_cpu_s_per_gb"] for r in _by_run(results, "tansu", "1k-acks-all", "produce").values()
+                 if r.get("broker_cpu_s_per_gb") is not None]
+    check("6", "broker CPU per GB produced (1k-acks-all), balanced", "<= 0.5 s", cpu, lambda m: m <= 0.5,
+          lambda m: f"{m / 0.5:.1f}x the goal", lambda v: f"{_spread(v, '{:.2f}')} s",
+          "; ".join([f"the kernel's floor ({FLOOR}) {_median_text(floor_cpu, '{:.2f}')} s"] * bool(floor_cpu)
+                    + [f"Tansu {_median_text(tansu_cpu, '{:.2f}')} s"] * bool(tansu_cpu)) or "–",
+          lambda m: 0.5 / m if m else None)
+    over_floor = [r["broker_cpu_s_per_gb"] / floor[i]["receiver_cpu_s_per_gb"] for i, r in produced.items()
+                  if r.get("broker_cpu_s_per_gb") is not None and i in floor and floor[i].get("receiver_cpu_s_per_gb")]
+    if over_floor:  # context for the goal above, not a goal of its own
+        add("6", f"broker CPU per GB produced (1k-acks-all), balanced, over the kernel's floor ({FLOOR}, same run)", "–",
+            f"{_spread(over_floor, '{:.2f}')}x (the floor: {_spread(floor_cpu, '{:.2f}')} s)", "–")
+    group = _by_run(results, balanced, "1k-p6-group3", "consume")
+    for workload, consumers in (("1k-p6-share1", 1), ("1k-p6-share3", 3)):
+        rows = list(_by_run(results, balanced, workload, "consume").values())
+        if rows:
+            add("8", f"share-group consume, {consumers} ShareConsumer{'s' if consumers > 1 else ''} ({workload}), balanced",
+                "–", f"{_spread([r['records_per_s'] for r in rows])} records/s, "
+                     f"{_spread([r['broker_cpu_s_per_gb'] for r in rows if r.get('broker_cpu_s_per_gb') is not None], '{:.2f}')} s/GB",
+                f"a classic group of 3 reading the same records (1k-p6-group3): "
+                f"{_median_text([r['records_per_s'] for r in group.values()])} records/s")
     rss = [r["broker_peak_rss_bytes"] / 2**20 for r in _ok(results["rows"])
            if r["kind"] == "tidelog" and r.get("broker_peak_rss_bytes")]
     if rss:
-        checks.append({"target": "peak broker RSS, every Tidelog row", "goal": "< 300 MB",
-                       "measured": f"max {max(rss):,.0f} MB", "met": max(rss) < 300,
-                       "gap": None if max(rss) < 300 else f"{max(rss) - 300:,.0f} MB over"})
+        add("–", "peak broker RSS, every Tidelog row", "< 300 MB", f"max {max(rss):,.0f} MB",
+            f"the median row {statistics.median(rss):,.0f} MB", max(rss) < 300,
+            None if max(rss) < 300 else f"{max(rss) - 300:,.0f} MB over", 300 / max(rss))
     return checks
+
+
+def issue_table(results) -> list[str]:
+    """The issue-19 table: every target with its goal, the measured median (min-max), what it is
+    measured against in the same run, and whether it is met."""
+    checks = issue_targets(results)
+    if not checks:
+        return []
+    lines = ["| item | issue 19 target | goal | measured, median (min–max) | against, in the same run (medians) | met? |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for c in checks:
+        met = "–" if c["met"] is None else "yes" if c["met"] else f"**no** ({c['gap']})"
+        lines.append(f"| {c['item']} | {c['target']} | {c['goal']} | {c['measured']} | {c['against']} | {met} |")
+    covered = {c["item"] for c in checks}
+    missing = [text for item, text in (
+        ("3", "item 3 (replication: `python -m benchmarks replicated`, or `--replicated` here)"),
+        ("8", "item 8's share groups (workloads 1k-p6-share1, 1k-p6-share3)")) if item not in covered]
+    missing += ["item 4's 10,000 partitions (`python -m benchmarks.partitions`)", "item 7 (`python -m benchmarks multicore`)"]
+    lines += ["", "Not measured by this run: " + "; ".join(missing) + " (see the history)."]
+    return lines
+
+
+def _load_and_others(results) -> list[str]:
+    """What else was running: the load average at the start and the end, the busiest other
+    processes seen then, the rest of the machine's CPU during the phases, the operator's note."""
+    m = results["machine"]
+    text = f"Load average at the start {' '.join(m['loadavg_at_start'])}"
+    if m.get("loadavg_at_end"):
+        text += f", at the end {' '.join(m['loadavg_at_end'])}"
+    text += "."
+    for when in ("start", "end"):
+        busy = m.get(f"busy_at_{when}")
+        if busy is not None:
+            text += (f" Other processes using at least 3% of a core at the {when}: "
+                     + (", ".join(f"{p['command']} {p['percent_of_a_core']:.0f}%" for p in busy) if busy else "none") + ".")
+    phases = [r for r in results["rows"] if r.get("others_cpu_s") is not None and r.get("seconds")]
+    if phases:
+        others = sum(r["others_cpu_s"] for r in phases)
+        seconds = sum(r["seconds"] for r in phases)
+        text += f" The rest of the machine used {others / seconds:.0%} of a core on average during the measured phases"
+        long_phases = [r for r in phases if r["seconds"] >= 2]  # CPU comes in 10 ms ticks: short phases are noise
+        if long_phases:
+            worst = max(long_phases, key=lambda r: r["others_cpu_s"] / r["seconds"])
+            text += (f" (at most {worst['others_cpu_s'] / worst['seconds']:.0%} in a phase of 2 s or more: run {worst['run']} "
+                     f"{worst['target']} {worst['workload']} {worst['phase']})")
+        text += "."
+    if results.get("note"):
+        text += f" {results['note']}"
+    return [text]
 
 
 def markdown(results) -> str:
@@ -194,9 +310,18 @@ def markdown(results) -> str:
     s = results["settings"]
     lines = [
         f"Run of {results['started']} to {results.get('finished', '?')}: {s['records']:,} records per workload, "
-        f"{s['runs']} run(s); {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, disk {m['disk']}, "
-        f"kernel {m['kernel']}; load average at start {' '.join(m['loadavg_at_start'])}.",
+        f"{s['runs']} run(s), `{results.get('command', 'python -m benchmarks')}`"
+        + (f", Tidelog at `{results['commit']}`" if results.get("commit") else "")
+        + f"; {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, disk {m['disk']}, kernel {m['kernel']}.",
         "",
+        *_load_and_others(results),
+        "",
+    ]
+    issue = issue_table(results)
+    if issue:
+        lines += ["The targets of issue 19 (2-core machine, client and broker sharing it); each ratio is taken run by run "
+                  "against the reference of the same run, then the median (min–max) over runs:", "", *issue, ""]
+    lines += [
         "Medians over runs, (min–max) when there are several. Broker CPU is the server process (and children), "
         "client CPU the benchmark process (Python + librdkafka threads), \"others\" the rest of the machine during the "
         "phase (other users' load: a noise indicator). The socket-to-page-cache references (another process sends "
@@ -237,13 +362,6 @@ def markdown(results) -> str:
             for r in latency_ratios:
                 lines.append(f"| {r['tidelog']} | {r['peer']} | {r['workload']} | {_spread(r['p50'], '{:.3f}')} | "
                              f"{_spread(r['p99'], '{:.3f}')} |")
-    checks = issue_targets(results)
-    if checks:
-        lines += ["", "The targets of issue 19 (2-core machine, client and broker sharing it):", "",
-                  "| target | goal | measured, median (min–max) | met? |", "| --- | --- | --- | --- |"]
-        for c in checks:
-            met = "–" if c["met"] is None else "yes" if c["met"] else f"**no** ({c['gap']})"
-            lines.append(f"| {c['target']} | {c['goal']} | {c['measured']} | {met} |")
     ratios = ratio_rows(results)
     if ratios:
         lines += ["", "Ratios, Tidelog / peer (records/s; MB/s against the disk references), per run then median (min–max). "
@@ -256,6 +374,20 @@ def markdown(results) -> str:
             table[(r["tidelog"], r["workload"], r["phase"])][r["peer"]] = _spread(r["ratios"], "{:.2f}")
         for (tidelog, workload, phase), cells in table.items():
             lines.append(f"| {tidelog} | {workload} | {phase} | " + " | ".join(cells.get(p, "–") for p in peers) + " |")
+    replicated = results.get("replicated")
+    if replicated:
+        from benchmarks import replicated as replicated_module
+
+        lines += ["", f"Replication (`python -m benchmarks replicated` in the same sitting, {replicated['records']:,} records "
+                      f"of {replicated['record_bytes']} B a run, {replicated.get('started', '?')} to "
+                      f"{replicated.get('finished', '?')}): a single node and three brokers on etcd, RF 3, "
+                      "min.insync.replicas 2, acks=all, one partition:", "", replicated_module.markdown(replicated)]
+        if replicated.get("error"):
+            lines += ["", f"The replicated part stopped: {replicated['error']}"]
+    limited = results.get("settings", {}).get("limited")
+    if limited:
+        lines += ["", "Run on the headline rows only (`--issue19`: not the rows of an issue-19 target): "
+                  + "; ".join(f"{t}: {', '.join(ws)}" for t, ws in limited.items()) + "."]
     if results.get("not_supported"):
         lines += ["", "Not run (workload not implemented for that peer's client): "
                   + "; ".join(f"{t}: {', '.join(ws)}" for t, ws in results["not_supported"].items()) + "."]
@@ -301,12 +433,17 @@ def plot(results, path: Path) -> Path | None:
     latency_groups = _groups([r for r in _ok(results["rows"]) if "latency_ms" in r])
     latency_workloads = list(dict.fromkeys(w for _, w, _ in latency_groups))
     panels = len(workloads) + len(latency_workloads)
-    if not panels:
+    scored = [c for c in issue_targets(results) if c.get("score")]
+    if not panels and not scored:
         return None
-    columns = min(3, panels)
+    columns = max(1, min(3, panels))
     rows_n = -(-panels // columns)
-    fig, axes = plt.subplots(rows_n, columns, figsize=(6.5 * columns, 4.8 * rows_n), squeeze=False)
-    flat = list(axes.flat)
+    top = 0.35 * len(scored) + 1.2 if scored else 0  # inches for the issue-19 panel
+    fig = plt.figure(figsize=(6.5 * max(columns, 2), 4.8 * rows_n + top))
+    grid = fig.add_gridspec(rows_n + bool(scored), columns, height_ratios=([top] if scored else []) + [4.8] * rows_n)
+    if scored:
+        _plot_issue_targets(fig.add_subplot(grid[0, :]), scored)
+    flat = [fig.add_subplot(grid[r + bool(scored), c]) for r in range(rows_n) for c in range(columns)]
     for ax in flat[panels:]:
         ax.axis("off")
     for ax, workload in zip(flat[len(workloads):], latency_workloads):
@@ -317,7 +454,8 @@ def plot(results, path: Path) -> Path | None:
         ax.set_yscale("log")
         ax.set_xticks(range(len(targets)))
         ax.set_xticklabels(targets, rotation=30, ha="right", fontsize=8)
-        ax.set_title(f"{workload}: end-to-end latency, ms (median of runs)")
+        ax.set_title("the disk alone (references), ms"
+                     if workload == "-" else f"{workload}: end-to-end latency, ms (median of runs)", fontsize=9)
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     for ax, workload in zip(flat, workloads):
@@ -347,6 +485,36 @@ def plot(results, path: Path) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _plot_issue_targets(ax, checks) -> None:
+    """Each issue-19 target with a goal: the median against its goal (1 = the goal; right of
+    the line is met), green when met, red when not."""
+    short = (("balanced vs the producer into nothing", "vs the producer's ceiling"),
+             ("balanced vs the consumer against the mock cluster", "vs the mock-cluster consumer"),
+             (", balanced", ""), (" (producer linger.ms=", " (linger "), ("3 brokers, RF 3, min.insync.replicas 2, acks=all, 1 KiB, ", "RF 3 "),
+             ("broker CPU per GB produced (1k-acks-all)", "broker CPU per GB produced, 1 KiB"), (", acks=all", ""))
+
+    def label(c):
+        text = c["target"]
+        for long, brief in short:
+            text = text.replace(long, brief)
+        return (f"{c['item']}. " if c["item"] != "–" else "") + text[:66]
+
+    labels = [label(c) for c in checks][::-1]
+    scores = [c["score"] for c in checks][::-1]
+    colors = ["tab:green" if c["met"] else "tab:red" for c in checks][::-1]
+    ax.barh(range(len(checks)), scores, color=colors, height=0.6)
+    ax.axvline(1.0, color="black", linewidth=1)
+    for y, (score, c) in enumerate(zip(scores, checks[::-1])):
+        ax.text(score, y, f" {c['measured'].split(' (')[0]} (goal {c['goal']})", va="center", fontsize=7)
+    ax.set_yticks(range(len(checks)))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlim(min(0.3, min(scores) * 0.8), max(3.0, max(scores) * 2.5))
+    ax.set_title("issue 19: each target's median against its goal (1 = the goal; right of the line is met), same run",
+                 fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
 
 
 def settings_markdown(results) -> str:

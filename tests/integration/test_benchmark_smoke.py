@@ -268,3 +268,132 @@ def test_consume_cpu_sums_each_side_up_in_medians():
     assert consume_cpu._medians(rows) == [
         "median            ref (3 rounds): 60% of the mock (50-70%); broker 0.700 s/GB (system 0.350)",
         "median            new (2 rounds): 80% of the mock (70-90%); broker 0.300 s/GB (system 0.150)"]
+
+
+def _report_rows(runs=(1, 2)):
+    """Rows of a small made-up run: balanced and Tansu with the references every issue-19 ratio needs."""
+    rows = []
+    for run in runs:
+        def add(target, workload, phase, **figures):
+            kind = "reference" if target.startswith(("client-", "disk-", "socket-")) else \
+                "tidelog" if target.startswith("tidelog-") else "peer"
+            rows.append({"run": run, "target": target, "kind": kind, "workload": workload, "phase": phase, "status": "ok",
+                         "mb_per_s": 1.0, "client_cpu_s": 0.0, "seconds": 1.0, "others_cpu_s": 0.1 * run, **figures})
+
+        add("client-ceiling", "1k-acks-all", "produce", records_per_s=1000.0)
+        add("tidelog-balanced", "1k-acks-all", "produce", records_per_s=900.0 + run * 100, broker_cpu_s_per_gb=0.4,
+            broker_peak_rss_bytes=80 << 20)
+        add("tansu", "1k-acks-all", "produce", records_per_s=400.0, broker_cpu_s_per_gb=3.0)
+        add("tidelog-balanced", "lat-5k", "latency", records_per_s=5000.0,
+            latency_ms={"p50": 1.0, "p99": 2.0, "p99.9": 3.0, "max": 4.0})
+        add("disk-group-commit-wait", "-", "latency", records_per_s=5000.0, latency_ms={"p50": 0.5, "p99": 1.25, "p99.9": 2.0, "max": 3.0})
+    return rows
+
+
+def _replicated_part():
+    def produce(rate):
+        return {"produce": {"status": "ok", "records_per_s": rate, "leader_cpu_s_per_gb": 1.0,
+                            "follower_cpu_s_per_gb": [0.5, 0.5], "load_average": [0.5, 0.5, 0.5]},
+                "consume": {"status": "ok", "records_per_s": rate}}
+
+    def latency(p99):
+        return {"latency_ms": {"p50": 1.0, "p99": p99, "p99.9": 9.0}, "leader_cpu_us_per_record": 50.0,
+                "follower_cpu_us_per_record": [20.0, 20.0], "load_average": [0.5, 0.5, 0.5]}
+
+    return {"records": 1000, "record_bytes": 1024, "latency_rate": 5000, "failover_s": [2.0],
+            "single": [produce(600.0), produce(500.0)], "replicated": [produce(300.0), produce(400.0)],
+            "single_latency": [latency(2.0)], "replicated_latency": [latency(4.0), latency(6.0)],
+            "replicated_disk": [{"latency_ms": {"p50": 1.0, "p99": 3.5, "p99.9": 5.0}}]}
+
+
+def test_the_report_starts_with_every_issue_19_target_against_its_reference_of_the_same_run():
+    """The generated part opens with the load line and the issue-19 table: each target's goal,
+    its median (min-max) over runs, what it is measured against in the same run, met or not; the
+    replicated part of the same sitting (item 3) is in it, paired run by run."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import report
+
+    results = {"started": "s", "finished": "f", "rows": _report_rows(), "profile": None, "skipped": [],
+               "command": "python -m benchmarks --replicated", "note": "Nothing else running.",
+               "machine": {"cores": 2, "cpu": "x", "memory_gib": 4, "disk": "d", "kernel": "k",
+                           "loadavg_at_start": ["0.10", "0.20", "0.30"], "loadavg_at_end": ["1.00", "0.50", "0.40"],
+                           "busy_at_start": [], "busy_at_end": [{"command": "python -m pytest", "percent_of_a_core": 12.0}]},
+               "settings": {"records": 1, "runs": 2, "workloads": [{"name": "lat-5k", "linger_ms": 1}]},
+               "replicated": _replicated_part()}
+    text = report.markdown(results)
+    head = text.split("| target | workload | phase |")[0]  # everything before the first detail table
+    assert "`python -m benchmarks --replicated`" in head
+    assert ("Load average at the start 0.10 0.20 0.30, at the end 1.00 0.50 0.40. Other processes using at least 3% of "
+            "a core at the start: none. Other processes using at least 3% of a core at the end: python -m pytest 12%. "
+            "The rest of the machine used 15% of a core on average") in head
+    assert "Nothing else running." in head
+    rows = {line.split(" | ")[1]: line for line in head.splitlines() if line.startswith("| ") and " | " in line}
+    produce = rows["produce 1k-acks-all, balanced vs the producer into nothing"]
+    assert produce.startswith("| 1 |") and "| >= 85% | 105 (100–110)% |" in produce
+    assert "the producer into nothing (1 KiB, 1 partition) 1,000 records/s; balanced 1,050 | yes |" in produce
+    assert "| >= 2x | 2.62 (2.50–2.75)x | Tansu (in memory) 400 records/s; balanced 1,050 | yes |" in \
+        rows["produce 1k-acks-all, balanced vs Tansu"]
+    # Item 3 from the replicated part, run i against run i: 300/600 and 400/500.
+    replicated = next(line for key, line in rows.items() if key.startswith("replicated produce"))
+    assert "| >= 80% | 65 (50–80)% |" in replicated and "the single node" in replicated and replicated.endswith(
+        "| **no** (81% of the goal) |")
+    rf3 = rows["end-to-end p99 at 5,000 records/s, RF 3, acks=all, balanced"]
+    assert "| < 5 ms | 5.00 (4.00–6.00) ms | the disk alone at RF 3's write pattern p99 3.50 ms" in rf3
+    lat = rows["end-to-end p99, lat-5k (producer linger.ms=1), acks=all, balanced"]
+    assert "| 2.00 (2.00–2.00) ms | the disk alone at lat-5k's write pattern (disk-group-commit-wait) p99 1.25 ms" in lat
+    cpu = rows["broker CPU per GB produced (1k-acks-all), balanced"]
+    assert "| <= 0.5 s | 0.40 (0.40–0.40) s |" in cpu and "Tansu 3.00 s | yes |" in cpu
+    assert rows["peak broker RSS, every Tidelog row"].startswith("| – | peak broker RSS, every Tidelog row | < 300 MB | max 80 MB |")
+    assert "Not measured by this run: item 8's share groups" in head and "item 3" not in head.split("Not measured")[1]
+    # The replicated part's own tables follow the peers' ones.
+    assert "3 brokers (RF 3, min.insync.replicas 2)" in text.split("| target | workload | phase |")[1]
+
+
+def test_update_doc_replaces_only_the_generated_part(tmp_path):
+    sys.path.insert(0, str(REPO))
+    from benchmarks import report
+
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text(f"# Benchmarks\n\n## Summary\n\n{report.START}\nold run\n{report.END}\n\n# History\n\nkept\n")
+    results = {"versions": {"python": "3"}, "settings": {"producer": {}, "consumer": {}, "targets": {}, "workloads": [],
+                                                         "disk_reference_mib": 8, "phase_timeout_s": 1}}
+    report.update_doc(doc, results, "NEW TABLES\n")
+    text = doc.read_text()
+    assert "old run" not in text and "NEW TABLES" in text and text.endswith(f"{report.END}\n\n# History\n\nkept\n")
+    assert text.startswith(f"# Benchmarks\n\n## Summary\n\n{report.START}\n")
+
+
+def test_busy_processes_names_what_else_runs_and_leaves_out_its_own_tree():
+    sys.path.insert(0, str(REPO))
+    from benchmarks import machine
+
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 20\nwhile time.time() < end: pass"])
+    try:
+        others = machine.busy_processes(1.0, own_pid=-1)  # nothing is ours: the busy child counts
+        (child,) = [p for p in others if p["command"].startswith("python -c")]
+        assert child["percent_of_a_core"] >= 20
+        assert not [p for p in machine.busy_processes(1.0) if p["command"].startswith("python -c")]  # ours
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def test_issue19_runs_every_target_on_the_rows_its_targets_need_and_the_replicated_part():
+    sys.path.insert(0, str(REPO))
+    from benchmarks import cli, report
+    from benchmarks.peers import ALL_TARGETS
+
+    args = cli.parse_args(["--issue19"])
+    assert args.replicated and args.references and (args.records, args.runs) == (1_000_000, 3)
+    assert args.targets == list(ALL_TARGETS)
+    names = [w.name for w in args.workloads]
+    # Every workload an issue-19 row of the report reads (report.issue_targets), for tidelog-balanced.
+    needed = set(report.CEILING_WORKLOADS) | {"1k-acks-all-p256", "1k-p6-group3", "1k-p6-share1", "1k-p6-share3",
+                                              "lat-5k", "lat-5k-linger0", "lat-20k"}
+    assert needed <= set(names) and "tidelog-balanced" not in args.limited
+    assert "1k-acks-all" in args.limited["tansu"] and "1k-p6-group3" not in args.limited["tansu"]
+    for target in ("tidelog-throughput", "tidelog-durable", "redis", "nats", "rabbitmq"):
+        assert args.limited[target] == ["1k-acks-all", "100b-acks-1", "lat-5k"]
+    for conflicting in (["--quick"], ["--targets", "tansu"], ["--workloads", "lat-5k"]):
+        with pytest.raises(SystemExit):
+            cli.parse_args(["--issue19", *conflicting])
