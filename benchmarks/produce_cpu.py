@@ -18,6 +18,12 @@ it on (``callgrind_control -i on``) for the measured sends only, after the warm-
 the broker's instructions a request, every thread, user space: a count the machine's load does
 not change (the CPU-time figures are then meaningless; use fewer ``--requests``, ~200).
 ``--annotate N`` also prints the working tree's N costliest functions (callgrind_annotate).
+
+``--floor`` measures the kernel's floor (references.socket_to_page_cache: a loopback socket into
+the page cache, an fdatasync per MiB, warm, the median of four passes) right after each broker,
+as many MiB as the broker took, in the same directory: each row then gives the broker's CPU
+per GB over the floor's, and its system time over the floor's (the floor is nearly all system
+time; what the broker's kernel time spends above it is its own).
 """
 
 from __future__ import annotations
@@ -156,6 +162,20 @@ def measure(src: Path | None, requests: int, records_per_request: int, record_by
     }
 
 
+def floor_ratio(row: dict, directory: Path) -> dict:
+    """The kernel's floor measured now over as many MiB as the broker took (at least 256), and
+    the broker's CPU per GB over it."""
+    from benchmarks import references
+
+    floor = references.socket_to_page_cache(directory, max(256, round(row["gb"] * 1e9 / references.BLOCK_BYTES)), True)
+    per_gb = floor.get("receiver_cpu_s_per_gb")
+    if not per_gb:
+        return {"floor_status": floor["status"]}
+    system = floor["receiver_system_s"] / (floor["bytes"] / 1e9)
+    return {"floor_s_per_gb": per_gb, "floor_system_s_per_gb": system, "over_floor": row["broker_s_per_gb"] / per_gb,
+            "system_over_floor": row["system_s_per_gb"] / system if system else None}
+
+
 def _callgrind_instructions(pid: int, out: Path, annotate: int) -> int:
     """Instrumentation off, a dump; the instructions it counted (and the costliest functions)."""
     subprocess.run(["callgrind_control", "-i", "off", str(pid)], capture_output=True, check=True)
@@ -185,6 +205,8 @@ def main(argv=None) -> int:
     p.add_argument("--callgrind", action="store_true",
                    help="count the broker's instructions a request under callgrind (see above)")
     p.add_argument("--annotate", type=int, default=0, help="with --callgrind: print the N costliest functions")
+    p.add_argument("--floor", action="store_true",
+                   help="measure the kernel's floor after each broker and give the broker's ratio over it")
     args = p.parse_args(argv)
     tmp_root = Path(tempfile.mkdtemp(prefix="tidelog-produce-cpu-"))
     rows = []
@@ -202,6 +224,8 @@ def main(argv=None) -> int:
                     src, args.requests, args.records_per_request, args.record_bytes, args.acks, args.in_flight,
                     workdir, args.callgrind, args.annotate if src is None else 0)}
                 shutil.rmtree(workdir, ignore_errors=True)
+                if args.floor:
+                    row.update(floor_ratio(row, tmp_root))
                 rows.append(row)
                 print(f"{pair} {name:>16}: load {row['load']:.1f}; {row['requests_per_s']:,.0f} requests/s of "
                       f"{row['request_bytes'] / 1e3:,.0f} KB; broker {row['broker_s_per_gb']:.3f} s/GB (user "
@@ -210,7 +234,10 @@ def main(argv=None) -> int:
                       f"{row['other_threads_s_per_gb']:.3f}; loop user {row['loop_user_us_per_request']:.0f} us a "
                       f"request; peak RSS {row['peak_rss_mb']:.0f} MB"
                       + (f"; {row['instructions_per_request']:,.0f} instructions a request"
-                         if args.callgrind else ""), flush=True)
+                         if args.callgrind else "")
+                      + (f"; floor {row['floor_s_per_gb']:.3f} s/GB (system {row['floor_system_s_per_gb']:.3f}): "
+                         f"broker {row['over_floor']:.2f}x, its system time {row['system_over_floor']:.2f}x"
+                         if row.get("floor_s_per_gb") else ""), flush=True)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     if args.json:

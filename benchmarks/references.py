@@ -61,12 +61,13 @@ with socket.create_connection(("127.0.0.1", int(sys.argv[1]))) as s:
 
 
 def socket_to_page_cache(directory: Path, total_mib: int, sync: bool, timeout_s: float = 120.0,
-                         passes: int = 4, into: str = "copy", check: bool = False) -> dict:
+                         passes: int = 4, into: str = "copy", check: bool = False, sync_mib: int = 1) -> dict:
     """The kernel's floor under a broker's produce path: MiB blocks sent over loopback TCP by
     another process, received here with ``recv_into`` into one reused 1 MiB buffer and written
     to a file in ``directory`` (each MiB once it is whole), with an fdatasync per MiB when
-    ``sync`` (as ``balanced`` commits a group). What a broker that keeps what it receives in the
-    page cache cannot do with less: copy each byte out of the socket and into a file.
+    ``sync`` (as ``balanced`` commits a group; every ``sync_mib`` MiB for larger groups). What a
+    broker that keeps what it receives in the page cache cannot do with less: copy each byte out
+    of the socket and into a file. ``into`` and ``check``: other ways of doing it (_socket_pass).
 
     ``total_mib`` is measured in ``passes`` passes, after a warm-up pass of the same size; each
     pass writes a new file and deletes the one before as it begins, so a measured pass gets its
@@ -102,7 +103,7 @@ def socket_to_page_cache(directory: Path, total_mib: int, sync: bool, timeout_s:
                     if path is not None:
                         path.unlink()
                     path = Path(directory) / f"socket-reference-{os.getpid()}-{n}.bin"
-                    figures = _socket_pass(connection, view, path, pass_mib, sync, deadline, into, check)
+                    figures = _socket_pass(connection, view, path, pass_mib, sync, deadline, into, check, sync_mib)
                     if n == 0:
                         warmup = figures
                     else:
@@ -148,7 +149,8 @@ _F_SETPIPE_SZ = 1031
 
 
 def _socket_pass(connection: socket.socket, view: memoryview, path: Path, mib: int, sync: bool,
-                 deadline: float, into: str = COPY, check: bool = False) -> tuple[float, float, float, int]:
+                 deadline: float, into: str = COPY, check: bool = False,
+                 sync_mib: int = 1) -> tuple[float, float, float, int]:
     """One pass of socket_to_page_cache: ``mib`` MiB from ``connection`` into a new file at
     ``path``; (seconds, the thread's user and system seconds, MiB written). ``into``: COPY
     receives each MiB into ``view`` and writes it; PREALLOCATED the same into a file first
@@ -200,10 +202,10 @@ def _socket_pass(connection: socket.socket, view: memoryview, path: Path, mib: i
                                   else target[written * BLOCK_BYTES:(written + 1) * BLOCK_BYTES])
                 if into in (COPY, PREALLOCATED):
                     os.write(fd, view)
-                if sync:
-                    os.fdatasync(fd)
                 written += 1
                 filled = 0
+                if sync and (written % sync_mib == 0 or written == mib):
+                    os.fdatasync(fd)
         seconds = time.perf_counter() - start
         user1, system1 = _thread_cpu_s()
     finally:
@@ -396,6 +398,7 @@ def main(argv=None) -> int:
     p.add_argument("--ways", default="copy,copy+check,preallocated,mapped+check,spliced,spliced+check",
                    help="ways to measure, in this order each round (default: all; +check adds a CRC-32C a MiB)")
     p.add_argument("--sync", default="1,0", help="1: an fdatasync per MiB, 0: none (default 1,0)")
+    p.add_argument("--sync-mib", type=int, default=1, help="with --sync 1: an fdatasync every N MiB (default 1)")
     args = p.parse_args(argv)
     directory = args.dir or Path(tempfile.mkdtemp(prefix="tidelog-floor-", dir="/var/tmp"))
     try:
@@ -403,8 +406,9 @@ def main(argv=None) -> int:
             for sync in (s == "1" for s in args.sync.split(",")):
                 for way in args.ways.split(","):
                     into, _, check = way.partition("+")
-                    row = socket_to_page_cache(directory, args.mib, sync, into=into, check=bool(check))
-                    print(f"{round_} {'fdatasync/MiB' if sync else 'no sync':>13} {way:>14}: load "
+                    row = socket_to_page_cache(directory, args.mib, sync, into=into, check=bool(check),
+                                               sync_mib=args.sync_mib)
+                    print(f"{round_} {f'fdatasync/{args.sync_mib} MiB' if sync else 'no sync':>15} {way:>14}: load "
                           f"{os.getloadavg()[0]:.1f}; {row['receiver_cpu_s_per_gb'] or float('nan'):.3f} s/GB "
                           f"(passes {' '.join(f'{x:.3f}' for x in row['pass_cpu_s_per_gb'])}; warm-up "
                           f"{row['first_pass_cpu_s_per_gb'] or float('nan'):.3f}), "

@@ -225,6 +225,20 @@ def test_the_produce_cpu_benchmark_reports_the_brokers_threads_per_gb(tmp_path):
     assert 0 < row["peak_rss_mb"] < 1000
 
 
+def test_the_produce_cpu_floor_gives_the_brokers_ratio_over_the_kernels_floor(tmp_path):
+    """produce_cpu --floor: the floor measured in the broker's directory right after it, and the
+    broker's CPU per GB (and its system time) over the floor's."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import produce_cpu
+
+    row = {"gb": 0.008, "broker_s_per_gb": 1.0, "system_s_per_gb": 0.5}
+    figures = produce_cpu.floor_ratio(row, tmp_path)
+    assert figures["floor_s_per_gb"] > 0 and figures["floor_system_s_per_gb"] > 0
+    assert figures["over_floor"] == pytest.approx(1.0 / figures["floor_s_per_gb"])
+    assert figures["system_over_floor"] == pytest.approx(0.5 / figures["floor_system_s_per_gb"])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_produce_cpu_benchmark_stops_on_an_error_answer(tmp_path, monkeypatch):
     """A Produce the broker refuses (here: acks=2, INVALID_REQUIRED_ACKS) stops the measurement
     instead of timing error answers."""
