@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidelog.config import BrokerConfig
-from tidelog.protocol.records import build_batch, parse_batch_header
+from tidelog.protocol.records import BATCH_HEADER_SIZE, build_batch, parse_batch_header
 from tidelog.queues import queue_features, record_attrs
 from tidelog.queues.filters import compile_filter
 from tidelog.queues.in_flight import ArchiveReason, DeadLetter
@@ -585,3 +585,73 @@ def test_a_one_header_filter_reads_the_same_from_the_header_values_walk(headers,
     finally:
         record_attrs._header_values_in_c = saved
     assert short == full
+
+
+_RUNS_EXPRESSIONS = (
+    '"type" in headers && headers.type in [b"x", b"5", b""]',
+    '!("type" in headers) || headers["type"] == null || headers["type"] == b"x"',  # no header, null: match
+    'headers["type"] == b"x"',  # fails on a record without the header: no match
+)
+_RUNS_VALUES = [b"", b"x", b"5", *(b"v%d" % n for n in range(21))]  # (more than the walk's 16 kept ones)
+
+
+@given(st.lists(st.lists(st.lists(st.tuples(st.sampled_from(["type", "trace"]), st.none() | st.sampled_from(_RUNS_VALUES)),
+                                  max_size=3), min_size=1, max_size=60), min_size=1, max_size=3),
+       st.sampled_from(_RUNS_EXPRESSIONS), st.sets(st.none() | st.just(False) | st.sampled_from(_RUNS_VALUES)),
+       st.none() | st.tuples(st.integers(0, 59), st.sampled_from(["tidelog-delay-ms", "priority"])), st.booleans(),
+       st.integers(0, 1 << 40))
+@settings(max_examples=150, deadline=None)
+def test_a_one_header_filter_judged_in_the_walk_gives_the_runs_of_its_values(batches, expression, judged, ours,
+                                                                             priority_enabled, base):
+    """_recordwalk.header_runs (the values' verdicts and the runs of matching records in the walk,
+    where every value was judged before) gives the runs that header_values and the filter's
+    verdicts give, and the full walk, batch after batch of one filter: with values judged before
+    or not (then it answers None and the filter judges them), more distinct values in a batch than
+    the walk keeps, null values, records without the header or with it twice (the last wins), and a
+    header of the queue features on a record (then the whole scan decides)."""
+    if record_attrs._header_runs_in_c is None:
+        pytest.skip("the C extension is not built (or built before header_runs)")
+    f = compile_filter(expression)
+    f.verdicts(list(judged))
+    settings_ = QueueSettings(priority_enabled=priority_enabled, matches=f)
+    others = tuple(sorted(n.encode() for n in {"tidelog-deliver-at", "tidelog-delay-ms", "tidelog-ttl-ms"}
+                          | ({"priority"} if priority_enabled else set())))
+    for headers in batches:
+        if ours is not None:
+            headers[ours[0] % len(headers)].append((ours[1], b"5"))
+        batch = build_batch([(None, b"v", h, NOW) for h in headers], base_offset=base)
+        info = parse_batch_header(batch)
+        known = set(f.known_verdicts)
+        found = record_attrs._header_runs_in_c(batch, BATCH_HEADER_SIZE, len(batch), len(headers), b"type", others,
+                                               f.known_verdicts, base)
+        values = [next((v for n, v in reversed(h) if n == "type"), False) for h in headers]
+        has_ours = any(n in ("tidelog-delay-ms", "priority" if priority_enabled else "") for h in headers for n, _ in h)
+        if not set(values) <= known:  # (a record of ours may come first: then it says so instead)
+            assert found is None or found == (None, None, True)
+        elif has_ours:
+            assert found == (None, None, True)
+        else:  # the runs of the verdicts of the values, record by record
+            flags = [f.known_verdicts[v] for v in values]
+            runs = [(base + i, base + j) for i, j in _runs_of_ones(flags)]
+            assert found == ([a for a, _ in runs], [b for _, b in runs], False)
+        in_walk = scan_batch(batch, 0, info, settings_, {})
+        saved = record_attrs._header_runs_in_c, record_attrs._header_values_in_c
+        record_attrs._header_runs_in_c = None
+        try:
+            from_values = scan_batch(batch, 0, info, settings_, {})
+            record_attrs._header_values_in_c = None
+            full = scan_batch(batch, 0, info, settings_, {})
+        finally:
+            record_attrs._header_runs_in_c, record_attrs._header_values_in_c = saved
+        again = scan_batch(batch, 0, info, settings_, {})  # (every value judged now)
+        assert in_walk == from_values == full == again
+
+
+def _runs_of_ones(flags: list[int]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for i, flag in enumerate(flags):
+        if flag and runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        elif flag:
+            runs.append((i, i))
+    return runs

@@ -305,6 +305,50 @@ static PyObject *fields(PyObject *module, PyObject *args)
     return out;
 }
 
+/* The names of a tuple of at most FIELDS_MAX_NAMES bytes (header_values, header_runs: the queue
+ * features' own) into data/size: their count, or -1 with an exception set. */
+static Py_ssize_t name_list(PyObject *names, const char **data, Py_ssize_t *size)
+{
+    if (!PyTuple_Check(names) || PyTuple_GET_SIZE(names) > FIELDS_MAX_NAMES) {
+        PyErr_SetString(PyExc_TypeError, "others must be a tuple of at most 16 bytes");
+        return -1;
+    }
+    for (Py_ssize_t n = 0; n < PyTuple_GET_SIZE(names); n++) {
+        char *bytes;
+        if (PyBytes_AsStringAndSize(PyTuple_GET_ITEM(names, n), &bytes, &size[n]) < 0)
+            return -1;
+        data[n] = bytes;
+    }
+    return PyTuple_GET_SIZE(names);
+}
+
+/* A record's fields before its headers (header_values, header_runs): from its length varint at
+ * *pos to its header count, *pos then at its first header. 0; -1: its length is out of bounds
+ * (*length says it); -2: it is malformed. */
+static int skip_to_headers(const uint8_t *buf, Py_ssize_t end, Py_ssize_t *pos, Py_ssize_t *record_end,
+                           int64_t *length, int64_t *header_count)
+{
+    int64_t skipped, size;
+    if (read_varint(buf, end, pos, 5, length) != WALK_OK)
+        return -2;
+    if (*length < 1 || *length > end - *pos)
+        return -1;
+    *record_end = *pos + (Py_ssize_t)*length;
+    *pos += 1; /* attributes */
+    if (read_varint(buf, end, pos, 10, &skipped) != WALK_OK /* timestamp delta */
+        || read_varint(buf, end, pos, 5, &skipped) != WALK_OK) /* offset delta */
+        return -2;
+    for (int field = 0; field < 2; field++) { /* key, value */
+        if (read_varint(buf, end, pos, 5, &size) != WALK_OK || size < -1 || size > *record_end - *pos)
+            return -2;
+        if (size > 0)
+            *pos += (Py_ssize_t)size;
+    }
+    if (read_varint(buf, end, pos, 5, header_count) != WALK_OK || *header_count < 0)
+        return -2;
+    return 0;
+}
+
 /* header_values(buffer, start, stop, count, name, others) -> (values, other_found)
  *
  * For a filter that reads one header: the value of header ``name`` (bytes) of each record of an
@@ -324,19 +368,10 @@ static PyObject *header_values(PyObject *module, PyObject *args)
     Py_ssize_t index = 0;
     const char *other_data[FIELDS_MAX_NAMES];
     Py_ssize_t other_size[FIELDS_MAX_NAMES];
-    if (!PyTuple_Check(others) || PyTuple_GET_SIZE(others) > FIELDS_MAX_NAMES) {
+    const Py_ssize_t other_count = name_list(others, other_data, other_size);
+    if (other_count < 0) {
         PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_TypeError, "others must be a tuple of at most 16 bytes");
         return NULL;
-    }
-    const Py_ssize_t other_count = PyTuple_GET_SIZE(others);
-    for (Py_ssize_t n = 0; n < other_count; n++) {
-        char *data;
-        if (PyBytes_AsStringAndSize(PyTuple_GET_ITEM(others, n), &data, &other_size[n]) < 0) {
-            PyBuffer_Release(&view);
-            return NULL;
-        }
-        other_data[n] = data;
     }
     if (start < 0 || stop > view.len || start > stop)
         FIELDS_FAIL("bad bounds %zd..%zd of %zd bytes", start, stop, view.len);
@@ -344,29 +379,18 @@ static PyObject *header_values(PyObject *module, PyObject *args)
     const Py_ssize_t end = stop;
     Py_ssize_t pos = start;
     int other_found = 0;
-    int64_t length, skipped, size, header_count;
+    int64_t length, size, header_count;
     out = PyList_New(0);
     if (out == NULL) {
         PyBuffer_Release(&view);
         return NULL;
     }
     for (index = 0; index < count && pos < end; index++) {
-        FIELDS_READ(length, 5);
-        if (length < 1 || length > end - pos)
+        Py_ssize_t record_end;
+        const int head = skip_to_headers(buf, end, &pos, &record_end, &length, &header_count);
+        if (head == -1)
             FIELDS_FAIL("record %zd has length %lld", index, (long long)length);
-        const Py_ssize_t record_end = pos + (Py_ssize_t)length;
-        pos += 1; /* attributes */
-        FIELDS_READ(skipped, 10); /* timestamp delta */
-        FIELDS_READ(skipped, 5);  /* offset delta */
-        for (int field = 0; field < 2; field++) { /* key, value */
-            FIELDS_READ(size, 5);
-            if (size < -1 || size > record_end - pos)
-                FIELDS_FAIL("record %zd is malformed", index);
-            if (size > 0)
-                pos += (Py_ssize_t)size;
-        }
-        FIELDS_READ(header_count, 5);
-        if (header_count < 0)
+        if (head < 0)
             FIELDS_FAIL("record %zd is malformed", index);
         PyObject *value = Py_False;
         Py_INCREF(value);
@@ -414,12 +438,186 @@ static PyObject *header_values(PyObject *module, PyObject *args)
     return Py_BuildValue("(NO)", out, other_found ? Py_True : Py_False);
 }
 
+/* header_runs(buffer, start, stop, count, name, others, verdicts, base)
+ *     -> (firsts, lasts, other_found) | None
+ *
+ * header_values and a one-header filter's verdicts in one walk, as the runs of matching records: the
+ * value of header ``name`` of each record (as header_values reads it: the last of a repeated name,
+ * None for a null value, False for none) looked up in ``verdicts`` (a dict of those values to 1 or
+ * 0: RecordFilter's), record ``index`` at offset ``base + index``, and the first and last offsets of
+ * each run of records whose verdict is 1 (``firsts``, ``lasts``: lists of ints, in offset order).
+ * No object per record: a value is compared with the distinct ones this walk met before (up to
+ * RUNS_SEEN of them; past that, each is looked up in the dict). None where a value has no verdict
+ * yet or the batch ends before ``count`` records (the caller takes header_values and the filter
+ * then); (None, None, True) as soon as a record has a header named in ``others``. A malformed
+ * record is a ValueError. */
+#define RUNS_SEEN 16
+
+typedef struct {
+    const uint8_t *data;
+    Py_ssize_t size; /* -1: a null value */
+    int verdict;
+} seen_value;
+
+static int verdict_of(PyObject *verdicts, PyObject *value)
+{
+    PyObject *found = PyDict_GetItemWithError(verdicts, value); /* borrowed */
+    if (found == NULL)
+        return PyErr_Occurred() ? -2 : -1;
+    return PyObject_IsTrue(found) > 0 ? 1 : 0;
+}
+
+#define RUNS_FAIL(...)                                                     \
+    do {                                                                   \
+        Py_XDECREF(firsts);                                                \
+        Py_XDECREF(lasts);                                                 \
+        PyBuffer_Release(&view);                                           \
+        PyErr_Format(PyExc_ValueError, __VA_ARGS__);                       \
+        return NULL;                                                       \
+    } while (0)
+
+static PyObject *header_runs(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t start, stop, count, wanted_size;
+    long long base;
+    const char *wanted;
+    PyObject *others, *verdicts;
+    if (!PyArg_ParseTuple(args, "y*nnny#OO!L", &view, &start, &stop, &count, &wanted, &wanted_size, &others,
+                          &PyDict_Type, &verdicts, &base))
+        return NULL;
+    PyObject *firsts = NULL, *lasts = NULL;
+    Py_ssize_t index = 0;
+    const char *other_data[FIELDS_MAX_NAMES];
+    Py_ssize_t other_size[FIELDS_MAX_NAMES];
+    const Py_ssize_t other_count = name_list(others, other_data, other_size);
+    if (other_count < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    if (start < 0 || stop > view.len || start > stop)
+        RUNS_FAIL("bad bounds %zd..%zd of %zd bytes", start, stop, view.len);
+    const uint8_t *buf = (const uint8_t *)view.buf;
+    const Py_ssize_t end = stop;
+    Py_ssize_t pos = start;
+    int64_t length, size, header_count;
+    seen_value seen[RUNS_SEEN];
+    int seen_count = 0;
+    int missing_verdict = -1; /* of a record without the header (False), once looked up */
+    int matching = 0;         /* whether the record before is in a run */
+    firsts = PyList_New(0);
+    lasts = PyList_New(0);
+    if (firsts == NULL || lasts == NULL)
+        goto error;
+    for (index = 0; index < count && pos < end; index++) {
+        Py_ssize_t record_end;
+        const int head = skip_to_headers(buf, end, &pos, &record_end, &length, &header_count);
+        if (head == -1)
+            RUNS_FAIL("record %zd has length %lld", index, (long long)length);
+        if (head < 0)
+            RUNS_FAIL("record %zd is malformed", index);
+        const uint8_t *value_data = NULL;
+        Py_ssize_t value_size = -2; /* -2: no such header, -1: a null value */
+        for (int64_t h = 0; h < header_count; h++) {
+            if (read_varint(buf, end, &pos, 5, &size) != WALK_OK || size < 0 || size > record_end - pos)
+                RUNS_FAIL("record %zd is malformed", index);
+            const Py_ssize_t name_pos = pos, name_size = (Py_ssize_t)size;
+            pos += name_size;
+            if (read_varint(buf, end, &pos, 5, &size) != WALK_OK || size < -1 || size > record_end - pos)
+                RUNS_FAIL("record %zd is malformed", index);
+            if (name_size == wanted_size && memcmp(wanted, buf + name_pos, (size_t)name_size) == 0) {
+                value_data = buf + pos;
+                value_size = (Py_ssize_t)size;
+            } else {
+                for (Py_ssize_t n = 0; n < other_count; n++) {
+                    if (other_size[n] == name_size && memcmp(other_data[n], buf + name_pos, (size_t)name_size) == 0) {
+                        Py_DECREF(firsts);
+                        Py_DECREF(lasts);
+                        PyBuffer_Release(&view);
+                        return Py_BuildValue("(OOO)", Py_None, Py_None, Py_True);
+                    }
+                }
+            }
+            if (size > 0)
+                pos += (Py_ssize_t)size;
+        }
+        int verdict = -1;
+        if (value_size == -2) {
+            if (missing_verdict < 0) {
+                missing_verdict = verdict_of(verdicts, Py_False);
+                if (missing_verdict == -2)
+                    goto error;
+            }
+            verdict = missing_verdict;
+        } else {
+            for (int k = 0; k < seen_count; k++) {
+                if (seen[k].size == value_size && (value_size <= 0 || memcmp(seen[k].data, value_data, (size_t)value_size) == 0)) {
+                    verdict = seen[k].verdict;
+                    break;
+                }
+            }
+            if (verdict < 0) {
+                PyObject *value = value_size == -1 ? Py_NewRef(Py_None)
+                                                   : PyBytes_FromStringAndSize((const char *)value_data, value_size);
+                if (value == NULL)
+                    goto error;
+                verdict = verdict_of(verdicts, value);
+                Py_DECREF(value);
+                if (verdict == -2)
+                    goto error;
+                if (verdict >= 0 && seen_count < RUNS_SEEN) {
+                    seen[seen_count].data = value_data;
+                    seen[seen_count].size = value_size;
+                    seen[seen_count].verdict = verdict;
+                    seen_count++;
+                }
+            }
+        }
+        if (verdict < 0) /* not judged yet */
+            goto unknown;
+        if (verdict != matching) {
+            PyObject *offset = PyLong_FromLongLong(verdict ? base + index : base + index - 1);
+            if (offset == NULL || PyList_Append(verdict ? firsts : lasts, offset) < 0) {
+                Py_XDECREF(offset);
+                goto error;
+            }
+            Py_DECREF(offset);
+            matching = verdict;
+        }
+        pos = record_end;
+    }
+    if (index < count)
+        goto unknown;
+    if (matching) {
+        PyObject *offset = PyLong_FromLongLong(base + index - 1);
+        if (offset == NULL || PyList_Append(lasts, offset) < 0) {
+            Py_XDECREF(offset);
+            goto error;
+        }
+        Py_DECREF(offset);
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(NNO)", firsts, lasts, Py_False);
+unknown:
+    Py_DECREF(firsts);
+    Py_DECREF(lasts);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(firsts);
+    Py_XDECREF(lasts);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, "walk(buffer, count) -> (min_timestamp_delta, max_timestamp_delta)"},
     {"fields", fields, METH_VARARGS,
      "fields(buffer, start, stop, count, want_key[, names]) -> [(offset_delta, timestamp_delta, key, headers)]"},
     {"header_values", header_values, METH_VARARGS,
      "header_values(buffer, start, stop, count, name, others) -> (values, other_found)"},
+    {"header_runs", header_runs, METH_VARARGS,
+     "header_runs(buffer, start, stop, count, name, others, verdicts, base) -> (firsts, lasts, other_found) | None"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -48,7 +48,8 @@ class RecordFilter:
         # "x" in headers): the memo is then keyed by those headers' values alone.
         self._header_names = _header_names(expression) if self._headers else None
         self._memo: dict[tuple, bool] = {}
-        self._verdicts: dict = {}  # a one-header filter's: that header's value (False: none) -> 1 or 0
+        # A one-header filter's: that header's value (False: none) -> 1 or 0 (``known_verdicts``).
+        self._verdicts: dict = {}
         # What a record walk must decode for it: the key or not, these headers (None: all of them).
         self.reads_key = self._key
         self.reads_timestamp = self._timestamp
@@ -93,6 +94,13 @@ class RecordFilter:
         key nor the timestamp, given that header's value in each record (bytes, None for a null
         value, False where the record has none: protocol/_recordwalk.c ``header_values``)."""
         return list(map(bool, self.verdicts(values)))
+
+    @property
+    def known_verdicts(self) -> dict:
+        """The verdicts ``verdicts`` has made, by value (bytes, None for a null value, False for no
+        such header) -> 1 or 0: what protocol/_recordwalk.c ``header_runs`` looks values up in (a
+        value not in it: the caller takes ``verdicts``, which judges it). Bounded as the memo."""
+        return self._verdicts
 
     def verdicts(self, values: Sequence) -> bytes:
         """``judge_values`` as a byte a record (1: matches, 0: not), in C (no Python step per
