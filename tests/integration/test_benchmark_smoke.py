@@ -381,12 +381,17 @@ def test_busy_processes_names_what_else_runs_and_leaves_out_its_own_tree():
     sys.path.insert(0, str(REPO))
     from benchmarks import machine
 
-    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 20\nwhile time.time() < end: pass"])
+    import uuid
+
+    mark = uuid.uuid4().hex[:12]  # other people's "python -c" may be running too
+    busy = subprocess.Popen([sys.executable, "-c", f"#{mark}\nimport time\nend = time.time() + 20\nwhile time.time() < end: pass"])
     try:
-        others = machine.busy_processes(1.0, own_pid=-1)  # nothing is ours: the busy child counts
-        (child,) = [p for p in others if p["command"].startswith("python -c")]
-        assert child["percent_of_a_core"] >= 20
-        assert not [p for p in machine.busy_processes(1.0) if p["command"].startswith("python -c")]  # ours
+        # Nothing is ours: the busy child counts. (How much of a core it gets depends on the load of
+        # the machine: at load 9 on 2 cores 15-20%; it spins, so it gets some.)
+        others = machine.busy_processes(1.0, own_pid=-1, min_percent=0.5)
+        (child,) = [p for p in others if mark in p["command"]]
+        assert child["percent_of_a_core"] > 0.5
+        assert not [p for p in machine.busy_processes(1.0, min_percent=0.5) if mark in p["command"]]
     finally:
         busy.kill()
         busy.wait()
