@@ -75,6 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--replicated-records", type=int, default=200_000,
                    help="records a replicated throughput run (default 200,000, that module's own default)")
     p.add_argument("--replicated-failovers", type=int, default=3, help="leader SIGKILLs timed after the last RF 3 run")
+    p.add_argument("--replicated-latency-seconds", type=float, default=10.0,
+                   help="each replicated latency run at 5,000 records/s, and the disk beside it (default 10, as lat-5k)")
     p.add_argument("--note", default="", help="a sentence for the report's load line (what else was running)")
     args = p.parse_args(argv)
     quick = args.quick
@@ -248,7 +250,8 @@ def run_replicated(args, tmp_root: Path) -> dict:
     workdir.mkdir()
     print(f"replicated: {args.runs} run(s) of {args.replicated_records:,} records, single node then RF 3", flush=True)
     try:
-        out = replicated.run(args.replicated_records, args.runs, args.replicated_failovers, args.phase_timeout, workdir)
+        out = replicated.run(args.replicated_records, args.runs, args.replicated_failovers, args.phase_timeout, workdir,
+                             args.replicated_latency_seconds)
     except Exception as e:  # noqa: BLE001 - reported; the main run's results still get written (not SIGTERM's SystemExit)
         traceback.print_exc()
         out = {"error": f"{type(e).__name__}: {e}", "records": args.replicated_records,

@@ -416,3 +416,24 @@ def test_issue19_runs_every_target_on_the_rows_its_targets_need_and_the_replicat
     for conflicting in (["--quick"], ["--targets", "tansu"], ["--workloads", "lat-5k"]):
         with pytest.raises(SystemExit):
             cli.parse_args(["--issue19", *conflicting])
+
+
+@pytest.mark.slow
+def test_one_command_runs_the_replicated_part_and_reports_item_3_beside_the_rest(tmp_path):
+    """python -m benchmarks --replicated: benchmarks.replicated runs in the same sitting, its rows
+    go into the same results, and the issue-19 table at the top of the report has item 3."""
+    etcd_binary()
+    out = tmp_path / "results"
+    stdout = run_benchmarks(["--targets", "tidelog-balanced", "--workloads", "1k-acks-all", "--no-references",
+                             "--records", "2000", "--runs", "1", "--replicated", "--replicated-records", "3000",
+                             "--replicated-failovers", "0", "--replicated-latency-seconds", "1", "--out", str(out),
+                             "--tmp-dir", str(tmp_path)], 300)
+    results = json.loads((out / "latest.json").read_text())
+    part = results["replicated"]
+    assert "error" not in part, part
+    assert [r["produce"]["status"] for r in part["single"] + part["replicated"]] == ["ok", "ok"]
+    assert part["replicated_latency"][0]["status"] == "ok" and part["started"] <= part["finished"]
+    issue = stdout.split("| target | workload | phase |")[0]
+    assert "| 3 | replicated produce: 3 brokers, RF 3" in issue and "| 3 | end-to-end p99 at 5,000 records/s, RF 3" in issue
+    assert "3 brokers (RF 3, min.insync.replicas 2)" in stdout
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("tidelog-bench-")]
