@@ -311,7 +311,8 @@ def markdown(results) -> str:
     lines = [
         f"Run of {results['started']} to {results.get('finished', '?')}: {s['records']:,} records per workload, "
         f"{s['runs']} run(s), `{results.get('command', 'python -m benchmarks')}`"
-        + (f", Tidelog at `{results['commit']}`" if results.get("commit") else "")
+        + "".join(f", Tidelog {version}" for name, version in results.get("versions", {}).items()
+                  if name == BALANCED)
         + f"; {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, disk {m['disk']}, kernel {m['kernel']}.",
         "",
         *_load_and_others(results),
@@ -530,7 +531,8 @@ def settings_markdown(results) -> str:
     lines.append(f"| workloads | {', '.join(w['name'] for w in s['workloads'])} |")
     lines.append(f"| disk reference | {s['disk_reference_mib']} MiB in 1 MiB writes |")
     if "socket_floor_mib" in s:
-        lines.append(f"| socket-to-page-cache reference | {s['socket_floor_mib']} MiB in 1 MiB recv_into + write |")
+        lines.append(f"| socket-to-page-cache reference | {s['socket_floor_mib']} MiB in 1 MiB recv_into + write, in 4 passes "
+                     "after a warm-up pass (the median pass) |")
     lines.append(f"| phase time bound | {s['phase_timeout_s']:.0f} s |")
     versions = ["| component | version |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in results["versions"].items()]
     return "\n".join(versions) + "\n\n" + "\n".join(lines) + "\n"
