@@ -24,8 +24,8 @@ from benchmarks.workloads import DEFAULT_WORKLOADS, WORKLOADS, Workload
 
 HERE = Path(__file__).resolve().parent
 
-# --issue19: every target of issue 19 in one sitting of 20-25 minutes on the idle 2-core machine
-# (the cross product of every target and workload, plus the replicated part, is 31-34).
+# --issue19: every target of issue 19 in one sitting of 17-22 minutes on the idle 2-core machine
+# (the cross product of every target and workload, plus the replicated part, is 27-33: BENCHMARKS.md).
 # Tidelog's balanced profile and Tansu run every workload a target is measured on; the other
 # targets run the headline rows only (the non-Kafka peers' clients have no others anyway).
 ISSUE19_WORKLOADS = ("1k-acks-all,100b-acks-1,1k-acks-all-p16,100b-acks-1-p16,1k-acks-all-p256,1k-p6-group3,"
@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workloads", help=f"comma-separated subset of: {','.join(WORKLOADS)} "
                                        f"(default {DEFAULT_WORKLOADS}; 1k-acks-all with --quick)")
     p.add_argument("--issue19", action="store_true",
-                   help="every issue-19 target in one sitting (~20-25 min idle): every target, tidelog-balanced on "
+                   help="every issue-19 target in one sitting (17-22 min idle): every target, tidelog-balanced on "
                         f"{ISSUE19_WORKLOADS}, tansu on the same but 1k-p6-group3, the others on "
                         f"{','.join(ISSUE19_HEADLINE_WORKLOADS)}; implies --replicated")
     p.add_argument("--quick", action="store_true", help="a small smoke run: few records, one run, Tidelog only, no references")
