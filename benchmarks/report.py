@@ -540,8 +540,15 @@ def settings_markdown(results) -> str:
 
 def update_doc(path: Path, results, table_markdown: str) -> None:
     """Replace the generated part of BENCHMARKS.md (between the markers), keep the rest."""
-    generated = f"{START}\n\n{table_markdown}\n![throughput](benchmarks/throughput.png)\n\n" \
-                f"### Versions and settings of this run\n\n{settings_markdown(results)}\n{END}"
+    # The plot right after the issue-19 table (its first panel is that table's), before the detail tables.
+    image = "![throughput](benchmarks/throughput.png)\n\n"
+    detail = "Medians over runs, (min–max) when there are several."
+    if detail in table_markdown:
+        head, tail = table_markdown.split(detail, 1)
+        table_markdown = head + image + detail + tail
+    else:
+        table_markdown += "\n" + image
+    generated = f"{START}\n\n{table_markdown}\n### Versions and settings of this run\n\n{settings_markdown(results)}\n{END}"
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
     if START in text and END in text:
         head, rest = text.split(START, 1)

@@ -371,9 +371,11 @@ def test_update_doc_replaces_only_the_generated_part(tmp_path):
     doc.write_text(f"# Benchmarks\n\n## Summary\n\n{report.START}\nold run\n{report.END}\n\n# History\n\nkept\n")
     results = {"versions": {"python": "3"}, "settings": {"producer": {}, "consumer": {}, "targets": {}, "workloads": [],
                                                          "disk_reference_mib": 8, "phase_timeout_s": 1}}
-    report.update_doc(doc, results, "NEW TABLES\n")
+    report.update_doc(doc, results, "NEW TABLES\n\nMedians over runs, (min–max) when there are several. More.\n")
     text = doc.read_text()
     assert "old run" not in text and "NEW TABLES" in text and text.endswith(f"{report.END}\n\n# History\n\nkept\n")
+    # The plot between the issue-19 table and the detail tables.
+    assert "NEW TABLES\n\n![throughput](benchmarks/throughput.png)\n\nMedians over runs," in text
     assert text.startswith(f"# Benchmarks\n\n## Summary\n\n{report.START}\n")
 
 
