@@ -109,3 +109,72 @@ def test_the_controller_forgets_the_unfenced_mark_of_a_broker_that_is_gone(tmp_p
         raise
     finally:
         cluster.stop()
+
+
+def _replica_fetch(broker, topic_id: str, index: int, leader_epoch: int, offset: int, replica_id: int,
+                   broker_epoch: int) -> int:
+    """One Fetch v15 as broker ``replica_id``'s follower would send it, with ReplicaState's broker
+    epoch (KIP-903); the partition's error code."""
+    import asyncio
+    import uuid
+    from datetime import timedelta
+
+    from kio.schema.fetch.v15 import request as fetch
+
+    from tidelog.cluster.broker_channel import BrokerChannel
+
+    async def ask() -> int:
+        channel = BrokerChannel("127.0.0.1", broker.port, f"tidelog-replica-{replica_id}")
+        try:
+            response = await channel.request(1, 15, fetch.FetchRequest(
+                replica_state=fetch.ReplicaState(replica_id=replica_id, replica_epoch=broker_epoch),
+                max_wait=timedelta(0), min_bytes=0, session_id=0, session_epoch=-1,
+                topics=(fetch.FetchTopic(topic_id=uuid.UUID(topic_id), partitions=(fetch.FetchPartition(
+                    partition=index, current_leader_epoch=leader_epoch, fetch_offset=offset,
+                    partition_max_bytes=1 << 20),)),), forgotten_topics_data=()), 10)
+            return response.responses[0].partitions[0].error_code
+        finally:
+            channel.close()
+
+    return asyncio.run(ask())
+
+
+def test_a_fetch_from_an_earlier_registration_of_a_broker_does_not_put_it_in_the_isr(tmp_path):
+    """KIP-903: a follower's Fetch (v15+) carries its broker epoch (ReplicaState); the leader lets
+    a caught-up follower join the ISR only if that epoch is its broker's current registration.
+    A fetch from an earlier process of the broker (a restart that lost its log) that arrives
+    after the new registration was let back must not count. Three brokers on etcd: the follower
+    SIGSTOPped (its registration kept: a long session) until the leader takes it out of the ISR;
+    then Fetches at the log end in its name: with a past broker epoch refused, with its current
+    one it joins."""
+    cluster = Cluster(tmp_path, 3, {"http.port": "0", "broker.session.timeout.ms": "30000",
+                                    "replica.lag.time.max.ms": "1000"}).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        admin.create_topics([NewTopic(TOPIC, 1, 3)])[TOPIC].result(10)
+        state = lambda: _etcd_get(cluster, f"/tidelog/partitions/{TOPIC}/0") or {}  # noqa: E731
+        wait_until(lambda: len(state().get("isr", ())) == 3, 30, message="a full ISR")
+        leader_id = state()["leader"]
+        follower_id = next(r for r in state()["replicas"] if r != leader_id)
+        leader, follower = cluster.brokers[leader_id], cluster.brokers[follower_id]
+        topic_id = _etcd_get(cluster, f"/tidelog/topics/{TOPIC}")["topic_id"]
+        registration = int(_etcd_kv(cluster, f"/tidelog/brokers/{follower_id}")["mod_revision"])
+        assert (_etcd_get(cluster, f"/tidelog/unfenced/{follower_id}") or {}).get("epoch") == registration
+        follower.pause()
+        try:
+            wait_until(lambda: follower_id not in state()["isr"], 30, message="the leader taking the paused follower out")
+            refusals = _metric(leader, REFUSALS)
+            error = _replica_fetch(leader, topic_id, 0, state()["leader_epoch"], 0, follower_id, registration - 1)
+            assert error == 0
+            wait_until(lambda: _metric(leader, REFUSALS) > refusals or follower_id in state()["isr"], 10,
+                       message="the leader refusing the fetch of a past registration, or adding it")
+            assert follower_id not in state()["isr"], "a fetch from a past registration put the broker in the ISR"
+            assert _replica_fetch(leader, topic_id, 0, state()["leader_epoch"], 0, follower_id, registration) == 0
+            wait_until(lambda: follower_id in state()["isr"], 10, message="the current registration's fetch joining")
+        finally:
+            follower.resume()
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()

@@ -30,6 +30,8 @@ def test_only_a_registered_online_unfenced_broker_may_join(tmp_path):
         store.shutting_down.add(2)
         assert not manager.may_join_isr(2)
         store.shutting_down.discard(2)
+        assert manager.may_join_isr(2, 7)  # a Fetch v15+ from that registration (ReplicaState's broker epoch)
+        assert not manager.may_join_isr(2, 6)  # from an earlier process of the broker (KIP-903)
         store.brokers[2] = replace(store.brokers[2], epoch=9)  # registered again
         assert not manager.may_join_isr(2)
 

@@ -26,7 +26,7 @@ class RecordingIsrWriter:
         self.requests: list[tuple[Partition, tuple[int, ...]]] = []
         self.shutting_down = shutting_down
 
-    def may_join_isr(self, replica_id: int) -> bool:
+    def may_join_isr(self, replica_id: int, broker_epoch: int = -1) -> bool:
         return replica_id not in self.shutting_down
 
     def change_isr(self, partition: Partition, isr: tuple[int, ...]) -> None:

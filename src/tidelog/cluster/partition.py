@@ -97,8 +97,9 @@ class ReadResult(NamedTuple):
 class IsrWriter(Protocol):
     """Writes the ISR changes a leader wants (the ReplicaManager, through the metadata store)."""
 
-    def may_join_isr(self, replica_id: int) -> bool:
-        """False for a broker that may not count as in sync now (in controlled shutdown)."""
+    def may_join_isr(self, replica_id: int, broker_epoch: int = -1) -> bool:
+        """False for a broker that may not count as in sync now (in controlled shutdown, or
+        ``broker_epoch``, the registration its fetch came from, is not its current one)."""
 
     def change_isr(self, partition: "Partition", isr: tuple[int, ...]) -> None:
         """Start writing ``isr``; ``partition.pending_isr`` is set until ``isr_written``."""
@@ -522,13 +523,15 @@ class Partition:
     # ---- reading -------------------------------------------------------------------------------
     def read(self, fetch_offset: int, max_bytes: int, min_one_batch: bool, replica_id: int = -1,
              current_leader_epoch: int = -1, isolation_level: int = READ_UNCOMMITTED,
-             as_slice: bool = False) -> ReadResult:
+             as_slice: bool = False, replica_epoch: int = -1) -> ReadResult:
         """Whole batches from ``fetch_offset`` for a consumer (``replica_id`` -1: below the high
         watermark; read_committed below the LSO, with the aborted transactions of the range) or
         a follower (up to the log end, as in Kafka: a follower copies records while the leader's
         own fsync of them runs, and the high watermark waits for both; its position counts once
         the read succeeded, Kafka's Replica.updateFetchState). ``as_slice``: the records as a FileSlice
-        (storage/file_slice.py) for sendfile. Errors are returned, not raised."""
+        (storage/file_slice.py) for sendfile. ``replica_epoch``: the follower's broker epoch
+        (Fetch v15+ ReplicaState; -1 unknown), checked before it joins the ISR (KIP-903). Errors
+        are returned, not raised."""
         error = self.leader_error(current_leader_epoch, replica_id)
         if error is not None:
             return ReadResult(error)
@@ -549,7 +552,7 @@ class Partition:
                 logger.error("fetch from %s-%d failed: %s", self.topic, self.index, e)
             return ReadResult(e.error_code, high_watermark, self.last_stable_offset, log.log_start_offset)
         if replica_id >= 0:
-            self.follower_fetched(replica_id, fetch_offset, log_end_offset)
+            self.follower_fetched(replica_id, fetch_offset, log_end_offset, replica_epoch=replica_epoch)
             high_watermark = self.high_watermark
             last_stable_offset = self.transactions.last_stable_offset(high_watermark)
         aborted = self.transactions.aborted_transactions(fetch_offset, max_offset) if committed_only and records else None
@@ -562,10 +565,13 @@ class Partition:
         self.parked_replica_reads.wake()
 
     # ---- leader: followers and the ISR ----------------------------------------------------------
-    def follower_fetched(self, replica_id: int, fetch_offset: int, log_end_offset: int, now_ms: int | None = None) -> None:
+    def follower_fetched(self, replica_id: int, fetch_offset: int, log_end_offset: int, now_ms: int | None = None,
+                         replica_epoch: int = -1) -> None:
         """A follower whose read from ``fetch_offset`` succeeded has every offset below it;
         ``log_end_offset`` is the leader's as the read began. One that has reached the high
-        watermark and the current epoch's start joins the ISR.
+        watermark and the current epoch's start joins the ISR, if its broker may
+        (``IsrWriter.may_join_isr``: with ``replica_epoch``, the broker epoch its fetch carried,
+        only as that broker's current registration, KIP-903).
 
         It was caught up (in sync, for ``lagging_replicas``) when the leader's log end last was
         at or below its position: now if it holds the whole log, else just before the first
@@ -594,7 +600,7 @@ class Partition:
         self.follower_end_offsets[replica_id] = fetch_offset
         if (replica_id not in self.state.isr and self.pending_isr is None and fetch_offset >= self.high_watermark
                 and fetch_offset >= self.leader_epoch_start_offset and self.isr_writer is not None
-                and self.isr_writer.may_join_isr(replica_id)):
+                and self.isr_writer.may_join_isr(replica_id, replica_epoch)):
             self.isr_writer.change_isr(self, tuple(self.state.isr) + (replica_id,))
         self._advance_high_watermark()
 

@@ -538,10 +538,13 @@ class ReplicaManager:
             partition.on_local_flush()
 
     # ---- the ISR (the Partition's IsrWriter) --------------------------------------------------
-    def may_join_isr(self, replica_id: int) -> bool:
+    def may_join_isr(self, replica_id: int, broker_epoch: int = -1) -> bool:
         """Whether a caught-up follower on broker ``replica_id`` may join an ISR now: its broker
         is registered, not in controlled shutdown, its log directory online (the controller
-        counts it dead otherwise), and the controller has fenced and let back
+        counts it dead otherwise), the fetch came from its current registration (``broker_epoch``,
+        Fetch v15+'s ReplicaState; -1, an older follower's Fetch: not checked), so a fetch from an
+        earlier process of the broker, which may have had what the new one lost, does not count,
+        and the controller has fenced and let back
         its current registration (``store.unfenced``). Kafka's controller answers an
         AlterPartition naming any other INELIGIBLE_REPLICA (KIP-903); here the leader does not
         write it, which spares the ISR a join the controller's fencing pass would undo (one
@@ -554,6 +557,8 @@ class ReplicaManager:
             why = "it is in controlled shutdown"
         elif replica_id in self.store.offline:
             why = "its log directory is offline"
+        elif broker_epoch >= 0 and broker_epoch != info.epoch:
+            why = f"its fetch came from another registration (broker epoch {broker_epoch}; registered as {info.epoch})"
         elif self.store.unfenced.get(replica_id) != info.epoch:
             why = f"the controller has not yet fenced and let back its registration (broker epoch {info.epoch})"
         else:

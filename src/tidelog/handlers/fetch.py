@@ -222,6 +222,8 @@ def _read(ctx: RequestContext, request, wanted: list, replica_id: int) -> tuple[
     replicas = ctx.replicas
     version = ctx.api_version
     budget = request.max_bytes if version >= 3 else 2**31 - 1
+    replica_state = getattr(request, "replica_state", None)  # v15+: the follower's broker epoch (KIP-903)
+    replica_epoch = replica_state.replica_epoch if replica_state is not None else -1
     total_bytes = 0
     any_error = False
     topics = []
@@ -237,7 +239,7 @@ def _read(ctx: RequestContext, request, wanted: list, replica_id: int) -> tuple[
             read = partition.read(fetch.fetch_offset, max(0, min(fetch.max_bytes, budget - total_bytes)),
                                   min_one_batch=total_bytes == 0, replica_id=replica_id,
                                   current_leader_epoch=fetch.current_leader_epoch,
-                                  isolation_level=request.isolation_level, as_slice=True)
+                                  isolation_level=request.isolation_level, as_slice=True, replica_epoch=replica_epoch)
             if read.error != ErrorCode.none:
                 any_error = True
             records = read.records
