@@ -1,7 +1,8 @@
 """The replica fetcher: the follower side of replication, one ``Fetcher`` per leader broker.
 
 A Fetcher fetches every partition this broker follows from one leader in one long-polling Fetch
-(v11, the replica id set), and hands the leader's batches to the partition, which appends them
+(v15: topic ids, and ReplicaState with this broker's id and epoch, so the leader lets it into
+an ISR only as its current registration, KIP-903), and hands the leader's batches to the partition, which appends them
 with their offsets as they are (``Partition.append_as_follower``). Before fetching a partition after
 a leader change it asks the leader (OffsetForLeaderEpoch v3) where its own last epoch ends
 there and truncates a divergent tail; a fetch offset out of range truncates to the high
@@ -21,14 +22,15 @@ import logging
 import random
 import struct
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from kio.schema.offset_for_leader_epoch.v3 import request as epoch_request
 
 from tidelog.cluster.broker_channel import BrokerChannel, ChannelSecurity
 from tidelog.cluster.fetch_sessions import PartitionFetch, SessionRequests
 from tidelog.protocol.errors import ErrorCode, InvalidBatch
-from tidelog.protocol.fetch import decode_fetch_response_v11
+from tidelog.protocol.fetch import FetchedPartition
+from tidelog.protocol.wire import MalformedFrame, read_uvarint, skip_tagged_fields, uvarint
 
 if TYPE_CHECKING:
     from tidelog.cluster.metadata import MetadataStore
@@ -38,7 +40,7 @@ __all__ = ["FETCH_MAX_WAIT_MS", "Fetcher", "FollowerReplicas"]
 
 logger = logging.getLogger(__name__)
 
-FETCH_VERSION = 11  # names, replica_id, current_leader_epoch; not flexible
+FETCH_VERSION = 15  # topic ids, flexible, ReplicaState (replica id and broker epoch: KIP-903)
 EPOCH_VERSION = 3  # OffsetForLeaderEpoch with replica_id; not flexible
 FETCH_MAX_WAIT_MS = 500
 # Up to 8 MiB of one partition a fetch (Kafka's replica.fetch.max.bytes is 1 MiB): a Tidelog
@@ -48,31 +50,78 @@ FETCH_MAX_WAIT_MS = 500
 FETCH_PARTITION_MAX_BYTES = 8 << 20
 FETCH_MAX_BYTES = 16 << 20
 
-_FETCH_HEAD_V11 = struct.Struct(">iiiibii")  # replica id, max wait, min bytes, max bytes, isolation, session id, epoch
-_FETCH_PARTITION_V11 = struct.Struct(">iiqqi")  # partition, current leader epoch, fetch offset, log start, max bytes
-_I16 = struct.Struct(">h")
-_I32 = struct.Struct(">i")
+_FETCH_HEAD_V15 = struct.Struct(">iiibii")  # max wait, min bytes, max bytes, isolation, session id, epoch
+# partition, current leader epoch, fetch offset, last fetched epoch (-1: truncation is by
+# OffsetForLeaderEpoch), log start, max bytes, no tagged fields
+_FETCH_PARTITION_V15 = struct.Struct(">iiqiqib")
+_REPLICA_STATE = struct.Struct(">iqb")  # replica id, broker epoch, no tagged fields: the request's tagged field 1
+_HEAD_V15 = struct.Struct(">ihi")  # throttle time, error code, session id
+_PARTITION_V15 = struct.Struct(">ihqqq")  # index, error code, high watermark, last stable offset, log start
+_ABORTED_V15 = 16  # producer id, first offset (then its tagged fields)
+_UUID = 16
 
 
-def encode_fetch_request_v11(replica_id: int, max_wait_ms: int, min_bytes: int, max_bytes: int, session_id: int,
-                             session_epoch: int, topics: dict[str, list[tuple[int, int, int, int, int]]],
-                             forgotten: dict[str, list[int]]) -> bytes:
-    """A follower's Fetch v11 request body (isolation level 0, no rack): ``topics`` maps a name to
-    its (partition, current leader epoch, fetch offset, log start offset, partition max bytes);
-    ``forgotten`` a name to partition indexes. Written by hand: kio's dataclasses and writer
-    cost ~100 us a fetch, most of a follower's per-fetch Python."""
-    parts = [_FETCH_HEAD_V11.pack(replica_id, max_wait_ms, min_bytes, max_bytes, 0, session_id, session_epoch),
-             _I32.pack(len(topics))]
-    for name, partitions in topics.items():
-        encoded = name.encode()
-        parts += (_I16.pack(len(encoded)), encoded, _I32.pack(len(partitions)))
-        parts += [_FETCH_PARTITION_V11.pack(*partition) for partition in partitions]
-    parts.append(_I32.pack(len(forgotten)))
-    for name, indexes in forgotten.items():
-        encoded = name.encode()
-        parts += (_I16.pack(len(encoded)), encoded, struct.pack(f">i{len(indexes)}i", len(indexes), *indexes))
-    parts.append(_I16.pack(0))  # rack id: empty
+def encode_fetch_request_v15(replica_id: int, broker_epoch: int, max_wait_ms: int, min_bytes: int, max_bytes: int,
+                             session_id: int, session_epoch: int, topics: dict[bytes, list[tuple[int, int, int, int, int]]],
+                             forgotten: dict[bytes, list[int]]) -> bytes:
+    """A follower's Fetch v15 request body (isolation level 0, no rack): ``topics`` maps a topic
+    id (16 bytes) to its (partition, current leader epoch, fetch offset, log start offset,
+    partition max bytes); ``forgotten`` a topic id to partition indexes; ReplicaState carries
+    ``replica_id`` and ``broker_epoch``. Written by hand: kio's dataclasses and writer cost
+    ~100 us a fetch, most of a follower's per-fetch Python."""
+    parts = [_FETCH_HEAD_V15.pack(max_wait_ms, min_bytes, max_bytes, 0, session_id, session_epoch),
+             uvarint(len(topics) + 1)]
+    for topic_id, partitions in topics.items():
+        parts += (topic_id, uvarint(len(partitions) + 1))
+        parts += [_FETCH_PARTITION_V15.pack(index, leader_epoch, offset, -1, log_start, partition_max, 0)
+                  for index, leader_epoch, offset, log_start, partition_max in partitions]
+        parts.append(b"\0")
+    parts.append(uvarint(len(forgotten) + 1))
+    for topic_id, indexes in forgotten.items():
+        parts += (topic_id, uvarint(len(indexes) + 1), struct.pack(f">{len(indexes)}i", *indexes), b"\0")
+    parts.append(b"\x01")  # rack id: the empty compact string
+    parts += (b"\x01\x01", uvarint(_REPLICA_STATE.size), _REPLICA_STATE.pack(replica_id, broker_epoch, 0))  # one tag: 1
     return b"".join(parts)
+
+
+class FetchResponseV15(NamedTuple):
+    error_code: int
+    session_id: int
+    responses: list[tuple[bytes, list[FetchedPartition]]]  # (topic id, partitions)
+
+
+def decode_fetch_response_v15(body: memoryview) -> FetchResponseV15:
+    """A Fetch v15 response body (after the response header); each partition's records a view of
+    ``body``. Aborted transactions, the preferred read replica and tagged fields (diverging
+    epoch, current leader, snapshot id) are skipped: a follower reads every batch, and learns of
+    leaders from the metadata store. Raises ValueError on a truncated or malformed body."""
+    try:
+        _, error_code, session_id = _HEAD_V15.unpack_from(body, 0)
+        count, pos = read_uvarint(body, _HEAD_V15.size)
+        responses = []
+        for _ in range(count - 1):
+            topic_id = bytes(body[pos:pos + _UUID])
+            partition_count, pos = read_uvarint(body, pos + _UUID)
+            partitions = []
+            for _ in range(partition_count - 1):
+                index, error, high_watermark, last_stable, log_start = _PARTITION_V15.unpack_from(body, pos)
+                aborted, pos = read_uvarint(body, pos + _PARTITION_V15.size)
+                for _ in range(aborted - 1):
+                    pos = skip_tagged_fields(body, pos + _ABORTED_V15)
+                length, pos = read_uvarint(body, pos + 4)  # after the preferred read replica
+                records = None
+                if length > 0:
+                    if pos + length - 1 > len(body):
+                        raise ValueError("records past the end of the response")
+                    records = body[pos:pos + length - 1]
+                    pos += length - 1
+                pos = skip_tagged_fields(body, pos)
+                partitions.append(FetchedPartition(index, error, high_watermark, last_stable, log_start, records))
+            pos = skip_tagged_fields(body, pos)
+            responses.append((topic_id, partitions))
+    except (struct.error, MalformedFrame) as e:
+        raise ValueError(f"truncated Fetch response: {e}") from None
+    return FetchResponseV15(error_code, session_id, responses)
 
 
 class FollowerReplicas(Protocol):
@@ -241,46 +290,52 @@ class Fetcher:
 
     async def _fetch(self, channel: BrokerChannel) -> None:
         manager = self.manager
-        wanted: dict[tuple[str, int], PartitionFetch] = {}
-        wanted_logs = {}
+        topics = manager.store.topics
+        # The session's partitions by topic id (Fetch v13+): a topic deleted and created again
+        # under its name is another partition to the session (the old one forgotten).
+        wanted: dict[tuple[bytes, int], PartitionFetch] = {}
+        followed: dict[tuple[bytes, int], tuple[tuple[str, int], "Partition"]] = {}
         now = time.monotonic()
         for key, epoch in self.partitions.items():
             if key in self.needs_truncation or self.delayed.get(key, 0) > now:
                 continue
             partition = manager.get(*key)
-            if partition is not None:
-                wanted[key] = PartitionFetch(partition.log.log_end_offset, FETCH_PARTITION_MAX_BYTES, epoch)
-                wanted_logs[key] = partition.log
+            record = topics.get(key[0])
+            if partition is not None and record is not None:
+                by_id = (record.topic_id.bytes, key[1])
+                wanted[by_id] = PartitionFetch(partition.log.log_end_offset, FETCH_PARTITION_MAX_BYTES, epoch)
+                followed[by_id] = (key, partition)
         if not wanted:  # every partition delayed or being truncated
             await asyncio.sleep(0.05)
             return
         session = self.session
         changed, forgotten = session.build(wanted)
-        by_topic: dict[str, list] = {}
-        for (topic, index), fetch in changed.items():
-            by_topic.setdefault(topic, []).append((index, fetch.current_leader_epoch, fetch.fetch_offset,
-                                                   wanted_logs[(topic, index)].log_start_offset, fetch.max_bytes))
-        forgotten_by_topic: dict[str, list] = {}
-        for topic, index in forgotten:
-            forgotten_by_topic.setdefault(topic, []).append(index)
-        request = encode_fetch_request_v11(manager.node_id, FETCH_MAX_WAIT_MS, 1, FETCH_MAX_BYTES, session.session_id,
-                                           session.epoch, by_topic, forgotten_by_topic)
+        by_topic: dict[bytes, list] = {}
+        for (topic_id, index), fetch in changed.items():
+            by_topic.setdefault(topic_id, []).append((index, fetch.current_leader_epoch, fetch.fetch_offset,
+                                                      followed[(topic_id, index)][1].log.log_start_offset,
+                                                      fetch.max_bytes))
+        forgotten_by_topic: dict[bytes, list] = {}
+        for topic_id, index in forgotten:
+            forgotten_by_topic.setdefault(topic_id, []).append(index)
+        request = encode_fetch_request_v15(manager.node_id, manager.store.broker_epoch, FETCH_MAX_WAIT_MS, 1,
+                                           FETCH_MAX_BYTES, session.session_id, session.epoch, by_topic,
+                                           forgotten_by_topic)
         try:
             body = await channel.request_encoded_body(1, FETCH_VERSION, request, FETCH_MAX_WAIT_MS / 1000 + 10)
             # By hand: the records stay views of the frame, which the partition checks and
             # appends where they are (kio would copy each partition's records).
-            response = decode_fetch_response_v11(body)
+            response = decode_fetch_response_v15(body)
         except BaseException:
             session.failed()
             raise
         if not session.response(response.error_code, response.session_id):
             return  # a session error (logged): the next request is a full one
         backoff = False
-        for topic, partitions in response.responses:
+        for topic_id, partitions in response.responses:
             for p in partitions:
-                key = (topic, p.partition_index)
-                partition = manager.get(*key)
-                if key not in self.partitions or key in self.needs_truncation or partition is None:
+                key, partition = followed.get((topic_id, p.partition_index), (None, None))
+                if key not in self.partitions or key in self.needs_truncation or partition is not manager.get(*key):
                     continue
                 if p.error_code == ErrorCode.none:
                     if p.records:
