@@ -318,7 +318,8 @@ def main(argv=None) -> int:
     machine_info["busy_at_start"] = machine.busy_processes()
     results = {
         "started": started.isoformat(timespec="seconds"),
-        "command": "python -m benchmarks " + shlex.join(argv),
+        # The note is in the report's load line; the command shows where it went.
+        "command": "python -m benchmarks " + shlex.join([a if not args.note or a != args.note else "..." for a in argv]),
         "note": args.note,
         "machine": machine_info,
         "versions": {**machine.client_versions(), **{t.name: t.version() for t in targets}},
