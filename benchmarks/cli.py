@@ -314,6 +314,12 @@ def main(argv=None) -> int:
             print(f"skipping {name}: {reason}", flush=True)
         else:
             targets.append(target)
+    from benchmarks.peers import Tidelog
+
+    extensions = machine.c_extensions(Tidelog.src_dir or HERE.parent / "src")
+    for module, state in extensions.items():
+        if state != "built":
+            print(f"warning: the C extension {module} is {state}", flush=True)
     machine_info = machine.machine_info(tmp_root)
     machine_info["busy_at_start"] = machine.busy_processes()
     results = {
@@ -322,7 +328,8 @@ def main(argv=None) -> int:
         "command": "python -m benchmarks " + shlex.join([a if not args.note or a != args.note else "..." for a in argv]),
         "note": args.note,
         "machine": machine_info,
-        "versions": {**machine.client_versions(), **{t.name: t.version() for t in targets}},
+        "versions": {**machine.client_versions(), **{t.name: t.version() for t in targets},
+                     **{f"C extension {module}": state for module, state in extensions.items()}},
         "settings": {
             "records": args.records, "runs": args.runs,
             "workloads": [{**vars(w), "description": w.describe()} for w in args.workloads],

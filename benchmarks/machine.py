@@ -129,3 +129,20 @@ def busy_processes(seconds: float = 2.0, own_pid: int | None = None, min_percent
             by_command[command] = by_command.get(command, 0.0) + used / tick / elapsed * 100
     return [{"command": c, "percent_of_a_core": round(p, 1)}
             for c, p in sorted(by_command.items(), key=lambda item: -item[1]) if p >= min_percent]
+
+
+def c_extensions(src: Path) -> dict[str, str]:
+    """Each C source under ``src``/tidelog and whether the broker will run it: built after the
+    source was last changed, built before it (a stale build: rebuild with pip install -e .), or
+    not built (the broker then runs its Python fallback, and measures that)."""
+    out = {}
+    for source in sorted(Path(src).glob("tidelog/**/*.c")):
+        builds = [p for p in source.parent.glob(f"{source.stem}.*.so")] + [p for p in source.parent.glob(f"{source.stem}.so")]
+        module = ".".join(source.relative_to(src).with_suffix("").parts)
+        if not builds:
+            out[module] = "not built: the Python fallback runs"
+        elif max(p.stat().st_mtime for p in builds) < source.stat().st_mtime:
+            out[module] = "STALE: built before its source last changed (rebuild: pip install -e .)"
+        else:
+            out[module] = "built"
+    return out

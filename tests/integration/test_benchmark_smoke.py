@@ -439,3 +439,25 @@ def test_one_command_runs_the_replicated_part_and_reports_item_3_beside_the_rest
     assert "| 3 | replicated produce: 3 brokers, RF 3" in issue and "| 3 | end-to-end p99 at 5,000 records/s, RF 3" in issue
     assert "3 brokers (RF 3, min.insync.replicas 2)" in stdout
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("tidelog-bench-")]
+
+
+def test_the_run_says_whether_each_c_extension_is_built_from_its_current_source(tmp_path):
+    """A broker run from a stale or missing build measures other code than the commit named (the
+    Python fallback, or an older walk): the versions table says which."""
+    import os
+
+    sys.path.insert(0, str(REPO))
+    from benchmarks import machine
+
+    package = tmp_path / "tidelog" / "protocol"
+    package.mkdir(parents=True)
+    source = package / "_walk.c"
+    source.write_text("/* C */")
+    assert machine.c_extensions(tmp_path) == {"tidelog.protocol._walk": "not built: the Python fallback runs"}
+    build = package / "_walk.cpython-311-x86_64-linux-gnu.so"
+    build.write_bytes(b"")
+    os.utime(build, (1_000, 1_000))
+    os.utime(source, (2_000, 2_000))
+    assert machine.c_extensions(tmp_path)["tidelog.protocol._walk"].startswith("STALE")
+    os.utime(build, (3_000, 3_000))
+    assert machine.c_extensions(tmp_path) == {"tidelog.protocol._walk": "built"}
