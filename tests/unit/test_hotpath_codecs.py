@@ -12,7 +12,7 @@ from kio.serial import entity_reader, entity_writer
 
 from tidelog.protocol.apis import build
 from tidelog.protocol.errors import ErrorCode
-from tidelog.protocol.fetch import PartitionData, decode_fetch_response_v11, encode_fetch_response
+from tidelog.protocol.fetch import PartitionData, encode_fetch_response
 from tidelog.protocol.produce import PartitionResult, decode_produce_request, encode_produce_response
 from tidelog.protocol.records import build_batch
 
@@ -103,37 +103,6 @@ def test_fetch_response_encodes_like_kio(version):
     assert p2.error_code == ErrorCode.unknown_topic_or_partition and p2.records is None
     if version >= 5:
         assert p0.log_start_offset == 2
-
-
-def test_a_follower_decodes_fetch_v11_responses_as_kio_encodes_them_with_records_as_views():
-    cls = load_response_schema(1, 11)
-    m = _module(cls)
-    first, second = build_batch([(None, b"hello", [])]), build_batch([(b"k", b"v" * 300, [])])
-    response = build(cls, throttle_time=datetime.timedelta(0), error_code=ErrorCode.none, session_id=77, responses=(
-        build(m.FetchableTopicResponse, topic="orders", partitions=(
-            build(m.PartitionData, partition_index=0, error_code=ErrorCode.none, high_watermark=10, last_stable_offset=9,
-                  log_start_offset=2, aborted_transactions=(build(m.AbortedTransaction, producer_id=5, first_offset=3),),
-                  preferred_read_replica=-1, records=first + second),
-            build(m.PartitionData, partition_index=4, error_code=ErrorCode.not_leader_or_follower, high_watermark=-1,
-                  last_stable_offset=-1, log_start_offset=-1, aborted_transactions=None, preferred_read_replica=-1,
-                  records=None),
-        )),
-        build(m.FetchableTopicResponse, topic="t2", partitions=()),
-    ))
-    out = io.BytesIO()
-    entity_writer(cls)(out, response)
-    body = memoryview(bytearray(out.getvalue()))
-    decoded = decode_fetch_response_v11(body)
-    assert (decoded.error_code, decoded.session_id) == (0, 77)
-    (name, (p0, p4)), (other, no_partitions) = decoded.responses
-    assert (name, other, no_partitions) == ("orders", "t2", [])
-    assert (p0.partition_index, p0.error_code, p0.high_watermark, p0.last_stable_offset, p0.log_start_offset) == (0, 0, 10, 9, 2)
-    assert bytes(p0.records) == first + second and not p0.records.readonly  # a view of the frame, appended in place
-    assert p0.records.obj is body.obj
-    assert (p4.partition_index, p4.error_code, p4.records) == (4, ErrorCode.not_leader_or_follower, None)
-    for cut in (3, 20, len(body) - 5):
-        with pytest.raises(ValueError):
-            decode_fetch_response_v11(body[:cut])
 
 
 def test_frame_pool_reuses_buffers_and_stays_bounded():

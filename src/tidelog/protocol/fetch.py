@@ -1,5 +1,5 @@
-"""Fetch response encoding, by hand: the hot path; and the decoding of the v11 responses a
-follower reads (``decode_fetch_response_v11``).
+"""Fetch response encoding, by hand: the hot path; and ``FetchedPartition``, a partition of a
+response as the follower's decoder (cluster/replica_fetcher.py, Fetch v15) gives it.
 
 The response is a list of buffers: small encoded header parts, and each partition's records
 (bytes, or a FileSlice of a segment file that the connection sends by sendfile), never joined
@@ -93,11 +93,6 @@ def encode_fetch_response(
     return parts
 
 
-_HEAD_V11 = struct.Struct(">ihii")  # throttle_time_ms, error_code, session_id, topics
-_PARTITION_V11 = struct.Struct(">ihqqqi")  # index, error_code, high_watermark, last_stable_offset, log_start_offset, aborted
-_I16 = struct.Struct(">h")
-
-
 class FetchedPartition(NamedTuple):
     partition_index: int
     error_code: int
@@ -105,45 +100,3 @@ class FetchedPartition(NamedTuple):
     last_stable_offset: int
     log_start_offset: int
     records: memoryview | None
-
-
-class FetchResponseV11(NamedTuple):
-    error_code: int
-    session_id: int
-    responses: list[tuple[str, list[FetchedPartition]]]  # (topic, partitions)
-
-
-def decode_fetch_response_v11(body: memoryview) -> FetchResponseV11:
-    """A Fetch v11 response body (after the correlation id); each partition's records a view of
-    ``body``. Aborted transactions and the preferred read replica are skipped (a follower reads
-    every batch). Raises ValueError on a truncated or malformed body."""
-    try:
-        _, error_code, session_id, topic_count = _HEAD_V11.unpack_from(body, 0)
-        pos = _HEAD_V11.size
-        responses = []
-        for _ in range(topic_count):
-            (name_length,) = _I16.unpack_from(body, pos)
-            pos += 2
-            if name_length < 0 or pos + name_length > len(body):
-                raise ValueError("bad topic name length")
-            name = bytes(body[pos:pos + name_length]).decode()
-            pos += name_length
-            (partition_count,) = _I32.unpack_from(body, pos)
-            pos += 4
-            partitions = []
-            for _ in range(partition_count):
-                index, error, high_watermark, last_stable, log_start, aborted = _PARTITION_V11.unpack_from(body, pos)
-                pos += _PARTITION_V11.size + max(aborted, 0) * _ABORTED.size + 4  # + preferred_read_replica
-                (length,) = _I32.unpack_from(body, pos)
-                pos += 4
-                records = None
-                if length >= 0:
-                    if pos + length > len(body):
-                        raise ValueError("records past the end of the response")
-                    records = body[pos:pos + length]
-                    pos += length
-                partitions.append(FetchedPartition(index, error, high_watermark, last_stable, log_start, records))
-            responses.append((name, partitions))
-    except struct.error as e:
-        raise ValueError(f"truncated Fetch response: {e}") from None
-    return FetchResponseV11(error_code, session_id, responses)
