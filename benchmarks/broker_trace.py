@@ -7,7 +7,7 @@ Noted, each as a row of a list in OUT (JSON, written at exit):
 
 - ``fsync``: every fsync/fdatasync/syncfs syscall of the process, its thread, start and end, the
   file (its path) and the file's size then: the group commit's, and any other (checkpoints,
-  directories, indexes);
+  directories, indexes); the C fsync thread's (storage/fsync.py FsyncWorker) as it reports them;
 - ``job``: each group-commit job, when the loop started it, how many logs and records it covers,
   and when its outcome was back on the loop (``_job_synced``);
 - ``wait``: each Produce's wait for durability (``durable_waiter``; in older trees
@@ -142,6 +142,8 @@ def _install_tidelog() -> None:
     async def start_(self):
         await start(self)
         loop = asyncio.get_running_loop()
+        if getattr(self, "_worker", None) is not None:  # the C fsync thread (storage/fsync.py FsyncWorker)
+            self._worker = _TracedWorker(self._worker)
 
         def probe(due):
             late = _now() - due
@@ -172,6 +174,30 @@ def _install_tidelog() -> None:
         LogManager.durable_waiter = durable_waiter_
     else:  # an older tree
         LogManager.wait_durable_many = wait_durable_many
+
+
+class _TracedWorker:
+    """The C fsync thread, its fsyncs noted as rows like the Python threads' (it calls fsync(2)
+    itself, not os.fsync): the file and its size when the job is submitted, the syscall's start
+    and end as the thread measured them (CLOCK_MONOTONIC)."""
+
+    def __init__(self, worker) -> None:
+        self._worker = worker
+        self._files: dict[int, tuple[str, int]] = {}
+
+    def submit(self, token: int, fd: int) -> None:
+        self._files[token] = (_path(fd), _size(fd))
+        self._worker.submit(token, fd)
+
+    def reap(self) -> list:
+        outcomes = self._worker.reap()
+        for token, _error, started_ns, ended_ns in outcomes:
+            path, size = self._files.pop(token, ("?", -1))
+            rows.append(["fsync", self._worker.native_id, started_ns, ended_ns, "fsync", path, size])
+        return outcomes
+
+    def __getattr__(self, name: str):
+        return getattr(self._worker, name)
 
 
 def _install_replication() -> None:

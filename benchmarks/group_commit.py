@@ -4,7 +4,7 @@ In one process, no client and no socket: a LogManager (uvloop, as `tidelog serve
 appends one batch (5 records of 1 KiB, the lat-5k request) to one balanced log every
 ``--interval-ms`` and waits for it as a Produce does (``wait_durable_many``). For each append it
 reports the time to the answer, the fsync syscalls' own time (os.fsync timed in the fsync
-thread), and the difference: the group commit's hand-offs (the job's start, the loop to the
+thread, or as the C fsync thread reports it), and the difference: the group commit's hand-offs (the job's start, the loop to the
 fsync thread and back, the waiters' wake-up). ``on_durable`` is when the high watermark moves
 (a parked consumer fetch is woken then).
 
@@ -77,6 +77,18 @@ def measure(appends: int, interval_ms: float, data_dir: str, busy_us: float = 0.
             asyncio.get_running_loop().call_soon(busy)
         manager = LogManager(Path(data_dir), LogConfig(durability="balanced"))
         await manager.start()
+        worker = getattr(manager, "_worker", None)
+        if worker is not None:  # the C fsync thread (storage/fsync.py FsyncWorker) calls fsync(2) itself
+            class TimedWorker:
+                def __getattr__(self, name):
+                    return getattr(worker, name)
+
+                def reap(self):
+                    outcomes = worker.reap()
+                    fsync_ns.extend(ended - started for _, _, started, ended in outcomes)
+                    return outcomes
+
+            manager._worker = TimedWorker()
         log = manager.create("t", 0)
         durable_at: list[int] = []
         manager.on_durable = lambda _log: durable_at.append(time.perf_counter_ns())

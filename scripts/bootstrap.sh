@@ -23,13 +23,14 @@ bootstrap_venv() {
     local spec="$ROOT"
     [ -n "$extras" ] && spec="$ROOT[$extras]"
     local stamp="$VENV/.tidelog-installed-$extras"
-    # Install (editable: Python changes need none) only when pyproject.toml, setup.py or the C
+    # Install (editable: Python changes need none) only when pyproject.toml, setup.py or a C
     # extension changed since the last install of these extras. Any install has the base
     # dependencies: `serve` (no extras) is satisfied by the one `test` made.
     local current
     for current in "$stamp" "$VENV"/.tidelog-installed-*; do
         if [ -f "$current" ] && [ ! "$ROOT/pyproject.toml" -nt "$current" ] && [ ! "$ROOT/setup.py" -nt "$current" ] \
             && [ ! "$ROOT/src/tidelog/protocol/_recordwalk.c" -nt "$current" ] \
+            && [ ! "$ROOT/src/tidelog/storage/_fsyncworker.c" -nt "$current" ] \
             && { [ -z "$extras" ] || [ "$current" = "$stamp" ]; }; then
             return 0
         fi

@@ -29,6 +29,11 @@ def test_latency_trace_cuts_each_record_into_the_stages_the_broker_noted(tmp_pat
     assert run["segment_fsync_ms"]["count"] > 0  # the group commit's fsyncs of the active segment, seen in its thread
     half = run["median_half"]
     assert sum(half["dominant_stage"].values()) == half["records"] >= half["disk_half_or_more"]
+    stages = run["stage_ms"]  # each stage over every record
+    assert set(stages) == set(latency_trace.STAGES)
+    assert all(0 <= q["p50"] <= q["p90"] <= q["p99"] for q in stages.values() if q["p50"] >= 0), stages
+    assert stages["syscall"]["p50"] > 0  # the fsyncs noted, whichever thread (C or Python) ran them
+    assert 0 <= run["fetch_not_parked"] <= run["records"]
     for worst in run["worst"]:
         stages = worst["stages_ms"]
         assert all(value >= -0.01 for value in stages.values()), stages  # the same clock in both processes

@@ -47,7 +47,12 @@ def all_offsets(log: PartitionLog) -> list[int]:
 
 
 def spy_fsyncs(monkeypatch) -> list[tuple[str, bool]]:
-    """(path, whether it still exists) of each fsync from now on; directories end with "/"."""
+    """(path, whether it still exists) of each fsync from now on; directories end with "/".
+    Managers started meanwhile run every job in the Python flush threads, where os.fsync is
+    called (the C fsync thread, storage/fsync.py FsyncWorker, calls fsync(2) itself)."""
+    from tidelog.storage import manager as manager_module
+
+    monkeypatch.setattr(manager_module, "FsyncWorker", None)
     synced = []
     real_fsync = os.fsync
 

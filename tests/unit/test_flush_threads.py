@@ -1,5 +1,7 @@
 """The group commit's hand-off to its flush threads: who holds and closes a job's descriptors,
-when its waiters are answered, and an fsync error reaching every waiter of its job."""
+when its waiters are answered, and an fsync error reaching every waiter of its job. These run
+the Python flush threads (every job there: the C fsync thread is switched off with os.fsync
+gated); tests/unit/test_fsync_worker.py holds the same for the C thread's one-file jobs."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from tidelog.storage.errors import StorageError
 from tidelog.storage.faults import faults
 from tidelog.storage.fsync import FlushThreads
 from tidelog.storage.log import LogConfig, PartitionLog
+from tidelog.storage import manager as manager_module
 from tidelog.storage.manager import LogManager
 
 from .storage_helpers import append
@@ -58,9 +61,11 @@ def inode(fd: int) -> int | None:
 
 class GatedFsync:
     """os.fsync that, once armed, holds each call until ``release`` is set; it notes each
-    descriptor's inode when the call begins and again when it proceeds, and when it returns."""
+    descriptor's inode when the call begins and again when it proceeds, and when it returns.
+    Managers started meanwhile run every job in the Python flush threads (no C fsync thread)."""
 
     def __init__(self, monkeypatch) -> None:
+        monkeypatch.setattr(manager_module, "FsyncWorker", None)
         self.real = os.fsync
         self.armed = False
         self.started, self.release = threading.Event(), threading.Event()
@@ -209,6 +214,8 @@ def test_an_fsync_error_fails_every_waiter_of_its_job_and_takes_the_directory_of
 
 def test_a_job_no_thread_could_take_releases_its_descriptors_and_leaves_its_segments_to_the_next(tmp_path,
                                                                                                    monkeypatch):
+    monkeypatch.setattr(manager_module, "FsyncWorker", None)  # the Python threads' run (the C thread's: test_fsync_worker)
+
     async def run():
         manager, log = await started_log(tmp_path)
         baseline = open_descriptors()

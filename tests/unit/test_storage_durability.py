@@ -140,6 +140,8 @@ def test_balanced_profile_starts_an_fsync_at_once_and_batches_what_arrives_meanw
         release.wait(10)
         real_sync_fds(fds)
 
+    monkeypatch.setattr(manager_module, "FsyncWorker", None)  # every job in the Python threads, through sync_fds
+
     async def run():
         manager = LogManager(tmp_path, LogConfig(durability="balanced"))
         await manager.start()

@@ -7,6 +7,14 @@ fault target (storage/faults.py); ``sync_fds`` makes them durable in a ``FlushTh
 on the event loop afterwards, so the thread touches the GIL only to wake up and after each fsync. Many files (a
 group commit over many partitions) go to one ``syncfs`` per filesystem: one journal commit
 instead of hundreds. Stateless; safe to call from any thread.
+
+``FsyncWorker`` (the C extension ``_fsyncworker``, None where it was not built) is an fsync thread
+that never takes the GIL: the group commit's usual job, one file (the active segment of one
+partition), goes to it when no fault is armed. A Python thread's two GIL acquisitions a job each
+wait for the event loop to let go, up to the interpreter's switch interval (5 ms) when it is busy;
+the worker is handed the descriptor under a mutex and posts the outcome through an eventfd the
+loop watches (``fileno``; ``reap`` collects the outcomes: token, errno, start and end on
+CLOCK_MONOTONIC).
 """
 
 from __future__ import annotations
@@ -20,6 +28,11 @@ import time
 from typing import Callable
 
 from tidelog.storage.faults import faults
+
+try:
+    from tidelog.storage._fsyncworker import FsyncWorker
+except ImportError:  # built without a C compiler: every job goes to the Python flush threads
+    FsyncWorker = None
 
 SYNCFS_MIN_FILES = 8  # from this many files on, one syncfs beats an fsync each
 

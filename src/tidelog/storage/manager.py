@@ -51,7 +51,8 @@ from tidelog.storage import gc_policy
 from tidelog.storage.checkpoint import fsync_dir, remove_file, write_checkpoint_file, write_checkpoint_files
 from tidelog.storage.cleaner_manager import CleanerConfig, LogCleaner
 from tidelog.storage.errors import StorageError
-from tidelog.storage.fsync import (SYNCFS_MIN_FILES, FlushThreads, split_sync, sync_fds, sync_filesystem,
+from tidelog.storage.faults import faults
+from tidelog.storage.fsync import (SYNCFS_MIN_FILES, FlushThreads, FsyncWorker, split_sync, sync_fds, sync_filesystem,
                                    syncfs_available)
 from tidelog.storage.log import LogConfig, PartitionLog, PendingFlush
 from tidelog.storage.log_dir import LogDirState
@@ -97,6 +98,10 @@ class LogManager:
         self.log_dir.listeners.append(self._on_offline)
         self.on_offline: list[Callable[[str], None]] = self.log_dir.listeners  # called with the reason
         self._flush_threads = FlushThreads(FSYNC_THREADS, "tidelog-fsync")
+        # One-file jobs (the usual): the C fsync thread, which never waits for the GIL (fsync.py).
+        self._worker: FsyncWorker | None = None
+        self._worker_jobs: dict[int, tuple[list[PartitionLog], list[tuple[PartitionLog, PendingFlush]], float]] = {}
+        self._worker_token = 0
         self._balanced_waiters: dict[PartitionLog, list[tuple[int, asyncio.Future]]] = {}
         self._flush_soon: set[PartitionLog] = set()  # rolled or shrunk: flushed in every profile
         self._dirty: set[PartitionLog] = set()  # appended to since their last flush (not throughput)
@@ -308,6 +313,11 @@ class LogManager:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._flushing = True
+        if FsyncWorker is not None and self._worker is None:
+            self._worker = FsyncWorker()
+            self._loop.add_reader(self._worker.fileno(), self._worker_synced)
+        elif FsyncWorker is None:
+            logger.info("%s: the C fsync worker was not built: every fsync job runs in a Python thread", self.data_dir)
         self._tasks = [
             asyncio.create_task(self._retention_checker(), name="tidelog-retention"),
             asyncio.create_task(self._idle_file_closer(), name="tidelog-idle-files"),
@@ -465,7 +475,16 @@ class LogManager:
                     calls = [partial(sync_filesystem, self._open_fs_fd(),
                                      [target for _, pending in pendings for target in pending.targets])]
                 else:
-                    parts = split_sync([fd for _, pending in pendings for fd in pending.fds], FSYNC_THREADS)
+                    fds = [fd for _, pending in pendings for fd in pending.fds]
+                    if len(fds) == 1 and self._worker is not None and not faults.armed:
+                        # the usual job (one partition's active segment): the C thread; the fault
+                        # hook (sync_fds) runs in the Python threads only
+                        self._worker_token += 1
+                        submitted = time.perf_counter()
+                        self._worker.submit(self._worker_token, fds[0][0])  # its outcome is reaped on the loop
+                        self._worker_jobs[self._worker_token] = (logs, pendings, submitted)
+                        return
+                    parts = split_sync(fds, FSYNC_THREADS)
                     calls = [partial(sync_fds, part) for part in parts]
                 loop = self._loop or asyncio.get_running_loop()
                 self._flush_threads.run(calls, lambda error, seconds: loop.call_soon_threadsafe(
@@ -486,6 +505,14 @@ class LogManager:
             self._job_finished(logs, StorageError(f"fsync job failed: {e}"), ran=False)
             return
         self._job_finished(logs, None, ran=False)  # nothing to sync
+
+    def _worker_synced(self) -> None:
+        """The C fsync thread posted outcomes (its eventfd is readable): each job's end, as
+        ``_job_synced`` after a flush thread's."""
+        for token, error_number, _started_ns, ended_ns in self._worker.reap():
+            logs, pendings, submitted = self._worker_jobs.pop(token)
+            error = OSError(error_number, f"fsync: {os.strerror(error_number)}") if error_number else None
+            self._job_synced(logs, pendings, error, ended_ns / 1e9 - submitted)
 
     def _start_flushes(self, logs: list[PartitionLog], syncfs: bool) -> list[tuple[PartitionLog, PendingFlush]]:
         """``start_flush`` of each open log (many logs: for one syncfs, no descriptor duplicated
@@ -684,6 +711,10 @@ class LogManager:
             self._fail_waiters(log, self.log_dir.error() if self.offline else StorageError("log manager closed"))
         self._logs.clear()
         self._flush_threads.shutdown()
+        if self._worker is not None:  # no job runs (awaited above): nothing is left to reap
+            self._loop.remove_reader(self._worker.fileno())
+            self._worker.close()
+            self._worker = None
         if self._fs_fd is not None:
             os.close(self._fs_fd)
             self._fs_fd = None
