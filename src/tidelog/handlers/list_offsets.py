@@ -6,7 +6,13 @@ with the largest timestamp (v7+), -4 earliest local (v8+, same as earliest), -5 
 (v9+, none: offset -1), otherwise the first offset whose timestamp is at or after the given one
 (offset -1 when there is none). A record found at or past the high watermark (read_committed:
 the last stable offset) is not found (consumers cannot read it yet), as in Kafka.
-Versions: 1-10. Errors: UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_LEADER_EPOCH, KAFKA_STORAGE_ERROR
+A new leader whose high watermark is still below the start offset of its leader epoch (it trails
+the old leader's by a fetch round after an election) answers a client OFFSET_NOT_AVAILABLE,
+retriable, for LATEST and for a lookup by time that finds nothing below the high watermark, until
+the high watermark reaches that offset (Kafka's Partition.fetchOffsetForTimestamp, KAFKA-2334):
+the lagging high watermark would start a consumer with auto.offset.reset=latest below records
+already acknowledged.
+Versions: 1-10. Errors: UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_LEADER_EPOCH, OFFSET_NOT_AVAILABLE, KAFKA_STORAGE_ERROR
 (also when a lookup by time meets records on disk that cannot be decoded: a WARNING, not a
 traceback).
 """
@@ -28,11 +34,12 @@ API_KEY = 2
 LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL, LATEST_TIERED = -1, -2, -3, -4, -5
 
 
-def _lookup(log, timestamp: int, high_watermark: int) -> tuple[ErrorCode, tuple[int, int]]:
+def _lookup(log, timestamp: int, high_watermark: int, lagging: bool = False) -> tuple[ErrorCode, tuple[int, int]]:
     """The error code and (offset, timestamp) answering one partition's query
-    (KAFKA_STORAGE_ERROR while the log directory is offline)."""
+    (KAFKA_STORAGE_ERROR while the log directory is offline; OFFSET_NOT_AVAILABLE where
+    ``lagging``, the leader's high watermark below its epoch's start offset, leaves no answer)."""
     try:
-        return ErrorCode.none, _find(log, timestamp, high_watermark)
+        return ErrorCode.none, _find(log, timestamp, high_watermark, lagging)
     except CorruptRecords as e:
         logger.warning("ListOffsets for timestamp %d on %s-%d: cannot decode the records on disk: %s",
                        timestamp, log.topic, log.partition, e)
@@ -41,10 +48,12 @@ def _lookup(log, timestamp: int, high_watermark: int) -> tuple[ErrorCode, tuple[
         return e.error_code, (-1, -1)
 
 
-def _find(log, timestamp: int, high_watermark: int) -> tuple[int, int]:
+def _find(log, timestamp: int, high_watermark: int, lagging: bool) -> tuple[int, int]:
     if log.log_dir.offline:
         raise log.log_dir.error()
     if timestamp == LATEST:
+        if lagging:
+            raise _not_available(log)
         return high_watermark, -1
     if timestamp in (EARLIEST, EARLIEST_LOCAL):
         return log.log_start_offset, -1
@@ -52,13 +61,23 @@ def _find(log, timestamp: int, high_watermark: int) -> tuple[int, int]:
         return -1, -1
     found = log.max_timestamp_offset() if timestamp == MAX_TIMESTAMP else log.offset_for_timestamp(timestamp)
     # As Kafka: a record consumers cannot read yet (at or past the high watermark) is not found.
-    return found if found is not None and found[0] < high_watermark else (-1, -1)
+    if found is not None and found[0] < high_watermark:
+        return found
+    if lagging:
+        raise _not_available(log)
+    return -1, -1
+
+
+def _not_available(log) -> KafkaError:
+    return KafkaError(ErrorCode.offset_not_available, f"{log.topic}-{log.partition}: the new leader's high watermark "
+                      "is below the start offset of its leader epoch")
 
 
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
     module = response_module(API_KEY, ctx.api_version)
     read_committed = getattr(request, "isolation_level", 0) == 1
+    client = getattr(request, "replica_id", -1) == -1  # Kafka's isClientRequest: the lagging check applies
     topics = []
     for topic in request.topics:
         partitions = []
@@ -76,7 +95,8 @@ async def handle(ctx: RequestContext, request) -> object:
                     offset, timestamp = -1, -1
                 else:
                     bound = partition.last_stable_offset if read_committed else partition.high_watermark
-                    error, (offset, timestamp) = _lookup(partition.log, p.timestamp, bound)
+                    lagging = client and partition.high_watermark < partition.leader_epoch_start_offset
+                    error, (offset, timestamp) = _lookup(partition.log, p.timestamp, bound, lagging)
                 leader_epoch = partition.leader_epoch
             partitions.append(
                 build(
