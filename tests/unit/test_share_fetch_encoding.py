@@ -83,3 +83,19 @@ def test_a_request_time_quota_writes_its_throttle_into_the_hand_encoded_response
     response, throttle_ms = throttling.throttle(quotas, 78, 2, True, "u", "c", 100, 5, parts, 0)
     assert throttle_ms == 250
     assert b"".join(response) == _kio(2, topics, 0, None, 30000, 250, [])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from([1, 2]), st.lists(st.tuples(_I64, _I64), max_size=40), st.booleans(), _I16)
+def test_acquired_ranges_as_columns_are_written_as_kio_writes_them(version, ranges, single, delivery_count):
+    """queues/log_batches.py AcquiredColumns (a filter's ranges, packed by their ``wire``): the bytes
+    kio writes for the same ranges; ``single``: every range one record (one column packed for both)."""
+    from tidelog.queues.log_batches import AcquiredColumns
+
+    firsts = [first for first, _ in ranges]
+    lasts = list(firsts) if single else [last for _, last in ranges]
+    columns = AcquiredColumns(firsts, lasts, delivery_count)
+    partition = SharePartitionData(3, records=[b"r"], acquired=columns)
+    as_list = partition._replace(acquired=[(f, l, delivery_count) for f, l in zip(firsts, lasts)])
+    parts = encode_share_fetch_response([(uuid.UUID(int=7), [partition])], acquisition_lock_timeout_ms=5)
+    assert b"".join(parts) == _kio(version, [(uuid.UUID(int=7), [as_list])], 0, None, 5, 0, [])

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from operator import itemgetter
 
 from tidelog.handlers.authorization import unreadable_topic_ids
 from tidelog.handlers.registry import RequestContext, handles
@@ -39,12 +38,12 @@ from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.share_fetch import SharePartitionData, encode_share_fetch_response
 from tidelog.queues.manager import AcquireResult
 from tidelog.queues.acks import AcquireMode
+from tidelog.queues.log_batches import acquired_record_count
 from tidelog.queues.share_session import ContextKind
 from tidelog.queues.state_records import ShareStateKey
 
 API_KEY = 78
 logger = logging.getLogger(__name__)
-_FIRST, _LAST = itemgetter(0), itemgetter(1)
 
 
 @handles(API_KEY)
@@ -152,8 +151,7 @@ async def _acquire(manager, group_id: str, member_id: str, partitions, request, 
             continue
         if result.acquired:
             out[(topic_id, partition)] = result
-            acquired = result.acquired  # (hundreds of ranges with a filter: summed without a Python step each)
-            records_left -= sum(map(int.__sub__, map(_LAST, acquired), map(_FIRST, acquired))) + len(acquired)
+            records_left -= acquired_record_count(result.acquired)  # (a filter's hundreds: no Python step each)
             bytes_left -= result.records_bytes
     return out
 

@@ -35,7 +35,9 @@ class SharePartitionData(NamedTuple):
     leader_id: int = -1
     leader_epoch: int = -1
     records: Sequence[bytes | memoryview] = ()  # buffers, sent one after the other
-    acquired: Sequence[tuple[int, int, int]] = ()  # (first offset, last offset, delivery count)
+    # (first offset, last offset, delivery count); a sequence with a wire() method gives its packed
+    # ranges itself (queues/log_batches.py AcquiredColumns: no object a range)
+    acquired: Sequence[tuple[int, int, int]] = ()
     error_message: str | None = None
     acknowledge_error_message: str | None = None
 
@@ -82,7 +84,8 @@ def encode_share_fetch_response(topics: Sequence[tuple[uuid.UUID | None, Sequenc
                 parts.extend(buffer for buffer in p.records if len(buffer))
                 head = bytearray()
             head += uvarint(len(p.acquired) + 1)
-            head += b"".join(starmap(_ACQUIRED.pack, p.acquired))
+            wire = getattr(p.acquired, "wire", None)  # (a filter's ranges as columns pack themselves)
+            head += wire() if wire is not None else b"".join(starmap(_ACQUIRED.pack, p.acquired))
             head += b"\x00"
         head += b"\x00"
     head += uvarint(len(node_endpoints) + 1)

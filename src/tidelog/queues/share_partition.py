@@ -75,7 +75,7 @@ from tidelog.queues.in_flight import (
     finish,
     joined,
 )
-from tidelog.queues.log_batches import AcquiredRecords, BatchBounds, LogBatch, cut_at_batches
+from tidelog.queues.log_batches import AcquiredColumns, AcquiredRecords, BatchBounds, LogBatch, cut_at_batches
 from tidelog.queues.selection import OFFSET_ORDER, Candidate, OffsetOrder, SelectionPolicy
 from tidelog.queues.state_records import StateBatch, TiledBatches, tiled
 
@@ -514,6 +514,7 @@ class SharePartition:
             if not pieces:
                 return taken, 0, archived
             batches = list(batches)  # (the walk goes on joining and adding to them: StateBatch)
+            ranges = list(ranges)  # (AcquiredRecords)
         runs = self._runs
         redelivered = 0
         changed = t.runs
@@ -683,7 +684,7 @@ class SharePartition:
         runs[i:j + 1] = replacement
         states, counts = ((0, 4), (1, 0)) if lead == 0 else ((4, 0), (0, 1))
         t.state_batches = tiled(firsts, lasts, states, counts)
-        t.acquired = list(map(_new_acquired, zip(taken_firsts, taken_lasts, repeat(1))))
+        t.acquired = AcquiredColumns(taken_firsts, taken_lasts, 1)
 
     def _take_columns(self, t: Transition, columns: tuple[list[int], list[int], int, int, list[int]],
                       member_id: str, max_records: int, mode: AcquireMode, bounds: BatchBounds, deadline: int) -> bool:
