@@ -18,7 +18,8 @@ Noted, each as a row of a list in OUT (JSON, written at exit):
 - ``lag``: the event loop's lateness: a timer every ``LAG_PROBE_S`` whose callback ran more than
   ``LAG_NOTE_S`` late (the loop was busy or the process had no CPU);
 - ``roll``: segment rolls;
-- ``fetch``: each parked Fetch (``wait_for_data`` in handlers/fetch.py), parked and woken.
+- ``fetch``: each parked Fetch (``wait_for_data`` in handlers/fetch.py), parked and woken;
+- ``req``: each request's frame as the connection starts it (its API key).
 
 and, for replication (benchmarks/replication_trace.py puts an acks=all record's time together
 from the three brokers' rows; each partition row names its topic):
@@ -166,6 +167,19 @@ def _install_tidelog() -> None:
             finally:
                 rows.append(["fetch", parked, _now()])
         fetch_handler.wait_for_data = parked_fetch
+
+    try:
+        from tidelog.server.connection import KafkaConnection
+    except ImportError:
+        KafkaConnection = None
+    if KafkaConnection is not None and hasattr(KafkaConnection, "_start_request"):
+        start_request = KafkaConnection._start_request
+
+        def _start_request(self, view, *args, **kwargs):
+            if len(view) >= 2:
+                rows.append(["req", _now(), int.from_bytes(view[:2], "big")])
+            return start_request(self, view, *args, **kwargs)
+        KafkaConnection._start_request = _start_request
 
     _install_replication()
     LogManager._start_job, LogManager._job_synced = _start_job, _job_synced

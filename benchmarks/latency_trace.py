@@ -297,6 +297,15 @@ def analyse(got, trace, sched: dict, client_sched: dict, perf, slow_ms: float) -
                            "e2e": arrived - produced, "stages": stages, "job": (job_t, synced_t), "entered": entered,
                            "disk": waited_on_disk + stages["syscall"],
                            "job_fsyncs": [(r[4], os.path.basename(r[5]), r[6], r[3] - r[2]) for r in in_job]})
+    # to_append in two: produce() -> its Produce frame read by the broker (the client, the socket),
+    # and -> appended (the broker). One producer connection answers its requests in order, so the
+    # k-th Produce frame read is the k-th wait entered (skipped if the counts differ).
+    produce_reads = sorted(row[1] for row in trace if row[0] == "req" and row[2] == 0)
+    entered_order = sorted(w[1] for w in waits)
+    read_at = dict(zip(entered_order, produce_reads)) if len(produce_reads) == len(entered_order) else {}
+    for r in per_record:
+        read = read_at.get(r["entered"])
+        r["split"] = (read - r["produced"], r["entered"] - read) if read is not None else None
     per_record.sort(key=lambda r: r["e2e"])
     n = len(per_record)
     if not n:
@@ -412,6 +421,16 @@ def analyse(got, trace, sched: dict, client_sched: dict, perf, slow_ms: float) -
         # the GIL's switch interval.
         "stage_ms": {s: _quantiles(sorted(r["stages"][s] for r in per_record)) for s in STAGES},
         "fetch_not_parked": sum(1 for r in per_record if r["stages"]["to_fetch_wake"] == 0),
+        # to_append's two parts (see above): None when the Produce frames and waits did not pair up
+        "to_append_split_ms": {
+            "to_broker": _quantiles(sorted(r["split"][0] for r in per_record if r["split"])),
+            "read_to_append": _quantiles(sorted(r["split"][1] for r in per_record if r["split"]))}
+        if any(r["split"] for r in per_record) else None,
+        "requests_read": {str(k): sum(1 for row in trace if row[0] == "req" and row[2] == k) for k in (0, 1)},
+        # the share of the sampled time each broker thread ran on a CPU (the event loop: its busy share)
+        "broker_thread_busy": {("loop" if tid == main_tid else str(tid)): round((samples[-1][1] - samples[0][1])
+                                                                               / max(1, samples[-1][0] - samples[0][0]), 3)
+                               for tid, samples in sched.items() if len(samples) > 1},
         "median_half": everyone, "p99_set": summarise(p99_set), "p99.9_set": summarise(p999_set),
         "slow_set": summarise(slow), "worst": worst,
     }
@@ -436,6 +455,12 @@ def summary_line(run: int, r: dict) -> str:
         lines.append("  every record, stage p50/p90/p99 ms: " + ", ".join(
             f"{s} {v['p50']:.2f}/{v['p90']:.2f}/{v['p99']:.2f}" for s, v in r["stage_ms"].items())
             + f"; fetch not parked at the job's end: {r['fetch_not_parked']} of {r['records']}")
+    split = r.get("to_append_split_ms")
+    if split:
+        lines.append("  to_append: produce() -> the Produce frame read " + "/".join(f"{v:.2f}" for v in split["to_broker"].values())
+                     + ", -> appended " + "/".join(f"{v:.2f}" for v in split["read_to_append"].values())
+                     + f" ms (p50/p90/p99); Produce requests {r['requests_read']['0']}, Fetch requests {r['requests_read']['1']}"
+                     + f"; the event loop ran {r['broker_thread_busy'].get('loop', 0):.0%} of the time")
     for name in ("p99_set", "p99.9_set"):
         part = r[name]
         if part:
