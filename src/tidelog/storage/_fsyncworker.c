@@ -85,9 +85,13 @@ static void *serve(void *arg) {
         pthread_mutex_lock(&w->mutex);
         w->outcomes[(w->outcome_head + w->outcome_count) % SLOTS] = item;
         w->outcome_count++;
+        pthread_mutex_unlock(&w->mutex);
+        /* After the unlock: the loop, woken, finds the mutex free (``reap`` reads the eventfd
+           before it takes the outcomes, so an outcome is never left behind a read). */
         uint64_t one = 1;
         while (write(w->event_fd, &one, sizeof one) < 0 && errno == EINTR) {
         }
+        pthread_mutex_lock(&w->mutex);
     }
     pthread_mutex_unlock(&w->mutex);
     return NULL;
@@ -178,8 +182,11 @@ static PyObject *Worker_submit(Worker *w, PyObject *args) {
     item->fd = fd;
     w->request_count++;
     w->in_flight++;
-    pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->mutex);
+    /* After the unlock, so the woken thread does not wake only to wait for the mutex the loop
+       still holds (a switch there and back on a busy core). The thread checks the count under the
+       mutex before it waits: no wake-up is lost. */
+    pthread_cond_signal(&w->cond);
     Py_RETURN_NONE;
 }
 
