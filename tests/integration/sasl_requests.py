@@ -1,6 +1,7 @@
-"""Raw Kafka requests as an authenticated user: one connection that does SaslHandshake and
-SaslAuthenticate (PLAIN, checked against the broker's SCRAM users) and then sends kio requests,
-for the APIs neither Python client speaks (share groups) or to see one answer exactly."""
+"""Raw Kafka requests on one connection (``KafkaConnection``; a share session lives on its
+connection), and as an authenticated user (``SaslConnection``: SaslHandshake and SaslAuthenticate,
+PLAIN, checked against the broker's SCRAM users, first): kio requests, for the APIs neither
+Python client speaks (share groups) or to see one answer exactly."""
 
 from __future__ import annotations
 
@@ -15,16 +16,19 @@ from tidelog.protocol.apis import load_request_schema, load_response_schema
 SASL_HANDSHAKE, SASL_AUTHENTICATE = 17, 36
 
 
-class SaslConnection:
-    def __init__(self, bootstrap: str, user: str, password: str) -> None:
+class KafkaConnection:
+    """One plaintext connection sending kio requests one at a time."""
+
+    def __init__(self, bootstrap: str) -> None:
         host, port = bootstrap.rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=15)
         self.correlation = 0
-        handshake = self.request(SASL_HANDSHAKE, 1, load_request_schema(SASL_HANDSHAKE, 1)(mechanism="PLAIN"))
-        assert handshake.error_code == 0, handshake
-        token = b"\0" + user.encode() + b"\0" + password.encode()
-        answer = self.request(SASL_AUTHENTICATE, 2, load_request_schema(SASL_AUTHENTICATE, 2)(auth_bytes=token))
-        assert answer.error_code == 0, answer
+
+    def __enter__(self) -> "KafkaConnection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def request(self, api_key: int, version: int, body):
         """Send ``body`` (a kio request of that version), the decoded response."""
@@ -56,8 +60,12 @@ class SaslConnection:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> "SaslConnection":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+class SaslConnection(KafkaConnection):
+    def __init__(self, bootstrap: str, user: str, password: str) -> None:
+        super().__init__(bootstrap)
+        handshake = self.request(SASL_HANDSHAKE, 1, load_request_schema(SASL_HANDSHAKE, 1)(mechanism="PLAIN"))
+        assert handshake.error_code == 0, handshake
+        token = b"\0" + user.encode() + b"\0" + password.encode()
+        answer = self.request(SASL_AUTHENTICATE, 2, load_request_schema(SASL_AUTHENTICATE, 2)(auth_bytes=token))
+        assert answer.error_code == 0, answer

@@ -533,6 +533,16 @@ class ShareGroups:
             await manager.initialize(group_id, here)
 
     async def _member_removed(self, group_id: str, member_id: str, failed: bool) -> None:
+        """A member left (``failed``: its session timed out). One that left cleanly with a share
+        session open here keeps it: its client closes it with a final ShareAcknowledge or
+        ShareFetch carrying the close's acknowledgements, which librdkafka sends beside the leave
+        and may arrive after it; that request (or the connection closing, or the record locks
+        expiring) releases what is left, as in Kafka, where the group's membership does not
+        touch the share sessions of the partition leaders."""
+        if not failed and self.sessions.get(group_id, member_id) is not None:
+            logger.debug("share group %s: member %s left; its share session stays until its client closes it",
+                         group_id, member_id)
+            return
         self.sessions.remove(group_id, member_id)
         await self.manager.release_member(group_id, member_id, count_delivery=failed)
 
