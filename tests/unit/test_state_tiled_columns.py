@@ -275,3 +275,25 @@ def test_an_acquisition_joining_the_states_last_batch_takes_one_batch_off_each(k
     assert store.state(KEY).batches == [StateBatch(0, 0, *one), StateBatch(1, 1, *other), StateBatch(2, 6, *one),
                                         StateBatch(7, 7, *other)]
     assert [type(item) for item in store._states[KEY].batches] == [TiledBatches, StateBatch, TiledBatches]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(-(2**63), 2**63 - 1), st.integers(-(2**63), 2**63 - 1)), max_size=40),
+       st.tuples(st.sampled_from([0, 2, 4]), st.integers(-(2**15), 2**15 - 1),
+                 st.sampled_from([0, 2, 4]), st.integers(-(2**15), 2**15 - 1)))
+def test_tiled_columns_are_packed_in_c_as_in_python(offsets, kinds):
+    """protocol/_recordwalk.c pack_tiled (the update record's TiledBatches) writes the bytes the
+    Python packing writes, which writes each batch as a StateBatch is written."""
+    from tidelog.queues import state_records
+
+    if state_records._pack_tiled_in_c is None:
+        pytest.skip("the C extension is not built (or built before pack_tiled)")
+    firsts, lasts = [f for f, _ in offsets], [l for _, l in offsets]
+    fields = state_records._TILE_FIELDS.pack(*kinds)
+    packed = state_records._pack_tiled_in_c(firsts, lasts, fields)
+    assert packed == state_records._tiled_batches_python(firsts, lasts, fields)
+    state0, count0, state1, count1 = kinds
+    assert packed == state_records._plain_batches([StateBatch(f, l, *((state0, count0) if i % 2 == 0 else (state1, count1)))
+                                                   for i, (f, l) in enumerate(offsets)])
+    with pytest.raises(OverflowError):
+        state_records._pack_tiled_in_c([2**63], [0], fields)

@@ -245,9 +245,16 @@ def _plain_batches(batches: list[StateBatch]) -> bytes:
 
 
 def _tiled_batches(firsts: list[int], lasts: list[int], fields: bytes) -> bytes:
-    """The state batches of TiledBatches' columns (without the array's length): each column packed
-    at once (array), its bytes laid into every batch's place by slice assignment (a step a byte of
-    a batch, not a batch)."""
+    """The state batches of TiledBatches' columns (without the array's length): in C where the
+    extension is built (protocol/_recordwalk.c ``pack_tiled``), else ``_tiled_batches_python``."""
+    if _pack_tiled_in_c is not None and type(firsts) is list and type(lasts) is list:
+        return _pack_tiled_in_c(firsts, lasts, fields)
+    return _tiled_batches_python(firsts, lasts, fields)
+
+
+def _tiled_batches_python(firsts: list[int], lasts: list[int], fields: bytes) -> bytes:
+    """``_tiled_batches`` in Python: each column packed at once (array), its bytes laid into every
+    batch's place by slice assignment (a step a byte of a batch, not a batch)."""
     n = len(firsts)
     out = bytearray(_BATCH_UNTAGGED.size * n)
     for column, at in ((firsts, 0), (lasts, 8)):
@@ -264,6 +271,10 @@ def _tiled_batches(firsts: list[int], lasts: list[int], fields: bytes) -> bytes:
 
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
+try:
+    from tidelog.protocol._recordwalk import pack_tiled as _pack_tiled_in_c
+except ImportError:  # built without a C compiler, or before pack_tiled
+    _pack_tiled_in_c = None
 
 
 def _tagged_delivery_complete_count(count: int) -> bytes:
