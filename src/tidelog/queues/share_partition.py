@@ -701,7 +701,10 @@ class SharePartition:
         taken_firsts, taken_lasts, first, last, breaks = columns
         if not taken_firsts:
             return False
-        taken = list(accumulate(map(sub, map((1).__add__, taken_lasts), taken_firsts)))  # records up to each range
+        if taken_firsts == taken_lasts:  # (every range one record, a filter's usual: 1, 2, 3... up to each)
+            taken: Sequence[int] = range(1, len(taken_firsts) + 1)
+        else:  # records up to each range
+            taken = list(accumulate(map(sub, map((1).__add__, taken_lasts), taken_firsts)))
         k = bisect_left(taken, max_records)  # the range reaching max_records (len: none does)
         following = taken_firsts[k + 1] if k + 1 < len(taken_firsts) else last + 1  # the first taken after it
         if k < len(taken_firsts):
