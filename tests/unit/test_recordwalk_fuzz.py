@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import random
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -76,6 +77,128 @@ def _mutate(body: bytes, data) -> bytes:
     return body
 
 
+def _zigzag_varint(n: int, pad: int = 0) -> bytes:
+    """``n`` as Kafka's zigzag varint (64 bits), ``pad`` more bytes of continuation than needed."""
+    raw = ((n << 1) ^ (n >> 63)) & ((1 << 64) - 1)
+    out = bytearray()
+    while True:
+        out.append(raw & 0x7F)
+        raw >>= 7
+        if not raw:
+            break
+        out[-1] |= 0x80
+    if pad:
+        out[-1] |= 0x80
+        out += b"\x80" * (pad - 1) + b"\x00"
+    return bytes(out)
+
+
+_LIES = st.sampled_from([-3, -2, -1, 1, 2, 7, 1 << 31, -(1 << 31), 1 << 40])
+
+
+@st.composite
+def _lying_record(draw) -> bytes:
+    """One record whose lengths may lie (one of them, off by a little or a lot) and whose varints
+    may be longer than their field allows (one of them): what a damaged batch holds, field by field."""
+    lie_at, pad_at = draw(st.integers(-1, 120)), draw(st.integers(-1, 120))  # (mostly none: later records read)
+    fields = [0]
+
+    def varint(value: int, pad: int) -> bytes:
+        fields[0] += 1
+        return _zigzag_varint(value, pad if fields[0] - 1 == pad_at else 0)
+
+    def length(true_size: int, null: bool = False) -> bytes:
+        lie = draw(_LIES) if fields[0] == lie_at else 0
+        return varint((-1 if null else true_size) + lie, draw(st.sampled_from([1, 5, 6])))
+
+    key, value = draw(st.none() | st.binary(max_size=8)), draw(st.none() | st.binary(max_size=8))
+    headers = draw(st.lists(st.tuples(st.sampled_from(["type"] * 6 + NAMES),  # (values of one size, often)
+                                      st.sampled_from([None, b"x", b"y", b"5", b"x", b"y", b"", *VALUES[:8]])),
+                            max_size=4))
+    body = bytearray(b"\x00")  # attributes
+    body += varint(draw(st.integers(-(1 << 40), 1 << 40)), 9)  # timestamp delta
+    body += varint(draw(st.integers(-2, 100)), 4)  # offset delta
+    for field in (key, value):
+        body += length(len(field or b""), field is None) + (field or b"")
+    body += length(len(headers))
+    for name, header_value in headers:
+        encoded = name.encode()
+        body += length(len(encoded)) + encoded
+        body += length(len(header_value or b""), header_value is None) + (header_value or b"")
+    fields[0] = 0  # (the record's length: lies where the first field would)
+    return length(len(body)) + bytes(body)
+
+
+def _varint(buf, pos: int, end: int, max_bytes: int):
+    """(value, next position), or None: past ``end`` or longer than ``max_bytes``."""
+    raw = 0
+    for i in range(max_bytes):
+        if pos >= end:
+            return None
+        byte = buf[pos]
+        pos += 1
+        raw |= (byte & 0x7F) << (7 * i)
+        if byte < 0x80:
+            raw &= (1 << 64) - 1
+            return (raw >> 1) ^ -(raw & 1), pos
+    return None
+
+
+def _reference_values(buf, start: int, stop: int, count: int, name: bytes, others: tuple):
+    """header_values as its comment in _recordwalk.c says it, in Python (the checks in its order,
+    the messages it gives): what the C walk must answer, independent of its helpers."""
+    buf = bytes(buf)
+    if start < 0 or stop > len(buf) or start > stop:
+        raise ValueError(f"bad bounds {start}..{stop} of {len(buf)} bytes")
+    pos, values, other_found, index = start, [], False, 0
+
+    def malformed():
+        return ValueError(f"record {index} is malformed")
+
+    while index < count and pos < stop:
+        read = _varint(buf, pos, stop, 5)
+        if read is None:
+            raise malformed()
+        length, pos = read
+        if length < 1 or length > stop - pos:
+            raise ValueError(f"record {index} has length {length}")
+        record_end = pos + length
+        pos += 1  # attributes
+        for max_bytes in (10, 5):  # timestamp delta, offset delta
+            read = _varint(buf, pos, stop, max_bytes)
+            if read is None:
+                raise malformed()
+            pos = read[1]
+        for _ in range(2):  # key, value
+            read = _varint(buf, pos, stop, 5)
+            if read is None or read[0] < -1 or read[0] > record_end - read[1]:
+                raise malformed()
+            pos = read[1] + max(read[0], 0)
+        read = _varint(buf, pos, stop, 5)
+        if read is None or read[0] < 0:
+            raise malformed()
+        header_count, pos = read
+        value = False
+        for _ in range(header_count):
+            read = _varint(buf, pos, stop, 5)
+            if read is None or read[0] < 0 or read[0] > record_end - read[1]:
+                raise malformed()
+            header_name, pos = buf[read[1]:read[1] + read[0]], read[1] + read[0]
+            read = _varint(buf, pos, stop, 5)
+            if read is None or read[0] < -1 or read[0] > record_end - read[1]:
+                raise malformed()
+            size, pos = read
+            if header_name == name:
+                value = None if size < 0 else buf[pos:pos + size]
+            elif header_name in others:
+                other_found = True
+            pos += max(size, 0)
+        values.append(value)
+        pos = record_end
+        index += 1
+    return values, other_found
+
+
 def _call(function, *args):
     try:
         return "ok", function(*args)
@@ -84,11 +207,11 @@ def _call(function, *args):
 
 
 def _expected_runs(body, start, stop, count, name, others, verdicts, base):
-    """What header_runs may answer, from header_values record by record (the path it replaces):
+    """What header_runs may answer, from header_values (its reference) record by record:
     a list of acceptable outcomes ("ok", result) / ("error", message)."""
     values: list = []
     for k in range(1, max(count, 0) + 1):
-        outcome, found = _call(_recordwalk.header_values, body, start, stop, k, name, others)
+        outcome, found = _call(_reference_values, body, start, stop, k, name, others)
         if outcome == "error":
             # (a header of ours before the malformed field of the same record: the C walk stops there)
             return [("error", found), ("ok", (None, None, True))]
@@ -139,15 +262,36 @@ def test_header_runs_answers_what_header_values_and_the_verdicts_answer_on_malfo
     count = data.draw(st.sampled_from([len(records), len(records) + 1, max(0, len(records) - 1), 0, -1, 1 << 40]))
     others = data.draw(st.sampled_from([OTHERS, (), OTHERS[1:]]))
     judged = data.draw(st.lists(st.none() | st.just(False) | st.sampled_from(VALUES), max_size=30))
-    verdicts = {value: data.draw(st.integers(0, 1)) for value in judged}
+    rng = random.Random(data.draw(st.integers(0, 1 << 32)))
+    verdicts = {value: rng.randint(0, 1) for value in judged}  # (hypothesis draws 0 mostly)
     start = data.draw(st.integers(0, min(3, len(body))))
     guarded = _guarded(body)
     expected = _expected_runs(body, start, len(body), min(count, len(body) + 1), name, others, verdicts, base)
     got = _call(_recordwalk.header_runs, guarded, start, len(body), count, name, others, verdicts, base)
     assert got in expected
-    # header_values reads nothing past the end either, and says the same of the guarded copy
+    # header_values reads nothing past the end either, and answers as its reference
     assert _call(_recordwalk.header_values, guarded, start, len(body), count, name, others) == \
-        _call(_recordwalk.header_values, body, start, len(body), count, name, others)
+        _call(_reference_values, body, start, len(body), min(count, len(body) + 1), name, others)
+
+
+@given(st.lists(_lying_record(), min_size=1, max_size=12), st.data(), st.sampled_from([b"type", b"type", b"", b"typee"]))
+@FUZZ
+def test_header_runs_and_header_values_on_records_whose_lengths_lie(records, data, name):
+    """Records built field by field, any length off by a little or a lot, any varint too long: both
+    walks answer as the reference, and read nothing past the body (it ends at an inaccessible page)."""
+    body = b"".join(records)
+    count = data.draw(st.sampled_from([len(records), len(records) + 1, 1 << 40]))
+    others = data.draw(st.sampled_from([OTHERS, ()]))
+    judged = [None, False, *VALUES] if data.draw(st.booleans()) else \
+        data.draw(st.lists(st.none() | st.just(False) | st.sampled_from(VALUES), max_size=30))
+    rng = random.Random(data.draw(st.integers(0, 1 << 32)))
+    verdicts = {value: rng.randint(0, 1) for value in judged}  # (hypothesis draws 0 mostly)
+    guarded = _guarded(body)
+    bounded = min(count, len(body) + 1)
+    assert _call(_recordwalk.header_values, guarded, 0, len(body), count, name, others) == \
+        _call(_reference_values, body, 0, len(body), bounded, name, others)
+    assert _call(_recordwalk.header_runs, guarded, 0, len(body), count, name, others, verdicts, 7) in \
+        _expected_runs(body, 0, len(body), bounded, name, others, verdicts, 7)
 
 
 @given(st.binary(max_size=64), st.integers(-2, 70), st.integers(-2, 70), st.integers(-5, 100))
@@ -249,3 +393,55 @@ def test_scan_batch_of_a_malformed_body_raises_a_value_error_or_answers(records,
     except ValueError:
         return
     assert all(type(run) is record_attrs.AttrRun for run in runs)
+
+
+def _record(*fields: bytes) -> bytes:
+    body = b"".join(fields)
+    return _zigzag_varint(len(body)) + body
+
+
+_HEAD = b"\x00\x00\x00"  # attributes, timestamp delta 0, offset delta 0
+_NO_KEY = _zigzag_varint(-1)
+
+
+@pytest.mark.parametrize("body, message", [
+    (_record(_HEAD, _NO_KEY, _NO_KEY, _zigzag_varint(1), _zigzag_varint(4), b"type", _zigzag_varint(-2)),
+     "record 0 is malformed"),  # a header value of length -2
+    (_record(_HEAD, _NO_KEY, _NO_KEY, _zigzag_varint(1), _zigzag_varint(-1), _zigzag_varint(-1)),
+     "record 0 is malformed"),  # a header name of length -1
+    (_record(_HEAD, _NO_KEY, _NO_KEY, _zigzag_varint(-1)), "record 0 is malformed"),  # -1 headers
+    (_record(_HEAD, _NO_KEY, _NO_KEY, _zigzag_varint(1), _zigzag_varint(5), b"type"), "record 0 is malformed"),
+    (_record(_HEAD, _NO_KEY, _NO_KEY, _zigzag_varint(1), _zigzag_varint(4), b"ty"),
+     "record 0 is malformed"),  # a name as long as the one asked for, past the end (the guard page)
+    (_record(_HEAD, _zigzag_varint(-2), _NO_KEY, b"\x00"), "record 0 is malformed"),  # a key of length -2
+    (_record(_HEAD, _NO_KEY, _NO_KEY, _zigzag_varint(1), _zigzag_varint(4), b"type", _zigzag_varint(0, pad=5)),
+     "record 0 is malformed"),  # a 6-byte varint
+    (_zigzag_varint(40) + _HEAD, "record 0 has length 40"),
+    (_zigzag_varint(0), "record 0 has length 0"),
+])
+def test_hand_made_malformed_records_are_value_errors(body, message):
+    """One check each, where the fuzz may not reach it every run: every walk says ValueError with the
+    message its reference gives, header_runs and header_values alike."""
+    for records in ((body,), (_record(_HEAD, _NO_KEY, _NO_KEY, b"\x00"), body)):  # first, and after a good one
+        batch = b"".join(records)
+        expected = message.replace("record 0", f"record {len(records) - 1}")
+        with pytest.raises(ValueError, match=f"^{expected}$"):
+            _reference_values(batch, 0, len(batch), len(records), b"type", ())
+        with pytest.raises(ValueError, match=f"^{expected}$"):
+            _recordwalk.header_values(_guarded(batch), 0, len(batch), len(records), b"type", ())
+        with pytest.raises(ValueError, match=f"^{expected}$"):
+            _recordwalk.header_runs(_guarded(batch), 0, len(batch), len(records), b"type", (),
+                                    {False: 1, None: 0, b"": 0}, 0)
+
+
+def test_values_of_one_size_keep_their_own_verdicts():
+    """The walk's kept values are compared by their bytes, not their size: x and y (one byte each),
+    "" and a null value, v1 and v2, each its own verdict, over more distinct values than it keeps."""
+    values = [b"x", b"y", b"", None, b"v1", b"v2", False, *(b"w%02d" % n for n in range(20)), b"y", b"x", b"v2"]
+    verdicts = {value: n % 2 for n, value in enumerate(dict.fromkeys(values))}
+    batch = b"".join(_record(_HEAD, _NO_KEY, _NO_KEY, b"\x00") if value is False else
+                     _record(_HEAD, _NO_KEY, _NO_KEY, _zigzag_varint(1), _zigzag_varint(4), b"type",
+                             _zigzag_varint(-1 if value is None else len(value)), value or b"")
+                     for value in values)
+    assert _recordwalk.header_runs(batch, 0, len(batch), len(values), b"type", (), verdicts, 100) == \
+        _expected_runs(batch, 0, len(batch), len(values), b"type", (), verdicts, 100)[0][1]
