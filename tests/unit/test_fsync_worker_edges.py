@@ -161,8 +161,6 @@ worker.close()
 """
 
 
-@pytest.mark.xfail(strict=True, reason="review10 10:40: a forked child's FsyncWorker takes jobs no thread serves "
-                                       "(lat10 to decide: refuse them, or start a thread in the child)")
 def test_a_forked_childs_worker_refuses_jobs_rather_than_queueing_them_for_no_thread(tmp_path):
     """After fork(2) the child has the worker's state but not its thread: a job it took would never
     be answered (its waiters hang). It must refuse it (RuntimeError, as a closed worker does), and

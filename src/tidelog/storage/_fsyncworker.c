@@ -44,8 +44,15 @@ typedef struct {
     int gate_fd;
     int stop;
     int started;
+    pid_t owner; /* the process whose thread serves it: a forked child has the state, not the thread */
     long native_id;
 } Worker;
+
+/* Started, and in the process that started it. After fork(2) the child's copy has no thread behind
+   it (and its mutex may have been held by that thread): it takes no job and closes without it. */
+static int serving(Worker *w) {
+    return w->started && w->owner == getpid();
+}
 
 static long long now_ns(void) {
     struct timespec t;
@@ -122,6 +129,7 @@ static int Worker_init(Worker *w, PyObject *args, PyObject *kwargs) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+    w->owner = getpid();
     w->started = 1;
     return 0;
 }
@@ -138,6 +146,12 @@ static PyObject *Worker_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
 static void stop_thread(Worker *w) {
     if (!w->started)
         return;
+    if (w->owner != getpid()) { /* a forked child's copy: no thread to stop, a mutex not to touch */
+        w->started = 0;
+        close(w->event_fd);
+        w->event_fd = -1;
+        return;
+    }
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&w->mutex);
     w->stop = 1;
@@ -167,8 +181,9 @@ static PyObject *Worker_submit(Worker *w, PyObject *args) {
     int fd;
     if (!PyArg_ParseTuple(args, "Ki", &token, &fd))
         return NULL;
-    if (!w->started) {
-        PyErr_SetString(PyExc_RuntimeError, "FsyncWorker is closed");
+    if (!serving(w)) {
+        PyErr_SetString(PyExc_RuntimeError, w->started ? "FsyncWorker belongs to the process that forked this one"
+                                                       : "FsyncWorker is closed");
         return NULL;
     }
     pthread_mutex_lock(&w->mutex);
@@ -195,7 +210,7 @@ static PyObject *Worker_reap(Worker *w, PyObject *unused) {
        (time.perf_counter_ns's clock on Linux). */
     Item taken[SLOTS];
     int count = 0;
-    if (w->started) {
+    if (serving(w)) {
         uint64_t value;
         (void)!read(w->event_fd, &value, sizeof value); /* EAGAIN: nothing posted since */
         pthread_mutex_lock(&w->mutex);
