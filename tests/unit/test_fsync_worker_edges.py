@@ -9,25 +9,17 @@ from __future__ import annotations
 import errno
 import gc
 import os
-import select
 import threading
 
 import pytest
 
 from tidelog.storage.fsync import FsyncWorker
 
+from .test_fsync_worker import reaped
+
 pytestmark = pytest.mark.skipif(FsyncWorker is None, reason="the C extension _fsyncworker was not built")
 
 SLOTS = 64  # _fsyncworker.c: fsyncs in flight at once
-
-
-def reaped(worker, count: int, timeout_s: float = 10.0) -> list:
-    outcomes: list = []
-    while len(outcomes) < count:
-        readable, _, _ = select.select([worker.fileno()], [], [], timeout_s)
-        assert readable, f"{len(outcomes)} of {count} outcomes in {timeout_s} s"
-        outcomes += worker.reap()
-    return outcomes
 
 
 @pytest.fixture
