@@ -98,10 +98,10 @@ class AcquiredColumns(Sequence):
         first and last offset (int64), delivery count (int16), no tagged fields; each column packed
         at once, its bytes laid into every range's place by slice assignment."""
         n = len(self.firsts)
-        size = _WIRE_RANGE.size
-        out = bytearray(size * n)
         if not n:
             return b""
+        size = _WIRE_RANGE.size
+        out = bytearray(size * n)
         columns = ">%dq" % n
         firsts = struct.pack(columns, *self.firsts)
         lasts = firsts if self.lasts == self.firsts else struct.pack(columns, *self.lasts)  # (single records)
@@ -167,14 +167,14 @@ def cut_at_batches(segments: list[AcquiredRecords], bounds: BatchBounds,
     the log batch where it reaches that size (the others are kept as they are)."""
     if batch_size is None or not segments:
         return segments
-    if type(segments) is AcquiredColumns:
-        if max(map(sub, segments.lasts, segments.firsts)) < batch_size:
-            return segments
-        segments = list(segments)
     # Usually no range reaches the batch size (a filter makes one a record): checked without a Python step each.
-    if max(map(int.__sub__, map(_LAST, segments), map(_FIRST, segments))) < batch_size:
+    if type(segments) is AcquiredColumns:
+        longest = max(map(sub, segments.lasts, segments.firsts))
+    else:
+        longest = max(map(sub, map(_LAST, segments), map(_FIRST, segments)))
+    if longest < batch_size:
         return segments
-    result = []
+    result = []  # (AcquiredColumns iterates as AcquiredRecords)
     for segment in segments:
         first, last, count = segment
         if last - first < batch_size:
