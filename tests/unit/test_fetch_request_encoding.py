@@ -14,7 +14,7 @@ from kio.schema.fetch.v15 import request as schema
 from kio.schema.fetch.v15 import response as responses
 from kio.serial import entity_writer
 
-from tidelog.cluster.replica_fetcher import decode_fetch_response_v15, encode_fetch_request_v15
+from tidelog.protocol.fetch import decode_fetch_response_v15, encode_fetch_request_v15
 from tidelog.protocol.apis import load_request_schema, load_response_schema
 from tidelog.protocol.errors import ErrorCode
 from tidelog.protocol.records import build_batch

@@ -20,17 +20,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import struct
 import time
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from kio.schema.offset_for_leader_epoch.v3 import request as epoch_request
 
 from tidelog.cluster.broker_channel import BrokerChannel, ChannelSecurity
 from tidelog.cluster.fetch_sessions import PartitionFetch, SessionRequests
 from tidelog.protocol.errors import ErrorCode, InvalidBatch
-from tidelog.protocol.fetch import FetchedPartition
-from tidelog.protocol.wire import MalformedFrame, read_uvarint, skip_tagged_fields, uvarint
+from tidelog.protocol.fetch import decode_fetch_response_v15, encode_fetch_request_v15
 
 if TYPE_CHECKING:
     from tidelog.cluster.metadata import MetadataStore
@@ -49,80 +47,6 @@ FETCH_MAX_WAIT_MS = 500
 # (BENCHMARKS.md, Replication); the response stays within 16 MiB, read into one buffer.
 FETCH_PARTITION_MAX_BYTES = 8 << 20
 FETCH_MAX_BYTES = 16 << 20
-
-_FETCH_HEAD_V15 = struct.Struct(">iiibii")  # max wait, min bytes, max bytes, isolation, session id, epoch
-# partition, current leader epoch, fetch offset, last fetched epoch (-1: truncation is by
-# OffsetForLeaderEpoch), log start, max bytes, no tagged fields
-_FETCH_PARTITION_V15 = struct.Struct(">iiqiqib")
-_REPLICA_STATE = struct.Struct(">iqb")  # replica id, broker epoch, no tagged fields: the request's tagged field 1
-_HEAD_V15 = struct.Struct(">ihi")  # throttle time, error code, session id
-_PARTITION_V15 = struct.Struct(">ihqqq")  # index, error code, high watermark, last stable offset, log start
-_ABORTED_V15 = 16  # producer id, first offset (then its tagged fields)
-_UUID = 16
-
-
-def encode_fetch_request_v15(replica_id: int, broker_epoch: int, max_wait_ms: int, min_bytes: int, max_bytes: int,
-                             session_id: int, session_epoch: int, topics: dict[bytes, list[tuple[int, int, int, int, int]]],
-                             forgotten: dict[bytes, list[int]]) -> bytes:
-    """A follower's Fetch v15 request body (isolation level 0, no rack): ``topics`` maps a topic
-    id (16 bytes) to its (partition, current leader epoch, fetch offset, log start offset,
-    partition max bytes); ``forgotten`` a topic id to partition indexes; ReplicaState carries
-    ``replica_id`` and ``broker_epoch``. Written by hand: kio's dataclasses and writer cost
-    ~100 us a fetch, most of a follower's per-fetch Python."""
-    parts = [_FETCH_HEAD_V15.pack(max_wait_ms, min_bytes, max_bytes, 0, session_id, session_epoch),
-             uvarint(len(topics) + 1)]
-    for topic_id, partitions in topics.items():
-        parts += (topic_id, uvarint(len(partitions) + 1))
-        parts += [_FETCH_PARTITION_V15.pack(index, leader_epoch, offset, -1, log_start, partition_max, 0)
-                  for index, leader_epoch, offset, log_start, partition_max in partitions]
-        parts.append(b"\0")
-    parts.append(uvarint(len(forgotten) + 1))
-    for topic_id, indexes in forgotten.items():
-        parts += (topic_id, uvarint(len(indexes) + 1), struct.pack(f">{len(indexes)}i", *indexes), b"\0")
-    parts.append(b"\x01")  # rack id: the empty compact string
-    parts += (b"\x01\x01", uvarint(_REPLICA_STATE.size), _REPLICA_STATE.pack(replica_id, broker_epoch, 0))  # one tag: 1
-    return b"".join(parts)
-
-
-class FetchResponseV15(NamedTuple):
-    error_code: int
-    session_id: int
-    responses: list[tuple[bytes, list[FetchedPartition]]]  # (topic id, partitions)
-
-
-def decode_fetch_response_v15(body: memoryview) -> FetchResponseV15:
-    """A Fetch v15 response body (after the response header); each partition's records a view of
-    ``body``. Aborted transactions, the preferred read replica and tagged fields (diverging
-    epoch, current leader, snapshot id) are skipped: a follower reads every batch, and learns of
-    leaders from the metadata store. Raises ValueError on a truncated or malformed body."""
-    try:
-        _, error_code, session_id = _HEAD_V15.unpack_from(body, 0)
-        count, pos = read_uvarint(body, _HEAD_V15.size)
-        responses = []
-        for _ in range(count - 1):
-            topic_id = bytes(body[pos:pos + _UUID])
-            partition_count, pos = read_uvarint(body, pos + _UUID)
-            partitions = []
-            for _ in range(partition_count - 1):
-                index, error, high_watermark, last_stable, log_start = _PARTITION_V15.unpack_from(body, pos)
-                aborted, pos = read_uvarint(body, pos + _PARTITION_V15.size)
-                for _ in range(aborted - 1):
-                    pos = skip_tagged_fields(body, pos + _ABORTED_V15)
-                length, pos = read_uvarint(body, pos + 4)  # after the preferred read replica
-                records = None
-                if length > 0:
-                    if pos + length - 1 > len(body):
-                        raise ValueError("records past the end of the response")
-                    records = body[pos:pos + length - 1]
-                    pos += length - 1
-                pos = skip_tagged_fields(body, pos)
-                partitions.append(FetchedPartition(index, error, high_watermark, last_stable, log_start, records))
-            pos = skip_tagged_fields(body, pos)
-            responses.append((topic_id, partitions))
-    except (struct.error, MalformedFrame) as e:
-        raise ValueError(f"truncated Fetch response: {e}") from None
-    return FetchResponseV15(error_code, session_id, responses)
-
 
 class FollowerReplicas(Protocol):
     """The replica manager as a fetcher sees it."""
