@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import machine, references, report, writeback
+from benchmarks import latency_floor, machine, references, report, writeback
 from benchmarks.peers import ALL_TARGETS, Target, make_target
 from benchmarks.procs import ServerProcess, machine_busy_cpu_seconds
 from benchmarks.workloads import DEFAULT_WORKLOADS, WORKLOADS, Workload
@@ -156,16 +156,29 @@ def run_target(target: Target, workload: Workload, run: int, records: int, tmp_r
     return rows
 
 
-def latency_references(run: int, tmp_root: Path, seconds: float = 5.0) -> list[dict]:
+def latency_references(run: int, tmp_root: Path, seconds: float = 5.0, workloads=(), timeout_s: float = 300.0) -> list[dict]:
     """The disk's fsync alone, and lat-5k's write pattern without the broker for ``seconds`` (as
     long as a latency row: the disk's rare long fsyncs are caught as often): how long a record
     waits for the group fsync covering it (references.group_commit_wait). Each starts with the
-    machine's write-back finished, as the latency rows do."""
+    machine's write-back finished, as the latency rows do. Then, for each 5,000/s row of
+    ``workloads``, its floor (benchmarks/latency_floor.py: the clients against the mock cluster,
+    plus the disk's wait from a request's arrival; lat-5k's disk part is the run above)."""
     base = {"run": run, "kind": "reference", "workload": "-", "acks": "-", "phase": "latency"}
     rows = [{**base, "target": "disk-fsync-latency", "record_bytes": 4096, "writeback_before": writeback.settle()}]
     rows[0].update(references.fsync_latency(tmp_root))
     rows.append({**base, "target": "disk-group-commit-wait", "record_bytes": 1024, "writeback_before": writeback.settle()})
-    rows[1].update(references.group_commit_wait(tmp_root, seconds=seconds))
+    rows[1].update(references.group_commit_wait(tmp_root, seconds=seconds, samples=True))
+    disk = {**rows[1], "request_waits_s": rows[1].pop("request_waits_s", None)}
+    for w in workloads:
+        if w.is_latency and w.rate == 5_000:
+            row = {**base, "target": latency_floor.TARGET, "workload": w.name, "acks": w.acks, "record_bytes": w.record_bytes,
+                   "writeback_before": writeback.settle()}
+            try:
+                row.update(latency_floor.floor(tmp_root, w.rate, w.seconds, w.record_bytes, w.linger_ms, timeout_s,
+                                               disk if w.linger_ms == 1 and w.record_bytes == 1024 else None))
+            except Exception as e:  # noqa: BLE001 - a reference that fails is reported, the run goes on
+                row.update(status=f"failed: {type(e).__name__}: {e}", errors=[])
+            rows.append(row)
     return rows
 
 
@@ -173,11 +186,11 @@ def run_references(args, run: int, tmp_root: Path) -> list[dict]:
     rows = []
     seconds = max((w.seconds for w in args.workloads if w.is_latency), default=5.0)
     if all(workload.is_latency for workload in args.workloads):  # latency rows only: the disk's latency references
-        return latency_references(run, tmp_root, seconds)
+        return latency_references(run, tmp_root, seconds, args.workloads, args.phase_timeout)
     for name, sync in (("disk-fdatasync-per-MiB", True), ("disk-sequential", False)):
         rows.append({"run": run, "target": name, "kind": "reference", "workload": "-", "record_bytes": 1_048_576,
                      "acks": "-", "phase": "write", **references.disk_write(tmp_root, args.disk_mib, sync)})
-    rows += latency_references(run, tmp_root, seconds)
+    rows += latency_references(run, tmp_root, seconds, args.workloads, args.phase_timeout)
     for name, sync in (("socket-to-page-cache-fdatasync-per-MiB", True), ("socket-to-page-cache", False)):
         rows.append({"run": run, "target": name, "kind": "reference", "workload": "-", "record_bytes": 1_048_576,
                      "acks": "-", "phase": "write", **references.socket_to_page_cache(tmp_root, args.floor_mib, sync)})

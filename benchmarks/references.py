@@ -280,16 +280,19 @@ finally:
 
 def group_commit_wait(directory: Path, seconds: float = 5.0, rate: int = 5_000, record_bytes: int = 1024,
                       interval_ms: float = 1.0, preallocate: bool = False, followers: int = 0,
-                      follower_flush_s: float = 1.0) -> dict:
+                      follower_flush_s: float = 1.0, samples: bool = False) -> dict:
     """The lat-5k group commit's write pattern without the broker: a record of ``record_bytes``
-    arrives every 1/``rate`` s; every ``interval_ms`` (the producer's linger.ms=1 sends a request
-    a millisecond) or as soon as the previous fsync returns if it took longer, the records arrived
+    arrives every 1/``rate`` s; every ``interval_ms`` from the start (the producer's linger.ms=1
+    sends a request a millisecond) or as soon as the previous fsync returns if it took longer, the records arrived
     since are appended to a growing file (a `balanced` broker's active segment: not preallocated,
     so each fsync also writes the inode for the new size) and fsynced, one fsync at a time.
     ``latency_ms``: each record's wait from its arrival to the end of the fsync that covers it (the
     part of an acknowledgement and of a consumer's sight of the record this disk sets at the
     broker's own pattern), percentiles over every record; ``fsync_ms`` the fsync syscalls'. What
     lat-5k's end-to-end tail would be from the disk alone, in the same run; the file is deleted.
+    ``request_wait_ms``: the same from a request's arrival (one every ``interval_ms``), the disk's
+    part of a record's time at a broker that costs nothing (``samples``: each one, in seconds, as
+    ``request_waits_s``; benchmarks/latency_floor.py adds them to the clients' own path).
     ``preallocate``: the file is written whole (zeros) and fsynced first, and the appends
     overwrite it with an fdatasync each (what a segment preallocated to its final size, Kafka's
     ``log.preallocate``, would cost: no inode write per fsync for a new size). ``followers``: as
@@ -302,7 +305,7 @@ def group_commit_wait(directory: Path, seconds: float = 5.0, rate: int = 5_000, 
                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                   for i in range(followers)]
     try:
-        return _group_commit_wait(directory, seconds, rate, record_bytes, interval_ms, preallocate)
+        return _group_commit_wait(directory, seconds, rate, record_bytes, interval_ms, preallocate, samples)
     finally:
         for companion in companions:
             try:
@@ -313,7 +316,7 @@ def group_commit_wait(directory: Path, seconds: float = 5.0, rate: int = 5_000, 
 
 
 def _group_commit_wait(directory: Path, seconds: float, rate: int, record_bytes: int, interval_ms: float,
-                       preallocate: bool) -> dict:
+                       preallocate: bool, samples: bool) -> dict:
     path = Path(directory) / f"group-commit-reference-{os.getpid()}.bin"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (0 if preallocate else os.O_APPEND), 0o600)
     sync = os.fsync
@@ -337,20 +340,19 @@ def _group_commit_wait(directory: Path, seconds: float, rate: int, record_bytes:
                 written = arrived
                 sync(fd)
                 syncs.append((now, time.perf_counter()))
-            pause = now + interval_s - time.perf_counter()
+            # The next request's arrival: every interval_s from the start (at once if one arrived
+            # during this fsync), so a request's wait is timed from its arrival (_waits).
+            pause = start + (int((now - start) / interval_s) + 1) * interval_s - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)
         finished = time.perf_counter()
     finally:
         os.close(fd)
         path.unlink(missing_ok=True)
-    waits = []
-    i = 0
-    for k in range(int((syncs[-1][0] - start) * rate) if syncs else 0):
-        arrival = start + k / rate
-        while syncs[i][0] < arrival:
-            i += 1
-        waits.append(syncs[i][1] - arrival)
+    waits = _waits(syncs, start, rate)
+    # A request's (every interval_ms, as the producer's linger sends one) from its arrival: the
+    # part of a record's wait a broker that cost nothing would add to the client's own path.
+    request_waits = _waits(syncs, start, 1000 / interval_ms)
     result = kafka_load.phase_result(len(waits), record_bytes, finished - start, 0.0, "ok" if waits else "no fsync")
 
     def percentiles(values):
@@ -362,10 +364,26 @@ def _group_commit_wait(directory: Path, seconds: float, rate: int, record_bytes:
 
     if waits:
         result["latency_ms"] = percentiles(waits)
+        result["request_wait_ms"] = percentiles(request_waits)
+        if samples:
+            result["request_waits_s"] = request_waits
         result["fsync_ms"] = percentiles([end - begin for begin, end in syncs])
         result["fsyncs"] = len(syncs)
         result["fsyncs_over_ms"] = fsyncs_over([end - begin for begin, end in syncs])
     return result
+
+
+def _waits(syncs: list[tuple[float, float]], start: float, per_s: float) -> list[float]:
+    """For arrivals every 1/``per_s`` s from ``start``: each one's wait for the end of the first
+    fsync appended after it (``syncs``: (appended at, fsync end))."""
+    waits = []
+    i = 0
+    for k in range(int((syncs[-1][0] - start) * per_s) if syncs else 0):
+        arrival = start + k / per_s
+        while syncs[i][0] < arrival:
+            i += 1
+        waits.append(syncs[i][1] - arrival)
+    return waits
 
 
 def fsyncs_over(seconds: list[float]) -> dict[str, int]:

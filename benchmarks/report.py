@@ -125,6 +125,14 @@ SHAPES = {"1k-acks-all": "1 KiB, 1 partition", "100b-acks-1": "100 B, 1 partitio
           "100b-acks-1-p16": "100 B, 16 partitions"}
 
 
+def _over_floor(results, target: str, workload: str) -> dict:
+    """``target``'s latency minus the same run's e2e-floor row (benchmarks/latency_floor.py), per run: p50, p99 (ms)."""
+    rows = _by_run(results, target, workload, "latency")
+    floors = _by_run(results, "e2e-floor", workload, "latency")
+    runs = [i for i in rows if i in floors and "latency_ms" in rows[i] and "latency_ms" in floors[i]]
+    return {q: [rows[i]["latency_ms"][q] - floors[i]["latency_ms"][q] for i in runs] for q in ("p50", "p99")} if runs else {}
+
+
 def _median_text(values, fmt="{:,.0f}") -> str:
     return fmt.format(statistics.median(values)) if values else "–"
 
@@ -205,6 +213,10 @@ def issue_targets(results) -> list[dict]:
         rows = [r for r in _by_run(results, balanced, workload, "latency").values() if "latency_ms" in r]
         p99s = [r["latency_ms"]["p99"] for r in rows]
         p50 = f"; p50 {_median_text([r['latency_ms']['p50'] for r in rows], '{:.2f}')} ms"
+        floors = [r["latency_ms"] for r in _by_run(results, "e2e-floor", workload, "latency").values() if "latency_ms" in r]
+        if floors:  # benchmarks/latency_floor.py: the clients against the mock cluster + the disk's group fsync
+            p50 += (f"; the floor (a broker that costs nothing, same run) p50 {_median_text([f['p50'] for f in floors], '{:.2f}')}"
+                    f" / p99 {_median_text([f['p99'] for f in floors], '{:.2f}')} ms")
         label = f"end-to-end p99, {workload} (producer linger.ms={_linger(results, workload)}), acks=all, balanced"
         if goal is None:  # the issue asks for the row, without a goal
             if p99s:
@@ -213,6 +225,10 @@ def issue_targets(results) -> list[dict]:
         check("5", label, f"< {goal:g} ms", p99s, lambda m, goal=goal: m < goal,
               lambda m, goal=goal: f"{m / goal:.1f}x the goal", lambda v: f"{_spread(v, '{:.2f}')} ms", disk_against + p50,
               lambda m, goal=goal: goal / m if m else None)
+        over = _over_floor(results, balanced, workload)
+        if over:  # context for the goal above: what the broker itself adds, run i against run i
+            add("5", f"{workload}: Tidelog over the floor (e2e-floor, same run), per run: p50 / p99", "–",
+                " / ".join(_spread(over[q], '{:+.2f}') for q in ("p50", "p99")) + " ms", "–")
     if disk:  # context for the latency goals: the same run's disk alone at lat-5k's write pattern
         # A rare long fsync holds every record behind it: how many there were, per run.
         long_fsyncs = [f"{r['fsyncs_over_ms']['20']} / {r['fsyncs_over_ms']['50']}" for r in disk.values()
