@@ -21,7 +21,8 @@ pins no buffer per request waiting, and the pool serves the next frames (with a 
 flight it could not, and each frame was a fresh, zero-filled 1 MiB allocation).
 Processing: each request becomes a task; responses are written in request order as their tasks
 finish. A Fetch that may start at once and finds its data there is answered without one: its
-handler's first read runs as its frame is read, and the response is written then (``_fetch_now``). Kafka reads a connection's next request only after answering the one before; Tidelog
+handler's first read runs as its frame is read, and the response is written then (``_fetch_now``); one that
+waits for data writes its response in the loop turn it reads the data (``_answer_parked``). Kafka reads a connection's next request only after answering the one before; Tidelog
 keeps what that order means: a request starts once the requests before it on the connection
 have finished (a pipelined OffsetFetch sees the OffsetCommit before it, a Metadata the
 CreateTopics), except Produce requests: they start at once, appending in arrival order (a
@@ -101,6 +102,11 @@ _FIRST_BIG_BUFFER_BYTES = 1 << 20
 
 def _capacity(size: int) -> int:
     return 1 << (size - 1).bit_length()  # FramePool's (request_memory.py) capacities are powers of two
+
+
+def _cancel_with(task: asyncio.Task, future: asyncio.Future) -> None:
+    if future.cancelled():
+        task.cancel()
 
 
 def _when_done(future: asyncio.Future | None, finished: Callable[[], None]) -> asyncio.Future | None:
@@ -540,7 +546,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
     def _fetch_now(self, ctx, request) -> asyncio.Future:
         """A Fetch that may start now reads now (handlers/fetch.py ``answer_now``): with data
         there it is answered by a future already done, without a task and its loop turns (about
-        a quarter of a 1 MB fetch's Python); a Fetch that waits for data becomes a task."""
+        a quarter of a 1 MB fetch's Python); a Fetch that waits for data becomes a task
+        (``_answer_parked``), and the future its answer."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         try:
@@ -549,11 +556,31 @@ class KafkaConnection(asyncio.BufferedProtocol):
             future.set_exception(e)
             return future
         if type(answer) is fetch.Parked:
-            task = loop.create_task(answer.response())
+            task = loop.create_task(self._answer_parked(answer, future))
             self._started(task, produce=False)
-            return task
+            future.add_done_callback(functools.partial(_cancel_with, task))  # the connection closing cancels it
+            return future
         future.set_result(answer)
         return future
+
+    async def _answer_parked(self, parked: fetch.Parked, answered: asyncio.Future) -> None:
+        """A parked Fetch: wait for data, then its answer into ``answered`` (the request's place
+        in line) and out with whatever is ready, in the turn the data is read; a done-callback
+        would write it a loop turn later (a busy loop's turn: every callback ready by then)."""
+        try:
+            response = await parked.response()
+        except asyncio.CancelledError:
+            answered.cancel()  # as the task itself was before
+            raise
+        except Exception as e:  # as a task would hold it: _on_response_ready closes the connection
+            if answered.done():
+                return
+            answered.set_exception(e)
+        else:
+            if answered.done():  # cancelled: the connection closed
+                return
+            answered.set_result(response)
+        self._on_response_ready(answered)
 
     @staticmethod
     async def _after(gate: asyncio.Future, handler, ctx, request):
