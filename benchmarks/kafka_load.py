@@ -321,15 +321,13 @@ def consume_group(bootstrap: str, topic: str, records: int, record_bytes: int, t
 
 
 def latency(bootstrap: str, topic: str, rate: int, seconds: float, record_bytes: int, acks: str, timeout_s: float,
-            acknowledgements: bool = False, linger_ms: float = LATENCY_LINGER_MS, consumer_settings: dict | None = None,
-            samples: bool = False) -> dict:
+            acknowledgements: bool = False, linger_ms: float = LATENCY_LINGER_MS, samples: bool = False) -> dict:
     """End-to-end latency at a fixed rate: a producer paced to ``rate`` records/s for
     ``seconds`` (``linger_ms``), each value stamped with perf_counter_ns; a consumer in a
     thread of the same process, assigned to partition 0, subtracts the stamp on arrival.
     ``acknowledgements``: also each record's time from produce() to its acknowledgement
     (librdkafka's message latency), ``ack_latency_ms``: the produce side of the end-to-end time.
-    ``consumer_settings``: more consumer settings; ``samples``: every record's latency too
-    (``latencies_ns``, in arrival order)."""
+    ``samples``: with ``acknowledgements``, each one too (``ack_latencies_s``)."""
     import struct
     import threading
 
@@ -340,8 +338,7 @@ def latency(bootstrap: str, topic: str, rate: int, seconds: float, record_bytes:
     stop = threading.Event()
 
     def consume_stamps():
-        consumer = ck.Consumer({"bootstrap.servers": bootstrap, **CONSUMER_SETTINGS, "error_cb": lambda err: None,
-                                **(consumer_settings or {})})
+        consumer = ck.Consumer({"bootstrap.servers": bootstrap, **CONSUMER_SETTINGS, "error_cb": lambda err: None})
         consumer.assign([ck.TopicPartition(topic, 0, 0)])
         try:
             consumer.consume(1, 0.5)  # connected and fetching before the producer starts
@@ -405,11 +402,11 @@ def latency(bootstrap: str, topic: str, rate: int, seconds: float, record_bytes:
             return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
 
         result["latency_ms"] = {"p50": pct(0.50), "p99": pct(0.99), "p99.9": pct(0.999), "max": ordered[-1] / 1e6}
-        if samples:
-            result["latencies_ns"] = latencies_ns
     if acked_s:
         acked_ms = sorted(s * 1e3 for s in acked_s)
         result["ack_latency_ms"] = {q: acked_ms[min(len(acked_ms) - 1, int(f * len(acked_ms)))]
                                     for q, f in (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999))}
+        if samples:
+            result["ack_latencies_s"] = acked_s
     result["target_rate"] = rate
     return result

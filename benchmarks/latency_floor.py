@@ -2,15 +2,22 @@
 
 Two parts, each measured in the same run, then added:
 
-- **the clients' own path**: the row's producer (paced to its rate, its ``linger.ms``, acks=all)
-  and consumer (kafka_load.latency, the same code and settings) against librdkafka's mock
-  cluster (``test.mock.num.brokers``), an in-process C broker that acknowledges at once, with no
-  disk. Its consumer fetches with ``fetch.wait.max.ms=0``: the mock never wakes a parked fetch
-  when records arrive (it answers an empty one when its wait is up), so any wait would be
-  added to records that arrive meanwhile; with 0 it answers at once and the consumer asks again
-  at once, and a record is taken within a round trip of its arrival, as a long poll woken by
-  the append takes it. The price: that fetch loop spins (about a core, in ``client_cpu_s``),
-  which on two cores can only lengthen this part, not shorten it.
+- **the clients' own path**: the row's producer (paced to its rate, its ``linger.ms``, acks=all;
+  kafka_load.latency, the same code and settings) against librdkafka's mock cluster
+  (``test.mock.num.brokers``), an in-process C broker that acknowledges at once, with no disk:
+  each record's time from produce() to its acknowledgement (librdkafka's message latency, read
+  when the paced loop serves the delivery report): the linger, the request's way to the broker
+  and the response's way back. At a broker that cost nothing a record would leave for a
+  consumer whose Fetch is parked at the moment its acknowledgement leaves for the producer, by
+  the same loopback hop and client parsing, so this stands for the clients' part of its
+  end-to-end time (the hand-over differs: the delivery report waits for the producer loop's next
+  poll, up to 0.2 ms at 5,000/s, where a consumer's poll is already waiting). Why not the mock's
+  end-to-end time itself: the mock never wakes a parked Fetch when records arrive (an empty one
+  is answered when its wait is up), so its consumer either waits (up to ``fetch.wait.max.ms`` a
+  record) or, with 0, spins a core and a half of this two-core machine against the producer.
+  Side by side at load 8 (weighted, ``--autogroup-nice -20``), the spinning consumer's p50 was
+  0.04-0.06 ms below the acknowledgement's (0.79 / 0.83 ms at linger 1, 0.15 / 0.21 at linger 0);
+  its p99 ranged 0.5-274 ms over seven runs at load 6-9, the acknowledgement's 0.4-8 over four.
 - **the disk**: a request's wait from its arrival to the end of the group fsync that covers it,
   one fsync at a time, at the row's write pattern (references.group_commit_wait: a request every
   ``linger.ms``, or with linger 0 each record its own request), what a broker that cost nothing
@@ -41,14 +48,14 @@ SEED = 19
 
 
 def client_path(rate: int, seconds: float, record_bytes: int, linger_ms: float, timeout_s: float) -> dict:
-    """kafka_load.latency against the mock cluster (see above), with every record's latency
-    (``latencies_ns``)."""
+    """kafka_load.latency against the mock cluster (see above), with every record's time to its
+    acknowledgement (``ack_latencies_s``)."""
     mock = ck.Producer({"test.mock.num.brokers": 1, "log_level": 0, "error_cb": lambda err: None})
     try:
         bootstrap = ",".join(f"{b.host}:{b.port}" for b in mock.list_topics(timeout=10).brokers.values())
         mock.list_topics("floor", timeout=10)  # creates the topic
         return kafka_load.latency(bootstrap, "floor", rate, seconds, record_bytes, "all", timeout_s,
-                                  linger_ms=linger_ms, consumer_settings={"fetch.wait.max.ms": 0}, samples=True)
+                                  acknowledgements=True, linger_ms=linger_ms, samples=True)
     finally:
         mock.purge()
 
@@ -60,10 +67,10 @@ def disk_path(directory: Path, rate: int, seconds: float, record_bytes: int, lin
                                         interval_ms=interval_ms, samples=True)
 
 
-def compose(client_ns: list[int], disk_s: list[float], draws: int = DRAWS, seed: int = SEED) -> dict:
-    """Percentiles (ms) of client + disk, each client sample with ``draws`` disk samples drawn at random."""
+def compose(client_s: list[float], disk_s: list[float], draws: int = DRAWS, seed: int = SEED) -> dict:
+    """Percentiles (ms) of client + disk (seconds each), each client sample with ``draws`` disk samples drawn at random."""
     pick = random.Random(seed).choices
-    sums = sorted(c / 1e6 + d * 1e3 for c in client_ns for d in pick(disk_s, k=draws))
+    sums = sorted((c + d) * 1e3 for c in client_s for d in pick(disk_s, k=draws))
     n = len(sums)
     out = {q: sums[min(n - 1, int(f * n))] for q, f in (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999))}
     out["max"] = sums[-1]
@@ -73,19 +80,20 @@ def compose(client_ns: list[int], disk_s: list[float], draws: int = DRAWS, seed:
 def floor(directory: Path, rate: int, seconds: float, record_bytes: int, linger_ms: float, timeout_s: float,
           disk: dict | None = None) -> dict:
     """The floor of a latency row (``latency_ms``, as the rows'), with its two parts'
-    percentiles (``client_latency_ms``, ``disk_request_wait_ms``). ``disk``: a
+    percentiles (``client_latency_ms``: to the acknowledgement at the mock cluster;
+    ``disk_request_wait_ms``). ``disk``: a
     group_commit_wait result with ``request_waits_s`` at this pattern, measured already (else
     measured here, after the clients)."""
     client = client_path(rate, seconds, record_bytes, linger_ms, timeout_s)
     if disk is None:
         disk = disk_path(directory, rate, seconds, record_bytes, linger_ms)
-    client_ns = client.pop("latencies_ns", [])
+    client_s = client.pop("ack_latencies_s", [])
     disk_s = disk.get("request_waits_s") or []
-    result = {k: v for k, v in client.items() if k != "latency_ms"}
-    result.update(client_latency_ms=client.get("latency_ms"), disk_request_wait_ms=disk.get("request_wait_ms"),
+    result = {k: v for k, v in client.items() if k not in ("latency_ms", "ack_latency_ms")}
+    result.update(client_latency_ms=client.get("ack_latency_ms"), disk_request_wait_ms=disk.get("request_wait_ms"),
                   disk_fsyncs_over_ms=disk.get("fsyncs_over_ms"), linger_ms=linger_ms)
-    if client_ns and disk_s:
-        result["latency_ms"] = compose(client_ns, disk_s)
+    if client_s and disk_s:
+        result["latency_ms"] = compose(client_s, disk_s)
     else:
         result["status"] = "no samples" if client.get("status") == "ok" else client.get("status")
     return result

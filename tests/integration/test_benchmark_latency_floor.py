@@ -29,20 +29,19 @@ def test_a_requests_wait_is_counted_from_its_arrival_to_the_end_of_the_fsync_aft
 
 def test_the_floor_is_the_sum_of_two_independent_parts():
     # Every client sample 1 ms, the disk 0 or 2 ms half the time each: the sums 1 and 3 ms, half each.
-    floor = latency_floor.compose([1_000_000] * 100, [0.0, 0.002], draws=50)
+    floor = latency_floor.compose([0.001] * 100, [0.0, 0.002], draws=50)
     assert floor["p50"] in (1.0, 3.0) and floor["p99"] == 3.0 and floor["max"] == 3.0
-    floor = latency_floor.compose([1_000_000, 2_000_000], [0.0005], draws=3)  # 1.5 three times, 2.5 three times
+    floor = latency_floor.compose([0.001, 0.002], [0.0005], draws=3)  # 1.5 three times, 2.5 three times
     assert (floor["p50"], floor["p99"], floor["max"]) == (2.5, 2.5, 2.5)
 
 
 def test_the_floor_measures_the_clients_against_the_mock_cluster_and_the_disk(tmp_path):
     row = latency_floor.floor(tmp_path, rate=2_000, seconds=1.0, record_bytes=1024, linger_ms=1, timeout_s=60)
     assert row["status"] == "ok", row
-    assert row["records"] == 2_000 and "latencies_ns" not in row
+    assert row["records"] == 2_000 and "ack_latencies_s" not in row and "request_waits_s" not in row
     floor, client, disk = row["latency_ms"], row["client_latency_ms"], row["disk_request_wait_ms"]
     assert 0 < client["p50"] < floor["p50"] and disk["p50"] < floor["p50"]
     assert floor["p50"] <= floor["p99"] <= floor["p99.9"] <= floor["max"]
-    assert floor["max"] <= client["max"] + disk["max"] + 1e-9
     assert list(tmp_path.iterdir()) == []
 
 
