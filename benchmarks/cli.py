@@ -77,6 +77,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--replicated-failovers", type=int, default=3, help="leader SIGKILLs timed after the last RF 3 run")
     p.add_argument("--replicated-latency-seconds", type=float, default=10.0,
                    help="each replicated latency run at 5,000 records/s, and the disk beside it (default 10, as lat-5k)")
+    p.add_argument("--no-steady-heap", dest="steady_heap", action="store_false",
+                   help="leave glibc's malloc thresholds at their defaults in this process (the clients' process): "
+                        "freed heap memory then goes back to the kernel and later phases touch fresh pages "
+                        "(machine.steady_client_heap)")
     p.add_argument("--note", default="", help="a sentence for the report's load line (what else was running)")
     args = p.parse_args(argv)
     quick = args.quick
@@ -102,9 +106,12 @@ def run_phase(server: ServerProcess, fn, *args) -> dict:
     """Run one phase and add the broker's CPU and memory and everyone else's CPU to its result."""
     cpu0 = server.cpu_seconds()
     busy0 = machine_busy_cpu_seconds()
+    faults0 = machine.own_minor_faults(), machine.minor_faults(server.pids())
     result = fn(*args)
     broker_cpu = server.cpu_seconds() - cpu0
     busy = machine_busy_cpu_seconds() - busy0
+    result.update(client_minor_faults=machine.own_minor_faults() - faults0[0],
+                  broker_minor_faults=machine.minor_faults(server.pids()) - faults0[1])
     gigabytes = result["bytes"] / 1e9
     result.update(
         broker_cpu_s=broker_cpu,
@@ -199,14 +206,17 @@ def run_references(args, run: int, tmp_root: Path) -> list[dict]:
             continue
         base = {"run": run, "target": "client-ceiling", "kind": "reference", "workload": workload.name,
                 "record_bytes": workload.record_bytes, "acks": "-"}
+        faults0 = machine.own_minor_faults()
         rows.append({**base, "phase": "produce",
-                     **references.client_ceiling(args.records, workload.record_bytes, workload.partitions)})
+                     **references.client_ceiling(args.records, workload.record_bytes, workload.partitions),
+                     "client_minor_faults": machine.own_minor_faults() - faults0})
+        faults0 = machine.own_minor_faults()
         try:
             consume = references.consume_ceiling(args.records, workload.record_bytes, workload.partitions,
                                                  args.phase_timeout)
         except Exception as e:  # noqa: BLE001 - a reference that fails is reported, the run goes on
             consume = {"status": f"failed: {type(e).__name__}: {e}", "errors": []}
-        rows.append({**base, "phase": "consume", **consume})
+        rows.append({**base, "phase": "consume", **consume, "client_minor_faults": machine.own_minor_faults() - faults0})
     return rows
 
 
@@ -303,6 +313,7 @@ def main(argv=None) -> int:
         return multicore.main(argv[1:])
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
+    client_heap = machine.steady_client_heap() if args.steady_heap else {"skipped": "--no-steady-heap"}
     args.out.mkdir(parents=True, exist_ok=True)
     tmp_root = Path(tempfile.mkdtemp(prefix="tidelog-bench-", dir=args.tmp_dir))
     started = dt.datetime.now(dt.timezone.utc)
@@ -350,6 +361,7 @@ def main(argv=None) -> int:
             "targets": {t.name: t.settings() for t in targets},
             "disk_reference_mib": args.disk_mib, "socket_floor_mib": args.floor_mib, "phase_timeout_s": args.phase_timeout,
             "limited": {t.name: args.limited[t.name] for t in targets if t.name in args.limited},
+            "client_heap": client_heap,
         },
         "skipped": skipped,
         "not_supported": {t.name: [w.name for w in args.workloads if not t.supports(w)] for t in targets

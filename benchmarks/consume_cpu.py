@@ -267,6 +267,9 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=120.0, help="bound on each produce and consume (s)")
     p.add_argument("--json", type=Path, help="write every measurement here")
     args = p.parse_args(argv)
+    from benchmarks import machine
+
+    machine.steady_client_heap()  # as python -m benchmarks: the clients' freed memory stays in this process
     tmp_root = Path(tempfile.mkdtemp(prefix="tidelog-consume-cpu-"))
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)

@@ -321,6 +321,23 @@ def _load_and_others(results) -> list[str]:
     return [text]
 
 
+def faults_lines(results) -> list[str]:
+    """The consume phases' first touches of memory (minor page faults) per GB consumed, client
+    and broker, median (min–max) over runs: a run whose client touched fresh memory (on this VM,
+    memory the host may have taken back) shows here, not only as a slower rate."""
+    cells = []
+    for (target, workload, phase), rows in _groups(results["rows"]).items():
+        ok = [r for r in _ok(rows) if phase == "consume" and r.get("bytes") and "client_minor_faults" in r]
+        if not ok:
+            continue
+        client = _spread([r["client_minor_faults"] / (r["bytes"] / 1e9) for r in ok])
+        broker = [r["broker_minor_faults"] / (r["bytes"] / 1e9) for r in ok if r.get("broker_minor_faults") is not None]
+        cells.append(f"{target} {workload}: client {client}" + (f", broker {_spread(broker)}" if broker else ""))
+    if not cells:
+        return []
+    return ["", "Minor page faults per GB consumed (first touches of memory), median (min–max): " + "; ".join(cells) + "."]
+
+
 def markdown(results) -> str:
     m = results["machine"]
     s = results["settings"]
@@ -354,6 +371,7 @@ def markdown(results) -> str:
                      f"{_spread(g['mb_per_s'], '{:,.1f}')} | {_spread(g['cpu_per_gb'], '{:,.1f}')} | "
                      f"{_spread(g['peak_rss_mb'], '{:,.0f}')} | {_spread(g['client_cpu'], '{:,.1f}')} | "
                      f"{_spread(g['others_cpu'], '{:,.1f}')} | {ok} |")
+    lines += faults_lines(results)
     latency = [r for r in results["rows"] if r.get("phase") == "latency"]
     if latency:
         acked = any("ack_latency_ms" in r for r in latency)
@@ -550,6 +568,12 @@ def settings_markdown(results) -> str:
         lines.append(f"| socket-to-page-cache reference | {s['socket_floor_mib']} MiB in 1 MiB recv_into + write, in 4 passes "
                      "after a warm-up pass (the median pass) |")
     lines.append(f"| phase time bound | {s['phase_timeout_s']:.0f} s |")
+    heap = s.get("client_heap")
+    if heap:
+        lines.append("| the clients' process (the benchmark's own: every client and the mock cluster) | "
+                     + ("glibc malloc kept steady: " + ", ".join(f"{k} {v:,}" for k, v in heap.items())
+                        + " (freed heap memory stays in the process; machine.steady_client_heap)"
+                        if "skipped" not in heap else f"malloc defaults ({heap['skipped']})") + " |")
     versions = ["| component | version |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in results["versions"].items()]
     return "\n".join(versions) + "\n\n" + "\n".join(lines) + "\n"
 
