@@ -107,11 +107,13 @@ def run_phase(server: ServerProcess, fn, *args) -> dict:
     cpu0 = server.cpu_seconds()
     busy0 = machine_busy_cpu_seconds()
     faults0 = machine.own_minor_faults(), machine.minor_faults(server.pids())
+    system0 = machine.system_cpu_seconds(server.pids())
     result = fn(*args)
     broker_cpu = server.cpu_seconds() - cpu0
     busy = machine_busy_cpu_seconds() - busy0
     result.update(client_minor_faults=machine.own_minor_faults() - faults0[0],
-                  broker_minor_faults=machine.minor_faults(server.pids()) - faults0[1])
+                  broker_minor_faults=machine.minor_faults(server.pids()) - faults0[1],
+                  broker_system_cpu_s=machine.system_cpu_seconds(server.pids()) - system0)
     gigabytes = result["bytes"] / 1e9
     result.update(
         broker_cpu_s=broker_cpu,

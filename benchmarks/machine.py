@@ -77,8 +77,8 @@ def steady_client_heap() -> dict:
     1.2-1.5 s. On this VM a page given back is also taken back by the host about 2 s later
     (free page reporting), so its next first touch faults on the host as well. With the heap
     kept, each phase reuses memory an earlier phase touched, whatever the target. Python's own
-    small-object arenas (mmap'd) and whole per-thread heaps glibc deletes are not covered:
-    ~10,000-20,000 faults a consume remain. Returns the settings set, or why none were."""
+    small-object arenas (mapped outside malloc) are not covered: ~5,000-30,000 faults a 1 GB
+    consume remain. Returns the settings set, or why none were."""
     try:
         import ctypes
 
@@ -98,14 +98,26 @@ def own_minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def minor_faults(pids: list[int]) -> int:
-    """Minor page faults of these processes so far (``/proc/PID/stat``)."""
+def _stat_field(pids: list[int], index: int) -> int:
+    """The sum over these processes of field ``index`` of ``/proc/PID/stat`` (counted after the
+    command's closing parenthesis, from 0: the state is 0)."""
     total = 0
     for pid in pids:
         text = _read(f"/proc/{pid}/stat")
         if text:
-            total += int(text[text.rindex(")") + 2:].split()[7])
+            total += int(text[text.rindex(")") + 2:].split()[index])
     return total
+
+
+def minor_faults(pids: list[int]) -> int:
+    """Minor page faults of these processes so far (``/proc/PID/stat``)."""
+    return _stat_field(pids, 7)
+
+
+def system_cpu_seconds(pids: list[int]) -> float:
+    """System (kernel) CPU seconds of these processes so far: for a broker's consume, mostly the
+    sendfile and the TCP transmit path, whose share on loopback depends on BBR's mode."""
+    return _stat_field(pids, 12) / os.sysconf("SC_CLK_TCK")
 
 
 def client_versions() -> dict:

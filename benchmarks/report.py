@@ -323,8 +323,9 @@ def _load_and_others(results) -> list[str]:
 
 def faults_lines(results) -> list[str]:
     """The consume phases' first touches of memory (minor page faults) per GB consumed, client
-    and broker, median (min–max) over runs: a run whose client touched fresh memory (on this VM,
-    memory the host may have taken back) shows here, not only as a slower rate."""
+    and broker, and the broker's system CPU per GB, median (min–max) over runs: a run whose
+    client touched fresh memory (on this VM, memory the host may have taken back), or whose
+    broker sent in BBR's costly mode, shows here, not only as a slower rate."""
     cells = []
     for (target, workload, phase), rows in _groups(results["rows"]).items():
         ok = [r for r in _ok(rows) if phase == "consume" and r.get("bytes") and "client_minor_faults" in r]
@@ -332,7 +333,9 @@ def faults_lines(results) -> list[str]:
             continue
         client = _spread([r["client_minor_faults"] / (r["bytes"] / 1e9) for r in ok])
         broker = [r["broker_minor_faults"] / (r["bytes"] / 1e9) for r in ok if r.get("broker_minor_faults") is not None]
-        cells.append(f"{target} {workload}: client {client}" + (f", broker {_spread(broker)}" if broker else ""))
+        system = [r["broker_system_cpu_s"] / (r["bytes"] / 1e9) for r in ok if r.get("broker_system_cpu_s") is not None]
+        cells.append(f"{target} {workload}: client {client}" + (f", broker {_spread(broker)}" if broker else "")
+                     + (f" (broker system CPU {_spread(system, '{:.2f}')} s/GB)" if system else ""))
     if not cells:
         return []
     return ["", "Minor page faults per GB consumed (first touches of memory), median (min–max): " + "; ".join(cells) + "."]

@@ -58,13 +58,14 @@ def test_a_steady_heap_reuses_the_pages_an_earlier_phase_touched():
 def test_the_report_gives_each_consume_phases_faults_per_gb():
     rows = [{"run": run, "target": target, "kind": "tidelog", "workload": "1k-acks-all", "phase": phase, "status": "ok",
              "bytes": 1_000_000_000, "records_per_s": 1.0, "mb_per_s": 1.0, "client_cpu_s": 1.0,
-             "client_minor_faults": faults, "broker_minor_faults": 10}
+             "client_minor_faults": faults, "broker_minor_faults": 10, "broker_system_cpu_s": 0.1 * run}
             for run, faults in ((1, 200_000), (2, 4_000), (3, 6_000))
             for target, phase in (("tidelog-balanced", "consume"), ("tidelog-balanced", "produce"))]
     rows.append({"run": 1, "target": "client-ceiling", "kind": "reference", "workload": "1k-acks-all", "phase": "consume",
                  "status": "ok", "bytes": 500_000_000, "records_per_s": 1.0, "mb_per_s": 1.0, "client_cpu_s": 1.0,
                  "client_minor_faults": 1_000})
     text = "".join(report.faults_lines({"rows": rows}))
-    assert "tidelog-balanced 1k-acks-all: client 6,000 (4,000–200,000), broker 10" in text
+    assert ("tidelog-balanced 1k-acks-all: client 6,000 (4,000–200,000), broker 10 (10–10) (broker system CPU 0.20 (0.10–0.30) "
+            "s/GB)") in text
     assert "client-ceiling 1k-acks-all: client 2,000." in text or "client-ceiling 1k-acks-all: client 2,000;" in text
     assert "produce" not in text
