@@ -27,7 +27,9 @@ keeps what that order means: a request starts once the requests before it on the
 have finished (a pipelined OffsetFetch sees the OffsetCommit before it, a Metadata the
 CreateTopics), except Produce requests: they start at once, appending in arrival order (a
 Produce appends before its first await, or, one that must wait first for a transactional
-batch's KIP-890 check, in line behind the others: ``ProduceOrder``), so the acknowledgement waits of an idempotent
+batch's KIP-890 check, in line behind the others: ``ProduceOrder``; that first step, the append
+and the group commit's job it starts, runs as the frame is read, the rest as a task:
+``_started_now``), so the acknowledgement waits of an idempotent
 producer's five in flight overlap, and nothing but a read of acknowledged data (Fetch,
 ListOffsets) waits for them. At most ``queued.max.requests`` requests are in flight per
 connection; beyond that reading pauses. In a cluster, an acks=all Produce that leaves a partition
@@ -67,6 +69,7 @@ import logging
 import os
 import struct
 import time
+import types
 from typing import TYPE_CHECKING, Any, Callable
 
 from tidelog.clock import monotonic_ms
@@ -102,6 +105,49 @@ _FIRST_BIG_BUFFER_BYTES = 1 << 20
 
 def _capacity(size: int) -> int:
     return 1 << (size - 1).bit_length()  # FramePool's (request_memory.py) capacities are powers of two
+
+
+def _started_now(loop: asyncio.AbstractEventLoop, coro) -> asyncio.Future:
+    """Run ``coro`` to its first suspension now, then the rest as a task (what Python 3.12's eager
+    tasks do): a future already done if it finished in that step. A task's first step runs at the
+    loop's next turn, after every callback ready by then."""
+    try:
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        future = loop.create_future()
+        future.set_result(stop.value)
+        return future
+    except asyncio.CancelledError:
+        future = loop.create_future()
+        future.cancel()
+        return future
+    except Exception as e:  # as a task would hold it
+        future = loop.create_future()
+        future.set_exception(e)
+        return future
+    return loop.create_task(_resumed(coro, yielded))
+
+
+@types.coroutine
+def _resumed(coro, yielded):
+    """``coro`` from where ``_started_now`` left it: ``yielded`` (the future it awaits, or None)
+    goes to the task, and each outcome back into ``coro``."""
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as e:  # the awaited future's exception, or the task's cancellation
+            try:
+                yielded = coro.throw(e)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
 
 
 def _cancel_with(task: asyncio.Task, future: asyncio.Future) -> None:
@@ -526,8 +572,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
         """The handler's task, started now if the requests before it allow (see "Processing"
         above), else once they have finished."""
         if api_key == throttling.PRODUCE:
-            # not ensure_future: 4 Python calls fewer; the loop kept by connection_made: no getpid
-            task = (self._loop or asyncio.get_running_loop()).create_task(handler(ctx, request))
+            # Its first step (the append, and the group commit's job started) now, as the frame
+            # is read, not at the loop's next turn; the rest (the acknowledgement wait) a task.
+            task = _started_now(self._loop or asyncio.get_running_loop(), handler(ctx, request))
             self._started(task, produce=True)
             return task
         # A read of acknowledged data waits for the Produce requests started so far.

@@ -1,0 +1,86 @@
+"""A Produce appends, and the group commit's fsync job covering it starts, as its frame is read
+(server/connection.py ``_started_now``), not at the loop's next turn: a task's first step runs after
+every callback ready by then, and the record's fsync started that much later. The wait for the
+acknowledgement is still a task, answered in order. Real clients over real sockets:
+tests/integration/test_produce_consume.py, test_request_order.py, tests/fault/test_replica_backlog*.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.unit.test_fetch_at_once import _correlation_ids, _Leader, _produce_frame, _wait_until
+from tests.unit.test_partition import leader, run
+from tests.unit.test_replica_backlog import _receive, _Socket
+from tidelog.handlers.registry import load_all
+from tidelog.server.connection import KafkaConnection, _started_now
+
+
+def test_a_produce_appends_and_starts_its_fsync_before_the_loop_runs_again(tmp_path):
+    load_all()
+
+    async def main(logs):
+        partition = leader(logs)
+        connection = KafkaConnection(_Leader(logs, partition))
+        connection.transport = socket = _Socket()
+        _receive(connection, _produce_frame(1, b"one") + _produce_frame(2, b"two"))
+        assert partition.log.log_end_offset == 2, "the appends waited for the loop"
+        # Both wait for the group commit, whose job has started (or its flush.ms window, 5 ms here).
+        assert logs.pending_durability_waits() == 2, "the acknowledgement waits began a loop turn later"
+        assert logs._job is not None or logs._window_timer is not None
+        assert socket.written == []  # answered once durable
+        await _wait_until(lambda: len(socket.written) == 2)
+        assert _correlation_ids(socket) == [1, 2]
+        assert partition.log.durable_offset == 2
+
+    run(main, tmp_path, durability="balanced")
+
+
+def test_a_coroutine_started_now_goes_on_as_a_task_with_its_outcome_or_its_cancellation():
+    async def steps(gate, log):
+        log.append("first")  # runs in _started_now
+        try:
+            value = await gate
+        except ValueError as e:
+            log.append(f"raised {e}")
+            return "handled"
+        log.append(f"got {value}")
+        await asyncio.sleep(0)
+        return value * 2
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        log: list[str] = []
+        gate = loop.create_future()
+        task = _started_now(loop, steps(gate, log))
+        assert log == ["first"] and not task.done()
+        gate.set_result(21)
+        assert await task == 42 and log == ["first", "got 21"]
+        log.clear()
+        gate = loop.create_future()
+        task = _started_now(loop, steps(gate, log))
+        gate.set_exception(ValueError("no"))
+        assert await task == "handled" and log == ["first", "raised no"]
+        gate = loop.create_future()
+        task = _started_now(loop, steps(gate, log))
+        await asyncio.sleep(0)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        assert task.cancelled()
+        done = _started_now(loop, _finished_at_once())
+        assert done.done() and done.result() == "now"
+        failed = _started_now(loop, _failing_at_once())
+        assert failed.done() and isinstance(failed.exception(), KeyError)
+
+    asyncio.run(main())
+
+
+async def _finished_at_once():
+    return "now"
+
+
+async def _failing_at_once():
+    raise KeyError("x")
+
