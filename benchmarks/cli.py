@@ -102,6 +102,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def run_order(targets: list, workloads: list, run: int) -> list[tuple]:
+    """(workload, target) in the order run ``run`` measures them: each workload's targets one
+    after another, so the rows a ratio compares are seconds apart, not the minutes of every other
+    workload of the first target (the machine's state, and on a shared machine its load, drifts
+    in between); the targets' order reversed in every second run, so no target always follows
+    the same one (the row before frees its broker's memory and data directory just before)."""
+    order = targets if run % 2 else targets[::-1]
+    return [(workload, target) for workload in workloads for target in order]
+
+
 def run_phase(server: ServerProcess, fn, *args) -> dict:
     """Run one phase and add the broker's CPU and memory and everyone else's CPU to its result."""
     cpu0 = server.cpu_seconds()
@@ -376,18 +386,17 @@ def main(argv=None) -> int:
             if args.references:
                 print(f"run {run}: references", flush=True)
                 results["rows"] += run_references(args, run, tmp_root)
-            for target in targets:
-                for workload in args.workloads:
-                    if not target.supports(workload) or workload.name not in args.limited.get(target.name, [workload.name]):
-                        continue
-                    t0 = time.monotonic()
-                    rows = run_target(target, workload, run, args.records, tmp_root, args.phase_timeout)
-                    results["rows"] += rows
-                    print(f"run {run}: {target.name} {workload.name}: " + "; ".join(
-                        f"{r['phase']} {r.get('records_per_s') or 0:,.0f} rec/s"
-                        + (f" p99 {r['latency_ms']['p99']:.1f} ms" if "latency_ms" in r else "") + f" {r['status']}"
-                        for r in rows)
-                        + f" ({time.monotonic() - t0:.0f}s)", flush=True)
+            for workload, target in run_order(targets, args.workloads, run):
+                if not target.supports(workload) or workload.name not in args.limited.get(target.name, [workload.name]):
+                    continue
+                t0 = time.monotonic()
+                rows = run_target(target, workload, run, args.records, tmp_root, args.phase_timeout)
+                results["rows"] += rows
+                print(f"run {run}: {target.name} {workload.name}: " + "; ".join(
+                    f"{r['phase']} {r.get('records_per_s') or 0:,.0f} rec/s"
+                    + (f" p99 {r['latency_ms']['p99']:.1f} ms" if "latency_ms" in r else "") + f" {r['status']}"
+                    for r in rows)
+                    + f" ({time.monotonic() - t0:.0f}s)", flush=True)
         if args.profile:
             print("profiling the broker with py-spy", flush=True)
             results["profile"] = run_profile(args, tmp_root)

@@ -25,11 +25,14 @@ def _spread(values, fmt="{:,.0f}") -> str:
 
 
 def _groups(rows):
-    """(target, workload, phase) -> rows, in first-seen order."""
+    """(target, workload, phase) -> rows, target by target, each target's workloads and phases in
+    the order the run first met them (a run measures each workload's targets together:
+    cli.run_order)."""
     groups = defaultdict(list)
     for r in rows:
         groups[(r["target"], r["workload"], r["phase"])].append(r)
-    return groups
+    rank = [{value: i for i, value in enumerate(dict.fromkeys(key[part] for key in groups))} for part in range(3)]
+    return {key: groups[key] for key in sorted(groups, key=lambda k: tuple(rank[part][k[part]] for part in range(3)))}
 
 
 def summary_rows(results) -> list[dict]:

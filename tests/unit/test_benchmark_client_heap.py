@@ -1,7 +1,9 @@
 """The benchmark's clients share one process; machine.steady_client_heap keeps glibc from giving
 freed heap memory back to the kernel, so a phase reuses pages an earlier phase touched instead
 of faulting in fresh ones (on this VM, pages the host may have taken back), and the run records
-each consume phase's first touches of memory (minor page faults) to show it."""
+each consume phase's first touches of memory (minor page faults) to show it. A run measures each
+workload's targets one after another (their order reversed every second run), and the report
+still lists them target by target."""
 
 import subprocess
 import sys
@@ -69,3 +71,23 @@ def test_the_report_gives_each_consume_phases_faults_per_gb():
             "s/GB)") in text
     assert "client-ceiling 1k-acks-all: client 2,000." in text or "client-ceiling 1k-acks-all: client 2,000;" in text
     assert "produce" not in text
+
+
+def test_a_run_measures_each_workloads_targets_together_alternating_their_order():
+    from benchmarks.cli import run_order
+
+    assert run_order(["a", "b", "c"], ["w1", "w2"], 1) == [("w1", "a"), ("w1", "b"), ("w1", "c"),
+                                                           ("w2", "a"), ("w2", "b"), ("w2", "c")]
+    assert run_order(["a", "b", "c"], ["w1", "w2"], 2) == [("w1", "c"), ("w1", "b"), ("w1", "a"),
+                                                           ("w2", "c"), ("w2", "b"), ("w2", "a")]
+
+
+def test_the_report_keeps_its_tables_target_by_target_whatever_the_run_order():
+    def row(run, target, workload):
+        return {"run": run, "target": target, "kind": "tidelog", "workload": workload, "phase": "consume",
+                "status": "ok", "records_per_s": 1.0, "mb_per_s": 1.0, "client_cpu_s": 1.0}
+
+    rows = [row(1, "tidelog-balanced", "1k"), row(1, "tansu", "1k"), row(1, "tidelog-balanced", "100b"),
+            row(1, "tansu", "100b"), row(2, "tansu", "1k"), row(2, "tidelog-balanced", "1k")]
+    assert [(g["target"], g["workload"], g["runs"]) for g in report.summary_rows({"rows": rows})] == [
+        ("tidelog-balanced", "1k", 2), ("tidelog-balanced", "100b", 1), ("tansu", "1k", 2), ("tansu", "100b", 1)]
