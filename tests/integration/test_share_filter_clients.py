@@ -67,3 +67,42 @@ def test_http_consumers_of_a_filtered_group_get_each_match_and_released_ones_aga
         accepted.extend(int(r["value"]) for r in got)
     assert sorted(accepted) == list(range(0, RECORDS, 4))
     assert queue.receive(max_records=100, timeout_ms=200) == []
+
+
+def test_a_filter_of_the_batch_subset_over_key_header_and_timestamp_with_cels_errors(broker):
+    """A filter reading the key, a header and the timestamp, judged a batch at a time in the record
+    walk (queues/filters.py plan_of), with confluent-kafka's ShareConsumer: every match comes once,
+    and the records it fails on (a key, no ``type`` header: ``error && true``) count as
+    ``filter_errors`` once each, where ``error && false`` (no key) is simply false, as in CEL."""
+    from confluent_kafka import Producer
+
+    from tests.integration.share_clients import create_topic
+    from tidelog.queues.filters import plan_of
+
+    expression = 'headers["type"] == b"order" && key != null && timestamp > 0'
+    assert plan_of(expression) is not None
+    create_topic(broker.bootstrap, "keyed", 1)
+    group_configs(broker.bootstrap, "keyed-orders", **{"share.auto.offset.reset": "earliest",
+                                                       "tidelog.filter": expression})
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 5})
+    for i in range(RECORDS):  # a key on even records; no type header where i % 10 is 8 or 9
+        headers = {} if i % 10 >= 8 else {"type": TYPES[i % 4]}
+        producer.produce("keyed", b"%d" % i, key=b"k%d" % i if i % 2 == 0 else None, headers=headers)
+    assert producer.flush(30) == 0
+    expected = [i for i in range(0, RECORDS, 4) if i % 10 < 8]
+    consumer = share_consumer(broker.bootstrap, "keyed-orders", ["keyed"])
+    seen: list[int] = []
+    try:
+        def poll():
+            for message in consumer.poll(0.2):
+                assert message.error() is None, message.error()
+                seen.append(int(message.value()))
+        wait_for(lambda: len(seen) >= len(expected), 60, "every keyed order", poll)
+        consumer.commit_sync(30)
+        wait_for(lambda: metric(broker, "tidelog_share_group_records_total", group="keyed-orders", event="filtered")
+                 == RECORDS - len(expected), 30, "every other record filtered out", poll)
+    finally:
+        consumer.close()
+    assert sorted(seen) == expected  # each once, nothing else
+    assert metric(broker, "tidelog_share_group_records_total", group="keyed-orders",
+                  event="filter_errors") == RECORDS // 10  # i % 10 == 8: a key, no type header

@@ -481,7 +481,8 @@ def test_the_attribute_caches_go_with_their_share_partitions_and_are_bounded(mon
 def test_a_filter_reading_headers_by_name_is_evaluated_once_per_distinct_value_of_those():
     from tidelog.queues.filters import _header_names, compile_filter
 
-    f = compile_filter('"type" in headers && headers["type"] == b"order"')
+    # (outside the subset judged a batch at a time, queues/filters.py plan_of: CEL through the memo)
+    f = compile_filter('"type" in headers && headers["type"] in [b"order"]')
     results = [f(b"k%d" % i, {"type": b"order" if i % 2 else b"refund", "trace": b"%d" % i}, NOW + i) for i in range(100)]
     assert results == [bool(i % 2) for i in range(100)]
     assert f.evaluations == 2
@@ -520,7 +521,7 @@ def test_a_filter_decodes_only_the_headers_it_reads(monkeypatch):
     walk = record_attrs._walk
     monkeypatch.setattr(record_attrs, "_walk", lambda *a: asked.append(a[-1]) or walk(*a))
     records = [(b"k", b"v", [header("type", "order" if n % 2 else "refund"), header("trace", n)]) for n in range(10)]
-    for expression, names in (('headers["type"] == b"order" || "kind" in headers', {b"type", b"kind"}),
+    for expression, names in (('headers["type"] in [b"order"] || "kind" in headers', {b"type", b"kind"}),
                               ('size(headers) == 2', None)):
         s = Setup(group_configs={"tidelog.filter": expression})
         s.produce(records)

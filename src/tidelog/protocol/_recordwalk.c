@@ -322,11 +322,13 @@ static Py_ssize_t name_list(PyObject *names, const char **data, Py_ssize_t *size
     return PyTuple_GET_SIZE(names);
 }
 
-/* A record's fields before its headers (header_values, header_runs): from its length varint at
- * *pos to its header count, *pos then at its first header. 0; -1: its length is out of bounds
- * (*length says it); -2: it is malformed. */
+/* A record's fields before its headers (header_values, header_runs, filter_atoms): from its length
+ * varint at *pos to its header count, *pos then at its first header; its timestamp delta and key
+ * (its bytes and size, -1 for a null key) where those pointers are not NULL. 0; -1: its length is
+ * out of bounds (*length says it); -2: it is malformed. */
 static int skip_to_headers(const uint8_t *buf, Py_ssize_t end, Py_ssize_t *pos, Py_ssize_t *record_end,
-                           int64_t *length, int64_t *header_count)
+                           int64_t *length, int64_t *header_count, int64_t *timestamp_delta, const uint8_t **key,
+                           Py_ssize_t *key_size)
 {
     int64_t skipped, size;
     if (read_varint(buf, end, pos, 5, length) != WALK_OK)
@@ -335,12 +337,16 @@ static int skip_to_headers(const uint8_t *buf, Py_ssize_t end, Py_ssize_t *pos, 
         return -1;
     *record_end = *pos + (Py_ssize_t)*length;
     *pos += 1; /* attributes */
-    if (read_varint(buf, end, pos, 10, &skipped) != WALK_OK /* timestamp delta */
+    if (read_varint(buf, end, pos, 10, timestamp_delta != NULL ? timestamp_delta : &skipped) != WALK_OK
         || read_varint(buf, end, pos, 5, &skipped) != WALK_OK) /* offset delta */
         return -2;
     for (int field = 0; field < 2; field++) { /* key, value */
         if (read_varint(buf, end, pos, 5, &size) != WALK_OK || size < -1 || size > *record_end - *pos)
             return -2;
+        if (field == 0 && key != NULL) {
+            *key = buf + *pos;
+            *key_size = (Py_ssize_t)size;
+        }
         if (size > 0)
             *pos += (Py_ssize_t)size;
     }
@@ -387,7 +393,7 @@ static PyObject *header_values(PyObject *module, PyObject *args)
     }
     for (index = 0; index < count && pos < end; index++) {
         Py_ssize_t record_end;
-        const int head = skip_to_headers(buf, end, &pos, &record_end, &length, &header_count);
+        const int head = skip_to_headers(buf, end, &pos, &record_end, &length, &header_count, NULL, NULL, NULL);
         if (head == -1)
             FIELDS_FAIL("record %zd has length %lld", index, (long long)length);
         if (head < 0)
@@ -511,7 +517,7 @@ static PyObject *header_runs(PyObject *module, PyObject *args)
         goto error;
     for (index = 0; index < count && pos < end; index++) {
         Py_ssize_t record_end;
-        const int head = skip_to_headers(buf, end, &pos, &record_end, &length, &header_count);
+        const int head = skip_to_headers(buf, end, &pos, &record_end, &length, &header_count, NULL, NULL, NULL);
         if (head == -1)
             RUNS_FAIL("record %zd has length %lld", index, (long long)length);
         if (head < 0)
@@ -666,6 +672,349 @@ static PyObject *pack_tiled(PyObject *module, PyObject *args)
     return out;
 }
 
+/* filter_atoms(buffer, start, stop, count, base_timestamp, log_append_timestamp, atoms, others[, program, base])
+ *     -> (codes, other_found) | (firsts, lasts, errors, other_found) | None
+ *
+ * The atoms of a share-group filter in queues/filters.py's CEL subset, judged for each record of an
+ * (uncompressed) batch body in buffer[start:stop]: for each atom a bytes of one code a record (0:
+ * false, 1: true, 2: an error, as CEL's evaluation of that atom on the record), in record order
+ * (``codes``, a tuple), for the caller to combine without a Python step a record. A record's
+ * timestamp is ``log_append_timestamp`` where it is not None (a LogAppendTime batch), else
+ * ``base_timestamp`` plus its delta. ``atoms``: a tuple of at most ATOMS_MAX tuples (kind, ...):
+ *
+ *   (0, op, value)    timestamp <op> value: op 0 <, 1 <=, 2 >, 3 >=, 4 ==, 5 !=; value an int64
+ *   (1,)              key == null
+ *   (2, value)        key == value (bytes): false for a null key
+ *   (3, name)         "name" in headers
+ *   (4, name, value)  headers["name"] == value (bytes): false for a null value, an error for none
+ *   (5, name)         headers["name"] == null: true for a null value, an error for none
+ *   (6, name)         headers["name"] == "...": CEL compares bytes with a string as unequal: false,
+ *                     an error for none
+ *
+ * A header's value is the last of a repeated name (what the filter's map holds), names compared as
+ * bytes (the caller gives only names whose UTF-8 decoding cannot come from other bytes). At most
+ * FIELDS_MAX_NAMES distinct names. (None, True) as soon as a record has a header named in
+ * ``others`` (the queue features' own: the whole walk judges that batch); None where a timestamp
+ * leaves int64 or the batch ends before ``count`` records (the caller judges it otherwise). A
+ * malformed record is a ValueError.
+ *
+ * With ``program`` (bytes: a postfix program of 2-byte steps, at most PROGRAM_MAX: 0 i the codes of
+ * atom i, 1 v the constant v (0 false, 1 true), 2 0 not, 3 0 and, 4 0 or) and ``base`` (the offset
+ * of record 0): the expression's verdict on each record, the atoms combined as CEL does (a && b
+ * false where either is false, true where both are true, else an error; a || b the other way
+ * round; !a an error where a is one), as header_runs returns them: the first and last offsets of
+ * each run of records it is true for (``firsts``, ``lasts``, lists of ints in offset order, record
+ * ``index`` at offset ``base + index``) and how many records it fails on (``errors``); no column
+ * and no object a record; (None, None, 0, True) for a header of ``others``. */
+#define ATOMS_MAX 64
+#define PROGRAM_MAX 256
+
+/* A step of a filter's program on three-valued verdicts (0 false, 1 true, 2 an error). */
+static char and3(char a, char b) { return (a == 0 || b == 0) ? 0 : (a == 1 && b == 1) ? 1 : 2; }
+static char or3(char a, char b) { return (a == 1 || b == 1) ? 1 : (a == 0 && b == 0) ? 0 : 2; }
+
+static int append_offset(PyObject *list, long long offset)
+{
+    PyObject *value = PyLong_FromLongLong(offset);
+    if (value == NULL)
+        return -1;
+    const int status = PyList_Append(list, value);
+    Py_DECREF(value);
+    return status;
+}
+
+typedef struct {
+    int kind, op, name;
+    int64_t number;
+    const char *data;
+    Py_ssize_t size;
+    char *out;
+} filter_atom;
+
+static PyObject *filter_atoms(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t start, stop, count;
+    long long base_timestamp;
+    PyObject *fixed, *atom_specs, *others;
+    const char *program = NULL;
+    Py_ssize_t program_size = 0;
+    long long base = 0;
+    if (!PyArg_ParseTuple(args, "y*nnnLOO!O|y#L", &view, &start, &stop, &count, &base_timestamp, &fixed,
+                          &PyTuple_Type, &atom_specs, &others, &program, &program_size, &base))
+        return NULL;
+    PyObject *codes = NULL, *firsts = NULL, *lasts = NULL;
+    char stack[PROGRAM_MAX], record_codes[ATOMS_MAX];
+    int matching = 0;
+    Py_ssize_t errors = 0;
+    Py_ssize_t index = 0;
+    const char *other_data[FIELDS_MAX_NAMES], *name_data[FIELDS_MAX_NAMES];
+    Py_ssize_t other_size[FIELDS_MAX_NAMES], name_size[FIELDS_MAX_NAMES];
+    filter_atom atoms[ATOMS_MAX];
+    int name_count = 0;
+    long long fixed_timestamp = 0;
+    const Py_ssize_t other_count = name_list(others, other_data, other_size);
+    const Py_ssize_t atom_count = PyTuple_GET_SIZE(atom_specs);
+    if (other_count < 0)
+        goto error;
+    if (fixed != Py_None) {
+        fixed_timestamp = PyLong_AsLongLong(fixed);
+        if (fixed_timestamp == -1 && PyErr_Occurred())
+            goto error;
+    }
+    if (atom_count > ATOMS_MAX || count < 0) {
+        PyErr_SetString(PyExc_ValueError, "at most 64 atoms, and a record count >= 0, expected");
+        goto error;
+    }
+    if (start < 0 || stop > view.len || start > stop) {
+        PyErr_Format(PyExc_ValueError, "bad bounds %zd..%zd of %zd bytes", start, stop, view.len);
+        goto error;
+    }
+    if (program != NULL) { /* checked once: each step's operands on the stack, one verdict at the end */
+        int depth = 0;
+        if (program_size % 2 || program_size == 0 || program_size > 2 * PROGRAM_MAX)
+            goto bad_program;
+        for (Py_ssize_t k = 0; k < program_size; k += 2) {
+            const int op = program[k], arg = (unsigned char)program[k + 1];
+            if ((op == 0 && arg >= atom_count) || (op == 1 && arg > 1) || op < 0 || op > 4
+                || (op >= 2 && arg != 0) || (op == 2 && depth < 1) || (op >= 3 && depth < 2))
+                goto bad_program;
+            depth += op <= 1 ? 1 : op == 2 ? 0 : -1;
+        }
+        if (depth != 1)
+            goto bad_program;
+    }
+    if (count > (stop - start) / 2) { /* (a record takes 2 bytes at least: no column sized by a lying count) */
+        PyBuffer_Release(&view);
+        Py_RETURN_NONE;
+    }
+    codes = PyTuple_New(atom_count);
+    if (codes == NULL)
+        goto error;
+    if (program != NULL) {
+        firsts = PyList_New(0);
+        lasts = PyList_New(0);
+        if (firsts == NULL || lasts == NULL)
+            goto error;
+    }
+    for (Py_ssize_t a = 0; a < atom_count; a++) {
+        PyObject *spec = PyTuple_GET_ITEM(atom_specs, a);
+        filter_atom *atom = &atoms[a];
+        atom->name = -1;
+        atom->data = NULL;
+        atom->size = 0;
+        atom->number = 0;
+        atom->op = 0;
+        if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) < 1)
+            goto bad_atom;
+        atom->kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
+        const Py_ssize_t arity = PyTuple_GET_SIZE(spec);
+        switch (atom->kind) {
+        case 0:
+            if (arity != 3)
+                goto bad_atom;
+            atom->op = (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 1));
+            atom->number = PyLong_AsLongLong(PyTuple_GET_ITEM(spec, 2));
+            if (PyErr_Occurred() || atom->op < 0 || atom->op > 5)
+                goto bad_atom;
+            break;
+        case 1:
+            if (arity != 1)
+                goto bad_atom;
+            break;
+        case 2:
+            if (arity != 2 || !PyBytes_Check(PyTuple_GET_ITEM(spec, 1)))
+                goto bad_atom;
+            atom->data = PyBytes_AS_STRING(PyTuple_GET_ITEM(spec, 1));
+            atom->size = PyBytes_GET_SIZE(PyTuple_GET_ITEM(spec, 1));
+            break;
+        case 3: case 4: case 5: case 6: {
+            if (arity != (atom->kind == 4 ? 3 : 2) || !PyBytes_Check(PyTuple_GET_ITEM(spec, 1)))
+                goto bad_atom;
+            PyObject *name = PyTuple_GET_ITEM(spec, 1);
+            int n = 0;
+            while (n < name_count && !(name_size[n] == PyBytes_GET_SIZE(name)
+                                       && memcmp(name_data[n], PyBytes_AS_STRING(name), (size_t)name_size[n]) == 0))
+                n++;
+            if (n == name_count) {
+                if (name_count == FIELDS_MAX_NAMES)
+                    goto bad_atom;
+                name_data[n] = PyBytes_AS_STRING(name);
+                name_size[n] = PyBytes_GET_SIZE(name);
+                name_count++;
+            }
+            atom->name = n;
+            if (atom->kind == 4) {
+                if (!PyBytes_Check(PyTuple_GET_ITEM(spec, 2)))
+                    goto bad_atom;
+                atom->data = PyBytes_AS_STRING(PyTuple_GET_ITEM(spec, 2));
+                atom->size = PyBytes_GET_SIZE(PyTuple_GET_ITEM(spec, 2));
+            }
+            break;
+        }
+        default:
+            goto bad_atom;
+        }
+        atom->out = NULL;
+        if (program == NULL) {
+            PyObject *column = PyBytes_FromStringAndSize(NULL, count);
+            if (column == NULL)
+                goto error;
+            PyTuple_SET_ITEM(codes, a, column);
+            atom->out = PyBytes_AS_STRING(column);
+        }
+    }
+    const uint8_t *buf = (const uint8_t *)view.buf;
+    const Py_ssize_t end = stop;
+    Py_ssize_t pos = start;
+    for (index = 0; index < count && pos < end; index++) {
+        int64_t length, header_count, size, timestamp_delta;
+        Py_ssize_t record_end, key_size;
+        const uint8_t *key_data;
+        const int head = skip_to_headers(buf, end, &pos, &record_end, &length, &header_count, &timestamp_delta,
+                                         &key_data, &key_size);
+        if (head == -1) {
+            PyErr_Format(PyExc_ValueError, "record %zd has length %lld", index, (long long)length);
+            goto error;
+        }
+        if (head < 0)
+            goto malformed;
+        long long timestamp = fixed_timestamp;
+        if (fixed == Py_None && __builtin_add_overflow(base_timestamp, (long long)timestamp_delta, &timestamp))
+            goto undecided; /* past int64: CEL's conversion of it is not ours to guess */
+        const uint8_t *value_data[FIELDS_MAX_NAMES];
+        Py_ssize_t value_size[FIELDS_MAX_NAMES];
+        for (int n = 0; n < name_count; n++)
+            value_size[n] = -2; /* -2: no such header, -1: a null value */
+        for (int64_t h = 0; h < header_count; h++) {
+            if (read_varint(buf, end, &pos, 5, &size) != WALK_OK || size < 0 || size > record_end - pos)
+                goto malformed;
+            const Py_ssize_t header_name_pos = pos, header_name_size = (Py_ssize_t)size;
+            pos += header_name_size;
+            if (read_varint(buf, end, &pos, 5, &size) != WALK_OK || size < -1 || size > record_end - pos)
+                goto malformed;
+            int n = 0;
+            while (n < name_count && !(name_size[n] == header_name_size
+                                       && memcmp(name_data[n], buf + header_name_pos, (size_t)header_name_size) == 0))
+                n++;
+            if (n < name_count) {
+                value_data[n] = buf + pos;
+                value_size[n] = (Py_ssize_t)size;
+            } else {
+                for (Py_ssize_t o = 0; o < other_count; o++) {
+                    if (other_size[o] == header_name_size
+                        && memcmp(other_data[o], buf + header_name_pos, (size_t)header_name_size) == 0) {
+                        Py_DECREF(codes);
+                        Py_XDECREF(firsts);
+                        Py_XDECREF(lasts);
+                        PyBuffer_Release(&view);
+                        if (program != NULL)
+                            return Py_BuildValue("(OOnO)", Py_None, Py_None, (Py_ssize_t)0, Py_True);
+                        return Py_BuildValue("(OO)", Py_None, Py_True);
+                    }
+                }
+            }
+            if (size > 0)
+                pos += (Py_ssize_t)size;
+        }
+        for (Py_ssize_t a = 0; a < atom_count; a++) {
+            const filter_atom *atom = &atoms[a];
+            char code = 0;
+            Py_ssize_t found = atom->name >= 0 ? value_size[atom->name] : 0;
+            switch (atom->kind) {
+            case 0:
+                switch (atom->op) {
+                case 0: code = timestamp < atom->number; break;
+                case 1: code = timestamp <= atom->number; break;
+                case 2: code = timestamp > atom->number; break;
+                case 3: code = timestamp >= atom->number; break;
+                case 4: code = timestamp == atom->number; break;
+                default: code = timestamp != atom->number; break;
+                }
+                break;
+            case 1:
+                code = key_size < 0;
+                break;
+            case 2:
+                code = key_size == atom->size && (key_size == 0 || memcmp(key_data, atom->data, (size_t)key_size) == 0);
+                break;
+            case 3:
+                code = found != -2;
+                break;
+            case 4:
+                code = found == -2 ? 2
+                                   : found == atom->size
+                                         && (found == 0 || memcmp(value_data[atom->name], atom->data, (size_t)found) == 0);
+                break;
+            case 5:
+                code = found == -2 ? 2 : found == -1;
+                break;
+            default:
+                code = found == -2 ? 2 : 0;
+                break;
+            }
+            if (atom->out != NULL)
+                atom->out[index] = code;
+            record_codes[a] = code;
+        }
+        if (program != NULL) {
+            int depth = 0;
+            for (Py_ssize_t k = 0; k < program_size; k += 2) {
+                switch (program[k]) {
+                case 0: stack[depth++] = record_codes[(unsigned char)program[k + 1]]; break;
+                case 1: stack[depth++] = program[k + 1]; break;
+                case 2: stack[depth - 1] = stack[depth - 1] == 2 ? 2 : !stack[depth - 1]; break;
+                case 3: depth--; stack[depth - 1] = and3(stack[depth - 1], stack[depth]); break;
+                default: depth--; stack[depth - 1] = or3(stack[depth - 1], stack[depth]); break;
+                }
+            }
+            const int verdict = stack[0] == 1;
+            errors += stack[0] == 2;
+            if (verdict != matching) {
+                if (append_offset(verdict ? firsts : lasts, verdict ? base + index : base + index - 1) < 0)
+                    goto error;
+                matching = verdict;
+            }
+        }
+        pos = record_end;
+    }
+    if (index < count)
+        goto undecided;
+    PyBuffer_Release(&view);
+    if (program != NULL) {
+        Py_DECREF(codes);
+        if (matching && append_offset(lasts, base + index - 1) < 0) {
+            Py_DECREF(firsts);
+            Py_DECREF(lasts);
+            return NULL;
+        }
+        return Py_BuildValue("(NNnO)", firsts, lasts, errors, Py_False);
+    }
+    return Py_BuildValue("(NO)", codes, Py_False);
+bad_program:
+    PyErr_SetString(PyExc_ValueError, "a program of unknown steps, or not leaving one verdict");
+    goto error;
+bad_atom:
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "an atom of an unknown kind or shape");
+    goto error;
+malformed:
+    PyErr_Format(PyExc_ValueError, "record %zd is malformed", index);
+    goto error;
+undecided:
+    Py_DECREF(codes);
+    Py_XDECREF(firsts);
+    Py_XDECREF(lasts);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(codes);
+    Py_XDECREF(firsts);
+    Py_XDECREF(lasts);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, "walk(buffer, count) -> (min_timestamp_delta, max_timestamp_delta)"},
     {"fields", fields, METH_VARARGS,
@@ -675,6 +1024,9 @@ static PyMethodDef methods[] = {
     {"pack_tiled", pack_tiled, METH_VARARGS, "pack_tiled(firsts, lasts, fields) -> bytes"},
     {"header_runs", header_runs, METH_VARARGS,
      "header_runs(buffer, start, stop, count, name, others, verdicts, base) -> (firsts, lasts, other_found) | None"},
+    {"filter_atoms", filter_atoms, METH_VARARGS,
+     "filter_atoms(buffer, start, stop, count, base_timestamp, log_append_timestamp, atoms, others[, program, base])"
+     " -> (codes, other_found) | (firsts, lasts, errors, other_found) | None"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -42,6 +42,10 @@ try:
     from tidelog.protocol._recordwalk import header_runs as _header_runs_in_c
 except ImportError:  # (an extension built before it: header_values and the filter's verdicts)
     _header_runs_in_c = None
+try:
+    from tidelog.protocol._recordwalk import filter_atoms as _filter_atoms_in_c
+except ImportError:  # (an extension built before it: the filter's plan over the walk's records)
+    _filter_atoms_in_c = None
 
 __all__ = ["DELAY_MS_HEADER", "DELIVER_AT_HEADER", "TTL_MS_HEADER", "AttrCache", "AttrRun", "AttrView", "FlagRuns",
            "QueueSettings", "parse_deliver_at", "scan_batch"]
@@ -372,6 +376,23 @@ def _filtered_runs(body, start: int, stop: int, info: BatchInfo, log_append: boo
         # A byte a record (1: matches), its runs found without a Python step per record or run.
         flags = settings.matches.verdicts(values)
         offsets = None
+    elif (plan := getattr(settings.matches, "plan", None)) is not None and _filter_atoms_in_c is not None \
+            and info.last_offset - info.base_offset + 1 == info.record_count and plan.header_names.isdisjoint(ours) \
+            and (found := _filter_atoms_in_c(body, start, stop, info.record_count, info.base_timestamp,
+                                             info.max_timestamp if log_append else None, plan.atoms,
+                                             tuple(n.encode() for n in sorted(ours)), plan.steps,
+                                             info.base_offset)) is not None:
+        # A filter of the subset queues/filters.py judges a batch at a time: its comparisons and
+        # their combination in the walk, the runs of matching records' first and last offsets the
+        # only objects made (as header_runs does for one header).
+        firsts, lasts, failed, ours_found = found
+        if ours_found:
+            return None
+        settings.matches.count_errors(failed)
+        timestamp = info.max_timestamp
+        return FlagRuns(info.base_offset, info.last_offset, firsts, lasts, settings.default_priority, timestamp,
+                        timestamp + settings.delay_ms if settings.delay_ms > 0 else NEVER,
+                        timestamp + settings.ttl_ms if settings.ttl_ms > 0 else NEVER)
     else:
         # Only what the filter reads is decoded (its header names, plus ours to notice them).
         names = None if read_names is None else tuple(n.encode() for n in sorted(ours.union(read_names)))
