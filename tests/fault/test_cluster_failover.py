@@ -10,8 +10,10 @@ record acknowledged on that partition afterwards) is measured and printed.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.request
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -19,6 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.brokerproc import wait_until
 from tests.clusterproc import Cluster
+from tests.fault.test_isr_eligibility import _etcd_kv
 
 pytestmark = pytest.mark.slow
 
@@ -317,3 +320,44 @@ def test_leadership_leaves_a_broker_whose_log_directory_fails(tmp_path):
         raise
     finally:
         cluster.stop()
+
+
+def test_a_controller_is_elected_again_after_every_brokers_lease_lapsed(tmp_path):
+    """Every broker's lease lapsing at once (revoked here; at load 13 two brokers' 2 s leases
+    expired together, one of them SIGSTOPped by the test above) deletes ``controller`` with them.
+    Each broker stands for the office at once, still under its lapsed lease, and etcd refuses
+    ("lease not found"); each then registers under a new lease. No later change of ``controller``
+    comes to try again on, so the brokers must: otherwise the cluster has no controller for as
+    long as it runs, and the partitions its brokers led before they registered again are left
+    without a leader."""
+    cluster = Cluster(tmp_path, 2).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        admin.create_topics([NewTopic("lapsed", 2, 2)])["lapsed"].result(10)
+        led = lambda: all(p.leader > 0 and len(p.isrs) == 2  # noqa: E731
+                          for p in admin.list_topics("lapsed", timeout=5).topics["lapsed"].partitions.values())
+        wait_until(led, 15, message="the topic led with a full ISR")
+        old = {i: _etcd_kv(cluster, f"/tidelog/brokers/{i}")["lease"] for i in cluster.brokers}
+        for lease in old.values():
+            _etcd_call(cluster, "lease/revoke", {"ID": lease})
+        wait_until(lambda: all((_etcd_kv(cluster, f"/tidelog/brokers/{i}") or {}).get("lease", old[i]) != old[i]
+                               for i in cluster.brokers), 15, message="every broker registered under a new lease")
+        wait_until(lambda: _etcd_kv(cluster, "/tidelog/controller") is not None, 15,
+                   message="a controller elected again")
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "message.timeout.ms": 30000})
+        errors = []
+        for n in range(20):
+            producer.produce("lapsed", value=b"%d" % n, partition=n % 2, on_delivery=lambda err, _: err and errors.append(err))
+        assert producer.flush(40) == 0 and not errors, errors[:3]
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
+
+
+def _etcd_call(cluster: Cluster, path: str, body: dict) -> dict:
+    request = urllib.request.Request(f"http://{cluster.etcd.endpoint}/v3/{path}", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())

@@ -152,6 +152,8 @@ class Broker:
         self._producer_ids: range = range(0)
         self._producer_id_lock = asyncio.Lock()
         self._seen_controller = -1
+        self._standing: asyncio.Task | None = None  # standing for controller again after a refused election
+        self._stopping = False
 
     def advertised_endpoints(self) -> tuple[Endpoint, ...]:
         """What clients and brokers are told, per listener (``advertised.listeners``, else the
@@ -416,12 +418,34 @@ class Broker:
 
     async def _stand_for_controller(self) -> None:
         try:
-            elected = await self.metadata.elect_controller(self.node_id)
-            self._note_controller()
-            if elected and not self.controller.active:
-                self.controller.start(self.metadata.controller_epoch)
-        except Exception as e:  # etcd unreachable: the next controller change tries again
-            logger.warning("controller election failed: %s", e)
+            await self._elect()
+        except Exception as e:
+            logger.warning("controller election failed: %s; trying again while no broker is the controller", e)
+            if not self._stopping and (self._standing is None or self._standing.done()):
+                self._standing = asyncio.get_running_loop().create_task(self._stand_again(), name="tidelog-controller-election")
+
+    async def _elect(self) -> None:
+        elected = await self.metadata.elect_controller(self.node_id)
+        self._note_controller()
+        if elected and not self.controller.active:
+            self.controller.start(self.metadata.controller_epoch)
+
+    async def _stand_again(self) -> None:
+        """Stand for controller again, with back-off, until some broker is: a refused election
+        (etcd unreachable, or this broker's lease lapsed and etcd answers "lease not found" until
+        it has registered under a new one) is followed by no change of ``controller`` to try again
+        on when every broker's try failed alike."""
+        backoff_s = 0.1
+        while True:
+            await asyncio.sleep(backoff_s)
+            if self._stopping or self.metadata.controller_id != -1:
+                return
+            try:
+                await self._elect()
+                return
+            except Exception as e:
+                backoff_s = min(backoff_s * 2, 2.0)
+                logger.warning("controller election failed again: %s; next try in %.1f s", e, backoff_s)
 
     def _note_controller(self) -> None:
         if self.metadata.controller_id != self._seen_controller:
@@ -516,6 +540,7 @@ class Broker:
                 if state.leader == self.node_id and any(r != self.node_id and r in live for r in state.isr)]
 
     async def stop(self) -> None:
+        self._stopping = True
         if self.controller is not None and self.config["controlled.shutdown.enable"]:
             await self.controlled_shutdown()
         logger.info("shutting down: closing listener and %d connections", len(self.connections))
@@ -525,6 +550,8 @@ class Broker:
             await self.push_delivery.stop()
         if self.controller is not None:
             self.controller.stop()
+        if self._standing is not None:
+            self._standing.cancel()
         if self.replicas is not None:
             await self.replicas.stop()
         if self.listeners is not None:
