@@ -69,7 +69,6 @@ import logging
 import os
 import struct
 import time
-import types
 from typing import TYPE_CHECKING, Any, Callable
 
 from tidelog.clock import monotonic_ms
@@ -125,29 +124,41 @@ def _started_now(loop: asyncio.AbstractEventLoop, coro) -> asyncio.Future:
         future = loop.create_future()
         future.set_exception(e)
         return future
-    return loop.create_task(_resumed(coro, yielded))
+    return loop.create_task(_rest(coro, yielded))
 
 
-@types.coroutine
-def _resumed(coro, yielded):
+async def _rest(coro, yielded):
+    # A coroutine, not a generator: Python 3.12+ tasks take no generator-based coroutine.
+    return await _Resumed(coro, yielded)
+
+
+class _Resumed:
     """``coro`` from where ``_started_now`` left it: ``yielded`` (the future it awaits, or None)
     goes to the task, and each outcome back into ``coro``."""
-    while True:
-        try:
-            sent = yield yielded
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as e:  # the awaited future's exception, or the task's cancellation
+
+    __slots__ = ("_coro", "_yielded")
+
+    def __init__(self, coro, yielded) -> None:
+        self._coro, self._yielded = coro, yielded
+
+    def __await__(self):
+        coro, yielded = self._coro, self._yielded
+        while True:
             try:
-                yielded = coro.throw(e)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                yielded = coro.send(sent)
-            except StopIteration as stop:
-                return stop.value
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as e:  # the awaited future's exception, or the task's cancellation
+                try:
+                    yielded = coro.throw(e)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    yielded = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
 
 
 def _cancel_with(task: asyncio.Task, future: asyncio.Future) -> None:
