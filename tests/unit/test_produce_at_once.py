@@ -7,6 +7,7 @@ tests/integration/test_produce_consume.py, test_request_order.py, tests/fault/te
 from __future__ import annotations
 
 import asyncio
+import inspect
 
 from tests.unit.test_fetch_at_once import _correlation_ids, _Leader, _produce_frame, _wait_until
 from tests.unit.test_partition import leader, run
@@ -53,6 +54,8 @@ def test_a_coroutine_started_now_goes_on_as_a_task_with_its_outcome_or_its_cance
         gate = loop.create_future()
         task = _started_now(loop, steps(gate, log))
         assert log == ["first"] and not task.done()
+        # A coroutine, not a generator: Python 3.12+ tasks refuse generators (asyncio.iscoroutine).
+        assert inspect.iscoroutine(task.get_coro())
         gate.set_result(21)
         assert await task == 42 and log == ["first", "got 21"]
         log.clear()
