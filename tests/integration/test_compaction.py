@@ -321,12 +321,15 @@ def test_a_clean_shutdown_abandons_a_cleaning_in_progress(broker_factory):
     assert broker.stop() == 0
     assert time.monotonic() - started < 15, "the broker process did not exit promptly"
     log = broker.log()
-    # The broker's own shutdown, from its log (the wall time above adds the interpreter's exit, over
-    # a second at load 10): it waits neither for the throttled cleaning nor for a cleaner worker
-    # still starting (a spawned interpreter importing Tidelog).
-    assert logged_at(log, "shutdown complete") - logged_at(log, "shutting down:") < 0.75, \
+    abandoned = f"{topic}-0: cleaning abandoned: the broker is stopping"  # logged as the cleaner's close begins
+    assert abandoned in log and "Traceback" not in log
+    # The broker's shutdown from its cleaner's close on, from its log (the wall time above adds the
+    # interpreter's exit, over a second at load 10): it waits neither for the throttled cleaning nor
+    # for a cleaner worker still starting (a spawned interpreter importing Tidelog, 1-3.5 s at load).
+    # Not from "shutting down:": the steps before the cleaner's (listeners, groups, share groups)
+    # took 0.29 of 0.50 s at load 17, and have nothing to do with the cleaner.
+    assert logged_at(log, "shutdown complete") - logged_at(log, abandoned) < 0.75, \
         "the shutdown waited for the throttled cleaning or a starting cleaner worker"
-    assert f"{topic}-0: cleaning abandoned" in log and "Traceback" not in log
     assert not list((broker.data_dir / f"{topic}-0").glob("*.cleaned"))
     broker.restart()
     assert_valid_compaction(read_to("kafka-python", broker.bootstrap, topic, max(produced)), produced)
