@@ -606,7 +606,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         there it is answered by a future already done, without a task and its loop turns (about
         a quarter of a 1 MB fetch's Python); a Fetch that waits for data becomes a task
         (``_answer_parked``), and the future its answer."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()  # the former a getpid in 3.11, a system call a Fetch
         future = loop.create_future()
         try:
             answer = fetch.answer_now(ctx, request)
