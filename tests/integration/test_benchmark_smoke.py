@@ -188,6 +188,11 @@ def test_the_replication_trace_follows_acks_all_batches_through_every_stage(tmp_
     chain = ("wake", "to_follower", "f_append", "f_next", "to_leader", "hw_after", "ack_after")
     assert sum(stages[name]["mean"] for name in chain) == pytest.approx(stages["total"]["mean"], rel=1e-6)
     assert stages["wake_parked"].get("n", 0) + stages["wake_busy"].get("n", 0) == stages["wake"]["n"]
+    summary = json.loads(out.read_text())
+    every, slowest = summary["tail"]["all"], summary["tail"]["slowest"]  # the slowest 1% against every batch
+    assert every["n"] == stages["total"]["n"] and 1 <= slowest["n"] < every["n"] and slowest["total"] >= every["total"]
+    assert 0 <= slowest["leader_fsync_critical"] <= 1 and 0 <= slowest["follower_flush_overlap"] <= 1
+    assert summary["leader_fsyncs_ms"]["alone"]["n"] > 0  # the leader's group commit fsyncs, split by overlap
 
 
 @pytest.mark.slow
