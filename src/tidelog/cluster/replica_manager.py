@@ -17,7 +17,11 @@ truncates a divergent tail where the fetcher found one. A follower's appends sta
 their own (nothing waits for one): this manager flushes the followed partitions it copied into
 every ``replica.flush.interval.ms``, or sooner once they hold ``replica.flush.interval.bytes``
 no flush covers, and a follower that becomes leader flushes everything first
-(``Partition.make_leader``; docs/storage.md says what must be durable when). High watermarks: every ``replica.high.watermark.checkpoint.interval.ms``
+(``Partition.make_leader``; docs/storage.md says what must be durable when). Meanwhile a
+followed partition's appends are handed to the disk every ``WRITE_BEHIND_BYTES`` (write-behind:
+``sync_file_range`` starts their write-back without waiting for it), so the scheduled fsync finds
+little left to write and the leaders' fsyncs on the same disk do not queue behind a second's
+copies written back at once. High watermarks: every ``replica.high.watermark.checkpoint.interval.ms``
 and at shutdown into ``<data dir>/replication-offset-checkpoint`` (Kafka's file,
 storage/offset_checkpoint.py), read back at start. Idempotent
 producers idle for ``producer.id.expiration.ms`` are forgotten every
@@ -28,6 +32,7 @@ Not thread-safe; the event loop owns it.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 from collections import Counter
 from pathlib import Path
@@ -51,6 +56,44 @@ logger = logging.getLogger(__name__)
 HW_CHECKPOINT_FILE = "replication-offset-checkpoint"
 BULK_TAKE_UP = 20  # applying more replicas at once than this logs one summary line, each replica's at DEBUG
 INELIGIBLE_LOG_INTERVAL_MS = 10_000  # a broker refused an ISR for its eligibility: one INFO line this often
+# A followed partition's appends start their write-back once they add up to WRITE_BEHIND_BYTES
+# (write_behind): a leader's fsync on the same disk then finds at most that much of a follower's
+# copies in flight, not a second's. Up to WRITE_BEHIND_MAX_BYTES: more at once (a follower catching
+# up, full-rate copying, whose fetches bring megabytes) is left to the flush schedule, whose fsync
+# runs in a thread, so the event loop never submits much write-back itself.
+WRITE_BEHIND_BYTES = 64 << 10
+WRITE_BEHIND_MAX_BYTES = 256 << 10
+SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h: start write-back of the range's dirty pages, do not wait
+
+
+def _sync_file_range():
+    """libc's sync_file_range(2) (Linux; not in the os module), or None where there is none."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return function
+
+
+sync_file_range = _sync_file_range()
+
+
+def write_behind(log: "PartitionLog", appended: int) -> bool:
+    """Start the write-back of the last ``appended`` bytes of ``log``'s active segment, without
+    waiting for it (the data reaches the disk in small steps instead of all at the next scheduled
+    fsync, which still makes it durable). True if started. An error is left to that fsync to
+    find (it reports write-back errors); a segment rolled within the append has its earlier
+    part written back by that fsync too."""
+    if sync_file_range is None or not 0 < appended <= WRITE_BEHIND_MAX_BYTES or log.closed:
+        return False
+    segment = log.active_segment
+    try:
+        fd = segment.fd
+    except OSError:
+        return False
+    return sync_file_range(fd, max(0, segment.size_bytes - appended), 0, SYNC_FILE_RANGE_WRITE) == 0
 
 
 class IsrMetrics(Protocol):
@@ -80,6 +123,7 @@ class ReplicaManager:
         self.flush_interval_bytes = config["replica.flush.interval.bytes"]
         self._unflushed: set[tuple[str, int]] = set()  # followed partitions appended to since their last flush
         self.follower_unflushed_bytes = 0  # what they appended meanwhile
+        self._behind: dict[tuple[str, int], int] = {}  # bytes appended since their last write-behind, by partition
         self._flush_due = asyncio.Event()  # set once follower_unflushed_bytes reaches the bytes bound
         self._checkpointed_high_watermarks: dict[tuple[str, int], int] = {}
         self._dirty: set[tuple[str, int]] = set()
@@ -267,6 +311,14 @@ class ReplicaManager:
         self.follower_unflushed_bytes += appended
         if self.follower_unflushed_bytes >= self.flush_interval_bytes:
             self._flush_due.set()
+            return
+        key = partition.key
+        pending = self._behind.get(key, 0) + appended
+        if pending < WRITE_BEHIND_BYTES:
+            self._behind[key] = pending
+        else:
+            self._behind.pop(key, None)
+            write_behind(log, pending)
 
     async def _follower_flush_loop(self) -> None:
         interval_s = self.flush_interval_ms / 1000
@@ -286,6 +338,7 @@ class ReplicaManager:
         next fsync job; how many. The job runs as the group commit's do, one at a time."""
         keys, self._unflushed = self._unflushed, set()
         self.follower_unflushed_bytes = 0
+        self._behind.clear()  # the fsync writes it back
         flushed = 0
         for key in keys:
             partition = self.partitions.get(key)

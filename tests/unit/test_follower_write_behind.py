@@ -1,0 +1,95 @@
+"""A follower's copies start their write-back as they come, WRITE_BEHIND_BYTES at a time
+(cluster/replica_manager.py ``write_behind``), rather than all at the next scheduled flush: over a
+real ReplicaManager, LogManager and segment file, the file's dirty pages are read with
+cachestat(2) (Linux 6.5+; skipped elsewhere)."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import os
+
+import pytest
+
+from tests.unit.test_partition import NODE, RecordingIsrWriter, run
+from tidelog.cluster import replica_manager as replica_manager_module
+from tidelog.cluster.metadata import EmbeddedMetadataStore, PartitionState
+from tidelog.cluster.partition import Partition, PartitionConfig
+from tidelog.cluster.replica_manager import WRITE_BEHIND_BYTES, WRITE_BEHIND_MAX_BYTES, ReplicaManager
+from tidelog.config import BrokerConfig
+from tidelog.protocol.records import build_batch
+
+CACHESTAT = 451  # x86_64 and arm64 (asm-generic) syscall number
+
+
+class _Range(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+class _Stat(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in ("cache", "dirty", "writeback", "evicted", "recently_evicted")]
+
+
+def dirty_pages(fd: int) -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    stat = _Stat()
+    if libc.syscall(CACHESTAT, fd, ctypes.byref(_Range(0, 0)), ctypes.byref(stat), 0) != 0:
+        code = ctypes.get_errno()
+        pytest.skip(f"no cachestat(2) here: {errno.errorcode.get(code, code)}")
+    return stat.dirty
+
+
+def records_at(log, size: int) -> memoryview:
+    """One batch of about ``size`` bytes (incompressible values) at ``log``'s end, as a leader sent it."""
+    count = max(1, size // 4096)
+    return memoryview(bytearray(build_batch([(None, os.urandom(4000), []) for _ in range(count)],
+                                            base_offset=log.log_end_offset)))
+
+
+def follower(logs, tmp_path):
+    store = EmbeddedMetadataStore(tmp_path / "meta", node_id=NODE)
+    manager = ReplicaManager(NODE, store, logs, BrokerConfig.load(env={}, overrides={}), tmp_path)
+    log = logs.create("t", 0)
+    partition = logs.partitions[("t", 0)] = manager.partitions[("t", 0)] = Partition("t", 0, log, logs, NODE, PartitionConfig(), RecordingIsrWriter())
+    partition.make_follower(PartitionState((2, NODE), 2, 0, (2, NODE)))
+    log.flush_deferred = True  # as the ReplicaManager sets it while the log follows (replica.flush.interval.ms > 0)
+    return manager, partition, log
+
+
+def copy(manager, partition, size: int) -> int:
+    """What the fetcher does with a response's records."""
+    appended = partition.append_as_follower(records_at(partition.log, size), leader_high_watermark=0)
+    assert appended
+    manager.follower_appended(partition, appended)
+    return appended
+
+
+@pytest.mark.skipif(replica_manager_module.sync_file_range is None, reason="no sync_file_range(2) here")
+def test_a_followers_copies_are_written_back_as_they_come_not_at_the_scheduled_flush(tmp_path):
+    async def main(logs):
+        manager, partition, log = follower(logs, tmp_path / "broker")
+        fd = log.active_segment.fd
+        # Less than WRITE_BEHIND_BYTES: left dirty for the next ones (or the scheduled flush).
+        assert copy(manager, partition, 8 << 10) < WRITE_BEHIND_BYTES
+        assert dirty_pages(fd) > 0
+        # Appends adding up past WRITE_BEHIND_BYTES: their write-back has started, though no fsync
+        # ran (the flush schedule is a second away, and no group commit covers a followed log).
+        while log.active_segment.size_bytes < 2 * WRITE_BEHIND_BYTES:
+            copy(manager, partition, 16 << 10)
+        copy(manager, partition, WRITE_BEHIND_BYTES)
+        assert dirty_pages(fd) <= 1, "a follower's copies stayed dirty until the scheduled flush"
+        assert log.durable_offset == 0  # started, not waited for: the fsync on schedule makes it durable
+        # A large response (a follower catching up) is left to the flush schedule: the event loop
+        # does not submit megabytes of write-back itself.
+        copy(manager, partition, WRITE_BEHIND_MAX_BYTES + (64 << 10))
+        assert dirty_pages(fd) * 4096 > WRITE_BEHIND_MAX_BYTES
+        # The scheduled flush: every followed partition into the next fsync job.
+        assert manager.flush_followers("interval") == 1
+        deadline = asyncio.get_running_loop().time() + 10
+        while log.durable_offset < log.log_end_offset:
+            assert asyncio.get_running_loop().time() < deadline, "the scheduled flush did not make the copies durable"
+            await asyncio.sleep(0.005)
+        assert dirty_pages(fd) == 0
+
+    run(main, tmp_path / "logs", durability="balanced")
