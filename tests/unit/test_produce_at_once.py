@@ -55,7 +55,7 @@ def test_a_coroutine_started_now_goes_on_as_a_task_with_its_outcome_or_its_cance
         task = _started_now(loop, steps(gate, log))
         assert log == ["first"] and not task.done()
         # A coroutine, not a generator: Python 3.12+ tasks refuse generators (asyncio.iscoroutine).
-        assert inspect.iscoroutine(task.get_coro())
+        assert asyncio.iscoroutine(task.get_coro()) and not inspect.isgenerator(task.get_coro())
         gate.set_result(21)
         assert await task == 42 and log == ["first", "got 21"]
         log.clear()
@@ -87,3 +87,75 @@ async def _finished_at_once():
 async def _failing_at_once():
     raise KeyError("x")
 
+
+
+def test_a_coroutine_cancelled_before_its_tasks_first_step_sees_the_cancellation_as_a_tasks_would():
+    """Cancelled in the turn it started (before the loop ran its task's first step): a task's
+    coroutine waiting on a future has that future cancelled and CancelledError thrown in at its
+    await; ``_started_now``'s rest must do the same, not leave the coroutine suspended until the
+    garbage collector closes it (GeneratorExit, its future never cancelled). Failed before: the
+    handler's log was ["first"] after the task was cancelled, its future pending."""
+
+    async def steps(gate, log):
+        log.append("first")
+        try:
+            await gate
+        except asyncio.CancelledError:
+            log.append("cancelled")
+            raise
+        except GeneratorExit:
+            log.append("closed")
+            raise
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        for started in (_started_now, lambda loop, coro: loop.create_task(_first_step_then(coro))):
+            log: list[str] = []
+            gate = loop.create_future()
+            task = started(loop, steps(gate, log))
+            if started is not _started_now:
+                await asyncio.sleep(0)  # the plain task's first step, for comparison
+            task.cancel()
+            for _ in range(3):
+                await asyncio.sleep(0)
+            assert task.cancelled()
+            assert gate.cancelled(), "the future the handler awaited was left pending"
+            assert log == ["first", "cancelled"], log
+
+    asyncio.run(main())
+
+
+async def _first_step_then(coro):
+    return await coro
+
+
+class _ClosingSocket(_Socket):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_produce_aborted_in_the_turn_its_frame_was_read_gives_up_its_durability_wait(tmp_path):
+    """A connection aborted in the same loop turn a Produce's frame was read (what a later
+    frame's out-of-memory or SASL refusal does synchronously, ``_abort``) cancels the Produce:
+    its wait for the group commit is cancelled then, as a task's awaited future is, not left to
+    the group commit and the garbage collector. Failed before: the waiter's future stayed pending."""
+    load_all()
+
+    async def main(logs):
+        partition = leader(logs)
+        connection = KafkaConnection(_Leader(logs, partition))
+        connection.transport = socket = _ClosingSocket()
+        _receive(connection, _produce_frame(1, b"one"))
+        assert partition.log.log_end_offset == 1
+        (waiters,) = logs._balanced_waiters.values()
+        (_, waiter), = waiters
+        connection._abort("out of memory decoding a request")  # in the same turn, as those paths do
+        await _wait_until(lambda: waiter.done())
+        assert waiter.cancelled()
+        assert socket.closed and socket.written == []
+
+    run(main, tmp_path, durability="balanced")

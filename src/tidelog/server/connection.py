@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import collections.abc
 import functools
 import logging
 import os
@@ -124,41 +125,50 @@ def _started_now(loop: asyncio.AbstractEventLoop, coro) -> asyncio.Future:
         future = loop.create_future()
         future.set_exception(e)
         return future
-    return loop.create_task(_rest(coro, yielded))
+    return loop.create_task(_Rest(coro, yielded))
 
 
-async def _rest(coro, yielded):
-    # A coroutine, not a generator: Python 3.12+ tasks take no generator-based coroutine.
-    return await _Resumed(coro, yielded)
+_STEPPED = object()
 
 
-class _Resumed:
-    """``coro`` from where ``_started_now`` left it: ``yielded`` (the future it awaits, or None)
-    goes to the task, and each outcome back into ``coro``."""
+class _Rest(collections.abc.Coroutine):
+    """``coro`` from where ``_started_now`` left it, as its task's coroutine: the task's first
+    step gets ``yielded`` (the future ``coro`` awaits, or None), each later one goes on into
+    ``coro``. A Coroutine (not a generator: Python 3.12+ tasks take none), whose ``throw`` reaches
+    ``coro`` even before the task's first step: a task cancelled in the turn it was made (the
+    connection aborted while reading the frames after it) cancels the future ``coro`` awaits and
+    throws CancelledError in at its await, as a task that had run the first step itself would."""
 
     __slots__ = ("_coro", "_yielded")
 
     def __init__(self, coro, yielded) -> None:
         self._coro, self._yielded = coro, yielded
 
-    def __await__(self):
-        coro, yielded = self._coro, self._yielded
-        while True:
-            try:
-                sent = yield yielded
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as e:  # the awaited future's exception, or the task's cancellation
-                try:
-                    yielded = coro.throw(e)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    yielded = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
+    def send(self, value):
+        yielded = self._yielded
+        if yielded is not _STEPPED:  # the task's first step: hand it the future awaited
+            self._yielded = _STEPPED
+            return yielded
+        return self._coro.send(value)
+
+    def throw(self, typ, val=None, tb=None):
+        yielded = self._yielded
+        if yielded is not _STEPPED:
+            self._yielded = _STEPPED
+            if isinstance(typ, asyncio.CancelledError) and isinstance(yielded, asyncio.Future):
+                yielded.cancel()  # what the task's cancel() does to the future it waits on
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __next__(self):
+        return self.send(None)
+
+    def __await__(self):  # an iterator itself, as a generator-based coroutine is
+        return self
 
 
 def _cancel_with(task: asyncio.Task, future: asyncio.Future) -> None:
