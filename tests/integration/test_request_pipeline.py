@@ -114,3 +114,55 @@ def test_responses_come_back_in_request_order(run_with_broker, monkeypatch):
         writer.close()
 
     run_with_broker(test)
+
+
+PRODUCE = 0
+# Produce v3, acks=1, timeout 1 s, one topic "t" of one partition 0 with no records (never
+# appended: the injected handlers below fail before or after their first await).
+PRODUCE_V3_ACKS_1 = (struct.pack(">hhi", -1, 1, 1000) + struct.pack(">i", 1) + struct.pack(">h", 1) + b"t"
+                     + struct.pack(">i", 1) + struct.pack(">ii", 0, -1))
+
+
+@pytest.mark.parametrize("when", ["in its first step", "after its first await"])
+def test_nothing_is_answered_after_a_produce_whose_handler_raised(run_with_broker, monkeypatch, when):
+    """A Produce's first step runs as its frame is read (connection.py ``_started_now``), not in a
+    task: an exception there is held as a task would hold it, and closes the connection once the
+    requests before it are answered, before anything pipelined behind it is."""
+
+    async def failing(ctx, body):
+        if when == "after its first await":
+            await asyncio.sleep(0.05)
+        raise RuntimeError("injected produce failure")
+
+    swap_handler(monkeypatch, PRODUCE, failing)
+
+    async def test(broker):
+        reader, writer = await asyncio.open_connection("127.0.0.1", broker.port)
+        writer.write(frame(18, 0, 1, b"") + frame(PRODUCE, 3, 2, PRODUCE_V3_ACKS_1)
+                     + frame(18, 0, 3, b"") + frame(3, 1, 4, struct.pack(">i", -1)))
+        assert await read_responses(reader) == [1]
+        writer.close()
+
+    run_with_broker(test)
+
+
+def test_a_produce_answered_in_its_first_step_keeps_its_place_in_line(run_with_broker, monkeypatch):
+    """A Produce whose handler returns in its first step (a refusal, acks=0) is done as its frame is
+    read; its response is still written after the slow request before it and before the ones behind."""
+    original = REGISTRY[DESCRIBE_CLUSTER].handler
+
+    async def slow(ctx, request):
+        await asyncio.sleep(0.1)
+        return await original(ctx, request)
+
+    swap_handler(monkeypatch, DESCRIBE_CLUSTER, slow)
+
+    async def test(broker):
+        reader, writer = await asyncio.open_connection("127.0.0.1", broker.port)
+        # Produce v2: Kafka 4 supports v3+, refused at once (UNSUPPORTED_VERSION), before any await.
+        writer.write(frame(DESCRIBE_CLUSTER, 0, 1, DESCRIBE_CLUSTER_V0) + frame(PRODUCE, 2, 2, PRODUCE_V3_ACKS_1[2:])
+                     + frame(18, 0, 3, b""))
+        assert await read_responses(reader, 3) == [1, 2, 3]
+        writer.close()
+
+    run_with_broker(test)
