@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tidelog.protocol.compression import COMPRESSION_GZIP, COMPRESSION_NONE, decompress
-from tidelog.protocol.records import BATCH_HEADER_SIZE, build_batch, iter_records, parse_batch_header, set_log_append_time
+from tidelog.protocol.records import (BATCH_HEADER_SIZE, build_batch, iter_records, parse_batch_header,
+                                     set_log_append_time)
 from tidelog.queues import record_attrs
 from tidelog.queues.filters import compile_filter, plan_of
 from tidelog.queues.record_attrs import TTL_MS_HEADER, FlagRuns, QueueSettings
@@ -45,7 +46,8 @@ def _combined(children):
 
 EXPRESSIONS = st.recursive(_atoms, _combined, max_leaves=6)
 
-_header = st.tuples(st.sampled_from(NAMES + ("other",)), st.sampled_from([None, None, b"order", b"", b"x", "é".encode()]))
+_header = st.tuples(st.sampled_from(NAMES + ("other",)),
+                    st.sampled_from([None, None, b"order", b"", b"x", "é".encode()]))
 _record = st.tuples(st.none() | st.sampled_from([b"k1", b"k2", b""]), st.lists(_header, max_size=4),
                     st.integers(0, 4))
 _batch = st.tuples(st.lists(_record, min_size=1, max_size=30), st.sampled_from([COMPRESSION_NONE, COMPRESSION_GZIP]),

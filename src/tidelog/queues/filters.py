@@ -13,13 +13,14 @@ with ``headers["x"]``, a type error) counts as not matching, and as ``filter_err
 
 Cost: evaluating a CEL program from Python is about 10-20 us a record (building the activation
 is most of it). An expression in the subset below (``plan_of``) is judged a batch at a time
-without CEL: the record walk in C (protocol/_recordwalk.c ``filter_atoms``) gives each of its
-comparisons' verdicts for every record (true, false, or an error, as CEL's), and ``&&``, ``||``
-and ``!`` combine them as integers a bit a record (``batch_verdicts``), with CEL's rules for
-errors (``false && error`` is false, ``true || error`` true, in either order; otherwise an error
-stays one, the record does not match and counts in ``filter_errors``). The subset: ``&&``,
-``||``, ``!`` (before a parenthesis, ``!`` or a boolean literal), parentheses, ``true``,
-``false``, and the comparisons
+without CEL: the record walk in C (protocol/_recordwalk.c ``filter_atoms``) judges each of its
+comparisons on every record (true, false, or an error, as CEL's) and combines them by ``&&``,
+``||`` and ``!`` with CEL's rules for errors (``false && error`` is false, ``true || error`` true,
+in either order; otherwise an error stays one, the record does not match and counts in
+``filter_errors``, once a record; the one-header path counts once a distinct value), returning
+the runs of matching records; without the extension ``BatchPlan`` does the same over the Python
+walk's records, as integers a bit a record. The subset: ``&&``, ``||``, ``!`` (before a
+parenthesis, ``!`` or a boolean literal), parentheses, ``true``, ``false``, and the comparisons
 
 - ``timestamp <op> N`` (or ``N <op> timestamp``), ``<op>`` one of < <= > >= == !=, N a decimal
   int literal (maybe negative);
@@ -243,7 +244,7 @@ class BatchPlan:
     def __init__(self, atoms: tuple[tuple, ...], program: tuple[tuple, ...]) -> None:
         self.atoms = atoms
         self.program = program
-        self.steps = bytes([step[0], int(step[1]) if len(step) > 1 else 0][i] for step in program for i in (0, 1))
+        self.steps = bytes(b for step in program for b in (step[0], int(step[1]) if len(step) > 1 else 0))
         self.header_names = frozenset(atom[1].decode() for atom in atoms if atom[0] >= 3)
 
     def combine(self, codes: Sequence[bytes], count: int) -> tuple[bytes, int]:
