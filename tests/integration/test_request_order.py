@@ -178,3 +178,29 @@ def test_pipelined_produces_append_in_request_order(broker):
         assert values == [b"%d-%d" % (round_, n) for round_ in range(10) for n in range(5) for _ in range(3)]
     finally:
         conn.close()
+
+
+def test_acks_0_produces_pipelined_between_others_append_in_order_and_a_fetch_behind_sees_them(broker):
+    """An acks=0 Produce is done in its first step, as its frame is read (connection.py
+    ``_started_now``): nothing is answered for it, the Produce requests around it still append in
+    request order, and a Fetch behind the last acknowledged one sees every record."""
+    conn = Pipeline(broker)
+    try:
+        (created,) = conn.send(_create("acks-0-between"))
+        assert created.topics[0].error_code == 0
+        expected = []
+        for round_ in range(5):
+            requests = [_produce("acks-0-between", [b"%d-%d" % (round_, n)] * 2, acks=acks)
+                        for n, acks in enumerate([0, -1, 0, 0, 1])]
+            frames = [conn.frame(*request) for request in requests]
+            fetch_frame = conn.frame(*_fetch("acks-0-between", 0))
+            conn.sock.sendall(b"".join(data for data, _ in frames) + fetch_frame[0])
+            answers = [conn._answer(*meta) for (_, meta), request in zip(frames, requests) if request[2].acks != 0]
+            expected += [b"%d-%d" % (round_, n) for n in range(5) for _ in range(2)]
+            assert [answer.responses[0].partition_responses[0].base_offset for answer in answers] == \
+                   [round_ * 10 + 2, round_ * 10 + 8]
+            fetched = conn._answer(*fetch_frame[1])
+            values = [record.value for record in iter_records(fetched.responses[0].partitions[0].records)]
+            assert values == expected
+    finally:
+        conn.close()
