@@ -204,3 +204,27 @@ def test_acks_0_produces_pipelined_between_others_append_in_order_and_a_fetch_be
             assert values == expected
     finally:
         conn.close()
+
+
+def test_a_parked_fetch_before_a_bad_frame_is_answered_then_the_connection_closes(broker):
+    """A Fetch waiting for data (``_answer_parked`` writes its own answer) read before a frame that
+    cannot be a request: the Fetch is still answered, when its wait ends, and then the connection
+    closes; a Produce on another connection meanwhile ends the wait with its record."""
+    conn, other = Pipeline(broker), Pipeline(broker)
+    try:
+        (created,) = conn.send(_create("parked-then-bad"))
+        assert created.topics[0].error_code == 0
+        partition = fetch.FetchPartition(partition=0, fetch_offset=0, partition_max_bytes=1 << 20)
+        waiting = FETCH, 12, fetch.FetchRequest(max_wait=datetime.timedelta(seconds=10), min_bytes=1, topics=(
+            fetch.FetchTopic(topic="parked-then-bad", partitions=(partition,)),), forgotten_topics_data=())
+        data, meta = conn.frame(*waiting)
+        conn.sock.sendall(data + struct.pack(">i", 4) + b"junk")  # a frame size below 8: closes
+        (produced,) = other.send(_produce("parked-then-bad", [b"wakes it"]))
+        assert produced.responses[0].partition_responses[0].error_code == 0
+        fetched = conn._answer(*meta)
+        values = [record.value for record in iter_records(fetched.responses[0].partitions[0].records)]
+        assert values == [b"wakes it"]
+        assert conn.sock.recv(1) == b"", "the connection stayed open after the bad frame"
+    finally:
+        conn.close()
+        other.close()
