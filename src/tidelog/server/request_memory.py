@@ -139,6 +139,10 @@ class RequestMemory:
         self.used = 0
         self._waiting: dict[Waiter, None] = {}  # insertion order: oldest first
         self._finisher: Waiter | None = None
+        # A wake is running; bytes released meanwhile (a woken connection's request answered as it
+        # was read) are noted, not woken from inside it (_wake).
+        self._waking = False
+        self._released_while_waking = False
         self._logged_at = -_LOG_INTERVAL_S
         self._waits = None
         self.frames = FramePool(max_bytes)
@@ -207,9 +211,25 @@ class RequestMemory:
         return self.used < self.max_bytes or (self._finisher is None and self.used <= self.max_bytes)
 
     def _wake(self) -> None:
-        for owner in list(self._waiting):
-            if not self._may_progress():
-                return
-            if owner in self._waiting:
-                del self._waiting[owner]
-                owner.memory_available()
+        """Wake the waiters, oldest first, while one could get on. A woken connection reads its
+        frames at once, and one answered as it is read (an acks=0 Produce, a Fetch with data)
+        releases its bytes then: that release does not wake the next waiter from inside this one's
+        read (hundreds of connections waiting would nest as deep: a RecursionError) but lets this
+        loop go on, and a waiter that began waiting meanwhile is tried in a further pass."""
+        if self._waking:
+            self._released_while_waking = True
+            return
+        self._waking = True
+        try:
+            again = True
+            while again:
+                self._released_while_waking = False
+                for owner in list(self._waiting):
+                    if not self._may_progress():
+                        return
+                    if owner in self._waiting:
+                        del self._waiting[owner]
+                        owner.memory_available()
+                again = self._released_while_waking and bool(self._waiting)
+        finally:
+            self._waking = False
