@@ -215,10 +215,9 @@ class EtcdClient:
                     data = await response.json(content_type=None)
                     if response.status != 200:
                         if response.status == 401 and headers:
-                            self._token = None
-                        raise EtcdUnavailable(f"watch answered {response.status}")  # expired or unknown to this member: a new one next try
-                    if response.status != 200:
-                        raise EtcdUnavailable(f"answered {response.status}: {data}")
+                            self._token = None  # expired or unknown to this member: a new one next try
+                        reason = data.get("message") or data.get("error") if isinstance(data, dict) else None
+                        raise EtcdUnavailable(f"{path} answered {response.status}: {reason or data}")
                     self._current = (self._current + attempt) % len(self.endpoints)
                     if failures:
                         logger.warning("etcd failed for %s (%s); %s answered", path, "; ".join(failures), endpoint)
