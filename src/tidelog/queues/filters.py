@@ -30,7 +30,7 @@ parenthesis, ``!`` or a boolean literal), parentheses, ``true``, ``false``, and 
 - ``headers["x"]`` (or ``headers.x``) ``==`` or ``!=`` a bytes literal, ``null`` or a string
   literal (never equal to a value, as in CEL; an error where there is no header x);
 
-each side either way round; literals without escapes (an expression with a ``\`` in a literal,
+each side either way round; literals without escapes (an expression with a backslash in a literal,
 a ``//`` comment, ``headers[b"x"]``, a double, a uint, a macro or a function takes CEL's path).
 Other expressions are memoised by what they read: an expression over headers only is evaluated
 once per distinct header set, not per record (a bounded memo, cleared when full); one reading the
