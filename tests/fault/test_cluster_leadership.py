@@ -35,8 +35,10 @@ def partitions(admin: AdminClient, topic: str):
 
 def isr_size(admin: AdminClient, topic: str, partition: int = 0) -> int:
     """The ISR size Metadata reports; -1 while the broker asked is unreachable (it was just killed)
-    or answers the topic with an error and no partitions (seen once, in a CI run at load ~4, just
-    after a follower's SIGKILL: the error is printed, so the next occurrence names it)."""
+    or answers the topic with an error and no partitions: a broker whose etcd watch has not yet
+    applied the topic's creation answers it UNKNOWN_TOPIC_OR_PARTITION, or TOPIC_ALREADY_EXISTS when
+    the request allows auto-creation (confluent-kafka's admin does) and its create attempt loses to
+    the existing topic (seen in a CI run at load ~4, tens of ms after the creation)."""
     try:
         metadata = admin.list_topics(topic, timeout=5).topics[topic]
     except KafkaException:
@@ -59,8 +61,13 @@ def checkpointed(broker) -> dict[tuple[str, int], int]:
 
 
 def create(admin: AdminClient, topic: str, count: int, replication_factor: int, **configs):
+    """Create a topic and wait until Metadata shows all its partitions led with a full ISR. A broker
+    that has not yet applied the creation (its etcd watch is behind the controller's write; Kafka's
+    brokers lag the same way) answers the topic with an error and no partitions: that answer must
+    not pass for "every partition led" (all() of none is true)."""
     admin.create_topics([NewTopic(topic, count, replication_factor, config=configs)])[topic].result(10)
-    wait_until(lambda: all(p.leader > 0 and len(p.isrs) == replication_factor for p in partitions(admin, topic).values()),
+    wait_until(lambda: (lambda ps: len(ps) == count and all(p.leader > 0 and len(p.isrs) == replication_factor
+                                                            for p in ps.values()))(partitions(admin, topic)),
                15, message=f"{topic} led with a full ISR")
 
 

@@ -3,7 +3,10 @@
 Behaviour: returns this broker as the only broker and controller, and for each requested topic
 (all topics when the list is null, or empty in v0) its id and partitions, each led by this
 broker with leader epoch 0. An unknown topic is created when the request allows it (always
-before v4) and ``auto.create.topics.enable`` is on; otherwise UNKNOWN_TOPIC_OR_PARTITION.
+before v4) and ``auto.create.topics.enable`` is on; otherwise UNKNOWN_TOPIC_OR_PARTITION. A topic
+another broker has created but this broker's metadata does not show yet is LEADER_NOT_AVAILABLE
+when the request allows auto-creation (Kafka's answer while a topic is being created),
+UNKNOWN_TOPIC_OR_PARTITION otherwise (as a Kafka broker whose metadata lags answers).
 Topics requested by id (v12+) that do not exist get UNKNOWN_TOPIC_ID. v10 and v11 carry a topic
 id field but Kafka serves ids only from v12: a v10/v11 topic with a null name or a non-zero id
 makes the whole request INVALID_REQUEST (every topic answered with it, a null name as "", as
@@ -14,7 +17,7 @@ auto-create without CREATE on the cluster or the topic. The authorized operation
 reported when asked for. Brokers are given at their advertised address for the listener the
 request came in on.
 Versions: 0-13. Errors: UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, INVALID_TOPIC_EXCEPTION,
-INVALID_REQUEST, TOPIC_AUTHORIZATION_FAILED.
+INVALID_REQUEST, TOPIC_AUTHORIZATION_FAILED, LEADER_NOT_AVAILABLE.
 """
 
 from __future__ import annotations
@@ -127,13 +130,26 @@ async def handle(ctx: RequestContext, request) -> object:
                 try:
                     record = await ctx.topics.auto_create_topic(name)
                 except KafkaError as e:
-                    topics.append(topic_error(module, e.error_code, name))
+                    topics.append(topic_error(module, _auto_create_error(e, name, ctx), name))
                     continue
             if record is None:
                 topics.append(topic_error(module, ErrorCode.unknown_topic_or_partition, name))
             else:
                 topics.append(describe_topic(module, ctx, record, operations))
     return _response(module, ctx, topics, cluster_operations)
+
+
+def _auto_create_error(e: KafkaError, name: str, ctx: RequestContext) -> ErrorCode:
+    """The topic error for an auto-creation that failed. TOPIC_ALREADY_EXISTS means another
+    broker created it and this one's metadata (etcd watch) has not shown it yet: the topic is
+    there but its partitions are not known here, which Kafka answers LEADER_NOT_AVAILABLE (as it
+    does for every topic it auto-creates); clients retry that, as they do after a leader move.
+    Kafka never puts TOPIC_ALREADY_EXISTS in a Metadata response."""
+    if e.error_code == ErrorCode.topic_already_exists:
+        logger.debug("Metadata from %s: topic %s exists but this broker has not seen it yet: LEADER_NOT_AVAILABLE",
+                     ctx.peer, name)
+        return ErrorCode.leader_not_available
+    return e.error_code
 
 
 def _all_topics(module, ctx: RequestContext, version: int, cluster_operations: bool = False):
