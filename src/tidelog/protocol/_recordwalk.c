@@ -322,6 +322,22 @@ static Py_ssize_t name_list(PyObject *names, const char **data, Py_ssize_t *size
     return PyTuple_GET_SIZE(names);
 }
 
+/* One header of a record whose bytes end at record_end: its name's position and size, then *pos
+ * at its value and *value_size the value's (-1: null). 0; -1: malformed. */
+static int read_header(const uint8_t *buf, Py_ssize_t end, Py_ssize_t *pos, Py_ssize_t record_end,
+                       Py_ssize_t *name_pos, Py_ssize_t *name_size, int64_t *value_size)
+{
+    int64_t size;
+    if (read_varint(buf, end, pos, 5, &size) != WALK_OK || size < 0 || size > record_end - *pos)
+        return -1;
+    *name_pos = *pos;
+    *name_size = (Py_ssize_t)size;
+    *pos += *name_size;
+    if (read_varint(buf, end, pos, 5, value_size) != WALK_OK || *value_size < -1 || *value_size > record_end - *pos)
+        return -1;
+    return 0;
+}
+
 /* A record's fields before its headers (header_values, header_runs, filter_atoms): from its length
  * varint at *pos to its header count, *pos then at its first header; its timestamp delta and key
  * (its bytes and size, -1 for a null key) where those pointers are not NULL. 0; -1: its length is
@@ -401,11 +417,8 @@ static PyObject *header_values(PyObject *module, PyObject *args)
         PyObject *value = Py_False;
         Py_INCREF(value);
         for (int64_t h = 0; h < header_count; h++) {
-            if (read_varint(buf, end, &pos, 5, &size) != WALK_OK || size < 0 || size > record_end - pos)
-                goto malformed;
-            const Py_ssize_t name_pos = pos, name_size = (Py_ssize_t)size;
-            pos += name_size;
-            if (read_varint(buf, end, &pos, 5, &size) != WALK_OK || size < -1 || size > record_end - pos)
+            Py_ssize_t name_pos, name_size;
+            if (read_header(buf, end, &pos, record_end, &name_pos, &name_size, &size) != 0)
                 goto malformed;
             if (name_size == wanted_size && memcmp(wanted, buf + name_pos, (size_t)name_size) == 0) {
                 Py_DECREF(value);
@@ -525,11 +538,8 @@ static PyObject *header_runs(PyObject *module, PyObject *args)
         const uint8_t *value_data = NULL;
         Py_ssize_t value_size = -2; /* -2: no such header, -1: a null value */
         for (int64_t h = 0; h < header_count; h++) {
-            if (read_varint(buf, end, &pos, 5, &size) != WALK_OK || size < 0 || size > record_end - pos)
-                RUNS_FAIL("record %zd is malformed", index);
-            const Py_ssize_t name_pos = pos, name_size = (Py_ssize_t)size;
-            pos += name_size;
-            if (read_varint(buf, end, &pos, 5, &size) != WALK_OK || size < -1 || size > record_end - pos)
+            Py_ssize_t name_pos, name_size;
+            if (read_header(buf, end, &pos, record_end, &name_pos, &name_size, &size) != 0)
                 RUNS_FAIL("record %zd is malformed", index);
             if (name_size == wanted_size && memcmp(wanted, buf + name_pos, (size_t)name_size) == 0) {
                 value_data = buf + pos;
@@ -887,11 +897,8 @@ static PyObject *filter_atoms(PyObject *module, PyObject *args)
         for (int n = 0; n < name_count; n++)
             value_size[n] = -2; /* -2: no such header, -1: a null value */
         for (int64_t h = 0; h < header_count; h++) {
-            if (read_varint(buf, end, &pos, 5, &size) != WALK_OK || size < 0 || size > record_end - pos)
-                goto malformed;
-            const Py_ssize_t header_name_pos = pos, header_name_size = (Py_ssize_t)size;
-            pos += header_name_size;
-            if (read_varint(buf, end, &pos, 5, &size) != WALK_OK || size < -1 || size > record_end - pos)
+            Py_ssize_t header_name_pos, header_name_size;
+            if (read_header(buf, end, &pos, record_end, &header_name_pos, &header_name_size, &size) != 0)
                 goto malformed;
             int n = 0;
             while (n < name_count && !(name_size[n] == header_name_size
