@@ -97,8 +97,8 @@ def test_nothing_is_answered_after_a_request_that_cannot_be(run_with_broker, mon
         assert warnings and all(r.levelno == logging.WARNING for r in warnings), caplog.text
 
 
-def test_responses_come_back_in_request_order(run_with_broker, monkeypatch):
-    """A slow request holds back the answers to faster ones behind it."""
+def slow_describe_cluster(monkeypatch) -> None:
+    """DescribeCluster answered 0.1 s late: a slow request that holds back the answers behind it."""
     original = REGISTRY[DESCRIBE_CLUSTER].handler
 
     async def slow(ctx, request):
@@ -106,6 +106,11 @@ def test_responses_come_back_in_request_order(run_with_broker, monkeypatch):
         return await original(ctx, request)
 
     swap_handler(monkeypatch, DESCRIBE_CLUSTER, slow)
+
+
+def test_responses_come_back_in_request_order(run_with_broker, monkeypatch):
+    """A slow request holds back the answers to faster ones behind it."""
+    slow_describe_cluster(monkeypatch)
 
     async def test(broker):
         reader, writer = await asyncio.open_connection("127.0.0.1", broker.port)
@@ -149,13 +154,7 @@ def test_nothing_is_answered_after_a_produce_whose_handler_raised(run_with_broke
 def test_a_produce_answered_in_its_first_step_keeps_its_place_in_line(run_with_broker, monkeypatch):
     """A Produce whose handler returns in its first step (a refusal, acks=0) is done as its frame is
     read; its response is still written after the slow request before it and before the ones behind."""
-    original = REGISTRY[DESCRIBE_CLUSTER].handler
-
-    async def slow(ctx, request):
-        await asyncio.sleep(0.1)
-        return await original(ctx, request)
-
-    swap_handler(monkeypatch, DESCRIBE_CLUSTER, slow)
+    slow_describe_cluster(monkeypatch)
 
     async def test(broker):
         reader, writer = await asyncio.open_connection("127.0.0.1", broker.port)
