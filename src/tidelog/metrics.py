@@ -281,6 +281,14 @@ class BrokerMetrics:
             "Flushes of the partitions this broker follows, by why: interval or bytes (replica.flush.interval.ms / .bytes), "
             "leader (a follower became leader and flushed what it held).", ["reason"], registry=r,
         )
+        self.follower_write_behind_bytes = Counter(
+            "tidelog_follower_write_behind_bytes", "Bytes of followed partitions' copies whose write-back this broker "
+            "started before their flush (replica.write.behind.bytes).", registry=r,
+        )
+        self.follower_write_behind_failures = Counter(
+            "tidelog_follower_write_behind_failures", "Write-backs of followed partitions' copies that could not be "
+            "started (logged; the scheduled flush writes them back and reports a write-back error).", registry=r,
+        )
         self.backlog_holds = Counter(
             "tidelog_replica_backlog_holds",
             "Times a client connection stopped reading because its acks=all Produce left a partition led here more "

@@ -1,13 +1,15 @@
-"""A follower's copies start their write-back as they come, WRITE_BEHIND_BYTES at a time
+"""A follower's copies start their write-back as they come, replica.write.behind.bytes at a time
 (cluster/replica_manager.py ``write_behind``), rather than all at the next scheduled flush: over a
 real ReplicaManager, LogManager and segment file, the file's dirty pages are read with
-cachestat(2) (Linux 6.5+; skipped elsewhere)."""
+cachestat(2) (Linux 6.5+; skipped elsewhere). The setting turns it off, a metric counts the
+bytes, and a failed start is counted and logged, left to the flush."""
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
 import errno
+import logging
 import os
 
 import pytest
@@ -16,8 +18,9 @@ from tests.unit.test_partition import NODE, RecordingIsrWriter, run
 from tidelog.cluster import replica_manager as replica_manager_module
 from tidelog.cluster.metadata import EmbeddedMetadataStore, PartitionState
 from tidelog.cluster.partition import Partition, PartitionConfig
-from tidelog.cluster.replica_manager import WRITE_BEHIND_BYTES, WRITE_BEHIND_MAX_BYTES, ReplicaManager
+from tidelog.cluster.replica_manager import WRITE_BEHIND_MAX_FACTOR, ReplicaManager
 from tidelog.config import BrokerConfig
+from tidelog.metrics import BrokerMetrics
 from tidelog.protocol.records import build_batch
 
 CACHESTAT = 451  # x86_64 and arm64 (asm-generic) syscall number
@@ -47,9 +50,15 @@ def records_at(log, size: int) -> memoryview:
                                             base_offset=log.log_end_offset)))
 
 
-def follower(logs, tmp_path):
+WRITE_BEHIND_BYTES = BrokerConfig.load(env={}, overrides={})["replica.write.behind.bytes"]
+WRITE_BEHIND_MAX_BYTES = WRITE_BEHIND_MAX_FACTOR * WRITE_BEHIND_BYTES
+needs_sync_file_range = pytest.mark.skipif(replica_manager_module.sync_file_range is None,
+                                           reason="no sync_file_range(2) here")
+
+
+def follower(logs, tmp_path, overrides=None, metrics=None):
     store = EmbeddedMetadataStore(tmp_path / "meta", node_id=NODE)
-    manager = ReplicaManager(NODE, store, logs, BrokerConfig.load(env={}, overrides={}), tmp_path)
+    manager = ReplicaManager(NODE, store, logs, BrokerConfig.load(env={}, overrides=overrides or {}), tmp_path, metrics)
     log = logs.create("t", 0)
     partition = logs.partitions[("t", 0)] = manager.partitions[("t", 0)] = Partition("t", 0, log, logs, NODE, PartitionConfig(), RecordingIsrWriter())
     partition.make_follower(PartitionState((2, NODE), 2, 0, (2, NODE)))
@@ -65,10 +74,12 @@ def copy(manager, partition, size: int) -> int:
     return appended
 
 
-@pytest.mark.skipif(replica_manager_module.sync_file_range is None, reason="no sync_file_range(2) here")
+@needs_sync_file_range
 def test_a_followers_copies_are_written_back_as_they_come_not_at_the_scheduled_flush(tmp_path):
     async def main(logs):
-        manager, partition, log = follower(logs, tmp_path / "broker")
+        metrics = BrokerMetrics()
+        manager, partition, log = follower(logs, tmp_path / "broker", metrics=metrics)
+        assert manager.write_behind_bytes == 64 << 10  # the documented default
         fd = log.active_segment.fd
         # Less than WRITE_BEHIND_BYTES: left dirty for the next ones (or the scheduled flush).
         assert copy(manager, partition, 8 << 10) < WRITE_BEHIND_BYTES
@@ -79,11 +90,14 @@ def test_a_followers_copies_are_written_back_as_they_come_not_at_the_scheduled_f
             copy(manager, partition, 16 << 10)
         copy(manager, partition, WRITE_BEHIND_BYTES)
         assert dirty_pages(fd) <= 1, "a follower's copies stayed dirty until the scheduled flush"
+        started = metrics.follower_write_behind_bytes._value.get()
+        assert 2 * WRITE_BEHIND_BYTES <= started <= log.active_segment.size_bytes
         assert log.durable_offset == 0  # started, not waited for: the fsync on schedule makes it durable
         # A large response (a follower catching up) is left to the flush schedule: the event loop
         # does not submit megabytes of write-back itself.
         copy(manager, partition, WRITE_BEHIND_MAX_BYTES + (64 << 10))
         assert dirty_pages(fd) * 4096 > WRITE_BEHIND_MAX_BYTES
+        assert metrics.follower_write_behind_bytes._value.get() == started
         # The scheduled flush: every followed partition into the next fsync job.
         assert manager.flush_followers("interval") == 1
         deadline = asyncio.get_running_loop().time() + 10
@@ -91,5 +105,46 @@ def test_a_followers_copies_are_written_back_as_they_come_not_at_the_scheduled_f
             assert asyncio.get_running_loop().time() < deadline, "the scheduled flush did not make the copies durable"
             await asyncio.sleep(0.005)
         assert dirty_pages(fd) == 0
+
+    run(main, tmp_path / "logs", durability="balanced")
+
+
+@needs_sync_file_range
+def test_replica_write_behind_bytes_0_leaves_a_followers_copies_to_the_scheduled_flush(tmp_path):
+    async def main(logs):
+        metrics = BrokerMetrics()
+        manager, partition, log = follower(logs, tmp_path / "broker", {"replica.write.behind.bytes": 0}, metrics)
+        while log.active_segment.size_bytes < 4 * (64 << 10):
+            copy(manager, partition, 16 << 10)
+        assert dirty_pages(log.active_segment.fd) * 4096 >= 3 * (64 << 10)
+        assert metrics.follower_write_behind_bytes._value.get() == 0
+
+    run(main, tmp_path / "logs", durability="balanced")
+
+
+def test_a_write_back_that_cannot_start_is_counted_logged_and_left_to_the_flush(tmp_path, monkeypatch, caplog):
+    def failing(fd, offset, nbytes, flags):
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(replica_manager_module, "sync_file_range", failing)
+
+    async def main(logs):
+        metrics = BrokerMetrics()
+        manager, partition, log = follower(logs, tmp_path / "broker", metrics=metrics)
+        with caplog.at_level(logging.WARNING, logger="tidelog.cluster.replica_manager"):
+            for _ in range(3):
+                copy(manager, partition, WRITE_BEHIND_BYTES + (8 << 10))  # each one past the threshold
+        assert metrics.follower_write_behind_failures._value.get() == 3
+        assert metrics.follower_write_behind_bytes._value.get() == 0
+        warnings = [r for r in caplog.records if "write-back" in r.getMessage()]
+        assert len(warnings) == 1, "one line a minute, not one a fetch"
+        assert "t-0" in warnings[0].getMessage() and os.strerror(errno.EIO) in warnings[0].getMessage()
+        # The scheduled flush still makes every copy durable.
+        assert manager.flush_followers("interval") == 1
+        deadline = asyncio.get_running_loop().time() + 10
+        while log.durable_offset < log.log_end_offset:
+            assert asyncio.get_running_loop().time() < deadline, "the scheduled flush did not make the copies durable"
+            await asyncio.sleep(0.005)
 
     run(main, tmp_path / "logs", durability="balanced")

@@ -18,7 +18,7 @@ their own (nothing waits for one): this manager flushes the followed partitions 
 every ``replica.flush.interval.ms``, or sooner once they hold ``replica.flush.interval.bytes``
 no flush covers, and a follower that becomes leader flushes everything first
 (``Partition.make_leader``; docs/storage.md says what must be durable when). Meanwhile a
-followed partition's appends are handed to the disk every ``WRITE_BEHIND_BYTES`` (write-behind:
+followed partition's appends are handed to the disk every ``replica.write.behind.bytes`` (write-behind:
 ``sync_file_range`` starts their write-back without waiting for it), so the scheduled fsync finds
 little left to write and the leaders' fsyncs on the same disk do not queue behind a second's
 copies written back at once. High watermarks: every ``replica.high.watermark.checkpoint.interval.ms``
@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Protocol
@@ -56,13 +57,14 @@ logger = logging.getLogger(__name__)
 HW_CHECKPOINT_FILE = "replication-offset-checkpoint"
 BULK_TAKE_UP = 20  # applying more replicas at once than this logs one summary line, each replica's at DEBUG
 INELIGIBLE_LOG_INTERVAL_MS = 10_000  # a broker refused an ISR for its eligibility: one INFO line this often
-# A followed partition's appends start their write-back once they add up to WRITE_BEHIND_BYTES
-# (write_behind): a leader's fsync on the same disk then finds at most that much of a follower's
-# copies in flight, not a second's. Up to WRITE_BEHIND_MAX_BYTES: more at once (a follower catching
-# up, full-rate copying, whose fetches bring megabytes) is left to the flush schedule, whose fsync
-# runs in a thread, so the event loop never submits much write-back itself.
-WRITE_BEHIND_BYTES = 64 << 10
-WRITE_BEHIND_MAX_BYTES = 256 << 10
+# A followed partition's appends start their write-back once they add up to
+# replica.write.behind.bytes (write_behind): a leader's fsync on the same disk then finds at most
+# that much of a follower's copies in flight, not a second's. Up to WRITE_BEHIND_MAX_FACTOR times
+# that: more at once (a follower catching up, full-rate copying, whose fetches bring megabytes) is
+# left to the flush schedule, whose fsync runs in a thread, so the event loop never submits much
+# write-back itself.
+WRITE_BEHIND_MAX_FACTOR = 4
+WRITE_BEHIND_LOG_INTERVAL_MS = 60_000  # a failed write-back start: one WARNING this often
 SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h: start write-back of the range's dirty pages, do not wait
 
 
@@ -80,20 +82,25 @@ def _sync_file_range():
 sync_file_range = _sync_file_range()
 
 
-def write_behind(log: "PartitionLog", appended: int) -> bool:
+def write_behind(log: "PartitionLog", appended: int, max_bytes: int) -> bool:
     """Start the write-back of the last ``appended`` bytes of ``log``'s active segment, without
     waiting for it (the data reaches the disk in small steps instead of all at the next scheduled
-    fsync, which still makes it durable). True if started. An error is left to that fsync to
-    find (it reports write-back errors); a segment rolled within the append has its earlier
+    fsync, which still makes it durable). True if started; False if not tried (no
+    sync_file_range here, more than ``max_bytes``, the log closed). Raises OSError when the
+    call fails; the data is then left to that fsync, which reports write-back errors (a
+    write-only sync_file_range consumes none). A segment rolled within the append has its earlier
     part written back by that fsync too."""
-    if sync_file_range is None or not 0 < appended <= WRITE_BEHIND_MAX_BYTES or log.closed:
+    if sync_file_range is None or not 0 < appended <= max_bytes or log.closed:
         return False
     segment = log.active_segment
     try:
         fd = segment.fd
     except OSError:
         return False
-    return sync_file_range(fd, max(0, segment.size_bytes - appended), 0, SYNC_FILE_RANGE_WRITE) == 0
+    if sync_file_range(fd, max(0, segment.size_bytes - appended), 0, SYNC_FILE_RANGE_WRITE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return True
 
 
 class IsrMetrics(Protocol):
@@ -102,6 +109,8 @@ class IsrMetrics(Protocol):
     follower_flushes: object  # by reason: interval, bytes, leader
     backlog_holds: object  # connections held by a partition's backlog (replica.backlog.max.bytes)
     isr_join_refusals: object  # caught-up followers kept out of an ISR: their broker not eligible yet
+    follower_write_behind_bytes: object  # copies whose write-back started before their flush
+    follower_write_behind_failures: object  # write-backs that could not be started
 
 
 class ReplicaManager:
@@ -124,6 +133,8 @@ class ReplicaManager:
         self._unflushed: set[tuple[str, int]] = set()  # followed partitions appended to since their last flush
         self.follower_unflushed_bytes = 0  # what they appended meanwhile
         self._behind: dict[tuple[str, int], int] = {}  # bytes appended since their last write-behind, by partition
+        self.write_behind_bytes = config["replica.write.behind.bytes"]  # 0: off
+        self._write_behind_logged_ms = -WRITE_BEHIND_LOG_INTERVAL_MS
         self._flush_due = asyncio.Event()  # set once follower_unflushed_bytes reaches the bytes bound
         self._checkpointed_high_watermarks: dict[tuple[str, int], int] = {}
         self._dirty: set[tuple[str, int]] = set()
@@ -146,6 +157,9 @@ class ReplicaManager:
         """Take up this broker's replicas as the store has them (at once: a partition is led
         when this returns), then follow the store's changes."""
         self._load_high_watermarks()
+        if self.write_behind_bytes and sync_file_range is None:
+            logger.info("no sync_file_range(2) here: followers' copies are written back by their flushes alone "
+                        "(replica.write.behind.bytes has no effect)")
         self._applied_broker_epoch = self.store.broker_epoch
         self.store.add_listener(self._on_change)
         self.logs.on_offline.append(self._on_log_dir_offline)
@@ -312,13 +326,28 @@ class ReplicaManager:
         if self.follower_unflushed_bytes >= self.flush_interval_bytes:
             self._flush_due.set()
             return
+        if not self.write_behind_bytes:
+            return
         key = partition.key
         pending = self._behind.get(key, 0) + appended
-        if pending < WRITE_BEHIND_BYTES:
+        if pending < self.write_behind_bytes:
             self._behind[key] = pending
-        else:
-            self._behind.pop(key, None)
-            write_behind(log, pending)
+            return
+        self._behind.pop(key, None)
+        try:
+            started = write_behind(log, pending, WRITE_BEHIND_MAX_FACTOR * self.write_behind_bytes)
+        except OSError as e:
+            if self.isr_metrics is not None:
+                self.isr_metrics.follower_write_behind_failures.inc()
+            now = monotonic_ms()
+            if now - self._write_behind_logged_ms >= WRITE_BEHIND_LOG_INTERVAL_MS:
+                self._write_behind_logged_ms = now
+                logger.warning("%s-%d: starting the write-back of %d copied bytes failed (%s); the scheduled flush "
+                               "writes them back and reports a write-back error", partition.topic, partition.index,
+                               pending, e)
+            return
+        if started and self.isr_metrics is not None:
+            self.isr_metrics.follower_write_behind_bytes.inc(pending)
 
     async def _follower_flush_loop(self) -> None:
         interval_s = self.flush_interval_ms / 1000
