@@ -135,6 +135,7 @@ class ReplicaManager:
         self._behind: dict[tuple[str, int], int] = {}  # bytes appended since their last write-behind, by partition
         self.write_behind_bytes = config["replica.write.behind.bytes"]  # 0: off
         self._write_behind_logged_ms = -WRITE_BEHIND_LOG_INTERVAL_MS
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop write-behinds are scheduled on
         self._flush_due = asyncio.Event()  # set once follower_unflushed_bytes reaches the bytes bound
         self._checkpointed_high_watermarks: dict[tuple[str, int], int] = {}
         self._dirty: set[tuple[str, int]] = set()
@@ -334,8 +335,19 @@ class ReplicaManager:
             self._behind[key] = pending
             return
         self._behind.pop(key, None)
+        # Not now: the fetcher sends its next Fetch (which carries this copy's position to the
+        # leader) before it yields to the loop, and the call takes ~0.15-0.25 ms for 64 KiB
+        # (block allocation, submitting the I/O): on the next turn it runs while that Fetch waits.
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        loop.call_soon(self._write_behind, partition, pending)
+
+    def _write_behind(self, partition: Partition, pending: int) -> None:
+        """``write_behind`` of a followed partition's last ``pending`` bytes, counted; a failure
+        counted and logged (at most once every WRITE_BEHIND_LOG_INTERVAL_MS)."""
         try:
-            started = write_behind(log, pending, WRITE_BEHIND_MAX_FACTOR * self.write_behind_bytes)
+            started = write_behind(partition.log, pending, WRITE_BEHIND_MAX_FACTOR * self.write_behind_bytes)
         except OSError as e:
             if self.isr_metrics is not None:
                 self.isr_metrics.follower_write_behind_failures.inc()
