@@ -16,10 +16,78 @@ import pytest
 INSTALL_HINT = "etcd is not installed: apt-get install -y etcd-server"
 
 
-def free_port() -> int:
+# A port handed to a broker or etcd member that the test kills and starts again on the same port
+# must stay free while it is down. bind(0) picks from the kernel's ephemeral range, where any
+# program's bind(0) and any outgoing connection's local port can take it in that gap ("address
+# already in use" at the restart: two concurrent test runs did). So ports come from below the
+# ephemeral range, from a block this test process claims by holding the block's first port bound
+# (not listening): no bind(0), no outgoing connection and no other test run hands them out.
+PORT_BLOCK = 256
+_PORTS_BELOW_EPHEMERAL = 12_288  # the span below the ephemeral range that blocks are drawn from
+
+
+class _PortBlock:
+    """The block of loopback ports this process hands out (claimed on first use, and again in a
+    forked child: the parent's block is the parent's)."""
+
+    def __init__(self) -> None:
+        self.owner = -1
+        self.claim: socket.socket | None = None
+        self.first = self.next = 0
+
+    def port(self) -> int:
+        if self.owner != os.getpid():
+            self._claim()
+        for _ in range(PORT_BLOCK - 1):
+            port = self.next
+            self.next = port + 1 if port + 1 < self.first + PORT_BLOCK else self.first + 1
+            if _bindable(port):  # not held by some other program (or a process a test left behind)
+                return port
+        raise RuntimeError(f"no free port in the test block {self.first}-{self.first + PORT_BLOCK - 1}")
+
+    def _claim(self) -> None:
+        low = _ephemeral_low()
+        start = max(1024, low - _PORTS_BELOW_EPHEMERAL)
+        blocks = (low - start) // PORT_BLOCK
+        for i in range(blocks):
+            first = start + (os.getpid() + i) % blocks * PORT_BLOCK  # spread concurrent runs
+            claim = socket.socket()
+            try:
+                claim.bind(("127.0.0.1", first))  # no SO_REUSEADDR: a probe with it cannot bind here either
+            except OSError:
+                claim.close()
+                continue
+            if self.claim is not None:
+                self.claim.close()
+            self.owner, self.claim, self.first, self.next = os.getpid(), claim, first, first + 1
+            return
+        raise RuntimeError(f"every test port block below {low} is taken")
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the broker and etcd bind: TIME_WAIT is no obstacle
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+_ports = _PortBlock()
+
+
+def free_port() -> int:
+    """A free loopback port that stays this test process's while its user is down (above)."""
+    return _ports.port()
 
 
 def etcd_binary() -> str:

@@ -22,7 +22,6 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -38,6 +37,7 @@ from packaging.requirements import Requirement
 
 from tests.brokerproc import BrokerProcess
 from tests.conftest import TEST_SETTINGS
+from tests.etcdproc import free_port
 
 KAFKA_PYTHON_VERSION = "3.0.12"
 # The sdist PyPI serves for that version, so every run tests the same upstream code.
@@ -219,7 +219,7 @@ def start_broker(work_dir: Path, attempts: int = 3) -> BrokerProcess:
     first; if another process takes it in between, start again on another.
     """
     for attempt in range(attempts):
-        port = _free_port()
+        port = free_port()
         settings = {**BROKER_SETTINGS, "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}"}
         broker = BrokerProcess(work_dir / f"broker-data-{attempt}", settings, port=port)
         try:
@@ -229,12 +229,6 @@ def start_broker(work_dir: Path, attempts: int = 3) -> BrokerProcess:
             if attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _keep_artifacts(work_dir: Path, paths: list[Path]) -> None:

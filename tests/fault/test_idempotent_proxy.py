@@ -4,12 +4,13 @@ every record exactly once, in order: retried batches are deduplicated by the bro
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+
+from tests.etcdproc import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +24,7 @@ class CuttingProxy:
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.port = _free_port()
+        self.port = free_port()
         self.cuts = 0
         self._forwarded = 0
         self._next_cut = CUT_EVERY_BYTES
@@ -88,14 +89,8 @@ class CuttingProxy:
         self._writers.clear()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_idempotent_producer_through_a_cutting_proxy_leaves_exactly_once(broker_factory, tmp_path):
-    proxy_port = _free_port()
+    proxy_port = free_port()
     broker = broker_factory({"advertised.listeners": f"PLAINTEXT://127.0.0.1:{proxy_port}",
                              "num.partitions": str(PARTITIONS)})
     proxy = CuttingProxy(broker.port)
