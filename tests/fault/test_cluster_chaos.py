@@ -17,7 +17,9 @@ offset, in order, and no offset the group committed is past a record the group d
 ``CHAOS_ROUNDS`` (default 10, the CI run: under a minute) sets the number of rounds,
 ``CHAOS_SEED`` the seed and ``CHAOS_FAULTS`` (comma-separated) the faults to
 draw from; they are printed, with every round's fault, so a failure can be replayed:
-``CHAOS_SEED=... CHAOS_ROUNDS=... ./scripts/test -k chaos -s``.
+``CHAOS_SEED=... CHAOS_ROUNDS=... ./scripts/test -k chaos -s``. ``CHAOS_DEBUG`` (librdkafka
+``debug`` contexts, e.g. ``msg,eos,protocol``) turns on the producer's debug log, written by
+librdkafka to stderr (run with ``-s 2>file``).
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ class Writer(threading.Thread):
         super().__init__(daemon=True, name="chaos-writer")
         self.producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
                                   "linger.ms": 5, "message.timeout.ms": 300000, "retry.backoff.ms": 50,
-                                  "retry.backoff.max.ms": 500, "topic.metadata.refresh.interval.ms": 1000})
+                                  "retry.backoff.max.ms": 500, "topic.metadata.refresh.interval.ms": 1000,
+                                  **({"debug": os.environ["CHAOS_DEBUG"]} if os.environ.get("CHAOS_DEBUG") else {})})
         self.acked: dict[int, list[tuple[int, int]]] = {p: [] for p in range(PARTITIONS)}  # (offset, n)
         self.failed: list[str] = []
         self.produced = 0
@@ -292,6 +295,10 @@ def test_acknowledged_records_and_commits_survive_random_faults(cluster):
         reader.exited.wait(30)
     except BaseException:
         print(f"chaos: seed {seed}, failed after faults {dict(faults)}")
+        if writer is not None and reader is not None:
+            print(f"acknowledged per partition {[len(writer.acked[p]) for p in range(PARTITIONS)]}, read by the group "
+                  f"{[len(reader.seen[p]) for p in range(PARTITIONS)]} (last offsets "
+                  f"{[max(reader.seen[p], default=None) for p in range(PARTITIONS)]})")
         print(cluster.logs())
         raise
     finally:
