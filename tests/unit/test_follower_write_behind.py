@@ -10,6 +10,7 @@ import asyncio
 import ctypes
 import errno
 import logging
+import mmap
 import os
 
 import pytest
@@ -124,6 +125,28 @@ def test_the_write_back_starts_after_the_fetchers_step_not_within_it(tmp_path):
         assert dirty_pages(fd) * 4096 >= WRITE_BEHIND_BYTES, "the write-back started within the fetcher's step"
         await asyncio.sleep(0)
         assert dirty_pages(fd) <= 1
+
+    run(main, tmp_path / "logs", durability="balanced")
+
+
+@needs_sync_file_range
+def test_the_partial_page_at_the_end_is_left_for_the_next_write_back(tmp_path):
+    """The page the next append writes into is not put under write-back (it would be written
+    twice, and where the disk wants stable pages that append would wait for the I/O)."""
+    async def main(logs):
+        metrics = BrokerMetrics()
+        manager, partition, log = follower(logs, tmp_path / "broker", metrics=metrics)
+        fd = log.active_segment.fd
+        copy(manager, partition, WRITE_BEHIND_BYTES + (8 << 10))
+        await asyncio.sleep(0)
+        size = log.active_segment.size_bytes
+        assert size % mmap.PAGESIZE, "the test wants a segment ending inside a page"
+        assert dirty_pages(fd) == 1, "the last, partial page was written back too"
+        assert metrics.follower_write_behind_bytes._value.get() == size - size % mmap.PAGESIZE
+        # The next write-back takes it, now whole.
+        copy(manager, partition, WRITE_BEHIND_BYTES + (8 << 10))
+        await asyncio.sleep(0)
+        assert dirty_pages(fd) == (1 if log.active_segment.size_bytes % mmap.PAGESIZE else 0)
 
     run(main, tmp_path / "logs", durability="balanced")
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import mmap
 import os
 from collections import Counter
 from pathlib import Path
@@ -66,6 +67,7 @@ INELIGIBLE_LOG_INTERVAL_MS = 10_000  # a broker refused an ISR for its eligibili
 WRITE_BEHIND_MAX_FACTOR = 4
 WRITE_BEHIND_LOG_INTERVAL_MS = 60_000  # a failed write-back start: one WARNING this often
 SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h: start write-back of the range's dirty pages, do not wait
+PAGE_BYTES = mmap.PAGESIZE
 
 
 def _sync_file_range():
@@ -82,25 +84,32 @@ def _sync_file_range():
 sync_file_range = _sync_file_range()
 
 
-def write_behind(log: "PartitionLog", appended: int, max_bytes: int) -> bool:
+def write_behind(log: "PartitionLog", appended: int, max_bytes: int) -> int:
     """Start the write-back of the last ``appended`` bytes of ``log``'s active segment, without
     waiting for it (the data reaches the disk in small steps instead of all at the next scheduled
-    fsync, which still makes it durable). True if started; False if not tried (no
-    sync_file_range here, more than ``max_bytes``, the log closed). Raises OSError when the
-    call fails; the data is then left to that fsync, which reports write-back errors (a
+    fsync, which still makes it durable). Whole pages only: the partial page at the end, which
+    the next append writes into, stays dirty for the next write-back (written once, not twice, and
+    never under write-back when an append copies into it: where the disk wants stable pages that
+    append would wait for the I/O). The bytes whose write-back started; 0 if not tried (no
+    sync_file_range here, more than ``max_bytes``, no whole page, the log closed). Raises OSError
+    when the call fails; the data is then left to that fsync, which reports write-back errors (a
     write-only sync_file_range consumes none). A segment rolled within the append has its earlier
     part written back by that fsync too."""
     if sync_file_range is None or not 0 < appended <= max_bytes or log.closed:
-        return False
+        return 0
     segment = log.active_segment
     try:
         fd = segment.fd
     except OSError:
-        return False
-    if sync_file_range(fd, max(0, segment.size_bytes - appended), 0, SYNC_FILE_RANGE_WRITE) != 0:
+        return 0
+    end = segment.size_bytes - segment.size_bytes % PAGE_BYTES
+    start = max(0, segment.size_bytes - appended)
+    if end <= start:
+        return 0
+    if sync_file_range(fd, start, end - start, SYNC_FILE_RANGE_WRITE) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
-    return True
+    return end - start
 
 
 class IsrMetrics(Protocol):
@@ -359,7 +368,7 @@ class ReplicaManager:
                                pending, e)
             return
         if started and self.isr_metrics is not None:
-            self.isr_metrics.follower_write_behind_bytes.inc(pending)
+            self.isr_metrics.follower_write_behind_bytes.inc(started)
 
     async def _follower_flush_loop(self) -> None:
         interval_s = self.flush_interval_ms / 1000
