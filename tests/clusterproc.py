@@ -13,9 +13,11 @@ from pathlib import Path
 from tests.brokerproc import BrokerProcess, _wait_listening
 from tests.etcdproc import EtcdCluster, EtcdProcess, free_port
 
-# Quick failure detection for tests: a dead broker's lease lapses after 2 s.
+# Quick failure detection for tests: a dead broker's lease lapses after 2 s. A new group's first
+# rebalance after 100 ms, not 3 s (tests/conftest.py TEST_SETTINGS).
 CLUSTER_TEST_SETTINGS = {"broker.session.timeout.ms": "2000", "replica.lag.time.max.ms": "2000",
-                         "http.port": "-1", "log.retention.check.interval.ms": "1000"}
+                         "http.port": "-1", "log.retention.check.interval.ms": "1000",
+                         "group.initial.rebalance.delay.ms": "100"}
 
 
 class ClusterBrokerProcess(BrokerProcess):

@@ -47,6 +47,7 @@ def start_acl_broker(data_dir, settings: dict[str, str] | None = None) -> Broker
         "listener.security.protocol.map": "ADMIN:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
         "inter.broker.listener.name": "ADMIN", "authorizer.class.name": AUTHORIZER,
         "super.users": "User:ANONYMOUS", "auto.create.topics.enable": "false", "http.port": "0",
+        "group.initial.rebalance.delay.ms": "100",  # as tests/conftest.py TEST_SETTINGS
         **(settings or {})}).start()
 
 

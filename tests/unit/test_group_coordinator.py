@@ -99,6 +99,26 @@ def test_members_joining_together_share_one_generation():
     run(scenario)
 
 
+def test_a_new_groups_first_rebalance_waits_the_initial_delay_for_members_arriving_apart():
+    """group.initial.rebalance.delay.ms: a member that arrives within the delay after the first
+    lands in the same first generation, and the first waits at least the delay (the test
+    brokers set it to 100 ms, tests/conftest.py, so the other tests do not show it)."""
+    async def scenario(c):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first = asyncio.ensure_future(join(c))
+        await asyncio.sleep(0.05)  # apart, and well within the delay even on a loaded machine
+        assert not first.done() and c.registry.groups["g"].state == PREPARING_REBALANCE
+        second = await join(c)
+        first = await first
+        assert loop.time() - started >= 1.0
+        assert first.generation_id == second.generation_id == 1
+        assert {r.error for r in (first, second)} == {ErrorCode.none}
+        assert len(next(r for r in (first, second) if r.members).members) == 2
+
+    run(scenario, initial_rebalance_delay_ms=1000)
+
+
 def test_member_id_required_then_join_with_it():
     async def scenario(c):
         first = await join(c, v4=True)
