@@ -144,7 +144,7 @@ def _install_tidelog() -> None:
         await start(self)
         loop = asyncio.get_running_loop()
         if getattr(self, "_worker", None) is not None:  # the C fsync thread (storage/fsync.py FsyncWorker)
-            self._worker = _TracedWorker(self._worker)
+            self._worker = _TracedWorker(self._worker, self)
 
         def probe(due):
             late = _now() - due
@@ -193,20 +193,26 @@ def _install_tidelog() -> None:
 class _TracedWorker:
     """The C fsync thread, its fsyncs noted as rows like the Python threads' (it calls fsync(2)
     itself, not os.fsync): the file and its size when the job is submitted, the syscall's start
-    and end as the thread measured them (CLOCK_MONOTONIC)."""
+    and end as the thread measured them (CLOCK_MONOTONIC). In a tree whose manager hands the
+    thread a job while another runs (a job with no submit time in ``_worker_jobs``), that job is
+    noted as a job at its fsync's start, with the end offset it covered."""
 
-    def __init__(self, worker) -> None:
+    def __init__(self, worker, manager) -> None:
         self._worker = worker
+        self._manager = manager
         self._files: dict[int, tuple[str, int]] = {}
 
-    def submit(self, token: int, fd: int) -> None:
+    def submit(self, token: int, fd: int, *chained) -> None:
         self._files[token] = (_path(fd), _size(fd))
-        self._worker.submit(token, fd)
+        self._worker.submit(token, fd, *chained)
 
     def reap(self) -> list:
         outcomes = self._worker.reap()
         for token, _error, started_ns, ended_ns in outcomes:
             path, size = self._files.pop(token, ("?", -1))
+            job = self._manager._worker_jobs.get(token)
+            if job is not None and job[2] is None:  # chained
+                rows.append(["job", started_ns, 1, -1, max(p.target_offset for _, p in job[1])])
             rows.append(["fsync", self._worker.native_id, started_ns, ended_ns, "fsync", path, size])
         return outcomes
 

@@ -252,16 +252,18 @@ def analyse(got, trace, sched: dict, client_sched: dict, perf, slow_ms: float) -
     lags = [row for row in trace if row[0] == "lag"]
     rolls = [row for row in trace if row[0] == "roll"]
     wakes = sorted(row[2] for row in trace if row[0] == "fetch")  # when each parked fetch resumed
-    # One job at a time: the n-th job's outcome is the n-th synced row (a job with nothing to
-    # sync has no synced row: pair each job with the first synced row after it not yet taken).
-    paired, s = [], 0
-    for i, job in enumerate(jobs):
-        while s < len(synced) and synced[s][1] < job[1]:
-            s += 1
-        next_job = jobs[i + 1][1] if i + 1 < len(jobs) else float("inf")
-        if s < len(synced) and synced[s][1] <= next_job:
-            paired.append((job, synced[s]))
-            s += 1
+    # One job at a time: each synced row is the outcome of the latest job before it that aimed at
+    # the same end offset and is not taken yet (a job with nothing to sync has no synced row; a
+    # chained job, noted at its fsync's start, may begin before the one before it is synced).
+    by_end: dict[int, list] = {}
+    for job in sorted(jobs, key=lambda j: j[1]):
+        by_end.setdefault(job[4], []).append(job)
+    paired = []
+    for row in synced:
+        candidates = by_end.get(row[4], [])
+        k = bisect.bisect_right([j[1] for j in candidates], row[1]) - 1
+        if k >= 0:
+            paired.append((candidates.pop(k), row))
     paired.sort(key=lambda p: p[0][1])
     job_times = [p[0][1] for p in paired]
     per_record = []
@@ -431,9 +433,38 @@ def analyse(got, trace, sched: dict, client_sched: dict, perf, slow_ms: float) -
         "broker_thread_busy": {("loop" if tid == main_tid else str(tid)): round((samples[-1][1] - samples[0][1])
                                                                                / max(1, samples[-1][0] - samples[0][0]), 3)
                                for tid, samples in sched.items() if len(samples) > 1},
+        "chain": _chain(waits, [r for r in fsyncs if r[5].endswith(".log")]),
         "median_half": everyone, "p99_set": summarise(p99_set), "p99.9_set": summarise(p999_set),
         "slow_set": summarise(slow), "worst": worst,
     }
+
+
+def _chain(waits: list, segment_fsyncs: list) -> dict:
+    """The group commit's chaining, from the Produce waits and the segment fsync syscalls: a wait
+    that entered while an fsync ran is not covered by it; it waits for that fsync's end
+    (``running_rest_ms``), then for the next fsync to start (``gap_ms``: the loop seeing the end and
+    starting the next job; the floor, references.group_commit_wait, starts it at once), then for
+    that fsync (``own_ms``). ``waits_per_fsync``: the Produce waits whose fsync each one was (those
+    entered before it started, after the one before)."""
+    starts = [r[2] for r in segment_fsyncs]
+    rest, gap, own, chained = [], [], [], 0
+    per_fsync = [0] * len(segment_fsyncs)
+    for _, entered, _left in waits:
+        i = bisect.bisect_right(starts, entered) - 1  # the last fsync started before it entered
+        if 0 <= i < len(segment_fsyncs) and segment_fsyncs[i][3] > entered and i + 1 < len(segment_fsyncs):
+            chained += 1
+            rest.append(segment_fsyncs[i][3] - entered)
+            gap.append(segment_fsyncs[i + 1][2] - segment_fsyncs[i][3])
+            own.append(segment_fsyncs[i + 1][3] - segment_fsyncs[i + 1][2])
+        if i + 1 < len(segment_fsyncs):
+            per_fsync[i + 1] += 1
+    covered = sorted(n for n in per_fsync if n)
+    return {"waits": len(waits), "entered_during_an_fsync": chained,
+            "running_rest_ms": _quantiles(sorted(rest)) if rest else None,
+            "gap_ms": _quantiles(sorted(gap)) if gap else None, "own_ms": _quantiles(sorted(own)) if own else None,
+            "waits_per_fsync": {"mean": round(sum(covered) / len(covered), 2), **{
+                q: covered[min(len(covered) - 1, int(f * len(covered)))] for q, f in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}}
+            if covered else None}
 
 
 def _quantiles(ordered: list[int]) -> dict:
@@ -461,6 +492,14 @@ def summary_line(run: int, r: dict) -> str:
                      + ", -> appended " + "/".join(f"{v:.2f}" for v in split["read_to_append"].values())
                      + f" ms (p50/p90/p99); Produce requests {r['requests_read']['0']}, Fetch requests {r['requests_read']['1']}"
                      + f"; the event loop ran {r['broker_thread_busy'].get('loop', 0):.0%} of the time")
+    chain = r.get("chain")
+    if chain and chain.get("gap_ms"):
+        q = lambda d: "/".join(f"{v:.2f}" for v in d.values())  # noqa: E731
+        lines.append(f"  chaining: {chain['entered_during_an_fsync']} of {chain['waits']} Produce waits entered during an "
+                     f"fsync: its rest {q(chain['running_rest_ms'])}, then the gap to the next fsync's start "
+                     f"{q(chain['gap_ms'])}, then that fsync {q(chain['own_ms'])} ms (p50/p90/p99); waits an fsync "
+                     f"covered: mean {chain['waits_per_fsync']['mean']}, p50/p90/p99 {chain['waits_per_fsync']['p50']}/"
+                     f"{chain['waits_per_fsync']['p90']}/{chain['waits_per_fsync']['p99']}")
     for name in ("p99_set", "p99.9_set"):
         part = r[name]
         if part:
