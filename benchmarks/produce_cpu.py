@@ -1,10 +1,10 @@
 """``python -m benchmarks.produce_cpu``: the broker's CPU per GB produced, thread by thread,
 user and system time apart, with no librdkafka on the machine.
 
-A `balanced` broker (``tidelog serve``, a fresh data directory, one partition) and a raw-socket
-client: one Produce v9 frame (one batch of ``--records-per-request`` records of
-``--record-bytes``, built once; the broker assigns offsets, so the same bytes serve every
-request) sent ``--requests`` times, ``--in-flight`` at a time, each response read. Reported over
+A `balanced` broker (``tidelog serve``, a fresh data directory, ``--partitions`` partitions,
+default one) and a raw-socket client: one Produce v9 frame (a batch of ``--records-per-request``
+records of ``--record-bytes`` for each partition, built once; the broker assigns offsets, so the
+same bytes serve every request) sent ``--requests`` times, ``--in-flight`` at a time, each response read. Reported over
 the sends: the broker's user and system seconds per GB of record batches, the event-loop thread's
 and the other threads' apart (``/proc/PID/task/*/stat``), and the event-loop thread's user
 microseconds per request. CPU time comes in 10 ms ticks: a GB or more per measurement.
@@ -46,15 +46,18 @@ _TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 TOPIC = "produce-cpu"
 
 
-def produce_frame(topic: str, batch: bytes, acks: int) -> bytes:
-    """A Produce v9 request (flexible header v2) for partition 0 of ``topic``, size-prefixed."""
+def produce_frame(topic: str, batch: bytes, acks: int, partitions: int = 1) -> bytes:
+    """A Produce v9 request (flexible header v2) carrying ``batch`` to each of partitions 0..N-1
+    of ``topic``, size-prefixed."""
     from tidelog.protocol.wire import uvarint
 
     name = topic.encode()
     header = struct.pack(">hhih", 0, 9, 1, len(b"produce-cpu")) + b"produce-cpu" + b"\x00"
+    entries = b"".join(struct.pack(">i", index) + uvarint(len(batch) + 1) + batch + b"\x00"
+                       for index in range(partitions))
     body = (b"\x00" + struct.pack(">hi", acks, 30_000)  # null transactional id, acks, timeout
             + uvarint(2) + uvarint(len(name) + 1) + name  # one topic
-            + uvarint(2) + struct.pack(">i", 0) + uvarint(len(batch) + 1) + batch + b"\x00"  # one partition
+            + uvarint(partitions + 1) + entries  # its partitions, a batch each
             + b"\x00" + b"\x00")  # the topic's and the request's tagged fields
     return struct.pack(">i", len(header) + len(body)) + header + body
 
@@ -98,7 +101,7 @@ def _start_under_callgrind(src: Path | None, workdir: Path):
 
 
 def measure(src: Path | None, requests: int, records_per_request: int, record_bytes: int, acks: int,
-            in_flight: int, workdir: Path, callgrind: bool = False, annotate: int = 0) -> dict:
+            in_flight: int, workdir: Path, callgrind: bool = False, annotate: int = 0, partitions: int = 1) -> dict:
     """One broker from ``src`` (None: the installed tidelog), ``requests`` sends; the figures."""
     from benchmarks.kafka_load import create_topic
     from benchmarks.peers import Tidelog
@@ -112,10 +115,10 @@ def measure(src: Path | None, requests: int, records_per_request: int, record_by
         target = Tidelog("balanced")
         server = target.start(workdir)
     try:
-        create_topic(target.bootstrap, TOPIC, 1)
+        create_topic(target.bootstrap, TOPIC, partitions)
         value = b"v" * max(record_bytes - 8, 0)
         batch = build_batch([(b"k" * min(record_bytes, 8), value, [])] * records_per_request)
-        frame = produce_frame(TOPIC, batch, acks)
+        frame = produce_frame(TOPIC, batch, acks, partitions)
         host, port = target.bootstrap.rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=60) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -123,10 +126,15 @@ def measure(src: Path | None, requests: int, records_per_request: int, record_by
             def answered() -> None:
                 (size,) = struct.unpack(">i", _recv_exactly(sock, 4))
                 response = _recv_exactly(sock, size)
-                # correlation id, header tags, topic count, topic name, partition count, partition index
-                error_code = struct.unpack_from(">h", response, 4 + 1 + 1 + 1 + len(TOPIC) + 1 + 4)[0]
-                if error_code:
-                    raise RuntimeError(f"produce answered error code {error_code}")
+                # correlation id, header tags, topic count, topic name, partition count; then each
+                # partition: index, error code, base offset, log append time, log start offset, no
+                # record errors, no message, tags (37 bytes)
+                at = 4 + 1 + 1 + 1 + len(TOPIC) + 1 + 4
+                for _ in range(partitions):
+                    error_code = struct.unpack_from(">h", response, at)[0]
+                    if error_code:
+                        raise RuntimeError(f"produce answered error code {error_code}")
+                    at += 33
 
             for _ in range(min(20, requests)):  # warm up: the segment, the pools, the first fsyncs
                 sock.sendall(frame)
@@ -148,7 +156,7 @@ def measure(src: Path | None, requests: int, records_per_request: int, record_by
         peak_rss = server.peak_rss_bytes()
     finally:
         server.stop(timeout_s=120)
-    gb = requests * len(batch) / 1e9
+    gb = requests * partitions * len(batch) / 1e9
     main = [after[server.pid][i] - before.get(server.pid, (0.0, 0.0))[i] for i in (0, 1)]
     total = [sum(after[t][i] - before.get(t, (0.0, 0.0))[i] for t in after) for i in (0, 1)]
     return {
@@ -195,7 +203,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.produce_cpu", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=1200, help="Produce requests per measurement (default 1,200)")
-    p.add_argument("--records-per-request", type=int, default=1000, help="records in the request's batch (default 1,000)")
+    p.add_argument("--records-per-request", type=int, default=1000,
+                   help="records in the request's batch, in each partition's (default 1,000)")
+    p.add_argument("--partitions", type=int, default=1,
+                   help="partitions of the topic, a batch each in every request (default 1; 16: the p16 rows' shape)")
     p.add_argument("--record-bytes", type=int, default=1024, help="bytes of each record's key and value (default 1,024)")
     p.add_argument("--acks", type=int, default=-1, choices=(-1, 1), help="the requests' acks (default -1)")
     p.add_argument("--in-flight", type=int, default=5, help="requests sent before their answers (default 5)")
@@ -222,7 +233,7 @@ def main(argv=None) -> int:
                 workdir = tmp_root / f"{pair}-{len(rows)}"
                 row = {"pair": pair, "side": name, **measure(
                     src, args.requests, args.records_per_request, args.record_bytes, args.acks, args.in_flight,
-                    workdir, args.callgrind, args.annotate if src is None else 0)}
+                    workdir, args.callgrind, args.annotate if src is None else 0, args.partitions)}
                 shutil.rmtree(workdir, ignore_errors=True)
                 if args.floor:
                     row.update(floor_ratio(row, tmp_root))
