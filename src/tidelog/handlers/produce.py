@@ -215,10 +215,12 @@ def _append_request(ctx: RequestContext, request, refused: dict[tuple[str, int],
     replicas, metrics = ctx.replicas, ctx.metrics
     results: list[tuple[str, list[PartitionResult]]] = []
     appended = []  # (topic position, partition position, partition, end offset)
+    new_result = tuple.__new__  # a PartitionResult without its Python __new__: one a partition
     for topic in request.topics:
         record = ctx.metadata.topics.get(topic.name)
         writable = ctx.access.authorize(AclOperation.WRITE, ResourceType.TOPIC, topic.name)
         topic_results = []
+        size_bytes = record_count = 0  # the topic's appends, counted in the metrics once
         for partition in topic.partitions:
             if not writable:
                 topic_results.append(PartitionResult(partition.index, ErrorCode.topic_authorization_failed))
@@ -237,7 +239,8 @@ def _append_request(ctx: RequestContext, request, refused: dict[tuple[str, int],
                     metrics.produce_errors.labels(ErrorCode.invalid_producer_id_mapping.name).inc()
                     raise InvalidBatch(ErrorCode.invalid_producer_id_mapping, f"producer id {producer_id} is in the "
                                        f"range of the broker's delay movers (2^62 and above), never allocated to clients")
-                leader, result = append(replicas, metrics, topic.name, partition.index, partition.records, request.acks)
+                leader, result = append(replicas, metrics, topic.name, partition.index, partition.records, request.acks,
+                                        counted=False)
             except (InvalidBatch, KafkaError) as e:
                 # Bad input (a batch Kafka would refuse) is a WARNING; a state answer (not the
                 # leader, an unknown partition, a fenced producer) is routine.
@@ -248,8 +251,12 @@ def _append_request(ctx: RequestContext, request, refused: dict[tuple[str, int],
                                                      record_errors=getattr(e, "record_errors", ())))
                 continue
             appended.append((len(results), len(topic_results), leader, result.end_offset))
-            topic_results.append(PartitionResult(partition.index, ErrorCode.none, result.base_offset, result.log_append_time,
-                                                 result.log_start_offset))
+            topic_results.append(new_result(PartitionResult, (partition.index, ErrorCode.none, result.base_offset,
+                                                              result.log_append_time, result.log_start_offset, None, ())))
+            size_bytes += result.size_bytes
+            record_count += result.record_count
+        if record_count:
+            metrics.count_produced(topic.name, size_bytes, record_count)
         results.append((topic.name, topic_results))
 
     # acks=all in a cluster: the connection reads nothing more while a partition is too far
@@ -265,10 +272,11 @@ def _append_request(ctx: RequestContext, request, refused: dict[tuple[str, int],
 
 
 def append(replicas: "ReplicaManager", metrics: "BrokerMetrics", topic: str, partition: int, records,
-           required_acks: int) -> "tuple[Partition, AppendResult]":
+           required_acks: int, counted: bool = True) -> "tuple[Partition, AppendResult]":
     """Append one client batch to ``topic``-``partition`` as its leader (Partition.append_as_leader:
-    validation, idempotence, the leader epoch) and count it in the produce metrics. The caller
-    waits for the acknowledgement (``wait_for_acks``). Raises InvalidBatch or
+    validation, idempotence, the leader epoch) and count it in the produce metrics (unless
+    ``counted`` is False: the Produce handler counts a topic's batches of a request at once). The
+    caller waits for the acknowledgement (``wait_for_acks``). Raises InvalidBatch or
     KafkaError, counted in ``tidelog_produce_errors``. Used by the HTTP API too."""
     try:
         leader = replicas.leader(topic, partition)
@@ -276,5 +284,6 @@ def append(replicas: "ReplicaManager", metrics: "BrokerMetrics", topic: str, par
     except (InvalidBatch, KafkaError) as e:
         metrics.produce_errors.labels(e.error_code.name).inc()
         raise
-    metrics.count_produced(topic, result.size_bytes, result.record_count)
+    if counted:
+        metrics.count_produced(topic, result.size_bytes, result.record_count)
     return leader, result

@@ -154,43 +154,49 @@ def validate_batches(buf, max_message_bytes: int, exactly_one: bool = True) -> l
     end = len(view)
     pos = 0
     batches: list[ValidatedBatch] = []
+    unpack_from, new_tuple, crc = HEADER_STRUCT.unpack_from, tuple.__new__, crc32c.crc32c
     while pos < end:
         if end - pos < BATCH_HEADER_SIZE:
             raise InvalidBatch(ErrorCode.corrupt_message, f"{end - pos} trailing bytes are not a batch")
-        info = BatchInfo._make(HEADER_STRUCT.unpack_from(view, pos))
-        size = info.batch_length + LOG_OVERHEAD
-        if info.batch_length < _MIN_BATCH_LENGTH:
-            raise InvalidBatch(ErrorCode.corrupt_message, f"batch length {info.batch_length} is below the minimum")
+        # The checks read the plain unpacked tuple (this runs for every batch produced); the
+        # header is made a BatchInfo once, without _make's call.
+        fields = unpack_from(view, pos)
+        (base_offset, batch_length, _, magic, stored_crc, attributes, last_offset_delta, base_timestamp, _,
+         producer_id, _, base_sequence, record_count) = fields
+        size = batch_length + LOG_OVERHEAD
+        if batch_length < _MIN_BATCH_LENGTH:
+            raise InvalidBatch(ErrorCode.corrupt_message, f"batch length {batch_length} is below the minimum")
         if pos + size > end:
             raise InvalidBatch(ErrorCode.corrupt_message, f"batch of {size} bytes is truncated to {end - pos}")
-        if info.magic != 2:
-            if info.magic in (0, 1):
+        if magic != 2:
+            if magic in (0, 1):
                 raise InvalidBatch(ErrorCode.invalid_record, "produce v3+ requires record batches with magic 2")
-            raise InvalidBatch(ErrorCode.corrupt_message, f"invalid magic {info.magic}")
-        if info.base_offset != 0:
-            raise InvalidBatch(ErrorCode.invalid_record, f"base offset of a produced batch must be 0, not {info.base_offset}")
+            raise InvalidBatch(ErrorCode.corrupt_message, f"invalid magic {magic}")
+        if base_offset != 0:
+            raise InvalidBatch(ErrorCode.invalid_record, f"base offset of a produced batch must be 0, not {base_offset}")
         if size > max_message_bytes:
             raise InvalidBatch(ErrorCode.message_too_large, f"batch of {size} bytes exceeds max.message.bytes {max_message_bytes}")
-        if crc32c.crc32c(view[pos + CRC_START : pos + size]) != info.crc:
+        if crc(view[pos + CRC_START : pos + size]) != stored_crc:
             raise InvalidBatch(ErrorCode.corrupt_message, "CRC-32C mismatch")
-        attributes = info.attributes
-        if attributes & COMPRESSION_MASK > COMPRESSION_ZSTD:
-            raise InvalidBatch(ErrorCode.corrupt_message, f"unknown compression codec {attributes & COMPRESSION_MASK}")
-        if info.record_count <= 0 or info.last_offset_delta != info.record_count - 1:
+        codec = attributes & COMPRESSION_MASK
+        if codec > COMPRESSION_ZSTD:
+            raise InvalidBatch(ErrorCode.corrupt_message, f"unknown compression codec {codec}")
+        if record_count <= 0 or last_offset_delta != record_count - 1:
             raise InvalidBatch(
                 ErrorCode.invalid_record,
-                f"record count {info.record_count} does not match last offset delta {info.last_offset_delta}",
+                f"record count {record_count} does not match last offset delta {last_offset_delta}",
             )
         if attributes & _CONTROL_BIT:
             raise InvalidBatch(ErrorCode.invalid_record, "clients may not write control batches")
-        if info.producer_id >= 0 and info.base_sequence < 0:
-            raise InvalidBatch(ErrorCode.invalid_record, f"invalid sequence {info.base_sequence} for producer {info.producer_id}")
+        if producer_id >= 0 and base_sequence < 0:
+            raise InvalidBatch(ErrorCode.invalid_record, f"invalid sequence {base_sequence} for producer {producer_id}")
         body = view[pos + BATCH_HEADER_SIZE : pos + size]
-        if attributes & COMPRESSION_MASK:
-            min_delta, max_delta = walk_compressed(attributes & COMPRESSION_MASK, body, info.record_count)
+        if codec:
+            min_delta, max_delta = walk_compressed(codec, body, record_count)
         else:
-            min_delta, max_delta = walk_records(body, info.record_count)
-        batches.append(ValidatedBatch(info, info.base_timestamp + min_delta, info.base_timestamp + max_delta))
+            min_delta, max_delta = walk_records(body, record_count)
+        batches.append(new_tuple(ValidatedBatch, (new_tuple(BatchInfo, fields), base_timestamp + min_delta,
+                                                  base_timestamp + max_delta)))
         pos += size
     if exactly_one and len(batches) != 1:
         raise InvalidBatch(ErrorCode.invalid_record, f"produce v3+ requires exactly one batch per partition, got {len(batches)}")
@@ -210,7 +216,7 @@ def set_base_offset(buf, base_offset: int) -> None:
 def set_partition_leader_epoch(buf, info: BatchInfo, epoch: int) -> BatchInfo:
     """Stamp the leader epoch in place (outside the CRC); return the new header."""
     _LENGTH.pack_into(buf, 12, epoch)
-    return info._replace(partition_leader_epoch=epoch)
+    return tuple.__new__(BatchInfo, (info[0], info[1], epoch, *info[3:]))  # _replace without its calls: a batch produced
 
 
 def set_log_append_time(buf, info: BatchInfo, timestamp_ms: int) -> BatchInfo:
