@@ -7,7 +7,8 @@ bounded by the window; dropped by ``forget`` when the ShareManager unloads the s
 leadership lost, group or topic deleted, offsets altered; at most ``MAX_CACHED_PARTITIONS``, the
 least recently used going first) and the compiled filters by expression; ``settings_for`` reads the
 topic's tidelog.* configs and the group's ``tidelog.filter`` (through the collaborator given,
-``configs(key) -> (topic configs, group configs)``). ``on_counts(key, counts)`` gets the
+``configs(key) -> (topic configs, group configs)``), and keeps what it made per share-partition
+while those overrides stay the same (dropped by ``forget`` too; at most ``MAX_CACHED_PARTITIONS``). ``on_counts(key, counts)`` gets the
 bad-input counters (invalid_priority, invalid_delay, invalid_ttl) and ``filter_errors``.
 """
 
@@ -37,9 +38,25 @@ class QueueFeatures:
         self._on_counts = on_counts
         self._caches: dict[ShareStateKey, AttrCache] = {}
         self._filters: dict[str, RecordFilter | None] = {}
+        # settings_for's: the overrides they were made from (copies) and the settings, by share-partition
+        self._settings: dict[ShareStateKey, tuple[dict[str, str], dict[str, str], QueueSettings]] = {}
 
     def settings_for(self, key: ShareStateKey) -> QueueSettings:
+        """The share-partition's settings, made again only when its topic's or group's overrides
+        changed (an acquisition asks twice: its look-ahead before the read, its policy after; making
+        them reads eight topic configs through their validators). The broker's own settings do not
+        change while it runs."""
         topic_configs, group_configs = self._configs(key)
+        cached = self._settings.get(key)
+        if cached is not None and cached[0] == topic_configs and cached[1] == group_configs:
+            return cached[2]
+        settings = self._make_settings(topic_configs, group_configs)
+        if len(self._settings) >= MAX_CACHED_PARTITIONS:
+            self._settings.clear()
+        self._settings[key] = (dict(topic_configs), dict(group_configs), settings)
+        return settings
+
+    def _make_settings(self, topic_configs: Mapping[str, str], group_configs: Mapping[str, str]) -> QueueSettings:
         topic = lambda name: self._broker_config.topic_value(dict(topic_configs), name)  # noqa: E731
         # The stored text as it is (checked when it was set): group_value would run the config's
         # validator, a CEL compile (~0.6 ms), at every acquisition. _filter compiles it once.
@@ -129,6 +146,7 @@ class QueueFeatures:
 
     def forget(self, key: ShareStateKey) -> None:
         self._caches.pop(key, None)
+        self._settings.pop(key, None)
 
     def cached_batches(self) -> int:
         return sum(len(c) for c in self._caches.values())
