@@ -559,7 +559,9 @@ class ShareStateStore:
                 accepted.append(w)
             if not records:
                 continue
-            known_end, before = self._end_offset, dict(self._states)  # to tell others' records from ours
+            # to tell others' records from ours: the states this append's writes were built on (only
+            # those: a copy of every share-partition's state an append was O(share-partitions))
+            known_end, before = self._end_offset, {key: self._states.get(key) for key in tentative}
             try:
                 base_offset = await self._append(records)
             except Exception as e:  # noqa: BLE001 - every write of this append failed with it
