@@ -103,7 +103,10 @@ def write_behind(log: "PartitionLog", appended: int, max_bytes: int) -> int:
     except OSError:
         return 0
     end = segment.size_bytes - segment.size_bytes % PAGE_BYTES
+    # From its page's start: the kernel writes whole pages, so that page's head (the partial page
+    # the last write-back left) is written back now, and counted with the rest.
     start = max(0, segment.size_bytes - appended)
+    start -= start % PAGE_BYTES
     if end <= start:
         return 0
     if sync_file_range(fd, start, end - start, SYNC_FILE_RANGE_WRITE) != 0:
