@@ -211,3 +211,32 @@ def test_the_metric_counts_every_byte_written_back_the_partial_page_too(tmp_path
         assert metrics.follower_write_behind_bytes._value.get() == size - size % mmap.PAGESIZE
 
     run(main, tmp_path / "logs", durability="balanced")
+
+
+@needs_sync_file_range
+def test_a_write_back_due_when_the_partition_is_deleted_or_truncated_meanwhile_is_harmless(tmp_path, caplog):
+    """review12: the write-back runs a turn after the append (call_soon): a partition deleted in
+    between (its file closed, its descriptor number free for another file) is not touched, and one
+    truncated to empty in between (a new segment) has no whole page to write back. Nothing fails,
+    nothing is counted, nothing is logged."""
+    async def main(logs):
+        metrics = BrokerMetrics()
+        manager, partition, log = follower(logs, tmp_path / "broker", metrics=metrics)
+        with caplog.at_level(logging.WARNING):
+            copy(manager, partition, WRITE_BEHIND_BYTES + (8 << 10))
+            partition.log.truncate_fully_and_start_at(partition.log.log_end_offset)
+            await asyncio.sleep(0)
+            copy(manager, partition, WRITE_BEHIND_BYTES + (8 << 10))
+            logs.delete_partition("t", 0)
+            other = os.open(tmp_path / "other", os.O_RDWR | os.O_CREAT)  # may take the deleted file's number
+            try:
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+            finally:
+                os.close(other)
+        assert log.closed
+        assert metrics.follower_write_behind_bytes._value.get() == 0
+        assert metrics.follower_write_behind_failures._value.get() == 0
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "write-back" in r.getMessage()]
+
+    run(main, tmp_path / "logs", durability="balanced")
