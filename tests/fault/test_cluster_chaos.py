@@ -19,7 +19,8 @@ offset, in order, and no offset the group committed is past a record the group d
 draw from; they are printed, with every round's fault, so a failure can be replayed:
 ``CHAOS_SEED=... CHAOS_ROUNDS=... ./scripts/test -k chaos -s``. ``CHAOS_DEBUG`` (librdkafka
 ``debug`` contexts, e.g. ``msg,eos,protocol``) turns on the producer's debug log, written by
-librdkafka to stderr (run with ``-s 2>file``).
+librdkafka to stderr (run with ``-s 2>file``); ``CHAOS_READER_DEBUG`` (e.g. ``cgrp,consumer,protocol``)
+the group reader's.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ class GroupReader(threading.Thread):
         super().__init__(daemon=True, name="chaos-reader")
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": GROUP, "auto.offset.reset": "earliest",
                                   "enable.auto.commit": False, "session.timeout.ms": 6000, "max.poll.interval.ms": 300000,
-                                  "topic.metadata.refresh.interval.ms": 1000})
+                                  "topic.metadata.refresh.interval.ms": 1000,
+                                  **({"debug": os.environ["CHAOS_READER_DEBUG"]} if os.environ.get("CHAOS_READER_DEBUG") else {})})
         self.seen: dict[int, dict[int, int]] = {p: {} for p in range(PARTITIONS)}  # offset -> n
         self.conflicts: list[str] = []  # one offset seen with two values: a log rewritten under us
         self.commit_errors = collections.Counter()
