@@ -32,7 +32,7 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.brokerproc import wait_until
@@ -316,7 +316,10 @@ def read_partition(bootstrap: str, partition: int) -> dict[int, int]:
     """Every record of a partition up to its high watermark: offset -> n."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos-checker", "enable.auto.commit": False})
     try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(TOPIC, partition), timeout=30)
+        # A leader just elected answers OFFSET_NOT_AVAILABLE (retriable) until its high
+        # watermark reaches its epoch's start, as Kafka does: ask again, as a client would.
+        low, high = wait_until(lambda: _watermarks(consumer, partition), 60, interval_s=0.2,
+                               message=f"partition {partition}'s watermarks")
         consumer.assign([TopicPartition(TOPIC, partition, low)])
         log: dict[int, int] = {}
         last = low - 1
@@ -333,6 +336,19 @@ def read_partition(bootstrap: str, partition: int) -> dict[int, int]:
         return log
     finally:
         consumer.close()
+
+
+def _watermarks(consumer: Consumer, partition: int) -> tuple[int, int] | None:
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(TOPIC, partition), timeout=10)
+    except KafkaException as e:
+        if e.args[0].retriable() or e.args[0].code() in _MOVING:
+            return None
+        raise
+
+
+# Answers a client asks again after (Kafka's retriable errors of a moving leadership).
+_MOVING = {KafkaError.OFFSET_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE}
 
 
 def check(cluster: Cluster, writer: Writer, reader: GroupReader, seed: int, rounds: int, faults) -> None:
