@@ -46,30 +46,36 @@ class _PortBlock:
         raise RuntimeError(f"no free port in the test block {self.first}-{self.first + PORT_BLOCK - 1}")
 
     def _claim(self) -> None:
-        low = _ephemeral_low()
-        start = max(1024, low - _PORTS_BELOW_EPHEMERAL)
-        blocks = (low - start) // PORT_BLOCK
-        for i in range(blocks):
-            first = start + (os.getpid() + i) % blocks * PORT_BLOCK  # spread concurrent runs
-            claim = socket.socket()
-            try:
-                claim.bind(("127.0.0.1", first))  # no SO_REUSEADDR: a probe with it cannot bind here either
-            except OSError:
-                claim.close()
-                continue
-            if self.claim is not None:
-                self.claim.close()
-            self.owner, self.claim, self.first, self.next = os.getpid(), claim, first, first + 1
-            return
-        raise RuntimeError(f"every test port block below {low} is taken")
+        low, high = _ephemeral_range()
+        # Below the ephemeral range first, then above it; a machine whose range leaves neither
+        # a block (e.g. "1024 65535") gets a block inside it: rarely hit by an outgoing
+        # connection's port, and still claimed against other test runs.
+        spans = [(max(1024, low - _PORTS_BELOW_EPHEMERAL), low),
+                 (high + 1, min(65536, high + 1 + _PORTS_BELOW_EPHEMERAL)), (1024, 65536)]
+        for start, end in spans:
+            blocks = max(0, end - start) // PORT_BLOCK
+            for i in range(blocks):
+                first = start + (os.getpid() + i) % blocks * PORT_BLOCK  # spread concurrent runs
+                claim = socket.socket()
+                try:
+                    claim.bind(("127.0.0.1", first))  # no SO_REUSEADDR: a probe with it cannot bind here either
+                except OSError:
+                    claim.close()
+                    continue
+                if self.claim is not None:
+                    self.claim.close()
+                self.owner, self.claim, self.first, self.next = os.getpid(), claim, first, first + 1
+                return
+        raise RuntimeError("every test port block is taken")
 
 
-def _ephemeral_low() -> int:
+def _ephemeral_range() -> tuple[int, int]:
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768  # Linux's default
+            low, high = (int(v) for v in f.read().split()[:2])
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
 
 def _bindable(port: int) -> bool:

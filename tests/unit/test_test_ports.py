@@ -8,13 +8,13 @@ import socket
 import subprocess
 import sys
 
-from tests.etcdproc import PORT_BLOCK, _ephemeral_low, _ports, free_port
+from tests.etcdproc import PORT_BLOCK, _ephemeral_range, _ports, free_port
 
 
 def test_ports_are_below_the_ephemeral_range_and_in_this_process_block():
     ports = [free_port() for _ in range(20)]
     assert len(set(ports)) == 20
-    assert all(1024 <= port < _ephemeral_low() for port in ports)
+    assert all(1024 <= port < _ephemeral_range()[0] for port in ports)
     assert all(_ports.first < port < _ports.first + PORT_BLOCK for port in ports)
 
 
