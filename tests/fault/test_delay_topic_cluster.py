@@ -28,6 +28,9 @@ pytestmark = pytest.mark.slow
 
 RECORDS = 300
 MAX_DELAY_MS = 5000
+# The kill tests kill a broker while records are still waiting: none is due before the producer has
+# surely flushed (a loaded machine took seconds), and they stay due over several seconds after.
+KILL_MIN_DELAY_MS, KILL_MAX_DELAY_MS = 2000, 9000
 CONSUME_S = 60
 # The delay partition is led by broker 1, its target by broker 2; broker 3 is each one's next in line.
 DELAYS_REPLICAS, TARGET_REPLICAS = [1, 3, 2], [2, 3, 1]
@@ -106,6 +109,11 @@ def metric(broker, name: str, **labels: str) -> float:
     return 0.0
 
 
+def moved(broker) -> float:
+    """Records the broker's delay mover has moved to the target."""
+    return metric(broker, "tidelog_delay_topic_records_total", event="moved", topic="delays")
+
+
 def wait_until_moved(due: dict[int, int]) -> None:
     """Until the last record is due (the consumers then wait for what is still on its way)."""
     while int(time.time() * 1000) < max(due.values()):
@@ -134,11 +142,9 @@ def test_delayed_records_move_to_a_target_led_by_another_broker(cluster):
 
 def test_delayed_records_move_exactly_once_when_the_delay_partitions_leader_is_killed(cluster):
     admin = create_apart(cluster)
-    due = produce_delayed(cluster.bootstrap, RECORDS, MAX_DELAY_MS, seed=6)
-    first_due = min(due.values())
-    wait_until(lambda: int(time.time() * 1000) >= first_due + 2000 and metric(
-        cluster.brokers[1], "tidelog_delay_topic_records_total", event="moved", topic="delays") > 0, 30,
-        interval_s=0.1, message="some records moved")
+    due = produce_delayed(cluster.bootstrap, RECORDS, KILL_MAX_DELAY_MS, seed=6, min_delay_ms=KILL_MIN_DELAY_MS)
+    wait_until(lambda: moved(cluster.brokers[1]) > 0, 30, interval_s=0.1, message="some records moved")
+    assert moved(cluster.brokers[1]) < RECORDS, "every record moved before the kill: the test needs its kill in the middle"
     cluster.brokers[1].kill()  # in the middle: some moved, most still waiting
     wait_until(lambda: leaders(admin).get("delays") == 3, 30, message="broker 3 leading the delay partition")
     assert wait_until(lambda: leaders(admin).get("target"), 30, message="the target's leader") == 2  # so the new leader's mover finds the old one's progress at another broker
@@ -152,12 +158,11 @@ def test_delayed_records_move_exactly_once_when_the_delay_partitions_leader_is_k
 
 def test_delayed_records_move_exactly_once_when_the_targets_leader_is_killed(cluster):
     admin = create_apart(cluster)
-    due = produce_delayed(cluster.bootstrap, RECORDS, MAX_DELAY_MS, seed=7)
-    first_due = min(due.values())
+    due = produce_delayed(cluster.bootstrap, RECORDS, KILL_MAX_DELAY_MS, seed=7, min_delay_ms=KILL_MIN_DELAY_MS)
     delay_leader = cluster.brokers[1]
-    wait_until(lambda: int(time.time() * 1000) >= first_due + 1500 and metric(
-        delay_leader, "tidelog_delay_topic_remote_appends_total", result="ok", topic="delays") > 0, 30,
-        interval_s=0.1, message="some records moved")
+    wait_until(lambda: metric(delay_leader, "tidelog_delay_topic_remote_appends_total", result="ok", topic="delays") > 0,
+               30, interval_s=0.1, message="some records moved")
+    assert moved(delay_leader) < RECORDS, "every record moved before the kill: the test needs its kill in the middle"
     cluster.brokers[2].kill()
     wait_until(lambda: leaders(admin).get("target") == 3, 30, message="broker 3 leading the target")
     wait_until_moved(due)

@@ -28,14 +28,14 @@ def create(bootstrap: str, topics: dict[str, dict]) -> None:
         future.result(TIMEOUT_S)
 
 
-def produce_delayed(bootstrap: str, count: int, max_delay_ms: int, seed: int) -> dict[int, int]:
+def produce_delayed(bootstrap: str, count: int, max_delay_ms: int, seed: int, min_delay_ms: int = 0) -> dict[int, int]:
     """``count`` records with random delays; returns value number -> due time (ms)."""
     rng = random.Random(seed)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     due: dict[int, int] = {}
     for n in range(count):
         now = int(time.time() * 1000)
-        delay = rng.randint(0, max_delay_ms)
+        delay = rng.randint(min_delay_ms, max_delay_ms)
         if n % 2:
             headers = {"tidelog-delay-ms": str(delay), "n": str(n)}
             producer.produce("delays", key=b"k%d" % n, value=b"%d" % n, headers=headers, timestamp=now)
