@@ -251,7 +251,8 @@ def test_the_produce_cpu_benchmark_stops_on_an_error_answer(tmp_path, monkeypatc
     from benchmarks import produce_cpu
 
     real = produce_cpu.produce_frame
-    monkeypatch.setattr(produce_cpu, "produce_frame", lambda topic, batch, acks: real(topic, batch, 2))
+    monkeypatch.setattr(produce_cpu, "produce_frame",
+                        lambda topic, batch, acks, partitions=1: real(topic, batch, 2, partitions))
     with pytest.raises(RuntimeError, match="error code 21"):
         produce_cpu.measure(None, requests=5, records_per_request=10, record_bytes=100, acks=-1, in_flight=1,
                             workdir=tmp_path / "broker")
