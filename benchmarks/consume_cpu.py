@@ -275,12 +275,9 @@ def main(argv=None) -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
     rows = []
     try:
-        sides: list[tuple[str, Path | None]] = [("working tree", None)]
-        if args.tidelog_ref:
-            from benchmarks.peers import Tidelog
+        from benchmarks.peers import Tidelog
 
-            Tidelog.use_ref(args.tidelog_ref, tmp_root / "ref")
-            sides.insert(0, (f"ref {Tidelog.commit}", Tidelog.src_dir))
+        sides = Tidelog.ab_sides(args.tidelog_ref, tmp_root / "ref")
         for pair in range(1, args.pairs + 1):
             mock_rate = None
             if not args.no_mock:

@@ -118,6 +118,15 @@ class Tidelog(KafkaTarget):
         self.name = f"tidelog-{profile}"
 
     @classmethod
+    def ab_sides(cls, ref: str | None, into: Path) -> "list[tuple[str, Path | None]]":
+        """The sides of an A/B, each ``(name, src)``: ``ref``'s src/ (exported into ``into`` by
+        use_ref) first when a ref is given, then the working tree (src None: the installed tidelog)."""
+        if not ref:
+            return [("working tree", None)]
+        cls.use_ref(ref, into)
+        return [(f"ref {cls.commit}", cls.src_dir), ("working tree", None)]
+
+    @classmethod
     def use_ref(cls, ref: str, into: Path) -> None:
         """Export ``ref``'s src/ with git archive (read-only for the repository), and build its C
         extension there if it has one: without it the broker walks records in Python (twice the

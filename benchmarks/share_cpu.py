@@ -85,12 +85,9 @@ def main(argv=None) -> int:
     tmp_root = Path(tempfile.mkdtemp(prefix="tidelog-share-cpu-"))
     rows = []
     try:
-        sides: list[tuple[str, Path | None]] = [("working tree", None)]
-        if args.tidelog_ref:
-            from benchmarks.peers import Tidelog
+        from benchmarks.peers import Tidelog
 
-            Tidelog.use_ref(args.tidelog_ref, tmp_root / "ref")
-            sides.insert(0, (f"ref {Tidelog.commit}", Tidelog.src_dir))
+        sides = Tidelog.ab_sides(args.tidelog_ref, tmp_root / "ref")
         for pair in range(1, (args.pairs if args.tidelog_ref else 1) + 1):
             for name, src in sides:
                 workdir = tmp_root / f"{pair}-{len(rows)}"
