@@ -8,8 +8,9 @@ leadership lost, group or topic deleted, offsets altered; at most ``MAX_CACHED_P
 least recently used going first) and the compiled filters by expression; ``settings_for`` reads the
 topic's tidelog.* configs and the group's ``tidelog.filter`` (through the collaborator given,
 ``configs(key) -> (topic configs, group configs)``), and keeps what it made per share-partition
-while those overrides stay the same (dropped by ``forget`` too; at most ``MAX_CACHED_PARTITIONS``). ``on_counts(key, counts)`` gets the
-bad-input counters (invalid_priority, invalid_delay, invalid_ttl) and ``filter_errors``.
+while those overrides stay the same (dropped by ``forget`` too; at most ``MAX_CACHED_PARTITIONS``).
+``on_counts(key, counts)`` gets the bad-input counters (invalid_priority, invalid_delay,
+invalid_ttl) and ``filter_errors``.
 """
 
 from __future__ import annotations
