@@ -12,14 +12,18 @@ Steps, each its own function so a developer can run them by hand
 4. ``run_suite``: start Tidelog with the settings kafka-python's own test broker uses, run
    ``test/integration/`` in a subprocess pytest (KAFKA_URI / KAFKA_VERSION / KAFKA_ROOT), bounded
    per test (pytest-timeout) and overall, stop the broker, and read the junit XML report.
-5. ``compare``: check outcomes against ``kafka_python_expected_failures.txt``.
+5. ``compare``: check outcomes against ``kafka_python_expected_failures.txt``. A failure whose
+   captured log proves a known kafka-python race (``client_race``: the client never asked the broker
+   what the test needed) is reported apart, not as a broker failure.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -120,11 +124,12 @@ def fetch_sdist(cache: Path | None = None) -> Path:
 
 
 def add_missing_files(root: Path) -> None:
-    """Give the sdist's test/ the three files it imports but does not ship (ours, not upstream's)."""
+    """Give the sdist's test/ the three files it imports but does not ship, and our logging plugin."""
     test_dir = root / "test"
     (test_dir / "__init__.py").write_text("")
     shutil.copyfile(SHIM_DIR / "upstream_conftest.py", test_dir / "conftest.py")
     shutil.copyfile(SHIM_DIR / "service.py", test_dir / "service.py")
+    shutil.copyfile(SHIM_DIR / "tidelog_logging.py", test_dir / "tidelog_logging.py")
 
 
 def sdist_test_requirements(root: Path) -> list[Requirement]:
@@ -155,6 +160,7 @@ def install_test_requirements(root: Path) -> list[str]:
 class SuiteRun:
     outcomes: dict[str, str]  # upstream test id -> passed / failed / skipped
     messages: dict[str, str]  # upstream test id -> first line of its failure or skip reason
+    logs: dict[str, str]      # upstream test id -> captured log, failed tests only
     returncode: int
     output_tail: str
     broker_log_tail: str
@@ -186,7 +192,10 @@ def run_suite(root: Path, work_dir: Path, pytest_args: tuple[str, ...] = ()) -> 
             f"--timeout={PER_TEST_TIMEOUT_S}",
             # signal, not upstream's thread method: a timed-out test fails and the run goes on.
             "--timeout-method=signal",
-            "-o", "log_level=INFO", "-q", "-rfE", *pytest_args,
+            # A failed test's captured log goes into the junit report (client_race reads it);
+            # kafka.cluster logs at DEBUG there, the rest of kafka at INFO (test/tidelog_logging.py).
+            "-o", "junit_logging=log", "-o", "junit_log_passing_tests=false",
+            "-o", "log_level=DEBUG", "-p", "test.tidelog_logging", "-q", "-rfE", *pytest_args,
         ]
         with open(output_path, "wb") as output:
             proc = subprocess.Popen(args, cwd=root, env=env, stdout=output, stderr=subprocess.STDOUT,
@@ -209,7 +218,7 @@ def run_suite(root: Path, work_dir: Path, pytest_args: tuple[str, ...] = ()) -> 
     if not junit_path.exists():
         raise AssertionError(f"pytest wrote no junit report (exit {returncode}):\n{_tail(output_path)}")
     outcomes, messages = parse_junit(junit_path, root)
-    return SuiteRun(outcomes, messages, returncode, _tail(output_path), broker.log()[-5000:], duration_s)
+    return SuiteRun(outcomes, messages, parse_junit_logs(junit_path, root), returncode, _tail(output_path), broker.log()[-5000:], duration_s)
 
 
 def start_broker(work_dir: Path, attempts: int = 3) -> BrokerProcess:
@@ -271,6 +280,16 @@ def parse_junit(junit_path: Path, root: Path) -> tuple[dict[str, str], dict[str,
     return outcomes, messages
 
 
+def parse_junit_logs(junit_path: Path, root: Path) -> dict[str, str]:
+    """The captured log (junit ``system-out``) of each failed test, by its upstream test id."""
+    logs: dict[str, str] = defaultdict(str)
+    for case in ET.parse(junit_path).getroot().iter("testcase"):
+        out = case.find("system-out")
+        if (case.find("failure") is not None or case.find("error") is not None) and out is not None:
+            logs[_node_id(case.get("classname", ""), case.get("name", ""), root)] += out.text or ""
+    return dict(logs)
+
+
 def _node_id(classname: str, name: str, root: Path) -> str:
     parts = classname.split(".")
     for split in range(len(parts), 0, -1):
@@ -281,6 +300,45 @@ def _node_id(classname: str, name: str, root: Path) -> str:
 
 
 FLAKY_PREFIX = "flaky:"
+
+LOST_SUBSCRIPTION = (
+    "kafka-python 3.0.12 lost the consumer's subscription: its bootstrap Metadata request was built "
+    "before the subscription and answered after it, and ClusterMetadata.update_metadata cleared the "
+    "update the subscription asked for, so the consumer never asked the broker about its topic "
+    "(it waits metadata_max_age_ms, 5 min); not the broker")
+_LOG_LINE = re.compile(r"^\S+ +\w+ +(?P<thread>\S+) +(?P<logger>\S+) +(?P<message>.*)$")
+_SUBSCRIBED = "Updating subscribed topics to: "
+_REQUEST = "Sending metadata request MetadataRequest(topics="
+_ANSWER = "Updated metadata: "
+
+
+def client_race(log: str) -> str | None:
+    """The known kafka-python race a failed test's captured log proves, or None.
+
+    LOST_SUBSCRIPTION, seen only with all of its evidence: a client thread sent a Metadata
+    request naming no topic, the main thread then subscribed to topics, that thread applied the
+    answer after the subscription, and it never sent a request naming a subscribed topic again.
+    """
+    lines = [m.group("thread", "logger", "message") for m in map(_LOG_LINE.match, log.splitlines()) if m]
+    for at, (_, logger, message) in enumerate(lines):
+        if logger != "kafka.consumer.subscription_state" or not message.startswith(_SUBSCRIBED):
+            continue
+        topics = ast.literal_eval(message[len(_SUBSCRIBED):])
+        in_flight = {}  # thread -> its last Metadata request's topic list, while unanswered
+        for thread, _, earlier in lines[:at]:
+            if earlier.startswith(_REQUEST):
+                in_flight[thread] = earlier[len(_REQUEST):]
+            elif earlier.startswith(_ANSWER):
+                in_flight.pop(thread, None)
+        for thread, request in in_flight.items():
+            if not request.startswith("[],"):
+                continue
+            later = [m for t, _, m in lines[at + 1:] if t == thread]
+            answered = any(m.startswith(_ANSWER) for m in later)
+            asked = any(m.startswith(_REQUEST) and any(repr(t) in m for t in topics) for m in later)
+            if answered and not asked:
+                return LOST_SUBSCRIPTION
+    return None
 
 
 def load_expected_failures(path: Path = EXPECTED_FAILURES_PATH) -> dict[str, str]:
@@ -311,19 +369,25 @@ class Comparison:
     stale: list[str]                 # listed, but skipped or not collected at all
     expected_by_reason: dict[str, list[str]]
     flaky_passed: list[str] = dataclasses.field(default_factory=list)  # listed as flaky, passed this time
+    client_races: dict[str, str] = dataclasses.field(default_factory=dict)  # failed by a proven client race
 
     @property
     def ok(self) -> bool:
         return not (self.unexpected_failures or self.unexpected_passes or self.stale)
 
 
-def compare(outcomes: dict[str, str], expected: dict[str, str]) -> Comparison:
+def compare(outcomes: dict[str, str], expected: dict[str, str],
+            logs: dict[str, str] | None = None) -> Comparison:
     unexpected_failures, unexpected_passes, stale, flaky_passed = [], [], [], []
+    client_races: dict[str, str] = {}
     by_reason: dict[str, list[str]] = defaultdict(list)
     for test_id, outcome in sorted(outcomes.items()):
         reason = expected.get(test_id)
         if outcome == "failed":
-            if reason is None:
+            race = client_race((logs or {}).get(test_id, "")) if reason is None else None
+            if race is not None:
+                client_races[test_id] = race
+            elif reason is None:
                 unexpected_failures.append(test_id)
             else:
                 by_reason[reason].append(test_id)
@@ -334,7 +398,7 @@ def compare(outcomes: dict[str, str], expected: dict[str, str]) -> Comparison:
                 continue
             (unexpected_passes if outcome == "passed" else stale).append(test_id)
     stale += sorted(set(expected) - set(outcomes))
-    return Comparison(unexpected_failures, unexpected_passes, stale, dict(by_reason), flaky_passed)
+    return Comparison(unexpected_failures, unexpected_passes, stale, dict(by_reason), flaky_passed, client_races)
 
 
 def summary(run: SuiteRun, comparison: Comparison) -> str:
@@ -352,6 +416,9 @@ def summary(run: SuiteRun, comparison: Comparison) -> str:
             lines.append(f"    {len(ids):3d}  {reason}")
     if comparison.flaky_passed:
         lines.append(f"  listed as flaky and passed this time: {len(comparison.flaky_passed)}")
+    if comparison.client_races:
+        lines.append("  FAILED BY A KNOWN CLIENT RACE (its log proves it; not counted against the broker):")
+        lines += [f"    {t}: {race}" for t, race in comparison.client_races.items()]
     skip_reasons = Counter(run.messages[t] for t, o in run.outcomes.items() if o == "skipped")
     if skip_reasons:
         lines.append("  skipped by reason:")
@@ -371,7 +438,7 @@ def run_all(work_dir: Path, pytest_args: tuple[str, ...] = ()) -> tuple[SuiteRun
     add_missing_files(root)
     install_test_requirements(root)
     run = run_suite(root, work_dir, pytest_args)
-    return run, compare(run.outcomes, load_expected_failures())
+    return run, compare(run.outcomes, load_expected_failures(), run.logs)
 
 
 def main(argv: list[str]) -> int:

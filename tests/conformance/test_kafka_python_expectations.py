@@ -50,19 +50,25 @@ def test_compare_accepts_either_outcome_for_flaky_entries():
     assert comparison.flaky_passed == ["t.py::a"]
 
 
+def junit_report(root, cases: str):
+    """A junit report of test/integration/test_x.py's cases under root (which gets that file)."""
+    (root / "test" / "integration").mkdir(parents=True)
+    (root / "test" / "integration" / "test_x.py").write_text("")
+    junit = root / "junit.xml"
+    junit.write_text(f"""<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest">{cases}</testsuite></testsuites>""")
+    return junit
+
+
 def test_junit_report_maps_to_upstream_test_ids(tmp_path):
-    (tmp_path / "test" / "integration").mkdir(parents=True)
-    (tmp_path / "test" / "integration" / "test_x.py").write_text("")
-    junit = tmp_path / "junit.xml"
-    junit.write_text("""<?xml version="1.0" encoding="utf-8"?>
-<testsuites><testsuite name="pytest">
+    junit = junit_report(tmp_path, """
   <testcase classname="test.integration.test_x" name="test_ok[gzip]" time="0.1"/>
   <testcase classname="test.integration.test_x" name="test_bad" time="0.1"><failure message="AssertionError: boom">trace</failure></testcase>
   <testcase classname="test.integration.test_x.TestSSL" name="test_setup" time="0.1"><error message="failed on setup with &quot;x&quot;">trace</error></testcase>
   <testcase classname="test.integration.test_x" name="test_skip" time="0"><skipped type="pytest.skip" message="needs 4.1">s</skipped></testcase>
   <testcase classname="test.integration.test_x" name="test_teardown" time="0.1"/>
   <testcase classname="test.integration.test_x" name="test_teardown" time="0.1"><error message="failed on teardown">t</error></testcase>
-</testsuite></testsuites>""")
+""")
     outcomes, messages = suite.parse_junit(junit, tmp_path)
     assert outcomes == {
         "test/integration/test_x.py::test_ok[gzip]": "passed",
@@ -73,3 +79,59 @@ def test_junit_report_maps_to_upstream_test_ids(tmp_path):
     }
     assert messages["test/integration/test_x.py::test_bad"] == "AssertionError: boom"
     assert messages["test/integration/test_x.py::test_skip"] == "needs 4.1"
+
+
+# A consumer's captured log from a run that lost kafka-python 3.0.12's race (forced by delaying the
+# consumer's subscribe and its metadata update; the CI run of main 36c1bf7 lost it by itself): the
+# consumer's bootstrap Metadata request was built before the subscription and answered after it.
+CONSUMER = "140027946333888:kafka-io-test_kafka_consumer_max_bytes_simple_dous_EKPE"
+LOST_SUBSCRIPTION_LOG = f"""\
+18:55:17.109 INFO     140028027590336:producer-network-thread kafka.cluster           Updated metadata: ClusterMetadata(brokers: 1, topics: 1, coordinators: 0)
+18:55:17.226 DEBUG    {CONSUMER} kafka.cluster           Metadata refresh loop needs bootstrap...
+18:55:17.226 INFO     {CONSUMER} kafka.net.manager       Attempting bootstrap to bootstrap-0 at 127.0.0.1:29411 (rack None)
+18:55:17.232 DEBUG    {CONSUMER} kafka.cluster           Sending metadata request MetadataRequest(topics=[], allow_auto_topic_creation=True, include_cluster_authorized_operations=False, include_topic_authorized_operations=False) to node bootstrap-0
+18:55:17.249 INFO     140028116294528:MainThread kafka.consumer.subscription_state Updating subscribed topics to: ('test_kafka_consumer_max_bytes_simple_TzPKLJMNBN',)
+18:55:17.308 INFO     {CONSUMER} kafka.cluster           Updated metadata: ClusterMetadata(brokers: 1, topics: 0, coordinators: 0)
+18:55:17.310 INFO     {CONSUMER} kafka.cluster           Starting metadata refresh loop
+18:55:26.321 INFO     {CONSUMER} kafka.cluster           Stopping metadata refresh loop
+"""
+NAMED_REQUEST = (f"18:55:17.400 DEBUG    {CONSUMER} kafka.cluster           Sending metadata request "
+                 "MetadataRequest(topics=[MetadataRequestTopic(topic_id=None, "
+                 "name='test_kafka_consumer_max_bytes_simple_TzPKLJMNBN')], allow_auto_topic_creation=True) "
+                 "to node 0\n")
+
+
+def test_lost_subscription_race_is_recognised_only_with_its_evidence():
+    assert suite.client_race(LOST_SUBSCRIPTION_LOG) == suite.LOST_SUBSCRIPTION
+    # The consumer asked the broker about its topic after subscribing: whatever failed, the broker was asked.
+    assert suite.client_race(LOST_SUBSCRIPTION_LOG.replace(
+        "18:55:26.321", NAMED_REQUEST + "18:55:26.321", 1)) is None
+    # The response came before the subscription: kafka-python then asks again, no race.
+    lines = LOST_SUBSCRIPTION_LOG.splitlines(keepends=True)
+    assert suite.client_race("".join(lines[:4] + [lines[5], lines[4]] + lines[6:])) is None
+    # The request in flight named the topic: the broker's answer is what the consumer saw.
+    assert suite.client_race(LOST_SUBSCRIPTION_LOG.replace(
+        "MetadataRequest(topics=[],", "MetadataRequest(topics=[MetadataRequestTopic(topic_id=None, "
+        "name='test_kafka_consumer_max_bytes_simple_TzPKLJMNBN')],")) is None
+    assert suite.client_race("") is None
+
+
+def test_compare_reports_a_failure_with_client_race_evidence_apart_and_fails_without_it():
+    outcomes = {"t.py::race": "failed", "t.py::bug": "failed", "t.py::ok": "passed"}
+    logs = {"t.py::race": LOST_SUBSCRIPTION_LOG, "t.py::bug": "nothing of the race here"}
+    comparison = suite.compare(outcomes, {}, logs)
+    assert comparison.unexpected_failures == ["t.py::bug"]
+    assert comparison.client_races == {"t.py::race": suite.LOST_SUBSCRIPTION}
+    comparison = suite.compare({"t.py::race": "failed"}, {}, logs)
+    assert comparison.ok
+
+
+def test_junit_report_keeps_the_captured_log_of_failed_tests(tmp_path):
+    junit = junit_report(tmp_path, """
+  <testcase classname="test.integration.test_x" name="test_bad" time="0.1"><failure message="boom">trace</failure><system-out>--- Captured Log ---
+12:00:00.000 INFO     1:MainThread kafka.x line one</system-out></testcase>
+  <testcase classname="test.integration.test_x" name="test_ok" time="0.1"/>
+""")
+    logs = suite.parse_junit_logs(junit, tmp_path)
+    assert logs == {"test/integration/test_x.py::test_bad": "--- Captured Log ---\n"
+                                                             "12:00:00.000 INFO     1:MainThread kafka.x line one"}
