@@ -319,6 +319,7 @@ class EtcdMetadataStore:
         self._lease: str | None = None
         self._me: BrokerInfo | None = None
         self._tasks: list[asyncio.Task] = []
+        self._advanced = asyncio.Event()  # set each time the watch (or a reload) moves ``revision``
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self, cluster_id: str = "") -> None:
@@ -381,9 +382,11 @@ class EtcdMetadataStore:
                         self.revision = max(self.revision, int(event["kv"].get("mod_revision", 0)))
                         if change is not None:
                             self._notify(*change)
+                    self._advanced.set()
             except WatchCompacted as e:
                 logger.warning("etcd watch: %s; reloading", e)
                 await self._reload()
+                self._advanced.set()
                 self._notify("controller", None)
                 for name in list(self.topics):
                     self._notify("topic", name)
@@ -460,6 +463,29 @@ class EtcdMetadataStore:
                 self.partitions[partition_key] = PartitionState.from_json(value, mod_revision)
             return "partition", partition_key
         return None
+
+    async def catch_up(self, timeout_s: float) -> int:
+        """Wait until the cache holds every change etcd has under the prefix now: the watch has
+        applied the key last modified (etcd sorts by mod revision and gives that one key). A
+        broker that registered and stood for controller knows itself and who the controller is,
+        but the brokers that registered since it loaded the metadata reach it through the watch;
+        until then its Metadata answer would name a controller missing from its broker list.
+        Returns the revision waited for; raises EtcdUnavailable after ``timeout_s``."""
+        data = await self.client.call("kv/range", {"key": _b64(self.prefix), "range_end": _prefix_end(self.prefix),
+                                                   "limit": 1, "sort_order": "DESCEND", "sort_target": "MOD",
+                                                   "keys_only": True})
+        kvs = data.get("kvs", [])
+        target = int(kvs[0]["mod_revision"]) if kvs else 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.revision < target:
+            self._advanced.clear()
+            try:
+                await asyncio.wait_for(self._advanced.wait(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:
+                raise EtcdUnavailable(f"the etcd watch did not bring the metadata to revision {target} within "
+                                      f"{timeout_s:.0f} s (at {self.revision})") from None
+        return target
 
     # ---- brokers and the controller --------------------------------------------------------
     async def register_broker(self, broker: BrokerInfo) -> None:

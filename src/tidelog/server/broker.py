@@ -4,8 +4,12 @@ the group coordinator, and the listener.
 A single node is a cluster of one: the embedded metadata store registers this broker as the
 only broker, controller and replica, and the ReplicaManager leads every partition through the
 same code as in a cluster (cluster/replica_manager.py). Only the composition differs: a cluster
-has etcd for a store and a Controller, and serves Kafka before it registers (its followers may
-fetch at once); a cluster of one registers first, so its partitions are led when it serves.
+has etcd for a store and a Controller. Either registers before it serves Kafka: a cluster of
+one so that its partitions are led when it serves; a cluster's broker also waits until its etcd
+watch has caught up with what etcd held once it registered and stood for controller, as Kafka's
+broker serves only once caught up and unfenced (a broker serving earlier could name a controller
+missing from its broker list, and librdkafka's admin then waits for a broker it never learns).
+Followers that try to fetch from it in that moment are refused and retry after their backoff.
 Also topic administration (explicit and automatic creation with Kafka's validation).
 Not thread-safe; everything runs on one event loop.
 """
@@ -64,6 +68,9 @@ from tidelog.txn.service import TransactionService
 logger = logging.getLogger(__name__)
 
 PRODUCER_ID_BLOCK = 1000
+# How long a cluster's broker waits at start for its etcd watch to bring the metadata up to what
+# etcd holds (normally milliseconds; Kafka's broker likewise waits to be caught up before serving).
+METADATA_CATCH_UP_S = 60.0
 
 
 class StartupError(Exception):
@@ -196,8 +203,10 @@ class Broker:
     # --- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
         """Lock the data directory, bind every listener, load metadata, recover the logs, then
-        serve Kafka (and, in a cluster, register). HTTP serves as soon as it is bound, so that
-        /health answers and /ready says what the broker waits for while it recovers.
+        serve Kafka; in a cluster, first register, stand for controller and wait until the
+        metadata shows every change etcd held by then (so a client's first Metadata names every
+        registered broker and the controller among them). HTTP serves as soon as it is bound, so
+        that /health answers and /ready says what the broker waits for while it recovers.
 
         Raises StartupError (one line naming the cause and the setting) when it cannot start;
         whatever it had opened by then is closed again and the lock released."""
@@ -285,17 +294,22 @@ class Broker:
                 await self._groups_loading
             self.startup_phase = "loading share groups"
             await self.shares.wait_loaded()
-        await self.listeners.start_serving()
-        for bound, advertised in zip(self.listeners.bound.values(), self.advertised_endpoints()):
-            logger.info("Kafka listener on %s:%d (%s%s)%s", bound.host or "*", bound.port, bound.listener_name,
-                        "" if bound.listener_name == bound.security_protocol.name else f", {bound.security_protocol.name}",
-                        "" if advertised == bound else f", advertised as {advertised}")
-        if self.controller is not None:
+        else:  # a cluster's broker serves once registered and caught up, as Kafka's serves once unfenced
             self.startup_phase = "joining the cluster"
             try:
                 await self._join_cluster()
             except EtcdUnavailable as e:
                 raise StartupError(f"cannot register in the cluster (--cluster): {e}") from None
+            self.startup_phase = "catching up with the cluster metadata"
+            try:
+                await self.metadata.catch_up(METADATA_CATCH_UP_S)
+            except EtcdUnavailable as e:
+                raise StartupError(f"cannot catch up with the cluster metadata (--cluster): {e}") from None
+        await self.listeners.start_serving()
+        for bound, advertised in zip(self.listeners.bound.values(), self.advertised_endpoints()):
+            logger.info("Kafka listener on %s:%d (%s%s)%s", bound.host or "*", bound.port, bound.listener_name,
+                        "" if bound.listener_name == bound.security_protocol.name else f", {bound.security_protocol.name}",
+                        "" if advertised == bound else f", advertised as {advertised}")
         self.startup_phase = None
         self.delay_topics = DelayTopics(self.metadata, self.replicas, self.config, self.data_dir, metrics=self.metrics,
                                         groups=lambda: self.groups if self.group_coordinator_error() is None else None)
