@@ -13,6 +13,7 @@ Kafka's broker serves only once caught up with the metadata and unfenced; so doe
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -20,7 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic as KafkaPythonNewTopic
 
-from tests.clusterproc import start_in_process_broker
+from tests.clusterproc import Cluster, start_in_process_broker
 from tests.etcdproc import EtcdProcess
 
 WATCH_HELD_S = 1.5  # how long the late broker's watch is held once it has registered
@@ -161,3 +162,19 @@ async def _late_broker(tmp_path, etcd) -> None:
         for broker in brokers:
             await broker.stop()
         await proxy.stop()
+
+
+def test_a_topic_is_created_at_once_on_brokers_started_side_by_side(tmp_path):
+    """Three broker processes launched together (as tests/clusterproc.py starts them), a topic
+    created by each client the moment the three serve (every cluster test starts so)."""
+    began = time.monotonic()
+    cluster = Cluster(tmp_path, 3).start()
+    try:
+        print(f"cluster of 3 started in {time.monotonic() - began:.1f} s")
+        try:
+            create_with_both_clients(cluster.bootstrap, "at-once")
+        except BaseException:
+            print(cluster.logs())
+            raise
+    finally:
+        cluster.stop()
