@@ -237,6 +237,15 @@ class BrokerMetrics:
             "tidelog_fsync_latency_seconds", "Time of one fsync job (every log flushed together).", buckets=_FSYNC_BUCKETS,
         ))
         self.fsyncs_failed = Counter("tidelog_fsync_errors", "fsync jobs that failed.", registry=r)
+        self.event_loop_lag = self._tally(TallyHistogram(
+            "tidelog_event_loop_lag_seconds",
+            "How late the event loop woke a task due every 0.1 s (server/loop_monitor.py): the wait any callback "
+            "due then (a request, a session timer, the etcd lease's keep-alive) had on top of its own.",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        ))
+        self.event_loop_stalls = Counter(
+            "tidelog_event_loop_stalls", "Event loop lags of 1 s or more (each logged as a WARNING, with where the "
+            "loop was stuck).", registry=r)
         self.log_dir_offline = Gauge(
             "tidelog_log_dir_offline",
             "1 while an I/O error keeps the data directory offline (KAFKA_STORAGE_ERROR until a restart), else 0.",
@@ -454,6 +463,10 @@ class BrokerMetrics:
     def observe_produce(self, seconds: float) -> None:
         """One Produce request's time, receipt to response."""
         self.produce_latency.observe((), seconds)
+
+    def observe_loop_lag(self, seconds: float) -> None:
+        """One wake-up of the loop monitor (server/loop_monitor.py): how late it woke."""
+        self.event_loop_lag.observe((), seconds)
 
     def observe_fsync(self, seconds: float, ok: bool) -> None:
         """One fsync job of the log manager (its ``fsync_observer``)."""

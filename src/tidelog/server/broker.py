@@ -58,6 +58,7 @@ from tidelog.server.connection import KafkaConnection
 from tidelog.server.data_dir import DataDirError, DataDirLock
 from tidelog.server.gauges import refresh_gauges
 from tidelog.server.listeners import KafkaListeners, ServerTls, inter_broker_security
+from tidelog.server.loop_monitor import LoopMonitor
 from tidelog.server.request_memory import RequestMemory
 from tidelog.server.resources import ResourceMonitor, segment_file_capacity, size_resources
 from tidelog.storage.cleaner_manager import CleanerConfig
@@ -118,6 +119,7 @@ class Broker:
         self._http_listener = http
         self.http: HttpListener | None = None
         self.metrics = BrokerMetrics(per_partition=config["metrics.per.partition.enable"])
+        self.loop_monitor = LoopMonitor(self.metrics.observe_loop_lag, self.metrics.event_loop_stalls.inc)
         self.request_memory = RequestMemory(config["queued.max.request.bytes"],
                                             1 << (config["socket.request.max.bytes"] - 1).bit_length(), self.metrics)
         # A cluster (``cluster`` = etcd://...): metadata in etcd and a controller. A cluster of
@@ -214,9 +216,11 @@ class Broker:
             self._lock.acquire()
         except DataDirError as e:
             raise StartupError(f"{e} (--data-dir)") from None
+        self.loop_monitor.start()
         try:
             await self._start()
         except BaseException:
+            self.loop_monitor.stop()
             await self._abort_start()
             raise
 
@@ -589,6 +593,7 @@ class Broker:
                 self.replicas.close()  # producer states and high watermarks, before the logs close
             await self.logs.close()
         await self.metadata.close()
+        self.loop_monitor.stop()
         self._lock.release()
         logger.info("shutdown complete: logs flushed, checkpoints written")
 
