@@ -19,8 +19,10 @@ offset, in order, and no offset the group committed is past a record the group d
 draw from; they are printed, with every round's fault, so a failure can be replayed:
 ``CHAOS_SEED=... CHAOS_ROUNDS=... ./scripts/test -k chaos -s``. ``CHAOS_DEBUG`` (librdkafka
 ``debug`` contexts, e.g. ``msg,eos,protocol``) turns on the producer's debug log, written by
-librdkafka to stderr (run with ``-s 2>file``); ``CHAOS_READER_DEBUG`` (e.g. ``cgrp,consumer,protocol``)
-the group reader's.
+librdkafka to stderr (run with ``-s 2>file``); ``CHAOS_READER_DEBUG`` (default ``cgrp``, e.g.
+``cgrp,consumer,protocol``, empty for none) the group reader's; a failure's report also says
+what the reader's thread was doing (polling, or in a synchronous commit and for how long) and
+when it last read a record.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ SESSION_TIMEOUT_MS = 2000  # the brokers' etcd lease (tests/clusterproc.py)
 MAX_IN_FLIGHT = 2000  # records produced but not yet acknowledged or failed
 FAULTS = ("kill-leader", "kill-follower", "pause", "torn-tail", "fsync-failure")
 HEAL_S = 60
+# The reader's librdkafka debug contexts, on by default (a few hundred lines a run, on stderr,
+# shown with a failure): its group stuck twice at load 18-23 and only this says why.
+READER_DEBUG = os.environ.get("CHAOS_READER_DEBUG", "cgrp")
 PROGRESS_RECORDS = 200
 
 
@@ -101,21 +106,39 @@ class GroupReader(threading.Thread):
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": GROUP, "auto.offset.reset": "earliest",
                                   "enable.auto.commit": False, "session.timeout.ms": 6000, "max.poll.interval.ms": 300000,
                                   "topic.metadata.refresh.interval.ms": 1000,
-                                  **({"debug": os.environ["CHAOS_READER_DEBUG"]} if os.environ.get("CHAOS_READER_DEBUG") else {})})
+                                  **({"debug": READER_DEBUG} if READER_DEBUG else {})})
         self.seen: dict[int, dict[int, int]] = {p: {} for p in range(PARTITIONS)}  # offset -> n
         self.conflicts: list[str] = []  # one offset seen with two values: a log rewritten under us
         self.commit_errors = collections.Counter()
         self.stop = threading.Event()
         self.exited = threading.Event()
+        # What the thread does, for a failure's report: librdkafka rejoins after a lost assignment
+        # only once its commits in flight are answered (unassign waits for them), and a
+        # synchronous commit keeps this thread from poll(), which serves the revocation.
+        self.commit_started: float | None = None  # monotonic, while in commit()
+        self.commits = 0
+        self.last_read = time.monotonic()
+        self.last_error: str | None = None  # the last error poll() returned
 
     def count(self) -> int:
         return sum(len(v) for v in self.seen.values())
 
+    def state(self) -> str:
+        now = time.monotonic()
+        doing = (f"in a synchronous commit for {now - self.commit_started:.1f} s" if self.commit_started is not None
+                 else "polling")
+        return (f"reader: {doing}, {self.commits} commits, last record read {now - self.last_read:.1f} s ago, "
+                f"last poll error {self.last_error}, commit errors {dict(self.commit_errors)}")
+
     def commit(self) -> None:
+        self.commit_started = time.monotonic()
         try:
             self.consumer.commit(asynchronous=False)
         except KafkaException as e:
             self.commit_errors[e.args[0].name()] += 1  # the coordinator is moving: the next commit covers it
+        finally:
+            self.commit_started = None
+            self.commits += 1
 
     def run(self) -> None:
         self.consumer.subscribe([TOPIC])
@@ -123,8 +146,12 @@ class GroupReader(threading.Thread):
         try:
             while not self.stop.is_set():
                 message = self.consumer.poll(0.2)
-                if message is None or message.error():
+                if message is None:
                     continue
+                if message.error():
+                    self.last_error = message.error().str()
+                    continue
+                self.last_read = time.monotonic()
                 n, offset, partition = int(message.value()), message.offset(), message.partition()
                 previous = self.seen[partition].setdefault(offset, n)
                 if previous != n:
@@ -300,7 +327,7 @@ def test_acknowledged_records_and_commits_survive_random_faults(cluster):
         if writer is not None and reader is not None:
             print(f"acknowledged per partition {[len(writer.acked[p]) for p in range(PARTITIONS)]}, read by the group "
                   f"{[len(reader.seen[p]) for p in range(PARTITIONS)]} (last offsets "
-                  f"{[max(reader.seen[p], default=None) for p in range(PARTITIONS)]})")
+                  f"{[max(reader.seen[p], default=None) for p in range(PARTITIONS)]}); {reader.state()}")
         print(cluster.logs())
         raise
     finally:
