@@ -239,7 +239,7 @@ class BrokerMetrics:
         self.fsyncs_failed = Counter("tidelog_fsync_errors", "fsync jobs that failed.", registry=r)
         self.event_loop_lag = self._tally(TallyHistogram(
             "tidelog_event_loop_lag_seconds",
-            "How late the event loop woke a task due every 0.1 s (server/loop_monitor.py): the wait any callback "
+            "How late the event loop woke a task due every 0.5 s (server/loop_monitor.py): the wait any callback "
             "due then (a request, a session timer, the etcd lease's keep-alive) had on top of its own.",
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         ))
