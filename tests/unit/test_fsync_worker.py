@@ -1,4 +1,4 @@
-"""The C fsync thread (storage/fsync.py ``FsyncWorker``) and the group commit's one-file jobs on it:
+"""The C fsync thread (storage/fsync.py ``FsyncWorker``) and the group commit's one-file and syncfs jobs on it:
 the thread reports each fsync's own outcome, serves what it was given before it stops, and through
 the LogManager a waiter is answered only after its fsync returned, a segment closed or deleted
 meanwhile keeps its descriptor until the job's end, and an fsync error fails every waiter of the
@@ -19,7 +19,7 @@ from tidelog.protocol.errors import KafkaError
 from tidelog.storage import manager as manager_module
 from tidelog.storage.errors import StorageError
 from tidelog.storage.faults import faults
-from tidelog.storage.fsync import FsyncWorker
+from tidelog.storage.fsync import FsyncWorker, syncfs_available
 from tidelog.storage.log import LogConfig
 from tidelog.storage.manager import LogManager
 
@@ -62,6 +62,22 @@ def test_the_worker_reports_each_fsyncs_own_outcome_in_order(tmp_path):
         assert worker.reap() == []
         for fd in (good, pipe_r, pipe_w):
             os.close(fd)
+    finally:
+        worker.close()
+
+
+def test_the_worker_syncs_a_whole_filesystem_when_asked_and_reports_its_error(tmp_path):
+    worker = FsyncWorker()
+    try:
+        directory = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+        closed = os.open(tmp_path / "file", os.O_RDWR | os.O_CREAT)
+        os.close(closed)  # syncfs of a descriptor no longer open: EBADF
+        worker.submit(1, directory, True)
+        worker.submit(2, closed, True)
+        worker.submit(3, directory, False)
+        outcomes = reaped(worker, 3)
+        assert [(token, error) for token, error, _, _ in outcomes] == [(1, 0), (2, errno.EBADF), (3, 0)]
+        os.close(directory)
     finally:
         worker.close()
 
@@ -235,7 +251,7 @@ def test_a_job_the_worker_cannot_take_releases_its_descriptors_and_leaves_its_se
             def __getattr__(self, name):
                 return getattr(worker, name)
 
-            def submit(self, token, fd):
+            def submit(self, token, fd, whole=False):
                 raise BufferError("FsyncWorker: too many fsyncs in flight")
 
         manager._worker = Full()
@@ -263,6 +279,89 @@ def test_an_armed_fault_sends_the_job_to_the_python_threads(tmp_path, gate):
         with pytest.raises(StorageError):
             await asyncio.wait_for(manager.wait_durable(log, log.log_end_offset), 10)
         assert manager.offline and gate.outcomes == []
+        await manager.close()
+
+    asyncio.run(run())
+
+
+PARTITIONS = 12  # a job over this many logs is one syncfs (fsync.SYNCFS_MIN_FILES)
+
+
+async def started_logs(tmp_path, gate: GatedWorker, monkeypatch):
+    """A started manager and PARTITIONS balanced logs, each with a batch made durable; what
+    ``sync_filesystem`` (the Python threads' syncfs) was called for is noted in the list returned."""
+    python_syncs: list[int] = []
+    real = manager_module.sync_filesystem
+    monkeypatch.setattr(manager_module, "sync_filesystem",
+                        lambda fd, targets: python_syncs.append(len(targets)) or real(fd, targets))
+    manager = LogManager(tmp_path, LogConfig(durability="balanced"))
+    await manager.start()
+    logs = [manager.create("t", p) for p in range(PARTITIONS)]
+    for log in logs:
+        append(log)
+    gate.watch(manager)
+    waiter = manager.durable_waiter([(log, log.log_end_offset) for log in logs])
+    gate.release()
+    await asyncio.wait_for(waiter, 10)
+    return manager, logs, python_syncs
+
+
+@pytest.mark.skipif(not syncfs_available(), reason="syncfs reports write-back errors from Linux 5.8 on")
+def test_a_job_over_many_logs_is_one_syncfs_in_the_c_thread_answered_only_after_it_returned(tmp_path, gate,
+                                                                                           monkeypatch):
+    async def run():
+        manager, logs, python_syncs = await started_logs(tmp_path, gate, monkeypatch)
+        for log in logs:
+            append(log)
+        waiter = manager.durable_waiter([(log, log.log_end_offset) for log in logs])
+        await turns()
+        assert len(manager._worker_jobs) == 1 and not waiter.done()  # held at the gate
+        assert all(log.durable_offset == 3 for log in logs)
+        gate.release()
+        await asyncio.wait_for(waiter, 10)
+        assert all(log.durable_offset == 6 for log in logs) and not manager._worker_jobs
+        assert [error for _, error, _, _ in gate.outcomes] == [0, 0] and python_syncs == []
+        await manager.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.skipif(not syncfs_available(), reason="syncfs reports write-back errors from Linux 5.8 on")
+def test_a_syncfs_error_in_the_c_thread_fails_every_waiter_and_takes_the_directory_offline(tmp_path, gate,
+                                                                                          monkeypatch):
+    """The error is the kernel's: the data directory's descriptor is closed while the syncfs is
+    held, so syncfs(2) fails with EBADF in the C thread."""
+    async def run():
+        manager, logs, _ = await started_logs(tmp_path, gate, monkeypatch)
+        for log in logs:
+            append(log)
+        waiter = manager.durable_waiter([(log, log.log_end_offset) for log in logs])
+        await turns()
+        fs_fd = manager._fs_fd
+        saved = os.dup(fs_fd)
+        os.close(fs_fd)
+        gate.release()
+        with pytest.raises(StorageError, match="syncfs"):
+            await asyncio.wait_for(waiter, 10)
+        assert manager.offline and all(log.durable_offset == 3 for log in logs)
+        assert [error for _, error, _, _ in gate.outcomes] == [0, errno.EBADF]
+        os.dup2(saved, fs_fd)  # the manager's descriptor again, for its close
+        os.close(saved)
+        await manager.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.skipif(not syncfs_available(), reason="syncfs reports write-back errors from Linux 5.8 on")
+def test_an_armed_fault_sends_a_syncfs_job_to_the_python_threads(tmp_path, gate, monkeypatch):
+    async def run():
+        manager, logs, python_syncs = await started_logs(tmp_path, gate, monkeypatch)
+        faults.fail_next_fsync(errno.EIO, target="segment")
+        for log in logs:
+            append(log)
+        with pytest.raises(StorageError):
+            await asyncio.wait_for(manager.wait_durable_many([(log, log.log_end_offset) for log in logs]), 10)
+        assert manager.offline and python_syncs == [PARTITIONS] and len(gate.outcomes) == 1
         await manager.close()
 
     asyncio.run(run())

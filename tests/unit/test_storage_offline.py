@@ -11,6 +11,7 @@ import threading
 
 import pytest
 
+from tidelog.storage import manager as manager_module
 from tidelog.storage.errors import CorruptSegment, StorageError
 from tidelog.storage.faults import faults
 from tidelog.storage.fsync import sync_fds
@@ -200,6 +201,8 @@ def test_syncfs_fails_every_log_it_covered(tmp_path, monkeypatch):
         return -1
 
     monkeypatch.setattr(fsync_module, "_syncfs", failing_syncfs)
+    # the Python threads' syncfs (the C thread's: test_fsync_worker's syncfs error test)
+    monkeypatch.setattr(manager_module, "FsyncWorker", None)
 
     async def run():
         manager = await started_manager(tmp_path, durability="balanced", flush_interval_ms=1)

@@ -3,8 +3,9 @@
 A Python flush thread takes the GIL to wake up and again after each fsync, and each time waits
 for the event loop to let go of it: up to the interpreter's switch interval (5 ms) when the loop
 is busy. This thread is C: the loop hands it a descriptor (``submit``, a mutex and a condition
-variable), it fsyncs it and posts the outcome, then writes to an eventfd the loop watches
-(``fileno``), where ``reap`` collects the outcomes. Requests are served in order, one at a time.
+variable), it fsyncs it (or, for a job over many files, syncs its whole filesystem: ``syncfs``)
+and posts the outcome, then writes to an eventfd the loop watches (``fileno``), where ``reap``
+collects the outcomes. Requests are served in order, one at a time.
 
 Only for tests: a ``gate`` descriptor, if given, is read (one byte) before each fsync, so a test
 can hold an fsync in progress and release it.
@@ -25,6 +26,7 @@ can hold an fsync in progress and release it.
 typedef struct {
     unsigned long long token;
     int fd;
+    int whole; /* syncfs(fd): the filesystem fd is in, not only its file */
     int error;
     long long started_ns;
     long long ended_ns;
@@ -85,7 +87,7 @@ static void *serve(void *arg) {
         item.started_ns = now_ns();
         int result;
         do {
-            result = fsync(item.fd);
+            result = item.whole ? syncfs(item.fd) : fsync(item.fd);
         } while (result != 0 && errno == EINTR);
         item.error = result == 0 ? 0 : errno;
         item.ended_ns = now_ns();
@@ -179,7 +181,8 @@ static void Worker_dealloc(Worker *w) {
 static PyObject *Worker_submit(Worker *w, PyObject *args) {
     unsigned long long token;
     int fd;
-    if (!PyArg_ParseTuple(args, "Ki", &token, &fd))
+    int whole = 0;
+    if (!PyArg_ParseTuple(args, "Ki|p", &token, &fd, &whole))
         return NULL;
     if (!serving(w)) {
         PyErr_SetString(PyExc_RuntimeError, w->started ? "FsyncWorker belongs to the process that forked this one"
@@ -195,6 +198,7 @@ static PyObject *Worker_submit(Worker *w, PyObject *args) {
     Item *item = &w->requests[(w->request_head + w->request_count) % SLOTS];
     item->token = token;
     item->fd = fd;
+    item->whole = whole;
     w->request_count++;
     w->in_flight++;
     pthread_mutex_unlock(&w->mutex);
@@ -249,7 +253,7 @@ static PyObject *Worker_native_id(Worker *w, void *closure) {
 }
 
 static PyMethodDef Worker_methods[] = {
-    {"submit", (PyCFunction)Worker_submit, METH_VARARGS, "submit(token, fd): fsync fd in the worker thread"},
+    {"submit", (PyCFunction)Worker_submit, METH_VARARGS, "submit(token, fd, syncfs=False): fsync fd (syncfs: sync the filesystem fd is in) in the worker thread"},
     {"reap", (PyCFunction)Worker_reap, METH_NOARGS, "reap() -> [(token, errno, started_ns, ended_ns)]"},
     {"fileno", (PyCFunction)Worker_fileno, METH_NOARGS, "the eventfd readable once an outcome is posted"},
     {"close", (PyCFunction)Worker_close, METH_NOARGS, "serve what was submitted, then stop the thread"},

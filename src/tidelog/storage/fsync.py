@@ -10,7 +10,8 @@ instead of hundreds. Stateless; safe to call from any thread.
 
 ``FsyncWorker`` (the C extension ``_fsyncworker``, None where it was not built) is an fsync thread
 that never takes the GIL: the group commit's usual job, one file (the active segment of one
-partition), goes to it when no fault is armed. A Python thread's two GIL acquisitions a job each
+partition), and a job over many files (one ``syncfs`` through the data directory's descriptor) go to
+it when no fault is armed; a job of a few files (fsyncs side by side) goes to the Python threads. A Python thread's two GIL acquisitions a job each
 wait for the event loop to let go, up to the interpreter's switch interval (5 ms) when it is busy;
 the worker is handed the descriptor under a mutex and posts the outcome through an eventfd the
 loop watches (``fileno``; ``reap`` collects the outcomes: token, errno, start and end on

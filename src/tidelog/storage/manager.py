@@ -98,7 +98,7 @@ class LogManager:
         self.log_dir.listeners.append(self._on_offline)
         self.on_offline: list[Callable[[str], None]] = self.log_dir.listeners  # called with the reason
         self._flush_threads = FlushThreads(FSYNC_THREADS, "tidelog-fsync")
-        # One-file jobs (the usual): the C fsync thread, which never waits for the GIL (fsync.py).
+        # One-file and syncfs jobs: the C fsync thread, which never waits for the GIL (fsync.py).
         self._worker: FsyncWorker | None = None
         self._worker_jobs: dict[int, tuple[list[PartitionLog], list[tuple[PartitionLog, PendingFlush]], float]] = {}
         self._worker_token = 0
@@ -471,18 +471,20 @@ class LogManager:
         try:
             pendings = self._start_flushes(logs, syncfs)
             if pendings:
+                # The C thread takes a job of one file (the usual one: a partition's active
+                # segment) and a syncfs (many partitions); the fault hook (sync_fds,
+                # sync_filesystem) runs in the Python threads only.
+                worker = self._worker if not faults.armed else None
                 if syncfs:
+                    if worker is not None:
+                        self._submit(worker, self._open_fs_fd(), True, logs, pendings)
+                        return
                     calls = [partial(sync_filesystem, self._open_fs_fd(),
                                      [target for _, pending in pendings for target in pending.targets])]
                 else:
                     fds = [fd for _, pending in pendings for fd in pending.fds]
-                    if len(fds) == 1 and self._worker is not None and not faults.armed:
-                        # the usual job (one partition's active segment): the C thread; the fault
-                        # hook (sync_fds) runs in the Python threads only
-                        self._worker_token += 1
-                        submitted = time.perf_counter()
-                        self._worker.submit(self._worker_token, fds[0][0])  # its outcome is reaped on the loop
-                        self._worker_jobs[self._worker_token] = (logs, pendings, submitted)
+                    if len(fds) == 1 and worker is not None:
+                        self._submit(worker, fds[0][0], False, logs, pendings)
                         return
                     parts = split_sync(fds, FSYNC_THREADS)
                     calls = [partial(sync_fds, part) for part in parts]
@@ -506,12 +508,24 @@ class LogManager:
             return
         self._job_finished(logs, None, ran=False)  # nothing to sync
 
+    def _submit(self, worker: FsyncWorker, fd: int, whole: bool, logs: list[PartitionLog],
+                pendings: list[tuple[PartitionLog, PendingFlush]]) -> None:
+        """A job to the C fsync thread: an fsync of ``fd``, or with ``whole`` a syncfs through it;
+        its outcome is reaped on the loop (``_worker_synced``)."""
+        self._worker_token += 1
+        submitted = time.perf_counter()
+        worker.submit(self._worker_token, fd, whole)
+        self._worker_jobs[self._worker_token] = (logs, pendings, submitted)
+
     def _worker_synced(self) -> None:
         """The C fsync thread posted outcomes (its eventfd is readable): each job's end, as
         ``_job_synced`` after a flush thread's."""
         for token, error_number, _started_ns, ended_ns in self._worker.reap():
             logs, pendings, submitted = self._worker_jobs.pop(token)
-            error = OSError(error_number, f"fsync: {os.strerror(error_number)}") if error_number else None
+            error = None
+            if error_number:
+                what = "fsync" if any(pending.fds for _, pending in pendings) else "syncfs"  # a syncfs job has none
+                error = OSError(error_number, f"{what}: {os.strerror(error_number)}")
             self._job_synced(logs, pendings, error, ended_ns / 1e9 - submitted)
 
     def _start_flushes(self, logs: list[PartitionLog], syncfs: bool) -> list[tuple[PartitionLog, PendingFlush]]:
