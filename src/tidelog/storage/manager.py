@@ -76,6 +76,33 @@ def parse_partition_dir(name: str) -> tuple[str, int] | None:
     return topic, int(partition)
 
 
+class _Shared:
+    """One wait over several logs of the group commit (``durable_waiter``), registered with each
+    of them in place of a future: answered by each log once (``set_result``, as a future is) and
+    its future done when every one of them has, or failed at the first failure."""
+
+    __slots__ = ("future", "remaining")
+
+    def __init__(self, future: asyncio.Future, remaining: int) -> None:
+        self.future = future
+        self.remaining = remaining
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def cancelled(self) -> bool:
+        return self.future.cancelled()
+
+    def set_result(self, _result: None) -> None:
+        self.remaining -= 1
+        if self.remaining == 0 and not self.future.done():
+            self.future.set_result(None)
+
+    def set_exception(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
 def _set_outcome(future: asyncio.Future, error: BaseException | None) -> None:
     if not future.done():
         future.set_result(error)
@@ -102,7 +129,7 @@ class LogManager:
         self._worker: FsyncWorker | None = None
         self._worker_jobs: dict[int, tuple[list[PartitionLog], list[tuple[PartitionLog, PendingFlush]], float]] = {}
         self._worker_token = 0
-        self._balanced_waiters: dict[PartitionLog, list[tuple[int, asyncio.Future]]] = {}
+        self._balanced_waiters: dict[PartitionLog, list[tuple[int, asyncio.Future | _Shared]]] = {}  # (offset, waiter)
         self._flush_soon: set[PartitionLog] = set()  # rolled or shrunk: flushed in every profile
         self._dirty: set[PartitionLog] = set()  # appended to since their last flush (not throughput)
         self._sync_requested: dict[PartitionLog, None] = {}  # for the next job (ordered set)
@@ -635,13 +662,14 @@ class LogManager:
         """What ``wait_durable_many`` awaits, for a caller that awaits it itself (one coroutine
         frame fewer on a Produce's way in and out): None when every target is durable already.
 
-        Registers one future per partition still waiting, instead of a coroutine and a task each:
-        with hundreds of partitions per request that difference showed in profiles. The group
+        The partitions of the group commit share one future (``_Shared``: done when each of them
+        is), instead of a coroutine and a task each, or a future each and a gather: with 16
+        partitions a request the gather's callbacks were a good part of the wait's cost. The group
         commit's job starts here when none runs (not at a later loop turn), and one future is
         returned as it is (a gather would add a turn before the answer).
         """
         futures: list[asyncio.Future] = []
-        registered = False
+        balanced: list[tuple[PartitionLog, int]] = []
         for log, offset in targets:
             durability = log.config.durability
             if durability == "throughput" or offset <= log.durable_offset:
@@ -649,15 +677,21 @@ class LogManager:
             if durability == "durable":
                 futures.append(asyncio.ensure_future(self.wait_durable(log, offset)))
                 continue
+            balanced.append((log, offset))
+        if balanced:
             if not self._flushing:
                 raise RuntimeError("LogManager.start() was not called")
             if self.offline:
                 raise self.log_dir.error()
             future = self._loop.create_future()  # started: the running loop (no get_running_loop pid check)
-            self._balanced_waiters.setdefault(log, []).append((offset, future))
+            waiter = future if len(balanced) == 1 else _Shared(future, len(balanced))
+            waiters = self._balanced_waiters
+            for log, offset in balanced:
+                if log in waiters:
+                    waiters[log].append((offset, waiter))
+                else:
+                    waiters[log] = [(offset, waiter)]
             futures.append(future)
-            registered = True
-        if registered:
             self._kick()
         if len(futures) == 1:
             return futures[0]
