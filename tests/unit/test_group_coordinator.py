@@ -316,3 +316,40 @@ def test_only_member_rejoining_a_stable_group_completes_at_once():
         assert loop.time() - started < 1.0, "waited for the rebalance timeout"
 
     run(scenario)
+
+
+class FailingLog(MemoryLog):
+    """A GroupLog whose writes fail with ``error`` (the coordinator moving away, the disk)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    async def write(self, records):
+        await asyncio.sleep(0)
+        raise self.error
+
+
+def test_a_write_failing_because_the_coordinator_moved_is_logged_at_info_not_error(caplog):
+    """A commit while this broker stops leading __consumer_offsets answers NOT_COORDINATOR and
+    logs it as the routine it is in a failover; a write failing otherwise is still an ERROR."""
+    import logging
+
+    from tidelog.protocol.errors import KafkaError
+
+    key = ("t", 0)
+
+    async def commit(c):
+        return await c.offsets.commit_offsets("solo", -1, "", None, {key: (5, -1, None)})
+
+    cases = [(KafkaError(ErrorCode.not_coordinator, "__consumer_offsets write not replicated: not_leader_or_follower"),
+              ErrorCode.not_coordinator, logging.INFO),
+             (KafkaError(ErrorCode.coordinator_not_available, "the ISR is short"), ErrorCode.coordinator_not_available,
+              logging.WARNING),
+             (OSError(5, "Input/output error"), ErrorCode.coordinator_not_available, logging.ERROR)]
+    for error, answer, level in cases:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="tidelog.groups"):
+            assert run(commit, FailingLog(error)) == {key: answer}
+        failures = [r for r in caplog.records if "cannot store offsets" in r.getMessage()]
+        assert [r.levelno for r in failures] == [level], (error, failures)

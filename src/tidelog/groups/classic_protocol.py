@@ -43,7 +43,7 @@ from tidelog.groups.classic_group import (
     SyncResult,
 )
 from tidelog.groups.records import GroupKey, encode_group_key, encode_group_value
-from tidelog.groups.registry import GroupLog, GroupRegistry, write_error
+from tidelog.groups.registry import GroupLog, GroupRegistry, write_error, write_failure_level
 from tidelog.groups.settings import GroupSettings
 from tidelog.groups.timers import GroupTimers
 from tidelog.protocol.errors import ErrorCode
@@ -382,7 +382,7 @@ class ClassicGroupProtocol:
         try:
             await self.log.write([(encode_group_key(GroupKey(group.group_id)), encode_group_value(value))])
         except Exception as e:  # noqa: BLE001 - any storage failure fails this generation's sync
-            logger.error("group %s: cannot store group metadata: %s", group.group_id, e)
+            logger.log(write_failure_level(e), "group %s: cannot store group metadata: %s", group.group_id, e)
             error = write_error(e)
         if group.state != COMPLETING_REBALANCE or group.generation_id != generation_id:
             return  # a rebalance started meanwhile; the members were told
@@ -527,7 +527,7 @@ class ClassicGroupProtocol:
         try:
             await self.log.write([(encode_group_key(GroupKey(group.group_id)), encode_group_value(group.to_value()))])
         except Exception as e:  # noqa: BLE001 - metadata is rewritten at the next rebalance
-            logger.error("group %s: cannot store group metadata: %s", group.group_id, e)
+            logger.log(write_failure_level(e), "group %s: cannot store group metadata: %s", group.group_id, e)
 
     def start_timers(self, group: ClassicGroup) -> None:
         """After loading: every member must heartbeat within its session timeout, as after a failover."""

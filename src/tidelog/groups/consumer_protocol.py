@@ -46,7 +46,7 @@ from tidelog.groups.consumer_group import (
     same_assignment,
 )
 from tidelog.groups.records import ConsumerGroupKey, encode_consumer_group_key, encode_consumer_group_value
-from tidelog.groups.registry import GroupLog, GroupRegistry
+from tidelog.groups.registry import GroupLog, GroupRegistry, write_failure_level
 from tidelog.groups.settings import GroupSettings
 from tidelog.groups.timers import GroupTimers
 from tidelog.protocol.errors import ErrorCode
@@ -418,7 +418,7 @@ class ConsumerGroupProtocol:
             await self.log.write(
                 [(encode_consumer_group_key(ConsumerGroupKey(group.group_id)), encode_consumer_group_value(encode_group_snapshot(group)))])
         except Exception as e:  # noqa: BLE001 - the next change rewrites the whole group
-            logger.error("consumer group %s: cannot store group metadata: %s", group.group_id, e)
+            logger.log(write_failure_level(e), "consumer group %s: cannot store group metadata: %s", group.group_id, e)
 
     # --- OffsetCommit / OffsetFetch validation -------------------------------------------------
     @staticmethod

@@ -29,7 +29,7 @@ from tidelog.groups.classic_protocol import ClassicGroupProtocol
 from tidelog.groups.consumer_protocol import ConsumerGroupProtocol
 from tidelog.groups.offsets import CommittedOffset, PartitionLag, compute_lag
 from tidelog.groups.records import OffsetKey, decode_offset_value, encode_offset_key, encode_offset_value
-from tidelog.groups.registry import GroupLog, GroupRegistry, write_error
+from tidelog.groups.registry import GroupLog, GroupRegistry, write_error, write_failure_level
 from tidelog.groups.settings import GroupSettings
 from tidelog.groups.txn_offsets import PendingTxnOffsets
 from tidelog.protocol.errors import ErrorCode
@@ -120,7 +120,7 @@ class OffsetManager:
         try:
             base_offset = await self.log.write(records)
         except Exception as e:  # noqa: BLE001 - the commit is not acknowledged
-            logger.error("group %s: cannot store offsets: %s", group_id, e)
+            logger.log(write_failure_level(e), "group %s: cannot store offsets: %s", group_id, e)
             for key, _ in accepted:
                 results[key] = write_error(e)
             return results

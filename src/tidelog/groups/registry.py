@@ -52,6 +52,19 @@ def write_error(e: Exception) -> ErrorCode:
     return e.error_code if isinstance(e, KafkaError) else ErrorCode.coordinator_not_available
 
 
+# Failed writes of a coordinator moving away (NOT_COORDINATOR: the client looks the new one up,
+# as with Kafka) or waiting for its ISR (retriable) are routine in a failover, not errors.
+_WRITE_FAILURE_LEVELS = {ErrorCode.not_coordinator: logging.INFO, ErrorCode.coordinator_load_in_progress: logging.INFO,
+                         ErrorCode.coordinator_not_available: logging.WARNING,
+                         ErrorCode.request_timed_out: logging.WARNING}
+
+
+def write_failure_level(e: Exception) -> int:
+    """The level to log a failed ``__consumer_offsets`` write at: INFO when this broker stopped
+    coordinating, WARNING when the ISR did not take it (yet), ERROR for anything else."""
+    return _WRITE_FAILURE_LEVELS.get(write_error(e), logging.ERROR) if isinstance(e, KafkaError) else logging.ERROR
+
+
 class GroupRegistry:
     """Classic and consumer-protocol groups by id, and the committed offsets of both."""
 
