@@ -365,3 +365,43 @@ def test_an_armed_fault_sends_a_syncfs_job_to_the_python_threads(tmp_path, gate,
         await manager.close()
 
     asyncio.run(run())
+
+
+@pytest.mark.skipif(not syncfs_available(), reason="syncfs reports write-back errors from Linux 5.8 on")
+def test_an_extension_built_before_syncfs_jobs_gets_one_file_jobs_only(tmp_path, gate, monkeypatch):
+    """A venv whose _fsyncworker was not rebuilt (its submit takes a token and a descriptor, and
+    the module has no SYNCFS): a job over many logs goes to the Python threads, not to a submit
+    that would refuse it."""
+    class OldWorker:
+        def __init__(self, worker):
+            self._worker = worker
+
+        def __getattr__(self, name):
+            return getattr(self._worker, name)
+
+        def submit(self, token, fd):
+            self._worker.submit(token, fd)
+
+    async def run():
+        monkeypatch.setattr(manager_module, "WORKER_SYNCFS", False)
+        python_syncs: list[int] = []
+        real = manager_module.sync_filesystem
+        monkeypatch.setattr(manager_module, "sync_filesystem",
+                            lambda fd, targets: python_syncs.append(len(targets)) or real(fd, targets))
+        manager = LogManager(tmp_path, LogConfig(durability="balanced"))
+        await manager.start()
+        gate.watch(manager)
+        manager._worker = OldWorker(manager._worker)
+        logs = [manager.create("t", p) for p in range(PARTITIONS)]
+        for log in logs:
+            append(log)
+        await asyncio.wait_for(manager.wait_durable_many([(log, log.log_end_offset) for log in logs]), 10)
+        assert len(python_syncs) == 1 and all(log.durable_offset == 3 for log in logs)  # one syncfs, in Python
+        append(logs[0])
+        waiter = manager.durable_waiter([(logs[0], logs[0].log_end_offset)])
+        gate.release()  # a one-file job: the C thread still
+        await asyncio.wait_for(waiter, 10)
+        assert [error for _, error, _, _ in gate.outcomes] == [0] and logs[0].durable_offset == 6
+        await manager.close()
+
+    asyncio.run(run())

@@ -286,6 +286,10 @@ PyMODINIT_FUNC PyInit__fsyncworker(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
+    if (PyModule_AddIntConstant(m, "SYNCFS", 1) < 0) { /* submit takes syncfs jobs */
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&WorkerType);
     if (PyModule_AddObject(m, "FsyncWorker", (PyObject *)&WorkerType) < 0) {
         Py_DECREF(&WorkerType);

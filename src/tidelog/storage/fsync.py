@@ -31,9 +31,12 @@ from typing import Callable
 from tidelog.storage.faults import faults
 
 try:
-    from tidelog.storage._fsyncworker import FsyncWorker
+    from tidelog.storage import _fsyncworker
 except ImportError:  # built without a C compiler: every job goes to the Python flush threads
-    FsyncWorker = None
+    _fsyncworker = None
+FsyncWorker = getattr(_fsyncworker, "FsyncWorker", None)
+# An extension built before the worker took syncfs jobs (not rebuilt since): its one-file jobs only.
+WORKER_SYNCFS = getattr(_fsyncworker, "SYNCFS", 0) == 1
 
 SYNCFS_MIN_FILES = 8  # from this many files on, one syncfs beats an fsync each
 

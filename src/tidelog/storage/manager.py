@@ -52,8 +52,8 @@ from tidelog.storage.checkpoint import fsync_dir, remove_file, write_checkpoint_
 from tidelog.storage.cleaner_manager import CleanerConfig, LogCleaner
 from tidelog.storage.errors import StorageError
 from tidelog.storage.faults import faults
-from tidelog.storage.fsync import (SYNCFS_MIN_FILES, FlushThreads, FsyncWorker, split_sync, sync_fds, sync_filesystem,
-                                   syncfs_available)
+from tidelog.storage.fsync import (SYNCFS_MIN_FILES, WORKER_SYNCFS, FlushThreads, FsyncWorker, split_sync, sync_fds,
+                                   sync_filesystem, syncfs_available)
 from tidelog.storage.log import LogConfig, PartitionLog, PendingFlush
 from tidelog.storage.log_dir import LogDirState
 from tidelog.storage.open_files import OpenFiles
@@ -503,7 +503,7 @@ class LogManager:
                 # sync_filesystem) runs in the Python threads only.
                 worker = self._worker if not faults.armed else None
                 if syncfs:
-                    if worker is not None:
+                    if worker is not None and WORKER_SYNCFS:
                         self._submit(worker, self._open_fs_fd(), True, logs, pendings)
                         return
                     calls = [partial(sync_filesystem, self._open_fs_fd(),
@@ -541,7 +541,10 @@ class LogManager:
         its outcome is reaped on the loop (``_worker_synced``)."""
         self._worker_token += 1
         submitted = time.perf_counter()
-        worker.submit(self._worker_token, fd, whole)
+        if whole:
+            worker.submit(self._worker_token, fd, True)
+        else:
+            worker.submit(self._worker_token, fd)
         self._worker_jobs[self._worker_token] = (logs, pendings, submitted)
 
     def _worker_synced(self) -> None:
