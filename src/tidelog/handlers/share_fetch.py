@@ -32,7 +32,7 @@ import time
 
 from tidelog.handlers.authorization import unreadable_topic_ids
 from tidelog.handlers.registry import RequestContext, handles
-from tidelog.handlers.share_partitions import acknowledge, current_leader, has_renew, node_endpoints
+from tidelog.handlers.share_partitions import acknowledge, has_renew, leader_hint, node_endpoints
 from tidelog.protocol.apis import response_module
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.share_fetch import SharePartitionData, encode_share_fetch_response
@@ -102,11 +102,11 @@ async def handle(ctx: RequestContext, request) -> object:
         error = outcome if isinstance(outcome, ErrorCode) else ErrorCode.none
         result = outcome if isinstance(outcome, AcquireResult) else None
         ack_error = ack_errors.get((topic_id, partition), ErrorCode.none)
-        leader = current_leader(ctx, module, topic_id, partition, error)
-        if leader.leader_id >= 0:
-            leaders.append(leader.leader_id)
+        leader_id, leader_epoch = leader_hint(ctx, topic_id, partition, error)
+        if leader_id >= 0:
+            leaders.append(leader_id)
         responses.setdefault(topic_id, []).append(SharePartitionData(
-            partition, error, ack_error, leader.leader_id, leader.leader_epoch,
+            partition, error, ack_error, leader_id, leader_epoch,
             result.records if result is not None else (), result.acquired if result is not None else ()))
     # Encoded by hand (protocol/share_fetch.py): a filter or priorities can acquire hundreds of
     # single records a fetch, a range each on the wire.

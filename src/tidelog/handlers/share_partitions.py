@@ -47,13 +47,22 @@ def has_renew(topics: Iterable[AckTopic]) -> bool:
 def current_leader(ctx: RequestContext, module, topic_id: uuid.UUID, partition: int, error: ErrorCode):
     """The partition's leader and leader epoch as the metadata says (for a client to move on after
     NOT_LEADER_OR_FOLLOWER); -1/-1 when not known or not needed."""
-    leader_id, leader_epoch = -1, -1
+    leader_id, leader_epoch = leader_hint(ctx, topic_id, partition, error)
+    return build(module.LeaderIdAndEpoch, leader_id=leader_id, leader_epoch=leader_epoch)
+
+
+def leader_hint(ctx: RequestContext, topic_id: uuid.UUID, partition: int, error: ErrorCode) -> tuple[int, int]:
+    """``current_leader``'s (leader id, leader epoch), with no response object (ShareFetch's
+    response is encoded by hand)."""
     if error in _MOVED:
         record = ctx.topics.topic_by_id(topic_id)
         state = ctx.metadata.partitions.get((record.name, partition)) if record is not None else None
         if state is not None:
-            leader_id, leader_epoch = state.leader, state.leader_epoch
-    return build(module.LeaderIdAndEpoch, leader_id=leader_id, leader_epoch=leader_epoch)
+            return state.leader, state.leader_epoch
+    return _NO_LEADER
+
+
+_NO_LEADER = (-1, -1)
 
 
 def node_endpoints(ctx: RequestContext, module, leader_ids: Iterable[int]) -> tuple:

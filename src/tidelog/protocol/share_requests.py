@@ -273,7 +273,21 @@ def _string(body, pos: int, end: int) -> tuple[str | None, int]:
 def _uuid(body, pos: int, end: int) -> tuple[uuid.UUID | None, int]:
     _need(pos + 16, end)
     raw = bytes(body[pos:pos + 16])
-    return (uuid.UUID(bytes=raw) if any(raw) else None), pos + 16
+    known = _TOPIC_IDS.get(raw)
+    if known is None:
+        if not any(raw):
+            return None, pos + 16
+        if len(_TOPIC_IDS) >= _MAX_TOPIC_IDS:
+            _TOPIC_IDS.clear()
+        known = _TOPIC_IDS[raw] = uuid.UUID(bytes=raw)
+    return known, pos + 16
+
+
+# The topic ids requests name, one UUID object each: a fetch's every dict lookup by one of them then
+# finds the key it holds by identity, not through uuid.UUID's Python __eq__ (nor its __init__ a
+# request). Bounded: emptied when full.
+_TOPIC_IDS: dict[bytes, uuid.UUID] = {}
+_MAX_TOPIC_IDS = 4096
 
 
 def _bool(byte: int) -> bool:

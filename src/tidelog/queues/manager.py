@@ -188,7 +188,7 @@ class ShareManager:
         self._loading: dict[ShareStateKey, asyncio.Future] = {}
         self._initializing: dict[ShareStateKey, asyncio.Future] = {}  # at most one initialisation per key
         self._waiters: dict[ShareStateKey, set[asyncio.Future]] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Future] = set()  # state writes (and their tasks) not yet finished
         self._closed = False
 
     # --- share-partition state ----------------------------------------------------------------
@@ -396,8 +396,9 @@ class ShareManager:
     # --- durability -----------------------------------------------------------------------------
     async def _settle(self, key: ShareStateKey, sp: SharePartition, t: Transition) -> None:
         """Dead letters, then the state write, then commit; rollback and re-raise on failure. The steps
-        run in their own task: a caller cancelled meanwhile (its client went away) does not leave the
-        share-partition and its durable state disagreeing."""
+        go on without the caller (the write's done callback, or a task where dead letters come first):
+        a caller cancelled meanwhile (its client went away) does not leave the share-partition and its
+        durable state disagreeing."""
         if t.empty and not t.dead_letters:
             sp.commit(t)
             self._report(key, t)
@@ -405,26 +406,49 @@ class ShareManager:
             return
         loaded = self._loaded.get(key)  # the leader epoch it was loaded at (a deposed leader's writes fail)
         leader_epoch = loaded.leader_epoch if loaded is not None and loaded.sp is sp else -1
+        if not t.dead_letters or self._dead_letter is None:
+            # The usual change: its write queued now and the transition finished by the write's own
+            # done callback, so a cancelled caller changes nothing either (no task, no coroutine: a
+            # ShareFetch settles two changes, its acknowledgements and its acquisition).
+            written = self._write(key, sp, t, leader_epoch)
+            self._tasks.add(written)
+            written.add_done_callback(lambda future: self._written(key, sp, t, future))
+            await asyncio.shield(written)
+            return
         task = asyncio.get_running_loop().create_task(self._make_durable(key, sp, t, leader_epoch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         await asyncio.shield(task)
 
+    def _write(self, key: ShareStateKey, sp: SharePartition, t: Transition, leader_epoch: int) -> asyncio.Future:
+        start = sp.start_offset if t.start_offset is None else max(t.start_offset, sp.start_offset)
+        return self.store.write_future(key, sp.state_epoch, start, t.state_batches,
+                                       sp.delivery_complete_count(start), leader_epoch)
+
     async def _make_durable(self, key: ShareStateKey, sp: SharePartition, t: Transition,
                             leader_epoch: int = -1) -> None:
+        """_settle's steps where records go to the dead-letter topic first."""
         try:
-            if t.dead_letters and self._dead_letter is not None:
-                await self._dead_letter(key, list(t.dead_letters))
-            start = sp.start_offset if t.start_offset is None else max(t.start_offset, sp.start_offset)
-            await self.store.write(key, sp.state_epoch, start, t.state_batches, sp.delivery_complete_count(start),
-                                   leader_epoch)
+            await self._dead_letter(key, list(t.dead_letters))
+            await self._write(key, sp, t, leader_epoch)
         except BaseException as e:
+            self._finish(key, sp, t, e)
+            raise
+        self._finish(key, sp, t, None)
+
+    def _written(self, key: ShareStateKey, sp: SharePartition, t: Transition, future: asyncio.Future) -> None:
+        self._tasks.discard(future)
+        self._finish(key, sp, t, asyncio.CancelledError() if future.cancelled() else future.exception())
+
+    def _finish(self, key: ShareStateKey, sp: SharePartition, t: Transition, error: BaseException | None) -> None:
+        """Commit the transition once its write is durable, or roll it back (``error``: why not)."""
+        if error is not None:
             sp.rollback(t)
-            if isinstance(e, KafkaError) and e.error_code in _OWNERSHIP_LOST:
+            if isinstance(error, KafkaError) and error.error_code in _OWNERSHIP_LOST:
                 self._unload(key)
             else:
                 self._arm(key)
-            raise
+            return
         start = sp.start_offset
         sp.commit(t)
         self._report(key, t)

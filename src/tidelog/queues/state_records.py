@@ -156,11 +156,23 @@ _TILE_FIELDS = struct.Struct(">bhxbhx")  # two batches' state, count and empty t
 
 @dataclass(frozen=True)
 class ShareStateKey:
-    """Whose state a record holds: a share group's view of one topic-partition."""
+    """Whose state a record holds: a share group's view of one topic-partition. Its hash is
+    computed once (a ShareFetch looks its keys up in a dozen dicts; a dataclass's hash hashed the
+    fields' tuple each time, through uuid.UUID's Python __hash__)."""
 
     group_id: str
     topic_id: uuid.UUID
     partition: int
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.group_id, self.topic_id, self.partition)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self):  # (a str's hash differs between processes: made again where it is loaded)
+        return ShareStateKey, (self.group_id, self.topic_id, self.partition)
 
 
 @dataclass

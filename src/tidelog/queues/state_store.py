@@ -471,6 +471,13 @@ class ShareStateStore:
         """Persist a share-partition's change: its start offset and the state batches that changed.
         Raises KafkaError: FENCED_STATE_EPOCH (state reset since ``state_epoch``), INVALID_REQUEST
         (never initialised), or whatever the append raised."""
+        await self.write_future(key, state_epoch, start_offset, batches, delivery_complete_count, leader_epoch)
+
+    def write_future(self, key: ShareStateKey, state_epoch: int, start_offset: int, batches: list[StateBatch],
+                     delivery_complete_count: int = -1, leader_epoch: int = -1) -> asyncio.Future:
+        """``write`` queued now: the future that is done once the write is durable (or has failed
+        with ``write``'s errors). For a caller that finishes its change in a done callback, with no
+        task or coroutine of its own (ShareManager._settle)."""
         def build(current: PersistedState | None):
             if current is None:
                 raise KafkaError(ErrorCode.invalid_request, f"Share-partition {key} is not initialized.")
@@ -492,7 +499,7 @@ class ShareStateStore:
                                       delivery_complete_count)
             return UPDATE_RECORD_TYPE, encode_update_value(update), state
 
-        await self._submit(key, build)
+        return self._queued(key, build)
 
     async def fence(self, key: ShareStateKey, leader_epoch: int) -> PersistedState:
         """A leader loading the share-partition at ``leader_epoch`` (the topic-partition's): write a
@@ -532,11 +539,15 @@ class ShareStateStore:
         await self._submit(key, lambda current: (SNAPSHOT_RECORD_TYPE, None, None))
 
     async def _submit(self, key: ShareStateKey, build: Callable, fence: bool = False) -> None:
-        future = asyncio.get_running_loop().create_future()
+        await self._queued(key, build, fence)
+
+    def _queued(self, key: ShareStateKey, build: Callable, fence: bool = False) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._queue.append(_Write(key, build, future, fence))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        await future
+            self._flusher = loop.create_task(self._flush())
+        return future
 
     async def _flush(self) -> None:
         while self._queue:
