@@ -445,3 +445,68 @@ def test_values_of_one_size_keep_their_own_verdicts():
                      for value in values)
     assert _recordwalk.header_runs(batch, 0, len(batch), len(values), b"type", (), verdicts, 100) == \
         _expected_runs(batch, 0, len(batch), len(values), b"type", (), verdicts, 100)[0][1]
+
+
+# --- has_header (session 13): header_values(..., b"", names)[1] without the values' list ----------
+
+_has_header = getattr(_recordwalk, "has_header", None)
+needs_has_header = pytest.mark.skipif(_has_header is None, reason="the C extension is built before has_header")
+
+
+def _values_found(buffer, start, stop, count, names):
+    """has_header's reference: header_values' answer for a name no header of ours has."""
+    outcome, answer = _call(_recordwalk.header_values, buffer, start, stop, count, b"", names)
+    return (outcome, answer[1]) if outcome == "ok" else (outcome, answer)
+
+
+@needs_has_header
+@given(_records, st.data())
+@FUZZ
+def test_has_header_answers_and_fails_as_header_values_on_malformed_batches(records, data):
+    batch = build_batch([(k, v, h, 1_700_000_000_000) for k, v, h in records], base_offset=0)
+    body = _mutate(batch[BATCH_HEADER_SIZE:], data)
+    count = data.draw(st.sampled_from([len(records), len(records) + 1, max(0, len(records) - 1), 0, -1, 1 << 40]))
+    names = data.draw(st.sampled_from([OTHERS, (), OTHERS[1:], (b"type",), (b"",), (b"typ", b"type")]))
+    start = data.draw(st.integers(0, min(3, len(body))))
+    guarded = _guarded(body)
+    assert _call(_has_header, guarded, start, len(body), count, names) == \
+        _values_found(guarded, start, len(body), count, names)
+
+
+@needs_has_header
+@given(st.lists(_lying_record(), min_size=1, max_size=12), st.data())
+@FUZZ
+def test_has_header_on_records_whose_lengths_lie(records, data):
+    body = b"".join(records)
+    count = data.draw(st.sampled_from([len(records), len(records) + 1, 1 << 40]))
+    names = data.draw(st.sampled_from([OTHERS, (), (b"type",), (b"typee", b"trace")]))
+    guarded = _guarded(body)
+    assert _call(_has_header, guarded, 0, len(body), count, names) == _values_found(guarded, 0, len(body), count, names)
+
+
+@needs_has_header
+@given(st.binary(max_size=64), st.integers(-2, 70), st.integers(-2, 70), st.integers(-5, 100))
+@FUZZ
+def test_has_header_of_bad_bounds_and_random_bytes(body, start, stop, count):
+    guarded = _guarded(body)
+    outcome, answer = _call(_has_header, guarded, start, stop, count, OTHERS)
+    assert (outcome, answer) == _values_found(guarded, start, stop, count, OTHERS)
+    if not (0 <= start <= stop <= len(body)):
+        assert outcome == "error" and answer.startswith("bad bounds")
+
+
+@needs_has_header
+def test_has_header_finds_a_name_in_any_record_and_position():
+    plain = (b"k", b"v" * 300, [("trace", b"1")])  # (a two-byte value length: the varint's long path)
+    for at in range(3):
+        for position in range(2):
+            headers = [("trace", b"1"), ("tidelog-ttl-ms", b"5")] if position else [("tidelog-ttl-ms", b"5")]
+            records = [plain] * 3
+            records[at] = (b"k", b"v", headers)
+            batch = build_batch(records, base_offset=0)
+            assert _has_header(batch, BATCH_HEADER_SIZE, len(batch), 3, OTHERS) is True
+            assert _has_header(batch, BATCH_HEADER_SIZE, len(batch), 3, (b"tidelog-delay-ms",)) is False
+    with pytest.raises(TypeError):
+        _has_header(b"", 0, 0, 0, (b"a",) * 17)
+    with pytest.raises(TypeError):
+        _has_header(b"", 0, 0, 0, ("a",))

@@ -457,6 +457,90 @@ static PyObject *header_values(PyObject *module, PyObject *args)
     return Py_BuildValue("(NO)", out, other_found ? Py_True : Py_False);
 }
 
+/* A varint as read_varint reads it, one of one or two bytes (most of a record's: its length, its
+ * deltas, a 1 KiB value's length) without the loop. */
+static inline int read_varint_short(const uint8_t *buf, Py_ssize_t end, Py_ssize_t *pos, int max_bytes,
+                                    int64_t *value)
+{
+    const Py_ssize_t p = *pos;
+    if (p < end && buf[p] < 0x80) {
+        const uint64_t raw = buf[p];
+        *value = (int64_t)(raw >> 1) ^ -(int64_t)(raw & 1);
+        *pos = p + 1;
+        return WALK_OK;
+    }
+    if (p + 1 < end && buf[p + 1] < 0x80 && max_bytes >= 2) {
+        const uint64_t raw = (uint64_t)(buf[p] & 0x7F) | ((uint64_t)buf[p + 1] << 7);
+        *value = (int64_t)(raw >> 1) ^ -(int64_t)(raw & 1);
+        *pos = p + 2;
+        return WALK_OK;
+    }
+    return read_varint(buf, end, pos, max_bytes, value);
+}
+
+/* has_header(buffer, start, stop, count, names) -> bool
+ *
+ * Whether a record of an (uncompressed) batch body in buffer[start:stop] has a header named in
+ * ``names`` (a tuple of at most 16 bytes): header_values(buffer, start, stop, count, b"", names)[1]
+ * without the list of values, for a share-fetch's question whether a batch carries a queue feature's
+ * header (queues/record_attrs.py). It walks every record as header_values does and fails where it
+ * fails (a ValueError for a malformed record), so both answer alike; no object per record. */
+static PyObject *has_header(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t start, stop, count;
+    PyObject *names;
+    PyObject *out = NULL; /* (FIELDS_FAIL's) */
+    if (!PyArg_ParseTuple(args, "y*nnnO", &view, &start, &stop, &count, &names))
+        return NULL;
+    const char *name_data[FIELDS_MAX_NAMES];
+    Py_ssize_t name_size_of[FIELDS_MAX_NAMES];
+    const Py_ssize_t name_count = name_list(names, name_data, name_size_of);
+    if (name_count < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    if (start < 0 || stop > view.len || start > stop)
+        FIELDS_FAIL("bad bounds %zd..%zd of %zd bytes", start, stop, view.len);
+    const uint8_t *buf = (const uint8_t *)view.buf;
+    const Py_ssize_t end = stop;
+    Py_ssize_t pos = start;
+    int found = 0;
+    for (Py_ssize_t index = 0; index < count && pos < end; index++) {
+        int64_t length, skipped, size, header_count;
+        if (read_varint_short(buf, end, &pos, 5, &length) != WALK_OK)
+            FIELDS_FAIL("record %zd is malformed", index);
+        if (length < 1 || length > end - pos)
+            FIELDS_FAIL("record %zd has length %lld", index, (long long)length);
+        const Py_ssize_t record_end = pos + (Py_ssize_t)length;
+        pos += 1; /* attributes */
+        if (read_varint_short(buf, end, &pos, 10, &skipped) != WALK_OK /* timestamp delta */
+            || read_varint_short(buf, end, &pos, 5, &skipped) != WALK_OK) /* offset delta */
+            FIELDS_FAIL("record %zd is malformed", index);
+        for (int field = 0; field < 2; field++) { /* key, value */
+            if (read_varint_short(buf, end, &pos, 5, &size) != WALK_OK || size < -1 || size > record_end - pos)
+                FIELDS_FAIL("record %zd is malformed", index);
+            if (size > 0)
+                pos += (Py_ssize_t)size;
+        }
+        if (read_varint_short(buf, end, &pos, 5, &header_count) != WALK_OK || header_count < 0)
+            FIELDS_FAIL("record %zd is malformed", index);
+        for (int64_t h = 0; h < header_count; h++) {
+            Py_ssize_t name_pos, name_size;
+            if (read_header(buf, end, &pos, record_end, &name_pos, &name_size, &size) != 0)
+                FIELDS_FAIL("record %zd is malformed", index);
+            /* (a header named "" is header_values' wanted name there: never one of ``names``) */
+            for (Py_ssize_t n = 0; n < name_count && !found && name_size > 0; n++)
+                found = name_size_of[n] == name_size && memcmp(name_data[n], buf + name_pos, (size_t)name_size) == 0;
+            if (size > 0)
+                pos += (Py_ssize_t)size;
+        }
+        pos = record_end;
+    }
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(found);
+}
+
 /* header_runs(buffer, start, stop, count, name, others, verdicts, base)
  *     -> (firsts, lasts, other_found) | None
  *
@@ -1028,6 +1112,7 @@ static PyMethodDef methods[] = {
      "fields(buffer, start, stop, count, want_key[, names]) -> [(offset_delta, timestamp_delta, key, headers)]"},
     {"header_values", header_values, METH_VARARGS,
      "header_values(buffer, start, stop, count, name, others) -> (values, other_found)"},
+    {"has_header", has_header, METH_VARARGS, "has_header(buffer, start, stop, count, names) -> bool"},
     {"pack_tiled", pack_tiled, METH_VARARGS, "pack_tiled(firsts, lasts, fields) -> bytes"},
     {"header_runs", header_runs, METH_VARARGS,
      "header_runs(buffer, start, stop, count, name, others, verdicts, base) -> (firsts, lasts, other_found) | None"},

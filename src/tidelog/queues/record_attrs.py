@@ -39,6 +39,10 @@ try:
 except ImportError:  # built without a C compiler: the Python walk
     _fields_in_c = _header_values_in_c = None
 try:
+    from tidelog.protocol._recordwalk import has_header as _has_header_in_c
+except ImportError:  # (an extension built before it: header_values)
+    _has_header_in_c = None
+try:
     from tidelog.protocol._recordwalk import header_runs as _header_runs_in_c
 except ImportError:  # (an extension built before it: header_values and the filter's verdicts)
     _header_runs_in_c = None
@@ -328,8 +332,10 @@ def _ours_in(body, start: int, stop: int, info: BatchInfo, settings: QueueSettin
     if _header_values_in_c is not None:
         ours = _OURS + (settings.priority_header.encode(),) if settings.priority_enabled else _OURS
         try:
-            # (the values of a header named "" come back, unused: a name it asks for is not among ``ours``)
-            _, found = _header_values_in_c(body, start, stop, info.record_count, b"", ours)
+            if _has_header_in_c is not None:  # (the same walk and answer, no list of values: ~100 instructions a record)
+                found = _has_header_in_c(body, start, stop, info.record_count, ours)
+            else:  # (the values of a header named "" come back, unused: a name it asks for is not among ``ours``)
+                _, found = _header_values_in_c(body, start, stop, info.record_count, b"", ours)
         except ValueError:
             pass
         else:
