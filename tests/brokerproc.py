@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import resource
+import select
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+# Environment variables that may differ between a broker's request and the zygote's own
+# environment (tests/broker_zygote.py): read after the broker's start, not by an import or the
+# interpreter's start-up. Any other difference and the broker is started by an exec instead.
+_READ_AT_RUN_TIME = ("PYTEST_CURRENT_TEST", "TIDELOG_")
+_READ_AT_IMPORT = ("TIDELOG_CLOCK_SKEW_MS", "TIDELOG_FAULTS")  # tidelog/clock.py, tidelog/storage/faults.py
 
 
 class BrokerProcess:
@@ -37,11 +47,7 @@ class BrokerProcess:
                 "--data-dir", str(self.data_dir), "--port-file", str(port_file)]
         for name, value in self.settings.items():
             args += ["--set", f"{name}={value}"]
-        log = open(self.log_path, "ab")
-        limits = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)) if self.nofile else None
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                                     preexec_fn=limits)
-        log.close()
+        self.proc = spawn_broker(args, self.log_path, {**os.environ, "PYTHONUNBUFFERED": "1"}, self.nofile)
         deadline = time.monotonic() + timeout_s
         while not port_file.exists():
             if self.proc.poll() is not None:
@@ -89,6 +95,149 @@ class BrokerProcess:
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def spawn_broker(args: list[str], log_path: Path, env: dict[str, str], nofile: tuple[int, int] | None = None):
+    """``subprocess.Popen(args, stdout=log, stderr=STDOUT, env=env)`` of a ``python -m tidelog``
+    command with RLIMIT_NOFILE ``nofile``: forked from the zygote (tests/broker_zygote.py, the
+    imports paid once) where the command and environment allow, else exec'd. Either way the
+    result has Popen's ``pid``, ``returncode``, ``poll``, ``wait``, ``send_signal``, ``kill``.
+    TESTS_BROKER_ZYGOTE=0 execs every broker."""
+    if _zygote.fits(args, env):
+        try:
+            return _zygote.spawn(args, log_path, env, nofile)
+        except _ZygoteGone:
+            pass  # the zygote failed to start or died: exec (its error is in its log)
+    limits = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=limits)
+
+
+class _ZygoteGone(Exception):
+    pass
+
+
+class _Zygote:
+    """This test process's zygote: started at the first broker, stopped when the process exits
+    (its socket closes). One request at a time (tests start brokers from threads too)."""
+
+    def __init__(self) -> None:
+        self.owner = -1
+        self.proc: subprocess.Popen | None = None
+        self.sock: socket.socket | None = None
+        self.reader = None
+        self.env: dict[str, str] = {}
+        self.lock = threading.Lock()
+        self.broken = False
+
+    def fits(self, args: list[str], env: dict[str, str]) -> bool:
+        if self.broken or os.environ.get("TESTS_BROKER_ZYGOTE") == "0" or args[:3] != [sys.executable, "-m", "tidelog"]:
+            return False
+        base = self.env if self.owner == os.getpid() else _zygote_env(env)
+        return all(env.get(name) == base.get(name) for name in env.keys() | base.keys()
+                   if name in _READ_AT_IMPORT or not name.startswith(_READ_AT_RUN_TIME))
+
+    def spawn(self, args: list[str], log_path: Path, env: dict[str, str], nofile) -> "ZygoteChild":
+        with self.lock:
+            if self.owner != os.getpid():
+                self._start(env, log_path.parent)
+            pid = self._ask({"spawn": {"args": args, "env": env, "cwd": os.getcwd(), "log": str(log_path),
+                                       "nofile": list(nofile) if nofile else None}})["pid"]
+        return ZygoteChild(self, pid, args)
+
+    def returncode(self, pid: int) -> int | None:
+        with self.lock:
+            return self._ask({"poll": pid})["returncode"]
+
+    def _start(self, env: dict[str, str], log_dir: Path) -> None:
+        ours, theirs = socket.socketpair()
+        log = open(log_dir / "zygote.log", "ab")
+        try:
+            self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("broker_zygote.py")), str(theirs.fileno())],
+                                         stdout=log, stderr=subprocess.STDOUT, env=_zygote_env(env), pass_fds=(theirs.fileno(),))
+        finally:
+            log.close()
+            theirs.close()
+        self.owner, self.sock, self.reader, self.env = os.getpid(), ours, ours.makefile("rb"), _zygote_env(env)
+        atexit.register(self._stop)
+
+    def _ask(self, request: dict) -> dict:
+        try:
+            self.sock.sendall(json.dumps(request).encode() + b"\n")
+            line = self.reader.readline()
+        except OSError:
+            line = b""
+        if not line:
+            self.broken = True
+            raise _ZygoteGone()
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"broker zygote: {answer['error']}")
+        return answer
+
+    def _stop(self) -> None:
+        if self.owner == os.getpid() and self.sock is not None:
+            self.reader.close()
+            self.sock.close()  # the zygote reads the end of its input and exits
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _zygote_env(env: dict[str, str]) -> dict[str, str]:
+    """The zygote's own environment: a broker's without what one broker's start reads for itself."""
+    return {name: value for name, value in env.items() if not name.startswith(_READ_AT_RUN_TIME)}
+
+
+_zygote = _Zygote()
+
+
+class ZygoteChild:
+    """A broker forked by the zygote, seen as its Popen would be. The zygote reaps it when asked
+    (``poll``), so its pid stays its own until then; ``wait`` sleeps on a pidfd."""
+
+    def __init__(self, zygote: _Zygote, pid: int, args: list[str]) -> None:
+        self.zygote = zygote
+        self.pid = pid
+        self.args = args
+        self.returncode: int | None = None
+        self._pidfd = os.pidfd_open(pid)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.zygote.returncode(self.pid)
+            if self.returncode is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            select.select([self._pidfd], [], [], left)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def __del__(self) -> None:
+        if getattr(self, "_pidfd", None) is not None:
+            try:
+                os.close(self._pidfd)
+            except OSError:
+                pass
 
 
 def _wait_listening(port: int, deadline: float) -> None:

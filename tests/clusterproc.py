@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tests.brokerproc import BrokerProcess, _wait_listening
+from tests.brokerproc import BrokerProcess, _wait_listening, spawn_broker
 from tests.etcdproc import EtcdCluster, EtcdProcess, free_port
 
 # Quick failure detection for tests: a dead broker's lease lapses after 2 s. A new group's first
@@ -38,7 +37,7 @@ class ClusterBrokerProcess(BrokerProcess):
 
     def launch(self) -> "ClusterBrokerProcess":
         """Start the process without waiting for it (``wait_started``): a cluster's brokers start
-        side by side, each mostly Python's imports, one CPU second."""
+        side by side (each forked from the zygote, tests/brokerproc.spawn_broker)."""
         port_file = self._port_file
         port_file.unlink(missing_ok=True)
         args = [sys.executable, "-m", "tidelog", "serve", "--host", "127.0.0.1", "--port", str(self.port),
@@ -46,8 +45,7 @@ class ClusterBrokerProcess(BrokerProcess):
                 "--cluster", self.cluster, "--broker-id", str(self.broker_id)]
         for name, value in self.settings.items():
             args += ["--set", f"{name}={value}"]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
+        self.proc = spawn_broker(args, self.log_path, {**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
         return self
 
     def wait_started(self, timeout_s: float = 30.0) -> "ClusterBrokerProcess":
