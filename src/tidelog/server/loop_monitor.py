@@ -50,7 +50,8 @@ def _thread_cpu_clock(thread_id: int) -> int | None:
 
 
 class LoopMonitor:
-    """Measures the running loop's lag; ``start`` on the loop, ``stop`` when the broker stops."""
+    """Measures the running loop's lag; ``start`` on the loop, ``stop`` when the broker stops (the
+    watchdog thread also ends once the loop is closed, should ``stop`` not be reached)."""
 
     def __init__(self, observe=None, count_stall=None, interval_s: float = INTERVAL_S, warn_s: float = WARN_S) -> None:
         self.observe = observe  # observe(lag_seconds) for every wake-up
@@ -60,6 +61,7 @@ class LoopMonitor:
         self.max_lag_s = 0.0
         self.stalls = 0
         self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: threading.Thread | None = None
         self._stopped = threading.Event()
         self._last_wake = time.monotonic()  # read by the watchdog thread (a float: one store, no lock)
@@ -73,7 +75,8 @@ class LoopMonitor:
         self._loop_thread = threading.get_ident()
         self._cpu_clock = _thread_cpu_clock(self._loop_thread)
         self._last_wake = time.monotonic()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="tidelog-loop-monitor")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="tidelog-loop-monitor")
         self._watchdog = threading.Thread(target=self._watch, name="tidelog-loop-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -125,6 +128,13 @@ class LoopMonitor:
         checked = time.monotonic()
         while not self._stopped.wait(period):
             self._watchdog_checks += 1
+            # A loop closed without stop() (a broker's stop() that failed before it): nothing is
+            # left to watch; one not running (between runs, shutting down) is not stuck.
+            if self._loop.is_closed():
+                return
+            if not self._loop.is_running():
+                checked = time.monotonic()
+                continue
             now = time.monotonic()
             # This thread overslept too: the whole process did not run (SIGSTOP, starved of CPU,
             # or a call holding the GIL), not the loop alone.
