@@ -73,6 +73,10 @@ logger = logging.getLogger(__name__)
 
 STATE_PARTITION = 0
 _READ_BYTES = 1 << 20
+# a state topic leader that does not know it leads yet (its watch lags): asked again, backing off
+_LEADER_NOT_READY = frozenset({ErrorCode.unknown_topic_or_partition, ErrorCode.not_leader_or_follower})
+_LEADER_RETRY_BACKOFF_S = 0.02
+_LEADER_RETRY_BACKOFF_MAX_S = 0.5
 
 # on_counts(group_id, {event: records}) for the metrics
 CountsHook = Callable[[str, Mapping[str, int]], None]
@@ -224,11 +228,30 @@ class StateTopic:
                 raise KafkaError(ErrorCode.coordinator_not_available,
                                  f"{SHARE_GROUP_STATE} request to broker {leader.node_id} failed: {e!r}") from None
 
+    async def _at_leader(self, api_key: int, version: int, request, error_of: Callable[[object], int]):
+        """``_ask_leader``, asked again while the leader answers that it does not lead the state
+        topic yet: a broker learns of a new topic (or of its leadership) through its etcd watch,
+        so a write forwarded the moment ``__share_group_state`` was created can reach its leader
+        first (it then appended nothing). Kafka's persister retries such retriable errors with a
+        backoff too; bounded by the write timeout, after which the error is answered."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.write_timeout_ms / 1000
+        backoff_s = _LEADER_RETRY_BACKOFF_S
+        while True:
+            response = await self._ask_leader(api_key, version, request, self.write_timeout_ms / 1000 + 5)
+            error = error_of(response)
+            if error not in _LEADER_NOT_READY or loop.time() + backoff_s >= deadline:
+                return response
+            logger.debug("%s: its leader answered %s; asking again in %.2f s", SHARE_GROUP_STATE,
+                         ErrorCode(error).name, backoff_s)
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, _LEADER_RETRY_BACKOFF_MAX_S)
+
     async def _append_at_leader(self, batch: bytes) -> int:
         request = produce_v8.ProduceRequest(transactional_id=None, acks=-1, timeout=datetime.timedelta(
             milliseconds=self.write_timeout_ms), topic_data=(produce_v8.TopicProduceData(name=SHARE_GROUP_STATE, partition_data=(
                 produce_v8.PartitionProduceData(index=STATE_PARTITION, records=batch),)),))
-        response = await self._ask_leader(0, 8, request, self.write_timeout_ms / 1000 + 5)
+        response = await self._at_leader(0, 8, request, lambda r: r.responses[0].partition_responses[0].error_code)
         result = response.responses[0].partition_responses[0]
         if result.error_code != ErrorCode.none:
             raise KafkaError(_state_write_error(ErrorCode(result.error_code)),
@@ -258,7 +281,7 @@ class StateTopic:
                     fetch_v11.FetchPartition(partition=STATE_PARTITION, current_leader_epoch=-1,
                                              fetch_offset=self.replayed_offset, log_start_offset=-1,
                                              partition_max_bytes=_READ_BYTES),)),), forgotten_topics_data=(), rack_id="")
-            response = await self._ask_leader(1, 11, request, self.write_timeout_ms / 1000 + 5)
+            response = await self._at_leader(1, 11, request, lambda r: r.responses[0].partitions[0].error_code)
             data = response.responses[0].partitions[0]
             if data.error_code == ErrorCode.offset_out_of_range and data.log_start_offset > self.replayed_offset:
                 self.replayed_offset = data.log_start_offset  # pruned: the snapshots after it supersede the rest
