@@ -91,6 +91,15 @@ def test_a_dead_leader_is_retried_with_back_off_and_logged_once(tmp_path):
         partitions = lambda: admin.list_topics(TOPIC, timeout=5).topics[TOPIC].partitions.values()  # noqa: E731
         wait_until(lambda: all(len(p.isrs) == 3 for p in partitions()) and {p.leader for p in partitions()} == {1, 2, 3},
                    15, message="full ISRs, broker 1 leading a partition")
+        # Both followers must be fetching from broker 1 before it dies: with the brokers started
+        # side by side a follower can try broker 1 before it listens, and a fetcher counts that
+        # failure until a Fetch of its comes back; an acks=all record on broker 1's partition
+        # needs one from each.
+        led = next(p.id for p in partitions() if p.leader == 1)
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+        errors = []
+        producer.produce(TOPIC, value=b"before the kill", partition=led, on_delivery=lambda err, _: errors.append(err))
+        assert producer.flush(15) == 0 and errors == [None], errors
         survivors = [cluster.brokers[2], cluster.brokers[3]]
         skip = [len(b.log_path.read_text().splitlines()) for b in survivors]
         cluster.brokers[1].kill()
