@@ -72,12 +72,18 @@ def test_a_shared_wait_is_done_only_once_its_last_log_is_durable(tmp_path):
     asyncio.run(run())
 
 
+def append_each(logs) -> list:
+    """Append to each log; (log, its new log end offset) of each, as a shared wait takes them."""
+    for log in logs:
+        append(log)
+    return [(log, log.log_end_offset) for log in logs]
+
+
 def test_a_partition_deleted_while_it_waits_fails_the_whole_wait(tmp_path):
     async def run():
         manager, logs = await started(tmp_path, 3)
-        for log in logs:
-            append(log)
-        waiter = manager.durable_waiter([(log, log.log_end_offset) for log in logs])
+        ends = append_each(logs)
+        waiter = manager.durable_waiter(ends)
         manager.delete_partition("t", 1)  # in the same turn: before the job can end
         with pytest.raises(KafkaError) as raised:
             await asyncio.wait_for(waiter, 10)
@@ -90,14 +96,12 @@ def test_a_partition_deleted_while_it_waits_fails_the_whole_wait(tmp_path):
 def test_an_fsync_error_fails_the_shared_wait_once(tmp_path):
     async def run():
         manager, logs = await started(tmp_path, 3)
-        for log in logs:
-            append(log)
-        await manager.wait_durable_many([(log, log.log_end_offset) for log in logs])
+        ends = append_each(logs)
+        await manager.wait_durable_many(ends)
         faults.fail_next_fsync(errno.EIO, target="segment")
-        for log in logs:
-            append(log)
+        ends = append_each(logs)
         with pytest.raises(StorageError):
-            await asyncio.wait_for(manager.wait_durable_many([(log, log.log_end_offset) for log in logs]), 10)
+            await asyncio.wait_for(manager.wait_durable_many(ends), 10)
         assert manager.offline and all(log.durable_offset == 3 for log in logs)
         await manager.close()
 
@@ -107,11 +111,10 @@ def test_an_fsync_error_fails_the_shared_wait_once(tmp_path):
 def test_a_cancelled_shared_wait_is_left_alone_by_the_commit_that_answers_it(tmp_path):
     async def run():
         manager, logs = await started(tmp_path, 3)
-        for log in logs:
-            append(log)
-        waiter = manager.durable_waiter([(log, log.log_end_offset) for log in logs])
+        ends = append_each(logs)
+        waiter = manager.durable_waiter(ends)
         waiter.cancel()  # the connection went away
-        await manager.wait_durable_many([(log, log.log_end_offset) for log in logs])
+        await manager.wait_durable_many(ends)
         assert waiter.cancelled() and manager.pending_durability_waits() == 0
         assert all(log.durable_offset == 3 for log in logs)
         await manager.close()

@@ -287,13 +287,20 @@ def test_an_armed_fault_sends_the_job_to_the_python_threads(tmp_path, gate):
 PARTITIONS = 12  # a job over this many logs is one syncfs (fsync.SYNCFS_MIN_FILES)
 
 
-async def started_logs(tmp_path, gate: GatedWorker, monkeypatch):
-    """A started manager and PARTITIONS balanced logs, each with a batch made durable; what
-    ``sync_filesystem`` (the Python threads' syncfs) was called for is noted in the list returned."""
+def spy_python_syncs(monkeypatch) -> list[int]:
+    """The number of targets of each ``sync_filesystem`` call (the Python threads' syncfs), noted
+    in the list returned while the real call still runs."""
     python_syncs: list[int] = []
     real = manager_module.sync_filesystem
     monkeypatch.setattr(manager_module, "sync_filesystem",
                         lambda fd, targets: python_syncs.append(len(targets)) or real(fd, targets))
+    return python_syncs
+
+
+async def started_logs(tmp_path, gate: GatedWorker, monkeypatch):
+    """A started manager and PARTITIONS balanced logs, each with a batch made durable; what
+    ``sync_filesystem`` (the Python threads' syncfs) was called for is noted in the list returned."""
+    python_syncs = spy_python_syncs(monkeypatch)
     manager = LogManager(tmp_path, LogConfig(durability="balanced"))
     await manager.start()
     logs = [manager.create("t", p) for p in range(PARTITIONS)]
@@ -384,10 +391,7 @@ def test_an_extension_built_before_syncfs_jobs_gets_one_file_jobs_only(tmp_path,
 
     async def run():
         monkeypatch.setattr(manager_module, "WORKER_SYNCFS", False)
-        python_syncs: list[int] = []
-        real = manager_module.sync_filesystem
-        monkeypatch.setattr(manager_module, "sync_filesystem",
-                            lambda fd, targets: python_syncs.append(len(targets)) or real(fd, targets))
+        python_syncs = spy_python_syncs(monkeypatch)
         manager = LogManager(tmp_path, LogConfig(durability="balanced"))
         await manager.start()
         gate.watch(manager)
