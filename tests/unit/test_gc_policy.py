@@ -36,6 +36,9 @@ def policy():
 
 def test_disabled_by_default_nothing_is_frozen(tmp_path):
     assert gc.get_threshold() == gc_policy._default_thresholds
+    # CPython 3.12 starts with objects of its own in the permanent generation (375 on 3.12.1;
+    # 0 on 3.11 and 3.13): nothing of ours may be added to them.
+    frozen_at_start = gc.get_freeze_count()
 
     async def run():
         manager = LogManager(tmp_path, LogConfig())
@@ -44,7 +47,7 @@ def test_disabled_by_default_nothing_is_frozen(tmp_path):
         return manager, log
 
     manager, log = asyncio.run(run())
-    assert gc.get_freeze_count() == 0 and not frozen(log.segments)
+    assert gc.get_freeze_count() == frozen_at_start and not frozen(log.segments)
     manager.delete_topic("t")
 
 

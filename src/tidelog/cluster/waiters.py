@@ -125,7 +125,7 @@ class Waitable(Protocol):
 
 
 async def wait_for_acks(appended: list[tuple[Waitable, int]], required_acks: int, timeout_s: float,
-                        logs: "LogManager") -> list[ErrorCode]:
+                        logs: "LogManager", *, durability_in_timeout: bool = False) -> list[ErrorCode]:
     """Wait until each (partition, end offset) is acknowledged as ``required_acks`` asks; one
     error code per entry (REQUEST_TIMED_OUT, NOT_LEADER_OR_FOLLOWER,
     NOT_ENOUGH_REPLICAS_AFTER_APPEND, ...).
@@ -133,7 +133,12 @@ async def wait_for_acks(appended: list[tuple[Waitable, int]], required_acks: int
     Every log is first durable under its topic's profile (one group-commit wait for all of
     them; raises KafkaError when that fails: KAFKA_STORAGE_ERROR, or UNKNOWN_TOPIC_OR_PARTITION
     for a partition deleted meanwhile). acks=all then waits for the high watermarks, with one
-    future per partition still below its end offset rather than a task each."""
+    future per partition still below its end offset rather than a task each.
+
+    ``timeout_s`` bounds the wait for the high watermarks (a Produce's timeout, as Kafka's). With
+    ``durability_in_timeout`` (a coordinator's own write: ``offsets.commit.timeout.ms``) it bounds
+    the whole wait, the flush included: a flush that has not ended by then answers every entry
+    REQUEST_TIMED_OUT, as Kafka answers an offsets write its ISR does not have in time."""
     if required_acks == 0 or not appended:
         return [ErrorCode.none] * len(appended)
     # acks=all: how often each partition's ISR had fallen short of min.insync.replicas when the
@@ -141,7 +146,14 @@ async def wait_for_acks(appended: list[tuple[Waitable, int]], required_acks: int
     shortfalls = [partition.isr_shortfalls for partition, _ in appended] if required_acks == -1 else None
     durable = logs.durable_waiter([(partition.log, end_offset) for partition, end_offset in appended])
     if durable is not None:
-        await durable
+        if durability_in_timeout:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout_s
+            if not await _done_within(durable, timeout_s):
+                return [ErrorCode.request_timed_out] * len(appended)
+            timeout_s = max(deadline - loop.time(), 0.0)
+        else:
+            await durable
     if required_acks != -1:
         return [ErrorCode.none] * len(appended)
     outcomes: list[ErrorCode | asyncio.Future] = []
@@ -171,6 +183,45 @@ async def wait_for_acks(appended: list[tuple[Waitable, int]], required_acks: int
                 outcome = partition.acks_all_outcome(end_offset, since) or ErrorCode.none
         errors.append(outcome)
     return errors
+
+
+async def _done_within(future: asyncio.Future, timeout_s: float) -> bool:
+    """Whether ``future`` ended within ``timeout_s`` (its exception raised here if it failed).
+    ``future`` itself is left alone (a group commit answers it later; its outcome is then
+    dropped) rather than cancelled, as asyncio.wait_for would."""
+    if not future.done():
+        loop = asyncio.get_running_loop()
+        ended = loop.create_future()
+
+        def on_done(_: asyncio.Future) -> None:
+            if not ended.done():
+                ended.set_result(True)
+
+        future.add_done_callback(on_done)
+        timer = loop.call_later(timeout_s, _time_up_false, ended)
+        try:
+            in_time = await ended
+        except BaseException:  # the waiter is cancelled: nobody reads the outcome either
+            future.add_done_callback(_drop_outcome)
+            raise
+        finally:
+            timer.cancel()
+        if not in_time:
+            future.remove_done_callback(on_done)
+            future.add_done_callback(_drop_outcome)
+            return False
+    future.result()
+    return True
+
+
+def _time_up_false(ended: asyncio.Future) -> None:
+    if not ended.done():
+        ended.set_result(False)
+
+
+def _drop_outcome(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: the wait it was for has been answered already
 
 
 def _timed_out(futures: list[asyncio.Future]) -> None:

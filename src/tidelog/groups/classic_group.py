@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from tidelog.clock import wall_clock_ms
 from tidelog.groups.records import GroupValue, MemberValue
+from tidelog.session_timer import SessionTimer
 from tidelog.protocol.consumer_protocol import subscription_topics
 from tidelog.protocol.errors import ErrorCode
 
@@ -107,7 +108,7 @@ class Member:
         self.join_future: asyncio.Future | None = None
         self.sync_future: asyncio.Future | None = None
         self.join_version = 0
-        self.heartbeat_timer: asyncio.TimerHandle | None = None
+        self.heartbeat_timer: SessionTimer | None = None
         self.is_new = True
 
     @property

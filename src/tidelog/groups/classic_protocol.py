@@ -384,6 +384,8 @@ class ClassicGroupProtocol:
         except Exception as e:  # noqa: BLE001 - any storage failure fails this generation's sync
             logger.log(write_failure_level(e), "group %s: cannot store group metadata: %s", group.group_id, e)
             error = write_error(e)
+            if error is ErrorCode.request_timed_out:  # as Kafka's storeGroup: the members rejoin
+                error = ErrorCode.rebalance_in_progress
         if group.state != COMPLETING_REBALANCE or group.generation_id != generation_id:
             return  # a rebalance started meanwhile; the members were told
         if error is not ErrorCode.none:
@@ -452,7 +454,7 @@ class ClassicGroupProtocol:
 
     def _schedule_heartbeat(self, group: ClassicGroup, member: Member, timeout_ms: int) -> None:
         member.cancel_heartbeat()
-        member.heartbeat_timer = self.timers.call_later(timeout_ms, self._on_heartbeat_expired, group, member)
+        member.heartbeat_timer = self.timers.session_timer(timeout_ms, self._on_heartbeat_expired, group, member)
 
     def _on_heartbeat_expired(self, group: ClassicGroup, member: Member) -> None:
         member.heartbeat_timer = None

@@ -31,6 +31,7 @@ from typing import Callable
 
 from tidelog.clock import wall_clock_ms
 from tidelog.groups.assignors import Assignment
+from tidelog.session_timer import SessionTimer
 
 EMPTY = "Empty"
 ASSIGNING = "Assigning"
@@ -82,7 +83,7 @@ class ConsumerMember:
     assigned: Assignment = field(default_factory=dict)
     pending_revocation: Assignment = field(default_factory=dict)
     # Timers are not persisted.
-    session_timer: asyncio.TimerHandle | None = field(default=None, repr=False, compare=False)
+    session_timer: SessionTimer | None = field(default=None, repr=False, compare=False)
     rebalance_timer: asyncio.TimerHandle | None = field(default=None, repr=False, compare=False)
 
     def cancel_timers(self) -> None:

@@ -374,7 +374,7 @@ class ConsumerGroupProtocol:
     def _schedule_session_timeout(self, group: ConsumerGroup, member: ConsumerMember) -> None:
         if member.session_timer is not None:
             member.session_timer.cancel()
-        member.session_timer = self.timers.call_later(
+        member.session_timer = self.timers.session_timer(
             self.settings.consumer_session_timeout_ms, self._on_session_timeout, group, member)
 
     def _on_session_timeout(self, group: ConsumerGroup, member: ConsumerMember) -> None:

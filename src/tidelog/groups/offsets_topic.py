@@ -7,7 +7,8 @@ replays only that. Records are built with ``build_batch`` (encoding in groups/re
 appended through the partition's ``Partition`` as leader, acks=all: a write returns once the
 ISR has them (on a single node, once durable) and raises KafkaError (with the error a group
 request answers) when this broker no longer leads the partition, the ISR is below
-``min.insync.replicas``, or the ISR does not get it within ``offsets.commit.timeout.ms``.
+``min.insync.replicas``, or it is not durable and in the ISR within ``offsets.commit.timeout.ms``
+(REQUEST_TIMED_OUT, the flush's wait included).
 Not thread-safe; the event loop owns it.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from tidelog.cluster.waiters import wait_for_acks
 from tidelog.protocol.control_records import InvalidControlRecord, read_end_txn_marker
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import InvalidBatch, build_batch, iter_records
@@ -87,7 +89,8 @@ class ConsumerOffsetsTopic:
         except (KafkaError, InvalidBatch) as e:
             raise KafkaError(coordinator_error(e.error_code), f"{TOPIC} not writable here: {e.error_code.name}") from None
         try:
-            error = await partition.wait_acknowledged(appended.end_offset, -1, self.commit_timeout_ms / 1000)
+            (error,) = await wait_for_acks([(partition, appended.end_offset)], -1, self.commit_timeout_ms / 1000,
+                                           partition.logs, durability_in_timeout=True)
         except KafkaError as e:  # the flush failed, or the partition was deleted meanwhile
             error = e.error_code
         if error != ErrorCode.none:

@@ -6,6 +6,9 @@ here; nothing polls. Writes nobody waits for (a group's metadata after a static 
 rejoin or an empty generation, a member removed by a timer, the tombstone of a group that
 changes type) are tasks spawned here, so ``stop`` cancels every one the coordinator started.
 A timer handle belongs to the group or member it times, which cancels it.
+
+A member's session timeout is a ``SessionTimer`` (tidelog/session_timer.py says why it waits
+for the loop to read its sockets before it expires the member).
 Not thread-safe; the broker's event loop owns it.
 """
 
@@ -13,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any, Callable, Coroutine
+
+from tidelog.session_timer import SessionTimer
 
 
 class GroupTimers:
@@ -23,6 +28,11 @@ class GroupTimers:
 
     def call_later(self, delay_ms: int, callback: Callable[..., None], *args: Any) -> asyncio.TimerHandle:
         return asyncio.get_running_loop().call_later(max(delay_ms, 0) / 1000, callback, *args)
+
+    def session_timer(self, delay_ms: int, callback: Callable[..., None], *args: Any) -> SessionTimer:
+        """A member's session timeout: ``callback(*args)`` once the loop has read its sockets
+        after ``delay_ms`` (see the module docstring)."""
+        return SessionTimer(asyncio.get_running_loop(), max(delay_ms, 0) / 1000, callback, args)
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coroutine)

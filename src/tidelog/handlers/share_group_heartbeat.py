@@ -16,12 +16,14 @@ consumer group, or an unknown group with epoch > 0), UNKNOWN_MEMBER_ID (also for
 by its durable state, after a restart: the member rejoins), FENCED_MEMBER_EPOCH,
 GROUP_MAX_SIZE_REACHED (``group.share.max.size``), NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS
 (this broker is not the group coordinator, or is loading), COORDINATOR_NOT_AVAILABLE (the share
-state is not loaded, or writing it failed; the client retries).
+state is not loaded, or writing it failed; the client retries). A share state that cannot be
+loaded or read is logged: a WARNING naming why, then DEBUG while the same cause repeats.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 
 from tidelog.handlers.join_group import client_host
 from tidelog.handlers.registry import RequestContext, handles
@@ -30,9 +32,16 @@ from tidelog.protocol.errors import ErrorCode, KafkaError
 
 API_KEY = 76
 
+logger = logging.getLogger(__name__)
+
+# The error of the share state's last failed load or read, until one succeeds: a failure with
+# another error is logged at WARNING, its repeats (every member's every heartbeat) at DEBUG.
+_failing: ErrorCode | None = None
+
 
 @handles(API_KEY)
 async def handle(ctx: RequestContext, request) -> object:
+    global _failing
     module = response_module(API_KEY, ctx.api_version)
     error = ctx.group_coordinator_error()
     if error is not None:
@@ -45,7 +54,9 @@ async def handle(ctx: RequestContext, request) -> object:
             # the member gets UNKNOWN_MEMBER_ID (it rejoins), not GROUP_ID_NOT_FOUND (fatal to clients)
             await ctx.shares.catch_up()
     except KafkaError as e:
+        _state_failed(request.group_id, e)
         return _error(module, e.error_code, e.message)
+    _failing = None
     topics = ctx.shares.topics_info()
     names = request.subscribed_topic_names
     result = await ctx.shares.membership.heartbeat(
@@ -63,6 +74,14 @@ async def handle(ctx: RequestContext, request) -> object:
                  error_message=None, member_id=result.member_id, member_epoch=result.member_epoch,
                  heartbeat_interval=datetime.timedelta(milliseconds=result.heartbeat_interval_ms),
                  assignment=assignment)
+
+
+def _state_failed(group_id: str, error: KafkaError) -> None:
+    global _failing
+    level = logging.DEBUG if error.error_code == _failing else logging.WARNING
+    _failing = error.error_code
+    logger.log(level, "ShareGroupHeartbeat of share group %s answered %s: the share state cannot be read here: %s",
+               group_id, error.error_code.name, error.message)
 
 
 def _error(module, error: ErrorCode, message: str | None) -> object:

@@ -140,3 +140,33 @@ def build(cls: type, **values: Any) -> Any:
     """
     names = _field_names(cls)
     return cls(**{name: value for name, value in values.items() if name in names})
+
+
+# The (API key, version) pairs of the requests a client sends first: a producer and a consumer
+# (classic group and KIP-848) of confluent-kafka 2.x (librdkafka), kafka-python 2.x and aiokafka
+# 0.1x, as each was seen to send them. Their codecs are made during the broker's start
+# (``warm_codecs``), before it serves: made on the event loop as the first such request
+# came, each cost ~5 ms of CPU idle (importing its two kio modules; ~10x the wall time at load 20),
+# a stall of the loop at a broker's first clients (0.14 s of CPU for all of them).
+FIRST_REQUESTS: tuple[tuple[int, int], ...] = (
+    (18, 0), (18, 3), (18, 4),  # ApiVersions
+    (3, 5), (3, 13),  # Metadata
+    (0, 7), (0, 9), (0, 10),  # Produce
+    (1, 12), (1, 16),  # Fetch
+    (2, 3), (2, 7), (2, 10),  # ListOffsets
+    (10, 1), (10, 2), (10, 6),  # FindCoordinator
+    (22, 4),  # InitProducerId
+    (11, 5), (11, 7), (14, 3), (14, 5), (12, 3), (13, 1), (13, 5),  # JoinGroup, SyncGroup, Heartbeat, LeaveGroup
+    (68, 1),  # ConsumerGroupHeartbeat
+    (8, 3), (8, 9), (9, 3), (9, 8), (9, 9),  # OffsetCommit, OffsetFetch
+)
+
+
+def warm_codecs(pairs: tuple[tuple[int, int], ...] = FIRST_REQUESTS) -> None:
+    """Make the request and response codecs of ``pairs`` now (imports their kio modules): what
+    a connection would make on the event loop at the first request of each."""
+    for api_key, api_version in pairs:
+        is_flexible(api_key, api_version)
+        request_reader(api_key, api_version)
+        response_writer(api_key, api_version)
+

@@ -11,9 +11,10 @@ one batch per share-partition change, with headers naming where it came from:
 
 and, with ``errors.deadletterqueue.copy.record.enable=true``, the record's own key, value,
 timestamp and headers; otherwise no key and no value. The write is acks=all through the dead-letter
-partition's Partition and returns once acknowledged; the ShareManager makes the archiving durable
-only after that, so a crash in between dead-letters the record again (a duplicate in the
-dead-letter topic, never a loss). The partition written is the source partition modulo the
+partition's Partition and returns once acknowledged: durable and in the ISR within
+``share.coordinator.write.timeout.ms``, the flush's wait included (REQUEST_TIMED_OUT past it).
+The ShareManager makes the archiving durable only after that, so a crash or a timeout in between
+dead-letters the record again (a duplicate in the dead-letter topic, never a loss). The partition written is the source partition modulo the
 dead-letter topic's partitions, so a source partition's dead letters keep their order.
 
 A group without a dead-letter topic, or whose topic is missing or has not opted in, archives
@@ -29,6 +30,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Callable, Mapping
 
+from tidelog.cluster.waiters import wait_for_acks
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import build_batch, iter_records
 from tidelog.queues.in_flight import DeadLetter
@@ -111,7 +113,8 @@ class DeadLetterWriter:
         partition = self._replicas.leader(topic.name, key.partition % max(1, topic.partitions))
         batch = memoryview(bytearray(build_batch(records)))
         appended = partition.append_as_leader(batch, required_acks=-1)
-        error = await partition.wait_acknowledged(appended.end_offset, -1, self.timeout_ms / 1000)
+        (error,) = await wait_for_acks([(partition, appended.end_offset)], -1, self.timeout_ms / 1000, partition.logs,
+                                       durability_in_timeout=True)
         if error != ErrorCode.none:
             raise KafkaError(error, f"dead letters to {topic.name} not acknowledged: {error.name}")
         logger.info("share group %s: %d records of %s-%d dead-lettered to %s-%d", key.group_id, len(records),

@@ -21,8 +21,9 @@ start offset from ``share.auto.offset.reset``): the heartbeat awaits ``initializ
 the group has not read before.
 
 Group states: Empty (no members), Stable. Persistence: ``persist`` receives the whole group after
-every durable change (``encode_group_snapshot`` gives its bytes). Timers are ``call_later`` handles
-reset by each heartbeat. Not thread-safe; the event loop owns everything.
+every durable change (``encode_group_snapshot`` gives its bytes). Timers are loop handles reset by
+each heartbeat; a session's is a ``SessionTimer`` (tidelog/session_timer.py): after a stall, a heartbeat
+waiting unread in its socket is read before the member expires. Not thread-safe; the event loop owns everything.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Awaitable, Callable, Iterable, Mapping, NamedTuple
 
 from tidelog.clock import wall_clock_ms
 from tidelog.protocol.errors import ErrorCode, KafkaError
+from tidelog.session_timer import SessionTimer
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ class ShareMember:
     member_epoch: int = 0
     previous_member_epoch: int = 0
     assigned: Assignment = field(default_factory=dict)
-    session_timer: asyncio.TimerHandle | None = field(default=None, repr=False, compare=False)
+    session_timer: asyncio.TimerHandle | SessionTimer | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
         return {"member_id": self.member_id, "rack_id": self.rack_id, "client_id": self.client_id,
@@ -461,8 +463,11 @@ class ShareGroupCoordinator:
         if member.session_timer is not None:
             member.session_timer.cancel()
         timeout_s = self.session_timeout_ms(group.group_id) / 1000
-        call_later = self._call_later or asyncio.get_running_loop().call_later
-        member.session_timer = call_later(timeout_s, self._on_session_timeout, group, member)
+        if self._call_later is not None:
+            member.session_timer = self._call_later(timeout_s, self._on_session_timeout, group, member)
+        else:  # the loop reads its sockets before the expiry: a heartbeat waiting after a stall keeps the member
+            member.session_timer = SessionTimer(asyncio.get_running_loop(), timeout_s, self._on_session_timeout,
+                                                (group, member))
 
     def _on_session_timeout(self, group: ShareGroup, member: ShareMember) -> None:
         member.session_timer = None

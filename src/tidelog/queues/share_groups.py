@@ -48,7 +48,7 @@ from kio.schema.produce.v8 import request as produce_v8
 
 from tidelog.clock import wall_clock_ms
 from tidelog.cluster.broker_channel import BrokerChannel
-from tidelog.cluster.partition import wait_for_data
+from tidelog.cluster.partition import wait_for_acks, wait_for_data
 from tidelog.config import QUEUE_GROUP_CONFIGS
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import InvalidBatch, build_batch, iter_records
@@ -77,6 +77,7 @@ _READ_BYTES = 1 << 20
 _LEADER_NOT_READY = frozenset({ErrorCode.unknown_topic_or_partition, ErrorCode.not_leader_or_follower})
 _LEADER_RETRY_BACKOFF_S = 0.02
 _LEADER_RETRY_BACKOFF_MAX_S = 0.5
+_LEADER_ANSWER_MARGIN_S = 0.2  # of a forwarded write's time left, kept for the leader's answer to come back
 
 # on_counts(group_id, {event: records}) for the metrics
 CountsHook = Callable[[str, Mapping[str, int]], None]
@@ -202,7 +203,8 @@ class StateTopic:
         except (KafkaError, InvalidBatch) as e:
             raise KafkaError(ErrorCode.not_coordinator, f"{SHARE_GROUP_STATE} not writable: {e}") from None
         try:
-            error = await partition.wait_acknowledged(appended.end_offset, -1, self.write_timeout_ms / 1000)
+            (error,) = await wait_for_acks([(partition, appended.end_offset)], -1, self.write_timeout_ms / 1000,
+                                           partition.logs, durability_in_timeout=True)  # the flush within it too
         except KafkaError as e:
             error = e.error_code
         if error != ErrorCode.none:
@@ -228,17 +230,23 @@ class StateTopic:
                 raise KafkaError(ErrorCode.coordinator_not_available,
                                  f"{SHARE_GROUP_STATE} request to broker {leader.node_id} failed: {e!r}") from None
 
-    async def _at_leader(self, api_key: int, version: int, request, error_of: Callable[[object], int]):
+    async def _at_leader(self, api_key: int, version: int, request_for: Callable[[float], object],
+                         error_of: Callable[[object], int]):
         """``_ask_leader``, asked again while the leader answers that it does not lead the state
         topic yet: a broker learns of a new topic (or of its leadership) through its etcd watch,
         so a write forwarded the moment ``__share_group_state`` was created can reach its leader
         first (it then appended nothing). Kafka's persister retries such retriable errors with a
-        backoff too; bounded by the write timeout, after which the error is answered."""
+        backoff too. The whole of it, each attempt included, ends by the write timeout
+        (``share.coordinator.write.timeout.ms``): an attempt waits for what is left of it
+        (COORDINATOR_NOT_AVAILABLE when the leader has not answered by then), and
+        ``request_for(seconds left)`` gives the leader a little less for its own wait, so that
+        its answer (REQUEST_TIMED_OUT for a write its ISR did not have in time) comes back first."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.write_timeout_ms / 1000
         backoff_s = _LEADER_RETRY_BACKOFF_S
         while True:
-            response = await self._ask_leader(api_key, version, request, self.write_timeout_ms / 1000 + 5)
+            left_s = max(deadline - loop.time(), 0.0)
+            response = await self._ask_leader(api_key, version, request_for(left_s), left_s)
             error = error_of(response)
             if error not in _LEADER_NOT_READY or loop.time() + backoff_s >= deadline:
                 return response
@@ -248,10 +256,13 @@ class StateTopic:
             backoff_s = min(backoff_s * 2, _LEADER_RETRY_BACKOFF_MAX_S)
 
     async def _append_at_leader(self, batch: bytes) -> int:
-        request = produce_v8.ProduceRequest(transactional_id=None, acks=-1, timeout=datetime.timedelta(
-            milliseconds=self.write_timeout_ms), topic_data=(produce_v8.TopicProduceData(name=SHARE_GROUP_STATE, partition_data=(
-                produce_v8.PartitionProduceData(index=STATE_PARTITION, records=batch),)),))
-        response = await self._at_leader(0, 8, request, lambda r: r.responses[0].partition_responses[0].error_code)
+        def request_for(left_s: float) -> produce_v8.ProduceRequest:
+            wait_ms = max(int((left_s - _LEADER_ANSWER_MARGIN_S) * 1000), 0)
+            return produce_v8.ProduceRequest(transactional_id=None, acks=-1, timeout=datetime.timedelta(
+                milliseconds=wait_ms), topic_data=(produce_v8.TopicProduceData(name=SHARE_GROUP_STATE, partition_data=(
+                    produce_v8.PartitionProduceData(index=STATE_PARTITION, records=batch),)),))
+
+        response = await self._at_leader(0, 8, request_for, lambda r: r.responses[0].partition_responses[0].error_code)
         result = response.responses[0].partition_responses[0]
         if result.error_code != ErrorCode.none:
             raise KafkaError(_state_write_error(ErrorCode(result.error_code)),
@@ -281,7 +292,7 @@ class StateTopic:
                     fetch_v11.FetchPartition(partition=STATE_PARTITION, current_leader_epoch=-1,
                                              fetch_offset=self.replayed_offset, log_start_offset=-1,
                                              partition_max_bytes=_READ_BYTES),)),), forgotten_topics_data=(), rack_id="")
-            response = await self._at_leader(1, 11, request, lambda r: r.responses[0].partitions[0].error_code)
+            response = await self._at_leader(1, 11, lambda _: request, lambda r: r.responses[0].partitions[0].error_code)
             data = response.responses[0].partitions[0]
             if data.error_code == ErrorCode.offset_out_of_range and data.log_start_offset > self.replayed_offset:
                 self.replayed_offset = data.log_start_offset  # pruned: the snapshots after it supersede the rest

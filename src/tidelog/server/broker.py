@@ -22,7 +22,7 @@ import os
 import resource
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Awaitable, Callable, Protocol
 
 from tidelog import __version__
 from tidelog.cluster.broker_channel import ChannelSecurity
@@ -43,6 +43,7 @@ from tidelog.groups.topic_deletions import TopicDeletions
 from tidelog.queues.delay_topics import DelayTopics
 from tidelog.handlers.registry import RequestContext, load_all
 from tidelog.metrics import BrokerMetrics
+from tidelog.protocol.apis import warm_codecs
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.record_walk import RECORD_WALK
 from tidelog.protocol.topics import SHARE_GROUP_STATE
@@ -88,6 +89,11 @@ class HttpListener(Protocol):
     def bind(self) -> None: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
+
+
+def _stop(component) -> Awaitable[object] | None:
+    """``component.stop()`` (a coroutine or not) of a component that may not have been made (None)."""
+    return None if component is None else component.stop()
 
 
 class Broker:
@@ -212,6 +218,11 @@ class Broker:
 
         Raises StartupError (one line naming the cause and the setting) when it cannot start;
         whatever it had opened by then is closed again and the lock released."""
+        # The codecs of clients' first requests (~0.2 s of CPU idle, importing kio's modules), made
+        # before anything is served or scheduled on the loop, so nothing waits for them: made as
+        # those requests came, they stalled the loop at a broker's first clients. (In a thread
+        # alongside the start they lengthened it ~0.7 s at load 4, the GIL passing back and forth.)
+        warm_codecs()
         try:
             self._lock.acquire()
         except DataDirError as e:
@@ -558,44 +569,82 @@ class Broker:
                 if state.leader == self.node_id and any(r != self.node_id and r in live for r in state.isr)]
 
     async def stop(self) -> None:
+        """Stop serving, stop every component, close the logs and the metadata store, release the
+        data directory's lock. Every step runs even when an earlier one raises (an ERROR names the
+        step that failed): the logs are still closed and the lock is released last whatever
+        happened, also when the stop is cancelled, so that a later start in this process (or
+        another process) finds the directory free. A cancellation (raised in the step it came in)
+        is raised after that, else the first failure."""
         self._stopping = True
-        if self.controller is not None and self.config["controlled.shutdown.enable"]:
-            await self.controlled_shutdown()
         logger.info("shutting down: closing listener and %d connections", len(self.connections))
-        if self.delay_topics is not None:
-            await self.delay_topics.stop()
-        if self.push_delivery is not None:
-            await self.push_delivery.stop()
-        if self.controller is not None:
-            self.controller.stop()
-        if self._standing is not None:
-            self._standing.cancel()
-        if self.replicas is not None:
-            await self.replicas.stop()
-        if self.listeners is not None:
-            self.listeners.close()
-        if self.http is not None:
-            await self.http.stop()
-        for connection in list(self.connections):
-            if connection.transport is not None:
-                connection.transport.close()
-        if self.listeners is not None:
-            await self.listeners.wait_closed()
-        self.groups.stop()
-        if self.shares is not None:
-            await self.shares.stop()
-        if self.transactions is not None:
-            await self.transactions.stop()
-        if self._resource_watch is not None:
-            self._resource_watch.cancel()
-        if self.logs is not None:
-            if self.replicas is not None:
-                self.replicas.close()  # producer states and high watermarks, before the logs close
-            await self.logs.close()
-        await self.metadata.close()
-        self.loop_monitor.stop()
-        self._lock.release()
+        failures: list[BaseException] = []
+        cancelled: asyncio.CancelledError | None = None
+        try:
+            for name, step in self._stop_steps():
+                try:
+                    result = step()
+                    if result is not None:
+                        await result
+                except asyncio.CancelledError as e:  # the steps after it still run; raised after the lock
+                    logger.error("shutdown: %s cancelled; the other steps still run", name)
+                    cancelled = cancelled or e
+                except Exception as e:  # noqa: BLE001 - the other steps must still run; raised below
+                    logger.error("shutdown: %s failed: %s", name, e, exc_info=e)
+                    failures.append(e)
+        finally:
+            try:
+                self.loop_monitor.stop()
+            finally:
+                self._lock.release()
+        if cancelled is not None:
+            raise cancelled
+        if failures:
+            logger.error("shutdown complete with %d failed step(s); the data directory is unlocked", len(failures))
+            raise failures[0]
         logger.info("shutdown complete: logs flushed, checkpoints written")
+
+    def _stop_steps(self) -> list[tuple[str, Callable[[], Awaitable[object] | None]]]:
+        """stop()'s steps in order, each named for the ERROR that says it failed. A step's
+        condition is read when it runs (an earlier step may change what is left to do)."""
+
+        async def controlled_shutdown() -> None:
+            if self.controller is not None and self.config["controlled.shutdown.enable"]:
+                await self.controlled_shutdown()
+
+        def stop_controller() -> None:
+            if self.controller is not None:
+                self.controller.stop()
+            if self._standing is not None:
+                self._standing.cancel()
+
+        def close_listeners() -> None:
+            if self.listeners is not None:
+                self.listeners.close()
+
+        async def close_connections() -> None:
+            for connection in list(self.connections):
+                if connection.transport is not None:
+                    connection.transport.close()
+            if self.listeners is not None:
+                await self.listeners.wait_closed()
+
+        def stop_resource_watch() -> None:
+            if self._resource_watch is not None:
+                self._resource_watch.cancel()
+
+        async def close_logs() -> None:
+            if self.logs is not None:
+                if self.replicas is not None:
+                    self.replicas.close()  # producer states and high watermarks, before the logs close
+                await self.logs.close()
+
+        return [("controlled shutdown", controlled_shutdown), ("delay topics", lambda: _stop(self.delay_topics)),
+                ("push delivery", lambda: _stop(self.push_delivery)), ("controller", stop_controller),
+                ("replica fetchers", lambda: _stop(self.replicas)), ("Kafka listeners", close_listeners),
+                ("HTTP", lambda: _stop(self.http)), ("connections", close_connections),
+                ("group coordinator", lambda: _stop(self.groups)), ("share groups", lambda: _stop(self.shares)),
+                ("transactions", lambda: _stop(self.transactions)), ("resource watch", stop_resource_watch),
+                ("logs", close_logs), ("metadata store", lambda: self.metadata.close())]
 
     # --- topics -----------------------------------------------------------------------
     def cleaner_config(self) -> CleanerConfig:

@@ -2,8 +2,9 @@
 
 - ``append(partition, records, timeout_ms)`` is the coordinator's ``StateAppender``: one
   uncompressed batch of (key, value) records appended as leader of ``__transaction_state-N``
-  (``Partition.append_as_leader``, acks=all) and awaited until the ISR has it
-  (``wait_acknowledged``); a failure raises KafkaError with the append's error
+  (``Partition.append_as_leader``, acks=all) and awaited until it is durable and the ISR has it,
+  both within ``timeout_ms`` (``wait_for_acks``, the flush's wait included: a flush that does not
+  end answers REQUEST_TIMED_OUT); a failure raises KafkaError with the append's error
   (NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS(_AFTER_APPEND), REQUEST_TIMED_OUT,
   KAFKA_STORAGE_ERROR, UNKNOWN_TOPIC_OR_PARTITION), which the coordinator maps as Kafka does.
 - ``records(partition)``: every (key, value) of a partition's log from its start to its end, read
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Iterator
 
+from tidelog.cluster.waiters import wait_for_acks
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import InvalidBatch, build_batch, iter_records
 from tidelog.protocol.topics import TRANSACTION_STATE
@@ -47,7 +49,8 @@ class TransactionStateTopic:
         except InvalidBatch as e:  # a record above max.message.bytes
             raise KafkaError(e.error_code, str(e)) from None
         try:
-            error = await leader.wait_acknowledged(appended.end_offset, -1, timeout_ms / 1000)
+            (error,) = await wait_for_acks([(leader, appended.end_offset)], -1, timeout_ms / 1000, leader.logs,
+                                           durability_in_timeout=True)
         except KafkaError as e:  # the flush failed, or the partition went meanwhile
             error = e.error_code
         if error != ErrorCode.none:
