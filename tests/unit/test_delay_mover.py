@@ -7,6 +7,7 @@ looked; the index by due time on disk, read a bucket at a time."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import struct
@@ -415,7 +416,7 @@ def test_an_idle_mover_writes_its_local_copy_at_most_every_few_seconds(tmp_path)
 
 
 def test_a_new_leader_without_a_copy_goes_on_from_the_committed_progress_when_the_targets_batch_is_gone(tmp_path, caplog):
-    """The mover commits its progress (replicated, in __consumer_offsets) after each batch; the
+    """The mover commits its progress (replicated, in __consumer_offsets) at each batch; the
     target's retention deletes its batches (its producer state still names the last sequence);
     a mover on another broker, with no local copy, goes on from the committed progress (a WARNING
     says so) instead of moving every record still in the delay topic again."""
@@ -426,7 +427,7 @@ def test_a_new_leader_without_a_copy_goes_on_from_the_committed_progress_when_th
         clock.now = NOW + 1000
         await run_until_idle(first)
         assert sorted(target.origin_offsets()) == [o for o in range(30) if o % 3 < 2]
-        assert committed.commits == 5  # after each of the 5 batches (20 records), no more for the round's end
+        assert committed.commits == 6  # before each of the 5 batches (20 records), and at the round's end
         assert committed.value[0] == 30
         target.delete_all()
         source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"0")], NOW + 1000) for i in range(30, 40)])
@@ -439,31 +440,76 @@ def test_a_new_leader_without_a_copy_goes_on_from_the_committed_progress_when_th
     assert "going on from its progress committed to __consumer_offsets (group __tidelog-delay-mover)" in caplog.text
 
 
+async def crash_at_the_third_append(target: Target, m: DelayMover, *, after_landing: bool) -> None:
+    """Run ``m`` until its broker dies at its third append to ``target``: before the batch lands, or
+    after the target took it (its acknowledgement never seen)."""
+    original, appends = target.append, 0
+
+    async def dies(batch):
+        nonlocal appends
+        appends += 1
+        if appends == 3 and not after_landing:
+            raise ConnectionError("the broker died")
+        base = await original(batch)
+        if appends == 3:
+            raise ConnectionError("the broker died after the target's acknowledgement")
+        return base
+
+    target.append = dies
+    try:
+        with pytest.raises(ConnectionError):
+            await run_until_idle(m)
+    finally:
+        target.append = original
+
+
 def test_a_crash_in_the_middle_of_a_round_then_its_batches_deleted_resumes_the_round_from_the_committed_progress(tmp_path):
     async def scenario():
         clock, source, target, committed = Clock(), Source(), Target(), Committed()
         source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"1000")], NOW) for i in range(100)])
         first = await mover(source, target, tmp_path / "a", clock, 1, batch_records=30, progress=committed)
         clock.now = NOW + 1000
-        target.fail_before = 0
-        original, appends = target.append, 0
-
-        async def crash_at_the_third(batch):
-            nonlocal appends
-            appends += 1
-            if appends == 3:
-                raise ConnectionError("the broker died")
-            return await original(batch)
-
-        target.append = crash_at_the_third
-        with pytest.raises(ConnectionError):
-            await run_until_idle(first)
-        target.append = original
+        await crash_at_the_third_append(target, first, after_landing=False)
         assert target.origin_offsets() == list(range(60))
         target.delete_all()
         second = await mover(source, target, tmp_path / "b", clock, 1, batch_records=30, progress=committed)
         await run_until_idle(second)
         assert target.origin_offsets() == list(range(60, 100))
+    asyncio.run(scenario())
+
+
+def test_a_crash_between_the_targets_acknowledgement_and_the_commit_then_the_batch_deleted_moves_nothing_twice(tmp_path):
+    """The broker dies after the target acknowledged a batch and before the progress after it was
+    committed; the target's retention deletes the batch; a broker without a copy of the progress
+    takes over. The progress is committed before each batch, with the progress before it and the
+    sequence the batch starts at: the target's next sequence says whether the batch landed, so
+    the new mover goes on after it (before: it went on from the progress of the batch before, and
+    moved the batch's 5 records again)."""
+    async def scenario():
+        clock, source, target, committed = Clock(), Source(), Target(), Committed()
+        source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"0")], NOW) for i in range(20)])
+        first = await mover(source, target, tmp_path / "a", clock, 1, batch_records=5, progress=committed)
+        await crash_at_the_third_append(target, first, after_landing=True)
+        assert target.origin_offsets() == list(range(15))
+        # What an earlier version reads (the round, the sequence) is the progress before the batch:
+        # never ahead of what was moved; "after" is the progress once the batch is appended.
+        progress = json.loads(committed.value[1])
+        assert (progress["round"][4:], progress["sequence"], progress["after"]["sequence"]) == ([9, 20], 10, 15)
+        target.delete_all()
+        second = await mover(source, target, tmp_path / "b", clock, 1, batch_records=5, progress=committed)
+        assert second.recovered_from == "committed"
+        await run_until_idle(second)
+        assert target.origin_offsets() == list(range(15, 20))
+        # And where the batch did not land (the broker died before the append): from before it.
+        source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"0")], NOW) for i in range(20, 30)])
+        target.fail_before = 1
+        with pytest.raises(ConnectionError):
+            await run_until_idle(second)
+        target.delete_all()
+        third = await mover(source, target, tmp_path / "c", clock, 1, batch_records=5, progress=committed)
+        assert third.recovered_from == "committed"
+        await run_until_idle(third)
+        assert target.origin_offsets() == list(range(20, 30))
     asyncio.run(scenario())
 
 
@@ -688,7 +734,7 @@ def test_a_mover_whose_commit_is_fenced_stops_moving_and_committing(tmp_path, ca
         source.produce([(b"k", b"%d" % i, [("tidelog-delay-ms", b"0")], NOW) for i in range(6)])
         for _ in range(10):
             await m.step()
-        assert target.origin_offsets() == [0, 1]  # the first batch, then its commit was refused
+        assert target.origin_offsets() == []  # the progress is committed before each batch: refused, none appended
         assert committed.commits == 1 and m.fenced is not None
         assert "committed at 3" in m.status()["commit_error"]
     asyncio.run(scenario())
@@ -720,16 +766,17 @@ def test_a_delay_topic_created_again_is_not_fenced_by_its_predecessors_epochs():
 
 
 def test_a_rounds_moved_records_are_not_counted_as_waiting_while_its_commit_is_pending(tmp_path):
-    """A batch counts as moved once the target took it; its round ends after the commit that follows
-    (a round trip to __consumer_offsets, slow on a loaded machine). Meanwhile status() counted those
-    records as waiting too: moved 20 and waiting 5 of 20 records (test_delay_topic_view at load 9)."""
+    """A batch counts as moved once the target took it; its round ends after the next batch's
+    commit (a round trip to __consumer_offsets, slow on a loaded machine). Meanwhile status() counted
+    those records as waiting too: moved 20 and waiting 5 of 20 records (test_delay_topic_view at load 9)."""
     async def scenario():
         clock, source, target = Clock(), Source(), Target()
         gate = asyncio.Event()
 
         class SlowCommitted(Committed):
             async def commit(self, offset: int, metadata: str) -> None:
-                await gate.wait()
+                if self.commits:  # (the first batch's, before it: at once)
+                    await gate.wait()
                 await super().commit(offset, metadata)
 
         m = await mover(source, target, tmp_path, clock, 1, progress=SlowCommitted(), batch_records=3)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tidelog.config import BrokerConfig
 from tidelog.protocol.records import BATCH_HEADER_SIZE, build_batch, parse_batch_header
 from tidelog.queues import queue_features, record_attrs
-from tidelog.queues.filters import compile_filter
+from tidelog.queues.filters import FAILED, compile_filter
 from tidelog.queues.in_flight import ArchiveReason, DeadLetter
 from tidelog.queues.log_batches import parse_log_batches
 from tidelog.queues.manager import ShareConfig, ShareManager
@@ -628,13 +628,14 @@ def test_a_one_header_filter_judged_in_the_walk_gives_the_runs_of_its_values(bat
         values = [next((v for n, v in reversed(h) if n == "type"), False) for h in headers]
         has_ours = any(n in ("tidelog-delay-ms", "priority" if priority_enabled else "") for h in headers for n, _ in h)
         if not set(values) <= known:  # (a record of ours may come first: then it says so instead)
-            assert found is None or found == (None, None, True)
+            assert found is None or found == (None, None, 0, True)
         elif has_ours:
-            assert found == (None, None, True)
-        else:  # the runs of the verdicts of the values, record by record
-            flags = [f.known_verdicts[v] for v in values]
+            assert found == (None, None, 0, True)
+        else:  # the runs of the verdicts of the values, record by record; the failed ones counted
+            flags = [int(f.known_verdicts[v] == 1) for v in values]
             runs = [(base + i, base + j) for i, j in _runs_of_ones(flags)]
-            assert found == ([a for a, _ in runs], [b for _, b in runs], False)
+            failed = sum(f.known_verdicts[v] == FAILED for v in values)
+            assert found == ([a for a, _ in runs], [b for _, b in runs], failed, False)
         in_walk = scan_batch(batch, 0, info, settings_, {})
         saved = record_attrs._header_runs_in_c, record_attrs._header_values_in_c
         record_attrs._header_runs_in_c = None

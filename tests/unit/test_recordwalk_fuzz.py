@@ -214,10 +214,10 @@ def _expected_runs(body, start, stop, count, name, others, verdicts, base):
         outcome, found = _call(_reference_values, body, start, stop, k, name, others)
         if outcome == "error":
             # (a header of ours before the malformed field of the same record: the C walk stops there)
-            return [("error", found), ("ok", (None, None, True))]
+            return [("error", found), ("ok", (None, None, 0, True))]
         got, ours = found
         if ours:
-            return [("ok", (None, None, True))]
+            return [("ok", (None, None, 0, True))]
         if len(got) < k:  # the batch ends before its count
             return [("ok", None)]
         value = got[-1]
@@ -226,13 +226,13 @@ def _expected_runs(body, start, stop, count, name, others, verdicts, base):
         values.append(value)
     firsts, lasts, previous = [], [], 0
     for index, value in enumerate(values):
-        verdict = 1 if verdicts[value] else 0
+        verdict = 1 if verdicts[value] == 1 else 0  # (2: failed, not matching, counted)
         if verdict != previous:
             (firsts if verdict else lasts).append(base + index if verdict else base + index - 1)
             previous = verdict
     if previous:
         lasts.append(base + len(values) - 1)
-    return [("ok", (firsts, lasts, False))]
+    return [("ok", (firsts, lasts, sum(verdicts[value] == 2 for value in values), False))]
 
 
 def _guarded(body: bytes):
@@ -263,7 +263,7 @@ def test_header_runs_answers_what_header_values_and_the_verdicts_answer_on_malfo
     others = data.draw(st.sampled_from([OTHERS, (), OTHERS[1:]]))
     judged = data.draw(st.lists(st.none() | st.just(False) | st.sampled_from(VALUES), max_size=30))
     rng = random.Random(data.draw(st.integers(0, 1 << 32)))
-    verdicts = {value: rng.randint(0, 1) for value in judged}  # (hypothesis draws 0 mostly)
+    verdicts = {value: rng.randint(0, 2) for value in judged}  # (hypothesis draws 0 mostly; 2: failed)
     start = data.draw(st.integers(0, min(3, len(body))))
     guarded = _guarded(body)
     expected = _expected_runs(body, start, len(body), min(count, len(body) + 1), name, others, verdicts, base)
@@ -285,7 +285,7 @@ def test_header_runs_and_header_values_on_records_whose_lengths_lie(records, dat
     judged = [None, False, *VALUES] if data.draw(st.booleans()) else \
         data.draw(st.lists(st.none() | st.just(False) | st.sampled_from(VALUES), max_size=30))
     rng = random.Random(data.draw(st.integers(0, 1 << 32)))
-    verdicts = {value: rng.randint(0, 1) for value in judged}  # (hypothesis draws 0 mostly)
+    verdicts = {value: rng.randint(0, 2) for value in judged}  # (hypothesis draws 0 mostly; 2: failed)
     guarded = _guarded(body)
     bounded = min(count, len(body) + 1)
     assert _call(_recordwalk.header_values, guarded, 0, len(body), count, name, others) == \
@@ -438,7 +438,7 @@ def test_values_of_one_size_keep_their_own_verdicts():
     """The walk's kept values are compared by their bytes, not their size: x and y (one byte each),
     "" and a null value, v1 and v2, each its own verdict, over more distinct values than it keeps."""
     values = [b"x", b"y", b"", None, b"v1", b"v2", False, *(b"w%02d" % n for n in range(20)), b"y", b"x", b"v2"]
-    verdicts = {value: n % 2 for n, value in enumerate(dict.fromkeys(values))}
+    verdicts = {value: n % 3 for n, value in enumerate(dict.fromkeys(values))}  # (2: failed, counted)
     batch = b"".join(_record(_HEAD, _NO_KEY, _NO_KEY, b"\x00") if value is False else
                      _record(_HEAD, _NO_KEY, _NO_KEY, _zigzag_varint(1), _zigzag_varint(4), b"type",
                              _zigzag_varint(-1 if value is None else len(value)), value or b"")

@@ -12,7 +12,10 @@ producer state and calls it at the points docs/architecture.md lists:
 - ``last_stable_offset(high_watermark)`` and ``on_high_watermark``: the LSO, which
   read_committed reads, ListOffsets and the cleaner stop at;
 - ``aborted_transactions(fetch_offset, upper)``: what a read_committed Fetch lists, from the
-  ``.txnindex`` of the fetch's segment on;
+  ``.txnindex`` of the fetch's segment on; none, without a look at an index, for a fetch from at
+  or after the offset past the last aborted transaction's marker (known after the first lookup,
+  kept as markers are written, forgotten at ``reset``: the usual read_committed fetch, at the
+  log's tail, costs a comparison);
 - ``reset()`` after a truncation, ``snapshot()`` at a clean shutdown, ``remove_expired``.
 
 The state (storage/producer_txn.py) is loaded on first use: its snapshot plus a replay of the
@@ -55,6 +58,11 @@ class PartitionTransactions:
         self.log = log
         self._state: ProducerTransactions | None = None
         self._indexes: dict[int, tuple[object, TransactionIndex]] = {}  # segment base -> (segment, its index)
+        # No .txnindex entry has its marker at or after this offset (None: not known yet). Entries
+        # only come after the last (an ABORT marker appended, here or by a follower), or go (a
+        # truncation: reset; retention, a cleaning: it stays an upper bound), so a fetch from here
+        # on lists none: aborted_transactions answers it without a look at an index.
+        self._no_aborted_from: int | None = None
         if log.log_end_offset == log.log_start_offset:
             # Every append of a producer's batch goes through the state (check_data, apply,
             # marker_batch), so an empty log's state, loaded now (no replay), stays whole: the
@@ -101,17 +109,30 @@ class PartitionTransactions:
 
     def _on_aborted(self, entry: AbortedTxn) -> None:
         self.index(self.log.segments[-1]).append(entry)  # the marker went to the active segment
+        if self._no_aborted_from is not None:
+            self._no_aborted_from = max(self._no_aborted_from, entry.last_offset + 1)
 
     def aborted_transactions(self, fetch_offset: int, upper_bound_offset: int) -> list[AbortedTxn]:
         """The aborted transactions a read_committed read of [fetch_offset, upper_bound_offset) lists."""
+        clear = self._no_aborted_from
+        if clear is not None and fetch_offset >= clear:
+            return []  # (an entry is listed only if its marker is at or after fetch_offset)
+        self.state  # noqa: B018 - loaded first: its replay writes the entries after its snapshot
         segments = self.log.segments
         first = 0
         for i in range(len(segments) - 1, -1, -1):
             if segments[i].base_offset <= fetch_offset:
                 first = i
                 break
-        return collect_aborted_transactions((self.index(s) for s in segments[first:]), fetch_offset,
-                                            upper_bound_offset)
+        indexes = [self.index(s) for s in segments[first:]]
+        found = collect_aborted_transactions(indexes, fetch_offset, upper_bound_offset)
+        if clear is None and segments:
+            # An entry is in the .txnindex of the segment holding its marker: past the last entry
+            # of the latest index holding one, or, none holding one, from this fetch's segment on.
+            ends = (index.last_offset for index in reversed(indexes))
+            last = next((end for end in ends if end is not None), None)
+            self._no_aborted_from = segments[first].base_offset if last is None else last + 1
+        return found
 
     # ---- offsets -------------------------------------------------------------------------------
     def last_stable_offset(self, high_watermark: int) -> int:
@@ -167,6 +188,7 @@ class PartitionTransactions:
         """The log was truncated: rebuilt from it on next use (the snapshot may be above the cut)."""
         self._close_indexes()
         self._state = None
+        self._no_aborted_from = None
         ProducerTransactions.delete_snapshot(self.log.dir)
 
     def remove_expired(self, now_ms: int, expiration_ms: int) -> None:

@@ -542,19 +542,22 @@ static PyObject *has_header(PyObject *module, PyObject *args)
 }
 
 /* header_runs(buffer, start, stop, count, name, others, verdicts, base)
- *     -> (firsts, lasts, other_found) | None
+ *     -> (firsts, lasts, failed, other_found) | None
  *
  * header_values and a one-header filter's verdicts in one walk, as the runs of matching records: the
  * value of header ``name`` of each record (as header_values reads it: the last of a repeated name,
- * None for a null value, False for none) looked up in ``verdicts`` (a dict of those values to 1 or
- * 0: RecordFilter's), record ``index`` at offset ``base + index``, and the first and last offsets of
- * each run of records whose verdict is 1 (``firsts``, ``lasts``: lists of ints, in offset order).
+ * None for a null value, False for none) looked up in ``verdicts`` (a dict of those values to 1, 0
+ * or HEADER_RUNS_FAILED (2): the filter failed on it, the record does not match: RecordFilter's),
+ * record ``index`` at offset ``base + index``, and the first and last offsets of each run of records
+ * whose verdict is 1 (``firsts``, ``lasts``: lists of ints, in offset order); ``failed``: the number
+ * of records whose verdict is HEADER_RUNS_FAILED (filter_errors counts each record).
  * No object per record: a value is compared with the distinct ones this walk met before (up to
  * RUNS_SEEN of them; past that, each is looked up in the dict). None where a value has no verdict
  * yet or the batch ends before ``count`` records (the caller takes header_values and the filter
- * then); (None, None, True) as soon as a record has a header named in ``others``. A malformed
+ * then); (None, None, 0, True) as soon as a record has a header named in ``others``. A malformed
  * record is a ValueError. */
 #define RUNS_SEEN 16
+#define HEADER_RUNS_FAILED 2
 
 typedef struct {
     const uint8_t *data;
@@ -567,6 +570,8 @@ static int verdict_of(PyObject *verdicts, PyObject *value)
     PyObject *found = PyDict_GetItemWithError(verdicts, value); /* borrowed */
     if (found == NULL)
         return PyErr_Occurred() ? -2 : -1;
+    if (PyLong_CheckExact(found) && PyLong_AsLong(found) == HEADER_RUNS_FAILED)
+        return HEADER_RUNS_FAILED; /* (an int in range: no error to clear) */
     return PyObject_IsTrue(found) > 0 ? 1 : 0;
 }
 
@@ -608,6 +613,7 @@ static PyObject *header_runs(PyObject *module, PyObject *args)
     int seen_count = 0;
     int missing_verdict = -1; /* of a record without the header (False), once looked up */
     int matching = 0;         /* whether the record before is in a run */
+    Py_ssize_t failed = 0;    /* records whose verdict is HEADER_RUNS_FAILED */
     firsts = PyList_New(0);
     lasts = PyList_New(0);
     if (firsts == NULL || lasts == NULL)
@@ -634,7 +640,7 @@ static PyObject *header_runs(PyObject *module, PyObject *args)
                         Py_DECREF(firsts);
                         Py_DECREF(lasts);
                         PyBuffer_Release(&view);
-                        return Py_BuildValue("(OOO)", Py_None, Py_None, Py_True);
+                        return Py_BuildValue("(OOiO)", Py_None, Py_None, 0, Py_True);
                     }
                 }
             }
@@ -675,6 +681,10 @@ static PyObject *header_runs(PyObject *module, PyObject *args)
         }
         if (verdict < 0) /* not judged yet */
             goto unknown;
+        if (verdict == HEADER_RUNS_FAILED) {
+            failed++;
+            verdict = 0;
+        }
         if (verdict != matching) {
             PyObject *offset = PyLong_FromLongLong(verdict ? base + index : base + index - 1);
             if (offset == NULL || PyList_Append(verdict ? firsts : lasts, offset) < 0) {
@@ -697,7 +707,7 @@ static PyObject *header_runs(PyObject *module, PyObject *args)
         Py_DECREF(offset);
     }
     PyBuffer_Release(&view);
-    return Py_BuildValue("(NNO)", firsts, lasts, Py_False);
+    return Py_BuildValue("(NNnO)", firsts, lasts, failed, Py_False);
 unknown:
     Py_DECREF(firsts);
     Py_DECREF(lasts);
@@ -1115,7 +1125,7 @@ static PyMethodDef methods[] = {
     {"has_header", has_header, METH_VARARGS, "has_header(buffer, start, stop, count, names) -> bool"},
     {"pack_tiled", pack_tiled, METH_VARARGS, "pack_tiled(firsts, lasts, fields) -> bytes"},
     {"header_runs", header_runs, METH_VARARGS,
-     "header_runs(buffer, start, stop, count, name, others, verdicts, base) -> (firsts, lasts, other_found) | None"},
+     "header_runs(buffer, start, stop, count, name, others, verdicts, base) -> (firsts, lasts, failed, other_found) | None"},
     {"filter_atoms", filter_atoms, METH_VARARGS,
      "filter_atoms(buffer, start, stop, count, base_timestamp, log_append_timestamp, atoms, others[, program, base])"
      " -> (codes, other_found) | (firsts, lasts, errors, other_found) | None"},
@@ -1127,5 +1137,11 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_recordwalk", "The r
 
 PyMODINIT_FUNC PyInit__recordwalk(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    /* header_runs' verdict of a value the filter failed on (also: header_runs counts such records) */
+    if (m != NULL && PyModule_AddIntConstant(m, "HEADER_RUNS_FAILED", HEADER_RUNS_FAILED) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

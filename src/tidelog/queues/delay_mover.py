@@ -35,14 +35,18 @@ Exactly once, across crashes and failovers:
   from an earlier leadership is not taken over the target's batch (its time may be ahead of the
   target's by a clock skew between brokers, and records moved since by another leader's mover
   would be moved again).
-- The progress is also committed, replicated, after each acknowledged batch (and once a minute
-  while idle): the delay partition's offset in the group ``PROGRESS_GROUP`` of
-  ``__consumer_offsets`` (``DelayProgress``; metadata: the round as in its header and the next
-  sequence). The target's batch comes first, the commit after it, so the committed progress is
-  never ahead of the target. Where the target has no batch of the mover (deleted by retention or
-  DeleteRecords while its producer state keeps the next sequence; or a target whose state lost the
-  mover), ``recover`` goes on from the committed progress or the local copy, whichever continues
-  the target's sequence (else the further one, and a WARNING says what is moved again). A failed
+- The progress is also committed, replicated, before each batch and at a round's end (and once a
+  minute while idle):
+  the delay partition's offset in the group ``PROGRESS_GROUP`` of ``__consumer_offsets``
+  (``DelayProgress``; metadata: the round as in its header and the next sequence, of the progress
+  before the batch, whose sequence is the batch's, and ``after``: the progress after it; and after
+  a round's last batch, its end). Where the target has no batch of the mover (deleted by retention
+  or DeleteRecords while its producer state keeps the next sequence; or a target whose state lost
+  the mover), the target's next sequence says which of the two holds: at or past the batch's end,
+  the one after it (the batch was appended: a broker dying between the target's acknowledgement
+  and a commit after it would have left the progress one batch behind), else the one before. ``recover`` goes on from that
+  committed progress or the local copy, whichever continues the target's sequence (else the
+  further one, and a WARNING says what is moved again). A failed
   commit does not stop the moves (the next carries the newer progress). A commit the coordinator
   refuses as a deposed leader's (FENCED_LEADER_EPOCH: the progress store sends the delay
   partition's leader epoch, groups/offset_manager.py fences the group by it) stops the mover
@@ -231,6 +235,7 @@ class DelayMover:
         self._copy_written_ms = -COPY_EVERY_MS  # when the local copy of the state was last written
         self.progress = progress
         self.committed: _Progress | None = None  # the progress last committed (or found committed) by this mover
+        self._committed_value: tuple | None = None  # (progress, after) of its last commit (see _commit)
         self.committed_ms: int | None = None  # when (status)
         self.recovered_from: str | None = None  # where recover found the progress: target, committed, local, start
         self._commit_failing: str | None = None  # the error of a failure streak of commits
@@ -320,8 +325,15 @@ class DelayMover:
             data = json.loads(fetched[1])
             if data.get("producer_id") != self.producer_id:
                 return None
-            t0, o0, t1, o1, i, n = (int(v) for v in data["round"])
-            found = _Progress(MoverState(t0, o0), MoverState(t1, o1), i, n, int(data["sequence"]))
+            found = _progress_of(data["round"], data["sequence"])
+            after = data.get("after")
+            if after is not None:
+                after = _progress_of(after["round"], after["sequence"])
+                if (self._sequence - after.sequence) % SEQUENCE_WRAP < SEQUENCE_WRAP // 2:
+                    # Committed before a batch the target's sequence has reached the end of: it was
+                    # appended (and maybe more after it, whose commits failed). Short of it (not
+                    # appended, or refused), only the progress before it is known to be moved.
+                    found = after
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             logger.warning("delay mover %s-%d: ignoring unreadable progress committed to %s: %r (%s)", self.origin_topic,
                            self.origin_partition, PROGRESS_GROUP, fetched[1][:200], e)
@@ -486,6 +498,14 @@ class DelayMover:
                                                            f"{len(entries)}".encode()))
                 batch = build_batch(batch_records, producer_id=self.producer_id, producer_epoch=0,
                                     base_sequence=self._sequence, timestamp_ms=self.clock_ms())
+                # The progress before the batch, committed before it with the progress after it: the
+                # target's next sequence says which holds (see _commit).
+                before = _Progress.at(s, self._sequence) if self._round_next == 0 else \
+                    _Progress(s, e, self._round_next - 1, len(entries), self._sequence)
+                await self._commit(before, _Progress(s, e, last_i, len(entries),
+                                                     (self._sequence + len(batch_records)) % SEQUENCE_WRAP))
+                if self.fenced is not None:
+                    return moved  # deposed: the round stays unfinished here (its successor goes on)
                 base_offset = await self.target.append(batch)
                 self.last_move_ms = self.clock_ms()
                 self.last_move_late_ms = max(0, self.last_move_ms - chunk[0][0])
@@ -495,11 +515,7 @@ class DelayMover:
                 self._sequence = (self._sequence + len(batch_records)) % SEQUENCE_WRAP
                 moved += len(batch_records)
                 self.moved += len(batch_records)
-            self._round_next = last_i + 1  # before the commit's await: the mover's state is whole at every await
-            if batch_records:
-                await self._commit(_Progress(round_.start, round_.end, last_i, len(entries), self._sequence))
-                if self.fenced is not None:
-                    return moved  # deposed: the round stays unfinished here (its successor goes on)
+            self._round_next = last_i + 1
         self.state = round_.end
         self._round = None
         # Records read before O' are moved or (due later) in the index; those after stay here.
@@ -514,20 +530,26 @@ class DelayMover:
             await self._commit(_Progress.at(self.state, self._sequence))
         return moved
 
-    async def _commit(self, progress: _Progress) -> None:
-        """Commit ``progress`` to ``__consumer_offsets`` (after the batch it follows is acknowledged:
-        the target's batch is always ahead of, or at, the committed progress). A failed commit does
-        not stop the moves: the next one (after ``COMMIT_RETRY_MS``) carries the newer progress;
-        the streak is logged once (WARNING) and its end (INFO)."""
+    async def _commit(self, progress: _Progress, after: _Progress | None = None) -> None:
+        """Commit ``progress`` to ``__consumer_offsets``. With ``after``: committed before a batch is
+        appended (``progress``'s sequence is the batch's), with the progress after that batch: where
+        the target no longer holds the batch (retention), its next sequence says which of the two
+        holds (``_fetch_committed``), so a broker dying between the target's acknowledgement and a
+        commit after it leaves nothing to move again. (The offset and the fields an earlier version
+        reads are ``progress``'s: never ahead of what is moved.) A failed commit does not stop the
+        moves: the next one (after ``COMMIT_RETRY_MS``) carries the newer progress; the streak is
+        logged once (WARNING) and its end (INFO)."""
         progress = progress.normal()
-        if self.progress is None or progress == self.committed or self.fenced is not None:
+        after = after.normal() if after is not None else None
+        if self.progress is None or (progress, after) == self._committed_value or self.fenced is not None:
             return
         now = self.clock_ms()
         if self._commit_failing is not None and 0 <= now < self._commit_retry_ms:
             return
-        metadata = json.dumps({"producer_id": self.producer_id, "round": [
-            progress.start.after_ms, progress.start.below_offset, progress.end.after_ms, progress.end.below_offset,
-            progress.i, progress.n], "sequence": progress.sequence}, separators=(",", ":"))
+        value = {"producer_id": self.producer_id, "round": _round_of(progress), "sequence": progress.sequence}
+        if after is not None:
+            value["after"] = {"round": _round_of(after), "sequence": after.sequence}
+        metadata = json.dumps(value, separators=(",", ":"))
         try:
             await self.progress.commit(progress.offset(), metadata)
         except KafkaError as e:
@@ -547,7 +569,7 @@ class DelayMover:
             logger.info("delay mover %s-%d: committing its progress to __consumer_offsets again", self.origin_topic,
                         self.origin_partition)
             self._commit_failing = None
-        self.committed, self.committed_ms = progress, now
+        self.committed, self.committed_ms, self._committed_value = progress, now, (progress, after)
 
     def _commit_failed(self, e: Exception, now: int) -> None:
         if self._commit_failing is None:
@@ -615,6 +637,17 @@ class DelayMover:
 _FROM = {"target": "its last batch in the target", None: "nothing",
          "committed": f"its progress committed to __consumer_offsets (group {PROGRESS_GROUP})",
          "local": "this broker's copy of its progress", "start": "the delay partition's start"}
+
+
+def _round_of(progress: _Progress) -> list[int]:
+    return [progress.start.after_ms, progress.start.below_offset, progress.end.after_ms, progress.end.below_offset,
+            progress.i, progress.n]
+
+
+def _progress_of(round_: list, sequence) -> _Progress:
+    """A committed progress's round (``_round_of``) and sequence. Raises ValueError, TypeError."""
+    t0, o0, t1, o1, i, n = (int(v) for v in round_)
+    return _Progress(MoverState(t0, o0), MoverState(t1, o1), i, n, int(sequence))
 
 
 def _write_json(path, value) -> None:

@@ -17,7 +17,7 @@ without CEL: the record walk in C (protocol/_recordwalk.c ``filter_atoms``) judg
 comparisons on every record (true, false, or an error, as CEL's) and combines them by ``&&``,
 ``||`` and ``!`` with CEL's rules for errors (``false && error`` is false, ``true || error`` true,
 in either order; otherwise an error stays one, the record does not match and counts in
-``filter_errors``, once a record; the one-header path counts once a distinct value), returning
+``filter_errors``, once a record, as on every other path), returning
 the runs of matching records; without the extension ``BatchPlan`` does the same over the Python
 walk's records, as integers a bit a record. The subset: ``&&``, ``||``, ``!`` (before a
 parenthesis, ``!`` or a boolean literal), parentheses, ``true``, ``false``, and the comparisons
@@ -76,7 +76,8 @@ class RecordFilter:
         self.reads_timestamp = self._timestamp
         self.header_names = self._header_names if self._headers else ()
         self.evaluations = 0
-        self.errors = 0
+        self.errors = 0  # records the expression failed on (each record of each batch judged: filter_errors)
+        self.last_error = ""  # CEL's message of the last failure (in the WARNING)
         # The expression as comparisons judged a batch at a time (the subset above), else None.
         self.plan = plan_of(expression)
 
@@ -102,7 +103,7 @@ class RecordFilter:
                 if found is None:
                     found = seen[(read, timestamp)] = self._evaluate(key, headers, timestamp)
                 results.append(found)
-            return results
+            return self._matched(results)
         memo = self._memo
         keys = self._memo_keys(records)
         results = list(map(memo.get, keys))
@@ -115,7 +116,13 @@ class RecordFilter:
                     memo.clear()
                 memo[keys[i]] = found
             results[i] = found
-        return results
+        return self._matched(results)
+
+    def _matched(self, verdicts: list[int]) -> list[bool]:
+        """Verdicts (1, 0, ``FAILED``) as whether each record matches; the failed ones counted, each
+        record (a verdict the memo remembers counts again on every record that has it)."""
+        self.count_errors(verdicts.count(FAILED))
+        return list(map(_MATCHES, verdicts))
 
     def batch_verdicts(self, codes: Sequence[bytes], count: int) -> bytes:
         """The verdicts of ``count`` records as a byte a record (1: matches) from the codes of the
@@ -131,8 +138,9 @@ class RecordFilter:
             before = self.errors
             self.errors += failed
             if before == 0 or before // 10000 != self.errors // 10000:
-                logger.warning("share group filter %r failed on %d records of a batch (%d failures so far)",
-                               self.expression, failed, self.errors)
+                logger.warning("share group filter %r failed on %d records of a batch (%d failures so far)%s",
+                               self.expression, failed, self.errors,
+                               f"; the last: {self.last_error}" if self.last_error else "")
 
     def judge_values(self, values: Sequence) -> list[bool]:
         """``judge`` for a filter that reads one header (``header_names`` of one name) and neither the
@@ -143,8 +151,9 @@ class RecordFilter:
     @property
     def known_verdicts(self) -> dict:
         """The verdicts ``verdicts`` has made, by value (bytes, None for a null value, False for no
-        such header) -> 1 or 0: what protocol/_recordwalk.c ``header_runs`` looks values up in (a
-        value not in it: the caller takes ``verdicts``, which judges it). Bounded as the memo."""
+        such header) -> 1, 0 or ``FAILED``: what protocol/_recordwalk.c ``header_runs`` looks values
+        up in (a value not in it: the caller takes ``verdicts``, which judges it; it counts the
+        records whose value has ``FAILED``). Bounded as the memo."""
         return self._verdicts
 
     def verdicts(self, values: Sequence) -> bytes:
@@ -153,7 +162,7 @@ class RecordFilter:
         yet is evaluated once (through the memo), then the batch is looked up again."""
         verdict = self._verdicts
         try:
-            return bytes(map(verdict.__getitem__, values))
+            return self._flags(bytes(map(verdict.__getitem__, values)))
         except KeyError:
             pass
         (name,) = self._header_names
@@ -169,8 +178,16 @@ class RecordFilter:
                 if len(memo) >= MEMO_ENTRIES:
                     memo.clear()
                 memo[key] = found
-            verdict[value] = 1 if found else 0
-        return bytes(map(verdict.__getitem__, values))
+            verdict[value] = found
+        return self._flags(bytes(map(verdict.__getitem__, values)))
+
+    def _flags(self, verdicts: bytes) -> bytes:
+        """A byte a record of verdicts (1, 0, ``FAILED``) as 1 (matches) or 0, the failed ones counted."""
+        failed = verdicts.count(FAILED)
+        if not failed:
+            return verdicts
+        self.count_errors(failed)
+        return verdicts.translate(_FAILED_AS_0)
 
     def _memo_keys(self, records) -> list:
         names = self._header_names
@@ -188,18 +205,20 @@ class RecordFilter:
             keys.append((key if self._key else None, read))
         return keys
 
-    def _evaluate(self, key: bytes | None, headers: dict, timestamp: int) -> bool:
+    def _evaluate(self, key: bytes | None, headers: dict, timestamp: int) -> int:
+        """CEL's verdict: 1 (matches), 0 or ``FAILED`` (the caller counts each record it stands for)."""
         self.evaluations += 1
         try:
-            return self.program.execute({"key": key, "headers": headers, "timestamp": timestamp}) is True
+            return 1 if self.program.execute({"key": key, "headers": headers, "timestamp": timestamp}) is True else 0
         except Exception as e:  # noqa: BLE001 - a record the expression cannot judge does not match
-            self.errors += 1
-            if self.errors == 1 or self.errors % 10000 == 0:
-                logger.warning("share group filter %r failed on a record (%d failures so far): %s",
-                               self.expression, self.errors, e)
-            return False
+            self.last_error = str(e) or type(e).__name__
+            return FAILED
 
 
+FAILED = 2  # a verdict: the expression failed on the record (it does not match; counted in ``errors``);
+# protocol/_recordwalk.c HEADER_RUNS_FAILED
+_FAILED_AS_0 = bytes([0, 1, 0]) + bytes(253)  # (bytes.translate: verdicts to match flags)
+_MATCHES = (1).__eq__  # (a verdict -> whether the record matches, mapped in C)
 _MISSING = object()
 _BY_NAME = re.compile(r"""headers\s*\[\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')\s*\]"""
                       r"""|headers\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()"""

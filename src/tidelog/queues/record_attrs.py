@@ -43,9 +43,10 @@ try:
 except ImportError:  # (an extension built before it: header_values)
     _has_header_in_c = None
 try:
+    from tidelog.protocol._recordwalk import HEADER_RUNS_FAILED as _HEADER_RUNS_FAILED  # noqa: F401 (filters.FAILED)
     from tidelog.protocol._recordwalk import header_runs as _header_runs_in_c
-except ImportError:  # (an extension built before it: header_values and the filter's verdicts)
-    _header_runs_in_c = None
+except ImportError:  # (an extension built before it, or before it counted failed verdicts, which an older
+    _header_runs_in_c = None  # one took for a match: header_values and the filter's verdicts)
 try:
     from tidelog.protocol._recordwalk import filter_atoms as _filter_atoms_in_c
 except ImportError:  # (an extension built before it: the filter's plan over the walk's records)
@@ -369,9 +370,10 @@ def _filtered_runs(body, start: int, stop: int, info: BatchInfo, log_append: boo
             # offsets the only objects made (the two steps below were ~0.1 us a record at 100 B).
             found = _header_runs_in_c(body, start, stop, info.record_count, name, others, known, info.base_offset)
             if found is not None:
-                firsts, lasts, ours_found = found
+                firsts, lasts, failed, ours_found = found
                 if ours_found:
                     return None
+                settings.matches.count_errors(failed)
                 timestamp = info.max_timestamp
                 return FlagRuns(info.base_offset, info.last_offset, firsts, lasts, settings.default_priority,
                                 timestamp, timestamp + settings.delay_ms if settings.delay_ms > 0 else NEVER,
