@@ -5,6 +5,7 @@ the change of state rather than every retry."""
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -46,15 +47,21 @@ def produce(bootstrap: str, first: int, count: int, acks: str) -> None:
     assert not errors, errors
 
 
+def leader_and_follower(cluster: Cluster) -> tuple[int, int]:
+    """TOPIC created on a 2-broker cluster (1 partition, 2 replicas) with a full ISR: its leader's
+    and its follower's ids."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    admin.create_topics([NewTopic(TOPIC, 1, 2)])[TOPIC].result(10)
+    wait_until(lambda: len(admin.list_topics(TOPIC, timeout=5).topics[TOPIC].partitions[0].isrs) == 2, 15,
+               message="a full ISR")
+    leader = admin.list_topics(TOPIC, timeout=5).topics[TOPIC].partitions[0].leader
+    return leader, next(i for i in cluster.brokers if i != leader)
+
+
 def test_a_batch_corrupted_on_the_leader_is_not_copied(tmp_path):
     cluster = Cluster(tmp_path, 2).start()
     try:
-        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-        admin.create_topics([NewTopic(TOPIC, 1, 2)])[TOPIC].result(10)
-        wait_until(lambda: len(admin.list_topics(TOPIC, timeout=5).topics[TOPIC].partitions[0].isrs) == 2, 15,
-                   message="a full ISR")
-        leader = admin.list_topics(TOPIC, timeout=5).topics[TOPIC].partitions[0].leader
-        follower = next(i for i in cluster.brokers if i != leader)
+        leader, follower = leader_and_follower(cluster)
         produce(cluster.bootstrap, 0, 5, "all")
         cluster.brokers[follower].kill()
         produce(cluster.brokers[leader].bootstrap, 5, 10, "1")
@@ -109,6 +116,40 @@ def test_a_dead_leader_is_retried_with_back_off_and_logged_once(tmp_path):
         for broker, old in zip(survivors, skip):
             lines = [line for line in broker.log_path.read_text().splitlines()[old:] if "fetcher for leader 1" in line]
             assert 1 <= len(lines) <= 3, "\n".join(lines)
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
+
+
+def test_a_leader_that_dies_right_after_it_is_reached_again_gets_a_warning_again(tmp_path):
+    """The recovery is logged when the leader first answers, not when a Fetch (a long poll) comes
+    back: a leader that dies while it holds the first Fetch after a recovery must be logged again
+    (its WARNING came only at the next failure after a Fetch had returned; a death within the
+    long poll was a DEBUG line). replica.fetch.wait.max.ms of 12 s widens that window to kill it in.
+    SIGSTOP fails the follower's Fetch by its timeout (12 + 10 s) with the leader still live (60 s
+    lease), so the leadership does not move meanwhile."""
+    cluster = Cluster(tmp_path, 2, {"broker.session.timeout.ms": "60000", "replica.fetch.wait.max.ms": "12000"}).start()
+    try:
+        leader_id, follower_id = leader_and_follower(cluster)
+        leader, follower = cluster.brokers[leader_id], cluster.brokers[follower_id]
+        produce(cluster.bootstrap, 0, 1, "all")  # the follower fetches from the leader now
+        skip = len(follower.log_path.read_text().splitlines())
+
+        def lines(what: str) -> list[str]:
+            return [line for line in follower.log_path.read_text().splitlines()[skip:]
+                    if f"fetcher for leader {leader_id}" in line and what in line]
+
+        leader.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: lines("WARNING"), 60, message="the follower's first WARNING")
+        finally:
+            leader.proc.send_signal(signal.SIGCONT)
+        # Its Fetch sent after the failure is answered at once (no long poll while failing): logged then.
+        wait_until(lambda: lines("reached it again"), 6, message="the recovery logged at the leader's first answer")
+        leader.kill()
+        wait_until(lambda: len(lines("WARNING")) == 2, 30, message="a WARNING for the leader's death")
     except BaseException:
         print(cluster.logs())
         raise

@@ -99,6 +99,10 @@ def test_console_pages(broker, page, tmp_path):
         page.wait_for_selector("[data-testid=cluster-id]")
         assert page.inner_text("[data-testid=cluster-id]") == cluster_id
         assert page.inner_text("#status") == "ready"
+        # The event loop's lag of the last minute in the brokers table (GET /cluster's event_loop).
+        for cell in ("loop-p99-1", "loop-max-1"):  # "-" until the monitor's first wake-up (0.5 s)
+            page.wait_for_function(f"() => document.querySelector('[data-testid={cell}]')?.textContent.endsWith(' ms')")
+        assert page.inner_text("[data-testid=loop-stalls-1]").count(" / ") == 1
         sender = threading.Thread(target=traffic)
         sender.start()
         page.wait_for_function("() => { const el = document.querySelector('[data-testid=produced-rate]');"
@@ -220,6 +224,9 @@ def test_console_of_any_cluster_broker_shows_the_whole_cluster(page, tmp_path):
         assert page.inner_text("[data-testid=controller]") == f"#{controller}"
         assert page.inner_text("[data-testid=broker-count]") == "3"
         assert page.inner_text("[data-testid=under-replicated]") == "0"
+        for node_id in (1, 2, 3):  # each broker's event-loop lag, the others' asked of them by broker 3
+            page.wait_for_function(f"() => document.querySelector('[data-testid=loop-p99-{node_id}]')"
+                                   "?.textContent.endsWith(' ms')")
 
         page.goto(base + "/#/topics/shared")
         page.wait_for_selector("[data-testid=partitions-table] [data-row='2']")

@@ -59,9 +59,11 @@ def test_health_ready_and_openapi(broker, http):
     document = requests.get(http.base + "/openapi.json", timeout=10).json()
     assert document["openapi"].startswith("3.1")
     operations = {(m.upper(), p) for p, item in document["paths"].items() for m in item if m != "parameters"}
-    assert len(operations) == 34
+    assert len(operations) == 35
     cluster = http.call("GET", "/cluster", 200)
     assert cluster["brokers"][0]["port"] == broker.port and cluster["ready"] is True
+    assert cluster["brokers"][0]["event_loop"]["stall_threshold_ms"] == 1000 and cluster["brokers"][0]["event_loop_error"] is None
+    assert http.call("GET", "/broker", 200)["event_loop"]["window_s"] == 60
     assert cluster["controller_id"] == cluster["brokers"][0]["node_id"]
 
 
@@ -298,7 +300,7 @@ def test_schemathesis_every_operation(broker, http):
     http.call("POST", "/topics/{topic}/records", 200, topic="fuzz", json_body={"records": [{"value": "seed"}]})
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     operations = [result.ok() for result in http.schema.get_all_operations()]
-    assert len(operations) == 34
+    assert len(operations) == 35
 
     def bounded(case) -> None:
         # Keep the load small: no long polls, few partitions per generated topic.
@@ -327,7 +329,7 @@ def test_schemathesis_every_operation(broker, http):
             statuses.setdefault(operation.label, set()).add(response.status_code)
 
         run()
-    assert len(statuses) == 34
+    assert len(statuses) == 35
     # Both documented successes and documented errors were exercised.
     assert any(s < 300 for codes in statuses.values() for s in codes)
     assert any(400 <= s < 500 for codes in statuses.values() for s in codes)

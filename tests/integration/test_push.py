@@ -217,6 +217,24 @@ def test_https_endpoints_are_verified_against_push_ssl_ca_location(broker_factor
         assert "certificate" in status_of(broker, "bad-tls")["last_error"].lower()
 
 
+def test_without_push_ssl_ca_location_https_endpoints_are_verified_against_the_system_cas(broker):
+    """The default context (aiohttp's, made when it was imported, not one of ours at every start)
+    still verifies: an endpoint whose certificate a private CA signed is a TLS failure."""
+    import ssl
+
+    import trustme
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(context)
+    create_topic(broker.bootstrap, "system-cas", 1)
+    with Receiver(ssl_context=context) as private:
+        create_subscription(broker, name="private-ca", topics=["system-cas"], endpoint=private.url, **FAST)
+        _produce_confluent(broker, "system-cas", 1, 1)
+        wait_for(lambda: status_of(broker, "private-ca")["failed_by_status"].get("tls", 0) >= 1, 60, "a TLS failure")
+        assert private.snapshot() == []
+        assert "certificate" in status_of(broker, "private-ca")["last_error"].lower()
+
+
 def test_an_unreadable_ca_bundle_stops_the_start_with_one_line(broker_factory, tmp_path):
     with pytest.raises(RuntimeError) as caught:
         broker_factory({"push.ssl.ca.location": str(tmp_path / "missing.pem")})

@@ -127,3 +127,34 @@ def test_a_stopped_process_is_told_from_a_blocked_loop():
     assert stalled and "the whole process did not run for most of it" in stalled[0], text
     # the watchdog tells it too when it wakes before the loop does after SIGCONT (a race)
     assert all("the whole process did not run" in line for line in text.splitlines() if "event loop stuck" in line), text
+
+
+@LOOPS
+def test_recent_sums_up_the_last_window_and_keeps_the_stalls_since_the_start(loop_factory):
+    """What the console, the CLI and GET /api/v1/broker show: p50/p99/max and stalls of the
+    window, and the stall once it has left the window still counted since the start."""
+    monitor = LoopMonitor(interval_s=0.02, warn_s=0.3, recent_s=0.8)
+    seen = {}
+
+    async def stall_then_wait() -> None:
+        seen["before"] = monitor.recent()
+        hold_the_loop_for(0.5)
+        await asyncio.sleep(0.1)
+        seen["during"] = monitor.recent()
+        await asyncio.sleep(1.0)  # the stall leaves the 0.8 s window
+        seen["after"] = monitor.recent()
+
+    run(_run_with(monitor, stall_then_wait), loop_factory)
+    before, during, after = seen["before"], seen["during"], seen["after"]
+    assert before["samples"] >= 3 and before["stalls"] == 0 and before["max_ms"] < 300
+    assert during["stalls"] == 1 and 450 <= during["max_ms"] < 5000 and during["p99_ms"] == during["max_ms"]
+    assert during["p50_ms"] < 300 and during["max_since_start_ms"] == during["max_ms"]
+    assert after["stalls"] == 0 and after["max_ms"] < 300 and after["stalls_since_start"] == 1
+    assert after["max_since_start_ms"] == during["max_ms"] and after["window_s"] == 0.8
+    assert after["stall_threshold_ms"] == 300 and after["interval_ms"] == 20
+
+
+def test_recent_before_the_first_wake_up_has_no_lags():
+    recent = LoopMonitor().recent()
+    assert recent["samples"] == 0 and recent["p99_ms"] is None and recent["max_ms"] is None
+    assert recent["stalls"] == 0 and recent["stalls_since_start"] == 0

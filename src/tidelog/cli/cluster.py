@@ -1,21 +1,58 @@
-"""``tidelog cluster``: brokers, controller, cluster id and partition health."""
+"""``tidelog cluster``: brokers, controller, cluster id and partition health over Kafka's
+protocol, and each broker's event-loop lag from a Tidelog broker's HTTP API (``--url``): Kafka
+has no request for it. The HTTP part is used only when it answers for the same cluster id; else
+the lag is left out with a note on stderr."""
 
 from __future__ import annotations
+
+import os
 
 import click
 
 from tidelog.cli.connection import Client, client_command
+from tidelog.cli.errors import CliError
+from tidelog.cli.output import note
+from tidelog.cli.push import DEFAULT_URL, HttpApi
 
 
-@click.command(short_help="Brokers, controller and partition health.")
+def _event_loops(client: Client, url: str, cluster_id: str) -> tuple[dict[int, tuple[dict | None, str | None]], str | None]:
+    """node id -> (event-loop lag or None, why None) from the HTTP API's /cluster; or ({}, why not)."""
+    try:
+        api = HttpApi(url, client.timeout_s, os.environ.get("TIDELOG_HTTP_USER"), os.environ.get("TIDELOG_HTTP_TOKEN"), None)
+        answer = api.call("GET", "/api/v1/cluster")
+    except CliError as e:
+        return {}, str(e)
+    if not isinstance(answer, dict):
+        return {}, f"{url}/api/v1/cluster did not answer an object: is --url a Tidelog broker's HTTP API?"
+    if answer.get("cluster_id") != cluster_id:
+        return {}, f"the HTTP API at {url} is of cluster {answer.get('cluster_id')!r}, not {cluster_id!r}"
+    brokers = answer.get("brokers", [])
+    if brokers and "event_loop" not in brokers[0]:
+        return {}, f"the broker at {url} gives no event-loop lag (a Tidelog broker older than it)"
+    return {b["node_id"]: (b["event_loop"], b["event_loop_error"]) for b in brokers}, None
+
+
+def _ms(value: float | None) -> str | None:
+    return None if value is None else f"{value:.1f} ms" if value < 1000 else f"{value / 1000:.2f} s"
+
+
+@click.command(short_help="Brokers, controller, partition health, event-loop lag.")
 @client_command()
-def cluster(client: Client) -> None:
-    """Brokers, controller, cluster id, partition count and under-replicated partitions."""
+@click.option("--url", envvar="TIDELOG_HTTP_URL", default=DEFAULT_URL, show_default=True, metavar="URL",
+              help="A broker's HTTP API, for each broker's event-loop lag (env TIDELOG_HTTP_URL; credentials from "
+                   "TIDELOG_HTTP_TOKEN, or TIDELOG_HTTP_USER and TIDELOG_HTTP_PASSWORD).")
+def cluster(client: Client, url: str) -> None:
+    """Brokers, controller, cluster id, partition count and under-replicated partitions, and
+    each broker's event-loop lag over the last minute (p99, max, stalls of 1 s or more: a
+    broker's WARNING 'event loop stalled' lines), from the HTTP API at --url."""
     admin = client.admin()
     md = client.metadata(admin)
     described = client.result(admin.describe_cluster(request_timeout=client.timeout_s))
     controller = described.controller.id if described.controller is not None else None
-    brokers = [{"id": n.id, "host": n.host, "port": n.port, "rack": n.rack, "controller": n.id == controller}
+    loops, loops_missing = _event_loops(client, url, described.cluster_id)
+    brokers = [{"id": n.id, "host": n.host, "port": n.port, "rack": n.rack, "controller": n.id == controller,
+                "event_loop": loops.get(n.id, (None, None))[0],
+                "event_loop_error": loops_missing or loops.get(n.id, (None, "not in the HTTP API's list"))[1]}
                for n in sorted(described.nodes, key=lambda n: n.id)]
     partitions = 0
     unhealthy = []
@@ -38,6 +75,8 @@ def cluster(client: Client) -> None:
         "unhealthy_partitions": unhealthy,
     }
     out = client.out
+    if loops_missing:
+        note(f"event-loop lag not shown: {loops_missing}")
     if out.as_json:
         out.json(summary)
         return
@@ -48,9 +87,16 @@ def cluster(client: Client) -> None:
         ("topics", summary["topics"]), ("partitions", partitions),
         ("under-replicated partitions", health(under)), ("offline partitions", health(offline)),
     ], title="Cluster")
-    out.table(["broker", "host", "port", "rack", "controller"],
-              [(b["id"], b["host"], b["port"], b["rack"], "yes" if b["controller"] else "") for b in brokers],
-              title="Brokers")
+    def lag(b: dict, field: str) -> str | None:
+        return _ms(b["event_loop"][field]) if b["event_loop"] else None
+
+    def stalls(b: dict) -> str | None:
+        return f"{b['event_loop']['stalls']}/{b['event_loop']['stalls_since_start']}" if b["event_loop"] else None
+
+    out.table(["broker", "host", "port", "rack", "controller", "loop lag p99 1m", "loop lag max 1m", "stalls 1m/total"],
+              [(b["id"], b["host"], b["port"], b["rack"], "yes" if b["controller"] else "", lag(b, "p99_ms"), lag(b, "max_ms"),
+                stalls(b)) for b in brokers],
+              title="Brokers", row_styles=["red" if b["event_loop"] and b["event_loop"]["stalls"] else None for b in brokers])
     if unhealthy:
         out.table(["topic", "partition", "leader", "replicas", "isr", "state"],
                   [(u["topic"], u["partition"], "none" if u["leader"] is None else u["leader"], u["replicas"], u["isr"],

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 FETCH_VERSION = 15  # topic ids, flexible, ReplicaState (replica id and broker epoch: KIP-903)
 EPOCH_VERSION = 3  # OffsetForLeaderEpoch with replica_id; not flexible
-FETCH_MAX_WAIT_MS = 500
+FETCH_MAX_WAIT_MS = 500  # replica.fetch.wait.max.ms's default
 # Up to 8 MiB of one partition a fetch (Kafka's replica.fetch.max.bytes is 1 MiB): a Tidelog
 # leader appends every pipelined Produce at once, so with one 1 MiB batch a fetch a follower
 # under a producer's ~1 MB batches never reached the leader's log end and left the ISR
@@ -66,12 +66,16 @@ class Fetcher:
 
     A leader it cannot reach is retried with exponential back-off (50 ms doubling up to
     ``replica.fetch.backoff.ms``, with jitter); the first failure and the recovery are logged,
-    not every retry. A partition whose data cannot be appended (a corrupt batch) is left out of
+    not every retry. The recovery is the leader's first answer (to OffsetForLeaderEpoch or a
+    Fetch, which asks for no long poll while failing), so a leader that dies right after it was
+    reached again is a failure logged again. A partition whose data cannot be appended (a corrupt batch) is left out of
     the fetches for ``replica.fetch.backoff.ms`` at a time, its error logged once per offset.
     """
 
-    def __init__(self, manager: FollowerReplicas, leader_id: int, backoff_max_ms: int) -> None:
+    def __init__(self, manager: FollowerReplicas, leader_id: int, backoff_max_ms: int,
+                 max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
         self.manager = manager
+        self.max_wait_ms = max_wait_ms
         self.leader_id = leader_id
         self.partitions: dict[tuple[str, int], int] = {}  # -> leader epoch
         self.needs_truncation: set[tuple[str, int]] = set()
@@ -111,15 +115,15 @@ class Fetcher:
         if self._failures == 1:
             self._failing_since = time.monotonic()
             logger.warning("replica fetcher for leader %d (%s:%d): %s; retrying with back-off up to %d ms",
-                           self.leader_id, leader.host, leader.port, error or type(error).__name__,
+                           self.leader_id, leader.host, leader.port, _why(error),
                            self.backoff_max_s * 1000)
         else:
-            logger.debug("replica fetcher for leader %d: attempt %d: %s", self.leader_id, self._failures,
-                         error or type(error).__name__)
+            logger.debug("replica fetcher for leader %d: attempt %d: %s", self.leader_id, self._failures, _why(error))
         backoff_s = min(0.05 * 2 ** min(self._failures - 1, 16), self.backoff_max_s)
         return backoff_s * random.uniform(0.8, 1.0)
 
-    def _note_progress(self) -> None:
+    def _answered(self) -> None:
+        """The leader answered a request: reached (again, after failures: logged)."""
         if self._failures:
             logger.info("replica fetcher for leader %d: reached it again after %d failed attempts in %.1f s",
                         self.leader_id, self._failures, time.monotonic() - self._failing_since)
@@ -153,7 +157,6 @@ class Fetcher:
                 if self.needs_truncation:
                     await self._truncate(channel, epoch_request)
                 await self._fetch(channel)
-                self._note_progress()
             except asyncio.CancelledError:
                 if channel is not None:
                     channel.close()
@@ -187,6 +190,7 @@ class Fetcher:
             replica_id=manager.node_id,
             topics=tuple(schema.OffsetForLeaderTopic(topic=t, partitions=tuple(ps)) for t, ps in by_topic.items()))
         response = await channel.request(23, EPOCH_VERSION, request, 10.0)
+        self._answered()
         for topic in response.topics:
             for p in topic.partitions:
                 key = (topic.topic, p.partition)
@@ -242,17 +246,20 @@ class Fetcher:
         forgotten_by_topic: dict[bytes, list] = {}
         for topic_id, index in forgotten:
             forgotten_by_topic.setdefault(topic_id, []).append(index)
-        request = encode_fetch_request_v15(manager.node_id, manager.store.broker_epoch, FETCH_MAX_WAIT_MS, 1,
+        # While failing, no long poll: the leader's answer comes at once and says it is reached.
+        max_wait_ms = 0 if self._failures else self.max_wait_ms
+        request = encode_fetch_request_v15(manager.node_id, manager.store.broker_epoch, max_wait_ms, 1,
                                            FETCH_MAX_BYTES, session.session_id, session.epoch, by_topic,
                                            forgotten_by_topic)
         try:
-            body = await channel.request_encoded_body(1, FETCH_VERSION, request, FETCH_MAX_WAIT_MS / 1000 + 10)
+            body = await channel.request_encoded_body(1, FETCH_VERSION, request, max_wait_ms / 1000 + 10)
             # By hand: the records stay views of the frame, which the partition checks and
             # appends where they are (kio would copy each partition's records).
             response = decode_fetch_response_v15(body)
         except BaseException:
             session.failed()
             raise
+        self._answered()
         if not session.response(response.error_code, response.session_id):
             return  # a session error (logged): the next request is a full one
         backoff = False
@@ -304,3 +311,8 @@ class Fetcher:
             self._reported[key] = message
             logger.error("%s-%d: not appending what leader %d sent, %s (corrupt on the leader?); retrying every %d ms",
                          key[0], key[1], self.leader_id, message, self.backoff_max_s * 1000)
+
+
+def _why(error: BaseException) -> str:
+    """An exception as a log line's cause: its message, or its type when it has none (a timeout)."""
+    return str(error) or type(error).__name__

@@ -577,7 +577,8 @@ class ReplicaManager:
         if state.leader >= 0:
             fetcher = self.fetchers.get(state.leader)
             if fetcher is None:
-                fetcher = self.fetchers[state.leader] = Fetcher(self, state.leader, self.config["replica.fetch.backoff.ms"])
+                fetcher = self.fetchers[state.leader] = Fetcher(self, state.leader, self.config["replica.fetch.backoff.ms"],
+                                                                   self.config["replica.fetch.wait.max.ms"])
                 fetcher.start()
             fetcher.add(key, state.leader_epoch)
             if self._took_up is not None:

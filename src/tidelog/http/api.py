@@ -4,22 +4,25 @@ It runs in the broker's event loop and works on the broker's own objects, one mo
 resource: topic_routes.py (topics), record_routes.py (produce and consume, reading through
 record_reader.py), group_routes.py (consumer groups, at the group coordinator), share_routes.py
 (share groups: a queue over HTTP, at the group coordinator too), push_routes.py (push
-subscriptions, from the metadata store) and the
-``/cluster`` overview here. In a cluster every broker answers alike: leaders, replicas and ISR
-come from the metadata store (cluster_view.py), and a partition's offsets, size and records
-from its leader (here, or asked over Kafka's protocol: peers.py). Errors are
+subscriptions, from the metadata store), broker_health.py (``/broker``: this broker's health,
+and every broker's event-loop lag in ``/cluster``) and the ``/cluster`` overview here. In a
+cluster every broker answers alike: leaders, replicas and ISR come from the metadata store
+(cluster_view.py), and a partition's offsets, size and records from its leader (here, or asked
+over Kafka's protocol: peers.py). Errors are
 ``{"error_code": NAME, "message": ...}`` with an HTTP status (errors.py); request parameters are
 checked by params.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from tidelog import __version__
+from tidelog.http.broker_health import BrokerHealth
 from tidelog.http.cluster_view import ClusterView
 from tidelog.http.errors import PREFIX
 from tidelog.http.group_routes import GroupRoutes
@@ -44,6 +47,7 @@ class Api:
     def __init__(self, broker: "Broker") -> None:
         self.broker = broker
         self.view = ClusterView(broker)
+        self.health = BrokerHealth(broker, self.view)
         self.peers = PeerClient(broker)
         reader = RecordReader(broker, self.view, self.peers)
         self.topics = TopicRoutes(broker, self.view, self.peers)
@@ -61,6 +65,7 @@ class Api:
         r = app.router
         topics, records, groups = self.topics, self.records, self.groups
         r.add_get(PREFIX + "/cluster", self.cluster)
+        r.add_get(PREFIX + "/broker", self.health.get)
         r.add_get(PREFIX + "/topics", topics.list_topics)
         r.add_post(PREFIX + "/topics", topics.create_topic)
         r.add_get(PREFIX + "/topics/{topic}", topics.describe_topic)
@@ -85,6 +90,7 @@ class Api:
         await self.groups.close()
         await self.shares.close()
         await self.push.close()
+        await self.health.close()
 
     async def cluster(self, request: web.Request) -> web.Response:
         broker = self.broker
@@ -97,6 +103,9 @@ class Api:
         live = self.view.live_brokers()
         controller_id = self.view.controller_id()
         states = [self.view.partition_state(t.name, p, live) for t in topics.values() for p in range(t.partitions)]
+        authorization = request.headers.get("Authorization")
+        loops, groups = await asyncio.gather(self.health.event_loops(sorted(live), authorization),
+                                             self.groups.group_count(authorization))
         return web.json_response({
             "cluster_id": broker.cluster_id,
             "controller_id": controller_id if controller_id in live else None,
@@ -104,7 +113,8 @@ class Api:
             "version": __version__,
             "brokers": [{"node_id": node_id, "host": host, "port": port, "rack": rack, "controller": node_id == controller_id,
                          "http_port": broker.http.port if node_id == broker.node_id and broker.http is not None else None,
-                         "console": f"http://{http}/" if (http := self.view.http_address(node_id)) else None}
+                         "console": f"http://{http}/" if (http := self.view.http_address(node_id)) else None,
+                         "event_loop": loops[node_id][0], "event_loop_error": loops[node_id][1]}
                         for node_id, (host, port, rack) in sorted(live.items())],
             "started_at_ms": broker.started_at_ms,
             "uptime_ms": int(time.time() * 1000) - broker.started_at_ms,
@@ -113,7 +123,7 @@ class Api:
             "partitions": len(states),
             "under_replicated_partitions": sum(s["under_replicated"] for s in states),
             "offline_partitions": sum(s["offline"] for s in states),
-            "groups": await self.groups.group_count(request.headers.get("Authorization")),
+            "groups": groups,
             "connections": len(broker.connections),
             "totals": {
                 "produced_bytes": total(metrics.produced_bytes),

@@ -46,6 +46,7 @@ _Op = AclOperation
 # group push.<name> (POST names it in the body); READ on its topics is checked by push_routes.py.
 ROUTE_ACLS: dict[tuple[str, str], tuple[AclOperation, ResourceType, str | None]] = {
     ("GET", PREFIX + "/cluster"): (_Op.DESCRIBE, _C, None),
+    ("GET", PREFIX + "/broker"): (_Op.DESCRIBE, _C, None),
     ("GET", PREFIX + "/topics"): (_Op.DESCRIBE, _C, None),
     ("POST", PREFIX + "/topics"): (_Op.CREATE, _T, None),
     ("GET", PREFIX + "/topics/{topic}"): (_Op.DESCRIBE, _T, "topic"),

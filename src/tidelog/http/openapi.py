@@ -47,7 +47,11 @@ SCHEMAS = {
         "brokers": {"type": "array", "description": "Every live broker, as Metadata and DescribeCluster list them.",
                     "items": _obj({"node_id": INT, "host": STR, "port": INT, "rack": NULLABLE_STR, "controller": BOOL,
                                    "http_port": {**NULLABLE_INT, "description": "Known for the broker that answered."},
-                                   "console": {**NULLABLE_STR, "description": "The broker's console URL; null without HTTP."}})},
+                                   "console": {**NULLABLE_STR, "description": "The broker's console URL; null without HTTP."},
+                                   "event_loop": {"oneOf": [{"type": "null"}, _ref("EventLoop")],
+                                                  "description": "The broker's event-loop lag (its GET /broker); null "
+                                                  "when it did not answer within 1 s or serves no HTTP."},
+                                   "event_loop_error": {**NULLABLE_STR, "description": "Why event_loop is null."}})},
         "started_at_ms": INT, "uptime_ms": INT, "ready": BOOL, "topics": INT, "partitions": INT,
         "under_replicated_partitions": {**INT, "description": "Partitions whose ISR is smaller than their replicas."},
         "offline_partitions": {**INT, "description": "Partitions without a live leader."},
@@ -57,6 +61,21 @@ SCHEMAS = {
                         "fetched_records": NUMBER, "requests": NUMBER},
                        description="Counters of the broker that answered, since its start; poll twice for rates."),
         "now_ms": INT,
+    }),
+    "EventLoop": _obj({
+        "window_s": {**NUMBER, "description": "The window the percentiles, max_ms and stalls are of (60 s)."},
+        "samples": {**INT, "description": "Wake-ups of the monitor's task in the window (2 a second)."},
+        "p50_ms": {"type": ["number", "null"], "description": "How late the task woke: median; null before the first."},
+        "p99_ms": {"type": ["number", "null"], "description": "99th percentile (nearest rank)."},
+        "max_ms": {"type": ["number", "null"], "description": "The largest lag in the window."},
+        "stalls": {**INT, "description": "Lags of stall_threshold_ms or more in the window (each logged as a WARNING)."},
+        "max_since_start_ms": NUMBER, "stalls_since_start": INT,
+        "stall_threshold_ms": NUMBER, "interval_ms": {**NUMBER, "description": "How often the task wakes."},
+    }, description="How late the broker's event loop runs what is due (tidelog_event_loop_lag_seconds)."),
+    "Broker": _obj({
+        "node_id": INT, "ready": BOOL,
+        "not_ready_reasons": {"type": "array", "items": STR, "description": "As GET /ready gives them."},
+        "started_at_ms": INT, "uptime_ms": INT, "connections": INT, "event_loop": _ref("EventLoop"), "now_ms": INT,
     }),
     "Partition": _obj({
         "partition": INT, "leader": {**NULLABLE_INT, "description": "null: offline (no live leader)."},
@@ -462,6 +481,10 @@ def openapi_document() -> dict:
             "/cluster": {"get": {
                 "operationId": "getCluster", "summary": "Cluster overview and traffic totals",
                 "responses": _responses(200, "Cluster", "The cluster", ()),
+            }},
+            "/broker": {"get": {
+                "operationId": "getBroker", "summary": "This broker's health: readiness, uptime, event-loop lag",
+                "responses": _responses(200, "Broker", "The broker that answered", ()),
             }},
             "/topics": {
                 "get": {

@@ -20,6 +20,9 @@ itself visible:
   read or write of the disk, or busy) or overslept as well (the whole process was stopped,
   SIGSTOP, or starved of CPU: the stack is then only where it happened to stop).
 
+``recent()`` sums up the last minute's wake-ups (p50, p99, max, stalls) and the stalls since the
+start: what ``GET /api/v1/broker``, the console's broker table and ``tidelog cluster`` show.
+
 Cost: 2 wake-ups a second on the loop and 2 on the watchdog thread (~0.05% of a core).
 The loop's task and the watchdog thread share two numbers (the last wake-up, the watchdog's
 wake-ups), each written by one side only; everything else is the loop's.
@@ -29,16 +32,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import sys
 import threading
 import time
 import traceback
+from collections import deque
 
 logger = logging.getLogger(__name__)
 
 INTERVAL_S = 0.5  # a stall of WARN_S is seen whatever the interval; each wake-up costs ~0.15 ms of CPU
 WARN_S = 1.0
+RECENT_S = 60.0  # the window recent() sums up
 _STACK_FRAMES = 30
 
 
@@ -53,11 +59,13 @@ class LoopMonitor:
     """Measures the running loop's lag; ``start`` on the loop, ``stop`` when the broker stops (the
     watchdog thread also ends once the loop is closed, should ``stop`` not be reached)."""
 
-    def __init__(self, observe=None, count_stall=None, interval_s: float = INTERVAL_S, warn_s: float = WARN_S) -> None:
+    def __init__(self, observe=None, count_stall=None, interval_s: float = INTERVAL_S, warn_s: float = WARN_S,
+                 recent_s: float = RECENT_S) -> None:
         self.observe = observe  # observe(lag_seconds) for every wake-up
         self.count_stall = count_stall  # count_stall() for every lag of warn_s or more
         self.interval_s = interval_s
         self.warn_s = warn_s
+        self.recent_s = recent_s
         self.max_lag_s = 0.0
         self.stalls = 0
         self._task: asyncio.Task | None = None
@@ -70,6 +78,8 @@ class LoopMonitor:
         self._cpu_clock: int | None = None
         self._watchdog_checks = 0  # the watchdog's wake-ups: few during a stall when the whole process did not run
         self._watchdog_period = min(warn_s / 2, 0.5)
+        # (monotonic time of the wake-up, its lag) of the last recent_s: 121 pairs at 0.5 s.
+        self._recent: deque[tuple[float, float]] = deque(maxlen=math.ceil(recent_s / interval_s) + 1)
 
     def start(self) -> None:
         self._loop_thread = threading.get_ident()
@@ -105,6 +115,7 @@ class LoopMonitor:
             now = time.monotonic()
             self._last_wake = now
             lag = max(now - before - interval, 0.0)
+            self._recent.append((now, lag))
             cpu_now = self._cpu_s()
             if self.observe is not None:
                 self.observe(lag)
@@ -122,6 +133,25 @@ class LoopMonitor:
                                "of CPU in that time, load average %s; %s", interval, lag, _seconds(cpu_now, cpu_before),
                                _load_average(), who)
             cpu_before = cpu_now
+
+    def recent(self) -> dict:
+        """The lag of the wake-ups of the last ``recent_s`` (nearest-rank percentiles, in ms; None
+        before the first), the stalls among them, and the largest lag and the stalls since the start."""
+        now = time.monotonic()
+        lags = sorted(lag for at, lag in self._recent if now - at <= self.recent_s)
+
+        def ms(seconds: float | None) -> float | None:
+            return None if seconds is None else round(seconds * 1000, 1)
+
+        def rank(q: float) -> float | None:
+            return lags[max(math.ceil(q * len(lags)) - 1, 0)] if lags else None
+
+        return {
+            "window_s": self.recent_s, "samples": len(lags), "p50_ms": ms(rank(0.5)), "p99_ms": ms(rank(0.99)),
+            "max_ms": ms(lags[-1] if lags else None), "stalls": sum(lag >= self.warn_s for lag in lags),
+            "max_since_start_ms": ms(self.max_lag_s), "stalls_since_start": self.stalls,
+            "stall_threshold_ms": ms(self.warn_s), "interval_ms": ms(self.interval_s),
+        }
 
     def _watch(self) -> None:
         period = self._watchdog_period

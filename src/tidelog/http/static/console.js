@@ -118,6 +118,23 @@ class Chart {
   }
 }
 
+// A broker's event-loop lag (GET /cluster's event_loop, from server/loop_monitor.py): red from 100 ms on,
+// or "?" with the reason when the broker did not answer.
+function fmtMs(ms) { return ms === null || ms === undefined ? "-" : ms < 10 ? `${ms.toFixed(1)} ms` : ms < 10000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`; }
+function loopLag(b, field) {
+  const testid = `loop-${field.replace("_ms", "")}-${b.node_id}`;
+  if (!b.event_loop) return h("span", { class: "bad-text", title: b.event_loop_error || "", "data-testid": testid }, "?");
+  const ms = b.event_loop[field];
+  return h("span", { class: ms >= 100 ? "bad-text" : "", "data-testid": testid,
+    title: `over the last ${b.event_loop.window_s} s (${b.event_loop.samples} samples); largest since the start ${fmtMs(b.event_loop.max_since_start_ms)}` }, fmtMs(ms));
+}
+function loopStalls(b) {
+  const l = b.event_loop, testid = `loop-stalls-${b.node_id}`;
+  if (!l) return h("span", { class: "bad-text", title: b.event_loop_error || "", "data-testid": testid }, "?");
+  return h("span", { class: l.stalls ? "bad-text" : "", "data-testid": testid,
+    title: `lags of ${fmtMs(l.stall_threshold_ms)} or more; each is a WARNING in the broker's log` }, `${l.stalls} / ${l.stalls_since_start}`);
+}
+
 // --- pages -------------------------------------------------------------------------
 let throughputChart = null, lastTotals = null;  // kept across visits so the chart has history
 
@@ -147,6 +164,9 @@ async function overview() {
         { label: "Kafka address", render: b => `${b.host}:${b.port}` }, { label: "Rack", render: b => b.rack || "-" },
         { label: "Controller", render: b => b.controller ? h("span", { class: "tag" }, "controller") : "" },
         { label: "Console", render: b => b.console ? link(b.console, b.console) : "-" },
+        { label: "Loop lag p99 (1 min)", num: true, render: b => loopLag(b, "p99_ms") },
+        { label: "Loop lag max (1 min)", num: true, render: b => loopLag(b, "max_ms") },
+        { label: "Stalls (1 min / since start)", num: true, render: loopStalls },
       ], c.brokers, { testid: "brokers-table", key: b => b.node_id, empty: "No live broker." }));
       const t = c.totals;
       if (lastTotals) {

@@ -1,0 +1,76 @@
+"""A broker's own health, and every live broker's for the cluster view: ``GET /api/v1/broker``
+answers this broker's (readiness, uptime, connections, the event loop's recent lag from
+server/loop_monitor.py); ``GET /api/v1/cluster`` gives each live broker's event-loop lag, this
+broker's from its monitor and the others' asked of their ``/api/v1/broker`` (as the caller: its
+Authorization header goes along), all at once and for PEER_TIMEOUT_S at the most. A broker that
+does not answer in that time is itself news (a stalled loop answers nothing): its lag is null and
+``event_loop_error`` says why.
+Not thread-safe; the event loop owns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+
+from tidelog.http.errors import PREFIX
+from tidelog.http.group_routes import FORWARDED_HEADER
+
+if TYPE_CHECKING:
+    from tidelog.http.cluster_view import ClusterView
+    from tidelog.server.broker import Broker
+
+__all__ = ["BrokerHealth"]
+
+PEER_TIMEOUT_S = 1.0  # the console polls /cluster every second
+
+
+class BrokerHealth:
+    def __init__(self, broker: "Broker", view: "ClusterView") -> None:
+        self.broker = broker
+        self.view = view
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def own(self) -> dict:
+        broker = self.broker
+        now_ms = int(time.time() * 1000)
+        return {
+            "node_id": broker.node_id, "ready": broker.ready, "not_ready_reasons": broker.not_ready_reasons(),
+            "started_at_ms": broker.started_at_ms, "uptime_ms": now_ms - broker.started_at_ms,
+            "connections": len(broker.connections), "event_loop": broker.loop_monitor.recent(), "now_ms": now_ms,
+        }
+
+    async def get(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.own())
+
+    async def event_loops(self, node_ids: list[int], authorization: str | None) -> dict[int, tuple[dict | None, str | None]]:
+        """node id -> (its event loop's recent lag or None, why it is None or None)."""
+        answers = await asyncio.gather(*(self._event_loop(node_id, authorization) for node_id in node_ids))
+        return dict(zip(node_ids, answers))
+
+    async def _event_loop(self, node_id: int, authorization: str | None) -> tuple[dict | None, str | None]:
+        if node_id == self.broker.node_id:
+            return self.broker.loop_monitor.recent(), None
+        address = self.view.http_address(node_id)
+        if address is None:
+            return None, "no HTTP listener"
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S))
+        headers = {FORWARDED_HEADER: str(self.broker.node_id), **({"Authorization": authorization} if authorization else {})}
+        try:
+            async with self._session.get(f"http://{address}{PREFIX}/broker", headers=headers) as response:
+                if response.status != 200:
+                    return None, f"its HTTP API answered {response.status}"
+                return (await response.json())["event_loop"], None
+        except asyncio.TimeoutError:
+            return None, f"no answer from {address} within {PEER_TIMEOUT_S:g} s"
+        except (aiohttp.ClientError, ValueError, KeyError, TypeError) as e:
+            return None, f"{address}: {e or type(e).__name__}"
