@@ -284,7 +284,7 @@ def test_an_armed_fault_sends_the_job_to_the_python_threads(tmp_path, gate):
     asyncio.run(run())
 
 
-PARTITIONS = 12  # a job over this many logs is one syncfs (fsync.SYNCFS_MIN_FILES)
+PARTITIONS = 12  # a job over this many logs is one syncfs (fsync.SYNCFS_MIN_FILES) with or without the C thread
 
 
 def spy_python_syncs(monkeypatch) -> list[int]:
@@ -297,13 +297,13 @@ def spy_python_syncs(monkeypatch) -> list[int]:
     return python_syncs
 
 
-async def started_logs(tmp_path, gate: GatedWorker, monkeypatch):
-    """A started manager and PARTITIONS balanced logs, each with a batch made durable; what
+async def started_logs(tmp_path, gate: GatedWorker, monkeypatch, count: int = PARTITIONS):
+    """A started manager and ``count`` balanced logs, each with a batch made durable; what
     ``sync_filesystem`` (the Python threads' syncfs) was called for is noted in the list returned."""
     python_syncs = spy_python_syncs(monkeypatch)
     manager = LogManager(tmp_path, LogConfig(durability="balanced"))
     await manager.start()
-    logs = [manager.create("t", p) for p in range(PARTITIONS)]
+    logs = [manager.create("t", p) for p in range(count)]
     for log in logs:
         append(log)
     gate.watch(manager)
@@ -314,10 +314,17 @@ async def started_logs(tmp_path, gate: GatedWorker, monkeypatch):
 
 
 @pytest.mark.skipif(not syncfs_available(), reason="syncfs reports write-back errors from Linux 5.8 on")
-def test_a_job_over_many_logs_is_one_syncfs_in_the_c_thread_answered_only_after_it_returned(tmp_path, gate,
-                                                                                           monkeypatch):
+@pytest.mark.parametrize("count", [2, 7, PARTITIONS])
+def test_a_job_over_several_logs_is_one_syncfs_in_the_c_thread_answered_only_after_it_returned(tmp_path, gate,
+                                                                                              monkeypatch, count):
+    """From two logs on (fsync.WORKER_SYNCFS_MIN_LOGS): not fsyncs side by side in the Python
+    threads, each of which wakes and ends holding the GIL, a wait for the busy event loop."""
+    python_fsyncs: list[int] = []
+    real = manager_module.sync_fds
+    monkeypatch.setattr(manager_module, "sync_fds", lambda fds: python_fsyncs.append(len(fds)) or real(fds))
+
     async def run():
-        manager, logs, python_syncs = await started_logs(tmp_path, gate, monkeypatch)
+        manager, logs, python_syncs = await started_logs(tmp_path, gate, monkeypatch, count)
         for log in logs:
             append(log)
         waiter = manager.durable_waiter([(log, log.log_end_offset) for log in logs])
@@ -327,7 +334,7 @@ def test_a_job_over_many_logs_is_one_syncfs_in_the_c_thread_answered_only_after_
         gate.release()
         await asyncio.wait_for(waiter, 10)
         assert all(log.durable_offset == 6 for log in logs) and not manager._worker_jobs
-        assert [error for _, error, _, _ in gate.outcomes] == [0, 0] and python_syncs == []
+        assert [error for _, error, _, _ in gate.outcomes] == [0, 0] and python_syncs == [] and python_fsyncs == []
         await manager.close()
 
     asyncio.run(run())

@@ -102,8 +102,10 @@ def test_durable_profile_fsyncs_before_returning_and_coalesces(tmp_path, monkeyp
 
 def test_balanced_profile_group_commits_many_logs_in_one_job(tmp_path, monkeypatch):
     import tidelog.storage.fsync as fsync_module
+    import tidelog.storage.manager as manager_module
 
     monkeypatch.setattr(fsync_module, "SYNCFS_MIN_FILES", 1000)  # count the fsyncs one by one
+    monkeypatch.setattr(manager_module, "WORKER_SYNCFS_MIN_LOGS", 1000)  # not one syncfs in the C thread
 
     async def run():
         manager = LogManager(tmp_path, LogConfig(durability="balanced", flush_interval_ms=300))

@@ -558,7 +558,13 @@ class KafkaConnection(asyncio.BufferedProtocol):
             if self._backlog_bounded:
                 self._tickets += 1
                 ctx.hold_reading, ctx.held_by = self._hold_reading, functools.partial(self._held_by, self._tickets)
-        task = self._run_in_order(api_key, api.handler, ctx, request)
+        # One done-callback a request (each is a call_soon on the loop): the response, the
+        # latency, then the frame's buffer and memory (in the order they were separate callbacks).
+        # A handler started now takes it into its own (``_started``: the bookkeeping, then
+        # this), so a request's end is one callback; a Fetch answered at once (_fetch_now) is
+        # written now, not a loop turn later.
+        done = functools.partial(self._request_done, api.name, started, finished)
+        task, done_taken = self._run_in_order(api_key, api.handler, ctx, request, done)
         self._pending.append((correlation_id, flexible and api_key != apis.API_VERSIONS_KEY, task))
         quotas = self.broker.quotas
         if throttling.enabled(quotas):
@@ -570,14 +576,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
                     self._mute(decided_ms)  # pipelined requests behind it wait too
             self._measured[task] = (api_key, api_version, flexible, header.client_id or "", len(view),
                                     time.perf_counter_ns(), decided_ms)
-        # One done-callback a request (each is a call_soon on the loop): the response, the
-        # latency, then the frame's buffer and memory (in the order they were separate callbacks).
-        # A Fetch answered at once (_fetch_now) is written now, not a loop turn later.
-        done = functools.partial(self._request_done, api.name, started, finished)
-        if task.done():
-            done(task)
-        else:
-            task.add_done_callback(done)
+        if not done_taken:
+            if task.done():
+                done(task)
+            else:
+                task.add_done_callback(done)
         if len(self._pending) >= self.max_in_flight:
             self._pause("in-flight")
         return task
@@ -589,47 +592,48 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self.broker.metrics.observe_request(api_name, started)
             finished()
 
-    def _run_in_order(self, api_key: int, handler, ctx, request) -> asyncio.Future:
+    def _run_in_order(self, api_key: int, handler, ctx, request, done: Callable[[asyncio.Future], None]
+                      ) -> tuple[asyncio.Future, bool]:
         """The handler's task, started now if the requests before it allow (see "Processing"
-        above), else once they have finished."""
+        above), else once they have finished; and whether ``done`` will be called when it
+        finishes (else the caller sees to it)."""
         if api_key == throttling.PRODUCE:
             # Its first step (the append, and the group commit's job started) now, as the frame
             # is read, not at the loop's next turn; the rest (the acknowledgement wait) a task.
             task = _started_now(self._loop or asyncio.get_running_loop(), handler(ctx, request))
-            self._started(task, produce=True)
-            return task
+            return task, self._started(task, produce=True, then=done)
         # A read of acknowledged data waits for the Produce requests started so far.
         produces_before = self._produces_started if api_key in _READS_ACKNOWLEDGED else 0
         if not self._waiting and self._may_start(produces_before):
             if handler is fetch.handle:
-                return self._fetch_now(ctx, request)
+                return self._fetch_now(ctx, request, done)
             task = asyncio.get_running_loop().create_task(handler(ctx, request))
-            self._started(task, produce=False)
-            return task
+            return task, self._started(task, produce=False, then=done)
         gate = asyncio.get_running_loop().create_future()
         task = asyncio.ensure_future(self._after(gate, handler, ctx, request))
         self._waiting.append((gate, produces_before, task))
-        return task
+        return task, False
 
-    def _fetch_now(self, ctx, request) -> asyncio.Future:
+    def _fetch_now(self, ctx, request, done: Callable[[asyncio.Future], None]) -> tuple[asyncio.Future, bool]:
         """A Fetch that may start now reads now (handlers/fetch.py ``answer_now``): with data
         there it is answered by a future already done, without a task and its loop turns (about
         a quarter of a 1 MB fetch's Python); a Fetch that waits for data becomes a task
-        (``_answer_parked``), and the future its answer."""
+        (``_answer_parked``), and the future its answer, ``done`` called as the task ends (the
+        answer is written before: the future is set, or cancelled with the task)."""
         loop = self._loop or asyncio.get_running_loop()  # the former a getpid in 3.11, a system call a Fetch
         future = loop.create_future()
         try:
             answer = fetch.answer_now(ctx, request)
         except Exception as e:  # as a task would hold it: _on_response_ready closes the connection
             future.set_exception(e)
-            return future
+            return future, False
         if type(answer) is fetch.Parked:
             task = loop.create_task(self._answer_parked(answer, future))
-            self._started(task, produce=False)
+            taken = self._started(task, produce=False, then=done)
             future.add_done_callback(functools.partial(_cancel_with, task))  # the connection closing cancels it
-            return future
+            return future, taken
         future.set_result(answer)
-        return future
+        return future, False
 
     async def _answer_parked(self, parked: fetch.Parked, answered: asyncio.Future) -> None:
         """A parked Fetch: wait for data, then its answer into ``answered`` (the request's place
@@ -662,7 +666,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
             return False
         return not produces_before or not self._running_produces or min(self._running_produces) > produces_before
 
-    def _started(self, task: asyncio.Future, produce: bool) -> None:
+    def _started(self, task: asyncio.Future, produce: bool, then: Callable[[asyncio.Future], None] | None = None
+                 ) -> bool:
+        """Count ``task`` as running until it finishes; ``then`` called after, in the same
+        callback, if the task is still running (True), else not (False: the caller calls it)."""
         if produce:
             self._produces_started += 1
             number = self._produces_started
@@ -670,19 +677,25 @@ class KafkaConnection(asyncio.BufferedProtocol):
         else:
             number = 0
             self._running_other += 1
-        task.add_done_callback(functools.partial(self._handler_finished, number))
+        if then is not None and task.done():
+            then = None
+        task.add_done_callback(functools.partial(self._handler_finished, number, then))
+        return then is not None
 
-    def _handler_finished(self, produce_number: int, _task: asyncio.Future) -> None:
+    def _handler_finished(self, produce_number: int, then: Callable[[asyncio.Future], None] | None,
+                          task: asyncio.Future) -> None:
         if produce_number:
             self._running_produces.discard(produce_number)
         else:
             self._running_other -= 1
         while self._waiting and self._may_start(self._waiting[0][1]):
-            gate, _, task = self._waiting.popleft()
+            gate, _, waiting = self._waiting.popleft()
             if gate.done():  # cancelled with its task (the connection is closing)
                 continue
             gate.set_result(None)
-            self._started(task, produce=False)
+            self._started(waiting, produce=False)
+        if then is not None:
+            then(task)
 
     def _hold_reading(self, until: asyncio.Future) -> None:
         """Read nothing more until ``until`` is done: an acks=all Produce left a partition more

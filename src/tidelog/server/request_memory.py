@@ -27,13 +27,15 @@ it sent whole: connection.py).
 Large frames' buffers come from ``frames`` (FramePool), which keeps those given back while they
 and the buffers in use stay within the same cap: a peak of frames read and not yet appended is
 served from the pool the next time, and all frame buffers, free or in use, stay within the cap
-plus one frame.
+plus one frame. Buffers no request took for ``FRAME_POOL_IDLE_S`` (30 s) are freed, so the peak
+is not held for ever after a burst.
 
 Not thread-safe; the event loop owns it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Protocol
@@ -58,21 +60,35 @@ class FramePool:
     ``max_bytes`` evicts pooled ones of other capacities first. ``reused`` and ``allocated``
     count acquisitions (tidelog_request_frame_buffers_total). Not thread-safe; the event loop
     owns it.
+
+    Idle buffers go after ``idle_s`` (FRAME_POOL_IDLE_S): while anything is pooled, a timer on
+    the event loop looks every ``idle_s`` at the fewest bytes the pool held since its last look
+    (its low-water mark) and frees buffers of up to that many bytes, the largest capacities
+    first, the coldest of each: buffers no request took for a whole interval. So a burst's peak (up to
+    ``max_bytes``) is given back within two intervals of its end, while a steady load, which
+    takes its buffers again within the interval, keeps them. ``freed`` counts the buffers freed
+    so (tidelog_request_frame_buffers_idle_freed_total).
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, idle_s: float | None = None) -> None:
         self.max_bytes = max_bytes
+        self.idle_s = FRAME_POOL_IDLE_S if idle_s is None else idle_s
         self._free: dict[int, list[bytearray]] = {}
         self.pooled_bytes = 0
         self.in_use_bytes = 0
         self.reused = 0
         self.allocated = 0
+        self.freed = 0
+        self._low_water = 0  # the fewest bytes pooled since the last trim
+        self._timer = None  # the trim's call_later handle while anything is pooled
 
     def acquire(self, size: int) -> bytearray:
         capacity = 1 << (size - 1).bit_length()
         free = self._free.get(capacity)
         if free:
             self.pooled_bytes -= capacity
+            if self.pooled_bytes < self._low_water:
+                self._low_water = self.pooled_bytes
             self.in_use_bytes += capacity
             self.reused += 1
             return free.pop()
@@ -90,6 +106,39 @@ class FramePool:
         if self.pooled_bytes + self.in_use_bytes + size <= self.max_bytes:
             self._free.setdefault(size, []).append(buffer)
             self.pooled_bytes += size
+            if self._timer is None and self.idle_s > 0:
+                self._start_timer()
+
+    def trim(self) -> int:
+        """Free pooled buffers of up to the low-water mark's bytes (unused since the last trim),
+        the largest capacities first; the bytes freed. The timer calls it every ``idle_s``."""
+        budget, freed = self._low_water, 0
+        for capacity in sorted(self._free, reverse=True):
+            free = self._free[capacity]
+            while free and capacity <= budget - freed:
+                del free[0]  # the coldest: acquire takes the last given back
+                freed += capacity
+                self.freed += 1
+        self.pooled_bytes -= freed
+        self._low_water = self.pooled_bytes
+        if freed:
+            logger.debug("frame pool: freed %d bytes of buffers unused for %gs, %d pooled", freed, self.idle_s,
+                         self.pooled_bytes)
+        return freed
+
+    def _start_timer(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on an event loop (a unit test): trim() by hand
+            return
+        self._low_water = self.pooled_bytes
+        self._timer = loop.call_later(self.idle_s, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.trim()
+        if self.pooled_bytes:
+            self._start_timer()
 
     def _evict(self, excess: int) -> None:
         """Drop pooled buffers (the largest capacities first) until ``excess`` bytes are gone or none is left."""
@@ -100,7 +149,8 @@ class FramePool:
                 self.pooled_bytes -= capacity
                 excess -= capacity
             if excess <= 0:
-                return
+                break
+        self._low_water = min(self._low_water, self.pooled_bytes)
 
 
 class _FramePoolCollector:
@@ -119,13 +169,20 @@ class _FramePoolCollector:
                                    "Bytes of large-frame buffers kept for reuse (with those in use, within "
                                    "queued.max.request.bytes).")
         pooled.add_metric([], self.pool.pooled_bytes)
-        return [buffers, pooled]
+        freed = CounterMetricFamily("tidelog_request_frame_buffers_idle_freed",
+                                    f"Pooled large-frame buffers freed after no request took them for "
+                                    f"{self.pool.idle_s:g} s (a burst's peak given back).")
+        freed.add_metric([], self.pool.freed)
+        return [buffers, pooled, freed]
 
     def describe(self):
         return [CounterMetricFamily("tidelog_request_frame_buffers", "", labels=["outcome"]),
-                GaugeMetricFamily("tidelog_request_frame_pool_bytes", "")]
+                GaugeMetricFamily("tidelog_request_frame_pool_bytes", ""),
+                CounterMetricFamily("tidelog_request_frame_buffers_idle_freed", "")]
 
 _LOG_INTERVAL_S = 60.0
+# Pooled frame buffers no request took for this long are freed (FramePool.trim).
+FRAME_POOL_IDLE_S = 30.0
 
 
 class Waiter(Protocol):

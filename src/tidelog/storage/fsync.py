@@ -10,8 +10,9 @@ instead of hundreds. Stateless; safe to call from any thread.
 
 ``FsyncWorker`` (the C extension ``_fsyncworker``, None where it was not built) is an fsync thread
 that never takes the GIL: the group commit's usual job, one file (the active segment of one
-partition), and a job over many files (one ``syncfs`` through the data directory's descriptor) go to
-it when no fault is armed; a job of a few files (fsyncs side by side) goes to the Python threads. A Python thread's two GIL acquisitions a job each
+partition), and a job over two partitions or more (one ``syncfs`` through the data directory's descriptor) go
+to it when no fault is armed; a job of a few files of one partition (a roll: fsyncs side by side) goes to the
+Python threads. A Python thread's two GIL acquisitions a job each
 wait for the event loop to let go, up to the interpreter's switch interval (5 ms) when it is busy;
 the worker is handed the descriptor under a mutex and posts the outcome through an eventfd the
 loop watches (``fileno``; ``reap`` collects the outcomes: token, errno, start and end on
@@ -39,6 +40,10 @@ FsyncWorker = getattr(_fsyncworker, "FsyncWorker", None)
 WORKER_SYNCFS = getattr(_fsyncworker, "SYNCFS", 0) == 1
 
 SYNCFS_MIN_FILES = 8  # from this many files on, one syncfs beats an fsync each
+# From this many partitions on, a group-commit job the C thread can take is one syncfs there: a job
+# of a few partitions (fsyncs side by side in the Python threads) costs the event loop the GIL at
+# each thread's wake-up and end (BENCHMARKS.md, "The 16-partition rows, session 14").
+WORKER_SYNCFS_MIN_LOGS = 2
 
 
 def _load_syncfs():

@@ -52,8 +52,8 @@ from tidelog.storage.checkpoint import fsync_dir, remove_file, write_checkpoint_
 from tidelog.storage.cleaner_manager import CleanerConfig, LogCleaner
 from tidelog.storage.errors import StorageError
 from tidelog.storage.faults import faults
-from tidelog.storage.fsync import (SYNCFS_MIN_FILES, WORKER_SYNCFS, FlushThreads, FsyncWorker, split_sync, sync_fds,
-                                   sync_filesystem, syncfs_available)
+from tidelog.storage.fsync import (SYNCFS_MIN_FILES, WORKER_SYNCFS, WORKER_SYNCFS_MIN_LOGS, FlushThreads, FsyncWorker,
+                                   split_sync, sync_fds, sync_filesystem, syncfs_available)
 from tidelog.storage.log import LogConfig, PartitionLog, PendingFlush
 from tidelog.storage.log_dir import LogDirState
 from tidelog.storage.open_files import OpenFiles
@@ -493,15 +493,16 @@ class LogManager:
         self._sync_requested.clear()
         outcome, self._next_sync = self._next_sync, None
         self._job = outcome
-        syncfs = len(logs) >= SYNCFS_MIN_FILES and syncfs_available()
+        # The C thread takes a job of one file (the usual one: a partition's active segment) and
+        # a syncfs (two partitions or more); the fault hook (sync_fds, sync_filesystem) runs in
+        # the Python threads only, which sync a few partitions' files side by side.
+        worker = self._worker if not faults.armed else None
+        syncfs = syncfs_available() and (len(logs) >= SYNCFS_MIN_FILES or (
+            len(logs) >= WORKER_SYNCFS_MIN_LOGS and worker is not None and WORKER_SYNCFS))
         pendings: list[tuple[PartitionLog, PendingFlush]] = []
         try:
             pendings = self._start_flushes(logs, syncfs)
             if pendings:
-                # The C thread takes a job of one file (the usual one: a partition's active
-                # segment) and a syncfs (many partitions); the fault hook (sync_fds,
-                # sync_filesystem) runs in the Python threads only.
-                worker = self._worker if not faults.armed else None
                 if syncfs:
                     if worker is not None and WORKER_SYNCFS:
                         self._submit(worker, self._open_fs_fd(), True, logs, pendings)

@@ -82,6 +82,9 @@ class LogSegment:
         self.bytes_since_last_index_entry = 0
         self.created_ms = wall_clock_ms()  # for segment.ms; the first batch's time once loaded
         self._unchecked_size = False  # opened from a clean stop's account: the file's size is checked at first open
+        # Where the last read_range ended: (the offset of the batch there, its position). A
+        # consumer reading on asks for that offset next. Forgotten when the file is cut.
+        self._read_hint: tuple[int, int] | None = None
         self._stated_max_timestamp = -1  # likewise: the max timestamp it gave
 
     # ---- a clean stop's account ------------------------------------------------------------
@@ -117,6 +120,7 @@ class LogSegment:
         segment.max_timestamp = max_timestamp
         segment.created_ms = created_ms
         segment._unchecked_size = True
+        segment._read_hint = None
         segment._stated_max_timestamp = max_timestamp
         ref = weakref.ref(segment)  # no reference cycle: a segment dropped unread is freed at once
         loader = lambda: ref()._load_indexes(index_interval_bytes, active)  # noqa: E731
@@ -343,10 +347,24 @@ class LogSegment:
         """What ``read`` would return, as (start position, end position, first offset, end offset)
         of the file, without reading the records: only batch headers are read (the index jumps
         to the last batch boundary below the limit), so the bytes can go to a socket with
-        sendfile. None if no batch here holds ``fetch_offset``; start == end if nothing is due."""
+        sendfile. None if no batch here holds ``fetch_offset``; start == end if nothing is due.
+
+        A read from where the last one ended (a consumer reading on: ``_read_hint``) starts
+        there, not at the index entry below it; and when everything from there to the end of
+        the file is due (within ``max_bytes``, below ``max_offset``) it reads no header at all:
+        the file is whole batches, the last ending at ``next_offset``."""
         end = self.size_bytes
         header = self._header_at
-        position = self.offset_index.lookup(fetch_offset - self.base_offset)
+        hint = self._read_hint
+        if hint is not None and hint[0] == fetch_offset:
+            position = hint[1]
+            next_offset = self.next_offset
+            if (position < end and fetch_offset < next_offset and end - position <= max_bytes
+                    and (max_offset is None or max_offset >= next_offset)):
+                self._read_hint = (next_offset, end)
+                return position, end, fetch_offset, next_offset
+        else:
+            position = self.offset_index.lookup(fetch_offset - self.base_offset)
         while True:  # the batch that contains fetch_offset
             if position + BATCH_HEADER_SIZE > end:
                 return None
@@ -375,8 +393,8 @@ class LogSegment:
             try:
                 base_offset, batch_length, _ = header(position, end)
             except CorruptSegment:  # serve the good batches before it; the next read reports it
-                base_offset = self.next_offset
-                break
+                return start, position, first_offset, self.next_offset
+        self._read_hint = (base_offset, position)
         return start, position, first_offset, base_offset
 
     def _header_at(self, position: int, end: int) -> tuple[int, int, int]:
@@ -500,6 +518,7 @@ class LogSegment:
             logger.warning("%s: cutting %d bytes of torn or invalid data at position %d", self.log_path, cut, end)
             os.ftruncate(self.fd, end)
             self.size_bytes = end
+            self._read_hint = None
         return cut
 
     def _load_created_ms(self) -> None:
@@ -518,6 +537,7 @@ class LogSegment:
             return
         os.ftruncate(self.fd, position)
         self.size_bytes = position
+        self._read_hint = None
         self.offset_index.truncate_to_position(position)
         self.time_index.truncate_to_offset(info.base_offset - self.base_offset)
         self._scan_tail()
