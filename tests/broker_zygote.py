@@ -15,7 +15,9 @@ child. The children's hash seed is this process's (one random seed a test run, n
 Protocol, one JSON object a line each way over the socket on fd ``argv[1]``:
 ``{"spawn": {"args": [...], "env": {...}, "cwd": ..., "log": ..., "nofile": [soft, hard] | null}}``
 -> ``{"pid": N}``; ``{"poll": N}`` -> ``{"returncode": int | null}`` (a child is reaped only when
-asked, as Popen does: until then its pid stays its own). The zygote exits when the socket closes.
+asked, as Popen does: until then its pid stays its own; once its code is given the child is
+forgotten and a poll of it answers an error, as its pid may be a new child's by then). The
+zygote exits when the socket closes.
 It keeps one thread and no open files of its own, so a fork copies nothing half-done.
 """
 
@@ -37,26 +39,33 @@ def _preload() -> None:
             importlib.import_module(name)
         except ImportError:  # uvloop is optional; the broker would import and fail the same way
             pass
+    # The codecs every broker makes at the top of its start (Broker.start: warm_codecs), made
+    # once here instead of once a forked broker.
+    from tidelog.protocol.apis import warm_codecs
+
+    warm_codecs()
 
 
-def _exit_status(pid: int, statuses: dict[int, int]) -> int | None:
-    if pid not in statuses:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done == 0:
-            return None
-        statuses[pid] = os.waitstatus_to_exitcode(status)
-    return statuses[pid]
+def _exit_status(pid: int) -> int | None:
+    """A child's exit code once it has exited (reaped now), else None. Nothing is remembered
+    of a reaped child: the test process asks once it has an answer (as Popen keeps its own
+    returncode), and its pid may be a new child's by the next question (pids wrap at pid_max,
+    32,768 by default, within one test run)."""
+    done, status = os.waitpid(pid, os.WNOHANG)
+    return None if done == 0 else os.waitstatus_to_exitcode(status)
 
 
 def _serve(sock: socket.socket) -> dict | None:
     """Answer requests until one forks: returns the spawn request in the child, None in the
     zygote once the test process has closed the socket."""
     reader = sock.makefile("rb")
-    statuses: dict[int, int] = {}
     for line in reader:
         request = json.loads(line)
         if "poll" in request:
-            answer = {"returncode": _exit_status(request["poll"], statuses)}
+            try:
+                answer = {"returncode": _exit_status(request["poll"])}
+            except ChildProcessError:
+                answer = {"error": f"no child {request['poll']} (reaped already, or never forked here)"}
         else:
             sys.stdout.flush()
             sys.stderr.flush()

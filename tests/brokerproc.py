@@ -145,9 +145,16 @@ class _Zygote:
                                        "nofile": list(nofile) if nofile else None}})["pid"]
         return ZygoteChild(self, pid, args)
 
-    def returncode(self, pid: int) -> int | None:
+    def poll(self, child: "ZygoteChild") -> int | None:
+        """``child.returncode``, asked of the zygote until it has one (one question at a time:
+        the zygote answers a child's exit once, then forgets it)."""
         with self.lock:
-            return self._ask({"poll": pid})["returncode"]
+            if child.returncode is None:
+                child.returncode = self._ask({"poll": child.pid})["returncode"]
+                if child.returncode is not None:
+                    os.close(child._pidfd)
+                    child._pidfd = None
+            return child.returncode
 
     def _start(self, env: dict[str, str], log_dir: Path) -> None:
         ours, theirs = socket.socketpair()
@@ -207,10 +214,7 @@ class ZygoteChild:
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            self.returncode = self.zygote.returncode(self.pid)
-            if self.returncode is not None:
-                os.close(self._pidfd)
-                self._pidfd = None
+            return self.zygote.poll(self)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:

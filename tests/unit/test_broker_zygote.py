@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.brokerproc import BrokerProcess, ZygoteChild, spawn_broker, wait_until
+from tests.brokerproc import BrokerProcess, ZygoteChild, _zygote, spawn_broker, wait_until
 from tests.conftest import TEST_SETTINGS
 
 
@@ -43,6 +43,18 @@ def test_a_bad_setting_gives_the_same_exit_code_and_log_line_forked_or_execd(tmp
     assert proc.wait(60) == 1
     assert log.read_text() == "error: unknown broker setting 'no.such.setting' (from --set)\n"
 
+
+
+def test_the_zygote_forgets_a_child_once_it_has_given_its_exit_code(tmp_path):
+    # Pids wrap within one test run (pid_max 32,768; librdkafka's threads take pids too): a code
+    # the zygote kept for a reaped child was given to the next child with the same pid (a CI's
+    # broker that exited 1 on a bad setting was reported SIGKILLed, -9).
+    proc = spawn_broker(serve_args(tmp_path, "--set", "no.such.setting=1"), tmp_path / "broker.log",
+                        {**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert isinstance(proc, ZygoteChild)
+    assert proc.wait(60) == 1 and proc.poll() == 1  # the child keeps its own code
+    with _zygote.lock, pytest.raises(RuntimeError, match=f"no child {proc.pid}"):
+        _zygote._ask({"poll": proc.pid})
 
 def test_the_child_has_the_requests_environment_cwd_argv_and_limit(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
