@@ -261,6 +261,10 @@ class BrokerMetrics:
             "the segment file by the kernel; copy: read into the broker, on TLS, a socket not writable at once, or a "
             "response of at most 64 KiB of records).",
             ["path"], registry=r)
+        # Its two children, here once: the hot paths (the connection's send, the handler's small
+        # responses) inc them without labels()'s lookup, and both series are there from the start.
+        self.fetch_response_bytes_sendfile = self.fetch_response_bytes.labels("sendfile")
+        self.fetch_response_bytes_copy = self.fetch_response_bytes.labels("copy")
         self.fetch_sessions = Gauge("tidelog_fetch_sessions", "Incremental fetch sessions (KIP-227) cached.", registry=r)
         self.fetch_session_evictions = Counter(
             "tidelog_fetch_session_evictions", "Fetch sessions evicted from a full cache for a new one.", registry=r)

@@ -118,7 +118,7 @@ def test_a_response_behind_a_fetch_the_socket_did_not_take_waits_for_it(tmp_path
         loop = asyncio.get_running_loop()
         conn, transport = _connection(loop)
         transport.get_write_buffer_size = lambda: 0
-        conn.broker.metrics.fetch_response_bytes = _Family()
+        conn.broker.metrics.fetch_response_bytes_sendfile = conn.broker.metrics.fetch_response_bytes_copy = _Family()
         conn._socket_fd = sender.fileno()
         fetch, behind = _pending(conn, loop, 1), _pending(conn, loop, 2)
         fetch.set_result([b"head", FileSlice(_Segment(file_fd), 0, size, 1)])

@@ -289,7 +289,6 @@ class KafkaConnection(asyncio.BufferedProtocol):
         # transport owns the socket's descriptor, so a duplicate of it is watched meanwhile.
         self._unsent: tuple[list, int] | None = None
         self._writable_fd: int | None = None
-        self._response_bytes: tuple | None = None  # tidelog_fetch_response_record_bytes' (sendfile, copy) children
 
     # --- asyncio protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -921,14 +920,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
             copied = sum(len(part) for part in parts[index:] if type(part) is FileSlice) - (
                 offset if type(parts[index]) is FileSlice else 0)
         total = sum(len(part) for part in parts if type(part) is FileSlice)
-        counters = self._response_bytes
-        if counters is None:  # the labelled children once a connection, not on every response
-            counter = self.broker.metrics.fetch_response_bytes
-            counters = self._response_bytes = (counter.labels("sendfile"), counter.labels("copy"))
+        metrics = self.broker.metrics
         if copied:
-            counters[1].inc(copied)
+            metrics.fetch_response_bytes_copy.inc(copied)
         if total > copied:
-            counters[0].inc(total - copied)
+            metrics.fetch_response_bytes_sendfile.inc(total - copied)
         return True
 
     def _watch_writable(self) -> None:
