@@ -381,6 +381,10 @@ class BrokerMetrics:
             "tidelog_http_requests", "HTTP requests (API, console, metrics), by route and status.", ["method", "route", "status"],
             registry=r,
         )
+        self.http_peer_requests = Counter(
+            "tidelog_http_peer_requests", "Requests this broker's HTTP API made to other brokers' HTTP APIs, by what "
+            "(broker: the cluster view's event-loop lag, groups, share, push, delay) and result (ok: any HTTP answer; "
+            "failed: none, e.g. refused, an untrusted certificate, a timeout).", ["what", "result"], registry=r)
         self.uptime = Gauge("tidelog_uptime_seconds", "Seconds since the broker started.", registry=r)
         # The log cleaner (compaction of cleanup.policy=compact logs).
         self.cleaner_runs = Counter("tidelog_log_cleaner_runs", "Log cleanings, by result (cleaned, aborted, failed).",

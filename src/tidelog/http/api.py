@@ -26,6 +26,7 @@ from tidelog.http.broker_health import BrokerHealth
 from tidelog.http.cluster_view import ClusterView
 from tidelog.http.errors import PREFIX
 from tidelog.http.group_routes import GroupRoutes
+from tidelog.http.peer_http import PeerHttp
 from tidelog.http.peers import PeerClient
 from tidelog.http.push_routes import PushRoutes
 from tidelog.http.record_reader import RecordReader
@@ -47,19 +48,21 @@ class Api:
     def __init__(self, broker: "Broker") -> None:
         self.broker = broker
         self.view = ClusterView(broker)
-        self.health = BrokerHealth(broker, self.view)
+        self.peer_http = PeerHttp(broker)  # the other brokers' HTTP APIs, as this broker's listener serves (http/https)
+        self.health = BrokerHealth(broker, self.view, self.peer_http)
         self.peers = PeerClient(broker)
         reader = RecordReader(broker, self.view, self.peers)
-        self.topics = TopicRoutes(broker, self.view, self.peers)
+        self.topics = TopicRoutes(broker, self.view, self.peers, self.peer_http)
         self.records = RecordRoutes(broker, self.view, self.peers, reader)
-        self.groups = GroupRoutes(broker, self.view, reader)
+        self.groups = GroupRoutes(broker, self.view, reader, self.peer_http)
         self.shares = ShareRoutes(lambda: broker.shares, SharePeers(
             broker.node_id, lambda topic, p: self.view.partition_state(topic, p, self.view.live_brokers())["leader"],
-            self.view.http_address))
+            self.view.http_address, self.peer_http))
         self.transactions = TransactionRoutes(broker, self.view, self.peers)
         self.security = SecurityRoutes(broker)
         self.push = PushRoutes(lambda: broker.push, broker.node_id, lambda: [
-            (node_id, self.view.http_address(node_id)) for node_id in self.view.live_brokers() if node_id != broker.node_id])
+            (node_id, self.view.http_address(node_id)) for node_id in self.view.live_brokers() if node_id != broker.node_id],
+            self.peer_http)
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -86,11 +89,7 @@ class Api:
 
     async def close(self) -> None:
         self.peers.close()
-        await self.topics.close()
-        await self.groups.close()
-        await self.shares.close()
-        await self.push.close()
-        await self.health.close()
+        await self.peer_http.close()
 
     async def cluster(self, request: web.Request) -> web.Response:
         broker = self.broker
@@ -113,7 +112,7 @@ class Api:
             "version": __version__,
             "brokers": [{"node_id": node_id, "host": host, "port": port, "rack": rack, "controller": node_id == controller_id,
                          "http_port": broker.http.port if node_id == broker.node_id and broker.http is not None else None,
-                         "console": f"http://{http}/" if (http := self.view.http_address(node_id)) else None,
+                         "console": self.peer_http.console(http) if (http := self.view.http_address(node_id)) else None,
                          "event_loop": loops[node_id][0], "event_loop_error": loops[node_id][1]}
                         for node_id, (host, port, rack) in sorted(live.items())],
             "started_at_ms": broker.started_at_ms,

@@ -4,7 +4,8 @@ server/loop_monitor.py); ``GET /api/v1/cluster`` gives each live broker's event-
 broker's from its monitor and the others' asked of their ``/api/v1/broker`` (as the caller: its
 Authorization header goes along), all at once and for PEER_TIMEOUT_S at the most. A broker that
 does not answer in that time is itself news (a stalled loop answers nothing): its lag is null and
-``event_loop_error`` says why.
+``event_loop_error`` says why. The others are asked as their HTTP listener serves (http or
+https, peer_http.py).
 Not thread-safe; the event loop owns it.
 """
 
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from tidelog.http.errors import PREFIX
 from tidelog.http.group_routes import FORWARDED_HEADER
+from tidelog.http.peer_http import PeerHttp
 
 if TYPE_CHECKING:
     from tidelog.http.cluster_view import ClusterView
@@ -30,14 +32,10 @@ PEER_TIMEOUT_S = 1.0  # the console polls /cluster every second
 
 
 class BrokerHealth:
-    def __init__(self, broker: "Broker", view: "ClusterView") -> None:
+    def __init__(self, broker: "Broker", view: "ClusterView", peer_http: PeerHttp) -> None:
         self.broker = broker
         self.view = view
-        self._session: aiohttp.ClientSession | None = None
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        self.peer_http = peer_http
 
     def own(self) -> dict:
         broker = self.broker
@@ -62,11 +60,10 @@ class BrokerHealth:
         address = self.view.http_address(node_id)
         if address is None:
             return None, "no HTTP listener"
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S))
         headers = {FORWARDED_HEADER: str(self.broker.node_id), **({"Authorization": authorization} if authorization else {})}
         try:
-            async with self._session.get(f"http://{address}{PREFIX}/broker", headers=headers) as response:
+            async with self.peer_http.request("broker", "GET", address, f"{PREFIX}/broker", PEER_TIMEOUT_S,
+                                              headers=headers) as response:
                 if response.status != 200:
                     return None, f"its HTTP API answered {response.status}"
                 return (await response.json())["event_loop"], None

@@ -2,7 +2,8 @@
 
 Group routes are answered by the group coordinator (the leader of ``__consumer_offsets``
 partition 0): forwarded to its HTTP API when that is another broker, so every broker's console
-shows the groups (a forwarded request is never forwarded again: NOT_COORDINATOR).
+shows the groups (a forwarded request is never forwarded again: NOT_COORDINATOR), over http or
+https as this broker's own HTTP listener serves (peer_http.py).
 
 Consuming through a group is stateless: ``POST /groups/{id}/fetch`` reads each partition of a
 topic from the group's committed offset (or ``auto_offset_reset`` where it has none) and, with
@@ -26,6 +27,7 @@ from tidelog.cluster.partition import wait_for_data
 from tidelog.http.cluster_view import ClusterView
 from tidelog.http.errors import PREFIX, bad_request
 from tidelog.http.params import DEFAULT_LIMIT, MAX_LIMIT, MAX_TIMEOUT_MS, body_bool, body_int, json_body
+from tidelog.http.peer_http import PeerHttp
 from tidelog.http.record_reader import RecordReader
 from tidelog.protocol.consumer_protocol import assignment_partitions
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -42,15 +44,11 @@ FORWARDED_HEADER = "X-Tidelog-Forwarded-By"  # a request one broker forwarded to
 class GroupRoutes:
     """The group routes, each wrapped by ``at_coordinator``; ``group_count`` serves the cluster view."""
 
-    def __init__(self, broker: "Broker", view: ClusterView, reader: RecordReader) -> None:
+    def __init__(self, broker: "Broker", view: ClusterView, reader: RecordReader, peer_http: PeerHttp) -> None:
         self.broker = broker
         self.view = view
         self.reader = reader
-        self._session: aiohttp.ClientSession | None = None  # routes forwarded to the coordinator
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        self.peer_http = peer_http  # routes forwarded to the coordinator
 
     def _coordinator_http(self, request: web.Request | None) -> str | None:
         """Where group routes are answered: None for here (a single node, this broker leads
@@ -83,15 +81,13 @@ class GroupRoutes:
         return route
 
     async def _forward(self, request: web.Request, address: str) -> web.Response:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=MAX_TIMEOUT_MS / 1000 + 10))
         body = await request.read()
         headers = {"Content-Type": request.headers.get("Content-Type", "application/json"), FORWARDED_HEADER: str(self.broker.node_id)}
         if "Authorization" in request.headers:  # the coordinator authenticates and authorises the caller again
             headers["Authorization"] = request.headers["Authorization"]
         try:
-            async with self._session.request(request.method, f"http://{address}{request.rel_url}", data=body or None,
-                                             headers=headers) as response:
+            async with self.peer_http.request("groups", request.method, address, str(request.rel_url),
+                                              MAX_TIMEOUT_MS / 1000 + 10, data=body or None, headers=headers) as response:
                 return web.Response(body=await response.read(), status=response.status, content_type=response.content_type)
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             raise KafkaError(ErrorCode.network_exception,
@@ -106,14 +102,11 @@ class GroupRoutes:
             return None
         if address is None:
             return len(self.broker.groups.admin.list_groups())
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=MAX_TIMEOUT_MS / 1000 + 10))
         try:
             headers = {FORWARDED_HEADER: str(self.broker.node_id)}
             if authorization is not None:
                 headers["Authorization"] = authorization
-            async with self._session.get(f"http://{address}{PREFIX}/groups", headers=headers,
-                                         timeout=aiohttp.ClientTimeout(total=2)) as response:
+            async with self.peer_http.request("groups", "GET", address, f"{PREFIX}/groups", 2, headers=headers) as response:
                 return len((await response.json())["groups"]) if response.status == 200 else None
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError):
             return None

@@ -40,6 +40,7 @@ from tidelog.http.auth import may
 from tidelog.http.errors import PREFIX, error_response
 from tidelog.http.group_routes import FORWARDED_HEADER
 from tidelog.http.params import json_body
+from tidelog.http.peer_http import PeerHttp
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.push.subscription import PushSubscription, SubscriptionError, SubscriptionExists, SubscriptionNotFound
 from tidelog.security.acl import AclOperation, ResourceType
@@ -77,17 +78,13 @@ class PushRoutes:
     """The push-subscription routes over the broker's registry; ``push()`` gives it (None while the
     broker starts: 503 BROKER_NOT_AVAILABLE)."""
 
-    def __init__(self, push: Callable[[], "PushSubscriptions | None"], node_id: int = 0,
-                 peers: Callable[[], list[tuple[int, str | None]]] = list) -> None:
+    def __init__(self, push: Callable[[], "PushSubscriptions | None"], node_id: int,
+                 peers: Callable[[], list[tuple[int, str | None]]], peer_http: PeerHttp) -> None:
         """``peers()``: (node id, HTTP address or None) of every other live broker."""
         self._push = push
         self.node_id = node_id
         self._peers = peers
-        self._session: aiohttp.ClientSession | None = None
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        self.peer_http = peer_http
 
     def add_routes(self, router: web.UrlDispatcher, prefix: str) -> None:
         base = prefix + "/push-subscriptions"
@@ -124,14 +121,12 @@ class PushRoutes:
         """Another broker's own statuses by name (of ``name`` only, if given); None when it does not answer."""
         if address is None:
             return None
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S))
         headers = {FORWARDED_HEADER: str(self.node_id)}
         if "Authorization" in request.headers:  # the other broker authenticates and authorises the caller again
             headers["Authorization"] = request.headers["Authorization"]
         path = f"{PREFIX}/push-subscriptions" + (f"/{quote(name, safe='')}" if name is not None else "")
         try:
-            async with self._session.get(f"http://{address}{path}", headers=headers) as response:
+            async with self.peer_http.request("push", "GET", address, path, PEER_TIMEOUT_S, headers=headers) as response:
                 if response.status == 404 and name is not None:
                     return {}  # not there yet (the store's change on its way)
                 if response.status != 200:

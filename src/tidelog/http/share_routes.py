@@ -53,6 +53,7 @@ from tidelog.http.codec import TIMESTAMP_TYPES, record_to_json
 from tidelog.http.errors import PREFIX, bad_request
 from tidelog.http.group_routes import FORWARDED_HEADER
 from tidelog.http.params import MAX_LIMIT, MAX_TIMEOUT_MS, body_int, json_body
+from tidelog.http.peer_http import PeerHttp
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.records import BATCH_HEADER_SIZE, iter_records, parse_batch_header
 from tidelog.protocol.topics import is_internal
@@ -129,11 +130,11 @@ class SharePeers:
     ``leader(topic, partition)`` is the live leader's node id or None; ``http_address(node_id)``."""
 
     def __init__(self, node_id: int, leader: Callable[[str, int], int | None],
-                 http_address: Callable[[int], str | None]) -> None:
+                 http_address: Callable[[int], str | None], peer_http: PeerHttp) -> None:
         self.node_id = node_id
         self._leader = leader
         self._http_address = http_address
-        self._session: aiohttp.ClientSession | None = None
+        self.peer_http = peer_http
 
     def remote(self, topic: str, partition: int) -> str | None:
         """The HTTP address of the partition's leader when that is another broker; None for here."""
@@ -147,11 +148,10 @@ class SharePeers:
 
     async def post(self, address: str, path: str, body: dict, authorization: str | None = None) -> dict:
         """POST to a leader's internal route, as the caller (its Authorization header, when it sent one)."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S))
         headers = {FORWARDED_HEADER: str(self.node_id), **({"Authorization": authorization} if authorization else {})}
         try:
-            async with self._session.post(f"http://{address}{path}", json=body, headers=headers) as response:
+            async with self.peer_http.request("share", "POST", address, path, PEER_TIMEOUT_S, json=body,
+                                              headers=headers) as response:
                 answer = await response.json()
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
             raise KafkaError(ErrorCode.network_exception,
@@ -160,10 +160,6 @@ class SharePeers:
             code = getattr(ErrorCode, str(answer.get("error_code", "")).lower(), ErrorCode.unknown_server_error)
             raise KafkaError(code, answer.get("message", "the partition leader refused"))
         return answer
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
 
 def receipt(topic: str, partition: int, offset: int) -> str:
@@ -203,10 +199,6 @@ class ShareRoutes:
         # between brokers: at the leader of a share-partition (not wrapped: never forwarded again)
         router.add_post(base + "/{group}/partitions/{topic}/{partition}/acquire", self.acquire_here)
         router.add_post(base + "/{group}/partitions/{topic}/{partition}/acknowledge", self.acknowledge_here)
-
-    async def close(self) -> None:
-        if self.peers is not None:
-            await self.peers.close()
 
     @property
     def shares(self) -> ShareGroups:

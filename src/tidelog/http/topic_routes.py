@@ -27,6 +27,7 @@ from tidelog.http.cluster_view import ClusterView
 from tidelog.http.errors import PREFIX, bad_request
 from tidelog.http.group_routes import FORWARDED_HEADER
 from tidelog.http.params import body_int, json_body
+from tidelog.http.peer_http import PeerHttp
 from tidelog.http.peers import PeerClient
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.topics import is_internal
@@ -42,15 +43,11 @@ logger = logging.getLogger(__name__)
 class TopicRoutes:
     """The topic routes; ``partition_views`` also serves the cluster view."""
 
-    def __init__(self, broker: "Broker", view: ClusterView, peers: PeerClient) -> None:
+    def __init__(self, broker: "Broker", view: ClusterView, peers: PeerClient, peer_http: PeerHttp) -> None:
         self.broker = broker
         self.view = view
         self.peers = peers
-        self._session: aiohttp.ClientSession | None = None  # delay status asked of other brokers' HTTP APIs
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        self.peer_http = peer_http  # delay status asked of other brokers' HTTP APIs
 
     async def _partition_views(self, records: list) -> dict[str, list[dict]]:
         """Every partition of ``records`` with the leader's offsets and size: read here for the
@@ -164,12 +161,10 @@ class TopicRoutes:
         address = self.view.http_address(node_id)
         if address is None:
             return {}, f"broker {node_id} leads it and serves no HTTP"
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         headers = {FORWARDED_HEADER: str(self.broker.node_id), **({"Authorization": authorization} if authorization else {})}
-        url = f"http://{address}{PREFIX}/topics/{urllib.parse.quote(topic, safe='')}/delay"
+        path = f"{PREFIX}/topics/{urllib.parse.quote(topic, safe='')}/delay"
         try:
-            async with self._session.get(url, headers=headers) as response:
+            async with self.peer_http.request("delay", "GET", address, path, 5, headers=headers) as response:
                 answer = await response.json()
                 if response.status != 200:
                     return {}, f"broker {node_id} answered {response.status}: {answer.get('message')}"
