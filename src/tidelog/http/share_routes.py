@@ -470,15 +470,18 @@ class ShareRoutes:
 
     # --- describe -------------------------------------------------------------------------------
     def _partitions(self, group_id: str, names: Mapping[uuid.UUID, str]) -> list[dict]:
+        """The group's share-partitions of topics that exist (``names``): a deleted topic's state
+        is removed after DeleteTopics answers (tombstones, in the background), and until then it
+        is not listed, as Kafka's DescribeShareGroupOffsets lists no topic that no longer exists."""
         manager = self.shares.manager_or_error()
-        keys = sorted(set(manager.state_keys(group_id)) | {k for k, _ in manager.loaded(group_id)},
-                      key=lambda k: (names.get(k.topic_id, str(k.topic_id)), k.partition))
+        keys = sorted((k for k in set(manager.state_keys(group_id)) | {k for k, _ in manager.loaded(group_id)}
+                       if k.topic_id in names), key=lambda k: (names[k.topic_id], k.partition))
         lags = {(t, p): (start, lag) for t, p, start, lag in manager.describe_offsets(group_id, [(k.topic_id, k.partition) for k in keys])}
         loaded = dict(manager.loaded(group_id))
         out = []
         for key in keys:
             start, lag = lags.get((key.topic_id, key.partition), (-1, -1))
-            entry = {"topic": names.get(key.topic_id, str(key.topic_id)), "partition": key.partition,
+            entry = {"topic": names[key.topic_id], "partition": key.partition,
                      "start_offset": start, "lag": lag if lag >= 0 else None, "loaded": key in loaded,
                      "next_offset": None, "in_flight": 0, "records": {s.name.lower(): 0 for s in RecordState},
                      "delivery_counts": {}, "runs": [], "runs_truncated": False}
