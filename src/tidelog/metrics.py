@@ -356,6 +356,10 @@ class BrokerMetrics:
         self.transaction_timeouts = Counter(
             "tidelog_transaction_timeouts", "Transactions this coordinator aborted because they outlived transaction.timeout.ms.",
             registry=r)
+        self.internal_write_timeouts = Counter(
+            "tidelog_internal_write_timeouts", "Internal writes (transaction markers and state, delay movers' appends) answered "
+            "REQUEST_TIMED_OUT because their flush or ISR did not finish within the write's timeout; retried by their writer.",
+            ["writer"], registry=r)
         self.transaction_markers_pending = Gauge(
             "tidelog_transaction_markers_pending", "Transactions whose COMMIT/ABORT markers are still being written.", registry=r)
         self.open_transactions = Gauge(

@@ -6,13 +6,16 @@ The target partition (p mod the target's partitions) is written wherever it is l
 every append: through its Partition when led here, else with Produce v8 (acks=all) to its leader
 over a ``BrokerChannel`` (the inter-broker listener's TLS/SASL), as ``__share_group_state`` is
 written (share_groups.StateTopic); the mover's recovery reads it there with ListOffsets v5 and
-Fetch v11. A failed append (NOT_LEADER_OR_FOLLOWER, a broker gone, a timeout) is retried with the
-same batch and sequence once the metadata names a leader again; the target's producer state
-answers a batch that did land as a duplicate. A mover whose delay partition this broker no longer
-leads is dropped; the next leader's mover goes on from its last batch in the target (found there
-with DescribeProducers, ListOffsets and Fetch when led elsewhere). One that diverged (another
-mover of its delay partition appended first: OUT_OF_ORDER_SEQUENCE_NUMBER, MoverDiverged) is
-started again. Counted in
+Fetch v11. An append here is bounded by ``offsets.commit.timeout.ms`` as a whole, its flush
+included (a stuck disk answers REQUEST_TIMED_OUT, counted in
+``tidelog_internal_write_timeouts_total{writer="delay_mover"}``); one elsewhere by
+REMOTE_TIMEOUT_S. A failed append (NOT_LEADER_OR_FOLLOWER, a broker gone, a timeout) is retried
+with the same batch and sequence at the next pass (once the metadata names a leader again); the
+target's producer state answers a batch that did land as a duplicate. A mover whose delay
+partition this broker no longer leads is dropped; the next leader's mover goes on from its last
+batch in the target (found there with DescribeProducers, ListOffsets and Fetch when led
+elsewhere). One that diverged (another mover of its delay partition appended first:
+OUT_OF_ORDER_SEQUENCE_NUMBER, MoverDiverged) is started again. Counted in
 ``tidelog_delay_topic_remote_appends{topic,result}``; a failure streak is logged once (WARNING),
 and its end. Index files live in ``<data dir>/.delay-index/<topic id>-<partition>``.
 """
@@ -35,7 +38,7 @@ from kio.schema.produce.v8 import request as produce_v8
 
 from tidelog.clock import monotonic_ms, wall_clock_ms
 from tidelog.cluster.broker_channel import BrokerChannel
-from tidelog.cluster.waiters import wait_for_data
+from tidelog.cluster.waiters import wait_for_acks, wait_for_data
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.queues.delay_index import DelayIndex
 from tidelog.queues.delay_mover import (MOVER_PRODUCER_IDS, PROGRESS_GROUP, SEQUENCE_WRAP, DelayMover, MoverDiverged,
@@ -46,7 +49,7 @@ __all__ = ["DelayTopics"]
 logger = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 0.2  # the longest wait between two looks at the delay topics (new ones, config changes, leadership)
-WRITE_TIMEOUT_S = 30.0
+WRITE_TIMEOUT_S = 5.0  # an append to a target led here, its flush included (DelayTopics: offsets.commit.timeout.ms)
 REMOTE_TIMEOUT_S = 10.0  # a request to another broker (a Produce waits for its ISR within it)
 INDEX_DIR = ".delay-index"
 READ_BYTES = 1 << 20
@@ -118,16 +121,18 @@ class _Target:
     directly."""
 
     def __init__(self, replicas, metadata, peers: _Peers, topic: str, index: int,
-                 missing: dict | None = None, gone_after_ms: int = 60_000) -> None:
+                 missing: dict | None = None, gone_after_ms: int = 60_000, write_timeout_s: float = WRITE_TIMEOUT_S) -> None:
         self.replicas = replicas
         self.metadata = metadata
         self.peers = peers
         self.topic, self.index = topic, index
         self.missing = {} if missing is None else missing
         self.gone_after_ms = gone_after_ms
+        self.write_timeout_s = write_timeout_s
         self.leader = -1  # where the last request went (this broker's id when local)
         self.remote_batches = 0  # acknowledged appends at another broker
         self.remote_failures = 0  # failed appends at another broker
+        self.timeouts = 0  # appends here not durable and in the ISR within write_timeout_s
 
     def _route(self):
         """(the Partition, None) when led here, else (None, the leader's node id)."""
@@ -151,9 +156,17 @@ class _Target:
         if local is not None:
             self._note(self.replicas.node_id)
             appended = local.append_as_leader(memoryview(bytearray(batch)), required_acks=-1)
-            error = await local.wait_acknowledged(appended.end_offset, -1, WRITE_TIMEOUT_S)
+            # The flush within the timeout too: a flush that does not end (a stuck disk) fails the
+            # step with REQUEST_TIMED_OUT rather than holding every mover (one task steps them all);
+            # the next pass appends the same batch, which the producer state answers as a duplicate.
+            (error,) = await wait_for_acks([(local, appended.end_offset)], -1, self.write_timeout_s, local.logs,
+                                           durability_in_timeout=True)
             if error != ErrorCode.none:
-                raise KafkaError(error, f"appending due records to {self.topic}-{self.index}: {error.name}")
+                if error == ErrorCode.request_timed_out:
+                    self.timeouts += 1
+                raise KafkaError(error, f"appending due records to {self.topic}-{self.index}: {error.name.upper()}"
+                                 + (f" (not durable and in its ISR within {self.write_timeout_s:g} s)"
+                                    if error == ErrorCode.request_timed_out else ""))
             return appended.base_offset
         self._note(leader)
         request = produce_v8.ProduceRequest(
@@ -465,6 +478,7 @@ class DelayTopics:
                 for key, mover in list(self.movers.items()):
                     moved, lost = mover.moved, mover.lost
                     remote, failures = mover.target.remote_batches, mover.target.remote_failures
+                    timeouts = mover.target.timeouts
                     try:
                         # A deposed leader's mover stops between two appends (its successor recovers).
                         while mover.source.partition.leading and mover.fenced is None and (await mover.step() or mover._rebuild_at is not None):
@@ -474,7 +488,7 @@ class DelayTopics:
                         continue
                     finally:
                         self._count(mover, mover.moved - moved, mover.lost - lost, mover.target.remote_batches - remote,
-                                    mover.target.remote_failures - failures)
+                                    mover.target.remote_failures - failures, mover.target.timeouts - timeouts)
                     self._streaks.pop(key, None)
                     if key in self._failing:
                         logger.info("delay mover %s-%d: appending to %s-%d again after %d failed attempts", *key,
@@ -508,7 +522,8 @@ class DelayTopics:
                    f" at broker {mover.target.leader}", error,
                    "starting again from the target's batches" if diverged else "retrying")
 
-    def _count(self, mover: DelayMover, moved: int, lost: int, remote: int = 0, failures: int = 0) -> None:
+    def _count(self, mover: DelayMover, moved: int, lost: int, remote: int = 0, failures: int = 0,
+               timeouts: int = 0) -> None:
         if lost:
             logger.warning("delay topic %s-%d: %d records were removed by retention before they were due",
                            mover.origin_topic, mover.origin_partition, lost)
@@ -522,6 +537,8 @@ class DelayTopics:
             self.metrics.delay_topic_remote_appends.labels(mover.origin_topic, "ok").inc(remote)
         if failures:
             self.metrics.delay_topic_remote_appends.labels(mover.origin_topic, "failed").inc(failures)
+        if timeouts:
+            self.metrics.internal_write_timeouts.labels("delay_mover").inc(timeouts)
 
     async def _sync(self) -> None:
         """Movers for the delay partitions led here, none for others."""
@@ -555,7 +572,7 @@ class DelayTopics:
                 self.movers[(name, p)].settings = self.movers[(name, p)].settings.__class__(delay_ms=delay_ms)
                 continue
             target = _Target(self.replicas, self.metadata, self.peers, target_name, target_index, self._missing,
-                             2 * self.config["replica.lag.time.max.ms"])
+                             2 * self.config["replica.lag.time.max.ms"], self.config["offsets.commit.timeout.ms"] / 1000)
             mover = DelayMover(name, p, _Source(source), target,
                                DelayIndex(self.index_root / f"{record.topic_id.hex}-{p}"),
                                mover_producer_id(record.topic_id, p), self.clock_ms, delay_ms=delay_ms,
