@@ -128,6 +128,7 @@ class TransactionCoordinator:
         self._background: set[asyncio.Task] = set()
         self._timers: list[asyncio.Task] = []
         self.timed_out_aborts = 0
+        self._completions_failing = 0  # CompleteCommit/CompleteAbort writes failed since the last one written
         self._observer = observer  # told "commit" / "abort" when a transaction completes, "timeout" on a timeout abort
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -413,12 +414,20 @@ class TransactionCoordinator:
                                        retry_on=ErrorCode.coordinator_not_available)
             if error is ErrorCode.none:
                 logger.debug("%s: transaction %s", transactional_id, complete.state.kafka_name)
+                if self._completions_failing:
+                    logger.info("transaction completions written again after %d failed attempts",
+                                self._completions_failing)
+                    self._completions_failing = 0
                 if self._observer is not None:
                     self._observer("commit" if committed else "abort")
                 return
             if error is ErrorCode.coordinator_not_available:
-                logger.info("%s: writing %s failed (%s); retrying", transactional_id, complete.state.kafka_name,
-                            error.name)
+                # One WARNING an episode (a stuck disk fails every transaction's completion), not one a retry.
+                logger.log(logging.DEBUG if self._completions_failing else logging.WARNING,
+                           "%s: writing %s failed (%s: not durable and in the ISR in time, or the ISR is short); "
+                           "retrying with back-off up to 1 s", transactional_id, complete.state.kafka_name,
+                           error.name.upper())
+                self._completions_failing += 1
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 1.0)
                 continue

@@ -4,7 +4,9 @@
   WriteTxnMarkers request (from a coordinator elsewhere, or its own coordinator in process):
   each partition's marker is appended as leader (``Partition.append_marker``: the epoch and
   coordinator-epoch checks, the control batch, the partition's transaction state and
-  ``.txnindex``), then all are awaited acks=all. A ``__consumer_offsets`` marker also completes
+  ``.txnindex``), then all are awaited acks=all, durable and in the ISR within ``timeout_s``
+  (``offsets.commit.timeout.ms``; the flush included, so a stuck disk answers REQUEST_TIMED_OUT,
+  which the coordinator's channel retries). A ``__consumer_offsets`` marker also completes
   the producer's pending transactional offset commits (``on_offsets_marker``) once durable.
   Returns the error of each (producer id, partition): UNKNOWN_TOPIC_OR_PARTITION /
   NOT_LEADER_OR_FOLLOWER when not led here, INVALID_PRODUCER_EPOCH,
@@ -22,6 +24,7 @@ import logging
 from typing import TYPE_CHECKING, Callable
 
 from tidelog.cluster.broker_channel import BrokerChannel
+from tidelog.cluster.waiters import wait_for_acks
 from tidelog.protocol.apis import build, request_type
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.protocol.topics import CONSUMER_OFFSETS
@@ -66,7 +69,11 @@ async def write_markers(replicas: "ReplicaManager", entries: list[MarkerEntry], 
     if not appended:
         return results
     try:
-        errors = await replicas.wait_for_acks([(p, end) for _, _, _, p, end in appended], -1, timeout_s)
+        # The flush within the timeout too: a marker whose flush does not end (a stuck disk) is
+        # answered REQUEST_TIMED_OUT, which the coordinator's channel retries, instead of holding
+        # its request (and the transactions queued behind it) until the disk comes back.
+        errors = await wait_for_acks([(p, end) for _, _, _, p, end in appended], -1, timeout_s, replicas.logs,
+                                     durability_in_timeout=True)
     except KafkaError as e:
         errors = [e.error_code] * len(appended)
     for (producer_id, committed, tp, _, _), error in zip(appended, errors):

@@ -16,7 +16,11 @@ returns once every partition has its marker, or a partition leader refused it fo
   REQUEST_TIMED_OUT, KAFKA_STORAGE_ERROR, an unknown leader or an unreachable broker: retried,
   with the leader looked up again, after a back-off doubling from ``retry_backoff_ms`` up to
   ``max_retry_backoff_ms``; errors Kafka treats as fatal are retried too, logged at ERROR, since
-  a transaction without its markers would hold the LSO forever;
+  a transaction without its markers would hold the LSO forever. Each attempt is bounded (the
+  leader's write answers REQUEST_TIMED_OUT within ``offsets.commit.timeout.ms``, its flush
+  included: txn/marker_writer.py; a request to another broker times out), so a stuck disk costs
+  retries, never a stuck channel. A broker's failures log one WARNING an episode (until a marker
+  is written there again, then INFO), the retries at DEBUG;
 - INVALID_PRODUCER_EPOCH / TRANSACTION_COORDINATOR_FENCED: a newer producer or coordinator has
   taken over; ``write`` returns False and the transaction is left to it.
 
@@ -43,8 +47,6 @@ NO_LEADER = None  # leader_of: the partition does not exist (deleted)
 UNKNOWN_LEADER = -1  # leader_of: it exists, its leader is not known yet
 
 _DONE = {ErrorCode.none, ErrorCode.unsupported_for_message_format, ErrorCode.unsupported_version}
-_RETRIABLE = {ErrorCode.unknown_topic_or_partition, ErrorCode.not_leader_or_follower, ErrorCode.not_enough_replicas,
-              ErrorCode.not_enough_replicas_after_append, ErrorCode.request_timed_out, ErrorCode.kafka_storage_error}
 _FENCED = {ErrorCode.invalid_producer_epoch, ErrorCode.transaction_coordinator_fenced}
 _FATAL_IN_KAFKA = {ErrorCode.corrupt_message, ErrorCode.message_too_large, ErrorCode.record_list_too_large,
                    ErrorCode.invalid_required_acks}
@@ -89,6 +91,7 @@ class TransactionMarkerChannel:
         self._drains: dict[int, asyncio.Task] = {}
         self.requests_sent = 0
         self.retries = 0
+        self._failing: dict[int, int] = {}  # broker -> markers failed there since its last success (an episode)
 
     @property
     def queued(self) -> int:
@@ -115,11 +118,13 @@ class TransactionMarkerChannel:
                                              for broker, tps in by_broker.items()))
             for (broker, tps), errors in zip(by_broker.items(), results):
                 if errors is None:  # unreachable
+                    self._failed(broker, entry, tps[0], None)
                     retry.extend(tps)
                     continue
                 for tp in tps:
                     error = errors.get((entry.producer_id, tp), ErrorCode.unknown_server_error)
                     if error in _DONE:
+                        self._succeeded(broker)
                         self._written(on_written, tp)
                     elif error in _FENCED:
                         logger.info("markers for producer %d epoch %d: %s-%d answered %s; a newer producer or "
@@ -127,10 +132,10 @@ class TransactionMarkerChannel:
                                     entry.producer_epoch, tp.topic, tp.partition, error.name)
                         return False
                     else:
-                        log = logger.error if error in _FATAL_IN_KAFKA else (
-                            logger.info if error in _RETRIABLE else logger.warning)
-                        log("marker for producer %d on %s-%d failed on broker %d with %s; retrying", entry.producer_id,
-                            tp.topic, tp.partition, broker, error.name)
+                        if error in _FATAL_IN_KAFKA:
+                            logger.error("marker for producer %d on %s-%d failed on broker %d with %s; retrying",
+                                         entry.producer_id, tp.topic, tp.partition, broker, error.name)
+                        self._failed(broker, entry, tp, error)
                         retry.append(tp)
             remaining = retry
             if remaining:
@@ -138,6 +143,26 @@ class TransactionMarkerChannel:
                 await asyncio.sleep(backoff_ms / 1000)
                 backoff_ms = min(backoff_ms * 2, self.max_retry_backoff_ms)
         return True
+
+    def _failed(self, broker: int, entry: MarkerEntry, tp: TopicPartition, error: ErrorCode | None) -> None:
+        """A marker not written on ``broker`` (``error``; None: unreachable), to be retried. One
+        WARNING an episode (the first failure after a success there), whatever the number of
+        retries and transactions; the rest at DEBUG."""
+        failures = self._failing.get(broker, 0)
+        self._failing[broker] = failures + 1
+        why = error.name.upper() if error is not None else "unreachable"
+        if failures == 0:
+            logger.warning("transaction markers are not being written on broker %d: %s (first: producer %d on %s-%d); "
+                           "retrying with back-off up to %d ms until they are", broker, why, entry.producer_id,
+                           tp.topic, tp.partition, self.max_retry_backoff_ms)
+        else:
+            logger.debug("marker for producer %d on %s-%d failed on broker %d with %s; retrying", entry.producer_id,
+                         tp.topic, tp.partition, broker, why)
+
+    def _succeeded(self, broker: int) -> None:
+        failures = self._failing.pop(broker, 0)
+        if failures:
+            logger.info("transaction markers written again on broker %d after %d failed attempts", broker, failures)
 
     @staticmethod
     def _written(on_written: Callable[[TopicPartition], None] | None, tp: TopicPartition) -> None:
@@ -160,8 +185,8 @@ class TransactionMarkerChannel:
             try:
                 self.requests_sent += 1
                 errors = await self.sender.send(broker_id, [q.entry for q in batch])
-            except OSError as e:
-                logger.info("cannot reach broker %d to write %d transaction markers: %s", broker_id, len(batch), e)
+            except OSError as e:  # the WARNING is the episode's (_failed)
+                logger.debug("cannot reach broker %d to write %d transaction markers: %s", broker_id, len(batch), e)
                 errors = None
             except asyncio.CancelledError:
                 for q in batch:

@@ -66,7 +66,7 @@ class TransactionService:
         self.on_offsets_marker = on_offsets_marker
         self.topic = TransactionStateTopic(replicas, config["transaction.state.log.load.buffer.size"])
         self.sender = ClusterMarkerSender(node_id, metadata, self.write_markers)
-        self.coordinator = TransactionCoordinator(TransactionConfig.from_broker_config(config), self.topic.append,
+        self.coordinator = TransactionCoordinator(TransactionConfig.from_broker_config(config), self._append_state,
                                                   allocate_producer_id, TransactionMarkerChannel(self.sender),
                                                   observer=self._observe if metrics is not None else None)
         self.metrics = metrics
@@ -178,7 +178,25 @@ class TransactionService:
 
     # ---- markers -------------------------------------------------------------------------------
     async def write_markers(self, entries: list[MarkerEntry]) -> dict[tuple[int, TopicPartition], ErrorCode]:
-        return await write_markers(self.replicas, entries, self.request_timeout_s, self.on_offsets_marker)
+        results = await write_markers(self.replicas, entries, self.request_timeout_s, self.on_offsets_marker)
+        timeouts = sum(1 for error in results.values() if error == ErrorCode.request_timed_out)
+        if timeouts:
+            self._count_timeouts("transaction_marker", timeouts)
+        return results
+
+    async def _append_state(self, partition: int, records: list[tuple[bytes, bytes | None]], timeout_ms: int) -> None:
+        """The coordinator's StateAppender: ``__transaction_state``'s append, its timeouts counted."""
+        try:
+            await self.topic.append(partition, records, timeout_ms)
+        except KafkaError as e:
+            if e.error_code == ErrorCode.request_timed_out:
+                self._count_timeouts("transaction_state", 1)
+            raise
+
+    def _count_timeouts(self, writer: str, count: int) -> None:
+        """tidelog_internal_write_timeouts_total{writer}: writes not durable and in the ISR in time."""
+        if self.metrics is not None:
+            self.metrics.internal_write_timeouts.labels(writer).inc(count)
 
     def _observe(self, event: str) -> None:
         """The coordinator's outcomes, counted: commit, abort, timeout."""
