@@ -340,3 +340,48 @@ def test_usage_errors_are_one_line_and_name_the_option():
     message = fails("topics", "list", "--no-such-option", code=USAGE)
     assert message.startswith("error: No such option") and "--no-such-option" in message  # click's words vary by version
     assert message.endswith(" (see 'tidelog topics list --help')\n")
+
+
+def test_every_command_that_asks_the_http_api_takes_a_ca_file_and_credentials(broker_factory, tmp_path):
+    """``tidelog cluster --url``, ``tidelog topics describe --http`` and ``tidelog push`` reach an
+    HTTPS API with a private CA and users the same way: --cacert (or TIDELOG_HTTP_CACERT), and
+    --user NAME:PASSWORD or --token (or their TIDELOG_HTTP_* variables). Without the CA file the
+    error says to give it; without credentials, to give them."""
+    from tests.integration.security_clients import Pki
+
+    pki = Pki.make(tmp_path / "pki")
+    tokens, users = tmp_path / "tokens", tmp_path / "users"
+    tokens.write_text("cli-token User:ops\n")
+    users.write_text("ops:ops-secret\n")
+    tokens.chmod(0o600)
+    users.chmod(0o600)
+    broker = broker_factory({"http.ssl.enable": "true", "ssl.keystore.location": str(pki.server_pem),
+                             "http.bearer.tokens.file": str(tokens), "sasl.plain.users.file": str(users)})
+    url, ca = f"https://127.0.0.1:{broker.metrics_port}", str(pki.ca_file)
+    ok("topics", "create", "compacted", "--config", "cleanup.policy=compact", broker=broker)
+
+    # tidelog cluster: the lag shown, through either credential, the CA given as an option or in the environment
+    for access, env in ((["--cacert", ca, "--token", "cli-token"], {}),
+                        (["--user", "ops:ops-secret"], {"TIDELOG_HTTP_CACERT": ca})):
+        result = tidelog("cluster", "--url", url, *access, "--json", broker=broker, env=env)
+        assert result.returncode == 0 and result.stderr == b"", (access, result.stderr)
+        info = json.loads(result.stdout)
+        assert info["brokers"][0]["event_loop"] is not None and info["brokers"][0]["event_loop_error"] is None, info
+    result = tidelog("cluster", "--url", url, "--token", "cli-token", broker=broker)
+    assert result.returncode == 0 and b"event-loop lag not shown: " in result.stderr
+    assert b"give --cacert FILE" in result.stderr, result.stderr
+    result = tidelog("cluster", "--url", url, "--cacert", ca, broker=broker)
+    assert result.returncode == 0 and b"give --user NAME[:PASSWORD] or --token" in result.stderr, result.stderr
+
+    # tidelog topics describe --http: the log cleaner's state from the HTTPS API
+    described = ok_json("topics", "describe", "compacted", "--http", url, "--cacert", ca, "--token", "cli-token",
+                        broker=broker)
+    assert "cleaner" in described["partitions"][0], described
+    error = fails("topics", "describe", "compacted", "--http", url, "--token", "cli-token", broker=broker)
+    assert "give --cacert FILE" in error, error
+    error = fails("topics", "describe", "compacted", "--url", url, "--cacert", ca, broker=broker)
+    assert "give --user NAME[:PASSWORD] or --token" in error, error
+
+    # tidelog push: the same options
+    assert ok_json("push", "list", "--url", url, "--cacert", ca, "--user", "ops:ops-secret") == []
+    assert "give --cacert FILE" in fails("push", "list", "--url", url, "--token", "cli-token")

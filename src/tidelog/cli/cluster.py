@@ -1,24 +1,24 @@
 """``tidelog cluster``: brokers, controller, cluster id and partition health over Kafka's
 protocol, and each broker's event-loop lag from a Tidelog broker's HTTP API (``--url``): Kafka
-has no request for it. The HTTP part is used only when it answers for the same cluster id; else
-the lag is left out with a note on stderr."""
+has no request for it (with --cacert, --user or --token as every command that asks the HTTP API:
+cli/http_api.py). The HTTP part is used only when it answers for the same cluster id; else the
+lag is left out with a note on stderr."""
 
 from __future__ import annotations
-
-import os
 
 import click
 
 from tidelog.cli.connection import Client, client_command
 from tidelog.cli.errors import CliError
 from tidelog.cli.output import note
-from tidelog.cli.push import DEFAULT_URL, HttpApi
+from tidelog.cli.http_api import DEFAULT_URL, HttpAccess, HttpApi, http_access_options
 
 
-def _event_loops(client: Client, url: str, cluster_id: str) -> tuple[dict[int, tuple[dict | None, str | None]], str | None]:
+def _event_loops(client: Client, url: str, access: HttpAccess,
+                 cluster_id: str) -> tuple[dict[int, tuple[dict | None, str | None]], str | None]:
     """node id -> (event-loop lag or None, why None) from the HTTP API's /cluster; or ({}, why not)."""
     try:
-        api = HttpApi(url, client.timeout_s, os.environ.get("TIDELOG_HTTP_USER"), os.environ.get("TIDELOG_HTTP_TOKEN"), None)
+        api = HttpApi(url, client.timeout_s, access)
         answer = api.call("GET", "/api/v1/cluster")
     except CliError as e:
         return {}, str(e)
@@ -39,9 +39,9 @@ def _ms(value: float | None) -> str | None:
 @click.command(short_help="Brokers, controller, partition health, event-loop lag.")
 @client_command()
 @click.option("--url", envvar="TIDELOG_HTTP_URL", default=DEFAULT_URL, show_default=True, metavar="URL",
-              help="A broker's HTTP API, for each broker's event-loop lag (env TIDELOG_HTTP_URL; credentials from "
-                   "TIDELOG_HTTP_TOKEN, or TIDELOG_HTTP_USER and TIDELOG_HTTP_PASSWORD).")
-def cluster(client: Client, url: str) -> None:
+              help="A broker's HTTP API, for each broker's event-loop lag (env TIDELOG_HTTP_URL).")
+@http_access_options
+def cluster(client: Client, url: str, http_access: HttpAccess) -> None:
     """Brokers, controller, cluster id, partition count and under-replicated partitions, and
     each broker's event-loop lag over the last minute (p99, max, stalls of 1 s or more: a
     broker's WARNING 'event loop stalled' lines), from the HTTP API at --url."""
@@ -49,7 +49,7 @@ def cluster(client: Client, url: str) -> None:
     md = client.metadata(admin)
     described = client.result(admin.describe_cluster(request_timeout=client.timeout_s))
     controller = described.controller.id if described.controller is not None else None
-    loops, loops_missing = _event_loops(client, url, described.cluster_id)
+    loops, loops_missing = _event_loops(client, url, http_access, described.cluster_id)
     brokers = [{"id": n.id, "host": n.host, "port": n.port, "rack": n.rack, "controller": n.id == controller,
                 "event_loop": loops.get(n.id, (None, None))[0],
                 "event_loop_error": loops_missing or loops.get(n.id, (None, "not in the HTTP API's list"))[1]}

@@ -5,103 +5,43 @@ Push subscriptions are Tidelog's own (Kafka has none), so these commands talk to
 API (``/api/v1/push-subscriptions``), not the Kafka protocol: ``--url`` (env TIDELOG_HTTP_URL,
 default http://127.0.0.1:9644), with ``--user NAME[:PASSWORD]`` (HTTP Basic; the password from
 TIDELOG_HTTP_PASSWORD or asked for) or ``--token`` (a bearer token) once the broker has users,
-and ``--cacert`` for HTTPS with a private CA. Any broker of a cluster answers alike.
+and ``--cacert`` for HTTPS with a private CA, as every command that asks the HTTP API
+(cli/http_api.py). Any broker of a cluster answers alike.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
-import json
-import os
-import ssl
 import sys
-import urllib.error
-import urllib.request
-from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 from urllib.parse import quote
 
 import click
 
-from tidelog.cli.errors import CliError
+from tidelog.cli.http_api import DEFAULT_URL, HttpAccess, HttpApi, http_access_options
 from tidelog.cli.output import Output, note
 
-DEFAULT_URL = "http://127.0.0.1:9644"
 DEFAULT_TIMEOUT_S = 10.0
 API = "/api/v1/push-subscriptions"
-
-
-class HttpApi:
-    """The broker's HTTP API for one command: JSON in and out, errors as one-line CliErrors."""
-
-    def __init__(self, url: str, timeout_s: float, user: str | None, token: str | None, cacert: Path | None) -> None:
-        self.url = url.rstrip("/")
-        if not self.url.startswith(("http://", "https://")):
-            raise CliError(f"--url: expected http://HOST:PORT or https://HOST:PORT, got {url!r}")
-        self.timeout_s = timeout_s
-        self.headers = {"Accept": "application/json"}
-        if token:
-            self.headers["Authorization"] = f"Bearer {token}"
-        elif user:
-            name, sep, password = user.partition(":")
-            if not sep:
-                password = os.environ.get("TIDELOG_HTTP_PASSWORD") or click.prompt(f"Password for {name}", hide_input=True,
-                                                                                    err=True)
-            self.headers["Authorization"] = "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
-        self.context = ssl.create_default_context(cafile=str(cacert)) if cacert else None
-
-    def call(self, method: str, path: str, body: dict | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {**self.headers, **({"Content-Type": "application/json"} if data is not None else {})}
-        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.context) as response:
-                return json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as e:
-            raise CliError(_error_line(e)) from None
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise CliError(f"cannot reach the HTTP API at {self.url} within {self.timeout_s:g}s: {reason}") from None
-        except ValueError:
-            raise CliError(f"{self.url}{path} did not answer JSON: is --url a Tidelog broker's HTTP port?") from None
-
-
-def _error_line(e: urllib.error.HTTPError) -> str:
-    try:
-        body = json.loads(e.read())
-        code, message = body["error_code"], body["message"]
-    except (ValueError, KeyError, TypeError):
-        return f"HTTP {e.code} {e.reason}"
-    if e.code == 401:
-        return f"{message} (give --user NAME[:PASSWORD] or --token)"
-    if code == "NOT_FOUND":
-        return "the broker has no push subscriptions API (a Tidelog broker older than push subscriptions?)"
-    return f"{message} ({code})"
+NOT_FOUND = "the broker has no push subscriptions API (a Tidelog broker older than push subscriptions?)"
 
 
 def http_command(f: Callable) -> Callable:
-    """Adds --url, --user, --token, --cacert, --timeout and --json; passes (api, out) first."""
+    """Adds --url, --user, --token, --cacert (cli/http_api.py), --timeout and --json; passes (api, out) first."""
 
     @functools.wraps(f)
-    def wrapper(url: str, user: str | None, token: str | None, cacert: Path | None, timeout: float, as_json: bool, **kwargs):
-        api = HttpApi(url, timeout, user, token, cacert)
+    def wrapper(url: str, http_access: HttpAccess, timeout: float, as_json: bool, **kwargs):
+        api = HttpApi(url, timeout, http_access, NOT_FOUND)
         try:
             return f(api, Output(as_json), **kwargs)
         except BrokenPipeError:  # `tidelog push list | head`
             sys.stderr.close()
             raise SystemExit(0) from None
 
+    wrapper = http_access_options(wrapper)
     options = [
         click.option("--url", envvar="TIDELOG_HTTP_URL", default=DEFAULT_URL, show_default=True, metavar="URL",
                      help="A broker's HTTP API (env TIDELOG_HTTP_URL)."),
-        click.option("--user", "-u", envvar="TIDELOG_HTTP_USER", metavar="NAME[:PASSWORD]",
-                     help="HTTP Basic credentials; without :PASSWORD, from TIDELOG_HTTP_PASSWORD or asked for "
-                          "(env TIDELOG_HTTP_USER)."),
-        click.option("--token", envvar="TIDELOG_HTTP_TOKEN", metavar="TOKEN",
-                     help="A bearer token of http.bearer.tokens.file (env TIDELOG_HTTP_TOKEN)."),
-        click.option("--cacert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="CA bundle that signed the broker's HTTPS certificate."),
         click.option("--timeout", type=click.FloatRange(min=0), default=DEFAULT_TIMEOUT_S, show_default=True,
                      metavar="SECONDS", help="Give up when the broker does not answer within this time."),
         click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output."),

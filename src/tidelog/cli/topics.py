@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import datetime
-import json
-import urllib.error
 import urllib.parse
-import urllib.request
 
 import click
 from confluent_kafka import KafkaError, TopicPartition
@@ -22,6 +19,7 @@ from confluent_kafka.admin import (
 )
 
 from tidelog.cli.connection import CliError, Client, client_command, parse_pairs
+from tidelog.cli.http_api import HttpAccess, HttpApi, http_access_options
 from tidelog.cli.output import note
 from tidelog.protocol.topics import is_internal
 
@@ -121,19 +119,15 @@ def delete(client: Client, topic_names: tuple[str, ...], if_exists: bool) -> Non
             client.out.done(f"Deleted topic {name}.", name)
 
 
-def http_topic(client: Client, http: str, topic: str) -> dict:
+def http_topic(client: Client, http: str, access: HttpAccess, topic: str) -> dict:
     """The topic as the broker whose HTTP API is at ``http`` describes it (GET /api/v1/topics/{topic}):
     the log cleaner's state of its replicas (no Kafka API carries it; Kafka shows it as JMX
-    metrics) and a delay topic's movers (issue 14)."""
-    url = f"{http.rstrip('/')}/api/v1/topics/{urllib.parse.quote(topic, safe='')}"
+    metrics) and a delay topic's movers (issue 14). ``access``: --cacert, --user, --token."""
+    path = f"/api/v1/topics/{urllib.parse.quote(topic, safe='')}"
     try:
-        with urllib.request.urlopen(url, timeout=client.timeout_s) as response:
-            detail = json.load(response)
-    except urllib.error.HTTPError as e:
-        raise CliError(f"--http {http}: GET {url} answered {e.code} {e.reason}") from None
-    except (OSError, ValueError) as e:
-        raise CliError(f"--http {http}: GET {url} failed: {e}") from None
-    return detail
+        return HttpApi(http, client.timeout_s, access, option="--http").call("GET", path)
+    except CliError as e:
+        raise CliError(f"--http {http}: GET {path}: {e.message}") from None
 
 
 def _ms_time(ms: int | None) -> str:
@@ -162,13 +156,15 @@ def _ratio(value: float | None) -> str:
 @topics.command()
 @click.argument("topic_names", metavar="TOPIC...", nargs=-1, required=True)
 @click.option("--all-configs", is_flag=True, help="Show every config, not only those set on the topic or broker.")
-@click.option("--http", "http", envvar="TIDELOG_HTTP", default=None, metavar="URL",
+@click.option("--http", "--url", "http", envvar="TIDELOG_HTTP", default=None, metavar="URL",
               help="A broker's HTTP API (e.g. http://127.0.0.1:8080; env TIDELOG_HTTP): show the log cleaner's state "
                    "of compacted topics (dirty ratio, cleanable bytes, last cleaned offset) on that broker's replicas, "
                    "a delay topic's movers (records waiting, next due time, moved, lost, state), and for a replicated "
                    "topic the backlog (bytes above the high watermark, held producers) of the partitions that broker leads.")
+@http_access_options
 @client_command()
-def describe(client: Client, topic_names: tuple[str, ...], all_configs: bool, http: str | None) -> None:
+def describe(client: Client, topic_names: tuple[str, ...], all_configs: bool, http: str | None,
+             http_access: HttpAccess) -> None:
     """Partitions (leader, replicas, ISR, watermarks), configs (with their sources) and, with --http,
     the log cleaner's state of compacted topics, a delay topic's movers and a replicated topic's
     backlog above the high watermark (replica.backlog.max.bytes) where that broker leads."""
@@ -199,7 +195,7 @@ def describe(client: Client, topic_names: tuple[str, ...], all_configs: bool, ht
         compacted = any(c["name"] == "cleanup.policy" and "compact" in (c["value"] or "") for c in configs)
         delayed = any(c["name"] == "tidelog.delay.target.topic" and c["value"] for c in configs)
         replicated = any(len(p["replicas"]) > 1 for p in partitions)
-        detail = http_topic(client, http, name) if http is not None and (compacted or delayed or replicated) else {}
+        detail = http_topic(client, http, http_access, name) if http is not None and (compacted or delayed or replicated) else {}
         if http is not None:
             states = {p["partition"]: p.get("cleaner") for p in detail.get("partitions", [])} if compacted else {}
             backlogs = {p["partition"]: p for p in detail.get("partitions", [])} if replicated else {}
