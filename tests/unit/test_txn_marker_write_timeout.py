@@ -170,3 +170,35 @@ def test_completions_that_time_out_are_retried_with_one_warning_for_the_episode(
                    for r in caplog.records if r.levelno == logging.INFO)
 
     run_coordinator(main())
+
+
+def test_a_leader_moving_is_logged_at_info_once_and_a_timeout_after_it_still_warns(caplog):
+    """NOT_LEADER_OR_FOLLOWER (a failover's ordinary course) is an INFO once an episode; a
+    REQUEST_TIMED_OUT later in the same episode still gets its one WARNING."""
+
+    class Answers:
+        def __init__(self, errors: list[ErrorCode]) -> None:
+            self.errors = errors
+
+        def leader_of(self, partition: TopicPartition) -> int:
+            return NODE
+
+        async def send(self, broker_id: int, markers: list[MarkerEntry]):
+            error = self.errors.pop(0) if self.errors else ErrorCode.none
+            return {(m.producer_id, tp): error for m in markers for tp in m.partitions}
+
+    async def main():
+        caplog.set_level(logging.DEBUG, logger="tidelog.txn")
+        moved = Answers([ErrorCode.not_leader_or_follower] * 3)
+        channel = TransactionMarkerChannel(moved, retry_backoff_ms=1, max_retry_backoff_ms=2)
+        assert await asyncio.wait_for(channel.write(entry(PIDS[0])), 5)
+        assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+        assert len([r for r in caplog.records if r.levelno == logging.INFO]) == 1
+        caplog.clear()
+        channel.sender = Answers([ErrorCode.not_leader_or_follower] + [ErrorCode.request_timed_out] * 3)
+        assert await asyncio.wait_for(channel.write(entry(PIDS[1])), 5)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "REQUEST_TIMED_OUT" in warnings[0], warnings
+        assert any("written again" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
+
+    asyncio.run(main())

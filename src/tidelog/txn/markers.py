@@ -19,8 +19,9 @@ returns once every partition has its marker, or a partition leader refused it fo
   a transaction without its markers would hold the LSO forever. Each attempt is bounded (the
   leader's write answers REQUEST_TIMED_OUT within ``offsets.commit.timeout.ms``, its flush
   included: txn/marker_writer.py; a request to another broker times out), so a stuck disk costs
-  retries, never a stuck channel. A broker's failures log one WARNING an episode (until a marker
-  is written there again, then INFO), the retries at DEBUG;
+  retries, never a stuck channel. A broker's failures are logged once an episode (until a marker
+  is written there again, then INFO): a leader that moved at INFO, anything else at WARNING; the
+  retries at DEBUG;
 - INVALID_PRODUCER_EPOCH / TRANSACTION_COORDINATOR_FENCED: a newer producer or coordinator has
   taken over; ``write`` returns False and the transaction is left to it.
 
@@ -47,6 +48,8 @@ NO_LEADER = None  # leader_of: the partition does not exist (deleted)
 UNKNOWN_LEADER = -1  # leader_of: it exists, its leader is not known yet
 
 _DONE = {ErrorCode.none, ErrorCode.unsupported_for_message_format, ErrorCode.unsupported_version}
+# The leader moved (or the metadata here is behind): a failover's ordinary course, logged at INFO.
+_MOVED = {ErrorCode.unknown_topic_or_partition, ErrorCode.not_leader_or_follower}
 _FENCED = {ErrorCode.invalid_producer_epoch, ErrorCode.transaction_coordinator_fenced}
 _FATAL_IN_KAFKA = {ErrorCode.corrupt_message, ErrorCode.message_too_large, ErrorCode.record_list_too_large,
                    ErrorCode.invalid_required_acks}
@@ -91,7 +94,8 @@ class TransactionMarkerChannel:
         self._drains: dict[int, asyncio.Task] = {}
         self.requests_sent = 0
         self.retries = 0
-        self._failing: dict[int, int] = {}  # broker -> markers failed there since its last success (an episode)
+        # broker -> [markers failed there since its last success (an episode), whether it was WARNED]
+        self._failing: dict[int, list] = {}
 
     @property
     def queued(self) -> int:
@@ -145,24 +149,30 @@ class TransactionMarkerChannel:
         return True
 
     def _failed(self, broker: int, entry: MarkerEntry, tp: TopicPartition, error: ErrorCode | None) -> None:
-        """A marker not written on ``broker`` (``error``; None: unreachable), to be retried. One
-        WARNING an episode (the first failure after a success there), whatever the number of
-        retries and transactions; the rest at DEBUG."""
-        failures = self._failing.get(broker, 0)
-        self._failing[broker] = failures + 1
+        """A marker not written on ``broker`` (``error``; None: unreachable), to be retried. Logged
+        once an episode (from the first failure after a success there), whatever the number of
+        retries and transactions: a leader that moved at INFO, anything else (a timeout, a storage
+        error, a short ISR, an unreachable broker) at WARNING, once; the rest at DEBUG."""
+        episode = self._failing.setdefault(broker, [0, False])
+        episode[0] += 1
         why = error.name.upper() if error is not None else "unreachable"
-        if failures == 0:
+        if not episode[1] and error not in _MOVED:
+            episode[1] = True
             logger.warning("transaction markers are not being written on broker %d: %s (first: producer %d on %s-%d); "
                            "retrying with back-off up to %d ms until they are", broker, why, entry.producer_id,
                            tp.topic, tp.partition, self.max_retry_backoff_ms)
+        elif episode[0] == 1:
+            logger.info("marker for producer %d on %s-%d failed on broker %d with %s; retrying", entry.producer_id,
+                        tp.topic, tp.partition, broker, why)
         else:
             logger.debug("marker for producer %d on %s-%d failed on broker %d with %s; retrying", entry.producer_id,
                          tp.topic, tp.partition, broker, why)
 
     def _succeeded(self, broker: int) -> None:
-        failures = self._failing.pop(broker, 0)
-        if failures:
-            logger.info("transaction markers written again on broker %d after %d failed attempts", broker, failures)
+        episode = self._failing.pop(broker, None)
+        if episode is not None:
+            (logger.info if episode[1] else logger.debug)(
+                "transaction markers written again on broker %d after %d failed attempts", broker, episode[0])
 
     @staticmethod
     def _written(on_written: Callable[[TopicPartition], None] | None, tp: TopicPartition) -> None:
