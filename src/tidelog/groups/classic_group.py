@@ -161,11 +161,11 @@ class ClassicGroup:
         self.leader_id: str | None = None
         self.members: dict[str, Member] = {}
         self.static_members: dict[str, str] = {}  # group.instance.id -> member id
-        self.pending_members: dict[str, asyncio.TimerHandle | None] = {}  # KIP-394 ids not yet joined
+        self.pending_members: dict[str, SessionTimer | None] = {}  # KIP-394 ids not yet joined
         self.pending_sync: set[str] = set()
         self.new_member_added = False
-        self.join_timer: asyncio.TimerHandle | None = None
-        self.sync_timer: asyncio.TimerHandle | None = None
+        self.join_timer: SessionTimer | None = None
+        self.sync_timer: SessionTimer | None = None
         self.initial_delay_remaining_ms: int | None = None  # set while the first rebalance is delayed
 
     @classmethod

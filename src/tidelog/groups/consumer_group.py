@@ -22,7 +22,6 @@ Not thread-safe; the broker's event loop owns every group.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import uuid
@@ -84,7 +83,7 @@ class ConsumerMember:
     pending_revocation: Assignment = field(default_factory=dict)
     # Timers are not persisted.
     session_timer: SessionTimer | None = field(default=None, repr=False, compare=False)
-    rebalance_timer: asyncio.TimerHandle | None = field(default=None, repr=False, compare=False)
+    rebalance_timer: SessionTimer | None = field(default=None, repr=False, compare=False)
 
     def cancel_timers(self) -> None:
         for handle in (self.session_timer, self.rebalance_timer):

@@ -7,8 +7,10 @@ rejoin or an empty generation, a member removed by a timer, the tombstone of a g
 changes type) are tasks spawned here, so ``stop`` cancels every one the coordinator started.
 A timer handle belongs to the group or member it times, which cancels it.
 
-A member's session timeout is a ``SessionTimer`` (tidelog/session_timer.py says why it waits
-for the loop to read its sockets before it expires the member).
+Every timer here is a ``SessionTimer`` (tidelog/session_timer.py): fallen due, it lets the loop
+read its sockets before it acts, so after a stall the requests that would have prevented its
+action and were sent in time count (a heartbeat, a JoinGroup of a pending member or of a member
+the join phase waits for, a SyncGroup, a KIP-848 member's revocation).
 Not thread-safe; the broker's event loop owns it.
 """
 
@@ -26,8 +28,10 @@ class GroupTimers:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task] = set()
 
-    def call_later(self, delay_ms: int, callback: Callable[..., None], *args: Any) -> asyncio.TimerHandle:
-        return asyncio.get_running_loop().call_later(max(delay_ms, 0) / 1000, callback, *args)
+    def call_later(self, delay_ms: int, callback: Callable[..., None], *args: Any) -> SessionTimer:
+        """``callback(*args)`` once the loop has read its sockets after ``delay_ms``: the join and
+        sync phases, pending members, KIP-848 rebalance timeouts, the offset expiry check."""
+        return SessionTimer(asyncio.get_running_loop(), max(delay_ms, 0) / 1000, callback, args)
 
     def session_timer(self, delay_ms: int, callback: Callable[..., None], *args: Any) -> SessionTimer:
         """A member's session timeout: ``callback(*args)`` once the loop has read its sockets
