@@ -148,6 +148,11 @@ class ConsumerGroup:
         self.assignor_name: str = ""
         self.state_timestamp_ms = wall_clock_ms()
         self.deleted = False
+        # Writes of the group's snapshot started, and the latest of them that failed with no later
+        # one written since (0: none): a heartbeat then writes the group even when it changed
+        # nothing (consumer_protocol.py ``persist``).
+        self.writes_started = 0
+        self.failed_write = 0
         # (topic id, partition) -> member id holding it (assigned or pending revocation).
         self.partition_owners: dict[tuple[uuid.UUID, int], str] = {}
 

@@ -46,7 +46,7 @@ from tidelog.groups.consumer_group import (
     same_assignment,
 )
 from tidelog.groups.records import ConsumerGroupKey, encode_consumer_group_key, encode_consumer_group_value
-from tidelog.groups.registry import GroupLog, GroupRegistry, write_failure_level
+from tidelog.groups.registry import GroupLog, GroupRegistry, write_error, write_failure_level
 from tidelog.groups.settings import GroupSettings
 from tidelog.groups.timers import GroupTimers
 from tidelog.protocol.errors import ErrorCode
@@ -276,8 +276,8 @@ class ConsumerGroupProtocol:
 
         self._reconcile(group, member, owned)
         self._schedule_session_timeout(group, member)
-        if dirty or member.to_json() != before:
-            await self.persist(group)
+        if dirty or member.to_json() != before or group.failed_write:
+            await self.persist(group, answer=True)
         include_assignment = (owned is not None or member_epoch == 0
                               or not same_assignment(old_assigned, member.assigned))
         return HeartbeatResult(
@@ -360,11 +360,11 @@ class ConsumerGroupProtocol:
                 member.rebalance_timer = None
             self._schedule_session_timeout(group, member)
             logger.info("consumer group %s: static member %s (%s) left temporarily", group_id, member_id, instance_id)
-            await self.persist(group)
+            await self.persist(group, answer=True)
             return HeartbeatResult(ErrorCode.none, None, member_id, LEAVE_GROUP_STATIC_MEMBER_EPOCH, 0)
         logger.info("consumer group %s: member %s left", group_id, member_id)
         self._remove_member(group, member)
-        await self.persist(group)
+        await self.persist(group, answer=True)
         return HeartbeatResult(ErrorCode.none, None, member_id, LEAVE_GROUP_MEMBER_EPOCH, 0)
 
     def _remove_member(self, group: ConsumerGroup, member: ConsumerMember) -> None:
@@ -411,14 +411,26 @@ class ConsumerGroupProtocol:
                 self._schedule_rebalance_timeout(group, member)
 
     # --- persistence ---------------------------------------------------------------------------
-    async def persist(self, group: ConsumerGroup) -> None:
+    async def persist(self, group: ConsumerGroup, *, answer: bool = False) -> None:
+        """Write the group's snapshot. A failure is logged and leaves ``group.failed_write`` set, so
+        the next heartbeat writes the group again even if it changes nothing (the client's retry);
+        ``answer`` (a heartbeat waits for it) also raises it as the error the heartbeat answers:
+        the change stays in memory but is not acknowledged until a write of it is durable."""
         if group.deleted:
             return
+        group.writes_started += 1
+        attempt = group.writes_started
         try:
             await self.log.write(
                 [(encode_consumer_group_key(ConsumerGroupKey(group.group_id)), encode_consumer_group_value(encode_group_snapshot(group)))])
-        except Exception as e:  # noqa: BLE001 - the next change rewrites the whole group
+        except Exception as e:  # noqa: BLE001 - the next change or heartbeat rewrites the whole group
+            group.failed_write = max(group.failed_write, attempt)
             logger.log(write_failure_level(e), "consumer group %s: cannot store group metadata: %s", group.group_id, e)
+            if answer:
+                raise _Reject(heartbeat_write_error(e), f"The group metadata could not be stored: {e}") from None
+            return
+        if attempt > group.failed_write:  # (a snapshot taken after the failed one's: it holds its changes)
+            group.failed_write = 0
 
     # --- OffsetCommit / OffsetFetch validation -------------------------------------------------
     @staticmethod
@@ -445,6 +457,18 @@ class ConsumerGroupProtocol:
         if member_epoch != member.member_epoch:
             return ErrorCode.stale_member_epoch
         return ErrorCode.none
+
+
+def heartbeat_write_error(e: Exception) -> ErrorCode:
+    """What a ConsumerGroupHeartbeat answers when its group write failed: Kafka's
+    GroupCoordinatorService mapping (REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS, UNKNOWN_TOPIC_OR_PARTITION:
+    COORDINATOR_NOT_AVAILABLE; NOT_LEADER_OR_FOLLOWER, KAFKA_STORAGE_ERROR: NOT_COORDINATOR, which
+    offsets_topic.coordinator_error already made of them), so clients retry or find the coordinator
+    again. Never UNKNOWN_SERVER_ERROR, nor REQUEST_TIMED_OUT (not retried by every client here)."""
+    error = write_error(e)
+    if error in (ErrorCode.not_coordinator, ErrorCode.coordinator_load_in_progress):
+        return error
+    return ErrorCode.coordinator_not_available
 
 
 def metadata_name(metadata: Mapping[str, TopicMetadata], topic_id: uuid.UUID) -> str:

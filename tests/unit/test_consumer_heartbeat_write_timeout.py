@@ -1,0 +1,87 @@
+"""A KIP-848 ConsumerGroupHeartbeat whose group-metadata write failed (timed out: the
+__consumer_offsets write not durable and in its ISR within offsets.commit.timeout.ms) answers
+an error the clients retry, as Kafka's GroupCoordinatorService maps a failed write
+(REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS, UNKNOWN_TOPIC_OR_PARTITION: COORDINATOR_NOT_AVAILABLE;
+NOT_LEADER_OR_FOLLOWER, KAFKA_STORAGE_ERROR: NOT_COORDINATOR), never NONE for a change that is not
+durable nor UNKNOWN_SERVER_ERROR; the client's retry writes the group again and is answered once
+that is durable. Failed before: the failure was logged and the heartbeat answered NONE, and its
+retry, finding nothing changed in memory, answered NONE without writing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tidelog.protocol.errors import ErrorCode, KafkaError
+
+from .test_consumer_group_848 import TOPICS, MemoryLog, make_coordinator
+
+
+class FlakyLog(MemoryLog):
+    """A GroupLog whose writes raise ``failure`` while it is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failure: BaseException | None = None
+
+    async def write(self, records):
+        await asyncio.sleep(0)
+        if self.failure is not None:
+            raise self.failure
+        self.records.extend(records)
+
+
+FAILURES = [
+    (KafkaError(ErrorCode.request_timed_out, "__consumer_offsets write not replicated: request_timed_out"),
+     ErrorCode.coordinator_not_available),
+    (KafkaError(ErrorCode.coordinator_not_available, "__consumer_offsets write not replicated: not_enough_replicas"),
+     ErrorCode.coordinator_not_available),
+    (KafkaError(ErrorCode.not_coordinator, "__consumer_offsets write not replicated: not_leader_or_follower"),
+     ErrorCode.not_coordinator),
+    (OSError(5, "Input/output error"), ErrorCode.coordinator_not_available),
+]
+
+
+@pytest.mark.parametrize("failure,expected", FAILURES, ids=["timed-out", "not-enough-replicas", "moved", "os-error"])
+def test_a_heartbeat_whose_write_failed_answers_a_retriable_error_and_its_retry_writes(failure, expected):
+    async def scenario():
+        log = FlakyLog()
+        c = make_coordinator(log)
+
+        def beat(member_epoch: int, owned):
+            return c.consumer.heartbeat("g", "m1", member_epoch, rebalance_timeout_ms=30000,
+                                        subscribed_topic_names=["orders"], owned=owned, topics=TOPICS)
+
+        log.failure = failure
+        failed = await beat(0, {})
+        assert failed.error == expected, failed
+        assert not log.records
+        log.failure = None
+        retried = await beat(0, {})  # the client's retry: the same join
+        assert retried.error == ErrorCode.none and retried.member_epoch >= 1, retried
+        assert log.records, "the retry was answered without writing the group"
+        # A later heartbeat failing to write answers the same; its retry at the same epoch is taken.
+        epoch, owned = retried.member_epoch, retried.assignment
+        log.failure = failure
+        written = len(log.records)
+        again = await beat(epoch, owned)
+        assert again.error == ErrorCode.none and len(log.records) == written, again  # nothing to write: no error
+        c.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_leave_whose_write_failed_answers_a_retriable_error():
+    async def scenario():
+        log = FlakyLog()
+        c = make_coordinator(log)
+        joined = await c.consumer.heartbeat("g", "m1", 0, rebalance_timeout_ms=30000,
+                                            subscribed_topic_names=["orders"], owned={}, topics=TOPICS)
+        assert joined.error == ErrorCode.none
+        log.failure = KafkaError(ErrorCode.request_timed_out, "__consumer_offsets write not replicated")
+        left = await c.consumer.heartbeat("g", "m1", -1, topics=TOPICS)
+        assert left.error == ErrorCode.coordinator_not_available, left
+        c.stop()
+
+    asyncio.run(scenario())
