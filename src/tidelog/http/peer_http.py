@@ -35,6 +35,8 @@ __all__ = ["PeerHttp"]
 
 logger = logging.getLogger(__name__)
 
+MAX_FAILING = 256  # failing addresses remembered (for one WARNING each), at the most
+
 
 class PeerHttp:
     """See the module docstring."""
@@ -101,6 +103,8 @@ class PeerHttp:
             logger.debug("HTTP API of the broker at %s still not answering: %s", address, why)
         else:
             logger.warning("HTTP API of the broker at %s (%s) did not answer: %s", address, self.scheme, why)
+            if len(self._failing) >= MAX_FAILING:  # addresses of brokers gone for good: forget the oldest
+                del self._failing[next(iter(self._failing))]
         self._failing[address] = why
 
     def _answered(self, address: str) -> None:
