@@ -40,10 +40,12 @@ from tidelog.protocol.apis import load_request_schema, load_response_schema
 
 pytestmark = pytest.mark.slow
 
-REBALANCE_MS = 1500
-SESSION_MS = 10000  # longer than the test's stops: only the timer under test can act
-STOP_S = 2.5  # longer than REBALANCE_MS (and a pending member's session, PENDING_SESSION_MS)
-PENDING_SESSION_MS = 1000
+# The timers' lengths leave seconds between arming and the stop (an HTTP poll, a SyncGroup's
+# write at load); the stop outlasts them by 1.5 s.
+REBALANCE_MS = 3000
+SESSION_MS = 20000  # longer than the test's stops: only the timer under test can act
+STOP_S = 4.5  # longer than REBALANCE_MS and a pending member's session, PENDING_SESSION_MS
+PENDING_SESSION_MS = 3000
 SETTINGS = {
     "group.initial.rebalance.delay.ms": "100",
     "group.min.session.timeout.ms": "1000",

@@ -25,8 +25,8 @@ from tests.integration.share_clients import create_topic, metric, share_consumer
 
 pytestmark = pytest.mark.slow
 
-LOCK_MS = 2000
-STOP_S = 3.0  # longer than the lock, shorter than the client's request timeout and the share session
+LOCK_MS = 3000  # seconds of margin between the acquisition and the acknowledgement at load
+STOP_S = 4.5  # longer than the lock, shorter than the client's request timeout and the share session
 SETTINGS = {
     "group.share.min.record.lock.duration.ms": "1000",
     "group.share.record.lock.duration.ms": str(LOCK_MS),
