@@ -10,7 +10,8 @@ REQUEST_TIMED_OUT within its timeout; the channel retries it with its bounded ba
 TransactionMarkerChannelManager retries a marker until it is written), logs one WARNING for the
 episode whatever the number of retries and transactions, queues at most one request per
 transaction, and once the flush ends the marker is written and the transaction's partition is
-stable again."""
+stable again. The coordinator's CompleteCommit/CompleteAbort writes that time out are retried with
+one WARNING an episode too; a leader that moved is an INFO, not a WARNING."""
 
 from __future__ import annotations
 
@@ -24,12 +25,15 @@ from tidelog.cluster.partition import Partition, PartitionConfig
 from tidelog.cluster.waiters import wait_for_acks
 from tidelog.protocol.errors import ErrorCode, KafkaError
 from tidelog.storage.fsync import FsyncWorker
+from tidelog.txn import log_records
 from tidelog.txn.marker_writer import write_markers
 from tidelog.txn.markers import MarkerEntry, TransactionMarkerChannel
 from tidelog.txn.state import TopicPartition
 
 from .test_fsync_worker import eventually, gate  # noqa: F401 - the fixture: fsyncs held until released
 from .test_offsets_topic import NODE, run
+from .test_txn_coordinator import A0, B0, E, settle, with_producer
+from .test_txn_coordinator import run as run_coordinator
 from .test_txn_partition_hooks import txn_batch
 
 pytestmark = pytest.mark.skipif(FsyncWorker is None, reason="the C extension _fsyncworker was not built")
@@ -139,10 +143,6 @@ def test_completions_that_time_out_are_retried_with_one_warning_for_the_episode(
     """The CompleteCommit write after the markers (``__transaction_state`` answering
     REQUEST_TIMED_OUT, mapped to COORDINATOR_NOT_AVAILABLE) is retried with back-off; one WARNING
     for the episode, whatever the retries and transactions, INFO once one is written again."""
-    from tidelog.txn import log_records
-
-    from .test_txn_coordinator import A0, B0, E, run as run_coordinator, settle, with_producer
-
     async def main():
         coordinator, parts, log, _, pid = await with_producer("tx")
         other = (await coordinator.init_producer_id("other", 30_000)).producer_id
