@@ -14,9 +14,11 @@ The client: confluent-kafka's ShareConsumer (librdkafka), explicit acknowledgeme
 
 from __future__ import annotations
 
+import datetime
 import signal
 import threading
 import time
+import uuid
 
 import pytest
 from confluent_kafka import AcknowledgeType, Producer
@@ -95,3 +97,90 @@ def test_an_acknowledgement_waiting_in_the_socket_keeps_the_record_after_a_stall
         assert metric(broker, "tidelog_share_group_records_total", group=group, event="acknowledged") >= 1
     finally:
         consumer.close()
+
+
+def _share_fetch(connection, group: str, member: str, topic_id, epoch: int, partitions: int,
+                 acks: dict[int, list[tuple[int, int]]] | None = None):
+    from kio.schema.share_fetch.v1 import request as fetch
+
+    return fetch.ShareFetchRequest(
+        group_id=group, member_id=member, share_session_epoch=epoch, max_wait=datetime.timedelta(milliseconds=200),
+        min_bytes=1, max_bytes=1 << 20, max_records=100, batch_size=100,
+        topics=(fetch.FetchTopic(topic_id=topic_id, partitions=tuple(
+            fetch.FetchPartition(partition_index=p, acknowledgement_batches=tuple(
+                fetch.AcknowledgementBatch(first_offset=first, last_offset=last, acknowledge_types=(1,))  # ACCEPT
+                for first, last in (acks or {}).get(p, ())))
+            for p in range(partitions))),),
+        forgotten_topics_data=())
+
+
+@pytest.mark.timeout(120)
+def test_acknowledgements_in_a_share_fetch_waiting_in_the_socket_keep_their_records(broker_factory):
+    """The piggy-backed way (what an implicitly acknowledging consumer sends): the
+    acknowledgements of three partitions in the ShareFetch sent during the stop, one connection
+    (the ShareFetch handler applies them in a task of their own). Raw requests: no client lets a
+    test choose when its next ShareFetch goes out."""
+    from kio.schema.metadata.v12 import request as metadata
+    from kio.schema.share_group_heartbeat.v1.request import ShareGroupHeartbeatRequest
+
+    from tests.integration.sasl_requests import KafkaConnection
+
+    broker = broker_factory(SETTINGS)
+    topic, group, member, partitions = "piggy-stall", "piggy-stall-group", str(uuid.uuid4()), 3
+    create_topic(broker.bootstrap, topic, partitions)
+    with KafkaConnection(broker.bootstrap) as fetcher, KafkaConnection(broker.bootstrap) as coordinator:
+        topic_id = fetcher.request(3, 12, metadata.MetadataRequest(
+            topics=(metadata.MetadataRequestTopic(topic_id=None, name=topic),), allow_auto_topic_creation=False,
+            include_topic_authorized_operations=False)).topics[0].topic_id
+        joined = coordinator.request(76, 1, ShareGroupHeartbeatRequest(
+            group_id=group, member_id=member, member_epoch=0, rack_id=None, subscribed_topic_names=(topic,)))
+        assert joined.error_code == 0, joined
+        epoch = 0
+        opened = fetcher.request(78, 1, _share_fetch(fetcher, group, member, topic_id, epoch, partitions))
+        assert opened.error_code == 0, opened  # the session; the share-partitions start at the log end
+        producer = Producer({"bootstrap.servers": broker.bootstrap})
+        for p in range(partitions):
+            producer.produce(topic, value=b"held", partition=p)
+        assert producer.flush(10) == 0
+        acquired: dict[int, list[tuple[int, int]]] = {}
+
+        def fetched() -> bool:
+            nonlocal epoch
+            epoch += 1
+            answer = fetcher.request(78, 1, _share_fetch(fetcher, group, member, topic_id, epoch, partitions))
+            assert answer.error_code == 0, answer
+            for t in answer.responses:
+                for part in t.partitions:
+                    assert part.error_code == 0, part
+                    acquired.setdefault(part.partition_index, []).extend(
+                        (r.first_offset, r.last_offset) for r in part.acquired_records)
+            return all(acquired.get(p) for p in range(partitions))
+
+        wait_for(fetched, 30, "a record of each partition acquired")
+        received = time.monotonic()
+        outcome: dict = {}
+
+        def send() -> None:  # the acknowledgements go out now, well inside the locks
+            try:
+                outcome["answer"] = fetcher.request(78, 1, _share_fetch(fetcher, group, member, topic_id, epoch + 1,
+                                                                        partitions, acquired))
+            except BaseException as e:  # reported below
+                outcome["error"] = e
+
+        broker.proc.send_signal(signal.SIGSTOP)
+        sender = threading.Thread(target=send, name="share-fetch", daemon=True)
+        try:
+            sender.start()
+            time.sleep(STOP_S)
+        finally:
+            broker.proc.send_signal(signal.SIGCONT)
+        assert time.monotonic() - received > LOCK_MS / 1000, "the stop did not outlast the locks"
+        sender.join(30)
+        assert "error" not in outcome, outcome["error"]
+        answer = outcome["answer"]
+        assert answer.error_code == 0, answer
+        errors = {p.partition_index: p.acknowledge_error_code for t in answer.responses for p in t.partitions}
+        assert errors == {p: 0 for p in range(partitions)}, \
+            f"acknowledgements sent in time were refused after the stall: {errors}"
+        assert metric(broker, "tidelog_share_group_records_total", group=group, event="lock_expired") == 0
+        assert metric(broker, "tidelog_share_group_records_total", group=group, event="acknowledged") == partitions
