@@ -46,6 +46,18 @@ def etcd_command(etcd: str, data_dir: Path, client_port: int, peer_port: int) ->
             "--initial-cluster", f"tidelog-dev={peer}", "--max-txn-ops", "10000", "--log-level", "warn"]
 
 
+def _http_scheme(sets: tuple[str, ...]) -> str:
+    """https when the brokers serve HTTP over TLS (http.ssl.enable from --set or the environment,
+    as each broker reads it), else http: the console links printed must be ones that answer."""
+    from tidelog.config import BrokerConfig, ConfigError
+
+    try:
+        config = BrokerConfig.load(env=dict(os.environ), overrides={name.strip(): value.strip() for name, _, value in (s.partition("=") for s in sets)})
+    except ConfigError:  # the brokers started, so they read it; say http rather than fail here
+        return "http"
+    return "https" if config["http.ssl.enable"] else "http"
+
+
 def _wait_healthy(client_port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -137,8 +149,9 @@ def dev_cluster(brokers: int, data_dir: Path, base_port: int, http_base_port: in
         for broker in started:
             _wait_started(broker)
         click.echo(f"etcd:      {cluster} (log: {etcd_log})")
+        scheme = _http_scheme(sets)
         for broker in started:
-            console = f"http://127.0.0.1:{broker.http_port}/" if broker.http_port >= 0 else "off"
+            console = f"{scheme}://127.0.0.1:{broker.http_port}/" if broker.http_port >= 0 else "off"
             click.echo(f"broker {broker.node_id}:  kafka 127.0.0.1:{broker.port}  console {console}  "
                        f"pid {broker.proc.pid}  log {broker.log}")
         click.echo(f"bootstrap: {','.join(f'127.0.0.1:{b.port}' for b in started)}")
