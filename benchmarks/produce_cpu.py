@@ -4,7 +4,8 @@ user and system time apart, with no librdkafka on the machine.
 A `balanced` broker (``tidelog serve``, a fresh data directory, ``--partitions`` partitions,
 default one) and a raw-socket client: one Produce v9 frame (a batch of ``--records-per-request``
 records of ``--record-bytes`` for each partition, built once; the broker assigns offsets, so the
-same bytes serve every request) sent ``--requests`` times, ``--in-flight`` at a time, each response read. Reported over
+same bytes serve every request; with ``--rotate`` one partition a request, 0..N-1 in turn, as
+librdkafka's sticky partitioner sends the p16 rows) sent ``--requests`` times, ``--in-flight`` at a time, each response read. Reported over
 the sends: the broker's user and system seconds per GB of record batches, the event-loop thread's
 and the other threads' apart (``/proc/PID/task/*/stat``), and the event-loop thread's user
 microseconds per request. CPU time comes in 10 ms ticks: a GB or more per measurement.
@@ -46,18 +47,19 @@ _TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 TOPIC = "produce-cpu"
 
 
-def produce_frame(topic: str, batch: bytes, acks: int, partitions: int = 1) -> bytes:
+def produce_frame(topic: str, batch: bytes, acks: int, partitions: int = 1, indexes=None) -> bytes:
     """A Produce v9 request (flexible header v2) carrying ``batch`` to each of partitions 0..N-1
-    of ``topic``, size-prefixed."""
+    of ``topic`` (or to each of ``indexes``), size-prefixed."""
     from tidelog.protocol.wire import uvarint
 
+    indexes = range(partitions) if indexes is None else indexes
     name = topic.encode()
     header = struct.pack(">hhih", 0, 9, 1, len(b"produce-cpu")) + b"produce-cpu" + b"\x00"
     entries = b"".join(struct.pack(">i", index) + uvarint(len(batch) + 1) + batch + b"\x00"
-                       for index in range(partitions))
+                       for index in indexes)
     body = (b"\x00" + struct.pack(">hi", acks, 30_000)  # null transactional id, acks, timeout
             + uvarint(2) + uvarint(len(name) + 1) + name  # one topic
-            + uvarint(partitions + 1) + entries  # its partitions, a batch each
+            + uvarint(len(indexes) + 1) + entries  # its partitions, a batch each
             + b"\x00" + b"\x00")  # the topic's and the request's tagged fields
     return struct.pack(">i", len(header) + len(body)) + header + body
 
@@ -101,8 +103,10 @@ def _start_under_callgrind(src: Path | None, workdir: Path):
 
 
 def measure(src: Path | None, requests: int, records_per_request: int, record_bytes: int, acks: int,
-            in_flight: int, workdir: Path, callgrind: bool = False, annotate: int = 0, partitions: int = 1) -> dict:
-    """One broker from ``src`` (None: the installed tidelog), ``requests`` sends; the figures."""
+            in_flight: int, workdir: Path, callgrind: bool = False, annotate: int = 0, partitions: int = 1,
+            rotate: bool = False) -> dict:
+    """One broker from ``src`` (None: the installed tidelog), ``requests`` sends; the figures.
+    ``rotate``: each request carries one partition's batch, partitions 0..N-1 in turn."""
     from benchmarks.kafka_load import create_topic
     from benchmarks.peers import Tidelog
     from tidelog.protocol.records import build_batch
@@ -118,7 +122,12 @@ def measure(src: Path | None, requests: int, records_per_request: int, record_by
         create_topic(target.bootstrap, TOPIC, partitions)
         value = b"v" * max(record_bytes - 8, 0)
         batch = build_batch([(b"k" * min(record_bytes, 8), value, [])] * records_per_request)
-        frame = produce_frame(TOPIC, batch, acks, partitions)
+        if rotate:  # as librdkafka's sticky partitioner sends the p16 rows: one partition a request
+            frames = [produce_frame(TOPIC, batch, acks, indexes=[index]) for index in range(partitions)]
+        else:
+            frames = [produce_frame(TOPIC, batch, acks, partitions)]
+        frame = frames[0]
+        per_request = 1 if rotate else partitions
         host, port = target.bootstrap.rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=60) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -130,14 +139,14 @@ def measure(src: Path | None, requests: int, records_per_request: int, record_by
                 # partition: index, error code, base offset, log append time, log start offset, no
                 # record errors, no message, tags (37 bytes)
                 at = 4 + 1 + 1 + 1 + len(TOPIC) + 1 + 4
-                for _ in range(partitions):
+                for _ in range(per_request):
                     error_code = struct.unpack_from(">h", response, at)[0]
                     if error_code:
                         raise RuntimeError(f"produce answered error code {error_code}")
                     at += 33
 
-            for _ in range(min(20, requests)):  # warm up: the segment, the pools, the first fsyncs
-                sock.sendall(frame)
+            for warm in range(max(min(20, requests), len(frames))):  # warm up: the segments, the pools, the fsyncs
+                sock.sendall(frames[warm % len(frames)])
                 answered()
             if callgrind:
                 subprocess.run(["callgrind_control", "-i", "on", str(server.pid)], capture_output=True, check=True)
@@ -146,7 +155,7 @@ def measure(src: Path | None, requests: int, records_per_request: int, record_by
             sent = done = 0
             while done < requests:
                 while sent < requests and sent - done < in_flight:
-                    sock.sendall(frame)
+                    sock.sendall(frames[sent % len(frames)])
                     sent += 1
                 answered()
                 done += 1
@@ -156,7 +165,7 @@ def measure(src: Path | None, requests: int, records_per_request: int, record_by
         peak_rss = server.peak_rss_bytes()
     finally:
         server.stop(timeout_s=120)
-    gb = requests * partitions * len(batch) / 1e9
+    gb = requests * per_request * len(batch) / 1e9
     main = [after[server.pid][i] - before.get(server.pid, (0.0, 0.0))[i] for i in (0, 1)]
     total = [sum(after[t][i] - before.get(t, (0.0, 0.0))[i] for t in after) for i in (0, 1)]
     return {
@@ -166,7 +175,9 @@ def measure(src: Path | None, requests: int, records_per_request: int, record_by
         "other_threads_s_per_gb": (total[0] + total[1] - main[0] - main[1]) / gb,
         "loop_user_us_per_request": main[0] / requests * 1e6, "peak_rss_mb": peak_rss / 1e6,
         "load": os.getloadavg()[0],
-        **({"instructions_per_request": instructions / requests} if instructions is not None else {}),
+        **({"instructions_per_request": instructions / requests,
+            "instructions_per_record": instructions / (requests * per_request * records_per_request)}
+           if instructions is not None else {}),
     }
 
 
@@ -206,7 +217,10 @@ def main(argv=None) -> int:
     p.add_argument("--records-per-request", type=int, default=1000,
                    help="records in the request's batch, in each partition's (default 1,000)")
     p.add_argument("--partitions", type=int, default=1,
-                   help="partitions of the topic, a batch each in every request (default 1; 16: the p16 rows' shape)")
+                   help="partitions of the topic, a batch each in every request (default 1; see --rotate)")
+    p.add_argument("--rotate", action="store_true",
+                   help="one partition's batch a request, partitions 0..N-1 in turn: how librdkafka's sticky "
+                        "partitioner sends the p16 rows (with --partitions 16)")
     p.add_argument("--record-bytes", type=int, default=1024, help="bytes of each record's key and value (default 1,024)")
     p.add_argument("--acks", type=int, default=-1, choices=(-1, 1), help="the requests' acks (default -1)")
     p.add_argument("--in-flight", type=int, default=5, help="requests sent before their answers (default 5)")
@@ -230,7 +244,7 @@ def main(argv=None) -> int:
                 workdir = tmp_root / f"{pair}-{len(rows)}"
                 row = {"pair": pair, "side": name, **measure(
                     src, args.requests, args.records_per_request, args.record_bytes, args.acks, args.in_flight,
-                    workdir, args.callgrind, args.annotate if src is None else 0, args.partitions)}
+                    workdir, args.callgrind, args.annotate if src is None else 0, args.partitions, args.rotate)}
                 shutil.rmtree(workdir, ignore_errors=True)
                 if args.floor:
                     row.update(floor_ratio(row, tmp_root))
@@ -241,7 +255,8 @@ def main(argv=None) -> int:
                       f"{row['loop_user_s_per_gb']:.3f} system {row['loop_system_s_per_gb']:.3f}, other threads "
                       f"{row['other_threads_s_per_gb']:.3f}; loop user {row['loop_user_us_per_request']:.0f} us a "
                       f"request; peak RSS {row['peak_rss_mb']:.0f} MB"
-                      + (f"; {row['instructions_per_request']:,.0f} instructions a request"
+                      + (f"; {row['instructions_per_request']:,.0f} instructions a request, "
+                         f"{row['instructions_per_record']:,.0f} a record"
                          if args.callgrind else "")
                       + (f"; floor {row['floor_s_per_gb']:.3f} s/GB (system {row['floor_system_s_per_gb']:.3f}): "
                          f"broker {row['over_floor']:.2f}x, its system time {row['system_over_floor']:.2f}x"

@@ -230,6 +230,22 @@ def test_the_produce_cpu_benchmark_reports_the_brokers_threads_per_gb(tmp_path):
     assert 0 < row["peak_rss_mb"] < 1000
 
 
+def test_the_produce_cpu_benchmark_rotates_one_partition_a_request(tmp_path):
+    """produce_cpu --rotate: each request carries one partition's batch, partitions 0..N-1 in turn
+    (librdkafka's sticky partitioner in the p16 rows), so every partition gets as many batches."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks import produce_cpu
+
+    row = produce_cpu.measure(None, requests=32, records_per_request=50, record_bytes=100, acks=-1, in_flight=5,
+                              workdir=tmp_path / "broker", partitions=4, rotate=True)
+    assert row["requests"] == 32 and 50 * 100 < row["request_bytes"] < 2 * 50 * 100  # one batch a request
+    sizes = [sum(f.stat().st_size for f in (tmp_path / "broker" / "data" / f"{produce_cpu.TOPIC}-{index}").glob("*.log"))
+             for index in range(4)]
+    batches = 20 + 32  # the warm-up's and the measured requests, a quarter to each partition
+    assert sizes[0] > 0 and sizes == [sizes[0]] * 4 and sizes[0] % (batches // 4) == 0
+    assert row["gb"] == pytest.approx(32 * sizes[0] / (batches // 4) / 1e9)
+
+
 def test_the_produce_cpu_floor_gives_the_brokers_ratio_over_the_kernels_floor(tmp_path):
     """produce_cpu --floor: the floor measured in the broker's directory right after it, and the
     broker's CPU per GB (and its system time) over the floor's."""
