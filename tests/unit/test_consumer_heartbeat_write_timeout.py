@@ -85,3 +85,51 @@ def test_a_leave_whose_write_failed_answers_a_retriable_error():
         c.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_join_whose_write_failed_leaves_no_member_behind():
+    """Kafka drops a join with its failed write: a v0 client (the coordinator names the member)
+    retries under a new member id, and a static member's retry must not find its instance
+    taken (UNRELEASED_INSTANCE_ID)."""
+    async def scenario():
+        log = FlakyLog()
+        c = make_coordinator(log)
+        log.failure = KafkaError(ErrorCode.request_timed_out, "__consumer_offsets write not replicated")
+        failed = await c.consumer.heartbeat("g", "", 0, rebalance_timeout_ms=30000, subscribed_topic_names=["orders"],
+                                            owned={}, topics=TOPICS, api_version=0)
+        assert failed.error == ErrorCode.coordinator_not_available, failed
+        assert not c.consumer.groups["g"].members
+        static = await c.consumer.heartbeat("g", "s1", 0, instance_id="i1", rebalance_timeout_ms=30000,
+                                            subscribed_topic_names=["orders"], owned={}, topics=TOPICS)
+        assert static.error == ErrorCode.coordinator_not_available, static
+        log.failure = None
+        retried = await c.consumer.heartbeat("g", "s1", 0, instance_id="i1", rebalance_timeout_ms=30000,
+                                             subscribed_topic_names=["orders"], owned={}, topics=TOPICS)
+        assert retried.error == ErrorCode.none, retried
+        assert list(c.consumer.groups["g"].members) == ["s1"] and log.records
+        c.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_static_takeover_whose_write_failed_answers_as_before_and_is_written_next():
+    async def scenario():
+        log = FlakyLog()
+        c = make_coordinator(log)
+
+        def beat(member_id: str, epoch: int, owned=None):
+            return c.consumer.heartbeat("g", member_id, epoch, instance_id="i1", rebalance_timeout_ms=30000,
+                                        subscribed_topic_names=["orders"], owned=owned, topics=TOPICS)
+
+        assert (await beat("s1", 0, {})).error == ErrorCode.none
+        assert (await beat("s1", -2)).error == ErrorCode.none  # leaves for a while
+        log.failure = KafkaError(ErrorCode.request_timed_out, "__consumer_offsets write not replicated")
+        taken = await beat("s2", 0, {})
+        assert taken.error == ErrorCode.none and list(c.consumer.groups["g"].members) == ["s2"], taken
+        log.failure = None
+        written = len(log.records)
+        again = await beat("s2", taken.member_epoch, taken.assignment)
+        assert again.error == ErrorCode.none and len(log.records) == written + 1, again  # written again
+        c.stop()
+
+    asyncio.run(scenario())

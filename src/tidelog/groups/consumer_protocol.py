@@ -183,6 +183,7 @@ class ConsumerGroupProtocol:
         new_group = group.group_epoch == 0 and not group.members
         dirty = new_group
         replaced: ConsumerMember | None = None
+        joined = False  # a new member (not a rejoin, not a static member's new incarnation)
         if instance_id is None:
             member = group.members.get(member_id)
             if member is None:
@@ -239,6 +240,7 @@ class ConsumerGroupProtocol:
                             member_id, replaced.member_id)
             else:
                 bump = True
+                joined = True
                 logger.info("consumer group %s: member %s joins", group_id, member_id)
             group.add_member(member)
             dirty = True
@@ -277,7 +279,21 @@ class ConsumerGroupProtocol:
         self._reconcile(group, member, owned)
         self._schedule_session_timeout(group, member)
         if dirty or member.to_json() != before or group.failed_write:
-            await self.persist(group, answer=True)
+            try:
+                await self.persist(group, answer=True)
+            except _Reject:
+                # The change stays in memory (retries at this or the previous epoch are taken), but
+                # not a join's: Kafka drops it with its write, and a retry must find no member (a v0
+                # client's comes under a new member id; a static one's would find its instance
+                # taken). A static member taking over its instance keeps the old answer, NONE, and the
+                # group is written again at the next heartbeat (undoing a takeover is not worth it).
+                if replaced is not None:
+                    logger.info("consumer group %s: static member %s's takeover answered before it was stored",
+                                group_id, member_id)
+                else:
+                    if joined and group.members.get(member.member_id) is member:
+                        self._remove_member(group, member)
+                    raise
         include_assignment = (owned is not None or member_epoch == 0
                               or not same_assignment(old_assigned, member.assigned))
         return HeartbeatResult(
