@@ -3,7 +3,7 @@
 of microseconds and keeps its window at a few segments of that, so a multi-MB Fetch response to a
 reader that acknowledges late (an RF 3 follower appending the last one) took 140-196 ms to arrive
 instead of ~3 ms (benchmarks/replication_trace.py). Checked on the broker's side of real
-connections (a confluent-kafka and a kafka-python client) with ``ss``, on hosts whose default is
+connections (a confluent-kafka and a kafka-python client; TLS too) with ``ss``, on hosts whose default is
 BBR: elsewhere the default is already loss-based and there is nothing to see."""
 
 from __future__ import annotations
@@ -51,3 +51,17 @@ def test_local_clients_connections_are_not_bbr(broker):
         assert set(names) <= LOSS_BASED, f"the broker's side of local connections uses {names}"
     finally:
         python_client.close()
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+@pytest.mark.skipif(_default_congestion_control() != "bbr", reason="the host's default is not BBR")
+def test_a_local_tls_connection_is_not_bbr_either(broker_factory, tmp_path):
+    from tests.integration.security_clients import Pki, Security
+
+    pki = Pki.make(tmp_path / "pki")
+    broker = broker_factory({"listeners": "SSL://127.0.0.1:0", **pki.broker_settings()})
+    tls = Security("SSL", ca_file=pki.ca_file).confluent()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap, **tls})  # its connection open while ss looks
+    assert admin.list_topics(timeout=15).brokers
+    names = _server_side(broker.port)
+    assert names and set(names) <= LOSS_BASED, f"the broker's side of a local TLS connection uses {names}"

@@ -308,8 +308,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
         if sock is not None and transport.get_extra_info("ssl_object") is None and not (
                 self.listener is not None and self.listener.security_protocol.uses_tls):
             self._socket_fd = sock.fileno()
-            if _is_loopback(self.peer_host):
-                _loopback_congestion_control(sock)
+        if sock is not None and _is_loopback(self.peer_host):  # TLS too: the same TCP underneath
+            _loopback_congestion_control(sock)
         if self.listener is not None and self.listener.security_protocol.uses_sasl:
             security = self.broker.security
             self.sasl = SaslServerSession(self.broker.sasl_mechanisms, self.peer, self.listener_name,
