@@ -20,6 +20,7 @@ import sys
 import pytest
 
 from tidelog.groups.timers import GroupTimers
+from tidelog.session_timer import SessionTimer
 
 uvloop = pytest.importorskip("uvloop")
 
@@ -43,8 +44,11 @@ finally:
 """
 
 
+@pytest.mark.parametrize("how", ["session_timer", "fallen_due"])
 @pytest.mark.parametrize("new_loop", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
-def test_a_heartbeat_sent_in_time_during_a_stop_is_read_before_the_expiry(new_loop):
+def test_a_heartbeat_sent_in_time_during_a_stop_is_read_before_the_expiry(new_loop, how):
+    """``how``: a SessionTimer from the start, or a bare handle that becomes one once due
+    (SessionTimer.fallen_due: the share-partitions' lock timer, queues/manager.py)."""
     async def main():
         loop = asyncio.get_running_loop()
         timers = GroupTimers()
@@ -52,7 +56,14 @@ def test_a_heartbeat_sent_in_time_during_a_stop_is_read_before_the_expiry(new_lo
         member: dict = {"heartbeats": 0}
 
         def arm() -> None:
-            member["timer"] = timers.session_timer(SESSION_MS, expired.append, "expired")
+            if how == "session_timer":
+                member["timer"] = timers.session_timer(SESSION_MS, expired.append, "expired")
+                return
+
+            def due() -> None:
+                member["timer"] = SessionTimer.fallen_due(loop, handle.when(), expired.append, ("expired",))
+
+            member["timer"] = handle = loop.call_later(SESSION_MS / 1000, due)
 
         async def heartbeat() -> None:  # the handler: its first step re-arms the session timer
             member["heartbeats"] += 1
