@@ -20,8 +20,8 @@ returns once every partition has its marker, or a partition leader refused it fo
   leader's write answers REQUEST_TIMED_OUT within ``offsets.commit.timeout.ms``, its flush
   included: txn/marker_writer.py; a request to another broker times out), so a stuck disk costs
   retries, never a stuck channel. A broker's failures are logged once an episode (until a marker
-  is written there again, then INFO): a leader that moved at INFO, anything else at WARNING; the
-  retries at DEBUG;
+  is written there again, then INFO after a WARNING): a leader that moved at INFO, anything else
+  at WARNING; the retries at DEBUG;
 - INVALID_PRODUCER_EPOCH / TRANSACTION_COORDINATOR_FENCED: a newer producer or coordinator has
   taken over; ``write`` returns False and the transaction is left to it.
 
