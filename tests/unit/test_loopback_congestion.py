@@ -4,6 +4,7 @@ when cubic is not allowed; a socket's own failure does not strike a name off for
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 
 import pytest
@@ -26,6 +27,7 @@ class _Socket:
 @pytest.fixture(autouse=True)
 def _names(monkeypatch):
     monkeypatch.setattr(connection, "_LOOPBACK_CONGESTION_CONTROL", [b"cubic", b"reno"])
+    monkeypatch.setattr(connection, "_LOOPBACK_CONGESTION_LOGGED", set())
 
 
 def test_cubic_when_allowed():
@@ -63,3 +65,24 @@ def test_none_left_keeps_the_default():
                                             ("", False), ("localhost", False)])
 def test_loopback_peers(host, loopback):
     assert connection._is_loopback(host) is loopback
+
+
+def _lines(caplog) -> list[tuple[str, str]]:
+    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == connection.logger.name]
+
+
+def test_the_congestion_control_loopback_connections_get_is_logged_once_at_info(caplog):
+    caplog.set_level(logging.INFO, logger=connection.logger.name)
+    for _ in range(3):
+        connection._loopback_congestion_control(_Socket({b"cubic": errno.EPERM}))
+    lines = _lines(caplog)
+    assert len(lines) == 1 and lines[0][0] == "INFO" and "reno" in lines[0][1], lines
+
+
+def test_none_allowed_is_one_warning_naming_the_setting(caplog):
+    caplog.set_level(logging.INFO, logger=connection.logger.name)
+    for _ in range(3):
+        connection._loopback_congestion_control(_Socket({b"cubic": errno.EPERM, b"reno": errno.EPERM}))
+    lines = _lines(caplog)
+    assert len(lines) == 1 and lines[0][0] == "WARNING", lines
+    assert "net.ipv4.tcp_allowed_congestion_control" in lines[0][1], lines

@@ -1033,6 +1033,7 @@ def _send_direct(socket_fd: int, parts: list, offset: int = 0) -> tuple[int, int
 # cubic first; reno where cubic is not allowed (net.ipv4.tcp_allowed_congestion_control). None
 # left when neither is: the connection keeps the host's default.
 _LOOPBACK_CONGESTION_CONTROL = [b"cubic", b"reno"]
+_LOOPBACK_CONGESTION_LOGGED: set[bytes] = set()  # names logged (INFO) as set on loopback connections
 
 
 def _is_loopback(host: str) -> bool:
@@ -1046,17 +1047,35 @@ def _is_loopback(host: str) -> bool:
 
 def _loopback_congestion_control(sock) -> None:
     """Set the first of _LOOPBACK_CONGESTION_CONTROL this process may use on ``sock``; one it
-    may not is not tried again (one failed system call, not one a connection)."""
+    may not is not tried again (one failed system call, not one a connection). Logged once: the
+    one set (INFO), or a WARNING when none may be."""
     while _LOOPBACK_CONGESTION_CONTROL:
         name = _LOOPBACK_CONGESTION_CONTROL[0]
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, name)
-            return
         except OSError as e:
             if e.errno not in (errno.EPERM, errno.ENOENT, errno.EACCES):
                 return  # this socket's trouble (closed meanwhile), not the name's
             logger.debug("TCP congestion control %s for loopback connections: %s", name.decode(), e)
             del _LOOPBACK_CONGESTION_CONTROL[0]
+            if not _LOOPBACK_CONGESTION_CONTROL:
+                logger.warning("loopback connections keep the host's TCP congestion control (%s): neither cubic nor "
+                               "reno is allowed to this process (net.ipv4.tcp_allowed_congestion_control)",
+                               _host_congestion_control())
+            continue
+        if name not in _LOOPBACK_CONGESTION_LOGGED:
+            _LOOPBACK_CONGESTION_LOGGED.add(name)
+            logger.info("loopback connections use TCP congestion control %s (the host's default: %s)", name.decode(),
+                        _host_congestion_control())
+        return
+
+
+def _host_congestion_control() -> str:
+    try:
+        with open("/proc/sys/net/ipv4/tcp_congestion_control") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
 
 
 def _bytes_of(part) -> bytes | memoryview:
