@@ -14,7 +14,6 @@ can hold an fsync in progress and release it.
 #include <Python.h>
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
@@ -68,14 +67,6 @@ static void *serve(void *arg) {
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals are the main thread's */
-    /* SCHED_BATCH: woken by ``submit``, this thread waits for a free CPU instead of preempting the
-       event loop that woke it (its work is one system call, then a wait in the kernel). With the
-       default policy the woken thread took the loop's CPU at once on a busy machine and the loop
-       waited for it back: ``submit`` took 81-231 us of the loop's wall time a job (cProfile, 16
-       partitions, one a request, load ~2.5), 14-29 us with this. Same weight, no privilege
-       needed; should it fail, the thread keeps the default policy (nothing else changes). */
-    struct sched_param none = {0};
-    (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &none);
     pthread_mutex_lock(&w->mutex);
     w->native_id = (long)syscall(SYS_gettid);
     for (;;) {
