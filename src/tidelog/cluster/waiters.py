@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import logging
+import math
 from typing import TYPE_CHECKING, Iterable, Protocol
 
 from tidelog.protocol.errors import ErrorCode
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from tidelog.storage.manager import LogManager
 
 __all__ = ["AckWaiters", "ParkedReads", "Waitable", "parked_fetch_count", "wait_for_acks", "wait_for_data"]
+
+logger = logging.getLogger(__name__)
 
 PRUNE_AT = 64  # waiters kept before those already answered (timed out) are forgotten
 
@@ -135,25 +139,43 @@ async def wait_for_acks(appended: list[tuple[Waitable, int]], required_acks: int
     for a partition deleted meanwhile). acks=all then waits for the high watermarks, with one
     future per partition still below its end offset rather than a task each.
 
-    ``timeout_s`` bounds the wait for the high watermarks (a Produce's timeout, as Kafka's). With
-    ``durability_in_timeout`` (a coordinator's own write: ``offsets.commit.timeout.ms``) it bounds
-    the whole wait, the flush included: a flush that has not ended by then answers every entry
-    REQUEST_TIMED_OUT, as Kafka answers an offsets write its ISR does not have in time."""
+    ``timeout_s`` bounds the whole wait, the flush included (a Produce's timeout_ms, as Kafka's
+    purgatory bounds it; a coordinator's own write: ``offsets.commit.timeout.ms``): a flush that
+    has not ended by then (a stuck disk) answers every entry REQUEST_TIMED_OUT, the records
+    appended all the same (the client's retry, an idempotent producer's, is answered as a
+    duplicate). Every wait is bounded so (ptimeout15; before, a Produce's wait for the flush had
+    no timeout at all); ``durability_in_timeout`` now only says the caller is an internal writer,
+    which logs its own timeouts: its waits are left out of the stuck-flush WARNING here."""
     if required_acks == 0 or not appended:
         return [ErrorCode.none] * len(appended)
     # acks=all: how often each partition's ISR had fallen short of min.insync.replicas when the
     # wait began (right after the append): a wait that outlasts a shortfall is not acknowledged.
     shortfalls = [partition.isr_shortfalls for partition, _ in appended] if required_acks == -1 else None
     durable = logs.durable_waiter([(partition.log, end_offset) for partition, end_offset in appended])
+    deadline = None
     if durable is not None:
-        if durability_in_timeout:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout_s
-            if not await _done_within(durable, timeout_s):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        if durable.__class__ is asyncio.Future:  # the balanced group commit's future, this wait's own
+            # No timer of its own: the loop's FlushDeadlines answers it if its deadline passes
+            # first (one timer for all waits, usually armed once a timeout) and it is awaited
+            # directly, the group commit's answer waking this request itself.
+            deadlines = _flush_deadlines
+            if deadlines is None or deadlines.loop is not loop:
+                deadlines = flush_deadlines(loop)
+            if deadline < deadlines.timer_at or len(deadlines.waits) >= deadlines.prune_at:
+                deadlines.add(deadline, durable, not durability_in_timeout)
+            else:  # add's common case, inline (a call less on every Produce)
+                deadlines.waits.append((deadline, durable, not durability_in_timeout))
+            try:
+                await durable
+            except _FlushTimedOut:
                 return [ErrorCode.request_timed_out] * len(appended)
-            timeout_s = max(deadline - loop.time(), 0.0)
-        else:
-            await durable
+        elif not await _done_within(durable, timeout_s):  # the durable profile's tasks: a fsync each
+            flush_deadlines(loop).note(1, 0 if durability_in_timeout else 1)
+            return [ErrorCode.request_timed_out] * len(appended)
+        elif _flush_deadlines is not None and _flush_deadlines.stuck:  # on time: the episode's end
+            _flush_deadlines.note(0, 0)
     if required_acks != -1:
         return [ErrorCode.none] * len(appended)
     outcomes: list[ErrorCode | asyncio.Future] = []
@@ -169,7 +191,9 @@ async def wait_for_acks(appended: list[tuple[Waitable, int]], required_acks: int
         # this request itself, where asyncio.wait's own callback would wake it a loop turn
         # later (a busy leader's turn, on every acks=all Produce). The timeout answers what is
         # still waiting REQUEST_TIMED_OUT (done futures are pruned from the AckWaiters).
-        timer = asyncio.get_running_loop().call_later(timeout_s, _timed_out, pending)
+        loop = asyncio.get_running_loop()
+        timer = (loop.call_later(timeout_s, _timed_out, pending) if deadline is None
+                 else loop.call_at(deadline, _timed_out, pending))
         try:
             for future in pending:
                 await future
@@ -183,6 +207,100 @@ async def wait_for_acks(appended: list[tuple[Waitable, int]], required_acks: int
                 outcome = partition.acks_all_outcome(end_offset, since) or ErrorCode.none
         errors.append(outcome)
     return errors
+
+
+class _FlushTimedOut(Exception):
+    """Set on a group commit's future whose wait's deadline passed first (FlushDeadlines)."""
+
+
+class FlushDeadlines:
+    """The deadlines of one loop's waits on group-commit flushes: (deadline, future), answered
+    _FlushTimedOut by one timer at the earliest deadline, rather than a timer (and a future and
+    a callback) for each wait: a Produce's flush is nearly always on time, and a timer a Produce
+    was a measurable part of the produce path. The timer is armed when a wait's deadline comes
+    before it (the first wait after an idle spell; a shorter timeout than those waiting), so
+    under steady load about once a timeout; the waits already answered are forgotten when it
+    fires and as the list grows (amortised, as AckWaiters prunes). The group commit skips a
+    future that is done, so its late answer is dropped. One WARNING a stuck episode (waits timing
+    out; an internal writer's waits are left out, it logs its own), one INFO when the flushes are
+    on time again."""
+
+    __slots__ = ("loop", "waits", "_timer", "timer_at", "prune_at", "stuck", "timeouts")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waits: list[tuple[float, asyncio.Future, bool]] = []  # (deadline, future, warn)
+        self._timer: asyncio.TimerHandle | None = None
+        self.timer_at = math.inf
+        self.prune_at = PRUNE_AT
+        self.stuck = False
+        self.timeouts = 0  # waits answered REQUEST_TIMED_OUT, ever
+
+    def __len__(self) -> int:
+        return len(self.waits)
+
+    def add(self, deadline: float, future: asyncio.Future, warn: bool = True) -> None:
+        waits = self.waits
+        if len(waits) >= self.prune_at:
+            waits[:] = [w for w in waits if not w[1].done()]
+            self.prune_at = max(PRUNE_AT, 2 * len(waits))
+        waits.append((deadline, future, warn))
+        if deadline < self.timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._expire)
+            self.timer_at = deadline
+
+    def _expire(self) -> None:
+        self._timer, self.timer_at = None, math.inf
+        now = self.loop.time() + 0.001  # call_at runs a timer up to the clock's resolution early
+        kept = []
+        next_at = math.inf
+        expired = warned = 0
+        for wait in self.waits:
+            deadline, future, warn = wait
+            if future.done():
+                continue
+            if deadline <= now:
+                future.set_exception(_FlushTimedOut())
+                expired += 1
+                warned += warn
+            else:
+                kept.append(wait)
+                next_at = min(next_at, deadline)
+        self.waits = kept
+        self.prune_at = max(PRUNE_AT, 2 * len(kept))
+        if kept:
+            self._timer = self.loop.call_at(next_at, self._expire)
+            self.timer_at = next_at
+        self.note(expired, warned)
+
+    def note(self, expired: int, warned: int) -> None:
+        """``expired`` waits just answered REQUEST_TIMED_OUT, ``warned`` of them not an internal
+        writer's: the episode's WARNING, or its end's INFO (none expired)."""
+        self.timeouts += expired
+        if warned:
+            if not self.stuck:
+                self.stuck = True
+                logger.warning("%d acknowledgement waits answered REQUEST_TIMED_OUT: the log flush (fsync) did not end "
+                               "within their timeouts (a stuck or very slow disk?); their records stay appended, "
+                               "retries are answered as duplicates (logged once until the flushes are on time again)",
+                               warned)
+        elif self.stuck and not expired:
+            self.stuck = False
+            logger.info("log flushes end within the acknowledgement waits' timeouts again")
+
+
+_flush_deadlines: FlushDeadlines | None = None
+
+
+def flush_deadlines(loop: asyncio.AbstractEventLoop) -> FlushDeadlines:
+    """The FlushDeadlines of ``loop`` (a broker has one loop; a test may run several in turn)."""
+    global _flush_deadlines
+    deadlines = _flush_deadlines
+    if deadlines is None or deadlines.loop is not loop:
+        deadlines = _flush_deadlines = FlushDeadlines(loop)
+    return deadlines
 
 
 async def _done_within(future: asyncio.Future, timeout_s: float) -> bool:

@@ -202,6 +202,7 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
             for (t, p, _, _), error in zip(appended, errors):
                 if error != ErrorCode.none:
                     results[t][1][p] = PartitionResult(results[t][1][p].index, error, error_message=error.name)
+                    ctx.metrics.produce_errors.labels(error.name).inc()  # REQUEST_TIMED_OUT: the flush or ISR late
     ctx.metrics.observe_produce(time.perf_counter() - started)
     return encode_produce_response(version, results)
 
