@@ -13,6 +13,8 @@ import asyncio
 
 import pytest
 
+from tidelog.groups.consumer_group import decode_group_snapshot
+from tidelog.groups.records import decode_consumer_group_value
 from tidelog.protocol.errors import ErrorCode, KafkaError
 
 from .test_consumer_group_848 import TOPICS, MemoryLog, make_coordinator
@@ -61,7 +63,7 @@ def test_a_heartbeat_whose_write_failed_answers_a_retriable_error_and_its_retry_
         retried = await beat(0, {})  # the client's retry: the same join
         assert retried.error == ErrorCode.none and retried.member_epoch >= 1, retried
         assert log.records, "the retry was answered without writing the group"
-        # A later heartbeat failing to write answers the same; its retry at the same epoch is taken.
+        # A later heartbeat that changes nothing does not write: the failing log does not touch it.
         epoch, owned = retried.member_epoch, retried.assignment
         log.failure = failure
         written = len(log.records)
@@ -82,6 +84,16 @@ def test_a_leave_whose_write_failed_answers_a_retriable_error():
         log.failure = KafkaError(ErrorCode.request_timed_out, "__consumer_offsets write not replicated")
         left = await c.consumer.heartbeat("g", "m1", -1, topics=TOPICS)
         assert left.error == ErrorCode.coordinator_not_available, left
+        # The member is gone here already: the leave's retry finds no member, and the removal is
+        # stored with the group's next write (another member joining).
+        log.failure = None
+        retried = await c.consumer.heartbeat("g", "m1", -1, topics=TOPICS)
+        assert retried.error == ErrorCode.unknown_member_id, retried
+        other = await c.consumer.heartbeat("g", "m2", 0, rebalance_timeout_ms=30000,
+                                           subscribed_topic_names=["orders"], owned={}, topics=TOPICS)
+        assert other.error == ErrorCode.none, other
+        stored = decode_group_snapshot("g", decode_consumer_group_value(log.records[-1][1]))
+        assert set(stored.members) == {"m2"}, stored.members
         c.stop()
 
     asyncio.run(scenario())

@@ -14,8 +14,9 @@ subscriptions). Errors: INVALID_REQUEST, INVALID_GROUP_ID, UNKNOWN_MEMBER_ID,
 FENCED_MEMBER_EPOCH, FENCED_INSTANCE_ID, UNRELEASED_INSTANCE_ID, GROUP_MAX_SIZE_REACHED,
 UNSUPPORTED_ASSIGNOR, INVALID_REGULAR_EXPRESSION, GROUP_ID_NOT_FOUND (the id is a classic group
 with members), COORDINATOR_NOT_AVAILABLE (still loading, or the group's write to
-__consumer_offsets failed or timed out: Kafka's mapping; the client's retry writes it again),
-NOT_COORDINATOR (that write found the coordinator moved).
+__consumer_offsets failed or timed out: Kafka's mapping; the client's retry writes it again, but
+a leave's retry finds the member gone, UNKNOWN_MEMBER_ID, and its removal is stored with the
+group's next write), NOT_COORDINATOR (that write found the coordinator moved).
 """
 
 from __future__ import annotations
