@@ -381,6 +381,8 @@ def test_every_command_that_asks_the_http_api_takes_a_ca_file_and_credentials(br
     assert "give --cacert FILE" in error, error
     error = fails("topics", "describe", "compacted", "--url", url, "--cacert", ca, broker=broker)
     assert "give --user NAME[:PASSWORD] or --token" in error, error
+    error = fails("topics", "describe", "compacted", "--http", "ftp://127.0.0.1:1", broker=broker)
+    assert error == "error: --http: expected http://HOST:PORT or https://HOST:PORT, got 'ftp://127.0.0.1:1'\n", error
 
     # tidelog push: the same options
     assert ok_json("push", "list", "--url", url, "--cacert", ca, "--user", "ops:ops-secret") == []

@@ -124,8 +124,9 @@ def http_topic(client: Client, http: str, access: HttpAccess, topic: str) -> dic
     the log cleaner's state of its replicas (no Kafka API carries it; Kafka shows it as JMX
     metrics) and a delay topic's movers (issue 14). ``access``: --cacert, --user, --token."""
     path = f"/api/v1/topics/{urllib.parse.quote(topic, safe='')}"
+    api = HttpApi(http, client.timeout_s, access, option="--http")  # a malformed --http or --cacert says so itself
     try:
-        return HttpApi(http, client.timeout_s, access, option="--http").call("GET", path)
+        return api.call("GET", path)
     except CliError as e:
         raise CliError(f"--http {http}: GET {path}: {e.message}") from None
 
