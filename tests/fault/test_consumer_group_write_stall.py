@@ -54,7 +54,8 @@ def test_a_join_whose_group_write_times_out_is_retried_and_joins_once_the_disk_a
     hold = tmp_path / "hold-fsync"
     for name, value in stuck_disk_env(hold).items():
         monkeypatch.setenv(name, value)
-    broker = BrokerProcess(tmp_path / "data", {"offsets.commit.timeout.ms": "1000", "num.partitions": "1"}).start()
+    broker = BrokerProcess(tmp_path / "data", {"http.port": "0", "offsets.commit.timeout.ms": "1000",
+                                               "num.partitions": "1"}).start()
     member = None
     try:
         producer = Producer({"bootstrap.servers": broker.bootstrap})

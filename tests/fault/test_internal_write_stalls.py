@@ -88,7 +88,7 @@ def test_a_delay_movers_appends_on_a_stuck_disk_time_out_are_retried_and_move_ea
     hold = tmp_path / "hold-fsync"
     for name, value in stuck_disk_env(hold).items():
         monkeypatch.setenv(name, value)
-    broker = BrokerProcess(tmp_path / "data", {"offsets.commit.timeout.ms": "1000"}).start()
+    broker = BrokerProcess(tmp_path / "data", {"http.port": "0", "offsets.commit.timeout.ms": "1000"}).start()
     try:
         admin = AdminClient({"bootstrap.servers": broker.bootstrap})
         for future in admin.create_topics([NewTopic("target", 1, 1), NewTopic(
