@@ -16,6 +16,7 @@ import select
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -24,23 +25,29 @@ from tidelog.session_timer import SessionTimer
 
 uvloop = pytest.importorskip("uvloop")
 
-SESSION_MS = 100
+# Long enough that the helper, woken by the deadline's arrival on its pipe, stops this process
+# before the deadline on a loaded machine too: with 100 ms and the helper's fixed 20 ms sleep
+# before the stop, a helper not scheduled for ~80 ms (load 8 on 2 cores) stopped it only after
+# the timer had fired, and the member expired with no heartbeat sent yet (flaky, session 15).
+SESSION_MS = 500
 
-# Says it runs (fd argv[3]), stops the test's process (argv[1]) 20 ms later, sends the heartbeat
-# on fd argv[2] 10 ms after that (in time), resumes the process 300 ms later (past the
-# deadline); always resumes.
+# Says it runs (fd argv[3]), reads the timer's deadline (time.monotonic(), the loops' clock) from
+# fd argv[4], stops the test's process (argv[1]) at once, sends the heartbeat on fd argv[2] (in
+# time), resumes the process 200 ms after the deadline; always resumes. Its exit status says
+# whether the stop came before the deadline (0) or after (3: the run did not test the case).
 STALL = r"""
 import os, signal, sys, time
-pid, fd, ready = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+pid, fd, ready, go = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 os.write(ready, b"r")
-time.sleep(0.02)
+deadline = float(os.read(go, 64))
 os.kill(pid, signal.SIGSTOP)
 try:
-    time.sleep(0.01)
+    in_time = time.monotonic() < deadline
     os.write(fd, b"heartbeat")
-    time.sleep(0.3)
+    time.sleep(max(deadline + 0.2 - time.monotonic(), 0.01))
 finally:
     os.kill(pid, signal.SIGCONT)
+sys.exit(0 if in_time else 3)
 """
 
 
@@ -76,18 +83,21 @@ def test_a_heartbeat_sent_in_time_during_a_stop_is_read_before_the_expiry(new_lo
 
         ours, theirs = socket.socketpair()
         ready_r, ready_w = os.pipe()
+        go_r, go_w = os.pipe()
         transport, _ = await loop.connect_accepted_socket(Connection, ours)
         try:
-            stall = subprocess.Popen([sys.executable, "-c", STALL, str(os.getpid()), str(theirs.fileno()), str(ready_w)],
-                                     pass_fds=[theirs.fileno(), ready_w])
+            stall = subprocess.Popen([sys.executable, "-c", STALL, str(os.getpid()), str(theirs.fileno()), str(ready_w), str(go_r)],
+                                     pass_fds=[theirs.fileno(), ready_w, go_r])
             assert select.select([ready_r], [], [], 30)[0], "the helper did not start"
             assert os.read(ready_r, 1) == b"r"  # it runs (read blocking: no timer is armed yet)
+            deadline = time.monotonic() + SESSION_MS / 1000  # no later than the timer's own
             arm()
             started = loop.time()
+            os.write(go_w, repr(deadline).encode())
             while not member["heartbeats"] and not expired:  # the loop waits in epoll meanwhile
                 assert loop.time() - started < 10, "neither a heartbeat nor an expiry"
                 await asyncio.sleep(0.005)
-            stall.wait(10)
+            assert stall.wait(10) == 0, "the helper stopped this process only after the deadline"
             assert loop.time() - started > SESSION_MS / 1000, "the stop did not outlast the session"
             assert not expired, "the member expired with its heartbeat waiting in the socket"
             while not expired:  # no heartbeat now: it expires
@@ -98,6 +108,8 @@ def test_a_heartbeat_sent_in_time_during_a_stop_is_read_before_the_expiry(new_lo
             theirs.close()
             os.close(ready_r)
             os.close(ready_w)
+            os.close(go_r)
+            os.close(go_w)
 
     loop = new_loop()
     try:

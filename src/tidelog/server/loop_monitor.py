@@ -125,10 +125,16 @@ class LoopMonitor:
                 self.stalls += 1
                 if self.count_stall is not None:
                     self.count_stall()
-                if self._watchdog_checks - checks_before < lag / self._watchdog_period / 2:
-                    who = "the whole process did not run for most of it (stopped, starved of CPU, or in a call holding the GIL)"
-                else:
+                if self._watchdog_checks - checks_before >= lag / self._watchdog_period / 2:
                     who = "the process ran meanwhile: the loop's thread was blocked or busy (see the stack logged while stuck)"
+                elif _ran(cpu_now, cpu_before, lag):
+                    # The watchdog did not run (it needs the GIL the busy loop holds, and each runs
+                    # only in the CPU slices a loaded machine gives), but the loop's thread did: a
+                    # busy loop starved of CPU, not a stopped process.
+                    who = ("the process ran meanwhile: the loop's thread was busy on a machine too loaded for the "
+                           "watchdog to run (see the stack logged while stuck)")
+                else:
+                    who = "the whole process did not run for most of it (stopped, starved of CPU, or in a call holding the GIL)"
                 logger.warning("event loop stalled: a task due in %.1f s woke %.1f s late; the loop's thread ran %s "
                                "of CPU in that time, load average %s; %s", interval, lag, _seconds(cpu_now, cpu_before),
                                _load_average(), who)
@@ -156,6 +162,7 @@ class LoopMonitor:
     def _watch(self) -> None:
         period = self._watchdog_period
         checked = time.monotonic()
+        cpu_checked = self._cpu_s()
         while not self._stopped.wait(period):
             self._watchdog_checks += 1
             # A loop closed without stop() (a broker's stop() that failed before it): nothing is
@@ -170,6 +177,7 @@ class LoopMonitor:
             # or a call holding the GIL), not the loop alone.
             overslept = now - checked - period
             checked = now
+            cpu_before, cpu_checked = cpu_checked, self._cpu_s()
             last = self._last_wake
             stuck = now - last
             if stuck < self.warn_s or last == self._reported_wake:
@@ -179,7 +187,13 @@ class LoopMonitor:
             if frame is None:
                 return  # the loop's thread is gone
             below = _below_the_loop(traceback.extract_stack(frame))
-            if overslept >= self.warn_s / 2:
+            if overslept >= self.warn_s / 2 and _ran(cpu_checked, cpu_before, overslept + period):
+                # Overslept, yet the loop's thread ran: busy holding the GIL on a loaded machine
+                # (each runs only in the CPU slices it gets), not a stopped process.
+                where = (f"the process ran meanwhile: the loop's thread is busy (it used {_seconds(cpu_checked, cpu_before)} "
+                         f"of CPU in the {overslept + period:.1f} s this watchdog, waiting for the GIL it holds or for a "
+                         "CPU, did not run)")
+            elif overslept >= self.warn_s / 2:
                 where = (f"the whole process did not run for {overslept + period:.1f} s (stopped, starved of CPU, or "
                          "in a call holding the GIL)")
             else:
@@ -201,6 +215,12 @@ def _below_the_loop(frames: traceback.StackSummary) -> list:
              and f.filename.endswith(("asyncio/runners.py", "asyncio/base_events.py"))]
     start = marks[-1] + 1 if marks else 0
     return list(frames[start:])[-_STACK_FRAMES:]
+
+
+def _ran(after: float | None, before: float | None, elapsed: float) -> bool:
+    """The loop's thread used CPU for 5% or more of ``elapsed`` (a stopped process: none; a busy
+    loop gets its share of a core, a tenth at load 20 on 2 cores)."""
+    return after is not None and before is not None and after - before >= 0.05 * elapsed
 
 
 def _seconds(after: float | None, before: float | None) -> str:
