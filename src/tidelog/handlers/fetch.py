@@ -63,21 +63,38 @@ async def handle(ctx: RequestContext, request) -> list:
 
 class Parked:
     """A Fetch that found less than ``min_bytes``: ``response()`` waits for data (up to
-    ``max_wait``), reading again as appends and flushes wake it, then answers."""
+    ``max_wait``), reading again as appends and flushes wake it, then answers.
 
-    __slots__ = ("ctx", "request", "state", "deadline", "watched")
+    It is among its partitions' parked reads only from its task's first step, a loop turn after
+    the read: ``marks`` (what a wake-up follows, as of the read) tells that step whether data came
+    in between (a group commit's job end in the same poll batch), which woke nobody for it: it
+    reads again at once instead of waiting for the next move or its ``max_wait``."""
+
+    __slots__ = ("ctx", "request", "state", "deadline", "watched", "marks")
 
     def __init__(self, ctx: RequestContext, request, state: tuple, deadline: float, watched: list) -> None:
         self.ctx, self.request, self.state, self.deadline, self.watched = ctx, request, state, deadline, watched
+        self.marks = _marks(watched, state[4] >= 0)
 
     async def response(self) -> list:
         ctx, request, state = self.ctx, self.request, self.state
         wanted, replica_id = state[3], state[4]
+        moved = self.marks != _marks(self.watched, replica_id >= 0)
         while True:
-            await wait_for_data(self.watched, self.deadline - time.monotonic(), replica=replica_id >= 0)
+            if not moved:
+                await wait_for_data(self.watched, self.deadline - time.monotonic(), replica=replica_id >= 0)
+            moved = False
             topics, total_bytes, any_error = _read(ctx, request, wanted, replica_id)
             if total_bytes >= request.min_bytes or any_error or time.monotonic() >= self.deadline:
                 return _respond(ctx, state, topics)
+
+
+def _marks(watched: list, replica: bool) -> list[tuple[int, int]]:
+    """What wakes a parked read, per watched partition: a consumer's the high watermark, a
+    follower's the log end (wait_for_data); both, a leadership change (the epoch)."""
+    if replica:
+        return [(partition.log.log_end_offset, partition.leader_epoch) for partition in watched]
+    return [(partition.high_watermark, partition.leader_epoch) for partition in watched]
 
 
 def answer_now(ctx: RequestContext, request) -> list | Parked:
