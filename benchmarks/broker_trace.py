@@ -19,7 +19,10 @@ Noted, each as a row of a list in OUT (JSON, written at exit):
   ``LAG_NOTE_S`` late (the loop was busy or the process had no CPU);
 - ``roll``: segment rolls;
 - ``fetch``: each parked Fetch (``wait_for_data`` in handlers/fetch.py), parked and woken;
-- ``req``: each request's frame as the connection starts it (its API key).
+- ``req``: each request's frame as the connection starts it (its API key, the connection's id);
+- ``write`` / ``fwrite``: a connection's responses written (``_write_out``: one writelines of
+  the responses ready; ``_write_slices``: a response with file slices, a Fetch's, once sent or
+  queued), the connection's id: when an answer left the broker.
 
 and, for replication (benchmarks/replication_trace.py puts an acks=all record's time together
 from the three brokers' rows; each partition row names its topic):
@@ -177,9 +180,25 @@ def _install_tidelog() -> None:
 
         def _start_request(self, view, *args, **kwargs):
             if len(view) >= 2:
-                rows.append(["req", _now(), int.from_bytes(view[:2], "big")])
+                rows.append(["req", _now(), int.from_bytes(view[:2], "big"), id(self)])
             return start_request(self, view, *args, **kwargs)
         KafkaConnection._start_request = _start_request
+    if KafkaConnection is not None and hasattr(KafkaConnection, "_write_out"):
+        write_out = KafkaConnection._write_out
+
+        def _write_out(self, out):
+            if out:
+                rows.append(["write", _now(), id(self), len(out)])
+            return write_out(self, out)
+        KafkaConnection._write_out = _write_out
+    if KafkaConnection is not None and hasattr(KafkaConnection, "_write_slices"):
+        write_slices = KafkaConnection._write_slices
+
+        def _write_slices(self, parts):
+            written = write_slices(self, parts)
+            rows.append(["fwrite", _now(), id(self), len(parts)])
+            return written
+        KafkaConnection._write_slices = _write_slices
 
     _install_replication()
     LogManager._start_job, LogManager._job_synced = _start_job, _job_synced

@@ -28,7 +28,15 @@ Each record (offset, produce() time, arrival) is then cut into the stages it wen
 - ``to_loop``: -> the job's outcome was back on the event loop (the hand-back);
 - ``to_fetch_wake``: -> the consumer's parked Fetch resumed (0 when none was parked: the next
   fetch came later, which ``to_consumer`` then holds);
-- ``to_consumer``: -> the consumer had it (the read, the response, librdkafka).
+- ``fetch_answer``: -> the Fetch response that carried it left the broker (the read, the
+  response, the write; from broker_trace's ``write``/``fwrite`` rows; 0 in a tree without them;
+  when no Fetch was parked, the consumer's next Fetch's way in too: ``fetch_answer_parked_ms``
+  gives it over the records whose Fetch was parked, the broker's own part);
+- ``to_consumer``: -> the consumer had it (the socket, librdkafka, the consumer's poll).
+
+Beside the stages, ``ack_write_ms``: the job's outcome on the loop -> the Produce response that
+acknowledged the record left the broker (the Produce tasks' steps, their done-callbacks, the
+write): the broker's share of an acknowledgement after the fsync.
 
 Each stage's p50/p90/p99 over every record is reported too, with how many records' job ended
 while no consumer Fetch was parked (the consumer between fetches: the record waits for the next).
@@ -62,7 +70,7 @@ from benchmarks import kafka_load, references, writeback
 from benchmarks.procs import ServerProcess, load_average, port_open
 
 HERE = Path(__file__).resolve().parent
-STAGES = ("to_append", "to_job", "to_syscall", "syscall", "to_loop", "to_fetch_wake", "to_consumer")
+STAGES = ("to_append", "to_job", "to_syscall", "syscall", "to_loop", "to_fetch_wake", "fetch_answer", "to_consumer")
 
 
 def _schedstat(pid: int) -> dict[int, tuple[str, int, int]]:
@@ -252,6 +260,16 @@ def analyse(got, trace, sched: dict, client_sched: dict, perf, slow_ms: float) -
     lags = [row for row in trace if row[0] == "lag"]
     rolls = [row for row in trace if row[0] == "roll"]
     wakes = sorted(row[2] for row in trace if row[0] == "fetch")  # when each parked fetch resumed
+    # The connections: the producer's (its Produce frames) and the consumer's Fetch connection
+    # (the one that sent the most Fetch requests); each one's response writes, in time order.
+    by_conn: dict[tuple[int, int], int] = {}
+    for row in trace:
+        if row[0] == "req" and len(row) > 3 and row[2] in (0, 1):
+            by_conn[(row[2], row[3])] = by_conn.get((row[2], row[3]), 0) + 1
+    conn_of = {api: max((c for (a, c) in by_conn if a == api), key=lambda c: by_conn[(api, c)], default=None)
+               for api in (0, 1)}
+    writes_of = {api: sorted(row[1] for row in trace if row[0] in ("write", "fwrite") and row[2] == conn_of[api])
+                 for api in (0, 1)}
     # One job at a time: each synced row is the outcome of the latest job before it that aimed at
     # the same end offset and is not taken yet (a job with nothing to sync has no synced row; a
     # chained job, noted at its fsync's start, may begin before the one before it is synced).
@@ -288,15 +306,24 @@ def analyse(got, trace, sched: dict, client_sched: dict, perf, slow_ms: float) -
         # The first parked fetch to resume after its job's outcome (none: the fetch was not parked then).
         w = bisect.bisect_left(wakes, synced_t)
         woken = wakes[w] if w < len(wakes) and wakes[w] <= arrived else synced_t
+        # The first write of the consumer's Fetch connection from then on: the response that
+        # carried the record left the broker (none before its arrival: no write rows, an older tree).
+        fw = writes_of[1]
+        f = bisect.bisect_left(fw, woken)
+        answered = fw[f] if f < len(fw) and fw[f] <= arrived else woken
+        pw = writes_of[0]
+        a = bisect.bisect_left(pw, synced_t)
+        acked = pw[a] - synced_t if a < len(pw) else None
         stages = {"to_append": entered - produced, "to_job": job_t - entered, "to_syscall": first - job_t,
                   "syscall": last - first, "to_loop": synced_t - last, "to_fetch_wake": woken - synced_t,
-                  "to_consumer": arrived - woken}
+                  "fetch_answer": answered - woken, "to_consumer": arrived - answered}
         # While it waited for its job to start, the running job's fsync syscalls (the disk) took:
         j = bisect.bisect_left(fsync_starts, entered - 200_000_000)
         waited_on_disk = sum(max(0, min(r[3], job_t) - max(r[2], entered))
                              for r in fsyncs[j:bisect.bisect_right(fsync_starts, job_t)] if r[5].endswith(".log"))
         per_record.append({"offset": offset, "produced": produced, "arrived": arrived,
                            "e2e": arrived - produced, "stages": stages, "job": (job_t, synced_t), "entered": entered,
+                           "ack_write": acked,
                            "disk": waited_on_disk + stages["syscall"],
                            "job_fsyncs": [(r[4], os.path.basename(r[5]), r[6], r[3] - r[2]) for r in in_job]})
     # to_append in two: produce() -> its Produce frame read by the broker (the client, the socket),
@@ -423,6 +450,11 @@ def analyse(got, trace, sched: dict, client_sched: dict, perf, slow_ms: float) -
         # the GIL's switch interval.
         "stage_ms": {s: _quantiles(sorted(r["stages"][s] for r in per_record)) for s in STAGES},
         "fetch_not_parked": sum(1 for r in per_record if r["stages"]["to_fetch_wake"] == 0),
+        "fetch_answer_parked_ms": _quantiles(sorted(r["stages"]["fetch_answer"] for r in per_record
+                                                    if r["stages"]["to_fetch_wake"] > 0)) if writes_of[1] else None,
+        # the job's outcome on the loop -> the Produce response acknowledging the record written
+        "ack_write_ms": _quantiles(sorted(r["ack_write"] for r in per_record if r["ack_write"] is not None))
+        if writes_of[0] else None,
         # to_append's two parts (see above): None when the Produce frames and waits did not pair up
         "to_append_split_ms": {
             "to_broker": _quantiles(sorted(r["split"][0] for r in per_record if r["split"])),
@@ -485,7 +517,11 @@ def summary_line(run: int, r: dict) -> str:
     if r.get("stage_ms"):
         lines.append("  every record, stage p50/p90/p99 ms: " + ", ".join(
             f"{s} {v['p50']:.2f}/{v['p90']:.2f}/{v['p99']:.2f}" for s, v in r["stage_ms"].items())
-            + f"; fetch not parked at the job's end: {r['fetch_not_parked']} of {r['records']}")
+            + f"; fetch not parked at the job's end: {r['fetch_not_parked']} of {r['records']}"
+            + (f"; the job's outcome -> the Produce ack written {'/'.join(f'{v:.2f}' for v in r['ack_write_ms'].values())}"
+               if r.get("ack_write_ms") else "")
+            + (f"; fetch_answer when parked {'/'.join(f'{v:.2f}' for v in r['fetch_answer_parked_ms'].values())}"
+               if r.get("fetch_answer_parked_ms") else ""))
     split = r.get("to_append_split_ms")
     if split:
         lines.append("  to_append: produce() -> the Produce frame read " + "/".join(f"{v:.2f}" for v in split["to_broker"].values())

@@ -34,6 +34,8 @@ def test_latency_trace_cuts_each_record_into_the_stages_the_broker_noted(tmp_pat
     assert all(0 <= q["p50"] <= q["p90"] <= q["p99"] for q in stages.values() if q["p50"] >= 0), stages
     assert stages["syscall"]["p50"] > 0  # the fsyncs noted, whichever thread (C or Python) ran them
     assert 0 <= run["fetch_not_parked"] <= run["records"]
+    assert stages["fetch_answer"]["p50"] > 0  # the Fetch responses' writes noted (broker_trace's write rows)
+    assert 0 < run["ack_write_ms"]["p50"] <= run["ack_write_ms"]["p99"]  # and the Produce responses'
     for worst in run["worst"]:
         stages = worst["stages_ms"]
         assert all(value >= -0.01 for value in stages.values()), stages  # the same clock in both processes
