@@ -13,6 +13,7 @@ LogManager and real leader partitions."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -113,3 +114,43 @@ def test_a_produce_in_the_durable_profile_whose_fsync_does_not_end_times_out(tmp
         assert one.log.durable_offset == 9 and one.high_watermark == 9
 
     run(main, tmp_path, durability="durable")
+
+
+@pytest.mark.parametrize("mixed", [False, True], ids=["balanced", "mixed"])
+def test_a_timed_out_wait_leaves_the_produce_purgatory(tmp_path, gate, mixed):  # noqa: F811
+    """robust16: a wait answered REQUEST_TIMED_OUT stayed registered with the group commit
+    (LogManager's balanced waiters: tidelog_produce_purgatory_size) until the stuck flush ended,
+    and each retry added one more: retries x partitions, bounded only by the stall. Now a wait
+    that times out (or whose request is cancelled: its connection closed) is forgotten at once;
+    one still within its timeout stays. ``mixed``: a partition in the durable profile too (the
+    balanced part of a gathered wait). Failed before: 2 a retry still registered."""
+    async def main(logs, partitions):
+        one, two = leader(logs, partitions, "one"), leader(logs, partitions, "two")
+        extra = []
+        if mixed:
+            three = partitions[("three", 0)] = Partition("three", 0, logs.create("three", 0, dataclasses.replace(
+                logs.default_config, durability="durable")), logs, NODE, PartitionConfig())
+            three.make_leader(PartitionState((NODE,), NODE, 0, (NODE,)))
+            extra = [three]
+        try:
+            for retry in range(5):  # a producer's retries, each timing out on the stuck flush
+                held = [(p, append(p)) for p in [one, two, *extra]]
+                errors = await asyncio.wait_for(wait_for_acks(held, -1, 0.1, logs), 5)
+                assert errors == [ErrorCode.request_timed_out] * len(held)
+                assert logs.pending_durability_waits() == 0, retry
+            # One still waiting counts; cancelled (its connection closed), it is forgotten too.
+            waiting = asyncio.ensure_future(wait_for_acks([(p, append(p)) for p in [one, *extra]], -1, 30, logs))
+            await asyncio.sleep(0.05)
+            assert logs.pending_durability_waits() == 1
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert logs.pending_durability_waits() == 0
+        finally:
+            gate.release(1000)
+        # the flush ends: everything appended is durable, and the next wait is answered in time
+        after = [(one, append(one))]
+        assert await asyncio.wait_for(wait_for_acks(after, -1, 5, logs), 5) == [ErrorCode.none]
+        assert one.log.durable_offset == one.log.log_end_offset
+
+    run(main, tmp_path)

@@ -170,12 +170,23 @@ async def wait_for_acks(appended: list[tuple[Waitable, int]], required_acks: int
             try:
                 await durable
             except _FlushTimedOut:
+                logs.forget_answered([partition.log for partition, _ in appended])
                 return [ErrorCode.request_timed_out] * len(appended)
-        elif not await _done_within(durable, timeout_s):  # the durable profile's tasks: a fsync each
-            flush_deadlines(loop).note(1, 0 if durability_in_timeout else 1)
-            return [ErrorCode.request_timed_out] * len(appended)
-        elif _flush_deadlines is not None and _flush_deadlines.stuck:  # on time: the episode's end
-            _flush_deadlines.note(0, 0)
+            except BaseException:  # cancelled (its connection closed): nobody waits any more either
+                logs.forget_answered([partition.log for partition, _ in appended])
+                raise
+        else:  # the durable profile's tasks (a fsync each), with any balanced part gathered
+            try:
+                in_time = await _done_within(durable, timeout_s)
+            except asyncio.CancelledError:
+                logs.forget_answered([partition.log for partition, _ in appended])
+                raise
+            if not in_time:
+                logs.forget_answered([partition.log for partition, _ in appended])
+                flush_deadlines(loop).note(1, 0 if durability_in_timeout else 1)
+                return [ErrorCode.request_timed_out] * len(appended)
+            if _flush_deadlines is not None and _flush_deadlines.stuck:  # on time: the episode's end
+                _flush_deadlines.note(0, 0)
     if required_acks != -1:
         return [ErrorCode.none] * len(appended)
     outcomes: list[ErrorCode | asyncio.Future] = []
@@ -305,8 +316,11 @@ def flush_deadlines(loop: asyncio.AbstractEventLoop) -> FlushDeadlines:
 
 async def _done_within(future: asyncio.Future, timeout_s: float) -> bool:
     """Whether ``future`` ended within ``timeout_s`` (its exception raised here if it failed).
-    ``future`` itself is left alone (a group commit answers it later; its outcome is then
-    dropped) rather than cancelled, as asyncio.wait_for would."""
+    Past it (or the waiter cancelled) ``future`` is cancelled: nobody reads its outcome, and a
+    balanced part's future, cancelled, is forgotten by the group commit's registry
+    (LogManager.forget_answered) rather than kept until the flush ends. The flushes themselves go
+    on: the durable profile's tasks wait on their fsync shielded, the group commit skips a
+    future that is done."""
     if not future.done():
         loop = asyncio.get_running_loop()
         ended = loop.create_future()
@@ -320,13 +334,14 @@ async def _done_within(future: asyncio.Future, timeout_s: float) -> bool:
         try:
             in_time = await ended
         except BaseException:  # the waiter is cancelled: nobody reads the outcome either
-            future.add_done_callback(_drop_outcome)
+            future.remove_done_callback(on_done)
+            _abandon(future)
             raise
         finally:
             timer.cancel()
         if not in_time:
             future.remove_done_callback(on_done)
-            future.add_done_callback(_drop_outcome)
+            _abandon(future)
             return False
     future.result()
     return True
@@ -335,6 +350,12 @@ async def _done_within(future: asyncio.Future, timeout_s: float) -> bool:
 def _time_up_false(ended: asyncio.Future) -> None:
     if not ended.done():
         ended.set_result(False)
+
+
+def _abandon(future: asyncio.Future) -> None:
+    """A wait nobody reads any more: cancelled, or (done meanwhile) its outcome retrieved."""
+    if not future.cancel():
+        _drop_outcome(future)
 
 
 def _drop_outcome(future: asyncio.Future) -> None:

@@ -701,6 +701,23 @@ class LogManager:
             return futures[0]
         return asyncio.gather(*futures) if futures else None
 
+    def forget_answered(self, logs: Iterable[PartitionLog]) -> None:
+        """Drop the waiters of ``logs`` already answered (timed out: cluster/waiters.py's
+        FlushDeadlines; cancelled: the request's connection closed) from the group commit's
+        registry. Called by a wait that ended so, never on the way of one answered in time: a
+        stuck flush otherwise kept every timed-out wait registered until it ended, each retry
+        of a producer adding one a partition (the produce purgatory grew with the stall)."""
+        registry = self._balanced_waiters
+        for log in logs:
+            waiters = registry.get(log)
+            if waiters is None:
+                continue
+            still_waiting = [w for w in waiters if not w[1].done()]
+            if still_waiting:
+                registry[log] = still_waiting
+            else:
+                del registry[log]
+
     def pending_durability_waits(self) -> int:
         """Acknowledgements waiting for a group commit (the produce purgatory)."""
         return sum(len(waiters) for waiters in self._balanced_waiters.values())
