@@ -7,6 +7,7 @@ as AckBatch tuples, the form the share-partitions take.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Collection, Coroutine, Iterable
 
@@ -16,6 +17,8 @@ from tidelog.protocol.errors import ErrorCode
 from tidelog.protocol.share_requests import AckTopic
 from tidelog.queues.manager import ShareManager
 from tidelog.queues.state_records import ShareStateKey
+
+logger = logging.getLogger(__name__)
 
 PartitionId = tuple[uuid.UUID, int]
 _MOVED = (ErrorCode.not_leader_or_follower, ErrorCode.fenced_leader_epoch)
@@ -50,13 +53,33 @@ async def _gathered(applying: dict[PartitionId, Coroutine], errors: dict[Partiti
     """Run the partitions' acknowledgements side by side, as Kafka's SharePartitionManager does: each
     one's state change applied at once (not after the previous partition's state write), so after a
     stall all of them are in before a lock timer acts (tidelog/session_timer.py), and their writes
-    share one durability wait. One partition, the usual case, is awaited as it is (no task)."""
+    share one durability wait. One partition, the usual case, is awaited as it is (no task).
+
+    An error that is not a KafkaError (ShareManager.acknowledge answers those itself: a bug) is
+    that partition's UNKNOWN_SERVER_ERROR, logged with its traceback; the others are answered
+    as they end (gather's return_exceptions: none left running unobserved, robust16)."""
     if len(applying) == 1:
         [(pid, coroutine)] = applying.items()
-        errors[pid] = await coroutine
-    else:
-        errors.update(zip(applying, await asyncio.gather(*applying.values())))
+        applying.clear()
+        try:
+            errors[pid] = await coroutine
+        except Exception as e:  # noqa: BLE001 - this partition's answer; see the docstring
+            errors[pid] = _failed(pid, e)
+        return
+    outcomes = await asyncio.gather(*applying.values(), return_exceptions=True)
+    for pid, outcome in zip(applying, outcomes):
+        errors[pid] = _failed(pid, outcome) if isinstance(outcome, BaseException) else outcome
     applying.clear()
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+            raise outcome  # cancelled (the connection closed) or the process stopping: every one ended first
+
+
+def _failed(pid: PartitionId, error: BaseException) -> ErrorCode:
+    if isinstance(error, Exception):
+        logger.error("share-partition %s-%d: acknowledgement failed unexpectedly", pid[0], pid[1],
+                     exc_info=(type(error), error, error.__traceback__))
+    return ErrorCode.unknown_server_error
 
 
 def has_renew(topics: Iterable[AckTopic]) -> bool:
