@@ -15,6 +15,7 @@ import logging
 import socket
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from tidelog.config import BrokerConfig
@@ -96,3 +97,47 @@ async def _scenario(data_dir, caplog) -> None:
 def test_failing_peers_are_logged_once_an_episode_and_remembered_within_a_bound(tmp_path, caplog):
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
         asyncio.run(_scenario(tmp_path, caplog))
+
+
+async def _closed_scenario(data_dir, caplog) -> None:
+    broker = make_broker(BrokerConfig.load(env={}, overrides={"http.port": "0"}), data_dir, "127.0.0.1", 0)
+    await broker.start()
+    peer = PeerHttp(broker)
+    runner = None
+    try:
+        async def answer(_request: web.Request) -> web.Response:
+            return web.json_response({})
+
+        app = web.Application()
+        app.router.add_get("/api/v1/broker", answer)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(16)
+        await web.SockSite(runner, listening).start()
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        assert await _ask(peer, address) == 200
+        await peer.close()  # the broker shutting down, a route still running
+        caplog.clear()
+        failed_before = broker.metrics.http_peer_requests.labels("broker", "failed")._value.get()
+        with pytest.raises(aiohttp.ClientError, match="shutting down"):
+            async with peer.request("broker", "GET", address, "/api/v1/broker", 5):
+                pass
+        assert broker.metrics.http_peer_requests.labels("broker", "failed")._value.get() == failed_before + 1
+        # the peer did not fail: no WARNING naming it, and no new session made after the close
+        assert [r.levelname for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING] == []
+        assert peer._session is None or peer._session.closed
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await peer.close()
+        await broker.stop()
+
+
+def test_a_request_after_close_takes_the_unanswered_path(tmp_path, caplog):
+    """robust16: after close() (the broker stopping) aiohttp raised RuntimeError('Session is
+    closed'), which no caller catches: a route running during shutdown answered 500 instead of
+    taking its peer-unreachable path. Now aiohttp.ClientError, counted failed, logged DEBUG."""
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
+        asyncio.run(_closed_scenario(tmp_path, caplog))

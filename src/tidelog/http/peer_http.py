@@ -49,6 +49,7 @@ class PeerHttp:
         self._context: ssl.SSLContext | None = None
         self._context_reloads = -1
         self._failing: dict[str, str] = {}  # address -> the reason of its last failure, while failing
+        self._closed = False
 
     def url(self, address: str, path: str) -> str:
         return f"{self.scheme}://{address}{path}"
@@ -74,9 +75,13 @@ class PeerHttp:
         """``async with peer_http.request(...) as response``: one request to the broker whose HTTP
         address is ``address``; ``what`` names the caller in the metric. Raises aiohttp.ClientError
         or asyncio.TimeoutError as aiohttp does (after counting and logging them)."""
+        counter = self.broker.metrics.http_peer_requests
+        if self._closed:  # the broker is stopping, a route still running: the unanswered path, not a 500
+            counter.labels(what, "failed").inc()
+            logger.debug("HTTP API of the broker at %s not asked: this broker is shutting down", address)
+            raise aiohttp.ClientError("not asked: this broker is shutting down")
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        counter = self.broker.metrics.http_peer_requests
         try:
             context = self._ssl()
         except (ssl.SSLError, OSError) as e:  # the files were readable at start: changed since
@@ -112,5 +117,8 @@ class PeerHttp:
             logger.info("HTTP API of the broker at %s answers again", address)
 
     async def close(self) -> None:
+        """No request after this one: those asked later raise aiohttp.ClientError (aiohttp's
+        closed session raised RuntimeError, which the callers' unanswered path does not catch)."""
+        self._closed = True
         if self._session is not None:
             await self._session.close()
