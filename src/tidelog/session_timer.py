@@ -45,9 +45,10 @@ logger = logging.getLogger(__name__)
 # acknowledgements in a task of their own); a hop costs one callback, on an expiry only.
 EXPIRY_TURNS = 5
 
-# A timer that acts this late after its deadline acted after a stall: logged (INFO from
-# LATE_INFO_S, DEBUG from LATE_DEBUG_S), so a member removed or a lock released then can be told
-# from one that ran out with the loop running (the loop monitor logs the stall itself from 1 s).
+# A timer that acts this late after its deadline acted after a stall: logged (DEBUG from
+# LATE_DEBUG_S; from LATE_INFO_S one INFO a stall, naming how many timers fell due in it: ``_late``),
+# so a member removed or a lock released then can be told from one that ran out with the loop
+# running (the loop monitor logs the stall itself from 1 s).
 LATE_DEBUG_S = 0.1
 LATE_INFO_S = 0.5
 
@@ -88,13 +89,51 @@ class SessionTimer:
         self._handle = None
         late_s = self._loop.time() - self._due
         if late_s >= LATE_DEBUG_S:
-            logger.log(logging.INFO if late_s >= LATE_INFO_S else logging.DEBUG,
-                       "%s runs %.0f ms after its deadline (the loop was held up), the requests that "
-                       "were waiting in the sockets read first",
-                       getattr(self._callback, "__qualname__", self._callback), late_s * 1000)
+            _late(self._loop, self._due, late_s, self._callback)
         self._callback(*self._args)
 
     def cancel(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+
+
+class _Stall:
+    """The timers that fell due during one stall and acted late: its INFO line, logged at the
+    end of the loop turn its first late timer acted in (the others of the stall act in that same
+    turn: they all ran their first hop when the loop came back), names how many."""
+
+    __slots__ = ("loop", "seen_at", "first", "late_s", "count", "reported")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seen_at: float, first: str, late_s: float) -> None:
+        self.loop, self.seen_at, self.first, self.late_s = loop, seen_at, first, late_s
+        self.count = 1
+        self.reported = False
+
+    def report(self) -> None:
+        self.reported = True
+        logger.info("%s runs %.0f ms after its deadline (the loop was held up), the first of %d timer%s that fell "
+                    "due during the stall (the others logged at DEBUG); the requests that were waiting in the "
+                    "sockets read first", self.first, self.late_s * 1000, self.count, "" if self.count == 1 else "s")
+
+
+_stall: _Stall | None = None  # the last stall's late timers (a broker has one loop)
+
+
+def _late(loop: asyncio.AbstractEventLoop, due: float, late_s: float, callback: Callable[..., None]) -> None:
+    """A timer acting ``late_s`` after its deadline ``due`` (>= LATE_DEBUG_S): one INFO a stall
+    (the first timer acting LATE_INFO_S late or more opens it), every other late timer DEBUG: a
+    stall with hundreds of share-partitions' lock timers due was as many INFO lines for one event
+    (the loop monitor WARNs about the stall itself)."""
+    global _stall
+    name = getattr(callback, "__qualname__", callback)
+    stall = _stall
+    if stall is not None and stall.loop is loop and due <= stall.seen_at:  # fell due in that stall too
+        if not stall.reported:
+            stall.count += 1
+    elif late_s >= LATE_INFO_S:
+        _stall = _Stall(loop, loop.time(), name, late_s)
+        loop.call_soon(_stall.report)
+        return
+    logger.debug("%s runs %.0f ms after its deadline (the loop was held up), the requests that were waiting in "
+                 "the sockets read first", name, late_s * 1000)
