@@ -10,9 +10,11 @@ retry, finding nothing changed in memory, answered NONE without writing."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
+from tidelog.groups import consumer_protocol
 from tidelog.groups.consumer_group import decode_group_snapshot
 from tidelog.groups.records import decode_consumer_group_value
 from tidelog.protocol.errors import ErrorCode, KafkaError
@@ -145,3 +147,46 @@ def test_a_static_takeover_whose_write_failed_answers_as_before_and_is_written_n
         c.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_failed_write_nobody_retries_is_written_again_after_a_back_off(monkeypatch, caplog):
+    """robust16: a leave whose write failed removed the member in memory only, and the removal was
+    written with the group's next write: with no member heartbeating, never, and after a
+    coordinator failover the member was back (holding its partitions until its session timeout).
+    Now the coordinator writes the group again after a back-off (doubling, capped) until it is
+    stored; the failure logged once, the retries' failures DEBUG, one INFO once it is stored.
+    Failed before: nothing written however long it waited."""
+    monkeypatch.setattr(consumer_protocol, "WRITE_RETRY_FIRST_S", 0.02, raising=False)
+
+    async def scenario():
+        log = FlakyLog()
+        c = make_coordinator(log)
+        joined = await c.consumer.heartbeat("g", "m1", 0, rebalance_timeout_ms=30000,
+                                            subscribed_topic_names=["orders"], owned={}, topics=TOPICS)
+        assert joined.error == ErrorCode.none
+        log.failure = KafkaError(ErrorCode.request_timed_out, "__consumer_offsets write not replicated")
+        caplog.clear()
+        left = await c.consumer.heartbeat("g", "m1", -1, topics=TOPICS)
+        assert left.error == ErrorCode.coordinator_not_available, left
+        written = len(log.records)
+        await asyncio.sleep(0.2)  # retried (back-off 20, 40, 80 ms): still failing
+        assert len(log.records) == written
+        log.failure = None  # the disk is back; nobody heartbeats
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while len(log.records) == written:
+            assert loop.time() < deadline, "the failed write was never written again"
+            await asyncio.sleep(0.01)
+        stored = decode_group_snapshot("g", decode_consumer_group_value(log.records[-1][1]))
+        assert set(stored.members) == set(), stored.members
+        assert not c.consumer.groups["g"].failed_write
+        lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "tidelog.groups.consumer_protocol"
+                 and ("store" in r.getMessage())]
+        assert [level for level, _ in lines if level not in ("DEBUG",)] == ["WARNING", "INFO"], lines
+        assert len([level for level, _ in lines if level == "DEBUG"]) >= 2, lines  # the retries that failed
+        await asyncio.sleep(0.1)
+        assert len(log.records) == written + 1  # written once: the retries stop
+        c.stop()
+
+    with caplog.at_level(logging.DEBUG, logger="tidelog.groups.consumer_protocol"):
+        asyncio.run(scenario())

@@ -153,6 +153,7 @@ class ConsumerGroup:
         # nothing (consumer_protocol.py ``persist``).
         self.writes_started = 0
         self.failed_write = 0
+        self.rewriting = False  # the coordinator writes it again after a back-off (``_rewrite``)
         # (topic id, partition) -> member id holding it (assigned or pending revocation).
         self.partition_owners: dict[tuple[uuid.UUID, int], str] = {}
 

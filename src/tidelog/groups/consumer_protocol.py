@@ -24,6 +24,7 @@ Not thread-safe; everything runs on the broker's event loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -52,6 +53,11 @@ from tidelog.groups.timers import GroupTimers
 from tidelog.protocol.errors import ErrorCode
 
 logger = logging.getLogger(__name__)
+
+# A group write that failed is written again after this back-off (doubling up to
+# WRITE_RETRY_MAX_S) until one is stored, whether or not a heartbeat does it first (``persist``).
+WRITE_RETRY_FIRST_S = 0.1
+WRITE_RETRY_MAX_S = 5.0
 
 
 @dataclass
@@ -427,11 +433,17 @@ class ConsumerGroupProtocol:
                 self._schedule_rebalance_timeout(group, member)
 
     # --- persistence ---------------------------------------------------------------------------
-    async def persist(self, group: ConsumerGroup, *, answer: bool = False) -> None:
+    async def persist(self, group: ConsumerGroup, *, answer: bool = False, retry: bool = False) -> None:
         """Write the group's snapshot. A failure is logged and leaves ``group.failed_write`` set, so
         the next heartbeat writes the group again even if it changes nothing (the client's retry);
         ``answer`` (a heartbeat waits for it) also raises it as the error the heartbeat answers:
-        the change stays in memory but is not acknowledged until a write of it is durable."""
+        the change stays in memory but is not acknowledged until a write of it is durable.
+
+        A failure also starts ``_rewrite``, which writes the group again after a back-off until
+        one is stored: a change whose write nobody retries (a leave, whose retry finds no member;
+        a member a timer removed) was stored only with the group's next write, never if no
+        member heartbeated, and a coordinator failover brought the member back (robust16).
+        ``retry``: ``_rewrite``'s own write (its failures logged at DEBUG: the first was not)."""
         if group.deleted:
             return
         group.writes_started += 1
@@ -441,12 +453,36 @@ class ConsumerGroupProtocol:
                 [(encode_consumer_group_key(ConsumerGroupKey(group.group_id)), encode_consumer_group_value(encode_group_snapshot(group)))])
         except Exception as e:  # noqa: BLE001 - the next change or heartbeat rewrites the whole group
             group.failed_write = max(group.failed_write, attempt)
-            logger.log(write_failure_level(e), "consumer group %s: cannot store group metadata: %s", group.group_id, e)
+            logger.log(logging.DEBUG if retry else write_failure_level(e),
+                       "consumer group %s: cannot store group metadata: %s", group.group_id, e)
+            if not group.rewriting:
+                group.rewriting = True
+                self.timers.spawn(self._rewrite(group))
             if answer:
                 raise _Reject(heartbeat_write_error(e), f"The group metadata could not be stored: {e}") from None
             return
         if attempt > group.failed_write:  # (a snapshot taken after the failed one's: it holds its changes)
             group.failed_write = 0
+
+    async def _rewrite(self, group: ConsumerGroup) -> None:
+        """Write ``group`` again after a back-off (WRITE_RETRY_FIRST_S, doubling up to
+        WRITE_RETRY_MAX_S) while its last write failed and nothing stored it since (a heartbeat's
+        write does it too); one INFO once stored. Ends with the group (deleted, or no longer this
+        coordinator's: ``stop`` cancels it)."""
+        delay, retries = WRITE_RETRY_FIRST_S, 0
+        try:
+            while group.failed_write and not group.deleted and self.groups.get(group.group_id) is group:
+                await asyncio.sleep(delay)
+                if not group.failed_write or group.deleted:
+                    break
+                retries += 1
+                await self.persist(group, retry=True)
+                delay = min(delay * 2, WRITE_RETRY_MAX_S)
+        finally:
+            group.rewriting = False
+        if retries and not group.failed_write:
+            logger.info("consumer group %s: group metadata stored again (%d retr%s after a failed write)",
+                        group.group_id, retries, "y" if retries == 1 else "ies")
 
     # --- OffsetCommit / OffsetFetch validation -------------------------------------------------
     @staticmethod

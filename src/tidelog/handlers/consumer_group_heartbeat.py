@@ -15,8 +15,9 @@ FENCED_MEMBER_EPOCH, FENCED_INSTANCE_ID, UNRELEASED_INSTANCE_ID, GROUP_MAX_SIZE_
 UNSUPPORTED_ASSIGNOR, INVALID_REGULAR_EXPRESSION, GROUP_ID_NOT_FOUND (the id is a classic group
 with members), COORDINATOR_NOT_AVAILABLE (still loading, or the group's write to
 __consumer_offsets failed or timed out: Kafka's mapping; the client's retry writes it again, but
-a leave's retry finds the member gone, UNKNOWN_MEMBER_ID, and its removal is stored with the
-group's next write), NOT_COORDINATOR (that write found the coordinator moved).
+a leave's retry finds the member gone, UNKNOWN_MEMBER_ID; a failed write is also written again by
+the coordinator after a back-off, so a leave's removal is stored with no member heartbeating),
+NOT_COORDINATOR (that write found the coordinator moved).
 """
 
 from __future__ import annotations
