@@ -5,7 +5,8 @@ The disk is stuck with tests/fault/stuck_disk (writes15's sitecustomize on the b
 PYTHONPATH): while a file exists, every flush job of the broker's log manager waits in its flush
 thread; the event loop runs on. A Produce (acks=all, balanced profile) then waits for a flush that
 does not end. Kafka bounds a Produce's wait by its timeout_ms and answers REQUEST_TIMED_OUT (the
-client retries; an idempotent producer's retry is answered as a duplicate). Before, the wait for
+client retries; an idempotent producer's retry is answered as a duplicate; a timed-out wait
+leaves the produce purgatory at once). Before, the wait for
 the flush had no timeout: the broker held the Produce until the disk answered, never answering
 REQUEST_TIMED_OUT (tidelog_produce_errors_total stayed 0, no log line).
 
@@ -68,6 +69,12 @@ def test_a_produce_on_a_stuck_disk_is_answered_request_timed_out_and_its_retry_w
             assert time.monotonic() - started < 10
             assert acknowledged == [] and failed == []  # nothing acknowledged while the disk is stuck
             wait_until(lambda: timed_out(broker) >= 2, 20, message="the retry answered REQUEST_TIMED_OUT too")
+            # Timed-out waits leave the produce purgatory at once (robust16): it holds the waits
+            # still within their timeout (librdkafka's requests in flight, 5 at the most), not one
+            # a retry for as long as the disk is stuck (it grew with every retry before).
+            wait_until(lambda: timed_out(broker) >= 8, 30, message="more retries answered REQUEST_TIMED_OUT")
+            purgatory = metric(broker, "tidelog_produce_purgatory_size")
+            assert purgatory <= 5, (purgatory, timed_out(broker))
         finally:
             hold.unlink()  # the disk answers again
         assert producer.flush(30) == 0
