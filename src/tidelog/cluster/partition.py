@@ -68,6 +68,7 @@ __all__ = ["AppendResult", "IsrWriter", "Partition", "PartitionConfig", "ReadRes
 logger = logging.getLogger(__name__)
 
 _NEVER = float("inf")  # a time after every append's (bisect by offset alone)
+_new_tuple = tuple.__new__  # a NamedTuple without its Python __new__ (one an append)
 BACKLOG_LOG_INTERVAL_MS = 60_000  # a partition's backlog-hold INFO / WARNING lines: at most one of each a minute
 APPENDS_REMEMBERED = 10_000  # appends above the high watermark whose times a leader keeps (follower_fetched)
 
@@ -322,34 +323,47 @@ class Partition:
         too small an ISR, INVALID_PRODUCER_EPOCH, OUT_OF_ORDER_SEQUENCE_NUMBER,
         KAFKA_STORAGE_ERROR, ...) or InvalidBatch (bad input: CORRUPT_MESSAGE, INVALID_RECORD,
         INVALID_TIMESTAMP, MESSAGE_TOO_LARGE, ...)."""
-        error = self.leader_error()
-        if error is not None:
+        log, state = self.log, self.state
+        # leader_error() for a client (any epoch): leading, its log directory online; inline, as
+        # this runs for every batch produced.
+        if not self.leading or log.log_dir.offline_reason is not None:
+            error = self.leader_error()
             if error == ErrorCode.kafka_storage_error:
-                raise self.log.log_dir.error()
+                raise log.log_dir.error()
             raise KafkaError(error, f"broker {self.node_id} does not lead {self.topic}-{self.index}")
-        if required_acks == -1 and len(self.state.isr) < self.config.min_insync_replicas:
-            raise KafkaError(ErrorCode.not_enough_replicas, f"{self.topic}-{self.index}: the ISR {list(self.state.isr)} is "
+        if required_acks == -1 and len(state.isr) < self.config.min_insync_replicas:
+            raise KafkaError(ErrorCode.not_enough_replicas, f"{self.topic}-{self.index}: the ISR {list(state.isr)} is "
                              f"smaller than min.insync.replicas {self.config.min_insync_replicas}")
         now_ms = now_ms if now_ms is not None else wall_clock_ms()
         records, info, append_time = validate_as_leader(records, self.config, now_ms, self.topic, self.index)
-        self.transactions.check_data(info)  # before idempotence: a zombie's retry is fenced, not a duplicate
+        # The producer checks and their bookkeeping see only batches with a producer id (the four
+        # calls return at once without one: not made for a plain producer's batch).
+        idempotent = info.producer_id >= 0
         producer_state = self.producer_state
-        duplicate_offset = producer_state.check(info)
-        if duplicate_offset is not None:
-            logger.info("duplicate batch from producer %d to %s-%d answered with its offset %d",
-                        info.producer_id, self.topic, self.index, duplicate_offset)
-            return AppendResult(duplicate_offset, duplicate_offset + info.last_offset_delta + 1, append_time,
-                                self.log.log_start_offset, info.record_count, len(records), info.max_timestamp, True)
-        info = set_partition_leader_epoch(records, info, self.state.leader_epoch)
-        base_offset = self.log.append(records, info, now_ms)
-        self._remember_append(len(records))
-        producer_state.update(info, base_offset, now_ms)
-        self.transactions.on_data(info, base_offset, now_ms)
-        if len(self.maximal_isr) <= 1:
-            self._advance_high_watermark()  # throughput: the log end is durable enough at once
+        if idempotent:
+            self.transactions.check_data(info)  # before idempotence: a zombie's retry is fenced, not a duplicate
+            duplicate_offset = producer_state.check(info)
+            if duplicate_offset is not None:
+                logger.info("duplicate batch from producer %d to %s-%d answered with its offset %d",
+                            info.producer_id, self.topic, self.index, duplicate_offset)
+                return AppendResult(duplicate_offset, duplicate_offset + info.last_offset_delta + 1, append_time,
+                                    self.log.log_start_offset, info.record_count, len(records), info.max_timestamp,
+                                    True)
+        info = set_partition_leader_epoch(records, info, state.leader_epoch)
+        base_offset = log.append(records, info, now_ms)
+        size = len(records)
+        if len(state.replicas) > 1:
+            self._remember_append(size)
+        if idempotent:
+            producer_state.update(info, base_offset, now_ms)
+            self.transactions.on_data(info, base_offset, now_ms)
+        # A single replica: the high watermark may move at once (throughput: the log end is
+        # durable enough); maximal_isr without the property calls when no ISR change is pending.
+        if (len(state.isr) if self.pending_isr is None else len(self.maximal_isr)) <= 1:
+            self._advance_high_watermark()
         self.parked_replica_reads.wake()  # followers copy it now; consumers wait for the high watermark
-        return AppendResult(base_offset, base_offset + info.last_offset_delta + 1, append_time, self.log.log_start_offset,
-                            info.record_count, len(records), info.max_timestamp, False)
+        return _new_tuple(AppendResult, (base_offset, base_offset + info.last_offset_delta + 1, append_time,
+                                         log.log_start_offset, info.record_count, size, info.max_timestamp, False))
 
     # ---- acknowledgements (the waits: cluster/waiters.py) -----------------------------------------
     def acks_all_outcome(self, end_offset: int, shortfalls: int | None = None) -> ErrorCode | None:
@@ -366,7 +380,9 @@ class Partition:
             return ErrorCode.not_enough_replicas_after_append
         if self.high_watermark < end_offset:
             return None
-        if len(self.maximal_isr) < self.config.min_insync_replicas:
+        state = self.state  # maximal_isr without its property calls when no ISR change is pending
+        if len(state.isr if self.pending_isr is None and state is not None else self.maximal_isr) \
+                < self.config.min_insync_replicas:
             return ErrorCode.not_enough_replicas_after_append
         return ErrorCode.none
 
@@ -428,8 +444,12 @@ class Partition:
         """Move the high watermark up to what the leader's disk and every in-sync follower hold:
         acknowledgements up to it are answered and consumers parked for data read again
         (followers' fetches are not woken: they read up to the log end, which did not move)."""
-        ends = [self.log.durable_end_offset]  # never past what the leader itself has made durable
-        for replica in self.maximal_isr:
+        durable_end = self.log.durable_end_offset  # never past what the leader itself has made durable
+        if durable_end <= self.high_watermark:  # the minimum below cannot pass it: nothing moves
+            return
+        ends = [durable_end]
+        state = self.state
+        for replica in state.isr if self.pending_isr is None and state is not None else self.maximal_isr:
             if replica != self.node_id:
                 ends.append(self.follower_end_offsets.get(replica, -1))
         candidate = min(ends)

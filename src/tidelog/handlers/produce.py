@@ -147,24 +147,25 @@ def _is_zstd(records) -> bool:
     return records is not None and len(records) >= BATCH_HEADER_SIZE and parse_batch_header(records).compression == ZSTD
 
 
+def _everywhere(request, error_code: ErrorCode) -> list[tuple[str, list[PartitionResult]]]:
+    """``error_code`` for every partition of ``request``."""
+    return [(t.name, [PartitionResult(p.index, error_code) for p in t.partitions]) for t in request.topics]
+
+
 @handles(API_KEY, raw=True)
 async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
     started = time.perf_counter()
     if ctx.held_by is not None:  # in arrival order: the waits end in the order they began
         while (hold := ctx.held_by()) is not None:
             await hold
-    version = ctx.api_version
+    version = ctx.header.api_version  # not the property: a call less on every Produce
     request = decode_produce_request(body, version)
-
-    def everywhere(error_code: ErrorCode) -> list[tuple[str, list[PartitionResult]]]:
-        return [(t.name, [PartitionResult(p.index, error_code) for p in t.partitions]) for t in request.topics]
-
     if version < OLDEST_SUPPORTED_VERSION:
         logger.info("refusing Produce v%d from %s: Kafka 4 supports v3+", version, ctx.peer)
-        return encode_produce_response(version, everywhere(ErrorCode.unsupported_version))
+        return encode_produce_response(version, _everywhere(request, ErrorCode.unsupported_version))
     if request.acks not in (-1, 0, 1):
         logger.info("refusing Produce with acks=%d from %s", request.acks, ctx.peer)
-        return encode_produce_response(version, everywhere(ErrorCode.invalid_required_acks))
+        return encode_produce_response(version, _everywhere(request, ErrorCode.invalid_required_acks))
 
     transactional = []  # (topic, partition, records) of the transactional batches: one pass, no call a batch
     for t in request.topics:
@@ -175,7 +176,7 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
     if transactional and not (
             request.transactional_id is not None
             and ctx.access.authorize(AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, request.transactional_id)):
-        return encode_produce_response(version, everywhere(ErrorCode.transactional_id_authorization_failed))
+        return encode_produce_response(version, _everywhere(request, ErrorCode.transactional_id_authorization_failed))
 
     if transactional:
         refused, asking = _transaction_checks(ctx, request.transactional_id, transactional)
@@ -197,13 +198,13 @@ async def handle(ctx: RequestContext, body: memoryview) -> list[bytes] | None:
                 logger.error("durability wait failed for a produce from %s: %s", ctx.peer, e)
             else:
                 logger.info("produce from %s answered %s: %s", ctx.peer, e.error_code.name, e)
-            results = everywhere(e.error_code)
+            results = _everywhere(request, e.error_code)
         else:
             for (t, p, _, _), error in zip(appended, errors):
                 if error != ErrorCode.none:
                     results[t][1][p] = PartitionResult(results[t][1][p].index, error, error_message=error.name)
                     ctx.metrics.produce_errors.labels(error.name).inc()  # REQUEST_TIMED_OUT: the flush or ISR late
-    ctx.metrics.observe_produce(time.perf_counter() - started)
+    ctx.metrics.produce_latency.observe((), time.perf_counter() - started)  # metrics.observe_produce inline
     return encode_produce_response(version, results)
 
 
@@ -212,7 +213,7 @@ def _append_request(ctx: RequestContext, request, refused: dict[tuple[str, int],
     already), before any await: (results by topic, [(topic position, partition position,
     partition, end offset)] of those appended). Then the holds of an acks=all Produce, and the
     frame goes back to the pool."""
-    version = ctx.api_version
+    version = ctx.header.api_version
     replicas, metrics = ctx.replicas, ctx.metrics
     results: list[tuple[str, list[PartitionResult]]] = []
     appended = []  # (topic position, partition position, partition, end offset)
@@ -229,10 +230,11 @@ def _append_request(ctx: RequestContext, request, refused: dict[tuple[str, int],
             if record is None or not 0 <= partition.index < record.partitions:
                 topic_results.append(PartitionResult(partition.index, ErrorCode.unknown_topic_or_partition))
                 continue
+            appending = False  # an error from the append itself is counted in produce_errors (as append() counts)
             try:
                 if version < ZSTD_MIN_PRODUCE_VERSION and _is_zstd(partition.records):
                     raise InvalidBatch(ErrorCode.unsupported_compression_type, "zstd needs Produce v7 or later")
-                if (topic.name, partition.index) in refused:
+                if refused and (topic.name, partition.index) in refused:
                     raise refused[(topic.name, partition.index)]
                 records = partition.records
                 if records is not None and len(records) >= BATCH_HEADER_SIZE and records[_PRODUCER_ID_AT] & 0xC0 == 0x40 \
@@ -240,9 +242,12 @@ def _append_request(ctx: RequestContext, request, refused: dict[tuple[str, int],
                     metrics.produce_errors.labels(ErrorCode.invalid_producer_id_mapping.name).inc()
                     raise InvalidBatch(ErrorCode.invalid_producer_id_mapping, f"producer id {producer_id} is in the "
                                        f"range of the broker's delay movers (2^62 and above), never allocated to clients")
-                leader, result = append(replicas, metrics, topic.name, partition.index, partition.records, request.acks,
-                                        counted=False)
+                appending = True  # append() inline (a call less a partition)
+                leader = replicas.leader(topic.name, partition.index)
+                result = leader.append_as_leader(partition.records, request.acks)
             except (InvalidBatch, KafkaError) as e:
+                if appending:
+                    metrics.produce_errors.labels(e.error_code.name).inc()
                 # Bad input (a batch Kafka would refuse) is a WARNING; a state answer (not the
                 # leader, an unknown partition, a fenced producer) is routine.
                 logger.log(logging.WARNING if isinstance(e, InvalidBatch) else logging.INFO,
@@ -256,8 +261,10 @@ def _append_request(ctx: RequestContext, request, refused: dict[tuple[str, int],
                                                               result.log_append_time, result.log_start_offset, None, ())))
             size_bytes += result.size_bytes
             record_count += result.record_count
-        if record_count:
-            metrics.count_produced(topic.name, size_bytes, record_count)
+        if record_count:  # metrics.count_produced inline (two calls less a request)
+            labels = (topic.name,)
+            metrics.produced_bytes.inc(labels, size_bytes)
+            metrics.produced_records.inc(labels, record_count)
         results.append((topic.name, topic_results))
 
     # acks=all in a cluster: the connection reads nothing more while a partition is too far

@@ -128,7 +128,9 @@ def _started_now(loop: asyncio.AbstractEventLoop, coro) -> asyncio.Future:
         future = loop.create_future()
         future.set_exception(e)
         return future
-    return loop.create_task(_Rest(coro, yielded))
+    rest = _new_rest(_Rest)  # without a Python __init__: a call less a Produce
+    rest._coro, rest._yielded = coro, yielded
+    return loop.create_task(rest)
 
 
 _STEPPED = object()
@@ -167,11 +169,18 @@ class _Rest(collections.abc.Coroutine):
     def close(self) -> None:
         self._coro.close()
 
-    def __next__(self):
-        return self.send(None)
+    def __next__(self):  # what the task calls for each step (PyIter_Send): send's body, not a call to it
+        yielded = self._yielded
+        if yielded is not _STEPPED:
+            self._yielded = _STEPPED
+            return yielded
+        return self._coro.send(None)
 
     def __await__(self):  # an iterator itself, as a generator-based coroutine is
         return self
+
+
+_new_rest = object.__new__
 
 
 def _cancel_with(task: asyncio.Task, future: asyncio.Future) -> None:
@@ -547,7 +556,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         except Exception as e:  # kio raises several types (decode errors, KeyError for unknown tags)
             self._close(f"cannot decode {api.name} v{api_version} request: {type(e).__name__}: {e}")
             return None
-        self.broker.metrics.count_request(api.name)
+        self.broker.metrics.requests.inc((api.name,))  # metrics.count_request inline (two calls less a request)
         if admission is not Admission.SERVE:
             return _when_done(self._sasl_exchange(admission, api_version, correlation_id, flexible, request), finished)
         if self.access.authorizer is not None and not api.raw:
@@ -593,7 +602,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
         try:
             self._on_response_ready(task)
         finally:
-            self.broker.metrics.observe_request(api_name, started)
+            # metrics.observe_request inline (two calls less a request)
+            self.broker.metrics.request_latency.observe((api_name,), time.perf_counter() - started)
             finished()
 
     def _run_in_order(self, api_key: int, handler, ctx, request, done: Callable[[asyncio.Future], None]
