@@ -8,7 +8,8 @@ can cost this client), and the producer into nothing (``--ceiling``, the issue's
 broker, no batching, no sends). For every thread of the client and of the broker, from
 ``/proc/PID/task/TID/schedstat``: seconds on a CPU, seconds runnable but waiting for one (the
 run queue), and the rest of the phase blocked (a poll, a futex, epoll, the disk). Also when the
-enqueue loop ended (the rest of the phase is the client draining what it queued).
+enqueue loop ended (the rest of the phase is the client draining what it queued) and the client
+process's minor page faults (a deeper queue in the client touches more fresh memory).
 
 The lower bound of the phase on this machine's CPUs is max(all the threads' CPU / CPUs, the
 busiest thread's CPU): the bound line gives it in records/s, and the same against the producer
@@ -69,6 +70,7 @@ def measure(target: str, records: int, record_bytes: int, acks: str, tmp: Path) 
     import confluent_kafka as ck
 
     from benchmarks import kafka_load
+    from benchmarks.machine import own_minor_faults
     from benchmarks.peers import Tidelog
 
     server = None
@@ -84,6 +86,7 @@ def measure(target: str, records: int, record_bytes: int, acks: str, tmp: Path) 
                                 "error_cb": lambda err: None})
         producer.list_topics(TOPIC, timeout=10)  # connected, the topic known (the mock makes it)
         value = os.urandom(record_bytes)
+        faults0 = own_minor_faults()
         machine0, client0, started = busy_cores(), thread_times(os.getpid()), time.perf_counter()
         broker0 = thread_times(server.pid) if server else {}
         sent = kafka_load.produce_into(producer, TOPIC, value, records, time.monotonic() + 300)
@@ -91,6 +94,7 @@ def measure(target: str, records: int, record_bytes: int, acks: str, tmp: Path) 
         left = producer.flush(300)
         wall = time.perf_counter() - started
         client1, machine1 = thread_times(os.getpid()), busy_cores()  # before the producer's threads end
+        faults = own_minor_faults() - faults0
         broker1 = thread_times(server.pid) if server else {}
         del producer
     finally:
@@ -99,6 +103,7 @@ def measure(target: str, records: int, record_bytes: int, acks: str, tmp: Path) 
     return {"target": target, "records": sent - left, "wall_s": wall, "enqueued_s": enqueued,
             "records_per_s": (sent - left) / wall, "client": by_name(client0, client1, wall),
             "broker": by_name(broker0, broker1, wall), "machine_busy_cores": (machine1 - machine0) / wall,
+            "client_minor_faults": faults,
             "load": os.getloadavg()[0]}
 
 
@@ -125,7 +130,8 @@ def report(row: dict, ceiling_rate: float | None) -> str:
     bound = row["records"] / bound_s if bound_s else 0.0
     versus = f" = {bound / ceiling_rate:.0%} of the producer into nothing" if ceiling_rate else ""
     return (f"{row['target']}: load {row['load']:.1f}; {row['records_per_s']:,.0f} records/s, {row['wall_s']:.2f} s, "
-            f"enqueued at {row['enqueued_s']:.2f} s; machine busy {row['machine_busy_cores']:.2f} cores\n"
+            f"enqueued at {row['enqueued_s']:.2f} s; machine busy {row['machine_busy_cores']:.2f} cores; the client's "
+            f"minor page faults {row['client_minor_faults']:,} (first touches of memory)\n"
             f"  client: {_groups(row['client'])}\n  broker: {_groups(row['broker'])}\n"
             f"  CPU {cpu:.2f} s; bound on {os.cpu_count()} CPUs: {bound_s:.2f} s, {bound:,.0f} records/s{versus}")
 
