@@ -298,6 +298,10 @@ class BrokerMetrics:
             "tidelog_follower_write_behind_bytes", "Bytes of followed partitions' copies whose write-back this broker "
             "started before their flush (replica.write.behind.bytes).", registry=r,
         )
+        self.follower_cache_released_bytes = Counter(
+            "tidelog_follower_cache_released_bytes", "Bytes of followed partitions' flushed copies this broker dropped "
+            "from the page cache (replica.page.cache.keep.bytes).", registry=r,
+        )
         self.follower_write_behind_failures = Counter(
             "tidelog_follower_write_behind_failures", "Write-backs of followed partitions' copies that could not be "
             "started (logged; the scheduled flush writes them back and reports a write-back error).", registry=r,

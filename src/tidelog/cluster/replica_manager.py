@@ -21,7 +21,13 @@ no flush covers, and a follower that becomes leader flushes everything first
 followed partition's appends are handed to the disk every ``replica.write.behind.bytes`` (write-behind:
 ``sync_file_range`` starts their write-back without waiting for it), so the scheduled fsync finds
 little left to write and the leaders' fsyncs on the same disk do not queue behind a second's
-copies written back at once. High watermarks: every ``replica.high.watermark.checkpoint.interval.ms``
+copies written back at once. Once a flush has made a followed partition's copies durable,
+they leave the page cache but the last ``replica.page.cache.keep.bytes`` of it
+(``posix_fadvise(DONTNEED)`` of clean pages): a follower reads its copies only once it leads, and
+the pages freed take its (and the leader's) next writes. Pages new to the process cost far more
+to write into than pages just freed: on this project's VM, whose free memory goes back to the
+host, the page-cache copy of RF 3's three writes of each byte was half of every broker's CPU on
+an idle machine (BENCHMARKS.md, Replication). High watermarks: every ``replica.high.watermark.checkpoint.interval.ms``
 and at shutdown into ``<data dir>/replication-offset-checkpoint`` (Kafka's file,
 storage/offset_checkpoint.py), read back at start. Idempotent
 producers idle for ``producer.id.expiration.ms`` are forgotten every
@@ -36,7 +42,7 @@ import ctypes
 import logging
 import mmap
 import os
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
@@ -65,9 +71,11 @@ INELIGIBLE_LOG_INTERVAL_MS = 10_000  # a broker refused an ISR for its eligibili
 # left to the flush schedule, whose fsync runs in a thread, so the event loop never submits much
 # write-back itself.
 WRITE_BEHIND_MAX_FACTOR = 4
+FLUSH_MARKS = 8  # flushes asked for and not yet ended remembered a partition (one runs, one waits)
 WRITE_BEHIND_LOG_INTERVAL_MS = 60_000  # a failed write-back start: one WARNING this often
 SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h: start write-back of the range's dirty pages, do not wait
 PAGE_BYTES = mmap.PAGESIZE
+MAX_FOLIO_BYTES = 2 << 20  # the largest page-cache folio (a PMD's worth on x86_64 and arm64 with 4 KiB pages)
 
 
 def _sync_file_range():
@@ -115,6 +123,27 @@ def write_behind(log: "PartitionLog", appended: int, max_bytes: int) -> int:
     return end - start
 
 
+def release_flushed(segment, start: int, end: int) -> int:
+    """Drop ``segment``'s pages from ``start`` to ``end`` (whole pages: the one ``end`` falls in
+    stays, and so does a large folio that spans ``end``) from the page cache; the bytes asked
+    for (0 if none, the file closed, or no posix_fadvise here). Only for bytes an fsync has made durable: their pages are clean, so
+    POSIX_FADV_DONTNEED frees them at once (on dirty pages it would start their write-back and
+    keep them; it never loses data). ~0.05 ms a MiB here, on the event loop."""
+    start -= start % PAGE_BYTES
+    end -= end % PAGE_BYTES
+    if end <= start or _fadvise is None:
+        return 0
+    try:
+        _fadvise(segment.fd, start, end - start, _DONTNEED)
+    except OSError:  # closed (deleted, truncated away) meanwhile: nothing of it to keep
+        return 0
+    return end - start
+
+
+_fadvise = getattr(os, "posix_fadvise", None)
+_DONTNEED = getattr(os, "POSIX_FADV_DONTNEED", 4)
+
+
 class IsrMetrics(Protocol):
     isr_shrinks: object  # prometheus Counters
     isr_expands: object
@@ -123,6 +152,7 @@ class IsrMetrics(Protocol):
     isr_join_refusals: object  # caught-up followers kept out of an ISR: their broker not eligible yet
     follower_write_behind_bytes: object  # copies whose write-back started before their flush
     follower_write_behind_failures: object  # write-backs that could not be started
+    follower_cache_released_bytes: object  # flushed copies dropped from the page cache
 
 
 class ReplicaManager:
@@ -149,6 +179,11 @@ class ReplicaManager:
         self._write_behind_logged_ms = -WRITE_BEHIND_LOG_INTERVAL_MS
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop write-behinds are scheduled on
         self._flush_due = asyncio.Event()  # set once follower_unflushed_bytes reaches the bytes bound
+        # Followed partitions' flushes asked for: (log end offset, segment, its size, the log's
+        # truncations) at the ask; and (segment, position) below which its pages were released.
+        self._flush_marks: dict[tuple[str, int], deque] = {}
+        self._released: dict[tuple[str, int], tuple[object, int]] = {}
+        self.cache_keep_bytes = config["replica.page.cache.keep.bytes"]  # -1: never dropped
         self._checkpointed_high_watermarks: dict[tuple[str, int], int] = {}
         self._dirty: set[tuple[str, int]] = set()
         self._applied_configs: dict[str, dict] = {}
@@ -396,7 +431,14 @@ class ReplicaManager:
         for key in keys:
             partition = self.partitions.get(key)
             if partition is not None and partition.log.flush_deferred and not partition.log.closed:
-                self.logs.flush_soon(partition.log)
+                log = partition.log
+                if self.cache_keep_bytes >= 0:  # what this flush covers, for _release_follower_copies
+                    segment = log.active_segment
+                    marks = self._flush_marks.get(key)
+                    if marks is None:
+                        marks = self._flush_marks[key] = deque(maxlen=FLUSH_MARKS)
+                    marks.append((log.log_end_offset, segment, segment.size_bytes, log.truncations))
+                self.logs.flush_soon(log)
                 flushed += 1
         if flushed and self.isr_metrics is not None:
             self.isr_metrics.follower_flushes.labels(reason).inc()
@@ -603,6 +645,8 @@ class ReplicaManager:
         if fetcher is not None:
             fetcher.remove(key)
         partition.state = None
+        self._flush_marks.pop(key, None)
+        self._released.pop(key, None)
 
     def _on_log_dir_offline(self, reason: str) -> None:
         """The log directory went offline (an I/O error, storage/log_dir.py): every replica
@@ -642,7 +686,45 @@ class ReplicaManager:
         """A flush moved a log's durable offset: its partition's high watermark may follow."""
         partition = self.partitions.get((log.topic, log.partition))
         if partition is not None and partition.log is log:
-            partition.on_local_flush()
+            if partition.leading:
+                partition.on_local_flush()
+            else:
+                self._release_follower_copies(partition)
+
+    def _release_follower_copies(self, partition: Partition) -> None:
+        """A followed partition's flush moved its durable offset: drop the copies it made
+        durable from the page cache, but the last ``replica.page.cache.keep.bytes`` (the
+        module docstring says why). A flush asked for by flush_followers noted the log end, its
+        segment and that segment's size (``_flush_marks``); the latest mark at or below the
+        durable offset says how far the pages are clean. Earlier segments (rolled meanwhile)
+        keep their tails: at most one segment's keep bytes each. A truncation since a mark (a
+        divergent tail dropped, its offsets written again at other positions) voids it."""
+        key = partition.key
+        marks = self._flush_marks.get(key)
+        if not marks:
+            return
+        log = partition.log
+        durable = log.durable_offset
+        mark = None
+        while marks and marks[0][0] <= durable:
+            mark = marks.popleft()
+        if mark is None:
+            return
+        _, segment, size, truncations = mark
+        if truncations != log.truncations:  # offsets and positions parted since: only later marks count
+            return
+        released = self._released.get(key)
+        start = released[1] if released is not None and released[0] is segment else 0
+        end = size - self.cache_keep_bytes
+        end -= end % PAGE_BYTES
+        if end <= start:
+            return
+        # From a folio back: the page cache's folio that spanned the last release's end stayed
+        # whole (ext4's large folios; up to 2 MiB), and is dropped now that it is all below.
+        if release_flushed(segment, max(0, start - MAX_FOLIO_BYTES), end):
+            self._released[key] = (segment, end)
+            if self.isr_metrics is not None:
+                self.isr_metrics.follower_cache_released_bytes.inc(end - start)
 
     # ---- the ISR (the Partition's IsrWriter) --------------------------------------------------
     def may_join_isr(self, replica_id: int, broker_epoch: int = -1) -> bool:
