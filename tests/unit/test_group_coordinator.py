@@ -165,6 +165,21 @@ def test_leave_group_rebalances_remaining_members():
     run(scenario)
 
 
+def test_last_member_leaving_empties_the_group_at_once():
+    """As Kafka's tryCompleteElseWatch: the last member's LeaveGroup completes the rebalance it
+    starts (nobody left to wait for) before it is answered, so a ListGroups sent after the answer
+    finds the group Empty. It waited for the join timer (a SessionTimer, a poll and five loop
+    turns after it fell due): confluent-kafka's admin client listing the groups right after a
+    consumer's close found none Empty."""
+    async def scenario(c):
+        (a,), _ = await form_group(c, 1)
+        assert c.registry.groups["g"].state == STABLE
+        assert c.classic.leave_group("g", [(a.member_id, None)]) == (ErrorCode.none, [ErrorCode.none])
+        assert c.registry.groups["g"].state == EMPTY
+
+    run(scenario)
+
+
 def test_static_member_restart_keeps_assignment_and_fences_the_old_id():
     async def scenario(c):
         results = await asyncio.gather(join(c, instance="i-1"), join(c, instance="i-2"))

@@ -487,7 +487,9 @@ class ClassicGroupProtocol:
     def _remove_member_and_update(self, group: ClassicGroup, member: Member, reason: str) -> None:
         self._remove_member(group, member)
         if group.state in (STABLE, COMPLETING_REBALANCE):
-            self._prepare_rebalance(group, reason)
+            # Completed at once when nobody is left to wait for (the last member left): the group
+            # is Empty before the LeaveGroup is answered, as Kafka's tryCompleteElseWatch.
+            self._maybe_prepare_rebalance(group, reason)
         elif group.state == PREPARING_REBALANCE:
             self._try_complete_join(group)
 
