@@ -89,12 +89,13 @@ class Parked:
                 return _respond(ctx, state, topics)
 
 
-def _marks(watched: list, replica: bool) -> list[tuple[int, int]]:
+def _marks(watched: list, replica: bool) -> list[int]:
     """What wakes a parked read, per watched partition: a consumer's the high watermark, a
-    follower's the log end (wait_for_data); both, a leadership change (the epoch)."""
+    follower's the log end (wait_for_data). A leadership change in that turn is not seen here
+    (the Fetch answers at its max_wait, as it always did): rare, and not worth a check a Fetch."""
     if replica:
-        return [(partition.log.log_end_offset, partition.leader_epoch) for partition in watched]
-    return [(partition.high_watermark, partition.leader_epoch) for partition in watched]
+        return [partition.log.log_end_offset for partition in watched]
+    return [partition.high_watermark for partition in watched]
 
 
 def answer_now(ctx: RequestContext, request) -> list | Parked:
