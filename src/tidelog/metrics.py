@@ -361,8 +361,9 @@ class BrokerMetrics:
             "tidelog_transaction_timeouts", "Transactions this coordinator aborted because they outlived transaction.timeout.ms.",
             registry=r)
         self.internal_write_timeouts = Counter(
-            "tidelog_internal_write_timeouts", "Internal writes (transaction markers and state, delay movers' appends) answered "
-            "REQUEST_TIMED_OUT because their flush or ISR did not finish within the write's timeout; retried by their writer.",
+            "tidelog_internal_write_timeouts", "Internal writes answered REQUEST_TIMED_OUT because their flush or ISR did "
+            "not finish within the write's timeout, by writer: transaction_marker, transaction_state, delay_mover, "
+            "offset_commit, group_metadata (SyncGroup, group state), share_state, dead_letter.",
             ["writer"], registry=r)
         self.transaction_markers_pending = Gauge(
             "tidelog_transaction_markers_pending", "Transactions whose COMMIT/ABORT markers are still being written.", registry=r)
@@ -479,6 +480,15 @@ class BrokerMetrics:
     def observe_produce(self, seconds: float) -> None:
         """One Produce request's time, receipt to response."""
         self.produce_latency.observe((), seconds)
+
+    def internal_write_timed_out(self, writer: str) -> None:
+        """One internal write of ``writer`` answered REQUEST_TIMED_OUT (the writers' hook)."""
+        self.internal_write_timeouts.labels(writer).inc()
+
+    def internal_write_timeout_counts(self) -> dict[str, int]:
+        """writer -> internal writes timed out since the start (GET /api/v1/broker, the console, tidelog cluster)."""
+        return {sample.labels["writer"]: int(sample.value) for family in self.internal_write_timeouts.collect()
+                for sample in family.samples if sample.name.endswith("_total")}
 
     def observe_loop_lag(self, seconds: float) -> None:
         """One wake-up of the loop monitor (server/loop_monitor.py): how late it woke."""

@@ -367,6 +367,10 @@ def test_every_command_that_asks_the_http_api_takes_a_ca_file_and_credentials(br
         assert result.returncode == 0 and result.stderr == b"", (access, result.stderr)
         info = json.loads(result.stdout)
         assert info["brokers"][0]["event_loop"] is not None and info["brokers"][0]["event_loop_error"] is None, info
+        assert info["brokers"][0]["internal_write_timeouts"] == {}, info  # robust16: the counter, by writer
+    table = tidelog("cluster", "--url", url, "--cacert", ca, "--token", "cli-token", broker=broker)
+    assert table.returncode == 0 and b"\tWRITE_TIMEOUTS\n" in table.stdout, table.stdout
+    assert table.stdout.splitlines()[-1].endswith(b"\t0"), table.stdout  # none timed out
     result = tidelog("cluster", "--url", url, "--token", "cli-token", broker=broker)
     assert result.returncode == 0 and b"event-loop lag not shown: " in result.stderr
     assert b"give --cacert FILE" in result.stderr, result.stderr

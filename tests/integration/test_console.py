@@ -103,6 +103,8 @@ def test_console_pages(broker, page, tmp_path):
         for cell in ("loop-p99-1", "loop-max-1"):  # "-" until the monitor's first wake-up (0.5 s)
             page.wait_for_function(f"() => document.querySelector('[data-testid={cell}]')?.textContent.endsWith(' ms')")
         assert page.inner_text("[data-testid=loop-stalls-1]").count(" / ") == 1
+        # internal writes timed out (tidelog_internal_write_timeouts_total, robust16): none
+        assert page.inner_text("[data-testid=write-timeouts-1]") == "0"
         sender = threading.Thread(target=traffic)
         sender.start()
         page.wait_for_function("() => { const el = document.querySelector('[data-testid=produced-rate]');"

@@ -64,6 +64,9 @@ def test_health_ready_and_openapi(broker, http):
     assert cluster["brokers"][0]["port"] == broker.port and cluster["ready"] is True
     assert cluster["brokers"][0]["event_loop"]["stall_threshold_ms"] == 1000 and cluster["brokers"][0]["event_loop_error"] is None
     assert http.call("GET", "/broker", 200)["event_loop"]["window_s"] == 60
+    # tidelog_internal_write_timeouts_total by writer (robust16): none yet, shown per broker
+    assert http.call("GET", "/broker", 200)["internal_write_timeouts"] == {}
+    assert cluster["brokers"][0]["internal_write_timeouts"] == {}
     assert cluster["controller_id"] == cluster["brokers"][0]["node_id"]
 
 

@@ -15,8 +15,9 @@ from tidelog.cli.http_api import DEFAULT_URL, HttpAccess, HttpApi, http_access_o
 
 
 def _event_loops(client: Client, url: str, access: HttpAccess,
-                 cluster_id: str) -> tuple[dict[int, tuple[dict | None, str | None]], str | None]:
-    """node id -> (event-loop lag or None, why None) from the HTTP API's /cluster; or ({}, why not)."""
+                 cluster_id: str) -> tuple[dict[int, tuple[dict | None, str | None, dict | None]], str | None]:
+    """node id -> (event-loop lag or None, why None, internal write timeouts by writer or None)
+    from the HTTP API's /cluster; or ({}, why not)."""
     try:
         api = HttpApi(url, client.timeout_s, access)
         answer = api.call("GET", "/api/v1/cluster")
@@ -29,7 +30,7 @@ def _event_loops(client: Client, url: str, access: HttpAccess,
     brokers = answer.get("brokers", [])
     if brokers and "event_loop" not in brokers[0]:
         return {}, f"the broker at {url} gives no event-loop lag (a Tidelog broker older than it)"
-    return {b["node_id"]: (b["event_loop"], b["event_loop_error"]) for b in brokers}, None
+    return {b["node_id"]: (b["event_loop"], b["event_loop_error"], b.get("internal_write_timeouts")) for b in brokers}, None
 
 
 def _ms(value: float | None) -> str | None:
@@ -44,15 +45,18 @@ def _ms(value: float | None) -> str | None:
 def cluster(client: Client, url: str, http_access: HttpAccess) -> None:
     """Brokers, controller, cluster id, partition count and under-replicated partitions, and
     each broker's event-loop lag over the last minute (p99, max, stalls of 1 s or more: a
-    broker's WARNING 'event loop stalled' lines), from the HTTP API at --url."""
+    broker's WARNING 'event loop stalled' lines) and its internal writes timed out since its
+    start by writer (offset commits, SyncGroup, transactions, share state, dead letters, delay
+    movers: a stuck disk or ISR), from the HTTP API at --url."""
     admin = client.admin()
     md = client.metadata(admin)
     described = client.result(admin.describe_cluster(request_timeout=client.timeout_s))
     controller = described.controller.id if described.controller is not None else None
     loops, loops_missing = _event_loops(client, url, http_access, described.cluster_id)
     brokers = [{"id": n.id, "host": n.host, "port": n.port, "rack": n.rack, "controller": n.id == controller,
-                "event_loop": loops.get(n.id, (None, None))[0],
-                "event_loop_error": loops_missing or loops.get(n.id, (None, "not in the HTTP API's list"))[1]}
+                "event_loop": loops.get(n.id, (None, None, None))[0],
+                "event_loop_error": loops_missing or loops.get(n.id, (None, "not in the HTTP API's list", None))[1],
+                "internal_write_timeouts": loops.get(n.id, (None, None, None))[2]}
                for n in sorted(described.nodes, key=lambda n: n.id)]
     partitions = 0
     unhealthy = []
@@ -93,10 +97,18 @@ def cluster(client: Client, url: str, http_access: HttpAccess) -> None:
     def stalls(b: dict) -> str | None:
         return f"{b['event_loop']['stalls']}/{b['event_loop']['stalls_since_start']}" if b["event_loop"] else None
 
-    out.table(["broker", "host", "port", "rack", "controller", "loop lag p99 1m", "loop lag max 1m", "stalls 1m/total"],
+    def write_timeouts(b: dict) -> str | None:
+        w = b["internal_write_timeouts"]
+        if w is None:
+            return None
+        return str(sum(w.values())) + (" (" + ", ".join(f"{k} {n}" for k, n in sorted(w.items())) + ")" if w else "")
+
+    out.table(["broker", "host", "port", "rack", "controller", "loop lag p99 1m", "loop lag max 1m", "stalls 1m/total",
+               "write timeouts"],
               [(b["id"], b["host"], b["port"], b["rack"], "yes" if b["controller"] else "", lag(b, "p99_ms"), lag(b, "max_ms"),
-                stalls(b)) for b in brokers],
-              title="Brokers", row_styles=["red" if b["event_loop"] and b["event_loop"]["stalls"] else None for b in brokers])
+                stalls(b), write_timeouts(b)) for b in brokers],
+              title="Brokers", row_styles=["red" if (b["event_loop"] and b["event_loop"]["stalls"])
+                                           or b["internal_write_timeouts"] else None for b in brokers])
     if unhealthy:
         out.table(["topic", "partition", "leader", "replicas", "isr", "state"],
                   [(u["topic"], u["partition"], "none" if u["leader"] is None else u["leader"], u["replicas"], u["isr"],

@@ -53,7 +53,10 @@ def coordinator_error(error: ErrorCode) -> ErrorCode:
 class ConsumerOffsetsTopic:
     """A GroupLog over partition 0 of ``__consumer_offsets`` (``partition()`` finds it as hosted here)."""
 
-    def __init__(self, partition: Callable[[], "Partition | None"], commit_timeout_ms: int) -> None:
+    def __init__(self, partition: Callable[[], "Partition | None"], commit_timeout_ms: int, *,
+                 on_timeout: Callable[[str], None] | None = None) -> None:
+        # A write answered REQUEST_TIMED_OUT: tidelog_internal_write_timeouts_total{writer} (offset_commit or group_metadata)
+        self.on_timeout = on_timeout
         self._find = partition
         self.commit_timeout_ms = commit_timeout_ms
         self._partition: "Partition | None" = None
@@ -95,6 +98,8 @@ class ConsumerOffsetsTopic:
             error = e.error_code
         if error != ErrorCode.none:
             logger.warning("%s write at %d not acknowledged: %s", TOPIC, appended.base_offset, error.name)
+            if error == ErrorCode.request_timed_out and self.on_timeout is not None:
+                self.on_timeout(_writer(records))
             raise KafkaError(coordinator_error(error), f"{TOPIC} write not replicated: {error.name}")
         return appended.base_offset
 
@@ -131,3 +136,10 @@ class ConsumerOffsetsTopic:
                 for record in iter_records(batch):
                     if record.offset >= start:
                         yield record.offset, record.key, record.value
+
+
+def _writer(records: list[tuple[bytes, bytes | None]]) -> str:
+    """The internal-write-timeout label of a __consumer_offsets write: offset_commit when it holds
+    an offset record (key version 0 or 1: OffsetCommit, TxnOffsetCommit, expiry and deletion
+    tombstones), else group_metadata (SyncGroup's assignment, a classic or KIP-848 group's state)."""
+    return "offset_commit" if any(key[:2] in (b"\x00\x00", b"\x00\x01") for key, _ in records) else "group_metadata"

@@ -113,7 +113,8 @@ class Api:
             "brokers": [{"node_id": node_id, "host": host, "port": port, "rack": rack, "controller": node_id == controller_id,
                          "http_port": broker.http.port if node_id == broker.node_id and broker.http is not None else None,
                          "console": self.peer_http.console(http) if (http := self.view.http_address(node_id)) else None,
-                         "event_loop": loops[node_id][0], "event_loop_error": loops[node_id][1]}
+                         "event_loop": loops[node_id][0], "event_loop_error": loops[node_id][1],
+                         "internal_write_timeouts": loops[node_id][2]}
                         for node_id, (host, port, rack) in sorted(live.items())],
             "started_at_ms": broker.started_at_ms,
             "uptime_ms": int(time.time() * 1000) - broker.started_at_ms,

@@ -51,7 +51,10 @@ SCHEMAS = {
                                    "event_loop": {"oneOf": [{"type": "null"}, _ref("EventLoop")],
                                                   "description": "The broker's event-loop lag (its GET /broker); null "
                                                   "when it did not answer within 1 s or serves no HTTP."},
-                                   "event_loop_error": {**NULLABLE_STR, "description": "Why event_loop is null."}})},
+                                   "event_loop_error": {**NULLABLE_STR, "description": "Why event_loop is null."},
+                                   "internal_write_timeouts": {"oneOf": [{"type": "null"}, _ref("WriteTimeouts")],
+                                                               "description": "The broker's (its GET /broker); null "
+                                                               "when event_loop is."}})},
         "started_at_ms": INT, "uptime_ms": INT, "ready": BOOL, "topics": INT, "partitions": INT,
         "under_replicated_partitions": {**INT, "description": "Partitions whose ISR is smaller than their replicas."},
         "offline_partitions": {**INT, "description": "Partitions without a live leader."},
@@ -72,10 +75,16 @@ SCHEMAS = {
         "max_since_start_ms": NUMBER, "stalls_since_start": INT,
         "stall_threshold_ms": NUMBER, "interval_ms": {**NUMBER, "description": "How often the task wakes."},
     }, description="How late the broker's event loop runs what is due (tidelog_event_loop_lag_seconds)."),
+    "WriteTimeouts": {"type": "object", "additionalProperties": INT,
+                      "description": "Internal writes answered REQUEST_TIMED_OUT since the broker's start "
+                      "(tidelog_internal_write_timeouts_total), by writer: offset_commit, group_metadata (SyncGroup, "
+                      "group state), transaction_marker, transaction_state, share_state, dead_letter, delay_mover; "
+                      "writers with none left out. A stuck or slow disk, or an ISR that did not follow."},
     "Broker": _obj({
         "node_id": INT, "ready": BOOL,
         "not_ready_reasons": {"type": "array", "items": STR, "description": "As GET /ready gives them."},
-        "started_at_ms": INT, "uptime_ms": INT, "connections": INT, "event_loop": _ref("EventLoop"), "now_ms": INT,
+        "started_at_ms": INT, "uptime_ms": INT, "connections": INT, "event_loop": _ref("EventLoop"),
+        "internal_write_timeouts": _ref("WriteTimeouts"), "now_ms": INT,
     }),
     "Partition": _obj({
         "partition": INT, "leader": {**NULLABLE_INT, "description": "null: offline (no live leader)."},

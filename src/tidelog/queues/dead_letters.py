@@ -54,13 +54,15 @@ class DeadLetterWriter:
                  topics_by_name: Callable[[], Mapping[str, "TopicRecord"]],
                  topic_by_id: Callable[[uuid.UUID], "TopicRecord | None"],
                  share_config: Callable[[str], "ShareConfig"],
-                 on_written: Callable[[str, int], None] | None = None) -> None:
+                 on_written: Callable[[str, int], None] | None = None,
+                 on_timeout: Callable[[str], None] | None = None) -> None:
         self._config = config
         self._replicas = replicas
         self._topics_by_name = topics_by_name
         self._topic_by_id = topic_by_id
         self._share_config = share_config
         self._on_written = on_written
+        self._on_timeout = on_timeout  # a write answered REQUEST_TIMED_OUT: counted as dead_letter
         self._warned: set[tuple[str, str]] = set()
         self.timeout_ms = config["share.coordinator.write.timeout.ms"]
 
@@ -116,6 +118,8 @@ class DeadLetterWriter:
         (error,) = await wait_for_acks([(partition, appended.end_offset)], -1, self.timeout_ms / 1000, partition.logs,
                                        durability_in_timeout=True)
         if error != ErrorCode.none:
+            if error == ErrorCode.request_timed_out and self._on_timeout is not None:
+                self._on_timeout("dead_letter")
             raise KafkaError(error, f"dead letters to {topic.name} not acknowledged: {error.name}")
         logger.info("share group %s: %d records of %s-%d dead-lettered to %s-%d", key.group_id, len(records),
                     source.name, key.partition, topic.name, partition.index)

@@ -173,7 +173,9 @@ class StateTopic:
     topic-partition loads the state its previous leader wrote. Records this broker appended when
     nothing else was appended before them count as seen."""
 
-    def __init__(self, replicas: "ReplicaManager", metadata: "MetadataStore", node_id: int, write_timeout_ms: int) -> None:
+    def __init__(self, replicas: "ReplicaManager", metadata: "MetadataStore", node_id: int, write_timeout_ms: int,
+                 on_timeout: Callable[[str], None] | None = None) -> None:
+        self.on_timeout = on_timeout  # a local write answered REQUEST_TIMED_OUT: counted as share_state
         self._replicas = replicas
         self._metadata = metadata
         self._node_id = node_id
@@ -208,6 +210,8 @@ class StateTopic:
         except KafkaError as e:
             error = e.error_code
         if error != ErrorCode.none:
+            if error == ErrorCode.request_timed_out and self.on_timeout is not None:
+                self.on_timeout("share_state")
             raise KafkaError(_state_write_error(error), f"{SHARE_GROUP_STATE} write not acknowledged: {error.name}")
         return appended.base_offset
 
@@ -363,7 +367,7 @@ class ShareGroups:
                  group_configs: Callable[[str], Mapping[str, str]] = lambda group_id: {},
                  is_other_group: Callable[[str], bool] = lambda group_id: False,
                  create_state_topic: Callable[[], Awaitable[None]] | None = None,
-                 on_counts: CountsHook | None = None) -> None:
+                 on_counts: CountsHook | None = None, on_write_timeout: Callable[[str], None] | None = None) -> None:
         self.config = config
         self._replicas = replicas
         self.topic_by_id = topic_by_id
@@ -373,9 +377,10 @@ class ShareGroups:
         self._share_configs = ShareConfigs(config, lambda group_id: self.group_configs(group_id))
         self.source = ReplicaSource(replicas, topic_by_id)
         self._metadata = metadata
-        self.state_topic = StateTopic(replicas, metadata, config["node.id"], config["share.coordinator.write.timeout.ms"])
+        self.state_topic = StateTopic(replicas, metadata, config["node.id"], config["share.coordinator.write.timeout.ms"],
+                                      on_timeout=on_write_timeout)
         self.dead_letters = DeadLetterWriter(config, replicas, topics_by_name, topic_by_id, self.share_config,
-                                             on_written=self._count_dead_letters)
+                                             on_written=self._count_dead_letters, on_timeout=on_write_timeout)
         self.sessions = ShareSessionCache(config["group.share.max.share.sessions"])
         self.membership = ShareGroupCoordinator(
             ShareGroupSettings.from_config(config), initialize=self._initialize, on_member_removed=self._member_removed,

@@ -155,7 +155,8 @@ class Broker:
         self.resources = ResourceMonitor(resource.getrlimit(resource.RLIMIT_NOFILE)[0], self.data_dir, self.metrics)
         self.partition_capacity = MAX_PARTITIONS
         self.groups = GroupCoordinator(GroupSettings.from_config(config),
-                                       ConsumerOffsetsTopic(self._offsets_partition, config["offsets.commit.timeout.ms"]))
+                                       ConsumerOffsetsTopic(self._offsets_partition, config["offsets.commit.timeout.ms"],
+                                                            on_timeout=self.metrics.internal_write_timed_out))
         self._groups_loading: asyncio.Task | None = None
         self.shares: ShareGroups | None = None  # share groups (KIP-932), made with the replicas
         self.fetch_sessions = FetchSessionCache(config["max.incremental.fetch.session.cache.slots"],
@@ -276,7 +277,8 @@ class Broker:
                                   group_configs=self._group_configs,
                                   create_state_topic=self._create_share_state_topic,
                                   is_other_group=lambda group_id: self.groups.registry.known(group_id),
-                                  on_counts=self.metrics.count_share_records)
+                                  on_counts=self.metrics.count_share_records,
+                                  on_write_timeout=self.metrics.internal_write_timed_out)
         self.replicas.on_leadership.append(self.shares.on_leadership)
         self.topic_deletions = TopicDeletions(self.metadata, self._on_topic_deleted)
         try:
@@ -498,7 +500,8 @@ class Broker:
             return
         self.groups.stop()
         self.groups = GroupCoordinator(GroupSettings.from_config(self.config),
-                                       ConsumerOffsetsTopic(self._offsets_partition, self.config["offsets.commit.timeout.ms"]))
+                                       ConsumerOffsetsTopic(self._offsets_partition, self.config["offsets.commit.timeout.ms"],
+                                                            on_timeout=self.metrics.internal_write_timed_out))
         if leading:
             logger.info("broker %d is now the group coordinator", self.node_id)
             self._groups_loading = asyncio.get_running_loop().create_task(self.groups.start())

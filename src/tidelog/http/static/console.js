@@ -135,6 +135,18 @@ function loopStalls(b) {
     title: `lags of ${fmtMs(l.stall_threshold_ms)} or more; each is a WARNING in the broker's log` }, `${l.stalls} / ${l.stalls_since_start}`);
 }
 
+// Internal writes (offset commits, SyncGroup, transaction markers and state, share state, dead letters,
+// delay movers) answered REQUEST_TIMED_OUT since the broker's start (tidelog_internal_write_timeouts_total):
+// red when any, the writers in the title; "?" when the broker did not answer.
+function writeTimeouts(b) {
+  const w = b.internal_write_timeouts, testid = `write-timeouts-${b.node_id}`;
+  if (!w) return h("span", { class: "bad-text", title: b.event_loop_error || "", "data-testid": testid }, "?");
+  const total = Object.values(w).reduce((a, n) => a + n, 0);
+  return h("span", { class: total ? "bad-text" : "", "data-testid": testid,
+    title: total ? Object.entries(w).map(([k, n]) => `${k}: ${fmtNum(n)}`).join(", ") + " (a stuck or slow disk, or an ISR that did not follow)"
+                 : "no internal write timed out since the start" }, fmtNum(total));
+}
+
 // --- pages -------------------------------------------------------------------------
 let throughputChart = null, lastTotals = null;  // kept across visits so the chart has history
 
@@ -167,6 +179,7 @@ async function overview() {
         { label: "Loop lag p99 (1 min)", num: true, render: b => loopLag(b, "p99_ms") },
         { label: "Loop lag max (1 min)", num: true, render: b => loopLag(b, "max_ms") },
         { label: "Stalls (1 min / since start)", num: true, render: loopStalls },
+        { label: "Internal write timeouts", num: true, render: writeTimeouts },
       ], c.brokers, { testid: "brokers-table", key: b => b.node_id, empty: "No live broker." }));
       const t = c.totals;
       if (lastTotals) {
