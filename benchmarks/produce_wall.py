@@ -154,8 +154,8 @@ def main(argv=None) -> int:
     if args.ceiling:
         row = ceiling(args.records, args.record_bytes)
         ceiling_rate = row["records_per_s"]
-        print(f"into nothing: {ceiling_rate:,.0f} records/s, {row['seconds']:.2f} s; client: {_groups(row['client'])}",
-              flush=True)
+        print(f"into nothing: {ceiling_rate:,.0f} records/s, {row['seconds']:.2f} s; client over the whole call (the "
+              f"producer made, and purged of what it holds, included): {_groups(row['client'])}", flush=True)
     for _ in range(args.runs):
         for target in args.targets.split(","):
             with tempfile.TemporaryDirectory(prefix="tidelog-produce-wall-") as tmp:

@@ -214,3 +214,23 @@ def test_produce_response_topic_names_are_kept_bounded():
         encode_produce_response(9, [(f"t{n}", [PartitionResult(0, ErrorCode.none, 1, -1, 0)])])
         assert len(produce._NAMES[True]) <= produce._NAMES_KEPT
     assert encode_produce_response(9, [("kept", [PartitionResult(0, ErrorCode.none, 1, -1, 0)])]) == first
+
+
+@pytest.mark.parametrize("version", range(3, 13))
+def test_a_one_partition_answer_without_errors_encodes_like_kio(version):
+    """What nearly every Produce gets (one topic, one partition, no error): v9+ take a shortcut."""
+    cls = load_response_schema(0, version)
+    for name, throttle in (("orders", 0), ("n" * 200, 7)):
+        body = b"".join(encode_produce_response(version, [(name, [PartitionResult(3, ErrorCode.none, 42, -1, 7)])],
+                                                throttle_time_ms=throttle))
+        response, end = entity_reader(cls)(memoryview(body).toreadonly(), 0)
+        assert end == len(body)
+        again = io.BytesIO()
+        entity_writer(cls)(again, response)
+        assert again.getvalue() == body
+        (topic,) = response.responses
+        (p,) = topic.partition_responses
+        assert (topic.name, p.index, p.error_code, p.base_offset) == (name, 3, ErrorCode.none, 42)
+        if version >= 5:
+            assert p.log_start_offset == 7
+        assert response.throttle_time == datetime.timedelta(milliseconds=throttle)

@@ -212,6 +212,9 @@ _PARTITION_V5 = struct.Struct(">ihqqq")
 # string, then (flexible) the partition's empty tagged fields.
 _NO_ERRORS = {False: b"\x00\x00\x00\x00\xff\xff", True: b"\x01\x00\x00"}
 _COMPACT_COUNTS = [bytes((n + 1,)) for n in range(127)]  # uvarint(n + 1), one byte
+# A flexible response's one partition without errors: its empty record errors, null message and
+# tags, then its topic's tags (before the throttle time).
+_ONE_PARTITION_TAIL = _NO_ERRORS[True] + b"\x00"
 
 
 def _count(n: int, flexible: bool) -> bytes:
@@ -239,6 +242,15 @@ def encode_produce_response(version: int, topics: list[tuple[str, list[Partition
 
     Runs for every Produce: one struct call per partition, the usual no-error tail a constant."""
     flexible = version >= FLEXIBLE_FROM
+    if flexible and len(topics) == 1:  # what a producer's request gets: one partition of one topic, no error
+        name, partitions = topics[0]
+        if len(partitions) == 1:
+            p = partitions[0]
+            if not p.record_errors and p.error_message is None:
+                return [b"".join((b"\x02", _NAMES[True].get(name) or _name(name, True), b"\x02",
+                                  _PARTITION_V5.pack(p.index, p.error_code, p.base_offset, p.log_append_time_ms,
+                                                     p.log_start_offset),
+                                  _ONE_PARTITION_TAIL, _I32.pack(throttle_time_ms), b"\x00"))]
     fixed = _PARTITION_V5 if version >= 5 else _PARTITION_V2 if version >= 2 else _PARTITION_V0
     no_errors = _NO_ERRORS[flexible]
     names = _NAMES[flexible]

@@ -509,7 +509,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 buffer = None
 
         def finished() -> None:
-            release_buffer()
+            nonlocal buffer
+            if buffer is not None:  # release_buffer's body: a call less a request
+                self.memory.frames.release(buffer)
+                buffer = None
             self.memory.release(charged)
 
         if self._start_request(memoryview(frame), started, finished, release_buffer) is None:
@@ -577,7 +580,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
         # this), so a request's end is one callback; a Fetch answered at once (_fetch_now) is
         # written now, not a loop turn later.
         done = functools.partial(self._request_done, api.name, started, finished)
-        task, done_taken = self._run_in_order(api_key, api.handler, ctx, request, done)
+        if api_key == throttling.PRODUCE:  # _run_in_order's Produce case, inline (a call less a Produce)
+            task = _started_now(self._loop or asyncio.get_running_loop(), api.handler(ctx, request))
+            done_taken = self._started(task, produce=True, then=done)
+        else:
+            task, done_taken = self._run_in_order(api_key, api.handler, ctx, request, done)
         self._pending.append((correlation_id, flexible and api_key != apis.API_VERSIONS_KEY, task))
         quotas = self.broker.quotas
         if throttling.enabled(quotas):
