@@ -4,7 +4,7 @@ workload against a single-node broker in the same run for the ratio; then failov
 
     python -m benchmarks.replicated [--records 200000] [--runs 3] [--failovers 3] [--latency-seconds 10]
                                     [--profile] [--out DIR] [--cluster-only] [--set NAME=VALUE]
-                                    [--tidelog-ref REF]
+                                    [--tidelog-ref REF] [--cold-memory GIB]
 
 Throughput phases are kafka_load.produce / consume (the producer and consumer settings of the
 other workloads); each broker's CPU seconds per GB produced are reported by role (the
@@ -23,17 +23,24 @@ failover time is from the kill to the first record acknowledged after it. The ki
 restarts and the ISR heals before the next round. Every process runs in its own session and is
 stopped by PID. For A/Bs: ``--tidelog-ref REF`` runs that commit's
 src/ (git archive, C extension built) instead of the working tree, ``--set`` adds a setting to
-every cluster broker, ``--cluster-only`` skips the single node.
+every cluster broker, ``--cluster-only`` skips the single node. ``--cold-memory GIB``: during each
+produce phase a helper process holds GIB of anonymous memory it touched just before, taking
+the pages the machine freed lately: on this VM (virtio-balloon free page reporting) the
+brokers' page-cache writes then go to memory the host must fault in first, as on an idle
+machine, where nothing else frees pages (under other engineers' load their frees keep memory
+warm and hide the cost; BENCHMARKS.md, Replication, session 16).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -151,6 +158,41 @@ def user_system_seconds(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+COLD_MEMORY_GIB = 0  # --cold-memory
+_HOLD_MEMORY = (
+    "import mmap, sys\n"
+    "n = int(sys.argv[1]) << 30\n"
+    "m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\n"
+    "chunk = b'\\1' * (1 << 20)\n"
+    "for off in range(0, n, 1 << 20):\n"
+    "    m[off:off + (1 << 20)] = chunk\n"
+    "print('held', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+@contextlib.contextmanager
+def cold_memory(gib: int):
+    """Hold ``gib`` GiB of memory touched just before (the machine's recently freed pages) while
+    the block runs; nothing when 0."""
+    if not gib:
+        yield
+        return
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_MEMORY, str(gib)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        if holder.stdout.readline().strip() != "held":
+            raise SystemExit(f"--cold-memory: could not hold {gib} GiB")
+        yield
+    finally:
+        holder.stdin.close()
+        try:
+            holder.wait(30)
+        except subprocess.TimeoutExpired:
+            holder.kill()
+            holder.wait()
+
+
 def throughput(bootstrap: str, topic: str, records: int, timeout_s: float, brokers: dict[int, "Broker"],
                profile_dir: Path | None = None, etcd: ServerProcess | None = None) -> dict:
     """Produce then consume ``records``; each broker's CPU seconds per GB produced (by role:
@@ -163,26 +205,34 @@ def throughput(bootstrap: str, topic: str, records: int, timeout_s: float, broke
     busy seconds per GB (/proc/stat: also the kernel's threads, write-back and softirq run
     outside any process, and whatever else runs on the machine) and its busy cores."""
     leader_id = leader_of(bootstrap, topic)
+    held = contextlib.ExitStack()  # --cold-memory: taken before the counters start (its touching is not the phase's)
+    held.enter_context(cold_memory(COLD_MEMORY_GIB))
     before = {i: b.server.cpu_seconds() for i, b in brokers.items()}
     split_before = {i: user_system_seconds(b.server.pid) for i, b in brokers.items()}
     etcd_before = etcd.cpu_seconds() if etcd is not None else 0.0
     machine_before = procs.machine_busy_cpu_seconds()
     produce = lambda: kafka_load.produce(bootstrap, topic, records, RECORD_BYTES, "all", timeout_s)  # noqa: E731
     profiles = None
-    if profile_dir is None:
-        produced = produce()
-    else:
-        from benchmarks import profile
+    try:
+        if profile_dir is None:
+            produced = produce()
+        else:
+            from benchmarks import profile
 
-        raw = {b.server.pid: profile_dir / f"broker-{i}-{'leader' if i == leader_id else 'follower'}.raw"
-               for i, b in brokers.items()}
-        seconds, produced = profile.record_many(raw, produce)
-        profiles = {path.stem: profile.summarise(path, seconds) for path in raw.values()}
+            raw = {b.server.pid: profile_dir / f"broker-{i}-{'leader' if i == leader_id else 'follower'}.raw"
+                   for i, b in brokers.items()}
+            seconds, produced = profile.record_many(raw, produce)
+            profiles = {path.stem: profile.summarise(path, seconds) for path in raw.values()}
+    except BaseException:
+        held.close()
+        raise
+    produced["cold_memory_gib"] = COLD_MEMORY_GIB
     cpu = {i: b.server.cpu_seconds() - before[i] for i, b in brokers.items()}
     machine_busy = procs.machine_busy_cpu_seconds() - machine_before
     etcd_cpu = etcd.cpu_seconds() - etcd_before if etcd is not None else 0.0
     split = {i: tuple(after - earlier for after, earlier in zip(user_system_seconds(b.server.pid), split_before[i]))
              for i, b in brokers.items()}
+    held.close()  # after the counters: its memory's release is not the phase's either
     produced["load_average"] = load_average()
     gigabytes = produced["bytes"] / 1e9
     if gigabytes:
@@ -453,7 +503,11 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for every cluster broker (repeatable)")
     parser.add_argument("--tidelog-ref", help="run the brokers from this commit's src/ (git archive, C extension built)")
+    parser.add_argument("--cold-memory", type=int, default=0, metavar="GIB",
+                        help="hold GIB of just-touched memory during each produce phase (the idle machine's cold page cache)")
     args = parser.parse_args(argv)
+    global COLD_MEMORY_GIB
+    COLD_MEMORY_GIB = args.cold_memory
     settings = dict(setting.split("=", 1) for setting in args.set)
     if args.profile:
         from benchmarks import profile

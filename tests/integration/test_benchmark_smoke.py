@@ -483,3 +483,16 @@ def test_the_run_says_whether_each_c_extension_is_built_from_its_current_source(
     assert machine.c_extensions(tmp_path)["tidelog.protocol._walk"].startswith("STALE")
     os.utime(build, (3_000, 3_000))
     assert machine.c_extensions(tmp_path) == {"tidelog.protocol._walk": "built"}
+
+
+def test_the_replicated_benchmark_holds_recent_memory_during_produce_with_cold_memory(tmp_path):
+    """--cold-memory GIB: a helper holds GIB of just-touched memory during each produce phase (the
+    idle machine's cold page cache, reproduced under load); the run ends and the row says so."""
+    etcd_binary()
+    out = tmp_path / "results"
+    run_benchmarks(["replicated", "--records", "2000", "--runs", "1", "--failovers", "0", "--latency-seconds", "0",
+                    "--cluster-only", "--cold-memory", "1", "--out", str(out)], 240)
+    results = json.loads((out / "replicated-latest.json").read_text())
+    (row,) = results["replicated"]
+    assert row["produce"]["status"] == "ok" and row["produce"]["cold_memory_gib"] == 1
+    assert row["consume"]["status"] == "ok"
