@@ -8,8 +8,10 @@ clients, a producer and a consumer. Three measures, one after the other in the s
 - ``produce``: a Produce v9 of one ``--record-bytes`` record, acks=all, its response read, again;
 - ``fetch``: a Fetch v12 (sessionless, min_bytes 1) of one record that is there (offset 0,
   ``partition_max_bytes`` 1: the first batch alone), answered at once;
-- ``pair``: the consumer's Fetch parks (``fetch.wait.max.ms`` 500, from the log's end), the
-  producer's one-record Produce wakes it; both answers read, then the next round. What a lat-5k-linger0
+- ``pair``: the consumer's Fetch parks (from the log's end; its max_wait ``PAIR_WAIT_MS``, 30 s,
+  not a client's 500 ms: a Produce's fsync or a loaded machine under callgrind can take longer
+  than 500 ms, and the Fetch must be answered by the record, not its max_wait; the wait's length
+  costs nothing, one timer either way), the producer's one-record Produce wakes it; both answers read, then the next round. What a lat-5k-linger0
   record costs the broker (its Produce, the parked Fetch's wake-up, both responses). The
   consumer's Fetch is given ``--park-ms`` to park before the Produce is sent (a sleep: nothing
   on the wire says a Fetch has parked), and ``idle`` (the same sleeps, no requests) measures
@@ -46,6 +48,7 @@ from benchmarks.produce_cpu import (_callgrind_instructions, _recv_exactly, _sta
 
 TOPIC = "small-requests"
 MEASURES = ("produce", "fetch", "pair", "idle")
+PAIR_WAIT_MS = 30_000  # the parked Fetch's max_wait: only a lost wake-up reaches it
 
 
 def fetch_frame(topic: str, offset: int, max_wait_ms: int, correlation_id: int = 1, max_bytes: int = 1 << 20) -> bytes:
@@ -145,12 +148,14 @@ def measure(src: Path | None, rounds: int, record_bytes: int, park_ms: float, wo
 
         def pair_round() -> None:
             nonlocal next_offset
-            consumer.sock.sendall(fetch_frame(TOPIC, next_offset, 500))
+            consumer.sock.sendall(fetch_frame(TOPIC, next_offset, PAIR_WAIT_MS))
+            sent = time.monotonic()
             time.sleep(park_ms / 1000)
             producer.sock.sendall(produce)
             _produce_ok(producer.response())
             if not _fetch_records(consumer.response()):
-                raise RuntimeError("a parked fetch was answered with no records")
+                raise RuntimeError(f"a parked fetch was answered with no records after "
+                                   f"{(time.monotonic() - sent) * 1e3:.0f} ms (max_wait {PAIR_WAIT_MS} ms)")
             next_offset += 1
 
         def idle_round() -> None:
