@@ -149,3 +149,30 @@ def test_a_leaders_flushes_release_nothing(tmp_path):
             log.active_segment.size_bytes // PAGE - 1
 
     run(main, tmp_path / "logs", durability="balanced")
+
+
+def test_a_segment_rolled_after_the_flush_was_asked_for_keeps_its_tail(tmp_path):
+    """The flush covered a segment that is sealed by the time it ends: nothing released for it
+    (a sealed segment's descriptor may have been closed, and reading it would open it again);
+    the next flush releases in the new active segment."""
+    async def main(logs):
+        metrics = BrokerMetrics()
+        manager, partition, log = follower(logs, tmp_path / "broker", {"replica.page.cache.keep.bytes": 0}, metrics)
+        logs.on_durable = manager._on_durable
+        copy_at_least(manager, partition, 2 * MiB)
+        assert manager.flush_followers("interval") == 1
+        sealed = log.active_segment
+        log.roll()
+        assert log.active_segment is not sealed
+        copy_at_least(manager, partition, MiB)
+        deadline = asyncio.get_running_loop().time() + 10
+        while log.durable_offset < log.log_end_offset:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0)
+        assert metrics.follower_cache_released_bytes._value.get() == 0
+        copy_at_least(manager, partition, 3 * MiB)
+        await flushed(manager, log)
+        assert metrics.follower_cache_released_bytes._value.get() > 0
+
+    run(main, tmp_path / "logs", durability="balanced")

@@ -696,8 +696,8 @@ class ReplicaManager:
         durable from the page cache, but the last ``replica.page.cache.keep.bytes`` (the
         module docstring says why). A flush asked for by flush_followers noted the log end, its
         segment and that segment's size (``_flush_marks``); the latest mark at or below the
-        durable offset says how far the pages are clean. Earlier segments (rolled meanwhile)
-        keep their tails: at most one segment's keep bytes each. A truncation since a mark (a
+        durable offset says how far the pages are clean. A segment rolled since the ask keeps
+        its tail (what that flush covered above the last release: a few MiB a rolled segment). A truncation since a mark (a
         divergent tail dropped, its offsets written again at other positions) voids it."""
         key = partition.key
         marks = self._flush_marks.get(key)
@@ -713,6 +713,8 @@ class ReplicaManager:
         _, segment, size, truncations = mark
         if truncations != log.truncations:  # offsets and positions parted since: only later marks count
             return
+        if log.closed or segment is not log.active_segment:
+            return  # rolled since the ask: its tail stays (reading its descriptor could open it again)
         released = self._released.get(key)
         start = released[1] if released is not None and released[0] is segment else 0
         end = size - self.cache_keep_bytes
