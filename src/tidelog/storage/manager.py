@@ -608,9 +608,9 @@ class LogManager:
 
     def _job_finished(self, logs: list[PartitionLog], error: StorageError | None, ran: bool) -> None:
         """A job's end: its outcome to those who asked for it, its logs' balanced waiters answered,
-        then the next job: at once after a job that synced (what was appended meanwhile), at the
-        next turn after one that had nothing to sync (so a log that cannot be flushed does not
-        loop here)."""
+        then the next job at the loop's next turn: after a job that synced, behind the answers it
+        woke (``_start_after_answers``: what was appended meanwhile); after one that had nothing
+        to sync, so that a log that cannot be flushed does not loop here."""
         outcome, self._job = self._job, None
         if outcome is not None and not outcome.done():
             outcome.set_result(error)
