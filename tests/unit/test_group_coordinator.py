@@ -180,6 +180,47 @@ def test_last_member_leaving_empties_the_group_at_once():
     run(scenario)
 
 
+def test_static_members_leaving_by_instance_id_empty_the_group_once_the_last_has_left():
+    """Kafka's removeMemberAndUpdateGroup for static members: one leaving (by its instance id)
+    starts a rebalance that waits for the other to rejoin (hasAllMembersJoined); the other
+    leaving too completes it at once (PreparingRebalance: the join's check), Empty before the
+    LeaveGroup is answered."""
+    async def scenario(c):
+        results = await asyncio.gather(join(c, instance="i-1"), join(c, instance="i-2"))
+        leader = next(r for r in results if r.members)
+        await asyncio.gather(*(
+            c.classic.sync_group("g", r.generation_id, r.member_id, None, None, None,
+                                 {x.member_id: b"" for x in results} if r is leader else {})
+            for r in results
+        ))
+        group = c.registry.groups["g"]
+        assert group.state == STABLE
+        assert c.classic.leave_group("g", [("", "i-1")]) == (ErrorCode.none, [ErrorCode.none])
+        assert group.state == PREPARING_REBALANCE  # i-2 has not rejoined: nobody completes for it
+        assert c.classic.leave_group("g", [("", "i-2")]) == (ErrorCode.none, [ErrorCode.none])
+        assert group.state == EMPTY and not group.static_members
+
+    run(scenario)
+
+
+def test_a_pending_member_keeps_the_group_from_emptying_when_the_last_member_leaves():
+    """Kafka's hasAllMembersJoined counts pending members (KIP-394, joined without an id): the
+    last member's leave starts a rebalance that waits for the pending member, which then joins
+    it alone; the group is not emptied under it."""
+    async def scenario(c):
+        (a,), _ = await form_group(c, 1)
+        pending = await join(c, v4=True)
+        assert pending.error is ErrorCode.member_id_required
+        group = c.registry.groups["g"]
+        assert c.classic.leave_group("g", [(a.member_id, None)]) == (ErrorCode.none, [ErrorCode.none])
+        assert group.state == PREPARING_REBALANCE
+        joined = await join(c, member_id=pending.member_id, v4=True)
+        assert joined.error is ErrorCode.none and joined.member_id == pending.member_id
+        assert group.state == COMPLETING_REBALANCE and list(group.members) == [pending.member_id]
+
+    run(scenario)
+
+
 def test_static_member_restart_keeps_assignment_and_fences_the_old_id():
     async def scenario(c):
         results = await asyncio.gather(join(c, instance="i-1"), join(c, instance="i-2"))
