@@ -42,6 +42,19 @@ async def _ask(peer: PeerHttp, address: str, timeout_s: float = 5) -> int | None
         return None
 
 
+async def _answering(listening: socket.socket) -> web.AppRunner:
+    """A peer's HTTP API on ``listening`` that answers GET /api/v1/broker (cleaned up by the caller)."""
+    async def answer(_request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/broker", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.SockSite(runner, listening).start()
+    return runner
+
+
 async def _scenario(data_dir, caplog) -> None:
     broker = make_broker(BrokerConfig.load(env={}, overrides={"http.port": "0"}), data_dir, "127.0.0.1", 0)
     await broker.start()
@@ -60,14 +73,7 @@ async def _scenario(data_dir, caplog) -> None:
         levels = [r.levelname for r in caplog.records if r.name == LOGGER and quiet in r.getMessage()]
         assert levels == ["WARNING", "DEBUG"], levels
 
-        async def answer(_request: web.Request) -> web.Response:
-            return web.json_response({})
-
-        app = web.Application()
-        app.router.add_get("/api/v1/broker", answer)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.SockSite(runner, listening).start()
+        runner = await _answering(listening)
         caplog.clear()
         assert await _ask(peer, quiet) == 200
         answered = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == LOGGER]
@@ -105,17 +111,10 @@ async def _closed_scenario(data_dir, caplog) -> None:
     peer = PeerHttp(broker)
     runner = None
     try:
-        async def answer(_request: web.Request) -> web.Response:
-            return web.json_response({})
-
-        app = web.Application()
-        app.router.add_get("/api/v1/broker", answer)
-        runner = web.AppRunner(app)
-        await runner.setup()
         listening = socket.socket()
         listening.bind(("127.0.0.1", 0))
         listening.listen(16)
-        await web.SockSite(runner, listening).start()
+        runner = await _answering(listening)
         address = f"127.0.0.1:{listening.getsockname()[1]}"
         assert await _ask(peer, address) == 200
         await peer.close()  # the broker shutting down, a route still running

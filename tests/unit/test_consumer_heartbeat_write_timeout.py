@@ -76,14 +76,21 @@ def test_a_heartbeat_whose_write_failed_answers_a_retriable_error_and_its_retry_
     asyncio.run(scenario())
 
 
+async def _joined_then_failing():
+    """A coordinator whose member m1 joined group g, then its __consumer_offsets writes fail
+    (REQUEST_TIMED_OUT) until ``log.failure`` is cleared: (log, coordinator)."""
+    log = FlakyLog()
+    c = make_coordinator(log)
+    joined = await c.consumer.heartbeat("g", "m1", 0, rebalance_timeout_ms=30000,
+                                        subscribed_topic_names=["orders"], owned={}, topics=TOPICS)
+    assert joined.error == ErrorCode.none
+    log.failure = KafkaError(ErrorCode.request_timed_out, "__consumer_offsets write not replicated")
+    return log, c
+
+
 def test_a_leave_whose_write_failed_answers_a_retriable_error():
     async def scenario():
-        log = FlakyLog()
-        c = make_coordinator(log)
-        joined = await c.consumer.heartbeat("g", "m1", 0, rebalance_timeout_ms=30000,
-                                            subscribed_topic_names=["orders"], owned={}, topics=TOPICS)
-        assert joined.error == ErrorCode.none
-        log.failure = KafkaError(ErrorCode.request_timed_out, "__consumer_offsets write not replicated")
+        log, c = await _joined_then_failing()
         left = await c.consumer.heartbeat("g", "m1", -1, topics=TOPICS)
 
         def retries_failed() -> list:  # a condition, not a sleep: a loaded machine may run fewer retries in 0.2 s
@@ -163,12 +170,7 @@ def test_a_failed_write_nobody_retries_is_written_again_after_a_back_off(monkeyp
     monkeypatch.setattr(consumer_protocol, "WRITE_RETRY_FIRST_S", 0.02, raising=False)
 
     async def scenario():
-        log = FlakyLog()
-        c = make_coordinator(log)
-        joined = await c.consumer.heartbeat("g", "m1", 0, rebalance_timeout_ms=30000,
-                                            subscribed_topic_names=["orders"], owned={}, topics=TOPICS)
-        assert joined.error == ErrorCode.none
-        log.failure = KafkaError(ErrorCode.request_timed_out, "__consumer_offsets write not replicated")
+        log, c = await _joined_then_failing()
         caplog.clear()
         left = await c.consumer.heartbeat("g", "m1", -1, topics=TOPICS)
 

@@ -24,15 +24,21 @@ MAX_WAIT_MS = 60_000
 ANSWERED_S = 15.0
 
 
+def _fetch_read(logs):
+    """A leader partition and a connection that has read a Fetch from offset 0 (nothing there
+    yet): (partition, the connection, its socket), the connection held by the caller."""
+    partition = leader(logs)
+    connection = KafkaConnection(_Leader(logs, partition))
+    connection.transport = socket = _Socket()
+    _receive(connection, _fetch_frame(1, 0, max_wait_ms=MAX_WAIT_MS))
+    return partition, connection, socket
+
+
 def test_data_arriving_before_a_fetch_parks_answers_it_at_once(tmp_path):
     load_all()
 
     async def main(logs):
-        partition = leader(logs)
-        broker = _Leader(logs, partition)
-        connection = KafkaConnection(broker)
-        connection.transport = socket = _Socket()
-        _receive(connection, _fetch_frame(1, 0, max_wait_ms=MAX_WAIT_MS))  # read: nothing; its task not run yet
+        partition, _connection, socket = _fetch_read(logs)  # read: nothing; its task not run yet
         assert socket.written == [] and len(partition.parked_reads) == 0
         partition.append_as_leader(bytearray(build_batch([(None, b"meanwhile", [])])))  # same turn: the high watermark moves
         await _wait_until(lambda: len(socket.written) == 1, timeout_s=ANSWERED_S)  # not at the max_wait
@@ -49,11 +55,7 @@ def test_a_parked_fetch_with_nothing_new_still_waits(tmp_path):
     load_all()
 
     async def main(logs):
-        partition = leader(logs)
-        broker = _Leader(logs, partition)
-        connection = KafkaConnection(broker)
-        connection.transport = socket = _Socket()
-        _receive(connection, _fetch_frame(1, 0, max_wait_ms=MAX_WAIT_MS))
+        partition, _connection, socket = _fetch_read(logs)
         for _ in range(5):
             await asyncio.sleep(0)
         assert socket.written == [] and len(partition.parked_reads) == 1
