@@ -56,7 +56,9 @@ def test_a_parked_fetch_is_answered_before_the_next_job_starts(tmp_path):
             broker = _Leader(logs, partition)
             consumer = KafkaConnection(broker)
             consumer.transport = socket = _Noting(events)
-            _receive(consumer, _fetch_frame(1, 0, max_wait_ms=5000))
+            # max_wait far past the group fsync's (a loaded CI disk's fsync can take seconds): the
+            # Fetch must be answered by the record, not at its max_wait with nothing.
+            _receive(consumer, _fetch_frame(1, 0, max_wait_ms=60_000))
             for _ in range(5):
                 await asyncio.sleep(0)
             assert socket.written == [] and len(partition.parked_reads) == 1
@@ -65,7 +67,7 @@ def test_a_parked_fetch_is_answered_before_the_next_job_starts(tmp_path):
             # Two Produce requests read at once: the first starts a job, the second waits for the next.
             _receive(producer, _produce_frame(2, b"first") + _produce_frame(3, b"second"))
             assert events == ["job"]
-            await _wait_until(lambda: len(acks.written) == 2)
+            await _wait_until(lambda: len(acks.written) == 2, timeout_s=30)
             assert _values(socket.written[0]) == [b"first"]
             assert events[:3] == ["job", "answer", "job"], events  # the answer before the next job's start
         finally:
