@@ -28,7 +28,7 @@ produce phase a helper process holds GIB of anonymous memory it touched just bef
 the pages the machine freed lately: on this VM (virtio-balloon free page reporting) the
 brokers' page-cache writes then go to memory the host must fault in first, as on an idle
 machine, where nothing else frees pages (under other engineers' load their frees keep memory
-warm and hide the cost; BENCHMARKS.md, Replication, session 16).
+warm and hide the cost; BENCHMARKS.md, "Session 16").
 """
 
 from __future__ import annotations
