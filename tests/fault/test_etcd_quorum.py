@@ -101,5 +101,10 @@ def _created(admin: AdminClient, topic: str) -> bool:
     except KafkaException as e:
         if e.args[0].name() == "TOPIC_ALREADY_EXISTS":
             return True
+        if e.args[0].name() == "INVALID_REPLICATION_FACTOR":
+            # Brokers whose keep-alives failed without the quorum register again once it is back:
+            # until they have, the controller counts fewer than 3 (a CI run saw 1), as Kafka would.
+            # That all three do is asserted after.
+            return False
         assert ErrorCode(e.args[0].code()).retriable, e
         return False
