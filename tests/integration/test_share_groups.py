@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import requests
 from confluent_kafka import AcknowledgeType
 
 from tests.integration.share_clients import (
@@ -34,12 +35,24 @@ def _drain(consumers, seen: list, until, timeout_s: float) -> None:
     wait_for(until, timeout_s, "the records", poll)
 
 
+def _settled(broker, group_id: str, count: int) -> bool:
+    """The group's ``count`` members each at the assignment's epoch with a part of it (the HTTP API's view)."""
+    view = requests.get(f"http://127.0.0.1:{broker.metrics_port}/api/v1/share-groups/{group_id}", timeout=10).json()
+    members = view["members"]
+    return len(members) == count and all(m["member_epoch"] == view["assignment_epoch"] and m["assignment"]
+                                         for m in members)
+
+
 @pytest.mark.slow
 def test_three_consumers_share_six_partitions_exactly_once(broker):
     create_topic(broker.bootstrap, "work", 6)
     consumers = [share_consumer(broker.bootstrap, "workers", ["work"]) for _ in range(3)]
     try:
         wait_members(broker, "workers", 3, consumers)
+        # Every member has been sent the final assignment (2 partitions each), not only counted: one
+        # told late found the records taken by the two that held all six before it joined.
+        wait_for(lambda: _settled(broker, "workers", 3), 30, "every member at the assignment's epoch",
+                 lambda: [consumer.poll(0.1) for consumer in consumers])
         values = produce_values(broker.bootstrap, "work", 10_000, 6)
         seen: list = []
         _drain(consumers, seen, lambda: len(seen) >= 10_000, 120)
