@@ -40,8 +40,14 @@ def cached_pages(fd: int, offset: int, length: int) -> int:
 async def flushed(manager, log) -> None:
     """The scheduled flush, run to its end (the fsync job, then on_durable)."""
     assert manager.flush_followers("interval") == 1
+    await durable(log)
+
+
+async def durable(log, offset: int | None = None) -> None:
+    """Until the log is durable up to ``offset`` (its log end when None), then one more turn
+    (on_durable's release runs in it)."""
     deadline = asyncio.get_running_loop().time() + 10
-    while log.durable_offset < log.log_end_offset:
+    while log.durable_offset < (log.log_end_offset if offset is None else offset):
         assert asyncio.get_running_loop().time() < deadline, "the scheduled flush did not make the copies durable"
         await asyncio.sleep(0.005)
     await asyncio.sleep(0)
@@ -117,11 +123,7 @@ def test_a_truncation_after_the_flush_was_asked_for_voids_its_release(tmp_path):
         assert manager.flush_followers("interval") == 1
         partition.truncate_to(log.log_end_offset - 1)
         copy_at_least(manager, partition, 3 * MiB)
-        deadline = asyncio.get_running_loop().time() + 10
-        while log.durable_offset < 1:
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0)
+        await durable(log, 1)
         assert metrics.follower_cache_released_bytes._value.get() == 0
         copy_at_least(manager, partition, 4 * MiB)
         await flushed(manager, log)  # a flush asked for after the truncation releases again
@@ -139,11 +141,7 @@ def test_a_leaders_flushes_release_nothing(tmp_path):
         copy_at_least(manager, partition, 2 * MiB)
         assert manager.flush_followers("interval") == 1
         partition.make_leader(PartitionState((NODE, 2), NODE, 1, (NODE, 2)))
-        deadline = asyncio.get_running_loop().time() + 10
-        while log.durable_offset < log.log_end_offset:
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0)
+        await durable(log)
         assert metrics.follower_cache_released_bytes._value.get() == 0
         assert cached_pages(log.active_segment.fd, 0, log.active_segment.size_bytes) >= \
             log.active_segment.size_bytes // PAGE - 1
@@ -165,11 +163,7 @@ def test_a_segment_rolled_after_the_flush_was_asked_for_keeps_its_tail(tmp_path)
         log.roll()
         assert log.active_segment is not sealed
         copy_at_least(manager, partition, MiB)
-        deadline = asyncio.get_running_loop().time() + 10
-        while log.durable_offset < log.log_end_offset:
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0)
+        await durable(log)
         assert metrics.follower_cache_released_bytes._value.get() == 0
         copy_at_least(manager, partition, 3 * MiB)
         await flushed(manager, log)
